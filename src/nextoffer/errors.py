@@ -1,0 +1,157 @@
+"""The one error tree of nextoffer.
+
+Every error the service can answer with is a subclass of :class:`NextOfferError`.
+Each class carries its HTTP status and its CLI exit code; the API maps the tree to
+responses in one place (``nextoffer.api.errors``) and the CLI to exit codes in one
+place (``nextoffer.cli``). No route and no command writes its own error response.
+
+::
+
+    NextOfferError                 500  exit 1   something we did not foresee
+    ├── AuthError                  4xx  exit 3   gateway-shaped body {"error_code", "message"}
+    ├── BadRequest                 400  exit 2   malformed request: headers, JSON, query
+    │   ├── UnsupportedMediaType   415  exit 2   Content-Type we do not accept
+    │   └── PayloadTooLarge        413  exit 2   a body or object over a guardrail
+    ├── NotFound                   404  exit 4   no such thing *for this tenant*
+    ├── Conflict                   409  exit 5   stale If-Match, a delete that others reference
+    ├── Unprocessable              422  exit 2   well-formed but invalid: schema, references,
+    │   │                                        immutable properties
+    │   └── PQLError               422  exit 2   a rule that does not parse or check; line+column
+    └── Unavailable                503  exit 6   a store is down; ``retry_after`` seconds
+
+``NotModified`` (304) is not an error and lives with the routes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class NextOfferError(Exception):
+    """Root of every error nextoffer raises on purpose."""
+
+    status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = 1
+    title: ClassVar[str] = "Internal Server Error"
+
+    def __init__(self, detail: str, *, pointer: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        #: JSON pointer (RFC 6901) to the offending field of the request, when there is one.
+        self.pointer = pointer
+        #: More members for the problem+json body (e.g. ``referencedBy``, ``errors``).
+        self.extra = extra
+
+    @property
+    def type_slug(self) -> str:
+        return type(self).__name__
+
+
+class AuthError(NextOfferError):
+    """Authentication or tenancy failed before the request reached a service.
+
+    Answered in Adobe's gateway shape ``{"error_code": "...", "message": "..."}``.
+    """
+
+    exit_code = 3
+    title = "Unauthorized"
+
+    def __init__(self, status: int, error_code: str, message: str) -> None:
+        super().__init__(message)
+        self.http_status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class BadRequest(NextOfferError):
+    """The request itself is malformed (headers, JSON syntax, query parameters)."""
+
+    status = 400
+    exit_code = 2
+    title = "Bad Request"
+
+
+class UnsupportedMediaType(BadRequest):
+    """The Content-Type is missing or not one this endpoint accepts."""
+
+    status = 415
+    title = "Unsupported Media Type"
+
+
+class PayloadTooLarge(BadRequest):
+    """A body, an object or a collection exceeds a documented guardrail."""
+
+    status = 413
+    title = "Payload Too Large"
+
+
+class NotFound(NextOfferError):
+    """No such container, instance or object in the caller's org and sandbox.
+
+    Another tenant's object is reported exactly like a missing one.
+    """
+
+    status = 404
+    exit_code = 4
+    title = "Not Found"
+
+
+class Conflict(NextOfferError):
+    """The write conflicts with the stored state (stale etag, referenced by others)."""
+
+    status = 409
+    exit_code = 5
+    title = "Conflict"
+
+
+class Unprocessable(NextOfferError):
+    """The body is well-formed but invalid: schema, references, immutable properties."""
+
+    status = 422
+    exit_code = 2
+    title = "Unprocessable Entity"
+
+
+class PQLError(Unprocessable):
+    """A PQL rule or formula is invalid (syntax, unknown function, arity, type, limit).
+
+    ``line`` and ``column`` are 1-based and point into ``source`` when it is known.
+    """
+
+    title = "Invalid Rule"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int = 1,
+        column: int = 1,
+        source: str | None = None,
+        pointer: str | None = None,
+    ) -> None:
+        super().__init__(f"{message} (line {line}, column {column})", pointer=pointer)
+        self.message = message
+        self.line = line
+        self.column = column
+        self.source = source
+
+    def render(self) -> str:
+        """The message, the offending source line and a caret under the column."""
+        if self.source is None:
+            return f"line {self.line}, column {self.column}: {self.message}"
+        lines = self.source.splitlines() or [""]
+        text = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
+        caret = " " * (max(self.column, 1) - 1) + "^"
+        return f"line {self.line}, column {self.column}: {self.message}\n  {text}\n  {caret}"
+
+
+class Unavailable(NextOfferError):
+    """A backing store is unreachable; the client should retry after ``retry_after`` s."""
+
+    status = 503
+    exit_code = 6
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
