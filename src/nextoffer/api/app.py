@@ -1,0 +1,49 @@
+"""The application factory: ``create_app(settings)`` builds everything, nothing at import."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+
+from nextoffer.api.context import Services
+from nextoffer.api.errors import exception_handlers
+from nextoffer.api.routes import system, xcore
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.service.auth import Authenticator
+from nextoffer.service.repository import Repository
+from nextoffer.settings import Settings
+from nextoffer.storage.store import Store
+
+
+def build_services(settings: Settings, store: Store | None = None) -> Services:
+    store = store or Store.open(settings.db_url, pool_size=settings.db_pool_size)
+    return Services(
+        settings=settings,
+        store=store,
+        auth=Authenticator(store),
+        repository=Repository(store, ids=IdFactory(), clock=utcnow),
+    )
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
+    """The ASGI app. The database is opened in the lifespan unless ``services`` is given."""
+    settings = settings or Settings.from_env()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = services is None
+        app.state.services = services or build_services(settings)
+        try:
+            yield
+        finally:
+            if owned:
+                app.state.services.store.close()
+
+    app = Starlette(
+        routes=[*system.routes, *xcore.routes],
+        exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    return app

@@ -1,0 +1,46 @@
+"""What a route needs from the application: the services, the settings, the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from nextoffer.api.bodies import read_json
+from nextoffer.service.auth import Authenticator, Principal
+from nextoffer.service.repository import Repository
+from nextoffer.settings import Settings
+from nextoffer.storage.store import Store
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    store: Store
+    auth: Authenticator
+    repository: Repository
+
+
+def services(request: Request) -> Services:
+    value: Services = request.app.state.services
+    return value
+
+
+def authenticate(request: Request) -> Principal:
+    """The caller; verified tokens and clients are cached, so this rarely does IO."""
+    return services(request).auth.authenticate(request.headers)
+
+
+async def body_json(request: Request) -> Any:
+    settings = services(request).settings
+    return await read_json(request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+
+
+async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run blocking service work (it opens a database transaction) off the event loop."""
+    return await run_in_threadpool(fn, *args, **kwargs)

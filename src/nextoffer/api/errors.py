@@ -1,0 +1,87 @@
+"""The one place where errors become HTTP responses.
+
+* :class:`AuthError` → Adobe's gateway shape ``{"error_code", "message"}``.
+* any other :class:`NextOfferError` → ``application/problem+json`` (RFC 9457) with
+  ``type``, ``title``, ``status``, ``detail`` and, where known, ``pointer``; rule errors
+  add ``line`` and ``column``.
+* Starlette's own 404/405 → problem+json as well.
+* anything else → a 500 problem without internals; the traceback goes to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nextoffer.api.media import JSON, PROBLEM
+from nextoffer.api.responses import json_response
+from nextoffer.errors import AuthError, NextOfferError, PQLError, Unavailable
+
+log = logging.getLogger("nextoffer.api")
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def problem(status: int, title: str, detail: str, *, slug: str, **members: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"https://nextoffer.dev/problems/{slug}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    body.update({k: v for k, v in members.items() if v is not None})
+    return body
+
+
+def to_response(exc: NextOfferError) -> Response:
+    if isinstance(exc, AuthError):
+        return json_response(
+            {"error_code": exc.error_code, "message": exc.message}, status=exc.http_status, media_type=JSON
+        )
+    members: dict[str, Any] = {"pointer": exc.pointer, **exc.extra}
+    if isinstance(exc, PQLError):
+        members.update(line=exc.line, column=exc.column, message=exc.message)
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    body = problem(exc.status, exc.title, exc.detail, slug=_slug(type(exc).__name__), **members)
+    return json_response(body, status=exc.status, media_type=PROBLEM, headers=headers)
+
+
+async def handle_nextoffer_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NextOfferError)  # registered for this class only
+    return to_response(exc)
+
+
+async def handle_http_exception(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # registered for this class only
+    titles = {404: "Not Found", 405: "Method Not Allowed"}
+    title = titles.get(exc.status_code, "HTTP Error")
+    detail = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+    return json_response(
+        problem(exc.status_code, title, detail, slug=_slug(title.replace(" ", ""))),
+        status=exc.status_code,
+        media_type=PROBLEM,
+        headers=exc.headers,
+    )
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return json_response(
+        problem(500, "Internal Server Error", "an unexpected error occurred; it has been logged", slug="internal"),
+        status=500,
+        media_type=PROBLEM,
+    )
+
+
+exception_handlers = {
+    NextOfferError: handle_nextoffer_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

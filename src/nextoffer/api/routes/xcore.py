@@ -1,0 +1,208 @@
+"""The Offer Library repository API (xcore): ``/data/core/xcore/…`` (spec §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextoffer.api import media
+from nextoffer.api.context import authenticate, body_json, run, services
+from nextoffer.api.responses import json_response
+from nextoffer.errors import BadRequest, UnsupportedMediaType
+from nextoffer.repository import hal
+from nextoffer.repository.objects import (
+    CONTAINER_SCHEMA,
+    HOME_SCHEMA,
+    OBJECT_TYPES,
+    SchemaRef,
+    parse_schema_ref,
+)
+from nextoffer.storage.records import InstanceRecord
+
+BASE = "/data/core/xcore"
+
+#: Envelope members a client may send around ``_instance`` (e.g. a resource it read).
+_ENVELOPE_KEYS = frozenset({"_instance", "_links", "_embedded", "schemas", "instanceId", "productContexts", "_score", "sandboxName"})
+
+_CREATE_TYPES = (media.SCHEMA_INSTANCE, media.HAL)
+_PATCH_TYPES = (media.PATCH_HAL, media.JSON_PATCH, media.SCHEMA_INSTANCE)
+
+
+def _content_type(request: Request, accepted: tuple[str, ...]) -> media.MediaType:
+    parsed = media.parse(request.headers.get("content-type"))
+    if parsed is None:
+        raise BadRequest("A valid content-type must be specified")
+    if parsed.mime not in accepted:
+        raise UnsupportedMediaType(
+            f"Content-Type {parsed.mime!r} is not accepted here; use one of: {', '.join(accepted)}"
+        )
+    return parsed
+
+
+def _schema(parsed: media.MediaType, *, required: bool) -> SchemaRef | None:
+    schema = parsed.params.get("schema")
+    if not schema:
+        if required:
+            raise BadRequest('the Content-Type needs a schema parameter, e.g. schema="https://ns.adobe.com/experience/offer-management/offer-placement;version=0.4"')
+        return None
+    return parse_schema_ref(schema, where="Content-Type schema")
+
+
+def _unwrap(body: Any) -> tuple[dict[str, Any], str]:
+    """The instance properties and the pointer prefix they were found under."""
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", pointer="/")
+    inner = body.get("_instance")
+    if isinstance(inner, dict) and all(k in _ENVELOPE_KEYS or k.startswith("repo:") for k in body):
+        return inner, "/_instance"
+    return body, ""
+
+
+def _etag_of(value: str) -> int | None:
+    """An ``If-Match``/``If-None-Match`` member as a repo:etag; None for ``*``."""
+    text = value.strip()
+    if text == "*":
+        return None
+    if text.startswith("W/"):
+        text = text[2:]
+    text = text.strip('"')
+    return int(text) if text.isdigit() else -1
+
+
+def _if_match(request: Request) -> int | None:
+    header = request.headers.get("if-match")
+    if header is None or not header.strip():
+        return None
+    return _etag_of(header.split(",")[0])
+
+
+def _etag_header(record: InstanceRecord) -> dict[str, str]:
+    return {"ETag": f'"{record.etag}"'}
+
+
+def _receipt(record: InstanceRecord, *, status: int, headers: dict[str, str] | None = None) -> Response:
+    return json_response(
+        hal.receipt(record), status=status, media_type=media.RECEIPT, headers={**_etag_header(record), **(headers or {})}
+    )
+
+
+async def home(request: Request) -> Response:
+    principal = authenticate(request)
+    containers = await run(services(request).repository.containers, principal)
+    products = request.query_params.getlist("product")
+    if products:
+        containers = [c for c in containers if set(c.product_contexts) & set(products)]
+    for expression in request.query_params.getlist("property"):
+        key, op, value = expression.partition("==")
+        if not op or key.strip() != "_instance.containerType":
+            raise BadRequest(
+                f"unsupported property filter {expression!r} on containers; "
+                "use _instance.containerType==<type>",
+                pointer="property",
+            )
+        containers = [c for c in containers if c.container_type == value.strip()]
+    self_href = "/" + (f"?{request.url.query}" if request.url.query else "")
+    body = {
+        "_embedded": {CONTAINER_SCHEMA: [hal.container_resource(c) for c in containers]},
+        "_links": {"self": {"href": self_href, "@type": HOME_SCHEMA}},
+    }
+    return json_response(body, media_type=media.HOME)
+
+
+async def create_instance(request: Request) -> Response:
+    principal = authenticate(request)
+    parsed = _content_type(request, _CREATE_TYPES)
+    schema = _schema(parsed, required=True)
+    assert schema is not None  # required=True raises instead
+    body, prefix = _unwrap(await body_json(request))
+    container_id = request.path_params["container_id"]
+    record = await run(services(request).repository.create, principal, container_id, schema, body, prefix=prefix)
+    base = str(request.base_url).rstrip("/") + BASE + "/"
+    return _receipt(
+        record,
+        status=201,
+        headers={"Location": hal.instance_href(record).lstrip("/"), "Content-Base": base},
+    )
+
+
+async def get_instance(request: Request) -> Response:
+    principal = authenticate(request)
+    record = await run(
+        services(request).repository.get,
+        principal,
+        request.path_params["container_id"],
+        request.path_params["instance_id"],
+    )
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match:
+        tags = [_etag_of(v) for v in if_none_match.split(",")]
+        if None in tags or record.etag in tags:
+            return Response(status_code=304, headers=_etag_header(record))
+    versioned = OBJECT_TYPES[record.schema_id].versioned_schema
+    return json_response(
+        hal.resource(record), media_type=media.hal_of(versioned), headers=_etag_header(record)
+    )
+
+
+async def replace_instance(request: Request) -> Response:
+    principal = authenticate(request)
+    parsed = _content_type(request, _CREATE_TYPES)
+    schema = _schema(parsed, required=False)
+    body, prefix = _unwrap(await body_json(request))
+    record = await run(
+        services(request).repository.replace,
+        principal,
+        request.path_params["container_id"],
+        request.path_params["instance_id"],
+        schema,
+        body,
+        if_match=_if_match(request),
+        prefix=prefix,
+    )
+    return _receipt(record, status=200)
+
+
+async def patch_instance(request: Request) -> Response:
+    principal = authenticate(request)
+    parsed = _content_type(request, _PATCH_TYPES)
+    schema = _schema(parsed, required=False)
+    operations = await body_json(request)
+    record = await run(
+        services(request).repository.patch,
+        principal,
+        request.path_params["container_id"],
+        request.path_params["instance_id"],
+        operations,
+        schema=schema,
+        if_match=_if_match(request),
+    )
+    return _receipt(record, status=200)
+
+
+async def delete_instance(request: Request) -> Response:
+    principal = authenticate(request)
+    record = await run(
+        services(request).repository.delete,
+        principal,
+        request.path_params["container_id"],
+        request.path_params["instance_id"],
+        if_match=_if_match(request),
+    )
+    return _receipt(record, status=202)
+
+
+routes = [
+    Route(f"{BASE}/", home, methods=["GET"]),
+    Route(f"{BASE}/{{container_id}}/instances", create_instance, methods=["POST"]),
+    Route(
+        f"{BASE}/{{container_id}}/instances/{{instance_id}}",
+        get_instance,
+        methods=["GET"],
+    ),
+    Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", replace_instance, methods=["PUT"]),
+    Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", patch_instance, methods=["PATCH"]),
+    Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", delete_instance, methods=["DELETE"]),
+]

@@ -1,0 +1,43 @@
+"""The ``nextoffer`` command. Errors from the tree in ``nextoffer.errors`` exit with their
+own exit code and a one-line message; nothing prints a traceback at the user."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from nextoffer.errors import NextOfferError
+
+
+class Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except NextOfferError as exc:
+            render = getattr(exc, "render", None)
+            click.echo(f"error: {render() if callable(render) else exc.detail}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=Group)
+@click.version_option(package_name="nextoffer")
+def main() -> None:
+    """nextoffer: self-hosted offer decisioning."""
+
+
+def _register() -> None:
+    from nextoffer.cli.admin import admin
+    from nextoffer.cli.serve import serve
+
+    main.add_command(serve)
+    main.add_command(admin)
+    try:
+        from nextoffer.cli.pql import pql
+    except ImportError:  # the rule-language commands arrive with nextoffer.pql
+        return
+    main.add_command(pql)
+
+
+_register()

@@ -1,0 +1,155 @@
+"""The demo tenant ``serve --demo`` creates: a small library and a ready ``curl``."""
+
+from __future__ import annotations
+
+import shlex
+from datetime import timedelta
+from typing import Any
+
+import click
+import orjson
+
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RULE,
+    TAG,
+    ObjectType,
+    SchemaRef,
+)
+from nextoffer.service.auth import Principal
+from nextoffer.service.repository import Repository
+from nextoffer.service.tenants import Credentials, bootstrap
+from nextoffer.settings import Settings
+from nextoffer.storage.store import Store
+
+DEMO_ORG = "DEMO@AdobeOrg"
+DEMO_SANDBOX = "prod"
+DEMO_CLIENT = "nextoffer-demo"
+DEMO_USER = "demo@nextoffer"
+
+HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
+WEB = "https://ns.adobe.com/xdm/channel-types/web"
+
+
+def _html(placement: str, text: str) -> dict[str, Any]:
+    return {
+        "xdm:placement": placement,
+        "xdm:channel": WEB,
+        "xdm:components": [
+            {"@type": HTML, "dc:format": "text/html", "dc:language": ["en"], "xdm:content": text}
+        ],
+    }
+
+
+def seed_library(repo: Repository, principal: Principal, container_id: str) -> dict[str, str]:
+    """Create the demo objects; returns their ``@id`` by a short name."""
+
+    def make(object_type: ObjectType, body: dict[str, Any]) -> str:
+        ref = SchemaRef(object_type, object_type.stored_version, object_type.versioned_schema)
+        return repo.create(principal, container_id, ref, body).at_id
+
+    now = utcnow()
+    window = {
+        "xdm:startDate": (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "xdm:endDate": (now + timedelta(days=365)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    ids: dict[str, str] = {}
+    ids["placement"] = make(
+        PLACEMENT,
+        {"xdm:name": "Home page banner", "xdm:channel": WEB, "xdm:componentType": HTML,
+         "xdm:description": "The banner at the top of the home page"},
+    )
+    ids["tag"] = make(TAG, {"xdm:name": "Holiday sales and promotions"})
+    ids["rule"] = make(
+        RULE,
+        {"xdm:name": "Gold members", "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text",
+                                                     "xdm:value": 'loyalty.tier = "gold"'}},
+    )
+    ids["gold_offer"] = make(
+        PERSONALIZED_OFFER,
+        {"xdm:name": "Gold members: 20% off", "xdm:status": "approved",
+         "xdm:representations": [_html(ids["placement"], "<p>20% off for our gold members</p>")],
+         "xdm:selectionConstraint": {**window, "xdm:eligibilityRule": ids["rule"]},
+         "xdm:rank": {"xdm:priority": 10}, "xdm:cappingConstraint": {"xdm:profileCap": 3},
+         "xdm:tags": [ids["tag"]], "xdm:characteristics": {"offer_code": "GOLD20"}},
+    )
+    ids["holiday_offer"] = make(
+        PERSONALIZED_OFFER,
+        {"xdm:name": "Holiday sale: 10% off", "xdm:status": "approved",
+         "xdm:representations": [_html(ids["placement"], "<p>10% off everything this season</p>")],
+         "xdm:selectionConstraint": window, "xdm:rank": {"xdm:priority": 5},
+         "xdm:tags": [ids["tag"]], "xdm:characteristics": {"offer_code": "HOLIDAY10"}},
+    )
+    ids["fallback"] = make(
+        FALLBACK_OFFER,
+        {"xdm:name": "Welcome banner", "xdm:status": "approved",
+         "xdm:representations": [_html(ids["placement"], "<p>Welcome!</p>")]},
+    )
+    ids["collection"] = make(
+        COLLECTION, {"xdm:name": "Holiday offers", "xdm:filterType": "anyTags", "xdm:ids": [ids["tag"]]}
+    )
+    ids["decision"] = make(
+        DECISION,
+        {"xdm:name": "Home page decision", "xdm:status": "live", **window,
+         "xdm:criteria": [{"xdm:placements": [ids["placement"]],
+                           "xdm:optionSelection": {"xdm:filter": ids["collection"]}}],
+         "xdm:fallback": ids["fallback"]},
+    )
+    return ids
+
+
+def seed_demo(settings: Settings) -> Credentials:
+    store = Store.open(settings.db_url)
+    try:
+        creds = bootstrap(store, org=DEMO_ORG, sandbox=DEMO_SANDBOX, now=utcnow(), client_id=DEMO_CLIENT, user=DEMO_USER)
+        principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
+        with store.session() as session:
+            empty = session.count_instances(creds.container_id) == 0
+        if empty:
+            repo = Repository(store, ids=IdFactory(), clock=utcnow)
+            ids = seed_library(repo, principal, creds.container_id)
+        else:
+            ids = {}
+    finally:
+        store.close()
+    _print_welcome(settings, creds, ids)
+    return creds
+
+
+def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    headers = {
+        "Authorization": f"Bearer {creds.access_token}",
+        "x-api-key": creds.api_key,
+        "x-gw-ims-org-id": creds.org,
+        "x-sandbox-name": creds.sandbox,
+    }
+    placement = ids.get("placement", "xcore:offer-placement:<a placement @id>")
+    seed = {
+        "xdm:status": "approved",
+        "xdm:name": "Fallback for sales",
+        "xdm:representations": [
+            {"xdm:components": [{"dc:language": ["en"], "@type": HTML, "dc:format": "text/html"}],
+             "xdm:channel": WEB, "xdm:placement": placement}
+        ],
+    }
+    schema = "https://ns.adobe.com/experience/offer-management/fallback-offer;version=0.1"
+    lines = [f"curl -sS -X POST {base}/data/core/xcore/{creds.container_id}/instances \\"]
+    lines.append("  -H " + shlex.quote("Accept: application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1") + " \\")
+    lines.append("  -H " + shlex.quote(f'Content-Type: application/schema-instance+json; version=1;  schema="{schema}"') + " \\")
+    lines.extend("  -H " + shlex.quote(f"{k}: {v}") + " \\" for k, v in headers.items())
+    lines.append("  -d " + shlex.quote(orjson.dumps(seed).decode()))
+    click.echo("\nnextoffer demo tenant ready.\n")
+    click.echo("Headers for every call:")
+    for key, value in headers.items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"\nContainer: {creds.container_id}")
+    if ids:
+        click.echo("Seeded library: " + ", ".join(f"{k}={v}" for k, v in ids.items()))
+    click.echo("\nCreate a fallback offer (the documented seed request):\n")
+    click.echo("\n".join(lines) + "\n")

@@ -1,0 +1,206 @@
+"""The compiled library objects a :class:`~nextoffer.engine.catalog.Catalog` holds.
+
+Each is a frozen dataclass built once by :func:`~nextoffer.engine.catalog.build_catalog`
+from a stored xcore instance; ``body`` keeps the instance's ``_instance`` object so the
+API layer can serialise any metadata it wants without the engine knowing the wire form.
+Objects compare by identity (``eq=False``): two offers are the same offer only if they
+are the same catalog entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, Protocol
+
+
+class CompiledRule(Protocol):
+    """What ``nextoffer.pql.compile`` returns: a rule or formula ready to evaluate."""
+
+    def evaluate(
+        self,
+        *,
+        profile: Mapping[str, Any],
+        events: Any = None,
+        now: datetime | None = None,
+        context: Mapping[str, Any] | None = None,
+        variables: Mapping[str, Any] | None = None,
+    ) -> Any: ...
+
+
+#: ``compile(source, *, format="pql/text", kind="rule"|"formula") -> CompiledRule``;
+#: raises :class:`nextoffer.errors.PQLError` for invalid source.
+CompileRule = Callable[..., CompiledRule]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Rule:
+    """An eligibility rule or a ranking formula, compiled (or not, with ``problem`` saying why)."""
+
+    at_id: str
+    source: str
+    compiled: CompiledRule | None
+    #: True when the source mentions ``offer``: then it is evaluated once per candidate with the
+    #: PQL variable ``offer`` bound; otherwise once per request (the value cannot depend on it).
+    uses_offer: bool
+    problem: str | None = None
+
+
+class ConstraintType(Enum):
+    """``xdm:profileConstraintType`` (XDM profile-constraint-details)."""
+
+    #: No constraint: every profile qualifies ("All visitors").
+    NONE = "none"
+    #: ``xdm:eligibilityRule`` must evaluate to true.
+    ELIGIBILITY_RULE = "eligibilityRule"
+    #: The profile must be a member of at least one of ``xdm:segmentIdentities``.
+    ANY_SEGMENTS = "anySegments"
+    #: The profile must be a member of every one of ``xdm:segmentIdentities``.
+    ALL_SEGMENTS = "allSegments"
+    #: Every rule of ``xdm:eligibilityRules`` (our name; the schema names none) must be true.
+    RULES = "rules"
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    """A segment identity: its id and, when given, the namespace code it lives under."""
+
+    segment_id: str
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ProfileConstraint:
+    """A criterion's (or offer's) profile constraint, with its rules resolved."""
+
+    type: ConstraintType
+    rules: tuple[Rule, ...] = ()
+    segments: tuple[SegmentRef, ...] = ()
+
+    @property
+    def per_offer(self) -> bool:
+        """True when a rule reads ``offer`` and must be evaluated for each candidate."""
+        return any(rule.uses_offer for rule in self.rules)
+
+
+NO_CONSTRAINT = ProfileConstraint(ConstraintType.NONE)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Placement:
+    at_id: str
+    instance_id: str
+    etag: int
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Offer:
+    """A personalized offer, with everything the request-independent stages need."""
+
+    at_id: str
+    instance_id: str
+    etag: int
+    body: Mapping[str, Any]
+    status: str
+    priority: int
+    tags: frozenset[str]
+    characteristics: Mapping[str, Any]
+    #: ``xdm:placement`` → the representation object (first one wins if an offer repeats one).
+    representations: Mapping[str, Mapping[str, Any]]
+    start: datetime | None
+    end: datetime | None
+    rule: Rule | None
+    #: An offer-level segment constraint (``xdm:selectionConstraint.xdm:profileConstraintType``).
+    constraint: ProfileConstraint | None
+    global_cap: int | None
+    profile_cap: int | None
+    #: The PQL variable ``offer`` seen by ranking formulas and offer-aware rules.
+    variable: Mapping[str, Any]
+    #: Why this offer can never be proposed (broken rule reference, unreadable date), if so.
+    problem: str | None = None
+
+    @property
+    def capped(self) -> bool:
+        return self.global_cap is not None or self.profile_cap is not None
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Fallback:
+    at_id: str
+    instance_id: str
+    etag: int
+    body: Mapping[str, Any]
+    representations: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Pool:
+    """The offers of one collection (or direct option list), indexed for decisioning."""
+
+    #: Every personalized offer the collection matches, any status, by (-priority, @id).
+    members: tuple[Offer, ...]
+    #: placement ``@id`` → approved members with a representation for it, by (-priority, @id).
+    by_placement: Mapping[str, tuple[Offer, ...]]
+
+
+class OrderType(Enum):
+    """``xdm:ranking.xdm:order.xdm:orderEvaluationType``."""
+
+    #: Offer priority (the default when no order is given).
+    STATIC = "static"
+    #: A ranking formula (``xdm:function``) scores each offer; the score is returned.
+    SCORING_FUNCTION = "scoringFunction"
+    #: An AI ranking strategy; not modelled: ranked by priority (docs/decisioning.md).
+    RANKING_STRATEGY = "rankingStrategy"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Criterion:
+    """One entry of a decision's ``xdm:criteria``."""
+
+    index: int
+    #: Placements the criterion applies to; empty means any placement.
+    placements: frozenset[str]
+    pool: Pool
+    #: ``xdm:ranking.xdm:priority``: criteria with equal values form one group; higher first.
+    group_priority: int
+    constraint: ProfileConstraint
+    order: OrderType
+    #: The ranking formula when ``order`` is ``SCORING_FUNCTION`` (``None`` if it is missing).
+    formula: Rule | None
+
+    def applies_to(self, placement_id: str) -> bool:
+        return not self.placements or placement_id in self.placements
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Decision:
+    """An offer activity: its window, criteria and fallback."""
+
+    at_id: str
+    instance_id: str
+    etag: int
+    body: Mapping[str, Any]
+    status: str
+    start: datetime | None
+    end: datetime | None
+    criteria: tuple[Criterion, ...]
+    fallback_id: str | None
+    fallback: Fallback | None
+
+    def covers(self, placement_id: str) -> bool:
+        """True when at least one criterion applies to the placement."""
+        return any(criterion.applies_to(placement_id) for criterion in self.criteria)
+
+    def groups_for(self, placement_id: str) -> tuple[tuple[Criterion, ...], ...]:
+        """Applicable criteria grouped by ``group_priority`` (higher first), in list order."""
+        applicable = [c for c in self.criteria if c.applies_to(placement_id)]
+        if len(applicable) == 1:
+            return ((applicable[0],),)
+        by_priority: dict[int, list[Criterion]] = {}
+        for criterion in applicable:
+            by_priority.setdefault(criterion.group_priority, []).append(criterion)
+        return tuple(tuple(by_priority[p]) for p in sorted(by_priority, reverse=True))

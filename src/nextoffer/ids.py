@@ -1,0 +1,122 @@
+"""Identifier and timestamp formats of the repository (spec offer-api-xcore §4.2, §7).
+
+* ``instanceId`` is a version-1 UUID whose embedded timestamp is the creation time.
+* ``@id`` is ``xcore:<type>:<hex>``, the hex being a Twitter-Snowflake number: the
+  creation time in milliseconds since 2010-11-04T01:42:54.657Z, shifted left by 22 bits,
+  with a 10-bit worker number and a 12-bit sequence below.
+* Dates are RFC 3339 with microseconds and ``Z``.
+
+Everything here takes the time as an argument; only :func:`utcnow` reads the clock.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import uuid
+from datetime import UTC, datetime
+
+SNOWFLAKE_EPOCH_MS = 1288834974657
+_UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100-ns intervals from 1582-10-15 to 1970-01-01
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_datetime(moment: datetime) -> str:
+    """``2020-10-21T22:28:11.111732Z``: RFC 3339, UTC, always six fractional digits."""
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_datetime(text: str) -> datetime:
+    """Parse an RFC 3339 date-time (``Z`` or an offset). Raises ``ValueError``."""
+    if not isinstance(text, str) or len(text) < 20 or text[10] not in "Tt":
+        raise ValueError(f"not an RFC 3339 date-time: {text!r}")
+    value = text[:-1] + "+00:00" if text[-1] in "Zz" else text
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError(f"an RFC 3339 date-time needs Z or an offset: {text!r}")
+    return moment
+
+
+def epoch_micros(moment: datetime) -> int:
+    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class IdFactory:
+    """Makes instance ids and ``@id`` numbers that are unique within this process.
+
+    Several processes share a database; their ``@id`` numbers differ by the random
+    worker number, and the store's unique constraints catch the rest.
+    """
+
+    def __init__(self, worker: int | None = None) -> None:
+        self._lock = threading.Lock()
+        self._worker = (worker if worker is not None else secrets.randbits(10)) & 0x3FF
+        self._last_ms = -1
+        self._sequence = 0
+        self._last_uuid_ticks = -1
+        # RFC 4122 §4.5: a random node id with the multicast bit set.
+        self._node = secrets.randbits(48) | 0x010000000000
+        self._clock_seq = secrets.randbits(14)
+
+    def snowflake(self, moment: datetime) -> int:
+        ms = epoch_micros(moment) // 1000
+        with self._lock:
+            if ms <= self._last_ms:
+                # Same (or an earlier, after a clock step) millisecond: keep counting.
+                self._sequence = (self._sequence + 1) & 0xFFF
+                if self._sequence == 0:
+                    self._last_ms += 1
+                ms = self._last_ms
+            else:
+                self._sequence = 0
+                self._last_ms = ms
+            return ((ms - SNOWFLAKE_EPOCH_MS) << 22) | (self._worker << 12) | self._sequence
+
+    def at_id(self, type_name: str, moment: datetime) -> str:
+        return f"xcore:{type_name}:{self.snowflake(moment):x}"
+
+    def instance_id(self, moment: datetime) -> str:
+        """A version-1 UUID whose timestamp is ``moment`` (to the microsecond)."""
+        ticks = epoch_micros(moment) * 10 + _UUID_EPOCH_OFFSET
+        with self._lock:
+            # Several ids in one microsecond use the 100-ns digit, then move on.
+            if ticks <= self._last_uuid_ticks:
+                ticks = self._last_uuid_ticks + 1
+            self._last_uuid_ticks = ticks
+        time_low = ticks & 0xFFFFFFFF
+        time_mid = (ticks >> 32) & 0xFFFF
+        time_hi_version = ((ticks >> 48) & 0x0FFF) | (1 << 12)
+        clock_seq_hi = (self._clock_seq >> 8) | 0x80
+        clock_seq_low = self._clock_seq & 0xFF
+        return str(
+            uuid.UUID(
+                fields=(time_low, time_mid, time_hi_version, clock_seq_hi, clock_seq_low, self._node)
+            )
+        )
+
+
+def uuid1_time(value: str) -> datetime:
+    """The creation time embedded in a version-1 UUID string."""
+    ticks = uuid.UUID(value).time - _UUID_EPOCH_OFFSET
+    return datetime.fromtimestamp(ticks // 10 / 1_000_000, UTC).replace(
+        microsecond=(ticks // 10) % 1_000_000
+    )
+
+
+def snowflake_time_ms(at_id: str) -> int:
+    """Epoch milliseconds encoded in an ``xcore:<type>:<hex>`` id."""
+    return (int(at_id.rsplit(":", 1)[1], 16) >> 22) + SNOWFLAKE_EPOCH_MS
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def process_worker() -> int:
+    return os.getpid() & 0x3FF

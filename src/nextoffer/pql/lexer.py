@@ -1,0 +1,189 @@
+"""PQL text → tokens.
+
+Token kinds: ``num`` (value int/float), ``str``, ``ident``, ``op``, ``param`` (``$1``),
+``ctx`` (``@{…}`` / ``@event{…}``, value = the schema text), ``eof``. Keywords are plain
+``ident`` tokens; the parser matches them case-insensitively, so ``AND``/``and`` and a field
+called ``last`` after a dot both work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import messages as msg
+from .ast import Span
+
+_OPS2 = ("!=", "<=", ">=", "=>")
+_OPS1 = "=<>+-*/%!()[]{},.:^"
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
+            "t": "\t"}
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str
+    value: object
+    span: Span
+    text: str
+
+    def describe(self) -> str:
+        if self.kind == "eof":
+            return "end of input"
+        if self.kind == "str":
+            return f"string {self.text}"
+        return repr(self.text)
+
+
+class _Cursor:
+    """Tracks offset → line/column while scanning."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.line_starts = [0]
+        for i, ch in enumerate(source):
+            if ch == "\n":
+                self.line_starts.append(i + 1)
+
+    def span(self, start: int, end: int) -> Span:
+        lo, hi = 0, len(self.line_starts) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.line_starts[mid] <= start:
+                lo = mid
+            else:
+                hi = mid - 1
+        return Span(lo + 1, start - self.line_starts[lo] + 1, start, end)
+
+
+def tokenize(source: str) -> list[Token]:
+    """All tokens of ``source`` ending with one ``eof``; raises PQLError on bad input."""
+    cur = _Cursor(source)
+    out: list[Token] = []
+    i, n = 0, len(source)
+    while True:
+        while i < n and source[i] in " \t\r\n\f\v\u00a0":
+            i += 1
+        if i >= n:
+            out.append(Token("eof", None, cur.span(n, n), ""))
+            return out
+        ch = source[i]
+        start = i
+        if ch.isalpha() or ch == "_":
+            i += 1
+            while i < n and (source[i].isalnum() or source[i] == "_"):
+                i += 1
+            text = source[start:i]
+            if not text.isascii():
+                raise msg.fail(msg.UNEXPECTED_CHAR.format(char=_first_non_ascii(text)),
+                               cur.span(start, i), source)
+            out.append(Token("ident", text, cur.span(start, i), text))
+        elif ch.isdigit() or (ch == "." and i + 1 < n and source[i + 1].isdigit()
+                              and not _after_value(out)):
+            i = _scan_number(source, i)
+            text = source[start:i]
+            if i < n and (source[i].isalpha() or source[i] == "_"):
+                raise msg.fail(msg.BAD_NUMBER.format(text=source[start:i + 1]),
+                               cur.span(start, i + 1), source)
+            value: object
+            if not text.isascii():
+                raise msg.fail(msg.BAD_NUMBER.format(text=text), cur.span(start, i), source)
+            value = float(text) if any(c in text for c in ".eE") else int(text)
+            out.append(Token("num", value, cur.span(start, i), text))
+        elif ch == '"':
+            value, i = _scan_string(source, i, cur)
+            out.append(Token("str", value, cur.span(start, i), source[start:i]))
+        elif ch == "'":
+            raise msg.fail(msg.SINGLE_QUOTE, cur.span(i, i + 1), source)
+        elif ch == "$":
+            i += 1
+            while i < n and source[i].isdigit() and source[i].isascii():
+                i += 1
+            if i == start + 1:
+                raise msg.fail(msg.BAD_PARAM, cur.span(start, i), source)
+            out.append(Token("param", int(source[start + 1:i]), cur.span(start, i),
+                             source[start:i]))
+        elif ch == "@":
+            j = i + 1
+            event_form = source.startswith("event", j)
+            if event_form:
+                j += 5
+            close = source.find("}", j + 1)
+            if j >= n or source[j] != "{" or close < 0 or close == j + 1:
+                raise msg.fail(msg.BAD_CONTEXT, cur.span(start, min(j + 1, n)), source)
+            schema = source[j + 1:close].strip()
+            i = close + 1
+            out.append(Token("ctx", (schema, event_form), cur.span(start, i), source[start:i]))
+        else:
+            two = source[i:i + 2]
+            if two == "==":
+                raise msg.fail(msg.DOUBLE_EQUALS, cur.span(i, i + 2), source)
+            if two in _OPS2:
+                i += 2
+                out.append(Token("op", two, cur.span(start, i), two))
+            elif ch in _OPS1:
+                i += 1
+                out.append(Token("op", ch, cur.span(start, i), ch))
+            else:
+                raise msg.fail(msg.UNEXPECTED_CHAR.format(char=ch), cur.span(i, i + 1), source)
+
+
+def _first_non_ascii(text: str) -> str:
+    return next(c for c in text if not c.isascii())
+
+
+def _after_value(out: list[Token]) -> bool:
+    """True if a '.' here would be a member access rather than the start of ``.45``."""
+    if not out:
+        return False
+    last = out[-1]
+    return last.kind in ("ident", "num", "str", "param", "ctx") or last.value in (")", "]")
+
+
+def _scan_number(s: str, i: int) -> int:
+    n = len(s)
+    while i < n and s[i].isdigit():
+        i += 1
+    if i < n and s[i] == "." and i + 1 < n and s[i + 1].isdigit():
+        i += 1
+        while i < n and s[i].isdigit():
+            i += 1
+    if i < n and s[i] in "eE":
+        j = i + 1
+        if j < n and s[j] in "+-":
+            j += 1
+        if j < n and s[j].isdigit():
+            i = j
+            while i < n and s[i].isdigit():
+                i += 1
+    return i
+
+
+def _scan_string(s: str, i: int, cur: _Cursor) -> tuple[str, int]:
+    start = i
+    i += 1
+    n = len(s)
+    parts: list[str] = []
+    while True:
+        if i >= n or s[i] == "\n":
+            raise msg.fail(msg.UNTERMINATED_STRING, cur.span(start, i), s)
+        ch = s[i]
+        if ch == '"':
+            return "".join(parts), i + 1
+        if ch == "\\":
+            esc = s[i + 1:i + 2]
+            if esc in _ESCAPES:
+                parts.append(_ESCAPES[esc])
+                i += 2
+            elif esc == "u":
+                digits = s[i + 2:i + 6]
+                if len(digits) == 4 and all(c in "0123456789abcdefABCDEF" for c in digits):
+                    parts.append(chr(int(digits, 16)))
+                    i += 6
+                else:
+                    raise msg.fail(msg.BAD_ESCAPE.format(escape="\\u" + digits),
+                                   cur.span(i, i + 2), s)
+            else:
+                raise msg.fail(msg.BAD_ESCAPE.format(escape="\\" + esc), cur.span(i, i + 2), s)
+        else:
+            parts.append(ch)
+            i += 1

@@ -1,0 +1,58 @@
+"""The PQL inside decision rules and ranking formulas, checked when they are saved.
+
+A rule's condition may be prefixed (``xdm:condition`` with ``xdm:value``) or not
+(``condition`` with ``value``); both appear in Adobe's examples (spec §11.6). A ranking
+formula keeps its PQL in ``expression`` (or ``xdm:expression``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nextoffer import pql
+from nextoffer.errors import PQLError
+from nextoffer.repository.objects import RANKING_FORMULA, RULE, ObjectType
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSource:
+    text: str
+    format: str
+    kind: str  # "rule" or "formula"
+    pointer: str  # of the value, within the instance
+
+
+_FIELDS: dict[ObjectType, tuple[str, str]] = {
+    RULE: ("condition", "rule"),
+    RANKING_FORMULA: ("expression", "formula"),
+}
+
+
+def source_of(object_type: ObjectType, body: Mapping[str, Any]) -> RuleSource | None:
+    """The PQL a rule or formula holds, or None for other object types."""
+    field = _FIELDS.get(object_type)
+    if field is None:
+        return None
+    key, kind = field
+    for ns in ("xdm:", ""):
+        holder = body.get(ns + key)
+        value = holder.get(ns + "value") if isinstance(holder, Mapping) else None
+        if isinstance(holder, Mapping) and isinstance(value, str):
+            fmt = holder.get(ns + "format") or "pql/text"
+            return RuleSource(value, str(fmt), kind, f"/{ns}{key}/{ns}value")
+    return None
+
+
+def check(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "") -> None:
+    """Raise :class:`PQLError` (422, with line and column) when the PQL is invalid."""
+    source = source_of(object_type, body)
+    if source is None:
+        return
+    try:
+        pql.compile(source.text, format=source.format, kind=source.kind)
+    except PQLError as exc:
+        raise PQLError(
+            exc.message, line=exc.line, column=exc.column, source=source.text, pointer=prefix + source.pointer
+        ) from exc

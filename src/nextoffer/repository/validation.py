@@ -1,0 +1,81 @@
+"""Validation of instance bodies against the JSON Schemas nextoffer ships (``schemas/``).
+
+Pure: no IO beyond reading the packaged schema files once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator, FormatChecker
+
+from nextoffer.errors import PayloadTooLarge, Unprocessable
+from nextoffer.ids import parse_datetime
+from nextoffer.repository.objects import FALLBACK_OFFER, PERSONALIZED_OFFER, ObjectType
+
+#: "The size of an offer including all its representations cannot exceed 300KB" (spec §10).
+MAX_OFFER_BYTES = 300 * 1024
+
+_formats = FormatChecker(formats=())
+
+
+@_formats.checks("date-time", raises=ValueError)
+def _is_datetime(value: object) -> bool:
+    if isinstance(value, str):
+        parse_datetime(value)
+    return True
+
+
+@cache
+def validator(object_type: ObjectType) -> Draft202012Validator:
+    text = resources.files("nextoffer.repository").joinpath(
+        f"schemas/{object_type.name}.schema.json"
+    ).read_text("utf-8")
+    schema = json.loads(text)
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=_formats)
+
+
+def pointer(parts: Iterator[Any] | list[Any], prefix: str = "") -> str:
+    escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
+    return prefix + "".join("/" + p for p in escaped)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "required":
+        return str(error.message).replace("is a required property", "is required")
+    if error.validator == "pattern" and isinstance(error.instance, str):
+        return f"{error.instance!r} is not a valid reference of the expected type"
+    if error.validator == "format":
+        return f"{error.instance!r} is not an RFC 3339 date-time"
+    return str(error.message)
+
+
+def validate(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "") -> None:
+    """Raise :class:`Unprocessable` listing every schema violation, each with its pointer."""
+    if object_type in (PERSONALIZED_OFFER, FALLBACK_OFFER):
+        size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
+        if size > MAX_OFFER_BYTES:
+            raise PayloadTooLarge(
+                f"an offer including all its representations may not exceed 300 KB; "
+                f"this one is {size} bytes",
+                pointer=prefix or "/",
+            )
+    errors = sorted(validator(object_type).iter_errors(body), key=lambda e: list(e.path))
+    if not errors:
+        return
+    listed = [
+        {"pointer": pointer(list(e.path), prefix) or "/", "message": _describe(e)} for e in errors
+    ]
+    first = listed[0]
+    more = f" (and {len(listed) - 1} more)" if len(listed) > 1 else ""
+    raise Unprocessable(
+        f"invalid {object_type.label}: {first['pointer']}: {first['message']}{more}",
+        pointer=first["pointer"],
+        errors=listed,
+    )

@@ -1,0 +1,229 @@
+"""The Offer Library's use cases: create, read, replace, patch and delete instances.
+
+Each method opens one transaction, checks tenancy (a container of another org or sandbox
+is reported exactly like a missing one), validates, checks references, and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from nextoffer.errors import Conflict, NotFound, Unprocessable
+from nextoffer.ids import IdFactory, epoch_micros, format_datetime
+from nextoffer.repository import hal, patch, references, rules, validation
+from nextoffer.repository.objects import OBJECT_TYPES, ObjectType, SchemaRef, at_id_type
+from nextoffer.service.auth import Principal
+from nextoffer.storage.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.storage.store import Session, Store
+
+#: Creating an @id collides only if two processes draw the same worker number in the same
+#: millisecond; we retry a few times with a fresh id.
+_CREATE_ATTEMPTS = 3
+
+
+class Repository:
+    def __init__(self, store: Store, *, ids: IdFactory, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._ids = ids
+        self._clock = clock
+
+    # -- containers ------------------------------------------------------------------
+
+    def containers(self, principal: Principal) -> list[ContainerRecord]:
+        with self._store.session() as session:
+            return session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
+
+    def container(self, session: Session, principal: Principal, container_id: str) -> ContainerRecord:
+        record = session.get_container(container_id, org_id=principal.org, sandbox=principal.sandbox)
+        if record is None:
+            raise NotFound(f"container {container_id} does not exist")
+        return record
+
+    # -- instances -------------------------------------------------------------------
+
+    def get(self, principal: Principal, container_id: str, instance_id: str) -> InstanceRecord:
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+            return self._instance(session, container_id, instance_id)
+
+    def create(
+        self, principal: Principal, container_id: str, schema: SchemaRef, body: dict[str, Any], *, prefix: str = ""
+    ) -> InstanceRecord:
+        object_type = schema.type
+        if "@id" in body:
+            raise Unprocessable(
+                "@id is assigned by the repository and cannot be sent on create",
+                pointer=f"{prefix}/@id",
+            )
+        self._check_body(object_type, body, prefix)
+        for attempt in range(_CREATE_ATTEMPTS):
+            now = self._clock()
+            stamp = format_datetime(now)
+            at_id = self._ids.at_id(object_type.name, now)
+            record = InstanceRecord(
+                instance_id=self._ids.instance_id(now),
+                container_id=container_id,
+                schema_id=object_type.schema_id,
+                at_id=at_id,
+                etag=1,
+                audit=Audit(stamp, stamp, principal.user, principal.user, principal.client_id, principal.client_id),
+                body={**body, "@id": at_id},
+                created_us=epoch_micros(now),
+                modified_us=epoch_micros(now),
+            )
+            try:
+                with self._store.session(write=True) as session:
+                    self.container(session, principal, container_id)
+                    refs = self._check_references(session, object_type, container_id, body, prefix)
+                    session.insert_instance(record, refs)
+                return record
+            except Conflict:
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def replace(
+        self,
+        principal: Principal,
+        container_id: str,
+        instance_id: str,
+        schema: SchemaRef | None,
+        body: dict[str, Any],
+        *,
+        if_match: int | None,
+        prefix: str = "",
+    ) -> InstanceRecord:
+        with self._store.session(write=True) as session:
+            self.container(session, principal, container_id)
+            current = self._instance(session, container_id, instance_id)
+            if schema is not None and schema.type.schema_id != current.schema_id:
+                raise Unprocessable(
+                    f"instance {instance_id} is a {current.schema_id}, not a {schema.type.schema_id}"
+                )
+            if "@id" in body and body["@id"] != current.at_id:
+                raise Unprocessable("@id is immutable and cannot be changed", pointer=f"{prefix}/@id")
+            return self._update(session, principal, current, {**body, "@id": current.at_id}, if_match, prefix)
+
+    def patch(
+        self,
+        principal: Principal,
+        container_id: str,
+        instance_id: str,
+        operations: Any,
+        *,
+        schema: SchemaRef | None,
+        if_match: int | None,
+    ) -> InstanceRecord:
+        with self._store.session(write=True) as session:
+            self.container(session, principal, container_id)
+            current = self._instance(session, container_id, instance_id)
+            if schema is not None and schema.type.schema_id != current.schema_id:
+                raise Unprocessable(
+                    f"instance {instance_id} is a {current.schema_id}, not a {schema.type.schema_id}"
+                )
+            body = patch.apply(hal.resource(current), operations)
+            return self._update(session, principal, current, body, if_match, "/_instance")
+
+    def delete(
+        self, principal: Principal, container_id: str, instance_id: str, *, if_match: int | None
+    ) -> InstanceRecord:
+        with self._store.session(write=True) as session:
+            self.container(session, principal, container_id)
+            current = self._instance(session, container_id, instance_id)
+            self._check_etag(current, if_match)
+            referrers = session.referrers(container_id, current.at_id)
+            if referrers:
+                names = ", ".join(r.at_id for r in referrers[:10])
+                raise Conflict(
+                    f"{current.at_id} cannot be deleted: it is referenced by {names}"
+                    + (f" and {len(referrers) - 10} more" if len(referrers) > 10 else ""),
+                    referencedBy=[
+                        {
+                            "@id": r.at_id,
+                            "instanceId": r.instance_id,
+                            "schema": r.schema_id,
+                            "href": hal.instance_href(r),
+                        }
+                        for r in referrers
+                    ],
+                )
+            session.delete_instance(current)
+            return current
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _instance(self, session: Session, container_id: str, instance_id: str) -> InstanceRecord:
+        record = session.get_instance(container_id, instance_id)
+        if record is None:
+            raise NotFound(f"instance {instance_id} does not exist in container {container_id}")
+        return record
+
+    @staticmethod
+    def _check_etag(current: InstanceRecord, if_match: int | None) -> None:
+        if if_match is not None and if_match != current.etag:
+            raise Conflict(
+                f"If-Match {if_match} does not match the current repo:etag {current.etag}: "
+                "the instance was changed by someone else"
+            )
+
+    def _check_body(self, object_type: ObjectType, body: dict[str, Any], prefix: str) -> None:
+        validation.validate(object_type, body, prefix=prefix)
+        rules.check(object_type, body, prefix=prefix)
+
+    def _check_references(
+        self, session: Session, object_type: ObjectType, container_id: str, body: dict[str, Any], prefix: str
+    ) -> list[str]:
+        refs = references.references(body)
+        found = session.instances_by_at_id(container_id, [r.at_id for r in refs])
+        resolved = {at_id: rec.body for at_id, rec in found.items() if rec.schema_id == _type_of(at_id)}
+        references.check_integrity(object_type, body, resolved, prefix=prefix)
+        return [r.at_id for r in refs]
+
+    def _update(
+        self,
+        session: Session,
+        principal: Principal,
+        current: InstanceRecord,
+        body: dict[str, Any],
+        if_match: int | None,
+        prefix: str,
+    ) -> InstanceRecord:
+        self._check_etag(current, if_match)
+        object_type = _object_type(current.schema_id)
+        self._check_body(object_type, body, prefix)
+        refs = self._check_references(session, object_type, current.container_id, body, prefix)
+        now = self._clock()
+        stamp = format_datetime(now)
+        audit = Audit(
+            current.audit.created,
+            stamp,
+            current.audit.created_by,
+            principal.user,
+            current.audit.created_client,
+            principal.client_id,
+        )
+        record = InstanceRecord(
+            instance_id=current.instance_id,
+            container_id=current.container_id,
+            schema_id=current.schema_id,
+            at_id=current.at_id,
+            etag=current.etag + 1,
+            audit=audit,
+            body=body,
+            created_us=current.created_us,
+            modified_us=epoch_micros(now),
+        )
+        if not session.update_instance(record, refs, expected_etag=current.etag):
+            raise Conflict("the instance was changed by someone else; read it again and retry")
+        return record
+
+
+def _object_type(schema_id: str) -> ObjectType:
+    return OBJECT_TYPES[schema_id]
+
+
+def _type_of(at_id: str) -> str | None:
+    object_type = at_id_type(at_id)
+    return object_type.schema_id if object_type else None

@@ -1,0 +1,92 @@
+"""Organisations, sandboxes, containers, API clients and tokens: setting tenants up."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from nextoffer.errors import Conflict
+from nextoffer.ids import format_datetime, new_secret
+from nextoffer.service import tokens
+from nextoffer.storage.records import Audit, ContainerRecord
+from nextoffer.storage.store import Store
+
+DEFAULT_TOKEN_TTL = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    org: str
+    sandbox: str
+    container_id: str
+    api_key: str
+    access_token: str
+    user: str
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "org": self.org,
+            "sandbox": self.sandbox,
+            "containerId": self.container_id,
+            "apiKey": self.api_key,
+            "accessToken": self.access_token,
+        }
+
+
+def default_client_id(org: str) -> str:
+    return "nextoffer-" + hashlib.sha256(org.encode()).hexdigest()[:12]
+
+
+def bootstrap(
+    store: Store,
+    *,
+    org: str,
+    sandbox: str,
+    now: datetime,
+    client_id: str | None = None,
+    user: str | None = None,
+    ttl: timedelta = DEFAULT_TOKEN_TTL,
+) -> Credentials:
+    """Create (or reuse) the org, sandbox, decisioning container, client and a token."""
+    client_id = client_id or default_client_id(org)
+    user = user or f"admin@{org}"
+    stamp = format_datetime(now)
+    with store.session(write=True) as session:
+        session.ensure_org(org, now=stamp)
+        session.ensure_sandbox(org, sandbox, now=stamp)
+        existing = [
+            c for c in session.list_containers(org_id=org, sandbox=sandbox) if c.container_type == "decisioning"
+        ]
+        if existing:
+            container = existing[0]
+        else:
+            container = ContainerRecord(
+                container_id=str(uuid.uuid4()),
+                org_id=org,
+                sandbox=sandbox,
+                container_type="decisioning",
+                name=f"{sandbox} decisioning container",
+                product_contexts=["acp"],
+                etag=1,
+                audit=Audit(stamp, stamp, user, user, client_id, client_id),
+            )
+            session.insert_container(container)
+        if not session.ensure_client(client_id, org, now=stamp):
+            raise Conflict(f"API client {client_id!r} belongs to another organisation")
+        session.grant_sandbox(client_id, sandbox)
+        keys = session.signing_keys()
+        if not keys:
+            kid = uuid.uuid4().hex[:16]
+            secret = new_secret()
+            session.add_signing_key(kid, secret, now=stamp)
+        else:
+            kid, secret = sorted(keys.items())[0]
+    issued = int(now.timestamp())
+    token = tokens.mint(
+        tokens.Claims(user, client_id, org, issued, issued + int(ttl.total_seconds())),
+        kid=kid,
+        secret=secret,
+    )
+    return Credentials(org, sandbox, container.container_id, client_id, token, user)

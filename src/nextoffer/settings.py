@@ -1,0 +1,45 @@
+"""Settings, read from ``NEXTOFFER_*`` variables or CLI flags — never at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+
+def default_db_url() -> str:
+    return "sqlite:///" + str(Path.cwd() / ".nextoffer" / "nextoffer.db")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    db_url: str = field(default_factory=default_db_url)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    #: Largest request body accepted, in bytes (an offer may be 300 KB; leave headroom).
+    max_body_bytes: int = 1024 * 1024
+    #: Deepest JSON nesting accepted in a request body.
+    max_json_depth: int = 64
+    db_pool_size: int = 5
+    access_log: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if env.get("NEXTOFFER_DB"):
+            values["db_url"] = env["NEXTOFFER_DB"]
+        for name, key, kind in (
+            ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
+            ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
+            ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
+        ):
+            if env.get(key):
+                values[name] = kind(env[key])
+        if env.get("NEXTOFFER_ACCESS_LOG"):
+            values["access_log"] = env["NEXTOFFER_ACCESS_LOG"].lower() not in ("0", "false", "no", "off")
+        settings = cls(**values)
+        return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

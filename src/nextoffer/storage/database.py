@@ -1,0 +1,66 @@
+"""Opening a database from a URL: engine options and per-dialect connection setup."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from nextoffer.errors import BadRequest
+
+#: "NORMAL" in WAL mode survives a killed process; "FULL" also survives power loss.
+SQLITE_SYNCHRONOUS = os.environ.get("NEXTOFFER_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+
+
+def open_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for ``sqlite:///path`` or ``postgresql://…``; folders are created."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise BadRequest(f"not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:"):
+            raise BadRequest("an in-memory SQLite database cannot be shared; give a file path")
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            parsed.set(drivername="sqlite+pysqlite"),
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            max_overflow=pool_size * 2,
+        )
+        _setup_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        return create_engine(
+            parsed.set(drivername="postgresql+psycopg"),
+            pool_size=pool_size,
+            max_overflow=pool_size,
+            pool_pre_ping=True,
+        )
+    raise BadRequest(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below) so that writers take the lock up front.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        # A writer that starts deferred can fail to upgrade its lock under contention
+        # (SQLITE_BUSY without waiting); BEGIN IMMEDIATE waits for the lock instead.
+        mode = connection.get_execution_options().get("nextoffer_write")
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")

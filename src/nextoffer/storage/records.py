@@ -1,0 +1,51 @@
+"""Plain records the store returns. The service never sees a database row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Audit:
+    """Who and when: the ``repo:*`` envelope fields."""
+
+    created: str
+    modified: str
+    created_by: str
+    modified_by: str
+    created_client: str
+    modified_client: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRecord:
+    container_id: str
+    org_id: str
+    sandbox: str
+    container_type: str
+    name: str
+    product_contexts: list[str]
+    etag: int
+    audit: Audit
+    library_version: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    instance_id: str
+    container_id: str
+    schema_id: str
+    at_id: str
+    etag: int
+    audit: Audit
+    body: dict[str, Any] = field(hash=False)
+    created_us: int = 0
+    modified_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    client_id: str
+    org_id: str
+    sandboxes: frozenset[str]

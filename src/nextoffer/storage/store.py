@@ -1,0 +1,355 @@
+"""The SQL store: the only code that knows SQL.
+
+``Store.session(write=...)`` opens one transaction and yields a :class:`Session` whose
+methods read and write records. The service layer owns the transaction: it opens the
+session, makes its calls, and the session commits when the ``with`` block ends without
+an error. A driver error becomes one of our errors at this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.storage import tables as t
+from nextoffer.storage.database import open_engine
+from nextoffer.storage.records import Audit, ClientRecord, ContainerRecord, InstanceRecord
+
+
+class Store:
+    """A database holding every tenant's data."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, url: str, *, pool_size: int = 5) -> Store:
+        store = cls(open_engine(url, pool_size=pool_size))
+        store.migrate()
+        return store
+
+    def migrate(self) -> None:
+        """Create missing tables; refuse a database written by a newer nextoffer."""
+        with self._guard():
+            t.metadata.create_all(self.engine)
+            with self.engine.connect().execution_options(nextoffer_write=True) as conn:
+                with conn.begin():
+                    row = conn.execute(select(t.schema_info.c.version)).first()
+                    if row is None:
+                        conn.execute(insert(t.schema_info).values(id=1, version=t.SCHEMA_VERSION))
+                    elif row[0] > t.SCHEMA_VERSION:
+                        raise Unavailable(
+                            f"the database schema is version {row[0]}, newer than this "
+                            f"nextoffer knows ({t.SCHEMA_VERSION}); upgrade nextoffer"
+                        )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self, *, write: bool = False) -> Iterator[Session]:
+        with self._guard():
+            with self.engine.connect() as conn:
+                if write:
+                    conn = conn.execution_options(nextoffer_write=True)
+                with conn.begin():
+                    yield Session(conn)
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except NextOfferError:
+            raise
+        except IntegrityError as exc:
+            raise Conflict(f"the write conflicts with stored data: {exc.orig}") from exc
+        except (OperationalError, DBAPIError) as exc:
+            raise Unavailable(f"the database is unavailable: {exc.orig}", retry_after=1) from exc
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _audit(row: Any) -> Audit:
+    return Audit(
+        created=row.created,
+        modified=row.modified,
+        created_by=row.created_by,
+        modified_by=row.modified_by,
+        created_client=row.created_client,
+        modified_client=row.modified_client,
+    )
+
+
+def _audit_values(audit: Audit) -> dict[str, str]:
+    return {
+        "created": audit.created,
+        "modified": audit.modified,
+        "created_by": audit.created_by,
+        "modified_by": audit.modified_by,
+        "created_client": audit.created_client,
+        "modified_client": audit.modified_client,
+    }
+
+
+def _container(row: Any) -> ContainerRecord:
+    return ContainerRecord(
+        container_id=row.container_id,
+        org_id=row.org_id,
+        sandbox=row.sandbox,
+        container_type=row.container_type,
+        name=row.name,
+        product_contexts=orjson.loads(row.product_contexts),
+        etag=row.etag,
+        audit=_audit(row),
+        library_version=row.library_version,
+    )
+
+
+def _instance(row: Any) -> InstanceRecord:
+    return InstanceRecord(
+        instance_id=row.instance_id,
+        container_id=row.container_id,
+        schema_id=row.schema_id,
+        at_id=row.at_id,
+        etag=row.etag,
+        audit=_audit(row),
+        body=orjson.loads(row.body),
+        created_us=row.created_us,
+        modified_us=row.modified_us,
+    )
+
+
+class Session:
+    """One transaction's worth of reads and writes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- tenants ---------------------------------------------------------------------
+
+    def ensure_org(self, org_id: str, *, now: str) -> None:
+        if self.conn.execute(select(t.orgs.c.org_id).where(t.orgs.c.org_id == org_id)).first():
+            return
+        self.conn.execute(insert(t.orgs).values(org_id=org_id, created=now))
+
+    def ensure_sandbox(self, org_id: str, name: str, *, now: str) -> None:
+        query = select(t.sandboxes.c.name).where(
+            t.sandboxes.c.org_id == org_id, t.sandboxes.c.name == name
+        )
+        if not self.conn.execute(query).first():
+            self.conn.execute(insert(t.sandboxes).values(org_id=org_id, name=name, created=now))
+
+    def sandbox_exists(self, org_id: str, name: str) -> bool:
+        query = select(t.sandboxes.c.name).where(
+            t.sandboxes.c.org_id == org_id, t.sandboxes.c.name == name
+        )
+        return self.conn.execute(query).first() is not None
+
+    def insert_container(self, record: ContainerRecord) -> None:
+        self.conn.execute(
+            insert(t.containers).values(
+                container_id=record.container_id,
+                org_id=record.org_id,
+                sandbox=record.sandbox,
+                container_type=record.container_type,
+                name=record.name,
+                product_contexts=_dumps(record.product_contexts),
+                etag=record.etag,
+                library_version=record.library_version,
+                **_audit_values(record.audit),
+            )
+        )
+
+    def get_container(self, container_id: str, *, org_id: str, sandbox: str) -> ContainerRecord | None:
+        """The container, only if it belongs to this org and sandbox."""
+        row = self.conn.execute(
+            select(t.containers).where(
+                t.containers.c.container_id == container_id,
+                t.containers.c.org_id == org_id,
+                t.containers.c.sandbox == sandbox,
+            )
+        ).first()
+        return _container(row) if row else None
+
+    def list_containers(self, *, org_id: str, sandbox: str) -> list[ContainerRecord]:
+        rows = self.conn.execute(
+            select(t.containers)
+            .where(t.containers.c.org_id == org_id, t.containers.c.sandbox == sandbox)
+            .order_by(t.containers.c.created, t.containers.c.container_id)
+        )
+        return [_container(row) for row in rows]
+
+    def library_version(self, container_id: str) -> int:
+        value = self.conn.execute(
+            select(t.containers.c.library_version).where(t.containers.c.container_id == container_id)
+        ).scalar()
+        return int(value or 0)
+
+    def bump_library_version(self, container_id: str) -> None:
+        self.conn.execute(
+            update(t.containers)
+            .where(t.containers.c.container_id == container_id)
+            .values(library_version=t.containers.c.library_version + 1)
+        )
+
+    def ensure_client(self, client_id: str, org_id: str, *, now: str) -> bool:
+        """Create the API client if missing; False when it exists for another org."""
+        row = self.conn.execute(
+            select(t.api_clients.c.org_id).where(t.api_clients.c.client_id == client_id)
+        ).first()
+        if row is None:
+            self.conn.execute(insert(t.api_clients).values(client_id=client_id, org_id=org_id, created=now))
+            return True
+        return bool(row.org_id == org_id)
+
+    def grant_sandbox(self, client_id: str, sandbox: str) -> None:
+        query = select(t.client_sandboxes.c.sandbox).where(
+            t.client_sandboxes.c.client_id == client_id, t.client_sandboxes.c.sandbox == sandbox
+        )
+        if not self.conn.execute(query).first():
+            self.conn.execute(insert(t.client_sandboxes).values(client_id=client_id, sandbox=sandbox))
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        row = self.conn.execute(
+            select(t.api_clients.c.org_id).where(t.api_clients.c.client_id == client_id)
+        ).first()
+        if row is None:
+            return None
+        sandboxes = self.conn.execute(
+            select(t.client_sandboxes.c.sandbox).where(t.client_sandboxes.c.client_id == client_id)
+        ).scalars()
+        return ClientRecord(client_id, row.org_id, frozenset(sandboxes))
+
+    def signing_keys(self) -> dict[str, str]:
+        rows = self.conn.execute(select(t.signing_keys.c.kid, t.signing_keys.c.secret))
+        return {row.kid: row.secret for row in rows}
+
+    def add_signing_key(self, kid: str, secret: str, *, now: str) -> None:
+        self.conn.execute(insert(t.signing_keys).values(kid=kid, secret=secret, created=now))
+
+    # -- instances -------------------------------------------------------------------
+
+    def insert_instance(self, record: InstanceRecord, refs: Iterable[str]) -> None:
+        self.conn.execute(
+            insert(t.instances).values(
+                instance_id=record.instance_id,
+                container_id=record.container_id,
+                schema_id=record.schema_id,
+                at_id=record.at_id,
+                name=_name_of(record.body),
+                etag=record.etag,
+                created_us=record.created_us,
+                modified_us=record.modified_us,
+                body=_dumps(record.body),
+                **_audit_values(record.audit),
+            )
+        )
+        self._write_refs(record, refs)
+        self.bump_library_version(record.container_id)
+
+    def update_instance(self, record: InstanceRecord, refs: Iterable[str], *, expected_etag: int) -> bool:
+        """Store a new revision; False (and nothing written) when the etag moved on."""
+        result = self.conn.execute(
+            update(t.instances)
+            .where(
+                t.instances.c.instance_id == record.instance_id,
+                t.instances.c.container_id == record.container_id,
+                t.instances.c.etag == expected_etag,
+            )
+            .values(
+                name=_name_of(record.body),
+                etag=record.etag,
+                modified=record.audit.modified,
+                modified_us=record.modified_us,
+                modified_by=record.audit.modified_by,
+                modified_client=record.audit.modified_client,
+                body=_dumps(record.body),
+            )
+        )
+        if result.rowcount != 1:
+            return False
+        self.conn.execute(
+            delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
+        )
+        self._write_refs(record, refs)
+        self.bump_library_version(record.container_id)
+        return True
+
+    def delete_instance(self, record: InstanceRecord) -> bool:
+        result = self.conn.execute(
+            delete(t.instances).where(
+                t.instances.c.instance_id == record.instance_id,
+                t.instances.c.container_id == record.container_id,
+            )
+        )
+        self.conn.execute(
+            delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
+        )
+        self.bump_library_version(record.container_id)
+        return bool(result.rowcount == 1)
+
+    def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
+        rows = [
+            {"container_id": record.container_id, "from_instance_id": record.instance_id, "to_at_id": ref}
+            for ref in dict.fromkeys(refs)
+        ]
+        if rows:
+            self.conn.execute(insert(t.instance_refs), rows)
+
+    def get_instance(self, container_id: str, instance_id: str) -> InstanceRecord | None:
+        row = self.conn.execute(
+            select(t.instances).where(
+                t.instances.c.container_id == container_id,
+                t.instances.c.instance_id == instance_id,
+            )
+        ).first()
+        return _instance(row) if row else None
+
+    def instances_by_at_id(self, container_id: str, at_ids: Sequence[str]) -> dict[str, InstanceRecord]:
+        if not at_ids:
+            return {}
+        rows = self.conn.execute(
+            select(t.instances).where(
+                t.instances.c.container_id == container_id,
+                t.instances.c.at_id.in_(list(dict.fromkeys(at_ids))),
+            )
+        )
+        return {row.at_id: _instance(row) for row in rows}
+
+    def referrers(self, container_id: str, at_id: str) -> list[InstanceRecord]:
+        """Instances that reference ``at_id``, oldest first."""
+        rows = self.conn.execute(
+            select(t.instances)
+            .join(t.instance_refs, t.instance_refs.c.from_instance_id == t.instances.c.instance_id)
+            .where(t.instance_refs.c.container_id == container_id, t.instance_refs.c.to_at_id == at_id)
+            .order_by(t.instances.c.created_us, t.instances.c.instance_id)
+        )
+        return [_instance(row) for row in rows]
+
+    def all_instances(self, container_id: str) -> list[InstanceRecord]:
+        rows = self.conn.execute(
+            select(t.instances)
+            .where(t.instances.c.container_id == container_id)
+            .order_by(t.instances.c.instance_id)
+        )
+        return [_instance(row) for row in rows]
+
+    def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
+        query = select(func.count()).select_from(t.instances).where(t.instances.c.container_id == container_id)
+        if schema_id is not None:
+            query = query.where(t.instances.c.schema_id == schema_id)
+        return int(self.conn.execute(query).scalar() or 0)
+
+
+def _name_of(body: dict[str, Any]) -> str | None:
+    name = body.get("xdm:name", body.get("name"))
+    return name if isinstance(name, str) else None

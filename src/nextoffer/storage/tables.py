@@ -1,0 +1,130 @@
+"""The relational schema, in SQLAlchemy Core, shared by every SQL backend.
+
+Times are stored twice where they are sorted or filtered on: as the RFC 3339 text the
+API returns and as integer epoch microseconds for ordering and range queries.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+#: Bumped whenever a table changes shape; stored in ``schema_info``.
+SCHEMA_VERSION = 1
+
+schema_info = Table(
+    "schema_info",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+orgs = Table(
+    "orgs",
+    metadata,
+    Column("org_id", String(255), primary_key=True),
+    Column("created", String(32), nullable=False),
+)
+
+sandboxes = Table(
+    "sandboxes",
+    metadata,
+    Column("org_id", String(255), ForeignKey("orgs.org_id"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("created", String(32), nullable=False),
+    PrimaryKeyConstraint("org_id", "name"),
+)
+
+containers = Table(
+    "containers",
+    metadata,
+    Column("container_id", String(36), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("container_type", String(64), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("product_contexts", Text, nullable=False),  # JSON array
+    Column("etag", Integer, nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("modified", String(32), nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("modified_by", String(255), nullable=False),
+    Column("created_client", String(255), nullable=False),
+    Column("modified_client", String(255), nullable=False),
+    #: +1 on every instance write in the container: the compiled catalog's version.
+    Column("library_version", BigInteger, nullable=False, default=0),
+    Index("ix_containers_tenant", "org_id", "sandbox"),
+)
+
+api_clients = Table(
+    "api_clients",
+    metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("created", String(32), nullable=False),
+)
+
+client_sandboxes = Table(
+    "client_sandboxes",
+    metadata,
+    Column("client_id", String(255), ForeignKey("api_clients.client_id"), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    PrimaryKeyConstraint("client_id", "sandbox"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(64), primary_key=True),
+    Column("secret", String(128), nullable=False),
+    Column("created", String(32), nullable=False),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("instance_id", String(36), primary_key=True),
+    Column("container_id", String(36), nullable=False),
+    Column("schema_id", String(255), nullable=False),  # versionless
+    Column("at_id", String(64), nullable=False),
+    Column("name", Text),  # xdm:name (or name), for lookups and sorting
+    Column("etag", Integer, nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("modified", String(32), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("modified_us", BigInteger, nullable=False),
+    Column("created_by", String(255), nullable=False),
+    Column("modified_by", String(255), nullable=False),
+    Column("created_client", String(255), nullable=False),
+    Column("modified_client", String(255), nullable=False),
+    Column("body", Text, nullable=False),  # the _instance object, JSON
+    UniqueConstraint("container_id", "at_id", name="uq_instances_at_id"),
+    Index("ix_instances_schema", "container_id", "schema_id", "instance_id"),
+    Index("ix_instances_name", "container_id", "schema_id", "name"),
+    Index("ix_instances_created", "container_id", "schema_id", "created_us"),
+    Index("ix_instances_modified", "container_id", "schema_id", "modified_us"),
+)
+
+#: One row per reference from an instance to another ``@id`` in the same container.
+instance_refs = Table(
+    "instance_refs",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("from_instance_id", String(36), nullable=False),
+    Column("to_at_id", String(64), nullable=False),
+    PrimaryKeyConstraint("from_instance_id", "to_at_id"),
+    Index("ix_instance_refs_target", "container_id", "to_at_id"),
+)
