@@ -66,7 +66,15 @@ class CatalogInstance:
 class Catalog:
     """An immutable decisioning snapshot; build it with :func:`build_catalog`."""
 
-    __slots__ = ("_capped", "decisions", "errors", "fallbacks", "offers", "placements")
+    __slots__ = (
+        "_capped",
+        "compile_rule",
+        "decisions",
+        "errors",
+        "fallbacks",
+        "offers",
+        "placements",
+    )
 
     def __init__(
         self,
@@ -76,6 +84,7 @@ class Catalog:
         fallbacks: Mapping[str, Fallback],
         decisions: Mapping[str, Decision],
         errors: tuple[CatalogError, ...],
+        compile_rule: CompileRule | None = None,
     ) -> None:
         self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
         self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
@@ -83,6 +92,8 @@ class Catalog:
         self.decisions: Mapping[str, Decision] = MappingProxyType(dict(decisions))
         #: Every problem found while building; empty for a healthy library.
         self.errors: tuple[CatalogError, ...] = errors
+        #: The compiler the snapshot was built with (explain uses it to name false sub-rules).
+        self.compile_rule = compile_rule
         self._capped: Mapping[str, frozenset[str]] = MappingProxyType(
             {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
         )
@@ -180,15 +191,14 @@ class _Builder:
             for tag in offer.tags:
                 self.tag_index.setdefault(tag, []).append(offer)
         self.offers = offers
-        decisions = {
-            i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)
-        }
+        decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
         return Catalog(
             placements=placements,
             offers=offers,
             fallbacks=fallbacks,
             decisions=decisions,
             errors=self._finish_errors(decisions),
+            compile_rule=self.compile_rule,
         )
 
     def _all(self, schema: str) -> list[CatalogInstance]:
@@ -240,15 +250,11 @@ class _Builder:
         rule = table.get(rule_id)
         if rule is None:
             problem = f"references {rule_id}, which is not in the library"
-            self._error(
-                CatalogErrorKind.MISSING_REFERENCE, instance, problem, reference=rule_id
-            )
+            self._error(CatalogErrorKind.MISSING_REFERENCE, instance, problem, reference=rule_id)
             return Rule(rule_id, "", None, False, problem)
         return rule
 
-    def _constraint(
-        self, spec: Mapping[str, Any], instance: CatalogInstance
-    ) -> ProfileConstraint:
+    def _constraint(self, spec: Mapping[str, Any], instance: CatalogInstance) -> ProfileConstraint:
         """Parse an XDM profile-constraint-details object (criterion or offer)."""
         raw_type = prop(spec, "profileConstraintType")
         rule_id = prop(spec, "eligibilityRule")
@@ -268,13 +274,17 @@ class _Builder:
         if kind is ConstraintType.ELIGIBILITY_RULE:
             if not isinstance(rule_id, str):
                 self._error(
-                    CatalogErrorKind.INVALID_VALUE, instance, "eligibilityRule constraint without a rule"
+                    CatalogErrorKind.INVALID_VALUE,
+                    instance,
+                    "eligibilityRule constraint without a rule",
                 )
                 return ProfileConstraint(kind, (Rule("", "", None, False, "no rule"),))
             return ProfileConstraint(kind, (self._rule_ref(rule_id, instance, self.rules),))
         if kind is ConstraintType.RULES:
             ids = strings(spec, "eligibilityRules")
-            return ProfileConstraint(kind, tuple(self._rule_ref(r, instance, self.rules) for r in ids))
+            return ProfileConstraint(
+                kind, tuple(self._rule_ref(r, instance, self.rules) for r in ids)
+            )
         segments = []
         for identity in prop(spec, "segmentIdentities", ()):
             if isinstance(identity, Mapping):
@@ -446,7 +456,9 @@ class _Builder:
             order = OrderType(raw_order)
         except ValueError:
             self._error(
-                CatalogErrorKind.INVALID_VALUE, instance, f"unknown orderEvaluationType {raw_order!r}"
+                CatalogErrorKind.INVALID_VALUE,
+                instance,
+                f"unknown orderEvaluationType {raw_order!r}",
             )
             order = OrderType.STATIC
         formula = None

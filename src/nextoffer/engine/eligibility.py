@@ -113,7 +113,7 @@ class Evaluation:
     def rule(
         self, rule: Rule, offer: Offer | None, *, false: Reason, error: Reason
     ) -> Failure | None:
-        """``None`` when ``rule`` holds; otherwise the failure, with the false part if explaining."""
+        """``None`` when ``rule`` holds, else the failure (with the false part when explaining)."""
         result = self.value(rule, offer)
         if type(result) is _Raised:
             return Failure(error, result.message, rule.at_id)
@@ -185,7 +185,9 @@ class Evaluation:
                 return None
             reason = Reason.SEGMENT_NOT_MET if offer_level else Reason.CONSTRAINT_SEGMENT_NOT_MET
             missing = [s.segment_id for s in wanted if s not in hits]
-            return Failure(reason, f"{kind.value}: not a member of {', '.join(missing) or '(none)'}")
+            return Failure(
+                reason, f"{kind.value}: not a member of {', '.join(missing) or '(none)'}"
+            )
         false, error = (
             (Reason.RULE_FALSE, Reason.RULE_ERROR)
             if offer_level
@@ -251,8 +253,22 @@ def _truthy(value: Any) -> bool:
 _SPLIT_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[()\[\]{}]|&&|\|\||=>|[A-Za-z_][A-Za-z0-9_]*|.', re.S)
 #: Top-level words after which splitting on ``and`` would change the meaning.
 _UNSPLITTABLE = frozenset(
-    {"or", "select", "exists", "forall", "let", "sum", "average", "min", "max", "over", "between",
-     "chain", "||", "=>"}
+    {
+        "or",
+        "select",
+        "exists",
+        "forall",
+        "let",
+        "sum",
+        "average",
+        "min",
+        "max",
+        "over",
+        "between",
+        "chain",
+        "||",
+        "=>",
+    }
 )
 
 

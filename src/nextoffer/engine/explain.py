@@ -35,7 +35,7 @@ class Reason(Enum):
     EXPIRED = "expired"
     #: The offer's eligibility rule evaluated to false (``detail`` names the failing part).
     RULE_FALSE = "ruleFalse"
-    #: The offer's eligibility rule failed at run time; the offer is ineligible, the request goes on.
+    #: The offer's eligibility rule failed at run time: the offer is out, the request goes on.
     RULE_ERROR = "ruleError"
     #: The offer's own segment constraint is not met by the profile's segment membership.
     SEGMENT_NOT_MET = "segmentNotMet"

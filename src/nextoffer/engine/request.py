@@ -84,13 +84,10 @@ def resolve(
             )
         decision = catalog.decisions.get(wanted.activity_id)
         if decision is None:
-            raise NotFound(
-                f"no decision {wanted.activity_id!r}", pointer=f"{base}/xdm:activityId"
-            )
+            raise NotFound(f"no decision {wanted.activity_id!r}", pointer=f"{base}/xdm:activityId")
         if decision.status != "live":
             raise Unprocessable(
-                f"decision {wanted.activity_id} is {decision.status or 'without status'}, "
-                "not live",
+                f"decision {wanted.activity_id} is {decision.status or 'without status'}, not live",
                 pointer=f"{base}/xdm:activityId",
             )
         placement = catalog.placements.get(wanted.placement_id)

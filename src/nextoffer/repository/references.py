@@ -1,8 +1,11 @@
 """References between instances and the integrity rules they obey (spec §6, §8).
 
-Instances reference each other by ``@id``. Every ``xcore:<type>:<hex>`` string in a body
-that names a known object type is a reference; it must resolve to an instance of that
-type in the same container. Pure: the caller supplies what the references resolve to.
+Instances reference each other by ``@id``. Every ``xcore:<type>:<hex>`` string naming a
+known object type, found under ``xdm:`` properties (and the 2019 ``ids``), is a reference;
+it must resolve to an instance of that type in the same container. Free text (names,
+descriptions, characteristics, content, rule text) and properties of other namespaces
+(e.g. the UI's ``offerui:*``) are never read as references. Pure: the caller supplies what
+the references resolve to.
 """
 
 from __future__ import annotations
@@ -22,6 +25,24 @@ from nextoffer.repository.objects import (
 from nextoffer.repository.validation import pointer
 
 
+#: ``xdm:`` properties that hold text or content, not references.
+_TEXT_KEYS = frozenset(
+    {
+        "xdm:name",
+        "xdm:description",
+        "xdm:characteristics",
+        "xdm:components",
+        "xdm:condition",
+        "xdm:expression",
+        "xdm:definedOn",
+    }
+)
+
+
+def _is_reference_key(key: str) -> bool:
+    return (key.startswith("xdm:") and key not in _TEXT_KEYS) or key == "ids"
+
+
 @dataclass(frozen=True, slots=True)
 class Reference:
     pointer: str  # where in the body (JSON pointer, without the request prefix)
@@ -37,9 +58,8 @@ def references(body: Mapping[str, Any]) -> list[Reference]:
         node, path = stack.pop()
         if isinstance(node, dict):
             for key in reversed(list(node)):
-                if not path and key == "@id":
-                    continue
-                stack.append((node[key], [*path, key]))
+                if _is_reference_key(key):
+                    stack.append((node[key], [*path, key]))
         elif isinstance(node, list):
             for index in range(len(node) - 1, -1, -1):
                 stack.append((node[index], [*path, index]))

@@ -1,0 +1,59 @@
+"""Ranking: priority or formula values, ties broken uniformly at random.
+
+Candidates arrive sorted by (rank value descending, ``@id``). Equal values form a *tier*;
+when a tier holds more eligible offers than still needed, the winners are drawn with
+``rng.sample`` — every subset equally likely, in a uniformly random order (decisioning-api.md
+§4.2: "one is chosen at uniform random"). Because the tier is in ``@id`` order before the
+draw, the outcome for a given ``rng`` state does not depend on the library's order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nextoffer.engine.eligibility import Evaluation, Failure, failure_message, is_failure
+from nextoffer.engine.explain import Reason
+from nextoffer.engine.model import Criterion, Offer, Rule
+
+
+@dataclass(slots=True)
+class Ranked:
+    """An eligible candidate with the value it is ranked by."""
+
+    offer: Offer
+    criterion: Criterion
+    #: The ranking value: the formula score, or the offer priority.
+    value: float
+    #: The formula score (``xdm:score``); ``None`` when priority ranked the offer.
+    score: float | None = None
+
+
+def score(evaluation: Evaluation, formula: Rule, offer: Offer) -> float | Failure:
+    """The formula's value for ``offer`` as a float, or a ``FORMULA_ERROR`` failure."""
+    value: Any = evaluation.value(formula, offer)
+    if is_failure(value):
+        return Failure(Reason.FORMULA_ERROR, failure_message(value), formula.at_id)
+    if isinstance(value, bool | int | float) and not (
+        isinstance(value, float) and math.isnan(value)
+    ):
+        return float(value)
+    return Failure(
+        Reason.FORMULA_ERROR, f"the formula returned {value!r}, not a number", formula.at_id
+    )
+
+
+def draw(tier: Sequence[Ranked], need: int, rng: random.Random) -> list[Ranked]:
+    """Up to ``need`` members of one tier of equal value, uniformly at random."""
+    if len(tier) == 1:
+        return [tier[0]] if need > 0 else []
+    return rng.sample(tier, min(need, len(tier)))
+
+
+def sort_ranked(entries: list[Ranked]) -> list[Ranked]:
+    """Highest value first; equal values by ``@id`` (the draw then randomises them)."""
+    entries.sort(key=lambda entry: (-entry.value, entry.offer.at_id))
+    return entries

@@ -1,0 +1,513 @@
+"""Checked AST → a Python function, built as Python ``ast`` nodes and compiled.
+
+Why this is safe: no text is ever generated or executed. PQL literals become
+``ast.Constant`` nodes, field names and schema names are constants passed as data to
+``_path``/``.get``, and every PQL variable gets a compiler-chosen local name (``_b0``,
+``_i1`` …); user text never becomes a Python identifier. The generated function sees one
+namespace of fixed helpers (``runtime.namespace``) and no builtins.
+
+Why it is fast: simple comparisons against literals are inlined (``p.get("age")`` plus a
+type test and a native comparison), ``and``/``or`` of boolean-typed operands compile to
+Python's own short-circuit operators, and the compiled function *is* ``evaluate`` (the
+public keyword-only signature), so a call costs one Python frame.
+"""
+
+from __future__ import annotations
+
+import ast as py
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import ast as A
+from . import messages as msg
+from .functions import FUNCTIONS, METHODS, NEEDS_NOW, NEEDS_ROOT
+from .runtime import namespace
+from .semantics import NAMED_INPUTS
+from .time import OccursTest
+
+_CMP_OPS = {"<": py.Lt(), "<=": py.LtE(), ">": py.Gt(), ">=": py.GtE()}
+_ARITH = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
+_COMPARISONS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "notIn", "like", "matches"})
+
+
+def _n(name: str) -> py.Name:
+    return py.Name(id=name, ctx=py.Load())
+
+
+def _c(value: Any) -> py.Constant:
+    return py.Constant(value=value)
+
+
+def _call(fn: str, *args: py.expr) -> py.Call:
+    return py.Call(func=_n(fn), args=list(args), keywords=[])
+
+
+def _attr_call(obj: py.expr, attr: str, *args: py.expr) -> py.Call:
+    return py.Call(func=py.Attribute(value=obj, attr=attr, ctx=py.Load()), args=list(args),
+                   keywords=[])
+
+
+def _lambda(params: list[str], body: py.expr) -> py.Lambda:
+    return py.Lambda(args=py.arguments(posonlyargs=[], args=[py.arg(arg=p) for p in params],
+                                       kwonlyargs=[], kw_defaults=[], defaults=[]), body=body)
+
+
+def _class_of(e: py.expr) -> py.Attribute:
+    return py.Attribute(value=e, attr="__class__", ctx=py.Load())
+
+
+def _is(a: py.expr, b: py.expr) -> py.Compare:
+    return py.Compare(left=a, ops=[py.Is()], comparators=[b])
+
+
+def _and(*vals: py.expr) -> py.BoolOp:
+    return py.BoolOp(op=py.And(), values=list(vals))
+
+
+def _or(*vals: py.expr) -> py.BoolOp:
+    return py.BoolOp(op=py.Or(), values=list(vals))
+
+
+@dataclass(frozen=True)
+class _Scope:
+    implicit: tuple[str, ...] = ("p",)
+    names: dict[str, str] = field(default_factory=dict)
+
+    def bind(self, pairs: dict[str, str]) -> _Scope:
+        return _Scope(self.implicit, {**self.names, **pairs})
+
+    def push(self, item: str) -> _Scope:
+        return _Scope((*self.implicit, item), self.names)
+
+
+def is_boolean(node: A.Node) -> bool:
+    """True when ``node`` always evaluates to a Python bool (no coercion needed)."""
+    if isinstance(node, A.Literal):
+        return node.value is True or node.value is False
+    if isinstance(node, A.Binary):
+        return node.op in _COMPARISONS
+    if isinstance(node, A.Unary):
+        return node.op == "not"
+    if isinstance(node, A.BoolOp | A.Occurs | A.Chain):
+        return True
+    if isinstance(node, A.Select):
+        return node.kind != "select"
+    if isinstance(node, A.Method):
+        sig = METHODS.get(node.name)
+        return sig is not None and sig.boolean
+    if isinstance(node, A.Call):
+        if node.name == "if" and len(node.args) == 3:
+            return is_boolean(node.args[1]) and is_boolean(node.args[2])
+        sig = FUNCTIONS.get(node.name)
+        return sig is not None and sig.boolean
+    return False
+
+
+class _Gen:
+    """One code generation pass (``vars_mode`` resolves root names through ``variables``)."""
+
+    def __init__(self, shared: _Shared, vars_mode: bool) -> None:
+        self.s = shared
+        self.vars_mode = vars_mode
+        self.walrus_ok = True
+
+    # ---- entry --------------------------------------------------------------------------
+
+    def top(self, tree: A.Node) -> tuple[A.Node, py.expr]:
+        scope = _Scope()
+        if isinstance(tree, A.Lambda):  # the lambda header names the profile
+            scope = scope.bind({p: "p" for p in tree.params})
+            tree = tree.body
+        return tree, self.expr(tree, scope)
+
+    def boolean(self, node: A.Node, sc: _Scope) -> py.expr:
+        code = self.expr(node, sc)
+        return code if is_boolean(node) else _call("_truthy", code)
+
+    def expr(self, node: A.Node, sc: _Scope) -> py.expr:
+        method = getattr(self, "_" + type(node).__name__)
+        return method(node, sc)  # type: ignore[no-any-return]
+
+    # ---- leaves -------------------------------------------------------------------------
+
+    def _Literal(self, node: A.Literal, sc: _Scope) -> py.expr:
+        return _c(node.value)
+
+    def _ListLit(self, node: A.ListLit, sc: _Scope) -> py.expr:
+        return py.List(elts=[self.expr(x, sc) for x in node.items], ctx=py.Load())
+
+    def _ObjectLit(self, node: A.ObjectLit, sc: _Scope) -> py.expr:
+        return py.Dict(keys=[_c(k) for k, _ in node.entries],
+                       values=[self.expr(v, sc) for _, v in node.entries])
+
+    def _This(self, node: A.This, sc: _Scope) -> py.expr:
+        return _n(sc.implicit[-1])
+
+    def _Param(self, node: A.Param, sc: _Scope) -> py.expr:
+        if node.index != 1:
+            raise msg.fail(msg.UNKNOWN_PARAM.format(index=node.index), node.span, self.s.source)
+        return _n("p")
+
+    def _Up(self, node: A.Up, sc: _Scope) -> py.expr:
+        if node.levels >= len(sc.implicit):
+            raise msg.fail(msg.UP_TOO_FAR.format(carets="^" * node.levels), node.span,
+                           self.s.source)
+        return _n(sc.implicit[-1 - node.levels])
+
+    def _Context(self, node: A.Context, sc: _Scope) -> py.expr:
+        self.s.uses.add("c")
+        if not self.vars_mode:
+            self.s.context_paths.setdefault(node.schema, None)
+        return _attr_call(_n("c"), "get", _c(node.schema))
+
+    def _Name(self, node: A.Name, sc: _Scope, chain: tuple[str, ...] = ()) -> py.expr:
+        name = node.name
+        if name in sc.names:
+            base: py.expr = _n(sc.names[name])
+            if sc.names[name] == "p":
+                self._record_profile(chain)
+        elif name == "xEvent":
+            self.s.uses.add("x")
+            base = _n("x")
+        elif name == "profile":
+            self._record_profile(chain)
+            base = _n("p")
+        else:
+            self.s.root_names = True
+            item = sc.implicit[-1]
+            if item == "p":
+                self._record_profile((name, *chain))
+            lookup = (_attr_call(_n("p"), "get", _c(name)) if item == "p"
+                      else _call("_get", _n(item), _c(name)))
+            if self.vars_mode:
+                lookup = py.IfExp(
+                    test=py.Compare(left=_c(name), ops=[py.In()], comparators=[_n("v")]),
+                    body=py.Subscript(value=_n("v"), slice=_c(name), ctx=py.Load()),
+                    orelse=lookup)
+            base = lookup
+        return _call("_path", base, _c(chain)) if chain else base
+
+    def _record_profile(self, chain: tuple[str, ...]) -> None:
+        if chain and not self.vars_mode and chain[0] not in NAMED_INPUTS:
+            self.s.profile_paths.setdefault(".".join(chain), None)
+
+    def _Field(self, node: A.Field, sc: _Scope) -> py.expr:
+        names: list[str] = []
+        base: A.Node = node
+        while isinstance(base, A.Field):
+            names.append(base.name)
+            base = base.obj
+        chain = tuple(reversed(names))
+        if isinstance(base, A.Name):
+            return self._Name(base, sc, chain)
+        if isinstance(base, A.Param) and base.index == 1:
+            self._record_profile(chain)
+        if isinstance(base, A.Context) and not self.vars_mode:
+            self.s.context_paths.pop(base.schema, None)
+            self.s.context_paths.setdefault(base.schema + "." + ".".join(chain), None)
+            self.s.uses.add("c")
+            return _call("_path", _attr_call(_n("c"), "get", _c(base.schema)), _c(chain))
+        return _call("_path", self.expr(base, sc), _c(chain))
+
+    # ---- calls --------------------------------------------------------------------------
+
+    def _item_fn(self, arg: A.Node, sc: _Scope) -> py.expr:
+        if isinstance(arg, A.Lambda):
+            return self._Lambda(arg, sc)
+        item = self.s.fresh("_i")
+        saved, self.walrus_ok = self.walrus_ok, True
+        try:
+            return _lambda([item], self.expr(arg, sc.push(item)))
+        finally:
+            self.walrus_ok = saved
+
+    def _Method(self, node: A.Method, sc: _Scope) -> py.expr:
+        sig = METHODS[node.name]
+        args = [self._item_fn(a, sc) if kind == "i" else self.expr(a, sc)
+                for a, kind in zip(node.args, sig.args, strict=False)]
+        return _call("m_" + node.name, self.expr(node.obj, sc), *args)
+
+    def _Call(self, node: A.Call, sc: _Scope) -> py.expr:
+        if node.name == "if":
+            cond, yes, no = node.args
+            return py.IfExp(test=self.boolean(cond, sc), body=self.expr(yes, sc),
+                            orelse=self.expr(no, sc))
+        args = [self.expr(a, sc) for a in node.args]
+        if node.name in NEEDS_NOW:
+            self.s.uses.add("n")
+            args.insert(0, _n("n"))
+        if node.name in NEEDS_ROOT:
+            self._record_profile(("segmentMembership",))
+            args.insert(0, _n("p"))
+        return _call("f_" + node.name, *args)
+
+    def _Filter(self, node: A.Filter, sc: _Scope) -> py.expr:
+        return _call("_filter", self.expr(node.obj, sc), self._item_fn(node.cond, sc))
+
+    def _Lambda(self, node: A.Lambda, sc: _Scope) -> py.expr:
+        names = {p: self.s.fresh("_a") for p in node.params}
+        saved, self.walrus_ok = self.walrus_ok, True
+        try:
+            body = self.expr(node.body, sc.bind(names))
+        finally:
+            self.walrus_ok = saved
+        return _lambda(list(names.values()), body)
+
+    # ---- operators ----------------------------------------------------------------------
+
+    def _Unary(self, node: A.Unary, sc: _Scope) -> py.expr:
+        if node.op == "not":
+            return py.UnaryOp(op=py.Not(), operand=self.boolean(node.operand, sc))
+        return _call("_neg", self.expr(node.operand, sc))
+
+    def _BoolOp(self, node: A.BoolOp, sc: _Scope) -> py.expr:
+        op = py.And() if node.op == "and" else py.Or()
+        return py.BoolOp(op=op, values=[self.boolean(x, sc) for x in node.operands])
+
+    def _Binary(self, node: A.Binary, sc: _Scope) -> py.expr:
+        op = node.op
+        if op in _ARITH:
+            return _call(_ARITH[op], self.expr(node.left, sc), self.expr(node.right, sc))
+        fast = self._fast_comparison(node, sc)
+        if fast is not None:
+            return fast
+        left, right = self.expr(node.left, sc), self.expr(node.right, sc)
+        if op == "=":
+            return _call("_eq", left, right)
+        if op == "!=":
+            return _call("_ne", left, right)
+        if op in _CMP_OPS:
+            return _call("_cmp", _c(op), left, right)
+        if op == "in":
+            return _call("_in", left, right)
+        if op == "notIn":
+            return _call("_notin", left, right)
+        if op == "like":
+            return _call("_like", left, right)
+        return _call("_matches", left, right)
+
+    def _fast_comparison(self, node: A.Binary, sc: _Scope) -> py.expr | None:
+        """Inline ``path OP literal`` (the common rule shape) with a temp variable."""
+        if not self.walrus_ok:
+            return None
+        right = node.right
+        op = node.op
+        if op == "in" and isinstance(right, A.ListLit) and right.items and all(
+                isinstance(x, A.Literal) and x.value.__class__ is str for x in right.items):
+            strings = frozenset(x.value for x in right.items)  # type: ignore[attr-defined]
+            temp = self.s.fresh("_t")
+            return py.IfExp(
+                test=_is(_class_of(self._walrus(temp, node.left, sc)), _n("_str")),
+                body=py.Compare(left=_n(temp), ops=[py.In()],
+                                comparators=[self.s.const(strings)]),
+                orelse=_call("_instr", _n(temp), self.s.const(strings)))
+        if not isinstance(right, A.Literal) or right.value is None:
+            return None
+        value = right.value
+        temp = self.s.fresh("_t")
+        slow_list = _and(_is(_class_of(_n(temp)), _n("_list")),
+                         _call("_eq" if op == "=" else "_cmp", *(
+                             [_n(temp), _c(value)] if op == "=" else
+                             [_c(op), _n(temp), _c(value)])))
+        is_num = value.__class__ in (int, float)
+        if op == "=" and value.__class__ is str:
+            first = py.Compare(left=self._walrus(temp, node.left, sc), ops=[py.Eq()],
+                               comparators=[_c(value)])
+            return _or(first, slow_list)
+        if op == "=" and value.__class__ is bool:
+            return _or(_is(self._walrus(temp, node.left, sc), _c(value)), slow_list)
+        if is_num and (op == "=" or op in _CMP_OPS):
+            cmp_op = py.Eq() if op == "=" else _CMP_OPS[op]
+            typed = py.Compare(left=_class_of(self._walrus(temp, node.left, sc)),
+                               ops=[py.In()], comparators=[_n("_NUM")])
+            return _or(_and(typed, py.Compare(left=_n(temp), ops=[cmp_op],
+                                              comparators=[_c(value)])), slow_list)
+        return None
+
+    def _walrus(self, temp: str, node: A.Node, sc: _Scope) -> py.expr:
+        return py.NamedExpr(target=py.Name(id=temp, ctx=py.Store()), value=self.expr(node, sc))
+
+    # ---- time ---------------------------------------------------------------------------
+
+    def _time_ref(self, node: A.Node, sc: _Scope) -> py.expr:
+        if isinstance(node, A.RelTime):
+            self.s.uses.add("n")
+            return _call("_rel", _n("n"), _c(node.word))
+        if isinstance(node, A.Period):
+            self.s.uses.add("n")
+            return _call("_period", _n("n"), _c(node.which), _c(node.unit))
+        return _call("_ival", self.expr(node, sc))
+
+    def _spec(self, spec: A.OccursSpec, sc: _Scope) -> tuple[py.expr, py.expr, py.expr]:
+        test = OccursTest(spec.form, spec.op, spec.amount or 0, spec.unit or "day",
+                          spec.direction)
+        first = self._time_ref(spec.times[0], sc)
+        second = self._time_ref(spec.times[1], sc) if len(spec.times) > 1 else _c(None)
+        return self.s.const(test), first, second
+
+    def _Occurs(self, node: A.Occurs, sc: _Scope) -> py.expr:
+        test, first, second = self._spec(node.spec, sc)
+        return _attr_call(test, "holds", self.expr(node.subject, sc), first, second)
+
+    def _Chain(self, node: A.Chain, sc: _Scope) -> py.expr:
+        steps: list[py.expr] = []
+        for step in node.steps:
+            what = self._item_fn(A.Call("if", (step.what, A.Literal(True), A.Literal(False))),
+                                 sc)
+            if step.when is not None:
+                test, first, second = self._spec(step.when, sc)
+            else:
+                test, first, second = _c(None), _c(None), _c(None)
+            where = self._item_fn(step.where, sc) if step.where is not None else _c(None)
+            steps.append(py.Tuple(elts=[what, test, first, second, _c(step.count), where],
+                                  ctx=py.Load()))
+        return _call("_chain", self.expr(node.events, sc), _c(node.ts_field),
+                     py.List(elts=steps, ctx=py.Load()))
+
+    # ---- binders ------------------------------------------------------------------------
+
+    def _generators(self, bindings: tuple[A.Binding, ...], sc: _Scope
+                    ) -> tuple[list[py.comprehension], _Scope, list[str]]:
+        gens: list[py.comprehension] = []
+        names: list[str] = []
+        for b in bindings:
+            saved, self.walrus_ok = self.walrus_ok, False
+            try:
+                rng = _call("_iter", self.expr(b.range, sc))
+            finally:
+                self.walrus_ok = saved
+            local = self.s.fresh("_b")
+            sc = sc.bind({b.var: local})
+            names.append(local)
+            ifs = [self.boolean(b.cond, sc)] if b.cond is not None else []
+            gens.append(py.comprehension(target=py.Name(id=local, ctx=py.Store()), iter=rng,
+                                         ifs=ifs, is_async=0))
+        return gens, sc, names
+
+    def _Select(self, node: A.Select, sc: _Scope) -> py.expr:
+        if node.kind == "forall":
+            first, rest = node.bindings[0], node.bindings[1:]
+            if not rest:
+                gens, inner, names = self._generators((A.Binding(first.var, first.range,
+                                                                 None),), sc)
+                cond = (self.boolean(first.cond, inner) if first.cond is not None
+                        else _call("_truthy", _n(names[0])))
+                return _call("_all", py.GeneratorExp(elt=cond, generators=gens))
+            gens, inner, _ = self._generators((first,), sc)
+            rest_gens, _, _ = self._generators(rest, inner)
+            exists = _call("_any", py.GeneratorExp(elt=_c(True), generators=rest_gens))
+            return _call("_all", py.GeneratorExp(elt=exists, generators=gens))
+        gens, inner, names = self._generators(node.bindings, sc)
+        if node.kind == "exists":
+            return _call("_any", py.GeneratorExp(elt=_c(True), generators=gens))
+        elt: py.expr = (_n(names[0]) if len(names) == 1 else
+                        py.List(elts=[_n(x) for x in names], ctx=py.Load()))
+        return py.ListComp(elt=elt, generators=gens)
+
+    def _Aggregate(self, node: A.Aggregate, sc: _Scope) -> py.expr:
+        gens, inner, names = self._generators(node.bindings, sc)
+        elt = self.expr(node.value, inner) if node.value is not None else _n(names[0])
+        return _call("_agg_" + node.fn, py.ListComp(elt=elt, generators=gens))
+
+    def _Let(self, node: A.Let, sc: _Scope) -> py.expr:
+        local = self.s.fresh("_l")
+        value = self.expr(node.value, sc)
+        saved, self.walrus_ok = self.walrus_ok, True
+        try:
+            body = self.expr(node.body, sc.bind({node.var: local}))
+        finally:
+            self.walrus_ok = saved
+        return py.Call(func=_lambda([local], body), args=[value], keywords=[])
+
+
+class _Shared:
+    """State common to both passes: constants, fresh names, inputs used, paths read."""
+
+    def __init__(self, source: str | None, ns: dict[str, Any]) -> None:
+        self.source = source
+        self.ns = ns
+        self.counter = 0
+        self.uses: set[str] = set()
+        self.root_names = False
+        self.profile_paths: dict[str, None] = {}
+        self.context_paths: dict[str, None] = {}
+
+    def fresh(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def const(self, value: Any) -> py.Name:
+        name = self.fresh("_k")
+        self.ns[name] = value
+        return _n(name)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    function: Callable[..., Any]
+    profile_paths: tuple[str, ...]
+    context_paths: tuple[str, ...]
+
+
+def compile_tree(tree: A.Node, *, shape: str, source: str | None,
+                 now_resolver: Callable[[Any], Any]) -> Compiled:
+    """Build the ``evaluate(*, profile, events, now, context, variables)`` function.
+
+    ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or None) or ``"value"``.
+    """
+    ns = namespace(now_resolver)
+    ns["_str"] = str
+    ns["_list"] = list
+    shared = _Shared(source, ns)
+    body_node, plain = _Gen(shared, vars_mode=False).top(tree)
+    with_vars = _Gen(shared, vars_mode=True).top(tree)[1] if shared.root_names else None
+
+    def shaped(code: py.expr) -> py.expr:
+        if shape == "rule":
+            return code if is_boolean(body_node) else _call("_truthy", code)
+        if shape == "formula":
+            return _call("_number", code)
+        return code if is_boolean(body_node) else _call("_shape", code)
+
+    def assign(name: str, value: py.expr) -> py.Assign:
+        return py.Assign(targets=[py.Name(id=name, ctx=py.Store())], value=value)
+
+    prelude: list[py.stmt] = [assign("p", py.IfExp(
+        test=_is(_class_of(_n("profile")), _n("_dict")), body=_n("profile"),
+        orelse=_call("_root", _n("profile"))))]
+    ns["_dict"] = dict
+    if "x" in shared.uses:
+        prelude.append(assign("x", _call("_events", _n("events"))))
+    if "n" in shared.uses:
+        prelude.append(assign("n", _call("_now", _n("now"))))
+    if "c" in shared.uses:
+        prelude.append(assign("c", _call("_ctx", _n("context"))))
+    body: list[py.stmt] = []
+    if with_vars is not None:
+        body.append(py.If(test=_n("variables"), body=[
+            assign("v", _call("_vars", _n("variables"))),
+            py.Return(value=shaped(with_vars))], orelse=[]))
+    body.append(py.Return(value=shaped(plain)))
+    guarded = py.Try(
+        body=body,
+        handlers=[
+            py.ExceptHandler(type=_n("_PQLError"), name=None, body=[py.Raise()]),
+            py.ExceptHandler(type=_n("_Exception"), name="_e", body=[
+                py.Raise(exc=_call("_internal", _n("_e")), cause=_c(None))]),
+        ],
+        orelse=[], finalbody=[])
+    ns["_Exception"] = Exception
+    fn_def = py.FunctionDef(
+        name="evaluate",
+        args=py.arguments(posonlyargs=[], args=[], kwonlyargs=[
+            py.arg(arg=a) for a in ("profile", "events", "now", "context", "variables")],
+            kw_defaults=[None, _c(None), _c(None), _c(None), _c(None)], defaults=[]),
+        body=[*prelude, guarded], decorator_list=[], returns=None)
+    module = py.fix_missing_locations(py.Module(body=[fn_def], type_ignores=[]))
+    code = compile(module, "<pql>", "exec")
+    fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    function = types.FunctionType(fn_code, ns, "evaluate")
+    function.__kwdefaults__ = {"events": None, "now": None, "context": None, "variables": None}
+    return Compiled(function, tuple(shared.profile_paths), tuple(shared.context_paths))

@@ -1,0 +1,78 @@
+"""Authentication failures answer in Adobe's gateway shape and reveal nothing."""
+
+from __future__ import annotations
+
+import pytest
+from support.api import make_tenant
+
+from nextoffer.service import tokens
+
+
+def call(tenant, headers):
+    return tenant.client.get(f"/data/core/xcore/{tenant.container}/instances/x", headers=headers)
+
+
+def assert_gateway(response, status, code):
+    assert response.status_code == status, response.text
+    assert response.json() == {"error_code": code, "message": response.json()["message"]}
+    assert response.json()["message"]
+
+
+def without(headers, name):
+    return {k: v for k, v in headers.items() if k != name}
+
+
+def test_missing_token(tenant):
+    assert_gateway(call(tenant, without(tenant.headers, "Authorization")), 403, "403010")
+
+
+@pytest.mark.parametrize("value", ["Bearer", "Basic abc", "Bearer not-a-jwt", "Bearer a.b.c", "Bearer ....."])
+def test_malformed_token(tenant, value):
+    assert_gateway(call(tenant, {**tenant.headers, "Authorization": value}), 401, "401013")
+
+
+def test_wrongly_signed_token(tenant):
+    claims = tokens.Claims("mallory", tenant.creds.api_key, tenant.creds.org, 0, 2_000_000_000)
+    kid = tokens.kid_of(tenant.creds.access_token)
+    forged = tokens.mint(claims, kid=kid, secret="not-the-secret")
+    assert_gateway(call(tenant, {**tenant.headers, "Authorization": f"Bearer {forged}"}), 401, "401013")
+
+
+def test_expired_token(tenant, db_url):
+    from nextoffer.storage.store import Store
+
+    store = Store.open(db_url)
+    with store.session() as session:
+        kid, secret = next(iter(session.signing_keys().items()))
+    store.close()
+    expired = tokens.mint(tokens.Claims("u", tenant.creds.api_key, tenant.creds.org, 0, 1000), kid=kid, secret=secret)
+    assert_gateway(call(tenant, {**tenant.headers, "Authorization": f"Bearer {expired}"}), 401, "401013")
+
+
+def test_api_key_missing_and_mismatched(tenant):
+    assert_gateway(call(tenant, without(tenant.headers, "x-api-key")), 403, "403000")
+    assert_gateway(call(tenant, {**tenant.headers, "x-api-key": "someone-else"}), 403, "403003")
+
+
+def test_org_missing_and_mismatched(tenant):
+    assert_gateway(call(tenant, without(tenant.headers, "x-gw-ims-org-id")), 400, "400003")
+    assert_gateway(call(tenant, {**tenant.headers, "x-gw-ims-org-id": "OTHER@AdobeOrg"}), 403, "403025")
+
+
+def test_sandbox_missing_and_not_granted(tenant):
+    assert_gateway(call(tenant, without(tenant.headers, "x-sandbox-name")), 400, "400003")
+    assert_gateway(call(tenant, {**tenant.headers, "x-sandbox-name": "dev"}), 403, "403025")
+
+
+def test_other_tenants_token_does_not_open_this_tenant(client, db_url, tenant):
+    other = make_tenant(client, db_url, "EVIL@AdobeOrg", "prod")
+    mixed = {**other.headers}
+    response = client.get(f"/data/core/xcore/{tenant.container}/instances/x", headers=mixed)
+    assert response.status_code == 404
+    mixed["x-gw-ims-org-id"] = tenant.creds.org
+    assert_gateway(client.get(f"/data/core/xcore/{tenant.container}/instances/x", headers=mixed), 403, "403025")
+
+
+def test_healthz_and_openapi_need_no_credentials(client):
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/openapi.json").status_code == 200
