@@ -4,7 +4,8 @@ A file holds a ``library`` (stored instances, by short schema name) and ``cases`
 has a ``request`` (proposition requests, duplicate flags), optionally a ``profile``,
 ``counters``, ``now`` and ``seed``, and one expectation:
 
-* ``expect``: one entry per proposition, ``{"options": [ids in rank order]}`` or
+* ``expect``: one entry per proposition, ``{"options": [ids in rank order]}``,
+  ``{"optionTiers": [[ids], ...]}`` (tier by tier, any order within a tier: ties) or
   ``{"fallback": id}``; optional ``"scores": {id: score}`` and ``"trace": {id: reason}``
   (with ``explain`` on) and ``"fallbackReason"``;
 * ``expectError``: ``{"error": "NotFound" | "Unprocessable", "pointer": "..."}``;
@@ -136,12 +137,22 @@ def test_decision_case(spec: dict[str, Any], case: dict[str, Any]) -> None:
             assert proposition.fallback is not None
             assert proposition.fallback.offer_id == expected["fallback"]
             assert proposition.fallback.representation is not None
+        elif "optionTiers" in expected:
+            # Options must come tier by tier, any order inside a tier; the last may be partial.
+            position = 0
+            for tier in expected["optionTiers"]:
+                taken = got_options[position : position + len(tier)]
+                assert set(taken) <= set(tier), (got_options, expected)
+                position += len(taken)
+            assert position == len(got_options), (got_options, expected)
+            assert got_options, proposition.trace
         else:
             assert got_options == expected["options"], proposition.trace
+        if "fallback" not in expected:
             assert proposition.fallback is None
             for option in proposition.options:
-                placement = option.representation["xdm:placement"]
-                assert placement == proposition.placement.at_id
+                assert option.representation is not None
+                assert option.representation["xdm:placement"] == proposition.placement.at_id
         for offer_id, score in expected.get("scores", {}).items():
             option = next(o for o in proposition.options if o.offer_id == offer_id)
             assert option.score == pytest.approx(score)
