@@ -8,7 +8,6 @@ round-trip property relies on that.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,10 +23,6 @@ class Span:
 NO_SPAN = Span(1, 1, 0, 0)
 
 
-def _span() -> Any:
-    return field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
-
-
 @dataclass(frozen=True, slots=True)
 class Node:
     """Base of every node."""
@@ -37,20 +32,20 @@ class Node:
 class Literal(Node):
     """``"text"``, ``42``, ``4.5``, ``true``, ``false``, ``null``."""
 
-    value: None | bool | int | float | str
-    span: Span = _span()
+    value: bool | int | float | str | None
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ListLit(Node):
     items: tuple[Node, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectLit(Node):
     entries: tuple[tuple[str, Node], ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,14 +54,14 @@ class Name(Node):
     input (``offer``) or a field of the implicit root — resolved by the compiler."""
 
     name: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class This(Node):
     """``this``: the current item of the innermost filter / item-relative argument."""
 
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +69,7 @@ class Param(Node):
     """``$1`` …"""
 
     index: int
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +78,7 @@ class Context(Node):
 
     schema: str
     event_form: bool = False
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,14 +86,14 @@ class Up(Node):
     """``^`` / ``^^`` …: the item of an enclosing filter level (or the root)."""
 
     levels: int
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Field(Node):
     obj: Node
     name: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +101,7 @@ class Method(Node):
     obj: Node
     name: str
     args: tuple[Node, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,14 +110,14 @@ class Call(Node):
 
     name: str
     args: tuple[Node, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Filter(Node):
     obj: Node
     cond: Node
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +126,7 @@ class Unary(Node):
 
     op: str
     operand: Node
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +137,7 @@ class Binary(Node):
     op: str
     left: Node
     right: Node
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +146,7 @@ class BoolOp(Node):
 
     op: str
     operands: tuple[Node, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 # ---- time -------------------------------------------------------------------------------
@@ -162,7 +157,7 @@ class RelTime(Node):
     """``now``, ``today``, ``yesterday``, ``tomorrow`` (only inside ``occurs``)."""
 
     word: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +166,7 @@ class Period(Node):
 
     which: str
     unit: str
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,14 +184,14 @@ class OccursSpec(Node):
     amount: int | None = None
     unit: str | None = None
     direction: str | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Occurs(Node):
     subject: Node
     spec: OccursSpec
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 # ---- collections and binders ------------------------------------------------------------
@@ -210,7 +205,7 @@ class Binding(Node):
     range: Node
     cond: Node | None
     colon: bool = field(default=False, compare=False)
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +214,7 @@ class Select(Node):
 
     kind: str
     bindings: tuple[Binding, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +224,7 @@ class Aggregate(Node):
     fn: str
     value: Node | None
     bindings: tuple[Binding, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,7 +232,7 @@ class Let(Node):
     var: str
     value: Node
     body: Node
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +241,7 @@ class Lambda(Node):
 
     params: tuple[str, ...]
     body: Node
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +251,7 @@ class ChainStep(Node):
     when: OccursSpec | None = None
     count: int | None = None
     where: Node | None = None
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +261,7 @@ class Chain(Node):
     events: Node
     ts_field: str
     steps: tuple[ChainStep, ...]
-    span: Span = _span()
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 def children(node: Node) -> tuple[Node, ...]:

@@ -11,6 +11,7 @@ from . import ast as A
 from . import messages as msg
 from . import regex
 from .functions import FUNCTIONS, METHODS
+from .time import to_instant
 
 _ARITH = frozenset({"+", "-", "*", "/", "%"})
 
@@ -106,8 +107,7 @@ class Checker:
             return
         problem = regex.problem(node.value)
         if problem == "too long":
-            raise self.fail(msg.REGEX_TOO_LONG.format(limit=len(node.value) and
-                                                      regex.MAX_REGEX_LENGTH), node)
+            raise self.fail(msg.REGEX_TOO_LONG.format(limit=regex.MAX_REGEX_LENGTH), node)
         if problem == "nested":
             raise self.fail(msg.REGEX_NESTED, node)
         if problem is not None:
@@ -143,13 +143,11 @@ class Checker:
         if kind is not None and kind != "a string":
             raise self.fail(msg.TYPE.format(what="the subject of 'occurs'",
                                             expected="a timestamp", got=kind), node.subject)
-        if isinstance(node.subject, A.Literal) and isinstance(node.subject.value, str):
-            from .time import to_instant
-
-            if to_instant(node.subject.value) is None:
-                raise self.fail(msg.TYPE.format(what="the subject of 'occurs'",
-                                                expected="a timestamp", got="a string"),
-                                node.subject)
+        if (isinstance(node.subject, A.Literal) and isinstance(node.subject.value, str)
+                and to_instant(node.subject.value) is None):
+            raise self.fail(msg.TYPE.format(what="the subject of 'occurs'",
+                                            expected="a timestamp", got="a string"),
+                            node.subject)
         self.visit(node.subject, depth)
         self._spec(node.spec, depth)
 

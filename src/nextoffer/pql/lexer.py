@@ -8,6 +8,7 @@ called ``last`` after a dot both work.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from . import messages as msg
@@ -84,10 +85,9 @@ def tokenize(source: str) -> list[Token]:
             if i < n and (source[i].isalpha() or source[i] == "_"):
                 raise msg.fail(msg.BAD_NUMBER.format(text=source[start:i + 1]),
                                cur.span(start, i + 1), source)
-            value: object
-            if not text.isascii():
+            value = _number(text)
+            if value is None:
                 raise msg.fail(msg.BAD_NUMBER.format(text=text), cur.span(start, i), source)
-            value = float(text) if any(c in text for c in ".eE") else int(text)
             out.append(Token("num", value, cur.span(start, i), text))
         elif ch == '"':
             value, i = _scan_string(source, i, cur)
@@ -125,6 +125,17 @@ def tokenize(source: str) -> list[Token]:
                 out.append(Token("op", ch, cur.span(start, i), ch))
             else:
                 raise msg.fail(msg.UNEXPECTED_CHAR.format(char=ch), cur.span(i, i + 1), source)
+
+
+def _number(text: str) -> int | float | None:
+    """The literal's value; None when it is not ASCII, not finite or not a 64-bit integer."""
+    if not text.isascii() or len(text) > 400:
+        return None
+    if any(c in text for c in ".eE"):
+        value = float(text)
+        return value if math.isfinite(value) else None
+    number = int(text)
+    return number if number < 2**63 else None
 
 
 def _first_non_ascii(text: str) -> str:

@@ -421,7 +421,7 @@ class _Parser:
                 self.advance()
                 levels += 1
             node: A.Node = A.Up(levels, span=self.here(t.span))
-            if self.tok.kind == "ident":
+            if self.tok.kind == "ident" and self.tok.span.offset == node.span.end:
                 name = str(self.advance().value)
                 node = A.Field(node, name, span=self.here(t.span))
             return node

@@ -32,10 +32,10 @@ def _interval(value: Any) -> Any:
 
 
 def _shape(value: Any) -> Any:
-    """The value ``nextoffer.pql.evaluate`` returns: booleans, numbers and strings as they
-    are; anything else through the boolean-position coercion."""
+    """The value ``nextoffer.pql.evaluate`` returns: booleans and numbers as they are;
+    anything else (strings, objects, arrays, null) through the boolean-position coercion."""
     cls = value.__class__
-    if cls is bool or cls in V.NUMBER_TYPES or cls is str:
+    if cls is bool or cls in V.NUMBER_TYPES:
         return value
     return truthy(value)
 

@@ -72,7 +72,7 @@ def same(a: Any, b: Any) -> bool:
         return a is b
     if ca is list:
         return cb is list and len(a) == len(b) and all(
-            x is not None and y is not None and same(x, y) or x is None and y is None
+            (x is not None and y is not None and same(x, y)) or (x is None and y is None)
             for x, y in zip(a, b, strict=True))
     if ca is dict:
         return cb is dict and a.keys() == b.keys() and all(
