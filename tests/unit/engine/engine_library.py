@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import engine_fakepql
-
 from nextoffer.engine import Catalog, CatalogInstance, build_catalog
 from nextoffer.engine import catalog as schemas
+from unit.engine import engine_fakepql
 
 HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
 
