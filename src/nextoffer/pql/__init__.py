@@ -68,11 +68,14 @@ class CompiledRule:
         text = source if isinstance(source, str) else None
         if text is not None:
             check_size(text, kind)
+            if format == "pql/text":
+                check_nesting(text, text)
         tree = parse_source(source, format)
         printed = text if format == "pql/text" and text is not None else to_text(tree)
         if text is None:
             check_size(printed, kind)
-        check_nesting(printed, text if format == "pql/text" else None)
+        if format != "pql/text":
+            check_nesting(printed, None)
         check(tree, text)
         compiled = compile_tree(tree, shape=_shape or kind, source=text,
                                 now_resolver=_resolve_now)

@@ -102,6 +102,8 @@ class Method(Node):
     name: str
     args: tuple[Node, ...]
     span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
+    #: where the method name itself is (error messages point there)
+    name_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,8 @@ class Checker:
     def _Method(self, node: A.Method, depth: int) -> None:
         sig = METHODS.get(node.name)
         if sig is None:
-            raise self.fail(msg.UNKNOWN_METHOD.format(name=node.name), node)
+            raise msg.fail(msg.UNKNOWN_METHOD.format(name=node.name), node.name_span,
+                           self.source)
         self._arity(node.name, sig.required, len(sig.args), node)
         self.visit(node.obj, depth)
         for arg, kind in zip(node.args, sig.args, strict=False):

@@ -16,7 +16,7 @@ SINGLE_QUOTE = "single-quoted strings are not PQL; use double quotes"
 UNEXPECTED_CHAR = "unexpected character {char!r}"
 BAD_NUMBER = "malformed number {text!r}"
 BAD_PARAM = "expected digits after '$'"
-BAD_CONTEXT = "malformed context reference; expected @{{schema}} or @event{{schema}}"
+BAD_CONTEXT = "malformed context reference; expected @{schema} or @event{schema}"
 DOUBLE_EQUALS = "'==' is not PQL; use '='"
 # parser
 EXPECTED = "expected {expected}, found {found}"

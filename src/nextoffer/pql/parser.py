@@ -379,7 +379,8 @@ class _Parser:
                 name = str(name_tok.value)
                 if self.is_op("("):
                     args = self.arguments()
-                    node = A.Method(node, name, args, span=self.here(node.span))  # type: ignore[attr-defined]
+                    node = A.Method(node, name, args, span=self.here(node.span),  # type: ignore[attr-defined]
+                                    name_span=name_tok.span)
                 else:
                     node = A.Field(node, name, span=self.here(node.span))  # type: ignore[attr-defined]
             elif self.is_op("["):
