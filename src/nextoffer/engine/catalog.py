@@ -364,7 +364,7 @@ class _Builder:
             constraint=constraint,
             global_cap=non_negative_int(prop(cap, "globalCap")),
             profile_cap=non_negative_int(prop(cap, "profileCap")),
-            variable=MappingProxyType(variable),
+            variable=variable,  # a plain dict: PQL reads maps as dicts; never mutated
             problem="; ".join(problems) or None,
         )
 
