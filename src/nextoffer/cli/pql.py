@@ -1,0 +1,81 @@
+"""``nextoffer pql check`` and ``nextoffer pql eval``: validate and try out PQL rules.
+
+A rule that does not parse or check prints the message with a caret under the column and
+exits 2 (``PQLError.exit_code``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import IO, Any
+
+import click
+
+from nextoffer import pql as pql_lang
+from nextoffer.errors import PQLError
+
+_FORMAT = click.option("--format", "fmt", type=click.Choice(["pql/text", "pql/json"]),
+                       default="pql/text", show_default=True, help="How the rule is written.")
+
+
+_PATH = click.Path(exists=True, dir_okay=False)
+
+
+def _fail(ctx: click.Context, exc: PQLError) -> None:
+    click.echo(exc.render(), err=True)
+    ctx.exit(exc.exit_code)
+
+
+def _json_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        with open(value, encoding="utf-8") as handle:
+            return json.load(handle)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", ctx=ctx, param=param) from None
+
+
+@click.group(name="pql")
+def pql() -> None:
+    """PQL rules and ranking formulas: check and evaluate."""
+
+
+@pql.command("check")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@_FORMAT
+@click.option("--kind", type=click.Choice(["rule", "formula"]), default="rule",
+              show_default=True, help="Rule (≤ 15 KB) or ranking formula (≤ 8 KB).")
+@click.pass_context
+def check(ctx: click.Context, file: IO[str], fmt: str, kind: str) -> None:
+    """Validate the rule in FILE ('-' reads standard input): prints "ok" or the error."""
+    text = file.read()
+    try:
+        pql_lang.compile(text, format=fmt, kind=kind)
+    except PQLError as exc:
+        _fail(ctx, exc)
+    click.echo("ok")
+
+
+@pql.command("eval")
+@click.argument("expr")
+@click.option("--profile", "profile", type=_PATH, required=True,
+              callback=_json_file, help="JSON file with the profile.")
+@click.option("--events", type=_PATH, callback=_json_file,
+              help="JSON file with the xEvent array.")
+@click.option("--context", "context_data", type=_PATH,
+              callback=_json_file, help="JSON file: context data keyed by schema ref.")
+@click.option("--vars", "variables", type=_PATH,
+              callback=_json_file, help="JSON file: named inputs such as offer.")
+@click.option("--now", help="Execution time, RFC 3339 (default: the current UTC time).")
+@_FORMAT
+@click.pass_context
+def eval_(ctx: click.Context, expr: str, profile: Any, events: Any, context_data: Any,
+          variables: Any, now: str | None, fmt: str) -> None:
+    """Evaluate EXPR against a profile and print the value as JSON."""
+    try:
+        value = pql_lang.evaluate(expr, profile=profile, events=events, now=now,
+                                  context=context_data, variables=variables, format=fmt)
+    except PQLError as exc:
+        _fail(ctx, exc)
+    click.echo(json.dumps(value))
