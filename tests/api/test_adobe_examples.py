@@ -153,7 +153,9 @@ def test_documented_update_request_is_accepted_with_documented_receipt(tenant, l
 @pytest.mark.parametrize("key", list(INSTANCES_2019))
 def test_2019_tutorial_payload_is_accepted_in_a_hal_envelope(tenant, library, key):
     type_name = key.strip()
-    body = remap(example(INSTANCES_2019[key]), library)
+    # Adobe's placeholder for a context schema, filled in as a client would.
+    text = (EXAMPLES / INSTANCES_2019[key]).read_text().replace("{SCHEMA_ID}", "_xdm.context.flight;version=1")
+    body = remap(json.loads(text), library)
     response = tenant.client.post(
         tenant.url(),
         json={"_instance": body, "_links": {}},
@@ -184,7 +186,11 @@ def test_2019_tutorial_patches_apply_to_an_offer(tenant, library, patch_file):
                 {"xdm:placement": placements[0], "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
             ],
             "xdm:tags": [],
-            "xdm:selectionConstraint": {"xdm:startDate": "2019-01-01T00:00:00Z", "xdm:endDate": "2030-01-01T00:00:00Z"},
+            "xdm:selectionConstraint": {
+                "xdm:startDate": "2019-01-01T00:00:00Z",
+                "xdm:endDate": "2030-01-01T00:00:00Z",
+                "xdm:eligibilityRule": next(v for k, v in library.items() if "eligibility-rule" in k),
+            },
             "xdm:rank": {"xdm:priority": 3},
         },
     )

@@ -270,3 +270,14 @@ def test_unknown_container_or_instance_is_404(tenant):
 def test_unknown_route_and_method_are_problems(tenant):
     assert_problem(tenant.client.get("/nope", headers=tenant.headers), 404)
     assert_problem(tenant.client.post("/data/core/xcore/", headers=tenant.headers), 405)
+
+
+def test_container_totals_from_the_guardrails_are_enforced(tenant, monkeypatch):
+    from nextoffer.repository.objects import TAG
+    from nextoffer.service import repository
+
+    monkeypatch.setattr(repository, "TOTAL_LIMITS", ((frozenset({TAG}), 2, "collection qualifiers"),))
+    tenant.create("tag", {"xdm:name": "a"})
+    tenant.create("tag", {"xdm:name": "b"})
+    response = post_raw(tenant, b'{"xdm:name": "c"}', CREATE_TYPE.format(schema=schema("tag")))
+    assert "limit is 2" in assert_problem(response, 422)["detail"]

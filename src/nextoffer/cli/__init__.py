@@ -28,16 +28,13 @@ def main() -> None:
 
 
 def _register() -> None:
+    # Imported here, not at the top, because the subcommands import this module's Group.
     from nextoffer.cli.admin import admin
+    from nextoffer.cli.pql import pql
     from nextoffer.cli.serve import serve
 
-    main.add_command(serve)
-    main.add_command(admin)
-    try:
-        from nextoffer.cli.pql import pql
-    except ImportError:  # the rule-language commands arrive with nextoffer.pql
-        return
-    main.add_command(pql)
+    for command in (serve, admin, pql):
+        main.add_command(command)
 
 
 _register()

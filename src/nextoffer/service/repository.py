@@ -13,7 +13,20 @@ from typing import Any
 from nextoffer.errors import Conflict, NotFound, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime
 from nextoffer.repository import hal, patch, references, rules, validation
-from nextoffer.repository.objects import OBJECT_TYPES, ObjectType, SchemaRef, at_id_type
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    OBJECT_TYPES,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RANKING_FORMULA,
+    RULE,
+    TAG,
+    ObjectType,
+    SchemaRef,
+    at_id_type,
+)
 from nextoffer.service.auth import Principal
 from nextoffer.storage.records import Audit, ContainerRecord, InstanceRecord
 from nextoffer.storage.store import Session, Store
@@ -21,6 +34,16 @@ from nextoffer.storage.store import Session, Store
 #: Creating an @id collides only if two processes draw the same worker number in the same
 #: millisecond; we retry a few times with a fresh id.
 _CREATE_ATTEMPTS = 3
+
+#: Totals per container from the guardrails (spec §10): types counted together, and the most.
+TOTAL_LIMITS: tuple[tuple[frozenset[ObjectType], int, str], ...] = (
+    (frozenset({PLACEMENT}), 1_000, "placements"),
+    (frozenset({PERSONALIZED_OFFER, FALLBACK_OFFER}), 10_000, "offers (personalized and fallback)"),
+    (frozenset({COLLECTION}), 10_000, "collections"),
+    (frozenset({TAG}), 1_000, "collection qualifiers"),
+    (frozenset({RULE, RANKING_FORMULA}), 10_000, "decision rules and ranking formulas"),
+    (frozenset({DECISION}), 10_000, "decisions"),
+)
 
 
 class Repository:
@@ -76,6 +99,7 @@ class Repository:
             try:
                 with self._store.session(write=True) as session:
                     self.container(session, principal, container_id)
+                    self._check_total(session, container_id, object_type)
                     refs = self._check_references(session, object_type, container_id, body, prefix)
                     session.insert_instance(record, refs)
                 return record
@@ -159,6 +183,14 @@ class Repository:
         if record is None:
             raise NotFound(f"instance {instance_id} does not exist in container {container_id}")
         return record
+
+    @staticmethod
+    def _check_total(session: Session, container_id: str, object_type: ObjectType) -> None:
+        for types, limit, label in TOTAL_LIMITS:
+            if object_type in types:
+                count = sum(session.count_instances(container_id, t.schema_id) for t in types)
+                if count >= limit:
+                    raise Unprocessable(f"the container already holds {count} {label}; the limit is {limit}")
 
     @staticmethod
     def _check_etag(current: InstanceRecord, if_match: int | None) -> None:

@@ -1,0 +1,78 @@
+"""``nextoffer serve --demo`` on a real port: it prints the headers and a curl that works."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> None:
+    port = free_port()
+    exe = Path(sys.executable).with_name("nextoffer")
+    env = {**os.environ, "NEXTOFFER_DB": f"sqlite:///{tmp_path / 'demo.db'}"}
+    process = subprocess.Popen(
+        [str(exe), "serve", "--demo", "--port", str(port), "--no-access-log"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    output: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the server did not come up")
+    finally:
+        process.terminate()
+        out, _ = process.communicate(timeout=20)
+        output.append(out)
+    text = output[0]
+    for header in ("Authorization: Bearer ", "x-api-key: ", "x-gw-ims-org-id: ", "x-sandbox-name: "):
+        assert header in text
+    curl = text[text.index("curl ") :].split("\n\n")[0]
+    args = shlex.split(curl.replace("\\\n", " "))
+    headers = dict(a.split(": ", 1) for a, prev in zip(args[1:], args) if prev == "-H")
+    body = args[args.index("-d") + 1]
+    url = next(a for a in args if a.startswith("http://"))
+    assert "  schema=" in headers["Content-Type"]
+    # Serve again on the same database (the demo tenant is reused) and run the curl.
+    process = subprocess.Popen(
+        [str(exe), "serve", "--port", str(port), "--no-access-log"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                response = httpx.post(url, content=body, headers=headers, timeout=5)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("the server did not come up again")
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert response.status_code == 201, response.text
+    assert re.fullmatch(r"xcore:fallback-offer:[0-9a-f]{16}", response.json()["@id"])
