@@ -40,10 +40,11 @@ class _Cursor:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        # Lines as ``str.splitlines`` counts them, so PQLError.render() shows the same line.
         self.line_starts = [0]
-        for i, ch in enumerate(source):
-            if ch == "\n":
-                self.line_starts.append(i + 1)
+        for line in source.splitlines(keepends=True):
+            if line.splitlines()[0] != line:  # it ends with a line break: a new line starts
+                self.line_starts.append(self.line_starts[-1] + len(line))
 
     def span(self, start: int, end: int) -> Span:
         lo, hi = 0, len(self.line_starts) - 1
@@ -62,7 +63,7 @@ def tokenize(source: str) -> list[Token]:
     out: list[Token] = []
     i, n = 0, len(source)
     while True:
-        while i < n and source[i] in " \t\r\n\f\v\u00a0":
+        while i < n and (source[i].isspace()):
             i += 1
         if i >= n:
             out.append(Token("eof", None, cur.span(n, n), ""))
@@ -175,7 +176,7 @@ def _scan_string(s: str, i: int, cur: _Cursor) -> tuple[str, int]:
     n = len(s)
     parts: list[str] = []
     while True:
-        if i >= n or s[i] == "\n":
+        if i >= n or s[i] in "\n\r":
             raise msg.fail(msg.UNTERMINATED_STRING, cur.span(start, i), s)
         ch = s[i]
         if ch == '"':

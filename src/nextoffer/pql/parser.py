@@ -167,7 +167,9 @@ class _Parser:
     def _starts_operand(self, t: Token) -> bool:
         if t.kind == "ident":
             return t.value.lower() not in RESERVED  # type: ignore[union-attr]
-        return t.kind in ("param", "ctx") or (t.kind == "op" and t.value == "^")
+        # ``sum(`` is not a function, so a parenthesis after an aggregate word opens its value
+        return t.kind in ("param", "ctx", "num", "str") or (t.kind == "op"
+                                                          and t.value in ("^", "("))
 
     def _lambda_ahead(self) -> bool:
         k = 1

@@ -147,7 +147,10 @@ class _Printer:
     def _Aggregate(self, n: A.Aggregate) -> str:
         if n.value is None:
             return f"{n.fn} {self._bindings(n.bindings)}"
-        return f"{n.fn} {self.show(n.value, _ADD)} over {self._bindings(n.bindings)}"
+        value = self.show(n.value, _ADD)
+        if not isinstance(n.value, A.Name | A.Field | A.Literal) or value.startswith("-"):
+            value = f"({value})"
+        return f"{n.fn} {value} over {self._bindings(n.bindings)}"
 
     def _Let(self, n: A.Let) -> str:
         return f"let {n.var} = {self.show(n.value, _ADD)} in {self.show(n.body, _PREFIX)}"
