@@ -32,7 +32,7 @@ from nextoffer.engine.model import (
 MEMBER_STATUSES = frozenset({"realized", "existing"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built on the hot path; never mutated
 class Failure:
     """Why a check did not pass."""
 
@@ -215,10 +215,32 @@ class Evaluation:
             return _NOT_STARTED
         if offer.end is not None and now > offer.end:
             return _EXPIRED
-        if offer.rule is not None:
-            failure = self.rule(offer.rule, offer, false=Reason.RULE_FALSE, error=Reason.RULE_ERROR)
-            if failure is not None:
-                return failure
+        rule = offer.rule
+        if rule is not None:
+            # The hot path of every decision, inlined: one call into the compiled rule.
+            compiled = rule.compiled
+            if compiled is not None and not rule.uses_offer and rule.at_id not in self._invariant:
+                try:
+                    result = compiled.evaluate(
+                        profile=self.profile,
+                        events=self.events,
+                        now=now,
+                        context=self.context,
+                        variables=None,
+                    )
+                except Exception as error:  # any run-time failure disqualifies the offer
+                    result = _Raised(f"{type(error).__name__}: {error}")
+                self._invariant[rule.at_id] = result
+                if result is True:
+                    pass
+                elif result is False and not self.explain:
+                    return Failure(Reason.RULE_FALSE, None, rule.at_id)
+                elif type(result) is _Raised or not _truthy(result):
+                    return self.rule(rule, offer, false=Reason.RULE_FALSE, error=Reason.RULE_ERROR)
+            else:
+                failure = self.rule(rule, offer, false=Reason.RULE_FALSE, error=Reason.RULE_ERROR)
+                if failure is not None:
+                    return failure
         if offer.constraint is not None:
             return self.constraint(offer.constraint, offer, offer_level=True)
         return None
