@@ -106,6 +106,11 @@ class _Parser:
             raise self.error(what)
         return self.advance()
 
+    def variable(self, what: str = "a variable name") -> str:
+        if self.tok.kind != "ident" or self.word() in RESERVED:
+            raise self.error(what)
+        return str(self.advance().value)
+
     def enter(self) -> None:
         self.depth += 1
         if self.depth > MAX_PARSE_DEPTH:
@@ -141,7 +146,7 @@ class _Parser:
             return A.Select(w, self.bindings(), span=self.here(t.span))
         if w == "let" and nxt.kind == "ident" and self.is_op("=", self.peek(2)):
             self.advance()
-            var = str(self.ident().value)
+            var = self.variable()
             self.expect_op("=")
             value = self.additive()
             self.expect_word("in")
@@ -189,7 +194,7 @@ class _Parser:
         start = self.expect_op("(").span
         params: list[str] = []
         while not self.is_op(")"):
-            params.append(str(self.ident("a parameter name").value))
+            params.append(self.variable("a parameter name"))
             if self.is_op(","):
                 self.advance()
         self.expect_op(")")
@@ -206,12 +211,13 @@ class _Parser:
         return tuple(out)
 
     def binding(self) -> A.Binding:
-        t = self.ident("a variable name")
+        t = self.tok
+        var = self.variable()
         self.expect_word("from")
         rng = self.postfix()
         colon = self.is_op(":")
         cond = self.where_clause()
-        return A.Binding(str(t.value), rng, cond, colon, span=self.here(t.span))
+        return A.Binding(var, rng, cond, colon, span=self.here(t.span))
 
     def where_clause(self) -> A.Node | None:
         if self.is_word("where") or self.is_op(":"):
