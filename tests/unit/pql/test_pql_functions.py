@@ -47,7 +47,8 @@ def test_arithmetic_null_and_division_rules():
     ('s.endsWith("ny")', True), ('s.contains("hn")', True), ('s.contains("")', True),
     ('s.doesNotContain("x")', True), ('s.equals("JOHNNY", false)', True),
     ('s.notEqualTo("Johnny")', False), ('s like "J%y"', True), ('s like "J_hnny"', True),
-    ('s like "john%"', False), ('s.matches("h+n")', True), ('s.regexGroup("(h)(n+)", 2) = "nn"', True),
+    ('s like "john%"', False), ('s.matches("h+n")', True),
+    ('s.regexGroup("(h)(n+)", 2) = "nn"', True),
     ('s.regexGroup("(z)", 1).isNull()', True),
 ])
 def test_string_functions(source, expected):
