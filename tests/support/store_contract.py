@@ -169,3 +169,16 @@ class StoreContract:
             assert client is not None and client.sandboxes == frozenset({"prod"})
             assert session.signing_keys() == {"kid": "secret"}
             assert session.get_client("missing") is None
+
+    def test_counts_follow_inserts_and_deletes(self, store: Store) -> None:
+        container(store)
+        with store.session(write=True) as session:
+            for n in range(1, 4):
+                session.insert_instance(instance("c-1", n), [])
+        with store.session(write=True) as session:
+            record = session.get_instance("c-1", "i-2")
+            assert record is not None and session.delete_instance(record)
+        with store.session() as session:
+            assert session.count_instances("c-1", TAG) == 2
+            assert session.count_instances("c-1") == 2
+            assert session.count_instances("c-1", "other") == 0

@@ -8,6 +8,9 @@ from typing import Any
 
 import click
 
+from nextoffer.cli.admin import admin
+from nextoffer.cli.pql import pql
+from nextoffer.cli.serve import serve
 from nextoffer.errors import NextOfferError
 
 
@@ -21,20 +24,7 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
 
-@click.group(cls=Group)
+@click.group(cls=Group, commands=[serve, admin, pql])
 @click.version_option(package_name="nextoffer")
 def main() -> None:
     """nextoffer: self-hosted offer decisioning."""
-
-
-def _register() -> None:
-    # Imported here, not at the top, because the subcommands import this module's Group.
-    from nextoffer.cli.admin import admin
-    from nextoffer.cli.pql import pql
-    from nextoffer.cli.serve import serve
-
-    for command in (serve, admin, pql):
-        main.add_command(command)
-
-
-_register()

@@ -9,11 +9,12 @@ an error. A driver error becomes one of our errors at this boundary.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import threading
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
@@ -28,6 +29,10 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        # SQLite has one writer at a time. Writers of this process queue on a lock rather
+        # than in SQLite's busy handler, which polls with sleeps of up to 100 ms; other
+        # processes still meet at the database lock (BEGIN IMMEDIATE + busy timeout).
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
 
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5) -> Store:
@@ -55,7 +60,8 @@ class Store:
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
-        with self._guard():
+        serial = self._write_lock if write and self._write_lock is not None else nullcontext()
+        with self._guard(), serial:
             with self.engine.connect() as conn:
                 if write:
                     conn = conn.execution_options(nextoffer_write=True)
@@ -128,6 +134,42 @@ def _instance(row: Any) -> InstanceRecord:
     )
 
 
+# Statements on the request path are built once: SQLAlchemy then reuses their compiled
+# form, and no expression objects are made per call.
+_GET_CONTAINER = select(t.containers).where(
+    t.containers.c.container_id == bindparam("container_id"),
+    t.containers.c.org_id == bindparam("org_id"),
+    t.containers.c.sandbox == bindparam("sandbox"),
+)
+_GET_INSTANCE = select(t.instances).where(
+    t.instances.c.container_id == bindparam("container_id"),
+    t.instances.c.instance_id == bindparam("instance_id"),
+)
+_BY_AT_ID = select(t.instances).where(
+    t.instances.c.container_id == bindparam("container_id"),
+    t.instances.c.at_id.in_(bindparam("at_ids", expanding=True)),
+)
+_LIBRARY_VERSION = select(t.containers.c.library_version).where(
+    t.containers.c.container_id == bindparam("container_id")
+)
+_INSERT_INSTANCE = insert(t.instances)
+_INSERT_REFS = insert(t.instance_refs)
+_COUNT = select(t.instance_counts.c.count).where(
+    t.instance_counts.c.container_id == bindparam("cid"),
+    t.instance_counts.c.schema_id == bindparam("sid"),
+)
+_ADD_COUNT = (
+    update(t.instance_counts)
+    .where(t.instance_counts.c.container_id == bindparam("cid"), t.instance_counts.c.schema_id == bindparam("sid"))
+    .values(count=t.instance_counts.c.count + bindparam("delta"))
+)
+_BUMP_LIBRARY_VERSION = (
+    update(t.containers)
+    .where(t.containers.c.container_id == bindparam("cid"))
+    .values(library_version=t.containers.c.library_version + 1)
+)
+
+
 class Session:
     """One transaction's worth of reads and writes."""
 
@@ -171,13 +213,8 @@ class Session:
 
     def get_container(self, container_id: str, *, org_id: str, sandbox: str) -> ContainerRecord | None:
         """The container, only if it belongs to this org and sandbox."""
-        row = self.conn.execute(
-            select(t.containers).where(
-                t.containers.c.container_id == container_id,
-                t.containers.c.org_id == org_id,
-                t.containers.c.sandbox == sandbox,
-            )
-        ).first()
+        params = {"container_id": container_id, "org_id": org_id, "sandbox": sandbox}
+        row = self.conn.execute(_GET_CONTAINER, params).first()
         return _container(row) if row else None
 
     def list_containers(self, *, org_id: str, sandbox: str) -> list[ContainerRecord]:
@@ -189,17 +226,11 @@ class Session:
         return [_container(row) for row in rows]
 
     def library_version(self, container_id: str) -> int:
-        value = self.conn.execute(
-            select(t.containers.c.library_version).where(t.containers.c.container_id == container_id)
-        ).scalar()
+        value = self.conn.execute(_LIBRARY_VERSION, {"container_id": container_id}).scalar()
         return int(value or 0)
 
     def bump_library_version(self, container_id: str) -> None:
-        self.conn.execute(
-            update(t.containers)
-            .where(t.containers.c.container_id == container_id)
-            .values(library_version=t.containers.c.library_version + 1)
-        )
+        self.conn.execute(_BUMP_LIBRARY_VERSION, {"cid": container_id})
 
     def ensure_client(self, client_id: str, org_id: str, *, now: str) -> bool:
         """Create the API client if missing; False when it exists for another org."""
@@ -240,21 +271,33 @@ class Session:
 
     def insert_instance(self, record: InstanceRecord, refs: Iterable[str]) -> None:
         self.conn.execute(
-            insert(t.instances).values(
-                instance_id=record.instance_id,
-                container_id=record.container_id,
-                schema_id=record.schema_id,
-                at_id=record.at_id,
-                name=_name_of(record.body),
-                etag=record.etag,
-                created_us=record.created_us,
-                modified_us=record.modified_us,
-                body=_dumps(record.body),
+            _INSERT_INSTANCE,
+            {
+                "instance_id": record.instance_id,
+                "container_id": record.container_id,
+                "schema_id": record.schema_id,
+                "at_id": record.at_id,
+                "name": _name_of(record.body),
+                "etag": record.etag,
+                "created_us": record.created_us,
+                "modified_us": record.modified_us,
+                "body": _dumps(record.body),
                 **_audit_values(record.audit),
-            )
+            },
         )
         self._write_refs(record, refs)
+        self._add_count(record, 1)
         self.bump_library_version(record.container_id)
+
+    def _add_count(self, record: InstanceRecord, delta: int) -> None:
+        params = {"cid": record.container_id, "sid": record.schema_id, "delta": delta}
+        if self.conn.execute(_ADD_COUNT, params).rowcount == 0:
+            # Write sessions are serialised (BEGIN IMMEDIATE), so no one inserts between.
+            self.conn.execute(
+                insert(t.instance_counts).values(
+                    container_id=record.container_id, schema_id=record.schema_id, count=max(delta, 0)
+                )
+            )
 
     def update_instance(self, record: InstanceRecord, refs: Iterable[str], *, expected_etag: int) -> bool:
         """Store a new revision; False (and nothing written) when the etag moved on."""
@@ -294,8 +337,11 @@ class Session:
         self.conn.execute(
             delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
         )
+        deleted = result.rowcount == 1
+        if deleted:
+            self._add_count(record, -1)
         self.bump_library_version(record.container_id)
-        return bool(result.rowcount == 1)
+        return deleted
 
     def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
         rows = [
@@ -303,27 +349,18 @@ class Session:
             for ref in dict.fromkeys(refs)
         ]
         if rows:
-            self.conn.execute(insert(t.instance_refs), rows)
+            self.conn.execute(_INSERT_REFS, rows)
 
     def get_instance(self, container_id: str, instance_id: str) -> InstanceRecord | None:
-        row = self.conn.execute(
-            select(t.instances).where(
-                t.instances.c.container_id == container_id,
-                t.instances.c.instance_id == instance_id,
-            )
-        ).first()
+        params = {"container_id": container_id, "instance_id": instance_id}
+        row = self.conn.execute(_GET_INSTANCE, params).first()
         return _instance(row) if row else None
 
     def instances_by_at_id(self, container_id: str, at_ids: Sequence[str]) -> dict[str, InstanceRecord]:
         if not at_ids:
             return {}
-        rows = self.conn.execute(
-            select(t.instances).where(
-                t.instances.c.container_id == container_id,
-                t.instances.c.at_id.in_(list(dict.fromkeys(at_ids))),
-            )
-        )
-        return {row.at_id: _instance(row) for row in rows}
+        params = {"container_id": container_id, "at_ids": list(dict.fromkeys(at_ids))}
+        return {row.at_id: _instance(row) for row in self.conn.execute(_BY_AT_ID, params)}
 
     def referrers(self, container_id: str, at_id: str) -> list[InstanceRecord]:
         """Instances that reference ``at_id``, oldest first."""
@@ -344,9 +381,10 @@ class Session:
         return [_instance(row) for row in rows]
 
     def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
-        query = select(func.count()).select_from(t.instances).where(t.instances.c.container_id == container_id)
+        """Instances in the container (of one schema): read from the kept counts."""
         if schema_id is not None:
-            query = query.where(t.instances.c.schema_id == schema_id)
+            return int(self.conn.execute(_COUNT, {"cid": container_id, "sid": schema_id}).scalar() or 0)
+        query = select(func.sum(t.instance_counts.c.count)).where(t.instance_counts.c.container_id == container_id)
         return int(self.conn.execute(query).scalar() or 0)
 
 

@@ -128,3 +128,13 @@ instance_refs = Table(
     PrimaryKeyConstraint("from_instance_id", "to_at_id"),
     Index("ix_instance_refs_target", "container_id", "to_at_id"),
 )
+
+#: How many instances of each schema a container holds (the guardrail totals read it).
+instance_counts = Table(
+    "instance_counts",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("schema_id", String(255), nullable=False),
+    Column("count", Integer, nullable=False),
+    PrimaryKeyConstraint("container_id", "schema_id"),
+)
