@@ -25,7 +25,9 @@ NO_SPAN = Span(1, 1, 0, 0)
 
 @dataclass(frozen=True, slots=True)
 class Node:
-    """Base of every node."""
+    """Base of every node: ``span`` is where it came from (never part of equality)."""
+
+    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,19 +35,16 @@ class Literal(Node):
     """``"text"``, ``42``, ``4.5``, ``true``, ``false``, ``null``."""
 
     value: bool | int | float | str | None
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ListLit(Node):
     items: tuple[Node, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class ObjectLit(Node):
     entries: tuple[tuple[str, Node], ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +53,12 @@ class Name(Node):
     input (``offer``) or a field of the implicit root — resolved by the compiler."""
 
     name: str
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class This(Node):
     """``this``: the current item of the innermost filter / item-relative argument."""
 
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +66,6 @@ class Param(Node):
     """``$1`` …"""
 
     index: int
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +74,6 @@ class Context(Node):
 
     schema: str
     event_form: bool = False
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +81,12 @@ class Up(Node):
     """``^`` / ``^^`` …: the item of an enclosing filter level (or the root)."""
 
     levels: int
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Field(Node):
     obj: Node
     name: str
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +94,6 @@ class Method(Node):
     obj: Node
     name: str
     args: tuple[Node, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
     #: where the method name itself is (error messages point there)
     name_span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
@@ -112,14 +104,12 @@ class Call(Node):
 
     name: str
     args: tuple[Node, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Filter(Node):
     obj: Node
     cond: Node
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +118,6 @@ class Unary(Node):
 
     op: str
     operand: Node
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +128,6 @@ class Binary(Node):
     op: str
     left: Node
     right: Node
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +136,6 @@ class BoolOp(Node):
 
     op: str
     operands: tuple[Node, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 # ---- time -------------------------------------------------------------------------------
@@ -159,7 +146,6 @@ class RelTime(Node):
     """``now``, ``today``, ``yesterday``, ``tomorrow`` (only inside ``occurs``)."""
 
     word: str
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +154,6 @@ class Period(Node):
 
     which: str
     unit: str
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,14 +171,12 @@ class OccursSpec(Node):
     amount: int | None = None
     unit: str | None = None
     direction: str | None = None
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Occurs(Node):
     subject: Node
     spec: OccursSpec
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 # ---- collections and binders ------------------------------------------------------------
@@ -207,7 +190,6 @@ class Binding(Node):
     range: Node
     cond: Node | None
     colon: bool = field(default=False, compare=False)
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +198,6 @@ class Select(Node):
 
     kind: str
     bindings: tuple[Binding, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,7 +207,6 @@ class Aggregate(Node):
     fn: str
     value: Node | None
     bindings: tuple[Binding, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +214,6 @@ class Let(Node):
     var: str
     value: Node
     body: Node
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +222,6 @@ class Lambda(Node):
 
     params: tuple[str, ...]
     body: Node
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +231,6 @@ class ChainStep(Node):
     when: OccursSpec | None = None
     count: int | None = None
     where: Node | None = None
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,13 +240,12 @@ class Chain(Node):
     events: Node
     ts_field: str
     steps: tuple[ChainStep, ...]
-    span: Span = field(default=NO_SPAN, compare=False, repr=False, kw_only=True)
 
 
 def children(node: Node) -> tuple[Node, ...]:
     """The direct child nodes, in source order (used by walkers)."""
     out: list[Node] = []
-    for name in node.__dataclass_fields__:  # type: ignore[attr-defined]
+    for name in node.__dataclass_fields__:
         if name == "span":
             continue
         value = getattr(node, name)

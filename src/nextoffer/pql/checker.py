@@ -11,6 +11,7 @@ from . import ast as A
 from . import messages as msg
 from . import regex
 from .functions import FUNCTIONS, METHODS
+from .semantics import MAX_REGEX_LENGTH
 from .time import to_instant
 
 _ARITH = frozenset({"+", "-", "*", "/", "%"})
@@ -41,7 +42,7 @@ class Checker:
         self.source = source
 
     def fail(self, message: str, node: A.Node) -> Exception:
-        return msg.fail(message, node.span, self.source)  # type: ignore[attr-defined]
+        return msg.fail(message, node.span, self.source)
 
     def check(self, tree: A.Node) -> None:
         if isinstance(tree, A.Lambda) and len(tree.params) != 1:
@@ -108,7 +109,7 @@ class Checker:
             return
         problem = regex.problem(node.value)
         if problem == "too long":
-            raise self.fail(msg.REGEX_TOO_LONG.format(limit=regex.MAX_REGEX_LENGTH), node)
+            raise self.fail(msg.REGEX_TOO_LONG.format(limit=MAX_REGEX_LENGTH), node)
         if problem == "nested":
             raise self.fail(msg.REGEX_NESTED, node)
         if problem is not None:

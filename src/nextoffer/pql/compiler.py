@@ -127,8 +127,8 @@ class _Gen:
         return code if is_boolean(node) else _call("_truthy", code)
 
     def expr(self, node: A.Node, sc: _Scope) -> py.expr:
-        method = getattr(self, "_" + type(node).__name__)
-        return method(node, sc)  # type: ignore[no-any-return]
+        method: Callable[[A.Node, _Scope], py.expr] = getattr(self, "_" + type(node).__name__)
+        return method(node, sc)
 
     # ---- leaves -------------------------------------------------------------------------
 
@@ -179,8 +179,8 @@ class _Gen:
             item = sc.implicit[-1]
             if item == "p":
                 self._record_profile((name, *chain))
-            lookup = (_attr_call(_n("p"), "get", _c(name)) if item == "p"
-                      else _call("_get", _n(item), _c(name)))
+            lookup: py.expr = (_attr_call(_n("p"), "get", _c(name)) if item == "p"
+                               else _call("_get", _n(item), _c(name)))
             if self.vars_mode:
                 lookup = py.IfExp(
                     test=py.Compare(left=_c(name), ops=[py.In()], comparators=[_n("v")]),
@@ -296,7 +296,7 @@ class _Gen:
         op = node.op
         if op == "in" and isinstance(right, A.ListLit) and right.items and all(
                 isinstance(x, A.Literal) and x.value.__class__ is str for x in right.items):
-            strings = frozenset(x.value for x in right.items)  # type: ignore[attr-defined]
+            strings = frozenset(x.value for x in right.items if isinstance(x, A.Literal))
             temp = self.s.fresh("_t")
             return py.IfExp(
                 test=_is(_class_of(self._walrus(temp, node.left, sc)), _n("_str")),

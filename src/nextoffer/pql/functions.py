@@ -44,7 +44,7 @@ def _items(value: Any) -> list[Any]:
     if value is None:
         return []
     if value.__class__ is list:
-        return value  # type: ignore[no-any-return]
+        return value
     return [value]
 
 

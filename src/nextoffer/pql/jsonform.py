@@ -72,9 +72,10 @@ def _node(doc: Any, text: str | None, depth: int) -> A.Node:
     if kind == "fnCreate":
         params = doc.get("params") or []
         names = [p.get("varName") for p in params if isinstance(p, dict)]
-        if not all(isinstance(n, str) and n for n in names) or len(names) != len(params):
+        checked = [n for n in names if isinstance(n, str) and n]
+        if len(checked) != len(params):
             raise _bad("fnCreate params need varName", text)
-        return A.Lambda(tuple(names), _node(doc.get("body"), text, sub))
+        return A.Lambda(tuple(checked), _node(doc.get("body"), text, sub))
     if kind == "fnApply":
         return _apply(doc, text, sub)
     raise _bad(f"unsupported nodeType {kind!r}", text)

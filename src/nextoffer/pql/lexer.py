@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from . import messages as msg
 from .ast import Span
@@ -23,7 +24,7 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 @dataclass(frozen=True, slots=True)
 class Token:
     kind: str
-    value: object
+    value: Any
     span: Span
     text: str
 
@@ -86,13 +87,13 @@ def tokenize(source: str) -> list[Token]:
             if i < n and (source[i].isalpha() or source[i] == "_"):
                 raise msg.fail(msg.BAD_NUMBER.format(text=source[start:i + 1]),
                                cur.span(start, i + 1), source)
-            value = _number(text)
-            if value is None:
+            number = _number(text)
+            if number is None:
                 raise msg.fail(msg.BAD_NUMBER.format(text=text), cur.span(start, i), source)
-            out.append(Token("num", value, cur.span(start, i), text))
+            out.append(Token("num", number, cur.span(start, i), text))
         elif ch == '"':
-            value, i = _scan_string(source, i, cur)
-            out.append(Token("str", value, cur.span(start, i), source[start:i]))
+            string, i = _scan_string(source, i, cur)
+            out.append(Token("str", string, cur.span(start, i), source[start:i]))
         elif ch == "'":
             raise msg.fail(msg.SINGLE_QUOTE, cur.span(i, i + 1), source)
         elif ch == "$":

@@ -42,7 +42,7 @@ def check_height(tree: A.Node, source: str | None) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > MAX_TREE_HEIGHT:
-            raise msg.fail(msg.TOO_DEEP.format(limit=MAX_TREE_HEIGHT), node.span, source)  # type: ignore[attr-defined]
+            raise msg.fail(msg.TOO_DEEP.format(limit=MAX_TREE_HEIGHT), node.span, source)
         stack.extend((child, depth + 1) for child in A.children(node))
 
 
@@ -171,7 +171,7 @@ class _Parser:
 
     def _starts_operand(self, t: Token) -> bool:
         if t.kind == "ident":
-            return t.value.lower() not in RESERVED  # type: ignore[union-attr]
+            return t.value.lower() not in RESERVED
         # ``sum(`` is not a function, so a parenthesis after an aggregate word opens its value
         return t.kind in ("param", "ctx", "num", "str") or (t.kind == "op"
                                                           and t.value in ("^", "("))
@@ -235,7 +235,7 @@ class _Parser:
             operands.append(self.and_expr())
         if len(operands) == 1:
             return first
-        return A.BoolOp("or", tuple(operands), span=self.here(first.span))  # type: ignore[attr-defined]
+        return A.BoolOp("or", tuple(operands), span=self.here(first.span))
 
     def and_expr(self) -> A.Node:
         first = self.not_expr()
@@ -245,7 +245,7 @@ class _Parser:
             operands.append(self.not_expr())
         if len(operands) == 1:
             return first
-        return A.BoolOp("and", tuple(operands), span=self.here(first.span))  # type: ignore[attr-defined]
+        return A.BoolOp("and", tuple(operands), span=self.here(first.span))
 
     def not_expr(self) -> A.Node:
         t = self.tok
@@ -281,11 +281,11 @@ class _Parser:
         if op is not None:
             self.advance()
             right = self.additive()
-            return A.Binary(op, left, right, span=self.here(left.span))  # type: ignore[attr-defined]
+            return A.Binary(op, left, right, span=self.here(left.span))
         if self.is_word("occurs"):
             self.advance()
             spec = self.occurs_spec()
-            return A.Occurs(left, spec, span=self.here(left.span))  # type: ignore[attr-defined]
+            return A.Occurs(left, spec, span=self.here(left.span))
         return left
 
     # ---- time ---------------------------------------------------------------------------
@@ -349,7 +349,7 @@ class _Parser:
         while self.tok.kind == "op" and self.tok.value in ("+", "-"):
             op = str(self.advance().value)
             right = self.multiplicative()
-            node = A.Binary(op, node, right, span=self.here(node.span))  # type: ignore[attr-defined]
+            node = A.Binary(op, node, right, span=self.here(node.span))
         return node
 
     def multiplicative(self) -> A.Node:
@@ -357,7 +357,7 @@ class _Parser:
         while self.tok.kind == "op" and self.tok.value in ("*", "/", "%"):
             op = str(self.advance().value)
             right = self.unary()
-            node = A.Binary(op, node, right, span=self.here(node.span))  # type: ignore[attr-defined]
+            node = A.Binary(op, node, right, span=self.here(node.span))
         return node
 
     def unary(self) -> A.Node:
@@ -370,9 +370,9 @@ class _Parser:
             finally:
                 self.depth -= 1
             span = self.here(t.span)
-            if (isinstance(operand, A.Literal) and type(operand.value) in (int, float)
-                    and not isinstance(operand.value, bool)):
-                return A.Literal(-operand.value, span=span)  # type: ignore[operator]
+            value = operand.value if isinstance(operand, A.Literal) else None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return A.Literal(-value, span=span)
             return A.Unary("-", operand, span=span)
         return self.postfix()
 
@@ -387,15 +387,15 @@ class _Parser:
                 name = str(name_tok.value)
                 if self.is_op("("):
                     args = self.arguments()
-                    node = A.Method(node, name, args, span=self.here(node.span),  # type: ignore[attr-defined]
+                    node = A.Method(node, name, args, span=self.here(node.span),
                                     name_span=name_tok.span)
                 else:
-                    node = A.Field(node, name, span=self.here(node.span))  # type: ignore[attr-defined]
+                    node = A.Field(node, name, span=self.here(node.span))
             elif self.is_op("["):
                 self.advance()
                 cond = self.expression()
                 self.expect_op("]")
-                node = A.Filter(node, cond, span=self.here(node.span))  # type: ignore[attr-defined]
+                node = A.Filter(node, cond, span=self.here(node.span))
             else:
                 return node
 
@@ -414,13 +414,13 @@ class _Parser:
         t = self.tok
         if t.kind in ("num", "str"):
             self.advance()
-            return A.Literal(t.value, span=t.span)  # type: ignore[arg-type]
+            return A.Literal(t.value, span=t.span)
         if t.kind == "param":
             self.advance()
-            return A.Param(int(t.value), span=t.span)  # type: ignore[call-overload]
+            return A.Param(int(t.value), span=t.span)
         if t.kind == "ctx":
             self.advance()
-            schema, event_form = t.value  # type: ignore[misc]
+            schema, event_form = t.value
             return A.Context(schema, event_form, span=t.span)
         if t.kind == "ident":
             return self.name_or_call()

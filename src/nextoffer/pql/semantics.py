@@ -43,7 +43,7 @@ def truthy(value: object) -> bool:
     if value is None:
         return False
     if value is True or value is False:
-        return value  # type: ignore[return-value]
+        return value
     if value.__class__ is list:
-        return len(value) > 0  # type: ignore[arg-type]
+        return len(value) > 0
     return True

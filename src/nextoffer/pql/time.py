@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from .semantics import FROM_MEANS, WEEK_START
 
@@ -34,7 +35,7 @@ class Day:
         return (self.start, shift(self.start, "day", 1))
 
 
-def parse_now(value: object) -> datetime | None:
+def parse_now(value: Any) -> datetime | None:
     """``now`` given by a caller: an aware/naive datetime (naive = UTC) or RFC 3339 text."""
     if isinstance(value, datetime):
         return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
@@ -44,7 +45,7 @@ def parse_now(value: object) -> datetime | None:
     return None
 
 
-def to_instant(value: object) -> datetime | None:
+def to_instant(value: Any) -> datetime | None:
     """A value read from data as an instant, or None when it is not a timestamp.
 
     ISO-8601 strings with an offset (or ``Z``), date-only strings (that UTC midnight),
@@ -52,22 +53,23 @@ def to_instant(value: object) -> datetime | None:
     """
     cls = value.__class__
     if cls is datetime:
-        dt: datetime = value  # type: ignore[assignment]
+        dt: datetime = value
         try:
             return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
         except OverflowError:
             return None
     if cls is str:
-        return _parse_text(value)  # type: ignore[arg-type]
+        return _parse_text(value)
     if cls is int:
         try:
-            return _EPOCH + timedelta(milliseconds=value)  # type: ignore[arg-type]
-        except OverflowError:
+            return _EPOCH + timedelta(milliseconds=value)
+        except (OverflowError, ValueError):
             return None
     if cls is Day:
-        return value.start  # type: ignore[attr-defined, no-any-return]
+        start: datetime = value.start
+        return start
     if cls is date:
-        d: date = value  # type: ignore[assignment]
+        d: date = value
         return datetime(d.year, d.month, d.day, tzinfo=UTC)
     return None
 
@@ -82,12 +84,12 @@ def _parse_text(text: str) -> datetime | None:
         return None
 
 
-def to_interval(value: object) -> Interval | None:
+def to_interval(value: Any) -> Interval | None:
     """A time reference used after ``occurs``: date-only values are their whole day,
     instants are one millisecond long."""
     if value.__class__ is Day:
-        return value.interval  # type: ignore[attr-defined, no-any-return]
-    if value.__class__ is str and len(value) == 10:  # type: ignore[arg-type]
+        return value.interval
+    if value.__class__ is str and len(value) == 10:
         start = to_instant(value)
         return None if start is None else (start, shift(start, "day", 1))
     start = to_instant(value)
@@ -157,10 +159,10 @@ class OccursTest:
     unit: str = "day"
     direction: str | None = None
 
-    def holds(self, subject: object, first: Interval | None,
+    def holds(self, subject: Any, first: Interval | None,
               second: Interval | None = None) -> bool:
         if subject.__class__ is list:  # a projected list: some element occurs
-            return any(self.holds(item, first, second) for item in subject)  # type: ignore[attr-defined]
+            return any(self.holds(item, first, second) for item in subject)
         ts = to_instant(subject)
         if ts is None or first is None:
             return False
@@ -210,15 +212,15 @@ class OccursTest:
         return exact if op == "=" else not exact
 
 
-def make_day(year: object, month: object, day: object) -> Day | None:
+def make_day(year: Any, month: Any, day: Any) -> Day | None:
     """``date(y, m, d)``; invalid or non-integer parts give null."""
     if not all(v.__class__ is int for v in (year, month, day)):
-        if all(v.__class__ in (int, float) and float(v).is_integer()  # type: ignore[arg-type]
+        if all(v.__class__ in (int, float) and float(v).is_integer()
                for v in (year, month, day)):
-            year, month, day = int(year), int(month), int(day)  # type: ignore[call-overload]
+            year, month, day = int(year), int(month), int(day)
         else:
             return None
     try:
-        return Day(datetime(year, month, day, tzinfo=UTC))  # type: ignore[arg-type]
+        return Day(datetime(year, month, day, tzinfo=UTC))
     except (ValueError, OverflowError):
         return None

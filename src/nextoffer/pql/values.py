@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from .time import Day, to_instant
 
@@ -67,7 +67,7 @@ def same(a: Any, b: Any) -> bool:
     if ca in NUMBER_TYPES:
         return cb in NUMBER_TYPES and a == b
     if ca is str and cb is str:
-        return a == b  # type: ignore[no-any-return]
+        return bool(a == b)
     if ca is bool or cb is bool:
         return a is b
     if ca is list:
@@ -188,7 +188,7 @@ def _nums(a: Any, b: Any) -> bool:
     return a.__class__ in NUMBER_TYPES and b.__class__ in NUMBER_TYPES
 
 
-def _finite(value: float | int) -> float | int | None:
+def _finite(value: Any) -> Any:
     if value.__class__ is float and not math.isfinite(value):
         return None
     return value
@@ -234,4 +234,6 @@ def mod(a: Any, b: Any) -> Any:
 
 
 def neg(a: Any) -> Any:
-    return -a if a.__class__ in NUMBER_TYPES else None
+    if a.__class__ in NUMBER_TYPES:
+        return -cast(float, a)
+    return None
