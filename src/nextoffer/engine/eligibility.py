@@ -53,7 +53,6 @@ class Evaluation:
     __slots__ = (
         "_invariant",
         "_membership",
-        "_offer_checks",
         "compile_rule",
         "context",
         "events",
@@ -79,7 +78,6 @@ class Evaluation:
         self.explain = explain
         self.compile_rule = compile_rule
         self._invariant: dict[str, Any] = {}  # rule @id -> result or _Raised
-        self._offer_checks: dict[str, Failure | None] = {}
         self._membership: dict[str | None, frozenset[str]] | None = None
 
     # ---- rules -----------------------------------------------------------------------
@@ -200,14 +198,10 @@ class Evaluation:
         return None
 
     def offer(self, offer: Offer) -> Failure | None:
-        """The candidate-only stages (calendar, offer rule, offer segments), cached per offer."""
-        checks = self._offer_checks
-        if offer.at_id in checks:
-            return checks[offer.at_id]
-        failure = checks[offer.at_id] = self._check_offer(offer)
-        return failure
+        """The candidate-only stages: calendar, offer rule, offer segments.
 
-    def _check_offer(self, offer: Offer) -> Failure | None:
+        Not cached per offer (a candidate is usually met once); the rule result is cached.
+        """
         if offer.problem is not None:
             return Failure(Reason.INVALID_OFFER, offer.problem)
         now = self.now

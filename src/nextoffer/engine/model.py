@@ -10,7 +10,7 @@ are the same catalog entry.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
@@ -78,11 +78,12 @@ class ProfileConstraint:
     type: ConstraintType
     rules: tuple[Rule, ...] = ()
     segments: tuple[SegmentRef, ...] = ()
+    #: True when a rule reads ``offer`` and must be evaluated for each candidate
+    #: (a field, not a property: it is read for every candidate).
+    per_offer: bool = field(init=False)
 
-    @property
-    def per_offer(self) -> bool:
-        """True when a rule reads ``offer`` and must be evaluated for each candidate."""
-        return any(rule.uses_offer for rule in self.rules)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "per_offer", any(rule.uses_offer for rule in self.rules))
 
 
 NO_CONSTRAINT = ProfileConstraint(ConstraintType.NONE)
@@ -121,10 +122,12 @@ class Offer:
     variable: Mapping[str, Any]
     #: Why this offer can never be proposed (broken rule reference, unreadable date), if so.
     problem: str | None = None
+    #: True when the offer has a global or profile cap (read for every candidate).
+    capped: bool = field(init=False)
 
-    @property
-    def capped(self) -> bool:
-        return self.global_cap is not None or self.profile_cap is not None
+    def __post_init__(self) -> None:
+        capped = self.global_cap is not None or self.profile_cap is not None
+        object.__setattr__(self, "capped", capped)
 
 
 @dataclass(frozen=True, slots=True, eq=False)

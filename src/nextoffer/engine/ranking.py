@@ -47,10 +47,22 @@ def score(evaluation: Evaluation, formula: Rule, offer: Offer) -> float | Failur
 
 
 def draw(tier: Sequence[Ranked], need: int, rng: random.Random) -> list[Ranked]:
-    """Up to ``need`` members of one tier of equal value, uniformly at random."""
-    if len(tier) == 1:
+    """Up to ``need`` members of one tier of equal value, uniformly at random, in random order.
+
+    A partial Fisher-Yates shuffle driven by ``rng.random()`` (one call per pick; several
+    times cheaper than ``rng.sample``). ``int(random() * m)`` is uniform up to float
+    granularity (bias below m / 2**53).
+    """
+    size = len(tier)
+    if size == 1:
         return [tier[0]] if need > 0 else []
-    return rng.sample(tier, min(need, len(tier)))
+    pool = list(tier)
+    random_ = rng.random
+    picks = min(need, size)
+    for i in range(picks):
+        j = i + int(random_() * (size - i))
+        pool[i], pool[j] = pool[j], pool[i]
+    return pool[:picks]
 
 
 def sort_ranked(entries: list[Ranked]) -> list[Ranked]:

@@ -213,6 +213,7 @@ class _Proposer:
                     owners.setdefault(offer.at_id, []).append(criterion)
             offers = sorted(merged.values(), key=lambda o: (-o.priority, o.at_id))
         tracing = self.tracer is not None
+        eligible, take = self._eligible, self._take  # hot loop: bind once
         start, end = 0, len(offers)
         while start < end and (need > 0 or tracing):
             priority = offers[start].priority
@@ -224,13 +225,12 @@ class _Proposer:
                 offer = offers[position]
                 if offer.at_id in chosen_ids:
                     continue
-                admitted = self._eligible(
-                    offer, criteria if owners is None else owners[offer.at_id]
-                )
+                admitted = eligible(offer, criteria if owners is None else owners[offer.at_id])
                 if admitted is not None:
                     tier.append(Ranked(offer, admitted, float(priority)))
             start = stop
-            need = self._take(tier, need, chosen, chosen_ids)
+            if tier:
+                need = take(tier, need, chosen, chosen_ids)
 
     def _by_value(
         self, criteria: list[Criterion], need: int, chosen: list[Ranked], chosen_ids: set[str]
@@ -269,6 +269,11 @@ class _Proposer:
         """Draw from one tier; the rest of it is cut off. Returns what is still needed."""
         if not tier:
             return need
+        if need > 0 and len(tier) == 1:  # the common case: no tie to break
+            entry = tier[0]
+            chosen.append(entry)
+            chosen_ids.add(entry.offer.at_id)
+            return need - 1
         picks = draw(tier, need, self.rng) if need > 0 else []
         for entry in picks:
             chosen.append(entry)
@@ -295,7 +300,9 @@ class _Proposer:
             self._trace(offer, criteria[0], failure)
             return None
         admitted = None
-        for criterion in criteria:
+        if len(criteria) == 1 and not criteria[0].constraint.per_offer:
+            admitted = criteria[0]  # fast path: its invariant constraint was checked already
+        for criterion in criteria if admitted is None else ():
             constraint = criterion.constraint
             if constraint.per_offer:
                 failure = self.evaluation.constraint(constraint, offer)
@@ -307,7 +314,7 @@ class _Proposer:
             if failure is not None:  # always: every criterion refused with a failure
                 self._trace(offer, criteria[-1], failure)
             return None
-        failure = self.ledger.check(offer)
+        failure = self.ledger.check(offer) if offer.capped else None
         if failure is None and offer.at_id in self.taken:
             failure = self._duplicate(offer)
         if failure is not None:
