@@ -336,12 +336,12 @@ class _Gen:
     # ---- time ---------------------------------------------------------------------------
 
     def _time_ref(self, node: A.Node, sc: _Scope) -> py.expr:
+        # ``now``-relative intervals depend on nothing else: computed once per call.
         if isinstance(node, A.RelTime):
-            self.s.uses.add("n")
-            return _call("_rel", _n("n"), _c(node.word))
+            return self.s.hoist(("_rel", node.word), _call("_rel", _n("n"), _c(node.word)))
         if isinstance(node, A.Period):
-            self.s.uses.add("n")
-            return _call("_period", _n("n"), _c(node.which), _c(node.unit))
+            return self.s.hoist(("_period", node.which, node.unit),
+                                _call("_period", _n("n"), _c(node.which), _c(node.unit)))
         return _call("_ival", self.expr(node, sc))
 
     def _spec(self, spec: A.OccursSpec, sc: _Scope) -> tuple[py.expr, py.expr, py.expr]:
@@ -437,10 +437,18 @@ class _Shared:
         self.root_names = False
         self.profile_paths: dict[str, None] = {}
         self.context_paths: dict[str, None] = {}
+        self.hoisted: dict[tuple[str, ...], tuple[str, py.expr]] = {}
 
     def fresh(self, prefix: str) -> str:
         self.counter += 1
         return f"{prefix}{self.counter}"
+
+    def hoist(self, key: tuple[str, ...], value: py.expr) -> py.Name:
+        """A local computed from ``now`` in the prelude (once per call), shared by uses."""
+        self.uses.add("n")
+        if key not in self.hoisted:
+            self.hoisted[key] = (self.fresh("_h"), value)
+        return _n(self.hoisted[key][0])
 
     def const(self, value: Any) -> py.Name:
         name = self.fresh("_k")
@@ -488,6 +496,7 @@ def compile_tree(tree: A.Node, *, shape: str, source: str | None,
         prelude.append(assign("x", _call("_events", _n("events"))))
     if "n" in shared.uses:
         prelude.append(assign("n", _call("_now", _n("now"))))
+        prelude.extend(assign(name, value) for name, value in shared.hoisted.values())
     if "c" in shared.uses:
         prelude.append(assign("c", _call("_ctx", _n("context"))))
     body: list[py.stmt] = []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 from .semantics import FROM_MEANS, WEEK_START
@@ -77,6 +78,12 @@ def to_instant(value: Any) -> datetime | None:
 def _parse_text(text: str) -> datetime | None:
     if len(text) < 10 or len(text) > 40 or not text[:4].isdigit() or text[4] != "-":
         return None
+    return _parse_iso(text)
+
+
+@lru_cache(maxsize=8192)
+def _parse_iso(text: str) -> datetime | None:
+    """Cached: the same event timestamps are read on every evaluation of a rule."""
     try:
         dt = datetime.fromisoformat(text)
         return dt.astimezone(UTC) if dt.tzinfo else dt.replace(tzinfo=UTC)
