@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from nextoffer import pql
@@ -92,7 +94,11 @@ def test_evaluate_only_raises_pqlerror_for_bad_input():
 
 
 def test_compiled_rule_evaluate_is_keyword_only_by_contract():
+    documented = inspect.signature(pql.CompiledRule.evaluate).parameters
+    assert list(documented) == ["self", "profile", "events", "now", "context", "variables"]
+    assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(documented.values())[1:])
     rule = pql.compile("a = 1")
+    bound = inspect.signature(rule.evaluate).parameters
+    assert list(bound) == ["profile", "events", "now", "context", "variables"]
     assert rule.evaluate(profile={"a": 1}, events=None, now=None, context=None,
                          variables=None) is True
-    assert "evaluate" in repr(type(rule).evaluate)
