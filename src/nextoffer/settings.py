@@ -24,6 +24,8 @@ class Settings:
     #: Deepest JSON nesting accepted in a request body.
     max_json_depth: int = 64
     db_pool_size: int = 5
+    #: How often a process checks whether a container's library changed (seconds).
+    catalog_check_seconds: float = 0.25
     access_log: bool = True
 
     @classmethod

@@ -11,6 +11,8 @@ from starlette.requests import Request
 
 from nextoffer.api.bodies import read_json
 from nextoffer.service.auth import Authenticator, Principal
+from nextoffer.service.decisions import Decisions
+from nextoffer.service.profiles import Profiles
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
 from nextoffer.storage.store import Store
@@ -24,6 +26,8 @@ class Services:
     store: Store
     auth: Authenticator
     repository: Repository
+    profiles: Profiles
+    decisions: Decisions
 
 
 def services(request: Request) -> Services:

@@ -89,3 +89,12 @@ def parse(value: str | None) -> MediaType | None:
         if key == "schema":
             schema_was_bare = not quoted
     return MediaType(mime, params)
+
+XDM = "application/vnd.adobe.xdm+json"
+XED_ID = "application/vnd.adobe.xed-id+json"
+DECISION_REQUEST = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
+)
+DECISION_RESPONSE = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-response;version=1.0"'
+)

@@ -75,6 +75,9 @@ class Authenticator:
         if not sandbox:
             raise AuthError(400, "400003", "Missing header: x-sandbox-name")
         client = self._client(claims.client_id)
+        if client is None or sandbox not in client.sandboxes:
+            # A refusal is never served from the cache: a grant made a moment ago counts.
+            client = self._client(claims.client_id, fresh=True)
         if client is None or client.org_id != org:
             raise _invalid_token()
         if sandbox not in client.sandboxes:
@@ -113,10 +116,10 @@ class Authenticator:
             secret = keys.get(kid)
         return secret
 
-    def _client(self, client_id: str) -> ClientRecord | None:
+    def _client(self, client_id: str, *, fresh: bool = False) -> ClientRecord | None:
         now = self._clock()
         cached = self._clients.get(client_id)
-        if cached is not None and now - cached[0] < CLIENT_CACHE_SECONDS:
+        if not fresh and cached is not None and now - cached[0] < CLIENT_CACHE_SECONDS:
             return cached[1]
         with self._store.session() as session:
             client = session.get_client(client_id)

@@ -21,6 +21,7 @@ from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.records import Audit, ClientRecord, ContainerRecord, InstanceRecord
+from nextoffer.storage.runtime import Runtime
 
 
 class Store:
@@ -175,6 +176,8 @@ class Session:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        #: Profiles, events, decision events and counters, in this same transaction.
+        self.runtime = Runtime(conn)
 
     # -- tenants ---------------------------------------------------------------------
 

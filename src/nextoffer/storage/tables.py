@@ -138,3 +138,69 @@ instance_counts = Table(
     Column("count", Integer, nullable=False),
     PrimaryKeyConstraint("container_id", "schema_id"),
 )
+
+# -- the runtime: profiles, their events, decisions and cap counters ------------------
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("profile_id", String(36), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("attributes", Text, nullable=False),  # JSON object
+    Column("created", String(32), nullable=False),
+    Column("modified", String(32), nullable=False),
+)
+
+#: Each (namespace, id) names at most one profile of a tenant.
+profile_identities = Table(
+    "profile_identities",
+    metadata,
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("namespace", String(255), nullable=False),
+    Column("identity", String(1024), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    PrimaryKeyConstraint("org_id", "sandbox", "namespace", "identity"),
+    Index("ix_profile_identities_profile", "profile_id"),
+)
+
+experience_events = Table(
+    "experience_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    #: The event's own ``_id``/``@id``; a second event with the same id is a duplicate.
+    Column("event_id", String(255), nullable=False),
+    Column("event_type", String(255)),
+    Column("timestamp", String(40), nullable=False),
+    Column("timestamp_us", BigInteger, nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("org_id", "sandbox", "event_id", name="uq_experience_events_id"),
+    Index("ix_experience_events_profile", "profile_id", "timestamp_us"),
+)
+
+decision_events = Table(
+    "decision_events",
+    metadata,
+    Column("proposition_id", String(36), primary_key=True),
+    Column("container_id", String(36), nullable=False),
+    Column("created", String(32), nullable=False),
+    Column("created_us", BigInteger, nullable=False),
+    Column("profile_key", String(1100)),
+    Column("body", Text, nullable=False),  # JSON: identity, request id, propositions
+    Index("ix_decision_events_container", "container_id", "created_us"),
+)
+
+#: Propositions of capped offers: scope "" counts everyone, otherwise one profile.
+cap_counters = Table(
+    "cap_counters",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("offer_id", String(64), nullable=False),
+    Column("scope", String(1100), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("container_id", "offer_id", "scope"),
+)

@@ -1,0 +1,97 @@
+"""Writing a Decisions API response (decisioning-api.md §2.3) and the explain trace."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nextoffer.api.decision_request import ResponseFormat
+from nextoffer.engine import FallbackOption, ObjectRef, Option, Proposition, PropositionTrace
+from nextoffer.ids import epoch_micros
+from nextoffer.service.decisions import DecisionOutcome
+
+
+def _content(components: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
+    """The content of the first component of the representation (choice: docs/api.md)."""
+    return dict(components[0]) if components else {}
+
+
+def _ref(ref: ObjectRef, names: frozenset[str], extra: Mapping[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {"xdm:id": ref.at_id, "repo:etag": ref.etag}
+    if "name" in names and ref.name is not None:
+        out["xdm:name"] = ref.name
+    for name, key in extra.items():
+        if name in names and key in ref.body:
+            out[key] = ref.body[key]
+    return out
+
+
+def _option(option: Option | FallbackOption, fmt: ResponseFormat) -> dict[str, Any]:
+    names = fmt.metadata.get("xdm:option", frozenset())
+    out: dict[str, Any] = {"xdm:id": option.offer_id, "repo:etag": option.etag}
+    if "name" in names and option.name is not None:
+        out["xdm:name"] = option.name
+    if "characteristics" in names:
+        out["xdm:characteristics"] = dict(option.characteristics)
+    if "priority" in names and isinstance(option, Option):
+        out["xdm:priority"] = option.priority
+    if fmt.include_content:
+        out.update(_content(option.components))
+    if isinstance(option, Option) and option.score is not None:
+        out["xdm:score"] = option.score
+    return out
+
+
+def trace_json(trace: PropositionTrace) -> dict[str, Any]:
+    return {
+        "candidates": [
+            {
+                key: value
+                for key, value in (
+                    ("offerId", c.offer_id),
+                    ("reason", c.reason.value),
+                    ("criterion", c.criterion),
+                    ("detail", c.detail),
+                    ("ruleId", c.rule_id),
+                    ("counter", c.counter),
+                    ("limit", c.limit),
+                    ("rank", c.rank),
+                    ("score", c.score),
+                    ("priority", c.priority),
+                )
+                if value is not None
+            }
+            for c in trace.candidates
+        ],
+        "fallbackReason": trace.fallback_reason.value if trace.fallback_reason else None,
+        "criteriaGroups": [list(group) for group in trace.groups],
+    }
+
+
+def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "xdm:activity": _ref(proposition.activity, fmt.metadata.get("xdm:activity", frozenset()), {}),
+        "xdm:placement": _ref(
+            proposition.placement,
+            fmt.metadata.get("xdm:placement", frozenset()),
+            {"channel": "xdm:channel", "componentType": "xdm:componentType"},
+        ),
+    }
+    if proposition.options:
+        out["xdm:options"] = [_option(o, fmt) for o in proposition.options]
+    elif proposition.fallback is not None:
+        out["xdm:fallback"] = _option(proposition.fallback, fmt)
+    if proposition.trace is not None:
+        out["nextoffer:explain"] = trace_json(proposition.trace)
+    return out
+
+
+def response(outcome: DecisionOutcome, fmt: ResponseFormat, *, decision_request_id: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "xdm:propositionId": outcome.proposition_id,
+        "xdm:propositions": [_proposition(p, fmt) for p in outcome.result.propositions],
+        "ode:createDate": epoch_micros(outcome.created) // 1000,
+    }
+    if decision_request_id is not None:
+        body["xdm:decisionRequestId"] = decision_request_id
+    return body

@@ -1,0 +1,105 @@
+"""The Decisioning API: ``/data/core/ode/{C}/…`` (decisioning-api.md §1, §2)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextoffer.api import decision_request, decision_response, media
+from nextoffer.api.context import authenticate, body_json, run, services
+from nextoffer.api.diagnostics import diagnostics
+from nextoffer.api.responses import json_response
+from nextoffer.errors import BadRequest, UnsupportedMediaType
+from nextoffer.ids import parse_datetime
+
+BASE = "/data/core/ode"
+_DECISION_TYPES = (media.XDM, media.JSON)
+MAX_ACTIVITY_IDS = 30
+
+
+async def decisions(request: Request) -> Response:
+    principal = authenticate(request)
+    parsed = media.parse(request.headers.get("content-type"))
+    if parsed is None:
+        raise BadRequest("A valid content-type must be specified")
+    if parsed.mime not in _DECISION_TYPES:
+        raise UnsupportedMediaType(f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}")
+    call, fmt = decision_request.parse(await body_json(request))
+    outcome = await run(services(request).decisions.decide, principal, request.path_params["container_id"], call)
+    body = decision_response.response(outcome, fmt, decision_request_id=call.decision_request_id)
+    return json_response(body, media_type=media.DECISION_RESPONSE)
+
+
+async def get_diagnostics(request: Request) -> Response:
+    principal = authenticate(request)
+    container_id = request.path_params["container_id"]
+    snapshot = await run(services(request).decisions.snapshot, principal, container_id)
+    base = str(request.base_url).rstrip("/") + f"/data/core/xcore/{container_id}"
+    return json_response(diagnostics(snapshot, base=base), media_type=media.XED_ID)
+
+
+async def activity_offers(request: Request) -> Response:
+    principal = authenticate(request)
+    container_id = request.path_params["container_id"]
+    activity_ids = request.query_params.getlist("activityId")
+    if not activity_ids:
+        raise BadRequest("activityId is required (repeatable, a decision @id)", pointer="activityId")
+    if len(activity_ids) > MAX_ACTIVITY_IDS:
+        raise BadRequest(f"at most {MAX_ACTIVITY_IDS} activityId values", pointer="activityId")
+    snapshot = await run(services(request).decisions.snapshot, principal, container_id)
+    catalog = snapshot.catalog
+    base = str(request.base_url).rstrip("/") + f"/data/core/xcore/{container_id}"
+
+    def link(at_id: str, instance_id: str, etag: int) -> dict[str, object]:
+        return {"@id": at_id, "_links": {"self": {"href": f"{base}/instances/{instance_id}"}}, "repo:etag": str(etag)}
+
+    entries = []
+    for activity_id in dict.fromkeys(activity_ids):
+        decision = catalog.decisions.get(activity_id)
+        if decision is None:
+            continue
+        offers = {}
+        for placement_id in catalog.placements:
+            if decision.covers(placement_id):
+                for offer in catalog.candidates(activity_id, placement_id):
+                    offers.setdefault(offer.at_id, offer)
+        entry: dict[str, object] = {
+            "xdm:offerActivity": link(decision.at_id, decision.instance_id, decision.etag),
+            "xdm:offers": [link(o.at_id, o.instance_id, o.etag) for o in offers.values()],
+        }
+        if decision.fallback is not None:
+            fallback = decision.fallback
+            entry["xdm:fallbackOffer"] = link(fallback.at_id, fallback.instance_id, fallback.etag)
+        entries.append(entry)
+    return json_response({"xdm:activityOffers": entries}, media_type=media.XDM)
+
+
+async def decision_events(request: Request) -> Response:
+    principal = authenticate(request)
+    since_text = request.query_params.get("since")
+    try:
+        since = parse_datetime(since_text) if since_text else datetime(1970, 1, 1, tzinfo=UTC)
+    except ValueError as exc:
+        raise BadRequest("since must be an RFC 3339 date-time", pointer="since") from exc
+    limit_text = request.query_params.get("limit", "100")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+        raise BadRequest("limit must be an integer from 1 to 1000", pointer="limit")
+    events = await run(
+        services(request).decisions.decision_events,
+        principal,
+        request.path_params["container_id"],
+        since=since,
+        limit=int(limit_text),
+    )
+    return json_response({"events": events, "count": len(events)})
+
+
+routes = [
+    Route(f"{BASE}/{{container_id}}/decisions", decisions, methods=["POST"]),
+    Route(f"{BASE}/{{container_id}}/diagnostics", get_diagnostics, methods=["GET"]),
+    Route(f"{BASE}/{{container_id}}/offers", activity_offers, methods=["GET"]),
+    Route(f"{BASE}/{{container_id}}/decision-events", decision_events, methods=["GET"]),
+]

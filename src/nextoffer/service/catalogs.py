@@ -1,0 +1,102 @@
+"""Compiled catalog snapshots, one per container, rebuilt when the library changes.
+
+Decisions never read the library per request. Each container has an immutable
+:class:`~nextoffer.engine.Catalog`; a decision checks the container's ``library_version``
+(one indexed read) at most every ``check_interval`` seconds, so a write is visible to
+decisions in every process within that interval plus a rebuild. A rebuild whose rules or
+formulas fail to compile keeps the last good snapshot and is reported by diagnostics.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
+from nextoffer.ids import format_datetime
+from nextoffer.storage.store import Store
+
+#: Errors that make a new snapshot unusable: keep serving the previous one.
+_BLOCKING = frozenset({CatalogErrorKind.INVALID_RULE, CatalogErrorKind.INVALID_FORMULA})
+
+
+@dataclass(slots=True)
+class Snapshot:
+    catalog: Catalog
+    version: int
+    #: When the last build finished (RFC 3339), and what it found wrong.
+    built: str
+    errors: tuple[CatalogError, ...]
+    checked_at: float = 0.0
+    #: The instances of the newest build by @id (diagnostics link to them).
+    instances: dict[str, CatalogInstance] = field(default_factory=dict)
+
+
+class CatalogCache:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        check_interval: float = 0.25,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = check_interval
+        self._monotonic = monotonic
+        self._snapshots: dict[str, Snapshot] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, container_id: str) -> Snapshot:
+        """The container's current snapshot (the caller has checked tenancy)."""
+        snapshot = self._snapshots.get(container_id)
+        now = self._monotonic()
+        if snapshot is not None and now - snapshot.checked_at < self._interval:
+            return snapshot
+        with self._store.session() as session:
+            version = session.library_version(container_id)
+        if snapshot is not None and snapshot.version == version:
+            snapshot.checked_at = now
+            return snapshot
+        return self._rebuild(container_id, version)
+
+    def _rebuild(self, container_id: str, version: int) -> Snapshot:
+        with self._guard:
+            lock = self._locks.setdefault(container_id, threading.Lock())
+        with lock:
+            current = self._snapshots.get(container_id)
+            if current is not None and current.version >= version:
+                current.checked_at = self._monotonic()
+                return current
+            with self._store.session() as session:
+                version = session.library_version(container_id)
+                records = session.all_instances(container_id)
+            instances = [
+                CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
+            ]
+            catalog = build_catalog(instances)
+            built = format_datetime(self._clock())
+            blocking = [e for e in catalog.errors if e.kind in _BLOCKING]
+            if blocking and current is not None:
+                # Keep deciding with the last good catalog; diagnostics report the failure.
+                current.errors = catalog.errors
+                current.instances = {i.at_id: i for i in instances}
+                current.built = built
+                current.version = version
+                current.checked_at = self._monotonic()
+                return current
+            snapshot = Snapshot(
+                catalog=catalog,
+                version=version,
+                built=built,
+                errors=catalog.errors,
+                checked_at=self._monotonic(),
+                instances={i.at_id: i for i in instances},
+            )
+            self._snapshots[container_id] = snapshot
+            return snapshot

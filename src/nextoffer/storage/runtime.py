@@ -1,0 +1,198 @@
+"""Runtime records in SQL: profiles and identities, experience events, decision events
+and cap counters. Used through ``Session.runtime`` inside the service's transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from nextoffer.storage import tables as t
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileRecord:
+    profile_id: str
+    attributes: dict[str, Any]
+    identities: tuple[tuple[str, str], ...]  # (namespace, id)
+    created: str
+    modified: str
+
+
+_IDENTITY = select(t.profile_identities.c.profile_id).where(
+    t.profile_identities.c.org_id == bindparam("org"),
+    t.profile_identities.c.sandbox == bindparam("sandbox"),
+    t.profile_identities.c.namespace == bindparam("ns"),
+    t.profile_identities.c.identity == bindparam("id"),
+)
+_PROFILE = select(t.profiles).where(t.profiles.c.profile_id == bindparam("pid"))
+_EVENTS = (
+    select(t.experience_events.c.body)
+    .where(t.experience_events.c.profile_id == bindparam("pid"))
+    .order_by(t.experience_events.c.timestamp_us.desc(), t.experience_events.c.seq.desc())
+    .limit(bindparam("limit"))
+)
+_COUNTERS = select(t.cap_counters.c.offer_id, t.cap_counters.c.scope, t.cap_counters.c.count).where(
+    t.cap_counters.c.container_id == bindparam("cid"),
+    t.cap_counters.c.offer_id.in_(bindparam("offers", expanding=True)),
+    t.cap_counters.c.scope.in_(bindparam("scopes", expanding=True)),
+)
+_ADD_COUNTER = (
+    update(t.cap_counters)
+    .where(
+        t.cap_counters.c.container_id == bindparam("cid"),
+        t.cap_counters.c.offer_id == bindparam("oid"),
+        t.cap_counters.c.scope == bindparam("sc"),
+    )
+    .values(count=t.cap_counters.c.count + bindparam("delta"))
+)
+
+
+class Runtime:
+    """Reads and writes of the runtime tables on one connection (one transaction)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- profiles --------------------------------------------------------------------
+
+    def find_profile_id(self, org: str, sandbox: str, namespace: str, identity: str) -> str | None:
+        params = {"org": org, "sandbox": sandbox, "ns": namespace, "id": identity}
+        value = self.conn.execute(_IDENTITY, params).scalar()
+        return str(value) if value is not None else None
+
+    def get_profile(self, profile_id: str) -> ProfileRecord | None:
+        row = self.conn.execute(_PROFILE, {"pid": profile_id}).first()
+        if row is None:
+            return None
+        identities = self.conn.execute(
+            select(t.profile_identities.c.namespace, t.profile_identities.c.identity)
+            .where(t.profile_identities.c.profile_id == profile_id)
+            .order_by(t.profile_identities.c.namespace, t.profile_identities.c.identity)
+        )
+        return ProfileRecord(
+            profile_id,
+            orjson.loads(row.attributes),
+            tuple((r.namespace, r.identity) for r in identities),
+            row.created,
+            row.modified,
+        )
+
+    def profile_attributes(self, profile_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(_PROFILE, {"pid": profile_id}).first()
+        return orjson.loads(row.attributes) if row is not None else None
+
+    def insert_profile(self, org: str, sandbox: str, profile_id: str, attributes: Mapping[str, Any], *, now: str) -> None:
+        self.conn.execute(
+            insert(t.profiles).values(
+                profile_id=profile_id,
+                org_id=org,
+                sandbox=sandbox,
+                attributes=orjson.dumps(attributes).decode(),
+                created=now,
+                modified=now,
+            )
+        )
+
+    def update_profile(self, profile_id: str, attributes: Mapping[str, Any], *, now: str) -> None:
+        self.conn.execute(
+            update(t.profiles)
+            .where(t.profiles.c.profile_id == profile_id)
+            .values(attributes=orjson.dumps(attributes).decode(), modified=now)
+        )
+
+    def add_identities(self, org: str, sandbox: str, profile_id: str, identities: Iterable[tuple[str, str]]) -> None:
+        for namespace, identity in identities:
+            if self.find_profile_id(org, sandbox, namespace, identity) is None:
+                self.conn.execute(
+                    insert(t.profile_identities).values(
+                        org_id=org, sandbox=sandbox, namespace=namespace, identity=identity, profile_id=profile_id
+                    )
+                )
+
+    def delete_profile(self, profile_id: str) -> None:
+        for table in (t.profile_identities, t.experience_events):
+            self.conn.execute(delete(table).where(table.c.profile_id == profile_id))
+        self.conn.execute(delete(t.profiles).where(t.profiles.c.profile_id == profile_id))
+
+    # -- experience events -----------------------------------------------------------
+
+    def event_exists(self, org: str, sandbox: str, event_id: str) -> bool:
+        query = select(t.experience_events.c.seq).where(
+            t.experience_events.c.org_id == org,
+            t.experience_events.c.sandbox == sandbox,
+            t.experience_events.c.event_id == event_id,
+        )
+        return self.conn.execute(query).first() is not None
+
+    def insert_event(
+        self,
+        org: str,
+        sandbox: str,
+        profile_id: str,
+        *,
+        event_id: str,
+        event_type: str | None,
+        timestamp: str,
+        timestamp_us: int,
+        body: Mapping[str, Any],
+    ) -> None:
+        self.conn.execute(
+            insert(t.experience_events).values(
+                org_id=org,
+                sandbox=sandbox,
+                profile_id=profile_id,
+                event_id=event_id,
+                event_type=event_type,
+                timestamp=timestamp,
+                timestamp_us=timestamp_us,
+                body=orjson.dumps(body).decode(),
+            )
+        )
+
+    def recent_events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        """The profile's newest ``limit`` events, oldest first."""
+        rows = self.conn.execute(_EVENTS, {"pid": profile_id, "limit": limit}).scalars().all()
+        return [orjson.loads(body) for body in reversed(rows)]
+
+    # -- decisions and counters ------------------------------------------------------
+
+    def insert_decision_event(
+        self, proposition_id: str, container_id: str, *, created: str, created_us: int, profile_key: str | None, body: Mapping[str, Any]
+    ) -> None:
+        self.conn.execute(
+            insert(t.decision_events).values(
+                proposition_id=proposition_id,
+                container_id=container_id,
+                created=created,
+                created_us=created_us,
+                profile_key=profile_key,
+                body=orjson.dumps(body).decode(),
+            )
+        )
+
+    def decision_events(self, container_id: str, *, since_us: int, limit: int) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            select(t.decision_events.c.body)
+            .where(t.decision_events.c.container_id == container_id, t.decision_events.c.created_us >= since_us)
+            .order_by(t.decision_events.c.created_us, t.decision_events.c.proposition_id)
+            .limit(limit)
+        ).scalars()
+        return [orjson.loads(body) for body in rows]
+
+    def counters(self, container_id: str, offer_ids: Sequence[str], scopes: Sequence[str]) -> dict[tuple[str, str], int]:
+        """``{(offer_id, scope): count}`` for the offers and scopes asked (missing = 0)."""
+        if not offer_ids:
+            return {}
+        params = {"cid": container_id, "offers": list(offer_ids), "scopes": list(scopes)}
+        return {(r.offer_id, r.scope): int(r.count) for r in self.conn.execute(_COUNTERS, params)}
+
+    def add_counter(self, container_id: str, offer_id: str, scope: str, delta: int) -> None:
+        params = {"cid": container_id, "oid": offer_id, "sc": scope, "delta": delta}
+        if self.conn.execute(_ADD_COUNTER, params).rowcount == 0:
+            self.conn.execute(
+                insert(t.cap_counters).values(container_id=container_id, offer_id=offer_id, scope=scope, count=delta)
+            )
