@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import random
 import statistics
@@ -166,8 +167,8 @@ def measure(size: int, *, sparse: bool, quick: bool) -> dict[str, float]:
             compiled.evaluate(profile=PROFILE, events=(), now=NOW, context={}, variables=None)
         return None
 
-    batch = 20 if quick else 200
-    repeats = 5 if quick else 15
+    batch = 20 if quick else 100
+    repeats = 5 if quick else 41
     ref_batch = max(1, batch * 10 // max(size, 10))
     return {
         "size": size,
@@ -232,7 +233,11 @@ def main() -> int:
             row["sparse"] = sparse
             rows.append(row)
     machine = platform.processor() or platform.platform()
-    print(f"python {platform.python_version()} on {platform.machine()} / {machine}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"python {platform.python_version()} on {platform.machine()} / {machine}, "
+        f"{os.cpu_count()} CPUs, 1-min load average at the end: {load:.2f}"
+    )
     print(
         "| library | N | decide µs | reference: the K rules decide evaluates, bare loop µs (K) "
         "| reference: all N rules, bare loop µs | build ms |"

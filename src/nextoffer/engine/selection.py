@@ -117,7 +117,8 @@ class _Proposer:
                 self._select(group, need, chosen, chosen_ids)
         options = tuple(self._option(entry) for entry in chosen)
         for entry in chosen:
-            self.ledger.record(entry.offer)
+            if entry.offer.capped:
+                self.ledger.record(entry.offer)
             self.taken.setdefault(entry.offer.at_id, []).append((decision.at_id, placement_id))
             self.proposed.append(Proposed(entry.offer.at_id, decision.at_id, placement_id))
         fallback = None

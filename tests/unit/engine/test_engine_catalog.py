@@ -168,6 +168,6 @@ def test_a_compiler_crash_becomes_an_error_not_an_exception() -> None:
     assert [e.message for e in catalog.errors] == ["RuntimeError: compiler bug"]
 
 
-def test_the_fake_compiler_is_the_default_seam_only_in_tests() -> None:
+def test_the_catalog_keeps_the_compiler_it_was_built_with() -> None:
     catalog = build(simple_library(offer("o")))
     assert catalog.compile_rule is engine_fakepql.compile
