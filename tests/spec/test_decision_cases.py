@@ -6,8 +6,8 @@ has a ``request`` (proposition requests, duplicate flags), optionally a ``profil
 
 * ``expect``: one entry per proposition, ``{"options": [ids in rank order]}``,
   ``{"optionTiers": [[ids], ...]}`` (tier by tier, any order within a tier: ties) or
-  ``{"fallback": id}``; optional ``"scores": {id: score}`` and ``"trace": {id: reason}``
-  (with ``explain`` on) and ``"fallbackReason"``;
+  ``{"fallback": id}``; optional ``"scores": {id: score}``, ``"trace": {id: reason}``,
+  ``"traceDetail": {id: the false part of its rule}`` and ``"fallbackReason"``;
 * ``expectError``: ``{"error": "NotFound" | "Unprocessable", "pointer": "..."}``;
 * ``expectUniform``: ``{"among": [ids], "runs": N}`` — the first option over N seeded runs
   is uniform (chi-square test).
@@ -160,6 +160,9 @@ def test_decision_case(spec: dict[str, Any], case: dict[str, Any]) -> None:
         traced = {t.offer_id: t.reason.value for t in proposition.trace.candidates}
         for offer_id, reason in expected.get("trace", {}).items():
             assert traced.get(offer_id) == reason, proposition.trace
+        details = {t.offer_id: t.detail for t in proposition.trace.candidates}
+        for offer_id, detail in expected.get("traceDetail", {}).items():
+            assert details.get(offer_id) == detail, proposition.trace
         if "fallbackReason" in expected:
             assert proposition.trace.fallback_reason is not None
             assert proposition.trace.fallback_reason.value == expected["fallbackReason"]
