@@ -6,7 +6,7 @@ of the fixed keys below, plus compiler-registered constants named ``_k<N>``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nextoffer.errors import PQLError
@@ -46,7 +46,11 @@ def _number(value: Any) -> Any:
 
 
 def _root(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
+    """A top-level input as a dict: other mappings are copied once, non-mappings are empty.
+    (Values inside are expected JSON-shaped: dicts, lists and scalars.)"""
+    if isinstance(value, dict):
+        return value
+    return dict(value) if isinstance(value, Mapping) else {}
 
 
 def _events(value: Any) -> list[Any]:

@@ -102,3 +102,12 @@ def test_compiled_rule_evaluate_is_keyword_only_by_contract():
     assert list(bound) == ["profile", "events", "now", "context", "variables"]
     assert rule.evaluate(profile={"a": 1}, events=None, now=None, context=None,
                          variables=None) is True
+
+
+def test_top_level_inputs_may_be_any_mapping():
+    from types import MappingProxyType
+
+    rule = pql.compile("a = 1 and offer.b = 2 and @{s}.c = 3")
+    assert rule.evaluate(profile=MappingProxyType({"a": 1}),
+                         variables=MappingProxyType({"offer": {"b": 2}}),
+                         context=MappingProxyType({"s": {"c": 3}})) is True
