@@ -60,6 +60,8 @@ def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -
     """The counter scope of one profile: its id, or its first identity when unknown."""
     if profile_id is not None:
         return profile_id
+    if not identities:
+        return "anonymous"
     namespace, identity = identities[0]
     return f"identity:{namespace}:{identity}"
 
@@ -85,15 +87,27 @@ class Decisions:
             self._repository.container(session, principal, container_id)
         return self._catalogs.get(container_id)
 
-    def decide(self, principal: Principal, container_id: str, call: DecisionCall) -> DecisionOutcome:
+    def decide(
+        self,
+        principal: Principal,
+        container_id: str,
+        call: DecisionCall,
+        *,
+        profile: Mapping[str, Any] | None = None,
+        events: Sequence[Mapping[str, Any]] | None = None,
+    ) -> DecisionOutcome:
+        """Decide; ``profile``/``events`` given directly replace the stored profile (simulation)."""
         snapshot = self.snapshot(principal, container_id)
         catalog = snapshot.catalog
         capped = sorted(catalog.capped_offer_ids(p.activity_id for p in call.propositions))
         with self._store.session() as session:
             runtime = session.runtime
             profile_id = resolve_profile_id(runtime, principal, list(call.identities)) if call.identities else None
-            attributes = runtime.profile_attributes(profile_id) if profile_id else None
-            events = runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
+            attributes = profile if profile is not None else (
+                runtime.profile_attributes(profile_id) if profile_id else None
+            )
+            if events is None:
+                events = runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
             key = profile_key(profile_id, call.identities)
             counts = runtime.counters(container_id, capped, [GLOBAL_SCOPE, key])
         counters = CapCounters(

@@ -220,6 +220,11 @@ class Session:
         row = self.conn.execute(_GET_CONTAINER, params).first()
         return _container(row) if row else None
 
+    def get_container_by_id(self, container_id: str) -> ContainerRecord | None:
+        """Any tenant's container: for operators' commands only, never for API calls."""
+        row = self.conn.execute(select(t.containers).where(t.containers.c.container_id == container_id)).first()
+        return _container(row) if row else None
+
     def list_containers(self, *, org_id: str, sandbox: str) -> list[ContainerRecord]:
         rows = self.conn.execute(
             select(t.containers)
