@@ -10,7 +10,8 @@ representation for the requested placement (the rest are for another placement).
 
 Reference: evaluating all N compiled rules of the library in a bare Python loop (what a
 naive engine without pre-indexing and lazy ranking would at least pay).
-Figures are the median over repeats of the mean time per call in a batch.
+Figures are the median over repeats of the mean time per call in a batch; repeats are
+interleaved across libraries so that the machine's other load hits every figure alike.
 """
 
 from __future__ import annotations
@@ -105,24 +106,11 @@ def library(size: int, *, sparse: bool, seed: int = 7) -> list[CatalogInstance]:
     return out
 
 
-def timed(call: Callable[[], object], *, batch: int, repeats: int) -> float:
-    """Median over ``repeats`` of the mean µs per call in a batch of ``batch`` calls.
-
-    The cyclic GC is collected, then paused while timing: a 10,000-offer catalog is a big
-    heap, and a full collection landing in one batch would measure the collector, not us.
-    """
-    samples = []
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            start = time.perf_counter_ns()
-            for _ in range(batch):
-                call()
-            samples.append((time.perf_counter_ns() - start) / batch / 1000)
-    finally:
-        gc.enable()
-    return statistics.median(samples)
+def _batch_us(call: Callable[[], object], batch: int) -> float:
+    start = time.perf_counter_ns()
+    for _ in range(batch):
+        call()
+    return (time.perf_counter_ns() - start) / batch / 1000
 
 
 def _touched(catalog: Any, *, need: int) -> list[Any]:
@@ -139,7 +127,8 @@ def _touched(catalog: Any, *, need: int) -> list[Any]:
     return touched
 
 
-def measure(size: int, *, sparse: bool, quick: bool) -> dict[str, float]:
+def prepare(size: int, *, sparse: bool) -> dict[str, Any]:
+    """Build one library's catalog and the three timed calls."""
     instances = library(size, sparse=sparse)
     started = time.perf_counter()
     catalog = build_catalog(instances, compile_rule=pql.compile)
@@ -167,17 +156,40 @@ def measure(size: int, *, sparse: bool, quick: bool) -> dict[str, float]:
             compiled.evaluate(profile=PROFILE, events=(), now=NOW, context={}, variables=None)
         return None
 
-    batch = 20 if quick else 100
-    repeats = 5 if quick else 41
-    ref_batch = max(1, batch * 10 // max(size, 10))
     return {
         "size": size,
-        "decide_us": timed(one, batch=batch, repeats=repeats),
-        "reference_us": timed(reference, batch=ref_batch, repeats=repeats),
-        "touched": len(touched),
-        "touched_us": timed(touched_reference, batch=batch, repeats=repeats),
+        "sparse": sparse,
         "build_ms": build_ms,
+        "touched": len(touched),
+        "calls": {"decide_us": one, "reference_us": reference, "touched_us": touched_reference},
+        "samples": {"decide_us": [], "reference_us": [], "touched_us": []},
     }
+
+
+def measure(rows: list[dict[str, Any]], *, quick: bool) -> None:
+    """Interleaved: each repeat times every library once, so machine load hits all alike.
+
+    The cyclic GC is collected, then paused while timing: a 10,000-offer catalog is a big
+    heap, and a full collection landing in one batch would measure the collector, not us.
+    """
+    batch = 20 if quick else 100
+    repeats = 5 if quick else 31
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for row in rows:
+                ref_batch = max(1, batch * 10 // max(row["size"], 10))
+                for key, call in row["calls"].items():
+                    row["samples"][key].append(
+                        _batch_us(call, ref_batch if key == "reference_us" else batch)
+                    )
+    finally:
+        gc.enable()
+    for row in rows:
+        for key, samples in row.pop("samples").items():
+            row[key] = statistics.median(samples)
+        del row["calls"]
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> bool:
@@ -226,12 +238,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     parser.add_argument("--plot", type=Path, default=Path("docs/img/decide-scaling.png"))
     args = parser.parse_args()
-    rows = []
-    for sparse in (False, True):
-        for size in (10, 100, 1_000, 10_000):
-            row = measure(size, sparse=sparse, quick=args.quick)
-            row["sparse"] = sparse
-            rows.append(row)
+    rows = [
+        prepare(size, sparse=sparse)
+        for sparse in (False, True)
+        for size in (10, 100, 1_000, 10_000)
+    ]
+    measure(rows, quick=args.quick)
     machine = platform.processor() or platform.platform()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(

@@ -45,6 +45,7 @@ class Failure:
 
 _NOT_STARTED = Failure(Reason.NOT_STARTED)
 _EXPIRED = Failure(Reason.EXPIRED)
+_QUIET_RULE_FALSE = Failure(Reason.RULE_FALSE)
 
 
 class Evaluation:
@@ -228,7 +229,7 @@ class Evaluation:
                 if result is True:
                     pass
                 elif result is False and not self.explain:
-                    return Failure(Reason.RULE_FALSE, None, rule.at_id)
+                    return _QUIET_RULE_FALSE  # nobody reads the details without explain
                 elif type(result) is _Raised or not _truthy(result):
                     return self.rule(rule, offer, false=Reason.RULE_FALSE, error=Reason.RULE_ERROR)
             else:

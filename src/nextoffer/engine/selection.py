@@ -298,7 +298,8 @@ class _Proposer:
         """The criterion that admits ``offer`` after every eligibility stage, or ``None``."""
         failure = self.evaluation.offer(offer)
         if failure is not None:
-            self._trace(offer, criteria[0], failure)
+            if self.tracer is not None:
+                self._trace(offer, criteria[0], failure)
             return None
         admitted = None
         if len(criteria) == 1 and not criteria[0].constraint.per_offer:
