@@ -9,28 +9,34 @@ from starlette.applications import Starlette
 
 from nextoffer.api.context import Services
 from nextoffer.api.errors import exception_handlers
-from nextoffer.api.routes import ode, profiles, system, xcore
+from nextoffer.api.routes import ode, profiles, reports, system, xcore
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.service.auth import Authenticator
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import Decisions
+from nextoffer.service.events import Events
 from nextoffer.service.profiles import Profiles
+from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
+from nextoffer.storage.counters import SqlCounters
 from nextoffer.storage.store import Store
 
 
 def build_services(settings: Settings, store: Store | None = None) -> Services:
     store = store or Store.open(settings.db_url, pool_size=settings.db_pool_size)
-    repository = Repository(store, ids=IdFactory(), clock=utcnow)
     catalogs = CatalogCache(store, clock=utcnow, check_interval=settings.catalog_check_seconds)
+    repository = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
+    counters = SqlCounters(store)
     return Services(
         settings=settings,
         store=store,
         auth=Authenticator(store),
         repository=repository,
         profiles=Profiles(store, clock=utcnow),
-        decisions=Decisions(store, repository=repository, catalogs=catalogs, clock=utcnow),
+        events=Events(store, counters=counters, catalogs=catalogs, clock=utcnow),
+        decisions=Decisions(store, repository=repository, catalogs=catalogs, counters=counters, clock=utcnow),
+        reports=Reports(store, repository=repository),
     )
 
 
@@ -49,7 +55,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 app.state.services.store.close()
 
     app = Starlette(
-        routes=[*system.routes, *xcore.routes, *ode.routes, *profiles.routes],
+        routes=[*system.routes, *xcore.routes, *ode.routes, *profiles.routes, *reports.routes],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

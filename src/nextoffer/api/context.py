@@ -12,7 +12,9 @@ from starlette.requests import Request
 from nextoffer.api.bodies import read_json
 from nextoffer.service.auth import Authenticator, Principal
 from nextoffer.service.decisions import Decisions
+from nextoffer.service.events import Events
 from nextoffer.service.profiles import Profiles
+from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
 from nextoffer.storage.store import Store
@@ -27,7 +29,9 @@ class Services:
     auth: Authenticator
     repository: Repository
     profiles: Profiles
+    events: Events
     decisions: Decisions
+    reports: Reports
 
 
 def services(request: Request) -> Services:

@@ -18,6 +18,7 @@ from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
+from nextoffer.storage.counters import SqlCounters
 from nextoffer.storage.store import Store
 
 
@@ -66,7 +67,13 @@ def decide(
             raise NotFound(f"container {container_id} does not exist")
         principal = Principal(container.org_id, container.sandbox, "nextoffer-cli", "nextoffer-cli")
         repository = Repository(store, ids=IdFactory(), clock=utcnow)
-        decisions = Decisions(store, repository=repository, catalogs=CatalogCache(store, clock=utcnow), clock=utcnow)
+        decisions = Decisions(
+            store,
+            repository=repository,
+            catalogs=CatalogCache(store, clock=utcnow),
+            counters=SqlCounters(store),
+            clock=utcnow,
+        )
         call = DecisionCall(
             propositions=(PropositionRequest(activity, placement, items),),
             identities=(),

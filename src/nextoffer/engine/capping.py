@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from nextoffer.engine.eligibility import Failure
 from nextoffer.engine.explain import Reason
+from nextoffer.engine.frequency import CapRule
 from nextoffer.engine.model import Offer
 
 _NONE: Mapping[str, int] = {}
@@ -25,12 +26,30 @@ _NONE: Mapping[str, int] = {}
 
 @dataclass(frozen=True, slots=True)
 class CapCounters:
-    """Stored proposition counts, per offer ``@id`` (missing means 0)."""
+    """Stored counts of the capping rules a request may touch (missing means 0).
 
-    #: Propositions of the offer to anyone ("in totality").
+    The service's form is ``counts``, keyed by (offer ``@id``, rule id, placement ``@id``
+    — ``""`` for rules that count the offer across placements), already for the right
+    scope (everyone or this profile) and period. ``global_counts``/``profile_counts`` by
+    offer are the short form for the ``globalCap``/``profileCap`` rules alone.
+    """
+
+    #: Propositions of the offer to anyone ("in totality"), for ``xdm:globalCap``.
     global_counts: Mapping[str, int] = field(default_factory=dict)
-    #: Propositions of the offer to the requesting profile.
+    #: Propositions of the offer to the requesting profile, for ``xdm:profileCap``.
     profile_counts: Mapping[str, int] = field(default_factory=dict)
+    #: Every rule's count: (offer @id, rule id, placement @id or "") -> count.
+    counts: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
+
+    def count(self, offer_id: str, rule: CapRule, placement_id: str) -> int:
+        value = self.counts.get((offer_id, rule.rule_id, placement_id if rule.per_placement else ""))
+        if value is not None:
+            return value
+        if rule.rule_id == "globalCap":
+            return self.global_counts.get(offer_id, 0)
+        if rule.rule_id == "profileCap":
+            return self.profile_counts.get(offer_id, 0)
+        return 0
 
 
 NO_COUNTS = CapCounters(_NONE, _NONE)
@@ -43,24 +62,23 @@ class CapLedger:
 
     def __init__(self, counters: CapCounters) -> None:
         self._counters = counters
-        self._local: dict[str, int] = {}
+        self._local: dict[tuple[str, str, str], int] = {}
 
-    def check(self, offer: Offer) -> Failure | None:
-        """``None`` while the offer is under both caps; the failing cap otherwise."""
-        extra = self._local.get(offer.at_id, 0)
-        cap = offer.global_cap
-        if cap is not None:
-            count = self._counters.global_counts.get(offer.at_id, 0) + extra
-            if count >= cap:
-                return Failure(Reason.GLOBAL_CAP_REACHED, counter=count, limit=cap)
-        cap = offer.profile_cap
-        if cap is not None:
-            count = self._counters.profile_counts.get(offer.at_id, 0) + extra
-            if count >= cap:
-                return Failure(Reason.PROFILE_CAP_REACHED, counter=count, limit=cap)
+    def check(self, offer: Offer, placement_id: str) -> Failure | None:
+        """``None`` while the offer is under every capping rule; the first one reached otherwise."""
+        for rule in offer.caps:
+            placement = placement_id if rule.per_placement else ""
+            count = self._counters.count(offer.at_id, rule, placement)
+            if rule.counts_propositions:
+                count += self._local.get((offer.at_id, rule.rule_id, placement), 0)
+            if count >= rule.limit:
+                reason = Reason.PROFILE_CAP_REACHED if rule.per_profile else Reason.GLOBAL_CAP_REACHED
+                return Failure(reason, counter=count, limit=rule.limit, detail=rule.rule_id)
         return None
 
-    def record(self, offer: Offer) -> None:
+    def record(self, offer: Offer, placement_id: str) -> None:
         """Count one proposition of a capped offer made by this request."""
-        if offer.global_cap is not None or offer.profile_cap is not None:
-            self._local[offer.at_id] = self._local.get(offer.at_id, 0) + 1
+        for rule in offer.caps:
+            if rule.counts_propositions:
+                key = (offer.at_id, rule.rule_id, placement_id if rule.per_placement else "")
+                self._local[key] = self._local.get(key, 0) + 1

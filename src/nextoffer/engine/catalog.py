@@ -17,6 +17,7 @@ from types import MappingProxyType
 from typing import Any
 
 from nextoffer.engine.diagnostics import CatalogError, CatalogErrorKind
+from nextoffer.engine.frequency import cap_rules
 from nextoffer.engine.fields import non_negative_int, obj, parse_time, prop, strings
 from nextoffer.engine.model import (
     NO_CONSTRAINT,
@@ -33,7 +34,7 @@ from nextoffer.engine.model import (
     Rule,
     SegmentRef,
 )
-from nextoffer.errors import PQLError
+from nextoffer.errors import PQLError, Unprocessable
 
 _NS = "https://ns.adobe.com/experience/offer-management/"
 PLACEMENT = _NS + "offer-placement"
@@ -330,7 +331,12 @@ class _Builder:
             constraint = self._constraint(selection, instance)
             if any(r.compiled is None for r in constraint.rules):
                 problems.append("an offer constraint rule is unusable")
-        cap = obj(body, "cappingConstraint")
+        try:
+            caps = cap_rules(body)
+        except Unprocessable as exc:
+            caps = ()
+            problems.append(f"capping: {exc.detail}")
+            self._error(CatalogErrorKind.INVALID_VALUE, instance, problems[-1])
         priority = non_negative_int(prop(obj(body, "rank"), "priority", 0))
         if priority is None:
             problems.append("xdm:rank.xdm:priority is not an integer >= 0")
@@ -362,8 +368,7 @@ class _Builder:
             end=end,
             rule=rule,
             constraint=constraint,
-            global_cap=non_negative_int(prop(cap, "globalCap")),
-            profile_cap=non_negative_int(prop(cap, "profileCap")),
+            caps=caps,
             variable=variable,  # a plain dict: PQL reads maps as dicts; never mutated
             problem="; ".join(problems) or None,
         )

@@ -15,6 +15,8 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
+from nextoffer.engine.frequency import CapRule
+
 
 class CompiledRule(Protocol):
     """What ``nextoffer.pql.compile`` returns: a rule or formula ready to evaluate."""
@@ -116,18 +118,17 @@ class Offer:
     rule: Rule | None
     #: An offer-level segment constraint (``xdm:selectionConstraint.xdm:profileConstraintType``).
     constraint: ProfileConstraint | None
-    global_cap: int | None
-    profile_cap: int | None
+    #: Capping rules: ``xdm:cappingConstraint`` and ``xdm:frequencyCappingConstraints``.
+    caps: tuple[CapRule, ...]
     #: The PQL variable ``offer`` seen by ranking formulas and offer-aware rules.
     variable: Mapping[str, Any]
     #: Why this offer can never be proposed (broken rule reference, unreadable date), if so.
     problem: str | None = None
-    #: True when the offer has a global or profile cap (read for every candidate).
+    #: True when the offer has a capping rule (read for every candidate).
     capped: bool = field(init=False)
 
     def __post_init__(self) -> None:
-        capped = self.global_cap is not None or self.profile_cap is not None
-        object.__setattr__(self, "capped", capped)
+        object.__setattr__(self, "capped", bool(self.caps))
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -118,7 +118,7 @@ class _Proposer:
         options = tuple(self._option(entry) for entry in chosen)
         for entry in chosen:
             if entry.offer.capped:
-                self.ledger.record(entry.offer)
+                self.ledger.record(entry.offer, placement_id)
             self.taken.setdefault(entry.offer.at_id, []).append((decision.at_id, placement_id))
             self.proposed.append(Proposed(entry.offer.at_id, decision.at_id, placement_id))
         fallback = None
@@ -316,7 +316,7 @@ class _Proposer:
             if failure is not None:  # always: every criterion refused with a failure
                 self._trace(offer, criteria[-1], failure)
             return None
-        failure = self.ledger.check(offer) if offer.capped else None
+        failure = self.ledger.check(offer, self.placement_id) if offer.capped else None
         if failure is None and offer.at_id in self.taken:
             failure = self._duplicate(offer)
         if failure is not None:

@@ -48,11 +48,13 @@ def source_of(object_type: ObjectType, body: Mapping[str, Any]) -> RuleSource | 
 def check(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "") -> None:
     """Raise :class:`PQLError` (422, with line and column) when the PQL is invalid."""
     source = source_of(object_type, body)
-    if source is None:
-        return
+    if source is not None:
+        check_source(source.text, format=source.format, kind=source.kind, pointer=prefix + source.pointer)
+
+
+def check_source(text: str, *, kind: str, pointer: str, format: str = "pql/text") -> None:
+    """Compile ``text``; a :class:`PQLError` comes back with the source and the pointer."""
     try:
-        pql.compile(source.text, format=source.format, kind=source.kind)
+        pql.compile(text, format=format, kind=kind)
     except PQLError as exc:
-        raise PQLError(
-            exc.message, line=exc.line, column=exc.column, source=source.text, pointer=prefix + source.pointer
-        ) from exc
+        raise PQLError(exc.message, line=exc.line, column=exc.column, source=text, pointer=pointer) from exc

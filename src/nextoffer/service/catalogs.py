@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
+from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.ids import format_datetime
 from nextoffer.storage.store import Store
 
+#: Distinct compiled rules and formulas kept across rebuilds (per process).
+COMPILED_CACHE_SIZE = 50_000
 #: Errors that make a new snapshot unusable: keep serving the previous one.
 _BLOCKING = frozenset({CatalogErrorKind.INVALID_RULE, CatalogErrorKind.INVALID_FORMULA})
 
@@ -31,6 +35,8 @@ class Snapshot:
     built: str
     errors: tuple[CatalogError, ...]
     checked_at: float = 0.0
+    #: Offers whose counting restarted, and how often (their counters carry the epoch).
+    cap_epochs: dict[str, int] = field(default_factory=dict)
     #: The instances of the newest build by @id (diagnostics link to them).
     instances: dict[str, CatalogInstance] = field(default_factory=dict)
 
@@ -49,8 +55,29 @@ class CatalogCache:
         self._interval = check_interval
         self._monotonic = monotonic
         self._snapshots: dict[str, Snapshot] = {}
+        #: Compiled rules by (source, format, kind), shared by every rebuild: a change to one
+        #: offer must not recompile ten thousand rules (compiling costs milliseconds each).
+        self._compiled: dict[tuple[str, str, str], pql.CompiledRule] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def _compile(self, source: Any, *, format: str = "pql/text", kind: str = "rule") -> pql.CompiledRule:
+        if not isinstance(source, str):
+            return pql.compile(source, format=format, kind=kind)
+        key = (source, format, kind)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            compiled = pql.compile(source, format=format, kind=kind)
+            if len(self._compiled) >= COMPILED_CACHE_SIZE:
+                self._compiled.clear()
+            self._compiled[key] = compiled
+        return compiled
+
+    def invalidate(self, container_id: str) -> None:
+        """Check the library version on the next ``get`` (this process just wrote)."""
+        snapshot = self._snapshots.get(container_id)
+        if snapshot is not None:
+            snapshot.checked_at = float("-inf")
 
     def get(self, container_id: str) -> Snapshot:
         """The container's current snapshot (the caller has checked tenancy)."""
@@ -76,15 +103,17 @@ class CatalogCache:
             with self._store.session() as session:
                 version = session.library_version(container_id)
                 records = session.all_instances(container_id)
+                epochs = session.cap_epochs(container_id)
             instances = [
                 CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
             ]
-            catalog = build_catalog(instances)
+            catalog = build_catalog(instances, compile_rule=self._compile)
             built = format_datetime(self._clock())
             blocking = [e for e in catalog.errors if e.kind in _BLOCKING]
             if blocking and current is not None:
                 # Keep deciding with the last good catalog; diagnostics report the failure.
                 current.errors = catalog.errors
+                current.cap_epochs = epochs
                 current.instances = {i.at_id: i for i in instances}
                 current.built = built
                 current.version = version
@@ -96,6 +125,7 @@ class CatalogCache:
                 built=built,
                 errors=catalog.errors,
                 checked_at=self._monotonic(),
+                cap_epochs=epochs,
                 instances={i.at_id: i for i in instances},
             )
             self._snapshots[container_id] = snapshot

@@ -1,12 +1,20 @@
 """The Decisions use case: one profile, several proposition requests, one answer.
 
-Reads (tenancy, profile, events, cap counters) happen in one read transaction; the
-engine decides in memory from the container's compiled snapshot; then, unless it is a
-dry run, one write transaction records the decision event and counts the propositions.
+1. Read (one read transaction): tenancy, the profile and its recent events.
+2. Read the cap counters the request may touch (one batch).
+3. Decide in memory from the container's compiled snapshot.
+4. Unless it is a dry run: *reserve* the counters of what was proposed — all of them stay
+   within their limits or none is taken; when another request took the last unit first,
+   decide again with fresh counts. Then record the decision event; if that fails, release
+   the reservation. Caps are therefore exact under any concurrency.
+
+A profile store that cannot be read decides for an empty profile; counters that cannot be
+read count every capped offer as capped (caps fail closed). Neither fails the request.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,22 +24,29 @@ from typing import Any
 
 from nextoffer.engine import (
     CapCounters,
+    Catalog,
     DecisionRequest,
     DecisionResult,
     PropositionRequest,
     decide,
 )
+from nextoffer.engine.frequency import CapRule
+from nextoffer.errors import NextOfferError, Unavailable
 from nextoffer.ids import epoch_micros, format_datetime
 from nextoffer.service.auth import Principal
+from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
+from nextoffer.storage.counters import CapCounterStore, CounterKey
 from nextoffer.storage.store import Store
+
+log = logging.getLogger("nextoffer.decisions")
 
 #: Most recent experience events of a profile that rules see through ``xEvent``.
 EVENT_LIMIT = 1000
-#: The counter scope that counts propositions to everyone.
-GLOBAL_SCOPE = ""
+#: Decide again at most this often when concurrent requests took the last cap units.
+RESERVE_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +88,14 @@ class Decisions:
         *,
         repository: Repository,
         catalogs: CatalogCache,
+        counters: CapCounterStore,
         clock: Callable[[], datetime],
         rng_factory: Callable[[], random.Random] = random.Random,
     ) -> None:
         self._store = store
         self._repository = repository
         self._catalogs = catalogs
+        self._counters = counters
         self._clock = clock
         self._rng_factory = rng_factory
 
@@ -98,22 +115,8 @@ class Decisions:
     ) -> DecisionOutcome:
         """Decide; ``profile``/``events`` given directly replace the stored profile (simulation)."""
         snapshot = self.snapshot(principal, container_id)
-        catalog = snapshot.catalog
-        capped = sorted(catalog.capped_offer_ids(p.activity_id for p in call.propositions))
-        with self._store.session() as session:
-            runtime = session.runtime
-            profile_id = resolve_profile_id(runtime, principal, list(call.identities)) if call.identities else None
-            attributes = profile if profile is not None else (
-                runtime.profile_attributes(profile_id) if profile_id else None
-            )
-            if events is None:
-                events = runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
-            key = profile_key(profile_id, call.identities)
-            counts = runtime.counters(container_id, capped, [GLOBAL_SCOPE, key])
-        counters = CapCounters(
-            global_counts={offer: n for (offer, scope), n in counts.items() if scope == GLOBAL_SCOPE},
-            profile_counts={offer: n for (offer, scope), n in counts.items() if scope == key},
-        )
+        profile_id, attributes, events = self._profile(principal, call, profile, events)
+        key = profile_key(profile_id, call.identities)
         request = DecisionRequest(
             propositions=call.propositions,
             allow_duplicates_across_activities=call.allow_duplicates_across_activities,
@@ -124,11 +127,67 @@ class Decisions:
             explain=call.explain,
         )
         now = self._clock()
-        result = decide(catalog, request, counters=counters, now=now, rng=self._rng_factory())
-        outcome = DecisionOutcome(str(uuid.uuid4()), now, result, attributes is not None)
-        if not call.dry_run:
-            self._record(container_id, call, outcome, key, profile_id, set(capped))
-        return outcome
+        reads = _CapReads(container_id, snapshot, call.propositions, key, now)
+        forced: set[CounterKey] = set()
+        for attempt in range(RESERVE_ATTEMPTS):
+            if attempt == RESERVE_ATTEMPTS - 1:
+                # Still contended: decide without the capped offers rather than not at all.
+                forced.update(k for k, _ in reads.keys)
+            counts = self._read_counts(reads, forced)
+            result = decide(snapshot.catalog, request, counters=reads.engine_counters(counts), now=now, rng=self._rng_factory())
+            outcome = DecisionOutcome(str(uuid.uuid4()), now, result, attributes is not None)
+            if call.dry_run:
+                return outcome
+            wanted = reads.consumed(result)
+            try:
+                refused = self._counters.reserve(wanted)
+            except NextOfferError as exc:
+                log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+                forced.update(k for k, _ in reads.keys)
+                continue
+            if refused:
+                forced.update(refused)  # taken meanwhile: read again, decide again
+                continue
+            self._record(container_id, call, outcome, key, profile_id, wanted)
+            return outcome
+        raise Unavailable("cap counters changed too fast to decide; retry")  # pragma: no cover
+
+    def _profile(
+        self,
+        principal: Principal,
+        call: DecisionCall,
+        profile: Mapping[str, Any] | None,
+        events: Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[str | None, Mapping[str, Any] | None, Sequence[Mapping[str, Any]]]:
+        if not call.identities:
+            return None, profile, events or []
+        try:
+            with self._store.session() as session:
+                runtime = session.runtime
+                profile_id = resolve_profile_id(runtime, principal, list(call.identities))
+                attributes = profile if profile is not None else (
+                    runtime.profile_attributes(profile_id) if profile_id else None
+                )
+                if events is None:
+                    events = runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
+        except Unavailable as exc:
+            log.error("profile store unavailable; deciding for an empty profile: %s", exc)
+            return None, None, []
+        return profile_id, attributes, events
+
+    def _read_counts(self, reads: _CapReads, forced: set[CounterKey]) -> dict[CounterKey, int]:
+        """Current counts, with the ``forced`` keys raised to their limits (taken, or unknown)."""
+        keys = [k for k, _ in reads.keys]
+        try:
+            counts = self._counters.read(keys)
+        except NextOfferError as exc:
+            log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+            counts = {}
+            forced.update(keys)
+        for key, limit in reads.keys:
+            if key in forced:
+                counts[key] = max(counts.get(key, 0), limit)
+        return counts
 
     def _record(
         self,
@@ -137,15 +196,17 @@ class Decisions:
         outcome: DecisionOutcome,
         key: str,
         profile_id: str | None,
-        capped: set[str],
+        reserved: Sequence[tuple[CounterKey, int]],
     ) -> None:
         result = outcome.result
         namespace, identity = call.identities[0] if call.identities else ("", "")
+        stamp = format_datetime(outcome.created)
         body = {
             "propositionId": outcome.proposition_id,
-            "timestamp": format_datetime(outcome.created),
+            "timestamp": stamp,
             "identity": {"namespace": namespace, "id": identity},
             "profileId": profile_id,
+            "profileKey": key,
             "decisionRequestId": call.decision_request_id,
             "propositions": [
                 {
@@ -159,23 +220,88 @@ class Decisions:
                 for p in result.propositions
             ],
         }
-        with self._store.session(write=True) as session:
-            runtime = session.runtime
-            runtime.insert_decision_event(
-                outcome.proposition_id,
-                container_id,
-                created=body["timestamp"],
-                created_us=epoch_micros(outcome.created),
-                profile_key=key,
-                body=body,
-            )
-            for proposed in result.proposed:
-                if proposed.fallback or proposed.offer_id not in capped:
-                    continue
-                runtime.add_counter(container_id, proposed.offer_id, GLOBAL_SCOPE, 1)
-                runtime.add_counter(container_id, proposed.offer_id, key, 1)
+        try:
+            with self._store.session(write=True) as session:
+                runtime = session.runtime
+                runtime.insert_decision_event(
+                    outcome.proposition_id,
+                    container_id,
+                    created=stamp,
+                    created_us=epoch_micros(outcome.created),
+                    profile_key=key,
+                    body=body,
+                )
+                for proposed in result.proposed:
+                    runtime.add_daily(container_id, stamp[:10], proposed.offer_id, propositions=1)
+        except NextOfferError as exc:
+            # The answer stands; its counts go back so an unrecorded proposition costs nothing.
+            log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
+            self._counters.release([k for k, _ in reserved])
 
     def decision_events(self, principal: Principal, container_id: str, *, since: datetime, limit: int) -> list[dict[str, Any]]:
         with self._store.session() as session:
             self._repository.container(session, principal, container_id)
             return session.runtime.decision_events(container_id, since_us=epoch_micros(since), limit=limit)
+
+
+class _CapReads:
+    """The counters one request may touch, and how their counts reach the engine."""
+
+    def __init__(
+        self,
+        container_id: str,
+        snapshot: Snapshot,
+        propositions: Sequence[PropositionRequest],
+        profile_key: str,
+        now: datetime,
+    ) -> None:
+        self._container_id = container_id
+        self._catalog: Catalog = snapshot.catalog
+        self._epochs = snapshot.cap_epochs
+        self._profile_key = profile_key
+        self._now = now
+        #: (engine key (offer, rule, placement)) -> (counter key, limit)
+        self._by_engine_key: dict[tuple[str, str, str], tuple[CounterKey, int]] = {}
+        placements = sorted({p.placement_id for p in propositions})
+        for offer_id in sorted(self._catalog.capped_offer_ids(p.activity_id for p in propositions)):
+            offer = self._catalog.offers.get(offer_id)
+            if offer is None:
+                continue
+            for rule in offer.caps:
+                for placement in placements if rule.per_placement else [""]:
+                    self._by_engine_key[(offer_id, rule.rule_id, placement)] = (
+                        self._key(offer_id, rule, placement),
+                        rule.limit,
+                    )
+        self.keys: list[tuple[CounterKey, int]] = list(self._by_engine_key.values())
+
+    def _key(self, offer_id: str, rule: CapRule, placement: str) -> CounterKey:
+        return counter_key(
+            self._container_id,
+            offer_id,
+            rule,
+            profile_key=self._profile_key,
+            placement_id=placement,
+            moment=self._now,
+            epoch=self._epochs.get(offer_id, 0),
+        )
+
+    def engine_counters(self, counts: Mapping[CounterKey, int]) -> CapCounters:
+        return CapCounters(
+            counts={engine_key: counts.get(key, 0) for engine_key, (key, _) in self._by_engine_key.items()}
+        )
+
+    def consumed(self, result: DecisionResult) -> list[tuple[CounterKey, int]]:
+        """The counters the proposed offers consume: rules that count propositions."""
+        wanted: list[tuple[CounterKey, int]] = []
+        for proposed in result.proposed:
+            offer = None if proposed.fallback else self._catalog.offers.get(proposed.offer_id)
+            if offer is None:
+                continue
+            for rule in offer.caps:
+                if rule.counts_propositions:
+                    placement = proposed.placement_id if rule.per_placement else ""
+                    entry = self._by_engine_key.get((proposed.offer_id, rule.rule_id, placement))
+                    key = entry[0] if entry else self._key(proposed.offer_id, rule, placement)
+                    wanted.append((key, rule.limit))
+        return wanted

@@ -11,7 +11,8 @@ from datetime import datetime
 from typing import Any
 
 from nextoffer.errors import Conflict, NotFound, Unprocessable
-from nextoffer.ids import IdFactory, epoch_micros, format_datetime
+from nextoffer.engine.frequency import cap_rules
+from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
 from nextoffer.repository import hal, patch, references, rules, validation
 from nextoffer.repository.objects import (
     COLLECTION,
@@ -47,10 +48,19 @@ TOTAL_LIMITS: tuple[tuple[frozenset[ObjectType], int, str], ...] = (
 
 
 class Repository:
-    def __init__(self, store: Store, *, ids: IdFactory, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ids: IdFactory,
+        clock: Callable[[], datetime],
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
         self._ids = ids
         self._clock = clock
+        #: Told the container id after every committed write (the catalog cache listens).
+        self._on_change = on_change or (lambda _container_id: None)
 
     # -- containers ------------------------------------------------------------------
 
@@ -102,6 +112,7 @@ class Repository:
                     self._check_total(session, container_id, object_type)
                     refs = self._check_references(session, object_type, container_id, body, prefix)
                     session.insert_instance(record, refs)
+                self._on_change(container_id)
                 return record
             except Conflict:
                 if attempt == _CREATE_ATTEMPTS - 1:
@@ -128,7 +139,9 @@ class Repository:
                 )
             if "@id" in body and body["@id"] != current.at_id:
                 raise Unprocessable("@id is immutable and cannot be changed", pointer=f"{prefix}/@id")
-            return self._update(session, principal, current, {**body, "@id": current.at_id}, if_match, prefix)
+            record = self._update(session, principal, current, {**body, "@id": current.at_id}, if_match, prefix)
+        self._on_change(container_id)
+        return record
 
     def patch(
         self,
@@ -148,7 +161,9 @@ class Repository:
                     f"instance {instance_id} is a {current.schema_id}, not a {schema.type.schema_id}"
                 )
             body = patch.apply(hal.resource(current), operations)
-            return self._update(session, principal, current, body, if_match, "/_instance")
+            record = self._update(session, principal, current, body, if_match, "/_instance")
+        self._on_change(container_id)
+        return record
 
     def delete(
         self, principal: Principal, container_id: str, instance_id: str, *, if_match: int | None
@@ -174,7 +189,8 @@ class Repository:
                     ],
                 )
             session.delete_instance(current)
-            return current
+        self._on_change(container_id)
+        return current
 
     # -- helpers ---------------------------------------------------------------------
 
@@ -203,6 +219,14 @@ class Repository:
     def _check_body(self, object_type: ObjectType, body: dict[str, Any], prefix: str) -> None:
         validation.validate(object_type, body, prefix=prefix)
         rules.check(object_type, body, prefix=prefix)
+        if object_type is PERSONALIZED_OFFER:
+            cap_rules(body, prefix=prefix)  # raises for a bad capping rule, naming it
+            specs = body.get("xdm:frequencyCappingConstraints") or []
+            for index, spec in enumerate(specs):
+                query = spec.get("xdm:customQuery")
+                if isinstance(query, str):
+                    where = f"{prefix}/xdm:frequencyCappingConstraints/{index}/xdm:customQuery"
+                    rules.check_source(query, kind="rule", pointer=where)
 
     def _check_references(
         self, session: Session, object_type: ObjectType, container_id: str, body: dict[str, Any], prefix: str
@@ -249,7 +273,26 @@ class Repository:
         )
         if not session.update_instance(record, refs, expected_etag=current.etag):
             raise Conflict("the instance was changed by someone else; read it again and retry")
+        if object_type is PERSONALIZED_OFFER and _restarts_counting(current.body, body):
+            session.bump_cap_epoch(current.container_id, current.at_id)
         return record
+
+
+def _restarts_counting(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """True when the new start date is after the old end date (spec decisioning-api §5.2:
+    then the counts reset to 0 for all); other date changes carry the counts forward."""
+    old_end = _date(before, "xdm:endDate")
+    new_start = _date(after, "xdm:startDate")
+    return old_end is not None and new_start is not None and new_start > old_end
+
+
+def _date(body: dict[str, Any], key: str) -> datetime | None:
+    constraint = body.get("xdm:selectionConstraint")
+    value = constraint.get(key) if isinstance(constraint, dict) else None
+    try:
+        return parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _object_type(schema_id: str) -> ObjectType:

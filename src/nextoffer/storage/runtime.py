@@ -3,12 +3,13 @@ and cap counters. Used through ``Session.runtime`` inside the service's transact
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
 
@@ -35,19 +36,18 @@ _EVENTS = (
     .order_by(t.experience_events.c.timestamp_us.desc(), t.experience_events.c.seq.desc())
     .limit(bindparam("limit"))
 )
-_COUNTERS = select(t.cap_counters.c.offer_id, t.cap_counters.c.scope, t.cap_counters.c.count).where(
-    t.cap_counters.c.container_id == bindparam("cid"),
-    t.cap_counters.c.offer_id.in_(bindparam("offers", expanding=True)),
-    t.cap_counters.c.scope.in_(bindparam("scopes", expanding=True)),
-)
-_ADD_COUNTER = (
-    update(t.cap_counters)
+_ADD_DAILY = (
+    update(t.offer_daily)
     .where(
-        t.cap_counters.c.container_id == bindparam("cid"),
-        t.cap_counters.c.offer_id == bindparam("oid"),
-        t.cap_counters.c.scope == bindparam("sc"),
+        t.offer_daily.c.container_id == bindparam("cid"),
+        t.offer_daily.c.day == bindparam("d"),
+        t.offer_daily.c.offer_id == bindparam("oid"),
     )
-    .values(count=t.cap_counters.c.count + bindparam("delta"))
+    .values(
+        propositions=t.offer_daily.c.propositions + bindparam("p"),
+        impressions=t.offer_daily.c.impressions + bindparam("i"),
+        clicks=t.offer_daily.c.clicks + bindparam("c"),
+    )
 )
 
 
@@ -183,16 +183,49 @@ class Runtime:
         ).scalars()
         return [orjson.loads(body) for body in rows]
 
-    def counters(self, container_id: str, offer_ids: Sequence[str], scopes: Sequence[str]) -> dict[tuple[str, str], int]:
-        """``{(offer_id, scope): count}`` for the offers and scopes asked (missing = 0)."""
-        if not offer_ids:
-            return {}
-        params = {"cid": container_id, "offers": list(offer_ids), "scopes": list(scopes)}
-        return {(r.offer_id, r.scope): int(r.count) for r in self.conn.execute(_COUNTERS, params)}
-
-    def add_counter(self, container_id: str, offer_id: str, scope: str, delta: int) -> None:
-        params = {"cid": container_id, "oid": offer_id, "sc": scope, "delta": delta}
-        if self.conn.execute(_ADD_COUNTER, params).rowcount == 0:
+    def add_daily(self, container_id: str, day: str, offer_id: str, *, propositions: int = 0,
+                  impressions: int = 0, clicks: int = 0) -> None:
+        """Add to the offers report's row of one offer and UTC day."""
+        params = {"cid": container_id, "d": day, "oid": offer_id, "p": propositions, "i": impressions, "c": clicks}
+        if self.conn.execute(_ADD_DAILY, params).rowcount == 0:
+            dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
             self.conn.execute(
-                insert(t.cap_counters).values(container_id=container_id, offer_id=offer_id, scope=scope, count=delta)
+                dialect.insert(t.offer_daily)
+                .values(container_id=container_id, day=day, offer_id=offer_id, propositions=0, impressions=0, clicks=0)
+                .on_conflict_do_nothing()
             )
+            self.conn.execute(_ADD_DAILY, params)
+
+    def offer_report(self, container_id: str, *, first_day: str, last_day: str) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            select(t.offer_daily)
+            .where(
+                t.offer_daily.c.container_id == container_id,
+                t.offer_daily.c.day >= first_day,
+                t.offer_daily.c.day <= last_day,
+            )
+            .order_by(t.offer_daily.c.day, t.offer_daily.c.offer_id)
+        )
+        return [
+            {"day": r.day, "offerId": r.offer_id, "propositions": r.propositions,
+             "impressions": r.impressions, "clicks": r.clicks}
+            for r in rows
+        ]
+
+    def decision_event(self, container_id: str, proposition_id: str) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            select(t.decision_events.c.body).where(
+                t.decision_events.c.container_id == container_id,
+                t.decision_events.c.proposition_id == proposition_id,
+            )
+        ).first()
+        return orjson.loads(row.body) if row else None
+
+    def decision_event_anywhere(self, proposition_id: str) -> tuple[str, dict[str, Any]] | None:
+        """The container and body of a decision event, by its proposition id."""
+        row = self.conn.execute(
+            select(t.decision_events.c.container_id, t.decision_events.c.body).where(
+                t.decision_events.c.proposition_id == proposition_id
+            )
+        ).first()
+        return (row.container_id, orjson.loads(row.body)) if row else None

@@ -388,6 +388,24 @@ class Session:
         )
         return [_instance(row) for row in rows]
 
+    def cap_epochs(self, container_id: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(t.cap_epochs.c.container_id == container_id)
+        )
+        return {row.offer_id: int(row.epoch) for row in rows}
+
+    def bump_cap_epoch(self, container_id: str, offer_id: str) -> None:
+        """Restart an offer's counting: later counters carry the new epoch."""
+        current = self.cap_epochs(container_id).get(offer_id)
+        if current is None:
+            self.conn.execute(insert(t.cap_epochs).values(container_id=container_id, offer_id=offer_id, epoch=1))
+        else:
+            self.conn.execute(
+                update(t.cap_epochs)
+                .where(t.cap_epochs.c.container_id == container_id, t.cap_epochs.c.offer_id == offer_id)
+                .values(epoch=current + 1)
+            )
+
     def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
         """Instances in the container (of one schema): read from the kept counts."""
         if schema_id is not None:

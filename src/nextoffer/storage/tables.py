@@ -194,13 +194,36 @@ decision_events = Table(
     Index("ix_decision_events_container", "container_id", "created_us"),
 )
 
-#: Propositions of capped offers: scope "" counts everyone, otherwise one profile.
+#: Cap counters: one row per counter key (offer, rule, placement, scope, period), see
+#: ``nextoffer.storage.counters``.
 cap_counters = Table(
     "cap_counters",
     metadata,
+    Column("counter_key", String(1400), primary_key=True),
+    Column("container_id", String(36), nullable=False),
+    Column("count", BigInteger, nullable=False),
+)
+
+#: Per offer and UTC day: propositions, impressions, clicks (the offers report).
+offer_daily = Table(
+    "offer_daily",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("day", String(10), nullable=False),  # YYYY-MM-DD
+    Column("offer_id", String(64), nullable=False),
+    Column("propositions", BigInteger, nullable=False, default=0),
+    Column("impressions", BigInteger, nullable=False, default=0),
+    Column("clicks", BigInteger, nullable=False, default=0),
+    PrimaryKeyConstraint("container_id", "day", "offer_id"),
+)
+
+#: When an offer's counting restarts (its new start date is after its old end date, spec
+#: decisioning-api §5.2), its epoch moves on and its counters start from zero.
+cap_epochs = Table(
+    "cap_epochs",
+    metadata,
     Column("container_id", String(36), nullable=False),
     Column("offer_id", String(64), nullable=False),
-    Column("scope", String(1100), nullable=False),
-    Column("count", BigInteger, nullable=False),
-    PrimaryKeyConstraint("container_id", "offer_id", "scope"),
+    Column("epoch", Integer, nullable=False),
+    PrimaryKeyConstraint("container_id", "offer_id"),
 )

@@ -65,7 +65,7 @@ async def delete_profile(request: Request) -> Response:
 async def append_events(request: Request) -> Response:
     principal = authenticate(request)
     body = await body_json(request)
-    outcomes = await run(services(request).profiles.append_events, principal, body)
+    outcomes = await run(services(request).events.append, principal, body)
     results = [
         {k: v for k, v in (("index", o.index), ("status", o.status), ("id", o.event_id), ("detail", o.detail)) if v is not None}
         for o in outcomes

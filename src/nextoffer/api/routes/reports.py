@@ -1,0 +1,47 @@
+"""Reporting (beyond Adobe): ``GET /data/core/nextoffer/reports/offers``."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextoffer.api.context import authenticate, run, services
+from nextoffer.api.responses import json_response
+from nextoffer.errors import BadRequest
+
+
+def _day(request: Request, name: str, default: date) -> date:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a date, YYYY-MM-DD", pointer=name) from exc
+
+
+async def offers_report(request: Request) -> Response:
+    principal = authenticate(request)
+    container_id = request.query_params.get("containerId")
+    if not container_id:
+        raise BadRequest("containerId is required", pointer="containerId")
+    today = datetime.now(UTC).date()
+    last = _day(request, "to", today)
+    first = _day(request, "from", last - timedelta(days=29))
+    rows = await run(
+        services(request).reports.offers,
+        principal,
+        container_id,
+        first=first,
+        last=last,
+        offer_ids=request.query_params.getlist("offerId"),
+    )
+    return json_response(
+        {"containerId": container_id, "from": first.isoformat(), "to": last.isoformat(), "rows": rows}
+    )
+
+
+routes = [Route("/data/core/nextoffer/reports/offers", offers_report, methods=["GET"])]

@@ -1,0 +1,284 @@
+"""Experience events: stored for the profile they name, and counted as capping feedback.
+
+Every event is appended to its profile (PQL ``xEvent`` reads it). Proposition feedback —
+``decisioning.propositionDisplay`` (an impression) and ``decisioning.propositionInteract``
+(a click) carrying ``https://ns.adobe.com/experience/decisioning/propositions`` (or the Web
+SDK's ``_experience.decisioning.propositions``) — is tied to the decision event it names
+and counts at once for the capping rules of the offers it names, and for the offers
+report. Events matching an offer's custom capping query count for that rule. An event
+with the ``__adobe.ajo.dryRun`` flag is stored but counts for nothing; an event for an
+unknown proposition is stored and counts for nothing; an event whose ``_id`` was seen
+before is stored and counted once.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+from nextoffer.engine.frequency import CapEvent
+from nextoffer.errors import BadRequest, Conflict, NextOfferError, PayloadTooLarge, PQLError, Unprocessable
+from nextoffer import pql
+from nextoffer.ids import epoch_micros, format_datetime, parse_datetime
+from nextoffer.service.auth import Principal
+from nextoffer.service.caps import counter_key
+from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.identities import parse_identity_map
+from nextoffer.service.profiles import resolve_profile_id
+from nextoffer.storage.counters import CapCounterStore, CounterKey
+from nextoffer.storage.runtime import Runtime
+from nextoffer.storage.store import Store
+
+log = logging.getLogger("nextoffer.events")
+
+#: Events accepted in one request.
+MAX_EVENTS_PER_REQUEST = 1000
+PROPOSITIONS_XDM = "https://ns.adobe.com/experience/decisioning/propositions"
+FEEDBACK = {
+    "decisioning.propositionDisplay": CapEvent.IMPRESSION,
+    "decisioning.propositionInteract": CapEvent.CLICK,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    index: int
+    status: str  # "stored" | "duplicate" | "rejected"
+    detail: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    event: Mapping[str, Any]
+    moment: datetime
+    profile_id: str
+    event_type: str | None
+
+
+def _dry_run(event: Mapping[str, Any]) -> bool:
+    flag: Any = event.get("data")
+    for key in ("__adobe", "ajo", "dryRun"):
+        flag = flag.get(key) if isinstance(flag, Mapping) else None
+    return flag is True
+
+
+def _offer_id(value: Any) -> str | None:
+    """Feedback may name an offer ``personalized-offer:…`` (Adobe's sample) or in full."""
+    if not isinstance(value, str) or not value:
+        return None
+    return value if value.startswith("xcore:") else f"xcore:{value}"
+
+
+def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
+    """``(proposition id, [offer @id, …])`` for each proposition the feedback names."""
+    found = event.get(PROPOSITIONS_XDM)
+    web = event.get("_experience")
+    if found is None and isinstance(web, Mapping):
+        decisioning = web.get("decisioning")
+        found = decisioning.get("propositions") if isinstance(decisioning, Mapping) else None
+    for item in found if isinstance(found, list) else []:
+        if not isinstance(item, Mapping):
+            continue
+        proposition_id = item.get("xdm:id", item.get("id"))
+        offers = item.get("xdm:items", item.get("items"))
+        ids = [
+            offer_id
+            for entry in (offers if isinstance(offers, list) else [])
+            if isinstance(entry, Mapping) and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
+        ]
+        if isinstance(proposition_id, str) and ids:
+            yield proposition_id, ids
+
+
+@lru_cache(maxsize=1024)
+def _query(source: str) -> pql.CompiledRule:
+    """A custom capping query, compiled once per process (queries were checked on save)."""
+    return pql.compile(source, kind="rule")
+
+
+class Events:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        counters: CapCounterStore,
+        catalogs: CatalogCache,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._store = store
+        self._counters = counters
+        self._catalogs = catalogs
+        self._clock = clock
+
+    def append(self, principal: Principal, body: Any) -> list[EventOutcome]:
+        """Store each valid event and report each invalid one; then count the stored ones."""
+        if not isinstance(body, dict) or not isinstance(body.get("events"), list):
+            raise BadRequest('the body must be {"events": [...]}', pointer="/events")
+        events = body["events"]
+        if len(events) > MAX_EVENTS_PER_REQUEST:
+            raise PayloadTooLarge(f"at most {MAX_EVENTS_PER_REQUEST} events per request", pointer="/events")
+        outcomes: list[EventOutcome] = []
+        stored: list[_Stored] = []
+        now = self._clock()
+        stamp = format_datetime(now)
+        with self._store.session(write=True) as session:
+            runtime = session.runtime
+            for index, event in enumerate(events):
+                try:
+                    outcome, kept = self._append(runtime, principal, index, event, stamp, now)
+                except (Unprocessable, Conflict) as exc:
+                    outcome, kept = EventOutcome(index, "rejected", exc.detail), None
+                outcomes.append(outcome)
+                if kept is not None:
+                    stored.append(kept)
+        self._count(principal, stored)
+        return outcomes
+
+    def _append(
+        self, runtime: Runtime, principal: Principal, index: int, event: Any, stamp: str, now: datetime
+    ) -> tuple[EventOutcome, _Stored | None]:
+        where = f"/events/{index}"
+        if not isinstance(event, dict):
+            raise Unprocessable("an event must be a JSON object", pointer=where)
+        raw_time = event.get("timestamp", event.get("xdm:timestamp"))
+        try:
+            moment = parse_datetime(raw_time) if isinstance(raw_time, str) else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            raise Unprocessable("timestamp must be an RFC 3339 date-time", pointer=f"{where}/timestamp")
+        event_id = event.get("_id", event.get("@id"))
+        if event_id is None:
+            event_id = str(uuid.uuid4())
+        elif not isinstance(event_id, str) or not event_id:
+            raise Unprocessable("_id must be a non-empty string", pointer=f"{where}/_id")
+        event_type = event.get("eventType", event.get("xdm:eventType"))
+        if event_type is not None and not isinstance(event_type, str):
+            raise Unprocessable("eventType must be a string", pointer=f"{where}/eventType")
+        profile_id = self._profile_of(runtime, principal, event, where, stamp)
+        if runtime.event_exists(principal.org, principal.sandbox, event_id):
+            return EventOutcome(index, "duplicate", None, event_id), None
+        runtime.insert_event(
+            principal.org,
+            principal.sandbox,
+            profile_id,
+            event_id=event_id,
+            event_type=event_type,
+            timestamp=str(raw_time),
+            timestamp_us=epoch_micros(moment),
+            body=event,
+        )
+        # Feedback from the future counts now; counting never runs ahead of the clock.
+        counted_at = min(moment, now)
+        return EventOutcome(index, "stored", None, event_id), _Stored(event, counted_at, profile_id, event_type)
+
+    def _profile_of(self, runtime: Runtime, principal: Principal, event: dict[str, Any], where: str, stamp: str) -> str:
+        """The profile the identity map names (created if new), or the one the feedback's
+        decision was made for when the event has no identity map (Adobe's feedback samples
+        carry none)."""
+        if event.get("identityMap") is None:
+            for proposition_id, _ in propositions(event):
+                found = runtime.decision_event_anywhere(proposition_id)
+                if found is not None:
+                    # The decision's profile, or — when it decided for an identity with no
+                    # profile — the key its counters used, so the event lands with them.
+                    key = found[1].get("profileId") or found[1].get("profileKey")
+                    if isinstance(key, str) and key:
+                        return key
+        identities = parse_identity_map(event.get("identityMap"), pointer=f"{where}/identityMap")
+        profile_id = resolve_profile_id(runtime, principal, identities)
+        if profile_id is None:
+            # Events may arrive before any profile upsert, as with Adobe's profile store.
+            profile_id = str(uuid.uuid4())
+            runtime.insert_profile(principal.org, principal.sandbox, profile_id, {}, now=stamp)
+            runtime.add_identities(principal.org, principal.sandbox, profile_id, identities)
+        return profile_id
+
+    def _count(self, principal: Principal, stored: list[_Stored]) -> None:
+        keys: list[CounterKey] = []
+        with self._store.session(write=True) as session:
+            runtime = session.runtime
+            containers = [
+                c.container_id for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
+            ]
+            for item in stored:
+                if _dry_run(item.event):
+                    continue
+                kind = FEEDBACK.get(item.event_type or "")
+                if kind is not None:
+                    keys.extend(self._feedback(runtime, set(containers), item, kind))
+                for container_id in containers:
+                    keys.extend(self._custom(container_id, item))
+        if keys:
+            try:
+                self._counters.add(keys)
+            except NextOfferError as exc:
+                log.error("feedback not counted: %s", exc)
+
+    def _feedback(self, runtime: Runtime, tenant: set[str], item: _Stored, kind: CapEvent) -> list[CounterKey]:
+        keys: list[CounterKey] = []
+        for proposition_id, offer_ids in propositions(item.event):
+            found = runtime.decision_event_anywhere(proposition_id)
+            if found is None:
+                continue  # an unknown proposition: stored, counts for nothing
+            container_id, decision = found
+            if container_id not in tenant:
+                continue  # another tenant's proposition is as unknown as a missing one
+            snapshot = self._catalogs.get(container_id)
+            placements = {
+                option["id"]: p["placement"]
+                for p in decision.get("propositions", [])
+                for option in p.get("options", [])
+            }
+            for offer_id in dict.fromkeys(offer_ids):
+                if offer_id not in placements:
+                    continue  # not an option of that decision
+                field = "impressions" if kind is CapEvent.IMPRESSION else "clicks"
+                runtime.add_daily(container_id, format_datetime(item.moment)[:10], offer_id, **{field: 1})
+                offer = snapshot.catalog.offers.get(offer_id)
+                for rule in offer.caps if offer is not None else ():
+                    if kind in rule.events:
+                        keys.append(
+                            counter_key(
+                                container_id,
+                                offer_id,
+                                rule,
+                                profile_key=str(decision.get("profileKey") or item.profile_id),
+                                placement_id=placements[offer_id],
+                                moment=item.moment,
+                                epoch=snapshot.cap_epochs.get(offer_id, 0),
+                            )
+                        )
+        return keys
+
+    def _custom(self, container_id: str, item: _Stored) -> list[CounterKey]:
+        """Counters of custom capping rules whose query holds for this event."""
+        snapshot = self._catalogs.get(container_id)
+        keys: list[CounterKey] = []
+        for offer in snapshot.catalog.offers.values():
+            for rule in offer.caps:
+                if rule.custom_query is None or CapEvent.CUSTOM not in rule.events:
+                    continue
+                try:
+                    matched = _query(rule.custom_query).evaluate(profile=item.event, now=item.moment)
+                except PQLError:
+                    continue
+                if matched is True:
+                    keys.append(
+                        counter_key(
+                            container_id,
+                            offer.at_id,
+                            rule,
+                            profile_key=item.profile_id,
+                            placement_id="",
+                            moment=item.moment,
+                            epoch=snapshot.cap_epochs.get(offer.at_id, 0),
+                        )
+                    )
+        return keys

@@ -1,0 +1,168 @@
+"""Cap counters behind one interface: read, reserve under limits, release, add.
+
+A counter is named by a :class:`CounterKey`: the offer, the capping rule, the placement
+(rules whose entity is the placement count each placement apart), the scope (everyone, or
+one profile) and the period (repeating rules count per day/week/month period). The engine
+never counts; the service reads counters before a decision and *reserves* the ones the
+decision consumes: all keys are incremented together if every one stays within its limit,
+otherwise none is and the service decides again with fresh counts. That makes caps exact
+under any concurrency, across processes and nodes.
+
+Implementations: :class:`SqlCounters` here (SQLite, PostgreSQL), ``RedisCounters`` in
+``redis_counters.py``. ``tests/support/counter_contract.py`` is the suite both pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from nextoffer.storage import tables as t
+from nextoffer.storage.store import Store
+
+#: The scope of counters that count propositions to everyone.
+EVERYONE = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    container_id: str
+    offer_id: str
+    rule: str  # e.g. "globalCap", "profileCap", "f:<digest>"
+    scope: str = EVERYONE  # EVERYONE or a profile key
+    placement: str = ""  # "" unless the rule counts each placement apart
+    period: int = 0  # 0 for rules that never reset
+
+    def encode(self) -> str:
+        """One string per counter; ``|`` cannot occur in ids, rule names or periods."""
+        scope = self.scope.replace("%", "%25").replace("|", "%7C")
+        return f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}|{scope}"
+
+
+class CapCounterStore(Protocol):
+    """Where cap counters live. Every method is atomic on its own."""
+
+    def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        """Current counts (missing counters are 0)."""
+        ...
+
+    def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
+        """Add 1 to every key whose count is below its limit — all or nothing.
+
+        Returns ``[]`` when all were incremented, else the keys already at their limit
+        (and nothing changed). A key listed twice needs room for two.
+        """
+        ...
+
+    def release(self, keys: Sequence[CounterKey]) -> None:
+        """Undo a reservation whose decision could not be recorded."""
+        ...
+
+    def add(self, keys: Iterable[CounterKey], amount: int = 1) -> None:
+        """Count events that happened anyway (impressions, clicks): no limit applies."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _needs(wanted: Sequence[tuple[CounterKey, int]]) -> dict[CounterKey, tuple[int, int]]:
+    """Per key: how many increments it needs, and its limit."""
+    needs: dict[CounterKey, tuple[int, int]] = {}
+    for key, limit in wanted:
+        count, _ = needs.get(key, (0, limit))
+        needs[key] = (count + 1, limit)
+    return needs
+
+
+_READ = select(t.cap_counters.c.counter_key, t.cap_counters.c.count).where(
+    t.cap_counters.c.counter_key.in_(bindparam("keys", expanding=True))
+)
+_BUMP_UNDER = (
+    update(t.cap_counters)
+    .where(t.cap_counters.c.counter_key == bindparam("k"), t.cap_counters.c.count + bindparam("n") <= bindparam("lim"))
+    .values(count=t.cap_counters.c.count + bindparam("n"))
+)
+_BUMP = (
+    update(t.cap_counters)
+    .where(t.cap_counters.c.counter_key == bindparam("k"))
+    .values(count=t.cap_counters.c.count + bindparam("n"))
+)
+
+
+class SqlCounters:
+    """Counters in the ``cap_counters`` table of the main database."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        if not keys:
+            return {}
+        by_code = {key.encode(): key for key in keys}
+        with self._store.session() as session:
+            rows = session.conn.execute(_READ, {"keys": list(by_code)})
+            return {by_code[row.counter_key]: int(row.count) for row in rows}
+
+    def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
+        needs = _needs(wanted)
+        if not needs:
+            return []
+        failed: list[CounterKey] = []
+        try:
+            with self._store.session(write=True) as session:
+                self._ensure(session.conn, needs)
+                for key, (n, limit) in needs.items():
+                    params = {"k": key.encode(), "n": n, "lim": limit}
+                    if session.conn.execute(_BUMP_UNDER, params).rowcount != 1:
+                        failed.append(key)
+                if failed:
+                    raise _Refused
+        except _Refused:
+            return failed
+        return []
+
+    def release(self, keys: Sequence[CounterKey]) -> None:
+        self._bump(keys, -1)
+
+    def add(self, keys: Iterable[CounterKey], amount: int = 1) -> None:
+        self._bump(list(keys), amount)
+
+    def close(self) -> None:
+        """The counters share the store's connections; nothing of their own to close."""
+
+    def _bump(self, keys: Sequence[CounterKey], amount: int) -> None:
+        if not keys:
+            return
+        with self._store.session(write=True) as session:
+            counts: dict[CounterKey, int] = {}
+            for key in keys:
+                counts[key] = counts.get(key, 0) + amount
+            self._ensure(session.conn, {k: (0, 0) for k in counts})
+            for key, n in counts.items():
+                session.conn.execute(_BUMP, {"k": key.encode(), "n": n})
+
+    @staticmethod
+    def _ensure(conn: Connection, keys: Iterable[CounterKey]) -> None:
+        """Create missing counters at 0, so every increment is one conditional UPDATE.
+
+        Two writers may create the same counter at once (PostgreSQL has no database-wide
+        write lock), so the insert ignores rows that appeared in the meantime.
+        """
+        wanted = {key.encode(): key for key in keys}
+        present = {row[0] for row in conn.execute(_READ, {"keys": list(wanted)})}
+        missing = [
+            {"counter_key": code, "container_id": key.container_id, "count": 0}
+            for code, key in wanted.items()
+            if code not in present
+        ]
+        if missing:
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(dialect.insert(t.cap_counters).on_conflict_do_nothing(), missing)
+
+
+class _Refused(Exception):
+    """Raised inside the reserve transaction to roll it back."""

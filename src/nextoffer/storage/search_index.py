@@ -1,0 +1,305 @@
+"""The search index: every property of every instance as a row, kept in step with writes.
+
+``search_values`` holds one row per node of an instance's ``_instance`` object (objects,
+arrays and scalars; array positions dropped from the path, so ``xdm:tags`` rows hold each
+tag), typed so SQL can compare it:
+
+====== ========================== ==================================================
+vtype  meaning                    columns
+====== ========================== ==================================================
+``s``  string                     ``vtext``
+``d``  string that is an RFC 3339 ``vtext``, and ``vnum`` = epoch µs
+       date-time
+``n``  number                     ``vnum``
+``b``  boolean                    ``vtext`` = ``true`` / ``false``
+``z``  null                       —
+``o``  object                     —
+``a``  array                      —
+====== ========================== ==================================================
+
+Rows are grouped by a small integer *scope*, one per (container, schema), so an index
+range never crosses tenants. On SQLite the string rows also feed an FTS5 table
+(``search_fts``, contentless, maintained by triggers on ``search_values``) for ``q``;
+PostgreSQL will put a ``tsvector`` on the same rows instead.
+
+The write path keeps the index in step, in the same transaction as the instance write:
+
+* after inserting an instance: ``index_instance(conn, record)``
+* after updating one: ``reindex_instance(conn, record)``
+* after deleting one: ``remove_instance(conn, instance_id)``
+
+A database whose instances predate the index is indexed once by :func:`ensure_current`.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    DDL,
+    Column,
+    Connection,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    bindparam,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+)
+
+from nextoffer.ids import epoch_micros, parse_datetime
+from nextoffer.storage import tables as t
+from nextoffer.storage.records import InstanceRecord
+
+#: Bumped when the index's content changes shape; older databases are re-indexed.
+INDEX_VERSION = 1
+
+search_scopes = Table(
+    "search_scopes",
+    t.metadata,
+    Column("scope", Integer, primary_key=True, autoincrement=True),
+    Column("container_id", String(36), nullable=False),
+    Column("schema_id", String(255), nullable=False),
+    UniqueConstraint("container_id", "schema_id", name="uq_search_scopes"),
+)
+
+search_values = Table(
+    "search_values",
+    t.metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # the FTS5 rowid
+    Column("scope", Integer, nullable=False),
+    Column("instance_id", String(36), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("vtype", String(1), nullable=False),
+    Column("vtext", Text),
+    Column("vnum", Float),
+    Index("ix_search_values_text", "scope", "path", "vtext", "instance_id"),
+    Index("ix_search_values_num", "scope", "path", "vnum", "instance_id"),
+    Index("ix_search_values_instance", "instance_id"),
+)
+
+search_state = Table(
+    "search_state",
+    t.metadata,
+    Column("id", Integer, primary_key=True),
+    Column("version", Integer, nullable=False),
+)
+
+#: Dates sort and page in epoch milliseconds (the cursor's unit, spec §5.1); these
+#: expression indexes serve ``orderby=±repo:createdDate`` / ``repo:lastModifiedDate``.
+CREATED_MS = "created_us / 1000"
+MODIFIED_MS = "modified_us / 1000"
+Index(
+    "ix_instances_created_ms",
+    t.instances.c.container_id,
+    t.instances.c.schema_id,
+    text(CREATED_MS),
+    t.instances.c.instance_id,
+)
+Index(
+    "ix_instances_modified_ms",
+    t.instances.c.container_id,
+    t.instances.c.schema_id,
+    text(MODIFIED_MS),
+    t.instances.c.instance_id,
+)
+
+_FTS_DDL = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5("
+    "vtext, scope, content='', tokenize='unicode61 remove_diacritics 2')",
+    "CREATE TRIGGER IF NOT EXISTS search_values_fts_insert AFTER INSERT ON search_values "
+    "WHEN new.vtype IN ('s', 'd') BEGIN "
+    "INSERT INTO search_fts(rowid, vtext, scope) VALUES (new.id, new.vtext, 's' || new.scope); "
+    "END",
+    "CREATE TRIGGER IF NOT EXISTS search_values_fts_delete AFTER DELETE ON search_values "
+    "WHEN old.vtype IN ('s', 'd') BEGIN "
+    "INSERT INTO search_fts(search_fts, rowid, vtext, scope) "
+    "VALUES ('delete', old.id, old.vtext, 's' || old.scope); "
+    "END",
+)
+_FTS_DROP = (
+    "DROP TRIGGER IF EXISTS search_values_fts_insert",
+    "DROP TRIGGER IF EXISTS search_values_fts_delete",
+    "DROP TABLE IF EXISTS search_fts",
+)
+
+for _statement in _FTS_DDL:
+    event.listen(search_values, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+
+
+@event.listens_for(search_state, "after_create")
+def _mark_state(_target: Any, connection: Connection, **_kw: Any) -> None:
+    # A fresh database is complete from its first write; one with instances already
+    # stored needs the one-off indexing of ensure_current().
+    existing = connection.execute(select(t.instances.c.instance_id).limit(1)).first()
+    version = 0 if existing else INDEX_VERSION
+    connection.execute(insert(search_state).values(id=1, version=version))
+
+
+def scope_fts_token(scope: int) -> str:
+    return f"s{scope}"
+
+
+# -- flattening ----------------------------------------------------------------------
+
+
+def _row(path: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"path": path, "vtype": "b", "vtext": "true" if value else "false", "vnum": None}
+    if isinstance(value, int | float):
+        return {"path": path, "vtype": "n", "vtext": None, "vnum": float(value)}
+    if isinstance(value, str):
+        instant = _instant(value)
+        if instant is not None:
+            return {"path": path, "vtype": "d", "vtext": value, "vnum": float(instant)}
+        return {"path": path, "vtype": "s", "vtext": value, "vnum": None}
+    if isinstance(value, dict):
+        return {"path": path, "vtype": "o", "vtext": None, "vnum": None}
+    if isinstance(value, list):
+        return {"path": path, "vtype": "a", "vtext": None, "vnum": None}
+    return {"path": path, "vtype": "z", "vtext": None, "vnum": None}
+
+
+def _instant(value: str) -> int | None:
+    if len(value) < 20 or len(value) > 40 or value[10:11] not in ("T", "t"):
+        return None
+    try:
+        return epoch_micros(parse_datetime(value))
+    except (ValueError, OverflowError):
+        return None
+
+
+def flatten(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One row per node below the root: ``{"path", "vtype", "vtext", "vnum"}``."""
+
+    def walk(node: Any, path: str) -> Iterator[dict[str, Any]]:
+        yield _row(path, node)
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for item in node:
+                yield from elements(item, path)
+
+    def elements(item: Any, path: str) -> Iterator[dict[str, Any]]:
+        # Array elements sit at the array's own path; nested arrays flatten too.
+        if isinstance(item, list):
+            for inner in item:
+                yield from elements(inner, path)
+        else:
+            yield from walk(item, path)
+
+    for key, value in body.items():
+        yield from walk(value, key)
+
+
+# -- keeping it in step --------------------------------------------------------------
+
+_SCOPE = select(search_scopes.c.scope).where(
+    search_scopes.c.container_id == bindparam("container_id"),
+    search_scopes.c.schema_id == bindparam("schema_id"),
+)
+_INSERT_VALUES = insert(search_values)
+_DELETE_VALUES = delete(search_values).where(search_values.c.instance_id == bindparam("instance_id"))
+
+
+def scope_of(conn: Connection, container_id: str, schema_id: str, *, create: bool) -> int | None:
+    params = {"container_id": container_id, "schema_id": schema_id}
+    scope = conn.execute(_SCOPE, params).scalar()
+    if scope is None and create:
+        conn.execute(insert(search_scopes).values(**params))
+        scope = conn.execute(_SCOPE, params).scalar()
+    return int(scope) if scope is not None else None
+
+
+def index_instance(conn: Connection, record: InstanceRecord) -> None:
+    """Index a newly inserted instance (same transaction as the insert)."""
+    scope = scope_of(conn, record.container_id, record.schema_id, create=True)
+    rows = [{**row, "scope": scope, "instance_id": record.instance_id} for row in flatten(record.body)]
+    if rows:
+        conn.execute(_INSERT_VALUES, rows)
+
+
+def remove_instance(conn: Connection, instance_id: str) -> None:
+    """Drop a deleted instance from the index."""
+    conn.execute(_DELETE_VALUES, {"instance_id": instance_id})
+
+
+def reindex_instance(conn: Connection, record: InstanceRecord) -> None:
+    """Re-index an updated instance."""
+    remove_instance(conn, record.instance_id)
+    index_instance(conn, record)
+
+
+# -- the one-off indexing of older databases -----------------------------------------
+
+_current: weakref.WeakSet[Engine] = weakref.WeakSet()
+_lock = threading.Lock()
+
+
+def ensure_current(engine: Engine, *, batch: int = 1000) -> None:
+    """Index every instance once if the index is missing or older (cheap after that)."""
+    if engine in _current:
+        return
+    with _lock:
+        if engine in _current:
+            return
+        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+            search_state.create(conn, checkfirst=True)
+            version = conn.execute(select(search_state.c.version)).scalar()
+            if version != INDEX_VERSION:
+                rebuild(conn, batch=batch)
+        _current.add(engine)
+
+
+def rebuild(conn: Connection, *, batch: int = 1000) -> None:
+    """Drop and rebuild the whole index from ``instances`` (in the caller's transaction)."""
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        for statement in _FTS_DROP:
+            conn.exec_driver_sql(statement)
+    search_values.create(conn, checkfirst=True)
+    search_scopes.create(conn, checkfirst=True)
+    conn.execute(delete(search_values))
+    if sqlite:
+        for statement in _FTS_DDL:
+            conn.exec_driver_sql(statement)
+    for index in t.instances.indexes:
+        if index.name in ("ix_instances_created_ms", "ix_instances_modified_ms"):
+            index.create(conn, checkfirst=True)
+    last = ""
+    i = t.instances
+    while True:
+        rows = conn.execute(
+            select(i.c.instance_id, i.c.container_id, i.c.schema_id, i.c.body)
+            .where(i.c.instance_id > last)
+            .order_by(i.c.instance_id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            break
+        values: list[dict[str, Any]] = []
+        for row in rows:
+            scope = scope_of(conn, row.container_id, row.schema_id, create=True)
+            for item in flatten(orjson.loads(row.body)):
+                values.append({**item, "scope": scope, "instance_id": row.instance_id})
+        if values:
+            conn.execute(_INSERT_VALUES, values)
+        last = rows[-1].instance_id
+    updated = conn.execute(search_state.update().values(version=INDEX_VERSION)).rowcount
+    if not updated:
+        conn.execute(insert(search_state).values(id=1, version=INDEX_VERSION))
+    _ = func  # (kept for PostgreSQL's tsvector maintenance, which will use SQL functions)
