@@ -37,6 +37,9 @@ class Snapshot:
     checked_at: float = 0.0
     #: Offers whose counting restarted, and how often (their counters carry the epoch).
     cap_epochs: dict[str, int] = field(default_factory=dict)
+    #: Per (activities, placements) of a request: the capping rules it may touch, built once
+    #: per snapshot by the decision service (``service/decisions.py``).
+    cap_plans: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: The instances of the newest build by @id (diagnostics link to them).
     instances: dict[str, CatalogInstance] = field(default_factory=dict)
 

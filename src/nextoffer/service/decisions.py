@@ -260,20 +260,25 @@ class _CapReads:
         self._epochs = snapshot.cap_epochs
         self._profile_key = profile_key
         self._now = now
+        activities = tuple(sorted({p.activity_id for p in propositions}))
+        placements = tuple(sorted({p.placement_id for p in propositions}))
+        plan = snapshot.cap_plans.get((activities, placements))
+        if plan is None:
+            plan = snapshot.cap_plans[(activities, placements)] = self._plan(activities, placements)
         #: (engine key (offer, rule, placement)) -> (counter key, limit)
-        self._by_engine_key: dict[tuple[str, str, str], tuple[CounterKey, int]] = {}
-        placements = sorted({p.placement_id for p in propositions})
-        for offer_id in sorted(self._catalog.capped_offer_ids(p.activity_id for p in propositions)):
-            offer = self._catalog.offers.get(offer_id)
-            if offer is None:
-                continue
-            for rule in offer.caps:
-                for placement in placements if rule.per_placement else [""]:
-                    self._by_engine_key[(offer_id, rule.rule_id, placement)] = (
-                        self._key(offer_id, rule, placement),
-                        rule.limit,
-                    )
+        self._by_engine_key: dict[tuple[str, str, str], tuple[CounterKey, int]] = {
+            engine_key: (self._key(engine_key[0], rule, engine_key[2]), rule.limit) for engine_key, rule in plan
+        }
         self.keys: list[tuple[CounterKey, int]] = list(self._by_engine_key.values())
+
+    def _plan(self, activities: tuple[str, ...], placements: tuple[str, ...]) -> list[tuple[tuple[str, str, str], CapRule]]:
+        plan = []
+        for offer_id in sorted(self._catalog.capped_offer_ids(activities)):
+            offer = self._catalog.offers.get(offer_id)
+            for rule in offer.caps if offer is not None else ():
+                for placement in placements if rule.per_placement else ("",):
+                    plan.append(((offer_id, rule.rule_id, placement), rule))
+        return plan
 
     def _key(self, offer_id: str, rule: CapRule, placement: str) -> CounterKey:
         return counter_key(

@@ -78,6 +78,8 @@ def _needs(wanted: Sequence[tuple[CounterKey, int]]) -> dict[CounterKey, tuple[i
     return needs
 
 
+#: Keys per read statement (SQLite allows 32,766 parameters; stay far below).
+_READ_CHUNK = 500
 _READ = select(t.cap_counters.c.counter_key, t.cap_counters.c.count).where(
     t.cap_counters.c.counter_key.in_(bindparam("keys", expanding=True))
 )
@@ -103,9 +105,19 @@ class SqlCounters:
         if not keys:
             return {}
         by_code = {key.encode(): key for key in keys}
+        codes = list(by_code)
+        found: dict[CounterKey, int] = {}
         with self._store.session() as session:
-            rows = session.conn.execute(_READ, {"keys": list(by_code)})
-            return {by_code[row.counter_key]: int(row.count) for row in rows}
+            conn = session.conn
+            # A plain statement with one placeholder per key: building and compiling an
+            # expanding IN through SQLAlchemy cost more than the query for a few hundred keys.
+            mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+            for start in range(0, len(codes), _READ_CHUNK):
+                chunk = codes[start : start + _READ_CHUNK]
+                sql = f"SELECT counter_key, count FROM cap_counters WHERE counter_key IN ({', '.join([mark] * len(chunk))})"
+                for code, count in conn.exec_driver_sql(sql, tuple(chunk)):
+                    found[by_code[code]] = int(count)
+        return found
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
         needs = _needs(wanted)
