@@ -9,7 +9,7 @@ from starlette.applications import Starlette
 
 from nextoffer.api.context import Services
 from nextoffer.api.errors import exception_handlers
-from nextoffer.api.routes import ode, profiles, reports, system, xcore
+from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.service.auth import Authenticator
 from nextoffer.service.catalogs import CatalogCache
@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 app.state.services.store.close()
 
     app = Starlette(
-        routes=[*system.routes, *xcore.routes, *ode.routes, *profiles.routes, *reports.routes],
+        routes=[*system.routes, *search.routes, *xcore.routes, *ode.routes, *profiles.routes, *reports.routes],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         lifespan=lifespan,
     )

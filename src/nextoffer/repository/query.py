@@ -88,7 +88,7 @@ class Path:
 
     @property
     def dotted(self) -> str:
-        """The path below ``_instance`` as stored in the search index (``xdm:rank.xdm:priority``)."""
+        """The path below ``_instance`` as the search index stores it: ``xdm:rank.xdm:priority``."""
         return ".".join(self.parts)
 
 
@@ -180,8 +180,7 @@ def parse_path(text: str, *, where: str) -> Path:
     for part in parts:
         if not part or _BAD_SEGMENT.search(part):
             raise BadRequest(
-                f"{where}: {path!r} has an empty segment or one with a quote, backslash or "
-                "space",
+                f"{where}: {path!r} has an empty segment or one with a quote, backslash or space",
                 pointer=where,
             )
     return Path(path, parts=parts)
@@ -204,7 +203,9 @@ def as_instant(text: str) -> int | None:
 
 def _literal(path: Path, op: Op, text: str, *, where: str) -> Literal:
     if len(text) > MAX_VALUE_LENGTH:
-        raise BadRequest(f"{where}: the value is longer than {MAX_VALUE_LENGTH} characters", pointer=where)
+        raise BadRequest(
+            f"{where}: the value is longer than {MAX_VALUE_LENGTH} characters", pointer=where
+        )
     kind = path.kind
     if op is Op.MATCH:
         if kind in (Kind.INT, Kind.DATE):
@@ -213,7 +214,9 @@ def _literal(path: Path, op: Op, text: str, *, where: str) -> Literal:
         return Literal(text)
     if kind is Kind.INT:
         if not re.fullmatch(r"-?\d{1,18}", text):
-            raise BadRequest(f"{where}: {path.text} is compared with an integer, not {text!r}", pointer=where)
+            raise BadRequest(
+                f"{where}: {path.text} is compared with an integer, not {text!r}", pointer=where
+            )
         return Literal(text, number=float(int(text)))
     if kind is Kind.DATE:
         instant = as_instant(text)
@@ -267,7 +270,9 @@ def parse_filter(expression: str, *, where: str = "property") -> Filter:
     path = parse_path(expression[: match.start()], where=where)
     op = Op(match.group())
     value = expression[match.end() :]
-    if op is not Op.MATCH and value[:1] in ("=", "<", ">", "~") or op is Op.EQ and value[:1] == "!":
+    if (op is not Op.MATCH and value[:1] in ("=", "<", ">", "~")) or (
+        op is Op.EQ and value[:1] == "!"
+    ):
         raise BadRequest(
             f"{where}: unknown operator {op.value + value[:1]!r} in {expression!r}", pointer=where
         )
@@ -352,7 +357,9 @@ def parse_cursor(text: str, order: Sequence[SortKey], *, where: str = "start") -
         kind = key.path.kind
         if kind in (Kind.DATE, Kind.INT):
             if not re.fullmatch(r"-?\d{1,18}", part):
-                raise BadRequest(f"{where}: {part!r} is not an integer for {key.path.text}", pointer=where)
+                raise BadRequest(
+                    f"{where}: {part!r} is not an integer for {key.path.text}", pointer=where
+                )
             values.append(int(part))
         elif kind is Kind.TEXT:
             values.append(part)
@@ -520,10 +527,14 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     limit = DEFAULT_LIMIT
     if limit_text is not None:
         if not re.fullmatch(r"\s*\+?\d{1,9}\s*", limit_text):
-            raise BadRequest(f"limit must be a positive integer, not {limit_text!r}", pointer="limit")
+            raise BadRequest(
+                f"limit must be a positive integer, not {limit_text!r}", pointer="limit"
+            )
         limit = int(limit_text)
         if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, not {limit}", pointer="limit")
+            raise BadRequest(
+                f"limit must be between 1 and {MAX_LIMIT}, not {limit}", pointer="limit"
+            )
 
     text: TextQuery | None = None
     q = _one(params, "q")
@@ -587,7 +598,11 @@ def values_at(document: Any, parts: Sequence[str]) -> list[Any]:
             return True
         if isinstance(node, list):
             return any(present(item, depth) for item in node)
-        return isinstance(node, dict) and parts[depth] in node and present(node[parts[depth]], depth + 1)
+        return (
+            isinstance(node, dict)
+            and parts[depth] in node
+            and present(node[parts[depth]], depth + 1)
+        )
 
     if not present(document, 0):
         return []
@@ -637,7 +652,9 @@ def matches(flt: Filter, document: Mapping[str, Any]) -> bool:
                 return bool(candidates) and all(c != lit.instant_us for c in candidates)
             return any(c is not None and _compare(flt.op, c, lit.instant_us) for c in candidates)
     else:
-        candidates = values_at(document.get("_instance"), flt.path.parts) if "_instance" in document else []
+        candidates = (
+            values_at(document.get("_instance"), flt.path.parts) if "_instance" in document else []
+        )
     if flt.op is Op.EXISTS:
         return bool(candidates)
     literal = flt.literal

@@ -54,7 +54,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
-    func,
     insert,
     select,
     text,
@@ -213,7 +212,9 @@ _SCOPE = select(search_scopes.c.scope).where(
     search_scopes.c.schema_id == bindparam("schema_id"),
 )
 _INSERT_VALUES = insert(search_values)
-_DELETE_VALUES = delete(search_values).where(search_values.c.instance_id == bindparam("instance_id"))
+_DELETE_VALUES = delete(search_values).where(
+    search_values.c.instance_id == bindparam("instance_id")
+)
 
 
 def scope_of(conn: Connection, container_id: str, schema_id: str, *, create: bool) -> int | None:
@@ -228,7 +229,9 @@ def scope_of(conn: Connection, container_id: str, schema_id: str, *, create: boo
 def index_instance(conn: Connection, record: InstanceRecord) -> None:
     """Index a newly inserted instance (same transaction as the insert)."""
     scope = scope_of(conn, record.container_id, record.schema_id, create=True)
-    rows = [{**row, "scope": scope, "instance_id": record.instance_id} for row in flatten(record.body)]
+    rows = [
+        {**row, "scope": scope, "instance_id": record.instance_id} for row in flatten(record.body)
+    ]
     if rows:
         conn.execute(_INSERT_VALUES, rows)
 
@@ -302,4 +305,3 @@ def rebuild(conn: Connection, *, batch: int = 1000) -> None:
     updated = conn.execute(search_state.update().values(version=INDEX_VERSION)).rowcount
     if not updated:
         conn.execute(insert(search_state).values(id=1, version=INDEX_VERSION))
-    _ = func  # (kept for PostgreSQL's tsvector maintenance, which will use SQL functions)

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, sele
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.records import Audit, ClientRecord, ContainerRecord, InstanceRecord
@@ -294,6 +295,7 @@ class Session:
             },
         )
         self._write_refs(record, refs)
+        search_index.index_instance(self.conn, record)
         self._add_count(record, 1)
         self.bump_library_version(record.container_id)
 
@@ -332,6 +334,7 @@ class Session:
             delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
         )
         self._write_refs(record, refs)
+        search_index.reindex_instance(self.conn, record)
         self.bump_library_version(record.container_id)
         return True
 
@@ -347,6 +350,7 @@ class Session:
         )
         deleted = result.rowcount == 1
         if deleted:
+            search_index.remove_instance(self.conn, record.instance_id)
             self._add_count(record, -1)
         self.bump_library_version(record.container_id)
         return deleted

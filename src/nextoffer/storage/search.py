@@ -1,0 +1,448 @@
+"""List, filter, sort, page and full-text search instances — all in SQL.
+
+:func:`find` turns a validated :class:`~nextoffer.repository.query.ListQuery` into two
+statements over ``instances`` (the page, and the count from the page on) that read the
+search index of :mod:`nextoffer.storage.search_index`. Nothing loads a container into
+Python. What differs between databases sits in one :class:`Dialect` (SQLite below;
+PostgreSQL will add ``body::jsonb #>> '{…}'``, ``~*``, ``LIKE`` and ``tsvector``).
+
+Paging is keyset paging: the sort keys always end with ``instanceId``, so every item has
+a unique position and a cursor names it exactly; dates sort by epoch milliseconds, the
+unit of the cursor, so the cursor never falls between two items that sort apart.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Select,
+    and_,
+    column,
+    event,
+    false,
+    func,
+    literal,
+    literal_column,
+    not_,
+    or_,
+    select,
+    table,
+    true,
+    tuple_,
+    union,
+)
+from sqlalchemy.exc import OperationalError
+
+from nextoffer.errors import BadRequest
+from nextoffer.repository.query import (
+    Filter,
+    Kind,
+    ListQuery,
+    Op,
+    Path,
+    SortKey,
+    Term,
+    TermKind,
+    TextQuery,
+    compiled_pattern,
+)
+from nextoffer.storage import tables as t
+from nextoffer.storage.records import Audit, InstanceRecord
+from nextoffer.storage.search_index import (
+    CREATED_MS,
+    MODIFIED_MS,
+    scope_fts_token,
+    search_scopes,
+    search_values,
+)
+
+#: Wall-clock budget for evaluating ``~`` patterns in one request.
+REGEX_BUDGET_SECONDS = 2.0
+
+_i = t.instances
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    records: list[InstanceRecord]
+    #: Items from this page on (spec §4.4: "starting with the page that was just returned").
+    total: int
+    #: The sort values of each record, in query order (for the next cursor).
+    sort_values: list[tuple[Any, ...]]
+
+
+# -- the regular-expression function (SQLite) ------------------------------------------
+
+_deadline = threading.local()
+
+
+class _RegexBudgetExceeded(Exception):
+    pass
+
+
+def _regexp(pattern: str | None, value: Any) -> int:
+    if pattern is None or not isinstance(value, str):
+        return 0
+    limit = getattr(_deadline, "at", None)
+    if limit is not None and time.monotonic() > limit:
+        raise _RegexBudgetExceeded
+    return 1 if compiled_pattern(pattern).fullmatch(value) is not None else 0
+
+
+def _register(dbapi_connection: Any, _record: Any = None) -> None:
+    dbapi_connection.create_function("nextoffer_regexp", 2, _regexp, deterministic=True)
+
+
+_installed: weakref.WeakSet[Engine] = weakref.WeakSet()
+_install_lock = threading.Lock()
+
+
+def install(engine: Engine) -> None:
+    """Register ``nextoffer_regexp`` on every SQLite connection of ``engine`` (idempotent)."""
+    if engine.dialect.name != "sqlite" or engine in _installed:
+        return
+    with _install_lock:
+        if engine in _installed:
+            return
+        event.listen(engine, "connect", _register)
+        # Pooled connections opened before the listener get the function on next use.
+        engine.dispose(close=False)
+        _installed.add(engine)
+
+
+# -- dialect pieces ------------------------------------------------------------------
+
+
+class Dialect:
+    """SQL that differs between databases. This one is SQLite's."""
+
+    name = "sqlite"
+
+    def json_value(self, parts: tuple[str, ...]) -> ColumnElement[Any]:
+        """The value at ``parts`` of the instance body, typed (for sorting)."""
+        path = "$" + "".join(f'."{p}"' for p in parts)
+        return func.json_extract(_i.c.body, path)
+
+    def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
+        return func.nextoffer_regexp(pattern, value) == 1
+
+    def wildcard(self, value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        """``*`` any run, ``?`` one character, ``\\`` escapes; case-sensitive (GLOB)."""
+        out: list[str] = []
+        chars = iter(pattern)
+        for char in chars:
+            if char == "\\":
+                escaped = next(chars, "\\")
+                out.append(f"[{escaped}]" if escaped in "*?[" else escaped)
+            elif char == "[":
+                out.append("[[]")
+            else:
+                out.append(char)
+        return value.op("GLOB")("".join(out))
+
+    def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
+        """Instance ids of ``scope`` with a string property (among ``fields``) matching ``term``.
+
+        One FTS5 query: the scope's token in the ``scope`` column AND the term as a phrase
+        (with ``*`` for a prefix) in ``vtext``; the FTS rowid is the ``search_values`` row.
+        """
+        phrase = '"' + " ".join(term.tokens) + '"' + (" *" if term.kind is TermKind.PREFIX else "")
+        match = f"scope : {scope_fts_token(scope)} AND vtext : {phrase}"
+        v = search_values.alias()
+        sub = (
+            select(v.c.instance_id)
+            .select_from(_fts)
+            .join(v, v.c.id == _fts.c.rowid)
+            .where(literal_column("search_fts").op("MATCH")(match), v.c.scope == scope)
+        )
+        if fields:
+            # A field names a property and everything below it ("/" sorts right after ".").
+            sub = sub.where(
+                or_(
+                    *(
+                        or_(
+                            v.c.path == f.dotted,
+                            and_(v.c.path > f.dotted + ".", v.c.path < f.dotted + "/"),
+                        )
+                        for f in fields
+                    )
+                )
+            )
+        return sub
+
+
+_fts = table("search_fts", column("rowid"))
+
+SQLITE = Dialect()
+
+
+# -- building the query --------------------------------------------------------------
+
+
+def _sort_expression(dialect: Dialect, path: Path) -> ColumnElement[Any]:
+    if path.envelope == "instanceId":
+        return _i.c.instance_id
+    if path.envelope == "repo:createdDate":
+        return literal_column(f"instances.{CREATED_MS}")
+    if path.envelope == "repo:lastModifiedDate":
+        return literal_column(f"instances.{MODIFIED_MS}")
+    if path.envelope is not None:
+        return _envelope_column(path.envelope)
+    return dialect.json_value(path.parts)
+
+
+def _envelope_column(name: str) -> ColumnElement[Any]:
+    return {
+        "instanceId": _i.c.instance_id,
+        "repo:etag": _i.c.etag,
+        "repo:createdDate": _i.c.created_us,
+        "repo:lastModifiedDate": _i.c.modified_us,
+        "repo:createdBy": _i.c.created_by,
+        "repo:lastModifiedBy": _i.c.modified_by,
+        "repo:createdByClientId": _i.c.created_client,
+        "repo:lastModifiedByClientId": _i.c.modified_client,
+    }[name]
+
+
+def _compare(op: Op, left: ColumnElement[Any], right: Any) -> ColumnElement[bool]:
+    if op is Op.EQ:
+        return left == right
+    if op is Op.NE:
+        return left != right
+    if op is Op.LT:
+        return left < right
+    if op is Op.LE:
+        return left <= right
+    if op is Op.GT:
+        return left > right
+    return left >= right
+
+
+class _Builder:
+    def __init__(self, dialect: Dialect, container_id: str, query: ListQuery, scope: int) -> None:
+        self.dialect = dialect
+        self.container_id = container_id
+        self.query = query
+        self.scope = scope
+
+    def _values(self, path: Path, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
+        v = search_values.alias()
+        rows = select(v.c.instance_id).where(
+            v.c.scope == self.scope, v.c.path == path.dotted, *conditions
+        )
+        return _i.c.instance_id.in_(rows)
+
+    def _value_test(self, op: Op, flt: Filter) -> list[ColumnElement[bool]]:
+        """Per-row conditions on ``search_values`` for one comparison (EQ…GE)."""
+        literal_ = flt.literal
+        assert literal_ is not None
+        v = search_values.c
+        text_types = ["s", "b"] if literal_.instant_us is not None else ["s", "b", "d"]
+        tests = [and_(v.vtype.in_(text_types), _compare(op, v.vtext, literal_.text))]
+        if literal_.instant_us is not None:
+            tests.append(and_(v.vtype == "d", _compare(op, v.vnum, float(literal_.instant_us))))
+        if literal_.number is not None:
+            tests.append(and_(v.vtype == "n", _compare(op, v.vnum, literal_.number)))
+        return tests
+
+    def _instance_filter(self, flt: Filter) -> ColumnElement[bool]:
+        path = flt.path
+        if flt.op is Op.EXISTS:
+            return self._values(path)
+        if flt.op is Op.MATCH:
+            assert flt.literal is not None
+            v = search_values.alias()
+            rows = select(v.c.instance_id).where(
+                v.c.scope == self.scope,
+                v.c.path == path.dotted,
+                v.c.vtype.in_(["s", "d"]),
+                self.dialect.regexp(flt.literal.text, v.c.vtext),
+            )
+            return _i.c.instance_id.in_(rows)
+        op = Op.EQ if flt.op is Op.NE else flt.op
+        matched = or_(*self._value_test(op, flt))
+        if flt.op is Op.NE:
+            scalars = self._values(path, search_values.c.vtype.in_(["s", "d", "n", "b"]))
+            return and_(scalars, not_(self._values_raw(path, matched)))
+        return self._values_raw(path, matched)
+
+    def _values_raw(self, path: Path, condition: ColumnElement[bool]) -> ColumnElement[bool]:
+        v = search_values
+        rows = select(v.c.instance_id).where(
+            v.c.scope == self.scope, v.c.path == path.dotted, condition
+        )
+        return _i.c.instance_id.in_(rows)
+
+    def _envelope_filter(self, flt: Filter) -> ColumnElement[bool]:
+        assert flt.path.envelope is not None
+        if flt.op is Op.EXISTS:
+            return true()
+        column = _envelope_column(flt.path.envelope)
+        literal_ = flt.literal
+        assert literal_ is not None
+        kind = flt.path.kind
+        if flt.op is Op.MATCH:
+            return self.dialect.regexp(literal_.text, column)
+        if kind is Kind.DATE:
+            return _compare(flt.op, column, literal_.instant_us)
+        if kind is Kind.INT:
+            assert literal_.number is not None
+            return _compare(flt.op, column, int(literal_.number))
+        return _compare(flt.op, column, literal_.text)
+
+    def _text(self, text: TextQuery) -> ColumnElement[bool]:
+        subqueries = [self.dialect.text_term(self.scope, term, text.fields) for term in text.terms]
+        if text.require_all or len(subqueries) == 1:
+            return and_(*(_i.c.instance_id.in_(sub) for sub in subqueries))
+        return _i.c.instance_id.in_(union(*subqueries))
+
+    def conditions(self) -> list[ColumnElement[bool]]:
+        query = self.query
+        where: list[ColumnElement[bool]] = [
+            _i.c.container_id == self.container_id,
+            _i.c.schema_id == query.schema.type.schema_id,
+        ]
+        for flt in query.filters:
+            where.append(
+                self._envelope_filter(flt) if flt.path.envelope else self._instance_filter(flt)
+            )
+        if query.ids:
+            where.append(_i.c.at_id.in_(list(query.ids)))
+        if query.name is not None:
+            v = search_values.c
+            name_test = (
+                self.dialect.wildcard(v.vtext, query.name)
+                if query.name_wildcard
+                else v.vtext == query.name
+            )
+            where.append(
+                self._values_raw(
+                    Path("_instance.xdm:name", parts=("xdm:name",)),
+                    and_(v.vtype.in_(["s", "d"]), name_test),
+                )
+            )
+        if query.text is not None:
+            where.append(self._text(query.text))
+        return where
+
+    def order(self) -> list[tuple[ColumnElement[Any], SortKey]]:
+        return [(_sort_expression(self.dialect, key.path), key) for key in self.query.order]
+
+    def after(
+        self, keys: list[tuple[ColumnElement[Any], SortKey]], start: tuple[Any, ...]
+    ) -> ColumnElement[bool]:
+        """Items strictly after the cursor in the sort order (NULL sorts lowest)."""
+        values = [self._bind(key, value) for (_, key), value in zip(keys, start, strict=True)]
+        nullable = any(key.path.envelope is None for _, key in keys)
+        directions = {key.descending for _, key in keys}
+        if not nullable and len(directions) == 1:
+            # One row-value comparison: SQLite and PostgreSQL walk an index range for it.
+            left = tuple_(*(expr for expr, _ in keys))
+            right = tuple_(*(literal(v) for v in values))
+            return left < right if directions == {True} else left > right
+        clauses: list[ColumnElement[bool]] = []
+        for j, ((expr, key), value) in enumerate(zip(keys, values, strict=True)):
+            equal = [
+                e.is_(None) if v is None else e == v
+                for (e, _), v in zip(keys[:j], values[:j], strict=True)
+            ]
+            clauses.append(and_(*equal, self._beyond(expr, key.descending, value)))
+        return or_(*clauses)
+
+    @staticmethod
+    def _beyond(expr: ColumnElement[Any], descending: bool, value: Any) -> ColumnElement[bool]:
+        if not descending:
+            return expr.is_not(None) if value is None else expr > value
+        return false() if value is None else or_(expr < value, expr.is_(None))
+
+    @staticmethod
+    def _bind(key: SortKey, value: Any) -> Any:
+        if isinstance(value, bool):
+            return 1 if value else 0  # json_extract reads JSON booleans as 1 and 0
+        return value
+
+
+def _ordering(keys: list[tuple[ColumnElement[Any], SortKey]]) -> list[ColumnElement[Any]]:
+    out: list[ColumnElement[Any]] = []
+    for expr, key in keys:
+        # NULL sorts lowest in both directions' sense: first ascending, last descending.
+        out.append(expr.desc().nulls_last() if key.descending else expr.asc().nulls_first())
+    return out
+
+
+def _record(row: Any) -> InstanceRecord:
+    return InstanceRecord(
+        instance_id=row.instance_id,
+        container_id=row.container_id,
+        schema_id=row.schema_id,
+        at_id=row.at_id,
+        etag=row.etag,
+        audit=Audit(
+            created=row.created,
+            modified=row.modified,
+            created_by=row.created_by,
+            modified_by=row.modified_by,
+            created_client=row.created_client,
+            modified_client=row.modified_client,
+        ),
+        body=orjson.loads(row.body),
+        created_us=row.created_us,
+        modified_us=row.modified_us,
+    )
+
+
+def _cursor_value(key: SortKey, value: Any) -> Any:
+    return int(value) if key.path.kind in (Kind.DATE, Kind.INT) else value
+
+
+def find(
+    conn: Connection, container_id: str, query: ListQuery, *, dialect: Dialect = SQLITE
+) -> Page:
+    """One page of ``query`` in the container, and how many items remain from it on."""
+    scope = conn.execute(
+        select(search_scopes.c.scope).where(
+            search_scopes.c.container_id == container_id,
+            search_scopes.c.schema_id == query.schema.type.schema_id,
+        )
+    ).scalar()
+    if scope is None:  # nothing of this schema was ever stored in the container
+        return Page([], 0, [])
+    builder = _Builder(dialect, container_id, query, int(scope))
+    where = builder.conditions()
+    keys = builder.order()
+    if query.start is not None:
+        where.append(builder.after(keys, query.start))
+    sort_columns = [expr.label(f"k{n}") for n, (expr, _) in enumerate(keys)]
+    page_statement = (
+        select(_i, *sort_columns).where(*where).order_by(*_ordering(keys)).limit(query.limit)
+    )
+    count_statement = select(func.count()).select_from(_i).where(*where)
+    _deadline.at = time.monotonic() + REGEX_BUDGET_SECONDS
+    try:
+        rows = conn.execute(page_statement).all()
+        total = int(conn.execute(count_statement).scalar() or 0)
+    except OperationalError as exc:
+        if "user-defined function raised exception" in str(exc.orig):
+            raise BadRequest(
+                f"property: the regular expression took more than {REGEX_BUDGET_SECONDS:g} s "
+                "to evaluate; make it more specific",
+                pointer="property",
+            ) from None
+        raise
+    finally:
+        _deadline.at = None
+    records = [_record(row) for row in rows]
+    sort_values = [
+        tuple(_cursor_value(key, getattr(row, f"k{n}")) for n, (_, key) in enumerate(keys))
+        for row in rows
+    ]
+    return Page(records, total, sort_values)
