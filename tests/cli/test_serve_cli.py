@@ -50,11 +50,16 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
     text = output[0]
     for header in ("Authorization: Bearer ", "x-api-key: ", "x-gw-ims-org-id: ", "x-sandbox-name: "):
         assert header in text
-    curl = text[text.index("curl ") :].split("\n\n")[0]
-    args = shlex.split(curl.replace("\\\n", " "))
-    headers = dict(a.split(": ", 1) for a, prev in zip(args[1:], args) if prev == "-H")
-    body = args[args.index("-d") + 1]
-    url = next(a for a in args if a.startswith("http://"))
+    curls = [part.split("\n\n")[0] for part in text.split("curl ")[1:]]
+    assert len(curls) == 2  # the seed request, and a decision
+
+    def parse(curl: str) -> tuple[str, dict[str, str], str]:
+        args = shlex.split(curl.replace("\\\n", " "))
+        headers = dict(a.split(": ", 1) for a, prev in zip(args[1:], args, strict=False) if prev == "-H")
+        return next(a for a in args if a.startswith("http://")), headers, args[args.index("-d") + 1]
+
+    url, headers, body = parse(curls[0])
+    decide_url, decide_headers, decide_body = parse(curls[1])
     assert "  schema=" in headers["Content-Type"]
     # Serve again on the same database (the demo tenant is reused) and run the curl.
     process = subprocess.Popen(
@@ -66,6 +71,7 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
         while time.monotonic() < deadline:
             try:
                 response = httpx.post(url, content=body, headers=headers, timeout=5)
+                decision = httpx.post(decide_url, content=decide_body, headers=decide_headers, timeout=5)
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -76,3 +82,7 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
         process.wait(timeout=20)
     assert response.status_code == 201, response.text
     assert re.fullmatch(r"xcore:fallback-offer:[0-9a-f]{16}", response.json()["@id"])
+    assert decision.status_code == 200, decision.text
+    proposition = decision.json()["xdm:propositions"][0]
+    assert proposition["xdm:options"][0]["xdm:name"] == "Holiday sale: 10% off"
+    assert proposition["nextoffer:explain"]["candidates"]

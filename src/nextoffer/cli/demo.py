@@ -153,3 +153,20 @@ def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) 
         click.echo("Seeded library: " + ", ".join(f"{k}={v}" for k, v in ids.items()))
     click.echo("\nCreate a fallback offer (the documented seed request):\n")
     click.echo("\n".join(lines) + "\n")
+    if "decision" in ids:
+        request = {
+            "xdm:propositionRequests": [{"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}],
+            "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "someone@example.com"}]}}],
+            "xdm:responseFormat": {"xdm:includeContent": True, "xdm:includeMetadata": {"xdm:option": ["name"]},
+                                   "nextoffer:explain": True},
+        }
+        decide_type = (
+            "Content-Type: application/vnd.adobe.xdm+json; "
+            'schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
+        )
+        call = [f"curl -sS -X POST {base}/data/core/ode/{creds.container_id}/decisions \\"]
+        call.append("  -H " + shlex.quote(decide_type) + " \\")
+        call.extend("  -H " + shlex.quote(f"{k}: {v}") + " \\" for k, v in headers.items())
+        call.append("  -d " + shlex.quote(orjson.dumps(request).decode()))
+        click.echo("Ask for the best offer (with the explain trace):\n")
+        click.echo("\n".join(call) + "\n")
