@@ -13,6 +13,7 @@ unit of the cursor, so the cursor never falls between two items that sort apart.
 
 from __future__ import annotations
 
+import operator
 import threading
 import time
 import weakref
@@ -213,18 +214,19 @@ def _envelope_column(name: str) -> ColumnElement[Any]:
     }[name]
 
 
+_OPERATORS = {
+    Op.EQ: operator.eq,
+    Op.NE: operator.ne,
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+}
+
+
 def _compare(op: Op, left: ColumnElement[Any], right: Any) -> ColumnElement[bool]:
-    if op is Op.EQ:
-        return left == right
-    if op is Op.NE:
-        return left != right
-    if op is Op.LT:
-        return left < right
-    if op is Op.LE:
-        return left <= right
-    if op is Op.GT:
-        return left > right
-    return left >= right
+    result: ColumnElement[bool] = _OPERATORS[op](left, right)
+    return result
 
 
 class _Builder:
@@ -235,7 +237,8 @@ class _Builder:
         self.scope = scope
 
     def _values(self, path: Path, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
-        v = search_values.alias()
+        """Instances with a row at ``path`` meeting ``conditions`` (on ``search_values``)."""
+        v = search_values
         rows = select(v.c.instance_id).where(
             v.c.scope == self.scope, v.c.path == path.dotted, *conditions
         )
@@ -260,27 +263,16 @@ class _Builder:
             return self._values(path)
         if flt.op is Op.MATCH:
             assert flt.literal is not None
-            v = search_values.alias()
-            rows = select(v.c.instance_id).where(
-                v.c.scope == self.scope,
-                v.c.path == path.dotted,
-                v.c.vtype.in_(["s", "d"]),
-                self.dialect.regexp(flt.literal.text, v.c.vtext),
+            v = search_values.c
+            return self._values(
+                path, v.vtype.in_(["s", "d"]), self.dialect.regexp(flt.literal.text, v.vtext)
             )
-            return _i.c.instance_id.in_(rows)
         op = Op.EQ if flt.op is Op.NE else flt.op
         matched = or_(*self._value_test(op, flt))
         if flt.op is Op.NE:
             scalars = self._values(path, search_values.c.vtype.in_(["s", "d", "n", "b"]))
-            return and_(scalars, not_(self._values_raw(path, matched)))
-        return self._values_raw(path, matched)
-
-    def _values_raw(self, path: Path, condition: ColumnElement[bool]) -> ColumnElement[bool]:
-        v = search_values
-        rows = select(v.c.instance_id).where(
-            v.c.scope == self.scope, v.c.path == path.dotted, condition
-        )
-        return _i.c.instance_id.in_(rows)
+            return and_(scalars, not_(self._values(path, matched)))
+        return self._values(path, matched)
 
     def _envelope_filter(self, flt: Filter) -> ColumnElement[bool]:
         assert flt.path.envelope is not None
@@ -325,7 +317,7 @@ class _Builder:
                 else v.vtext == query.name
             )
             where.append(
-                self._values_raw(
+                self._values(
                     Path("_instance.xdm:name", parts=("xdm:name",)),
                     and_(v.vtype.in_(["s", "d"]), name_test),
                 )

@@ -136,7 +136,9 @@ _FTS_DROP = (
 )
 
 for _statement in _FTS_DDL:
-    event.listen(search_values, "after_create", DDL(_statement).execute_if(dialect="sqlite"))
+    # DDL() is untyped in SQLAlchemy's stubs.
+    _ddl = DDL(_statement)  # type: ignore[no-untyped-call]
+    event.listen(search_values, "after_create", _ddl.execute_if(dialect="sqlite"))
 
 
 @event.listens_for(search_state, "after_create")

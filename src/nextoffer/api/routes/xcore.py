@@ -12,7 +12,7 @@ from nextoffer.api import media
 from nextoffer.api.context import authenticate, body_json, run, services
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest, UnsupportedMediaType
-from nextoffer.repository import hal
+from nextoffer.repository import hal, query
 from nextoffer.repository.objects import (
     CONTAINER_SCHEMA,
     HOME_SCHEMA,
@@ -95,15 +95,11 @@ async def home(request: Request) -> Response:
     products = request.query_params.getlist("product")
     if products:
         containers = [c for c in containers if set(c.product_contexts) & set(products)]
-    for expression in request.query_params.getlist("property"):
-        key, op, value = expression.partition("==")
-        if not op or key.strip() != "_instance.containerType":
-            raise BadRequest(
-                f"unsupported property filter {expression!r} on containers; "
-                "use _instance.containerType==<type>",
-                pointer="property",
-            )
-        containers = [c for c in containers if c.container_type == value.strip()]
+    # The grammar of list and search (spec §5.2) over each container's home resource.
+    filters = [query.parse_filter(e) for e in request.query_params.getlist("property")]
+    containers = [
+        c for c in containers if all(query.matches(f, hal.container_resource(c)) for f in filters)
+    ]
     self_href = "/" + (f"?{request.url.query}" if request.url.query else "")
     body = {
         "_embedded": {CONTAINER_SCHEMA: [hal.container_resource(c) for c in containers]},

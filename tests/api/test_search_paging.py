@@ -1,0 +1,145 @@
+"""Keyset paging: walking ``next`` links yields every item exactly once (spec §5.1)."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from urllib.parse import quote
+
+import pytest
+
+from nextoffer.ids import epoch_micros, parse_datetime
+from support import schema
+
+BASE = "/data/core/xcore"
+TAG = schema("tag")
+
+
+@pytest.fixture
+def tags(tenant) -> list[dict]:
+    # Five names repeat five times each: sorting by name meets ties at every boundary.
+    made = []
+    for n in range(25):
+        receipt = tenant.create("tag", {"xdm:name": f"tag {n % 5}"})
+        made.append({**receipt, "name": f"tag {n % 5}"})
+    return made
+
+
+def walk(tenant, url: str) -> list[dict]:
+    seen: list[dict] = []
+    expected_total = None
+    while url:
+        response = tenant.client.get(url, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        embedded = body["_embedded"]
+        if expected_total is None:
+            expected_total = embedded["total"]
+        # total counts the items from this page on.
+        assert embedded["total"] == expected_total - len(seen)
+        assert embedded["count"] == len(embedded["results"]) <= 2
+        seen.extend(embedded["results"])
+        more = embedded["total"] > embedded["count"]
+        assert ("next" in body["_links"]) == more
+        url = BASE + body["_links"]["next"]["href"] if more else ""
+    return seen
+
+
+def sort_key(item: dict, order: str):
+    keys = []
+    for part in order.split(","):
+        name = part.lstrip("+-")
+        if name == "repo:createdDate":
+            value = epoch_micros(parse_datetime(item["repo:createdDate"])) // 1000
+        elif name == "_instance.xdm:name":
+            value = item["_instance"]["xdm:name"]
+        else:
+            value = item[name]
+        keys.append((value, part.startswith("-")))
+    return keys
+
+
+@pytest.mark.parametrize(
+    "order",
+    [
+        None,
+        "instanceId",
+        "-instanceId",
+        "repo:createdDate",
+        "-repo:createdDate",
+        "_instance.xdm:name",
+        "-_instance.xdm:name,-repo:createdDate",
+        "+repo:lastModifiedDate",
+        "-repo:etag",
+    ],
+)
+@pytest.mark.parametrize("endpoint", ["queries/core/search", "instances"])
+def test_walking_next_links_gets_each_item_once_in_order(tenant, tags, order, endpoint):
+    url = f"{BASE}/{tenant.container}/{endpoint}?schema={TAG}&limit=2"
+    if order is not None:
+        url += f"&orderby={quote(order)}"
+    seen = walk(tenant, url)
+    ids = [item["instanceId"] for item in seen]
+    assert len(ids) == len(set(ids)) == 25
+    assert set(ids) == {t["instanceId"] for t in tags}
+    full = (order or "instanceId") + ("" if (order or "").endswith("instanceId") else ",instanceId")
+
+    for before, after in pairwise(seen):
+        a, b = sort_key(before, full), sort_key(after, full)
+        for (va, desc), (vb, _) in zip(a, b, strict=True):
+            if va != vb:
+                assert (va > vb) if desc else (va < vb), (before, after)
+                break
+        else:
+            pytest.fail("two items with the same sort values")
+
+
+def test_next_link_formats(tenant, tags):
+    body = tenant.client.get(
+        f"{BASE}/{tenant.container}/queries/core/search?schema={TAG}&limit=2",
+        headers=tenant.headers,
+    ).json()
+    last = body["_embedded"]["results"][-1]["instanceId"]
+    assert body["_links"]["next"]["href"] == (
+        f"/{tenant.container}/queries/core/search?start={last}&orderby=instanceId&schema={TAG}&limit=2"
+    )
+    body = tenant.client.get(
+        f"{BASE}/{tenant.container}/queries/core/search?schema={TAG}&orderby=-repo:createdDate&limit=2",
+        headers=tenant.headers,
+    ).json()
+    last = body["_embedded"]["results"][-1]
+    ms = epoch_micros(parse_datetime(last["repo:createdDate"])) // 1000
+    assert body["_links"]["next"]["href"] == (
+        f"/{tenant.container}/queries/core/search?start={ms}%2C{last['instanceId']}&schema={TAG}"
+        "&orderby=-repo%3AcreatedDate%2CinstanceId&limit=2"
+    )
+
+
+def test_default_limit_is_20_and_a_full_last_page_has_no_next(tenant, tags):
+    body = tenant.client.get(
+        f"{BASE}/{tenant.container}/instances?schema={TAG}", headers=tenant.headers
+    ).json()
+    assert body["_embedded"]["count"] == 20 and body["_embedded"]["total"] == 25
+    body = tenant.client.get(
+        f"{BASE}/{tenant.container}/instances?schema={TAG}&limit=25", headers=tenant.headers
+    ).json()
+    assert body["_embedded"]["count"] == 25 and "next" not in body["_links"]
+
+
+def test_a_deleted_item_does_not_break_the_walk(tenant, tags):
+    url = f"{BASE}/{tenant.container}/instances?schema={TAG}&limit=5"
+    first = tenant.client.get(url, headers=tenant.headers).json()
+    cursor_item = first["_embedded"]["results"][-1]["instanceId"]
+    deleted = tenant.client.delete(tenant.url(f"/{cursor_item}"), headers=tenant.headers)
+    assert deleted.status_code == 202
+    rest = walk_all(tenant, BASE + first["_links"]["next"]["href"])
+    assert len(rest) == 20
+    assert cursor_item not in rest
+
+
+def walk_all(tenant, url: str) -> list[str]:
+    out: list[str] = []
+    while url:
+        body = tenant.client.get(url, headers=tenant.headers).json()
+        out.extend(r["instanceId"] for r in body["_embedded"]["results"])
+        url = BASE + body["_links"]["next"]["href"] if "next" in body["_links"] else ""
+    return out
