@@ -17,6 +17,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 
 from nextoffer.api.media import JSON, PROBLEM
 from nextoffer.api.responses import json_response
@@ -58,16 +59,31 @@ async def handle_nextoffer_error(_request: Request, exc: Exception) -> Response:
     return to_response(exc)
 
 
-async def handle_http_exception(_request: Request, exc: Exception) -> Response:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. (Starlette's own ``Allow`` names only
+    the first route that matched the path, and we declare one route per method.)"""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if not isinstance(route, Route) or not route.methods:
+            continue
+        if route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)  # registered for this class only
     titles = {404: "Not Found", 405: "Method Not Allowed"}
     title = titles.get(exc.status_code, "HTTP Error")
     detail = "no such endpoint" if exc.status_code == 404 else str(exc.detail)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     return json_response(
         problem(exc.status_code, title, detail, slug=_slug(title.replace(" ", ""))),
         status=exc.status_code,
         media_type=PROBLEM,
-        headers=exc.headers,
+        headers=headers or None,
     )
 
 

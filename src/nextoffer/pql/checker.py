@@ -11,7 +11,7 @@ from . import ast as A
 from . import messages as msg
 from . import regex
 from .functions import FUNCTIONS, METHODS
-from .semantics import MAX_REGEX_LENGTH
+from .semantics import MAX_REGEX_LENGTH, MAX_REGEX_OPTIONALS, MAX_REGEX_REPEATS
 from .time import to_instant
 
 _ARITH = frozenset({"+", "-", "*", "/", "%"})
@@ -112,6 +112,9 @@ class Checker:
             raise self.fail(msg.REGEX_TOO_LONG.format(limit=MAX_REGEX_LENGTH), node)
         if problem == "nested":
             raise self.fail(msg.REGEX_NESTED, node)
+        if problem == "complex":
+            text = msg.REGEX_COMPLEX.format(limit=MAX_REGEX_REPEATS, optional=MAX_REGEX_OPTIONALS)
+            raise self.fail(text, node)
         if problem is not None:
             raise self.fail(msg.REGEX_INVALID.format(reason=problem[len("invalid: "):]), node)
 

@@ -115,8 +115,7 @@ def matches(text: Any, pattern: Any) -> bool:
         return any(matches(t, pattern) for t in text)
     if text.__class__ is not str or pattern.__class__ is not str:
         return False
-    compiled = regex.compiled(pattern)
-    return compiled is not None and compiled.search(text) is not None
+    return regex.search(pattern, text) is not None
 
 
 def regex_group(text: Any, pattern: Any, group: Any = 0) -> Any:
@@ -125,7 +124,7 @@ def regex_group(text: Any, pattern: Any, group: Any = 0) -> Any:
     compiled = regex.compiled(pattern)
     if compiled is None or not 0 <= group <= compiled.groups:
         return None
-    found = compiled.search(text)
+    found = regex.search(pattern, text)
     return found.group(group) if found else None
 
 

@@ -1,9 +1,14 @@
 """Bounded regular expressions: rules cannot smuggle in a pattern that hangs a decision.
 
-A pattern is refused when it is longer than ``MAX_REGEX_LENGTH`` or when a quantified
+A pattern is refused when it is longer than ``MAX_REGEX_LENGTH``, when a quantified
 group itself contains a quantifier or an alternation (``(a+)+``, ``(a|aa)*``, ``(.*a){9}``) —
-the shapes behind catastrophic backtracking. Patterns follow ``java.util.regex`` closely
-enough for the documented uses (``(?i)``, anchors, ``\\w``, groups); *find* semantics.
+the shapes behind exponential backtracking — or when it has more than
+``MAX_REGEX_REPEATS`` repeated parts or ``MAX_REGEX_OPTIONALS`` optional ones. Repeats in
+sequence still backtrack polynomially (``.*.*.*.*!`` tries every way to split the text in
+four, at every start), so a pattern with ``r`` of them runs only on text short enough to
+keep within ``REGEX_STEP_BUDGET`` steps (:func:`search`); on longer text it does not match.
+Patterns follow ``java.util.regex`` closely enough for the documented uses (``(?i)``,
+anchors, ``\\w``, groups); *find* semantics.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from .semantics import MAX_REGEX_LENGTH
+from .semantics import MAX_REGEX_LENGTH, MAX_REGEX_OPTIONALS, MAX_REGEX_REPEATS, REGEX_STEP_BUDGET
 
 _QUANT_START = "*+?{"
 
@@ -22,6 +27,9 @@ def problem(pattern: str) -> str | None:
         return "too long"
     if _nested_quantifier(pattern):
         return "nested"
+    repeated, optional = repeats(pattern)
+    if repeated > MAX_REGEX_REPEATS or optional > MAX_REGEX_OPTIONALS:
+        return "complex"
     try:
         re.compile(pattern)
     except (re.error, OverflowError, RecursionError) as exc:
@@ -70,6 +78,79 @@ def _nested_quantifier(pattern: str) -> bool:
         risky_closed = False
         i += 1
     return False
+
+
+def repeats(pattern: str) -> tuple[int, int]:
+    """``(repeated, optional)``: how many repeated parts (``*``, ``+``, ``{n,}``, ``{n,m}``
+    with m > n) and optional parts (``?``) ``pattern`` has. Repeats multiply the
+    backtracking by the text's length; options by two (``a?a?a?…aaa…`` takes 2**n)."""
+    repeated = optional = 0
+    i, n = 0, len(pattern)
+    after_open = False
+    while i < n:
+        ch = pattern[i]
+        opened, after_open = after_open, ch == "("
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "?" and opened:  # ``(?:``, ``(?i)``, ``(?=``: a group's kind, not a quantifier
+            i += 1
+            continue
+        if ch == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            i = j + 1
+            continue
+        if ch in "*+":
+            repeated += 1
+            i += 1
+        elif ch == "?":
+            optional += 1
+            i += 1
+        elif ch == "{":
+            bounds = _BRACES.match(pattern, i)
+            if bounds is None:
+                i += 1
+                continue
+            low, comma, high = bounds.groups()
+            if comma and (not high or int(high) > int(low or 0)):
+                repeated += 1
+            i = bounds.end()
+        else:
+            i += 1
+            continue
+        # A lazy (``?``) or possessive (``+``) modifier belongs to the quantifier.
+        if i < n and pattern[i] in "?+":
+            i += 1
+    return repeated, optional
+
+
+_BRACES = re.compile(r"\{(\d*)(,?)(\d*)\}")
+_LEADING_FLAGS = re.compile(r"(?:\(\?[aiLmsux]+\))*")
+
+
+@lru_cache(maxsize=512)
+def max_text(pattern: str) -> int:
+    """The longest text ``pattern`` is run on (see the module docstring)."""
+    rest = pattern[_LEADING_FLAGS.match(pattern).end():]  # type: ignore[union-attr]
+    anchored = rest.startswith(("^", "\\A")) and "m" not in pattern[: len(pattern) - len(rest)]
+    repeated, optional = repeats(pattern)
+    exponent = repeated + (0 if anchored else 1)
+    budget = REGEX_STEP_BUDGET / 2**optional
+    return REGEX_STEP_BUDGET if exponent == 0 else int(budget ** (1 / exponent))
+
+
+def search(pattern: str, text: str) -> re.Match[str] | None:
+    """``pattern`` found in ``text``; None when refused or when the text is too long for it."""
+    found = compiled(pattern)
+    if found is None or len(text) > max_text(pattern):
+        return None
+    return found.search(text)
 
 
 @lru_cache(maxsize=512)

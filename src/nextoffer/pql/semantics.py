@@ -18,6 +18,16 @@ MAX_TREE_HEIGHT = 200
 
 # ---- regular expressions from rules ------------------------------------------------------
 MAX_REGEX_LENGTH = 512
+#: Most repeated parts (``*``, ``+``, ``{n,}``, ``{n,m}``) in one pattern. Each one can
+#: multiply the backtracking by the text's length, nested or not (``.*.*.*.*.*!``).
+MAX_REGEX_REPEATS = 4
+#: Most optional parts (``?``) in one pattern: each one doubles the ways to backtrack.
+MAX_REGEX_OPTIONALS = 10
+#: Worst-case backtracking steps one match may take: a pattern with ``r`` repeated parts
+#: and ``o`` optional ones is run only on text of at most ``(budget / 2**o) ** (1 / (r + 1))``
+#: characters (``r`` when it is anchored with ``^``); longer text does not match. That is
+#: at most about 10 ms of CPython's ``re``.
+REGEX_STEP_BUDGET = 10_000_000
 
 # ---- §13 contradictions and [P] choices --------------------------------------------------
 #: §13.3 ``topN`` returns the N highest values (descending); ``bottomN`` the N lowest.

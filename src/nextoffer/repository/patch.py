@@ -38,6 +38,9 @@ def apply(hal: dict[str, Any], operations: Any) -> dict[str, Any]:
         raise Unprocessable(f"the JSON Patch cannot be applied: {exc}") from exc
     except (TypeError, ValueError, KeyError, IndexError) as exc:
         raise Unprocessable(f"the JSON Patch cannot be applied: {exc}") from exc
+    if not isinstance(patched, dict):
+        # An operation on the root path ("") replaced the whole resource.
+        raise Unprocessable("the patch must leave the resource an object", pointer="/")
     for key in set(hal) | set(patched):
         if key != "_instance" and patched.get(key) != hal.get(key):
             raise Unprocessable(f"{key} is not editable", pointer=f"/{key}")

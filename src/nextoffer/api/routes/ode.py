@@ -81,7 +81,8 @@ async def decision_events(request: Request) -> Response:
     principal = authenticate(request)
     since_text = request.query_params.get("since")
     try:
-        since = parse_datetime(since_text) if since_text else datetime(1970, 1, 1, tzinfo=UTC)
+        # Present but empty (``since=``) is malformed, not absent.
+        since = parse_datetime(since_text) if since_text is not None else datetime(1970, 1, 1, tzinfo=UTC)
     except ValueError as exc:
         raise BadRequest("since must be an RFC 3339 date-time", pointer="since") from exc
     limit_text = request.query_params.get("limit", "100")

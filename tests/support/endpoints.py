@@ -1,0 +1,187 @@
+"""Every authenticated endpoint, as a request a tenant could send: for the auth and
+tenant-isolation matrices. ``tests/api/test_auth_matrix.py`` checks that this list
+covers every route in ``openapi.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from support import CREATE_TYPE, PATCH_TYPE, schema
+
+DECIDE_TYPE = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
+    'decision-request;version=1.0"'
+)
+HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
+WEB = "https://ns.adobe.com/xdm/channel-types/web"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request: ``path`` and ``params`` may name ``{C}`` (container), ``{I}`` (an
+    instance id), ``{A}`` (a decision @id), ``{P}`` (a placement @id), ``{E}`` (an email)."""
+
+    name: str
+    method: str
+    path: str
+    params: dict[str, str] = field(default_factory=dict)
+    content_type: str | None = None
+    body: Any = None
+    #: The route in openapi.json this call exercises.
+    route: str = ""
+
+    def render(
+        self, ids: dict[str, str]
+    ) -> tuple[str, dict[str, str], bytes | None, dict[str, str]]:
+        def fill(text: str) -> str:
+            for key, value in ids.items():
+                text = text.replace("{" + key + "}", value)
+            return text
+
+        headers = {"Content-Type": self.content_type} if self.content_type else {}
+        content = fill(json.dumps(self.body)).encode() if self.body is not None else None
+        return fill(self.path), {k: fill(v) for k, v in self.params.items()}, content, headers
+
+
+_PLACEMENT = {"xdm:name": "P", "xdm:channel": WEB, "xdm:componentType": HTML}
+_DECIDE = {
+    "xdm:propositionRequests": [{"xdm:placementId": "{P}", "xdm:activityId": "{A}"}],
+    "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "{E}"}]}}],
+    "xdm:responseFormat": {
+        "xdm:includeContent": True,
+        "xdm:includeMetadata": {"xdm:option": ["name"]},
+    },
+}
+
+CALLS: list[Call] = [
+    Call("home", "GET", "/data/core/xcore/", route="/data/core/xcore/"),
+    Call(
+        "create",
+        "POST",
+        "/data/core/xcore/{C}/instances",
+        content_type=CREATE_TYPE.format(schema=schema("offer-placement")),
+        body=_PLACEMENT,
+        route="/data/core/xcore/{containerId}/instances",
+    ),
+    Call(
+        "list",
+        "GET",
+        "/data/core/xcore/{C}/instances",
+        params={"schema": "https://ns.adobe.com/experience/offer-management/personalized-offer"},
+        route="/data/core/xcore/{containerId}/instances",
+    ),
+    Call(
+        "search",
+        "GET",
+        "/data/core/xcore/{C}/queries/core/search",
+        params={
+            "schema": "https://ns.adobe.com/experience/offer-management/personalized-offer",
+            "q": "off",
+        },
+        route="/data/core/xcore/{containerId}/queries/core/search",
+    ),
+    Call(
+        "get",
+        "GET",
+        "/data/core/xcore/{C}/instances/{I}",
+        route="/data/core/xcore/{containerId}/instances/{instanceId}",
+    ),
+    Call(
+        "put",
+        "PUT",
+        "/data/core/xcore/{C}/instances/{I}",
+        content_type=CREATE_TYPE.format(schema=schema("offer-placement")),
+        body=_PLACEMENT,
+        route="/data/core/xcore/{containerId}/instances/{instanceId}",
+    ),
+    Call(
+        "patch",
+        "PATCH",
+        "/data/core/xcore/{C}/instances/{I}",
+        content_type=PATCH_TYPE.format(schema=schema("offer-placement")),
+        body=[{"op": "replace", "path": "/_instance/xdm:name", "value": "stolen"}],
+        route="/data/core/xcore/{containerId}/instances/{instanceId}",
+    ),
+    Call(
+        "delete",
+        "DELETE",
+        "/data/core/xcore/{C}/instances/{I}",
+        route="/data/core/xcore/{containerId}/instances/{instanceId}",
+    ),
+    Call(
+        "decide",
+        "POST",
+        "/data/core/ode/{C}/decisions",
+        content_type=DECIDE_TYPE,
+        body=_DECIDE,
+        route="/data/core/ode/{containerId}/decisions",
+    ),
+    Call(
+        "diagnostics",
+        "GET",
+        "/data/core/ode/{C}/diagnostics",
+        route="/data/core/ode/{containerId}/diagnostics",
+    ),
+    Call(
+        "activity-offers",
+        "GET",
+        "/data/core/ode/{C}/offers",
+        params={"activityId": "{A}"},
+        route="/data/core/ode/{containerId}/offers",
+    ),
+    Call(
+        "decision-events",
+        "GET",
+        "/data/core/ode/{C}/decision-events",
+        route="/data/core/ode/{containerId}/decision-events",
+    ),
+    Call(
+        "profile-upsert",
+        "POST",
+        "/data/core/nextoffer/profiles",
+        content_type="application/json",
+        body={"identityMap": {"Email": [{"id": "{E}"}]}, "profile": {"stolen": True}},
+        route="/data/core/nextoffer/profiles",
+    ),
+    Call(
+        "profile-get",
+        "GET",
+        "/data/core/nextoffer/profiles",
+        params={"namespace": "Email", "id": "{E}"},
+        route="/data/core/nextoffer/profiles",
+    ),
+    Call(
+        "profile-delete",
+        "DELETE",
+        "/data/core/nextoffer/profiles",
+        params={"namespace": "Email", "id": "{E}"},
+        route="/data/core/nextoffer/profiles",
+    ),
+    Call(
+        "events",
+        "POST",
+        "/data/core/nextoffer/events",
+        content_type="application/json",
+        body={
+            "events": [
+                {
+                    "identityMap": {"Email": [{"id": "{E}"}]},
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "eventType": "web.webpagedetails.pageViews",
+                    "_id": "stolen-event",
+                }
+            ]
+        },
+        route="/data/core/nextoffer/events",
+    ),
+    Call(
+        "offers-report",
+        "GET",
+        "/data/core/nextoffer/reports/offers",
+        params={"containerId": "{C}"},
+        route="/data/core/nextoffer/reports/offers",
+    ),
+]
