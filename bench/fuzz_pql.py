@@ -32,56 +32,70 @@ def rss_mib() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--count", type=int, default=100_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--chunk", type=int, default=2_500, help="inputs per generator per progress line"
+    )
     args = parser.parse_args()
-    per = args.count // len(pqlfuzz.SOURCES)
-    report: dict[str, object] = {"inputs": 0, "generators": {}}
-    slowest = (0.0, "")
+    names = list(pqlfuzz.SOURCES)
+    counts = dict.fromkeys(names, 0)
+    worst = dict.fromkeys(names, (0.0, ""))
     started = time.monotonic()
     rss_start = rss_mib()
-    for name, strategy in pqlfuzz.SOURCES.items():
-        seen = 0
-        worst = (0.0, "")
+    total = 0
+    current = [names[0]]  # the generator the nested test is running
+    while total < args.count:
+        for name in names:
+            size = min(args.chunk, args.count - total)
+            if size <= 0:
+                break
 
-        @settings(
-            max_examples=per,
-            deadline=None,
-            database=None,
-            phases=[Phase.generate, Phase.shrink],
-            suppress_health_check=list(HealthCheck),
-            derandomize=False,
+            @settings(
+                max_examples=size,
+                deadline=None,
+                database=None,
+                phases=[Phase.generate, Phase.shrink],
+                suppress_health_check=list(HealthCheck),
+            )
+            @given(pqlfuzz.SOURCES[name], pqlfuzz.profiles, pqlfuzz.events)
+            def run(source: str, profile: object, events: object) -> None:
+                name = current[0]
+                counts[name] += 1
+                took = pqlfuzz.check_one(source, profile, events)
+                if took > worst[name][0]:
+                    worst[name] = (took, source)
+
+            current[0] = name
+            run()
+            total = sum(counts.values())
+            print(
+                json.dumps(
+                    {
+                        "inputs": total,
+                        "generator": name,
+                        "seconds": round(time.monotonic() - started),
+                        "slowest_ms": round(max(w[0] for w in worst.values()) * 1000, 2),
+                        "rss_mib": round(rss_mib(), 1),
+                    }
+                ),
+                flush=True,
+            )
+    slowest = max(worst.values())
+    print(
+        json.dumps(
+            {
+                "inputs": total,
+                "by_generator": counts,
+                "slowest_ms_by_generator": {k: round(v[0] * 1000, 2) for k, v in worst.items()},
+                "seconds": round(time.monotonic() - started, 1),
+                "slowest_ms": round(slowest[0] * 1000, 2),
+                "slowest_input": slowest[1][:300],
+                "rss_start_mib": round(rss_start, 1),
+                "rss_end_mib": round(rss_mib(), 1),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            },
+            indent=1,
         )
-        @given(strategy, pqlfuzz.profiles, pqlfuzz.events)
-        def run(source: str, profile: object, events: object) -> None:
-            nonlocal seen, worst
-            seen += 1
-            took = pqlfuzz.check_one(source, profile, events)
-            if took > worst[0]:
-                worst = (took, source)
-
-        t0 = time.monotonic()
-        run()
-        report["generators"][name] = {
-            "inputs": seen,
-            "seconds": round(time.monotonic() - t0, 1),  # type: ignore[index]
-            "slowest_ms": round(worst[0] * 1000, 2),
-            "slowest_input": worst[1][:200],
-        }
-        report["inputs"] = int(report["inputs"]) + seen  # type: ignore[call-overload]
-        if worst[0] > slowest[0]:
-            slowest = worst
-        print(json.dumps({name: report["generators"][name]}), flush=True)  # type: ignore[index]
-    report.update(
-        {
-            "seconds": round(time.monotonic() - started, 1),
-            "slowest_ms": round(slowest[0] * 1000, 2),
-            "slowest_input": slowest[1][:300],
-            "rss_start_mib": round(rss_start, 1),
-            "rss_end_mib": round(rss_mib(), 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        }
     )
-    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
