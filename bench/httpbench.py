@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 SERVER = """
-import sys, uvicorn
+import os
 from starlette.responses import Response
 from starlette.routing import Route
 from nextoffer.api.app import create_app
@@ -32,12 +32,9 @@ async def bare(request):
     return Response(b'{"status":"ok"}', media_type="application/json")
 
 def factory():
-    app = create_app(Settings(db_url=sys.argv[1]))
+    app = create_app(Settings.from_env())
     app.router.routes.insert(0, Route("/bare", bare, methods=["GET"]))
     return app
-
-uvicorn.run(factory, factory=True, host="127.0.0.1", port=int(sys.argv[2]),
-            workers=1, access_log=False, log_level="warning")
 """
 
 
@@ -48,11 +45,30 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, db_url: str) -> None:
+    """nextoffer's app plus ``GET /bare`` under uvicorn (httptools + uvloop), ``workers`` processes.
+
+    ``env`` adds ``NEXTOFFER_*`` settings (e.g. ``NEXTOFFER_METRICS=0``); the server's
+    stdout (the JSON access log when on) goes to ``log`` or is discarded.
+    """
+
+    def __init__(self, db_url: str, *, workers: int = 1, env: dict[str, str] | None = None,
+                 log: Path | None = None) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen([sys.executable, "-c", SERVER, db_url, str(self.port)])
-        deadline = time.monotonic() + 30
+        appdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-app-"))
+        (appdir / "benchserver.py").write_text(SERVER)
+        env = {**os.environ, "NEXTOFFER_DB": db_url, **(env or {})}
+        if workers > 1:
+            # prometheus-client's multiprocess mode, as ``nextoffer serve`` sets it up.
+            env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(appdir))
+        self._log = log.open("ab") if log is not None else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "benchserver:factory", "--factory",
+             "--app-dir", str(appdir), "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
+             "--no-access-log", "--log-level", "warning"],
+            env=env, stdout=self._log,
+        )
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
@@ -64,7 +80,9 @@ class Server:
 
     def stop(self) -> None:
         self.process.terminate()
-        self.process.wait(timeout=20)
+        self.process.wait(timeout=30)
+        if hasattr(self._log, "close"):
+            self._log.close()
 
 
 @dataclass
@@ -74,41 +92,47 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    p999_ms: float = float("nan")
+    requests: int = 0
 
 
-_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-
-
-def _ms(text: str) -> float:
-    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
-    if not match:
-        raise ValueError(text)
-    return float(match.group(1)) * _UNITS[match.group(2)]
+#: Printed by every wrk run: exact percentiles from wrk's histogram, in microseconds.
+_DONE = """
+done = function(summary, latency, requests)
+  io.write(string.format("PCT %d %d %d %d\\n", latency:percentile(50), latency:percentile(99),
+                         latency:percentile(99.9), summary.requests))
+end
+"""
 
 
 def wrk(name: str, url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-        body: str | None = None, seconds: int = 10, connections: int = 10, threads: int = 1) -> Result:
-    """Drive ``url`` with wrk for a fixed, bounded time and parse its report."""
+        body: str | None = None, seconds: int = 10, connections: int = 10, threads: int = 1,
+        lua: str = "") -> Result:
+    """Drive ``url`` with wrk for a fixed, bounded time and parse its report.
+
+    ``lua`` is appended to the generated script (e.g. a ``request`` function that varies
+    the body); the script always reports p50/p99/p99.9 from wrk's own histogram.
+    """
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    lua = [f'wrk.method = "{method}"']
+    script_lines = [f'wrk.method = "{method}"']
     for key, value in (headers or {}).items():
-        lua.append(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}")
+        script_lines.append(f"wrk.headers[{json.dumps(key)}] = {json.dumps(value)}")
     if body is not None:
-        lua.append(f"wrk.body = {json.dumps(body)}")
+        script_lines.append(f"wrk.body = {json.dumps(body)}")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write("\n".join(lua) + "\n")
+        script.write("\n".join(script_lines) + "\n" + lua + _DONE)
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
-             "-s", script.name, url],
+            ["wrk", "-t", str(min(threads, connections)), "-c", str(connections),
+             "-d", f"{seconds}s", "--timeout", "5s", "--latency", "-s", script.name, url],
             check=True, capture_output=True, text=True,
         ).stdout
     finally:
         os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    pct = re.search(r"PCT (\d+) (\d+) (\d+) (\d+)", out)
+    p50, p99, p999, count = (int(v) for v in pct.groups())  # type: ignore[union-attr]
     errors = 0
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
@@ -116,7 +140,7 @@ def wrk(name: str, url: str, *, method: str = "GET", headers: dict[str, str] | N
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return Result(name, rps, p50, p99, errors)
+    return Result(name, rps, p50 / 1000, p99 / 1000, errors, p999 / 1000, count)
 
 
 def machine() -> str:

@@ -26,7 +26,11 @@ class Settings:
     db_pool_size: int = 5
     #: How often a process checks whether a container's library changed (seconds).
     catalog_check_seconds: float = 0.25
+    #: One JSON line per request on stdout (``api/access_log.py``).
     access_log: bool = True
+    #: ``GET /metrics`` in Prometheus text format, without credentials: keep it off the
+    #: public network (scrape it on the host or behind the gateway), or switch it off.
+    metrics: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -41,7 +45,8 @@ class Settings:
         ):
             if env.get(key):
                 values[name] = kind(env[key])
-        if env.get("NEXTOFFER_ACCESS_LOG"):
-            values["access_log"] = env["NEXTOFFER_ACCESS_LOG"].lower() not in ("0", "false", "no", "off")
+        for name, key in (("access_log", "NEXTOFFER_ACCESS_LOG"), ("metrics", "NEXTOFFER_METRICS")):
+            if env.get(key):
+                values[name] = env[key].lower() not in ("0", "false", "no", "off")
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})

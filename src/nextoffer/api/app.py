@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 
+from nextoffer.api.access_log import Observe, configure_stdout
 from nextoffer.api.context import Services
 from nextoffer.api.errors import exception_handlers
+from nextoffer.api.metrics import Metrics
 from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.service.auth import Authenticator
@@ -23,9 +26,12 @@ from nextoffer.storage.counters import SqlCounters
 from nextoffer.storage.store import Store
 
 
-def build_services(settings: Settings, store: Store | None = None) -> Services:
+def build_services(settings: Settings, store: Store | None = None, *, metrics: Metrics | None = None) -> Services:
     store = store or Store.open(settings.db_url, pool_size=settings.db_pool_size)
-    catalogs = CatalogCache(store, clock=utcnow, check_interval=settings.catalog_check_seconds)
+    catalogs = CatalogCache(
+        store, clock=utcnow, check_interval=settings.catalog_check_seconds,
+        on_rebuild=metrics.catalog_rebuilt if metrics else None,
+    )
     repository = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
     counters = SqlCounters(store)
     return Services(
@@ -35,7 +41,10 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
         repository=repository,
         profiles=Profiles(store, clock=utcnow),
         events=Events(store, counters=counters, catalogs=catalogs, clock=utcnow),
-        decisions=Decisions(store, repository=repository, catalogs=catalogs, counters=counters, clock=utcnow),
+        decisions=Decisions(
+            store, repository=repository, catalogs=catalogs, counters=counters, clock=utcnow,
+            on_refused=metrics.cap_refused if metrics else None,
+        ),
         reports=Reports(store, repository=repository),
     )
 
@@ -43,11 +52,14 @@ def build_services(settings: Settings, store: Store | None = None) -> Services:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
     """The ASGI app. The database is opened in the lifespan unless ``services`` is given."""
     settings = settings or Settings.from_env()
+    metrics = Metrics() if settings.metrics else None
+    if settings.access_log:
+        configure_stdout()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
-        app.state.services = services or build_services(settings)
+        app.state.services = services or build_services(settings, metrics=metrics)
         try:
             yield
         finally:
@@ -57,6 +69,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     app = Starlette(
         routes=[*system.routes, *search.routes, *xcore.routes, *ode.routes, *profiles.routes, *reports.routes],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
+        middleware=[Middleware(Observe, metrics=metrics, access_log=settings.access_log)],
         lifespan=lifespan,
     )
+    app.state.metrics = metrics
     return app

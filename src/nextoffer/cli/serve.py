@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import click
 import uvicorn
@@ -16,22 +19,55 @@ from nextoffer.settings import Settings
 @click.option("--db", "db_url", envvar="NEXTOFFER_DB", help="Database URL (default: ./.nextoffer/nextoffer.db).")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--demo", is_flag=True, help="Create a demo tenant with a small library and print a ready curl.")
-@click.option("--access-log/--no-access-log", default=True, show_default=True)
-def serve(host: str, port: int, db_url: str | None, workers: int, demo: bool, access_log: bool) -> None:
+@click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stdout.")
+@click.option(
+    "--access-log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="json: one JSON object per line (time, method, route, status, duration, request id); text: uvicorn's.",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=None,
+    help="Serve GET /metrics without credentials (default on; NEXTOFFER_METRICS). Keep it off the public network.",
+)
+def serve(
+    host: str,
+    port: int,
+    db_url: str | None,
+    workers: int,
+    demo: bool,
+    access_log: bool,
+    access_log_format: str,
+    metrics: bool | None,
+) -> None:
     """Serve the Offer Library and Decisioning APIs."""
-    settings = Settings.from_env(db_url=db_url, host=host, port=port, workers=workers)
+    json_log = access_log and access_log_format == "json"
+    settings = Settings.from_env(
+        db_url=db_url, host=host, port=port, workers=workers, access_log=json_log, metrics=metrics
+    )
     if demo:
         from nextoffer.cli.demo import seed_demo
 
         seed_demo(settings)
     # Worker processes build their app from the environment, so pass the settings there.
     os.environ["NEXTOFFER_DB"] = settings.db_url
+    os.environ["NEXTOFFER_ACCESS_LOG"] = "1" if settings.access_log else "0"
+    os.environ["NEXTOFFER_METRICS"] = "1" if settings.metrics else "0"
+    if settings.metrics and settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # prometheus-client's multiprocess mode: each worker writes its samples to files
+        # here and /metrics aggregates them. The workers import prometheus-client after
+        # this is set; a fresh folder per server so no dead process's counts linger.
+        folder = tempfile.mkdtemp(prefix="nextoffer-metrics-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
     uvicorn.run(
         "nextoffer.api.app:create_app",
         factory=True,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        access_log=access_log,
+        access_log=access_log and access_log_format == "text",
         log_level="info",
     )

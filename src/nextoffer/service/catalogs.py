@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.ids import format_datetime
@@ -42,6 +44,9 @@ class Snapshot:
     cap_plans: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: The instances of the newest build by @id (diagnostics link to them).
     instances: dict[str, CatalogInstance] = field(default_factory=dict)
+    #: Whether any rule or formula of the catalog mentions ``xEvent``: when none does, a
+    #: decision need not read the profile's experience events.
+    reads_events: bool = True
 
 
 class CatalogCache:
@@ -52,8 +57,10 @@ class CatalogCache:
         clock: Callable[[], datetime],
         check_interval: float = 0.25,
         monotonic: Callable[[], float] = time.monotonic,
+        on_rebuild: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_rebuild = on_rebuild
         self._clock = clock
         self._interval = check_interval
         self._monotonic = monotonic
@@ -110,7 +117,19 @@ class CatalogCache:
             instances = [
                 CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
             ]
-            catalog = build_catalog(instances, compile_rule=self._compile)
+            mentions_events = False
+
+            def compile_rule(source: Any, *, format: str = "pql/text", kind: str = "rule") -> pql.CompiledRule:
+                # Every rule and formula the catalog evaluates is compiled here; a source that
+                # names xEvent (even inside a string: conservative) makes decisions read events.
+                nonlocal mentions_events
+                text = source if isinstance(source, str) else orjson.dumps(source).decode()
+                mentions_events = mentions_events or "xEvent" in text
+                return self._compile(source, format=format, kind=kind)
+
+            catalog = build_catalog(instances, compile_rule=compile_rule)
+            if self._on_rebuild is not None:
+                self._on_rebuild()
             built = format_datetime(self._clock())
             blocking = [e for e in catalog.errors if e.kind in _BLOCKING]
             if blocking and current is not None:
@@ -130,6 +149,7 @@ class CatalogCache:
                 checked_at=self._monotonic(),
                 cap_epochs=epochs,
                 instances={i.at_id: i for i in instances},
+                reads_events=mentions_events,
             )
             self._snapshots[container_id] = snapshot
             return snapshot

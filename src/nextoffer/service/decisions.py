@@ -1,12 +1,15 @@
 """The Decisions use case: one profile, several proposition requests, one answer.
 
-1. Read (one read transaction): tenancy, the profile and its recent events.
+1. Read (one read transaction): the profile and its recent events. Tenancy is checked once
+   per container and process (a container never changes hands).
 2. Read the cap counters the request may touch (one batch).
 3. Decide in memory from the container's compiled snapshot.
 4. Unless it is a dry run: *reserve* the counters of what was proposed — all of them stay
    within their limits or none is taken; when another request took the last unit first,
    decide again with fresh counts. Then record the decision event; if that fails, release
-   the reservation. Caps are therefore exact under any concurrency.
+   the reservation. Caps are therefore exact under any concurrency. When the counters live
+   in the same SQL database, reservation and record are one write transaction (both or
+   neither; no release).
 
 A profile store that cannot be read decides for an empty profile; counters that cannot be
 read count every capped offer as capped (caps fail closed). Neither fails the request.
@@ -14,6 +17,7 @@ read count every capped offer as capped (caps fail closed). Neither fails the re
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import uuid
@@ -31,15 +35,15 @@ from nextoffer.engine import (
     decide,
 )
 from nextoffer.engine.frequency import CapRule
-from nextoffer.errors import NextOfferError, Unavailable
+from nextoffer.errors import NextOfferError, NotFound, Unavailable
 from nextoffer.ids import epoch_micros, format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
-from nextoffer.storage.counters import CapCounterStore, CounterKey
-from nextoffer.storage.store import Store
+from nextoffer.storage.counters import CapCounterStore, CounterKey, SqlCounters
+from nextoffer.storage.store import Session, Store
 
 log = logging.getLogger("nextoffer.decisions")
 
@@ -91,8 +95,15 @@ class Decisions:
         counters: CapCounterStore,
         clock: Callable[[], datetime],
         rng_factory: Callable[[], random.Random] = random.Random,
+        on_refused: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_refused = on_refused
+        # Counters in the same database reserve and record in one write transaction.
+        self._shared_counters = counters if isinstance(counters, SqlCounters) and counters.shares(store) else None
+        #: Container -> (org, sandbox), for containers this process has seen: a container
+        #: never changes hands, so tenancy is checked without a database read per decision.
+        self._owners: dict[str, tuple[str, str]] = {}
         self._repository = repository
         self._catalogs = catalogs
         self._counters = counters
@@ -100,8 +111,13 @@ class Decisions:
         self._rng_factory = rng_factory
 
     def snapshot(self, principal: Principal, container_id: str) -> Snapshot:
-        with self._store.session() as session:
-            self._repository.container(session, principal, container_id)
+        owner = self._owners.get(container_id)
+        if owner is None:
+            with self._store.session() as session:
+                record = self._repository.container(session, principal, container_id)
+            self._owners[container_id] = (record.org_id, record.sandbox)
+        elif owner != (principal.org, principal.sandbox):
+            raise NotFound(f"container {container_id} does not exist")
         return self._catalogs.get(container_id)
 
     def decide(
@@ -115,6 +131,8 @@ class Decisions:
     ) -> DecisionOutcome:
         """Decide; ``profile``/``events`` given directly replace the stored profile (simulation)."""
         snapshot = self.snapshot(principal, container_id)
+        if events is None and not snapshot.reads_events:
+            events = ()  # no rule looks at them: skip reading up to EVENT_LIMIT events
         profile_id, attributes, events = self._profile(principal, call, profile, events)
         key = profile_key(profile_id, call.identities)
         request = DecisionRequest(
@@ -139,6 +157,22 @@ class Decisions:
             if call.dry_run:
                 return outcome
             wanted = reads.consumed(result)
+            if wanted and self._shared_counters is not None:
+                record = self._record_body(call, outcome, key, profile_id)
+                try:
+                    write = functools.partial(self._write_record, container_id=container_id, outcome=outcome,
+                                              key=key, body=record)
+                    refused = self._shared_counters.reserve_then(wanted, write)
+                except NextOfferError as exc:
+                    # Neither reserved nor recorded: decide again without the capped offers.
+                    log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+                    forced.update(k for k, _ in reads.keys)
+                    continue
+                if refused:
+                    self._refused()
+                    forced.update(refused)
+                    continue
+                return outcome
             try:
                 refused = self._counters.reserve(wanted)
             except NextOfferError as exc:
@@ -146,11 +180,16 @@ class Decisions:
                 forced.update(k for k, _ in reads.keys)
                 continue
             if refused:
+                self._refused()
                 forced.update(refused)  # taken meanwhile: read again, decide again
                 continue
             self._record(container_id, call, outcome, key, profile_id, wanted)
             return outcome
         raise Unavailable("cap counters changed too fast to decide; retry")  # pragma: no cover
+
+    def _refused(self) -> None:
+        if self._on_refused is not None:
+            self._on_refused()
 
     def _profile(
         self,
@@ -164,10 +203,16 @@ class Decisions:
         try:
             with self._store.session() as session:
                 runtime = session.runtime
-                profile_id = resolve_profile_id(runtime, principal, list(call.identities))
-                attributes = profile if profile is not None else (
-                    runtime.profile_attributes(profile_id) if profile_id else None
-                )
+                if len(call.identities) == 1 and profile is None:
+                    # The usual request: identity and attributes in one indexed read.
+                    namespace, identity = call.identities[0]
+                    found = runtime.profile_by_identity(principal.org, principal.sandbox, namespace, identity)
+                    profile_id, attributes = found if found is not None else (None, None)
+                else:
+                    profile_id = resolve_profile_id(runtime, principal, list(call.identities))
+                    attributes = profile if profile is not None else (
+                        runtime.profile_attributes(profile_id) if profile_id else None
+                    )
                 if events is None:
                     events = runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
         except Unavailable as exc:
@@ -198,12 +243,22 @@ class Decisions:
         profile_id: str | None,
         reserved: Sequence[tuple[CounterKey, int]],
     ) -> None:
+        body = self._record_body(call, outcome, key, profile_id)
+        try:
+            with self._store.session(write=True) as session:
+                self._write_record(session, container_id=container_id, outcome=outcome, key=key, body=body)
+        except NextOfferError as exc:
+            # The answer stands; its counts go back so an unrecorded proposition costs nothing.
+            log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
+            self._counters.release([k for k, _ in reserved])
+
+    @staticmethod
+    def _record_body(call: DecisionCall, outcome: DecisionOutcome, key: str, profile_id: str | None) -> dict[str, Any]:
         result = outcome.result
         namespace, identity = call.identities[0] if call.identities else ("", "")
-        stamp = format_datetime(outcome.created)
-        body = {
+        return {
             "propositionId": outcome.proposition_id,
-            "timestamp": stamp,
+            "timestamp": format_datetime(outcome.created),
             "identity": {"namespace": namespace, "id": identity},
             "profileId": profile_id,
             "profileKey": key,
@@ -220,23 +275,24 @@ class Decisions:
                 for p in result.propositions
             ],
         }
-        try:
-            with self._store.session(write=True) as session:
-                runtime = session.runtime
-                runtime.insert_decision_event(
-                    outcome.proposition_id,
-                    container_id,
-                    created=stamp,
-                    created_us=epoch_micros(outcome.created),
-                    profile_key=key,
-                    body=body,
-                )
-                for proposed in result.proposed:
-                    runtime.add_daily(container_id, stamp[:10], proposed.offer_id, propositions=1)
-        except NextOfferError as exc:
-            # The answer stands; its counts go back so an unrecorded proposition costs nothing.
-            log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
-            self._counters.release([k for k, _ in reserved])
+
+    @staticmethod
+    def _write_record(
+        session: Session, *, container_id: str, outcome: DecisionOutcome, key: str, body: Mapping[str, Any]
+    ) -> None:
+        """The decision event and the offers report's propositions, in the caller's transaction."""
+        runtime = session.runtime
+        stamp = body["timestamp"]
+        runtime.insert_decision_event(
+            outcome.proposition_id,
+            container_id,
+            created=stamp,
+            created_us=epoch_micros(outcome.created),
+            profile_key=key,
+            body=body,
+        )
+        for proposed in outcome.result.proposed:
+            runtime.add_daily(container_id, stamp[:10], proposed.offer_id, propositions=1)
 
     def decision_events(self, principal: Principal, container_id: str, *, since: datetime, limit: int) -> list[dict[str, Any]]:
         with self._store.session() as session:
@@ -260,6 +316,9 @@ class _CapReads:
         self._epochs = snapshot.cap_epochs
         self._profile_key = profile_key
         self._now = now
+        #: Counters of rules that count for everyone and never reset are the same for every
+        #: request on this snapshot: built once (a third of the work of this class).
+        self._fixed: dict[tuple[str, str, str, int], CounterKey] = snapshot.cap_plans.setdefault(("fixed keys",), {})
         activities = tuple(sorted({p.activity_id for p in propositions}))
         placements = tuple(sorted({p.placement_id for p in propositions}))
         plan = snapshot.cap_plans.get((activities, placements))
@@ -281,6 +340,16 @@ class _CapReads:
         return plan
 
     def _key(self, offer_id: str, rule: CapRule, placement: str) -> CounterKey:
+        if not rule.per_profile and rule.repeat is None:
+            # The epoch is part of the memo: a rebuild that keeps this snapshot may move it.
+            memo = (offer_id, rule.rule_id, placement, self._epochs.get(offer_id, 0))
+            key = self._fixed.get(memo)
+            if key is None:
+                key = self._fixed[memo] = self._make_key(offer_id, rule, placement)
+            return key
+        return self._make_key(offer_id, rule, placement)
+
+    def _make_key(self, offer_id: str, rule: CapRule, placement: str) -> CounterKey:
         return counter_key(
             self._container_id,
             offer_id,

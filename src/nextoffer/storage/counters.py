@@ -14,7 +14,7 @@ Implementations: :class:`SqlCounters` here (SQLite, PostgreSQL), ``RedisCounters
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,7 +22,7 @@ from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
-from nextoffer.storage.store import Store
+from nextoffer.storage.store import Session, Store
 
 #: The scope of counters that count propositions to everyone.
 EVERYONE = ""
@@ -120,19 +120,38 @@ class SqlCounters:
         return found
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
+        return self.reserve_then(wanted, None)
+
+    def shares(self, store: Store) -> bool:
+        """Whether these counters live in ``store`` (then :meth:`reserve_then` can write both)."""
+        return self._store is store
+
+    def reserve_then(
+        self, wanted: Sequence[tuple[CounterKey, int]], write: Callable[[Session], None] | None
+    ) -> list[CounterKey]:
+        """:meth:`reserve`, then ``write`` in the same transaction when nothing was refused.
+
+        One write transaction instead of two for a recorded decision: the reservation and
+        the decision event commit together or not at all (no release needed when the
+        record fails). Not part of :class:`CapCounterStore`: counters that live elsewhere
+        (Redis) reserve, and the decision is recorded in its own transaction.
+        """
         needs = _needs(wanted)
-        if not needs:
+        if not needs and write is None:
             return []
         failed: list[CounterKey] = []
         try:
             with self._store.session(write=True) as session:
-                self._ensure(session.conn, needs)
+                if needs:
+                    self._ensure(session.conn, needs)
                 for key, (n, limit) in needs.items():
                     params = {"k": key.encode(), "n": n, "lim": limit}
                     if session.conn.execute(_BUMP_UNDER, params).rowcount != 1:
                         failed.append(key)
                 if failed:
                     raise _Refused
+                if write is not None:
+                    write(session)
         except _Refused:
             return failed
         return []

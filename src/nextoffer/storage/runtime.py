@@ -30,12 +30,24 @@ _IDENTITY = select(t.profile_identities.c.profile_id).where(
     t.profile_identities.c.identity == bindparam("id"),
 )
 _PROFILE = select(t.profiles).where(t.profiles.c.profile_id == bindparam("pid"))
+#: The decision path's profile read: identity to attributes in one indexed statement.
+_PROFILE_BY_IDENTITY = (
+    select(t.profiles.c.profile_id, t.profiles.c.attributes)
+    .select_from(t.profile_identities.join(t.profiles, t.profiles.c.profile_id == t.profile_identities.c.profile_id))
+    .where(
+        t.profile_identities.c.org_id == bindparam("org"),
+        t.profile_identities.c.sandbox == bindparam("sandbox"),
+        t.profile_identities.c.namespace == bindparam("ns"),
+        t.profile_identities.c.identity == bindparam("id"),
+    )
+)
 _EVENTS = (
     select(t.experience_events.c.body)
     .where(t.experience_events.c.profile_id == bindparam("pid"))
     .order_by(t.experience_events.c.timestamp_us.desc(), t.experience_events.c.seq.desc())
     .limit(bindparam("limit"))
 )
+_INSERT_DECISION = insert(t.decision_events)
 _ADD_DAILY = (
     update(t.offer_daily)
     .where(
@@ -84,6 +96,12 @@ class Runtime:
     def profile_attributes(self, profile_id: str) -> dict[str, Any] | None:
         row = self.conn.execute(_PROFILE, {"pid": profile_id}).first()
         return orjson.loads(row.attributes) if row is not None else None
+
+    def profile_by_identity(self, org: str, sandbox: str, namespace: str, identity: str) -> tuple[str, dict[str, Any]] | None:
+        """The profile one identity names and its attributes, in one statement."""
+        params = {"org": org, "sandbox": sandbox, "ns": namespace, "id": identity}
+        row = self.conn.execute(_PROFILE_BY_IDENTITY, params).first()
+        return (str(row.profile_id), orjson.loads(row.attributes)) if row is not None else None
 
     def insert_profile(self, org: str, sandbox: str, profile_id: str, attributes: Mapping[str, Any], *, now: str) -> None:
         self.conn.execute(
@@ -163,15 +181,18 @@ class Runtime:
     def insert_decision_event(
         self, proposition_id: str, container_id: str, *, created: str, created_us: int, profile_key: str | None, body: Mapping[str, Any]
     ) -> None:
+        # A prebuilt statement: ``.values()`` per call built a new construct and its cache
+        # key on every decision.
         self.conn.execute(
-            insert(t.decision_events).values(
-                proposition_id=proposition_id,
-                container_id=container_id,
-                created=created,
-                created_us=created_us,
-                profile_key=profile_key,
-                body=orjson.dumps(body).decode(),
-            )
+            _INSERT_DECISION,
+            {
+                "proposition_id": proposition_id,
+                "container_id": container_id,
+                "created": created,
+                "created_us": created_us,
+                "profile_key": profile_key,
+                "body": orjson.dumps(body).decode(),
+            },
         )
 
     def decision_events(self, container_id: str, *, since_us: int, limit: int) -> list[dict[str, Any]]:

@@ -29,6 +29,12 @@ async def decisions(request: Request) -> Response:
         raise UnsupportedMediaType(f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}")
     call, fmt = decision_request.parse(await body_json(request))
     outcome = await run(services(request).decisions.decide, principal, request.path_params["container_id"], call)
+    metrics = request.app.state.metrics
+    if metrics is not None:
+        propositions = outcome.result.propositions
+        options = sum(1 for p in propositions if p.options)
+        fallbacks = sum(1 for p in propositions if not p.options and p.fallback is not None)
+        metrics.observe_outcomes(options, fallbacks, len(propositions) - options - fallbacks)
     body = decision_response.response(outcome, fmt, decision_request_id=call.decision_request_id)
     return json_response(body, media_type=media.DECISION_RESPONSE)
 

@@ -1,4 +1,4 @@
-"""Endpoints without credentials: liveness and the OpenAPI document."""
+"""Endpoints without credentials: liveness, the OpenAPI document and Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from nextoffer.api.metrics import CONTENT_TYPE
+from nextoffer.errors import NotFound
 
 
 async def healthz(_request: Request) -> Response:
@@ -23,7 +26,16 @@ async def openapi(_request: Request) -> Response:
     return Response(_openapi(), media_type="application/json")
 
 
+async def metrics(request: Request) -> Response:
+    """Prometheus text format; 404 when metrics are off (``NEXTOFFER_METRICS=0``)."""
+    registry = request.app.state.metrics
+    if registry is None:
+        raise NotFound("metrics are switched off on this server")
+    return Response(registry.render(), media_type=CONTENT_TYPE)
+
+
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
 ]

@@ -1,0 +1,437 @@
+"""Decisions over HTTP next to the server stack's ceiling, 1 and 2 workers, 1/10/50 connections.
+
+    .venv/bin/python bench/http_decisions.py [--seconds 5] [--repeats 3] [--plot docs/img/http-decisions.png]
+    .venv/bin/python bench/http_decisions.py --observability   # cost of /metrics + JSON access logs
+    .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
+
+The library: one live decision with one placement over a 100-offer collection; each offer
+has its own 5-condition PQL rule and a priority in 0-100; a third carry caps
+(``xdm:cappingConstraint`` with a global and a per-profile cap far above what a run
+reaches) and 10,000 profiles whose attributes make about half the offers eligible. Every
+decision is recorded (not a dry run): it reads the profile and its events, reads the
+counters of the capped candidates, reserves the ones it proposes and writes the decision
+event — the production path.
+
+Per server (1 worker, 2 workers; both run at once, idle when not driven) and per
+connection count, wrk drives for ``--seconds``: ``GET /bare`` (a constant body from a
+route of the same app — the ceiling), ``POST …/decisions`` (a Lua ``request`` function
+picks one of the 10,000 identities at random per request), ``GET`` of one offer and a
+search. Every repeat runs every row once, so the machine's other load hits all rows
+alike; the tables report medians over repeats. Other load on the machine is printed
+(load average before and after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from httpbench import Result, Server, machine, wrk
+
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RULE,
+    SchemaRef,
+)
+from nextoffer.service.auth import Principal
+from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.repository import Repository
+from nextoffer.service.tenants import bootstrap
+from nextoffer.storage.store import Store
+
+OM = "https://ns.adobe.com/experience/offer-management/"
+HTML = OM + "content-component-html"
+DECIDE_TYPE = f'application/vnd.adobe.xdm+json; schema="{OM}decision-request;version=1.0"'
+PROFILES = 10_000
+CONNECTIONS = (1, 10, 50)
+ENDPOINTS = ("bare endpoint (ceiling)", "POST decisions", "GET offer", "search")
+
+
+def build(db_url: str) -> dict[str, Any]:
+    """Bootstrap a tenant, create the library through the service, load the profiles."""
+    store = Store.open(db_url)
+    creds = bootstrap(store, org="BENCH@AdobeOrg", sandbox="prod", now=datetime.now(UTC))
+    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
+    repo = Repository(
+        store, ids=IdFactory(), clock=utcnow, on_change=CatalogCache(store, clock=utcnow).invalidate
+    )
+    container = creds.container_id
+
+    def make(object_type: Any, body: dict[str, Any]) -> Any:
+        return repo.create(principal, container, SchemaRef(object_type, None, ""), body)
+
+    rng = random.Random(7)
+    placement = make(
+        PLACEMENT,
+        {
+            "xdm:name": "Banner",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": HTML,
+        },
+    ).at_id
+    reps = [
+        {
+            "xdm:placement": placement,
+            "xdm:components": [
+                {
+                    "@type": HTML,
+                    "dc:format": "text/html",
+                    "dc:language": ["en"],
+                    "xdm:content": "<p>offer</p>",
+                }
+            ],
+        }
+    ]
+    offers = []
+    for n in range(100):
+        rule = make(
+            RULE,
+            {
+                "xdm:name": f"rule {n}",
+                "xdm:condition": {
+                    "xdm:type": "PQL",
+                    "xdm:format": "pql/text",
+                    "xdm:value": (
+                        f'age >= {rng.randint(18, 40)} and country in ["US", "CA", "GB"] and tier = "gold" '
+                        f"and loyaltyPoints > {rng.randint(0, 6000)} and optIn = true"
+                    ),
+                },
+            },
+        ).at_id
+        body: dict[str, Any] = {
+            "xdm:name": f"Offer {n} spring sale",
+            "xdm:status": "approved",
+            "xdm:representations": reps,
+            "xdm:rank": {"xdm:priority": rng.randint(0, 100)},
+            "xdm:selectionConstraint": {"xdm:eligibilityRule": rule},
+        }
+        if n % 3 == 0:
+            body["xdm:cappingConstraint"] = {"xdm:globalCap": 10**9, "xdm:profileCap": 10**6}
+        offer = make(PERSONALIZED_OFFER, body)
+        offers.append(offer)
+    fallback = make(
+        FALLBACK_OFFER,
+        {"xdm:name": "Welcome", "xdm:status": "approved", "xdm:representations": reps},
+    ).at_id
+    collection = make(
+        COLLECTION,
+        {
+            "xdm:name": "All offers",
+            "xdm:filterType": "offers",
+            "xdm:ids": [o.at_id for o in offers],
+        },
+    ).at_id
+    decision = make(
+        DECISION,
+        {
+            "xdm:name": "Home",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [
+                {"xdm:placements": [placement], "xdm:optionSelection": {"xdm:filter": collection}}
+            ],
+        },
+    ).at_id
+    stamp = utcnow().isoformat()
+    with store.session(write=True) as session:
+        runtime = session.runtime
+        for n in range(PROFILES):
+            attributes = {
+                "age": rng.randint(16, 70),
+                "country": rng.choice(["US", "CA", "GB", "FR"]),
+                "tier": rng.choice(["gold", "gold", "silver"]),
+                "loyaltyPoints": rng.randint(0, 9000),
+                "optIn": rng.random() < 0.9,
+            }
+            profile_id = f"bench-profile-{n}"
+            runtime.insert_profile(creds.org, creds.sandbox, profile_id, attributes, now=stamp)
+            runtime.add_identities(
+                creds.org, creds.sandbox, profile_id, [("Email", f"user{n}@example.com")]
+            )
+    store.close()
+    headers = {
+        "Authorization": f"Bearer {creds.access_token}",
+        "x-api-key": creds.api_key,
+        "x-gw-ims-org-id": creds.org,
+        "x-sandbox-name": creds.sandbox,
+    }
+    request = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": placement, "xdm:activityId": decision, "xdm:itemCount": 3}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "user__N__@example.com"}]}}],
+        "xdm:responseFormat": {
+            "xdm:includeContent": True,
+            "xdm:includeMetadata": {"xdm:option": ["name"]},
+        },
+    }
+    return {
+        "container": container,
+        "headers": headers,
+        "request": json.dumps(request),
+        "offer": offers[0].instance_id,
+        "schema": f"{OM}personalized-offer;version=0.5",
+    }
+
+
+#: Each request names one of the profiles, drawn at random (each wrk thread seeds its own).
+VARY_IDENTITY = f"""
+local template = wrk.body
+math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+request = function()
+  local body = template:gsub("__N__", tostring(math.random(0, {PROFILES - 1})))
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+#: Every server of the run: a row waits until all of them are idle (see :func:`drain`).
+SERVERS: list[Server] = []
+
+
+def drain() -> None:
+    """Wait until requests still queued from earlier rows are answered, on every server of
+    the run (a slow endpoint leaves up to ``connections`` requests behind when wrk stops)."""
+    deadline = time.monotonic() + 60
+    with httpx.Client(timeout=60) as client:
+        for server in SERVERS:
+            while time.monotonic() < deadline:
+                start = time.perf_counter()
+                client.get(server.base + "/bare")
+                if time.perf_counter() - start < 0.01:
+                    break
+                time.sleep(0.2)
+
+
+def run_row(
+    server: Server, lib: dict[str, Any], endpoint: str, connections: int, seconds: int
+) -> Result:
+    drain()
+    kw: dict[str, Any] = {"seconds": seconds, "connections": connections}
+    base = f"{server.base}/data/core"
+    headers = lib["headers"]
+    if endpoint == "bare endpoint (ceiling)":
+        return wrk(endpoint, server.base + "/bare", **kw)
+    if endpoint == "POST decisions":
+        return wrk(
+            endpoint,
+            f"{base}/ode/{lib['container']}/decisions",
+            method="POST",
+            headers={**headers, "Content-Type": DECIDE_TYPE},
+            body=lib["request"],
+            lua=VARY_IDENTITY,
+            **kw,
+        )
+    if endpoint == "GET offer":
+        return wrk(
+            endpoint,
+            f"{base}/xcore/{lib['container']}/instances/{lib['offer']}",
+            headers=headers,
+            **kw,
+        )
+    url = f"{base}/xcore/{lib['container']}/queries/core/search?schema={quote(lib['schema'], safe='')}&q=spring&limit=10"
+    return wrk(endpoint, url, headers=headers, **kw)
+
+
+def median_result(results: list[Result]) -> dict[str, float]:
+    return {
+        "rps": statistics.median(r.requests_per_s for r in results),
+        "p50": statistics.median(r.p50_ms for r in results),
+        "p99": statistics.median(r.p99_ms for r in results),
+        "p999": statistics.median(r.p999_ms for r in results),
+        "errors": sum(r.errors for r in results),
+        "spread": (max(r.requests_per_s for r in results) - min(r.requests_per_s for r in results))
+        / max(statistics.median(r.requests_per_s for r in results), 1e-9),
+    }
+
+
+def main_table(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
+    servers = {workers: Server(db_url, workers=workers) for workers in (1, 2)}
+    SERVERS[:] = servers.values()
+    raw: dict[tuple[int, int, str], list[Result]] = {}
+    try:
+        for server in servers.values():  # warm every worker: snapshot, caches, pools
+            run_row(server, lib, "POST decisions", 10, 2)
+        for repeat in range(args.repeats):
+            for workers, server in servers.items():
+                for connections in CONNECTIONS:
+                    for endpoint in ENDPOINTS:
+                        result = run_row(server, lib, endpoint, connections, args.seconds)
+                        raw.setdefault((workers, connections, endpoint), []).append(result)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
+                flush=True,
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    rows = {key: median_result(values) for key, values in raw.items()}
+    print(
+        "\n| workers | connections | endpoint | requests/s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | spread |"
+    )
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for (workers, connections, endpoint), row in rows.items():
+        ceiling = rows[(workers, connections, ENDPOINTS[0])]["rps"]
+        print(
+            f"| {workers} | {connections} | {endpoint} | {row['rps']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
+            f"{row['p999']:.2f} | {row['errors']} | {row['rps'] / ceiling:.2f} | {row['spread']:.0%} |"
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                [
+                    {"workers": w, "connections": c, "endpoint": e, **row}
+                    for (w, c, e), row in rows.items()
+                ],
+                indent=1,
+            )
+        )
+    if args.plot:
+        plot(rows, Path(args.plot))
+
+
+def plot(rows: dict[tuple[int, int, str], dict[str, float]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (top, bottom) = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for column, workers in enumerate((1, 2)):
+        for endpoint, style in zip(ENDPOINTS, ("k--", "C0-o", "C1-s", "C2-^"), strict=True):
+            xs = list(CONNECTIONS)
+            top[column].plot(
+                xs, [rows[(workers, c, endpoint)]["rps"] for c in xs], style, label=endpoint
+            )
+            bottom[column].plot(
+                xs, [rows[(workers, c, endpoint)]["p99"] for c in xs], style, label=endpoint
+            )
+        top[column].set_title(f"{workers} worker{'s' if workers > 1 else ''}")
+        top[column].set_ylabel("requests/s")
+        bottom[column].set_ylabel("p99 latency (ms)")
+        bottom[column].set_xlabel("connections")
+        bottom[column].axhline(15, color="grey", linewidth=0.8, linestyle=":")
+        for ax in (top[column], bottom[column]):
+            ax.set_xscale("log")
+            ax.set_xticks(list(CONNECTIONS), [str(c) for c in CONNECTIONS])
+            ax.grid(True, alpha=0.3)
+    top[0].legend(fontsize=8)
+    fig.suptitle(
+        "nextoffer over HTTP (wrk on loopback, same 2-core box), medians of interleaved repeats"
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+#: ``--observability``: the same server with /metrics and JSON access logs on, then off.
+OBSERVABILITY = {
+    "metrics and access log on": {"NEXTOFFER_METRICS": "1", "NEXTOFFER_ACCESS_LOG": "1"},
+    "both off": {"NEXTOFFER_METRICS": "0", "NEXTOFFER_ACCESS_LOG": "0"},
+}
+
+
+def compare(
+    args: argparse.Namespace,
+    db_url: str,
+    lib: dict[str, Any],
+    workdir: Path,
+    variants: dict[str, dict[str, str]],
+) -> None:
+    """Decisions on one 2-worker server per variant (its environment), interleaved; the
+    first variant's requests/s over the others', per repeat, then the median."""
+    servers = {
+        name: Server(db_url, workers=2, env=env, log=workdir / f"server-{n}.log")
+        for n, (name, env) in enumerate(variants.items())
+    }
+    SERVERS[:] = servers.values()
+    raw: dict[tuple[str, int], list[Result]] = {}
+    try:
+        for server in servers.values():
+            run_row(server, lib, "POST decisions", 10, 2)
+        for _ in range(args.repeats):
+            for connections in (10, 50):
+                for name, server in servers.items():
+                    raw.setdefault((name, connections), []).append(
+                        run_row(server, lib, "POST decisions", connections, args.seconds)
+                    )
+    finally:
+        for server in servers.values():
+            server.stop()
+    first = next(iter(variants))
+    print(
+        "\n| connections | variant | requests/s | p50 ms | p99 ms | errors | ratio to the first (median of repeats) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for connections in (10, 50):
+        for name in variants:
+            row = median_result(raw[(name, connections)])
+            ratio = statistics.median(
+                a.requests_per_s / b.requests_per_s
+                for a, b in zip(raw[(name, connections)], raw[(first, connections)], strict=True)
+            )
+            print(
+                f"| {connections} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
+                f"{row['errors']} | {ratio:.3f} |"
+            )
+
+
+def parse_variants(text: str) -> dict[str, dict[str, str]]:
+    """``name:KEY=V,KEY=V;name:…`` → {name: environment}."""
+    variants = {}
+    for part in text.split(";"):
+        name, _, assignments = part.partition(":")
+        variants[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    return variants
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--plot", help="write the matplotlib PNG here")
+    parser.add_argument("--json", help="write the median rows here")
+    parser.add_argument(
+        "--observability", action="store_true", help="measure metrics + access log cost instead"
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="NAME:K=V,…;NAME:…",
+        help="decisions on one 2-worker server per environment",
+    )
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
+    db_url = f"sqlite:///{workdir / 'bench.db'}"
+    started = time.monotonic()
+    lib = build(db_url)
+    print(
+        f"machine: {machine()}; load average {os.getloadavg()}; library built in "
+        f"{time.monotonic() - started:.1f} s; {args.seconds} s per row, {args.repeats} repeats",
+        flush=True,
+    )
+    if args.observability or args.compare:
+        variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
+        compare(args, db_url, lib, workdir, variants)
+    else:
+        main_table(args, db_url, lib)
+    print(f"load average at the end {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()

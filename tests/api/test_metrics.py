@@ -1,0 +1,327 @@
+"""/metrics in Prometheus text format, and the JSON access log: what they count and write."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.testclient import TestClient
+
+from nextoffer.api.app import create_app
+from nextoffer.api.metrics import Metrics
+from nextoffer.engine import PropositionRequest
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    SchemaRef,
+)
+from nextoffer.service.auth import Principal
+from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.decisions import DecisionCall, Decisions
+from nextoffer.service.repository import Repository
+from nextoffer.service.tenants import bootstrap
+from nextoffer.settings import Settings
+from nextoffer.storage.counters import CounterKey, SqlCounters
+from nextoffer.storage.store import Store
+from support.api import HTML, WEB, Tenant, make_tenant
+
+DECIDE_TYPE = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
+    'decision-request;version=1.0"'
+)
+INSTANCE_ROUTE = "/data/core/xcore/{container_id}/instances/{instance_id}"
+DECISIONS_ROUTE = "/data/core/ode/{container_id}/decisions"
+
+
+def app_client(tmp_path: Path, **settings: bool) -> tuple[TestClient, str]:
+    db_url = f"sqlite:///{tmp_path / 'metrics.db'}"
+    return TestClient(
+        create_app(Settings(db_url=db_url, **settings)), raise_server_exceptions=False
+    ), db_url
+
+
+@pytest.fixture
+def observed(tmp_path: Path) -> Iterator[tuple[TestClient, Tenant]]:
+    client, db_url = app_client(tmp_path)
+    with client:
+        yield client, make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+
+
+def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return found.get((name, frozenset(labels.items())), 0.0)
+
+
+def library(tenant: Tenant) -> dict[str, str]:
+    placement = tenant.create(
+        "offer-placement", {"xdm:name": "Banner", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
+    reps = [
+        {
+            "xdm:placement": placement["@id"],
+            "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+        }
+    ]
+    rule = tenant.create(
+        "eligibility-rule",
+        {
+            "xdm:name": "gold",
+            "xdm:condition": {
+                "xdm:type": "PQL",
+                "xdm:format": "pql/text",
+                "xdm:value": 'tier = "gold"',
+            },
+        },
+    )
+    offer = tenant.create(
+        "personalized-offer",
+        {
+            "xdm:name": "gold",
+            "xdm:status": "approved",
+            "xdm:representations": reps,
+            "xdm:rank": {"xdm:priority": 1},
+            "xdm:selectionConstraint": {"xdm:eligibilityRule": rule["@id"]},
+        },
+    )
+    fallback = tenant.create(
+        "fallback-offer",
+        {"xdm:name": "welcome", "xdm:status": "approved", "xdm:representations": reps},
+    )
+    collection = tenant.create(
+        "offer-filter", {"xdm:name": "all", "xdm:filterType": "offers", "xdm:ids": [offer["@id"]]}
+    )
+    decision = tenant.create(
+        "offer-activity",
+        {
+            "xdm:name": "Home",
+            "xdm:status": "live",
+            "xdm:fallback": fallback["@id"],
+            "xdm:criteria": [
+                {
+                    "xdm:placements": [placement["@id"]],
+                    "xdm:optionSelection": {"xdm:filter": collection["@id"]},
+                }
+            ],
+        },
+    )
+    return {"placement": placement["@id"], "decision": decision["@id"]}
+
+
+def decide(client: TestClient, tenant: Tenant, ids: dict[str, str], identity: str) -> None:
+    body = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": identity}]}}],
+    }
+    response = client.post(
+        f"/data/core/ode/{tenant.container}/decisions",
+        content=orjson.dumps(body),
+        headers={**tenant.headers, "Content-Type": DECIDE_TYPE},
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_requests_are_counted_and_timed_per_route_template_not_raw_path(observed):
+    client, tenant = observed
+    for instance_id in ("missing-1", "missing-2"):
+        assert client.get(tenant.url(f"/{instance_id}"), headers=tenant.headers).status_code == 404
+    client.get("/no/such/path")
+    found = samples(client)
+    assert (
+        value(
+            found, "nextoffer_http_requests_total", method="GET", route=INSTANCE_ROUTE, status="404"
+        )
+        == 2
+    )
+    assert (
+        value(
+            found,
+            "nextoffer_http_request_duration_seconds_count",
+            method="GET",
+            route=INSTANCE_ROUTE,
+        )
+        == 2
+    )
+    assert (
+        value(
+            found, "nextoffer_http_requests_total", method="GET", route="<unmatched>", status="404"
+        )
+        == 1
+    )
+    assert not any("missing-1" in dict(labels).get("route", "") for _, labels in found)
+
+
+def test_decisions_are_counted_by_outcome_and_rebuilds_are_counted(observed):
+    client, tenant = observed
+    ids = library(tenant)
+    client.post(
+        "/data/core/nextoffer/profiles",
+        json={"identityMap": {"Email": [{"id": "gold@x"}]}, "profile": {"tier": "gold"}},
+        headers=tenant.headers,
+    )
+    decide(client, tenant, ids, "gold@x")
+    decide(client, tenant, ids, "gold@x")
+    decide(client, tenant, ids, "silver@x")
+    found = samples(client)
+    assert value(found, "nextoffer_decision_propositions_total", outcome="options") == 2
+    assert value(found, "nextoffer_decision_propositions_total", outcome="fallback") == 1
+    assert (
+        value(
+            found,
+            "nextoffer_http_requests_total",
+            method="POST",
+            route=DECISIONS_ROUTE,
+            status="200",
+        )
+        == 3
+    )
+    assert value(found, "nextoffer_catalog_rebuilds_total") >= 1
+
+
+class StaleCounters(SqlCounters):
+    """Reads every counter as 0, as if another request took the last unit just after the read."""
+
+    def read(self, keys: list[CounterKey]) -> dict[CounterKey, int]:
+        return {}
+
+
+def test_cap_reservation_refusals_are_counted(tmp_path):
+    store = Store.open(f"sqlite:///{tmp_path / 'caps.db'}")
+    creds = bootstrap(store, org="A@AdobeOrg", sandbox="prod", now=utcnow())
+    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
+    metrics = Metrics()
+    catalogs = CatalogCache(store, clock=utcnow, on_rebuild=metrics.catalog_rebuilt)
+    repo = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
+
+    def make(kind, body):
+        return repo.create(principal, creds.container_id, SchemaRef(kind, None, ""), body).at_id
+
+    placement = make(PLACEMENT, {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML})
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
+    offer = make(
+        PERSONALIZED_OFFER,
+        {
+            "xdm:name": "o",
+            "xdm:status": "approved",
+            "xdm:representations": reps,
+            "xdm:rank": {"xdm:priority": 1},
+            "xdm:cappingConstraint": {"xdm:globalCap": 1},
+        },
+    )
+    fallback = make(
+        FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
+    collection = make(COLLECTION, {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [offer]})
+    decision = make(
+        DECISION,
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
+    decisions = Decisions(
+        store,
+        repository=repo,
+        catalogs=catalogs,
+        counters=StaleCounters(store),
+        clock=utcnow,
+        on_refused=metrics.cap_refused,
+    )
+    call = DecisionCall(
+        propositions=(PropositionRequest(decision, placement, 1),), identities=[("Email", "a@x")]
+    )
+    try:
+        first = decisions.decide(principal, creds.container_id, call)
+        second = decisions.decide(
+            principal, creds.container_id, call
+        )  # proposes the offer, is refused, falls back
+    finally:
+        store.close()
+    assert [o.offer_id for o in first.result.propositions[0].options] == [offer]
+    assert second.result.propositions[0].options == ()
+    assert second.result.propositions[0].fallback is not None
+    found = {
+        s.name: s.value
+        for f in text_string_to_metric_families(metrics.render().decode())
+        for s in f.samples
+    }
+    assert found["nextoffer_cap_reservation_refusals_total"] == 1
+    assert found["nextoffer_catalog_rebuilds_total"] >= 1
+
+
+def test_metrics_can_be_switched_off(tmp_path):
+    client, _ = app_client(tmp_path, metrics=False)
+    with client:
+        assert client.get("/metrics").status_code == 404
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, object]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(orjson.loads(record.getMessage()))
+
+
+@pytest.fixture
+def access_lines() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger("nextoffer.access")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_access_log_writes_one_json_line_per_request_with_the_request_id(tmp_path, access_lines):
+    client, db_url = app_client(tmp_path, access_log=True)
+    with client:
+        tenant = make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+        response = client.get(
+            tenant.url("/nope"), headers={**tenant.headers, "x-request-id": "req-42"}
+        )
+        assert response.headers["x-request-id"] == "req-42"
+        fresh = client.get("/healthz")
+    first, second = access_lines.lines
+    assert first["method"] == "GET" and first["route"] == INSTANCE_ROUTE and first["status"] == 404
+    assert first["request_id"] == "req-42" and first["path"] == tenant.url("/nope")
+    assert isinstance(first["duration_ms"], float) and str(first["time"]).endswith("Z")
+    assert second["route"] == "/healthz" and second["status"] == 200
+    assert (
+        second["request_id"] == fresh.headers["x-request-id"]
+        and len(str(second["request_id"])) == 32
+    )
+
+
+def test_access_log_can_be_switched_off(tmp_path, access_lines):
+    client, _ = app_client(tmp_path, access_log=False)
+    with client:
+        assert client.get("/healthz").status_code == 200
+    assert access_lines.lines == []
