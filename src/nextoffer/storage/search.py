@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    CompoundSelect,
     Connection,
     Engine,
     Select,
@@ -31,6 +32,7 @@ from sqlalchemy import (
     event,
     false,
     func,
+    intersect,
     literal,
     literal_column,
     not_,
@@ -61,7 +63,6 @@ from nextoffer.storage.records import Audit, InstanceRecord
 from nextoffer.storage.search_index import (
     CREATED_MS,
     MODIFIED_MS,
-    scope_fts_token,
     search_scopes,
     search_values,
 )
@@ -157,14 +158,15 @@ class Dialect:
         (with ``*`` for a prefix) in ``vtext``; the FTS rowid is the ``search_values`` row.
         """
         phrase = '"' + " ".join(term.tokens) + '"' + (" *" if term.kind is TermKind.PREFIX else "")
-        match = f"scope : {scope_fts_token(scope)} AND vtext : {phrase}"
+        # Only the term: adding the scope's token to the FTS query makes FTS5 read that
+        # token's whole doclist (every string row of the scope) on every search.
+        match = f"vtext : {phrase}"
         v = search_values.alias()
-        sub = (
-            select(v.c.instance_id)
-            .select_from(_fts)
-            .join(v, v.c.id == _fts.c.rowid)
-            .where(literal_column("search_fts").op("MATCH")(match), v.c.scope == scope)
-        )
+        # The FTS query runs once, as a list of rowids looked up by primary key. Joined, or
+        # with an indexable condition on search_values.scope, SQLite would run it again
+        # per candidate row: "scope + 0" keeps the scope test off the index.
+        matched = select(_fts.c.rowid).where(literal_column("search_fts").op("MATCH")(match))
+        sub = select(v.c.instance_id).where(v.c.id.in_(matched), v.c.scope + 0 == scope)
         if fields:
             # A field names a property and everything below it ("/" sorts right after ".").
             sub = sub.where(
@@ -235,6 +237,15 @@ class _Builder:
         self.container_id = container_id
         self.query = query
         self.scope = scope
+        #: The instance-id sets every result must be in (filters on the index, q terms).
+        self.id_sets: list[Select[Any] | CompoundSelect[Any]] = []
+        #: Whether those sets are all there is to the query (then counting needs no
+        #: instances rows: every id of the scope is of this container and schema).
+        self.only_id_sets = True
+
+    def _in(self, rows: Select[Any] | CompoundSelect[Any]) -> ColumnElement[bool]:
+        self.id_sets.append(rows)
+        return _i.c.instance_id.in_(rows)
 
     def _values(self, path: Path, *conditions: ColumnElement[bool]) -> ColumnElement[bool]:
         """Instances with a row at ``path`` meeting ``conditions`` (on ``search_values``)."""
@@ -242,15 +253,20 @@ class _Builder:
         rows = select(v.c.instance_id).where(
             v.c.scope == self.scope, v.c.path == path.dotted, *conditions
         )
-        return _i.c.instance_id.in_(rows)
+        return self._in(rows)
 
     def _value_test(self, op: Op, flt: Filter) -> list[ColumnElement[bool]]:
         """Per-row conditions on ``search_values`` for one comparison (EQ…GE)."""
         literal_ = flt.literal
         assert literal_ is not None
         v = search_values.c
-        text_types = ["s", "b"] if literal_.instant_us is not None else ["s", "b", "d"]
-        tests = [and_(v.vtype.in_(text_types), _compare(op, v.vtext, literal_.text))]
+        text_test = _compare(op, v.vtext, literal_.text)
+        if literal_.instant_us is not None:
+            # Date strings compare as instants with a date literal, not as text.
+            text_test = and_(v.vtype.in_(["s", "b"]), text_test)
+        # Otherwise every row with a vtext (s, b, d) compares as text: no vtype test, so
+        # the (scope, path, vtext, instance_id) index answers alone.
+        tests = [text_test]
         if literal_.instant_us is not None:
             tests.append(and_(v.vtype == "d", _compare(op, v.vnum, float(literal_.instant_us))))
         if literal_.number is not None:
@@ -270,14 +286,20 @@ class _Builder:
         op = Op.EQ if flt.op is Op.NE else flt.op
         matched = or_(*self._value_test(op, flt))
         if flt.op is Op.NE:
+            self.only_id_sets = False
             scalars = self._values(path, search_values.c.vtype.in_(["s", "d", "n", "b"]))
-            return and_(scalars, not_(self._values(path, matched)))
+            values = search_values
+            equal = select(values.c.instance_id).where(
+                values.c.scope == self.scope, values.c.path == path.dotted, matched
+            )
+            return and_(scalars, not_(_i.c.instance_id.in_(equal)))
         return self._values(path, matched)
 
     def _envelope_filter(self, flt: Filter) -> ColumnElement[bool]:
         assert flt.path.envelope is not None
         if flt.op is Op.EXISTS:
             return true()
+        self.only_id_sets = False
         column = _envelope_column(flt.path.envelope)
         literal_ = flt.literal
         assert literal_ is not None
@@ -294,8 +316,8 @@ class _Builder:
     def _text(self, text: TextQuery) -> ColumnElement[bool]:
         subqueries = [self.dialect.text_term(self.scope, term, text.fields) for term in text.terms]
         if text.require_all or len(subqueries) == 1:
-            return and_(*(_i.c.instance_id.in_(sub) for sub in subqueries))
-        return _i.c.instance_id.in_(union(*subqueries))
+            return and_(*(self._in(sub) for sub in subqueries))
+        return self._in(union(*subqueries))
 
     def conditions(self) -> list[ColumnElement[bool]]:
         query = self.query
@@ -308,6 +330,7 @@ class _Builder:
                 self._envelope_filter(flt) if flt.path.envelope else self._instance_filter(flt)
             )
         if query.ids:
+            self.only_id_sets = False
             where.append(_i.c.at_id.in_(list(query.ids)))
         if query.name is not None:
             v = search_values.c
@@ -348,6 +371,12 @@ class _Builder:
                 for (e, _), v in zip(keys[:j], values[:j], strict=True)
             ]
             clauses.append(and_(*equal, self._beyond(expr, key.descending, value)))
+        (first, first_key), first_value = keys[0], values[0]
+        if first_key.path.envelope is not None:
+            # Redundant, but it lets the database start from the cursor in an index
+            # (e.g. ``-repo:createdDate,instanceId``, whose directions differ).
+            bound = first <= first_value if first_key.descending else first >= first_value
+            return and_(bound, or_(*clauses))
         return or_(*clauses)
 
     @staticmethod
@@ -417,7 +446,15 @@ def find(
     page_statement = (
         select(_i, *sort_columns).where(*where).order_by(*_ordering(keys)).limit(query.limit)
     )
-    count_statement = select(func.count()).select_from(_i).where(*where)
+    if builder.only_id_sets and builder.id_sets and query.start is None:
+        # Counted on the index alone (no instances rows to visit).
+        sets = builder.id_sets
+        ids = intersect(*sets) if len(sets) > 1 else sets[0]
+        if isinstance(ids, Select):
+            ids = ids.distinct()  # (INTERSECT and UNION are distinct already)
+        count_statement = select(func.count()).select_from(ids.subquery())
+    else:
+        count_statement = select(func.count()).select_from(_i).where(*where)
     _deadline.at = time.monotonic() + REGEX_BUDGET_SECONDS
     try:
         rows = conn.execute(page_statement).all()
