@@ -11,6 +11,7 @@ from nextoffer.service.auth import Principal
 from nextoffer.service.repository import Repository
 from nextoffer.storage import search, search_index
 from nextoffer.storage.search import Page
+from nextoffer.storage.search_postgres import dialect_for
 from nextoffer.storage.store import Store
 
 
@@ -24,4 +25,4 @@ class Search:
         search_index.ensure_current(self._store.engine)
         with self._store.session() as session:
             self._repository.container(session, principal, container_id)
-            return search.find(session.conn, container_id, query)
+            return search.find(session.conn, container_id, query, dialect=dialect_for(session.conn))

@@ -123,13 +123,15 @@ class Runtime:
         )
 
     def add_identities(self, org: str, sandbox: str, profile_id: str, identities: Iterable[tuple[str, str]]) -> None:
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
         for namespace, identity in identities:
-            if self.find_profile_id(org, sandbox, namespace, identity) is None:
-                self.conn.execute(
-                    insert(t.profile_identities).values(
-                        org_id=org, sandbox=sandbox, namespace=namespace, identity=identity, profile_id=profile_id
-                    )
-                )
+            # An identity already naming a profile keeps it (also when another node
+            # claimed it a moment ago: no read-then-insert race on PostgreSQL).
+            self.conn.execute(
+                dialect.insert(t.profile_identities)
+                .values(org_id=org, sandbox=sandbox, namespace=namespace, identity=identity, profile_id=profile_id)
+                .on_conflict_do_nothing()
+            )
 
     def delete_profile(self, profile_id: str) -> None:
         for table in (t.profile_identities, t.experience_events):

@@ -58,8 +58,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from nextoffer.ids import epoch_micros, parse_datetime
+from nextoffer.repository.query import tokens
 from nextoffer.storage import tables as t
 from nextoffer.storage.records import InstanceRecord
 
@@ -85,9 +88,15 @@ search_values = Table(
     Column("vtype", String(1), nullable=False),
     Column("vtext", Text),
     Column("vnum", Float),
+    #: PostgreSQL: the words of a string row (``tokens()``), which answer ``q``; NULL on
+    #: SQLite, where FTS5 does (``storage/search_postgres.py``).
+    Column("vwords", Text().with_variant(TSVECTOR(), "postgresql")),
     Index("ix_search_values_text", "scope", "path", "vtext", "instance_id"),
     Index("ix_search_values_num", "scope", "path", "vnum", "instance_id"),
     Index("ix_search_values_instance", "instance_id"),
+)
+Index("ix_search_values_words", search_values.c.vwords, postgresql_using="gin").ddl_if(
+    dialect="postgresql"
 )
 
 search_state = Table(
@@ -105,14 +114,14 @@ Index(
     "ix_instances_created_ms",
     t.instances.c.container_id,
     t.instances.c.schema_id,
-    text(CREATED_MS),
+    text(f"({CREATED_MS})"),  # PostgreSQL wants an expression in an index in parentheses
     t.instances.c.instance_id,
 )
 Index(
     "ix_instances_modified_ms",
     t.instances.c.container_id,
     t.instances.c.schema_id,
-    text(MODIFIED_MS),
+    text(f"({MODIFIED_MS})"),
     t.instances.c.instance_id,
 )
 
@@ -223,9 +232,39 @@ def scope_of(conn: Connection, container_id: str, schema_id: str, *, create: boo
     params = {"container_id": container_id, "schema_id": schema_id}
     scope = conn.execute(_SCOPE, params).scalar()
     if scope is None and create:
-        conn.execute(insert(search_scopes).values(**params))
+        # Writers on PostgreSQL are not serialised: another may create the scope meanwhile.
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        conn.execute(dialect.insert(search_scopes).values(**params).on_conflict_do_nothing())
         scope = conn.execute(_SCOPE, params).scalar()
     return int(scope) if scope is not None else None
+
+
+#: PostgreSQL refuses longer lexemes; such a word cannot be searched for anyway.
+_MAX_WORD_BYTES = 2046
+
+
+def words(value: str) -> str | None:
+    """``value``'s words as a ``tsvector`` literal with positions (PostgreSQL's ``vwords``).
+
+    The words are :func:`~nextoffer.repository.query.tokens`, the ones a ``q`` term is
+    split into, so both sides agree on what a word is (PostgreSQL's own parser would
+    keep URLs, e-mail addresses and accents whole). Tokens never contain quotes.
+    """
+    found = [
+        f"'{word}':{n}"
+        for n, word in enumerate(tokens(value), start=1)
+        if len(word.encode()) <= _MAX_WORD_BYTES
+    ]
+    return " ".join(found) if found else None
+
+
+def _with_words(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if conn.dialect.name != "postgresql":
+        return rows
+    for row in rows:
+        text_value = row["vtext"] if row["vtype"] in ("s", "d") else None
+        row["vwords"] = words(text_value) if text_value is not None else None
+    return rows
 
 
 def index_instance(conn: Connection, record: InstanceRecord) -> None:
@@ -235,7 +274,7 @@ def index_instance(conn: Connection, record: InstanceRecord) -> None:
         {**row, "scope": scope, "instance_id": record.instance_id} for row in flatten(record.body)
     ]
     if rows:
-        conn.execute(_INSERT_VALUES, rows)
+        conn.execute(_INSERT_VALUES, _with_words(conn, rows))
 
 
 def remove_instance(conn: Connection, instance_id: str) -> None:
@@ -264,7 +303,9 @@ def ensure_current(engine: Engine, *, batch: int = 1000) -> None:
             return
         with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
             search_state.create(conn, checkfirst=True)
-            version = conn.execute(select(search_state.c.version)).scalar()
+            # FOR UPDATE: nodes sharing a PostgreSQL database rebuild one at a time, and the
+            # later ones find the index current (SQLite's BEGIN IMMEDIATE does this there).
+            version = conn.execute(select(search_state.c.version).with_for_update()).scalar()
             if version != INDEX_VERSION:
                 rebuild(conn, batch=batch)
         _current.add(engine)
@@ -302,7 +343,7 @@ def rebuild(conn: Connection, *, batch: int = 1000) -> None:
             for item in flatten(orjson.loads(row.body)):
                 values.append({**item, "scope": scope, "instance_id": row.instance_id})
         if values:
-            conn.execute(_INSERT_VALUES, values)
+            conn.execute(_INSERT_VALUES, _with_words(conn, values))
         last = rows[-1].instance_id
     updated = conn.execute(search_state.update().values(version=INDEX_VERSION)).rowcount
     if not updated:

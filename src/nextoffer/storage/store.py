@@ -8,17 +8,19 @@ an error. A driver error becomes one of our errors at this boundary.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
 import threading
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
-from nextoffer.storage import search_index
+from nextoffer.storage import migrations, search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.records import Audit, ClientRecord, ContainerRecord, InstanceRecord
@@ -39,23 +41,22 @@ class Store:
     @classmethod
     def open(cls, url: str, *, pool_size: int = 5) -> Store:
         store = cls(open_engine(url, pool_size=pool_size))
-        store.migrate()
+        try:
+            store.migrate()
+        except BaseException:
+            store.close()
+            raise
         return store
 
     def migrate(self) -> None:
-        """Create missing tables; refuse a database written by a newer nextoffer."""
+        """Bring the schema to the newest revision, or refuse the database.
+
+        An empty database is upgraded; one migrated by a newer nextoffer is refused; an
+        older one is upgraded on SQLite and refused on PostgreSQL, where an operator runs
+        ``nextoffer db upgrade`` once for all nodes (``storage/migrations``).
+        """
         with self._guard():
-            t.metadata.create_all(self.engine)
-            with self.engine.connect().execution_options(nextoffer_write=True) as conn:
-                with conn.begin():
-                    row = conn.execute(select(t.schema_info.c.version)).first()
-                    if row is None:
-                        conn.execute(insert(t.schema_info).values(id=1, version=t.SCHEMA_VERSION))
-                    elif row[0] > t.SCHEMA_VERSION:
-                        raise Unavailable(
-                            f"the database schema is version {row[0]}, newer than this "
-                            f"nextoffer knows ({t.SCHEMA_VERSION}); upgrade nextoffer"
-                        )
+            migrations.prepare(self.engine, upgrade_older=self.dialect == "sqlite")
 
     def close(self) -> None:
         self.engine.dispose()
@@ -72,14 +73,32 @@ class Store:
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
-        try:
+        with guarded():
             yield
-        except NextOfferError:
-            raise
-        except IntegrityError as exc:
-            raise Conflict(f"the write conflicts with stored data: {exc.orig}") from exc
-        except (OperationalError, DBAPIError) as exc:
-            raise Unavailable(f"the database is unavailable: {exc.orig}", retry_after=1) from exc
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Driver errors become ours: a constraint → Conflict, the database gone → Unavailable."""
+    try:
+        yield
+    except NextOfferError:
+        raise
+    except IntegrityError as exc:
+        raise Conflict(f"the write conflicts with stored data: {exc.orig}") from exc
+    except (OperationalError, DBAPIError) as exc:
+        raise Unavailable(f"the database is unavailable: {exc.orig}", retry_after=1) from exc
+    except PoolTimeout as exc:
+        raise Unavailable(f"no database connection free: {exc}", retry_after=1) from exc
+
+
+def upsert(conn: Connection, table: Any) -> Any:
+    """An ``INSERT`` with ``ON CONFLICT`` for this connection's dialect (SQLite, PostgreSQL).
+
+    Writers on PostgreSQL are not serialised as SQLite's are: a read-then-insert can race
+    with another node, so inserts that may meet an existing row say what to do instead.
+    """
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
 
 
 def _dumps(value: Any) -> str:
@@ -183,16 +202,16 @@ class Session:
     # -- tenants ---------------------------------------------------------------------
 
     def ensure_org(self, org_id: str, *, now: str) -> None:
-        if self.conn.execute(select(t.orgs.c.org_id).where(t.orgs.c.org_id == org_id)).first():
-            return
-        self.conn.execute(insert(t.orgs).values(org_id=org_id, created=now))
+        self.conn.execute(
+            upsert(self.conn, t.orgs).values(org_id=org_id, created=now).on_conflict_do_nothing()
+        )
 
     def ensure_sandbox(self, org_id: str, name: str, *, now: str) -> None:
-        query = select(t.sandboxes.c.name).where(
-            t.sandboxes.c.org_id == org_id, t.sandboxes.c.name == name
+        self.conn.execute(
+            upsert(self.conn, t.sandboxes)
+            .values(org_id=org_id, name=name, created=now)
+            .on_conflict_do_nothing()
         )
-        if not self.conn.execute(query).first():
-            self.conn.execute(insert(t.sandboxes).values(org_id=org_id, name=name, created=now))
 
     def sandbox_exists(self, org_id: str, name: str) -> bool:
         query = select(t.sandboxes.c.name).where(
@@ -243,20 +262,22 @@ class Session:
 
     def ensure_client(self, client_id: str, org_id: str, *, now: str) -> bool:
         """Create the API client if missing; False when it exists for another org."""
+        self.conn.execute(
+            upsert(self.conn, t.api_clients)
+            .values(client_id=client_id, org_id=org_id, created=now)
+            .on_conflict_do_nothing()
+        )
         row = self.conn.execute(
             select(t.api_clients.c.org_id).where(t.api_clients.c.client_id == client_id)
-        ).first()
-        if row is None:
-            self.conn.execute(insert(t.api_clients).values(client_id=client_id, org_id=org_id, created=now))
-            return True
+        ).one()
         return bool(row.org_id == org_id)
 
     def grant_sandbox(self, client_id: str, sandbox: str) -> None:
-        query = select(t.client_sandboxes.c.sandbox).where(
-            t.client_sandboxes.c.client_id == client_id, t.client_sandboxes.c.sandbox == sandbox
+        self.conn.execute(
+            upsert(self.conn, t.client_sandboxes)
+            .values(client_id=client_id, sandbox=sandbox)
+            .on_conflict_do_nothing()
         )
-        if not self.conn.execute(query).first():
-            self.conn.execute(insert(t.client_sandboxes).values(client_id=client_id, sandbox=sandbox))
 
     def get_client(self, client_id: str) -> ClientRecord | None:
         row = self.conn.execute(
@@ -302,10 +323,15 @@ class Session:
     def _add_count(self, record: InstanceRecord, delta: int) -> None:
         params = {"cid": record.container_id, "sid": record.schema_id, "delta": delta}
         if self.conn.execute(_ADD_COUNT, params).rowcount == 0:
-            # Write sessions are serialised (BEGIN IMMEDIATE), so no one inserts between.
+            # The first of its schema. SQLite serialises writers (BEGIN IMMEDIATE), but two
+            # PostgreSQL writers may both get here: the second adds to the first's row.
+            counts = t.instance_counts
             self.conn.execute(
-                insert(t.instance_counts).values(
-                    container_id=record.container_id, schema_id=record.schema_id, count=max(delta, 0)
+                upsert(self.conn, counts)
+                .values(container_id=record.container_id, schema_id=record.schema_id, count=max(delta, 0))
+                .on_conflict_do_update(
+                    index_elements=[counts.c.container_id, counts.c.schema_id],
+                    set_={"count": counts.c.count + delta},
                 )
             )
 
@@ -400,15 +426,15 @@ class Session:
 
     def bump_cap_epoch(self, container_id: str, offer_id: str) -> None:
         """Restart an offer's counting: later counters carry the new epoch."""
-        current = self.cap_epochs(container_id).get(offer_id)
-        if current is None:
-            self.conn.execute(insert(t.cap_epochs).values(container_id=container_id, offer_id=offer_id, epoch=1))
-        else:
-            self.conn.execute(
-                update(t.cap_epochs)
-                .where(t.cap_epochs.c.container_id == container_id, t.cap_epochs.c.offer_id == offer_id)
-                .values(epoch=current + 1)
+        epochs = t.cap_epochs
+        self.conn.execute(
+            upsert(self.conn, epochs)
+            .values(container_id=container_id, offer_id=offer_id, epoch=1)
+            .on_conflict_do_update(
+                index_elements=[epochs.c.container_id, epochs.c.offer_id],
+                set_={"epoch": epochs.c.epoch + 1},
             )
+        )
 
     def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
         """Instances in the container (of one schema): read from the kept counts."""

@@ -22,8 +22,10 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
-#: Bumped whenever a table changes shape; stored in ``schema_info``.
-SCHEMA_VERSION = 1
+#: The schema changes through migrations (``storage/migrations``), which also write this
+#: version into ``schema_info``: nextoffer 0.1 read it instead of Alembic's revision and
+#: refuses a version above 1, so an old binary cannot run on a migrated schema.
+SCHEMA_VERSION = 2
 
 schema_info = Table(
     "schema_info",

@@ -1,0 +1,128 @@
+"""The PostgreSQL pieces of search: what :class:`~nextoffer.storage.search.Dialect` does
+with SQLite's ``json_extract``, a Python ``REGEXP`` function, ``GLOB`` and FTS5.
+
+=============== ============================================ ===============================
+piece           SQLite                                       PostgreSQL (here)
+=============== ============================================ ===============================
+sort by a JSON  ``json_extract(body, '$."a"."b"')``          ``body::jsonb #> '{a,b}'``
+property                                                     (booleans as 1/0, JSON null as
+                                                             SQL NULL, as json_extract does)
+``~`` pattern   Python ``re`` fullmatch, ignoring case,      ``~*`` anchored as
+                2 s budget per request                       ``^(?:pattern)$``
+name wildcards  ``GLOB``                                     ``LIKE`` with ``\\`` escapes
+``q`` terms     FTS5 phrase query on ``search_fts``          ``vwords @@ to_tsquery('simple',
+                                                             'a' <-> 'b':*)``, GIN index
+=============== ============================================ ===============================
+
+Both sides find words the same way: ``vwords`` holds the tokens of
+:func:`nextoffer.repository.query.tokens` (``search_index.words``), the ones a ``q`` term
+is split into, so accents, URLs and e-mail addresses split alike on both databases.
+
+Known differences, documented in ``docs/deploy.md``: values of *different JSON types* at
+one sort path order differently (jsonb puts strings before numbers, SQLite numbers first);
+text sorts by the database's collation (create it with ``C.UTF-8`` for SQLite's byte
+order); the regular-expression budget is PostgreSQL's ``statement_timeout`` (its engine
+does not backtrack exponentially as Python's does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Connection,
+    Integer,
+    Select,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    null,
+    or_,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TEXT
+from sqlalchemy.types import TypeDecorator
+
+from nextoffer.repository.query import Path, Term, TermKind
+from nextoffer.storage import tables as t
+from nextoffer.storage.search import SQLITE, Dialect
+from nextoffer.storage.search_index import search_values
+
+_i = t.instances
+_SIMPLE = literal_column("'simple'::regconfig")
+
+
+class _SortKey(TypeDecorator[Any]):
+    """jsonb whose comparisons bind the other side as jsonb too: a cursor's ``"abc"`` or
+    ``3`` is compared as the JSON value, not as text (there is no ``jsonb > text``)."""
+
+    impl = JSONB
+    cache_ok = True
+
+    def coerce_compared_value(self, op: Any, value: Any) -> Any:
+        return self
+
+
+class PostgresDialect(Dialect):
+    name = "postgresql"
+
+    def json_value(self, parts: tuple[str, ...]) -> ColumnElement[Any]:
+        value = cast(_i.c.body, JSONB).op("#>")(cast(list(parts), ARRAY(TEXT)))
+        kind = func.jsonb_typeof(value)
+        typed = case(
+            (kind == "boolean", func.to_jsonb(cast(cast(value, Boolean), Integer))),
+            (kind == "null", null()),
+            else_=value,
+        )
+        return type_coerce(typed, _SortKey())
+
+    def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
+        return value.op("~*")(literal(f"^(?:{pattern})$"))
+
+    def wildcard(self, value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+        out: list[str] = []
+        chars = iter(pattern)
+        for char in chars:
+            if char == "\\":
+                char = next(chars, "\\")
+                out.append("\\" + char if char in "%_\\" else char)
+            elif char == "*":
+                out.append("%")
+            elif char == "?":
+                out.append("_")
+            elif char in "%_":
+                out.append("\\" + char)
+            else:
+                out.append(char)
+        return value.like("".join(out), escape="\\")
+
+    def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
+        """Instance ids of ``scope`` with a string property (among ``fields``) matching ``term``:
+        the term's tokens one after another (``<->``), the last a prefix for ``offe*``."""
+        words = [f"'{token}'" for token in term.tokens]  # tokens hold letters and digits only
+        if term.kind is TermKind.PREFIX:
+            words[-1] += ":*"
+        query = func.to_tsquery(_SIMPLE, literal(" <-> ".join(words)))
+        v = search_values.alias()
+        sub = select(v.c.instance_id).where(v.c.scope == scope, v.c.vwords.op("@@")(query))
+        if fields:
+            # A field names a property and everything below it; LIKE (not < and >) so the
+            # database's collation does not matter.
+            below = [v.c.path.startswith(f.dotted + ".", autoescape=True) for f in fields]
+            sub = sub.where(or_(*(v.c.path == f.dotted for f in fields), *below))
+        return sub
+
+
+POSTGRES = PostgresDialect()
+
+
+def dialect_for(conn: Connection) -> Dialect:
+    """The search dialect of the database ``conn`` is connected to."""
+    return POSTGRES if conn.dialect.name == "postgresql" else SQLITE
+
+

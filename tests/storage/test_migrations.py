@@ -1,0 +1,184 @@
+"""Migrations on both dialects: from empty, from the previous revision, one step down,
+and what ``Store.open`` does with a database that is newer, older or made before them."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from sqlalchemy import Engine, inspect, text
+
+from nextoffer.cli import main
+from nextoffer.errors import Unavailable
+from nextoffer.storage import migrations
+from nextoffer.storage.database import open_engine
+from nextoffer.storage.store import Store
+from support.backends import fresh_database, tables_metadata
+from support.store_contract import TAG, container, instance
+
+PREVIOUS, HEAD = migrations.revisions()[-2:]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.db'}"
+        return
+    with fresh_database(migrated=False) as url:
+        yield url
+
+
+@pytest.fixture
+def engine(empty_url: str) -> Iterator[Engine]:
+    opened = open_engine(empty_url)
+    yield opened
+    opened.dispose()
+
+
+#: Indexes on expressions: reflection cannot read them back (SQLAlchemy warns and skips),
+#: so they are checked by name (:func:`_index_names`) instead of compared.
+EXPRESSION_INDEXES = frozenset({"ix_instances_created_ms", "ix_instances_modified_ms"})
+
+
+#: Indexes only PostgreSQL has (``ddl_if``): the metadata lists them for every dialect.
+POSTGRES_ONLY_INDEXES = frozenset({"ix_search_values_words"})
+
+
+def _filter(dialect: str) -> Callable[..., bool]:
+    def ours(_obj: object, name: str | None, type_: str, reflected: bool, _o: object) -> bool:
+        if type_ == "index" and name in EXPRESSION_INDEXES:
+            return False
+        if type_ == "index" and dialect != "postgresql" and name in POSTGRES_ONLY_INDEXES:
+            return False
+        # SQLite's full-text table and its shadow tables are made by raw DDL, not metadata.
+        return not (type_ == "table" and reflected and (name or "").startswith("search_fts"))
+
+    return ours
+
+
+def _schema_differences(engine: Engine) -> list[object]:
+    """What ``tables.py`` says the schema is, against what the migrations made."""
+    with engine.connect() as conn, warnings.catch_warnings():
+        # SQLAlchemy and Alembic both say they cannot compare these (on SQLite): we know.
+        warnings.filterwarnings("ignore", ".*expression-based index")
+        options = {"include_object": _filter(engine.dialect.name)}
+        context = MigrationContext.configure(conn, opts=options)
+        return list(compare_metadata(context, tables_metadata()))
+
+
+def _index_names(engine: Engine) -> set[str]:
+    query = (
+        "SELECT name FROM sqlite_master WHERE type = 'index'"
+        if engine.dialect.name == "sqlite"
+        else "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'"
+    )
+    with engine.connect() as conn:
+        return set(conn.execute(text(query)).scalars())
+
+
+def test_an_empty_database_is_upgraded_to_the_schema_tables_py_describes(engine: Engine) -> None:
+    assert migrations.read_state(engine).empty
+    migrations.upgrade(engine)
+    assert migrations.read_state(engine).current == HEAD
+    assert _schema_differences(engine) == []
+    assert _index_names(engine) >= EXPRESSION_INDEXES
+
+
+def test_upgrade_from_the_previous_revision_keeps_the_data(empty_url: str, engine: Engine) -> None:
+    migrations.upgrade(engine, PREVIOUS)
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO orgs (org_id, created) VALUES ('O@AdobeOrg', 't')"))
+    migrations.upgrade(engine)
+    assert migrations.read_state(engine).current == HEAD
+    assert _schema_differences(engine) == []
+    store = Store.open(empty_url)
+    try:
+        container(store)  # the org row survived: ensure_org leaves it, the container needs it
+        with store.session(write=True) as session:
+            session.insert_instance(instance("c-1", 1), [])
+        with store.session() as session:
+            assert session.count_instances("c-1", TAG) == 1
+            assert session.conn.execute(text("SELECT count(*) FROM orgs")).scalar() == 1
+    finally:
+        store.close()
+
+
+def test_downgrade_one_step_and_back(engine: Engine) -> None:
+    migrations.upgrade(engine)
+    migrations.downgrade(engine, "-1")
+    assert migrations.read_state(engine).current == PREVIOUS
+    assert "vwords" not in {c["name"] for c in inspect(engine).get_columns("search_values")}
+    migrations.upgrade(engine)
+    assert migrations.read_state(engine).current == HEAD
+
+
+def test_downgrade_to_base_leaves_no_table_of_ours(engine: Engine) -> None:
+    migrations.upgrade(engine)
+    migrations.downgrade(engine, "base")
+    assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_a_schema_newer_than_the_code_is_refused(empty_url: str, engine: Engine) -> None:
+    migrations.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(Unavailable, match=r"9999.*upgrade nextoffer"):
+        Store.open(empty_url)
+
+
+def test_an_older_schema_is_upgraded_on_sqlite_and_refused_on_postgresql(
+    empty_url: str, engine: Engine
+) -> None:
+    migrations.upgrade(engine, PREVIOUS)
+    if engine.dialect.name == "sqlite":
+        Store.open(empty_url).close()
+        assert migrations.read_state(engine).current == HEAD
+    else:
+        with pytest.raises(Unavailable, match="nextoffer db upgrade"):
+            Store.open(empty_url)
+        assert migrations.read_state(engine).current == PREVIOUS
+
+
+def test_the_db_commands_upgrade_report_and_downgrade(empty_url: str) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["db", "current", "--db", empty_url])
+    assert result.exit_code == 0 and "status:  empty" in result.output, result.output
+    result = runner.invoke(main, ["db", "upgrade", "--db", empty_url])
+    assert result.exit_code == 0 and f"-> {HEAD}" in result.output, result.output
+    result = runner.invoke(main, ["db", "current", "--db", empty_url])
+    assert f"current: {HEAD}" in result.output and "up to date" in result.output
+    result = runner.invoke(main, ["db", "downgrade", "--db", empty_url])
+    assert result.exit_code == 0 and f"{HEAD} -> {PREVIOUS}" in result.output, result.output
+    result = runner.invoke(main, ["db", "current", "--db", empty_url])
+    assert "behind" in result.output
+
+
+def test_db_commands_on_an_unreachable_database_exit_with_unavailable() -> None:
+    result = CliRunner().invoke(main, ["db", "current", "--db", "postgresql://nobody@127.0.0.1:1/none"])
+    assert result.exit_code == Unavailable.exit_code
+    assert "unavailable" in result.output
+
+
+def test_a_sqlite_file_made_before_migrations_is_adopted(tmp_path: Path) -> None:
+    # What nextoffer 0.1's Store.migrate left: create_all of the 0.1 tables and
+    # schema_info = 1, no alembic_version. The 0.1 tables are revision 0001's.
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = open_engine(url)
+    try:
+        migrations.upgrade(engine, migrations.revisions()[0])
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE alembic_version"))
+            conn.execute(text("INSERT INTO orgs (org_id, created) VALUES ('O@AdobeOrg', 't')"))
+        assert migrations.read_state(engine).legacy
+        Store.open(url).close()
+        assert migrations.read_state(engine).current == HEAD
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version FROM schema_info")).scalar() == 2
+            assert conn.execute(text("SELECT count(*) FROM orgs")).scalar() == 1
+    finally:
+        engine.dispose()

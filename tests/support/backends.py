@@ -1,0 +1,129 @@
+"""The PostgreSQL and Redis servers of a test run (``scripts/services`` starts them).
+
+``scripts/test`` hands their URLs over in ``NEXTOFFER_TEST_POSTGRES_URL`` and
+``NEXTOFFER_TEST_REDIS_URL``. Without them (``pytest`` run directly) the tests that need a
+server are skipped, saying why; under CI (``CI=true``) a missing server fails them, so a
+broken service script cannot turn into a green run of skips.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+import pytest
+from sqlalchemy import MetaData
+from sqlalchemy.engine import make_url
+
+from nextoffer.storage.store import Store
+
+POSTGRES_VAR = "NEXTOFFER_TEST_POSTGRES_URL"
+REDIS_VAR = "NEXTOFFER_TEST_REDIS_URL"
+
+
+def _required(variable: str, what: str) -> str:
+    value = os.environ.get(variable)
+    if value:
+        return value
+    reason = f"{what} tests need {variable} (./scripts/test starts the server and sets it)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_url() -> str:
+    """The server's maintenance database (a superuser: tests create their own databases)."""
+    return _required(POSTGRES_VAR, "PostgreSQL")
+
+
+def redis_url() -> str:
+    return _required(REDIS_VAR, "Redis")
+
+
+def database_url(name: str) -> str:
+    return make_url(postgres_url()).set(database=name).render_as_string(hide_password=False)
+
+
+def _admin() -> psycopg.Connection:
+    return psycopg.connect(postgres_url(), autocommit=True)
+
+
+_template_lock = threading.RLock()
+_template: str | None = None
+_counter = itertools.count()
+
+
+def _migrated_template() -> str:
+    """A database at the newest revision, made once per test process, to copy from."""
+    global _template
+    with _template_lock:
+        if _template is None:
+            name = f"tmpl_{uuid.uuid4().hex[:12]}"
+            with _admin() as admin:
+                admin.execute(f'CREATE DATABASE "{name}"')
+            Store.open(database_url(name)).close()  # runs the migrations
+            _template = name
+        return _template
+
+
+def create_database(*, migrated: bool = True) -> str:
+    """A new database (a copy of a migrated one, or empty); returns its name."""
+    name = f"t_{os.getpid()}_{next(_counter)}_{uuid.uuid4().hex[:6]}"
+    template = _migrated_template() if migrated else "template0"
+    with _admin() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    return name
+
+
+def drop_database(name: str) -> None:
+    with _admin() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+#: Tables whose rows belong to the schema itself, not to a test.
+_SCHEMA_TABLES = frozenset({"alembic_version", "schema_info", "search_state"})
+_shared: dict[str, str] = {}
+
+
+def emptied_database() -> str:
+    """The URL of this process's shared database, emptied of every row.
+
+    Cheaper than a new database (copying even a small template costs ~0.5 s, emptying
+    ~0.05 s), for the many API tests. Connections a previous test left open are ended
+    first, so none holds a lock the TRUNCATE would wait for.
+    """
+    with _template_lock:
+        if "name" not in _shared:
+            _shared["name"] = create_database()
+    name = _shared["name"]
+    names = [t.name for t in tables_metadata().sorted_tables if t.name not in _SCHEMA_TABLES]
+    tables = ", ".join(f'"{name}"' for name in names)
+    with psycopg.connect(database_url(name), autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        conn.execute(f"TRUNCATE {tables} RESTART IDENTITY")
+    return database_url(name)
+
+
+def tables_metadata() -> MetaData:
+    from nextoffer.storage import search_index, tables
+
+    assert search_index.search_values.metadata is tables.metadata
+    return tables.metadata
+
+
+@contextmanager
+def fresh_database(*, migrated: bool = True) -> Iterator[str]:
+    """The URL of a database of its own, dropped afterwards."""
+    name = create_database(migrated=migrated)
+    try:
+        yield database_url(name)
+    finally:
+        drop_database(name)
