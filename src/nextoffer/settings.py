@@ -23,7 +23,12 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     #: Deepest JSON nesting accepted in a request body.
     max_json_depth: int = 64
+    #: Database connections kept per process (and as many again on demand).
     db_pool_size: int = 5
+    #: ``redis://host:port/N``: cap counters in Redis, shared by every node (else the database).
+    redis_url: str | None = None
+    #: On SIGTERM, how long in-flight requests may take to finish before they are cut.
+    shutdown_timeout: float = 30.0
     #: How often a process checks whether a container's library changed (seconds).
     catalog_check_seconds: float = 0.25
     #: One JSON line per request on stdout (``api/access_log.py``).
@@ -38,10 +43,13 @@ class Settings:
         values: dict[str, Any] = {}
         if env.get("NEXTOFFER_DB"):
             values["db_url"] = env["NEXTOFFER_DB"]
+        if env.get("NEXTOFFER_REDIS"):
+            values["redis_url"] = env["NEXTOFFER_REDIS"]
         for name, key, kind in (
             ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
             ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
             ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
+            ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
         ):
             if env.get(key):
                 values[name] = kind(env[key])

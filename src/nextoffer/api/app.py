@@ -22,7 +22,7 @@ from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
-from nextoffer.storage.counters import SqlCounters
+from nextoffer.storage.counters import CapCounterStore, SqlCounters
 from nextoffer.storage.store import Store
 
 
@@ -33,7 +33,11 @@ def build_services(settings: Settings, store: Store | None = None, *, metrics: M
         on_rebuild=metrics.catalog_rebuilt if metrics else None,
     )
     repository = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
-    counters = SqlCounters(store)
+    counters: CapCounterStore = SqlCounters(store)
+    if settings.redis_url:  # shared by every node; redis is an optional dependency
+        from nextoffer.storage.redis_counters import RedisCounters
+
+        counters = RedisCounters.from_url(settings.redis_url)
     return Services(
         settings=settings,
         store=store,

@@ -17,6 +17,7 @@ from nextoffer.settings import Settings
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--db", "db_url", envvar="NEXTOFFER_DB", help="Database URL (default: ./.nextoffer/nextoffer.db).")
+@click.option("--redis", "redis_url", envvar="NEXTOFFER_REDIS", help="redis://host:port/N: cap counters in Redis.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--demo", is_flag=True, help="Create a demo tenant with a small library and print a ready curl.")
 @click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stdout.")
@@ -36,6 +37,7 @@ def serve(
     host: str,
     port: int,
     db_url: str | None,
+    redis_url: str | None,
     workers: int,
     demo: bool,
     access_log: bool,
@@ -45,7 +47,8 @@ def serve(
     """Serve the Offer Library and Decisioning APIs."""
     json_log = access_log and access_log_format == "json"
     settings = Settings.from_env(
-        db_url=db_url, host=host, port=port, workers=workers, access_log=json_log, metrics=metrics
+        db_url=db_url, host=host, port=port, workers=workers, access_log=json_log, metrics=metrics,
+        redis_url=redis_url,
     )
     if demo:
         from nextoffer.cli.demo import seed_demo
@@ -53,6 +56,8 @@ def serve(
         seed_demo(settings)
     # Worker processes build their app from the environment, so pass the settings there.
     os.environ["NEXTOFFER_DB"] = settings.db_url
+    if settings.redis_url:
+        os.environ["NEXTOFFER_REDIS"] = settings.redis_url
     os.environ["NEXTOFFER_ACCESS_LOG"] = "1" if settings.access_log else "0"
     os.environ["NEXTOFFER_METRICS"] = "1" if settings.metrics else "0"
     if settings.metrics and settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -70,4 +75,6 @@ def serve(
         workers=settings.workers,
         access_log=access_log and access_log_format == "text",
         log_level="info",
+        # SIGTERM: stop accepting, let in-flight requests finish (up to this long), exit.
+        timeout_graceful_shutdown=settings.shutdown_timeout,
     )

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from threading import Lock
 
-from nextoffer.errors import AuthError
+from nextoffer.errors import AuthError, Unavailable
 from nextoffer.service import tokens
 from nextoffer.storage.records import ClientRecord
 from nextoffer.storage.store import Store
@@ -121,8 +121,13 @@ class Authenticator:
         cached = self._clients.get(client_id)
         if not fresh and cached is not None and now - cached[0] < CLIENT_CACHE_SECONDS:
             return cached[1]
-        with self._store.session() as session:
-            client = session.get_client(client_id)
+        try:
+            with self._store.session() as session:
+                client = session.get_client(client_id)
+        except Unavailable:
+            if cached is None:
+                raise
+            return cached[1]  # the database is gone for now: the last answer stands
         with self._lock:
             self._clients[client_id] = (now, client)
         return client

@@ -20,6 +20,7 @@ import orjson
 
 from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
+from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
 from nextoffer.storage.store import Store
 
@@ -95,8 +96,15 @@ class CatalogCache:
         now = self._monotonic()
         if snapshot is not None and now - snapshot.checked_at < self._interval:
             return snapshot
-        with self._store.session() as session:
-            version = session.library_version(container_id)
+        try:
+            with self._store.session() as session:
+                version = session.library_version(container_id)
+        except Unavailable:
+            if snapshot is None:
+                raise
+            # The database is gone for now: keep deciding from the last snapshot.
+            snapshot.checked_at = now
+            return snapshot
         if snapshot is not None and snapshot.version == version:
             snapshot.checked_at = now
             return snapshot

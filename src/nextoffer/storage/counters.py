@@ -144,7 +144,9 @@ class SqlCounters:
             with self._store.session(write=True) as session:
                 if needs:
                     self._ensure(session.conn, needs)
-                for key, (n, limit) in needs.items():
+                # Rows in one order in every transaction: two PostgreSQL reservations of
+                # the same counters then queue instead of deadlocking.
+                for key, (n, limit) in sorted(needs.items(), key=_code_of_item):
                     params = {"k": key.encode(), "n": n, "lim": limit}
                     if session.conn.execute(_BUMP_UNDER, params).rowcount != 1:
                         failed.append(key)
@@ -173,7 +175,7 @@ class SqlCounters:
             for key in keys:
                 counts[key] = counts.get(key, 0) + amount
             self._ensure(session.conn, {k: (0, 0) for k in counts})
-            for key, n in counts.items():
+            for key, n in sorted(counts.items(), key=_code_of_item):
                 session.conn.execute(_BUMP, {"k": key.encode(), "n": n})
 
     @staticmethod
@@ -183,7 +185,7 @@ class SqlCounters:
         Two writers may create the same counter at once (PostgreSQL has no database-wide
         write lock), so the insert ignores rows that appeared in the meantime.
         """
-        wanted = {key.encode(): key for key in keys}
+        wanted = {key.encode(): key for key in sorted(keys, key=CounterKey.encode)}
         present = {row[0] for row in conn.execute(_READ, {"keys": list(wanted)})}
         missing = [
             {"counter_key": code, "container_id": key.container_id, "count": 0}
@@ -193,6 +195,10 @@ class SqlCounters:
         if missing:
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             conn.execute(dialect.insert(t.cap_counters).on_conflict_do_nothing(), missing)
+
+
+def _code_of_item(item: tuple[CounterKey, object]) -> str:
+    return item[0].encode()
 
 
 class _Refused(Exception):

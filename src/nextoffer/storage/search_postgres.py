@@ -124,5 +124,3 @@ POSTGRES = PostgresDialect()
 def dialect_for(conn: Connection) -> Dialect:
     """The search dialect of the database ``conn`` is connected to."""
     return POSTGRES if conn.dialect.name == "postgresql" else SQLITE
-
-

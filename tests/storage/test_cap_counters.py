@@ -1,0 +1,97 @@
+"""The cap-counter contract on every store: SQLite, PostgreSQL and Redis (real servers)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from nextoffer.errors import Unavailable
+from nextoffer.storage.counters import CapCounterStore, SqlCounters
+from nextoffer.storage.redis_counters import RedisCounters
+from nextoffer.storage.store import Store
+from support.backends import fresh_database, redis_url
+from support.counter_contract import A, CounterContract
+
+
+class TestSqliteCounters(CounterContract):
+    @pytest.fixture
+    def counters(self, tmp_path: Path) -> Iterator[CapCounterStore]:
+        store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+        yield SqlCounters(store)
+        store.close()
+
+
+class TestPostgresCounters(CounterContract):
+    @pytest.fixture
+    def counters(self) -> Iterator[CapCounterStore]:
+        with fresh_database() as url:
+            store = Store.open(url, pool_size=10)
+            yield SqlCounters(store)
+            store.close()
+
+
+class TestRedisCounters(CounterContract):
+    @pytest.fixture
+    def counters(self) -> Iterator[CapCounterStore]:
+        # A database number of its own per test would run out (16); a flush would touch
+        # other tests' keys. Keys carry the container id, so a fresh one isolates.
+        opened = RedisCounters.from_url(redis_url())
+        opened.ping()
+        yield _Isolated(opened, uuid.uuid4().hex)
+        opened.close()
+
+    def test_keys_of_a_container_share_a_cluster_slot(self) -> None:
+        from nextoffer.storage.redis_counters import redis_key
+
+        assert redis_key(A).startswith("nextoffer:cap:{c-1}:")
+
+
+class _Isolated:
+    """The contract's keys moved into a container of their own (a fresh key space)."""
+
+    def __init__(self, inner: RedisCounters, tag: str) -> None:
+        self._inner = inner
+        self._tag = tag
+
+    def _key(self, key):  # type: ignore[no-untyped-def]
+        from dataclasses import replace
+
+        return replace(key, container_id=f"{key.container_id}-{self._tag}")
+
+    def read(self, keys):  # type: ignore[no-untyped-def]
+        moved = {self._key(k): k for k in keys}
+        return {moved[k]: v for k, v in self._inner.read(list(moved)).items()}
+
+    def reserve(self, wanted):  # type: ignore[no-untyped-def]
+        moved = {self._key(k): k for k, _ in wanted}
+        return [moved[k] for k in self._inner.reserve([(self._key(k), n) for k, n in wanted])]
+
+    def release(self, keys):  # type: ignore[no-untyped-def]
+        self._inner.release([self._key(k) for k in keys])
+
+    def add(self, keys, amount=1):  # type: ignore[no-untyped-def]
+        self._inner.add([self._key(k) for k in keys], amount)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def test_an_unreachable_redis_is_unavailable() -> None:
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+    try:
+        with pytest.raises(Unavailable):
+            counters.read([A])
+        with pytest.raises(Unavailable):
+            counters.reserve([(A, 1)])
+    finally:
+        counters.close()
+
+
+def test_a_bad_redis_url_is_a_bad_request() -> None:
+    with pytest.raises(Exception) as caught:
+        RedisCounters.from_url("http://nowhere")
+    assert not isinstance(caught.value, redis.RedisError)
