@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from nextoffer.api.access_log import Observe, configure_stdout
+from nextoffer.api.access_log import AccessLog, Observe
 from nextoffer.api.context import Services
 from nextoffer.api.errors import exception_handlers
-from nextoffer.api.metrics import Metrics
+from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
 from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.service.auth import Authenticator
@@ -57,23 +59,39 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     """The ASGI app. The database is opened in the lifespan unless ``services`` is given."""
     settings = settings or Settings.from_env()
     metrics = Metrics() if settings.metrics else None
-    if settings.access_log:
-        configure_stdout()
+    access_log = AccessLog() if settings.access_log else None
+
+    async def flusher() -> None:
+        # Observations wait in per-process buffers while requests keep coming; this
+        # pushes them out when the server goes quiet.
+        while True:
+            await asyncio.sleep(FLUSH_SECONDS)
+            if metrics is not None:
+                metrics.flush()
+            if access_log is not None:
+                access_log.flush()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or build_services(settings, metrics=metrics)
+        flushing = asyncio.get_running_loop().create_task(flusher()) if metrics or access_log else None
         try:
             yield
         finally:
+            if flushing is not None:
+                flushing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flushing
+            if access_log is not None:
+                access_log.flush()
             if owned:
                 app.state.services.store.close()
 
     app = Starlette(
         routes=[*system.routes, *search.routes, *xcore.routes, *ode.routes, *profiles.routes, *reports.routes],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        middleware=[Middleware(Observe, metrics=metrics, access_log=settings.access_log)],
+        middleware=[Middleware(Observe, metrics=metrics, access_log=access_log)],
         lifespan=lifespan,
     )
     app.state.metrics = metrics
