@@ -261,10 +261,12 @@ def median_result(results: list[Result]) -> dict[str, float]:
 
 
 def main_table(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
-    servers = {workers: Server(db_url, workers=workers) for workers in (1, 2)}
-    SERVERS[:] = servers.values()
+    servers: dict[int, Server] = {}
     raw: dict[tuple[int, int, str], list[Result]] = {}
     try:
+        for workers in (1, 2):  # inside the try: a server that fails to start stops the others
+            servers[workers] = Server(db_url, workers=workers)
+        SERVERS[:] = servers.values()
         for server in servers.values():  # warm every worker: snapshot, caches, pools
             run_row(server, lib, "POST decisions", 10, 2)
         for repeat in range(args.repeats):
@@ -356,13 +358,12 @@ def compare(
 ) -> None:
     """Decisions on one 2-worker server per variant (its environment), interleaved; the
     first variant's requests/s over the others', per repeat, then the median."""
-    servers = {
-        name: Server(db_url, workers=2, env=env, log=workdir / f"server-{n}.log")
-        for n, (name, env) in enumerate(variants.items())
-    }
-    SERVERS[:] = servers.values()
+    servers: dict[str, Server] = {}
     raw: dict[tuple[str, int], list[Result]] = {}
     try:
+        for n, (name, env) in enumerate(variants.items()):
+            servers[name] = Server(db_url, workers=2, env=env, log=workdir / f"server-{n}.log")
+        SERVERS[:] = servers.values()
         for server in servers.values():
             run_row(server, lib, "POST decisions", 10, 2)
         for _ in range(args.repeats):
