@@ -76,3 +76,27 @@ def test_other_tenants_token_does_not_open_this_tenant(client, db_url, tenant):
 def test_healthz_and_openapi_need_no_credentials(client):
     assert client.get("/healthz").status_code == 200
     assert client.get("/openapi.json").status_code == 200
+
+
+def test_signed_token_with_absurd_expiry_is_invalid_not_a_crash(tenant, db_url):
+    import base64
+    import hashlib
+    import hmac
+    import json
+
+    from nextoffer.storage.store import Store
+
+    store = Store.open(db_url)
+    with store.session() as session:
+        kid, secret = next(iter(session.signing_keys().items()))
+    store.close()
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
+    claims = json.dumps({"sub": "u", "client_id": tenant.creds.api_key, "org": tenant.creds.org, "iat": 0})
+    payload = b64((claims[:-1] + ', "exp": 1e400}').encode())  # parses as an infinite float
+    signature = b64(hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    token = f"{header}.{payload}.{signature}"
+    assert_gateway(call(tenant, {**tenant.headers, "Authorization": f"Bearer {token}"}), 401, "401013")

@@ -81,7 +81,7 @@ def verify(token: str, *, secret: str, now: int) -> Claims:
             issued_at=int(payload["iat"]),
             expires_at=int(payload["exp"]),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise InvalidToken("the token claims are not valid") from exc
     if claims.expires_at <= now:
         raise InvalidToken("the token has expired")
