@@ -93,6 +93,34 @@ class TestPostgresStore(StoreContract):
             thread.join()
         assert errors == []
 
+    def test_report_rows_in_any_order_do_not_deadlock(self, store: Store) -> None:
+        # Decisions propose several offers in any order; each adds to the offers' report
+        # rows in its transaction. Written in key order at commit, they queue, not deadlock.
+        offers = [f"xcore:offer:{n}" for n in range(6)]
+        errors: list[BaseException] = []
+
+        def record(n: int) -> None:
+            order = offers[n:] + offers[:n]
+            try:
+                for _ in range(15):
+                    with store.session(write=True) as session:
+                        for offer in reversed(order) if n % 2 else order:
+                            session.runtime.add_daily("c-1", "2026-01-01", offer, propositions=1)
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=record, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with store.session() as session:
+            report = session.runtime.offer_report(
+                "c-1", first_day="2026-01-01", last_day="2026-01-31"
+            )
+        assert {row["offerId"]: row["propositions"] for row in report} == {o: 90 for o in offers}
+
     def test_cap_epochs_count_up(self, store: Store) -> None:
         container(store)
         for _ in range(3):

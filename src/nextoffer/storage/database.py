@@ -1,4 +1,9 @@
-"""Opening a database from a URL: engine options and per-dialect connection setup."""
+"""Opening a database from a URL: engine options and per-dialect connection setup.
+
+SQLite: one writer at a time, so writers begin with ``BEGIN IMMEDIATE`` (below).
+PostgreSQL: no such lock; write paths rely on row-level conditional UPDATEs (etags, cap
+limits) and ``INSERT … ON CONFLICT`` (``store.upsert``), which hold under concurrency.
+"""
 
 from __future__ import annotations
 
@@ -39,11 +44,17 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
         _setup_sqlite(engine)
         return engine
     if backend == "postgresql":
+        # Every worker of every node has its own pool: size it with the server's
+        # max_connections in mind (docs/deploy.md). Pre-ping finds connections a database
+        # restart broke, so the first request after an outage does not fail on one; the
+        # connect timeout makes an unreachable host a prompt 503, not a hung request.
         return create_engine(
             parsed.set(drivername="postgresql+psycopg"),
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
+            pool_timeout=30,
+            connect_args={"connect_timeout": 5},
         )
     raise BadRequest(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 

@@ -68,6 +68,8 @@ class Runtime:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        #: Offers-report increments of this transaction, written by :meth:`flush`.
+        self._daily: dict[tuple[str, str, str], list[int]] = {}
 
     # -- profiles --------------------------------------------------------------------
 
@@ -208,7 +210,23 @@ class Runtime:
 
     def add_daily(self, container_id: str, day: str, offer_id: str, *, propositions: int = 0,
                   impressions: int = 0, clicks: int = 0) -> None:
-        """Add to the offers report's row of one offer and UTC day."""
+        """Add to the offers report's row of one offer and UTC day (written at commit)."""
+        pending = self._daily.setdefault((container_id, day, offer_id), [0, 0, 0])
+        pending[0] += propositions
+        pending[1] += impressions
+        pending[2] += clicks
+
+    def flush(self) -> None:
+        """Write the pending report increments, in key order: every transaction then locks
+        report rows in one order, so two PostgreSQL transactions touching the same offers
+        queue instead of deadlocking (a decision proposes several offers in any order).
+        ``Store.session`` calls this before it commits."""
+        pending, self._daily = self._daily, {}
+        for (container_id, day, offer_id), (p, i, c) in sorted(pending.items()):
+            self._write_daily(container_id, day, offer_id, p, i, c)
+
+    def _write_daily(self, container_id: str, day: str, offer_id: str, propositions: int,
+                     impressions: int, clicks: int) -> None:
         params = {"cid": container_id, "d": day, "oid": offer_id, "p": propositions, "i": impressions, "c": clicks}
         if self.conn.execute(_ADD_DAILY, params).rowcount == 0:
             dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite

@@ -69,7 +69,9 @@ class Store:
                 if write:
                     conn = conn.execution_options(nextoffer_write=True)
                 with conn.begin():
-                    yield Session(conn)
+                    session = Session(conn)
+                    yield session
+                    session.runtime.flush()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:

@@ -1,0 +1,154 @@
+"""Decision throughput with one node and two nodes on a shared PostgreSQL + Redis.
+
+    .venv/bin/python bench/nodes.py [--seconds 8] [--repeats 3] [--connections 20]
+
+Starts its own PostgreSQL and Redis (``scripts/services start``, loopback, temporary
+folders), builds the library of ``bench/http_decisions.py`` (100 rule-bearing offers, a
+third capped, 10,000 profiles) in a SQLite file and in a PostgreSQL database, and drives
+``POST …/decisions`` (recorded decisions: profile read, counter reads, reservation,
+decision event) with wrk on loopback. Rows, in every repeat, one after another:
+
+* ``sqlite, 1 node`` — the embedded default, counters in the same SQLite file: the
+  reference of the run.
+* ``postgres, 1 node`` — counters in PostgreSQL.
+* ``postgres+redis, 1 node`` — counters in Redis (Lua reservations).
+* ``postgres+redis, 2 nodes`` — two server processes on the same database and Redis,
+  one wrk per node at the same time; throughput is the sum, latency the worse node's.
+
+Each node is one uvicorn worker. On a small machine the nodes, PostgreSQL, Redis and wrk
+share the cores: the two-node row then measures sharing, not scale. The machine's core
+count and load average are printed with the table; compare ratios, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
+from httpbench import Result, Server, machine, wrk
+
+SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
+
+
+def start_services() -> dict[str, str]:
+    out = subprocess.run(
+        [str(SERVICES), "start"], check=True, capture_output=True, text=True
+    ).stdout
+    return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+
+
+def decisions(server: Server, lib: dict[str, Any], *, seconds: int, connections: int) -> Result:
+    return wrk(
+        "POST decisions",
+        f"{server.base}/data/core/ode/{lib['container']}/decisions",
+        method="POST",
+        headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+        body=lib["request"],
+        lua=VARY_IDENTITY,
+        seconds=seconds,
+        connections=connections,
+    )
+
+
+def warm(server: Server, lib: dict[str, Any]) -> None:
+    # Compile the catalog and fill the caches before wrk measures anything.
+    decisions(server, lib, seconds=1, connections=2)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=20, help="per node")
+    args = parser.parse_args()
+
+    services = start_services()
+    folder = Path(tempfile.mkdtemp(prefix="nextoffer-bench-nodes-"))
+    servers: list[Server] = []
+    try:
+        pg_admin = services["NEXTOFFER_TEST_POSTGRES_URL"]
+        subprocess.run(["psql", pg_admin, "-qc", "CREATE DATABASE bench"], check=True)
+        pg_url = pg_admin.rsplit("/", 1)[0] + "/bench"
+        redis_url = services["NEXTOFFER_TEST_REDIS_URL"]
+        sqlite_url = f"sqlite:///{folder / 'bench.db'}"
+        print("building the libraries ...", flush=True)
+        sqlite_lib = build(sqlite_url)
+        pg_lib = build(pg_url)
+
+        def server(url: str, **env: str) -> Server:
+            started = Server(
+                url, env={"NEXTOFFER_METRICS": "0", "NEXTOFFER_ACCESS_LOG": "0", **env}
+            )
+            servers.append(started)
+            return started
+
+        sqlite_node = server(sqlite_url)
+        pg_node = server(pg_url)
+        redis_a = server(pg_url, NEXTOFFER_REDIS=redis_url)
+        redis_b = server(pg_url, NEXTOFFER_REDIS=redis_url)
+        for node, lib in (
+            (sqlite_node, sqlite_lib),
+            (pg_node, pg_lib),
+            (redis_a, pg_lib),
+            (redis_b, pg_lib),
+        ):
+            warm(node, lib)
+
+        rows: dict[str, list[tuple[float, float, float, int]]] = {}
+        kw = {"seconds": args.seconds, "connections": args.connections}
+        load_before = os.getloadavg()
+        for repeat in range(args.repeats):
+            print(f"repeat {repeat + 1}/{args.repeats}", flush=True)
+            for name, node, lib in (
+                ("sqlite, 1 node (reference)", sqlite_node, sqlite_lib),
+                ("postgres, 1 node", pg_node, pg_lib),
+                ("postgres+redis, 1 node", redis_a, pg_lib),
+            ):
+                r = decisions(node, lib, **kw)
+                rows.setdefault(name, []).append((r.requests_per_s, r.p50_ms, r.p99_ms, r.errors))
+                time.sleep(1)
+            with ThreadPoolExecutor(max_workers=2) as pool:
+                both = list(pool.map(lambda n: decisions(n, pg_lib, **kw), (redis_a, redis_b)))
+            rows.setdefault("postgres+redis, 2 nodes", []).append(
+                (
+                    sum(r.requests_per_s for r in both),
+                    max(r.p50_ms for r in both),
+                    max(r.p99_ms for r in both),
+                    sum(r.errors for r in both),
+                )
+            )
+            time.sleep(1)
+        load_after = os.getloadavg()
+
+        reference = statistics.median(v[0] for v in rows["sqlite, 1 node (reference)"])
+        print()
+        print(
+            f"{machine()}; {args.connections} connections per node, {args.seconds} s per row, "
+            f"median of {args.repeats}; load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
+        )
+        print()
+        print("| setup | decisions/s | vs reference | p50 ms | p99 ms | errors |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, values in rows.items():
+            rps = statistics.median(v[0] for v in values)
+            p50 = statistics.median(v[1] for v in values)
+            p99 = statistics.median(v[2] for v in values)
+            errors = sum(v[3] for v in values)
+            ratio = rps / reference
+            print(f"| {name} | {rps:,.0f} | {ratio:.2f}× | {p50:.1f} | {p99:.1f} | {errors} |")
+    finally:
+        for started in servers:
+            started.stop()
+        subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
+
+
+if __name__ == "__main__":
+    main()
