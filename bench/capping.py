@@ -24,7 +24,15 @@ from typing import Any
 
 from nextoffer.engine import PropositionRequest
 from nextoffer.ids import IdFactory, utcnow
-from nextoffer.repository.objects import COLLECTION, DECISION, FALLBACK_OFFER, PERSONALIZED_OFFER, PLACEMENT, RULE, SchemaRef
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RULE,
+    SchemaRef,
+)
 from nextoffer.service.auth import Principal
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
@@ -50,26 +58,60 @@ def setup(capped: bool) -> tuple[Decisions, Principal, str, DecisionCall, Store]
 
     rng = random.Random(7)
     placement = make(PLACEMENT, {"xdm:name": "p", "xdm:channel": "web", "xdm:componentType": HTML})
-    reps = [{"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}]
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
     offers = []
     for n in range(100):
-        rule = make(RULE, {"xdm:name": f"r{n}", "xdm:condition": {"xdm:value": (
-            f'age >= {rng.randint(18, 40)} and country in ["US", "CA", "GB"] and tier = "gold" '
-            f"and loyaltyPoints > {rng.randint(0, 6000)} and optIn = true")}})
-        body: dict[str, Any] = {"xdm:name": f"o{n}", "xdm:status": "approved", "xdm:representations": reps,
-                                "xdm:rank": {"xdm:priority": rng.randint(0, 100)},
-                                "xdm:selectionConstraint": {"xdm:eligibilityRule": rule}}
+        rule = make(
+            RULE,
+            {
+                "xdm:name": f"r{n}",
+                "xdm:condition": {
+                    "xdm:value": (
+                        f'age >= {rng.randint(18, 40)} and country in ["US", "CA", "GB"] and tier = "gold" '
+                        f"and loyaltyPoints > {rng.randint(0, 6000)} and optIn = true"
+                    )
+                },
+            },
+        )
+        body: dict[str, Any] = {
+            "xdm:name": f"o{n}",
+            "xdm:status": "approved",
+            "xdm:representations": reps,
+            "xdm:rank": {"xdm:priority": rng.randint(0, 100)},
+            "xdm:selectionConstraint": {"xdm:eligibilityRule": rule},
+        }
         if capped:
             body["xdm:cappingConstraint"] = {"xdm:globalCap": 10**9}
             body["xdm:frequencyCappingConstraints"] = [
-                {"xdm:limit": 10**9, "xdm:scope": "profile", "xdm:repeat": {"xdm:unit": "week", "xdm:unitCount": 1}}]
+                {
+                    "xdm:limit": 10**9,
+                    "xdm:scope": "profile",
+                    "xdm:repeat": {"xdm:unit": "week", "xdm:unitCount": 1},
+                }
+            ]
         offers.append(make(PERSONALIZED_OFFER, body))
-    fallback = make(FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps})
+    fallback = make(
+        FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
     collection = make(COLLECTION, {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": offers})
-    decision = make(DECISION, {"xdm:name": "d", "xdm:status": "live", "xdm:fallback": fallback,
-                               "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}]})
-    decisions = Decisions(store, repository=repo, catalogs=catalogs, counters=SqlCounters(store), clock=utcnow)
-    call = DecisionCall(propositions=(PropositionRequest(decision, placement, 3),), identities=[("Email", "bench@x")])
+    decision = make(
+        DECISION,
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
+    decisions = Decisions(
+        store, repository=repo, catalogs=catalogs, counters=SqlCounters(store), clock=utcnow
+    )
+    call = DecisionCall(
+        propositions=(PropositionRequest(decision, placement, 3),),
+        identities=[("Email", "bench@x")],
+    )
     return decisions, principal, container, call, store
 
 
@@ -90,11 +132,15 @@ def main() -> None:
     for _, (*_, store) in worlds.items():
         store.close()
     base = statistics.median(timings["no caps"])
-    print(f"{batch} decisions x {args.repeats} repeats, interleaved; median µs per recorded decision\n")
+    print(
+        f"{batch} decisions x {args.repeats} repeats, interleaved; median µs per recorded decision\n"
+    )
     print("| library | µs per decision | ratio to no caps |")
     print("|---|---:|---:|")
     for name, values in timings.items():
-        print(f"| {name} | {statistics.median(values):.0f} | {statistics.median(values) / base:.2f} |")
+        print(
+            f"| {name} | {statistics.median(values):.0f} | {statistics.median(values) / base:.2f} |"
+        )
 
 
 if __name__ == "__main__":

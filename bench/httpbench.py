@@ -51,8 +51,14 @@ class Server:
     stdout (the JSON access log when on) goes to ``log`` or is discarded.
     """
 
-    def __init__(self, db_url: str, *, workers: int = 1, env: dict[str, str] | None = None,
-                 log: Path | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        *,
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        log: Path | None = None,
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         appdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-app-"))
@@ -63,10 +69,26 @@ class Server:
             env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(appdir))
         self._log = log.open("ab") if log is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "benchserver:factory", "--factory",
-             "--app-dir", str(appdir), "--host", "127.0.0.1", "--port", str(self.port), "--workers", str(workers),
-             "--no-access-log", "--log-level", "warning"],
-            env=env, stdout=self._log,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "benchserver:factory",
+                "--factory",
+                "--app-dir",
+                str(appdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=self._log,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -105,9 +127,18 @@ end
 """
 
 
-def wrk(name: str, url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-        body: str | None = None, seconds: int = 10, connections: int = 10, threads: int = 1,
-        lua: str = "") -> Result:
+def wrk(
+    name: str,
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+    seconds: int = 10,
+    connections: int = 10,
+    threads: int = 1,
+    lua: str = "",
+) -> Result:
     """Drive ``url`` with wrk for a fixed, bounded time and parse its report.
 
     ``lua`` is appended to the generated script (e.g. a ``request`` function that varies
@@ -124,9 +155,24 @@ def wrk(name: str, url: str, *, method: str = "GET", headers: dict[str, str] | N
         script.write("\n".join(script_lines) + "\n" + lua + _DONE)
     try:
         out = subprocess.run(
-            ["wrk", "-t", str(min(threads, connections)), "-c", str(connections),
-             "-d", f"{seconds}s", "--timeout", "5s", "--latency", "-s", script.name, url],
-            check=True, capture_output=True, text=True,
+            [
+                "wrk",
+                "-t",
+                str(min(threads, connections)),
+                "-c",
+                str(connections),
+                "-d",
+                f"{seconds}s",
+                "--timeout",
+                "5s",
+                "--latency",
+                "-s",
+                script.name,
+                url,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
     finally:
         os.unlink(script.name)
@@ -137,7 +183,9 @@ def wrk(name: str, url: str, *, method: str = "GET", headers: dict[str, str] | N
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     if non2xx:
         errors += int(non2xx.group(1))
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
+    )
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
     return Result(name, rps, p50 / 1000, p99 / 1000, errors, p999 / 1000, count)

@@ -40,32 +40,78 @@ def main() -> None:
     server = Server(db_url)
     try:
         base = f"{server.base}/data/core/xcore/{creds.container_id}/instances"
-        create_headers = {**headers, "Content-Type": f'application/schema-instance+json; version=1;  schema="{OM}offer-placement;version=0.4"'}
-        placement = {"xdm:name": "Bench placement", "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
-                     "xdm:componentType": OM + "content-component-html"}
+        create_headers = {
+            **headers,
+            "Content-Type": f'application/schema-instance+json; version=1;  schema="{OM}offer-placement;version=0.4"',
+        }
+        placement = {
+            "xdm:name": "Bench placement",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": OM + "content-component-html",
+        }
         created = httpx.post(base, json=placement, headers=create_headers).json()
-        patch_headers = {**headers, "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json"}
-        patch_body = json.dumps([{"op": "add", "path": "/_instance/xdm:description", "value": "patched"}])
+        patch_headers = {
+            **headers,
+            "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json",
+        }
+        patch_body = json.dumps(
+            [{"op": "add", "path": "/_instance/xdm:description", "value": "patched"}]
+        )
         # Creates make personalized offers: the container may hold 10,000 (a guardrail).
-        offer_headers = {**headers, "Content-Type": f'application/schema-instance+json; version=1;  schema="{OM}personalized-offer;version=0.5"'}
-        offer = {"xdm:name": "Bench offer", "xdm:status": "approved", "xdm:rank": {"xdm:priority": 1},
-                 "xdm:representations": [{"xdm:placement": created["@id"], "xdm:components": [
-                     {"@type": OM + "content-component-html", "dc:format": "text/html", "xdm:content": "<p>hi</p>"}]}]}
+        offer_headers = {
+            **headers,
+            "Content-Type": f'application/schema-instance+json; version=1;  schema="{OM}personalized-offer;version=0.5"',
+        }
+        offer = {
+            "xdm:name": "Bench offer",
+            "xdm:status": "approved",
+            "xdm:rank": {"xdm:priority": 1},
+            "xdm:representations": [
+                {
+                    "xdm:placement": created["@id"],
+                    "xdm:components": [
+                        {
+                            "@type": OM + "content-component-html",
+                            "dc:format": "text/html",
+                            "xdm:content": "<p>hi</p>",
+                        }
+                    ],
+                }
+            ],
+        }
         kw = {"seconds": args.seconds, "connections": args.connections}
         results = [
             wrk("bare endpoint (ceiling)", server.base + "/bare", **kw),
             wrk("GET instance", f"{base}/{created['instanceId']}", headers=headers, **kw),
-            wrk("POST create offer", base, method="POST", headers=offer_headers, body=json.dumps(offer), **kw),
-            wrk("PATCH instance", f"{base}/{created['instanceId']}", method="PATCH", headers=patch_headers, body=patch_body, **kw),
+            wrk(
+                "POST create offer",
+                base,
+                method="POST",
+                headers=offer_headers,
+                body=json.dumps(offer),
+                **kw,
+            ),
+            wrk(
+                "PATCH instance",
+                f"{base}/{created['instanceId']}",
+                method="PATCH",
+                headers=patch_headers,
+                body=patch_body,
+                **kw,
+            ),
         ]
     finally:
         server.stop()
     ceiling = results[0].requests_per_s
-    print(f"machine: {machine()}; {args.connections} connections, {args.seconds} s each, 1 worker\n")
+    print(
+        f"machine: {machine()}; {args.connections} connections, {args.seconds} s each, 1 worker\n"
+    )
     print("| endpoint | requests/s | p50 ms | p99 ms | errors | ratio to bare |")
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r.name} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.requests_per_s / ceiling:.2f} |")
+        print(
+            f"| {r.name} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.requests_per_s / ceiling:.2f} |"
+        )
 
 
 if __name__ == "__main__":

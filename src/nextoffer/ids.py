@@ -96,7 +96,14 @@ class IdFactory:
         clock_seq_low = self._clock_seq & 0xFF
         return str(
             uuid.UUID(
-                fields=(time_low, time_mid, time_hi_version, clock_seq_hi, clock_seq_low, self._node)
+                fields=(
+                    time_low,
+                    time_mid,
+                    time_hi_version,
+                    clock_seq_hi,
+                    clock_seq_low,
+                    self._node,
+                )
             )
         )
 

@@ -24,15 +24,15 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    with TestClient(create_app(Settings(db_url=db_url)), raise_server_exceptions=False) as test_client:
+    with TestClient(
+        create_app(Settings(db_url=db_url)), raise_server_exceptions=False
+    ) as test_client:
         yield test_client
 
 
 @pytest.fixture
 def tenant(client: TestClient, db_url: str) -> Tenant:
     return make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
-
-
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from jsonpointer import resolve_pointer
+
 from support import EXAMPLES, PATCH_TYPE, example, remap, schema
 
 HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
@@ -19,15 +20,24 @@ DATE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
 #: Create bodies and the documented response they are compared with.
 CREATES = {
-    "offer-placement": ("xcore-placement-create.request.json", "xcore-placement-create.response.json"),
+    "offer-placement": (
+        "xcore-placement-create.request.json",
+        "xcore-placement-create.response.json",
+    ),
     "tag": ("xcore-tag-create.request.json", "xcore-tag-create.response.json"),
-    "eligibility-rule": ("xcore-decision-rule-create.request.json", "xcore-decision-rule-create.response.json"),
+    "eligibility-rule": (
+        "xcore-decision-rule-create.request.json",
+        "xcore-decision-rule-create.response.json",
+    ),
     "personalized-offer": (
         "xcore-personalized-offer-create.request.json",
         "xcore-personalized-offer-create.response.json",
     ),
     "fallback-offer": ("xcore-fallback-create.request.json", "xcore-fallback-create.response.json"),
-    "offer-filter": ("xcore-collection-create.request.json", "xcore-collection-create.response.json"),
+    "offer-filter": (
+        "xcore-collection-create.request.json",
+        "xcore-collection-create.response.json",
+    ),
     "offer-activity": ("xcore-decision-create.request.json", "xcore-decision-create.response.json"),
 }
 UPDATES = {
@@ -80,11 +90,15 @@ def library(tenant) -> dict[str, str]:
     for old in ids.get("eligibility-rule", []):
         mapping[old] = tenant.create(
             "eligibility-rule",
-            {"xdm:name": old, "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": "true"}},
+            {
+                "xdm:name": old,
+                "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": "true"},
+            },
         )["@id"]
     placements = [mapping[p] for p in ids.get("offer-placement", [])]
     representations = [
-        {"xdm:placement": p, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]} for p in placements
+        {"xdm:placement": p, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+        for p in placements
     ]
     for old in ids.get("personalized-offer", []):
         mapping[old] = tenant.create(
@@ -93,11 +107,13 @@ def library(tenant) -> dict[str, str]:
         )["@id"]
     for old in ids.get("fallback-offer", []):
         mapping[old] = tenant.create(
-            "fallback-offer", {"xdm:name": old, "xdm:status": "approved", "xdm:representations": representations}
+            "fallback-offer",
+            {"xdm:name": old, "xdm:status": "approved", "xdm:representations": representations},
         )["@id"]
     for old in ids.get("offer-filter", []):
         mapping[old] = tenant.create(
-            "offer-filter", {"xdm:name": old, "xdm:filterType": "anyTags", "xdm:ids": [mapping[ids["tag"][0]]]}
+            "offer-filter",
+            {"xdm:name": old, "xdm:filterType": "anyTags", "xdm:ids": [mapping[ids["tag"][0]]]},
         )["@id"]
     return mapping
 
@@ -141,7 +157,9 @@ def test_documented_update_request_is_accepted_with_documented_receipt(tenant, l
     # The documentation shows etag 1 for two of these updates (a defect, spec §11.4).
     assert_receipt_like(receipt, example(f"xcore-{name}-update.response.json"), etag=2)
     assert receipt["repo:lastModifiedDate"] >= receipt["repo:createdDate"]
-    resource = tenant.client.get(tenant.url(f"/{created['instanceId']}"), headers=tenant.headers).json()
+    resource = tenant.client.get(
+        tenant.url(f"/{created['instanceId']}"), headers=tenant.headers
+    ).json()
     for op in operations:
         path = op["path"]
         if path.endswith("/-"):
@@ -154,7 +172,11 @@ def test_documented_update_request_is_accepted_with_documented_receipt(tenant, l
 def test_2019_tutorial_payload_is_accepted_in_a_hal_envelope(tenant, library, key):
     type_name = key.strip()
     # Adobe's placeholder for a context schema, filled in as a client would.
-    text = (EXAMPLES / INSTANCES_2019[key]).read_text().replace("{SCHEMA_ID}", "_xdm.context.flight;version=1")
+    text = (
+        (EXAMPLES / INSTANCES_2019[key])
+        .read_text()
+        .replace("{SCHEMA_ID}", "_xdm.context.flight;version=1")
+    )
     body = remap(json.loads(text), library)
     response = tenant.client.post(
         tenant.url(),
@@ -167,7 +189,9 @@ def test_2019_tutorial_payload_is_accepted_in_a_hal_envelope(tenant, library, ke
         },
     )
     assert response.status_code == 201, response.text
-    read = tenant.client.get(tenant.url(f"/{response.json()['instanceId']}"), headers=tenant.headers).json()
+    read = tenant.client.get(
+        tenant.url(f"/{response.json()['instanceId']}"), headers=tenant.headers
+    ).json()
     assert read["_instance"] == {**body, "@id": response.json()["@id"]}
 
 
@@ -183,13 +207,18 @@ def test_2019_tutorial_patches_apply_to_an_offer(tenant, library, patch_file):
             "xdm:name": "2019 offer",
             "xdm:status": "draft",
             "xdm:representations": [
-                {"xdm:placement": placements[0], "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+                {
+                    "xdm:placement": placements[0],
+                    "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+                }
             ],
             "xdm:tags": [],
             "xdm:selectionConstraint": {
                 "xdm:startDate": "2019-01-01T00:00:00Z",
                 "xdm:endDate": "2030-01-01T00:00:00Z",
-                "xdm:eligibilityRule": next(v for k, v in library.items() if "eligibility-rule" in k),
+                "xdm:eligibilityRule": next(
+                    v for k, v in library.items() if "eligibility-rule" in k
+                ),
             },
             "xdm:rank": {"xdm:priority": 3},
         },
@@ -211,7 +240,11 @@ def test_delete_answers_202_with_a_receipt_and_then_404(tenant, library):
     receipt = tenant.create("tag", {"xdm:name": "short-lived"})
     url = tenant.url(f"/{receipt['instanceId']}")
     response = tenant.client.delete(
-        url, headers={**tenant.headers, "Accept": "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1"}
+        url,
+        headers={
+            **tenant.headers,
+            "Accept": "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1",
+        },
     )
     assert response.status_code == 202
     assert list(response.json()) == list(example("xcore-generic-delete.response.json"))

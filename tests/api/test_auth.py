@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from support.api import make_tenant
 
 from nextoffer.service import tokens
+from support.api import make_tenant
 
 
 def call(tenant, headers):
@@ -26,7 +26,9 @@ def test_missing_token(tenant):
     assert_gateway(call(tenant, without(tenant.headers, "Authorization")), 403, "403010")
 
 
-@pytest.mark.parametrize("value", ["Bearer", "Basic abc", "Bearer not-a-jwt", "Bearer a.b.c", "Bearer ....."])
+@pytest.mark.parametrize(
+    "value", ["Bearer", "Basic abc", "Bearer not-a-jwt", "Bearer a.b.c", "Bearer ....."]
+)
 def test_malformed_token(tenant, value):
     assert_gateway(call(tenant, {**tenant.headers, "Authorization": value}), 401, "401013")
 
@@ -35,7 +37,9 @@ def test_wrongly_signed_token(tenant):
     claims = tokens.Claims("mallory", tenant.creds.api_key, tenant.creds.org, 0, 2_000_000_000)
     kid = tokens.kid_of(tenant.creds.access_token)
     forged = tokens.mint(claims, kid=kid, secret="not-the-secret")
-    assert_gateway(call(tenant, {**tenant.headers, "Authorization": f"Bearer {forged}"}), 401, "401013")
+    assert_gateway(
+        call(tenant, {**tenant.headers, "Authorization": f"Bearer {forged}"}), 401, "401013"
+    )
 
 
 def test_expired_token(tenant, db_url):
@@ -45,8 +49,12 @@ def test_expired_token(tenant, db_url):
     with store.session() as session:
         kid, secret = next(iter(session.signing_keys().items()))
     store.close()
-    expired = tokens.mint(tokens.Claims("u", tenant.creds.api_key, tenant.creds.org, 0, 1000), kid=kid, secret=secret)
-    assert_gateway(call(tenant, {**tenant.headers, "Authorization": f"Bearer {expired}"}), 401, "401013")
+    expired = tokens.mint(
+        tokens.Claims("u", tenant.creds.api_key, tenant.creds.org, 0, 1000), kid=kid, secret=secret
+    )
+    assert_gateway(
+        call(tenant, {**tenant.headers, "Authorization": f"Bearer {expired}"}), 401, "401013"
+    )
 
 
 def test_api_key_missing_and_mismatched(tenant):
@@ -56,7 +64,9 @@ def test_api_key_missing_and_mismatched(tenant):
 
 def test_org_missing_and_mismatched(tenant):
     assert_gateway(call(tenant, without(tenant.headers, "x-gw-ims-org-id")), 400, "400003")
-    assert_gateway(call(tenant, {**tenant.headers, "x-gw-ims-org-id": "OTHER@AdobeOrg"}), 403, "403025")
+    assert_gateway(
+        call(tenant, {**tenant.headers, "x-gw-ims-org-id": "OTHER@AdobeOrg"}), 403, "403025"
+    )
 
 
 def test_sandbox_missing_and_not_granted(tenant):
@@ -70,7 +80,9 @@ def test_other_tenants_token_does_not_open_this_tenant(client, db_url, tenant):
     response = client.get(f"/data/core/xcore/{tenant.container}/instances/x", headers=mixed)
     assert response.status_code == 404
     mixed["x-gw-ims-org-id"] = tenant.creds.org
-    assert_gateway(client.get(f"/data/core/xcore/{tenant.container}/instances/x", headers=mixed), 403, "403025")
+    assert_gateway(
+        client.get(f"/data/core/xcore/{tenant.container}/instances/x", headers=mixed), 403, "403025"
+    )
 
 
 def test_healthz_and_openapi_need_no_credentials(client):
@@ -95,8 +107,14 @@ def test_signed_token_with_absurd_expiry_is_invalid_not_a_crash(tenant, db_url):
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
     header = b64(json.dumps({"alg": "HS256", "typ": "JWT", "kid": kid}).encode())
-    claims = json.dumps({"sub": "u", "client_id": tenant.creds.api_key, "org": tenant.creds.org, "iat": 0})
+    claims = json.dumps(
+        {"sub": "u", "client_id": tenant.creds.api_key, "org": tenant.creds.org, "iat": 0}
+    )
     payload = b64((claims[:-1] + ', "exp": 1e400}').encode())  # parses as an infinite float
-    signature = b64(hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest())
+    signature = b64(
+        hmac.new(secret.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    )
     token = f"{header}.{payload}.{signature}"
-    assert_gateway(call(tenant, {**tenant.headers, "Authorization": f"Bearer {token}"}), 401, "401013")
+    assert_gateway(
+        call(tenant, {**tenant.headers, "Authorization": f"Bearer {token}"}), 401, "401013"
+    )

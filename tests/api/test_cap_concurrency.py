@@ -6,13 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from support import CREATE_TYPE, schema
-from support.api import HTML, WEB
-from support.servers import serve
 
 from nextoffer.ids import utcnow
 from nextoffer.service.tenants import bootstrap
 from nextoffer.storage.store import Store
+from support import CREATE_TYPE, schema
+from support.api import HTML, WEB
+from support.servers import serve
 
 DECIDE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
 REQUESTS = 50
@@ -20,45 +20,99 @@ REQUESTS = 50
 
 def build_library(base: str, headers: dict[str, str], container: str, caps: dict) -> dict[str, str]:
     def create(type_name: str, body: dict) -> str:
-        response = httpx.post(f"{base}/data/core/xcore/{container}/instances", json=body,
-                              headers={**headers, "Content-Type": CREATE_TYPE.format(schema=schema(type_name))})
+        response = httpx.post(
+            f"{base}/data/core/xcore/{container}/instances",
+            json=body,
+            headers={**headers, "Content-Type": CREATE_TYPE.format(schema=schema(type_name))},
+        )
         assert response.status_code == 201, response.text
         return str(response.json()["@id"])
 
-    placement = create("offer-placement", {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML})
-    reps = [{"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}]
-    capped = create("personalized-offer", {"xdm:name": "capped", "xdm:status": "approved", "xdm:rank": {"xdm:priority": 9},
-                                           "xdm:representations": reps, "xdm:cappingConstraint": caps})
-    other = create("personalized-offer", {"xdm:name": "other", "xdm:status": "approved", "xdm:rank": {"xdm:priority": 1},
-                                          "xdm:representations": reps})
-    fallback = create("fallback-offer", {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps})
-    collection = create("offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, other]})
-    decision = create("offer-activity", {"xdm:name": "d", "xdm:status": "live", "xdm:fallback": fallback,
-                                         "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}]})
+    placement = create(
+        "offer-placement", {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
+    capped = create(
+        "personalized-offer",
+        {
+            "xdm:name": "capped",
+            "xdm:status": "approved",
+            "xdm:rank": {"xdm:priority": 9},
+            "xdm:representations": reps,
+            "xdm:cappingConstraint": caps,
+        },
+    )
+    other = create(
+        "personalized-offer",
+        {
+            "xdm:name": "other",
+            "xdm:status": "approved",
+            "xdm:rank": {"xdm:priority": 1},
+            "xdm:representations": reps,
+        },
+    )
+    fallback = create(
+        "fallback-offer", {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
+    collection = create(
+        "offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, other]}
+    )
+    decision = create(
+        "offer-activity",
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
     return {"placement": placement, "capped": capped, "other": other, "decision": decision}
 
 
-@pytest.mark.parametrize(("caps", "identity"), [({"xdm:globalCap": 7}, None), ({"xdm:profileCap": 3}, "same@example.com")])
+@pytest.mark.parametrize(
+    ("caps", "identity"),
+    [({"xdm:globalCap": 7}, None), ({"xdm:profileCap": 3}, "same@example.com")],
+)
 def test_cap_is_met_exactly_by_concurrent_deciders_on_two_processes(tmp_path, caps, identity):
     db_url = f"sqlite:///{tmp_path / 'shared.db'}"
     store = Store.open(db_url)
     creds = bootstrap(store, org="ACME@AdobeOrg", sandbox="prod", now=utcnow())
     store.close()
-    headers = {"Authorization": f"Bearer {creds.access_token}", "x-api-key": creds.api_key,
-               "x-gw-ims-org-id": creds.org, "x-sandbox-name": creds.sandbox}
+    headers = {
+        "Authorization": f"Bearer {creds.access_token}",
+        "x-api-key": creds.api_key,
+        "x-gw-ims-org-id": creds.org,
+        "x-sandbox-name": creds.sandbox,
+    }
     limit = next(iter(caps.values()))
     with serve(db_url, workdir=tmp_path) as node_a, serve(db_url, workdir=tmp_path) as node_b:
         ids = build_library(node_a, headers, creds.container_id, caps)
 
         def one(n: int) -> str:
             base = node_a if n % 2 else node_b
-            body = {"xdm:propositionRequests": [{"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}],
-                    "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": identity or f"user{n}@example.com"}]}}]}
-            response = httpx.post(f"{base}/data/core/ode/{creds.container_id}/decisions", json=body,
-                                  headers={**headers, "Content-Type": DECIDE}, timeout=60)
+            body = {
+                "xdm:propositionRequests": [
+                    {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+                ],
+                "xdm:profiles": [
+                    {"xdm:identityMap": {"Email": [{"xdm:id": identity or f"user{n}@example.com"}]}}
+                ],
+            }
+            response = httpx.post(
+                f"{base}/data/core/ode/{creds.container_id}/decisions",
+                json=body,
+                headers={**headers, "Content-Type": DECIDE},
+                timeout=60,
+            )
             assert response.status_code == 200, response.text
             proposition = response.json()["xdm:propositions"][0]
-            return proposition["xdm:options"][0]["xdm:id"] if "xdm:options" in proposition else "fallback"
+            return (
+                proposition["xdm:options"][0]["xdm:id"]
+                if "xdm:options" in proposition
+                else "fallback"
+            )
 
         with ThreadPoolExecutor(max_workers=REQUESTS) as pool:
             chosen = list(pool.map(one, range(REQUESTS)))

@@ -4,6 +4,7 @@ idempotent events, dry runs, date changes, and the offers report."""
 from __future__ import annotations
 
 import pytest
+
 from support.api import HTML, WEB
 
 DECIDE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
@@ -16,49 +17,129 @@ class Shop:
     def __init__(self, tenant, caps):
         self.tenant = tenant
         create = tenant.create
-        self.p1 = create("offer-placement", {"xdm:name": "p1", "xdm:channel": WEB, "xdm:componentType": HTML})["@id"]
-        self.p2 = create("offer-placement", {"xdm:name": "p2", "xdm:channel": WEB, "xdm:componentType": HTML})["@id"]
-        reps = [{"xdm:placement": p, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]} for p in (self.p1, self.p2)]
-        self.window = {"xdm:startDate": "2020-01-01T00:00:00Z", "xdm:endDate": "2099-01-01T00:00:00Z"}
-        self.a = create("personalized-offer", {"xdm:name": "A", "xdm:status": "approved", "xdm:rank": {"xdm:priority": 20},
-                                               "xdm:representations": reps, "xdm:selectionConstraint": self.window,
-                                               "xdm:frequencyCappingConstraints": caps})
-        self.b = create("personalized-offer", {"xdm:name": "B", "xdm:status": "approved", "xdm:rank": {"xdm:priority": 10},
-                                               "xdm:representations": reps})
-        fallback = create("fallback-offer", {"xdm:name": "F", "xdm:status": "approved", "xdm:representations": reps})["@id"]
-        collection = create("offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [self.a["@id"], self.b["@id"]]})["@id"]
-        self.decision = create("offer-activity", {
-            "xdm:name": "d", "xdm:status": "live", "xdm:fallback": fallback,
-            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}]})["@id"]
+        self.p1 = create(
+            "offer-placement", {"xdm:name": "p1", "xdm:channel": WEB, "xdm:componentType": HTML}
+        )["@id"]
+        self.p2 = create(
+            "offer-placement", {"xdm:name": "p2", "xdm:channel": WEB, "xdm:componentType": HTML}
+        )["@id"]
+        reps = [
+            {"xdm:placement": p, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+            for p in (self.p1, self.p2)
+        ]
+        self.window = {
+            "xdm:startDate": "2020-01-01T00:00:00Z",
+            "xdm:endDate": "2099-01-01T00:00:00Z",
+        }
+        self.a = create(
+            "personalized-offer",
+            {
+                "xdm:name": "A",
+                "xdm:status": "approved",
+                "xdm:rank": {"xdm:priority": 20},
+                "xdm:representations": reps,
+                "xdm:selectionConstraint": self.window,
+                "xdm:frequencyCappingConstraints": caps,
+            },
+        )
+        self.b = create(
+            "personalized-offer",
+            {
+                "xdm:name": "B",
+                "xdm:status": "approved",
+                "xdm:rank": {"xdm:priority": 10},
+                "xdm:representations": reps,
+            },
+        )
+        fallback = create(
+            "fallback-offer",
+            {"xdm:name": "F", "xdm:status": "approved", "xdm:representations": reps},
+        )["@id"]
+        collection = create(
+            "offer-filter",
+            {
+                "xdm:name": "c",
+                "xdm:filterType": "offers",
+                "xdm:ids": [self.a["@id"], self.b["@id"]],
+            },
+        )["@id"]
+        self.decision = create(
+            "offer-activity",
+            {
+                "xdm:name": "d",
+                "xdm:status": "live",
+                "xdm:fallback": fallback,
+                "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+            },
+        )["@id"]
 
     def decide(self, who="alice", placement=None, dry=False):
-        body = {"xdm:propositionRequests": [{"xdm:placementId": placement or self.p1, "xdm:activityId": self.decision}],
-                "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": who}]}}], "xdm:dryRun": dry}
-        response = self.tenant.client.post(f"/data/core/ode/{self.tenant.container}/decisions", json=body,
-                                           headers={**self.tenant.headers, "Content-Type": DECIDE})
+        body = {
+            "xdm:propositionRequests": [
+                {"xdm:placementId": placement or self.p1, "xdm:activityId": self.decision}
+            ],
+            "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": who}]}}],
+            "xdm:dryRun": dry,
+        }
+        response = self.tenant.client.post(
+            f"/data/core/ode/{self.tenant.container}/decisions",
+            json=body,
+            headers={**self.tenant.headers, "Content-Type": DECIDE},
+        )
         assert response.status_code == 200, response.text
         answer = response.json()
         proposition = answer["xdm:propositions"][0]
         chosen = proposition["xdm:options"][0]["xdm:id"] if "xdm:options" in proposition else None
         return answer["xdm:propositionId"], chosen
 
-    def feedback(self, proposition_id, offer_id, kind="decisioning.propositionDisplay", event_id=None, **extra):
-        event = {"xdm:timestamp": "2026-01-01T00:00:00Z", "xdm:eventType": kind,
-                 "https://ns.adobe.com/experience/decisioning/propositions": [
-                     {"xdm:items": [{"xdm:id": offer_id.removeprefix("xcore:")}], "xdm:id": proposition_id}], **extra}
+    def feedback(
+        self,
+        proposition_id,
+        offer_id,
+        kind="decisioning.propositionDisplay",
+        event_id=None,
+        **extra,
+    ):
+        event = {
+            "xdm:timestamp": "2026-01-01T00:00:00Z",
+            "xdm:eventType": kind,
+            "https://ns.adobe.com/experience/decisioning/propositions": [
+                {
+                    "xdm:items": [{"xdm:id": offer_id.removeprefix("xcore:")}],
+                    "xdm:id": proposition_id,
+                }
+            ],
+            **extra,
+        }
         if event_id:
             event["@id"] = event_id
-        response = self.tenant.client.post("/data/core/nextoffer/events", json={"events": [event]}, headers=self.tenant.headers)
+        response = self.tenant.client.post(
+            "/data/core/nextoffer/events", json={"events": [event]}, headers=self.tenant.headers
+        )
         assert response.status_code in (200, 207), response.text
         return response.json()
 
 
 def save_offer_with(tenant, placement, caps):
-    body = {"xdm:name": "x", "xdm:status": "draft", "xdm:frequencyCappingConstraints": caps,
-            "xdm:representations": [{"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}]}
-    return tenant.client.post(tenant.url(), json=body, headers={
-        **tenant.headers,
-        "Content-Type": 'application/schema-instance+json; version=1;  schema="https://ns.adobe.com/experience/offer-management/personalized-offer;version=0.5"'})
+    body = {
+        "xdm:name": "x",
+        "xdm:status": "draft",
+        "xdm:frequencyCappingConstraints": caps,
+        "xdm:representations": [
+            {
+                "xdm:placement": placement,
+                "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+            }
+        ],
+    }
+    return tenant.client.post(
+        tenant.url(),
+        json=body,
+        headers={
+            **tenant.headers,
+            "Content-Type": 'application/schema-instance+json; version=1;  schema="https://ns.adobe.com/experience/offer-management/personalized-offer;version=0.5"',
+        },
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,8 +189,13 @@ def test_click_cap_and_dry_run_flagged_feedback(tenant):
     shop = Shop(tenant, [{"xdm:limit": 1, "xdm:scope": "global", "xdm:events": ["click"]}])
     proposition, chosen = shop.decide()
     shop.feedback(proposition, chosen, kind="decisioning.propositionDisplay", event_id="d1")
-    shop.feedback(proposition, chosen, kind="decisioning.propositionInteract", event_id="c0",
-                  data={"__adobe": {"ajo": {"dryRun": True}}})
+    shop.feedback(
+        proposition,
+        chosen,
+        kind="decisioning.propositionInteract",
+        event_id="c0",
+        data={"__adobe": {"ajo": {"dryRun": True}}},
+    )
     assert shop.decide()[1] == shop.a["@id"]
     shop.feedback(proposition, chosen, kind="decisioning.propositionInteract", event_id="c1")
     assert shop.decide("anyone")[1] == shop.b["@id"]
@@ -117,22 +203,55 @@ def test_click_cap_and_dry_run_flagged_feedback(tenant):
 
 def test_feedback_for_an_unknown_proposition_is_stored_and_counts_nothing(tenant):
     shop = Shop(tenant, [{"xdm:limit": 1, "xdm:events": ["impression"]}])
-    event = {"identityMap": {"Email": [{"id": "alice"}]}, "timestamp": "2026-01-01T00:00:00Z",
-             "eventType": "decisioning.propositionDisplay",
-             "_experience": {"decisioning": {"propositions": [{"id": "no-such-proposition", "items": [{"id": shop.a["@id"]}]}]}}}
-    body = tenant.client.post("/data/core/nextoffer/events", json={"events": [event]}, headers=tenant.headers).json()
+    event = {
+        "identityMap": {"Email": [{"id": "alice"}]},
+        "timestamp": "2026-01-01T00:00:00Z",
+        "eventType": "decisioning.propositionDisplay",
+        "_experience": {
+            "decisioning": {
+                "propositions": [{"id": "no-such-proposition", "items": [{"id": shop.a["@id"]}]}]
+            }
+        },
+    }
+    body = tenant.client.post(
+        "/data/core/nextoffer/events", json={"events": [event]}, headers=tenant.headers
+    ).json()
     assert body["stored"] == 1
     assert shop.decide()[1] == shop.a["@id"]
 
 
 def test_custom_event_rule_counts_matching_events(tenant):
-    shop = Shop(tenant, [{"xdm:limit": 1, "xdm:scope": "profile", "xdm:events": ["custom"],
-                          "xdm:customQuery": 'eventType = "commerce.checkout"'}])
+    shop = Shop(
+        tenant,
+        [
+            {
+                "xdm:limit": 1,
+                "xdm:scope": "profile",
+                "xdm:events": ["custom"],
+                "xdm:customQuery": 'eventType = "commerce.checkout"',
+            }
+        ],
+    )
+
     def event(kind, n):
-        return {"identityMap": {"Email": [{"id": "carol"}]}, "timestamp": "2026-01-01T00:00:00Z", "eventType": kind, "_id": f"e{n}"}
-    tenant.client.post("/data/core/nextoffer/events", json={"events": [event("page.view", 1)]}, headers=tenant.headers)
+        return {
+            "identityMap": {"Email": [{"id": "carol"}]},
+            "timestamp": "2026-01-01T00:00:00Z",
+            "eventType": kind,
+            "_id": f"e{n}",
+        }
+
+    tenant.client.post(
+        "/data/core/nextoffer/events",
+        json={"events": [event("page.view", 1)]},
+        headers=tenant.headers,
+    )
     assert shop.decide("carol")[1] == shop.a["@id"]
-    tenant.client.post("/data/core/nextoffer/events", json={"events": [event("commerce.checkout", 2)]}, headers=tenant.headers)
+    tenant.client.post(
+        "/data/core/nextoffer/events",
+        json={"events": [event("commerce.checkout", 2)]},
+        headers=tenant.headers,
+    )
     assert shop.decide("carol")[1] == shop.b["@id"]
     assert shop.decide("dave")[1] == shop.a["@id"]
 
@@ -142,18 +261,51 @@ def test_moving_the_start_after_the_old_end_resets_the_counts(tenant):
     assert shop.decide()[1] == shop.a["@id"]
     assert shop.decide()[1] == shop.b["@id"]
     url = tenant.url(f"/{shop.a['instanceId']}")
-    extend = [{"op": "replace", "path": "/_instance/xdm:selectionConstraint/xdm:endDate", "value": "2100-01-01T00:00:00Z"}]
-    assert tenant.client.patch(url, json=extend, headers={**tenant.headers, "Content-Type": PATCH}).status_code == 200
+    extend = [
+        {
+            "op": "replace",
+            "path": "/_instance/xdm:selectionConstraint/xdm:endDate",
+            "value": "2100-01-01T00:00:00Z",
+        }
+    ]
+    assert (
+        tenant.client.patch(
+            url, json=extend, headers={**tenant.headers, "Content-Type": PATCH}
+        ).status_code
+        == 200
+    )
     assert shop.decide()[1] == shop.b["@id"]  # extending the end carries the counts forward
     restart = [
-        {"op": "replace", "path": "/_instance/xdm:selectionConstraint/xdm:endDate", "value": "2021-01-01T00:00:00Z"},
+        {
+            "op": "replace",
+            "path": "/_instance/xdm:selectionConstraint/xdm:endDate",
+            "value": "2021-01-01T00:00:00Z",
+        },
     ]
-    assert tenant.client.patch(url, json=restart, headers={**tenant.headers, "Content-Type": PATCH}).status_code == 200
+    assert (
+        tenant.client.patch(
+            url, json=restart, headers={**tenant.headers, "Content-Type": PATCH}
+        ).status_code
+        == 200
+    )
     later = [
-        {"op": "replace", "path": "/_instance/xdm:selectionConstraint/xdm:startDate", "value": "2022-01-01T00:00:00Z"},
-        {"op": "replace", "path": "/_instance/xdm:selectionConstraint/xdm:endDate", "value": "2100-01-01T00:00:00Z"},
+        {
+            "op": "replace",
+            "path": "/_instance/xdm:selectionConstraint/xdm:startDate",
+            "value": "2022-01-01T00:00:00Z",
+        },
+        {
+            "op": "replace",
+            "path": "/_instance/xdm:selectionConstraint/xdm:endDate",
+            "value": "2100-01-01T00:00:00Z",
+        },
     ]
-    assert tenant.client.patch(url, json=later, headers={**tenant.headers, "Content-Type": PATCH}).status_code == 200
+    assert (
+        tenant.client.patch(
+            url, json=later, headers={**tenant.headers, "Content-Type": PATCH}
+        ).status_code
+        == 200
+    )
     assert shop.decide()[1] == shop.a["@id"]
 
 
@@ -164,13 +316,22 @@ def test_offers_report_counts_propositions_impressions_clicks(tenant):
     shop.feedback(proposition, chosen, event_id="i1")
     shop.feedback(proposition, chosen, event_id="i2")
     shop.feedback(proposition, chosen, kind="decisioning.propositionInteract", event_id="k1")
-    report = tenant.client.get("/data/core/nextoffer/reports/offers",
-                               params={"containerId": tenant.container, "from": "2025-12-01", "to": "2099-01-01"},
-                               headers=tenant.headers)
+    report = tenant.client.get(
+        "/data/core/nextoffer/reports/offers",
+        params={"containerId": tenant.container, "from": "2025-12-01", "to": "2099-01-01"},
+        headers=tenant.headers,
+    )
     assert report.status_code == 400  # over a year
-    report = tenant.client.get("/data/core/nextoffer/reports/offers",
-                               params={"containerId": tenant.container, "from": "2025-12-31"}, headers=tenant.headers).json()
+    report = tenant.client.get(
+        "/data/core/nextoffer/reports/offers",
+        params={"containerId": tenant.container, "from": "2025-12-31"},
+        headers=tenant.headers,
+    ).json()
     rows = {(r["day"], r["offerId"]): r for r in report["rows"]}
     feedback_day = rows[("2026-01-01", shop.a["@id"])]
-    assert (feedback_day["impressions"], feedback_day["clicks"], feedback_day["clickThroughRate"]) == (2, 1, 0.5)
+    assert (
+        feedback_day["impressions"],
+        feedback_day["clicks"],
+        feedback_day["clickThroughRate"],
+    ) == (2, 1, 0.5)
     assert sum(r["propositions"] for r in report["rows"] if r["offerId"] == shop.a["@id"]) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from support import example, remap
 from support.api import HTML, WEB, make_tenant
 
@@ -13,58 +14,131 @@ RULE = {"xdm:type": "PQL", "xdm:format": "pql/text"}
 
 
 def rep(placement, text):
-    return {"xdm:placement": placement, "xdm:channel": WEB,
-            "xdm:components": [{"@type": HTML, "dc:format": "text/html", "dc:language": ["en"], "xdm:content": text}]}
+    return {
+        "xdm:placement": placement,
+        "xdm:channel": WEB,
+        "xdm:components": [
+            {"@type": HTML, "dc:format": "text/html", "dc:language": ["en"], "xdm:content": text}
+        ],
+    }
 
 
 class Library:
     def __init__(self, tenant):
         self.tenant = tenant
         create = tenant.create
-        self.p1 = create("offer-placement", {"xdm:name": "Banner", "xdm:channel": WEB, "xdm:componentType": HTML})["@id"]
-        self.p2 = create("offer-placement", {"xdm:name": "Sidebar", "xdm:channel": WEB, "xdm:componentType": HTML})["@id"]
+        self.p1 = create(
+            "offer-placement", {"xdm:name": "Banner", "xdm:channel": WEB, "xdm:componentType": HTML}
+        )["@id"]
+        self.p2 = create(
+            "offer-placement",
+            {"xdm:name": "Sidebar", "xdm:channel": WEB, "xdm:componentType": HTML},
+        )["@id"]
         self.tag = create("tag", {"xdm:name": "Sales"})["@id"]
-        self.gold_rule = create("eligibility-rule", {"xdm:name": "gold", "xdm:condition": {**RULE, "xdm:value": 'tier = "gold"'}})["@id"]
-        self.mobile_rule = create("eligibility-rule", {"xdm:name": "mobile", "xdm:condition": {
-            **RULE, "xdm:value": '@{_xdm.context.additionalParameters;version=1}.channel = "mobile"'}})["@id"]
-        self.buyer_rule = create("eligibility-rule", {"xdm:name": "buyer", "xdm:condition": {
-            **RULE, "xdm:value": 'select e from xEvent where e.eventType = "purchase"'}})["@id"]
+        self.gold_rule = create(
+            "eligibility-rule",
+            {"xdm:name": "gold", "xdm:condition": {**RULE, "xdm:value": 'tier = "gold"'}},
+        )["@id"]
+        self.mobile_rule = create(
+            "eligibility-rule",
+            {
+                "xdm:name": "mobile",
+                "xdm:condition": {
+                    **RULE,
+                    "xdm:value": '@{_xdm.context.additionalParameters;version=1}.channel = "mobile"',
+                },
+            },
+        )["@id"]
+        self.buyer_rule = create(
+            "eligibility-rule",
+            {
+                "xdm:name": "buyer",
+                "xdm:condition": {
+                    **RULE,
+                    "xdm:value": 'select e from xEvent where e.eventType = "purchase"',
+                },
+            },
+        )["@id"]
         window = {"xdm:startDate": "2020-01-01T00:00:00Z", "xdm:endDate": "2099-01-01T00:00:00Z"}
 
         def offer(name, priority, rule=None, **extra):
             constraint = {**window, **({"xdm:eligibilityRule": rule} if rule else {})}
-            return create("personalized-offer", {
-                "xdm:name": name, "xdm:status": "approved", "xdm:rank": {"xdm:priority": priority},
-                "xdm:representations": [rep(self.p1, f"<p>{name}</p>"), rep(self.p2, f"<aside>{name}</aside>")],
-                "xdm:selectionConstraint": constraint, "xdm:tags": [self.tag],
-                "xdm:characteristics": {"code": name.upper()}, **extra})
+            return create(
+                "personalized-offer",
+                {
+                    "xdm:name": name,
+                    "xdm:status": "approved",
+                    "xdm:rank": {"xdm:priority": priority},
+                    "xdm:representations": [
+                        rep(self.p1, f"<p>{name}</p>"),
+                        rep(self.p2, f"<aside>{name}</aside>"),
+                    ],
+                    "xdm:selectionConstraint": constraint,
+                    "xdm:tags": [self.tag],
+                    "xdm:characteristics": {"code": name.upper()},
+                    **extra,
+                },
+            )
+
         self.gold = offer("gold", 30, self.gold_rule)
         self.mobile = offer("mobile", 20, self.mobile_rule)
         self.buyer = offer("buyer", 25, self.buyer_rule)
         self.capped = offer("capped", 10, None, **{"xdm:cappingConstraint": {"xdm:profileCap": 1}})
-        self.fallback = create("fallback-offer", {"xdm:name": "welcome", "xdm:status": "approved",
-                                                  "xdm:representations": [rep(self.p1, "<p>welcome</p>"), rep(self.p2, "<aside>welcome</aside>")]})
-        self.collection = create("offer-filter", {"xdm:name": "sales", "xdm:filterType": "anyTags", "xdm:ids": [self.tag]})["@id"]
-        self.decision = create("offer-activity", {
-            "xdm:name": "Home", "xdm:status": "live", **window,
-            "xdm:criteria": [{"xdm:placements": [self.p1, self.p2], "xdm:optionSelection": {"xdm:filter": self.collection}}],
-            "xdm:fallback": self.fallback["@id"]})
+        self.fallback = create(
+            "fallback-offer",
+            {
+                "xdm:name": "welcome",
+                "xdm:status": "approved",
+                "xdm:representations": [
+                    rep(self.p1, "<p>welcome</p>"),
+                    rep(self.p2, "<aside>welcome</aside>"),
+                ],
+            },
+        )
+        self.collection = create(
+            "offer-filter",
+            {"xdm:name": "sales", "xdm:filterType": "anyTags", "xdm:ids": [self.tag]},
+        )["@id"]
+        self.decision = create(
+            "offer-activity",
+            {
+                "xdm:name": "Home",
+                "xdm:status": "live",
+                **window,
+                "xdm:criteria": [
+                    {
+                        "xdm:placements": [self.p1, self.p2],
+                        "xdm:optionSelection": {"xdm:filter": self.collection},
+                    }
+                ],
+                "xdm:fallback": self.fallback["@id"],
+            },
+        )
 
     def request(self, identity="someone", *, item_count=1, placements=None, **extra):
         return {
             "xdm:propositionRequests": [
-                {"xdm:placementId": p, "xdm:activityId": self.decision["@id"], "xdm:itemCount": item_count}
+                {
+                    "xdm:placementId": p,
+                    "xdm:activityId": self.decision["@id"],
+                    "xdm:itemCount": item_count,
+                }
                 for p in (placements or [self.p1])
             ],
             "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": identity}]}}],
-            "xdm:responseFormat": {"xdm:includeContent": True, "xdm:includeMetadata": {"xdm:option": ["name"]}},
+            "xdm:responseFormat": {
+                "xdm:includeContent": True,
+                "xdm:includeMetadata": {"xdm:option": ["name"]},
+            },
             **extra,
         }
 
     def decide(self, body, expect=200):
         response = self.tenant.client.post(
-            f"/data/core/ode/{self.tenant.container}/decisions", json=body,
-            headers={**self.tenant.headers, "Content-Type": DECIDE_TYPE})
+            f"/data/core/ode/{self.tenant.container}/decisions",
+            json=body,
+            headers={**self.tenant.headers, "Content-Type": DECIDE_TYPE},
+        )
         assert response.status_code == expect, response.text
         return response.json()
 
@@ -72,11 +146,14 @@ class Library:
         response = self.tenant.client.post(
             "/data/core/nextoffer/profiles",
             json={"identityMap": {"Email": [{"id": identity}]}, "profile": attributes},
-            headers=self.tenant.headers)
+            headers=self.tenant.headers,
+        )
         assert response.status_code in (200, 201), response.text
 
     def events(self, events):
-        return self.tenant.client.post("/data/core/nextoffer/events", json={"events": events}, headers=self.tenant.headers)
+        return self.tenant.client.post(
+            "/data/core/nextoffer/events", json={"events": events}, headers=self.tenant.headers
+        )
 
 
 @pytest.fixture
@@ -93,24 +170,43 @@ def test_unknown_profile_gets_the_best_unconditional_offer(library):
     body = library.decide(library.request("nobody@example.com"))
     assert names(body) == ["capped"]
     option = body["xdm:propositions"][0]["xdm:options"][0]
-    assert option["xdm:content"] == "<p>capped</p>" and option["@type"] == HTML and option["dc:format"] == "text/html"
+    assert (
+        option["xdm:content"] == "<p>capped</p>"
+        and option["@type"] == HTML
+        and option["dc:format"] == "text/html"
+    )
 
 
 def test_profile_attributes_drive_rules(library):
     library.profile("gold@example.com", {"tier": "gold"})
-    assert names(library.decide(library.request("gold@example.com", item_count=2))) == ["gold", "capped"]
+    assert names(library.decide(library.request("gold@example.com", item_count=2))) == [
+        "gold",
+        "capped",
+    ]
 
 
 def test_context_data_reaches_rules(library):
     request = library.request("ctx")
     request["xdm:profiles"][0]["xdm:contextData"] = [
-        {"@type": "_xdm.context.additionalParameters;version=1", "xdm:data": {"xdm:channel": "mobile"}}]
+        {
+            "@type": "_xdm.context.additionalParameters;version=1",
+            "xdm:data": {"xdm:channel": "mobile"},
+        }
+    ]
     assert names(library.decide(request)) == ["mobile"]
 
 
 def test_experience_events_reach_rules(library):
-    response = library.events([{"identityMap": {"Email": [{"id": "buyer@example.com"}]},
-                                "timestamp": "2026-01-01T00:00:00Z", "eventType": "purchase", "_id": "ev-1"}])
+    response = library.events(
+        [
+            {
+                "identityMap": {"Email": [{"id": "buyer@example.com"}]},
+                "timestamp": "2026-01-01T00:00:00Z",
+                "eventType": "purchase",
+                "_id": "ev-1",
+            }
+        ]
+    )
     assert response.status_code == 200 and response.json()["stored"] == 1
     assert names(library.decide(library.request("buyer@example.com"))) == ["buyer"]
 
@@ -131,7 +227,8 @@ def test_decision_events_are_recorded_except_for_dry_runs(library):
     library.decide(library.request("a", **{"xdm:dryRun": True}))
     body = library.decide(library.request("a"))
     events = library.tenant.client.get(
-        f"/data/core/ode/{library.tenant.container}/decision-events", headers=library.tenant.headers).json()
+        f"/data/core/ode/{library.tenant.container}/decision-events", headers=library.tenant.headers
+    ).json()
     assert [e["propositionId"] for e in events["events"]] == [body["xdm:propositionId"]]
     recorded = events["events"][0]
     assert recorded["identity"] == {"namespace": "Email", "id": "a"}
@@ -143,7 +240,10 @@ def test_duplicates_across_placements_are_avoided_unless_allowed(library):
     request = library.request("gold2", placements=[library.p1, library.p2], **{"xdm:dryRun": True})
     body = library.decide(request)
     assert names(body, 0) == ["gold"] and names(body, 1) == ["capped"]
-    request["xdm:allowDuplicatePropositions"] = {"xdm:acrossPlacements": True, "xdm:acrossActivities": True}
+    request["xdm:allowDuplicatePropositions"] = {
+        "xdm:acrossPlacements": True,
+        "xdm:acrossActivities": True,
+    }
     body = library.decide(request)
     assert names(body, 0) == ["gold"] and names(body, 1) == ["gold"]
 
@@ -165,7 +265,11 @@ def test_write_is_visible_to_the_next_decision_within_a_second(library):
     response = library.tenant.client.patch(
         library.tenant.url(f"/{library.gold['instanceId']}"),
         json=[{"op": "replace", "path": "/_instance/xdm:status", "value": "archived"}],
-        headers={**library.tenant.headers, "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json"})
+        headers={
+            **library.tenant.headers,
+            "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json",
+        },
+    )
     assert response.status_code == 200
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline:
@@ -176,9 +280,15 @@ def test_write_is_visible_to_the_next_decision_within_a_second(library):
 
 
 def test_documented_request_gets_the_documented_shape(library):
-    body = remap(example("ode-decisions-v1-2021.request.json"), {
-        "xcore:offer-placement:ffed0456": library.p1, "xcore:offer-activity:ffed0123": library.decision["@id"],
-        "xcore:offer-placement:ffed0012": library.p2, "xcore:offer-activity:fffc0789": library.decision["@id"]})
+    body = remap(
+        example("ode-decisions-v1-2021.request.json"),
+        {
+            "xcore:offer-placement:ffed0456": library.p1,
+            "xcore:offer-activity:ffed0123": library.decision["@id"],
+            "xcore:offer-placement:ffed0012": library.p2,
+            "xcore:offer-activity:fffc0789": library.decision["@id"],
+        },
+    )
     documented = example("ode-decisions-v1-2021.response.json")
     answer = library.decide(body)
     assert set(answer) - {"xdm:decisionRequestId"} == set(documented)
@@ -195,49 +305,107 @@ def test_documented_request_gets_the_documented_shape(library):
 @pytest.mark.parametrize(
     ("change", "status", "pointer"),
     [
-        (lambda r: r["xdm:propositionRequests"][0].update({"xdm:activityId": "xcore:offer-activity:0000000000000001"}), 404, "/xdm:propositionRequests/0/xdm:activityId"),
-        (lambda r: r["xdm:propositionRequests"][0].update({"xdm:placementId": "xcore:offer-placement:0000000000000001"}), 404, "/xdm:propositionRequests/0/xdm:placementId"),
-        (lambda r: r["xdm:propositionRequests"][0].update({"xdm:itemCount": 31}), 422, "/xdm:propositionRequests/0/xdm:itemCount"),
-        (lambda r: r["xdm:propositionRequests"][0].update({"xdm:itemCount": "two"}), 422, "/xdm:propositionRequests/0/xdm:itemCount"),
-        (lambda r: r.update({"xdm:propositionRequests": r["xdm:propositionRequests"] * 31}), 422, "/xdm:propositionRequests"),
-        (lambda r: r["xdm:profiles"][0].update({"xdm:identityMap": {"Email": "x"}}), 422, "/xdm:profiles/0/xdm:identityMap/Email"),
+        (
+            lambda r: r["xdm:propositionRequests"][0].update(
+                {"xdm:activityId": "xcore:offer-activity:0000000000000001"}
+            ),
+            404,
+            "/xdm:propositionRequests/0/xdm:activityId",
+        ),
+        (
+            lambda r: r["xdm:propositionRequests"][0].update(
+                {"xdm:placementId": "xcore:offer-placement:0000000000000001"}
+            ),
+            404,
+            "/xdm:propositionRequests/0/xdm:placementId",
+        ),
+        (
+            lambda r: r["xdm:propositionRequests"][0].update({"xdm:itemCount": 31}),
+            422,
+            "/xdm:propositionRequests/0/xdm:itemCount",
+        ),
+        (
+            lambda r: r["xdm:propositionRequests"][0].update({"xdm:itemCount": "two"}),
+            422,
+            "/xdm:propositionRequests/0/xdm:itemCount",
+        ),
+        (
+            lambda r: r.update({"xdm:propositionRequests": r["xdm:propositionRequests"] * 31}),
+            422,
+            "/xdm:propositionRequests",
+        ),
+        (
+            lambda r: r["xdm:profiles"][0].update({"xdm:identityMap": {"Email": "x"}}),
+            422,
+            "/xdm:profiles/0/xdm:identityMap/Email",
+        ),
         (lambda r: r.update({"xdm:profiles": []}), 422, "/xdm:profiles"),
-        (lambda r: r["xdm:responseFormat"].update({"xdm:includeMetadata": {"xdm:option": ["secret"]}}), 422, "/xdm:responseFormat/xdm:includeMetadata/xdm:option"),
+        (
+            lambda r: r["xdm:responseFormat"].update(
+                {"xdm:includeMetadata": {"xdm:option": ["secret"]}}
+            ),
+            422,
+            "/xdm:responseFormat/xdm:includeMetadata/xdm:option",
+        ),
     ],
 )
 def test_bad_decision_requests_name_the_field(library, change, status, pointer):
     request = library.request("x")
     change(request)
     response = library.tenant.client.post(
-        f"/data/core/ode/{library.tenant.container}/decisions", json=request,
-        headers={**library.tenant.headers, "Content-Type": DECIDE_TYPE})
+        f"/data/core/ode/{library.tenant.container}/decisions",
+        json=request,
+        headers={**library.tenant.headers, "Content-Type": DECIDE_TYPE},
+    )
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["pointer"] == pointer
 
 
 def test_placement_the_decision_does_not_cover_is_422(library):
-    other = library.tenant.create("offer-placement", {"xdm:name": "x", "xdm:channel": WEB, "xdm:componentType": HTML})["@id"]
+    other = library.tenant.create(
+        "offer-placement", {"xdm:name": "x", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["@id"]
     library.decide(library.request("x", placements=[other]), expect=422)
 
 
 def test_diagnostics_and_activity_offers(library, client, db_url):
-    diag = client.get(f"/data/core/ode/{library.tenant.container}/diagnostics", headers=library.tenant.headers).json()
+    diag = client.get(
+        f"/data/core/ode/{library.tenant.container}/diagnostics", headers=library.tenant.headers
+    ).json()
     assert diag["xdm:operations"]["xdm:decisioningPackageUpdate"]["xdm:errors"] == []
     fresh = make_tenant(client, db_url, "NEW@AdobeOrg", "prod")
-    assert client.get(f"/data/core/ode/{fresh.container}/diagnostics", headers=fresh.headers).json() == {"xdm:operations": {}}
-    offers = client.get(f"/data/core/ode/{library.tenant.container}/offers",
-                        params={"activityId": library.decision["@id"]}, headers=library.tenant.headers).json()
+    assert client.get(
+        f"/data/core/ode/{fresh.container}/diagnostics", headers=fresh.headers
+    ).json() == {"xdm:operations": {}}
+    offers = client.get(
+        f"/data/core/ode/{library.tenant.container}/offers",
+        params={"activityId": library.decision["@id"]},
+        headers=library.tenant.headers,
+    ).json()
     [entry] = offers["xdm:activityOffers"]
     assert entry["xdm:offerActivity"]["@id"] == library.decision["@id"]
-    assert {o["@id"] for o in entry["xdm:offers"]} == {library.gold["@id"], library.mobile["@id"], library.buyer["@id"], library.capped["@id"]}
+    assert {o["@id"] for o in entry["xdm:offers"]} == {
+        library.gold["@id"],
+        library.mobile["@id"],
+        library.buyer["@id"],
+        library.capped["@id"],
+    }
     assert entry["xdm:fallbackOffer"]["@id"] == library.fallback["@id"]
 
 
 def test_other_tenants_cannot_decide_in_a_container(library, client, db_url):
     other = make_tenant(client, db_url, "EVIL@AdobeOrg", "prod")
-    response = client.post(f"/data/core/ode/{library.tenant.container}/decisions", json=library.request(),
-                           headers={**other.headers, "Content-Type": DECIDE_TYPE})
+    response = client.post(
+        f"/data/core/ode/{library.tenant.container}/decisions",
+        json=library.request(),
+        headers={**other.headers, "Content-Type": DECIDE_TYPE},
+    )
     assert response.status_code == 404
     for path in ("diagnostics", f"offers?activityId={library.decision['@id']}", "decision-events"):
-        assert client.get(f"/data/core/ode/{library.tenant.container}/{path}", headers=other.headers).status_code == 404
+        assert (
+            client.get(
+                f"/data/core/ode/{library.tenant.container}/{path}", headers=other.headers
+            ).status_code
+            == 404
+        )

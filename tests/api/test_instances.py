@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.api import HTML, WEB
+
 from support import CREATE_TYPE, PATCH_TYPE, schema
+from support.api import HTML, WEB
 
 PROBLEM = "application/problem+json"
 
@@ -16,7 +17,10 @@ def offer_body(placement: str, **extra):
         "xdm:name": "Offer",
         "xdm:status": "draft",
         "xdm:representations": [
-            {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+            {
+                "xdm:placement": placement,
+                "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+            }
         ],
         **extra,
     }
@@ -26,7 +30,11 @@ def patch(tenant, instance_id, operations, *, type_name="personalized-offer", he
     return tenant.client.patch(
         tenant.url(f"/{instance_id}"),
         content=json.dumps(operations),
-        headers={**tenant.headers, "Content-Type": PATCH_TYPE.format(schema=schema(type_name)), **(headers or {})},
+        headers={
+            **tenant.headers,
+            "Content-Type": PATCH_TYPE.format(schema=schema(type_name)),
+            **(headers or {}),
+        },
     )
 
 
@@ -47,11 +55,19 @@ def assert_problem(response, status):
 
 def test_stale_if_match_is_409_and_changes_nothing(tenant, placement):
     created = tenant.create("personalized-offer", offer_body(placement))
-    first = patch(tenant, created["instanceId"], [{"op": "replace", "path": "/_instance/xdm:name", "value": "A"}],
-                  headers={"If-Match": '"1"'})
+    first = patch(
+        tenant,
+        created["instanceId"],
+        [{"op": "replace", "path": "/_instance/xdm:name", "value": "A"}],
+        headers={"If-Match": '"1"'},
+    )
     assert first.status_code == 200 and first.json()["repo:etag"] == 2
-    stale = patch(tenant, created["instanceId"], [{"op": "replace", "path": "/_instance/xdm:name", "value": "B"}],
-                  headers={"If-Match": '"1"'})
+    stale = patch(
+        tenant,
+        created["instanceId"],
+        [{"op": "replace", "path": "/_instance/xdm:name", "value": "B"}],
+        headers={"If-Match": '"1"'},
+    )
     assert_problem(stale, 409)
     read = tenant.client.get(tenant.url(f"/{created['instanceId']}"), headers=tenant.headers).json()
     assert read["_instance"]["xdm:name"] == "A" and read["repo:etag"] == 2
@@ -60,8 +76,15 @@ def test_stale_if_match_is_409_and_changes_nothing(tenant, placement):
 def test_if_none_match_with_current_etag_is_304(tenant, placement):
     created = tenant.create("personalized-offer", offer_body(placement))
     url = tenant.url(f"/{created['instanceId']}")
-    assert tenant.client.get(url, headers={**tenant.headers, "If-None-Match": '"1"'}).status_code == 304
-    patch(tenant, created["instanceId"], [{"op": "replace", "path": "/_instance/xdm:status", "value": "approved"}])
+    assert (
+        tenant.client.get(url, headers={**tenant.headers, "If-None-Match": '"1"'}).status_code
+        == 304
+    )
+    patch(
+        tenant,
+        created["instanceId"],
+        [{"op": "replace", "path": "/_instance/xdm:status", "value": "approved"}],
+    )
     fresh = tenant.client.get(url, headers={**tenant.headers, "If-None-Match": '"1"'})
     assert fresh.status_code == 200 and fresh.json()["repo:etag"] == 2
 
@@ -69,15 +92,22 @@ def test_if_none_match_with_current_etag_is_304(tenant, placement):
 def test_every_change_increments_the_etag(tenant, placement):
     created = tenant.create("personalized-offer", offer_body(placement))
     for expected in (2, 3, 4):
-        response = patch(tenant, created["instanceId"],
-                         [{"op": "replace", "path": "/_instance/xdm:name", "value": f"v{expected}"}])
+        response = patch(
+            tenant,
+            created["instanceId"],
+            [{"op": "replace", "path": "/_instance/xdm:name", "value": f"v{expected}"}],
+        )
         assert response.json()["repo:etag"] == expected
 
 
 @pytest.mark.parametrize(
     "operation",
     [
-        {"op": "replace", "path": "/_instance/@id", "value": "xcore:personalized-offer:0000000000000001"},
+        {
+            "op": "replace",
+            "path": "/_instance/@id",
+            "value": "xcore:personalized-offer:0000000000000001",
+        },
         {"op": "replace", "path": "/instanceId", "value": "x"},
         {"op": "replace", "path": "/repo:etag", "value": 9},
         {"op": "remove", "path": "/_instance/@id"},
@@ -96,7 +126,10 @@ def test_put_replaces_the_whole_instance(tenant, placement):
     response = tenant.client.put(
         url,
         content=json.dumps(resource),
-        headers={**tenant.headers, "Content-Type": f'application/vnd.adobe.platform.xcore.hal+json; schema="{schema("personalized-offer")}"'},
+        headers={
+            **tenant.headers,
+            "Content-Type": f'application/vnd.adobe.platform.xcore.hal+json; schema="{schema("personalized-offer")}"',
+        },
     )
     assert response.status_code == 200, response.text
     assert response.json()["repo:etag"] == 2
@@ -108,12 +141,17 @@ def test_unknown_properties_are_kept(tenant, placement):
     body = offer_body(placement, **{"offerui:previewThumbnail": {"x": [1, 2]}, "custom": "kept"})
     created = tenant.create("personalized-offer", body)
     read = tenant.client.get(tenant.url(f"/{created['instanceId']}"), headers=tenant.headers).json()
-    assert read["_instance"]["offerui:previewThumbnail"] == {"x": [1, 2]} and read["_instance"]["custom"] == "kept"
+    assert (
+        read["_instance"]["offerui:previewThumbnail"] == {"x": [1, 2]}
+        and read["_instance"]["custom"] == "kept"
+    )
 
 
 def test_missing_reference_is_refused_with_a_pointer(tenant, placement):
     body = offer_body(placement, **{"xdm:tags": ["xcore:tag:00000000000000aa"]})
-    response = post_raw(tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer")))
+    response = post_raw(
+        tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))
+    )
     problem = assert_problem(response, 422)
     assert problem["pointer"] == "/xdm:tags/0"
 
@@ -128,22 +166,35 @@ def test_reference_of_the_wrong_type_is_refused(tenant, placement):
 def test_two_representations_for_one_placement_are_refused(tenant, placement):
     body = offer_body(placement)
     body["xdm:representations"] *= 2
-    response = post_raw(tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer")))
+    response = post_raw(
+        tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))
+    )
     assert assert_problem(response, 422)["pointer"] == "/xdm:representations/1/xdm:placement"
 
 
 def test_decision_fallback_must_cover_its_placements(tenant, placement):
-    other = tenant.create("offer-placement", {"xdm:name": "other", "xdm:channel": WEB, "xdm:componentType": HTML})
+    other = tenant.create(
+        "offer-placement", {"xdm:name": "other", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
     fallback = tenant.create("fallback-offer", {**offer_body(placement), "xdm:status": "approved"})
     tag = tenant.create("tag", {"xdm:name": "t"})
-    collection = tenant.create("offer-filter", {"xdm:name": "c", "xdm:filterType": "anyTags", "xdm:ids": [tag["@id"]]})
+    collection = tenant.create(
+        "offer-filter", {"xdm:name": "c", "xdm:filterType": "anyTags", "xdm:ids": [tag["@id"]]}
+    )
     decision = {
         "xdm:name": "d",
         "xdm:status": "live",
-        "xdm:criteria": [{"xdm:placements": [other["@id"]], "xdm:optionSelection": {"xdm:filter": collection["@id"]}}],
+        "xdm:criteria": [
+            {
+                "xdm:placements": [other["@id"]],
+                "xdm:optionSelection": {"xdm:filter": collection["@id"]},
+            }
+        ],
         "xdm:fallback": fallback["@id"],
     }
-    response = post_raw(tenant, json.dumps(decision), CREATE_TYPE.format(schema=schema("offer-activity")))
+    response = post_raw(
+        tenant, json.dumps(decision), CREATE_TYPE.format(schema=schema("offer-activity"))
+    )
     assert "no representation" in assert_problem(response, 422)["detail"]
     decision["xdm:criteria"][0]["xdm:placements"] = [placement]
     tenant.create("offer-activity", decision)
@@ -152,19 +203,39 @@ def test_decision_fallback_must_cover_its_placements(tenant, placement):
 def test_delete_of_a_referenced_instance_is_refused_naming_the_referrers(tenant, placement):
     offer = tenant.create("personalized-offer", offer_body(placement))
     placement_id = [
-        r for r in tenant.client.get(tenant.url(f"/{offer['instanceId']}"), headers=tenant.headers).json()["_instance"]["xdm:representations"]
+        r
+        for r in tenant.client.get(
+            tenant.url(f"/{offer['instanceId']}"), headers=tenant.headers
+        ).json()["_instance"]["xdm:representations"]
     ][0]["xdm:placement"]
     assert placement_id == placement
     # Find the placement's instanceId through its receipt: create another and delete it.
-    victim = tenant.create("offer-placement", {"xdm:name": "v", "xdm:channel": WEB, "xdm:componentType": HTML})
+    victim = tenant.create(
+        "offer-placement", {"xdm:name": "v", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
     user = tenant.create("fallback-offer", {**offer_body(victim["@id"]), "xdm:status": "approved"})
     response = tenant.client.delete(tenant.url(f"/{victim['instanceId']}"), headers=tenant.headers)
     problem = assert_problem(response, 409)
     assert [r["@id"] for r in problem["referencedBy"]] == [user["@id"]]
-    assert tenant.client.get(tenant.url(f"/{victim['instanceId']}"), headers=tenant.headers).status_code == 200
+    assert (
+        tenant.client.get(
+            tenant.url(f"/{victim['instanceId']}"), headers=tenant.headers
+        ).status_code
+        == 200
+    )
     # Once the referrer is gone, the delete goes through.
-    assert tenant.client.delete(tenant.url(f"/{user['instanceId']}"), headers=tenant.headers).status_code == 202
-    assert tenant.client.delete(tenant.url(f"/{victim['instanceId']}"), headers=tenant.headers).status_code == 202
+    assert (
+        tenant.client.delete(
+            tenant.url(f"/{user['instanceId']}"), headers=tenant.headers
+        ).status_code
+        == 202
+    )
+    assert (
+        tenant.client.delete(
+            tenant.url(f"/{victim['instanceId']}"), headers=tenant.headers
+        ).status_code
+        == 202
+    )
 
 
 @pytest.mark.parametrize(
@@ -176,10 +247,18 @@ def test_delete_of_a_referenced_instance_is_refused_naming_the_referrers(tenant,
         (b'{"xdm:name": "t"}', None, 400),
         (b'{"xdm:name": "t"}', "text/plain", 415),
         (b'{"xdm:name": "t"}', "application/schema-instance+json; version=1", 400),
-        (b'{"xdm:name": "t"}', CREATE_TYPE.format(schema="https://ns.adobe.com/experience/offer-management/nope"), 400),
+        (
+            b'{"xdm:name": "t"}',
+            CREATE_TYPE.format(schema="https://ns.adobe.com/experience/offer-management/nope"),
+            400,
+        ),
         (b'{"xdm:name": "t"}', CREATE_TYPE.format(schema=schema("tag", "9.9")), 400),
         (b'{"xdm:name": 5}', CREATE_TYPE.format(schema=schema("tag")), 422),
-        (b'{"xdm:name": "t", "@id": "xcore:tag:0000000000000001"}', CREATE_TYPE.format(schema=schema("tag")), 422),
+        (
+            b'{"xdm:name": "t", "@id": "xcore:tag:0000000000000001"}',
+            CREATE_TYPE.format(schema=schema("tag")),
+            422,
+        ),
         (b"[" * 100 + b"]" * 100, CREATE_TYPE.format(schema=schema("tag")), 400),
     ],
 )
@@ -192,8 +271,13 @@ def test_content_type_with_one_space_and_unquoted_schema_is_accepted(tenant):
     assert post_raw(tenant, b'{"xdm:name": "a"}', one_space).status_code == 201
     unquoted = f"application/schema-instance+json; schema={schema('tag')}"
     assert post_raw(tenant, b'{"xdm:name": "b"}', unquoted).status_code == 201
-    repeated = f"Content-Type: application/vnd.adobe.platform.xcore.hal+json; schema={schema('tag', None)}"
-    assert post_raw(tenant, b'{"_instance": {"xdm:name": "c"}, "_links": {}}', repeated).status_code == 201
+    repeated = (
+        f"Content-Type: application/vnd.adobe.platform.xcore.hal+json; schema={schema('tag', None)}"
+    )
+    assert (
+        post_raw(tenant, b'{"_instance": {"xdm:name": "c"}, "_links": {}}', repeated).status_code
+        == 201
+    )
 
 
 def test_invalid_fields_are_422_with_every_pointer(tenant, placement):
@@ -206,7 +290,10 @@ def test_invalid_fields_are_422_with_every_pointer(tenant, placement):
             "xdm:selectionConstraint": {"xdm:startDate": "yesterday"},
         },
     )
-    problem = assert_problem(post_raw(tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))), 422)
+    problem = assert_problem(
+        post_raw(tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))),
+        422,
+    )
     pointers = {e["pointer"] for e in problem["errors"]}
     assert pointers == {
         "/xdm:status",
@@ -218,10 +305,16 @@ def test_invalid_fields_are_422_with_every_pointer(tenant, placement):
 
 def test_oversize_offer_and_too_many_qualifiers_are_refused(tenant, placement):
     big = offer_body(placement, **{"xdm:description": "x" * (310 * 1024)})
-    assert_problem(post_raw(tenant, json.dumps(big), CREATE_TYPE.format(schema=schema("personalized-offer"))), 413)
+    assert_problem(
+        post_raw(tenant, json.dumps(big), CREATE_TYPE.format(schema=schema("personalized-offer"))),
+        413,
+    )
     tags = [tenant.create("tag", {"xdm:name": f"t{i}"})["@id"] for i in range(21)]
     many = offer_body(placement, **{"xdm:tags": tags})
-    problem = assert_problem(post_raw(tenant, json.dumps(many), CREATE_TYPE.format(schema=schema("personalized-offer"))), 422)
+    problem = assert_problem(
+        post_raw(tenant, json.dumps(many), CREATE_TYPE.format(schema=schema("personalized-offer"))),
+        422,
+    )
     assert problem["pointer"] == "/xdm:tags"
 
 
@@ -250,13 +343,22 @@ def test_failing_or_invalid_patch_is_refused_and_changes_nothing(tenant, placeme
 
 def test_patch_with_another_schema_is_refused(tenant, placement):
     created = tenant.create("personalized-offer", offer_body(placement))
-    response = patch(tenant, created["instanceId"], [{"op": "replace", "path": "/_instance/xdm:name", "value": "x"}],
-                     type_name="tag")
+    response = patch(
+        tenant,
+        created["instanceId"],
+        [{"op": "replace", "path": "/_instance/xdm:name", "value": "x"}],
+        type_name="tag",
+    )
     assert_problem(response, 422)
 
 
 def test_unknown_container_or_instance_is_404(tenant):
-    assert_problem(tenant.client.get(tenant.url("/6a3f9c80-0000-11ef-8000-000000000000"), headers=tenant.headers), 404)
+    assert_problem(
+        tenant.client.get(
+            tenant.url("/6a3f9c80-0000-11ef-8000-000000000000"), headers=tenant.headers
+        ),
+        404,
+    )
     other = "/data/core/xcore/00000000-0000-4000-8000-000000000000/instances/x"
     assert_problem(tenant.client.get(other, headers=tenant.headers), 404)
     response = tenant.client.post(
@@ -276,7 +378,9 @@ def test_container_totals_from_the_guardrails_are_enforced(tenant, monkeypatch):
     from nextoffer.repository.objects import TAG
     from nextoffer.service import repository
 
-    monkeypatch.setattr(repository, "TOTAL_LIMITS", ((frozenset({TAG}), 2, "collection qualifiers"),))
+    monkeypatch.setattr(
+        repository, "TOTAL_LIMITS", ((frozenset({TAG}), 2, "collection qualifiers"),)
+    )
     tenant.create("tag", {"xdm:name": "a"})
     tenant.create("tag", {"xdm:name": "b"})
     response = post_raw(tenant, b'{"xdm:name": "c"}', CREATE_TYPE.format(schema=schema("tag")))

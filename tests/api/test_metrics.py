@@ -283,7 +283,9 @@ def test_metrics_can_be_switched_off(tmp_path):
 
 
 def access_lines(capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
-    return [orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    return [
+        orjson.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")
+    ]
 
 
 def test_access_log_writes_one_json_line_per_request_with_the_request_id(tmp_path, capsys):
@@ -326,7 +328,10 @@ def healthz_count(http: httpx.Client) -> float:
 def test_metrics_add_up_every_worker_of_serve_workers_2(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'workers.db'}"
     Store.open(db_url).close()
-    with serve(db_url, workdir=tmp_path, extra=("--workers", "2")) as base, httpx.Client(base_url=base) as http:
+    with (
+        serve(db_url, workdir=tmp_path, extra=("--workers", "2")) as base,
+        httpx.Client(base_url=base) as http,
+    ):
         time.sleep(2.5)  # each worker folds its observations in within a second
         before = healthz_count(http)  # the start-up probes
         for _ in range(40):  # new connections: uvicorn's workers share the socket, both answer

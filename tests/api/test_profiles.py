@@ -7,7 +7,9 @@ from support.api import make_tenant
 
 def upsert(tenant, identity_map, profile, expect):
     response = tenant.client.post(
-        "/data/core/nextoffer/profiles", json={"identityMap": identity_map, "profile": profile}, headers=tenant.headers
+        "/data/core/nextoffer/profiles",
+        json={"identityMap": identity_map, "profile": profile},
+        headers=tenant.headers,
     )
     assert response.status_code == expect, response.text
     return response.json()
@@ -15,12 +17,17 @@ def upsert(tenant, identity_map, profile, expect):
 
 def test_upsert_by_any_known_identity_updates_the_same_profile(tenant):
     first = upsert(tenant, {"Email": [{"id": "a@x.com"}]}, {"tier": "silver"}, 201)
-    second = upsert(tenant, {"Email": [{"id": "a@x.com"}], "CRM": [{"id": "42"}]}, {"tier": "gold"}, 200)
+    second = upsert(
+        tenant, {"Email": [{"id": "a@x.com"}], "CRM": [{"id": "42"}]}, {"tier": "gold"}, 200
+    )
     assert second["profileId"] == first["profileId"]
     third = upsert(tenant, {"CRM": [{"id": "42"}]}, {"tier": "platinum"}, 200)
     assert third["profileId"] == first["profileId"]
-    got = tenant.client.get("/data/core/nextoffer/profiles", params={"namespace": "Email", "id": "a@x.com"},
-                            headers=tenant.headers).json()
+    got = tenant.client.get(
+        "/data/core/nextoffer/profiles",
+        params={"namespace": "Email", "id": "a@x.com"},
+        headers=tenant.headers,
+    ).json()
     assert got["profile"] == {"tier": "platinum"}
     assert got["identityMap"] == {"CRM": [{"id": "42"}], "Email": [{"id": "a@x.com"}]}
 
@@ -34,9 +41,24 @@ def test_identities_of_two_profiles_are_a_conflict(tenant):
 def test_delete_then_lookup_is_404(tenant):
     upsert(tenant, {"Email": [{"id": "gone"}]}, {"x": 1}, 201)
     params = {"namespace": "Email", "id": "gone"}
-    assert tenant.client.delete("/data/core/nextoffer/profiles", params=params, headers=tenant.headers).status_code == 204
-    assert tenant.client.get("/data/core/nextoffer/profiles", params=params, headers=tenant.headers).status_code == 404
-    assert tenant.client.delete("/data/core/nextoffer/profiles", params=params, headers=tenant.headers).status_code == 404
+    assert (
+        tenant.client.delete(
+            "/data/core/nextoffer/profiles", params=params, headers=tenant.headers
+        ).status_code
+        == 204
+    )
+    assert (
+        tenant.client.get(
+            "/data/core/nextoffer/profiles", params=params, headers=tenant.headers
+        ).status_code
+        == 404
+    )
+    assert (
+        tenant.client.delete(
+            "/data/core/nextoffer/profiles", params=params, headers=tenant.headers
+        ).status_code
+        == 404
+    )
 
 
 def test_bad_profile_bodies_are_4xx(tenant):
@@ -46,22 +68,45 @@ def test_bad_profile_bodies_are_4xx(tenant):
         ({"identityMap": {"Email": [{"id": ""}]}}, 422),
         ({"identityMap": {"Email": [{"id": "a"}]}, "profile": [1]}, 422),
     ):
-        response = tenant.client.post("/data/core/nextoffer/profiles", json=body, headers=tenant.headers)
+        response = tenant.client.post(
+            "/data/core/nextoffer/profiles", json=body, headers=tenant.headers
+        )
         assert response.status_code == status, (body, response.text)
-    assert tenant.client.get("/data/core/nextoffer/profiles", params={"namespace": "Email"}, headers=tenant.headers).status_code == 400
+    assert (
+        tenant.client.get(
+            "/data/core/nextoffer/profiles", params={"namespace": "Email"}, headers=tenant.headers
+        ).status_code
+        == 400
+    )
 
 
 def test_event_batch_stores_good_events_reports_bad_ones_and_counts_duplicates_once(tenant):
-    good = {"identityMap": {"Email": [{"id": "e@x.com"}]}, "timestamp": "2026-01-01T00:00:00Z", "eventType": "view", "_id": "ev-1"}
-    events = [good, {"identityMap": {"Email": [{"id": "e@x.com"}]}, "timestamp": "yesterday"}, "nope", good]
-    response = tenant.client.post("/data/core/nextoffer/events", json={"events": events}, headers=tenant.headers)
+    good = {
+        "identityMap": {"Email": [{"id": "e@x.com"}]},
+        "timestamp": "2026-01-01T00:00:00Z",
+        "eventType": "view",
+        "_id": "ev-1",
+    }
+    events = [
+        good,
+        {"identityMap": {"Email": [{"id": "e@x.com"}]}, "timestamp": "yesterday"},
+        "nope",
+        good,
+    ]
+    response = tenant.client.post(
+        "/data/core/nextoffer/events", json={"events": events}, headers=tenant.headers
+    )
     assert response.status_code == 207
     body = response.json()
     assert (body["stored"], body["rejected"], body["duplicates"]) == (1, 2, 1)
     assert [r["status"] for r in body["results"]] == ["stored", "rejected", "rejected", "duplicate"]
     assert "timestamp" in body["results"][1]["detail"]
     # The event created the profile it names.
-    got = tenant.client.get("/data/core/nextoffer/profiles", params={"namespace": "Email", "id": "e@x.com"}, headers=tenant.headers)
+    got = tenant.client.get(
+        "/data/core/nextoffer/profiles",
+        params={"namespace": "Email", "id": "e@x.com"},
+        headers=tenant.headers,
+    )
     assert got.status_code == 200
 
 
@@ -69,8 +114,18 @@ def test_profiles_are_invisible_to_other_tenants(tenant, client, db_url):
     upsert(tenant, {"Email": [{"id": "private"}]}, {"secret": True}, 201)
     other = make_tenant(client, db_url, "ACME@AdobeOrg", "dev")
     params = {"namespace": "Email", "id": "private"}
-    assert client.get("/data/core/nextoffer/profiles", params=params, headers=other.headers).status_code == 404
-    assert client.delete("/data/core/nextoffer/profiles", params=params, headers=other.headers).status_code == 404
+    assert (
+        client.get(
+            "/data/core/nextoffer/profiles", params=params, headers=other.headers
+        ).status_code
+        == 404
+    )
+    assert (
+        client.delete(
+            "/data/core/nextoffer/profiles", params=params, headers=other.headers
+        ).status_code
+        == 404
+    )
     created = upsert(other, {"Email": [{"id": "private"}]}, {"mine": True}, 201)
     mine = client.get("/data/core/nextoffer/profiles", params=params, headers=tenant.headers).json()
     assert mine["profile"] == {"secret": True} and mine["profileId"] != created["profileId"]

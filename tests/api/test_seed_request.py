@@ -7,9 +7,8 @@ import re
 import uuid
 from datetime import datetime
 
-from support import example, remap
-
 from nextoffer.ids import parse_datetime, snowflake_time_ms, uuid1_time
+from support import example, remap
 
 SEED_CONTENT_TYPE = (
     "application/schema-instance+json; version=1;  "
@@ -48,7 +47,9 @@ def test_documented_fallback_create_returns_documented_receipt(tenant, placement
     assert receipt["repo:createdBy"] == tenant.creds.user
     assert receipt["repo:createdByClientId"] == tenant.creds.api_key
     assert receipt["repo:lastModifiedByClientId"] == tenant.creds.api_key
-    assert response.headers["content-type"].startswith("application/vnd.adobe.platform.xcore.xdm.receipt+json")
+    assert response.headers["content-type"].startswith(
+        "application/vnd.adobe.platform.xcore.xdm.receipt+json"
+    )
     assert response.headers["location"] == f"{tenant.container}/instances/{receipt['instanceId']}"
     assert response.headers["content-base"].endswith("/data/core/xcore/")
 
@@ -56,4 +57,6 @@ def test_documented_fallback_create_returns_documented_receipt(tenant, placement
     assert read.status_code == 200
     resource = read.json()
     assert resource["_instance"] == {**body, "@id": receipt["@id"]}
-    assert resource["schemas"] == ["https://ns.adobe.com/experience/offer-management/fallback-offer;version=0.5"]
+    assert resource["schemas"] == [
+        "https://ns.adobe.com/experience/offer-management/fallback-offer;version=0.5"
+    ]

@@ -6,10 +6,16 @@ import itertools
 import json
 
 import pytest
+
 from support import CREATE_TYPE, PATCH_TYPE, schema
 from support.api import HTML, WEB, make_tenant
 
-TENANTS = [("ACME@AdobeOrg", "prod"), ("ACME@AdobeOrg", "dev"), ("GLOBEX@AdobeOrg", "prod"), ("GLOBEX@AdobeOrg", "dev")]
+TENANTS = [
+    ("ACME@AdobeOrg", "prod"),
+    ("ACME@AdobeOrg", "dev"),
+    ("GLOBEX@AdobeOrg", "prod"),
+    ("GLOBEX@AdobeOrg", "dev"),
+]
 
 
 @pytest.fixture
@@ -17,7 +23,12 @@ def tenants(client, db_url):
     made = [make_tenant(client, db_url, org, sandbox) for org, sandbox in TENANTS]
     for tenant in made:
         tenant.placement = tenant.create(
-            "offer-placement", {"xdm:name": f"{tenant.creds.org}/{tenant.creds.sandbox}", "xdm:channel": WEB, "xdm:componentType": HTML}
+            "offer-placement",
+            {
+                "xdm:name": f"{tenant.creds.org}/{tenant.creds.sandbox}",
+                "xdm:channel": WEB,
+                "xdm:componentType": HTML,
+            },
         )
     return made
 
@@ -48,9 +59,19 @@ def test_no_verb_crosses_tenants(tenants):
                 if verb == "POST" and container == caller.container:
                     continue  # creating in one's own container is allowed
                 response = send()
-                assert response.status_code == 404, (owner.creds.org, owner.creds.sandbox, caller.creds.org, caller.creds.sandbox, verb, response.text)
+                assert response.status_code == 404, (
+                    owner.creds.org,
+                    owner.creds.sandbox,
+                    caller.creds.org,
+                    caller.creds.sandbox,
+                    verb,
+                    response.text,
+                )
     for owner in tenants:
-        read = owner.client.get(f"/data/core/xcore/{owner.container}/instances/{owner.placement['instanceId']}", headers=owner.headers)
+        read = owner.client.get(
+            f"/data/core/xcore/{owner.container}/instances/{owner.placement['instanceId']}",
+            headers=owner.headers,
+        )
         assert read.status_code == 200
         assert read.json()["repo:etag"] == 1
         assert read.json()["_instance"]["xdm:name"] == f"{owner.creds.org}/{owner.creds.sandbox}"
@@ -59,7 +80,10 @@ def test_no_verb_crosses_tenants(tenants):
 def test_each_tenant_lists_only_its_own_container(tenants):
     for tenant in tenants:
         body = tenant.client.get("/data/core/xcore/", headers=tenant.headers).json()
-        listed = [c["instanceId"] for c in body["_embedded"]["https://ns.adobe.com/experience/xcore/container"]]
+        listed = [
+            c["instanceId"]
+            for c in body["_embedded"]["https://ns.adobe.com/experience/xcore/container"]
+        ]
         assert listed == [tenant.container]
 
 
@@ -69,7 +93,10 @@ def test_references_do_not_resolve_across_tenants(tenants):
         "xdm:name": "borrowing",
         "xdm:status": "approved",
         "xdm:representations": [
-            {"xdm:placement": owner.placement["@id"], "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+            {
+                "xdm:placement": owner.placement["@id"],
+                "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+            }
         ],
     }
     caller.create("fallback-offer", body, expect=422)

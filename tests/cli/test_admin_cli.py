@@ -14,7 +14,19 @@ from nextoffer.settings import Settings
 
 def bootstrap(db_url: str, *extra: str) -> dict[str, str]:
     result = CliRunner().invoke(
-        main, ["admin", "bootstrap", "--db", db_url, "--org", "ACME@AdobeOrg", "--sandbox", "prod", "--json", *extra]
+        main,
+        [
+            "admin",
+            "bootstrap",
+            "--db",
+            db_url,
+            "--org",
+            "ACME@AdobeOrg",
+            "--sandbox",
+            "prod",
+            "--json",
+            *extra,
+        ],
     )
     assert result.exit_code == 0, result.output
     return json.loads(result.output)
@@ -53,7 +65,8 @@ def test_token_minted_by_bootstrap_is_accepted_by_the_service(tmp_path):
 
 def test_bad_database_url_exits_with_a_message(tmp_path):
     result = CliRunner().invoke(
-        main, ["admin", "bootstrap", "--db", "mysql://nope/x", "--org", "A", "--sandbox", "p", "--json"]
+        main,
+        ["admin", "bootstrap", "--db", "mysql://nope/x", "--org", "A", "--sandbox", "p", "--json"],
     )
     assert result.exit_code == 2
     assert "unsupported database" in result.output

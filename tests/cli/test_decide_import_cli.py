@@ -20,9 +20,18 @@ from nextoffer.storage.store import Store
 def demo(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
     store = Store.open(db_url)
-    creds = bootstrap(store, org=DEMO_ORG, sandbox=DEMO_SANDBOX, now=utcnow(), client_id=DEMO_CLIENT, user=DEMO_USER)
+    creds = bootstrap(
+        store,
+        org=DEMO_ORG,
+        sandbox=DEMO_SANDBOX,
+        now=utcnow(),
+        client_id=DEMO_CLIENT,
+        user=DEMO_USER,
+    )
     principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
-    ids = seed_library(Repository(store, ids=IdFactory(), clock=utcnow), principal, creds.container_id)
+    ids = seed_library(
+        Repository(store, ids=IdFactory(), clock=utcnow), principal, creds.container_id
+    )
     store.close()
     return db_url, creds.container_id, ids
 
@@ -31,16 +40,33 @@ def decide(demo, tmp_path, profile, *extra):
     db_url, container, ids = demo
     path = tmp_path / "profile.json"
     path.write_text(json.dumps(profile))
-    return CliRunner().invoke(main, [
-        "decide", "--db", db_url, "--container", container, "--activity", ids["decision"],
-        "--placement", ids["placement"], "--profile", str(path), *extra])
+    return CliRunner().invoke(
+        main,
+        [
+            "decide",
+            "--db",
+            db_url,
+            "--container",
+            container,
+            "--activity",
+            ids["decision"],
+            "--placement",
+            ids["placement"],
+            "--profile",
+            str(path),
+            *extra,
+        ],
+    )
 
 
 def test_decide_picks_by_profile_and_explains(demo, tmp_path):
     _, _, ids = demo
     gold = decide(demo, tmp_path, {"loyalty": {"tier": "gold"}})
     assert gold.exit_code == 0, gold.output
-    assert json.loads(gold.output)["xdm:propositions"][0]["xdm:options"][0]["xdm:id"] == ids["gold_offer"]
+    assert (
+        json.loads(gold.output)["xdm:propositions"][0]["xdm:options"][0]["xdm:id"]
+        == ids["gold_offer"]
+    )
     other = decide(demo, tmp_path, {"loyalty": {"tier": "bronze"}}, "--explain")
     body = json.loads(other.output)["xdm:propositions"][0]
     assert body["xdm:options"][0]["xdm:id"] == ids["holiday_offer"]
@@ -50,7 +76,11 @@ def test_decide_picks_by_profile_and_explains(demo, tmp_path):
 
 def test_decide_reports_unknown_ids_with_an_exit_code(demo, tmp_path):
     db_url, container, ids = demo
-    result = decide((db_url, container, {**ids, "decision": "xcore:offer-activity:0000000000000001"}), tmp_path, {})
+    result = decide(
+        (db_url, container, {**ids, "decision": "xcore:offer-activity:0000000000000001"}),
+        tmp_path,
+        {},
+    )
     assert result.exit_code == 4 and "error:" in result.output
     missing = decide((db_url, "no-such-container", ids), tmp_path, {})
     assert missing.exit_code == 4
@@ -59,7 +89,9 @@ def test_decide_reports_unknown_ids_with_an_exit_code(demo, tmp_path):
 def test_import_profiles_loads_good_lines_and_reports_bad_ones(demo, tmp_path):
     db_url, _, _ = demo
     lines = [
-        json.dumps({"identityMap": {"Email": [{"id": "a@x"}]}, "profile": {"loyalty": {"tier": "gold"}}}),
+        json.dumps(
+            {"identityMap": {"Email": [{"id": "a@x"}]}, "profile": {"loyalty": {"tier": "gold"}}}
+        ),
         "{not json",
         json.dumps({"identityMap": {}, "profile": {}}),
         "",
@@ -67,7 +99,20 @@ def test_import_profiles_loads_good_lines_and_reports_bad_ones(demo, tmp_path):
     ]
     path = tmp_path / "profiles.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(main, ["import", "profiles", str(path), "--db", db_url, "--org", DEMO_ORG, "--sandbox", DEMO_SANDBOX])
+    result = CliRunner().invoke(
+        main,
+        [
+            "import",
+            "profiles",
+            str(path),
+            "--db",
+            db_url,
+            "--org",
+            DEMO_ORG,
+            "--sandbox",
+            DEMO_SANDBOX,
+        ],
+    )
     assert result.exit_code == 1
     assert "2 profiles loaded, 2 lines rejected" in result.output
     assert "line 2:" in result.output and "line 3:" in result.output
@@ -82,5 +127,7 @@ def test_import_into_a_missing_sandbox_is_refused(demo, tmp_path):
     db_url, _, _ = demo
     path = tmp_path / "p.jsonl"
     path.write_text("{}\n")
-    result = CliRunner().invoke(main, ["import", "profiles", str(path), "--db", db_url, "--org", "NOPE", "--sandbox", "x"])
+    result = CliRunner().invoke(
+        main, ["import", "profiles", str(path), "--db", db_url, "--org", "NOPE", "--sandbox", "x"]
+    )
     assert result.exit_code == 4

@@ -41,9 +41,14 @@ def test_check_formula_kind_enforces_the_8_kb_limit():
 
 
 def test_check_json_format():
-    doc = {"nodeType": "fnApply", "fnName": "=", "params": [
-        {"nodeType": "fieldLookup", "fieldName": "city"},
-        {"nodeType": "literal", "value": "DDN"}]}
+    doc = {
+        "nodeType": "fnApply",
+        "fnName": "=",
+        "params": [
+            {"nodeType": "fieldLookup", "fieldName": "city"},
+            {"nodeType": "literal", "value": "DDN"},
+        ],
+    }
     result = run("check", "-", "--format", "pql/json", stdin=json.dumps(doc))
     assert result.exit_code == 0, result.output
 
@@ -53,8 +58,14 @@ def test_eval_prints_the_value_as_json(tmp_path):
     profile.write_text(json.dumps({"person": {"birthYear": 1985}}))
     offer = tmp_path / "vars.json"
     offer.write_text(json.dumps({"offer": {"rank": {"priority": 10}}}))
-    result = run("eval", "--profile", str(profile), "--vars", str(offer),
-                 "if(person.birthYear > 1980, offer.rank.priority * 2, 0)")
+    result = run(
+        "eval",
+        "--profile",
+        str(profile),
+        "--vars",
+        str(offer),
+        "if(person.birthYear > 1980, offer.rank.priority * 2, 0)",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) == 20
 
@@ -64,9 +75,16 @@ def test_eval_with_events_and_now(tmp_path):
     profile.write_text("{}")
     events = tmp_path / "e.json"
     events.write_text(json.dumps([{"timestamp": "2024-06-14T10:00:00Z"}]))
-    result = run("eval", "--profile", str(profile), "--events", str(events),
-                 "--now", "2024-06-15T10:00:00Z",
-                 "select X from xEvent where X.timestamp occurs yesterday")
+    result = run(
+        "eval",
+        "--profile",
+        str(profile),
+        "--events",
+        str(events),
+        "--now",
+        "2024-06-15T10:00:00Z",
+        "select X from xEvent where X.timestamp occurs yesterday",
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.output) is True
 

@@ -48,14 +48,21 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
         out, _ = process.communicate(timeout=20)
         output.append(out)
     text = output[0]
-    for header in ("Authorization: Bearer ", "x-api-key: ", "x-gw-ims-org-id: ", "x-sandbox-name: "):
+    for header in (
+        "Authorization: Bearer ",
+        "x-api-key: ",
+        "x-gw-ims-org-id: ",
+        "x-sandbox-name: ",
+    ):
         assert header in text
     curls = [part.split("\n\n")[0] for part in text.split("curl ")[1:]]
     assert len(curls) == 2  # the seed request, and a decision
 
     def parse(curl: str) -> tuple[str, dict[str, str], str]:
         args = shlex.split(curl.replace("\\\n", " "))
-        headers = dict(a.split(": ", 1) for a, prev in zip(args[1:], args, strict=False) if prev == "-H")
+        headers = dict(
+            a.split(": ", 1) for a, prev in zip(args[1:], args, strict=False) if prev == "-H"
+        )
         return next(a for a in args if a.startswith("http://")), headers, args[args.index("-d") + 1]
 
     url, headers, body = parse(curls[0])
@@ -64,14 +71,19 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
     # Serve again on the same database (the demo tenant is reused) and run the curl.
     process = subprocess.Popen(
         [str(exe), "serve", "--port", str(port), "--no-access-log"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
                 response = httpx.post(url, content=body, headers=headers, timeout=5)
-                decision = httpx.post(decide_url, content=decide_body, headers=decide_headers, timeout=5)
+                decision = httpx.post(
+                    decide_url, content=decide_body, headers=decide_headers, timeout=5
+                )
                 break
             except httpx.TransportError:
                 time.sleep(0.2)

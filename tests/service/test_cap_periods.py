@@ -9,7 +9,15 @@ import pytest
 from nextoffer.cli.demo import HTML, WEB
 from nextoffer.engine import PropositionRequest
 from nextoffer.ids import IdFactory
-from nextoffer.repository.objects import COLLECTION, DECISION, FALLBACK_OFFER, PERSONALIZED_OFFER, PLACEMENT, ObjectType, SchemaRef
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    ObjectType,
+    SchemaRef,
+)
 from nextoffer.service.auth import Principal
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
@@ -35,7 +43,9 @@ def world(tmp_path):
     principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
     catalogs = CatalogCache(store, clock=clock, check_interval=0)
     repo = Repository(store, ids=IdFactory(), clock=clock, on_change=catalogs.invalidate)
-    decisions = Decisions(store, repository=repo, catalogs=catalogs, counters=SqlCounters(store), clock=clock)
+    decisions = Decisions(
+        store, repository=repo, catalogs=catalogs, counters=SqlCounters(store), clock=clock
+    )
     yield store, clock, principal, creds.container_id, repo, decisions
     store.close()
 
@@ -45,29 +55,59 @@ def library(repo, principal, container, caps):
         return repo.create(principal, container, SchemaRef(object_type, None, ""), body).at_id
 
     placement = make(PLACEMENT, {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML})
-    reps = [{"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}]
-    offer = make(PERSONALIZED_OFFER, {"xdm:name": "o", "xdm:status": "approved", "xdm:representations": reps,
-                                      "xdm:frequencyCappingConstraints": caps})
-    fallback = make(FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps})
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
+    offer = make(
+        PERSONALIZED_OFFER,
+        {
+            "xdm:name": "o",
+            "xdm:status": "approved",
+            "xdm:representations": reps,
+            "xdm:frequencyCappingConstraints": caps,
+        },
+    )
+    fallback = make(
+        FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
     collection = make(COLLECTION, {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [offer]})
-    decision = make(DECISION, {"xdm:name": "d", "xdm:status": "live", "xdm:fallback": fallback,
-                               "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}]})
+    decision = make(
+        DECISION,
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
     return placement, offer, decision
 
 
 def chosen(decisions, principal, container, placement, decision):
-    call = DecisionCall(propositions=(PropositionRequest(decision, placement),), identities=[("Email", "a@x")])
+    call = DecisionCall(
+        propositions=(PropositionRequest(decision, placement),), identities=[("Email", "a@x")]
+    )
     proposition = decisions.decide(principal, container, call).result.propositions[0]
     return proposition.options[0].offer_id if proposition.options else None
 
 
 @pytest.mark.parametrize(
     ("unit", "until_reset"),
-    [("day", timedelta(hours=1)), ("week", timedelta(hours=1)), ("month", timedelta(days=2, hours=1))],
+    [
+        ("day", timedelta(hours=1)),
+        ("week", timedelta(hours=1)),
+        ("month", timedelta(days=2, hours=1)),
+    ],
 )
 def test_repeating_cap_resets_at_the_period_boundary(world, unit, until_reset):
     _, clock, principal, container, repo, decisions = world
-    caps = [{"xdm:limit": 1, "xdm:scope": "profile", "xdm:repeat": {"xdm:unit": unit, "xdm:unitCount": 1}}]
+    caps = [
+        {
+            "xdm:limit": 1,
+            "xdm:scope": "profile",
+            "xdm:repeat": {"xdm:unit": unit, "xdm:unitCount": 1},
+        }
+    ]
     placement, offer, decision = library(repo, principal, container, caps)
     assert chosen(decisions, principal, container, placement, decision) == offer
     clock.moment += timedelta(minutes=30)

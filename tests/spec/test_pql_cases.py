@@ -36,10 +36,15 @@ def load(path: Path) -> list[dict[str, Any]]:
 
 def run_case(case: dict[str, Any]) -> Any:
     try:
-        return pql.evaluate(case["expr"], profile=case["profile"], events=case.get("events"),
-                            now=case.get("now"), context=case.get("context"),
-                            variables=case.get("vars"),
-                            format=case.get("format", "pql/text"))
+        return pql.evaluate(
+            case["expr"],
+            profile=case["profile"],
+            events=case.get("events"),
+            now=case.get("now"),
+            context=case.get("context"),
+            variables=case.get("vars"),
+            format=case.get("format", "pql/text"),
+        )
     except PQLError:
         return "error"
 
@@ -56,10 +61,16 @@ def assert_expected(case: dict[str, Any], got: Any) -> None:
 def shared_params() -> list[Any]:
     if not SHARED.exists():
         return []
-    return [pytest.param(c, id=c["id"], marks=[pytest.mark.xfail(strict=True,
-                                                                  reason=DIFFERENT[c["id"]])]
-                         if c["id"] in DIFFERENT else [])
-            for c in load(SHARED)]
+    return [
+        pytest.param(
+            c,
+            id=c["id"],
+            marks=[pytest.mark.xfail(strict=True, reason=DIFFERENT[c["id"]])]
+            if c["id"] in DIFFERENT
+            else [],
+        )
+        for c in load(SHARED)
+    ]
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason=f"shared spec folder not found at {SPEC}")
@@ -68,8 +79,9 @@ def test_shared_case(case: dict[str, Any]) -> None:
     assert_expected(case, run_case(case))
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c["id"])
-                                  for c in load(HERE / "pql_project_cases.jsonl")])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c["id"]) for c in load(HERE / "pql_project_cases.jsonl")]
+)
 def test_project_case(case: dict[str, Any]) -> None:
     assert_expected(case, run_case(case))
 

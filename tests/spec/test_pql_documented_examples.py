@@ -18,10 +18,12 @@ from nextoffer.pql.parser import parse
 from nextoffer.pql.printer import to_text
 
 HERE = Path(__file__).resolve().parent
-DOC = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / \
-    "ranking-and-rules-examples.md"
+DOC = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "spec" / "ranking-and-rules-examples.md"
+)
 EXAMPLES: list[dict[str, Any]] = json.loads(
-    (HERE / "pql_documented_examples.json").read_text(encoding="utf-8"))["examples"]
+    (HERE / "pql_documented_examples.json").read_text(encoding="utf-8")
+)["examples"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e["section"] for e in EXAMPLES])
@@ -37,8 +39,11 @@ def test_copies_match_the_document() -> None:
     for example in EXAMPLES:
         if example.get("verbatim") is False:  # described in prose, not printed
             continue
-        original = example["pql"].replace("_acme", "<OrgID>") if "Edge API" in \
-            example["section"] else example["pql"]
+        original = (
+            example["pql"].replace("_acme", "<OrgID>")
+            if "Edge API" in example["section"]
+            else example["pql"]
+        )
         flat = original.replace('"', '\\"')
         assert original in text or flat in text, example["section"]
 

@@ -159,7 +159,9 @@ def test_the_db_commands_upgrade_report_and_downgrade(empty_url: str) -> None:
 
 
 def test_db_commands_on_an_unreachable_database_exit_with_unavailable() -> None:
-    result = CliRunner().invoke(main, ["db", "current", "--db", "postgresql://nobody@127.0.0.1:1/none"])
+    result = CliRunner().invoke(
+        main, ["db", "current", "--db", "postgresql://nobody@127.0.0.1:1/none"]
+    )
     assert result.exit_code == Unavailable.exit_code
     assert "unavailable" in result.output
 

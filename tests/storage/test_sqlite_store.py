@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.store_contract import StoreContract
 
 from nextoffer.errors import BadRequest
 from nextoffer.storage.store import Store
+from support.store_contract import StoreContract
 
 
 @pytest.fixture

@@ -42,7 +42,9 @@ def serve(db_url: str, *, workdir: Path, extra: tuple[str, ...] = ()) -> Iterato
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"nextoffer serve did not start: {process.stderr.read() if process.stderr else ''}")
+                raise RuntimeError(
+                    f"nextoffer serve did not start: {process.stderr.read() if process.stderr else ''}"
+                )
             time.sleep(0.1)
         yield base
     finally:

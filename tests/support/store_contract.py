@@ -15,7 +15,9 @@ AUDIT = Audit(STAMP, STAMP, "u", "u", "c", "c")
 TAG = "https://ns.adobe.com/experience/offer-management/tag"
 
 
-def container(store: Store, org: str = "O@AdobeOrg", sandbox: str = "prod", cid: str = "c-1") -> ContainerRecord:
+def container(
+    store: Store, org: str = "O@AdobeOrg", sandbox: str = "prod", cid: str = "c-1"
+) -> ContainerRecord:
     record = ContainerRecord(cid, org, sandbox, "decisioning", "n", ["acp"], 1, AUDIT)
     with store.session(write=True) as session:
         session.ensure_org(org, now=STAMP)
@@ -49,7 +51,9 @@ class StoreContract:
             assert session.get_container("c-1", org_id="O@AdobeOrg", sandbox="prod") is not None
             assert session.get_container("c-1", org_id="O@AdobeOrg", sandbox="dev") is None
             assert session.get_container("c-1", org_id="X@AdobeOrg", sandbox="prod") is None
-            assert [c.container_id for c in session.list_containers(org_id="O@AdobeOrg", sandbox="prod")] == ["c-1"]
+            assert [
+                c.container_id for c in session.list_containers(org_id="O@AdobeOrg", sandbox="prod")
+            ] == ["c-1"]
 
     def test_instance_round_trip_keeps_the_body(self, store: Store) -> None:
         container(store)
@@ -78,7 +82,9 @@ class StoreContract:
         with store.session(write=True) as session:
             session.insert_instance(instance("c-1", 1), [])
         clash = instance("c-1", 1)
-        clash = InstanceRecord(**{**{f: getattr(clash, f) for f in clash.__slots__}, "instance_id": "i-other"})
+        clash = InstanceRecord(
+            **{**{f: getattr(clash, f) for f in clash.__slots__}, "instance_id": "i-other"}
+        )
         with pytest.raises(Conflict), store.session(write=True) as session:
             session.insert_instance(clash, [])
 
@@ -133,7 +139,9 @@ class StoreContract:
             session.insert_instance(instance("c-1", 1), [])
             session.insert_instance(instance("c-2", 2), [])
         with store.session() as session:
-            assert list(session.instances_by_at_id("c-1", ["xcore:tag:1", "xcore:tag:2"])) == ["xcore:tag:1"]
+            assert list(session.instances_by_at_id("c-1", ["xcore:tag:1", "xcore:tag:2"])) == [
+                "xcore:tag:1"
+            ]
 
     def test_concurrent_writers_both_commit(self, store: Store) -> None:
         container(store)

@@ -42,11 +42,16 @@ class AccessLog:
         self._prefix = ""
         self._flushed = time.monotonic()
 
-    def write(self, method: str, route: str, path: str, status: int, seconds: float, request_id: str) -> None:
+    def write(
+        self, method: str, route: str, path: str, status: int, seconds: float, request_id: str
+    ) -> None:
         now = time.time()
         second = int(now)
         if second != self._second:  # the date part changes once a second
-            self._second, self._prefix = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second, self._prefix = (
+                second,
+                time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)),
+            )
         line = {
             "time": f"{self._prefix}.{int((now - second) * 1000):03d}Z",
             "method": method,
@@ -69,7 +74,9 @@ class AccessLog:
 class Observe:
     """Metrics for every request, and a JSON access line when ``access_log`` is given."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics | None, access_log: AccessLog | None) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics | None, access_log: AccessLog | None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.access_log = access_log
@@ -107,5 +114,10 @@ class Observe:
                 self.metrics.observe_request(scope["method"], template, status, seconds)
             if self.access_log is not None:
                 self.access_log.write(
-                    scope["method"], template, scope["path"], status, seconds, request_id.decode("latin-1")
+                    scope["method"],
+                    template,
+                    scope["path"],
+                    status,
+                    seconds,
+                    request_id.decode("latin-1"),
                 )

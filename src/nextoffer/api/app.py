@@ -28,10 +28,14 @@ from nextoffer.storage.counters import CapCounterStore, SqlCounters
 from nextoffer.storage.store import Store
 
 
-def build_services(settings: Settings, store: Store | None = None, *, metrics: Metrics | None = None) -> Services:
+def build_services(
+    settings: Settings, store: Store | None = None, *, metrics: Metrics | None = None
+) -> Services:
     store = store or Store.open(settings.db_url, pool_size=settings.db_pool_size)
     catalogs = CatalogCache(
-        store, clock=utcnow, check_interval=settings.catalog_check_seconds,
+        store,
+        clock=utcnow,
+        check_interval=settings.catalog_check_seconds,
         on_rebuild=metrics.catalog_rebuilt if metrics else None,
     )
     repository = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
@@ -48,7 +52,11 @@ def build_services(settings: Settings, store: Store | None = None, *, metrics: M
         profiles=Profiles(store, clock=utcnow),
         events=Events(store, counters=counters, catalogs=catalogs, clock=utcnow),
         decisions=Decisions(
-            store, repository=repository, catalogs=catalogs, counters=counters, clock=utcnow,
+            store,
+            repository=repository,
+            catalogs=catalogs,
+            counters=counters,
+            clock=utcnow,
             on_refused=metrics.cap_refused if metrics else None,
         ),
         reports=Reports(store, repository=repository),
@@ -75,7 +83,9 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = services is None
         app.state.services = services or build_services(settings, metrics=metrics)
-        flushing = asyncio.get_running_loop().create_task(flusher()) if metrics or access_log else None
+        flushing = (
+            asyncio.get_running_loop().create_task(flusher()) if metrics or access_log else None
+        )
         try:
             yield
         finally:
@@ -89,7 +99,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 app.state.services.store.close()
 
     app = Starlette(
-        routes=[*system.routes, *search.routes, *xcore.routes, *ode.routes, *profiles.routes, *reports.routes],
+        routes=[
+            *system.routes,
+            *search.routes,
+            *xcore.routes,
+            *ode.routes,
+            *profiles.routes,
+            *reports.routes,
+        ],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
         middleware=[Middleware(Observe, metrics=metrics, access_log=access_log)],
         lifespan=lifespan,

@@ -40,6 +40,8 @@ def check_depth(value: Any, limit: int) -> None:
         if depth > limit:
             raise BadRequest(f"the JSON body nests deeper than {limit} levels")
         if isinstance(node, dict):
-            stack.extend((child, depth + 1) for child in node.values() if isinstance(child, dict | list))
+            stack.extend(
+                (child, depth + 1) for child in node.values() if isinstance(child, dict | list)
+            )
         elif isinstance(node, list):
             stack.extend((child, depth + 1) for child in node if isinstance(child, dict | list))

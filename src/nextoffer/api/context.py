@@ -49,7 +49,9 @@ def authenticate(request: Request) -> Principal:
 
 async def body_json(request: Request) -> Any:
     settings = services(request).settings
-    return await read_json(request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth)
+    return await read_json(
+        request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+    )
 
 
 _executor: ThreadPoolExecutor | None = None
@@ -68,4 +70,6 @@ def _pool() -> ThreadPoolExecutor:
 
 async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run blocking service work (it opens a database transaction) off the event loop."""
-    return await asyncio.get_running_loop().run_in_executor(_pool(), functools.partial(fn, *args, **kwargs))
+    return await asyncio.get_running_loop().run_in_executor(
+        _pool(), functools.partial(fn, *args, **kwargs)
+    )

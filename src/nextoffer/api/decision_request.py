@@ -59,12 +59,18 @@ def _propositions(value: Any) -> tuple[PropositionRequest, ...]:
         activity = item.get("xdm:activityId")
         placement = item.get("xdm:placementId")
         if not isinstance(activity, str) or not activity:
-            raise Unprocessable("xdm:activityId is required (a decision @id)", pointer=f"{where}/xdm:activityId")
+            raise Unprocessable(
+                "xdm:activityId is required (a decision @id)", pointer=f"{where}/xdm:activityId"
+            )
         if not isinstance(placement, str) or not placement:
-            raise Unprocessable("xdm:placementId is required (a placement @id)", pointer=f"{where}/xdm:placementId")
+            raise Unprocessable(
+                "xdm:placementId is required (a placement @id)", pointer=f"{where}/xdm:placementId"
+            )
         count = item.get("xdm:itemCount", 1)
         if isinstance(count, bool) or not isinstance(count, int):
-            raise Unprocessable("xdm:itemCount must be an integer from 1 to 30", pointer=f"{where}/xdm:itemCount")
+            raise Unprocessable(
+                "xdm:itemCount must be an integer from 1 to 30", pointer=f"{where}/xdm:itemCount"
+            )
         found.append(PropositionRequest(activity, placement, count))
     return tuple(found)
 
@@ -97,13 +103,19 @@ def _response_format(value: Any) -> ResponseFormat:
     metadata: dict[str, frozenset[str]] = {}
     requested = value.get("xdm:includeMetadata") or {}
     if not isinstance(requested, dict):
-        raise Unprocessable("xdm:includeMetadata must be an object", pointer=f"{pointer}/xdm:includeMetadata")
+        raise Unprocessable(
+            "xdm:includeMetadata must be an object", pointer=f"{pointer}/xdm:includeMetadata"
+        )
     for key, names in requested.items():
         where = f"{pointer}/xdm:includeMetadata/{key}"
         allowed = METADATA.get(key)
         if allowed is None:
-            raise Unprocessable(f"unknown metadata object {key!r}; use one of {sorted(METADATA)}", pointer=where)
-        if not isinstance(names, list) or not all(isinstance(n, str) and n in allowed for n in names):
+            raise Unprocessable(
+                f"unknown metadata object {key!r}; use one of {sorted(METADATA)}", pointer=where
+            )
+        if not isinstance(names, list) or not all(
+            isinstance(n, str) and n in allowed for n in names
+        ):
             raise Unprocessable(f"{key} metadata may name only {sorted(allowed)}", pointer=where)
         metadata[key] = frozenset(names)
     return ResponseFormat(
@@ -121,10 +133,15 @@ def parse(body: Any) -> tuple[DecisionCall, ResponseFormat]:
     if not isinstance(profiles, list) or len(profiles) != 1 or not isinstance(profiles[0], dict):
         raise Unprocessable("xdm:profiles must hold exactly one profile", pointer="/xdm:profiles")
     profile = profiles[0]
-    identities = parse_identity_map(profile.get("xdm:identityMap"), pointer="/xdm:profiles/0/xdm:identityMap")
+    identities = parse_identity_map(
+        profile.get("xdm:identityMap"), pointer="/xdm:profiles/0/xdm:identityMap"
+    )
     request_id = profile.get("xdm:decisionRequestId")
     if request_id is not None and not isinstance(request_id, str):
-        raise Unprocessable("xdm:decisionRequestId must be a string", pointer="/xdm:profiles/0/xdm:decisionRequestId")
+        raise Unprocessable(
+            "xdm:decisionRequestId must be a string",
+            pointer="/xdm:profiles/0/xdm:decisionRequestId",
+        )
     duplicates = body.get("xdm:allowDuplicatePropositions") or {}
     if not isinstance(duplicates, dict):
         raise Unprocessable("must be an object", pointer="/xdm:allowDuplicatePropositions")
@@ -134,10 +151,12 @@ def parse(body: Any) -> tuple[DecisionCall, ResponseFormat]:
         identities=identities,
         context=_context(profile.get("xdm:contextData"), "/xdm:profiles/0/xdm:contextData"),
         allow_duplicates_across_activities=_bool(
-            duplicates.get("xdm:acrossActivities"), "/xdm:allowDuplicatePropositions/xdm:acrossActivities"
+            duplicates.get("xdm:acrossActivities"),
+            "/xdm:allowDuplicatePropositions/xdm:acrossActivities",
         ),
         allow_duplicates_across_placements=_bool(
-            duplicates.get("xdm:acrossPlacements"), "/xdm:allowDuplicatePropositions/xdm:acrossPlacements"
+            duplicates.get("xdm:acrossPlacements"),
+            "/xdm:allowDuplicatePropositions/xdm:acrossPlacements",
         ),
         dry_run=_bool(body.get("xdm:dryRun"), "/xdm:dryRun"),
         explain=response_format.explain,

@@ -70,7 +70,9 @@ def trace_json(trace: PropositionTrace) -> dict[str, Any]:
 
 def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "xdm:activity": _ref(proposition.activity, fmt.metadata.get("xdm:activity", frozenset()), {}),
+        "xdm:activity": _ref(
+            proposition.activity, fmt.metadata.get("xdm:activity", frozenset()), {}
+        ),
         "xdm:placement": _ref(
             proposition.placement,
             fmt.metadata.get("xdm:placement", frozenset()),
@@ -86,7 +88,9 @@ def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any
     return out
 
 
-def response(outcome: DecisionOutcome, fmt: ResponseFormat, *, decision_request_id: str | None) -> dict[str, Any]:
+def response(
+    outcome: DecisionOutcome, fmt: ResponseFormat, *, decision_request_id: str | None
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "xdm:propositionId": outcome.proposition_id,
         "xdm:propositions": [_proposition(p, fmt) for p in outcome.result.propositions],

@@ -76,4 +76,8 @@ def diagnostics(snapshot: Snapshot | None, *, base: str) -> dict[str, Any]:
                 "xdm:causes": [_cause(e, instances, base) for e in unattached],
             }
         )
-    return {"xdm:operations": {"xdm:decisioningPackageUpdate": {"xdm:date": snapshot.built, "xdm:errors": errors}}}
+    return {
+        "xdm:operations": {
+            "xdm:decisioningPackageUpdate": {"xdm:date": snapshot.built, "xdm:errors": errors}
+        }
+    }

@@ -44,7 +44,9 @@ def problem(status: int, title: str, detail: str, *, slug: str, **members: Any) 
 def to_response(exc: NextOfferError) -> Response:
     if isinstance(exc, AuthError):
         return json_response(
-            {"error_code": exc.error_code, "message": exc.message}, status=exc.http_status, media_type=JSON
+            {"error_code": exc.error_code, "message": exc.message},
+            status=exc.http_status,
+            media_type=JSON,
         )
     members: dict[str, Any] = {"pointer": exc.pointer, **exc.extra}
     if isinstance(exc, PQLError):
@@ -90,7 +92,12 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return json_response(
-        problem(500, "Internal Server Error", "an unexpected error occurred; it has been logged", slug="internal"),
+        problem(
+            500,
+            "Internal Server Error",
+            "an unexpected error occurred; it has been logged",
+            slug="internal",
+        ),
         status=500,
         media_type=PROBLEM,
     )

@@ -82,7 +82,12 @@ def parse(value: str | None) -> MediaType | None:
         if not key:
             continue
         raw_value, quoted = _unquote(raw.strip())
-        if key == "version" and schema_was_bare and "schema" in params and ";version=" not in params["schema"]:
+        if (
+            key == "version"
+            and schema_was_bare
+            and "schema" in params
+            and ";version=" not in params["schema"]
+        ):
             params["schema"] += f";version={raw_value}"
             continue
         params[key] = raw_value
@@ -90,11 +95,8 @@ def parse(value: str | None) -> MediaType | None:
             schema_was_bare = not quoted
     return MediaType(mime, params)
 
+
 XDM = "application/vnd.adobe.xdm+json"
 XED_ID = "application/vnd.adobe.xed-id+json"
-DECISION_REQUEST = (
-    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
-)
-DECISION_RESPONSE = (
-    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-response;version=1.0"'
-)
+DECISION_REQUEST = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
+DECISION_RESPONSE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-response;version=1.0"'

@@ -10,6 +10,12 @@ from starlette.responses import Response
 
 
 def json_response(
-    content: Any, *, status: int = 200, media_type: str = "application/json", headers: Mapping[str, str] | None = None
+    content: Any,
+    *,
+    status: int = 200,
+    media_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
-    return Response(orjson.dumps(content), status_code=status, media_type=media_type, headers=headers)
+    return Response(
+        orjson.dumps(content), status_code=status, media_type=media_type, headers=headers
+    )

@@ -19,22 +19,47 @@ def admin() -> None:
 
 
 @admin.command()
-@click.option("--db", "db_url", envvar="NEXTOFFER_DB", help="Database URL (default: ./.nextoffer/nextoffer.db).")
+@click.option(
+    "--db",
+    "db_url",
+    envvar="NEXTOFFER_DB",
+    help="Database URL (default: ./.nextoffer/nextoffer.db).",
+)
 @click.option("--org", required=True, help="IMS organisation id, e.g. ACME@AdobeOrg.")
 @click.option("--sandbox", required=True, help="Sandbox name, e.g. prod.")
 @click.option("--client-id", help="API key to create or reuse (default: derived from the org).")
 @click.option("--user", help="User the token acts as (repo:createdBy).")
-@click.option("--ttl", default=86400, show_default=True, type=click.IntRange(60), help="Token lifetime, seconds.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the only output format).")
+@click.option(
+    "--ttl",
+    default=86400,
+    show_default=True,
+    type=click.IntRange(60),
+    help="Token lifetime, seconds.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON object (the only output format)."
+)
 def bootstrap(
-    db_url: str | None, org: str, sandbox: str, client_id: str | None, user: str | None, ttl: int, as_json: bool
+    db_url: str | None,
+    org: str,
+    sandbox: str,
+    client_id: str | None,
+    user: str | None,
+    ttl: int,
+    as_json: bool,
 ) -> None:
     """Create or reuse the org, sandbox, container, API client, and mint a token."""
     settings = Settings.from_env(db_url=db_url)
     store = Store.open(settings.db_url)
     try:
         creds = bootstrap_tenant(
-            store, org=org, sandbox=sandbox, now=utcnow(), client_id=client_id, user=user, ttl=timedelta(seconds=ttl)
+            store,
+            org=org,
+            sandbox=sandbox,
+            now=utcnow(),
+            client_id=client_id,
+            user=user,
+            ttl=timedelta(seconds=ttl),
         )
     finally:
         store.close()

@@ -30,16 +30,34 @@ def _load(stream: IO[str], what: str) -> Any:
 
 
 @click.command()
-@click.option("--db", "db_url", envvar="NEXTOFFER_DB", help="Database URL (default: ./.nextoffer/nextoffer.db).")
+@click.option(
+    "--db",
+    "db_url",
+    envvar="NEXTOFFER_DB",
+    help="Database URL (default: ./.nextoffer/nextoffer.db).",
+)
 @click.option("--container", "container_id", required=True, help="Container id.")
 @click.option("--activity", required=True, help="Decision @id (xcore:offer-activity:…).")
 @click.option("--placement", required=True, help="Placement @id (xcore:offer-placement:…).")
-@click.option("--items", default=1, show_default=True, type=click.IntRange(1, 30), help="Options wanted.")
-@click.option("--profile", "profile_file", required=True, type=click.File("r"),
-              help='Profile attributes as JSON (a file, or - for stdin).')
-@click.option("--events", "events_file", type=click.File("r"), help="Experience events as a JSON array.")
-@click.option("--context", "context_file", type=click.File("r"),
-              help='Context data as JSON: {"<schema>": {...}}.')
+@click.option(
+    "--items", default=1, show_default=True, type=click.IntRange(1, 30), help="Options wanted."
+)
+@click.option(
+    "--profile",
+    "profile_file",
+    required=True,
+    type=click.File("r"),
+    help="Profile attributes as JSON (a file, or - for stdin).",
+)
+@click.option(
+    "--events", "events_file", type=click.File("r"), help="Experience events as a JSON array."
+)
+@click.option(
+    "--context",
+    "context_file",
+    type=click.File("r"),
+    help='Context data as JSON: {"<schema>": {...}}.',
+)
 @click.option("--explain", is_flag=True, help="Add the per-candidate trace.")
 def decide(
     db_url: str | None,
@@ -56,7 +74,11 @@ def decide(
     profile = _load(profile_file, "--profile")
     events = _load(events_file, "--events") if events_file else []
     context = _load(context_file, "--context") if context_file else {}
-    if not isinstance(profile, dict) or not isinstance(events, list) or not isinstance(context, dict):
+    if (
+        not isinstance(profile, dict)
+        or not isinstance(events, list)
+        or not isinstance(context, dict)
+    ):
         raise BadRequest("--profile and --context must hold JSON objects, --events a JSON array")
     settings = Settings.from_env(db_url=db_url)
     store = Store.open(settings.db_url)
@@ -86,8 +108,15 @@ def decide(
         store.close()
     fmt = ResponseFormat(
         include_content=True,
-        metadata={"xdm:activity": frozenset({"name"}), "xdm:option": frozenset({"name", "priority"}),
-                  "xdm:placement": frozenset({"name"})},
+        metadata={
+            "xdm:activity": frozenset({"name"}),
+            "xdm:option": frozenset({"name", "priority"}),
+            "xdm:placement": frozenset({"name"}),
+        },
         explain=explain,
     )
-    click.echo(orjson.dumps(response(outcome, fmt, decision_request_id=None), option=orjson.OPT_INDENT_2).decode())
+    click.echo(
+        orjson.dumps(
+            response(outcome, fmt, decision_request_id=None), option=orjson.OPT_INDENT_2
+        ).decode()
+    )

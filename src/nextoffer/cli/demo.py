@@ -61,44 +61,78 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
     ids: dict[str, str] = {}
     ids["placement"] = make(
         PLACEMENT,
-        {"xdm:name": "Home page banner", "xdm:channel": WEB, "xdm:componentType": HTML,
-         "xdm:description": "The banner at the top of the home page"},
+        {
+            "xdm:name": "Home page banner",
+            "xdm:channel": WEB,
+            "xdm:componentType": HTML,
+            "xdm:description": "The banner at the top of the home page",
+        },
     )
     ids["tag"] = make(TAG, {"xdm:name": "Holiday sales and promotions"})
     ids["rule"] = make(
         RULE,
-        {"xdm:name": "Gold members", "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text",
-                                                     "xdm:value": 'loyalty.tier = "gold"'}},
+        {
+            "xdm:name": "Gold members",
+            "xdm:condition": {
+                "xdm:type": "PQL",
+                "xdm:format": "pql/text",
+                "xdm:value": 'loyalty.tier = "gold"',
+            },
+        },
     )
     ids["gold_offer"] = make(
         PERSONALIZED_OFFER,
-        {"xdm:name": "Gold members: 20% off", "xdm:status": "approved",
-         "xdm:representations": [_html(ids["placement"], "<p>20% off for our gold members</p>")],
-         "xdm:selectionConstraint": {**window, "xdm:eligibilityRule": ids["rule"]},
-         "xdm:rank": {"xdm:priority": 10}, "xdm:cappingConstraint": {"xdm:profileCap": 3},
-         "xdm:tags": [ids["tag"]], "xdm:characteristics": {"offer_code": "GOLD20"}},
+        {
+            "xdm:name": "Gold members: 20% off",
+            "xdm:status": "approved",
+            "xdm:representations": [_html(ids["placement"], "<p>20% off for our gold members</p>")],
+            "xdm:selectionConstraint": {**window, "xdm:eligibilityRule": ids["rule"]},
+            "xdm:rank": {"xdm:priority": 10},
+            "xdm:cappingConstraint": {"xdm:profileCap": 3},
+            "xdm:tags": [ids["tag"]],
+            "xdm:characteristics": {"offer_code": "GOLD20"},
+        },
     )
     ids["holiday_offer"] = make(
         PERSONALIZED_OFFER,
-        {"xdm:name": "Holiday sale: 10% off", "xdm:status": "approved",
-         "xdm:representations": [_html(ids["placement"], "<p>10% off everything this season</p>")],
-         "xdm:selectionConstraint": window, "xdm:rank": {"xdm:priority": 5},
-         "xdm:tags": [ids["tag"]], "xdm:characteristics": {"offer_code": "HOLIDAY10"}},
+        {
+            "xdm:name": "Holiday sale: 10% off",
+            "xdm:status": "approved",
+            "xdm:representations": [
+                _html(ids["placement"], "<p>10% off everything this season</p>")
+            ],
+            "xdm:selectionConstraint": window,
+            "xdm:rank": {"xdm:priority": 5},
+            "xdm:tags": [ids["tag"]],
+            "xdm:characteristics": {"offer_code": "HOLIDAY10"},
+        },
     )
     ids["fallback"] = make(
         FALLBACK_OFFER,
-        {"xdm:name": "Welcome banner", "xdm:status": "approved",
-         "xdm:representations": [_html(ids["placement"], "<p>Welcome!</p>")]},
+        {
+            "xdm:name": "Welcome banner",
+            "xdm:status": "approved",
+            "xdm:representations": [_html(ids["placement"], "<p>Welcome!</p>")],
+        },
     )
     ids["collection"] = make(
-        COLLECTION, {"xdm:name": "Holiday offers", "xdm:filterType": "anyTags", "xdm:ids": [ids["tag"]]}
+        COLLECTION,
+        {"xdm:name": "Holiday offers", "xdm:filterType": "anyTags", "xdm:ids": [ids["tag"]]},
     )
     ids["decision"] = make(
         DECISION,
-        {"xdm:name": "Home page decision", "xdm:status": "live", **window,
-         "xdm:criteria": [{"xdm:placements": [ids["placement"]],
-                           "xdm:optionSelection": {"xdm:filter": ids["collection"]}}],
-         "xdm:fallback": ids["fallback"]},
+        {
+            "xdm:name": "Home page decision",
+            "xdm:status": "live",
+            **window,
+            "xdm:criteria": [
+                {
+                    "xdm:placements": [ids["placement"]],
+                    "xdm:optionSelection": {"xdm:filter": ids["collection"]},
+                }
+            ],
+            "xdm:fallback": ids["fallback"],
+        },
     )
     return ids
 
@@ -106,7 +140,14 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
 def seed_demo(settings: Settings) -> Credentials:
     store = Store.open(settings.db_url)
     try:
-        creds = bootstrap(store, org=DEMO_ORG, sandbox=DEMO_SANDBOX, now=utcnow(), client_id=DEMO_CLIENT, user=DEMO_USER)
+        creds = bootstrap(
+            store,
+            org=DEMO_ORG,
+            sandbox=DEMO_SANDBOX,
+            now=utcnow(),
+            client_id=DEMO_CLIENT,
+            user=DEMO_USER,
+        )
         principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
         with store.session() as session:
             empty = session.count_instances(creds.container_id) == 0
@@ -134,14 +175,29 @@ def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) 
         "xdm:status": "approved",
         "xdm:name": "Fallback for sales",
         "xdm:representations": [
-            {"xdm:components": [{"dc:language": ["en"], "@type": HTML, "dc:format": "text/html"}],
-             "xdm:channel": WEB, "xdm:placement": placement}
+            {
+                "xdm:components": [
+                    {"dc:language": ["en"], "@type": HTML, "dc:format": "text/html"}
+                ],
+                "xdm:channel": WEB,
+                "xdm:placement": placement,
+            }
         ],
     }
     schema = "https://ns.adobe.com/experience/offer-management/fallback-offer;version=0.1"
     lines = [f"curl -sS -X POST {base}/data/core/xcore/{creds.container_id}/instances \\"]
-    lines.append("  -H " + shlex.quote("Accept: application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1") + " \\")
-    lines.append("  -H " + shlex.quote(f'Content-Type: application/schema-instance+json; version=1;  schema="{schema}"') + " \\")
+    lines.append(
+        "  -H "
+        + shlex.quote("Accept: application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1")
+        + " \\"
+    )
+    lines.append(
+        "  -H "
+        + shlex.quote(
+            f'Content-Type: application/schema-instance+json; version=1;  schema="{schema}"'
+        )
+        + " \\"
+    )
     lines.extend("  -H " + shlex.quote(f"{k}: {v}") + " \\" for k, v in headers.items())
     lines.append("  -d " + shlex.quote(orjson.dumps(seed).decode()))
     click.echo("\nnextoffer demo tenant ready.\n")
@@ -155,10 +211,15 @@ def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) 
     click.echo("\n".join(lines) + "\n")
     if "decision" in ids:
         request = {
-            "xdm:propositionRequests": [{"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}],
+            "xdm:propositionRequests": [
+                {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+            ],
             "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "someone@example.com"}]}}],
-            "xdm:responseFormat": {"xdm:includeContent": True, "xdm:includeMetadata": {"xdm:option": ["name"]},
-                                   "nextoffer:explain": True},
+            "xdm:responseFormat": {
+                "xdm:includeContent": True,
+                "xdm:includeMetadata": {"xdm:option": ["name"]},
+                "nextoffer:explain": True,
+            },
         }
         decide_type = (
             "Content-Type: application/vnd.adobe.xdm+json; "

@@ -22,7 +22,12 @@ def import_() -> None:
 
 @import_.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--db", "db_url", envvar="NEXTOFFER_DB", help="Database URL (default: ./.nextoffer/nextoffer.db).")
+@click.option(
+    "--db",
+    "db_url",
+    envvar="NEXTOFFER_DB",
+    help="Database URL (default: ./.nextoffer/nextoffer.db).",
+)
 @click.option("--org", required=True, help="Organisation the profiles belong to.")
 @click.option("--sandbox", required=True, help="Sandbox the profiles belong to.")
 def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
@@ -39,10 +44,15 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
     try:
         with store.session() as session:
             if not session.sandbox_exists(org, sandbox):
-                raise NotFound(f"no sandbox {sandbox!r} in organisation {org!r}; run admin bootstrap first")
+                raise NotFound(
+                    f"no sandbox {sandbox!r} in organisation {org!r}; run admin bootstrap first"
+                )
         with path.open("rb") as raw:
             total = sum(1 for _ in raw)
-        with path.open(encoding="utf-8") as lines, click.progressbar(length=total, label="profiles") as bar:
+        with (
+            path.open(encoding="utf-8") as lines,
+            click.progressbar(length=total, label="profiles") as bar,
+        ):
             for number, line in enumerate(lines, start=1):
                 bar.update(1)
                 if not line.strip():

@@ -14,8 +14,14 @@ import click
 from nextoffer import pql as pql_lang
 from nextoffer.errors import PQLError
 
-_FORMAT = click.option("--format", "fmt", type=click.Choice(["pql/text", "pql/json"]),
-                       default="pql/text", show_default=True, help="How the rule is written.")
+_FORMAT = click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["pql/text", "pql/json"]),
+    default="pql/text",
+    show_default=True,
+    help="How the rule is written.",
+)
 
 
 _PATH = click.Path(exists=True, dir_okay=False)
@@ -44,8 +50,13 @@ def pql() -> None:
 @pql.command("check")
 @click.argument("file", type=click.File("r", encoding="utf-8"))
 @_FORMAT
-@click.option("--kind", type=click.Choice(["rule", "formula"]), default="rule",
-              show_default=True, help="Rule (≤ 15 KB) or ranking formula (≤ 8 KB).")
+@click.option(
+    "--kind",
+    type=click.Choice(["rule", "formula"]),
+    default="rule",
+    show_default=True,
+    help="Rule (≤ 15 KB) or ranking formula (≤ 8 KB).",
+)
 @click.pass_context
 def check(ctx: click.Context, file: IO[str], fmt: str, kind: str) -> None:
     """Validate the rule in FILE ('-' reads standard input): prints "ok" or the error."""
@@ -59,23 +70,53 @@ def check(ctx: click.Context, file: IO[str], fmt: str, kind: str) -> None:
 
 @pql.command("eval")
 @click.argument("expr")
-@click.option("--profile", "profile", type=_PATH, required=True,
-              callback=_json_file, help="JSON file with the profile.")
-@click.option("--events", type=_PATH, callback=_json_file,
-              help="JSON file with the xEvent array.")
-@click.option("--context", "context_data", type=_PATH,
-              callback=_json_file, help="JSON file: context data keyed by schema ref.")
-@click.option("--vars", "variables", type=_PATH,
-              callback=_json_file, help="JSON file: named inputs such as offer.")
+@click.option(
+    "--profile",
+    "profile",
+    type=_PATH,
+    required=True,
+    callback=_json_file,
+    help="JSON file with the profile.",
+)
+@click.option("--events", type=_PATH, callback=_json_file, help="JSON file with the xEvent array.")
+@click.option(
+    "--context",
+    "context_data",
+    type=_PATH,
+    callback=_json_file,
+    help="JSON file: context data keyed by schema ref.",
+)
+@click.option(
+    "--vars",
+    "variables",
+    type=_PATH,
+    callback=_json_file,
+    help="JSON file: named inputs such as offer.",
+)
 @click.option("--now", help="Execution time, RFC 3339 (default: the current UTC time).")
 @_FORMAT
 @click.pass_context
-def eval_(ctx: click.Context, expr: str, profile: Any, events: Any, context_data: Any,
-          variables: Any, now: str | None, fmt: str) -> None:
+def eval_(
+    ctx: click.Context,
+    expr: str,
+    profile: Any,
+    events: Any,
+    context_data: Any,
+    variables: Any,
+    now: str | None,
+    fmt: str,
+) -> None:
     """Evaluate EXPR against a profile and print the value as JSON."""
     try:
-        value = pql_lang.evaluate(expr, profile=profile, events=events, now=now,
-                                  context=context_data, variables=variables, format=fmt)
+        value = pql_lang.evaluate(
+            expr,
+            profile=profile,
+            events=events,
+            now=now,
+            context=context_data,
+            variables=variables,
+            format=fmt,
+        )
     except PQLError as exc:
         _fail(ctx, exc)
     click.echo(json.dumps(value))

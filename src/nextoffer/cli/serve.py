@@ -16,11 +16,28 @@ from nextoffer.settings import Settings
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--db", "db_url", envvar="NEXTOFFER_DB", help="Database URL (default: ./.nextoffer/nextoffer.db).")
-@click.option("--redis", "redis_url", envvar="NEXTOFFER_REDIS", help="redis://host:port/N: cap counters in Redis.")
+@click.option(
+    "--db",
+    "db_url",
+    envvar="NEXTOFFER_DB",
+    help="Database URL (default: ./.nextoffer/nextoffer.db).",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="NEXTOFFER_REDIS",
+    help="redis://host:port/N: cap counters in Redis.",
+)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64))
-@click.option("--demo", is_flag=True, help="Create a demo tenant with a small library and print a ready curl.")
-@click.option("--access-log/--no-access-log", default=True, show_default=True, help="One line per request on stdout.")
+@click.option(
+    "--demo", is_flag=True, help="Create a demo tenant with a small library and print a ready curl."
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="One line per request on stdout.",
+)
 @click.option(
     "--access-log-format",
     type=click.Choice(["json", "text"]),
@@ -47,7 +64,12 @@ def serve(
     """Serve the Offer Library and Decisioning APIs."""
     json_log = access_log and access_log_format == "json"
     settings = Settings.from_env(
-        db_url=db_url, host=host, port=port, workers=workers, access_log=json_log, metrics=metrics,
+        db_url=db_url,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=json_log,
+        metrics=metrics,
         redis_url=redis_url,
     )
     if demo:

@@ -42,7 +42,9 @@ class CapCounters:
     counts: Mapping[tuple[str, str, str], int] = field(default_factory=dict)
 
     def count(self, offer_id: str, rule: CapRule, placement_id: str) -> int:
-        value = self.counts.get((offer_id, rule.rule_id, placement_id if rule.per_placement else ""))
+        value = self.counts.get(
+            (offer_id, rule.rule_id, placement_id if rule.per_placement else "")
+        )
         if value is not None:
             return value
         if rule.rule_id == "globalCap":
@@ -72,7 +74,9 @@ class CapLedger:
             if rule.counts_propositions:
                 count += self._local.get((offer.at_id, rule.rule_id, placement), 0)
             if count >= rule.limit:
-                reason = Reason.PROFILE_CAP_REACHED if rule.per_profile else Reason.GLOBAL_CAP_REACHED
+                reason = (
+                    Reason.PROFILE_CAP_REACHED if rule.per_profile else Reason.GLOBAL_CAP_REACHED
+                )
                 return Failure(reason, counter=count, limit=rule.limit, detail=rule.rule_id)
         return None
 

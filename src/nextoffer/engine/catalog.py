@@ -17,8 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from nextoffer.engine.diagnostics import CatalogError, CatalogErrorKind
-from nextoffer.engine.frequency import cap_rules
 from nextoffer.engine.fields import non_negative_int, obj, parse_time, prop, strings
+from nextoffer.engine.frequency import cap_rules
 from nextoffer.engine.model import (
     NO_CONSTRAINT,
     CompileRule,

@@ -44,8 +44,11 @@ def parse_source(source: str | dict[str, Any], format: str = "pql/text") -> Node
     """Parse ``source`` in the given format (no checks, no limits)."""
     if format == "pql/text":
         if not isinstance(source, str):
-            raise PQLError(msg.TYPE.format(what="pql/text source", expected="a string",
-                                           got=type(source).__name__))
+            raise PQLError(
+                msg.TYPE.format(
+                    what="pql/text source", expected="a string", got=type(source).__name__
+                )
+            )
         return parse(source)
     if format == "pql/json":
         return parse_json(source)
@@ -59,8 +62,14 @@ class CompiledRule:
     the signature of the method below, so a call costs a single Python frame.
     """
 
-    def __init__(self, source: str | dict[str, Any], *, format: str = "pql/text",
-                 kind: str = "rule", _shape: str | None = None) -> None:
+    def __init__(
+        self,
+        source: str | dict[str, Any],
+        *,
+        format: str = "pql/text",
+        kind: str = "rule",
+        _shape: str | None = None,
+    ) -> None:
         if kind not in KINDS:
             raise PQLError(msg.BAD_KIND.format(kind=kind))
         if format not in FORMATS:
@@ -77,8 +86,7 @@ class CompiledRule:
         if format != "pql/text":
             check_nesting(printed, None)
         check(tree, text)
-        compiled = compile_tree(tree, shape=_shape or kind, source=text,
-                                now_resolver=_resolve_now)
+        compiled = compile_tree(tree, shape=_shape or kind, source=text, now_resolver=_resolve_now)
         check_reads(compiled.profile_paths, compiled.context_paths, text)
         self.source = source
         self.format = format
@@ -88,8 +96,15 @@ class CompiledRule:
         self.context_paths: tuple[str, ...] = compiled.context_paths
         self.evaluate = compiled.function  # type: ignore[method-assign]
 
-    def evaluate(self, *, profile: Any, events: Any = None, now: Any = None,
-                 context: Any = None, variables: Any = None) -> Any:
+    def evaluate(
+        self,
+        *,
+        profile: Any,
+        events: Any = None,
+        now: Any = None,
+        context: Any = None,
+        variables: Any = None,
+    ) -> Any:
         """Evaluate against one profile. Returns a bool for rules, a number (or None when
         the formula yields no number) for formulas; raises only PQLError."""
         raise NotImplementedError  # replaced per instance in __init__
@@ -98,8 +113,9 @@ class CompiledRule:
         return f"CompiledRule(kind={self.kind!r}, format={self.format!r}, source={self.source!r})"
 
 
-def compile(source: str | dict[str, Any], *, format: str = "pql/text",
-            kind: str = "rule") -> CompiledRule:
+def compile(
+    source: str | dict[str, Any], *, format: str = "pql/text", kind: str = "rule"
+) -> CompiledRule:
     """Parse, check and compile; raises PQLError when the rule is invalid or over a limit.
 
     This is also the validator the repository calls when a rule or formula is saved.
@@ -107,11 +123,19 @@ def compile(source: str | dict[str, Any], *, format: str = "pql/text",
     return CompiledRule(source, format=format, kind=kind)
 
 
-def evaluate(source: str | dict[str, Any], *, profile: Any, events: Any = None,
-             now: Any = None, context: Any = None, variables: Any = None,
-             format: str = "pql/text") -> Any:
+def evaluate(
+    source: str | dict[str, Any],
+    *,
+    profile: Any,
+    events: Any = None,
+    now: Any = None,
+    context: Any = None,
+    variables: Any = None,
+    format: str = "pql/text",
+) -> Any:
     """Compile and evaluate once. Returns what the expression yields when it is a boolean
     or a number; anything else is coerced to a boolean (pql.md §2.5 rule 4)."""
     rule = CompiledRule(source, format=format, kind="rule", _shape="value")
-    return rule.evaluate(profile=profile, events=events, now=now, context=context,
-                         variables=variables)
+    return rule.evaluate(
+        profile=profile, events=events, now=now, context=context, variables=variables
+    )

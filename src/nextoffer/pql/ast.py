@@ -60,7 +60,6 @@ class This(Node):
     """``this``: the current item of the innermost filter / item-relative argument."""
 
 
-
 @dataclass(frozen=True, slots=True)
 class Param(Node):
     """``$1`` …"""

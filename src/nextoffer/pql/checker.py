@@ -46,8 +46,14 @@ class Checker:
 
     def check(self, tree: A.Node) -> None:
         if isinstance(tree, A.Lambda) and len(tree.params) != 1:
-            raise self.fail(msg.TYPE.format(what="a lambda header", expected="one parameter "
-                                            "(the profile)", got=len(tree.params)), tree)
+            raise self.fail(
+                msg.TYPE.format(
+                    what="a lambda header",
+                    expected="one parameter (the profile)",
+                    got=len(tree.params),
+                ),
+                tree,
+            )
         self.visit(tree, 0)
 
     def visit(self, node: A.Node, depth: int) -> None:
@@ -73,13 +79,11 @@ class Checker:
     def _Method(self, node: A.Method, depth: int) -> None:
         sig = METHODS.get(node.name)
         if sig is None:
-            raise msg.fail(msg.UNKNOWN_METHOD.format(name=node.name), node.name_span,
-                           self.source)
+            raise msg.fail(msg.UNKNOWN_METHOD.format(name=node.name), node.name_span, self.source)
         self._arity(node.name, sig.required, len(sig.args), node)
         self.visit(node.obj, depth)
         for arg, kind in zip(node.args, sig.args, strict=False):
-            self.visit(arg, depth + 1 if kind == "i" and not isinstance(arg, A.Lambda)
-                       else depth)
+            self.visit(arg, depth + 1 if kind == "i" and not isinstance(arg, A.Lambda) else depth)
         if node.name in ("matches", "regexGroup") and node.args:
             self._regex(node.args[0])
 
@@ -92,8 +96,12 @@ class Checker:
             for arg in node.args:
                 kind = _kind(arg)
                 if kind not in (None, "a number"):
-                    raise self.fail(msg.TYPE.format(what="an argument of date()",
-                                                    expected="a number", got=kind), arg)
+                    raise self.fail(
+                        msg.TYPE.format(
+                            what="an argument of date()", expected="a number", got=kind
+                        ),
+                        arg,
+                    )
         for arg in node.args:
             self.visit(arg, depth)
 
@@ -116,7 +124,7 @@ class Checker:
             text = msg.REGEX_COMPLEX.format(limit=MAX_REGEX_REPEATS, optional=MAX_REGEX_OPTIONALS)
             raise self.fail(text, node)
         if problem is not None:
-            raise self.fail(msg.REGEX_INVALID.format(reason=problem[len("invalid: "):]), node)
+            raise self.fail(msg.REGEX_INVALID.format(reason=problem[len("invalid: ") :]), node)
 
     def _Binary(self, node: A.Binary, depth: int) -> None:
         self.visit(node.left, depth)
@@ -125,13 +133,21 @@ class Checker:
             for side in (node.left, node.right):
                 kind = _kind(side)
                 if kind not in (None, "a number"):
-                    raise self.fail(msg.TYPE.format(what=f"an operand of '{node.op}'",
-                                                    expected="a number", got=kind), side)
+                    raise self.fail(
+                        msg.TYPE.format(
+                            what=f"an operand of '{node.op}'", expected="a number", got=kind
+                        ),
+                        side,
+                    )
         elif node.op in ("in", "notIn"):
             kind = _kind(node.right)
             if kind not in (None, "an array"):
-                raise self.fail(msg.TYPE.format(what=f"the right side of '{node.op}'",
-                                                expected="an array", got=kind), node.right)
+                raise self.fail(
+                    msg.TYPE.format(
+                        what=f"the right side of '{node.op}'", expected="an array", got=kind
+                    ),
+                    node.right,
+                )
         elif node.op == "matches":
             self._regex(node.right)
 
@@ -140,19 +156,29 @@ class Checker:
         if node.op == "-":
             kind = _kind(node.operand)
             if kind not in (None, "a number"):
-                raise self.fail(msg.TYPE.format(what="the operand of '-'", expected="a number",
-                                                got=kind), node.operand)
+                raise self.fail(
+                    msg.TYPE.format(what="the operand of '-'", expected="a number", got=kind),
+                    node.operand,
+                )
 
     def _Occurs(self, node: A.Occurs, depth: int) -> None:
         kind = _kind(node.subject)
         if kind is not None and kind != "a string":
-            raise self.fail(msg.TYPE.format(what="the subject of 'occurs'",
-                                            expected="a timestamp", got=kind), node.subject)
-        if (isinstance(node.subject, A.Literal) and isinstance(node.subject.value, str)
-                and to_instant(node.subject.value) is None):
-            raise self.fail(msg.TYPE.format(what="the subject of 'occurs'",
-                                            expected="a timestamp", got="a string"),
-                            node.subject)
+            raise self.fail(
+                msg.TYPE.format(what="the subject of 'occurs'", expected="a timestamp", got=kind),
+                node.subject,
+            )
+        if (
+            isinstance(node.subject, A.Literal)
+            and isinstance(node.subject.value, str)
+            and to_instant(node.subject.value) is None
+        ):
+            raise self.fail(
+                msg.TYPE.format(
+                    what="the subject of 'occurs'", expected="a timestamp", got="a string"
+                ),
+                node.subject,
+            )
         self.visit(node.subject, depth)
         self._spec(node.spec, depth)
 
@@ -160,8 +186,10 @@ class Checker:
         for ref in spec.times:
             kind = _kind(ref)
             if kind is not None and kind != "a string" and kind != "a number":
-                raise self.fail(msg.TYPE.format(what="a time in 'occurs'",
-                                                expected="a timestamp", got=kind), ref)
+                raise self.fail(
+                    msg.TYPE.format(what="a time in 'occurs'", expected="a timestamp", got=kind),
+                    ref,
+                )
             self.visit(ref, depth)
 
     def _Chain(self, node: A.Chain, depth: int) -> None:

@@ -45,13 +45,22 @@ def _call(fn: str, *args: py.expr) -> py.Call:
 
 
 def _attr_call(obj: py.expr, attr: str, *args: py.expr) -> py.Call:
-    return py.Call(func=py.Attribute(value=obj, attr=attr, ctx=py.Load()), args=list(args),
-                   keywords=[])
+    return py.Call(
+        func=py.Attribute(value=obj, attr=attr, ctx=py.Load()), args=list(args), keywords=[]
+    )
 
 
 def _lambda(params: list[str], body: py.expr) -> py.Lambda:
-    return py.Lambda(args=py.arguments(posonlyargs=[], args=[py.arg(arg=p) for p in params],
-                                       kwonlyargs=[], kw_defaults=[], defaults=[]), body=body)
+    return py.Lambda(
+        args=py.arguments(
+            posonlyargs=[],
+            args=[py.arg(arg=p) for p in params],
+            kwonlyargs=[],
+            kw_defaults=[],
+            defaults=[],
+        ),
+        body=body,
+    )
 
 
 def _class_of(e: py.expr) -> py.Attribute:
@@ -139,8 +148,10 @@ class _Gen:
         return py.List(elts=[self.expr(x, sc) for x in node.items], ctx=py.Load())
 
     def _ObjectLit(self, node: A.ObjectLit, sc: _Scope) -> py.expr:
-        return py.Dict(keys=[_c(k) for k, _ in node.entries],
-                       values=[self.expr(v, sc) for _, v in node.entries])
+        return py.Dict(
+            keys=[_c(k) for k, _ in node.entries],
+            values=[self.expr(v, sc) for _, v in node.entries],
+        )
 
     def _This(self, node: A.This, sc: _Scope) -> py.expr:
         return _n(sc.implicit[-1])
@@ -152,8 +163,9 @@ class _Gen:
 
     def _Up(self, node: A.Up, sc: _Scope) -> py.expr:
         if node.levels >= len(sc.implicit):
-            raise msg.fail(msg.UP_TOO_FAR.format(carets="^" * node.levels), node.span,
-                           self.s.source)
+            raise msg.fail(
+                msg.UP_TOO_FAR.format(carets="^" * node.levels), node.span, self.s.source
+            )
         return _n(sc.implicit[-1 - node.levels])
 
     def _Context(self, node: A.Context, sc: _Scope) -> py.expr:
@@ -179,13 +191,17 @@ class _Gen:
             item = sc.implicit[-1]
             if item == "p":
                 self._record_profile((name, *chain))
-            lookup: py.expr = (_attr_call(_n("p"), "get", _c(name)) if item == "p"
-                               else _call("_get", _n(item), _c(name)))
+            lookup: py.expr = (
+                _attr_call(_n("p"), "get", _c(name))
+                if item == "p"
+                else _call("_get", _n(item), _c(name))
+            )
             if self.vars_mode:
                 lookup = py.IfExp(
                     test=py.Compare(left=_c(name), ops=[py.In()], comparators=[_n("v")]),
                     body=py.Subscript(value=_n("v"), slice=_c(name), ctx=py.Load()),
-                    orelse=lookup)
+                    orelse=lookup,
+                )
             base = lookup
         return _call("_path", base, _c(chain)) if chain else base
 
@@ -225,15 +241,18 @@ class _Gen:
 
     def _Method(self, node: A.Method, sc: _Scope) -> py.expr:
         sig = METHODS[node.name]
-        args = [self._item_fn(a, sc) if kind == "i" else self.expr(a, sc)
-                for a, kind in zip(node.args, sig.args, strict=False)]
+        args = [
+            self._item_fn(a, sc) if kind == "i" else self.expr(a, sc)
+            for a, kind in zip(node.args, sig.args, strict=False)
+        ]
         return _call("m_" + node.name, self.expr(node.obj, sc), *args)
 
     def _Call(self, node: A.Call, sc: _Scope) -> py.expr:
         if node.name == "if":
             cond, yes, no = node.args
-            return py.IfExp(test=self.boolean(cond, sc), body=self.expr(yes, sc),
-                            orelse=self.expr(no, sc))
+            return py.IfExp(
+                test=self.boolean(cond, sc), body=self.expr(yes, sc), orelse=self.expr(no, sc)
+            )
         args = [self.expr(a, sc) for a in node.args]
         if node.name in NEEDS_NOW:
             self.s.uses.add("n")
@@ -294,15 +313,19 @@ class _Gen:
             return None
         right = node.right
         op = node.op
-        if op == "in" and isinstance(right, A.ListLit) and right.items and all(
-                isinstance(x, A.Literal) and x.value.__class__ is str for x in right.items):
+        if (
+            op == "in"
+            and isinstance(right, A.ListLit)
+            and right.items
+            and all(isinstance(x, A.Literal) and x.value.__class__ is str for x in right.items)
+        ):
             strings = frozenset(x.value for x in right.items if isinstance(x, A.Literal))
             temp = self.s.fresh("_t")
             return py.IfExp(
                 test=_is(_class_of(self._walrus(temp, node.left, sc)), _n("_str")),
-                body=py.Compare(left=_n(temp), ops=[py.In()],
-                                comparators=[self.s.const(strings)]),
-                orelse=_call("_instr", _n(temp), self.s.const(strings)))
+                body=py.Compare(left=_n(temp), ops=[py.In()], comparators=[self.s.const(strings)]),
+                orelse=_call("_instr", _n(temp), self.s.const(strings)),
+            )
         if not isinstance(right, A.Literal) or right.value is None:
             return None
         value = right.value
@@ -314,20 +337,26 @@ class _Gen:
             return _and(_is(first, _n("_list")), _call("_eq" if op == "=" else "_cmp", *args))
 
         if op == "=" and value.__class__ is str:
-            first = py.Compare(left=self._walrus(temp, node.left, sc), ops=[py.Eq()],
-                               comparators=[_c(value)])
+            first = py.Compare(
+                left=self._walrus(temp, node.left, sc), ops=[py.Eq()], comparators=[_c(value)]
+            )
             return _or(first, slow_list(_class_of(_n(temp))))
         if op == "=" and value.__class__ is bool:
-            return _or(_is(self._walrus(temp, node.left, sc), _c(value)),
-                       slow_list(_class_of(_n(temp))))
+            return _or(
+                _is(self._walrus(temp, node.left, sc), _c(value)), slow_list(_class_of(_n(temp)))
+            )
         if value.__class__ in (int, float) and (op == "=" or op in _CMP_OPS):
             # ((_c := (_t := x).__class__) is int or _c is float) and _t OP k or <list case>
             cmp_op = py.Eq() if op == "=" else _CMP_OPS[op]
-            cls_of = py.NamedExpr(target=py.Name(id=cls, ctx=py.Store()),
-                                  value=_class_of(self._walrus(temp, node.left, sc)))
+            cls_of = py.NamedExpr(
+                target=py.Name(id=cls, ctx=py.Store()),
+                value=_class_of(self._walrus(temp, node.left, sc)),
+            )
             typed = _or(_is(cls_of, _n("_int")), _is(_n(cls), _n("_float")))
-            return _or(_and(typed, py.Compare(left=_n(temp), ops=[cmp_op],
-                                              comparators=[_c(value)])), slow_list(_n(cls)))
+            return _or(
+                _and(typed, py.Compare(left=_n(temp), ops=[cmp_op], comparators=[_c(value)])),
+                slow_list(_n(cls)),
+            )
         return None
 
     def _walrus(self, temp: str, node: A.Node, sc: _Scope) -> py.expr:
@@ -340,13 +369,14 @@ class _Gen:
         if isinstance(node, A.RelTime):
             return self.s.hoist(("_rel", node.word), _call("_rel", _n("n"), _c(node.word)))
         if isinstance(node, A.Period):
-            return self.s.hoist(("_period", node.which, node.unit),
-                                _call("_period", _n("n"), _c(node.which), _c(node.unit)))
+            return self.s.hoist(
+                ("_period", node.which, node.unit),
+                _call("_period", _n("n"), _c(node.which), _c(node.unit)),
+            )
         return _call("_ival", self.expr(node, sc))
 
     def _spec(self, spec: A.OccursSpec, sc: _Scope) -> tuple[py.expr, py.expr, py.expr]:
-        test = OccursTest(spec.form, spec.op, spec.amount or 0, spec.unit or "day",
-                          spec.direction)
+        test = OccursTest(spec.form, spec.op, spec.amount or 0, spec.unit or "day", spec.direction)
         first = self._time_ref(spec.times[0], sc)
         second = self._time_ref(spec.times[1], sc) if len(spec.times) > 1 else _c(None)
         return self.s.const(test), first, second
@@ -358,22 +388,27 @@ class _Gen:
     def _Chain(self, node: A.Chain, sc: _Scope) -> py.expr:
         steps: list[py.expr] = []
         for step in node.steps:
-            what = self._item_fn(A.Call("if", (step.what, A.Literal(True), A.Literal(False))),
-                                 sc)
+            what = self._item_fn(A.Call("if", (step.what, A.Literal(True), A.Literal(False))), sc)
             if step.when is not None:
                 test, first, second = self._spec(step.when, sc)
             else:
                 test, first, second = _c(None), _c(None), _c(None)
             where = self._item_fn(step.where, sc) if step.where is not None else _c(None)
-            steps.append(py.Tuple(elts=[what, test, first, second, _c(step.count), where],
-                                  ctx=py.Load()))
-        return _call("_chain", self.expr(node.events, sc), _c(node.ts_field),
-                     py.List(elts=steps, ctx=py.Load()))
+            steps.append(
+                py.Tuple(elts=[what, test, first, second, _c(step.count), where], ctx=py.Load())
+            )
+        return _call(
+            "_chain",
+            self.expr(node.events, sc),
+            _c(node.ts_field),
+            py.List(elts=steps, ctx=py.Load()),
+        )
 
     # ---- binders ------------------------------------------------------------------------
 
-    def _generators(self, bindings: tuple[A.Binding, ...], sc: _Scope
-                    ) -> tuple[list[py.comprehension], _Scope, list[str]]:
+    def _generators(
+        self, bindings: tuple[A.Binding, ...], sc: _Scope
+    ) -> tuple[list[py.comprehension], _Scope, list[str]]:
         gens: list[py.comprehension] = []
         names: list[str] = []
         for b in bindings:
@@ -386,18 +421,25 @@ class _Gen:
             sc = sc.bind({b.var: local})
             names.append(local)
             ifs = [self.boolean(b.cond, sc)] if b.cond is not None else []
-            gens.append(py.comprehension(target=py.Name(id=local, ctx=py.Store()), iter=rng,
-                                         ifs=ifs, is_async=0))
+            gens.append(
+                py.comprehension(
+                    target=py.Name(id=local, ctx=py.Store()), iter=rng, ifs=ifs, is_async=0
+                )
+            )
         return gens, sc, names
 
     def _Select(self, node: A.Select, sc: _Scope) -> py.expr:
         if node.kind == "forall":
             first, rest = node.bindings[0], node.bindings[1:]
             if not rest:
-                gens, inner, names = self._generators((A.Binding(first.var, first.range,
-                                                                 None),), sc)
-                cond = (self.boolean(first.cond, inner) if first.cond is not None
-                        else _call("_truthy", _n(names[0])))
+                gens, inner, names = self._generators(
+                    (A.Binding(first.var, first.range, None),), sc
+                )
+                cond = (
+                    self.boolean(first.cond, inner)
+                    if first.cond is not None
+                    else _call("_truthy", _n(names[0]))
+                )
                 return _call("_all", py.GeneratorExp(elt=cond, generators=gens))
             gens, inner, _ = self._generators((first,), sc)
             rest_gens, _, _ = self._generators(rest, inner)
@@ -406,8 +448,9 @@ class _Gen:
         gens, inner, names = self._generators(node.bindings, sc)
         if node.kind == "exists":
             return _call("_any", py.GeneratorExp(elt=_c(True), generators=gens))
-        elt: py.expr = (_n(names[0]) if len(names) == 1 else
-                        py.List(elts=[_n(x) for x in names], ctx=py.Load()))
+        elt: py.expr = (
+            _n(names[0]) if len(names) == 1 else py.List(elts=[_n(x) for x in names], ctx=py.Load())
+        )
         return py.ListComp(elt=elt, generators=gens)
 
     def _Aggregate(self, node: A.Aggregate, sc: _Scope) -> py.expr:
@@ -463,8 +506,9 @@ class Compiled:
     context_paths: tuple[str, ...]
 
 
-def compile_tree(tree: A.Node, *, shape: str, source: str | None,
-                 now_resolver: Callable[[Any], Any]) -> Compiled:
+def compile_tree(
+    tree: A.Node, *, shape: str, source: str | None, now_resolver: Callable[[Any], Any]
+) -> Compiled:
     """Build the ``evaluate(*, profile, events, now, context, variables)`` function.
 
     ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or None) or ``"value"``.
@@ -488,9 +532,16 @@ def compile_tree(tree: A.Node, *, shape: str, source: str | None,
     def assign(name: str, value: py.expr) -> py.Assign:
         return py.Assign(targets=[py.Name(id=name, ctx=py.Store())], value=value)
 
-    prelude: list[py.stmt] = [assign("p", py.IfExp(
-        test=_is(_class_of(_n("profile")), _n("_dict")), body=_n("profile"),
-        orelse=_call("_root", _n("profile"))))]
+    prelude: list[py.stmt] = [
+        assign(
+            "p",
+            py.IfExp(
+                test=_is(_class_of(_n("profile")), _n("_dict")),
+                body=_n("profile"),
+                orelse=_call("_root", _n("profile")),
+            ),
+        )
+    ]
     ns["_dict"] = dict
     if "x" in shared.uses:
         prelude.append(assign("x", _call("_events", _n("events"))))
@@ -501,28 +552,47 @@ def compile_tree(tree: A.Node, *, shape: str, source: str | None,
         prelude.append(assign("c", _call("_ctx", _n("context"))))
     body: list[py.stmt] = []
     if with_vars is not None:
-        body.append(py.If(test=_n("variables"), body=[
-            assign("v", _call("_vars", _n("variables"))),
-            py.Return(value=shaped(with_vars))], orelse=[]))
+        body.append(
+            py.If(
+                test=_n("variables"),
+                body=[
+                    assign("v", _call("_vars", _n("variables"))),
+                    py.Return(value=shaped(with_vars)),
+                ],
+                orelse=[],
+            )
+        )
     body.append(py.Return(value=shaped(plain)))
     guarded = py.Try(
         body=body,
         handlers=[
             py.ExceptHandler(type=_n("_PQLError"), name=None, body=[py.Raise()]),
-            py.ExceptHandler(type=_n("_Exception"), name="_e", body=[
-                py.Raise(exc=_call("_internal", _n("_e")), cause=_c(None))]),
+            py.ExceptHandler(
+                type=_n("_Exception"),
+                name="_e",
+                body=[py.Raise(exc=_call("_internal", _n("_e")), cause=_c(None))],
+            ),
         ],
-        orelse=[], finalbody=[])
+        orelse=[],
+        finalbody=[],
+    )
     ns["_Exception"] = Exception
     fn_def = py.FunctionDef(
         name="evaluate",
         # Ordinary (not keyword-only) parameters: CPython fills missing keyword-only
         # arguments from a dict, which costs ~100 ns a call; the documented contract is
         # still keyword-only (``CompiledRule.evaluate``).
-        args=py.arguments(posonlyargs=[], args=[
-            py.arg(arg=a) for a in ("profile", "events", "now", "context", "variables")],
-            kwonlyargs=[], kw_defaults=[], defaults=[_c(None)] * 4),
-        body=[*prelude, guarded], decorator_list=[], returns=None)
+        args=py.arguments(
+            posonlyargs=[],
+            args=[py.arg(arg=a) for a in ("profile", "events", "now", "context", "variables")],
+            kwonlyargs=[],
+            kw_defaults=[],
+            defaults=[_c(None)] * 4,
+        ),
+        body=[*prelude, guarded],
+        decorator_list=[],
+        returns=None,
+    )
     module = py.fix_missing_locations(py.Module(body=[fn_def], type_ignores=[]))
     code = compile(module, "<pql>", "exec")
     fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))

@@ -16,9 +16,23 @@ from . import messages as msg
 from .functions import FUNCTIONS, METHODS
 from .parser import check_height, parse
 
-_BINARY = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">=", "in": "in",
-           "notin": "notIn", "like": "like", "matches": "matches", "+": "+", "-": "-",
-           "*": "*", "/": "/", "%": "%"}
+_BINARY = {
+    "=": "=",
+    "!=": "!=",
+    "<": "<",
+    "<=": "<=",
+    ">": ">",
+    ">=": ">=",
+    "in": "in",
+    "notin": "notIn",
+    "like": "like",
+    "matches": "matches",
+    "+": "+",
+    "-": "-",
+    "*": "*",
+    "/": "/",
+    "%": "%",
+}
 _MAX_DEPTH = 100
 
 

@@ -17,8 +17,7 @@ from .ast import Span
 
 _OPS2 = ("!=", "<=", ">=", "=>")
 _OPS1 = "=<>+-*/%!()[]{},.:^"
-_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
-            "t": "\t"}
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,16 +76,23 @@ def tokenize(source: str) -> list[Token]:
                 i += 1
             text = source[start:i]
             if not text.isascii():
-                raise msg.fail(msg.UNEXPECTED_CHAR.format(char=_first_non_ascii(text)),
-                               cur.span(start, i), source)
+                raise msg.fail(
+                    msg.UNEXPECTED_CHAR.format(char=_first_non_ascii(text)),
+                    cur.span(start, i),
+                    source,
+                )
             out.append(Token("ident", text, cur.span(start, i), text))
-        elif ch.isdigit() or (ch == "." and i + 1 < n and source[i + 1].isdigit()
-                              and not _after_value(out)):
+        elif ch.isdigit() or (
+            ch == "." and i + 1 < n and source[i + 1].isdigit() and not _after_value(out)
+        ):
             i = _scan_number(source, i)
             text = source[start:i]
             if i < n and (source[i].isalpha() or source[i] == "_"):
-                raise msg.fail(msg.BAD_NUMBER.format(text=source[start:i + 1]),
-                               cur.span(start, i + 1), source)
+                raise msg.fail(
+                    msg.BAD_NUMBER.format(text=source[start : i + 1]),
+                    cur.span(start, i + 1),
+                    source,
+                )
             number = _number(text)
             if number is None:
                 raise msg.fail(msg.BAD_NUMBER.format(text=text), cur.span(start, i), source)
@@ -102,8 +108,9 @@ def tokenize(source: str) -> list[Token]:
                 i += 1
             if i == start + 1:
                 raise msg.fail(msg.BAD_PARAM, cur.span(start, i), source)
-            out.append(Token("param", int(source[start + 1:i]), cur.span(start, i),
-                             source[start:i]))
+            out.append(
+                Token("param", int(source[start + 1 : i]), cur.span(start, i), source[start:i])
+            )
         elif ch == "@":
             j = i + 1
             event_form = source.startswith("event", j)
@@ -112,11 +119,11 @@ def tokenize(source: str) -> list[Token]:
             close = source.find("}", j + 1)
             if j >= n or source[j] != "{" or close < 0 or close == j + 1:
                 raise msg.fail(msg.BAD_CONTEXT, cur.span(start, min(j + 1, n)), source)
-            schema = source[j + 1:close].strip()
+            schema = source[j + 1 : close].strip()
             i = close + 1
             out.append(Token("ctx", (schema, event_form), cur.span(start, i), source[start:i]))
         else:
-            two = source[i:i + 2]
+            two = source[i : i + 2]
             if two == "==":
                 raise msg.fail(msg.DOUBLE_EQUALS, cur.span(i, i + 2), source)
             if two in _OPS2:
@@ -183,18 +190,19 @@ def _scan_string(s: str, i: int, cur: _Cursor) -> tuple[str, int]:
         if ch == '"':
             return "".join(parts), i + 1
         if ch == "\\":
-            esc = s[i + 1:i + 2]
+            esc = s[i + 1 : i + 2]
             if esc in _ESCAPES:
                 parts.append(_ESCAPES[esc])
                 i += 2
             elif esc == "u":
-                digits = s[i + 2:i + 6]
+                digits = s[i + 2 : i + 6]
                 if len(digits) == 4 and all(c in "0123456789abcdefABCDEF" for c in digits):
                     parts.append(chr(int(digits, 16)))
                     i += 6
                 else:
-                    raise msg.fail(msg.BAD_ESCAPE.format(escape="\\u" + digits),
-                                   cur.span(i, i + 2), s)
+                    raise msg.fail(
+                        msg.BAD_ESCAPE.format(escape="\\u" + digits), cur.span(i, i + 2), s
+                    )
             else:
                 raise msg.fail(msg.BAD_ESCAPE.format(escape="\\" + esc), cur.span(i, i + 2), s)
         else:

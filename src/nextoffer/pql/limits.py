@@ -24,19 +24,27 @@ def check_nesting(text: str, source: str | None) -> None:
         if tok.value in ("(", "[", "{"):
             depth += 1
             if depth > MAX_NESTING:
-                raise msg.fail(msg.LIMIT_NESTING.format(depth=depth, limit=MAX_NESTING),
-                               tok.span if source is not None else None, source)
+                raise msg.fail(
+                    msg.LIMIT_NESTING.format(depth=depth, limit=MAX_NESTING),
+                    tok.span if source is not None else None,
+                    source,
+                )
         elif tok.value in (")", "]", "}"):
             depth = max(depth - 1, 0)
 
 
-def check_reads(profile_paths: tuple[str, ...], context_paths: tuple[str, ...],
-                source: str | None) -> None:
+def check_reads(
+    profile_paths: tuple[str, ...], context_paths: tuple[str, ...], source: str | None
+) -> None:
     if len(profile_paths) > MAX_PROFILE_ATTRIBUTES:
-        raise msg.fail(msg.LIMIT_PROFILE_ATTRS.format(count=len(profile_paths),
-                                                      limit=MAX_PROFILE_ATTRIBUTES),
-                       Span(1, 1, 0, 0), source)
+        raise msg.fail(
+            msg.LIMIT_PROFILE_ATTRS.format(count=len(profile_paths), limit=MAX_PROFILE_ATTRIBUTES),
+            Span(1, 1, 0, 0),
+            source,
+        )
     if len(context_paths) > MAX_CONTEXT_ATTRIBUTES:
-        raise msg.fail(msg.LIMIT_CONTEXT_ATTRS.format(count=len(context_paths),
-                                                      limit=MAX_CONTEXT_ATTRIBUTES),
-                       Span(1, 1, 0, 0), source)
+        raise msg.fail(
+            msg.LIMIT_CONTEXT_ATTRS.format(count=len(context_paths), limit=MAX_CONTEXT_ATTRIBUTES),
+            Span(1, 1, 0, 0),
+            source,
+        )

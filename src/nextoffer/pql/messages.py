@@ -34,11 +34,14 @@ TYPE = "{what} must be {expected}, got {got}"
 UNKNOWN_PARAM = "only $1 (the profile) is available, found ${index}"
 UP_TOO_FAR = "'{carets}' reaches above the outermost level"
 REGEX_TOO_LONG = "regular expression longer than {limit} characters"
-REGEX_NESTED = "regular expression with nested quantifiers is not allowed (it could take " \
-    "exponential time)"
+REGEX_NESTED = (
+    "regular expression with nested quantifiers is not allowed (it could take exponential time)"
+)
 REGEX_INVALID = "invalid regular expression: {reason}"
-REGEX_COMPLEX = "regular expression with more than {limit} repeated parts (*, +, {{n,m}}) or " \
+REGEX_COMPLEX = (
+    "regular expression with more than {limit} repeated parts (*, +, {{n,m}}) or "
     "{optional} optional parts (?) is not allowed (it could take too long to match)"
+)
 BAD_KIND = "kind must be 'rule' or 'formula', got {kind!r}"
 BAD_FORMAT = "format must be 'pql/text' or 'pql/json', got {format!r}"
 # limits

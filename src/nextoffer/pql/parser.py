@@ -13,19 +13,53 @@ from .semantics import MAX_PARSE_DEPTH, MAX_TREE_HEIGHT
 COMPARISON_OPS = frozenset({"=", "!=", "<", "<=", ">", ">="})
 WORD_OPS = {"in": "in", "notin": "notIn", "like": "like", "matches": "matches"}
 # Words that can never be a bare name in primary position.
-RESERVED = frozenset({"and", "or", "not", "in", "notin", "like", "matches", "occurs", "between",
-                      "select", "exists", "forall", "let", "over", "from", "where"})
+RESERVED = frozenset(
+    {
+        "and",
+        "or",
+        "not",
+        "in",
+        "notin",
+        "like",
+        "matches",
+        "occurs",
+        "between",
+        "select",
+        "exists",
+        "forall",
+        "let",
+        "over",
+        "from",
+        "where",
+    }
+)
 REL_TIMES = frozenset({"now", "today", "yesterday", "tomorrow"})
 PERIOD_WORDS = frozenset({"this", "last", "next"})
 DIRECTIONS = frozenset({"before", "after", "from"})
 AGGREGATES = frozenset({"sum", "average", "min", "max"})
 TIME_UNITS = {
-    "millisecond": "millisecond", "milliseconds": "millisecond",
-    "second": "second", "seconds": "second", "minute": "minute", "minutes": "minute",
-    "hour": "hour", "hours": "hour", "day": "day", "days": "day", "week": "week",
-    "weeks": "week", "month": "month", "months": "month", "year": "year", "years": "year",
-    "decade": "decade", "decades": "decade", "century": "century", "centuries": "century",
-    "millennium": "millennium", "millennia": "millennium",
+    "millisecond": "millisecond",
+    "milliseconds": "millisecond",
+    "second": "second",
+    "seconds": "second",
+    "minute": "minute",
+    "minutes": "minute",
+    "hour": "hour",
+    "hours": "hour",
+    "day": "day",
+    "days": "day",
+    "week": "week",
+    "weeks": "week",
+    "month": "month",
+    "months": "month",
+    "year": "year",
+    "years": "year",
+    "decade": "decade",
+    "decades": "decade",
+    "century": "century",
+    "centuries": "century",
+    "millennium": "millennium",
+    "millennia": "millennium",
 }
 
 
@@ -88,8 +122,9 @@ class _Parser:
         t = t or self.tok
         if t.kind == "eof":
             return msg.fail(msg.UNEXPECTED_END.format(expected=expected), t.span, self.source)
-        return msg.fail(msg.EXPECTED.format(expected=expected, found=t.describe()), t.span,
-                        self.source)
+        return msg.fail(
+            msg.EXPECTED.format(expected=expected, found=t.describe()), t.span, self.source
+        )
 
     def expect_op(self, value: str) -> Token:
         if not self.is_op(value):
@@ -125,8 +160,9 @@ class _Parser:
     def query(self) -> A.Node:
         node = self.expression()
         if self.tok.kind != "eof":
-            raise msg.fail(msg.TRAILING.format(found=self.tok.describe()), self.tok.span,
-                           self.source)
+            raise msg.fail(
+                msg.TRAILING.format(found=self.tok.describe()), self.tok.span, self.source
+            )
         return node
 
     def expression(self) -> A.Node:
@@ -173,8 +209,9 @@ class _Parser:
         if t.kind == "ident":
             return t.value.lower() not in RESERVED
         # ``sum(`` is not a function, so a parenthesis after an aggregate word opens its value
-        return t.kind in ("param", "ctx", "num", "str") or (t.kind == "op"
-                                                          and t.value in ("^", "("))
+        return t.kind in ("param", "ctx", "num", "str") or (
+            t.kind == "op" and t.value in ("^", "(")
+        )
 
     def _lambda_ahead(self) -> bool:
         k = 1
@@ -204,8 +241,9 @@ class _Parser:
 
     def bindings(self) -> tuple[A.Binding, ...]:
         out = [self.binding()]
-        while (self.is_op(",") and self.peek().kind == "ident"
-               and self.is_word("from", self.peek(2))):
+        while (
+            self.is_op(",") and self.peek().kind == "ident" and self.is_word("from", self.peek(2))
+        ):
             self.advance()
             out.append(self.binding())
         return tuple(out)
@@ -311,8 +349,15 @@ class _Parser:
                 raise self.error("'before', 'after' or 'from'")
             self.advance()
             when = self.time_ref()
-            return A.OccursSpec("distance", (when,), op=op, amount=int(num.value), unit=unit,
-                                direction=direction, span=self.here(t.span))
+            return A.OccursSpec(
+                "distance",
+                (when,),
+                op=op,
+                amount=int(num.value),
+                unit=unit,
+                direction=direction,
+                span=self.here(t.span),
+            )
         if w in DIRECTIONS:
             self.advance()
             when = self.time_ref()
@@ -325,8 +370,9 @@ class _Parser:
     def time_unit(self) -> str:
         unit = TIME_UNITS.get(self.word())
         if unit is None:
-            raise msg.fail(msg.BAD_TIME_UNIT.format(found=self.tok.describe()), self.tok.span,
-                           self.source)
+            raise msg.fail(
+                msg.BAD_TIME_UNIT.format(found=self.tok.describe()), self.tok.span, self.source
+            )
         self.advance()
         return unit
 
@@ -387,8 +433,9 @@ class _Parser:
                 name = str(name_tok.value)
                 if self.is_op("("):
                     args = self.arguments()
-                    node = A.Method(node, name, args, span=self.here(node.span),
-                                    name_span=name_tok.span)
+                    node = A.Method(
+                        node, name, args, span=self.here(node.span), name_span=name_tok.span
+                    )
                 else:
                     node = A.Field(node, name, span=self.here(node.span))
             elif self.is_op("["):
@@ -535,5 +582,4 @@ class _Parser:
             else:
                 where = self.expression()
             self.expect_op(")")
-        return A.ChainStep(str(label.value), what, when, count, where,
-                           span=self.here(label.span))
+        return A.ChainStep(str(label.value), what, when, count, where, span=self.here(label.span))

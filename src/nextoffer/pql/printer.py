@@ -30,8 +30,12 @@ def _prec(node: A.Node) -> int:
         return _BINARY_PREC.get(node.op, _CMP)
     if isinstance(node, A.Occurs):
         return _CMP
-    if isinstance(node, A.Literal) and isinstance(node.value, int | float) \
-            and not isinstance(node.value, bool) and (node.value < 0 or str(node.value)[0] == "-"):
+    if (
+        isinstance(node, A.Literal)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+        and (node.value < 0 or str(node.value)[0] == "-")
+    ):
         return _UNARY
     return _POSTFIX
 

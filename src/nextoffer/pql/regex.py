@@ -137,7 +137,7 @@ _LEADING_FLAGS = re.compile(r"(?:\(\?[aiLmsux]+\))*")
 @lru_cache(maxsize=512)
 def max_text(pattern: str) -> int:
     """The longest text ``pattern`` is run on (see the module docstring)."""
-    rest = pattern[_LEADING_FLAGS.match(pattern).end():]  # type: ignore[union-attr]
+    rest = pattern[_LEADING_FLAGS.match(pattern).end() :]  # type: ignore[union-attr]
     anchored = rest.startswith(("^", "\\A")) and "m" not in pattern[: len(pattern) - len(rest)]
     repeated, optional = repeats(pattern)
     exponent = repeated + (0 if anchored else 1)
@@ -170,8 +170,7 @@ def like(text: str, pattern: str) -> bool:
     star_p = -1
     star_t = 0
     while t < len(text):
-        if p < len(pattern) and (pattern[p] == "_" or pattern[p] == text[t]) \
-                and pattern[p] != "%":
+        if p < len(pattern) and (pattern[p] == "_" or pattern[p] == text[t]) and pattern[p] != "%":
             t += 1
             p += 1
         elif p < len(pattern) and pattern[p] == "%":

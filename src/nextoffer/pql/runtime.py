@@ -56,8 +56,9 @@ def _root(value: Any) -> dict[str, Any]:
 def _events(value: Any) -> list[Any]:
     if value is None:
         return []
-    return value if value.__class__ is list else list(value) if isinstance(value, list | tuple) \
-        else []
+    return (
+        value if value.__class__ is list else list(value) if isinstance(value, list | tuple) else []
+    )
 
 
 def _internal(exc: BaseException) -> PQLError:
@@ -103,18 +104,46 @@ def namespace(now_resolver: Callable[[Any], Any]) -> dict[str, Any]:
     ns: dict[str, Any] = {
         "__builtins__": {},
         "_NUM": V.NUMBER_TYPES,
-        "_get": V.get, "_path": V.path, "_eq": V.eq, "_ne": V.ne, "_cmp": V.compare,
-        "_in": V.member, "_notin": V.not_member, "_instr": V.member_of_strings,
-        "_add": V.add, "_sub": V.sub, "_mul": V.mul, "_div": V.div, "_mod": V.mod,
-        "_neg": V.neg, "_truthy": truthy, "_like": F.like, "_matches": F.matches,
-        "_rel": relative, "_period": period, "_ival": _interval, "_iter": _iter,
-        "_any": any, "_all": all, "_filter": F.filter_items, "_chain": _chain,
-        "_shape": _shape, "_number": _number, "_root": _root, "_events": _events,
-        "_vars": _root, "_ctx": _root, "_now": now_resolver, "_PQLError": PQLError,
+        "_get": V.get,
+        "_path": V.path,
+        "_eq": V.eq,
+        "_ne": V.ne,
+        "_cmp": V.compare,
+        "_in": V.member,
+        "_notin": V.not_member,
+        "_instr": V.member_of_strings,
+        "_add": V.add,
+        "_sub": V.sub,
+        "_mul": V.mul,
+        "_div": V.div,
+        "_mod": V.mod,
+        "_neg": V.neg,
+        "_truthy": truthy,
+        "_like": F.like,
+        "_matches": F.matches,
+        "_rel": relative,
+        "_period": period,
+        "_ival": _interval,
+        "_iter": _iter,
+        "_any": any,
+        "_all": all,
+        "_filter": F.filter_items,
+        "_chain": _chain,
+        "_shape": _shape,
+        "_number": _number,
+        "_root": _root,
+        "_events": _events,
+        "_vars": _root,
+        "_ctx": _root,
+        "_now": now_resolver,
+        "_PQLError": PQLError,
         "_internal": _internal,
-        "_agg_sum": F.sum_of, "_agg_average": F.average_of, "_agg_min": F.min_of,
+        "_agg_sum": F.sum_of,
+        "_agg_average": F.average_of,
+        "_agg_min": F.min_of,
         "_agg_max": F.max_of,
-        "_Day": Day, "_Occurs": OccursTest,
+        "_Day": Day,
+        "_Occurs": OccursTest,
     }
     for name, sig in F.METHODS.items():
         ns["m_" + name] = sig.impl

@@ -20,8 +20,14 @@ DAY = timedelta(days=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX = datetime.max.replace(tzinfo=UTC)
 _MIN = datetime.min.replace(tzinfo=UTC)
-_FIXED = {"millisecond": MS, "second": timedelta(seconds=1), "minute": timedelta(minutes=1),
-          "hour": timedelta(hours=1), "day": DAY, "week": timedelta(weeks=1)}
+_FIXED = {
+    "millisecond": MS,
+    "second": timedelta(seconds=1),
+    "minute": timedelta(minutes=1),
+    "hour": timedelta(hours=1),
+    "day": DAY,
+    "week": timedelta(weeks=1),
+}
 _MONTHS = {"month": 1, "year": 12, "decade": 120, "century": 1200, "millennium": 12000}
 
 
@@ -166,8 +172,7 @@ class OccursTest:
     unit: str = "day"
     direction: str | None = None
 
-    def holds(self, subject: Any, first: Interval | None,
-              second: Interval | None = None) -> bool:
+    def holds(self, subject: Any, first: Interval | None, second: Interval | None = None) -> bool:
         if subject.__class__ is list:  # a projected list: some element occurs
             return any(self.holds(item, first, second) for item in subject)
         ts = to_instant(subject)
@@ -222,8 +227,7 @@ class OccursTest:
 def make_day(year: Any, month: Any, day: Any) -> Day | None:
     """``date(y, m, d)``; invalid or non-integer parts give null."""
     if not all(v.__class__ is int for v in (year, month, day)):
-        if all(v.__class__ in (int, float) and float(v).is_integer()
-               for v in (year, month, day)):
+        if all(v.__class__ in (int, float) and float(v).is_integer() for v in (year, month, day)):
             year, month, day = int(year), int(month), int(day)
         else:
             return None

@@ -71,13 +71,24 @@ def same(a: Any, b: Any) -> bool:
     if ca is bool or cb is bool:
         return a is b
     if ca is list:
-        return cb is list and len(a) == len(b) and all(
-            (x is not None and y is not None and same(x, y)) or (x is None and y is None)
-            for x, y in zip(a, b, strict=True))
+        return (
+            cb is list
+            and len(a) == len(b)
+            and all(
+                (x is not None and y is not None and same(x, y)) or (x is None and y is None)
+                for x, y in zip(a, b, strict=True)
+            )
+        )
     if ca is dict:
-        return cb is dict and a.keys() == b.keys() and all(
-            (a[k] is None and b[k] is None) or (a[k] is not None and b[k] is not None
-                                                 and same(a[k], b[k])) for k in a)
+        return (
+            cb is dict
+            and a.keys() == b.keys()
+            and all(
+                (a[k] is None and b[k] is None)
+                or (a[k] is not None and b[k] is not None and same(a[k], b[k]))
+                for k in a
+            )
+        )
     if isinstance(a, _TIME_TYPES) or isinstance(b, _TIME_TYPES):
         ta, tb = to_instant(a), to_instant(b)
         return ta is not None and tb is not None and ta == tb
@@ -127,8 +138,10 @@ def ne(a: Any, b: Any) -> bool:
 
 
 _ORDER: dict[str, Callable[[Any, Any], bool]] = {
-    "<": lambda x, y: x < y, "<=": lambda x, y: x <= y,
-    ">": lambda x, y: x > y, ">=": lambda x, y: x >= y,
+    "<": lambda x, y: x < y,
+    "<=": lambda x, y: x <= y,
+    ">": lambda x, y: x > y,
+    ">=": lambda x, y: x >= y,
 }
 
 

@@ -24,14 +24,20 @@ def _repo(etag: int, audit: Audit) -> dict[str, Any]:
 
 def receipt(record: InstanceRecord) -> dict[str, Any]:
     """The ``xdm.receipt`` body answered to create, update and delete."""
-    return {"instanceId": record.instance_id, "@id": record.at_id, **_repo(record.etag, record.audit)}
+    return {
+        "instanceId": record.instance_id,
+        "@id": record.at_id,
+        **_repo(record.etag, record.audit),
+    }
 
 
 def instance_href(record: InstanceRecord) -> str:
     return f"/{record.container_id}/instances/{record.instance_id}"
 
 
-def resource(record: InstanceRecord, *, sandbox: str | None = None, score: float | None = None) -> dict[str, Any]:
+def resource(
+    record: InstanceRecord, *, sandbox: str | None = None, score: float | None = None
+) -> dict[str, Any]:
     """The HAL form of one instance, as read and as listed."""
     versioned = OBJECT_TYPES[record.schema_id].versioned_schema
     out: dict[str, Any] = {

@@ -25,7 +25,11 @@ def apply(hal: dict[str, Any], operations: Any) -> dict[str, Any]:
     if len(operations) > MAX_OPERATIONS:
         raise BadRequest(f"a JSON Patch may hold at most {MAX_OPERATIONS} operations", pointer="/")
     for index, op in enumerate(operations):
-        if not isinstance(op, dict) or not isinstance(op.get("op"), str) or not isinstance(op.get("path"), str):
+        if (
+            not isinstance(op, dict)
+            or not isinstance(op.get("op"), str)
+            or not isinstance(op.get("path"), str)
+        ):
             raise BadRequest(
                 f"operation {index} needs an 'op' and a 'path' string", pointer=f"/{index}"
             )

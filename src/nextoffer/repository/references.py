@@ -24,7 +24,6 @@ from nextoffer.repository.objects import (
 )
 from nextoffer.repository.validation import pointer
 
-
 #: ``xdm:`` properties that hold text or content, not references.
 _TEXT_KEYS = frozenset(
     {
@@ -75,7 +74,9 @@ def decision_placements(body: Mapping[str, Any]) -> list[str]:
     placements: list[str] = []
     for criterion in body.get("xdm:criteria") or []:
         if isinstance(criterion, dict):
-            placements.extend(p for p in criterion.get("xdm:placements") or [] if p not in placements)
+            placements.extend(
+                p for p in criterion.get("xdm:placements") or [] if p not in placements
+            )
     flat = body.get("xdm:placement")
     if isinstance(flat, str) and flat not in placements:
         placements.append(flat)

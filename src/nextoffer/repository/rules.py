@@ -49,7 +49,9 @@ def check(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "")
     """Raise :class:`PQLError` (422, with line and column) when the PQL is invalid."""
     source = source_of(object_type, body)
     if source is not None:
-        check_source(source.text, format=source.format, kind=source.kind, pointer=prefix + source.pointer)
+        check_source(
+            source.text, format=source.format, kind=source.kind, pointer=prefix + source.pointer
+        )
 
 
 def check_source(text: str, *, kind: str, pointer: str, format: str = "pql/text") -> None:
@@ -57,4 +59,6 @@ def check_source(text: str, *, kind: str, pointer: str, format: str = "pql/text"
     try:
         pql.compile(text, format=format, kind=kind)
     except PQLError as exc:
-        raise PQLError(exc.message, line=exc.line, column=exc.column, source=text, pointer=pointer) from exc
+        raise PQLError(
+            exc.message, line=exc.line, column=exc.column, source=text, pointer=pointer
+        ) from exc

@@ -33,9 +33,11 @@ def _is_datetime(value: object) -> bool:
 
 @cache
 def validator(object_type: ObjectType) -> Draft202012Validator:
-    text = resources.files("nextoffer.repository").joinpath(
-        f"schemas/{object_type.name}.schema.json"
-    ).read_text("utf-8")
+    text = (
+        resources.files("nextoffer.repository")
+        .joinpath(f"schemas/{object_type.name}.schema.json")
+        .read_text("utf-8")
+    )
     schema = json.loads(text)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=_formats)

@@ -72,7 +72,9 @@ class CatalogCache:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def _compile(self, source: Any, *, format: str = "pql/text", kind: str = "rule") -> pql.CompiledRule:
+    def _compile(
+        self, source: Any, *, format: str = "pql/text", kind: str = "rule"
+    ) -> pql.CompiledRule:
         if not isinstance(source, str):
             return pql.compile(source, format=format, kind=kind)
         key = (source, format, kind)
@@ -123,11 +125,14 @@ class CatalogCache:
                 records = session.all_instances(container_id)
                 epochs = session.cap_epochs(container_id)
             instances = [
-                CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
+                CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body)
+                for r in records
             ]
             mentions_events = False
 
-            def compile_rule(source: Any, *, format: str = "pql/text", kind: str = "rule") -> pql.CompiledRule:
+            def compile_rule(
+                source: Any, *, format: str = "pql/text", kind: str = "rule"
+            ) -> pql.CompiledRule:
                 # Every rule and formula the catalog evaluates is compiled here; a source that
                 # names xEvent (even inside a string: conservative) makes decisions read events.
                 nonlocal mentions_events

@@ -100,7 +100,9 @@ class Decisions:
         self._store = store
         self._on_refused = on_refused
         # Counters in the same database reserve and record in one write transaction.
-        self._shared_counters = counters if isinstance(counters, SqlCounters) and counters.shares(store) else None
+        self._shared_counters = (
+            counters if isinstance(counters, SqlCounters) and counters.shares(store) else None
+        )
         #: Container -> (org, sandbox), for containers this process has seen: a container
         #: never changes hands, so tenancy is checked without a database read per decision.
         self._owners: dict[str, tuple[str, str]] = {}
@@ -152,7 +154,13 @@ class Decisions:
                 # Still contended: decide without the capped offers rather than not at all.
                 forced.update(k for k, _ in reads.keys)
             counts = self._read_counts(reads, forced)
-            result = decide(snapshot.catalog, request, counters=reads.engine_counters(counts), now=now, rng=self._rng_factory())
+            result = decide(
+                snapshot.catalog,
+                request,
+                counters=reads.engine_counters(counts),
+                now=now,
+                rng=self._rng_factory(),
+            )
             outcome = DecisionOutcome(str(uuid.uuid4()), now, result, attributes is not None)
             if call.dry_run:
                 return outcome
@@ -160,8 +168,13 @@ class Decisions:
             if wanted and self._shared_counters is not None:
                 record = self._record_body(call, outcome, key, profile_id)
                 try:
-                    write = functools.partial(self._write_record, container_id=container_id, outcome=outcome,
-                                              key=key, body=record)
+                    write = functools.partial(
+                        self._write_record,
+                        container_id=container_id,
+                        outcome=outcome,
+                        key=key,
+                        body=record,
+                    )
                     refused = self._shared_counters.reserve_then(wanted, write)
                 except NextOfferError as exc:
                     # Neither reserved nor recorded: decide again without the capped offers.
@@ -206,15 +219,21 @@ class Decisions:
                 if len(call.identities) == 1 and profile is None:
                     # The usual request: identity and attributes in one indexed read.
                     namespace, identity = call.identities[0]
-                    found = runtime.profile_by_identity(principal.org, principal.sandbox, namespace, identity)
+                    found = runtime.profile_by_identity(
+                        principal.org, principal.sandbox, namespace, identity
+                    )
                     profile_id, attributes = found if found is not None else (None, None)
                 else:
                     profile_id = resolve_profile_id(runtime, principal, list(call.identities))
-                    attributes = profile if profile is not None else (
-                        runtime.profile_attributes(profile_id) if profile_id else None
+                    attributes = (
+                        profile
+                        if profile is not None
+                        else (runtime.profile_attributes(profile_id) if profile_id else None)
                     )
                 if events is None:
-                    events = runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
+                    events = (
+                        runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
+                    )
         except Unavailable as exc:
             log.error("profile store unavailable; deciding for an empty profile: %s", exc)
             return None, None, []
@@ -246,14 +265,18 @@ class Decisions:
         body = self._record_body(call, outcome, key, profile_id)
         try:
             with self._store.session(write=True) as session:
-                self._write_record(session, container_id=container_id, outcome=outcome, key=key, body=body)
+                self._write_record(
+                    session, container_id=container_id, outcome=outcome, key=key, body=body
+                )
         except NextOfferError as exc:
             # The answer stands; its counts go back so an unrecorded proposition costs nothing.
             log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
             self._counters.release([k for k, _ in reserved])
 
     @staticmethod
-    def _record_body(call: DecisionCall, outcome: DecisionOutcome, key: str, profile_id: str | None) -> dict[str, Any]:
+    def _record_body(
+        call: DecisionCall, outcome: DecisionOutcome, key: str, profile_id: str | None
+    ) -> dict[str, Any]:
         result = outcome.result
         namespace, identity = call.identities[0] if call.identities else ("", "")
         return {
@@ -268,7 +291,8 @@ class Decisions:
                     "activity": p.activity.at_id,
                     "placement": p.placement.at_id,
                     "options": [
-                        {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})} for o in p.options
+                        {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
+                        for o in p.options
                     ],
                     "fallback": p.fallback.offer_id if p.fallback is not None else None,
                 }
@@ -278,7 +302,12 @@ class Decisions:
 
     @staticmethod
     def _write_record(
-        session: Session, *, container_id: str, outcome: DecisionOutcome, key: str, body: Mapping[str, Any]
+        session: Session,
+        *,
+        container_id: str,
+        outcome: DecisionOutcome,
+        key: str,
+        body: Mapping[str, Any],
     ) -> None:
         """The decision event and the offers report's propositions, in the caller's transaction."""
         runtime = session.runtime
@@ -294,10 +323,14 @@ class Decisions:
         for proposed in outcome.result.proposed:
             runtime.add_daily(container_id, stamp[:10], proposed.offer_id, propositions=1)
 
-    def decision_events(self, principal: Principal, container_id: str, *, since: datetime, limit: int) -> list[dict[str, Any]]:
+    def decision_events(
+        self, principal: Principal, container_id: str, *, since: datetime, limit: int
+    ) -> list[dict[str, Any]]:
         with self._store.session() as session:
             self._repository.container(session, principal, container_id)
-            return session.runtime.decision_events(container_id, since_us=epoch_micros(since), limit=limit)
+            return session.runtime.decision_events(
+                container_id, since_us=epoch_micros(since), limit=limit
+            )
 
 
 class _CapReads:
@@ -318,7 +351,9 @@ class _CapReads:
         self._now = now
         #: Counters of rules that count for everyone and never reset are the same for every
         #: request on this snapshot: built once (a third of the work of this class).
-        self._fixed: dict[tuple[str, str, str, int], CounterKey] = snapshot.cap_plans.setdefault(("fixed keys",), {})
+        self._fixed: dict[tuple[str, str, str, int], CounterKey] = snapshot.cap_plans.setdefault(
+            ("fixed keys",), {}
+        )
         activities = tuple(sorted({p.activity_id for p in propositions}))
         placements = tuple(sorted({p.placement_id for p in propositions}))
         plan = snapshot.cap_plans.get((activities, placements))
@@ -326,11 +361,14 @@ class _CapReads:
             plan = snapshot.cap_plans[(activities, placements)] = self._plan(activities, placements)
         #: (engine key (offer, rule, placement)) -> (counter key, limit)
         self._by_engine_key: dict[tuple[str, str, str], tuple[CounterKey, int]] = {
-            engine_key: (self._key(engine_key[0], rule, engine_key[2]), rule.limit) for engine_key, rule in plan
+            engine_key: (self._key(engine_key[0], rule, engine_key[2]), rule.limit)
+            for engine_key, rule in plan
         }
         self.keys: list[tuple[CounterKey, int]] = list(self._by_engine_key.values())
 
-    def _plan(self, activities: tuple[str, ...], placements: tuple[str, ...]) -> list[tuple[tuple[str, str, str], CapRule]]:
+    def _plan(
+        self, activities: tuple[str, ...], placements: tuple[str, ...]
+    ) -> list[tuple[tuple[str, str, str], CapRule]]:
         plan = []
         for offer_id in sorted(self._catalog.capped_offer_ids(activities)):
             offer = self._catalog.offers.get(offer_id)
@@ -362,7 +400,10 @@ class _CapReads:
 
     def engine_counters(self, counts: Mapping[CounterKey, int]) -> CapCounters:
         return CapCounters(
-            counts={engine_key: counts.get(key, 0) for engine_key, (key, _) in self._by_engine_key.items()}
+            counts={
+                engine_key: counts.get(key, 0)
+                for engine_key, (key, _) in self._by_engine_key.items()
+            }
         )
 
     def consumed(self, result: DecisionResult) -> list[tuple[CounterKey, int]]:

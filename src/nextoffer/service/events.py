@@ -21,9 +21,16 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from nextoffer.engine.frequency import CapEvent
-from nextoffer.errors import BadRequest, Conflict, NextOfferError, PayloadTooLarge, PQLError, Unprocessable
 from nextoffer import pql
+from nextoffer.engine.frequency import CapEvent
+from nextoffer.errors import (
+    BadRequest,
+    Conflict,
+    NextOfferError,
+    PayloadTooLarge,
+    PQLError,
+    Unprocessable,
+)
 from nextoffer.ids import epoch_micros, format_datetime, parse_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.caps import counter_key
@@ -90,7 +97,8 @@ def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
         ids = [
             offer_id
             for entry in (offers if isinstance(offers, list) else [])
-            if isinstance(entry, Mapping) and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
+            if isinstance(entry, Mapping)
+            and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
         ]
         if isinstance(proposition_id, str) and ids:
             yield proposition_id, ids
@@ -122,7 +130,9 @@ class Events:
             raise BadRequest('the body must be {"events": [...]}', pointer="/events")
         events = body["events"]
         if len(events) > MAX_EVENTS_PER_REQUEST:
-            raise PayloadTooLarge(f"at most {MAX_EVENTS_PER_REQUEST} events per request", pointer="/events")
+            raise PayloadTooLarge(
+                f"at most {MAX_EVENTS_PER_REQUEST} events per request", pointer="/events"
+            )
         outcomes: list[EventOutcome] = []
         stored: list[_Stored] = []
         now = self._clock()
@@ -141,7 +151,13 @@ class Events:
         return outcomes
 
     def _append(
-        self, runtime: Runtime, principal: Principal, index: int, event: Any, stamp: str, now: datetime
+        self,
+        runtime: Runtime,
+        principal: Principal,
+        index: int,
+        event: Any,
+        stamp: str,
+        now: datetime,
     ) -> tuple[EventOutcome, _Stored | None]:
         where = f"/events/{index}"
         if not isinstance(event, dict):
@@ -152,7 +168,9 @@ class Events:
         except ValueError:
             moment = None
         if moment is None:
-            raise Unprocessable("timestamp must be an RFC 3339 date-time", pointer=f"{where}/timestamp")
+            raise Unprocessable(
+                "timestamp must be an RFC 3339 date-time", pointer=f"{where}/timestamp"
+            )
         event_id = event.get("_id", event.get("@id"))
         if event_id is None:
             event_id = str(uuid.uuid4())
@@ -176,9 +194,13 @@ class Events:
         )
         # Feedback from the future counts now; counting never runs ahead of the clock.
         counted_at = min(moment, now)
-        return EventOutcome(index, "stored", None, event_id), _Stored(event, counted_at, profile_id, event_type)
+        return EventOutcome(index, "stored", None, event_id), _Stored(
+            event, counted_at, profile_id, event_type
+        )
 
-    def _profile_of(self, runtime: Runtime, principal: Principal, event: dict[str, Any], where: str, stamp: str) -> str:
+    def _profile_of(
+        self, runtime: Runtime, principal: Principal, event: dict[str, Any], where: str, stamp: str
+    ) -> str:
         """The profile the identity map names (created if new), or the one the feedback's
         decision was made for when the event has no identity map (Adobe's feedback samples
         carry none)."""
@@ -205,7 +227,8 @@ class Events:
         with self._store.session(write=True) as session:
             runtime = session.runtime
             containers = [
-                c.container_id for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
+                c.container_id
+                for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
             ]
             for item in stored:
                 if _dry_run(item.event):
@@ -221,7 +244,9 @@ class Events:
             except NextOfferError as exc:
                 log.error("feedback not counted: %s", exc)
 
-    def _feedback(self, runtime: Runtime, tenant: set[str], item: _Stored, kind: CapEvent) -> list[CounterKey]:
+    def _feedback(
+        self, runtime: Runtime, tenant: set[str], item: _Stored, kind: CapEvent
+    ) -> list[CounterKey]:
         keys: list[CounterKey] = []
         for proposition_id, offer_ids in propositions(item.event):
             found = runtime.decision_event_anywhere(proposition_id)
@@ -240,7 +265,9 @@ class Events:
                 if offer_id not in placements:
                     continue  # not an option of that decision
                 field = "impressions" if kind is CapEvent.IMPRESSION else "clicks"
-                runtime.add_daily(container_id, format_datetime(item.moment)[:10], offer_id, **{field: 1})
+                runtime.add_daily(
+                    container_id, format_datetime(item.moment)[:10], offer_id, **{field: 1}
+                )
                 offer = snapshot.catalog.offers.get(offer_id)
                 for rule in offer.caps if offer is not None else ():
                     if kind in rule.events:
@@ -266,7 +293,9 @@ class Events:
                 if rule.custom_query is None or CapEvent.CUSTOM not in rule.events:
                     continue
                 try:
-                    matched = _query(rule.custom_query).evaluate(profile=item.event, now=item.moment)
+                    matched = _query(rule.custom_query).evaluate(
+                        profile=item.event, now=item.moment
+                    )
                 except PQLError:
                     continue
                 if matched is True:

@@ -16,17 +16,22 @@ MAX_IDENTITIES = 50
 def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
     """``[(namespace, id), …]`` in the order given; 422 naming the bad member otherwise."""
     if not isinstance(value, dict) or not value:
-        raise Unprocessable("an identity map must be a non-empty object of namespace → identities", pointer=pointer)
+        raise Unprocessable(
+            "an identity map must be a non-empty object of namespace → identities", pointer=pointer
+        )
     found: list[tuple[str, str]] = []
     for namespace, entries in value.items():
         where = f"{pointer}/{namespace.replace('~', '~0').replace('/', '~1')}"
         if not namespace or not isinstance(entries, list) or not entries:
-            raise Unprocessable(f"namespace {namespace!r} needs a non-empty list of identities", pointer=where)
+            raise Unprocessable(
+                f"namespace {namespace!r} needs a non-empty list of identities", pointer=where
+            )
         for index, entry in enumerate(entries):
             identity = entry.get("xdm:id", entry.get("id")) if isinstance(entry, dict) else None
             if not isinstance(identity, str) or not identity or len(identity) > 1024:
                 raise Unprocessable(
-                    "each identity needs an id (a string of 1 to 1024 characters)", pointer=f"{where}/{index}"
+                    "each identity needs an id (a string of 1 to 1024 characters)",
+                    pointer=f"{where}/{index}",
                 )
             if (namespace, identity) not in found:
                 found.append((namespace, identity))

@@ -19,12 +19,16 @@ from nextoffer.service.identities import parse_identity_map
 from nextoffer.storage.runtime import ProfileRecord, Runtime
 from nextoffer.storage.store import Store
 
-def resolve_profile_id(runtime: Runtime, principal: Principal, identities: list[tuple[str, str]]) -> str | None:
+
+def resolve_profile_id(
+    runtime: Runtime, principal: Principal, identities: list[tuple[str, str]]
+) -> str | None:
     """The one profile the identities name; 409 when they name two different profiles."""
     found = {
         pid
         for ns, identity in identities
-        if (pid := runtime.find_profile_id(principal.org, principal.sandbox, ns, identity)) is not None
+        if (pid := runtime.find_profile_id(principal.org, principal.sandbox, ns, identity))
+        is not None
     }
     if len(found) > 1:
         raise Conflict("the identities name more than one profile; send identities of one profile")
@@ -42,7 +46,9 @@ class Profiles:
         The body's ``profile`` object replaces the stored attributes; identities are added.
         """
         if not isinstance(body, dict):
-            raise BadRequest("the body must be a JSON object with identityMap and profile", pointer="/")
+            raise BadRequest(
+                "the body must be a JSON object with identityMap and profile", pointer="/"
+            )
         identities = parse_identity_map(body.get("identityMap"), pointer="/identityMap")
         attributes = body.get("profile", {})
         if not isinstance(attributes, dict):
@@ -54,7 +60,9 @@ class Profiles:
             created = profile_id is None
             if profile_id is None:
                 profile_id = str(uuid.uuid4())
-                runtime.insert_profile(principal.org, principal.sandbox, profile_id, attributes, now=stamp)
+                runtime.insert_profile(
+                    principal.org, principal.sandbox, profile_id, attributes, now=stamp
+                )
             else:
                 runtime.update_profile(profile_id, attributes, now=stamp)
             runtime.add_identities(principal.org, principal.sandbox, profile_id, identities)
@@ -74,7 +82,9 @@ class Profiles:
         return record
 
     @staticmethod
-    def _find(runtime: Runtime, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
+    def _find(
+        runtime: Runtime, principal: Principal, namespace: str, identity: str
+    ) -> ProfileRecord:
         profile_id = runtime.find_profile_id(principal.org, principal.sandbox, namespace, identity)
         record = runtime.get_profile(profile_id) if profile_id else None
         if record is None:

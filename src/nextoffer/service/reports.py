@@ -20,7 +20,13 @@ class Reports:
         self._repository = repository
 
     def offers(
-        self, principal: Principal, container_id: str, *, first: date, last: date, offer_ids: list[str]
+        self,
+        principal: Principal,
+        container_id: str,
+        *,
+        first: date,
+        last: date,
+        offer_ids: list[str],
     ) -> list[dict[str, Any]]:
         if last < first:
             raise BadRequest("to is before from", pointer="to")
@@ -28,10 +34,17 @@ class Reports:
             raise BadRequest(f"a report covers at most {MAX_DAYS} days", pointer="to")
         with self._store.session() as session:
             self._repository.container(session, principal, container_id)
-            rows = session.runtime.offer_report(container_id, first_day=first.isoformat(), last_day=last.isoformat())
+            rows = session.runtime.offer_report(
+                container_id, first_day=first.isoformat(), last_day=last.isoformat()
+            )
         wanted = set(offer_ids)
         return [
-            {**row, "clickThroughRate": row["clicks"] / row["impressions"] if row["impressions"] else None}
+            {
+                **row,
+                "clickThroughRate": row["clicks"] / row["impressions"]
+                if row["impressions"]
+                else None,
+            }
             for row in rows
             if not wanted or row["offerId"] in wanted
         ]

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from nextoffer.errors import Conflict, NotFound, Unprocessable
 from nextoffer.engine.frequency import cap_rules
+from nextoffer.errors import Conflict, NotFound, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
 from nextoffer.repository import hal, patch, references, rules, validation
 from nextoffer.repository.objects import (
@@ -68,8 +68,12 @@ class Repository:
         with self._store.session() as session:
             return session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
 
-    def container(self, session: Session, principal: Principal, container_id: str) -> ContainerRecord:
-        record = session.get_container(container_id, org_id=principal.org, sandbox=principal.sandbox)
+    def container(
+        self, session: Session, principal: Principal, container_id: str
+    ) -> ContainerRecord:
+        record = session.get_container(
+            container_id, org_id=principal.org, sandbox=principal.sandbox
+        )
         if record is None:
             raise NotFound(f"container {container_id} does not exist")
         return record
@@ -82,7 +86,13 @@ class Repository:
             return self._instance(session, container_id, instance_id)
 
     def create(
-        self, principal: Principal, container_id: str, schema: SchemaRef, body: dict[str, Any], *, prefix: str = ""
+        self,
+        principal: Principal,
+        container_id: str,
+        schema: SchemaRef,
+        body: dict[str, Any],
+        *,
+        prefix: str = "",
     ) -> InstanceRecord:
         object_type = schema.type
         if "@id" in body:
@@ -101,7 +111,14 @@ class Repository:
                 schema_id=object_type.schema_id,
                 at_id=at_id,
                 etag=1,
-                audit=Audit(stamp, stamp, principal.user, principal.user, principal.client_id, principal.client_id),
+                audit=Audit(
+                    stamp,
+                    stamp,
+                    principal.user,
+                    principal.user,
+                    principal.client_id,
+                    principal.client_id,
+                ),
                 body={**body, "@id": at_id},
                 created_us=epoch_micros(now),
                 modified_us=epoch_micros(now),
@@ -138,8 +155,12 @@ class Repository:
                     f"instance {instance_id} is a {current.schema_id}, not a {schema.type.schema_id}"
                 )
             if "@id" in body and body["@id"] != current.at_id:
-                raise Unprocessable("@id is immutable and cannot be changed", pointer=f"{prefix}/@id")
-            record = self._update(session, principal, current, {**body, "@id": current.at_id}, if_match, prefix)
+                raise Unprocessable(
+                    "@id is immutable and cannot be changed", pointer=f"{prefix}/@id"
+                )
+            record = self._update(
+                session, principal, current, {**body, "@id": current.at_id}, if_match, prefix
+            )
         self._on_change(container_id)
         return record
 
@@ -206,7 +227,9 @@ class Repository:
             if object_type in types:
                 count = sum(session.count_instances(container_id, t.schema_id) for t in types)
                 if count >= limit:
-                    raise Unprocessable(f"the container already holds {count} {label}; the limit is {limit}")
+                    raise Unprocessable(
+                        f"the container already holds {count} {label}; the limit is {limit}"
+                    )
 
     @staticmethod
     def _check_etag(current: InstanceRecord, if_match: int | None) -> None:
@@ -229,11 +252,18 @@ class Repository:
                     rules.check_source(query, kind="rule", pointer=where)
 
     def _check_references(
-        self, session: Session, object_type: ObjectType, container_id: str, body: dict[str, Any], prefix: str
+        self,
+        session: Session,
+        object_type: ObjectType,
+        container_id: str,
+        body: dict[str, Any],
+        prefix: str,
     ) -> list[str]:
         refs = references.references(body)
         found = session.instances_by_at_id(container_id, [r.at_id for r in refs])
-        resolved = {at_id: rec.body for at_id, rec in found.items() if rec.schema_id == _type_of(at_id)}
+        resolved = {
+            at_id: rec.body for at_id, rec in found.items() if rec.schema_id == _type_of(at_id)
+        }
         references.check_integrity(object_type, body, resolved, prefix=prefix)
         return [r.at_id for r in refs]
 

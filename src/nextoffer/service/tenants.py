@@ -57,7 +57,9 @@ def bootstrap(
         session.ensure_org(org, now=stamp)
         session.ensure_sandbox(org, sandbox, now=stamp)
         existing = [
-            c for c in session.list_containers(org_id=org, sandbox=sandbox) if c.container_type == "decisioning"
+            c
+            for c in session.list_containers(org_id=org, sandbox=sandbox)
+            if c.container_type == "decisioning"
         ]
         if existing:
             container = existing[0]

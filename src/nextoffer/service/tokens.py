@@ -56,7 +56,11 @@ def kid_of(token: str) -> str:
         header = orjson.loads(_unb64(token.split(".", 1)[0]))
     except (ValueError, orjson.JSONDecodeError) as exc:
         raise InvalidToken("the token header is not valid") from exc
-    if not isinstance(header, dict) or header.get("alg") != "HS256" or not isinstance(header.get("kid"), str):
+    if (
+        not isinstance(header, dict)
+        or header.get("alg") != "HS256"
+        or not isinstance(header.get("kid"), str)
+    ):
         raise InvalidToken("the token header is not valid")
     return str(header["kid"])
 

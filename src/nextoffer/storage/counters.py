@@ -85,7 +85,10 @@ _READ = select(t.cap_counters.c.counter_key, t.cap_counters.c.count).where(
 )
 _BUMP_UNDER = (
     update(t.cap_counters)
-    .where(t.cap_counters.c.counter_key == bindparam("k"), t.cap_counters.c.count + bindparam("n") <= bindparam("lim"))
+    .where(
+        t.cap_counters.c.counter_key == bindparam("k"),
+        t.cap_counters.c.count + bindparam("n") <= bindparam("lim"),
+    )
     .values(count=t.cap_counters.c.count + bindparam("n"))
 )
 _BUMP = (

@@ -33,7 +33,11 @@ _PROFILE = select(t.profiles).where(t.profiles.c.profile_id == bindparam("pid"))
 #: The decision path's profile read: identity to attributes in one indexed statement.
 _PROFILE_BY_IDENTITY = (
     select(t.profiles.c.profile_id, t.profiles.c.attributes)
-    .select_from(t.profile_identities.join(t.profiles, t.profiles.c.profile_id == t.profile_identities.c.profile_id))
+    .select_from(
+        t.profile_identities.join(
+            t.profiles, t.profiles.c.profile_id == t.profile_identities.c.profile_id
+        )
+    )
     .where(
         t.profile_identities.c.org_id == bindparam("org"),
         t.profile_identities.c.sandbox == bindparam("sandbox"),
@@ -99,13 +103,17 @@ class Runtime:
         row = self.conn.execute(_PROFILE, {"pid": profile_id}).first()
         return orjson.loads(row.attributes) if row is not None else None
 
-    def profile_by_identity(self, org: str, sandbox: str, namespace: str, identity: str) -> tuple[str, dict[str, Any]] | None:
+    def profile_by_identity(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
         """The profile one identity names and its attributes, in one statement."""
         params = {"org": org, "sandbox": sandbox, "ns": namespace, "id": identity}
         row = self.conn.execute(_PROFILE_BY_IDENTITY, params).first()
         return (str(row.profile_id), orjson.loads(row.attributes)) if row is not None else None
 
-    def insert_profile(self, org: str, sandbox: str, profile_id: str, attributes: Mapping[str, Any], *, now: str) -> None:
+    def insert_profile(
+        self, org: str, sandbox: str, profile_id: str, attributes: Mapping[str, Any], *, now: str
+    ) -> None:
         self.conn.execute(
             insert(t.profiles).values(
                 profile_id=profile_id,
@@ -124,14 +132,22 @@ class Runtime:
             .values(attributes=orjson.dumps(attributes).decode(), modified=now)
         )
 
-    def add_identities(self, org: str, sandbox: str, profile_id: str, identities: Iterable[tuple[str, str]]) -> None:
+    def add_identities(
+        self, org: str, sandbox: str, profile_id: str, identities: Iterable[tuple[str, str]]
+    ) -> None:
         dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
         for namespace, identity in identities:
             # An identity already naming a profile keeps it (also when another node
             # claimed it a moment ago: no read-then-insert race on PostgreSQL).
             self.conn.execute(
                 dialect.insert(t.profile_identities)
-                .values(org_id=org, sandbox=sandbox, namespace=namespace, identity=identity, profile_id=profile_id)
+                .values(
+                    org_id=org,
+                    sandbox=sandbox,
+                    namespace=namespace,
+                    identity=identity,
+                    profile_id=profile_id,
+                )
                 .on_conflict_do_nothing()
             )
 
@@ -183,7 +199,14 @@ class Runtime:
     # -- decisions and counters ------------------------------------------------------
 
     def insert_decision_event(
-        self, proposition_id: str, container_id: str, *, created: str, created_us: int, profile_key: str | None, body: Mapping[str, Any]
+        self,
+        proposition_id: str,
+        container_id: str,
+        *,
+        created: str,
+        created_us: int,
+        profile_key: str | None,
+        body: Mapping[str, Any],
     ) -> None:
         # A prebuilt statement: ``.values()`` per call built a new construct and its cache
         # key on every decision.
@@ -199,17 +222,30 @@ class Runtime:
             },
         )
 
-    def decision_events(self, container_id: str, *, since_us: int, limit: int) -> list[dict[str, Any]]:
+    def decision_events(
+        self, container_id: str, *, since_us: int, limit: int
+    ) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             select(t.decision_events.c.body)
-            .where(t.decision_events.c.container_id == container_id, t.decision_events.c.created_us >= since_us)
+            .where(
+                t.decision_events.c.container_id == container_id,
+                t.decision_events.c.created_us >= since_us,
+            )
             .order_by(t.decision_events.c.created_us, t.decision_events.c.proposition_id)
             .limit(limit)
         ).scalars()
         return [orjson.loads(body) for body in rows]
 
-    def add_daily(self, container_id: str, day: str, offer_id: str, *, propositions: int = 0,
-                  impressions: int = 0, clicks: int = 0) -> None:
+    def add_daily(
+        self,
+        container_id: str,
+        day: str,
+        offer_id: str,
+        *,
+        propositions: int = 0,
+        impressions: int = 0,
+        clicks: int = 0,
+    ) -> None:
         """Add to the offers report's row of one offer and UTC day (written at commit)."""
         pending = self._daily.setdefault((container_id, day, offer_id), [0, 0, 0])
         pending[0] += propositions
@@ -225,19 +261,42 @@ class Runtime:
         for (container_id, day, offer_id), (p, i, c) in sorted(pending.items()):
             self._write_daily(container_id, day, offer_id, p, i, c)
 
-    def _write_daily(self, container_id: str, day: str, offer_id: str, propositions: int,
-                     impressions: int, clicks: int) -> None:
-        params = {"cid": container_id, "d": day, "oid": offer_id, "p": propositions, "i": impressions, "c": clicks}
+    def _write_daily(
+        self,
+        container_id: str,
+        day: str,
+        offer_id: str,
+        propositions: int,
+        impressions: int,
+        clicks: int,
+    ) -> None:
+        params = {
+            "cid": container_id,
+            "d": day,
+            "oid": offer_id,
+            "p": propositions,
+            "i": impressions,
+            "c": clicks,
+        }
         if self.conn.execute(_ADD_DAILY, params).rowcount == 0:
             dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
             self.conn.execute(
                 dialect.insert(t.offer_daily)
-                .values(container_id=container_id, day=day, offer_id=offer_id, propositions=0, impressions=0, clicks=0)
+                .values(
+                    container_id=container_id,
+                    day=day,
+                    offer_id=offer_id,
+                    propositions=0,
+                    impressions=0,
+                    clicks=0,
+                )
                 .on_conflict_do_nothing()
             )
             self.conn.execute(_ADD_DAILY, params)
 
-    def offer_report(self, container_id: str, *, first_day: str, last_day: str) -> list[dict[str, Any]]:
+    def offer_report(
+        self, container_id: str, *, first_day: str, last_day: str
+    ) -> list[dict[str, Any]]:
         rows = self.conn.execute(
             select(t.offer_daily)
             .where(
@@ -248,8 +307,13 @@ class Runtime:
             .order_by(t.offer_daily.c.day, t.offer_daily.c.offer_id)
         )
         return [
-            {"day": r.day, "offerId": r.offer_id, "propositions": r.propositions,
-             "impressions": r.impressions, "clicks": r.clicks}
+            {
+                "day": r.day,
+                "offerId": r.offer_id,
+                "propositions": r.propositions,
+                "impressions": r.impressions,
+                "clicks": r.clicks,
+            }
             for r in rows
         ]
 

@@ -64,14 +64,13 @@ class Store:
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
         serial = self._write_lock if write and self._write_lock is not None else nullcontext()
-        with self._guard(), serial:
-            with self.engine.connect() as conn:
-                if write:
-                    conn = conn.execution_options(nextoffer_write=True)
-                with conn.begin():
-                    session = Session(conn)
-                    yield session
-                    session.runtime.flush()
+        with self._guard(), serial, self.engine.connect() as conn:
+            if write:
+                conn = conn.execution_options(nextoffer_write=True)
+            with conn.begin():
+                session = Session(conn)
+                yield session
+                session.runtime.flush()
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -183,7 +182,10 @@ _COUNT = select(t.instance_counts.c.count).where(
 )
 _ADD_COUNT = (
     update(t.instance_counts)
-    .where(t.instance_counts.c.container_id == bindparam("cid"), t.instance_counts.c.schema_id == bindparam("sid"))
+    .where(
+        t.instance_counts.c.container_id == bindparam("cid"),
+        t.instance_counts.c.schema_id == bindparam("sid"),
+    )
     .values(count=t.instance_counts.c.count + bindparam("delta"))
 )
 _BUMP_LIBRARY_VERSION = (
@@ -236,7 +238,9 @@ class Session:
             )
         )
 
-    def get_container(self, container_id: str, *, org_id: str, sandbox: str) -> ContainerRecord | None:
+    def get_container(
+        self, container_id: str, *, org_id: str, sandbox: str
+    ) -> ContainerRecord | None:
         """The container, only if it belongs to this org and sandbox."""
         params = {"container_id": container_id, "org_id": org_id, "sandbox": sandbox}
         row = self.conn.execute(_GET_CONTAINER, params).first()
@@ -244,7 +248,9 @@ class Session:
 
     def get_container_by_id(self, container_id: str) -> ContainerRecord | None:
         """Any tenant's container: for operators' commands only, never for API calls."""
-        row = self.conn.execute(select(t.containers).where(t.containers.c.container_id == container_id)).first()
+        row = self.conn.execute(
+            select(t.containers).where(t.containers.c.container_id == container_id)
+        ).first()
         return _container(row) if row else None
 
     def list_containers(self, *, org_id: str, sandbox: str) -> list[ContainerRecord]:
@@ -330,14 +336,20 @@ class Session:
             counts = t.instance_counts
             self.conn.execute(
                 upsert(self.conn, counts)
-                .values(container_id=record.container_id, schema_id=record.schema_id, count=max(delta, 0))
+                .values(
+                    container_id=record.container_id,
+                    schema_id=record.schema_id,
+                    count=max(delta, 0),
+                )
                 .on_conflict_do_update(
                     index_elements=[counts.c.container_id, counts.c.schema_id],
                     set_={"count": counts.c.count + delta},
                 )
             )
 
-    def update_instance(self, record: InstanceRecord, refs: Iterable[str], *, expected_etag: int) -> bool:
+    def update_instance(
+        self, record: InstanceRecord, refs: Iterable[str], *, expected_etag: int
+    ) -> bool:
         """Store a new revision; False (and nothing written) when the etag moved on."""
         result = self.conn.execute(
             update(t.instances)
@@ -385,7 +397,11 @@ class Session:
 
     def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
         rows = [
-            {"container_id": record.container_id, "from_instance_id": record.instance_id, "to_at_id": ref}
+            {
+                "container_id": record.container_id,
+                "from_instance_id": record.instance_id,
+                "to_at_id": ref,
+            }
             for ref in dict.fromkeys(refs)
         ]
         if rows:
@@ -396,7 +412,9 @@ class Session:
         row = self.conn.execute(_GET_INSTANCE, params).first()
         return _instance(row) if row else None
 
-    def instances_by_at_id(self, container_id: str, at_ids: Sequence[str]) -> dict[str, InstanceRecord]:
+    def instances_by_at_id(
+        self, container_id: str, at_ids: Sequence[str]
+    ) -> dict[str, InstanceRecord]:
         if not at_ids:
             return {}
         params = {"container_id": container_id, "at_ids": list(dict.fromkeys(at_ids))}
@@ -407,7 +425,9 @@ class Session:
         rows = self.conn.execute(
             select(t.instances)
             .join(t.instance_refs, t.instance_refs.c.from_instance_id == t.instances.c.instance_id)
-            .where(t.instance_refs.c.container_id == container_id, t.instance_refs.c.to_at_id == at_id)
+            .where(
+                t.instance_refs.c.container_id == container_id, t.instance_refs.c.to_at_id == at_id
+            )
             .order_by(t.instances.c.created_us, t.instances.c.instance_id)
         )
         return [_instance(row) for row in rows]
@@ -422,7 +442,9 @@ class Session:
 
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
-            select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(t.cap_epochs.c.container_id == container_id)
+            select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(
+                t.cap_epochs.c.container_id == container_id
+            )
         )
         return {row.offer_id: int(row.epoch) for row in rows}
 
@@ -441,8 +463,12 @@ class Session:
     def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
         """Instances in the container (of one schema): read from the kept counts."""
         if schema_id is not None:
-            return int(self.conn.execute(_COUNT, {"cid": container_id, "sid": schema_id}).scalar() or 0)
-        query = select(func.sum(t.instance_counts.c.count)).where(t.instance_counts.c.container_id == container_id)
+            return int(
+                self.conn.execute(_COUNT, {"cid": container_id, "sid": schema_id}).scalar() or 0
+            )
+        query = select(func.sum(t.instance_counts.c.count)).where(
+            t.instance_counts.c.container_id == container_id
+        )
         return int(self.conn.execute(query).scalar() or 0)
 
 

@@ -16,13 +16,23 @@ def rule(**spec):
 
 def test_legacy_caps_become_proposition_rules():
     rules = cap_rules({"xdm:cappingConstraint": {"xdm:globalCap": 100, "xdm:profileCap": 2}})
-    assert [(r.rule_id, r.limit, r.per_profile) for r in rules] == [("globalCap", 100, False), ("profileCap", 2, True)]
+    assert [(r.rule_id, r.limit, r.per_profile) for r in rules] == [
+        ("globalCap", 100, False),
+        ("profileCap", 2, True),
+    ]
     assert all(r.events == {CapEvent.DECISIONING} and r.repeat is None for r in rules)
 
 
 def test_defaults_and_xdm_count_alias():
-    only = cap_rules({"xdm:frequencyCappingConstraints": [{"xdm:count": 10, "xdm:scope": "profile"}]})[0]
-    assert (only.limit, only.per_profile, only.per_placement, only.events) == (10, True, False, {CapEvent.DECISIONING})
+    only = cap_rules(
+        {"xdm:frequencyCappingConstraints": [{"xdm:count": 10, "xdm:scope": "profile"}]}
+    )[0]
+    assert (only.limit, only.per_profile, only.per_placement, only.events) == (
+        10,
+        True,
+        False,
+        {CapEvent.DECISIONING},
+    )
 
 
 def test_the_rule_id_ignores_the_limit_so_counts_survive_a_new_limit():
@@ -31,7 +41,10 @@ def test_the_rule_id_ignores_the_limit_so_counts_survive_a_new_limit():
 
 
 def test_disabled_rules_are_ignored():
-    assert cap_rules({"xdm:frequencyCappingConstraints": [{"xdm:limit": 1, "xdm:enabled": False}]}) == ()
+    assert (
+        cap_rules({"xdm:frequencyCappingConstraints": [{"xdm:limit": 1, "xdm:enabled": False}]})
+        == ()
+    )
 
 
 @pytest.mark.parametrize(
@@ -39,14 +52,27 @@ def test_disabled_rules_are_ignored():
     [
         ({"xdm:limit": 0}, "/xdm:frequencyCappingConstraints/0/xdm:limit"),
         ({"xdm:limit": -2}, "/xdm:frequencyCappingConstraints/0/xdm:limit"),
-        ({"xdm:limit": 1, "xdm:events": ["view"]}, "/xdm:frequencyCappingConstraints/0/xdm:events/0"),
-        ({"xdm:limit": 1, "xdm:events": ["custom"]}, "/xdm:frequencyCappingConstraints/0/xdm:customQuery"),
+        (
+            {"xdm:limit": 1, "xdm:events": ["view"]},
+            "/xdm:frequencyCappingConstraints/0/xdm:events/0",
+        ),
+        (
+            {"xdm:limit": 1, "xdm:events": ["custom"]},
+            "/xdm:frequencyCappingConstraints/0/xdm:customQuery",
+        ),
         ({"xdm:limit": 1, "xdm:scope": "team"}, "/xdm:frequencyCappingConstraints/0/xdm:scope"),
-        ({"xdm:limit": 1, "xdm:repeat": {"xdm:unit": "month", "xdm:unitCount": 25}},
-         "/xdm:frequencyCappingConstraints/0/xdm:repeat/xdm:unitCount"),
-        ({"xdm:limit": 1, "xdm:repeat": {"xdm:unit": "week", "xdm:unitCount": 105}},
-         "/xdm:frequencyCappingConstraints/0/xdm:repeat/xdm:unitCount"),
-        ({"xdm:limit": 1, "xdm:repeat": {"xdm:unit": "year"}}, "/xdm:frequencyCappingConstraints/0/xdm:repeat/xdm:unit"),
+        (
+            {"xdm:limit": 1, "xdm:repeat": {"xdm:unit": "month", "xdm:unitCount": 25}},
+            "/xdm:frequencyCappingConstraints/0/xdm:repeat/xdm:unitCount",
+        ),
+        (
+            {"xdm:limit": 1, "xdm:repeat": {"xdm:unit": "week", "xdm:unitCount": 105}},
+            "/xdm:frequencyCappingConstraints/0/xdm:repeat/xdm:unitCount",
+        ),
+        (
+            {"xdm:limit": 1, "xdm:repeat": {"xdm:unit": "year"}},
+            "/xdm:frequencyCappingConstraints/0/xdm:repeat/xdm:unit",
+        ),
     ],
 )
 def test_bad_rules_are_refused_naming_the_field(spec, pointer):
@@ -66,7 +92,9 @@ def at(text):
 
 def test_daily_periods_turn_at_midnight_utc():
     daily = rule(**{"xdm:repeat": {"xdm:unit": "day", "xdm:unitCount": 1}})
-    assert period_of(daily, at("2026-03-01T23:59:59.999999")) + 1 == period_of(daily, at("2026-03-02T00:00:00"))
+    assert period_of(daily, at("2026-03-01T23:59:59.999999")) + 1 == period_of(
+        daily, at("2026-03-02T00:00:00")
+    )
     # An offset time is the same instant: 01:30+02:00 is still the previous UTC day.
     local = datetime.fromisoformat("2026-03-02T01:30:00+02:00")
     assert period_of(daily, local) == period_of(daily, at("2026-03-01T12:00:00"))
@@ -82,13 +110,26 @@ def test_weekly_periods_start_on_sunday():
 
 def test_monthly_periods_across_month_ends_and_leap_years():
     monthly = rule(**{"xdm:repeat": {"xdm:unit": "month", "xdm:unitCount": 1}})
-    assert period_of(monthly, at("2028-02-29T23:59:59")) + 1 == period_of(monthly, at("2028-03-01T00:00:00"))
-    assert period_of(monthly, at("2026-01-31T12:00:00")) + 1 == period_of(monthly, at("2026-02-01T00:00:00"))
+    assert period_of(monthly, at("2028-02-29T23:59:59")) + 1 == period_of(
+        monthly, at("2028-03-01T00:00:00")
+    )
+    assert period_of(monthly, at("2026-01-31T12:00:00")) + 1 == period_of(
+        monthly, at("2026-02-01T00:00:00")
+    )
     bimonthly = rule(**{"xdm:repeat": {"xdm:unit": "month", "xdm:unitCount": 2}})
-    assert period_of(bimonthly, at("2026-01-15T00:00:00")) == period_of(bimonthly, at("2026-02-27T00:00:00"))
-    assert period_of(bimonthly, at("2026-03-01T00:00:00")) == period_of(bimonthly, at("2026-02-27T00:00:00")) + 1
+    assert period_of(bimonthly, at("2026-01-15T00:00:00")) == period_of(
+        bimonthly, at("2026-02-27T00:00:00")
+    )
+    assert (
+        period_of(bimonthly, at("2026-03-01T00:00:00"))
+        == period_of(bimonthly, at("2026-02-27T00:00:00")) + 1
+    )
 
 
 def test_rules_without_repeat_never_change_period():
     forever = rule()
-    assert period_of(forever, at("2020-01-01T00:00:00")) == period_of(forever, at("2030-06-01T00:00:00")) == 0
+    assert (
+        period_of(forever, at("2020-01-01T00:00:00"))
+        == period_of(forever, at("2030-06-01T00:00:00"))
+        == 0
+    )

@@ -13,7 +13,10 @@ from nextoffer.errors import PQLError
 def test_compiled_rule_attributes_and_reuse():
     rule = pql.compile('homeAddress.countryISO = "CA" and person.birthYear = 1985')
     assert (rule.source, rule.format, rule.kind) == (
-        'homeAddress.countryISO = "CA" and person.birthYear = 1985', "pql/text", "rule")
+        'homeAddress.countryISO = "CA" and person.birthYear = 1985',
+        "pql/text",
+        "rule",
+    )
     assert rule.profile_paths == ("homeAddress.countryISO", "person.birthYear")
     assert rule.context_paths == ()
     ca = {"homeAddress": {"countryISO": "CA"}, "person": {"birthYear": 1985}}
@@ -23,8 +26,10 @@ def test_compiled_rule_attributes_and_reuse():
 
 def test_rules_return_booleans_even_for_non_boolean_expressions():
     assert pql.compile("homeAddress").evaluate(profile={"homeAddress": {"x": 1}}) is True
-    assert pql.compile("person.favoriteColors").evaluate(profile={"person": {
-        "favoriteColors": []}}) is False
+    assert (
+        pql.compile("person.favoriteColors").evaluate(profile={"person": {"favoriteColors": []}})
+        is False
+    )
     assert pql.compile("if(a, 1, 0)").evaluate(profile={"a": True}) is True
 
 
@@ -45,36 +50,42 @@ def test_variables_take_precedence_over_profile_fields():
     rule = pql.compile("offer.rank.priority > 1")
     profile = {"offer": {"rank": {"priority": 5}}}
     assert rule.evaluate(profile=profile) is True
-    assert rule.evaluate(profile=profile, variables={"offer": {"rank": {"priority": 0}}}) \
-        is False
+    assert rule.evaluate(profile=profile, variables={"offer": {"rank": {"priority": 0}}}) is False
     assert rule.profile_paths == ()  # offer is a named input, not a profile attribute
 
 
 def test_context_and_events_inputs():
-    rule = pql.compile("@{s;version=1}.weather = \"hot\" and xEvent.count() = 1")
+    rule = pql.compile('@{s;version=1}.weather = "hot" and xEvent.count() = 1')
     assert rule.context_paths == ("s;version=1.weather",)
     assert rule.evaluate(profile={}, events=[{}], context={"s;version=1": {"weather": "hot"}})
     assert rule.evaluate(profile={}, events=[{}]) is False
 
 
 def test_pql_json_format():
-    doc = {"nodeType": "fnApply", "fnName": ">=", "params": [
-        {"nodeType": "fieldLookup", "fieldName": "age"}, {"nodeType": "literal", "value": 18}]}
+    doc = {
+        "nodeType": "fnApply",
+        "fnName": ">=",
+        "params": [
+            {"nodeType": "fieldLookup", "fieldName": "age"},
+            {"nodeType": "literal", "value": 18},
+        ],
+    }
     rule = pql.compile(doc, format="pql/json")
     assert rule.evaluate(profile={"age": 20}) is True
     assert rule.profile_paths == ("age",)
-    assert pql.compile('age >= 18', format="pql/json").evaluate(profile={"age": 1}) is False
+    assert pql.compile("age >= 18", format="pql/json").evaluate(profile={"age": 1}) is False
     with pytest.raises(PQLError, match="pql/json: unsupported nodeType"):
         pql.compile('{"nodeType": "bogus"}', format="pql/json")
 
 
 def test_data_of_the_wrong_type_gives_false_not_an_exception():
-    rule = pql.compile('a.b > 1 and c.startsWith("x") and d.count() > 0 and e.get("k") = 1 '
-                       "and f occurs today and g + 1 > 0 and h[x = 1]")
+    rule = pql.compile(
+        'a.b > 1 and c.startsWith("x") and d.count() > 0 and e.get("k") = 1 '
+        "and f occurs today and g + 1 > 0 and h[x = 1]"
+    )
     hostile = {"a": "str", "b": None, "c": 5, "d": 3, "e": [1], "f": {}, "g": "1", "h": 7}
     assert rule.evaluate(profile=hostile, now="2024-01-01T00:00:00Z") is False
-    assert rule.evaluate(profile=None, events="not a list", now="2024-01-01T00:00:00Z") \
-        is False
+    assert rule.evaluate(profile=None, events="not a list", now="2024-01-01T00:00:00Z") is False
 
 
 def test_user_text_is_data_never_python():
@@ -100,14 +111,20 @@ def test_compiled_rule_evaluate_is_keyword_only_by_contract():
     rule = pql.compile("a = 1")
     bound = inspect.signature(rule.evaluate).parameters
     assert list(bound) == ["profile", "events", "now", "context", "variables"]
-    assert rule.evaluate(profile={"a": 1}, events=None, now=None, context=None,
-                         variables=None) is True
+    assert (
+        rule.evaluate(profile={"a": 1}, events=None, now=None, context=None, variables=None) is True
+    )
 
 
 def test_top_level_inputs_may_be_any_mapping():
     from types import MappingProxyType
 
     rule = pql.compile("a = 1 and offer.b = 2 and @{s}.c = 3")
-    assert rule.evaluate(profile=MappingProxyType({"a": 1}),
-                         variables=MappingProxyType({"offer": {"b": 2}}),
-                         context=MappingProxyType({"s": {"c": 3}})) is True
+    assert (
+        rule.evaluate(
+            profile=MappingProxyType({"a": 1}),
+            variables=MappingProxyType({"offer": {"b": 2}}),
+            context=MappingProxyType({"s": {"c": 3}}),
+        )
+        is True
+    )

@@ -8,24 +8,27 @@ from nextoffer import pql
 from nextoffer.errors import PQLError
 
 
-@pytest.mark.parametrize(("source", "message", "column"), [
-    ("person.name.fake()", "unsupported function 'fake'", 13),
-    ("fake(1)", "unsupported function 'fake'", 1),
-    ('if(a = "CA", 1)', "function 'if' takes 3 argument(s), got 2", 1),
-    ("a.startsWith()", "function 'startsWith' takes 1 to 2 argument(s), got 0", 1),
-    ("$2.a = 1", "only $1 (the profile) is available, found $2", 1),
-    ("^a = 1", "'^' reaches above the outermost level", 1),
-    ("xEvent[^^.a = 1]", "'^^' reaches above the outermost level", 8),
-    ('"a" + 1 > 0', "an operand of '+' must be a number, got a string", 1),
-    ("a in 5", "the right side of 'in' must be an array, got a number", 6),
-    ("5 occurs today", "the subject of 'occurs' must be a timestamp, got a number", 1),
-    ('"x" occurs today', "the subject of 'occurs' must be a timestamp, got a string", 1),
-    ('date("2020", 1, 1) = a', "an argument of date() must be a number, got a string", 6),
-    ('a.matches("(a+)+")', "nested quantifiers", 11),
-    ('a matches "(x|xy)*z"', "nested quantifiers", 11),
-    ('a.matches("(")', "invalid regular expression", 11),
-    ("(A, B) => A.x", "a lambda header must be one parameter", 1),
-])
+@pytest.mark.parametrize(
+    ("source", "message", "column"),
+    [
+        ("person.name.fake()", "unsupported function 'fake'", 13),
+        ("fake(1)", "unsupported function 'fake'", 1),
+        ('if(a = "CA", 1)', "function 'if' takes 3 argument(s), got 2", 1),
+        ("a.startsWith()", "function 'startsWith' takes 1 to 2 argument(s), got 0", 1),
+        ("$2.a = 1", "only $1 (the profile) is available, found $2", 1),
+        ("^a = 1", "'^' reaches above the outermost level", 1),
+        ("xEvent[^^.a = 1]", "'^^' reaches above the outermost level", 8),
+        ('"a" + 1 > 0', "an operand of '+' must be a number, got a string", 1),
+        ("a in 5", "the right side of 'in' must be an array, got a number", 6),
+        ("5 occurs today", "the subject of 'occurs' must be a timestamp, got a number", 1),
+        ('"x" occurs today', "the subject of 'occurs' must be a timestamp, got a string", 1),
+        ('date("2020", 1, 1) = a', "an argument of date() must be a number, got a string", 6),
+        ('a.matches("(a+)+")', "nested quantifiers", 11),
+        ('a matches "(x|xy)*z"', "nested quantifiers", 11),
+        ('a.matches("(")', "invalid regular expression", 11),
+        ("(A, B) => A.x", "a lambda header must be one parameter", 1),
+    ],
+)
 def test_checker_errors(source, message, column):
     with pytest.raises(PQLError) as err:
         pql.compile(source)

@@ -13,9 +13,18 @@ def ev(source: str, **profile):
     return pql.evaluate(source, profile=profile)
 
 
-@pytest.mark.parametrize(("a", "b", "expected"), [
-    (1, 1.0, True), (True, 1, False), ("1985", 1985, False), ([1, 2], [1, 2], True),
-    ([1, 2], [2, 1], False), ({"a": 1}, {"a": 1.0}, True), ("a", "A", False)])
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (1, 1.0, True),
+        (True, 1, False),
+        ("1985", 1985, False),
+        ([1, 2], [1, 2], True),
+        ([1, 2], [2, 1], False),
+        ({"a": 1}, {"a": 1.0}, True),
+        ("a", "A", False),
+    ],
+)
 def test_typed_equality(a, b, expected):
     assert values.eq(a, b) is expected
 
@@ -41,16 +50,27 @@ def test_arithmetic_null_and_division_rules():
     assert values.add("a", 1) is None and values.mul(None, 2) is None
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ('s.startsWith("Jo")', True), ('s.startsWith("jo")', False),
-    ('s.startsWith("jo", false)', True), ('s.doesNotStartWith("x")', True),
-    ('s.endsWith("ny")', True), ('s.contains("hn")', True), ('s.contains("")', True),
-    ('s.doesNotContain("x")', True), ('s.equals("JOHNNY", false)', True),
-    ('s.notEqualTo("Johnny")', False), ('s like "J%y"', True), ('s like "J_hnny"', True),
-    ('s like "john%"', False), ('s.matches("h+n")', True),
-    ('s.regexGroup("(h)(n+)", 2) = "nn"', True),
-    ('s.regexGroup("(z)", 1).isNull()', True),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ('s.startsWith("Jo")', True),
+        ('s.startsWith("jo")', False),
+        ('s.startsWith("jo", false)', True),
+        ('s.doesNotStartWith("x")', True),
+        ('s.endsWith("ny")', True),
+        ('s.contains("hn")', True),
+        ('s.contains("")', True),
+        ('s.doesNotContain("x")', True),
+        ('s.equals("JOHNNY", false)', True),
+        ('s.notEqualTo("Johnny")', False),
+        ('s like "J%y"', True),
+        ('s like "J_hnny"', True),
+        ('s like "john%"', False),
+        ('s.matches("h+n")', True),
+        ('s.regexGroup("(h)(n+)", 2) = "nn"', True),
+        ('s.regexGroup("(z)", 1).isNull()', True),
+    ],
+)
 def test_string_functions(source, expected):
     assert pql.compile(source).evaluate(profile={"s": "Johnny"}) is expected
 
@@ -60,24 +80,42 @@ def test_string_predicates_on_missing_values_are_false_both_ways():
     assert ev('s.doesNotContain("a")') is False
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("a.intersects([3, 9])", True), ("a.intersection([3, 1, 9]).count() = 2", True),
-    ("a.subsetOf([1, 2, 3, 4])", True), ("a.supersetOf([1, 2])", True),
-    ("a.includes(2)", True), ("[1, 1, 2].distinct().count() = 2", True),
-    ("a.head() = 1", True), ("a.count() = 3", True), ("a.sum() = 6", True),
-    ("a.average() = 2", True), ("a.min() = 1", True), ("a.max() = 3", True),
-    ("a.filter(this > 1).count() = 2", True), ("a.exists(this = 3)", True),
-    ("a.map((X) => X * 10).sum() = 60", True), ("empty.sum() = 0", True),
-    ("empty.average().isNull()", True), ("missing.count() = 0", True),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("a.intersects([3, 9])", True),
+        ("a.intersection([3, 1, 9]).count() = 2", True),
+        ("a.subsetOf([1, 2, 3, 4])", True),
+        ("a.supersetOf([1, 2])", True),
+        ("a.includes(2)", True),
+        ("[1, 1, 2].distinct().count() = 2", True),
+        ("a.head() = 1", True),
+        ("a.count() = 3", True),
+        ("a.sum() = 6", True),
+        ("a.average() = 2", True),
+        ("a.min() = 1", True),
+        ("a.max() = 3", True),
+        ("a.filter(this > 1).count() = 2", True),
+        ("a.exists(this = 3)", True),
+        ("a.map((X) => X * 10).sum() = 60", True),
+        ("empty.sum() = 0", True),
+        ("empty.average().isNull()", True),
+        ("missing.count() = 0", True),
+    ],
+)
 def test_array_functions(source, expected):
     assert pql.evaluate(source, profile={"a": [1, 2, 3], "empty": []}) is expected
 
 
 def test_group_by_and_map_entries():
     orders = [{"store": "s1"}, {"store": "s2"}, {"store": "s1"}]
-    assert ev('orders.groupBy(store).map((K, G) => mapEntry(K, G.count())).get("s1") = 2',
-              orders=orders) is True
+    assert (
+        ev(
+            'orders.groupBy(store).map((K, G) => mapEntry(K, G.count())).get("s1") = 2',
+            orders=orders,
+        )
+        is True
+    )
     assert ev("orders.groupBy(store).count() = 2", orders=orders) is True
 
 
@@ -89,8 +127,9 @@ def test_maps_keys_values_get():
 
 
 def test_in_segment_statuses():
-    profile = {"segmentMembership": {"ups": {"s1": {"status": "existing"},
-                                             "s2": {"status": "exited"}}}}
+    profile = {
+        "segmentMembership": {"ups": {"s1": {"status": "existing"}, "s2": {"status": "exited"}}}
+    }
     assert pql.evaluate('inSegment("s1")', profile=profile) is True
     assert pql.evaluate('inSegment("s2")', profile=profile) is False
     assert pql.evaluate('inSegment("s3")', profile={}) is False

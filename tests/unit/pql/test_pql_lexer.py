@@ -14,13 +14,31 @@ def kinds(source: str) -> list[tuple[str, object]]:
 
 def test_operators_prefer_the_longest_match():
     assert kinds("a != b <= c >= d => !e") == [
-        ("ident", "a"), ("op", "!="), ("ident", "b"), ("op", "<="), ("ident", "c"),
-        ("op", ">="), ("ident", "d"), ("op", "=>"), ("op", "!"), ("ident", "e")]
+        ("ident", "a"),
+        ("op", "!="),
+        ("ident", "b"),
+        ("op", "<="),
+        ("ident", "c"),
+        ("op", ">="),
+        ("ident", "d"),
+        ("op", "=>"),
+        ("op", "!"),
+        ("ident", "e"),
+    ]
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("412", 412), ("0", 0), ("3.14", 3.14), (".45", 0.45), ("2.02E12", 2.02e12),
-    ("2.02E-12", 2.02e-12), ("1e3", 1000.0)])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("412", 412),
+        ("0", 0),
+        ("3.14", 3.14),
+        (".45", 0.45),
+        ("2.02E12", 2.02e12),
+        ("2.02E-12", 2.02e-12),
+        ("1e3", 1000.0),
+    ],
+)
 def test_numbers(text, value):
     [(kind, got)] = kinds(text)
     assert kind == "num"
@@ -41,7 +59,8 @@ def test_string_escapes():
 def test_param_and_context_tokens():
     assert kinds("$1") == [("param", 1)]
     assert kinds("@{_xdm.context.additionalParameters;version=1}") == [
-        ("ctx", ("_xdm.context.additionalParameters;version=1", False))]
+        ("ctx", ("_xdm.context.additionalParameters;version=1", False))
+    ]
     assert kinds("@event{s;version=1}") == [("ctx", ("s;version=1", True))]
 
 
@@ -52,18 +71,21 @@ def test_spans_track_lines_and_columns():
     assert (b.span.line, b.span.column, b.span.offset, b.span.end) == (2, 3, 12, 13)
 
 
-@pytest.mark.parametrize(("text", "message", "column"), [
-    ('a = "CA', "unterminated string literal", 5),
-    ("a = 'CA'", "single-quoted strings are not PQL", 5),
-    ("a == 1", "'==' is not PQL", 3),
-    ("a = #", "unexpected character '#'", 5),
-    ('a = "\\q"', "unknown escape sequence", 6),
-    ("a = 12abc", "malformed number", 5),
-    ("$x", "expected digits after '$'", 1),
-    ("@{", "malformed context reference", 1),
-    ("1e999", "malformed number", 1),
-    ("99999999999999999999", "malformed number", 1),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ('a = "CA', "unterminated string literal", 5),
+        ("a = 'CA'", "single-quoted strings are not PQL", 5),
+        ("a == 1", "'==' is not PQL", 3),
+        ("a = #", "unexpected character '#'", 5),
+        ('a = "\\q"', "unknown escape sequence", 6),
+        ("a = 12abc", "malformed number", 5),
+        ("$x", "expected digits after '$'", 1),
+        ("@{", "malformed context reference", 1),
+        ("1e999", "malformed number", 1),
+        ("99999999999999999999", "malformed number", 1),
+    ],
+)
 def test_lexical_errors_point_at_the_problem(text, message, column):
     with pytest.raises(PQLError) as err:
         tokenize(text)

@@ -23,10 +23,12 @@ def test_not_applies_to_the_whole_comparison():
 
 
 def test_arithmetic_precedence_and_left_associativity():
-    assert parse("10 - 4 - 3") == A.Binary("-", A.Binary("-", A.Literal(10), A.Literal(4)),
-                                           A.Literal(3))
-    assert parse("1 + 2 * 3") == A.Binary("+", A.Literal(1),
-                                          A.Binary("*", A.Literal(2), A.Literal(3)))
+    assert parse("10 - 4 - 3") == A.Binary(
+        "-", A.Binary("-", A.Literal(10), A.Literal(4)), A.Literal(3)
+    )
+    assert parse("1 + 2 * 3") == A.Binary(
+        "+", A.Literal(1), A.Binary("*", A.Literal(2), A.Literal(3))
+    )
 
 
 def test_unary_minus_on_a_literal_is_folded():
@@ -65,8 +67,11 @@ def test_let_binds_an_additive_value():
 
 def test_aggregate_short_form():
     tree = parse("sum X from integerArray where X > 0")
-    assert tree == A.Aggregate("sum", None, (A.Binding(
-        "X", A.Name("integerArray"), A.Binary(">", A.Name("X"), A.Literal(0))),))
+    assert tree == A.Aggregate(
+        "sum",
+        None,
+        (A.Binding("X", A.Name("integerArray"), A.Binary(">", A.Name("X"), A.Literal(0))),),
+    )
 
 
 def test_occurs_forms():
@@ -76,12 +81,17 @@ def test_occurs_forms():
     assert between.spec.times == (A.Period("last", "month"), A.Period("last", "week"))
     dist = parse("t occurs <= 24 hours after now")
     assert (dist.spec.op, dist.spec.amount, dist.spec.unit, dist.spec.direction) == (
-        "<=", 24, "hour", "after")
+        "<=",
+        24,
+        "hour",
+        "after",
+    )
 
 
 def test_chain_steps():
-    tree = parse('CHAIN(xEvent, timestamp, [A: WHAT(eventType = "x") WHEN(today) COUNT(5), '
-                 'B: WHAT(true)])')
+    tree = parse(
+        'CHAIN(xEvent, timestamp, [A: WHAT(eventType = "x") WHEN(today) COUNT(5), B: WHAT(true)])'
+    )
     assert isinstance(tree, A.Chain) and tree.ts_field == "timestamp"
     assert tree.steps[0].count == 5 and tree.steps[0].when.form == "on"
 
@@ -99,19 +109,22 @@ def test_spans_cover_the_node():
     source = 'a = 1 and b.c("x")'
     tree = parse(source)
     method = tree.operands[1]
-    assert source[method.span.offset:method.span.end] == 'b.c("x")'
+    assert source[method.span.offset : method.span.end] == 'b.c("x")'
     assert (method.span.line, method.span.column) == (1, 11)
 
 
-@pytest.mark.parametrize(("text", "message", "column"), [
-    ("homeAddress.countryISO =", "unexpected end of input; expected an expression", 25),
-    ("a = b = c", "comparisons do not chain", 7),
-    ("(a = 1", "expected ')'", 7),
-    ("a = 1 b", "unexpected 'b' after the end of the expression", 7),
-    ("t occurs < 3 parsecs before now", "expected a time unit", 14),
-    ('{1: 2}', "object keys must be string literals", 2),
-    ("select from xEvent", "expected a variable name, found 'from'", 8),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "column"),
+    [
+        ("homeAddress.countryISO =", "unexpected end of input; expected an expression", 25),
+        ("a = b = c", "comparisons do not chain", 7),
+        ("(a = 1", "expected ')'", 7),
+        ("a = 1 b", "unexpected 'b' after the end of the expression", 7),
+        ("t occurs < 3 parsecs before now", "expected a time unit", 14),
+        ("{1: 2}", "object keys must be string literals", 2),
+        ("select from xEvent", "expected a variable name, found 'from'", 8),
+    ],
+)
 def test_syntax_errors(text, message, column):
     with pytest.raises(PQLError) as err:
         parse(text)
@@ -127,8 +140,13 @@ def test_deep_nesting_is_an_error_not_a_crash():
 
 
 def test_printer_round_trips_documented_shapes():
-    for text in ['if( offer.characteristics.get("city") = homeAddress.city, '
-                 'offer.rank.priority * 2, offer.rank.priority)',
-                 "not (a = 1) and (b or c)", "(a.b).c", "-(1 + 2) * 3", "x[^.y = 1]",
-                 "exists E from xEvent : E.t = 1"]:
+    for text in [
+        'if( offer.characteristics.get("city") = homeAddress.city, '
+        "offer.rank.priority * 2, offer.rank.priority)",
+        "not (a = 1) and (b or c)",
+        "(a.b).c",
+        "-(1 + 2) * 3",
+        "x[^.y = 1]",
+        "exists E from xEvent : E.t = 1",
+    ]:
         assert parse(to_text(parse(text))) == parse(text)

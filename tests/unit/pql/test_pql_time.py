@@ -19,15 +19,18 @@ def utc(*parts: int) -> datetime:
     return datetime(*parts, tzinfo=UTC)
 
 
-@pytest.mark.parametrize(("start", "unit", "amount", "expected"), [
-    (utc(2023, 3, 31), "month", -1, utc(2023, 2, 28)),
-    (utc(2024, 3, 31), "month", -1, utc(2024, 2, 29)),
-    (utc(2024, 1, 31), "month", 1, utc(2024, 2, 29)),
-    (utc(2024, 2, 29), "year", 1, utc(2025, 2, 28)),
-    (utc(2024, 2, 29), "year", -4, utc(2020, 2, 29)),
-    (utc(2024, 12, 31, 23), "hour", 2, utc(2025, 1, 1, 1)),
-    (utc(2024, 10, 31), "decade", 1, utc(2034, 10, 31)),
-])
+@pytest.mark.parametrize(
+    ("start", "unit", "amount", "expected"),
+    [
+        (utc(2023, 3, 31), "month", -1, utc(2023, 2, 28)),
+        (utc(2024, 3, 31), "month", -1, utc(2024, 2, 29)),
+        (utc(2024, 1, 31), "month", 1, utc(2024, 2, 29)),
+        (utc(2024, 2, 29), "year", 1, utc(2025, 2, 28)),
+        (utc(2024, 2, 29), "year", -4, utc(2020, 2, 29)),
+        (utc(2024, 12, 31, 23), "hour", 2, utc(2025, 1, 1, 1)),
+        (utc(2024, 10, 31), "decade", 1, utc(2034, 10, 31)),
+    ],
+)
 def test_calendar_shift_clamps_to_month_end(start, unit, amount, expected):
     assert shift(start, unit, amount) == expected
 
@@ -91,13 +94,22 @@ def test_distance_operators_before_and_after():
 
 
 def test_between_is_inclusive_of_the_last_day():
-    assert occurs("2017-12-31T23:59:59Z", "between date(2017, 10, 1) and date(2017, 12, 31)",
-                  "2020-01-01T00:00:00Z") is True
+    assert (
+        occurs(
+            "2017-12-31T23:59:59Z",
+            "between date(2017, 10, 1) and date(2017, 12, 31)",
+            "2020-01-01T00:00:00Z",
+        )
+        is True
+    )
 
 
 def test_current_date_functions_follow_now():
-    assert pql.evaluate("currentMonth() = 2 and currentDayOfMonth() = 29 and "
-                        "currentYear() = 2024", profile={}, now="2024-02-29T23:00:00Z")
+    assert pql.evaluate(
+        "currentMonth() = 2 and currentDayOfMonth() = 29 and currentYear() = 2024",
+        profile={},
+        now="2024-02-29T23:00:00Z",
+    )
 
 
 def test_now_defaults_to_the_clock_and_bad_now_is_an_error():
@@ -108,5 +120,6 @@ def test_now_defaults_to_the_clock_and_bad_now_is_an_error():
 
 def test_non_timestamps_never_occur():
     assert occurs("not a date", "today", "2024-06-15T00:00:00Z") is False
-    assert pql.evaluate("t occurs today", profile={"t": {"a": 1}}, now="2024-06-15T00:00:00Z") \
-        is False
+    assert (
+        pql.evaluate("t occurs today", profile={"t": {"a": 1}}, now="2024-06-15T00:00:00Z") is False
+    )

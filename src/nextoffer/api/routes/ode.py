@@ -26,9 +26,13 @@ async def decisions(request: Request) -> Response:
     if parsed is None:
         raise BadRequest("A valid content-type must be specified")
     if parsed.mime not in _DECISION_TYPES:
-        raise UnsupportedMediaType(f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}")
+        raise UnsupportedMediaType(
+            f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
+        )
     call, fmt = decision_request.parse(await body_json(request))
-    outcome = await run(services(request).decisions.decide, principal, request.path_params["container_id"], call)
+    outcome = await run(
+        services(request).decisions.decide, principal, request.path_params["container_id"], call
+    )
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions
@@ -52,7 +56,9 @@ async def activity_offers(request: Request) -> Response:
     container_id = request.path_params["container_id"]
     activity_ids = request.query_params.getlist("activityId")
     if not activity_ids:
-        raise BadRequest("activityId is required (repeatable, a decision @id)", pointer="activityId")
+        raise BadRequest(
+            "activityId is required (repeatable, a decision @id)", pointer="activityId"
+        )
     if len(activity_ids) > MAX_ACTIVITY_IDS:
         raise BadRequest(f"at most {MAX_ACTIVITY_IDS} activityId values", pointer="activityId")
     snapshot = await run(services(request).decisions.snapshot, principal, container_id)
@@ -60,7 +66,11 @@ async def activity_offers(request: Request) -> Response:
     base = str(request.base_url).rstrip("/") + f"/data/core/xcore/{container_id}"
 
     def link(at_id: str, instance_id: str, etag: int) -> dict[str, object]:
-        return {"@id": at_id, "_links": {"self": {"href": f"{base}/instances/{instance_id}"}}, "repo:etag": str(etag)}
+        return {
+            "@id": at_id,
+            "_links": {"self": {"href": f"{base}/instances/{instance_id}"}},
+            "repo:etag": str(etag),
+        }
 
     entries = []
     for activity_id in dict.fromkeys(activity_ids):
@@ -88,7 +98,11 @@ async def decision_events(request: Request) -> Response:
     since_text = request.query_params.get("since")
     try:
         # Present but empty (``since=``) is malformed, not absent.
-        since = parse_datetime(since_text) if since_text is not None else datetime(1970, 1, 1, tzinfo=UTC)
+        since = (
+            parse_datetime(since_text)
+            if since_text is not None
+            else datetime(1970, 1, 1, tzinfo=UTC)
+        )
     except ValueError as exc:
         raise BadRequest("since must be an RFC 3339 date-time", pointer="since") from exc
     limit_text = request.query_params.get("limit", "100")

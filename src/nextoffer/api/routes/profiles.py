@@ -67,7 +67,16 @@ async def append_events(request: Request) -> Response:
     body = await body_json(request)
     outcomes = await run(services(request).events.append, principal, body)
     results = [
-        {k: v for k, v in (("index", o.index), ("status", o.status), ("id", o.event_id), ("detail", o.detail)) if v is not None}
+        {
+            k: v
+            for k, v in (
+                ("index", o.index),
+                ("status", o.status),
+                ("id", o.event_id),
+                ("detail", o.detail),
+            )
+            if v is not None
+        }
         for o in outcomes
     ]
     rejected = sum(1 for o in outcomes if o.status == "rejected")

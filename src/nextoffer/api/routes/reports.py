@@ -40,7 +40,12 @@ async def offers_report(request: Request) -> Response:
         offer_ids=request.query_params.getlist("offerId"),
     )
     return json_response(
-        {"containerId": container_id, "from": first.isoformat(), "to": last.isoformat(), "rows": rows}
+        {
+            "containerId": container_id,
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "rows": rows,
+        }
     )
 
 

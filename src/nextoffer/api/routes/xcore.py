@@ -25,7 +25,18 @@ from nextoffer.storage.records import InstanceRecord
 BASE = "/data/core/xcore"
 
 #: Envelope members a client may send around ``_instance`` (e.g. a resource it read).
-_ENVELOPE_KEYS = frozenset({"_instance", "_links", "_embedded", "schemas", "instanceId", "productContexts", "_score", "sandboxName"})
+_ENVELOPE_KEYS = frozenset(
+    {
+        "_instance",
+        "_links",
+        "_embedded",
+        "schemas",
+        "instanceId",
+        "productContexts",
+        "_score",
+        "sandboxName",
+    }
+)
 
 _CREATE_TYPES = (media.SCHEMA_INSTANCE, media.HAL)
 _PATCH_TYPES = (media.PATCH_HAL, media.JSON_PATCH, media.SCHEMA_INSTANCE)
@@ -46,7 +57,9 @@ def _schema(parsed: media.MediaType, *, required: bool) -> SchemaRef | None:
     schema = parsed.params.get("schema")
     if not schema:
         if required:
-            raise BadRequest('the Content-Type needs a schema parameter, e.g. schema="https://ns.adobe.com/experience/offer-management/offer-placement;version=0.4"')
+            raise BadRequest(
+                'the Content-Type needs a schema parameter, e.g. schema="https://ns.adobe.com/experience/offer-management/offer-placement;version=0.4"'
+            )
         return None
     return parse_schema_ref(schema, where="Content-Type schema")
 
@@ -83,9 +96,14 @@ def _etag_header(record: InstanceRecord) -> dict[str, str]:
     return {"ETag": f'"{record.etag}"'}
 
 
-def _receipt(record: InstanceRecord, *, status: int, headers: dict[str, str] | None = None) -> Response:
+def _receipt(
+    record: InstanceRecord, *, status: int, headers: dict[str, str] | None = None
+) -> Response:
     return json_response(
-        hal.receipt(record), status=status, media_type=media.RECEIPT, headers={**_etag_header(record), **(headers or {})}
+        hal.receipt(record),
+        status=status,
+        media_type=media.RECEIPT,
+        headers={**_etag_header(record), **(headers or {})},
     )
 
 
@@ -115,7 +133,9 @@ async def create_instance(request: Request) -> Response:
     assert schema is not None  # required=True raises instead
     body, prefix = _unwrap(await body_json(request))
     container_id = request.path_params["container_id"]
-    record = await run(services(request).repository.create, principal, container_id, schema, body, prefix=prefix)
+    record = await run(
+        services(request).repository.create, principal, container_id, schema, body, prefix=prefix
+    )
     base = str(request.base_url).rstrip("/") + BASE + "/"
     return _receipt(
         record,
@@ -200,5 +220,7 @@ routes = [
     ),
     Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", replace_instance, methods=["PUT"]),
     Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", patch_instance, methods=["PATCH"]),
-    Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", delete_instance, methods=["DELETE"]),
+    Route(
+        f"{BASE}/{{container_id}}/instances/{{instance_id}}", delete_instance, methods=["DELETE"]
+    ),
 ]
