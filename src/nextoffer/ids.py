@@ -11,7 +11,6 @@ Everything here takes the time as an argument; only :func:`utcnow` reads the clo
 
 from __future__ import annotations
 
-import os
 import secrets
 import threading
 import uuid
@@ -124,6 +123,3 @@ def snowflake_time_ms(at_id: str) -> int:
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
-
-def process_worker() -> int:
-    return os.getpid() & 0x3FF

@@ -21,7 +21,6 @@ from nextoffer.engine.explain import Reason
 from nextoffer.engine.frequency import CapRule
 from nextoffer.engine.model import Offer
 
-_NONE: Mapping[str, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +52,6 @@ class CapCounters:
             return self.profile_counts.get(offer_id, 0)
         return 0
 
-
-NO_COUNTS = CapCounters(_NONE, _NONE)
 
 
 class CapLedger:

@@ -72,7 +72,6 @@ class DecisionOutcome:
     proposition_id: str
     created: datetime
     result: DecisionResult
-    profile_found: bool
 
 
 def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -> str:
@@ -161,7 +160,7 @@ class Decisions:
                 now=now,
                 rng=self._rng_factory(),
             )
-            outcome = DecisionOutcome(str(uuid.uuid4()), now, result, attributes is not None)
+            outcome = DecisionOutcome(str(uuid.uuid4()), now, result)
             if call.dry_run:
                 return outcome
             wanted = reads.consumed(result)

@@ -317,15 +317,6 @@ class Runtime:
             for r in rows
         ]
 
-    def decision_event(self, container_id: str, proposition_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            select(t.decision_events.c.body).where(
-                t.decision_events.c.container_id == container_id,
-                t.decision_events.c.proposition_id == proposition_id,
-            )
-        ).first()
-        return orjson.loads(row.body) if row else None
-
     def decision_event_anywhere(self, proposition_id: str) -> tuple[str, dict[str, Any]] | None:
         """The container and body of a decision event, by its proposition id."""
         row = self.conn.execute(
