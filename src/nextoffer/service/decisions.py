@@ -17,7 +17,6 @@ read count every capped offer as capped (caps fail closed). Neither fails the re
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import uuid
@@ -43,7 +42,8 @@ from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
 from nextoffer.storage.counters import CapCounterStore, CounterKey, SqlCounters
-from nextoffer.storage.store import Session, Store
+from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.decisions")
 
@@ -98,10 +98,11 @@ class Decisions:
     ) -> None:
         self._store = store
         self._on_refused = on_refused
-        # Counters in the same database reserve and record in one write transaction.
-        self._shared_counters = (
-            counters if isinstance(counters, SqlCounters) and counters.shares(store) else None
-        )
+        #: The decision path's reads and record writes (group commits on SQLite).
+        self._path = store.decision_path
+        # Counters in the same database are read through the decision path, and a record
+        # reserves them in its own transaction (both or neither; nothing to release).
+        self._shared_counters = isinstance(counters, SqlCounters) and counters.shares(store)
         #: Container -> (org, sandbox), for containers this process has seen: a container
         #: never changes hands, so tenancy is checked without a database read per decision.
         self._owners: dict[str, tuple[str, str]] = {}
@@ -147,16 +148,21 @@ class Decisions:
         )
         now = self._clock()
         reads = _CapReads(container_id, snapshot, call.propositions, key, now)
-        forced: set[CounterKey] = set()
+        # What the engine knows of the counters, by engine key. Counters of rules that count
+        # propositions are checked by the reservation itself (all-or-nothing, under their
+        # limits), so a recorded decision reads only the others up front and learns of a
+        # full one when its reservation is refused. A dry run reserves nothing and an
+        # explained decision reports every count: both read them all.
+        exact = call.dry_run or call.explain
+        known = self._read_counts(reads, reads.all_keys if exact else reads.unreserved_keys)
         for attempt in range(RESERVE_ATTEMPTS):
             if attempt == RESERVE_ATTEMPTS - 1:
                 # Still contended: decide without the capped offers rather than not at all.
-                forced.update(k for k, _ in reads.keys)
-            counts = self._read_counts(reads, forced)
+                known.update(reads.all_full())
             result = decide(
                 snapshot.catalog,
                 request,
-                counters=reads.engine_counters(counts),
+                counters=CapCounters(counts=known),
                 now=now,
                 rng=self._rng_factory(),
             )
@@ -164,38 +170,33 @@ class Decisions:
             if call.dry_run:
                 return outcome
             wanted = reads.consumed(result)
-            if wanted and self._shared_counters is not None:
-                record = self._record_body(call, outcome, key, profile_id)
-                try:
-                    write = functools.partial(
-                        self._write_record,
-                        container_id=container_id,
-                        outcome=outcome,
-                        key=key,
-                        body=record,
-                    )
-                    refused = self._shared_counters.reserve_then(wanted, write)
-                except NextOfferError as exc:
-                    # Neither reserved nor recorded: decide again without the capped offers.
-                    log.error("cap counters unavailable; capped offers count as capped: %s", exc)
-                    forced.update(k for k, _ in reads.keys)
-                    continue
-                if refused:
-                    self._refused()
-                    forced.update(refused)
-                    continue
-                return outcome
             try:
-                refused = self._counters.reserve(wanted)
+                if self._shared_counters:
+                    # Counters in the same database: reserved in the record's transaction.
+                    refused = self._write(container_id, call, outcome, key, profile_id, wanted)
+                else:
+                    refused = self._counters.reserve(wanted)
             except NextOfferError as exc:
+                # Nothing was taken: decide again without the capped offers.
                 log.error("cap counters unavailable; capped offers count as capped: %s", exc)
-                forced.update(k for k, _ in reads.keys)
+                known.update(reads.all_full())
                 continue
             if refused:
                 self._refused()
-                forced.update(refused)  # taken meanwhile: read again, decide again
+                if not exact:
+                    # From now on decide on every current count, not on hope.
+                    exact = True
+                    known.update(self._read_counts(reads, reads.all_keys))
+                known.update(reads.full(refused))  # taken meanwhile: decide again
                 continue
-            self._record(container_id, call, outcome, key, profile_id, wanted)
+            if not self._shared_counters:
+                try:
+                    self._write(container_id, call, outcome, key, profile_id, ())
+                except NextOfferError as exc:
+                    # The answer stands; its counts go back so an unrecorded proposition
+                    # costs nothing.
+                    log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
+                    self._counters.release([k for k, _ in wanted])
             return outcome
         raise Unavailable("cap counters changed too fast to decide; retry")  # pragma: no cover
 
@@ -213,22 +214,22 @@ class Decisions:
         if not call.identities:
             return None, profile, events or []
         try:
+            if len(call.identities) == 1 and profile is None:
+                # The usual request: identity and attributes in one indexed read.
+                namespace, identity = call.identities[0]
+                found = self._path.profile(principal.org, principal.sandbox, namespace, identity)
+                profile_id, attributes = found if found is not None else (None, None)
+                if events is None:
+                    events = self._path.events(profile_id, limit=EVENT_LIMIT) if profile_id else []
+                return profile_id, attributes, events
             with self._store.session() as session:
                 runtime = session.runtime
-                if len(call.identities) == 1 and profile is None:
-                    # The usual request: identity and attributes in one indexed read.
-                    namespace, identity = call.identities[0]
-                    found = runtime.profile_by_identity(
-                        principal.org, principal.sandbox, namespace, identity
-                    )
-                    profile_id, attributes = found if found is not None else (None, None)
-                else:
-                    profile_id = resolve_profile_id(runtime, principal, list(call.identities))
-                    attributes = (
-                        profile
-                        if profile is not None
-                        else (runtime.profile_attributes(profile_id) if profile_id else None)
-                    )
+                profile_id = resolve_profile_id(runtime, principal, list(call.identities))
+                attributes = (
+                    profile
+                    if profile is not None
+                    else (runtime.profile_attributes(profile_id) if profile_id else None)
+                )
                 if events is None:
                     events = (
                         runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
@@ -238,39 +239,44 @@ class Decisions:
             return None, None, []
         return profile_id, attributes, events
 
-    def _read_counts(self, reads: _CapReads, forced: set[CounterKey]) -> dict[CounterKey, int]:
-        """Current counts, with the ``forced`` keys raised to their limits (taken, or unknown)."""
-        keys = [k for k, _ in reads.keys]
+    def _read_counts(
+        self, reads: _CapReads, keys: Sequence[tuple[tuple[str, str, str], CounterKey]]
+    ) -> dict[tuple[str, str, str], int]:
+        """Current counts by engine key; counters that cannot be read count as full."""
+        if not keys:
+            return {}
+        counter_keys = [k for _, k in keys]
         try:
-            counts = self._counters.read(keys)
+            source = self._path.counts if self._shared_counters else self._counters.read
+            counts = source(counter_keys)
         except NextOfferError as exc:
             log.error("cap counters unavailable; capped offers count as capped: %s", exc)
-            counts = {}
-            forced.update(keys)
-        for key, limit in reads.keys:
-            if key in forced:
-                counts[key] = max(counts.get(key, 0), limit)
-        return counts
+            return reads.full(counter_keys)
+        return {engine_key: counts[k] for engine_key, k in keys if k in counts}
 
-    def _record(
+    def _write(
         self,
         container_id: str,
         call: DecisionCall,
         outcome: DecisionOutcome,
         key: str,
         profile_id: str | None,
-        reserved: Sequence[tuple[CounterKey, int]],
-    ) -> None:
+        reserve: Sequence[tuple[CounterKey, int]],
+    ) -> list[CounterKey]:
+        """Record the decision (reserving ``reserve`` first); the counters that were full."""
         body = self._record_body(call, outcome, key, profile_id)
-        try:
-            with self._store.session(write=True) as session:
-                self._write_record(
-                    session, container_id=container_id, outcome=outcome, key=key, body=body
-                )
-        except NextOfferError as exc:
-            # The answer stands; its counts go back so an unrecorded proposition costs nothing.
-            log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
-            self._counters.release([k for k, _ in reserved])
+        record = DecisionRecord(
+            proposition_id=outcome.proposition_id,
+            container_id=container_id,
+            created=body["timestamp"],
+            created_us=epoch_micros(outcome.created),
+            profile_key=key,
+            body=body,
+            day=body["timestamp"][:10],
+            proposed_offers=[p.offer_id for p in outcome.result.proposed],
+            reserve=reserve,
+        )
+        return self._path.record(record).result()
 
     @staticmethod
     def _record_body(
@@ -299,29 +305,6 @@ class Decisions:
             ],
         }
 
-    @staticmethod
-    def _write_record(
-        session: Session,
-        *,
-        container_id: str,
-        outcome: DecisionOutcome,
-        key: str,
-        body: Mapping[str, Any],
-    ) -> None:
-        """The decision event and the offers report's propositions, in the caller's transaction."""
-        runtime = session.runtime
-        stamp = body["timestamp"]
-        runtime.insert_decision_event(
-            outcome.proposition_id,
-            container_id,
-            created=stamp,
-            created_us=epoch_micros(outcome.created),
-            profile_key=key,
-            body=body,
-        )
-        for proposed in outcome.result.proposed:
-            runtime.add_daily(container_id, stamp[:10], proposed.offer_id, propositions=1)
-
     def decision_events(
         self, principal: Principal, container_id: str, *, since: datetime, limit: int
     ) -> list[dict[str, Any]]:
@@ -333,7 +316,8 @@ class Decisions:
 
 
 class _CapReads:
-    """The counters one request may touch, and how their counts reach the engine."""
+    """The counters one request may touch: engine keys (offer, rule, placement) to counter
+    keys, built only for the counters a request actually reads or reserves."""
 
     def __init__(
         self,
@@ -349,7 +333,7 @@ class _CapReads:
         self._profile_key = profile_key
         self._now = now
         #: Counters of rules that count for everyone and never reset are the same for every
-        #: request on this snapshot: built once (a third of the work of this class).
+        #: request on this snapshot: built once.
         self._fixed: dict[tuple[str, str, str, int], CounterKey] = snapshot.cap_plans.setdefault(
             ("fixed keys",), {}
         )
@@ -358,35 +342,67 @@ class _CapReads:
         plan = snapshot.cap_plans.get((activities, placements))
         if plan is None:
             plan = snapshot.cap_plans[(activities, placements)] = self._plan(activities, placements)
-        #: (engine key (offer, rule, placement)) -> (counter key, limit)
-        self._by_engine_key: dict[tuple[str, str, str], tuple[CounterKey, int]] = {
-            engine_key: (self._key(engine_key[0], rule, engine_key[2]), rule.limit)
-            for engine_key, rule in plan
-        }
-        self.keys: list[tuple[CounterKey, int]] = list(self._by_engine_key.values())
+        #: engine key -> its rule, for every capped candidate of the request
+        self._plan: dict[tuple[str, str, str], CapRule] = plan
+        self._built: dict[tuple[str, str, str], CounterKey] = {}
+        self._by_key: dict[CounterKey, tuple[str, str, str]] = {}
 
     def _plan(
         self, activities: tuple[str, ...], placements: tuple[str, ...]
-    ) -> list[tuple[tuple[str, str, str], CapRule]]:
-        plan = []
+    ) -> dict[tuple[str, str, str], CapRule]:
+        plan = {}
         for offer_id in sorted(self._catalog.capped_offer_ids(activities)):
             offer = self._catalog.offers.get(offer_id)
             for rule in offer.caps if offer is not None else ():
                 for placement in placements if rule.per_placement else ("",):
-                    plan.append(((offer_id, rule.rule_id, placement), rule))
+                    plan[(offer_id, rule.rule_id, placement)] = rule
         return plan
 
-    def _key(self, offer_id: str, rule: CapRule, placement: str) -> CounterKey:
+    @property
+    def all_keys(self) -> list[tuple[tuple[str, str, str], CounterKey]]:
+        return [(ek, self._key(ek, rule)) for ek, rule in self._plan.items()]
+
+    @property
+    def unreserved_keys(self) -> list[tuple[tuple[str, str, str], CounterKey]]:
+        """Counters a reservation does not check: rules counting impressions, clicks, events."""
+        return [
+            (ek, self._key(ek, rule))
+            for ek, rule in self._plan.items()
+            if not rule.counts_propositions
+        ]
+
+    def all_full(self) -> dict[tuple[str, str, str], int]:
+        """Every counter at its limit: no capped offer is proposed."""
+        return {ek: rule.limit for ek, rule in self._plan.items()}
+
+    def full(self, keys: Sequence[CounterKey]) -> dict[tuple[str, str, str], int]:
+        """These counters at their limits."""
+        found = {}
+        for key in keys:
+            engine_key = self._by_key.get(key)
+            if engine_key is not None:
+                found[engine_key] = self._plan[engine_key].limit
+        return found
+
+    def _key(self, engine_key: tuple[str, str, str], rule: CapRule) -> CounterKey:
+        key = self._built.get(engine_key)
+        if key is not None:
+            return key
+        offer_id, _, placement = engine_key
+        epoch = self._epochs.get(offer_id, 0)
         if not rule.per_profile and rule.repeat is None:
             # The epoch is part of the memo: a rebuild that keeps this snapshot may move it.
-            memo = (offer_id, rule.rule_id, placement, self._epochs.get(offer_id, 0))
+            memo = (offer_id, rule.rule_id, placement, epoch)
             key = self._fixed.get(memo)
             if key is None:
-                key = self._fixed[memo] = self._make_key(offer_id, rule, placement)
-            return key
-        return self._make_key(offer_id, rule, placement)
+                key = self._fixed[memo] = self._make_key(offer_id, rule, placement, epoch)
+        else:
+            key = self._make_key(offer_id, rule, placement, epoch)
+        self._built[engine_key] = key
+        self._by_key[key] = engine_key
+        return key
 
-    def _make_key(self, offer_id: str, rule: CapRule, placement: str) -> CounterKey:
+    def _make_key(self, offer_id: str, rule: CapRule, placement: str, epoch: int) -> CounterKey:
         return counter_key(
             self._container_id,
             offer_id,
@@ -394,15 +410,7 @@ class _CapReads:
             profile_key=self._profile_key,
             placement_id=placement,
             moment=self._now,
-            epoch=self._epochs.get(offer_id, 0),
-        )
-
-    def engine_counters(self, counts: Mapping[CounterKey, int]) -> CapCounters:
-        return CapCounters(
-            counts={
-                engine_key: counts.get(key, 0)
-                for engine_key, (key, _) in self._by_engine_key.items()
-            }
+            epoch=epoch,
         )
 
     def consumed(self, result: DecisionResult) -> list[tuple[CounterKey, int]]:
@@ -415,7 +423,6 @@ class _CapReads:
             for rule in offer.caps:
                 if rule.counts_propositions:
                     placement = proposed.placement_id if rule.per_placement else ""
-                    entry = self._by_engine_key.get((proposed.offer_id, rule.rule_id, placement))
-                    key = entry[0] if entry else self._key(proposed.offer_id, rule, placement)
-                    wanted.append((key, rule.limit))
+                    engine_key = (proposed.offer_id, rule.rule_id, placement)
+                    wanted.append((self._key(engine_key, rule), rule.limit))
         return wanted

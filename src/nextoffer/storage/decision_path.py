@@ -1,0 +1,354 @@
+"""The decision path's reads and writes: a profile, its counters, one record per decision.
+
+Decisions are the hot path: every request reads a profile (and maybe its events) and the
+counters of its capped candidates, and every recorded decision writes a decision event,
+the offers report's increments and, when it proposes capped offers, reserves their
+counters. :class:`DecisionPath` names those operations; two implementations:
+
+* :class:`SessionPath` (PostgreSQL, or any store): the store's sessions, one write
+  transaction per decision — PostgreSQL's writers run side by side.
+* :class:`SqlitePath` (the embedded default): SQLite has one writer at a time, so a
+  transaction per decision makes every request queue for the lock and pay a commit.
+  Here reads use plain driver connections (one per thread, no ORM layer, statements
+  prepared once by the driver), and records go to one writer thread per process that
+  commits everything queued in one transaction (*group commit*). A caller's future
+  resolves only after its batch committed: nothing is acknowledged before it is durable,
+  and a record's reservation is still all-or-nothing within the batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+
+from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.storage.counters import CounterKey, SqlCounters, _needs
+from nextoffer.storage.database import SQLITE_SYNCHRONOUS
+from nextoffer.storage.store import Session, Store
+
+log = logging.getLogger("nextoffer.storage")
+
+#: Records committed together at most (a batch is whatever queued while the last committed).
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    """What one recorded decision writes."""
+
+    proposition_id: str
+    container_id: str
+    created: str  # RFC 3339, UTC
+    created_us: int
+    profile_key: str
+    body: Mapping[str, Any]
+    #: Offers proposed (one proposition each in the offers report), with their UTC day.
+    day: str
+    proposed_offers: Sequence[str]
+    #: Counters to reserve first, with their limits: all are taken, or nothing is written.
+    reserve: Sequence[tuple[CounterKey, int]] = ()
+
+
+class DecisionPath(Protocol):
+    def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        """The profile one identity names, and its attributes."""
+        ...
+
+    def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        """The profile's newest ``limit`` experience events, oldest first."""
+        ...
+
+    def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        """Current counts of the SQL cap counters (missing counters are 0)."""
+        ...
+
+    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+        """Reserve and write; resolves to ``[]`` once committed, or to the counters that
+        were at their limits (then nothing was written). Fails with a NextOfferError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def write_record(session: Session, record: DecisionRecord) -> None:
+    """The decision event and its report increments, in the caller's transaction."""
+    runtime = session.runtime
+    runtime.insert_decision_event(
+        record.proposition_id,
+        record.container_id,
+        created=record.created,
+        created_us=record.created_us,
+        profile_key=record.profile_key,
+        body=record.body,
+    )
+    for offer_id in record.proposed_offers:
+        runtime.add_daily(record.container_id, record.day, offer_id, propositions=1)
+
+
+class SessionPath:
+    """Through the store's sessions; a write transaction per record."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._counters = SqlCounters(store)
+
+    def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        with self._store.session() as session:
+            return session.runtime.profile_by_identity(org, sandbox, namespace, identity)
+
+    def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        with self._store.session() as session:
+            return session.runtime.recent_events(profile_id, limit=limit)
+
+    def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        return self._counters.read(keys)
+
+    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+        future: Future[list[CounterKey]] = Future()
+        try:
+            future.set_result(
+                self._counters.reserve_then(record.reserve, lambda s: write_record(s, record))
+            )
+        except NextOfferError as exc:
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        """Nothing of its own: the store's connections."""
+
+
+_PROFILE = (
+    "SELECT p.profile_id, p.attributes FROM profile_identities AS i"
+    " JOIN profiles AS p ON p.profile_id = i.profile_id"
+    " WHERE i.org_id = ? AND i.sandbox = ? AND i.namespace = ? AND i.identity = ?"
+)
+_EVENTS = (
+    "SELECT body FROM experience_events WHERE profile_id = ?"
+    " ORDER BY timestamp_us DESC, seq DESC LIMIT ?"
+)
+#: One statement text for any number of keys (a JSON array), so the driver prepares it once.
+_COUNTS = (
+    "SELECT counter_key, count FROM cap_counters"
+    " WHERE counter_key IN (SELECT value FROM json_each(?))"
+)
+_ENSURE = (
+    "INSERT INTO cap_counters (counter_key, container_id, count) VALUES (?, ?, 0)"
+    " ON CONFLICT (counter_key) DO NOTHING"
+)
+_BUMP_UNDER = "UPDATE cap_counters SET count = count + ? WHERE counter_key = ? AND count + ? <= ?"
+_UNBUMP = "UPDATE cap_counters SET count = count - ? WHERE counter_key = ?"
+_EVENT = (
+    "INSERT INTO decision_events"
+    " (proposition_id, container_id, created, created_us, profile_key, body)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_DAILY = (
+    "INSERT INTO offer_daily (container_id, day, offer_id, propositions, impressions, clicks)"
+    " VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (container_id, day, offer_id)"
+    " DO UPDATE SET propositions = propositions + excluded.propositions"
+)
+
+_Item = tuple[DecisionRecord, "Future[list[CounterKey]]"]
+
+
+class SqlitePath:
+    """Driver connections for reads, and one group-committing writer thread per process."""
+
+    def __init__(self, store: Store) -> None:
+        path = store.sqlite_path
+        if path is None:
+            raise ValueError("SqlitePath needs a SQLite store")
+        self._path = path
+        self._store = store
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
+        self._closed = False
+
+    # -- reads -----------------------------------------------------------------------
+
+    def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        row = self._read(_PROFILE, (org, sandbox, namespace, identity)).fetchone()
+        return (row[0], orjson.loads(row[1])) if row is not None else None
+
+    def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        rows = self._read(_EVENTS, (profile_id, limit)).fetchall()
+        return [orjson.loads(row[0]) for row in reversed(rows)]
+
+    def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        if not keys:
+            return {}
+        by_code = {key.encode(): key for key in keys}
+        rows = self._read(_COUNTS, (orjson.dumps(list(by_code)).decode(),)).fetchall()
+        return {by_code[code]: int(count) for code, count in rows}
+
+    def _read(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        try:
+            if conn is None:
+                conn = self._local.conn = self._connect()
+                with self._readers_lock:
+                    self._readers.append(conn)
+            return conn.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise _mapped(exc) from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise Unavailable("the store is closed")
+        # Autocommit (isolation_level None): a read is its own snapshot, a write batch
+        # begins explicitly. check_same_thread is off only so close() can close them all.
+        conn = sqlite3.connect(
+            self._path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    # -- writes ----------------------------------------------------------------------
+
+    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+        future: Future[list[CounterKey]] = Future()
+        if self._closed:
+            future.set_exception(Unavailable("the store is closed"))
+            return future
+        self._start_writer()
+        self._queue.put((record, future))
+        return future
+
+    def _start_writer(self) -> None:
+        if self._writer is not None:
+            return
+        with self._writer_lock:
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="nextoffer-decision-writer", daemon=True
+                )
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            try:
+                if conn is None:
+                    conn = self._connect()
+                self._commit(conn, batch)
+            except Exception as exc:  # every waiting caller hears of it; the loop goes on
+                error = _mapped(exc) if isinstance(exc, sqlite3.Error) else exc
+                log.error("decision records not written (%d): %s", len(batch), error)
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(error)
+            if stop:
+                break
+        if conn is not None:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batch: list[_Item]) -> None:
+        # A caller that gave up before its turn (a cancelled request) is not written.
+        batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+        if not batch:
+            return
+        outcomes: list[list[CounterKey] | Conflict] = []
+        daily: dict[tuple[str, str, str], int] = {}
+        with self._store.write_lock():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for record, _ in batch:
+                    outcome = self._apply(conn, record)
+                    outcomes.append(outcome)
+                    if isinstance(outcome, list) and not outcome:
+                        for offer_id in record.proposed_offers:
+                            key = (record.container_id, record.day, offer_id)
+                            daily[key] = daily.get(key, 0) + 1
+                # Report rows in key order, as the session path writes them.
+                conn.executemany(_DAILY, [(*k, n) for k, n in sorted(daily.items())])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, Conflict):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    @staticmethod
+    def _apply(conn: sqlite3.Connection, record: DecisionRecord) -> list[CounterKey] | Conflict:
+        """One record inside the batch's transaction: its reservation, then its event."""
+        taken: list[tuple[str, int]] = []
+        needs = sorted(((k.encode(), k, n, lim) for k, (n, lim) in _needs(record.reserve).items()))
+        for code, key, n, limit in needs:
+            conn.execute(_ENSURE, (code, key.container_id))
+            if conn.execute(_BUMP_UNDER, (n, code, n, limit)).rowcount != 1:
+                _undo(conn, taken)
+                return [k for c, k, _, _ in needs if c == code]
+            taken.append((code, n))
+        try:
+            conn.execute(
+                _EVENT,
+                (
+                    record.proposition_id,
+                    record.container_id,
+                    record.created,
+                    record.created_us,
+                    record.profile_key,
+                    orjson.dumps(record.body).decode(),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            _undo(conn, taken)
+            return Conflict(f"decision {record.proposition_id} is already recorded: {exc}")
+        return []
+
+    def close(self) -> None:
+        self._closed = True
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join(timeout=30)
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+
+
+def _undo(conn: sqlite3.Connection, taken: Sequence[tuple[str, int]]) -> None:
+    for code, n in taken:
+        conn.execute(_UNBUMP, (n, code))
+
+
+def _mapped(exc: Exception) -> NextOfferError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return Conflict(f"the write conflicts with stored data: {exc}")
+    return Unavailable(f"the database is unavailable: {exc}", retry_after=1)
