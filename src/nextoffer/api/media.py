@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 RECEIPT = "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1"
@@ -63,13 +64,20 @@ def _unquote(value: str) -> tuple[str, bool]:
 def parse(value: str | None) -> MediaType | None:
     """Parse a Content-Type value; None when it is missing or blank.
 
+    Clients send the same few values again and again: parsed values are kept (bounded).
+    Callers must not change the returned ``params``.
+
     Tolerates two documented defects: the header name repeated inside the value
     (``Content-Type: application/vnd…``) and an unquoted ``schema=…;version=N`` whose
     version then looks like a parameter of its own.
     """
     if value is None or not value.strip():
         return None
-    text = value.strip()
+    return _parse(value.strip())
+
+
+@functools.lru_cache(maxsize=256)
+def _parse(text: str) -> MediaType:
     if text.lower().startswith("content-type:"):
         text = text[len("content-type:") :].strip()
     tokens = _split(text)

@@ -92,6 +92,13 @@ class CatalogCache:
         if snapshot is not None:
             snapshot.checked_at = float("-inf")
 
+    def ready(self, container_id: str) -> Snapshot | None:
+        """The snapshot if it was checked within the interval (no IO), else ``None``."""
+        snapshot = self._snapshots.get(container_id)
+        if snapshot is not None and self._monotonic() - snapshot.checked_at < self._interval:
+            return snapshot
+        return None
+
     def get(self, container_id: str) -> Snapshot:
         """The container's current snapshot (the caller has checked tenancy)."""
         snapshot = self._snapshots.get(container_id)

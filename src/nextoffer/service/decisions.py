@@ -21,6 +21,7 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -122,6 +123,20 @@ class Decisions:
             raise NotFound(f"container {container_id} does not exist")
         return self._catalogs.get(container_id)
 
+    def ready_snapshot(self, principal: Principal, container_id: str) -> Snapshot | None:
+        """The container's snapshot when getting it needs no IO (tenancy known, snapshot
+        checked recently), else ``None``: then :meth:`snapshot` reads the database."""
+        if self._owners.get(container_id) != (principal.org, principal.sandbox):
+            return None
+        return self._catalogs.ready(container_id)
+
+    @property
+    def records_async(self) -> bool:
+        """Whether :meth:`begin` waits for nothing but the record's future: profile and
+        counter reads are local driver reads (SQLite) that never wait for writers. An
+        event loop can then run :meth:`begin` itself and await :attr:`Attempt.waiting`."""
+        return self._shared_counters and self._path.reads_never_wait
+
     def decide(
         self,
         principal: Principal,
@@ -133,6 +148,25 @@ class Decisions:
     ) -> DecisionOutcome:
         """Decide; ``profile``/``events`` given directly replace the stored profile (simulation)."""
         snapshot = self.snapshot(principal, container_id)
+        attempt = self.begin(
+            principal, container_id, call, snapshot, profile=profile, events=events
+        )
+        while attempt.waiting is not None:
+            wait([attempt.waiting])
+            attempt.settle()
+        return attempt.outcome()
+
+    def begin(
+        self,
+        principal: Principal,
+        container_id: str,
+        call: DecisionCall,
+        snapshot: Snapshot,
+        *,
+        profile: Mapping[str, Any] | None = None,
+        events: Sequence[Mapping[str, Any]] | None = None,
+    ) -> Attempt:
+        """Read, decide and hand the record to the writer; the :class:`Attempt` finishes it."""
         if events is None and not snapshot.reads_events:
             events = ()  # no rule looks at them: skip reading up to EVENT_LIMIT events
         profile_id, attributes, events = self._profile(principal, call, profile, events)
@@ -148,57 +182,7 @@ class Decisions:
         )
         now = self._clock()
         reads = _CapReads(container_id, snapshot, call.propositions, key, now)
-        # What the engine knows of the counters, by engine key. Counters of rules that count
-        # propositions are checked by the reservation itself (all-or-nothing, under their
-        # limits), so a recorded decision reads only the others up front and learns of a
-        # full one when its reservation is refused. A dry run reserves nothing and an
-        # explained decision reports every count: both read them all.
-        exact = call.dry_run or call.explain
-        known = self._read_counts(reads, reads.all_keys if exact else reads.unreserved_keys)
-        for attempt in range(RESERVE_ATTEMPTS):
-            if attempt == RESERVE_ATTEMPTS - 1:
-                # Still contended: decide without the capped offers rather than not at all.
-                known.update(reads.all_full())
-            result = decide(
-                snapshot.catalog,
-                request,
-                counters=CapCounters(counts=known),
-                now=now,
-                rng=self._rng_factory(),
-            )
-            outcome = DecisionOutcome(str(uuid.uuid4()), now, result)
-            if call.dry_run:
-                return outcome
-            wanted = reads.consumed(result)
-            try:
-                if self._shared_counters:
-                    # Counters in the same database: reserved in the record's transaction.
-                    refused = self._write(container_id, call, outcome, key, profile_id, wanted)
-                else:
-                    refused = self._counters.reserve(wanted)
-            except NextOfferError as exc:
-                # Nothing was taken: decide again without the capped offers.
-                log.error("cap counters unavailable; capped offers count as capped: %s", exc)
-                known.update(reads.all_full())
-                continue
-            if refused:
-                self._refused()
-                if not exact:
-                    # From now on decide on every current count, not on hope.
-                    exact = True
-                    known.update(self._read_counts(reads, reads.all_keys))
-                known.update(reads.full(refused))  # taken meanwhile: decide again
-                continue
-            if not self._shared_counters:
-                try:
-                    self._write(container_id, call, outcome, key, profile_id, ())
-                except NextOfferError as exc:
-                    # The answer stands; its counts go back so an unrecorded proposition
-                    # costs nothing.
-                    log.error("decision %s not recorded: %s", outcome.proposition_id, exc)
-                    self._counters.release([k for k, _ in wanted])
-            return outcome
-        raise Unavailable("cap counters changed too fast to decide; retry")  # pragma: no cover
+        return Attempt(self, container_id, snapshot, call, request, reads, profile_id, key, now)
 
     def _refused(self) -> None:
         if self._on_refused is not None:
@@ -262,8 +246,9 @@ class Decisions:
         key: str,
         profile_id: str | None,
         reserve: Sequence[tuple[CounterKey, int]],
-    ) -> list[CounterKey]:
-        """Record the decision (reserving ``reserve`` first); the counters that were full."""
+    ) -> Future[list[CounterKey]]:
+        """Record the decision (reserving ``reserve`` first): resolves to the counters that
+        were full, ``[]`` once written."""
         body = self._record_body(call, outcome, key, profile_id)
         record = DecisionRecord(
             proposition_id=outcome.proposition_id,
@@ -276,7 +261,7 @@ class Decisions:
             proposed_offers=[p.offer_id for p in outcome.result.proposed],
             reserve=reserve,
         )
-        return self._path.record(record).result()
+        return self._path.record(record)
 
     @staticmethod
     def _record_body(
@@ -315,6 +300,139 @@ class Decisions:
             )
 
 
+class Attempt:
+    """One decision on its way to its answer.
+
+    Decides at once; a recorded decision then waits for its record (:attr:`waiting`, a
+    future the decision path resolves). :meth:`settle` takes the record's outcome: done,
+    or — when a counter was full or could not be reached — decide again (at most
+    ``RESERVE_ATTEMPTS`` times) and wait again.
+    """
+
+    def __init__(
+        self,
+        owner: Decisions,
+        container_id: str,
+        snapshot: Snapshot,
+        call: DecisionCall,
+        request: DecisionRequest,
+        reads: _CapReads,
+        profile_id: str | None,
+        profile_key: str,
+        now: datetime,
+    ) -> None:
+        self._owner = owner
+        self._container_id = container_id
+        self._snapshot = snapshot
+        self._call = call
+        self._request = request
+        self._reads = reads
+        self._profile_id = profile_id
+        self._key = profile_key
+        self._now = now
+        self._round = 0
+        self._outcome: DecisionOutcome | None = None
+        self._wanted: list[tuple[CounterKey, int]] = []
+        self._pending: DecisionOutcome | None = None
+        #: The record being written, when this decision waits for it.
+        self.waiting: Future[list[CounterKey]] | None = None
+        # What the engine knows of the counters, by engine key. Counters of rules that count
+        # propositions are checked by the reservation itself (all-or-nothing, under their
+        # limits), so a recorded decision reads only the others up front and learns of a
+        # full one when its reservation is refused. A dry run reserves nothing and an
+        # explained decision reports every count: both read them all.
+        self._exact = call.dry_run or call.explain
+        self._known = owner._read_counts(
+            reads, reads.all_keys if self._exact else reads.unreserved_keys
+        )
+        self._decide()
+
+    def outcome(self) -> DecisionOutcome:
+        if self._outcome is None:
+            raise RuntimeError("the decision still waits for its record")
+        return self._outcome
+
+    def _decide(self) -> None:
+        owner, reads, known = self._owner, self._reads, self._known
+        while True:
+            if self._round >= RESERVE_ATTEMPTS:  # pragma: no cover - the last round is capless
+                raise Unavailable("cap counters changed too fast to decide; retry")
+            self._round += 1
+            if self._round == RESERVE_ATTEMPTS:
+                # Still contended: decide without the capped offers rather than not at all.
+                known.update(reads.all_full())
+            result = decide(
+                self._snapshot.catalog,
+                self._request,
+                counters=CapCounters(counts=known),
+                now=self._now,
+                rng=owner._rng_factory(),
+            )
+            outcome = DecisionOutcome(str(uuid.uuid4()), self._now, result)
+            if self._call.dry_run:
+                self._outcome = outcome
+                return
+            self._wanted = wanted = reads.consumed(result)
+            if owner._shared_counters:
+                # Counters in the same database: reserved in the record's transaction.
+                self._pending = outcome
+                self.waiting = owner._write(
+                    self._container_id, self._call, outcome, self._key, self._profile_id, wanted
+                )
+                return
+            try:
+                refused = owner._counters.reserve(wanted)
+            except NextOfferError as exc:
+                self._unreachable(exc)
+                continue
+            if refused:
+                self._full(refused)
+                continue
+            self._pending = outcome
+            self.waiting = owner._write(
+                self._container_id, self._call, outcome, self._key, self._profile_id, ()
+            )
+            return
+
+    def settle(self) -> None:
+        """Take the finished record's outcome; decide again if it was refused."""
+        future, self.waiting = self.waiting, None
+        if future is None or not future.done():
+            raise RuntimeError("settle() needs a finished record")
+        error = future.exception()
+        if not self._owner._shared_counters:
+            # Reserved elsewhere (Redis) before the record: the answer stands either way.
+            if error is not None:
+                log.error("decision %s not recorded: %s", self._pending.proposition_id, error)
+                self._owner._counters.release([k for k, _ in self._wanted])
+            self._outcome = self._pending
+            return
+        if error is not None:
+            if not isinstance(error, NextOfferError):
+                raise error
+            self._unreachable(error)  # neither reserved nor recorded
+            self._decide()
+            return
+        refused = future.result()
+        if refused:
+            self._full(refused)
+            self._decide()
+            return
+        self._outcome = self._pending
+
+    def _unreachable(self, exc: Exception) -> None:
+        log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+        self._known.update(self._reads.all_full())
+
+    def _full(self, refused: Sequence[CounterKey]) -> None:
+        self._owner._refused()
+        if not self._exact:
+            # From now on decide on every current count, not on hope.
+            self._exact = True
+            self._known.update(self._owner._read_counts(self._reads, self._reads.all_keys))
+        self._known.update(self._reads.full(refused))
+
+
 class _CapReads:
     """The counters one request may touch: engine keys (offer, rule, placement) to counter
     keys, built only for the counters a request actually reads or reserves."""
@@ -342,21 +460,23 @@ class _CapReads:
         plan = snapshot.cap_plans.get((activities, placements))
         if plan is None:
             plan = snapshot.cap_plans[(activities, placements)] = self._plan(activities, placements)
-        #: engine key -> its rule, for every capped candidate of the request
-        self._plan: dict[tuple[str, str, str], CapRule] = plan
+        #: engine key -> its rule, for every capped candidate of the request; and the
+        #: entries whose rules a reservation does not check
+        self._plan: dict[tuple[str, str, str], CapRule] = plan[0]
+        self._unreserved: list[tuple[tuple[str, str, str], CapRule]] = plan[1]
         self._built: dict[tuple[str, str, str], CounterKey] = {}
         self._by_key: dict[CounterKey, tuple[str, str, str]] = {}
 
     def _plan(
         self, activities: tuple[str, ...], placements: tuple[str, ...]
-    ) -> dict[tuple[str, str, str], CapRule]:
+    ) -> tuple[dict[tuple[str, str, str], CapRule], list[tuple[tuple[str, str, str], CapRule]]]:
         plan = {}
         for offer_id in sorted(self._catalog.capped_offer_ids(activities)):
             offer = self._catalog.offers.get(offer_id)
             for rule in offer.caps if offer is not None else ():
                 for placement in placements if rule.per_placement else ("",):
                     plan[(offer_id, rule.rule_id, placement)] = rule
-        return plan
+        return plan, [(ek, rule) for ek, rule in plan.items() if not rule.counts_propositions]
 
     @property
     def all_keys(self) -> list[tuple[tuple[str, str, str], CounterKey]]:
@@ -365,11 +485,7 @@ class _CapReads:
     @property
     def unreserved_keys(self) -> list[tuple[tuple[str, str, str], CounterKey]]:
         """Counters a reservation does not check: rules counting impressions, clicks, events."""
-        return [
-            (ek, self._key(ek, rule))
-            for ek, rule in self._plan.items()
-            if not rule.counts_propositions
-        ]
+        return [(ek, self._key(ek, rule)) for ek, rule in self._unreserved]
 
     def all_full(self) -> dict[tuple[str, str, str], int]:
         """Every counter at its limit: no capped offer is proposed."""

@@ -58,6 +58,9 @@ class DecisionRecord:
 
 
 class DecisionPath(Protocol):
+    #: True when reads are local and never wait for a writer (an event loop may run them).
+    reads_never_wait: bool
+
     def profile(
         self, org: str, sandbox: str, namespace: str, identity: str
     ) -> tuple[str, dict[str, Any]] | None:
@@ -97,6 +100,8 @@ def write_record(session: Session, record: DecisionRecord) -> None:
 
 class SessionPath:
     """Through the store's sessions; a write transaction per record."""
+
+    reads_never_wait = False
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -165,6 +170,9 @@ _Item = tuple[DecisionRecord, "Future[list[CounterKey]]"]
 
 class SqlitePath:
     """Driver connections for reads, and one group-committing writer thread per process."""
+
+    #: WAL readers see the last commit without waiting for the writer.
+    reads_never_wait = True
 
     def __init__(self, store: Store) -> None:
         path = store.sqlite_path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -14,6 +15,8 @@ from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest, UnsupportedMediaType
 from nextoffer.ids import parse_datetime
+from nextoffer.service.auth import Principal
+from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 
 BASE = "/data/core/ode"
 _DECISION_TYPES = (media.XDM, media.JSON)
@@ -30,9 +33,7 @@ async def decisions(request: Request) -> Response:
             f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
         )
     call, fmt = decision_request.parse(await body_json(request))
-    outcome = await run(
-        services(request).decisions.decide, principal, request.path_params["container_id"], call
-    )
+    outcome = await _decide(services(request).decisions, principal, request, call)
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions
@@ -41,6 +42,26 @@ async def decisions(request: Request) -> Response:
         metrics.observe_outcomes(options, fallbacks, len(propositions) - options - fallbacks)
     body = decision_response.response(outcome, fmt, decision_request_id=call.decision_request_id)
     return json_response(body, media_type=media.DECISION_RESPONSE)
+
+
+async def _decide(
+    decisions: Decisions, principal: Principal, request: Request, call: DecisionCall
+) -> DecisionOutcome:
+    """On SQLite, decide on the event loop and await the record (reads there are local and
+    never wait; the record is group-committed by the writer thread); no worker thread per
+    request, and every request waiting for a commit joins the next batch. Elsewhere (a
+    network database, Redis counters) the whole decision runs in a worker thread."""
+    container_id = request.path_params["container_id"]
+    if not decisions.records_async:
+        return await run(decisions.decide, principal, container_id, call)
+    snapshot = decisions.ready_snapshot(principal, container_id)
+    if snapshot is None:  # tenancy check or version check: database reads
+        snapshot = await run(decisions.snapshot, principal, container_id)
+    attempt = decisions.begin(principal, container_id, call, snapshot)
+    while attempt.waiting is not None:
+        await asyncio.wait([asyncio.wrap_future(attempt.waiting)])
+        attempt.settle()
+    return attempt.outcome()
 
 
 async def get_diagnostics(request: Request) -> Response:
