@@ -148,20 +148,29 @@ _COUNTS = (
     "SELECT counter_key, count FROM cap_counters"
     " WHERE counter_key IN (SELECT value FROM json_each(?))"
 )
-_ENSURE = (
-    "INSERT INTO cap_counters (counter_key, container_id, count) VALUES (?, ?, 0)"
-    " ON CONFLICT (counter_key) DO NOTHING"
+# A batch is written with one statement per table, whatever its size: rows travel as one
+# JSON array and SQLite unpacks them (json_each). Each statement is one trip into SQLite,
+# so the writer thread takes the interpreter lock back a handful of times per batch, not
+# several times per record (under load, each take can wait for the event loop's thread).
+_DUPLICATES = (
+    "SELECT proposition_id FROM decision_events"
+    " WHERE proposition_id IN (SELECT value FROM json_each(?))"
 )
-_BUMP_UNDER = "UPDATE cap_counters SET count = count + ? WHERE counter_key = ? AND count + ? <= ?"
-_UNBUMP = "UPDATE cap_counters SET count = count - ? WHERE counter_key = ?"
-_EVENT = (
+_SET_COUNTS = (
+    "INSERT INTO cap_counters (counter_key, container_id, count)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true"
+    " ON CONFLICT (counter_key) DO UPDATE SET count = excluded.count"
+)
+_EVENTS_IN = (
     "INSERT INTO decision_events"
     " (proposition_id, container_id, created, created_us, profile_key, body)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5"
+    " FROM json_each(?)"
 )
-_DAILY = (
+_DAILY_IN = (
     "INSERT INTO offer_daily (container_id, day, offer_id, propositions, impressions, clicks)"
-    " VALUES (?, ?, ?, ?, 0, 0) ON CONFLICT (container_id, day, offer_id)"
+    " SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, 0, 0 FROM json_each(?)"
+    " WHERE true ON CONFLICT (container_id, day, offer_id)"
     " DO UPDATE SET propositions = propositions + excluded.propositions"
 )
 
@@ -204,7 +213,7 @@ class SqlitePath:
         if not keys:
             return {}
         by_code = {key.encode(): key for key in keys}
-        rows = self._read(_COUNTS, (orjson.dumps(list(by_code)).decode(),)).fetchall()
+        rows = self._read(_COUNTS, (_json(list(by_code)),)).fetchall()
         return {by_code[code]: int(count) for code, count in rows}
 
     def _read(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
@@ -228,6 +237,7 @@ class SqlitePath:
         )
         conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer runs them
         return conn
 
     # -- writes ----------------------------------------------------------------------
@@ -288,20 +298,10 @@ class SqlitePath:
         batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
         if not batch:
             return
-        outcomes: list[list[CounterKey] | Conflict] = []
-        daily: dict[tuple[str, str, str], int] = {}
         with self._store.write_lock():
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for record, _ in batch:
-                    outcome = self._apply(conn, record)
-                    outcomes.append(outcome)
-                    if isinstance(outcome, list) and not outcome:
-                        for offer_id in record.proposed_offers:
-                            key = (record.container_id, record.day, offer_id)
-                            daily[key] = daily.get(key, 0) + 1
-                # Report rows in key order, as the session path writes them.
-                conn.executemany(_DAILY, [(*k, n) for k, n in sorted(daily.items())])
+                outcomes = self._write_batch(conn, [record for record, _ in batch])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -313,19 +313,41 @@ class SqlitePath:
                 future.set_result(outcome)
 
     @staticmethod
-    def _apply(conn: sqlite3.Connection, record: DecisionRecord) -> list[CounterKey] | Conflict:
-        """One record inside the batch's transaction: its reservation, then its event."""
-        taken: list[tuple[str, int]] = []
-        needs = sorted(((k.encode(), k, n, lim) for k, (n, lim) in _needs(record.reserve).items()))
-        for code, key, n, limit in needs:
-            conn.execute(_ENSURE, (code, key.container_id))
-            if conn.execute(_BUMP_UNDER, (n, code, n, limit)).rowcount != 1:
-                _undo(conn, taken)
-                return [k for c, k, _, _ in needs if c == code]
-            taken.append((code, n))
-        try:
-            conn.execute(
-                _EVENT,
+    def _write_batch(
+        conn: sqlite3.Connection, records: list[DecisionRecord]
+    ) -> list[list[CounterKey] | Conflict]:
+        """Every record of the batch, in order, inside the batch's write transaction.
+
+        The transaction holds SQLite's single write lock, so the counters read here stay as
+        read until the commit: each record's reservation is decided against the counts
+        left by the records before it, all of its counters or none.
+        """
+        ids = [r.proposition_id for r in records]
+        stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
+        needs = [_needs(r.reserve) for r in records]
+        codes = {key: key.encode() for need in needs for key in need}
+        counts: dict[str, int] = dict.fromkeys(codes.values(), 0)
+        if codes:
+            rows = conn.execute(_COUNTS, (_json(list(counts)),)).fetchall()
+            counts.update((code, int(count)) for code, count in rows)
+        owners = {code: key.container_id for key, code in codes.items()}
+        changed: set[str] = set()
+        outcomes: list[list[CounterKey] | Conflict] = []
+        events: list[tuple[Any, ...]] = []
+        daily: dict[tuple[str, str, str], int] = {}
+        for record, need in zip(records, needs, strict=True):
+            if record.proposition_id in stored:
+                outcomes.append(Conflict(f"decision {record.proposition_id} is already recorded"))
+                continue
+            full = [k for k, (n, limit) in need.items() if counts[codes[k]] + n > limit]
+            if full:
+                outcomes.append(full)
+                continue
+            for key, (n, _) in need.items():
+                counts[codes[key]] += n
+                changed.add(codes[key])
+            stored.add(record.proposition_id)
+            events.append(
                 (
                     record.proposition_id,
                     record.container_id,
@@ -333,12 +355,21 @@ class SqlitePath:
                     record.created_us,
                     record.profile_key,
                     orjson.dumps(record.body).decode(),
-                ),
+                )
             )
-        except sqlite3.IntegrityError as exc:
-            _undo(conn, taken)
-            return Conflict(f"decision {record.proposition_id} is already recorded: {exc}")
-        return []
+            for offer_id in record.proposed_offers:
+                day_key = (record.container_id, record.day, offer_id)
+                daily[day_key] = daily.get(day_key, 0) + 1
+            outcomes.append([])
+        if changed:
+            # Rows in key order, as every writer takes them.
+            rows = [(code, owners[code], counts[code]) for code in sorted(changed)]
+            conn.execute(_SET_COUNTS, (_json(rows),))
+        if events:
+            conn.execute(_EVENTS_IN, (_json(events),))
+        if daily:
+            conn.execute(_DAILY_IN, (_json([(*k, n) for k, n in sorted(daily.items())]),))
+        return outcomes
 
     def close(self) -> None:
         self._closed = True
@@ -351,9 +382,8 @@ class SqlitePath:
             self._readers.clear()
 
 
-def _undo(conn: sqlite3.Connection, taken: Sequence[tuple[str, int]]) -> None:
-    for code, n in taken:
-        conn.execute(_UNBUMP, (n, code))
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
 
 
 def _mapped(exc: Exception) -> NextOfferError:

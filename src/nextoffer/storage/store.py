@@ -24,6 +24,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.storage import migrations, search_index
 from nextoffer.storage import tables as t
+from nextoffer.storage.checkpoints import Checkpointer
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.records import Audit, ClientRecord, ContainerRecord, InstanceRecord
 from nextoffer.storage.runtime import Runtime
@@ -49,6 +50,7 @@ class Store:
         self._lock_fd: int | None = None
         self._lock_pid = 0
         self._decision_path: DecisionPath | None = None
+        self._checkpointer: Checkpointer | None = None
         self._decision_path_lock = threading.Lock()
 
     @classmethod
@@ -89,6 +91,9 @@ class Store:
         if self._decision_path is not None:
             self._decision_path.close()
             self._decision_path = None
+        if self._checkpointer is not None and self._lock_pid == os.getpid():
+            self._checkpointer.close()
+        self._checkpointer = None
         self.engine.dispose()
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
@@ -118,11 +123,13 @@ class Store:
 
     def _lock_file(self) -> int:
         # Per process: an flock held through a descriptor inherited across fork would be
-        # shared with the parent, so a child opens its own.
+        # shared with the parent, so a child opens its own. A process that writes also
+        # runs the WAL checkpoints its connections no longer run (``checkpoints.py``).
         if self._lock_fd is None or self._lock_pid != os.getpid():
-            assert self._lock_path is not None
+            assert self._lock_path is not None and self.sqlite_path is not None
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._lock_pid = os.getpid()
+            self._checkpointer = Checkpointer(self.sqlite_path)
         return self._lock_fd
 
     @contextmanager

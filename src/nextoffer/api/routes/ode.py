@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -59,7 +60,8 @@ async def _decide(
         snapshot = await run(decisions.snapshot, principal, container_id)
     attempt = decisions.begin(principal, container_id, call, snapshot)
     while attempt.waiting is not None:
-        await asyncio.wait([asyncio.wrap_future(attempt.waiting)])
+        with contextlib.suppress(Exception):  # settle() reads the outcome, errors included
+            await asyncio.wrap_future(attempt.waiting)
         attempt.settle()
     return attempt.outcome()
 
