@@ -3,6 +3,8 @@
     .venv/bin/python bench/http_decisions.py [--seconds 5] [--repeats 3] [--plot docs/img/http-decisions.png]
     .venv/bin/python bench/http_decisions.py --observability   # cost of /metrics + JSON access logs
     .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
+    .venv/bin/python bench/http_decisions.py --stacks          # uvicorn vs granian (vs h11)
+    .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
 
 The library: one live decision with one placement over a 100-offer collection; each offer
 has its own 5-condition PQL rule and a priority in 0-100; a third carry caps
@@ -19,6 +21,10 @@ picks one of the 10,000 identities at random per request), ``GET`` of one offer 
 search. Every repeat runs every row once, so the machine's other load hits all rows
 alike; the tables report medians over repeats. Other load on the machine is printed
 (load average before and after).
+
+``--stacks`` runs the same app under each server stack of ``httpbench.STACKS`` (uvicorn
+with httptools + uvloop, uvicorn with h11 + asyncio, granian's ASGI interface), 2 workers
+each, and compares the ceiling and decisions at 10 and 50 connections, interleaved.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from httpbench import Result, Server, machine, wrk
+from httpbench import STACKS, Result, Server, machine, wrk
 
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import (
@@ -265,7 +271,7 @@ def main_table(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> No
     raw: dict[tuple[int, int, str], list[Result]] = {}
     try:
         for workers in (1, 2):  # inside the try: a server that fails to start stops the others
-            servers[workers] = Server(db_url, workers=workers)
+            servers[workers] = Server(db_url, workers=workers, stack=args.server)
         SERVERS[:] = servers.values()
         for server in servers.values():  # warm every worker: snapshot, caches, pools
             run_row(server, lib, "POST decisions", 10, 2)
@@ -362,7 +368,9 @@ def compare(
     raw: dict[tuple[str, int], list[Result]] = {}
     try:
         for n, (name, env) in enumerate(variants.items()):
-            servers[name] = Server(db_url, workers=2, env=env, log=workdir / f"server-{n}.log")
+            servers[name] = Server(
+                db_url, workers=2, env=env, log=workdir / f"server-{n}.log", stack=args.server
+            )
         SERVERS[:] = servers.values()
         for server in servers.values():
             run_row(server, lib, "POST decisions", 10, 2)
@@ -393,6 +401,51 @@ def compare(
             )
 
 
+def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
+    """The ceiling and decisions at 10 and 50 connections on one 2-worker server per stack.
+
+    Rows alternate between the stacks (their order reversed every other repeat); the ratio
+    is each stack's requests/s over uvicorn's in the same repeat, then the median."""
+    servers: dict[str, Server] = {}
+    raw: dict[tuple[int, str, str], list[Result]] = {}
+    try:
+        for name in STACKS:
+            servers[name] = Server(db_url, workers=2, stack=name)
+        SERVERS[:] = servers.values()
+        for server in servers.values():
+            run_row(server, lib, "POST decisions", 10, 2)
+        for repeat in range(args.repeats):
+            order = list(servers.items())[:: -1 if repeat % 2 else 1]
+            for connections in (10, 50):
+                for endpoint in ENDPOINTS[:2]:
+                    for name, server in order:
+                        result = run_row(server, lib, endpoint, connections, args.seconds)
+                        raw.setdefault((connections, endpoint, name), []).append(result)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
+                flush=True,
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    print(
+        "\n| connections | endpoint | stack | requests/s | p50 ms | p99 ms | errors | spread "
+        "| ratio to uvicorn |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    for connections, endpoint, name in raw:
+        row = median_result(raw[(connections, endpoint, name)])
+        base = raw[(connections, endpoint, "uvicorn")]
+        ratio = statistics.median(
+            a.requests_per_s / b.requests_per_s
+            for a, b in zip(raw[(connections, endpoint, name)], base, strict=True)
+        )
+        print(
+            f"| {connections} | {endpoint} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | "
+            f"{row['p99']:.2f} | {row['errors']} | {row['spread']:.0%} | {ratio:.3f} |"
+        )
+
+
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
     """``name:KEY=V,KEY=V;name:…`` → {name: environment}."""
     variants = {}
@@ -416,6 +469,12 @@ def main() -> None:
         metavar="NAME:K=V,…;NAME:…",
         help="decisions on one 2-worker server per environment",
     )
+    parser.add_argument(
+        "--server", choices=list(STACKS), default="uvicorn", help="server stack of the other modes"
+    )
+    parser.add_argument(
+        "--stacks", action="store_true", help="compare the server stacks (2 workers each)"
+    )
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
     db_url = f"sqlite:///{workdir / 'bench.db'}"
@@ -426,7 +485,9 @@ def main() -> None:
         f"{time.monotonic() - started:.1f} s; {args.seconds} s per row, {args.repeats} repeats",
         flush=True,
     )
-    if args.observability or args.compare:
+    if args.stacks:
+        stacks(args, db_url, lib)
+    elif args.observability or args.compare:
         variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
         compare(args, db_url, lib, workdir, variants)
     else:

@@ -44,8 +44,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+_QUIET = ["--factory", "--no-access-log", "--log-level", "warning"]
+
+#: ``Server(stack=…)``: each stack's command (app dir, host, port and workers are appended).
+STACKS = {
+    "uvicorn": ["uvicorn", *_QUIET],
+    "uvicorn-h11": ["uvicorn", *_QUIET, "--http", "h11", "--loop", "asyncio"],
+    "granian": ["granian", *_QUIET, "--interface", "asgi"],
+}
+
+
 class Server:
-    """nextoffer's app plus ``GET /bare`` under uvicorn (httptools + uvloop), ``workers`` processes.
+    """nextoffer's app plus ``GET /bare`` under one of :data:`STACKS`, ``workers`` processes.
+
+    ``uvicorn`` runs httptools + uvloop, ``uvicorn-h11`` h11 + asyncio, ``granian`` its
+    ASGI interface (on uvloop). With more than one worker, uvicorn on the asyncio loop
+    leaves TCP_NODELAY off (Kludex/uvicorn#3149): keep-alive requests wait on delayed ACKs
+    (~44 ms), which is most of what ``uvicorn-h11`` measures then.
 
     ``env`` adds ``NEXTOFFER_*`` settings (e.g. ``NEXTOFFER_METRICS=0``); the server's
     stdout (the JSON access log when on) goes to ``log`` or is discarded.
@@ -58,6 +73,7 @@ class Server:
         workers: int = 1,
         env: dict[str, str] | None = None,
         log: Path | None = None,
+        stack: str = "uvicorn",
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -67,25 +83,14 @@ class Server:
         if workers > 1:
             # prometheus-client's multiprocess mode, as ``nextoffer serve`` sets it up.
             env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(appdir))
+        module, *options = STACKS[stack]
+        app_dir = "--working-dir" if module == "granian" else "--app-dir"
         self._log = log.open("ab") if log is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "benchserver:factory",
-                "--factory",
-                "--app-dir",
-                str(appdir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-                "--no-access-log",
-                "--log-level",
-                "warning",
+                *(sys.executable, "-m", module, "benchserver:factory", *options),
+                *(app_dir, str(appdir), "--host", "127.0.0.1", "--port", str(self.port)),
+                *("--workers", str(workers)),
             ],
             env=env,
             stdout=self._log,

@@ -36,6 +36,10 @@ class Settings:
     #: ``GET /metrics`` in Prometheus text format, without credentials: keep it off the
     #: public network (scrape it on the host or behind the gateway), or switch it off.
     metrics: bool = True
+    #: After each library snapshot is built, collect garbage once and move every object
+    #: then alive out of the collector's sight (``gc.freeze``): full collections then
+    #: scan only what requests allocate, not the compiled library (``service/catalogs.py``).
+    freeze_heap: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -53,7 +57,11 @@ class Settings:
         ):
             if env.get(key):
                 values[name] = kind(env[key])
-        for name, key in (("access_log", "NEXTOFFER_ACCESS_LOG"), ("metrics", "NEXTOFFER_METRICS")):
+        for name, key in (
+            ("access_log", "NEXTOFFER_ACCESS_LOG"),
+            ("metrics", "NEXTOFFER_METRICS"),
+            ("freeze_heap", "NEXTOFFER_FREEZE_HEAP"),
+        ):
             if env.get(key):
                 values[name] = env[key].lower() not in ("0", "false", "no", "off")
         settings = cls(**values)

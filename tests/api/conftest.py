@@ -24,9 +24,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 @pytest.fixture
 def client(db_url: str) -> Iterator[TestClient]:
-    with TestClient(
-        create_app(Settings(db_url=db_url)), raise_server_exceptions=False
-    ) as test_client:
+    # freeze_heap collects the whole test process's garbage at every library rebuild
+    # (+30 % run time here); tests/service/test_heap.py covers it.
+    settings = Settings(db_url=db_url, freeze_heap=False)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield test_client
 
 

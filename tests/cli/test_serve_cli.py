@@ -9,9 +9,14 @@ import socket
 import subprocess
 import sys
 import time
+from importlib import import_module
 from pathlib import Path
 
 import httpx
+import pytest
+from click.testing import CliRunner
+
+from nextoffer.cli.serve import serve
 
 
 def free_port() -> int:
@@ -98,3 +103,42 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
     proposition = decision.json()["xdm:propositions"][0]
     assert proposition["xdm:options"][0]["xdm:name"] == "Holiday sale: 10% off"
     assert proposition["nextoffer:explain"]["candidates"]
+
+
+def test_granian_serves_with_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    exe = Path(sys.executable).with_name("nextoffer")
+    env = {**os.environ, "NEXTOFFER_DB": f"sqlite:///{tmp_path / 'g.db'}"}
+    args = ["serve", "--server", "granian", "--workers", "2", "--port", str(port)]
+    process = subprocess.Popen(
+        [str(exe), *args, "--no-access-log"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=tmp_path,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("granian did not come up")
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    finally:
+        process.terminate()
+        code = process.wait(timeout=40)
+    assert health.status_code == 200
+    assert metrics.status_code == 200
+    assert code == 0
+
+
+def test_granian_missing_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The module, not the ``serve`` command that shadows it on ``nextoffer.cli``.
+    monkeypatch.setattr(import_module("nextoffer.cli.serve"), "find_spec", lambda name: None)
+    result = CliRunner().invoke(serve, ["--server", "granian"])
+    assert result.exit_code == 2
+    assert "pip install 'nextoffer[granian]'" in result.output

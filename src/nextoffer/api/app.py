@@ -37,6 +37,7 @@ def build_services(
         clock=utcnow,
         check_interval=settings.catalog_check_seconds,
         on_rebuild=metrics.catalog_rebuilt if metrics else None,
+        freeze_heap=settings.freeze_heap,
     )
     repository = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
     counters: CapCounterStore = SqlCounters(store)

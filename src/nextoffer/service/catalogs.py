@@ -9,6 +9,7 @@ formulas fail to compile keeps the last good snapshot and is reported by diagnos
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable
@@ -50,6 +51,21 @@ class Snapshot:
     reads_events: bool = True
 
 
+def settle_heap() -> None:
+    """Collect garbage once, then hide every live object from the cyclic collector.
+
+    A compiled library is tens of thousands of long-lived objects (rules, code, indexes)
+    that every full collection would scan again: 280 ms pauses were measured on a
+    100-offer library, the p99.9 of decisions. Frozen objects are still freed by reference
+    counting; the collect first (after thawing what an earlier call froze) frees the
+    cycles of replaced snapshots, so nothing accumulates. Costs one full collection per
+    rebuild, on the thread that rebuilt.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
 class CatalogCache:
     def __init__(
         self,
@@ -59,8 +75,10 @@ class CatalogCache:
         check_interval: float = 0.25,
         monotonic: Callable[[], float] = time.monotonic,
         on_rebuild: Callable[[], None] | None = None,
+        freeze_heap: bool = False,
     ) -> None:
         self._store = store
+        self._freeze_heap = freeze_heap
         self._on_rebuild = on_rebuild
         self._clock = clock
         self._interval = check_interval
@@ -172,4 +190,6 @@ class CatalogCache:
                 reads_events=mentions_events,
             )
             self._snapshots[container_id] = snapshot
+            if self._freeze_heap:
+                settle_heap()
             return snapshot

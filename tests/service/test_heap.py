@@ -1,0 +1,84 @@
+"""settle_heap: compiled snapshots leave the cyclic collector's sight, replaced ones are freed."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository.objects import PLACEMENT, SchemaRef
+from nextoffer.service.auth import Principal
+from nextoffer.service.catalogs import CatalogCache, settle_heap
+from nextoffer.service.repository import Repository
+from nextoffer.service.tenants import bootstrap
+from nextoffer.storage.store import Store
+
+
+@pytest.fixture
+def thawed() -> Iterator[None]:
+    yield
+    gc.unfreeze()  # leave the test process as it found it
+
+
+class Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_settle_heap_frees_old_cycles_and_freezes_the_living(thawed: None) -> None:
+    gc.freeze()
+    garbage = Cycle()
+    dead = weakref.ref(garbage)
+    del garbage  # a cycle: only the collector frees it, and it is frozen right now
+    assert dead() is not None
+    living = Cycle()
+    settle_heap()
+    assert dead() is None
+    assert gc.get_freeze_count() > 0
+    assert not any(o is living for o in gc.get_objects())  # out of the collector's sight
+
+
+def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
+    tmp_path: Path, thawed: None
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'h.db'}")
+    try:
+        creds = bootstrap(store, org="HEAP@AdobeOrg", sandbox="prod", now=datetime.now(UTC))
+        principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
+        cache = CatalogCache(store, clock=utcnow, freeze_heap=True)
+        repo = Repository(store, ids=IdFactory(), clock=utcnow, on_change=cache.invalidate)
+        body = {
+            "xdm:name": "Banner",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
+        }
+        placement = repo.create(principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), body)
+        for n in range(200):  # a snapshot big enough that one left behind would show
+            extra = dict(body, **{"xdm:name": f"Placement {n}"})
+            repo.create(principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), extra)
+        settle_heap()
+        before = gc.get_freeze_count()
+        first = cache.get(creds.container_id)
+        assert gc.get_freeze_count() > 0
+        assert not any(o is first.catalog for o in gc.get_objects())
+        del first
+        counts = []
+        for n in range(6):  # the same library, rebuilt: what stays frozen must not grow
+            body["xdm:name"] = f"Banner {n % 2}"
+            repo.replace(
+                principal, creds.container_id, placement.instance_id, None, body, if_match=None
+            )
+            counts.append((cache.get(creds.container_id).version, gc.get_freeze_count()))
+        versions = [v for v, _ in counts]
+        assert versions == sorted(set(versions))  # six rebuilds happened
+        frozen = [c for _, c in counts]
+        snapshot_size = frozen[0] - before  # about what one snapshot adds
+        assert snapshot_size > 1000
+        assert frozen[-1] - frozen[0] < snapshot_size / 2, (snapshot_size, frozen)
+    finally:
+        store.close()
