@@ -111,11 +111,26 @@ class CatalogCache:
             snapshot.checked_at = float("-inf")
 
     def ready(self, container_id: str) -> Snapshot | None:
-        """The snapshot if it was checked within the interval (no IO), else ``None``."""
+        """The current snapshot when that needs no waiting: checked within the interval,
+        or its version checked now by a read that never waits (SQLite). ``None`` when a
+        rebuild is due or the check would wait: then :meth:`get`."""
         snapshot = self._snapshots.get(container_id)
-        if snapshot is not None and self._monotonic() - snapshot.checked_at < self._interval:
+        if snapshot is None:
+            return None
+        now = self._monotonic()
+        if now - snapshot.checked_at < self._interval:
             return snapshot
-        return None
+        path = self._store.decision_path
+        if not path.reads_never_wait:
+            return None
+        try:
+            version = path.library_version(container_id)
+        except Unavailable:
+            return None
+        if version != snapshot.version:
+            return None
+        snapshot.checked_at = now
+        return snapshot
 
     def get(self, container_id: str) -> Snapshot:
         """The container's current snapshot (the caller has checked tenancy)."""
@@ -124,8 +139,7 @@ class CatalogCache:
         if snapshot is not None and now - snapshot.checked_at < self._interval:
             return snapshot
         try:
-            with self._store.session() as session:
-                version = session.library_version(container_id)
+            version = self._store.decision_path.library_version(container_id)
         except Unavailable:
             if snapshot is None:
                 raise

@@ -1,0 +1,219 @@
+"""A decision's attempt: the record's reservation checks caps that count propositions, and
+a refused reservation makes the service decide again (real stores: SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from nextoffer.cli.demo import HTML, WEB
+from nextoffer.engine import PropositionRequest
+from nextoffer.ids import IdFactory
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    ObjectType,
+    SchemaRef,
+)
+from nextoffer.service.auth import Principal
+from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.decisions import DecisionCall, Decisions
+from nextoffer.service.repository import Repository
+from nextoffer.service.tenants import bootstrap
+from nextoffer.storage.counters import SqlCounters
+from nextoffer.storage.store import Store
+from support.backends import emptied_database
+
+NOW = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
+
+
+class Clock:
+    """Moves on by a millisecond per reading: decisions are recorded in order."""
+
+    def __init__(self) -> None:
+        self.moment = NOW
+
+    def __call__(self) -> datetime:
+        self.moment += timedelta(milliseconds=1)
+        return self.moment
+
+
+@dataclass
+class World:
+    store: Store
+    principal: Principal
+    container: str
+    repo: Repository
+    decisions: Decisions
+    refusals: list[None]
+
+
+def open_world(url: str) -> World:
+    store = Store.open(url)
+    clock = Clock()
+    creds = bootstrap(store, org="O@AdobeOrg", sandbox="prod", now=clock())
+    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
+    catalogs = CatalogCache(store, clock=clock, check_interval=0)
+    repo = Repository(store, ids=IdFactory(), clock=clock, on_change=catalogs.invalidate)
+    refusals: list[None] = []
+    decisions = Decisions(
+        store,
+        repository=repo,
+        catalogs=catalogs,
+        counters=SqlCounters(store),
+        clock=clock,
+        on_refused=lambda: refusals.append(None),
+    )
+    return World(store, principal, creds.container_id, repo, decisions, refusals)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
+    url = f"sqlite:///{tmp_path / 'n.db'}" if request.param == "sqlite" else emptied_database()
+    opened = open_world(url)
+    yield opened
+    opened.store.close()
+
+
+@dataclass(frozen=True)
+class Library:
+    placement: str
+    capped: str  # xdm:profileCap 1, the higher priority
+    next: str  # uncapped
+    decision: str
+
+
+def library(world: World) -> Library:
+    def make(object_type: ObjectType, body: dict[str, object]) -> str:
+        ref = SchemaRef(object_type, None, "")
+        return world.repo.create(world.principal, world.container, ref, body).at_id
+
+    placement = make(PLACEMENT, {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML})
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
+
+    def offer(name: str, priority: int, **extra: object) -> str:
+        body = {
+            "xdm:name": name,
+            "xdm:status": "approved",
+            "xdm:representations": reps,
+            "xdm:rank": {"xdm:priority": priority},
+        }
+        return make(PERSONALIZED_OFFER, {**body, **extra})
+
+    capped = offer("capped", 10, **{"xdm:cappingConstraint": {"xdm:profileCap": 1}})
+    following = offer("next", 5)
+    fallback = make(
+        FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
+    collection = make(
+        COLLECTION, {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, following]}
+    )
+    decision = make(
+        DECISION,
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
+    return Library(placement, capped, following, decision)
+
+
+def chosen(
+    world: World, lib: Library, *, identity: str = "a@x", dry_run: bool = False
+) -> str | None:
+    call = DecisionCall(
+        propositions=(PropositionRequest(lib.decision, lib.placement),),
+        identities=[("Email", identity)],
+        dry_run=dry_run,
+    )
+    outcome = world.decisions.decide(world.principal, world.container, call)
+    proposition = outcome.result.propositions[0]
+    return proposition.options[0].offer_id if proposition.options else None
+
+
+def recorded(world: World) -> list[list[str]]:
+    """The offers of every recorded decision, oldest first."""
+    with world.store.session() as session:
+        events = session.runtime.decision_events(world.container, since_us=0, limit=100)
+    return [[o["id"] for p in e["propositions"] for o in p["options"]] for e in events]
+
+
+def test_a_full_profile_cap_refuses_the_record_and_the_next_offer_is_proposed(
+    world: World,
+) -> None:
+    lib = library(world)
+    assert chosen(world, lib) == lib.capped
+    assert world.refusals == []
+    # The capped offer's counter is not read up front (the reservation checks it): the
+    # service proposes it again, the record's reservation is refused, it decides again.
+    assert chosen(world, lib) == lib.next
+    assert len(world.refusals) == 1
+    assert recorded(world) == [[lib.capped], [lib.next]]
+    # The cap is per profile: another profile still gets the capped offer.
+    assert chosen(world, lib, identity="b@x") == lib.capped
+    assert len(world.refusals) == 1
+
+
+def test_a_dry_run_reads_every_count_and_is_never_refused(world: World) -> None:
+    lib = library(world)
+    assert chosen(world, lib) == lib.capped  # the profile's cap is now full
+    assert chosen(world, lib, dry_run=True) == lib.next
+    assert world.refusals == []
+    assert recorded(world) == [[lib.capped]]
+
+
+def test_a_dry_run_reserves_nothing(world: World) -> None:
+    lib = library(world)
+    assert chosen(world, lib, dry_run=True) == lib.capped
+    assert chosen(world, lib, dry_run=True) == lib.capped
+    assert recorded(world) == []
+    assert chosen(world, lib) == lib.capped  # the cap's one unit is still free
+    assert world.refusals == []
+
+
+# -- whether decisions can run on an event loop ------------------------------------------
+
+
+def decisions_on(store: Store, counters: SqlCounters) -> Decisions:
+    catalogs = CatalogCache(store, clock=lambda: NOW, check_interval=0)
+    repo = Repository(store, ids=IdFactory(), clock=lambda: NOW, on_change=catalogs.invalidate)
+    return Decisions(
+        store, repository=repo, catalogs=catalogs, counters=counters, clock=lambda: NOW
+    )
+
+
+def test_records_are_async_on_sqlite_with_its_own_counters(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
+    try:
+        assert decisions_on(store, SqlCounters(store)).records_async
+    finally:
+        store.close()
+
+
+def test_records_are_not_async_with_counters_elsewhere(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
+    other = Store.open(f"sqlite:///{tmp_path / 'counters.db'}")
+    try:
+        assert not decisions_on(store, SqlCounters(other)).records_async
+    finally:
+        other.close()
+        store.close()
+
+
+def test_records_are_not_async_on_postgres() -> None:
+    store = Store.open(emptied_database())
+    try:
+        assert not decisions_on(store, SqlCounters(store)).records_async
+    finally:
+        store.close()

@@ -1,0 +1,403 @@
+"""The decision path on every store (the contract), and what only SQLite's group-committing
+writer does: batches, exact caps under concurrency, cancelled records, closing, and
+writers of several processes queueing on the writer lock."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from nextoffer.errors import Conflict, Unavailable
+from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.decision_path import SessionPath, SqlitePath
+from nextoffer.storage.store import Store
+from support.backends import emptied_database
+from support.decision_path_contract import (
+    A,
+    B,
+    DecisionPathContract,
+    add_profile,
+    events_of,
+    outcome,
+    record,
+    report,
+    stored,
+)
+
+
+class TestSqlitePath(DecisionPathContract):
+    @pytest.fixture
+    def path(self, tmp_path: Path) -> Iterator[tuple[Store, SqlitePath]]:
+        store = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
+        path = SqlitePath(store)
+        yield store, path
+        path.close()
+        store.close()
+
+    def test_the_store_opens_it_for_sqlite(self, path: tuple[Store, SqlitePath]) -> None:
+        store, _ = path
+        assert isinstance(store.decision_path, SqlitePath)
+        assert store.decision_path.reads_never_wait
+
+
+class TestSessionPathOnSqlite(DecisionPathContract):
+    @pytest.fixture
+    def path(self, tmp_path: Path) -> Iterator[tuple[Store, SessionPath]]:
+        store = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
+        yield store, SessionPath(store)
+        store.close()
+
+
+class TestSessionPathOnPostgres(DecisionPathContract):
+    @pytest.fixture
+    def path(self) -> Iterator[tuple[Store, SessionPath]]:
+        store = Store.open(emptied_database(), pool_size=10)
+        yield store, SessionPath(store)
+        store.close()
+
+    def test_the_store_opens_it_for_postgres(self, path: tuple[Store, SessionPath]) -> None:
+        store, _ = path
+        assert isinstance(store.decision_path, SessionPath)
+        assert not store.decision_path.reads_never_wait
+
+
+# -- SQLite only: the group-committing writer ------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
+    yield opened
+    opened.close()
+
+
+def until(condition: Callable[[], bool], *, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def count_commits(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the writer's transactions (each takes the store's write lock once)."""
+    original = store.write_lock
+    taken = [0]
+
+    def counting() -> AbstractContextManager[None]:
+        if threading.current_thread().name == "nextoffer-decision-writer":
+            taken[0] += 1
+        return original()
+
+    monkeypatch.setattr(store, "write_lock", counting)
+    return taken
+
+
+def test_records_from_one_loop_iteration_commit_together_on_the_loop_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = store.decision_path
+    original = store.write_lock
+    takers: list[str] = []
+
+    def counting() -> AbstractContextManager[None]:
+        takers.append(threading.current_thread().name)
+        return original()
+
+    monkeypatch.setattr(store, "write_lock", counting)
+
+    async def decide_many() -> list[list[CounterKey]]:
+        # Twenty requests reach their record in one pass of the loop: one batch.
+        futures = [path.record(record(created_us=n)) for n in range(20)]
+        assert not any(f.done() for f in futures)  # written after this callback returns
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+
+    assert asyncio.run(decide_many()) == [[]] * 20
+    assert takers == [threading.current_thread().name]  # one commit, on the loop's thread
+    assert len(events_of(store)) == 20
+
+
+def from_threads(
+    submit: Callable[[int], Future[list[CounterKey]]], *, threads: int, each: int
+) -> list[Future[list[CounterKey]]]:
+    """``threads`` threads submitting ``each`` records at once; their futures, in order."""
+    barrier = threading.Barrier(threads)
+    futures: list[list[Future[list[CounterKey]]]] = [[] for _ in range(threads)]
+
+    def run(t: int) -> None:
+        barrier.wait()
+        for i in range(each):
+            futures[t].append(submit(t * each + i))
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return [f for mine in futures for f in mine]
+
+
+def test_records_submitted_at_once_commit_together(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = store.decision_path
+    commits = count_commits(store, monkeypatch)
+    with store.write_lock():  # the writer waits: everything submitted meanwhile queues
+        futures = from_threads(
+            lambda n: path.record(record(offers=["o-1"], created_us=n)), threads=8, each=25
+        )
+        assert not any(f.done() for f in futures)
+    assert [f.result(timeout=30) for f in futures] == [[]] * 200
+    # The first batch is what the writer took before the lock; the rest is one batch.
+    assert 1 <= commits[0] <= 2
+    assert len(events_of(store)) == 200
+    assert report(store) == {"o-1": 200}
+
+
+def test_concurrent_reservations_meet_the_limit_exactly(store: Store) -> None:
+    path = store.decision_path
+    futures = from_threads(
+        lambda n: path.record(record(offers=["o-1"], reserve=[(A, 150), (B, 1000)])),
+        threads=8,
+        each=25,
+    )
+    outcomes = [f.result(timeout=30) for f in futures]
+    assert outcomes.count([]) == 150
+    assert outcomes.count([A]) == 50
+    assert path.counts([A, B]) == {A: 150, B: 150}
+    assert len(events_of(store)) == 150
+    assert report(store) == {"o-1": 150}
+
+
+def test_records_of_one_batch_succeed_or_fail_alone(store: Store) -> None:
+    path = store.decision_path
+    with store.write_lock():
+        first = path.record(record(offers=()))
+        until(first.running)  # the writer holds its first batch and waits for the lock
+        taken = record(offers=["o-1"], reserve=[(A, 1)], note="taken")
+        full = record(offers=["o-2"], reserve=[(A, 1)])
+        twin = record(taken.proposition_id, offers=["o-3"], reserve=[(B, 5)])
+        plain = record(offers=["o-1"], note="plain")
+        futures = [path.record(r) for r in (taken, full, twin, plain)]
+    assert first.result(timeout=30) == []
+    assert futures[0].result(timeout=30) == []
+    assert futures[1].result(timeout=30) == [A]
+    with pytest.raises(Conflict):
+        futures[2].result(timeout=30)
+    assert futures[3].result(timeout=30) == []
+    assert stored(store, taken.proposition_id) == dict(taken.body)
+    assert stored(store, full.proposition_id) is None
+    assert stored(store, plain.proposition_id) == dict(plain.body)
+    counts = path.counts([A, B])
+    assert (counts[A], counts.get(B, 0)) == (1, 0)
+    assert report(store) == {"o-1": 2}
+
+
+def test_a_record_cancelled_before_its_batch_is_not_written(store: Store) -> None:
+    path = store.decision_path
+    first = record(offers=["o-1"], reserve=[(A, 5)])
+    cancelled = record(offers=["o-2"], reserve=[(A, 5)])
+    with store.write_lock():
+        written = path.record(first)
+        until(written.running)  # taken by the writer: no longer cancellable
+        assert not written.cancel()
+        dropped = path.record(cancelled)
+        assert dropped.cancel()
+    assert written.result(timeout=30) == []
+    last = record(offers=["o-3"])
+    assert outcome(path, last) == []  # queued after the cancelled one: that one is done
+    assert stored(store, first.proposition_id) is not None
+    assert stored(store, cancelled.proposition_id) is None
+    assert stored(store, last.proposition_id) is not None
+    assert path.counts([A]) == {A: 1}
+    assert report(store) == {"o-1": 1, "o-3": 1}
+
+
+def written(url: str) -> int:
+    reopened = Store.open(url)
+    try:
+        return len(events_of(reopened))
+    finally:
+        reopened.close()
+
+
+def test_close_writes_what_was_queued_first(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = Store.open(url)
+    assert outcome(store.decision_path, record(created_us=0)) == []  # the writer is running
+    futures = [store.decision_path.record(record(created_us=n)) for n in range(1, 51)]
+    store.close()
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == [[]] * 50
+    assert written(url) == 51
+
+
+def test_close_writes_what_was_queued_before_the_writer_connected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = Store.open(url)
+    path = store.decision_path
+    assert isinstance(path, SqlitePath)
+    # The writer thread is scheduled only once close() has begun (it may be, in any run):
+    # made certain here by holding its first connect until then.
+    connect = path._connect
+
+    def scheduled_late(**options: bool) -> sqlite3.Connection:
+        if threading.current_thread().name == "nextoffer-decision-writer":
+            until(lambda: path._closed)
+        return connect(**options)
+
+    monkeypatch.setattr(path, "_connect", scheduled_late)
+    futures = [path.record(record(created_us=n)) for n in range(50)]
+    store.close()
+    assert all(f.done() for f in futures)
+    assert [f.exception() for f in futures] == [None] * 50
+    assert written(url) == 50
+
+
+def test_a_record_after_close_is_unavailable(store: Store) -> None:
+    path = store.decision_path
+    assert outcome(path, record()) == []
+    store.close()
+    late = record()
+    with pytest.raises(Unavailable):
+        path.record(late).result(timeout=5)
+
+
+def test_a_record_racing_close_is_answered(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = store.decision_path
+    assert isinstance(path, SqlitePath)
+    assert outcome(path, record()) == []  # the writer is running
+    # record() has passed its check of _closed when close() is called (any scheduling may
+    # do this): made certain here by holding record() in _start_writer meanwhile.
+    entered, go_on = threading.Event(), threading.Event()
+    start_writer = path._start_writer
+
+    def held() -> None:
+        entered.set()
+        go_on.wait(timeout=10)
+        start_writer()
+
+    monkeypatch.setattr(path, "_start_writer", held)
+    racing: list[Future[list[CounterKey]]] = []
+    recorder = threading.Thread(target=lambda: racing.append(path.record(record())))
+    recorder.start()
+    assert entered.wait(timeout=10)
+    closer = threading.Thread(target=store.close)
+    closer.start()
+    closer.join(timeout=1)  # done at once, unless close() waits for the record to queue
+    go_on.set()
+    recorder.join(timeout=10)
+    closer.join(timeout=30)
+    assert len(racing) == 1
+    # Written, or refused as closed: answered either way, not left waiting.
+    error = racing[0].exception(timeout=2)
+    assert error is None or isinstance(error, Unavailable)
+
+
+def test_reads_after_close_are_unavailable(store: Store) -> None:
+    path = store.decision_path
+    assert path.profile("O@AdobeOrg", "prod", "Email", "a@x") is None  # opens this thread's
+    store.close()
+    with pytest.raises(Unavailable):
+        path.profile("O@AdobeOrg", "prod", "Email", "a@x")
+    elsewhere: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            path.counts([A])
+        except BaseException as exc:
+            elsewhere.append(exc)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    reader.join()
+    assert len(elsewhere) == 1
+    assert isinstance(elsewhere[0], Unavailable)
+
+
+def test_reads_never_wait_for_a_writer(store: Store) -> None:
+    path = store.decision_path
+    assert path.reads_never_wait
+    with store.session(write=True) as session:  # a write transaction stays open meanwhile
+        session.runtime.insert_profile("O@AdobeOrg", "prod", "p-1", {}, now="t")
+        session.runtime.add_identities("O@AdobeOrg", "prod", "p-1", [("Email", "a@x")])
+        started = time.monotonic()
+        assert path.profile("O@AdobeOrg", "prod", "Email", "a@x") is None  # not committed
+        assert path.counts([A]) == {}
+        assert time.monotonic() - started < 1
+    assert path.profile("O@AdobeOrg", "prod", "Email", "a@x") == ("p-1", {})
+
+
+# -- writers of several processes ------------------------------------------------------
+
+#: Holds the writer lock of a store for argv[2] seconds, then exits.
+HOLDER = """
+import sys, time
+from nextoffer.storage.database import open_engine
+from nextoffer.storage.store import Store
+store = Store(open_engine(sys.argv[1]))
+with store.write_lock():
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+store.close()
+"""
+HOLD = 0.6
+
+
+@contextmanager
+def held_elsewhere(url: str) -> Iterator[subprocess.Popen[str]]:
+    """A child process holding the writer lock of ``url`` for :data:`HOLD` seconds (from
+    when this enters); on exit, the child has ended well."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url, str(HOLD)], stdout=subprocess.PIPE, text=True
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "locked\n"
+        yield child
+        assert child.wait(timeout=30) == 0
+
+
+def test_a_session_write_waits_for_another_process_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = Store.open(url)
+    try:
+        with held_elsewhere(url):
+            started = time.monotonic()
+            add_profile(store, "p-1", [("Email", "a@x")], {"tier": "gold"})
+            elapsed = time.monotonic() - started
+        assert elapsed >= HOLD - 0.2
+        assert store.decision_path.profile("O@AdobeOrg", "prod", "Email", "a@x") == (
+            "p-1",
+            {"tier": "gold"},
+        )
+    finally:
+        store.close()
+
+
+def test_a_decision_record_waits_for_another_process_writer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = Store.open(url)
+    try:
+        path = store.decision_path
+        with held_elsewhere(url):
+            started = time.monotonic()
+            future = path.record(record(reserve=[(A, 1)]))
+            time.sleep(HOLD / 3)
+            assert not future.done()
+            assert future.result(timeout=30) == []
+            elapsed = time.monotonic() - started
+        assert elapsed >= HOLD - 0.2
+        assert path.counts([A]) == {A: 1}
+    finally:
+        store.close()
