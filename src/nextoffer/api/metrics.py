@@ -80,7 +80,7 @@ class Metrics:
         )
         self.cap_refusals = Counter(
             "nextoffer_cap_reservation_refusals",
-            "Cap reservations refused: another request took the last unit (the decision is made again).",
+            "Cap reservations refused: a proposed offer's cap was full (the decision is made again).",
             registry=self.registry,
         )
         self.rebuilds = Counter(
