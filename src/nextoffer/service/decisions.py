@@ -1,15 +1,21 @@
 """The Decisions use case: one profile, several proposition requests, one answer.
 
-1. Read (one read transaction): the profile and its recent events. Tenancy is checked once
-   per container and process (a container never changes hands).
-2. Read the cap counters the request may touch (one batch).
+1. Read the profile (one indexed read; its recent events only when some rule names
+   ``xEvent``). Tenancy is checked once per container and process (a container never
+   changes hands).
+2. Read the counters of capping rules that a reservation does not check (impressions,
+   clicks, custom events); dry runs and explained decisions read every counter.
 3. Decide in memory from the container's compiled snapshot.
-4. Unless it is a dry run: *reserve* the counters of what was proposed — all of them stay
-   within their limits or none is taken; when another request took the last unit first,
-   decide again with fresh counts. Then record the decision event; if that fails, release
-   the reservation. Caps are therefore exact under any concurrency. When the counters live
-   in the same SQL database, reservation and record are one write transaction (both or
-   neither; no release).
+4. Unless it is a dry run: record the decision, *reserving* the counters of what was
+   proposed — all of them stay within their limits or none is taken. A refused reservation
+   names the full counters: the service then reads every count and decides again. Caps are
+   therefore exact under any concurrency. Counters in the same SQL database are reserved in
+   the record's own transaction (both or neither); counters elsewhere (Redis) are reserved
+   first and released if the record fails.
+
+:class:`Attempt` carries one decision through these steps; :meth:`Decisions.decide` waits
+for its record, and the decision route awaits it on the event loop instead
+(``storage/decision_path.py`` writes records in batches).
 
 A profile store that cannot be read decides for an empty profile; counters that cannot be
 read count every capped offer as capped (caps fail closed). Neither fails the request.
