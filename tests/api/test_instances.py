@@ -202,12 +202,8 @@ def test_decision_fallback_must_cover_its_placements(tenant, placement):
 
 def test_delete_of_a_referenced_instance_is_refused_naming_the_referrers(tenant, placement):
     offer = tenant.create("personalized-offer", offer_body(placement))
-    placement_id = [
-        r
-        for r in tenant.client.get(
-            tenant.url(f"/{offer['instanceId']}"), headers=tenant.headers
-        ).json()["_instance"]["xdm:representations"]
-    ][0]["xdm:placement"]
+    stored = tenant.client.get(tenant.url(f"/{offer['instanceId']}"), headers=tenant.headers)
+    placement_id = stored.json()["_instance"]["xdm:representations"][0]["xdm:placement"]
     assert placement_id == placement
     # Find the placement's instanceId through its receipt: create another and delete it.
     victim = tenant.create(

@@ -22,7 +22,6 @@ from nextoffer.engine.frequency import CapRule
 from nextoffer.engine.model import Offer
 
 
-
 @dataclass(frozen=True, slots=True)
 class CapCounters:
     """Stored counts of the capping rules a request may touch (missing means 0).
