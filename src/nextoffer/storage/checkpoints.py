@@ -9,6 +9,14 @@ process) waits for. nextoffer's connections turn automatic checkpoints off
 (``database.py``) and each process that writes runs this thread instead: a ``PASSIVE``
 checkpoint every ``interval`` seconds, which copies what it can without waiting for, or
 blocking, readers and writers.
+
+A passive checkpoint cannot finish while writers keep appending, and the WAL only starts
+over from its beginning after a checkpoint that copied everything: under sustained writes
+it would grow without end. So when it passes ``RESTART_FRAMES``, the thread takes the
+store's write lock (every nextoffer writer waits on it) and restarts the log: the frames
+left to copy are the few appended since the passive pass, so the lock is held for
+milliseconds, a few times a minute at most. The file is then cut back to
+``journal_size_limit``.
 """
 
 from __future__ import annotations
@@ -16,18 +24,33 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+from nextoffer.storage.database import WAL_SIZE_LIMIT
 
 log = logging.getLogger("nextoffer.storage")
 
-#: Seconds between checkpoints: at a few thousand commits per second the WAL stays at a
-#: few megabytes.
+#: Seconds between checkpoints.
 INTERVAL = 0.5
+#: WAL frames (pages) past which the log is restarted under the write lock: 32 MiB of 4 KiB
+#: pages.
+RESTART_FRAMES = 8192
 
 
 class Checkpointer:
-    def __init__(self, path: str, *, interval: float = INTERVAL) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        write_lock: Callable[[], AbstractContextManager[None]],
+        interval: float = INTERVAL,
+        restart_frames: int = RESTART_FRAMES,
+    ) -> None:
         self._path = path
+        self._write_lock = write_lock
         self._interval = interval
+        self._restart_frames = restart_frames
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="nextoffer-checkpointer", daemon=True
@@ -37,9 +60,12 @@ class Checkpointer:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self._path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             while not self._stop.wait(self._interval):
-                self.checkpoint(conn)
+                self.step(conn)
             self.checkpoint(conn)
         except sqlite3.Error as exc:  # the database went away: nothing to keep small
             log.error("WAL checkpoints stopped: %s", exc)
@@ -47,10 +73,17 @@ class Checkpointer:
             if conn is not None:
                 conn.close()
 
+    def step(self, conn: sqlite3.Connection) -> None:
+        """A passive checkpoint; a restart of the log when it has grown too long."""
+        _, frames, _ = self.checkpoint(conn)
+        if frames >= self._restart_frames:
+            with self._write_lock():
+                self.checkpoint(conn, "RESTART")
+
     @staticmethod
-    def checkpoint(conn: sqlite3.Connection) -> tuple[int, int, int]:
-        """(busy, WAL frames, frames copied) of one passive checkpoint."""
-        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    def checkpoint(conn: sqlite3.Connection, mode: str = "PASSIVE") -> tuple[int, int, int]:
+        """(busy, WAL frames, frames copied) of one checkpoint."""
+        busy, frames, copied = conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
         return int(busy), int(frames), int(copied)
 
     def close(self) -> None:

@@ -19,6 +19,8 @@ from nextoffer.errors import BadRequest
 
 #: "NORMAL" in WAL mode survives a killed process; "FULL" also survives power loss.
 SQLITE_SYNCHRONOUS = os.environ.get("NEXTOFFER_SQLITE_SYNCHRONOUS", "NORMAL").upper()
+#: Bytes the WAL file is cut back to when it restarts (a burst may grow it past this).
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def open_engine(url: str, *, pool_size: int = 5) -> Engine:
@@ -71,6 +73,8 @@ def _setup_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         # Checkpoints run on a thread of their own, not inside a commit (checkpoints.py).
         cursor.execute("PRAGMA wal_autocheckpoint=0")
+        # When the WAL restarts after a checkpoint, cut the file back to this size.
+        cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

@@ -33,7 +33,7 @@ import orjson
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.storage.counters import CounterKey, SqlCounters, _needs
-from nextoffer.storage.database import SQLITE_SYNCHRONOUS
+from nextoffer.storage.database import SQLITE_SYNCHRONOUS, WAL_SIZE_LIMIT
 from nextoffer.storage.store import Session, Store
 
 log = logging.getLogger("nextoffer.storage")
@@ -259,6 +259,7 @@ class SqlitePath:
         conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer runs them
+        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         return conn
 
     # -- writes ----------------------------------------------------------------------

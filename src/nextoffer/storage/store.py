@@ -129,7 +129,7 @@ class Store:
             assert self._lock_path is not None and self.sqlite_path is not None
             self._lock_fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
             self._lock_pid = os.getpid()
-            self._checkpointer = Checkpointer(self.sqlite_path)
+            self._checkpointer = Checkpointer(self.sqlite_path, write_lock=self.write_lock)
         return self._lock_fd
 
     @contextmanager
