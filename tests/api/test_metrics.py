@@ -340,3 +340,27 @@ def test_metrics_add_up_every_worker_of_serve_workers_2(tmp_path):
         # Whichever worker answers a scrape sees all 40.
         seen = {healthz_count(http) - before for _ in range(4)}
     assert seen == {40.0}
+
+
+def rebuilds_after_start(tmp_path: Path, *, warm: bool) -> float:
+    """Catalog rebuilds a freshly started app made before any decision (a library exists)."""
+    client, _ = app_client(tmp_path, warm_catalogs=warm)
+    with client:
+        if not warm:
+            time.sleep(0.5)  # what a background build would have done by now
+            return value(samples(client), "nextoffer_catalog_rebuilds_total")
+        deadline = time.monotonic() + 10
+        while True:
+            found = value(samples(client), "nextoffer_catalog_rebuilds_total")
+            if found or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
+
+
+def test_a_starting_worker_builds_every_snapshot_before_the_first_decision(tmp_path):
+    client, db_url = app_client(tmp_path)
+    with client:  # a first life: one tenant with a library
+        tenant = make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+        library(tenant)
+    assert rebuilds_after_start(tmp_path, warm=True) == 1
+    assert rebuilds_after_start(tmp_path, warm=False) == 0

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
 from nextoffer.api.access_log import AccessLog, Observe
-from nextoffer.api.context import Services
+from nextoffer.api.context import Services, run
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
 from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
@@ -87,9 +87,19 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         flushing = (
             asyncio.get_running_loop().create_task(flusher()) if metrics or access_log else None
         )
+        # Snapshots are built in the background: the worker serves at once, and a decision
+        # arriving meanwhile waits for its container's build instead of starting another.
+        warming = (
+            asyncio.ensure_future(run(app.state.services.decisions.warm))
+            if owned and settings.warm_catalogs
+            else None
+        )
         try:
             yield
         finally:
+            if warming is not None:
+                with contextlib.suppress(Exception):
+                    await warming
             if flushing is not None:
                 flushing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

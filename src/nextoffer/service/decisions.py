@@ -142,6 +142,22 @@ class Decisions:
             raise NotFound(f"container {container_id} does not exist")
         return self._catalogs.get(container_id)
 
+    def warm(self) -> int:
+        """Build every container's snapshot now (a server starting), so that the first
+        decisions of a worker do not wait for it; the number built. A container whose
+        snapshot cannot be built is left for its first decision to report."""
+        with self._store.session() as session:
+            container_ids = session.container_ids()
+        built = 0
+        for container_id in container_ids:
+            try:
+                self._catalogs.get(container_id)
+            except NextOfferError as exc:
+                log.warning("snapshot of container %s not built at start: %s", container_id, exc)
+                continue
+            built += 1
+        return built
+
     def ready_snapshot(self, principal: Principal, container_id: str) -> Snapshot | None:
         """The container's snapshot when getting it needs no IO (tenancy known, snapshot
         checked recently), else ``None``: then :meth:`snapshot` reads the database."""

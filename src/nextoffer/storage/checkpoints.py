@@ -36,6 +36,8 @@ INTERVAL = 0.5
 #: WAL frames (pages) past which the log is restarted under the write lock: 32 MiB of 4 KiB
 #: pages.
 RESTART_FRAMES = 8192
+#: Longest a restart waits for readers, holding the write lock (milliseconds).
+RESTART_WAIT_MS = 10
 
 
 class Checkpointer:
@@ -77,8 +79,14 @@ class Checkpointer:
         """A passive checkpoint; a restart of the log when it has grown too long."""
         _, frames, _ = self.checkpoint(conn)
         if frames >= self._restart_frames:
-            with self._write_lock():
-                self.checkpoint(conn, "RESTART")
+            # A restart waits for readers still on the log: briefly, as writers wait
+            # meanwhile; when it does not get through, the next step tries again.
+            conn.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+            try:
+                with self._write_lock():
+                    self.checkpoint(conn, "RESTART")
+            finally:
+                conn.execute("PRAGMA busy_timeout=30000")
 
     @staticmethod
     def checkpoint(conn: sqlite3.Connection, mode: str = "PASSIVE") -> tuple[int, int, int]:

@@ -339,6 +339,10 @@ class Session:
         )
         return [_container(row) for row in rows]
 
+    def container_ids(self) -> list[str]:
+        """Every container of every tenant."""
+        return [row[0] for row in self.conn.execute(select(t.containers.c.container_id))]
+
     def library_version(self, container_id: str) -> int:
         value = self.conn.execute(_LIBRARY_VERSION, {"container_id": container_id}).scalar()
         return int(value or 0)
