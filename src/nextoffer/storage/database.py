@@ -20,7 +20,7 @@ from nextoffer.errors import BadRequest
 #: "NORMAL" in WAL mode survives a killed process; "FULL" also survives power loss.
 SQLITE_SYNCHRONOUS = os.environ.get("NEXTOFFER_SQLITE_SYNCHRONOUS", "NORMAL").upper()
 #: Bytes the WAL file is cut back to when it restarts (a burst may grow it past this).
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
+WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 
 def open_engine(url: str, *, pool_size: int = 5) -> Engine:
