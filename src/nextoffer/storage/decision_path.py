@@ -189,7 +189,8 @@ _Item = tuple[DecisionRecord, "Future[list[CounterKey]]"]
 
 
 class SqlitePath:
-    """Driver connections for reads, and one group-committing writer thread per process."""
+    """Driver connections for reads (one per thread); records group-committed on the event
+    loop's thread, or by a writer thread for callers off the loop (:meth:`record`)."""
 
     #: WAL readers see the last commit without waiting for the writer.
     reads_never_wait = True
