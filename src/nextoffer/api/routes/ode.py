@@ -48,10 +48,10 @@ async def decisions(request: Request) -> Response:
 async def _decide(
     decisions: Decisions, principal: Principal, request: Request, call: DecisionCall
 ) -> DecisionOutcome:
-    """On SQLite, decide on the event loop and await the record (reads there are local and
-    never wait; the record is group-committed by the writer thread); no worker thread per
-    request, and every request waiting for a commit joins the next batch. Elsewhere (a
-    network database, Redis counters) the whole decision runs in a worker thread."""
+    """On SQLite, decide on the event loop and await the record: reads there are local and
+    never wait, and the records of one pass of the loop are committed together right after
+    it (``storage/decision_path.py``); no worker thread per request. Elsewhere (a network
+    database, Redis counters) the whole decision runs in a worker thread."""
     container_id = request.path_params["container_id"]
     if not decisions.records_async:
         return await run(decisions.decide, principal, container_id, call)
