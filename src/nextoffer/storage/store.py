@@ -12,7 +12,7 @@ import fcntl
 import os
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -134,21 +134,14 @@ class Store:
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:
-        with self._guard(), self._serial(write), self.engine.connect() as conn:
+        lock = self.write_lock() if write else nullcontext()
+        with self._guard(), lock, self.engine.connect() as conn:
             if write:
                 conn = conn.execution_options(nextoffer_write=True)
             with conn.begin():
                 session = Session(conn)
                 yield session
                 session.runtime.flush()
-
-    @contextmanager
-    def _serial(self, write: bool) -> Iterator[None]:
-        if write:
-            with self.write_lock():
-                yield
-        else:
-            yield
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
