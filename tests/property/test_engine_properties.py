@@ -5,7 +5,8 @@
   are disallowed;
 * the order of instances in the library does not change the result (same seed);
 * a proposition gets the fallback iff nothing is eligible;
-* asking for an explain trace does not change the result.
+* asking for an explain trace does not change the result (with a trace, collections are
+  walked even when a part every candidate's rule needs is false; without, they are not).
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ RULES = {
     "R-true": "true",
     "R-false": "false",
     "R-combo": 'age >= 30 and tier in ["gold", "silver"]',
+    # Rules sharing parts with each other and with R-gold/R-adult: collections whose
+    # candidates all need one part skip their walk when it is false (Pool.required).
+    "R-gold-adult": 'tier = "gold" and age >= 18',
+    "R-young-gold": 'age < 30 and tier = "gold"',
+    "R-adult-silver": 'age >= 18 and tier = "silver"',
 }
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

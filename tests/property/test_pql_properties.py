@@ -238,3 +238,35 @@ def test_generated_trees_evaluate_or_raise_pqlerror(tree: A.Node) -> None:
     except PQLError:
         return
     assert value is None or isinstance(value, bool | int | float)
+
+
+def _holds(rule: pql.CompiledRule) -> bool:
+    try:
+        return rule.evaluate(
+            profile=PROFILE,
+            events=EVENTS,
+            now="2024-06-15T12:00:00Z",
+            context={"ctx;v=1": {"a": 1}},
+            variables={"offer": {"rank": {}}},
+        )
+    except PQLError:
+        return False
+
+
+@SETTINGS
+@given(st.lists(trees, min_size=2, max_size=4))
+def test_a_rule_holds_only_when_every_conjunct_holds_alone(parts: list[A.Node]) -> None:
+    """What the engine relies on to skip a collection when a shared part is false."""
+    try:
+        rule = pql.compile(to_text(A.BoolOp("and", tuple(parts))))
+    except PQLError:
+        return
+    assert len(rule.conjuncts) >= 2
+    if not _holds(rule):
+        return
+    for text in rule.conjuncts:
+        try:
+            alone = pql.compile(text)
+        except PQLError:
+            continue  # the engine checks only the parts that compile alone
+        assert _holds(alone), text

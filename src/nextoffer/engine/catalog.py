@@ -169,6 +169,7 @@ class _Builder:
         self.rules: dict[str, Rule] = {}
         self.formulas: dict[str, Rule] = {}
         self.pools: dict[str, Pool] = {}
+        self.conjuncts: dict[str, Rule | None] = {}  # shared rule parts, by their text
 
     # ---- entry point -----------------------------------------------------------------
     def build(self, instances: Iterable[CatalogInstance]) -> Catalog:
@@ -390,7 +391,51 @@ class _Builder:
             if offer.status == "approved":
                 for placement in offer.representations:
                     by_placement.setdefault(placement, []).append(offer)
-        return Pool(ordered, MappingProxyType({p: tuple(o) for p, o in by_placement.items()}))
+        required = {p: self._required(o) for p, o in by_placement.items()}
+        return Pool(
+            ordered,
+            MappingProxyType({p: tuple(o) for p, o in by_placement.items()}),
+            MappingProxyType({p: r for p, r in required.items() if r}),
+        )
+
+    def _required(self, offers: Iterable[Offer]) -> tuple[Rule, ...]:
+        """The rule parts every one of ``offers`` needs (see ``Pool.required``).
+
+        Offers that can never be eligible (a problem, an unusable rule) do not count; an
+        offer without a rule, or a rule the compiler cannot split, leaves nothing shared.
+        """
+        common: dict[str, None] | None = None
+        for offer in offers:
+            rule = offer.rule
+            if offer.problem is not None or (rule is not None and rule.compiled is None):
+                continue
+            parts = getattr(rule.compiled, "conjuncts", None) if rule is not None else None
+            if not parts:
+                return ()
+            mine = {part for part in parts if _OFFER_WORD.search(part) is None}
+            if len(parts) == 1 and parts[0] in mine:
+                # The whole rule is the part: one evaluation (and cache entry) serves both.
+                self.conjuncts.setdefault(parts[0], rule)
+            common = (
+                dict.fromkeys(p for p in parts if p in mine)
+                if common is None
+                else {p: None for p in common if p in mine}
+            )
+            if not common:
+                return ()
+        found = (self._conjunct(part) for part in common or ())
+        return tuple(rule for rule in found if rule is not None)
+
+    def _conjunct(self, source: str) -> Rule | None:
+        """A shared rule part compiled on its own (once per build); ``None`` if it cannot be."""
+        if source not in self.conjuncts:
+            try:
+                compiled = self.compile_rule(source, format="pql/text", kind="rule")
+            except Exception:  # then it is simply not checked up front; the rules still are
+                self.conjuncts[source] = None
+            else:
+                self.conjuncts[source] = Rule(f"conjunct:{source}", source, compiled, False)
+        return self.conjuncts[source]
 
     def _collection_pool(self, collection_id: str, user: CatalogInstance) -> Pool:
         self._use(collection_id, user.at_id)

@@ -109,6 +109,11 @@ class Evaluation:
         result = cache[rule.at_id] = self._run(rule, None)
         return result
 
+    def holds(self, rule: Rule) -> bool:
+        """Does an offer-independent ``rule`` hold for this request? A failure does not."""
+        result = self.value(rule, None)
+        return result is True or (type(result) is not _Raised and _truthy(result))
+
     def rule(
         self, rule: Rule, offer: Offer | None, *, false: Reason, error: Reason
     ) -> Failure | None:

@@ -148,6 +148,10 @@ class Pool:
     members: tuple[Offer, ...]
     #: placement ``@id`` → approved members with a representation for it, by (-priority, @id).
     by_placement: Mapping[str, tuple[Offer, ...]]
+    #: placement ``@id`` → conditions every candidate's rule needs (top-level ``and``
+    #: operands they all share, none reading ``offer``): when one does not hold for a
+    #: request, no candidate there can be eligible and the pool is not walked.
+    required: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
 
 
 class OrderType(Enum):

@@ -188,6 +188,8 @@ class _Proposer:
                         for offer in criterion.pool.by_placement.get(placement_id, ()):
                             self._trace(offer, criterion, failure)
                     continue
+            if self.tracer is None and not self._may_admit(criterion):
+                continue  # a condition every candidate needs is false: none is eligible
             live.append(criterion)
         if not live:
             return
@@ -195,6 +197,17 @@ class _Proposer:
             self._by_priority(live, need, chosen, chosen_ids)
         else:
             self._by_value(live, need, chosen, chosen_ids)
+
+    def _may_admit(self, criterion: Criterion) -> bool:
+        """False when a rule part that every candidate here needs does not hold (the
+        candidates' own rules would all fail; with a trace they are walked to say so)."""
+        required = criterion.pool.required.get(self.placement_id)
+        if required:
+            holds = self.evaluation.holds
+            for rule in required:
+                if not holds(rule):
+                    return False
+        return True
 
     def _by_priority(
         self, criteria: list[Criterion], need: int, chosen: list[Ranked], chosen_ids: set[str]

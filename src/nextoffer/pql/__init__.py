@@ -9,13 +9,14 @@ True
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Any
 
 from nextoffer.errors import PQLError
 
 from . import messages as msg
-from .ast import Node
+from .ast import BoolOp, Node
 from .checker import check
 from .compiler import compile_tree
 from .jsonform import parse_json
@@ -108,6 +109,20 @@ class CompiledRule:
         """Evaluate against one profile. Returns a bool for rules, a number (or None when
         the formula yields no number) for formulas; raises only PQLError."""
         raise NotImplementedError  # replaced per instance in __init__
+
+    @functools.cached_property
+    def conjuncts(self) -> tuple[str, ...]:
+        """The top-level ``and`` operands as canonical ``pql/text``; the whole expression as
+        the only entry when it is not a conjunction.
+
+        Each holds whenever the rule holds (``and`` coerces every operand to a boolean,
+        pql.md §2.5), so a part that is false, null or failing for a profile makes the rule
+        false for it. The engine uses this to test conditions that every candidate of a
+        collection shares once per request (``Pool.required``).
+        """
+        tree = self.tree
+        parts = tree.operands if isinstance(tree, BoolOp) and tree.op == "and" else (tree,)
+        return tuple(to_text(part) for part in parts)
 
     def __repr__(self) -> str:
         return f"CompiledRule(kind={self.kind!r}, format={self.format!r}, source={self.source!r})"

@@ -74,6 +74,8 @@ class FakeRule:
                 )
             self.terms.append(("arith", match.group(1), match.group(2), match.group(3)))
             return
+        #: What ``CompiledRule.conjuncts`` gives: the ``and`` operands, as text.
+        self.conjuncts = tuple(part.strip() for part in re.split(r"\band\b", source))
         column = 1
         for part in re.split(r"\band\b", source):
             text = part.strip()

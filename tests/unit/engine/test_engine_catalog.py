@@ -171,3 +171,38 @@ def test_a_compiler_crash_becomes_an_error_not_an_exception() -> None:
 def test_the_catalog_keeps_the_compiler_it_was_built_with() -> None:
     catalog = build(simple_library(offer("o")))
     assert catalog.compile_rule is engine_fakepql.compile
+
+
+def test_pools_keep_the_rule_parts_every_candidate_needs_per_placement() -> None:
+    catalog = build(
+        [
+            *simple_library(
+                offer("a", rule="RA", placements=("P1", "P2")),
+                offer("b", rule="RB"),
+                offer("c", rule="RC", placements=("P2",)),
+                extra=[
+                    placement("P2"),
+                    rule("RA", 'tier = "gold" and age >= 18 and offer.kind = "x"'),
+                    rule("RB", 'age >= 18 and tier = "gold" and n = 2'),
+                    rule("RC", 'tier = "gold" and offer.kind = "x"'),
+                ],
+            )
+        ]
+    )
+    pool = catalog.decisions["D1"].criteria[0].pool
+    # Shared by a and b (in the first rule's order); c is not in P1.
+    assert [r.source for r in pool.required["P1"]] == ['tier = "gold"', "age >= 18"]
+    # a and c share a part that reads offer: per candidate, so not shared up front.
+    assert [r.source for r in pool.required["P2"]] == ['tier = "gold"']
+    assert catalog.errors == ()
+
+
+def test_nothing_is_required_when_a_candidate_has_no_rule() -> None:
+    catalog = build(
+        simple_library(
+            offer("a", rule="R"),
+            offer("b"),
+            extra=[rule("R", 'tier = "gold" and n = 2')],
+        )
+    )
+    assert catalog.decisions["D1"].criteria[0].pool.required == {}

@@ -128,6 +128,52 @@ def test_a_rule_shared_by_many_offers_is_evaluated_once_per_request() -> None:
     assert engine_fakepql.FakeRule.evaluations == 1
 
 
+def _sharing_library() -> Catalog:
+    """20 offers whose rules all need ``tier = "gold"``; each also needs its own ``n``."""
+    return build(
+        simple_library(
+            *(offer(f"o{i}", priority=i, rule=f"R{i}") for i in range(20)),
+            extra=[rule(f"R{i}", f'tier = "gold" and n = {i}') for i in range(20)],
+        )
+    )
+
+
+def test_a_condition_every_candidate_needs_is_tested_once_and_skips_the_walk() -> None:
+    catalog = _sharing_library()
+    engine_fakepql.FakeRule.evaluations = 0
+    (proposition,) = ask(catalog, profile={"tier": "silver", "n": 5}, explain=False)
+    assert engine_fakepql.FakeRule.evaluations == 1  # the shared part, not 20 rules
+    assert proposition.options == ()
+    assert proposition.fallback.offer_id == "F1"
+
+
+def test_when_the_shared_condition_holds_the_candidates_are_still_judged_one_by_one() -> None:
+    catalog = _sharing_library()
+    (proposition,) = ask(catalog, ("D1", "P1", 3), profile={"tier": "gold", "n": 5}, explain=False)
+    assert [o.offer_id for o in proposition.options] == ["o5"]
+
+
+def test_explain_walks_every_candidate_even_when_a_shared_condition_is_false() -> None:
+    catalog = _sharing_library()
+    (proposition,) = ask(catalog, profile={"tier": "silver", "n": 5}, explain=True)
+    traces = proposition.trace.candidates
+    assert len(traces) == 20
+    assert {t.reason for t in traces} == {Reason.RULE_FALSE}
+    assert {t.detail for t in traces} == {'tier = "gold"'}
+
+
+def test_an_offer_without_a_rule_keeps_the_pool_walked() -> None:
+    catalog = build(
+        simple_library(
+            offer("ruled", priority=2, rule="R"),
+            offer("open", priority=1),
+            extra=[rule("R", 'tier = "gold" and n = 1')],
+        )
+    )
+    (proposition,) = ask(catalog, profile={"tier": "silver"}, explain=False)
+    assert [o.offer_id for o in proposition.options] == ["open"]
+
+
 def test_a_rule_reading_offer_is_evaluated_per_candidate_with_the_offer_bound() -> None:
     catalog = build(
         [

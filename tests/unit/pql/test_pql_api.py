@@ -128,3 +128,9 @@ def test_top_level_inputs_may_be_any_mapping():
         )
         is True
     )
+
+
+def test_conjuncts_are_the_top_level_and_operands_as_canonical_text():
+    rule = pql.compile('age >= 18  and (tier = "gold" or vip) and not optOut')
+    assert rule.conjuncts == ("age >= 18", 'tier = "gold" or vip', "not optOut")
+    assert pql.compile('tier = "gold" or vip').conjuncts == ('tier = "gold" or vip',)
