@@ -11,6 +11,7 @@ Everything here takes the time as an argument; only :func:`utcnow` reads the clo
 
 from __future__ import annotations
 
+import os
 import secrets
 import threading
 import uuid
@@ -105,6 +106,26 @@ class IdFactory:
                 )
             )
         )
+
+
+def uuid7(moment: datetime) -> str:
+    """A version-7 UUID (RFC 9562): ``moment``'s Unix milliseconds, then 74 random bits.
+
+    Used for proposition ids: still an opaque UUID to clients, but ids made later sort
+    later, so the stored decision events' primary-key index grows at its end instead of
+    at a random page per decision (fewer pages written per commit).
+    """
+    ms = (epoch_micros(moment) // 1000) & 0xFFFF_FFFF_FFFF
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits; 74 are kept
+    value = (
+        (ms << 80)
+        | (0x7 << 76)
+        | (((rand >> 62) & 0xFFF) << 64)
+        | (0b10 << 62)
+        | (rand & 0x3FFF_FFFF_FFFF_FFFF)
+    )
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def uuid1_time(value: str) -> datetime:

@@ -110,11 +110,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
                 app.state.services.store.close()
 
     app = Starlette(
+        # The decision routes first: the router tries routes in order, and a decision is
+        # the request that has to be cheap (the paths do not overlap, so order is free).
         routes=[
+            *ode.routes,
             *system.routes,
             *search.routes,
             *xcore.routes,
-            *ode.routes,
             *profiles.routes,
             *reports.routes,
         ],

@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from nextoffer.engine import (
 )
 from nextoffer.engine.frequency import CapRule
 from nextoffer.errors import NextOfferError, NotFound, Unavailable
-from nextoffer.ids import epoch_micros, format_datetime
+from nextoffer.ids import epoch_micros, format_datetime, uuid7
 from nextoffer.service.auth import Principal
 from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache, Snapshot
@@ -403,7 +402,7 @@ class Attempt:
                 now=self._now,
                 rng=owner._rng_factory(),
             )
-            outcome = DecisionOutcome(str(uuid.uuid4()), self._now, result)
+            outcome = DecisionOutcome(uuid7(self._now), self._now, result)
             if self._call.dry_run:
                 self._outcome = outcome
                 return
