@@ -143,4 +143,3 @@ def snowflake_time_ms(at_id: str) -> int:
 
 def new_secret() -> str:
     return secrets.token_urlsafe(32)
-

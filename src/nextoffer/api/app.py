@@ -15,6 +15,7 @@ from nextoffer.api.context import Services, run
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
 from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
+from nextoffer.api.shortcut import Shortcut
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.service.auth import Authenticator
 from nextoffer.service.catalogs import CatalogCache
@@ -121,7 +122,10 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             *reports.routes,
         ],
         exception_handlers=exception_handlers,  # type: ignore[arg-type]
-        middleware=[Middleware(Observe, metrics=metrics, access_log=access_log)],
+        middleware=[
+            Middleware(Observe, metrics=metrics, access_log=access_log),
+            Middleware(Shortcut, routes=[ode.DECISIONS], handlers=exception_handlers),
+        ],
         lifespan=lifespan,
     )
     app.state.metrics = metrics

@@ -52,7 +52,6 @@ class CapCounters:
         return 0
 
 
-
 class CapLedger:
     """Stored counts plus the propositions already made in this request."""
 

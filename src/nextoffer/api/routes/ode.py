@@ -141,8 +141,11 @@ async def decision_events(request: Request) -> Response:
     return json_response({"events": events, "count": len(events)})
 
 
+#: Also served ahead of the router (``api/shortcut.py``): the request that must be cheap.
+DECISIONS = Route(f"{BASE}/{{container_id}}/decisions", decisions, methods=["POST"])
+
 routes = [
-    Route(f"{BASE}/{{container_id}}/decisions", decisions, methods=["POST"]),
+    DECISIONS,
     Route(f"{BASE}/{{container_id}}/diagnostics", get_diagnostics, methods=["GET"]),
     Route(f"{BASE}/{{container_id}}/offers", activity_offers, methods=["GET"]),
     Route(f"{BASE}/{{container_id}}/decision-events", decision_events, methods=["GET"]),

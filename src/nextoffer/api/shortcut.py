@@ -1,0 +1,79 @@
+"""Routes answered ahead of Starlette's router: the decision request.
+
+On its way to an endpoint a request passes Starlette's exception middleware, the router
+(trying each route's pattern in order), the route and its request/response wrapper:
+about a tenth of a worker's time on a recorded decision (docs/benchmarks.md).
+:class:`Shortcut` sits just inside the observability middleware and serves the routes it
+is given directly, with the same endpoint, the same exception handlers
+(``errors.exception_handlers``) and the scope keys the router would set (``route``,
+``endpoint``, ``path_params``). Every other request goes on to the router unchanged, and
+an error no handler takes propagates to the server-error middleware as it would there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class Shortcut:
+    def __init__(
+        self, app: ASGIApp, *, routes: Sequence[Route], handlers: Mapping[Any, Handler]
+    ) -> None:
+        self.app = app
+        self._routes = tuple(routes)
+        # As Starlette splits them: a handler for 500/Exception belongs to the outer
+        # server-error middleware, the rest to the exception middleware this stands for.
+        self._handlers = {k: v for k, v in handlers.items() if k not in (500, Exception)}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = _route_path(scope)
+            method = scope["method"]
+            for route in self._routes:
+                if route.methods is not None and method in route.methods:
+                    match = route.path_regex.match(path)
+                    if match is not None:
+                        await self._serve(route, match.groupdict(), scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        scope["route"] = route
+        scope["endpoint"] = route.endpoint
+        scope["path_params"] = {
+            name: route.param_convertors[name].convert(value) for name, value in params.items()
+        }
+        request = Request(scope, receive, send)
+        try:
+            response: Response = await route.endpoint(request)
+        except Exception as exc:
+            handler = self._handler(exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+    def _handler(self, exc: Exception) -> Handler | None:
+        for cls in type(exc).__mro__:
+            if cls in self._handlers:
+                return self._handlers[cls]
+        return None
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches: ``path`` without a ``root_path`` prefix."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path != root and path[len(root)] == "/":
+        return path[len(root) :]
+    return path
