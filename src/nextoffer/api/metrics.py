@@ -94,6 +94,8 @@ class Metrics:
         #: ``FLUSH_SECONDS`` and before a scrape: per request this costs a dict lookup and
         #: two additions instead of three locked (and, with workers, memory-mapped) writes.
         self._pending: dict[tuple[str, str, int], list[Any]] = {}
+        #: Propositions by outcome since the last flush, folded in the same way.
+        self._outcomes = {"options": 0, "fallback": 0, "empty": 0}
         self._flushed = time.monotonic()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -112,6 +114,10 @@ class Metrics:
         """Fold pending request observations into the prometheus-client metrics."""
         self._flushed = time.monotonic() if now is None else now
         pending, self._pending = self._pending, {}
+        outcomes, self._outcomes = self._outcomes, dict.fromkeys(self._outcomes, 0)
+        for outcome, count in outcomes.items():
+            if count:
+                self.propositions.labels(outcome).inc(count)
         for (method, route, status), (count, total, buckets) in pending.items():
             self.requests.labels(method, route, str(status)).inc(count)
             histogram = self.latency.labels(method, route)
@@ -123,9 +129,10 @@ class Metrics:
                     histogram._buckets[index].inc(bucket_count)
 
     def observe_outcomes(self, options: int, fallbacks: int, empty: int) -> None:
-        for outcome, count in (("options", options), ("fallback", fallbacks), ("empty", empty)):
-            if count:
-                self.propositions.labels(outcome).inc(count)
+        outcomes = self._outcomes
+        outcomes["options"] += options
+        outcomes["fallback"] += fallbacks
+        outcomes["empty"] += empty
 
     def cap_refused(self) -> None:
         self.cap_refusals.inc()
