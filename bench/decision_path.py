@@ -14,7 +14,11 @@ Builds the library of ``bench/http_decisions.py`` (100 offers with 5-condition r
   events, daily counts; a third of the proposed offers capped per profile and globally):
   rows sent as one JSON array per table (the reference: the earlier statements, kept
   below) and with ``executemany`` (now); and proposition ids as version-4 (reference) and
-  version-7 UUIDs (now), both with ``executemany``.
+  version-7 UUIDs (now), both with ``executemany``;
+* ``engine.decide`` for the benchmark's request over random stored profiles, on the
+  snapshot's catalog (now) and on one built from the same instances by a compiler whose
+  rules offer no parts (the reference: ``Pool.required`` stays empty, every candidate is
+  walked).
 
 Medians over ``--repeats`` interleaved repeats; ratios to the reference.
 """
@@ -35,6 +39,8 @@ from typing import Any
 import orjson
 from http_decisions import PROFILES, build
 
+from nextoffer import pql
+from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
 from nextoffer.ids import format_datetime, utcnow, uuid7
 from nextoffer.service.catalogs import CatalogCache, settle_heap
 from nextoffer.storage import decision_path as dp
@@ -137,6 +143,36 @@ def writes(path: SqlitePath, container: str, batches: int, rng: random.Random) -
     return [t / (batches * 20) * 1e6 for t in totals]
 
 
+class WholeRule:
+    """A compiled rule without ``conjuncts``: the catalog then finds no shared parts."""
+
+    def __init__(self, compiled: pql.CompiledRule) -> None:
+        self.evaluate = compiled.evaluate
+
+
+def whole_rules(source: Any, *, format: str = "pql/text", kind: str = "rule") -> WholeRule:
+    return WholeRule(pql.compile(source, format=format, kind=kind))
+
+
+def decisions(
+    path: SqlitePath, catalogs: list[Any], request: dict[str, Any], n: int, rng: random.Random
+) -> list[float]:
+    """Median µs of ``decide`` per catalog, the same random profiles for each."""
+    (wanted,) = request["xdm:propositionRequests"]
+    propositions = (PropositionRequest(wanted["xdm:activityId"], wanted["xdm:placementId"], 3),)
+    times: list[list[float]] = [[] for _ in catalogs]
+    for _ in range(n):
+        found = path.profile(ORG, SANDBOX, "Email", f"user{rng.randrange(PROFILES)}@example.com")
+        assert found is not None
+        call = DecisionRequest(propositions=propositions, profile=found[1])
+        now = utcnow()
+        for catalog, sink in zip(catalogs, times, strict=True):
+            start = time.perf_counter()
+            decide(catalog, call, counters=CapCounters(), now=now, rng=random.Random(1))
+            sink.append(time.perf_counter() - start)
+    return [statistics.median(t) * 1e6 for t in times]
+
+
 def full_collection() -> float:
     start = time.perf_counter()
     gc.collect()
@@ -155,6 +191,8 @@ def main() -> None:
     path = store.decision_path
     assert isinstance(path, SqlitePath)
     snapshot = CatalogCache(store, clock=utcnow).get(lib["container"])  # kept alive below
+    walked = build_catalog(list(snapshot.instances.values()), compile_rule=whole_rules)
+    request = orjson.loads(lib["request"])
     rng = random.Random(7)
     rows: list[tuple[float, ...]] = []
     for _ in range(args.repeats):
@@ -164,11 +202,14 @@ def main() -> None:
         settle_heap()
         frozen_ms = full_collection()
         json_us, many_us, v4_us, v7_us = writes(path, lib["container"], args.batches, rng)
-        rows.append((session_us, driver_us, thawed_ms, frozen_ms, json_us, many_us, v4_us, v7_us))
+        walk_us, parts_us = decisions(path, [walked, snapshot.catalog], request, args.reads, rng)
+        measures = (session_us, driver_us, thawed_ms, frozen_ms, json_us, many_us, v4_us, v7_us)
+        rows.append((*measures, walk_us, parts_us))
     gc.unfreeze()
     session_us, driver_us, thawed_ms, frozen_ms, json_us, many_us, v4_us, v7_us = (
         statistics.median(r[i] for r in rows) for i in range(8)
     )
+    walk_us, parts_us = (statistics.median(r[i] for r in rows) for i in (8, 9))
     print(f"{len(snapshot.catalog.offers)} offers; {args.repeats} repeats, medians")
     print("| measure | reference | now | ratio |")
     print("|---|---:|---:|---:|")
@@ -187,6 +228,10 @@ def main() -> None:
     print(
         f"| record write, batch of 20 (v4 → v7 proposition ids) | {v4_us:.1f} µs "
         f"| {v7_us:.1f} µs | {v7_us / v4_us:.2f} |"
+    )
+    print(
+        f"| engine decide, random profiles (every candidate walked → shared parts first) "
+        f"| {walk_us:.1f} µs | {parts_us:.1f} µs | {parts_us / walk_us:.2f} |"
     )
     store.close()
 
