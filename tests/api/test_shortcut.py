@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -85,3 +86,11 @@ def test_a_root_path_is_not_part_of_the_matched_path() -> None:
     response = client(in_router=False, root_path="/api").post("/api/c/xyz/hot")
     assert response.status_code == 200
     assert response.json() == {"container": "xyz"}
+
+
+def test_a_synchronous_endpoint_is_refused_when_the_app_is_built() -> None:
+    def sync(request: Request) -> Response:
+        return JSONResponse({})
+
+    with pytest.raises(TypeError, match="async endpoint"):
+        Shortcut(other, routes=[Route("/s", sync, methods=["POST"])], handlers={})

@@ -12,6 +12,7 @@ an error no handler takes propagates to the server-error middleware as it would 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -27,6 +28,9 @@ class Shortcut:
     def __init__(
         self, app: ASGIApp, *, routes: Sequence[Route], handlers: Mapping[Any, Handler]
     ) -> None:
+        for route in routes:
+            if not inspect.iscoroutinefunction(route.endpoint):
+                raise TypeError(f"{route.path}: a shortcut route needs an async endpoint")
         self.app = app
         self._routes = tuple(routes)
         # As Starlette splits them: a handler for 500/Exception belongs to the outer
