@@ -18,7 +18,9 @@ Builds the library of ``bench/http_decisions.py`` (100 offers with 5-condition r
 * ``engine.decide`` for the benchmark's request over random stored profiles, on the
   snapshot's catalog (now) and on one built from the same instances by a compiler whose
   rules offer no parts (the reference: ``Pool.required`` stays empty, every candidate is
-  walked).
+  walked);
+* awaiting a record's future resolved on the event loop's thread (uvloop):
+  ``asyncio.wrap_future`` (the reference) and ``api.context.finished``.
 
 Medians over ``--repeats`` interleaved repeats; ratios to the reference.
 """
@@ -26,6 +28,7 @@ Medians over ``--repeats`` interleaved repeats; ratios to the reference.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import random
 import statistics
@@ -37,9 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 from http_decisions import PROFILES, build
 
 from nextoffer import pql
+from nextoffer.api.context import finished
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
 from nextoffer.ids import format_datetime, utcnow, uuid7
 from nextoffer.service.catalogs import CatalogCache, settle_heap
@@ -173,6 +178,24 @@ def decisions(
     return [statistics.median(t) * 1e6 for t in times]
 
 
+def waits(n: int) -> tuple[float, float]:
+    """Mean µs to await a future set by a callback on the loop: wrap_future, finished."""
+
+    async def timed(wait: Any) -> float:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        for _ in range(n):
+            future: Future[None] = Future()
+            loop.call_soon(future.set_result, None)
+            await wait(future)
+        return (time.perf_counter() - start) / n * 1e6
+
+    async def both() -> tuple[float, float]:
+        return await timed(asyncio.wrap_future), await timed(finished)
+
+    return uvloop.run(both())
+
+
 def full_collection() -> float:
     start = time.perf_counter()
     gc.collect()
@@ -204,12 +227,14 @@ def main() -> None:
         json_us, many_us, v4_us, v7_us = writes(path, lib["container"], args.batches, rng)
         walk_us, parts_us = decisions(path, [walked, snapshot.catalog], request, args.reads, rng)
         measures = (session_us, driver_us, thawed_ms, frozen_ms, json_us, many_us, v4_us, v7_us)
-        rows.append((*measures, walk_us, parts_us))
+        rows.append((*measures, walk_us, parts_us, *waits(args.reads * 5)))
     gc.unfreeze()
     session_us, driver_us, thawed_ms, frozen_ms, json_us, many_us, v4_us, v7_us = (
         statistics.median(r[i] for r in rows) for i in range(8)
     )
-    walk_us, parts_us = (statistics.median(r[i] for r in rows) for i in (8, 9))
+    walk_us, parts_us, wrap_us, finished_us = (
+        statistics.median(r[i] for r in rows) for i in (8, 9, 10, 11)
+    )
     print(f"{len(snapshot.catalog.offers)} offers; {args.repeats} repeats, medians")
     print("| measure | reference | now | ratio |")
     print("|---|---:|---:|---:|")
@@ -232,6 +257,10 @@ def main() -> None:
     print(
         f"| engine decide, random profiles (every candidate walked → shared parts first) "
         f"| {walk_us:.1f} µs | {parts_us:.1f} µs | {parts_us / walk_us:.2f} |"
+    )
+    print(
+        f"| await a record resolved on the loop (wrap_future → finished) "
+        f"| {wrap_us:.1f} µs | {finished_us:.1f} µs | {finished_us / wrap_us:.2f} |"
     )
     store.close()
 

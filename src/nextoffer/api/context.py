@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -73,3 +74,34 @@ async def run(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.get_running_loop().run_in_executor(
         _pool(), functools.partial(fn, *args, **kwargs)
     )
+
+
+async def finished(future: Future[Any]) -> None:
+    """Wait until ``future`` is done (its outcome stays in it).
+
+    ``asyncio.wrap_future`` hands every outcome over with ``call_soon_threadsafe``, which
+    wakes the loop through its self-pipe (a system call per decision). The decision path
+    resolves records on the loop's own thread, so the outcome is passed on directly there,
+    and through ``call_soon_threadsafe`` only from other threads. As with ``wrap_future``,
+    a cancelled wait cancels ``future`` (a record not yet taken by its batch is dropped).
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    home = threading.get_ident()
+
+    def wake() -> None:
+        if not waiter.done():
+            waiter.set_result(None)
+
+    def done(_: Future[Any]) -> None:
+        if threading.get_ident() == home:
+            wake()
+        else:
+            loop.call_soon_threadsafe(wake)
+
+    future.add_done_callback(done)
+    try:
+        await waiter
+    except asyncio.CancelledError:
+        future.cancel()
+        raise

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -11,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api import decision_request, decision_response, media
-from nextoffer.api.context import authenticate, body_json, run, services
+from nextoffer.api.context import authenticate, body_json, finished, run, services
 from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest, UnsupportedMediaType
@@ -60,8 +58,7 @@ async def _decide(
         snapshot = await run(decisions.snapshot, principal, container_id)
     attempt = decisions.begin(principal, container_id, call, snapshot)
     while attempt.waiting is not None:
-        with contextlib.suppress(Exception):  # settle() reads the outcome, errors included
-            await asyncio.wrap_future(attempt.waiting)
+        await finished(attempt.waiting)  # settle() reads the outcome, errors included
         attempt.settle()
     return attempt.outcome()
 

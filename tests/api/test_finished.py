@@ -1,0 +1,56 @@
+"""``api.context.finished``: waiting on the event loop for a record's future."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future
+
+import pytest
+
+from nextoffer.api.context import finished
+
+
+def test_a_future_resolved_on_the_loop_thread_wakes_the_waiter_directly() -> None:
+    async def main() -> object:
+        future: Future[object] = Future()
+        loop = asyncio.get_running_loop()
+        loop.call_soon(future.set_result, "written")
+        loop.call_soon_threadsafe = None  # type: ignore[method-assign]  # must not be needed
+        await finished(future)
+        return future.result()
+
+    assert asyncio.run(main()) == "written"
+
+
+def test_a_future_resolved_on_another_thread_wakes_the_waiter_through_the_loop() -> None:
+    async def main() -> BaseException | None:
+        future: Future[object] = Future()
+        threading.Timer(0.01, future.set_exception, (RuntimeError("lost"),)).start()
+        await asyncio.wait_for(finished(future), timeout=5)
+        return future.exception()
+
+    error = asyncio.run(main())
+    assert isinstance(error, RuntimeError)
+
+
+def test_a_future_already_done_returns_at_once() -> None:
+    async def main() -> None:
+        future: Future[object] = Future()
+        future.set_result([])
+        await asyncio.wait_for(finished(future), timeout=1)
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_wait_cancels_the_future_not_yet_taken() -> None:
+    async def main() -> Future[object]:
+        future: Future[object] = Future()
+        task = asyncio.ensure_future(finished(future))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return future
+
+    assert asyncio.run(main()).cancelled()
