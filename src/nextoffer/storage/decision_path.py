@@ -162,10 +162,10 @@ _COUNTS = (
 # A batch reads its keys with one statement whatever their number (a JSON array, as
 # above) and writes its rows with ``executemany``: one prepared statement stepped per row
 # in the driver's C loop. That is cheaper than unpacking rows from a JSON array, where
-# every ``->>`` parses the row again (a recorded decision's writes ~170 → ~107 µs,
-# docs/benchmarks.md). The driver lets go of the interpreter lock around each step; on
-# the loop's thread nobody is waiting for it (the writer thread serves only callers off
-# the loop: the CLI and tests).
+# every ``->>`` parses the row again (~0.7× per record, ``bench/decision_path.py``).
+# The driver lets go of the interpreter lock around each step; on the loop's thread
+# nobody is waiting for it (the writer thread serves only callers off the loop: the CLI
+# and tests).
 _DUPLICATES = (
     "SELECT proposition_id FROM decision_events"
     " WHERE proposition_id IN (SELECT value FROM json_each(?))"
