@@ -46,7 +46,7 @@ from http_decisions import PROFILES, build
 from nextoffer import pql
 from nextoffer.api.context import finished
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
-from nextoffer.ids import format_datetime, utcnow, uuid7
+from nextoffer.ids import epoch_micros, format_datetime, utcnow, uuid7
 from nextoffer.service.catalogs import CatalogCache, settle_heap
 from nextoffer.storage import decision_path as dp
 from nextoffer.storage.counters import CounterKey
@@ -121,7 +121,7 @@ def records(container: str, offers: list[str], n: int, rng: random.Random, v7: b
             pid,
             container,
             stamp,
-            int(now.timestamp() * 1e6),
+            epoch_micros(now),
             profile,
             body,
             stamp[:10],

@@ -15,9 +15,17 @@ def test_a_future_resolved_on_the_loop_thread_wakes_the_waiter_directly() -> Non
     async def main() -> object:
         future: Future[object] = Future()
         loop = asyncio.get_running_loop()
+        woken_through_the_pipe = []
+        threadsafe = loop.call_soon_threadsafe
+
+        def counting(*args: object) -> object:
+            woken_through_the_pipe.append(args)
+            return threadsafe(*args)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
         loop.call_soon(future.set_result, "written")
-        loop.call_soon_threadsafe = None  # type: ignore[method-assign]  # must not be needed
-        await finished(future)
+        await asyncio.wait_for(finished(future), timeout=5)
+        assert woken_through_the_pipe == []
         return future.result()
 
     assert asyncio.run(main()) == "written"

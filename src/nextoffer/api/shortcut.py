@@ -75,7 +75,8 @@ class Shortcut:
 
 
 def _route_path(scope: Scope) -> str:
-    """The path the router matches: ``path`` without a ``root_path`` prefix."""
+    """The path the router matches: ``path`` without a ``root_path`` prefix (as
+    Starlette's private ``_utils.get_route_path`` does; not imported, being private)."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
     if root and path.startswith(root) and path != root and path[len(root)] == "/":

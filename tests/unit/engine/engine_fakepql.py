@@ -74,10 +74,11 @@ class FakeRule:
                 )
             self.terms.append(("arith", match.group(1), match.group(2), match.group(3)))
             return
+        parts = re.split(r"\band\b", source)
         #: What ``CompiledRule.conjuncts`` gives: the ``and`` operands, as text.
-        self.conjuncts = tuple(part.strip() for part in re.split(r"\band\b", source))
+        self.conjuncts = tuple(part.strip() for part in parts)
         column = 1
-        for part in re.split(r"\band\b", source):
+        for part in parts:
             text = part.strip()
             if text in ("true", "false"):
                 self.terms.append(("const", text == "true"))
