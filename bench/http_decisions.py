@@ -16,9 +16,11 @@ event — the production path.
 
 Per server (1 worker, 2 workers; both run at once, idle when not driven) and per
 connection count, wrk drives for ``--seconds``: ``GET /bare`` (a constant body from a
-route of the same app — the ceiling), ``POST …/decisions`` (a Lua ``request`` function
-picks one of the 10,000 identities at random per request), ``GET`` of one offer and a
-search. Every repeat runs every row once, so the machine's other load hits all rows
+route of the same app — the ceiling), the IO floor (``io_floor.py``: the same request
+body, only the profile read and a record of the same shape, group-committed — what any
+recorded decision costs before it decides anything), ``POST …/decisions`` (a Lua
+``request`` function picks one of the 10,000 identities at random per request), ``GET`` of
+one offer and a search. Every repeat runs every row once, so the machine's other load hits all rows
 alike; the tables report medians over repeats. Other load on the machine is printed
 (load average before and after).
 
@@ -65,7 +67,9 @@ HTML = OM + "content-component-html"
 DECIDE_TYPE = f'application/vnd.adobe.xdm+json; schema="{OM}decision-request;version=1.0"'
 PROFILES = 10_000
 CONNECTIONS = (1, 10, 50)
-ENDPOINTS = ("bare endpoint (ceiling)", "POST decisions", "GET offer", "search")
+CEILING = "bare endpoint (ceiling)"
+FLOOR = "IO floor (profile read + record)"
+ENDPOINTS = (CEILING, FLOOR, "POST decisions", "GET offer", "search")
 
 
 def build(db_url: str) -> dict[str, Any]:
@@ -231,12 +235,13 @@ def run_row(
     kw: dict[str, Any] = {"seconds": seconds, "connections": connections}
     base = f"{server.base}/data/core"
     headers = lib["headers"]
-    if endpoint == "bare endpoint (ceiling)":
+    if endpoint == CEILING:
         return wrk(endpoint, server.base + "/bare", **kw)
-    if endpoint == "POST decisions":
+    if endpoint in ("POST decisions", FLOOR):
+        decisions = f"{base}/ode/{lib['container']}/decisions"
         return wrk(
             endpoint,
-            f"{base}/ode/{lib['container']}/decisions",
+            decisions if endpoint != FLOOR else f"{server.base}/floor/{lib['container']}",
             method="POST",
             headers={**headers, "Content-Type": DECIDE_TYPE},
             body=lib["request"],
@@ -294,7 +299,7 @@ def main_table(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> No
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for (workers, connections, endpoint), row in rows.items():
-        ceiling = rows[(workers, connections, ENDPOINTS[0])]["rps"]
+        ceiling = rows[(workers, connections, CEILING)]["rps"]
         print(
             f"| {workers} | {connections} | {endpoint} | {row['rps']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
             f"{row['p999']:.2f} | {row['errors']} | {row['rps'] / ceiling:.2f} | {row['spread']:.0%} |"
@@ -321,7 +326,7 @@ def plot(rows: dict[tuple[int, int, str], dict[str, float]], path: Path) -> None
 
     fig, (top, bottom) = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for column, workers in enumerate((1, 2)):
-        for endpoint, style in zip(ENDPOINTS, ("k--", "C0-o", "C1-s", "C2-^"), strict=True):
+        for endpoint, style in zip(ENDPOINTS, ("k--", "k:", "C0-o", "C1-s", "C2-^"), strict=True):
             xs = list(CONNECTIONS)
             top[column].plot(
                 xs, [rows[(workers, c, endpoint)]["rps"] for c in xs], style, label=endpoint
@@ -417,7 +422,7 @@ def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
         for repeat in range(args.repeats):
             order = list(servers.items())[:: -1 if repeat % 2 else 1]
             for connections in (10, 50):
-                for endpoint in ENDPOINTS[:2]:
+                for endpoint in (CEILING, "POST decisions"):
                     for name, server in order:
                         result = run_row(server, lib, endpoint, connections, args.seconds)
                         raw.setdefault((connections, endpoint, name), []).append(result)

@@ -1,8 +1,9 @@
 """Shared pieces of the HTTP benchmarks: a server subprocess and a wrk driver.
 
-The server is nextoffer's own app plus one extra route, ``GET /bare``, answering a small
-JSON body with no framework work beyond routing: the ceiling of this server stack,
-measured in the same run as the endpoints it is compared with.
+The server is nextoffer's own app plus two extra routes: ``GET /bare``, answering a small
+JSON body with no framework work beyond routing — the ceiling of this server stack,
+measured in the same run as the endpoints it is compared with — and ``POST
+/floor/{container_id}`` (``io_floor.py``), only the IO a recorded decision must do.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ async def bare(request):
 def factory():
     app = create_app(Settings.from_env())
     app.router.routes.insert(0, Route("/bare", bare, methods=["GET"]))
+    try:
+        from io_floor import ROUTE
+    except ImportError:  # a checkout older than what it uses (--compare)
+        pass
+    else:
+        app.router.routes.insert(0, ROUTE)
     return app
 """
 
@@ -79,6 +86,7 @@ class Server:
         self.base = f"http://127.0.0.1:{self.port}"
         appdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-app-"))
         (appdir / "benchserver.py").write_text(SERVER)
+        (appdir / "io_floor.py").write_text((Path(__file__).parent / "io_floor.py").read_text())
         env = {**os.environ, "NEXTOFFER_DB": db_url, **(env or {})}
         if workers > 1:
             # prometheus-client's multiprocess mode, as ``nextoffer serve`` sets it up.

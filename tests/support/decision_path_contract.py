@@ -14,6 +14,7 @@ from nextoffer.errors import Conflict
 from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
 from nextoffer.storage.store import Store
+from support.store_contract import container, instance
 
 CONTAINER = "c-1"
 DAY = "2026-03-04"
@@ -130,6 +131,28 @@ class DecisionPathContract:
         add_profile(store, "p-1", [("Email", "a@x")], {"tier": "gold"})
         assert p.profile("Other@AdobeOrg", "prod", "Email", "a@x") is None
         assert p.profile("O@AdobeOrg", "dev", "Email", "a@x") is None
+
+    def test_instance_is_read_whole_in_its_tenants_container(self, path: Opened) -> None:
+        store, p = path
+        container(store)
+        written = instance("c-1", 7, {"xdm:name": "ü", "@id": "xcore:tag:7", "n": [1, None]})
+        with store.session(write=True) as session:
+            session.insert_instance(written, [])
+        assert p.instance("O@AdobeOrg", "prod", "c-1", "i-7") == (True, written)
+
+    def test_instance_is_none_when_missing_from_an_owned_container(self, path: Opened) -> None:
+        store, p = path
+        container(store)
+        assert p.instance("O@AdobeOrg", "prod", "c-1", "i-404") == (True, None)
+
+    def test_instance_of_another_tenants_container_is_not_seen(self, path: Opened) -> None:
+        store, p = path
+        container(store)
+        with store.session(write=True) as session:
+            session.insert_instance(instance("c-1", 1), [])
+        assert p.instance("O@AdobeOrg", "dev", "c-1", "i-1") == (False, None)
+        assert p.instance("X@AdobeOrg", "prod", "c-1", "i-1") == (False, None)
+        assert p.instance("O@AdobeOrg", "prod", "c-404", "i-1") == (False, None)
 
     def test_events_are_the_newest_limit_oldest_first(self, path: Opened) -> None:
         store, p = path

@@ -75,15 +75,26 @@ class Repository:
             container_id, org_id=principal.org, sandbox=principal.sandbox
         )
         if record is None:
-            raise NotFound(f"container {container_id} does not exist")
+            raise _no_container(container_id)
         return record
 
     # -- instances -------------------------------------------------------------------
 
+    @property
+    def reads_now(self) -> bool:
+        """Whether :meth:`get` is a local read that never waits for a writer (SQLite's
+        driver reads): an event loop may then call it itself, without a worker thread."""
+        return self._store.decision_path.reads_never_wait
+
     def get(self, principal: Principal, container_id: str, instance_id: str) -> InstanceRecord:
-        with self._store.session() as session:
-            self.container(session, principal, container_id)
-            return self._instance(session, container_id, instance_id)
+        owned, record = self._store.decision_path.instance(
+            principal.org, principal.sandbox, container_id, instance_id
+        )
+        if not owned:
+            raise _no_container(container_id)
+        if record is None:
+            raise _no_instance(container_id, instance_id)
+        return record
 
     def create(
         self,
@@ -218,7 +229,7 @@ class Repository:
     def _instance(self, session: Session, container_id: str, instance_id: str) -> InstanceRecord:
         record = session.get_instance(container_id, instance_id)
         if record is None:
-            raise NotFound(f"instance {instance_id} does not exist in container {container_id}")
+            raise _no_instance(container_id, instance_id)
         return record
 
     @staticmethod
@@ -332,3 +343,11 @@ def _object_type(schema_id: str) -> ObjectType:
 def _type_of(at_id: str) -> str | None:
     object_type = at_id_type(at_id)
     return object_type.schema_id if object_type else None
+
+
+def _no_container(container_id: str) -> NotFound:
+    return NotFound(f"container {container_id} does not exist")
+
+
+def _no_instance(container_id: str, instance_id: str) -> NotFound:
+    return NotFound(f"instance {instance_id} does not exist in container {container_id}")

@@ -1,4 +1,5 @@
-"""The decision path's reads and writes: a profile, its counters, one record per decision.
+"""The decision path's reads and writes: a profile, its counters, one record per decision
+(and the repository's read of one instance, the other request that reads by key).
 
 Decisions are the hot path: every request reads a profile (and maybe its events) and the
 counters of its capped candidates, and every recorded decision writes a decision event,
@@ -24,6 +25,7 @@ import logging
 import queue
 import sqlite3
 import threading
+from collections import namedtuple
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -32,9 +34,11 @@ from typing import Any, Protocol
 import orjson
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.storage import tables
 from nextoffer.storage.counters import CounterKey, SqlCounters, _needs
 from nextoffer.storage.database import SQLITE_SYNCHRONOUS, WAL_SIZE_LIMIT
-from nextoffer.storage.store import Session, Store
+from nextoffer.storage.records import InstanceRecord
+from nextoffer.storage.store import Session, Store, instance_from_row
 
 log = logging.getLogger("nextoffer.storage")
 
@@ -79,6 +83,12 @@ class DecisionPath(Protocol):
 
     def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
         """Current counts of the SQL cap counters (missing counters are 0)."""
+        ...
+
+    def instance(
+        self, org: str, sandbox: str, container_id: str, instance_id: str
+    ) -> tuple[bool, InstanceRecord | None]:
+        """Whether the container is this org and sandbox's, and then the instance in it."""
         ...
 
     def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
@@ -130,6 +140,14 @@ class SessionPath:
     def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
         return self._counters.read(keys)
 
+    def instance(
+        self, org: str, sandbox: str, container_id: str, instance_id: str
+    ) -> tuple[bool, InstanceRecord | None]:
+        with self._store.session() as session:
+            if session.get_container(container_id, org_id=org, sandbox=sandbox) is None:
+                return False, None
+            return True, session.get_instance(container_id, instance_id)
+
     def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
         future: Future[list[CounterKey]] = Future()
         try:
@@ -150,6 +168,14 @@ _PROFILE = (
     " WHERE i.org_id = ? AND i.sandbox = ? AND i.namespace = ? AND i.identity = ?"
 )
 _VERSION = "SELECT library_version FROM containers WHERE container_id = ?"
+_INSTANCE_COLUMNS: list[str] = [column.name for column in tables.instances.c]
+_InstanceRow = namedtuple("_InstanceRow", _INSTANCE_COLUMNS)  # type: ignore[misc]
+#: The container's row always (is it this tenant's?), the instance's columns when found.
+_INSTANCE = (
+    f"SELECT {', '.join('i.' + name for name in _INSTANCE_COLUMNS)} FROM containers AS c"
+    " LEFT JOIN instances AS i ON i.container_id = c.container_id AND i.instance_id = ?"
+    " WHERE c.container_id = ? AND c.org_id = ? AND c.sandbox = ?"
+)
 _EVENTS = (
     "SELECT body FROM experience_events WHERE profile_id = ?"
     " ORDER BY timestamp_us DESC, seq DESC LIMIT ?"
@@ -232,6 +258,14 @@ class SqlitePath:
         by_code = {key.encode(): key for key in keys}
         rows = self._read(_COUNTS, (_json(list(by_code)),)).fetchall()
         return {by_code[code]: int(count) for code, count in rows}
+
+    def instance(
+        self, org: str, sandbox: str, container_id: str, instance_id: str
+    ) -> tuple[bool, InstanceRecord | None]:
+        row = self._read(_INSTANCE, (instance_id, container_id, org, sandbox)).fetchone()
+        if row is None:
+            return False, None
+        return True, instance_from_row(_InstanceRow._make(row)) if row[0] is not None else None
 
     def _read(self, sql: str, params: Sequence[Any]) -> sqlite3.Cursor:
         try:

@@ -213,7 +213,8 @@ def _container(row: Any) -> ContainerRecord:
     )
 
 
-def _instance(row: Any) -> InstanceRecord:
+def instance_from_row(row: Any) -> InstanceRecord:
+    """An instance from a row of ``instances`` (columns by name, as attributes)."""
     return InstanceRecord(
         instance_id=row.instance_id,
         container_id=row.container_id,
@@ -485,7 +486,7 @@ class Session:
     def get_instance(self, container_id: str, instance_id: str) -> InstanceRecord | None:
         params = {"container_id": container_id, "instance_id": instance_id}
         row = self.conn.execute(_GET_INSTANCE, params).first()
-        return _instance(row) if row else None
+        return instance_from_row(row) if row else None
 
     def instances_by_at_id(
         self, container_id: str, at_ids: Sequence[str]
@@ -493,7 +494,7 @@ class Session:
         if not at_ids:
             return {}
         params = {"container_id": container_id, "at_ids": list(dict.fromkeys(at_ids))}
-        return {row.at_id: _instance(row) for row in self.conn.execute(_BY_AT_ID, params)}
+        return {row.at_id: instance_from_row(row) for row in self.conn.execute(_BY_AT_ID, params)}
 
     def referrers(self, container_id: str, at_id: str) -> list[InstanceRecord]:
         """Instances that reference ``at_id``, oldest first."""
@@ -505,7 +506,7 @@ class Session:
             )
             .order_by(t.instances.c.created_us, t.instances.c.instance_id)
         )
-        return [_instance(row) for row in rows]
+        return [instance_from_row(row) for row in rows]
 
     def all_instances(self, container_id: str) -> list[InstanceRecord]:
         rows = self.conn.execute(
@@ -513,7 +514,7 @@ class Session:
             .where(t.instances.c.container_id == container_id)
             .order_by(t.instances.c.instance_id)
         )
-        return [_instance(row) for row in rows]
+        return [instance_from_row(row) for row in rows]
 
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(

@@ -146,12 +146,13 @@ async def create_instance(request: Request) -> Response:
 
 async def get_instance(request: Request) -> Response:
     principal = authenticate(request)
-    record = await run(
-        services(request).repository.get,
-        principal,
-        request.path_params["container_id"],
-        request.path_params["instance_id"],
-    )
+    repository = services(request).repository
+    container_id = request.path_params["container_id"]
+    instance_id = request.path_params["instance_id"]
+    if repository.reads_now:  # a local read that never waits: no worker thread for it
+        record = repository.get(principal, container_id, instance_id)
+    else:
+        record = await run(repository.get, principal, container_id, instance_id)
     if_none_match = request.headers.get("if-none-match")
     if if_none_match:
         tags = [_etag_of(v) for v in if_none_match.split(",")]
