@@ -1,6 +1,7 @@
 """Decisions over HTTP next to the server stack's ceiling, 1 and 2 workers, 1/10/50 connections.
 
     .venv/bin/python bench/http_decisions.py [--seconds 5] [--repeats 3] [--plot docs/img/http-decisions.png]
+    .venv/bin/python bench/http_decisions.py --plot-from rows.json --plot out.png  # redraw
     .venv/bin/python bench/http_decisions.py --observability   # cost of /metrics + JSON access logs
     .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
     .venv/bin/python bench/http_decisions.py --stacks          # uvicorn vs granian (vs h11)
@@ -336,7 +337,8 @@ def plot(rows: dict[tuple[int, int, str], dict[str, float]], path: Path) -> None
             )
         top[column].set_title(f"{workers} worker{'s' if workers > 1 else ''}")
         top[column].set_ylabel("requests/s")
-        bottom[column].set_ylabel("p99 latency (ms)")
+        bottom[column].set_ylabel("p99 latency (ms, log scale)")
+        bottom[column].set_yscale("log")
         bottom[column].set_xlabel("connections")
         bottom[column].axhline(15, color="grey", linewidth=0.8, linestyle=":")
         for ax in (top[column], bottom[column]):
@@ -467,6 +469,9 @@ def main() -> None:
     parser.add_argument("--plot", help="write the matplotlib PNG here")
     parser.add_argument("--json", help="write the median rows here")
     parser.add_argument(
+        "--plot-from", metavar="JSON", help="only draw --plot from rows an earlier --json wrote"
+    )
+    parser.add_argument(
         "--observability", action="store_true", help="measure metrics + access log cost instead"
     )
     parser.add_argument(
@@ -481,6 +486,13 @@ def main() -> None:
         "--stacks", action="store_true", help="compare the server stacks (2 workers each)"
     )
     args = parser.parse_args()
+    if args.plot_from:
+        if not args.plot:
+            parser.error("--plot-from needs --plot")
+        saved = json.loads(Path(args.plot_from).read_text())
+        rows = {(r["workers"], r["connections"], r["endpoint"]): r for r in saved}
+        plot(rows, Path(args.plot))
+        return
     workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
