@@ -6,6 +6,7 @@
     .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
     .venv/bin/python bench/http_decisions.py --stacks          # uvicorn vs granian (vs h11)
     .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
+    .venv/bin/python bench/http_decisions.py --dry-run  # any mode above with dry runs
 
 The library: one live decision with one placement over a 100-offer collection; each offer
 has its own 5-condition PQL rule and a priority in 0-100; a third carry caps
@@ -485,6 +486,9 @@ def main() -> None:
     parser.add_argument(
         "--stacks", action="store_true", help="compare the server stacks (2 workers each)"
     )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="decision requests are dry runs (not recorded)"
+    )
     args = parser.parse_args()
     if args.plot_from:
         if not args.plot:
@@ -497,6 +501,8 @@ def main() -> None:
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
     lib = build(db_url)
+    if args.dry_run:
+        lib["request"] = json.dumps({**json.loads(lib["request"]), "xdm:dryRun": True})
     print(
         f"machine: {machine()}; load average {os.getloadavg()}; library built in "
         f"{time.monotonic() - started:.1f} s; {args.seconds} s per row, {args.repeats} repeats",

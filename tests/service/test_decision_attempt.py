@@ -3,7 +3,7 @@ a refused reservation makes the service decide again (real stores: SQLite, Postg
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
 from nextoffer.service.repository import Repository
 from nextoffer.service.tenants import bootstrap
-from nextoffer.storage.counters import SqlCounters
+from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.store import Store
 from support.backends import emptied_database
 
@@ -90,7 +90,10 @@ class Library:
     decision: str
 
 
-def library(world: World) -> Library:
+def library(world: World, *, low_capped: bool = False) -> Library:
+    """``capped`` (priority 10, a profile cap of 1) before ``next`` (5, no cap); with
+    ``low_capped``, a third offer after both, capped too, that top-1 never reaches."""
+
     def make(object_type: ObjectType, body: dict[str, object]) -> str:
         ref = SchemaRef(object_type, None, "")
         return world.repo.create(world.principal, world.container, ref, body).at_id
@@ -111,12 +114,13 @@ def library(world: World) -> Library:
 
     capped = offer("capped", 10, **{"xdm:cappingConstraint": {"xdm:profileCap": 1}})
     following = offer("next", 5)
+    members = [capped, following]
+    if low_capped:
+        members.append(offer("low", 1, **{"xdm:cappingConstraint": {"xdm:profileCap": 1}}))
     fallback = make(
         FALLBACK_OFFER, {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
     )
-    collection = make(
-        COLLECTION, {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, following]}
-    )
+    collection = make(COLLECTION, {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": members})
     decision = make(
         DECISION,
         {
@@ -165,12 +169,29 @@ def test_a_full_profile_cap_refuses_the_record_and_the_next_offer_is_proposed(
     assert len(world.refusals) == 1
 
 
-def test_a_dry_run_reads_every_count_and_is_never_refused(world: World) -> None:
+def test_a_dry_run_proposes_no_full_offer_and_is_never_refused(world: World) -> None:
     lib = library(world)
     assert chosen(world, lib) == lib.capped  # the profile's cap is now full
+    # The dry run first picks the capped offer, finds its counter full, decides again.
     assert chosen(world, lib, dry_run=True) == lib.next
-    assert world.refusals == []
+    assert world.refusals == []  # a dry run's check is not a refused reservation
     assert recorded(world) == [[lib.capped]]
+
+
+def test_a_dry_run_reads_only_the_counters_of_what_it_would_propose(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lib = library(world, low_capped=True)
+    read: list[str] = []
+    counts = world.decisions._counts
+
+    def spying(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        read.extend(key.offer_id for key in keys)
+        return counts(keys)
+
+    monkeypatch.setattr(world.decisions, "_counts", spying)
+    assert chosen(world, lib, dry_run=True) == lib.capped
+    assert read == [lib.capped]  # not the low offer's counter: top 1 never reaches it
 
 
 def test_a_dry_run_reserves_nothing(world: World) -> None:

@@ -48,7 +48,7 @@ from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
-from nextoffer.storage.counters import CapCounterStore, CounterKey, SqlCounters
+from nextoffer.storage.counters import CapCounterStore, CounterKey, SqlCounters, _needs
 from nextoffer.storage.decision_path import DecisionRecord
 from nextoffer.storage.store import Store
 
@@ -257,6 +257,12 @@ class Decisions:
             return None, None, []
         return profile_id, attributes, events
 
+    def _counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        """Current counts where the counters live (missing ones are 0); raises
+        :class:`~nextoffer.errors.NextOfferError` when they cannot be read."""
+        source = self._path.counts if self._shared_counters else self._counters.read
+        return source(keys)
+
     def _read_counts(
         self, reads: _CapReads, keys: Sequence[tuple[tuple[str, str, str], CounterKey]]
     ) -> dict[tuple[str, str, str], int]:
@@ -265,8 +271,7 @@ class Decisions:
             return {}
         counter_keys = [k for _, k in keys]
         try:
-            source = self._path.counts if self._shared_counters else self._counters.read
-            counts = source(counter_keys)
+            counts = self._counts(counter_keys)
         except NextOfferError as exc:
             log.error("cap counters unavailable; capped offers count as capped: %s", exc)
             return reads.full(counter_keys)
@@ -373,9 +378,10 @@ class Attempt:
         # What the engine knows of the counters, by engine key. Counters of rules that count
         # propositions are checked by the reservation itself (all-or-nothing, under their
         # limits), so a recorded decision reads only the others up front and learns of a
-        # full one when its reservation is refused. A dry run reserves nothing and an
-        # explained decision reports every count: both read them all.
-        self._exact = call.dry_run or call.explain
+        # full one when its reservation is refused. A dry run reserves nothing: it reads
+        # the counts of what it would propose instead, and decides again on every count
+        # if one is full. An explained decision reports every count: it reads them all.
+        self._exact = call.explain
         self._known = owner._read_counts(
             reads, reads.all_keys if self._exact else reads.unreserved_keys
         )
@@ -404,6 +410,12 @@ class Attempt:
             )
             outcome = DecisionOutcome(uuid7(self._now), self._now, result)
             if self._call.dry_run:
+                full = [] if self._exact else self._without_room(reads.consumed(result))
+                if full is None:
+                    continue  # the counters could not be read: decided again without caps
+                if full:
+                    self._full(full, counted=False)
+                    continue
                 self._outcome = outcome
                 return
             self._wanted = wanted = reads.consumed(result)
@@ -458,8 +470,22 @@ class Attempt:
         log.error("cap counters unavailable; capped offers count as capped: %s", exc)
         self._known.update(self._reads.all_full())
 
-    def _full(self, refused: Sequence[CounterKey]) -> None:
-        self._owner._refused()
+    def _without_room(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey] | None:
+        """The counters among ``wanted`` with no room left now (a dry run's check in place
+        of a reservation); ``None`` when they cannot be read (then all count as full)."""
+        if not wanted:
+            return []
+        needs = _needs(wanted)
+        try:
+            counts = self._owner._counts(list(needs))
+        except NextOfferError as exc:
+            self._unreachable(exc)
+            return None
+        return [key for key, (n, limit) in needs.items() if counts.get(key, 0) + n > limit]
+
+    def _full(self, refused: Sequence[CounterKey], *, counted: bool = True) -> None:
+        if counted:  # a refused reservation, not a dry run's check
+            self._owner._refused()
         if not self._exact:
             # From now on decide on every current count, not on hope.
             self._exact = True
