@@ -22,9 +22,9 @@ route of the same app — the ceiling), the IO floor (``io_floor.py``: the same 
 body, only the profile read and a record of the same shape, group-committed — what any
 recorded decision costs before it decides anything), ``POST …/decisions`` (a Lua
 ``request`` function picks one of the 10,000 identities at random per request), ``GET`` of
-one offer and a search. Every repeat runs every row once, so the machine's other load hits all rows
-alike; the tables report medians over repeats. Other load on the machine is printed
-(load average before and after).
+one offer and a search. Every repeat runs every row once, so the machine's other load
+hits all rows alike; the tables report medians over repeats. Other load on the machine is
+printed (load average before and after).
 
 ``--stacks`` runs the same app under each server stack of ``httpbench.STACKS`` (uvicorn
 with httptools + uvloop, uvicorn with h11 + asyncio, granian's ASGI interface), 2 workers
