@@ -30,7 +30,7 @@ from starlette.routing import Route
 from nextoffer.api.context import authenticate, finished, run, services
 from nextoffer.engine.model import Offer
 from nextoffer.ids import epoch_micros, format_datetime, utcnow, uuid7
-from nextoffer.storage.counters import EVERYONE, CounterKey
+from nextoffer.service.caps import counter_key
 from nextoffer.storage.decision_path import DecisionRecord
 
 #: Snapshot object id -> its ten highest-priority offers.
@@ -52,6 +52,7 @@ async def floor(request: Request) -> Response:
     body = orjson.loads(await request.body())
     ((namespace, entries),) = body["xdm:profiles"][0]["xdm:identityMap"].items()
     identity = entries[0]["xdm:id"]
+    placement = body["xdm:propositionRequests"][0]["xdm:placementId"]
     path = found.store.decision_path
     profile = path.profile(principal.org, principal.sandbox, namespace, identity)
     key = profile[0] if profile is not None else f"identity:{namespace}:{identity}"
@@ -69,16 +70,24 @@ async def floor(request: Request) -> Response:
         "propositions": [
             {
                 "activity": "xcore:offer-activity:0000000000000000",
-                "placement": "xcore:offer-placement:0000000000000000",
+                "placement": placement,
                 "options": [{"id": offer.at_id} for offer in chosen],
                 "fallback": None,
             }
         ],
     }
+    # The counters a decision proposing these offers reserves, named as the service names
+    # them (period, epoch and all).
     reserve = [
         (
-            CounterKey(
-                container_id, offer.at_id, rule.rule_id, key if rule.per_profile else EVERYONE
+            counter_key(
+                container_id,
+                offer.at_id,
+                rule,
+                profile_key=key,
+                placement_id=placement,
+                moment=now,
+                epoch=snapshot.cap_epochs.get(offer.at_id, 0),
             ),
             rule.limit,
         )

@@ -48,7 +48,7 @@ from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
-from nextoffer.storage.counters import CapCounterStore, CounterKey, SqlCounters, _needs
+from nextoffer.storage.counters import CapCounterStore, CounterKey, SqlCounters, counter_needs
 from nextoffer.storage.decision_path import DecisionRecord
 from nextoffer.storage.store import Store
 
@@ -475,7 +475,7 @@ class Attempt:
         of a reservation); ``None`` when they cannot be read (then all count as full)."""
         if not wanted:
             return []
-        needs = _needs(wanted)
+        needs = counter_needs(wanted)
         try:
             counts = self._owner._counts(list(needs))
         except NextOfferError as exc:

@@ -69,7 +69,7 @@ class CapCounterStore(Protocol):
     def close(self) -> None: ...
 
 
-def _needs(wanted: Sequence[tuple[CounterKey, int]]) -> dict[CounterKey, tuple[int, int]]:
+def counter_needs(wanted: Sequence[tuple[CounterKey, int]]) -> dict[CounterKey, tuple[int, int]]:
     """Per key: how many increments it needs, and its limit."""
     needs: dict[CounterKey, tuple[int, int]] = {}
     for key, limit in wanted:
@@ -139,7 +139,7 @@ class SqlCounters:
         record fails). Not part of :class:`CapCounterStore`: counters that live elsewhere
         (Redis) reserve, and the decision is recorded in its own transaction.
         """
-        needs = _needs(wanted)
+        needs = counter_needs(wanted)
         if not needs and write is None:
             return []
         failed: list[CounterKey] = []

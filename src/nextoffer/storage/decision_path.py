@@ -35,7 +35,7 @@ import orjson
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.storage import tables
-from nextoffer.storage.counters import CounterKey, SqlCounters, _needs
+from nextoffer.storage.counters import CounterKey, SqlCounters, counter_needs
 from nextoffer.storage.database import SQLITE_SYNCHRONOUS, WAL_SIZE_LIMIT
 from nextoffer.storage.records import InstanceRecord
 from nextoffer.storage.store import Session, Store, instance_from_row
@@ -415,7 +415,7 @@ class SqlitePath:
         """
         ids = [r.proposition_id for r in records]
         stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
-        needs = [_needs(r.reserve) for r in records]
+        needs = [counter_needs(r.reserve) for r in records]
         codes = {key: key.encode() for need in needs for key in need}
         counts: dict[str, int] = dict.fromkeys(codes.values(), 0)
         if codes:

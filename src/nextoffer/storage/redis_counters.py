@@ -27,7 +27,7 @@ import redis
 from redis.exceptions import RedisError
 
 from nextoffer.errors import BadRequest, Unavailable
-from nextoffer.storage.counters import CounterKey, _needs
+from nextoffer.storage.counters import CounterKey, counter_needs
 
 PREFIX = "nextoffer:cap:"
 
@@ -101,7 +101,7 @@ class RedisCounters:
         }
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
-        needs = _needs(wanted)
+        needs = counter_needs(wanted)
         if not needs:
             return []
         keys = list(needs)
