@@ -9,7 +9,7 @@ from typing import Any
 import click
 import orjson
 
-from nextoffer.ids import IdFactory, utcnow
+from nextoffer.ids import utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -21,11 +21,11 @@ from nextoffer.repository.objects import (
     ObjectType,
     SchemaRef,
 )
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import Credentials, bootstrap
+from nextoffer.service.tenants import Credentials
 from nextoffer.settings import Settings
-from nextoffer.storage.store import Store
 
 DEMO_ORG = "DEMO@AdobeOrg"
 DEMO_SANDBOX = "prod"
@@ -138,26 +138,13 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
 
 
 def seed_demo(settings: Settings) -> Credentials:
-    store = Store.open(settings.db_url)
-    try:
-        creds = bootstrap(
-            store,
-            org=DEMO_ORG,
-            sandbox=DEMO_SANDBOX,
-            now=utcnow(),
-            client_id=DEMO_CLIENT,
-            user=DEMO_USER,
+    with NextOffer.open(settings) as no:
+        creds = no.bootstrap(
+            org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT, user=DEMO_USER
         )
-        principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
-        with store.session() as session:
+        with no.store.session() as session:
             empty = session.count_instances(creds.container_id) == 0
-        if empty:
-            repo = Repository(store, ids=IdFactory(), clock=utcnow)
-            ids = seed_library(repo, principal, creds.container_id)
-        else:
-            ids = {}
-    finally:
-        store.close()
+        ids = seed_library(no.repository, creds.principal, creds.container_id) if empty else {}
     _print_welcome(settings, creds, ids)
     return creds
 
