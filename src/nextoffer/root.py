@@ -119,7 +119,7 @@ class NextOffer:
         self._closers.append(path.close)
         # The standard library's default size (6 threads on 2 cores), not anyio's 40:
         # fewer threads contend for the GIL and the connection pool, and the hop itself
-        # is cheaper (decisions over HTTP +16-19 %, docs/benchmarks.md).
+        # is cheaper (decisions over HTTP, docs/benchmarks.md).
         self.executor = ThreadPoolExecutor(
             min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="nextoffer"
         )

@@ -56,8 +56,8 @@ def settle_heap() -> None:
     """Collect garbage once, then hide every live object from the cyclic collector.
 
     A compiled library is tens of thousands of long-lived objects (rules, code, indexes)
-    that every full collection would scan again: 80 ms per collection with a 100-offer
-    library, against 0.004 ms frozen (``bench/decision_path.py``). Frozen objects are
+    that every full collection would scan again; frozen, a collection no longer sees
+    them (figures in docs/benchmarks.md, ``bench/decision_path.py``). Frozen objects are
     still freed by reference counting; the collect first (after thawing what an earlier
     call froze) frees the cycles of replaced snapshots, so nothing accumulates. Costs one
     full collection per rebuild, on the thread that rebuilt.

@@ -63,7 +63,7 @@ _EVENTS = (
 # A batch reads its keys with one statement whatever their number (a JSON array, as
 # above) and writes its rows with ``executemany``: one prepared statement stepped per row
 # in the driver's C loop. That is cheaper than unpacking rows from a JSON array, where
-# every ``->>`` parses the row again (~0.7× per record, ``bench/decision_path.py``).
+# every ``->>`` parses the row again (docs/benchmarks.md, ``bench/decision_path.py``).
 # The driver lets go of the interpreter lock around each step; on the loop's thread
 # nobody is waiting for it (the writer thread serves only callers off the loop: the CLI
 # and tests).
@@ -182,7 +182,7 @@ class SqlitePath:
         by this path's writer thread. The loop writes itself because a writer thread would
         have to win the interpreter lock back from a busy loop after each call into SQLite
         (each time up to the 5 ms switch interval), and it holds the database's write lock
-        meanwhile: decisions' p99 was 0.6 s with two workers at 50 connections.
+        meanwhile, which showed in decisions' p99 with two workers (docs/benchmarks.md).
         """
         future: Future[list[CounterKey]] = Future()
         if self._closed:

@@ -34,8 +34,8 @@ class Store:
         # SQLite has one writer at a time. Writers queue on locks that wake the next one
         # as soon as the lock is free: a thread lock within this process and an flock on
         # a file beside the database across processes (workers, CLI). SQLite's own busy
-        # handler polls with sleeps of up to 100 ms, which put 0.5 s into decision p99s
-        # with two workers; it stays as the fallback for writers that are not nextoffer.
+        # handler polls with sleeps, which showed in decision p99s with two workers
+        # (docs/benchmarks.md); it stays as the fallback for writers that are not nextoffer.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
         database = engine.url.database if self.dialect == "sqlite" else None
         self._lock_path = f"{database}-writer.lock" if database else None
