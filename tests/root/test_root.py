@@ -35,9 +35,7 @@ def test_the_readme_example_runs_as_written(
     assert (tmp_path / "offers.db").exists()
 
 
-def test_close_closes_everything_it_opened(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_close_closes_everything_it_opened(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     closed: list[str] = []
     monkeypatch.setattr(RedisCounters, "close", lambda self: closed.append("redis"))
     monkeypatch.setattr(Store, "close", lambda self: closed.append("store"))
