@@ -11,11 +11,12 @@ import orjson
 from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.api.decision_response import response
 from nextoffer.engine import PropositionRequest
-from nextoffer.errors import BadRequest, NotFound
+from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.service.auth import Principal
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
+from nextoffer.service.identities import parse_identity_map
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import SqlCounters
@@ -27,6 +28,38 @@ def _load(stream: IO[str], what: str) -> Any:
         return json.load(stream)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+
+
+#: The members of one profile as ``nextoffer import profiles`` reads it (a profile upsert).
+PROFILE_DOCUMENT_KEYS = frozenset({"identityMap", "profile"})
+
+
+def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
+    """The attributes ``--profile`` holds, and which form it was read as.
+
+    The ``{identityMap, profile}`` form is an object whose members are ``identityMap``
+    and/or ``profile`` and nothing else, with ``profile`` (when present) an object: its
+    ``profile`` is the attributes (none without it), and an ``identityMap`` must be one
+    as ``import profiles`` would accept. Any other object is the bare attributes.
+    """
+    if not isinstance(value, dict):
+        raise BadRequest("--profile must hold a JSON object")
+    keys = value.keys()
+    if (
+        not keys
+        or not keys <= PROFILE_DOCUMENT_KEYS
+        or not isinstance(value.get("profile", {}), dict)
+    ):
+        return value, "bare profile attributes"
+    if "identityMap" in value:
+        try:
+            parse_identity_map(value["identityMap"], pointer="/identityMap")
+        except Unprocessable as exc:
+            raise Unprocessable(
+                f"--profile {exc.pointer}: {exc.detail}", pointer=exc.pointer
+            ) from exc
+    attributes: dict[str, Any] = value.get("profile", {})
+    return attributes, "{identityMap, profile}"
 
 
 @click.command()
@@ -47,7 +80,11 @@ def _load(stream: IO[str], what: str) -> Any:
     "profile_file",
     required=True,
     type=click.File("r"),
-    help="Profile attributes as JSON (a file, or - for stdin).",
+    help="The profile as JSON (a file, or - for stdin): either its bare attributes, or "
+    'one {"identityMap": {...}, "profile": {...}} as import profiles reads it. An object '
+    "whose only members are identityMap and/or profile, with profile an object, is read "
+    "as the latter (its identityMap is checked, not used); any other object as bare "
+    "attributes. stderr says which.",
 )
 @click.option(
     "--events", "events_file", type=click.File("r"), help="Experience events as a JSON array."
@@ -70,16 +107,13 @@ def decide(
     context_file: IO[str] | None,
     explain: bool,
 ) -> None:
-    """Decide for a profile given as a file, with the same engine as the API; nothing is recorded."""
-    profile = _load(profile_file, "--profile")
+    """Decide for a profile given as a file, with the same engine as the API; records nothing."""
+    profile, form = profile_attributes(_load(profile_file, "--profile"))
+    click.echo(f"decide: read --profile as {form}", err=True)
     events = _load(events_file, "--events") if events_file else []
     context = _load(context_file, "--context") if context_file else {}
-    if (
-        not isinstance(profile, dict)
-        or not isinstance(events, list)
-        or not isinstance(context, dict)
-    ):
-        raise BadRequest("--profile and --context must hold JSON objects, --events a JSON array")
+    if not isinstance(events, list) or not isinstance(context, dict):
+        raise BadRequest("--context must hold a JSON object, --events a JSON array")
     settings = Settings.from_env(db_url=db_url)
     store = Store.open(settings.db_url)
     try:
