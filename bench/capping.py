@@ -63,7 +63,8 @@ def setup(capped: bool) -> tuple[Decisions, Principal, str, DecisionCall, NextOf
                 "xdm:name": f"r{n}",
                 "xdm:condition": {
                     "xdm:value": (
-                        f'age >= {rng.randint(18, 40)} and country in ["US", "CA", "GB"] and tier = "gold" '
+                        f"age >= {rng.randint(18, 40)} "
+                        'and country in ["US", "CA", "GB"] and tier = "gold" '
                         f"and loyaltyPoints > {rng.randint(0, 6000)} and optIn = true"
                     )
                 },
@@ -124,7 +125,8 @@ def main() -> None:
         no.close()
     base = statistics.median(timings["no caps"])
     print(
-        f"{batch} decisions x {args.repeats} repeats, interleaved; median µs per recorded decision\n"
+        f"{batch} decisions x {args.repeats} repeats, interleaved; "
+        "median µs per recorded decision\n"
     )
     print("| library | µs per decision | ratio to no caps |")
     print("|---|---:|---:|")

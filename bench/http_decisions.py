@@ -1,6 +1,7 @@
 """Decisions over HTTP next to the server stack's ceiling, 1 and 2 workers, 1/10/50 connections.
 
-    .venv/bin/python bench/http_decisions.py [--seconds 5] [--repeats 3] [--plot docs/img/http-decisions.png]
+    .venv/bin/python bench/http_decisions.py [--seconds 5] [--repeats 3] \
+        [--plot docs/img/http-decisions.png]
     .venv/bin/python bench/http_decisions.py --plot-from rows.json --plot out.png  # redraw
     .venv/bin/python bench/http_decisions.py --observability   # cost of /metrics + JSON access logs
     .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
@@ -114,7 +115,8 @@ def build(db_url: str) -> dict[str, Any]:
                     "xdm:type": "PQL",
                     "xdm:format": "pql/text",
                     "xdm:value": (
-                        f'age >= {rng.randint(18, 40)} and country in ["US", "CA", "GB"] and tier = "gold" '
+                        f"age >= {rng.randint(18, 40)} "
+                        'and country in ["US", "CA", "GB"] and tier = "gold" '
                         f"and loyaltyPoints > {rng.randint(0, 6000)} and optIn = true"
                     ),
                 },
@@ -252,7 +254,8 @@ def run_row(
             headers=headers,
             **kw,
         )
-    url = f"{base}/xcore/{lib['container']}/queries/core/search?schema={quote(lib['schema'], safe='')}&q=spring&limit=10"
+    schema = quote(lib["schema"], safe="")
+    url = f"{base}/xcore/{lib['container']}/queries/core/search?schema={schema}&q=spring&limit=10"
     return wrk(endpoint, url, headers=headers, **kw)
 
 
@@ -292,14 +295,16 @@ def main_table(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> No
             server.stop()
     rows = {key: median_result(values) for key, values in raw.items()}
     print(
-        "\n| workers | connections | endpoint | requests/s | p50 ms | p99 ms | p99.9 ms | errors | ratio to ceiling | spread |"
+        "\n| workers | connections | endpoint | requests/s | p50 ms | p99 ms | p99.9 ms | errors "
+        "| ratio to ceiling | spread |"
     )
     print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for (workers, connections, endpoint), row in rows.items():
         ceiling = rows[(workers, connections, CEILING)]["rps"]
         print(
-            f"| {workers} | {connections} | {endpoint} | {row['rps']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
-            f"{row['p999']:.2f} | {row['errors']} | {row['rps'] / ceiling:.2f} | {row['spread']:.0%} |"
+            f"| {workers} | {connections} | {endpoint} | {row['rps']:,.0f} | {row['p50']:.2f} "
+            f"| {row['p99']:.2f} | {row['p999']:.2f} | {row['errors']} "
+            f"| {row['rps'] / ceiling:.2f} | {row['spread']:.0%} |"
         )
     if args.json:
         Path(args.json).write_text(
@@ -388,7 +393,8 @@ def compare(
             server.stop()
     first = next(iter(variants))
     print(
-        "\n| connections | variant | requests/s | p50 ms | p99 ms | errors | ratio to the first (median of repeats) |"
+        "\n| connections | variant | requests/s | p50 ms | p99 ms | errors "
+        "| ratio to the first (median of repeats) |"
     )
     print("|---:|---|---:|---:|---:|---:|---:|")
     for connections in (10, 50):
@@ -399,8 +405,8 @@ def compare(
                 for a, b in zip(raw[(name, connections)], raw[(first, connections)], strict=True)
             )
             print(
-                f"| {connections} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | {row['p99']:.2f} | "
-                f"{row['errors']} | {ratio:.3f} |"
+                f"| {connections} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} "
+                f"| {row['p99']:.2f} | {row['errors']} | {ratio:.3f} |"
             )
 
 

@@ -205,4 +205,6 @@ def wrk(
 
 
 def machine() -> str:
-    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {Path('/etc/debian_version').read_text().strip() if Path('/etc/debian_version').exists() else ''}"
+    debian = Path("/etc/debian_version")
+    release = debian.read_text().strip() if debian.exists() else ""
+    return f"{os.cpu_count()} cores, Python {sys.version.split()[0]}, {release}"

@@ -19,6 +19,8 @@ from nextoffer.service.tenants import bootstrap
 from nextoffer.storage.store import Store
 
 OM = "https://ns.adobe.com/experience/offer-management/"
+#: The documented create Content-Type (two spaces before ``schema=``, as on Adobe's pages).
+CREATE = 'application/schema-instance+json; version=1;  schema="{}"'
 
 
 def main() -> None:
@@ -42,7 +44,7 @@ def main() -> None:
         base = f"{server.base}/data/core/xcore/{creds.container_id}/instances"
         create_headers = {
             **headers,
-            "Content-Type": f'application/schema-instance+json; version=1;  schema="{OM}offer-placement;version=0.4"',
+            "Content-Type": CREATE.format(f"{OM}offer-placement;version=0.4"),
         }
         placement = {
             "xdm:name": "Bench placement",
@@ -60,7 +62,7 @@ def main() -> None:
         # Creates make personalized offers: the container may hold 10,000 (a guardrail).
         offer_headers = {
             **headers,
-            "Content-Type": f'application/schema-instance+json; version=1;  schema="{OM}personalized-offer;version=0.5"',
+            "Content-Type": CREATE.format(f"{OM}personalized-offer;version=0.5"),
         }
         offer = {
             "xdm:name": "Bench offer",
@@ -110,7 +112,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(
-            f"| {r.name} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} | {r.requests_per_s / ceiling:.2f} |"
+            f"| {r.name} | {r.requests_per_s:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
+            f"| {r.errors} | {r.requests_per_s / ceiling:.2f} |"
         )
 
 

@@ -45,7 +45,9 @@ class Library:
                 "xdm:name": "mobile",
                 "xdm:condition": {
                     **RULE,
-                    "xdm:value": '@{_xdm.context.additionalParameters;version=1}.channel = "mobile"',
+                    "xdm:value": (
+                        '@{_xdm.context.additionalParameters;version=1}.channel = "mobile"'
+                    ),
                 },
             },
         )["@id"]

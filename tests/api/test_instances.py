@@ -128,7 +128,10 @@ def test_put_replaces_the_whole_instance(tenant, placement):
         content=json.dumps(resource),
         headers={
             **tenant.headers,
-            "Content-Type": f'application/vnd.adobe.platform.xcore.hal+json; schema="{schema("personalized-offer")}"',
+            "Content-Type": (
+                "application/vnd.adobe.platform.xcore.hal+json; "
+                f'schema="{schema("personalized-offer")}"'
+            ),
         },
     )
     assert response.status_code == 200, response.text

@@ -48,19 +48,97 @@ def decide(demo, tmp_path, profile, *extra):
     )
 
 
+def first_option(result):
+    """The first proposed option's id (stdout holds only the response; stderr the notes)."""
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["xdm:propositions"][0]["xdm:options"][0]["xdm:id"]
+
+
 def test_decide_picks_by_profile_and_explains(demo, tmp_path):
     _, _, ids = demo
     gold = decide(demo, tmp_path, {"loyalty": {"tier": "gold"}})
-    assert gold.exit_code == 0, gold.output
-    assert (
-        json.loads(gold.output)["xdm:propositions"][0]["xdm:options"][0]["xdm:id"]
-        == ids["gold_offer"]
-    )
+    assert first_option(gold) == ids["gold_offer"]
+    assert "decide: read --profile as bare profile attributes" in gold.stderr
     other = decide(demo, tmp_path, {"loyalty": {"tier": "bronze"}}, "--explain")
-    body = json.loads(other.output)["xdm:propositions"][0]
+    body = json.loads(other.stdout)["xdm:propositions"][0]
     assert body["xdm:options"][0]["xdm:id"] == ids["holiday_offer"]
     reasons = {c["offerId"]: c["reason"] for c in body["nextoffer:explain"]["candidates"]}
     assert reasons[ids["gold_offer"]] == "ruleFalse"
+
+
+def test_decide_reads_the_form_import_profiles_reads(demo, tmp_path):
+    db_url, _, ids = demo
+    document = {
+        "identityMap": {"Email": [{"id": "gold@x"}]},
+        "profile": {"loyalty": {"tier": "gold"}},
+    }
+    # The gold offer's rule reads loyalty.tier: it is found only inside "profile".
+    result = decide(demo, tmp_path, document)
+    assert first_option(result) == ids["gold_offer"]
+    assert "decide: read --profile as {identityMap, profile}" in result.stderr
+    assert "bare" not in result.stderr
+    # The very same object is a line `import profiles` loads.
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps(document) + "\n")
+    loaded = CliRunner().invoke(
+        main,
+        [
+            "import",
+            "profiles",
+            str(path),
+            "--db",
+            db_url,
+            "--org",
+            DEMO_ORG,
+            "--sandbox",
+            DEMO_SANDBOX,
+        ],
+    )
+    assert loaded.exit_code == 0, loaded.output
+    assert "1 profiles loaded, 0 lines rejected" in loaded.stdout
+    # Either member alone is still that form: no identityMap, or no attributes.
+    only_profile = decide(demo, tmp_path, {"profile": {"loyalty": {"tier": "gold"}}})
+    assert first_option(only_profile) == ids["gold_offer"]
+    assert "as {identityMap, profile}" in only_profile.stderr
+    only_identities = decide(demo, tmp_path, {"identityMap": {"Email": [{"id": "gold@x"}]}})
+    assert first_option(only_identities) == ids["holiday_offer"]
+    assert "as {identityMap, profile}" in only_identities.stderr
+
+
+@pytest.mark.parametrize(
+    "profile",
+    [
+        # XDM profiles carry an identityMap among their attributes: another member makes
+        # the object bare attributes, read whole.
+        {"identityMap": {"Email": [{"id": "gold@x"}]}, "loyalty": {"tier": "gold"}},
+        # "profile" that is not an object is an attribute like any other.
+        {"profile": "gold", "loyalty": {"tier": "gold"}},
+        {"profile": ["x"]},
+        {},
+    ],
+)
+def test_decide_reads_any_other_object_as_bare_attributes(demo, tmp_path, profile):
+    _, _, ids = demo
+    result = decide(demo, tmp_path, profile)
+    expected = ids["gold_offer"] if "loyalty" in profile else ids["holiday_offer"]
+    assert first_option(result) == expected
+    assert "decide: read --profile as bare profile attributes" in result.stderr
+
+
+def test_decide_refuses_a_bad_identity_map_and_a_profile_that_is_no_object(demo, tmp_path):
+    bad = decide(demo, tmp_path, {"identityMap": {"Email": []}, "profile": {}})
+    assert bad.exit_code == 2
+    assert "error: --profile /identityMap/Email: " in bad.stderr
+    assert bad.stdout == ""
+    array = decide(demo, tmp_path, [{"loyalty": {"tier": "gold"}}])
+    assert array.exit_code == 2
+    assert "error: --profile must hold a JSON object" in array.stderr
+
+
+def test_decide_help_states_how_the_profile_forms_are_told_apart():
+    text = " ".join(CliRunner().invoke(main, ["decide", "--help"]).stdout.split())
+    assert "only members are identityMap and/or profile, with profile an object" in text
+    assert "any other object as bare attributes" in text
 
 
 def test_decide_reports_unknown_ids_with_an_exit_code(demo, tmp_path):

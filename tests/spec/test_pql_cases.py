@@ -1,4 +1,4 @@
-"""Every case of the shared ``pql-cases.jsonl`` (and the project's own cases) as a test.
+"""Every case of ``tests/data/adobe/pql-cases.jsonl`` (and the project's own cases) as a test.
 
 Cases we decide differently from the file are listed in ``DIFFERENT`` with the reason
 (also in docs/pql.md, "Cases decided differently") and run as strict xfails.
@@ -15,10 +15,10 @@ import pytest
 
 from nextoffer import pql
 from nextoffer.errors import PQLError
+from support import ADOBE
 
 HERE = Path(__file__).resolve().parent
-SPEC = Path(__file__).resolve().parents[2] / ".." / "shared" / "spec"
-SHARED = SPEC / "pql-cases.jsonl"
+SHARED = ADOBE / "pql-cases.jsonl"
 
 DIFFERENT: dict[str, str] = {
     "dt-occurs-not-timestamp": (
@@ -59,8 +59,6 @@ def assert_expected(case: dict[str, Any], got: Any) -> None:
 
 
 def shared_params() -> list[Any]:
-    if not SHARED.exists():
-        return []
     return [
         pytest.param(
             c,
@@ -73,7 +71,6 @@ def shared_params() -> list[Any]:
     ]
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason=f"shared spec folder not found at {SPEC}")
 @pytest.mark.parametrize("case", shared_params())
 def test_shared_case(case: dict[str, Any]) -> None:
     assert_expected(case, run_case(case))
@@ -86,7 +83,6 @@ def test_project_case(case: dict[str, Any]) -> None:
     assert_expected(case, run_case(case))
 
 
-@pytest.mark.skipif(not SHARED.exists(), reason=f"shared spec folder not found at {SPEC}")
 def test_at_least_98_percent_of_shared_cases_pass() -> None:
     cases = load(SHARED)
     assert len(cases) >= 280

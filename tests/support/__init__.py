@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-SPEC = ROOT.parent / "shared" / "spec"
-EXAMPLES = SPEC / "adobe-examples"
+#: Adobe's documented bodies and the rule-language cases, kept in the repository
+#: (where each came from: tests/data/adobe/README.md).
+ADOBE = ROOT / "tests" / "data" / "adobe"
+EXAMPLES = ADOBE / "examples"
 
 OM = "https://ns.adobe.com/experience/offer-management/"
 RECEIPT_ACCEPT = "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1"

@@ -12,8 +12,8 @@ Inputs come from four generators, weighted alike:
   function name with 0-3 arguments, lists, objects, filters, lambdas, ``select``/``exists``,
   ``let``, aggregates, ``occurs`` with any unit and amount, ``chain``, ``matches`` with
   generated regular expressions (repeats and nesting included) and ``like``;
-* ``mutant`` — a documented case (spec/pql-cases.jsonl, tests/spec/*.jsonl) with a few
-  token- or character-level edits;
+* ``mutant`` — a documented case (tests/data/adobe/pql-cases.jsonl, tests/spec/*.jsonl)
+  with a few token- or character-level edits;
 * ``tokens`` — a free sequence of PQL tokens;
 * ``text`` — any Unicode text.
 
@@ -185,7 +185,7 @@ TOKENS = [
 
 def _corpus() -> list[str]:
     sources = [
-        ROOT.parent / "shared" / "spec" / "pql-cases.jsonl",
+        ROOT / "tests" / "data" / "adobe" / "pql-cases.jsonl",
         ROOT / "tests" / "spec" / "pql_project_cases.jsonl",
     ]
     out: list[str] = []

@@ -43,7 +43,8 @@ def serve(db_url: str, *, workdir: Path, extra: tuple[str, ...] = ()) -> Iterato
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"nextoffer serve did not start: {process.stderr.read() if process.stderr else ''}"
+                    "nextoffer serve did not start: "
+                    + (process.stderr.read() if process.stderr else "")
                 )
             time.sleep(0.1)
         yield base

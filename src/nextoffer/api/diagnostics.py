@@ -61,7 +61,9 @@ def diagnostics(snapshot: Snapshot | None, *, base: str) -> dict[str, Any]:
                 "xdm:description": "Error(s) were found in instances related to a live activity",
                 "xdm:causes": [
                     {
-                        "xdm:description": f"Error(s) were found while compiling scopes in {activity}",
+                        "xdm:description": (
+                            f"Error(s) were found while compiling scopes in {activity}"
+                        ),
                         "xdm:details": _details(activity, instances, base),
                         "xdm:causes": [_cause(e, instances, base) for e in found],
                     }
@@ -72,7 +74,9 @@ def diagnostics(snapshot: Snapshot | None, *, base: str) -> dict[str, Any]:
     if unattached:
         errors.append(
             {
-                "xdm:description": "Error(s) were found in instances not related to a live activity",
+                "xdm:description": (
+                    "Error(s) were found in instances not related to a live activity"
+                ),
                 "xdm:causes": [_cause(e, instances, base) for e in unattached],
             }
         )

@@ -80,7 +80,8 @@ class Metrics:
         )
         self.cap_refusals = Counter(
             "nextoffer_cap_reservation_refusals",
-            "Cap reservations refused: a proposed offer's cap was full (the decision is made again).",
+            "Cap reservations refused: a proposed offer's cap was full "
+            "(the decision is made again).",
             registry=self.registry,
         )
         self.rebuilds = Counter(
@@ -146,5 +147,6 @@ class Metrics:
         if self._multiprocess_dir is None:
             return generate_latest(self.registry)
         registry = CollectorRegistry(auto_describe=False)
-        MultiProcessCollector(registry, path=self._multiprocess_dir)
+        # prometheus_client leaves this constructor unannotated.
+        MultiProcessCollector(registry, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(registry)

@@ -11,10 +11,11 @@ import orjson
 from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.api.decision_response import response
 from nextoffer.engine import PropositionRequest
-from nextoffer.errors import BadRequest, NotFound
+from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.service.decisions import DecisionCall
+from nextoffer.service.identities import parse_identity_map
 from nextoffer.settings import Settings
 
 
@@ -23,6 +24,38 @@ def _load(stream: IO[str], what: str) -> Any:
         return json.load(stream)
     except json.JSONDecodeError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+
+
+#: The members of one profile as ``nextoffer import profiles`` reads it (a profile upsert).
+PROFILE_DOCUMENT_KEYS = frozenset({"identityMap", "profile"})
+
+
+def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
+    """The attributes ``--profile`` holds, and which form it was read as.
+
+    The ``{identityMap, profile}`` form is an object whose members are ``identityMap``
+    and/or ``profile`` and nothing else, with ``profile`` (when present) an object: its
+    ``profile`` is the attributes (none without it), and an ``identityMap`` must be one
+    as ``import profiles`` would accept. Any other object is the bare attributes.
+    """
+    if not isinstance(value, dict):
+        raise BadRequest("--profile must hold a JSON object")
+    keys = value.keys()
+    if (
+        not keys
+        or not keys <= PROFILE_DOCUMENT_KEYS
+        or not isinstance(value.get("profile", {}), dict)
+    ):
+        return value, "bare profile attributes"
+    if "identityMap" in value:
+        try:
+            parse_identity_map(value["identityMap"], pointer="/identityMap")
+        except Unprocessable as exc:
+            raise Unprocessable(
+                f"--profile {exc.pointer}: {exc.detail}", pointer=exc.pointer
+            ) from exc
+    attributes: dict[str, Any] = value.get("profile", {})
+    return attributes, "{identityMap, profile}"
 
 
 @click.command()
@@ -49,7 +82,11 @@ def _load(stream: IO[str], what: str) -> Any:
     "profile_file",
     required=True,
     type=click.File("r"),
-    help="Profile attributes as JSON (a file, or - for stdin).",
+    help="The profile as JSON (a file, or - for stdin): either its bare attributes, or "
+    'one {"identityMap": {...}, "profile": {...}} as import profiles reads it. An object '
+    "whose only members are identityMap and/or profile, with profile an object, is read "
+    "as the latter (its identityMap is checked, not used); any other object as bare "
+    "attributes. stderr says which.",
 )
 @click.option(
     "--events", "events_file", type=click.File("r"), help="Experience events as a JSON array."
@@ -73,16 +110,13 @@ def decide(
     context_file: IO[str] | None,
     explain: bool,
 ) -> None:
-    """Decide for a profile given as a file, with the same engine as the API; nothing is recorded."""
-    profile = _load(profile_file, "--profile")
+    """Decide for a profile given as a file, with the same engine as the API; records nothing."""
+    profile, form = profile_attributes(_load(profile_file, "--profile"))
+    click.echo(f"decide: read --profile as {form}", err=True)
     events = _load(events_file, "--events") if events_file else []
     context = _load(context_file, "--context") if context_file else {}
-    if (
-        not isinstance(profile, dict)
-        or not isinstance(events, list)
-        or not isinstance(context, dict)
-    ):
-        raise BadRequest("--profile and --context must hold JSON objects, --events a JSON array")
+    if not isinstance(events, list) or not isinstance(context, dict):
+        raise BadRequest("--context must hold a JSON object, --events a JSON array")
     # The same root as the server: counters in Redis when NEXTOFFER_REDIS/--redis says so.
     settings = Settings.from_env(db_url=db_url, redis_url=redis_url)
     with NextOffer.open(settings) as no:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -23,6 +24,7 @@ from nextoffer.repository.objects import (
 )
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
+from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.repository import Repository
 from nextoffer.service.tenants import Credentials
 from nextoffer.settings import Settings
@@ -34,6 +36,10 @@ DEMO_USER = "demo@nextoffer"
 
 HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
+
+#: The names :func:`seed_library` gives; a later start looks for these first.
+DEMO_PLACEMENT_NAME = "Home page banner"
+DEMO_DECISION_NAME = "Home page decision"
 
 
 def _html(placement: str, text: str) -> dict[str, Any]:
@@ -62,7 +68,7 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
     ids["placement"] = make(
         PLACEMENT,
         {
-            "xdm:name": "Home page banner",
+            "xdm:name": DEMO_PLACEMENT_NAME,
             "xdm:channel": WEB,
             "xdm:componentType": HTML,
             "xdm:description": "The banner at the top of the home page",
@@ -122,7 +128,7 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
     ids["decision"] = make(
         DECISION,
         {
-            "xdm:name": "Home page decision",
+            "xdm:name": DEMO_DECISION_NAME,
             "xdm:status": "live",
             **window,
             "xdm:criteria": [
@@ -137,19 +143,55 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
     return ids
 
 
+def find_demo_ids(catalogs: CatalogCache, container_id: str) -> dict[str, str]:
+    """The ``@id``s the welcome's curls need, read from a container seeded by an earlier start.
+
+    ``decision`` and ``placement``: a live decision and a placement it covers, as the
+    decision service resolves them (the same compiled catalog), the demo's own by name when
+    they are still there. Without such a pair, ``placement`` alone (any placement, for the
+    fallback create); an empty dict when the container has no placement.
+    """
+    catalog = catalogs.get(container_id).catalog
+
+    def named(body: Mapping[str, Any], name: str) -> bool:
+        return body.get("xdm:name") == name
+
+    placements = sorted(
+        catalog.placements.values(),
+        key=lambda p: (not named(p.body, DEMO_PLACEMENT_NAME), p.at_id),
+    )
+    decisions = sorted(
+        (d for d in catalog.decisions.values() if d.status == "live"),
+        key=lambda d: (not named(d.body, DEMO_DECISION_NAME), d.at_id),
+    )
+    for decision in decisions:
+        for placement in placements:
+            if decision.covers(placement.at_id):
+                return {"placement": placement.at_id, "decision": decision.at_id}
+    return {"placement": placements[0].at_id} if placements else {}
+
+
 def seed_demo(settings: Settings) -> Credentials:
+    """Bootstrap the demo tenant, seed its library when the container is empty, and print
+    the headers and curls; a later start on the same database prints curls for the library
+    already there."""
     with NextOffer.open(settings) as no:
         creds = no.bootstrap(
             org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT, user=DEMO_USER
         )
         with no.store.session() as session:
-            empty = session.count_instances(creds.container_id) == 0
-        ids = seed_library(no.repository, creds.principal, creds.container_id) if empty else {}
-    _print_welcome(settings, creds, ids)
+            seeded = session.count_instances(creds.container_id) == 0
+        if seeded:
+            ids = seed_library(no.repository, creds.principal, creds.container_id)
+        else:
+            ids = find_demo_ids(no.catalogs, creds.container_id)
+    _print_welcome(settings, creds, ids, seeded=seeded)
     return creds
 
 
-def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) -> None:
+def _print_welcome(
+    settings: Settings, creds: Credentials, ids: dict[str, str], *, seeded: bool
+) -> None:
     base = f"http://{settings.host}:{settings.port}"
     headers = {
         "Authorization": f"Bearer {creds.access_token}",
@@ -157,7 +199,39 @@ def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) 
         "x-gw-ims-org-id": creds.org,
         "x-sandbox-name": creds.sandbox,
     }
-    placement = ids.get("placement", "xcore:offer-placement:<a placement @id>")
+    click.echo("\nnextoffer demo tenant ready.\n")
+    click.echo("Headers for every call:")
+    for key, value in headers.items():
+        click.echo(f"  {key}: {value}")
+    click.echo(f"\nContainer: {creds.container_id}")
+    listed = ", ".join(f"{k}={v}" for k, v in ids.items())
+    if seeded:
+        click.echo("Seeded library: " + listed)
+    elif ids:
+        click.echo("Library already seeded (an earlier start); using " + listed)
+    if "placement" in ids:
+        click.echo("\nCreate a fallback offer (the documented seed request):\n")
+        click.echo(_fallback_curl(base, creds.container_id, headers, ids["placement"]) + "\n")
+    else:
+        click.echo(
+            "\nThe demo container has no placement left, so there is no example to print;"
+            " start with a new --db to seed the demo library again.\n"
+        )
+        return
+    if "decision" in ids:
+        click.echo("Ask for the best offer (with the explain trace):\n")
+        click.echo(
+            _decision_curl(base, creds.container_id, headers, ids["placement"], ids["decision"])
+            + "\n"
+        )
+    else:
+        click.echo(
+            "The demo container has no live decision covering a placement, so there is no"
+            " decision example; start with a new --db to seed the demo library again.\n"
+        )
+
+
+def _fallback_curl(base: str, container_id: str, headers: dict[str, str], placement: str) -> str:
     seed = {
         "xdm:status": "approved",
         "xdm:name": "Fallback for sales",
@@ -172,7 +246,7 @@ def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) 
         ],
     }
     schema = "https://ns.adobe.com/experience/offer-management/fallback-offer;version=0.1"
-    lines = [f"curl -sS -X POST {base}/data/core/xcore/{creds.container_id}/instances \\"]
+    lines = [f"curl -sS -X POST {base}/data/core/xcore/{container_id}/instances \\"]
     lines.append(
         "  -H "
         + shlex.quote("Accept: application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1")
@@ -187,34 +261,27 @@ def _print_welcome(settings: Settings, creds: Credentials, ids: dict[str, str]) 
     )
     lines.extend("  -H " + shlex.quote(f"{k}: {v}") + " \\" for k, v in headers.items())
     lines.append("  -d " + shlex.quote(orjson.dumps(seed).decode()))
-    click.echo("\nnextoffer demo tenant ready.\n")
-    click.echo("Headers for every call:")
-    for key, value in headers.items():
-        click.echo(f"  {key}: {value}")
-    click.echo(f"\nContainer: {creds.container_id}")
-    if ids:
-        click.echo("Seeded library: " + ", ".join(f"{k}={v}" for k, v in ids.items()))
-    click.echo("\nCreate a fallback offer (the documented seed request):\n")
-    click.echo("\n".join(lines) + "\n")
-    if "decision" in ids:
-        request = {
-            "xdm:propositionRequests": [
-                {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
-            ],
-            "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "someone@example.com"}]}}],
-            "xdm:responseFormat": {
-                "xdm:includeContent": True,
-                "xdm:includeMetadata": {"xdm:option": ["name"]},
-                "nextoffer:explain": True,
-            },
-        }
-        decide_type = (
-            "Content-Type: application/vnd.adobe.xdm+json; "
-            'schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
-        )
-        call = [f"curl -sS -X POST {base}/data/core/ode/{creds.container_id}/decisions \\"]
-        call.append("  -H " + shlex.quote(decide_type) + " \\")
-        call.extend("  -H " + shlex.quote(f"{k}: {v}") + " \\" for k, v in headers.items())
-        call.append("  -d " + shlex.quote(orjson.dumps(request).decode()))
-        click.echo("Ask for the best offer (with the explain trace):\n")
-        click.echo("\n".join(call) + "\n")
+    return "\n".join(lines)
+
+
+def _decision_curl(
+    base: str, container_id: str, headers: dict[str, str], placement: str, decision: str
+) -> str:
+    request = {
+        "xdm:propositionRequests": [{"xdm:placementId": placement, "xdm:activityId": decision}],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "someone@example.com"}]}}],
+        "xdm:responseFormat": {
+            "xdm:includeContent": True,
+            "xdm:includeMetadata": {"xdm:option": ["name"]},
+            "nextoffer:explain": True,
+        },
+    }
+    decide_type = (
+        "Content-Type: application/vnd.adobe.xdm+json; "
+        'schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
+    )
+    call = [f"curl -sS -X POST {base}/data/core/ode/{container_id}/decisions \\"]
+    call.append("  -H " + shlex.quote(decide_type) + " \\")
+    call.extend("  -H " + shlex.quote(f"{k}: {v}") + " \\" for k, v in headers.items())
+    call.append("  -d " + shlex.quote(orjson.dumps(request).decode()))
+    return "\n".join(call)

@@ -116,7 +116,7 @@ def serve(
         access_log=text_log,
         log_level="info",
         # SIGTERM: stop accepting, let in-flight requests finish (up to this long), exit.
-        timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
 
 

@@ -121,6 +121,9 @@ class _Gen:
         self.s = shared
         self.vars_mode = vars_mode
         self.walrus_ok = True
+        # Python refuses an assignment expression anywhere in a comprehension's iterable,
+        # nested lambdas included: while one is compiled, no lambda may use a temp either.
+        self.in_iterable = 0
 
     # ---- entry --------------------------------------------------------------------------
 
@@ -233,7 +236,7 @@ class _Gen:
         if isinstance(arg, A.Lambda):
             return self._Lambda(arg, sc)
         item = self.s.fresh("_i")
-        saved, self.walrus_ok = self.walrus_ok, True
+        saved, self.walrus_ok = self.walrus_ok, not self.in_iterable
         try:
             return _lambda([item], self.expr(arg, sc.push(item)))
         finally:
@@ -267,7 +270,7 @@ class _Gen:
 
     def _Lambda(self, node: A.Lambda, sc: _Scope) -> py.expr:
         names = {p: self.s.fresh("_a") for p in node.params}
-        saved, self.walrus_ok = self.walrus_ok, True
+        saved, self.walrus_ok = self.walrus_ok, not self.in_iterable
         try:
             body = self.expr(node.body, sc.bind(names))
         finally:
@@ -413,10 +416,12 @@ class _Gen:
         names: list[str] = []
         for b in bindings:
             saved, self.walrus_ok = self.walrus_ok, False
+            self.in_iterable += 1
             try:
                 rng = _call("_iter", self.expr(b.range, sc))
             finally:
                 self.walrus_ok = saved
+                self.in_iterable -= 1
             local = self.s.fresh("_b")
             sc = sc.bind({b.var: local})
             names.append(local)

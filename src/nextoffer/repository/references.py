@@ -85,9 +85,9 @@ def decision_placements(body: Mapping[str, Any]) -> list[str]:
 
 def representation_placements(body: Mapping[str, Any]) -> list[str]:
     return [
-        r.get("xdm:placement")
+        placement
         for r in body.get("xdm:representations") or []
-        if isinstance(r, dict) and isinstance(r.get("xdm:placement"), str)
+        if isinstance(r, dict) and isinstance(placement := r.get("xdm:placement"), str)
     ]
 
 

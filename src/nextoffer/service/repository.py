@@ -175,7 +175,8 @@ class Repository:
             current = self._instance(session, container_id, instance_id)
             if schema is not None and schema.type.schema_id != current.schema_id:
                 raise Unprocessable(
-                    f"instance {instance_id} is a {current.schema_id}, not a {schema.type.schema_id}"
+                    f"instance {instance_id} is a {current.schema_id}, "
+                    f"not a {schema.type.schema_id}"
                 )
             if "@id" in body and body["@id"] != current.at_id:
                 raise Unprocessable(
@@ -202,7 +203,8 @@ class Repository:
             current = self._instance(session, container_id, instance_id)
             if schema is not None and schema.type.schema_id != current.schema_id:
                 raise Unprocessable(
-                    f"instance {instance_id} is a {current.schema_id}, not a {schema.type.schema_id}"
+                    f"instance {instance_id} is a {current.schema_id}, "
+                    f"not a {schema.type.schema_id}"
                 )
             body = patch.apply(hal.resource(current), operations)
             record = self._update(session, principal, current, body, if_match, "/_instance")

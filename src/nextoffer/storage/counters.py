@@ -42,7 +42,10 @@ class CounterKey:
     def encode(self) -> str:
         """One string per counter; ``|`` cannot occur in ids, rule names or periods."""
         scope = self.scope.replace("%", "%25").replace("|", "%7C")
-        return f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}|{scope}"
+        return (
+            f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}"
+            f"|{scope}"
+        )
 
 
 class CapCounterStore(Protocol):

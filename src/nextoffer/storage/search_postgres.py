@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    ColumnClause,
     ColumnElement,
     Connection,
     Integer,
@@ -54,7 +55,7 @@ from nextoffer.storage.search import SQLITE, Dialect
 from nextoffer.storage.search_index import search_values
 
 _i = t.instances
-_SIMPLE = literal_column("'simple'::regconfig")
+_SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
 
 
 class _SortKey(TypeDecorator[Any]):

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest
-from nextoffer.storage.runtime import ProfileRecord
+from nextoffer.service.profiles import ProfileRecord
 
 BASE = "/data/core/nextoffer"
 

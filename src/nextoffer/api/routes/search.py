@@ -22,7 +22,7 @@ from nextoffer.ids import format_datetime, utcnow
 from nextoffer.repository import hal
 from nextoffer.repository.objects import RESULTS_SCHEMA
 from nextoffer.repository.query import ListQuery, format_cursor, parse_query
-from nextoffer.storage.search import Page
+from nextoffer.service.search import Page
 
 BASE = "/data/core/xcore"
 

@@ -1,0 +1,115 @@
+"""``serve --demo``'s printout: on a new database and on one seeded by an earlier start, the
+curls it prints carry the library's real ids, and they work when sent to the app."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from starlette.testclient import TestClient
+
+from nextoffer.api.app import create_app
+from nextoffer.cli.demo import DEMO_CLIENT, DEMO_ORG, DEMO_SANDBOX, DEMO_USER, seed_demo
+from nextoffer.root import NextOffer
+from nextoffer.service.auth import Principal
+from nextoffer.settings import Settings
+
+Curl = tuple[str, dict[str, str], str]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(db_url=f"sqlite:///{tmp_path / 'demo.db'}", freeze_heap=False)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def start(settings: Settings, capsys: pytest.CaptureFixture[str]) -> str:
+    """What ``serve --demo`` prints before the server starts."""
+    seed_demo(settings)
+    return capsys.readouterr().out
+
+
+def curls(printout: str) -> list[Curl]:
+    """Each printed curl as (path, headers, body), parsed as a shell would."""
+    found = []
+    for part in printout.split("curl ")[1:]:
+        args = shlex.split(part.split("\n\n")[0].replace("\\\n", " "))
+        headers = dict(
+            a.split(": ", 1) for a, prev in zip(args[1:], args, strict=False) if prev == "-H"
+        )
+        url = next(a for a in args if a.startswith("http://"))
+        found.append((urlsplit(url).path, headers, args[args.index("-d") + 1]))
+    return found
+
+
+def listed_ids(printout: str, label: str) -> dict[str, str]:
+    line = next(line for line in printout.splitlines() if line.startswith(label))
+    return dict(pair.split("=", 1) for pair in line.removeprefix(label).split(", "))
+
+
+def send(client: TestClient, curl: Curl) -> tuple[int, Any]:
+    path, headers, body = curl
+    response = client.post(path, content=body, headers=headers)
+    return response.status_code, response.json()
+
+
+def test_a_second_start_prints_the_same_working_curls(
+    settings: Settings, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = start(settings, capsys)
+    second = start(settings, capsys)
+    seeded = listed_ids(first, "Seeded library: ")
+    assert listed_ids(second, "Library already seeded (an earlier start); using ") == {
+        "placement": seeded["placement"],
+        "decision": seeded["decision"],
+    }
+    assert "<" not in second  # no placeholder id
+    for printout in (first, second):
+        create, decide = curls(printout)
+        assert seeded["placement"] in create[2]
+        assert seeded["placement"] in decide[2] and seeded["decision"] in decide[2]
+        status, receipt = send(client, create)
+        assert status == 201, receipt
+        assert re.fullmatch(r"xcore:fallback-offer:[0-9a-f]{16}", receipt["@id"])
+        status, decision = send(client, decide)
+        assert status == 200, decision
+        proposition = decision["xdm:propositions"][0]
+        assert proposition["xdm:activity"]["xdm:id"] == seeded["decision"]
+        assert proposition["xdm:placement"]["xdm:id"] == seeded["placement"]
+        assert proposition["xdm:options"][0]["xdm:name"] == "Holiday sale: 10% off"
+
+
+def test_a_start_after_the_demo_decision_was_deleted_says_so_and_still_creates(
+    settings: Settings, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    seeded = listed_ids(start(settings, capsys), "Seeded library: ")
+    with NextOffer.open(settings) as no:
+        with no.store.session() as session:
+            creds_container = session.list_containers(org_id=DEMO_ORG, sandbox=DEMO_SANDBOX)[0]
+            record = session.instances_by_at_id(creds_container.container_id, [seeded["decision"]])
+        principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
+        no.repository.delete(
+            principal,
+            creds_container.container_id,
+            record[seeded["decision"]].instance_id,
+            if_match=None,
+        )
+    printout = start(settings, capsys)
+    assert listed_ids(printout, "Library already seeded (an earlier start); using ") == {
+        "placement": seeded["placement"]
+    }
+    assert "no live decision covering a placement" in printout
+    assert "<" not in printout
+    [create] = curls(printout)
+    status, receipt = send(client, create)
+    assert status == 201, receipt
