@@ -31,8 +31,18 @@ async def decisions(request: Request) -> Response:
         raise UnsupportedMediaType(
             f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
         )
-    call, fmt = decision_request.parse(await body_json(request))
-    outcome = await _decide(services(request).decisions, principal, request, call)
+    body = await body_json(request)
+    decisions_service = services(request).decisions
+    if decision_request.is_2019(body):
+        # Activities without placements: each one's placement is in the catalog.
+        container_id = request.path_params["container_id"]
+        snapshot = decisions_service.ready_snapshot(principal, container_id)
+        if snapshot is None:
+            snapshot = await run(decisions_service.snapshot, principal, container_id)
+        call, fmt = decision_request.parse_2019(body, snapshot.catalog)
+    else:
+        call, fmt = decision_request.parse(body)
+    outcome = await _decide(decisions_service, principal, request, call)
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions
