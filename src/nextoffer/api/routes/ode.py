@@ -12,6 +12,7 @@ from nextoffer.api import decision_request, decision_response, media
 from nextoffer.api.context import authenticate, body_json, finished, run, services
 from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
+from nextoffer.engine.model import Offer
 from nextoffer.errors import BadRequest, UnsupportedMediaType
 from nextoffer.ids import parse_datetime
 from nextoffer.service.auth import Principal
@@ -107,7 +108,7 @@ async def activity_offers(request: Request) -> Response:
         decision = catalog.decisions.get(activity_id)
         if decision is None:
             continue
-        offers = {}
+        offers: dict[str, Offer] = {}
         for placement_id in catalog.placements:
             if decision.covers(placement_id):
                 for offer in catalog.candidates(activity_id, placement_id):
