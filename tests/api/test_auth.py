@@ -69,9 +69,37 @@ def test_org_missing_and_mismatched(tenant):
     )
 
 
-def test_sandbox_missing_and_not_granted(tenant):
-    assert_gateway(call(tenant, without(tenant.headers, "x-sandbox-name")), 400, "400003")
+def test_sandbox_not_granted(tenant):
     assert_gateway(call(tenant, {**tenant.headers, "x-sandbox-name": "dev"}), 403, "403025")
+
+
+def containers_seen(client, headers):
+    response = client.get("/data/core/xcore/", headers=headers)
+    assert response.status_code == 200, response.text
+    listed = response.json()["_embedded"]["https://ns.adobe.com/experience/xcore/container"]
+    return [c["instanceId"] for c in listed]
+
+
+def test_without_a_sandbox_header_a_request_works_on_prod(client, db_url, tenant):
+    # Platform: "If the x-sandbox-name header is not specified, requests are resolved
+    # under the prod sandbox". The same client may use dev too: prod is still the one.
+    dev = make_tenant(client, db_url, tenant.creds.org, "dev")
+    assert dev.creds.api_key == tenant.creds.api_key and dev.container != tenant.container
+    assert containers_seen(client, dev.headers) == [dev.container]
+    for headers in (
+        without(tenant.headers, "x-sandbox-name"),
+        {**tenant.headers, "x-sandbox-name": ""},
+        without(dev.headers, "x-sandbox-name"),
+    ):
+        assert containers_seen(client, headers) == [tenant.container]
+
+
+def test_a_client_without_prod_that_omits_the_sandbox_gets_the_sandbox_error(client, db_url):
+    dev_only = make_tenant(client, db_url, "DEVONLY@AdobeOrg", "dev")
+    response = call(dev_only, without(dev_only.headers, "x-sandbox-name"))
+    assert_gateway(response, 403, "403025")
+    assert response.json()["message"] == "Profile is not valid for this sandbox"
+    assert containers_seen(client, dev_only.headers) == [dev_only.container]
 
 
 def test_other_tenants_token_does_not_open_this_tenant(client, db_url, tenant):

@@ -145,11 +145,6 @@ def cases(world):
             (403, "403025", "Profile is not valid"),
         ),
         (
-            "no x-sandbox-name",
-            with_(x_sandbox_name=None),
-            (400, "400003", "Missing header: x-sandbox-name"),
-        ),
-        (
             "sandbox not granted",
             with_(x_sandbox_name="dev"),
             (403, "403025", "Profile is not valid for this sandbox"),
@@ -226,6 +221,36 @@ def test_the_valid_credentials_open_every_endpoint(client, world):
             response.text,
         )
         assert response.status_code not in (401, 403), (call.name, response.text)
+
+
+def test_without_a_sandbox_header_every_endpoint_works_on_prod(client, world):
+    # No x-sandbox-name is the organisation's prod sandbox (docs/api.md): the same calls as
+    # the control above, and the tenant (org ACME, sandbox prod) is the one they reach.
+    headers = {k: v for k, v in headers_of(world["creds"]).items() if k != "x-sandbox-name"}
+    for call in CALLS:
+        path, params, content, extra = call.render(world["fill"])
+        response = client.request(
+            call.method, path, params=params, content=content, headers={**headers, **extra}
+        )
+        # As in the control: not refused by authentication (a write may still be refused,
+        # e.g. the delete of a placement the seeded offers use).
+        assert response.status_code not in (400, 401, 403), (call.name, response.text)
+        assert response.status_code < 400 or "error_code" not in response.json(), call.name
+
+
+def test_a_client_without_prod_that_omits_the_sandbox_is_refused_everywhere(client, db_url, world):
+    dev_only, _ = seeded_tenant(db_url, "DEVONLY@AdobeOrg", "dev")
+    headers = {k: v for k, v in headers_of(dev_only).items() if k != "x-sandbox-name"}
+    expected = {"error_code": "403025", "message": "Profile is not valid for this sandbox"}
+    for call in CALLS:
+        path, params, content, extra = call.render({**world["fill"], "C": dev_only.container_id})
+        response = client.request(
+            call.method, path, params=params, content=content, headers={**headers, **extra}
+        )
+        assert response.status_code == 403 and response.json() == expected, (
+            call.name,
+            response.text,
+        )
 
 
 def test_the_matrix_covers_every_authenticated_route(client):

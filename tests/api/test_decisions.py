@@ -364,6 +364,126 @@ def test_bad_decision_requests_name_the_field(library, change, status, pointer):
     assert response.json()["pointer"] == pointer
 
 
+DECIDE_2019_TYPE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=0.9"'
+
+
+def activity_2019(library, placement):
+    """A decision in the 2019 flat shape: one placement and one collection."""
+    return library.tenant.create(
+        "offer-activity",
+        {
+            "xdm:name": "IVR",
+            "xdm:status": "live",
+            "xdm:placement": placement,
+            "xdm:filter": library.collection,
+            "xdm:fallback": library.fallback["@id"],
+        },
+    )["@id"]
+
+
+def request_2019(*activities, identity="someone", **extra):
+    """The 2019 request (decisioning-api.md §2.1): activities, and the identity map and
+    context data at the top level."""
+    return {
+        "xdm:dryRun": False,
+        "xdm:validateContextData": False,
+        "xdm:offerActivities": [{"xdm:offerActivity": a} for a in activities],
+        "xdm:identityMap": {"Email": [{"xdm:id": identity}]},
+        "xdm:profileModel": "_xdm.context.profile",
+        **extra,
+    }
+
+
+def decide_2019(library, body, expect=200, content_type=DECIDE_2019_TYPE):
+    response = library.tenant.client.post(
+        f"/data/core/ode/{library.tenant.container}/decisions",
+        json=body,
+        headers={**library.tenant.headers, "Content-Type": content_type},
+    )
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("content_type", [DECIDE_2019_TYPE, "application/json"])
+def test_the_2019_request_gets_a_proposition_per_activity(library, content_type):
+    first = activity_2019(library, library.p1)
+    second = activity_2019(library, library.p2)
+    library.profile("gold-2019@example.com", {"tier": "gold"})
+    context = [
+        {
+            "@type": "_xdm.context.additionalParameters;version=1",
+            "xdm:data": {"xdm:channel": "mobile"},
+        }
+    ]
+    body = decide_2019(
+        library,
+        request_2019(
+            first, second, identity="gold-2019@example.com", **{"xdm:contextData": context}
+        ),
+        content_type=content_type,
+    )
+    assert set(body) == {"xdm:propositionId", "xdm:propositions", "ode:createDate"}
+    one, two = body["xdm:propositions"]
+    assert (one["xdm:activity"]["xdm:id"], one["xdm:placement"]["xdm:id"]) == (first, library.p1)
+    assert (two["xdm:activity"]["xdm:id"], two["xdm:placement"]["xdm:id"]) == (second, library.p2)
+    # The profile (gold) and the context (mobile) reach the rules; no offer twice across
+    # activities (the 2019 default), and each option carries its content.
+    [best] = one["xdm:options"]
+    [next_best] = two["xdm:options"]
+    assert best["xdm:id"] == library.gold["@id"] and best["xdm:content"] == "<p>gold</p>"
+    assert next_best["xdm:id"] == library.mobile["@id"]
+    assert next_best["xdm:content"] == "<aside>mobile</aside>" and next_best["@type"] == HTML
+    allowed = request_2019(
+        first,
+        second,
+        identity="gold-2019@example.com",
+        **{"xdm:allowDuplicatePropositions": {"xdm:acrossActivities": True}},
+    )
+    both = decide_2019(library, allowed)["xdm:propositions"]
+    assert [p["xdm:options"][0]["xdm:id"] for p in both] == [library.gold["@id"]] * 2
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "pointer"),
+    [
+        (lambda r, lib: r.update({"xdm:offerActivities": []}), 422, "/xdm:offerActivities"),
+        (
+            lambda r, lib: r["xdm:offerActivities"].append({"xdm:offerActivity": 7}),
+            422,
+            "/xdm:offerActivities/1/xdm:offerActivity",
+        ),
+        (
+            lambda r, lib: r["xdm:offerActivities"].append(
+                {"xdm:offerActivity": "xcore:offer-activity:0000000000000001"}
+            ),
+            404,
+            "/xdm:offerActivities/1/xdm:offerActivity",
+        ),
+        (  # a decision with two placements: a request without placements cannot choose
+            lambda r, lib: r["xdm:offerActivities"].append(
+                {"xdm:offerActivity": lib.decision["@id"]}
+            ),
+            422,
+            "/xdm:offerActivities/1/xdm:offerActivity",
+        ),
+        (lambda r, lib: r.pop("xdm:identityMap"), 422, "/xdm:identityMap"),
+        (lambda r, lib: r.update({"xdm:contextData": {}}), 422, "/xdm:contextData"),
+        (lambda r, lib: r.update({"xdm:dryRun": "no"}), 422, "/xdm:dryRun"),
+    ],
+)
+def test_bad_2019_requests_name_the_field(library, change, status, pointer):
+    request = request_2019(activity_2019(library, library.p1))
+    change(request, library)
+    response = library.tenant.client.post(
+        f"/data/core/ode/{library.tenant.container}/decisions",
+        json=request,
+        headers={**library.tenant.headers, "Content-Type": DECIDE_2019_TYPE},
+    )
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["pointer"] == pointer
+
+
 def test_placement_the_decision_does_not_cover_is_422(library):
     other = library.tenant.create(
         "offer-placement", {"xdm:name": "x", "xdm:channel": WEB, "xdm:componentType": HTML}

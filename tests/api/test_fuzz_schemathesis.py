@@ -49,9 +49,10 @@ def test_decision_events_with_an_empty_since_is_a_400(tenant):
     assert response.status_code == 400 and response.json()["pointer"] == "since"
 
 
-def test_a_missing_sandbox_header_is_a_documented_400_body(client, tenant):
+def test_a_missing_org_header_is_a_documented_400_body(client, tenant):
+    # (Found for x-sandbox-name, which is now optional: without it, the prod sandbox.)
     document = client.get("/openapi.json").json()
-    headers = {k: v for k, v in tenant.headers.items() if k != "x-sandbox-name"}
+    headers = {k: v for k, v in tenant.headers.items() if k != "x-gw-ims-org-id"}
     response = client.get(f"/data/core/ode/{tenant.container}/diagnostics", headers=headers)
     assert response.status_code == 400
     documented = document["paths"]["/data/core/ode/{containerId}/diagnostics"]["get"]["responses"][

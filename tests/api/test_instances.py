@@ -7,7 +7,7 @@ import json
 import pytest
 
 from support import CREATE_TYPE, PATCH_TYPE, schema
-from support.api import HTML, WEB
+from support.api import HTML, WEB, make_tenant
 
 PROBLEM = "application/problem+json"
 
@@ -138,6 +138,68 @@ def test_put_replaces_the_whole_instance(tenant, placement):
     assert response.json()["repo:etag"] == 2
     after = tenant.client.get(url, headers=tenant.headers).json()
     assert after["_instance"]["xdm:name"] == "Replaced" and "xdm:tags" not in after["_instance"]
+
+
+def test_put_and_patch_of_an_existing_instance_accept_plain_json(tenant, placement):
+    # The instance's schema is known, so the update need not name it (Adobe's Postman
+    # collections tell clients to send application/json with every body).
+    created = tenant.create("personalized-offer", offer_body(placement))
+    url = tenant.url(f"/{created['instanceId']}")
+    json_headers = {**tenant.headers, "Content-Type": "application/json"}
+    replaced = tenant.client.put(
+        url, content=json.dumps(offer_body(placement, **{"xdm:name": "Put"})), headers=json_headers
+    )
+    assert replaced.status_code == 200, replaced.text
+    patched = tenant.client.patch(
+        url,
+        content=json.dumps([{"op": "replace", "path": "/_instance/xdm:name", "value": "Patched"}]),
+        headers=json_headers,
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["repo:etag"] == 3
+    after = tenant.client.get(url, headers=tenant.headers).json()
+    assert after["_instance"]["xdm:name"] == "Patched"
+    assert after["schemas"] == [schema("personalized-offer")]
+    # Plain JSON is still validated against the instance's schema.
+    invalid = tenant.client.put(
+        url,
+        content=json.dumps(offer_body(placement, **{"xdm:status": "nope"})),
+        headers=json_headers,
+    )
+    assert_problem(invalid, 422)
+
+
+def test_a_create_in_plain_json_is_refused_for_want_of_a_schema(tenant):
+    assert_problem(post_raw(tenant, b'{"xdm:name": "t"}', "application/json"), 415)
+
+
+def test_the_home_documents_container_link_answers_the_container(client, db_url, tenant):
+    home = tenant.client.get("/data/core/xcore/", headers=tenant.headers).json()
+    [listed] = home["_embedded"]["https://ns.adobe.com/experience/xcore/container"]
+    response = tenant.client.get(
+        "/data/core/xcore" + listed["_links"]["self"]["href"], headers=tenant.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json() == listed
+    assert response.headers["content-type"] == (
+        "application/vnd.adobe.platform.xcore.hal+json; "
+        'schema="https://ns.adobe.com/experience/xcore/container;version=0.5"'
+    )
+    assert listed["instanceId"] == tenant.container
+    # Another tenant (another org, or this org's other sandbox) sees a missing container.
+    for org, sandbox in (("OTHER@AdobeOrg", "prod"), (tenant.creds.org, "dev")):
+        other = make_tenant(client, db_url, org, sandbox)
+        assert_problem(
+            client.get(f"/data/core/xcore/containers/{tenant.container}", headers=other.headers),
+            404,
+        )
+    assert_problem(
+        tenant.client.get(
+            "/data/core/xcore/containers/00000000-0000-4000-8000-000000000000",
+            headers=tenant.headers,
+        ),
+        404,
+    )
 
 
 def test_unknown_properties_are_kept(tenant, placement):

@@ -352,7 +352,8 @@ def test_schema_versions_and_quoting(tenant, offers):
         ([("schema", OFFER), ("orderby", "-repo:createdDate"), ("start", "yesterday,x")], "start"),
         ([("schema", OFFER), ("orderby", "_instance.xdm:name"), ("start", "{bad,x")], "start"),
         ([("schema", OFFER), ("orderby", "title")], "orderby"),
-        ([("schema", OFFER), ("orderby", "")], "orderby"),
+        ([("schema", OFFER), ("orderby", "repo:name")], "orderby"),
+        ([("schema", OFFER), ("orderby", ",")], "orderby"),
         ([("schema", OFFER), ("orderby", "instanceId"), ("orderBy", "instanceId")], "orderby"),
         ([("schema", OFFER), ("q", '"open')], "q"),
         ([("schema", OFFER), ("q", "&& ||")], "q"),
@@ -363,6 +364,64 @@ def test_schema_versions_and_quoting(tenant, offers):
 def test_bad_input_is_a_400_naming_the_parameter(tenant, offers, params, pointer):
     problem(tenant, params, pointer)
     problem(tenant, params, pointer, endpoint="queries/core/search")
+
+
+#: Every list and search parameter, empty, as Adobe's Postman collections send them.
+EMPTY = [
+    (name, "")
+    for name in ("q", "qop", "field", "id", "name", "property", "orderby", "start", "limit")
+]
+
+
+@pytest.mark.parametrize("endpoint", ["instances", "queries/core/search"])
+def test_an_empty_parameter_is_an_absent_one(tenant, offers, endpoint):
+    assert names(tenant, EMPTY, endpoint) == ALL
+    beta = offers["beta"]["@id"]
+    assert names(tenant, [*EMPTY, ("id", beta)], endpoint) == ["Beta savings offer"]
+    assert names(tenant, [("id", ""), ("name", "Gamma Card")], endpoint) == ["Gamma Card"]
+    drafts = [("property", ""), ("property", "_instance.xdm:status==draft")]
+    assert names(tenant, drafts, endpoint) == ["Beta savings offer", "Epsilon?"]
+    assert names(tenant, [("q", "card"), ("qop", ""), ("field", "")], endpoint) == [
+        "Gamma Card",
+        "delta card",
+    ]
+    page = tenant.client.get(
+        f"{BASE}/{tenant.container}/{endpoint}?{urlencode([('schema', OFFER), *EMPTY])}",
+        headers=tenant.headers,
+    ).json()
+    # No order named: the default one (instanceId), on one page of the default size.
+    ids = [r["instanceId"] for r in page["_embedded"]["results"]]
+    assert ids == sorted(ids) and len(ids) == 5 and "next" not in page["_links"]
+
+
+BY_NAME_DESCENDING = sorted(ALL, reverse=True)  # code-point order: "delta card" first
+BY_PRIORITY_THEN_NAME = [
+    "Epsilon?",
+    "Alpha Checking Offer",
+    "Beta savings offer",
+    "delta card",
+    "Gamma Card",
+]
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        ("-xdm:name", BY_NAME_DESCENDING),
+        ("-_instance.xdm:name", BY_NAME_DESCENDING),
+        ("xdm:rank.xdm:priority,-xdm:name", BY_PRIORITY_THEN_NAME),
+        ("_instance.xdm:rank.xdm:priority,-_instance.xdm:name", BY_PRIORITY_THEN_NAME),
+    ],
+)
+def test_orderby_names_an_instance_property_bare_or_under_instance(tenant, offers, order, expected):
+    query = urlencode([("schema", OFFER), ("orderby", order), ("limit", "2")])
+    url = f"{BASE}/{tenant.container}/queries/core/search?{query}"
+    got = []
+    while url:  # across pages: the cursor of a bare key works like any other
+        body = tenant.client.get(url, headers=tenant.headers).json()
+        got += [r["_instance"]["xdm:name"] for r in body["_embedded"]["results"]]
+        url = BASE + body["_links"]["next"]["href"] if "next" in body["_links"] else ""
+    assert got == expected
 
 
 def test_another_tenants_container_is_404_on_both_endpoints(client, db_url, tenant, offers):
@@ -390,6 +449,9 @@ def test_home_document_filters_containers_by_property_and_product(tenant):
     assert containers("property=_instance.containerType") == 1
     assert containers("property=repo:createdDate>=2000-01-01T00:00:00Z") == 1
     assert containers("product=nope") == 0
+    # Empty parameters are absent ones (Adobe's Postman collection sends all four).
+    assert containers("product=&start=&limit=&property=") == 1
+    assert containers("product=&property=_instance.containerType==decisioning") == 1
     response = tenant.client.get(
         f"{BASE}/?property=_instance.containerType=decisioning", headers=tenant.headers
     )

@@ -59,6 +59,12 @@ _DECIDE = {
 CALLS: list[Call] = [
     Call("home", "GET", "/data/core/xcore/", route="/data/core/xcore/"),
     Call(
+        "container",
+        "GET",
+        "/data/core/xcore/containers/{C}",
+        route="/data/core/xcore/containers/{containerId}",
+    ),
+    Call(
         "create",
         "POST",
         "/data/core/xcore/{C}/instances",

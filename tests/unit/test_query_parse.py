@@ -110,9 +110,30 @@ def test_order_appends_instance_id_and_reads_plus_as_space():
         "instanceId",
     ]
     assert [k.text() for k in parse_order("instanceId,repo:etag")] == ["instanceId"]
-    for bad in ["", "a", "repo:etag,repo:etag", ","]:
+    for bad in ["", "a", "title", "repo:name", ":x", "repo:etag,repo:etag", ","]:
         with pytest.raises(BadRequest):
             parse_order(bad)
+
+
+def test_order_names_an_instance_property_by_its_bare_name():
+    assert [k.text() for k in parse_order("-xdm:name,xdm:rank.xdm:priority")] == [
+        "-_instance.xdm:name",
+        "_instance.xdm:rank.xdm:priority",
+        "instanceId",
+    ]
+    with pytest.raises(BadRequest):
+        parse_order("xdm:name,_instance.xdm:name")  # the same key twice
+
+
+def test_an_empty_parameter_is_an_absent_one():
+    empty = query(
+        *((name, "") for name in ("id", "name", "property", "orderby", "start")),
+        ("limit", ""),
+        ("q", ""),
+        ("qop", ""),
+        ("field", ""),
+    )
+    assert empty == query()
 
 
 def test_orderby_in_either_spelling():

@@ -1,7 +1,9 @@
-"""Reading a Decisions API request body (decisioning-api.md §2.3, and the 2020 form).
+"""Reading a Decisions API request body (decisioning-api.md §2.3, the 2020 form, and the
+2019 form of §2.1).
 
 Type and shape errors are 422s with the JSON pointer of the field; what only the catalog
-can judge (unknown ids, item counts, guardrails) the engine checks.
+can judge (unknown ids, item counts, guardrails) the engine checks. The 2019 form names
+activities without placements: :func:`parse_2019` finds each one's placement in the catalog.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nextoffer.engine import PropositionRequest
-from nextoffer.errors import BadRequest, Unprocessable
+from nextoffer.engine import Catalog, PropositionRequest
+from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.service.decisions import DecisionCall
 from nextoffer.service.identities import parse_identity_map
 
@@ -21,6 +23,8 @@ METADATA = {
     "xdm:placement": frozenset({"name", "channel", "componentType"}),
 }
 MAX_CONTEXT_ITEMS = 30
+#: Activities in one 2019 request ("up to 30 activities at once").
+MAX_ACTIVITIES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,24 +146,107 @@ def parse(body: Any) -> tuple[DecisionCall, ResponseFormat]:
             "xdm:decisionRequestId must be a string",
             pointer="/xdm:profiles/0/xdm:decisionRequestId",
         )
-    duplicates = body.get("xdm:allowDuplicatePropositions") or {}
-    if not isinstance(duplicates, dict):
-        raise Unprocessable("must be an object", pointer="/xdm:allowDuplicatePropositions")
     response_format = _response_format(body.get("xdm:responseFormat"))
+    across_activities, across_placements = _duplicates(body)
     call = DecisionCall(
         propositions=propositions,
         identities=identities,
         context=_context(profile.get("xdm:contextData"), "/xdm:profiles/0/xdm:contextData"),
-        allow_duplicates_across_activities=_bool(
-            duplicates.get("xdm:acrossActivities"),
-            "/xdm:allowDuplicatePropositions/xdm:acrossActivities",
-        ),
-        allow_duplicates_across_placements=_bool(
-            duplicates.get("xdm:acrossPlacements"),
-            "/xdm:allowDuplicatePropositions/xdm:acrossPlacements",
-        ),
+        allow_duplicates_across_activities=across_activities,
+        allow_duplicates_across_placements=across_placements,
         dry_run=_bool(body.get("xdm:dryRun"), "/xdm:dryRun"),
         explain=response_format.explain,
         decision_request_id=request_id,
     )
     return call, response_format
+
+
+def _duplicates(body: dict[str, Any]) -> tuple[bool, bool]:
+    """``xdm:allowDuplicatePropositions``: across activities, across placements."""
+    duplicates = body.get("xdm:allowDuplicatePropositions") or {}
+    if not isinstance(duplicates, dict):
+        raise Unprocessable("must be an object", pointer="/xdm:allowDuplicatePropositions")
+    return (
+        _bool(
+            duplicates.get("xdm:acrossActivities"),
+            "/xdm:allowDuplicatePropositions/xdm:acrossActivities",
+        ),
+        _bool(
+            duplicates.get("xdm:acrossPlacements"),
+            "/xdm:allowDuplicatePropositions/xdm:acrossPlacements",
+        ),
+    )
+
+
+def is_2019(body: Any) -> bool:
+    """The 2019 form (``decision-request;version=0.9``) names ``xdm:offerActivities``."""
+    return (
+        isinstance(body, dict)
+        and "xdm:offerActivities" in body
+        and "xdm:propositionRequests" not in body
+    )
+
+
+def _placement_of(catalog: Catalog, activity_id: str, pointer: str) -> str:
+    """The one placement a 2019 request decides for: the activity's own."""
+    decision = catalog.decisions.get(activity_id)
+    if decision is None:
+        raise NotFound(f"no decision {activity_id!r}", pointer=pointer)
+    if decision.status != "live":
+        raise Unprocessable(
+            f"decision {activity_id} is {decision.status or 'without status'}, not live",
+            pointer=pointer,
+        )
+    placements = {p for criterion in decision.criteria for p in criterion.placements}
+    if len(placements) != 1 or any(not c.placements for c in decision.criteria):
+        raise Unprocessable(
+            f"decision {activity_id} does not name exactly one placement, so a request "
+            "without placements cannot decide for it; send xdm:propositionRequests with an "
+            "xdm:placementId instead",
+            pointer=pointer,
+        )
+    return placements.pop()
+
+
+def parse_2019(body: dict[str, Any], catalog: Catalog) -> tuple[DecisionCall, ResponseFormat]:
+    """The 2019 request: activities, a top-level identity map and context data.
+
+    Each activity is decided for its placement; the answer is the v1.0 response with the
+    options' content (the 2019 request has no ``xdm:responseFormat`` to ask for it).
+    """
+    pointer = "/xdm:offerActivities"
+    items = body["xdm:offerActivities"]
+    if not isinstance(items, list) or not items:
+        raise Unprocessable("xdm:offerActivities must be a non-empty array", pointer=pointer)
+    if len(items) > MAX_ACTIVITIES:
+        raise Unprocessable(f"at most {MAX_ACTIVITIES} activities", pointer=pointer)
+    activities = []
+    for index, item in enumerate(items):
+        activity = item.get("xdm:offerActivity") if isinstance(item, dict) else None
+        if not isinstance(activity, str) or not activity:
+            raise Unprocessable(
+                "xdm:offerActivity is required (a decision @id)",
+                pointer=f"{pointer}/{index}/xdm:offerActivity",
+            )
+        activities.append(activity)
+    identities = parse_identity_map(body.get("xdm:identityMap"), pointer="/xdm:identityMap")
+    context = _context(body.get("xdm:contextData"), "/xdm:contextData")
+    # The 2019 arbitration is across activities only (it has no xdm:acrossPlacements).
+    across_activities, _ = _duplicates(body)
+    dry_run = _bool(body.get("xdm:dryRun"), "/xdm:dryRun")
+    propositions = tuple(
+        PropositionRequest(
+            activity,
+            _placement_of(catalog, activity, f"{pointer}/{index}/xdm:offerActivity"),
+        )
+        for index, activity in enumerate(activities)
+    )
+    call = DecisionCall(
+        propositions=propositions,
+        identities=identities,
+        context=context,
+        allow_duplicates_across_activities=across_activities,
+        allow_duplicates_across_placements=True,
+        dry_run=dry_run,
+    )
+    return call, ResponseFormat(include_content=True)

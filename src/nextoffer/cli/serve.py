@@ -51,7 +51,10 @@ from nextoffer.settings import Settings
 @click.option(
     "--metrics/--no-metrics",
     default=None,
-    help="Serve GET /metrics without credentials (default on; NEXTOFFER_METRICS). Keep it off the public network.",
+    help=(
+        "Serve GET /metrics without credentials (default on; NEXTOFFER_METRICS). "
+        "Keep it off the public network."
+    ),
 )
 @click.option(
     "--server",

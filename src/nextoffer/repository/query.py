@@ -282,8 +282,28 @@ def parse_filter(expression: str, *, where: str = "property") -> Filter:
 # -- sorting and cursors -------------------------------------------------------------
 
 
+def parse_sort_path(text: str, *, where: str = "orderby") -> Path:
+    """A sort key's property: as :func:`parse_path`, or an instance property by its bare
+    name (``xdm:name`` for ``_instance.xdm:name``). A bare name carries a namespace prefix
+    other than ``repo:`` (the envelope's), so a mistyped envelope name is not mistaken for one.
+    """
+    name = text.strip()
+    head = name.split(".", 1)[0]
+    if name in ENVELOPE or head == INSTANCE_PREFIX:
+        return parse_path(name, where=where)
+    prefix, colon, _ = head.partition(":")
+    if not colon or not prefix or prefix == "repo":
+        known = ", ".join(ENVELOPE)
+        raise BadRequest(
+            f"{where}: unknown property {name!r}; name an envelope property ({known}) or an "
+            "instance property such as xdm:name or _instance.xdm:name",
+            pointer=where,
+        )
+    return parse_path(f"{INSTANCE_PREFIX}.{name}", where=where)
+
+
 def parse_order(text: str, *, where: str = "orderby") -> tuple[SortKey, ...]:
-    """``-repo:createdDate,_instance.xdm:name``; ``instanceId`` is appended when missing."""
+    """``-repo:createdDate,xdm:name``; ``instanceId`` is appended when missing."""
     keys: list[SortKey] = []
     for item in text.split(","):
         # A literal "+" in a query string decodes to a space: both mean ascending.
@@ -292,7 +312,7 @@ def parse_order(text: str, *, where: str = "orderby") -> tuple[SortKey, ...]:
             raise BadRequest(f"{where}: empty sort key in {text!r}", pointer=where)
         descending = stripped.startswith("-")
         name = stripped[1:] if stripped[:1] in ("+", "-") else stripped
-        path = parse_path(name, where=where)
+        path = parse_sort_path(name, where=where)
         if any(key.path == path for key in keys):
             raise BadRequest(f"{where}: {path.text} is named twice", pointer=where)
         keys.append(SortKey(path, descending))
@@ -481,12 +501,13 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     """Validate the query parameters of a list or search request.
 
     Parameter names are matched case-insensitively (``orderBy`` and ``orderby`` both
-    appear in Adobe's pages); unknown parameters are ignored.
+    appear in Adobe's pages); unknown parameters are ignored, and so is an empty value
+    (``name=``): Adobe's Postman collections send every parameter, filled in or not.
     """
     params: dict[str, list[str]] = {}
     for key, value in pairs:
         lowered = key.lower()
-        if lowered in _KNOWN:
+        if lowered in _KNOWN and value:
             params.setdefault(lowered, []).append(value)
     schema_text = _one(params, "schema")
     if schema_text is None or not schema_text.strip():

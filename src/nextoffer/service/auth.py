@@ -1,7 +1,8 @@
 """Who is calling, for which org and sandbox (spec offer-api-xcore §2).
 
 Every API call carries ``Authorization: Bearer``, ``x-api-key``, ``x-gw-ims-org-id`` and
-``x-sandbox-name``. The api key must be the token's client, the org the token's org, and
+usually ``x-sandbox-name`` (without it, the organisation's default sandbox ``prod``, as on
+Adobe's Platform). The api key must be the token's client, the org the token's org, and
 the sandbox one the client may use. Failures are :class:`AuthError` with Adobe's gateway
 codes; the API renders them as ``{"error_code", "message"}``.
 """
@@ -22,6 +23,9 @@ from nextoffer.storage.store import Store
 CLIENT_CACHE_SECONDS = 5.0
 #: Verified tokens kept in memory (a verified signature is the costly part).
 TOKEN_CACHE_SIZE = 4096
+#: The sandbox of a request without ``x-sandbox-name`` (Platform: "If the x-sandbox-name
+#: header is not specified, requests are resolved under the prod sandbox").
+DEFAULT_SANDBOX = "prod"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,7 @@ class Authenticator:
         self._lock = Lock()
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
-        """Check the four headers; raise :class:`AuthError` in the gateway's order."""
+        """Check the headers; raise :class:`AuthError` in the gateway's order."""
         authorization = headers.get("authorization")
         if not authorization:
             raise _missing_token()
@@ -71,9 +75,7 @@ class Authenticator:
             raise AuthError(400, "400003", "Missing header: x-gw-ims-org-id")
         if org != claims.org:
             raise AuthError(403, "403025", "Profile is not valid")
-        sandbox = headers.get("x-sandbox-name")
-        if not sandbox:
-            raise AuthError(400, "400003", "Missing header: x-sandbox-name")
+        sandbox = headers.get("x-sandbox-name") or DEFAULT_SANDBOX
         client = self._client(claims.client_id)
         if client is None or sandbox not in client.sandboxes:
             # A refusal is never served from the cache: a grant made a moment ago counts.

@@ -127,9 +127,7 @@ class Decisions:
         after the loop's pass (no worker thread per request); otherwise in the pool."""
         if not self._path.inline:
             return await in_pool(self._executor, self.decide, principal, container_id, call)
-        snapshot = self._ready_snapshot(principal, container_id)
-        if snapshot is None:  # tenancy check or version check: database reads
-            snapshot = await in_pool(self._executor, self.snapshot, principal, container_id)
+        snapshot = await self.snapshot_async(principal, container_id)
         attempt = self._begin(principal, container_id, call, snapshot)
         while attempt.waiting is not None:
             await finished(attempt.waiting)  # settle() reads the outcome, errors included
@@ -222,6 +220,15 @@ class Decisions:
         elif owner != (principal.org, principal.sandbox):
             raise NotFound(f"container {container_id} does not exist")
         return self._catalogs.get(container_id)
+
+    async def snapshot_async(self, principal: Principal, container_id: str) -> Snapshot:
+        """:meth:`snapshot` from an event loop: at once when that needs no IO (tenancy
+        known, snapshot checked recently or checkable inline), else in the pool (tenancy
+        check or version check: database reads)."""
+        snapshot = self._ready_snapshot(principal, container_id)
+        if snapshot is None:
+            snapshot = await in_pool(self._executor, self.snapshot, principal, container_id)
+        return snapshot
 
     def _ready_snapshot(self, principal: Principal, container_id: str) -> Snapshot | None:
         """The container's snapshot when getting it needs no IO (tenancy known, snapshot

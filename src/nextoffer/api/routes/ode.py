@@ -30,9 +30,16 @@ async def decisions(request: Request) -> Response:
         raise UnsupportedMediaType(
             f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
         )
-    call, fmt = decision_request.parse(await body_json(request))
+    body = await body_json(request)
     no = nextoffer(request)
-    outcome = await no.decide_async(principal, request.path_params["container_id"], call)
+    container_id = request.path_params["container_id"]
+    if decision_request.is_2019(body):
+        # Activities without placements: each one's placement is in the catalog.
+        snapshot = await no.decisions.snapshot_async(principal, container_id)
+        call, fmt = decision_request.parse_2019(body, snapshot.catalog)
+    else:
+        call, fmt = decision_request.parse(body)
+    outcome = await no.decide_async(principal, container_id, call)
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions

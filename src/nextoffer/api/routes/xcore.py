@@ -11,7 +11,7 @@ from starlette.routing import Route
 from nextoffer.api import media
 from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
-from nextoffer.errors import BadRequest, UnsupportedMediaType
+from nextoffer.errors import BadRequest, NotFound, UnsupportedMediaType
 from nextoffer.repository import hal, query
 from nextoffer.repository.objects import (
     CONTAINER_SCHEMA,
@@ -39,7 +39,9 @@ _ENVELOPE_KEYS = frozenset(
 )
 
 _CREATE_TYPES = (media.SCHEMA_INSTANCE, media.HAL)
-_PATCH_TYPES = (media.PATCH_HAL, media.JSON_PATCH, media.SCHEMA_INSTANCE)
+# An existing instance's schema is known: PUT and PATCH also take plain JSON.
+_REPLACE_TYPES = (*_CREATE_TYPES, media.JSON)
+_PATCH_TYPES = (media.PATCH_HAL, media.JSON_PATCH, media.SCHEMA_INSTANCE, media.JSON)
 
 
 def _content_type(request: Request, accepted: tuple[str, ...]) -> media.MediaType:
@@ -111,11 +113,12 @@ async def home(request: Request) -> Response:
     principal = authenticate(request)
     no = nextoffer(request)
     containers = await no.run(no.repository.containers, principal)
-    products = request.query_params.getlist("product")
+    # Empty values are absent ones, as on list and search (Postman sends ``product=``).
+    products = [p for p in request.query_params.getlist("product") if p]
     if products:
         containers = [c for c in containers if set(c.product_contexts) & set(products)]
     # The grammar of list and search (spec §5.2) over each container's home resource.
-    filters = [query.parse_filter(e) for e in request.query_params.getlist("property")]
+    filters = [query.parse_filter(e) for e in request.query_params.getlist("property") if e]
     containers = [
         c for c in containers if all(query.matches(f, hal.container_resource(c)) for f in filters)
     ]
@@ -125,6 +128,22 @@ async def home(request: Request) -> Response:
         "_links": {"self": {"href": self_href, "@type": HOME_SCHEMA}},
     }
     return json_response(body, media_type=media.HOME)
+
+
+async def get_container(request: Request) -> Response:
+    """A container of the home document, at its ``_links.self`` (``/containers/{C}``)."""
+    principal = authenticate(request)
+    container_id = request.path_params["container_id"]
+    no = nextoffer(request)
+    containers = await no.run(no.repository.containers, principal)
+    record = next((c for c in containers if c.container_id == container_id), None)
+    if record is None:
+        raise NotFound(f"container {container_id} does not exist")
+    return json_response(
+        hal.container_resource(record),
+        media_type=media.hal_of(f"{CONTAINER_SCHEMA};version={hal.CONTAINER_VERSION}"),
+        headers={"ETag": f'"{record.etag}"'},
+    )
 
 
 async def create_instance(request: Request) -> Response:
@@ -165,7 +184,7 @@ async def get_instance(request: Request) -> Response:
 async def replace_instance(request: Request) -> Response:
     principal = authenticate(request)
     no = nextoffer(request)
-    parsed = _content_type(request, _CREATE_TYPES)
+    parsed = _content_type(request, _REPLACE_TYPES)
     schema = _schema(parsed, required=False)
     body, prefix = _unwrap(await body_json(request))
     record = await no.run(
@@ -214,6 +233,7 @@ async def delete_instance(request: Request) -> Response:
 
 routes = [
     Route(f"{BASE}/", home, methods=["GET"]),
+    Route(f"{BASE}/containers/{{container_id}}", get_container, methods=["GET"]),
     Route(f"{BASE}/{{container_id}}/instances", create_instance, methods=["POST"]),
     Route(
         f"{BASE}/{{container_id}}/instances/{{instance_id}}",
