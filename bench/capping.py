@@ -18,12 +18,10 @@ import random
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from nextoffer.engine import PropositionRequest
-from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -33,24 +31,20 @@ from nextoffer.repository.objects import (
     RULE,
     SchemaRef,
 )
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
-from nextoffer.storage.counters import SqlCounters
-from nextoffer.storage.store import Store
+from nextoffer.settings import Settings
 
 HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
 PROFILE = {"age": 35, "country": "US", "tier": "gold", "loyaltyPoints": 5000, "optIn": True}
 
 
-def setup(capped: bool) -> tuple[Decisions, Principal, str, DecisionCall, Store]:
-    store = Store.open(f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}")
-    creds = bootstrap(store, org="B@AdobeOrg", sandbox="prod", now=datetime.now(UTC))
-    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
-    catalogs = CatalogCache(store, clock=utcnow)
-    repo = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
+def setup(capped: bool) -> tuple[Decisions, Principal, str, DecisionCall, NextOffer]:
+    no = NextOffer.open(Settings(db_url=f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"))
+    creds = no.bootstrap(org="B@AdobeOrg", sandbox="prod")
+    principal = creds.principal
+    repo = no.repository
     container = creds.container_id
 
     def make(object_type: Any, body: dict[str, Any]) -> str:
@@ -106,14 +100,11 @@ def setup(capped: bool) -> tuple[Decisions, Principal, str, DecisionCall, Store]
             "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
         },
     )
-    decisions = Decisions(
-        store, repository=repo, catalogs=catalogs, counters=SqlCounters(store), clock=utcnow
-    )
     call = DecisionCall(
         propositions=(PropositionRequest(decision, placement, 3),),
         identities=[("Email", "bench@x")],
     )
-    return decisions, principal, container, call, store
+    return no.decisions, principal, container, call, no
 
 
 def main() -> None:
@@ -130,8 +121,8 @@ def main() -> None:
             for _ in range(batch):
                 decisions.decide(principal, container, call, profile=PROFILE, events=[])
             timings[name].append((time.perf_counter() - start) / batch * 1e6)
-    for _, (*_, store) in worlds.items():
-        store.close()
+    for _, (*_, no) in worlds.items():
+        no.close()
     base = statistics.median(timings["no caps"])
     print(
         f"{batch} decisions x {args.repeats} repeats, interleaved; "

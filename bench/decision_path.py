@@ -20,7 +20,7 @@ Builds the library of ``bench/http_decisions.py`` (100 offers with 5-condition r
   rules offer no parts (the reference: ``Pool.required`` stays empty, every candidate is
   walked);
 * awaiting a record's future resolved on the event loop's thread (uvloop):
-  ``asyncio.wrap_future`` (the reference) and ``api.context.finished``.
+  ``asyncio.wrap_future`` (the reference) and ``service.offload.finished``.
 
 Medians over ``--repeats`` interleaved repeats; ratios to the reference.
 """
@@ -44,13 +44,14 @@ import uvloop
 from http_decisions import PROFILES, build
 
 from nextoffer import pql
-from nextoffer.api.context import finished
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
 from nextoffer.ids import epoch_micros, format_datetime, utcnow, uuid7
 from nextoffer.service.catalogs import CatalogCache, settle_heap
-from nextoffer.storage import decision_path as dp
+from nextoffer.service.offload import finished
+from nextoffer.storage import sqlite_path as dp
 from nextoffer.storage.counters import CounterKey
-from nextoffer.storage.decision_path import DecisionRecord, SqlitePath
+from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 
 ORG, SANDBOX = "BENCH@AdobeOrg", "prod"
@@ -211,9 +212,8 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
     lib = build(f"sqlite:///{workdir / 'bench.db'}")
     store = Store.open(f"sqlite:///{workdir / 'bench.db'}")
-    path = store.decision_path
-    assert isinstance(path, SqlitePath)
-    snapshot = CatalogCache(store, clock=utcnow).get(lib["container"])  # kept alive below
+    path = SqlitePath(store)
+    snapshot = CatalogCache(store, path=path, clock=utcnow).get(lib["container"])  # kept alive
     walked = build_catalog(list(snapshot.instances.values()), compile_rule=whole_rules)
     request = orjson.loads(lib["request"])
     rng = random.Random(7)
@@ -262,6 +262,7 @@ def main() -> None:
         f"| await a record resolved on the loop (wrap_future → finished) "
         f"| {wrap_us:.1f} µs | {finished_us:.1f} µs | {finished_us / wrap_us:.2f} |"
     )
+    path.close()
     store.close()
 
 

@@ -41,7 +41,6 @@ import random
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -49,7 +48,7 @@ from urllib.parse import quote
 import httpx
 from httpbench import STACKS, Result, Server, machine, wrk
 
-from nextoffer.ids import IdFactory, utcnow
+from nextoffer.ids import utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -59,11 +58,8 @@ from nextoffer.repository.objects import (
     RULE,
     SchemaRef,
 )
-from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
-from nextoffer.storage.store import Store
+from nextoffer.root import NextOffer
+from nextoffer.settings import Settings
 
 OM = "https://ns.adobe.com/experience/offer-management/"
 HTML = OM + "content-component-html"
@@ -77,12 +73,11 @@ ENDPOINTS = (CEILING, FLOOR, "POST decisions", "GET offer", "search")
 
 def build(db_url: str) -> dict[str, Any]:
     """Bootstrap a tenant, create the library through the service, load the profiles."""
-    store = Store.open(db_url)
-    creds = bootstrap(store, org="BENCH@AdobeOrg", sandbox="prod", now=datetime.now(UTC))
-    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
-    repo = Repository(
-        store, ids=IdFactory(), clock=utcnow, on_change=CatalogCache(store, clock=utcnow).invalidate
-    )
+    no = NextOffer.open(Settings(db_url=db_url))
+    store = no.store
+    creds = no.bootstrap(org="BENCH@AdobeOrg", sandbox="prod")
+    principal = creds.principal
+    repo = no.repository
     container = creds.container_id
 
     def make(object_type: Any, body: dict[str, Any]) -> Any:
@@ -177,7 +172,7 @@ def build(db_url: str) -> dict[str, Any]:
             runtime.add_identities(
                 creds.org, creds.sandbox, profile_id, [("Email", f"user{n}@example.com")]
             )
-    store.close()
+    no.close()
     headers = {
         "Authorization": f"Bearer {creds.access_token}",
         "x-api-key": creds.api_key,

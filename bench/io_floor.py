@@ -27,10 +27,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextoffer.api.context import authenticate, finished, run, services
+from nextoffer.api.context import authenticate, nextoffer
 from nextoffer.engine.model import Offer
 from nextoffer.ids import epoch_micros, format_datetime, utcnow, uuid7
 from nextoffer.service.caps import counter_key
+from nextoffer.service.offload import finished
 from nextoffer.storage.decision_path import DecisionRecord
 
 #: Snapshot object id -> its ten highest-priority offers.
@@ -39,12 +40,12 @@ _OK = b'{"status":"ok"}'
 
 
 async def floor(request: Request) -> Response:
-    found = services(request)
+    no = nextoffer(request)
     principal = authenticate(request)
     container_id = request.path_params["container_id"]
-    snapshot = found.decisions.ready_snapshot(principal, container_id)
-    if snapshot is None:
-        snapshot = await run(found.decisions.snapshot, principal, container_id)
+    snapshot = no.catalogs.ready(container_id)
+    if snapshot is None:  # the first request checks tenancy (the decision service's way)
+        snapshot = await no.run(no.decisions.snapshot, principal, container_id)
     top = _TOP.get(id(snapshot))
     if top is None:
         ranked = sorted(snapshot.catalog.offers.values(), key=lambda o: (-o.priority, o.at_id))
@@ -53,7 +54,7 @@ async def floor(request: Request) -> Response:
     ((namespace, entries),) = body["xdm:profiles"][0]["xdm:identityMap"].items()
     identity = entries[0]["xdm:id"]
     placement = body["xdm:propositionRequests"][0]["xdm:placementId"]
-    path = found.store.decision_path
+    path = no.path
     profile = path.profile(principal.org, principal.sandbox, namespace, identity)
     key = profile[0] if profile is not None else f"identity:{namespace}:{identity}"
     now = utcnow()

@@ -15,7 +15,6 @@ from starlette.testclient import TestClient
 from nextoffer.api.app import create_app
 from nextoffer.api.metrics import Metrics
 from nextoffer.engine import PropositionRequest
-from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -24,13 +23,9 @@ from nextoffer.repository.objects import (
     PLACEMENT,
     SchemaRef,
 )
-from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache
-from nextoffer.service.decisions import DecisionCall, Decisions
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
+from nextoffer.root import NextOffer
+from nextoffer.service.decisions import DecisionCall
 from nextoffer.settings import Settings
-from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.store import Store
 from support.api import HTML, WEB, Tenant, make_tenant
 from support.servers import serve
@@ -201,20 +196,16 @@ def test_decisions_are_counted_by_outcome_and_rebuilds_are_counted(observed):
     assert value(found, "nextoffer_catalog_rebuilds_total") >= 1
 
 
-class StaleCounters(SqlCounters):
-    """Reads every counter as 0, as if another request took the last unit just after the read."""
-
-    def read(self, keys: list[CounterKey]) -> dict[CounterKey, int]:
-        return {}
-
-
 def test_cap_reservation_refusals_are_counted(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'caps.db'}")
-    creds = bootstrap(store, org="A@AdobeOrg", sandbox="prod", now=utcnow())
-    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
     metrics = Metrics()
-    catalogs = CatalogCache(store, clock=utcnow, on_rebuild=metrics.catalog_rebuilt)
-    repo = Repository(store, ids=IdFactory(), clock=utcnow, on_change=catalogs.invalidate)
+    no = NextOffer.open(
+        Settings(db_url=f"sqlite:///{tmp_path / 'caps.db'}", freeze_heap=False),
+        on_rebuild=metrics.catalog_rebuilt,
+        on_refused=metrics.cap_refused,
+    )
+    creds = no.bootstrap(org="A@AdobeOrg", sandbox="prod")
+    principal = creds.principal
+    repo = no.repository
 
     def make(kind, body):
         return repo.create(principal, creds.container_id, SchemaRef(kind, None, ""), body).at_id
@@ -246,24 +237,16 @@ def test_cap_reservation_refusals_are_counted(tmp_path):
             "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
         },
     )
-    decisions = Decisions(
-        store,
-        repository=repo,
-        catalogs=catalogs,
-        counters=StaleCounters(store),
-        clock=utcnow,
-        on_refused=metrics.cap_refused,
-    )
     call = DecisionCall(
         propositions=(PropositionRequest(decision, placement, 1),), identities=[("Email", "a@x")]
     )
     try:
-        first = decisions.decide(principal, creds.container_id, call)
-        second = decisions.decide(
-            principal, creds.container_id, call
-        )  # proposes the offer, is refused, falls back
+        first = no.decide(principal, creds.container_id, call)
+        # Proposes the offer again (a reservation checks the cap, not a read), is refused,
+        # falls back.
+        second = no.decide(principal, creds.container_id, call)
     finally:
-        store.close()
+        no.close()
     assert [o.offer_id for o in first.result.propositions[0].options] == [offer]
     assert second.result.propositions[0].options == ()
     assert second.result.propositions[0].fallback is not None

@@ -9,30 +9,19 @@ from click.testing import CliRunner
 
 from nextoffer.cli import main
 from nextoffer.cli.demo import DEMO_CLIENT, DEMO_ORG, DEMO_SANDBOX, DEMO_USER, seed_library
-from nextoffer.ids import IdFactory, utcnow
-from nextoffer.service.auth import Principal
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
+from nextoffer.root import NextOffer
+from nextoffer.settings import Settings
 from nextoffer.storage.store import Store
 
 
 @pytest.fixture
 def demo(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
-    store = Store.open(db_url)
-    creds = bootstrap(
-        store,
-        org=DEMO_ORG,
-        sandbox=DEMO_SANDBOX,
-        now=utcnow(),
-        client_id=DEMO_CLIENT,
-        user=DEMO_USER,
-    )
-    principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
-    ids = seed_library(
-        Repository(store, ids=IdFactory(), clock=utcnow), principal, creds.container_id
-    )
-    store.close()
+    with NextOffer.open(Settings(db_url=db_url)) as no:
+        creds = no.bootstrap(
+            org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT, user=DEMO_USER
+        )
+        ids = seed_library(no.repository, creds.principal, creds.container_id)
     return db_url, creds.container_id, ids
 
 

@@ -15,11 +15,9 @@ from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
 from nextoffer.cli.demo import DEMO_CLIENT, DEMO_ORG, DEMO_SANDBOX, DEMO_USER, seed_demo
-from nextoffer.ids import IdFactory, utcnow
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
-from nextoffer.storage.store import Store
 
 Curl = tuple[str, dict[str, str], str]
 
@@ -95,21 +93,17 @@ def test_a_start_after_the_demo_decision_was_deleted_says_so_and_still_creates(
     settings: Settings, client: TestClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seeded = listed_ids(start(settings, capsys), "Seeded library: ")
-    store = Store.open(settings.db_url)
-    try:
-        with store.session() as session:
+    with NextOffer.open(settings) as no:
+        with no.store.session() as session:
             creds_container = session.list_containers(org_id=DEMO_ORG, sandbox=DEMO_SANDBOX)[0]
             record = session.instances_by_at_id(creds_container.container_id, [seeded["decision"]])
-        repo = Repository(store, ids=IdFactory(), clock=utcnow)
         principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
-        repo.delete(
+        no.repository.delete(
             principal,
             creds_container.container_id,
             record[seeded["decision"]].instance_id,
             if_match=None,
         )
-    finally:
-        store.close()
     printout = start(settings, capsys)
     assert listed_ids(printout, "Library already seeded (an earlier start); using ") == {
         "placement": seeded["placement"]

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nextoffer import pql
 from nextoffer.engine import (
     CapCounters,
     CatalogInstance,
@@ -30,8 +30,6 @@ from nextoffer.engine import (
     decide,
 )
 from nextoffer.engine import catalog as schemas
-
-pql = pytest.importorskip("nextoffer.pql", reason="nextoffer.pql (the rule language) is missing")
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
 PLACEMENTS = ("P1", "P2")

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from nextoffer.errors import BadRequest
 from nextoffer.repository.objects import TAG
 from nextoffer.repository.query import parse_query
+from nextoffer.repository.records import Audit, InstanceRecord
 from nextoffer.storage import search
-from nextoffer.storage.records import Audit, InstanceRecord
 from nextoffer.storage.store import Store
 
 KEYS = ["a", "xdm:c"]

@@ -8,7 +8,6 @@ import pytest
 
 from nextoffer.cli.demo import HTML, WEB
 from nextoffer.engine import PropositionRequest
-from nextoffer.ids import IdFactory
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -18,13 +17,9 @@ from nextoffer.repository.objects import (
     ObjectType,
     SchemaRef,
 )
-from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache
-from nextoffer.service.decisions import DecisionCall, Decisions
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
-from nextoffer.storage.counters import SqlCounters
-from nextoffer.storage.store import Store
+from nextoffer.root import NextOffer
+from nextoffer.service.decisions import DecisionCall
+from nextoffer.settings import Settings
 
 
 class Clock:
@@ -37,17 +32,13 @@ class Clock:
 
 @pytest.fixture
 def world(tmp_path):
-    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
     clock = Clock(datetime(2026, 11, 28, 23, 0, tzinfo=UTC))  # a Saturday
-    creds = bootstrap(store, org="O@AdobeOrg", sandbox="prod", now=clock())
-    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
-    catalogs = CatalogCache(store, clock=clock, check_interval=0)
-    repo = Repository(store, ids=IdFactory(), clock=clock, on_change=catalogs.invalidate)
-    decisions = Decisions(
-        store, repository=repo, catalogs=catalogs, counters=SqlCounters(store), clock=clock
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'n.db'}", catalog_check_seconds=0, freeze_heap=False
     )
-    yield store, clock, principal, creds.container_id, repo, decisions
-    store.close()
+    with NextOffer.open(settings, clock=clock) as no:
+        creds = no.bootstrap(org="O@AdobeOrg", sandbox="prod")
+        yield no.store, clock, creds.principal, creds.container_id, no.repository, no.decisions
 
 
 def library(repo, principal, container, caps):

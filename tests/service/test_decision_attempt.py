@@ -12,7 +12,6 @@ import pytest
 
 from nextoffer.cli.demo import HTML, WEB
 from nextoffer.engine import PropositionRequest
-from nextoffer.ids import IdFactory
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -22,14 +21,14 @@ from nextoffer.repository.objects import (
     ObjectType,
     SchemaRef,
 )
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, Decisions
 from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
-from nextoffer.storage.counters import CounterKey, SqlCounters
+from nextoffer.settings import Settings
+from nextoffer.storage.counters import CounterKey
 from nextoffer.storage.store import Store
-from support.backends import emptied_database
+from support.backends import emptied_database, redis_url
 
 NOW = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
 
@@ -47,6 +46,7 @@ class Clock:
 
 @dataclass
 class World:
+    no: NextOffer
     store: Store
     principal: Principal
     container: str
@@ -55,23 +55,17 @@ class World:
     refusals: list[None]
 
 
+def settings(url: str, *, redis: str | None = None) -> Settings:
+    return Settings(db_url=url, redis_url=redis, catalog_check_seconds=0, freeze_heap=False)
+
+
 def open_world(url: str) -> World:
-    store = Store.open(url)
-    clock = Clock()
-    creds = bootstrap(store, org="O@AdobeOrg", sandbox="prod", now=clock())
-    principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
-    catalogs = CatalogCache(store, clock=clock, check_interval=0)
-    repo = Repository(store, ids=IdFactory(), clock=clock, on_change=catalogs.invalidate)
     refusals: list[None] = []
-    decisions = Decisions(
-        store,
-        repository=repo,
-        catalogs=catalogs,
-        counters=SqlCounters(store),
-        clock=clock,
-        on_refused=lambda: refusals.append(None),
+    no = NextOffer.open(settings(url), clock=Clock(), on_refused=lambda: refusals.append(None))
+    creds = no.bootstrap(org="O@AdobeOrg", sandbox="prod")
+    return World(
+        no, no.store, creds.principal, creds.container_id, no.repository, no.decisions, refusals
     )
-    return World(store, principal, creds.container_id, repo, decisions, refusals)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -79,7 +73,7 @@ def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     url = f"sqlite:///{tmp_path / 'n.db'}" if request.param == "sqlite" else emptied_database()
     opened = open_world(url)
     yield opened
-    opened.store.close()
+    opened.no.close()
 
 
 @dataclass(frozen=True)
@@ -183,13 +177,13 @@ def test_a_dry_run_reads_only_the_counters_of_what_it_would_propose(
 ) -> None:
     lib = library(world, low_capped=True)
     read: list[str] = []
-    counts = world.decisions._counts
+    counts = world.no.path.counts
 
     def spying(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
         read.extend(key.offer_id for key in keys)
         return counts(keys)
 
-    monkeypatch.setattr(world.decisions, "_counts", spying)
+    monkeypatch.setattr(world.no.path, "counts", spying)
     assert chosen(world, lib, dry_run=True) == lib.capped
     assert read == [lib.capped]  # not the low offer's counter: top 1 never reaches it
 
@@ -204,37 +198,19 @@ def test_a_dry_run_reserves_nothing(world: World) -> None:
 
 
 # -- whether decisions can run on an event loop ------------------------------------------
+# The decision path strategy the root chose declares it (``DecisionPath.inline``).
 
 
-def decisions_on(store: Store, counters: SqlCounters) -> Decisions:
-    catalogs = CatalogCache(store, clock=lambda: NOW, check_interval=0)
-    repo = Repository(store, ids=IdFactory(), clock=lambda: NOW, on_change=catalogs.invalidate)
-    return Decisions(
-        store, repository=repo, catalogs=catalogs, counters=counters, clock=lambda: NOW
-    )
+def test_decisions_run_inline_on_sqlite_with_its_own_counters(tmp_path: Path) -> None:
+    with NextOffer.open(settings(f"sqlite:///{tmp_path / 'n.db'}")) as no:
+        assert no.path.inline
 
 
-def test_records_are_async_on_sqlite_with_its_own_counters(tmp_path: Path) -> None:
-    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
-    try:
-        assert decisions_on(store, SqlCounters(store)).records_async
-    finally:
-        store.close()
+def test_decisions_do_not_run_inline_with_counters_in_redis(tmp_path: Path) -> None:
+    with NextOffer.open(settings(f"sqlite:///{tmp_path / 'n.db'}", redis=redis_url())) as no:
+        assert not no.path.inline
 
 
-def test_records_are_not_async_with_counters_elsewhere(tmp_path: Path) -> None:
-    store = Store.open(f"sqlite:///{tmp_path / 'n.db'}")
-    other = Store.open(f"sqlite:///{tmp_path / 'counters.db'}")
-    try:
-        assert not decisions_on(store, SqlCounters(other)).records_async
-    finally:
-        other.close()
-        store.close()
-
-
-def test_records_are_not_async_on_postgres() -> None:
-    store = Store.open(emptied_database())
-    try:
-        assert not decisions_on(store, SqlCounters(store)).records_async
-    finally:
-        store.close()
+def test_decisions_do_not_run_inline_on_postgres() -> None:
+    with NextOffer.open(settings(emptied_database())) as no:
+        assert not no.path.inline

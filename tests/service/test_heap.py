@@ -5,18 +5,14 @@ from __future__ import annotations
 import gc
 import weakref
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import PLACEMENT, SchemaRef
-from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache, settle_heap
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import bootstrap
-from nextoffer.storage.store import Store
+from nextoffer.root import NextOffer
+from nextoffer.service.catalogs import settle_heap
+from nextoffer.settings import Settings
 
 
 @pytest.fixture
@@ -46,12 +42,11 @@ def test_settle_heap_frees_old_cycles_and_freezes_the_living(thawed: None) -> No
 def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
     tmp_path: Path, thawed: None
 ) -> None:
-    store = Store.open(f"sqlite:///{tmp_path / 'h.db'}")
+    no = NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}", freeze_heap=True))
     try:
-        creds = bootstrap(store, org="HEAP@AdobeOrg", sandbox="prod", now=datetime.now(UTC))
-        principal = Principal(creds.org, creds.sandbox, creds.api_key, creds.user)
-        cache = CatalogCache(store, clock=utcnow, freeze_heap=True)
-        repo = Repository(store, ids=IdFactory(), clock=utcnow, on_change=cache.invalidate)
+        creds = no.bootstrap(org="HEAP@AdobeOrg", sandbox="prod")
+        principal = creds.principal
+        cache, repo = no.catalogs, no.repository
         body = {
             "xdm:name": "Banner",
             "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
@@ -81,4 +76,4 @@ def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
         assert snapshot_size > 1000
         assert frozen[-1] - frozen[0] < snapshot_size / 2, (snapshot_size, frozen)
     finally:
-        store.close()
+        no.close()

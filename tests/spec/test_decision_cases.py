@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from nextoffer import errors
+from nextoffer import errors, pql
 from nextoffer.engine import (
     CapCounters,
     CatalogInstance,
@@ -35,10 +35,6 @@ from nextoffer.engine import (
     build_catalog,
     decide,
 )
-
-pql = pytest.importorskip("nextoffer.pql", reason="nextoffer.pql (the rule language) is missing")
-if not hasattr(pql, "compile"):
-    pytest.skip("nextoffer.pql.compile is missing", allow_module_level=True)
 
 _NS = "https://ns.adobe.com/experience/offer-management/"
 SCHEMAS = {

@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from nextoffer.storage.checkpoints import Checkpointer
+from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 
 
@@ -38,8 +39,12 @@ def test_nextoffer_connections_do_not_checkpoint_inside_commits(tmp_path: Path) 
             assert pooled.cursor().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
         finally:
             pooled.close()
-        decision_reads = store.decision_path._thread_conn()  # type: ignore[attr-defined]
-        assert decision_reads.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        decision_path = SqlitePath(store)
+        try:
+            decision_reads = decision_path._thread_conn()
+            assert decision_reads.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        finally:
+            decision_path.close()
         write_rows(store, 1)
         assert store._checkpointer is not None  # a writing process runs the checkpoints
     finally:

@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from nextoffer.errors import Conflict, Unavailable
+from nextoffer.root import NextOffer
+from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
-from nextoffer.storage.decision_path import SessionPath, SqlitePath
+from nextoffer.storage.session_path import SessionPath
+from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 from support.backends import emptied_database
 from support.decision_path_contract import (
@@ -44,10 +47,10 @@ class TestSqlitePath(DecisionPathContract):
         path.close()
         store.close()
 
-    def test_the_store_opens_it_for_sqlite(self, path: tuple[Store, SqlitePath]) -> None:
-        store, _ = path
-        assert isinstance(store.decision_path, SqlitePath)
-        assert store.decision_path.reads_never_wait
+    def test_the_root_chooses_it_for_sqlite(self, tmp_path: Path) -> None:
+        with NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'r.db'}")) as no:
+            assert isinstance(no.path, SqlitePath)
+            assert no.path.inline
 
 
 class TestSessionPathOnSqlite(DecisionPathContract):
@@ -65,20 +68,39 @@ class TestSessionPathOnPostgres(DecisionPathContract):
         yield store, SessionPath(store)
         store.close()
 
-    def test_the_store_opens_it_for_postgres(self, path: tuple[Store, SessionPath]) -> None:
-        store, _ = path
-        assert isinstance(store.decision_path, SessionPath)
-        assert not store.decision_path.reads_never_wait
+    def test_the_root_chooses_it_for_postgres(self) -> None:
+        with NextOffer.open(Settings(db_url=emptied_database())) as no:
+            assert isinstance(no.path, SessionPath)
+            assert not no.path.inline
 
 
 # -- SQLite only: the group-committing writer ------------------------------------------
+
+
+#: The SQLite path opened on each store of these tests (the root opens one per process).
+_paths: dict[int, SqlitePath] = {}
+
+
+def path_of(store: Store) -> SqlitePath:
+    path = _paths.get(id(store))
+    if path is None:
+        path = _paths[id(store)] = SqlitePath(store)
+    return path
+
+
+def close(store: Store) -> None:
+    """Close the store's path, then the store (as the root does)."""
+    path = _paths.pop(id(store), None)
+    if path is not None:
+        path.close()
+    store.close()
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     opened = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
     yield opened
-    opened.close()
+    close(opened)
 
 
 def until(condition: Callable[[], bool], *, timeout: float = 10) -> None:
@@ -105,7 +127,7 @@ def count_commits(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_records_from_one_loop_iteration_commit_together_on_the_loop_thread(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = store.decision_path
+    path = path_of(store)
     original = store.write_lock
     takers: list[str] = []
 
@@ -149,7 +171,7 @@ def from_threads(
 def test_records_submitted_at_once_commit_together(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = store.decision_path
+    path = path_of(store)
     commits = count_commits(store, monkeypatch)
     with store.write_lock():  # the writer waits: everything submitted meanwhile queues
         futures = from_threads(
@@ -164,7 +186,7 @@ def test_records_submitted_at_once_commit_together(
 
 
 def test_concurrent_reservations_meet_the_limit_exactly(store: Store) -> None:
-    path = store.decision_path
+    path = path_of(store)
     futures = from_threads(
         lambda n: path.record(record(offers=["o-1"], reserve=[(A, 150), (B, 1000)])),
         threads=8,
@@ -179,7 +201,7 @@ def test_concurrent_reservations_meet_the_limit_exactly(store: Store) -> None:
 
 
 def test_records_of_one_batch_succeed_or_fail_alone(store: Store) -> None:
-    path = store.decision_path
+    path = path_of(store)
     with store.write_lock():
         first = path.record(record(offers=()))
         until(first.running)  # the writer holds its first batch and waits for the lock
@@ -203,7 +225,7 @@ def test_records_of_one_batch_succeed_or_fail_alone(store: Store) -> None:
 
 
 def test_a_record_cancelled_before_its_batch_is_not_written(store: Store) -> None:
-    path = store.decision_path
+    path = path_of(store)
     first = record(offers=["o-1"], reserve=[(A, 5)])
     cancelled = record(offers=["o-2"], reserve=[(A, 5)])
     with store.write_lock():
@@ -233,9 +255,9 @@ def written(url: str) -> int:
 def test_close_writes_what_was_queued_first(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
     store = Store.open(url)
-    assert outcome(store.decision_path, record(created_us=0)) == []  # the writer is running
-    futures = [store.decision_path.record(record(created_us=n)) for n in range(1, 51)]
-    store.close()
+    assert outcome(path_of(store), record(created_us=0)) == []  # the writer is running
+    futures = [path_of(store).record(record(created_us=n)) for n in range(1, 51)]
+    close(store)
     assert all(f.done() for f in futures)
     assert [f.result() for f in futures] == [[]] * 50
     assert written(url) == 51
@@ -246,7 +268,7 @@ def test_close_writes_what_was_queued_before_the_writer_connected(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
     store = Store.open(url)
-    path = store.decision_path
+    path = path_of(store)
     assert isinstance(path, SqlitePath)
     # The writer thread is scheduled only once close() has begun (it may be, in any run):
     # made certain here by holding its first connect until then.
@@ -259,23 +281,23 @@ def test_close_writes_what_was_queued_before_the_writer_connected(
 
     monkeypatch.setattr(path, "_connect", scheduled_late)
     futures = [path.record(record(created_us=n)) for n in range(50)]
-    store.close()
+    close(store)
     assert all(f.done() for f in futures)
     assert [f.exception() for f in futures] == [None] * 50
     assert written(url) == 50
 
 
 def test_a_record_after_close_is_unavailable(store: Store) -> None:
-    path = store.decision_path
+    path = path_of(store)
     assert outcome(path, record()) == []
-    store.close()
+    close(store)
     late = record()
     with pytest.raises(Unavailable):
         path.record(late).result(timeout=5)
 
 
 def test_a_record_racing_close_is_answered(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = store.decision_path
+    path = path_of(store)
     assert isinstance(path, SqlitePath)
     assert outcome(path, record()) == []  # the writer is running
     # record() has passed its check of _closed when close() is called (any scheduling may
@@ -293,7 +315,7 @@ def test_a_record_racing_close_is_answered(store: Store, monkeypatch: pytest.Mon
     recorder = threading.Thread(target=lambda: racing.append(path.record(record())))
     recorder.start()
     assert entered.wait(timeout=10)
-    closer = threading.Thread(target=store.close)
+    closer = threading.Thread(target=close, args=(store,))
     closer.start()
     closer.join(timeout=1)  # done at once, unless close() waits for the record to queue
     go_on.set()
@@ -306,9 +328,9 @@ def test_a_record_racing_close_is_answered(store: Store, monkeypatch: pytest.Mon
 
 
 def test_reads_after_close_are_unavailable(store: Store) -> None:
-    path = store.decision_path
+    path = path_of(store)
     assert path.profile("O@AdobeOrg", "prod", "Email", "a@x") is None  # opens this thread's
-    store.close()
+    close(store)
     with pytest.raises(Unavailable):
         path.profile("O@AdobeOrg", "prod", "Email", "a@x")
     elsewhere: list[BaseException] = []
@@ -326,9 +348,9 @@ def test_reads_after_close_are_unavailable(store: Store) -> None:
     assert isinstance(elsewhere[0], Unavailable)
 
 
-def test_reads_never_wait_for_a_writer(store: Store) -> None:
-    path = store.decision_path
-    assert path.reads_never_wait
+def test_inline_reads_never_wait_for_a_writer(store: Store) -> None:
+    path = path_of(store)
+    assert path.inline
     with store.session(write=True) as session:  # a write transaction stays open meanwhile
         session.runtime.insert_profile("O@AdobeOrg", "prod", "p-1", {}, now="t")
         session.runtime.add_identities("O@AdobeOrg", "prod", "p-1", [("Email", "a@x")])
@@ -377,19 +399,19 @@ def test_a_session_write_waits_for_another_process_writer(tmp_path: Path) -> Non
             add_profile(store, "p-1", [("Email", "a@x")], {"tier": "gold"})
             elapsed = time.monotonic() - started
         assert elapsed >= HOLD - 0.2
-        assert store.decision_path.profile("O@AdobeOrg", "prod", "Email", "a@x") == (
+        assert path_of(store).profile("O@AdobeOrg", "prod", "Email", "a@x") == (
             "p-1",
             {"tier": "gold"},
         )
     finally:
-        store.close()
+        close(store)
 
 
 def test_a_decision_record_waits_for_another_process_writer(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'd.db'}"
     store = Store.open(url)
     try:
-        path = store.decision_path
+        path = path_of(store)
         with held_elsewhere(url):
             started = time.monotonic()
             future = path.record(record(reserve=[(A, 1)]))
@@ -400,4 +422,4 @@ def test_a_decision_record_waits_for_another_process_writer(tmp_path: Path) -> N
         assert elapsed >= HOLD - 0.2
         assert path.counts([A]) == {A: 1}
     finally:
-        store.close()
+        close(store)

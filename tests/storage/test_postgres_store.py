@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from nextoffer.errors import Unavailable
-from nextoffer.storage.records import InstanceRecord
+from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage.store import Store
 from support.backends import fresh_database
 from support.store_contract import AUDIT, TAG, StoreContract, container, instance

@@ -21,11 +21,9 @@ from typing import Any
 import httpx
 
 from nextoffer.cli.demo import seed_library
-from nextoffer.ids import IdFactory, utcnow
-from nextoffer.service.auth import Principal
-from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import Credentials, bootstrap
-from nextoffer.storage.store import Store
+from nextoffer.root import NextOffer
+from nextoffer.service.tenants import Credentials
+from nextoffer.settings import Settings
 
 DECIDE_TYPE = (
     'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
@@ -54,21 +52,16 @@ def make_tenant(
 ) -> tuple[Credentials, dict[str, str]]:
     """Bootstrap ``org``/``sandbox``; with ``seed``, the demo library. Returns the
     credentials and the seeded ``@id`` by short name (empty without ``seed``)."""
-    store = Store.open(db_url)
-    try:
-        creds = bootstrap(store, org=org, sandbox=sandbox, now=utcnow())
+    with NextOffer.open(Settings(db_url=db_url)) as no:
+        creds = no.bootstrap(org=org, sandbox=sandbox)
         ids: dict[str, str] = {}
         if seed:
-            principal = Principal(org, sandbox, creds.api_key, creds.user)
-            repo = Repository(store, ids=IdFactory(), clock=utcnow)
-            ids = seed_library(repo, principal, creds.container_id)
+            ids = seed_library(no.repository, creds.principal, creds.container_id)
             # Instance ids too (``<name>@instance``), for paths.
-            with store.session() as session:
+            with no.store.session() as session:
                 found = session.instances_by_at_id(creds.container_id, list(ids.values()))
             for name, at_id in list(ids.items()):
                 ids[f"{name}@instance"] = found[at_id].instance_id
-    finally:
-        store.close()
     return creds, ids
 
 

@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from nextoffer.errors import Conflict
-from nextoffer.storage.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
 from nextoffer.storage.store import Store
 
 STAMP = "2026-01-01T00:00:00.000000Z"

@@ -14,7 +14,8 @@ either way it is returned in the ``x-request-id`` response header.
 Lines go to ``sys.stdout`` without the logging module and without a flush per line: the
 stream's buffer is flushed at most every second, and by the app's flusher task when the
 server goes quiet. A killed process can lose its last second of lines; a line per request
-through ``logging`` with a flush each cost ~5x more on the decision path.
+through ``logging`` with a flush each cost several times more on the decision path
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 On its way to an endpoint a request passes Starlette's exception middleware, the router
 (trying each route's pattern in order), the route and its request/response wrapper:
-about a tenth of a worker's time on a recorded decision (docs/benchmarks.md).
+a measurable share of a worker's time on a recorded decision (docs/benchmarks.md).
 :class:`Shortcut` sits just inside the observability middleware and serves the routes it
 is given directly, with the same endpoint, the same exception handlers
 (``errors.exception_handlers``) and the scope keys the router would set (``route``,

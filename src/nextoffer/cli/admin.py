@@ -7,10 +7,8 @@ from datetime import timedelta
 import click
 import orjson
 
-from nextoffer.ids import utcnow
-from nextoffer.service.tenants import bootstrap as bootstrap_tenant
+from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
-from nextoffer.storage.store import Store
 
 
 @click.group()
@@ -50,17 +48,8 @@ def bootstrap(
 ) -> None:
     """Create or reuse the org, sandbox, container, API client, and mint a token."""
     settings = Settings.from_env(db_url=db_url)
-    store = Store.open(settings.db_url)
-    try:
-        creds = bootstrap_tenant(
-            store,
-            org=org,
-            sandbox=sandbox,
-            now=utcnow(),
-            client_id=client_id,
-            user=user,
-            ttl=timedelta(seconds=ttl),
+    with NextOffer.open(settings) as no:
+        creds = no.bootstrap(
+            org=org, sandbox=sandbox, client_id=client_id, user=user, ttl=timedelta(seconds=ttl)
         )
-    finally:
-        store.close()
     click.echo(orjson.dumps(creds.as_json()).decode())

@@ -11,7 +11,7 @@ import click
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
 from nextoffer.storage.database import open_engine
-from nextoffer.storage.store import guarded
+from nextoffer.storage.errors import guarded
 
 _DB = click.option(
     "--db",

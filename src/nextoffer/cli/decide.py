@@ -12,15 +12,11 @@ from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.api.decision_response import response
 from nextoffer.engine import PropositionRequest
 from nextoffer.errors import BadRequest, NotFound, Unprocessable
-from nextoffer.ids import IdFactory, utcnow
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.catalogs import CatalogCache
-from nextoffer.service.decisions import DecisionCall, Decisions
+from nextoffer.service.decisions import DecisionCall
 from nextoffer.service.identities import parse_identity_map
-from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
-from nextoffer.storage.counters import SqlCounters
-from nextoffer.storage.store import Store
 
 
 def _load(stream: IO[str], what: str) -> Any:
@@ -69,6 +65,12 @@ def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
     envvar="NEXTOFFER_DB",
     help="Database URL (default: ./.nextoffer/nextoffer.db).",
 )
+@click.option(
+    "--redis",
+    "redis_url",
+    envvar="NEXTOFFER_REDIS",
+    help="redis://host:port/N: cap counters in Redis (as the server reads them).",
+)
 @click.option("--container", "container_id", required=True, help="Container id.")
 @click.option("--activity", required=True, help="Decision @id (xcore:offer-activity:…).")
 @click.option("--placement", required=True, help="Placement @id (xcore:offer-placement:…).")
@@ -98,6 +100,7 @@ def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
 @click.option("--explain", is_flag=True, help="Add the per-candidate trace.")
 def decide(
     db_url: str | None,
+    redis_url: str | None,
     container_id: str,
     activity: str,
     placement: str,
@@ -114,22 +117,14 @@ def decide(
     context = _load(context_file, "--context") if context_file else {}
     if not isinstance(events, list) or not isinstance(context, dict):
         raise BadRequest("--context must hold a JSON object, --events a JSON array")
-    settings = Settings.from_env(db_url=db_url)
-    store = Store.open(settings.db_url)
-    try:
-        with store.session() as session:
+    # The same root as the server: counters in Redis when NEXTOFFER_REDIS/--redis says so.
+    settings = Settings.from_env(db_url=db_url, redis_url=redis_url)
+    with NextOffer.open(settings) as no:
+        with no.store.session() as session:
             container = session.get_container_by_id(container_id)
         if container is None:
             raise NotFound(f"container {container_id} does not exist")
         principal = Principal(container.org_id, container.sandbox, "nextoffer-cli", "nextoffer-cli")
-        repository = Repository(store, ids=IdFactory(), clock=utcnow)
-        decisions = Decisions(
-            store,
-            repository=repository,
-            catalogs=CatalogCache(store, clock=utcnow),
-            counters=SqlCounters(store),
-            clock=utcnow,
-        )
         call = DecisionCall(
             propositions=(PropositionRequest(activity, placement, items),),
             identities=(),
@@ -137,9 +132,7 @@ def decide(
             dry_run=True,
             explain=explain,
         )
-        outcome = decisions.decide(principal, container_id, call, profile=profile, events=events)
-    finally:
-        store.close()
+        outcome = no.decide(principal, container_id, call, profile=profile, events=events)
     fmt = ResponseFormat(
         include_content=True,
         metadata={

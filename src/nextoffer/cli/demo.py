@@ -10,7 +10,7 @@ from typing import Any
 import click
 import orjson
 
-from nextoffer.ids import IdFactory, utcnow
+from nextoffer.ids import utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -22,12 +22,12 @@ from nextoffer.repository.objects import (
     ObjectType,
     SchemaRef,
 )
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.repository import Repository
-from nextoffer.service.tenants import Credentials, bootstrap
+from nextoffer.service.tenants import Credentials
 from nextoffer.settings import Settings
-from nextoffer.storage.store import Store
 
 DEMO_ORG = "DEMO@AdobeOrg"
 DEMO_SANDBOX = "prod"
@@ -143,7 +143,7 @@ def seed_library(repo: Repository, principal: Principal, container_id: str) -> d
     return ids
 
 
-def find_demo_ids(store: Store, container_id: str) -> dict[str, str]:
+def find_demo_ids(catalogs: CatalogCache, container_id: str) -> dict[str, str]:
     """The ``@id``s the welcome's curls need, read from a container seeded by an earlier start.
 
     ``decision`` and ``placement``: a live decision and a placement it covers, as the
@@ -151,7 +151,7 @@ def find_demo_ids(store: Store, container_id: str) -> dict[str, str]:
     they are still there. Without such a pair, ``placement`` alone (any placement, for the
     fallback create); an empty dict when the container has no placement.
     """
-    catalog = CatalogCache(store, clock=utcnow).get(container_id).catalog
+    catalog = catalogs.get(container_id).catalog
 
     def named(body: Mapping[str, Any], name: str) -> bool:
         return body.get("xdm:name") == name
@@ -175,26 +175,16 @@ def seed_demo(settings: Settings) -> Credentials:
     """Bootstrap the demo tenant, seed its library when the container is empty, and print
     the headers and curls; a later start on the same database prints curls for the library
     already there."""
-    store = Store.open(settings.db_url)
-    try:
-        creds = bootstrap(
-            store,
-            org=DEMO_ORG,
-            sandbox=DEMO_SANDBOX,
-            now=utcnow(),
-            client_id=DEMO_CLIENT,
-            user=DEMO_USER,
+    with NextOffer.open(settings) as no:
+        creds = no.bootstrap(
+            org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT, user=DEMO_USER
         )
-        principal = Principal(DEMO_ORG, DEMO_SANDBOX, DEMO_CLIENT, DEMO_USER)
-        with store.session() as session:
+        with no.store.session() as session:
             seeded = session.count_instances(creds.container_id) == 0
         if seeded:
-            repo = Repository(store, ids=IdFactory(), clock=utcnow)
-            ids = seed_library(repo, principal, creds.container_id)
+            ids = seed_library(no.repository, creds.principal, creds.container_id)
         else:
-            ids = find_demo_ids(store, creds.container_id)
-    finally:
-        store.close()
+            ids = find_demo_ids(no.catalogs, creds.container_id)
     _print_welcome(settings, creds, ids, seeded=seeded)
     return creds
 

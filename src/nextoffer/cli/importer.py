@@ -8,11 +8,9 @@ from pathlib import Path
 import click
 
 from nextoffer.errors import NextOfferError, NotFound
-from nextoffer.ids import utcnow
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.profiles import Profiles
 from nextoffer.settings import Settings
-from nextoffer.storage.store import Store
 
 
 @click.group(name="import")
@@ -37,12 +35,10 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
     any line was bad.
     """
     settings = Settings.from_env(db_url=db_url)
-    store = Store.open(settings.db_url)
     principal = Principal(org, sandbox, "nextoffer-cli", "nextoffer-cli")
-    service = Profiles(store, clock=utcnow)
     loaded = bad = 0
-    try:
-        with store.session() as session:
+    with NextOffer.open(settings) as no:
+        with no.store.session() as session:
             if not session.sandbox_exists(org, sandbox):
                 raise NotFound(
                     f"no sandbox {sandbox!r} in organisation {org!r}; run admin bootstrap first"
@@ -58,14 +54,12 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
                 if not line.strip():
                     continue
                 try:
-                    service.upsert(principal, json.loads(line))
+                    no.profiles.upsert(principal, json.loads(line))
                     loaded += 1
                 except (json.JSONDecodeError, NextOfferError) as exc:
                     bad += 1
                     detail = exc.detail if isinstance(exc, NextOfferError) else str(exc)
                     click.echo(f"\nline {number}: {detail}", err=True)
-    finally:
-        store.close()
     click.echo(f"{loaded} profiles loaded, {bad} lines rejected")
     if bad:
         raise SystemExit(1)

@@ -1,9 +1,11 @@
 """Capping: how many times an offer may still be proposed (decisioning-api.md §5.1).
 
-The engine does not count. The service reads the counters of
-``catalog.capped_offer_ids(activity_ids)`` in one batch, passes them in as
-:class:`CapCounters`, and after the decision increments them from
-``DecisionResult.proposed`` (unless it is a dry run). Inside one request the engine
+The engine does not count. The service passes in what it knows of the counters as
+:class:`CapCounters` (``service/attempt.py``): the counts of rules a reservation does not
+check (impressions, clicks, events), and of every rule once a reservation was refused or
+when explaining. Recording the decision *reserves* the counters of
+``DecisionResult.proposed`` — all under their limits, or none and the service decides
+again — so rules that count propositions need no read first. Inside one request the engine
 adds its own earlier propositions to the stored counts (:class:`CapLedger`), so an offer
 with ``xdm:profileCap: 1`` is not proposed twice by two scopes of the same request.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nextoffer.repository.objects import CONTAINER_SCHEMA, OBJECT_TYPES
-from nextoffer.storage.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
 
 CONTAINER_VERSION = "0.5"
 

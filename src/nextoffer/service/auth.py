@@ -16,7 +16,7 @@ from threading import Lock
 
 from nextoffer.errors import AuthError, Unavailable
 from nextoffer.service import tokens
-from nextoffer.storage.records import ClientRecord
+from nextoffer.storage.session import ClientRecord
 from nextoffer.storage.store import Store
 
 #: How long a client's sandbox grants are trusted before they are read again.

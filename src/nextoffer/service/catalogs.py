@@ -23,6 +23,7 @@ from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
+from nextoffer.storage.decision_path import DecisionPath
 from nextoffer.storage.store import Store
 
 #: Distinct compiled rules and formulas kept across rebuilds (per process).
@@ -55,8 +56,8 @@ def settle_heap() -> None:
     """Collect garbage once, then hide every live object from the cyclic collector.
 
     A compiled library is tens of thousands of long-lived objects (rules, code, indexes)
-    that every full collection would scan again: 80 ms per collection with a 100-offer
-    library, against 0.004 ms frozen (``bench/decision_path.py``). Frozen objects are
+    that every full collection would scan again; frozen, a collection no longer sees
+    them (figures in docs/benchmarks.md, ``bench/decision_path.py``). Frozen objects are
     still freed by reference counting; the collect first (after thawing what an earlier
     call froze) frees the cycles of replaced snapshots, so nothing accumulates. Costs one
     full collection per rebuild, on the thread that rebuilt.
@@ -71,6 +72,7 @@ class CatalogCache:
         self,
         store: Store,
         *,
+        path: DecisionPath,
         clock: Callable[[], datetime],
         check_interval: float = 0.25,
         monotonic: Callable[[], float] = time.monotonic,
@@ -78,6 +80,8 @@ class CatalogCache:
         freeze_heap: bool = False,
     ) -> None:
         self._store = store
+        #: Version checks read through the decision path (a driver read on SQLite).
+        self._path = path
         self._freeze_heap = freeze_heap
         self._on_rebuild = on_rebuild
         self._clock = clock
@@ -112,19 +116,18 @@ class CatalogCache:
 
     def ready(self, container_id: str) -> Snapshot | None:
         """The current snapshot when that needs no waiting: checked within the interval,
-        or its version checked now by a read that never waits (SQLite). ``None`` when a
-        rebuild is due or the check would wait: then :meth:`get`."""
+        or its version checked now by an ``inline`` read (SQLite). ``None`` when a rebuild
+        is due or the check would wait: then :meth:`get`."""
         snapshot = self._snapshots.get(container_id)
         if snapshot is None:
             return None
         now = self._monotonic()
         if now - snapshot.checked_at < self._interval:
             return snapshot
-        path = self._store.decision_path
-        if not path.reads_never_wait:
+        if not self._path.inline:
             return None
         try:
-            version = path.library_version(container_id)
+            version = self._path.library_version(container_id)
         except Unavailable:
             return None
         if version != snapshot.version:
@@ -139,7 +142,7 @@ class CatalogCache:
         if snapshot is not None and now - snapshot.checked_at < self._interval:
             return snapshot
         try:
-            version = self._store.decision_path.library_version(container_id)
+            version = self._path.library_version(container_id)
         except Unavailable:
             if snapshot is None:
                 raise

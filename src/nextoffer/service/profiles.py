@@ -17,6 +17,9 @@ from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.identities import parse_identity_map
 from nextoffer.storage.runtime import ProfileRecord, Runtime
+
+#: ``ProfileRecord`` is what these use cases answer with (routes take it from here).
+__all__ = ["ProfileRecord", "Profiles", "resolve_profile_id"]
 from nextoffer.storage.store import Store
 
 

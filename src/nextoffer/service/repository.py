@@ -7,6 +7,7 @@ is reported exactly like a missing one), validates, checks references, and write
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
 
@@ -28,9 +29,12 @@ from nextoffer.repository.objects import (
     SchemaRef,
     at_id_type,
 )
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
 from nextoffer.service.auth import Principal
-from nextoffer.storage.records import Audit, ContainerRecord, InstanceRecord
-from nextoffer.storage.store import Session, Store
+from nextoffer.service.offload import in_pool
+from nextoffer.storage.decision_path import DecisionPath
+from nextoffer.storage.session import Session
+from nextoffer.storage.store import Store
 
 #: Creating an @id collides only if two processes draw the same worker number in the same
 #: millisecond; we retry a few times with a fresh id.
@@ -52,11 +56,16 @@ class Repository:
         self,
         store: Store,
         *,
+        path: DecisionPath,
         ids: IdFactory,
         clock: Callable[[], datetime],
         on_change: Callable[[str], None] | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self._store = store
+        #: Reads of one instance by key go the decision path's way (a driver read on SQLite).
+        self._path = path
+        self._executor = executor
         self._ids = ids
         self._clock = clock
         #: Told the container id after every committed write (the catalog cache listens).
@@ -80,14 +89,8 @@ class Repository:
 
     # -- instances -------------------------------------------------------------------
 
-    @property
-    def reads_now(self) -> bool:
-        """Whether :meth:`get` is a local read that never waits for a writer (SQLite's
-        driver reads): an event loop may then call it itself, without a worker thread."""
-        return self._store.decision_path.reads_never_wait
-
     def get(self, principal: Principal, container_id: str, instance_id: str) -> InstanceRecord:
-        owned, record = self._store.decision_path.instance(
+        owned, record = self._path.instance(
             principal.org, principal.sandbox, container_id, instance_id
         )
         if not owned:
@@ -95,6 +98,15 @@ class Repository:
         if record is None:
             raise _no_instance(container_id, instance_id)
         return record
+
+    async def get_async(
+        self, principal: Principal, container_id: str, instance_id: str
+    ) -> InstanceRecord:
+        """:meth:`get` from an event loop: on it when the path is ``inline`` (a local read
+        that never waits for a writer), else in the root's thread pool."""
+        if self._path.inline:
+            return self.get(principal, container_id, instance_id)
+        return await in_pool(self._executor, self.get, principal, container_id, instance_id)
 
     def create(
         self,

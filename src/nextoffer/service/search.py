@@ -14,6 +14,9 @@ from nextoffer.storage.search import Page
 from nextoffer.storage.search_postgres import dialect_for
 from nextoffer.storage.store import Store
 
+#: ``Page`` is what a search answers with (routes take it from here).
+__all__ = ["Page", "Search"]
+
 
 class Search:
     def __init__(self, store: Store, repository: Repository) -> None:

@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 
 from nextoffer.errors import Conflict
 from nextoffer.ids import format_datetime, new_secret
+from nextoffer.repository.records import Audit, ContainerRecord
 from nextoffer.service import tokens
-from nextoffer.storage.records import Audit, ContainerRecord
+from nextoffer.service.auth import Principal
 from nextoffer.storage.store import Store
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
@@ -24,6 +25,11 @@ class Credentials:
     api_key: str
     access_token: str
     user: str
+
+    @property
+    def principal(self) -> Principal:
+        """The caller these credentials authenticate as."""
+        return Principal(self.org, self.sandbox, self.api_key, self.user)
 
     def as_json(self) -> dict[str, str]:
         return {

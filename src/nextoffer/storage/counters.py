@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, bindparam, select, update
+import orjson
+from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
-from nextoffer.storage.store import Session, Store
+from nextoffer.storage.session import Session
+from nextoffer.storage.store import Store
 
 #: The scope of counters that count propositions to everyone.
 EVERYONE = ""
@@ -40,7 +42,10 @@ class CounterKey:
     def encode(self) -> str:
         """One string per counter; ``|`` cannot occur in ids, rule names or periods."""
         scope = self.scope.replace("%", "%25").replace("|", "%7C")
-        return f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}|{scope}"
+        return (
+            f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}"
+            f"|{scope}"
+        )
 
 
 class CapCounterStore(Protocol):
@@ -78,11 +83,27 @@ def counter_needs(wanted: Sequence[tuple[CounterKey, int]]) -> dict[CounterKey, 
     return needs
 
 
-#: Keys per read statement (SQLite allows 32,766 parameters; stay far below).
-_READ_CHUNK = 500
-_READ = select(t.cap_counters.c.counter_key, t.cap_counters.c.count).where(
-    t.cap_counters.c.counter_key.in_(bindparam("keys", expanding=True))
-)
+#: One statement text for any number of keys (a JSON array on SQLite, an array parameter
+#: on PostgreSQL), so the driver prepares it once and no placeholder list is built.
+COUNTS_SQL = {
+    "sqlite": "SELECT counter_key, count FROM cap_counters"
+    " WHERE counter_key IN (SELECT value FROM json_each(?))",
+    "postgresql": "SELECT counter_key, count FROM cap_counters WHERE counter_key = ANY(%s)",
+}
+
+
+def read_counts(
+    execute: Callable[[str, tuple[Any, ...]], Iterable[Any]], dialect: str, codes: Sequence[str]
+) -> dict[str, int]:
+    """Stored counts by encoded key (missing counters are absent): the one way counters
+    are read in SQL, on a driver connection (``execute`` is ``sqlite3.Connection.execute``)
+    or a SQLAlchemy one (``Connection.exec_driver_sql``)."""
+    if not codes:
+        return {}
+    keys: Any = orjson.dumps(list(codes)).decode() if dialect == "sqlite" else list(codes)
+    return {code: int(count) for code, count in execute(COUNTS_SQL[dialect], (keys,))}
+
+
 _BUMP_UNDER = (
     update(t.cap_counters)
     .where(
@@ -108,26 +129,12 @@ class SqlCounters:
         if not keys:
             return {}
         by_code = {key.encode(): key for key in keys}
-        codes = list(by_code)
-        found: dict[CounterKey, int] = {}
         with self._store.session() as session:
-            conn = session.conn
-            # A plain statement with one placeholder per key: building and compiling an
-            # expanding IN through SQLAlchemy cost more than the query for a few hundred keys.
-            mark = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
-            for start in range(0, len(codes), _READ_CHUNK):
-                chunk = codes[start : start + _READ_CHUNK]
-                sql = f"SELECT counter_key, count FROM cap_counters WHERE counter_key IN ({', '.join([mark] * len(chunk))})"
-                for code, count in conn.exec_driver_sql(sql, tuple(chunk)):
-                    found[by_code[code]] = int(count)
-        return found
+            found = _read(session.conn, list(by_code))
+        return {by_code[code]: count for code, count in found.items()}
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
         return self.reserve_then(wanted, None)
-
-    def shares(self, store: Store) -> bool:
-        """Whether these counters live in ``store`` (then :meth:`reserve_then` can write both)."""
-        return self._store is store
 
     def reserve_then(
         self, wanted: Sequence[tuple[CounterKey, int]], write: Callable[[Session], None] | None
@@ -189,7 +196,7 @@ class SqlCounters:
         write lock), so the insert ignores rows that appeared in the meantime.
         """
         wanted = {key.encode(): key for key in sorted(keys, key=CounterKey.encode)}
-        present = {row[0] for row in conn.execute(_READ, {"keys": list(wanted)})}
+        present = _read(conn, list(wanted))
         missing = [
             {"counter_key": code, "container_id": key.container_id, "count": 0}
             for code, key in wanted.items()
@@ -198,6 +205,10 @@ class SqlCounters:
         if missing:
             dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
             conn.execute(dialect.insert(t.cap_counters).on_conflict_do_nothing(), missing)
+
+
+def _read(conn: Connection, codes: Sequence[str]) -> dict[str, int]:
+    return read_counts(conn.exec_driver_sql, conn.dialect.name, codes)
 
 
 def _code_of_item(item: tuple[CounterKey, object]) -> str:

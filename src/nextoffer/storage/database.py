@@ -2,7 +2,7 @@
 
 SQLite: one writer at a time, so writers begin with ``BEGIN IMMEDIATE`` (below).
 PostgreSQL: no such lock; write paths rely on row-level conditional UPDATEs (etags, cap
-limits) and ``INSERT … ON CONFLICT`` (``store.upsert``), which hold under concurrency.
+limits) and ``INSERT … ON CONFLICT`` (``session.upsert``), which hold under concurrency.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Runtime records in SQL: profiles and identities, experience events, decision events
-and cap counters. Used through ``Session.runtime`` inside the service's transaction."""
+and the offers report's daily counts (cap counters are ``counters.py``'s). Used through
+``Session.runtime`` inside the service's transaction."""
 
 from __future__ import annotations
 

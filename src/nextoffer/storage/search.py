@@ -20,7 +20,6 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import (
     ColumnElement,
     CompoundSelect,
@@ -58,8 +57,9 @@ from nextoffer.repository.query import (
     TextQuery,
     compiled_pattern,
 )
+from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage import tables as t
-from nextoffer.storage.records import Audit, InstanceRecord
+from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.search_index import (
     CREATED_MS,
     MODIFIED_MS,
@@ -400,27 +400,6 @@ def _ordering(keys: list[tuple[ColumnElement[Any], SortKey]]) -> list[ColumnElem
     return out
 
 
-def _record(row: Any) -> InstanceRecord:
-    return InstanceRecord(
-        instance_id=row.instance_id,
-        container_id=row.container_id,
-        schema_id=row.schema_id,
-        at_id=row.at_id,
-        etag=row.etag,
-        audit=Audit(
-            created=row.created,
-            modified=row.modified,
-            created_by=row.created_by,
-            modified_by=row.modified_by,
-            created_client=row.created_client,
-            modified_client=row.modified_client,
-        ),
-        body=orjson.loads(row.body),
-        created_us=row.created_us,
-        modified_us=row.modified_us,
-    )
-
-
 def _cursor_value(key: SortKey, value: Any) -> Any:
     return int(value) if key.path.kind in (Kind.DATE, Kind.INT) else value
 
@@ -469,7 +448,7 @@ def find(
         raise
     finally:
         _deadline.at = None
-    records = [_record(row) for row in rows]
+    records = [instance_from_row(row) for row in rows]
     sort_values = [
         tuple(_cursor_value(key, getattr(row, f"k{n}")) for n, (_, key) in enumerate(keys))
         for row in rows

@@ -63,8 +63,8 @@ from sqlalchemy.dialects.postgresql import TSVECTOR
 
 from nextoffer.ids import epoch_micros, parse_datetime
 from nextoffer.repository.query import tokens
+from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage import tables as t
-from nextoffer.storage.records import InstanceRecord
 
 #: Bumped when the index's content changes shape; older databases are re-indexed.
 INDEX_VERSION = 1

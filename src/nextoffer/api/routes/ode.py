@@ -9,14 +9,12 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api import decision_request, decision_response, media
-from nextoffer.api.context import authenticate, body_json, finished, run, services
+from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
 from nextoffer.engine.model import Offer
 from nextoffer.errors import BadRequest, UnsupportedMediaType
 from nextoffer.ids import parse_datetime
-from nextoffer.service.auth import Principal
-from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 
 BASE = "/data/core/ode"
 _DECISION_TYPES = (media.XDM, media.JSON)
@@ -33,17 +31,15 @@ async def decisions(request: Request) -> Response:
             f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
         )
     body = await body_json(request)
-    decisions_service = services(request).decisions
+    no = nextoffer(request)
+    container_id = request.path_params["container_id"]
     if decision_request.is_2019(body):
         # Activities without placements: each one's placement is in the catalog.
-        container_id = request.path_params["container_id"]
-        snapshot = decisions_service.ready_snapshot(principal, container_id)
-        if snapshot is None:
-            snapshot = await run(decisions_service.snapshot, principal, container_id)
+        snapshot = await no.decisions.snapshot_async(principal, container_id)
         call, fmt = decision_request.parse_2019(body, snapshot.catalog)
     else:
         call, fmt = decision_request.parse(body)
-    outcome = await _decide(decisions_service, principal, request, call)
+    outcome = await no.decide_async(principal, container_id, call)
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions
@@ -54,36 +50,18 @@ async def decisions(request: Request) -> Response:
     return json_response(body, media_type=media.DECISION_RESPONSE)
 
 
-async def _decide(
-    decisions: Decisions, principal: Principal, request: Request, call: DecisionCall
-) -> DecisionOutcome:
-    """On SQLite, decide on the event loop and await the record: reads there are local and
-    never wait, and the records of one pass of the loop are committed together right after
-    it (``storage/decision_path.py``); no worker thread per request. Elsewhere (a network
-    database, Redis counters) the whole decision runs in a worker thread."""
-    container_id = request.path_params["container_id"]
-    if not decisions.records_async:
-        return await run(decisions.decide, principal, container_id, call)
-    snapshot = decisions.ready_snapshot(principal, container_id)
-    if snapshot is None:  # tenancy check or version check: database reads
-        snapshot = await run(decisions.snapshot, principal, container_id)
-    attempt = decisions.begin(principal, container_id, call, snapshot)
-    while attempt.waiting is not None:
-        await finished(attempt.waiting)  # settle() reads the outcome, errors included
-        attempt.settle()
-    return attempt.outcome()
-
-
 async def get_diagnostics(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     container_id = request.path_params["container_id"]
-    snapshot = await run(services(request).decisions.snapshot, principal, container_id)
+    snapshot = await no.run(no.decisions.snapshot, principal, container_id)
     base = str(request.base_url).rstrip("/") + f"/data/core/xcore/{container_id}"
     return json_response(diagnostics(snapshot, base=base), media_type=media.XED_ID)
 
 
 async def activity_offers(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     container_id = request.path_params["container_id"]
     activity_ids = request.query_params.getlist("activityId")
     if not activity_ids:
@@ -92,7 +70,7 @@ async def activity_offers(request: Request) -> Response:
         )
     if len(activity_ids) > MAX_ACTIVITY_IDS:
         raise BadRequest(f"at most {MAX_ACTIVITY_IDS} activityId values", pointer="activityId")
-    snapshot = await run(services(request).decisions.snapshot, principal, container_id)
+    snapshot = await no.run(no.decisions.snapshot, principal, container_id)
     catalog = snapshot.catalog
     base = str(request.base_url).rstrip("/") + f"/data/core/xcore/{container_id}"
 
@@ -126,6 +104,7 @@ async def activity_offers(request: Request) -> Response:
 
 async def decision_events(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     since_text = request.query_params.get("since")
     try:
         # Present but empty (``since=``) is malformed, not absent.
@@ -139,8 +118,8 @@ async def decision_events(request: Request) -> Response:
     limit_text = request.query_params.get("limit", "100")
     if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
         raise BadRequest("limit must be an integer from 1 to 1000", pointer="limit")
-    events = await run(
-        services(request).decisions.decision_events,
+    events = await no.run(
+        no.decisions.decision_events,
         principal,
         request.path_params["container_id"],
         since=since,

@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextoffer.api.context import authenticate, body_json, run, services
+from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest
-from nextoffer.storage.runtime import ProfileRecord
+from nextoffer.service.profiles import ProfileRecord
 
 BASE = "/data/core/nextoffer"
 
@@ -45,27 +45,31 @@ def _identity(request: Request) -> tuple[str, str]:
 
 async def upsert_profile(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     body = await body_json(request)
-    record, created = await run(services(request).profiles.upsert, principal, body)
+    record, created = await no.run(no.profiles.upsert, principal, body)
     return json_response(profile_json(record), status=201 if created else 200)
 
 
 async def get_profile(request: Request) -> Response:
     principal = authenticate(request)
-    record = await run(services(request).profiles.get, principal, *_identity(request))
+    no = nextoffer(request)
+    record = await no.run(no.profiles.get, principal, *_identity(request))
     return json_response(profile_json(record))
 
 
 async def delete_profile(request: Request) -> Response:
     principal = authenticate(request)
-    await run(services(request).profiles.delete, principal, *_identity(request))
+    no = nextoffer(request)
+    await no.run(no.profiles.delete, principal, *_identity(request))
     return Response(status_code=204)
 
 
 async def append_events(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     body = await body_json(request)
-    outcomes = await run(services(request).events.append, principal, body)
+    outcomes = await no.run(no.events.append, principal, body)
     results = [
         {
             k: v

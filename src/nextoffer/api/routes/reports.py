@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextoffer.api.context import authenticate, run, services
+from nextoffer.api.context import authenticate, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest
 
@@ -25,14 +25,15 @@ def _day(request: Request, name: str, default: date) -> date:
 
 async def offers_report(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     container_id = request.query_params.get("containerId")
     if not container_id:
         raise BadRequest("containerId is required", pointer="containerId")
     today = datetime.now(UTC).date()
     last = _day(request, "to", today)
     first = _day(request, "from", last - timedelta(days=29))
-    rows = await run(
-        services(request).reports.offers,
+    rows = await no.run(
+        no.reports.offers,
         principal,
         container_id,
         first=first,

@@ -16,14 +16,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api import media
-from nextoffer.api.context import authenticate, run, services
+from nextoffer.api.context import authenticate, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.ids import format_datetime, utcnow
 from nextoffer.repository import hal
 from nextoffer.repository.objects import RESULTS_SCHEMA
 from nextoffer.repository.query import ListQuery, format_cursor, parse_query
-from nextoffer.service.search import Search
-from nextoffer.storage.search import Page
+from nextoffer.service.search import Page
 
 BASE = "/data/core/xcore"
 
@@ -77,9 +76,8 @@ async def _answer(request: Request, *, score: float | None) -> Response:
     principal = authenticate(request)
     query = parse_query(request.query_params.multi_items())
     container_id = request.path_params["container_id"]
-    ctx = services(request)
-    finder = Search(ctx.store, ctx.repository)
-    page = await run(finder.find, principal, container_id, query)
+    no = nextoffer(request)
+    page = await no.run(no.search.find, principal, container_id, query)
     return json_response(
         _body(request, query, page, score=score), media_type=media.hal_of(RESULTS_SCHEMA)
     )

@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api import media
-from nextoffer.api.context import authenticate, body_json, run, services
+from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest, NotFound, UnsupportedMediaType
 from nextoffer.repository import hal, query
@@ -20,7 +20,7 @@ from nextoffer.repository.objects import (
     SchemaRef,
     parse_schema_ref,
 )
-from nextoffer.storage.records import InstanceRecord
+from nextoffer.repository.records import InstanceRecord
 
 BASE = "/data/core/xcore"
 
@@ -111,7 +111,8 @@ def _receipt(
 
 async def home(request: Request) -> Response:
     principal = authenticate(request)
-    containers = await run(services(request).repository.containers, principal)
+    no = nextoffer(request)
+    containers = await no.run(no.repository.containers, principal)
     # Empty values are absent ones, as on list and search (Postman sends ``product=``).
     products = [p for p in request.query_params.getlist("product") if p]
     if products:
@@ -133,7 +134,8 @@ async def get_container(request: Request) -> Response:
     """A container of the home document, at its ``_links.self`` (``/containers/{C}``)."""
     principal = authenticate(request)
     container_id = request.path_params["container_id"]
-    containers = await run(services(request).repository.containers, principal)
+    no = nextoffer(request)
+    containers = await no.run(no.repository.containers, principal)
     record = next((c for c in containers if c.container_id == container_id), None)
     if record is None:
         raise NotFound(f"container {container_id} does not exist")
@@ -146,13 +148,14 @@ async def get_container(request: Request) -> Response:
 
 async def create_instance(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     parsed = _content_type(request, _CREATE_TYPES)
     schema = _schema(parsed, required=True)
     assert schema is not None  # required=True raises instead
     body, prefix = _unwrap(await body_json(request))
     container_id = request.path_params["container_id"]
-    record = await run(
-        services(request).repository.create, principal, container_id, schema, body, prefix=prefix
+    record = await no.run(
+        no.repository.create, principal, container_id, schema, body, prefix=prefix
     )
     base = str(request.base_url).rstrip("/") + BASE + "/"
     return _receipt(
@@ -164,13 +167,9 @@ async def create_instance(request: Request) -> Response:
 
 async def get_instance(request: Request) -> Response:
     principal = authenticate(request)
-    repository = services(request).repository
-    container_id = request.path_params["container_id"]
-    instance_id = request.path_params["instance_id"]
-    if repository.reads_now:  # a local read that never waits: no worker thread for it
-        record = repository.get(principal, container_id, instance_id)
-    else:
-        record = await run(repository.get, principal, container_id, instance_id)
+    record = await nextoffer(request).repository.get_async(
+        principal, request.path_params["container_id"], request.path_params["instance_id"]
+    )
     if_none_match = request.headers.get("if-none-match")
     if if_none_match:
         tags = [_etag_of(v) for v in if_none_match.split(",")]
@@ -184,11 +183,12 @@ async def get_instance(request: Request) -> Response:
 
 async def replace_instance(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     parsed = _content_type(request, _REPLACE_TYPES)
     schema = _schema(parsed, required=False)
     body, prefix = _unwrap(await body_json(request))
-    record = await run(
-        services(request).repository.replace,
+    record = await no.run(
+        no.repository.replace,
         principal,
         request.path_params["container_id"],
         request.path_params["instance_id"],
@@ -202,11 +202,12 @@ async def replace_instance(request: Request) -> Response:
 
 async def patch_instance(request: Request) -> Response:
     principal = authenticate(request)
+    no = nextoffer(request)
     parsed = _content_type(request, _PATCH_TYPES)
     schema = _schema(parsed, required=False)
     operations = await body_json(request)
-    record = await run(
-        services(request).repository.patch,
+    record = await no.run(
+        no.repository.patch,
         principal,
         request.path_params["container_id"],
         request.path_params["instance_id"],
@@ -219,8 +220,9 @@ async def patch_instance(request: Request) -> Response:
 
 async def delete_instance(request: Request) -> Response:
     principal = authenticate(request)
-    record = await run(
-        services(request).repository.delete,
+    no = nextoffer(request)
+    record = await no.run(
+        no.repository.delete,
         principal,
         request.path_params["container_id"],
         request.path_params["instance_id"],

@@ -1,4 +1,8 @@
-"""Plain records the store returns. The service never sees a database row."""
+"""The xcore records: a container, an instance and their audit envelope.
+
+Plain values the store returns and the service and the wire shapes (``hal.py``) use: the
+service never sees a database row, and nothing here knows where the records are kept.
+"""
 
 from __future__ import annotations
 
@@ -42,10 +46,3 @@ class InstanceRecord:
     body: dict[str, Any] = field(hash=False)
     created_us: int = 0
     modified_us: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ClientRecord:
-    client_id: str
-    org_id: str
-    sandboxes: frozenset[str]

@@ -1,4 +1,4 @@
-"""``api.context.finished``: waiting on the event loop for a record's future."""
+"""``service.offload.finished``: waiting on the event loop for a record's future."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from nextoffer.api.context import finished
+from nextoffer.service.offload import finished
 
 
 def test_a_future_resolved_on_the_loop_thread_wakes_the_waiter_directly() -> None:

@@ -1,0 +1,247 @@
+"""The composition root: :class:`NextOffer` opens everything one process needs and closes it.
+
+From :class:`~nextoffer.settings.Settings` it opens the store, the cap counters (in the
+database, or in Redis with ``redis_url``), the decision path strategy (SQLite's group
+commit or PostgreSQL's sessions, wrapped when counters live elsewhere), the compiled
+snapshots, the use cases and the thread pool for blocking work — and closes all of it,
+in reverse order. The HTTP app (``api.app.create_app``), every CLI command and embedding
+code open one; nothing else wires services together::
+
+    with NextOffer.open(Settings(db_url="sqlite:///offers.db")) as no:
+        tenant = no.bootstrap(org="ACME@AdobeOrg", sandbox="prod")
+        ...
+        outcome = no.decide(tenant.principal, tenant.container_id, call)
+
+From an event loop, ``async with`` and ``await no.decide_async(...)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository.objects import ObjectType, SchemaRef
+from nextoffer.repository.records import InstanceRecord
+from nextoffer.service.auth import Authenticator, Principal
+from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
+from nextoffer.service.events import Events
+from nextoffer.service.offload import in_pool
+from nextoffer.service.profiles import Profiles
+from nextoffer.service.reports import Reports
+from nextoffer.service.repository import Repository
+from nextoffer.service.search import Search
+from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
+from nextoffer.service.tenants import bootstrap as bootstrap_tenant
+from nextoffer.settings import Settings
+from nextoffer.storage.counters import CapCounterStore, SqlCounters
+from nextoffer.storage.decision_path import CountersElsewhere, DecisionPath
+from nextoffer.storage.session_path import SessionPath
+from nextoffer.storage.sqlite_path import SqlitePath
+from nextoffer.storage.store import Store
+
+T = TypeVar("T")
+
+
+class NextOffer:
+    """One process's nextoffer: its resources and its use cases. Open with :meth:`open`."""
+
+    settings: Settings
+    store: Store
+    counters: CapCounterStore
+    #: The decision path strategy: reads and record writes of decisions (and GET by id).
+    path: DecisionPath
+    #: Blocking work (a database transaction) off the event loop: :meth:`run`.
+    executor: ThreadPoolExecutor
+    catalogs: CatalogCache
+    auth: Authenticator
+    repository: Repository
+    search: Search
+    profiles: Profiles
+    events: Events
+    decisions: Decisions
+    reports: Reports
+
+    def __init__(self, settings: Settings) -> None:
+        # Use open(): it builds the rest, and closes what it opened if a step fails.
+        self.settings = settings
+        self._closers: list[Callable[[], None]] = []
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        on_rebuild: Callable[[], None] | None = None,
+        on_refused: Callable[[], None] | None = None,
+    ) -> NextOffer:
+        """Open everything from ``settings`` (``Settings.from_env()`` when omitted).
+
+        ``clock`` is the time of decisions and writes; ``on_rebuild`` is told of every
+        snapshot rebuild, ``on_refused`` of every refused cap reservation (metrics).
+        """
+        no = cls(settings or Settings.from_env())
+        try:
+            no._build(clock=clock, on_rebuild=on_rebuild, on_refused=on_refused)
+        except BaseException:
+            no.close()
+            raise
+        return no
+
+    def _build(
+        self,
+        *,
+        clock: Callable[[], datetime],
+        on_rebuild: Callable[[], None] | None,
+        on_refused: Callable[[], None] | None,
+    ) -> None:
+        settings = self.settings
+        self.store = store = Store.open(settings.db_url, pool_size=settings.db_pool_size)
+        self._closers.append(store.close)
+        self.counters = SqlCounters(store)
+        if settings.redis_url:  # shared by every node; redis is an optional dependency
+            from nextoffer.storage.redis_counters import RedisCounters
+
+            self.counters = RedisCounters.from_url(settings.redis_url)
+            self._closers.append(self.counters.close)
+        # The strategy for the decision path, chosen here once: on SQLite, driver reads and
+        # group commits (inline: an event loop runs them itself); elsewhere, sessions.
+        path: DecisionPath = SqlitePath(store) if store.sqlite_path else SessionPath(store)
+        if settings.redis_url:
+            path = CountersElsewhere(path, self.counters)
+        self.path = path
+        self._closers.append(path.close)
+        # The standard library's default size (6 threads on 2 cores), not anyio's 40:
+        # fewer threads contend for the GIL and the connection pool, and the hop itself
+        # is cheaper (decisions over HTTP, docs/benchmarks.md).
+        self.executor = ThreadPoolExecutor(
+            min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="nextoffer"
+        )
+        self._closers.append(self.executor.shutdown)
+        self.catalogs = CatalogCache(
+            store,
+            path=path,
+            clock=clock,
+            check_interval=settings.catalog_check_seconds,
+            on_rebuild=on_rebuild,
+            freeze_heap=settings.freeze_heap,
+        )
+        self.auth = Authenticator(store)
+        self.repository = Repository(
+            store,
+            path=path,
+            ids=IdFactory(),
+            clock=clock,
+            on_change=self.catalogs.invalidate,
+            executor=self.executor,
+        )
+        self.search = Search(store, self.repository)
+        self.profiles = Profiles(store, clock=clock)
+        self.events = Events(store, counters=self.counters, catalogs=self.catalogs, clock=clock)
+        self.decisions = Decisions(
+            store,
+            path=path,
+            repository=self.repository,
+            catalogs=self.catalogs,
+            clock=clock,
+            executor=self.executor,
+            on_refused=on_refused,
+        )
+        self.reports = Reports(store, repository=self.repository)
+        self._clock = clock
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close everything :meth:`open` opened, the last opened first (the pool's work
+        finishes, then the decision path commits what it queued, then the counters and
+        the store close). Closing twice is harmless."""
+        closers, self._closers = self._closers, []
+        for close in reversed(closers):
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Waiting for the pool and the writer blocks: not on the loop.
+        await in_pool(None, self.close)
+
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run blocking work (it opens a database transaction) in the pool."""
+        return await in_pool(self.executor, fn, *args, **kwargs)
+
+    # -- use cases -------------------------------------------------------------------
+
+    def bootstrap(
+        self,
+        *,
+        org: str,
+        sandbox: str,
+        client_id: str | None = None,
+        user: str | None = None,
+        ttl: timedelta = DEFAULT_TOKEN_TTL,
+    ) -> Credentials:
+        """Create (or reuse) the org, sandbox, decisioning container, API client, and mint
+        a token; ``.principal`` of the result is that caller."""
+        return bootstrap_tenant(
+            self.store,
+            org=org,
+            sandbox=sandbox,
+            now=self._clock(),
+            client_id=client_id,
+            user=user,
+            ttl=ttl,
+        )
+
+    def create(
+        self,
+        principal: Principal,
+        container_id: str,
+        object_type: ObjectType,
+        body: dict[str, Any],
+    ) -> InstanceRecord:
+        """Create a library object of ``object_type`` (its current schema version)."""
+        ref = SchemaRef(object_type, object_type.stored_version, object_type.versioned_schema)
+        return self.repository.create(principal, container_id, ref, body)
+
+    def decide(
+        self,
+        principal: Principal,
+        container_id: str,
+        call: DecisionCall,
+        *,
+        profile: Mapping[str, Any] | None = None,
+        events: Sequence[Mapping[str, Any]] | None = None,
+    ) -> DecisionOutcome:
+        """Decide (recorded unless ``call.dry_run``); ``profile``/``events`` replace the
+        stored profile (a simulation)."""
+        return self.decisions.decide(principal, container_id, call, profile=profile, events=events)
+
+    async def decide_async(
+        self, principal: Principal, container_id: str, call: DecisionCall
+    ) -> DecisionOutcome:
+        """:meth:`decide` from an event loop."""
+        return await self.decisions.decide_async(principal, container_id, call)

@@ -1,0 +1,245 @@
+"""One decision on its way to its answer: decide, record (reserving caps), decide again.
+
+:class:`Attempt` decides at once; a recorded decision then waits for its record
+(:attr:`Attempt.waiting`, a future the decision path resolves). :meth:`Attempt.settle`
+takes the record's outcome: done, or — when a counter was full or could not be reached —
+decide again (at most ``RESERVE_ATTEMPTS`` times) and wait again. ``Decisions`` drives
+it, waiting in a thread (``decide``) or on the event loop (``decide_async``).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from nextoffer.engine import CapCounters, DecisionRequest, DecisionResult, PropositionRequest
+from nextoffer.engine import decide as engine_decide
+from nextoffer.errors import NextOfferError, Unavailable
+from nextoffer.ids import epoch_micros, format_datetime, uuid7
+from nextoffer.service.cap_plan import CapPlan, EngineKey
+from nextoffer.service.catalogs import Snapshot
+from nextoffer.storage.counters import CounterKey, counter_needs
+from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
+
+log = logging.getLogger("nextoffer.decisions")
+
+#: Decide again at most this often when concurrent requests took the last cap units.
+RESERVE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionCall:
+    """A decision request as the service needs it (the API parses Adobe's JSON into it)."""
+
+    propositions: tuple[PropositionRequest, ...]
+    identities: Sequence[tuple[str, str]]
+    context: Mapping[str, Any] = field(default_factory=dict)
+    allow_duplicates_across_activities: bool = False
+    allow_duplicates_across_placements: bool = False
+    dry_run: bool = False
+    explain: bool = False
+    decision_request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionOutcome:
+    proposition_id: str
+    created: datetime
+    result: DecisionResult
+
+
+class Attempt:
+    """One decision: decided in the constructor, finished by :meth:`settle` rounds."""
+
+    def __init__(
+        self,
+        path: DecisionPath,
+        container_id: str,
+        snapshot: Snapshot,
+        call: DecisionCall,
+        request: DecisionRequest,
+        plan: CapPlan,
+        *,
+        profile_id: str | None,
+        profile_key: str,
+        now: datetime,
+        rng: Callable[[], random.Random],
+        on_refused: Callable[[], None] | None = None,
+    ) -> None:
+        self._path = path
+        self._container_id = container_id
+        self._snapshot = snapshot
+        self._call = call
+        self._request = request
+        self._plan = plan
+        self._profile_id = profile_id
+        self._key = profile_key
+        self._now = now
+        self._rng = rng
+        self._on_refused = on_refused
+        self._round = 0
+        self._outcome: DecisionOutcome | None = None
+        self._pending: DecisionOutcome | None = None
+        #: The record being written, when this decision waits for it.
+        self.waiting: Future[list[CounterKey]] | None = None
+        # What the engine knows of the counters, by engine key. Counters of rules that count
+        # propositions are checked by the reservation itself (all-or-nothing, under their
+        # limits), so a recorded decision reads only the others up front and learns of a
+        # full one when its reservation is refused. A dry run reserves nothing: it reads
+        # the counts of what it would propose instead, and decides again on every count
+        # if one is full. An explained decision reports every count: it reads them all.
+        self._exact = call.explain
+        self._known = self._read(plan.all_keys if self._exact else plan.unreserved_keys)
+        self._decide()
+
+    def outcome(self) -> DecisionOutcome:
+        if self._outcome is None:
+            raise RuntimeError("the decision still waits for its record")
+        return self._outcome
+
+    def settle(self) -> None:
+        """Take the finished record's outcome; decide again if it was refused."""
+        future, self.waiting = self.waiting, None
+        if future is None or not future.done():
+            raise RuntimeError("settle() needs a finished record")
+        error = future.exception()
+        if error is not None:
+            if not isinstance(error, NextOfferError):
+                raise error
+            self._unreachable(error)  # neither reserved nor recorded
+            self._decide()
+            return
+        refused = future.result()
+        if refused:
+            self._full(refused)
+            self._decide()
+            return
+        self._outcome = self._pending
+
+    def _decide(self) -> None:
+        plan, known = self._plan, self._known
+        while True:
+            if self._round >= RESERVE_ATTEMPTS:  # pragma: no cover - the last round is capless
+                raise Unavailable("cap counters changed too fast to decide; retry")
+            self._round += 1
+            if self._round == RESERVE_ATTEMPTS:
+                # Still contended: decide without the capped offers rather than not at all.
+                known.update(plan.all_full())
+            result = engine_decide(
+                self._snapshot.catalog,
+                self._request,
+                counters=CapCounters(counts=known),
+                now=self._now,
+                rng=self._rng(),
+            )
+            outcome = DecisionOutcome(uuid7(self._now), self._now, result)
+            if self._call.dry_run:
+                full = [] if self._exact else self._without_room(plan.consumed(result))
+                if full is None:
+                    continue  # the counters could not be read: decided again without caps
+                if full:
+                    self._full(full, counted=False)
+                    continue
+                self._outcome = outcome
+                return
+            # The record reserves the counters of what it proposes (all or none).
+            self._pending = outcome
+            self.waiting = self._path.record(
+                decision_record(
+                    self._container_id,
+                    self._call,
+                    outcome,
+                    self._key,
+                    self._profile_id,
+                    plan.consumed(result),
+                )
+            )
+            return
+
+    def _read(self, keys: Sequence[tuple[EngineKey, CounterKey]]) -> dict[EngineKey, int]:
+        """Current counts by engine key; counters that cannot be read count as full."""
+        if not keys:
+            return {}
+        counter_keys = [k for _, k in keys]
+        try:
+            counts = self._path.counts(counter_keys)
+        except NextOfferError as exc:
+            log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+            return self._plan.full(counter_keys)
+        return {engine_key: counts[k] for engine_key, k in keys if k in counts}
+
+    def _unreachable(self, exc: Exception) -> None:
+        log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+        self._known.update(self._plan.all_full())
+
+    def _without_room(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey] | None:
+        """The counters among ``wanted`` with no room left now (a dry run's check in place
+        of a reservation); ``None`` when they cannot be read (then all count as full)."""
+        if not wanted:
+            return []
+        needs = counter_needs(wanted)
+        try:
+            counts = self._path.counts(list(needs))
+        except NextOfferError as exc:
+            self._unreachable(exc)
+            return None
+        return [key for key, (n, limit) in needs.items() if counts.get(key, 0) + n > limit]
+
+    def _full(self, refused: Sequence[CounterKey], *, counted: bool = True) -> None:
+        if counted and self._on_refused is not None:  # a refused reservation, not a dry run's
+            self._on_refused()
+        if not self._exact:
+            # From now on decide on every current count, not on hope.
+            self._exact = True
+            self._known.update(self._read(self._plan.all_keys))
+        self._known.update(self._plan.full(refused))
+
+
+def decision_record(
+    container_id: str,
+    call: DecisionCall,
+    outcome: DecisionOutcome,
+    profile_key: str,
+    profile_id: str | None,
+    reserve: Sequence[tuple[CounterKey, int]],
+) -> DecisionRecord:
+    """What recording ``outcome`` writes, reserving ``reserve`` first."""
+    result = outcome.result
+    namespace, identity = call.identities[0] if call.identities else ("", "")
+    created = format_datetime(outcome.created)
+    body = {
+        "propositionId": outcome.proposition_id,
+        "timestamp": created,
+        "identity": {"namespace": namespace, "id": identity},
+        "profileId": profile_id,
+        "profileKey": profile_key,
+        "decisionRequestId": call.decision_request_id,
+        "propositions": [
+            {
+                "activity": p.activity.at_id,
+                "placement": p.placement.at_id,
+                "options": [
+                    {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
+                    for o in p.options
+                ],
+                "fallback": p.fallback.offer_id if p.fallback is not None else None,
+            }
+            for p in result.propositions
+        ],
+    }
+    return DecisionRecord(
+        proposition_id=outcome.proposition_id,
+        container_id=container_id,
+        created=created,
+        created_us=epoch_micros(outcome.created),
+        profile_key=profile_key,
+        body=body,
+        day=created[:10],
+        proposed_offers=[p.offer_id for p in result.proposed],
+        reserve=reserve,
+    )

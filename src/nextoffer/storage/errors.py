@@ -1,0 +1,45 @@
+"""Driver errors become ours, here and nowhere else.
+
+A constraint the write broke → :class:`~nextoffer.errors.Conflict`; the database gone,
+locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`. Both
+SQLAlchemy's errors (sessions) and the ``sqlite3`` driver's (the SQLite decision path's
+own connections) are mapped by :func:`translated`; :func:`guarded` applies it to a block.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError as SqlIntegrityError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from nextoffer.errors import Conflict, NextOfferError, Unavailable
+
+
+def translated(exc: BaseException) -> NextOfferError | None:
+    """Our error for a driver error; ``None`` for anything else (left to propagate)."""
+    if isinstance(exc, NextOfferError):
+        return exc
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(exc, SqlIntegrityError | sqlite3.IntegrityError):
+        return Conflict(f"the write conflicts with stored data: {cause}")
+    if isinstance(exc, DBAPIError | sqlite3.Error):
+        return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
+    if isinstance(exc, PoolTimeout):
+        return Unavailable(f"no database connection free: {exc}", retry_after=1)
+    return None
+
+
+@contextmanager
+def guarded() -> Iterator[None]:
+    """Raise driver errors of the block as ours (:func:`translated`)."""
+    try:
+        yield
+    except Exception as exc:
+        ours = translated(exc)
+        if ours is None or ours is exc:
+            raise
+        raise ours from exc

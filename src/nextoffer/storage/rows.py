@@ -1,0 +1,63 @@
+"""Database rows to records, one mapper per table for every reader (sessions, the SQLite
+decision path's driver reads, search). Rows are read by column name, as attributes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
+
+AUDIT_COLUMNS = (
+    "created",
+    "modified",
+    "created_by",
+    "modified_by",
+    "created_client",
+    "modified_client",
+)
+
+
+def audit_from_row(row: Any) -> Audit:
+    return Audit(
+        created=row.created,
+        modified=row.modified,
+        created_by=row.created_by,
+        modified_by=row.modified_by,
+        created_client=row.created_client,
+        modified_client=row.modified_client,
+    )
+
+
+def audit_values(audit: Audit) -> dict[str, str]:
+    """The audit columns of a row to write."""
+    return {name: getattr(audit, name) for name in AUDIT_COLUMNS}
+
+
+def container_from_row(row: Any) -> ContainerRecord:
+    return ContainerRecord(
+        container_id=row.container_id,
+        org_id=row.org_id,
+        sandbox=row.sandbox,
+        container_type=row.container_type,
+        name=row.name,
+        product_contexts=orjson.loads(row.product_contexts),
+        etag=row.etag,
+        audit=audit_from_row(row),
+        library_version=row.library_version,
+    )
+
+
+def instance_from_row(row: Any) -> InstanceRecord:
+    return InstanceRecord(
+        instance_id=row.instance_id,
+        container_id=row.container_id,
+        schema_id=row.schema_id,
+        at_id=row.at_id,
+        etag=row.etag,
+        audit=audit_from_row(row),
+        body=orjson.loads(row.body),
+        created_us=row.created_us,
+        modified_us=row.modified_us,
+    )

@@ -1,0 +1,369 @@
+"""One transaction's reads and writes: :class:`Session`, yielded by ``Store.session``.
+
+Tenants, clients and signing keys, containers and instances (with their references,
+counts and search index); the runtime tables through :attr:`Session.runtime`. Statements
+on the request path are built once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from nextoffer.repository.records import ContainerRecord, InstanceRecord
+from nextoffer.storage import search_index
+from nextoffer.storage import tables as t
+from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
+from nextoffer.storage.runtime import Runtime
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """An API client: its organisation and the sandboxes it may use."""
+
+    client_id: str
+    org_id: str
+    sandboxes: frozenset[str]
+
+
+def upsert(conn: Connection, table: Any) -> Any:
+    """An ``INSERT`` with ``ON CONFLICT`` for this connection's dialect (SQLite, PostgreSQL).
+
+    Writers on PostgreSQL are not serialised as SQLite's are: a read-then-insert can race
+    with another node, so inserts that may meet an existing row say what to do instead.
+    """
+    return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+# Statements on the request path are built once: SQLAlchemy then reuses their compiled
+# form, and no expression objects are made per call.
+_GET_CONTAINER = select(t.containers).where(
+    t.containers.c.container_id == bindparam("container_id"),
+    t.containers.c.org_id == bindparam("org_id"),
+    t.containers.c.sandbox == bindparam("sandbox"),
+)
+_GET_INSTANCE = select(t.instances).where(
+    t.instances.c.container_id == bindparam("container_id"),
+    t.instances.c.instance_id == bindparam("instance_id"),
+)
+_BY_AT_ID = select(t.instances).where(
+    t.instances.c.container_id == bindparam("container_id"),
+    t.instances.c.at_id.in_(bindparam("at_ids", expanding=True)),
+)
+_LIBRARY_VERSION = select(t.containers.c.library_version).where(
+    t.containers.c.container_id == bindparam("container_id")
+)
+_INSERT_INSTANCE = insert(t.instances)
+_INSERT_REFS = insert(t.instance_refs)
+_COUNT = select(t.instance_counts.c.count).where(
+    t.instance_counts.c.container_id == bindparam("cid"),
+    t.instance_counts.c.schema_id == bindparam("sid"),
+)
+_ADD_COUNT = (
+    update(t.instance_counts)
+    .where(
+        t.instance_counts.c.container_id == bindparam("cid"),
+        t.instance_counts.c.schema_id == bindparam("sid"),
+    )
+    .values(count=t.instance_counts.c.count + bindparam("delta"))
+)
+_BUMP_LIBRARY_VERSION = (
+    update(t.containers)
+    .where(t.containers.c.container_id == bindparam("cid"))
+    .values(library_version=t.containers.c.library_version + 1)
+)
+
+
+class Session:
+    """One transaction's worth of reads and writes."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        #: Profiles, events, decision events and counters, in this same transaction.
+        self.runtime = Runtime(conn)
+
+    # -- tenants ---------------------------------------------------------------------
+
+    def ensure_org(self, org_id: str, *, now: str) -> None:
+        self.conn.execute(
+            upsert(self.conn, t.orgs).values(org_id=org_id, created=now).on_conflict_do_nothing()
+        )
+
+    def ensure_sandbox(self, org_id: str, name: str, *, now: str) -> None:
+        self.conn.execute(
+            upsert(self.conn, t.sandboxes)
+            .values(org_id=org_id, name=name, created=now)
+            .on_conflict_do_nothing()
+        )
+
+    def sandbox_exists(self, org_id: str, name: str) -> bool:
+        query = select(t.sandboxes.c.name).where(
+            t.sandboxes.c.org_id == org_id, t.sandboxes.c.name == name
+        )
+        return self.conn.execute(query).first() is not None
+
+    def insert_container(self, record: ContainerRecord) -> None:
+        self.conn.execute(
+            insert(t.containers).values(
+                container_id=record.container_id,
+                org_id=record.org_id,
+                sandbox=record.sandbox,
+                container_type=record.container_type,
+                name=record.name,
+                product_contexts=_dumps(record.product_contexts),
+                etag=record.etag,
+                library_version=record.library_version,
+                **audit_values(record.audit),
+            )
+        )
+
+    def get_container(
+        self, container_id: str, *, org_id: str, sandbox: str
+    ) -> ContainerRecord | None:
+        """The container, only if it belongs to this org and sandbox."""
+        params = {"container_id": container_id, "org_id": org_id, "sandbox": sandbox}
+        row = self.conn.execute(_GET_CONTAINER, params).first()
+        return container_from_row(row) if row else None
+
+    def get_container_by_id(self, container_id: str) -> ContainerRecord | None:
+        """Any tenant's container: for operators' commands only, never for API calls."""
+        row = self.conn.execute(
+            select(t.containers).where(t.containers.c.container_id == container_id)
+        ).first()
+        return container_from_row(row) if row else None
+
+    def list_containers(self, *, org_id: str, sandbox: str) -> list[ContainerRecord]:
+        rows = self.conn.execute(
+            select(t.containers)
+            .where(t.containers.c.org_id == org_id, t.containers.c.sandbox == sandbox)
+            .order_by(t.containers.c.created, t.containers.c.container_id)
+        )
+        return [container_from_row(row) for row in rows]
+
+    def container_ids(self) -> list[str]:
+        """Every container of every tenant."""
+        return [row[0] for row in self.conn.execute(select(t.containers.c.container_id))]
+
+    def library_version(self, container_id: str) -> int:
+        value = self.conn.execute(_LIBRARY_VERSION, {"container_id": container_id}).scalar()
+        return int(value or 0)
+
+    def bump_library_version(self, container_id: str) -> None:
+        self.conn.execute(_BUMP_LIBRARY_VERSION, {"cid": container_id})
+
+    def ensure_client(self, client_id: str, org_id: str, *, now: str) -> bool:
+        """Create the API client if missing; False when it exists for another org."""
+        self.conn.execute(
+            upsert(self.conn, t.api_clients)
+            .values(client_id=client_id, org_id=org_id, created=now)
+            .on_conflict_do_nothing()
+        )
+        row = self.conn.execute(
+            select(t.api_clients.c.org_id).where(t.api_clients.c.client_id == client_id)
+        ).one()
+        return bool(row.org_id == org_id)
+
+    def grant_sandbox(self, client_id: str, sandbox: str) -> None:
+        self.conn.execute(
+            upsert(self.conn, t.client_sandboxes)
+            .values(client_id=client_id, sandbox=sandbox)
+            .on_conflict_do_nothing()
+        )
+
+    def get_client(self, client_id: str) -> ClientRecord | None:
+        row = self.conn.execute(
+            select(t.api_clients.c.org_id).where(t.api_clients.c.client_id == client_id)
+        ).first()
+        if row is None:
+            return None
+        sandboxes = self.conn.execute(
+            select(t.client_sandboxes.c.sandbox).where(t.client_sandboxes.c.client_id == client_id)
+        ).scalars()
+        return ClientRecord(client_id, row.org_id, frozenset(sandboxes))
+
+    def signing_keys(self) -> dict[str, str]:
+        rows = self.conn.execute(select(t.signing_keys.c.kid, t.signing_keys.c.secret))
+        return {row.kid: row.secret for row in rows}
+
+    def add_signing_key(self, kid: str, secret: str, *, now: str) -> None:
+        self.conn.execute(insert(t.signing_keys).values(kid=kid, secret=secret, created=now))
+
+    # -- instances -------------------------------------------------------------------
+
+    def insert_instance(self, record: InstanceRecord, refs: Iterable[str]) -> None:
+        self.conn.execute(
+            _INSERT_INSTANCE,
+            {
+                "instance_id": record.instance_id,
+                "container_id": record.container_id,
+                "schema_id": record.schema_id,
+                "at_id": record.at_id,
+                "name": _name_of(record.body),
+                "etag": record.etag,
+                "created_us": record.created_us,
+                "modified_us": record.modified_us,
+                "body": _dumps(record.body),
+                **audit_values(record.audit),
+            },
+        )
+        self._write_refs(record, refs)
+        search_index.index_instance(self.conn, record)
+        self._add_count(record, 1)
+        self.bump_library_version(record.container_id)
+
+    def _add_count(self, record: InstanceRecord, delta: int) -> None:
+        params = {"cid": record.container_id, "sid": record.schema_id, "delta": delta}
+        if self.conn.execute(_ADD_COUNT, params).rowcount == 0:
+            # The first of its schema. SQLite serialises writers (BEGIN IMMEDIATE), but two
+            # PostgreSQL writers may both get here: the second adds to the first's row.
+            counts = t.instance_counts
+            self.conn.execute(
+                upsert(self.conn, counts)
+                .values(
+                    container_id=record.container_id,
+                    schema_id=record.schema_id,
+                    count=max(delta, 0),
+                )
+                .on_conflict_do_update(
+                    index_elements=[counts.c.container_id, counts.c.schema_id],
+                    set_={"count": counts.c.count + delta},
+                )
+            )
+
+    def update_instance(
+        self, record: InstanceRecord, refs: Iterable[str], *, expected_etag: int
+    ) -> bool:
+        """Store a new revision; False (and nothing written) when the etag moved on."""
+        result = self.conn.execute(
+            update(t.instances)
+            .where(
+                t.instances.c.instance_id == record.instance_id,
+                t.instances.c.container_id == record.container_id,
+                t.instances.c.etag == expected_etag,
+            )
+            .values(
+                name=_name_of(record.body),
+                etag=record.etag,
+                modified=record.audit.modified,
+                modified_us=record.modified_us,
+                modified_by=record.audit.modified_by,
+                modified_client=record.audit.modified_client,
+                body=_dumps(record.body),
+            )
+        )
+        if result.rowcount != 1:
+            return False
+        self.conn.execute(
+            delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
+        )
+        self._write_refs(record, refs)
+        search_index.reindex_instance(self.conn, record)
+        self.bump_library_version(record.container_id)
+        return True
+
+    def delete_instance(self, record: InstanceRecord) -> bool:
+        result = self.conn.execute(
+            delete(t.instances).where(
+                t.instances.c.instance_id == record.instance_id,
+                t.instances.c.container_id == record.container_id,
+            )
+        )
+        self.conn.execute(
+            delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
+        )
+        deleted = result.rowcount == 1
+        if deleted:
+            search_index.remove_instance(self.conn, record.instance_id)
+            self._add_count(record, -1)
+        self.bump_library_version(record.container_id)
+        return deleted
+
+    def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
+        rows = [
+            {
+                "container_id": record.container_id,
+                "from_instance_id": record.instance_id,
+                "to_at_id": ref,
+            }
+            for ref in dict.fromkeys(refs)
+        ]
+        if rows:
+            self.conn.execute(_INSERT_REFS, rows)
+
+    def get_instance(self, container_id: str, instance_id: str) -> InstanceRecord | None:
+        params = {"container_id": container_id, "instance_id": instance_id}
+        row = self.conn.execute(_GET_INSTANCE, params).first()
+        return instance_from_row(row) if row else None
+
+    def instances_by_at_id(
+        self, container_id: str, at_ids: Sequence[str]
+    ) -> dict[str, InstanceRecord]:
+        if not at_ids:
+            return {}
+        params = {"container_id": container_id, "at_ids": list(dict.fromkeys(at_ids))}
+        return {row.at_id: instance_from_row(row) for row in self.conn.execute(_BY_AT_ID, params)}
+
+    def referrers(self, container_id: str, at_id: str) -> list[InstanceRecord]:
+        """Instances that reference ``at_id``, oldest first."""
+        rows = self.conn.execute(
+            select(t.instances)
+            .join(t.instance_refs, t.instance_refs.c.from_instance_id == t.instances.c.instance_id)
+            .where(
+                t.instance_refs.c.container_id == container_id, t.instance_refs.c.to_at_id == at_id
+            )
+            .order_by(t.instances.c.created_us, t.instances.c.instance_id)
+        )
+        return [instance_from_row(row) for row in rows]
+
+    def all_instances(self, container_id: str) -> list[InstanceRecord]:
+        rows = self.conn.execute(
+            select(t.instances)
+            .where(t.instances.c.container_id == container_id)
+            .order_by(t.instances.c.instance_id)
+        )
+        return [instance_from_row(row) for row in rows]
+
+    def cap_epochs(self, container_id: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(
+                t.cap_epochs.c.container_id == container_id
+            )
+        )
+        return {row.offer_id: int(row.epoch) for row in rows}
+
+    def bump_cap_epoch(self, container_id: str, offer_id: str) -> None:
+        """Restart an offer's counting: later counters carry the new epoch."""
+        epochs = t.cap_epochs
+        self.conn.execute(
+            upsert(self.conn, epochs)
+            .values(container_id=container_id, offer_id=offer_id, epoch=1)
+            .on_conflict_do_update(
+                index_elements=[epochs.c.container_id, epochs.c.offer_id],
+                set_={"epoch": epochs.c.epoch + 1},
+            )
+        )
+
+    def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
+        """Instances in the container (of one schema): read from the kept counts."""
+        if schema_id is not None:
+            return int(
+                self.conn.execute(_COUNT, {"cid": container_id, "sid": schema_id}).scalar() or 0
+            )
+        query = select(func.sum(t.instance_counts.c.count)).where(
+            t.instance_counts.c.container_id == container_id
+        )
+        return int(self.conn.execute(query).scalar() or 0)
+
+
+def _name_of(body: dict[str, Any]) -> str | None:
+    name = body.get("xdm:name", body.get("name"))
+    return name if isinstance(name, str) else None
