@@ -9,7 +9,9 @@ from click.testing import CliRunner
 
 from nextoffer.cli import main
 from nextoffer.cli.demo import DEMO_CLIENT, DEMO_ORG, DEMO_SANDBOX, DEMO_USER, seed_library
+from nextoffer.engine import PropositionRequest
 from nextoffer.root import NextOffer
+from nextoffer.service.decisions import DecisionCall
 from nextoffer.settings import Settings
 from nextoffer.storage.store import Store
 
@@ -103,6 +105,32 @@ def test_decide_reads_the_form_import_profiles_reads(demo, tmp_path):
     only_identities = decide(demo, tmp_path, {"identityMap": {"Email": [{"id": "gold@x"}]}})
     assert first_option(only_identities) == ids["holiday_offer"]
     assert "as {identityMap, profile}" in only_identities.stderr
+
+
+def test_decide_reads_the_caps_of_the_person_the_identity_map_names(demo, tmp_path):
+    db_url, container, ids = demo
+    gold = {"Email": [{"id": "gold@x"}]}
+    with NextOffer.open(Settings(db_url=db_url)) as no:
+        creds = no.bootstrap(
+            org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT, user=DEMO_USER
+        )
+        no.profiles.upsert(
+            creds.principal, {"identityMap": gold, "profile": {"loyalty": {"tier": "gold"}}}
+        )
+        call = DecisionCall(
+            propositions=(PropositionRequest(ids["decision"], ids["placement"]),),
+            identities=(("Email", "gold@x"),),
+        )
+        # The gold offer's profileCap is 3: three recorded decisions use it up for gold@x.
+        for _ in range(3):
+            outcome = no.decide(creds.principal, container, call)
+            assert outcome.result.propositions[0].options[0].offer_id == ids["gold_offer"]
+    attributes = {"loyalty": {"tier": "gold"}}
+    person = decide(demo, tmp_path, {"identityMap": gold, "profile": attributes})
+    assert first_option(person) == ids["holiday_offer"]
+    # Bare attributes are an anonymous visitor, whose cap is untouched.
+    anonymous = decide(demo, tmp_path, attributes)
+    assert first_option(anonymous) == ids["gold_offer"]
 
 
 @pytest.mark.parametrize(

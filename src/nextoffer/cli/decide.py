@@ -30,13 +30,14 @@ def _load(stream: IO[str], what: str) -> Any:
 PROFILE_DOCUMENT_KEYS = frozenset({"identityMap", "profile"})
 
 
-def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
-    """The attributes ``--profile`` holds, and which form it was read as.
+def read_profile(value: Any) -> tuple[dict[str, Any], list[tuple[str, str]], str]:
+    """The attributes and identities ``--profile`` holds, and which form it was read as.
 
     The ``{identityMap, profile}`` form is an object whose members are ``identityMap``
     and/or ``profile`` and nothing else, with ``profile`` (when present) an object: its
-    ``profile`` is the attributes (none without it), and an ``identityMap`` must be one
-    as ``import profiles`` would accept. Any other object is the bare attributes.
+    ``profile`` is the attributes (none without it), and its ``identityMap`` (one as
+    ``import profiles`` would accept) names the person, whose per-profile caps the dry
+    run then reads. Any other object is the bare attributes, for an anonymous visitor.
     """
     if not isinstance(value, dict):
         raise BadRequest("--profile must hold a JSON object")
@@ -46,16 +47,17 @@ def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
         or not keys <= PROFILE_DOCUMENT_KEYS
         or not isinstance(value.get("profile", {}), dict)
     ):
-        return value, "bare profile attributes"
+        return value, [], "bare profile attributes"
+    identities: list[tuple[str, str]] = []
     if "identityMap" in value:
         try:
-            parse_identity_map(value["identityMap"], pointer="/identityMap")
+            identities = parse_identity_map(value["identityMap"], pointer="/identityMap")
         except Unprocessable as exc:
             raise Unprocessable(
                 f"--profile {exc.pointer}: {exc.detail}", pointer=exc.pointer
             ) from exc
     attributes: dict[str, Any] = value.get("profile", {})
-    return attributes, "{identityMap, profile}"
+    return attributes, identities, "{identityMap, profile}"
 
 
 @click.command()
@@ -85,8 +87,8 @@ def profile_attributes(value: Any) -> tuple[dict[str, Any], str]:
     help="The profile as JSON (a file, or - for stdin): either its bare attributes, or "
     'one {"identityMap": {...}, "profile": {...}} as import profiles reads it. An object '
     "whose only members are identityMap and/or profile, with profile an object, is read "
-    "as the latter (its identityMap is checked, not used); any other object as bare "
-    "attributes. stderr says which.",
+    "as the latter (its identityMap names the person whose caps are read); any other "
+    "object as bare attributes. stderr says which.",
 )
 @click.option(
     "--events", "events_file", type=click.File("r"), help="Experience events as a JSON array."
@@ -111,7 +113,7 @@ def decide(
     explain: bool,
 ) -> None:
     """Decide for a profile given as a file, with the same engine as the API; records nothing."""
-    profile, form = profile_attributes(_load(profile_file, "--profile"))
+    profile, identities, form = read_profile(_load(profile_file, "--profile"))
     click.echo(f"decide: read --profile as {form}", err=True)
     events = _load(events_file, "--events") if events_file else []
     context = _load(context_file, "--context") if context_file else {}
@@ -127,7 +129,7 @@ def decide(
         principal = Principal(container.org_id, container.sandbox, "nextoffer-cli", "nextoffer-cli")
         call = DecisionCall(
             propositions=(PropositionRequest(activity, placement, items),),
-            identities=(),
+            identities=tuple(identities),
             context=context,
             dry_run=True,
             explain=explain,
