@@ -15,10 +15,14 @@ public keyword-only signature), so a call costs one Python frame.
 from __future__ import annotations
 
 import ast as py
+import functools
+import threading
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from nextoffer.errors import PQLError
 
 from . import ast as A
 from . import messages as msg
@@ -27,56 +31,84 @@ from .runtime import namespace
 from .semantics import NAMED_INPUTS
 from .time import OccursTest
 
+# Every node Python's compiler wants a position for gets line 1, column 0 as it is built
+# (there is no Python source to point into): cheaper than a ``fix_missing_locations`` walk.
+# Context and operator nodes carry no position and are shared, as CPython's parser does.
+_AT: dict[str, Any] = {"lineno": 1, "col_offset": 0}
+_LOAD, _STORE = py.Load(), py.Store()
 _CMP_OPS = {"<": py.Lt(), "<=": py.LtE(), ">": py.Gt(), ">=": py.GtE()}
 _ARITH = {"+": "_add", "-": "_sub", "*": "_mul", "/": "_div", "%": "_mod"}
 _COMPARISONS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "notIn", "like", "matches"})
 
 
+_AND, _OR, _NOT, _IS, _IN, _EQ = py.And(), py.Or(), py.Not(), py.Is(), py.In(), py.Eq()
+
+
 def _n(name: str) -> py.Name:
-    return py.Name(id=name, ctx=py.Load())
+    return py.Name(id=name, ctx=_LOAD, **_AT)
+
+
+def _store(name: str) -> py.Name:
+    return py.Name(id=name, ctx=_STORE, **_AT)
 
 
 def _c(value: Any) -> py.Constant:
-    return py.Constant(value=value)
+    return py.Constant(value=value, **_AT)
 
 
 def _call(fn: str, *args: py.expr) -> py.Call:
-    return py.Call(func=_n(fn), args=list(args), keywords=[])
+    return py.Call(func=_n(fn), args=list(args), keywords=[], **_AT)
 
 
 def _attr_call(obj: py.expr, attr: str, *args: py.expr) -> py.Call:
     return py.Call(
-        func=py.Attribute(value=obj, attr=attr, ctx=py.Load()), args=list(args), keywords=[]
+        func=py.Attribute(value=obj, attr=attr, ctx=_LOAD, **_AT),
+        args=list(args),
+        keywords=[],
+        **_AT,
+    )
+
+
+def _params(names: list[str] | tuple[str, ...], defaults: list[py.expr]) -> py.arguments:
+    return py.arguments(
+        posonlyargs=[],
+        args=[py.arg(arg=name, **_AT) for name in names],
+        kwonlyargs=[],
+        kw_defaults=[],
+        defaults=defaults,
     )
 
 
 def _lambda(params: list[str], body: py.expr) -> py.Lambda:
-    return py.Lambda(
-        args=py.arguments(
-            posonlyargs=[],
-            args=[py.arg(arg=p) for p in params],
-            kwonlyargs=[],
-            kw_defaults=[],
-            defaults=[],
-        ),
-        body=body,
-    )
+    return py.Lambda(args=_params(params, []), body=body, **_AT)
 
 
 def _class_of(e: py.expr) -> py.Attribute:
-    return py.Attribute(value=e, attr="__class__", ctx=py.Load())
+    return py.Attribute(value=e, attr="__class__", ctx=_LOAD, **_AT)
+
+
+def _compare(left: py.expr, op: py.cmpop, right: py.expr) -> py.Compare:
+    return py.Compare(left=left, ops=[op], comparators=[right], **_AT)
 
 
 def _is(a: py.expr, b: py.expr) -> py.Compare:
-    return py.Compare(left=a, ops=[py.Is()], comparators=[b])
+    return _compare(a, _IS, b)
 
 
 def _and(*vals: py.expr) -> py.BoolOp:
-    return py.BoolOp(op=py.And(), values=list(vals))
+    return py.BoolOp(op=_AND, values=list(vals), **_AT)
 
 
 def _or(*vals: py.expr) -> py.BoolOp:
-    return py.BoolOp(op=py.Or(), values=list(vals))
+    return py.BoolOp(op=_OR, values=list(vals), **_AT)
+
+
+def _if(test: py.expr, body: py.expr, orelse: py.expr) -> py.IfExp:
+    return py.IfExp(test=test, body=body, orelse=orelse, **_AT)
+
+
+def _list(elts: list[py.expr]) -> py.List:
+    return py.List(elts=elts, ctx=_LOAD, **_AT)
 
 
 @dataclass(frozen=True)
@@ -148,12 +180,13 @@ class _Gen:
         return _c(node.value)
 
     def _ListLit(self, node: A.ListLit, sc: _Scope) -> py.expr:
-        return py.List(elts=[self.expr(x, sc) for x in node.items], ctx=py.Load())
+        return _list([self.expr(x, sc) for x in node.items])
 
     def _ObjectLit(self, node: A.ObjectLit, sc: _Scope) -> py.expr:
         return py.Dict(
             keys=[_c(k) for k, _ in node.entries],
             values=[self.expr(v, sc) for _, v in node.entries],
+            **_AT,
         )
 
     def _This(self, node: A.This, sc: _Scope) -> py.expr:
@@ -200,10 +233,10 @@ class _Gen:
                 else _call("_get", _n(item), _c(name))
             )
             if self.vars_mode:
-                lookup = py.IfExp(
-                    test=py.Compare(left=_c(name), ops=[py.In()], comparators=[_n("v")]),
-                    body=py.Subscript(value=_n("v"), slice=_c(name), ctx=py.Load()),
-                    orelse=lookup,
+                lookup = _if(
+                    _compare(_c(name), _IN, _n("v")),
+                    py.Subscript(value=_n("v"), slice=_c(name), ctx=_LOAD, **_AT),
+                    lookup,
                 )
             base = lookup
         return _call("_path", base, _c(chain)) if chain else base
@@ -253,9 +286,7 @@ class _Gen:
     def _Call(self, node: A.Call, sc: _Scope) -> py.expr:
         if node.name == "if":
             cond, yes, no = node.args
-            return py.IfExp(
-                test=self.boolean(cond, sc), body=self.expr(yes, sc), orelse=self.expr(no, sc)
-            )
+            return _if(self.boolean(cond, sc), self.expr(yes, sc), self.expr(no, sc))
         args = [self.expr(a, sc) for a in node.args]
         if node.name in NEEDS_NOW:
             self.s.uses.add("n")
@@ -281,12 +312,12 @@ class _Gen:
 
     def _Unary(self, node: A.Unary, sc: _Scope) -> py.expr:
         if node.op == "not":
-            return py.UnaryOp(op=py.Not(), operand=self.boolean(node.operand, sc))
+            return py.UnaryOp(op=_NOT, operand=self.boolean(node.operand, sc), **_AT)
         return _call("_neg", self.expr(node.operand, sc))
 
     def _BoolOp(self, node: A.BoolOp, sc: _Scope) -> py.expr:
-        op = py.And() if node.op == "and" else py.Or()
-        return py.BoolOp(op=op, values=[self.boolean(x, sc) for x in node.operands])
+        op = _AND if node.op == "and" else _OR
+        return py.BoolOp(op=op, values=[self.boolean(x, sc) for x in node.operands], **_AT)
 
     def _Binary(self, node: A.Binary, sc: _Scope) -> py.expr:
         op = node.op
@@ -324,10 +355,10 @@ class _Gen:
         ):
             strings = frozenset(x.value for x in right.items if isinstance(x, A.Literal))
             temp = self.s.fresh("_t")
-            return py.IfExp(
-                test=_is(_class_of(self._walrus(temp, node.left, sc)), _n("_str")),
-                body=py.Compare(left=_n(temp), ops=[py.In()], comparators=[self.s.const(strings)]),
-                orelse=_call("_instr", _n(temp), self.s.const(strings)),
+            return _if(
+                _is(_class_of(self._walrus(temp, node.left, sc)), _n("_str")),
+                _compare(_n(temp), _IN, self.s.const(strings)),
+                _call("_instr", _n(temp), self.s.const(strings)),
             )
         if not isinstance(right, A.Literal) or right.value is None:
             return None
@@ -340,9 +371,7 @@ class _Gen:
             return _and(_is(first, _n("_list")), _call("_eq" if op == "=" else "_cmp", *args))
 
         if op == "=" and value.__class__ is str:
-            first = py.Compare(
-                left=self._walrus(temp, node.left, sc), ops=[py.Eq()], comparators=[_c(value)]
-            )
+            first = _compare(self._walrus(temp, node.left, sc), _EQ, _c(value))
             return _or(first, slow_list(_class_of(_n(temp))))
         if op == "=" and value.__class__ is bool:
             return _or(
@@ -350,20 +379,19 @@ class _Gen:
             )
         if value.__class__ in (int, float) and (op == "=" or op in _CMP_OPS):
             # ((_c := (_t := x).__class__) is int or _c is float) and _t OP k or <list case>
-            cmp_op = py.Eq() if op == "=" else _CMP_OPS[op]
+            cmp_op = _EQ if op == "=" else _CMP_OPS[op]
             cls_of = py.NamedExpr(
-                target=py.Name(id=cls, ctx=py.Store()),
-                value=_class_of(self._walrus(temp, node.left, sc)),
+                target=_store(cls), value=_class_of(self._walrus(temp, node.left, sc)), **_AT
             )
             typed = _or(_is(cls_of, _n("_int")), _is(_n(cls), _n("_float")))
             return _or(
-                _and(typed, py.Compare(left=_n(temp), ops=[cmp_op], comparators=[_c(value)])),
+                _and(typed, _compare(_n(temp), cmp_op, _c(value))),
                 slow_list(_n(cls)),
             )
         return None
 
     def _walrus(self, temp: str, node: A.Node, sc: _Scope) -> py.expr:
-        return py.NamedExpr(target=py.Name(id=temp, ctx=py.Store()), value=self.expr(node, sc))
+        return py.NamedExpr(target=_store(temp), value=self.expr(node, sc), **_AT)
 
     # ---- time ---------------------------------------------------------------------------
 
@@ -398,13 +426,13 @@ class _Gen:
                 test, first, second = _c(None), _c(None), _c(None)
             where = self._item_fn(step.where, sc) if step.where is not None else _c(None)
             steps.append(
-                py.Tuple(elts=[what, test, first, second, _c(step.count), where], ctx=py.Load())
+                py.Tuple(elts=[what, test, first, second, _c(step.count), where], ctx=_LOAD, **_AT)
             )
         return _call(
             "_chain",
             self.expr(node.events, sc),
             _c(node.ts_field),
-            py.List(elts=steps, ctx=py.Load()),
+            _list(steps),
         )
 
     # ---- binders ------------------------------------------------------------------------
@@ -426,11 +454,7 @@ class _Gen:
             sc = sc.bind({b.var: local})
             names.append(local)
             ifs = [self.boolean(b.cond, sc)] if b.cond is not None else []
-            gens.append(
-                py.comprehension(
-                    target=py.Name(id=local, ctx=py.Store()), iter=rng, ifs=ifs, is_async=0
-                )
-            )
+            gens.append(py.comprehension(target=_store(local), iter=rng, ifs=ifs, is_async=0))
         return gens, sc, names
 
     def _Select(self, node: A.Select, sc: _Scope) -> py.expr:
@@ -445,23 +469,21 @@ class _Gen:
                     if first.cond is not None
                     else _call("_truthy", _n(names[0]))
                 )
-                return _call("_all", py.GeneratorExp(elt=cond, generators=gens))
+                return _call("_all", py.GeneratorExp(elt=cond, generators=gens, **_AT))
             gens, inner, _ = self._generators((first,), sc)
             rest_gens, _, _ = self._generators(rest, inner)
-            exists = _call("_any", py.GeneratorExp(elt=_c(True), generators=rest_gens))
-            return _call("_all", py.GeneratorExp(elt=exists, generators=gens))
+            exists = _call("_any", py.GeneratorExp(elt=_c(True), generators=rest_gens, **_AT))
+            return _call("_all", py.GeneratorExp(elt=exists, generators=gens, **_AT))
         gens, inner, names = self._generators(node.bindings, sc)
         if node.kind == "exists":
-            return _call("_any", py.GeneratorExp(elt=_c(True), generators=gens))
-        elt: py.expr = (
-            _n(names[0]) if len(names) == 1 else py.List(elts=[_n(x) for x in names], ctx=py.Load())
-        )
-        return py.ListComp(elt=elt, generators=gens)
+            return _call("_any", py.GeneratorExp(elt=_c(True), generators=gens, **_AT))
+        elt: py.expr = _n(names[0]) if len(names) == 1 else _list([_n(x) for x in names])
+        return py.ListComp(elt=elt, generators=gens, **_AT)
 
     def _Aggregate(self, node: A.Aggregate, sc: _Scope) -> py.expr:
         gens, inner, names = self._generators(node.bindings, sc)
         elt = self.expr(node.value, inner) if node.value is not None else _n(names[0])
-        return _call("_agg_" + node.fn, py.ListComp(elt=elt, generators=gens))
+        return _call("_agg_" + node.fn, py.ListComp(elt=elt, generators=gens, **_AT))
 
     def _Let(self, node: A.Let, sc: _Scope) -> py.expr:
         local = self.s.fresh("_l")
@@ -471,7 +493,7 @@ class _Gen:
             body = self.expr(node.body, sc.bind({node.var: local}))
         finally:
             self.walrus_ok = saved
-        return py.Call(func=_lambda([local], body), args=[value], keywords=[])
+        return py.Call(func=_lambda([local], body), args=[value], keywords=[], **_AT)
 
 
 class _Shared:
@@ -511,95 +533,173 @@ class Compiled:
     context_paths: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Job:
+    """One tree to compile: ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or
+    None) or ``"value"``; ``source`` is the text error messages point into."""
+
+    tree: A.Node
+    shape: str
+    source: str | None
+
+
+@functools.cache
+def _base_namespace(now_resolver: Callable[[Any], Any]) -> dict[str, Any]:
+    """The fixed helpers, built once per resolver; every rule gets its own copy."""
+    ns = namespace(now_resolver)
+    ns.update(_str=str, _list=list, _int=int, _float=float, _dict=dict, _Exception=Exception)
+    return ns
+
+
+_LAZY = threading.Lock()  # one variables variant generated at a time (fresh names, ``ns``)
+
+
+class _Rule:
+    """One tree's code generation. The plain function (``variables`` not given) is built
+    now; when the rule reads root names, the variant that resolves them through
+    ``variables`` first is generated and compiled the first time a call passes variables
+    (most rules are never given any), and the plain function hands such calls to it."""
+
+    def __init__(self, job: Job, now_resolver: Callable[[Any], Any]) -> None:
+        self.job = job
+        self.ns = dict(_base_namespace(now_resolver))
+        self.shared = _Shared(job.source, self.ns)
+        self.body: A.Node = job.tree
+        self.lazy = False
+
+    def plain(self) -> py.FunctionDef:
+        """The function for calls without variables (raises the tree's PQLError)."""
+        self.body, code = _Gen(self.shared, vars_mode=False).top(self.job.tree)
+        self.lazy = self.shared.root_names
+        if self.lazy:
+            self.ns["_with_variables"] = self._variables_variant
+        return self._function_def(code, variables=False)
+
+    def result(self, function: Callable[..., Any]) -> Compiled:
+        shared = self.shared
+        return Compiled(function, tuple(shared.profile_paths), tuple(shared.context_paths))
+
+    def _variables_variant(self, *args: Any) -> Any:
+        """Stands in for ``_with_variables`` until the first call that passes variables."""
+        with _LAZY:
+            if self.ns["_with_variables"] == self._variables_variant:
+                with_vars = _Gen(self.shared, vars_mode=True).top(self.job.tree)[1]
+                self.ns["_with_variables"] = _functions(
+                    [self._function_def(with_vars, variables=True)], [self.ns]
+                )[0]
+        return self.ns["_with_variables"](*args)
+
+    def _shaped(self, code: py.expr) -> py.expr:
+        shape = self.job.shape
+        if shape == "rule":
+            return code if is_boolean(self.body) else _call("_truthy", code)
+        if shape == "formula":
+            return _call("_number", code)
+        return code if is_boolean(self.body) else _call("_shape", code)
+
+    def _function_def(self, code: py.expr, *, variables: bool) -> py.FunctionDef:
+        """``def evaluate(profile, events, now, context, variables)`` returning ``code``."""
+        shared = self.shared
+        prelude: list[py.stmt] = []
+        if self.lazy and not variables:
+            passed = [_n(name) for name in _PARAMETERS]
+            call = _call("_with_variables", *passed)
+            prelude.append(py.If(test=_n("variables"), body=[_return(call)], orelse=[], **_AT))
+        profile = _n("profile")
+        prelude.append(
+            _assign(
+                "p", _if(_is(_class_of(profile), _n("_dict")), profile, _call("_root", profile))
+            )
+        )
+        if "x" in shared.uses:
+            prelude.append(_assign("x", _call("_events", _n("events"))))
+        if "n" in shared.uses:
+            prelude.append(_assign("n", _call("_now", _n("now"))))
+            prelude.extend(_assign(name, value) for name, value in shared.hoisted.values())
+        if "c" in shared.uses:
+            prelude.append(_assign("c", _call("_ctx", _n("context"))))
+        body: list[py.stmt] = []
+        if variables:
+            body.append(_assign("v", _call("_vars", _n("variables"))))
+        body.append(_return(self._shaped(code)))
+        guarded = py.Try(
+            body=body,
+            handlers=[
+                py.ExceptHandler(type=_n("_PQLError"), name=None, body=[py.Raise(**_AT)], **_AT),
+                py.ExceptHandler(
+                    type=_n("_Exception"),
+                    name="_e",
+                    body=[py.Raise(exc=_call("_internal", _n("_e")), cause=_c(None), **_AT)],
+                    **_AT,
+                ),
+            ],
+            orelse=[],
+            finalbody=[],
+            **_AT,
+        )
+        return py.FunctionDef(
+            name="evaluate",
+            # Ordinary (not keyword-only) parameters: CPython fills missing keyword-only
+            # arguments from a dict, which costs ~100 ns a call; the documented contract is
+            # still keyword-only (``CompiledRule.evaluate``).
+            args=_params(_PARAMETERS, [_c(None)] * 4),
+            body=[*prelude, guarded],
+            decorator_list=[],
+            returns=None,
+            **_AT,
+        )
+
+
+_PARAMETERS = ("profile", "events", "now", "context", "variables")
+
+
+def _assign(name: str, value: py.expr) -> py.Assign:
+    return py.Assign(targets=[_store(name)], value=value, **_AT)
+
+
+def _return(value: py.expr) -> py.Return:
+    return py.Return(value=value, **_AT)
+
+
+def _functions(
+    definitions: list[py.FunctionDef], namespaces: list[dict[str, Any]]
+) -> list[Callable[..., Any]]:
+    """Compile function definitions in one module; each function gets its own globals."""
+    code = compile(py.Module(body=list(definitions), type_ignores=[]), "<pql>", "exec")
+    codes = [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    assert len(codes) == len(definitions)
+    return [
+        types.FunctionType(fn_code, ns, "evaluate", (None, None, None, None))
+        for fn_code, ns in zip(codes, namespaces, strict=True)
+    ]
+
+
+def compile_trees(
+    jobs: list[Job], *, now_resolver: Callable[[Any], Any]
+) -> list[Compiled | PQLError]:
+    """Build each job's ``evaluate(*, profile, events, now, context, variables)`` function,
+    all through one call of Python's ``compile()``. A job whose code generation fails gets
+    its PQLError in its place; the others are unaffected."""
+    rules: list[_Rule | PQLError] = []
+    definitions: list[py.FunctionDef] = []
+    for job in jobs:
+        rule = _Rule(job, now_resolver)
+        try:
+            definitions.append(rule.plain())
+        except PQLError as error:
+            rules.append(error)
+        else:
+            rules.append(rule)
+    built = [rule for rule in rules if isinstance(rule, _Rule)]
+    functions = iter(_functions(definitions, [rule.ns for rule in built]))
+    return [rule if isinstance(rule, PQLError) else rule.result(next(functions)) for rule in rules]
+
+
 def compile_tree(
     tree: A.Node, *, shape: str, source: str | None, now_resolver: Callable[[Any], Any]
 ) -> Compiled:
-    """Build the ``evaluate(*, profile, events, now, context, variables)`` function.
-
-    ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or None) or ``"value"``.
-    """
-    ns = namespace(now_resolver)
-    ns["_str"] = str
-    ns["_list"] = list
-    ns["_int"] = int
-    ns["_float"] = float
-    shared = _Shared(source, ns)
-    body_node, plain = _Gen(shared, vars_mode=False).top(tree)
-    with_vars = _Gen(shared, vars_mode=True).top(tree)[1] if shared.root_names else None
-
-    def shaped(code: py.expr) -> py.expr:
-        if shape == "rule":
-            return code if is_boolean(body_node) else _call("_truthy", code)
-        if shape == "formula":
-            return _call("_number", code)
-        return code if is_boolean(body_node) else _call("_shape", code)
-
-    def assign(name: str, value: py.expr) -> py.Assign:
-        return py.Assign(targets=[py.Name(id=name, ctx=py.Store())], value=value)
-
-    prelude: list[py.stmt] = [
-        assign(
-            "p",
-            py.IfExp(
-                test=_is(_class_of(_n("profile")), _n("_dict")),
-                body=_n("profile"),
-                orelse=_call("_root", _n("profile")),
-            ),
-        )
-    ]
-    ns["_dict"] = dict
-    if "x" in shared.uses:
-        prelude.append(assign("x", _call("_events", _n("events"))))
-    if "n" in shared.uses:
-        prelude.append(assign("n", _call("_now", _n("now"))))
-        prelude.extend(assign(name, value) for name, value in shared.hoisted.values())
-    if "c" in shared.uses:
-        prelude.append(assign("c", _call("_ctx", _n("context"))))
-    body: list[py.stmt] = []
-    if with_vars is not None:
-        body.append(
-            py.If(
-                test=_n("variables"),
-                body=[
-                    assign("v", _call("_vars", _n("variables"))),
-                    py.Return(value=shaped(with_vars)),
-                ],
-                orelse=[],
-            )
-        )
-    body.append(py.Return(value=shaped(plain)))
-    guarded = py.Try(
-        body=body,
-        handlers=[
-            py.ExceptHandler(type=_n("_PQLError"), name=None, body=[py.Raise()]),
-            py.ExceptHandler(
-                type=_n("_Exception"),
-                name="_e",
-                body=[py.Raise(exc=_call("_internal", _n("_e")), cause=_c(None))],
-            ),
-        ],
-        orelse=[],
-        finalbody=[],
-    )
-    ns["_Exception"] = Exception
-    fn_def = py.FunctionDef(
-        name="evaluate",
-        # Ordinary (not keyword-only) parameters: CPython fills missing keyword-only
-        # arguments from a dict, which costs ~100 ns a call; the documented contract is
-        # still keyword-only (``CompiledRule.evaluate``).
-        args=py.arguments(
-            posonlyargs=[],
-            args=[py.arg(arg=a) for a in ("profile", "events", "now", "context", "variables")],
-            kwonlyargs=[],
-            kw_defaults=[],
-            defaults=[_c(None)] * 4,
-        ),
-        body=[*prelude, guarded],
-        decorator_list=[],
-        returns=None,
-    )
-    module = py.fix_missing_locations(py.Module(body=[fn_def], type_ignores=[]))
-    code = compile(module, "<pql>", "exec")
-    fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    function = types.FunctionType(fn_code, ns, "evaluate", (None, None, None, None))
-    return Compiled(function, tuple(shared.profile_paths), tuple(shared.context_paths))
+    """One tree's function (see ``compile_trees``); raises its PQLError."""
+    (result,) = compile_trees([Job(tree, shape, source)], now_resolver=now_resolver)
+    if isinstance(result, PQLError):
+        raise result
+    return result
