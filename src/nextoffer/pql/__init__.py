@@ -20,8 +20,9 @@ from .ast import BoolOp, Node
 from .checker import check
 from .compiler import compile_tree
 from .jsonform import parse_json
+from .lexer import tokenize
 from .limits import check_nesting, check_reads, check_size
-from .parser import parse
+from .parser import parse, parse_tokens
 from .printer import to_text
 from .time import parse_now
 
@@ -78,14 +79,16 @@ class CompiledRule:
         text = source if isinstance(source, str) else None
         if text is not None:
             check_size(text, kind)
-            if format == "pql/text":
-                check_nesting(text, text)
-        tree = parse_source(source, format)
-        printed = text if format == "pql/text" and text is not None else to_text(tree)
-        if text is None:
-            check_size(printed, kind)
-        if format != "pql/text":
-            check_nesting(printed, None)
+        if text is not None and format == "pql/text":
+            tokens = tokenize(text)  # lexed once: the nesting limit comes before parse errors
+            check_nesting(tokens, text)
+            tree = parse_tokens(text, tokens)
+        else:
+            tree = parse_source(source, format)
+            printed = to_text(tree)
+            if text is None:
+                check_size(printed, kind)
+            check_nesting(tokenize(printed), None)
         check(tree, text)
         compiled = compile_tree(tree, shape=_shape or kind, source=text, now_resolver=_resolve_now)
         check_reads(compiled.profile_paths, compiled.context_paths, text)

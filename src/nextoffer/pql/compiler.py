@@ -22,8 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from nextoffer.errors import PQLError
-
 from . import ast as A
 from . import messages as msg
 from .functions import FUNCTIONS, METHODS, NEEDS_NOW, NEEDS_ROOT
@@ -533,16 +531,6 @@ class Compiled:
     context_paths: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class Job:
-    """One tree to compile: ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or
-    None) or ``"value"``; ``source`` is the text error messages point into."""
-
-    tree: A.Node
-    shape: str
-    source: str | None
-
-
 @functools.cache
 def _base_namespace(now_resolver: Callable[[Any], Any]) -> dict[str, Any]:
     """The fixed helpers, built once per resolver; every rule gets its own copy."""
@@ -560,37 +548,35 @@ class _Rule:
     ``variables`` first is generated and compiled the first time a call passes variables
     (most rules are never given any), and the plain function hands such calls to it."""
 
-    def __init__(self, job: Job, now_resolver: Callable[[Any], Any]) -> None:
-        self.job = job
+    def __init__(
+        self, tree: A.Node, shape: str, source: str | None, now_resolver: Callable[[Any], Any]
+    ) -> None:
+        self.tree = tree
+        self.shape = shape
         self.ns = dict(_base_namespace(now_resolver))
-        self.shared = _Shared(job.source, self.ns)
-        self.body: A.Node = job.tree
+        self.shared = _Shared(source, self.ns)
+        self.body = tree
         self.lazy = False
 
     def plain(self) -> py.FunctionDef:
         """The function for calls without variables (raises the tree's PQLError)."""
-        self.body, code = _Gen(self.shared, vars_mode=False).top(self.job.tree)
+        self.body, code = _Gen(self.shared, vars_mode=False).top(self.tree)
         self.lazy = self.shared.root_names
         if self.lazy:
             self.ns["_with_variables"] = self._variables_variant
         return self._function_def(code, variables=False)
 
-    def result(self, function: Callable[..., Any]) -> Compiled:
-        shared = self.shared
-        return Compiled(function, tuple(shared.profile_paths), tuple(shared.context_paths))
-
     def _variables_variant(self, *args: Any) -> Any:
         """Stands in for ``_with_variables`` until the first call that passes variables."""
         with _LAZY:
             if self.ns["_with_variables"] == self._variables_variant:
-                with_vars = _Gen(self.shared, vars_mode=True).top(self.job.tree)[1]
-                self.ns["_with_variables"] = _functions(
-                    [self._function_def(with_vars, variables=True)], [self.ns]
-                )[0]
+                with_vars = _Gen(self.shared, vars_mode=True).top(self.tree)[1]
+                definition = self._function_def(with_vars, variables=True)
+                self.ns["_with_variables"] = _function(definition, self.ns)
         return self.ns["_with_variables"](*args)
 
     def _shaped(self, code: py.expr) -> py.expr:
-        shape = self.job.shape
+        shape = self.shape
         if shape == "rule":
             return code if is_boolean(self.body) else _call("_truthy", code)
         if shape == "formula":
@@ -661,45 +647,20 @@ def _return(value: py.expr) -> py.Return:
     return py.Return(value=value, **_AT)
 
 
-def _functions(
-    definitions: list[py.FunctionDef], namespaces: list[dict[str, Any]]
-) -> list[Callable[..., Any]]:
-    """Compile function definitions in one module; each function gets its own globals."""
-    code = compile(py.Module(body=list(definitions), type_ignores=[]), "<pql>", "exec")
-    codes = [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    assert len(codes) == len(definitions)
-    return [
-        types.FunctionType(fn_code, ns, "evaluate", (None, None, None, None))
-        for fn_code, ns in zip(codes, namespaces, strict=True)
-    ]
-
-
-def compile_trees(
-    jobs: list[Job], *, now_resolver: Callable[[Any], Any]
-) -> list[Compiled | PQLError]:
-    """Build each job's ``evaluate(*, profile, events, now, context, variables)`` function,
-    all through one call of Python's ``compile()``. A job whose code generation fails gets
-    its PQLError in its place; the others are unaffected."""
-    rules: list[_Rule | PQLError] = []
-    definitions: list[py.FunctionDef] = []
-    for job in jobs:
-        rule = _Rule(job, now_resolver)
-        try:
-            definitions.append(rule.plain())
-        except PQLError as error:
-            rules.append(error)
-        else:
-            rules.append(rule)
-    built = [rule for rule in rules if isinstance(rule, _Rule)]
-    functions = iter(_functions(definitions, [rule.ns for rule in built]))
-    return [rule if isinstance(rule, PQLError) else rule.result(next(functions)) for rule in rules]
+def _function(definition: py.FunctionDef, ns: dict[str, Any]) -> Callable[..., Any]:
+    code = compile(py.Module(body=[definition], type_ignores=[]), "<pql>", "exec")
+    fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return types.FunctionType(fn_code, ns, "evaluate", (None, None, None, None))
 
 
 def compile_tree(
     tree: A.Node, *, shape: str, source: str | None, now_resolver: Callable[[Any], Any]
 ) -> Compiled:
-    """One tree's function (see ``compile_trees``); raises its PQLError."""
-    (result,) = compile_trees([Job(tree, shape, source)], now_resolver=now_resolver)
-    if isinstance(result, PQLError):
-        raise result
-    return result
+    """Build the ``evaluate(*, profile, events, now, context, variables)`` function.
+
+    ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or None) or ``"value"``.
+    """
+    rule = _Rule(tree, shape, source, now_resolver)
+    function = _function(rule.plain(), rule.ns)
+    shared = rule.shared
+    return Compiled(function, tuple(shared.profile_paths), tuple(shared.context_paths))

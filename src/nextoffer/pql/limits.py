@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from . import messages as msg
 from .ast import Span
-from .lexer import tokenize
+from .lexer import Token
 from .semantics import MAX_BYTES, MAX_CONTEXT_ATTRIBUTES, MAX_NESTING, MAX_PROFILE_ATTRIBUTES
 
 
@@ -15,10 +15,10 @@ def check_size(text: str, kind: str) -> None:
         raise msg.fail(msg.LIMIT_SIZE.format(kind=kind, size=size, limit=limit), None, None)
 
 
-def check_nesting(text: str, source: str | None) -> None:
+def check_nesting(tokens: list[Token], source: str | None) -> None:
     """Deepest stack of open brackets; Adobe counts ``)`` — we count every bracket kind."""
     depth = 0
-    for tok in tokenize(text):
+    for tok in tokens:
         if tok.kind != "op":
             continue
         if tok.value in ("(", "[", "{"):

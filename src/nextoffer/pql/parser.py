@@ -65,7 +65,12 @@ TIME_UNITS = {
 
 def parse(source: str) -> A.Node:
     """Parse PQL text; raises PQLError with the position of the first problem."""
-    tree = _Parser(source, tokenize(source)).query()
+    return parse_tokens(source, tokenize(source))
+
+
+def parse_tokens(source: str, tokens: list[Token]) -> A.Node:
+    """Parse the tokens of ``source`` (``tokenize(source)``, when the caller needs them too)."""
+    tree = _Parser(source, tokens).query()
     check_height(tree, source)
     return tree
 

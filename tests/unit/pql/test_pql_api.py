@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -52,6 +53,34 @@ def test_variables_take_precedence_over_profile_fields():
     assert rule.evaluate(profile=profile) is True
     assert rule.evaluate(profile=profile, variables={"offer": {"rank": {"priority": 0}}}) is False
     assert rule.profile_paths == ()  # offer is a named input, not a profile attribute
+
+
+def test_the_variables_variant_is_compiled_on_first_use_and_kept():
+    rule = pql.compile("age > 18 and offer.rank.priority > 1 and xEvent.count() = 0")
+    profile = {"age": 30, "offer": {"rank": {"priority": 5}}}
+    low = {"offer": {"rank": {"priority": 0}}}
+    assert rule.evaluate(profile=profile) is True
+    assert rule.evaluate(profile=profile, variables=low) is False
+    variant = rule.evaluate.__globals__["_with_variables"]
+    assert rule.evaluate(profile=profile, variables={"age": 3}) is False
+    assert rule.evaluate.__globals__["_with_variables"] is variant
+    assert rule.evaluate(profile=profile, variables={}) is True  # empty: the plain function
+
+
+def test_the_variables_variant_is_safe_to_build_from_many_threads():
+    rules = [pql.compile(f'offer.rank.priority > {n} and tier = "gold"') for n in range(20)]
+    profile = {"tier": "gold"}
+
+    def check(index: int) -> bool:
+        rule = rules[index % len(rules)]
+        expected = index % len(rules) < 10
+        return (
+            rule.evaluate(profile=profile, variables={"offer": {"rank": {"priority": 10}}})
+            is expected
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(check, range(400)))
 
 
 def test_context_and_events_inputs():

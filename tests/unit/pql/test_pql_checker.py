@@ -59,6 +59,12 @@ def test_nesting_limit_counts_open_brackets():
     assert err.value.column == 31
 
 
+def test_the_nesting_limit_is_reported_before_parse_errors():
+    with pytest.raises(PQLError) as err:
+        pql.compile("(" * 31 + "a = ")  # unclosed and incomplete too
+    assert "nesting depth 31 exceeds the limit of 30" in err.value.message
+
+
 def test_distinct_profile_attribute_limit():
     rule = " and ".join(f"a{i} = 1" for i in range(25))
     assert len(pql.compile(rule).profile_paths) == 25
