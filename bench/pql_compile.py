@@ -178,7 +178,7 @@ class StageClock:
             if stack:
                 parent = stack[-1]
                 totals[parent[0]] += now - parent[1]
-            frame = [stage, now]
+            frame: list[Any] = [stage, now]
             stack.append(frame)
             try:
                 return fn(*args, **kwargs)
