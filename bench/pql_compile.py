@@ -10,7 +10,6 @@ rules and ranking formulas (``kind="formula"``), with varied constants.
 Figures are µs per rule, the median over repeats of (stage time over the corpus / rules):
 
 * ``pql.compile`` — the public path, end to end (what the catalog pays per rule);
-* ``pql.compile_many`` — the batch path, when the checked-out code has it;
 * the stages of ``pql.compile``: the package's own functions are wrapped with a timer
   that charges each call's *exclusive* time to its stage (lex+parse, limits, check,
   codegen, Python's ``compile()``, function creation, location fixing); ``other`` is the
@@ -203,7 +202,6 @@ HOOKS = [
     ("nextoffer.pql", "check_reads", "limits"),
     ("nextoffer.pql", "check", "check"),
     ("nextoffer.pql", "compile_tree", "codegen"),
-    ("nextoffer.pql", "compile_trees", "codegen"),
     ("nextoffer.pql.compiler", "compile", "compile()"),
     ("nextoffer.pql.compiler", "fix_missing_locations", "locations"),
     ("ast", "fix_missing_locations", "locations"),
@@ -243,7 +241,6 @@ def measure(repeats: int, size: int) -> dict[str, Any]:
     refs = [reference_source(rng) for _ in rules]
     n = len(rules)
     rows: dict[str, list[float]] = defaultdict(list)
-    batch = getattr(pql, "compile_many", None)
 
     def per_rule(seconds: float) -> float:
         return seconds / n * 1e6
@@ -267,11 +264,6 @@ def measure(repeats: int, size: int) -> dict[str, Any]:
             for text, kind in rules:
                 pql.compile(text, kind=kind)
             rows["pql.compile (end to end)"].append(per_rule(time.perf_counter() - start))
-            if batch is not None:
-                start = time.perf_counter()
-                for kind in ("rule", "formula"):
-                    batch([t for t, k in rules if k == kind], kind=kind)
-                rows["pql.compile_many (end to end)"].append(per_rule(time.perf_counter() - start))
             gc.collect()
         clock = StageClock()
         install_hooks(clock)
