@@ -135,12 +135,15 @@ class Library:
             **extra,
         }
 
-    def decide(self, body, expect=200):
-        response = self.tenant.client.post(
+    def post(self, body, content_type=DECIDE_TYPE):
+        return self.tenant.client.post(
             f"/data/core/ode/{self.tenant.container}/decisions",
             json=body,
-            headers={**self.tenant.headers, "Content-Type": DECIDE_TYPE},
+            headers={**self.tenant.headers, "Content-Type": content_type},
         )
+
+    def decide(self, body, expect=200, content_type=DECIDE_TYPE):
+        response = self.post(body, content_type)
         assert response.status_code == expect, response.text
         return response.json()
 
@@ -354,11 +357,7 @@ def test_documented_request_gets_the_documented_shape(library):
 def test_bad_decision_requests_name_the_field(library, change, status, pointer):
     request = library.request("x")
     change(request)
-    response = library.tenant.client.post(
-        f"/data/core/ode/{library.tenant.container}/decisions",
-        json=request,
-        headers={**library.tenant.headers, "Content-Type": DECIDE_TYPE},
-    )
+    response = library.post(request)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["pointer"] == pointer
@@ -395,13 +394,7 @@ def request_2019(*activities, identity="someone", **extra):
 
 
 def decide_2019(library, body, expect=200, content_type=DECIDE_2019_TYPE):
-    response = library.tenant.client.post(
-        f"/data/core/ode/{library.tenant.container}/decisions",
-        json=body,
-        headers={**library.tenant.headers, "Content-Type": content_type},
-    )
-    assert response.status_code == expect, response.text
-    return response.json()
+    return library.decide(body, expect, content_type)
 
 
 @pytest.mark.parametrize("content_type", [DECIDE_2019_TYPE, "application/json"])
@@ -474,11 +467,7 @@ def test_the_2019_request_gets_a_proposition_per_activity(library, content_type)
 def test_bad_2019_requests_name_the_field(library, change, status, pointer):
     request = request_2019(activity_2019(library, library.p1))
     change(request, library)
-    response = library.tenant.client.post(
-        f"/data/core/ode/{library.tenant.container}/decisions",
-        json=request,
-        headers={**library.tenant.headers, "Content-Type": DECIDE_2019_TYPE},
-    )
+    response = library.post(request, DECIDE_2019_TYPE)
     assert response.status_code == status, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["pointer"] == pointer

@@ -50,6 +50,12 @@ def decide(demo, tmp_path, profile, *extra):
     )
 
 
+def import_profiles(db_url, path, *, org=DEMO_ORG, sandbox=DEMO_SANDBOX):
+    return CliRunner().invoke(
+        main, ["import", "profiles", str(path), "--db", db_url, "--org", org, "--sandbox", sandbox]
+    )
+
+
 def first_option(result):
     """The first proposed option's id (stdout holds only the response; stderr the notes)."""
     assert result.exit_code == 0, result.output
@@ -82,20 +88,7 @@ def test_decide_reads_the_form_import_profiles_reads(demo, tmp_path):
     # The very same object is a line `import profiles` loads.
     path = tmp_path / "one.jsonl"
     path.write_text(json.dumps(document) + "\n")
-    loaded = CliRunner().invoke(
-        main,
-        [
-            "import",
-            "profiles",
-            str(path),
-            "--db",
-            db_url,
-            "--org",
-            DEMO_ORG,
-            "--sandbox",
-            DEMO_SANDBOX,
-        ],
-    )
+    loaded = import_profiles(db_url, path)
     assert loaded.exit_code == 0, loaded.output
     assert "1 profiles loaded, 0 lines rejected" in loaded.stdout
     # Either member alone is still that form: no identityMap, or no attributes.
@@ -194,20 +187,7 @@ def test_import_profiles_loads_good_lines_and_reports_bad_ones(demo, tmp_path):
     ]
     path = tmp_path / "profiles.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    result = CliRunner().invoke(
-        main,
-        [
-            "import",
-            "profiles",
-            str(path),
-            "--db",
-            db_url,
-            "--org",
-            DEMO_ORG,
-            "--sandbox",
-            DEMO_SANDBOX,
-        ],
-    )
+    result = import_profiles(db_url, path)
     assert result.exit_code == 1
     assert "2 profiles loaded, 2 lines rejected" in result.output
     assert "line 2:" in result.output and "line 3:" in result.output
@@ -222,7 +202,5 @@ def test_import_into_a_missing_sandbox_is_refused(demo, tmp_path):
     db_url, _, _ = demo
     path = tmp_path / "p.jsonl"
     path.write_text("{}\n")
-    result = CliRunner().invoke(
-        main, ["import", "profiles", str(path), "--db", db_url, "--org", "NOPE", "--sandbox", "x"]
-    )
+    result = import_profiles(db_url, path, org="NOPE", sandbox="x")
     assert result.exit_code == 4
