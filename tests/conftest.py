@@ -15,53 +15,29 @@ counts for the first test only. Nothing is printed when no selected test used a 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 import support.backends as backends
 
-_SERVERS = {backends.POSTGRES_VAR: "postgresql", backends.REDIS_VAR: "redis"}
+_NAMES = {"PostgreSQL": "postgresql", "Redis": "redis"}
 _ORDER = ("sqlite", "postgresql", "redis")
 _RANK = {"passed": 0, "skipped": 1, "failed": 2}
 
-_used: set[str] = set()  # servers the running test asked for
 _outcome: dict[str, str] = {}  # the running test's worst phase so far
 _counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
-_original: Callable[[str, str], str] | None = None
-
-
-def _recording(variable: str, what: str) -> str:
-    _used.add(_SERVERS[variable])
-    assert _original is not None
-    return _original(variable, what)
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    # Every way to a server (postgres_url, redis_url, database_url, the database
-    # helpers) goes through backends._required; listen there, behaviour unchanged.
-    global _original
-    if _original is None:
-        _original = backends._required
-        backends._required = _recording
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    global _original
-    if _original is not None:
-        backends._required = _original
-        _original = None
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    _used.clear()
+    backends.asked.clear()
     _outcome.clear()
     yield
     outcome = _outcome.get(item.nodeid)
     if outcome is None:  # not run (e.g. -x stopped the session)
         return
-    used = set(_used)
+    used = {_NAMES[what] for what in backends.asked}
     callspec = getattr(item, "callspec", None)
     if callspec is not None and any(
         isinstance(value, str) and value == "sqlite" for value in callspec.params.values()

@@ -26,7 +26,13 @@ POSTGRES_VAR = "NEXTOFFER_TEST_POSTGRES_URL"
 REDIS_VAR = "NEXTOFFER_TEST_REDIS_URL"
 
 
+#: The servers asked for since the last clear (``tests/conftest.py`` counts tests per
+#: backend with it): every way to a server comes through :func:`_required`.
+asked: set[str] = set()
+
+
 def _required(variable: str, what: str) -> str:
+    asked.add(what)
     value = os.environ.get(variable)
     if value:
         return value
