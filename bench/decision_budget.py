@@ -1,0 +1,149 @@
+"""Where one recorded decision's time goes over HTTP: CPU µs per decision, stage by stage.
+
+    .venv/bin/python bench/decision_budget.py [--seconds 10] [--connections 10] [--rate 2000]
+
+One uvicorn worker (its app runs in the server process), the library and request of
+``http_decisions.py``. wrk drives ``POST …/decisions`` while py-spy samples every thread
+of the server (active samples only, no idle); each sample is charged to the stage of the
+innermost frame that names one (:data:`STAGES`, leaf first), else to "other". Samples ÷
+rate is CPU time; divided by the decisions wrk completed meanwhile, µs per decision. The
+same run samples ``GET /bare`` (a constant body from a route of the same app), whose µs
+per request is the reference: the server stack's own cost of one request.
+
+Seconds of CPU are not seconds of latency: time a request spends waiting (for the group
+commit's batch, for the loop) is not sampled. The table says what a decision costs the
+worker, which bounds its rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
+from httpbench import Result, Server, machine, wrk
+
+#: (stage, pattern on one frame "function (path:line)"), tried leaf first per sample.
+STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (name, re.compile(pattern))
+    for name, pattern in (
+        ("record: reserve + write + commit", r"sqlite_path\.py|session_path\.py|decision_path\.py"),
+        ("WAL checkpoint thread", r"storage/checkpoints\.py"),
+        ("engine (selection, PQL)", r"nextoffer/engine/|nextoffer/pql/"),
+        ("attempt + cap plan", r"service/attempt\.py|service/cap_plan\.py"),
+        ("snapshot lookup", r"service/catalogs\.py"),
+        ("decide use case", r"service/decisions\.py|nextoffer/root\.py"),
+        ("authentication", r"service/auth\.py|service/tokens\.py"),
+        ("body read + parse", r"api/bodies\.py|api/decision_request\.py"),
+        ("response body", r"api/decision_response\.py|api/responses\.py"),
+        ("route + middleware", r"nextoffer/api/"),
+        ("HTTP server + ASGI", r"uvicorn/|starlette/|httptools|uvloop|h11/"),
+        ("event loop", r"asyncio/"),
+    )
+)
+
+
+def stage_of(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for name, pattern in STAGES:
+            if pattern.search(frame):
+                return name
+    return "other"
+
+
+def sample(
+    pid: int, seconds: int, rate: int, drive: Callable[[], Result], keep: Path | None = None
+) -> tuple[Counter[str], Result]:
+    """py-spy on ``pid`` while ``drive()`` runs; samples per stage and wrk's result."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "stacks.txt"
+        spy = subprocess.Popen(
+            [
+                *(str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)),
+                *("--rate", str(rate), "--duration", str(seconds + 1), "--format", "raw"),
+                *("--output", str(out), "--nonblocking"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        result: list[Result] = []
+        worker = threading.Thread(target=lambda: result.append(drive()))
+        worker.start()
+        worker.join()
+        spy.wait(timeout=seconds + 30)
+        if keep is not None:
+            keep.write_text(out.read_text())
+        counts: Counter[str] = Counter()
+        for line in out.read_text().splitlines():
+            stack, _, n = line.rpartition(" ")
+            counts[stage_of(stack)] += int(n)
+    return counts, result[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--rate", type=int, default=2000, help="py-spy samples per second")
+    parser.add_argument("--keep-stacks", type=Path, help="write the decisions' raw stacks here")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-budget-"))
+    db_url = f"sqlite:///{workdir / 'bench.db'}"
+    lib = build(db_url)
+    server = Server(db_url, workers=1)
+    decisions = f"{server.base}/data/core/ode/{lib['container']}/decisions"
+
+    def drive_decisions() -> Result:
+        return wrk(
+            "decisions",
+            decisions,
+            method="POST",
+            headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+            body=lib["request"],
+            lua=VARY_IDENTITY,
+            seconds=args.seconds,
+            connections=args.connections,
+        )
+
+    def drive_bare() -> Result:
+        return wrk(
+            "bare", server.base + "/bare", seconds=args.seconds, connections=args.connections
+        )
+
+    try:
+        drive_decisions()  # warm: snapshot, caches, connections
+        before = os.getloadavg()
+        bare, bare_result = sample(server.process.pid, args.seconds, args.rate, drive_bare)
+        spent, result = sample(
+            server.process.pid, args.seconds, args.rate, drive_decisions, args.keep_stacks
+        )
+        after = os.getloadavg()
+    finally:
+        server.stop()
+    per_bare = sum(bare.values()) / args.rate / bare_result.requests * 1e6
+    per_decision = sum(spent.values()) / args.rate / result.requests * 1e6
+    print(f"{machine()}; load average {before} → {after}")
+    print(
+        f"decisions: {result.requests_per_s:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
+        f"p99 {result.p99_ms:.2f} ms, {result.errors} errors; "
+        f"bare: {bare_result.requests_per_s:,.0f}/s"
+    )
+    print(f"\n| stage | CPU µs per decision | share | ÷ bare request ({per_bare:.0f} µs) |")
+    print("|---|---:|---:|---:|")
+    for name, n in spent.most_common():
+        us = n / args.rate / result.requests * 1e6
+        print(f"| {name} | {us:.0f} | {n / sum(spent.values()):.0%} | {us / per_bare:.2f} |")
+    print(f"| **all** | **{per_decision:.0f}** | 100% | {per_decision / per_bare:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
