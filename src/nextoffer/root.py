@@ -2,7 +2,7 @@
 
 From :class:`~nextoffer.settings.Settings` it opens the store, the cap counters (in the
 database, or in Redis with ``redis_url``), the decision path strategy (SQLite's group
-commit or PostgreSQL's sessions, wrapped when counters live elsewhere), the compiled
+commit, or PostgreSQL's; wrapped when counters live elsewhere), the compiled
 snapshots, the use cases and the thread pool for blocking work — and closes all of it,
 in reverse order. The HTTP app (``api.app.create_app``), every CLI command and embedding
 code open one; nothing else wires services together::
@@ -41,7 +41,6 @@ from nextoffer.service.tenants import bootstrap as bootstrap_tenant
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CapCounterStore, SqlCounters
 from nextoffer.storage.decision_path import CountersElsewhere, DecisionPath
-from nextoffer.storage.session_path import SessionPath
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 
@@ -110,9 +109,15 @@ class NextOffer:
 
             self.counters = RedisCounters.from_url(settings.redis_url)
             self._closers.append(self.counters.close)
-        # The strategy for the decision path, chosen here once: on SQLite, driver reads and
-        # group commits (inline: an event loop runs them itself); elsewhere, sessions.
-        path: DecisionPath = SqlitePath(store) if store.sqlite_path else SessionPath(store)
+        # The strategy for the decision path, chosen here once: driver reads and group
+        # commits on either database; SQLite's are inline (an event loop runs them itself).
+        path: DecisionPath
+        if store.sqlite_path:
+            path = SqlitePath(store)
+        else:  # psycopg is an optional dependency
+            from nextoffer.storage.pg_path import PgPath
+
+            path = PgPath(store)
         if settings.redis_url:
             path = CountersElsewhere(path, self.counters)
         self.path = path

@@ -1,6 +1,7 @@
 """The decision path on every store (the contract), and what only SQLite's group-committing
 writer does: batches, exact caps under concurrency, cancelled records, closing, and
-writers of several processes queueing on the writer lock."""
+writers of several processes queueing on the writer lock. PostgreSQL's batches:
+``test_pg_path.py``."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from nextoffer.errors import Conflict, Unavailable
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
-from nextoffer.storage.session_path import SessionPath
+from nextoffer.storage.pg_path import PgPath
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 from support.backends import emptied_database
@@ -53,24 +54,18 @@ class TestSqlitePath(DecisionPathContract):
             assert no.path.inline
 
 
-class TestSessionPathOnSqlite(DecisionPathContract):
+class TestPgPath(DecisionPathContract):
     @pytest.fixture
-    def path(self, tmp_path: Path) -> Iterator[tuple[Store, SessionPath]]:
-        store = Store.open(f"sqlite:///{tmp_path / 'd.db'}")
-        yield store, SessionPath(store)
-        store.close()
-
-
-class TestSessionPathOnPostgres(DecisionPathContract):
-    @pytest.fixture
-    def path(self) -> Iterator[tuple[Store, SessionPath]]:
+    def path(self) -> Iterator[tuple[Store, PgPath]]:
         store = Store.open(emptied_database(), pool_size=10)
-        yield store, SessionPath(store)
+        path = PgPath(store)
+        yield store, path
+        path.close()
         store.close()
 
     def test_the_root_chooses_it_for_postgres(self) -> None:
         with NextOffer.open(Settings(db_url=emptied_database())) as no:
-            assert isinstance(no.path, SessionPath)
+            assert isinstance(no.path, PgPath)
             assert not no.path.inline
 
 
@@ -301,16 +296,16 @@ def test_a_record_racing_close_is_answered(store: Store, monkeypatch: pytest.Mon
     assert isinstance(path, SqlitePath)
     assert outcome(path, record()) == []  # the writer is running
     # record() has passed its check of _closed when close() is called (any scheduling may
-    # do this): made certain here by holding record() in _start_writer meanwhile.
+    # do this): made certain here by holding record() in the writer's _start meanwhile.
     entered, go_on = threading.Event(), threading.Event()
-    start_writer = path._start_writer
+    start_writer = path._writer._start
 
     def held() -> None:
         entered.set()
         go_on.wait(timeout=10)
         start_writer()
 
-    monkeypatch.setattr(path, "_start_writer", held)
+    monkeypatch.setattr(path._writer, "_start", held)
     racing: list[Future[list[CounterKey]]] = []
     recorder = threading.Thread(target=lambda: racing.append(path.record(record())))
     recorder.start()

@@ -102,6 +102,19 @@ class Attempt:
             raise RuntimeError("the decision still waits for its record")
         return self._outcome
 
+    @property
+    def recorded(self) -> bool:
+        """Whether the finished record was written as decided: :meth:`settle` then only
+        takes the outcome (no IO)."""
+        future = self.waiting
+        return (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and future.exception() is None
+            and not future.result()
+        )
+
     def settle(self) -> None:
         """Take the finished record's outcome; decide again if it was refused."""
         future, self.waiting = self.waiting, None

@@ -12,8 +12,9 @@
    therefore exact under any concurrency (``attempt.py``).
 
 The decision path (``storage/decision_path.py``) is the strategy the root chose; when it
-is ``inline`` (SQLite), :meth:`Decisions.decide_async` decides on the event loop and
-awaits only the record; otherwise the whole decision runs in the root's thread pool.
+is ``inline`` (SQLite), :meth:`Decisions.decide_async` decides on the event loop;
+otherwise (PostgreSQL, Redis) it reads and decides in the root's thread pool. Either way
+the record is awaited on the loop: no thread waits for a commit.
 
 A profile store that cannot be read decides for an empty profile; counters that cannot be
 read count every capped offer as capped (caps fail closed). Neither fails the request.
@@ -122,16 +123,25 @@ class Decisions:
     async def decide_async(
         self, principal: Principal, container_id: str, call: DecisionCall
     ) -> DecisionOutcome:
-        """Decide from a running event loop. With an ``inline`` decision path (SQLite) the
-        decision runs on the loop and awaits its record, whose batch is committed right
-        after the loop's pass (no worker thread per request); otherwise in the pool."""
-        if not self._path.inline:
-            return await in_pool(self._executor, self.decide, principal, container_id, call)
+        """Decide from a running event loop, and await the record there: its batch is
+        committed by the decision path's writer, and no worker thread waits for it. With an
+        ``inline`` decision path (SQLite) the decision runs on the loop too (no worker
+        thread per request); otherwise its reads, which are round trips to the database,
+        run in the pool."""
+        inline = self._path.inline
         snapshot = await self.snapshot_async(principal, container_id)
-        attempt = self._begin(principal, container_id, call, snapshot)
+        if inline:
+            attempt = self._begin(principal, container_id, call, snapshot)
+        else:
+            attempt = await in_pool(
+                self._executor, self._begin, principal, container_id, call, snapshot
+            )
         while attempt.waiting is not None:
             await finished(attempt.waiting)  # settle() reads the outcome, errors included
-            attempt.settle()
+            if inline or attempt.recorded:
+                attempt.settle()
+            else:  # refused or failed: settle() reads counts and decides again
+                await in_pool(self._executor, attempt.settle)
         return attempt.outcome()
 
     def _begin(

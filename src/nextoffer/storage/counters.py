@@ -23,7 +23,6 @@ from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
-from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 #: The scope of counters that count propositions to everyone.
@@ -112,11 +111,6 @@ _BUMP_UNDER = (
     )
     .values(count=t.cap_counters.c.count + bindparam("n"))
 )
-_BUMP = (
-    update(t.cap_counters)
-    .where(t.cap_counters.c.counter_key == bindparam("k"))
-    .values(count=t.cap_counters.c.count + bindparam("n"))
-)
 
 
 class SqlCounters:
@@ -134,26 +128,13 @@ class SqlCounters:
         return {by_code[code]: count for code, count in found.items()}
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
-        return self.reserve_then(wanted, None)
-
-    def reserve_then(
-        self, wanted: Sequence[tuple[CounterKey, int]], write: Callable[[Session], None] | None
-    ) -> list[CounterKey]:
-        """:meth:`reserve`, then ``write`` in the same transaction when nothing was refused.
-
-        One write transaction instead of two for a recorded decision: the reservation and
-        the decision event commit together or not at all (no release needed when the
-        record fails). Not part of :class:`CapCounterStore`: counters that live elsewhere
-        (Redis) reserve, and the decision is recorded in its own transaction.
-        """
         needs = counter_needs(wanted)
-        if not needs and write is None:
+        if not needs:
             return []
         failed: list[CounterKey] = []
         try:
             with self._store.session(write=True) as session:
-                if needs:
-                    self._ensure(session.conn, needs)
+                self._ensure(session.conn, needs)
                 # Rows in one order in every transaction: two PostgreSQL reservations of
                 # the same counters then queue instead of deadlocking.
                 for key, (n, limit) in sorted(needs.items(), key=_code_of_item):
@@ -162,8 +143,6 @@ class SqlCounters:
                         failed.append(key)
                 if failed:
                     raise _Refused
-                if write is not None:
-                    write(session)
         except _Refused:
             return failed
         return []
@@ -178,15 +157,28 @@ class SqlCounters:
         """The counters share the store's connections; nothing of their own to close."""
 
     def _bump(self, keys: Sequence[CounterKey], amount: int) -> None:
+        """One upsert, rows in key order: the order every writer takes them in (a
+        PostgreSQL decision batch locks its counters in it too), so writers of the same
+        counters queue instead of deadlocking."""
         if not keys:
             return
+        counts: dict[CounterKey, int] = {}
+        for key in keys:
+            counts[key] = counts.get(key, 0) + amount
+        rows = [
+            {"counter_key": key.encode(), "container_id": key.container_id, "count": n}
+            for key, n in sorted(counts.items(), key=_code_of_item)
+        ]
         with self._store.session(write=True) as session:
-            counts: dict[CounterKey, int] = {}
-            for key in keys:
-                counts[key] = counts.get(key, 0) + amount
-            self._ensure(session.conn, {k: (0, 0) for k in counts})
-            for key, n in sorted(counts.items(), key=_code_of_item):
-                session.conn.execute(_BUMP, {"k": key.encode(), "n": n})
+            dialect = postgresql if session.conn.dialect.name == "postgresql" else sqlite
+            upsert = dialect.insert(t.cap_counters)
+            session.conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[t.cap_counters.c.counter_key],
+                    set_={"count": t.cap_counters.c.count + upsert.excluded["count"]},
+                ),
+                rows,
+            )
 
     @staticmethod
     def _ensure(conn: Connection, keys: Iterable[CounterKey]) -> None:

@@ -8,10 +8,9 @@ counters. :class:`DecisionPath` names those operations; the composition root
 (``nextoffer.root``) picks one strategy per process and the service uses only this
 protocol:
 
-* ``SessionPath`` (``session_path.py``; PostgreSQL): the store's sessions, one write
-  transaction per decision — PostgreSQL's writers run side by side.
-* ``SqlitePath`` (``sqlite_path.py``; the embedded default): driver reads, records
-  group-committed.
+* ``SqlitePath`` (``sqlite_path.py``; the embedded default) and ``PgPath``
+  (``pg_path.py``; PostgreSQL): driver reads, records group-committed
+  (``group_commit.py``: what a batch writes is decided once for both).
 * :class:`CountersElsewhere` wraps either when cap counters live outside the database
   (Redis): it reserves there first, then records, and releases if the record fails.
 """

@@ -2,8 +2,9 @@
 
 A constraint the write broke → :class:`~nextoffer.errors.Conflict`; the database gone,
 locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`. Both
-SQLAlchemy's errors (sessions) and the ``sqlite3`` driver's (the SQLite decision path's
-own connections) are mapped by :func:`translated`; :func:`guarded` applies it to a block.
+SQLAlchemy's errors (sessions) and the drivers' own — ``sqlite3``'s and psycopg's, on the
+decision paths' connections — are mapped by :func:`translated`; :func:`guarded` applies it
+to a block.
 """
 
 from __future__ import annotations
@@ -18,15 +19,27 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 
+try:  # PostgreSQL is an optional backend
+    import psycopg
+
+    _DRIVER_INTEGRITY: tuple[type[Exception], ...] = (
+        sqlite3.IntegrityError,
+        psycopg.IntegrityError,
+    )
+    _DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
+except ImportError:  # pragma: no cover - installed without the postgres extra
+    _DRIVER_INTEGRITY = (sqlite3.IntegrityError,)
+    _DRIVER_ERRORS = (sqlite3.Error,)
+
 
 def translated(exc: BaseException) -> NextOfferError | None:
     """Our error for a driver error; ``None`` for anything else (left to propagate)."""
     if isinstance(exc, NextOfferError):
         return exc
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
-    if isinstance(exc, SqlIntegrityError | sqlite3.IntegrityError):
+    if isinstance(exc, (SqlIntegrityError, *_DRIVER_INTEGRITY)):
         return Conflict(f"the write conflicts with stored data: {cause}")
-    if isinstance(exc, DBAPIError | sqlite3.Error):
+    if isinstance(exc, (DBAPIError, *_DRIVER_ERRORS)):
         return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
     if isinstance(exc, PoolTimeout):
         return Unavailable(f"no database connection free: {exc}", retry_after=1)

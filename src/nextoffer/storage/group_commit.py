@@ -1,0 +1,223 @@
+"""Group commit, written once for every database the decision path writes to.
+
+A batch of decision records is written in one transaction. What the batch writes is
+decided here, in Python, by :func:`plan_batch`: duplicates become conflicts, each
+record's reservation is decided in order against the counts left by the records before
+it (all of its counters or none), and the rows of each table are gathered for one
+``executemany`` each (report increments summed per offer and day). The caller reads the
+stored ids and the counts inside its transaction with the counters held still — SQLite
+by its single write lock, PostgreSQL by row locks taken in key order — and writes what the
+plan says before committing.
+
+:func:`commit_batch` resolves the records' futures from one batch's outcome, and
+:class:`BatchWriter` is the writer thread that commits batches for callers that wait in
+a thread (``sqlite_path.py``, ``pg_path.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from nextoffer.errors import Conflict, Unavailable
+from nextoffer.storage.counters import CounterKey, counter_needs
+from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.errors import translated
+
+log = logging.getLogger("nextoffer.storage")
+
+#: Records committed together at most (a batch is whatever queued while the last committed).
+MAX_BATCH = 256
+
+Item = tuple[DecisionRecord, "Future[list[CounterKey]]"]
+Outcome = list[CounterKey] | Conflict
+#: Writes a batch's records in one transaction and returns their outcomes, in order.
+Write = Callable[[list[DecisionRecord]], list[Outcome]]
+
+C = TypeVar("C")
+
+
+@dataclass(slots=True)
+class BatchPlan:
+    """What one batch writes, and each record's outcome."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    #: (counter key, container, new count), in key order.
+    counters: list[tuple[str, str, int]] = field(default_factory=list)
+    #: decision_events rows: proposition id, container, created, created_us, profile key,
+    #: body (JSON text).
+    events: list[tuple[Any, ...]] = field(default_factory=list)
+    #: offer_daily increments: (container, day, offer, propositions), in key order.
+    daily: list[tuple[str, str, str, int]] = field(default_factory=list)
+
+
+def counter_owners(records: Sequence[DecisionRecord]) -> dict[str, str]:
+    """The batch's counters, encoded, in key order (the order every writer locks them
+    in), with the container each belongs to."""
+    owners = {key.encode(): key.container_id for r in records for key, _ in r.reserve}
+    return dict(sorted(owners.items()))
+
+
+def plan_batch(
+    records: Sequence[DecisionRecord], stored: set[str], counts: dict[str, int]
+) -> BatchPlan:
+    """Every record of the batch, in order: ``stored`` holds the proposition ids already
+    written, ``counts`` the current count of every counter of the batch (missing ones are
+    0). Both must stay as read until the caller commits what the plan says."""
+    plan = BatchPlan()
+    stored = set(stored)
+    owners = counter_owners(records)
+    counts = {code: counts.get(code, 0) for code in owners}
+    changed: set[str] = set()
+    daily: dict[tuple[str, str, str], int] = {}
+    for record in records:
+        if record.proposition_id in stored:
+            plan.outcomes.append(Conflict(f"decision {record.proposition_id} is already recorded"))
+            continue
+        needs = counter_needs(record.reserve).items()
+        need = {key: (key.encode(), n, limit) for key, (n, limit) in needs}
+        full = [key for key, (code, n, limit) in need.items() if counts[code] + n > limit]
+        if full:
+            plan.outcomes.append(full)
+            continue
+        for code, n, _ in need.values():
+            counts[code] += n
+            changed.add(code)
+        stored.add(record.proposition_id)
+        plan.events.append(
+            (
+                record.proposition_id,
+                record.container_id,
+                record.created,
+                record.created_us,
+                record.profile_key,
+                orjson.dumps(record.body).decode(),
+            )
+        )
+        for offer_id in record.proposed_offers:
+            day_key = (record.container_id, record.day, offer_id)
+            daily[day_key] = daily.get(day_key, 0) + 1
+        plan.outcomes.append([])
+    plan.counters = [(code, owners[code], counts[code]) for code in owners if code in changed]
+    plan.daily = [(*key, n) for key, n in sorted(daily.items())]
+    return plan
+
+
+def commit_batch(batch: list[Item], write: Write) -> bool:
+    """Write the batch and resolve its futures: each with its record's outcome once the
+    batch committed, or all with the error when it failed (then nothing was written).
+    A record whose caller gave up before its turn (a cancelled future) is not written.
+    Returns whether the batch committed."""
+    batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+    if not batch:
+        return True
+    try:
+        outcomes = write([record for record, _ in batch])
+    except Exception as exc:  # every waiting caller hears of it
+        error = translated(exc) or Unavailable(f"decision records not written: {exc}")
+        log.error("decision records not written (%d): %s", len(batch), error)
+        for _, future in batch:
+            future.set_exception(error)
+        return False
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if isinstance(outcome, Conflict):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+    return True
+
+
+class BatchWriter(Generic[C]):
+    """A writer thread: takes every record queued while the last batch committed (up to
+    :data:`MAX_BATCH`) and commits them as one batch on a connection of its own.
+
+    ``connect`` opens that connection (on the thread, at its first batch), ``write``
+    writes a batch on it in one transaction; after a failed batch the connection is closed
+    (``disconnect``) and the next batch opens another. :meth:`close` writes what was
+    queued before it, then stops the thread.
+    """
+
+    def __init__(
+        self,
+        connect: Callable[[], C],
+        write: Callable[[C, list[DecisionRecord]], list[Outcome]],
+        disconnect: Callable[[C], None],
+    ) -> None:
+        self._connect = connect
+        self._write = write
+        self._disconnect = disconnect
+        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._conn: C | None = None  # the thread's
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def put(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+        future: Future[list[CounterKey]] = Future()
+        # Checked and queued under the lock close() takes to queue the stop mark: a
+        # record is either refused here or queued before the mark.
+        with self._lock:
+            if self.closed:
+                future.set_exception(Unavailable("the store is closed"))
+                return future
+            self._start()
+            self._queue.put((record, future))
+        return future
+
+    def _start(self) -> None:
+        """Start the thread (the caller holds ``_lock``)."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._run, name="nextoffer-decision-writer", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    stop = True
+                    break
+                batch.append(more)
+            if not commit_batch(batch, self._write_batch) and self._conn is not None:
+                self._close_quietly(self._conn)
+                self._conn = None
+        if self._conn is not None:
+            self._close_quietly(self._conn)
+            self._conn = None
+
+    def _write_batch(self, records: list[DecisionRecord]) -> list[Outcome]:
+        if self._conn is None:
+            self._conn = self._connect()
+        return self._write(self._conn, records)
+
+    def _close_quietly(self, conn: C) -> None:
+        try:
+            self._disconnect(conn)
+        except Exception as exc:
+            log.warning("decision writer's connection not closed cleanly: %s", exc)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            thread = self._thread
+            if thread is not None:
+                self._queue.put(None)
+        if thread is not None:
+            thread.join(timeout=30)
