@@ -95,6 +95,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--rate", type=int, default=2000, help="py-spy samples per second")
     parser.add_argument("--keep-stacks", type=Path, help="write the decisions' raw stacks here")
+    parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of the budget here")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="nextoffer-budget-"))
     db_url = f"sqlite:///{workdir / 'bench.db'}"
@@ -143,6 +144,30 @@ def main() -> None:
         us = n / args.rate / result.requests * 1e6
         print(f"| {name} | {us:.0f} | {n / sum(spent.values()):.0%} | {us / per_bare:.2f} |")
     print(f"| **all** | **{per_decision:.0f}** | 100% | {per_decision / per_bare:.2f} |")
+    if args.plot:
+        us = {name: n / args.rate / result.requests * 1e6 for name, n in spent.items()}
+        plot(us, per_bare, args, args.plot)
+
+
+def plot(us: dict[str, float], per_bare: float, args: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = sorted(us, key=us.__getitem__)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    ax.barh(names, [us[n] for n in names], color="C0")
+    ax.axvline(per_bare, color="grey", linestyle=":", label=f"one bare request ({per_bare:.0f} µs)")
+    ax.set_xlabel("worker CPU µs per recorded decision")
+    ax.set_title(
+        f"One decision's budget: 1 worker, {args.connections} connections, "
+        f"{sum(us.values()):.0f} µs in all"
+    )
+    ax.legend(loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
