@@ -27,8 +27,8 @@ def utcnow() -> datetime:
 
 def format_datetime(moment: datetime) -> str:
     """``2020-10-21T22:28:11.111732Z``: RFC 3339, UTC, always six fractional digits."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    plain = moment.astimezone(UTC).replace(tzinfo=None)
+    return plain.isoformat(timespec="microseconds") + "Z"
 
 
 def parse_datetime(text: str) -> datetime:

@@ -80,6 +80,9 @@ def path_of(store: Store) -> SqlitePath:
     path = _paths.get(id(store))
     if path is None:
         path = _paths[id(store)] = SqlitePath(store)
+        # As once callers have met: every record goes through the writer thread, so
+        # records submitted while the test holds the write lock queue instead of writing.
+        path._writer.start()
     return path
 
 
@@ -161,6 +164,49 @@ def from_threads(
     for worker in workers:
         worker.join()
     return [f for mine in futures for f in mine]
+
+
+def test_a_lone_caller_writes_its_record_on_its_own_thread(store: Store) -> None:
+    path = SqlitePath(store)  # no caller has met another yet
+    try:
+        takers: list[str] = []
+        original = store.write_lock
+
+        def counting() -> AbstractContextManager[None]:
+            takers.append(threading.current_thread().name)
+            return original()
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(store, "write_lock", counting)
+            futures = [path.record(record(offers=["o-1"], created_us=n)) for n in range(3)]
+        assert all(f.done() for f in futures)  # written before record() returned
+        assert [f.result() for f in futures] == [[]] * 3
+        assert takers == [threading.current_thread().name] * 3
+        assert path._writer._thread is None  # no writer thread was started
+        assert report(store) == {"o-1": 3}
+    finally:
+        path.close()
+
+
+def test_callers_that_meet_start_the_writer_thread(store: Store) -> None:
+    path = SqlitePath(store)
+    try:
+        with store.write_lock():
+            # The first caller writes itself and waits for the lock; the second finds it
+            # writing, so it starts the writer thread and queues.
+            first: list[Future[list[CounterKey]]] = []
+            caller = threading.Thread(target=lambda: first.append(path.record(record())))
+            caller.start()
+            until(path._writer._writing.locked)
+            second = path.record(record())
+            assert not second.done()
+            assert path._writer._thread is not None
+        caller.join(timeout=30)
+        assert first[0].result(timeout=30) == []
+        assert second.result(timeout=30) == []
+        assert len(events_of(store)) == 2
+    finally:
+        path.close()
 
 
 def test_records_submitted_at_once_commit_together(

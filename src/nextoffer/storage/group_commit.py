@@ -135,13 +135,21 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
 
 
 class BatchWriter(Generic[C]):
-    """A writer thread: takes every record queued while the last batch committed (up to
-    :data:`MAX_BATCH`) and commits them as one batch on a connection of its own.
+    """Group commit for callers off an event loop: a writer thread takes every record
+    queued while the last batch committed (up to :data:`MAX_BATCH`) and commits them as
+    one batch on the writer's connection.
 
-    ``connect`` opens that connection (on the thread, at its first batch), ``write``
-    writes a batch on it in one transaction; after a failed batch the connection is closed
-    (``disconnect``) and the next batch opens another. :meth:`close` writes what was
-    queued before it, then stops the thread.
+    Until two callers first meet, there is no thread: a caller writes its own record on
+    its own thread (one caller in a loop, the CLI, an embedding application), where handing
+    it to a thread and waiting would cost two thread switches per decision and batch
+    nothing. A caller that finds another writing starts the thread, and from then on every
+    record goes through it, so concurrent callers keep sharing commits. The connection is
+    used by one writer at a time (``_writing``), whichever thread that is.
+
+    ``connect`` opens the connection (at the first write), ``write`` writes a batch on it
+    in one transaction; after a failed batch the connection is closed (``disconnect``) and
+    the next batch opens another. :meth:`close` writes what was queued before it, then
+    stops the thread and closes the connection.
     """
 
     def __init__(
@@ -155,21 +163,36 @@ class BatchWriter(Generic[C]):
         self._disconnect = disconnect
         self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._conn: C | None = None  # the thread's
+        self._conn: C | None = None  # the writer's, whichever thread holds ``_writing``
         self._lock = threading.Lock()
+        self._writing = threading.Lock()
         self.closed = False
 
     def put(self, record: DecisionRecord) -> Future[list[CounterKey]]:
         future: Future[list[CounterKey]] = Future()
         # Checked and queued under the lock close() takes to queue the stop mark: a
-        # record is either refused here or queued before the mark.
+        # record is either refused here or queued before the mark. An inline write that
+        # passed the check finishes before close() closes the connection (``_writing``).
         with self._lock:
             if self.closed:
                 future.set_exception(Unavailable("the store is closed"))
                 return future
-            self._start()
-            self._queue.put((record, future))
+            inline = self._thread is None and self._writing.acquire(blocking=False)
+            if not inline:
+                self._start()
+                self._queue.put((record, future))
+        if inline:
+            try:
+                self._commit([(record, future)])
+            finally:
+                self._writing.release()
         return future
+
+    def start(self) -> None:
+        """Start the writer thread now: from here on every record goes through it, also a
+        lone caller's (tests of batching use it to begin where concurrent callers are)."""
+        with self._lock:
+            self._start()
 
     def _start(self) -> None:
         """Start the thread (the caller holds ``_lock``)."""
@@ -195,10 +218,12 @@ class BatchWriter(Generic[C]):
                     stop = True
                     break
                 batch.append(more)
-            if not commit_batch(batch, self._write_batch) and self._conn is not None:
-                self._close_quietly(self._conn)
-                self._conn = None
-        if self._conn is not None:
+            with self._writing:
+                self._commit(batch)
+
+    def _commit(self, batch: list[Item]) -> None:
+        """Write one batch (the caller holds ``_writing``)."""
+        if not commit_batch(batch, self._write_batch) and self._conn is not None:
             self._close_quietly(self._conn)
             self._conn = None
 
@@ -221,3 +246,7 @@ class BatchWriter(Generic[C]):
                 self._queue.put(None)
         if thread is not None:
             thread.join(timeout=30)
+        with self._writing:
+            if self._conn is not None:
+                self._close_quietly(self._conn)
+                self._conn = None
