@@ -109,6 +109,8 @@ class Filter:
     path: Path
     op: Op
     literal: Literal | None = None  # None for EXISTS
+    #: The dps form's leading ``!``: the items the filter would not keep.
+    negated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class ListQuery:
     ordered_by_client: bool = False
     start: tuple[Any, ...] | None = None  # one value per sort key
     limit: int = DEFAULT_LIMIT
+    #: ``Page.total`` counts from the page on (xcore, spec §4.4); False: the whole list (dps).
+    count_from_start: bool = True
 
     def order_text(self) -> str:
         return ",".join(key.text() for key in self.order)
@@ -497,6 +501,18 @@ def unescape_name(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+def parse_limit(text: str | None) -> int:
+    """``limit``: 1 to :data:`MAX_LIMIT`, :data:`DEFAULT_LIMIT` when absent."""
+    if text is None:
+        return DEFAULT_LIMIT
+    if not re.fullmatch(r"\s*\+?\d{1,9}\s*", text):
+        raise BadRequest(f"limit must be a positive integer, not {text!r}", pointer="limit")
+    limit = int(text)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, not {limit}", pointer="limit")
+    return limit
+
+
 def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     """Validate the query parameters of a list or search request.
 
@@ -544,18 +560,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     start_text = _one(params, "start")
     start = parse_cursor(start_text, order) if start_text is not None else None
 
-    limit_text = _one(params, "limit")
-    limit = DEFAULT_LIMIT
-    if limit_text is not None:
-        if not re.fullmatch(r"\s*\+?\d{1,9}\s*", limit_text):
-            raise BadRequest(
-                f"limit must be a positive integer, not {limit_text!r}", pointer="limit"
-            )
-        limit = int(limit_text)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(
-                f"limit must be between 1 and {MAX_LIMIT}, not {limit}", pointer="limit"
-            )
+    limit = parse_limit(_one(params, "limit"))
 
     text: TextQuery | None = None
     q = _one(params, "q")
@@ -660,6 +665,11 @@ def value_matches(op: Op, literal: Literal, value: Any) -> bool:
 
 def matches(flt: Filter, document: Mapping[str, Any]) -> bool:
     """Whether a HAL document (envelope + ``_instance``) passes ``flt``."""
+    kept = _matches(flt, document)
+    return not kept if flt.negated else kept
+
+
+def _matches(flt: Filter, document: Mapping[str, Any]) -> bool:
     if flt.path.envelope:
         candidates = [document[flt.path.envelope]] if flt.path.envelope in document else []
         if flt.path.kind is Kind.DATE:

@@ -99,6 +99,15 @@ class Repository:
             raise _no_instance(container_id, instance_id)
         return record
 
+    def by_at_id(self, principal: Principal, container_id: str, at_id: str) -> InstanceRecord:
+        """The instance whose ``@id`` is ``at_id`` (how the dps API names objects)."""
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+            record = session.instances_by_at_id(container_id, [at_id]).get(at_id)
+        if record is None:
+            raise NotFound(f"{at_id} does not exist")
+        return record
+
     async def get_async(
         self, principal: Principal, container_id: str, instance_id: str
     ) -> InstanceRecord:
@@ -116,7 +125,9 @@ class Repository:
         body: dict[str, Any],
         *,
         prefix: str = "",
+        scheme: str = "xcore",
     ) -> InstanceRecord:
+        """``scheme`` names the ``@id`` form: ``xcore`` (the xcore API) or ``dps``."""
         object_type = schema.type
         if "@id" in body:
             raise Unprocessable(
@@ -127,7 +138,7 @@ class Repository:
         for attempt in range(_CREATE_ATTEMPTS):
             now = self._clock()
             stamp = format_datetime(now)
-            at_id = self._ids.at_id(object_type.name, now)
+            at_id = self._ids.at_id(object_type.name, now, scheme=scheme)
             record = InstanceRecord(
                 instance_id=self._ids.instance_id(now),
                 container_id=container_id,
@@ -197,7 +208,10 @@ class Repository:
         *,
         schema: SchemaRef | None,
         if_match: int | None,
+        view: patch.View = patch.HAL,
     ) -> InstanceRecord:
+        """Apply a JSON Patch to the instance as ``view`` shows it (xcore's HAL resource,
+        or the dps document), then validate and check it like a PUT."""
         with self._store.session(write=True) as session:
             self.container(session, principal, container_id)
             current = self._instance(session, container_id, instance_id)
@@ -206,8 +220,8 @@ class Repository:
                     f"instance {instance_id} is a {current.schema_id}, "
                     f"not a {schema.type.schema_id}"
                 )
-            body = patch.apply(hal.resource(current), operations)
-            record = self._update(session, principal, current, body, if_match, "/_instance")
+            body = patch.apply(view.render(current), operations, view)
+            record = self._update(session, principal, current, body, if_match, view.prefix)
         self._on_change(container_id)
         return record
 
