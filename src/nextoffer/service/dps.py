@@ -9,6 +9,7 @@ into the stored body are re-pointed into the body the client sent.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -47,6 +48,19 @@ def resource_for(path: str, offer_type: str | None) -> Resource:
     )
 
 
+_REQUIRED = re.compile(r"'([^']+)' is required")
+
+
+def _required(resource: Resource, pointer: str, message: str) -> str:
+    """``'xdm:name' is required`` (at the object's pointer) in dps names."""
+
+    def name(match: re.Match[str]) -> str:
+        member = dps.dps_pointer(resource, f"{pointer.rstrip('/')}/{match.group(1)}")
+        return f"'{member.rsplit('/', 1)[-1]}' is required"
+
+    return _REQUIRED.sub(name, message)
+
+
 @contextmanager
 def _pointing_into(resource: Resource) -> Iterator[None]:
     """Re-point errors about the stored body into the dps body."""
@@ -56,7 +70,7 @@ def _pointing_into(resource: Resource) -> Iterator[None]:
         if exc.pointer is not None:
             old, new = exc.pointer, dps.dps_pointer(resource, exc.pointer)
             exc.pointer = new
-            exc.detail = exc.detail.replace(old, new)
+            exc.detail = _required(resource, old, exc.detail.replace(old, new))
         errors = exc.extra.get("errors")
         if isinstance(errors, list):
             for error in errors:
@@ -64,6 +78,8 @@ def _pointing_into(resource: Resource) -> Iterator[None]:
                     old = error["pointer"]
                     error["pointer"] = dps.dps_pointer(resource, old)
                     exc.detail = exc.detail.replace(old, error["pointer"])
+                    if isinstance(error.get("message"), str):
+                        error["message"] = _required(resource, old, error["message"])
         exc.args = (exc.detail,)
         raise
 
