@@ -265,3 +265,37 @@ ENVELOPE: Mapping[str, str] = {
     "createdByClientId": "repo:createdByClientId",
     "lastModifiedByClientId": "repo:lastModifiedByClientId",
 }
+
+
+# -- the table as docs/api.md prints it ------------------------------------------------------
+
+
+def _rows(fields: tuple[Field, ...], dps: str, xcore: str) -> list[tuple[str, str, str]]:
+    rows: list[tuple[str, str, str]] = []
+    for f in fields:
+        d, x = f"{dps}{f.dps}", f"{xcore}{f.xcore}"
+        values = ", ".join(
+            f"`{a}` → `{b.replace(OM, '…/')}`" for a, b in f.values.items() if a != b
+        )
+        rows.append((d, x, values))
+        rows += _rows(f.inner, d + ".", x + ".")
+        rows += _rows(f.entries, d + ".<name>.", x + ".<name>.")
+    return rows
+
+
+def markdown() -> str:
+    """Every field mapping, one table per resource (docs/api.md, "The dps form")."""
+    out: list[str] = []
+    by_fields: dict[int, list[Resource]] = {}
+    for resource in RESOURCES:
+        by_fields.setdefault(id(resource.fields), []).append(resource)
+    for resources in by_fields.values():
+        names = ", ".join(
+            f"`{r.path}`" + (f" (`offer-type={r.offer_type}`)" if r.offer_type else "")
+            for r in resources
+        )
+        head = "| dps | xcore | values (dps → xcore; `…/` is the offer-management namespace) |"
+        out += [f"**{names}**", "", head, "|---|---|---|"]
+        out += [f"| `{d}` | `{x}` | {v} |" for d, x, v in _rows(resources[0].fields, "", "")]
+        out.append("")
+    return "\n".join(out)
