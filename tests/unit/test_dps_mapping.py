@@ -130,5 +130,5 @@ def test_bad_list_parameters_are_400s(pairs):
 
 
 def test_docs_print_the_field_table_as_the_code_has_it():
-    # Regenerate: python -c "from nextoffer.repository.dps_fields import markdown; print(markdown())"
+    # Regenerate with markdown() (docs/api.md, "Every field, dps ↔ xcore", says how).
     assert markdown() in (ROOT / "docs" / "api.md").read_text()
