@@ -393,3 +393,27 @@ def test_bad_input_is_a_clear_4xx_problem(dps, what, call, status, pointer):
         found = [problem["pointer"], *(e["pointer"] for e in problem.get("errors", []))]
         assert pointer in found, problem
     assert dps.get("offer-placement", at_id)["etag"] == 1  # nothing changed
+
+
+# -- list parameters on the database ------------------------------------------------------
+
+
+def test_property_filters_negation_commas_and_orderby_run_on_the_database(dps):
+    for name, description in (("alpha", "first"), ("beta", None), ("gamma", "third")):
+        body = {"name": name} | ({"description": description} if description else {})
+        dps.create("tag", body)
+
+    def names(query: str) -> list[str]:
+        return [item["name"] for item in dps.list(f"/tags?{query}")["results"]]
+
+    assert names("orderby=name&property=description") == ["alpha", "gamma"]
+    assert names("orderby=name&property=!description") == ["beta"]
+    assert names("orderby=-name&property=name!=alpha") == ["gamma", "beta"]
+    assert names("orderby=name&property=name~.*a.*,description") == ["alpha", "gamma"]
+    assert names("orderby=name&property=name~.*a.*&property=!name==gamma") == ["alpha", "beta"]
+    ids = [item["id"] for item in dps.list("/tags?orderby=-id&property=id~dps:tag:.*")["results"]]
+    assert len(ids) == 3 and ids == sorted(ids, reverse=True)
+    page = dps.list("/tags?orderby=name&limit=1&property=name~.*a")
+    assert page["count"] == 1 and page["total"] == 3
+    second = dps.list(page["_links"]["next"]["href"])
+    assert [i["name"] for i in second["results"]] == ["beta"] and second["total"] == 3

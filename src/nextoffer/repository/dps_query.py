@@ -86,13 +86,6 @@ def _order(resource: Resource, text: str) -> str:
     return ",".join(keys)
 
 
-def _one(params: dict[str, list[str]], key: str) -> str | None:
-    values = params.get(key, [])
-    if len(values) > 1:
-        raise BadRequest(f"{key} is given {len(values)} times; give it once", pointer=key)
-    return values[0] if values else None
-
-
 def parse_list(resource: Resource, pairs: Iterable[tuple[str, str]]) -> q.ListQuery:
     """Validate a dps list request's parameters (names case-insensitive, empty = absent,
     unknown ignored, as on xcore lists); ``total`` counts the whole filtered list."""
@@ -105,11 +98,11 @@ def parse_list(resource: Resource, pairs: Iterable[tuple[str, str]]) -> q.ListQu
     if len(expressions) > q.MAX_FILTERS:
         raise BadRequest(f"at most {q.MAX_FILTERS} property filters", pointer="property")
     filters = tuple(parse_filter(resource, e) for e in expressions)
-    order_text = _one(params, "orderby")
+    order_text = q.single(params, "orderby")
     order = q.parse_order(_order(resource, order_text or DEFAULT_ORDER))
-    start_text = _one(params, "start")
+    start_text = q.single(params, "start")
     start = q.parse_cursor(start_text, order) if start_text is not None else None
-    limit = q.parse_limit(_one(params, "limit"))
+    limit = q.parse_limit(q.single(params, "limit"))
     schema = SchemaRef(resource.type, None, resource.type.schema_id)
     return q.ListQuery(
         schema=schema,

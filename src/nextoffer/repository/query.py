@@ -477,7 +477,8 @@ def parse_text(q: str, *, where: str = "q") -> tuple[Term, ...]:
 _KNOWN = {"schema", "property", "id", "name", "orderby", "start", "limit", "q", "qop", "field"}
 
 
-def _one(params: Mapping[str, list[str]], key: str) -> str | None:
+def single(params: Mapping[str, list[str]], key: str) -> str | None:
+    """The one value of a parameter that may appear once (twice is a 400)."""
     values = params.get(key, [])
     if len(values) > 1:
         raise BadRequest(f"{key} is given {len(values)} times; give it once", pointer=key)
@@ -525,7 +526,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
         lowered = key.lower()
         if lowered in _KNOWN and value:
             params.setdefault(lowered, []).append(value)
-    schema_text = _one(params, "schema")
+    schema_text = single(params, "schema")
     if schema_text is None or not schema_text.strip():
         raise BadRequest(
             "schema is required, e.g. schema=https://ns.adobe.com/experience/offer-management/"
@@ -545,7 +546,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     ids = tuple(dict.fromkeys(params.get("id", [])))
     if len(ids) > MAX_IDS:
         raise BadRequest(f"at most {MAX_IDS} id values", pointer="id")
-    name = _one(params, "name")
+    name = single(params, "name")
     if ids and name is not None:
         raise BadRequest("id and name cannot be used together", pointer="name")
     if name is not None and len(name) > MAX_VALUE_LENGTH:
@@ -554,17 +555,17 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     if name is not None and not wildcard:
         name = unescape_name(name)
 
-    order_text = _one(params, "orderby")
+    order_text = single(params, "orderby")
     order = parse_order(order_text) if order_text is not None else (SortKey(INSTANCE_ID),)
 
-    start_text = _one(params, "start")
+    start_text = single(params, "start")
     start = parse_cursor(start_text, order) if start_text is not None else None
 
-    limit = parse_limit(_one(params, "limit"))
+    limit = parse_limit(single(params, "limit"))
 
     text: TextQuery | None = None
-    q = _one(params, "q")
-    qop = _one(params, "qop")
+    q = single(params, "q")
+    qop = single(params, "qop")
     if qop is not None and qop.strip().upper() not in ("AND", "OR"):
         raise BadRequest(f"qop must be AND or OR, not {qop!r}", pointer="qop")
     fields: list[Path] = []

@@ -18,7 +18,6 @@ from nextoffer.api import media
 from nextoffer.api.conditional import etag_header, if_match, not_modified
 from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
-from nextoffer.errors import BadRequest, UnsupportedMediaType
 from nextoffer.repository import dps
 from nextoffer.repository.dps_fields import Resource
 from nextoffer.repository.dps_query import parse_list
@@ -36,16 +35,6 @@ def _resource(request: Request) -> Resource:
         (v for k, v in request.query_params.multi_items() if k.lower() == "offer-type"), None
     )
     return resource_for(request.path_params["resource"], offer_type)
-
-
-def _content_type(request: Request, accepted: tuple[str, ...]) -> None:
-    parsed = media.parse(request.headers.get("content-type"))
-    if parsed is None:
-        raise BadRequest("A valid content-type must be specified")
-    if parsed.mime not in accepted:
-        raise UnsupportedMediaType(
-            f"Content-Type {parsed.mime!r} is not accepted here; use one of: {', '.join(accepted)}"
-        )
 
 
 def _receipt(record: InstanceRecord, *, status: int) -> Response:
@@ -68,7 +57,7 @@ def next_href(path: str, raw_query: str, cursor: str) -> str:
 async def create(request: Request) -> Response:
     principal = authenticate(request)
     resource = _resource(request)
-    _content_type(request, _WRITE_TYPES)
+    media.require(request.headers.get("content-type"), _WRITE_TYPES)
     body = await body_json(request)
     no = nextoffer(request)
     record = await no.run(no.dps.create, principal, resource, body)
@@ -111,7 +100,7 @@ async def lookup(request: Request) -> Response:
 async def update(request: Request) -> Response:
     principal = authenticate(request)
     resource = _resource(request)
-    _content_type(request, _PATCH_TYPES)
+    media.require(request.headers.get("content-type"), _PATCH_TYPES)
     operations = await body_json(request)
     no = nextoffer(request)
     record = await no.run(

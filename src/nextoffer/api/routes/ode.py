@@ -13,7 +13,7 @@ from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
 from nextoffer.engine.model import Offer
-from nextoffer.errors import BadRequest, UnsupportedMediaType
+from nextoffer.errors import BadRequest
 from nextoffer.ids import parse_datetime
 from nextoffer.service.auth import Principal
 
@@ -40,13 +40,7 @@ async def ods_decisions(request: Request) -> Response:
 
 
 async def _decide(request: Request, principal: Principal, container_id: str) -> Response:
-    parsed = media.parse(request.headers.get("content-type"))
-    if parsed is None:
-        raise BadRequest("A valid content-type must be specified")
-    if parsed.mime not in _DECISION_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
-        )
+    media.require(request.headers.get("content-type"), _DECISION_TYPES, use=media.DECISION_REQUEST)
     body = await body_json(request)
     no = nextoffer(request)
     if decision_request.is_2019(body):

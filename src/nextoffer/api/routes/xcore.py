@@ -12,7 +12,7 @@ from nextoffer.api import media
 from nextoffer.api.conditional import etag_header, if_match, not_modified
 from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
-from nextoffer.errors import BadRequest, NotFound, UnsupportedMediaType
+from nextoffer.errors import BadRequest, NotFound
 from nextoffer.repository import hal, query
 from nextoffer.repository.objects import (
     CONTAINER_SCHEMA,
@@ -46,14 +46,7 @@ _PATCH_TYPES = (media.PATCH_HAL, media.JSON_PATCH, media.SCHEMA_INSTANCE, media.
 
 
 def _content_type(request: Request, accepted: tuple[str, ...]) -> media.MediaType:
-    parsed = media.parse(request.headers.get("content-type"))
-    if parsed is None:
-        raise BadRequest("A valid content-type must be specified")
-    if parsed.mime not in accepted:
-        raise UnsupportedMediaType(
-            f"Content-Type {parsed.mime!r} is not accepted here; use one of: {', '.join(accepted)}"
-        )
-    return parsed
+    return media.require(request.headers.get("content-type"), accepted)
 
 
 def _schema(parsed: media.MediaType, *, required: bool) -> SchemaRef | None:
