@@ -1,5 +1,6 @@
 """Repository throughput over HTTP on SQLite: create, get and patch, next to the bare
-endpoint of the same server stack measured in the same run.
+endpoint of the same server stack measured in the same run; each also through the dps form
+(``/data/core/dps``, a mapping over the same library), so its cost shows as a ratio.
 
     .venv/bin/python bench/repository.py [--seconds 10] [--connections 10]
 """
@@ -81,6 +82,20 @@ def main() -> None:
                 }
             ],
         }
+        dps_base = f"{server.base}/data/core/dps"
+        dps_headers = {**headers, "Content-Type": "application/json"}
+        dps_offer = {
+            "name": "Bench offer",
+            "status": "approved",
+            "rank": {"priority": 1},
+            "representations": [
+                {
+                    "placement": created["@id"],
+                    "components": [{"type": "html", "format": "text/html", "content": "<p>hi</p>"}],
+                }
+            ],
+        }
+        dps_patch = json.dumps([{"op": "add", "path": "/description", "value": "patched"}])
         kw = {"seconds": args.seconds, "connections": args.connections}
         results = [
             wrk("bare endpoint (ceiling)", server.base + "/bare", **kw),
@@ -99,6 +114,23 @@ def main() -> None:
                 method="PATCH",
                 headers=patch_headers,
                 body=patch_body,
+                **kw,
+            ),
+            wrk("GET (dps form)", f"{dps_base}/placements/{created['@id']}", headers=headers, **kw),
+            wrk(
+                "POST create offer (dps form)",
+                f"{dps_base}/offers?offer-type=personalized",
+                method="POST",
+                headers=dps_headers,
+                body=json.dumps(dps_offer),
+                **kw,
+            ),
+            wrk(
+                "PATCH (dps form)",
+                f"{dps_base}/placements/{created['@id']}",
+                method="PATCH",
+                headers=dps_headers,
+                body=dps_patch,
                 **kw,
             ),
         ]

@@ -417,3 +417,13 @@ def test_property_filters_negation_commas_and_orderby_run_on_the_database(dps):
     assert page["count"] == 1 and page["total"] == 3
     second = dps.list(page["_links"]["next"]["href"])
     assert [i["name"] for i in second["results"]] == ["beta"] and second["total"] == 3
+
+
+def test_xcore_members_spelt_like_the_dps_envelope_survive_a_dps_update(tenant, dps):
+    body = {"xdm:name": "T", "etag": "theirs", "created": 5, "offerui:x": {"y": 1}}
+    receipt = tenant.create("tag", body)
+    read = dps.get("tag", receipt["@id"])
+    assert read["etag"] == 1 and read["created"] != 5 and read["offerui:x"] == {"y": 1}
+    dps.patch("tag", receipt["@id"], [{"op": "replace", "path": "/name", "value": "U"}])
+    stored = _xcore_instance(tenant, "tag", receipt["@id"])["_instance"]
+    assert stored == {**body, "xdm:name": "U", "@id": receipt["@id"]}

@@ -137,7 +137,7 @@ def document_date(stamp: str) -> str:
 def document(resource: Resource, record: InstanceRecord) -> dict[str, Any]:
     """The dps form of an instance, as looked up and listed (offer-api-dps §1.1)."""
     audit = record.audit
-    return {
+    envelope: dict[str, Any] = {
         "created": document_date(audit.created),
         "modified": document_date(audit.modified),
         "etag": record.etag,
@@ -145,8 +145,11 @@ def document(resource: Resource, record: InstanceRecord) -> dict[str, Any]:
         "createdBy": audit.created_by,
         "lastModifiedBy": audit.modified_by,
         "id": record.at_id,
-        **to_dps(resource, record.body),
     }
+    # A stored member spelt like an envelope member (an xcore client's ``etag``) is not
+    # shown; an update through this form keeps it (``patch_view``).
+    members = to_dps(resource, record.body)
+    return {**envelope, **{k: v for k, v in members.items() if k not in envelope}}
 
 
 def receipt(record: InstanceRecord, *, sandbox_id: str) -> dict[str, Any]:
@@ -171,13 +174,17 @@ def receipt(record: InstanceRecord, *, sandbox_id: str) -> dict[str, Any]:
 def patch_view(resource: Resource) -> patch.View:
     """JSON Patch over the dps document: only the object's members change."""
 
-    def body(before: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
+    def body(
+        record: InstanceRecord, before: dict[str, Any], patched: dict[str, Any]
+    ) -> dict[str, Any]:
         envelope = ("id", *READ_ONLY)
         for key in envelope:
             if patched.get(key) != before.get(key):
                 raise Unprocessable(f"{key} is not editable", pointer=f"/{key}")
         members = {k: v for k, v in patched.items() if k not in envelope}
-        return {**to_xcore(resource, members), "@id": before["id"]}
+        # Stored members the document cannot show (spelt like the envelope) are kept.
+        hidden = {k: v for k, v in record.body.items() if k in envelope}
+        return {**hidden, **to_xcore(resource, members), "@id": record.at_id}
 
     return patch.View(
         render=lambda record: document(resource, record),

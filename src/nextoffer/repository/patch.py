@@ -30,8 +30,9 @@ class View:
 
     #: The document the patch's pointers address.
     render: Callable[[InstanceRecord], dict[str, Any]]
-    #: (the document before, the patched document) → the new stored body, ``@id`` included.
-    body: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]]
+    #: (the stored instance, the document before, the patched document) → the new stored
+    #: body, ``@id`` included.
+    body: Callable[[InstanceRecord, dict[str, Any], dict[str, Any]], dict[str, Any]]
     #: Where the body's members sit in the document, for error pointers (``/_instance``).
     prefix: str
     #: ``replace`` of a member the object lacks adds it (dps: Adobe's documented updates
@@ -73,9 +74,10 @@ def _adds_missing(document: Any, op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
-def apply(document: dict[str, Any], operations: Any, view: View) -> dict[str, Any]:
-    """The new stored body; our errors for bad or disallowed patches."""
+def apply(record: InstanceRecord, operations: Any, view: View) -> dict[str, Any]:
+    """The new stored body of ``record``; our errors for bad or disallowed patches."""
     ops = operations_of(operations)
+    document = view.render(record)
     try:
         if view.replace_adds:
             patched: Any = copy.deepcopy(document)
@@ -92,10 +94,12 @@ def apply(document: dict[str, Any], operations: Any, view: View) -> dict[str, An
     if not isinstance(patched, dict):
         # An operation on the root path ("") replaced the whole resource.
         raise Unprocessable("the patch must leave the resource an object", pointer="/")
-    return view.body(document, patched)
+    return view.body(record, document, patched)
 
 
-def _hal_body(before: dict[str, Any], patched: dict[str, Any]) -> dict[str, Any]:
+def _hal_body(
+    _record: InstanceRecord, before: dict[str, Any], patched: dict[str, Any]
+) -> dict[str, Any]:
     for key in set(before) | set(patched):
         if key != "_instance" and patched.get(key) != before.get(key):
             raise Unprocessable(f"{key} is not editable", pointer=f"/{key}")

@@ -220,7 +220,7 @@ class Repository:
                     f"instance {instance_id} is a {current.schema_id}, "
                     f"not a {schema.type.schema_id}"
                 )
-            body = patch.apply(view.render(current), operations, view)
+            body = patch.apply(current, operations, view)
             record = self._update(session, principal, current, body, if_match, view.prefix)
         self._on_change(container_id)
         return record
