@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from nextoffer.errors import BadRequest
 from nextoffer.repository import dps
-from nextoffer.repository.dps_fields import RESOURCES, Resource, markdown
+from nextoffer.repository.dps_fields import PATHS, RESOURCES, Resource, markdown
 from nextoffer.repository.dps_query import parse_list
 from nextoffer.repository.query import Op
 from support import ROOT, example
@@ -132,3 +134,11 @@ def test_bad_list_parameters_are_400s(pairs):
 def test_docs_print_the_field_table_as_the_code_has_it():
     # Regenerate with markdown() (docs/api.md, "Every field, dps ↔ xcore", says how).
     assert markdown() in (ROOT / "docs" / "api.md").read_text()
+
+
+def test_the_openapi_document_names_every_dps_resource_of_the_table():
+    document = json.loads((ROOT / "src" / "nextoffer" / "api" / "openapi.json").read_text())
+    for path in ("/data/core/dps/{resource}", "/data/core/dps/{resource}/{id}"):
+        for operation in document["paths"][path].values():
+            [resource] = [p for p in operation["parameters"] if p["name"] == "resource"]
+            assert resource["schema"]["enum"] == list(PATHS)
