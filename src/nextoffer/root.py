@@ -150,7 +150,7 @@ class NextOffer:
             executor=self.executor,
         )
         self.search = Search(store, self.repository)
-        self.dps = DpsLibrary(self.repository, self.search)
+        self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)
         self.profiles = Profiles(store, clock=clock)
         self.events = Events(store, counters=self.counters, catalogs=self.catalogs, clock=clock)
         self.decisions = Decisions(

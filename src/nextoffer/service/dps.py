@@ -10,9 +10,12 @@ into the stored body are re-pointed into the body the client sent.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import replace
+from threading import Lock
 from typing import Any
 
 from nextoffer.errors import BadRequest, NextOfferError, NotFound
@@ -22,11 +25,15 @@ from nextoffer.repository.objects import SchemaRef
 from nextoffer.repository.query import ListQuery
 from nextoffer.repository.records import ContainerRecord, InstanceRecord
 from nextoffer.service.auth import Principal
+from nextoffer.service.offload import in_pool
 from nextoffer.service.repository import Repository
 from nextoffer.service.search import Page, Search
 
 #: The container type the dps API and ``/data/core/ods`` work in.
 DECISIONING = "decisioning"
+#: How long a sandbox's decisioning container is remembered, and for how many sandboxes.
+CONTAINER_CACHE_SECONDS = 5.0
+CONTAINER_CACHE_SIZE = 4096
 
 
 def resource_for(path: str, offer_type: str | None) -> Resource:
@@ -84,13 +91,46 @@ def _pointing_into(resource: Resource) -> Iterator[None]:
         raise
 
 
+def _of_kind(resource: Resource, record: InstanceRecord) -> InstanceRecord:
+    if record.schema_id != resource.type.schema_id:
+        # Another kind's id: as missing here as any unknown id.
+        raise NotFound(f"{record.at_id} does not exist")
+    return record
+
+
 class DpsLibrary:
-    def __init__(self, repository: Repository, search: Search) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        search: Search,
+        *,
+        executor: Executor | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._repository = repository
         self._search = search
+        self._executor = executor
+        self._clock = clock
+        #: (org, sandbox) → (when read, its decisioning container): a container never
+        #: changes tenant, and one is added only by ``bootstrap``, so a short-lived answer
+        #: spares every dps call a read of the containers.
+        self._containers: dict[tuple[str, str], tuple[float, ContainerRecord]] = {}
+        self._lock = Lock()
+
+    def _remembered(self, principal: Principal) -> ContainerRecord | None:
+        with self._lock:
+            cached = self._containers.get((principal.org, principal.sandbox))
+        if cached is not None and self._clock() - cached[0] < CONTAINER_CACHE_SECONDS:
+            return cached[1]
+        return None
 
     def container(self, principal: Principal) -> ContainerRecord:
         """The caller's sandbox's decisioning container (the oldest, if there are several)."""
+        remembered = self._remembered(principal)
+        if remembered is not None:
+            return remembered
+        key = (principal.org, principal.sandbox)
+        now = self._clock()
         found = [
             c for c in self._repository.containers(principal) if c.container_type == DECISIONING
         ]
@@ -99,15 +139,17 @@ class DpsLibrary:
                 f"sandbox {principal.sandbox} has no decisioning container; "
                 "create one with `nextoffer admin bootstrap`"
             )
-        return min(found, key=lambda c: (c.audit.created, c.container_id))
+        container = min(found, key=lambda c: (c.audit.created, c.container_id))
+        with self._lock:
+            if len(self._containers) >= CONTAINER_CACHE_SIZE:
+                self._containers.clear()
+            self._containers[key] = (now, container)
+        return container
 
     def _record(self, principal: Principal, resource: Resource, at_id: str) -> InstanceRecord:
         container = self.container(principal)
         record = self._repository.by_at_id(principal, container.container_id, at_id)
-        if record.schema_id != resource.type.schema_id:
-            # Another kind's id: as missing here as any unknown id.
-            raise NotFound(f"{at_id} does not exist")
-        return record
+        return _of_kind(resource, record)
 
     def create(self, principal: Principal, resource: Resource, body: Any) -> InstanceRecord:
         container = self.container(principal)
@@ -123,6 +165,17 @@ class DpsLibrary:
 
     def get(self, principal: Principal, resource: Resource, at_id: str) -> InstanceRecord:
         return self._record(principal, resource, at_id)
+
+    async def get_async(
+        self, principal: Principal, resource: Resource, at_id: str
+    ) -> InstanceRecord:
+        """:meth:`get` from an event loop: a remembered container and a read on the
+        decision path need no thread (as xcore's GET of an instance)."""
+        container = self._remembered(principal)
+        if container is None:
+            container = await in_pool(self._executor, self.container, principal)
+        record = await self._repository.by_at_id_async(principal, container.container_id, at_id)
+        return _of_kind(resource, record)
 
     def patch(
         self,

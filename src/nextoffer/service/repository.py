@@ -101,12 +101,22 @@ class Repository:
 
     def by_at_id(self, principal: Principal, container_id: str, at_id: str) -> InstanceRecord:
         """The instance whose ``@id`` is ``at_id`` (how the dps API names objects)."""
-        with self._store.session() as session:
-            self.container(session, principal, container_id)
-            record = session.instances_by_at_id(container_id, [at_id]).get(at_id)
+        owned, record = self._path.instance(
+            principal.org, principal.sandbox, container_id, at_id, by_at_id=True
+        )
+        if not owned:
+            raise _no_container(container_id)
         if record is None:
             raise NotFound(f"{at_id} does not exist")
         return record
+
+    async def by_at_id_async(
+        self, principal: Principal, container_id: str, at_id: str
+    ) -> InstanceRecord:
+        """:meth:`by_at_id` from an event loop, as :meth:`get_async`."""
+        if self._path.inline:
+            return self.by_at_id(principal, container_id, at_id)
+        return await in_pool(self._executor, self.by_at_id, principal, container_id, at_id)
 
     async def get_async(
         self, principal: Principal, container_id: str, instance_id: str

@@ -91,7 +91,7 @@ async def lookup(request: Request) -> Response:
     principal = authenticate(request)
     resource = _resource(request)
     no = nextoffer(request)
-    record = await no.run(no.dps.get, principal, resource, request.path_params["id"])
+    record = await no.dps.get_async(principal, resource, request.path_params["id"])
     if not_modified(request, record):
         return Response(status_code=304, headers=etag_header(record))
     return json_response(dps.document(resource, record), headers=etag_header(record))
