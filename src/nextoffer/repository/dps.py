@@ -56,14 +56,32 @@ def _value(field: Field, value: Any, *, to_xcore: bool) -> Any:
     return value
 
 
+_Index = tuple[dict[str, Field], dict[str, Field], dict[str, Field]]
+#: Per field tuple, by identity (the tuple is kept, so its id is never reused): its fields
+#: by dps name, by xcore name and by bare xcore name.
+_INDEX: dict[int, tuple[tuple[Field, ...], _Index]] = {}
+
+
+def _index(fields: tuple[Field, ...]) -> _Index:
+    entry = _INDEX.get(id(fields))
+    if entry is None or entry[0] is not fields:
+        index = (
+            {f.dps: f for f in fields},
+            {f.xcore: f for f in fields},
+            {_bare(f.xcore): f for f in fields},
+        )
+        entry = _INDEX[id(fields)] = (fields, index)
+    return entry[1]
+
+
 def _convert(fields: tuple[Field, ...], node: Any, *, to_xcore: bool) -> Any:
     if isinstance(node, list):
         return [_convert(fields, item, to_xcore=to_xcore) for item in node]
     if not isinstance(node, dict):
         return node
     out: dict[str, Any] = {}
+    by_dps, by_xcore, by_bare = _index(fields)
     if to_xcore:
-        by_dps = {f.dps: f for f in fields}
         for key, value in node.items():
             field = by_dps.get(key)
             if field is None:
@@ -71,8 +89,6 @@ def _convert(fields: tuple[Field, ...], node: Any, *, to_xcore: bool) -> Any:
             else:
                 out[field.xcore] = _value(field, value, to_xcore=True)
         return out
-    by_xcore = {f.xcore: f for f in fields}
-    by_bare = {_bare(f.xcore): f for f in fields}
     for key, value in node.items():
         if key in by_xcore:
             field = by_xcore[key]
@@ -117,6 +133,8 @@ def create_body(resource: Resource, body: Any) -> dict[str, Any]:
 
 def _millis(stamp: str) -> str:
     """``2023-05-31T15:09:11.771`` (milliseconds, no zone) of a stored RFC 3339 date."""
+    if len(stamp) == 27 and stamp[19] == "." and stamp[26] == "Z":
+        return stamp[:23]  # the repository's own form (ids.format_datetime): UTC, µs
     moment = parse_datetime(stamp)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}"
 
