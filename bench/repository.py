@@ -22,12 +22,121 @@ from pathlib import Path
 import httpx
 from httpbench import Result, Server, machine, wrk
 
-from nextoffer.service.tenants import bootstrap
+from nextoffer.service.tenants import Credentials, bootstrap
 from nextoffer.storage.store import Store
 
 OM = "https://ns.adobe.com/experience/offer-management/"
 #: The documented create Content-Type (two spaces before ``schema=``, as on Adobe's pages).
 CREATE = 'application/schema-instance+json; version=1;  schema="{}"'
+
+
+def one_round(server: Server, creds: Credentials, args: argparse.Namespace) -> list[Result]:
+    """Every endpoint once, in a sandbox of its own (creates stay under the guardrail of
+    10,000 offers per container)."""
+    headers = {
+        "Authorization": f"Bearer {creds.access_token}",
+        "x-api-key": creds.api_key,
+        "x-gw-ims-org-id": creds.org,
+        "x-sandbox-name": creds.sandbox,
+    }
+    base = f"{server.base}/data/core/xcore/{creds.container_id}/instances"
+    create_headers = {
+        **headers,
+        "Content-Type": CREATE.format(f"{OM}offer-placement;version=0.4"),
+    }
+    placement = {
+        "xdm:name": "Bench placement",
+        "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+        "xdm:componentType": OM + "content-component-html",
+    }
+    created = httpx.post(base, json=placement, headers=create_headers).json()
+    patch_headers = {
+        **headers,
+        "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json",
+    }
+    patch_body = json.dumps(
+        [{"op": "add", "path": "/_instance/xdm:description", "value": "patched"}]
+    )
+    # Creates make personalized offers: the container may hold 10,000 (a guardrail).
+    offer_headers = {
+        **headers,
+        "Content-Type": CREATE.format(f"{OM}personalized-offer;version=0.5"),
+    }
+    offer = {
+        "xdm:name": "Bench offer",
+        "xdm:status": "approved",
+        "xdm:rank": {"xdm:priority": 1},
+        "xdm:representations": [
+            {
+                "xdm:placement": created["@id"],
+                "xdm:components": [
+                    {
+                        "@type": OM + "content-component-html",
+                        "dc:format": "text/html",
+                        "xdm:content": "<p>hi</p>",
+                    }
+                ],
+            }
+        ],
+    }
+    dps_base = f"{server.base}/data/core/dps"
+    dps_headers = {**headers, "Content-Type": "application/json"}
+    dps_offer = {
+        "name": "Bench offer",
+        "status": "approved",
+        "rank": {"priority": 1},
+        "representations": [
+            {
+                "placement": created["@id"],
+                "components": [{"type": "html", "format": "text/html", "content": "<p>hi</p>"}],
+            }
+        ],
+    }
+    dps_patch = json.dumps([{"op": "add", "path": "/description", "value": "patched"}])
+    kw = {"seconds": args.seconds, "connections": args.connections}
+
+    return [
+        wrk("bare endpoint (ceiling)", server.base + "/bare", **kw),
+        wrk("GET instance", f"{base}/{created['instanceId']}", headers=headers, **kw),
+        wrk(
+            "POST create offer",
+            base,
+            method="POST",
+            headers=offer_headers,
+            body=json.dumps(offer),
+            **kw,
+        ),
+        wrk(
+            "PATCH instance",
+            f"{base}/{created['instanceId']}",
+            method="PATCH",
+            headers=patch_headers,
+            body=patch_body,
+            **kw,
+        ),
+        wrk(
+            "GET (dps form)",
+            f"{dps_base}/placements/{created['@id']}",
+            headers=headers,
+            **kw,
+        ),
+        wrk(
+            "POST create offer (dps form)",
+            f"{dps_base}/offers?offer-type=personalized",
+            method="POST",
+            headers=dps_headers,
+            body=json.dumps(dps_offer),
+            **kw,
+        ),
+        wrk(
+            "PATCH (dps form)",
+            f"{dps_base}/placements/{created['@id']}",
+            method="PATCH",
+            headers=dps_headers,
+            body=dps_patch,
+            **kw,
+        ),
+    ]
 
 
 def main() -> None:
@@ -40,117 +149,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     store = Store.open(db_url)
-    creds = bootstrap(store, org="BENCH@AdobeOrg", sandbox="prod", now=datetime.now(UTC))
+    tenants = [
+        bootstrap(store, org="BENCH@AdobeOrg", sandbox=f"round{n}", now=datetime.now(UTC))
+        for n in range(args.runs)
+    ]
     store.close()
-    headers = {
-        "Authorization": f"Bearer {creds.access_token}",
-        "x-api-key": creds.api_key,
-        "x-gw-ims-org-id": creds.org,
-        "x-sandbox-name": creds.sandbox,
-    }
     server = Server(db_url)
     try:
-        base = f"{server.base}/data/core/xcore/{creds.container_id}/instances"
-        create_headers = {
-            **headers,
-            "Content-Type": CREATE.format(f"{OM}offer-placement;version=0.4"),
-        }
-        placement = {
-            "xdm:name": "Bench placement",
-            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
-            "xdm:componentType": OM + "content-component-html",
-        }
-        created = httpx.post(base, json=placement, headers=create_headers).json()
-        patch_headers = {
-            **headers,
-            "Content-Type": "application/vnd.adobe.platform.xcore.patch.hal+json",
-        }
-        patch_body = json.dumps(
-            [{"op": "add", "path": "/_instance/xdm:description", "value": "patched"}]
-        )
-        # Creates make personalized offers: the container may hold 10,000 (a guardrail).
-        offer_headers = {
-            **headers,
-            "Content-Type": CREATE.format(f"{OM}personalized-offer;version=0.5"),
-        }
-        offer = {
-            "xdm:name": "Bench offer",
-            "xdm:status": "approved",
-            "xdm:rank": {"xdm:priority": 1},
-            "xdm:representations": [
-                {
-                    "xdm:placement": created["@id"],
-                    "xdm:components": [
-                        {
-                            "@type": OM + "content-component-html",
-                            "dc:format": "text/html",
-                            "xdm:content": "<p>hi</p>",
-                        }
-                    ],
-                }
-            ],
-        }
-        dps_base = f"{server.base}/data/core/dps"
-        dps_headers = {**headers, "Content-Type": "application/json"}
-        dps_offer = {
-            "name": "Bench offer",
-            "status": "approved",
-            "rank": {"priority": 1},
-            "representations": [
-                {
-                    "placement": created["@id"],
-                    "components": [{"type": "html", "format": "text/html", "content": "<p>hi</p>"}],
-                }
-            ],
-        }
-        dps_patch = json.dumps([{"op": "add", "path": "/description", "value": "patched"}])
-        kw = {"seconds": args.seconds, "connections": args.connections}
-
-        def round_() -> list[Result]:
-            return [
-                wrk("bare endpoint (ceiling)", server.base + "/bare", **kw),
-                wrk("GET instance", f"{base}/{created['instanceId']}", headers=headers, **kw),
-                wrk(
-                    "POST create offer",
-                    base,
-                    method="POST",
-                    headers=offer_headers,
-                    body=json.dumps(offer),
-                    **kw,
-                ),
-                wrk(
-                    "PATCH instance",
-                    f"{base}/{created['instanceId']}",
-                    method="PATCH",
-                    headers=patch_headers,
-                    body=patch_body,
-                    **kw,
-                ),
-                wrk(
-                    "GET (dps form)",
-                    f"{dps_base}/placements/{created['@id']}",
-                    headers=headers,
-                    **kw,
-                ),
-                wrk(
-                    "POST create offer (dps form)",
-                    f"{dps_base}/offers?offer-type=personalized",
-                    method="POST",
-                    headers=dps_headers,
-                    body=json.dumps(dps_offer),
-                    **kw,
-                ),
-                wrk(
-                    "PATCH (dps form)",
-                    f"{dps_base}/placements/{created['@id']}",
-                    method="PATCH",
-                    headers=dps_headers,
-                    body=dps_patch,
-                    **kw,
-                ),
-            ]
-
-        rounds = [round_() for _ in range(args.runs)]
+        rounds = [one_round(server, creds, args) for creds in tenants]
     finally:
         server.stop()
     names = [r.name for r in rounds[0]]
