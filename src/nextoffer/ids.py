@@ -78,8 +78,9 @@ class IdFactory:
                 self._last_ms = ms
             return ((ms - SNOWFLAKE_EPOCH_MS) << 22) | (self._worker << 12) | self._sequence
 
-    def at_id(self, type_name: str, moment: datetime) -> str:
-        return f"xcore:{type_name}:{self.snowflake(moment):x}"
+    def at_id(self, type_name: str, moment: datetime, *, scheme: str = "xcore") -> str:
+        """``<scheme>:<type>:<hex>``: ``xcore`` through the xcore API, ``dps`` through dps."""
+        return f"{scheme}:{type_name}:{self.snowflake(moment):x}"
 
     def instance_id(self, moment: datetime) -> str:
         """A version-1 UUID whose timestamp is ``moment`` (to the microsecond)."""

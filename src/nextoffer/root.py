@@ -30,6 +30,7 @@ from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Authenticator, Principal
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
+from nextoffer.service.dps import DpsLibrary
 from nextoffer.service.events import Events
 from nextoffer.service.offload import in_pool
 from nextoffer.service.profiles import Profiles
@@ -61,6 +62,8 @@ class NextOffer:
     auth: Authenticator
     repository: Repository
     search: Search
+    #: The dps form of the same library (the caller's sandbox names the container).
+    dps: DpsLibrary
     profiles: Profiles
     events: Events
     decisions: Decisions
@@ -147,6 +150,7 @@ class NextOffer:
             executor=self.executor,
         )
         self.search = Search(store, self.repository)
+        self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)
         self.profiles = Profiles(store, clock=clock)
         self.events = Events(store, counters=self.counters, catalogs=self.catalogs, clock=clock)
         self.decisions = Decisions(

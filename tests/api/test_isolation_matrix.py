@@ -107,6 +107,7 @@ def test_every_container_call_into_another_tenant_is_404(tenants):
 
 def test_another_tenants_ids_are_404_or_absent_in_ones_own_container(tenants):
     by_id = {"get", "put", "patch", "delete", "decide"}
+    by_id |= {"dps-get", "dps-patch", "dps-delete", "ods-decide"}  # ids, no container
     for owner, caller in itertools.permutations(tenants, 2):
         # The caller's container, the owner's instance, decision and placement ids.
         fill = {**owner.fill, "C": caller.container}

@@ -5,7 +5,8 @@ The server gets a tenant with the demo library; schemathesis reads ``/openapi.js
 it and sends the tenant's four headers on every request (its ``ignored_auth`` check
 drops them to prove they are needed). Path and query parameters that name stored things
 are pinned to real ones so that requests reach the code behind the 404s: the container,
-an offer (read, PUT, PATCH), a throwaway placement (DELETE) and a profile.
+an offer (read, PUT, PATCH; by instance id on xcore, by ``@id`` on dps), a throwaway
+placement and tag (DELETE) and a profile.
 
 Requests and their statuses are counted from schemathesis's HAR report (every request it
 sent, with its response), not from its count of test cases.
@@ -72,7 +73,14 @@ def _toml_value(value: object) -> str:
 
 
 def write_config(
-    path: Path, *, headers: dict[str, str], container: str, offer: str, victim: str
+    path: Path,
+    *,
+    headers: dict[str, str],
+    container: str,
+    offer: str,
+    victim: str,
+    offer_id: str,
+    dps_victim: str,
 ) -> None:
     lines = ["[headers]"]
     lines += [f"{_toml_value(k)} = {_toml_value(v)}" for k, v in headers.items()]
@@ -84,6 +92,9 @@ def write_config(
         '"query.namespace" = "Email"',
         '"query.id" = "fuzz@example.com"',
         f'"query.containerId" = {_toml_value(container)}',
+        # The dps form names objects by @id; offer-type picks the offers' resource.
+        f'"path.id" = {_toml_value(offer_id)}',
+        '"query.offer-type" = "personalized"',
         "",
         "[checks.negative_data_rejection]",
         "expected-statuses = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422]",
@@ -92,6 +103,11 @@ def write_config(
         'include-method = "DELETE"',
         'include-path = "/data/core/xcore/{containerId}/instances/{instanceId}"',
         f'parameters = {{ "path.instanceId" = {_toml_value(victim)} }}',
+        "",
+        "[[operations]]",
+        'include-method = "DELETE"',
+        'include-path = "/data/core/dps/{resource}/{id}"',
+        f'parameters = {{ "path.id" = {_toml_value(dps_victim)}, "path.resource" = "tags" }}',
         "",
     ]
     path.write_text("\n".join(lines))
@@ -130,6 +146,8 @@ def run(
                 },
             )
             victim.raise_for_status()
+            dps_victim = client.post("/data/core/dps/tags", json={"name": "to delete"})
+            dps_victim.raise_for_status()
             client.post(
                 "/data/core/nextoffer/profiles",
                 json={
@@ -144,6 +162,8 @@ def run(
             container=creds.container_id,
             offer=ids["holiday_offer@instance"],
             victim=victim.json()["instanceId"],
+            offer_id=ids["holiday_offer"],
+            dps_victim=dps_victim.json()["id"],
         )
         report = workdir / "schemathesis-report.json"
         har = workdir / "schemathesis-requests.har"

@@ -139,6 +139,19 @@ class DecisionPathContract:
         with store.session(write=True) as session:
             session.insert_instance(written, [])
         assert p.instance("O@AdobeOrg", "prod", "c-1", "i-7") == (True, written)
+        # The same by @id (the dps form's key).
+        assert p.instance("O@AdobeOrg", "prod", "c-1", "xcore:tag:7", by_at_id=True) == (
+            True,
+            written,
+        )
+        assert p.instance("O@AdobeOrg", "prod", "c-1", "xcore:tag:8", by_at_id=True) == (
+            True,
+            None,
+        )
+        assert p.instance("O@AdobeOrg", "dev", "c-1", "xcore:tag:7", by_at_id=True) == (
+            False,
+            None,
+        )
 
     def test_instance_is_none_when_missing_from_an_owned_container(self, path: Opened) -> None:
         store, p = path

@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from nextoffer.api.access_log import AccessLog, Observe
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
-from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
+from nextoffer.api.routes import dps, ode, profiles, reports, search, system, xcore
 from nextoffer.api.shortcut import Shortcut
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
@@ -82,6 +82,7 @@ def create_app(
             *xcore.routes,
             *profiles.routes,
             *reports.routes,
+            *dps.routes,
         ],
         exception_handlers=exception_handlers,
         middleware=[

@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
+from nextoffer.errors import BadRequest, UnsupportedMediaType
+
 RECEIPT = "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1"
 HAL = "application/vnd.adobe.platform.xcore.hal+json"
 HOME = "application/vnd.adobe.platform.xcore.home.hal+json"
@@ -108,3 +110,17 @@ XDM = "application/vnd.adobe.xdm+json"
 XED_ID = "application/vnd.adobe.xed-id+json"
 DECISION_REQUEST = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
 DECISION_RESPONSE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-response;version=1.0"'
+
+
+def require(value: str | None, accepted: tuple[str, ...], *, use: str | None = None) -> MediaType:
+    """The request's Content-Type, which must be one of ``accepted``: missing is a 400 (the
+    Platform gateway's message), another a 415 naming what to send (``use``, or all)."""
+    parsed = parse(value)
+    if parsed is None:
+        raise BadRequest("A valid content-type must be specified")
+    if parsed.mime not in accepted:
+        raise UnsupportedMediaType(
+            f"Content-Type {parsed.mime!r} is not accepted here; use "
+            + (use or f"one of: {', '.join(accepted)}")
+        )
+    return parsed

@@ -512,6 +512,16 @@ class _Builder:
             )
             order = OrderType.STATIC
         formula = None
+        if order is OrderType.RANKING_STRATEGY:
+            # No AI ranking strategies in the library yet: every id is unknown.
+            strategy = prop(order_spec, "rankingStrategy")
+            self._error(
+                CatalogErrorKind.UNKNOWN_RANKING_STRATEGY,
+                instance,
+                f"criterion {index}: ranking strategy {strategy!r} is not in the library; "
+                "the criterion ranks by offer priority until it is",
+                reference=strategy if isinstance(strategy, str) else None,
+            )
         if order is OrderType.SCORING_FUNCTION:
             if isinstance(formula_id, str):
                 formula = self._rule_ref(formula_id, instance, self.formulas)

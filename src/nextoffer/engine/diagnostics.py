@@ -25,6 +25,10 @@ class CatalogErrorKind(Enum):
     INVALID_VALUE = "invalidValue"
     #: A decision's fallback has no representation for a placement its criteria name.
     FALLBACK_WITHOUT_REPRESENTATION = "fallbackWithoutRepresentation"
+    #: A criterion's ``xdm:rankingStrategy`` names no ranking strategy in the library (the
+    #: dps API's documented decision names one it offers no way to create): the id is
+    #: kept, and the criterion ranks by offer priority until the strategy exists.
+    UNKNOWN_RANKING_STRATEGY = "unknownRankingStrategy"
 
 
 @dataclass(frozen=True, slots=True)

@@ -102,10 +102,13 @@ def parse_schema_ref(text: str, *, where: str = "schema") -> SchemaRef:
     return SchemaRef(object_type, version, text)
 
 
-_AT_ID = re.compile(r"^xcore:([a-z-]+):([0-9a-f]{1,16})$")
+#: The id schemes of ``@id``: ``xcore:`` for objects created through the xcore API (and
+#: migrated ones), ``dps:`` for objects created through the dps API (offer-api-dps §1).
+ID_SCHEMES = ("xcore", "dps")
+_AT_ID = re.compile(r"^(?:xcore|dps):([a-z-]+):([0-9a-f]{1,16})$")
 
 
 def at_id_type(value: str) -> ObjectType | None:
-    """The object type an ``xcore:<type>:<hex>`` reference names, if it names one."""
+    """The object type an ``xcore:<type>:<hex>`` (or ``dps:…``) reference names, if any."""
     match = _AT_ID.match(value)
     return BY_NAME.get(match.group(1)) if match else None

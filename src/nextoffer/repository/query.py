@@ -109,6 +109,8 @@ class Filter:
     path: Path
     op: Op
     literal: Literal | None = None  # None for EXISTS
+    #: The dps form's leading ``!``: the items the filter would not keep.
+    negated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +154,8 @@ class ListQuery:
     ordered_by_client: bool = False
     start: tuple[Any, ...] | None = None  # one value per sort key
     limit: int = DEFAULT_LIMIT
+    #: ``Page.total`` counts from the page on (xcore, spec §4.4); False: the whole list (dps).
+    count_from_start: bool = True
 
     def order_text(self) -> str:
         return ",".join(key.text() for key in self.order)
@@ -473,7 +477,8 @@ def parse_text(q: str, *, where: str = "q") -> tuple[Term, ...]:
 _KNOWN = {"schema", "property", "id", "name", "orderby", "start", "limit", "q", "qop", "field"}
 
 
-def _one(params: Mapping[str, list[str]], key: str) -> str | None:
+def single(params: Mapping[str, list[str]], key: str) -> str | None:
+    """The one value of a parameter that may appear once (twice is a 400)."""
     values = params.get(key, [])
     if len(values) > 1:
         raise BadRequest(f"{key} is given {len(values)} times; give it once", pointer=key)
@@ -497,6 +502,18 @@ def unescape_name(text: str) -> str:
     return re.sub(r"\\(.)", r"\1", text)
 
 
+def parse_limit(text: str | None) -> int:
+    """``limit``: 1 to :data:`MAX_LIMIT`, :data:`DEFAULT_LIMIT` when absent."""
+    if text is None:
+        return DEFAULT_LIMIT
+    if not re.fullmatch(r"\s*\+?\d{1,9}\s*", text):
+        raise BadRequest(f"limit must be a positive integer, not {text!r}", pointer="limit")
+    limit = int(text)
+    if not 1 <= limit <= MAX_LIMIT:
+        raise BadRequest(f"limit must be between 1 and {MAX_LIMIT}, not {limit}", pointer="limit")
+    return limit
+
+
 def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     """Validate the query parameters of a list or search request.
 
@@ -509,7 +526,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
         lowered = key.lower()
         if lowered in _KNOWN and value:
             params.setdefault(lowered, []).append(value)
-    schema_text = _one(params, "schema")
+    schema_text = single(params, "schema")
     if schema_text is None or not schema_text.strip():
         raise BadRequest(
             "schema is required, e.g. schema=https://ns.adobe.com/experience/offer-management/"
@@ -529,7 +546,7 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     ids = tuple(dict.fromkeys(params.get("id", [])))
     if len(ids) > MAX_IDS:
         raise BadRequest(f"at most {MAX_IDS} id values", pointer="id")
-    name = _one(params, "name")
+    name = single(params, "name")
     if ids and name is not None:
         raise BadRequest("id and name cannot be used together", pointer="name")
     if name is not None and len(name) > MAX_VALUE_LENGTH:
@@ -538,28 +555,17 @@ def parse_query(pairs: Iterable[tuple[str, str]]) -> ListQuery:
     if name is not None and not wildcard:
         name = unescape_name(name)
 
-    order_text = _one(params, "orderby")
+    order_text = single(params, "orderby")
     order = parse_order(order_text) if order_text is not None else (SortKey(INSTANCE_ID),)
 
-    start_text = _one(params, "start")
+    start_text = single(params, "start")
     start = parse_cursor(start_text, order) if start_text is not None else None
 
-    limit_text = _one(params, "limit")
-    limit = DEFAULT_LIMIT
-    if limit_text is not None:
-        if not re.fullmatch(r"\s*\+?\d{1,9}\s*", limit_text):
-            raise BadRequest(
-                f"limit must be a positive integer, not {limit_text!r}", pointer="limit"
-            )
-        limit = int(limit_text)
-        if not 1 <= limit <= MAX_LIMIT:
-            raise BadRequest(
-                f"limit must be between 1 and {MAX_LIMIT}, not {limit}", pointer="limit"
-            )
+    limit = parse_limit(single(params, "limit"))
 
     text: TextQuery | None = None
-    q = _one(params, "q")
-    qop = _one(params, "qop")
+    q = single(params, "q")
+    qop = single(params, "qop")
     if qop is not None and qop.strip().upper() not in ("AND", "OR"):
         raise BadRequest(f"qop must be AND or OR, not {qop!r}", pointer="qop")
     fields: list[Path] = []
@@ -660,6 +666,11 @@ def value_matches(op: Op, literal: Literal, value: Any) -> bool:
 
 def matches(flt: Filter, document: Mapping[str, Any]) -> bool:
     """Whether a HAL document (envelope + ``_instance``) passes ``flt``."""
+    kept = _matches(flt, document)
+    return not kept if flt.negated else kept
+
+
+def _matches(flt: Filter, document: Mapping[str, Any]) -> bool:
     if flt.path.envelope:
         candidates = [document[flt.path.envelope]] if flt.path.envelope in document else []
         if flt.path.kind is Kind.DATE:

@@ -1,8 +1,8 @@
 """References between instances and the integrity rules they obey (spec §6, §8).
 
-Instances reference each other by ``@id``. Every ``xcore:<type>:<hex>`` string naming a
-known object type, found under ``xdm:`` properties (and the 2019 ``ids``), is a reference;
-it must resolve to an instance of that type in the same container. Free text (names,
+Instances reference each other by ``@id``. Every ``xcore:<type>:<hex>`` (or ``dps:…``)
+string naming a known object type, found under ``xdm:`` properties (and the 2019 ``ids``),
+is a reference; it must resolve to an instance of that type in the same container. Free text (names,
 descriptions, characteristics, content, rule text) and properties of other namespaces
 (e.g. the UI's ``offerui:*``) are never read as references. Pure: the caller supplies what
 the references resolve to.
@@ -18,11 +18,14 @@ from nextoffer.errors import Unprocessable
 from nextoffer.repository.objects import (
     DECISION,
     FALLBACK_OFFER,
+    ID_SCHEMES,
     PERSONALIZED_OFFER,
     ObjectType,
     at_id_type,
 )
 from nextoffer.repository.validation import pointer
+
+_SCHEMES = tuple(f"{scheme}:" for scheme in ID_SCHEMES)
 
 #: ``xdm:`` properties that hold text or content, not references.
 _TEXT_KEYS = frozenset(
@@ -62,7 +65,7 @@ def references(body: Mapping[str, Any]) -> list[Reference]:
         elif isinstance(node, list):
             for index in range(len(node) - 1, -1, -1):
                 stack.append((node[index], [*path, index]))
-        elif isinstance(node, str) and node.startswith("xcore:"):
+        elif isinstance(node, str) and node.startswith(_SCHEMES):
             object_type = at_id_type(node)
             if object_type is not None:
                 found.append(Reference(pointer(path), node, object_type))

@@ -79,7 +79,7 @@ def _offer_id(value: Any) -> str | None:
     """Feedback may name an offer ``personalized-offer:…`` (Adobe's sample) or in full."""
     if not isinstance(value, str) or not value:
         return None
-    return value if value.startswith("xcore:") else f"xcore:{value}"
+    return value if value.startswith(("xcore:", "dps:")) else f"xcore:{value}"
 
 
 def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:

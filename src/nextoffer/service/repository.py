@@ -99,6 +99,25 @@ class Repository:
             raise _no_instance(container_id, instance_id)
         return record
 
+    def by_at_id(self, principal: Principal, container_id: str, at_id: str) -> InstanceRecord:
+        """The instance whose ``@id`` is ``at_id`` (how the dps API names objects)."""
+        owned, record = self._path.instance(
+            principal.org, principal.sandbox, container_id, at_id, by_at_id=True
+        )
+        if not owned:
+            raise _no_container(container_id)
+        if record is None:
+            raise NotFound(f"{at_id} does not exist")
+        return record
+
+    async def by_at_id_async(
+        self, principal: Principal, container_id: str, at_id: str
+    ) -> InstanceRecord:
+        """:meth:`by_at_id` from an event loop, as :meth:`get_async`."""
+        if self._path.inline:
+            return self.by_at_id(principal, container_id, at_id)
+        return await in_pool(self._executor, self.by_at_id, principal, container_id, at_id)
+
     async def get_async(
         self, principal: Principal, container_id: str, instance_id: str
     ) -> InstanceRecord:
@@ -116,7 +135,9 @@ class Repository:
         body: dict[str, Any],
         *,
         prefix: str = "",
+        scheme: str = "xcore",
     ) -> InstanceRecord:
+        """``scheme`` names the ``@id`` form: ``xcore`` (the xcore API) or ``dps``."""
         object_type = schema.type
         if "@id" in body:
             raise Unprocessable(
@@ -127,7 +148,7 @@ class Repository:
         for attempt in range(_CREATE_ATTEMPTS):
             now = self._clock()
             stamp = format_datetime(now)
-            at_id = self._ids.at_id(object_type.name, now)
+            at_id = self._ids.at_id(object_type.name, now, scheme=scheme)
             record = InstanceRecord(
                 instance_id=self._ids.instance_id(now),
                 container_id=container_id,
@@ -197,7 +218,10 @@ class Repository:
         *,
         schema: SchemaRef | None,
         if_match: int | None,
+        view: patch.View = patch.HAL,
     ) -> InstanceRecord:
+        """Apply a JSON Patch to the instance as ``view`` shows it (xcore's HAL resource,
+        or the dps document), then validate and check it like a PUT."""
         with self._store.session(write=True) as session:
             self.container(session, principal, container_id)
             current = self._instance(session, container_id, instance_id)
@@ -206,8 +230,8 @@ class Repository:
                     f"instance {instance_id} is a {current.schema_id}, "
                     f"not a {schema.type.schema_id}"
                 )
-            body = patch.apply(hal.resource(current), operations)
-            record = self._update(session, principal, current, body, if_match, "/_instance")
+            body = patch.apply(current, operations, view)
+            record = self._update(session, principal, current, body, if_match, view.prefix)
         self._on_change(container_id)
         return record
 

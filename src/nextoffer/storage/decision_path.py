@@ -73,9 +73,10 @@ class DecisionPath(Protocol):
         ...
 
     def instance(
-        self, org: str, sandbox: str, container_id: str, instance_id: str
+        self, org: str, sandbox: str, container_id: str, instance_id: str, *, by_at_id: bool = False
     ) -> tuple[bool, InstanceRecord | None]:
-        """Whether the container is this org and sandbox's, and then the instance in it."""
+        """Whether the container is this org and sandbox's, and then the instance in it
+        (named by its ``@id`` instead when ``by_at_id``)."""
         ...
 
     def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
@@ -117,9 +118,9 @@ class CountersElsewhere:
         return self._counters.read(keys)
 
     def instance(
-        self, org: str, sandbox: str, container_id: str, instance_id: str
+        self, org: str, sandbox: str, container_id: str, instance_id: str, *, by_at_id: bool = False
     ) -> tuple[bool, InstanceRecord | None]:
-        return self._path.instance(org, sandbox, container_id, instance_id)
+        return self._path.instance(org, sandbox, container_id, instance_id, by_at_id=by_at_id)
 
     def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
         future: Future[list[CounterKey]] = Future()

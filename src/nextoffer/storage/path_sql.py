@@ -30,6 +30,8 @@ INSTANCE = (
     " LEFT JOIN instances AS i ON i.container_id = c.container_id AND i.instance_id = ?"
     " WHERE c.container_id = ? AND c.org_id = ? AND c.sandbox = ?"
 )
+#: The same by ``@id`` (the dps form's key; unique per container).
+INSTANCE_BY_AT_ID = INSTANCE.replace("i.instance_id = ?", "i.at_id = ?")
 EVENTS = (
     "SELECT body FROM experience_events WHERE profile_id = ?"
     " ORDER BY timestamp_us DESC, seq DESC LIMIT ?"

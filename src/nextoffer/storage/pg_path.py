@@ -40,6 +40,7 @@ from nextoffer.storage.path_sql import (
     EVENTS,
     EVENTS_IN,
     INSTANCE,
+    INSTANCE_BY_AT_ID,
     PROFILE,
     SET_COUNTS,
     VERSION,
@@ -55,6 +56,7 @@ CONNECT_TIMEOUT = 5
 _PROFILE = on_postgres(PROFILE)
 _VERSION = on_postgres(VERSION)
 _INSTANCE = on_postgres(INSTANCE)
+_INSTANCE_BY_AT_ID = on_postgres(INSTANCE_BY_AT_ID)
 _EVENTS = on_postgres(EVENTS)
 _SET_COUNTS = on_postgres(SET_COUNTS)
 _EVENTS_IN = on_postgres(EVENTS_IN)
@@ -118,10 +120,11 @@ class PgPath:
         return {by_code[code]: count for code, count in found.items()}
 
     def instance(
-        self, org: str, sandbox: str, container_id: str, instance_id: str
+        self, org: str, sandbox: str, container_id: str, instance_id: str, *, by_at_id: bool = False
     ) -> tuple[bool, InstanceRecord | None]:
         params = (instance_id, container_id, org, sandbox)
-        row = self._read(lambda c: c.execute(_INSTANCE, params)).fetchone()
+        sql = _INSTANCE_BY_AT_ID if by_at_id else _INSTANCE
+        row = self._read(lambda c: c.execute(sql, params)).fetchone()
         if row is None:
             return False, None
         return True, instance_from_row(InstanceRow._make(row)) if row[0] is not None else None

@@ -326,9 +326,14 @@ class _Builder:
             _i.c.schema_id == query.schema.type.schema_id,
         ]
         for flt in query.filters:
-            where.append(
+            condition = (
                 self._envelope_filter(flt) if flt.path.envelope else self._instance_filter(flt)
             )
+            if flt.negated:
+                # The id sets gathered for this filter are what it excludes, not a bound.
+                self.only_id_sets = False
+                condition = not_(condition)
+            where.append(condition)
         if query.ids:
             self.only_id_sets = False
             where.append(_i.c.at_id.in_(list(query.ids)))
@@ -419,13 +424,16 @@ def find(
     builder = _Builder(dialect, container_id, query, int(scope))
     where = builder.conditions()
     keys = builder.order()
+    counted = list(where)  # the whole filtered list (dps); xcore counts from the page on
     if query.start is not None:
         where.append(builder.after(keys, query.start))
+        if query.count_from_start:
+            counted = where
     sort_columns = [expr.label(f"k{n}") for n, (expr, _) in enumerate(keys)]
     page_statement = (
         select(_i, *sort_columns).where(*where).order_by(*_ordering(keys)).limit(query.limit)
     )
-    if builder.only_id_sets and builder.id_sets and query.start is None:
+    if builder.only_id_sets and builder.id_sets and counted is not where:
         # Counted on the index alone (no instances rows to visit).
         sets = builder.id_sets
         ids = intersect(*sets) if len(sets) > 1 else sets[0]
@@ -433,7 +441,7 @@ def find(
             ids = ids.distinct()  # (INTERSECT and UNION are distinct already)
         count_statement = select(func.count()).select_from(ids.subquery())
     else:
-        count_statement = select(func.count()).select_from(_i).where(*where)
+        count_statement = select(func.count()).select_from(_i).where(*counted)
     _deadline.at = time.monotonic() + REGEX_BUDGET_SECONDS
     try:
         rows = conn.execute(page_statement).all()

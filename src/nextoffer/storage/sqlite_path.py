@@ -43,6 +43,7 @@ from nextoffer.storage.path_sql import (
     EVENTS,
     EVENTS_IN,
     INSTANCE,
+    INSTANCE_BY_AT_ID,
     PROFILE,
     SET_COUNTS,
     VERSION,
@@ -108,9 +109,10 @@ class SqlitePath:
         return {by_code[code]: count for code, count in found.items()}
 
     def instance(
-        self, org: str, sandbox: str, container_id: str, instance_id: str
+        self, org: str, sandbox: str, container_id: str, instance_id: str, *, by_at_id: bool = False
     ) -> tuple[bool, InstanceRecord | None]:
-        row = self._read(INSTANCE, (instance_id, container_id, org, sandbox)).fetchone()
+        sql = INSTANCE_BY_AT_ID if by_at_id else INSTANCE
+        row = self._read(sql, (instance_id, container_id, org, sandbox)).fetchone()
         if row is None:
             return False, None
         return True, instance_from_row(InstanceRow._make(row)) if row[0] is not None else None

@@ -13,26 +13,36 @@ from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
 from nextoffer.engine.model import Offer
-from nextoffer.errors import BadRequest, UnsupportedMediaType
+from nextoffer.errors import BadRequest
 from nextoffer.ids import parse_datetime
+from nextoffer.service.auth import Principal
 
 BASE = "/data/core/ode"
+#: Journey Optimizer's form of the Decisioning API, over the dps library (no container).
+ODS = "/data/core/ods"
 _DECISION_TYPES = (media.XDM, media.JSON)
 MAX_ACTIVITY_IDS = 30
 
 
 async def decisions(request: Request) -> Response:
     principal = authenticate(request)
-    parsed = media.parse(request.headers.get("content-type"))
-    if parsed is None:
-        raise BadRequest("A valid content-type must be specified")
-    if parsed.mime not in _DECISION_TYPES:
-        raise UnsupportedMediaType(
-            f"Content-Type {parsed.mime!r} is not accepted; use {media.DECISION_REQUEST}"
-        )
+    return await _decide(request, principal, request.path_params["container_id"])
+
+
+async def ods_decisions(request: Request) -> Response:
+    """``POST /data/core/ods/decisions`` (decisioning-api §2.4): no container in the path,
+    the sandbox's decisioning container (the dps library's); ``x-sandbox-id`` is accepted
+    and not read (``x-sandbox-name`` scopes the call)."""
+    principal = authenticate(request)
+    no = nextoffer(request)
+    container = await no.run(no.dps.container, principal)
+    return await _decide(request, principal, container.container_id)
+
+
+async def _decide(request: Request, principal: Principal, container_id: str) -> Response:
+    media.require(request.headers.get("content-type"), _DECISION_TYPES, use=media.DECISION_REQUEST)
     body = await body_json(request)
     no = nextoffer(request)
-    container_id = request.path_params["container_id"]
     if decision_request.is_2019(body):
         # Activities without placements: each one's placement is in the catalog.
         snapshot = await no.decisions.snapshot_async(principal, container_id)
@@ -133,6 +143,7 @@ DECISIONS = Route(f"{BASE}/{{container_id}}/decisions", decisions, methods=["POS
 
 routes = [
     DECISIONS,
+    Route(f"{ODS}/decisions", ods_decisions, methods=["POST"]),
     Route(f"{BASE}/{{container_id}}/diagnostics", get_diagnostics, methods=["GET"]),
     Route(f"{BASE}/{{container_id}}/offers", activity_offers, methods=["GET"]),
     Route(f"{BASE}/{{container_id}}/decision-events", decision_events, methods=["GET"]),

@@ -9,9 +9,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api import media
+from nextoffer.api.conditional import etag_header, if_match, not_modified
 from nextoffer.api.context import authenticate, body_json, nextoffer
 from nextoffer.api.responses import json_response
-from nextoffer.errors import BadRequest, NotFound, UnsupportedMediaType
+from nextoffer.errors import BadRequest, NotFound
 from nextoffer.repository import hal, query
 from nextoffer.repository.objects import (
     CONTAINER_SCHEMA,
@@ -45,14 +46,7 @@ _PATCH_TYPES = (media.PATCH_HAL, media.JSON_PATCH, media.SCHEMA_INSTANCE, media.
 
 
 def _content_type(request: Request, accepted: tuple[str, ...]) -> media.MediaType:
-    parsed = media.parse(request.headers.get("content-type"))
-    if parsed is None:
-        raise BadRequest("A valid content-type must be specified")
-    if parsed.mime not in accepted:
-        raise UnsupportedMediaType(
-            f"Content-Type {parsed.mime!r} is not accepted here; use one of: {', '.join(accepted)}"
-        )
-    return parsed
+    return media.require(request.headers.get("content-type"), accepted)
 
 
 def _schema(parsed: media.MediaType, *, required: bool) -> SchemaRef | None:
@@ -76,28 +70,6 @@ def _unwrap(body: Any) -> tuple[dict[str, Any], str]:
     return body, ""
 
 
-def _etag_of(value: str) -> int | None:
-    """An ``If-Match``/``If-None-Match`` member as a repo:etag; None for ``*``."""
-    text = value.strip()
-    if text == "*":
-        return None
-    if text.startswith("W/"):
-        text = text[2:]
-    text = text.strip('"')
-    return int(text) if text.isdigit() else -1
-
-
-def _if_match(request: Request) -> int | None:
-    header = request.headers.get("if-match")
-    if header is None or not header.strip():
-        return None
-    return _etag_of(header.split(",")[0])
-
-
-def _etag_header(record: InstanceRecord) -> dict[str, str]:
-    return {"ETag": f'"{record.etag}"'}
-
-
 def _receipt(
     record: InstanceRecord, *, status: int, headers: dict[str, str] | None = None
 ) -> Response:
@@ -105,7 +77,7 @@ def _receipt(
         hal.receipt(record),
         status=status,
         media_type=media.RECEIPT,
-        headers={**_etag_header(record), **(headers or {})},
+        headers={**etag_header(record), **(headers or {})},
     )
 
 
@@ -170,14 +142,11 @@ async def get_instance(request: Request) -> Response:
     record = await nextoffer(request).repository.get_async(
         principal, request.path_params["container_id"], request.path_params["instance_id"]
     )
-    if_none_match = request.headers.get("if-none-match")
-    if if_none_match:
-        tags = [_etag_of(v) for v in if_none_match.split(",")]
-        if None in tags or record.etag in tags:
-            return Response(status_code=304, headers=_etag_header(record))
+    if not_modified(request, record):
+        return Response(status_code=304, headers=etag_header(record))
     versioned = OBJECT_TYPES[record.schema_id].versioned_schema
     return json_response(
-        hal.resource(record), media_type=media.hal_of(versioned), headers=_etag_header(record)
+        hal.resource(record), media_type=media.hal_of(versioned), headers=etag_header(record)
     )
 
 
@@ -194,7 +163,7 @@ async def replace_instance(request: Request) -> Response:
         request.path_params["instance_id"],
         schema,
         body,
-        if_match=_if_match(request),
+        if_match=if_match(request),
         prefix=prefix,
     )
     return _receipt(record, status=200)
@@ -213,7 +182,7 @@ async def patch_instance(request: Request) -> Response:
         request.path_params["instance_id"],
         operations,
         schema=schema,
-        if_match=_if_match(request),
+        if_match=if_match(request),
     )
     return _receipt(record, status=200)
 
@@ -226,7 +195,7 @@ async def delete_instance(request: Request) -> Response:
         principal,
         request.path_params["container_id"],
         request.path_params["instance_id"],
-        if_match=_if_match(request),
+        if_match=if_match(request),
     )
     return _receipt(record, status=202)
 
