@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -210,7 +209,7 @@ def test_a_strategy_reads_back_under_its_own_namespace(tenant: Tenant) -> None:
     body = {
         "xdm:name": "by tier",
         "xdm:strategyType": "personalized-optimization",
-        "xdm:features": ["loyalty.tier", '@{ctx}.device', 'inSegment("gold")'],
+        "xdm:features": ["loyalty.tier", "@{ctx}.device", 'inSegment("gold")'],
         "xdm:explorationRate": 0.2,
     }
     receipt = tenant.create("ranking-strategy", body)

@@ -313,19 +313,28 @@ class _Proposer:
         chosen: list[Ranked],
         chosen_ids: set[str],
     ) -> None:
-        """Sample the strategy's posterior for every eligible candidate; rank by the draw.
+        """Sample the strategy's posterior for every candidate, then walk them in draw
+        order, checking eligibility only until enough are found (like priority tiers; a
+        trace walks all). Draws are independent, so the eligible come out ranked exactly as
+        if only they had been drawn for.
 
         Adobe's rule (checked on save) makes every criterion of the group use the same
         strategy; an offer in several criteria is admitted by the first that admits it.
         """
-        entries: dict[str, Ranked] = {}
-        for criterion in criteria:
-            for offer in criterion.pool.by_placement.get(self.placement_id, ()):
-                if offer.at_id in chosen_ids or offer.at_id in entries:
-                    continue
-                if self._eligible(offer, (criterion,)) is not None:
-                    entries[offer.at_id] = Ranked(offer, criterion, 0.0)
-        if not entries:
+        placement_id = self.placement_id
+        owners: dict[str, list[Criterion]] | None = None
+        candidates: Sequence[Offer]
+        if len(criteria) == 1:
+            candidates = criteria[0].pool.by_placement.get(placement_id, ())
+        else:
+            owners = {}
+            merged: dict[str, Offer] = {}
+            for criterion in criteria:
+                for offer in criterion.pool.by_placement.get(placement_id, ()):
+                    merged.setdefault(offer.at_id, offer)
+                    owners.setdefault(offer.at_id, []).append(criterion)
+            candidates = tuple(merged.values())
+        if not candidates:
             return
         active = self._slots.get(strategy.at_id)
         if active is None:
@@ -334,22 +343,28 @@ class _Proposer:
         if self._generator is None:
             self._generator = np.random.default_rng(self.rng.getrandbits(64))
         scores = strategy_scores(
-            strategy, self.learned.get(strategy.at_id), list(entries), active, self._generator
+            strategy,
+            self.learned.get(strategy.at_id),
+            candidates,
+            [offer.at_id for offer in candidates],
+            active,
+            self._generator,
         )
-        for entry, drawn, estimate in zip(
-            entries.values(), scores.draws, scores.estimates, strict=True
-        ):
-            entry.value = drawn
-            entry.estimate = estimate
-        ranked = sort_ranked(list(entries.values()))
+        draws, estimates = scores.draws, scores.estimates
+        tracing = self.tracer is not None
         before = len(chosen)
-        start, end = 0, len(ranked)
-        while start < end and (need > 0 or self.tracer is not None):
-            stop = start + 1
-            while stop < end and ranked[stop].value == ranked[start].value:
-                stop += 1
-            need = self._take(ranked[start:stop], need, chosen, chosen_ids)
-            start = stop
+        for position in np.argsort(-draws, kind="stable").tolist():
+            if need <= 0 and not tracing:
+                break
+            offer = candidates[position]
+            if offer.at_id in chosen_ids:
+                continue
+            admitted = self._eligible(offer, criteria if owners is None else owners[offer.at_id])
+            if admitted is None:
+                continue
+            entry = Ranked(offer, admitted, float(draws[position]))
+            entry.estimate = float(estimates[position])
+            need = self._take((entry,), need, chosen, chosen_ids)
         self.ranking = Ranking(
             strategy.at_id,
             active,
