@@ -39,7 +39,7 @@ from nextoffer.engine.result import (
     Proposition,
     Ranking,
 )
-from nextoffer.engine.strategy import Learned, Strategy, slots
+from nextoffer.engine.strategy import Learned, Strategy, learn, slots
 from nextoffer.engine.strategy import score as strategy_scores
 
 
@@ -98,6 +98,8 @@ class _Proposer:
         self.request = request
         #: Feature slots per strategy (read once per request).
         self._slots: dict[str, tuple[int, ...]] = {}
+        #: Strategies with nothing in ``learned``: their prior, for this request only.
+        self._cold: dict[str, Learned] = {}
         self.explain = request.explain
         self.ledger = CapLedger(counters)
         self.allow_activities = request.allow_duplicates_across_activities
@@ -342,18 +344,14 @@ class _Proposer:
             active = self._slots[strategy.at_id] = slots(strategy, request.profile, request.context)
         if self._generator is None:
             self._generator = np.random.default_rng(self.rng.getrandbits(64))
-        scores = strategy_scores(
-            strategy,
-            self.learned.get(strategy.at_id),
-            candidates,
-            [offer.at_id for offer in candidates],
-            active,
-            self._generator,
-        )
+        learned = self.learned.get(strategy.at_id)
+        if learned is None:  # nothing learned yet: a posterior of the prior, for this call
+            learned = self._cold.setdefault(strategy.at_id, learn(strategy.type, {}))
+        scores = strategy_scores(strategy, learned, candidates, active, self._generator)
         draws, estimates = scores.draws, scores.estimates
         tracing = self.tracer is not None
         before = len(chosen)
-        for position in np.argsort(-draws, kind="stable").tolist():
+        for position in scores.order:
             if need <= 0 and not tracing:
                 break
             offer = candidates[position]
@@ -362,8 +360,8 @@ class _Proposer:
             admitted = self._eligible(offer, criteria if owners is None else owners[offer.at_id])
             if admitted is None:
                 continue
-            entry = Ranked(offer, admitted, float(draws[position]))
-            entry.estimate = float(estimates[position])
+            entry = Ranked(offer, admitted, draws[position])
+            entry.estimate = estimates[position]
             need = self._take((entry,), need, chosen, chosen_ids)
         self.ranking = Ranking(
             strategy.at_id,
