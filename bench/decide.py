@@ -310,7 +310,11 @@ def measure_strategies(*, quick: bool) -> list[dict[str, Any]]:
             generator = np.random.default_rng(1)
 
             def one(
-                catalog: Any = catalog, request: Any = request, learned: Any = learned
+                catalog: Any = catalog,
+                request: Any = request,
+                learned: Any = learned,
+                rng: random.Random = rng,
+                generator: np.random.Generator = generator,
             ) -> object:
                 return decide(
                     catalog,
