@@ -373,6 +373,99 @@ def context_truth(seed: int) -> tuple[dict[str, list[float]], list[str]]:
     return {k: list(v) for k, v in CONTEXT_RATES.items()}, ["gold", "silver"]
 
 
+# -- choosing the personalized model ------------------------------------------------------
+
+
+def linear_thompson(visitors: list[tuple[str, str]], *, batch: int, seed: int) -> Run:
+    """nextoffer's personalized model in process (``engine/strategy.py``: Bayesian linear
+    regression, Thompson sampling, exploration 0.1), refreshed once per batch."""
+    strategy = Strategy(
+        "S", "", 1, {}, StrategyType.PERSONALIZED, "clicks", (feature("tier"),), 0.1
+    )
+    generator = np.random.default_rng([seed, 4])
+    rng = np.random.default_rng([seed, 5])
+    run = Run("Bayesian linear Thompson (numpy)")
+    candidates = tuple(_Arm(str(i)) for i in range(len(CONTEXT_RATES["gold"])))
+    cells: dict[str, dict[tuple[int, int], float]] = {}
+    learned = learn(strategy.type, cells)
+    for n, (_, tier) in enumerate(visitors):
+        if n and n % batch == 0:
+            learned = learn(strategy.type, cells)
+        active = slots(strategy, {"tier": tier}, {})
+        arm = score(strategy, learned, candidates, active, generator).order[0]
+        rates = CONTEXT_RATES[tier]
+        clicked = bool(rng.random() < rates[arm])
+        mine = cells.setdefault(str(arm), {})
+        for key, value in increments(active, impression=True, reward=clicked).items():
+            mine[key] = mine.get(key, 0.0) + value
+        run.add(clicked, max(rates) - rates[arm])
+    return run
+
+
+@dataclass(frozen=True)
+class _Arm:
+    at_id: str
+
+
+def vowpal(
+    visitors: list[tuple[str, str]], *, batch: int, seed: int, options: str, name: str
+) -> Run | None:
+    """Vowpal Wabbit's contextual bandit (``cb_explore_adf``), learning once per batch."""
+    try:
+        import vowpalwabbit
+    except ImportError:
+        return None
+    workspace = vowpalwabbit.Workspace(
+        f"--cb_explore_adf {options} --quiet -q UA --random_seed {seed}"
+    )
+    rng = np.random.default_rng([seed, 5])
+    k = len(CONTEXT_RATES["gold"])
+    run = Run(name)
+    pending: list[tuple[str, int, float, bool]] = []
+
+    def example(tier: str, label: tuple[int, float, float] | None = None) -> list[str]:
+        lines = [f"shared |U tier={tier}"]
+        for arm in range(k):
+            prefix = f"0:{label[1]}:{label[2]} " if label is not None and label[0] == arm else ""
+            lines.append(f"{prefix}|A offer={arm}")
+        return lines
+
+    for n, (_, tier) in enumerate(visitors):
+        if n and n % batch == 0:
+            for seen, arm, probability, clicked in pending:
+                workspace.learn(example(seen, (arm, -1.0 if clicked else 0.0, probability)))
+            pending = []
+        pmf = np.asarray(workspace.predict(example(tier)), dtype=float)
+        pmf = pmf / pmf.sum()
+        arm = int(rng.choice(k, p=pmf))
+        rates = CONTEXT_RATES[tier]
+        clicked = bool(rng.random() < rates[arm])
+        pending.append((tier, arm, float(pmf[arm]), clicked))
+        run.add(clicked, max(rates) - rates[arm])
+    workspace.finish()
+    return run
+
+
+def models(*, seeds: int, decisions: int, batch: int) -> list[dict[str, Run]]:
+    """The candidates for personalized optimization on the contextual truth, in process."""
+    results = []
+    for seed in range(seeds):
+        visitor_rng = random.Random(seed)
+        visitors = [("", visitor_rng.choice(["gold", "silver"])) for _ in range(decisions)]
+        runs = {
+            "Bayesian linear Thompson (numpy)": linear_thompson(visitors, batch=batch, seed=seed)
+        }
+        for options, name in (
+            ("--epsilon 0.1", "Vowpal Wabbit cb_explore_adf, epsilon 0.1"),
+            ("--squarecb", "Vowpal Wabbit cb_explore_adf, SquareCB"),
+        ):
+            found = vowpal(visitors, batch=batch, seed=seed, options=options, name=name)
+            if found is not None:
+                runs[name] = found
+        results.append(runs)
+    return results
+
+
 # -- the Open Bandit Dataset --------------------------------------------------------------
 
 OBP_WHEEL = "obp==0.4.1"
@@ -549,6 +642,11 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--plot", type=Path, default=Path("docs/img/ranking-regret.png"))
     parser.add_argument("--skip-obd", action="store_true")
+    parser.add_argument(
+        "--models-only",
+        action="store_true",
+        help="only the in-process comparison of personalized models (no server)",
+    )
     parser.add_argument("--quick", action="store_true", help="2 seeds of 2,000 decisions")
     args = parser.parse_args()
     if args.quick:
@@ -557,6 +655,19 @@ def main() -> int:
         f"python {platform.python_version()}, {os.cpu_count()} CPUs, {args.workers} workers, "
         f"{args.decisions} decisions × {args.seeds} seeds, feedback every {args.batch}"
     )
+    compared = models(seeds=args.seeds, decisions=args.decisions, batch=args.batch)
+    table(
+        "Personalized models on the contextual truth, in process, all decisions:",
+        summarise(compared),
+        "Bayesian linear Thompson (numpy)",
+    )
+    table(
+        "Personalized models, converged (second half):",
+        summarise(compared, tail_from=args.decisions // 2),
+        "Bayesian linear Thompson (numpy)",
+    )
+    if args.models_only:
+        return 0
     auto = {"xdm:name": "auto", "xdm:strategyType": "auto-optimization"}
     personalized = {
         "xdm:name": "by tier",
