@@ -24,11 +24,13 @@ Pure: the learned state and a numpy ``Generator`` are parameters.
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -77,9 +79,14 @@ def slots(
         return (0,)
     active = {0}
     for feature in strategy.features:
-        key = f"{feature.source}={_category(feature.read(profile, context))}"
-        active.add(1 + zlib.crc32(key.encode("utf-8")) % SLOTS)
+        active.add(_slot(feature.source, _category(feature.read(profile, context))))
     return tuple(sorted(active))
+
+
+@lru_cache(maxsize=65_536)
+def _slot(source: str, category: str) -> int:
+    """The hashed slot of one (feature, value) pair (a pure function, memoised)."""
+    return 1 + zlib.crc32(f"{source}={category}".encode()) % SLOTS
 
 
 def _category(value: Any) -> str:
@@ -213,7 +220,7 @@ class _Block:
     """Pre-drawn posterior samples for one candidate list (and feature slots), each row
     already ordered best first (one vectorised sort per block, not one per decision)."""
 
-    __slots__ = ("candidates", "draws", "estimates", "explored", "orders", "size", "taken")
+    __slots__ = ("_rows", "candidates", "draws", "estimates", "explored", "orders", "size")
 
     def __init__(
         self,
@@ -228,13 +235,13 @@ class _Block:
         self.draws: list[list[float]] = draws.tolist()
         self.estimates: list[float] = estimates.tolist()
         self.explored: list[bool] = explored.tolist()
-        self.taken = 0
+        #: Rows handed out; ``next`` on a count is atomic, so threads never share a row.
+        self._rows = itertools.count()
 
     def take(self) -> Scores | None:
-        row = self.taken
+        row = next(self._rows)
         if row >= self.size:
             return None
-        self.taken = row + 1
         return Scores(self.orders[row], self.draws[row], self.estimates, self.explored[row])
 
 
