@@ -360,9 +360,13 @@ class _Proposer:
             admitted = self._eligible(offer, criteria if owners is None else owners[offer.at_id])
             if admitted is None:
                 continue
-            entry = Ranked(offer, admitted, draws[position])
-            entry.estimate = estimates[position]
-            need = self._take((entry,), need, chosen, chosen_ids)
+            entry = Ranked(offer, admitted, draws[position], None, estimates[position])
+            if need > 0:  # no tie to break: draws are continuous
+                chosen.append(entry)
+                chosen_ids.add(offer.at_id)
+                need -= 1
+            else:  # a trace walks on: the rest is cut off
+                self._take((entry,), 0, chosen, chosen_ids)
         self.ranking = Ranking(
             strategy.at_id,
             active,
