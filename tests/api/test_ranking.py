@@ -220,6 +220,22 @@ def test_a_strategy_reads_back_under_its_own_namespace(tenant: Tenant) -> None:
     assert response.json()["schemas"][0].startswith(
         "https://ns.nextoffer.dev/offer-management/ranking-strategy"
     )
+    listed = tenant.client.get(
+        tenant.url(),
+        params={"schema": "https://ns.nextoffer.dev/offer-management/ranking-strategy"},
+        headers=tenant.headers,
+    )
+    assert listed.status_code == 200, listed.text
+    found = [r["_instance"]["@id"] for r in listed.json()["_embedded"]["results"]]
+    assert found == [receipt["@id"]]
+    # A replacement is checked like a create: features on auto-optimization are a 422.
+    replaced = tenant.client.put(
+        tenant.url(f"/{receipt['instanceId']}"),
+        json={**body, "xdm:strategyType": "auto-optimization"},
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert replaced.status_code == 422, replaced.text
+    assert "/xdm:features" in replaced.text
 
 
 def test_a_strategy_named_by_a_criterion_cannot_be_deleted(tenant: Tenant) -> None:
