@@ -19,6 +19,7 @@ so the statistics are exact sums of distinct events, whatever the order or the n
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,9 +28,12 @@ from typing import Any
 
 from nextoffer.engine import Catalog
 from nextoffer.engine.strategy import Learned, Strategy, increments, learn
+from nextoffer.errors import Unavailable
 from nextoffer.storage.ranking import CellKey, DailyKey
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
+
+log = logging.getLogger("nextoffer.learning")
 
 DISPLAY = "decisioning.propositionDisplay"
 INTERACT = "decisioning.propositionInteract"
@@ -103,8 +107,13 @@ class Learning:
             now = self._monotonic()
             if known.catalog is catalog and now - known.checked_at < self._interval:
                 return known.learned
-            with self._store.session() as session:
-                version, cells = session.ranking.changes(container_id, known.version)
+            try:
+                with self._store.session() as session:
+                    version, cells = session.ranking.changes(container_id, known.version)
+            except Unavailable as exc:
+                # The database is gone for now: rank with what was learned so far.
+                log.error("ranking statistics unavailable; using the last read: %s", exc)
+                version, cells = known.version, []
             touched: set[str] = set()
             for cell in cells:
                 offers = known.cells.setdefault(cell.strategy_id, {})
