@@ -360,7 +360,9 @@ class _Proposer:
             admitted = self._eligible(offer, criteria if owners is None else owners[offer.at_id])
             if admitted is None:
                 continue
-            entry = Ranked(offer, admitted, draws[position], None, estimates[position])
+            entry = Ranked(
+                offer, admitted, float(draws[position]), None, float(estimates[position])
+            )
             if need > 0:  # no tie to break: draws are continuous
                 chosen.append(entry)
                 chosen_ids.add(offer.at_id)

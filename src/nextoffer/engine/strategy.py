@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -205,22 +205,29 @@ MAX_BLOCKS = 256
 
 
 class Scores(NamedTuple):
-    """One decision's view of the candidates (plain lists: the walk reads a few items)."""
+    """One decision's view of the candidates."""
 
-    #: Candidate positions, best draw first.
-    order: list[int]
-    draws: list[float]
+    #: Candidate positions, best draw first (sorted as far as the walk goes).
+    order: Iterable[int]
+    #: Per candidate: the draw it is ranked by.
+    draws: np.ndarray
     #: The posterior mean reward (auto: the Beta mean; personalized: ``x·μ``).
-    estimates: list[float]
+    estimates: np.ndarray
     #: True when this decision served at random (personalized exploration).
     explored: bool
 
 
-class _Block:
-    """Pre-drawn posterior samples for one candidate list (and feature slots), each row
-    already ordered best first (one vectorised sort per block, not one per decision)."""
+#: Positions per row sorted when a block is drawn; a walk past them sorts the rest.
+_HEAD = 16
 
-    __slots__ = ("_rows", "candidates", "draws", "estimates", "explored", "orders", "size")
+
+class _Block:
+    """Pre-drawn posterior samples for one candidate list (and feature slots). The best
+    :data:`_HEAD` positions of every row are found and sorted once per block (one
+    vectorised partition, not one sort per decision); a decision that walks further
+    sorts the rest of its row."""
+
+    __slots__ = ("_rows", "candidates", "draws", "estimates", "explored", "heads", "size")
 
     def __init__(
         self,
@@ -231,10 +238,18 @@ class _Block:
     ) -> None:
         self.candidates = candidates  # held, so the id() key cannot be reused
         self.size = len(draws)
-        self.orders: list[list[int]] = np.argsort(-draws, axis=1).tolist()
-        self.draws: list[list[float]] = draws.tolist()
-        self.estimates: list[float] = estimates.tolist()
+        self.draws = draws
+        self.estimates = estimates
         self.explored: list[bool] = explored.tolist()
+        negated = -draws
+        width = draws.shape[1]
+        if width > _HEAD:
+            part = np.argpartition(negated, _HEAD - 1, axis=1)[:, :_HEAD]
+            best = np.take_along_axis(negated, part, axis=1)
+            heads = np.take_along_axis(part, np.argsort(best, axis=1), axis=1)
+        else:
+            heads = np.argsort(negated, axis=1)
+        self.heads: list[list[int]] = heads.tolist()
         #: Rows handed out; ``next`` on a count is atomic, so threads never share a row.
         self._rows = itertools.count()
 
@@ -242,7 +257,17 @@ class _Block:
         row = next(self._rows)
         if row >= self.size:
             return None
-        return Scores(self.orders[row], self.draws[row], self.estimates, self.explored[row])
+        draws = self.draws[row]
+        return Scores(self._walk(row, draws), draws, self.estimates, self.explored[row])
+
+    def _walk(self, row: int, draws: np.ndarray) -> Iterator[int]:
+        head = self.heads[row]
+        yield from head
+        if len(head) < len(draws):
+            rest = np.ones(len(draws), dtype=bool)
+            rest[head] = False
+            tail = np.flatnonzero(rest)
+            yield from tail[np.argsort(-draws[tail], kind="stable")].tolist()
 
 
 def score(

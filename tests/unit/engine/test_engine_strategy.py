@@ -289,3 +289,17 @@ def test_personalized_optimization_ranks_by_the_requests_features() -> None:
             for s in range(40)
         )
         assert picks[best] >= 38, (tier, picks)
+
+
+def test_a_walk_past_the_sorted_head_reaches_the_last_eligible_candidate() -> None:
+    # 40 candidates (more than a block sorts up front); only the worst one is eligible.
+    offers = [offer(f"O{i:02d}", rule="R1") for i in range(39)] + [offer("Z")]
+    catalog = library(AUTO, *offers, extra=(rule("R1", 'tier = "gold"'),))
+    stats = {o.at_id: {(0, 0): 100.0, (0, REWARD): 50.0} for o in offers}
+    stats["Z"] = {(0, 0): 1000.0, (0, REWARD): 1.0}
+    learned = {STRATEGY: learn(StrategyType.AUTO, stats)}
+    for seed in range(5):
+        proposition = ask(catalog, learned=learned, seed=seed, n=3, profile={"tier": "silver"})
+        assert [o.offer_id for o in proposition.options] == ["Z"]
+        gold = ask(catalog, learned=learned, seed=seed, n=3, profile={"tier": "gold"})
+        assert len(gold.options) == 3 and "Z" not in [o.offer_id for o in gold.options]
