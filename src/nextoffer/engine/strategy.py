@@ -318,7 +318,11 @@ def _draw(
         clicks = learned.clicks[taken]
         alpha[seen] += clicks
         beta[seen] += np.maximum(learned.impressions[taken] - clicks, 0.0)
-        draws = generator.beta(alpha, beta, size=(rows, k))
+        # Beta(α, β) as X / (X + Y), X ~ Gamma(α), Y ~ Gamma(β): exact, and numpy's
+        # float32 gamma sampler is ~3× faster than its beta (ranking needs no more digits).
+        x = generator.standard_gamma(alpha.astype(np.float32), size=(rows, k), dtype=np.float32)
+        y = generator.standard_gamma(beta.astype(np.float32), size=(rows, k), dtype=np.float32)
+        draws = x / (x + y)
         return _Block(candidates, draws, alpha / (alpha + beta), np.zeros(rows, dtype=bool))
     index = np.asarray(active, dtype=np.intp)
     means = np.zeros(k)
@@ -330,7 +334,7 @@ def _draw(
         ]
         variances[seen] = block.sum(axis=(1, 2))
     spread = learned.noise * np.sqrt(np.maximum(variances, 0.0))
-    draws = generator.normal(means, spread, size=(rows, k))
+    draws = means + spread * generator.standard_normal((rows, k), dtype=np.float32)
     explored = generator.random(rows) < strategy.exploration
     if explored.any():
         draws[explored] = generator.random((int(explored.sum()), k))
