@@ -1,6 +1,13 @@
 """In-process cost of ``nextoffer.engine.decide``, next to a reference measured in the same run.
 
     .venv/bin/python bench/decide.py [--quick] [--plot docs/img/decide-scaling.png]
+    .venv/bin/python bench/decide.py --strategies [--quick]
+
+``--strategies``: the same library and request ranked by priority, by an auto-optimization
+strategy and by a personalized-optimization strategy (5 features), each strategy with
+feedback learned for every offer, at N = 10, 100 and 1,000; figures are the median over
+repeats of the mean time per decision in a sample of 1,000, and the ratio to priority
+ranking in the same run.
 
 Library: one placement, one live decision over one collection of N offers (N = 10, 100,
 1,000, 10,000), each offer with its own 5-condition PQL rule (varied constants, about half
@@ -29,6 +36,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from nextoffer import pql
 from nextoffer.engine import (
     CapCounters,
@@ -39,6 +48,7 @@ from nextoffer.engine import (
     decide,
 )
 from nextoffer.engine import catalog as schemas
+from nextoffer.engine.strategy import Learned, StrategyType, increments, learn, slots
 
 NOW = datetime(2024, 6, 1, 12, tzinfo=UTC)
 PROFILE = {"age": 35, "country": "US", "tier": "gold", "loyaltyPoints": 5000, "optIn": True}
@@ -54,7 +64,21 @@ def rule_source(rng: random.Random) -> str:
     )
 
 
-def library(size: int, *, sparse: bool, seed: int = 7) -> list[CatalogInstance]:
+STRATEGY = "xcore:ranking-strategy:0000000000000001"
+STRATEGIES = {
+    "auto": {"xdm:name": "auto", "xdm:strategyType": "auto-optimization"},
+    "personalized": {
+        "xdm:name": "personalized",
+        "xdm:strategyType": "personalized-optimization",
+        "xdm:features": ["tier", "country", "optIn", "@{ctx}.device", 'inSegment("s1")'],
+        "xdm:explorationRate": 0.1,
+    },
+}
+
+
+def library(
+    size: int, *, sparse: bool, seed: int = 7, strategy: str | None = None
+) -> list[CatalogInstance]:
     rng = random.Random(seed)
 
     def inst(schema: str, at_id: str, body: dict[str, Any]) -> CatalogInstance:
@@ -95,7 +119,17 @@ def library(size: int, *, sparse: bool, seed: int = 7) -> list[CatalogInstance]:
         out.append(inst(schemas.PERSONALIZED_OFFER, offer_id, body))
         ids.append(offer_id)
     out.append(inst(schemas.COLLECTION, "C", {"xdm:filterType": "offers", "xdm:ids": ids}))
-    criteria = [{"xdm:placements": ["P1", "P2"], "xdm:optionSelection": {"xdm:filter": "C"}}]
+    criteria: list[dict[str, Any]] = [
+        {"xdm:placements": ["P1", "P2"], "xdm:optionSelection": {"xdm:filter": "C"}}
+    ]
+    if strategy is not None:
+        out.append(inst(schemas.RANKING_STRATEGY, STRATEGY, STRATEGIES[strategy]))
+        criteria[0]["xdm:ranking"] = {
+            "xdm:order": {
+                "xdm:orderEvaluationType": "rankingStrategy",
+                "xdm:rankingStrategy": STRATEGY,
+            }
+        }
     out.append(
         inst(
             schemas.DECISION,
@@ -233,11 +267,112 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def learned_for(catalog: Any, kind: str, seed: int = 11) -> dict[str, Learned]:
+    """Feedback for every offer: 200 impressions each, a click rate of 1-10 %, over
+    requests with varied feature values (personalized)."""
+    rng = random.Random(seed)
+    strategy = catalog.strategies[STRATEGY]
+    cells: dict[str, dict[tuple[int, int], float]] = {}
+    for offer_id in catalog.offers:
+        rate = rng.uniform(0.01, 0.1)
+        mine = cells.setdefault(offer_id, {})
+        for _ in range(200):
+            profile = {
+                "tier": rng.choice(["gold", "silver", "bronze"]),
+                "country": rng.choice(COUNTRIES),
+                "optIn": rng.random() < 0.5,
+            }
+            context = {"ctx": {"device": rng.choice(["phone", "desktop", "tablet"])}}
+            active = slots(strategy, profile, context)
+            clicked = rng.random() < rate
+            for key, value in increments(active, impression=True, reward=clicked).items():
+                mine[key] = mine.get(key, 0.0) + value
+    return {STRATEGY: learn(StrategyType(STRATEGIES[kind]["xdm:strategyType"]), cells)}
+
+
+def measure_strategies(*, quick: bool) -> list[dict[str, Any]]:
+    """Priority, auto and personalized ranking on one library per size, interleaved.
+
+    A sample is 1,000 decisions (200 quick): a strategy draws its posteriors in blocks of
+    up to 256 decisions, so a sample must hold several blocks to carry their cost."""
+    batch = 200 if quick else 1_000
+    repeats = 5 if quick else 15
+    rows = []
+    for size in (10, 100, 1_000):
+        row: dict[str, Any] = {"size": size, "samples": {}, "calls": {}}
+        for kind in ("priority", "auto", "personalized"):
+            instances = library(size, sparse=False, strategy=None if kind == "priority" else kind)
+            catalog = build_catalog(instances, compile_rule=pql.compile)
+            assert catalog.errors == (), catalog.errors[:3]
+            learned = learned_for(catalog, kind) if kind != "priority" else {}
+            request = DecisionRequest(
+                propositions=(PropositionRequest("D", "P1", 3),),
+                profile={**PROFILE, "segmentMembership": {"ups": {"s1": {"status": "realized"}}}},
+                context={"ctx": {"device": "phone"}},
+            )
+            rng = random.Random(1)
+            generator = np.random.default_rng(1)
+
+            def one(
+                catalog: Any = catalog,
+                request: Any = request,
+                learned: Any = learned,
+                rng: random.Random = rng,
+                generator: np.random.Generator = generator,
+            ) -> object:
+                return decide(
+                    catalog,
+                    request,
+                    counters=CapCounters(),
+                    now=NOW,
+                    rng=rng,
+                    learned=learned,
+                    generator=generator,
+                )
+
+            assert len(one().propositions[0].options) == 3  # type: ignore[attr-defined]
+            row["calls"][kind] = one
+            row["samples"][kind] = []
+        rows.append(row)
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for row in rows:
+                for kind, call in row["calls"].items():
+                    row["samples"][kind].append(_batch_us(call, batch))
+    finally:
+        gc.enable()
+    for row in rows:
+        for kind, samples in row.pop("samples").items():
+            row[kind] = statistics.median(samples)
+        del row["calls"]
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
     parser.add_argument("--plot", type=Path, default=Path("docs/img/decide-scaling.png"))
+    parser.add_argument(
+        "--strategies", action="store_true", help="ranking strategies against priority"
+    )
     args = parser.parse_args()
+    if args.strategies:
+        found = measure_strategies(quick=args.quick)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(f"python {platform.python_version()}, 1-min load average at the end: {load:.2f}")
+        print(
+            "| N | priority µs | auto-optimization µs (× priority) | personalized µs (× priority) |"
+        )
+        print("|---:|---:|---:|---:|")
+        for row in found:
+            p = row["priority"]
+            print(
+                f"| {row['size']:,} | {p:.1f} | {row['auto']:.1f} ({row['auto'] / p:.2f}×) | "
+                f"{row['personalized']:.1f} ({row['personalized'] / p:.2f}×) |"
+            )
+        return 0
     rows = [
         prepare(size, sparse=sparse)
         for sparse in (False, True)

@@ -32,6 +32,7 @@ from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 from nextoffer.service.dps import DpsLibrary
 from nextoffer.service.events import Events
+from nextoffer.service.learning import Learning
 from nextoffer.service.offload import in_pool
 from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
@@ -152,7 +153,15 @@ class NextOffer:
         self.search = Search(store, self.repository)
         self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)
         self.profiles = Profiles(store, clock=clock)
-        self.events = Events(store, counters=self.counters, catalogs=self.catalogs, clock=clock)
+        # What ranking strategies learned: feedback adds to it, decisions read it.
+        self.learning = Learning(store)
+        self.events = Events(
+            store,
+            counters=self.counters,
+            catalogs=self.catalogs,
+            clock=clock,
+            learning=self.learning,
+        )
         self.decisions = Decisions(
             store,
             path=path,
@@ -161,6 +170,7 @@ class NextOffer:
             clock=clock,
             executor=self.executor,
             on_refused=on_refused,
+            learning=self.learning,
         )
         self.reports = Reports(store, repository=self.repository)
         self._clock = clock

@@ -69,6 +69,10 @@ def _bodies(kind: str, refs: dict[str, str]) -> tuple[dict[str, Any], dict[str, 
             {"xdm:name": "F", "xdm:expression": {**xpql, "xdm:value": "1"}},
             {"name": "F", "expression": {**pql, "value": "1"}},
         ),
+        "ranking-strategy": (
+            {"xdm:name": "S", "xdm:strategyType": "auto-optimization"},
+            {"name": "S", "strategyType": "auto-optimization"},
+        ),
         "personalized-offer": (xoffer, offer),
         "fallback-offer": (
             {k: v for k, v in xoffer.items() if k in ("xdm:name", "xdm:status")}

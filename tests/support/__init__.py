@@ -13,6 +13,8 @@ ADOBE = ROOT / "tests" / "data" / "adobe"
 EXAMPLES = ADOBE / "examples"
 
 OM = "https://ns.adobe.com/experience/offer-management/"
+#: nextoffer's own kinds (the ranking strategy).
+NEXTOFFER_OM = "https://ns.nextoffer.dev/offer-management/"
 RECEIPT_ACCEPT = "application/vnd.adobe.platform.xcore.xdm.receipt+json; version=1"
 #: The documented create Content-Type, two spaces before ``schema=`` as on Adobe's pages.
 CREATE_TYPE = 'application/schema-instance+json; version=1;  schema="{schema}"'
@@ -27,13 +29,15 @@ VERSIONS = {
     "eligibility-rule": "0.3",
     "offer-activity": "0.5",
     "ranking-function": "0.3",
+    "ranking-strategy": "1.0",
 }
 
 
 def schema(type_name: str, version: str | None = "default") -> str:
     if version == "default":
         version = VERSIONS[type_name]
-    return OM + type_name + (f";version={version}" if version else "")
+    namespace = NEXTOFFER_OM if type_name == "ranking-strategy" else OM
+    return namespace + type_name + (f";version={version}" if version else "")
 
 
 def example(name: str) -> Any:

@@ -24,6 +24,7 @@ RESOURCES = {
     "tag": "tags",
     "offer-activity": "offer-decisions",
     "ranking-function": "ranking-formulas",
+    "ranking-strategy": "ranking-strategies",
 }
 
 

@@ -230,4 +230,11 @@ CALLS: list[Call] = [
         params={"containerId": "{C}"},
         route="/data/core/nextoffer/reports/offers",
     ),
+    Call(
+        "ranking-strategy-report",
+        "GET",
+        "/data/core/nextoffer/reports/ranking-strategies/{I}",
+        params={"containerId": "{C}"},
+        route="/data/core/nextoffer/reports/ranking-strategies/{strategy}",
+    ),
 ]

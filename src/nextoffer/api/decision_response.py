@@ -58,6 +58,7 @@ def trace_json(trace: PropositionTrace) -> dict[str, Any]:
                     ("rank", c.rank),
                     ("score", c.score),
                     ("priority", c.priority),
+                    ("estimate", c.estimate),
                 )
                 if value is not None
             }
@@ -65,6 +66,11 @@ def trace_json(trace: PropositionTrace) -> dict[str, Any]:
         ],
         "fallbackReason": trace.fallback_reason.value if trace.fallback_reason else None,
         "criteriaGroups": [list(group) for group in trace.groups],
+        **(
+            {"rankingStrategy": trace.strategy, "explored": trace.explored}
+            if trace.strategy is not None
+            else {}
+        ),
     }
 
 

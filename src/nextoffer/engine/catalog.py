@@ -34,6 +34,7 @@ from nextoffer.engine.model import (
     Rule,
     SegmentRef,
 )
+from nextoffer.engine.strategy import Strategy, StrategyType
 from nextoffer.errors import PQLError, Unprocessable
 
 _NS = "https://ns.adobe.com/experience/offer-management/"
@@ -45,6 +46,9 @@ TAG = _NS + "tag"
 ELIGIBILITY_RULE = _NS + "eligibility-rule"
 DECISION = _NS + "offer-activity"
 RANKING_FORMULA = _NS + "ranking-function"
+RANKING_STRATEGY = "https://ns.nextoffer.dev/offer-management/ranking-strategy"
+#: ``xdm:orderEvaluationType`` as the dps API writes a strategy order.
+_ORDER_ALIASES = {"ranking-strategy": "rankingStrategy"}
 
 _OFFER_WORD = re.compile(r"\boffer\b")
 _EMPTY_POOL = Pool((), MappingProxyType({}))
@@ -75,6 +79,7 @@ class Catalog:
         "fallbacks",
         "offers",
         "placements",
+        "strategies",
     )
 
     def __init__(
@@ -86,11 +91,14 @@ class Catalog:
         decisions: Mapping[str, Decision],
         errors: tuple[CatalogError, ...],
         compile_rule: CompileRule | None = None,
+        strategies: Mapping[str, Strategy] | None = None,
     ) -> None:
         self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
         self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
         self.fallbacks: Mapping[str, Fallback] = MappingProxyType(dict(fallbacks))
         self.decisions: Mapping[str, Decision] = MappingProxyType(dict(decisions))
+        #: Ranking strategies by ``@id`` (those a criterion names, and the others).
+        self.strategies: Mapping[str, Strategy] = MappingProxyType(dict(strategies or {}))
         #: Every problem found while building; empty for a healthy library.
         self.errors: tuple[CatalogError, ...] = errors
         #: The compiler the snapshot was built with (explain uses it to name false sub-rules).
@@ -150,6 +158,12 @@ def build_catalog(
     return _Builder(compile_rule or _default_compile()).build(instances)
 
 
+def _feature_parser() -> Any:
+    from nextoffer import pql  # deferred, as _default_compile
+
+    return pql.feature
+
+
 def _schema_key(schema: str) -> str:
     return schema.split(";", 1)[0].strip()
 
@@ -170,6 +184,7 @@ class _Builder:
         self.formulas: dict[str, Rule] = {}
         self.pools: dict[str, Pool] = {}
         self.conjuncts: dict[str, Rule | None] = {}  # shared rule parts, by their text
+        self.strategies: dict[str, Strategy] = {}
 
     # ---- entry point -----------------------------------------------------------------
     def build(self, instances: Iterable[CatalogInstance]) -> Catalog:
@@ -193,6 +208,7 @@ class _Builder:
             for tag in offer.tags:
                 self.tag_index.setdefault(tag, []).append(offer)
         self.offers = offers
+        self.strategies = {i.at_id: self._strategy(i) for i in self._all(RANKING_STRATEGY)}
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
         return Catalog(
             placements=placements,
@@ -201,6 +217,7 @@ class _Builder:
             decisions=decisions,
             errors=self._finish_errors(decisions),
             compile_rule=self.compile_rule,
+            strategies=self.strategies,
         )
 
     def _all(self, schema: str) -> list[CatalogInstance]:
@@ -297,6 +314,43 @@ class _Builder:
                         SegmentRef(segment_id, namespace if isinstance(namespace, str) else None)
                     )
         return ProfileConstraint(kind, segments=tuple(segments))
+
+    # ---- ranking strategies ----------------------------------------------------------
+    def _strategy(self, instance: CatalogInstance) -> Strategy:
+        """A ranking strategy; what cannot be read is reported and left at its default
+        (the repository refuses such bodies; this guards stored ones)."""
+        body = instance.body
+        try:
+            kind = StrategyType(prop(body, "strategyType"))
+        except ValueError:
+            self._error(
+                CatalogErrorKind.INVALID_VALUE,
+                instance,
+                f"unknown strategyType {prop(body, 'strategyType')!r}",
+            )
+            kind = StrategyType.AUTO
+        goal = prop(body, "optimizationGoal", "clicks")
+        features = []
+        parse_feature = _feature_parser()
+        for source in prop(body, "features", ()) if kind is StrategyType.PERSONALIZED else ():
+            try:
+                features.append(parse_feature(source))
+            except PQLError as error:
+                self._error(CatalogErrorKind.INVALID_VALUE, instance, f"feature: {error.message}")
+        rate = prop(body, "explorationRate", 0.1)
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            self._error(CatalogErrorKind.INVALID_VALUE, instance, f"explorationRate {rate!r}")
+            rate = 0.1
+        return Strategy(
+            at_id=instance.at_id,
+            instance_id=instance.instance_id,
+            etag=instance.etag,
+            body=body,
+            type=kind,
+            goal=goal if isinstance(goal, str) else "clicks",
+            features=tuple(features),
+            exploration=float(rate) if kind is StrategyType.PERSONALIZED else 0.0,
+        )
 
     # ---- offers ----------------------------------------------------------------------
     def _representations(self, body: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
@@ -502,6 +556,7 @@ class _Builder:
         raw_order = prop(
             order_spec, "orderEvaluationType", "scoringFunction" if formula_id else "static"
         )
+        raw_order = _ORDER_ALIASES.get(raw_order, raw_order)
         try:
             order = OrderType(raw_order)
         except ValueError:
@@ -512,16 +567,6 @@ class _Builder:
             )
             order = OrderType.STATIC
         formula = None
-        if order is OrderType.RANKING_STRATEGY:
-            # No AI ranking strategies in the library yet: every id is unknown.
-            strategy = prop(order_spec, "rankingStrategy")
-            self._error(
-                CatalogErrorKind.UNKNOWN_RANKING_STRATEGY,
-                instance,
-                f"criterion {index}: ranking strategy {strategy!r} is not in the library; "
-                "the criterion ranks by offer priority until it is",
-                reference=strategy if isinstance(strategy, str) else None,
-            )
         if order is OrderType.SCORING_FUNCTION:
             if isinstance(formula_id, str):
                 formula = self._rule_ref(formula_id, instance, self.formulas)
@@ -530,6 +575,20 @@ class _Builder:
                     CatalogErrorKind.INVALID_VALUE, instance, "scoringFunction without xdm:function"
                 )
                 formula = Rule("", "", None, False, "no formula")
+        strategy = None
+        if order is OrderType.RANKING_STRATEGY:
+            strategy_id = prop(order_spec, "rankingStrategy")
+            strategy = self.strategies.get(strategy_id) if isinstance(strategy_id, str) else None
+            if isinstance(strategy_id, str):
+                self._use(strategy_id, instance.at_id)
+            if strategy is None:
+                self._error(
+                    CatalogErrorKind.UNKNOWN_RANKING_STRATEGY,
+                    instance,
+                    f"ranking strategy {strategy_id!r} is not in the library; the criterion "
+                    "ranks by priority",
+                    reference=strategy_id if isinstance(strategy_id, str) else None,
+                )
         group = non_negative_int(prop(ranking, "priority", 0))
         return Criterion(
             index=index,
@@ -539,6 +598,7 @@ class _Builder:
             constraint=self._constraint(obj(spec, "profileConstraints"), instance),
             order=order,
             formula=formula,
+            strategy=strategy,
         )
 
     def _decision(

@@ -100,6 +100,8 @@ class CandidateTrace:
     #: The ranking value used (formula score, or the priority when no formula ranked it).
     score: float | None = None
     priority: int | None = None
+    #: Ranked by a strategy: its model's estimate of the reward (``score`` is the draw).
+    estimate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,9 @@ class PropositionTrace:
     fallback_reason: Reason | None = None
     #: Criteria (indices into ``xdm:criteria``) that applied to the placement, by group.
     groups: tuple[tuple[int, ...], ...] = ()
+    #: The ranking strategy that ranked candidates, and whether it served at random.
+    strategy: str | None = None
+    explored: bool | None = None
 
 
 class Tracer:
@@ -131,11 +136,16 @@ class Tracer:
         return self._by_offer.get(offer_id)
 
     def finish(
-        self, *, fallback_reason: Reason | None, groups: tuple[tuple[int, ...], ...]
+        self,
+        *,
+        fallback_reason: Reason | None,
+        groups: tuple[tuple[int, ...], ...],
+        strategy: str | None = None,
+        explored: bool | None = None,
     ) -> PropositionTrace:
         """The trace, candidates ordered selected-first by rank, then by offer id."""
         ordered = sorted(
             self._by_offer.values(),
             key=lambda t: (t.rank is None, t.rank or 0, -t.reason.stage, t.offer_id),
         )
-        return PropositionTrace(tuple(ordered), fallback_reason, groups)
+        return PropositionTrace(tuple(ordered), fallback_reason, groups, strategy, explored)

@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from nextoffer.engine.frequency import CapRule
+from nextoffer.engine.strategy import Strategy
 
 
 class CompiledRule(Protocol):
@@ -161,7 +162,7 @@ class OrderType(Enum):
     STATIC = "static"
     #: A ranking formula (``xdm:function``) scores each offer; the score is returned.
     SCORING_FUNCTION = "scoringFunction"
-    #: An AI ranking strategy; not modelled: ranked by priority (docs/decisioning.md).
+    #: A ranking strategy (``xdm:rankingStrategy``) samples its model per decision.
     RANKING_STRATEGY = "rankingStrategy"
 
 
@@ -179,6 +180,9 @@ class Criterion:
     order: OrderType
     #: The ranking formula when ``order`` is ``SCORING_FUNCTION`` (``None`` if it is missing).
     formula: Rule | None
+    #: The ranking strategy when ``order`` is ``RANKING_STRATEGY`` (``None`` if it is
+    #: missing: then the criterion ranks by priority, and the catalog reports it).
+    strategy: Strategy | None = None
 
     def applies_to(self, placement_id: str) -> bool:
         return not self.placements or placement_id in self.placements

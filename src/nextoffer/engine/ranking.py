@@ -30,6 +30,8 @@ class Ranked:
     value: float
     #: The formula score (``xdm:score``); ``None`` when priority ranked the offer.
     score: float | None = None
+    #: Ranked by a strategy: the model's estimate (``value`` is the posterior draw).
+    estimate: float | None = None
 
 
 def score(evaluation: Evaluation, formula: Rule, offer: Offer) -> float | Failure:

@@ -96,6 +96,18 @@ class FallbackOption(NamedTuple):
         return _characteristics(self.body)
 
 
+class Ranking(NamedTuple):
+    """How a ranking strategy ranked one proposition: what the feedback on it trains."""
+
+    strategy_id: str
+    #: The request's active feature slots (``engine.strategy.slots``).
+    slots: tuple[int, ...]
+    #: True when the decision served at random (personalized exploration).
+    explored: bool
+    #: The options the strategy ranked (a later group may have added others).
+    offer_ids: tuple[str, ...]
+
+
 class Proposition(NamedTuple):
     """The answer to one proposition request, in request order.
 
@@ -109,6 +121,8 @@ class Proposition(NamedTuple):
     options: tuple[Option, ...]
     fallback: FallbackOption | None
     trace: PropositionTrace | None = None
+    #: Set when a ranking strategy ranked options of this proposition.
+    ranking: Ranking | None = None
 
 
 class Proposed(NamedTuple):

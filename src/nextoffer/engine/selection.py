@@ -7,17 +7,20 @@ Per proposition request, in request order:
 3. per group, the criteria's pre-indexed candidates (approved, with a representation for
    the placement — done at build time) through calendar, offer rule, offer segments,
    the criterion's profile constraint, caps and de-duplication;
-4. ranking by priority (lazily: a tier is only evaluated if it can still contribute) or
-   by formula (every candidate scored; an offer in several criteria keeps its best value),
-   ties drawn uniformly at random;
+4. ranking by priority (lazily: a tier is only evaluated if it can still contribute), by
+   formula (every candidate scored; an offer in several criteria keeps its best value) or
+   by a ranking strategy (every candidate's posterior sampled, ``strategy.py``), ties
+   drawn uniformly at random;
 5. later groups fill what earlier groups left; zero options → the fallback.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+
+import numpy as np
 
 from nextoffer.engine.capping import CapCounters, CapLedger
 from nextoffer.engine.catalog import Catalog
@@ -34,7 +37,10 @@ from nextoffer.engine.result import (
     Option,
     Proposed,
     Proposition,
+    Ranking,
 )
+from nextoffer.engine.strategy import Learned, Strategy, learn, slots
+from nextoffer.engine.strategy import score as strategy_scores
 
 
 def decide(
@@ -44,17 +50,22 @@ def decide(
     counters: CapCounters,
     now: datetime,
     rng: random.Random,
+    learned: Mapping[str, Learned] | None = None,
+    generator: np.random.Generator | None = None,
 ) -> DecisionResult:
     """Decide every proposition request of ``request`` against ``catalog``.
 
     Pure: reads no clock, no global randomness, no store. ``counters`` are the stored cap
     counts of ``catalog.capped_offer_ids(...)``; ``now`` is the decision time (naive means
-    UTC); ``rng`` breaks ties. Raises :class:`~nextoffer.errors.NotFound` or
-    :class:`~nextoffer.errors.Unprocessable` (with a JSON pointer) for a bad request;
+    UTC); ``rng`` breaks ties. ``learned`` is what each ranking strategy has learned (by
+    strategy ``@id``; none yet when absent) and ``generator`` samples its posteriors
+    (derived from ``rng`` when not given, so a seeded ``rng`` decides alike). Raises
+    :class:`~nextoffer.errors.NotFound` or :class:`~nextoffer.errors.Unprocessable` (with
+    a JSON pointer) for a bad request;
     a rule failing on one offer never raises.
     """
     resolved = resolve(catalog, request)
-    proposer = _Proposer(catalog, request, counters, as_utc(now), rng)
+    proposer = _Proposer(catalog, request, counters, as_utc(now), rng, learned or {}, generator)
     propositions = tuple(proposer.propose(*item) for item in resolved)
     return DecisionResult(propositions, tuple(proposer.proposed))
 
@@ -69,6 +80,8 @@ class _Proposer:
         counters: CapCounters,
         now: datetime,
         rng: random.Random,
+        learned: Mapping[str, Learned],
+        generator: np.random.Generator | None,
     ) -> None:
         self.evaluation = Evaluation(
             profile=request.profile,
@@ -80,6 +93,13 @@ class _Proposer:
         )
         self.now = now
         self.rng = rng
+        self.learned = learned
+        self._generator = generator
+        self.request = request
+        #: Feature slots per strategy (read once per request).
+        self._slots: dict[str, tuple[int, ...]] = {}
+        #: Strategies with nothing in ``learned``: their prior, for this request only.
+        self._cold: dict[str, Learned] = {}
         self.explain = request.explain
         self.ledger = CapLedger(counters)
         self.allow_activities = request.allow_duplicates_across_activities
@@ -91,6 +111,7 @@ class _Proposer:
         self.activity_id = ""
         self.placement_id = ""
         self.tracer: Tracer | None = None
+        self.ranking: Ranking | None = None
 
     # ---- one proposition -------------------------------------------------------------
     def propose(
@@ -99,6 +120,7 @@ class _Proposer:
         self.activity_id = decision.at_id
         self.placement_id = placement_id = placement.at_id
         tracer = self.tracer = Tracer() if self.explain else None
+        self.ranking = None
         groups = decision.groups_for(placement_id)
         chosen: list[Ranked] = []
         reason = None
@@ -143,11 +165,15 @@ class _Proposer:
                         rank=rank,
                         score=entry.value,
                         priority=entry.offer.priority,
+                        estimate=entry.estimate,
                     )
                 )
+            ranking = self.ranking
             trace = tracer.finish(
                 fallback_reason=None if options else reason,
                 groups=tuple(tuple(c.index for c in group) for group in groups),
+                strategy=ranking.strategy_id if ranking is not None else None,
+                explored=ranking.explored if ranking is not None else None,
             )
         return Proposition(
             ObjectRef(decision.at_id, decision.etag, decision.body),
@@ -155,6 +181,7 @@ class _Proposer:
             options,
             fallback,
             trace,
+            self.ranking,
         )
 
     def _option(self, entry: Ranked) -> Option:
@@ -193,7 +220,10 @@ class _Proposer:
             live.append(criterion)
         if not live:
             return
-        if all(c.order is not OrderType.SCORING_FUNCTION for c in live):
+        strategy = next((c.strategy for c in live if c.strategy is not None), None)
+        if strategy is not None:
+            self._by_strategy(strategy, live, need, chosen, chosen_ids)
+        elif all(c.order is not OrderType.SCORING_FUNCTION for c in live):
             self._by_priority(live, need, chosen, chosen_ids)
         else:
             self._by_value(live, need, chosen, chosen_ids)
@@ -277,6 +307,75 @@ class _Proposer:
             need = self._take(ranked[start:stop], need, chosen, chosen_ids)
             start = stop
 
+    def _by_strategy(
+        self,
+        strategy: Strategy,
+        criteria: list[Criterion],
+        need: int,
+        chosen: list[Ranked],
+        chosen_ids: set[str],
+    ) -> None:
+        """Sample the strategy's posterior for every candidate, then walk them in draw
+        order, checking eligibility only until enough are found (like priority tiers; a
+        trace walks all). Draws are independent, so the eligible come out ranked exactly as
+        if only they had been drawn for.
+
+        Adobe's rule (checked on save) makes every criterion of the group use the same
+        strategy; an offer in several criteria is admitted by the first that admits it.
+        """
+        placement_id = self.placement_id
+        owners: dict[str, list[Criterion]] | None = None
+        candidates: Sequence[Offer]
+        if len(criteria) == 1:
+            candidates = criteria[0].pool.by_placement.get(placement_id, ())
+        else:
+            owners = {}
+            merged: dict[str, Offer] = {}
+            for criterion in criteria:
+                for offer in criterion.pool.by_placement.get(placement_id, ()):
+                    merged.setdefault(offer.at_id, offer)
+                    owners.setdefault(offer.at_id, []).append(criterion)
+            candidates = tuple(merged.values())
+        if not candidates:
+            return
+        active = self._slots.get(strategy.at_id)
+        if active is None:
+            request = self.request
+            active = self._slots[strategy.at_id] = slots(strategy, request.profile, request.context)
+        if self._generator is None:
+            self._generator = np.random.default_rng(self.rng.getrandbits(64))
+        learned = self.learned.get(strategy.at_id)
+        if learned is None:  # nothing learned yet: a posterior of the prior, for this call
+            learned = self._cold.setdefault(strategy.at_id, learn(strategy.type, {}))
+        scores = strategy_scores(strategy, learned, candidates, active, self._generator)
+        draws, estimates = scores.draws, scores.estimates
+        tracing = self.tracer is not None
+        before = len(chosen)
+        for position in scores.order:
+            if need <= 0 and not tracing:
+                break
+            offer = candidates[position]
+            if offer.at_id in chosen_ids:
+                continue
+            admitted = self._eligible(offer, criteria if owners is None else owners[offer.at_id])
+            if admitted is None:
+                continue
+            entry = Ranked(
+                offer, admitted, float(draws[position]), None, float(estimates[position])
+            )
+            if need > 0:  # no tie to break: draws are continuous
+                chosen.append(entry)
+                chosen_ids.add(offer.at_id)
+                need -= 1
+            else:  # a trace walks on: the rest is cut off
+                self._take((entry,), 0, chosen, chosen_ids)
+        self.ranking = Ranking(
+            strategy.at_id,
+            active,
+            scores.explored,
+            tuple(entry.offer.at_id for entry in chosen[before:]),
+        )
+
     def _take(
         self, tier: Sequence[Ranked], need: int, chosen: list[Ranked], chosen_ids: set[str]
     ) -> int:
@@ -302,6 +401,7 @@ class _Proposer:
                             entry.criterion.index,
                             score=entry.value,
                             priority=entry.offer.priority,
+                            estimate=entry.estimate,
                         )
                     )
         return need - len(picks)

@@ -19,6 +19,7 @@ from . import messages as msg
 from .ast import BoolOp, Node
 from .checker import check
 from .compiler import compile_tree
+from .features import FeaturePath, feature
 from .jsonform import parse_json
 from .lexer import tokenize
 from .limits import check_nesting, check_reads, check_size
@@ -26,7 +27,16 @@ from .parser import parse, parse_tokens
 from .printer import to_text
 from .time import parse_now
 
-__all__ = ["CompiledRule", "PQLError", "compile", "evaluate", "parse_source", "to_text"]
+__all__ = [
+    "CompiledRule",
+    "FeaturePath",
+    "PQLError",
+    "compile",
+    "evaluate",
+    "feature",
+    "parse_source",
+    "to_text",
+]
 
 FORMATS = ("pql/text", "pql/json")
 KINDS = ("rule", "formula")

@@ -29,6 +29,7 @@ from nextoffer.repository.objects import (
     PERSONALIZED_OFFER,
     PLACEMENT,
     RANKING_FORMULA,
+    RANKING_STRATEGY,
     RULE,
     TAG,
     ObjectType,
@@ -223,6 +224,15 @@ RANKING_FORMULA_FIELDS: tuple[Field, ...] = (
 )
 
 
+#: nextoffer's AI ranking strategies, named in the dps style (beyond Adobe: dps offers no
+#: way to create the strategies its decisions name).
+RANKING_STRATEGY_FIELDS: tuple[Field, ...] = (
+    *_NAMED,
+    *_xdm("strategyType", "optimizationGoal", "features", "explorationRate"),
+    *_same("labels"),
+)
+
+
 @dataclass(frozen=True, slots=True)
 class Resource:
     """One dps collection: ``/data/core/dps/<path>[?offer-type=<offer_type>]``."""
@@ -249,6 +259,7 @@ RESOURCES: tuple[Resource, ...] = (
     Resource("tags", TAG, None, "0.1", TAG_FIELDS),
     Resource("offer-decisions", DECISION, None, "0.8", DECISION_FIELDS),
     Resource("ranking-formulas", RANKING_FORMULA, None, "0.3", RANKING_FORMULA_FIELDS),
+    Resource("ranking-strategies", RANKING_STRATEGY, None, "1.0", RANKING_STRATEGY_FIELDS),
 )
 
 #: The paths of :data:`RESOURCES`, in order, once each.

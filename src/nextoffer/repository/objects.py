@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from nextoffer.errors import BadRequest
 
 OM = "https://ns.adobe.com/experience/offer-management/"
+#: nextoffer's own kinds (beyond Adobe's Offer Library) live under this namespace.
+NEXTOFFER_OM = "https://ns.nextoffer.dev/offer-management/"
 CONTAINER_SCHEMA = "https://ns.adobe.com/experience/xcore/container"
 RESULTS_SCHEMA = "https://ns.adobe.com/experience/xcore/hal/results"
 HOME_SCHEMA = "https://ns.adobe.com/experience/xcore/hal/home"
@@ -24,10 +26,11 @@ class ObjectType:
     name: str  # the @id type segment, e.g. "personalized-offer"
     label: str  # what the UI calls it
     stored_version: str  # the version reported in ``schemas[]``
+    namespace: str = OM  # where the schema id lives: Adobe's, or nextoffer's own
 
     @property
     def schema_id(self) -> str:
-        return OM + self.name
+        return self.namespace + self.name
 
     @property
     def versioned_schema(self) -> str:
@@ -42,6 +45,8 @@ TAG = ObjectType("tag", "collection qualifier", "0.1")
 RULE = ObjectType("eligibility-rule", "decision rule", "0.3")
 DECISION = ObjectType("offer-activity", "decision", "0.5")
 RANKING_FORMULA = ObjectType("ranking-function", "ranking formula", "0.3")
+#: An AI ranking strategy (decisioning-api.md §4.4), nextoffer's own kind.
+RANKING_STRATEGY = ObjectType("ranking-strategy", "ranking strategy", "1.0", NEXTOFFER_OM)
 
 OBJECT_TYPES: dict[str, ObjectType] = {
     t.schema_id: t
@@ -54,6 +59,7 @@ OBJECT_TYPES: dict[str, ObjectType] = {
         RULE,
         DECISION,
         RANKING_FORMULA,
+        RANKING_STRATEGY,
     )
 }
 BY_NAME: dict[str, ObjectType] = {t.name: t for t in OBJECT_TYPES.values()}

@@ -17,12 +17,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from nextoffer.engine import CapCounters, DecisionRequest, DecisionResult, PropositionRequest
 from nextoffer.engine import decide as engine_decide
+from nextoffer.engine.strategy import Learned
 from nextoffer.errors import NextOfferError, Unavailable
 from nextoffer.ids import epoch_micros, format_datetime, uuid7
 from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import Snapshot
+from nextoffer.service.learning import ranking_note
 from nextoffer.storage.counters import CounterKey, counter_needs
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
 
@@ -70,6 +74,8 @@ class Attempt:
         now: datetime,
         rng: Callable[[], random.Random],
         on_refused: Callable[[], None] | None = None,
+        learned: Mapping[str, Learned] | None = None,
+        generator: Callable[[], np.random.Generator] | None = None,
     ) -> None:
         self._path = path
         self._container_id = container_id
@@ -82,6 +88,8 @@ class Attempt:
         self._now = now
         self._rng = rng
         self._on_refused = on_refused
+        self._learned = learned
+        self._generator = generator
         self._round = 0
         self._outcome: DecisionOutcome | None = None
         self._pending: DecisionOutcome | None = None
@@ -149,6 +157,8 @@ class Attempt:
                 counters=CapCounters(counts=known),
                 now=self._now,
                 rng=self._rng(),
+                learned=self._learned,
+                generator=self._generator() if self._generator is not None else None,
             )
             outcome = DecisionOutcome(uuid7(self._now), self._now, result)
             if self._call.dry_run:
@@ -241,6 +251,7 @@ def decision_record(
                     for o in p.options
                 ],
                 "fallback": p.fallback.offer_id if p.fallback is not None else None,
+                **({"ranking": ranking_note(*p.ranking)} if p.ranking is not None else {}),
             }
             for p in result.propositions
         ],

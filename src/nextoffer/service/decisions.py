@@ -30,6 +30,8 @@ from concurrent.futures import Executor, wait
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+
 from nextoffer.engine import DecisionRequest
 from nextoffer.errors import NextOfferError, NotFound, Unavailable
 from nextoffer.ids import epoch_micros
@@ -37,6 +39,7 @@ from nextoffer.service.attempt import Attempt, DecisionCall, DecisionOutcome
 from nextoffer.service.auth import Principal
 from nextoffer.service.cap_plan import CapPlan
 from nextoffer.service.catalogs import CatalogCache, Snapshot
+from nextoffer.service.learning import Learning
 from nextoffer.service.offload import finished, in_pool
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
@@ -51,6 +54,15 @@ log = logging.getLogger("nextoffer.decisions")
 EVENT_LIMIT = 1000
 
 _rngs = threading.local()
+
+
+def _thread_generator() -> np.random.Generator:
+    """One numpy generator per thread (ranking strategies sample with it), seeded once
+    from the OS."""
+    generator: np.random.Generator | None = getattr(_rngs, "generator", None)
+    if generator is None:
+        generator = _rngs.generator = np.random.default_rng()
+    return generator
 
 
 def _thread_rng() -> random.Random:
@@ -84,6 +96,8 @@ class Decisions:
         executor: Executor | None = None,
         rng_factory: Callable[[], random.Random] | None = None,
         on_refused: Callable[[], None] | None = None,
+        learning: Learning | None = None,
+        generator_factory: Callable[[], np.random.Generator] | None = None,
     ) -> None:
         self._store = store
         #: The decision path's reads and record writes (group commits on SQLite).
@@ -97,6 +111,9 @@ class Decisions:
         self._catalogs = catalogs
         self._clock = clock
         self._rng_factory = rng_factory or _thread_rng
+        #: What ranking strategies learned, read per container (``learning.py``).
+        self._learning = learning or Learning(store)
+        self._generator_factory = generator_factory or _thread_generator
 
     # -- deciding --------------------------------------------------------------------
 
@@ -182,6 +199,8 @@ class Decisions:
             now=now,
             rng=self._rng_factory,
             on_refused=self._on_refused,
+            learned=self._learning.learned(container_id, snapshot.catalog),
+            generator=self._generator_factory,
         )
 
     def _profile(

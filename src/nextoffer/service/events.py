@@ -5,7 +5,9 @@ Every event is appended to its profile (PQL ``xEvent`` reads it). Proposition fe
 (a click) carrying ``https://ns.adobe.com/experience/decisioning/propositions`` (or the Web
 SDK's ``_experience.decisioning.propositions``) — is tied to the decision event it names
 and counts at once for the capping rules of the offers it names, and for the offers
-report. Events matching an offer's custom capping query count for that rule. An event
+report. Feedback on a proposition that a ranking strategy ranked trains that strategy
+(``service/learning.py``), in the transaction that stores the event. Events matching an
+offer's custom capping query count for that rule. An event
 with the ``__adobe.ajo.dryRun`` flag is stored but counts for nothing; an event for an
 unknown proposition is stored and counts for nothing; an event whose ``_id`` was seen
 before is stored and counted once.
@@ -36,9 +38,11 @@ from nextoffer.service.auth import Principal
 from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.identities import parse_identity_map
+from nextoffer.service.learning import Gathered, Learning
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.storage.counters import CapCounterStore, CounterKey
 from nextoffer.storage.runtime import Runtime
+from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.events")
@@ -118,11 +122,13 @@ class Events:
         counters: CapCounterStore,
         catalogs: CatalogCache,
         clock: Callable[[], datetime],
+        learning: Learning | None = None,
     ) -> None:
         self._store = store
         self._counters = counters
         self._catalogs = catalogs
         self._clock = clock
+        self._learning = learning or Learning(store)
 
     def append(self, principal: Principal, body: Any) -> list[EventOutcome]:
         """Store each valid event and report each invalid one; then count the stored ones."""
@@ -137,6 +143,7 @@ class Events:
         stored: list[_Stored] = []
         now = self._clock()
         stamp = format_datetime(now)
+        gathered = Gathered()
         with self._store.session(write=True) as session:
             runtime = session.runtime
             for index, event in enumerate(events):
@@ -147,7 +154,15 @@ class Events:
                 outcomes.append(outcome)
                 if kept is not None:
                     stored.append(kept)
-        self._count(principal, stored)
+            # Counted in the transaction that stored them: an event is stored and counted
+            # once, or neither.
+            keys = self._count(session, principal, stored, gathered)
+        self._learning.written(gathered)
+        if keys:
+            try:
+                self._counters.add(keys)
+            except NextOfferError as exc:
+                log.error("feedback not counted: %s", exc)
         return outcomes
 
     def _append(
@@ -222,31 +237,37 @@ class Events:
             runtime.add_identities(principal.org, principal.sandbox, profile_id, identities)
         return profile_id
 
-    def _count(self, principal: Principal, stored: list[_Stored]) -> None:
+    def _count(
+        self, session: Session, principal: Principal, stored: list[_Stored], gathered: Gathered
+    ) -> list[CounterKey]:
+        """Count the stored events: report rows and ranking statistics in ``session``; the
+        cap counters to add once it commits are returned."""
         keys: list[CounterKey] = []
-        with self._store.session(write=True) as session:
-            runtime = session.runtime
-            containers = [
-                c.container_id
-                for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
-            ]
-            for item in stored:
-                if _dry_run(item.event):
-                    continue
-                kind = FEEDBACK.get(item.event_type or "")
-                if kind is not None:
-                    keys.extend(self._feedback(runtime, set(containers), item, kind))
-                for container_id in containers:
-                    keys.extend(self._custom(container_id, item))
-        if keys:
-            try:
-                self._counters.add(keys)
-            except NextOfferError as exc:
-                log.error("feedback not counted: %s", exc)
+        runtime = session.runtime
+        containers = [
+            c.container_id
+            for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
+        ]
+        for item in stored:
+            if _dry_run(item.event):
+                continue
+            kind = FEEDBACK.get(item.event_type or "")
+            keys.extend(self._feedback(runtime, set(containers), item, kind, gathered))
+            for container_id in containers:
+                keys.extend(self._custom(container_id, item))
+        self._learning.write(session, gathered)
+        return keys
 
     def _feedback(
-        self, runtime: Runtime, tenant: set[str], item: _Stored, kind: CapEvent
+        self,
+        runtime: Runtime,
+        tenant: set[str],
+        item: _Stored,
+        kind: CapEvent | None,
+        gathered: Gathered,
     ) -> list[CounterKey]:
+        """Impressions and clicks of the propositions an event names (``kind``), and the
+        feedback of any event type on what ranking strategies ranked."""
         keys: list[CounterKey] = []
         for proposition_id, offer_ids in propositions(item.event):
             found = runtime.decision_event_anywhere(proposition_id)
@@ -256,6 +277,12 @@ class Events:
             if container_id not in tenant:
                 continue  # another tenant's proposition is as unknown as a missing one
             snapshot = self._catalogs.get(container_id)
+            day = format_datetime(item.moment)[:10]
+            self._learning.gather(
+                gathered, container_id, snapshot.catalog, decision, offer_ids, item.event_type, day
+            )
+            if kind is None:
+                continue
             placements = {
                 option["id"]: p["placement"]
                 for p in decision.get("propositions", [])
@@ -265,9 +292,7 @@ class Events:
                 if offer_id not in placements:
                     continue  # not an option of that decision
                 field = "impressions" if kind is CapEvent.IMPRESSION else "clicks"
-                runtime.add_daily(
-                    container_id, format_datetime(item.moment)[:10], offer_id, **{field: 1}
-                )
+                runtime.add_daily(container_id, day, offer_id, **{field: 1})
                 offer = snapshot.catalog.offers.get(offer_id)
                 for rule in offer.caps if offer is not None else ():
                     if kind in rule.events:

@@ -1,11 +1,15 @@
-"""The offers report: per offer and UTC day, propositions, impressions, clicks and CTR."""
+"""The reports: per offer and UTC day, propositions, impressions, clicks and CTR; per
+ranking strategy and day, what each offer got and the lift against serving at random."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
-from nextoffer.errors import BadRequest
+from nextoffer.errors import BadRequest, NotFound
+from nextoffer.repository.objects import RANKING_STRATEGY
 from nextoffer.service.auth import Principal
 from nextoffer.service.repository import Repository
 from nextoffer.storage.store import Store
@@ -19,6 +23,44 @@ class Reports:
         self._store = store
         self._repository = repository
 
+    def ranking_strategy(
+        self,
+        principal: Principal,
+        container_id: str,
+        strategy: str,
+        *,
+        first: date,
+        last: date,
+    ) -> dict[str, Any]:
+        """Per UTC day (and over the whole range): impressions, clicks, CTR and traffic
+        share per offer, and the estimated lift against serving at random.
+
+        ``strategy`` is the strategy's instance id or ``@id``."""
+        _check_range(first, last)
+        with self._store.session() as session:
+            self._repository.container(session, principal, container_id)
+            record = session.get_instance(container_id, strategy)
+            if record is None:
+                record = session.instances_by_at_id(container_id, [strategy]).get(strategy)
+            if record is None or record.schema_id != RANKING_STRATEGY.schema_id:
+                raise NotFound(f"no ranking strategy {strategy} in container {container_id}")
+            rows = session.ranking.daily(
+                container_id, record.at_id, first_day=first.isoformat(), last_day=last.isoformat()
+            )
+        by_day: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_day.setdefault(row["day"], []).append(row)
+        return {
+            "containerId": container_id,
+            "strategyId": record.at_id,
+            "instanceId": record.instance_id,
+            "strategyType": record.body.get("xdm:strategyType"),
+            "from": first.isoformat(),
+            "to": last.isoformat(),
+            "total": _period(rows),
+            "days": [{"day": day, **_period(found)} for day, found in sorted(by_day.items())],
+        }
+
     def offers(
         self,
         principal: Principal,
@@ -28,10 +70,7 @@ class Reports:
         last: date,
         offer_ids: list[str],
     ) -> list[dict[str, Any]]:
-        if last < first:
-            raise BadRequest("to is before from", pointer="to")
-        if (last - first).days >= MAX_DAYS:
-            raise BadRequest(f"a report covers at most {MAX_DAYS} days", pointer="to")
+        _check_range(first, last)
         with self._store.session() as session:
             self._repository.container(session, principal, container_id)
             rows = session.runtime.offer_report(
@@ -48,3 +87,91 @@ class Reports:
             for row in rows
             if not wanted or row["offerId"] in wanted
         ]
+
+
+def _check_range(first: date, last: date) -> None:
+    if last < first:
+        raise BadRequest("to is before from", pointer="to")
+    if (last - first).days >= MAX_DAYS:
+        raise BadRequest(f"a report covers at most {MAX_DAYS} days", pointer="to")
+
+
+#: The normal quantile of a two-sided 95 % interval.
+_Z95 = 1.959964
+
+
+def _rate(clicks: int, impressions: int) -> float | None:
+    return clicks / impressions if impressions else None
+
+
+def _period(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """One period of a strategy's traffic: per offer, and the lift against random."""
+    offers: dict[str, list[int]] = {}
+    explored = [0, 0]
+    served = [0, 0]
+    for row in rows:
+        counts = offers.setdefault(row["offerId"], [0, 0])
+        counts[0] += row["impressions"]
+        counts[1] += row["clicks"]
+        part = explored if row["explored"] else served
+        part[0] += row["impressions"]
+        part[1] += row["clicks"]
+    impressions = sum(n for n, _ in offers.values())
+    clicks = sum(c for _, c in offers.values())
+    return {
+        "impressions": impressions,
+        "clicks": clicks,
+        "clickThroughRate": _rate(clicks, impressions),
+        "exploredImpressions": explored[0],
+        "exploredClicks": explored[1],
+        "offers": [
+            {
+                "offerId": offer_id,
+                "impressions": n,
+                "clicks": c,
+                "clickThroughRate": _rate(c, n),
+                "trafficShare": n / impressions if impressions else None,
+            }
+            for offer_id, (n, c) in sorted(offers.items())
+        ],
+        "lift": _lift(served, explored, offers),
+    }
+
+
+def _lift(
+    served: list[int], explored: list[int], offers: Mapping[str, list[int]]
+) -> dict[str, Any] | None:
+    """The strategy's CTR over the CTR of serving at random, minus one, with a 95 %
+    interval (a normal interval on the log of the ratio).
+
+    The random baseline is the traffic the strategy served at random (personalized
+    exploration: the same requests, ranked uniformly) when it has some; otherwise the
+    mean of the offers' CTRs, what uniform serving of the same offers would earn if their
+    rates did not depend on who saw them. Rates are smoothed by half a click per
+    impression (Agresti-Caffo) so that a period with no click still has an interval.
+    """
+    n_s, c_s = served if served[0] else explored
+    if n_s == 0:
+        return None
+    p_s = (c_s + 0.5) / (n_s + 1)
+    var_log_s = (1 - p_s) / ((n_s + 1) * p_s)
+    if explored[0] and served[0]:
+        baseline = "exploredTraffic"
+        p_r = (explored[1] + 0.5) / (explored[0] + 1)
+        var_log_r = (1 - p_r) / ((explored[0] + 1) * p_r)
+    else:
+        baseline = "meanOfferRate"
+        rates = [((c + 0.5) / (n + 1), n + 1) for n, c in offers.values() if n]
+        p_r = sum(p for p, _ in rates) / len(rates)
+        var_r = sum(p * (1 - p) / n for p, n in rates) / len(rates) ** 2
+        var_log_r = var_r / p_r**2
+    log_ratio = math.log(p_s / p_r)
+    half = _Z95 * math.sqrt(var_log_s + var_log_r)
+    return {
+        "estimate": math.exp(log_ratio) - 1,
+        "low": math.exp(log_ratio - half) - 1,
+        "high": math.exp(log_ratio + half) - 1,
+        "confidence": 0.95,
+        "baseline": baseline,
+        "baselineClickThroughRate": p_r,
+    }

@@ -14,7 +14,7 @@ from typing import Any
 from nextoffer.engine.frequency import cap_rules
 from nextoffer.errors import Conflict, NotFound, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
-from nextoffer.repository import hal, patch, references, rules, validation
+from nextoffer.repository import hal, patch, references, rules, strategies, validation
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -23,6 +23,7 @@ from nextoffer.repository.objects import (
     PERSONALIZED_OFFER,
     PLACEMENT,
     RANKING_FORMULA,
+    RANKING_STRATEGY,
     RULE,
     TAG,
     ObjectType,
@@ -48,6 +49,8 @@ TOTAL_LIMITS: tuple[tuple[frozenset[ObjectType], int, str], ...] = (
     (frozenset({TAG}), 1_000, "collection qualifiers"),
     (frozenset({RULE, RANKING_FORMULA}), 10_000, "decision rules and ranking formulas"),
     (frozenset({DECISION}), 10_000, "decisions"),
+    # Adobe allows 5 AI models; nextoffer's strategies are cheaper to keep.
+    (frozenset({RANKING_STRATEGY}), 1_000, "ranking strategies"),
 )
 
 
@@ -291,6 +294,10 @@ class Repository:
     def _check_body(self, object_type: ObjectType, body: dict[str, Any], prefix: str) -> None:
         validation.validate(object_type, body, prefix=prefix)
         rules.check(object_type, body, prefix=prefix)
+        if object_type is RANKING_STRATEGY:
+            strategies.check(body, prefix=prefix)
+        elif object_type is DECISION:
+            strategies.check_decision(body, prefix=prefix)
         if object_type is PERSONALIZED_OFFER:
             cap_rules(body, prefix=prefix)  # raises for a bad capping rule, naming it
             specs = body.get("xdm:frequencyCappingConstraints") or []

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from nextoffer.repository.records import ContainerRecord, InstanceRecord
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
+from nextoffer.storage.ranking import Ranking
 from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
 from nextoffer.storage.runtime import Runtime
 
@@ -90,6 +91,8 @@ class Session:
         self.conn = conn
         #: Profiles, events, decision events and counters, in this same transaction.
         self.runtime = Runtime(conn)
+        #: What ranking strategies learned (``storage/ranking.py``), in this transaction.
+        self.ranking = Ranking(conn)
 
     # -- tenants ---------------------------------------------------------------------
 

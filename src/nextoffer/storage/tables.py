@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -228,4 +229,47 @@ cap_epochs = Table(
     Column("offer_id", String(64), nullable=False),
     Column("epoch", Integer, nullable=False),
     PrimaryKeyConstraint("container_id", "offer_id"),
+)
+
+# -- ranking strategies: what they learned (``storage/ranking.py``) -------------------
+
+#: Per container: +1 on every transaction that adds to ``ranking_stats`` (in commit order:
+#: the increment takes this row's lock), so a process reads only what changed.
+ranking_state = Table(
+    "ranking_state",
+    metadata,
+    Column("container_id", String(36), primary_key=True),
+    Column("version", BigInteger, nullable=False),
+)
+
+#: A strategy's sufficient statistics per offer: cell (row, col) of ``A = Σ x xᵀ`` (upper
+#: triangle) or, with ``col = -1``, of ``b = Σ r x`` (``engine/strategy.py``). ``version``
+#: is the ``ranking_state`` version of the last transaction that added to the cell.
+ranking_stats = Table(
+    "ranking_stats",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("strategy_id", String(64), nullable=False),
+    Column("offer_id", String(64), nullable=False),
+    Column("row", Integer, nullable=False),
+    Column("col", Integer, nullable=False),
+    Column("value", Float(precision=53), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    PrimaryKeyConstraint("container_id", "strategy_id", "offer_id", "row", "col"),
+    Index("ix_ranking_stats_version", "container_id", "version"),
+)
+
+#: Per strategy, UTC day, offer and whether the decision explored: impressions and
+#: rewards (the ranking strategy report).
+ranking_daily = Table(
+    "ranking_daily",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("strategy_id", String(64), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("offer_id", String(64), nullable=False),
+    Column("explored", Integer, nullable=False),
+    Column("impressions", BigInteger, nullable=False),
+    Column("clicks", BigInteger, nullable=False),
+    PrimaryKeyConstraint("container_id", "strategy_id", "day", "offer_id", "explored"),
 )

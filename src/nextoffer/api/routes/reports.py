@@ -50,4 +50,34 @@ async def offers_report(request: Request) -> Response:
     )
 
 
-routes = [Route("/data/core/nextoffer/reports/offers", offers_report, methods=["GET"])]
+async def ranking_strategy_report(request: Request) -> Response:
+    """``GET /data/core/nextoffer/reports/ranking-strategies/{id}?containerId=…``: per
+    day, impressions, clicks, CTR and traffic share per offer, and the lift against
+    serving at random (``id`` is the strategy's instance id or ``@id``)."""
+    principal = authenticate(request)
+    no = nextoffer(request)
+    container_id = request.query_params.get("containerId")
+    if not container_id:
+        raise BadRequest("containerId is required", pointer="containerId")
+    today = datetime.now(UTC).date()
+    last = _day(request, "to", today)
+    first = _day(request, "from", last - timedelta(days=29))
+    report = await no.run(
+        no.reports.ranking_strategy,
+        principal,
+        container_id,
+        request.path_params["strategy"],
+        first=first,
+        last=last,
+    )
+    return json_response(report)
+
+
+routes = [
+    Route("/data/core/nextoffer/reports/offers", offers_report, methods=["GET"]),
+    Route(
+        "/data/core/nextoffer/reports/ranking-strategies/{strategy}",
+        ranking_strategy_report,
+        methods=["GET"],
+    ),
+]

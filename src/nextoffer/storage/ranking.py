@@ -1,0 +1,185 @@
+"""What ranking strategies learned, in SQL: statistics cells, their version, the daily report.
+
+Feedback adds to cells (``Ranking.add``); a process deciding reads the container's
+version and, when it moved, only the cells written since (``Ranking.changes``). The
+version is moved by the adding transaction itself, first, with an upsert that locks the
+container's ``ranking_state`` row until commit: two transactions adding to one container
+take their versions in commit order, so a reader that has seen version ``v`` has seen
+every cell written at ``v`` or before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from nextoffer.storage import tables as t
+
+#: A cell key: (strategy @id, offer @id, row, col).
+CellKey = tuple[str, str, int, int]
+#: A daily key: (strategy @id, UTC day, offer @id, explored).
+DailyKey = tuple[str, str, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    strategy_id: str
+    offer_id: str
+    row: int
+    col: int
+    value: float
+
+
+_VERSION = select(t.ranking_state.c.version).where(
+    t.ranking_state.c.container_id == bindparam("cid")
+)
+_CHANGES = (
+    select(
+        t.ranking_stats.c.strategy_id,
+        t.ranking_stats.c.offer_id,
+        t.ranking_stats.c.row,
+        t.ranking_stats.c.col,
+        t.ranking_stats.c.value,
+        t.ranking_stats.c.version,
+    )
+    .where(
+        t.ranking_stats.c.container_id == bindparam("cid"),
+        t.ranking_stats.c.version > bindparam("since"),
+    )
+    .order_by(t.ranking_stats.c.version)
+)
+
+
+def _dialect(conn: Connection) -> Any:
+    return postgresql if conn.dialect.name == "postgresql" else sqlite
+
+
+class Ranking:
+    """Reads and writes of the ranking tables on one connection (one transaction)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def version(self, container_id: str) -> int:
+        value = self.conn.execute(_VERSION, {"cid": container_id}).scalar()
+        return int(value) if value is not None else 0
+
+    def changes(self, container_id: str, since: int) -> tuple[int, list[Cell]]:
+        """The cells written after version ``since`` (their totals), and the version read."""
+        version = self.version(container_id)
+        if version <= since:
+            return version, []
+        cells = []
+        for row in self.conn.execute(_CHANGES, {"cid": container_id, "since": since}):
+            cells.append(Cell(row.strategy_id, row.offer_id, row.row, row.col, row.value))
+            version = max(version, int(row.version))
+        return version, cells
+
+    def add(
+        self,
+        container_id: str,
+        cells: Mapping[CellKey, float],
+        daily: Mapping[DailyKey, tuple[int, int]],
+    ) -> None:
+        """Add ``cells`` to the statistics and ``daily`` (impressions, clicks) to the
+        report, under a new version. Rows are written in key order (no two writers take
+        the same rows in different orders)."""
+        if not cells and not daily:
+            return
+        dialect = _dialect(self.conn)
+        bump = dialect.insert(t.ranking_state).values(container_id=container_id, version=1)
+        bump = bump.on_conflict_do_update(
+            index_elements=[t.ranking_state.c.container_id],
+            set_={"version": t.ranking_state.c.version + 1},
+        ).returning(t.ranking_state.c.version)
+        version = int(self.conn.execute(bump).scalar_one())
+        if cells:
+            stats = dialect.insert(t.ranking_stats)
+            stats = stats.on_conflict_do_update(
+                index_elements=[
+                    t.ranking_stats.c.container_id,
+                    t.ranking_stats.c.strategy_id,
+                    t.ranking_stats.c.offer_id,
+                    t.ranking_stats.c.row,
+                    t.ranking_stats.c.col,
+                ],
+                set_={
+                    "value": t.ranking_stats.c.value + stats.excluded.value,
+                    "version": stats.excluded.version,
+                },
+            )
+            self.conn.execute(
+                stats,
+                [
+                    {
+                        "container_id": container_id,
+                        "strategy_id": strategy_id,
+                        "offer_id": offer_id,
+                        "row": row,
+                        "col": col,
+                        "value": value,
+                        "version": version,
+                    }
+                    for (strategy_id, offer_id, row, col), value in sorted(cells.items())
+                ],
+            )
+        if daily:
+            report = dialect.insert(t.ranking_daily)
+            report = report.on_conflict_do_update(
+                index_elements=[
+                    t.ranking_daily.c.container_id,
+                    t.ranking_daily.c.strategy_id,
+                    t.ranking_daily.c.day,
+                    t.ranking_daily.c.offer_id,
+                    t.ranking_daily.c.explored,
+                ],
+                set_={
+                    "impressions": t.ranking_daily.c.impressions + report.excluded.impressions,
+                    "clicks": t.ranking_daily.c.clicks + report.excluded.clicks,
+                },
+            )
+            self.conn.execute(
+                report,
+                [
+                    {
+                        "container_id": container_id,
+                        "strategy_id": strategy_id,
+                        "day": day,
+                        "offer_id": offer_id,
+                        "explored": int(explored),
+                        "impressions": impressions,
+                        "clicks": clicks,
+                    }
+                    for (strategy_id, day, offer_id, explored), (impressions, clicks) in sorted(
+                        daily.items()
+                    )
+                ],
+            )
+
+    def daily(
+        self, container_id: str, strategy_id: str, *, first_day: str, last_day: str
+    ) -> list[dict[str, Any]]:
+        rows = self.conn.execute(
+            select(t.ranking_daily)
+            .where(
+                t.ranking_daily.c.container_id == container_id,
+                t.ranking_daily.c.strategy_id == strategy_id,
+                t.ranking_daily.c.day >= first_day,
+                t.ranking_daily.c.day <= last_day,
+            )
+            .order_by(t.ranking_daily.c.day, t.ranking_daily.c.offer_id, t.ranking_daily.c.explored)
+        )
+        return [
+            {
+                "day": r.day,
+                "offerId": r.offer_id,
+                "explored": bool(r.explored),
+                "impressions": int(r.impressions),
+                "clicks": int(r.clicks),
+            }
+            for r in rows
+        ]
