@@ -158,7 +158,13 @@ class NextOffer:
             executor=self.executor,
             on_refused=on_refused,
         )
-        self.reports = Reports(store, repository=self.repository)
+        self.reports = Reports(
+            store,
+            repository=self.repository,
+            decisions=self.decisions,
+            counters=self.counters,
+            clock=clock,
+        )
         self._clock = clock
 
     # -- lifetime --------------------------------------------------------------------
