@@ -8,6 +8,6 @@ the sign-in link). Everything is reached through the :class:`~nextoffer.root.Nex
 root's use cases, never storage directly (an import-linter contract holds the line).
 """
 
-from nextoffer.console.app import routes
+from nextoffer.console.app import login_link, routes
 
-__all__ = ["routes"]
+__all__ = ["login_link", "routes"]

@@ -6,7 +6,7 @@ Sign-in and sign-out live here; the pages are in ``library``, ``history``, ``pql
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -18,6 +18,16 @@ from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import AuthError, NextOfferError
 
 PREFIX = "/console"
+
+
+def login_link(base: str, *, org: str, sandbox: str, api_key: str, access_token: str) -> str:
+    """A ready sign-in link for ``nextoffer serve --demo`` and ``admin bootstrap``: the
+    credentials ride in the fragment, which browsers never send to a server (no access
+    log or proxy sees the token); the sign-in page's script fills the form from it."""
+    fragment = urlencode(
+        {"org": org, "sandbox": sandbox, "apiKey": api_key, "accessToken": access_token}
+    )
+    return f"{base.rstrip('/')}{PREFIX}/login#{fragment}"
 
 
 def _next(target: str | None) -> str:

@@ -27,28 +27,37 @@ from wtforms import (
     TextAreaField,
 )
 from wtforms.csrf.session import SessionCSRF
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
 from wtforms.validators import DataRequired, NumberRange, Optional
 
 CHANNELS = [
-    ("https://ns.adobe.com/xdm/channel-types/web", "Web"),
-    ("https://ns.adobe.com/xdm/channel-types/mobile", "Mobile"),
-    ("https://ns.adobe.com/xdm/channel-types/email", "Email"),
-    ("https://ns.adobe.com/xdm/channel-types/messaging", "Messaging"),
-    ("https://ns.adobe.com/xdm/channel-types/offline", "Offline"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/web", "Web"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/mobile", "Mobile"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/email", "Email"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/messaging", "Messaging"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/offline", "Offline"),
 ]
 COMPONENT = "https://ns.adobe.com/experience/offer-management/content-component-"
 COMPONENT_TYPES = [
-    (COMPONENT + "html", "HTML"),
-    (COMPONENT + "imagelink", "Image"),
-    (COMPONENT + "text", "Text"),
-    (COMPONENT + "json", "JSON"),
+    SelectChoice(COMPONENT + "html", "HTML"),
+    SelectChoice(COMPONENT + "imagelink", "Image"),
+    SelectChoice(COMPONENT + "text", "Text"),
+    SelectChoice(COMPONENT + "json", "JSON"),
 ]
-OFFER_STATUSES = [("draft", "Draft"), ("approved", "Approved"), ("archived", "Archived")]
-DECISION_STATUSES = [("draft", "Draft"), ("live", "Live"), ("archived", "Archived")]
+OFFER_STATUSES = [
+    SelectChoice("draft", "Draft"),
+    SelectChoice("approved", "Approved"),
+    SelectChoice("archived", "Archived"),
+]
+DECISION_STATUSES = [
+    SelectChoice("draft", "Draft"),
+    SelectChoice("live", "Live"),
+    SelectChoice("archived", "Archived"),
+]
 FILTER_TYPES = [
-    ("anyTags", "Offers with any of these tags"),
-    ("allTags", "Offers with all of these tags"),
-    ("offers", "These offers"),
+    SelectChoice("anyTags", "Offers with any of these tags"),
+    SelectChoice("allTags", "Offers with all of these tags"),
+    SelectChoice("offers", "These offers"),
 ]
 #: The ``datetime-local`` input's format (no zone: the console reads and writes UTC).
 DATETIME = "%Y-%m-%dT%H:%M"
@@ -125,10 +134,10 @@ class RepresentationForm(Form):
     kind = SelectField(
         "Content",
         choices=[
-            ("html", "HTML"),
-            ("text", "Text"),
-            ("json", "JSON"),
-            ("image", "Image URL"),
+            SelectChoice("html", "HTML"),
+            SelectChoice("text", "Text"),
+            SelectChoice("json", "JSON"),
+            SelectChoice("image", "Image URL"),
         ],
     )
     content = TextAreaField("Content or URL")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from wtforms import SelectMultipleField
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
 
 from nextoffer.console import forms
 from nextoffer.ids import format_datetime, parse_datetime
@@ -579,7 +580,9 @@ BY_TYPE: dict[ObjectType, Kind] = {k.object_type: k for k in KINDS.values()}
 def fill_choices(form: Any, kind: Kind, options: Options) -> None:
     """Set the choices of every reference select of ``form`` (repeated rows included)."""
     for path, object_type, optional in kind.references:
-        found = [(at_id, name or at_id) for at_id, name, _b in options.get(object_type, [])]
+        found = [
+            SelectChoice(at_id, name or at_id) for at_id, name, _b in options.get(object_type, [])
+        ]
         group, _, name = path.partition(".")
         fields = (
             [getattr(entry.form, name) for entry in getattr(form, group).entries]
@@ -590,7 +593,10 @@ def fill_choices(form: Any, kind: Kind, options: Options) -> None:
             if isinstance(select, SelectMultipleField):
                 select.choices = found  # nothing chosen is the empty choice
             else:
-                select.choices = [("", "— none —" if optional else "— choose —"), *found]
+                select.choices = [
+                    SelectChoice("", "— none —" if optional else "— choose —"),
+                    *found,
+                ]
 
 
 def field_for(kind: Kind, pointer: str, rows: Rows) -> str | None:

@@ -9,6 +9,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
 
 from nextoffer.console import forms, web
 from nextoffer.console.session import Visitor, nextoffer
@@ -66,8 +67,9 @@ async def _page(
 ) -> Response:
     no = nextoffer(request)
     options = await no.run(web.options, request, visitor, {DECISION, PLACEMENT})
-    form.decision.choices = [("", "— choose —")] + [(a, n) for a, n, _b in options[DECISION]]
-    form.placements.choices = [(a, n) for a, n, _b in options[PLACEMENT]]
+    decisions = [SelectChoice(a, n) for a, n, _b in options[DECISION]]
+    form.decision.choices = [SelectChoice("", "— choose —"), *decisions]
+    form.placements.choices = [SelectChoice(a, n) for a, n, _b in options[PLACEMENT]]
     return web.render(
         request,
         "simulate.html",
