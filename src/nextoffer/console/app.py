@@ -56,13 +56,9 @@ async def login(request: Request) -> Response:
     form = forms.bind(forms.LoginForm, formdata, session=context, secret=web.secret(request))
     target = _next(str(formdata.get("next") or ""))
     error = None
-    status = 200
     if not form.validate():
         if "csrf_token" in form.errors:
             error = "This sign-in form has expired or was not sent from this page: try again."
-            status = 403
-        else:
-            status = 422
     else:
         values = {
             "org": form.org.data.strip(),
@@ -76,22 +72,18 @@ async def login(request: Request) -> Response:
             containers = await no.run(no.repository.containers, principal)
         except AuthError as exc:
             error = f"Sign-in refused: {exc.message} ({exc.error_code})."
-            status = 401 if exc.http_status == 401 else 403
         except NextOfferError as exc:
             error = exc.detail
-            status = exc.status
         else:
             chosen = [c for c in containers if c.container_type == "decisioning"] or containers
             if not chosen:
                 error = "This org and sandbox have no container yet: run nextoffer admin bootstrap."
-                status = 404
             else:
                 redirect = RedirectResponse(target, status_code=303)
                 session.sign_in(request, redirect, values, chosen[0].container_id)
                 return redirect
-    response = web.render(
-        request, "login.html", {"form": form, "error": error, "next": target}, status=status
-    )
+    # Shown again with its message (200, as every form shown again: see library._editor).
+    response = web.render(request, "login.html", {"form": form, "error": error, "next": target})
     if fresh:
         session.keep_login(request, response, context)
     return response

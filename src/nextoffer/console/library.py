@@ -105,8 +105,9 @@ def _editor(
     record: Any = None,
     errors: list[str] | None = None,
     conflict: bool = False,
-    status: int = 200,
 ) -> Response:
+    """The form page. Shown again after a refused save it still answers 200: the page is
+    the answer (the messages are in it), and a browser logs every 4xx page as an error."""
     kinds.fill_choices(form, kind, options)
     previews = []
     if record is not None:
@@ -128,7 +129,6 @@ def _editor(
             "json": kinds.summary(record.body) if record is not None else None,
         },
         visitor=visitor,
-        status=status,
     )
 
 
@@ -208,7 +208,7 @@ async def save(request: Request, visitor: Visitor) -> Response:
         record = await no.repository.get_async(visitor.principal, visitor.container_id, instance_id)
         _check_type(kind, record)
     if form.errors:  # a number that is not one: the body cannot be made
-        return _editor(request, visitor, kind, form, options, record=record, status=422)
+        return _editor(request, visitor, kind, form, options, record=record)
     current = copy.deepcopy(record.body) if record is not None else {}
     body, rows = kind.to_body(form, current, options)
     try:
@@ -241,13 +241,10 @@ async def save(request: Request, visitor: Visitor) -> Response:
             record=record,
             errors=[exc.detail],
             conflict=True,
-            status=409,
         )
     except Unprocessable as exc:
         unplaced = _place(form, kind, exc, rows)
-        return _editor(
-            request, visitor, kind, form, options, record=record, errors=unplaced, status=422
-        )
+        return _editor(request, visitor, kind, form, options, record=record, errors=unplaced)
     name = saved.body.get("xdm:name") or saved.at_id
     return web.redirect(f"/console/{kind.slug}/{saved.instance_id}", flash=f"Saved {name}.")
 

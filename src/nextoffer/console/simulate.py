@@ -63,7 +63,6 @@ async def _page(
     result: Any = None,
     names: dict[str, str] | None = None,
     errors: list[str] | None = None,
-    status: int = 200,
 ) -> Response:
     no = nextoffer(request)
     options = await no.run(web.options, request, visitor, {DECISION, PLACEMENT})
@@ -81,7 +80,6 @@ async def _page(
             "explain": EXPLANATIONS,
         },
         visitor=visitor,
-        status=status,
     )
 
 
@@ -100,7 +98,7 @@ async def simulate(request: Request, visitor: Visitor) -> Response:
     if not form.validate():
         if "csrf_token" in form.errors:
             return web.refused(request, visitor)
-        return await _page(request, visitor, form, status=422)
+        return await _page(request, visitor, form)
     errors: list[str] = []
     if not form.decision.data:
         form.decision.errors = ["choose a decision"]
@@ -115,7 +113,7 @@ async def simulate(request: Request, visitor: Visitor) -> Response:
     except (ValueError, NextOfferError) as exc:
         errors.append(str(getattr(exc, "detail", exc)))
     if errors or form.decision.errors or form.placements.errors:
-        return await _page(request, visitor, form, errors=errors, status=422)
+        return await _page(request, visitor, form, errors=errors)
     identities = (
         [(form.namespace.data.strip(), form.identity.data.strip())]
         if form.identity.data and form.namespace.data
@@ -137,7 +135,7 @@ async def simulate(request: Request, visitor: Visitor) -> Response:
             no.decide, visitor.principal, visitor.container_id, call, profile=profile
         )
     except NextOfferError as exc:
-        return await _page(request, visitor, form, errors=[exc.detail], status=exc.status)
+        return await _page(request, visitor, form, errors=[exc.detail])
     offers = await no.run(web.options, request, visitor, {PERSONALIZED_OFFER})
     names = {a: n for a, n, _b in offers[PERSONALIZED_OFFER]}
     return await _page(request, visitor, form, result=outcome.result, names=names)
