@@ -250,3 +250,31 @@ def test_pql_check_answers_the_repositorys_line_and_column_and_needs_the_token(
     assert tested == {"ok": True, "result": True}
     refused = client.post("/console/pql/check", json={"source": "age >= 18"})
     assert refused.status_code == 403
+
+
+def test_the_list_searches_filters_by_status_and_pages(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    for n in range(30):
+        signed_in.create(
+            "fallback-offer",
+            {"xdm:name": f"{'Gold' if n % 2 else 'Plain'} {n:02d}", "xdm:status": "draft"},
+        )
+    signed_in.create("fallback-offer", {"xdm:name": "Gold approved", "xdm:status": "approved"})
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'<td><a href="/console/fallback-offers/[^"]+">([^<]+)</a></td>', html)
+
+    first = client.get("/console/fallback-offers?order=name")
+    assert len(names(first.text)) == 25 and "31 fallback offers" in first.text
+    more = re.search(r'<a rel="next" href="([^"]+)">', first.text)
+    assert more is not None
+    second = client.get(more.group(1).replace("&amp;", "&"))
+    assert len(names(second.text)) == 6
+    assert set(names(first.text)).isdisjoint(names(second.text))
+    gold = client.get("/console/fallback-offers?q=gold&status=draft&order=name")
+    assert names(gold.text) == [f"Gold {n:02d}" for n in range(1, 30, 2)]
+    approved = client.get("/console/fallback-offers?status=approved")
+    assert names(approved.text) == ["Gold approved"]
+    nothing = client.get("/console/fallback-offers?q=zebra")
+    assert "No fallback offers match this search." in nothing.text

@@ -53,7 +53,7 @@ async def list_page(request: Request, visitor: Visitor) -> Response:
         ("start", params.get("start", "")),
     ]
     if status in kind.statuses:
-        pairs.append(("property", f"xdm:status=={status}"))
+        pairs.append(("property", f"_instance.xdm:status=={status}"))
     query = parse_query(pairs)
     found = await no.run(no.search.find, visitor.principal, visitor.container_id, query)
     next_start = None

@@ -20,6 +20,8 @@ from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import BadRequest
 from nextoffer.repository.objects import PERSONALIZED_OFFER
 
+#: Caps listed (the fullest first).
+CAPS_SHOWN = 50
 #: Offers drawn in the bar chart (the busiest; the table and CSV list them all).
 CHART_OFFERS = 15
 
@@ -87,6 +89,10 @@ async def reports_page(request: Request, visitor: Visitor) -> Response:
         ),
         key=lambda r: (-int(str(r["propositions"])), str(r["offerId"])),
     )
+    # The caps nearest their limits first; the rest are counted, not listed.
+    caps.sort(key=lambda c: (-c["count"] / max(c["limit"], 1), str(c["offerId"])))
+    more_caps = max(len(caps) - CAPS_SHOWN, 0)
+    caps = caps[:CAPS_SHOWN]
     for cap in caps:
         cap["name"] = cap["name"] or names.get(cap["offerId"], cap["offerId"])
     query = f"from={first.isoformat()}&to={last.isoformat()}"
@@ -101,6 +107,7 @@ async def reports_page(request: Request, visitor: Visitor) -> Response:
             "last": last,
             "totals": totals,
             "caps": caps,
+            "more_caps": more_caps,
             "query": query,
             "empty": not rows,
             "daily": daily,

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from nextoffer.console import forms, session
 from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import NextOfferError
-from nextoffer.repository.objects import ObjectType
+from nextoffer.repository.objects import PLACEMENT, ObjectType
 from nextoffer.repository.query import parse_query
 from nextoffer.repository.records import InstanceRecord
 
@@ -151,10 +151,18 @@ def refused(request: Request, visitor: Visitor | None) -> HTMLResponse:
 def options(
     request: Request, visitor: Visitor, types: set[ObjectType]
 ) -> dict[ObjectType, list[tuple[str, str, dict[str, Any]]]]:
-    """``[(@id, name, body)]`` of each type, by name (blocking: call through ``no.run``)."""
+    """``[(@id, name, body)]`` of each type, by name (blocking: call through ``no.run``).
+    Only placements come with their bodies (a representation takes its channel and content
+    type from its placement); the others are names only, read without their bodies."""
     no = nextoffer(request)
     out: dict[ObjectType, list[tuple[str, str, dict[str, Any]]]] = {}
     for object_type in types:
+        if object_type is not PLACEMENT:
+            names = no.repository.names(
+                visitor.principal, visitor.container_id, object_type, limit=MAX_OPTIONS
+            )
+            out[object_type] = [(at_id, name, {}) for at_id, name in names]
+            continue
         query = parse_query(
             [
                 ("schema", object_type.schema_id),

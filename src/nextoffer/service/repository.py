@@ -257,6 +257,15 @@ class Repository:
         self._on_change(container_id)
         return current
 
+    def names(
+        self, principal: Principal, container_id: str, object_type: ObjectType, *, limit: int
+    ) -> list[tuple[str, str]]:
+        """``(@id, name)`` of the container's instances of a type, by name, at most ``limit``
+        (the console's reference selects and labels; no body is read)."""
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+            return session.names(container_id, object_type.schema_id, limit=limit)
+
     # -- history (beyond Adobe) ------------------------------------------------------
 
     def revisions(

@@ -392,6 +392,18 @@ class Session:
         )
         return [instance_from_row(row) for row in rows]
 
+    def names(self, container_id: str, schema_id: str, *, limit: int) -> list[tuple[str, str]]:
+        """``(@id, name)`` of a schema's instances by name (the kept ``name`` column; no
+        body is read): what a select of references lists."""
+        instances = t.instances
+        rows = self.conn.execute(
+            select(instances.c.at_id, instances.c.name)
+            .where(instances.c.container_id == container_id, instances.c.schema_id == schema_id)
+            .order_by(instances.c.name, instances.c.at_id)
+            .limit(limit)
+        )
+        return [(row.at_id, row.name or row.at_id) for row in rows]
+
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
             select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(

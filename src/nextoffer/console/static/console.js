@@ -7,7 +7,8 @@
 
   // -- sign-in link: credentials in the fragment (never sent to the server) fill the form.
   const login = document.getElementById("login-form");
-  if (login && location.hash.length > 1) {
+  function fillFromLink() {
+    if (!login || location.hash.length <= 1) return;
     const values = new URLSearchParams(location.hash.slice(1));
     for (const name of ["org", "sandbox", "apiKey", "accessToken"]) {
       const input = login.elements.namedItem(name);
@@ -15,6 +16,8 @@
     }
     history.replaceState(null, "", location.pathname + location.search);
   }
+  fillFromLink();
+  window.addEventListener("hashchange", fillFromLink);
 
   // -- confirmations before destructive buttons.
   document.addEventListener("click", function (event) {
