@@ -9,7 +9,9 @@ byte of the response). The reference, in the same run and the same way: the API'
 the same offers (``GET …/instances?schema=…personalized-offer&limit=25``), the search the
 console's list page runs before rendering it.
 
-    .venv/bin/python bench/console.py [--offers 1000] [--requests 50]
+    .venv/bin/python bench/console.py [--offers 1000] [--requests 50] [--plot PNG]
+
+``--plot`` draws p50 and p95 per page against the 100 ms goal (matplotlib).
 """
 
 from __future__ import annotations
@@ -189,6 +191,16 @@ def seed(db_url: str, offers: int) -> dict[str, Any]:
     }
 
 
+#: What each page must show, so that a page answering fast with an error is not measured.
+EXPECT = {
+    "POST /console/simulate (dry run, explain, 3 items)": "Why each candidate",
+    "POST /console/pql/check": '"ok":true',
+    "/console/offers (list, 25 a page)": "Offer ",
+    "/console/reports (30 days, charts)": "<svg",
+    "/console/offers/{id} (edit form)": "Representation 1",
+}
+
+
 def measure(
     client: TestClient, timed: Timed, method: str, url: str, requests: int, **kwargs: Any
 ) -> list[float]:
@@ -205,6 +217,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offers", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--plot", type=Path, help="write a PNG of the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{Path(tmp) / 'bench.db'}"
@@ -287,6 +300,8 @@ def main() -> None:
             ]
             rows = []
             for label, method, url, kwargs in track(cases, description="measuring pages"):
+                shown = client.request(method, url, **kwargs)
+                assert EXPECT.get(label, "") in shown.text, (label, shown.text[:2000])
                 times = measure(client, timed, method, url, args.requests, **kwargs)
                 rows.append(
                     (
@@ -301,6 +316,28 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for label, p50, p95 in rows:
         print(f"| {label} | {p50:.1f} | {p95:.1f} | {p50 / reference:.1f}× |")
+    if args.plot:
+        plot(rows, args.plot, args.offers)
+
+
+def plot(rows: list[tuple[str, float, float]], path: Path, offers: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [label for label, _p50, _p95 in rows][::-1]
+    fig, ax = plt.subplots(figsize=(10, 6))
+    y = range(len(labels))
+    ax.barh([i + 0.2 for i in y], [p95 for _l, _p, p95 in rows][::-1], 0.4, label="p95")
+    ax.barh([i - 0.2 for i in y], [p50 for _l, p50, _p in rows][::-1], 0.4, label="p50")
+    ax.axvline(100, color="red", linestyle="--", label="goal: 100 ms")
+    ax.set_yticks(list(y), labels, fontsize=8)
+    ax.set_xlabel("server time per request, ms")
+    ax.set_title(f"Console pages at {offers:,} offers (in-process, SQLite)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
