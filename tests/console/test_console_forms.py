@@ -278,3 +278,51 @@ def test_the_list_searches_filters_by_status_and_pages(
     assert names(approved.text) == ["Gold approved"]
     nothing = client.get("/console/fallback-offers?q=zebra")
     assert "No fallback offers match this search." in nothing.text
+
+
+def test_status_changes_and_a_delete_that_others_reference_is_refused(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    placement_id = _create_placement(client, "Banner")
+    [placement] = _instances(signed_in, "offer-placement")
+    page = client.get("/console/fallback-offers/new")
+    created = client.post(
+        "/console/fallback-offers/new",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "name": "Welcome",
+            "status": "draft",
+            "representations-0-placement": placement["_instance"]["@id"],
+            "representations-0-kind": "text",
+            "representations-0-content": "Hello",
+            "representations-0-language": "en",
+        },
+        follow_redirects=False,
+    )
+    assert created.status_code == 303, created.text
+    fallback_id = created.headers["location"].split("?")[0].rsplit("/", 1)[1]
+    [fallback] = _instances(signed_in, "fallback-offer")
+    component = fallback["_instance"]["xdm:representations"][0]["xdm:components"][0]
+    assert (component["dc:format"], component["xdm:content"]) == ("text/plain", "Hello")
+    token = csrf_of(client.get(f"/console/fallback-offers/{fallback_id}").text)
+    approved = client.post(
+        f"/console/fallback-offers/{fallback_id}/status",
+        data={"csrf_token": token, "status": "approved", "etag": "1"},
+        follow_redirects=False,
+    )
+    assert approved.status_code == 303
+    [fallback] = _instances(signed_in, "fallback-offer")
+    assert fallback["_instance"]["xdm:status"] == "approved"
+    refused = client.post(
+        f"/console/placements/{placement_id}/delete", data={"csrf_token": token, "etag": "1"}
+    )
+    assert refused.status_code == 409
+    assert "cannot be deleted: it is referenced by" in refused.text
+    assert fallback["_instance"]["@id"] in refused.text
+    deleted = client.post(
+        f"/console/fallback-offers/{fallback_id}/delete",
+        data={"csrf_token": token, "etag": "2"},
+        follow_redirects=False,
+    )
+    assert deleted.status_code == 303
+    assert _instances(signed_in, "fallback-offer") == []
