@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from nextoffer import pql
 from nextoffer.console import web
-from nextoffer.console.session import Visitor
+from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import PQLError
 from nextoffer.pql.lexer import tokenize
 from nextoffer.repository.rules import check_source
@@ -57,6 +57,10 @@ async def _read(request: Request, visitor: Visitor) -> dict[str, Any] | Response
     token = request.headers.get("x-csrf-token", "")
     if not web.csrf_ok(request, visitor, ImmutableMultiDict({"csrf_token": token})):
         return JSONResponse({"error": {"message": "CSRF token missing or wrong"}}, 403)
+    limit = nextoffer(request).settings.max_body_bytes
+    length = request.headers.get("content-length", "")
+    if not length.isdigit() or int(length) > limit:
+        return JSONResponse({"error": {"message": f"send at most {limit} bytes"}}, 413)
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
