@@ -22,6 +22,7 @@ from playwright.sync_api import sync_playwright
 
 from nextoffer.cli.demo import seed_library
 from nextoffer.console import login_link
+from nextoffer.ids import format_datetime, utcnow
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -77,11 +78,31 @@ def main() -> None:
                     ],
                     "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"p{n}@x.com"}]}}],
                 }
-                httpx.post(
+                answer = httpx.post(
                     f"{base}/data/core/ode/{creds.container_id}/decisions",
                     json=body,
                     headers=headers,
-                )
+                ).json()
+                # Most propositions are seen, some clicked: the report then has a CTR.
+                kinds = ["decisioning.propositionDisplay"] * (n % 4 != 0)
+                kinds += ["decisioning.propositionInteract"] * (n % 5 == 0)
+                for kind in kinds:
+                    option = answer["xdm:propositions"][0].get("xdm:options", [{}])[0]
+                    event = {
+                        "xdm:timestamp": format_datetime(utcnow()),
+                        "xdm:eventType": kind,
+                        "https://ns.adobe.com/experience/decisioning/propositions": [
+                            {
+                                "xdm:id": answer["xdm:propositionId"],
+                                "xdm:items": [{"xdm:id": option.get("xdm:id", "")}],
+                            }
+                        ],
+                    }
+                    httpx.post(
+                        f"{base}/data/core/nextoffer/events",
+                        json={"events": [event]},
+                        headers=headers,
+                    )
             shoot(base, creds, ids, found, args.out)
         finally:
             server.terminate()

@@ -115,13 +115,14 @@ def bar_chart(title: str, labels: Sequence[str], series: dict[str, Sequence[floa
     parts = _frame(title, top, plot_w, plot_h)
     groups = max(len(labels), 1)
     group_w = plot_w / groups
-    bar_w = group_w * 0.8 / max(len(series), 1)
+    bar_w = min(group_w * 0.8 / max(len(series), 1), 48.0)  # a few offers: no wide slabs
     for g, label in enumerate(labels):
-        parts.append(_x_label(LEFT + g * group_w + group_w / 2, label))
+        middle = LEFT + g * group_w + group_w / 2
+        parts.append(_x_label(middle, label))
         for s, (name, values) in enumerate(series.items()):
             value = values[g]
             height = plot_h * value / top
-            x = LEFT + g * group_w + group_w * 0.1 + s * bar_w
+            x = middle - bar_w * len(series) / 2 + s * bar_w
             parts.append(
                 f'<rect x="{x:.1f}" y="{TOP + plot_h - height:.1f}" width="{bar_w:.1f}" '
                 f'height="{height:.1f}" fill="{COLORS[s % len(COLORS)]}">'
