@@ -172,7 +172,13 @@ class NextOffer:
             on_refused=on_refused,
             learning=self.learning,
         )
-        self.reports = Reports(store, repository=self.repository)
+        self.reports = Reports(
+            store,
+            repository=self.repository,
+            decisions=self.decisions,
+            counters=self.counters,
+            clock=clock,
+        )
         self._clock = clock
 
     # -- lifetime --------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from urllib.parse import parse_qs, urlsplit
 
 from click.testing import CliRunner
 from starlette.testclient import TestClient
@@ -32,10 +33,14 @@ def bootstrap(db_url: str, *extra: str) -> dict[str, str]:
     return json.loads(result.output)
 
 
-def test_bootstrap_prints_the_five_keys_and_reuses_on_rerun(tmp_path):
+def test_bootstrap_prints_the_credentials_and_a_console_link_and_reuses_on_rerun(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
     first = bootstrap(db_url)
-    assert set(first) == {"org", "sandbox", "containerId", "apiKey", "accessToken"}
+    assert set(first) == {"org", "sandbox", "containerId", "apiKey", "accessToken", "consoleUrl"}
+    link = urlsplit(first["consoleUrl"])
+    assert link.path == "/console/login"
+    assert parse_qs(link.fragment)["accessToken"] == [first["accessToken"]]
+    assert parse_qs(link.fragment)["apiKey"] == [first["apiKey"]]
     second = bootstrap(db_url)
     assert second["containerId"] == first["containerId"] and second["apiKey"] == first["apiKey"]
 

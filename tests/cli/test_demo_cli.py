@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from starlette.testclient import TestClient
@@ -113,3 +113,21 @@ def test_a_start_after_the_demo_decision_was_deleted_says_so_and_still_creates(
     [create] = curls(printout)
     status, receipt = send(client, create)
     assert status == 201, receipt
+
+
+def test_the_printed_console_link_signs_in(
+    settings: Settings, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    printout = start(settings, capsys)
+    line = next(line for line in printout.splitlines() if line.startswith("Console"))
+    link = urlsplit(line.split(": ", 1)[1])
+    assert (link.netloc, link.path) == ("127.0.0.1:8080", "/console/login")
+    values = {key: value[0] for key, value in parse_qs(link.fragment).items()}
+    page = client.get("/console/login")
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+    assert token is not None
+    response = client.post(
+        "/console/login", data={"csrf_token": token.group(1), **values}, follow_redirects=True
+    )
+    assert response.status_code == 200
+    assert "Holiday sale: 10% off" in response.text  # the seeded offers, listed

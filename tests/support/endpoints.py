@@ -118,6 +118,18 @@ CALLS: list[Call] = [
         route="/data/core/xcore/{containerId}/instances/{instanceId}",
     ),
     Call(
+        "revisions",
+        "GET",
+        "/data/core/xcore/{C}/instances/{I}/revisions",
+        route="/data/core/xcore/{containerId}/instances/{instanceId}/revisions",
+    ),
+    Call(
+        "revert",
+        "POST",
+        "/data/core/xcore/{C}/instances/{I}/revisions/1/revert",
+        route="/data/core/xcore/{containerId}/instances/{instanceId}/revisions/{revision}/revert",
+    ),
+    Call(
         "decide",
         "POST",
         "/data/core/ode/{C}/decisions",

@@ -15,6 +15,7 @@ from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
 from nextoffer.api.routes import dps, ode, profiles, reports, search, system, xcore
 from nextoffer.api.shortcut import Shortcut
+from nextoffer.console import routes as console_routes
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -83,6 +84,7 @@ def create_app(
             *profiles.routes,
             *reports.routes,
             *dps.routes,
+            *console_routes(),  # the console, at /console/ (issue 19)
         ],
         exception_handlers=exception_handlers,
         middleware=[

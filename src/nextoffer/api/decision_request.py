@@ -13,6 +13,7 @@ from typing import Any
 
 from nextoffer.engine import Catalog, PropositionRequest
 from nextoffer.errors import BadRequest, NotFound, Unprocessable
+from nextoffer.service.context_data import parse_context
 from nextoffer.service.decisions import DecisionCall
 from nextoffer.service.identities import parse_identity_map
 
@@ -22,7 +23,6 @@ METADATA = {
     "xdm:option": frozenset({"name", "characteristics", "priority"}),
     "xdm:placement": frozenset({"name", "channel", "componentType"}),
 }
-MAX_CONTEXT_ITEMS = 30
 #: Activities in one 2019 request ("up to 30 activities at once").
 MAX_ACTIVITIES = 30
 
@@ -39,15 +39,6 @@ def _bool(value: Any, pointer: str, default: bool = False) -> bool:
         return default
     if not isinstance(value, bool):
         raise Unprocessable("must be true or false", pointer=pointer)
-    return value
-
-
-def _strip_xdm(value: Any) -> Any:
-    """Context data as PQL reads it: ``xdm:`` prefixes removed from keys, at every level."""
-    if isinstance(value, dict):
-        return {(k[4:] if k.startswith("xdm:") else k): _strip_xdm(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_strip_xdm(v) for v in value]
     return value
 
 
@@ -77,25 +68,6 @@ def _propositions(value: Any) -> tuple[PropositionRequest, ...]:
             )
         found.append(PropositionRequest(activity, placement, count))
     return tuple(found)
-
-
-def _context(value: Any, pointer: str) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, list):
-        raise Unprocessable("xdm:contextData must be an array", pointer=pointer)
-    if len(value) > MAX_CONTEXT_ITEMS:
-        raise Unprocessable(f"at most {MAX_CONTEXT_ITEMS} context data items", pointer=pointer)
-    context: dict[str, Any] = {}
-    for index, item in enumerate(value):
-        where = f"{pointer}/{index}"
-        if not isinstance(item, dict) or not isinstance(item.get("@type"), str):
-            raise Unprocessable("a context data item needs an @type (its schema)", pointer=where)
-        data = item.get("xdm:data", {})
-        if not isinstance(data, dict):
-            raise Unprocessable("xdm:data must be an object", pointer=f"{where}/xdm:data")
-        context[item["@type"]] = _strip_xdm(data)
-    return context
 
 
 def _response_format(value: Any) -> ResponseFormat:
@@ -151,7 +123,7 @@ def parse(body: Any) -> tuple[DecisionCall, ResponseFormat]:
     call = DecisionCall(
         propositions=propositions,
         identities=identities,
-        context=_context(profile.get("xdm:contextData"), "/xdm:profiles/0/xdm:contextData"),
+        context=parse_context(profile.get("xdm:contextData"), "/xdm:profiles/0/xdm:contextData"),
         allow_duplicates_across_activities=across_activities,
         allow_duplicates_across_placements=across_placements,
         dry_run=_bool(body.get("xdm:dryRun"), "/xdm:dryRun"),
@@ -230,7 +202,7 @@ def parse_2019(body: dict[str, Any], catalog: Catalog) -> tuple[DecisionCall, Re
             )
         activities.append(activity)
     identities = parse_identity_map(body.get("xdm:identityMap"), pointer="/xdm:identityMap")
-    context = _context(body.get("xdm:contextData"), "/xdm:contextData")
+    context = parse_context(body.get("xdm:contextData"), "/xdm:contextData")
     # The 2019 arbitration is across activities only (it has no xdm:acrossPlacements).
     across_activities, _ = _duplicates(body)
     dry_run = _bool(body.get("xdm:dryRun"), "/xdm:dryRun")

@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 import orjson
 
+from nextoffer.console import login_link
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -52,4 +53,12 @@ def bootstrap(
         creds = no.bootstrap(
             org=org, sandbox=sandbox, client_id=client_id, user=user, ttl=timedelta(seconds=ttl)
         )
-    click.echo(orjson.dumps(creds.as_json()).decode())
+    base = f"http://{settings.host}:{settings.port}"
+    console = login_link(
+        base,
+        org=creds.org,
+        sandbox=creds.sandbox,
+        api_key=creds.api_key,
+        access_token=creds.access_token,
+    )
+    click.echo(orjson.dumps({**creds.as_json(), "consoleUrl": console}).decode())

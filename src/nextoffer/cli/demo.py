@@ -10,6 +10,7 @@ from typing import Any
 import click
 import orjson
 
+from nextoffer.console import login_link
 from nextoffer.ids import utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
@@ -204,6 +205,14 @@ def _print_welcome(
     for key, value in headers.items():
         click.echo(f"  {key}: {value}")
     click.echo(f"\nContainer: {creds.container_id}")
+    link = login_link(
+        base,
+        org=creds.org,
+        sandbox=creds.sandbox,
+        api_key=creds.api_key,
+        access_token=creds.access_token,
+    )
+    click.echo(f"Console (signs you in): {link}")
     listed = ", ".join(f"{k}={v}" for k, v in ids.items())
     if seeded:
         click.echo("Seeded library: " + listed)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nextoffer.repository.objects import CONTAINER_SCHEMA, OBJECT_TYPES
-from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
 
 CONTAINER_VERSION = "0.5"
 
@@ -75,4 +75,19 @@ def container_resource(record: ContainerRecord) -> dict[str, Any]:
             "parentId": record.org_id,
         },
         "_links": {"self": {"href": f"/containers/{record.container_id}"}},
+    }
+
+
+def revision(record: RevisionRecord, changes: list[dict[str, Any]]) -> dict[str, Any]:
+    """One kept write (beyond Adobe, ``GET …/instances/{id}/revisions``)."""
+    return {
+        "revision": record.revision,
+        "action": record.action,
+        "@id": record.at_id,
+        "schema": record.schema_id,
+        "repo:lastModifiedDate": record.modified,
+        "repo:lastModifiedBy": record.modified_by,
+        "repo:lastModifiedByClientId": record.modified_client,
+        "changes": changes,
+        "_instance": record.body,
     }

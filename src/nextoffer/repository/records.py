@@ -46,3 +46,22 @@ class InstanceRecord:
     body: dict[str, Any] = field(hash=False)
     created_us: int = 0
     modified_us: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionRecord:
+    """One write of an instance as it was kept (issue 19): ``revision`` is the etag the
+    write produced (for a delete, one past the last); ``body`` the ``_instance`` written
+    (for a delete, the last one)."""
+
+    container_id: str
+    instance_id: str
+    revision: int
+    action: str  # "create" | "update" | "delete"
+    schema_id: str
+    at_id: str
+    modified: str
+    modified_us: int
+    modified_by: str
+    modified_client: str
+    body: dict[str, Any] = field(hash=False)

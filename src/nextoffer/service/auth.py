@@ -9,6 +9,8 @@ codes; the API renders them as ``{"error_code", "message"}``.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -54,6 +56,8 @@ class Authenticator:
         self._clients: dict[str, tuple[float, ClientRecord | None]] = {}
         self._tokens: dict[str, tokens.Claims] = {}
         self._lock = Lock()
+        self._fallback = secrets.token_hex(32)
+        self._secrets: dict[str, bytes] = {}
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
         """Check the headers; raise :class:`AuthError` in the gateway's order."""
@@ -85,6 +89,28 @@ class Authenticator:
         if sandbox not in client.sandboxes:
             raise AuthError(403, "403025", "Profile is not valid for this sandbox")
         return Principal(org=org, sandbox=sandbox, client_id=claims.client_id, user=claims.user)
+
+    def expires_at(self, token: str) -> int:
+        """When ``token`` (already accepted by :meth:`authenticate`) expires, epoch seconds:
+        the console's session ends with it."""
+        return self._claims(token).expires_at
+
+    def session_secret(self, purpose: str) -> bytes:
+        """A secret for signing what this server hands out (the console's session cookie
+        and CSRF tokens), derived from the token signing keys in the database: the same
+        on every worker and node, and changed when the keys are."""
+        cached = self._secrets.get(purpose)
+        if cached is not None:
+            return cached
+        with self._store.session() as session:
+            keys = session.signing_keys()
+        material = "".join(f"{kid}:{secret};" for kid, secret in sorted(keys.items()))
+        if not material:  # nothing bootstrapped yet: no token can sign in anyway
+            return hashlib.sha256(f"nextoffer/{purpose}/{self._fallback}".encode()).digest()
+        secret = hashlib.sha256(f"nextoffer/{purpose}/{material}".encode()).digest()
+        with self._lock:
+            self._secrets[purpose] = secret
+        return secret
 
     def _claims(self, token: str) -> tokens.Claims:
         now = int(self._clock())

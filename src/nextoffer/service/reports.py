@@ -4,14 +4,17 @@ ranking strategy and day, what each offer got and the lift against serving at ra
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from datetime import date
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime
 from typing import Any
 
 from nextoffer.errors import BadRequest, NotFound
 from nextoffer.repository.objects import RANKING_STRATEGY
 from nextoffer.service.auth import Principal
+from nextoffer.service.caps import counter_key
+from nextoffer.service.decisions import Decisions
 from nextoffer.service.repository import Repository
+from nextoffer.storage.counters import CapCounterStore, CounterKey
 from nextoffer.storage.store import Store
 
 #: The longest report one request may ask for.
@@ -19,9 +22,51 @@ MAX_DAYS = 366
 
 
 class Reports:
-    def __init__(self, store: Store, *, repository: Repository) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        repository: Repository,
+        decisions: Decisions,
+        counters: CapCounterStore,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._store = store
         self._repository = repository
+        self._decisions = decisions
+        self._counters = counters
+        self._clock = clock
+
+    def caps(self, principal: Principal, container_id: str) -> list[dict[str, Any]]:
+        """Each offer's caps that count for everyone (not per profile or placement) with
+        their current count, in the period running now: cap usage against limits."""
+        snapshot = self._decisions.snapshot(principal, container_id)
+        now = self._clock()
+        found: list[tuple[dict[str, Any], CounterKey]] = []
+        for offer_id, offer in sorted(snapshot.catalog.offers.items()):
+            for rule in offer.caps:
+                if rule.per_profile or rule.per_placement:
+                    continue
+                key = counter_key(
+                    container_id,
+                    offer_id,
+                    rule,
+                    profile_key="",
+                    placement_id="",
+                    moment=now,
+                    epoch=snapshot.cap_epochs.get(offer_id, 0),
+                )
+                row = {
+                    "offerId": offer_id,
+                    "name": offer.body.get("xdm:name"),
+                    "rule": rule.rule_id,
+                    "events": sorted(event.value for event in rule.events),
+                    "limit": rule.limit,
+                    "repeat": f"{rule.repeat[1]} {rule.repeat[0]}" if rule.repeat else None,
+                }
+                found.append((row, key))
+        counts = self._counters.read([key for _row, key in found]) if found else {}
+        return [{**row, "count": counts.get(key, 0)} for row, key in found]
 
     def ranking_strategy(
         self,

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from nextoffer.engine.frequency import cap_rules
 from nextoffer.errors import Conflict, NotFound, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
-from nextoffer.repository import hal, patch, references, rules, strategies, validation
+from nextoffer.repository import hal, patch, references, revisions, rules, strategies, validation
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -30,7 +31,7 @@ from nextoffer.repository.objects import (
     SchemaRef,
     at_id_type,
 )
-from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
 from nextoffer.service.auth import Principal
 from nextoffer.service.offload import in_pool
 from nextoffer.storage.decision_path import DecisionPath
@@ -52,6 +53,14 @@ TOTAL_LIMITS: tuple[tuple[frozenset[ObjectType], int, str], ...] = (
     # Adobe allows 5 AI models; nextoffer's strategies are cheaper to keep.
     (frozenset({RANKING_STRATEGY}), 1_000, "ranking strategies"),
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Revision:
+    """A kept write and what it changed against the revision before it."""
+
+    record: RevisionRecord
+    changes: list[dict[str, Any]] = field(hash=False)
 
 
 class Repository:
@@ -261,9 +270,68 @@ class Repository:
                         for r in referrers
                     ],
                 )
-            session.delete_instance(current)
+            now = self._clock()
+            stamp = format_datetime(now)
+            deleted_by = Audit(
+                current.audit.created,
+                stamp,
+                current.audit.created_by,
+                principal.user,
+                current.audit.created_client,
+                principal.client_id,
+            )
+            session.delete_instance(current, audit=deleted_by, at_us=epoch_micros(now))
         self._on_change(container_id)
         return current
+
+    def names(
+        self, principal: Principal, container_id: str, object_type: ObjectType, *, limit: int
+    ) -> list[tuple[str, str]]:
+        """``(@id, name)`` of the container's instances of a type, by name, at most ``limit``
+        (the console's reference selects and labels; no body is read)."""
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+            return session.names(container_id, object_type.schema_id, limit=limit)
+
+    # -- history (beyond Adobe) ------------------------------------------------------
+
+    def revisions(
+        self, principal: Principal, container_id: str, instance_id: str
+    ) -> list[Revision]:
+        """Every kept write of an instance, newest first, each with what it changed.
+        A deleted instance keeps its history; an id never written is a 404."""
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+            kept = session.revisions(container_id, instance_id)
+        if not kept:
+            raise _no_instance(container_id, instance_id)
+        out: list[Revision] = []
+        for index, record in enumerate(kept):
+            older = kept[index + 1].body if index + 1 < len(kept) else None
+            changed = [] if record.action == "delete" else revisions.changes(older, record.body)
+            out.append(Revision(record, changed))
+        return out
+
+    def revert(
+        self,
+        principal: Principal,
+        container_id: str,
+        instance_id: str,
+        revision: int,
+        *,
+        if_match: int | None,
+    ) -> InstanceRecord:
+        """Write revision ``revision``'s body again, as a new revision (validated and
+        reference-checked like any replace: a revision naming a deleted object is a 422)."""
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+            kept = {r.revision: r for r in session.revisions(container_id, instance_id)}
+        target = kept.get(revision)
+        if target is None or target.action == "delete":
+            raise NotFound(f"instance {instance_id} has no revision {revision} to revert to")
+        return self.replace(
+            principal, container_id, instance_id, None, dict(target.body), if_match=if_match
+        )
 
     # -- helpers ---------------------------------------------------------------------
 

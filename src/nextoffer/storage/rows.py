@@ -7,7 +7,7 @@ from typing import Any
 
 import orjson
 
-from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
 
 AUDIT_COLUMNS = (
     "created",
@@ -60,4 +60,20 @@ def instance_from_row(row: Any) -> InstanceRecord:
         body=orjson.loads(row.body),
         created_us=row.created_us,
         modified_us=row.modified_us,
+    )
+
+
+def revision_from_row(row: Any) -> RevisionRecord:
+    return RevisionRecord(
+        container_id=row.container_id,
+        instance_id=row.instance_id,
+        revision=row.revision,
+        action=row.action,
+        schema_id=row.schema_id,
+        at_id=row.at_id,
+        modified=row.modified,
+        modified_us=row.modified_us,
+        modified_by=row.modified_by,
+        modified_client=row.modified_client,
+        body=orjson.loads(row.body),
     )

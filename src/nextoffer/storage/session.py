@@ -15,11 +15,16 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from nextoffer.repository.records import ContainerRecord, InstanceRecord
+from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.ranking import Ranking
-from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
+from nextoffer.storage.rows import (
+    audit_values,
+    container_from_row,
+    instance_from_row,
+    revision_from_row,
+)
 from nextoffer.storage.runtime import Runtime
 
 
@@ -65,6 +70,7 @@ _LIBRARY_VERSION = select(t.containers.c.library_version).where(
 )
 _INSERT_INSTANCE = insert(t.instances)
 _INSERT_REFS = insert(t.instance_refs)
+_INSERT_REVISION = insert(t.instance_revisions)
 _COUNT = select(t.instance_counts.c.count).where(
     t.instance_counts.c.container_id == bindparam("cid"),
     t.instance_counts.c.schema_id == bindparam("sid"),
@@ -219,6 +225,7 @@ class Session:
             },
         )
         self._write_refs(record, refs)
+        self._keep_revision(record, "create")
         search_index.index_instance(self.conn, record)
         self._add_count(record, 1)
         self.bump_library_version(record.container_id)
@@ -269,11 +276,16 @@ class Session:
             delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
         )
         self._write_refs(record, refs)
+        self._keep_revision(record, "update")
         search_index.reindex_instance(self.conn, record)
         self.bump_library_version(record.container_id)
         return True
 
-    def delete_instance(self, record: InstanceRecord) -> bool:
+    def delete_instance(
+        self, record: InstanceRecord, *, audit: Audit | None = None, at_us: int | None = None
+    ) -> bool:
+        """Delete ``record``; ``audit``/``at_us`` say who deleted it and when (its history's
+        last row), by default its last writer."""
         result = self.conn.execute(
             delete(t.instances).where(
                 t.instances.c.instance_id == record.instance_id,
@@ -285,10 +297,58 @@ class Session:
         )
         deleted = result.rowcount == 1
         if deleted:
+            self._keep_revision(
+                record,
+                "delete",
+                revision=record.etag + 1,
+                audit=audit or record.audit,
+                at_us=record.modified_us if at_us is None else at_us,
+            )
             search_index.remove_instance(self.conn, record.instance_id)
             self._add_count(record, -1)
         self.bump_library_version(record.container_id)
         return deleted
+
+    def _keep_revision(
+        self,
+        record: InstanceRecord,
+        action: str,
+        *,
+        revision: int | None = None,
+        audit: Audit | None = None,
+        at_us: int | None = None,
+    ) -> None:
+        """Every write keeps its revision, in its own transaction: no path writes without."""
+        audit = audit or record.audit
+        self.conn.execute(
+            _INSERT_REVISION,
+            {
+                "container_id": record.container_id,
+                "instance_id": record.instance_id,
+                "revision": record.etag if revision is None else revision,
+                "action": action,
+                "schema_id": record.schema_id,
+                "at_id": record.at_id,
+                "modified": audit.modified,
+                "modified_us": record.modified_us if at_us is None else at_us,
+                "modified_by": audit.modified_by,
+                "modified_client": audit.modified_client,
+                "body": _dumps(record.body),
+            },
+        )
+
+    def revisions(self, container_id: str, instance_id: str) -> list[RevisionRecord]:
+        """An instance's kept writes, newest first."""
+        revisions = t.instance_revisions
+        rows = self.conn.execute(
+            select(revisions)
+            .where(
+                revisions.c.container_id == container_id,
+                revisions.c.instance_id == instance_id,
+            )
+            .order_by(revisions.c.revision.desc())
+        )
+        return [revision_from_row(row) for row in rows]
 
     def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
         rows = [
@@ -334,6 +394,18 @@ class Session:
             .order_by(t.instances.c.instance_id)
         )
         return [instance_from_row(row) for row in rows]
+
+    def names(self, container_id: str, schema_id: str, *, limit: int) -> list[tuple[str, str]]:
+        """``(@id, name)`` of a schema's instances by name (the kept ``name`` column; no
+        body is read): what a select of references lists."""
+        instances = t.instances
+        rows = self.conn.execute(
+            select(instances.c.at_id, instances.c.name)
+            .where(instances.c.container_id == container_id, instances.c.schema_id == schema_id)
+            .order_by(instances.c.name, instances.c.at_id)
+            .limit(limit)
+        )
+        return [(row.at_id, row.name or row.at_id) for row in rows]
 
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(

@@ -121,6 +121,25 @@ instances = Table(
     Index("ix_instances_modified", "container_id", "schema_id", "modified_us"),
 )
 
+#: Every write of an instance (issue 19): the body written, by whom, when. ``revision`` is
+#: the etag the write produced (a delete: one past the last), so a history reads in order.
+instance_revisions = Table(
+    "instance_revisions",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("instance_id", String(36), nullable=False),
+    Column("revision", Integer, nullable=False),
+    Column("action", String(16), nullable=False),  # create | update | delete
+    Column("schema_id", String(255), nullable=False),
+    Column("at_id", String(64), nullable=False),
+    Column("modified", String(32), nullable=False),
+    Column("modified_us", BigInteger, nullable=False),
+    Column("modified_by", String(255), nullable=False),
+    Column("modified_client", String(255), nullable=False),
+    Column("body", Text, nullable=False),  # the _instance object as written, JSON
+    PrimaryKeyConstraint("container_id", "instance_id", "revision"),
+)
+
 #: One row per reference from an instance to another ``@id`` in the same container.
 instance_refs = Table(
     "instance_refs",

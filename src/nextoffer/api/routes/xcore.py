@@ -200,6 +200,40 @@ async def delete_instance(request: Request) -> Response:
     return _receipt(record, status=202)
 
 
+async def list_revisions(request: Request) -> Response:
+    """Beyond Adobe: every kept write of an instance, newest first (docs/api.md)."""
+    principal = authenticate(request)
+    no = nextoffer(request)
+    container_id = request.path_params["container_id"]
+    instance_id = request.path_params["instance_id"]
+    found = await no.run(no.repository.revisions, principal, container_id, instance_id)
+    return json_response(
+        {
+            "containerId": container_id,
+            "instanceId": instance_id,
+            "revisions": [hal.revision(r.record, r.changes) for r in found],
+        }
+    )
+
+
+async def revert_instance(request: Request) -> Response:
+    """Beyond Adobe: write a kept revision's body again, as the newest revision."""
+    principal = authenticate(request)
+    no = nextoffer(request)
+    text = request.path_params["revision"]
+    if not text.isdigit():
+        raise BadRequest("a revision is a positive integer", pointer="revision")
+    record = await no.run(
+        no.repository.revert,
+        principal,
+        request.path_params["container_id"],
+        request.path_params["instance_id"],
+        int(text),
+        if_match=_if_match(request),
+    )
+    return _receipt(record, status=200)
+
+
 routes = [
     Route(f"{BASE}/", home, methods=["GET"]),
     Route(f"{BASE}/containers/{{container_id}}", get_container, methods=["GET"]),
@@ -213,5 +247,15 @@ routes = [
     Route(f"{BASE}/{{container_id}}/instances/{{instance_id}}", patch_instance, methods=["PATCH"]),
     Route(
         f"{BASE}/{{container_id}}/instances/{{instance_id}}", delete_instance, methods=["DELETE"]
+    ),
+    Route(
+        f"{BASE}/{{container_id}}/instances/{{instance_id}}/revisions",
+        list_revisions,
+        methods=["GET"],
+    ),
+    Route(
+        f"{BASE}/{{container_id}}/instances/{{instance_id}}/revisions/{{revision}}/revert",
+        revert_instance,
+        methods=["POST"],
     ),
 ]

@@ -1,6 +1,6 @@
 """Ranking strategies: their learned statistics and daily report.
 
-Revision ID: 0017_ranking
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-05
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0017_ranking"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

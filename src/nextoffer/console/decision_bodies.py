@@ -1,0 +1,91 @@
+"""Decisions as forms: status, dates, the fallback, and evaluation criteria (placements,
+a collection, an eligibility rule, a ranking formula)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nextoffer.console import bodies
+
+
+def _criterion_data(criterion: Mapping[str, Any]) -> dict[str, Any]:
+    selection = criterion.get("xdm:optionSelection") or {}
+    constraints = criterion.get("xdm:profileConstraints") or {}
+    order = (criterion.get("xdm:ranking") or {}).get("xdm:order") or {}
+    return {
+        "placements": list(criterion.get("xdm:placements") or []),
+        "collection": selection.get("xdm:filter", ""),
+        "rule": constraints.get("xdm:eligibilityRule", ""),
+        "formula": order.get("xdm:function", ""),
+    }
+
+
+def decision_data(body: Mapping[str, Any]) -> dict[str, Any]:
+    criteria = [c for c in body.get("xdm:criteria") or [] if isinstance(c, Mapping)]
+    return {
+        **bodies.named(body),
+        "status": body.get("xdm:status", "draft"),
+        "startDate": bodies.date_in(body.get("xdm:startDate")),
+        "endDate": bodies.date_in(body.get("xdm:endDate")),
+        "fallback": body.get("xdm:fallback", ""),
+        "criteria": [_criterion_data(c) for c in criteria] + [{}],
+    }
+
+
+def decision_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    body["xdm:status"] = form.status.data
+    bodies.put(body, "xdm:startDate", bodies.date_out(form.startDate.data))
+    bodies.put(body, "xdm:endDate", bodies.date_out(form.endDate.data))
+    bodies.put(body, "xdm:fallback", form.fallback.data or None)
+    old = [c for c in body.get("xdm:criteria") or [] if isinstance(c, Mapping)]
+    written: list[dict[str, Any]] = []
+    rows: list[int] = []
+    for index, entry in enumerate(form.criteria.entries):
+        sub = entry.form
+        if not sub.placements.data and not sub.collection.data:
+            continue  # the blank row for a new criterion
+        criterion: dict[str, Any] = dict(old[index]) if index < len(old) else {}
+        criterion["xdm:placements"] = list(sub.placements.data or [])
+        selection = dict(criterion.get("xdm:optionSelection") or {})
+        bodies.put(selection, "xdm:filter", sub.collection.data or None)
+        criterion["xdm:optionSelection"] = selection
+        constraints = dict(criterion.get("xdm:profileConstraints") or {})
+        if sub.rule.data:
+            constraints["xdm:profileConstraintType"] = "eligibilityRule"
+            constraints["xdm:eligibilityRule"] = sub.rule.data
+        else:
+            constraints.pop("xdm:eligibilityRule", None)
+            if constraints.get("xdm:profileConstraintType", "eligibilityRule") == "eligibilityRule":
+                constraints["xdm:profileConstraintType"] = "none"
+        criterion["xdm:profileConstraints"] = constraints
+        ranking = dict(criterion.get("xdm:ranking") or {})
+        if sub.formula.data:
+            ranking["xdm:order"] = {
+                "xdm:orderEvaluationType": "scoringFunction",
+                "xdm:function": sub.formula.data,
+            }
+        elif (ranking.get("xdm:order") or {}).get("xdm:orderEvaluationType") != "rankingStrategy":
+            ranking["xdm:order"] = {"xdm:orderEvaluationType": "static"}
+        criterion["xdm:ranking"] = ranking
+        written.append(criterion)
+        rows.append(index)
+    body["xdm:criteria"] = written
+    return body, {"criteria": rows}
+
+
+POINTERS = (
+    *bodies.NAMED_POINTERS,
+    (r"^/xdm:status", "status"),
+    (r"^/xdm:startDate", "startDate"),
+    (r"^/xdm:endDate", "endDate"),
+    (r"^/xdm:fallback", "fallback"),
+    (r"^/xdm:criteria/(\d+)/xdm:placements", "criteria-{0}-placements"),
+    (r"^/xdm:criteria/(\d+)/xdm:optionSelection", "criteria-{0}-collection"),
+    (r"^/xdm:criteria/(\d+)/xdm:profileConstraints", "criteria-{0}-rule"),
+    (r"^/xdm:criteria/(\d+)/xdm:ranking", "criteria-{0}-formula"),
+    (r"^/xdm:criteria$", "criteria-0-placements"),
+)

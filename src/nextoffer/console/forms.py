@@ -1,0 +1,198 @@
+"""The console's forms (WTForms): fields, CSRF, and the values shown again after an error.
+
+Every form derives from :class:`ConsoleForm`, whose CSRF token is an HMAC of the session's
+``csrf`` value (WTForms' ``SessionCSRF``) with the server's console secret: a form posted
+from another site, or without the token, is refused before anything is read from it.
+Validation of the *object* is not done here: the form is turned into the xcore body and
+the repository validates it exactly as for the API (``kinds.py`` maps its 422 pointers
+back to these fields).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from wtforms import (
+    DateTimeLocalField,
+    FieldList,
+    Form,
+    FormField,
+    HiddenField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    SelectMultipleField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.csrf.session import SessionCSRF
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
+from wtforms.validators import DataRequired, NumberRange, Optional
+
+CHANNELS = [
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/web", "Web"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/mobile", "Mobile"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/email", "Email"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/messaging", "Messaging"),
+    SelectChoice("https://ns.adobe.com/xdm/channel-types/offline", "Offline"),
+]
+COMPONENT = "https://ns.adobe.com/experience/offer-management/content-component-"
+COMPONENT_TYPES = [
+    SelectChoice(COMPONENT + "html", "HTML"),
+    SelectChoice(COMPONENT + "imagelink", "Image"),
+    SelectChoice(COMPONENT + "text", "Text"),
+    SelectChoice(COMPONENT + "json", "JSON"),
+]
+OFFER_STATUSES = [
+    SelectChoice("draft", "Draft"),
+    SelectChoice("approved", "Approved"),
+    SelectChoice("archived", "Archived"),
+]
+DECISION_STATUSES = [
+    SelectChoice("draft", "Draft"),
+    SelectChoice("live", "Live"),
+    SelectChoice("archived", "Archived"),
+]
+FILTER_TYPES = [
+    SelectChoice("anyTags", "Offers with any of these tags"),
+    SelectChoice("allTags", "Offers with all of these tags"),
+    SelectChoice("offers", "These offers"),
+]
+#: The ``datetime-local`` input's format (no zone: the console reads and writes UTC).
+DATETIME = "%Y-%m-%dT%H:%M"
+
+
+class ConsoleForm(Form):
+    class Meta:
+        csrf = True
+        csrf_class = SessionCSRF
+        #: A form stays usable for as long as a default token lives; the session's end
+        #: (the token's) ends it anyway.
+        csrf_time_limit = timedelta(hours=24)
+
+
+def bind(
+    cls: type[ConsoleForm],
+    formdata: Any,
+    *,
+    session: dict[str, Any],
+    secret: bytes,
+    data: dict[str, Any] | None = None,
+) -> Any:
+    """``cls`` bound to posted ``formdata`` (or to ``data`` for a fresh page)."""
+    meta = {"csrf_context": session, "csrf_secret": secret}
+    return cls(formdata=formdata, data=data, meta=meta)
+
+
+class CsrfOnly(ConsoleForm):
+    """Buttons that post nothing else (delete, status, revert, sign out)."""
+
+
+class LoginForm(ConsoleForm):
+    org = StringField("Organization", [DataRequired()], description="e.g. ACME@AdobeOrg")
+    sandbox = StringField("Sandbox", [DataRequired()], default="prod")
+    apiKey = StringField("API key", [DataRequired()])
+    accessToken = PasswordField("Access token", [DataRequired()])
+
+
+# The library's forms carry no "required" validators of their own: the repository checks
+# the body they make, so the console shows the API's own messages beside the fields.
+class _Named(ConsoleForm):
+    name = StringField("Name")
+    description = TextAreaField("Description", [Optional()])
+    etag = HiddenField()
+
+
+class PlacementForm(_Named):
+    channel = SelectField("Channel", choices=CHANNELS)
+    componentType = SelectField("Content type", choices=COMPONENT_TYPES)
+
+
+class TagForm(_Named):
+    pass
+
+
+class RuleForm(_Named):
+    condition = TextAreaField("Condition (PQL)")
+
+
+class RankingForm(_Named):
+    expression = TextAreaField("Formula (PQL)")
+
+
+class CollectionForm(_Named):
+    filterType = SelectField("Offers in the collection", choices=FILTER_TYPES)
+    tags = SelectMultipleField("Tags", choices=[], validate_choice=False)
+    offers = SelectMultipleField("Offers", choices=[], validate_choice=False)
+
+
+class RepresentationForm(Form):
+    """One representation: a placement and its content (the first component)."""
+
+    placement = SelectField("Placement", choices=[], validate_choice=False)
+    kind = SelectField(
+        "Content",
+        choices=[
+            SelectChoice("html", "HTML"),
+            SelectChoice("text", "Text"),
+            SelectChoice("json", "JSON"),
+            SelectChoice("image", "Image URL"),
+        ],
+    )
+    content = TextAreaField("Content or URL")
+    link = StringField("Link URL", [Optional()])
+    language = StringField("Language", [Optional()], default="en-us")
+
+
+class _Offer(_Named):
+    status = SelectField("Status", choices=OFFER_STATUSES)
+    tags = SelectMultipleField("Tags", choices=[], validate_choice=False)
+    characteristics = TextAreaField(
+        "Characteristics", [Optional()], description="one key=value per line"
+    )
+    representations = FieldList(FormField(RepresentationForm), min_entries=1)
+
+
+class FallbackOfferForm(_Offer):
+    pass
+
+
+class OfferForm(_Offer):
+    startDate = DateTimeLocalField("Starts (UTC)", [Optional()], format=DATETIME)
+    endDate = DateTimeLocalField("Ends (UTC)", [Optional()], format=DATETIME)
+    rule = SelectField("Eligibility rule", choices=[], validate_choice=False)
+    priority = IntegerField("Priority", [Optional(), NumberRange(min=0)], default=0)
+    globalCap = IntegerField("Total cap", [Optional(), NumberRange(min=1)])
+    profileCap = IntegerField("Cap per profile", [Optional(), NumberRange(min=1)])
+
+
+class CriterionForm(Form):
+    """One evaluation criterion of a decision: placements, a collection, a rule, ranking."""
+
+    placements = SelectMultipleField("Placements", choices=[], validate_choice=False)
+    collection = SelectField("Collection", choices=[], validate_choice=False)
+    rule = SelectField("Eligibility rule", choices=[], validate_choice=False)
+    formula = SelectField("Ranking", choices=[], validate_choice=False)
+
+
+class DecisionForm(_Named):
+    status = SelectField("Status", choices=DECISION_STATUSES)
+    startDate = DateTimeLocalField("Starts (UTC)", [Optional()], format=DATETIME)
+    endDate = DateTimeLocalField("Ends (UTC)", [Optional()], format=DATETIME)
+    fallback = SelectField("Fallback offer", choices=[], validate_choice=False)
+    criteria = FieldList(FormField(CriterionForm), min_entries=1)
+
+
+class SimulateForm(ConsoleForm):
+    decision = SelectField("Decision", choices=[], validate_choice=False)
+    placements = SelectMultipleField("Placements", choices=[], validate_choice=False)
+    items = IntegerField("Offers per placement", [NumberRange(min=1, max=30)], default=1)
+    namespace = StringField("Identity namespace", [Optional()], default="ECID")
+    identity = StringField("Identity", [Optional()])
+    profile = TextAreaField(
+        "Profile (JSON)", [Optional()], description="replaces the stored profile when given"
+    )
+    context = TextAreaField(
+        "Context data (JSON)", [Optional()], description='[{"@type": …, "xdm:data": {…}}]'
+    )

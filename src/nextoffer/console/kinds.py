@@ -1,0 +1,342 @@
+"""The library's object types as the console shows them: a form, the body it writes, and
+where the repository's 422 pointers land among the form's fields.
+
+A form edits the members it knows and keeps every other member of the stored body as it
+is (an offer's frequency caps, a rule's ``xdm:definedOn``): the console never drops what
+the API wrote. The body is validated by the repository, exactly as the API's would be.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from wtforms import SelectMultipleField
+from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
+
+from nextoffer.console import bodies, decision_bodies, forms, offer_bodies
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RANKING_FORMULA,
+    RULE,
+    TAG,
+    ObjectType,
+)
+
+Options = bodies.Options
+Rows = bodies.Rows
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    slug: str  # the path segment: /console/<slug>
+    object_type: ObjectType
+    title: str
+    noun: str
+    form: type[forms.ConsoleForm]
+    to_data: Callable[[Mapping[str, Any]], dict[str, Any]]
+    to_body: Callable[[Any, dict[str, Any], bodies.Options], tuple[dict[str, Any], bodies.Rows]]
+    #: (pointer pattern, field name); ``{0}`` in the name is the form row of group 1.
+    pointers: tuple[tuple[str, str], ...]
+    #: (form field path, referenced type, may be empty): the selects to fill.
+    references: tuple[tuple[str, ObjectType, bool], ...] = ()
+    statuses: tuple[str, ...] = ()
+    #: Extra list columns: (header, function of the body).
+    columns: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = field(default=())
+
+
+# -- placements and tags -------------------------------------------------------------------
+
+
+def _placement_data(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        **bodies.named(body),
+        "channel": body.get("xdm:channel"),
+        "componentType": body.get("xdm:componentType"),
+    }
+
+
+def _placement_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    body["xdm:channel"] = form.channel.data
+    body["xdm:componentType"] = form.componentType.data
+    return body, {}
+
+
+def _tag_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    return body, {}
+
+
+# -- rules and ranking formulas ---------------------------------------------------------
+
+
+def _pql_holder(body: Mapping[str, Any], key: str) -> tuple[str, Mapping[str, Any]]:
+    """The member holding the PQL (``xdm:condition`` or ``condition``) and its value."""
+    for name in (f"xdm:{key}", key):
+        holder = body.get(name)
+        if isinstance(holder, Mapping):
+            return name, holder
+    return f"xdm:{key}", {}
+
+
+def _pql_text(body: Mapping[str, Any], key: str) -> str:
+    name, holder = _pql_holder(body, key)
+    prefix = "xdm:" if name.startswith("xdm:") else ""
+    value = holder.get(prefix + "value")
+    return value if isinstance(value, str) else ""
+
+
+def _put_pql(body: dict[str, Any], key: str, text: str) -> None:
+    name, holder = _pql_holder(body, key)
+    prefix = "xdm:" if name.startswith("xdm:") else ""
+    body[name] = {
+        **holder,
+        prefix + "type": holder.get(prefix + "type", "PQL"),
+        prefix + "format": "pql/text",
+        prefix + "value": text,
+    }
+
+
+def _rule_data(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {**bodies.named(body), "condition": _pql_text(body, "condition")}
+
+
+def _rule_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    _put_pql(body, "condition", form.condition.data or "")
+    return body, {}
+
+
+def _ranking_data(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {**bodies.named(body), "expression": _pql_text(body, "expression")}
+
+
+def _ranking_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    _put_pql(body, "expression", form.expression.data or "")
+    return body, {}
+
+
+# -- collections ------------------------------------------------------------------------
+
+
+def _collection_data(body: Mapping[str, Any]) -> dict[str, Any]:
+    filter_type = body.get("xdm:filterType", "anyTags")
+    ids = [i for i in body.get("xdm:ids") or body.get("ids") or [] if isinstance(i, str)]
+    return {
+        **bodies.named(body),
+        "filterType": filter_type,
+        "tags": ids if filter_type != "offers" else [],
+        "offers": ids if filter_type == "offers" else [],
+    }
+
+
+def _collection_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    body["xdm:filterType"] = form.filterType.data
+    body.pop("ids", None)
+    body["xdm:ids"] = list(form.offers.data if form.filterType.data == "offers" else form.tags.data)
+    return body, {}
+
+
+# -- offers -----------------------------------------------------------------------------
+
+
+def _status(body: Mapping[str, Any]) -> str:
+    return bodies.text(body.get("xdm:status"))
+
+
+def _placement_label(body: Mapping[str, Any]) -> str:
+    component = bodies.text(body.get("xdm:componentType")).rpartition("-")[2]
+    channel = bodies.text(body.get("xdm:channel")).rpartition("/")[2]
+    return f"{channel} · {component}" if channel else component
+
+
+def _pql_label(key: str) -> Callable[[Mapping[str, Any]], str]:
+    def label(body: Mapping[str, Any]) -> str:
+        text = _pql_text(body, key)
+        return text if len(text) <= 80 else text[:77] + "…"
+
+    return label
+
+
+KINDS: dict[str, Kind] = {
+    k.slug: k
+    for k in (
+        Kind(
+            "offers",
+            PERSONALIZED_OFFER,
+            "Offers",
+            "offer",
+            forms.OfferForm,
+            offer_bodies.offer_data,
+            offer_bodies.offer_body,
+            offer_bodies.POINTERS,
+            (
+                ("tags", TAG, True),
+                ("rule", RULE, True),
+                ("representations.placement", PLACEMENT, False),
+            ),
+            statuses=("draft", "approved", "archived"),
+            columns=(("Status", _status),),
+        ),
+        Kind(
+            "fallback-offers",
+            FALLBACK_OFFER,
+            "Fallback offers",
+            "fallback offer",
+            forms.FallbackOfferForm,
+            offer_bodies.offer_data,
+            offer_bodies.fallback_body,
+            offer_bodies.POINTERS,
+            (("tags", TAG, True), ("representations.placement", PLACEMENT, False)),
+            statuses=("draft", "approved", "archived"),
+            columns=(("Status", _status),),
+        ),
+        Kind(
+            "placements",
+            PLACEMENT,
+            "Placements",
+            "placement",
+            forms.PlacementForm,
+            _placement_data,
+            _placement_body,
+            (
+                *bodies.NAMED_POINTERS,
+                (r"^/xdm:channel", "channel"),
+                (r"^/xdm:componentType", "componentType"),
+            ),
+            columns=(("Channel · type", _placement_label),),
+        ),
+        Kind(
+            "collections",
+            COLLECTION,
+            "Collections",
+            "collection",
+            forms.CollectionForm,
+            _collection_data,
+            _collection_body,
+            (
+                *bodies.NAMED_POINTERS,
+                (r"^/xdm:filterType", "filterType"),
+                (r"^/xdm:ids", "tags"),
+            ),
+            (("tags", TAG, True), ("offers", PERSONALIZED_OFFER, True)),
+            columns=(("Filter", lambda b: bodies.text(b.get("xdm:filterType"))),),
+        ),
+        Kind(
+            "rules",
+            RULE,
+            "Decision rules",
+            "decision rule",
+            forms.RuleForm,
+            _rule_data,
+            _rule_body,
+            (*bodies.NAMED_POINTERS, (r"^/(xdm:)?condition", "condition")),
+            columns=(("Condition", _pql_label("condition")),),
+        ),
+        Kind(
+            "decisions",
+            DECISION,
+            "Decisions",
+            "decision",
+            forms.DecisionForm,
+            decision_bodies.decision_data,
+            decision_bodies.decision_body,
+            decision_bodies.POINTERS,
+            (
+                ("fallback", FALLBACK_OFFER, False),
+                ("criteria.placements", PLACEMENT, False),
+                ("criteria.collection", COLLECTION, False),
+                ("criteria.rule", RULE, True),
+                ("criteria.formula", RANKING_FORMULA, True),
+            ),
+            statuses=("draft", "live", "archived"),
+            columns=(("Status", _status),),
+        ),
+        Kind(
+            "tags",
+            TAG,
+            "Collection qualifiers",
+            "collection qualifier",
+            forms.TagForm,
+            bodies.named,
+            _tag_body,
+            bodies.NAMED_POINTERS,
+        ),
+        Kind(
+            "ranking",
+            RANKING_FORMULA,
+            "Ranking formulas",
+            "ranking formula",
+            forms.RankingForm,
+            _ranking_data,
+            _ranking_body,
+            (*bodies.NAMED_POINTERS, (r"^/(xdm:)?expression", "expression")),
+            columns=(("Formula", _pql_label("expression")),),
+        ),
+    )
+}
+
+BY_TYPE: dict[ObjectType, Kind] = {k.object_type: k for k in KINDS.values()}
+
+
+def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
+    """Set the choices of every reference select of ``form`` (repeated rows included)."""
+    for path, object_type, optional in kind.references:
+        found = [
+            SelectChoice(at_id, name or at_id) for at_id, name, _b in options.get(object_type, [])
+        ]
+        group, _, name = path.partition(".")
+        fields = (
+            [getattr(entry.form, name) for entry in getattr(form, group).entries]
+            if name
+            else [getattr(form, group)]
+        )
+        for select in fields:
+            if isinstance(select, SelectMultipleField):
+                select.choices = found  # nothing chosen is the empty choice
+            else:
+                select.choices = [
+                    SelectChoice("", "— none —" if optional else "— choose —"),
+                    *found,
+                ]
+
+
+def field_for(kind: Kind, pointer: str, rows: bodies.Rows) -> str | None:
+    """The form field a repository pointer names (``None``: the form as a whole)."""
+    for pattern, name in kind.pointers:
+        match = re.match(pattern, pointer)
+        if match is None:
+            continue
+        if "{0}" not in name:
+            return name
+        group = name.partition("-")[0]
+        index = int(match.group(1)) if match.groups() and match.group(1) else 0
+        kept = rows.get(group, [])
+        row = kept[index] if index < len(kept) else index
+        return name.format(row)
+    return None
+
+
+def summary(body: Mapping[str, Any]) -> str:
+    """A body as indented JSON (the read-only view beside a form)."""
+    return json.dumps(body, indent=2, ensure_ascii=False, sort_keys=True)

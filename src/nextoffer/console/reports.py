@@ -1,0 +1,188 @@
+"""Reports: propositions, impressions, clicks and CTR per offer and day, as charts, a table
+and CSV; cap usage against limits. Charts are SVG drawn on the server (``charts.py``) and
+inlined in the page."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections import defaultdict
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextoffer.console import charts, web
+from nextoffer.console.session import Visitor, nextoffer
+from nextoffer.errors import BadRequest
+from nextoffer.repository.objects import PERSONALIZED_OFFER
+
+#: Caps listed (the fullest first).
+CAPS_SHOWN = 50
+#: Offers drawn in the bar chart (the busiest; the table and CSV list them all).
+CHART_OFFERS = 15
+
+
+def _day(request: Request, name: str, default: date) -> date:
+    text = request.query_params.get(name)
+    if not text:
+        return default
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a date, YYYY-MM-DD", pointer=name) from exc
+
+
+def _range(request: Request) -> tuple[date, date]:
+    last = _day(request, "to", datetime.now(UTC).date())
+    first = _day(request, "from", last - timedelta(days=29))
+    return first, last
+
+
+async def _rows(request: Request, visitor: Visitor) -> tuple[date, date, list[dict[str, Any]]]:
+    first, last = _range(request)
+    no = nextoffer(request)
+    rows = await no.run(
+        no.reports.offers,
+        visitor.principal,
+        visitor.container_id,
+        first=first,
+        last=last,
+        offer_ids=[],
+    )
+    return first, last, rows
+
+
+async def _names(request: Request, visitor: Visitor) -> dict[str, str]:
+    options = await nextoffer(request).run(web.options, request, visitor, {PERSONALIZED_OFFER})
+    return {at_id: name for at_id, name, _b in options[PERSONALIZED_OFFER]}
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    totals: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"propositions": 0, "impressions": 0, "clicks": 0}
+    )
+    for row in rows:
+        for key in ("propositions", "impressions", "clicks"):
+            totals[row["offerId"]][key] += int(row[key])
+    return totals
+
+
+@web.page
+async def reports_page(request: Request, visitor: Visitor) -> Response:
+    first, last, rows = await _rows(request, visitor)
+    no = nextoffer(request)
+    names = await _names(request, visitor)
+    caps = await no.run(no.reports.caps, visitor.principal, visitor.container_id)
+    totals = sorted(
+        (
+            {
+                "offerId": offer_id,
+                "name": names.get(offer_id, offer_id),
+                **values,
+                "ctr": values["clicks"] / values["impressions"] if values["impressions"] else None,
+            }
+            for offer_id, values in _totals(rows).items()
+        ),
+        key=lambda r: (-int(str(r["propositions"])), str(r["offerId"])),
+    )
+    # The caps nearest their limits first; the rest are counted, not listed.
+    caps.sort(key=lambda c: (-c["count"] / max(c["limit"], 1), str(c["offerId"])))
+    more_caps = max(len(caps) - CAPS_SHOWN, 0)
+    caps = caps[:CAPS_SHOWN]
+    for cap in caps:
+        cap["name"] = cap["name"] or names.get(cap["offerId"], cap["offerId"])
+    query = f"from={first.isoformat()}&to={last.isoformat()}"
+    # The charts escape every text they draw (charts.py): safe to inline as markup.
+    daily = Markup(_daily_chart(first, last, rows)) if rows else None
+    by_offer = Markup(_offers_chart(totals)) if rows else None
+    return web.render(
+        request,
+        "reports.html",
+        {
+            "first": first,
+            "last": last,
+            "totals": totals,
+            "caps": caps,
+            "more_caps": more_caps,
+            "query": query,
+            "empty": not rows,
+            "daily": daily,
+            "by_offer": by_offer,
+        },
+        visitor=visitor,
+    )
+
+
+_SERIES = (
+    ("propositions", "Propositions"),
+    ("impressions", "Impressions"),
+    ("clicks", "Clicks"),
+)
+
+
+def _daily_chart(first: date, last: date, rows: list[dict[str, Any]]) -> str:
+    days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    by_day: dict[str, dict[str, int]] = defaultdict(
+        lambda: {"propositions": 0, "impressions": 0, "clicks": 0}
+    )
+    for row in rows:
+        for key, _label in _SERIES:
+            by_day[row["day"]][key] += int(row[key])
+    return charts.line_chart(
+        "All offers by day",
+        [d.isoformat() for d in days],
+        {label: [by_day[d.isoformat()][key] for d in days] for key, label in _SERIES},
+    )
+
+
+def _offers_chart(totals: list[dict[str, Any]]) -> str:
+    shown = totals[:CHART_OFFERS]
+    return charts.bar_chart(
+        "By offer (the busiest)",
+        [str(t["name"])[:24] for t in shown],
+        {label: [int(t[key]) for t in shown] for key, label in _SERIES},
+    )
+
+
+def _cell(value: Any) -> str:
+    """A CSV cell a spreadsheet shows as text: a leading ``= + - @`` would start a formula."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+@web.page
+async def report_csv(request: Request, visitor: Visitor) -> Response:
+    first, last, rows = await _rows(request, visitor)
+    names = await _names(request, visitor)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["day", "offerId", "offerName", "propositions", "impressions", "clicks", "ctr"])
+    for row in sorted(rows, key=lambda r: (r["day"], r["offerId"])):
+        ctr = row["clickThroughRate"]
+        writer.writerow(
+            [
+                row["day"],
+                row["offerId"],
+                _cell(names.get(row["offerId"], "")),
+                row["propositions"],
+                row["impressions"],
+                row["clicks"],
+                "" if ctr is None else f"{ctr:.6f}",
+            ]
+        )
+    filename = f"offers-{first.isoformat()}-{last.isoformat()}.csv"
+    return Response(
+        out.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+routes = [
+    Route("/reports", reports_page, methods=["GET"]),
+    Route("/reports.csv", report_csv, methods=["GET"]),
+]

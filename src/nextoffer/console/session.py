@@ -1,0 +1,138 @@
+"""The console's session: a signed cookie holding the API credentials, checked per request.
+
+Signing in with ``org``, ``sandbox``, ``apiKey`` and ``accessToken`` proves the same thing
+as the API's four headers; the cookie then carries those four (signed with itsdangerous,
+``HttpOnly``, ``SameSite=Lax``, path ``/console``) and expires when the token does. Every
+request authenticates them again through the root's :class:`Authenticator`, exactly as
+an API call would, so an expired token or a revoked sandbox grant ends the session, and
+a page is scoped to that org and sandbox like the API.
+
+Before signing in, a short-lived cookie holds only the CSRF value of the login form.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+from nextoffer.errors import AuthError
+from nextoffer.root import NextOffer
+from nextoffer.service.auth import Principal
+
+COOKIE = "nextoffer_console"
+LOGIN_COOKIE = "nextoffer_console_login"
+PATH = "/console"
+#: How long the login form's CSRF value lives (a sign-in takes less).
+LOGIN_SECONDS = 3600
+
+
+def nextoffer(request: Request) -> NextOffer:
+    value: NextOffer = request.app.state.nextoffer
+    return value
+
+
+def _serializer(request: Request, salt: str) -> URLSafeTimedSerializer:
+    secret = nextoffer(request).auth.session_secret("console")
+    return URLSafeTimedSerializer(secret, salt=salt)
+
+
+def _read(request: Request, name: str, salt: str, max_age: int) -> dict[str, Any] | None:
+    raw = request.cookies.get(name)
+    if not raw:
+        return None
+    try:
+        data = _serializer(request, salt).loads(raw, max_age=max_age)
+    except BadSignature:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write(request: Request, response: Response, name: str, salt: str, data: Any, age: int) -> None:
+    response.set_cookie(
+        name,
+        _serializer(request, salt).dumps(data),
+        max_age=max(age, 0),
+        path=PATH,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Visitor:
+    """A signed-in user of the console: the API caller, its container, its CSRF context."""
+
+    principal: Principal
+    container_id: str
+    #: The session's values; ``csrf`` is the secret WTForms signs form tokens with.
+    data: dict[str, Any]
+
+    @property
+    def user(self) -> str:
+        return self.principal.user
+
+
+def headers_of(data: dict[str, Any]) -> dict[str, str]:
+    """The API headers these session values stand for."""
+    return {
+        "authorization": f"Bearer {data.get('accessToken', '')}",
+        "x-api-key": str(data.get("apiKey", "")),
+        "x-gw-ims-org-id": str(data.get("org", "")),
+        "x-sandbox-name": str(data.get("sandbox", "")),
+    }
+
+
+def current(request: Request) -> Visitor | None:
+    """The signed-in visitor, or None (no cookie, a bad signature, an expired token)."""
+    data = _read(request, COOKIE, "session", max_age=366 * 86400)
+    if data is None or not isinstance(data.get("csrf"), str):
+        return None
+    try:
+        principal = nextoffer(request).auth.authenticate(headers_of(data))
+    except AuthError:
+        return None
+    container_id = data.get("containerId")
+    if not isinstance(container_id, str):
+        return None
+    return Visitor(principal, container_id, data)
+
+
+def sign_in(
+    request: Request, response: Response, values: dict[str, str], container_id: str
+) -> None:
+    """Set the session cookie for credentials :meth:`Authenticator.authenticate` accepted."""
+    no = nextoffer(request)
+    expires = no.auth.expires_at(values["accessToken"])
+    data = {**values, "containerId": container_id, "csrf": secrets.token_hex(20)}
+    _write(request, response, COOKIE, "session", data, expires - int(time.time()))
+    response.delete_cookie(LOGIN_COOKIE, path=PATH)
+
+
+def switch_container(request: Request, response: Response, visitor: Visitor, cid: str) -> None:
+    """Keep the session, pointed at another container of the same org and sandbox."""
+    expires = nextoffer(request).auth.expires_at(str(visitor.data["accessToken"]))
+    data = {**visitor.data, "containerId": cid}
+    _write(request, response, COOKIE, "session", data, expires - int(time.time()))
+
+
+def sign_out(response: Response) -> None:
+    response.delete_cookie(COOKIE, path=PATH)
+
+
+def login_context(request: Request) -> tuple[dict[str, Any], bool]:
+    """The login form's CSRF context, and whether it is new (then :func:`keep_login`)."""
+    data = _read(request, LOGIN_COOKIE, "login", max_age=LOGIN_SECONDS)
+    if data is not None and isinstance(data.get("csrf"), str):
+        return data, False
+    return {"csrf": secrets.token_hex(20)}, True
+
+
+def keep_login(request: Request, response: Response, context: dict[str, Any]) -> None:
+    _write(request, response, LOGIN_COOKIE, "login", context, LOGIN_SECONDS)

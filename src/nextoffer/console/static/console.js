@@ -1,0 +1,134 @@
+// nextoffer console: small progressive enhancements. Every page works without this file.
+"use strict";
+
+(function () {
+  const main = document.getElementById("main");
+  const csrf = main ? main.dataset.csrf || "" : "";
+
+  // -- sign-in link: credentials in the fragment (never sent to the server) fill the form.
+  const login = document.getElementById("login-form");
+  function fillFromLink() {
+    if (!login || location.hash.length <= 1) return;
+    const values = new URLSearchParams(location.hash.slice(1));
+    for (const name of ["org", "sandbox", "apiKey", "accessToken"]) {
+      const input = login.elements.namedItem(name);
+      if (input && values.get(name)) input.value = values.get(name);
+    }
+    history.replaceState(null, "", location.pathname + location.search);
+  }
+  fillFromLink();
+  window.addEventListener("hashchange", fillFromLink);
+
+  // -- confirmations before destructive buttons.
+  document.addEventListener("click", function (event) {
+    const button = event.target.closest("button[data-confirm]");
+    if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
+  });
+
+  async function post(url, body) {
+    const response = await fetch(url, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+    });
+    return response.json();
+  }
+
+  // -- PQL: live checking and highlighting as you type.
+  function render(pre, source, tokens, error) {
+    pre.textContent = "";
+    let at = 0;
+    const errorAt = error ? offsetOf(source, error.line, error.column) : -1;
+    const pieces = [];
+    for (const [start, end, kind] of tokens) {
+      if (start > at) pieces.push([at, start, null]);
+      pieces.push([start, end, kind]);
+      at = end;
+    }
+    if (at < source.length) pieces.push([at, source.length, null]);
+    for (const [start, end, kind] of pieces) {
+      const span = document.createElement("span");
+      if (kind) span.className = "tok-" + kind;
+      span.textContent = source.slice(start, end);
+      if (errorAt >= start && errorAt < end) span.classList.add("tok-error");
+      pre.appendChild(span);
+    }
+    if (errorAt >= source.length) {
+      const mark = document.createElement("span");
+      mark.className = "tok-error";
+      mark.textContent = " ";
+      pre.appendChild(mark);
+    }
+  }
+
+  function offsetOf(source, line, column) {
+    const lines = source.split("\n");
+    let offset = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) offset += lines[i].length + 1;
+    return offset + column - 1;
+  }
+
+  for (const box of document.querySelectorAll(".pql")) {
+    const area = box.querySelector("textarea");
+    const pre = box.querySelector(".pql-highlight");
+    const status = box.querySelector(".pql-status");
+    const kind = box.dataset.pqlKind;
+    let timer = null;
+    let asked = 0;
+    async function check() {
+      const source = area.value;
+      const ticket = ++asked;
+      let answer;
+      try {
+        answer = await post("/console/pql/check", { source: source, kind: kind });
+      } catch (failure) {
+        status.textContent = "Could not check the rule just now.";
+        return;
+      }
+      if (ticket !== asked) return; // a newer check is on its way
+      render(pre, source, answer.tokens || [], answer.error);
+      if (answer.ok) {
+        status.textContent = "✓ Valid " + (kind === "formula" ? "formula" : "rule");
+        status.className = "pql-status ok";
+        area.setAttribute("aria-invalid", "false");
+      } else {
+        const e = answer.error || { message: "invalid" };
+        status.textContent = "Line " + e.line + ", column " + e.column + ": " + e.message;
+        status.className = "pql-status bad";
+        area.setAttribute("aria-invalid", "true");
+      }
+    }
+    area.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(check, 150);
+    });
+    check();
+  }
+
+  // -- PQL: test against a profile.
+  const run = document.getElementById("pql-test-run");
+  if (run) {
+    const out = document.getElementById("pql-test-result");
+    const section = run.closest(".pql-test");
+    out.textContent = "";
+    run.addEventListener("click", async function () {
+      const area = document.querySelector(".pql textarea");
+      const profile = document.getElementById("pql-profile").value;
+      const answer = await post("/console/pql/test", {
+        source: area.value,
+        profile: profile,
+        kind: section.dataset.pqlKind,
+      });
+      if (answer.ok) {
+        out.textContent = "Result: " + JSON.stringify(answer.result);
+        out.className = answer.result === true ? "ok" : "bad";
+      } else {
+        const e = answer.error || {};
+        out.textContent = (e.line ? "Line " + e.line + ", column " + e.column + ": " : "") +
+          (e.message || "could not evaluate");
+        out.className = "bad";
+      }
+    });
+  }
+})();

@@ -1,0 +1,180 @@
+"""What every console page shares: templates, the signed-in visitor, CSRF, reference lists.
+
+Templates are Jinja2 with autoescaping on for every file: user text (an offer named
+``<script>``) is always shown as text. A page handler is wrapped by :func:`page`, which
+sends a visitor without a session to the sign-in page and turns the service's errors into
+a page that says what went wrong (never a stack trace).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from nextoffer.console import forms, session
+from nextoffer.console.session import Visitor, nextoffer
+from nextoffer.errors import NextOfferError
+from nextoffer.repository.objects import PLACEMENT, ObjectType
+from nextoffer.repository.query import parse_query
+from nextoffer.repository.records import InstanceRecord
+
+log = logging.getLogger("nextoffer.console")
+
+#: Reference selects list at most this many objects of a type (the container's guardrails
+#: allow 10,000 offers; a select of more is no use to anyone: search the list instead).
+MAX_OPTIONS = 1000
+
+ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("nextoffer.console", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters["quote"] = lambda value: quote(str(value), safe="")
+
+Handler = Callable[[Request, Visitor], Awaitable[Response]]
+
+NAV = (
+    ("offers", "Offers"),
+    ("fallback-offers", "Fallback offers"),
+    ("placements", "Placements"),
+    ("collections", "Collections"),
+    ("tags", "Collection qualifiers"),
+    ("rules", "Decision rules"),
+    ("ranking", "Ranking formulas"),
+    ("decisions", "Decisions"),
+    ("simulate", "Simulate"),
+    ("reports", "Reports"),
+)
+
+
+def secret(request: Request) -> bytes:
+    return nextoffer(request).auth.session_secret("console-csrf")
+
+
+def render(
+    request: Request,
+    template: str,
+    context: Mapping[str, Any],
+    *,
+    visitor: Visitor | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    csrf = None
+    if visitor is not None:
+        csrf = forms.bind(forms.CsrfOnly, None, session=visitor.data, secret=secret(request))
+    html = ENV.get_template(template).render(
+        {
+            "request": request,
+            "visitor": visitor,
+            "nav": NAV,
+            "csrf_form": csrf,
+            "flash": request.query_params.get("flash"),
+            **context,
+        }
+    )
+    return HTMLResponse(
+        html,
+        status_code=status,
+        headers={
+            # Scripts and styles only from the console itself; no frames, no plugins.
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https: http:; "
+            "style-src 'self'; script-src 'self'; frame-ancestors 'none'; object-src 'none'",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "same-origin",
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def redirect(url: str, *, flash: str | None = None) -> RedirectResponse:
+    if flash:
+        url += ("&" if "?" in url else "?") + "flash=" + quote(flash, safe="")
+    return RedirectResponse(url, status_code=303)
+
+
+def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A page for signed-in visitors; errors of the service become an error page."""
+
+    @functools.wraps(handler)
+    async def endpoint(request: Request) -> Response:
+        visitor = await nextoffer(request).run(session.current, request)
+        if visitor is None:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/console/login?next={quote(target, safe='')}", 303)
+        try:
+            return await handler(request, visitor)
+        except NextOfferError as exc:
+            return error_page(request, visitor, exc)
+
+    return endpoint
+
+
+def error_page(request: Request, visitor: Visitor | None, exc: NextOfferError) -> HTMLResponse:
+    status = getattr(exc, "http_status", exc.status)
+    if status >= 500:
+        log.error("console: %s on %s", exc, request.url.path)
+    return render(
+        request, "error.html", {"title": exc.title, "error": exc}, visitor=visitor, status=status
+    )
+
+
+def csrf_ok(request: Request, visitor: Visitor, formdata: Any) -> bool:
+    form = forms.bind(forms.CsrfOnly, formdata, session=visitor.data, secret=secret(request))
+    return bool(form.validate())
+
+
+def refused(request: Request, visitor: Visitor | None) -> HTMLResponse:
+    """A form posted without a valid CSRF token: nothing was done."""
+    return render(
+        request,
+        "error.html",
+        {
+            "title": "Form refused",
+            "error": None,
+            "message": "This form was not sent from this console session (its security "
+            "token is missing or wrong), so nothing was changed. Reload the page and try again.",
+        },
+        visitor=visitor,
+        status=403,
+    )
+
+
+def options(
+    request: Request, visitor: Visitor, types: set[ObjectType]
+) -> dict[ObjectType, list[tuple[str, str, dict[str, Any]]]]:
+    """``[(@id, name, body)]`` of each type, by name (blocking: call through ``no.run``).
+    Only placements come with their bodies (a representation takes its channel and content
+    type from its placement); the others are names only, read without their bodies."""
+    no = nextoffer(request)
+    out: dict[ObjectType, list[tuple[str, str, dict[str, Any]]]] = {}
+    for object_type in types:
+        if object_type is not PLACEMENT:
+            names = no.repository.names(
+                visitor.principal, visitor.container_id, object_type, limit=MAX_OPTIONS
+            )
+            out[object_type] = [(at_id, name, {}) for at_id, name in names]
+            continue
+        query = parse_query(
+            [
+                ("schema", object_type.schema_id),
+                ("orderby", "xdm:name"),
+                ("limit", str(MAX_OPTIONS)),
+            ]
+        )
+        found = no.search.find(visitor.principal, visitor.container_id, query)
+        out[object_type] = [(r.at_id, display_name(r), r.body) for r in found.records]
+    return out
+
+
+def display_name(record: InstanceRecord) -> str:
+    name = record.body.get("xdm:name", record.body.get("name"))
+    return name if isinstance(name, str) and name else record.at_id

@@ -1,0 +1,328 @@
+"""The console in-process: sign-in and its cookie, CSRF, escaping, the API's validation
+messages beside fields, the conflict on a stale save, tenancy, history, and writes that
+the API then reads. (The browser suite drives the same pages in chromium.)"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from starlette.testclient import TestClient
+
+from nextoffer.console import login_link
+from support.api import HTML, WEB, Tenant, make_tenant
+from support.console import csrf_of
+
+PLACEMENT_FORM = {"channel": WEB, "componentType": HTML}
+
+
+def _instances(tenant: Tenant, type_name: str) -> list[dict[str, Any]]:
+    response = tenant.client.get(
+        tenant.url(),
+        params={"schema": f"https://ns.adobe.com/experience/offer-management/{type_name}"},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    return list(response.json()["_embedded"]["results"])
+
+
+def _create_placement(client: TestClient, name: str) -> str:
+    page = client.get("/console/placements/new")
+    response = client.post(
+        "/console/placements/new",
+        data={"csrf_token": csrf_of(page.text), "name": name, **PLACEMENT_FORM},
+        follow_redirects=False,
+    )
+    assert response.status_code == 303, response.text
+    return response.headers["location"].split("?")[0].rsplit("/", 1)[1]
+
+
+def test_pages_need_a_session_and_send_to_sign_in(client: TestClient, tenant: Tenant) -> None:
+    response = client.get("/console/offers?q=x", follow_redirects=False)
+    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login?next=%2Fconsole%2Foffers%3Fq%3Dx"
+
+
+def test_the_session_cookie_is_httponly_lax_signed_and_ends_with_the_token(
+    client: TestClient, tenant: Tenant
+) -> None:
+    page = client.get("/console/login")
+    response = client.post(
+        "/console/login",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "org": tenant.creds.org,
+            "sandbox": tenant.creds.sandbox,
+            "apiKey": tenant.creds.api_key,
+            "accessToken": tenant.creds.access_token,
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 303
+    cookie = next(
+        c for c in response.headers.get_list("set-cookie") if c.startswith("nextoffer_console=")
+    )
+    attributes = cookie.lower()
+    assert (
+        "httponly" in attributes and "samesite=lax" in attributes and "path=/console" in attributes
+    )
+    max_age = int(re.search(r"max-age=(\d+)", attributes).group(1))  # type: ignore[union-attr]
+    assert 86000 < max_age <= 86400  # the bootstrap token lives a day
+    # A cookie changed by hand is not a session.
+    value = cookie.split(";")[0].split("=", 1)[1]
+    client.cookies.clear()
+    client.cookies.set("nextoffer_console", value[:-2] + ("AA" if value[-2:] != "AA" else "BB"))
+    assert client.get("/console/offers", follow_redirects=False).status_code == 303
+
+
+def test_wrong_credentials_are_refused_with_the_gateways_words(
+    client: TestClient, tenant: Tenant
+) -> None:
+    page = client.get("/console/login")
+    response = client.post(
+        "/console/login",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "org": tenant.creds.org,
+            "sandbox": tenant.creds.sandbox,
+            "apiKey": "someone-else",
+            "accessToken": tenant.creds.access_token,
+        },
+        follow_redirects=False,
+    )
+    assert response.status_code == 200  # the form again, with the refusal in it
+    assert "Sign-in refused: Api Key is invalid (403003)" in response.text
+    assert "nextoffer_console=" not in response.headers.get("set-cookie", "")
+
+
+def test_the_printed_link_carries_the_credentials_in_the_fragment_only(tenant: Tenant) -> None:
+    link = login_link(
+        "http://127.0.0.1:8080",
+        org=tenant.creds.org,
+        sandbox=tenant.creds.sandbox,
+        api_key=tenant.creds.api_key,
+        access_token=tenant.creds.access_token,
+    )
+    parts = urlsplit(link)
+    assert (parts.path, parts.query) == ("/console/login", "")
+    assert parse_qs(parts.fragment)["accessToken"] == [tenant.creds.access_token]
+
+
+def test_a_form_without_its_csrf_token_changes_nothing(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    for token in (None, "20991231000000##" + "0" * 40):
+        data = {"name": "Forged", **PLACEMENT_FORM}
+        if token:
+            data["csrf_token"] = token
+        response = client.post("/console/placements/new", data=data, follow_redirects=False)
+        assert response.status_code == 403
+        assert "Form refused" in response.text
+    assert _instances(signed_in, "offer-placement") == []
+
+
+def test_user_text_is_escaped_everywhere_it_is_shown(client: TestClient, signed_in: Tenant) -> None:
+    name = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    instance_id = _create_placement(client, name)
+    for path in ("/console/placements", f"/console/placements/{instance_id}"):
+        html = client.get(path).text
+        assert "<script>alert" not in html and "<img src=x" not in html
+        assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in html
+
+
+def test_the_apis_validation_message_is_shown_beside_its_field(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    page = client.get("/console/rules/new")
+    response = client.post(
+        "/console/rules/new",
+        data={"csrf_token": csrf_of(page.text), "name": "Adults", "condition": "age >= "},
+    )
+    assert response.status_code == 200  # the form again, with the messages in it
+    errors = re.search(r'<ul class="errors" id="condition-error">(.*?)</ul>', response.text, re.S)
+    assert errors is not None, response.text
+    assert "line 1, column 8" in errors.group(1)
+    # What was typed is kept.
+    assert "age &gt;= </textarea>" in response.text
+    assert _instances(signed_in, "eligibility-rule") == []
+
+
+def test_a_stale_save_is_a_conflict_that_keeps_the_typing_and_offers_a_reload(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    instance_id = _create_placement(client, "Banner")
+    page = client.get(f"/console/placements/{instance_id}").text
+    token = csrf_of(page)
+    first = client.post(
+        f"/console/placements/{instance_id}",
+        data={"csrf_token": token, "etag": "1", "name": "Hero", **PLACEMENT_FORM},
+        follow_redirects=False,
+    )
+    assert first.status_code == 303
+    second = client.post(
+        f"/console/placements/{instance_id}",
+        data={"csrf_token": token, "etag": "1", "name": "Sidebar", **PLACEMENT_FORM},
+    )
+    assert second.status_code == 200  # the form again: a browser logs 4xx pages as errors
+    assert "someone changed this placement" in second.text
+    assert 'value="Sidebar"' in second.text
+    assert f'href="/console/placements/{instance_id}">Reload the current version' in second.text
+    [stored] = _instances(signed_in, "offer-placement")
+    assert stored["_instance"]["xdm:name"] == "Hero"
+
+
+def test_history_lists_each_write_and_revert_restores_one(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    instance_id = _create_placement(client, "Banner")
+    token = csrf_of(client.get(f"/console/placements/{instance_id}").text)
+    client.post(
+        f"/console/placements/{instance_id}",
+        data={"csrf_token": token, "etag": "1", "name": "Hero", **PLACEMENT_FORM},
+    )
+    history = client.get(f"/console/placements/{instance_id}/history")
+    assert history.status_code == 200
+    assert "Revision 2: updated" in history.text and "Revision 1: created" in history.text
+    assert "<code>/xdm:name</code></td><td>Banner</td><td>Hero</td>" in history.text
+    reverted = client.post(
+        f"/console/placements/{instance_id}/revert",
+        data={"csrf_token": token, "revision": "1", "etag": "2"},
+        follow_redirects=False,
+    )
+    assert reverted.status_code == 303
+    [stored] = _instances(signed_in, "offer-placement")
+    assert (stored["_instance"]["xdm:name"], stored["repo:etag"]) == ("Banner", 3)
+
+
+def test_another_tenants_object_is_not_found_through_the_console(
+    client: TestClient, db_url: str, signed_in: Tenant
+) -> None:
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    theirs = other.create(
+        "offer-placement", {"xdm:name": "Theirs", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
+    response = client.get(f"/console/placements/{theirs['instanceId']}")
+    assert response.status_code == 404
+    assert "Theirs" not in response.text
+    assert "Theirs" not in client.get("/console/placements").text
+
+
+def test_pql_check_answers_the_repositorys_line_and_column_and_needs_the_token(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    token = csrf_of(client.get("/console/rules/new").text)
+    source = "age >= 18 and\n  age >"
+    bad = client.post(
+        "/console/pql/check",
+        json={"source": source, "kind": "rule"},
+        headers={"X-CSRF-Token": token},
+    )
+    assert bad.status_code == 200
+    assert bad.json()["ok"] is False
+    api = signed_in.create(
+        "eligibility-rule",
+        {
+            "xdm:name": "r",
+            "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": source},
+        },
+        expect=422,
+    )
+    error = bad.json()["error"]
+    assert (error["line"], error["column"], error["message"]) == (
+        api["line"],
+        api["column"],
+        api["message"],
+    )
+    assert error["line"] == 2
+    good = client.post(
+        "/console/pql/check",
+        json={"source": "age >= 18", "kind": "rule"},
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert good["ok"] is True
+    assert [kind for _s, _e, kind in good["tokens"]] == ["ident", "op", "num"]
+    tested = client.post(
+        "/console/pql/test",
+        json={"source": "age >= 18", "profile": '{"age": 20}'},
+        headers={"X-CSRF-Token": token},
+    ).json()
+    assert tested == {"ok": True, "result": True}
+    refused = client.post("/console/pql/check", json={"source": "age >= 18"})
+    assert refused.status_code == 403
+
+
+def test_the_list_searches_filters_by_status_and_pages(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    for n in range(30):
+        signed_in.create(
+            "fallback-offer",
+            {"xdm:name": f"{'Gold' if n % 2 else 'Plain'} {n:02d}", "xdm:status": "draft"},
+        )
+    signed_in.create("fallback-offer", {"xdm:name": "Gold approved", "xdm:status": "approved"})
+
+    def names(html: str) -> list[str]:
+        return re.findall(r'<td><a href="/console/fallback-offers/[^"]+">([^<]+)</a></td>', html)
+
+    first = client.get("/console/fallback-offers?order=name")
+    assert len(names(first.text)) == 25 and "31 fallback offers" in first.text
+    more = re.search(r'<a rel="next" href="([^"]+)">', first.text)
+    assert more is not None
+    second = client.get(more.group(1).replace("&amp;", "&"))
+    assert len(names(second.text)) == 6
+    assert set(names(first.text)).isdisjoint(names(second.text))
+    gold = client.get("/console/fallback-offers?q=gold&status=draft&order=name")
+    assert names(gold.text) == [f"Gold {n:02d}" for n in range(1, 30, 2)]
+    approved = client.get("/console/fallback-offers?status=approved")
+    assert names(approved.text) == ["Gold approved"]
+    nothing = client.get("/console/fallback-offers?q=zebra")
+    assert "No fallback offers match this search." in nothing.text
+
+
+def test_status_changes_and_a_delete_that_others_reference_is_refused(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    placement_id = _create_placement(client, "Banner")
+    [placement] = _instances(signed_in, "offer-placement")
+    page = client.get("/console/fallback-offers/new")
+    created = client.post(
+        "/console/fallback-offers/new",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "name": "Welcome",
+            "status": "draft",
+            "representations-0-placement": placement["_instance"]["@id"],
+            "representations-0-kind": "text",
+            "representations-0-content": "Hello",
+            "representations-0-language": "en",
+        },
+        follow_redirects=False,
+    )
+    assert created.status_code == 303, created.text
+    fallback_id = created.headers["location"].split("?")[0].rsplit("/", 1)[1]
+    [fallback] = _instances(signed_in, "fallback-offer")
+    component = fallback["_instance"]["xdm:representations"][0]["xdm:components"][0]
+    assert (component["dc:format"], component["xdm:content"]) == ("text/plain", "Hello")
+    token = csrf_of(client.get(f"/console/fallback-offers/{fallback_id}").text)
+    approved = client.post(
+        f"/console/fallback-offers/{fallback_id}/status",
+        data={"csrf_token": token, "status": "approved", "etag": "1"},
+        follow_redirects=False,
+    )
+    assert approved.status_code == 303
+    [fallback] = _instances(signed_in, "fallback-offer")
+    assert fallback["_instance"]["xdm:status"] == "approved"
+    refused = client.post(
+        f"/console/placements/{placement_id}/delete", data={"csrf_token": token, "etag": "1"}
+    )
+    assert refused.status_code == 409
+    assert "cannot be deleted: it is referenced by" in refused.text
+    assert fallback["_instance"]["@id"] in refused.text
+    deleted = client.post(
+        f"/console/fallback-offers/{fallback_id}/delete",
+        data={"csrf_token": token, "etag": "2"},
+        follow_redirects=False,
+    )
+    assert deleted.status_code == 303
+    assert _instances(signed_in, "fallback-offer") == []
