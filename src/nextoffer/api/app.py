@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from nextoffer.api.access_log import AccessLog, Observe
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
-from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
+from nextoffer.api.routes import datastreams, edge, ode, profiles, reports, search, system, xcore
 from nextoffer.api.shortcut import Shortcut
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
@@ -73,8 +73,8 @@ def create_app(
                 no.close()
 
     app = Starlette(
-        # ``POST …/decisions`` never reaches the router: ``Shortcut`` serves it first. The
-        # paths do not overlap, so the order below is free.
+        # ``POST …/decisions`` and ``POST /ee/…`` never reach the router: ``Shortcut``
+        # serves them first. The paths do not overlap, so the order below is free.
         routes=[
             *ode.routes,
             *system.routes,
@@ -82,11 +82,15 @@ def create_app(
             *xcore.routes,
             *profiles.routes,
             *reports.routes,
+            *datastreams.routes,
+            *edge.routes,
         ],
         exception_handlers=exception_handlers,
         middleware=[
             Middleware(Observe, metrics=metrics, access_log=access_log),
-            Middleware(Shortcut, routes=[ode.DECISIONS], handlers=exception_handlers),
+            Middleware(
+                Shortcut, routes=[ode.DECISIONS, edge.INTERACT], handlers=exception_handlers
+            ),
         ],
         lifespan=lifespan,
     )

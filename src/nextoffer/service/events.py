@@ -5,7 +5,10 @@ Every event is appended to its profile (PQL ``xEvent`` reads it). Proposition fe
 (a click) carrying ``https://ns.adobe.com/experience/decisioning/propositions`` (or the Web
 SDK's ``_experience.decisioning.propositions``) — is tied to the decision event it names
 and counts at once for the capping rules of the offers it names, and for the offers
-report. Events matching an offer's custom capping query count for that rule. An event
+report. A proposition named without ``items`` (as the Web SDK sends its display and
+click events: ``id``, ``scope``, ``scopeDetails``) counts for the offers that proposition
+held — those of its scope, or of the whole decision when the scope names no activity
+and placement. Events matching an offer's custom capping query count for that rule. An event
 with the ``__adobe.ajo.dryRun`` flag is stored but counts for nothing; an event for an
 unknown proposition is stored and counts for nothing; an event whose ``_id`` was seen
 before is stored and counted once.
@@ -37,6 +40,7 @@ from nextoffer.service.caps import counter_key
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.identities import parse_identity_map
 from nextoffer.service.profiles import resolve_profile_id
+from nextoffer.service.scopes import ScopeError, decode_scope
 from nextoffer.storage.counters import CapCounterStore, CounterKey
 from nextoffer.storage.runtime import Runtime
 from nextoffer.storage.store import Store
@@ -82,8 +86,18 @@ def _offer_id(value: Any) -> str | None:
     return value if value.startswith("xcore:") else f"xcore:{value}"
 
 
-def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
-    """``(proposition id, [offer @id, …])`` for each proposition the feedback names."""
+@dataclass(frozen=True, slots=True)
+class Named:
+    """One proposition a feedback event names: its id, the offers it names (``None``:
+    every offer the proposition held) and its scope (the Edge Network's, when given)."""
+
+    proposition_id: str
+    offer_ids: list[str] | None
+    scope: str | None = None
+
+
+def propositions(event: Mapping[str, Any]) -> Iterator[Named]:
+    """Each proposition the feedback names."""
     found = event.get(PROPOSITIONS_XDM)
     web = event.get("_experience")
     if found is None and isinstance(web, Mapping):
@@ -93,15 +107,41 @@ def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
         if not isinstance(item, Mapping):
             continue
         proposition_id = item.get("xdm:id", item.get("id"))
+        if not isinstance(proposition_id, str) or not proposition_id:
+            continue
         offers = item.get("xdm:items", item.get("items"))
-        ids = [
-            offer_id
-            for entry in (offers if isinstance(offers, list) else [])
-            if isinstance(entry, Mapping)
-            and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
-        ]
-        if isinstance(proposition_id, str) and ids:
-            yield proposition_id, ids
+        scope = item.get("xdm:scope", item.get("scope"))
+        ids = (
+            None
+            if offers is None
+            else [
+                offer_id
+                for entry in (offers if isinstance(offers, list) else [])
+                if isinstance(entry, Mapping)
+                and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
+            ]
+        )
+        if ids is None or ids:
+            yield Named(proposition_id, ids, scope if isinstance(scope, str) else None)
+
+
+def _held(decision: Mapping[str, Any], scope: str | None) -> list[str]:
+    """The offers a recorded decision proposed for ``scope`` (every scope when it names
+    no activity and placement)."""
+    wanted: tuple[str, str] | None = None
+    if scope is not None:
+        try:
+            decoded = decode_scope(scope)
+        except ScopeError:
+            decoded = None
+        if decoded is not None:
+            wanted = (decoded.activity_id, decoded.placement_id)
+    return [
+        option["id"]
+        for p in decision.get("propositions", [])
+        if wanted is None or (p.get("activity"), p.get("placement")) == wanted
+        for option in p.get("options", [])
+    ]
 
 
 @lru_cache(maxsize=1024)
@@ -205,8 +245,8 @@ class Events:
         decision was made for when the event has no identity map (Adobe's feedback samples
         carry none)."""
         if event.get("identityMap") is None:
-            for proposition_id, _ in propositions(event):
-                found = runtime.decision_event_anywhere(proposition_id)
+            for named in propositions(event):
+                found = runtime.decision_event_anywhere(named.proposition_id)
                 if found is not None:
                     # The decision's profile, or — when it decided for an identity with no
                     # profile — the key its counters used, so the event lands with them.
@@ -248,13 +288,16 @@ class Events:
         self, runtime: Runtime, tenant: set[str], item: _Stored, kind: CapEvent
     ) -> list[CounterKey]:
         keys: list[CounterKey] = []
-        for proposition_id, offer_ids in propositions(item.event):
-            found = runtime.decision_event_anywhere(proposition_id)
+        for named in propositions(item.event):
+            found = runtime.decision_event_anywhere(named.proposition_id)
             if found is None:
                 continue  # an unknown proposition: stored, counts for nothing
             container_id, decision = found
             if container_id not in tenant:
                 continue  # another tenant's proposition is as unknown as a missing one
+            offer_ids = named.offer_ids
+            if offer_ids is None:
+                offer_ids = _held(decision, named.scope)
             snapshot = self._catalogs.get(container_id)
             placements = {
                 option["id"]: p["placement"]

@@ -31,6 +31,35 @@ class ClientRecord:
     sandboxes: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class DatastreamRecord:
+    """A datastream: the public key of the Edge endpoints (``service/datastreams.py``)."""
+
+    datastream_id: str
+    org_id: str
+    sandbox: str
+    container_id: str
+    name: str
+    allowed_origins: tuple[str, ...]
+    rate_limit: int
+    created: str
+    modified: str
+
+
+def _datastream(row: Any) -> DatastreamRecord:
+    return DatastreamRecord(
+        datastream_id=row.datastream_id,
+        org_id=row.org_id,
+        sandbox=row.sandbox,
+        container_id=row.container_id,
+        name=row.name,
+        allowed_origins=tuple(orjson.loads(row.allowed_origins)),
+        rate_limit=row.rate_limit,
+        created=row.created,
+        modified=row.modified,
+    )
+
+
 def upsert(conn: Connection, table: Any) -> Any:
     """An ``INSERT`` with ``ON CONFLICT`` for this connection's dialect (SQLite, PostgreSQL).
 
@@ -90,6 +119,48 @@ class Session:
         self.conn = conn
         #: Profiles, events, decision events and counters, in this same transaction.
         self.runtime = Runtime(conn)
+
+    # -- datastreams -----------------------------------------------------------------
+
+    def put_datastream(self, record: DatastreamRecord) -> None:
+        """Insert or replace a datastream (its id is the key)."""
+        values = {
+            "datastream_id": record.datastream_id,
+            "org_id": record.org_id,
+            "sandbox": record.sandbox,
+            "container_id": record.container_id,
+            "name": record.name,
+            "allowed_origins": _dumps(list(record.allowed_origins)),
+            "rate_limit": record.rate_limit,
+            "created": record.created,
+            "modified": record.modified,
+        }
+        statement = upsert(self.conn, t.datastreams).values(**values)
+        self.conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["datastream_id"],
+                set_={k: v for k, v in values.items() if k != "datastream_id"},
+            )
+        )
+
+    def get_datastream(self, datastream_id: str) -> DatastreamRecord | None:
+        row = self.conn.execute(
+            select(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
+        ).first()
+        return _datastream(row) if row is not None else None
+
+    def list_datastreams(self, *, org_id: str, sandbox: str) -> list[DatastreamRecord]:
+        query = (
+            select(t.datastreams)
+            .where(t.datastreams.c.org_id == org_id, t.datastreams.c.sandbox == sandbox)
+            .order_by(t.datastreams.c.created, t.datastreams.c.datastream_id)
+        )
+        return [_datastream(row) for row in self.conn.execute(query)]
+
+    def delete_datastream(self, datastream_id: str) -> None:
+        self.conn.execute(
+            delete(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
+        )
 
     # -- tenants ---------------------------------------------------------------------
 

@@ -1,0 +1,134 @@
+"""The Edge Network endpoints: ``/ee/[{locationHint}/]{v1|v2}/{interact|collect}``.
+
+Public: no API credentials; ``?configId=`` names the datastream, which names the org,
+sandbox and container, the browser origins that may call (CORS with credentials: the
+Web SDK sends its cookies) and the rate. A browser request from another origin is
+refused before anything is read or stored (403). ``interact`` answers with handles;
+``collect`` (the SDK's ``sendBeacon``, a ``text/plain`` body) stores and counts, and
+answers 204. Errors are the Edge Network's problem details (``api/edge_response.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextoffer.api import edge_request, edge_response
+from nextoffer.api.context import body_json, nextoffer
+from nextoffer.api.responses import json_response
+from nextoffer.errors import AuthError, BadRequest, NextOfferError, NotFound, TooManyRequests
+from nextoffer.service.datastreams import DatastreamRecord
+
+_ACTIONS = frozenset({"interact", "collect"})
+_VERSIONS = frozenset({"v1", "v2"})
+PREFLIGHT_SECONDS = 600
+
+
+def _action(path: str) -> str:
+    """``interact`` or ``collect`` from ``[{hint}/]{v1|v2}/{action}``; 404 otherwise."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 3:
+        parts = parts[1:]  # the location hint: one region here, served alike
+    if len(parts) != 2 or parts[0] not in _VERSIONS or parts[1] not in _ACTIONS:
+        raise NotFound("no such Edge Network endpoint; use /ee/v1/interact or /ee/v1/collect")
+    return parts[1]
+
+
+def _cors(request: Request, datastream: DatastreamRecord) -> dict[str, str]:
+    """CORS headers for the request's ``Origin`` (none without one); 403 for an origin
+    the datastream does not allow."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return {}
+    if origin not in datastream.allowed_origins:
+        raise AuthError(
+            403,
+            "EXEG-0403",
+            f"origin {origin} is not an allowed origin of datastream {datastream.datastream_id}",
+        )
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+    }
+
+
+async def _datastream(request: Request) -> DatastreamRecord:
+    config_id = request.query_params.get("configId")
+    if not config_id:
+        raise BadRequest("configId is required (a datastream id)", pointer="configId")
+    no = nextoffer(request)
+    found = no.datastreams.cached(config_id)
+    if found is None:
+        found = await no.run(no.datastreams.resolve, config_id)
+    return found
+
+
+def _failure(exc: NextOfferError, request_id: str, cors: Mapping[str, str]) -> Response:
+    headers = dict(cors)
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    status = exc.http_status if isinstance(exc, AuthError) else exc.status
+    body = dict(edge_response.problem(exc, request_id=request_id))
+    body["status"] = status
+    if isinstance(exc, AuthError):
+        body["title"] = "Forbidden"
+    return json_response(
+        body, status=status, media_type="application/problem+json", headers=headers
+    )
+
+
+async def edge(request: Request) -> Response:
+    request_id = request.query_params.get("requestId") or str(uuid.uuid4())
+    cors: dict[str, str] = {}
+    try:
+        action = _action(request.path_params["path"])
+        datastream = await _datastream(request)
+        cors = _cors(request, datastream)
+        no = nextoffer(request)
+        no.datastreams.admit(datastream)
+        body = await body_json(request)
+        collect = action == "collect"
+        parsed = edge_request.parse(body, cookies=request.cookies, collect=collect)
+        outcome = await no.edge.interact(datastream, parsed)
+    except NextOfferError as exc:
+        return _failure(exc, request_id, cors)
+    if collect:
+        return Response(status_code=204, headers=cors)
+    answer = edge_response.response(
+        outcome,
+        request_id=request_id,
+        org=datastream.org_id,
+        now_seconds=int(no.clock().timestamp()),
+        decided={i for i, event in enumerate(parsed.events) if event.scopes},
+    )
+    return json_response(answer, headers=cors)
+
+
+async def preflight(request: Request) -> Response:
+    """A browser's CORS preflight (a Server API call from a page with JSON or headers)."""
+    request_id = request.query_params.get("requestId") or str(uuid.uuid4())
+    try:
+        _action(request.path_params["path"])
+        datastream = await _datastream(request)
+        cors = _cors(request, datastream)
+    except NextOfferError as exc:
+        return _failure(exc, request_id, {})
+    if cors:
+        cors["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        cors["Access-Control-Allow-Headers"] = request.headers.get(
+            "access-control-request-headers", "Content-Type"
+        )
+        cors["Access-Control-Max-Age"] = str(PREFLIGHT_SECONDS)
+    return Response(status_code=204, headers=cors)
+
+
+#: Also served ahead of the router (``api/shortcut.py``), as the Decisioning API's
+#: decisions are: the public request that must be cheap.
+INTERACT = Route("/ee/{path:path}", edge, methods=["POST"])
+
+routes = [INTERACT, Route("/ee/{path:path}", preflight, methods=["OPTIONS"])]
