@@ -32,12 +32,20 @@ def bootstrap(db_url: str, *extra: str) -> dict[str, str]:
     return json.loads(result.output)
 
 
-def test_bootstrap_prints_the_five_keys_and_reuses_on_rerun(tmp_path):
+def test_bootstrap_prints_the_six_keys_and_reuses_on_rerun(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
     first = bootstrap(db_url)
-    assert set(first) == {"org", "sandbox", "containerId", "apiKey", "accessToken"}
+    assert set(first) == {
+        "org",
+        "sandbox",
+        "containerId",
+        "apiKey",
+        "accessToken",
+        "datastreamId",
+    }
     second = bootstrap(db_url)
     assert second["containerId"] == first["containerId"] and second["apiKey"] == first["apiKey"]
+    assert second["datastreamId"] == first["datastreamId"]
 
 
 def test_token_minted_by_bootstrap_is_accepted_by_the_service(tmp_path):

@@ -89,7 +89,7 @@ def create_app(
         middleware=[
             Middleware(Observe, metrics=metrics, access_log=access_log),
             Middleware(
-                Shortcut, routes=[ode.DECISIONS, edge.INTERACT], handlers=exception_handlers
+                Shortcut, routes=[ode.DECISIONS, *edge.INTERACT], handlers=exception_handlers
             ),
         ],
         lifespan=lifespan,

@@ -204,6 +204,7 @@ def _print_welcome(
     for key, value in headers.items():
         click.echo(f"  {key}: {value}")
     click.echo(f"\nContainer: {creds.container_id}")
+    click.echo(f"Datastream (the Web SDK's datastreamId, Edge configId): {creds.datastream_id}")
     listed = ", ".join(f"{k}={v}" for k, v in ids.items())
     if seeded:
         click.echo("Seeded library: " + listed)

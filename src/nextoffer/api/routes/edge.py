@@ -28,14 +28,13 @@ _VERSIONS = frozenset({"v1", "v2"})
 PREFLIGHT_SECONDS = 600
 
 
-def _action(path: str) -> str:
-    """``interact`` or ``collect`` from ``[{hint}/]{v1|v2}/{action}``; 404 otherwise."""
-    parts = path.strip("/").split("/")
-    if len(parts) == 3:
-        parts = parts[1:]  # the location hint: one region here, served alike
-    if len(parts) != 2 or parts[0] not in _VERSIONS or parts[1] not in _ACTIONS:
+def _action(request: Request) -> str:
+    """``interact`` or ``collect`` from ``[{hint}/]{v1|v2}/{action}``; 404 otherwise. The
+    location hint is not checked: one region here, served alike."""
+    params = request.path_params
+    if params["version"] not in _VERSIONS or params["action"] not in _ACTIONS:
         raise NotFound("no such Edge Network endpoint; use /ee/v1/interact or /ee/v1/collect")
-    return parts[1]
+    return str(params["action"])
 
 
 def _cors(request: Request, datastream: DatastreamRecord) -> dict[str, str]:
@@ -86,7 +85,7 @@ async def edge(request: Request) -> Response:
     request_id = request.query_params.get("requestId") or str(uuid.uuid4())
     cors: dict[str, str] = {}
     try:
-        action = _action(request.path_params["path"])
+        action = _action(request)
         datastream = await _datastream(request)
         cors = _cors(request, datastream)
         no = nextoffer(request)
@@ -113,7 +112,7 @@ async def preflight(request: Request) -> Response:
     """A browser's CORS preflight (a Server API call from a page with JSON or headers)."""
     request_id = request.query_params.get("requestId") or str(uuid.uuid4())
     try:
-        _action(request.path_params["path"])
+        _action(request)
         datastream = await _datastream(request)
         cors = _cors(request, datastream)
     except NextOfferError as exc:
@@ -128,7 +127,14 @@ async def preflight(request: Request) -> Response:
 
 
 #: Also served ahead of the router (``api/shortcut.py``), as the Decisioning API's
-#: decisions are: the public request that must be cheap.
-INTERACT = Route("/ee/{path:path}", edge, methods=["POST"])
+#: decisions are: the public requests that must be cheap.
+INTERACT = (
+    Route("/ee/{version}/{action}", edge, methods=["POST"]),
+    Route("/ee/{locationHint}/{version}/{action}", edge, methods=["POST"]),
+)
 
-routes = [INTERACT, Route("/ee/{path:path}", preflight, methods=["OPTIONS"])]
+routes = [
+    *INTERACT,
+    Route("/ee/{version}/{action}", preflight, methods=["OPTIONS"]),
+    Route("/ee/{locationHint}/{version}/{action}", preflight, methods=["OPTIONS"]),
+]
