@@ -29,7 +29,7 @@ from typing import Any
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import resolve
-from nextoffer.errors import NextOfferError, Unprocessable
+from nextoffer.errors import NextOfferError, NotFound, Unprocessable
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.catalogs import Snapshot
@@ -164,16 +164,19 @@ class Edge:
             found = parse_identity_map(identity_map, pointer=f"/events/{index}/xdm/identityMap")
         except Unprocessable:
             return None
-        primary = [
-            (namespace, entry.get("id"))
-            for namespace, entries in identity_map.items()
-            for entry in entries
-            if isinstance(entry, Mapping) and entry.get("primary") is True
-        ]
-        ordered = [i for i in found if i in primary] + [i for i in found if i not in primary]
-        if not any(namespace == ECID for namespace, _ in ordered):
-            ordered.append((ECID, ecid))
-        return ordered
+        for namespace, entries in identity_map.items():
+            for entry in entries:
+                if isinstance(entry, Mapping) and entry.get("primary") is True:
+                    primary = (namespace, entry.get("id"))
+                    found.remove(primary)  # type: ignore[arg-type]
+                    found.insert(0, primary)  # type: ignore[arg-type]
+                    break
+            else:
+                continue
+            break
+        if not any(namespace == ECID for namespace, _ in found):
+            found.append((ECID, ecid))
+        return found
 
     async def _store(
         self,
@@ -206,7 +209,6 @@ class Edge:
         warnings: list[EdgeWarning],
     ) -> EventAnswer:
         container_id = datastream.container_id
-        snapshot = await self._decisions.snapshot_async(principal, container_id)
         scopes: list[DecisionScope] = []
         for scope in event.scopes:
             try:
@@ -214,24 +216,45 @@ class Edge:
             except ScopeError as exc:
                 warnings.append(_scope_warning(scope, str(exc), index))
                 continue
-            if decoded is None:
-                continue  # not a decision scope: no proposition, no warning
-            problem = _refused(snapshot, decoded)
-            if problem is not None:
-                warnings.append(_scope_warning(scope, problem, index))
-                continue
-            scopes.append(decoded)
+            if decoded is not None:  # else not a decision scope: nothing, and no warning
+                scopes.append(decoded)
         if not scopes:
             return EventAnswer(index)
-        call = DecisionCall(
-            propositions=tuple(
-                PropositionRequest(s.activity_id, s.placement_id, s.item_count) for s in scopes
-            ),
-            # The primary identity decides (one indexed read, as on the Decisioning API).
-            identities=list(identities[:1]),
-        )
-        outcome = await self._decisions.decide_async(principal, container_id, call)
+        # The primary identity decides (one indexed read, as on the Decisioning API).
+        identity = list(identities[:1])
+        try:
+            outcome = await self._decisions.decide_async(
+                principal, container_id, _call(scopes, identity)
+            )
+        except (NotFound, Unprocessable):
+            # A scope the catalog refuses (unknown, not live, not covering the placement):
+            # find which with the engine's own check, warn, and decide the others.
+            snapshot = await self._decisions.snapshot_async(principal, container_id)
+            kept = []
+            for decoded in scopes:
+                problem = _refused(snapshot, decoded)
+                if problem is None:
+                    kept.append(decoded)
+                else:
+                    warnings.append(_scope_warning(decoded.scope, problem, index))
+            if len(kept) == len(scopes):
+                raise
+            scopes = kept
+            if not scopes:
+                return EventAnswer(index)
+            outcome = await self._decisions.decide_async(
+                principal, container_id, _call(scopes, identity)
+            )
         return EventAnswer(index, tuple(scopes), outcome)
+
+
+def _call(scopes: Sequence[DecisionScope], identities: Sequence[tuple[str, str]]) -> DecisionCall:
+    return DecisionCall(
+        propositions=tuple(
+            PropositionRequest(s.activity_id, s.placement_id, s.item_count) for s in scopes
+        ),
+        identities=identities,
+    )
 
 
 def _worth_storing(xdm: Mapping[str, Any]) -> bool:
