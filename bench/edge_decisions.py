@@ -101,7 +101,8 @@ def run(
         )
     return wrk(
         which,
-        f"{server.base}/ee/v1/interact?configId={edge['datastream']}",
+        # As the Web SDK calls it: with a request id.
+        f"{server.base}/ee/v1/interact?configId={edge['datastream']}&requestId=bench",
         method="POST",
         headers={"Content-Type": "text/plain; charset=UTF-8"},
         body=edge["body"],

@@ -28,11 +28,38 @@ IDENTITY_SECONDS = 34_128_000
 PROBLEMS = "https://nextoffer.dev/problems/edge/"
 
 
+_LOCATION = {
+    "type": "locationHint:result",
+    "payload": [{"scope": "EdgeNetwork", "hint": LOCATION_HINT, "ttlSeconds": HINT_SECONDS}],
+}
+
+
 def _ref(ref: ObjectRef) -> dict[str, Any]:
     return {"id": ref.at_id, "etag": str(ref.etag)}
 
 
+#: Items already written, by offer, etag and representation placement: the same offer
+#: is answered to many visitors, and its item depends on nothing else. Bounded.
+_ITEMS: dict[tuple[str, int, Any], dict[str, Any]] = {}
+_MAX_ITEMS = 10_000
+
+
 def _item(option: Option | FallbackOption) -> dict[str, Any]:
+    representation = option.representation
+    key = (
+        option.offer_id,
+        option.etag,
+        representation.get("xdm:placement") if representation is not None else None,
+    )
+    item = _ITEMS.get(key)
+    if item is None:
+        if len(_ITEMS) >= _MAX_ITEMS:
+            _ITEMS.clear()
+        item = _ITEMS[key] = _write_item(option)
+    return item
+
+
+def _write_item(option: Option | FallbackOption) -> dict[str, Any]:
     component = first_component(option.components)
     data: dict[str, Any] = {"id": option.offer_id}
     fmt = component.get("dc:format")
@@ -116,14 +143,7 @@ def response(
     handle.append(
         {"type": "identity:result", "payload": [{"id": outcome.ecid, "namespace": {"code": ECID}}]}
     )
-    handle.append(
-        {
-            "type": "locationHint:result",
-            "payload": [
-                {"scope": "EdgeNetwork", "hint": LOCATION_HINT, "ttlSeconds": HINT_SECONDS}
-            ],
-        }
-    )
+    handle.append(_LOCATION)
     handle.append(
         {
             "type": "state:store",

@@ -15,6 +15,7 @@ import base64
 import binascii
 import re
 import secrets
+from functools import lru_cache
 
 __all__ = ["cookie_name", "decode_identity", "encode_identity", "is_ecid", "mint_ecid"]
 
@@ -59,13 +60,19 @@ def _length(number: int, data: bytes) -> bytes:
 
 def encode_identity(ecid: str, *, created: int, is_new: bool, written: int) -> str:
     """The identity state value for ``ecid``; times are UNIX seconds."""
+    message = _length(1, ecid.encode()) + _tail(created, is_new, written)
+    return base64.urlsafe_b64encode(message).decode().rstrip("=")
+
+
+@lru_cache(maxsize=64)
+def _tail(created: int, is_new: bool, written: int) -> bytes:
+    """Fields 10 and 30: the same for every identity written in the same second."""
     metadata = (
         _field(1, 0, _varint(created))
         + _field(2, 0, _varint(int(is_new)))
         + _field(3, 0, _varint(_BROWSER))
     )
-    message = _length(1, ecid.encode()) + _length(10, metadata) + _field(30, 0, _varint(written))
-    return base64.urlsafe_b64encode(message).decode().rstrip("=")
+    return _length(10, metadata) + _field(30, 0, _varint(written))
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:

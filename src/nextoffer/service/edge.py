@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
@@ -104,12 +105,7 @@ class Edge:
         self._clock = clock
 
     async def interact(self, datastream: DatastreamRecord, request: EdgeRequest) -> EdgeOutcome:
-        principal = Principal(
-            org=datastream.org_id,
-            sandbox=datastream.sandbox,
-            client_id=f"datastream:{datastream.datastream_id}",
-            user="edge",
-        )
+        principal = _principal(datastream.org_id, datastream.sandbox, datastream.datastream_id)
         ecid, minted = self._ecid(datastream, request)
         warnings: list[EdgeWarning] = []
         answers: list[EventAnswer] = []
@@ -255,6 +251,12 @@ def _call(scopes: Sequence[DecisionScope], identities: Sequence[tuple[str, str]]
         ),
         identities=identities,
     )
+
+
+@lru_cache(maxsize=1024)
+def _principal(org: str, sandbox: str, datastream_id: str) -> Principal:
+    """Who an Edge call acts as: the datastream, in its org and sandbox."""
+    return Principal(org=org, sandbox=sandbox, client_id=f"datastream:{datastream_id}", user="edge")
 
 
 def _worth_storing(xdm: Mapping[str, Any]) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from functools import lru_cache
 
 import orjson
 
@@ -37,9 +38,11 @@ def _member(data: dict[str, object], name: str) -> object:
     return data.get(name, data.get(f"xdm:{name}"))
 
 
+@lru_cache(maxsize=4096)
 def decode_scope(scope: str) -> DecisionScope | None:
     """The activity and placement ``scope`` names; ``None`` when it is not a decision
-    scope; :class:`ScopeError` when it is one but malformed."""
+    scope; :class:`ScopeError` when it is one but malformed. Every visitor of a page
+    sends the same scopes: decoded ones are kept (a malformed one is decoded each time)."""
     text = scope.strip()
     if not text or len(text) > 4096 or text.startswith("__"):
         return None

@@ -21,6 +21,7 @@ from nextoffer.api import edge_request, edge_response
 from nextoffer.api.context import body_json, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.errors import AuthError, BadRequest, NextOfferError, NotFound, TooManyRequests
+from nextoffer.root import NextOffer
 from nextoffer.service.datastreams import DatastreamRecord
 
 _ACTIONS = frozenset({"interact", "collect"})
@@ -37,10 +38,21 @@ def _action(request: Request) -> str:
     return str(params["action"])
 
 
-def _cors(request: Request, datastream: DatastreamRecord) -> dict[str, str]:
+def _browser(request: Request) -> tuple[str | None, bool]:
+    """The ``Origin`` header and whether there is a ``Cookie`` header, in one pass over
+    the raw headers (a missing header costs ``Headers.get`` an exception)."""
+    origin, cookie = None, False
+    for key, value in request.scope["headers"]:
+        if key == b"origin":
+            origin = value.decode("latin-1")
+        elif key == b"cookie":
+            cookie = True
+    return origin, cookie
+
+
+def _cors(origin: str | None, datastream: DatastreamRecord) -> dict[str, str]:
     """CORS headers for the request's ``Origin`` (none without one); 403 for an origin
     the datastream does not allow."""
-    origin = request.headers.get("origin")
     if origin is None:
         return {}
     if origin not in datastream.allowed_origins:
@@ -56,11 +68,10 @@ def _cors(request: Request, datastream: DatastreamRecord) -> dict[str, str]:
     }
 
 
-async def _datastream(request: Request) -> DatastreamRecord:
+async def _datastream(request: Request, no: NextOffer) -> DatastreamRecord:
     config_id = request.query_params.get("configId")
     if not config_id:
         raise BadRequest("configId is required (a datastream id)", pointer="configId")
-    no = nextoffer(request)
     found = no.datastreams.cached(config_id)
     if found is None:
         found = await no.run(no.datastreams.resolve, config_id)
@@ -83,16 +94,18 @@ def _failure(exc: NextOfferError, request_id: str, cors: Mapping[str, str]) -> R
 
 async def edge(request: Request) -> Response:
     request_id = request.query_params.get("requestId") or str(uuid.uuid4())
+    no = nextoffer(request)
     cors: dict[str, str] = {}
     try:
         action = _action(request)
-        datastream = await _datastream(request)
-        cors = _cors(request, datastream)
-        no = nextoffer(request)
+        datastream = await _datastream(request, no)
+        origin, has_cookies = _browser(request)
+        cors = _cors(origin, datastream)
         no.datastreams.admit(datastream)
         body = await body_json(request)
         collect = action == "collect"
-        parsed = edge_request.parse(body, cookies=request.cookies, collect=collect)
+        cookies = request.cookies if has_cookies else {}
+        parsed = edge_request.parse(body, cookies=cookies, collect=collect)
         outcome = await no.edge.interact(datastream, parsed)
     except NextOfferError as exc:
         return _failure(exc, request_id, cors)
@@ -113,8 +126,8 @@ async def preflight(request: Request) -> Response:
     request_id = request.query_params.get("requestId") or str(uuid.uuid4())
     try:
         _action(request)
-        datastream = await _datastream(request)
-        cors = _cors(request, datastream)
+        datastream = await _datastream(request, nextoffer(request))
+        cors = _cors(_browser(request)[0], datastream)
     except NextOfferError as exc:
         return _failure(exc, request_id, {})
     if cors:
