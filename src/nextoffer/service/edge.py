@@ -160,16 +160,19 @@ class Edge:
             found = parse_identity_map(identity_map, pointer=f"/events/{index}/xdm/identityMap")
         except Unprocessable:
             return None
-        for namespace, entries in identity_map.items():
-            for entry in entries:
-                if isinstance(entry, Mapping) and entry.get("primary") is True:
-                    primary = (namespace, entry.get("id"))
-                    found.remove(primary)  # type: ignore[arg-type]
-                    found.insert(0, primary)  # type: ignore[arg-type]
-                    break
-            else:
-                continue
-            break
+        if len(found) > 1:
+            primary = next(
+                (
+                    (namespace, entry.get("id", entry.get("xdm:id")))
+                    for namespace, entries in identity_map.items()
+                    for entry in entries
+                    if isinstance(entry, Mapping) and entry.get("primary") is True
+                ),
+                None,
+            )
+            if primary in found:
+                found.remove(primary)
+                found.insert(0, primary)
         if not any(namespace == ECID for namespace, _ in found):
             found.append((ECID, ecid))
         return found

@@ -110,7 +110,7 @@ async def edge(request: Request) -> Response:
     except NextOfferError as exc:
         return _failure(exc, request_id, cors)
     if collect:
-        return Response(status_code=204, headers=cors)
+        return Response(status_code=204, headers=cors or None)
     answer = edge_response.response(
         outcome,
         request_id=request_id,
@@ -118,7 +118,7 @@ async def edge(request: Request) -> Response:
         now_seconds=int(no.clock().timestamp()),
         decided={i for i, event in enumerate(parsed.events) if event.scopes},
     )
-    return json_response(answer, headers=cors)
+    return json_response(answer, headers=cors or None)
 
 
 async def preflight(request: Request) -> Response:
