@@ -40,7 +40,9 @@ API = "Decisioning API"
 EDGE = "Edge interact"
 CONNECTIONS = (10, 50)
 
-#: Each request names one profile drawn at random: its Email identity and its ECID.
+#: Each request names one profile drawn at random: its Email identity and its ECID. Both
+#: rows run this same script (the Decisioning API's body has no ``__ECID__``), so wrk,
+#: which shares the machine's two cores with the server, does the same work for each.
 VARY = f"""
 local template = wrk.body
 math.randomseed(os.time() + math.floor(os.clock() * 1e6))

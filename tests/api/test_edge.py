@@ -350,3 +350,41 @@ def test_too_many_scopes_too_large_and_unknown_datastream(shop, client):
     missing = interact(client, "no-such-datastream", event([shop.scope]), expect=404)
     assert missing.json()["title"] == "Not Found"
     assert client.post("/ee/v1/interact", content="{}").status_code == 400
+
+
+def test_server_form_feedback_for_a_visitor_without_profile_caps_the_next_decision(shop, client):
+    # A Server API caller names an ECID nextoffer has never seen: the decision is made for
+    # that identity; the display event names the same ECID and counts under it.
+    identity = {"ECID": [{"id": "12345678901234567890123456789012345678"}]}
+    first = interact(client, shop.datastream, event([shop.scope], identityMap=identity)).json()
+    [payload] = handles(first, "personalization:decisions")[0]["payload"]
+    assert payload["items"][0]["id"] == shop.a
+    display = {
+        "_id": "server-display-1",
+        "eventType": "decisioning.propositionDisplay",
+        "identityMap": identity,
+        "_experience": {
+            "decisioning": {"propositions": [{"id": payload["id"], "scope": payload["scope"]}]}
+        },
+    }
+    interact(client, shop.datastream, {"events": [{"xdm": display}]})
+    again = interact(client, shop.datastream, event([shop.scope], identityMap=identity)).json()
+    assert handles(again, "personalization:decisions")[0]["payload"][0]["items"][0]["id"] == shop.b
+    assert shop.report()[shop.a]["impressions"] == 1
+
+
+def test_dry_run_flagged_feedback_counts_nothing(shop, client):
+    first = interact(client, shop.datastream, event([shop.scope])).json()
+    ecid = handles(first, "identity:result")[0]["payload"][0]["id"]
+    [payload] = handles(first, "personalization:decisions")[0]["payload"]
+    display = {
+        "_id": "dry-display-1",
+        "eventType": "decisioning.propositionDisplay",
+        "identityMap": {"ECID": [{"id": ecid}]},
+        "_experience": {
+            "decisioning": {"propositions": [{"id": payload["id"], "scope": payload["scope"]}]}
+        },
+    }
+    dry = {"__adobe": {"ajo": {"dryRun": True}}}
+    interact(client, shop.datastream, {"events": [{"xdm": display, "data": dry}]})
+    assert shop.report()[shop.a]["impressions"] == 0

@@ -80,13 +80,18 @@ def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeReques
         xdm = event.get("xdm", {})
         if not isinstance(xdm, dict):
             raise BadRequest("xdm must be an object", pointer=f"{where}/xdm")
-        scopes = list(dict.fromkeys([*_scopes(event.get("query"), f"{where}/query"), *shared]))
+        scopes = _scopes(event.get("query"), f"{where}/query")
+        if shared or len(scopes) > 1:
+            scopes = list(dict.fromkeys([*scopes, *shared]))
         if len(scopes) > MAX_PROPOSITION_REQUESTS:
             raise BadRequest(
                 f"at most {MAX_PROPOSITION_REQUESTS} decision scopes per request",
                 pointer=f"{where}/query/personalization/decisionScopes",
             )
-        parsed.append(EdgeEvent(xdm=xdm, scopes=tuple(scopes)))
+        data = event.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise BadRequest("data must be an object", pointer=f"{where}/data")
+        parsed.append(EdgeEvent(xdm=xdm, scopes=tuple(scopes), data=data))
     return EdgeRequest(
         events=tuple(parsed), state=_state(body.get("meta"), cookies), collect=collect
     )

@@ -11,6 +11,7 @@ and ``report.requestId`` (choices: docs/api.md).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from typing import Any
 
 from nextoffer.api.decision_response import first_component
@@ -32,6 +33,12 @@ _LOCATION = {
     "type": "locationHint:result",
     "payload": [{"scope": "EdgeNetwork", "hint": LOCATION_HINT, "ttlSeconds": HINT_SECONDS}],
 }
+
+
+@lru_cache(maxsize=1024)
+def _cluster(org: str) -> dict[str, Any]:
+    """The location hint's state entry (the same for every answer of an org; not mutated)."""
+    return {"key": cookie_name(org, "cluster"), "value": LOCATION_HINT, "maxAge": HINT_SECONDS}
 
 
 def _ref(ref: ObjectRef) -> dict[str, Any]:
@@ -153,11 +160,7 @@ def response(
                     "value": identity,
                     "maxAge": IDENTITY_SECONDS,
                 },
-                {
-                    "key": cookie_name(org, "cluster"),
-                    "value": LOCATION_HINT,
-                    "maxAge": HINT_SECONDS,
-                },
+                _cluster(org),
             ],
         }
     )

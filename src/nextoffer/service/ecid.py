@@ -33,6 +33,7 @@ def is_ecid(value: str) -> bool:
     return bool(_ECID.match(value))
 
 
+@lru_cache(maxsize=1024)
 def cookie_name(org: str, name: str) -> str:
     """``kndctr_{org}_{name}`` with the org's ``@`` as ``_`` (as the Web SDK names them)."""
     return f"kndctr_{org.replace('@', '_')}_{name}"
@@ -60,7 +61,8 @@ def _length(number: int, data: bytes) -> bytes:
 
 def encode_identity(ecid: str, *, created: int, is_new: bool, written: int) -> str:
     """The identity state value for ``ecid``; times are UNIX seconds."""
-    message = _length(1, ecid.encode()) + _tail(created, is_new, written)
+    head = _ECID_HEAD + ecid.encode() if len(ecid) == 38 else _length(1, ecid.encode())
+    message = head + _tail(created, is_new, written)
     return base64.urlsafe_b64encode(message).decode().rstrip("=")
 
 
@@ -73,6 +75,10 @@ def _tail(created: int, is_new: bool, written: int) -> bytes:
         + _field(3, 0, _varint(_BROWSER))
     )
     return _length(10, metadata) + _field(30, 0, _varint(written))
+
+
+#: Field 1 (length-delimited) of 38 bytes: the head of every ECID's encoding.
+_ECID_HEAD = _field(1, 2, _varint(38))
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:

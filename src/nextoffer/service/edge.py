@@ -53,6 +53,8 @@ class EdgeEvent:
     xdm: Mapping[str, Any]
     #: ``query.personalization.decisionScopes`` as sent.
     scopes: Sequence[str] = ()
+    #: The event's free-form ``data`` (``__adobe.ajo.dryRun`` suppresses its feedback).
+    data: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +187,8 @@ class Edge:
         index: int,
     ) -> list[EdgeWarning]:
         stored: dict[str, Any] = dict(event.xdm)
+        if event.data is not None:
+            stored["data"] = event.data
         identity_map: dict[str, list[dict[str, str]]] = {}
         for namespace, identity in identities:
             identity_map.setdefault(namespace, []).append({"id": identity})

@@ -144,6 +144,19 @@ def _held(decision: Mapping[str, Any], scope: str | None) -> list[str]:
     ]
 
 
+def _decided_for(runtime: Runtime, event: Mapping[str, Any], tenant: set[str]) -> str | None:
+    """The profile a feedback event's decision was made for, or — when it decided for an
+    identity with no profile — the key its counters used, so the event lands with them.
+    Only decisions of the caller's containers (``tenant``) count."""
+    for named in propositions(event):
+        found = runtime.decision_event_anywhere(named.proposition_id)
+        if found is not None and found[0] in tenant:
+            key = found[1].get("profileId") or found[1].get("profileKey")
+            if isinstance(key, str) and key:
+                return key
+    return None
+
+
 @lru_cache(maxsize=1024)
 def _query(source: str) -> pql.CompiledRule:
     """A custom capping query, compiled once per process (queries were checked on save)."""
@@ -179,9 +192,15 @@ class Events:
         stamp = format_datetime(now)
         with self._store.session(write=True) as session:
             runtime = session.runtime
+            tenant = {
+                c.container_id
+                for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
+            }
             for index, event in enumerate(events):
                 try:
-                    outcome, kept = self._append(runtime, principal, index, event, stamp, now)
+                    outcome, kept = self._append(
+                        runtime, principal, index, event, stamp, now, tenant
+                    )
                 except (Unprocessable, Conflict) as exc:
                     outcome, kept = EventOutcome(index, "rejected", exc.detail), None
                 outcomes.append(outcome)
@@ -198,6 +217,7 @@ class Events:
         event: Any,
         stamp: str,
         now: datetime,
+        tenant: set[str],
     ) -> tuple[EventOutcome, _Stored | None]:
         where = f"/events/{index}"
         if not isinstance(event, dict):
@@ -219,7 +239,7 @@ class Events:
         event_type = event.get("eventType", event.get("xdm:eventType"))
         if event_type is not None and not isinstance(event_type, str):
             raise Unprocessable("eventType must be a string", pointer=f"{where}/eventType")
-        profile_id = self._profile_of(runtime, principal, event, where, stamp)
+        profile_id = self._profile_of(runtime, principal, event, where, stamp, tenant)
         if runtime.event_exists(principal.org, principal.sandbox, event_id):
             return EventOutcome(index, "duplicate", None, event_id), None
         runtime.insert_event(
@@ -239,23 +259,28 @@ class Events:
         )
 
     def _profile_of(
-        self, runtime: Runtime, principal: Principal, event: dict[str, Any], where: str, stamp: str
+        self,
+        runtime: Runtime,
+        principal: Principal,
+        event: dict[str, Any],
+        where: str,
+        stamp: str,
+        tenant: set[str],
     ) -> str:
         """The profile the identity map names (created if new), or the one the feedback's
         decision was made for when the event has no identity map (Adobe's feedback samples
-        carry none)."""
+        carry none) or when its identities name no profile (the decision was made for an
+        identity without one: its counters stay under that identity)."""
         if event.get("identityMap") is None:
-            for named in propositions(event):
-                found = runtime.decision_event_anywhere(named.proposition_id)
-                if found is not None:
-                    # The decision's profile, or — when it decided for an identity with no
-                    # profile — the key its counters used, so the event lands with them.
-                    key = found[1].get("profileId") or found[1].get("profileKey")
-                    if isinstance(key, str) and key:
-                        return key
+            decided = _decided_for(runtime, event, tenant)
+            if decided is not None:
+                return decided
         identities = parse_identity_map(event.get("identityMap"), pointer=f"{where}/identityMap")
         profile_id = resolve_profile_id(runtime, principal, identities)
         if profile_id is None:
+            decided = _decided_for(runtime, event, tenant)
+            if decided is not None:
+                return decided
             # Events may arrive before any profile upsert, as with Adobe's profile store.
             profile_id = str(uuid.uuid4())
             runtime.insert_profile(principal.org, principal.sandbox, profile_id, {}, now=stamp)
