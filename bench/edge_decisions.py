@@ -15,7 +15,10 @@ the same profile, drawn at random per request by wrk's Lua:
 
 Per repeat and connection count, the two rows run back to back (their order alternating)
 on one server; the table reports medians over repeats and the median of the per-repeat
-ratios Edge / Decisioning API. The datastream's rate limit is raised for the run.
+ratios Edge / Decisioning API. Beside requests/s, each row reports the server's CPU time
+per request (all its processes, from psutil): on a machine shared with other work the
+rate moves with everyone else's load, the CPU a request costs much less. The
+datastream's rate limit is raised for the run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 from http_decisions import DECIDE_TYPE, PROFILES, SERVERS, build, drain, median_result
 from httpbench import Result, Server, machine, wrk
 
@@ -86,10 +90,33 @@ def edge_setup(db_url: str, lib: dict[str, Any]) -> dict[str, Any]:
     return {"datastream": creds.datastream_id, "body": json.dumps(body)}
 
 
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU of the server's processes (the supervisor and its workers)."""
+    root = psutil.Process(server.process.pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
 def run(
     server: Server, lib: dict[str, Any], edge: dict[str, Any], which: str, c: int, s: int
-) -> Result:
+) -> tuple[Result, float]:
+    """The row's result and the server's CPU microseconds per answered request."""
     drain()
+    before = cpu_seconds(server)
+    result = _wrk(server, lib, edge, which, c, s)
+    spent = cpu_seconds(server) - before
+    return result, spent * 1e6 / max(result.requests, 1)
+
+
+def _wrk(
+    server: Server, lib: dict[str, Any], edge: dict[str, Any], which: str, c: int, s: int
+) -> Result:
     if which == API:
         return wrk(
             which,
@@ -160,6 +187,7 @@ def main() -> None:
         flush=True,
     )
     raw: dict[tuple[int, str], list[Result]] = {}
+    cpu: dict[tuple[int, str], list[float]] = {}
     server = Server(db_url, workers=args.workers)
     SERVERS[:] = [server]
     try:
@@ -169,8 +197,9 @@ def main() -> None:
             order = (API, EDGE) if repeat % 2 == 0 else (EDGE, API)
             for connections in CONNECTIONS:
                 for which in order:
-                    result = run(server, lib, edge, which, connections, args.seconds)
+                    result, per_request = run(server, lib, edge, which, connections, args.seconds)
                     raw.setdefault((connections, which), []).append(result)
+                    cpu.setdefault((connections, which), []).append(per_request)
             print(
                 f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
                 flush=True,
@@ -185,17 +214,29 @@ def main() -> None:
         )
         for c in CONNECTIONS
     }
-    print("\n| connections | request | requests/s | p50 ms | p99 ms | errors | spread |")
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    cpu_ratios = {
+        c: statistics.median(a / e for e, a in zip(cpu[(c, EDGE)], cpu[(c, API)], strict=True))
+        for c in CONNECTIONS
+    }
+    print(
+        "\n| connections | request | requests/s | p50 ms | p99 ms | errors | spread "
+        "| server CPU µs/request |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for (connections, which), row in rows.items():
         print(
             f"| {connections} | {which} | {row['rps']:,.0f} | {row['p50']:.2f} "
-            f"| {row['p99']:.2f} | {row['errors']} | {row['spread']:.0%} |"
+            f"| {row['p99']:.2f} | {row['errors']} | {row['spread']:.0%} "
+            f"| {statistics.median(cpu[(connections, which)]):.0f} |"
         )
-    print("\n| connections | Edge / Decisioning API (median of per-repeat ratios) |")
-    print("|---:|---:|")
+    print(
+        "\n| connections | Edge / Decisioning API, requests/s | the same from CPU per request "
+        "(API µs / Edge µs) |"
+    )
+    print("|---:|---:|---:|")
     for connections, ratio in ratios.items():
-        print(f"| {connections} | {ratio:.3f} |")
+        print(f"| {connections} | {ratio:.3f} | {cpu_ratios[connections]:.3f} |")
+    print("(medians of the per-repeat ratios)")
     if args.plot:
         plot(rows, ratios, Path(args.plot))
     print(f"load average at the end {os.getloadavg()}")
