@@ -156,7 +156,9 @@ def plot(
         ax.bar(xs, [rows[(c, which)]["rps"] for c in CONNECTIONS], width, label=which)
     for i, c in enumerate(CONNECTIONS):
         top = max(rows[(c, w)]["rps"] for w in (API, EDGE))
-        ax.text(i, top * 1.02, f"Edge / API {ratios[c]:.2f}", ha="center", fontsize=9)
+        ax.text(
+            i, top * 1.02, f"median per-repeat Edge / API {ratios[c]:.2f}", ha="center", fontsize=9
+        )
     ax.set_xticks(range(len(CONNECTIONS)), [f"{c} connections" for c in CONNECTIONS])
     ax.set_ylabel("recorded decisions/s (median of repeats)")
     ax.set_title("Edge interact vs Decisioning API, same server, interleaved")
