@@ -22,6 +22,7 @@ from nextoffer.ids import utcnow
 from nextoffer.service.tenants import Credentials, bootstrap
 from nextoffer.storage.store import Store
 from support.edge import Library
+from support.live import headers_of
 from support.servers import serve
 from support.websdk import (
     CHROMIUM,
@@ -66,15 +67,6 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Credentials]]:
         store.close()
     with serve(db_url, workdir=tmp_path) as base:
         yield base, creds
-
-
-def headers_of(creds: Credentials) -> dict[str, str]:
-    return {
-        "Authorization": f"Bearer {creds.access_token}",
-        "x-api-key": creds.api_key,
-        "x-gw-ims-org-id": creds.org,
-        "x-sandbox-name": creds.sandbox,
-    }
 
 
 class Shop:

@@ -18,8 +18,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from nextoffer.repository.records import ContainerRecord, InstanceRecord
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
-from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
+from nextoffer.storage.rows import (
+    DatastreamRecord,
+    audit_values,
+    container_from_row,
+    datastream_from_row,
+    instance_from_row,
+)
 from nextoffer.storage.runtime import Runtime
+
+__all__ = ["ClientRecord", "DatastreamRecord", "Session", "upsert"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,35 +37,6 @@ class ClientRecord:
     client_id: str
     org_id: str
     sandboxes: frozenset[str]
-
-
-@dataclass(frozen=True, slots=True)
-class DatastreamRecord:
-    """A datastream: the public key of the Edge endpoints (``service/datastreams.py``)."""
-
-    datastream_id: str
-    org_id: str
-    sandbox: str
-    container_id: str
-    name: str
-    allowed_origins: tuple[str, ...]
-    rate_limit: int
-    created: str
-    modified: str
-
-
-def _datastream(row: Any) -> DatastreamRecord:
-    return DatastreamRecord(
-        datastream_id=row.datastream_id,
-        org_id=row.org_id,
-        sandbox=row.sandbox,
-        container_id=row.container_id,
-        name=row.name,
-        allowed_origins=tuple(orjson.loads(row.allowed_origins)),
-        rate_limit=row.rate_limit,
-        created=row.created,
-        modified=row.modified,
-    )
 
 
 def upsert(conn: Connection, table: Any) -> Any:
@@ -147,7 +126,7 @@ class Session:
         row = self.conn.execute(
             select(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
         ).first()
-        return _datastream(row) if row is not None else None
+        return datastream_from_row(row) if row is not None else None
 
     def list_datastreams(self, *, org_id: str, sandbox: str) -> list[DatastreamRecord]:
         query = (
@@ -155,7 +134,7 @@ class Session:
             .where(t.datastreams.c.org_id == org_id, t.datastreams.c.sandbox == sandbox)
             .order_by(t.datastreams.c.created, t.datastreams.c.datastream_id)
         )
-        return [_datastream(row) for row in self.conn.execute(query)]
+        return [datastream_from_row(row) for row in self.conn.execute(query)]
 
     def delete_datastream(self, datastream_id: str) -> None:
         self.conn.execute(
