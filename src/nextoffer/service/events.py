@@ -68,6 +68,7 @@ class EventOutcome:
 class _Stored:
     event: Mapping[str, Any]
     moment: datetime
+    #: The counters' profile scope: the profile, or the identity a decision counted under.
     profile_id: str
     event_type: str | None
 
@@ -157,6 +158,10 @@ def _decided_for(runtime: Runtime, event: Mapping[str, Any], tenant: set[str]) -
     return None
 
 
+#: Names the stored events of an identity that has no profile (uuid5 of its counter key).
+_IDENTITY_EVENTS = uuid.UUID("6f1b1c2e-2f5e-4d0a-9a57-2b8f3c0e5d11")
+
+
 @lru_cache(maxsize=1024)
 def _query(source: str) -> pql.CompiledRule:
     """A custom capping query, compiled once per process (queries were checked on save)."""
@@ -240,12 +245,17 @@ class Events:
         if event_type is not None and not isinstance(event_type, str):
             raise Unprocessable("eventType must be a string", pointer=f"{where}/eventType")
         profile_id = self._profile_of(runtime, principal, event, where, stamp, tenant)
+        # A profile id, or an identity's counter key (``identity:ns:id``), stored under a
+        # stable id of that identity: the events table holds profile ids.
+        stored_under = (
+            profile_id if len(profile_id) <= 36 else str(uuid.uuid5(_IDENTITY_EVENTS, profile_id))
+        )
         if runtime.event_exists(principal.org, principal.sandbox, event_id):
             return EventOutcome(index, "duplicate", None, event_id), None
         runtime.insert_event(
             principal.org,
             principal.sandbox,
-            profile_id,
+            stored_under,
             event_id=event_id,
             event_type=event_type,
             timestamp=str(raw_time),
