@@ -112,8 +112,18 @@ def test_downgrade_one_step_and_back(engine: Engine) -> None:
     migrations.upgrade(engine)
     migrations.downgrade(engine, "-1")
     assert migrations.read_state(engine).current == PREVIOUS
+    migrations.upgrade(engine)
+    assert migrations.read_state(engine).current == HEAD
+
+
+def test_each_revision_downgrades_what_it_made(engine: Engine) -> None:
+    migrations.upgrade(engine)
+    migrations.downgrade(engine, "0002")
+    assert "datastreams" not in inspect(engine).get_table_names()
+    migrations.downgrade(engine, "0001")
     assert "vwords" not in {c["name"] for c in inspect(engine).get_columns("search_values")}
     migrations.upgrade(engine)
+    assert "datastreams" in inspect(engine).get_table_names()
     assert migrations.read_state(engine).current == HEAD
 
 
