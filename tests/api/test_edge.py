@@ -388,3 +388,16 @@ def test_dry_run_flagged_feedback_counts_nothing(shop, client):
     dry = {"__adobe": {"ajo": {"dryRun": True}}}
     interact(client, shop.datastream, {"events": [{"xdm": display, "data": dry}]})
     assert shop.report()[shop.a]["impressions"] == 0
+
+
+def test_several_scopes_of_one_event_share_one_proposition_id(shop, client):
+    # As in Adobe's multi-scope example: one payload per scope, one id for all of them.
+    request = example("edge-decisions-multi-scope.request.json")
+    two = [shop.scope, scope(shop.decision, shop.placement, itemCount=2)]
+    request["events"][0]["query"]["personalization"]["decisionScopes"] = two
+    [decisions] = handles(
+        interact(client, shop.datastream, request).json(), "personalization:decisions"
+    )
+    assert [p["scope"] for p in decisions["payload"]] == two
+    assert len({p["id"] for p in decisions["payload"]}) == 1
+    assert all(p["items"] for p in decisions["payload"])
