@@ -17,6 +17,7 @@ place (``nextoffer.cli``). No route and no command writes its own error response
     ├── Unprocessable              422  exit 2   well-formed but invalid: schema, references,
     │   │                                        immutable properties
     │   └── PQLError               422  exit 2   a rule that does not parse or check; line+column
+    ├── TooManyRequests            429  exit 6   a public endpoint's rate; ``retry_after`` seconds
     └── Unavailable                503  exit 6   a store is down; ``retry_after`` seconds
 
 ``NotModified`` (304) is not an error and lives with the routes.
@@ -143,6 +144,18 @@ class PQLError(Unprocessable):
         text = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
         caret = " " * (max(self.column, 1) - 1) + "^"
         return f"line {self.line}, column {self.column}: {self.message}\n  {text}\n  {caret}"
+
+
+class TooManyRequests(NextOfferError):
+    """A public endpoint's rate limit was reached; retry after ``retry_after`` seconds."""
+
+    status = 429
+    exit_code = 6
+    title = "Too Many Requests"
+
+    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
 
 
 class Unavailable(NextOfferError):

@@ -29,8 +29,10 @@ from nextoffer.repository.objects import ObjectType, SchemaRef
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Authenticator, Principal
 from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.datastreams import Datastreams
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 from nextoffer.service.dps import DpsLibrary
+from nextoffer.service.edge import Edge
 from nextoffer.service.events import Events
 from nextoffer.service.learning import Learning
 from nextoffer.service.offload import in_pool
@@ -69,6 +71,11 @@ class NextOffer:
     events: Events
     decisions: Decisions
     reports: Reports
+    #: Datastreams and the Edge Network use case (issue 20).
+    datastreams: Datastreams
+    edge: Edge
+    #: The time of decisions and writes.
+    clock: Callable[[], datetime]
 
     def __init__(self, settings: Settings) -> None:
         # Use open(): it builds the rest, and closes what it opened if a step fails.
@@ -179,7 +186,9 @@ class NextOffer:
             counters=self.counters,
             clock=clock,
         )
-        self._clock = clock
+        self._clock = self.clock = clock
+        self.datastreams = Datastreams(store, repository=self.repository, clock=clock)
+        self.edge = Edge(decisions=self.decisions, events=self.events, run=self.run, clock=clock)
 
     # -- lifetime --------------------------------------------------------------------
 

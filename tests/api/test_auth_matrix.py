@@ -38,6 +38,7 @@ def world(client, db_url):
         "A": ids["decision"],
         "P": ids["placement"],
         "E": "victim@example.com",
+        "D": creds.datastream_id,
     }
     return {"creds": creds, "other": other, "kid": kid, "secret": secret, "fill": fill, "ids": ids}
 

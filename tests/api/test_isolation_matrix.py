@@ -44,6 +44,7 @@ class T:
             "A": self.ids["decision"],
             "P": self.ids["placement"],
             "E": SHARED,
+            "D": self.creds.datastream_id,
         }
 
     def send(self, call, fill):
@@ -231,3 +232,22 @@ def test_nothing_changed_after_every_cross_tenant_call(tenants):
             headers=t.headers,
         )
         assert listed.json()["_embedded"]["total"] == 1, t.label
+
+
+def test_another_tenants_datastream_is_404_and_listings_show_only_ones_own(tenants):
+    by_id = [
+        c for c in CALLS if c.name in ("datastream-get", "datastream-patch", "datastream-delete")
+    ]
+    assert len(by_id) == 3
+    for owner, caller in itertools.permutations(tenants, 2):
+        for call in by_id:
+            assert_not_found(
+                caller.send(call, owner.fill), (caller.label, "→", owner.label, call.name)
+            )
+    for t in tenants:
+        listed = t.client.get("/data/core/nextoffer/datastreams", headers=t.headers).json()
+        assert [d["datastreamId"] for d in listed["datastreams"]] == [t.creds.datastream_id]
+        own = t.client.get(
+            f"/data/core/nextoffer/datastreams/{t.creds.datastream_id}", headers=t.headers
+        )
+        assert own.json()["allowedOrigins"] == [], own.text  # no other tenant's PATCH landed

@@ -33,16 +33,25 @@ def bootstrap(db_url: str, *extra: str) -> dict[str, str]:
     return json.loads(result.output)
 
 
-def test_bootstrap_prints_the_credentials_and_a_console_link_and_reuses_on_rerun(tmp_path):
+def test_bootstrap_prints_the_keys_a_console_link_and_reuses_on_rerun(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
     first = bootstrap(db_url)
-    assert set(first) == {"org", "sandbox", "containerId", "apiKey", "accessToken", "consoleUrl"}
+    assert set(first) == {
+        "org",
+        "sandbox",
+        "containerId",
+        "apiKey",
+        "accessToken",
+        "datastreamId",
+        "consoleUrl",
+    }
     link = urlsplit(first["consoleUrl"])
     assert link.path == "/console/login"
     assert parse_qs(link.fragment)["accessToken"] == [first["accessToken"]]
     assert parse_qs(link.fragment)["apiKey"] == [first["apiKey"]]
     second = bootstrap(db_url)
     assert second["containerId"] == first["containerId"] and second["apiKey"] == first["apiKey"]
+    assert second["datastreamId"] == first["datastreamId"]
 
 
 def test_token_minted_by_bootstrap_is_accepted_by_the_service(tmp_path):

@@ -131,3 +131,21 @@ def test_the_printed_console_link_signs_in(
     )
     assert response.status_code == 200
     assert "Holiday sale: 10% off" in response.text  # the seeded offers, listed
+
+
+def test_the_printed_datastream_serves_the_edge_endpoint(
+    settings: Settings, client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from support.edge import scope
+
+    printout = start(settings, capsys)
+    line = next(line for line in printout.splitlines() if line.startswith("Datastream"))
+    datastream = line.rsplit(": ", 1)[1]
+    seeded = listed_ids(printout, "Seeded library: ")
+    wanted = scope(seeded["decision"], seeded["placement"])
+    body = {"events": [{"xdm": {}, "query": {"personalization": {"decisionScopes": [wanted]}}}]}
+    response = client.post("/ee/v1/interact", params={"configId": datastream}, json=body)
+    assert response.status_code == 200, response.text
+    [decisions] = [h for h in response.json()["handle"] if h["type"] == "personalization:decisions"]
+    assert decisions["payload"][0]["scope"] == wanted
+    assert decisions["payload"][0]["items"], decisions

@@ -112,9 +112,24 @@ def test_downgrade_one_step_and_back(engine: Engine) -> None:
     migrations.upgrade(engine)
     migrations.downgrade(engine, "-1")
     assert migrations.read_state(engine).current == PREVIOUS
-    # The head (0004) adds the revisions table; one step down drops it.
-    assert "instance_revisions" not in inspect(engine).get_table_names()
     migrations.upgrade(engine)
+    assert migrations.read_state(engine).current == HEAD
+
+
+def test_each_revision_downgrades_what_it_made(engine: Engine) -> None:
+    migrations.upgrade(engine)
+    migrations.downgrade(engine, "0004")
+    assert "datastreams" not in inspect(engine).get_table_names()
+    migrations.downgrade(engine, "0003")
+    assert "instance_revisions" not in inspect(engine).get_table_names()
+    migrations.downgrade(engine, "0002")
+    assert not {"ranking_state", "ranking_stats", "ranking_daily"} & set(
+        inspect(engine).get_table_names()
+    )
+    migrations.downgrade(engine, "0001")
+    assert "vwords" not in {c["name"] for c in inspect(engine).get_columns("search_values")}
+    migrations.upgrade(engine)
+    assert "datastreams" in inspect(engine).get_table_names()
     assert migrations.read_state(engine).current == HEAD
 
 

@@ -22,7 +22,8 @@ WEB = "https://ns.adobe.com/xdm/channel-types/web"
 @dataclass(frozen=True)
 class Call:
     """One request: ``path`` and ``params`` may name ``{C}`` (container), ``{I}`` (an
-    instance id), ``{A}`` (a decision @id), ``{P}`` (a placement @id), ``{E}`` (an email)."""
+    instance id), ``{A}`` (a decision @id), ``{P}`` (a placement @id), ``{E}`` (an email),
+    ``{D}`` (a datastream id)."""
 
     name: str
     method: str
@@ -248,5 +249,39 @@ CALLS: list[Call] = [
         "/data/core/nextoffer/reports/ranking-strategies/{I}",
         params={"containerId": "{C}"},
         route="/data/core/nextoffer/reports/ranking-strategies/{strategy}",
+    ),
+    Call(
+        "datastream-create",
+        "POST",
+        "/data/core/nextoffer/datastreams",
+        content_type="application/json",
+        body={"name": "stolen", "allowedOrigins": ["https://evil.test"]},
+        route="/data/core/nextoffer/datastreams",
+    ),
+    Call(
+        "datastream-list",
+        "GET",
+        "/data/core/nextoffer/datastreams",
+        route="/data/core/nextoffer/datastreams",
+    ),
+    Call(
+        "datastream-get",
+        "GET",
+        "/data/core/nextoffer/datastreams/{D}",
+        route="/data/core/nextoffer/datastreams/{datastreamId}",
+    ),
+    Call(
+        "datastream-patch",
+        "PATCH",
+        "/data/core/nextoffer/datastreams/{D}",
+        content_type="application/json",
+        body={"allowedOrigins": ["https://evil.test"]},
+        route="/data/core/nextoffer/datastreams/{datastreamId}",
+    ),
+    Call(
+        "datastream-delete",
+        "DELETE",
+        "/data/core/nextoffer/datastreams/{D}",
+        route="/data/core/nextoffer/datastreams/{datastreamId}",
     ),
 ]

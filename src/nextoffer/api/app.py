@@ -13,7 +13,17 @@ from starlette.middleware import Middleware
 from nextoffer.api.access_log import AccessLog, Observe
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
-from nextoffer.api.routes import dps, ode, profiles, reports, search, system, xcore
+from nextoffer.api.routes import (
+    datastreams,
+    dps,
+    edge,
+    ode,
+    profiles,
+    reports,
+    search,
+    system,
+    xcore,
+)
 from nextoffer.api.shortcut import Shortcut
 from nextoffer.console import routes as console_routes
 from nextoffer.root import NextOffer
@@ -74,8 +84,8 @@ def create_app(
                 no.close()
 
     app = Starlette(
-        # ``POST …/decisions`` never reaches the router: ``Shortcut`` serves it first. The
-        # paths do not overlap, so the order below is free.
+        # ``POST …/decisions`` and ``POST /ee/…`` never reach the router: ``Shortcut``
+        # serves them first. The paths do not overlap, so the order below is free.
         routes=[
             *ode.routes,
             *system.routes,
@@ -85,11 +95,15 @@ def create_app(
             *reports.routes,
             *dps.routes,
             *console_routes(),  # the console, at /console/ (issue 19)
+            *datastreams.routes,
+            *edge.routes,
         ],
         exception_handlers=exception_handlers,
         middleware=[
             Middleware(Observe, metrics=metrics, access_log=access_log),
-            Middleware(Shortcut, routes=[ode.DECISIONS], handlers=exception_handlers),
+            Middleware(
+                Shortcut, routes=[ode.DECISIONS, *edge.INTERACT], handlers=exception_handlers
+            ),
         ],
         lifespan=lifespan,
     )

@@ -11,7 +11,7 @@ from nextoffer.ids import epoch_micros
 from nextoffer.service.decisions import DecisionOutcome
 
 
-def _content(components: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
+def first_component(components: tuple[Mapping[str, Any], ...]) -> dict[str, Any]:
     """The content of the first component of the representation (choice: docs/api.md)."""
     return dict(components[0]) if components else {}
 
@@ -36,7 +36,7 @@ def _option(option: Option | FallbackOption, fmt: ResponseFormat) -> dict[str, A
     if "priority" in names and isinstance(option, Option):
         out["xdm:priority"] = option.priority
     if fmt.include_content:
-        out.update(_content(option.components))
+        out.update(first_component(option.components))
     if isinstance(option, Option) and option.score is not None:
         out["xdm:score"] = option.score
     return out

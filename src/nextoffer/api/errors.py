@@ -21,7 +21,7 @@ from starlette.routing import Match, Route
 
 from nextoffer.api.media import JSON, PROBLEM
 from nextoffer.api.responses import json_response
-from nextoffer.errors import AuthError, NextOfferError, PQLError, Unavailable
+from nextoffer.errors import AuthError, NextOfferError, PQLError, TooManyRequests, Unavailable
 
 log = logging.getLogger("nextoffer.api")
 
@@ -51,7 +51,11 @@ def to_response(exc: NextOfferError) -> Response:
     members: dict[str, Any] = {"pointer": exc.pointer, **exc.extra}
     if isinstance(exc, PQLError):
         members.update(line=exc.line, column=exc.column, message=exc.message)
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    headers = (
+        {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, Unavailable | TooManyRequests)
+        else None
+    )
     body = problem(exc.status, exc.title, exc.detail, slug=_slug(type(exc).__name__), **members)
     return json_response(body, status=exc.status, media_type=PROBLEM, headers=headers)
 

@@ -213,6 +213,7 @@ def _print_welcome(
         access_token=creds.access_token,
     )
     click.echo(f"Console (signs you in): {link}")
+    click.echo(f"Datastream (the Web SDK's datastreamId, Edge configId): {creds.datastream_id}")
     listed = ", ".join(f"{k}={v}" for k, v in ids.items())
     if seeded:
         click.echo("Seeded library: " + listed)

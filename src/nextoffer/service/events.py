@@ -5,9 +5,12 @@ Every event is appended to its profile (PQL ``xEvent`` reads it). Proposition fe
 (a click) carrying ``https://ns.adobe.com/experience/decisioning/propositions`` (or the Web
 SDK's ``_experience.decisioning.propositions``) — is tied to the decision event it names
 and counts at once for the capping rules of the offers it names, and for the offers
-report. Feedback on a proposition that a ranking strategy ranked trains that strategy
-(``service/learning.py``), in the transaction that stores the event. Events matching an
-offer's custom capping query count for that rule. An event
+report. A proposition named without ``items`` (as the Web SDK sends its display and
+click events: ``id``, ``scope``, ``scopeDetails``) counts for the offers that proposition
+held — those of its scope, or of the whole decision when the scope names no activity
+and placement. Feedback on a proposition that a ranking strategy ranked trains that
+strategy (``service/learning.py``), in the transaction that stores the event. Events
+matching an offer's custom capping query count for that rule. An event
 with the ``__adobe.ajo.dryRun`` flag is stored but counts for nothing; an event for an
 unknown proposition is stored and counts for nothing; an event whose ``_id`` was seen
 before is stored and counted once.
@@ -40,6 +43,7 @@ from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.identities import parse_identity_map
 from nextoffer.service.learning import Gathered, Learning
 from nextoffer.service.profiles import resolve_profile_id
+from nextoffer.service.scopes import ScopeError, decode_scope
 from nextoffer.storage.counters import CapCounterStore, CounterKey
 from nextoffer.storage.runtime import Runtime
 from nextoffer.storage.session import Session
@@ -68,6 +72,7 @@ class EventOutcome:
 class _Stored:
     event: Mapping[str, Any]
     moment: datetime
+    #: The counters' profile scope: the profile, or the identity a decision counted under.
     profile_id: str
     event_type: str | None
 
@@ -86,8 +91,18 @@ def _offer_id(value: Any) -> str | None:
     return value if value.startswith(("xcore:", "dps:")) else f"xcore:{value}"
 
 
-def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
-    """``(proposition id, [offer @id, …])`` for each proposition the feedback names."""
+@dataclass(frozen=True, slots=True)
+class Named:
+    """One proposition a feedback event names: its id, the offers it names (``None``:
+    every offer the proposition held) and its scope (the Edge Network's, when given)."""
+
+    proposition_id: str
+    offer_ids: list[str] | None
+    scope: str | None = None
+
+
+def propositions(event: Mapping[str, Any]) -> Iterator[Named]:
+    """Each proposition the feedback names."""
     found = event.get(PROPOSITIONS_XDM)
     web = event.get("_experience")
     if found is None and isinstance(web, Mapping):
@@ -97,15 +112,58 @@ def propositions(event: Mapping[str, Any]) -> Iterator[tuple[str, list[str]]]:
         if not isinstance(item, Mapping):
             continue
         proposition_id = item.get("xdm:id", item.get("id"))
+        if not isinstance(proposition_id, str) or not proposition_id:
+            continue
         offers = item.get("xdm:items", item.get("items"))
-        ids = [
-            offer_id
-            for entry in (offers if isinstance(offers, list) else [])
-            if isinstance(entry, Mapping)
-            and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
-        ]
-        if isinstance(proposition_id, str) and ids:
-            yield proposition_id, ids
+        scope = item.get("xdm:scope", item.get("scope"))
+        ids = (
+            None
+            if offers is None
+            else [
+                offer_id
+                for entry in (offers if isinstance(offers, list) else [])
+                if isinstance(entry, Mapping)
+                and (offer_id := _offer_id(entry.get("xdm:id", entry.get("id"))))
+            ]
+        )
+        if ids is None or ids:
+            yield Named(proposition_id, ids, scope if isinstance(scope, str) else None)
+
+
+def _held(decision: Mapping[str, Any], scope: str | None) -> list[str]:
+    """The offers a recorded decision proposed for ``scope`` (every scope when it names
+    no activity and placement)."""
+    wanted: tuple[str, str] | None = None
+    if scope is not None:
+        try:
+            decoded = decode_scope(scope)
+        except ScopeError:
+            decoded = None
+        if decoded is not None:
+            wanted = (decoded.activity_id, decoded.placement_id)
+    return [
+        option["id"]
+        for p in decision.get("propositions", [])
+        if wanted is None or (p.get("activity"), p.get("placement")) == wanted
+        for option in p.get("options", [])
+    ]
+
+
+def _decided_for(runtime: Runtime, event: Mapping[str, Any], tenant: set[str]) -> str | None:
+    """The profile a feedback event's decision was made for, or — when it decided for an
+    identity with no profile — the key its counters used, so the event lands with them.
+    Only decisions of the caller's containers (``tenant``) count."""
+    for named in propositions(event):
+        found = runtime.decision_event_anywhere(named.proposition_id)
+        if found is not None and found[0] in tenant:
+            key = found[1].get("profileId") or found[1].get("profileKey")
+            if isinstance(key, str) and key:
+                return key
+    return None
+
+
+#: Names the stored events of an identity that has no profile (uuid5 of its counter key).
+_IDENTITY_EVENTS = uuid.UUID("6f1b1c2e-2f5e-4d0a-9a57-2b8f3c0e5d11")
 
 
 @lru_cache(maxsize=1024)
@@ -146,9 +204,15 @@ class Events:
         gathered = Gathered()
         with self._store.session(write=True) as session:
             runtime = session.runtime
+            tenant = {
+                c.container_id
+                for c in session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
+            }
             for index, event in enumerate(events):
                 try:
-                    outcome, kept = self._append(runtime, principal, index, event, stamp, now)
+                    outcome, kept = self._append(
+                        runtime, principal, index, event, stamp, now, tenant
+                    )
                 except (Unprocessable, Conflict) as exc:
                     outcome, kept = EventOutcome(index, "rejected", exc.detail), None
                 outcomes.append(outcome)
@@ -173,6 +237,7 @@ class Events:
         event: Any,
         stamp: str,
         now: datetime,
+        tenant: set[str],
     ) -> tuple[EventOutcome, _Stored | None]:
         where = f"/events/{index}"
         if not isinstance(event, dict):
@@ -194,13 +259,18 @@ class Events:
         event_type = event.get("eventType", event.get("xdm:eventType"))
         if event_type is not None and not isinstance(event_type, str):
             raise Unprocessable("eventType must be a string", pointer=f"{where}/eventType")
-        profile_id = self._profile_of(runtime, principal, event, where, stamp)
+        profile_id = self._profile_of(runtime, principal, event, where, stamp, tenant)
+        # A profile id, or an identity's counter key (``identity:ns:id``), stored under a
+        # stable id of that identity: the events table holds profile ids.
+        stored_under = (
+            profile_id if len(profile_id) <= 36 else str(uuid.uuid5(_IDENTITY_EVENTS, profile_id))
+        )
         if runtime.event_exists(principal.org, principal.sandbox, event_id):
             return EventOutcome(index, "duplicate", None, event_id), None
         runtime.insert_event(
             principal.org,
             principal.sandbox,
-            profile_id,
+            stored_under,
             event_id=event_id,
             event_type=event_type,
             timestamp=str(raw_time),
@@ -214,23 +284,28 @@ class Events:
         )
 
     def _profile_of(
-        self, runtime: Runtime, principal: Principal, event: dict[str, Any], where: str, stamp: str
+        self,
+        runtime: Runtime,
+        principal: Principal,
+        event: dict[str, Any],
+        where: str,
+        stamp: str,
+        tenant: set[str],
     ) -> str:
         """The profile the identity map names (created if new), or the one the feedback's
         decision was made for when the event has no identity map (Adobe's feedback samples
-        carry none)."""
+        carry none) or when its identities name no profile (the decision was made for an
+        identity without one: its counters stay under that identity)."""
         if event.get("identityMap") is None:
-            for proposition_id, _ in propositions(event):
-                found = runtime.decision_event_anywhere(proposition_id)
-                if found is not None:
-                    # The decision's profile, or — when it decided for an identity with no
-                    # profile — the key its counters used, so the event lands with them.
-                    key = found[1].get("profileId") or found[1].get("profileKey")
-                    if isinstance(key, str) and key:
-                        return key
+            decided = _decided_for(runtime, event, tenant)
+            if decided is not None:
+                return decided
         identities = parse_identity_map(event.get("identityMap"), pointer=f"{where}/identityMap")
         profile_id = resolve_profile_id(runtime, principal, identities)
         if profile_id is None:
+            decided = _decided_for(runtime, event, tenant)
+            if decided is not None:
+                return decided
             # Events may arrive before any profile upsert, as with Adobe's profile store.
             profile_id = str(uuid.uuid4())
             runtime.insert_profile(principal.org, principal.sandbox, profile_id, {}, now=stamp)
@@ -269,13 +344,16 @@ class Events:
         """Impressions and clicks of the propositions an event names (``kind``), and the
         feedback of any event type on what ranking strategies ranked."""
         keys: list[CounterKey] = []
-        for proposition_id, offer_ids in propositions(item.event):
-            found = runtime.decision_event_anywhere(proposition_id)
+        for named in propositions(item.event):
+            found = runtime.decision_event_anywhere(named.proposition_id)
             if found is None:
                 continue  # an unknown proposition: stored, counts for nothing
             container_id, decision = found
             if container_id not in tenant:
                 continue  # another tenant's proposition is as unknown as a missing one
+            offer_ids = named.offer_ids
+            if offer_ids is None:
+                offer_ids = _held(decision, named.scope)
             snapshot = self._catalogs.get(container_id)
             day = format_datetime(item.moment)[:10]
             self._learning.gather(

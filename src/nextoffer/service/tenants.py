@@ -12,6 +12,8 @@ from nextoffer.ids import format_datetime, new_secret
 from nextoffer.repository.records import Audit, ContainerRecord
 from nextoffer.service import tokens
 from nextoffer.service.auth import Principal
+from nextoffer.service.datastreams import DEFAULT_RATE_LIMIT
+from nextoffer.storage.session import DatastreamRecord, Session
 from nextoffer.storage.store import Store
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
@@ -25,6 +27,8 @@ class Credentials:
     api_key: str
     access_token: str
     user: str
+    #: The container's datastream: the key of the Edge endpoints (``service/datastreams``).
+    datastream_id: str = ""
 
     @property
     def principal(self) -> Principal:
@@ -38,6 +42,7 @@ class Credentials:
             "containerId": self.container_id,
             "apiKey": self.api_key,
             "accessToken": self.access_token,
+            "datastreamId": self.datastream_id,
         }
 
 
@@ -81,6 +86,7 @@ def bootstrap(
                 audit=Audit(stamp, stamp, user, user, client_id, client_id),
             )
             session.insert_container(container)
+        datastream_id = _datastream(session, container.container_id, org, sandbox, stamp)
         if not session.ensure_client(client_id, org, now=stamp):
             raise Conflict(f"API client {client_id!r} belongs to another organisation")
         session.grant_sandbox(client_id, sandbox)
@@ -97,4 +103,24 @@ def bootstrap(
         kid=kid,
         secret=secret,
     )
-    return Credentials(org, sandbox, container.container_id, client_id, token, user)
+    return Credentials(org, sandbox, container.container_id, client_id, token, user, datastream_id)
+
+
+def _datastream(session: Session, container_id: str, org: str, sandbox: str, stamp: str) -> str:
+    """The container's first datastream, created (no browser origins yet) when it has none."""
+    for record in session.list_datastreams(org_id=org, sandbox=sandbox):
+        if record.container_id == container_id:
+            return record.datastream_id
+    record = DatastreamRecord(
+        datastream_id=str(uuid.uuid4()),
+        org_id=org,
+        sandbox=sandbox,
+        container_id=container_id,
+        name=f"{sandbox} datastream",
+        allowed_origins=(),
+        rate_limit=DEFAULT_RATE_LIMIT,
+        created=stamp,
+        modified=stamp,
+    )
+    session.put_datastream(record)
+    return record.datastream_id

@@ -3,6 +3,7 @@ decision path's driver reads, search). Rows are read by column name, as attribut
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -76,4 +77,33 @@ def revision_from_row(row: Any) -> RevisionRecord:
         modified_by=row.modified_by,
         modified_client=row.modified_client,
         body=orjson.loads(row.body),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class DatastreamRecord:
+    """A datastream: the public key of the Edge endpoints (``service/datastreams.py``)."""
+
+    datastream_id: str
+    org_id: str
+    sandbox: str
+    container_id: str
+    name: str
+    allowed_origins: tuple[str, ...]
+    rate_limit: int
+    created: str
+    modified: str
+
+
+def datastream_from_row(row: Any) -> DatastreamRecord:
+    return DatastreamRecord(
+        datastream_id=row.datastream_id,
+        org_id=row.org_id,
+        sandbox=row.sandbox,
+        container_id=row.container_id,
+        name=row.name,
+        allowed_origins=tuple(orjson.loads(row.allowed_origins)),
+        rate_limit=row.rate_limit,
+        created=row.created,
+        modified=row.modified,
     )

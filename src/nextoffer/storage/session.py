@@ -20,12 +20,16 @@ from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.ranking import Ranking
 from nextoffer.storage.rows import (
+    DatastreamRecord,
     audit_values,
     container_from_row,
+    datastream_from_row,
     instance_from_row,
     revision_from_row,
 )
 from nextoffer.storage.runtime import Runtime
+
+__all__ = ["ClientRecord", "DatastreamRecord", "Session", "upsert"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +103,48 @@ class Session:
         self.runtime = Runtime(conn)
         #: What ranking strategies learned (``storage/ranking.py``), in this transaction.
         self.ranking = Ranking(conn)
+
+    # -- datastreams -----------------------------------------------------------------
+
+    def put_datastream(self, record: DatastreamRecord) -> None:
+        """Insert or replace a datastream (its id is the key)."""
+        values = {
+            "datastream_id": record.datastream_id,
+            "org_id": record.org_id,
+            "sandbox": record.sandbox,
+            "container_id": record.container_id,
+            "name": record.name,
+            "allowed_origins": _dumps(list(record.allowed_origins)),
+            "rate_limit": record.rate_limit,
+            "created": record.created,
+            "modified": record.modified,
+        }
+        statement = upsert(self.conn, t.datastreams).values(**values)
+        self.conn.execute(
+            statement.on_conflict_do_update(
+                index_elements=["datastream_id"],
+                set_={k: v for k, v in values.items() if k != "datastream_id"},
+            )
+        )
+
+    def get_datastream(self, datastream_id: str) -> DatastreamRecord | None:
+        row = self.conn.execute(
+            select(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
+        ).first()
+        return datastream_from_row(row) if row is not None else None
+
+    def list_datastreams(self, *, org_id: str, sandbox: str) -> list[DatastreamRecord]:
+        query = (
+            select(t.datastreams)
+            .where(t.datastreams.c.org_id == org_id, t.datastreams.c.sandbox == sandbox)
+            .order_by(t.datastreams.c.created, t.datastreams.c.datastream_id)
+        )
+        return [datastream_from_row(row) for row in self.conn.execute(query)]
+
+    def delete_datastream(self, datastream_id: str) -> None:
+        self.conn.execute(
+            delete(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
+        )
 
     # -- tenants ---------------------------------------------------------------------
 

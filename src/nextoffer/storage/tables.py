@@ -292,3 +292,20 @@ ranking_daily = Table(
     Column("clicks", BigInteger, nullable=False),
     PrimaryKeyConstraint("container_id", "strategy_id", "day", "offer_id", "explored"),
 )
+
+#: Datastreams (Adobe's ``configId``): the public key of the Edge endpoints, naming one
+#: org, sandbox and decisioning container, the browser origins it serves and its rate.
+datastreams = Table(
+    "datastreams",
+    metadata,
+    Column("datastream_id", String(36), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("container_id", String(36), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("allowed_origins", Text, nullable=False),  # JSON array of origins
+    Column("rate_limit", Integer, nullable=False),  # requests per second
+    Column("created", String(32), nullable=False),
+    Column("modified", String(32), nullable=False),
+    Index("ix_datastreams_tenant", "org_id", "sandbox"),
+)

@@ -229,7 +229,7 @@ async def revert_instance(request: Request) -> Response:
         request.path_params["container_id"],
         request.path_params["instance_id"],
         int(text),
-        if_match=_if_match(request),
+        if_match=if_match(request),
     )
     return _receipt(record, status=200)
 

@@ -1,0 +1,97 @@
+"""Reading an Edge Network request body as the Web SDK and the Server API send it.
+
+``{"events": [{"xdm": {…}, "query": {"personalization": {"decisionScopes": […]}}}],
+"query": {…}, "meta": {"state": {"entries": [{"key", "value"}]}, "konductorConfig": …}}``.
+A top-level ``query`` applies to every event (Journey Optimizer's examples put it there,
+the Web SDK puts it in each event). The SDK's state comes back in ``meta.state.entries``
+(third-party context) or as cookies (first-party): both are read, the entries last.
+Shape errors are :class:`~nextoffer.errors.BadRequest` naming the member.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS
+from nextoffer.errors import BadRequest, PayloadTooLarge
+from nextoffer.service.edge import EdgeEvent, EdgeRequest
+
+#: Events in one call (the Web SDK sends one; batches of collected events more).
+MAX_EVENTS = 100
+#: State entries read from ``meta.state`` (the SDK sends a handful).
+MAX_STATE_ENTRIES = 50
+
+
+def _scopes(query: Any, pointer: str) -> list[str]:
+    if query is None:
+        return []
+    if not isinstance(query, dict):
+        raise BadRequest("query must be an object", pointer=pointer)
+    personalization = query.get("personalization")
+    if personalization is None:
+        return []
+    if not isinstance(personalization, dict):
+        raise BadRequest("personalization must be an object", pointer=f"{pointer}/personalization")
+    scopes = personalization.get("decisionScopes", [])
+    where = f"{pointer}/personalization/decisionScopes"
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise BadRequest("decisionScopes must be an array of strings", pointer=where)
+    return scopes
+
+
+def _state(meta: Any, cookies: Mapping[str, str]) -> dict[str, str]:
+    state = {name: value for name, value in cookies.items() if name.startswith("kndctr_")}
+    if meta is None:
+        return state
+    if not isinstance(meta, dict):
+        raise BadRequest("meta must be an object", pointer="/meta")
+    found = meta.get("state")
+    entries = found.get("entries") if isinstance(found, dict) else None
+    if entries is None:
+        return state
+    if not isinstance(entries, list) or len(entries) > MAX_STATE_ENTRIES:
+        raise BadRequest(
+            f"meta.state.entries must be an array of at most {MAX_STATE_ENTRIES} entries",
+            pointer="/meta/state/entries",
+        )
+    for entry in entries:
+        if isinstance(entry, dict):
+            key, value = entry.get("key"), entry.get("value")
+            if isinstance(key, str) and isinstance(value, str):
+                state[key] = value
+    return state
+
+
+def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeRequest:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", pointer="/")
+    events = body.get("events")
+    if not isinstance(events, list) or not events:
+        raise BadRequest("events must be a non-empty array of events", pointer="/events")
+    if len(events) > MAX_EVENTS:
+        raise PayloadTooLarge(f"at most {MAX_EVENTS} events per request", pointer="/events")
+    shared = _scopes(body.get("query"), "/query")
+    parsed = []
+    for index, event in enumerate(events):
+        where = f"/events/{index}"
+        if not isinstance(event, dict):
+            raise BadRequest("an event must be an object", pointer=where)
+        xdm = event.get("xdm", {})
+        if not isinstance(xdm, dict):
+            raise BadRequest("xdm must be an object", pointer=f"{where}/xdm")
+        scopes = _scopes(event.get("query"), f"{where}/query")
+        if shared or len(scopes) > 1:
+            scopes = list(dict.fromkeys([*scopes, *shared]))
+        if len(scopes) > MAX_PROPOSITION_REQUESTS:
+            raise BadRequest(
+                f"at most {MAX_PROPOSITION_REQUESTS} decision scopes per request",
+                pointer=f"{where}/query/personalization/decisionScopes",
+            )
+        data = event.get("data")
+        if data is not None and not isinstance(data, dict):
+            raise BadRequest("data must be an object", pointer=f"{where}/data")
+        parsed.append(EdgeEvent(xdm=xdm, scopes=tuple(scopes), data=data))
+    return EdgeRequest(
+        events=tuple(parsed), state=_state(body.get("meta"), cookies), collect=collect
+    )

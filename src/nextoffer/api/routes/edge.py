@@ -1,0 +1,173 @@
+"""The Edge Network endpoints: ``/ee/[{locationHint}/]{v1|v2}/{interact|collect}``.
+
+Public: no API credentials; ``?configId=`` names the datastream, which names the org,
+sandbox and container, the browser origins that may call (CORS with credentials: the
+Web SDK sends its cookies) and the rate. A browser request from another origin is
+refused before anything is read or stored (403). ``interact`` answers with handles;
+``collect`` (the SDK's ``sendBeacon``, a ``text/plain`` body) stores and counts, and
+answers 204. Errors are the Edge Network's problem details (``api/edge_response.py``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from urllib.parse import unquote_plus
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from nextoffer.api import edge_request, edge_response
+from nextoffer.api.context import body_json, nextoffer
+from nextoffer.api.responses import json_response
+from nextoffer.errors import AuthError, BadRequest, NextOfferError, NotFound, TooManyRequests
+from nextoffer.root import NextOffer
+from nextoffer.service.datastreams import DatastreamRecord
+
+_ACTIONS = frozenset({"interact", "collect"})
+_VERSIONS = frozenset({"v1", "v2"})
+PREFLIGHT_SECONDS = 600
+
+
+def _action(request: Request) -> str:
+    """``interact`` or ``collect`` from ``[{hint}/]{v1|v2}/{action}``; 404 otherwise. The
+    location hint is not checked: one region here, served alike."""
+    params = request.path_params
+    if params["version"] not in _VERSIONS or params["action"] not in _ACTIONS:
+        raise NotFound("no such Edge Network endpoint; use /ee/v1/interact or /ee/v1/collect")
+    return str(params["action"])
+
+
+def _browser(request: Request) -> tuple[str | None, bool]:
+    """The ``Origin`` header and whether there is a ``Cookie`` header, in one pass over
+    the raw headers (a missing header costs ``Headers.get`` an exception)."""
+    origin, cookie = None, False
+    for key, value in request.scope["headers"]:
+        if key == b"origin":
+            origin = value.decode("latin-1")
+        elif key == b"cookie":
+            cookie = True
+    return origin, cookie
+
+
+def _cors(origin: str | None, datastream: DatastreamRecord) -> dict[str, str]:
+    """CORS headers for the request's ``Origin`` (none without one); 403 for an origin
+    the datastream does not allow."""
+    if origin is None:
+        return {}
+    if origin not in datastream.allowed_origins:
+        raise AuthError(
+            403,
+            "origin-not-allowed",
+            f"origin {origin} is not an allowed origin of datastream {datastream.datastream_id}",
+        )
+    return {
+        "Access-Control-Allow-Origin": origin,
+        "Access-Control-Allow-Credentials": "true",
+        "Vary": "Origin",
+    }
+
+
+def _query(request: Request) -> tuple[str | None, str | None]:
+    """``configId`` and ``requestId`` of the query string, read directly: the SDK sends
+    exactly these, and a full query parse is a measurable share of a cheap request."""
+    config_id = request_id = None
+    for pair in request.scope["query_string"].split(b"&"):
+        name, _, raw = pair.partition(b"=")
+        if name in (b"configId", b"requestId"):
+            value = raw.decode("latin-1")
+            if "%" in value or "+" in value:
+                value = unquote_plus(value)
+            if name == b"configId":
+                config_id = config_id or value
+            else:
+                request_id = request_id or value
+    return config_id, request_id
+
+
+async def _datastream(config_id: str | None, no: NextOffer) -> DatastreamRecord:
+    if not config_id:
+        raise BadRequest("configId is required (a datastream id)", pointer="configId")
+    found = no.datastreams.cached(config_id)
+    if found is None:
+        found = await no.run(no.datastreams.resolve, config_id)
+    return found
+
+
+def _failure(exc: NextOfferError, request_id: str, cors: Mapping[str, str]) -> Response:
+    headers = dict(cors)
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    status = exc.http_status if isinstance(exc, AuthError) else exc.status
+    body = dict(edge_response.problem(exc, request_id=request_id))
+    body["status"] = status
+    if isinstance(exc, AuthError):  # the only one here: an origin the datastream refuses
+        body["title"] = "Forbidden"
+        body["type"] = edge_response.PROBLEMS + exc.error_code
+    return json_response(
+        body, status=status, media_type="application/problem+json", headers=headers
+    )
+
+
+async def edge(request: Request) -> Response:
+    config_id, request_id = _query(request)
+    request_id = request_id or str(uuid.uuid4())
+    no = nextoffer(request)
+    cors: dict[str, str] = {}
+    try:
+        action = _action(request)
+        datastream = await _datastream(config_id, no)
+        origin, has_cookies = _browser(request)
+        cors = _cors(origin, datastream)
+        no.datastreams.admit(datastream)
+        body = await body_json(request)
+        collect = action == "collect"
+        cookies = request.cookies if has_cookies else {}
+        parsed = edge_request.parse(body, cookies=cookies, collect=collect)
+        outcome = await no.edge.interact(datastream, parsed)
+    except NextOfferError as exc:
+        return _failure(exc, request_id, cors)
+    if collect:
+        return Response(status_code=204, headers=cors or None)
+    answer = edge_response.response(
+        outcome,
+        request_id=request_id,
+        org=datastream.org_id,
+        now_seconds=int(no.clock().timestamp()),
+        decided={i for i, event in enumerate(parsed.events) if event.scopes},
+    )
+    return json_response(answer, headers=cors or None)
+
+
+async def preflight(request: Request) -> Response:
+    """A browser's CORS preflight (a Server API call from a page with JSON or headers)."""
+    config_id, request_id = _query(request)
+    request_id = request_id or str(uuid.uuid4())
+    try:
+        _action(request)
+        datastream = await _datastream(config_id, nextoffer(request))
+        cors = _cors(_browser(request)[0], datastream)
+    except NextOfferError as exc:
+        return _failure(exc, request_id, {})
+    if cors:
+        cors["Access-Control-Allow-Methods"] = "POST, OPTIONS"
+        cors["Access-Control-Allow-Headers"] = request.headers.get(
+            "access-control-request-headers", "Content-Type"
+        )
+        cors["Access-Control-Max-Age"] = str(PREFLIGHT_SECONDS)
+    return Response(status_code=204, headers=cors)
+
+
+#: Also served ahead of the router (``api/shortcut.py``), as the Decisioning API's
+#: decisions are: the public requests that must be cheap.
+INTERACT = (
+    Route("/ee/{version}/{action}", edge, methods=["POST"]),
+    Route("/ee/{locationHint}/{version}/{action}", edge, methods=["POST"]),
+)
+
+routes = [
+    *INTERACT,
+    Route("/ee/{version}/{action}", preflight, methods=["OPTIONS"]),
+    Route("/ee/{locationHint}/{version}/{action}", preflight, methods=["OPTIONS"]),
+]

@@ -1,0 +1,280 @@
+"""Datastreams (Adobe's ``configId``): the public key of the Edge Network endpoints.
+
+A datastream names one org, sandbox and decisioning container, the browser origins that
+may call the Edge endpoints with it (``allowedOrigins``, CORS with credentials) and the
+requests per second it takes (``rateLimit``). The management endpoints are authenticated
+and scoped like every API call; the Edge endpoints look a datastream up by its id alone
+(:meth:`Datastreams.resolve`, cached) and meter it (:meth:`Datastreams.admit`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from nextoffer.errors import BadRequest, NotFound, TooManyRequests, Unprocessable
+from nextoffer.ids import format_datetime
+from nextoffer.service.auth import Principal
+from nextoffer.service.repository import Repository
+from nextoffer.storage.session import DatastreamRecord, Session
+from nextoffer.storage.store import Store
+
+__all__ = ["DEFAULT_RATE_LIMIT", "DatastreamRecord", "Datastreams", "datastream_json"]
+
+#: Requests per second a datastream takes when its ``rateLimit`` is not given.
+DEFAULT_RATE_LIMIT = 2000
+MAX_RATE_LIMIT = 1_000_000
+MAX_ORIGINS = 100
+#: How long a resolved datastream is trusted before it is read again (other processes'
+#: changes; this process's own changes apply at once).
+CACHE_SECONDS = 5.0
+_FIELDS = frozenset({"name", "containerId", "allowedOrigins", "rateLimit"})
+
+
+def datastream_json(record: DatastreamRecord) -> dict[str, Any]:
+    return {
+        "datastreamId": record.datastream_id,
+        "name": record.name,
+        "containerId": record.container_id,
+        "allowedOrigins": list(record.allowed_origins),
+        "rateLimit": record.rate_limit,
+        "sandboxName": record.sandbox,
+        "createdDate": record.created,
+        "lastModifiedDate": record.modified,
+    }
+
+
+def _origin(value: Any, pointer: str) -> str:
+    """``scheme://host[:port]``, lower-cased, as browsers send ``Origin``."""
+    if not isinstance(value, str) or not value:
+        raise Unprocessable(
+            "an origin is a string such as https://www.example.com", pointer=pointer
+        )
+    parts = urlsplit(value.strip())
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise Unprocessable(f"{value!r} has an invalid port", pointer=pointer) from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise Unprocessable(
+            f"{value!r} is not an origin (scheme://host[:port], no path)", pointer=pointer
+        )
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port is not None else "")
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    pointer = "/allowedOrigins"
+    if not isinstance(value, list):
+        raise Unprocessable("allowedOrigins must be an array of origins", pointer=pointer)
+    if len(value) > MAX_ORIGINS:
+        raise Unprocessable(f"at most {MAX_ORIGINS} origins", pointer=pointer)
+    return tuple(
+        dict.fromkeys(_origin(item, f"{pointer}/{index}") for index, item in enumerate(value))
+    )
+
+
+def _rate(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_RATE_LIMIT:
+        raise Unprocessable(
+            f"rateLimit must be an integer from 1 to {MAX_RATE_LIMIT} (requests per second)",
+            pointer="/rateLimit",
+        )
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 255:
+        raise Unprocessable("name must be a string of 1 to 255 characters", pointer="/name")
+    return value
+
+
+class _Bucket:
+    """A token bucket: ``rate`` tokens a second, at most one second's worth saved."""
+
+    __slots__ = ("stamp", "tokens")
+
+    def __init__(self, rate: int, now: float) -> None:
+        self.tokens = float(rate)
+        self.stamp = now
+
+
+class Datastreams:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        repository: Repository,
+        clock: Callable[[], datetime],
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._repository = repository
+        self._clock = clock
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[float, DatastreamRecord | None]] = {}
+        self._buckets: dict[str, _Bucket] = {}
+
+    # -- management (authenticated) ----------------------------------------------------
+
+    def create(self, principal: Principal, body: Any) -> DatastreamRecord:
+        fields = self._fields(body)
+        stamp = format_datetime(self._clock())
+        with self._store.session(write=True) as session:
+            container_id = fields.get("containerId")
+            if container_id is None:
+                container_id = self._default_container(session, principal)
+            else:
+                self._repository.container(session, principal, container_id)
+            record = DatastreamRecord(
+                datastream_id=str(uuid.uuid4()),
+                org_id=principal.org,
+                sandbox=principal.sandbox,
+                container_id=container_id,
+                name=fields.get("name", "datastream"),
+                allowed_origins=fields.get("allowedOrigins", ()),
+                rate_limit=fields.get("rateLimit", DEFAULT_RATE_LIMIT),
+                created=stamp,
+                modified=stamp,
+            )
+            session.put_datastream(record)
+        self._forget(record.datastream_id)
+        return record
+
+    def of_tenant(self, principal: Principal) -> list[DatastreamRecord]:
+        with self._store.session() as session:
+            return session.list_datastreams(org_id=principal.org, sandbox=principal.sandbox)
+
+    def get(self, principal: Principal, datastream_id: str) -> DatastreamRecord:
+        with self._store.session() as session:
+            return self._owned(session, principal, datastream_id)
+
+    def update(self, principal: Principal, datastream_id: str, body: Any) -> DatastreamRecord:
+        """Replace the fields the body names (a JSON merge patch of the four fields)."""
+        fields = self._fields(body)
+        with self._store.session(write=True) as session:
+            record = self._owned(session, principal, datastream_id)
+            if "containerId" in fields:
+                self._repository.container(session, principal, fields["containerId"])
+            record = DatastreamRecord(
+                datastream_id=record.datastream_id,
+                org_id=record.org_id,
+                sandbox=record.sandbox,
+                container_id=fields.get("containerId", record.container_id),
+                name=fields.get("name", record.name),
+                allowed_origins=fields.get("allowedOrigins", record.allowed_origins),
+                rate_limit=fields.get("rateLimit", record.rate_limit),
+                created=record.created,
+                modified=format_datetime(self._clock()),
+            )
+            session.put_datastream(record)
+        self._forget(datastream_id)
+        return record
+
+    def delete(self, principal: Principal, datastream_id: str) -> None:
+        with self._store.session(write=True) as session:
+            self._owned(session, principal, datastream_id)
+            session.delete_datastream(datastream_id)
+        self._forget(datastream_id)
+
+    @staticmethod
+    def _owned(session: Session, principal: Principal, datastream_id: str) -> DatastreamRecord:
+        record = session.get_datastream(datastream_id)
+        if record is None or (record.org_id, record.sandbox) != (principal.org, principal.sandbox):
+            raise NotFound(f"datastream {datastream_id} does not exist")
+        return record
+
+    @staticmethod
+    def _default_container(session: Session, principal: Principal) -> str:
+        for container in session.list_containers(org_id=principal.org, sandbox=principal.sandbox):
+            if container.container_type == "decisioning":
+                return container.container_id
+        raise Unprocessable(
+            "the sandbox has no decisioning container; name one in containerId",
+            pointer="/containerId",
+        )
+
+    @staticmethod
+    def _fields(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object", pointer="/")
+        unknown = sorted(set(body) - _FIELDS)
+        if unknown:
+            raise Unprocessable(
+                f"unknown member {unknown[0]!r}; a datastream has {sorted(_FIELDS)}",
+                pointer=f"/{unknown[0]}",
+            )
+        fields: dict[str, Any] = {}
+        if "name" in body:
+            fields["name"] = _name(body["name"])
+        if "containerId" in body:
+            if not isinstance(body["containerId"], str) or not body["containerId"]:
+                raise Unprocessable("containerId must be a container id", pointer="/containerId")
+            fields["containerId"] = body["containerId"]
+        if "allowedOrigins" in body:
+            fields["allowedOrigins"] = _origins(body["allowedOrigins"])
+        if "rateLimit" in body:
+            fields["rateLimit"] = _rate(body["rateLimit"])
+        return fields
+
+    # -- the Edge endpoints (public) ----------------------------------------------------
+
+    def resolve(self, datastream_id: str) -> DatastreamRecord:
+        """The datastream the id names, for anyone who knows the id; 404 otherwise."""
+        now = self._monotonic()
+        cached = self._cache.get(datastream_id)
+        if cached is not None and now - cached[0] < CACHE_SECONDS:
+            record = cached[1]
+        else:
+            with self._store.session() as session:
+                record = session.get_datastream(datastream_id)
+            with self._lock:
+                if len(self._cache) > 10_000:
+                    self._cache.clear()
+                self._cache[datastream_id] = (now, record)
+        if record is None:
+            raise NotFound(f"datastream {datastream_id} does not exist")
+        return record
+
+    def cached(self, datastream_id: str) -> DatastreamRecord | None:
+        """The datastream when :meth:`resolve` would answer without IO, else ``None``."""
+        cached = self._cache.get(datastream_id)
+        if cached is None or cached[1] is None or self._monotonic() - cached[0] >= CACHE_SECONDS:
+            return None
+        return cached[1]
+
+    def admit(self, record: DatastreamRecord) -> None:
+        """Take one request from the datastream's rate (per process); 429 when none is left."""
+        now = self._monotonic()
+        rate = record.rate_limit
+        with self._lock:
+            bucket = self._buckets.get(record.datastream_id)
+            if bucket is None:
+                bucket = self._buckets[record.datastream_id] = _Bucket(rate, now)
+            bucket.tokens = min(float(rate), bucket.tokens + (now - bucket.stamp) * rate)
+            bucket.stamp = now
+            if bucket.tokens >= 1.0:
+                bucket.tokens -= 1.0
+                return
+            wait = (1.0 - bucket.tokens) / rate
+        raise TooManyRequests(
+            f"datastream {record.datastream_id} takes {rate} requests per second; retry later",
+            retry_after=max(1, int(wait + 0.999)),
+        )
+
+    def _forget(self, datastream_id: str) -> None:
+        with self._lock:
+            self._cache.pop(datastream_id, None)
+            self._buckets.pop(datastream_id, None)

@@ -1,0 +1,403 @@
+"""The Edge Network endpoints in the Server API form, over plain HTTP: datastreams, the
+documented request and response shapes, identity, scopes, feedback, CORS and limits."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from nextoffer.service.ecid import decode_identity
+from support import example
+from support.api import make_tenant
+from support.edge import Library, scope
+
+ORG = "ACME@AdobeOrg"
+IDENTITY_COOKIE = "kndctr_ACME_AdobeOrg_identity"
+ORIGIN = "https://www.shop.test"
+
+
+@pytest.fixture
+def shop(tenant):
+    library = Library(
+        tenant.client,
+        tenant.headers,
+        tenant.container,
+        [{"xdm:limit": 1, "xdm:scope": "profile", "xdm:events": ["impression"]}],
+    )
+    library.datastream = tenant.creds.datastream_id
+    return library
+
+
+def interact(client, datastream, body, *, path="/ee/v1/interact", expect=200, **kw):
+    response = client.post(
+        path,
+        params={"configId": datastream, "requestId": "r-1"},
+        content=json.dumps(body),
+        headers={"Content-Type": "application/json", **kw.pop("headers", {})},
+        **kw,
+    )
+    if expect is not None:
+        assert response.status_code == expect, response.text
+    return response
+
+
+def handles(answer, kind):
+    return [h for h in answer["handle"] if h["type"] == kind]
+
+
+def event(scopes=(), **xdm):
+    """A request body with one event: its xdm and decision scopes."""
+    query = {"personalization": {"decisionScopes": list(scopes)}}
+    return {"events": [{"xdm": xdm, "query": query}]}
+
+
+# -- datastreams ---------------------------------------------------------------------------
+
+
+def test_bootstrap_makes_a_datastream_and_the_api_manages_them(tenant, client, db_url):
+    url = "/data/core/nextoffer/datastreams"
+    listed = client.get(url, headers=tenant.headers).json()
+    assert [d["datastreamId"] for d in listed["datastreams"]] == [tenant.creds.datastream_id]
+    created = client.post(
+        url,
+        json={"name": "web", "allowedOrigins": ["https://WWW.Shop.test:8443/"], "rateLimit": 5},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["containerId"] == tenant.container
+    assert body["allowedOrigins"] == ["https://www.shop.test:8443"]
+    one = f"{url}/{body['datastreamId']}"
+    patched = client.patch(one, json={"allowedOrigins": [ORIGIN]}, headers=tenant.headers)
+    assert patched.json()["allowedOrigins"] == [ORIGIN] and patched.json()["rateLimit"] == 5
+    assert client.get(one, headers=tenant.headers).json() == patched.json()
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    assert client.get(one, headers=other.headers).status_code == 404
+    assert client.patch(one, json={"name": "x"}, headers=other.headers).status_code == 404
+    assert client.delete(one, headers=other.headers).status_code == 404
+    assert client.delete(one, headers=tenant.headers).status_code == 204
+    assert client.get(one, headers=tenant.headers).status_code == 404
+    assert client.get(url).status_code in (401, 403)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"allowedOrigins": ["ftp://x.test"]},
+        {"allowedOrigins": ["https://x.test/path"]},
+        {"allowedOrigins": "https://x.test"},
+        {"rateLimit": 0},
+        {"rateLimit": True},
+        {"containerId": "no-such-container"},
+        {"colour": "blue"},
+        {"name": ""},
+    ],
+)
+def test_bad_datastream_bodies_are_4xx(tenant, client, body):
+    response = client.post("/data/core/nextoffer/datastreams", json=body, headers=tenant.headers)
+    assert response.status_code in (404, 422), response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+
+
+# -- decisions in the Edge Network's shapes -------------------------------------------------
+
+
+def test_documented_request_gets_the_documented_answer_shape(shop, client):
+    request = example("edge-decisions-one-scope.request.json")
+    request["events"][0]["query"]["personalization"]["decisionScopes"] = [shop.scope]
+    answer = interact(client, shop.datastream, request).json()
+    assert answer["requestId"] == "r-1"
+    [decisions] = handles(answer, "personalization:decisions")
+    assert decisions["eventIndex"] == 0
+    [payload] = decisions["payload"]
+    assert re.fullmatch(r"[0-9a-f-]{36}", payload["id"])
+    assert payload["scope"] == shop.scope
+    assert payload["activity"]["id"] == shop.decision
+    assert payload["placement"]["id"] == shop.placement
+    assert isinstance(payload["activity"]["etag"], str)
+    [item] = payload["items"]
+    assert item["id"] == shop.a
+    assert item["schema"].endswith("content-component-html")
+    assert item["data"] == {
+        "id": shop.a,
+        "format": "text/html",
+        "language": ["en"],
+        "content": "<p>A</p>",
+        "characteristics": {"code": "A"},
+    }
+    # The documented request names its visitor's ECID: it is kept.
+    ecid = request["events"][0]["xdm"]["identityMap"]["ECID"][0]["id"]
+    [identity] = handles(answer, "identity:result")
+    assert identity["payload"] == [{"id": ecid, "namespace": {"code": "ECID"}}]
+
+
+def test_query_beside_the_events_and_xdm_spelled_scopes(shop, client):
+    xdm_scope = scope(shop.decision, shop.placement, xdm=True)
+    body = {"events": [{"xdm": {}}], "query": {"personalization": {"decisionScopes": [xdm_scope]}}}
+    [decisions] = handles(
+        interact(client, shop.datastream, body).json(), "personalization:decisions"
+    )
+    assert [p["scope"] for p in decisions["payload"]] == [xdm_scope]
+    assert decisions["payload"][0]["items"][0]["id"] == shop.a
+
+
+def test_first_visit_mints_an_ecid_kept_by_state_and_by_cookie(shop, client):
+    first = interact(client, shop.datastream, event([shop.scope])).json()
+    [identity] = handles(first, "identity:result")
+    ecid = identity["payload"][0]["id"]
+    assert re.fullmatch(r"[0-9]{38}", ecid)
+    [store] = handles(first, "state:store")
+    entries = {e["key"]: e for e in store["payload"]}
+    assert decode_identity(entries[IDENTITY_COOKIE]["value"]) == ecid
+    assert entries["kndctr_ACME_AdobeOrg_cluster"]["value"]
+    state = {"entries": [{"key": IDENTITY_COOKIE, "value": entries[IDENTITY_COOKIE]["value"]}]}
+    again = interact(client, shop.datastream, {**event([shop.scope]), "meta": {"state": state}})
+    assert handles(again.json(), "identity:result")[0]["payload"][0]["id"] == ecid
+    client.cookies.set(IDENTITY_COOKIE, entries[IDENTITY_COOKIE]["value"])
+    try:
+        by_cookie = interact(client, shop.datastream, event([shop.scope])).json()
+    finally:
+        client.cookies.clear()
+    assert handles(by_cookie, "identity:result")[0]["payload"][0]["id"] == ecid
+    fresh = interact(client, shop.datastream, event([shop.scope])).json()
+    assert handles(fresh, "identity:result")[0]["payload"][0]["id"] != ecid
+
+
+def test_adobes_identity_cookie_value_is_read():
+    # The kndctr identity value of Adobe's documented Edge response (tests/data/adobe).
+    sample = example("edge-decisions-context-data.response.json")
+    [store] = [h for h in sample["handle"] if h["type"] == "state:store"]
+    value = store["payload"][0]["value"]
+    assert decode_identity(value) == "40000822335137559702444726551020104471"
+
+
+def test_location_hint_paths_and_v2(shop, client):
+    for path in ("/ee/nx1/v1/interact", "/ee/irl1/v1/interact", "/ee/v2/interact"):
+        answer = interact(client, shop.datastream, event([shop.scope]), path=path).json()
+        assert handles(answer, "personalization:decisions")[0]["payload"]
+    interact(client, shop.datastream, event([shop.scope]), path="/ee/v1/other", expect=404)
+    interact(client, shop.datastream, event([shop.scope]), path="/ee/a/b/v1/interact", expect=404)
+
+
+def test_view_scope_is_ignored_and_a_malformed_scope_is_a_warning(shop, client):
+    bad = scope(shop.decision, "")  # names no placement
+    unknown = scope("xcore:offer-activity:000000000000dead", shop.placement)
+    body = event(["__view__", "sample-json-offer", bad, unknown, shop.scope])
+    answer = interact(client, shop.datastream, body).json()
+    [decisions] = handles(answer, "personalization:decisions")
+    assert [p["scope"] for p in decisions["payload"]] == [shop.scope]
+    warned = [w["detail"] for w in answer["warnings"]]
+    assert len(warned) == 2 and all(w["status"] == 200 for w in answer["warnings"])
+    assert "placementId" in warned[0] and "no decision" in warned[1]
+    only_view = interact(client, shop.datastream, event(["__view__"])).json()
+    assert handles(only_view, "personalization:decisions")[0]["payload"] == []
+    assert "warnings" not in only_view
+
+
+def test_context_is_stored_so_xevent_rules_see_it(shop, client):
+    # Journey Optimizer's context-data example: the event's context decides the offer.
+    request = example("edge-decisions-context-data.request.json")
+    request["query"]["personalization"]["decisionScopes"] = [shop.scope]
+    answer = interact(client, shop.datastream, request).json()
+    [payload] = handles(answer, "personalization:decisions")[0]["payload"]
+    assert payload["items"][0]["id"] == shop.iphone
+    android = {"customerId": [{"id": "0000158217", "primary": True}]}
+    other = event(
+        [shop.scope],
+        identityMap=android,
+        _experienceplatform={"offerContextData": {"deviceType": "android"}},
+    )
+    [payload] = handles(
+        interact(client, shop.datastream, other).json(), "personalization:decisions"
+    )[0]["payload"]
+    assert payload["items"][0]["id"] == shop.a
+
+
+# -- feedback ----------------------------------------------------------------------------------
+
+
+def test_display_and_click_count_once_per_event_id_in_the_sdks_proposition_form(shop, client):
+    first = interact(client, shop.datastream, event([shop.scope])).json()
+    ecid = handles(first, "identity:result")[0]["payload"][0]["id"]
+    [payload] = handles(first, "personalization:decisions")[0]["payload"]
+    assert payload["items"][0]["id"] == shop.a
+    named = [{"id": payload["id"], "scope": payload["scope"], "scopeDetails": {}}]
+    identity = {"ECID": [{"id": ecid}]}
+
+    def feedback(kind, event_id, path="/ee/v1/interact"):
+        xdm = {
+            "_id": event_id,
+            "timestamp": "2026-12-05T09:00:00Z",
+            "eventType": kind,
+            "identityMap": identity,
+            "_experience": {"decisioning": {"propositions": named}},
+        }
+        expect = 204 if path.endswith("collect") else 200
+        interact(client, shop.datastream, {"events": [{"xdm": xdm}]}, path=path, expect=expect)
+
+    feedback("decisioning.propositionDisplay", "display-1")
+    feedback("decisioning.propositionDisplay", "display-1")  # the same event again
+    feedback("decisioning.propositionInteract", "click-1", path="/ee/v1/collect")
+    totals = shop.report()[shop.a]
+    assert (totals["impressions"], totals["clicks"]) == (1, 1)
+    assert shop.b not in shop.report() or shop.report()[shop.b]["impressions"] == 0
+    # The impression cap (1 per profile) is reached: A is not proposed to this visitor.
+    trace = shop.explain("ECID", ecid)
+    assert trace["xdm:options"][0]["xdm:id"] == shop.b
+    assert any(
+        c["offerId"] == shop.a and c["reason"] == "profileCapReached"
+        for c in trace["nextoffer:explain"]["candidates"]
+    ), trace
+    again = interact(client, shop.datastream, event([shop.scope], identityMap=identity)).json()
+    assert handles(again, "personalization:decisions")[0]["payload"][0]["items"][0]["id"] == shop.b
+
+
+def test_collect_takes_a_text_plain_beacon(shop, client):
+    body = {"events": [{"xdm": {"eventType": "web.webpagedetails.pageViews", "web": {}}}]}
+    response = client.post(
+        "/ee/v1/collect",
+        params={"configId": shop.datastream},
+        content=json.dumps(body),
+        headers={"Content-Type": "text/plain; charset=UTF-8"},
+    )
+    assert response.status_code == 204 and response.content == b""
+
+
+# -- public endpoint: CORS, rate, limits, errors --------------------------------------------------
+
+
+def allow(tenant, client, **fields):
+    response = client.patch(
+        f"/data/core/nextoffer/datastreams/{tenant.creds.datastream_id}",
+        json=fields,
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+
+
+def test_cors_allows_the_datastreams_origins_with_credentials(tenant, shop, client):
+    refused = interact(
+        client, shop.datastream, event([shop.scope]), headers={"Origin": ORIGIN}, expect=403
+    )
+    assert "access-control-allow-origin" not in refused.headers
+    assert refused.json()["report"]["requestId"] == "r-1"
+    allow(tenant, client, allowedOrigins=[ORIGIN])
+    allowed = interact(client, shop.datastream, event([shop.scope]), headers={"Origin": ORIGIN})
+    assert allowed.headers["access-control-allow-origin"] == ORIGIN
+    assert allowed.headers["access-control-allow-credentials"] == "true"
+    preflight = client.options(
+        "/ee/v1/interact",
+        params={"configId": shop.datastream},
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    other = client.options(
+        "/ee/v1/interact",
+        params={"configId": shop.datastream},
+        headers={"Origin": "https://evil.test"},
+    )
+    assert other.status_code == 403 and "access-control-allow-origin" not in other.headers
+
+
+def test_rate_limit_answers_429_with_retry_after(tenant, shop, client):
+    allow(tenant, client, rateLimit=2)
+    codes = [
+        interact(client, shop.datastream, event([shop.scope]), expect=None).status_code
+        for _ in range(4)
+    ]
+    assert codes[:2] == [200, 200] and 429 in codes[2:]
+    limited = interact(client, shop.datastream, event([shop.scope]), expect=429)
+    assert int(limited.headers["retry-after"]) >= 1
+    assert limited.json()["status"] == 429
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ("not json", 400),
+        ([], 400),
+        ({"events": []}, 400),
+        ({"events": [{"xdm": []}]}, 400),
+        ({"events": [{"xdm": {}}] * 101}, 413),
+        ({"events": [{"xdm": {}, "query": {"personalization": {"decisionScopes": "x"}}}]}, 400),
+    ],
+)
+def test_bad_bodies_are_edge_shaped_4xx(shop, client, body, status):
+    response = client.post(
+        "/ee/v1/interact",
+        params={"configId": shop.datastream},
+        content=body if isinstance(body, str) else json.dumps(body),
+        headers={"Content-Type": "text/plain"},
+    )
+    assert response.status_code == status, response.text
+    problem = response.json()
+    assert problem["status"] == status and problem["type"] and problem["report"]["requestId"]
+
+
+def test_too_many_scopes_too_large_and_unknown_datastream(shop, client):
+    many = [scope(shop.decision, shop.placement, n=n) for n in range(31)]
+    interact(client, shop.datastream, event(many), expect=400)
+    huge = event([shop.scope], blob="x" * (1024 * 1024 + 1))
+    interact(client, shop.datastream, huge, expect=413)
+    missing = interact(client, "no-such-datastream", event([shop.scope]), expect=404)
+    assert missing.json()["title"] == "Not Found"
+    assert client.post("/ee/v1/interact", content="{}").status_code == 400
+
+
+def test_server_form_feedback_for_a_visitor_without_profile_caps_the_next_decision(shop, client):
+    # A Server API caller names an ECID nextoffer has never seen: the decision is made for
+    # that identity; the display event names the same ECID and counts under it.
+    identity = {"ECID": [{"id": "12345678901234567890123456789012345678"}]}
+    first = interact(client, shop.datastream, event([shop.scope], identityMap=identity)).json()
+    [payload] = handles(first, "personalization:decisions")[0]["payload"]
+    assert payload["items"][0]["id"] == shop.a
+    display = {
+        "_id": "server-display-1",
+        "eventType": "decisioning.propositionDisplay",
+        "identityMap": identity,
+        "_experience": {
+            "decisioning": {"propositions": [{"id": payload["id"], "scope": payload["scope"]}]}
+        },
+    }
+    interact(client, shop.datastream, {"events": [{"xdm": display}]})
+    again = interact(client, shop.datastream, event([shop.scope], identityMap=identity)).json()
+    assert handles(again, "personalization:decisions")[0]["payload"][0]["items"][0]["id"] == shop.b
+    assert shop.report()[shop.a]["impressions"] == 1
+
+
+def test_dry_run_flagged_feedback_counts_nothing(shop, client):
+    first = interact(client, shop.datastream, event([shop.scope])).json()
+    ecid = handles(first, "identity:result")[0]["payload"][0]["id"]
+    [payload] = handles(first, "personalization:decisions")[0]["payload"]
+    display = {
+        "_id": "dry-display-1",
+        "eventType": "decisioning.propositionDisplay",
+        "identityMap": {"ECID": [{"id": ecid}]},
+        "_experience": {
+            "decisioning": {"propositions": [{"id": payload["id"], "scope": payload["scope"]}]}
+        },
+    }
+    dry = {"__adobe": {"ajo": {"dryRun": True}}}
+    interact(client, shop.datastream, {"events": [{"xdm": display, "data": dry}]})
+    assert shop.report()[shop.a]["impressions"] == 0
+
+
+def test_several_scopes_of_one_event_share_one_proposition_id(shop, client):
+    # As in Adobe's multi-scope example: one payload per scope, one id for all of them.
+    request = example("edge-decisions-multi-scope.request.json")
+    two = [shop.scope, scope(shop.decision, shop.placement, itemCount=2)]
+    request["events"][0]["query"]["personalization"]["decisionScopes"] = two
+    [decisions] = handles(
+        interact(client, shop.datastream, request).json(), "personalization:decisions"
+    )
+    assert [p["scope"] for p in decisions["payload"]] == two
+    assert len({p["id"] for p in decisions["payload"]}) == 1
+    assert all(p["items"] for p in decisions["payload"])
