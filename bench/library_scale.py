@@ -288,8 +288,14 @@ class Worker:
         self.process.wait(timeout=30)
 
 
-def raise_offer(no: NextOffer, lib: dict[str, Any], index: int, priority: int) -> str:
-    """Give offer ``index`` the highest priority (a real ``PUT`` through the repository)."""
+_RAISED = [int(time.time() * 10)]
+
+
+def raise_offer(no: NextOffer, lib: dict[str, Any], index: int) -> str:
+    """Give offer ``index`` the highest priority (a real ``PUT`` through the repository):
+    one above any given before, in this run or an earlier one on the same database."""
+    _RAISED[0] += 1
+    priority = _RAISED[0]
     instance_id = lib["offers"][index]
     record = no.repository.get(lib["principal"], lib["container"], instance_id)
     body = {k: v for k, v in record.body.items() if not k.startswith("repo:")}
@@ -308,7 +314,7 @@ def raise_offer(no: NextOffer, lib: dict[str, Any], index: int, priority: int) -
 def visibility(no: NextOffer, lib: dict[str, Any], workers: list[Worker], round_: int) -> float:
     index = (round_ * 7919) % len(lib["offers"])
     began = time.perf_counter()
-    at_id = raise_offer(no, lib, index, 1_000 + round_)
+    at_id = raise_offer(no, lib, index)
     pending = list(workers)
     while pending:
         pending = [w for w in pending if w.decide(lib) != at_id]
@@ -325,7 +331,7 @@ def rebuild_cpu(no: NextOffer, lib: dict[str, Any], repeats: int) -> tuple[float
     full = time.process_time() - cpu
     changes = []
     for r in range(repeats):
-        raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]), 5_000 + r)
+        raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
         cpu = time.process_time()
         catalogs.get(lib["container"])
         changes.append(time.process_time() - cpu)
@@ -355,7 +361,7 @@ def p99_during_rebuilds(
     def churn() -> None:
         r = 0
         while not stop.wait(0.25):
-            raise_offer(no, lib, (r * 31 + 5) % len(lib["offers"]), 20_000 + r)
+            raise_offer(no, lib, (r * 31 + 5) % len(lib["offers"]))
             r += 1
 
     thread = threading.Thread(target=churn)
