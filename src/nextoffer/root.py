@@ -29,6 +29,7 @@ from nextoffer.repository.objects import ObjectType, SchemaRef
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Authenticator, Principal
 from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 from nextoffer.service.events import Events
 from nextoffer.service.offload import in_pool
@@ -136,7 +137,10 @@ class NextOffer:
             check_interval=settings.catalog_check_seconds,
             on_rebuild=on_rebuild,
             freeze_heap=settings.freeze_heap,
+            rules=CompiledRules(settings.rule_cache_dir()),
+            wait=settings.snapshot_wait_seconds,
         )
+        self._closers.append(self.catalogs.close)
         self.auth = Authenticator(store)
         self.repository = Repository(
             store,

@@ -69,6 +69,7 @@ class Catalog:
 
     __slots__ = (
         "_capped",
+        "_memo",
         "compile_rule",
         "decisions",
         "errors",
@@ -86,6 +87,7 @@ class Catalog:
         decisions: Mapping[str, Decision],
         errors: tuple[CatalogError, ...],
         compile_rule: CompileRule | None = None,
+        memo: _Memo | None = None,
     ) -> None:
         self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
         self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
@@ -98,6 +100,8 @@ class Catalog:
         self._capped: Mapping[str, frozenset[str]] = MappingProxyType(
             {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
         )
+        #: What the next build may reuse (see ``build_catalog(previous=…)``).
+        self._memo = memo
 
     def capped_offer_ids(self, activity_ids: Iterable[str]) -> frozenset[str]:
         """``@id``s of the capped offers these decisions may propose: the counters to fetch."""
@@ -123,6 +127,14 @@ class Catalog:
         return tuple(seen.values())
 
 
+def _same_members(pool: Pool, members: list[Offer]) -> bool:
+    """Whether ``members`` are exactly the objects ``pool`` was built from."""
+    if len(set(map(id, members))) != len(pool.members):
+        return False
+    previous = {id(offer) for offer in pool.members}
+    return all(id(offer) in previous for offer in members)
+
+
 def _capped_ids(decision: Decision) -> frozenset[str]:
     return frozenset(
         offer.at_id
@@ -141,13 +153,39 @@ def _default_compile() -> CompileRule:
 
 
 def build_catalog(
-    instances: Iterable[CatalogInstance], *, compile_rule: CompileRule | None = None
+    instances: Iterable[CatalogInstance],
+    *,
+    compile_rule: CompileRule | None = None,
+    previous: Catalog | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
 
     ``compile_rule`` defaults to :func:`nextoffer.pql.compile`; it is the seam tests use.
+    ``previous``, a catalog of an earlier version of the same library built with the same
+    ``compile_rule``, lets the build reuse what did not change: the rule, formula and
+    offer objects whose instances (``@id``, instance id, etag) and resolved rules are the
+    same, their errors, a collection's pool when its members are the same objects, and
+    each rule's shared-part analysis. The result is the catalog a build from scratch
+    would give; only the work differs.
     """
-    return _Builder(compile_rule or _default_compile()).build(instances)
+    memo = previous._memo if previous is not None else None
+    return _Builder(compile_rule or _default_compile(), memo).build(instances)
+
+
+@dataclass(slots=True)
+class _Memo:
+    """One build's products, by ``@id``, for the next build to reuse."""
+
+    stamps: dict[str, tuple[str, int]]
+    rules: dict[str, Rule]
+    formulas: dict[str, Rule]
+    offers: dict[str, Offer]
+    #: Errors (unfinished) that an instance's own content caused, by its ``@id``.
+    errors: dict[str, list[CatalogError]]
+    #: collection ``@id`` → (its stamp, the pool built from it).
+    pools: dict[str, tuple[tuple[str, int], Pool]]
+    #: A compiled rule → its parts that do not read ``offer`` (``_required``).
+    own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]]
 
 
 def _schema_key(schema: str) -> str:
@@ -161,8 +199,11 @@ def _sort_key(offer: Offer) -> tuple[int, str]:
 class _Builder:
     """One build: collects errors and the "who uses what" graph while compiling."""
 
-    def __init__(self, compile_rule: CompileRule) -> None:
+    def __init__(self, compile_rule: CompileRule, memo: _Memo | None = None) -> None:
         self.compile_rule = compile_rule
+        self.old = memo
+        self.own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]] = {}
+        self.pool_memo: dict[str, tuple[tuple[str, int], Pool]] = {}
         self.errors: list[CatalogError] = []
         self.by_schema: dict[str, dict[str, CatalogInstance]] = {}
         self.uses: dict[str, set[str]] = {}  # referenced @id -> @ids referencing it
@@ -176,17 +217,21 @@ class _Builder:
         for instance in instances:
             self.by_schema.setdefault(_schema_key(instance.schema), {})[instance.at_id] = instance
         self.rules = {
-            i.at_id: self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule")
+            i.at_id: self._reused(i, "rules")
+            or self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule")
             for i in self._all(ELIGIBILITY_RULE)
         }
         self.formulas = {
-            i.at_id: self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula")
+            i.at_id: self._reused(i, "formulas")
+            or self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula")
             for i in self._all(RANKING_FORMULA)
         }
         placements = {
             i.at_id: Placement(i.at_id, i.instance_id, i.etag, i.body) for i in self._all(PLACEMENT)
         }
-        offers = {i.at_id: self._offer(i) for i in self._all(PERSONALIZED_OFFER)}
+        offers = {
+            i.at_id: self._reused_offer(i) or self._offer(i) for i in self._all(PERSONALIZED_OFFER)
+        }
         fallbacks = {i.at_id: self._fallback(i) for i in self._all(FALLBACK_OFFER)}
         self.tag_index: dict[str, list[Offer]] = {}
         for offer in sorted(offers.values(), key=_sort_key):
@@ -194,6 +239,21 @@ class _Builder:
                 self.tag_index.setdefault(tag, []).append(offer)
         self.offers = offers
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
+        memo = _Memo(
+            stamps={
+                at_id: (i.instance_id, i.etag)
+                for by_id in self.by_schema.values()
+                for at_id, i in by_id.items()
+            },
+            rules=self.rules,
+            formulas=self.formulas,
+            offers=offers,
+            errors={},
+            pools=self.pool_memo,
+            own_parts=self.own_parts,
+        )
+        for error in self.errors:
+            memo.errors.setdefault(error.at_id, []).append(error)
         return Catalog(
             placements=placements,
             offers=offers,
@@ -201,7 +261,48 @@ class _Builder:
             decisions=decisions,
             errors=self._finish_errors(decisions),
             compile_rule=self.compile_rule,
+            memo=memo,
         )
+
+    # ---- reuse of the previous build ---------------------------------------------------
+    def _unchanged(self, instance: CatalogInstance) -> bool:
+        old = self.old
+        return old is not None and old.stamps.get(instance.at_id) == (
+            instance.instance_id,
+            instance.etag,
+        )
+
+    def _carry_errors(self, at_id: str) -> None:
+        assert self.old is not None
+        self.errors.extend(self.old.errors.get(at_id, ()))
+
+    def _reused(self, instance: CatalogInstance, table: str) -> Rule | None:
+        """The previous build's rule or formula for an unchanged instance."""
+        if not self._unchanged(instance):
+            return None
+        assert self.old is not None
+        rule: Rule | None = getattr(self.old, table).get(instance.at_id)
+        if rule is not None:
+            self._carry_errors(instance.at_id)
+        return rule
+
+    def _reused_offer(self, instance: CatalogInstance) -> Offer | None:
+        """The previous build's offer when it and every rule it resolved are unchanged."""
+        if not self._unchanged(instance):
+            return None
+        assert self.old is not None
+        offer = self.old.offers.get(instance.at_id)
+        if offer is None:
+            return None
+        used = [offer.rule] if offer.rule is not None else []
+        if offer.constraint is not None:
+            used.extend(offer.constraint.rules)
+        if any(self.rules.get(rule.at_id) is not rule for rule in used):
+            return None  # a rule it uses changed or went away: built again
+        for rule in used:
+            self._use(rule.at_id, instance.at_id)
+        self._carry_errors(instance.at_id)
+        return offer
 
     def _all(self, schema: str) -> list[CatalogInstance]:
         return sorted(self.by_schema.get(schema, {}).values(), key=lambda i: i.at_id)
@@ -409,10 +510,11 @@ class _Builder:
             rule = offer.rule
             if offer.problem is not None or (rule is not None and rule.compiled is None):
                 continue
-            parts = getattr(rule.compiled, "conjuncts", None) if rule is not None else None
+            if rule is None:
+                return ()
+            parts, mine = self._own_parts(rule.compiled)
             if not parts:
                 return ()
-            mine = {part for part in parts if _OFFER_WORD.search(part) is None}
             if len(parts) == 1 and parts[0] in mine:
                 # The whole rule is the part: one evaluation (and cache entry) serves both.
                 self.conjuncts.setdefault(parts[0], rule)
@@ -425,6 +527,17 @@ class _Builder:
                 return ()
         found = (self._conjunct(part) for part in common or ())
         return tuple(rule for rule in found if rule is not None)
+
+    def _own_parts(self, compiled: Any) -> tuple[tuple[str, ...], frozenset[str]]:
+        """A compiled rule's conjuncts, and those of them that do not read ``offer``."""
+        found = self.own_parts.get(compiled)
+        if found is None and self.old is not None:
+            found = self.old.own_parts.get(compiled)
+        if found is None:
+            parts = tuple(getattr(compiled, "conjuncts", None) or ())
+            found = (parts, frozenset(p for p in parts if _OFFER_WORD.search(p) is None))
+        self.own_parts[compiled] = found
+        return found
 
     def _conjunct(self, source: str) -> Rule | None:
         """A shared rule part compiled on its own (once per build); ``None`` if it cannot be."""
@@ -452,6 +565,7 @@ class _Builder:
             return _EMPTY_POOL
         filter_type = prop(instance.body, "filterType")
         ids = strings(instance.body, "ids")
+        stamp = (instance.instance_id, instance.etag)
         members: list[Offer]
         if filter_type == "offers":
             members = [self.offers[i] for i in ids if i in self.offers]
@@ -466,7 +580,13 @@ class _Builder:
                 CatalogErrorKind.INVALID_VALUE, instance, f"unknown filterType {filter_type!r}"
             )
             members = []
-        pool = self.pools[collection_id] = self._pool_of(members)
+        old = self.old.pools.get(collection_id) if self.old is not None else None
+        if old is not None and old[0] == stamp and _same_members(old[1], members):
+            pool = old[1]
+        else:
+            pool = self._pool_of(members)
+        self.pools[collection_id] = pool
+        self.pool_memo[collection_id] = (stamp, pool)
         return pool
 
     # ---- decisions -------------------------------------------------------------------

@@ -332,6 +332,15 @@ class Session:
         )
         return [instance_from_row(row) for row in rows]
 
+    def instance_stamps(self, container_id: str) -> dict[str, tuple[str, int]]:
+        """``@id`` → (instance id, etag) of every instance of the container, without bodies:
+        what a snapshot rebuild compares to find the instances that changed."""
+        i = t.instances.c
+        rows = self.conn.execute(
+            select(i.at_id, i.instance_id, i.etag).where(i.container_id == container_id)
+        )
+        return {row.at_id: (row.instance_id, int(row.etag)) for row in rows}
+
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
             select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(
