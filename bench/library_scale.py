@@ -4,8 +4,8 @@
         [--dir /tmp/libscale] [--plot docs/img/library-scale.png] [--json rows.json]
 
 The library of each size: one placement, N eligibility rules (a distinct 5-condition rule
-each), N approved offers (each referencing its own rule, priorities 0-99), one fallback,
-one ``offers`` collection of all N and one live decision over it; one profile every rule
+each), N approved offers (each referencing its own rule, priorities 0-99, one tag), one
+fallback, one ``anyTags`` collection of that tag and one live decision over it; one profile every rule
 accepts. Beyond 10,000 (Adobe's guardrail, which the API enforces) the rows are written
 with the store's own write (``Session.insert_instance``) in batches, as below 10,000.
 
@@ -56,6 +56,7 @@ from nextoffer.repository.objects import (
     PERSONALIZED_OFFER,
     PLACEMENT,
     RULE,
+    TAG,
     SchemaRef,
 )
 from nextoffer.repository.records import Audit, InstanceRecord
@@ -112,6 +113,8 @@ def build(db_url: str, size: int) -> dict[str, Any]:
             ],
         }
     ]
+    tag = _record(ids, container, TAG, {"xdm:name": "scale"})
+    rows.append((tag, []))
     offers = []
     for n in range(size):
         rule = _record(
@@ -124,8 +127,8 @@ def build(db_url: str, size: int) -> dict[str, Any]:
                     "xdm:type": "PQL",
                     "xdm:format": "pql/text",
                     "xdm:value": (
-                        f"age >= {n % 40} and country in [\"US\", \"CA\", \"C{n}\"] "
-                        f"and tier = \"gold\" and loyaltyPoints > {rng.randint(0, 6000)} "
+                        f'age >= {n % 40} and country in ["US", "CA", "C{n}"] '
+                        f'and tier = "gold" and loyaltyPoints > {rng.randint(0, 6000)} '
                         "and optIn = true"
                     ),
                 },
@@ -141,9 +144,10 @@ def build(db_url: str, size: int) -> dict[str, Any]:
                 "xdm:representations": reps,
                 "xdm:rank": {"xdm:priority": n % 100},
                 "xdm:selectionConstraint": {"xdm:eligibilityRule": rule.at_id},
+                "xdm:tags": [tag.at_id],
             },
         )
-        rows += [(rule, []), (offer, [placement.at_id, rule.at_id])]
+        rows += [(rule, []), (offer, [placement.at_id, rule.at_id, tag.at_id])]
         offers.append(offer)
     fallback = _record(
         ids,
@@ -155,7 +159,7 @@ def build(db_url: str, size: int) -> dict[str, Any]:
         ids,
         container,
         COLLECTION,
-        {"xdm:name": "All", "xdm:filterType": "offers", "xdm:ids": [o.at_id for o in offers]},
+        {"xdm:name": "All", "xdm:filterType": "anyTags", "xdm:ids": [tag.at_id]},
     )
     decision = _record(
         ids,
@@ -175,7 +179,7 @@ def build(db_url: str, size: int) -> dict[str, Any]:
     )
     rows += [
         (fallback, [placement.at_id]),
-        (collection, [o.at_id for o in offers]),
+        (collection, [tag.at_id]),
         (decision, [placement.at_id, fallback.at_id, collection.at_id]),
     ]
     for start in range(0, len(rows), 2000):
@@ -375,11 +379,11 @@ def p99_during_rebuilds(
 
 
 def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
-    db = folder / f"lib{size}.db"
-    meta = folder / f"lib{size}.json"
+    db = folder / f"tags{size}.db"
+    meta = folder / f"tags{size}.json"
     db_url = f"sqlite:///{db}"
     if not (db.exists() and meta.exists()):
-        for stale in folder.glob(f"lib{size}.db*"):
+        for stale in folder.glob(f"tags{size}.db*"):
             stale.unlink()
         print(f"  building the {size:,}-offer library ...", flush=True)
         began = time.perf_counter()
