@@ -5,9 +5,10 @@
 
 The library of each size: one placement, N eligibility rules (a distinct 5-condition rule
 each), N approved offers (each referencing its own rule, priorities 0-99, one tag), one
-fallback, one ``anyTags`` collection of that tag and one live decision over it; one profile every rule
-accepts. Beyond 10,000 (Adobe's guardrail, which the API enforces) the rows are written
-with the store's own write (``Session.insert_instance``) in batches, as below 10,000.
+fallback, one ``anyTags`` collection of that tag and one live decision over it; one
+profile every rule accepts. The rows are written with the store's own write
+(``Session.insert_instance``) in batches: beyond 10,000 offers (Adobe's guardrail, which
+the API enforces) as below.
 
 Per size, with the database file kept in ``--dir`` for the next run:
 

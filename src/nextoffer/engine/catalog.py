@@ -11,6 +11,7 @@ they have a representation for, and sorting each (collection, placement) list by
 from __future__ import annotations
 
 import re
+from bisect import insort
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
@@ -127,14 +128,6 @@ class Catalog:
         return tuple(seen.values())
 
 
-def _same_members(pool: Pool, members: list[Offer]) -> bool:
-    """Whether ``members`` are exactly the objects ``pool`` was built from."""
-    if len(set(map(id, members))) != len(pool.members):
-        return False
-    previous = {id(offer) for offer in pool.members}
-    return all(id(offer) in previous for offer in members)
-
-
 def _capped_ids(decision: Decision) -> frozenset[str]:
     return frozenset(
         offer.at_id
@@ -186,6 +179,8 @@ class _Memo:
     pools: dict[str, tuple[tuple[str, int], Pool]]
     #: A compiled rule → its parts that do not read ``offer`` (``_required``).
     own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]]
+    #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
+    tag_index: dict[str, list[Offer]]
 
 
 def _schema_key(schema: str) -> str:
@@ -214,8 +209,17 @@ class _Builder:
 
     # ---- entry point -----------------------------------------------------------------
     def build(self, instances: Iterable[CatalogInstance]) -> Catalog:
+        stamps: dict[str, tuple[str, int]] = {}
         for instance in instances:
             self.by_schema.setdefault(_schema_key(instance.schema), {})[instance.at_id] = instance
+            stamps[instance.at_id] = (instance.instance_id, instance.etag)
+        old = self.old
+        #: ``@id``s new or changed since the previous build (all of them without one).
+        self.changed = (
+            stamps.keys()
+            if old is None
+            else {at_id for at_id, stamp in stamps.items() if old.stamps.get(at_id) != stamp}
+        )
         self.rules = {
             i.at_id: self._reused(i, "rules")
             or self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule")
@@ -233,24 +237,18 @@ class _Builder:
             i.at_id: self._reused_offer(i) or self._offer(i) for i in self._all(PERSONALIZED_OFFER)
         }
         fallbacks = {i.at_id: self._fallback(i) for i in self._all(FALLBACK_OFFER)}
-        self.tag_index: dict[str, list[Offer]] = {}
-        for offer in sorted(offers.values(), key=_sort_key):
-            for tag in offer.tags:
-                self.tag_index.setdefault(tag, []).append(offer)
+        self.tag_index = self._tag_index(offers)
         self.offers = offers
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
         memo = _Memo(
-            stamps={
-                at_id: (i.instance_id, i.etag)
-                for by_id in self.by_schema.values()
-                for at_id, i in by_id.items()
-            },
+            stamps=stamps,
             rules=self.rules,
             formulas=self.formulas,
             offers=offers,
             errors={},
             pools=self.pool_memo,
             own_parts=self.own_parts,
+            tag_index=self.tag_index,
         )
         for error in self.errors:
             memo.errors.setdefault(error.at_id, []).append(error)
@@ -264,43 +262,63 @@ class _Builder:
             memo=memo,
         )
 
-    # ---- reuse of the previous build ---------------------------------------------------
-    def _unchanged(self, instance: CatalogInstance) -> bool:
+    def _tag_index(self, offers: dict[str, Offer]) -> dict[str, list[Offer]]:
+        """Tag → the offers carrying it, by (-priority, @id): the previous build's lists
+        with the offers that changed taken out and put back in order, when few did."""
         old = self.old
-        return old is not None and old.stamps.get(instance.at_id) == (
-            instance.instance_id,
-            instance.etag,
-        )
+        if old is not None:
+            gone = [o for at_id, o in old.offers.items() if offers.get(at_id) is not o]
+            came = [o for at_id, o in offers.items() if old.offers.get(at_id) is not o]
+            if len(gone) + len(came) <= max(16, len(offers) // 8):
+                index = {tag: [*listed] for tag, listed in old.tag_index.items()}  # copies
+                for offer in gone:
+                    for tag in offer.tags:
+                        index[tag].remove(offer)
+                for offer in came:
+                    for tag in offer.tags:
+                        insort(index.setdefault(tag, []), offer, key=_sort_key)
+                return {tag: listed for tag, listed in index.items() if listed}
+        fresh: dict[str, list[Offer]] = {}
+        for offer in sorted(offers.values(), key=_sort_key):
+            for tag in offer.tags:
+                fresh.setdefault(tag, []).append(offer)
+        return fresh
 
+    # ---- reuse of the previous build ---------------------------------------------------
     def _carry_errors(self, at_id: str) -> None:
         assert self.old is not None
-        self.errors.extend(self.old.errors.get(at_id, ()))
+        errors = self.old.errors.get(at_id)
+        if errors:
+            self.errors.extend(errors)
 
     def _reused(self, instance: CatalogInstance, table: str) -> Rule | None:
         """The previous build's rule or formula for an unchanged instance."""
-        if not self._unchanged(instance):
+        old = self.old
+        if old is None or instance.at_id in self.changed:
             return None
-        assert self.old is not None
-        rule: Rule | None = getattr(self.old, table).get(instance.at_id)
+        rule: Rule | None = getattr(old, table).get(instance.at_id)
         if rule is not None:
             self._carry_errors(instance.at_id)
         return rule
 
     def _reused_offer(self, instance: CatalogInstance) -> Offer | None:
         """The previous build's offer when it and every rule it resolved are unchanged."""
-        if not self._unchanged(instance):
+        old = self.old
+        if old is None or instance.at_id in self.changed:
             return None
-        assert self.old is not None
-        offer = self.old.offers.get(instance.at_id)
+        offer = old.offers.get(instance.at_id)
         if offer is None:
             return None
-        used = [offer.rule] if offer.rule is not None else []
-        if offer.constraint is not None:
-            used.extend(offer.constraint.rules)
-        if any(self.rules.get(rule.at_id) is not rule for rule in used):
-            return None  # a rule it uses changed or went away: built again
-        for rule in used:
+        rule = offer.rule
+        if rule is not None:
+            if self.rules.get(rule.at_id) is not rule:
+                return None  # the rule it uses changed or went away: built again
             self._use(rule.at_id, instance.at_id)
+        if offer.constraint is not None:
+            if any(self.rules.get(r.at_id) is not r for r in offer.constraint.rules):
+                return None
+            for r in offer.constraint.rules:
+                self._use(r.at_id, instance.at_id)
         self._carry_errors(instance.at_id)
         return offer
 
@@ -492,12 +510,39 @@ class _Builder:
             if offer.status == "approved":
                 for placement in offer.representations:
                     by_placement.setdefault(placement, []).append(offer)
+        return self._pool_from(ordered, by_placement)
+
+    def _pool_from(self, ordered: tuple[Offer, ...], by_placement: dict[str, list[Offer]]) -> Pool:
         required = {p: self._required(o) for p, o in by_placement.items()}
         return Pool(
             ordered,
-            MappingProxyType({p: tuple(o) for p, o in by_placement.items()}),
+            MappingProxyType({p: tuple(o) for p, o in by_placement.items() if o}),
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
+
+    def _patched_pool(self, old: Pool, members: list[Offer]) -> Pool | None:
+        """``old`` with the offers that left removed and those that came inserted in
+        order (the same pool :meth:`_pool_of` builds); ``old`` itself when nothing moved,
+        ``None`` when so much moved that building it again is as cheap."""
+        now = {id(offer): offer for offer in members}
+        before = {id(offer) for offer in old.members}
+        added = [offer for key, offer in now.items() if key not in before]
+        removed = before - now.keys()
+        if not added and not removed:
+            return old
+        if len(added) + len(removed) > max(16, len(old.members) // 8):
+            return None
+        ordered = [o for o in old.members if id(o) not in removed] if removed else [*old.members]
+        by_placement = {
+            p: [o for o in offers if id(o) not in removed] if removed else [*offers]
+            for p, offers in old.by_placement.items()
+        }
+        for offer in added:
+            insort(ordered, offer, key=_sort_key)
+            if offer.status == "approved":
+                for placement in offer.representations:
+                    insort(by_placement.setdefault(placement, []), offer, key=_sort_key)
+        return self._pool_from(tuple(ordered), by_placement)
 
     def _required(self, offers: Iterable[Offer]) -> tuple[Rule, ...]:
         """The rule parts every one of ``offers`` needs (see ``Pool.required``).
@@ -505,7 +550,8 @@ class _Builder:
         Offers that can never be eligible (a problem, an unusable rule) do not count; an
         offer without a rule, or a rule the compiler cannot split, leaves nothing shared.
         """
-        common: dict[str, None] | None = None
+        common: frozenset[str] | None = None
+        first: tuple[str, ...] = ()  # the order of the parts: the first counted rule's
         for offer in offers:
             rule = offer.rule
             if offer.problem is not None or (rule is not None and rule.compiled is None):
@@ -518,14 +564,14 @@ class _Builder:
             if len(parts) == 1 and parts[0] in mine:
                 # The whole rule is the part: one evaluation (and cache entry) serves both.
                 self.conjuncts.setdefault(parts[0], rule)
-            common = (
-                dict.fromkeys(p for p in parts if p in mine)
-                if common is None
-                else {p: None for p in common if p in mine}
-            )
+            if common is None:
+                common, first = mine, parts
+            else:
+                common &= mine
             if not common:
                 return ()
-        found = (self._conjunct(part) for part in common or ())
+        shared = dict.fromkeys(part for part in first if common and part in common)
+        found = (self._conjunct(part) for part in shared)
         return tuple(rule for rule in found if rule is not None)
 
     def _own_parts(self, compiled: Any) -> tuple[tuple[str, ...], frozenset[str]]:
@@ -581,10 +627,10 @@ class _Builder:
             )
             members = []
         old = self.old.pools.get(collection_id) if self.old is not None else None
-        if old is not None and old[0] == stamp and _same_members(old[1], members):
-            pool = old[1]
-        else:
-            pool = self._pool_of(members)
+        patched = (
+            self._patched_pool(old[1], members) if old is not None and old[0] == stamp else None
+        )
+        pool = patched or self._pool_of(members)
         self.pools[collection_id] = pool
         self.pool_memo[collection_id] = (stamp, pool)
         return pool

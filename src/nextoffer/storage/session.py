@@ -334,12 +334,15 @@ class Session:
 
     def instance_stamps(self, container_id: str) -> dict[str, tuple[str, int]]:
         """``@id`` → (instance id, etag) of every instance of the container, without bodies:
-        what a snapshot rebuild compares to find the instances that changed."""
-        i = t.instances.c
-        rows = self.conn.execute(
-            select(i.at_id, i.instance_id, i.etag).where(i.container_id == container_id)
-        )
-        return {row.at_id: (row.instance_id, int(row.etag)) for row in rows}
+        what a snapshot rebuild compares to find the instances that changed (a driver
+        read: tens of thousands of rows, no row objects)."""
+        marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        rows = self.conn.exec_driver_sql(
+            f"SELECT at_id, instance_id, etag FROM instances WHERE container_id = {marker}",
+            (container_id,),
+        ).cursor
+        assert rows is not None
+        return {at_id: (instance_id, etag) for at_id, instance_id, etag in rows.fetchall()}
 
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
