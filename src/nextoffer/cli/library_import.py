@@ -56,14 +56,25 @@ def read_lines(path: Path) -> tuple[list[tuple[ObjectType, dict[str, Any]]], lis
     return items, numbers
 
 
+#: Problems listed, and characters of each message shown (a schema message may quote a
+#: whole 500-item list).
+SHOWN, MESSAGE_CHARS = 100, 300
+
+
 def describe(exc: Unprocessable, numbers: list[int]) -> str:
-    """Every problem of ``exc`` with the line it is on (pointers start ``/<index>``)."""
+    """The problems of ``exc`` with the line each is on (pointers start ``/<index>``)."""
+    problems = exc.extra.get("errors") or [{"pointer": exc.pointer, "message": exc.detail}]
     out = []
-    for problem in exc.extra.get("errors") or [{"pointer": exc.pointer, "message": exc.detail}]:
+    for problem in problems[:SHOWN]:
         pointer = str(problem.get("pointer") or "")
         head, _, rest = pointer.lstrip("/").partition("/")
         where = f"line {numbers[int(head)]}" if head.isdigit() else "library"
-        out.append(f"{where}: {'/' + rest + ': ' if rest else ''}{problem.get('message')}")
+        message = str(problem.get("message"))
+        if len(message) > MESSAGE_CHARS:
+            message = message[:MESSAGE_CHARS] + "…"
+        out.append(f"{where}: {'/' + rest + ': ' if rest else ''}{message}")
+    if len(problems) > SHOWN:
+        out.append(f"… and {len(problems) - SHOWN} more")
     return "\n".join(out)
 
 
