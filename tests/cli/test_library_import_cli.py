@@ -130,7 +130,7 @@ def test_new_ids_rewrite_every_reference_and_may_import_the_library_twice(export
 
 
 def test_a_missing_reference_is_reported_with_its_line_and_nothing_is_stored(exported, tmp_path):
-    path, _, lines = exported
+    _, _, lines = exported
     kept = [line for line in lines if "eligibility-rule" not in line["schemas"][0]]
     assert len(kept) < len(lines)
     broken = tmp_path / "broken.jsonl"

@@ -22,6 +22,7 @@ directory writable only by the service's user.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -33,7 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nextoffer import __version__, pql
+from nextoffer import pql
 from nextoffer.pql import stored
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ def fingerprint() -> str:
     """What compiled code depends on: nextoffer's version, the ``pql`` package's source
     and Python's bytecode version (``importlib.util.MAGIC_NUMBER``)."""
     digest = hashlib.sha256()
-    digest.update(__version__.encode())
+    digest.update(importlib.metadata.version("nextoffer").encode())
     digest.update(importlib.util.MAGIC_NUMBER)
     digest.update(sys.version.encode())
     package = Path(pql.__file__).parent
