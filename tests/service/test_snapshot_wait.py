@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from nextoffer.errors import Unavailable
 from nextoffer.ids import utcnow
 from nextoffer.repository.objects import RULE, SchemaRef
 from nextoffer.root import NextOffer
+from nextoffer.service import catalogs
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.settings import Settings
@@ -53,3 +56,40 @@ def test_a_first_snapshot_slower_than_the_wait_answers_unavailable_then_serves(
         finally:
             release.set()
             cache.close()
+
+
+def test_a_first_build_defers_rules_past_the_eager_ones_then_compiles_them_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="nextoffer.service.catalogs")
+    monkeypatch.setattr(catalogs, "EAGER_RULES", 2)
+    db_url = f"sqlite:///{tmp_path / 'lazy.db'}"
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
+        creds = no.bootstrap(org="LAZY@AdobeOrg", sandbox="prod")
+        for n in range(6):
+            body = {
+                "xdm:name": f"r{n}",
+                "xdm:condition": {
+                    "xdm:type": "PQL",
+                    "xdm:format": "pql/text",
+                    "xdm:value": f"age > {n}",
+                },
+            }
+            no.repository.create(
+                creds.principal, creds.container_id, SchemaRef(RULE, None, ""), body
+            )
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
+        cache = no.catalogs
+        first = cache.get(creds.container_id)
+        rules = [i for i in first.instances.values() if i.schema.endswith("eligibility-rule")]
+        assert len(rules) == 6
+        lazy = [r.body["xdm:condition"]["xdm:value"] for r in rules]
+        assert "first snapshot with 4 rules compiled on first use" in caplog.text
+        compiled = cache.rules.deferred("age > 3")
+        assert compiled.evaluate(profile={"age": 4}) is True
+        assert compiled.evaluate(profile={"age": 2}) is False
+        deadline = time.monotonic() + 20
+        while cache.get(creds.container_id) is first and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cache.get(creds.container_id) is not first  # the complete build replaced it
+        assert all(cache.rules.known(s) for s in lazy)

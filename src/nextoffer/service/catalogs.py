@@ -10,6 +10,7 @@ formulas fail to compile keeps the last good snapshot and is reported by diagnos
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 import time
@@ -22,13 +23,14 @@ from typing import Any
 
 import orjson
 
-from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.storage.decision_path import DecisionPath
 from nextoffer.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 #: Errors that make a new snapshot unusable: keep serving the previous one.
 _BLOCKING = frozenset({CatalogErrorKind.INVALID_RULE, CatalogErrorKind.INVALID_FORMULA})
@@ -54,14 +56,15 @@ class Snapshot:
     reads_events: bool = True
 
 
-def settle_young() -> None:
-    """Collect what is not frozen, then freeze what survived: the cheap :func:`settle_heap`.
+def settle_young(generation: int = 2) -> None:
+    """Collect what is not frozen (up to ``generation``), then freeze what survived: the
+    cheap :func:`settle_heap`.
 
     After an incremental rebuild most of the snapshot is the previous one's objects,
     already frozen; only what the rebuild made is scanned. Garbage cycles among frozen
     objects (a replaced snapshot's) wait for the next :func:`settle_heap`.
     """
-    gc.collect()
+    gc.collect(generation)
     gc.freeze()
 
 
@@ -82,6 +85,9 @@ def settle_heap() -> None:
 
 #: Every how many incremental rebuilds the whole heap is collected (``settle_heap``).
 FULL_COLLECT_EVERY = 16
+#: Rules a container's first build compiles before it defers the rest to their first
+#: evaluation (``CompiledRules.deferred``) and to a complete build right after.
+EAGER_RULES = 100
 
 
 class CatalogCache:
@@ -214,13 +220,17 @@ class CatalogCache:
             self._builds[container_id] = build
             return build
 
-    def _rebuild(self, container_id: str, version: int) -> Snapshot:
+    def _rebuild(self, container_id: str, version: int, *, complete: bool = False) -> Snapshot:
+        """Build the container's snapshot (on the builder thread). ``complete``: from
+        scratch, every rule compiled (the build after a first one that deferred some)."""
         current = self._snapshots.get(container_id)
         with self._guard:
             self._written.discard(container_id)
-        if current is not None and current.version >= version:
+        if current is not None and current.version >= version and not complete:
             current.checked_at = self._monotonic()
             return current
+        if complete:
+            current = None
         with self._store.session() as session:
             version = session.library_version(container_id)
             epochs = session.cap_epochs(container_id)
@@ -232,14 +242,12 @@ class CatalogCache:
                     for at_id, stamp in stamps.items()
                     if (i := known.get(at_id)) is None or (i.instance_id, i.etag) != stamp
                 ]
-                records = list(session.instances_by_at_id(container_id, changed).values())
+                records = session.instances_by_at_id(container_id, changed).values()
+                rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
             else:
                 stamps = None
-                records = session.all_instances(container_id)
-        instances = {
-            r.at_id: CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body)
-            for r in records
-        }
+                rows = session.library_rows(container_id)
+        instances = {row[1]: CatalogInstance(*row) for row in rows}
         if stamps is not None:  # the unchanged ones, as the previous build had them
             instances = {
                 at_id: instances.get(at_id) or known[at_id]
@@ -247,16 +255,27 @@ class CatalogCache:
                 if at_id in instances or at_id in known
             }
         mentions_events = current is not None and current.reads_events
+        #: A first build compiles up to EAGER_RULES rules itself; the rest wait.
+        eager = EAGER_RULES if current is None and not complete else None
+        deferred = 0
 
-        def compile_rule(
-            source: Any, *, format: str = "pql/text", kind: str = "rule"
-        ) -> pql.CompiledRule:
+        def compile_rule(source: Any, *, format: str = "pql/text", kind: str = "rule") -> Any:
+            # A CompiledRule, or (first builds) a Deferred one: the engine needs ``evaluate``.
             # Every rule and formula the build compiles (rather than reuses) comes here; a
             # source that names xEvent (even inside a string: conservative) makes decisions
             # read events. Reused ones were counted by the build that compiled them.
-            nonlocal mentions_events
+            nonlocal mentions_events, eager, deferred
             text = source if isinstance(source, str) else orjson.dumps(source).decode()
             mentions_events = mentions_events or "xEvent" in text
+            if (
+                eager is not None
+                and isinstance(source, str)
+                and not self.rules.known(source, format=format, kind=kind)
+            ):
+                if eager <= 0:
+                    deferred += 1
+                    return self.rules.deferred(source, format=format, kind=kind)
+                eager -= 1
             return self.rules.get(source, format=format, kind=kind)
 
         previous = current.catalog if current is not None and stamps is not None else None
@@ -286,9 +305,19 @@ class CatalogCache:
             reads_events=mentions_events,
         )
         self._snapshots[container_id] = snapshot
+        if deferred:
+            log.info(
+                "container %s: first snapshot with %d rules compiled on first use; "
+                "compiling them all now",
+                container_id,
+                deferred,
+            )
+            self._builder.submit(self._rebuild, container_id, version, complete=True)
         if self._freeze_heap:
             self._incremental = self._incremental + 1 if previous is not None else 0
-            if previous is None or self._incremental % FULL_COLLECT_EVERY == 0:
+            if deferred:
+                settle_young(0)  # answer first; the complete build right after settles all
+            elif previous is None or self._incremental % FULL_COLLECT_EVERY == 0:
                 settle_heap()
             else:
                 settle_young()

@@ -108,6 +108,15 @@ class CompiledRules:
 
     __call__ = get
 
+    def known(self, source: Any, *, format: str = "pql/text", kind: str = "rule") -> bool:
+        """Whether :meth:`get` would answer without compiling."""
+        key = (source, format, kind)
+        return isinstance(source, str) and (key in self._memory or key in self._stored)
+
+    def deferred(self, source: str, *, format: str = "pql/text", kind: str = "rule") -> Deferred:
+        """The rule, compiled (through :meth:`get`) the first time it is evaluated."""
+        return Deferred(self, source, format, kind)
+
     # -- the file ---------------------------------------------------------------------
 
     def save(self) -> int:
@@ -154,6 +163,35 @@ class CompiledRules:
             key, rule = _decode(bytes(record))
             self._stored[key] = rule
             offset = end
+
+
+class Deferred:
+    """A rule compiled on its first evaluation: what a worker's first snapshot holds for
+    the rules no one has compiled yet, so that it answers before compiling them all.
+
+    It has no ``conjuncts`` (the catalog then shares no rule parts in that pool) and raises
+    the compiler's ``PQLError`` from ``evaluate`` when the source does not compile.
+    """
+
+    __slots__ = ("_format", "_kind", "_rules", "_source", "evaluate")
+
+    def __init__(self, rules: CompiledRules, source: str, fmt: str, kind: str) -> None:
+        self._rules, self._source, self._format, self._kind = rules, source, fmt, kind
+        self.evaluate: Callable[..., Any] = self._first
+
+    def _first(
+        self,
+        profile: Any = None,
+        events: Any = None,
+        now: Any = None,
+        context: Any = None,
+        variables: Any = None,
+    ) -> Any:
+        compiled = self._rules.get(self._source, format=self._format, kind=self._kind)
+        self.evaluate = compiled.evaluate
+        return compiled.evaluate(
+            profile=profile, events=events, now=now, context=context, variables=variables
+        )
 
 
 def _encode(key: Key, data: bytes) -> bytes:

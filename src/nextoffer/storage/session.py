@@ -332,6 +332,19 @@ class Session:
         )
         return [instance_from_row(row) for row in rows]
 
+    def library_rows(self, container_id: str) -> list[tuple[str, str, str, int, Any]]:
+        """(schema id, @id, instance id, etag, body) of every instance of the container:
+        what a snapshot is built from, read by the driver (no audit, no row objects)."""
+        marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        cursor = self.conn.exec_driver_sql(
+            "SELECT schema_id, at_id, instance_id, etag, body FROM instances "
+            f"WHERE container_id = {marker}",
+            (container_id,),
+        ).cursor
+        assert cursor is not None
+        loads = orjson.loads
+        return [(s, a, i, e, loads(b)) for s, a, i, e, b in cursor.fetchall()]
+
     def instance_stamps(self, container_id: str) -> dict[str, tuple[str, int]]:
         """``@id`` → (instance id, etag) of every instance of the container, without bodies:
         what a snapshot rebuild compares to find the instances that changed (a driver
