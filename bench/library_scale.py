@@ -2,6 +2,11 @@
 
     .venv/bin/python bench/library_scale.py [--sizes 1000,10000,20000] [--repeats 3] \
         [--dir /tmp/libscale] [--plot docs/img/library-scale.png] [--json rows.json]
+    .venv/bin/python bench/library_scale.py --compare /tmp/base/src ...   # before/after
+
+``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
+one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
+on a shared machine the load moves, so each before/after pair runs back to back.
 
 The library of each size: one placement, N eligibility rules (a distinct 5-condition rule
 each), N approved offers (each referencing its own rule, priorities 0-99, one tag), one
@@ -231,7 +236,8 @@ def request_body(lib: dict[str, Any], *, dry_run: bool = True) -> bytes:
 
 
 class Worker:
-    """One uvicorn worker of nextoffer's app, spawned now (not waited for)."""
+    """One uvicorn worker of nextoffer's app, spawned now (not waited for); it inherits
+    this process's environment (``--src`` puts a checkout first on ``PYTHONPATH``)."""
 
     def __init__(self, db_url: str, env: dict[str, str]) -> None:
         self.port = free_port()
@@ -411,7 +417,17 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
     row["start_warm_s"] = statistics.median(warm)
     row["rss_peak_mb"] = max(peaks)
     row["rss_after_start_mb"] = statistics.median(steady)
-    no = NextOffer.open(Settings(db_url=db_url))
+    # The bench's own writes and in-process rebuilds; the workers' compiled rules (warm),
+    # and no bound on the first build's wait (a checkout without these settings ignores them).
+    no = NextOffer.open(
+        Settings.from_env(
+            {
+                "NEXTOFFER_DB": db_url,
+                "NEXTOFFER_RULE_CACHE": str(cache),
+                "NEXTOFFER_SNAPSHOT_WAIT_SECONDS": "600",
+            }
+        )
+    )
     try:
         lib["principal"] = bench_principal(no, lib)
         workers = [Worker(db_url, env), Worker(db_url, env)]
@@ -467,6 +483,97 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def use_source(src: Path) -> None:
+    """Run this bench (and its workers) on the checkout at ``src`` (its ``src`` folder):
+    re-executed with it first on ``PYTHONPATH``."""
+    if os.environ.get("LIBSCALE_SRC") == str(src):
+        return
+    path = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p)
+    os.environ.update(PYTHONPATH=path, LIBSCALE_SRC=str(src))
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Each size, each repeat: a child run on the old code, then one on this one."""
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        for size in (int(s) for s in args.sizes.split(",")):
+            for which in ("before", "after"):
+                out = args.dir / f"compare-{which}-{size}-{repeat}.json"
+                command = [sys.executable, __file__, "--sizes", str(size), "--repeats", "1"]
+                command += ["--seconds", str(args.seconds), "--dir", str(args.dir)]
+                command += ["--json", str(out)]
+                if which == "before":
+                    command += ["--src", str(args.compare)]
+                print(f"repeat {repeat + 1}: {size:,} offers, {which}", flush=True)
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                rows.setdefault((which, size), []).extend(json.loads(out.read_text()))
+    fields = [
+        ("start_cold_s", "start → first decision, cold cache (s)"),
+        ("start_warm_s", "start → first decision, warm cache (s)"),
+        ("visible_s", "write → visible in both workers (s)"),
+        ("full_build_cpu_s", "full build CPU (s)"),
+        ("change_cpu_s", "rebuild CPU per change (s)"),
+        ("p99_quiet_ms", "decision p99, quiet (ms)"),
+        ("p99_rebuilding_ms", "decision p99, a change every 0.25 s (ms)"),
+        ("rss_peak_mb", "RSS peak (MB)"),
+        ("rss_steady_mb", "RSS after the changes (MB)"),
+    ]
+    sizes = sorted({size for _, size in rows})
+    print()
+    print(f"{machine()}; median of {args.repeats} interleaved child runs per cell")
+    loads = [r["load_before"] for values in rows.values() for r in values]
+    print(f"1-minute load average at the start of each run: {min(loads):.1f}-{max(loads):.1f}")
+    print()
+    print("| measure | " + " | ".join(f"{n:,}: before | after | ratio" for n in sizes) + " |")
+    print("|---|" + "---:|---:|---:|" * len(sizes))
+    summary: dict[str, Any] = {}
+    for key, label in fields:
+        cells = []
+        for size in sizes:
+            before = statistics.median(r[key] for r in rows[("before", size)])
+            after = statistics.median(r[key] for r in rows[("after", size)])
+            summary.setdefault(key, {})[size] = (before, after)
+            cells.append(f"{before:.3g} | {after:.3g} | {after / before:.2f}×")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({f"{w}-{n}": v for (w, n), v in rows.items()}, indent=1))
+    if args.plot:
+        plot_compare(summary, sizes, args.plot)
+
+
+def plot_compare(summary: dict[str, Any], sizes: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = [
+        (axes[0], ["start_cold_s", "start_warm_s", "visible_s"], "seconds"),
+        (axes[1], ["full_build_cpu_s", "change_cpu_s"], "CPU seconds"),
+        (axes[2], ["rss_peak_mb", "rss_steady_mb"], "MB per worker"),
+    ]
+    for axis, keys, unit in panels:
+        for key in keys:
+            for index, which in enumerate(("before", "after")):
+                axis.plot(
+                    sizes,
+                    [summary[key][n][index] for n in sizes],
+                    "o-" if which == "after" else "o--",
+                    label=f"{key} ({which})",
+                )
+        axis.set_xlabel("offers (each with its own rule)")
+        axis.set_ylabel(unit)
+        axis.set_yscale("log" if unit != "MB per worker" else "linear")
+        axis.legend(fontsize=7)
+    axes[0].axhline(2, color="grey", linestyle=":", linewidth=1)
+    axes[0].axhline(1, color="grey", linestyle=":", linewidth=1)
+    fig.suptitle("bench/library_scale.py --compare: before (dashed) and after (solid)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--sizes", default="1000,10000,20000")
@@ -475,8 +582,17 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "libscale")
     parser.add_argument("--plot", type=Path)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--src", type=Path, help="run on the checkout whose src/ this is")
+    parser.add_argument(
+        "--compare", type=Path, help="a baseline's src/: interleaved runs before and after"
+    )
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.src is not None:
+        use_source(args.src)
+    if args.compare is not None:
+        compare(args)
+        return
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"{size:,} offers", flush=True)
