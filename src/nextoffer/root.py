@@ -149,6 +149,7 @@ class NextOffer:
             clock=clock,
             on_change=self.catalogs.invalidate,
             executor=self.executor,
+            compile_rule=self.catalogs.rules.get,
         )
         self.search = Search(store, self.repository)
         self.profiles = Profiles(store, clock=clock)

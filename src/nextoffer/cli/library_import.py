@@ -134,7 +134,10 @@ def library(
             TimeRemainingColumn(),
             transient=False,
         ) as bar:
-            task = bar.add_task("instances", total=len(items))
+            tasks = {
+                "checked": bar.add_task("checked", total=len(items)),
+                "written": bar.add_task("written", total=len(items)),
+            }
             try:
                 mapping = no.repository.create_many(
                     principal,
@@ -142,12 +145,14 @@ def library(
                     items,
                     keep_ids=keep_ids,
                     chunk_size=chunk,
-                    progress=lambda n: bar.advance(task, n),
+                    progress=lambda stage, n: bar.advance(tasks[stage], n),
                 )
+                bar.update(tasks["checked"], completed=len(items))
             except Unprocessable as exc:
                 raise Unprocessable(
                     f"nothing was imported: {len(exc.extra.get('errors') or [1])} problem(s)\n"
                     + describe(exc, numbers)
                 ) from None
+        no.catalogs.rules.save()  # the rules compiled to check them, for the servers
     renamed = sum(1 for old, new in mapping.items() if old != new)
     click.echo(f"{len(items)} instances imported into {container_id} ({renamed} @ids new)")

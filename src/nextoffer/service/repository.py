@@ -11,6 +11,7 @@ from concurrent.futures import Executor
 from datetime import datetime
 from typing import Any
 
+from nextoffer import pql
 from nextoffer.engine.frequency import cap_rules
 from nextoffer.errors import Conflict, NextOfferError, NotFound, PayloadTooLarge, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
@@ -61,8 +62,12 @@ class Repository:
         clock: Callable[[], datetime],
         on_change: Callable[[str], None] | None = None,
         executor: Executor | None = None,
+        compile_rule: rules.Compile = pql.compile,
     ) -> None:
         self._store = store
+        #: Validates PQL on save; the root passes the snapshots' compiled-rule cache, so a
+        #: rule saved (or imported) is compiled once, for both.
+        self._compile_rule = compile_rule
         #: Reads of one instance by key go the decision path's way (a driver read on SQLite).
         self._path = path
         self._executor = executor
@@ -248,7 +253,7 @@ class Repository:
         *,
         keep_ids: bool,
         chunk_size: int = 1_000,
-        progress: Callable[[int], None] | None = None,
+        progress: Callable[[str, int], None] | None = None,
     ) -> dict[str, str]:
         """Create many instances, checked together before any is written (a library
         imported from elsewhere); the new ``@id`` of each given one.
@@ -261,7 +266,8 @@ class Repository:
         already in the container), the guardrail totals — and every problem found is
         raised at once (``Unprocessable`` with ``errors``, each pointer prefixed by the
         item's ``/<index>``) before anything is stored. Then the instances are written in
-        transactions of ``chunk_size`` (``progress`` is told how many after each).
+        transactions of ``chunk_size``. ``progress`` is told ``("checked", n)`` as bodies
+        are checked and ``("written", n)`` after each transaction.
         """
         with self._store.session() as session:
             self.container(session, principal, container_id)
@@ -304,6 +310,8 @@ class Repository:
             except (Unprocessable, PayloadTooLarge) as exc:
                 problems.extend(_problems(exc))
             prepared.append((object_type, content, at_id))
+            if progress is not None and (index + 1) % 100 == 0:
+                progress("checked", 100)
         with self._store.session() as session:
             if keep_ids:
                 taken = session.instances_by_at_id(container_id, list(given))
@@ -313,12 +321,8 @@ class Repository:
                 )
             bodies = {at_id: content for object_type, content, at_id in prepared}
             types = {at_id: object_type.schema_id for object_type, _, at_id in prepared}
-            outside = {
-                ref.at_id
-                for _, content, _ in prepared
-                for ref in references.references(content)
-                if ref.at_id not in bodies
-            }
+            refs_of = [[r.at_id for r in references.references(c)] for _, c, _ in prepared]
+            outside = {at_id for refs in refs_of for at_id in refs if at_id not in bodies}
             found = session.instances_by_at_id(container_id, sorted(outside))
             for at_id, record in found.items():
                 bodies.setdefault(at_id, record.body)
@@ -338,13 +342,11 @@ class Repository:
                             }
                         )
         resolved = {at_id: b for at_id, b in bodies.items() if types[at_id] == _type_of(at_id)}
-        refs_of: list[list[str]] = []
         for index, (object_type, content, _) in enumerate(prepared):
             try:
                 references.check_integrity(object_type, content, resolved, prefix=f"/{index}")
             except Unprocessable as exc:
                 problems.extend(_problems(exc))
-            refs_of.append([r.at_id for r in references.references(content)])
         if problems:
             raise Unprocessable(
                 f"{len(problems)} problem(s) found; nothing was imported: "
@@ -358,13 +360,9 @@ class Repository:
         )
         micros = epoch_micros(now)
         for start in range(0, len(prepared), chunk_size):
-            with self._store.session(write=True) as session:
-                for (object_type, content, at_id), refs in zip(
-                    prepared[start : start + chunk_size],
-                    refs_of[start : start + chunk_size],
-                    strict=True,
-                ):
-                    record = InstanceRecord(
+            chunk = [
+                (
+                    InstanceRecord(
                         instance_id=self._ids.instance_id(now),
                         container_id=container_id,
                         schema_id=object_type.schema_id,
@@ -374,10 +372,19 @@ class Repository:
                         body={**content, "@id": at_id},
                         created_us=micros,
                         modified_us=micros,
-                    )
-                    session.insert_instance(record, refs)
+                    ),
+                    refs,
+                )
+                for (object_type, content, at_id), refs in zip(
+                    prepared[start : start + chunk_size],
+                    refs_of[start : start + chunk_size],
+                    strict=True,
+                )
+            ]
+            with self._store.session(write=True) as session:
+                session.insert_instances(chunk)
             if progress is not None:
-                progress(min(chunk_size, len(prepared) - start))
+                progress("written", len(chunk))
         self._on_change(container_id)
         return {
             str(body.get("@id")): at_id
@@ -413,7 +420,7 @@ class Repository:
 
     def _check_body(self, object_type: ObjectType, body: dict[str, Any], prefix: str) -> None:
         validation.validate(object_type, body, prefix=prefix)
-        rules.check(object_type, body, prefix=prefix)
+        rules.check(object_type, body, prefix=prefix, compile_rule=self._compile_rule)
         if object_type is PERSONALIZED_OFFER:
             cap_rules(body, prefix=prefix)  # raises for a bad capping rule, naming it
             specs = body.get("xdm:frequencyCappingConstraints") or []
@@ -421,7 +428,9 @@ class Repository:
                 query = spec.get("xdm:customQuery")
                 if isinstance(query, str):
                     where = f"{prefix}/xdm:frequencyCappingConstraints/{index}/xdm:customQuery"
-                    rules.check_source(query, kind="rule", pointer=where)
+                    rules.check_source(
+                        query, kind="rule", pointer=where, compile_rule=self._compile_rule
+                    )
 
     def _check_references(
         self,

@@ -200,28 +200,46 @@ class Session:
     # -- instances -------------------------------------------------------------------
 
     def insert_instance(self, record: InstanceRecord, refs: Iterable[str]) -> None:
+        self.insert_instances([(record, refs)])
+
+    def insert_instances(self, items: Sequence[tuple[InstanceRecord, Iterable[str]]]) -> None:
+        """Insert instances with their references, search rows and counts: one statement
+        per table for all of them, one library version bump per container."""
+        if not items:
+            return
         self.conn.execute(
             _INSERT_INSTANCE,
-            {
-                "instance_id": record.instance_id,
-                "container_id": record.container_id,
-                "schema_id": record.schema_id,
-                "at_id": record.at_id,
-                "name": _name_of(record.body),
-                "etag": record.etag,
-                "created_us": record.created_us,
-                "modified_us": record.modified_us,
-                "body": _dumps(record.body),
-                **audit_values(record.audit),
-            },
+            [
+                {
+                    "instance_id": record.instance_id,
+                    "container_id": record.container_id,
+                    "schema_id": record.schema_id,
+                    "at_id": record.at_id,
+                    "name": _name_of(record.body),
+                    "etag": record.etag,
+                    "created_us": record.created_us,
+                    "modified_us": record.modified_us,
+                    "body": _dumps(record.body),
+                    **audit_values(record.audit),
+                }
+                for record, _ in items
+            ],
         )
-        self._write_refs(record, refs)
-        search_index.index_instance(self.conn, record)
-        self._add_count(record, 1)
-        self.bump_library_version(record.container_id)
+        refs = [row for record, targets in items for row in _ref_rows(record, targets)]
+        if refs:
+            self.conn.execute(_INSERT_REFS, refs)
+        search_index.index_instances(self.conn, [record for record, _ in items])
+        counts: dict[tuple[str, str], int] = {}
+        for record, _ in items:
+            key = (record.container_id, record.schema_id)
+            counts[key] = counts.get(key, 0) + 1
+        for (container_id, schema_id), delta in counts.items():
+            self._add_count(container_id, schema_id, delta)
+        for container_id in dict.fromkeys(container for container, _ in counts):
+            self.bump_library_version(container_id)
 
-    def _add_count(self, record: InstanceRecord, delta: int) -> None:
-        params = {"cid": record.container_id, "sid": record.schema_id, "delta": delta}
+    def _add_count(self, container_id: str, schema_id: str, delta: int) -> None:
+        params = {"cid": container_id, "sid": schema_id, "delta": delta}
         if self.conn.execute(_ADD_COUNT, params).rowcount == 0:
             # The first of its schema. SQLite serialises writers (BEGIN IMMEDIATE), but two
             # PostgreSQL writers may both get here: the second adds to the first's row.
@@ -229,8 +247,8 @@ class Session:
             self.conn.execute(
                 upsert(self.conn, counts)
                 .values(
-                    container_id=record.container_id,
-                    schema_id=record.schema_id,
+                    container_id=container_id,
+                    schema_id=schema_id,
                     count=max(delta, 0),
                 )
                 .on_conflict_do_update(
@@ -283,19 +301,12 @@ class Session:
         deleted = result.rowcount == 1
         if deleted:
             search_index.remove_instance(self.conn, record.instance_id)
-            self._add_count(record, -1)
+            self._add_count(record.container_id, record.schema_id, -1)
         self.bump_library_version(record.container_id)
         return deleted
 
     def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
-        rows = [
-            {
-                "container_id": record.container_id,
-                "from_instance_id": record.instance_id,
-                "to_at_id": ref,
-            }
-            for ref in dict.fromkeys(refs)
-        ]
+        rows = _ref_rows(record, refs)
         if rows:
             self.conn.execute(_INSERT_REFS, rows)
 
@@ -387,6 +398,17 @@ class Session:
             t.instance_counts.c.container_id == container_id
         )
         return int(self.conn.execute(query).scalar() or 0)
+
+
+def _ref_rows(record: InstanceRecord, refs: Iterable[str]) -> list[dict[str, str]]:
+    return [
+        {
+            "container_id": record.container_id,
+            "from_instance_id": record.instance_id,
+            "to_at_id": ref,
+        }
+        for ref in dict.fromkeys(refs)
+    ]
 
 
 def _name_of(body: dict[str, Any]) -> str | None:
