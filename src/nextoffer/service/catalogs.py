@@ -280,6 +280,7 @@ class CatalogCache:
 
         previous = current.catalog if current is not None and stamps is not None else None
         catalog = build_catalog(instances.values(), compile_rule=compile_rule, previous=previous)
+        eager = None  # later calls (explain's sub-rules) compile at once
         self.rules.save()
         if self._on_rebuild is not None:
             self._on_rebuild()
