@@ -218,7 +218,7 @@ class _Builder:
         self.changed = (
             stamps.keys()
             if old is None
-            else {at_id for at_id, stamp in stamps.items() if old.stamps.get(at_id) != stamp}
+            else {at_id for at_id, _ in stamps.items() - old.stamps.items()}  # compared in C
         )
         self.rules = {
             i.at_id: self._reused(i, "rules")

@@ -51,6 +51,8 @@ class Snapshot:
     cap_plans: dict[tuple[Any, ...], Any] = field(default_factory=dict)
     #: The instances of the newest build by @id (diagnostics link to them).
     instances: dict[str, CatalogInstance] = field(default_factory=dict)
+    #: (instance id, etag) of each of ``instances``: what the next refresh compares.
+    stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
     #: Whether any rule or formula of the catalog mentions ``xEvent``: when none does, a
     #: decision need not read the profile's experience events.
     reads_events: bool = True
@@ -172,8 +174,9 @@ class CatalogCache:
         snapshot.checked_at = now
         return snapshot
 
-    def get(self, container_id: str) -> Snapshot:
-        """The container's current snapshot (the caller has checked tenancy)."""
+    def get(self, container_id: str, *, wait: float | None = None) -> Snapshot:
+        """The container's current snapshot (the caller has checked tenancy); ``wait``
+        bounds the wait for a build (default: the cache's ``wait``)."""
         snapshot = self._snapshots.get(container_id)
         now = self._monotonic()
         written = container_id in self._written
@@ -194,7 +197,7 @@ class CatalogCache:
         if snapshot is not None and not written:
             snapshot.checked_at = now  # changed elsewhere: refreshed in the background
             return snapshot
-        deadline = self._monotonic() + self._wait
+        deadline = self._monotonic() + (self._wait if wait is None else wait)
         try:
             while True:
                 built = build.result(timeout=max(0.0, deadline - self._monotonic()))
@@ -236,24 +239,25 @@ class CatalogCache:
             epochs = session.cap_epochs(container_id)
             known = current.instances if current is not None else {}
             if known:
+                assert current is not None
                 stamps = session.instance_stamps(container_id)
-                changed = [
-                    at_id
-                    for at_id, stamp in stamps.items()
-                    if (i := known.get(at_id)) is None or (i.instance_id, i.etag) != stamp
-                ]
+                # Set operations on dict views: the comparison runs in C, not per row here.
+                changed = [at_id for at_id, _ in stamps.items() - current.stamps.items()]
+                removed = current.stamps.keys() - stamps.keys()
                 records = session.instances_by_at_id(container_id, changed).values()
                 rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
             else:
                 stamps = None
                 rows = session.library_rows(container_id)
-        instances = {row[1]: CatalogInstance(*row) for row in rows}
+        fetched = {row[1]: CatalogInstance(*row) for row in rows}
         if stamps is not None:  # the unchanged ones, as the previous build had them
-            instances = {
-                at_id: instances.get(at_id) or known[at_id]
-                for at_id in stamps
-                if at_id in instances or at_id in known
-            }
+            instances = dict(known)
+            for at_id in removed:
+                del instances[at_id]
+            instances.update(fetched)
+        else:
+            instances = fetched
+            stamps = {i.at_id: (i.instance_id, i.etag) for i in instances.values()}
         mentions_events = current is not None and current.reads_events
         #: A first build compiles up to EAGER_RULES rules itself; the rest wait.
         eager = EAGER_RULES if current is None and not complete else None
@@ -278,7 +282,7 @@ class CatalogCache:
                 eager -= 1
             return self.rules.get(source, format=format, kind=kind)
 
-        previous = current.catalog if current is not None and stamps is not None else None
+        previous = current.catalog if current is not None and known else None
         catalog = build_catalog(instances.values(), compile_rule=compile_rule, previous=previous)
         eager = None  # later calls (explain's sub-rules) compile at once
         self.rules.save()
@@ -291,6 +295,7 @@ class CatalogCache:
             current.errors = catalog.errors
             current.cap_epochs = epochs
             current.instances = instances
+            current.stamps = stamps
             current.built = built
             current.version = version
             current.checked_at = self._monotonic()
@@ -303,6 +308,7 @@ class CatalogCache:
             checked_at=self._monotonic(),
             cap_epochs=epochs,
             instances=instances,
+            stamps=stamps,
             reads_events=mentions_events,
         )
         self._snapshots[container_id] = snapshot

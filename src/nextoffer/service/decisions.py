@@ -72,6 +72,11 @@ def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -
     return f"identity:{namespace}:{identity}"
 
 
+#: How long warming a worker waits for each container's first snapshot (decisions wait
+#: ``Settings.snapshot_wait_seconds`` at most; warming has no client waiting).
+WARM_WAIT_SECONDS = 3600.0
+
+
 class Decisions:
     def __init__(
         self,
@@ -256,7 +261,7 @@ class Decisions:
         built = 0
         for container_id in container_ids:
             try:
-                self._catalogs.get(container_id)
+                self._catalogs.get(container_id, wait=WARM_WAIT_SECONDS)
             except NextOfferError as exc:
                 log.warning("snapshot of container %s not built at start: %s", container_id, exc)
                 continue
