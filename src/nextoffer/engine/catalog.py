@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from bisect import insort
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -146,10 +146,11 @@ def _default_compile() -> CompileRule:
 
 
 def build_catalog(
-    instances: Iterable[CatalogInstance],
+    instances: Iterable[CatalogInstance] | Mapping[str, CatalogInstance],
     *,
     compile_rule: CompileRule | None = None,
     previous: Catalog | None = None,
+    changed: Collection[str] | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
 
@@ -160,9 +161,29 @@ def build_catalog(
     same, their errors, a collection's pool when its members are the same objects, and
     each rule's shared-part analysis. The result is the catalog a build from scratch
     would give; only the work differs.
+
+    With ``previous``, ``instances`` as a mapping by ``@id`` and ``changed`` naming every
+    ``@id`` added or changed since (removed ones are those missing from ``instances``),
+    the build touches only those and what uses them: its cost follows the change, not the
+    library (the previous build's own indexes are copied, not walked).
     """
     memo = previous._memo if previous is not None else None
-    return _Builder(compile_rule or _default_compile(), memo).build(instances)
+    builder = _Builder(compile_rule or _default_compile(), memo)
+    if isinstance(instances, Mapping):
+        if memo is not None and changed is not None:
+            return builder.patch(instances, changed)
+        return builder.build(instances.values())
+    return builder.build(instances)
+
+
+@dataclass(slots=True)
+class _PoolMemo:
+    """A collection's pool as built, and what patching it needs."""
+
+    stamp: tuple[str, int]
+    pool: Pool
+    #: ``id()`` of each member (the pool holds them, so the ids stay theirs).
+    member_ids: set[int]
 
 
 @dataclass(slots=True)
@@ -170,13 +191,15 @@ class _Memo:
     """One build's products, by ``@id``, for the next build to reuse."""
 
     stamps: dict[str, tuple[str, int]]
+    #: Versionless schema → ``@id`` → instance.
+    by_schema: dict[str, dict[str, CatalogInstance]]
     rules: dict[str, Rule]
     formulas: dict[str, Rule]
     offers: dict[str, Offer]
     #: Errors (unfinished) that an instance's own content caused, by its ``@id``.
     errors: dict[str, list[CatalogError]]
     #: collection ``@id`` → (its stamp, the pool built from it).
-    pools: dict[str, tuple[tuple[str, int], Pool]]
+    pools: dict[str, _PoolMemo]
     #: A compiled rule → its parts that do not read ``offer`` (``_required``).
     own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]]
     #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
@@ -198,7 +221,9 @@ class _Builder:
         self.compile_rule = compile_rule
         self.old = memo
         self.own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]] = {}
-        self.pool_memo: dict[str, tuple[tuple[str, int], Pool]] = {}
+        self.pool_memo: dict[str, _PoolMemo] = {}
+        #: Offers of the previous build replaced or removed, and those new or rebuilt.
+        self.moved: tuple[list[Offer], list[Offer]] = ([], [])
         self.errors: list[CatalogError] = []
         self.by_schema: dict[str, dict[str, CatalogInstance]] = {}
         self.uses: dict[str, set[str]] = {}  # referenced @id -> @ids referencing it
@@ -230,11 +255,91 @@ class _Builder:
             or self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula")
             for i in self._all(RANKING_FORMULA)
         }
-        placements = {
-            i.at_id: Placement(i.at_id, i.instance_id, i.etag, i.body) for i in self._all(PLACEMENT)
-        }
         offers = {
             i.at_id: self._reused_offer(i) or self._offer(i) for i in self._all(PERSONALIZED_OFFER)
+        }
+        old = self.old
+        self.moved = (
+            ([o for at_id, o in old.offers.items() if offers.get(at_id) is not o])
+            if old is not None
+            else [],
+            ([o for at_id, o in offers.items() if old.offers.get(at_id) is not o])
+            if old is not None
+            else [],
+        )
+        return self._finish(stamps, offers)
+
+    def patch(self, instances: Mapping[str, CatalogInstance], changed: Collection[str]) -> Catalog:
+        """The previous build, with ``changed`` (and what uses them) built again and what
+        left ``instances`` taken out; see :func:`build_catalog`."""
+        old = self.old
+        assert old is not None
+        removed = old.stamps.keys() - instances.keys()
+        touched = set(changed) | removed
+        self.by_schema = {schema: dict(by_id) for schema, by_id in old.by_schema.items()}
+        stamps = dict(old.stamps)
+        for at_id in touched:
+            stamps.pop(at_id, None)
+            for by_id in self.by_schema.values():
+                by_id.pop(at_id, None)
+        for at_id in changed:
+            instance = instances.get(at_id)
+            if instance is not None:
+                schema = _schema_key(instance.schema)
+                self.by_schema.setdefault(schema, {})[at_id] = instance
+                stamps[at_id] = (instance.instance_id, instance.etag)
+        self.changed = {at_id for at_id in changed if at_id in stamps}
+        rebuilt: set[str] = set()
+        for table, schema, names, kind, what in (
+            (self.rules, ELIGIBILITY_RULE, ("condition",), CatalogErrorKind.INVALID_RULE, "rule"),
+            (
+                self.formulas,
+                RANKING_FORMULA,
+                ("expression",),
+                CatalogErrorKind.INVALID_FORMULA,
+                "formula",
+            ),
+        ):
+            table.update(old.rules if what == "rule" else old.formulas)
+            for at_id in touched:
+                table.pop(at_id, None)
+                instance = self.by_schema.get(schema, {}).get(at_id)
+                if instance is not None:
+                    table[at_id] = self._rule(instance, names, kind, what)
+                    rebuilt.add(at_id)
+        offers = dict(old.offers)
+        affected = {
+            a for a in touched if a in old.offers or a in self.by_schema.get(PERSONALIZED_OFFER, {})
+        }
+        rules_touched = touched & (old.rules.keys() | self.rules.keys())
+        if rules_touched:  # the offers using a changed or removed rule
+            for offer in old.offers.values():
+                used = [offer.rule] if offer.rule is not None else []
+                if offer.constraint is not None:
+                    used.extend(offer.constraint.rules)
+                if any(rule.at_id in rules_touched for rule in used):
+                    affected.add(offer.at_id)
+        for at_id in affected:
+            offers.pop(at_id, None)
+            instance = self.by_schema.get(PERSONALIZED_OFFER, {}).get(at_id)
+            if instance is not None:
+                offers[at_id] = self._offer(instance)
+                rebuilt.add(at_id)
+        for at_id, errors in old.errors.items():  # the unchanged ones' own problems
+            if at_id not in rebuilt and (
+                at_id in self.rules or at_id in self.formulas or at_id in offers
+            ):
+                self.errors.extend(errors)
+        self.moved = (
+            [old.offers[a] for a in affected if a in old.offers],
+            [offers[a] for a in affected if a in offers],
+        )
+        return self._finish(stamps, offers)
+
+    def _finish(self, stamps: dict[str, tuple[str, int]], offers: dict[str, Offer]) -> Catalog:
+        """Everything after the offers: placements, fallbacks, tags, pools, decisions."""
+        placements = {
+            i.at_id: Placement(i.at_id, i.instance_id, i.etag, i.body) for i in self._all(PLACEMENT)
         }
         fallbacks = {i.at_id: self._fallback(i) for i in self._all(FALLBACK_OFFER)}
         self.tag_index = self._tag_index(offers)
@@ -242,6 +347,7 @@ class _Builder:
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
         memo = _Memo(
             stamps=stamps,
+            by_schema=self.by_schema,
             rules=self.rules,
             formulas=self.formulas,
             offers=offers,
@@ -267,10 +373,11 @@ class _Builder:
         with the offers that changed taken out and put back in order, when few did."""
         old = self.old
         if old is not None:
-            gone = [o for at_id, o in old.offers.items() if offers.get(at_id) is not o]
-            came = [o for at_id, o in offers.items() if old.offers.get(at_id) is not o]
+            gone, came = self.moved
             if len(gone) + len(came) <= max(16, len(offers) // 8):
-                index = {tag: [*listed] for tag, listed in old.tag_index.items()}  # copies
+                index = dict(old.tag_index)
+                for tag in {tag for offer in (*gone, *came) for tag in offer.tags}:
+                    index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
                 for offer in gone:
                     for tag in offer.tags:
                         index[tag].remove(offer)
@@ -520,29 +627,35 @@ class _Builder:
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
 
-    def _patched_pool(self, old: Pool, members: list[Offer]) -> Pool | None:
-        """``old`` with the offers that left removed and those that came inserted in
-        order (the same pool :meth:`_pool_of` builds); ``old`` itself when nothing moved,
-        ``None`` when so much moved that building it again is as cheap."""
-        now = {id(offer): offer for offer in members}
-        before = {id(offer) for offer in old.members}
-        added = [offer for key, offer in now.items() if key not in before]
-        removed = before - now.keys()
-        if not added and not removed:
+    def _patched_pool(self, old: _PoolMemo, belongs: Callable[[Offer], bool]) -> _PoolMemo | None:
+        """``old``'s pool with the offers that left or changed taken out and the new or
+        rebuilt ones that belong put in, in order (the pool :meth:`_pool_of` would build);
+        ``old`` itself when none moved, ``None`` when so many did that building it again
+        is as cheap."""
+        gone, came = self.moved
+        removed = [offer for offer in gone if id(offer) in old.member_ids]
+        added = [offer for offer in came if belongs(offer)]
+        if not removed and not added:
             return old
-        if len(added) + len(removed) > max(16, len(old.members) // 8):
+        pool = old.pool
+        if len(added) + len(removed) > max(16, len(pool.members) // 8):
             return None
-        ordered = [o for o in old.members if id(o) not in removed] if removed else [*old.members]
-        by_placement = {
-            p: [o for o in offers if id(o) not in removed] if removed else [*offers]
-            for p, offers in old.by_placement.items()
-        }
+        ordered = [*pool.members]
+        by_placement = {p: [*offers] for p, offers in pool.by_placement.items()}
+        member_ids = set(old.member_ids)
+        for offer in removed:
+            ordered.remove(offer)
+            member_ids.discard(id(offer))
+            if offer.status == "approved":
+                for placement in offer.representations:
+                    by_placement[placement].remove(offer)
         for offer in added:
             insort(ordered, offer, key=_sort_key)
+            member_ids.add(id(offer))
             if offer.status == "approved":
                 for placement in offer.representations:
                     insort(by_placement.setdefault(placement, []), offer, key=_sort_key)
-        return self._pool_from(tuple(ordered), by_placement)
+        return _PoolMemo(old.stamp, self._pool_from(tuple(ordered), by_placement), member_ids)
 
     def _required(self, offers: Iterable[Offer]) -> tuple[Rule, ...]:
         """The rule parts every one of ``offers`` needs (see ``Pool.required``).
@@ -612,28 +725,35 @@ class _Builder:
         filter_type = prop(instance.body, "filterType")
         ids = strings(instance.body, "ids")
         stamp = (instance.instance_id, instance.etag)
-        members: list[Offer]
+        wanted = frozenset(ids)
+        belongs: Callable[[Offer], bool] | None = None
         if filter_type == "offers":
-            members = [self.offers[i] for i in ids if i in self.offers]
+            belongs = lambda offer: offer.at_id in wanted  # noqa: E731
         elif filter_type == "anyTags":
-            members = [offer for tag in ids for offer in self.tag_index.get(tag, ())]
+            belongs = lambda offer: not wanted.isdisjoint(offer.tags)  # noqa: E731
         elif filter_type == "allTags":
-            wanted = frozenset(ids)
-            first = self.tag_index.get(ids[0], []) if ids else []
-            members = [offer for offer in first if wanted <= offer.tags]
+            belongs = lambda offer: bool(wanted) and wanted <= offer.tags  # noqa: E731
         else:
             self._error(
                 CatalogErrorKind.INVALID_VALUE, instance, f"unknown filterType {filter_type!r}"
             )
-            members = []
         old = self.old.pools.get(collection_id) if self.old is not None else None
-        patched = (
-            self._patched_pool(old[1], members) if old is not None and old[0] == stamp else None
-        )
-        pool = patched or self._pool_of(members)
-        self.pools[collection_id] = pool
-        self.pool_memo[collection_id] = (stamp, pool)
-        return pool
+        memo = None
+        if old is not None and old.stamp == stamp and belongs is not None:
+            memo = self._patched_pool(old, belongs)
+        if memo is None:
+            members: list[Offer] = []
+            if filter_type == "offers":
+                members = [self.offers[i] for i in ids if i in self.offers]
+            elif filter_type == "anyTags":
+                members = [offer for tag in ids for offer in self.tag_index.get(tag, ())]
+            elif filter_type == "allTags" and ids:
+                members = [o for o in self.tag_index.get(ids[0], ()) if wanted <= o.tags]
+            pool = self._pool_of(members)
+            memo = _PoolMemo(stamp, pool, {id(offer) for offer in pool.members})
+        self.pools[collection_id] = memo.pool
+        self.pool_memo[collection_id] = memo
+        return memo.pool
 
     # ---- decisions -------------------------------------------------------------------
     def _criteria_specs(self, body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -755,6 +875,13 @@ class _Builder:
 
     # ---- dependents ------------------------------------------------------------------
     def _finish_errors(self, decisions: Mapping[str, Decision]) -> tuple[CatalogError, ...]:
+        if self.errors:  # every offer's rules count as uses (reused offers were not visited)
+            for offer in self.offers.values():
+                used = [offer.rule] if offer.rule is not None else []
+                if offer.constraint is not None:
+                    used.extend(offer.constraint.rules)
+                for rule in used:
+                    self._use(rule.at_id, offer.at_id)
         offer_activities: dict[str, set[str]] = {}
         for decision in decisions.values():
             for criterion in decision.criteria:

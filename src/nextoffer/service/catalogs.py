@@ -53,6 +53,9 @@ class Snapshot:
     instances: dict[str, CatalogInstance] = field(default_factory=dict)
     #: (instance id, etag) of each of ``instances``: what the next refresh compares.
     stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: The newest build when it was not installed (its rules failed): the next refresh
+    #: builds on it, since ``instances`` and ``stamps`` are its.
+    newest: Catalog | None = None
     #: Whether any rule or formula of the catalog mentions ``xEvent``: when none does, a
     #: decision need not read the profile's experience events.
     reads_events: bool = True
@@ -282,8 +285,13 @@ class CatalogCache:
                 eager -= 1
             return self.rules.get(source, format=format, kind=kind)
 
-        previous = current.catalog if current is not None and known else None
-        catalog = build_catalog(instances.values(), compile_rule=compile_rule, previous=previous)
+        previous = (current.newest or current.catalog) if current is not None and known else None
+        if previous is not None:  # only what changed is built again
+            catalog = build_catalog(
+                instances, compile_rule=compile_rule, previous=previous, changed=list(fetched)
+            )
+        else:
+            catalog = build_catalog(instances.values(), compile_rule=compile_rule)
         eager = None  # later calls (explain's sub-rules) compile at once
         self.rules.save()
         if self._on_rebuild is not None:
@@ -296,6 +304,7 @@ class CatalogCache:
             current.cap_epochs = epochs
             current.instances = instances
             current.stamps = stamps
+            current.newest = catalog
             current.built = built
             current.version = version
             current.checked_at = self._monotonic()

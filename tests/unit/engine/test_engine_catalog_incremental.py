@@ -187,14 +187,25 @@ class Library:
 def test_an_incremental_build_equals_a_build_from_scratch(seed: int) -> None:
     library = Library(random.Random(seed))
     previous = build_catalog(library.items.values(), compile_rule=compile_rule)
+    patched = previous
     for _ in range(25):
+        before = {at_id: (i.instance_id, i.etag) for at_id, i in library.items.items()}
         for _ in range(library.rng.randrange(1, 4)):
             library.edit()
+        changed = [
+            at_id
+            for at_id, i in library.items.items()
+            if before.get(at_id) != (i.instance_id, i.etag)
+        ]
         fresh = build_catalog(library.items.values(), compile_rule=compile_rule)
         incremental = build_catalog(
             library.items.values(), compile_rule=compile_rule, previous=previous
         )
         assert describe(incremental) == describe(fresh)
+        patched = build_catalog(
+            dict(library.items), compile_rule=compile_rule, previous=patched, changed=changed
+        )
+        assert describe(patched) == describe(fresh)
         previous = incremental
 
 
