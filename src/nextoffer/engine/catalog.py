@@ -176,6 +176,10 @@ def build_catalog(
     return builder.build(instances)
 
 
+#: A rule's compiled form, its conjuncts, and those that do not read ``offer``.
+_Parts = tuple[Any, tuple[str, ...], frozenset[str]]
+
+
 @dataclass(slots=True)
 class _PoolMemo:
     """A collection's pool as built, and what patching it needs."""
@@ -184,6 +188,23 @@ class _PoolMemo:
     pool: Pool
     #: ``id()`` of each member (the pool holds them, so the ids stay theirs).
     member_ids: set[int]
+    #: Per placement, what ``Pool.required`` is computed from (kept, not recounted).
+    tallies: dict[str, _Tally]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The rule parts of a placement's candidates, counted (see ``_Builder._required``)."""
+
+    #: Part → how many counted candidates' rules have it (parts not reading ``offer``).
+    counts: dict[str, int]
+    #: Candidates counted: approved, usable, their rule split into parts.
+    counted: int = 0
+    #: Candidates that leave nothing shared (no rule, or a rule that cannot be split).
+    blockers: int = 0
+
+    def copy(self) -> _Tally:
+        return _Tally(dict(self.counts), self.counted, self.blockers)
 
 
 @dataclass(slots=True)
@@ -201,7 +222,7 @@ class _Memo:
     #: collection ``@id`` → (its stamp, the pool built from it).
     pools: dict[str, _PoolMemo]
     #: A compiled rule → its parts that do not read ``offer`` (``_required``).
-    own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]]
+    own_parts: dict[str, _Parts]
     #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
     tag_index: dict[str, list[Offer]]
 
@@ -220,7 +241,7 @@ class _Builder:
     def __init__(self, compile_rule: CompileRule, memo: _Memo | None = None) -> None:
         self.compile_rule = compile_rule
         self.old = memo
-        self.own_parts: dict[Any, tuple[tuple[str, ...], frozenset[str]]] = {}
+        self.own_parts: dict[str, _Parts] = {}
         self.pool_memo: dict[str, _PoolMemo] = {}
         #: Offers of the previous build replaced or removed, and those new or rebuilt.
         self.moved: tuple[list[Offer], list[Offer]] = ([], [])
@@ -307,6 +328,9 @@ class _Builder:
                 if instance is not None:
                     table[at_id] = self._rule(instance, names, kind, what)
                     rebuilt.add(at_id)
+        self.own_parts = dict(old.own_parts)
+        for at_id in removed:
+            self.own_parts.pop(at_id, None)
         offers = dict(old.offers)
         affected = {
             a for a in touched if a in old.offers or a in self.by_schema.get(PERSONALIZED_OFFER, {})
@@ -611,6 +635,9 @@ class _Builder:
 
     # ---- collections -----------------------------------------------------------------
     def _pool_of(self, members: Iterable[Offer]) -> Pool:
+        return self._new_pool(members)[0]
+
+    def _new_pool(self, members: Iterable[Offer]) -> tuple[Pool, dict[str, _Tally]]:
         ordered = tuple(sorted(set(members), key=_sort_key))
         by_placement: dict[str, list[Offer]] = {}
         for offer in ordered:
@@ -619,13 +646,25 @@ class _Builder:
                     by_placement.setdefault(placement, []).append(offer)
         return self._pool_from(ordered, by_placement)
 
-    def _pool_from(self, ordered: tuple[Offer, ...], by_placement: dict[str, list[Offer]]) -> Pool:
-        required = {p: self._required(o) for p, o in by_placement.items()}
-        return Pool(
+    def _pool_from(
+        self,
+        ordered: tuple[Offer, ...],
+        by_placement: dict[str, list[Offer]],
+        tallies: dict[str, _Tally] | None = None,
+    ) -> tuple[Pool, dict[str, _Tally]]:
+        if tallies is None:
+            tallies = {}
+            for placement, offers in by_placement.items():
+                tally = tallies[placement] = _Tally({})
+                for offer in offers:
+                    self._count(tally, offer, 1)
+        required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
+        pool = Pool(
             ordered,
             MappingProxyType({p: tuple(o) for p, o in by_placement.items() if o}),
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
+        return pool, tallies
 
     def _patched_pool(self, old: _PoolMemo, belongs: Callable[[Offer], bool]) -> _PoolMemo | None:
         """``old``'s pool with the offers that left or changed taken out and the new or
@@ -643,60 +682,93 @@ class _Builder:
         ordered = [*pool.members]
         by_placement = {p: [*offers] for p, offers in pool.by_placement.items()}
         member_ids = set(old.member_ids)
+        tallies = dict(old.tallies)
+        moved: set[str] = set()
         for offer in removed:
             ordered.remove(offer)
             member_ids.discard(id(offer))
             if offer.status == "approved":
                 for placement in offer.representations:
                     by_placement[placement].remove(offer)
+                    if placement not in moved:
+                        moved.add(placement)
+                        tallies[placement] = tallies[placement].copy()
+                    self._count(tallies[placement], offer, -1)
         for offer in added:
             insort(ordered, offer, key=_sort_key)
             member_ids.add(id(offer))
             if offer.status == "approved":
                 for placement in offer.representations:
                     insort(by_placement.setdefault(placement, []), offer, key=_sort_key)
-        return _PoolMemo(old.stamp, self._pool_from(tuple(ordered), by_placement), member_ids)
+                    if placement not in moved:
+                        moved.add(placement)
+                        found = tallies.get(placement)
+                        tallies[placement] = found.copy() if found else _Tally({})
+                    self._count(tallies[placement], offer, 1)
+        tallies = {p: t for p, t in tallies.items() if by_placement.get(p)}
+        new, tallies = self._pool_from(tuple(ordered), by_placement, tallies)
+        return _PoolMemo(old.stamp, new, member_ids, tallies)
 
-    def _required(self, offers: Iterable[Offer]) -> tuple[Rule, ...]:
-        """The rule parts every one of ``offers`` needs (see ``Pool.required``).
+    def _count(self, tally: _Tally, offer: Offer, sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) one candidate's rule parts from ``tally``.
 
         Offers that can never be eligible (a problem, an unusable rule) do not count; an
-        offer without a rule, or a rule the compiler cannot split, leaves nothing shared.
+        offer without a rule, or with a rule the compiler cannot split, blocks sharing.
         """
-        common: frozenset[str] | None = None
-        first: tuple[str, ...] = ()  # the order of the parts: the first counted rule's
-        for offer in offers:
-            rule = offer.rule
-            if offer.problem is not None or (rule is not None and rule.compiled is None):
-                continue
-            if rule is None:
-                return ()
-            parts, mine = self._own_parts(rule.compiled)
-            if not parts:
-                return ()
-            if len(parts) == 1 and parts[0] in mine:
-                # The whole rule is the part: one evaluation (and cache entry) serves both.
-                self.conjuncts.setdefault(parts[0], rule)
-            if common is None:
-                common, first = mine, parts
+        rule = offer.rule
+        if offer.problem is not None or (rule is not None and rule.compiled is None):
+            return
+        parts, mine = self._own_parts(rule) if rule is not None else ((), frozenset())
+        if not parts:
+            tally.blockers += sign
+            return
+        tally.counted += sign
+        counts = tally.counts
+        for part in mine:
+            left = counts.get(part, 0) + sign
+            if left:
+                counts[part] = left
             else:
-                common &= mine
-            if not common:
-                return ()
-        shared = dict.fromkeys(part for part in first if common and part in common)
+                del counts[part]
+
+    def _required(self, offers: list[Offer], tally: _Tally) -> tuple[Rule, ...]:
+        """The rule parts every one of ``offers`` needs (see ``Pool.required``): those the
+        tally counts in every counted candidate, in the order of the first one's rule."""
+        if tally.blockers or not tally.counted:
+            return ()
+        for offer in offers:  # the first counted candidate (almost always the first)
+            rule = offer.rule
+            if offer.problem is None and rule is not None and rule.compiled is not None:
+                parts, mine = self._own_parts(rule)
+                if len(parts) == 1 and parts[0] in mine:
+                    # The whole rule is the part: one evaluation (and cache entry) serves both.
+                    self.conjuncts.setdefault(parts[0], rule)
+                # A part every candidate has is one of this one's: counted by all of them.
+                counts, counted = tally.counts, tally.counted
+                shared = dict.fromkeys(p for p in parts if p in mine and counts.get(p) == counted)
+                break
+        else:
+            return ()
         found = (self._conjunct(part) for part in shared)
         return tuple(rule for rule in found if rule is not None)
 
-    def _own_parts(self, compiled: Any) -> tuple[tuple[str, ...], frozenset[str]]:
-        """A compiled rule's conjuncts, and those of them that do not read ``offer``."""
-        found = self.own_parts.get(compiled)
-        if found is None and self.old is not None:
-            found = self.old.own_parts.get(compiled)
-        if found is None:
-            parts = tuple(getattr(compiled, "conjuncts", None) or ())
-            found = (parts, frozenset(p for p in parts if _OFFER_WORD.search(p) is None))
-        self.own_parts[compiled] = found
-        return found
+    def _own_parts(self, rule: Rule) -> tuple[tuple[str, ...], frozenset[str]]:
+        """A rule's conjuncts, and those of them that do not read ``offer`` (kept by the
+        rule's ``@id`` for the next build, with the compiled rule they were read from)."""
+        found = self.own_parts.get(rule.at_id)
+        if (found is None or found[0] is not rule.compiled) and self.old is not None:
+            found = self.old.own_parts.get(rule.at_id)
+        if found is None or found[0] is not rule.compiled:
+            parts = tuple(getattr(rule.compiled, "conjuncts", None) or ())
+            found = (
+                rule.compiled,
+                parts,
+                frozenset(p for p in parts if _OFFER_WORD.search(p) is None),
+            )
+            self.own_parts[rule.at_id] = found
+        elif rule.at_id not in self.own_parts:
+            self.own_parts[rule.at_id] = found
+        return found[1], found[2]
 
     def _conjunct(self, source: str) -> Rule | None:
         """A shared rule part compiled on its own (once per build); ``None`` if it cannot be."""
@@ -749,8 +821,8 @@ class _Builder:
                 members = [offer for tag in ids for offer in self.tag_index.get(tag, ())]
             elif filter_type == "allTags" and ids:
                 members = [o for o in self.tag_index.get(ids[0], ()) if wanted <= o.tags]
-            pool = self._pool_of(members)
-            memo = _PoolMemo(stamp, pool, {id(offer) for offer in pool.members})
+            pool, tallies = self._new_pool(members)
+            memo = _PoolMemo(stamp, pool, {id(offer) for offer in pool.members}, tallies)
         self.pools[collection_id] = memo.pool
         self.pool_memo[collection_id] = memo
         return memo.pool
@@ -875,13 +947,14 @@ class _Builder:
 
     # ---- dependents ------------------------------------------------------------------
     def _finish_errors(self, decisions: Mapping[str, Decision]) -> tuple[CatalogError, ...]:
-        if self.errors:  # every offer's rules count as uses (reused offers were not visited)
-            for offer in self.offers.values():
-                used = [offer.rule] if offer.rule is not None else []
-                if offer.constraint is not None:
-                    used.extend(offer.constraint.rules)
-                for rule in used:
-                    self._use(rule.at_id, offer.at_id)
+        if not self.errors:
+            return ()
+        for offer in self.offers.values():  # its rules' uses (a reused offer was not visited)
+            used = [offer.rule] if offer.rule is not None else []
+            if offer.constraint is not None:
+                used.extend(offer.constraint.rules)
+            for rule in used:
+                self._use(rule.at_id, offer.at_id)
         offer_activities: dict[str, set[str]] = {}
         for decision in decisions.values():
             for criterion in decision.criteria:
