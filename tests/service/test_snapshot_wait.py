@@ -93,3 +93,39 @@ def test_a_first_build_defers_rules_past_the_eager_ones_then_compiles_them_all(
             time.sleep(0.02)
         assert cache.get(creds.container_id) is not first  # the complete build replaced it
         assert all(cache.rules.known(s) for s in lazy)
+
+
+def test_closing_does_not_wait_for_a_library_to_compile(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'c.db'}"
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
+        creds = no.bootstrap(org="CLOSE@AdobeOrg", sandbox="prod")
+        for n in range(40):
+            body = {
+                "xdm:name": f"r{n}",
+                "xdm:condition": {
+                    "xdm:type": "PQL",
+                    "xdm:format": "pql/text",
+                    "xdm:value": f"age > {n}",
+                },
+            }
+            no.repository.create(
+                creds.principal, creds.container_id, SchemaRef(RULE, None, ""), body
+            )
+        compiling = threading.Event()
+
+        def slow(source: Any, **kwargs: Any) -> pql.CompiledRule:
+            compiling.set()
+            time.sleep(0.25)  # 40 rules: 10 s to compile them all
+            return pql.compile(source, **kwargs)
+
+        cache = CatalogCache(
+            no.store, path=no.path, clock=utcnow, rules=CompiledRules(None, compile_rule=slow)
+        )
+        cache.start(creds.container_id)
+        assert compiling.wait(5)
+        began = time.monotonic()
+        cache.close()
+        assert time.monotonic() - began < 3
+        other = no.bootstrap(org="OTHER@AdobeOrg", sandbox="prod").container_id
+        with pytest.raises(Unavailable, match="shutting down"):
+            cache.get(other)  # no snapshot, and no build starts any more

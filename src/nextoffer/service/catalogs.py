@@ -9,6 +9,7 @@ formulas fail to compile keeps the last good snapshot and is reported by diagnos
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -26,8 +27,10 @@ import orjson
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
+from nextoffer.repository.objects import OBJECT_TYPES
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.storage.decision_path import DecisionPath
+from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ class Snapshot:
     instances: dict[str, CatalogInstance] = field(default_factory=dict)
     #: (instance id, etag) of each of ``instances``: what the next refresh compares.
     stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
+    #: The newest ``modified_us`` among ``instances`` (where the next refresh reads from).
+    latest_modified_us: int = 0
     #: The newest build when it was not installed (its rules failed): the next refresh
     #: builds on it, since ``instances`` and ``stamps`` are its.
     newest: Catalog | None = None
@@ -88,6 +93,11 @@ def settle_heap() -> None:
     gc.freeze()
 
 
+#: A refresh re-reads the stamps of instances modified this long before the newest it
+#: saw (µs): a writer on another node whose clock lags less than this is never missed.
+RECENT_MARGIN_US = 300 * 1_000_000
+#: Every schema an instance may have (a refresh reads recent stamps per schema).
+SCHEMA_IDS = tuple(sorted(OBJECT_TYPES))
 #: Every how many incremental rebuilds the whole heap is collected (``settle_heap``).
 FULL_COLLECT_EVERY = 16
 #: Rules a container's first build compiles before it defers the rest to their first
@@ -141,11 +151,22 @@ class CatalogCache:
         self._builds: dict[str, Future[Snapshot]] = {}
         self._guard = threading.Lock()
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="nextoffer-catalog")
+        self._closing = threading.Event()
         self._incremental = 0
 
     def close(self) -> None:
-        """Let a running build finish; start no other."""
+        """Start no other build; a running one compiles nothing more (its remaining
+        rules are deferred), so closing never waits for a library to compile."""
+        self._closing.set()
         self._builder.shutdown(wait=True, cancel_futures=True)
+
+    def start(self, container_id: str) -> None:
+        """Start building the container's snapshot if it has none or an old one (a worker
+        starting); returns at once."""
+        version = self._path.library_version(container_id)
+        snapshot = self._snapshots.get(container_id)
+        if snapshot is None or snapshot.version < version:
+            self._build(container_id, version)
 
     def invalidate(self, container_id: str) -> None:
         """Check the library version on the next ``get`` and wait for the rebuild (this
@@ -222,9 +243,39 @@ class CatalogCache:
             running = self._builds.get(container_id)
             if running is not None and not running.done():
                 return running
-            build = self._builder.submit(self._rebuild, container_id, version)
+            try:
+                build = self._builder.submit(self._rebuild, container_id, version)
+            except RuntimeError:  # closed: the process is stopping
+                raise Unavailable("the server is shutting down", retry_after=1) from None
             self._builds[container_id] = build
             return build
+
+    @staticmethod
+    def _changes(
+        session: Session, container_id: str, current: Snapshot
+    ) -> tuple[dict[str, tuple[str, int]], list[str], set[str], int]:
+        """(stamps now, @ids added or changed, @ids removed, newest ``modified_us`` seen)
+        since ``current`` was read.
+
+        Reads the stamps of the instances modified since the newest one ``current`` saw
+        (less ``RECENT_MARGIN_US``, for writers whose clocks lag) and the container's
+        count, in one statement: when the count is the old one plus the new instances,
+        nothing was deleted and that is every change — a read that follows the change,
+        not the library. Otherwise (a delete) every stamp is read and compared.
+        """
+        since = current.latest_modified_us - RECENT_MARGIN_US
+        total, recent = session.recent_stamps(container_id, since, SCHEMA_IDS)
+        old = current.stamps
+        latest = max([current.latest_modified_us, *(u for _, _, u in recent.values())])
+        if total == len(old) + len(recent.keys() - old.keys()):
+            changed = [a for a, (i, e, _) in recent.items() if old.get(a) != (i, e)]
+            stamps = dict(old)
+            stamps.update((a, recent[a][:2]) for a in changed)
+            return stamps, changed, set(), latest
+        stamps = session.instance_stamps(container_id)
+        # Set operations on dict views: the comparison runs in C, not per row here.
+        changed = [at_id for at_id, _ in stamps.items() - old.items()]
+        return stamps, changed, set(old.keys() - stamps.keys()), latest
 
     def _rebuild(self, container_id: str, version: int, *, complete: bool = False) -> Snapshot:
         """Build the container's snapshot (on the builder thread). ``complete``: from
@@ -243,14 +294,12 @@ class CatalogCache:
             known = current.instances if current is not None else {}
             if known:
                 assert current is not None
-                stamps = session.instance_stamps(container_id)
-                # Set operations on dict views: the comparison runs in C, not per row here.
-                changed = [at_id for at_id, _ in stamps.items() - current.stamps.items()]
-                removed = current.stamps.keys() - stamps.keys()
+                stamps, changed, removed, latest = self._changes(session, container_id, current)
                 records = session.instances_by_at_id(container_id, changed).values()
                 rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
             else:
                 stamps = None
+                latest = session.latest_modified_us(container_id)
                 rows = session.library_rows(container_id)
         fetched = {row[1]: CatalogInstance(*row) for row in rows}
         if stamps is not None:  # the unchanged ones, as the previous build had them
@@ -275,11 +324,11 @@ class CatalogCache:
             text = source if isinstance(source, str) else orjson.dumps(source).decode()
             mentions_events = mentions_events or "xEvent" in text
             if (
-                eager is not None
+                (eager is not None or self._closing.is_set())
                 and isinstance(source, str)
                 and not self.rules.known(source, format=format, kind=kind)
             ):
-                if eager <= 0:
+                if eager is None or eager <= 0 or self._closing.is_set():
                     deferred += 1
                     return self.rules.deferred(source, format=format, kind=kind)
                 eager -= 1
@@ -304,6 +353,7 @@ class CatalogCache:
             current.cap_epochs = epochs
             current.instances = instances
             current.stamps = stamps
+            current.latest_modified_us = latest
             current.newest = catalog
             current.built = built
             current.version = version
@@ -318,17 +368,19 @@ class CatalogCache:
             cap_epochs=epochs,
             instances=instances,
             stamps=stamps,
+            latest_modified_us=latest,
             reads_events=mentions_events,
         )
         self._snapshots[container_id] = snapshot
-        if deferred:
+        if deferred and not self._closing.is_set():
             log.info(
                 "container %s: first snapshot with %d rules compiled on first use; "
                 "compiling them all now",
                 container_id,
                 deferred,
             )
-            self._builder.submit(self._rebuild, container_id, version, complete=True)
+            with contextlib.suppress(RuntimeError):  # closed meanwhile: no complete build
+                self._builder.submit(self._rebuild, container_id, version, complete=True)
         if self._freeze_heap:
             self._incremental = self._incremental + 1 if previous is not None else 0
             if deferred:

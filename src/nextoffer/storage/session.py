@@ -368,6 +368,36 @@ class Session:
         assert rows is not None
         return {at_id: (instance_id, etag) for at_id, instance_id, etag in rows.fetchall()}
 
+    def recent_stamps(
+        self, container_id: str, since_us: int, schema_ids: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[str, int, int]]]:
+        """How many instances the container holds, and ``@id`` → (instance id, etag,
+        modified µs) of those of ``schema_ids`` modified at or after ``since_us``: in one
+        statement, so both come from one consistent read (the index on ``modified_us``
+        per schema serves it)."""
+        m = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        schemas = ", ".join([m] * len(schema_ids))
+        cursor = self.conn.exec_driver_sql(
+            "SELECT '', '', 0, 0, (SELECT COALESCE(SUM(count), 0) FROM instance_counts "
+            f"WHERE container_id = {m}) UNION ALL "
+            "SELECT at_id, instance_id, etag, modified_us, 0 FROM instances "
+            f"WHERE container_id = {m} AND schema_id IN ({schemas}) AND modified_us >= {m}",
+            (container_id, container_id, *schema_ids, since_us),
+        ).cursor
+        assert cursor is not None
+        rows = cursor.fetchall()
+        total = next(int(row[4]) for row in rows if row[0] == "")
+        return total, {a: (i, int(e), int(u)) for a, i, e, u, _ in rows if a}
+
+    def latest_modified_us(self, container_id: str) -> int:
+        """The newest ``modified_us`` of the container's instances (0 when it has none)."""
+        value = self.conn.execute(
+            select(func.max(t.instances.c.modified_us)).where(
+                t.instances.c.container_id == container_id
+            )
+        ).scalar()
+        return int(value or 0)
+
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
             select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(
