@@ -23,7 +23,8 @@ Per size, with the database file kept in ``--dir`` for the next run:
   ``POST …/decisions`` is sent every 20 ms from the moment the process is spawned; the
   figure is the time until the first answer that proposes a library offer. *Cold*: the
   compiled-rule cache directory (``NEXTOFFER_RULE_CACHE``) is emptied first; *warm*: it
-  holds what the previous start wrote. Reported with the process's peak RSS (``VmHWM``)
+  holds what the previous start wrote (that worker is left running until it is idle, so
+  its background compiling is done). Reported with the process's peak RSS (``VmHWM``)
   and its RSS then.
 * **write → visible in every worker**: two such workers on the same database (two
   processes, as ``--workers 2`` forks); the bench raises one offer's priority above all
@@ -300,6 +301,17 @@ class Worker:
             time.sleep(0.02)
         raise RuntimeError("no decision within the timeout")
 
+    def wait_idle(self, timeout: float = 900) -> None:
+        """Until the worker uses no CPU for 2 s (background compiling done)."""
+        deadline = time.monotonic() + timeout
+        last = self.cpu_s()
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            now = self.cpu_s()
+            if now - last < 0.05:
+                return
+            last = now
+
     def rss_mb(self) -> tuple[float, float]:
         """(peak, current) resident set of the worker, MB."""
         status = Path(f"/proc/{self.process.pid}/status").read_text()
@@ -427,6 +439,8 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
                 (cold if kind == "cold" else warm).append(worker.first_decision(lib))
                 cpu[kind].append(worker.cpu_s())
                 cpu["up"].append(worker.up_cpu or 0.0)
+                if kind == "cold":
+                    worker.wait_idle()  # it finishes compiling (and saving) the library
                 peak, now = worker.rss_mb()
                 peaks.append(peak)
                 steady.append(now)
@@ -456,6 +470,7 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
         try:
             for worker in workers:
                 worker.first_decision(lib)
+                worker.wait_idle()
             visible = [visibility(no, lib, workers, r + size) for r in range(repeats * 3)]
             row["visible_s"] = statistics.median(visible)
             row["visible_max_s"] = max(visible)
