@@ -115,8 +115,9 @@ class CatalogCache:
       ``Retry-After``) rather than a wrong answer.
     * A change made through this process (:meth:`invalidate`) is waited for (up to
       ``wait``), so a client reads its own writes from this worker.
-    * A change made elsewhere (another worker or node) is found by the version check;
-      decisions go on from the current snapshot while the builder refreshes it.
+    * A change made elsewhere (another worker or node) is found by the version check; a
+      decision waits up to ``refresh_wait`` (2 s) for the builder to refresh the
+      snapshot, then is answered from the current one while the refresh goes on.
     * A refresh reads only the instances whose (instance id, etag) changed and rebuilds
       from the previous catalog (``build_catalog(previous=…)``): its cost follows the
       change, not the library.
@@ -134,6 +135,7 @@ class CatalogCache:
         freeze_heap: bool = False,
         rules: CompiledRules | None = None,
         wait: float = 10.0,
+        refresh_wait: float = 2.0,
     ) -> None:
         self._store = store
         #: Version checks read through the decision path (a driver read on SQLite).
@@ -144,6 +146,9 @@ class CatalogCache:
         self._interval = check_interval
         self._monotonic = monotonic
         self._wait = wait
+        #: How long a decision waits for a refresh after a change made elsewhere before it
+        #: is answered from the current snapshot (refreshes take milliseconds).
+        self._refresh_wait = refresh_wait
         self._snapshots: dict[str, Snapshot] = {}
         #: Containers this process wrote to since their snapshot was built.
         self._written: set[str] = set()
@@ -181,8 +186,8 @@ class CatalogCache:
 
     def ready(self, container_id: str) -> Snapshot | None:
         """The current snapshot when that needs no waiting: checked within the interval,
-        or its version checked now by an ``inline`` read (SQLite) and found current or
-        being refreshed in the background. ``None`` when :meth:`get` must wait."""
+        or its version checked now by an ``inline`` read (SQLite) and found current.
+        ``None`` when :meth:`get` must wait (a refresh is started then)."""
         snapshot = self._snapshots.get(container_id)
         if snapshot is None:
             return None
@@ -197,6 +202,7 @@ class CatalogCache:
             return None
         if version != snapshot.version:
             self._build(container_id, version)
+            return None
         snapshot.checked_at = now
         return snapshot
 
@@ -221,8 +227,7 @@ class CatalogCache:
             return snapshot
         build = self._build(container_id, version)
         if snapshot is not None and not written:
-            snapshot.checked_at = now  # changed elsewhere: refreshed in the background
-            return snapshot
+            wait = self._refresh_wait  # changed elsewhere: a short wait, then the old one
         deadline = self._monotonic() + (self._wait if wait is None else wait)
         try:
             while True:
@@ -231,8 +236,9 @@ class CatalogCache:
                     return built
                 build = self._build(container_id, version)  # began before the change
         except FutureTimeout:
-            if snapshot is not None:
-                return snapshot  # our own write is slow to build: the last snapshot meanwhile
+            if snapshot is not None:  # a slow refresh: the last snapshot meanwhile
+                snapshot.checked_at = self._monotonic()
+                return snapshot
             raise Unavailable(
                 f"the library of container {container_id} is still being compiled "
                 "(a worker that just started); retry shortly",
