@@ -21,17 +21,22 @@ from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.settings import Settings
 
 
+def add_rules(no: NextOffer, org: str, count: int) -> str:
+    """A tenant's container holding ``count`` decision rules (``age > n``); its id."""
+    creds = no.bootstrap(org=org, sandbox="prod")
+    for n in range(count):
+        condition = {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": f"age > {n}"}
+        body = {"xdm:name": f"r{n}", "xdm:condition": condition}
+        no.repository.create(creds.principal, creds.container_id, SchemaRef(RULE, None, ""), body)
+    return creds.container_id
+
+
 def test_a_first_snapshot_slower_than_the_wait_answers_unavailable_then_serves(
     tmp_path: Path,
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'w.db'}"
     with NextOffer.open(Settings(db_url=db_url, freeze_heap=False)) as no:
-        creds = no.bootstrap(org="WAIT@AdobeOrg", sandbox="prod")
-        body = {
-            "xdm:name": "r",
-            "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": "age > 1"},
-        }
-        no.repository.create(creds.principal, creds.container_id, SchemaRef(RULE, None, ""), body)
+        container = add_rules(no, "WAIT@AdobeOrg", 1)
         release = threading.Event()
 
         def slow(source: Any, **kwargs: Any) -> pql.CompiledRule:
@@ -47,11 +52,11 @@ def test_a_first_snapshot_slower_than_the_wait_answers_unavailable_then_serves(
         )
         try:
             with pytest.raises(Unavailable) as raised:
-                cache.get(creds.container_id)
+                cache.get(container)
             assert raised.value.retry_after >= 1
             assert "still being compiled" in raised.value.detail
             release.set()
-            snapshot = cache.get(creds.container_id)  # the build that was started, finished
+            snapshot = cache.get(container)  # the build that was started, finished
             assert len(snapshot.instances) == 1
         finally:
             release.set()
@@ -65,22 +70,10 @@ def test_a_first_build_defers_rules_past_the_eager_ones_then_compiles_them_all(
     monkeypatch.setattr(catalogs, "EAGER_RULES", 2)
     db_url = f"sqlite:///{tmp_path / 'lazy.db'}"
     with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
-        creds = no.bootstrap(org="LAZY@AdobeOrg", sandbox="prod")
-        for n in range(6):
-            body = {
-                "xdm:name": f"r{n}",
-                "xdm:condition": {
-                    "xdm:type": "PQL",
-                    "xdm:format": "pql/text",
-                    "xdm:value": f"age > {n}",
-                },
-            }
-            no.repository.create(
-                creds.principal, creds.container_id, SchemaRef(RULE, None, ""), body
-            )
+        container = add_rules(no, "LAZY@AdobeOrg", 6)
     with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
         cache = no.catalogs
-        first = cache.get(creds.container_id)
+        first = cache.get(container)
         rules = [i for i in first.instances.values() if i.schema.endswith("eligibility-rule")]
         assert len(rules) == 6
         lazy = [r.body["xdm:condition"]["xdm:value"] for r in rules]
@@ -89,28 +82,16 @@ def test_a_first_build_defers_rules_past_the_eager_ones_then_compiles_them_all(
         assert compiled.evaluate(profile={"age": 4}) is True
         assert compiled.evaluate(profile={"age": 2}) is False
         deadline = time.monotonic() + 20
-        while cache.get(creds.container_id) is first and time.monotonic() < deadline:
+        while cache.get(container) is first and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert cache.get(creds.container_id) is not first  # the complete build replaced it
+        assert cache.get(container) is not first  # the complete build replaced it
         assert all(cache.rules.known(s) for s in lazy)
 
 
 def test_closing_does_not_wait_for_a_library_to_compile(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'c.db'}"
     with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
-        creds = no.bootstrap(org="CLOSE@AdobeOrg", sandbox="prod")
-        for n in range(40):
-            body = {
-                "xdm:name": f"r{n}",
-                "xdm:condition": {
-                    "xdm:type": "PQL",
-                    "xdm:format": "pql/text",
-                    "xdm:value": f"age > {n}",
-                },
-            }
-            no.repository.create(
-                creds.principal, creds.container_id, SchemaRef(RULE, None, ""), body
-            )
+        container = add_rules(no, "CLOSE@AdobeOrg", 40)
         compiling = threading.Event()
 
         def slow(source: Any, **kwargs: Any) -> pql.CompiledRule:
@@ -121,7 +102,7 @@ def test_closing_does_not_wait_for_a_library_to_compile(tmp_path: Path) -> None:
         cache = CatalogCache(
             no.store, path=no.path, clock=utcnow, rules=CompiledRules(None, compile_rule=slow)
         )
-        cache.start(creds.container_id)
+        cache.start(container)
         assert compiling.wait(5)
         began = time.monotonic()
         cache.close()
