@@ -110,3 +110,26 @@ def test_closing_does_not_wait_for_a_library_to_compile(tmp_path: Path) -> None:
         other = no.bootstrap(org="OTHER@AdobeOrg", sandbox="prod").container_id
         with pytest.raises(Unavailable, match="shutting down"):
             cache.get(other)  # no snapshot, and no build starts any more
+
+
+def test_a_refresh_after_many_changes_reads_them_with_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(catalogs, "MAX_FETCHED", 1)
+    db_url = f"sqlite:///{tmp_path / 'm.db'}"
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
+        container = add_rules(no, "MANY@AdobeOrg", 3)
+        principal = no.bootstrap(org="MANY@AdobeOrg", sandbox="prod").principal
+        before = no.catalogs.get(container)
+        for record in list(before.instances.values())[:2]:
+            body = dict(record.body, **{"xdm:name": "renamed"})
+            no.repository.replace(
+                principal, container, record.instance_id, None, body, if_match=None
+            )
+        after = no.catalogs.get(container)  # this process wrote: it waits for the refresh
+        assert sorted(i.body["xdm:name"] for i in after.instances.values()) == [
+            "r2",
+            "renamed",
+            "renamed",
+        ]
+        assert after.stamps == {a: (i.instance_id, i.etag) for a, i in after.instances.items()}

@@ -98,6 +98,8 @@ def settle_heap() -> None:
 RECENT_MARGIN_US = 300 * 1_000_000
 #: Every schema an instance may have (a refresh reads recent stamps per schema).
 SCHEMA_IDS = tuple(sorted(OBJECT_TYPES))
+#: Changed instances a refresh fetches by ``@id``; more are read with the whole library.
+MAX_FETCHED = 2_000
 #: Deferred rules compiled per builder task after a first build (~0.3 ms each).
 COMPILE_BATCH = 200
 #: Every how many incremental rebuilds the whole heap is collected (``settle_heap``).
@@ -328,8 +330,12 @@ class CatalogCache:
             if known:
                 assert current is not None
                 stamps, changed, removed, latest = self._changes(session, container_id, current)
-                records = session.instances_by_at_id(container_id, changed).values()
-                rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
+                if len(changed) <= MAX_FETCHED:
+                    records = session.instances_by_at_id(container_id, changed).values()
+                    rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
+                else:  # an import: read them all (an IN list that long has no gain)
+                    wanted = set(changed)
+                    rows = [row for row in session.library_rows(container_id) if row[1] in wanted]
             else:
                 stamps = None
                 latest = session.latest_modified_us(container_id)
