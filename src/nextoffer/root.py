@@ -29,6 +29,7 @@ from nextoffer.repository.objects import ObjectType, SchemaRef
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Authenticator, Principal
 from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.service.datastreams import Datastreams
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 from nextoffer.service.dps import DpsLibrary
@@ -147,7 +148,10 @@ class NextOffer:
             check_interval=settings.catalog_check_seconds,
             on_rebuild=on_rebuild,
             freeze_heap=settings.freeze_heap,
+            rules=CompiledRules(settings.rule_cache_dir()),
+            wait=settings.snapshot_wait_seconds,
         )
+        self._closers.append(self.catalogs.close)
         self.auth = Authenticator(store)
         self.repository = Repository(
             store,
@@ -156,6 +160,7 @@ class NextOffer:
             clock=clock,
             on_change=self.catalogs.invalidate,
             executor=self.executor,
+            compile_rule=self.catalogs.rules.get,
         )
         self.search = Search(store, self.repository)
         self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)

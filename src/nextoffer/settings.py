@@ -43,6 +43,13 @@ class Settings:
     #: Build every container's snapshot when a worker starts (in the background), so its
     #: first decisions do not wait ~0.5 s for the build.
     warm_catalogs: bool = True
+    #: Where compiled rules are kept for the next start and the other workers
+    #: (``service/compiled_rules.py``): ``None`` is a ``compiled-rules`` folder beside a
+    #: SQLite database file (none for PostgreSQL or an in-memory database), ``""`` none.
+    rule_cache: str | None = None
+    #: How long a decision waits for its container's first snapshot (a worker that just
+    #: started) before it is answered 503 with ``Retry-After``.
+    snapshot_wait_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -52,11 +59,14 @@ class Settings:
             values["db_url"] = env["NEXTOFFER_DB"]
         if env.get("NEXTOFFER_REDIS"):
             values["redis_url"] = env["NEXTOFFER_REDIS"]
+        if "NEXTOFFER_RULE_CACHE" in env:
+            values["rule_cache"] = env["NEXTOFFER_RULE_CACHE"]
         for name, key, kind in (
             ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
             ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
             ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
             ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
+            ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float),
         ):
             if env.get(key):
                 values[name] = kind(env[key])
@@ -70,3 +80,14 @@ class Settings:
                 values[name] = env[key].lower() not in ("0", "false", "no", "off")
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+    def rule_cache_dir(self) -> Path | None:
+        """The folder of compiled rules (see ``rule_cache``), or ``None`` for none."""
+        if self.rule_cache is not None:
+            return Path(self.rule_cache) if self.rule_cache else None
+        prefix = "sqlite:///"
+        if self.db_url.startswith(prefix) and ":memory:" not in self.db_url:
+            database = self.db_url[len(prefix) :].split("?", 1)[0]
+            if database:
+                return Path(database).parent / "compiled-rules"
+        return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -71,6 +72,29 @@ def build_library(base: str, headers: dict[str, str], container: str, caps: dict
     return {"placement": placement, "capped": capped, "other": other, "decision": decision}
 
 
+def wait_for_decision(base: str, headers: dict[str, str], container: str, ids: dict) -> None:
+    """Until the node decides on the new decision (a dry run: no cap is consumed)."""
+    body = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "probe@example.com"}]}}],
+        "xdm:dryRun": True,
+    }
+    deadline = time.monotonic() + 10
+    while True:
+        response = httpx.post(
+            f"{base}/data/core/ode/{container}/decisions",
+            json=body,
+            headers={**headers, "Content-Type": DECIDE},
+            timeout=30,
+        )
+        if response.status_code == 200 or time.monotonic() > deadline:
+            assert response.status_code == 200, response.text
+            return
+        time.sleep(0.05)
+
+
 @pytest.mark.parametrize(
     ("caps", "identity"),
     [({"xdm:globalCap": 7}, None), ({"xdm:profileCap": 3}, "same@example.com")],
@@ -89,6 +113,8 @@ def test_cap_is_met_exactly_by_concurrent_deciders_on_two_processes(tmp_path, ca
     limit = next(iter(caps.values()))
     with serve(db_url, workdir=tmp_path) as node_a, serve(db_url, workdir=tmp_path) as node_b:
         ids = build_library(node_a, headers, creds.container_id, caps)
+        for base in (node_a, node_b):  # node B learns of A's writes within its check interval
+            wait_for_decision(base, headers, creds.container_id, ids)
 
         def one(n: int) -> str:
             base = node_a if n % 2 else node_b

@@ -190,3 +190,25 @@ class StoreContract:
             assert session.count_instances("c-1", TAG) == 2
             assert session.count_instances("c-1") == 2
             assert session.count_instances("c-1", "other") == 0
+
+    def test_insert_instances_writes_what_one_by_one_inserts_write(self, store: Store) -> None:
+        container(store)
+        with store.session() as session:
+            start = session.library_version("c-1")
+        with store.session(write=True) as session:
+            session.insert_instances(
+                [(instance("c-1", n), ["xcore:tag:1"] if n > 1 else []) for n in range(1, 5)]
+            )
+        with store.session() as session:
+            assert session.library_version("c-1") == start + 1  # one bump for the batch
+            assert session.count_instances("c-1", TAG) == 4
+            assert [r.instance_id for r in session.referrers("c-1", "xcore:tag:1")] == [
+                "i-2",
+                "i-3",
+                "i-4",
+            ]
+            assert session.instance_stamps("c-1") == {
+                f"xcore:tag:{n:x}": (f"i-{n}", 1) for n in range(1, 5)
+            }
+            rows = {row[1]: row for row in session.library_rows("c-1")}
+            assert rows["xcore:tag:3"] == (TAG, "xcore:tag:3", "i-3", 1, instance("c-1", 3).body)

@@ -12,9 +12,12 @@ from nextoffer.cli.admin import admin
 from nextoffer.cli.db import db
 from nextoffer.cli.decide import decide
 from nextoffer.cli.importer import import_
+from nextoffer.cli.library_import import library
 from nextoffer.cli.pql import pql
 from nextoffer.cli.serve import serve
 from nextoffer.errors import NextOfferError
+
+import_.add_command(library)
 
 
 class Group(click.Group):

@@ -11,7 +11,8 @@ they have a representation for, and sorting each (collection, placement) list by
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from bisect import insort
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -73,6 +74,7 @@ class Catalog:
 
     __slots__ = (
         "_capped",
+        "_memo",
         "compile_rule",
         "decisions",
         "errors",
@@ -92,6 +94,7 @@ class Catalog:
         errors: tuple[CatalogError, ...],
         compile_rule: CompileRule | None = None,
         strategies: Mapping[str, Strategy] | None = None,
+        memo: _Memo | None = None,
     ) -> None:
         self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
         self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
@@ -106,6 +109,8 @@ class Catalog:
         self._capped: Mapping[str, frozenset[str]] = MappingProxyType(
             {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
         )
+        #: What the next build may reuse (see ``build_catalog(previous=…)``).
+        self._memo = memo
 
     def capped_offer_ids(self, activity_ids: Iterable[str]) -> frozenset[str]:
         """``@id``s of the capped offers these decisions may propose: the counters to fetch."""
@@ -149,13 +154,85 @@ def _default_compile() -> CompileRule:
 
 
 def build_catalog(
-    instances: Iterable[CatalogInstance], *, compile_rule: CompileRule | None = None
+    instances: Iterable[CatalogInstance] | Mapping[str, CatalogInstance],
+    *,
+    compile_rule: CompileRule | None = None,
+    previous: Catalog | None = None,
+    changed: Collection[str] | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
 
     ``compile_rule`` defaults to :func:`nextoffer.pql.compile`; it is the seam tests use.
+    ``previous``, a catalog of an earlier version of the same library built with the same
+    ``compile_rule``, lets the build reuse what did not change: the rule, formula and
+    offer objects whose instances (``@id``, instance id, etag) and resolved rules are the
+    same, their errors, a collection's pool when its members are the same objects, and
+    each rule's shared-part analysis. The result is the catalog a build from scratch
+    would give; only the work differs.
+
+    With ``previous``, ``instances`` as a mapping by ``@id`` and ``changed`` naming every
+    ``@id`` added or changed since (removed ones are those missing from ``instances``),
+    the build touches only those and what uses them: its cost follows the change, not the
+    library (the previous build's own indexes are copied, not walked).
     """
-    return _Builder(compile_rule or _default_compile()).build(instances)
+    memo = previous._memo if previous is not None else None
+    builder = _Builder(compile_rule or _default_compile(), memo)
+    if isinstance(instances, Mapping):
+        if memo is not None and changed is not None:
+            return builder.patch(instances, changed)
+        return builder.build(instances.values())
+    return builder.build(instances)
+
+
+#: A rule's compiled form, its conjuncts, and those that do not read ``offer``.
+_Parts = tuple[Any, tuple[str, ...], frozenset[str]]
+
+
+@dataclass(slots=True)
+class _PoolMemo:
+    """A collection's pool as built, and what patching it needs."""
+
+    stamp: tuple[str, int]
+    pool: Pool
+    #: ``id()`` of each member (the pool holds them, so the ids stay theirs).
+    member_ids: set[int]
+    #: Per placement, what ``Pool.required`` is computed from (kept, not recounted).
+    tallies: dict[str, _Tally]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The rule parts of a placement's candidates, counted (see ``_Builder._required``)."""
+
+    #: Part → how many counted candidates' rules have it (parts not reading ``offer``).
+    counts: dict[str, int]
+    #: Candidates counted: approved, usable, their rule split into parts.
+    counted: int = 0
+    #: Candidates that leave nothing shared (no rule, or a rule that cannot be split).
+    blockers: int = 0
+
+    def copy(self) -> _Tally:
+        return _Tally(dict(self.counts), self.counted, self.blockers)
+
+
+@dataclass(slots=True)
+class _Memo:
+    """One build's products, by ``@id``, for the next build to reuse."""
+
+    stamps: dict[str, tuple[str, int]]
+    #: Versionless schema → ``@id`` → instance.
+    by_schema: dict[str, dict[str, CatalogInstance]]
+    rules: dict[str, Rule]
+    formulas: dict[str, Rule]
+    offers: dict[str, Offer]
+    #: Errors (unfinished) that an instance's own content caused, by its ``@id``.
+    errors: dict[str, list[CatalogError]]
+    #: collection ``@id`` → (its stamp, the pool built from it).
+    pools: dict[str, _PoolMemo]
+    #: A compiled rule → its parts that do not read ``offer`` (``_required``).
+    own_parts: dict[str, _Parts]
+    #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
+    tag_index: dict[str, list[Offer]]
 
 
 def _feature_parser() -> Any:
@@ -175,8 +252,13 @@ def _sort_key(offer: Offer) -> tuple[int, str]:
 class _Builder:
     """One build: collects errors and the "who uses what" graph while compiling."""
 
-    def __init__(self, compile_rule: CompileRule) -> None:
+    def __init__(self, compile_rule: CompileRule, memo: _Memo | None = None) -> None:
         self.compile_rule = compile_rule
+        self.old = memo
+        self.own_parts: dict[str, _Parts] = {}
+        self.pool_memo: dict[str, _PoolMemo] = {}
+        #: Offers of the previous build replaced or removed, and those new or rebuilt.
+        self.moved: tuple[list[Offer], list[Offer]] = ([], [])
         self.errors: list[CatalogError] = []
         self.by_schema: dict[str, dict[str, CatalogInstance]] = {}
         self.uses: dict[str, set[str]] = {}  # referenced @id -> @ids referencing it
@@ -188,28 +270,134 @@ class _Builder:
 
     # ---- entry point -----------------------------------------------------------------
     def build(self, instances: Iterable[CatalogInstance]) -> Catalog:
+        stamps: dict[str, tuple[str, int]] = {}
         for instance in instances:
             self.by_schema.setdefault(_schema_key(instance.schema), {})[instance.at_id] = instance
+            stamps[instance.at_id] = (instance.instance_id, instance.etag)
+        old = self.old
+        #: ``@id``s new or changed since the previous build (all of them without one).
+        self.changed = (
+            stamps.keys()
+            if old is None
+            else {at_id for at_id, _ in stamps.items() - old.stamps.items()}  # compared in C
+        )
         self.rules = {
-            i.at_id: self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule")
+            i.at_id: self._reused(i, "rules")
+            or self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule")
             for i in self._all(ELIGIBILITY_RULE)
         }
         self.formulas = {
-            i.at_id: self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula")
+            i.at_id: self._reused(i, "formulas")
+            or self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula")
             for i in self._all(RANKING_FORMULA)
         }
+        offers = {
+            i.at_id: self._reused_offer(i) or self._offer(i) for i in self._all(PERSONALIZED_OFFER)
+        }
+        old = self.old
+        self.moved = (
+            ([o for at_id, o in old.offers.items() if offers.get(at_id) is not o])
+            if old is not None
+            else [],
+            ([o for at_id, o in offers.items() if old.offers.get(at_id) is not o])
+            if old is not None
+            else [],
+        )
+        return self._finish(stamps, offers)
+
+    def patch(self, instances: Mapping[str, CatalogInstance], changed: Collection[str]) -> Catalog:
+        """The previous build, with ``changed`` (and what uses them) built again and what
+        left ``instances`` taken out; see :func:`build_catalog`."""
+        old = self.old
+        assert old is not None
+        removed = old.stamps.keys() - instances.keys()
+        touched = set(changed) | removed
+        self.by_schema = {schema: dict(by_id) for schema, by_id in old.by_schema.items()}
+        stamps = dict(old.stamps)
+        for at_id in touched:
+            stamps.pop(at_id, None)
+            for by_id in self.by_schema.values():
+                by_id.pop(at_id, None)
+        for at_id in changed:
+            instance = instances.get(at_id)
+            if instance is not None:
+                schema = _schema_key(instance.schema)
+                self.by_schema.setdefault(schema, {})[at_id] = instance
+                stamps[at_id] = (instance.instance_id, instance.etag)
+        self.changed = {at_id for at_id in changed if at_id in stamps}
+        rebuilt: set[str] = set()
+        for table, schema, names, kind, what in (
+            (self.rules, ELIGIBILITY_RULE, ("condition",), CatalogErrorKind.INVALID_RULE, "rule"),
+            (
+                self.formulas,
+                RANKING_FORMULA,
+                ("expression",),
+                CatalogErrorKind.INVALID_FORMULA,
+                "formula",
+            ),
+        ):
+            table.update(old.rules if what == "rule" else old.formulas)
+            for at_id in touched:
+                table.pop(at_id, None)
+                instance = self.by_schema.get(schema, {}).get(at_id)
+                if instance is not None:
+                    table[at_id] = self._rule(instance, names, kind, what)
+                    rebuilt.add(at_id)
+        self.own_parts = dict(old.own_parts)
+        for at_id in removed:
+            self.own_parts.pop(at_id, None)
+        offers = dict(old.offers)
+        affected = {
+            a for a in touched if a in old.offers or a in self.by_schema.get(PERSONALIZED_OFFER, {})
+        }
+        rules_touched = touched & (old.rules.keys() | self.rules.keys())
+        if rules_touched:  # the offers using a changed or removed rule
+            for offer in old.offers.values():
+                used = [offer.rule] if offer.rule is not None else []
+                if offer.constraint is not None:
+                    used.extend(offer.constraint.rules)
+                if any(rule.at_id in rules_touched for rule in used):
+                    affected.add(offer.at_id)
+        for at_id in affected:
+            offers.pop(at_id, None)
+            instance = self.by_schema.get(PERSONALIZED_OFFER, {}).get(at_id)
+            if instance is not None:
+                offers[at_id] = self._offer(instance)
+                rebuilt.add(at_id)
+        for at_id, errors in old.errors.items():  # the unchanged ones' own problems
+            if at_id not in rebuilt and (
+                at_id in self.rules or at_id in self.formulas or at_id in offers
+            ):
+                self.errors.extend(errors)
+        self.moved = (
+            [old.offers[a] for a in affected if a in old.offers],
+            [offers[a] for a in affected if a in offers],
+        )
+        return self._finish(stamps, offers)
+
+    def _finish(self, stamps: dict[str, tuple[str, int]], offers: dict[str, Offer]) -> Catalog:
+        """Everything after the offers: placements, fallbacks, tags, pools, decisions."""
         placements = {
             i.at_id: Placement(i.at_id, i.instance_id, i.etag, i.body) for i in self._all(PLACEMENT)
         }
-        offers = {i.at_id: self._offer(i) for i in self._all(PERSONALIZED_OFFER)}
         fallbacks = {i.at_id: self._fallback(i) for i in self._all(FALLBACK_OFFER)}
-        self.tag_index: dict[str, list[Offer]] = {}
-        for offer in sorted(offers.values(), key=_sort_key):
-            for tag in offer.tags:
-                self.tag_index.setdefault(tag, []).append(offer)
+        self.tag_index = self._tag_index(offers)
         self.offers = offers
         self.strategies = {i.at_id: self._strategy(i) for i in self._all(RANKING_STRATEGY)}
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
+        memo = _Memo(
+            stamps=stamps,
+            by_schema=self.by_schema,
+            rules=self.rules,
+            formulas=self.formulas,
+            offers=offers,
+            errors={},
+            pools=self.pool_memo,
+            own_parts=self.own_parts,
+            tag_index=self.tag_index,
+        )
+        for error in self.errors:
+            memo.errors.setdefault(error.at_id, []).append(error)
         return Catalog(
             placements=placements,
             offers=offers,
@@ -218,7 +406,69 @@ class _Builder:
             errors=self._finish_errors(decisions),
             compile_rule=self.compile_rule,
             strategies=self.strategies,
+            memo=memo,
         )
+
+    def _tag_index(self, offers: dict[str, Offer]) -> dict[str, list[Offer]]:
+        """Tag → the offers carrying it, by (-priority, @id): the previous build's lists
+        with the offers that changed taken out and put back in order, when few did."""
+        old = self.old
+        if old is not None:
+            gone, came = self.moved
+            if len(gone) + len(came) <= max(16, len(offers) // 8):
+                index = dict(old.tag_index)
+                for tag in {tag for offer in (*gone, *came) for tag in offer.tags}:
+                    index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
+                for offer in gone:
+                    for tag in offer.tags:
+                        index[tag].remove(offer)
+                for offer in came:
+                    for tag in offer.tags:
+                        insort(index.setdefault(tag, []), offer, key=_sort_key)
+                return {tag: listed for tag, listed in index.items() if listed}
+        fresh: dict[str, list[Offer]] = {}
+        for offer in sorted(offers.values(), key=_sort_key):
+            for tag in offer.tags:
+                fresh.setdefault(tag, []).append(offer)
+        return fresh
+
+    # ---- reuse of the previous build ---------------------------------------------------
+    def _carry_errors(self, at_id: str) -> None:
+        assert self.old is not None
+        errors = self.old.errors.get(at_id)
+        if errors:
+            self.errors.extend(errors)
+
+    def _reused(self, instance: CatalogInstance, table: str) -> Rule | None:
+        """The previous build's rule or formula for an unchanged instance."""
+        old = self.old
+        if old is None or instance.at_id in self.changed:
+            return None
+        rule: Rule | None = getattr(old, table).get(instance.at_id)
+        if rule is not None:
+            self._carry_errors(instance.at_id)
+        return rule
+
+    def _reused_offer(self, instance: CatalogInstance) -> Offer | None:
+        """The previous build's offer when it and every rule it resolved are unchanged."""
+        old = self.old
+        if old is None or instance.at_id in self.changed:
+            return None
+        offer = old.offers.get(instance.at_id)
+        if offer is None:
+            return None
+        rule = offer.rule
+        if rule is not None:
+            if self.rules.get(rule.at_id) is not rule:
+                return None  # the rule it uses changed or went away: built again
+            self._use(rule.at_id, instance.at_id)
+        if offer.constraint is not None:
+            if any(self.rules.get(r.at_id) is not r for r in offer.constraint.rules):
+                return None
+            for r in offer.constraint.rules:
+                self._use(r.at_id, instance.at_id)
+        self._carry_errors(instance.at_id)
+        return offer
 
     def _all(self, schema: str) -> list[CatalogInstance]:
         return sorted(self.by_schema.get(schema, {}).values(), key=lambda i: i.at_id)
@@ -439,46 +689,140 @@ class _Builder:
 
     # ---- collections -----------------------------------------------------------------
     def _pool_of(self, members: Iterable[Offer]) -> Pool:
+        return self._new_pool(members)[0]
+
+    def _new_pool(self, members: Iterable[Offer]) -> tuple[Pool, dict[str, _Tally]]:
         ordered = tuple(sorted(set(members), key=_sort_key))
         by_placement: dict[str, list[Offer]] = {}
         for offer in ordered:
             if offer.status == "approved":
                 for placement in offer.representations:
                     by_placement.setdefault(placement, []).append(offer)
-        required = {p: self._required(o) for p, o in by_placement.items()}
-        return Pool(
+        return self._pool_from(ordered, by_placement)
+
+    def _pool_from(
+        self,
+        ordered: tuple[Offer, ...],
+        by_placement: dict[str, list[Offer]],
+        tallies: dict[str, _Tally] | None = None,
+    ) -> tuple[Pool, dict[str, _Tally]]:
+        if tallies is None:
+            tallies = {}
+            for placement, offers in by_placement.items():
+                tally = tallies[placement] = _Tally({})
+                for offer in offers:
+                    self._count(tally, offer, 1)
+        required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
+        pool = Pool(
             ordered,
-            MappingProxyType({p: tuple(o) for p, o in by_placement.items()}),
+            MappingProxyType({p: tuple(o) for p, o in by_placement.items() if o}),
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
+        return pool, tallies
 
-    def _required(self, offers: Iterable[Offer]) -> tuple[Rule, ...]:
-        """The rule parts every one of ``offers`` needs (see ``Pool.required``).
+    def _patched_pool(self, old: _PoolMemo, belongs: Callable[[Offer], bool]) -> _PoolMemo | None:
+        """``old``'s pool with the offers that left or changed taken out and the new or
+        rebuilt ones that belong put in, in order (the pool :meth:`_pool_of` would build);
+        ``old`` itself when none moved, ``None`` when so many did that building it again
+        is as cheap."""
+        gone, came = self.moved
+        removed = [offer for offer in gone if id(offer) in old.member_ids]
+        added = [offer for offer in came if belongs(offer)]
+        if not removed and not added:
+            return old
+        pool = old.pool
+        if len(added) + len(removed) > max(16, len(pool.members) // 8):
+            return None
+        ordered = [*pool.members]
+        by_placement = {p: [*offers] for p, offers in pool.by_placement.items()}
+        member_ids = set(old.member_ids)
+        tallies = dict(old.tallies)
+        moved: set[str] = set()
+        for offer in removed:
+            ordered.remove(offer)
+            member_ids.discard(id(offer))
+            if offer.status == "approved":
+                for placement in offer.representations:
+                    by_placement[placement].remove(offer)
+                    if placement not in moved:
+                        moved.add(placement)
+                        tallies[placement] = tallies[placement].copy()
+                    self._count(tallies[placement], offer, -1)
+        for offer in added:
+            insort(ordered, offer, key=_sort_key)
+            member_ids.add(id(offer))
+            if offer.status == "approved":
+                for placement in offer.representations:
+                    insort(by_placement.setdefault(placement, []), offer, key=_sort_key)
+                    if placement not in moved:
+                        moved.add(placement)
+                        found = tallies.get(placement)
+                        tallies[placement] = found.copy() if found else _Tally({})
+                    self._count(tallies[placement], offer, 1)
+        tallies = {p: t for p, t in tallies.items() if by_placement.get(p)}
+        new, tallies = self._pool_from(tuple(ordered), by_placement, tallies)
+        return _PoolMemo(old.stamp, new, member_ids, tallies)
+
+    def _count(self, tally: _Tally, offer: Offer, sign: int) -> None:
+        """Add (``sign`` 1) or take out (-1) one candidate's rule parts from ``tally``.
 
         Offers that can never be eligible (a problem, an unusable rule) do not count; an
-        offer without a rule, or a rule the compiler cannot split, leaves nothing shared.
+        offer without a rule, or with a rule the compiler cannot split, blocks sharing.
         """
-        common: dict[str, None] | None = None
-        for offer in offers:
+        rule = offer.rule
+        if offer.problem is not None or (rule is not None and rule.compiled is None):
+            return
+        parts, mine = self._own_parts(rule) if rule is not None else ((), frozenset())
+        if not parts:
+            tally.blockers += sign
+            return
+        tally.counted += sign
+        counts = tally.counts
+        for part in mine:
+            left = counts.get(part, 0) + sign
+            if left:
+                counts[part] = left
+            else:
+                del counts[part]
+
+    def _required(self, offers: list[Offer], tally: _Tally) -> tuple[Rule, ...]:
+        """The rule parts every one of ``offers`` needs (see ``Pool.required``): those the
+        tally counts in every counted candidate, in the order of the first one's rule."""
+        if tally.blockers or not tally.counted:
+            return ()
+        for offer in offers:  # the first counted candidate (almost always the first)
             rule = offer.rule
-            if offer.problem is not None or (rule is not None and rule.compiled is None):
-                continue
-            parts = getattr(rule.compiled, "conjuncts", None) if rule is not None else None
-            if not parts:
-                return ()
-            mine = {part for part in parts if _OFFER_WORD.search(part) is None}
-            if len(parts) == 1 and parts[0] in mine:
-                # The whole rule is the part: one evaluation (and cache entry) serves both.
-                self.conjuncts.setdefault(parts[0], rule)
-            common = (
-                dict.fromkeys(p for p in parts if p in mine)
-                if common is None
-                else {p: None for p in common if p in mine}
-            )
-            if not common:
-                return ()
-        found = (self._conjunct(part) for part in common or ())
+            if offer.problem is None and rule is not None and rule.compiled is not None:
+                parts, mine = self._own_parts(rule)
+                if len(parts) == 1 and parts[0] in mine:
+                    # The whole rule is the part: one evaluation (and cache entry) serves both.
+                    self.conjuncts.setdefault(parts[0], rule)
+                # A part every candidate has is one of this one's: counted by all of them.
+                counts, counted = tally.counts, tally.counted
+                shared = dict.fromkeys(p for p in parts if p in mine and counts.get(p) == counted)
+                break
+        else:
+            return ()
+        found = (self._conjunct(part) for part in shared)
         return tuple(rule for rule in found if rule is not None)
+
+    def _own_parts(self, rule: Rule) -> tuple[tuple[str, ...], frozenset[str]]:
+        """A rule's conjuncts, and those of them that do not read ``offer`` (kept by the
+        rule's ``@id`` for the next build, with the compiled rule they were read from)."""
+        found = self.own_parts.get(rule.at_id)
+        if (found is None or found[0] is not rule.compiled) and self.old is not None:
+            found = self.old.own_parts.get(rule.at_id)
+        if found is None or found[0] is not rule.compiled:
+            parts = tuple(getattr(rule.compiled, "conjuncts", None) or ())
+            found = (
+                rule.compiled,
+                parts,
+                frozenset(p for p in parts if _OFFER_WORD.search(p) is None),
+            )
+            self.own_parts[rule.at_id] = found
+        elif rule.at_id not in self.own_parts:
+            self.own_parts[rule.at_id] = found
+        return found[1], found[2]
 
     def _conjunct(self, source: str) -> Rule | None:
         """A shared rule part compiled on its own (once per build); ``None`` if it cannot be."""
@@ -506,22 +850,36 @@ class _Builder:
             return _EMPTY_POOL
         filter_type = prop(instance.body, "filterType")
         ids = strings(instance.body, "ids")
-        members: list[Offer]
+        stamp = (instance.instance_id, instance.etag)
+        wanted = frozenset(ids)
+        belongs: Callable[[Offer], bool] | None = None
         if filter_type == "offers":
-            members = [self.offers[i] for i in ids if i in self.offers]
+            belongs = lambda offer: offer.at_id in wanted  # noqa: E731
         elif filter_type == "anyTags":
-            members = [offer for tag in ids for offer in self.tag_index.get(tag, ())]
+            belongs = lambda offer: not wanted.isdisjoint(offer.tags)  # noqa: E731
         elif filter_type == "allTags":
-            wanted = frozenset(ids)
-            first = self.tag_index.get(ids[0], []) if ids else []
-            members = [offer for offer in first if wanted <= offer.tags]
+            belongs = lambda offer: bool(wanted) and wanted <= offer.tags  # noqa: E731
         else:
             self._error(
                 CatalogErrorKind.INVALID_VALUE, instance, f"unknown filterType {filter_type!r}"
             )
-            members = []
-        pool = self.pools[collection_id] = self._pool_of(members)
-        return pool
+        old = self.old.pools.get(collection_id) if self.old is not None else None
+        memo = None
+        if old is not None and old.stamp == stamp and belongs is not None:
+            memo = self._patched_pool(old, belongs)
+        if memo is None:
+            members: list[Offer] = []
+            if filter_type == "offers":
+                members = [self.offers[i] for i in ids if i in self.offers]
+            elif filter_type == "anyTags":
+                members = [offer for tag in ids for offer in self.tag_index.get(tag, ())]
+            elif filter_type == "allTags" and ids:
+                members = [o for o in self.tag_index.get(ids[0], ()) if wanted <= o.tags]
+            pool, tallies = self._new_pool(members)
+            memo = _PoolMemo(stamp, pool, {id(offer) for offer in pool.members}, tallies)
+        self.pools[collection_id] = memo.pool
+        self.pool_memo[collection_id] = memo
+        return memo.pool
 
     # ---- decisions -------------------------------------------------------------------
     def _criteria_specs(self, body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -659,6 +1017,14 @@ class _Builder:
 
     # ---- dependents ------------------------------------------------------------------
     def _finish_errors(self, decisions: Mapping[str, Decision]) -> tuple[CatalogError, ...]:
+        if not self.errors:
+            return ()
+        for offer in self.offers.values():  # its rules' uses (a reused offer was not visited)
+            used = [offer.rule] if offer.rule is not None else []
+            if offer.constraint is not None:
+                used.extend(offer.constraint.rules)
+            for rule in used:
+                self._use(rule.at_id, offer.at_id)
         offer_activities: dict[str, set[str]] = {}
         for decision in decisions.values():
             for criterion in decision.criteria:

@@ -72,6 +72,22 @@ def references(body: Mapping[str, Any]) -> list[Reference]:
     return found
 
 
+def rewrite(body: Any, mapping: Mapping[str, str]) -> Any:
+    """A copy of ``body`` with every reference found in ``mapping`` replaced by its value
+    (the same places :func:`references` reads; the body's own ``@id`` is not touched)."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v) if _is_reference_key(k) else v for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, str):
+            return mapping.get(node, node)
+        return node
+
+    return walk(body)
+
+
 def decision_placements(body: Mapping[str, Any]) -> list[str]:
     """The placements a decision uses: every criterion's list and the 2019 flat one."""
     placements: list[str] = []

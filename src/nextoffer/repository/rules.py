@@ -7,7 +7,7 @@ formula keeps its PQL in ``expression`` (or ``xdm:expression``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,19 +45,41 @@ def source_of(object_type: ObjectType, body: Mapping[str, Any]) -> RuleSource | 
     return None
 
 
-def check(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "") -> None:
+#: ``compile(source, *, format, kind)`` raising ``PQLError``: ``pql.compile``, or a cache
+#: of its results (the service passes the one its snapshots use).
+Compile = Callable[..., Any]
+
+
+def check(
+    object_type: ObjectType,
+    body: Mapping[str, Any],
+    *,
+    prefix: str = "",
+    compile_rule: Compile = pql.compile,
+) -> None:
     """Raise :class:`PQLError` (422, with line and column) when the PQL is invalid."""
     source = source_of(object_type, body)
     if source is not None:
         check_source(
-            source.text, format=source.format, kind=source.kind, pointer=prefix + source.pointer
+            source.text,
+            format=source.format,
+            kind=source.kind,
+            pointer=prefix + source.pointer,
+            compile_rule=compile_rule,
         )
 
 
-def check_source(text: str, *, kind: str, pointer: str, format: str = "pql/text") -> None:
+def check_source(
+    text: str,
+    *,
+    kind: str,
+    pointer: str,
+    format: str = "pql/text",
+    compile_rule: Compile = pql.compile,
+) -> None:
     """Compile ``text``; a :class:`PQLError` comes back with the source and the pointer."""
     try:
-        pql.compile(text, format=format, kind=kind)
+        compile_rule(text, format=format, kind=kind)
     except PQLError as exc:
         raise PQLError(
             exc.message, line=exc.line, column=exc.column, source=text, pointer=pointer

@@ -267,20 +267,21 @@ class Decisions:
         return self._catalogs.ready(container_id)
 
     def warm(self) -> int:
-        """Build every container's snapshot now (a server starting), so that the first
-        decisions of a worker do not wait for it; the number built. A container whose
-        snapshot cannot be built is left for its first decision to report."""
+        """Start building every container's snapshot (a server starting), so that the
+        first decisions of a worker do not wait for all of it; the number of builds
+        started (on the snapshots' builder thread: this returns at once). A container
+        whose snapshot cannot be built is left for its first decision to report."""
         with self._store.session() as session:
             container_ids = session.container_ids()
-        built = 0
+        started = 0
         for container_id in container_ids:
             try:
-                self._catalogs.get(container_id)
+                self._catalogs.start(container_id)
             except NextOfferError as exc:
                 log.warning("snapshot of container %s not built at start: %s", container_id, exc)
                 continue
-            built += 1
-        return built
+            started += 1
+        return started
 
     def decision_events(
         self, principal: Principal, container_id: str, *, since: datetime, limit: int

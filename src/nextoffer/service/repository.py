@@ -6,14 +6,15 @@ is reported exactly like a missing one), validates, checks references, and write
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from nextoffer import pql
 from nextoffer.engine.frequency import cap_rules
-from nextoffer.errors import Conflict, NotFound, Unprocessable
+from nextoffer.errors import Conflict, NextOfferError, NotFound, PayloadTooLarge, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
 from nextoffer.repository import hal, patch, references, revisions, rules, strategies, validation
 from nextoffer.repository.objects import (
@@ -73,8 +74,12 @@ class Repository:
         clock: Callable[[], datetime],
         on_change: Callable[[str], None] | None = None,
         executor: Executor | None = None,
+        compile_rule: rules.Compile = pql.compile,
     ) -> None:
         self._store = store
+        #: Validates PQL on save; the root passes the snapshots' compiled-rule cache, so a
+        #: rule saved (or imported) is compiled once, for both.
+        self._compile_rule = compile_rule
         #: Reads of one instance by key go the decision path's way (a driver read on SQLite).
         self._path = path
         self._executor = executor
@@ -333,6 +338,155 @@ class Repository:
             principal, container_id, instance_id, None, dict(target.body), if_match=if_match
         )
 
+    # -- bulk ------------------------------------------------------------------------
+
+    def create_many(
+        self,
+        principal: Principal,
+        container_id: str,
+        items: Sequence[tuple[ObjectType, dict[str, Any]]],
+        *,
+        keep_ids: bool,
+        chunk_size: int = 1_000,
+        progress: Callable[[str, int], None] | None = None,
+    ) -> dict[str, str]:
+        """Create many instances, checked together before any is written (a library
+        imported from elsewhere); the new ``@id`` of each given one.
+
+        ``items`` are (type, ``_instance`` body with its ``@id`` when it has one). With
+        ``keep_ids`` every body keeps its ``@id`` (it must name its own type and be free
+        in the container); otherwise each gets a new one and the references among the
+        items are rewritten to match. Every body goes through the checks of
+        :meth:`create` — schema, rules, caps, references (to an item or to an instance
+        already in the container), the guardrail totals — and every problem found is
+        raised at once (``Unprocessable`` with ``errors``, each pointer prefixed by the
+        item's ``/<index>``) before anything is stored. Then the instances are written in
+        transactions of ``chunk_size``. ``progress`` is told ``("checked", n)`` as bodies
+        are checked and ``("written", n)`` after each transaction.
+        """
+        with self._store.session() as session:
+            self.container(session, principal, container_id)
+        now = self._clock()
+        problems: list[dict[str, str]] = []
+        given: dict[str, int] = {}
+        for index, (object_type, body) in enumerate(items):
+            at_id = body.get("@id")
+            if at_id is None and not keep_ids:
+                continue
+            if not isinstance(at_id, str) or at_id_type(at_id) is not object_type:
+                problems.append(
+                    {
+                        "pointer": f"/{index}/@id",
+                        "message": f"@id must be an xcore:{object_type.name}:<hex> id",
+                    }
+                )
+            elif at_id in given:
+                problems.append({"pointer": f"/{index}/@id", "message": f"{at_id} appears twice"})
+            else:
+                given[at_id] = index
+        mapping = (
+            {old: self._ids.at_id(items[i][0].name, now) for old, i in given.items()}
+            if not keep_ids
+            else {}
+        )
+        prepared: list[tuple[ObjectType, dict[str, Any], str]] = []
+        for index, (object_type, body) in enumerate(items):
+            content = {k: v for k, v in body.items() if k != "@id"}
+            if mapping:
+                content = references.rewrite(content, mapping)
+            old_id = body.get("@id")
+            at_id = (
+                str(old_id)
+                if keep_ids
+                else mapping.get(str(old_id)) or self._ids.at_id(object_type.name, now)
+            )
+            try:
+                self._check_body(object_type, content, f"/{index}")
+            except (Unprocessable, PayloadTooLarge) as exc:
+                problems.extend(_problems(exc))
+            prepared.append((object_type, content, at_id))
+            if progress is not None and (index + 1) % 100 == 0:
+                progress("checked", 100)
+        with self._store.session() as session:
+            if keep_ids:
+                taken = session.instances_by_at_id(container_id, list(given))
+                problems.extend(
+                    {"pointer": f"/{given[at_id]}/@id", "message": f"{at_id} already exists"}
+                    for at_id in taken
+                )
+            bodies = {at_id: content for object_type, content, at_id in prepared}
+            types = {at_id: object_type.schema_id for object_type, _, at_id in prepared}
+            refs_of = [[r.at_id for r in references.references(c)] for _, c, _ in prepared]
+            outside = {at_id for refs in refs_of for at_id in refs if at_id not in bodies}
+            found = session.instances_by_at_id(container_id, sorted(outside))
+            for at_id, record in found.items():
+                bodies.setdefault(at_id, record.body)
+                types.setdefault(at_id, record.schema_id)
+            for types_counted, limit, label in TOTAL_LIMITS:
+                adding = sum(1 for object_type, _, _ in prepared if object_type in types_counted)
+                if adding:
+                    count = sum(
+                        session.count_instances(container_id, t.schema_id) for t in types_counted
+                    )
+                    if count + adding > limit:
+                        problems.append(
+                            {
+                                "pointer": "",
+                                "message": f"the container holds {count} {label} and the "
+                                f"import adds {adding}; the limit is {limit}",
+                            }
+                        )
+        resolved = {at_id: b for at_id, b in bodies.items() if types[at_id] == _type_of(at_id)}
+        for index, (object_type, content, _) in enumerate(prepared):
+            try:
+                references.check_integrity(object_type, content, resolved, prefix=f"/{index}")
+            except Unprocessable as exc:
+                problems.extend(_problems(exc))
+        if problems:
+            raise Unprocessable(
+                f"{len(problems)} problem(s) found; nothing was imported: "
+                + problems[0]["message"],
+                pointer=problems[0]["pointer"] or None,
+                errors=problems,
+            )
+        stamp = format_datetime(now)
+        audit = Audit(
+            stamp, stamp, principal.user, principal.user, principal.client_id, principal.client_id
+        )
+        micros = epoch_micros(now)
+        for start in range(0, len(prepared), chunk_size):
+            chunk = [
+                (
+                    InstanceRecord(
+                        instance_id=self._ids.instance_id(now),
+                        container_id=container_id,
+                        schema_id=object_type.schema_id,
+                        at_id=at_id,
+                        etag=1,
+                        audit=audit,
+                        body={**content, "@id": at_id},
+                        created_us=micros,
+                        modified_us=micros,
+                    ),
+                    refs,
+                )
+                for (object_type, content, at_id), refs in zip(
+                    prepared[start : start + chunk_size],
+                    refs_of[start : start + chunk_size],
+                    strict=True,
+                )
+            ]
+            with self._store.session(write=True) as session:
+                session.insert_instances(chunk)
+            if progress is not None:
+                progress("written", len(chunk))
+        self._on_change(container_id)
+        return {
+            str(body.get("@id")): at_id
+            for (_, body), (_, _, at_id) in zip(items, prepared, strict=True)
+            if body.get("@id") is not None
+        }
+
     # -- helpers ---------------------------------------------------------------------
 
     def _instance(self, session: Session, container_id: str, instance_id: str) -> InstanceRecord:
@@ -361,7 +515,7 @@ class Repository:
 
     def _check_body(self, object_type: ObjectType, body: dict[str, Any], prefix: str) -> None:
         validation.validate(object_type, body, prefix=prefix)
-        rules.check(object_type, body, prefix=prefix)
+        rules.check(object_type, body, prefix=prefix, compile_rule=self._compile_rule)
         if object_type is RANKING_STRATEGY:
             strategies.check(body, prefix=prefix)
         elif object_type is DECISION:
@@ -373,7 +527,9 @@ class Repository:
                 query = spec.get("xdm:customQuery")
                 if isinstance(query, str):
                     where = f"{prefix}/xdm:frequencyCappingConstraints/{index}/xdm:customQuery"
-                    rules.check_source(query, kind="rule", pointer=where)
+                    rules.check_source(
+                        query, kind="rule", pointer=where, compile_rule=self._compile_rule
+                    )
 
     def _check_references(
         self,
@@ -447,6 +603,17 @@ def _date(body: dict[str, Any], key: str) -> datetime | None:
         return parse_datetime(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _problems(exc: NextOfferError) -> list[dict[str, str]]:
+    """The ``errors`` list of a validation error (or the one problem it names)."""
+    listed = exc.extra.get("errors")
+    if isinstance(listed, list) and listed:
+        return [
+            {"pointer": str(e.get("pointer", "")), "message": str(e.get("message", ""))}
+            for e in listed
+        ]
+    return [{"pointer": exc.pointer or "", "message": exc.detail}]
 
 
 def _object_type(schema_id: str) -> ObjectType:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -269,10 +269,21 @@ def _with_words(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 def index_instance(conn: Connection, record: InstanceRecord) -> None:
     """Index a newly inserted instance (same transaction as the insert)."""
-    scope = scope_of(conn, record.container_id, record.schema_id, create=True)
-    rows = [
-        {**row, "scope": scope, "instance_id": record.instance_id} for row in flatten(record.body)
-    ]
+    index_instances(conn, [record])
+
+
+def index_instances(conn: Connection, records: Iterable[InstanceRecord]) -> None:
+    """Index newly inserted instances (same transaction as the insert), in one statement."""
+    scopes: dict[tuple[str, str], int | None] = {}
+    rows = []
+    for record in records:
+        key = (record.container_id, record.schema_id)
+        if key not in scopes:
+            scopes[key] = scope_of(conn, *key, create=True)
+        scope, instance_id = scopes[key], record.instance_id
+        rows += [
+            {**row, "scope": scope, "instance_id": instance_id} for row in flatten(record.body)
+        ]
     if rows:
         conn.execute(_INSERT_VALUES, _with_words(conn, rows))
 

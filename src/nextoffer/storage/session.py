@@ -255,29 +255,49 @@ class Session:
     # -- instances -------------------------------------------------------------------
 
     def insert_instance(self, record: InstanceRecord, refs: Iterable[str]) -> None:
+        self.insert_instances([(record, refs)])
+
+    def insert_instances(self, items: Sequence[tuple[InstanceRecord, Iterable[str]]]) -> None:
+        """Insert instances with their references, search rows and counts: one statement
+        per table for all of them, one library version bump per container."""
+        if not items:
+            return
         self.conn.execute(
             _INSERT_INSTANCE,
-            {
-                "instance_id": record.instance_id,
-                "container_id": record.container_id,
-                "schema_id": record.schema_id,
-                "at_id": record.at_id,
-                "name": _name_of(record.body),
-                "etag": record.etag,
-                "created_us": record.created_us,
-                "modified_us": record.modified_us,
-                "body": _dumps(record.body),
-                **audit_values(record.audit),
-            },
+            [
+                {
+                    "instance_id": record.instance_id,
+                    "container_id": record.container_id,
+                    "schema_id": record.schema_id,
+                    "at_id": record.at_id,
+                    "name": _name_of(record.body),
+                    "etag": record.etag,
+                    "created_us": record.created_us,
+                    "modified_us": record.modified_us,
+                    "body": _dumps(record.body),
+                    **audit_values(record.audit),
+                }
+                for record, _ in items
+            ],
         )
-        self._write_refs(record, refs)
-        self._keep_revision(record, "create")
-        search_index.index_instance(self.conn, record)
-        self._add_count(record, 1)
-        self.bump_library_version(record.container_id)
+        refs = [row for record, targets in items for row in _ref_rows(record, targets)]
+        if refs:
+            self.conn.execute(_INSERT_REFS, refs)
+        self.conn.execute(
+            _INSERT_REVISION, [_revision_row(record, "create") for record, _ in items]
+        )
+        search_index.index_instances(self.conn, [record for record, _ in items])
+        counts: dict[tuple[str, str], int] = {}
+        for record, _ in items:
+            key = (record.container_id, record.schema_id)
+            counts[key] = counts.get(key, 0) + 1
+        for (container_id, schema_id), delta in counts.items():
+            self._add_count(container_id, schema_id, delta)
+        for container_id in dict.fromkeys(container for container, _ in counts):
+            self.bump_library_version(container_id)
 
-    def _add_count(self, record: InstanceRecord, delta: int) -> None:
-        params = {"cid": record.container_id, "sid": record.schema_id, "delta": delta}
+    def _add_count(self, container_id: str, schema_id: str, delta: int) -> None:
+        params = {"cid": container_id, "sid": schema_id, "delta": delta}
         if self.conn.execute(_ADD_COUNT, params).rowcount == 0:
             # The first of its schema. SQLite serialises writers (BEGIN IMMEDIATE), but two
             # PostgreSQL writers may both get here: the second adds to the first's row.
@@ -285,8 +305,8 @@ class Session:
             self.conn.execute(
                 upsert(self.conn, counts)
                 .values(
-                    container_id=record.container_id,
-                    schema_id=record.schema_id,
+                    container_id=container_id,
+                    schema_id=schema_id,
                     count=max(delta, 0),
                 )
                 .on_conflict_do_update(
@@ -351,7 +371,7 @@ class Session:
                 at_us=record.modified_us if at_us is None else at_us,
             )
             search_index.remove_instance(self.conn, record.instance_id)
-            self._add_count(record, -1)
+            self._add_count(record.container_id, record.schema_id, -1)
         self.bump_library_version(record.container_id)
         return deleted
 
@@ -365,23 +385,8 @@ class Session:
         at_us: int | None = None,
     ) -> None:
         """Every write keeps its revision, in its own transaction: no path writes without."""
-        audit = audit or record.audit
-        self.conn.execute(
-            _INSERT_REVISION,
-            {
-                "container_id": record.container_id,
-                "instance_id": record.instance_id,
-                "revision": record.etag if revision is None else revision,
-                "action": action,
-                "schema_id": record.schema_id,
-                "at_id": record.at_id,
-                "modified": audit.modified,
-                "modified_us": record.modified_us if at_us is None else at_us,
-                "modified_by": audit.modified_by,
-                "modified_client": audit.modified_client,
-                "body": _dumps(record.body),
-            },
-        )
+        row = _revision_row(record, action, revision=revision, audit=audit, at_us=at_us)
+        self.conn.execute(_INSERT_REVISION, row)
 
     def revisions(self, container_id: str, instance_id: str) -> list[RevisionRecord]:
         """An instance's kept writes, newest first."""
@@ -397,14 +402,7 @@ class Session:
         return [revision_from_row(row) for row in rows]
 
     def _write_refs(self, record: InstanceRecord, refs: Iterable[str]) -> None:
-        rows = [
-            {
-                "container_id": record.container_id,
-                "from_instance_id": record.instance_id,
-                "to_at_id": ref,
-            }
-            for ref in dict.fromkeys(refs)
-        ]
+        rows = _ref_rows(record, refs)
         if rows:
             self.conn.execute(_INSERT_REFS, rows)
 
@@ -453,6 +451,61 @@ class Session:
         )
         return [(row.at_id, row.name or row.at_id) for row in rows]
 
+    def library_rows(self, container_id: str) -> list[tuple[str, str, str, int, Any]]:
+        """(schema id, @id, instance id, etag, body) of every instance of the container:
+        what a snapshot is built from, read by the driver (no audit, no row objects)."""
+        marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        cursor = self.conn.exec_driver_sql(
+            "SELECT schema_id, at_id, instance_id, etag, body FROM instances "
+            f"WHERE container_id = {marker}",
+            (container_id,),
+        ).cursor
+        assert cursor is not None
+        loads = orjson.loads
+        return [(s, a, i, e, loads(b)) for s, a, i, e, b in cursor.fetchall()]
+
+    def instance_stamps(self, container_id: str) -> dict[str, tuple[str, int]]:
+        """``@id`` → (instance id, etag) of every instance of the container, without bodies:
+        what a snapshot rebuild compares to find the instances that changed (a driver
+        read: tens of thousands of rows, no row objects)."""
+        marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        rows = self.conn.exec_driver_sql(
+            f"SELECT at_id, instance_id, etag FROM instances WHERE container_id = {marker}",
+            (container_id,),
+        ).cursor
+        assert rows is not None
+        return {at_id: (instance_id, etag) for at_id, instance_id, etag in rows.fetchall()}
+
+    def recent_stamps(
+        self, container_id: str, since_us: int, schema_ids: Sequence[str]
+    ) -> tuple[int, dict[str, tuple[str, int, int]]]:
+        """How many instances the container holds, and ``@id`` → (instance id, etag,
+        modified µs) of those of ``schema_ids`` modified at or after ``since_us``: in one
+        statement, so both come from one consistent read (the index on ``modified_us``
+        per schema serves it)."""
+        m = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+        schemas = ", ".join([m] * len(schema_ids))
+        cursor = self.conn.exec_driver_sql(
+            "SELECT '', '', 0, 0, (SELECT COALESCE(SUM(count), 0) FROM instance_counts "
+            f"WHERE container_id = {m}) UNION ALL "
+            "SELECT at_id, instance_id, etag, modified_us, 0 FROM instances "
+            f"WHERE container_id = {m} AND schema_id IN ({schemas}) AND modified_us >= {m}",
+            (container_id, container_id, *schema_ids, since_us),
+        ).cursor
+        assert cursor is not None
+        rows = cursor.fetchall()
+        total = next(int(row[4]) for row in rows if row[0] == "")
+        return total, {a: (i, int(e), int(u)) for a, i, e, u, _ in rows if a}
+
+    def latest_modified_us(self, container_id: str) -> int:
+        """The newest ``modified_us`` of the container's instances (0 when it has none)."""
+        value = self.conn.execute(
+            select(func.max(t.instances.c.modified_us)).where(
+                t.instances.c.container_id == container_id
+            )
+        ).scalar()
+        return int(value or 0)
+
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
             select(t.cap_epochs.c.offer_id, t.cap_epochs.c.epoch).where(
@@ -485,6 +538,42 @@ class Session:
         return int(self.conn.execute(query).scalar() or 0)
 
 
+def _ref_rows(record: InstanceRecord, refs: Iterable[str]) -> list[dict[str, str]]:
+    return [
+        {
+            "container_id": record.container_id,
+            "from_instance_id": record.instance_id,
+            "to_at_id": ref,
+        }
+        for ref in dict.fromkeys(refs)
+    ]
+
+
 def _name_of(body: dict[str, Any]) -> str | None:
     name = body.get("xdm:name", body.get("name"))
     return name if isinstance(name, str) else None
+
+
+def _revision_row(
+    record: InstanceRecord,
+    action: str,
+    *,
+    revision: int | None = None,
+    audit: Audit | None = None,
+    at_us: int | None = None,
+) -> dict[str, Any]:
+    """The ``instance_revisions`` row of one write of ``record``."""
+    audit = audit or record.audit
+    return {
+        "container_id": record.container_id,
+        "instance_id": record.instance_id,
+        "revision": record.etag if revision is None else revision,
+        "action": action,
+        "schema_id": record.schema_id,
+        "at_id": record.at_id,
+        "modified": audit.modified,
+        "modified_us": record.modified_us if at_us is None else at_us,
+        "modified_by": audit.modified_by,
+        "modified_client": audit.modified_client,
+        "body": _dumps(record.body),
+    }

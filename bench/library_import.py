@@ -1,0 +1,225 @@
+"""``nextoffer import library`` throughput on SQLite, against one-by-one creates.
+
+    .venv/bin/python bench/library_import.py [--offers 9000] [--single 300] [--repeats 3]
+
+The file: JSON lines as ``GET`` answers them — one placement, one collection qualifier
+(tag), N decision rules (a distinct 5-condition rule each), N personalized offers (each
+with its rule and the tag), a fallback, an ``anyTags`` collection and a live decision:
+2N + 5 instances, within Adobe's guardrails. Each repeat imports the file into a new
+SQLite database with the CLI (a child process: start-up and the whole check included) and
+times it (wall clock, and instances per CPU second of the import process, which a loaded
+machine disturbs less); the reference, in the same repeat, creates ``--single`` offers
+with their rules one at a time through the same repository (``Repository.create``, one
+transaction each).
+The figures are instances per second, and the ratio of the two.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from httpbench import machine
+
+from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RULE,
+    TAG,
+    ObjectType,
+    SchemaRef,
+)
+from nextoffer.root import NextOffer
+from nextoffer.settings import Settings
+
+OM = "https://ns.adobe.com/experience/offer-management/"
+HTML = OM + "content-component-html"
+ORG, SANDBOX = "IMPORT@AdobeOrg", "prod"
+NEXTOFFER = Path(sys.executable).with_name("nextoffer")
+
+
+def rule_body(n: int) -> dict[str, Any]:
+    source = (
+        f'age >= {n % 40} and country in ["US", "CA", "C{n}"] and tier = "gold" '
+        f"and loyaltyPoints > {n % 6000} and optIn = true"
+    )
+    return {
+        "xdm:name": f"rule {n}",
+        "xdm:condition": {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": source},
+    }
+
+
+def offer_body(n: int, placement: str, rule: str, tag: str) -> dict[str, Any]:
+    return {
+        "xdm:name": f"Offer {n}",
+        "xdm:status": "approved",
+        "xdm:representations": [
+            {
+                "xdm:placement": placement,
+                "xdm:components": [
+                    {"@type": HTML, "dc:format": "text/html", "xdm:content": f"<p>{n}</p>"}
+                ],
+            }
+        ],
+        "xdm:rank": {"xdm:priority": n % 100},
+        "xdm:selectionConstraint": {"xdm:eligibilityRule": rule},
+        "xdm:tags": [tag],
+    }
+
+
+def export(path: Path, offers: int) -> int:
+    """Write the library's JSON lines; how many instances."""
+    ids = IdFactory(worker=5)
+    lines: list[tuple[ObjectType, dict[str, Any]]] = []
+
+    def add(kind: ObjectType, body: dict[str, Any]) -> str:
+        at_id = ids.at_id(kind.name, utcnow())
+        lines.append((kind, {**body, "@id": at_id}))
+        return at_id
+
+    placement = add(
+        PLACEMENT,
+        {
+            "xdm:name": "Banner",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": HTML,
+        },
+    )
+    tag = add(TAG, {"xdm:name": "all"})
+    for n in range(offers):
+        rule = add(RULE, rule_body(n))
+        add(PERSONALIZED_OFFER, offer_body(n, placement, rule, tag))
+    reps = [
+        {
+            "xdm:placement": placement,
+            "xdm:components": [
+                {"@type": HTML, "dc:format": "text/html", "xdm:content": "<p>welcome</p>"}
+            ],
+        }
+    ]
+    fallback = add(
+        FALLBACK_OFFER,
+        {"xdm:name": "Welcome", "xdm:status": "approved", "xdm:representations": reps},
+    )
+    collection = add(COLLECTION, {"xdm:name": "All", "xdm:filterType": "anyTags", "xdm:ids": [tag]})
+    add(
+        DECISION,
+        {
+            "xdm:name": "Home",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [
+                {"xdm:placements": [placement], "xdm:optionSelection": {"xdm:filter": collection}}
+            ],
+        },
+    )
+    with path.open("wb") as out:
+        for kind, body in lines:
+            out.write(orjson.dumps({"schemas": [kind.versioned_schema], "_instance": body}) + b"\n")
+    return len(lines)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def fresh(folder: Path, name: str) -> tuple[str, NextOffer]:
+    db_url = f"sqlite:///{folder / name}"
+    no = NextOffer.open(Settings(db_url=db_url))
+    no.bootstrap(org=ORG, sandbox=SANDBOX)
+    return db_url, no
+
+
+def one_by_one(folder: Path, count: int, repeat: int) -> float:
+    """Instances per second created one at a time (an offer and its rule per step)."""
+    _, no = fresh(folder, f"single-{repeat}.db")
+    with no:
+        creds = no.bootstrap(org=ORG, sandbox=SANDBOX)
+        principal, container = creds.principal, creds.container_id
+
+        def make(kind: ObjectType, body: dict[str, Any]) -> str:
+            return no.repository.create(principal, container, SchemaRef(kind, None, ""), body).at_id
+
+        placement = make(
+            PLACEMENT,
+            {
+                "xdm:name": "Banner",
+                "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+                "xdm:componentType": HTML,
+            },
+        )
+        tag = make(TAG, {"xdm:name": "all"})
+        began = time.perf_counter()
+        for n in range(count):
+            rule = make(RULE, rule_body(n))
+            make(PERSONALIZED_OFFER, offer_body(n, placement, rule, tag))
+        return 2 * count / (time.perf_counter() - began)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--offers", type=int, default=9000)
+    parser.add_argument("--single", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="nextoffer-import-"))
+    path = folder / "library.jsonl"
+    total = export(path, args.offers)
+    bulk, bulk_cpu, single = [], [], []
+    load = [os.getloadavg()[0]]
+    for repeat in range(args.repeats):
+        db_url, no = fresh(folder, f"bulk-{repeat}.db")
+        no.close()
+        began = time.perf_counter()
+        cpu = _children_cpu()
+        subprocess.run(
+            [
+                str(NEXTOFFER),
+                "import",
+                "library",
+                str(path),
+                "--db",
+                db_url,
+                "--org",
+                ORG,
+                "--sandbox",
+                SANDBOX,
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        bulk.append(total / (time.perf_counter() - began))
+        bulk_cpu.append(total / (_children_cpu() - cpu))
+        single.append(one_by_one(folder, args.single, repeat))
+        load.append(os.getloadavg()[0])
+    print(
+        f"{machine()}; {total:,} instances per import; load average {min(load):.1f}-{max(load):.1f}"
+    )
+    print()
+    print(f"| path | instances/s (median of {args.repeats}) | ratio |")
+    print("|---|---:|---:|")
+    b, s = statistics.median(bulk), statistics.median(single)
+    print(
+        f"| `nextoffer import library` (process start, checks, writes) | {b:,.0f} | {b / s:.1f}× |"
+    )
+    print(f"| reference: `Repository.create` one at a time | {s:,.0f} | 1.0× |")
+    c = statistics.median(bulk_cpu)
+    print(f"| the import per CPU second of its process | {c:,.0f} | – |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,665 @@
+"""Libraries of 1k, 10k and 20k offers, each offer with its own rule: start, change, memory.
+
+    .venv/bin/python bench/library_scale.py [--sizes 1000,10000,20000] [--repeats 3] \
+        [--dir /tmp/libscale] [--plot docs/img/library-scale.png] [--json rows.json]
+    .venv/bin/python bench/library_scale.py --compare /tmp/base/src ...   # before/after
+
+``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
+one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
+on a shared machine the load moves, so each before/after pair runs back to back.
+
+The library of each size: one placement, N eligibility rules (a distinct 5-condition rule
+each), N approved offers (each referencing its own rule, priorities 0-99, one tag), one
+fallback, one ``anyTags`` collection of that tag and one live decision over it; one
+profile every rule accepts. The rows are written with the store's own write
+(``Session.insert_instance``) in batches: beyond 10,000 offers (Adobe's guardrail, which
+the API enforces) as below.
+
+Per size, with the database file kept in ``--dir`` for the next run:
+
+* **start → first decision** (wall clock, and the worker's CPU time then, which a loaded
+  machine disturbs less; the reference is the worker's CPU when ``/healthz`` first
+  answers — interpreter and app start): a uvicorn worker (nextoffer's app, 1 worker) is started and
+  ``POST …/decisions`` is sent every 20 ms from the moment the process is spawned; the
+  figure is the time until the first answer that proposes a library offer. *Cold*: the
+  compiled-rule cache directory (``NEXTOFFER_RULE_CACHE``) is emptied first; *warm*: it
+  holds what the previous start wrote (that worker is left running until it is idle, so
+  its background compiling is done). Reported with the process's peak RSS (``VmHWM``)
+  and its RSS then.
+* **write → visible in every worker**: two such workers on the same database (two
+  processes, as ``--workers 2`` forks); the bench raises one offer's priority above all
+  others through the repository and polls both workers until each proposes it.
+* **rebuild CPU per change**: in this process, the CPU time (``time.process_time``) of the
+  snapshot rebuild that follows one offer update, against the CPU of a full build.
+* **decision p99 during rebuilds**: wrk (1 connection, dry-run decisions) against one
+  worker for ``--seconds`` while nothing changes, then while an offer changes every
+  0.25 s; ratio of the two p99s.
+
+Load on the shared machine is printed with every table (``os.getloadavg``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from httpbench import SERVER, free_port, machine, wrk
+
+from nextoffer.ids import IdFactory, epoch_micros, format_datetime, utcnow
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+    RULE,
+    TAG,
+    SchemaRef,
+)
+from nextoffer.repository.records import Audit, InstanceRecord
+from nextoffer.root import NextOffer
+from nextoffer.settings import Settings
+
+OM = "https://ns.adobe.com/experience/offer-management/"
+HTML = OM + "content-component-html"
+DECIDE_TYPE = f'application/vnd.adobe.xdm+json; schema="{OM}decision-request;version=1.0"'
+ORG, SANDBOX = "SCALE@AdobeOrg", "prod"
+
+
+def _record(ids: IdFactory, container: str, kind: Any, body: dict[str, Any]) -> InstanceRecord:
+    now = utcnow()
+    stamp = format_datetime(now)
+    at_id = ids.at_id(kind.name, now)
+    return InstanceRecord(
+        instance_id=ids.instance_id(now),
+        container_id=container,
+        schema_id=kind.schema_id,
+        at_id=at_id,
+        etag=1,
+        audit=Audit(stamp, stamp, "bench", "bench", "bench", "bench"),
+        body={**body, "@id": at_id},
+        created_us=epoch_micros(now),
+        modified_us=epoch_micros(now),
+    )
+
+
+def build(db_url: str, size: int) -> dict[str, Any]:
+    """Write the library of ``size`` offers (see the module docstring); its handles."""
+    no = NextOffer.open(Settings(db_url=db_url))
+    creds = no.bootstrap(org=ORG, sandbox=SANDBOX)
+    container = creds.container_id
+    ids = IdFactory(worker=3)
+    rng = random.Random(size)
+    rows: list[tuple[InstanceRecord, list[str]]] = []
+    placement = _record(
+        ids,
+        container,
+        PLACEMENT,
+        {
+            "xdm:name": "Banner",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": HTML,
+        },
+    )
+    rows.append((placement, []))
+    reps = [
+        {
+            "xdm:placement": placement.at_id,
+            "xdm:components": [
+                {"@type": HTML, "dc:format": "text/html", "xdm:content": "<p>offer</p>"}
+            ],
+        }
+    ]
+    tag = _record(ids, container, TAG, {"xdm:name": "scale"})
+    rows.append((tag, []))
+    offers = []
+    for n in range(size):
+        rule = _record(
+            ids,
+            container,
+            RULE,
+            {
+                "xdm:name": f"rule {n}",
+                "xdm:condition": {
+                    "xdm:type": "PQL",
+                    "xdm:format": "pql/text",
+                    "xdm:value": (
+                        f'age >= {n % 40} and country in ["US", "CA", "C{n}"] '
+                        f'and tier = "gold" and loyaltyPoints > {rng.randint(0, 6000)} '
+                        "and optIn = true"
+                    ),
+                },
+            },
+        )
+        offer = _record(
+            ids,
+            container,
+            PERSONALIZED_OFFER,
+            {
+                "xdm:name": f"Offer {n}",
+                "xdm:status": "approved",
+                "xdm:representations": reps,
+                "xdm:rank": {"xdm:priority": n % 100},
+                "xdm:selectionConstraint": {"xdm:eligibilityRule": rule.at_id},
+                "xdm:tags": [tag.at_id],
+            },
+        )
+        rows += [(rule, []), (offer, [placement.at_id, rule.at_id, tag.at_id])]
+        offers.append(offer)
+    fallback = _record(
+        ids,
+        container,
+        FALLBACK_OFFER,
+        {"xdm:name": "Welcome", "xdm:status": "approved", "xdm:representations": reps},
+    )
+    collection = _record(
+        ids,
+        container,
+        COLLECTION,
+        {"xdm:name": "All", "xdm:filterType": "anyTags", "xdm:ids": [tag.at_id]},
+    )
+    decision = _record(
+        ids,
+        container,
+        DECISION,
+        {
+            "xdm:name": "Home",
+            "xdm:status": "live",
+            "xdm:fallback": fallback.at_id,
+            "xdm:criteria": [
+                {
+                    "xdm:placements": [placement.at_id],
+                    "xdm:optionSelection": {"xdm:filter": collection.at_id},
+                }
+            ],
+        },
+    )
+    rows += [
+        (fallback, [placement.at_id]),
+        (collection, [tag.at_id]),
+        (decision, [placement.at_id, fallback.at_id, collection.at_id]),
+    ]
+    for start in range(0, len(rows), 2000):
+        with no.store.session(write=True) as session:
+            for record, refs in rows[start : start + 2000]:
+                session.insert_instance(record, refs)
+    with no.store.session(write=True) as session:
+        session.runtime.insert_profile(
+            ORG,
+            SANDBOX,
+            "scale-profile",
+            {"age": 70, "country": "US", "tier": "gold", "loyaltyPoints": 9000, "optIn": True},
+            now=utcnow().isoformat(),
+        )
+        session.runtime.add_identities(
+            ORG, SANDBOX, "scale-profile", [("Email", "scale@example.com")]
+        )
+    no.close()
+    return {
+        "container": container,
+        "headers": {
+            "Authorization": f"Bearer {creds.access_token}",
+            "x-api-key": creds.api_key,
+            "x-gw-ims-org-id": creds.org,
+            "x-sandbox-name": creds.sandbox,
+        },
+        "placement": placement.at_id,
+        "decision": decision.at_id,
+        "offers": [o.instance_id for o in offers],
+        "offer_ids": [o.at_id for o in offers],
+    }
+
+
+def request_body(lib: dict[str, Any], *, dry_run: bool = True) -> bytes:
+    return json.dumps(
+        {
+            "xdm:propositionRequests": [
+                {
+                    "xdm:placementId": lib["placement"],
+                    "xdm:activityId": lib["decision"],
+                    "xdm:itemCount": 1,
+                }
+            ],
+            "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "scale@example.com"}]}}],
+            "xdm:dryRun": dry_run,
+        }
+    ).encode()
+
+
+class Worker:
+    """One uvicorn worker of nextoffer's app, spawned now (not waited for); it inherits
+    this process's environment (``--src`` puts a checkout first on ``PYTHONPATH``)."""
+
+    def __init__(self, db_url: str, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        appdir = Path(tempfile.mkdtemp(prefix="nextoffer-libscale-"))
+        (appdir / "benchserver.py").write_text(SERVER)
+        self.spawned = time.perf_counter()
+        self.process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "uvicorn", "benchserver:factory", "--factory"),
+                *("--no-access-log", "--log-level", "warning", "--app-dir", str(appdir)),
+                *("--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"),
+            ],
+            env={
+                **os.environ,
+                "NEXTOFFER_DB": db_url,
+                "NEXTOFFER_METRICS": "0",
+                "NEXTOFFER_ACCESS_LOG": "0",
+                **env,
+            },
+        )
+        self.client = httpx.Client(base_url=self.base, timeout=60)
+        #: The worker's CPU seconds when ``/healthz`` first answered (the server is up).
+        self.up_cpu: float | None = None
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the worker process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def decide(self, lib: dict[str, Any]) -> str | None:
+        """The @id of the first proposed item, or None when not answered (yet)."""
+        try:
+            response = self.client.post(
+                f"/data/core/ode/{lib['container']}/decisions",
+                content=request_body(lib),
+                headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+            )
+        except httpx.TransportError:
+            return None
+        if response.status_code != 200:
+            return None
+        items = response.json()["xdm:propositions"][0].get("xdm:options") or []
+        return items[0]["xdm:id"] if items else None
+
+    def first_decision(self, lib: dict[str, Any], timeout: float = 180) -> float:
+        """Seconds from spawn to the first decision proposing a library offer (the
+        worker's CPU when ``/healthz`` first answers is kept as ``up_cpu``)."""
+        while time.perf_counter() - self.spawned < timeout and self.up_cpu is None:
+            try:
+                if self.client.get("/healthz", timeout=5).status_code == 200:
+                    self.up_cpu = self.cpu_s()
+            except httpx.TransportError:
+                time.sleep(0.02)
+        while time.perf_counter() - self.spawned < timeout:
+            if self.decide(lib) is not None:
+                return time.perf_counter() - self.spawned
+            time.sleep(0.02)
+        raise RuntimeError("no decision within the timeout")
+
+    def wait_idle(self, timeout: float = 900) -> None:
+        """Until the worker uses no CPU for 2 s (background compiling done)."""
+        deadline = time.monotonic() + timeout
+        last = self.cpu_s()
+        while time.monotonic() < deadline:
+            time.sleep(2)
+            now = self.cpu_s()
+            if now - last < 0.05:
+                return
+            last = now
+
+    def rss_mb(self) -> tuple[float, float]:
+        """(peak, current) resident set of the worker, MB."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        return (
+            int(fields["VmHWM"].split()[0]) / 1024,
+            int(fields["VmRSS"].split()[0]) / 1024,
+        )
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+_RAISED = [int(time.time() * 10)]
+
+
+def raise_offer(no: NextOffer, lib: dict[str, Any], index: int) -> str:
+    """Give offer ``index`` the highest priority (a real ``PUT`` through the repository):
+    one above any given before, in this run or an earlier one on the same database."""
+    _RAISED[0] += 1
+    priority = _RAISED[0]
+    instance_id = lib["offers"][index]
+    record = no.repository.get(lib["principal"], lib["container"], instance_id)
+    body = {k: v for k, v in record.body.items() if not k.startswith("repo:")}
+    body["xdm:rank"] = {"xdm:priority": priority}
+    no.repository.replace(
+        lib["principal"],
+        lib["container"],
+        instance_id,
+        SchemaRef(PERSONALIZED_OFFER, None, ""),
+        body,
+        if_match=None,
+    )
+    return str(record.at_id)
+
+
+def visibility(no: NextOffer, lib: dict[str, Any], workers: list[Worker], round_: int) -> float:
+    index = (round_ * 7919) % len(lib["offers"])
+    began = time.perf_counter()
+    at_id = raise_offer(no, lib, index)
+    pending = list(workers)
+    while pending:
+        pending = [w for w in pending if w.decide(lib) != at_id]
+        if time.perf_counter() - began > 60:
+            raise RuntimeError("change not visible within 60 s")
+    return time.perf_counter() - began
+
+
+def rebuild_cpu(no: NextOffer, lib: dict[str, Any], repeats: int) -> tuple[float, float]:
+    """(full build CPU s, median CPU s of the rebuild after one offer update)."""
+    catalogs = no.catalogs
+    cpu = time.process_time()
+    catalogs.get(lib["container"])
+    full = time.process_time() - cpu
+    changes = []
+    for r in range(repeats):
+        raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
+        cpu = time.process_time()
+        catalogs.get(lib["container"])
+        changes.append(time.process_time() - cpu)
+    return full, statistics.median(changes)
+
+
+def p99_during_rebuilds(
+    no: NextOffer, lib: dict[str, Any], worker: Worker, seconds: int
+) -> tuple[float, float]:
+    def drive() -> float:
+        result = wrk(
+            "decisions",
+            f"{worker.base}/data/core/ode/{lib['container']}/decisions",
+            method="POST",
+            headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+            body=request_body(lib).decode(),
+            seconds=seconds,
+            connections=1,
+        )
+        if result.errors:
+            raise RuntimeError(f"{result.errors} failed decisions under wrk")
+        return result.p99_ms
+
+    quiet = drive()
+    stop = threading.Event()
+
+    def churn() -> None:
+        r = 0
+        while not stop.wait(0.25):
+            raise_offer(no, lib, (r * 31 + 5) % len(lib["offers"]))
+            r += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        busy = drive()
+    finally:
+        stop.set()
+        thread.join()
+    return quiet, busy
+
+
+def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
+    db = folder / f"tags{size}.db"
+    meta = folder / f"tags{size}.json"
+    db_url = f"sqlite:///{db}"
+    if not (db.exists() and meta.exists()):
+        for stale in folder.glob(f"tags{size}.db*"):
+            stale.unlink()
+        print(f"  building the {size:,}-offer library ...", flush=True)
+        began = time.perf_counter()
+        lib = build(db_url, size)
+        print(f"  built in {time.perf_counter() - began:.1f} s", flush=True)
+        meta.write_text(json.dumps(lib))
+    lib = json.loads(meta.read_text())
+    cache = folder / f"rules{size}"
+    env = {"NEXTOFFER_RULE_CACHE": str(cache)}
+    row: dict[str, Any] = {"size": size, "load_before": os.getloadavg()[0]}
+    cold, warm, peaks, steady = [], [], [], []
+    cpu: dict[str, list[float]] = {"cold": [], "warm": [], "up": []}
+    for _ in range(repeats):
+        shutil.rmtree(cache, ignore_errors=True)
+        for kind in ("cold", "warm"):
+            worker = Worker(db_url, env)
+            try:
+                (cold if kind == "cold" else warm).append(worker.first_decision(lib))
+                cpu[kind].append(worker.cpu_s())
+                cpu["up"].append(worker.up_cpu or 0.0)
+                if kind == "cold":
+                    worker.wait_idle()  # it finishes compiling (and saving) the library
+                peak, now = worker.rss_mb()
+                peaks.append(peak)
+                steady.append(now)
+            finally:
+                worker.stop()
+    row["start_cold_s"] = statistics.median(cold)
+    row["start_warm_s"] = statistics.median(warm)
+    row["start_cold_cpu_s"] = statistics.median(cpu["cold"])
+    row["start_warm_cpu_s"] = statistics.median(cpu["warm"])
+    row["up_cpu_s"] = statistics.median(cpu["up"])
+    row["rss_peak_mb"] = max(peaks)
+    row["rss_after_start_mb"] = statistics.median(steady)
+    # The bench's own writes and in-process rebuilds; the workers' compiled rules (warm),
+    # and no bound on the first build's wait (a checkout without these settings ignores them).
+    no = NextOffer.open(
+        Settings.from_env(
+            {
+                "NEXTOFFER_DB": db_url,
+                "NEXTOFFER_RULE_CACHE": str(cache),
+                "NEXTOFFER_SNAPSHOT_WAIT_SECONDS": "600",
+            }
+        )
+    )
+    try:
+        lib["principal"] = bench_principal(no, lib)
+        workers = [Worker(db_url, env), Worker(db_url, env)]
+        try:
+            for worker in workers:
+                worker.first_decision(lib)
+                worker.wait_idle()
+            visible = [visibility(no, lib, workers, r + size) for r in range(repeats * 3)]
+            row["visible_s"] = statistics.median(visible)
+            row["visible_max_s"] = max(visible)
+            quiet, busy = p99_during_rebuilds(no, lib, workers[0], seconds)
+            row["p99_quiet_ms"], row["p99_rebuilding_ms"] = quiet, busy
+            peak, now = workers[0].rss_mb()
+            row["rss_peak_after_changes_mb"] = peak
+            row["rss_steady_mb"] = now
+        finally:
+            for worker in workers:
+                worker.stop()
+        row["full_build_cpu_s"], row["change_cpu_s"] = rebuild_cpu(no, lib, repeats * 3)
+    finally:
+        no.close()
+    row["load_after"] = os.getloadavg()[0]
+    return row
+
+
+def bench_principal(no: NextOffer, lib: dict[str, Any]) -> Any:
+    """The principal of the bench's tenant (what the token in ``headers`` authenticates)."""
+    return no.auth.authenticate({k.lower(): v for k, v in lib["headers"].items()})
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sizes = [r["size"] for r in rows]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    left.plot(sizes, [r["start_cold_s"] for r in rows], "o-", label="start → decision, cold")
+    left.plot(sizes, [r["start_warm_s"] for r in rows], "o-", label="start → decision, warm")
+    left.plot(sizes, [r["visible_s"] for r in rows], "o-", label="write → visible, 2 workers")
+    left.axhline(2, color="grey", linestyle=":", linewidth=1)
+    left.axhline(1, color="grey", linestyle=":", linewidth=1)
+    left.set_xlabel("offers (each with its own rule)")
+    left.set_ylabel("seconds")
+    left.legend(fontsize=8)
+    right.plot(sizes, [r["rss_peak_mb"] for r in rows], "o-", label="peak RSS")
+    right.plot(sizes, [r["rss_steady_mb"] for r in rows], "o-", label="steady RSS")
+    right.set_xlabel("offers")
+    right.set_ylabel("MB per worker")
+    right.legend(fontsize=8)
+    fig.suptitle("bench/library_scale.py")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def use_source(src: Path) -> None:
+    """Run this bench (and its workers) on the checkout at ``src`` (its ``src`` folder):
+    re-executed with it first on ``PYTHONPATH``."""
+    if os.environ.get("LIBSCALE_SRC") == str(src):
+        return
+    path = os.pathsep.join(p for p in (str(src), os.environ.get("PYTHONPATH", "")) if p)
+    os.environ.update(PYTHONPATH=path, LIBSCALE_SRC=str(src))
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Each size, each repeat: a child run on the old code, then one on this one."""
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for repeat in range(args.repeats):
+        for size in (int(s) for s in args.sizes.split(",")):
+            for which in ("before", "after"):
+                out = args.dir / f"compare-{which}-{size}-{repeat}.json"
+                command = [sys.executable, __file__, "--sizes", str(size), "--repeats", "1"]
+                command += ["--seconds", str(args.seconds), "--dir", str(args.dir)]
+                command += ["--json", str(out)]
+                if which == "before":
+                    command += ["--src", str(args.compare)]
+                print(f"repeat {repeat + 1}: {size:,} offers, {which}", flush=True)
+                subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+                rows.setdefault((which, size), []).extend(json.loads(out.read_text()))
+    fields = [
+        ("start_cold_s", "start → first decision, cold cache (s)"),
+        ("start_warm_s", "start → first decision, warm cache (s)"),
+        ("start_cold_cpu_s", "worker CPU until its first decision, cold cache (s)"),
+        ("start_warm_cpu_s", "worker CPU until its first decision, warm cache (s)"),
+        ("up_cpu_s", "reference: worker CPU until /healthz answers (s)"),
+        ("visible_s", "write → visible in both workers (s)"),
+        ("full_build_cpu_s", "full build CPU (s)"),
+        ("change_cpu_s", "rebuild CPU per change (s)"),
+        ("p99_quiet_ms", "decision p99, quiet (ms)"),
+        ("p99_rebuilding_ms", "decision p99, a change every 0.25 s (ms)"),
+        ("rss_peak_mb", "RSS peak (MB)"),
+        ("rss_steady_mb", "RSS after the changes (MB)"),
+    ]
+    sizes = sorted({size for _, size in rows})
+    print()
+    print(f"{machine()}; median of {args.repeats} interleaved child runs per cell")
+    loads = [r["load_before"] for values in rows.values() for r in values]
+    print(f"1-minute load average at the start of each run: {min(loads):.1f}-{max(loads):.1f}")
+    print()
+    print("| measure | " + " | ".join(f"{n:,}: before | after | ratio" for n in sizes) + " |")
+    print("|---|" + "---:|---:|---:|" * len(sizes))
+    summary: dict[str, Any] = {}
+    for key, label in fields:
+        cells = []
+        for size in sizes:
+            before = statistics.median(r[key] for r in rows[("before", size)])
+            after = statistics.median(r[key] for r in rows[("after", size)])
+            summary.setdefault(key, {})[size] = (before, after)
+            cells.append(f"{before:.3g} | {after:.3g} | {after / before:.2f}×")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    if args.json:
+        args.json.write_text(json.dumps({f"{w}-{n}": v for (w, n), v in rows.items()}, indent=1))
+    if args.plot:
+        plot_compare(summary, sizes, args.plot)
+
+
+def plot_compare(summary: dict[str, Any], sizes: list[int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    panels = [
+        (axes[0], ["start_cold_s", "start_warm_s", "visible_s"], "seconds"),
+        (axes[1], ["full_build_cpu_s", "change_cpu_s"], "CPU seconds"),
+        (axes[2], ["rss_peak_mb", "rss_steady_mb"], "MB per worker"),
+    ]
+    for axis, keys, unit in panels:
+        for key in keys:
+            for index, which in enumerate(("before", "after")):
+                axis.plot(
+                    sizes,
+                    [summary[key][n][index] for n in sizes],
+                    "o-" if which == "after" else "o--",
+                    label=f"{key} ({which})",
+                )
+        axis.set_xlabel("offers (each with its own rule)")
+        axis.set_ylabel(unit)
+        axis.set_yscale("log" if unit != "MB per worker" else "linear")
+        axis.legend(fontsize=7)
+    axes[0].axhline(2, color="grey", linestyle=":", linewidth=1)
+    axes[0].axhline(1, color="grey", linestyle=":", linewidth=1)
+    fig.suptitle("bench/library_scale.py --compare: before (dashed) and after (solid)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--sizes", default="1000,10000,20000")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "libscale")
+    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--json", type=Path)
+    parser.add_argument("--src", type=Path, help="run on the checkout whose src/ this is")
+    parser.add_argument(
+        "--compare", type=Path, help="a baseline's src/: interleaved runs before and after"
+    )
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    if args.src is not None:
+        use_source(args.src)
+    if args.compare is not None:
+        compare(args)
+        return
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"{size:,} offers", flush=True)
+        rows.append(measure(size, args.dir, args.repeats, args.seconds))
+        print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(f"{machine()}; median of {args.repeats} starts, {args.repeats * 3} changes")
+    print()
+    print(
+        "| offers | start → decision, cold s | warm s | write → visible s (max) "
+        "| full build CPU s | rebuild CPU per change s | p99 quiet ms | p99 rebuilding ms "
+        "| ratio | RSS peak MB | RSS steady MB | load |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(
+            f"| {r['size']:,} | {r['start_cold_s']:.2f} | {r['start_warm_s']:.2f} "
+            f"| {r['visible_s']:.2f} ({r['visible_max_s']:.2f}) | {r['full_build_cpu_s']:.2f} "
+            f"| {r['change_cpu_s']:.3f} | {r['p99_quiet_ms']:.1f} | {r['p99_rebuilding_ms']:.1f} "
+            f"| {r['p99_rebuilding_ms'] / r['p99_quiet_ms']:.2f}× | {r['rss_peak_mb']:.0f} "
+            f"| {r['rss_steady_mb']:.0f} | {r['load_before']:.1f} → {r['load_after']:.1f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot(rows, args.plot)
+
+
+if __name__ == "__main__":
+    main()

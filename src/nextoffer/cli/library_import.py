@@ -1,0 +1,158 @@
+"""``nextoffer import library FILE.jsonl``: an Offer Library in bulk, checked as a whole.
+
+One instance per line, in the shape ``GET …/instances/{id}`` answers (here or at Adobe):
+``{"schemas": ["https://ns.adobe.com/experience/offer-management/<type>;version=…"],
+"_instance": {"@id": "xcore:<type>:<hex>", …}, …}``; a line may also carry the type as
+``"schema"``. Envelope fields (``instanceId``, ``repo:*``, ``_links``) are ignored: every
+instance gets a new instance id and audit stamps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from nextoffer.errors import BadRequest, NotFound, Unprocessable
+from nextoffer.repository.objects import ObjectType, parse_schema_ref
+from nextoffer.root import NextOffer
+from nextoffer.service.auth import Principal
+from nextoffer.settings import Settings
+
+
+def read_lines(path: Path) -> tuple[list[tuple[ObjectType, dict[str, Any]]], list[int]]:
+    """(type, ``_instance``) per non-blank line, and each one's line number; raises
+    ``BadRequest`` naming every unreadable line."""
+    items: list[tuple[ObjectType, dict[str, Any]]] = []
+    numbers: list[int] = []
+    bad: list[str] = []
+    with path.open("rb") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = orjson.loads(line)
+                if not isinstance(item, dict):
+                    raise BadRequest("not a JSON object")
+                schemas = item.get("schemas")
+                schema = item.get("schema") or (schemas[0] if isinstance(schemas, list) else None)
+                if not isinstance(schema, str):
+                    raise BadRequest('no "schemas" (or "schema") naming the type')
+                body = item.get("_instance")
+                if not isinstance(body, dict):
+                    raise BadRequest('no "_instance" object')
+                items.append((parse_schema_ref(schema).type, body))
+                numbers.append(number)
+            except (orjson.JSONDecodeError, BadRequest) as exc:
+                detail = exc.detail if isinstance(exc, BadRequest) else str(exc)
+                bad.append(f"line {number}: {detail}")
+    if bad:
+        raise BadRequest(
+            f"{len(bad)} unreadable line(s); nothing was imported:\n" + "\n".join(bad[:50])
+        )
+    return items, numbers
+
+
+#: Problems listed, and characters of each message shown (a schema message may quote a
+#: whole 500-item list).
+SHOWN, MESSAGE_CHARS = 100, 300
+
+
+def describe(exc: Unprocessable, numbers: list[int]) -> str:
+    """The problems of ``exc`` with the line each is on (pointers start ``/<index>``)."""
+    problems = exc.extra.get("errors") or [{"pointer": exc.pointer, "message": exc.detail}]
+    out = []
+    for problem in problems[:SHOWN]:
+        pointer = str(problem.get("pointer") or "")
+        head, _, rest = pointer.lstrip("/").partition("/")
+        where = f"line {numbers[int(head)]}" if head.isdigit() else "library"
+        message = str(problem.get("message"))
+        if len(message) > MESSAGE_CHARS:
+            message = message[:MESSAGE_CHARS] + "…"
+        out.append(f"{where}: {'/' + rest + ': ' if rest else ''}{message}")
+    if len(problems) > SHOWN:
+        out.append(f"… and {len(problems) - SHOWN} more")
+    return "\n".join(out)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--db",
+    "db_url",
+    envvar="NEXTOFFER_DB",
+    help="Database URL (default: ./.nextoffer/nextoffer.db).",
+)
+@click.option("--org", required=True, help="Organisation of the container.")
+@click.option("--sandbox", required=True, help="Sandbox of the container.")
+@click.option(
+    "--container",
+    "container_id",
+    help="Container id (default: the sandbox's only container).",
+)
+@click.option(
+    "--keep-ids/--new-ids",
+    default=True,
+    show_default=True,
+    help="Keep each instance's @id, or give every one a new @id (references rewritten).",
+)
+@click.option("--chunk", default=1000, show_default=True, help="Instances per transaction.")
+def library(
+    path: Path,
+    db_url: str | None,
+    org: str,
+    sandbox: str,
+    container_id: str | None,
+    keep_ids: bool,
+    chunk: int,
+) -> None:
+    """Import an Offer Library: one instance per line, as GET returns it.
+
+    Everything is checked first — schemas, rules, references (to another line or to an
+    instance already in the container), ids, the guardrail totals — and every problem is
+    reported with its line; then nothing is stored. Otherwise all instances are written,
+    in transactions of --chunk.
+    """
+    settings = Settings.from_env(db_url=db_url)
+    principal = Principal(org, sandbox, "nextoffer-cli", "nextoffer-cli")
+    items, numbers = read_lines(path)
+    with NextOffer.open(settings) as no:
+        if container_id is None:
+            containers = no.repository.containers(principal)
+            if len(containers) != 1:
+                raise NotFound(
+                    f"{len(containers)} containers in {org}/{sandbox}: name one with --container"
+                )
+            container_id = containers[0].container_id
+        with Progress(
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=False,
+        ) as bar:
+            tasks = {
+                "checked": bar.add_task("checked", total=len(items)),
+                "written": bar.add_task("written", total=len(items)),
+            }
+            try:
+                mapping = no.repository.create_many(
+                    principal,
+                    container_id,
+                    items,
+                    keep_ids=keep_ids,
+                    chunk_size=chunk,
+                    progress=lambda stage, n: bar.advance(tasks[stage], n),
+                )
+                bar.update(tasks["checked"], completed=len(items))
+            except Unprocessable as exc:
+                raise Unprocessable(
+                    f"nothing was imported: {len(exc.extra.get('errors') or [1])} problem(s)\n"
+                    + describe(exc, numbers)
+                ) from None
+        no.catalogs.rules.save()  # the rules compiled to check them, for the servers
+    renamed = sum(1 for old, new in mapping.items() if old != new)
+    click.echo(f"{len(items)} instances imported into {container_id} ({renamed} @ids new)")

@@ -1,0 +1,106 @@
+"""A compiled rule as bytes, and back: what a compiled-rule cache keeps between processes.
+
+:func:`dump` keeps what :class:`~nextoffer.pql.CompiledRule` needs to evaluate — the
+generated function's code object (``marshal``, the format CPython's own ``.pyc`` files
+use), the constants the code reads from its namespace (sets of strings, ``occurs``
+tests), the paths it reads and the rule's conjuncts — and :func:`load` rebuilds the rule
+from them in microseconds instead of compiling it again (parse, check, code generation,
+``compile()``). A rule whose ``variables`` variant is generated on first use gets it the
+same way after loading: the first call that passes variables compiles the rule from its
+source once.
+
+The bytes are only valid for the exact compiler and Python that wrote them (code objects
+are specific to the bytecode version, and the code calls the runtime helpers by name):
+the caller keys them by both (``service/catalogs.py``) and treats them like ``.pyc``
+files — loading them runs the code they hold, so they must come from a trusted place.
+"""
+
+from __future__ import annotations
+
+import marshal
+import pickle
+import threading
+import types
+from typing import TYPE_CHECKING, Any
+
+from .compiler import _base_namespace
+
+if TYPE_CHECKING:
+    from . import CompiledRule
+
+#: Bumped whenever the tuple below changes shape.
+FORMAT = 1
+_HELPERS = ("_with_variables",)
+
+
+def dump(rule: CompiledRule) -> bytes:
+    """``rule`` as bytes for :func:`load` (the same compiler and Python only)."""
+    from . import _resolve_now
+
+    function = rule.evaluate
+    base = _base_namespace(_resolve_now)
+    namespace = function.__globals__
+    constants = {k: v for k, v in namespace.items() if k not in base and k not in _HELPERS}
+    return pickle.dumps(
+        (
+            FORMAT,
+            rule.source,
+            rule.format,
+            rule.kind,
+            marshal.dumps(function.__code__),
+            constants,
+            rule.profile_paths,
+            rule.context_paths,
+            "_with_variables" in namespace,
+            rule.conjuncts,
+        ),
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+
+
+def load(data: bytes) -> CompiledRule:
+    """The rule :func:`dump` wrote; raises ``ValueError`` for bytes of another format."""
+    from . import CompiledRule, _resolve_now
+
+    fields = pickle.loads(data)  # trusted bytes only (see the module docstring)
+    if not isinstance(fields, tuple) or not fields or fields[0] != FORMAT:
+        raise ValueError("not a stored rule of this format")
+    _, source, fmt, kind, code, constants, profile_paths, context_paths, lazy, conjuncts = fields
+    namespace = dict(_base_namespace(_resolve_now))
+    namespace.update(constants)
+    if lazy:
+        namespace["_with_variables"] = _VariablesVariant(source, fmt, kind)
+    function = types.FunctionType(
+        marshal.loads(code), namespace, "evaluate", (None, None, None, None)
+    )
+    rule: CompiledRule = object.__new__(CompiledRule)
+    rule.source = source
+    rule.format = fmt
+    rule.kind = kind
+    rule.profile_paths = profile_paths
+    rule.context_paths = context_paths
+    rule.evaluate = function  # type: ignore[method-assign]
+    rule.__dict__["conjuncts"] = conjuncts  # the cached property, already known
+    return rule
+
+
+class _VariablesVariant:
+    """``_with_variables`` of a loaded rule: compiles the rule from its source on the first
+    call that passes variables (as the compiler generates that variant on first use)."""
+
+    __slots__ = ("_compiled", "_format", "_kind", "_lock", "_source")
+
+    def __init__(self, source: Any, fmt: str, kind: str) -> None:
+        self._source, self._format, self._kind = source, fmt, kind
+        self._compiled: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, *args: Any) -> Any:
+        if self._compiled is None:
+            from . import CompiledRule
+
+            with self._lock:
+                if self._compiled is None:
+                    compiled = CompiledRule(self._source, format=self._format, kind=self._kind)
+                    self._compiled = compiled.evaluate
+        return self._compiled(*args)

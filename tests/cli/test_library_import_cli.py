@@ -1,0 +1,162 @@
+"""``nextoffer import library``: a library exported as GET answers it, imported elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from nextoffer.cli import main
+from nextoffer.cli.demo import DEMO_CLIENT, DEMO_ORG, DEMO_SANDBOX, DEMO_USER, seed_library
+from nextoffer.repository import hal
+from nextoffer.root import NextOffer
+from nextoffer.settings import Settings
+
+OFFERS_FIRST = ("offer-placement", "eligibility-rule", "personalized-offer", "fallback-offer")
+
+
+def open_demo(db_url: str) -> tuple[NextOffer, str]:
+    no = NextOffer.open(Settings(db_url=db_url))
+    creds = no.bootstrap(org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT, user=DEMO_USER)
+    return no, creds.container_id
+
+
+@pytest.fixture
+def exported(tmp_path: Path) -> tuple[Path, dict[str, str], list[dict]]:
+    """The demo library as JSON lines of GET resources, its @ids, and the lines."""
+    no, container = open_demo(f"sqlite:///{tmp_path / 'source.db'}")
+    with no:
+        ids = seed_library(
+            no.repository, no.bootstrap(org=DEMO_ORG, sandbox=DEMO_SANDBOX).principal, container
+        )
+        with no.store.session() as session:
+            records = session.all_instances(container)
+    lines = [hal.resource(r, sandbox=DEMO_SANDBOX) for r in records]
+    lines.reverse()  # any order: references may point forward
+    path = tmp_path / "library.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return path, ids, lines
+
+
+def bootstrapped(tmp_path: Path) -> str:
+    """A new database with the demo tenant (``nextoffer admin bootstrap``) and no library."""
+    db_url = f"sqlite:///{tmp_path / 'target.db'}"
+    open_demo(db_url)[0].close()
+    return db_url
+
+
+def run(db_url: str, path: Path, *extra: str):
+    return CliRunner().invoke(
+        main,
+        [
+            "import",
+            "library",
+            str(path),
+            "--db",
+            db_url,
+            "--org",
+            DEMO_ORG,
+            "--sandbox",
+            DEMO_SANDBOX,
+            *extra,
+        ],
+    )
+
+
+def instances(db_url: str) -> dict[str, dict]:
+    no, container = open_demo(db_url)
+    with no, no.store.session() as session:
+        return {r.at_id: r.body for r in session.all_instances(container)}
+
+
+def decide_gold(db_url: str, ids: dict[str, str], tmp_path: Path) -> str:
+    profile = tmp_path / "gold.json"
+    profile.write_text(json.dumps({"loyalty": {"tier": "gold"}}))
+    no, container = open_demo(db_url)
+    no.close()
+    result = CliRunner().invoke(
+        main,
+        [
+            "decide",
+            "--db",
+            db_url,
+            "--container",
+            container,
+            "--activity",
+            ids["decision"],
+            "--placement",
+            ids["placement"],
+            "--profile",
+            str(profile),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["xdm:propositions"][0]["xdm:options"][0]["xdm:id"])
+
+
+def test_ids_kept_the_imported_library_decides_like_the_original(exported, tmp_path):
+    path, ids, lines = exported
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    target = bootstrapped(tmp_path)
+    result = run(target, path)
+    assert result.exit_code == 0, result.output
+    assert f"{len(lines)} instances imported" in result.output
+    assert instances(target) == instances(source)
+    assert (
+        decide_gold(target, ids, tmp_path)
+        == decide_gold(source, ids, tmp_path)
+        == ids["gold_offer"]
+    )
+
+
+def test_new_ids_rewrite_every_reference_and_may_import_the_library_twice(exported, tmp_path):
+    path, ids, lines = exported
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    assert run(source, path).exit_code == 2  # the same @ids already exist there
+    result = run(source, path, "--new-ids")
+    assert result.exit_code == 0, result.output
+    stored = instances(source)
+    assert len(stored) == 2 * len(lines)
+    copies = {at_id: body for at_id, body in stored.items() if at_id not in set(ids.values())}
+    originals = set(instances(source)) - set(copies)
+    decision = next(b for a, b in copies.items() if a.startswith("xcore:offer-activity:"))
+    referenced = json.dumps(decision)
+    assert not any(original in referenced for original in originals)
+    filters = [c["xdm:optionSelection"]["xdm:filter"] for c in decision["xdm:criteria"]]
+    assert filters and all(f in copies for f in filters)
+
+
+def test_a_missing_reference_is_reported_with_its_line_and_nothing_is_stored(exported, tmp_path):
+    _, _, lines = exported
+    kept = [line for line in lines if "eligibility-rule" not in line["schemas"][0]]
+    assert len(kept) < len(lines)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in kept))
+    target = bootstrapped(tmp_path)
+    result = run(target, broken)
+    assert result.exit_code == 2, result.output
+    assert "nothing was imported" in result.output
+    assert "does not exist in this container" in result.output
+    offer_line = next(
+        n
+        for n, line in enumerate(kept, start=1)
+        if "xdm:eligibilityRule"
+        in json.dumps(line.get("_instance", {}).get("xdm:selectionConstraint", {}))
+    )
+    assert f"line {offer_line}: /xdm:selectionConstraint/xdm:eligibilityRule" in result.output
+    assert instances(target) == {}
+
+
+def test_an_unreadable_line_is_reported_and_nothing_is_stored(exported, tmp_path):
+    path, _, lines = exported
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(path.read_bytes() + b'{"schemas": ["nope"], "_instance": {}}\n{oops\n')
+    target = bootstrapped(tmp_path)
+    result = run(target, bad)
+    assert result.exit_code == 2, result.output
+    assert f"line {len(lines) + 1}: schema: unknown schema 'nope'" in result.output
+    assert f"line {len(lines) + 2}:" in result.output
+    assert instances(target) == {}
