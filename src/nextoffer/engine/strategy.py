@@ -263,11 +263,24 @@ class _Block:
     def _walk(self, row: int, draws: np.ndarray) -> Iterator[int]:
         head = self.heads[row]
         yield from head
-        if len(head) < len(draws):
-            rest = np.ones(len(draws), dtype=bool)
-            rest[head] = False
-            tail = np.flatnonzero(rest)
-            yield from tail[np.argsort(-draws[tail], kind="stable")].tolist()
+        if len(head) >= len(draws):
+            return
+        rest = np.ones(len(draws), dtype=bool)
+        rest[head] = False
+        tail = np.flatnonzero(rest)
+        values = -draws[tail]
+        # Past the head, the next best positions in doubling chunks (a partition each),
+        # not the whole rest sorted: most walks stop a few positions in.
+        chunk = _HEAD
+        while len(tail) > 2 * chunk:
+            part = np.argpartition(values, chunk - 1)[:chunk]
+            part = part[np.argsort(values[part], kind="stable")]
+            yield from tail[part].tolist()
+            keep = np.ones(len(tail), dtype=bool)
+            keep[part] = False
+            tail, values = tail[keep], values[keep]
+            chunk *= 2
+        yield from tail[np.argsort(values, kind="stable")].tolist()
 
 
 def score(
