@@ -43,6 +43,14 @@ class Settings:
     #: Build every container's snapshot when a worker starts (in the background), so its
     #: first decisions do not wait ~0.5 s for the build.
     warm_catalogs: bool = True
+    # -- batch decisioning (issue 18) --
+    #: Where datasets without a location of their own keep their files (default:
+    #: ``.nextoffer/datasets`` in the working directory).
+    datasets_dir: str | None = None
+    #: Worker processes of the local batch engine (0: one per core).
+    batch_workers: int = 0
+    #: Spark master of the ``spark`` batch engine (``spark-submit`` passes its own).
+    spark_master: str = "local[2]"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -52,10 +60,15 @@ class Settings:
             values["db_url"] = env["NEXTOFFER_DB"]
         if env.get("NEXTOFFER_REDIS"):
             values["redis_url"] = env["NEXTOFFER_REDIS"]
+        if env.get("NEXTOFFER_DATASETS_DIR"):
+            values["datasets_dir"] = env["NEXTOFFER_DATASETS_DIR"]
+        if env.get("NEXTOFFER_SPARK_MASTER"):
+            values["spark_master"] = env["NEXTOFFER_SPARK_MASTER"]
         for name, key, kind in (
             ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
             ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
             ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
+            ("batch_workers", "NEXTOFFER_BATCH_WORKERS", int),
             ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
         ):
             if env.get(key):

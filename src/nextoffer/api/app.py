@@ -13,7 +13,7 @@ from starlette.middleware import Middleware
 from nextoffer.api.access_log import AccessLog, Observe
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
-from nextoffer.api.routes import ode, profiles, reports, search, system, xcore
+from nextoffer.api.routes import batch, ode, profiles, reports, search, system, xcore
 from nextoffer.api.shortcut import Shortcut
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
@@ -57,6 +57,8 @@ def create_app(
             if owned and settings.warm_catalogs
             else None
         )
+        if owned:  # batch jobs queued here or left by a process that died (issue 18)
+            no.batch.start()
         try:
             yield
         finally:
@@ -82,6 +84,7 @@ def create_app(
             *xcore.routes,
             *profiles.routes,
             *reports.routes,
+            *batch.routes,  # issue 18
         ],
         exception_handlers=exception_handlers,
         middleware=[

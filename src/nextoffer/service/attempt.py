@@ -44,6 +44,9 @@ class DecisionCall:
     dry_run: bool = False
     explain: bool = False
     decision_request_id: str | None = None
+    #: Write the decision event to the decision log. A batch decision does not: its event
+    #: is its row in the job's dataset (caps and the offers report count it all the same).
+    log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,7 @@ class Attempt:
         now: datetime,
         rng: Callable[[], random.Random],
         on_refused: Callable[[], None] | None = None,
+        shared: dict[EngineKey, int] | None = None,
     ) -> None:
         self._path = path
         self._container_id = container_id
@@ -82,6 +86,10 @@ class Attempt:
         self._now = now
         self._rng = rng
         self._on_refused = on_refused
+        #: Counts of counters shared by many decisions of one batch (caps for everyone),
+        #: learnt from refusals: a counter found full stays full for the rest of the batch,
+        #: so later decisions do not propose its offer only to be refused.
+        self._shared = shared
         self._round = 0
         self._outcome: DecisionOutcome | None = None
         self._pending: DecisionOutcome | None = None
@@ -95,6 +103,8 @@ class Attempt:
         # if one is full. An explained decision reports every count: it reads them all.
         self._exact = call.explain
         self._known = self._read(plan.all_keys if self._exact else plan.unreserved_keys)
+        if shared:
+            self._known.update(shared)
         self._decide()
 
     def outcome(self) -> DecisionOutcome:
@@ -210,7 +220,10 @@ class Attempt:
             # From now on decide on every current count, not on hope.
             self._exact = True
             self._known.update(self._read(self._plan.all_keys))
-        self._known.update(self._plan.full(refused))
+        full = self._plan.full(refused)
+        self._known.update(full)
+        if self._shared is not None:
+            self._shared.update(self._plan.for_everyone(full))
 
 
 def decision_record(
@@ -225,7 +238,7 @@ def decision_record(
     result = outcome.result
     namespace, identity = call.identities[0] if call.identities else ("", "")
     created = format_datetime(outcome.created)
-    body = {
+    body: dict[str, Any] | None = None if not call.log else {
         "propositionId": outcome.proposition_id,
         "timestamp": created,
         "identity": {"namespace": namespace, "id": identity},

@@ -52,6 +52,52 @@ class Snapshot:
     reads_events: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class LibraryImage:
+    """A container's library as stored at one version: what a snapshot is compiled from.
+    Plain data (picklable): batch workers and Spark executors compile their own snapshot
+    from it (:func:`build_snapshot`), so every worker decides on the same library."""
+
+    container_id: str
+    version: int
+    instances: tuple[CatalogInstance, ...]
+    cap_epochs: dict[str, int]
+
+
+def build_snapshot(
+    image: LibraryImage,
+    *,
+    built: str,
+    checked_at: float = 0.0,
+    compile_rule: Callable[..., pql.CompiledRule] = pql.compile,
+) -> Snapshot:
+    """Compile ``image`` into a :class:`Snapshot` (``compile_rule`` compiles each rule and
+    formula: a cache, or :func:`nextoffer.pql.compile`)."""
+    mentions_events = False
+
+    def compile_tracked(
+        source: Any, *, format: str = "pql/text", kind: str = "rule"
+    ) -> pql.CompiledRule:
+        # Every rule and formula the catalog evaluates is compiled here; a source that
+        # names xEvent (even inside a string: conservative) makes decisions read events.
+        nonlocal mentions_events
+        text = source if isinstance(source, str) else orjson.dumps(source).decode()
+        mentions_events = mentions_events or "xEvent" in text
+        return compile_rule(source, format=format, kind=kind)
+
+    catalog = build_catalog(image.instances, compile_rule=compile_tracked)
+    return Snapshot(
+        catalog=catalog,
+        version=image.version,
+        built=built,
+        errors=catalog.errors,
+        checked_at=checked_at,
+        cap_epochs=image.cap_epochs,
+        instances={i.at_id: i for i in image.instances},
+        reads_events=mentions_events,
+    )
+
+
 def settle_heap() -> None:
     """Collect garbage once, then hide every live object from the cyclic collector.
 
@@ -154,6 +200,17 @@ class CatalogCache:
             return snapshot
         return self._rebuild(container_id, version)
 
+    def image(self, container_id: str) -> LibraryImage:
+        """The container's library as stored now, read in one transaction."""
+        with self._store.session() as session:
+            version = session.library_version(container_id)
+            records = session.all_instances(container_id)
+            epochs = session.cap_epochs(container_id)
+        instances = tuple(
+            CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
+        )
+        return LibraryImage(container_id, version, instances, epochs)
+
     def _rebuild(self, container_id: str, version: int) -> Snapshot:
         with self._guard:
             lock = self._locks.setdefault(container_id, threading.Lock())
@@ -162,50 +219,25 @@ class CatalogCache:
             if current is not None and current.version >= version:
                 current.checked_at = self._monotonic()
                 return current
-            with self._store.session() as session:
-                version = session.library_version(container_id)
-                records = session.all_instances(container_id)
-                epochs = session.cap_epochs(container_id)
-            instances = [
-                CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body)
-                for r in records
-            ]
-            mentions_events = False
-
-            def compile_rule(
-                source: Any, *, format: str = "pql/text", kind: str = "rule"
-            ) -> pql.CompiledRule:
-                # Every rule and formula the catalog evaluates is compiled here; a source that
-                # names xEvent (even inside a string: conservative) makes decisions read events.
-                nonlocal mentions_events
-                text = source if isinstance(source, str) else orjson.dumps(source).decode()
-                mentions_events = mentions_events or "xEvent" in text
-                return self._compile(source, format=format, kind=kind)
-
-            catalog = build_catalog(instances, compile_rule=compile_rule)
+            image = self.image(container_id)
+            snapshot = build_snapshot(
+                image,
+                built=format_datetime(self._clock()),
+                checked_at=self._monotonic(),
+                compile_rule=self._compile,
+            )
             if self._on_rebuild is not None:
                 self._on_rebuild()
-            built = format_datetime(self._clock())
-            blocking = [e for e in catalog.errors if e.kind in _BLOCKING]
+            blocking = [e for e in snapshot.errors if e.kind in _BLOCKING]
             if blocking and current is not None:
                 # Keep deciding with the last good catalog; diagnostics report the failure.
-                current.errors = catalog.errors
-                current.cap_epochs = epochs
-                current.instances = {i.at_id: i for i in instances}
-                current.built = built
-                current.version = version
+                current.errors = snapshot.errors
+                current.cap_epochs = snapshot.cap_epochs
+                current.instances = snapshot.instances
+                current.built = snapshot.built
+                current.version = snapshot.version
                 current.checked_at = self._monotonic()
                 return current
-            snapshot = Snapshot(
-                catalog=catalog,
-                version=version,
-                built=built,
-                errors=catalog.errors,
-                checked_at=self._monotonic(),
-                cap_epochs=epochs,
-                instances={i.at_id: i for i in instances},
-                reads_events=mentions_events,
-            )
             self._snapshots[container_id] = snapshot
             if self._freeze_heap:
                 settle_heap()

@@ -39,7 +39,9 @@ class DecisionRecord:
     created: str  # RFC 3339, UTC
     created_us: int
     profile_key: str
-    body: Mapping[str, Any]
+    #: The decision event's body; ``None`` writes no decision event (a batch decision:
+    #: its event is its row in the job's dataset) but still reserves and reports.
+    body: Mapping[str, Any] | None
     #: Offers proposed (one proposition each in the offers report), with their UTC day.
     day: str
     proposed_offers: Sequence[str]

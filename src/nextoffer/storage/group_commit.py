@@ -91,16 +91,17 @@ def plan_batch(
             counts[code] += n
             changed.add(code)
         stored.add(record.proposition_id)
-        plan.events.append(
+        if record.body is not None:
+            plan.events.append(
             (
-                record.proposition_id,
-                record.container_id,
-                record.created,
-                record.created_us,
-                record.profile_key,
-                orjson.dumps(record.body).decode(),
+                    record.proposition_id,
+                    record.container_id,
+                    record.created,
+                    record.created_us,
+                    record.profile_key,
+                    orjson.dumps(record.body).decode(),
+                )
             )
-        )
         for offer_id in record.proposed_offers:
             day_key = (record.container_id, record.day, offer_id)
             daily[day_key] = daily.get(day_key, 0) + 1

@@ -19,6 +19,7 @@ from nextoffer.repository.records import ContainerRecord, InstanceRecord
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
+from nextoffer.storage.batch import BatchTables
 from nextoffer.storage.runtime import Runtime
 
 
@@ -90,6 +91,8 @@ class Session:
         self.conn = conn
         #: Profiles, events, decision events and counters, in this same transaction.
         self.runtime = Runtime(conn)
+        #: Segment definitions, datasets, batch jobs and the batch's profile scan.
+        self.batch = BatchTables(conn)
 
     # -- tenants ---------------------------------------------------------------------
 
