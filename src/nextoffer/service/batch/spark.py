@@ -16,6 +16,8 @@ a SQLite file works only when the executors share this machine (``local[N]``).
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -119,13 +121,17 @@ class SparkEngine:
         total_profiles = export_profiles(chunks(CHUNK), export)
         stats = ChunkStats()
         stats.seconds["export"] = time.perf_counter() - started
-        spark = (
+        builder = (
             SparkSession.builder.master(self._master)
             .appName(f"nextoffer-batch-{plan.job_id}")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.session.timeZone", "UTC")
-            .getOrCreate()
         )
+        if self._master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+            # Executors on this machine run this interpreter (its installed nextoffer);
+            # PySpark reads the variable when the context starts.
+            os.environ["PYSPARK_PYTHON"] = sys.executable
+        spark = builder.getOrCreate()
         context = spark.sparkContext
         group = f"nextoffer-{plan.job_id}"
         context.setJobGroup(group, f"nextoffer batch job {plan.job_id}", interruptOnCancel=True)
