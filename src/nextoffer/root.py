@@ -193,7 +193,9 @@ class NextOffer:
             repository=self.repository,
             clock=clock,
             engines={
-                "local": LocalEngine(open_worker, workers=settings.batch_workers),
+                "local": LocalEngine(
+                    open_worker, workers=settings.batch_workers, chunk=settings.batch_chunk
+                ),
                 "spark": SparkEngine(open_worker, master=settings.spark_master),
             },
         )

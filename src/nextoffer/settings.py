@@ -49,8 +49,13 @@ class Settings:
     datasets_dir: str | None = None
     #: Worker processes of the local batch engine (0: one per core).
     batch_workers: int = 0
+    #: Profiles per chunk of the local batch engine: one read, one task, one Parquet file.
+    batch_chunk: int = 10_000
     #: Spark master of the ``spark`` batch engine (``spark-submit`` passes its own).
     spark_master: str = "local[2]"
+    #: Whether a server runs queued batch jobs (off: API-only nodes; jobs then run where
+    #: it is on, or with ``nextoffer batch run``).
+    batch_runner: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -69,6 +74,7 @@ class Settings:
             ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
             ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
             ("batch_workers", "NEXTOFFER_BATCH_WORKERS", int),
+            ("batch_chunk", "NEXTOFFER_BATCH_CHUNK", int),
             ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
         ):
             if env.get(key):
@@ -78,6 +84,7 @@ class Settings:
             ("metrics", "NEXTOFFER_METRICS"),
             ("freeze_heap", "NEXTOFFER_FREEZE_HEAP"),
             ("warm_catalogs", "NEXTOFFER_WARM_CATALOGS"),
+            ("batch_runner", "NEXTOFFER_BATCH_RUNNER"),
         ):
             if env.get(key):
                 values[name] = env[key].lower() not in ("0", "false", "no", "off")

@@ -14,6 +14,7 @@ from nextoffer.settings import Settings
 from support.api import Tenant, make_tenant
 from support.backends import emptied_database
 
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":

@@ -74,7 +74,9 @@ def run(db: Path, datasets: Path, body: dict[str, Any], engine: str) -> tuple[An
     with NextOffer.open(settings, clock=lambda: MOMENT) as no:
         dataset_record = no.datasets.create(principal, {"name": engine})
         job = no.batch.submit(
-            principal, {**body, "xdm:dataSetId": dataset_record.dataset_id}, container_id=None,
+            principal,
+            {**body, "xdm:dataSetId": dataset_record.dataset_id},
+            container_id=None,
             engine=engine,
         )
         claimed = no.batch.claim(job.job_id)
@@ -106,8 +108,8 @@ def test_spark_reserves_caps_on_the_store(prepared: dict[str, Any]) -> None:
     tmp = prepared["tmp"]
     final, _ = run(prepared["second"], tmp / "d3", prepared["body"], "spark")
     assert final.status == "COMPLETED", final.detail
-    from nextoffer.service.attempt import DecisionCall
     from nextoffer.engine import PropositionRequest
+    from nextoffer.service.attempt import DecisionCall
 
     library = prepared["library"]
     settings = Settings(db_url=f"sqlite:///{prepared['second']}", freeze_heap=False)

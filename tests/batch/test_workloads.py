@@ -220,7 +220,9 @@ def test_segment_definitions_crud_and_rule_errors(tenant: Tenant) -> None:
     problem = bad.json()
     assert problem["pointer"] == "/expression/value"
     assert problem["line"] == 1 and problem["column"] >= 6
-    assert tenant.client.delete(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).status_code == 204
+    assert (
+        tenant.client.delete(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).status_code == 204
+    )
     assert tenant.client.get(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).status_code == 404
 
 
@@ -249,5 +251,7 @@ def test_another_tenant_sees_nothing(client: TestClient, tenant: Tenant, db_url:
 def test_file_downloads_stay_inside_the_dataset(tenant: Tenant) -> None:
     dataset_id = dataset(tenant)
     for path in ("../nextoffer.db", "%2e%2e/x", "_staging/part-00000.parquet", "x/../../y"):
-        response = tenant.client.get(f"{DATASETS}/{dataset_id}/files/{path}", headers=tenant.headers)
+        response = tenant.client.get(
+            f"{DATASETS}/{dataset_id}/files/{path}", headers=tenant.headers
+        )
         assert response.status_code == 404, path

@@ -57,7 +57,7 @@ def create_app(
             if owned and settings.warm_catalogs
             else None
         )
-        if owned:  # batch jobs queued here or left by a process that died (issue 18)
+        if owned and settings.batch_runner:  # queued batch jobs, and dead ones (issue 18)
             no.batch.start()
         try:
             yield

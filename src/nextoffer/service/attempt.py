@@ -238,26 +238,30 @@ def decision_record(
     result = outcome.result
     namespace, identity = call.identities[0] if call.identities else ("", "")
     created = format_datetime(outcome.created)
-    body: dict[str, Any] | None = None if not call.log else {
-        "propositionId": outcome.proposition_id,
-        "timestamp": created,
-        "identity": {"namespace": namespace, "id": identity},
-        "profileId": profile_id,
-        "profileKey": profile_key,
-        "decisionRequestId": call.decision_request_id,
-        "propositions": [
-            {
-                "activity": p.activity.at_id,
-                "placement": p.placement.at_id,
-                "options": [
-                    {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
-                    for o in p.options
-                ],
-                "fallback": p.fallback.offer_id if p.fallback is not None else None,
-            }
-            for p in result.propositions
-        ],
-    }
+    body: dict[str, Any] | None = (
+        None
+        if not call.log
+        else {
+            "propositionId": outcome.proposition_id,
+            "timestamp": created,
+            "identity": {"namespace": namespace, "id": identity},
+            "profileId": profile_id,
+            "profileKey": profile_key,
+            "decisionRequestId": call.decision_request_id,
+            "propositions": [
+                {
+                    "activity": p.activity.at_id,
+                    "placement": p.placement.at_id,
+                    "options": [
+                        {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
+                        for o in p.options
+                    ],
+                    "fallback": p.fallback.offer_id if p.fallback is not None else None,
+                }
+                for p in result.propositions
+            ],
+        }
+    )
     return DecisionRecord(
         proposition_id=outcome.proposition_id,
         container_id=container_id,

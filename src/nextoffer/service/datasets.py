@@ -44,9 +44,7 @@ class DatasetFile:
 
 
 class Datasets:
-    def __init__(
-        self, store: Store, *, clock: Callable[[], datetime], default_root: Path
-    ) -> None:
+    def __init__(self, store: Store, *, clock: Callable[[], datetime], default_root: Path) -> None:
         self._store = store
         self._clock = clock
         self._root = default_root
@@ -66,7 +64,9 @@ class Datasets:
         if is_local(location):
             path = local_path(location)
             if not path.is_absolute():
-                raise Unprocessable("a local location must be an absolute path", pointer="/location")
+                raise Unprocessable(
+                    "a local location must be an absolute path", pointer="/location"
+                )
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -94,7 +94,7 @@ class Datasets:
             raise NotFound(f"no dataset {dataset_id}")
         return record
 
-    def list(self, principal: Principal) -> list[DatasetRecord]:
+    def get_all(self, principal: Principal) -> list[DatasetRecord]:
         with self._store.session() as session:
             return session.batch.list_datasets(principal.org, principal.sandbox)
 

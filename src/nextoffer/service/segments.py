@@ -85,7 +85,7 @@ class SegmentDefinitions:
             raise NotFound(f"no segment definition {segment_id}")
         return record
 
-    def list(
+    def get_all(
         self, principal: Principal, *, start: int = 0, limit: int = MAX_PAGE
     ) -> tuple[list[SegmentRecord], int]:
         limit = max(1, min(limit, MAX_PAGE))

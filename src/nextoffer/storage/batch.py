@@ -225,9 +225,9 @@ class BatchTables:
             )
         )
 
-    def get_job(self, job_id: str, *, org: str | None = None, sandbox: str | None = None) -> (
-        JobRecord | None
-    ):
+    def get_job(
+        self, job_id: str, *, org: str | None = None, sandbox: str | None = None
+    ) -> JobRecord | None:
         """The job; with ``org`` and ``sandbox``, only when it is theirs."""
         c = t.batch_jobs.c
         query = select(t.batch_jobs).where(c.job_id == job_id)

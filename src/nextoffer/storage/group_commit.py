@@ -93,7 +93,7 @@ def plan_batch(
         stored.add(record.proposition_id)
         if record.body is not None:
             plan.events.append(
-            (
+                (
                     record.proposition_id,
                     record.container_id,
                     record.created,

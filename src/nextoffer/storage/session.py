@@ -18,8 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from nextoffer.repository.records import ContainerRecord, InstanceRecord
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
-from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
 from nextoffer.storage.batch import BatchTables
+from nextoffer.storage.rows import audit_values, container_from_row, instance_from_row
 from nextoffer.storage.runtime import Runtime
 
 

@@ -58,7 +58,7 @@ async def list_segments(request: Request) -> Response:
     no = nextoffer(request)
     start = _int_param(request, "start", 0)
     limit = _int_param(request, "limit", 100)
-    records, total = await no.run(no.segments.list, principal, start=start, limit=limit)
+    records, total = await no.run(no.segments.get_all, principal, start=start, limit=limit)
     size = max(1, min(limit, 100))
     return json_response(
         {
@@ -73,9 +73,7 @@ async def list_segments(request: Request) -> Response:
             },
             "link": {
                 "next": (
-                    f"{SEGMENTS}?start={start + size}&limit={size}"
-                    if start + size < total
-                    else ""
+                    f"{SEGMENTS}?start={start + size}&limit={size}" if start + size < total else ""
                 )
             },
         }
@@ -130,7 +128,7 @@ async def create_dataset(request: Request) -> Response:
 async def list_datasets(request: Request) -> Response:
     principal = authenticate(request)
     no = nextoffer(request)
-    records = await no.run(no.datasets.list, principal)
+    records = await no.run(no.datasets.get_all, principal)
     return json_response({"datasets": [dataset_json(r) for r in records]})
 
 

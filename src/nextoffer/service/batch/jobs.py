@@ -43,7 +43,7 @@ from nextoffer.errors import Conflict, NextOfferError, NotFound, Unprocessable
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
-from nextoffer.service.batch.chunk import ChunkStats, OpenWorker, Stopped
+from nextoffer.service.batch.chunk import ChunkStats, Stopped
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.catalogs import CatalogCache, build_snapshot
 from nextoffer.service.datasets import is_local, local_path
@@ -97,9 +97,7 @@ def parse_propositions(body: Mapping[str, Any]) -> tuple[PropositionRequest, ...
     default 1); 422 naming the field."""
     requests = body.get("xdm:propositionRequests")
     if not isinstance(requests, list) or not requests:
-        raise Unprocessable(
-            "xdm:propositionRequests must be a non-empty array", pointer=_BASE
-        )
+        raise Unprocessable("xdm:propositionRequests must be a non-empty array", pointer=_BASE)
     if len(requests) > MAX_PROPOSITION_REQUESTS:
         raise Unprocessable(
             f"at most {MAX_PROPOSITION_REQUESTS} proposition requests are allowed",
@@ -117,7 +115,11 @@ def parse_propositions(body: Mapping[str, Any]) -> tuple[PropositionRequest, ...
         if not isinstance(placement, str) or not placement:
             raise Unprocessable("xdm:placementId is required", pointer=f"{base}/xdm:placementId")
         count = item.get("xdm:itemCount", 1)
-        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_ITEM_COUNT:
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= MAX_ITEM_COUNT
+        ):
             raise Unprocessable(
                 f"xdm:itemCount must be an integer from 1 to {MAX_ITEM_COUNT}, got {count!r}",
                 pointer=f"{base}/xdm:itemCount",
@@ -181,11 +183,7 @@ class BatchJobs:
         if not isinstance(body, dict):
             raise Unprocessable("the body must be a JSON object", pointer="/")
         segments = body.get("xdm:segmentIds")
-        if (
-            not isinstance(segments, list)
-            or len(segments) != 1
-            or not isinstance(segments[0], str)
-        ):
+        if not isinstance(segments, list) or len(segments) != 1 or not isinstance(segments[0], str):
             raise Unprocessable(
                 "xdm:segmentIds must hold exactly one segment id", pointer="/xdm:segmentIds"
             )
@@ -265,16 +263,24 @@ class BatchJobs:
             session.batch.insert_job(record)
         return record
 
-    def get(self, principal: Principal, job_id: str, *, container_id: str | None = None) -> (
-        JobRecord
-    ):
+    def get(
+        self, principal: Principal, job_id: str, *, container_id: str | None = None
+    ) -> JobRecord:
         with self._store.session() as session:
             record = session.batch.get_job(job_id, org=principal.org, sandbox=principal.sandbox)
         if record is None or (container_id is not None and record.container_id != container_id):
             raise NotFound(f"no batch job {job_id}")
         return record
 
-    def list(self, principal: Principal, *, limit: int = 100) -> list[JobRecord]:
+    def find(self, job_id: str) -> JobRecord:
+        """Any tenant's job (the operator's ``nextoffer batch status``)."""
+        with self._store.session() as session:
+            record = session.batch.get_job(job_id)
+        if record is None:
+            raise NotFound(f"no batch job {job_id}")
+        return record
+
+    def get_all(self, principal: Principal, *, limit: int = 100) -> list[JobRecord]:
         with self._store.session() as session:
             return session.batch.list_jobs(principal.org, principal.sandbox, limit=limit)
 
@@ -391,7 +397,7 @@ class BatchJobs:
             self._write(job, detail, expect=[lc.PROCESSING])
             folder, staging = self._folders(job)
             engine = self._engines[job.engine]
-            last = [time.monotonic()]
+            last = [float("-inf")]  # the first finished chunk is reported at once
 
             def progress(step: ChunkStats) -> bool:
                 detail["profilesDone"] = min(total, detail["profilesDone"] + step.profiles)
@@ -423,7 +429,9 @@ class BatchJobs:
             self._clean(job)
         except Exception as exc:
             log.exception("batch job %s failed", job.job_id)
-            message = exc.detail if isinstance(exc, NextOfferError) else f"{type(exc).__name__}: {exc}"
+            message = (
+                exc.detail if isinstance(exc, NextOfferError) else f"{type(exc).__name__}: {exc}"
+            )
             detail.update(
                 errors=[{"code": "failed", "message": message}],
                 finishedAt=format_datetime(self._clock()),
@@ -614,4 +622,3 @@ class BatchJobs:
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
-

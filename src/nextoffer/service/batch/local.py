@@ -114,4 +114,3 @@ class LocalEngine:
                     future.cancel()
                 raise
         return total
-

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from nextoffer.engine import DecisionResult
+from nextoffer.engine import DecisionResult, FallbackOption, Option
 
 #: The same columns as a Spark DDL schema (``spark.py`` writes with it).
 SPARK_SCHEMA = (
@@ -55,7 +55,9 @@ def event_row(
     propositions = []
     for p in result.propositions:
         items: list[tuple[str, str | None, bool, str | None]] = []
-        chosen = list(p.options) or ([p.fallback] if p.fallback is not None else [])
+        chosen: list[Option | FallbackOption] = list(p.options)
+        if not chosen and p.fallback is not None:
+            chosen = [p.fallback]
         for option in chosen:
             content = None
             if include_content:
@@ -117,9 +119,7 @@ def arrow_schema() -> Any:
             ("identityMap", pa.map_(pa.string(), pa.list_(identity))),
             (
                 "_experience",
-                pa.struct(
-                    [("decisioning", pa.struct([("propositions", pa.list_(proposition))]))]
-                ),
+                pa.struct([("decisioning", pa.struct([("propositions", pa.list_(proposition))]))]),
             ),
         ]
     )

@@ -20,7 +20,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def _decider(plan: JobPlan, open_worker: OpenWorker) -> ChunkDecider:
 
 
 def decide_partition(
-    plan_value: Any, open_worker: OpenWorker, counters: Any, rows: Iterator[Any]
+    plan_value: Any, open_worker: OpenWorker, counters: Any, rows: Iterable[Any]
 ) -> Iterator[tuple[Any, ...]]:
     """``mapPartitions``: decide the partition's profiles, :data:`CHUNK` at a time."""
     plan: JobPlan = plan_value.value
@@ -90,7 +90,7 @@ def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Path) -> int:
     count = 0
     with pq.ParquetWriter(folder / "profiles.parquet", schema) as writer:
         for rows in chunks:
-            columns = list(zip(*rows, strict=True)) if rows else [[], [], [], []]
+            columns = [[row[i] for row in rows] for i in range(4)]
             writer.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema))
             count += len(rows)
     return count
