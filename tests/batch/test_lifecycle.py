@@ -98,8 +98,11 @@ def test_a_job_killed_mid_run_ends_in_error_with_its_reason(
     setup: dict[str, Any], settings: Settings, tmp_path: Path
 ) -> None:
     no, body = setup["no"], setup["body"]
-    with TestClient(create_app(Settings(**{**_fields(settings), "batch_runner": False}))) as c:
-        add_profiles(make_tenant(c, settings.db_url, "ACME@AdobeOrg", "prod"), 300, start=30)
+    more = [
+        {"identityMap": {"Email": [{"id": f"more{n}@example.com"}]}, "profile": {"age": 30}}
+        for n in range(3000)
+    ]
+    assert no.profiles.upsert_many(PRINCIPAL, more) == [None] * 3000
     command = [
         sys.executable,
         "-c",
@@ -161,6 +164,6 @@ def test_a_job_killed_mid_run_ends_in_error_with_its_reason(
     assert error["code"] == "runnerLost"
     assert "exited while it was PROCESSING" in error["message"]
     done = final.detail["profilesDone"]
-    assert 0 < done < final.detail["profilesTotal"] == 330
+    assert 0 < done < final.detail["profilesTotal"] == 3030
     assert f"({done} profiles done)" in error["message"]
     assert no.datasets.files(PRINCIPAL, body["xdm:dataSetId"]) == []

@@ -48,23 +48,61 @@ def _parsed(body: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
     return identities, attributes
 
 
-def _write(
-    runtime: Runtime,
-    principal: Principal,
-    identities: list[tuple[str, str]],
-    attributes: dict[str, Any],
-    stamp: str,
-) -> tuple[str, bool]:
-    """Upsert one parsed profile in the caller's transaction: its id, and whether new."""
-    profile_id = resolve_profile_id(runtime, principal, identities)
-    created = profile_id is None
-    if profile_id is None:
-        profile_id = str(uuid.uuid4())
-        runtime.insert_profile(principal.org, principal.sandbox, profile_id, attributes, now=stamp)
-    else:
-        runtime.update_profile(profile_id, attributes, now=stamp)
-    runtime.add_identities(principal.org, principal.sandbox, profile_id, identities)
-    return profile_id, created
+#: One parsed body: identities and attributes, or the error that refused it.
+_Parsed = tuple[list[tuple[str, str]], dict[str, Any]] | NextOfferError
+
+
+def _write_many(
+    runtime: Runtime, principal: Principal, parsed: list[_Parsed], stamp: str
+) -> list[tuple[str, bool] | NextOfferError]:
+    """Upsert parsed bodies in the caller's transaction, in order, as if one by one: per
+    body its profile id and whether it is new, or its error (nothing of it written). The
+    identities are read in one statement per namespace and the rows written with one
+    ``executemany`` per table."""
+    wanted = [i for p in parsed if not isinstance(p, NextOfferError) for i in p[0]]
+    known = runtime.find_profile_ids(principal.org, principal.sandbox, wanted)
+    new: dict[str, dict[str, Any]] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    identity_rows: list[tuple[str, str, str]] = []
+    out: list[tuple[str, bool] | NextOfferError] = []
+    for item in parsed:
+        if isinstance(item, NextOfferError):
+            out.append(item)
+            continue
+        identities, attributes = item
+        found = {known[i] for i in identities if i in known}
+        if len(found) > 1:
+            out.append(
+                Conflict(
+                    "the identities name more than one profile; send identities of one profile"
+                )
+            )
+            continue
+        profile_id = found.pop() if found else None
+        created = profile_id is None
+        if profile_id is None:
+            profile_id = str(uuid.uuid4())
+            new[profile_id] = attributes
+        elif profile_id in new:  # created earlier in this same batch
+            new[profile_id] = attributes
+        else:
+            changed[profile_id] = attributes
+        for identity in identities:
+            if identity not in known:
+                known[identity] = profile_id
+                identity_rows.append((*identity, profile_id))
+        out.append((profile_id, created))
+    runtime.insert_profiles(principal.org, principal.sandbox, list(new.items()), now=stamp)
+    runtime.update_profiles(list(changed.items()), now=stamp)
+    runtime.add_identity_rows(principal.org, principal.sandbox, identity_rows)
+    return out
+
+
+def _parse(body: Any) -> _Parsed:
+    try:
+        return _parsed(body)
+    except (BadRequest, Unprocessable) as exc:
+        return exc
 
 
 class Profiles:
@@ -77,10 +115,13 @@ class Profiles:
 
         The body's ``profile`` object replaces the stored attributes; identities are added.
         """
-        identities, attributes = _parsed(body)
+        parsed = _parsed(body)
         stamp = format_datetime(self._clock())
         with self._store.session(write=True) as session:
-            profile_id, created = _write(session.runtime, principal, identities, attributes, stamp)
+            (outcome,) = _write_many(session.runtime, principal, [parsed], stamp)
+            if isinstance(outcome, NextOfferError):
+                raise outcome
+            profile_id, created = outcome
             record = session.runtime.get_profile(profile_id)
         assert record is not None  # written in the same transaction
         return record, created
@@ -89,17 +130,10 @@ class Profiles:
         """:meth:`upsert` for many bodies in one transaction (the bulk loader): per body,
         ``None`` when written, or the error that refused it (nothing of it written)."""
         stamp = format_datetime(self._clock())
-        outcomes: list[NextOfferError | None] = []
+        parsed = [_parse(body) for body in bodies]
         with self._store.session(write=True) as session:
-            for body in bodies:
-                try:
-                    identities, attributes = _parsed(body)
-                    _write(session.runtime, principal, identities, attributes, stamp)
-                except (BadRequest, Unprocessable, Conflict) as exc:
-                    outcomes.append(exc)  # refused before any write of this body
-                    continue
-                outcomes.append(None)
-        return outcomes
+            outcomes = _write_many(session.runtime, principal, parsed, stamp)
+        return [o if isinstance(o, NextOfferError) else None for o in outcomes]
 
     def get(self, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
         with self._store.session() as session:

@@ -154,7 +154,7 @@ class BatchWriter(Generic[C]):
         self._connect = connect
         self._write = write
         self._disconnect = disconnect
-        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | list[Item] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: C | None = None  # the thread's
         self._lock = threading.Lock()
@@ -172,6 +172,18 @@ class BatchWriter(Generic[C]):
             self._queue.put((record, future))
         return future
 
+    def put_many(self, items: Sequence[Item]) -> None:
+        """Queue records whose futures the caller made, in one hand-off to the thread
+        (a batch job's chunk: one wake-up, not one per record). They are committed in the
+        writer's next batch, which may then exceed :data:`MAX_BATCH`."""
+        with self._lock:
+            if self.closed:
+                for _, future in items:
+                    future.set_exception(Unavailable("the store is closed"))
+                return
+            self._start()
+            self._queue.put(list(items))
+
     def _start(self) -> None:
         """Start the thread (the caller holds ``_lock``)."""
         if self._thread is None:
@@ -186,7 +198,7 @@ class BatchWriter(Generic[C]):
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
+            batch = list(item) if isinstance(item, list) else [item]
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._queue.get_nowait()
@@ -195,7 +207,10 @@ class BatchWriter(Generic[C]):
                 if more is None:
                     stop = True
                     break
-                batch.append(more)
+                if isinstance(more, list):
+                    batch.extend(more)
+                else:
+                    batch.append(more)
             if not commit_batch(batch, self._write_batch) and self._conn is not None:
                 self._close_quietly(self._conn)
                 self._conn = None

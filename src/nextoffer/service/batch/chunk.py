@@ -23,7 +23,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -34,6 +34,7 @@ from nextoffer import pql
 from nextoffer.engine import DecisionRequest
 from nextoffer.errors import PQLError
 from nextoffer.ids import format_datetime
+from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.attempt import Attempt, DecisionCall
 from nextoffer.service.batch.output import EventRow, event_row
 from nextoffer.service.batch.plan import JobPlan
@@ -41,7 +42,11 @@ from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import build_snapshot
 from nextoffer.service.decisions import EVENT_LIMIT
 from nextoffer.storage.batch import ProfileRow
-from nextoffer.storage.decision_path import DecisionPath
+from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
+
+#: Decisions handed to the decision path's writer at once.
+GROUP = 512
 
 
 def profile_rng(seed: int, profile_id: str) -> random.Random:
@@ -81,7 +86,7 @@ class ChunkDecider:
 
     def __init__(self, plan: JobPlan, path: DecisionPath) -> None:
         self._plan = plan
-        self._path = path
+        self._held = HeldRecords(path)
         self._snapshot = build_snapshot(plan.image, built=format_datetime(plan.decided_at))
         self._segment = pql.compile(plan.segment, kind="rule")
         self._segment_events = "xEvent" in plan.segment
@@ -94,17 +99,26 @@ class ChunkDecider:
 
     def decide(self, rows: Iterable[ProfileRow]) -> tuple[list[EventRow], ChunkStats]:
         """Decide for every profile of ``rows`` in the audience; their event rows, in
-        order, once every reservation is committed."""
-        plan, path, snapshot = self._plan, self._path, self._snapshot
+        order, once every reservation is committed.
+
+        Profiles go in groups of :data:`GROUP`: a group is decided with its records held
+        back, then handed to the decision path's writer at once; while the writer commits
+        it the next group is decided, and then the previous group settles (a refused
+        record is decided again and sent with the next hand-off). What a refusal taught
+        (a cap for everyone is full) therefore reaches the decisions of the group after
+        next, not thousands of decisions later."""
+        plan, path, snapshot = self._plan, self._held, self._snapshot
         now = plan.decided_at
         stats = ChunkStats()
         clock = time.perf_counter
-        attempts: list[tuple[Attempt, str, str]] = []
+        decided: list[tuple[Attempt, str, str]] = []
+        waiting: list[Attempt] = []
         before = self._refusals
+        group: list[Attempt] = []
         for profile_id, namespace, identity, text in rows:
             stats.profiles += 1
             if namespace is None or identity is None:
-                continue  # a decision event names an identity: a profile without none is skipped
+                continue  # a decision event names an identity: a profile without one is skipped
             t0 = clock()
             attributes: Mapping[str, Any] = orjson.loads(text)
             events: Sequence[Mapping[str, Any]] = (
@@ -138,14 +152,18 @@ class ChunkDecider:
                 on_refused=self._refused,
                 shared=self._shared,
             )
-            attempts.append((attempt, namespace, identity))
+            decided.append((attempt, namespace, identity))
+            group.append(attempt)
             stats.seconds["decide"] += clock() - t2
-        t3 = clock()
-        self._settle([a for a, _, _ in attempts])
-        stats.seconds["record"] += clock() - t3
+            if len(group) >= GROUP:
+                waiting = self._hand_off(group, waiting, stats)
+                group = []
+        waiting = self._hand_off(group, waiting, stats)
+        while waiting:
+            waiting = self._hand_off([], waiting, stats)
         stats.refused = self._refusals - before
         out = []
-        for attempt, namespace, identity in attempts:
+        for attempt, namespace, identity in decided:
             outcome = attempt.outcome()
             out.append(
                 event_row(
@@ -159,20 +177,68 @@ class ChunkDecider:
             )
         return out, stats
 
-    @staticmethod
-    def _settle(attempts: list[Attempt]) -> None:
-        """Wait for every record; a refused one is decided again and waits again."""
-        pending = attempts
-        while pending:
-            wait([a.waiting for a in pending if a.waiting is not None])
-            still: list[Attempt] = []
-            for attempt in pending:
-                if attempt.waiting is None:
-                    continue
-                attempt.settle()
-                if attempt.waiting is not None:
-                    still.append(attempt)
-            pending = still
+    def _hand_off(
+        self, group: list[Attempt], waiting: list[Attempt], stats: ChunkStats
+    ) -> list[Attempt]:
+        """Send ``group``'s records, then settle ``waiting`` (sent before): the attempts
+        whose records are now in flight."""
+        started = time.perf_counter()
+        self._held.send()
+        if waiting:
+            wait([a.waiting for a in waiting if a.waiting is not None])
+        again = []
+        for attempt in waiting:
+            attempt.settle()
+            if attempt.waiting is not None:  # refused: decided again, its record held
+                again.append(attempt)
+        self._held.send()
+        stats.seconds["record"] += time.perf_counter() - started
+        return again + group
+
+
+class HeldRecords:
+    """The decision path with records held back until :meth:`send`, which hands them to
+    the path together (``record_many``); every other call goes straight through."""
+
+    def __init__(self, path: DecisionPath) -> None:
+        self._path = path
+        self.inline = path.inline
+        self._held: list[tuple[DecisionRecord, Future[list[CounterKey]]]] = []
+
+    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+        future: Future[list[CounterKey]] = Future()
+        self._held.append((record, future))
+        return future
+
+    def send(self) -> None:
+        if self._held:
+            held, self._held = self._held, []
+            self._path.record_many(held)
+
+    def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
+        self._held.extend(items)
+
+    def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        return self._path.profile(org, sandbox, namespace, identity)
+
+    def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        return self._path.events(profile_id, limit=limit)
+
+    def library_version(self, container_id: str) -> int:
+        return self._path.library_version(container_id)
+
+    def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        return self._path.counts(keys)
+
+    def instance(
+        self, org: str, sandbox: str, container_id: str, instance_id: str
+    ) -> tuple[bool, InstanceRecord | None]:
+        return self._path.instance(org, sandbox, container_id, instance_id)
+
+    def close(self) -> None:
+        """The wrapped path belongs to its opener."""
 
 
 class Stopped(Exception):

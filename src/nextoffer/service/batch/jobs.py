@@ -439,8 +439,7 @@ class BatchJobs:
             self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
             self._clean(job)
         with self._store.session() as session:
-            final = session.batch.get_job(job.job_id)
-        assert final is not None
+            final = session.batch.get_job(job.job_id) or job
         if on_progress is not None:
             on_progress(final)
         return final
@@ -569,7 +568,24 @@ class BatchJobs:
         detail: Mapping[str, Any],
         on_progress: Callable[[JobRecord], None] | None,
     ) -> bool:
-        """Write progress and the heartbeat; False when the job was cancelled meanwhile."""
+        """Write progress and the heartbeat; False when the job was cancelled meanwhile,
+        or this process is closing (then the job ends in ``ERROR`` saying so)."""
+        if self._stop.is_set():
+            ended = {
+                **detail,
+                "errors": [
+                    {
+                        "code": "shutdown",
+                        "message": f"the process running the job ({_owner()}) shut down while"
+                        f" it was PROCESSING ({detail.get('profilesDone', 0)} profiles done);"
+                        " decisions made before that count toward caps, no files were"
+                        " published; submit the job again",
+                    }
+                ],
+                "finishedAt": format_datetime(self._clock()),
+            }
+            self._write(job, ended, expect=[lc.PROCESSING], status=lc.ERROR)
+            return False
         alive = self._write(job, detail, expect=[lc.PROCESSING])
         if alive and on_progress is not None:
             with self._store.session() as session:
@@ -616,9 +632,14 @@ class BatchJobs:
                 self._running.pop(job.job_id, None)
 
     def close(self) -> None:
-        """Stop claiming; running jobs are cancelled-by-shutdown: they end in ``ERROR``
-        when the process exits (the next runner's :meth:`recover`)."""
+        """Stop claiming, and stop the jobs this process runs in the background: each
+        ends in ``ERROR`` (reason: shutdown) at its next progress report, its files
+        removed. (A process killed outright leaves that to the next :meth:`recover`.)"""
         self._stop.set()
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5)
+        with self._lock:
+            running = list(self._running.values())
+        for worker in running:
+            worker.join(timeout=60)
