@@ -26,6 +26,7 @@ import contextlib
 import json
 import os
 import random
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -204,8 +205,11 @@ def run_job(
         load = os.getloadavg()
         with PeakRss() as peak:
             started = time.perf_counter()
+            cpu_self = time.process_time()
+            cpu_children = _children_cpu()
             final = no.batch.execute(claimed)
             wall = time.perf_counter() - started
+            cpu = time.process_time() - cpu_self + _children_cpu() - cpu_children
         if final.status != "COMPLETED":
             raise SystemExit(f"{engine}: {final.status} {final.detail}")
     detail = final.detail
@@ -217,11 +221,21 @@ def run_job(
         "refused": detail.get("refusedReservations", 0),
         "wall_s": round(wall, 2),
         "profiles_per_s": round(total / wall),
+        # CPU of the runner and every process it started and waited for (local workers;
+        # Spark's JVM and its Python workers): what the job cost whatever the neighbours.
+        "cpu_s": round(cpu, 2),
+        "profiles_per_cpu_s": round(total / cpu),
+        "worker_cpu_s": detail.get("workerCpuSeconds"),
         "peak_rss_mb": round(peak.peak / 2**20),
-        "stages_s": detail.get("seconds", {}),
+        "stages_cpu_s": detail.get("cpuSeconds", {}),
         "load_before": [round(x, 2) for x in load],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def plot(rows: list[dict[str, Any]], path: Path) -> None:
@@ -336,13 +350,17 @@ def main() -> int:
             row = run_job(settings, principal, body, engine)
             row["import_s"] = round(imported, 1)
             row["reference_engine_us"] = round(reference_us, 1)
-            busy = sum(
-                v for k, v in row["stages_s"].items() if k not in ("read", "export", "spark")
-            )
-            if row["decisions"]:
-                row["cpu_us_per_decision"] = round(busy / row["decisions"] * 1e6, 1)
-                row["ratio_to_engine"] = round(row["cpu_us_per_decision"] / reference_us, 2)
+            stages = row["stages_cpu_s"]
+            row["cpu_us_per_profile_by_stage"] = {
+                k: round(v / row["profiles"] * 1e6, 1) for k, v in stages.items()
+            }
+            if row["decisions"] and "decide" in stages:
+                per = stages["decide"] / row["decisions"] * 1e6
+                row["decide_cpu_us_per_decision"] = round(per, 1)
+                row["decide_ratio_to_engine"] = round(per / reference_us, 2)
             row["profiles_per_s_per_core"] = round(row["profiles_per_s"] / cores)
+            # What an otherwise idle machine of this many cores would take, from CPU spent.
+            row["idle_machine_estimate_s"] = round(row["cpu_s"] / cores, 1)
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:

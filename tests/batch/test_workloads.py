@@ -256,3 +256,17 @@ def test_file_downloads_stay_inside_the_dataset(tenant: Tenant) -> None:
             f"{DATASETS}/{dataset_id}/files/{path}", headers=tenant.headers
         )
         assert response.status_code == 404, path
+
+
+def test_a_dataset_location_stays_under_the_datasets_root(tenant: Tenant) -> None:
+    for location in ("/etc", "../outside", "/tmp/../etc/x"):
+        response = tenant.client.post(
+            DATASETS, json={"name": "x", "location": location}, headers=tenant.headers
+        )
+        assert response.status_code == 422, location
+        assert response.json()["pointer"] == "/location"
+    inside = tenant.client.post(
+        DATASETS, json={"name": "x", "location": "email/weekly"}, headers=tenant.headers
+    )
+    assert inside.status_code == 201
+    assert inside.json()["location"].endswith("/datasets/email/weekly")

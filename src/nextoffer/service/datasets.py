@@ -1,9 +1,11 @@
 """Output datasets of batch jobs: a name and a storage location, scoped to org + sandbox.
 
-A dataset's location is a local folder by default (``Settings.datasets_dir``/its id), or
-any path the engine can write: ``s3a://``, ``hdfs://``… are written by the ``spark``
-engine only. Each job writes into ``<location>/<job id>/``: Parquet files of decision
-events and a ``manifest.json``; local datasets list their files and serve them.
+A dataset's location is a local folder by default (``Settings.datasets_dir``/its id) —
+a local location given in the request must lie under that root (a tenant never chooses
+where on the server's disk to write) — or any URL the engine can write: ``s3a://``,
+``hdfs://``… are written by the ``spark`` engine only. Each job writes into
+``<location>/<job id>/``: Parquet files of decision events and a ``manifest.json``; local
+datasets list their files and serve them.
 """
 
 from __future__ import annotations
@@ -62,11 +64,15 @@ class Datasets:
         if not isinstance(location, str) or not location.strip() or len(location) > 2048:
             raise Unprocessable("location must be a path or URL", pointer="/location")
         if is_local(location):
-            path = local_path(location)
-            if not path.is_absolute():
+            # A tenant writes only under the datasets root the operator chose: a relative
+            # location is a folder there, an absolute one must lie inside it.
+            root = self._root.resolve()
+            path = (root / local_path(location)).resolve()
+            if path != root and root not in path.parents:
                 raise Unprocessable(
-                    "a local location must be an absolute path", pointer="/location"
+                    f"a local location must be a folder under {root}", pointer="/location"
                 )
+            location = str(path)
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:

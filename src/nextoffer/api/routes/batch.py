@@ -162,9 +162,9 @@ async def list_files(request: Request) -> Response:
 async def download_file(request: Request) -> Response:
     principal = authenticate(request)
     no = nextoffer(request)
-    path = await no.run(
-        no.datasets.file, principal, request.path_params["dataset_id"], request.path_params["path"]
-    )
+    params = request.path_params
+    relative = f"{params['job_id']}/{params['name']}"
+    path = await no.run(no.datasets.file, principal, params["dataset_id"], relative)
     media_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
     return FileResponse(path, media_type=media_type, filename=path.name)
 
@@ -237,7 +237,7 @@ routes = [
     Route(DATASETS, list_datasets, methods=["GET"]),
     Route(f"{DATASETS}/{{dataset_id}}", get_dataset, methods=["GET"]),
     Route(f"{DATASETS}/{{dataset_id}}/files", list_files, methods=["GET"]),
-    Route(f"{DATASETS}/{{dataset_id}}/files/{{path:path}}", download_file, methods=["GET"]),
+    Route(f"{DATASETS}/{{dataset_id}}/files/{{job_id}}/{{name}}", download_file, methods=["GET"]),
     *(
         Route(path, endpoint, methods=[method])
         for base in (ODE_WORKLOADS, DWM_WORKLOADS)

@@ -413,7 +413,8 @@ class BatchJobs:
                 profilesDone=total,
                 decisions=stats.members,
                 refusedReservations=stats.refused,
-                seconds={k: round(v, 3) for k, v in stats.seconds.items()},
+                cpuSeconds={k: round(v, 3) for k, v in stats.seconds.items()},
+                workerCpuSeconds=round(stats.cpu, 3),
             )
             if not self._write(job, detail, expect=[lc.PROCESSING], status=lc.INGESTING):
                 raise Stopped("the job was cancelled")
@@ -516,7 +517,7 @@ class BatchJobs:
             part.replace(folder / part.name)
             files.append(f"{job.job_id}/{part.name}")
         shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(folder / "_profiles", ignore_errors=True)
+        shutil.rmtree(folder / "_export", ignore_errors=True)
         manifest = {
             "jobId": job.job_id,
             "dataSetId": job.dataset_id,

@@ -46,13 +46,15 @@ def _decide_chunk(index: int, rows: list[ProfileRow], folder: str) -> tuple[int,
 
     decider: ChunkDecider = _worker["decider"]
     events, stats = decider.decide(rows)
-    started = time.perf_counter()
+    started, cpu, wall = time.thread_time(), time.process_time(), time.perf_counter()
     if events:
         final = Path(folder) / f"part-{index:05d}.parquet"
         temporary = final.with_name(f".{final.name}.tmp")
         pq.write_table(arrow_table(events), temporary)
         os.replace(temporary, final)
-    stats.seconds["write"] = time.perf_counter() - started
+    stats.seconds["write"] = time.thread_time() - started
+    stats.cpu += time.process_time() - cpu
+    stats.wall += time.perf_counter() - wall
     return len(events), stats
 
 
@@ -91,9 +93,9 @@ class LocalEngine:
             try:
                 while True:
                     while not exhausted and len(inflight) < self._workers * IN_FLIGHT:
-                        started = time.perf_counter()
+                        started = time.thread_time()
                         rows = next(source, None)
-                        total.seconds["read"] += time.perf_counter() - started
+                        total.seconds["read"] += time.thread_time() - started
                         if rows is None:
                             exhausted = True
                             break

@@ -8,8 +8,8 @@ compiles its snapshot once per Python worker, then decides with the same
 reservations, the same per-profile seeded ties. Spark writes the output (its own Parquet
 writer) under the same schema (``output.SPARK_SCHEMA``).
 
-``Settings.spark_master`` picks the cluster (``local[2]`` by default); under
-``spark-submit`` the master comes from the command line (docs/batch.md). Executors need
+``Settings.spark_master`` picks the cluster (``local[2]`` by default, or a master URL);
+``submit`` leaves it to ``spark-submit``'s ``--master`` (docs/batch.md). Executors need
 nextoffer installed and the database reachable (PostgreSQL, or Redis counters beside it);
 a SQLite file works only when the executors share this machine (``local[N]``).
 """
@@ -29,6 +29,8 @@ from nextoffer.service.batch.output import SPARK_SCHEMA, spark_row
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.storage.batch import ProfileRow
 
+#: ``Settings.spark_master`` when ``spark-submit`` started this process: its ``--master``.
+SUBMITTED = "submit"
 #: Profiles per exported Parquet row group, and per decided batch within a partition.
 CHUNK = 10_000
 
@@ -117,16 +119,16 @@ class SparkEngine:
                 "the spark engine needs PySpark: pip install 'nextoffer[spark]'"
             ) from exc
         started = time.perf_counter()
-        export = staging.parent / "_profiles"
+        # Not a name Spark hides (``_``/``.``): under the job's hidden export folder.
+        export = staging.parent / "_export" / "profiles"
         total_profiles = export_profiles(chunks(CHUNK), export)
         stats = ChunkStats()
         stats.seconds["export"] = time.perf_counter() - started
-        builder = (
-            SparkSession.builder.master(self._master)
-            .appName(f"nextoffer-batch-{plan.job_id}")
-            .config("spark.ui.enabled", "false")
-            .config("spark.sql.session.timeZone", "UTC")
+        builder = SparkSession.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
+            "spark.sql.session.timeZone", "UTC"
         )
+        if self._master != SUBMITTED:  # under spark-submit, its --master stands
+            builder = builder.master(self._master).config("spark.ui.enabled", "false")
         if self._master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
             # Executors on this machine run this interpreter (its installed nextoffer);
             # PySpark reads the variable when the context starts.
