@@ -178,7 +178,9 @@ class NextOffer:
         (local workers, Spark executors) opens a root of its own from the same settings
         (:func:`open_batch_worker`): the same decision path, caps and counters."""
         settings = self.settings
-        self.segments = SegmentDefinitions(self.store, clock=clock)
+        self.segments = SegmentDefinitions(
+            self.store, clock=clock, on_change=self.catalogs.invalidate
+        )
         if settings.datasets_dir:
             root = Path(settings.datasets_dir)
         elif self.store.sqlite_path not in (None, "", ":memory:"):

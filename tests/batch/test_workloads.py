@@ -270,3 +270,32 @@ def test_a_dataset_location_stays_under_the_datasets_root(tenant: Tenant) -> Non
     )
     assert inside.status_code == 201
     assert inside.json()["location"].endswith("/datasets/email/weekly")
+
+
+@pytest.mark.parametrize("form", ["dwm", "ode"])
+def test_adobes_documented_bodies(tenant: Tenant, form: str) -> None:
+    """The request Adobe's page prints (its ids mapped to ours) is accepted, and the answer
+    has exactly the members and types of the page's response; a status read back too."""
+    from support import example, remap
+
+    library = Library(tenant, [])
+    add_profiles(tenant, 2)
+    request = example(f"batch-{form}-start.request.json")
+    documented = example(f"batch-{form}-start.response.json")
+    mapping = {
+        request["xdm:segmentIds"][0]: segment(tenant, "age >= 0"),
+        request["xdm:dataSetId"]: dataset(tenant),
+        request["xdm:propositionRequests"][0]["xdm:activityId"]: library.decision,
+        request["xdm:propositionRequests"][0]["xdm:placementId"]: library.placement,
+    }
+    base = DWM if form == "dwm" else f"/data/core/ode/{tenant.container}/workloads/decisions"
+    started = tenant.client.post(base, json=remap(request, mapping), headers=tenant.headers)
+    assert started.status_code == 200, started.text
+    answer = started.json()
+    assert set(answer) == set(documented)
+    assert {k: type(v) for k, v in answer.items()} == {k: type(v) for k, v in documented.items()}
+    assert answer["xdm:imsOrgId"] == "ACME@AdobeOrg" and answer["ode:status"] == "QUEUED"
+    status = wait_done(tenant, f"{base}/{answer['@id']}")
+    read_back = example(f"batch-{form}-status.response.json")
+    assert set(read_back) <= set(status)
+    assert status["ode:status"] == "COMPLETED"

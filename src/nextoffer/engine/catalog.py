@@ -75,6 +75,7 @@ class Catalog:
         "fallbacks",
         "offers",
         "placements",
+        "segment_rules",
     )
 
     def __init__(
@@ -86,6 +87,7 @@ class Catalog:
         decisions: Mapping[str, Decision],
         errors: tuple[CatalogError, ...],
         compile_rule: CompileRule | None = None,
+        segment_rules: Mapping[str, Any] | None = None,
     ) -> None:
         self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
         self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
@@ -95,6 +97,9 @@ class Catalog:
         self.errors: tuple[CatalogError, ...] = errors
         #: The compiler the snapshot was built with (explain uses it to name false sub-rules).
         self.compile_rule = compile_rule
+        #: Segment definitions (audiences) by id, compiled: a segment constraint naming one
+        #: is met when its rule is true of the profile (as well as by ``segmentMembership``).
+        self.segment_rules: Mapping[str, Any] = MappingProxyType(dict(segment_rules or {}))
         self._capped: Mapping[str, frozenset[str]] = MappingProxyType(
             {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
         )
@@ -141,13 +146,28 @@ def _default_compile() -> CompileRule:
 
 
 def build_catalog(
-    instances: Iterable[CatalogInstance], *, compile_rule: CompileRule | None = None
+    instances: Iterable[CatalogInstance],
+    *,
+    compile_rule: CompileRule | None = None,
+    segments: Mapping[str, str] | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
 
     ``compile_rule`` defaults to :func:`nextoffer.pql.compile`; it is the seam tests use.
+    ``segments`` are the tenant's segment definitions (id -> PQL text); one that does not
+    compile is left out (it was checked when saved).
     """
-    return _Builder(compile_rule or _default_compile()).build(instances)
+    compile_rule = compile_rule or _default_compile()
+    catalog = _Builder(compile_rule).build(instances)
+    if segments:
+        rules = {}
+        for segment_id, source in segments.items():
+            try:
+                rules[segment_id] = compile_rule(source, format="pql/text", kind="rule")
+            except PQLError:
+                continue
+        catalog.segment_rules = MappingProxyType(rules)
+    return catalog
 
 
 def _schema_key(schema: str) -> str:

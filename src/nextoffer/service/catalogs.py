@@ -62,6 +62,9 @@ class LibraryImage:
     version: int
     instances: tuple[CatalogInstance, ...]
     cap_epochs: dict[str, int]
+    #: The tenant's segment definitions: id -> PQL text (offers' segment constraints may
+    #: name them; a definition's write bumps the library version of the tenant's containers).
+    segments: dict[str, str] = field(default_factory=dict)
 
 
 def build_snapshot(
@@ -85,7 +88,7 @@ def build_snapshot(
         mentions_events = mentions_events or "xEvent" in text
         return compile_rule(source, format=format, kind=kind)
 
-    catalog = build_catalog(image.instances, compile_rule=compile_tracked)
+    catalog = build_catalog(image.instances, compile_rule=compile_tracked, segments=image.segments)
     return Snapshot(
         catalog=catalog,
         version=image.version,
@@ -206,10 +209,16 @@ class CatalogCache:
             version = session.library_version(container_id)
             records = session.all_instances(container_id)
             epochs = session.cap_epochs(container_id)
+            container = session.get_container_by_id(container_id)
+            segments = (
+                session.batch.segment_expressions(container.org_id, container.sandbox)
+                if container is not None
+                else {}
+            )
         instances = tuple(
             CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
         )
-        return LibraryImage(container_id, version, instances, epochs)
+        return LibraryImage(container_id, version, instances, epochs, segments)
 
     def _rebuild(self, container_id: str, version: int) -> Snapshot:
         with self._guard:

@@ -3,7 +3,9 @@ and sandbox: ``{"name", "description", "expression": {"type": "PQL", "format":
 "pql/text", "value": …}, "schema": {"name": "_xdm.context.profile"}}``.
 
 The expression is checked like any rule (a :class:`~nextoffer.errors.PQLError` with line
-and column); a batch job decides for every profile it is true of. A definition cannot be
+and column); a batch job decides for every profile it is true of, and an offer's or
+criterion's segment constraint naming its id is met by a profile it is true of (the
+snapshots of the tenant's containers are rebuilt on every change). A definition cannot be
 deleted while a job that uses it is queued or running.
 """
 
@@ -18,6 +20,7 @@ from nextoffer import pql
 from nextoffer.errors import Conflict, NotFound, PQLError, Unprocessable
 from nextoffer.service.auth import Principal
 from nextoffer.storage.batch import SegmentRecord
+from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 __all__ = ["PROFILE_SCHEMA", "SegmentDefinitions", "SegmentRecord", "compile_expression"]
@@ -58,14 +61,36 @@ def compile_expression(body: Mapping[str, Any]) -> pql.CompiledRule:
         ) from exc
 
 
+def _changed(session: Session, principal: Principal) -> list[str]:
+    """Offers' segment constraints may name definitions: every container of the tenant
+    compiles its snapshot again (its library version moves on); their ids."""
+    ids = []
+    for container in session.list_containers(org_id=principal.org, sandbox=principal.sandbox):
+        session.bump_library_version(container.container_id)
+        ids.append(container.container_id)
+    return ids
+
+
 def _epoch_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
 class SegmentDefinitions:
-    def __init__(self, store: Store, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        #: Told each container id whose snapshot a committed change affects (the cache).
+        self._on_change = on_change or (lambda _container_id: None)
+
+    def _notify(self, container_ids: list[str]) -> None:
+        for container_id in container_ids:
+            self._on_change(container_id)
 
     def create(self, principal: Principal, body: Any) -> SegmentRecord:
         definition = self._validated(principal, body)
@@ -76,6 +101,8 @@ class SegmentDefinitions:
         record = self._shaped(record, definition)
         with self._store.session(write=True) as session:
             session.batch.insert_segment(record)
+            changed = _changed(session, principal)
+        self._notify(changed)
         return record
 
     def get(self, principal: Principal, segment_id: str) -> SegmentRecord:
@@ -123,6 +150,8 @@ class SegmentDefinitions:
             )
             record = self._shaped(record, definition)
             session.batch.update_segment(record)
+            changed = _changed(session, principal)
+        self._notify(changed)
         return record
 
     def delete(self, principal: Principal, segment_id: str) -> None:
@@ -136,6 +165,8 @@ class SegmentDefinitions:
                     " running; wait for it to finish or cancel it (DELETE the workload)"
                 )
             session.batch.delete_segment(segment_id)
+            changed = _changed(session, principal)
+        self._notify(changed)
 
     # -- shape -------------------------------------------------------------------------
 

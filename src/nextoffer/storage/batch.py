@@ -159,6 +159,14 @@ class BatchTables:
         )
         return [_segment(row) for row in rows], int(total)
 
+    def segment_expressions(self, org: str, sandbox: str) -> dict[str, str]:
+        """Every segment definition of the tenant: id -> its PQL text."""
+        c = t.segment_definitions.c
+        rows = self.conn.execute(
+            select(c.segment_id, c.body).where(c.org_id == org, c.sandbox == sandbox)
+        )
+        return {row.segment_id: orjson.loads(row.body)["expression"]["value"] for row in rows}
+
     def update_segment(self, record: SegmentRecord) -> None:
         self.conn.execute(
             update(t.segment_definitions)
