@@ -279,6 +279,12 @@ def main() -> int:
     )
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="Reuse the profiles and library a previous run left in --dir (no import); merge"
+        " the figures into --json.",
+    )
     args = parser.parse_args()
     folder = args.dir or Path(tempfile.mkdtemp(prefix="nextoffer-batch-"))
     folder.mkdir(parents=True, exist_ok=True)
@@ -295,47 +301,32 @@ def main() -> int:
     for size in args.sizes:
         sandbox = f"s{size}"
         org = "BENCH@AdobeOrg"
-        with NextOffer.open(settings) as no:
-            creds = no.bootstrap(org=org, sandbox=sandbox)
-            principal = creds.principal
-            ids = library(no, principal, creds.container_id, size // 2)
-            segment = no.segments.create(
-                principal,
-                {
-                    "name": "half",
-                    "expression": {"type": "PQL", "format": "pql/text", "value": SEGMENT},
-                },
+        saved = folder / f"setup-{size}.json"
+        if args.reuse and saved.exists():
+            setup_ = json.loads(saved.read_text())
+            principal = Principal(org, sandbox, "bench", "bench")
+            ids, segment_id, imported = setup_["ids"], setup_["segment"], setup_["import_s"]
+            container_id = setup_["container"]
+            print(f"{size:,} profiles: reusing {saved}", flush=True)
+        else:
+            principal, ids, segment_id, container_id, imported = prepare(
+                settings, folder, org, sandbox, size
             )
-        lines = folder / f"profiles-{size}.jsonl"
-        write_profiles(lines, size, seed=size)
-        started = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "from nextoffer.cli import main; main()",
-                "import",
-                "profiles",
-                str(lines),
-                "--db",
-                settings.db_url,
-                "--org",
-                org,
-                "--sandbox",
-                sandbox,
-            ],
-            check=True,
-            stderr=subprocess.DEVNULL,
-        )
-        imported = time.perf_counter() - started
-        print(
-            f"{size:,} profiles imported in {imported:.1f} s ({size / imported:,.0f}/s)", flush=True
-        )
+            saved.write_text(
+                json.dumps(
+                    {
+                        "ids": ids,
+                        "segment": segment_id,
+                        "container": container_id,
+                        "import_s": imported,
+                    }
+                )
+            )
         with NextOffer.open(settings) as no:
-            reference_us = engine_reference(no, creds.container_id, ids, db, org, sandbox)
+            reference_us = engine_reference(no, container_id, ids, db, org, sandbox)
         print(f"reference: engine alone {reference_us:.1f} µs per decision", flush=True)
         body = {
-            "xdm:segmentIds": [segment.segment_id],
+            "xdm:segmentIds": [segment_id],
             "xdm:propositionRequests": [
                 {
                     "xdm:activityId": ids["decision"],
@@ -364,10 +355,58 @@ def main() -> int:
             rows.append(row)
             print(json.dumps(row), flush=True)
     if args.json:
+        previous = json.loads(args.json.read_text()) if args.reuse and args.json.exists() else []
+        keep = [
+            r
+            for r in previous
+            if (r["engine"], r["profiles"]) not in {(r2["engine"], r2["profiles"]) for r2 in rows}
+        ]
+        rows = sorted(keep + rows, key=lambda r: (r["profiles"], r["engine"]))
         args.json.write_text(json.dumps(rows, indent=2))
     if args.plot:
         plot(rows, args.plot)
     return 0
+
+
+def prepare(
+    settings: Settings, folder: Path, org: str, sandbox: str, size: int
+) -> tuple[Principal, dict[str, str], str, str, float]:
+    """A tenant with the library, the audience and ``size`` imported profiles."""
+    with NextOffer.open(settings) as no:
+        creds = no.bootstrap(org=org, sandbox=sandbox)
+        principal = creds.principal
+        ids = library(no, principal, creds.container_id, size // 2)
+        segment = no.segments.create(
+            principal,
+            {
+                "name": "half",
+                "expression": {"type": "PQL", "format": "pql/text", "value": SEGMENT},
+            },
+        )
+    lines = folder / f"profiles-{size}.jsonl"
+    write_profiles(lines, size, seed=size)
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from nextoffer.cli import main; main()",
+            "import",
+            "profiles",
+            str(lines),
+            "--db",
+            settings.db_url,
+            "--org",
+            org,
+            "--sandbox",
+            sandbox,
+        ],
+        check=True,
+        stderr=subprocess.DEVNULL,
+    )
+    imported = time.perf_counter() - started
+    print(f"{size:,} profiles imported in {imported:.1f} s ({size / imported:,.0f}/s)", flush=True)
+    return principal, ids, segment.segment_id, creds.container_id, imported
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ SPARK_SCHEMA = (
 
 
 class EventRow(NamedTuple):
-    """One decision event, engine-neutral: ``arrow_table`` and ``spark_row`` shape it."""
+    """One decision event, engine-neutral: ``arrow_table`` shapes it."""
 
     proposition_id: str
     timestamp: datetime
@@ -137,14 +137,4 @@ def arrow_table(rows: Sequence[EventRow]) -> Any:
             "_experience": [_experience(r) for r in rows],
         },
         schema=arrow_schema(),
-    )
-
-
-def spark_row(row: EventRow) -> tuple[Any, ...]:
-    """The row as Spark's ``createDataFrame`` takes it under :data:`SPARK_SCHEMA`."""
-    return (
-        row.proposition_id,
-        row.timestamp,
-        {row.namespace: [{"id": row.identity, "primary": True}]},
-        _experience(row),
     )

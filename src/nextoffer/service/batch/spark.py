@@ -2,11 +2,12 @@
 
 The runner exports the tenant's profiles to Parquet (pyarrow, chunk by chunk: flat
 memory) and Spark reads them; the job's plan — its library image included — is
-broadcast, and each partition (``mapPartitions``) opens its own composition root and
-compiles its snapshot once per Python worker, then decides with the same
-``chunk.ChunkDecider`` as the local engine: the same decision path, the same cap
-reservations, the same per-profile seeded ties. Spark writes the output (its own Parquet
-writer) under the same schema (``output.SPARK_SCHEMA``).
+broadcast, and each partition (``mapInArrow``: Arrow batches in and out) opens its own
+composition root and compiles its snapshot once per Python worker, then decides with the
+same ``chunk.ChunkDecider`` as the local engine: the same decision path, the same cap
+reservations, the same per-profile seeded ties, the same Arrow rows
+(``output.arrow_table``). Spark writes the output (its own Parquet writer) under the same
+schema (``output.SPARK_SCHEMA``).
 
 ``Settings.spark_master`` picks the cluster (``local[2]`` by default, or a master URL);
 ``submit`` leaves it to ``spark-submit``'s ``--master`` (docs/batch.md). Executors need
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats, OpenWorker, Stopped
-from nextoffer.service.batch.output import SPARK_SCHEMA, spark_row
+from nextoffer.service.batch.output import SPARK_SCHEMA, arrow_table
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.storage.batch import ProfileRow
 
@@ -50,29 +51,32 @@ def _decider(plan: JobPlan, open_worker: OpenWorker) -> ChunkDecider:
 
 
 def decide_partition(
-    plan_value: Any, open_worker: OpenWorker, counters: Any, rows: Iterable[Any]
-) -> Iterator[tuple[Any, ...]]:
-    """``mapPartitions``: decide the partition's profiles, :data:`CHUNK` at a time."""
+    plan_value: Any, open_worker: OpenWorker, counters: Any, batches: Iterable[Any]
+) -> Iterator[Any]:
+    """``mapInArrow``: decide each Arrow batch of the partition's profiles; the decision
+    events as Arrow batches in :func:`output.arrow_schema` (no row crosses between the JVM
+    and Python one at a time)."""
     plan: JobPlan = plan_value.value
     decider = _decider(plan, open_worker)
-    profiles, members, refused = counters
-    batch: list[ProfileRow] = []
-
-    def flush() -> Iterator[tuple[Any, ...]]:
-        events, stats = decider.decide(batch)
+    profiles, members, refused, cpu = counters
+    for batch in batches:
+        columns = batch.to_pydict()
+        rows = list(
+            zip(
+                columns["profile_id"],
+                columns["namespace"],
+                columns["identity"],
+                columns["attributes"],
+                strict=True,
+            )
+        )
+        events, stats = decider.decide(rows)
         profiles.add(stats.profiles)
         members.add(stats.members)
         refused.add(stats.refused)
-        batch.clear()
-        for event in events:
-            yield spark_row(event)
-
-    for row in rows:
-        batch.append((row.profile_id, row.namespace, row.identity, row.attributes))
-        if len(batch) >= CHUNK:
-            yield from flush()
-    if batch:
-        yield from flush()
+        cpu.add(stats.cpu)
+        if events:
+            yield from arrow_table(events).to_batches()
 
 
 def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Path) -> int:
@@ -123,7 +127,7 @@ class SparkEngine:
         export = staging.parent / "_export" / "profiles"
         total_profiles = export_profiles(chunks(CHUNK), export)
         stats = ChunkStats()
-        stats.seconds["export"] = time.perf_counter() - started
+        stats.seconds["export"] = time.thread_time() - started
         builder = SparkSession.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
             "spark.sql.session.timeZone", "UTC"
         )
@@ -137,7 +141,17 @@ class SparkEngine:
         context = spark.sparkContext
         group = f"nextoffer-{plan.job_id}"
         context.setJobGroup(group, f"nextoffer batch job {plan.job_id}", interruptOnCancel=True)
-        counters = (context.accumulator(0), context.accumulator(0), context.accumulator(0))
+        counters = (
+            context.accumulator(0),
+            context.accumulator(0),
+            context.accumulator(0),
+            context.accumulator(0.0),
+        )
+        # Splits of about a quarter of the export per core, along its row groups: every
+        # core gets work, whatever the export's size.
+        size = sum(f.stat().st_size for f in export.glob("*.parquet"))
+        cores = context.defaultParallelism
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(2**20, size // (4 * cores))))
         stop = threading.Event()
         cancelled = threading.Event()
         watcher = threading.Thread(
@@ -149,14 +163,15 @@ class SparkEngine:
             decided_at = time.perf_counter()
             plan_value = context.broadcast(plan)
             open_worker = self._open_worker
-            rdd = spark.read.parquet(str(export)).rdd.mapPartitions(
-                lambda rows: decide_partition(plan_value, open_worker, counters, rows)
+            decided = spark.read.parquet(str(export)).mapInArrow(
+                lambda batches: decide_partition(plan_value, open_worker, counters, batches),
+                SPARK_SCHEMA,
             )
             watcher.start()
-            spark.createDataFrame(rdd, SPARK_SCHEMA).write.mode("overwrite").parquet(
+            decided.write.mode("overwrite").parquet(
                 staging.as_uri() if staging.is_absolute() else str(staging)
             )
-            stats.seconds["spark"] = time.perf_counter() - decided_at
+            stats.wall = time.perf_counter() - decided_at
         except Exception:
             if cancelled.is_set():
                 raise Stopped("the job was cancelled") from None
@@ -169,6 +184,7 @@ class SparkEngine:
         stats.profiles = counters[0].value
         stats.members = counters[1].value
         stats.refused = counters[2].value
+        stats.cpu = counters[3].value
         for extra in staging.glob("*.crc"):
             extra.unlink()
         for extra in staging.glob(".*.crc"):
