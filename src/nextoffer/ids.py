@@ -110,9 +110,10 @@ class IdFactory:
 
 
 #: The random bits of :func:`uuid7`: a generator seeded from the OS once per process
-#: (again in a forked child). Reading the OS for every id cost ~180 µs per call on a busy
-#: virtual machine (a batch job's profile, docs/benchmarks.md); ids need uniqueness, and
-#: 74 bits from a generator seeded with 2.5 KB of OS entropy give it.
+#: (again in a forked child). Reading the OS for every id was the largest single cost of a
+#: batch job's decision on the loaded test machine (docs/benchmarks.md, "Batch
+#: decisioning"); ids need uniqueness, and 74 bits from a generator seeded with 2.5 KB of
+#: OS entropy give it.
 _id_bits = random.Random()
 os.register_at_fork(after_in_child=_id_bits.seed)
 
