@@ -31,14 +31,17 @@ DWM_WORKLOADS = "/data/core/dwm/workloads/decisions"
 # -- segment definitions ----------------------------------------------------------------
 
 
-def _int_param(request: Request, name: str, default: int) -> int:
+def _int_param(request: Request, name: str, default: int, *, minimum: int) -> int:
     value = request.query_params.get(name)
     if value is None:
         return default
     try:
-        return int(value)
+        number = int(value)
     except ValueError:
         raise BadRequest(f"{name} must be an integer", pointer=name) from None
+    if number < minimum:
+        raise BadRequest(f"{name} must be at least {minimum}", pointer=name)
+    return number
 
 
 def segment_json(record: SegmentRecord) -> dict[str, Any]:
@@ -56,8 +59,8 @@ async def create_segment(request: Request) -> Response:
 async def list_segments(request: Request) -> Response:
     principal = authenticate(request)
     no = nextoffer(request)
-    start = _int_param(request, "start", 0)
-    limit = _int_param(request, "limit", 100)
+    start = _int_param(request, "start", 0, minimum=0)
+    limit = _int_param(request, "limit", 100, minimum=1)
     records, total = await no.run(no.segments.get_all, principal, start=start, limit=limit)
     size = max(1, min(limit, 100))
     return json_response(
