@@ -2,8 +2,8 @@
 
 A dataset's location is a local folder by default (``Settings.datasets_dir``/its id) —
 a local location given in the request must lie under that root (a tenant never chooses
-where on the server's disk to write) — or any URL the engine can write: ``s3a://``,
-``hdfs://``… are written by the ``spark`` engine only. Each job writes into
+where on the server's disk to write). ``s3a://``, ``hdfs://``… URLs are recorded, but no
+job writes them yet (a job publishes its files on the local file system). Each job writes into
 ``<location>/<job id>/``: Parquet files of decision events and a ``manifest.json``; local
 datasets list their files and serve them.
 """

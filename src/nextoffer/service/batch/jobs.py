@@ -221,10 +221,12 @@ class BatchJobs:
             dataset = session.batch.get_dataset(principal.org, principal.sandbox, dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id}", pointer="/xdm:dataSetId")
-        if engine == "local" and not is_local(dataset.location):
+        if not is_local(dataset.location):
+            # Publishing (moving the parts, writing the manifest) is done on the local file
+            # system; remote locations are recorded but not yet written (docs/batch.md).
             raise Unprocessable(
-                f"dataset {dataset_id} is stored at {dataset.location}, which only the spark"
-                " engine writes",
+                f"dataset {dataset_id} is stored at {dataset.location}; jobs write datasets"
+                " in local folders only for now",
                 pointer="/xdm:dataSetId",
             )
         # Unknown or unusable activities and placements are refused now, not at run time.
