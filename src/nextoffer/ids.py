@@ -12,6 +12,7 @@ Everything here takes the time as an argument; only :func:`utcnow` reads the clo
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import threading
 import uuid
@@ -109,6 +110,15 @@ class IdFactory:
         )
 
 
+#: The random bits of :func:`uuid7`: a generator seeded from the OS once per process
+#: (again in a forked child). Reading the OS for every id was the largest single cost of a
+#: batch job's decision on the loaded test machine (docs/benchmarks.md, "Batch
+#: decisioning"); ids need uniqueness, and 74 bits from a generator seeded with 2.5 KB of
+#: OS entropy give it.
+_id_bits = random.Random()
+os.register_at_fork(after_in_child=_id_bits.seed)
+
+
 def uuid7(moment: datetime) -> str:
     """A version-7 UUID (RFC 9562): ``moment``'s Unix milliseconds, then 74 random bits.
 
@@ -117,7 +127,7 @@ def uuid7(moment: datetime) -> str:
     at a random page per decision (fewer pages written per commit).
     """
     ms = (epoch_micros(moment) // 1000) & 0xFFFF_FFFF_FFFF
-    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits; 74 are kept
+    rand = _id_bits.getrandbits(80)  # 74 are kept
     value = (
         (ms << 80)
         | (0x7 << 76)

@@ -21,6 +21,8 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -28,8 +30,12 @@ from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import ObjectType, SchemaRef
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Authenticator, Principal
+from nextoffer.service.batch.jobs import BatchJobs
+from nextoffer.service.batch.local import LocalEngine
+from nextoffer.service.batch.spark import SparkEngine
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.compiled_rules import CompiledRules
+from nextoffer.service.datasets import Datasets
 from nextoffer.service.datastreams import Datastreams
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 from nextoffer.service.dps import DpsLibrary
@@ -41,6 +47,7 @@ from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
 from nextoffer.service.search import Search
+from nextoffer.service.segments import SegmentDefinitions
 from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
 from nextoffer.service.tenants import bootstrap as bootstrap_tenant
 from nextoffer.settings import Settings
@@ -77,6 +84,10 @@ class NextOffer:
     edge: Edge
     #: The time of decisions and writes.
     clock: Callable[[], datetime]
+    # batch decisioning (issue 18)
+    segments: SegmentDefinitions
+    datasets: Datasets
+    batch: BatchJobs
 
     def __init__(self, settings: Settings) -> None:
         # Use open(): it builds the rest, and closes what it opened if a step fails.
@@ -194,6 +205,37 @@ class NextOffer:
         self._clock = self.clock = clock
         self.datastreams = Datastreams(store, repository=self.repository, clock=clock)
         self.edge = Edge(decisions=self.decisions, events=self.events, run=self.run, clock=clock)
+        self._build_batch(clock)
+
+    def _build_batch(self, clock: Callable[[], datetime]) -> None:
+        """Audiences, datasets and batch jobs (issue 18). Each worker process of an engine
+        (local workers, Spark executors) opens a root of its own from the same settings
+        (:func:`open_batch_worker`): the same decision path, caps and counters."""
+        settings = self.settings
+        self.segments = SegmentDefinitions(
+            self.store, clock=clock, on_change=self.catalogs.invalidate
+        )
+        if settings.datasets_dir:
+            root = Path(settings.datasets_dir)
+        elif self.store.sqlite_path not in (None, "", ":memory:"):
+            root = Path(str(self.store.sqlite_path)).resolve().parent / "datasets"
+        else:
+            root = Path.cwd() / ".nextoffer" / "datasets"
+        self.datasets = Datasets(self.store, clock=clock, default_root=root)
+        open_worker = partial(open_batch_worker, settings)
+        self.batch = BatchJobs(
+            self.store,
+            catalogs=self.catalogs,
+            repository=self.repository,
+            clock=clock,
+            engines={
+                "local": LocalEngine(
+                    open_worker, workers=settings.batch_workers, chunk=settings.batch_chunk
+                ),
+                "spark": SparkEngine(open_worker, master=settings.spark_master),
+            },
+        )
+        self._closers.append(self.batch.close)
 
     # -- lifetime --------------------------------------------------------------------
 
@@ -284,3 +326,9 @@ class NextOffer:
     ) -> DecisionOutcome:
         """:meth:`decide` from an event loop."""
         return await self.decisions.decide_async(principal, container_id, call)
+
+
+def open_batch_worker(settings: Settings) -> NextOffer:
+    """The root of a batch worker process (a local engine's worker, a Spark executor's
+    Python worker): picklable by reference, opened where the work runs."""
+    return NextOffer.open(settings)

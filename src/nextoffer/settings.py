@@ -50,6 +50,19 @@ class Settings:
     #: How long a decision waits for its container's first snapshot (a worker that just
     #: started) before it is answered 503 with ``Retry-After``.
     snapshot_wait_seconds: float = 5.0
+    # -- batch decisioning (issue 18) --
+    #: Where datasets without a location of their own keep their files (default:
+    #: ``.nextoffer/datasets`` in the working directory).
+    datasets_dir: str | None = None
+    #: Worker processes of the local batch engine (0: one per core).
+    batch_workers: int = 0
+    #: Profiles per chunk of the local batch engine: one read, one task, one Parquet file.
+    batch_chunk: int = 10_000
+    #: Spark master of the ``spark`` batch engine (``spark-submit`` passes its own).
+    spark_master: str = "local[2]"
+    #: Whether a server runs queued batch jobs (off: API-only nodes; jobs then run where
+    #: it is on, or with ``nextoffer batch run``).
+    batch_runner: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -61,10 +74,16 @@ class Settings:
             values["redis_url"] = env["NEXTOFFER_REDIS"]
         if "NEXTOFFER_RULE_CACHE" in env:
             values["rule_cache"] = env["NEXTOFFER_RULE_CACHE"]
+        if env.get("NEXTOFFER_DATASETS_DIR"):
+            values["datasets_dir"] = env["NEXTOFFER_DATASETS_DIR"]
+        if env.get("NEXTOFFER_SPARK_MASTER"):
+            values["spark_master"] = env["NEXTOFFER_SPARK_MASTER"]
         for name, key, kind in (
             ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
             ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
             ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
+            ("batch_workers", "NEXTOFFER_BATCH_WORKERS", int),
+            ("batch_chunk", "NEXTOFFER_BATCH_CHUNK", int),
             ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
             ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float),
         ):
@@ -75,6 +94,7 @@ class Settings:
             ("metrics", "NEXTOFFER_METRICS"),
             ("freeze_heap", "NEXTOFFER_FREEZE_HEAP"),
             ("warm_catalogs", "NEXTOFFER_WARM_CATALOGS"),
+            ("batch_runner", "NEXTOFFER_BATCH_RUNNER"),
         ):
             if env.get(key):
                 values[name] = env[key].lower() not in ("0", "false", "no", "off")

@@ -57,6 +57,22 @@ _DECIDE = {
     },
 }
 
+_SEGMENTS = "/data/core/ups/segment/definitions"
+_DATASETS = "/data/core/nextoffer/datasets"
+_ODE_WORKLOADS = "/data/core/ode/{containerId}/workloads/decisions"
+_DWM_WORKLOADS = "/data/core/dwm/workloads/decisions"
+#: An id no tenant has (the batch objects are not in the seeded library).
+_NONE = "00000000-0000-0000-0000-000000000000"
+_SEGMENT = {
+    "name": "adults",
+    "expression": {"type": "PQL", "format": "pql/text", "value": "age >= 18"},
+}
+_WORKLOAD = {
+    "xdm:segmentIds": [_NONE],
+    "xdm:dataSetId": _NONE,
+    "xdm:propositionRequests": [{"xdm:activityId": "{A}", "xdm:placementId": "{P}"}],
+}
+
 CALLS: list[Call] = [
     Call("home", "GET", "/data/core/xcore/", route="/data/core/xcore/"),
     Call(
@@ -283,5 +299,103 @@ CALLS: list[Call] = [
         "DELETE",
         "/data/core/nextoffer/datastreams/{D}",
         route="/data/core/nextoffer/datastreams/{datastreamId}",
+    ),
+    # -- batch decisioning (issue 18) --
+    *(
+        Call(name, method, path, content_type=ctype, body=body, route=route)
+        for name, method, path, ctype, body, route in (
+            (
+                "segment-create",
+                "POST",
+                _SEGMENTS,
+                "application/json",
+                _SEGMENT,
+                _SEGMENTS,
+            ),
+            ("segment-list", "GET", _SEGMENTS, None, None, _SEGMENTS),
+            (
+                "segment-get",
+                "GET",
+                f"{_SEGMENTS}/{_NONE}",
+                None,
+                None,
+                f"{_SEGMENTS}/{{segmentId}}",
+            ),
+            (
+                "segment-patch",
+                "PATCH",
+                f"{_SEGMENTS}/{_NONE}",
+                "application/json",
+                {"name": "stolen"},
+                f"{_SEGMENTS}/{{segmentId}}",
+            ),
+            (
+                "segment-delete",
+                "DELETE",
+                f"{_SEGMENTS}/{_NONE}",
+                None,
+                None,
+                f"{_SEGMENTS}/{{segmentId}}",
+            ),
+            ("dataset-create", "POST", _DATASETS, "application/json", {"name": "d"}, _DATASETS),
+            ("dataset-list", "GET", _DATASETS, None, None, _DATASETS),
+            (
+                "dataset-get",
+                "GET",
+                f"{_DATASETS}/{_NONE}",
+                None,
+                None,
+                f"{_DATASETS}/{{dataSetId}}",
+            ),
+            (
+                "dataset-files",
+                "GET",
+                f"{_DATASETS}/{_NONE}/files",
+                None,
+                None,
+                f"{_DATASETS}/{{dataSetId}}/files",
+            ),
+            (
+                "dataset-file",
+                "GET",
+                f"{_DATASETS}/{_NONE}/files/{_NONE}/manifest.json",
+                None,
+                None,
+                f"{_DATASETS}/{{dataSetId}}/files/{{jobId}}/{{name}}",
+            ),
+            *(
+                item
+                for base, route in (
+                    ("/data/core/ode/{C}/workloads/decisions", _ODE_WORKLOADS),
+                    ("/data/core/dwm/workloads/decisions", _DWM_WORKLOADS),
+                )
+                for item in (
+                    (
+                        f"workload-start {route}",
+                        "POST",
+                        base,
+                        "application/json",
+                        _WORKLOAD,
+                        route,
+                    ),
+                    (
+                        f"workload-get {route}",
+                        "GET",
+                        f"{base}/{_NONE}",
+                        None,
+                        None,
+                        f"{route}/{{workloadId}}",
+                    ),
+                    (
+                        f"workload-cancel {route}",
+                        "DELETE",
+                        f"{base}/{_NONE}",
+                        None,
+                        None,
+                        f"{route}/{{workloadId}}",
+                    ),
+                )
+            ),
+        )
     ),
 ]

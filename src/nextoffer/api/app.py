@@ -14,6 +14,7 @@ from nextoffer.api.access_log import AccessLog, Observe
 from nextoffer.api.errors import exception_handlers
 from nextoffer.api.metrics import FLUSH_SECONDS, Metrics
 from nextoffer.api.routes import (
+    batch,
     datastreams,
     dps,
     edge,
@@ -68,6 +69,8 @@ def create_app(
             if owned and settings.warm_catalogs
             else None
         )
+        if owned and settings.batch_runner:  # queued batch jobs, and dead ones (issue 18)
+            no.batch.start()
         try:
             yield
         finally:
@@ -97,6 +100,7 @@ def create_app(
             *console_routes(),  # the console, at /console/ (issue 19)
             *datastreams.routes,
             *edge.routes,
+            *batch.routes,  # issue 18
         ],
         exception_handlers=exception_handlers,
         middleware=[

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from nextoffer.cli.admin import admin
+from nextoffer.cli.batch import batch
 from nextoffer.cli.db import db
 from nextoffer.cli.decide import decide
 from nextoffer.cli.importer import import_
@@ -30,7 +31,7 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
 
-@click.group(cls=Group, commands=[serve, admin, db, decide, import_, pql])
+@click.group(cls=Group, commands=[serve, admin, db, decide, import_, pql, batch])
 @click.version_option(package_name="nextoffer")
 def main() -> None:
     """nextoffer: self-hosted offer decisioning."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+from typing import Any
 
 import click
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nextoffer.errors import NextOfferError, NotFound
+from nextoffer.errors import NotFound
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
+
+#: Lines written per transaction (one commit each).
+BATCH = 2_000
 
 
 @click.group(name="import")
@@ -31,11 +37,12 @@ def import_() -> None:
 def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
     """Upsert one profile per line: {"identityMap": {...}, "profile": {...}}.
 
-    Bad lines are reported with their line number and skipped; the exit code is 1 when
-    any line was bad.
+    Lines are written in transactions of 2,000. Bad lines are reported with their line
+    number and skipped; the exit code is 1 when any line was bad.
     """
     settings = Settings.from_env(db_url=db_url)
     principal = Principal(org, sandbox, "nextoffer-cli", "nextoffer-cli")
+    console = Console(stderr=True)
     loaded = bad = 0
     with NextOffer.open(settings) as no:
         with no.store.session() as session:
@@ -45,21 +52,43 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
                 )
         with path.open("rb") as raw:
             total = sum(1 for _ in raw)
-        with (
-            path.open(encoding="utf-8") as lines,
-            click.progressbar(length=total, label="profiles") as bar,
-        ):
-            for number, line in enumerate(lines, start=1):
-                bar.update(1)
-                if not line.strip():
-                    continue
-                try:
-                    no.profiles.upsert(principal, json.loads(line))
+        pending: list[tuple[int, Any]] = []
+
+        def flush() -> None:
+            nonlocal loaded, bad
+            outcomes = no.profiles.upsert_many(principal, [body for _, body in pending])
+            for (number, _), error in zip(pending, outcomes, strict=True):
+                if error is None:
                     loaded += 1
-                except (json.JSONDecodeError, NextOfferError) as exc:
+                else:
                     bad += 1
-                    detail = exc.detail if isinstance(exc, NextOfferError) else str(exc)
-                    click.echo(f"\nline {number}: {detail}", err=True)
+                    console.print(f"line {number}: {error.detail}", markup=False, highlight=False)
+            pending.clear()
+
+        with (
+            path.open("rb") as lines,
+            Progress(
+                TextColumn("profiles"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as bar,
+        ):
+            task = bar.add_task("profiles", total=total)
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    try:
+                        pending.append((number, orjson.loads(line)))
+                    except orjson.JSONDecodeError as exc:
+                        bad += 1
+                        console.print(f"line {number}: {exc}", markup=False, highlight=False)
+                if len(pending) >= BATCH:
+                    flush()
+                    bar.update(task, completed=number)
+            if pending:
+                flush()
+            bar.update(task, completed=total)
     click.echo(f"{loaded} profiles loaded, {bad} lines rejected")
     if bad:
         raise SystemExit(1)

@@ -81,6 +81,7 @@ class Catalog:
         "fallbacks",
         "offers",
         "placements",
+        "segment_rules",
         "strategies",
     )
 
@@ -95,6 +96,7 @@ class Catalog:
         compile_rule: CompileRule | None = None,
         strategies: Mapping[str, Strategy] | None = None,
         memo: _Memo | None = None,
+        segment_rules: Mapping[str, Any] | None = None,
     ) -> None:
         self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
         self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
@@ -106,6 +108,9 @@ class Catalog:
         self.errors: tuple[CatalogError, ...] = errors
         #: The compiler the snapshot was built with (explain uses it to name false sub-rules).
         self.compile_rule = compile_rule
+        #: Segment definitions (audiences) by id, compiled: a segment constraint naming one
+        #: is met when its rule is true of the profile (as well as by ``segmentMembership``).
+        self.segment_rules: Mapping[str, Any] = MappingProxyType(dict(segment_rules or {}))
         self._capped: Mapping[str, frozenset[str]] = MappingProxyType(
             {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
         )
@@ -159,6 +164,7 @@ def build_catalog(
     compile_rule: CompileRule | None = None,
     previous: Catalog | None = None,
     changed: Collection[str] | None = None,
+    segments: Mapping[str, str] | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
 
@@ -174,14 +180,29 @@ def build_catalog(
     ``@id`` added or changed since (removed ones are those missing from ``instances``),
     the build touches only those and what uses them: its cost follows the change, not the
     library (the previous build's own indexes are copied, not walked).
+
+    ``segments`` are the tenant's segment definitions (id -> PQL text); one that does not
+    compile is left out (it was checked when saved).
     """
+    compile_rule = compile_rule or _default_compile()
     memo = previous._memo if previous is not None else None
-    builder = _Builder(compile_rule or _default_compile(), memo)
+    builder = _Builder(compile_rule, memo)
     if isinstance(instances, Mapping):
         if memo is not None and changed is not None:
-            return builder.patch(instances, changed)
-        return builder.build(instances.values())
-    return builder.build(instances)
+            catalog = builder.patch(instances, changed)
+        else:
+            catalog = builder.build(instances.values())
+    else:
+        catalog = builder.build(instances)
+    if segments:
+        rules = {}
+        for segment_id, source in segments.items():
+            try:
+                rules[segment_id] = compile_rule(source, format="pql/text", kind="rule")
+            except PQLError:
+                continue
+        catalog.segment_rules = MappingProxyType(rules)
+    return catalog
 
 
 #: A rule's compiled form, its conjuncts, and those that do not read ``offer``.

@@ -27,6 +27,7 @@ from nextoffer.engine.model import (
     Rule,
     SegmentRef,
 )
+from nextoffer.errors import PQLError
 
 #: Segment membership statuses that count as "member" (ranking-formula examples use both).
 MEMBER_STATUSES = frozenset({"realized", "existing"})
@@ -60,6 +61,7 @@ class Evaluation:
         "explain",
         "now",
         "profile",
+        "segment_rules",
     )
 
     def __init__(
@@ -71,8 +73,11 @@ class Evaluation:
         now: datetime,
         explain: bool,
         compile_rule: CompileRule | None = None,
+        segment_rules: Mapping[str, Any] | None = None,
     ) -> None:
         self.profile = profile
+        #: Segment definitions by id (compiled rules): membership evaluated on this profile.
+        self.segment_rules = segment_rules or {}
         self.events = events
         self.context = context
         self.now = now
@@ -166,8 +171,23 @@ class Evaluation:
         return self._membership
 
     def member(self, segment: SegmentRef) -> bool:
-        """Is the profile a ``realized``/``existing`` member of ``segment``?"""
-        return segment.segment_id in self._segments().get(segment.namespace, frozenset())
+        """Is the profile a member of ``segment``: ``realized``/``existing`` in its
+        ``segmentMembership``, or — for a segment definition of the tenant — the
+        definition's rule true of this profile now? Either source suffices."""
+        if segment.segment_id in self._segments().get(segment.namespace, frozenset()):
+            return True
+        rule = self.segment_rules.get(segment.segment_id)
+        if rule is None:
+            return False
+        key = "segment:" + segment.segment_id
+        found = self._invariant.get(key)
+        if found is None:
+            try:
+                found = rule.evaluate(profile=self.profile, events=self.events, now=self.now)
+            except PQLError:
+                found = False  # a definition that fails on this profile does not include it
+            found = self._invariant[key] = found is True
+        return bool(found)
 
     # ---- constraints -----------------------------------------------------------------
     def constraint(

@@ -90,6 +90,7 @@ class _Proposer:
             now=now,
             explain=request.explain,
             compile_rule=catalog.compile_rule,
+            segment_rules=catalog.segment_rules,
         )
         self.now = now
         self.rng = rng

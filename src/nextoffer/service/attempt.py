@@ -48,6 +48,9 @@ class DecisionCall:
     dry_run: bool = False
     explain: bool = False
     decision_request_id: str | None = None
+    #: Write the decision event to the decision log. A batch decision does not: its event
+    #: is its row in the job's dataset (caps and the offers report count it all the same).
+    log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ class Attempt:
         on_refused: Callable[[], None] | None = None,
         learned: Mapping[str, Learned] | None = None,
         generator: Callable[[], np.random.Generator] | None = None,
+        shared: dict[EngineKey, int] | None = None,
     ) -> None:
         self._path = path
         self._container_id = container_id
@@ -90,6 +94,10 @@ class Attempt:
         self._on_refused = on_refused
         self._learned = learned
         self._generator = generator
+        #: Counts of counters shared by many decisions of one batch (caps for everyone),
+        #: learnt from refusals: a counter found full stays full for the rest of the batch,
+        #: so later decisions do not propose its offer only to be refused.
+        self._shared = shared
         self._round = 0
         self._outcome: DecisionOutcome | None = None
         self._pending: DecisionOutcome | None = None
@@ -103,6 +111,8 @@ class Attempt:
         # if one is full. An explained decision reports every count: it reads them all.
         self._exact = call.explain
         self._known = self._read(plan.all_keys if self._exact else plan.unreserved_keys)
+        if shared:
+            self._known.update(shared)
         self._decide()
 
     def outcome(self) -> DecisionOutcome:
@@ -220,7 +230,10 @@ class Attempt:
             # From now on decide on every current count, not on hope.
             self._exact = True
             self._known.update(self._read(self._plan.all_keys))
-        self._known.update(self._plan.full(refused))
+        full = self._plan.full(refused)
+        self._known.update(full)
+        if self._shared is not None:
+            self._shared.update(self._plan.for_everyone(full))
 
 
 def decision_record(
@@ -235,27 +248,31 @@ def decision_record(
     result = outcome.result
     namespace, identity = call.identities[0] if call.identities else ("", "")
     created = format_datetime(outcome.created)
-    body = {
-        "propositionId": outcome.proposition_id,
-        "timestamp": created,
-        "identity": {"namespace": namespace, "id": identity},
-        "profileId": profile_id,
-        "profileKey": profile_key,
-        "decisionRequestId": call.decision_request_id,
-        "propositions": [
-            {
-                "activity": p.activity.at_id,
-                "placement": p.placement.at_id,
-                "options": [
-                    {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
-                    for o in p.options
-                ],
-                "fallback": p.fallback.offer_id if p.fallback is not None else None,
-                **({"ranking": ranking_note(*p.ranking)} if p.ranking is not None else {}),
-            }
-            for p in result.propositions
-        ],
-    }
+    body: dict[str, Any] | None = (
+        None
+        if not call.log
+        else {
+            "propositionId": outcome.proposition_id,
+            "timestamp": created,
+            "identity": {"namespace": namespace, "id": identity},
+            "profileId": profile_id,
+            "profileKey": profile_key,
+            "decisionRequestId": call.decision_request_id,
+            "propositions": [
+                {
+                    "activity": p.activity.at_id,
+                    "placement": p.placement.at_id,
+                    "options": [
+                        {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
+                        for o in p.options
+                    ],
+                    "fallback": p.fallback.offer_id if p.fallback is not None else None,
+                    **({"ranking": ranking_note(*p.ranking)} if p.ranking is not None else {}),
+                }
+                for p in result.propositions
+            ],
+        }
+    )
     return DecisionRecord(
         proposition_id=outcome.proposition_id,
         container_id=container_id,

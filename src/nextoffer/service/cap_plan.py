@@ -91,6 +91,11 @@ class CapPlan:
                 found[engine_key] = self._rules[engine_key].limit
         return found
 
+    def for_everyone(self, counts: dict[EngineKey, int]) -> dict[EngineKey, int]:
+        """The entries of ``counts`` whose counters every profile shares (not per profile):
+        the same counter for every decision of a batch (one ``now``)."""
+        return {ek: n for ek, n in counts.items() if not self._rules[ek].per_profile}
+
     def _key(self, engine_key: EngineKey, rule: CapRule) -> CounterKey:
         key = self._built.get(engine_key)
         if key is not None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import orjson
 
+from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
@@ -76,6 +77,55 @@ def settle_young(generation: int = 2) -> None:
     """
     gc.collect(generation)
     gc.freeze()
+
+
+@dataclass(frozen=True, slots=True)
+class LibraryImage:
+    """A container's library as stored at one version: what a snapshot is compiled from.
+    Plain data (picklable): batch workers and Spark executors compile their own snapshot
+    from it (:func:`build_snapshot`), so every worker decides on the same library."""
+
+    container_id: str
+    version: int
+    instances: tuple[CatalogInstance, ...]
+    cap_epochs: dict[str, int]
+    #: The tenant's segment definitions: id -> PQL text (offers' segment constraints may
+    #: name them; a definition's write bumps the library version of the tenant's containers).
+    segments: dict[str, str] = field(default_factory=dict)
+
+
+def build_snapshot(
+    image: LibraryImage,
+    *,
+    built: str,
+    checked_at: float = 0.0,
+    compile_rule: Callable[..., pql.CompiledRule] = pql.compile,
+) -> Snapshot:
+    """Compile ``image`` into a :class:`Snapshot` (``compile_rule`` compiles each rule and
+    formula: a cache, or :func:`nextoffer.pql.compile`)."""
+    mentions_events = False
+
+    def compile_tracked(
+        source: Any, *, format: str = "pql/text", kind: str = "rule"
+    ) -> pql.CompiledRule:
+        # Every rule and formula the catalog evaluates is compiled here; a source that
+        # names xEvent (even inside a string: conservative) makes decisions read events.
+        nonlocal mentions_events
+        text = source if isinstance(source, str) else orjson.dumps(source).decode()
+        mentions_events = mentions_events or "xEvent" in text
+        return compile_rule(source, format=format, kind=kind)
+
+    catalog = build_catalog(image.instances, compile_rule=compile_tracked, segments=image.segments)
+    return Snapshot(
+        catalog=catalog,
+        version=image.version,
+        built=built,
+        errors=catalog.errors,
+        checked_at=checked_at,
+        cap_epochs=image.cap_epochs,
+        instances={i.at_id: i for i in image.instances},
+        reads_events=mentions_events,
+    )
 
 
 def settle_heap() -> None:
@@ -314,6 +364,23 @@ class CatalogCache:
         changed = [at_id for at_id, _ in stamps.items() - old.items()]
         return stamps, changed, set(old.keys() - stamps.keys()), latest
 
+    def image(self, container_id: str) -> LibraryImage:
+        """The container's library as stored now, read in one transaction."""
+        with self._store.session() as session:
+            version = session.library_version(container_id)
+            records = session.all_instances(container_id)
+            epochs = session.cap_epochs(container_id)
+            container = session.get_container_by_id(container_id)
+            segments = (
+                session.batch.segment_expressions(container.org_id, container.sandbox)
+                if container is not None
+                else {}
+            )
+        instances = tuple(
+            CatalogInstance(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records
+        )
+        return LibraryImage(container_id, version, instances, epochs, segments)
+
     def _rebuild(self, container_id: str, version: int, *, complete: bool = False) -> Snapshot:
         """Build the container's snapshot (on the builder thread). ``complete``: from
         scratch, every rule compiled (the build after a first one that deferred some)."""
@@ -328,6 +395,12 @@ class CatalogCache:
         with self._store.session() as session:
             version = session.library_version(container_id)
             epochs = session.cap_epochs(container_id)
+            container = session.get_container_by_id(container_id)
+            segments = (
+                session.batch.segment_expressions(container.org_id, container.sandbox)
+                if container is not None
+                else {}
+            )
             known = current.instances if current is not None else {}
             if known:
                 assert current is not None
@@ -378,10 +451,16 @@ class CatalogCache:
         previous = (current.newest or current.catalog) if current is not None and known else None
         if previous is not None:  # only what changed is built again
             catalog = build_catalog(
-                instances, compile_rule=compile_rule, previous=previous, changed=list(fetched)
+                instances,
+                compile_rule=compile_rule,
+                previous=previous,
+                changed=list(fetched),
+                segments=segments,
             )
         else:
-            catalog = build_catalog(instances.values(), compile_rule=compile_rule)
+            catalog = build_catalog(
+                instances.values(), compile_rule=compile_rule, segments=segments
+            )
         eager = None  # later calls (explain's sub-rules) compile at once
         self.rules.save()
         if self._on_rebuild is not None:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from nextoffer.errors import BadRequest, Conflict, NotFound, Unprocessable
+from nextoffer.errors import BadRequest, Conflict, NextOfferError, NotFound, Unprocessable
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.identities import parse_identity_map
@@ -38,6 +38,73 @@ def resolve_profile_id(
     return found.pop() if found else None
 
 
+def _parsed(body: Any) -> tuple[list[tuple[str, str]], dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object with identityMap and profile", pointer="/")
+    identities = parse_identity_map(body.get("identityMap"), pointer="/identityMap")
+    attributes = body.get("profile", {})
+    if not isinstance(attributes, dict):
+        raise Unprocessable("profile must be a JSON object of attributes", pointer="/profile")
+    return identities, attributes
+
+
+#: One parsed body: identities and attributes, or the error that refused it.
+_Parsed = tuple[list[tuple[str, str]], dict[str, Any]] | NextOfferError
+
+
+def _write_many(
+    runtime: Runtime, principal: Principal, parsed: list[_Parsed], stamp: str
+) -> list[tuple[str, bool] | NextOfferError]:
+    """Upsert parsed bodies in the caller's transaction, in order, as if one by one: per
+    body its profile id and whether it is new, or its error (nothing of it written). The
+    identities are read in one statement per namespace and the rows written with one
+    ``executemany`` per table."""
+    wanted = [i for p in parsed if not isinstance(p, NextOfferError) for i in p[0]]
+    known = runtime.find_profile_ids(principal.org, principal.sandbox, wanted)
+    new: dict[str, dict[str, Any]] = {}
+    changed: dict[str, dict[str, Any]] = {}
+    identity_rows: list[tuple[str, str, str]] = []
+    out: list[tuple[str, bool] | NextOfferError] = []
+    for item in parsed:
+        if isinstance(item, NextOfferError):
+            out.append(item)
+            continue
+        identities, attributes = item
+        found = {known[i] for i in identities if i in known}
+        if len(found) > 1:
+            out.append(
+                Conflict(
+                    "the identities name more than one profile; send identities of one profile"
+                )
+            )
+            continue
+        profile_id = found.pop() if found else None
+        created = profile_id is None
+        if profile_id is None:
+            profile_id = str(uuid.uuid4())
+            new[profile_id] = attributes
+        elif profile_id in new:  # created earlier in this same batch
+            new[profile_id] = attributes
+        else:
+            changed[profile_id] = attributes
+        for identity in identities:
+            if identity not in known:
+                known[identity] = profile_id
+                identity_rows.append((*identity, profile_id))
+        out.append((profile_id, created))
+    runtime.insert_profiles(principal.org, principal.sandbox, list(new.items()), now=stamp)
+    runtime.update_profiles(list(changed.items()), now=stamp)
+    runtime.add_identity_rows(principal.org, principal.sandbox, identity_rows)
+    return out
+
+
+def _parse(body: Any) -> _Parsed:
+    try:
+        return _parsed(body)
+    except (BadRequest, Unprocessable) as exc:
+        return exc
+
+
 class Profiles:
     def __init__(self, store: Store, *, clock: Callable[[], datetime]) -> None:
         self._store = store
@@ -48,30 +115,25 @@ class Profiles:
 
         The body's ``profile`` object replaces the stored attributes; identities are added.
         """
-        if not isinstance(body, dict):
-            raise BadRequest(
-                "the body must be a JSON object with identityMap and profile", pointer="/"
-            )
-        identities = parse_identity_map(body.get("identityMap"), pointer="/identityMap")
-        attributes = body.get("profile", {})
-        if not isinstance(attributes, dict):
-            raise Unprocessable("profile must be a JSON object of attributes", pointer="/profile")
+        parsed = _parsed(body)
         stamp = format_datetime(self._clock())
         with self._store.session(write=True) as session:
-            runtime = session.runtime
-            profile_id = resolve_profile_id(runtime, principal, identities)
-            created = profile_id is None
-            if profile_id is None:
-                profile_id = str(uuid.uuid4())
-                runtime.insert_profile(
-                    principal.org, principal.sandbox, profile_id, attributes, now=stamp
-                )
-            else:
-                runtime.update_profile(profile_id, attributes, now=stamp)
-            runtime.add_identities(principal.org, principal.sandbox, profile_id, identities)
-            record = runtime.get_profile(profile_id)
+            (outcome,) = _write_many(session.runtime, principal, [parsed], stamp)
+            if isinstance(outcome, NextOfferError):
+                raise outcome
+            profile_id, created = outcome
+            record = session.runtime.get_profile(profile_id)
         assert record is not None  # written in the same transaction
         return record, created
+
+    def upsert_many(self, principal: Principal, bodies: list[Any]) -> list[NextOfferError | None]:
+        """:meth:`upsert` for many bodies in one transaction (the bulk loader): per body,
+        ``None`` when written, or the error that refused it (nothing of it written)."""
+        stamp = format_datetime(self._clock())
+        parsed = [_parse(body) for body in bodies]
+        with self._store.session(write=True) as session:
+            outcomes = _write_many(session.runtime, principal, parsed, stamp)
+        return [o if isinstance(o, NextOfferError) else None for o in outcomes]
 
     def get(self, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
         with self._store.session() as session:

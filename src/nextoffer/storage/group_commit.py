@@ -91,16 +91,17 @@ def plan_batch(
             counts[code] += n
             changed.add(code)
         stored.add(record.proposition_id)
-        plan.events.append(
-            (
-                record.proposition_id,
-                record.container_id,
-                record.created,
-                record.created_us,
-                record.profile_key,
-                orjson.dumps(record.body).decode(),
+        if record.body is not None:
+            plan.events.append(
+                (
+                    record.proposition_id,
+                    record.container_id,
+                    record.created,
+                    record.created_us,
+                    record.profile_key,
+                    orjson.dumps(record.body).decode(),
+                )
             )
-        )
         for offer_id in record.proposed_offers:
             day_key = (record.container_id, record.day, offer_id)
             daily[day_key] = daily.get(day_key, 0) + 1
@@ -161,7 +162,7 @@ class BatchWriter(Generic[C]):
         self._connect = connect
         self._write = write
         self._disconnect = disconnect
-        self._queue: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | list[Item] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: C | None = None  # the writer's, whichever thread holds ``_writing``
         self._lock = threading.Lock()
@@ -194,6 +195,18 @@ class BatchWriter(Generic[C]):
         with self._lock:
             self._start()
 
+    def put_many(self, items: Sequence[Item]) -> None:
+        """Queue records whose futures the caller made, in one hand-off to the thread
+        (a batch job's chunk: one wake-up, not one per record). They are committed in the
+        writer's next batch, which may then exceed :data:`MAX_BATCH`."""
+        with self._lock:
+            if self.closed:
+                for _, future in items:
+                    future.set_exception(Unavailable("the store is closed"))
+                return
+            self._start()
+            self._queue.put(list(items))
+
     def _start(self) -> None:
         """Start the thread (the caller holds ``_lock``)."""
         if self._thread is None:
@@ -208,7 +221,7 @@ class BatchWriter(Generic[C]):
             item = self._queue.get()
             if item is None:
                 break
-            batch = [item]
+            batch = list(item) if isinstance(item, list) else [item]
             while len(batch) < MAX_BATCH:
                 try:
                     more = self._queue.get_nowait()
@@ -217,7 +230,10 @@ class BatchWriter(Generic[C]):
                 if more is None:
                     stop = True
                     break
-                batch.append(more)
+                if isinstance(more, list):
+                    batch.extend(more)
+                else:
+                    batch.append(more)
             with self._writing:
                 self._commit(batch)
 

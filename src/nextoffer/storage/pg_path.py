@@ -200,6 +200,10 @@ class PgPath:
             raise
         return plan.outcomes
 
+    def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
+        """Queue records with the caller's futures for the writer thread, in one hand-off."""
+        self._writer.put_many(items)
+
     def close(self) -> None:
         self._closed = True
         self._writer.close()

@@ -4,7 +4,7 @@ and the offers report's daily counts (cap counters are ``counters.py``'s). Used 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +53,22 @@ _EVENTS = (
     .limit(bindparam("limit"))
 )
 _INSERT_DECISION = insert(t.decision_events)
+_INSERT_PROFILE = insert(t.profiles)
+_UPDATE_PROFILE = (
+    update(t.profiles)
+    .where(t.profiles.c.profile_id == bindparam("pid"))
+    .values(attributes=bindparam("attributes"), modified=bindparam("now"))
+)
+_ADD_IDENTITY = {
+    "sqlite": sqlite.insert(t.profile_identities).on_conflict_do_nothing(),
+    "postgresql": postgresql.insert(t.profile_identities).on_conflict_do_nothing(),
+}
+_IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.profile_id).where(
+    t.profile_identities.c.org_id == bindparam("org"),
+    t.profile_identities.c.sandbox == bindparam("sandbox"),
+    t.profile_identities.c.namespace == bindparam("ns"),
+    t.profile_identities.c.identity.in_(bindparam("ids", expanding=True)),
+)
 _ADD_DAILY = (
     update(t.offer_daily)
     .where(
@@ -115,42 +131,93 @@ class Runtime:
     def insert_profile(
         self, org: str, sandbox: str, profile_id: str, attributes: Mapping[str, Any], *, now: str
     ) -> None:
-        self.conn.execute(
-            insert(t.profiles).values(
-                profile_id=profile_id,
-                org_id=org,
-                sandbox=sandbox,
-                attributes=orjson.dumps(attributes).decode(),
-                created=now,
-                modified=now,
+        self.insert_profiles(org, sandbox, [(profile_id, attributes)], now=now)
+
+    def insert_profiles(
+        self,
+        org: str,
+        sandbox: str,
+        profiles: Sequence[tuple[str, Mapping[str, Any]]],
+        *,
+        now: str,
+    ) -> None:
+        """Insert (profile id, attributes) rows: one ``executemany``."""
+        if profiles:
+            self.conn.execute(
+                _INSERT_PROFILE,
+                [
+                    {
+                        "profile_id": profile_id,
+                        "org_id": org,
+                        "sandbox": sandbox,
+                        "attributes": orjson.dumps(attributes).decode(),
+                        "created": now,
+                        "modified": now,
+                    }
+                    for profile_id, attributes in profiles
+                ],
             )
-        )
 
     def update_profile(self, profile_id: str, attributes: Mapping[str, Any], *, now: str) -> None:
-        self.conn.execute(
-            update(t.profiles)
-            .where(t.profiles.c.profile_id == profile_id)
-            .values(attributes=orjson.dumps(attributes).decode(), modified=now)
-        )
+        self.update_profiles([(profile_id, attributes)], now=now)
+
+    def update_profiles(
+        self, profiles: Sequence[tuple[str, Mapping[str, Any]]], *, now: str
+    ) -> None:
+        """Replace the attributes of (profile id, attributes) rows: one ``executemany``."""
+        if profiles:
+            self.conn.execute(
+                _UPDATE_PROFILE,
+                [
+                    {"pid": profile_id, "attributes": orjson.dumps(attributes).decode(), "now": now}
+                    for profile_id, attributes in profiles
+                ],
+            )
 
     def add_identities(
         self, org: str, sandbox: str, profile_id: str, identities: Iterable[tuple[str, str]]
     ) -> None:
-        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        self.add_identity_rows(org, sandbox, [(ns, i, profile_id) for ns, i in identities])
+
+    def add_identity_rows(
+        self, org: str, sandbox: str, rows: Sequence[tuple[str, str, str]]
+    ) -> None:
+        """Add (namespace, identity, profile id) rows: one ``executemany``. An identity
+        already naming a profile keeps it (also when another node claimed it a moment ago:
+        no read-then-insert race on PostgreSQL)."""
+        if not rows:
+            return
+        dialect = "postgresql" if self.conn.dialect.name == "postgresql" else "sqlite"
+        self.conn.execute(
+            _ADD_IDENTITY[dialect],
+            [
+                {
+                    "org_id": org,
+                    "sandbox": sandbox,
+                    "namespace": namespace,
+                    "identity": identity,
+                    "profile_id": profile_id,
+                }
+                for namespace, identity, profile_id in rows
+            ],
+        )
+
+    def find_profile_ids(
+        self, org: str, sandbox: str, identities: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], str]:
+        """The profile each of ``identities`` names, for those that name one (one
+        statement per namespace)."""
+        found: dict[tuple[str, str], str] = {}
+        by_namespace: dict[str, list[str]] = {}
         for namespace, identity in identities:
-            # An identity already naming a profile keeps it (also when another node
-            # claimed it a moment ago: no read-then-insert race on PostgreSQL).
-            self.conn.execute(
-                dialect.insert(t.profile_identities)
-                .values(
-                    org_id=org,
-                    sandbox=sandbox,
-                    namespace=namespace,
-                    identity=identity,
-                    profile_id=profile_id,
-                )
-                .on_conflict_do_nothing()
+            by_namespace.setdefault(namespace, []).append(identity)
+        for namespace, values in by_namespace.items():
+            rows = self.conn.execute(
+                _IDENTITIES_IN, {"org": org, "sandbox": sandbox, "ns": namespace, "ids": values}
             )
+            for identity, profile_id in rows:
+                found[(namespace, identity)] = str(profile_id)
+        return found
 
     def delete_profile(self, profile_id: str) -> None:
         for table in (t.profile_identities, t.experience_events):

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
+from nextoffer.storage.batch import BatchTables
 from nextoffer.storage.ranking import Ranking
 from nextoffer.storage.rows import (
     DatastreamRecord,
@@ -103,6 +104,8 @@ class Session:
         self.runtime = Runtime(conn)
         #: What ranking strategies learned (``storage/ranking.py``), in this transaction.
         self.ranking = Ranking(conn)
+        #: Segment definitions, datasets, batch jobs and the batch's profile scan.
+        self.batch = BatchTables(conn)
 
     # -- datastreams -----------------------------------------------------------------
 

@@ -309,3 +309,59 @@ datastreams = Table(
     Column("modified", String(32), nullable=False),
     Index("ix_datastreams_tenant", "org_id", "sandbox"),
 )
+
+# -- batch decisioning: audiences, output datasets, jobs (issue 18) --------------------
+
+#: Segment definitions (audiences), Adobe's Segmentation Service shape: a PQL expression.
+segment_definitions = Table(
+    "segment_definitions",
+    metadata,
+    Column("segment_id", String(36), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("body", Text, nullable=False),  # JSON: the definition as answered
+    Column("created_ms", BigInteger, nullable=False),
+    Column("modified_ms", BigInteger, nullable=False),
+    Index("ix_segment_definitions_tenant", "org_id", "sandbox", "created_ms"),
+)
+
+#: Output datasets of batch jobs: a name and where their files are written.
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("dataset_id", String(36), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("location", String(2048), nullable=False),
+    Column("created_ms", BigInteger, nullable=False),
+    Index("ix_datasets_tenant", "org_id", "sandbox", "created_ms"),
+)
+
+#: Batch decisioning jobs (workloads): the request, the lifecycle and its progress.
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("container_id", String(36), nullable=False),
+    Column("dataset_id", String(36), nullable=False),
+    Column("segment_id", String(36), nullable=False),
+    Column("engine", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("request", Text, nullable=False),  # JSON: the propositions, includeContent, form
+    Column("detail", Text, nullable=False),  # JSON: progress, errors, output
+    Column("created_ms", BigInteger, nullable=False),
+    Column("updated_ms", BigInteger, nullable=False),
+    #: The running process's last sign of life (epoch ms), and who it is (host:pid).
+    Column("heartbeat_ms", BigInteger),
+    Column("owner", String(255)),
+    Index("ix_batch_jobs_status", "status", "created_ms"),
+    Index("ix_batch_jobs_dataset", "dataset_id", "status"),
+    Index("ix_batch_jobs_tenant", "org_id", "sandbox", "created_ms"),
+)
+
+#: Batch jobs scan a tenant's profiles in key order.
+Index("ix_profiles_tenant", profiles.c.org_id, profiles.c.sandbox, profiles.c.profile_id)

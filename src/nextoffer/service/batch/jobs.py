@@ -1,0 +1,648 @@
+"""Batch decisioning jobs (the workloads API): submit, read, cancel — and run.
+
+:meth:`BatchJobs.submit` checks the request (one segment, a dataset of the tenant, 1–30
+proposition requests the container's library can answer) and stores the job ``QUEUED``.
+A runner — the server's background thread (:meth:`BatchJobs.start`) or ``nextoffer batch
+run`` — claims it (:meth:`claim`: a compare-and-set, and at most ``MAX_RUNNING`` running
+jobs per dataset) and runs it (:meth:`execute`) on its engine:
+
+1. ``PROCESSING``: the library image and the segment's expression are read once; the
+   engine decides every profile of the audience into ``<location>/<job>/_staging``,
+   reporting progress; every report is also the job's heartbeat, and finds out whether
+   the job was cancelled meanwhile.
+2. ``INGESTING``: the Parquet files move into ``<location>/<job>/`` and ``manifest.json``
+   is written beside them (last: a dataset reader may trust a folder with a manifest).
+3. ``COMPLETED``, or ``ERROR`` with the reason in ``ode:statusDetail``.
+
+A job whose runner died (its heartbeat older than :data:`STALE_SECONDS`, or its process
+on this host gone) is marked ``ERROR`` with that reason by the next runner to look
+(:meth:`recover`), never left ``PROCESSING``: the decisions it made before dying were
+reserved and counted, but it published no files; run it again to decide again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import shutil
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from nextoffer.engine import DecisionRequest, PropositionRequest
+from nextoffer.engine.request import MAX_ITEM_COUNT, MAX_PROPOSITION_REQUESTS, resolve
+from nextoffer.errors import Conflict, NextOfferError, NotFound, Unprocessable
+from nextoffer.ids import format_datetime
+from nextoffer.service.auth import Principal
+from nextoffer.service.batch import lifecycle as lc
+from nextoffer.service.batch.chunk import ChunkStats, Stopped
+from nextoffer.service.batch.plan import JobPlan
+from nextoffer.service.catalogs import CatalogCache, build_snapshot
+from nextoffer.service.datasets import is_local, local_path
+from nextoffer.service.repository import Repository
+from nextoffer.storage.batch import JobRecord, ProfileRow
+from nextoffer.storage.store import Store
+
+__all__ = ["BatchJobs", "JobRecord"]
+
+log = logging.getLogger("nextoffer.batch")
+
+#: A running job whose heartbeat is older than this is taken for dead.
+STALE_SECONDS = 120.0
+#: Heartbeats (and progress writes) at most this often.
+HEARTBEAT_SECONDS = 1.0
+_BASE = "/xdm:propositionRequests"
+
+
+class Engine(Protocol):
+    name: str
+
+    def run(
+        self,
+        plan: JobPlan,
+        chunks: Callable[[int], Iterator[list[ProfileRow]]],
+        staging: Path,
+        progress: Callable[[ChunkStats], bool],
+    ) -> ChunkStats: ...
+
+
+def _ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def _owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def parse_propositions(body: Mapping[str, Any]) -> tuple[PropositionRequest, ...]:
+    """``xdm:propositionRequests``: 1 to 30 of activity, placement and item count (1–30,
+    default 1); 422 naming the field."""
+    requests = body.get("xdm:propositionRequests")
+    if not isinstance(requests, list) or not requests:
+        raise Unprocessable("xdm:propositionRequests must be a non-empty array", pointer=_BASE)
+    if len(requests) > MAX_PROPOSITION_REQUESTS:
+        raise Unprocessable(
+            f"at most {MAX_PROPOSITION_REQUESTS} proposition requests are allowed",
+            pointer=_BASE,
+        )
+    parsed = []
+    for index, item in enumerate(requests):
+        base = f"{_BASE}/{index}"
+        if not isinstance(item, dict):
+            raise Unprocessable("a proposition request must be an object", pointer=base)
+        activity = item.get("xdm:activityId")
+        if not isinstance(activity, str) or not activity:
+            raise Unprocessable("xdm:activityId is required", pointer=f"{base}/xdm:activityId")
+        placement = item.get("xdm:placementId")
+        if not isinstance(placement, str) or not placement:
+            raise Unprocessable("xdm:placementId is required", pointer=f"{base}/xdm:placementId")
+        count = item.get("xdm:itemCount", 1)
+        if (
+            isinstance(count, bool)
+            or not isinstance(count, int)
+            or not 1 <= count <= MAX_ITEM_COUNT
+        ):
+            raise Unprocessable(
+                f"xdm:itemCount must be an integer from 1 to {MAX_ITEM_COUNT}, got {count!r}",
+                pointer=f"{base}/xdm:itemCount",
+            )
+        parsed.append(PropositionRequest(activity, placement, count))
+    return tuple(parsed)
+
+
+class BatchJobs:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        catalogs: CatalogCache,
+        repository: Repository,
+        clock: Callable[[], datetime],
+        engines: Mapping[str, Engine],
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._catalogs = catalogs
+        self._repository = repository
+        self._clock = clock
+        self._engines = engines
+        self._poll = poll_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running: dict[str, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    # -- the API -----------------------------------------------------------------------
+
+    def submit(
+        self,
+        principal: Principal,
+        body: Any,
+        *,
+        container_id: str | None,
+        engine: str | None = None,
+    ) -> JobRecord:
+        """Check and store a job ``QUEUED``. ``container_id`` is the path's (the 2022
+        form); without it the body's ``xdm:containerId`` or the sandbox's decisioning
+        container. A refusal's detail starts with the field it names (its pointer too)."""
+        try:
+            return self._submit(principal, body, container_id=container_id, engine=engine)
+        except (NotFound, Unprocessable) as exc:
+            field = (exc.pointer or "").rstrip("/0123456789").rsplit("/", 1)[-1]
+            if field and not exc.detail.startswith(field):
+                exc.detail = f"{field}: {exc.detail}"
+                exc.args = (exc.detail,)
+            raise
+
+    def _submit(
+        self,
+        principal: Principal,
+        body: Any,
+        *,
+        container_id: str | None,
+        engine: str | None,
+    ) -> JobRecord:
+        if not isinstance(body, dict):
+            raise Unprocessable("the body must be a JSON object", pointer="/")
+        segments = body.get("xdm:segmentIds")
+        if not isinstance(segments, list) or len(segments) != 1 or not isinstance(segments[0], str):
+            raise Unprocessable(
+                "xdm:segmentIds must hold exactly one segment id", pointer="/xdm:segmentIds"
+            )
+        dataset_id = body.get("xdm:dataSetId")
+        if not isinstance(dataset_id, str) or not dataset_id:
+            raise Unprocessable("xdm:dataSetId is required", pointer="/xdm:dataSetId")
+        include = body.get("xdm:includeContent", False)
+        if not isinstance(include, bool):
+            raise Unprocessable(
+                "xdm:includeContent must be a boolean", pointer="/xdm:includeContent"
+            )
+        engine = engine or body.get("nextoffer:engine", "local")
+        if engine not in lc.ENGINES or engine not in self._engines:
+            raise Unprocessable(
+                f"nextoffer:engine must be one of {', '.join(self._engines)}",
+                pointer="/nextoffer:engine",
+            )
+        seed = body.get("nextoffer:seed")
+        if seed is None:
+            seed = secrets.randbits(31)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+            raise Unprocessable(
+                "nextoffer:seed must be an integer from 0 to 2^31-1", pointer="/nextoffer:seed"
+            )
+        propositions = parse_propositions(body)
+        form = "ode" if container_id is not None else "dwm"
+        if container_id is None:
+            container_id = body.get("xdm:containerId") or self._decisioning_container(principal)
+            if not isinstance(container_id, str):
+                raise Unprocessable("xdm:containerId must be a string", pointer="/xdm:containerId")
+        with self._store.session() as session:
+            self._repository.container(session, principal, container_id)
+            if session.batch.get_segment(principal.org, principal.sandbox, segments[0]) is None:
+                raise NotFound(f"no segment definition {segments[0]}", pointer="/xdm:segmentIds/0")
+            dataset = session.batch.get_dataset(principal.org, principal.sandbox, dataset_id)
+        if dataset is None:
+            raise NotFound(f"no dataset {dataset_id}", pointer="/xdm:dataSetId")
+        if not is_local(dataset.location):
+            # Publishing (moving the parts, writing the manifest) is done on the local file
+            # system; remote locations are recorded but not yet written (docs/batch.md).
+            raise Unprocessable(
+                f"dataset {dataset_id} is stored at {dataset.location}; jobs write datasets"
+                " in local folders only for now",
+                pointer="/xdm:dataSetId",
+            )
+        # Unknown or unusable activities and placements are refused now, not at run time.
+        snapshot = self._catalogs.get(container_id)
+        resolve(snapshot.catalog, DecisionRequest(propositions))
+        now = _ms(self._clock())
+        record = JobRecord(
+            job_id=str(uuid.uuid4()),
+            org_id=principal.org,
+            sandbox=principal.sandbox,
+            container_id=container_id,
+            dataset_id=dataset_id,
+            segment_id=segments[0],
+            engine=engine,
+            status=lc.QUEUED,
+            request={
+                "form": form,
+                "propositions": [
+                    {
+                        "xdm:activityId": p.activity_id,
+                        "xdm:placementId": p.placement_id,
+                        "xdm:itemCount": p.item_count,
+                    }
+                    for p in propositions
+                ],
+                "includeContent": include,
+                "seed": seed,
+            },
+            detail={"engine": engine},
+            created_ms=now,
+            updated_ms=now,
+            heartbeat_ms=None,
+            owner=None,
+        )
+        with self._store.session(write=True) as session:
+            session.batch.insert_job(record)
+        return record
+
+    def get(
+        self, principal: Principal, job_id: str, *, container_id: str | None = None
+    ) -> JobRecord:
+        with self._store.session() as session:
+            record = session.batch.get_job(job_id, org=principal.org, sandbox=principal.sandbox)
+        if record is None or (container_id is not None and record.container_id != container_id):
+            raise NotFound(f"no batch job {job_id}")
+        return record
+
+    def find(self, job_id: str) -> JobRecord:
+        """Any tenant's job (the operator's ``nextoffer batch status``)."""
+        with self._store.session() as session:
+            record = session.batch.get_job(job_id)
+        if record is None:
+            raise NotFound(f"no batch job {job_id}")
+        return record
+
+    def get_all(self, principal: Principal, *, limit: int = 100) -> list[JobRecord]:
+        with self._store.session() as session:
+            return session.batch.list_jobs(principal.org, principal.sandbox, limit=limit)
+
+    def cancel(
+        self, principal: Principal, job_id: str, *, container_id: str | None = None
+    ) -> JobRecord:
+        """End a queued or running job in ``ERROR`` (reason: cancelled); its runner stops at
+        its next heartbeat and publishes nothing. A finished job is a 409."""
+        record = self.get(principal, job_id, container_id=container_id)
+        detail = {
+            **record.detail,
+            "errors": [{"code": "cancelled", "message": f"cancelled by {principal.client_id}"}],
+            "finishedAt": format_datetime(self._clock()),
+        }
+        with self._store.session(write=True) as session:
+            moved = session.batch.move_job(
+                job_id,
+                expect=lc.OPEN,
+                values={"status": lc.ERROR, "detail": detail, "updated_ms": _ms(self._clock())},
+            )
+        if not moved:
+            raise Conflict(f"batch job {job_id} is finished ({self.get(principal, job_id).status})")
+        return self.get(principal, job_id)
+
+    def _decisioning_container(self, principal: Principal) -> str:
+        containers = [
+            c for c in self._repository.containers(principal) if c.container_type == "decisioning"
+        ]
+        if not containers:
+            raise NotFound(
+                "the sandbox has no decisioning container; name one in xdm:containerId",
+                pointer="/xdm:containerId",
+            )
+        return containers[0].container_id
+
+    # -- running -----------------------------------------------------------------------
+
+    def claim(self, job_id: str | None = None) -> JobRecord | None:
+        """Move a queued job to ``PROCESSING`` for this process: ``job_id``, or the oldest
+        whose dataset has fewer than ``MAX_RUNNING`` running jobs. ``None`` when none can."""
+        with self._store.session(write=True) as session:
+            batch = session.batch
+            if job_id is not None:
+                one = batch.get_job(job_id)
+                candidates = [one] if one is not None and one.status == lc.QUEUED else []
+            else:
+                candidates = batch.jobs_with_status([lc.QUEUED])
+            for job in candidates:
+                if batch.count_jobs(dataset_id=job.dataset_id, statuses=lc.RUNNING) >= (
+                    lc.MAX_RUNNING
+                ):
+                    continue
+                now = _ms(self._clock())
+                detail = {**job.detail, "startedAt": format_datetime(self._clock())}
+                if batch.move_job(
+                    job.job_id,
+                    expect=[lc.QUEUED],
+                    values={
+                        "status": lc.PROCESSING,
+                        "owner": _owner(),
+                        "heartbeat_ms": now,
+                        "updated_ms": now,
+                        "detail": detail,
+                    },
+                ):
+                    return batch.get_job(job.job_id)
+        return None
+
+    def recover(self) -> list[str]:
+        """Mark ``ERROR`` every running job whose runner is gone; their ids."""
+        now = _ms(self._clock())
+        host = socket.gethostname()
+        ended = []
+        with self._store.session() as session:
+            running = session.batch.jobs_with_status(lc.RUNNING)
+        for job in running:
+            owner_host, _, pid = (job.owner or "").rpartition(":")
+            dead_here = owner_host == host and pid.isdigit() and not _alive(int(pid))
+            stale = job.heartbeat_ms is None or now - job.heartbeat_ms > STALE_SECONDS * 1000
+            if not (dead_here or stale):
+                continue
+            why = "exited" if dead_here else f"sent no heartbeat for {STALE_SECONDS:.0f} s"
+            done = job.detail.get("profilesDone", 0)
+            message = (
+                f"the process running the job ({job.owner}) {why} while it was {job.status}"
+                f" ({done} profiles done); decisions made before that count toward caps, no"
+                " files were published; submit the job again"
+            )
+            detail = {
+                **job.detail,
+                "errors": [{"code": "runnerLost", "message": message}],
+                "finishedAt": format_datetime(self._clock()),
+            }
+            with self._store.session(write=True) as session:
+                if session.batch.move_job(
+                    job.job_id,
+                    expect=[job.status],
+                    values={"status": lc.ERROR, "detail": detail, "updated_ms": now},
+                ):
+                    ended.append(job.job_id)
+                    log.error("batch job %s: %s", job.job_id, message)
+        return ended
+
+    def execute(
+        self, job: JobRecord, *, on_progress: Callable[[JobRecord], None] | None = None
+    ) -> JobRecord:
+        """Run a job this process claimed, to its end; the final record. ``on_progress``
+        hears the record after every progress write (the CLI's progress bar)."""
+        started = time.perf_counter()
+        detail: dict[str, Any] = dict(job.detail)
+        try:
+            plan, total = self._plan(job)
+            detail.update(profilesTotal=total, profilesDone=0, decisions=0)
+            self._write(job, detail, expect=[lc.PROCESSING])
+            folder, staging = self._folders(job)
+            engine = self._engines[job.engine]
+            last = [float("-inf")]  # the first finished chunk is reported at once
+
+            def progress(step: ChunkStats) -> bool:
+                detail["profilesDone"] = min(total, detail["profilesDone"] + step.profiles)
+                detail["decisions"] += step.members
+                now = time.monotonic()
+                if now - last[0] < HEARTBEAT_SECONDS:
+                    return True
+                last[0] = now
+                return self._beat(job, detail, on_progress)
+
+            stats = engine.run(plan, self._chunks(job), staging, progress)
+            detail.update(
+                profilesDone=total,
+                decisions=stats.members,
+                refusedReservations=stats.refused,
+                cpuSeconds={k: round(v, 3) for k, v in stats.seconds.items()},
+                workerCpuSeconds=round(stats.cpu, 3),
+            )
+            if not self._write(job, detail, expect=[lc.PROCESSING], status=lc.INGESTING):
+                raise Stopped("the job was cancelled")
+            files = self._publish(job, plan, folder, staging, detail)
+            detail.update(
+                files=files,
+                finishedAt=format_datetime(self._clock()),
+                elapsedSeconds=round(time.perf_counter() - started, 3),
+            )
+            if not self._write(job, detail, expect=[lc.INGESTING], status=lc.COMPLETED):
+                raise Stopped("the job was cancelled")
+        except Stopped:
+            self._clean(job)
+        except Exception as exc:
+            log.exception("batch job %s failed", job.job_id)
+            message = (
+                exc.detail if isinstance(exc, NextOfferError) else f"{type(exc).__name__}: {exc}"
+            )
+            detail.update(
+                errors=[{"code": "failed", "message": message}],
+                finishedAt=format_datetime(self._clock()),
+            )
+            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+            self._clean(job)
+        with self._store.session() as session:
+            final = session.batch.get_job(job.job_id) or job
+        if on_progress is not None:
+            on_progress(final)
+        return final
+
+    def _plan(self, job: JobRecord) -> tuple[JobPlan, int]:
+        with self._store.session() as session:
+            segment = session.batch.get_segment(job.org_id, job.sandbox, job.segment_id)
+            total = session.batch.count_profiles(job.org_id, job.sandbox)
+        if segment is None:
+            raise NotFound(f"segment definition {job.segment_id} no longer exists")
+        image = self._catalogs.image(job.container_id)
+        propositions = tuple(
+            PropositionRequest(p["xdm:activityId"], p["xdm:placementId"], p["xdm:itemCount"])
+            for p in job.request["propositions"]
+        )
+        decided_at = self._clock()
+        # The library may have changed since the job was submitted: check again, once.
+        snapshot = build_snapshot(image, built=format_datetime(decided_at))
+        resolve(snapshot.catalog, DecisionRequest(propositions))
+        plan = JobPlan(
+            job_id=job.job_id,
+            org=job.org_id,
+            sandbox=job.sandbox,
+            container_id=job.container_id,
+            segment=segment.body["expression"]["value"],
+            propositions=propositions,
+            include_content=bool(job.request.get("includeContent")),
+            seed=int(job.request["seed"]),
+            decided_at=decided_at,
+            image=image,
+        )
+        return plan, total
+
+    def _chunks(self, job: JobRecord) -> Callable[[int], Iterator[list[ProfileRow]]]:
+        def chunks(size: int) -> Iterator[list[ProfileRow]]:
+            after = ""
+            while True:
+                with self._store.session() as session:
+                    rows = session.batch.profile_chunk(
+                        job.org_id, job.sandbox, after=after, limit=size
+                    )
+                if not rows:
+                    return
+                after = rows[-1][0]
+                yield rows
+
+        return chunks
+
+    def _folders(self, job: JobRecord) -> tuple[Path, Path]:
+        with self._store.session() as session:
+            dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
+        if dataset is None:
+            raise NotFound(f"dataset {job.dataset_id} no longer exists")
+        if not is_local(dataset.location):
+            raise Unprocessable(f"dataset location {dataset.location} is not a local folder")
+        folder = local_path(dataset.location) / job.job_id
+        staging = folder / "_staging"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        return folder, staging
+
+    def _publish(
+        self,
+        job: JobRecord,
+        plan: JobPlan,
+        folder: Path,
+        staging: Path,
+        detail: Mapping[str, Any],
+    ) -> list[str]:
+        """Move the part files into the job's folder and write its manifest last."""
+        files = []
+        for part in sorted(staging.glob("part-*.parquet")):
+            part.replace(folder / part.name)
+            files.append(f"{job.job_id}/{part.name}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(folder / "_export", ignore_errors=True)
+        manifest = {
+            "jobId": job.job_id,
+            "dataSetId": job.dataset_id,
+            "imsOrgId": job.org_id,
+            "sandboxName": job.sandbox,
+            "containerId": job.container_id,
+            "segmentId": job.segment_id,
+            "engine": job.engine,
+            "seed": plan.seed,
+            "decidedAt": format_datetime(plan.decided_at),
+            "libraryVersion": plan.image.version,
+            "propositionRequests": job.request["propositions"],
+            "includeContent": plan.include_content,
+            "profiles": detail.get("profilesTotal"),
+            "rows": detail.get("decisions"),
+            "format": "parquet",
+            "files": [f.split("/", 1)[1] for f in files],
+        }
+        temporary = folder / ".manifest.json.tmp"
+        temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+        temporary.replace(folder / "manifest.json")
+        return [*files, f"{job.job_id}/manifest.json"]
+
+    def _clean(self, job: JobRecord) -> None:
+        """Remove what the job wrote (it published nothing, or was cancelled meanwhile)."""
+        with self._store.session() as session:
+            dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
+        if dataset is not None and is_local(dataset.location):
+            shutil.rmtree(local_path(dataset.location) / job.job_id, ignore_errors=True)
+
+    def _write(
+        self,
+        job: JobRecord,
+        detail: Mapping[str, Any],
+        *,
+        expect: tuple[str, ...] | list[str],
+        status: str | None = None,
+    ) -> bool:
+        now = _ms(self._clock())
+        values: dict[str, Any] = {"detail": dict(detail), "updated_ms": now, "heartbeat_ms": now}
+        if status is not None:
+            values["status"] = status
+        with self._store.session(write=True) as session:
+            return session.batch.move_job(job.job_id, expect=expect, values=values)
+
+    def _beat(
+        self,
+        job: JobRecord,
+        detail: Mapping[str, Any],
+        on_progress: Callable[[JobRecord], None] | None,
+    ) -> bool:
+        """Write progress and the heartbeat; False when the job was cancelled meanwhile,
+        or this process is closing (then the job ends in ``ERROR`` saying so)."""
+        if self._stop.is_set():
+            ended = {
+                **detail,
+                "errors": [
+                    {
+                        "code": "shutdown",
+                        "message": f"the process running the job ({_owner()}) shut down while"
+                        f" it was PROCESSING ({detail.get('profilesDone', 0)} profiles done);"
+                        " decisions made before that count toward caps, no files were"
+                        " published; submit the job again",
+                    }
+                ],
+                "finishedAt": format_datetime(self._clock()),
+            }
+            self._write(job, ended, expect=[lc.PROCESSING], status=lc.ERROR)
+            return False
+        alive = self._write(job, detail, expect=[lc.PROCESSING])
+        if alive and on_progress is not None:
+            with self._store.session() as session:
+                current = session.batch.get_job(job.job_id)
+            if current is not None:
+                on_progress(current)
+        return alive
+
+    # -- the background runner -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Run queued jobs in the background (a server): a thread that recovers dead
+        jobs, then claims and starts runnable ones every ``poll_seconds``."""
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._loop, name="nextoffer-batch", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.recover()
+                while (job := self.claim()) is not None:
+                    worker = threading.Thread(
+                        target=self._run_claimed,
+                        args=(job,),
+                        name=f"nextoffer-batch-{job.job_id[:8]}",
+                        daemon=True,
+                    )
+                    with self._lock:
+                        self._running[job.job_id] = worker
+                    worker.start()
+            except NextOfferError as exc:
+                log.error("batch runner: %s", exc)
+            self._stop.wait(self._poll)
+
+    def _run_claimed(self, job: JobRecord) -> None:
+        try:
+            self.execute(job)
+        finally:
+            with self._lock:
+                self._running.pop(job.job_id, None)
+
+    def close(self) -> None:
+        """Stop claiming, and stop the jobs this process runs in the background: each
+        ends in ``ERROR`` (reason: shutdown) at its next progress report, its files
+        removed. (A process killed outright leaves that to the next :meth:`recover`.)"""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+        with self._lock:
+            running = list(self._running.values())
+        for worker in running:
+            worker.join(timeout=60)

@@ -1,0 +1,221 @@
+"""The ``spark`` batch engine: the same decisions on Apache Spark (PySpark).
+
+The runner exports the tenant's profiles to Parquet (pyarrow, chunk by chunk: flat
+memory) and Spark reads them; the job's plan — its library image included — is
+broadcast, and each partition (``mapInArrow``: Arrow batches in and out) opens its own
+composition root and compiles its snapshot once per Python worker, then decides with the
+same ``chunk.ChunkDecider`` as the local engine: the same decision path, the same cap
+reservations, the same per-profile seeded ties, the same Arrow rows
+(``output.arrow_table``). Spark writes the output (its own Parquet writer) under the same
+schema (``output.SPARK_SCHEMA``).
+
+``Settings.spark_master`` picks the cluster (``local[2]`` by default, or a master URL);
+``submit`` leaves it to ``spark-submit``'s ``--master`` (docs/batch.md). Executors need
+nextoffer installed and the database reachable (PostgreSQL, or Redis counters beside it);
+a SQLite file works only when the executors share this machine (``local[N]``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats, OpenWorker, Stopped
+from nextoffer.service.batch.output import SPARK_SCHEMA, arrow_table
+from nextoffer.service.batch.plan import JobPlan
+from nextoffer.storage.batch import ProfileRow
+
+#: ``Settings.spark_master`` when ``spark-submit`` started this process: its ``--master``.
+SUBMITTED = "submit"
+#: Profiles per exported Parquet row group, and per decided batch within a partition.
+CHUNK = 10_000
+
+#: Per Python worker of an executor: the job it decides for and its decider.
+_deciders: dict[str, tuple[Any, ChunkDecider]] = {}
+
+
+def _decider(plan: JobPlan, open_worker: OpenWorker) -> ChunkDecider:
+    found = _deciders.get(plan.job_id)
+    if found is None:
+        for resources, _ in _deciders.values():  # an earlier job's: this worker moved on
+            resources.close()
+        _deciders.clear()
+        resources = open_worker()
+        found = _deciders[plan.job_id] = (resources, ChunkDecider(plan, resources.path))
+    return found[1]
+
+
+def decide_partition(
+    plan_value: Any, open_worker: OpenWorker, counters: Any, batches: Iterable[Any]
+) -> Iterator[Any]:
+    """``mapInArrow``: decide each Arrow batch of the partition's profiles; the decision
+    events as Arrow batches in :func:`output.arrow_schema` (no row crosses between the JVM
+    and Python one at a time)."""
+    plan: JobPlan = plan_value.value
+    decider = _decider(plan, open_worker)
+    profiles, members, refused, cpu = counters
+    for batch in batches:
+        columns = batch.to_pydict()
+        rows = list(
+            zip(
+                columns["profile_id"],
+                columns["namespace"],
+                columns["identity"],
+                columns["attributes"],
+                strict=True,
+            )
+        )
+        events, stats = decider.decide(rows)
+        profiles.add(stats.profiles)
+        members.add(stats.members)
+        refused.add(stats.refused)
+        cpu.add(stats.cpu)
+        if events:
+            yield from arrow_table(events).to_batches()
+
+
+def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Path) -> int:
+    """Write the profiles to ``folder/profiles.parquet`` one row group per chunk; how many."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema(
+        [
+            ("profile_id", pa.string()),
+            ("namespace", pa.string()),
+            ("identity", pa.string()),
+            ("attributes", pa.string()),
+        ]
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    with pq.ParquetWriter(folder / "profiles.parquet", schema) as writer:
+        for rows in chunks:
+            columns = [[row[i] for row in rows] for i in range(4)]
+            writer.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema))
+            count += len(rows)
+    return count
+
+
+class SparkEngine:
+    name = "spark"
+
+    def __init__(self, open_worker: OpenWorker, *, master: str) -> None:
+        self._open_worker = open_worker
+        self._master = master
+
+    def run(
+        self,
+        plan: JobPlan,
+        chunks: Callable[[int], Iterator[list[ProfileRow]]],
+        staging: Path,
+        progress: Callable[[ChunkStats], bool],
+    ) -> ChunkStats:
+        try:
+            from pyspark.sql import SparkSession
+        except ImportError as exc:  # an optional dependency
+            raise RuntimeError(
+                "the spark engine needs PySpark: pip install 'nextoffer[spark]'"
+            ) from exc
+        started = time.thread_time()
+        # Not a name Spark hides (``_``/``.``): under the job's hidden export folder.
+        export = staging.parent / "_export" / "profiles"
+        total_profiles = export_profiles(chunks(CHUNK), export)
+        stats = ChunkStats()
+        stats.seconds["export"] = time.thread_time() - started
+        builder = SparkSession.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
+            "spark.sql.session.timeZone", "UTC"
+        )
+        if self._master != SUBMITTED:  # under spark-submit, its --master stands
+            builder = builder.master(self._master).config("spark.ui.enabled", "false")
+        if self._master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
+            # Executors on this machine run this interpreter (its installed nextoffer);
+            # PySpark reads the variable when the context starts.
+            os.environ["PYSPARK_PYTHON"] = sys.executable
+        spark = builder.getOrCreate()
+        context = spark.sparkContext
+        group = f"nextoffer-{plan.job_id}"
+        context.setJobGroup(group, f"nextoffer batch job {plan.job_id}", interruptOnCancel=True)
+        counters = (
+            context.accumulator(0),
+            context.accumulator(0),
+            context.accumulator(0),
+            context.accumulator(0.0),
+        )
+        # Splits of about a quarter of the export per core, along its row groups: every
+        # core gets work, whatever the export's size.
+        size = sum(f.stat().st_size for f in export.glob("*.parquet"))
+        cores = context.defaultParallelism
+        spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(2**20, size // (4 * cores))))
+        stop = threading.Event()
+        cancelled = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch,
+            args=(context, group, total_profiles, progress, stop, cancelled),
+            daemon=True,
+        )
+        try:
+            decided_at = time.perf_counter()
+            plan_value = context.broadcast(plan)
+            open_worker = self._open_worker
+            decided = spark.read.parquet(str(export)).mapInArrow(
+                lambda batches: decide_partition(plan_value, open_worker, counters, batches),
+                SPARK_SCHEMA,
+            )
+            watcher.start()
+            decided.write.mode("overwrite").parquet(
+                staging.as_uri() if staging.is_absolute() else str(staging)
+            )
+            stats.wall = time.perf_counter() - decided_at
+        except Exception:
+            if cancelled.is_set():
+                raise Stopped("the job was cancelled") from None
+            raise
+        finally:
+            stop.set()
+            if watcher.is_alive():
+                watcher.join()
+            spark.stop()
+        stats.profiles = counters[0].value
+        stats.members = counters[1].value
+        stats.refused = counters[2].value
+        stats.cpu = counters[3].value
+        for extra in staging.glob("*.crc"):
+            extra.unlink()
+        for extra in staging.glob(".*.crc"):
+            extra.unlink()
+        return stats
+
+    @staticmethod
+    def _watch(
+        context: Any,
+        group: str,
+        total: int,
+        progress: Callable[[ChunkStats], bool],
+        stop: threading.Event,
+        cancelled: threading.Event,
+    ) -> None:
+        """Report progress from the tasks Spark finished; cancel the job group when told."""
+        reported = 0
+        while not stop.wait(1.0):
+            tracker = context.statusTracker()
+            done = tasks = 0
+            for job_id in tracker.getJobIdsForGroup(group):
+                job = tracker.getJobInfo(job_id)
+                for stage_id in job.stageIds if job is not None else ():
+                    stage = tracker.getStageInfo(stage_id)
+                    if stage is not None:
+                        done += stage.numCompletedTasks
+                        tasks += stage.numTasks
+            estimate = total * done // tasks if tasks else 0
+            step = ChunkStats(profiles=max(0, estimate - reported))
+            reported += step.profiles
+            if not progress(step):
+                cancelled.set()
+                context.cancelJobGroup(group)
+                return

@@ -1,0 +1,169 @@
+"""A job's lifecycle without a server's runner: at most five running per dataset, the rest
+queued; cancelling queued and running jobs; a runner killed mid-run found and failed
+with its reason, its files unpublished."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from nextoffer.api.app import create_app
+from nextoffer.root import NextOffer
+from nextoffer.service.auth import Principal
+from nextoffer.settings import Settings
+from support.api import make_tenant
+from support.batch import Library, add_profiles, dataset, segment, workload
+
+PRINCIPAL = Principal("ACME@AdobeOrg", "prod", "test", "test")
+
+
+@pytest.fixture
+def setup(settings: Settings) -> Iterator[dict[str, Any]]:
+    """A library, 30 profiles, an audience and two datasets, made over HTTP by a server
+    that runs no jobs; then the test's own root."""
+    quiet = Settings(**{**_fields(settings), "batch_runner": False})
+    with TestClient(create_app(quiet)) as client:
+        tenant = make_tenant(client, quiet.db_url, "ACME@AdobeOrg", "prod")
+        library = Library(tenant, [])
+        add_profiles(tenant, 30)
+        body = workload(library, segment(tenant, "age >= 0"), dataset(tenant, "one"))
+        other = dataset(tenant, "two")
+        container = tenant.container
+    with NextOffer.open(quiet) as no:
+        yield {"no": no, "body": body, "other": other, "container": container}
+
+
+def _fields(settings: Settings) -> dict[str, Any]:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+def test_five_running_per_dataset_the_rest_queued(setup: dict[str, Any]) -> None:
+    no, body = setup["no"], setup["body"]
+    jobs = [no.batch.submit(PRINCIPAL, body, container_id=None) for _ in range(6)]
+    elsewhere = no.batch.submit(
+        PRINCIPAL, {**body, "xdm:dataSetId": setup["other"]}, container_id=None
+    )
+    claimed = [no.batch.claim() for _ in range(5)]
+    assert [c.job_id for c in claimed if c] == [j.job_id for j in jobs[:5]]
+    assert all(c is not None and c.status == "PROCESSING" for c in claimed)
+    # The sixth waits for its dataset; a job of another dataset goes ahead of it.
+    nxt = no.batch.claim()
+    assert nxt is not None and nxt.job_id == elsewhere.job_id
+    assert no.batch.claim() is None
+    assert no.batch.get(PRINCIPAL, jobs[5].job_id).status == "QUEUED"
+    # One finishes: the sixth may start.
+    assert claimed[0] is not None
+    assert no.batch.execute(claimed[0]).status == "COMPLETED"
+    sixth = no.batch.claim()
+    assert sixth is not None and sixth.job_id == jobs[5].job_id
+
+
+def test_cancelling_queued_and_running_jobs(setup: dict[str, Any]) -> None:
+    no, body = setup["no"], setup["body"]
+    queued = no.batch.submit(PRINCIPAL, body, container_id=None)
+    cancelled = no.batch.cancel(PRINCIPAL, queued.job_id)
+    assert cancelled.status == "ERROR"
+    assert cancelled.detail["errors"][0]["code"] == "cancelled"
+    assert no.batch.claim(queued.job_id) is None  # never runs
+    running = no.batch.submit(PRINCIPAL, body, container_id=None)
+    claimed = no.batch.claim(running.job_id)
+    assert claimed is not None
+    no.batch.cancel(PRINCIPAL, running.job_id)
+    final = no.batch.execute(claimed)  # the runner notices at its first write and stops
+    assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "cancelled"
+    assert no.datasets.files(PRINCIPAL, body["xdm:dataSetId"]) == []
+    with pytest.raises(Exception, match="finished"):
+        no.batch.cancel(PRINCIPAL, running.job_id)
+
+
+def test_a_segment_in_use_cannot_be_deleted(setup: dict[str, Any]) -> None:
+    no, body = setup["no"], setup["body"]
+    job = no.batch.submit(PRINCIPAL, body, container_id=None)
+    with pytest.raises(Exception, match="used by a batch job"):
+        no.segments.delete(PRINCIPAL, body["xdm:segmentIds"][0])
+    no.batch.cancel(PRINCIPAL, job.job_id)
+    no.segments.delete(PRINCIPAL, body["xdm:segmentIds"][0])
+
+
+def test_a_job_killed_mid_run_ends_in_error_with_its_reason(
+    setup: dict[str, Any], settings: Settings, tmp_path: Path
+) -> None:
+    no, body = setup["no"], setup["body"]
+    more = [
+        {"identityMap": {"Email": [{"id": f"more{n}@example.com"}]}, "profile": {"age": 30}}
+        for n in range(3000)
+    ]
+    assert no.profiles.upsert_many(PRINCIPAL, more) == [None] * 3000
+    command = [
+        sys.executable,
+        "-c",
+        "from nextoffer.cli import main; main()",
+        "batch",
+        "run",
+        "--db",
+        settings.db_url,
+        "--container",
+        setup["container"],
+        "--segment",
+        body["xdm:segmentIds"][0],
+        "--activity",
+        body["xdm:propositionRequests"][0]["xdm:activityId"],
+        "--placement",
+        body["xdm:propositionRequests"][0]["xdm:placementId"],
+        "--dataset",
+        body["xdm:dataSetId"],
+        "--workers",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        "NEXTOFFER_DATASETS_DIR": settings.datasets_dir or "",
+        "NEXTOFFER_BATCH_CHUNK": "2",  # many small chunks: progress to see before the end
+    }
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        job = None
+        while time.monotonic() < deadline:
+            running = [
+                j
+                for j in no.batch.get_all(PRINCIPAL)
+                if j.status == "PROCESSING" and j.detail.get("profilesDone", 0) > 0
+            ]
+            if running:
+                job = running[0]
+                break
+            assert process.poll() is None, "the job ended before it could be killed"
+            time.sleep(0.02)
+        assert job is not None, "the job never started"
+        os.killpg(process.pid, signal.SIGKILL)  # the runner and its worker processes
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert no.batch.get(PRINCIPAL, job.job_id).status == "PROCESSING"
+    assert no.batch.recover() == [job.job_id]
+    final = no.batch.get(PRINCIPAL, job.job_id)
+    assert final.status == "ERROR"
+    error = final.detail["errors"][0]
+    assert error["code"] == "runnerLost"
+    assert "exited while it was PROCESSING" in error["message"]
+    done = final.detail["profilesDone"]
+    assert 0 < done < final.detail["profilesTotal"] == 3030
+    assert f"({done} profiles done)" in error["message"]
+    assert no.datasets.files(PRINCIPAL, body["xdm:dataSetId"]) == []

@@ -1,0 +1,316 @@
+"""The workloads API end to end: audiences, datasets, jobs through their lifecycle on the
+local engine, the Parquet files and manifest, caps shared with online decisions."""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from starlette.testclient import TestClient
+
+from support.api import Tenant
+from support.batch import DATASETS, DWM, SEGMENTS, Library, add_profiles, dataset, segment, workload
+
+DECIDE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
+
+
+def wait_done(tenant: Tenant, url: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < deadline:
+        body = tenant.client.get(url, headers=tenant.headers).json()
+        if not seen or seen[-1] != body["ode:status"]:
+            seen.append(body["ode:status"])
+        if body["ode:status"] in ("COMPLETED", "ERROR"):
+            body["seen"] = seen
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"job still {seen[-1]} after {timeout} s")
+
+
+def rows(tenant: Tenant, dataset_id: str) -> list[dict[str, Any]]:
+    listing = tenant.client.get(f"{DATASETS}/{dataset_id}/files", headers=tenant.headers)
+    assert listing.status_code == 200, listing.text
+    out = []
+    for entry in listing.json()["files"]:
+        if entry["name"].endswith(".parquet"):
+            data = tenant.client.get(entry["href"], headers=tenant.headers)
+            assert data.status_code == 200
+            out.extend(pq.read_table(io.BytesIO(data.content)).to_pylist())
+    return out
+
+
+def test_a_job_decides_the_audience_into_parquet(tenant: Tenant) -> None:
+    library = Library(tenant, [{"xdm:limit": 5, "xdm:scope": "global"}])
+    add_profiles(tenant, 40)
+    segment_id = segment(tenant, "age >= 10")  # p0010..p0039: 30 profiles
+    dataset_id = dataset(tenant)
+    started = tenant.client.post(
+        DWM, json=workload(library, segment_id, dataset_id), headers=tenant.headers
+    )
+    assert started.status_code == 200, started.text
+    job = started.json()
+    assert set(job) == {"@id", "xdm:imsOrgId", "ode:createDate", "ode:status"}
+    assert job["ode:status"] == "QUEUED"
+    assert isinstance(job["ode:createDate"], int) and job["ode:createDate"] > 1_600_000_000_000
+    done = wait_done(tenant, f"{DWM}/{job['@id']}")
+    assert done["ode:status"] == "COMPLETED", done
+    assert done["seen"][-1] == "COMPLETED"
+    detail = done["ode:statusDetail"]
+    assert detail["profilesTotal"] == 40 and detail["profilesDone"] == 40
+    assert detail["decisions"] == 30
+    decided = rows(tenant, dataset_id)
+    assert len(decided) == 30
+    assert len({r["_id"] for r in decided}) == 30
+    people = sorted(r["identityMap"][0][1][0]["id"] for r in decided)
+    assert people == [f"p{n:04d}@example.com" for n in range(10, 40)]
+    chosen = [r["_experience"]["decisioning"]["propositions"][0]["items"][0] for r in decided]
+    # A is capped at 5 for everyone; gold profiles get B next; the rest the fallback.
+    assert sum(1 for c in chosen if c["id"] == library.a) == 5
+    for row, item in zip(decided, chosen, strict=True):
+        n = int(row["identityMap"][0][1][0]["id"][1:5])
+        if item["id"] != library.a:
+            assert item["id"] == (library.b if n % 3 == 0 else library.fallback)
+        assert item["fallback"] is (item["id"] == library.fallback)
+        assert item["content"] is None  # includeContent false
+    manifest = tenant.client.get(
+        f"{DATASETS}/{dataset_id}/files/{job['@id']}/manifest.json", headers=tenant.headers
+    ).json()
+    assert manifest["rows"] == 30 and manifest["engine"] == "local"
+    assert all(name.endswith(".parquet") for name in manifest["files"])
+
+
+def test_batch_and_online_decisions_share_caps(tenant: Tenant) -> None:
+    library = Library(tenant, [{"xdm:limit": 3, "xdm:scope": "global"}])
+    add_profiles(tenant, 12)
+    decide = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": library.placement, "xdm:activityId": library.decision}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "p0000@example.com"}]}}],
+    }
+    url = f"/data/core/ode/{tenant.container}/decisions"
+    headers = {**tenant.headers, "Content-Type": DECIDE}
+    first = tenant.client.post(url, json=decide, headers=headers).json()
+    assert first["xdm:propositions"][0]["xdm:options"][0]["xdm:id"] == library.a
+    job = tenant.client.post(
+        DWM,
+        json=workload(library, segment(tenant, "age >= 0"), dataset(tenant)),
+        headers=tenant.headers,
+    ).json()
+    done = wait_done(tenant, f"{DWM}/{job['@id']}")
+    assert done["ode:status"] == "COMPLETED", done
+    decided = rows(tenant, done["xdm:dataSetId"])
+    chosen = [r["_experience"]["decisioning"]["propositions"][0]["items"][0]["id"] for r in decided]
+    assert chosen.count(library.a) == 2  # one unit went online before the batch
+    after = tenant.client.post(url, json=decide, headers=headers).json()
+    assert after["xdm:propositions"][0]["xdm:options"][0]["xdm:id"] != library.a
+
+
+def test_per_profile_caps_hold_across_batch_and_online(tenant: Tenant) -> None:
+    library = Library(tenant, [{"xdm:limit": 1, "xdm:scope": "profile"}])
+    add_profiles(tenant, 4)
+    job = tenant.client.post(
+        DWM,
+        json=workload(library, segment(tenant, "age >= 0"), dataset(tenant)),
+        headers=tenant.headers,
+    ).json()
+    done = wait_done(tenant, f"{DWM}/{job['@id']}")
+    chosen = [
+        r["_experience"]["decisioning"]["propositions"][0]["items"][0]["id"]
+        for r in rows(tenant, done["xdm:dataSetId"])
+    ]
+    assert chosen == [library.a] * 4
+    decide = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": library.placement, "xdm:activityId": library.decision}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "p0001@example.com"}]}}],
+    }
+    answer = tenant.client.post(
+        f"/data/core/ode/{tenant.container}/decisions",
+        json=decide,
+        headers={**tenant.headers, "Content-Type": DECIDE},
+    ).json()
+    assert answer["xdm:propositions"][0]["xdm:fallback"]["xdm:id"] == library.fallback
+
+
+def test_the_2022_form_names_its_container_and_include_content(tenant: Tenant) -> None:
+    library = Library(tenant, [])
+    add_profiles(tenant, 3)
+    base = f"/data/core/ode/{tenant.container}/workloads/decisions"
+    body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
+    body["xdm:includeContent"] = True
+    started = tenant.client.post(base, json=body, headers=tenant.headers)
+    assert started.status_code == 200, started.text
+    job = started.json()
+    assert job["xdm:containerId"] == tenant.container
+    done = wait_done(tenant, f"{base}/{job['@id']}")
+    assert done["ode:status"] == "COMPLETED", done
+    items = [
+        r["_experience"]["decisioning"]["propositions"][0]["items"][0]
+        for r in rows(tenant, body["xdm:dataSetId"])
+    ]
+    assert all('"<b>hi</b>"' in item["content"] for item in items)
+    # The same job is not found under another container's path.
+    other = tenant.client.get(
+        f"/data/core/ode/00000000-0000-0000-0000-000000000000/workloads/decisions/{job['@id']}",
+        headers=tenant.headers,
+    )
+    assert other.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "field"),
+    [
+        ({"xdm:segmentIds": ["a", "b"]}, 422, "/xdm:segmentIds"),
+        ({"xdm:segmentIds": []}, 422, "/xdm:segmentIds"),
+        ({"xdm:segmentIds": ["00000000-0000-0000-0000-000000000000"]}, 404, "/xdm:segmentIds/0"),
+        ({"xdm:dataSetId": "nope"}, 404, "/xdm:dataSetId"),
+        ({"xdm:dataSetId": None}, 422, "/xdm:dataSetId"),
+        ({"itemCount": 31}, 422, "/xdm:propositionRequests/0/xdm:itemCount"),
+        ({"itemCount": 0}, 422, "/xdm:propositionRequests/0/xdm:itemCount"),
+        ({"activity": "xcore:offer-activity:0"}, 404, "/xdm:propositionRequests/0/xdm:activityId"),
+        ({"xdm:propositionRequests": []}, 422, "/xdm:propositionRequests"),
+        ({"xdm:includeContent": "yes"}, 422, "/xdm:includeContent"),
+        ({"nextoffer:engine": "hadoop"}, 422, "/nextoffer:engine"),
+    ],
+)
+def test_bad_workloads_name_the_field(
+    tenant: Tenant, change: dict[str, Any], status: int, field: str
+) -> None:
+    library = Library(tenant, [])
+    body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
+    change = dict(change)  # the parameter is shared by both backends' runs
+    request = body["xdm:propositionRequests"][0]
+    if "itemCount" in change:
+        request["xdm:itemCount"] = change.pop("itemCount")
+    if "activity" in change:
+        request["xdm:activityId"] = change.pop("activity")
+    body.update(change)
+    response = tenant.client.post(DWM, json=body, headers=tenant.headers)
+    assert response.status_code == status, response.text
+    problem = response.json()
+    assert problem["pointer"] == field
+    name = field.rsplit("/", 1)[-1] if not field[-1].isdigit() else field.split("/")[1]
+    assert name.removeprefix("xdm:").removeprefix("nextoffer:") in problem["detail"]
+
+
+def test_segment_definitions_crud_and_rule_errors(tenant: Tenant) -> None:
+    segment_id = segment(tenant, "age >= 18")
+    one = tenant.client.get(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).json()
+    assert one["expression"]["value"] == "age >= 18"
+    assert one["schema"] == {"name": "_xdm.context.profile"}
+    patched = tenant.client.patch(
+        f"{SEGMENTS}/{segment_id}",
+        json={"expression": {"type": "PQL", "format": "pql/text", "value": "age >= 21"}},
+        headers=tenant.headers,
+    )
+    assert patched.status_code == 200 and patched.json()["expression"]["value"] == "age >= 21"
+    listed = tenant.client.get(SEGMENTS, headers=tenant.headers).json()
+    assert [s["id"] for s in listed["segments"]] == [segment_id]
+    bad = tenant.client.post(
+        SEGMENTS,
+        json={"name": "x", "expression": {"type": "PQL", "format": "pql/text", "value": "age >="}},
+        headers=tenant.headers,
+    )
+    assert bad.status_code == 422
+    problem = bad.json()
+    assert problem["pointer"] == "/expression/value"
+    assert problem["line"] == 1 and problem["column"] >= 6
+    assert (
+        tenant.client.delete(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).status_code == 204
+    )
+    assert tenant.client.get(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).status_code == 404
+
+
+def test_another_tenant_sees_nothing(client: TestClient, tenant: Tenant, db_url: str) -> None:
+    from support.api import make_tenant
+
+    library = Library(tenant, [])
+    add_profiles(tenant, 2)
+    segment_id = segment(tenant, "age >= 0")
+    dataset_id = dataset(tenant)
+    job = tenant.client.post(
+        DWM, json=workload(library, segment_id, dataset_id), headers=tenant.headers
+    ).json()
+    wait_done(tenant, f"{DWM}/{job['@id']}")
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    for url in (
+        f"{SEGMENTS}/{segment_id}",
+        f"{DATASETS}/{dataset_id}",
+        f"{DATASETS}/{dataset_id}/files",
+        f"{DWM}/{job['@id']}",
+    ):
+        assert client.get(url, headers=other.headers).status_code == 404, url
+    assert client.delete(f"{DWM}/{job['@id']}", headers=other.headers).status_code == 404
+
+
+def test_file_downloads_stay_inside_the_dataset(tenant: Tenant) -> None:
+    dataset_id = dataset(tenant)
+    for path in ("../nextoffer.db", "%2e%2e/x", "_staging/part-00000.parquet", "x/../../y"):
+        response = tenant.client.get(
+            f"{DATASETS}/{dataset_id}/files/{path}", headers=tenant.headers
+        )
+        assert response.status_code == 404, path
+
+
+def test_a_dataset_location_stays_under_the_datasets_root(tenant: Tenant) -> None:
+    for location in ("/etc", "../outside", "/tmp/../etc/x"):
+        response = tenant.client.post(
+            DATASETS, json={"name": "x", "location": location}, headers=tenant.headers
+        )
+        assert response.status_code == 422, location
+        assert response.json()["pointer"] == "/location"
+    inside = tenant.client.post(
+        DATASETS, json={"name": "x", "location": "email/weekly"}, headers=tenant.headers
+    )
+    assert inside.status_code == 201
+    assert inside.json()["location"].endswith("/datasets/email/weekly")
+
+
+@pytest.mark.parametrize("form", ["dwm", "ode"])
+def test_adobes_documented_bodies(tenant: Tenant, form: str) -> None:
+    """The request Adobe's page prints (its ids mapped to ours) is accepted, and the answer
+    has exactly the members and types of the page's response; a status read back too."""
+    from support import example, remap
+
+    library = Library(tenant, [])
+    add_profiles(tenant, 2)
+    request = example(f"batch-{form}-start.request.json")
+    documented = example(f"batch-{form}-start.response.json")
+    mapping = {
+        request["xdm:segmentIds"][0]: segment(tenant, "age >= 0"),
+        request["xdm:dataSetId"]: dataset(tenant),
+        request["xdm:propositionRequests"][0]["xdm:activityId"]: library.decision,
+        request["xdm:propositionRequests"][0]["xdm:placementId"]: library.placement,
+    }
+    base = DWM if form == "dwm" else f"/data/core/ode/{tenant.container}/workloads/decisions"
+    started = tenant.client.post(base, json=remap(request, mapping), headers=tenant.headers)
+    assert started.status_code == 200, started.text
+    answer = started.json()
+    assert set(answer) == set(documented)
+    assert {k: type(v) for k, v in answer.items()} == {k: type(v) for k, v in documented.items()}
+    assert answer["xdm:imsOrgId"] == "ACME@AdobeOrg" and answer["ode:status"] == "QUEUED"
+    status = wait_done(tenant, f"{base}/{answer['@id']}")
+    read_back = example(f"batch-{form}-status.response.json")
+    assert set(read_back) <= set(status)
+    assert status["ode:status"] == "COMPLETED"
+
+
+def test_remote_datasets_are_recorded_but_jobs_refuse_them(tenant: Tenant) -> None:
+    library = Library(tenant, [])
+    created = tenant.client.post(
+        DATASETS, json={"name": "lake", "location": "s3a://bucket/offers"}, headers=tenant.headers
+    )
+    assert created.status_code == 201 and created.json()["location"] == "s3a://bucket/offers"
+    body = workload(library, segment(tenant, "age >= 0"), created.json()["id"])
+    for engine in ("local", "spark"):
+        refused = tenant.client.post(
+            DWM, json={**body, "nextoffer:engine": engine}, headers=tenant.headers
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["pointer"] == "/xdm:dataSetId"
