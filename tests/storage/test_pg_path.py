@@ -38,6 +38,9 @@ from support.decision_path_contract import (
 def opened() -> Iterator[tuple[Store, PgPath]]:
     store = Store.open(emptied_database(), pool_size=10)
     path = PgPath(store)
+    # As once callers have met: every record goes through the writer thread, so records
+    # submitted while its batch waits for a lock queue instead of writing themselves.
+    path._writer.start()
     yield store, path
     path.close()
     store.close()
