@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Live:
     def instances(self, type_name: str, **params: str) -> list[dict[str, Any]]:
         response = self.api.get(
             f"/data/core/xcore/{self.creds.container_id}/instances",
-            params={"schema": OM + type_name, **params},
+            params={"schema": schema(type_name, None), **params},
         )
         assert response.status_code == 200, response.text
         return list(response.json()["_embedded"]["results"])
@@ -99,7 +100,9 @@ class Console:
         page.on(
             "console",
             lambda m: (
-                self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+                self.errors.append(f"console {m.type}: {m.text} at {m.location['url']}")
+                if m.type == "error"
+                else None
             ),
         )
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
@@ -418,3 +421,68 @@ def test_a_cross_site_form_post_is_refused(console: Console, page: Page, live: L
     expect(page.get_by_role("heading", name="Form refused")).to_be_visible()
     console.errors = [e for e in console.errors if "403" not in e]  # the refusal's own status
     assert len(live.instances("offer-placement", limit="1000")) == before
+
+
+def test_a_ranking_strategy_made_in_the_forms_ranks_a_decision_and_draws_its_curves(
+    page: Page, live: Live
+) -> None:
+    page.goto(f"{live.base}/console/ranking-strategies/new")
+    page.get_by_label("Name", exact=True).fill("Learns the page")
+    _select(page, "Strategy", "Auto-optimization (one model for everyone)")
+    page.get_by_label("Exploration rate").fill("0.2")
+    page.get_by_role("button", name="Create").click()
+    # The API's 422: a rate belongs to personalized strategies only, shown beside the field.
+    expect(page.locator("#explorationRate-error")).to_be_visible()
+    expect(page.get_by_label("Exploration rate")).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Exploration rate").fill("")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Learns the page")
+    strategy = live.one("ranking-strategy", "Learns the page")["_instance"]["@id"]
+    # The demo decision's first criterion now ranks by it, chosen in the decision's form.
+    decision = live.instances("offer-activity")[0]
+    page.goto(f"{live.base}/console/decisions/{decision['instanceId']}")
+    _select(page, "Ranking", "ranking strategy: Learns the page")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved")
+    order = live.instances("offer-activity")[0]["_instance"]["xdm:criteria"][0]["xdm:ranking"]
+    assert order["xdm:order"]["xdm:rankingStrategy"] == strategy
+    # Traffic: decisions through the API, each displayed, every other one clicked.
+    events = []
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    for n in range(6):
+        answer = live.api.post(
+            f"/data/core/ode/{live.creds.container_id}/decisions",
+            json=decision_request(
+                {**live.ids, "decision": decision["_instance"]["@id"]}, f"learner{n}@example.com"
+            ),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+        proposition = answer.json()["xdm:propositions"][0]
+        offer = proposition["xdm:options"][0]["xdm:id"]
+        for kind in ("decisioning.propositionDisplay",) + (
+            ("decisioning.propositionInteract",) if n % 2 == 0 else ()
+        ):
+            events.append(
+                {
+                    "timestamp": now,
+                    "eventType": kind,
+                    "https://ns.adobe.com/experience/decisioning/propositions": [
+                        {
+                            "xdm:id": answer.json()["xdm:propositionId"],
+                            "xdm:items": [{"xdm:id": offer}],
+                        }
+                    ],
+                }
+            )
+    sent = live.api.post("/data/core/nextoffer/events", json={"events": events})
+    assert sent.status_code in (200, 207), sent.text
+    page.goto(f"{live.base}/console/reports")
+    panel = page.locator("section.strategy", has_text="Learns the page")
+    expect(panel.get_by_role("heading", name="Learns the page")).to_be_visible()
+    expect(panel).to_contain_text("6 impressions, 3 clicks, CTR 50.00 %")
+    expect(panel).to_contain_text("95 % interval")
+    charts = panel.locator("figure.chart svg")
+    expect(charts).to_have_count(3)
+    assert charts.nth(0).get_attribute("aria-label") == "Learns the page: CTR per day (%)"
+    assert charts.nth(2).locator("rect[height]").count() >= 1  # traffic share bars

@@ -445,6 +445,7 @@ def test_reports_draw_each_strategys_learning_curves_and_lift(
     page = client.get("/console/reports?from=2026-01-01&to=2026-01-31")
     assert page.status_code == 200
     report = shop.report()
+    assert "<title>Reports · nextoffer console</title>" in page.text
     section = page.text.split('id="strategies-title"', 1)[1]
     assert "Learner &lt;b&gt;" in section and "Learner <b>" not in section
     for title in ("CTR per day (%)", "impressions and clicks per day", "traffic share per offer"):
