@@ -1,8 +1,8 @@
 """Reports: propositions, impressions, clicks and CTR per offer and day, as charts, a table
 and CSV; cap usage against limits; the ranking strategies' learning curves (CTR per day
 against the random baseline, impressions and clicks per day, traffic share per offer, the
-lift with its interval — ``Reports.ranking_strategy``, the API's report). Charts are SVG drawn on the server (``charts.py``) and
-inlined in the page."""
+lift with its interval — ``Reports.ranking_strategy``, the API's report). Charts are SVG
+drawn on the server (``charts.py``) and inlined in the page."""
 
 from __future__ import annotations
 
