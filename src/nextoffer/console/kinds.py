@@ -9,6 +9,7 @@ the API wrote. The body is validated by the repository, exactly as the API's wou
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -150,12 +151,13 @@ def _strategy_data(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _rate(text: str) -> Any:
-    """The rate as a number when it reads as one; otherwise the text, for the repository's
-    422 ("… is not of type 'number'") beside the field."""
+    """The rate as a number when it reads as a finite one; otherwise the text, for the
+    repository's 422 ("… is not of type 'number'") beside the field."""
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         return text
+    return number if math.isfinite(number) else text
 
 
 def _strategy_body(
