@@ -2,7 +2,9 @@
 
 Seeds one container with 1,000 personalized offers (each with a representation, a tag,
 and one of 20 rules), 3 placements, 10 tags, 20 rules, 2 ranking formulas, 10 collections,
-5 decisions and a fallback, and records 300 decisions (for the reports). Then each console
+5 decisions and a fallback, 3 AI ranking strategies (one ranks the first decision), and
+records 300 decisions with their displays and a click on every fifth (for the reports and
+the strategy's learning curves). Then each console
 page is requested ``--requests`` times, one at a time, through Starlette's TestClient; a
 middleware times each request inside the server (first byte of the request to the last
 byte of the response). The reference, in the same run and the same way: the API's list of
@@ -38,6 +40,7 @@ from nextoffer.repository.objects import (
     PERSONALIZED_OFFER,
     PLACEMENT,
     RANKING_FORMULA,
+    RANKING_STRATEGY,
     RULE,
     TAG,
 )
@@ -158,6 +161,22 @@ def seed(db_url: str, offers: int) -> dict[str, Any]:
             )
             for n in range(10)
         ]
+        strategies = [
+            make(RANKING_STRATEGY, {"xdm:name": f"Strategy {n}", "xdm:strategyType": kind})
+            for n, kind in enumerate(
+                ("auto-optimization", "auto-optimization", "personalized-optimization")
+            )
+        ]
+
+        def ranking(n: int) -> dict[str, Any]:
+            if n:
+                return {}
+            order = {
+                "xdm:orderEvaluationType": "rankingStrategy",
+                "xdm:rankingStrategy": strategies[0],
+            }
+            return {"xdm:ranking": {"xdm:order": order}}
+
         decisions = [
             make(
                 DECISION,
@@ -169,18 +188,40 @@ def seed(db_url: str, offers: int) -> dict[str, Any]:
                         {
                             "xdm:placements": placements,
                             "xdm:optionSelection": {"xdm:filter": collections[n]},
+                            **ranking(n),
                         }
                     ],
                 },
             )
             for n in range(5)
         ]
+        events: list[dict[str, Any]] = []
         for n in track(range(300), description="recording 300 decisions"):
             call = DecisionCall(
                 propositions=(PropositionRequest(decisions[n % 5], placements[n % 3], 3),),
                 identities=[("Email", f"p{n}@example.com")],
             )
-            no.decide(who, cid, call, profile={"age": n % 40})
+            outcome = no.decide(who, cid, call, profile={"age": n % 40})
+            for proposition in outcome.result.propositions:
+                for option in proposition.options[:1]:
+                    kinds = ["decisioning.propositionDisplay"]
+                    kinds += ["decisioning.propositionInteract"] if n % 5 == 0 else []
+                    events += [
+                        {
+                            "timestamp": outcome.created.isoformat(),
+                            "eventType": kind,
+                            "https://ns.adobe.com/experience/decisioning/propositions": [
+                                {
+                                    "xdm:id": outcome.proposition_id,
+                                    "xdm:items": [{"xdm:id": option.offer_id}],
+                                }
+                            ],
+                        }
+                        for kind in kinds
+                    ]
+        for start in range(0, len(events), 100):
+            outcomes = no.events.append(who, {"events": events[start : start + 100]})
+            assert all(o.status == "stored" for o in outcomes), outcomes
         with no.store.session() as session:
             found = session.instances_by_at_id(cid, [offer_ids[7], placements[0], decisions[0]])
     return {
@@ -196,7 +237,7 @@ EXPECT = {
     "POST /console/simulate (dry run, explain, 3 items)": "Why each candidate",
     "POST /console/pql/check": '"ok":true',
     "/console/offers (list, 25 a page)": "Offer ",
-    "/console/reports (30 days, charts)": "<svg",
+    "/console/reports (30 days, charts)": "Strategy 0: CTR per day",
     "/console/offers/{id} (edit form)": "Representation 1",
 }
 
@@ -271,6 +312,7 @@ def main() -> None:
                 ),
                 ("/console/decisions/new", "GET", "/console/decisions/new", {}),
                 ("/console/rules/new", "GET", "/console/rules/new", {}),
+                ("/console/ranking-strategies", "GET", "/console/ranking-strategies", {}),
                 (
                     "POST /console/pql/check",
                     "POST",

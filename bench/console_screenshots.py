@@ -23,6 +23,7 @@ from playwright.sync_api import sync_playwright
 from nextoffer.cli.demo import seed_library
 from nextoffer.console import login_link
 from nextoffer.ids import format_datetime, utcnow
+from nextoffer.repository.objects import DECISION, RANKING_STRATEGY
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -49,6 +50,31 @@ def main() -> None:
             ids = seed_library(no.repository, creds.principal, creds.container_id)
             with no.store.session() as session:
                 found = session.instances_by_at_id(creds.container_id, list(ids.values()))
+            # A copy of the demo decision ranked by an AI strategy: its learning curves.
+            who, cid = creds.principal, creds.container_id
+            strategy = no.create(
+                who,
+                cid,
+                RANKING_STRATEGY,
+                {"xdm:name": "Homepage learner", "xdm:strategyType": "auto-optimization"},
+            ).at_id
+            learning = {
+                k: v for k, v in found[ids["decision"]].body.items() if not k.startswith("@")
+            }
+            learning["xdm:name"] = "Homepage (AI ranked)"
+            learning["xdm:criteria"] = [
+                {
+                    **c,
+                    "xdm:ranking": {
+                        "xdm:order": {
+                            "xdm:orderEvaluationType": "rankingStrategy",
+                            "xdm:rankingStrategy": strategy,
+                        }
+                    },
+                }
+                for c in learning["xdm:criteria"][:1]
+            ]
+            ids["learning"] = no.create(who, cid, DECISION, learning).at_id
         port = free_port()
         exe = Path(sys.executable).with_name("nextoffer")
         server = subprocess.Popen(
@@ -71,10 +97,11 @@ def main() -> None:
                 "x-sandbox-name": creds.sandbox,
                 "Content-Type": DECIDE,
             }
-            for n in range(40):
+            for n in range(80):
+                decision = ids["decision"] if n % 2 else ids["learning"]
                 body = {
                     "xdm:propositionRequests": [
-                        {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+                        {"xdm:placementId": ids["placement"], "xdm:activityId": decision}
                     ],
                     "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"p{n}@x.com"}]}}],
                 }
@@ -155,6 +182,7 @@ def shoot(base: str, creds: object, ids: dict[str, str], found: dict, out: Path)
         page.screenshot(path=out / "console-history.png", full_page=True)
         page.goto(f"{base}/console/reports")
         page.screenshot(path=out / "console-reports.png", full_page=True)
+        page.locator("section.strategy").first.screenshot(path=out / "console-strategy.png")
         browser.close()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ class Live:
     def instances(self, type_name: str, **params: str) -> list[dict[str, Any]]:
         response = self.api.get(
             f"/data/core/xcore/{self.creds.container_id}/instances",
-            params={"schema": OM + type_name, **params},
+            params={"schema": schema(type_name, None), **params},
         )
         assert response.status_code == 200, response.text
         return list(response.json()["_embedded"]["results"])
@@ -99,7 +100,9 @@ class Console:
         page.on(
             "console",
             lambda m: (
-                self.errors.append(f"console {m.type}: {m.text}") if m.type == "error" else None
+                self.errors.append(f"console {m.type}: {m.text} at {m.location['url']}")
+                if m.type == "error"
+                else None
             ),
         )
         page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
@@ -418,3 +421,142 @@ def test_a_cross_site_form_post_is_refused(console: Console, page: Page, live: L
     expect(page.get_by_role("heading", name="Form refused")).to_be_visible()
     console.errors = [e for e in console.errors if "403" not in e]  # the refusal's own status
     assert len(live.instances("offer-placement", limit="1000")) == before
+
+
+def test_a_ranking_strategy_made_in_the_forms_ranks_a_decision_and_draws_its_curves(
+    page: Page, live: Live
+) -> None:
+    page.goto(f"{live.base}/console/ranking-strategies/new")
+    page.get_by_label("Name", exact=True).fill("Learns the page")
+    _select(page, "Strategy", "Auto-optimization (one model for everyone)")
+    page.get_by_label("Exploration rate").fill("0.2")
+    page.get_by_role("button", name="Create").click()
+    # The API's 422: a rate belongs to personalized strategies only, shown beside the field.
+    expect(page.locator("#explorationRate-error")).to_be_visible()
+    expect(page.get_by_label("Exploration rate")).to_have_attribute("aria-invalid", "true")
+    page.get_by_label("Exploration rate").fill("")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Learns the page")
+    strategy = live.one("ranking-strategy", "Learns the page")["_instance"]["@id"]
+    # The demo decision's first criterion now ranks by it, chosen in the decision's form.
+    decision = live.instances("offer-activity")[0]
+    page.goto(f"{live.base}/console/decisions/{decision['instanceId']}")
+    _select(page, "Ranking", "ranking strategy: Learns the page")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved")
+    order = live.instances("offer-activity")[0]["_instance"]["xdm:criteria"][0]["xdm:ranking"]
+    assert order["xdm:order"]["xdm:rankingStrategy"] == strategy
+    # Traffic: decisions through the API, each displayed, every other one clicked.
+    events = []
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    for n in range(6):
+        answer = live.api.post(
+            f"/data/core/ode/{live.creds.container_id}/decisions",
+            json=decision_request(
+                {**live.ids, "decision": decision["_instance"]["@id"]}, f"learner{n}@example.com"
+            ),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+        proposition = answer.json()["xdm:propositions"][0]
+        offer = proposition["xdm:options"][0]["xdm:id"]
+        for kind in ("decisioning.propositionDisplay",) + (
+            ("decisioning.propositionInteract",) if n % 2 == 0 else ()
+        ):
+            events.append(
+                {
+                    "timestamp": now,
+                    "eventType": kind,
+                    "https://ns.adobe.com/experience/decisioning/propositions": [
+                        {
+                            "xdm:id": answer.json()["xdm:propositionId"],
+                            "xdm:items": [{"xdm:id": offer}],
+                        }
+                    ],
+                }
+            )
+    sent = live.api.post("/data/core/nextoffer/events", json={"events": events})
+    assert sent.status_code in (200, 207), sent.text
+    page.goto(f"{live.base}/console/reports")
+    panel = page.locator("section.strategy", has_text="Learns the page")
+    expect(panel.get_by_role("heading", name="Learns the page")).to_be_visible()
+    expect(panel).to_contain_text("6 impressions, 3 clicks, CTR 50.00 %")
+    expect(panel).to_contain_text("95 % interval")
+    charts = panel.locator("figure.chart svg")
+    expect(charts).to_have_count(3)
+    assert charts.nth(0).get_attribute("aria-label") == "Learns the page: CTR per day (%)"
+    assert charts.nth(2).locator("rect[height]").count() >= 1  # traffic share bars
+
+
+_GEOMETRY = """() => {
+  const area = document.querySelector(".pql-editor textarea");
+  const pre = document.querySelector(".pql-editor .pql-highlight");
+  const status = document.querySelector(".pql-status");
+  const a = area.getBoundingClientRect(), p = pre.getBoundingClientRect();
+  const sa = getComputedStyle(area), sp = getComputedStyle(pre);
+  const metrics = ["fontFamily", "fontSize", "lineHeight", "paddingTop", "paddingLeft",
+    "borderTopWidth", "borderLeftWidth", "letterSpacing", "whiteSpace", "tabSize",
+    "overflowWrap", "fontWeight"];
+  const before = area.value.slice(0, area.selectionStart).split("\\n");
+  const mark = (sel) => {
+    const found = [...pre.querySelectorAll(sel)];
+    const r = found[found.length - 1].getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, left: r.left, text: found[found.length - 1].textContent};
+  };
+  return {
+    area: [a.x, a.y, a.width, a.height], pre: [p.x, p.y, p.width, p.height],
+    metrics: metrics.map((k) => [k, sa[k], sp[k]]),
+    scroll: [area.scrollTop, pre.scrollTop],
+    caretLine: before.length, caretColumn: before[before.length - 1].length + 1,
+    origin: [p.left + parseFloat(sp.borderLeftWidth) + parseFloat(sp.paddingLeft),
+             p.top + parseFloat(sp.borderTopWidth) + parseFloat(sp.paddingTop) - pre.scrollTop],
+    lineHeight: parseFloat(sa.lineHeight), textColor: sa.color,
+    ident: mark(".tok-ident"), error: pre.querySelector(".tok-error") ? mark(".tok-error") : null,
+    num: pre.querySelector(".tok-num") ? mark(".tok-num") : null,
+    statusTop: status.getBoundingClientRect().top, editorBottom: a.bottom,
+  };
+}"""
+
+
+def test_the_rule_editor_colours_the_text_in_place_and_marks_the_error_on_its_line(
+    page: Page, live: Live
+) -> None:
+    page.goto(f"{live.base}/console/rules/new")
+    area = page.get_by_label("Condition (PQL)")
+    # Nine lines, then a tenth typed key by key: the textarea scrolls, the colours follow.
+    area.fill("".join(f"age > {n} or\n" for n in range(9)))
+    area.press("End")
+    area.press_sequentially("age >= ", delay=20)
+    status = page.locator(".pql-status")
+    expect(status).to_have_text(re.compile(r"^Line 10, column 8: "))
+    geometry = page.evaluate(_GEOMETRY)
+    # One box, one set of metrics: every glyph of the coloured copy lies under its own.
+    assert geometry["area"] == geometry["pre"]
+    for name, in_area, in_pre in geometry["metrics"]:
+        assert in_area == in_pre, (name, in_area, in_pre)
+    assert geometry["textColor"] == "rgba(0, 0, 0, 0)"  # only the colours show
+    assert geometry["scroll"][0] > 0 and geometry["scroll"][0] == geometry["scroll"][1]
+    # The error mark sits at the caret: line 10, column 8, in the visible part.
+    assert (geometry["caretLine"], geometry["caretColumn"]) == (10, 8)
+    x0, y0 = geometry["origin"]
+    height = geometry["lineHeight"]
+    ident = geometry["ident"]  # "age" of line 10
+    assert ident["text"] == "age"
+    assert abs(ident["top"] - (y0 + 9 * height)) < height / 2
+    error = geometry["error"]
+    assert error is not None and abs(error["top"] - (y0 + 9 * height)) < height / 2
+    char = (error["left"] - x0) / 7  # seven characters before column 8
+    assert 5 < char < 12  # a monospace cell, not somewhere else on the line
+    assert abs(ident["left"] - x0) < 1  # "age" starts the line
+    # The message is under the editor.
+    assert geometry["statusTop"] >= geometry["editorBottom"]
+    # Typing on: the number is coloured where the caret is, and the rule is valid.
+    area.press_sequentially("18", delay=20)
+    expect(status).to_contain_text("Valid rule")
+    geometry = page.evaluate(_GEOMETRY)
+    num = geometry["num"]
+    assert num is not None and num["text"] == "18"
+    x0, y0 = geometry["origin"]
+    assert abs(num["top"] - (y0 + 9 * height)) < height / 2
+    assert abs(num["left"] - (x0 + 7 * char)) < 2
+    assert geometry["error"] is None

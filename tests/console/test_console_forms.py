@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from nextoffer.console import login_link
 from support.api import HTML, WEB, Tenant, make_tenant
 from support.console import csrf_of
+from support.ranking import AUTO, Shop, teach
 
 PLACEMENT_FORM = {"channel": WEB, "componentType": HTML}
 
@@ -23,6 +24,15 @@ def _instances(tenant: Tenant, type_name: str) -> list[dict[str, Any]]:
         params={"schema": f"https://ns.adobe.com/experience/offer-management/{type_name}"},
         headers=tenant.headers,
     )
+    assert response.status_code == 200, response.text
+    return list(response.json()["_embedded"]["results"])
+
+
+STRATEGY = "https://ns.nextoffer.dev/offer-management/ranking-strategy"
+
+
+def _instances_of(tenant: Tenant, schema: str) -> list[dict[str, Any]]:
+    response = tenant.client.get(tenant.url(), params={"schema": schema}, headers=tenant.headers)
     assert response.status_code == 200, response.text
     return list(response.json()["_embedded"]["results"])
 
@@ -326,3 +336,124 @@ def test_status_changes_and_a_delete_that_others_reference_is_refused(
     )
     assert deleted.status_code == 303
     assert _instances(signed_in, "fallback-offer") == []
+
+
+# -- ranking strategies -----------------------------------------------------------------
+
+
+def _strategy_form(client: TestClient, url: str, **fields: str) -> Any:
+    page = client.get(url)
+    return client.post(
+        url, data={"csrf_token": csrf_of(page.text), **fields}, follow_redirects=False
+    )
+
+
+def test_a_ranking_strategy_is_made_edited_and_refused_with_the_apis_messages(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    url = "/console/ranking-strategies/new"
+    fields = {
+        "name": "By tier",
+        "strategyType": "personalized-optimization",
+        "optimizationGoal": "clicks",
+    }
+    bad_rate = _strategy_form(client, url, **fields, features="loyalty.tier", explorationRate="1.5")
+    assert bad_rate.status_code == 200  # the form again
+    rate = re.search(
+        r'<ul class="errors" id="explorationRate-error">(.*?)</ul>', bad_rate.text, re.S
+    )
+    assert rate is not None, bad_rate.text
+    assert "1.5 is greater than the maximum of 1" in rate.group(1)
+    bad_feature = _strategy_form(client, url, **fields, features="loyalty.tier\nperson.age > 3")
+    features = re.search(
+        r'<ul class="errors" id="features-error">(.*?)</ul>', bad_feature.text, re.S
+    )
+    assert features is not None, bad_feature.text
+    assert "line 1, column" in features.group(1)  # the feature's PQL position
+    assert _instances_of(signed_in, STRATEGY) == []
+    made = _strategy_form(
+        client,
+        url,
+        **fields,
+        features="loyalty.tier\n\n@{context}.device\n",
+        explorationRate="0.25",
+    )
+    assert made.status_code == 303, made.text
+    [strategy] = _instances_of(signed_in, STRATEGY)
+    body = strategy["_instance"]
+    assert body["xdm:features"] == ["loyalty.tier", "@{context}.device"]
+    assert body["xdm:explorationRate"] == 0.25
+    # Edited back to auto-optimization: the features are gone, the API accepts it.
+    instance = made.headers["location"].split("?")[0].rsplit("/", 1)[1]
+    edited = _strategy_form(
+        client,
+        f"/console/ranking-strategies/{instance}",
+        name="Everyone",
+        strategyType="auto-optimization",
+        optimizationGoal="clicks",
+        etag="1",
+    )
+    assert edited.status_code == 303, edited.text
+    [strategy] = _instances_of(signed_in, STRATEGY)
+    assert "xdm:features" not in strategy["_instance"]
+    assert strategy["_instance"]["xdm:strategyType"] == "auto-optimization"
+    listed = client.get("/console/ranking-strategies")
+    assert "Everyone" in listed.text and "auto-optimization" in listed.text
+
+
+def test_a_decision_criterion_ranks_by_a_strategy_chosen_in_the_form(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    shop = Shop(signed_in, AUTO)
+    [decision] = [d for d in _instances(signed_in, "offer-activity")]
+    page = client.get(f"/console/decisions/{decision['instanceId']}")
+    # The ranking select offers the strategy, and shows the criterion's choice.
+    assert re.search(
+        rf'<option selected value="{re.escape(shop.strategy)}">ranking strategy: auto</option>',
+        page.text,
+    ), page.text
+    saved = client.post(
+        f"/console/decisions/{decision['instanceId']}",
+        data={
+            "csrf_token": csrf_of(page.text),
+            "name": "d",
+            "status": "live",
+            "fallback": decision["_instance"]["xdm:fallback"],
+            "etag": "1",
+            "criteria-0-placements": shop.placement,
+            "criteria-0-collection": shop.collection,
+            "criteria-0-formula": shop.strategy,
+        },
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    [decision] = _instances(signed_in, "offer-activity")
+    order = decision["_instance"]["xdm:criteria"][0]["xdm:ranking"]["xdm:order"]
+    assert order == {
+        "xdm:orderEvaluationType": "rankingStrategy",
+        "xdm:rankingStrategy": shop.strategy,
+    }
+
+
+def test_reports_draw_each_strategys_learning_curves_and_lift(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    empty = client.get("/console/reports")
+    assert "No ranking strategy yet." in empty.text
+    shop = Shop(signed_in, {**AUTO, "xdm:name": "Learner <b>"})
+    teach(shop, shop.offers[1], 30)
+    page = client.get("/console/reports?from=2026-01-01&to=2026-01-31")
+    assert page.status_code == 200
+    report = shop.report()
+    assert "<title>Reports · nextoffer console</title>" in page.text
+    section = page.text.split('id="strategies-title"', 1)[1]
+    assert "Learner &lt;b&gt;" in section and "Learner <b>" not in section
+    for title in ("CTR per day (%)", "impressions and clicks per day", "traffic share per offer"):
+        assert f"Learner &lt;b&gt;: {title}" in section
+    lift = report["total"]["lift"]
+    assert f"Lift {lift['estimate'] * 100:+.1f} %" in section
+    assert f"{lift['low'] * 100:+.1f} % to {lift['high'] * 100:+.1f} %" in section
+    assert f"{report['total']['impressions']} impressions" in section
+    # The traffic share of the most shown offer, as the table writes it.
+    top = max(report["total"]["offers"], key=lambda o: o["impressions"])
+    assert f"{top['trafficShare'] * 100:.1f} %" in section

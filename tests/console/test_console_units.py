@@ -37,3 +37,13 @@ def test_repository_pointers_land_on_the_form_row_that_made_them() -> None:
     assert kinds.field_for(decisions, "/xdm:criteria/0/xdm:optionSelection/xdm:filter", {}) == (
         "criteria-0-collection"
     )
+
+
+def test_a_strategys_rate_is_sent_as_a_number_only_when_it_is_a_finite_one() -> None:
+    # Anything else goes to the repository as text, whose 422 is shown beside the field.
+    assert kinds._rate("0.25") == 0.25
+    assert kinds._rate("nan") == "nan" and kinds._rate("inf") == "inf"
+    assert kinds._rate("ten percent") == "ten percent"
+    strategies = kinds.KINDS["ranking-strategies"]
+    assert kinds.field_for(strategies, "/xdm:features/3", {}) == "features"
+    assert kinds.field_for(strategies, "/xdm:explorationRate", {}) == "explorationRate"

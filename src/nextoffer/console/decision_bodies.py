@@ -1,5 +1,8 @@
 """Decisions as forms: status, dates, the fallback, and evaluation criteria (placements,
-a collection, an eligibility rule, a ranking formula)."""
+a collection, an eligibility rule, a ranking formula or an AI ranking strategy).
+
+A criterion's "Ranking" select offers both formulas and strategies: the chosen ``@id``'s
+type (``xcore:ranking-strategy:…``) says which order the criterion gets."""
 
 from __future__ import annotations
 
@@ -7,6 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from nextoffer.console import bodies
+from nextoffer.repository.objects import RANKING_STRATEGY
+
+_STRATEGY_ID = f":{RANKING_STRATEGY.name}:"
 
 
 def _criterion_data(criterion: Mapping[str, Any]) -> dict[str, Any]:
@@ -17,7 +23,7 @@ def _criterion_data(criterion: Mapping[str, Any]) -> dict[str, Any]:
         "placements": list(criterion.get("xdm:placements") or []),
         "collection": selection.get("xdm:filter", ""),
         "rule": constraints.get("xdm:eligibilityRule", ""),
-        "formula": order.get("xdm:function", ""),
+        "formula": order.get("xdm:function") or order.get("xdm:rankingStrategy") or "",
     }
 
 
@@ -63,12 +69,17 @@ def decision_body(
                 constraints["xdm:profileConstraintType"] = "none"
         criterion["xdm:profileConstraints"] = constraints
         ranking = dict(criterion.get("xdm:ranking") or {})
-        if sub.formula.data:
+        if sub.formula.data and _STRATEGY_ID in sub.formula.data:
+            ranking["xdm:order"] = {
+                "xdm:orderEvaluationType": "rankingStrategy",
+                "xdm:rankingStrategy": sub.formula.data,
+            }
+        elif sub.formula.data:
             ranking["xdm:order"] = {
                 "xdm:orderEvaluationType": "scoringFunction",
                 "xdm:function": sub.formula.data,
             }
-        elif (ranking.get("xdm:order") or {}).get("xdm:orderEvaluationType") != "rankingStrategy":
+        else:
             ranking["xdm:order"] = {"xdm:orderEvaluationType": "static"}
         criterion["xdm:ranking"] = ranking
         written.append(criterion)

@@ -54,6 +54,10 @@ DECISION_STATUSES = [
     SelectChoice("live", "Live"),
     SelectChoice("archived", "Archived"),
 ]
+STRATEGY_TYPES = [
+    SelectChoice("auto-optimization", "Auto-optimization (one model for everyone)"),
+    SelectChoice("personalized-optimization", "Personalized optimization (a model over features)"),
+]
 FILTER_TYPES = [
     SelectChoice("anyTags", "Offers with any of these tags"),
     SelectChoice("allTags", "Offers with all of these tags"),
@@ -119,6 +123,22 @@ class RuleForm(_Named):
 
 class RankingForm(_Named):
     expression = TextAreaField("Formula (PQL)")
+
+
+class RankingStrategyForm(_Named):
+    """An AI ranking strategy. The rate is a text field so that the repository, not the
+    form, judges it: the console shows the API's own 422 message beside it."""
+
+    strategyType = SelectField("Strategy", choices=STRATEGY_TYPES)
+    optimizationGoal = StringField(
+        "Optimization goal", default="clicks", description="clicks, or an event type"
+    )
+    features = TextAreaField(
+        "Features", [Optional()], description="personalized only: one PQL feature per line"
+    )
+    explorationRate = StringField(
+        "Exploration rate", [Optional()], description="personalized only: 0 to 1 (0.1 if empty)"
+    )
 
 
 class CollectionForm(_Named):

@@ -9,6 +9,7 @@ the API wrote. The body is validated by the repository, exactly as the API's wou
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from nextoffer.repository.objects import (
     PERSONALIZED_OFFER,
     PLACEMENT,
     RANKING_FORMULA,
+    RANKING_STRATEGY,
     RULE,
     TAG,
     ObjectType,
@@ -130,6 +132,44 @@ def _ranking_body(
 ) -> tuple[dict[str, Any], bodies.Rows]:
     bodies.put_named(form, body)
     _put_pql(body, "expression", form.expression.data or "")
+    return body, {}
+
+
+# -- ranking strategies -----------------------------------------------------------------
+
+
+def _strategy_data(body: Mapping[str, Any]) -> dict[str, Any]:
+    features = body.get("xdm:features")
+    rate = body.get("xdm:explorationRate")
+    return {
+        **bodies.named(body),
+        "strategyType": body.get("xdm:strategyType", "auto-optimization"),
+        "optimizationGoal": body.get("xdm:optimizationGoal", "clicks"),
+        "features": "\n".join(str(f) for f in features) if isinstance(features, list) else "",
+        "explorationRate": f"{rate:g}" if isinstance(rate, int | float) else "",
+    }
+
+
+def _rate(text: str) -> Any:
+    """The rate as a number when it reads as a finite one; otherwise the text, for the
+    repository's 422 ("… is not of type 'number'") beside the field."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text
+
+
+def _strategy_body(
+    form: Any, body: dict[str, Any], _o: bodies.Options
+) -> tuple[dict[str, Any], bodies.Rows]:
+    bodies.put_named(form, body)
+    body["xdm:strategyType"] = form.strategyType.data
+    bodies.put(body, "xdm:optimizationGoal", (form.optimizationGoal.data or "").strip() or None)
+    lines = [line.strip() for line in (form.features.data or "").splitlines()]
+    bodies.put(body, "xdm:features", [line for line in lines if line])
+    rate = (form.explorationRate.data or "").strip()
+    bodies.put(body, "xdm:explorationRate", _rate(rate) if rate else None)
     return body, {}
 
 
@@ -268,6 +308,8 @@ KINDS: dict[str, Kind] = {
                 ("criteria.collection", COLLECTION, False),
                 ("criteria.rule", RULE, True),
                 ("criteria.formula", RANKING_FORMULA, True),
+                # The same select: a criterion ranks by a formula or by a strategy.
+                ("criteria.formula", RANKING_STRATEGY, True),
             ),
             statuses=("draft", "live", "archived"),
             columns=(("Status", _status),),
@@ -293,6 +335,23 @@ KINDS: dict[str, Kind] = {
             (*bodies.NAMED_POINTERS, (r"^/(xdm:)?expression", "expression")),
             columns=(("Formula", _pql_label("expression")),),
         ),
+        Kind(
+            "ranking-strategies",
+            RANKING_STRATEGY,
+            "Ranking strategies",
+            "ranking strategy",
+            forms.RankingStrategyForm,
+            _strategy_data,
+            _strategy_body,
+            (
+                *bodies.NAMED_POINTERS,
+                (r"^/xdm:strategyType", "strategyType"),
+                (r"^/xdm:optimizationGoal", "optimizationGoal"),
+                (r"^/xdm:features", "features"),
+                (r"^/xdm:explorationRate", "explorationRate"),
+            ),
+            columns=(("Strategy", lambda b: bodies.text(b.get("xdm:strategyType"))),),
+        ),
     )
 }
 
@@ -300,10 +359,16 @@ BY_TYPE: dict[ObjectType, Kind] = {k.object_type: k for k in KINDS.values()}
 
 
 def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
-    """Set the choices of every reference select of ``form`` (repeated rows included)."""
+    """Set the choices of every reference select of ``form`` (repeated rows included).
+
+    A select named by several references offers them all, each after the first labelled
+    with its type (a criterion's ranking: formulas, then strategies)."""
+    filled: set[str] = set()
     for path, object_type, optional in kind.references:
+        prefix = f"{object_type.label}: " if path in filled else ""
         found = [
-            SelectChoice(at_id, name or at_id) for at_id, name, _b in options.get(object_type, [])
+            SelectChoice(at_id, prefix + (name or at_id))
+            for at_id, name, _b in options.get(object_type, [])
         ]
         group, _, name = path.partition(".")
         fields = (
@@ -312,13 +377,16 @@ def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
             else [getattr(form, group)]
         )
         for select in fields:
-            if isinstance(select, SelectMultipleField):
+            if path in filled:
+                select.choices = [*select.choices, *found]
+            elif isinstance(select, SelectMultipleField):
                 select.choices = found  # nothing chosen is the empty choice
             else:
                 select.choices = [
                     SelectChoice("", "— none —" if optional else "— choose —"),
                     *found,
                 ]
+        filled.add(path)
 
 
 def field_for(kind: Kind, pointer: str, rows: bodies.Rows) -> str | None:

@@ -1,6 +1,8 @@
 """Reports: propositions, impressions, clicks and CTR per offer and day, as charts, a table
-and CSV; cap usage against limits. Charts are SVG drawn on the server (``charts.py``) and
-inlined in the page."""
+and CSV; cap usage against limits; the ranking strategies' learning curves (CTR per day
+against the random baseline, impressions and clicks per day, traffic share per offer, the
+lift with its interval — ``Reports.ranking_strategy``, the API's report). Charts are SVG
+drawn on the server (``charts.py``) and inlined in the page."""
 
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ from starlette.routing import Route
 from nextoffer.console import charts, web
 from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import BadRequest
-from nextoffer.repository.objects import PERSONALIZED_OFFER
+from nextoffer.repository.objects import PERSONALIZED_OFFER, RANKING_STRATEGY
 
 #: Caps listed (the fullest first).
 CAPS_SHOWN = 50
 #: Offers drawn in the bar chart (the busiest; the table and CSV list them all).
 CHART_OFFERS = 15
+#: Strategies with a panel (by name; the rest are counted and linked to their pages).
+STRATEGIES_SHOWN = 10
 
 
 def _day(request: Request, name: str, default: date) -> date:
@@ -77,6 +81,7 @@ async def reports_page(request: Request, visitor: Visitor) -> Response:
     no = nextoffer(request)
     names = await _names(request, visitor)
     caps = await no.run(no.reports.caps, visitor.principal, visitor.container_id)
+    strategies, more_strategies = await no.run(_strategies, request, visitor, first, last)
     totals = sorted(
         (
             {
@@ -112,6 +117,8 @@ async def reports_page(request: Request, visitor: Visitor) -> Response:
             "empty": not rows,
             "daily": daily,
             "by_offer": by_offer,
+            "strategies": [_strategy_panel(s, names) for s in strategies],
+            "more_strategies": more_strategies,
         },
         visitor=visitor,
     )
@@ -146,6 +153,76 @@ def _offers_chart(totals: list[dict[str, Any]]) -> str:
         [str(t["name"])[:24] for t in shown],
         {label: [int(t[key]) for t in shown] for key, label in _SERIES},
     )
+
+
+def _strategies(
+    request: Request, visitor: Visitor, first: date, last: date
+) -> tuple[list[dict[str, Any]], int]:
+    """The reports of the first strategies by name, and how many more there are (blocking)."""
+    no = nextoffer(request)
+    # Names only (no bodies): a container holds at most 1,000 strategies.
+    found = no.repository.names(
+        visitor.principal, visitor.container_id, RANKING_STRATEGY, limit=web.MAX_OPTIONS
+    )
+    reports = []
+    for at_id, name in found[:STRATEGIES_SHOWN]:
+        report = no.reports.ranking_strategy(
+            visitor.principal, visitor.container_id, at_id, first=first, last=last
+        )
+        reports.append({**report, "name": name or at_id})
+    return reports, max(len(found) - STRATEGIES_SHOWN, 0)
+
+
+def _percent(value: float | None) -> float:
+    return 0.0 if value is None else round(100 * value, 3)
+
+
+def _strategy_panel(report: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """One strategy's panel: its learning curves as charts (none without traffic)."""
+    days = report["days"]
+    panel: dict[str, Any] = {**report, "charts": []}
+    if not days:
+        return panel
+    labels = [d["day"] for d in days]
+    name = str(report["name"])
+    panel["charts"] = [
+        Markup(
+            charts.line_chart(
+                f"{name}: CTR per day (%)",
+                labels,
+                {
+                    "Strategy CTR %": [_percent(d["clickThroughRate"]) for d in days],
+                    "Random baseline CTR %": [
+                        _percent((d["lift"] or {}).get("baselineClickThroughRate")) for d in days
+                    ],
+                },
+            )
+        ),
+        Markup(
+            charts.line_chart(
+                f"{name}: impressions and clicks per day",
+                labels,
+                {
+                    "Impressions": [d["impressions"] for d in days],
+                    "Clicks": [d["clicks"] for d in days],
+                    "Served at random": [d["exploredImpressions"] for d in days],
+                },
+            )
+        ),
+    ]
+    offers = sorted(report["total"]["offers"], key=lambda o: -int(o["impressions"]))
+    shown = offers[:CHART_OFFERS]
+    panel["charts"].append(
+        Markup(
+            charts.bar_chart(
+                f"{name}: traffic share per offer (%)",
+                [names.get(o["offerId"], o["offerId"])[:24] for o in shown],
+                {"Share of impressions %": [_percent(o["trafficShare"]) for o in shown]},
+            )
+        )
+    )
+    panel["offers"] = [{**o, "name": names.get(o["offerId"], o["offerId"])} for o in offers]
+    return panel
 
 
 def _cell(value: Any) -> str:

@@ -50,6 +50,7 @@ NAV = (
     ("tags", "Collection qualifiers"),
     ("rules", "Decision rules"),
     ("ranking", "Ranking formulas"),
+    ("ranking-strategies", "Ranking strategies"),
     ("decisions", "Decisions"),
     ("simulate", "Simulate"),
     ("reports", "Reports"),

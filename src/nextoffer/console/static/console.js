@@ -35,13 +35,18 @@
     return response.json();
   }
 
-  // -- PQL: live checking and highlighting as you type.
+  // -- PQL: live checking and highlighting as you type, inside the editor itself.
+  // The overlay technique: the coloured copy is a <pre> behind the textarea, with the same
+  // box and font metrics (console.css, .pql-editor); the textarea's own text is
+  // transparent, so only its caret and selection show over the colours. The <pre> follows
+  // the textarea's scrolling. Without this script the textarea is an ordinary one.
   function render(pre, source, tokens, error) {
     pre.textContent = "";
     let at = 0;
     const errorAt = error ? offsetOf(source, error.line, error.column) : -1;
     const pieces = [];
     for (const [start, end, kind] of tokens) {
+      if (start < at || end > source.length) continue; // tokens of an older text
       if (start > at) pieces.push([at, start, null]);
       pieces.push([start, end, kind]);
       at = end;
@@ -60,6 +65,8 @@
       mark.textContent = " ";
       pre.appendChild(mark);
     }
+    // A last empty line still takes its height (as it does in the textarea).
+    pre.appendChild(document.createTextNode("\n"));
   }
 
   function offsetOf(source, line, column) {
@@ -74,8 +81,21 @@
     const pre = box.querySelector(".pql-highlight");
     const status = box.querySelector(".pql-status");
     const kind = box.dataset.pqlKind;
+    // The editor: the <pre> and the textarea in one box, the <pre> underneath.
+    const editor = document.createElement("div");
+    editor.className = "pql-editor";
+    area.parentNode.insertBefore(editor, area);
+    editor.appendChild(pre);
+    editor.appendChild(area);
+    function follow() {
+      pre.scrollTop = area.scrollTop;
+      pre.scrollLeft = area.scrollLeft;
+    }
+    area.addEventListener("scroll", follow);
     let timer = null;
     let asked = 0;
+    let tokens = [];
+    let checked = ""; // the text ``tokens`` are of
     async function check() {
       const source = area.value;
       const ticket = ++asked;
@@ -87,7 +107,10 @@
         return;
       }
       if (ticket !== asked) return; // a newer check is on its way
-      render(pre, source, answer.tokens || [], answer.error);
+      tokens = answer.tokens || [];
+      checked = source;
+      render(pre, source, tokens, answer.error);
+      follow();
       if (answer.ok) {
         status.textContent = "✓ Valid " + (kind === "formula" ? "formula" : "rule");
         status.className = "pql-status ok";
@@ -100,9 +123,20 @@
       }
     }
     area.addEventListener("input", function () {
+      // The text shows at once: coloured up to the first change since the last check,
+      // plain after it until the check answers.
+      const source = area.value;
+      let same = 0;
+      while (same < source.length && same < checked.length && source[same] === checked[same]) {
+        same++;
+      }
+      render(pre, source, tokens.filter(function (t) { return t[1] <= same; }), null);
+      follow();
       clearTimeout(timer);
       timer = setTimeout(check, 150);
     });
+    render(pre, area.value, [], null);
+    box.classList.add("pql-overlay");
     check();
   }
 
