@@ -76,3 +76,67 @@ def test_a_failed_open_closes_what_it_opened(
     with pytest.raises(BadRequest):
         NextOffer.open(settings)
     assert len(closed) == 1
+
+
+def test_a_decision_new_to_another_worker_is_decided_there_at_once(tmp_path: Path) -> None:
+    # Two roots on one database, as two workers: B's snapshot was checked a moment ago
+    # (within its check interval) when A creates a decision; B's first decision on it
+    # must not be a 404 from the snapshot a refresh is about to replace.
+    from nextoffer import DecisionCall, PropositionRequest
+    from nextoffer.repository.objects import COLLECTION, DECISION, FALLBACK_OFFER, PLACEMENT
+
+    html = "https://ns.adobe.com/experience/offer-management/content-component-html"
+    web = "https://ns.adobe.com/xdm/channel-types/web"
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    settings = Settings(db_url=url, warm_catalogs=False)
+    with NextOffer.open(settings) as a, NextOffer.open(settings) as b:
+        tenant = a.bootstrap(org="W@AdobeOrg", sandbox="prod")
+        who, container = tenant.principal, tenant.container_id
+
+        def create(object_type: object, body: dict[str, object]) -> str:
+            return a.create(who, container, object_type, body).at_id  # type: ignore[arg-type]
+
+        placement = create(
+            PLACEMENT, {"xdm:name": "P", "xdm:channel": web, "xdm:componentType": html}
+        )
+        reps = [
+            {
+                "xdm:placement": placement,
+                "xdm:channel": web,
+                "xdm:components": [
+                    {"@type": html, "dc:format": "text/html", "xdm:content": "<p>f</p>"}
+                ],
+            }
+        ]
+        fallback = create(
+            FALLBACK_OFFER, {"xdm:name": "F", "xdm:status": "approved", "xdm:representations": reps}
+        )
+        offers = create(COLLECTION, {"xdm:name": "C", "xdm:filterType": "offers", "xdm:ids": []})
+
+        def decision(name: str) -> str:
+            return create(
+                DECISION,
+                {
+                    "xdm:name": name,
+                    "xdm:status": "live",
+                    "xdm:fallback": fallback,
+                    "xdm:criteria": [
+                        {
+                            "xdm:placements": [placement],
+                            "xdm:optionSelection": {"xdm:filter": offers},
+                        }
+                    ],
+                },
+            )
+
+        def decide(on: NextOffer, activity: str) -> str | None:
+            call = DecisionCall(
+                propositions=(PropositionRequest(activity, placement),),
+                identities=[("Email", "w@example.com")],
+                dry_run=True,
+            )
+            fallback_chosen = on.decide(who, container, call).result.propositions[0].fallback
+            return fallback_chosen.offer_id if fallback_chosen is not None else None
+
+        assert decide(b, decision("first")) == fallback  # B's snapshot: checked just now
+        assert decide(b, decision("second")) == fallback  # new to B, decided at once

@@ -238,6 +238,20 @@ class CatalogCache:
                 self._written.add(container_id)
             snapshot.checked_at = float("-inf")
 
+    def newer(self, container_id: str, snapshot: Snapshot) -> Snapshot | None:
+        """A snapshot newer than ``snapshot``, waited for (up to the cache's ``wait``), when
+        the stored library has moved on since it was built; else ``None``. For a decision
+        that names an object ``snapshot`` lacks: it may have just been written elsewhere,
+        and a 404 must not come from a snapshot that a refresh is replacing."""
+        try:
+            if self._path.library_version(container_id) <= snapshot.version:
+                return None
+        except Unavailable:
+            return None
+        self.invalidate(container_id)  # get() then waits for the build, not the short wait
+        fresh = self.get(container_id)
+        return fresh if fresh.version > snapshot.version else None
+
     def ready(self, container_id: str) -> Snapshot | None:
         """The current snapshot when that needs no waiting: checked within the interval,
         or its version checked now by an ``inline`` read (SQLite) and found current.

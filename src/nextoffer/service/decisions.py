@@ -129,9 +129,17 @@ class Decisions:
         """Decide, waiting in this thread; ``profile``/``events`` given directly replace the
         stored profile (simulation)."""
         snapshot = self.snapshot(principal, container_id)
-        attempt = self._begin(
-            principal, container_id, call, snapshot, profile=profile, events=events
-        )
+        try:
+            attempt = self._begin(
+                principal, container_id, call, snapshot, profile=profile, events=events
+            )
+        except NotFound:
+            fresh = self._catalogs.newer(container_id, snapshot)
+            if fresh is None:
+                raise
+            attempt = self._begin(
+                principal, container_id, call, fresh, profile=profile, events=events
+            )
         while attempt.waiting is not None:
             wait([attempt.waiting])
             attempt.settle()
@@ -147,12 +155,14 @@ class Decisions:
         run in the pool."""
         inline = self._path.inline
         snapshot = await self.snapshot_async(principal, container_id)
-        if inline:
-            attempt = self._begin(principal, container_id, call, snapshot)
-        else:
-            attempt = await in_pool(
-                self._executor, self._begin, principal, container_id, call, snapshot
-            )
+        try:
+            attempt = await self._begin_async(principal, container_id, call, snapshot)
+        except NotFound:
+            # An object the snapshot lacks may be new: decide again on a newer one, if any.
+            fresh = await in_pool(self._executor, self._catalogs.newer, container_id, snapshot)
+            if fresh is None:
+                raise
+            attempt = await self._begin_async(principal, container_id, call, fresh)
         while attempt.waiting is not None:
             await finished(attempt.waiting)  # settle() reads the outcome, errors included
             if inline or attempt.recorded:
@@ -160,6 +170,14 @@ class Decisions:
             else:  # refused or failed: settle() reads counts and decides again
                 await in_pool(self._executor, attempt.settle)
         return attempt.outcome()
+
+    async def _begin_async(
+        self, principal: Principal, container_id: str, call: DecisionCall, snapshot: Snapshot
+    ) -> Attempt:
+        """:meth:`_begin` on the loop (``inline`` paths) or in the pool."""
+        if self._path.inline:
+            return self._begin(principal, container_id, call, snapshot)
+        return await in_pool(self._executor, self._begin, principal, container_id, call, snapshot)
 
     def _begin(
         self,
