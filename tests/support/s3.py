@@ -40,6 +40,8 @@ def _executable() -> str | None:
 @contextmanager
 def s3_server() -> Iterator[str]:
     """A fresh ``moto_server`` on a free loopback port; yields its endpoint URL."""
+    # The AWS SDK never asks an EC2 metadata address (off loopback) for keys or region.
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     exe = _executable()
     if exe is None:
         reason = "S3 tests need moto_server (pip install 'nextoffer[test]')"
