@@ -218,3 +218,25 @@ def test_s3a_is_the_same_store_and_keys_stay_out_of_the_dataset(tenant: Tenant, 
     read = tenant.client.get(f"{DATASETS}/{created.json()['id']}", headers=tenant.headers)
     assert SECRET_KEY not in read.text and ACCESS_KEY not in read.text
     assert objects(store, "spark") == []  # the write check removed its probe
+
+
+def test_spark_without_hadoop_aws_fails_with_the_reason(tenant: Tenant, store: Any) -> None:
+    """Spark (``local[2]``) writes ``s3a://`` only with hadoop-aws on its classpath, which
+    these machines cannot fetch: the job ends in ERROR saying what to add, and the profile
+    export the runner had uploaded to the job's folder is removed."""
+    library = Library(tenant, [])
+    add_profiles(tenant, 6)
+    dataset_id = s3_dataset(tenant, "spark")
+    body = {
+        **workload(library, segment(tenant, "age >= 0"), dataset_id),
+        "nextoffer:engine": "spark",
+    }
+    job_id = tenant.client.post(DWM, json=body, headers=tenant.headers).json()["@id"]
+    done = wait_done(tenant, job_id)
+    assert done["ode:status"] == "ERROR", done
+    message = done["ode:statusDetail"]["errors"][0]["message"]
+    assert "Spark has no Hadoop file system for s3a://" in message, message
+    assert "hadoop-aws" in message
+    assert objects(store, "spark") == []
+    listing = tenant.client.get(f"{DATASETS}/{dataset_id}/files", headers=tenant.headers)
+    assert listing.json()["files"] == []

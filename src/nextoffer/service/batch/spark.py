@@ -107,6 +107,26 @@ def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Location) -> int
     return count
 
 
+#: The jars that give Hadoop (so Spark) a file system for each scheme it lacks by itself.
+_CONNECTORS = {
+    "s3a": "hadoop-aws of Spark's Hadoop version (--packages org.apache.hadoop:hadoop-aws:V)",
+    "gs": "Google's GCS connector (gcs-connector-hadoop3)",
+}
+
+
+def _missing_filesystem(output: Location, exc: Exception) -> str | None:
+    """The reason in a sentence when Spark failed for want of the location's Hadoop file
+    system (a Java ``ClassNotFoundException`` deep in its error), else ``None``."""
+    text = str(exc)
+    if "ClassNotFoundException" not in text or "FileSystem" not in text:
+        return None
+    scheme = output.hadoop_uri().split("://", 1)[0]
+    return (
+        f"Spark has no Hadoop file system for {scheme}:// on its classpath: add"
+        f" {_CONNECTORS.get(scheme, 'its connector')} (docs/batch.md, On a cluster)"
+    )
+
+
 class SparkEngine:
     name = "spark"
 
@@ -179,9 +199,12 @@ class SparkEngine:
             # only the part files (``jobs.BatchJobs._publish``).
             decided.write.mode("append").parquet(output.hadoop_uri())
             stats.wall = time.perf_counter() - decided_at
-        except Exception:
+        except Exception as exc:
             if cancelled.is_set():
                 raise Stopped("the job was cancelled") from None
+            missing = _missing_filesystem(output, exc)
+            if missing is not None:
+                raise RuntimeError(missing) from None
             raise
         finally:
             stop.set()
