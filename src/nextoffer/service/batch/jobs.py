@@ -507,12 +507,9 @@ class BatchJobs:
         commit: the manifest, written last."""
         parts = []
         for info in locations.entries(output):
-            if (
-                info.is_file
-                and info.base_name.startswith("part-")
-                and (info.base_name.endswith(".parquet"))
-            ):
-                parts.append(info.base_name)
+            name = info.base_name
+            if info.is_file and name.startswith("part-") and name.endswith(".parquet"):
+                parts.append(name)
             else:
                 locations.delete(output, info)
         parts.sort()
