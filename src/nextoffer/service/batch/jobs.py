@@ -438,8 +438,9 @@ class BatchJobs:
                 errors=[{"code": "failed", "message": message}],
                 finishedAt=format_datetime(self._clock()),
             )
-            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+            # Removed first: a client that reads ERROR finds nothing of the job left.
             self._clean(job)
+            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
         with self._store.session() as session:
             final = session.batch.get_job(job.job_id) or job
         if on_progress is not None:
