@@ -42,6 +42,7 @@ from nextoffer.service.dps import DpsLibrary
 from nextoffer.service.edge import Edge
 from nextoffer.service.events import Events
 from nextoffer.service.learning import Learning
+from nextoffer.service.locations import S3Settings
 from nextoffer.service.offload import in_pool
 from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
@@ -221,12 +222,19 @@ class NextOffer:
             root = Path(str(self.store.sqlite_path)).resolve().parent / "datasets"
         else:
             root = Path.cwd() / ".nextoffer" / "datasets"
-        self.datasets = Datasets(self.store, clock=clock, default_root=root)
+        s3 = S3Settings(
+            endpoint=settings.s3_endpoint,
+            region=settings.s3_region,
+            access_key=settings.s3_access_key,
+            secret_key=settings.s3_secret_key,
+        )
+        self.datasets = Datasets(self.store, clock=clock, default_root=root, s3=s3)
         open_worker = partial(open_batch_worker, settings)
         self.batch = BatchJobs(
             self.store,
             catalogs=self.catalogs,
             repository=self.repository,
+            datasets=self.datasets,
             clock=clock,
             engines={
                 "local": LocalEngine(

@@ -63,6 +63,14 @@ class Settings:
     #: Whether a server runs queued batch jobs (off: API-only nodes; jobs then run where
     #: it is on, or with ``nextoffer batch run``).
     batch_runner: bool = True
+    #: S3 (``s3://``, ``s3a://`` dataset locations): an endpoint of an S3-compatible store
+    #: (``http://host:9000``; none: AWS), its region, and keys. Keys left unset fall back to
+    #: the AWS SDK's own chain (``AWS_ACCESS_KEY_ID``…, ``~/.aws``, instance roles). Never
+    #: stored with a dataset (docs/batch.md "Remote locations").
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -78,6 +86,9 @@ class Settings:
             values["datasets_dir"] = env["NEXTOFFER_DATASETS_DIR"]
         if env.get("NEXTOFFER_SPARK_MASTER"):
             values["spark_master"] = env["NEXTOFFER_SPARK_MASTER"]
+        for name in ("s3_endpoint", "s3_region", "s3_access_key", "s3_secret_key"):
+            if env.get(f"NEXTOFFER_{name.upper()}"):
+                values[name] = env[f"NEXTOFFER_{name.upper()}"]
         for name, key, kind in (
             ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
             ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from starlette.testclient import TestClient
@@ -72,7 +73,11 @@ def run(db: Path, datasets: Path, body: dict[str, Any], engine: str) -> tuple[An
     )
     principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
     with NextOffer.open(settings, clock=lambda: MOMENT) as no:
-        dataset_record = no.datasets.create(principal, {"name": engine})
+        # A file:// URI: Spark's own writer and the local engine's pyarrow both take it.
+        dataset_record = no.datasets.create(
+            principal, {"name": engine, "location": (datasets / engine).as_uri()}
+        )
+        assert dataset_record.location == str(datasets / engine)
         job = no.batch.submit(
             principal,
             {**body, "xdm:dataSetId": dataset_record.dataset_id},
@@ -99,7 +104,11 @@ def test_spark_and_local_decide_the_same(prepared: dict[str, Any]) -> None:
     # Every profile got A (its own cap of 1, the shared 1000) and B or the fallback.
     assert all(items[0] == (library.a, False) for items in ours.values())
     assert (tmp / "d2").exists() and (spark_folder / "manifest.json").exists()
-    assert not (spark_folder / "_staging").exists()
+    # Only the parts and the manifest remain: no export, no _SUCCESS, no checksums.
+    assert {p.name for p in spark_folder.iterdir()} == {
+        "manifest.json",
+        *orjson.loads((spark_folder / "manifest.json").read_bytes())["files"],
+    }
 
 
 def test_spark_reserves_caps_on_the_store(prepared: dict[str, Any]) -> None:

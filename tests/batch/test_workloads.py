@@ -299,18 +299,3 @@ def test_adobes_documented_bodies(tenant: Tenant, form: str) -> None:
     read_back = example(f"batch-{form}-status.response.json")
     assert set(read_back) <= set(status)
     assert status["ode:status"] == "COMPLETED"
-
-
-def test_remote_datasets_are_recorded_but_jobs_refuse_them(tenant: Tenant) -> None:
-    library = Library(tenant, [])
-    created = tenant.client.post(
-        DATASETS, json={"name": "lake", "location": "s3a://bucket/offers"}, headers=tenant.headers
-    )
-    assert created.status_code == 201 and created.json()["location"] == "s3a://bucket/offers"
-    body = workload(library, segment(tenant, "age >= 0"), created.json()["id"])
-    for engine in ("local", "spark"):
-        refused = tenant.client.post(
-            DWM, json={**body, "nextoffer:engine": engine}, headers=tenant.headers
-        )
-        assert refused.status_code == 422, refused.text
-        assert refused.json()["pointer"] == "/xdm:dataSetId"

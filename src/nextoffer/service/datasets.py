@@ -2,54 +2,46 @@
 
 A dataset's location is a local folder by default (``Settings.datasets_dir``/its id) —
 a local location given in the request must lie under that root (a tenant never chooses
-where on the server's disk to write). ``s3a://``, ``hdfs://``… URLs are recorded, but no
-job writes them yet (a job publishes its files on the local file system). Each job writes into
-``<location>/<job id>/``: Parquet files of decision events and a ``manifest.json``; local
-datasets list their files and serve them.
+where on the server's disk to write) — or a URI the engines write through pyarrow's file
+systems (``s3://``, ``s3a://``, ``gs://``, ``hdfs://``; ``locations.py``): its scheme is
+checked, and it is written to once before it is recorded. Credentials and endpoints come
+from the server's settings, never from the dataset. Each job writes into
+``<location>/<job id>/``: Parquet files of decision events, then ``manifest.json`` as its
+commit; only committed jobs' files are listed and served.
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from nextoffer.errors import NotFound, Unprocessable
+from nextoffer.errors import NotFound, Unavailable, Unprocessable
+from nextoffer.service import locations
 from nextoffer.service.auth import Principal
+from nextoffer.service.locations import DatasetFile, Location, LocationError, S3Settings
 from nextoffer.storage.batch import DatasetRecord
 from nextoffer.storage.store import Store
 
-__all__ = ["DatasetFile", "DatasetRecord", "Datasets", "is_local"]
-
-#: Locations written by the Spark engine only (its Hadoop file systems).
-REMOTE_SCHEMES = ("s3a://", "s3://", "hdfs://", "gs://", "abfss://", "wasbs://")
-
-
-def is_local(location: str) -> bool:
-    return not location.startswith(REMOTE_SCHEMES)
-
-
-def local_path(location: str) -> Path:
-    return Path(location.removeprefix("file://"))
-
-
-@dataclass(frozen=True, slots=True)
-class DatasetFile:
-    #: Relative to the dataset's location, ``/``-separated: ``<job id>/part-00000.parquet``.
-    path: str
-    size: int
-    modified_ms: int
+__all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
 
 
 class Datasets:
-    def __init__(self, store: Store, *, clock: Callable[[], datetime], default_root: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        default_root: Path,
+        s3: S3Settings | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._root = default_root
+        self._s3 = s3 or S3Settings()
 
     def create(self, principal: Principal, body: Any) -> DatasetRecord:
         if not isinstance(body, dict):
@@ -63,11 +55,17 @@ class Datasets:
             location = str(self._root / dataset_id)
         if not isinstance(location, str) or not location.strip() or len(location) > 2048:
             raise Unprocessable("location must be a path or URL", pointer="/location")
-        if is_local(location):
+        if locations.is_remote(location):
+            try:
+                location = locations.check_remote(location)
+                locations.probe(Location(location, self._s3))
+            except LocationError as exc:
+                raise Unprocessable(str(exc), pointer="/location") from exc
+        else:
             # A tenant writes only under the datasets root the operator chose: a relative
             # location is a folder there, an absolute one must lie inside it.
             root = self._root.resolve()
-            path = (root / local_path(location)).resolve()
+            path = (root / location.removeprefix("file://")).resolve()
             if path != root and root not in path.parents:
                 raise Unprocessable(
                     f"a local location must be a folder under {root}", pointer="/location"
@@ -104,34 +102,28 @@ class Datasets:
         with self._store.session() as session:
             return session.batch.list_datasets(principal.org, principal.sandbox)
 
+    def location(self, record: DatasetRecord) -> Location:
+        """Where the dataset's files live, with the settings that reach them."""
+        return Location(record.location, self._s3)
+
     def files(self, principal: Principal, dataset_id: str) -> list[DatasetFile]:
-        """The dataset's published files (jobs' staging folders are not listed)."""
-        root = self._local_root(self.get(principal, dataset_id))
-        found = []
-        for path in sorted(root.rglob("*")):
-            relative = path.relative_to(root)
-            if not path.is_file() or any(p.startswith(("_", ".")) for p in relative.parts):
-                continue
-            stat = path.stat()
-            found.append(DatasetFile(relative.as_posix(), stat.st_size, int(stat.st_mtime * 1000)))
+        """The dataset's published files: committed jobs' parts and manifests."""
+        record = self.get(principal, dataset_id)
+        try:
+            return locations.committed(self.location(record))
+        except OSError as exc:
+            raise Unavailable(f"dataset {dataset_id}: {record.location}: {exc}") from exc
+
+    def open(
+        self, principal: Principal, dataset_id: str, relative: str
+    ) -> tuple[DatasetFile, Iterator[bytes]]:
+        """The committed file ``relative`` (``<job>/<name>``) names, and its bytes; 404 for
+        anything else."""
+        record = self.get(principal, dataset_id)
+        try:
+            found = locations.open_committed(self.location(record), relative)
+        except OSError as exc:
+            raise Unavailable(f"dataset {dataset_id}: {record.location}: {exc}") from exc
+        if found is None:
+            raise NotFound(f"no file {relative!r} in dataset {dataset_id}")
         return found
-
-    def file(self, principal: Principal, dataset_id: str, relative: str) -> Path:
-        """The local file ``relative`` names in the dataset; 404 for anything outside it."""
-        root = self._local_root(self.get(principal, dataset_id)).resolve()
-        parts = relative.split("/")
-        if not relative or any(p in ("", ".", "..") or p.startswith(("_", ".")) for p in parts):
-            raise NotFound(f"no file {relative!r} in dataset {dataset_id}")
-        path = (root / relative).resolve()
-        if root not in path.parents or not path.is_file():
-            raise NotFound(f"no file {relative!r} in dataset {dataset_id}")
-        return path
-
-    @staticmethod
-    def _local_root(record: DatasetRecord) -> Path:
-        if not is_local(record.location):
-            raise Unprocessable(
-                f"dataset {record.dataset_id} is stored at {record.location}: list its files"
-                " with that storage's own tools"
-            )
-        return local_path(record.location)

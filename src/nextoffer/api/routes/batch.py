@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from nextoffer.api.context import authenticate, body_json, nextoffer
@@ -163,13 +163,22 @@ async def list_files(request: Request) -> Response:
 
 
 async def download_file(request: Request) -> Response:
+    """A committed job's file, streamed from the dataset's location (a local folder or an
+    object store)."""
     principal = authenticate(request)
     no = nextoffer(request)
     params = request.path_params
     relative = f"{params['job_id']}/{params['name']}"
-    path = await no.run(no.datasets.file, principal, params["dataset_id"], relative)
-    media_type = "application/json" if path.suffix == ".json" else "application/octet-stream"
-    return FileResponse(path, media_type=media_type, filename=path.name)
+    found, blocks = await no.run(no.datasets.open, principal, params["dataset_id"], relative)
+    name = params["name"]
+    return StreamingResponse(
+        blocks,
+        media_type="application/json" if name.endswith(".json") else "application/octet-stream",
+        headers={
+            "Content-Length": str(found.size),
+            "Content-Disposition": f'attachment; filename="{name}"',
+        },
+    )
 
 
 # -- workloads --------------------------------------------------------------------------

@@ -7,17 +7,20 @@ run`` — claims it (:meth:`claim`: a compare-and-set, and at most ``MAX_RUNNING
 jobs per dataset) and runs it (:meth:`execute`) on its engine:
 
 1. ``PROCESSING``: the library image and the segment's expression are read once; the
-   engine decides every profile of the audience into ``<location>/<job>/_staging``,
+   engine decides every profile of the audience into part files under
+   ``<location>/<job>/`` (a local folder or an object store: ``locations.py``),
    reporting progress; every report is also the job's heartbeat, and finds out whether
    the job was cancelled meanwhile.
-2. ``INGESTING``: the Parquet files move into ``<location>/<job>/`` and ``manifest.json``
-   is written beside them (last: a dataset reader may trust a folder with a manifest).
-3. ``COMPLETED``, or ``ERROR`` with the reason in ``ode:statusDetail``.
+2. ``INGESTING``: what is not a part file (an engine's leftovers) is removed, and
+   ``manifest.json`` is written last: the job's commit (readers list committed jobs only).
+3. ``COMPLETED``, or ``ERROR`` with the reason in ``ode:statusDetail`` (the job's folder
+   removed).
 
 A job whose runner died (its heartbeat older than :data:`STALE_SECONDS`, or its process
 on this host gone) is marked ``ERROR`` with that reason by the next runner to look
 (:meth:`recover`), never left ``PROCESSING``: the decisions it made before dying were
-reserved and counted, but it published no files; run it again to decide again.
+reserved and counted, but it published no files (its folder is removed); run it again
+to decide again.
 """
 
 from __future__ import annotations
@@ -25,28 +28,26 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import shutil
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
-
-import orjson
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import MAX_ITEM_COUNT, MAX_PROPOSITION_REQUESTS, resolve
 from nextoffer.errors import Conflict, NextOfferError, NotFound, Unprocessable
 from nextoffer.ids import format_datetime
+from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
 from nextoffer.service.batch.chunk import ChunkStats, Stopped
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.catalogs import CatalogCache, build_snapshot
-from nextoffer.service.datasets import is_local, local_path
+from nextoffer.service.datasets import Datasets
+from nextoffer.service.locations import Location
 from nextoffer.service.repository import Repository
 from nextoffer.storage.batch import JobRecord, ProfileRow
 from nextoffer.storage.store import Store
@@ -69,9 +70,11 @@ class Engine(Protocol):
         self,
         plan: JobPlan,
         chunks: Callable[[int], Iterator[list[ProfileRow]]],
-        staging: Path,
+        output: Location,
         progress: Callable[[ChunkStats], bool],
-    ) -> ChunkStats: ...
+    ) -> ChunkStats:
+        """Decide the audience into part files (``part-*.parquet``) in ``output``."""
+        ...
 
 
 def _ms(moment: datetime) -> int:
@@ -135,11 +138,13 @@ class BatchJobs:
         *,
         catalogs: CatalogCache,
         repository: Repository,
+        datasets: Datasets,
         clock: Callable[[], datetime],
         engines: Mapping[str, Engine],
         poll_seconds: float = 1.0,
     ) -> None:
         self._store = store
+        self._datasets = datasets
         self._catalogs = catalogs
         self._repository = repository
         self._clock = clock
@@ -221,14 +226,6 @@ class BatchJobs:
             dataset = session.batch.get_dataset(principal.org, principal.sandbox, dataset_id)
         if dataset is None:
             raise NotFound(f"no dataset {dataset_id}", pointer="/xdm:dataSetId")
-        if not is_local(dataset.location):
-            # Publishing (moving the parts, writing the manifest) is done on the local file
-            # system; remote locations are recorded but not yet written (docs/batch.md).
-            raise Unprocessable(
-                f"dataset {dataset_id} is stored at {dataset.location}; jobs write datasets"
-                " in local folders only for now",
-                pointer="/xdm:dataSetId",
-            )
         # Unknown or unusable activities and placements are refused now, not at run time.
         snapshot = self._catalogs.get(container_id)
         resolve(snapshot.catalog, DecisionRequest(propositions))
@@ -377,13 +374,15 @@ class BatchJobs:
                 "finishedAt": format_datetime(self._clock()),
             }
             with self._store.session(write=True) as session:
-                if session.batch.move_job(
+                moved = session.batch.move_job(
                     job.job_id,
                     expect=[job.status],
                     values={"status": lc.ERROR, "detail": detail, "updated_ms": now},
-                ):
-                    ended.append(job.job_id)
-                    log.error("batch job %s: %s", job.job_id, message)
+                )
+            if moved:
+                ended.append(job.job_id)
+                log.error("batch job %s: %s", job.job_id, message)
+                self._clean(job)
         return ended
 
     def execute(
@@ -397,7 +396,7 @@ class BatchJobs:
             plan, total = self._plan(job)
             detail.update(profilesTotal=total, profilesDone=0, decisions=0)
             self._write(job, detail, expect=[lc.PROCESSING])
-            folder, staging = self._folders(job)
+            output = self._output(job)
             engine = self._engines[job.engine]
             last = [float("-inf")]  # the first finished chunk is reported at once
 
@@ -410,7 +409,7 @@ class BatchJobs:
                 last[0] = now
                 return self._beat(job, detail, on_progress)
 
-            stats = engine.run(plan, self._chunks(job), staging, progress)
+            stats = engine.run(plan, self._chunks(job), output, progress)
             detail.update(
                 profilesDone=total,
                 decisions=stats.members,
@@ -420,7 +419,7 @@ class BatchJobs:
             )
             if not self._write(job, detail, expect=[lc.PROCESSING], status=lc.INGESTING):
                 raise Stopped("the job was cancelled")
-            files = self._publish(job, plan, folder, staging, detail)
+            files = self._publish(job, plan, output, detail)
             detail.update(
                 files=files,
                 finishedAt=format_datetime(self._clock()),
@@ -439,8 +438,9 @@ class BatchJobs:
                 errors=[{"code": "failed", "message": message}],
                 finishedAt=format_datetime(self._clock()),
             )
-            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+            # Removed first: a client that reads ERROR finds nothing of the job left.
             self._clean(job)
+            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
         with self._store.session() as session:
             final = session.batch.get_job(job.job_id) or job
         if on_progress is not None:
@@ -491,35 +491,29 @@ class BatchJobs:
 
         return chunks
 
-    def _folders(self, job: JobRecord) -> tuple[Path, Path]:
+    def _output(self, job: JobRecord) -> Location:
+        """The job's folder in its dataset's location, created."""
         with self._store.session() as session:
             dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
         if dataset is None:
             raise NotFound(f"dataset {job.dataset_id} no longer exists")
-        if not is_local(dataset.location):
-            raise Unprocessable(f"dataset location {dataset.location} is not a local folder")
-        folder = local_path(dataset.location) / job.job_id
-        staging = folder / "_staging"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-        return folder, staging
+        output = self._datasets.location(dataset).join(job.job_id)
+        locations.make_folder(output)
+        return output
 
     def _publish(
-        self,
-        job: JobRecord,
-        plan: JobPlan,
-        folder: Path,
-        staging: Path,
-        detail: Mapping[str, Any],
+        self, job: JobRecord, plan: JobPlan, output: Location, detail: Mapping[str, Any]
     ) -> list[str]:
-        """Move the part files into the job's folder and write its manifest last."""
-        files = []
-        for part in sorted(staging.glob("part-*.parquet")):
-            part.replace(folder / part.name)
-            files.append(f"{job.job_id}/{part.name}")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(folder / "_export", ignore_errors=True)
+        """Remove what is not a part file (an engine's export, markers, checksums), then
+        commit: the manifest, written last."""
+        parts = []
+        for info in locations.entries(output):
+            name = info.base_name
+            if info.is_file and name.startswith("part-") and name.endswith(".parquet"):
+                parts.append(name)
+            else:
+                locations.delete(output, info)
+        parts.sort()
         manifest = {
             "jobId": job.job_id,
             "dataSetId": job.dataset_id,
@@ -536,19 +530,22 @@ class BatchJobs:
             "profiles": detail.get("profilesTotal"),
             "rows": detail.get("decisions"),
             "format": "parquet",
-            "files": [f.split("/", 1)[1] for f in files],
+            "files": parts,
         }
-        temporary = folder / ".manifest.json.tmp"
-        temporary.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
-        temporary.replace(folder / "manifest.json")
-        return [*files, f"{job.job_id}/manifest.json"]
+        locations.commit(output, manifest)
+        return [f"{job.job_id}/{name}" for name in [*parts, locations.MANIFEST]]
 
     def _clean(self, job: JobRecord) -> None:
-        """Remove what the job wrote (it published nothing, or was cancelled meanwhile)."""
+        """Remove what the job wrote (it published nothing, or was cancelled meanwhile).
+        A folder left behind (the store unreachable) is never listed: it has no manifest."""
         with self._store.session() as session:
             dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
-        if dataset is not None and is_local(dataset.location):
-            shutil.rmtree(local_path(dataset.location) / job.job_id, ignore_errors=True)
+        if dataset is None:
+            return
+        try:
+            locations.remove(self._datasets.location(dataset).join(job.job_id))
+        except OSError as exc:
+            log.warning("batch job %s: its files could not be removed: %s", job.job_id, exc)
 
     def _write(
         self,

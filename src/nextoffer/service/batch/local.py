@@ -5,8 +5,9 @@ statement each), and hands each chunk to a pool of worker processes (one per cor
 default). Each worker opened its own composition root (its decision path: reads, cap
 reservations, group commits) and compiled its own snapshot from the job's library image at
 start; it decides the chunk (``chunk.ChunkDecider``) and writes it as one Parquet file
-(``part-NNNNN.parquet``) into the job's staging folder. At most two chunks per worker are
-in flight, so memory stays flat whatever the audience's size.
+(``part-NNNNN.parquet``) into the job's folder, through pyarrow's file system for the
+dataset's location (a local folder, S3, GCS, HDFS: ``locations.py``). At most two chunks
+per worker are in flight, so memory stays flat whatever the audience's size.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from multiprocessing.util import Finalize
-from pathlib import Path
 from typing import Any
 
 from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats, OpenWorker, Stopped
 from nextoffer.service.batch.output import arrow_table
 from nextoffer.service.batch.plan import JobPlan
+from nextoffer.service.locations import Location
 from nextoffer.storage.batch import ProfileRow
 
 #: Profiles per chunk: one read, one task, one Parquet file (a row group) each.
@@ -41,17 +42,18 @@ def _start_worker(open_worker: OpenWorker, plan: JobPlan) -> None:
     _worker["decider"] = ChunkDecider(plan, resources.path)
 
 
-def _decide_chunk(index: int, rows: list[ProfileRow], folder: str) -> tuple[int, ChunkStats]:
+def _decide_chunk(index: int, rows: list[ProfileRow], output: Location) -> tuple[int, ChunkStats]:
     import pyarrow.parquet as pq
 
     decider: ChunkDecider = _worker["decider"]
     events, stats = decider.decide(rows)
     started, cpu, wall = time.thread_time(), time.process_time(), time.perf_counter()
     if events:
-        final = Path(folder) / f"part-{index:05d}.parquet"
-        temporary = final.with_name(f".{final.name}.tmp")
-        pq.write_table(arrow_table(events), temporary)
-        os.replace(temporary, final)
+        # Written in place: a part is listed only once the job's manifest names it.
+        filesystem, folder = output.filesystem()
+        pq.write_table(
+            arrow_table(events), f"{folder}/part-{index:05d}.parquet", filesystem=filesystem
+        )
     stats.seconds["write"] = time.thread_time() - started
     stats.cpu += time.process_time() - cpu
     stats.wall += time.perf_counter() - wall
@@ -70,12 +72,11 @@ class LocalEngine:
         self,
         plan: JobPlan,
         chunks: Callable[[int], Iterator[list[ProfileRow]]],
-        staging: Path,
+        output: Location,
         progress: Callable[[ChunkStats], bool],
     ) -> ChunkStats:
-        """Decide every chunk ``chunks(size)`` yields into ``staging``; ``progress`` hears
+        """Decide every chunk ``chunks(size)`` yields into ``output``; ``progress`` hears
         each finished chunk's stats and stops the run by answering False."""
-        staging.mkdir(parents=True, exist_ok=True)
         total = ChunkStats()
         total.seconds["read"] = 0.0
         # spawn: the runner may be a server with threads; a forked child would inherit
@@ -99,7 +100,7 @@ class LocalEngine:
                         if rows is None:
                             exhausted = True
                             break
-                        inflight.add(pool.submit(_decide_chunk, index, rows, str(staging)))
+                        inflight.add(pool.submit(_decide_chunk, index, rows, output))
                         index += 1
                     if not inflight:
                         break

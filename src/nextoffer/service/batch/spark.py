@@ -6,8 +6,12 @@ broadcast, and each partition (``mapInArrow``: Arrow batches in and out) opens i
 composition root and compiles its snapshot once per Python worker, then decides with the
 same ``chunk.ChunkDecider`` as the local engine: the same decision path, the same cap
 reservations, the same per-profile seeded ties, the same Arrow rows
-(``output.arrow_table``). Spark writes the output (its own Parquet writer) under the same
-schema (``output.SPARK_SCHEMA``).
+(``output.arrow_table``). Spark writes the output (its own Parquet writer, through
+Hadoop's file systems: ``file://``, ``s3a://`` with hadoop-aws, ``hdfs://``, ``gs://``
+with its connector) under the same schema (``output.SPARK_SCHEMA``) into the job's folder;
+the export lies in the job's ``_export`` folder of the same location, so executors on a
+cluster read it from where they write. S3 endpoint and keys reach Hadoop's S3A client
+from the same settings as pyarrow's (``Location.hadoop_options``).
 
 ``Settings.spark_master`` picks the cluster (``local[2]`` by default, or a master URL);
 ``submit`` leaves it to ``spark-submit``'s ``--master`` (docs/batch.md). Executors need
@@ -22,12 +26,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 from typing import Any
 
 from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats, OpenWorker, Stopped
 from nextoffer.service.batch.output import SPARK_SCHEMA, arrow_table
 from nextoffer.service.batch.plan import JobPlan
+from nextoffer.service.locations import Location, entries
 from nextoffer.storage.batch import ProfileRow
 
 #: ``Settings.spark_master`` when ``spark-submit`` started this process: its ``--master``.
@@ -79,7 +83,7 @@ def decide_partition(
             yield from arrow_table(events).to_batches()
 
 
-def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Path) -> int:
+def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Location) -> int:
     """Write the profiles to ``folder/profiles.parquet`` one row group per chunk; how many."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -92,14 +96,35 @@ def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Path) -> int:
             ("attributes", pa.string()),
         ]
     )
-    folder.mkdir(parents=True, exist_ok=True)
+    filesystem, path = folder.filesystem()
+    filesystem.create_dir(path, recursive=True)
     count = 0
-    with pq.ParquetWriter(folder / "profiles.parquet", schema) as writer:
+    with pq.ParquetWriter(f"{path}/profiles.parquet", schema, filesystem=filesystem) as writer:
         for rows in chunks:
             columns = [[row[i] for row in rows] for i in range(4)]
             writer.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema))
             count += len(rows)
     return count
+
+
+#: The jars that give Hadoop (so Spark) a file system for each scheme it lacks by itself.
+_CONNECTORS = {
+    "s3a": "hadoop-aws of Spark's Hadoop version (--packages org.apache.hadoop:hadoop-aws:V)",
+    "gs": "Google's GCS connector (gcs-connector-hadoop3)",
+}
+
+
+def _missing_filesystem(output: Location, exc: Exception) -> str | None:
+    """The reason in a sentence when Spark failed for want of the location's Hadoop file
+    system (a Java ``ClassNotFoundException`` deep in its error), else ``None``."""
+    text = str(exc)
+    if "ClassNotFoundException" not in text or "FileSystem" not in text:
+        return None
+    scheme = output.hadoop_uri().split("://", 1)[0]
+    return (
+        f"Spark has no Hadoop file system for {scheme}:// on its classpath: add"
+        f" {_CONNECTORS.get(scheme, 'its connector')} (docs/batch.md, On a cluster)"
+    )
 
 
 class SparkEngine:
@@ -113,7 +138,7 @@ class SparkEngine:
         self,
         plan: JobPlan,
         chunks: Callable[[int], Iterator[list[ProfileRow]]],
-        staging: Path,
+        output: Location,
         progress: Callable[[ChunkStats], bool],
     ) -> ChunkStats:
         try:
@@ -124,13 +149,15 @@ class SparkEngine:
             ) from exc
         started = time.thread_time()
         # Not a name Spark hides (``_``/``.``): under the job's hidden export folder.
-        export = staging.parent / "_export" / "profiles"
+        export = output.join("_export", "profiles")
         total_profiles = export_profiles(chunks(CHUNK), export)
         stats = ChunkStats()
         stats.seconds["export"] = time.thread_time() - started
         builder = SparkSession.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
             "spark.sql.session.timeZone", "UTC"
         )
+        for key, value in output.hadoop_options().items():
+            builder = builder.config(key, value)
         if self._master != SUBMITTED:  # under spark-submit, its --master stands
             builder = builder.master(self._master).config("spark.ui.enabled", "false")
         if self._master.startswith("local") and not os.environ.get("PYSPARK_PYTHON"):
@@ -149,7 +176,7 @@ class SparkEngine:
         )
         # Splits of about a quarter of the export per core, along its row groups: every
         # core gets work, whatever the export's size.
-        size = sum(f.stat().st_size for f in export.glob("*.parquet"))
+        size = sum(f.size for f in entries(export) if f.is_file)
         cores = context.defaultParallelism
         spark.conf.set("spark.sql.files.maxPartitionBytes", str(max(2**20, size // (4 * cores))))
         stop = threading.Event()
@@ -163,18 +190,21 @@ class SparkEngine:
             decided_at = time.perf_counter()
             plan_value = context.broadcast(plan)
             open_worker = self._open_worker
-            decided = spark.read.parquet(str(export)).mapInArrow(
+            decided = spark.read.parquet(export.hadoop_uri()).mapInArrow(
                 lambda batches: decide_partition(plan_value, open_worker, counters, batches),
                 SPARK_SCHEMA,
             )
             watcher.start()
-            decided.write.mode("overwrite").parquet(
-                staging.as_uri() if staging.is_absolute() else str(staging)
-            )
+            # append: the job's folder exists (it holds the export); the job publishes
+            # only the part files (``jobs.BatchJobs._publish``).
+            decided.write.mode("append").parquet(output.hadoop_uri())
             stats.wall = time.perf_counter() - decided_at
-        except Exception:
+        except Exception as exc:
             if cancelled.is_set():
                 raise Stopped("the job was cancelled") from None
+            missing = _missing_filesystem(output, exc)
+            if missing is not None:
+                raise RuntimeError(missing) from None
             raise
         finally:
             stop.set()
@@ -185,10 +215,6 @@ class SparkEngine:
         stats.members = counters[1].value
         stats.refused = counters[2].value
         stats.cpu = counters[3].value
-        for extra in staging.glob("*.crc"):
-            extra.unlink()
-        for extra in staging.glob(".*.crc"):
-            extra.unlink()
         return stats
 
     @staticmethod

@@ -1,0 +1,309 @@
+"""Where a dataset's files live, and how a job's files become visible there.
+
+A location is a local folder (a path, or ``file://``) or a URI that pyarrow's file
+systems reach: ``s3://`` and ``s3a://`` (S3 and S3-compatible stores: endpoint, region
+and keys come from the server's settings, :class:`S3Settings`, never from the URI),
+``gs://`` (Google Cloud Storage, its default credentials) and ``hdfs://`` (libhdfs, as
+pyarrow finds it). The local engine's workers write through it with pyarrow; Spark writes
+with its own Hadoop writer at :meth:`Location.hadoop_uri`.
+
+Publishing must hold on object stores, which have no atomic rename: a job writes its
+parts straight under ``<location>/<job>/``, then :func:`commit` writes ``manifest.json``
+— last, appearing whole — and that is the job's commit. Readers (:func:`committed`,
+:func:`open_committed`) see only job folders with a manifest, and only the files it
+names; a failed or cancelled job's folder is removed (:func:`remove`), and whatever a
+crash left behind is never listed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+__all__ = [
+    "MANIFEST",
+    "REMOTE_SCHEMES",
+    "DatasetFile",
+    "Location",
+    "LocationError",
+    "S3Settings",
+    "check_remote",
+    "commit",
+    "committed",
+    "delete",
+    "entries",
+    "is_remote",
+    "make_folder",
+    "open_committed",
+    "probe",
+    "remove",
+    "write_bytes",
+]
+
+#: URI schemes a dataset may name besides a local folder.
+REMOTE_SCHEMES = ("s3", "s3a", "gs", "hdfs")
+#: A job's commit marker: written last, it names the job's files.
+MANIFEST = "manifest.json"
+#: Downloads are read in blocks of this size.
+BLOCK = 1 << 20
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+class LocationError(ValueError):
+    """A location that cannot be used (its scheme, its form, or the store's answer)."""
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    """How to reach S3 (``Settings.s3_*``); unset keys: the AWS SDK's default chain."""
+
+    endpoint: str | None = None
+    region: str | None = None
+    access_key: str | None = None
+    secret_key: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFile:
+    #: Relative to the dataset's location, ``/``-separated: ``<job id>/part-00000.parquet``.
+    path: str
+    size: int
+    modified_ms: int
+
+
+def is_remote(location: str) -> bool:
+    """Whether ``location`` is a URI other than ``file://`` (else a local folder)."""
+    return bool(_URI.match(location)) and not location.lower().startswith("file://")
+
+
+def check_remote(location: str) -> str:
+    """The URI in its recorded form (no trailing ``/``), or :class:`LocationError`: an
+    unsupported scheme, credentials or options in the URI, no bucket or host."""
+    parts = urlsplit(location)
+    scheme = parts.scheme.lower()
+    if scheme not in REMOTE_SCHEMES:
+        raise LocationError(
+            f"{scheme}:// locations are not supported: use a local folder or one of"
+            f" {', '.join(s + '://' for s in REMOTE_SCHEMES)}"
+        )
+    if "@" in parts.netloc:
+        raise LocationError(
+            "a location carries no credentials: the server's settings give them"
+            " (NEXTOFFER_S3_ACCESS_KEY…, docs/batch.md)"
+        )
+    if parts.query or parts.fragment:
+        raise LocationError(
+            "a location takes no query or fragment: endpoint and credentials come from"
+            " the server's settings"
+        )
+    if not parts.netloc:
+        raise LocationError(f"a {scheme}:// location names a bucket or host: {scheme}://NAME/…")
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A folder: an absolute local path, or a URI :func:`check_remote` accepted.
+    Picklable, so it travels to worker processes and Spark executors."""
+
+    uri: str
+    s3: S3Settings = S3Settings()
+
+    @property
+    def scheme(self) -> str:
+        """``""`` for a local folder."""
+        return urlsplit(self.uri).scheme.lower() if is_remote(self.uri) else ""
+
+    def join(self, *names: str) -> Location:
+        return Location("/".join([self.uri.rstrip("/"), *names]), self.s3)
+
+    def filesystem(self) -> tuple[Any, str]:
+        """pyarrow's file system for the location, and the folder's path in it."""
+        if not self.scheme:
+            return _filesystem("", "", self.s3), str(Path(self.uri.removeprefix("file://")))
+        parts = urlsplit(self.uri)
+        if self.scheme == "hdfs":
+            return _filesystem("hdfs", parts.netloc, self.s3), parts.path or "/"
+        return _filesystem(self.scheme, "", self.s3), f"{parts.netloc}{parts.path}"
+
+    def hadoop_uri(self) -> str:
+        """The folder as Hadoop's file systems (Spark's writer) name it: ``file:///…``,
+        ``s3a://…`` for both S3 schemes, else the URI."""
+        if not self.scheme:
+            return Path(self.uri.removeprefix("file://")).resolve().as_uri()
+        if self.scheme == "s3":
+            return "s3a" + self.uri[2:]
+        return self.uri
+
+    def hadoop_options(self) -> dict[str, str]:
+        """Spark settings that give Hadoop's S3A client the same endpoint and keys."""
+        if self.scheme not in ("s3", "s3a"):
+            return {}
+        options: dict[str, str] = {}
+        s3 = self.s3
+        if s3.endpoint:
+            endpoint = s3.endpoint
+            options["spark.hadoop.fs.s3a.endpoint"] = endpoint
+            options["spark.hadoop.fs.s3a.path.style.access"] = "true"
+            options["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+                not endpoint.startswith("http://")
+            ).lower()
+        if s3.region:
+            options["spark.hadoop.fs.s3a.endpoint.region"] = s3.region
+        if s3.access_key and s3.secret_key:
+            options["spark.hadoop.fs.s3a.access.key"] = s3.access_key
+            options["spark.hadoop.fs.s3a.secret.key"] = s3.secret_key
+        return options
+
+
+@lru_cache(maxsize=16)
+def _filesystem(scheme: str, authority: str, s3: S3Settings) -> Any:
+    from pyarrow import fs
+
+    if not scheme:
+        return fs.LocalFileSystem()
+    if scheme in ("s3", "s3a"):
+        options: dict[str, Any] = {}
+        if s3.endpoint:
+            options["endpoint_override"] = s3.endpoint  # http:// or https:// as given
+        if s3.region:
+            options["region"] = s3.region
+        if s3.access_key and s3.secret_key:
+            options.update(access_key=s3.access_key, secret_key=s3.secret_key)
+        return fs.S3FileSystem(connect_timeout=10, **options)
+    if scheme == "gs":
+        return fs.GcsFileSystem()
+    return fs.FileSystem.from_uri(f"hdfs://{authority}")[0]
+
+
+def write_bytes(location: Location, data: bytes) -> None:
+    """Write a file that appears whole: a hidden temporary beside it, then a move (a
+    rename on local disks and HDFS, a server-side copy on object stores)."""
+    filesystem, path = location.filesystem()
+    folder, _, name = path.rpartition("/")
+    temporary = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp"
+    with filesystem.open_output_stream(temporary) as out:
+        out.write(data)
+    filesystem.move(temporary, path)
+
+
+def make_folder(location: Location) -> None:
+    filesystem, path = location.filesystem()
+    filesystem.create_dir(path, recursive=True)
+
+
+def entries(location: Location) -> list[Any]:
+    """The folder's direct entries (pyarrow ``FileInfo``s); none when it does not exist."""
+    from pyarrow import fs
+
+    filesystem, path = location.filesystem()
+    return list(
+        filesystem.get_file_info(fs.FileSelector(path, recursive=False, allow_not_found=True))
+    )
+
+
+def remove(location: Location) -> None:
+    """Remove the folder and everything under it; nothing when it does not exist."""
+    filesystem, path = location.filesystem()
+    with contextlib.suppress(FileNotFoundError):
+        filesystem.delete_dir(path)
+
+
+def delete(location: Location, info: Any) -> None:
+    """Remove one entry :func:`entries` listed (a file, or a folder with its contents)."""
+    filesystem, _ = location.filesystem()
+    if info.is_file:
+        filesystem.delete_file(info.path)
+    else:
+        filesystem.delete_dir(info.path)
+
+
+def probe(location: Location) -> None:
+    """Check the folder is writable: write a small file there and remove it;
+    :class:`LocationError` with the store's answer when it is not."""
+    check = location.join(f"_nextoffer-write-check-{uuid.uuid4().hex}")
+    try:
+        filesystem, path = check.filesystem()
+        with filesystem.open_output_stream(path) as out:
+            out.write(b"nextoffer")
+        filesystem.delete_file(path)
+    except (OSError, ValueError) as exc:
+        raise LocationError(f"cannot write to {location.uri}: {exc}") from exc
+
+
+def commit(job: Location, manifest: dict[str, Any]) -> None:
+    """Publish a job whose parts are written: its manifest, written last."""
+    write_bytes(job.join(MANIFEST), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
+
+
+def _manifest(job: Location) -> dict[str, Any] | None:
+    filesystem, path = job.join(MANIFEST).filesystem()
+    try:
+        with filesystem.open_input_stream(path) as stream:
+            value = orjson.loads(stream.read())
+    except (FileNotFoundError, orjson.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _modified_ms(info: Any) -> int:
+    return int(info.mtime.timestamp() * 1000) if info.mtime is not None else 0
+
+
+def committed(location: Location) -> list[DatasetFile]:
+    """The files of every committed job of the dataset: the parts its manifest names,
+    and the manifest. Folders without a manifest (running, failed, crashed) are left out."""
+    found: list[DatasetFile] = []
+    for folder in sorted(entries(location), key=lambda i: i.base_name):
+        if folder.is_file or folder.base_name.startswith(("_", ".")):
+            continue
+        job = location.join(folder.base_name)
+        manifest = _manifest(job)
+        if manifest is None:
+            continue
+        named = {str(n) for n in manifest.get("files", [])} | {MANIFEST}
+        for info in sorted(entries(job), key=lambda i: i.base_name):
+            if info.is_file and info.base_name in named:
+                found.append(
+                    DatasetFile(
+                        f"{folder.base_name}/{info.base_name}", info.size, _modified_ms(info)
+                    )
+                )
+    return found
+
+
+def open_committed(location: Location, relative: str) -> tuple[DatasetFile, Iterator[bytes]] | None:
+    """A committed job's file (``<job>/<name>``) and its bytes in blocks; ``None`` when no
+    committed job names it."""
+    parts = relative.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(("_", ".")) for p in parts):
+        return None
+    job = location.join(parts[0])
+    manifest = _manifest(job)
+    if manifest is None or (
+        parts[1] != MANIFEST and parts[1] not in {str(n) for n in manifest.get("files", [])}
+    ):
+        return None
+    filesystem, path = job.join(parts[1]).filesystem()
+    info = filesystem.get_file_info(path)
+    if not info.is_file:
+        return None
+    stream = filesystem.open_input_stream(path)
+
+    def blocks() -> Iterator[bytes]:
+        try:
+            while block := stream.read(BLOCK):
+                yield bytes(block)
+        finally:
+            stream.close()
+
+    return DatasetFile(relative, info.size, _modified_ms(info)), blocks()
