@@ -1,0 +1,388 @@
+"""Thompson draws for a ranking strategy's candidates, made in blocks (``strategy.score``).
+
+Each candidate's score is an independent draw from a one-dimensional posterior
+(:class:`Posterior`): Beta(α, β) for auto-optimization, N(μ, σ²) for personalized
+optimization. A decision walks its candidates best draw first until enough are eligible.
+numpy's samplers cost ~6 µs per call but well under 0.1 µs per draw in bulk, so draws are
+made for a *block* of decisions at once and each decision takes the next row. Rows are
+independent, so each decision is an exact Thompson sample.
+
+Two kinds of block:
+
+* :class:`FullBlock` draws every candidate in every row (the reference; cheap for short
+  candidate lists).
+* :class:`BandedBlock` draws, per row, only the candidates whose draw exceeds a threshold
+  ``t`` (the *band*), chosen so that about ``target`` candidates are in it; a walk that
+  needs more than the band draws the rest, each conditioned on being at most ``t``. It is
+  exact: every candidate's draw still has its posterior's law, independently of the others.
+  Membership and values come from an envelope: a log-concave density ``f`` lies, right of
+  ``t``, under ``e(x) = f(t)·exp(−λ(x − t))`` (``λ = −(log f)′(t) > 0``) whose mass is
+  ``M = f(t)/λ ≥ P(X > t)``. A candidate is *proposed* with probability ``M`` (a walk over
+  the cumulative ``log(1 − M)``, one search per proposal, so a row costs its proposals, not
+  the candidates), its value is ``t + Exp(λ)``, and it is kept with probability
+  ``f(x)/e(x)``: kept values have density ``f(x)`` on ``x > t``, exactly the law of a draw
+  above ``t``. Candidates the envelope does not fit (``λ ≤ 0``: ``t`` is left of the mode, or
+  ``M`` large) are drawn in full in every row.
+
+Pure: a numpy ``Generator`` is a parameter.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+#: Positions per row sorted when a full block is drawn; a walk past them sorts the rest.
+_HEAD = 16
+#: Candidates whose envelope mass ``M`` is at least this are drawn in full in every row.
+_ENVELOPE_MAX = 0.25
+#: A banded block whose walks ran past the band more often than this share of its rows
+#: doubles the next block's band.
+_EXHAUSTED = 0.05
+
+
+class Scores(NamedTuple):
+    """One decision's view of the candidates."""
+
+    #: Candidate positions, best draw first (drawn and sorted as far as the walk goes).
+    order: Iterator[int]
+    #: The draw each position is ranked by (for the positions the walk has reached).
+    draws: Any
+    #: The posterior mean reward per candidate (auto: the Beta mean; personalized: ``x·μ``).
+    estimates: np.ndarray
+    #: True when this decision served at random (personalized exploration).
+    explored: bool
+
+
+class Posterior:
+    """The candidates' posteriors: Beta(``a``, ``b``) when ``beta``, else N(``a``, ``b²``).
+    Both are log-concave (Beta with ``a, b ≥ 1``), which the banded draws rely on."""
+
+    __slots__ = ("_log_norm", "a", "b", "beta")
+
+    def __init__(self, beta: bool, a: np.ndarray, b: np.ndarray) -> None:
+        self.beta = beta
+        self.a = a
+        self.b = b
+        #: log of each density's normalising constant (Beta: −log B(a, b)).
+        if beta:
+            lg = math.lgamma
+            self._log_norm = np.array(
+                [lg(x + y) - lg(x) - lg(y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
+            )
+        else:
+            self._log_norm = -np.log(b) - 0.5 * math.log(2.0 * math.pi)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    @property
+    def estimates(self) -> np.ndarray:
+        """The posterior means."""
+        return self.a / (self.a + self.b) if self.beta else self.a
+
+    def sample(
+        self, generator: np.random.Generator, rows: int, where: np.ndarray | None = None
+    ) -> np.ndarray:
+        """``rows`` independent draws of each candidate (of ``where``), float64."""
+        a = self.a if where is None else self.a[where]
+        b = self.b if where is None else self.b[where]
+        if self.beta:
+            # Beta(α, β) as X / (X + Y), X ~ Gamma(α), Y ~ Gamma(β): exact, and numpy's
+            # float32 gamma sampler is ~3× faster than its beta.
+            x = generator.standard_gamma(a.astype(np.float32), (rows, len(a)), np.float32)
+            y = generator.standard_gamma(b.astype(np.float32), (rows, len(a)), np.float32)
+            return (x / (x + y)).astype(np.float64)
+        return a + b * generator.standard_normal((rows, len(a)))
+
+    def below(self, generator: np.random.Generator, where: np.ndarray, t: float) -> np.ndarray:
+        """One draw of each candidate of ``where`` conditioned on being at most ``t``
+        (rejection: drawn again while above)."""
+        values = self.sample(generator, 1, where)[0]
+        over = np.flatnonzero(values > t)
+        while over.size:
+            values[over] = self.sample(generator, 1, where[over])[0]
+            over = over[values[over] > t]
+        return values
+
+    def envelope(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Per candidate, ``log f(t)`` and ``λ = −(log f)′(t)`` (the tangent's decay)."""
+        a, b = self.a, self.b
+        if self.beta:
+            log_f = (a - 1.0) * math.log(t) + (b - 1.0) * math.log1p(-t) + self._log_norm
+            return log_f, (b - 1.0) / (1.0 - t) - (a - 1.0) / t
+        z = (t - a) / b
+        return -0.5 * z * z + self._log_norm, z / b
+
+    def masses(self, t: float) -> np.ndarray:
+        """Per candidate, the envelope's mass right of ``t`` (``inf`` where it does not fit)."""
+        log_f, rate = self.envelope(t)
+        with np.errstate(divide="ignore", over="ignore"):
+            return np.where(rate > 0.0, np.exp(log_f) / np.where(rate > 0.0, rate, 1.0), np.inf)
+
+    def log_ratio(self, x: np.ndarray, t: float, where: np.ndarray) -> np.ndarray:
+        """``log f(x) − log f(t)`` of the candidates ``where`` (``−inf`` off the support)."""
+        a, b = self.a[where], self.b[where]
+        if self.beta:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out = (a - 1.0) * (np.log(x) - math.log(t)) + (b - 1.0) * (
+                    np.log1p(-np.minimum(x, 1.0)) - math.log1p(-t)
+                )
+            return np.where(x < 1.0, out, -np.inf)
+        return -0.5 * ((x - a) ** 2 - (t - a) ** 2) / (b * b)
+
+    def threshold(self, target: float) -> float:
+        """A ``t`` whose band holds about ``target`` candidates: ``Σ min(1, M(t)) ≈ target``
+        (bisection; any ``t`` is exact, this one only makes the band the right size)."""
+        if self.beta:
+            lo, hi = 1e-9, 1.0 - 1e-9
+        else:
+            lo, hi = float(self.a.min()), float((self.a + 10.0 * self.b).max())
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if float(np.minimum(self.masses(mid), 1.0).sum()) > target:
+                lo = mid
+            else:
+                hi = mid
+        return hi
+
+
+def _chunks(values: np.ndarray) -> Iterator[list[int]]:
+    """Indices of ``values``, largest first, in chunks: the next best in doubling chunks
+    (a partition each), not the whole array sorted: most walks stop a few positions in."""
+    rest = np.arange(len(values))
+    negated = -values
+    chunk = _HEAD
+    while len(rest) > 2 * chunk:
+        part = np.argpartition(negated, chunk - 1)[:chunk]
+        part = part[np.argsort(negated[part], kind="stable")]
+        yield rest[part].tolist()
+        keep = np.ones(len(rest), dtype=bool)
+        keep[part] = False
+        rest, negated = rest[keep], negated[keep]
+        chunk *= 2
+    yield rest[np.argsort(negated, kind="stable")].tolist()
+
+
+def _uniform(generator: np.random.Generator, size: int) -> Scores:
+    """Exploration: every candidate drawn uniformly at random."""
+    draws = generator.random(size)
+    return Scores(itertools.chain.from_iterable(_chunks(draws)), draws, np.zeros(0), True)
+
+
+class FullBlock:
+    """Every candidate drawn in every row. The best :data:`_HEAD` positions of every row
+    are found and sorted once per block (one vectorised partition, not one sort per
+    decision); a decision that walks further sorts the rest of its row."""
+
+    __slots__ = (
+        "_rows",
+        "band",
+        "candidates",
+        "draws",
+        "estimates",
+        "explored",
+        "heads",
+        "posterior",
+    )
+
+    def __init__(
+        self,
+        candidates: Sequence[Any],
+        posterior: Posterior,
+        generator: np.random.Generator,
+        rows: int,
+        exploration: float,
+        band: Band | None,
+    ) -> None:
+        self.candidates = candidates  # held, so the id() key cannot be reused
+        #: A band found unfit for this list (kept so that it is not computed again).
+        self.band = band
+        self.posterior = posterior
+        self.estimates = posterior.estimates
+        draws = posterior.sample(generator, rows)
+        explored = generator.random(rows) < exploration
+        if explored.any():
+            draws[explored] = generator.random((int(explored.sum()), len(posterior)))
+        self.draws = draws
+        self.explored: list[bool] = explored.tolist()
+        negated = -draws
+        if draws.shape[1] > _HEAD:
+            part = np.argpartition(negated, _HEAD - 1, axis=1)[:, :_HEAD]
+            best = np.take_along_axis(negated, part, axis=1)
+            heads = np.take_along_axis(part, np.argsort(best, axis=1), axis=1)
+        else:
+            heads = np.argsort(negated, axis=1)
+        self.heads: list[list[int]] = heads.tolist()
+        #: Rows handed out; ``next`` on a count is atomic, so threads never share a row.
+        self._rows = itertools.count()
+
+    @property
+    def size(self) -> int:
+        return len(self.heads)
+
+    @property
+    def exhausted(self) -> bool:
+        return False
+
+    def take(self, generator: np.random.Generator) -> Scores | None:
+        row = next(self._rows)
+        if row >= self.size:
+            return None
+        draws = self.draws[row]
+        return Scores(self._walk(row, draws), draws, self.estimates, self.explored[row])
+
+    def _walk(self, row: int, draws: np.ndarray) -> Iterator[int]:
+        head = self.heads[row]
+        yield from head
+        if len(head) >= len(draws):
+            return
+        rest = np.ones(len(draws), dtype=bool)
+        rest[head] = False
+        tail = np.flatnonzero(rest)
+        for chunk in _chunks(draws[tail]):
+            yield from tail[chunk].tolist()
+
+
+class Band:
+    """The threshold ``t`` of a candidate list's banded blocks and what it implies (kept
+    from block to block while the band is wide enough)."""
+
+    __slots__ = ("cells", "envelope", "full", "rate", "t", "target", "total")
+
+    def __init__(self, posterior: Posterior, target: float, t: float | None = None) -> None:
+        self.target = target
+        self.t = t = posterior.threshold(target) if t is None else t
+        masses = posterior.masses(t)
+        fits = masses < _ENVELOPE_MAX
+        #: Drawn in full in every row: the candidates the envelope does not fit.
+        self.full = np.flatnonzero(~fits)
+        #: Drawn by the envelope: the others.
+        self.envelope = np.flatnonzero(fits)
+        self.rate = posterior.envelope(t)[1][self.envelope]
+        # Candidate j of ``envelope`` owns the interval [cells[j], cells[j + 1]) of length
+        # −log(1 − M_j): a unit-rate Poisson process has a point in it with probability M_j.
+        self.cells = np.concatenate(([0.0], np.cumsum(-np.log1p(-masses[self.envelope]))))
+        self.total = float(self.cells[-1])
+
+
+class BandedBlock:
+    """Per row, only the band (draws above ``t``) is drawn and sorted; see the module."""
+
+    __slots__ = (
+        "_rows",
+        "_walked_past",
+        "band",
+        "candidates",
+        "estimates",
+        "explored",
+        "full_draws",
+        "members",
+        "posterior",
+        "starts",
+        "values",
+    )
+
+    def __init__(
+        self,
+        candidates: Sequence[Any],
+        posterior: Posterior,
+        generator: np.random.Generator,
+        rows: int,
+        exploration: float,
+        band: Band,
+    ) -> None:
+        self.candidates = candidates
+        self.posterior = posterior
+        self.estimates = posterior.estimates
+        self.band = band
+        t, envelope = band.t, band.envelope
+        # Proposals: the points of a unit-rate Poisson process over the rows' cells laid
+        # end to end (a candidate is proposed in a row when its cell holds a point), in
+        # order, as the running sum of exponential gaps.
+        length = band.total * rows
+        gaps = generator.standard_exponential(int(length + 6.0 * math.sqrt(length) + 16.0))
+        points = np.cumsum(gaps)
+        while points[-1] < length:
+            more = generator.standard_exponential(len(points) // 4 + 16)
+            points = np.concatenate((points, points[-1] + np.cumsum(more)))
+        points = points[: np.searchsorted(points, length)]
+        proposed_rows = (points // band.total).astype(np.intp)
+        within = points - proposed_rows * band.total
+        hit = np.searchsorted(band.cells, within, side="right") - 1
+        np.clip(hit, 0, max(len(envelope) - 1, 0), out=hit)  # rounding at a cell's edge
+        flat = proposed_rows * len(envelope) + hit
+        if len(flat):  # one proposal per cell however many points it holds
+            first = np.concatenate(([True], flat[1:] != flat[:-1]))
+            proposed_rows, hit = proposed_rows[first], hit[first]
+        proposed = envelope[hit]
+        # Values: t + Exp(λ), kept with probability f(x) / e(x).
+        lam = band.rate[hit]
+        x = t + generator.standard_exponential(len(proposed)) / lam
+        log_keep = posterior.log_ratio(x, t, proposed) + lam * (x - t)
+        kept = np.log(generator.random(len(proposed))) < log_keep
+        full_draws = posterior.sample(generator, rows, band.full)
+        self.full_draws = full_draws
+        above_rows, above = np.nonzero(full_draws > t)
+        member_rows = np.concatenate((proposed_rows[kept], above_rows))
+        members = np.concatenate((proposed[kept], band.full[above]))
+        values = np.concatenate((x[kept], full_draws[above_rows, above]))
+        # Row by row, best draw first: one sort of ``row + 1 / (1 + value − t)`` (every
+        # member's value is above t; the fraction falls as the value grows).
+        order = np.argsort(member_rows + 1.0 / (1.0 + (values - t)))
+        self.starts: list[int] = np.searchsorted(
+            member_rows[order], np.arange(rows + 1)
+        ).tolist()
+        self.members: list[int] = members[order].tolist()
+        self.values: list[float] = values[order].tolist()
+        self.explored: list[bool] = (generator.random(rows) < exploration).tolist()
+        self._walked_past = 0
+        self._rows = itertools.count()
+
+    @property
+    def size(self) -> int:
+        return len(self.explored)
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether walks ran past the band too often (the next band should be wider)."""
+        return self._walked_past > _EXHAUSTED * self.size
+
+    def take(self, generator: np.random.Generator) -> Scores | None:
+        row = next(self._rows)
+        if row >= self.size:
+            return None
+        if self.explored[row]:
+            return _uniform(generator, len(self.posterior))._replace(estimates=self.estimates)
+        draws: dict[int, float] = {}
+        return Scores(self._walk(row, draws, generator), draws, self.estimates, False)
+
+    def _walk(self, row: int, draws: dict[int, float], generator: np.random.Generator) -> Iterator[int]:
+        start, stop = self.starts[row], self.starts[row + 1]
+        members = self.members[start:stop]
+        for position, value in zip(members, self.values[start:stop], strict=True):
+            draws[position] = value
+            yield position
+        # Past the band: the other candidates, each drawn conditioned on being ≤ t.
+        self._walked_past += 1
+        t = self.band.t
+        rest = np.ones(len(self.posterior), dtype=bool)
+        rest[members] = False
+        full_values = self.full_draws[row]
+        below = full_values <= t
+        rest[self.band.full] = False
+        envelope = np.flatnonzero(rest)
+        positions = np.concatenate((envelope, self.band.full[below]))
+        values = np.concatenate(
+            (self.posterior.below(generator, envelope, t), full_values[below])
+        )
+        for chunk in _chunks(values):
+            for position, value in zip(
+                positions[chunk].tolist(), values[chunk].tolist(), strict=True
+            ):
+                draws[position] = value
+                yield position
