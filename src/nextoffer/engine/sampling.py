@@ -39,10 +39,10 @@ import numpy as np
 #: Positions per row sorted when a full block is drawn; a walk past them sorts the rest.
 _HEAD = 16
 #: Candidates whose envelope mass ``M`` is at least this are drawn in full in every row.
-_ENVELOPE_MAX = 0.25
+_ENVELOPE_MAX = 0.75
 #: A banded block whose walks ran past the band more often than this share of its rows
-#: doubles the next block's band.
-_EXHAUSTED = 0.05
+#: widens the next block's band by half.
+_EXHAUSTED = 0.1
 
 
 class Scores(NamedTuple):
@@ -102,38 +102,66 @@ class Posterior:
     def below(self, generator: np.random.Generator, where: np.ndarray, t: float) -> np.ndarray:
         """One draw of each candidate of ``where`` conditioned on being at most ``t``
         (rejection: drawn again while above)."""
-        values = self.sample(generator, 1, where)[0]
+        values: np.ndarray = self.sample(generator, 1, where)[0]
         over = np.flatnonzero(values > t)
         while over.size:
             values[over] = self.sample(generator, 1, where[over])[0]
             over = over[values[over] > t]
         return values
 
-    def envelope(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Per candidate, ``log f(t)`` and ``λ = −(log f)′(t)`` (the tangent's decay)."""
+    def log_density(self, x: np.ndarray, where: np.ndarray | None = None) -> np.ndarray:
+        """``log f(x)`` of each candidate (of ``where``); ``−inf`` off the support."""
+        a = self.a if where is None else self.a[where]
+        b = self.b if where is None else self.b[where]
+        norm = self._log_norm if where is None else self._log_norm[where]
+        if self.beta:
+            inside = (x > 0.0) & (x < 1.0)
+            x = np.where(inside, x, 0.5)
+            out = (a - 1.0) * np.log(x) + (b - 1.0) * np.log1p(-x) + norm
+            density: np.ndarray = np.where(inside, out, -np.inf)
+            return density
+        z: np.ndarray = (x - a) / b
+        return -0.5 * z * z + norm
+
+    def tangents(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per candidate, a tangent of ``log f`` touching it at ``u ≥ t``: ``(u, log f(u),
+        λ = −(log f)′(u))``. Any ``u`` right of the mode bounds ``f`` (log-concave); this
+        one — where a normal with the posterior's mode and spread would make the envelope's
+        mass right of ``t`` least — keeps the bound tight near the mode too."""
         a, b = self.a, self.b
         if self.beta:
-            log_f = (a - 1.0) * math.log(t) + (b - 1.0) * math.log1p(-t) + self._log_norm
-            return log_f, (b - 1.0) / (1.0 - t) - (a - 1.0) / t
-        z = (t - a) / b
-        return -0.5 * z * z + self._log_norm, z / b
+            total = a + b
+            center = np.where(total > 2.0, (a - 1.0) / np.maximum(total - 2.0, 1e-300), 0.5)
+            scale = np.sqrt(a * b / (total * total * (total + 1.0)))
+        else:
+            center, scale = a, b
+        z = (t - center) / scale
+        u = np.maximum(center + scale * 0.5 * (z + np.sqrt(z * z + 4.0)), t)
+        if self.beta:
+            u = np.minimum(u, 1.0 - 1e-12)
+            rate = (b - 1.0) / (1.0 - u) - (a - 1.0) / u
+        else:
+            rate = (u - a) / (b * b)
+        return u, self.log_density(u), rate
 
     def masses(self, t: float) -> np.ndarray:
-        """Per candidate, the envelope's mass right of ``t`` (``inf`` where it does not fit)."""
-        log_f, rate = self.envelope(t)
-        with np.errstate(divide="ignore", over="ignore"):
-            return np.where(rate > 0.0, np.exp(log_f) / np.where(rate > 0.0, rate, 1.0), np.inf)
-
-    def log_ratio(self, x: np.ndarray, t: float, where: np.ndarray) -> np.ndarray:
-        """``log f(x) − log f(t)`` of the candidates ``where`` (``−inf`` off the support)."""
-        a, b = self.a[where], self.b[where]
+        """Per candidate, the mass right of ``t`` of its envelope ``f(u)·exp(−λ(x − u))``
+        (``inf`` where the tangent does not fall: λ ≤ 0) — or, for a Beta(a, 1) (no
+        misses yet, the prior's Beta(1, 1) among them), exactly ``P(X > t) = 1 − tᵃ``."""
+        u, log_f, rate = self.tangents(t)
+        fits = rate > 0.0
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            mass = np.exp(log_f + rate * (u - t)) / np.where(fits, rate, 1.0)
+        mass = np.where(fits, mass, np.inf)
         if self.beta:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out = (a - 1.0) * (np.log(x) - math.log(t)) + (b - 1.0) * (
-                    np.log1p(-np.minimum(x, 1.0)) - math.log1p(-t)
-                )
-            return np.where(x < 1.0, out, -np.inf)
-        return -0.5 * ((x - a) ** 2 - (t - a) ** 2) / (b * b)
+            power = self.b == 1.0
+            mass[power] = -np.expm1(self.a[power] * math.log(t))
+        return mass
+
+    def powers(self) -> np.ndarray:
+        """The candidates whose law right of ``t`` is drawn exactly by its inverse CDF,
+        ``x = (tᵃ + v(1 − tᵃ))^{1/a}`` (Beta(a, 1)), not by the envelope."""
+        return (self.b == 1.0) if self.beta else np.zeros(len(self.a), dtype=bool)
 
     def threshold(self, target: float) -> float:
         """A ``t`` whose band holds about ``target`` candidates: ``Σ min(1, M(t)) ≈ target``
@@ -252,7 +280,18 @@ class Band:
     """The threshold ``t`` of a candidate list's banded blocks and what it implies (kept
     from block to block while the band is wide enough)."""
 
-    __slots__ = ("cells", "envelope", "full", "rate", "t", "target", "total")
+    __slots__ = (
+        "anchor",
+        "cells",
+        "envelope",
+        "full",
+        "log_f",
+        "power",
+        "rate",
+        "t",
+        "target",
+        "total",
+    )
 
     def __init__(self, posterior: Posterior, target: float, t: float | None = None) -> None:
         self.target = target
@@ -263,7 +302,14 @@ class Band:
         self.full = np.flatnonzero(~fits)
         #: Drawn by the envelope: the others.
         self.envelope = np.flatnonzero(fits)
-        self.rate = posterior.envelope(t)[1][self.envelope]
+        anchor, log_f, rate = posterior.tangents(t)
+        #: Per candidate of ``envelope``: its tangent's point, log density there and decay.
+        self.anchor = anchor[self.envelope]
+        self.log_f = log_f[self.envelope]
+        self.rate = rate[self.envelope]
+        #: Per candidate of ``envelope``: drawn by its inverse CDF (``Posterior.powers``).
+        self.power = posterior.powers()[self.envelope]
+        self.rate[self.power] = 1.0
         # Candidate j of ``envelope`` owns the interval [cells[j], cells[j + 1]) of length
         # −log(1 − M_j): a unit-rate Poisson process has a point in it with probability M_j.
         self.cells = np.concatenate(([0.0], np.cumsum(-np.log1p(-masses[self.envelope]))))
@@ -322,8 +368,17 @@ class BandedBlock:
         proposed = envelope[hit]
         # Values: t + Exp(λ), kept with probability f(x) / e(x).
         lam = band.rate[hit]
-        x = t + generator.standard_exponential(len(proposed)) / lam
-        log_keep = posterior.log_ratio(x, t, proposed) + lam * (x - t)
+        gaps = generator.standard_exponential(len(proposed))
+        x = t + gaps / lam
+        log_keep = (
+            posterior.log_density(x, proposed) - band.log_f[hit] + lam * (x - band.anchor[hit])
+        )
+        power = band.power[hit]
+        if power.any():  # Beta(a, 1): exact, by the inverse CDF of a uniform
+            a = posterior.a[proposed[power]]
+            floor = np.exp(a * math.log(t))
+            x[power] = (floor - np.expm1(-gaps[power]) * (1.0 - floor)) ** (1.0 / a)
+            log_keep[power] = 0.0
         kept = np.log(generator.random(len(proposed))) < log_keep
         full_draws = posterior.sample(generator, rows, band.full)
         self.full_draws = full_draws
@@ -334,9 +389,7 @@ class BandedBlock:
         # Row by row, best draw first: one sort of ``row + 1 / (1 + value − t)`` (every
         # member's value is above t; the fraction falls as the value grows).
         order = np.argsort(member_rows + 1.0 / (1.0 + (values - t)))
-        self.starts: list[int] = np.searchsorted(
-            member_rows[order], np.arange(rows + 1)
-        ).tolist()
+        self.starts: list[int] = np.searchsorted(member_rows[order], np.arange(rows + 1)).tolist()
         self.members: list[int] = members[order].tolist()
         self.values: list[float] = values[order].tolist()
         self.explored: list[bool] = (generator.random(rows) < exploration).tolist()
@@ -361,7 +414,9 @@ class BandedBlock:
         draws: dict[int, float] = {}
         return Scores(self._walk(row, draws, generator), draws, self.estimates, False)
 
-    def _walk(self, row: int, draws: dict[int, float], generator: np.random.Generator) -> Iterator[int]:
+    def _walk(
+        self, row: int, draws: dict[int, float], generator: np.random.Generator
+    ) -> Iterator[int]:
         start, stop = self.starts[row], self.starts[row + 1]
         members = self.members[start:stop]
         for position, value in zip(members, self.values[start:stop], strict=True):
@@ -377,9 +432,7 @@ class BandedBlock:
         rest[self.band.full] = False
         envelope = np.flatnonzero(rest)
         positions = np.concatenate((envelope, self.band.full[below]))
-        values = np.concatenate(
-            (self.posterior.below(generator, envelope, t), full_values[below])
-        )
+        values = np.concatenate((self.posterior.below(generator, envelope, t), full_values[below]))
         for chunk in _chunks(values):
             for position, value in zip(
                 positions[chunk].tolist(), values[chunk].tolist(), strict=True

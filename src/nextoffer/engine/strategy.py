@@ -205,7 +205,7 @@ MAX_BLOCKS = 256
 #: their key has been drawn for :data:`BANDED_AFTER` times; shorter ones in full.
 BANDED_MIN = 64
 BANDED_AFTER = 24
-#: The band's expected size at first (doubled while walks run past it).
+#: The band's expected size at first (widened by half while walks run past it).
 BAND_TARGET = 24
 
 
@@ -260,7 +260,7 @@ def _next_block(
         rows = min(size, BLOCK_ROWS)
         band = previous.band if previous is not None else None
         if isinstance(previous, BandedBlock) and previous.exhausted:
-            band = Band(posterior, 2 * previous.band.target)
+            band = Band(posterior, 1.5 * previous.band.target)
         elif band is None:
             band = Band(posterior, BAND_TARGET)
         # Banded while the band is a small part of the list and few are drawn in full.
