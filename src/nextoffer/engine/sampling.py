@@ -121,7 +121,8 @@ class Posterior:
             density: np.ndarray = np.where(inside, out, -np.inf)
             return density
         z: np.ndarray = (x - a) / b
-        return -0.5 * z * z + norm
+        gaussian: np.ndarray = -0.5 * z * z + norm
+        return gaussian
 
     def tangents(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per candidate, a tangent of ``log f`` touching it at ``u ≥ t``: ``(u, log f(u),
