@@ -88,7 +88,8 @@ class Posterior:
     def sample(
         self, generator: np.random.Generator, rows: int, where: np.ndarray | None = None
     ) -> np.ndarray:
-        """``rows`` independent draws of each candidate (of ``where``), float64."""
+        """``rows`` independent draws of each candidate (of ``where``), as float32: the
+        samplers are faster so, and ranking needs no more digits."""
         a = self.a if where is None else self.a[where]
         b = self.b if where is None else self.b[where]
         if self.beta:
@@ -96,8 +97,11 @@ class Posterior:
             # float32 gamma sampler is ~3× faster than its beta.
             x = generator.standard_gamma(a.astype(np.float32), (rows, len(a)), np.float32)
             y = generator.standard_gamma(b.astype(np.float32), (rows, len(a)), np.float32)
-            return (x / (x + y)).astype(np.float64)
-        return a + b * generator.standard_normal((rows, len(a)))
+            beta: np.ndarray = x / (x + y)
+            return beta
+        z = generator.standard_normal((rows, len(a)), dtype=np.float32)
+        normal: np.ndarray = a.astype(np.float32) + b.astype(np.float32) * z
+        return normal
 
     def below(self, generator: np.random.Generator, where: np.ndarray, t: float) -> np.ndarray:
         """One draw of each candidate of ``where`` conditioned on being at most ``t``

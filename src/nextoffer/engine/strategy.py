@@ -203,7 +203,7 @@ BLOCK_ROWS = 256
 MAX_BLOCKS = 256
 #: Candidate lists at least this long are drawn in bands (``sampling.BandedBlock``) once
 #: their key has been drawn for :data:`BANDED_AFTER` times; shorter ones in full.
-BANDED_MIN = 64
+BANDED_MIN = 256
 BANDED_AFTER = 24
 #: The band's expected size at first (widened by half while walks run past it).
 BAND_TARGET = 24

@@ -307,9 +307,9 @@ def test_a_walk_past_the_sorted_head_reaches_the_last_eligible_candidate() -> No
 
 
 def test_a_long_candidate_list_is_drawn_in_bands_and_ranks_by_the_posterior() -> None:
-    # 200 candidates: after a few blocks drawn in full, decisions take banded blocks
+    # 300 candidates: after a few blocks drawn in full, decisions take banded blocks
     # (only the draws above a threshold), and still serve by the posterior, eligible only.
-    offers = [offer(f"O{i:03d}", rule="R1" if i % 2 else None) for i in range(200)]
+    offers = [offer(f"O{i:03d}", rule="R1" if i % 2 else None) for i in range(300)]
     catalog = library(AUTO, *offers, extra=(rule("R1", 'tier = "gold"'),))
     stats = {o.at_id: {(0, 0): 1000.0, (0, REWARD): 20.0} for o in offers}
     stats["O007"] = {(0, 0): 1000.0, (0, REWARD): 90.0}  # the best, for gold only
