@@ -62,7 +62,7 @@ class Posterior:
     """The candidates' posteriors: Beta(``a``, ``b``) when ``beta``, else N(``a``, ``b²``).
     Both are log-concave (Beta with ``a, b ≥ 1``), which the banded draws rely on."""
 
-    __slots__ = ("_log_norm", "a", "b", "beta")
+    __slots__ = ("a", "b", "beta", "log_norm")
 
     def __init__(self, beta: bool, a: np.ndarray, b: np.ndarray) -> None:
         self.beta = beta
@@ -71,11 +71,11 @@ class Posterior:
         #: log of each density's normalising constant (Beta: −log B(a, b)).
         if beta:
             lg = math.lgamma
-            self._log_norm = np.array(
+            self.log_norm = np.array(
                 [lg(x + y) - lg(x) - lg(y) for x, y in zip(a.tolist(), b.tolist(), strict=True)]
             )
         else:
-            self._log_norm = -np.log(b) - 0.5 * math.log(2.0 * math.pi)
+            self.log_norm = -np.log(b) - 0.5 * math.log(2.0 * math.pi)
 
     def __len__(self) -> int:
         return len(self.a)
@@ -117,7 +117,7 @@ class Posterior:
         """``log f(x)`` of each candidate (of ``where``); ``−inf`` off the support."""
         a = self.a if where is None else self.a[where]
         b = self.b if where is None else self.b[where]
-        norm = self._log_norm if where is None else self._log_norm[where]
+        norm = self.log_norm if where is None else self.log_norm[where]
         if self.beta:
             inside = (x > 0.0) & (x < 1.0)
             x = np.where(inside, x, 0.5)
@@ -201,10 +201,42 @@ def _chunks(values: np.ndarray) -> Iterator[list[int]]:
     yield rest[np.argsort(negated, kind="stable")].tolist()
 
 
-def _uniform(generator: np.random.Generator, size: int) -> Scores:
-    """Exploration: every candidate drawn uniformly at random."""
-    draws = generator.random(size)
-    return Scores(itertools.chain.from_iterable(_chunks(draws)), draws, np.zeros(0), True)
+def _uniform(generator: np.random.Generator, size: int, estimates: np.ndarray) -> Scores:
+    """Exploration: every candidate drawn uniformly at random, lazily (see _uniform_walk)."""
+    draws: dict[int, float] = {}
+    return Scores(_uniform_walk(generator, size, draws), draws, estimates, True)
+
+
+def _uniform_walk(
+    generator: np.random.Generator, size: int, draws: dict[int, float]
+) -> Iterator[int]:
+    """``size`` uniform draws, best first, made as far as the walk goes: the largest of
+    ``n`` uniforms below ``v`` is ``v·U^(1/n)``, and it belongs to a candidate not yet
+    drawn, each alike — the law of sorting ``size`` uniform draws, at a few draws per
+    position instead of ``size``."""
+    value = 1.0
+    picks: list[int] = []
+    powers: list[float] = []
+    while len(draws) < size:
+        if len(draws) > size // 2:  # most are drawn: the rest in a random order
+            rest = np.array([p for p in range(size) if p not in draws], dtype=np.intp)
+            positions = generator.permutation(rest).tolist()
+            powers = generator.random(len(positions)).tolist()
+            for position, power in zip(positions, powers, strict=True):
+                value *= power ** (1.0 / (size - len(draws)))
+                draws[position] = value
+                yield position
+            return
+        if not picks:
+            picks = generator.integers(0, size, 32).tolist()
+        if not powers:
+            powers = generator.random(16).tolist()
+        position = picks.pop()
+        if position in draws:  # drawn already: another, each left alike
+            continue
+        value *= powers.pop() ** (1.0 / (size - len(draws)))
+        draws[position] = value
+        yield position
 
 
 class FullBlock:
@@ -286,14 +318,16 @@ class Band:
     from block to block while the band is wide enough)."""
 
     __slots__ = (
-        "anchor",
         "cells",
         "envelope",
+        "first",
         "full",
-        "log_f",
+        "offset",
         "power",
         "rate",
+        "second",
         "t",
+        "table",
         "target",
         "total",
     )
@@ -308,10 +342,19 @@ class Band:
         #: Drawn by the envelope: the others.
         self.envelope = np.flatnonzero(fits)
         anchor, log_f, rate = posterior.tangents(t)
-        #: Per candidate of ``envelope``: its tangent's point, log density there and decay.
-        self.anchor = anchor[self.envelope]
-        self.log_f = log_f[self.envelope]
-        self.rate = rate[self.envelope]
+        envelope = self.envelope
+        #: Per candidate of ``envelope``: the tangent's decay λ, and the terms of
+        #: ``log f(x) − log e(x) = first·log x + second·log(1 − x) + λx + offset`` (Beta)
+        #: or ``first·(x − second)² + λx + offset`` (normal).
+        self.rate = rate[envelope]
+        a, b = posterior.a[envelope], posterior.b[envelope]
+        if posterior.beta:
+            self.first, self.second = a - 1.0, b - 1.0
+        else:
+            self.first, self.second = -0.5 / (b * b), a
+        self.offset = (posterior.log_norm[envelope] - log_f[envelope]) - self.rate * anchor[
+            envelope
+        ]
         #: Per candidate of ``envelope``: drawn by its inverse CDF (``Posterior.powers``).
         self.power = posterior.powers()[self.envelope]
         self.rate[self.power] = 1.0
@@ -319,6 +362,15 @@ class Band:
         # −log(1 − M_j): a unit-rate Poisson process has a point in it with probability M_j.
         self.cells = np.concatenate(([0.0], np.cumsum(-np.log1p(-masses[self.envelope]))))
         self.total = float(self.cells[-1])
+        #: Per bucket of [0, total) in 8 per cell: the cell its start falls in (a point's
+        #: cell is found from there in a step or two, not by a binary search).
+        buckets = 8 * len(self.envelope)
+        self.table = (
+            np.searchsorted(
+                self.cells, np.arange(buckets) * (self.total / max(buckets, 1)), side="right"
+            )
+            - 1
+        )
 
 
 class BandedBlock:
@@ -362,29 +414,43 @@ class BandedBlock:
             more = generator.standard_exponential(len(points) // 4 + 16)
             points = np.concatenate((points, points[-1] + np.cumsum(more)))
         points = points[: np.searchsorted(points, length)]
-        proposed_rows = (points // band.total).astype(np.intp)
-        within = points - proposed_rows * band.total
-        hit = np.searchsorted(band.cells, within, side="right") - 1
-        np.clip(hit, 0, max(len(envelope) - 1, 0), out=hit)  # rounding at a cell's edge
+        count = len(envelope)
+        if not count or band.total <= 0.0:
+            points = points[:0]
+        proposed_rows = np.minimum((points * (1.0 / band.total)).astype(np.intp), rows - 1)
+        within = np.maximum(points - proposed_rows * band.total, 0.0)
+        buckets = len(band.table)
+        hit = band.table[np.minimum((within * (buckets / band.total)).astype(np.intp), buckets - 1)]
+        bounds = np.concatenate((band.cells, [np.inf]))
+        for _ in range(2):
+            hit += bounds[hit + 1] <= within
+        late = np.flatnonzero(bounds[hit + 1] <= within)
+        if late.size:
+            hit[late] = np.searchsorted(band.cells, within[late], side="right") - 1
+        np.clip(hit, 0, max(count - 1, 0), out=hit)  # rounding at the very end
         flat = proposed_rows * len(envelope) + hit
         if len(flat):  # one proposal per cell however many points it holds
-            first = np.concatenate(([True], flat[1:] != flat[:-1]))
-            proposed_rows, hit = proposed_rows[first], hit[first]
+            fresh = np.concatenate(([True], flat[1:] != flat[:-1]))
+            proposed_rows, hit = proposed_rows[fresh], hit[fresh]
         proposed = envelope[hit]
-        # Values: t + Exp(λ), kept with probability f(x) / e(x).
+        # Values: t + Exp(λ), kept with probability f(x) / e(x), i.e. when an Exp(1)
+        # draw exceeds log e(x) − log f(x).
         lam = band.rate[hit]
         gaps = generator.standard_exponential(len(proposed))
         x = t + gaps / lam
-        log_keep = (
-            posterior.log_density(x, proposed) - band.log_f[hit] + lam * (x - band.anchor[hit])
-        )
+        with np.errstate(divide="ignore", invalid="ignore"):  # x ≥ 1 (Beta): rejected
+            if posterior.beta:
+                log_keep = band.first[hit] * np.log(x) + band.second[hit] * np.log1p(-x)
+            else:
+                log_keep = band.first[hit] * np.square(x - band.second[hit])
+            log_keep += lam * x + band.offset[hit]
         power = band.power[hit]
         if power.any():  # Beta(a, 1): exact, by the inverse CDF of a uniform
             a = posterior.a[proposed[power]]
             floor = np.exp(a * math.log(t))
             x[power] = (floor - np.expm1(-gaps[power]) * (1.0 - floor)) ** (1.0 / a)
             log_keep[power] = 0.0
-        kept = np.log(generator.random(len(proposed))) < log_keep
+        kept = log_keep + generator.standard_exponential(len(proposed)) >= 0.0
         full_draws = posterior.sample(generator, rows, band.full)
         self.full_draws = full_draws
         above_rows, above = np.nonzero(full_draws > t)
@@ -415,7 +481,7 @@ class BandedBlock:
         if row >= self.size:
             return None
         if self.explored[row]:
-            return _uniform(generator, len(self.posterior))._replace(estimates=self.estimates)
+            return _uniform(generator, len(self.posterior), self.estimates)
         draws: dict[int, float] = {}
         return Scores(self._walk(row, draws, generator), draws, self.estimates, False)
 

@@ -161,3 +161,30 @@ def test_a_wrong_membership_law_is_caught() -> None:
     )
     with pytest.raises(AssertionError):
         assert_law(counts, exact_first(posterior))
+
+
+def test_exploration_walks_a_uniformly_random_order_of_uniform_draws() -> None:
+    """A banded block's exploring rows: every candidate once, values falling, the first
+    place uniform over the candidates and its value the largest of n uniforms."""
+    n, rows = 300, 6_000
+    posterior = beta_posteriors(1, n)
+    band = Band(posterior, 8.0)
+    generator = np.random.default_rng(8)
+    firsts = np.zeros(n)
+    tops: list[float] = []
+    walked = 0
+    while walked < rows:
+        block = BandedBlock(range(n), posterior, generator, 64, 1.0, band)
+        while walked < rows and (scores := block.take(generator)) is not None:
+            assert scores.explored
+            order = list(itertools.islice(scores.order, 3)) if walked % 50 else list(scores.order)
+            if walked % 50 == 0:
+                assert sorted(order) == list(range(n))
+            values = [scores.draws[p] for p in order]
+            assert values == sorted(values, reverse=True)
+            firsts[order[0]] += 1
+            tops.append(values[0])
+            walked += 1
+    assert_law(firsts, np.full(n, 1.0 / n))
+    # E[max of n uniforms] = n / (n + 1), sd ≈ 1 / n
+    assert abs(float(np.mean(tops)) - n / (n + 1)) < 5.0 / n / math.sqrt(rows)
