@@ -80,7 +80,10 @@ def slots(
         return (0,)
     active = {0}
     for feature in strategy.features:
-        active.add(_slot(feature.source, _category(feature.read(profile, context))))
+        value = feature.read(profile, context)
+        # the common categories (text, absent) without _category's type tests
+        category = value if value.__class__ is str else _category(value)
+        active.add(_slot(feature.source, category))
     return tuple(sorted(active))
 
 
