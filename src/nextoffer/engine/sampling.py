@@ -42,7 +42,7 @@ _HEAD = 16
 _ENVELOPE_MAX = 0.75
 #: A banded block whose walks ran past the band more often than this share of its rows
 #: widens the next block's band by half.
-_EXHAUSTED = 0.1
+_EXHAUSTED = 0.03
 
 
 class Scores(NamedTuple):
@@ -318,12 +318,10 @@ class Band:
     from block to block while the band is wide enough)."""
 
     __slots__ = (
-        "_lower",
         "cells",
         "envelope",
         "first",
         "full",
-        "mass",
         "offset",
         "power",
         "rate",
@@ -362,8 +360,7 @@ class Band:
         self.rate[self.power] = 1.0
         # Candidate j of ``envelope`` owns the interval [cells[j], cells[j + 1]) of length
         # −log(1 − M_j): a unit-rate Poisson process has a point in it with probability M_j.
-        self.mass = masses[envelope]
-        self.cells = np.concatenate(([0.0], np.cumsum(-np.log1p(-self.mass))))
+        self.cells = np.concatenate(([0.0], np.cumsum(-np.log1p(-masses[self.envelope]))))
         self.total = float(self.cells[-1])
         #: Per bucket of [0, total) in 8 per cell: the cell its start falls in (a point's
         #: cell is found from there in a step or two, not by a binary search).
@@ -374,76 +371,6 @@ class Band:
             )
             - 1
         )
-
-        self._lower: Band | None = None
-
-    def lower(self, posterior: Posterior) -> Band:
-        """The band below this one (three times as wide), for walks that run past it."""
-        if self._lower is None:
-            self._lower = Band(
-                posterior, 3.0 * self.target, min(posterior.threshold(3.0 * self.target), self.t)
-            )
-        return self._lower
-
-    def propose(self, generator: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per row, the candidates proposed (each of ``envelope`` with probability M):
-        the proposals' rows and their indices in ``envelope``, row by row."""
-        envelope = self.envelope
-        # The points of a unit-rate Poisson process over the rows' cells laid end to end
-        # (a candidate is proposed in a row when its cell holds a point), in order, as
-        # the running sum of exponential gaps.
-        length = self.total * rows
-        gaps = generator.standard_exponential(int(length + 6.0 * math.sqrt(length) + 16.0))
-        points = np.cumsum(gaps)
-        while points[-1] < length:
-            more = generator.standard_exponential(len(points) // 4 + 16)
-            points = np.concatenate((points, points[-1] + np.cumsum(more)))
-        points = points[: np.searchsorted(points, length)]
-        count = len(envelope)
-        if not count or self.total <= 0.0:
-            empty = np.zeros(0, dtype=np.intp)
-            return empty, empty
-        proposed_rows = np.minimum((points * (1.0 / self.total)).astype(np.intp), rows - 1)
-        within = np.maximum(points - proposed_rows * self.total, 0.0)
-        buckets = len(self.table)
-        hit = self.table[np.minimum((within * (buckets / self.total)).astype(np.intp), buckets - 1)]
-        bounds = np.concatenate((self.cells, [np.inf]))
-        for _ in range(2):
-            hit += bounds[hit + 1] <= within
-        late = np.flatnonzero(bounds[hit + 1] <= within)
-        if late.size:
-            hit[late] = np.searchsorted(self.cells, within[late], side="right") - 1
-        np.clip(hit, 0, count - 1, out=hit)  # rounding at the very end
-        flat = proposed_rows * count + hit
-        if len(flat):  # one proposal per cell however many points it holds
-            fresh = np.concatenate(([True], flat[1:] != flat[:-1]))
-            proposed_rows, hit = proposed_rows[fresh], hit[fresh]
-        return proposed_rows, hit
-
-    def draw(
-        self, generator: np.random.Generator, posterior: Posterior, hit: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Values of proposals (indices in ``envelope``): t + Exp(λ), and whether each is
-        kept — with probability f(x) / e(x), i.e. when an Exp(1) draw exceeds
-        log e(x) − log f(x)."""
-        t = self.t
-        lam = self.rate[hit]
-        gaps = generator.standard_exponential(len(hit))
-        x = t + gaps / lam
-        with np.errstate(divide="ignore", invalid="ignore"):  # x ≥ 1 (Beta): rejected
-            if posterior.beta:
-                log_keep = self.first[hit] * np.log(x) + self.second[hit] * np.log1p(-x)
-            else:
-                log_keep = self.first[hit] * np.square(x - self.second[hit])
-            log_keep += lam * x + self.offset[hit]
-        power = self.power[hit]
-        if power.any():  # Beta(a, 1): exact, by the inverse CDF of a uniform
-            a = posterior.a[self.envelope[hit[power]]]
-            floor = np.exp(a * math.log(t))
-            x[power] = (floor - np.expm1(-gaps[power]) * (1.0 - floor)) ** (1.0 / a)
-            log_keep[power] = 0.0
-        kept = log_keep + generator.standard_exponential(len(hit)) >= 0.0
-        return x, kept
 
 
 class BandedBlock:
@@ -477,9 +404,53 @@ class BandedBlock:
         self.estimates = posterior.estimates
         self.band = band
         t, envelope = band.t, band.envelope
-        proposed_rows, hit = band.propose(generator, rows)
+        # Proposals: the points of a unit-rate Poisson process over the rows' cells laid
+        # end to end (a candidate is proposed in a row when its cell holds a point), in
+        # order, as the running sum of exponential gaps.
+        length = band.total * rows
+        gaps = generator.standard_exponential(int(length + 6.0 * math.sqrt(length) + 16.0))
+        points = np.cumsum(gaps)
+        while points[-1] < length:
+            more = generator.standard_exponential(len(points) // 4 + 16)
+            points = np.concatenate((points, points[-1] + np.cumsum(more)))
+        points = points[: np.searchsorted(points, length)]
+        count = len(envelope)
+        if not count or band.total <= 0.0:
+            points = points[:0]
+        proposed_rows = np.minimum((points * (1.0 / band.total)).astype(np.intp), rows - 1)
+        within = np.maximum(points - proposed_rows * band.total, 0.0)
+        buckets = len(band.table)
+        hit = band.table[np.minimum((within * (buckets / band.total)).astype(np.intp), buckets - 1)]
+        bounds = np.concatenate((band.cells, [np.inf]))
+        for _ in range(2):
+            hit += bounds[hit + 1] <= within
+        late = np.flatnonzero(bounds[hit + 1] <= within)
+        if late.size:
+            hit[late] = np.searchsorted(band.cells, within[late], side="right") - 1
+        np.clip(hit, 0, max(count - 1, 0), out=hit)  # rounding at the very end
+        flat = proposed_rows * len(envelope) + hit
+        if len(flat):  # one proposal per cell however many points it holds
+            fresh = np.concatenate(([True], flat[1:] != flat[:-1]))
+            proposed_rows, hit = proposed_rows[fresh], hit[fresh]
         proposed = envelope[hit]
-        x, kept = band.draw(generator, posterior, hit)
+        # Values: t + Exp(λ), kept with probability f(x) / e(x), i.e. when an Exp(1)
+        # draw exceeds log e(x) − log f(x).
+        lam = band.rate[hit]
+        gaps = generator.standard_exponential(len(proposed))
+        x = t + gaps / lam
+        with np.errstate(divide="ignore", invalid="ignore"):  # x ≥ 1 (Beta): rejected
+            if posterior.beta:
+                log_keep = band.first[hit] * np.log(x) + band.second[hit] * np.log1p(-x)
+            else:
+                log_keep = band.first[hit] * np.square(x - band.second[hit])
+            log_keep += lam * x + band.offset[hit]
+        power = band.power[hit]
+        if power.any():  # Beta(a, 1): exact, by the inverse CDF of a uniform
+            a = posterior.a[proposed[power]]
+            floor = np.exp(a * math.log(t))
+            x[power] = (floor - np.expm1(-gaps[power]) * (1.0 - floor)) ** (1.0 / a)
+            log_keep[power] = 0.0
+        kept = log_keep + generator.standard_exponential(len(proposed)) >= 0.0
         full_draws = posterior.sample(generator, rows, band.full)
         self.full_draws = full_draws
         above_rows, above = np.nonzero(full_draws > t)
@@ -522,61 +493,17 @@ class BandedBlock:
         for position, value in zip(members, self.values[start:stop], strict=True):
             draws[position] = value
             yield position
+        # Past the band: the other candidates, each drawn conditioned on being ≤ t.
         self._walked_past += 1
-        yield from self._past(row, members, draws, generator)
-
-    def _past(
-        self,
-        row: int,
-        members: list[int],
-        draws: dict[int, float],
-        generator: np.random.Generator,
-    ) -> Iterator[int]:
-        """Past the band: every other candidate's draw conditioned on being at most t —
-        a second band (t₂ < t, by the lower band's envelope, each candidate's experiment
-        repeated while it contradicts what is known: a value above t), then the rest."""
-        band, posterior = self.band, self.posterior
-        t = band.t
-        lower = band.lower(posterior)
-        t2 = lower.t
-        unknown = np.ones(len(posterior), dtype=bool)
-        unknown[members] = False
-        unknown[band.full] = False
+        t = self.band.t
+        rest = np.ones(len(self.posterior), dtype=bool)
+        rest[members] = False
         full_values = self.full_draws[row]
-        stay = full_values <= t
-        known, known_values = band.full[stay], full_values[stay].astype(np.float64)
-        _, hit = lower.propose(generator, 1)
-        hit = hit[unknown[lower.envelope[hit]]]
-        x, kept = lower.draw(generator, posterior, hit)
-        clash = np.flatnonzero(kept & (x > t))
-        while clash.size:
-            kept[clash] = False
-            again = clash[generator.random(clash.size) < lower.mass[hit[clash]]]
-            x[again], kept[again] = lower.draw(generator, posterior, hit[again])
-            clash = again[kept[again] & (x[again] > t)]
-        enveloped = np.zeros(len(posterior), dtype=bool)
-        enveloped[lower.envelope] = True
-        direct = np.flatnonzero(unknown & ~enveloped)
-        direct_values = posterior.below(generator, direct, t).astype(np.float64)
-        later = unknown & enveloped
-        second = lower.envelope[hit[kept]]
-        later[second] = False
-        direct_in, known_in = direct_values > t2, known_values > t2  # in the second band
-        positions = np.concatenate((second, direct[direct_in], known[known_in]))
-        values = np.concatenate((x[kept], direct_values[direct_in], known_values[known_in]))
-        order = np.argsort(-values, kind="stable")
-        for position, value in zip(positions[order].tolist(), values[order].tolist(), strict=True):
-            draws[position] = value
-            yield position
-        rest = np.flatnonzero(later)
-        positions = np.concatenate((rest, direct[~direct_in], known[~known_in]))
-        values = np.concatenate(
-            (
-                posterior.below(generator, rest, t2),
-                direct_values[~direct_in],
-                known_values[~known_in],
-            )
-        )
+        below = full_values <= t
+        rest[self.band.full] = False
+        envelope = np.flatnonzero(rest)
+        positions = np.concatenate((envelope, self.band.full[below]))
+        values = np.concatenate((self.posterior.below(generator, envelope, t), full_values[below]))
         for chunk in _chunks(values):
             for position, value in zip(
                 positions[chunk].tolist(), values[chunk].tolist(), strict=True
