@@ -76,15 +76,36 @@ def slots(
     strategy: Strategy, profile: Mapping[str, Any], context: Mapping[str, Any]
 ) -> tuple[int, ...]:
     """The request's active feature slots, sorted: the bias (0) and one per feature."""
-    if not strategy.features:
+    features = strategy.features
+    if not features:
         return (0,)
-    active = {0}
-    for feature in strategy.features:
-        value = feature.read(profile, context)
-        # the common categories (text, absent) without _category's type tests
-        category = value if value.__class__ is str else _category(value)
-        active.add(_slot(feature.source, category))
-    return tuple(sorted(active))
+    values = [feature.read(profile, context) for feature in features]
+    # Memoised by the values read (and their types: True and 1 are different categories);
+    # values that cannot be hashed (lists) are worked out each time.
+    try:
+        key = (strategy, *values, *map(type, values))
+        found = _ACTIVE.get(key)
+    except TypeError:
+        key, found = None, None
+    if found is None:
+        found = tuple(
+            sorted(
+                {0}
+                | {
+                    _slot(feature.source, _category(value))
+                    for feature, value in zip(features, values, strict=True)
+                }
+            )
+        )
+        if key is not None:
+            if len(_ACTIVE) >= 65_536:
+                _ACTIVE.clear()
+            _ACTIVE[key] = found
+    return found
+
+
+#: Feature slots by (strategy, values read, their types): a pure function, memoised.
+_ACTIVE: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
 
 @lru_cache(maxsize=65_536)
