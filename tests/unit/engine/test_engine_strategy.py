@@ -21,6 +21,7 @@ from nextoffer.engine.strategy import (
     REWARD,
     Strategy,
     StrategyType,
+    _slot,
     increments,
     learn,
     slots,
@@ -329,3 +330,18 @@ def test_a_long_candidate_list_is_drawn_in_bands_and_ranks_by_the_posterior() ->
         for s in range(50)
     )
     assert gold["O007"] >= 48
+
+
+def test_feature_slots_tell_true_from_one() -> None:
+    # The slots are memoised by the values read: True and 1 (equal in Python) are
+    # different categories ("true", "1") and must not share an entry.
+    body = {
+        "xdm:name": "p",
+        "xdm:strategyType": "personalized-optimization",
+        "xdm:features": ["tier"],
+    }
+    strategy = library(body, offer("A")).strategies[STRATEGY]
+    assert _slot("tier", "true") != _slot("tier", "1")  # else this test proves nothing
+    assert slots(strategy, {"tier": True}, {}) == (0, _slot("tier", "true"))
+    assert slots(strategy, {"tier": 1}, {}) == (0, _slot("tier", "1"))
+    assert slots(strategy, {"tier": [1, 2]}, {}) == (0, _slot("tier", "[1,2]"))  # unhashable
