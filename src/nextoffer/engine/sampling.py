@@ -15,14 +15,15 @@ Two kinds of block:
   ``t`` (the *band*), chosen so that about ``target`` candidates are in it; a walk that
   needs more than the band draws the rest, each conditioned on being at most ``t``. It is
   exact: every candidate's draw still has its posterior's law, independently of the others.
-  Membership and values come from an envelope: a log-concave density ``f`` lies, right of
-  ``t``, under ``e(x) = f(t)·exp(−λ(x − t))`` (``λ = −(log f)′(t) > 0``) whose mass is
-  ``M = f(t)/λ ≥ P(X > t)``. A candidate is *proposed* with probability ``M`` (a walk over
-  the cumulative ``log(1 − M)``, one search per proposal, so a row costs its proposals, not
-  the candidates), its value is ``t + Exp(λ)``, and it is kept with probability
-  ``f(x)/e(x)``: kept values have density ``f(x)`` on ``x > t``, exactly the law of a draw
-  above ``t``. Candidates the envelope does not fit (``λ ≤ 0``: ``t`` is left of the mode, or
-  ``M`` large) are drawn in full in every row.
+  Membership and values come from an envelope: right of ``t``, a log-concave density ``f``
+  lies under its tangent at any ``u`` right of the mode, ``e(x) = f(u)·exp(−λ(x − u))``
+  (``λ = −(log f)′(u) > 0``), whose mass right of ``t`` is ``M ≥ P(X > t)``. A candidate
+  is *proposed* with probability ``M`` (a unit-rate Poisson process over cells of length
+  ``−log(1 − M)``, so a row costs its proposals, not its candidates), its value is
+  ``t + Exp(λ)``, and it is kept with probability ``f(x)/e(x)``: kept values have density
+  ``f(x)`` on ``x > t``, exactly the law of a draw above ``t``. Beta(a, 1) is drawn by its
+  inverse CDF; candidates the envelope does not fit (``M`` large, or ``t`` left of the
+  mode) are drawn in full in every row.
 
 Pure: a numpy ``Generator`` is a parameter.
 """
