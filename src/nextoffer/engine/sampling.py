@@ -291,10 +291,6 @@ class FullBlock:
     def size(self) -> int:
         return len(self.heads)
 
-    @property
-    def exhausted(self) -> bool:
-        return False
-
     def take(self, generator: np.random.Generator) -> Scores | None:
         row = next(self._rows)
         if row >= self.size:
