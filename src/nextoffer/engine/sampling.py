@@ -202,40 +202,55 @@ def _chunks(values: np.ndarray) -> Iterator[list[int]]:
     yield rest[np.argsort(negated, kind="stable")].tolist()
 
 
-def _uniform(generator: np.random.Generator, size: int, estimates: np.ndarray) -> Scores:
-    """Exploration: every candidate drawn uniformly at random, lazily (see _uniform_walk)."""
+def _uniform(
+    generator: np.random.Generator,
+    size: int,
+    estimates: np.ndarray,
+    picks: list[int],
+    powers: list[float],
+) -> Scores:
+    """Exploration: every candidate drawn uniformly at random, lazily (see _uniform_walk);
+    ``picks`` and ``powers`` are the first random numbers it uses (drawn with its block)."""
     draws: dict[int, float] = {}
-    return Scores(_uniform_walk(generator, size, draws), draws, estimates, True)
+    return Scores(_uniform_walk(generator, size, draws, picks, powers), draws, estimates, True)
 
 
 def _uniform_walk(
-    generator: np.random.Generator, size: int, draws: dict[int, float]
+    generator: np.random.Generator,
+    size: int,
+    draws: dict[int, float],
+    picks: list[int],
+    powers: list[float],
 ) -> Iterator[int]:
     """``size`` uniform draws, best first, made as far as the walk goes: the largest of
     ``n`` uniforms below ``v`` is ``v·U^(1/n)``, and it belongs to a candidate not yet
-    drawn, each alike — the law of sorting ``size`` uniform draws, at a few draws per
-    position instead of ``size``."""
+    drawn, each alike (``picks``: uniform positions, those drawn already skipped) — the
+    law of sorting ``size`` uniform draws, at a few draws per position instead of
+    ``size``."""
     value = 1.0
-    picks: list[int] = []
-    powers: list[float] = []
-    while len(draws) < size:
-        if len(draws) > size // 2:  # most are drawn: the rest in a random order
+    left = size
+    half = size // 2
+    while left:
+        if left < half:  # most are drawn: the rest in a random order
             rest = np.array([p for p in range(size) if p not in draws], dtype=np.intp)
             positions = generator.permutation(rest).tolist()
-            powers = generator.random(len(positions)).tolist()
-            for position, power in zip(positions, powers, strict=True):
-                value *= power ** (1.0 / (size - len(draws)))
+            for position, power in zip(
+                positions, generator.random(len(positions)).tolist(), strict=True
+            ):
+                value *= power ** (1.0 / left)
+                left -= 1
                 draws[position] = value
                 yield position
             return
         if not picks:
             picks = generator.integers(0, size, 32).tolist()
         if not powers:
-            powers = generator.random(16).tolist()
+            powers = generator.random(32).tolist()
         position = picks.pop()
-        if position in draws:  # drawn already: another, each left alike
+        if position in draws:
             continue
-        value *= powers.pop() ** (1.0 / (size - len(draws)))
+        value *= powers.pop() ** (1.0 / left)
+        left -= 1
         draws[position] = value
         yield position
 
@@ -374,6 +389,7 @@ class BandedBlock:
     """Per row, only the band (draws above ``t``) is drawn and sorted; see the module."""
 
     __slots__ = (
+        "_explore",
         "_rows",
         "_walked_past",
         "band",
@@ -460,7 +476,17 @@ class BandedBlock:
         self.starts: list[int] = np.searchsorted(member_rows[order], np.arange(rows + 1)).tolist()
         self.members: list[int] = members[order].tolist()
         self.values: list[float] = values[order].tolist()
-        self.explored: list[bool] = (generator.random(rows) < exploration).tolist()
+        explored = generator.random(rows) < exploration
+        self.explored: list[bool] = explored.tolist()
+        #: Per exploring row, the first random numbers of its walk, drawn in one go.
+        self._explore: dict[int, tuple[list[int], list[float]]] = {}
+        count = int(explored.sum())
+        if count:
+            picks = generator.integers(0, len(posterior), (count, 32)).tolist()
+            powers = generator.random((count, 32)).tolist()
+            self._explore = dict(
+                zip(np.flatnonzero(explored).tolist(), zip(picks, powers, strict=True), strict=True)
+            )
         self._walked_past = 0
         self._rows = itertools.count()
 
@@ -478,7 +504,8 @@ class BandedBlock:
         if row >= self.size:
             return None
         if self.explored[row]:
-            return _uniform(generator, len(self.posterior), self.estimates)
+            picks, powers = self._explore.get(row, ([], []))
+            return _uniform(generator, len(self.posterior), self.estimates, picks, powers)
         draws: dict[int, float] = {}
         return Scores(self._walk(row, draws, generator), draws, self.estimates, False)
 
