@@ -1,7 +1,7 @@
 """In-process cost of ``nextoffer.engine.decide``, next to a reference measured in the same run.
 
     .venv/bin/python bench/decide.py [--quick] [--plot docs/img/decide-scaling.png]
-    .venv/bin/python bench/decide.py --strategies [--quick]
+    .venv/bin/python bench/decide.py --strategies [--quick] [--cpu] [--strategies-plot PATH]
 
 ``--strategies``: the same library and request ranked by priority, by an auto-optimization
 strategy and by a personalized-optimization strategy (5 features), each strategy with
@@ -140,11 +140,13 @@ def library(
     return out
 
 
-def _batch_us(call: Callable[[], object], batch: int) -> float:
-    start = time.perf_counter_ns()
+def _batch_us(
+    call: Callable[[], object], batch: int, clock: Callable[[], int] = time.perf_counter_ns
+) -> float:
+    start = clock()
     for _ in range(batch):
         call()
-    return (time.perf_counter_ns() - start) / batch / 1000
+    return (clock() - start) / batch / 1000
 
 
 def _touched(catalog: Any, *, need: int) -> list[Any]:
@@ -267,6 +269,34 @@ def plot(rows: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def plot_strategies(rows: list[dict[str, Any]], path: Path, title: str) -> bool:
+    """Each strategy's cost as a multiple of priority ranking's, per N, and the goal."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    figure, axes = plt.subplots(figsize=(6, 4))
+    width = 0.35
+    for shift, kind, label in (
+        (-0.5, "auto", "auto-optimization"),
+        (0.5, "personalized", "personalized"),
+    ):
+        xs = [i + shift * width for i in range(len(rows))]
+        axes.bar(xs, [r[kind] / r["priority"] for r in rows], width, label=label)
+    axes.axhline(1.5, color="black", linestyle="--", linewidth=1, label="goal: 1.5× priority")
+    axes.set_xticks(range(len(rows)), [f"{r['size']:,} offers" for r in rows])
+    axes.set_ylabel("time per decision ÷ priority ranking's")
+    axes.set_title(title, fontsize=9)
+    axes.legend(fontsize=8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    return True
+
+
 def learned_for(catalog: Any, kind: str, seed: int = 11) -> dict[str, Learned]:
     """Feedback for every offer: 200 impressions each, a click rate of 1-10 %, over
     requests with varied feature values (personalized)."""
@@ -290,13 +320,16 @@ def learned_for(catalog: Any, kind: str, seed: int = 11) -> dict[str, Learned]:
     return {STRATEGY: learn(StrategyType(STRATEGIES[kind]["xdm:strategyType"]), cells)}
 
 
-def measure_strategies(*, quick: bool) -> list[dict[str, Any]]:
+def measure_strategies(*, quick: bool, cpu: bool = False) -> list[dict[str, Any]]:
     """Priority, auto and personalized ranking on one library per size, interleaved.
 
     A sample is 1,000 decisions (200 quick): a strategy draws its posteriors in blocks of
     up to 256 decisions, so a sample must hold several blocks to carry their cost."""
     batch = 200 if quick else 1_000
     repeats = 5 if quick else 15
+    # --cpu: this process's CPU time, not wall time (on a shared machine, time spent
+    # waiting for a core is not the decision's cost).
+    clock = time.process_time_ns if cpu else time.perf_counter_ns
     rows = []
     for size in (10, 100, 1_000):
         row: dict[str, Any] = {"size": size, "samples": {}, "calls": {}}
@@ -340,7 +373,7 @@ def measure_strategies(*, quick: bool) -> list[dict[str, Any]]:
         for _ in range(repeats):
             for row in rows:
                 for kind, call in row["calls"].items():
-                    row["samples"][kind].append(_batch_us(call, batch))
+                    row["samples"][kind].append(_batch_us(call, batch, clock))
     finally:
         gc.enable()
     for row in rows:
@@ -357,11 +390,21 @@ def main() -> int:
     parser.add_argument(
         "--strategies", action="store_true", help="ranking strategies against priority"
     )
+    parser.add_argument(
+        "--cpu", action="store_true", help="--strategies: time by process CPU time, not wall"
+    )
+    parser.add_argument(
+        "--strategies-plot", type=Path, help="--strategies: a bar chart of the ratios"
+    )
     args = parser.parse_args()
     if args.strategies:
-        found = measure_strategies(quick=args.quick)
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        print(f"python {platform.python_version()}, 1-min load average at the end: {load:.2f}")
+        found = measure_strategies(quick=args.quick, cpu=args.cpu)
+        after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+        print(
+            f"python {platform.python_version()}, {'CPU' if args.cpu else 'wall'} time, "
+            f"1-min load average {load:.2f} at the start, {after:.2f} at the end"
+        )
         print(
             "| N | priority µs | auto-optimization µs (× priority) | personalized µs (× priority) |"
         )
@@ -372,6 +415,13 @@ def main() -> int:
                 f"| {row['size']:,} | {p:.1f} | {row['auto']:.1f} ({row['auto'] / p:.2f}×) | "
                 f"{row['personalized']:.1f} ({row['personalized'] / p:.2f}×) |"
             )
+        if args.strategies_plot is not None:
+            title = (
+                f"decision with a ranking strategy ÷ by priority ({'CPU' if args.cpu else 'wall'}"
+                f" time, medians, load {load:.1f})"
+            )
+            if plot_strategies(found, args.strategies_plot, title):
+                print(f"plot: {args.strategies_plot}")
         return 0
     rows = [
         prepare(size, sparse=sparse)

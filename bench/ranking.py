@@ -392,7 +392,7 @@ def linear_thompson(visitors: list[tuple[str, str]], *, batch: int, seed: int) -
         if n and n % batch == 0:
             learned = learn(strategy.type, cells)
         active = slots(strategy, {"tier": tier}, {})
-        arm = score(strategy, learned, candidates, active, generator).order[0]
+        arm = next(score(strategy, learned, candidates, active, generator).order)
         rates = CONTEXT_RATES[tier]
         clicked = bool(rng.random() < rates[arm])
         mine = cells.setdefault(str(arm), {})
@@ -555,8 +555,8 @@ def obd(seed: int = 0, draws: int = 300) -> list[tuple[str, float, float, float]
                 counts = np.zeros((3, n_items))
                 for _ in range(draws):
                     order = score(strategy, learned, candidates, active, generator).order
-                    for rank in range(3):
-                        counts[rank, order[rank]] += 1
+                    for rank, position in zip(range(3), order, strict=False):
+                        counts[rank, position] += 1
                 ranks = cache[active] = counts / draws
             position = int(row["position"]) - 1
             item = items.index(int(row["item_id"]))

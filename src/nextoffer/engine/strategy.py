@@ -24,16 +24,17 @@ Pure: the learned state and a numpy ``Generator`` are parameters.
 
 from __future__ import annotations
 
-import itertools
 import math
 import zlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from nextoffer.engine.sampling import Band, BandedBlock, FullBlock, Posterior, Scores
 
 if TYPE_CHECKING:
     from nextoffer.pql import FeaturePath
@@ -75,12 +76,36 @@ def slots(
     strategy: Strategy, profile: Mapping[str, Any], context: Mapping[str, Any]
 ) -> tuple[int, ...]:
     """The request's active feature slots, sorted: the bias (0) and one per feature."""
-    if not strategy.features:
+    features = strategy.features
+    if not features:
         return (0,)
-    active = {0}
-    for feature in strategy.features:
-        active.add(_slot(feature.source, _category(feature.read(profile, context))))
-    return tuple(sorted(active))
+    values = [feature.read(profile, context) for feature in features]
+    # Memoised by the values read (and their types: True and 1 are different categories);
+    # values that cannot be hashed (lists) are worked out each time.
+    try:
+        key = (strategy, *values, *map(type, values))
+        found = _ACTIVE.get(key)
+    except TypeError:
+        key, found = None, None
+    if found is None:
+        found = tuple(
+            sorted(
+                {0}
+                | {
+                    _slot(feature.source, _category(value))
+                    for feature, value in zip(features, values, strict=True)
+                }
+            )
+        )
+        if key is not None:
+            if len(_ACTIVE) >= 65_536:
+                _ACTIVE.clear()
+            _ACTIVE[key] = found
+    return found
+
+
+#: Feature slots by (strategy, values read, their types): a pure function, memoised.
+_ACTIVE: dict[tuple[Any, ...], tuple[int, ...]] = {}
 
 
 @lru_cache(maxsize=65_536)
@@ -125,11 +150,9 @@ class Learned:
     the posterior mean of θ (``means``, K × D) and ``A⁻¹`` (``covariances``, K × D × D;
     the covariance over σ², 34 KB per offer).
 
-    Draws are made in blocks (:class:`_Block`): numpy's samplers cost ~6 µs per call but
-    ~0.08 µs per Beta draw in bulk, so a block holds a few hundred independent draws for
-    every candidate of one candidate list (and feature slots), and each decision takes
-    the next row. The rows are independent draws from the posterior, so each decision
-    is an exact Thompson sample; a new ``Learned`` (new feedback) starts new blocks.
+    Draws are made in blocks (``sampling.FullBlock``, ``sampling.BandedBlock``), each
+    for one candidate list (and feature slots); a new ``Learned`` (new feedback) starts
+    new blocks.
     """
 
     __slots__ = (
@@ -159,7 +182,7 @@ class Learned:
         self.covariances = covariances
         #: σ, the reward's standard deviation (personalized).
         self.noise = noise
-        self._blocks: dict[tuple[int, tuple[int, ...]], _Block] = {}
+        self._blocks: dict[tuple[int, tuple[int, ...]], FullBlock | BandedBlock] = {}
 
     def rows(self, ids: Sequence[str]) -> np.ndarray:
         """Each candidate's row (``-1``: no feedback yet)."""
@@ -202,85 +225,12 @@ def learn(
 BLOCK_ROWS = 256
 #: Blocks kept per ``Learned`` (candidate lists × feature slots); all dropped when full.
 MAX_BLOCKS = 256
-
-
-class Scores(NamedTuple):
-    """One decision's view of the candidates."""
-
-    #: Candidate positions, best draw first (sorted as far as the walk goes).
-    order: Iterable[int]
-    #: Per candidate: the draw it is ranked by.
-    draws: np.ndarray
-    #: The posterior mean reward (auto: the Beta mean; personalized: ``x·μ``).
-    estimates: np.ndarray
-    #: True when this decision served at random (personalized exploration).
-    explored: bool
-
-
-#: Positions per row sorted when a block is drawn; a walk past them sorts the rest.
-_HEAD = 16
-
-
-class _Block:
-    """Pre-drawn posterior samples for one candidate list (and feature slots). The best
-    :data:`_HEAD` positions of every row are found and sorted once per block (one
-    vectorised partition, not one sort per decision); a decision that walks further
-    sorts the rest of its row."""
-
-    __slots__ = ("_rows", "candidates", "draws", "estimates", "explored", "heads", "size")
-
-    def __init__(
-        self,
-        candidates: Sequence[Any],
-        draws: np.ndarray,
-        estimates: np.ndarray,
-        explored: np.ndarray,
-    ) -> None:
-        self.candidates = candidates  # held, so the id() key cannot be reused
-        self.size = len(draws)
-        self.draws = draws
-        self.estimates = estimates
-        self.explored: list[bool] = explored.tolist()
-        negated = -draws
-        width = draws.shape[1]
-        if width > _HEAD:
-            part = np.argpartition(negated, _HEAD - 1, axis=1)[:, :_HEAD]
-            best = np.take_along_axis(negated, part, axis=1)
-            heads = np.take_along_axis(part, np.argsort(best, axis=1), axis=1)
-        else:
-            heads = np.argsort(negated, axis=1)
-        self.heads: list[list[int]] = heads.tolist()
-        #: Rows handed out; ``next`` on a count is atomic, so threads never share a row.
-        self._rows = itertools.count()
-
-    def take(self) -> Scores | None:
-        row = next(self._rows)
-        if row >= self.size:
-            return None
-        draws = self.draws[row]
-        return Scores(self._walk(row, draws), draws, self.estimates, self.explored[row])
-
-    def _walk(self, row: int, draws: np.ndarray) -> Iterator[int]:
-        head = self.heads[row]
-        yield from head
-        if len(head) >= len(draws):
-            return
-        rest = np.ones(len(draws), dtype=bool)
-        rest[head] = False
-        tail = np.flatnonzero(rest)
-        values = -draws[tail]
-        # Past the head, the next best positions in doubling chunks (a partition each),
-        # not the whole rest sorted: most walks stop a few positions in.
-        chunk = _HEAD
-        while len(tail) > 2 * chunk:
-            part = np.argpartition(values, chunk - 1)[:chunk]
-            part = part[np.argsort(values[part], kind="stable")]
-            yield from tail[part].tolist()
-            keep = np.ones(len(tail), dtype=bool)
-            keep[part] = False
-            tail, values = tail[keep], values[keep]
-            chunk *= 2
-        yield from tail[np.argsort(values, kind="stable")].tolist()
+#: Candidate lists at least this long are drawn in bands (``sampling.BandedBlock``) once
+#: their key has been drawn for :data:`BANDED_AFTER` times; shorter ones in full.
+BANDED_MIN = 256
+BANDED_AFTER = 24
+#: The band's expected size at first (widened by half while walks run past it).
+BAND_TARGET = 24
 
 
 def score(
@@ -290,7 +240,8 @@ def score(
     active: tuple[int, ...],
     generator: np.random.Generator,
 ) -> Scores:
-    """One posterior draw for every candidate (or, when exploring, a uniform draw).
+    """One posterior draw for every candidate (or, when exploring, a uniform draw), made
+    lazily: ``order`` walks the candidates best draw first, drawing as far as it goes.
 
     ``candidates`` is the catalog's candidate list (it keys the blocks of draws), each with
     an ``at_id``. Ineligible candidates may be among them: draws are
@@ -300,28 +251,56 @@ def score(
     """
     key = (id(candidates), active if strategy.type is StrategyType.PERSONALIZED else ())
     block = learned._blocks.get(key)
-    found = block.take() if block is not None and block.candidates is candidates else None
+    if block is not None and block.candidates is not candidates:
+        block = None
+    found = block.take(generator) if block is not None else None
     if found is None:
         if len(learned._blocks) >= MAX_BLOCKS:
             learned._blocks.clear()
-        size = 8 if block is None or block.candidates is not candidates else 2 * block.size
-        block = _draw(strategy, learned, candidates, active, generator, size)
+        block = _next_block(strategy, learned, candidates, active, generator, block)
         learned._blocks[key] = block
-        found = block.take()
+        found = block.take(generator)
         assert found is not None
     return found
 
 
-def _draw(
+def _next_block(
     strategy: Strategy,
     learned: Learned,
     candidates: Sequence[Any],
     active: tuple[int, ...],
     generator: np.random.Generator,
-    size: int,
-) -> _Block:
+    previous: FullBlock | BandedBlock | None,
+) -> FullBlock | BandedBlock:
     k = len(candidates)
+    size = 8 if previous is None else 2 * previous.size
+    posterior = (
+        _posterior(strategy, learned, candidates, active)
+        if previous is None
+        else previous.posterior
+    )
+    exploration = strategy.exploration
+    if k >= BANDED_MIN and size > BANDED_AFTER:
+        rows = min(size, BLOCK_ROWS)
+        band = previous.band if previous is not None else None
+        if isinstance(previous, BandedBlock) and previous.exhausted:
+            band = Band(posterior, 1.5 * previous.band.target)
+        elif band is None:
+            band = Band(posterior, BAND_TARGET)
+        # Banded while the band is a small part of the list and few are drawn in full.
+        if band.target <= k / 4 and len(band.full) <= k / 4:
+            return BandedBlock(candidates, posterior, generator, rows, exploration, band)
+        rows = max(1, min(size, BLOCK_ROWS, 65_536 // max(k, 1)))
+        return FullBlock(candidates, posterior, generator, rows, exploration, band)
     rows = max(1, min(size, BLOCK_ROWS, 65_536 // max(k, 1)))
+    return FullBlock(candidates, posterior, generator, rows, exploration, None)
+
+
+def _posterior(
+    strategy: Strategy, learned: Learned, candidates: Sequence[Any], active: tuple[int, ...]
+) -> Posterior:
+    """Each candidate's posterior of its score (the prior's where it has no feedback)."""
+    k = len(candidates)
     found = learned.rows([c.at_id for c in candidates])
     seen = found >= 0
     taken = found[seen]
@@ -331,12 +310,7 @@ def _draw(
         clicks = learned.clicks[taken]
         alpha[seen] += clicks
         beta[seen] += np.maximum(learned.impressions[taken] - clicks, 0.0)
-        # Beta(α, β) as X / (X + Y), X ~ Gamma(α), Y ~ Gamma(β): exact, and numpy's
-        # float32 gamma sampler is ~3× faster than its beta (ranking needs no more digits).
-        x = generator.standard_gamma(alpha.astype(np.float32), size=(rows, k), dtype=np.float32)
-        y = generator.standard_gamma(beta.astype(np.float32), size=(rows, k), dtype=np.float32)
-        draws = x / (x + y)
-        return _Block(candidates, draws, alpha / (alpha + beta), np.zeros(rows, dtype=bool))
+        return Posterior(True, alpha, beta)
     index = np.asarray(active, dtype=np.intp)
     means = np.zeros(k)
     variances = np.full(k, len(active) / PRIOR_PRECISION)
@@ -346,9 +320,5 @@ def _draw(
             taken[:, None, None], index[None, :, None], index[None, None, :]
         ]
         variances[seen] = block.sum(axis=(1, 2))
-    spread = learned.noise * np.sqrt(np.maximum(variances, 0.0))
-    draws = means + spread * generator.standard_normal((rows, k), dtype=np.float32)
-    explored = generator.random(rows) < strategy.exploration
-    if explored.any():
-        draws[explored] = generator.random((int(explored.sum()), k))
-    return _Block(candidates, draws, means, explored)
+    spread = learned.noise * np.sqrt(np.maximum(variances, 1e-18))
+    return Posterior(False, means, spread)

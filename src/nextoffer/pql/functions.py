@@ -330,12 +330,16 @@ def in_segment(root: Any, segment_id: Any) -> bool:
     membership = root.get("segmentMembership") if root.__class__ is dict else None
     if membership.__class__ is not dict or segment_id.__class__ is not str:
         return False
-    namespaces = [membership["ups"]] if membership.get("ups").__class__ is dict else []
-    namespaces += [v for k, v in membership.items() if k != "ups" and v.__class__ is dict]
-    for namespace in namespaces:
-        entry = namespace.get(segment_id)
+    ups = membership.get("ups")  # the usual namespace first, without a list of them
+    if ups.__class__ is dict:
+        entry = ups.get(segment_id)
         if entry.__class__ is dict and entry.get("status") in MEMBER_STATUSES:
             return True
+    for name, namespace in membership.items():
+        if name != "ups" and namespace.__class__ is dict:
+            entry = namespace.get(segment_id)
+            if entry.__class__ is dict and entry.get("status") in MEMBER_STATUSES:
+                return True
     return False
 
 

@@ -14,12 +14,14 @@ import pytest
 from nextoffer import pql
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
 from nextoffer.engine import catalog as schemas
+from nextoffer.engine.sampling import BandedBlock
 from nextoffer.engine.strategy import (
     DIMENSION,
     PRIOR_PRECISION,
     REWARD,
     Strategy,
     StrategyType,
+    _slot,
     increments,
     learn,
     slots,
@@ -303,3 +305,43 @@ def test_a_walk_past_the_sorted_head_reaches_the_last_eligible_candidate() -> No
         assert [o.offer_id for o in proposition.options] == ["Z"]
         gold = ask(catalog, learned=learned, seed=seed, n=3, profile={"tier": "gold"})
         assert len(gold.options) == 3 and "Z" not in [o.offer_id for o in gold.options]
+
+
+def test_a_long_candidate_list_is_drawn_in_bands_and_ranks_by_the_posterior() -> None:
+    # 300 candidates: after a few blocks drawn in full, decisions take banded blocks
+    # (only the draws above a threshold), and still serve by the posterior, eligible only.
+    offers = [offer(f"O{i:03d}", rule="R1" if i % 2 else None) for i in range(300)]
+    catalog = library(AUTO, *offers, extra=(rule("R1", 'tier = "gold"'),))
+    stats = {o.at_id: {(0, 0): 1000.0, (0, REWARD): 20.0} for o in offers}
+    stats["O007"] = {(0, 0): 1000.0, (0, REWARD): 90.0}  # the best, for gold only
+    stats["O010"] = {(0, 0): 1000.0, (0, REWARD): 60.0}  # the best for everyone
+    learned = {STRATEGY: learn(StrategyType.AUTO, stats)}
+    silver = [
+        ask(catalog, learned=learned, seed=s, n=3, profile={"tier": "silver"}) for s in range(200)
+    ]
+    blocks = list(learned[STRATEGY]._blocks.values())
+    assert any(isinstance(block, BandedBlock) for block in blocks)
+    for proposition in silver:
+        ids = [o.offer_id for o in proposition.options]
+        assert len(ids) == 3 and all(int(i[1:]) % 2 == 0 for i in ids)  # eligible only
+    assert Counter(p.options[0].offer_id for p in silver)["O010"] >= 195
+    gold = Counter(
+        ask(catalog, learned=learned, seed=s, profile={"tier": "gold"}).options[0].offer_id
+        for s in range(50)
+    )
+    assert gold["O007"] >= 48
+
+
+def test_feature_slots_tell_true_from_one() -> None:
+    # The slots are memoised by the values read: True and 1 (equal in Python) are
+    # different categories ("true", "1") and must not share an entry.
+    body = {
+        "xdm:name": "p",
+        "xdm:strategyType": "personalized-optimization",
+        "xdm:features": ["tier"],
+    }
+    strategy = library(body, offer("A")).strategies[STRATEGY]
+    assert _slot("tier", "true") != _slot("tier", "1")  # else this test proves nothing
+    assert slots(strategy, {"tier": True}, {}) == (0, _slot("tier", "true"))
+    assert slots(strategy, {"tier": 1}, {}) == (0, _slot("tier", "1"))
+    assert slots(strategy, {"tier": [1, 2]}, {}) == (0, _slot("tier", "[1,2]"))  # unhashable
