@@ -46,7 +46,7 @@ EXPRESSION_INDEXES = frozenset({"ix_instances_created_ms", "ix_instances_modifie
 
 
 #: Indexes only PostgreSQL has (``ddl_if``): the metadata lists them for every dialect.
-POSTGRES_ONLY_INDEXES = frozenset({"ix_search_values_words"})
+POSTGRES_ONLY_INDEXES = frozenset({"ix_search_values_words", "ix_search_docs_words"})
 
 
 def _filter(dialect: str) -> Callable[..., bool]:
