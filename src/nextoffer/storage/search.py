@@ -177,7 +177,11 @@ class Dialect:
             )
             for group in groups
         ]
-        return IdSet(select(d.c.instance_id).where(*tests, d.c.scope == scope), unique=True)
+        rows = select(d.c.instance_id).where(*tests, d.c.scope == scope)
+        # Probed, each FTS query still runs once (uncorrelated) and the instance's document
+        # is looked up by its id.
+        probe = select(literal(1)).where(d.c.instance_id == _i.c.instance_id, *tests)
+        return IdSet(rows, unique=True, probe=probe)
 
     def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
         """Instance ids of ``scope`` with a string property among ``fields`` matching ``term``

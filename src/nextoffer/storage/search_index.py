@@ -359,8 +359,8 @@ def _index(conn: Connection, docs: list[dict[str, Any]], bodies: list[dict[str, 
         for n, row in enumerate(flatten(body)):
             if n == MAX_ROWS:
                 raise PayloadTooLarge(
-                    f"instance {instance_id} has more than {MAX_ROWS:,} properties and array "
-                    "elements; the search index holds at most that many per instance"
+                    f"instance {instance_id} has more distinct properties and array elements "
+                    f"than the search index holds: at most {MAX_ROWS:,} per instance"
                 )
             row.update(id=base | n, scope=scope, instance_id=instance_id)
             rows.append(row)

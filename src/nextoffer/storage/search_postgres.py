@@ -112,7 +112,9 @@ class PostgresDialect(Dialect):
         joined = (" & " if text.require_all else " | ").join(_tsquery(t) for t in text.terms)
         d = search_docs.alias()
         matched = d.c.words.op("@@")(func.to_tsquery(_SIMPLE, literal(joined)))
-        return IdSet(select(d.c.instance_id).where(d.c.scope == scope, matched), unique=True)
+        rows = select(d.c.instance_id).where(d.c.scope == scope, matched)
+        probe = select(literal(1)).where(d.c.instance_id == _i.c.instance_id, matched)
+        return IdSet(rows, unique=True, probe=probe)
 
     def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
         """Instance ids of ``scope`` with a string property (among ``fields``) matching ``term``:
