@@ -13,6 +13,7 @@ unit of the cursor, so the cursor never falls between two items that sort apart.
 
 from __future__ import annotations
 
+import math
 import operator
 import threading
 import time
@@ -500,8 +501,13 @@ class _Builder:
 def _ordering(keys: list[tuple[ColumnElement[Any], SortKey]]) -> list[ColumnElement[Any]]:
     out: list[ColumnElement[Any]] = []
     for expr, key in keys:
-        # NULL sorts lowest in both directions' sense: first ascending, last descending.
-        out.append(expr.desc().nulls_last() if key.descending else expr.asc().nulls_first())
+        if key.path.envelope is not None:
+            # Envelope columns are NOT NULL: a NULLS clause would only keep PostgreSQL
+            # from reading an index in order (its ASC puts NULLs last).
+            out.append(expr.desc() if key.descending else expr.asc())
+        else:
+            # NULL sorts lowest in both directions' sense: first ascending, last descending.
+            out.append(expr.desc().nulls_last() if key.descending else expr.asc().nulls_first())
     return out
 
 
@@ -509,12 +515,23 @@ def _cursor_value(key: SortKey, value: Any) -> Any:
     return int(value) if key.path.kind in (Kind.DATE, Kind.INT) else value
 
 
-#: Probe per instance (rather than build the id sets) when walking the sort order is
-#: expected to visit fewer instances than the filters keep: ``limit × n / total < total``.
 _INDEXED_SORTS = frozenset({"instanceId", "repo:createdDate", "repo:lastModifiedDate"})
 
 
+def _few(query: ListQuery, stored: int) -> int:
+    """Up to how many matches the ids are collected and the page read from them: while
+    ``total² ≤ limit × stored``, walking the sort order would visit more instances than
+    there are matches."""
+    return min(max(math.isqrt(query.limit * max(stored, 1)), query.limit), _MAX_FEW)
+
+
+#: At most this many ids are bound into one page statement (SQLite takes 32,766).
+_MAX_FEW = 5000
+
+
 def _should_probe(query: ListQuery, total: int, stored: int) -> bool:
+    """Test each instance the sort order walks (rather than collect the ids) when the
+    walk is expected to visit fewer instances than the filters keep."""
     first = query.order[0].path.envelope
     if first not in _INDEXED_SORTS or total == 0:
         return False  # the sort visits every instance anyway: build the sets once
@@ -526,8 +543,10 @@ def find(
 ) -> Page:
     """One page of ``query`` in the container, and how many items remain from it on.
 
-    The count runs first: besides ``total`` it is the selectivity that decides how the
-    page tests the index filters (``_should_probe``).
+    The matches are counted first: besides ``total``, their number decides how the page
+    reads them. Few (see :func:`_few`): their ids, read with the count, are the page's
+    candidates. Many: the page walks the sort order and tests each instance
+    (:func:`_should_probe`), or tests membership in the id sets.
     """
     schema_id = query.schema.type.schema_id
     found = conn.execute(_SCOPE, {"container_id": container_id, "schema_id": schema_id}).first()
@@ -541,15 +560,27 @@ def find(
     cursor = builder.after(keys, query.start) if query.start is not None else None
     if cursor is not None and query.count_from_start:
         counted.append(cursor)
-    if builder.only_id_sets and builder.id_sets and len(counted) == len(where):
-        # Counted on the index alone (no instances rows to visit).
-        count_statement = _count_ids(builder.id_sets)
-    else:
-        count_statement = select(func.count()).select_from(_i).where(*counted)
+    on_index = builder.only_id_sets and builder.id_sets and len(counted) == len(where)
+    matches: list[str] | None = None
     _deadline.at = time.monotonic() + REGEX_BUDGET_SECONDS
     try:
-        total = int(conn.execute(count_statement).scalar() or 0)
-        if builder.probeable and _should_probe(query, total, stored):
+        if on_index:
+            # Counted on the index alone (no instances rows to visit).
+            ids = _ids(builder.id_sets)
+            few = _few(query, stored)
+            matches = list(conn.execute(ids.limit(few + 1)).scalars())
+            if len(matches) <= few:
+                total = len(matches)
+            else:
+                matches = None
+                count = select(func.count()).select_from(ids.subquery())
+                total = int(conn.execute(count).scalar() or 0)
+        else:
+            count = select(func.count()).select_from(_i).where(*counted)
+            total = int(conn.execute(count).scalar() or 0)
+        if matches is not None:
+            where = [*where[:2], _i.c.instance_id.in_(matches)]
+        elif builder.probeable and _should_probe(query, total, stored):
             builder = _Builder(dialect, container_id, query, scope, probe=True)
             where = builder.conditions()
         if cursor is not None:
@@ -594,15 +625,12 @@ _SCOPE = select(
 )
 
 
-def _count_ids(sets: list[IdSet]) -> Select[Any]:
-    """How many instances are in every one of ``sets``: the first set's ids (``DISTINCT``
-    unless they are unique already) that are in the others."""
+def _ids(sets: list[IdSet]) -> Select[Any]:
+    """The instances in every one of ``sets``: the first set's ids (``DISTINCT`` unless
+    they are unique already) that are in the others."""
     first, *others = sorted(sets, key=lambda s: not s.unique)
     driver = first.rows.subquery()
     ids = select(driver.c.instance_id)
     if not first.unique:
         ids = ids.distinct()
-    ids = ids.where(*(driver.c.instance_id.in_(other.rows) for other in others))
-    if first.unique and not others:
-        return select(func.count()).select_from(driver)
-    return select(func.count()).select_from(ids.subquery())
+    return ids.where(*(driver.c.instance_id.in_(other.rows) for other in others))
