@@ -70,6 +70,9 @@ def walk(tenant, params: list[tuple[str, str]], limit: int = 4) -> tuple[list[st
 
 
 QUERIES = [
+    [],  # no filter: the kept count, minus the items up to the cursor
+    [("orderby", "-repo:createdDate")],
+    [("orderby", "-xdm:rank.xdm:priority")],  # a body property may be missing: counted
     [("property", "_instance.xdm:status==approved"), ("orderby", "-repo:createdDate")],
     [("property", "_instance.xdm:status==draft")],
     [

@@ -575,6 +575,14 @@ def find(
                 matches = None
                 count = select(func.count()).select_from(ids.subquery())
                 total = int(conn.execute(count).scalar() or 0)
+        elif len(where) == 2 and not builder.id_sets and _never_null(keys):
+            # No filter: the kept count of the schema in the container is the whole list,
+            # and from a cursor on it is that minus the items up to the cursor, an index
+            # range as long as the walk so far (what follows would be the rest of it).
+            total = stored
+            if cursor is not None and query.count_from_start:
+                up_to = select(func.count()).select_from(_i).where(*where, not_(cursor))
+                total -= int(conn.execute(up_to).scalar() or 0)
         else:
             count = select(func.count()).select_from(_i).where(*counted)
             total = int(conn.execute(count).scalar() or 0)
@@ -623,6 +631,12 @@ _SCOPE = select(
     search_scopes.c.container_id == bindparam("container_id"),
     search_scopes.c.schema_id == bindparam("schema_id"),
 )
+
+
+def _never_null(keys: list[tuple[ColumnElement[Any], SortKey]]) -> bool:
+    """Whether every sort key is an envelope column (NOT NULL): then ``NOT`` of the
+    cursor condition is exactly the items up to the cursor."""
+    return all(key.path.envelope is not None for _, key in keys)
 
 
 def _ids(sets: list[IdSet]) -> Select[Any]:
