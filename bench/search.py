@@ -3,7 +3,9 @@
 Measures p50/p95 of property filters + sort + ``limit=20``, of ``q`` searches, of a
 cursor walk, and of a primary-key ``GET`` of one instance (the reference, measured in the
 same run; each case is also reported as a ratio to it), one request at a time over
-loopback against one uvicorn worker.
+loopback against one uvicorn worker. "CPU ms / request" is the user + system time the
+server and (PostgreSQL) its database server spent per request: on a machine shared with
+other work it is what the latency would be on a quiet one, give or take the waits.
 
     .venv/bin/python bench/search.py [--instances 100000] [--requests 300] [--db PATH]
     .venv/bin/python bench/search.py --backend postgresql [--postgres URL --meta PATH]
@@ -18,6 +20,7 @@ starts a throwaway PostgreSQL (``scripts/services``) and loads it; ``--postgres 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -31,8 +34,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import httpx
+import psutil
 from httpbench import Server, machine
 from rich.progress import Progress
+from sqlalchemy.engine import make_url
 
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime
 from nextoffer.repository.objects import PERSONALIZED_OFFER
@@ -148,22 +153,53 @@ def load(db_url: str, container_id: str, count: int) -> tuple[str, float]:
     return first, elapsed
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and all their children."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            processes = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            continue
+        for process in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def database_pids(db_url: str) -> list[int]:
+    """The PostgreSQL server listening on the URL's port (its backends are children)."""
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        return []
+    port = url.port or 5432
+    return [
+        c.pid
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port and c.pid
+    ][:1]
+
+
 def measure(
-    client: httpx.Client, url: str, headers: dict, requests: int
-) -> tuple[float, float, dict]:
+    client: httpx.Client, url: str, headers: dict, requests: int, pids: list[int]
+) -> tuple[float, float, float, dict]:
     body: dict = {}
     for _ in range(10):  # warm-up: connections, caches, SQLite pages
         response = client.get(url, headers=headers)
         assert response.status_code == 200, response.text
         body = response.json()
     samples = []
+    cpu_before = cpu_seconds(pids)
     for _ in range(requests):
         began = time.perf_counter()
         response = client.get(url, headers=headers)
         samples.append((time.perf_counter() - began) * 1000)
         assert response.status_code == 200
+    cpu_ms = (cpu_seconds(pids) - cpu_before) * 1000 / requests
     samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1], body
+    return statistics.median(samples), samples[int(len(samples) * 0.95) - 1], cpu_ms, body
 
 
 def prepare(db_url: str, meta_path: Path | None, instances: int) -> dict:
@@ -189,8 +225,9 @@ def prepare(db_url: str, meta_path: Path | None, instances: int) -> dict:
     return meta
 
 
-def run(db_url: str, meta: dict, requests: int) -> list[tuple[str, float, float, int]]:
-    """p50, p95 and the number of matches of each case, one request at a time."""
+def run(db_url: str, meta: dict, requests: int) -> list[tuple[str, float, float, float, int]]:
+    """p50, p95, CPU per request (the server and its database server) and the number of
+    matches of each case, one request at a time."""
     headers = {
         "Authorization": f"Bearer {meta['access_token']}",
         "x-api-key": meta["api_key"],
@@ -200,6 +237,7 @@ def run(db_url: str, meta: dict, requests: int) -> list[tuple[str, float, float,
     schema = OM + "personalized-offer;version=0.5"
     server = Server(db_url, env={"NEXTOFFER_METRICS": "0", "NEXTOFFER_ACCESS_LOG": "0"})
     rows = []
+    pids = [server.process.pid, *database_pids(db_url)]
     try:
         base = f"{server.base}/data/core/xcore/{meta['container_id']}"
         with httpx.Client(timeout=60) as client:
@@ -220,9 +258,9 @@ def run(db_url: str, meta: dict, requests: int) -> list[tuple[str, float, float,
                         + "?"
                         + urlencode([("schema", schema), ("limit", "20"), *params])
                     )
-                p50, p95, body = measure(client, url, headers, requests)
+                p50, p95, cpu_ms, body = measure(client, url, headers, requests, pids)
                 total = body.get("_embedded", {}).get("total", 1)
-                rows.append((name, p50, p95, total))
+                rows.append((name, p50, p95, cpu_ms, total))
     finally:
         server.stop()
     return rows
@@ -318,12 +356,12 @@ def main() -> None:
         f"{load_after:.2f} after\n"
     )
     reference = rows[0]
-    print("| request | p50 ms | p95 ms | p50 / ref | p95 / ref | matches |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, p50, p95, total in rows:
+    print("| request | p50 ms | p95 ms | p50 / ref | p95 / ref | CPU ms / request | matches |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, p50, p95, cpu_ms, total in rows:
         print(
             f"| {name} | {p50:.2f} | {p95:.2f} | {p50 / reference[1]:.1f} | "
-            f"{p95 / reference[2]:.1f} | {total:,} |"
+            f"{p95 / reference[2]:.1f} | {cpu_ms:.2f} | {total:,} |"
         )
     if args.json:
         Path(args.json).write_text(
@@ -332,7 +370,8 @@ def main() -> None:
                     "backend": args.backend,
                     "load": [load_before, load_after],
                     "rows": [
-                        dict(zip(("name", "p50", "p95", "total"), r, strict=True)) for r in rows
+                        dict(zip(("name", "p50", "p95", "cpu_ms", "total"), r, strict=True))
+                        for r in rows
                     ],
                 }
             )
