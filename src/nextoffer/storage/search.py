@@ -182,7 +182,7 @@ class Dialect:
         # Probed, each FTS query still runs once (uncorrelated) and the instance's document
         # is looked up by its id.
         probe = select(literal(1)).where(d.c.instance_id == _i.c.instance_id, *tests)
-        return IdSet(rows, unique=True, probe=probe)
+        return IdSet(rows, unique=True, probe=probe, streams=False)
 
     def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
         """Instance ids of ``scope`` with a string property among ``fields`` matching ``term``
@@ -233,12 +233,17 @@ class IdSet:
     unique: bool = False
     #: The same test for one instance (correlated to ``instances``), when there is one.
     probe: Select[Any] | None = None
+    #: Whether the first of ``rows`` come cheaply: index ranges read in order, not a
+    #: full-text query whose every match is collected before the first comes out.
+    streams: bool = True
 
 
 def combine(sets: list[Select[Any]], require_all: bool) -> IdSet:
+    """Full-text sets, one per term, as one: all of them or any."""
     if len(sets) == 1:
-        return IdSet(sets[0])
-    return IdSet(intersect(*sets) if require_all else union(*sets), unique=True)
+        return IdSet(sets[0], streams=False)
+    rows = intersect(*sets) if require_all else union(*sets)
+    return IdSet(rows, unique=True, streams=False)
 
 
 SQLITE = Dialect()
@@ -568,8 +573,9 @@ def find(
             # Counted on the index alone (no instances rows to visit).
             ids = _ids(builder.id_sets)
             few = _few(query, stored)
-            matches = list(conn.execute(ids.limit(few + 1)).scalars())
-            if len(matches) <= few:
+            if all(s.streams for s in builder.id_sets):
+                matches = list(conn.execute(ids.limit(few + 1)).scalars())
+            if matches is not None and len(matches) <= few:
                 total = len(matches)
             else:
                 matches = None

@@ -115,7 +115,7 @@ class PostgresDialect(Dialect):
         matched = d.c.words.op("@@")(func.to_tsquery(_SIMPLE, literal(joined)))
         rows = select(d.c.instance_id).where(d.c.scope == scope, matched)
         probe = select(literal(1)).where(d.c.instance_id == _i.c.instance_id, matched)
-        return IdSet(rows, unique=True, probe=probe)
+        return IdSet(rows, unique=True, probe=probe, streams=False)
 
     def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
         """Instance ids of ``scope`` with a string property (among ``fields``) matching ``term``:
