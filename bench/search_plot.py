@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -25,7 +26,7 @@ def main() -> None:
         label, _, path = spec.partition("=")
         runs.append((label, json.loads(Path(path).read_text())))
     names = [row["name"] for row in runs[0][1]["rows"]]
-    fig, ax = plt.subplots(figsize=(11, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 6))
     width = 0.8 / len(runs)
     for n, (label, run) in enumerate(runs):
         p95 = {row["name"]: row["p95"] for row in run["rows"]}
@@ -36,7 +37,7 @@ def main() -> None:
     ax.set_yscale("log")
     ax.set_ylabel("p95 over HTTP, ms (log scale)")
     ax.set_xticks(range(len(names)))
-    ax.set_xticklabels([name.replace(", ", ",\n") for name in names], fontsize=7)
+    ax.set_xticklabels([textwrap.fill(name, 18) for name in names], fontsize=7)
     ax.set_title("Search at 100,000 offers, one request at a time (bench/search.py)")
     ax.legend(fontsize=8)
     fig.tight_layout()
