@@ -15,8 +15,11 @@ from sqlalchemy import Engine, inspect, text
 
 from nextoffer.cli import main
 from nextoffer.errors import Unavailable
-from nextoffer.storage import migrations
+from nextoffer.repository.query import parse_query
+from nextoffer.storage import migrations, search, search_index
+from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
+from nextoffer.storage.search_postgres import dialect_for
 from nextoffer.storage.store import Store
 from support.backends import fresh_database, tables_metadata
 from support.store_contract import TAG, container, instance
@@ -46,7 +49,7 @@ EXPRESSION_INDEXES = frozenset({"ix_instances_created_ms", "ix_instances_modifie
 
 
 #: Indexes only PostgreSQL has (``ddl_if``): the metadata lists them for every dialect.
-POSTGRES_ONLY_INDEXES = frozenset({"ix_search_values_words"})
+POSTGRES_ONLY_INDEXES = frozenset({"ix_search_values_words", "ix_search_docs_words"})
 
 
 def _filter(dialect: str) -> Callable[..., bool]:
@@ -202,3 +205,55 @@ def test_a_sqlite_file_made_before_migrations_is_adopted(tmp_path: Path) -> None
             assert conn.execute(text("SELECT count(*) FROM orgs")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def _search(engine: Engine, cid: str, q: str) -> list[str]:
+    search.install(engine)
+    search_index.ensure_current(engine)
+    with engine.connect() as conn:
+        page = search.find(
+            conn, cid, parse_query([("schema", TAG), ("q", q)]), dialect=dialect_for(conn)
+        )
+    return [record.instance_id for record in page.records]
+
+
+def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engine) -> None:
+    # 0022s_search renumbers the index's rows: upgrading a database with instances empties
+    # the index and the first search rebuilds it; downgrading does the same the other way.
+    migrations.upgrade(engine, PREVIOUS)
+    store = Store(engine)
+    container(store)
+    record = instance("c-1", 7, body={"xdm:name": "Golden tag", "@id": "xcore:tag:7"})
+    with engine.begin() as conn:
+        conn.execute(
+            t.instances.insert().values(
+                instance_id=record.instance_id,
+                container_id="c-1",
+                schema_id=TAG,
+                at_id=record.at_id,
+                name="Golden tag",
+                etag=1,
+                created=record.audit.created,
+                modified=record.audit.modified,
+                created_us=1,
+                modified_us=1,
+                created_by="u",
+                modified_by="u",
+                created_client="c",
+                modified_client="c",
+                body='{"xdm:name": "Golden tag", "@id": "xcore:tag:7"}',
+            )
+        )
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM search_state")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM search_values")).scalar() == 0
+    assert _search(engine, "c-1", "golden") == ["i-7"]
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM search_state")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM search_docs")).scalar() == 1
+    migrations.downgrade(engine, "-1")
+    assert "search_docs" not in inspect(engine).get_table_names()
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM search_state")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM search_values")).scalar() == 0

@@ -18,9 +18,15 @@ vtype  meaning                    columns
 ====== ========================== ==================================================
 
 Rows are grouped by a small integer *scope*, one per (container, schema), so an index
-range never crosses tenants. On SQLite the string rows also feed an FTS5 table
-(``search_fts``, contentless, maintained by triggers on ``search_values``) for ``q``;
-PostgreSQL will put a ``tsvector`` on the same rows instead.
+range never crosses tenants. Each indexed instance has a *document number*
+(``search_docs.doc``), and the id of its ``n``-th row is ``doc << 20 | n``
+(:data:`ROW_BITS`): an id names its instance without a table lookup. A property's rows
+are unique per instance (an array holding a value twice gives one row), so an equality
+range counts instances without a ``DISTINCT`` (``storage/search.py``).
+
+On SQLite the string rows also feed an FTS5 table (``search_fts``, contentless,
+maintained by triggers on ``search_values``) for ``q``: its rowid is the row's id, so
+``rowid >> 20`` is the document. PostgreSQL puts a ``tsvector`` on the same rows instead.
 
 The write path keeps the index in step, in the same transaction as the instance write:
 
@@ -41,6 +47,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     DDL,
+    BigInteger,
     Column,
     Connection,
     Engine,
@@ -60,14 +67,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import TSVECTOR
+from sqlalchemy.schema import CreateIndex
 
+from nextoffer.errors import PayloadTooLarge
 from nextoffer.ids import epoch_micros, parse_datetime
 from nextoffer.repository.query import tokens
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage import tables as t
 
 #: Bumped when the index's content changes shape; older databases are re-indexed.
-INDEX_VERSION = 1
+#: 2: row ids ``doc << 20 | n`` (``search_docs``), rows unique per instance, vtype in
+#: the indexes (migration ``0022s_search``).
+INDEX_VERSION = 2
+
+#: The low bits of a row id number the rows of one instance: at most 2**20 of them.
+ROW_BITS = 20
+MAX_ROWS = 1 << ROW_BITS
 
 search_scopes = Table(
     "search_scopes",
@@ -78,21 +93,42 @@ search_scopes = Table(
     UniqueConstraint("container_id", "schema_id", name="uq_search_scopes"),
 )
 
+#: One row per indexed instance: its document number (the high bits of its rows' ids).
+search_docs = Table(
+    "search_docs",
+    t.metadata,
+    Column("doc", Integer, primary_key=True, autoincrement=True),
+    Column("scope", Integer, nullable=False),
+    Column("instance_id", String(36), nullable=False),
+    #: PostgreSQL: every word of the instance's strings (no positions), which answers a
+    #: one-word ``q`` term without visiting its rows; NULL on SQLite (FTS5 rowids do).
+    Column("words", Text().with_variant(TSVECTOR(), "postgresql")),
+    UniqueConstraint("instance_id", name="uq_search_docs_instance"),
+)
+Index("ix_search_docs_words", search_docs.c.words, postgresql_using="gin").ddl_if(
+    dialect="postgresql"
+)
+
 search_values = Table(
     "search_values",
     t.metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),  # the FTS5 rowid
+    #: ``doc << 20 | n`` (the FTS5 rowid on SQLite, where INTEGER is 64-bit).
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
     Column("scope", Integer, nullable=False),
     Column("instance_id", String(36), nullable=False),
     Column("path", Text, nullable=False),
     Column("vtype", String(1), nullable=False),
-    Column("vtext", Text),
+    #: Compared in code-point order on both databases (PostgreSQL: the "C" collation,
+    #: whatever the database's; it also lets ``LIKE 'abc%'`` use the index).
+    Column("vtext", Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")),
     Column("vnum", Float),
     #: PostgreSQL: the words of a string row (``tokens()``), which answer ``q``; NULL on
     #: SQLite, where FTS5 does (``storage/search_postgres.py``).
     Column("vwords", Text().with_variant(TSVECTOR(), "postgresql")),
-    Index("ix_search_values_text", "scope", "path", "vtext", "instance_id"),
-    Index("ix_search_values_num", "scope", "path", "vnum", "instance_id"),
+    # vtype before the value: a typed test (``vtype = 'n' AND vnum >= 90``) is one range,
+    # never a row lookup per candidate.
+    Index("ix_search_values_text", "scope", "path", "vtype", "vtext", "instance_id"),
+    Index("ix_search_values_num", "scope", "path", "vtype", "vnum", "instance_id"),
     Index("ix_search_values_instance", "instance_id"),
 )
 Index("ix_search_values_words", search_values.c.vwords, postgresql_using="gin").ddl_if(
@@ -125,17 +161,17 @@ Index(
     t.instances.c.instance_id,
 )
 
+#: The scope lives in ``search_docs`` (found from ``rowid >> 20``), not in the FTS table.
 _FTS_DDL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5("
-    "vtext, scope, content='', tokenize='unicode61 remove_diacritics 2')",
+    "vtext, content='', tokenize='unicode61 remove_diacritics 2')",
     "CREATE TRIGGER IF NOT EXISTS search_values_fts_insert AFTER INSERT ON search_values "
     "WHEN new.vtype IN ('s', 'd') BEGIN "
-    "INSERT INTO search_fts(rowid, vtext, scope) VALUES (new.id, new.vtext, 's' || new.scope); "
+    "INSERT INTO search_fts(rowid, vtext) VALUES (new.id, new.vtext); "
     "END",
     "CREATE TRIGGER IF NOT EXISTS search_values_fts_delete AFTER DELETE ON search_values "
     "WHEN old.vtype IN ('s', 'd') BEGIN "
-    "INSERT INTO search_fts(search_fts, rowid, vtext, scope) "
-    "VALUES ('delete', old.id, old.vtext, 's' || old.scope); "
+    "INSERT INTO search_fts(search_fts, rowid, vtext) VALUES ('delete', old.id, old.vtext); "
     "END",
 )
 _FTS_DROP = (
@@ -157,10 +193,6 @@ def _mark_state(_target: Any, connection: Connection, **_kw: Any) -> None:
     existing = connection.execute(select(t.instances.c.instance_id).limit(1)).first()
     version = 0 if existing else INDEX_VERSION
     connection.execute(insert(search_state).values(id=1, version=version))
-
-
-def scope_fts_token(scope: int) -> str:
-    return f"s{scope}"
 
 
 # -- flattening ----------------------------------------------------------------------
@@ -193,7 +225,17 @@ def _instant(value: str) -> int | None:
 
 
 def flatten(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """One row per node below the root: ``{"path", "vtype", "vtext", "vnum"}``."""
+    """One row per distinct node below the root: ``{"path", "vtype", "vtext", "vnum"}``
+    (an array holding the same value twice gives one row)."""
+    seen: set[tuple[str, str, str | None, float | None]] = set()
+    for row in _nodes(body):
+        key = (row["path"], row["vtype"], row["vtext"], row["vnum"])
+        if key not in seen:
+            seen.add(key)
+            yield row
+
+
+def _nodes(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
     def walk(node: Any, path: str) -> Iterator[dict[str, Any]]:
         yield _row(path, node)
@@ -226,6 +268,10 @@ _INSERT_VALUES = insert(search_values)
 _DELETE_VALUES = delete(search_values).where(
     search_values.c.instance_id == bindparam("instance_id")
 )
+_INSERT_DOCS = insert(search_docs).returning(
+    search_docs.c.doc, search_docs.c.instance_id, sort_by_parameter_order=True
+)
+_DELETE_DOC = delete(search_docs).where(search_docs.c.instance_id == bindparam("instance_id"))
 
 
 def scope_of(conn: Connection, container_id: str, schema_id: str, *, create: bool) -> int | None:
@@ -267,23 +313,57 @@ def _with_words(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, 
     return rows
 
 
+def doc_words(body: dict[str, Any]) -> str | None:
+    """Every word of ``body``'s strings, once, as a ``tsvector`` literal without positions
+    (PostgreSQL's ``search_docs.words``)."""
+    found: set[str] = set()
+    for row in flatten(body):
+        if row["vtype"] in ("s", "d"):
+            found.update(tokens(row["vtext"]))
+    kept = sorted(f"'{w}'" for w in found if len(w.encode()) <= _MAX_WORD_BYTES)
+    return " ".join(kept) if kept else None
+
+
 def index_instance(conn: Connection, record: InstanceRecord) -> None:
     """Index a newly inserted instance (same transaction as the insert)."""
     index_instances(conn, [record])
 
 
 def index_instances(conn: Connection, records: Iterable[InstanceRecord]) -> None:
-    """Index newly inserted instances (same transaction as the insert), in one statement."""
+    """Index newly inserted instances (same transaction as the insert): one statement
+    for their documents, one for their rows."""
     scopes: dict[tuple[str, str], int | None] = {}
-    rows = []
+    docs: list[dict[str, Any]] = []
+    bodies: list[dict[str, Any]] = []
     for record in records:
         key = (record.container_id, record.schema_id)
         if key not in scopes:
             scopes[key] = scope_of(conn, *key, create=True)
-        scope, instance_id = scopes[key], record.instance_id
-        rows += [
-            {**row, "scope": scope, "instance_id": instance_id} for row in flatten(record.body)
-        ]
+        docs.append({"scope": scopes[key], "instance_id": record.instance_id})
+        bodies.append(record.body)
+    _index(conn, docs, bodies)
+
+
+def _index(conn: Connection, docs: list[dict[str, Any]], bodies: list[dict[str, Any]]) -> None:
+    """Number ``docs`` (``{"scope", "instance_id"}``) and store the rows of ``bodies``."""
+    if not docs:
+        return
+    if conn.dialect.name == "postgresql":
+        for item, body in zip(docs, bodies, strict=True):
+            item["words"] = doc_words(body)
+    numbers = conn.execute(_INSERT_DOCS, docs).all()
+    rows: list[dict[str, Any]] = []
+    for (doc, instance_id), item, body in zip(numbers, docs, bodies, strict=True):
+        assert instance_id == item["instance_id"]
+        base, scope = int(doc) << ROW_BITS, item["scope"]
+        for n, row in enumerate(flatten(body)):
+            if n == MAX_ROWS:
+                raise PayloadTooLarge(
+                    f"instance {instance_id} has more distinct properties and array elements "
+                    f"than the search index holds: at most {MAX_ROWS:,} per instance"
+                )
+            row.update(id=base | n, scope=scope, instance_id=instance_id)
+            rows.append(row)
     if rows:
         conn.execute(_INSERT_VALUES, _with_words(conn, rows))
 
@@ -291,6 +371,7 @@ def index_instances(conn: Connection, records: Iterable[InstanceRecord]) -> None
 def remove_instance(conn: Connection, instance_id: str) -> None:
     """Drop a deleted instance from the index."""
     conn.execute(_DELETE_VALUES, {"instance_id": instance_id})
+    conn.execute(_DELETE_DOC, {"instance_id": instance_id})
 
 
 def reindex_instance(conn: Connection, record: InstanceRecord) -> None:
@@ -330,13 +411,16 @@ def rebuild(conn: Connection, *, batch: int = 1000) -> None:
             conn.exec_driver_sql(statement)
     search_values.create(conn, checkfirst=True)
     search_scopes.create(conn, checkfirst=True)
+    search_docs.create(conn, checkfirst=True)
     conn.execute(delete(search_values))
+    conn.execute(delete(search_docs))
     if sqlite:
         for statement in _FTS_DDL:
             conn.exec_driver_sql(statement)
     for index in t.instances.indexes:
         if index.name in ("ix_instances_created_ms", "ix_instances_modified_ms"):
-            index.create(conn, checkfirst=True)
+            # IF NOT EXISTS: reflection cannot see expression indexes (checkfirst would not).
+            conn.execute(CreateIndex(index, if_not_exists=True))
     last = ""
     i = t.instances
     while True:
@@ -348,13 +432,11 @@ def rebuild(conn: Connection, *, batch: int = 1000) -> None:
         ).all()
         if not rows:
             break
-        values: list[dict[str, Any]] = []
+        docs: list[dict[str, Any]] = []
         for row in rows:
             scope = scope_of(conn, row.container_id, row.schema_id, create=True)
-            for item in flatten(orjson.loads(row.body)):
-                values.append({**item, "scope": scope, "instance_id": row.instance_id})
-        if values:
-            conn.execute(_INSERT_VALUES, _with_words(conn, values))
+            docs.append({"scope": scope, "instance_id": row.instance_id})
+        _index(conn, docs, [orjson.loads(row.body) for row in rows])
         last = rows[-1].instance_id
     updated = conn.execute(search_state.update().values(version=INDEX_VERSION)).rowcount
     if not updated:

@@ -20,8 +20,9 @@ is split into, so accents, URLs and e-mail addresses split alike on both databas
 
 Known differences, documented in ``docs/deploy.md``: values of *different JSON types* at
 one sort path order differently (jsonb puts strings before numbers, SQLite numbers first);
-text sorts by the database's collation (create it with ``C.UTF-8`` for SQLite's byte
-order); the regular-expression budget is PostgreSQL's ``statement_timeout`` (its engine
+text *sorts* by the database's collation (create it with ``C.UTF-8`` for SQLite's byte
+order) while filters *compare* in code point order whatever it is (``vtext`` is
+``COLLATE "C"``); the regular-expression budget is PostgreSQL's ``statement_timeout`` (its engine
 does not backtrack exponentially as Python's does).
 """
 
@@ -49,10 +50,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TEXT
 from sqlalchemy.types import TypeDecorator
 
-from nextoffer.repository.query import Path, Term, TermKind
+from nextoffer.repository.query import Path, Term, TermKind, TextQuery
 from nextoffer.storage import tables as t
-from nextoffer.storage.search import SQLITE, Dialect
-from nextoffer.storage.search_index import search_values
+from nextoffer.storage.search import SQLITE, Dialect, IdSet, combine
+from nextoffer.storage.search_index import search_docs, search_values
 
 _i = t.instances
 _SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
@@ -102,13 +103,24 @@ class PostgresDialect(Dialect):
                 out.append(char)
         return value.like("".join(out), escape="\\")
 
+    def text_ids(self, scope: int, text: TextQuery) -> IdSet:
+        """As SQLite's, on ``search_docs.words`` when no ``field`` is named and every term
+        is one word (a word is in a document exactly when it is in one of its strings);
+        a phrase needs its words' positions within one string: the rows decide."""
+        if text.fields or any(len(term.tokens) > 1 for term in text.terms):
+            terms = [self.text_term(scope, term, text.fields) for term in text.terms]
+            return combine(terms, text.require_all)
+        joined = (" & " if text.require_all else " | ").join(_tsquery(t) for t in text.terms)
+        d = search_docs.alias()
+        matched = d.c.words.op("@@")(func.to_tsquery(_SIMPLE, literal(joined)))
+        rows = select(d.c.instance_id).where(d.c.scope == scope, matched)
+        probe = select(literal(1)).where(d.c.instance_id == _i.c.instance_id, matched)
+        return IdSet(rows, unique=True, probe=probe, streams=False)
+
     def text_term(self, scope: int, term: Term, fields: tuple[Path, ...]) -> Select[Any]:
         """Instance ids of ``scope`` with a string property (among ``fields``) matching ``term``:
         the term's tokens one after another (``<->``), the last a prefix for ``offe*``."""
-        words = [f"'{token}'" for token in term.tokens]  # tokens hold letters and digits only
-        if term.kind is TermKind.PREFIX:
-            words[-1] += ":*"
-        query = func.to_tsquery(_SIMPLE, literal(" <-> ".join(words)))
+        query = func.to_tsquery(_SIMPLE, literal(_tsquery(term)))
         v = search_values.alias()
         sub = select(v.c.instance_id).where(v.c.scope == scope, v.c.vwords.op("@@")(query))
         if fields:
@@ -117,6 +129,13 @@ class PostgresDialect(Dialect):
             below = [v.c.path.startswith(f.dotted + ".", autoescape=True) for f in fields]
             sub = sub.where(or_(*(v.c.path == f.dotted for f in fields), *below))
         return sub
+
+
+def _tsquery(term: Term) -> str:
+    words = [f"'{token}'" for token in term.tokens]  # tokens hold letters and digits only
+    if term.kind is TermKind.PREFIX:
+        words[-1] += ":*"
+    return " <-> ".join(words)
 
 
 POSTGRES = PostgresDialect()
