@@ -218,7 +218,7 @@ def _search(engine: Engine, cid: str, q: str) -> list[str]:
 
 
 def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engine) -> None:
-    # 0022s_search renumbers the index's rows: upgrading a database with instances empties
+    # 0007_search renumbers the index's rows: upgrading a database with instances empties
     # the index and the first search rebuilds it; downgrading does the same the other way.
     migrations.upgrade(engine, PREVIOUS)
     store = Store(engine)

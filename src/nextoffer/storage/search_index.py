@@ -77,7 +77,7 @@ from nextoffer.storage import tables as t
 
 #: Bumped when the index's content changes shape; older databases are re-indexed.
 #: 2: row ids ``doc << 20 | n`` (``search_docs``), rows unique per instance, vtype in
-#: the indexes (migration ``0022s_search``).
+#: the indexes (migration ``0007_search``).
 INDEX_VERSION = 2
 
 #: The low bits of a row id number the rows of one instance: at most 2**20 of them.
