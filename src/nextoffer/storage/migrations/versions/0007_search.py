@@ -1,6 +1,6 @@
 """Search at 100,000 instances (issue 22): document numbers, typed indexes, one row each.
 
-Revision ID: 0007_search
+Revision ID: 0007
 Revises: 0006
 Create Date: 2026-12-05
 
@@ -26,7 +26,7 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0007_search"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None
