@@ -16,7 +16,7 @@ import random
 import secrets
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 SNOWFLAKE_EPOCH_MS = 1288834974657
 _UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100-ns intervals from 1582-10-15 to 1970-01-01
@@ -28,8 +28,9 @@ def utcnow() -> datetime:
 
 def format_datetime(moment: datetime) -> str:
     """``2020-10-21T22:28:11.111732Z``: RFC 3339, UTC, always six fractional digits."""
-    plain = moment.astimezone(UTC).replace(tzinfo=None)
-    return plain.isoformat(timespec="microseconds") + "Z"
+    if moment.tzinfo is not UTC:  # the clock's own moments are in UTC already
+        moment = moment.astimezone(UTC)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_datetime(text: str) -> datetime:
@@ -43,9 +44,14 @@ def parse_datetime(text: str) -> datetime:
     return moment
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def epoch_micros(moment: datetime) -> int:
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if moment.tzinfo is None:  # naive: local time, as ``astimezone`` reads it
+        moment = moment.astimezone(UTC)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 class IdFactory:

@@ -198,8 +198,9 @@ class SqlitePath:
         read until the commit."""
         ids = [r.proposition_id for r in records]
         stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
-        counts = read_counts(conn.execute, "sqlite", list(counter_owners(records)))
-        plan = plan_batch(records, stored, counts)
+        owners = counter_owners(records)
+        counts = read_counts(conn.execute, "sqlite", list(owners))
+        plan = plan_batch(records, stored, counts, owners)
         if plan.counters:
             conn.executemany(SET_COUNTS, plan.counters)
         if plan.events:
