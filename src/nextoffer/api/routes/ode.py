@@ -63,8 +63,12 @@ async def _decide(
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions
-        options = sum(1 for p in propositions if p.options)
-        fallbacks = sum(1 for p in propositions if not p.options and p.fallback is not None)
+        options = fallbacks = 0
+        for p in propositions:
+            if p.options:
+                options += 1
+            elif p.fallback is not None:
+                fallbacks += 1
         metrics.observe_outcomes(options, fallbacks, len(propositions) - options - fallbacks)
     body = decision_response.response(outcome, fmt, decision_request_id=call.decision_request_id)
     return json_response(body, media_type=media.DECISION_RESPONSE)
