@@ -376,6 +376,8 @@ def compare(
     over the others', per repeat, then the median."""
     servers: dict[str, Server] = {}
     raw: dict[tuple[str, str, int], list[Result]] = {}
+    #: The server's CPU µs per request of each row (all its processes; wrk excluded).
+    cpu: dict[tuple[str, str, int], list[float]] = {}
     endpoints = (CEILING, "POST decisions")
     try:
         for n, (name, env) in enumerate(variants.items()):
@@ -390,9 +392,12 @@ def compare(
             for connections in (10, 50):
                 for endpoint in endpoints:
                     for name, server in order:
-                        raw.setdefault((name, endpoint, connections), []).append(
-                            run_row(server, lib, endpoint, connections, args.seconds)
-                        )
+                        before = server.cpu_seconds()
+                        result = run_row(server, lib, endpoint, connections, args.seconds)
+                        cpu[(name, endpoint, connections)] = cpu.get(
+                            (name, endpoint, connections), []
+                        ) + [(server.cpu_seconds() - before) / max(result.requests, 1) * 1e6]
+                        raw.setdefault((name, endpoint, connections), []).append(result)
             print(
                 f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
                 flush=True,
@@ -403,9 +408,10 @@ def compare(
     first = next(iter(variants))
     print(
         "\n| connections | variant | bare/s | decisions/s | decisions ÷ bare | p50 ms | p99 ms "
-        "| errors | decisions ÷ the first's |"
+        "| errors | decisions ÷ the first's | CPU µs per bare | CPU µs per decision "
+        "| bare ÷ decision CPU |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for connections in (10, 50):
         for name in variants:
             decided = raw[(name, "POST decisions", connections)]
@@ -421,8 +427,27 @@ def compare(
             print(
                 f"| {connections} | {name} | {median_result(bare)['rps']:,.0f} "
                 f"| {row['rps']:,.0f} | {to_bare:.3f} | {row['p50']:.2f} | {row['p99']:.2f} "
-                f"| {row['errors']} | {ratio:.3f} |"
+                f"| {row['errors']} | {ratio:.3f} "
+                f"| {statistics.median(cpu[(name, CEILING, connections)]):.1f} "
+                f"| {statistics.median(cpu[(name, 'POST decisions', connections)]):.1f} "
+                f"| {cpu_ratio(cpu, name, connections):.3f} |"
             )
+    print(
+        "CPU: the server's processes (user + system) during the row ÷ requests, median of"
+        " repeats; 'bare ÷ decision CPU' is the median of per-repeat ratios: the rate ratio"
+        " a saturated server would reach, less sensitive than requests/s to other load."
+    )
+
+
+def cpu_ratio(cpu: dict[tuple[str, str, int], list[float]], name: str, connections: int) -> float:
+    return statistics.median(
+        b / d
+        for b, d in zip(
+            cpu[(name, CEILING, connections)],
+            cpu[(name, "POST decisions", connections)],
+            strict=True,
+        )
+    )
 
 
 def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
