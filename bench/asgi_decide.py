@@ -138,9 +138,8 @@ def child(args: argparse.Namespace) -> None:
         async def send_life(message: dict[str, Any]) -> None:
             await done.put(message)
 
-        life = asyncio.ensure_future(
-            app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, startup.get, send_life)
-        )
+        life_scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        life = asyncio.ensure_future(app(life_scope, startup.get, send_life))
         started = await done.get()
         if started["type"] != "lifespan.startup.complete":
             raise RuntimeError(f"lifespan: {started}")
@@ -229,7 +228,8 @@ def main() -> None:
         medians[name] = dec
         print(f"| {name} | {bare:.1f} | {dec:.1f} | {wall:.1f} | {bare / dec:.3f} |")
     if args.baseline:
-        print(f"decision CPU, this tree ÷ baseline: {medians['this tree'] / medians['baseline']:.3f}")
+        ratio = medians["this tree"] / medians["baseline"]
+        print(f"decision CPU, this tree ÷ baseline: {ratio:.3f}")
 
 
 if __name__ == "__main__":

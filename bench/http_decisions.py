@@ -394,9 +394,10 @@ def compare(
                     for name, server in order:
                         before = server.cpu_seconds()
                         result = run_row(server, lib, endpoint, connections, args.seconds)
-                        cpu[(name, endpoint, connections)] = cpu.get(
-                            (name, endpoint, connections), []
-                        ) + [(server.cpu_seconds() - before) / max(result.requests, 1) * 1e6]
+                        spent = server.cpu_seconds() - before
+                        cpu.setdefault((name, endpoint, connections), []).append(
+                            spent / max(result.requests, 1) * 1e6
+                        )
                         raw.setdefault((name, endpoint, connections), []).append(result)
             print(
                 f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
