@@ -1,7 +1,7 @@
 """CPU per recorded decision through the whole ASGI app, in process, beside a bare request.
 
     .venv/bin/python bench/asgi_decide.py [--requests 4000] [--repeats 5] [--tasks 50]
-        [--baseline OTHER/src] [--workdir DIR]
+        [--baseline OTHER/src] [--workdir DIR] [--plot PNG]
 
 What a server worker runs for ``POST …/decisions`` minus the HTTP parser: the app of
 ``create_app`` (observability middleware, the shortcut, the route, body parsing, the
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=50)
     parser.add_argument("--baseline", help="another tree's src/ to compare with (PYTHONPATH)")
     parser.add_argument("--workdir", help="keep the database here and reuse it")
+    parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of every child here")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--lib", help=argparse.SUPPRESS)
@@ -230,6 +231,40 @@ def main() -> None:
     if args.baseline:
         ratio = medians["this tree"] / medians["baseline"]
         print(f"decision CPU, this tree ÷ baseline: {ratio:.3f}")
+    if args.plot:
+        plot(rows, args, args.plot)
+
+
+def plot(rows: dict[str, dict[str, list[float]]], args: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for n, (name, values) in enumerate(rows.items()):
+        for key, marker in (("decision", "o"), ("bare", "s")):
+            ys = values[key]
+            ax.scatter(
+                [n + (0.15 if key == "bare" else 0)] * len(ys),
+                ys,
+                marker=marker,
+                color=f"C{n}",
+                alpha=0.7,
+                label=f"{name}: {key}",
+            )
+            ax.hlines(statistics.median(ys), n - 0.1, n + 0.25, color=f"C{n}")
+    ax.set_xticks(range(len(rows)), list(rows))
+    ax.set_ylabel("process CPU µs per request")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Recorded decision through the ASGI app ({args.tasks} tasks), one point per child"
+    )
+    ax.set_xlim(-0.5, len(rows) - 0.3)
+    ax.legend(loc="center right", fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == "__main__":
