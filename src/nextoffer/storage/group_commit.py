@@ -28,7 +28,7 @@ import orjson
 
 from nextoffer.errors import Conflict, Unavailable
 from nextoffer.storage.counters import CounterKey, counter_needs
-from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.decision_path import DecisionRecord, Pending
 from nextoffer.storage.errors import translated
 
 log = logging.getLogger("nextoffer.storage")
@@ -36,7 +36,7 @@ log = logging.getLogger("nextoffer.storage")
 #: Records committed together at most (a batch is whatever queued while the last committed).
 MAX_BATCH = 256
 
-Item = tuple[DecisionRecord, "Future[list[CounterKey]]"]
+Item = tuple[DecisionRecord, Pending]
 Outcome = list[CounterKey] | Conflict
 #: Writes a batch's records in one transaction and returns their outcomes, in order.
 Write = Callable[[list[DecisionRecord]], list[Outcome]]
@@ -127,7 +127,7 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
     batch committed, or all with the error when it failed (then nothing was written).
     A record whose caller gave up before its turn (a cancelled future) is not written.
     Returns whether the batch committed."""
-    batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+    batch = [item for item in batch if _claim(item[1])]
     if not batch:
         return True
     try:
@@ -144,6 +144,16 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
         else:
             future.set_result(outcome)
     return True
+
+
+def _claim(future: Pending) -> bool:
+    """Whether the record is still wanted, taking it if so. A thread-safe future is marked
+    running (a caller can no longer cancel it); an event loop's own future is resolved in
+    the same callback that takes it, on the loop's thread, so nothing can cancel it in
+    between."""
+    if isinstance(future, Future):
+        return future.set_running_or_notify_cancel()
+    return not future.cancelled()
 
 
 class BatchWriter(Generic[C]):
