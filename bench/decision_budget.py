@@ -51,8 +51,16 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 )
 
 
+#: The profile read runs in the decision path's module too (``SqlitePath.profile``): a
+#: sample under it is charged to it before the leaf-first stages, not to the record.
+PROFILE_READ = ("profile read (driver)", re.compile(r"Path\.(profile|events) \("))
+
+
 def stage_of(stack: str) -> str:
     frames = stack.split(";")
+    name, pattern = PROFILE_READ
+    if any(pattern.search(frame) for frame in frames):
+        return name
     for frame in reversed(frames):
         for name, pattern in STAGES:
             if pattern.search(frame):

@@ -370,10 +370,15 @@ def compare(
     workdir: Path,
     variants: dict[str, dict[str, str]],
 ) -> None:
-    """Decisions on one 2-worker server per variant (its environment), interleaved; the
-    first variant's requests/s over the others', per repeat, then the median."""
+    """Decisions and the bare ceiling on one 2-worker server per variant (its
+    environment), interleaved; per variant the median over repeats of decisions/s ÷ the
+    same server's bare requests/s in that repeat, and the first variant's decisions/s
+    over the others', per repeat, then the median."""
     servers: dict[str, Server] = {}
-    raw: dict[tuple[str, int], list[Result]] = {}
+    raw: dict[tuple[str, str, int], list[Result]] = {}
+    #: The server's CPU µs per request of each row (all its processes; wrk excluded).
+    cpu: dict[tuple[str, str, int], list[float]] = {}
+    endpoints = (CEILING, "POST decisions")
     try:
         for n, (name, env) in enumerate(variants.items()):
             servers[name] = Server(
@@ -382,32 +387,68 @@ def compare(
         SERVERS[:] = servers.values()
         for server in servers.values():
             run_row(server, lib, "POST decisions", 10, 2)
-        for _ in range(args.repeats):
+        for repeat in range(args.repeats):
+            order = list(servers.items())[:: -1 if repeat % 2 else 1]
             for connections in (10, 50):
-                for name, server in servers.items():
-                    raw.setdefault((name, connections), []).append(
-                        run_row(server, lib, "POST decisions", connections, args.seconds)
-                    )
+                for endpoint in endpoints:
+                    for name, server in order:
+                        before = server.cpu_seconds()
+                        result = run_row(server, lib, endpoint, connections, args.seconds)
+                        spent = server.cpu_seconds() - before
+                        cpu.setdefault((name, endpoint, connections), []).append(
+                            spent / max(result.requests, 1) * 1e6
+                        )
+                        raw.setdefault((name, endpoint, connections), []).append(result)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
+                flush=True,
+            )
     finally:
         for server in servers.values():
             server.stop()
     first = next(iter(variants))
     print(
-        "\n| connections | variant | requests/s | p50 ms | p99 ms | errors "
-        "| ratio to the first (median of repeats) |"
+        "\n| connections | variant | bare/s | decisions/s | decisions ÷ bare | p50 ms | p99 ms "
+        "| errors | decisions ÷ the first's | CPU µs per bare | CPU µs per decision "
+        "| bare ÷ decision CPU |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for connections in (10, 50):
         for name in variants:
-            row = median_result(raw[(name, connections)])
+            decided = raw[(name, "POST decisions", connections)]
+            bare = raw[(name, CEILING, connections)]
+            row = median_result(decided)
+            to_bare = statistics.median(
+                a.requests_per_s / b.requests_per_s for a, b in zip(decided, bare, strict=True)
+            )
             ratio = statistics.median(
                 a.requests_per_s / b.requests_per_s
-                for a, b in zip(raw[(name, connections)], raw[(first, connections)], strict=True)
+                for a, b in zip(decided, raw[(first, "POST decisions", connections)], strict=True)
             )
             print(
-                f"| {connections} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} "
-                f"| {row['p99']:.2f} | {row['errors']} | {ratio:.3f} |"
+                f"| {connections} | {name} | {median_result(bare)['rps']:,.0f} "
+                f"| {row['rps']:,.0f} | {to_bare:.3f} | {row['p50']:.2f} | {row['p99']:.2f} "
+                f"| {row['errors']} | {ratio:.3f} "
+                f"| {statistics.median(cpu[(name, CEILING, connections)]):.1f} "
+                f"| {statistics.median(cpu[(name, 'POST decisions', connections)]):.1f} "
+                f"| {cpu_ratio(cpu, name, connections):.3f} |"
             )
+    print(
+        "CPU: the server's processes (user + system) during the row ÷ requests, median of"
+        " repeats; 'bare ÷ decision CPU' is the median of per-repeat ratios: the rate ratio"
+        " a saturated server would reach, less sensitive than requests/s to other load."
+    )
+
+
+def cpu_ratio(cpu: dict[tuple[str, str, int], list[float]], name: str, connections: int) -> float:
+    return statistics.median(
+        b / d
+        for b, d in zip(
+            cpu[(name, CEILING, connections)],
+            cpu[(name, "POST decisions", connections)],
+            strict=True,
+        )
+    )
 
 
 def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:

@@ -113,6 +113,24 @@ class Server:
         self.stop()
         raise RuntimeError("server did not start")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server's processes have used so far: the master
+        and its workers, read from ``/proc`` (Linux)."""
+        tick = os.sysconf("SC_CLK_TCK")
+        total = 0
+        pending = [self.process.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            except OSError:  # gone meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+            pending.extend(int(child) for child in children)
+        return total / tick
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=30)

@@ -16,7 +16,7 @@ import random
 import secrets
 import threading
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 SNOWFLAKE_EPOCH_MS = 1288834974657
 _UUID_EPOCH_OFFSET = 0x01B21DD213814000  # 100-ns intervals from 1582-10-15 to 1970-01-01
@@ -26,10 +26,21 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+#: The last second :func:`format_datetime` wrote, and its text up to the seconds: moments
+#: come from the clock, many per second, and ``isoformat`` costs several times the rest.
+_last_second: tuple[int, str] = (0, "1970-01-01T00:00:00")
+
+
 def format_datetime(moment: datetime) -> str:
     """``2020-10-21T22:28:11.111732Z``: RFC 3339, UTC, always six fractional digits."""
-    plain = moment.astimezone(UTC).replace(tzinfo=None)
-    return plain.isoformat(timespec="microseconds") + "Z"
+    global _last_second
+    if moment.tzinfo is not UTC:  # the clock's own moments are in UTC already
+        moment = moment.astimezone(UTC)
+    second, fraction = divmod(epoch_micros(moment), 1_000_000)
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, moment.replace(tzinfo=None, microsecond=0).isoformat())
+    return f"{last[1]}.{fraction:06d}Z"
 
 
 def parse_datetime(text: str) -> datetime:
@@ -43,9 +54,14 @@ def parse_datetime(text: str) -> datetime:
     return moment
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def epoch_micros(moment: datetime) -> int:
-    delta = moment.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if moment.tzinfo is None:  # naive: local time, as ``astimezone`` reads it
+        moment = moment.astimezone(UTC)
+    return (moment - _EPOCH) // _MICROSECOND
 
 
 class IdFactory:

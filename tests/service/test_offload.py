@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from nextoffer.service.offload import finished
+from nextoffer.service.offload import finished, in_thread
 
 
 def test_a_future_resolved_on_the_loop_thread_wakes_the_waiter_directly() -> None:
@@ -62,3 +62,37 @@ def test_a_cancelled_wait_cancels_the_future_not_yet_taken() -> None:
         return future
 
     assert asyncio.run(main()).cancelled()
+
+
+def test_the_loop_s_own_future_is_awaited_and_its_error_stays_in_it() -> None:
+    async def main() -> BaseException | None:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(future.set_exception, RuntimeError("lost"))
+        await asyncio.wait_for(finished(future), timeout=5)  # does not raise
+        return future.exception()
+
+    assert isinstance(asyncio.run(main()), RuntimeError)
+
+
+def test_a_cancelled_wait_cancels_the_loop_s_own_future() -> None:
+    async def main() -> asyncio.Future[object]:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        task = asyncio.ensure_future(finished(future))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return future
+
+    assert asyncio.run(main()).cancelled()
+
+
+def test_a_thread_may_not_wait_for_a_future_only_its_loop_resolves() -> None:
+    async def main() -> None:
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+        with pytest.raises(RuntimeError, match="decide_async"):
+            in_thread(future)
+        plain: Future[object] = Future()
+        assert in_thread(plain) is plain
+
+    asyncio.run(main())

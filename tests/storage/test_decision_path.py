@@ -146,6 +146,38 @@ def test_records_from_one_loop_iteration_commit_together_on_the_loop_thread(
     assert len(events_of(store)) == 20
 
 
+def test_a_record_queued_on_the_loop_is_the_loop_s_own_future_and_a_cancelled_one_is_skipped(
+    store: Store,
+) -> None:
+    path = path_of(store)
+
+    async def main() -> tuple[list[CounterKey], bool]:
+        kept = path.record(record("p-kept"))
+        dropped = path.record(record("p-dropped"))
+        # The loop's own future (no lock per step), resolved by the loop's batch.
+        assert isinstance(kept, asyncio.Future) and isinstance(dropped, asyncio.Future)
+        dropped.cancel()  # its caller gave up before the batch: not written
+        return await kept, dropped.cancelled()
+
+    assert asyncio.run(main()) == ([], True)
+    assert stored(store, "p-kept") is not None
+    assert stored(store, "p-dropped") is None
+
+
+def test_a_conflict_in_a_loop_batch_fails_only_its_record(store: Store) -> None:
+    path = path_of(store)
+
+    async def main() -> BaseException | None:
+        future = path.record(record("p-once"))
+        again = path.record(record("p-once"))  # the same proposition id: a conflict
+        assert await future == []
+        with pytest.raises(Conflict):
+            await again
+        return again.exception()
+
+    assert isinstance(asyncio.run(main()), Conflict)
+
+
 def from_threads(
     submit: Callable[[int], Future[list[CounterKey]]], *, threads: int, each: int
 ) -> list[Future[list[CounterKey]]]:

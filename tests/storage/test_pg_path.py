@@ -52,9 +52,9 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     sizes: list[int] = []
     plan = pg_path.plan_batch
 
-    def counted(records: Any, stored: Any, counts: Any) -> Any:
+    def counted(records: Any, stored: Any, counts: Any, owners: Any = None) -> Any:
         sizes.append(len(records))
-        return plan(records, stored, counts)
+        return plan(records, stored, counts, owners)
 
     monkeypatch.setattr(pg_path, "plan_batch", counted)
     return sizes

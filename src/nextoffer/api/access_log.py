@@ -62,8 +62,7 @@ class AccessLog:
             "duration_ms": round(seconds * 1000, 3),
             "request_id": request_id,
         }
-        stream = sys.stdout
-        stream.write(orjson.dumps(line).decode() + "\n")
+        sys.stdout.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE).decode())
         if time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self.flush()
 

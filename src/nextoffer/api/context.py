@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -17,13 +18,34 @@ def nextoffer(request: Request) -> NextOffer:
     return value
 
 
-def authenticate(request: Request) -> Principal:
+def header_map(request: Request) -> dict[str, str]:
+    """The request's headers in a plain dict, the first of a repeated name winning (as
+    ``request.headers.get`` answers): one pass over them, then each look-up is a dict's,
+    where ``request.headers.get`` walks the list again per name."""
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in reversed(request.scope["headers"])
+    }
+
+
+def authenticate(
+    request: Request,
+    *,
+    no: NextOffer | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Principal:
     """The caller; verified tokens and clients are cached, so this rarely does IO."""
-    return nextoffer(request).auth.authenticate(request.headers)
+    no = no or nextoffer(request)
+    return no.auth.authenticate(headers if headers is not None else request.headers)
 
 
-async def body_json(request: Request) -> Any:
-    settings = nextoffer(request).settings
+async def body_json(
+    request: Request, *, no: NextOffer | None = None, headers: Mapping[str, str] | None = None
+) -> Any:
+    settings = (no or nextoffer(request)).settings
     return await read_json(
-        request, max_bytes=settings.max_body_bytes, max_depth=settings.max_json_depth
+        request,
+        max_bytes=settings.max_body_bytes,
+        max_depth=settings.max_json_depth,
+        headers=headers,
     )

@@ -16,8 +16,13 @@ def first_component(components: tuple[Mapping[str, Any], ...]) -> dict[str, Any]
     return dict(components[0]) if components else {}
 
 
+_PLACEMENT_EXTRA = {"channel": "xdm:channel", "componentType": "xdm:componentType"}
+
+
 def _ref(ref: ObjectRef, names: frozenset[str], extra: Mapping[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {"xdm:id": ref.at_id, "repo:etag": ref.etag}
+    if not names:
+        return out
     if "name" in names and ref.name is not None:
         out["xdm:name"] = ref.name
     for name, key in extra.items():
@@ -26,17 +31,23 @@ def _ref(ref: ObjectRef, names: frozenset[str], extra: Mapping[str, str]) -> dic
     return out
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 def _option(option: Option | FallbackOption, fmt: ResponseFormat) -> dict[str, Any]:
-    names = fmt.metadata.get("xdm:option", frozenset())
     out: dict[str, Any] = {"xdm:id": option.offer_id, "repo:etag": option.etag}
-    if "name" in names and option.name is not None:
-        out["xdm:name"] = option.name
-    if "characteristics" in names:
-        out["xdm:characteristics"] = dict(option.characteristics)
-    if "priority" in names and isinstance(option, Option):
-        out["xdm:priority"] = option.priority
+    names = fmt.metadata.get("xdm:option", _NONE)
+    if names:
+        if "name" in names and option.name is not None:
+            out["xdm:name"] = option.name
+        if "characteristics" in names:
+            out["xdm:characteristics"] = dict(option.characteristics)
+        if "priority" in names and isinstance(option, Option):
+            out["xdm:priority"] = option.priority
     if fmt.include_content:
-        out.update(first_component(option.components))
+        components = option.components
+        if components:  # the first component's content (``first_component``), not copied
+            out.update(components[0])
     if isinstance(option, Option) and option.score is not None:
         out["xdm:score"] = option.score
     return out
@@ -76,13 +87,9 @@ def trace_json(trace: PropositionTrace) -> dict[str, Any]:
 
 def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "xdm:activity": _ref(
-            proposition.activity, fmt.metadata.get("xdm:activity", frozenset()), {}
-        ),
+        "xdm:activity": _ref(proposition.activity, fmt.metadata.get("xdm:activity", _NONE), {}),
         "xdm:placement": _ref(
-            proposition.placement,
-            fmt.metadata.get("xdm:placement", frozenset()),
-            {"channel": "xdm:channel", "componentType": "xdm:componentType"},
+            proposition.placement, fmt.metadata.get("xdm:placement", _NONE), _PLACEMENT_EXTRA
         ),
     }
     if proposition.options:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -28,7 +27,7 @@ from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import Snapshot
 from nextoffer.service.learning import ranking_note
 from nextoffer.storage.counters import CounterKey, counter_needs
-from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
+from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, Pending
 
 log = logging.getLogger("nextoffer.decisions")
 
@@ -102,7 +101,7 @@ class Attempt:
         self._outcome: DecisionOutcome | None = None
         self._pending: DecisionOutcome | None = None
         #: The record being written, when this decision waits for it.
-        self.waiting: Future[list[CounterKey]] | None = None
+        self.waiting: Pending | None = None
         # What the engine knows of the counters, by engine key. Counters of rules that count
         # propositions are checked by the reservation itself (all-or-nothing, under their
         # limits), so a recorded decision reads only the others up front and learns of a

@@ -40,7 +40,7 @@ from nextoffer.service.auth import Principal
 from nextoffer.service.cap_plan import CapPlan
 from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.learning import Learning
-from nextoffer.service.offload import finished, in_pool
+from nextoffer.service.offload import finished, in_pool, in_thread
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
 from nextoffer.storage.decision_path import DecisionPath
@@ -141,7 +141,7 @@ class Decisions:
                 principal, container_id, call, fresh, profile=profile, events=events
             )
         while attempt.waiting is not None:
-            wait([attempt.waiting])
+            wait([in_thread(attempt.waiting)])
             attempt.settle()
         return attempt.outcome()
 

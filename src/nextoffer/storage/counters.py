@@ -15,7 +15,7 @@ Implementations: :class:`SqlCounters` here (SQLite, PostgreSQL), ``RedisCounters
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -37,14 +37,27 @@ class CounterKey:
     scope: str = EVERYONE  # EVERYONE or a profile key
     placement: str = ""  # "" unless the rule counts each placement apart
     period: int = 0  # 0 for rules that never reset
+    #: :meth:`encode`'s string, made once: a key is encoded and hashed several times on
+    #: its way through a decision and its batch.
+    code: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        scope = self.scope.replace("%", "%25").replace("|", "%7C")
+        object.__setattr__(
+            self,
+            "code",
+            f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}"
+            f"|{scope}",
+        )
+
+    def __hash__(self) -> int:
+        # Equal keys have equal codes (the code is a function of the fields), and a
+        # string's hash is computed once: cheaper than hashing a tuple of six fields.
+        return hash(self.code)
 
     def encode(self) -> str:
         """One string per counter; ``|`` cannot occur in ids, rule names or periods."""
-        scope = self.scope.replace("%", "%25").replace("|", "%7C")
-        return (
-            f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}"
-            f"|{scope}"
-        )
+        return self.code
 
 
 class CapCounterStore(Protocol):

@@ -22,13 +22,21 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from nextoffer.errors import NextOfferError
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage.counters import CapCounterStore, CounterKey
 
+if TYPE_CHECKING:
+    import asyncio
+
 log = logging.getLogger("nextoffer.storage")
+
+#: A record's outcome to come: a thread-safe future, or — for a record queued on the
+#: running event loop, which writes it on that loop's own thread — the loop's own future
+#: (created, resolved and awaited there: no lock per step).
+Pending: TypeAlias = "Future[list[CounterKey]] | asyncio.Future[list[CounterKey]]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +90,11 @@ class DecisionPath(Protocol):
         (named by its ``@id`` instead when ``by_at_id``)."""
         ...
 
-    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+    def record(self, record: DecisionRecord) -> Pending:
         """Reserve and write; resolves to ``[]`` once committed, or to the counters that
-        were at their limits (then nothing was written). Fails with a NextOfferError."""
+        were at their limits (then nothing was written). Fails with a NextOfferError.
+        Called on a running event loop, a strategy may answer with that loop's own future
+        (only the loop's thread then waits for it, by awaiting)."""
         ...
 
     def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
@@ -131,7 +141,7 @@ class CountersElsewhere:
     ) -> tuple[bool, InstanceRecord | None]:
         return self._path.instance(org, sandbox, container_id, instance_id, by_at_id=by_at_id)
 
-    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+    def record(self, record: DecisionRecord) -> Pending:
         future: Future[list[CounterKey]] = Future()
         try:
             refused = self._counters.reserve(record.reserve)
@@ -143,7 +153,7 @@ class CountersElsewhere:
             return future
         written = self._path.record(replace(record, reserve=()))
 
-        def done(written: Future[list[CounterKey]]) -> None:
+        def done(written: Pending) -> None:
             error = written.exception() if not written.cancelled() else None
             if written.cancelled() or error is not None:
                 log.error("decision %s not recorded: %s", record.proposition_id, error)
@@ -166,7 +176,7 @@ class CountersElsewhere:
         self._path.close()
 
 
-def _copy(target: Future[list[CounterKey]], source: Future[list[CounterKey]]) -> None:
+def _copy(target: Future[list[CounterKey]], source: Pending) -> None:
     error = source.exception()
     if error is not None:
         target.set_exception(error)

@@ -28,7 +28,7 @@ import orjson
 
 from nextoffer.errors import Conflict, Unavailable
 from nextoffer.storage.counters import CounterKey, counter_needs
-from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.decision_path import DecisionRecord, Pending
 from nextoffer.storage.errors import translated
 
 log = logging.getLogger("nextoffer.storage")
@@ -36,7 +36,7 @@ log = logging.getLogger("nextoffer.storage")
 #: Records committed together at most (a batch is whatever queued while the last committed).
 MAX_BATCH = 256
 
-Item = tuple[DecisionRecord, "Future[list[CounterKey]]"]
+Item = tuple[DecisionRecord, Pending]
 Outcome = list[CounterKey] | Conflict
 #: Writes a batch's records in one transaction and returns their outcomes, in order.
 Write = Callable[[list[DecisionRecord]], list[Outcome]]
@@ -61,51 +61,62 @@ class BatchPlan:
 def counter_owners(records: Sequence[DecisionRecord]) -> dict[str, str]:
     """The batch's counters, encoded, in key order (the order every writer locks them
     in), with the container each belongs to."""
-    owners = {key.encode(): key.container_id for r in records for key, _ in r.reserve}
+    owners = {key.code: key.container_id for r in records for key, _ in r.reserve}
     return dict(sorted(owners.items()))
 
 
 def plan_batch(
-    records: Sequence[DecisionRecord], stored: set[str], counts: dict[str, int]
+    records: Sequence[DecisionRecord],
+    stored: set[str],
+    counts: dict[str, int],
+    owners: dict[str, str] | None = None,
 ) -> BatchPlan:
     """Every record of the batch, in order: ``stored`` holds the proposition ids already
     written, ``counts`` the current count of every counter of the batch (missing ones are
-    0). Both must stay as read until the caller commits what the plan says."""
+    0); ``owners`` is :func:`counter_owners` of the records when the caller has it. Both
+    must stay as read until the caller commits what the plan says."""
     plan = BatchPlan()
+    outcomes = plan.outcomes
+    events = plan.events
     stored = set(stored)
-    owners = counter_owners(records)
+    if owners is None:
+        owners = counter_owners(records)
     counts = {code: counts.get(code, 0) for code in owners}
     changed: set[str] = set()
     daily: dict[tuple[str, str, str], int] = {}
+    dumps = orjson.dumps
     for record in records:
-        if record.proposition_id in stored:
-            plan.outcomes.append(Conflict(f"decision {record.proposition_id} is already recorded"))
+        proposition_id = record.proposition_id
+        if proposition_id in stored:
+            outcomes.append(Conflict(f"decision {proposition_id} is already recorded"))
             continue
-        needs = counter_needs(record.reserve).items()
-        need = {key: (key.encode(), n, limit) for key, (n, limit) in needs}
-        full = [key for key, (code, n, limit) in need.items() if counts[code] + n > limit]
-        if full:
-            plan.outcomes.append(full)
-            continue
-        for code, n, _ in need.values():
-            counts[code] += n
-            changed.add(code)
-        stored.add(record.proposition_id)
+        if record.reserve:
+            need = counter_needs(record.reserve)
+            full = [key for key, (n, limit) in need.items() if counts[key.code] + n > limit]
+            if full:
+                outcomes.append(full)
+                continue
+            for key, (n, _) in need.items():
+                counts[key.code] += n
+                changed.add(key.code)
+        stored.add(proposition_id)
+        container_id = record.container_id
         if record.body is not None:
-            plan.events.append(
+            events.append(
                 (
-                    record.proposition_id,
-                    record.container_id,
+                    proposition_id,
+                    container_id,
                     record.created,
                     record.created_us,
                     record.profile_key,
-                    orjson.dumps(record.body).decode(),
+                    dumps(record.body).decode(),
                 )
             )
+        day = record.day
         for offer_id in record.proposed_offers:
-            day_key = (record.container_id, record.day, offer_id)
+            day_key = (container_id, day, offer_id)
             daily[day_key] = daily.get(day_key, 0) + 1
-        plan.outcomes.append([])
+        outcomes.append([])
     plan.counters = [(code, owners[code], counts[code]) for code in owners if code in changed]
     plan.daily = [(*key, n) for key, n in sorted(daily.items())]
     return plan
@@ -116,7 +127,7 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
     batch committed, or all with the error when it failed (then nothing was written).
     A record whose caller gave up before its turn (a cancelled future) is not written.
     Returns whether the batch committed."""
-    batch = [item for item in batch if item[1].set_running_or_notify_cancel()]
+    batch = [item for item in batch if _claim(item[1])]
     if not batch:
         return True
     try:
@@ -133,6 +144,16 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
         else:
             future.set_result(outcome)
     return True
+
+
+def _claim(future: Pending) -> bool:
+    """Whether the record is still wanted, taking it if so. A thread-safe future is marked
+    running (a caller can no longer cancel it); an event loop's own future is resolved in
+    the same callback that takes it, on the loop's thread, so nothing can cancel it in
+    between."""
+    if isinstance(future, Future):
+        return future.set_running_or_notify_cancel()
+    return not future.cancelled()
 
 
 class BatchWriter(Generic[C]):

@@ -185,7 +185,7 @@ class PgPath:
             if owners:
                 locked = conn.execute(_LOCK_COUNTERS, (list(owners), list(owners.values())))
                 counts = {code: int(count) for code, count in locked}
-            plan = plan_batch(records, stored, counts)
+            plan = plan_batch(records, stored, counts, owners)
             with conn.cursor() as cursor:
                 if plan.counters:
                     cursor.executemany(_SET_COUNTS, plan.counters)

@@ -28,7 +28,7 @@ from nextoffer.errors import Unavailable
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage.counters import CounterKey, read_counts
 from nextoffer.storage.database import SQLITE_SYNCHRONOUS, WAL_SIZE_LIMIT
-from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.decision_path import DecisionRecord, Pending
 from nextoffer.storage.errors import translated
 from nextoffer.storage.group_commit import (
     BatchWriter,
@@ -149,7 +149,7 @@ class SqlitePath:
 
     # -- writes ----------------------------------------------------------------------
 
-    def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:
+    def record(self, record: DecisionRecord) -> Pending:
         """Queue the record for the next batch.
 
         Called on a running event loop (the decision route), the batch is every record
@@ -168,13 +168,15 @@ class SqlitePath:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return self._writer.put(record)
-        future = Future()
+        # The loop's own future: created, resolved (by the batch, on this thread) and
+        # awaited on the loop, without the lock a thread-safe future takes at every step.
+        waiting: asyncio.Future[list[CounterKey]] = loop.create_future()
         batch = self._loop_batches.get(loop)
         if batch is None:
             batch = self._loop_batches[loop] = []
             loop.call_soon(self._write_loop_batch, loop)
-        batch.append((record, future))
-        return future
+        batch.append((record, waiting))
+        return waiting
 
     def _write_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._loop_batches.pop(loop, [])
@@ -198,8 +200,9 @@ class SqlitePath:
         read until the commit."""
         ids = [r.proposition_id for r in records]
         stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
-        counts = read_counts(conn.execute, "sqlite", list(counter_owners(records)))
-        plan = plan_batch(records, stored, counts)
+        owners = counter_owners(records)
+        counts = read_counts(conn.execute, "sqlite", list(owners))
+        plan = plan_batch(records, stored, counts, owners)
         if plan.counters:
             conn.executemany(SET_COUNTS, plan.counters)
         if plan.events:

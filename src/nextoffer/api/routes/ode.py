@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from starlette.requests import Request
@@ -9,12 +10,13 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api import decision_request, decision_response, media
-from nextoffer.api.context import authenticate, body_json, nextoffer
+from nextoffer.api.context import authenticate, body_json, header_map, nextoffer
 from nextoffer.api.diagnostics import diagnostics
 from nextoffer.api.responses import json_response
 from nextoffer.engine.model import Offer
 from nextoffer.errors import BadRequest
 from nextoffer.ids import parse_datetime
+from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 
 BASE = "/data/core/ode"
@@ -25,24 +27,32 @@ MAX_ACTIVITY_IDS = 30
 
 
 async def decisions(request: Request) -> Response:
-    principal = authenticate(request)
-    return await _decide(request, principal, request.path_params["container_id"])
+    no = nextoffer(request)
+    headers = header_map(request)
+    principal = authenticate(request, no=no, headers=headers)
+    return await _decide(request, no, headers, principal, request.path_params["container_id"])
 
 
 async def ods_decisions(request: Request) -> Response:
     """``POST /data/core/ods/decisions`` (decisioning-api §2.4): no container in the path,
     the sandbox's decisioning container (the dps library's); ``x-sandbox-id`` is accepted
     and not read (``x-sandbox-name`` scopes the call)."""
-    principal = authenticate(request)
     no = nextoffer(request)
+    headers = header_map(request)
+    principal = authenticate(request, no=no, headers=headers)
     container = await no.run(no.dps.container, principal)
-    return await _decide(request, principal, container.container_id)
+    return await _decide(request, no, headers, principal, container.container_id)
 
 
-async def _decide(request: Request, principal: Principal, container_id: str) -> Response:
-    media.require(request.headers.get("content-type"), _DECISION_TYPES, use=media.DECISION_REQUEST)
-    body = await body_json(request)
-    no = nextoffer(request)
+async def _decide(
+    request: Request,
+    no: NextOffer,
+    headers: Mapping[str, str],
+    principal: Principal,
+    container_id: str,
+) -> Response:
+    media.require(headers.get("content-type"), _DECISION_TYPES, use=media.DECISION_REQUEST)
+    body = await body_json(request, no=no, headers=headers)
     if decision_request.is_2019(body):
         # Activities without placements: each one's placement is in the catalog.
         snapshot = await no.decisions.snapshot_async(principal, container_id)
@@ -53,8 +63,12 @@ async def _decide(request: Request, principal: Principal, container_id: str) -> 
     metrics = request.app.state.metrics
     if metrics is not None:
         propositions = outcome.result.propositions
-        options = sum(1 for p in propositions if p.options)
-        fallbacks = sum(1 for p in propositions if not p.options and p.fallback is not None)
+        options = fallbacks = 0
+        for p in propositions:
+            if p.options:
+                options += 1
+            elif p.fallback is not None:
+                fallbacks += 1
         metrics.observe_outcomes(options, fallbacks, len(propositions) - options - fallbacks)
     body = decision_response.response(outcome, fmt, decision_request_id=call.decision_request_id)
     return json_response(body, media_type=media.DECISION_RESPONSE)

@@ -41,6 +41,7 @@ from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import build_snapshot
 from nextoffer.service.decisions import EVENT_LIMIT
+from nextoffer.service.offload import in_thread
 from nextoffer.storage.batch import ProfileRow
 from nextoffer.storage.counters import CounterKey
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
@@ -199,7 +200,7 @@ class ChunkDecider:
         started = time.thread_time()
         self._held.send()
         if waiting:
-            wait([a.waiting for a in waiting if a.waiting is not None])
+            wait([in_thread(a.waiting) for a in waiting if a.waiting is not None])
         again = []
         for attempt in waiting:
             attempt.settle()

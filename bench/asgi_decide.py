@@ -1,0 +1,271 @@
+"""CPU per recorded decision through the whole ASGI app, in process, beside a bare request.
+
+    .venv/bin/python bench/asgi_decide.py [--requests 4000] [--repeats 5] [--tasks 50]
+        [--baseline OTHER/src] [--workdir DIR] [--plot PNG]
+
+What a server worker runs for ``POST …/decisions`` minus the HTTP parser: the app of
+``create_app`` (observability middleware, the shortcut, the route, body parsing, the
+decide use case, the group-committed record on SQLite, the response) called as uvicorn
+calls it, on uvloop, from ``--tasks`` concurrent tasks (the decisions of one pass of the
+loop share a commit, as under load). The reference is ``GET /bare`` through the same app
+(``httpbench.py``'s constant-body route). The library and request are
+``http_decisions.py``'s (100 offers, 5-condition rules, a third capped, 10,000 profiles,
+top 3, every decision recorded); the access log and metrics are on, as they are by default
+(the log goes to ``/dev/null``).
+
+The figure is CPU time of the whole process (``time.process_time``: the loop's thread,
+the WAL checkpoint thread and any other) ÷ requests: unlike requests per second it barely
+moves when other work shares the machine. With ``--baseline``, each repeat runs one child
+process on this tree and one on ``OTHER/src`` (``PYTHONPATH``), alternately, on the same
+database: the ratio of their medians is the change's effect.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def child(args: argparse.Namespace) -> None:
+    """One process: open the app on ``args.db``, warm it, measure, print JSON."""
+    import uvloop
+    from http_decisions import DECIDE_TYPE, PROFILES
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from nextoffer.api.app import create_app
+    from nextoffer.settings import Settings
+
+    lib = json.loads(Path(args.lib).read_text())
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the access log's sink, for the run
+
+    async def bare(request: Any) -> Response:
+        return Response(b'{"status":"ok"}', media_type="application/json")
+
+    app = create_app(Settings(db_url=args.db))
+    app.router.routes.insert(0, Route("/bare", bare, methods=["GET"]))
+    headers = [(k.lower().encode(), v.encode()) for k, v in lib["headers"].items()]
+    decide_path = f"/data/core/ode/{lib['container']}/decisions"
+    template = lib["request"]
+    rng = random.Random(os.getpid())
+
+    def scope(method: str, path: str, extra: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"127.0.0.1:8000"), *extra],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+
+    async def call(method: str, path: str, body: bytes, extra: list[tuple[bytes, bytes]]) -> int:
+        status = 0
+        sent = False
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # pragma: no cover - never asked twice
+            return {}
+
+        async def send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+
+        await app(scope(method, path, [*extra]), receive, send)
+        return status
+
+    def decision_body() -> bytes:
+        return template.replace("__N__", str(rng.randrange(PROFILES))).encode()
+
+    post_headers = [*headers, (b"content-type", DECIDE_TYPE.encode())]
+
+    async def decide_one() -> int:
+        body = decision_body()
+        extra = [*post_headers, (b"content-length", str(len(body)).encode())]
+        return await call("POST", decide_path, body, extra)
+
+    async def bare_one() -> int:
+        return await call("GET", "/bare", b"", headers)
+
+    async def drive(one: Any, n: int) -> tuple[float, float]:
+        """``n`` requests from ``args.tasks`` tasks: (CPU µs, wall µs) per request."""
+        left = n
+        bad = 0
+
+        async def worker() -> None:
+            nonlocal left, bad
+            while left > 0:
+                left -= 1
+                if await one() != 200:
+                    bad += 1
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(args.tasks)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if bad:
+            raise RuntimeError(f"{bad} requests did not answer 200")
+        return cpu / n * 1e6, wall / n * 1e6
+
+    async def main() -> dict[str, list[float]]:
+        startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        done: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        await startup.put({"type": "lifespan.startup"})
+
+        async def send_life(message: dict[str, Any]) -> None:
+            await done.put(message)
+
+        life_scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+        life = asyncio.ensure_future(app(life_scope, startup.get, send_life))
+        started = await done.get()
+        if started["type"] != "lifespan.startup.complete":
+            raise RuntimeError(f"lifespan: {started}")
+        await drive(decide_one, args.requests)  # warm: snapshot, connections, caches
+        out: dict[str, list[float]] = {"bare": [], "decision": [], "decision_wall": []}
+        for _ in range(args.repeats):
+            out["bare"].append((await drive(bare_one, args.requests))[0])
+            cpu, wall = await drive(decide_one, args.requests)
+            out["decision"].append(cpu)
+            out["decision_wall"].append(wall)
+        await startup.put({"type": "lifespan.shutdown"})
+        await done.get()
+        await life
+        return out
+
+    result = uvloop.run(main())
+    sys.stderr.write(json.dumps(result) + "\n")
+
+
+def run_child(src: str | None, db: str, lib: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = dict(os.environ)
+    path = [str(HERE)]
+    if src:
+        path.insert(0, src)
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    out = subprocess.run(
+        [
+            *(sys.executable, str(Path(__file__).resolve()), "--child", "--db", db),
+            *("--lib", str(lib), "--requests", str(args.requests), "--repeats", "1"),
+            *("--tasks", str(args.tasks)),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-3000:])
+    result: dict[str, Any] = json.loads(out.stderr.strip().splitlines()[-1])
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=4000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tasks", type=int, default=50)
+    parser.add_argument("--baseline", help="another tree's src/ to compare with (PYTHONPATH)")
+    parser.add_argument("--workdir", help="keep the database here and reuse it")
+    parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of every child here")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--lib", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    sys.path.insert(0, str(HERE))
+    from http_decisions import build
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-asgi-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = f"sqlite:///{workdir / 'bench.db'}"
+    lib_file = workdir / "lib.json"
+    if not lib_file.exists():
+        print("building the library and 10,000 profiles …", flush=True)
+        lib_file.write_text(json.dumps(build(db)))
+    trees: dict[str, str | None] = {"this tree": None}
+    if args.baseline:
+        trees["baseline"] = args.baseline
+    rows: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
+    load = [os.getloadavg()[0]]
+    for _ in range(args.repeats):
+        for name, src in trees.items():
+            for key, values in run_child(src, db, lib_file, args).items():
+                rows[name].setdefault(key, []).extend(values)
+        load.append(os.getloadavg()[0])
+    print(f"load average (1 min) over the run: {min(load):.2f}–{max(load):.2f}")
+    print(f"µs per request, medians of {args.repeats} child processes, {args.tasks} tasks")
+    print("| tree | bare CPU µs | decision CPU µs | decision wall µs | bare ÷ decision (CPU) |")
+    print("|---|---:|---:|---:|---:|")
+    medians = {}
+    for name, values in rows.items():
+        bare = statistics.median(values["bare"])
+        dec = statistics.median(values["decision"])
+        wall = statistics.median(values["decision_wall"])
+        medians[name] = dec
+        print(f"| {name} | {bare:.1f} | {dec:.1f} | {wall:.1f} | {bare / dec:.3f} |")
+    if args.baseline:
+        ratio = medians["this tree"] / medians["baseline"]
+        print(f"decision CPU, this tree ÷ baseline: {ratio:.3f}")
+    if args.plot:
+        plot(rows, args, args.plot)
+
+
+def plot(rows: dict[str, dict[str, list[float]]], args: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for n, (name, values) in enumerate(rows.items()):
+        for key, marker in (("decision", "o"), ("bare", "s")):
+            ys = values[key]
+            ax.scatter(
+                [n + (0.15 if key == "bare" else 0)] * len(ys),
+                ys,
+                marker=marker,
+                color=f"C{n}",
+                alpha=0.7,
+                label=f"{name}: {key}",
+            )
+            ax.hlines(statistics.median(ys), n - 0.1, n + 0.25, color=f"C{n}")
+    ax.set_xticks(range(len(rows)), list(rows))
+    ax.set_ylabel("process CPU µs per request")
+    ax.set_ylim(bottom=0)
+    ax.set_title(
+        f"Recorded decision through the ASGI app ({args.tasks} tasks), one point per child"
+    )
+    ax.set_xlim(-0.5, len(rows) - 0.3)
+    ax.legend(loc="center right", fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
