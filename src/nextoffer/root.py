@@ -165,10 +165,11 @@ class NextOffer:
         )
         self._closers.append(self.catalogs.close)
         self.auth = Authenticator(store)
+        self.ids = IdFactory()
         self.repository = Repository(
             store,
             path=path,
-            ids=IdFactory(),
+            ids=self.ids,
             clock=clock,
             on_change=self.catalogs.invalidate,
             executor=self.executor,
@@ -236,6 +237,7 @@ class NextOffer:
             repository=self.repository,
             datasets=self.datasets,
             clock=clock,
+            ids=self.ids,
             engines={
                 "local": LocalEngine(
                     open_worker, workers=settings.batch_workers, chunk=settings.batch_chunk

@@ -31,7 +31,6 @@ import secrets
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, Protocol
@@ -39,7 +38,7 @@ from typing import Any, Protocol
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import MAX_ITEM_COUNT, MAX_PROPOSITION_REQUESTS, resolve
 from nextoffer.errors import Conflict, NextOfferError, NotFound, Unprocessable
-from nextoffer.ids import format_datetime
+from nextoffer.ids import IdFactory, format_datetime
 from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
@@ -140,6 +139,7 @@ class BatchJobs:
         repository: Repository,
         datasets: Datasets,
         clock: Callable[[], datetime],
+        ids: IdFactory,
         engines: Mapping[str, Engine],
         poll_seconds: float = 1.0,
     ) -> None:
@@ -148,6 +148,7 @@ class BatchJobs:
         self._catalogs = catalogs
         self._repository = repository
         self._clock = clock
+        self._ids = ids
         self._engines = engines
         self._poll = poll_seconds
         self._stop = threading.Event()
@@ -231,7 +232,7 @@ class BatchJobs:
         resolve(snapshot.catalog, DecisionRequest(propositions))
         now = _ms(self._clock())
         record = JobRecord(
-            job_id=str(uuid.uuid4()),
+            job_id=self._ids.ordered_uuid7(self._clock()),
             org_id=principal.org,
             sandbox=principal.sandbox,
             container_id=container_id,
