@@ -118,11 +118,7 @@ class IdFactory:
                 self._v7_sequence = 0
             self._last_v7_ms, sequence = ms, self._v7_sequence
         value = (
-            (ms << 80)
-            | (0x7 << 76)
-            | (sequence << 64)
-            | (0b10 << 62)
-            | _id_bits.getrandbits(62)
+            (ms << 80) | (0x7 << 76) | (sequence << 64) | (0b10 << 62) | _id_bits.getrandbits(62)
         )
         h = f"{value:032x}"
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
