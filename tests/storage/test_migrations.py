@@ -217,9 +217,8 @@ def _search(engine: Engine, cid: str, q: str) -> list[str]:
     return [record.instance_id for record in page.records]
 
 
-def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engine) -> None:
-    # 0007_search renumbers the index's rows: upgrading a database with instances empties
-    # the index and the first search rebuilds it; downgrading does the same the other way.
+def _tag_stored_at_previous(engine: Engine) -> None:
+    """A database at the revision before 0007 holding one tag."""
     migrations.upgrade(engine, PREVIOUS)
     store = Store(engine)
     container(store)
@@ -244,6 +243,12 @@ def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engi
                 body='{"xdm:name": "Golden tag", "@id": "xcore:tag:7"}',
             )
         )
+
+
+def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engine) -> None:
+    # 0007_search renumbers the index's rows: upgrading a database with instances empties
+    # the index and the first search rebuilds it; downgrading does the same the other way.
+    _tag_stored_at_previous(engine)
     migrations.upgrade(engine)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM search_state")).scalar() == 0
@@ -257,3 +262,14 @@ def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engi
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM search_state")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM search_values")).scalar() == 0
+
+
+def test_db_upgrade_reindexes_the_library_before_it_returns(empty_url: str, engine: Engine) -> None:
+    # The operator's step pays for a reshaped index, not the first search a node serves.
+    _tag_stored_at_previous(engine)
+    result = CliRunner().invoke(main, ["db", "upgrade", "--db", empty_url])
+    assert result.exit_code == 0 and f"-> {HEAD}" in result.output, result.output
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT version FROM search_state")).scalar() == 2
+        assert conn.execute(text("SELECT count(*) FROM search_docs")).scalar() == 1
+        assert conn.execute(text("SELECT count(*) FROM search_values")).scalar() > 0

@@ -12,6 +12,7 @@ from nextoffer.settings import Settings
 from nextoffer.storage import migrations
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.errors import guarded
+from nextoffer.storage.search_index import ensure_current
 
 _DB = click.option(
     "--db",
@@ -64,6 +65,11 @@ def upgrade(db_url: str | None, target: str) -> None:
                 migrations.prepare(engine, upgrade_older=False)  # raises, naming the revision
             migrations.upgrade(engine, target)
             after = migrations.read_state(engine)
+            if after.at_head:
+                # A revision that reshapes the search index empties it; index the library
+                # now, in the operator's step, rather than in the first search a node serves.
+                click.echo("search index: checking (a reshaped index is rebuilt now)…")
+                ensure_current(engine)
     finally:
         engine.dispose()
     click.echo(f"upgraded: {before.current or '-'} -> {after.current}")
