@@ -3,6 +3,8 @@
     .venv/bin/python bench/library_scale.py [--sizes 1000,10000,20000] [--repeats 3] \
         [--dir /tmp/libscale] [--plot docs/img/library-scale.png] [--json rows.json]
     .venv/bin/python bench/library_scale.py --compare /tmp/base/src ...   # before/after
+    .venv/bin/python bench/library_scale.py --latency --sizes 10000 [--rounds 5] \
+        [--seconds 10] [--period 0.25]                # decisions while the library changes
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -34,6 +36,14 @@ Per size, with the database file kept in ``--dir`` for the next run:
 * **decision p99 during rebuilds**: wrk (1 connection, dry-run decisions) against one
   worker for ``--seconds`` while nothing changes, then while an offer changes every
   0.25 s; ratio of the two p99s.
+
+``--latency`` measures only the last one, more carefully (the library and one worker as
+above): ``--rounds`` pairs of wrk windows of ``--seconds`` each, a quiet one and one while
+this process (another node, as far as the worker knows) changes an offer every
+``--period`` seconds, interleaved so that the machine's load moves both alike. Per
+window p50, p99 and p99.9 from wrk's histogram, the worker's CPU, and after each busy
+window the time from one more change to the worker proposing it; the summary is the
+median over rounds of each figure and of each round's busy/quiet ratio.
 
 Load on the shared machine is printed with every table (``os.getloadavg``).
 """
@@ -413,7 +423,9 @@ def p99_during_rebuilds(
     return quiet, busy
 
 
-def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
+def library(size: int, folder: Path) -> tuple[str, dict[str, Any]]:
+    """(database URL, handles) of the ``size``-offer library in ``folder``, written the
+    first time."""
     db = folder / f"tags{size}.db"
     meta = folder / f"tags{size}.json"
     db_url = f"sqlite:///{db}"
@@ -425,7 +437,11 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
         lib = build(db_url, size)
         print(f"  built in {time.perf_counter() - began:.1f} s", flush=True)
         meta.write_text(json.dumps(lib))
-    lib = json.loads(meta.read_text())
+    return db_url, json.loads(meta.read_text())
+
+
+def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
+    db_url, lib = library(size, folder)
     cache = folder / f"rules{size}"
     env = {"NEXTOFFER_RULE_CACHE": str(cache)}
     row: dict[str, Any] = {"size": size, "load_before": os.getloadavg()[0]}
@@ -487,6 +503,101 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
         no.close()
     row["load_after"] = os.getloadavg()[0]
     return row
+
+
+def latency(args: argparse.Namespace) -> None:
+    """``--latency``: decisions over HTTP while the library changes against quiet windows
+    of the same run (see the module docstring)."""
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"{size:,} offers", flush=True)
+        db_url, lib = library(size, args.dir)
+        env = {"NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{size}")}
+        no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
+        worker = Worker(db_url, env)
+        try:
+            lib["principal"] = bench_principal(no, lib)
+            worker.first_decision(lib)
+            worker.wait_idle()
+            rounds = []
+            for round_ in range(args.rounds):
+                row: dict[str, Any] = {"size": size, "load": os.getloadavg()[0]}
+                for kind in ("quiet", "busy"):
+                    cpu = worker.cpu_s()
+                    result, changes = window(no, lib, worker, args, churn=kind == "busy")
+                    row[f"{kind}_p50_ms"] = result.p50_ms
+                    row[f"{kind}_p99_ms"] = result.p99_ms
+                    row[f"{kind}_p999_ms"] = result.p999_ms
+                    row[f"{kind}_requests"] = result.requests
+                    row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
+                    row[f"{kind}_changes"] = changes
+                row["visible_s"] = visibility(no, lib, [worker], round_ + size)
+                print(json.dumps(row), flush=True)
+                rounds.append(row)
+            rows.append(rounds)
+        finally:
+            worker.stop()
+            no.close()
+    print()
+    print(f"{machine()}; median of {args.rounds} interleaved rounds of {args.seconds} s windows")
+    print()
+    print(
+        "| offers | changes | p50 quiet / busy ms | p99 quiet / busy ms | **p99 ratio** "
+        "| p99.9 quiet / busy ms | worker CPU quiet / busy s | change visible s | load |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for rounds in rows:
+
+        def med(key: str, rounds: list[dict[str, Any]] = rounds) -> float:
+            return statistics.median(r[key] for r in rounds)
+
+        ratio = statistics.median(r["busy_p99_ms"] / r["quiet_p99_ms"] for r in rounds)
+        loads = [r["load"] for r in rounds]
+        print(
+            f"| {rounds[0]['size']:,} | {med('busy_changes'):.0f} per window "
+            f"| {med('quiet_p50_ms'):.2f} / {med('busy_p50_ms'):.2f} "
+            f"| {med('quiet_p99_ms'):.2f} / {med('busy_p99_ms'):.2f} | {ratio:.2f}× "
+            f"| {med('quiet_p999_ms'):.2f} / {med('busy_p999_ms'):.2f} "
+            f"| {med('quiet_cpu_s'):.2f} / {med('busy_cpu_s'):.2f} | {med('visible_s'):.2f} "
+            f"| {min(loads):.1f}-{max(loads):.1f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def window(
+    no: NextOffer, lib: dict[str, Any], worker: Worker, args: argparse.Namespace, *, churn: bool
+) -> tuple[Any, int]:
+    """One wrk window of dry-run decisions (1 connection); with ``churn``, an offer
+    changes every ``args.period`` seconds meanwhile. The wrk result and the changes made."""
+    stop = threading.Event()
+    made = [0]
+
+    def changes() -> None:
+        while not stop.wait(args.period):
+            raise_offer(no, lib, (made[0] * 31 + 5) % len(lib["offers"]))
+            made[0] += 1
+
+    thread = threading.Thread(target=changes)
+    if churn:
+        thread.start()
+    try:
+        result = wrk(
+            "decisions",
+            f"{worker.base}/data/core/ode/{lib['container']}/decisions",
+            method="POST",
+            headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+            body=request_body(lib).decode(),
+            seconds=args.seconds,
+            connections=1,
+        )
+    finally:
+        stop.set()
+        if churn:
+            thread.join()
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed decisions under wrk")
+    return result, made[0]
 
 
 def bench_principal(no: NextOffer, lib: dict[str, Any]) -> Any:
@@ -626,10 +737,20 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, help="a baseline's src/: interleaved runs before and after"
     )
+    parser.add_argument(
+        "--latency", action="store_true", help="only decision latency while offers change"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--latency: window pairs")
+    parser.add_argument(
+        "--period", type=float, default=0.25, help="--latency: seconds between changes"
+    )
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.src is not None:
         use_source(args.src)
+    if args.latency:
+        latency(args)
+        return
     if args.compare is not None:
         compare(args)
         return
