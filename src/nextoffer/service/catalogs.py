@@ -202,7 +202,7 @@ class CatalogCache:
         self._monotonic = monotonic
         self._wait = wait
         #: The newest library version seen per container (by a version check or a build):
-        #: a build that read an older one is followed by another (``_rebuild``).
+        #: a build that read an older one is followed by another (``_built``).
         self._wanted: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         #: Containers this process wrote to since their snapshot was built.
