@@ -1,6 +1,7 @@
 """``nextoffer import library`` throughput on SQLite, against one-by-one creates.
 
-    .venv/bin/python bench/library_import.py [--offers 9000] [--single 300] [--repeats 3]
+    .venv/bin/python bench/library_import.py [--offers 9000] [--single 300] [--repeats 3] \
+        [--jobs N] [--compare OLD_CHECKOUT/src]
 
 The file: JSON lines as ``GET`` answers them — one placement, one collection qualifier
 (tag), N decision rules (a distinct 5-condition rule each), N personalized offers (each
@@ -174,22 +175,25 @@ def one_by_one(folder: Path, count: int, repeat: int) -> float:
         return 2 * count / (time.perf_counter() - began)
 
 
-def import_once(folder: Path, path: Path, total: int, jobs: int) -> tuple[float, float]:
+def import_once(
+    folder: Path, path: Path, total: int, jobs: int | None, src: Path | None = None
+) -> tuple[float, float]:
     """(instances/s wall, instances per CPU second) of one import into a new database in
-    ``folder`` (its own compiled-rule cache: cold)."""
+    ``folder`` (its own compiled-rule cache: cold); ``src``: run the checkout whose
+    ``src`` folder that is (an older one, without ``--jobs``: ``jobs`` None)."""
     folder.mkdir(parents=True)
     db_url, no = fresh(folder, "bulk.db")
     no.close()
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    command = [str(NEXTOFFER), "import", "library", str(path), "--db", db_url]
+    command += ["--org", ORG, "--sandbox", SANDBOX]
+    if jobs is not None:
+        command += ["--jobs", str(jobs)]
     began = time.perf_counter()
     cpu = _children_cpu()
-    subprocess.run(
-        [
-            *(str(NEXTOFFER), "import", "library", str(path), "--db", db_url),
-            *("--org", ORG, "--sandbox", SANDBOX, "--jobs", str(jobs)),
-        ],
-        check=True,
-        stdout=subprocess.DEVNULL,
-    )
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
     return total / (time.perf_counter() - began), total / (_children_cpu() - cpu)
 
 
@@ -199,14 +203,20 @@ def main() -> None:
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--compare", type=Path, help="an older checkout's src/: its import in every repeat too"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="nextoffer-import-"))
     path = folder / "library.jsonl"
     total = export(path, args.offers)
-    runs: dict[str, list[tuple[float, float]]] = {"serial": [], "parallel": []}
+    runs: dict[str, list[tuple[float, float]]] = {"before": [], "serial": [], "parallel": []}
     single = []
     load = [os.getloadavg()[0]]
     for repeat in range(args.repeats):
+        if args.compare is not None:
+            before = import_once(folder / f"before-{repeat}", path, total, None, args.compare)
+            runs["before"].append(before)
         runs["serial"].append(import_once(folder / f"serial-{repeat}", path, total, 1))
         runs["parallel"].append(import_once(folder / f"parallel-{repeat}", path, total, args.jobs))
         single.append(one_by_one(folder, args.single, repeat))
@@ -220,9 +230,12 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     s = statistics.median(single)
     for name, label in (
+        ("before", f"before: `nextoffer import library` of {args.compare}"),
         ("serial", "`nextoffer import library --jobs 1` (start-up, checks, writes)"),
         ("parallel", f"`nextoffer import library --jobs {args.jobs}`"),
     ):
+        if not runs[name]:
+            continue
         wall = statistics.median(w for w, _ in runs[name])
         cpu = statistics.median(c for _, c in runs[name])
         print(f"| {label} | {wall:,.0f} | {wall / s:.1f}× | {cpu:,.0f} |")
