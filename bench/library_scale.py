@@ -595,6 +595,37 @@ def latency(args: argparse.Namespace) -> None:
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot_latency({"this run": rows[0]}, args.plot)
+
+
+def plot_latency(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """p50/p99/p99.9, quiet against busy, over HTTP and in process, of each of ``runs``
+    (label -> the rounds of one size, as ``--json`` writes them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    for axis, (where, prefix) in zip(axes, (("HTTP", ""), ("in process", "local_")), strict=True):
+        labels, quiet, busy = [], [], []
+        for run, rounds in runs.items():
+            for q in ("p50", "p99", "p999"):
+                labels.append(f"{run}: {q.replace('p999', 'p99.9')}")
+                quiet.append(statistics.median(r[f"quiet_{prefix}{q}_ms"] for r in rounds))
+                busy.append(statistics.median(r[f"busy_{prefix}{q}_ms"] for r in rounds))
+        xs = range(len(labels))
+        axis.bar([x - 0.2 for x in xs], quiet, 0.4, label="quiet")
+        axis.bar([x + 0.2 for x in xs], busy, 0.4, label="an offer changing every 0.25 s")
+        axis.set_xticks(list(xs), labels, fontsize=7, rotation=60, ha="right")
+        axis.set_yscale("log")
+        axis.set_ylabel("ms (median over rounds)")
+        axis.set_title(f"decisions at 10,000 offers, {where}")
+        axis.legend(fontsize=7)
+    fig.suptitle("bench/library_scale.py --latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 @contextlib.contextmanager
