@@ -5,13 +5,16 @@ worker processes (``nextoffer import library``).
 Checking an instance body — its JSON Schema, and above all compiling its PQL — is most of
 an import's CPU and touches no database, so :class:`ParallelChecks` spreads the bodies
 over worker processes (``spawn``: a fresh interpreter each, never a fork of a process that
-has threads). Each worker runs :func:`check_body` on a slice and hands back the problems
-and the rules it compiled, which the parent adopts into its compiled-rule cache (so a
-server started after the import finds them compiled, as if the parent had compiled them).
+has threads). Each worker runs :func:`check_body` on a slice of the bodies holding a rule
+not compiled yet and hands back the problems and the rules it compiled, which the parent
+adopts into its compiled-rule cache (so a server started after the import finds them
+compiled, as if the parent had compiled them); the parent checks the other bodies
+meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -67,43 +70,71 @@ def problems_of(exc: NextOfferError) -> list[dict[str, str]]:
 
 
 def check_slice(
-    start: int, bodies: Sequence[tuple[ObjectType, dict[str, Any]]]
-) -> tuple[list[dict[str, str]], list[tuple[Key, bytes]]]:
-    """(problems, compiled rules) of ``bodies``, the first being item ``start``: runs in a
-    worker process."""
+    items: Sequence[tuple[int, ObjectType, dict[str, Any]]],
+) -> tuple[list[tuple[int, list[dict[str, str]]]], list[tuple[Key, bytes]]]:
+    """((index, problems) of each item with some, compiled rules) of ``items`` (index,
+    type, body): runs in a worker process."""
     compiled = CompiledRules(None, record=True)
-    problems: list[dict[str, str]] = []
-    for index, (object_type, body) in enumerate(bodies, start=start):
+    problems: list[tuple[int, list[dict[str, str]]]] = []
+    for index, object_type, body in items:
         try:
             check_body(object_type, body, f"/{index}", compiled.get)
         except (Unprocessable, PayloadTooLarge) as exc:
-            problems.extend(problems_of(exc))
+            problems.append((index, problems_of(exc)))
     return problems, compiled.take_new()
 
 
 class ParallelChecks:
-    """``Repository.create_many``'s ``checks`` over ``processes`` worker processes; the
-    rules they compile are adopted into ``rules``."""
+    """``Repository.create_many``'s ``checks``: the bodies whose rule is not compiled yet
+    (in ``rules``) go to ``processes`` worker processes, and the rules they compile are
+    adopted into ``rules``; the others (most kinds hold no rule, and a known rule is a
+    cache hit) are checked here meanwhile. Problems come back in the items' order."""
 
     def __init__(self, rules: CompiledRules, processes: int) -> None:
         self._rules = rules
         self._processes = max(1, processes)
+
+    def _compiles(self, object_type: ObjectType, body: dict[str, Any]) -> bool:
+        source = rules.source_of(object_type, body)
+        return source is not None and not self._rules.known(
+            source.text, format=source.format, kind=source.kind
+        )
 
     def __call__(
         self,
         bodies: Sequence[tuple[ObjectType, dict[str, Any]]],
         progress: Callable[[int], None] | None,
     ) -> list[dict[str, str]]:
-        problems: list[dict[str, str]] = []
-        starts = range(0, len(bodies), SLICE)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self._processes, mp_context=context) as pool:
-            slices = [bodies[start : start + SLICE] for start in starts]
-            for (found, compiled), done in zip(
-                pool.map(check_slice, starts, slices), slices, strict=True
-            ):
-                problems.extend(found)
+        found: list[tuple[int, list[dict[str, str]]]] = []
+        remote = [(i, t, b) for i, (t, b) in enumerate(bodies) if self._compiles(t, b)]
+        slices = [remote[start : start + SLICE] for start in range(0, len(remote), SLICE)]
+        with contextlib.ExitStack() as stack:
+            results = []
+            if slices:
+                context = multiprocessing.get_context("spawn")
+                pool = stack.enter_context(
+                    ProcessPoolExecutor(min(self._processes, len(slices)), mp_context=context)
+                )
+                results = [pool.submit(check_slice, items) for items in slices]
+            sent = {i for i, _, _ in remote}
+            checked = 0
+            for index, (object_type, body) in enumerate(bodies):
+                if index in sent:
+                    continue
+                try:
+                    check_body(object_type, body, f"/{index}", self._rules.get)
+                except (Unprocessable, PayloadTooLarge) as exc:
+                    found.append((index, problems_of(exc)))
+                checked += 1
+                if progress is not None and checked % 100 == 0:
+                    progress(100)
+            if progress is not None and checked % 100:
+                progress(checked % 100)
+            for result, items in zip(results, slices, strict=True):
+                problems, compiled = result.result()
+                found.extend(problems)
                 self._rules.adopt(compiled)
                 if progress is not None:
-                    progress(len(done))
-        return problems
+                    progress(len(items))
+        found.sort(key=lambda entry: entry[0])
+        return [problem for _, listed in found for problem in listed]
