@@ -166,3 +166,25 @@ def test_a_decision_naming_an_object_the_snapshot_lacks_waits_for_the_newer_one(
     fresh = world.cache.newer(world.container, old)
     assert fresh is not None
     assert new_rule in fresh.instances
+
+
+def test_a_build_shortens_the_switch_interval_and_restores_it(world: World) -> None:
+    import sys
+
+    from nextoffer.service import catalogs
+
+    before = sys.getswitchinterval()
+    world.add_rule(1)
+    world.cache.get(world.container)
+    world.slow_refreshes()
+    world.add_rule(2)
+    world.clock.check_now()
+    world.cache.get(world.container)
+    assert world.compiling.wait(5)  # a refresh is running on the builder thread
+    assert sys.getswitchinterval() == pytest.approx(catalogs.BUILD_SWITCH_INTERVAL)
+    world.gate.set()
+    world.refreshed(world.stored_version())
+    deadline = time.monotonic() + 5
+    while sys.getswitchinterval() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sys.getswitchinterval() == before

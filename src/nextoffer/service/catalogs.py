@@ -13,9 +13,10 @@ import contextlib
 import gc
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -159,6 +160,32 @@ FULL_COLLECT_EVERY = 256
 #: Rules a container's first build compiles before it defers the rest to their first
 #: evaluation (``CompiledRules.deferred``) and to a complete build right after.
 EAGER_RULES = 100
+
+
+#: The interpreter's switch interval while a build runs (s): a decision that needs the
+#: interpreter while the builder holds it gets it after this long, not after the default
+#: 5 ms (a refresh holds it for milliseconds of Python at 10,000 offers).
+BUILD_SWITCH_INTERVAL = 0.0005
+_yielding_lock = threading.Lock()
+_yielding_depth = [0, 0.005]
+
+
+@contextlib.contextmanager
+def yielding() -> Iterator[None]:
+    """Run the block with the interpreter's switch interval at ``BUILD_SWITCH_INTERVAL``
+    (restored afterwards; nested or concurrent blocks share one change)."""
+    with _yielding_lock:
+        if _yielding_depth[0] == 0:
+            _yielding_depth[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(BUILD_SWITCH_INTERVAL, _yielding_depth[1]))
+        _yielding_depth[0] += 1
+    try:
+        yield
+    finally:
+        with _yielding_lock:
+            _yielding_depth[0] -= 1
+            if _yielding_depth[0] == 0:
+                sys.setswitchinterval(_yielding_depth[1])
 
 
 class CatalogCache:
@@ -422,6 +449,10 @@ class CatalogCache:
     def _rebuild(self, container_id: str, version: int, *, complete: bool = False) -> Snapshot:
         """Build the container's snapshot (on the builder thread). ``complete``: from
         scratch, every rule compiled (the build after a first one that deferred some)."""
+        with yielding():
+            return self._rebuild_now(container_id, version, complete=complete)
+
+    def _rebuild_now(self, container_id: str, version: int, *, complete: bool) -> Snapshot:
         current = self._snapshots.get(container_id)
         with self._guard:
             self._written.discard(container_id)
