@@ -1,17 +1,21 @@
 """``nextoffer import library`` throughput on SQLite, against one-by-one creates.
 
-    .venv/bin/python bench/library_import.py [--offers 9000] [--single 300] [--repeats 3]
+    .venv/bin/python bench/library_import.py [--offers 9000] [--single 300] [--repeats 3] \
+        [--jobs N] [--compare OLD_CHECKOUT/src]
 
 The file: JSON lines as ``GET`` answers them — one placement, one collection qualifier
 (tag), N decision rules (a distinct 5-condition rule each), N personalized offers (each
 with its rule and the tag), a fallback, an ``anyTags`` collection and a live decision:
 2N + 5 instances, within Adobe's guardrails. Each repeat imports the file into a new
-SQLite database with the CLI (a child process: start-up and the whole check included) and
-times it (wall clock, and instances per CPU second of the import process, which a loaded
-machine disturbs less); the reference, in the same repeat, creates ``--single`` offers
-with their rules one at a time through the same repository (``Repository.create``, one
-transaction each).
-The figures are instances per second, and the ratio of the two.
+SQLite database with the CLI (a child process: start-up and the whole check included),
+once with the checks in the import's own process (``--jobs 1``) and once in ``--jobs``
+worker processes (default: the CPUs), each into a folder of its own, so that the
+compiled-rule cache beside the database starts cold (a migration from Adobe), and times
+it: wall clock, and instances per CPU second of the import and its workers, which a
+loaded machine disturbs less. The reference, in the same repeat, creates ``--single``
+offers with their rules one at a time through the same repository (``Repository.create``,
+one transaction each).
+The figures are instances per second, and the ratio to the reference.
 """
 
 from __future__ import annotations
@@ -146,7 +150,8 @@ def fresh(folder: Path, name: str) -> tuple[str, NextOffer]:
 
 def one_by_one(folder: Path, count: int, repeat: int) -> float:
     """Instances per second created one at a time (an offer and its rule per step)."""
-    _, no = fresh(folder, f"single-{repeat}.db")
+    (folder / f"single-{repeat}").mkdir()  # a compiled-rule cache of its own: cold
+    _, no = fresh(folder / f"single-{repeat}", "single.db")
     with no:
         creds = no.bootstrap(org=ORG, sandbox=SANDBOX)
         principal, container = creds.principal, creds.container_id
@@ -170,55 +175,71 @@ def one_by_one(folder: Path, count: int, repeat: int) -> float:
         return 2 * count / (time.perf_counter() - began)
 
 
+def import_once(
+    folder: Path, path: Path, total: int, jobs: int | None, src: Path | None = None
+) -> tuple[float, float]:
+    """(instances/s wall, instances per CPU second) of one import into a new database in
+    ``folder`` (its own compiled-rule cache: cold); ``src``: run the checkout whose
+    ``src`` folder that is (an older one, without ``--jobs``: ``jobs`` None)."""
+    folder.mkdir(parents=True)
+    db_url, no = fresh(folder, "bulk.db")
+    no.close()
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    command = [str(NEXTOFFER), "import", "library", str(path), "--db", db_url]
+    command += ["--org", ORG, "--sandbox", SANDBOX]
+    if jobs is not None:
+        command += ["--jobs", str(jobs)]
+    began = time.perf_counter()
+    cpu = _children_cpu()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env=env)
+    return total / (time.perf_counter() - began), total / (_children_cpu() - cpu)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--offers", type=int, default=9000)
     parser.add_argument("--single", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--compare", type=Path, help="an older checkout's src/: its import in every repeat too"
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="nextoffer-import-"))
     path = folder / "library.jsonl"
     total = export(path, args.offers)
-    bulk, bulk_cpu, single = [], [], []
+    runs: dict[str, list[tuple[float, float]]] = {"before": [], "serial": [], "parallel": []}
+    single = []
     load = [os.getloadavg()[0]]
     for repeat in range(args.repeats):
-        db_url, no = fresh(folder, f"bulk-{repeat}.db")
-        no.close()
-        began = time.perf_counter()
-        cpu = _children_cpu()
-        subprocess.run(
-            [
-                str(NEXTOFFER),
-                "import",
-                "library",
-                str(path),
-                "--db",
-                db_url,
-                "--org",
-                ORG,
-                "--sandbox",
-                SANDBOX,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        bulk.append(total / (time.perf_counter() - began))
-        bulk_cpu.append(total / (_children_cpu() - cpu))
+        if args.compare is not None:
+            before = import_once(folder / f"before-{repeat}", path, total, None, args.compare)
+            runs["before"].append(before)
+        runs["serial"].append(import_once(folder / f"serial-{repeat}", path, total, 1))
+        runs["parallel"].append(import_once(folder / f"parallel-{repeat}", path, total, args.jobs))
         single.append(one_by_one(folder, args.single, repeat))
         load.append(os.getloadavg()[0])
     print(
-        f"{machine()}; {total:,} instances per import; load average {min(load):.1f}-{max(load):.1f}"
+        f"{machine()}; {total:,} instances per import; median of {args.repeats}; "
+        f"1-minute load average {min(load):.1f}-{max(load):.1f}"
     )
     print()
-    print(f"| path | instances/s (median of {args.repeats}) | ratio |")
-    print("|---|---:|---:|")
-    b, s = statistics.median(bulk), statistics.median(single)
-    print(
-        f"| `nextoffer import library` (process start, checks, writes) | {b:,.0f} | {b / s:.1f}× |"
-    )
-    print(f"| reference: `Repository.create` one at a time | {s:,.0f} | 1.0× |")
-    c = statistics.median(bulk_cpu)
-    print(f"| the import per CPU second of its process | {c:,.0f} | – |")
+    print("| path | instances/s | ratio | instances per CPU second |")
+    print("|---|---:|---:|---:|")
+    s = statistics.median(single)
+    for name, label in (
+        ("before", f"before: `nextoffer import library` of {args.compare}"),
+        ("serial", "`nextoffer import library --jobs 1` (start-up, checks, writes)"),
+        ("parallel", f"`nextoffer import library --jobs {args.jobs}`"),
+    ):
+        if not runs[name]:
+            continue
+        wall = statistics.median(w for w, _ in runs[name])
+        cpu = statistics.median(c for _, c in runs[name])
+        print(f"| {label} | {wall:,.0f} | {wall / s:.1f}× | {cpu:,.0f} |")
+    print(f"| reference: `Repository.create` one at a time | {s:,.0f} | 1.0× | – |")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@
     .venv/bin/python bench/library_scale.py [--sizes 1000,10000,20000] [--repeats 3] \
         [--dir /tmp/libscale] [--plot docs/img/library-scale.png] [--json rows.json]
     .venv/bin/python bench/library_scale.py --compare /tmp/base/src ...   # before/after
+    .venv/bin/python bench/library_scale.py --latency --sizes 10000 [--rounds 5] \
+        [--seconds 10] [--period 0.25]                # decisions while the library changes
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -35,28 +37,41 @@ Per size, with the database file kept in ``--dir`` for the next run:
   worker for ``--seconds`` while nothing changes, then while an offer changes every
   0.25 s; ratio of the two p99s.
 
-Load on the shared machine is printed with every table (``os.getloadavg``).
+``--latency`` measures only the last one, more carefully (the library and one worker as
+above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
+while a child process (another node, as far as the worker knows) changes an offer every
+``--period`` seconds. The first window of a pair is wrk against the worker (1
+connection); the second, dry-run decisions one after another on a root in this process,
+which refreshes its own snapshot on its builder thread the same way: its figures leave
+out HTTP and the scheduling of a second process, which on a shared machine dominate a
+p99 over HTTP. Per window p50, p99 and p99.9; the worker's CPU; after each round the time
+from one more change to the worker proposing it. The summary is the median over rounds
+of each figure and of each round's busy/quiet p99 ratio.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from httpbench import SERVER, free_port, machine, wrk
 
+from nextoffer import DecisionCall, PropositionRequest
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
@@ -327,13 +342,14 @@ class Worker:
         self.process.wait(timeout=30)
 
 
-_RAISED = [int(time.time() * 10)]
+_RAISED = [0]
 
 
 def raise_offer(no: NextOffer, lib: dict[str, Any], index: int) -> str:
     """Give offer ``index`` the highest priority (a real ``PUT`` through the repository):
-    one above any given before, in this run or an earlier one on the same database."""
-    _RAISED[0] += 1
+    one above any given before, by this process, another one (``--churn``) or an earlier
+    run on the same database (the clock in milliseconds, and always one more)."""
+    _RAISED[0] = max(_RAISED[0] + 1, int(time.time() * 1000))
     priority = _RAISED[0]
     instance_id = lib["offers"][index]
     record = no.repository.get(lib["principal"], lib["container"], instance_id)
@@ -413,7 +429,9 @@ def p99_during_rebuilds(
     return quiet, busy
 
 
-def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
+def library(size: int, folder: Path) -> tuple[str, dict[str, Any]]:
+    """(database URL, handles) of the ``size``-offer library in ``folder``, written the
+    first time."""
     db = folder / f"tags{size}.db"
     meta = folder / f"tags{size}.json"
     db_url = f"sqlite:///{db}"
@@ -425,7 +443,11 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
         lib = build(db_url, size)
         print(f"  built in {time.perf_counter() - began:.1f} s", flush=True)
         meta.write_text(json.dumps(lib))
-    lib = json.loads(meta.read_text())
+    return db_url, json.loads(meta.read_text())
+
+
+def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
+    db_url, lib = library(size, folder)
     cache = folder / f"rules{size}"
     env = {"NEXTOFFER_RULE_CACHE": str(cache)}
     row: dict[str, Any] = {"size": size, "load_before": os.getloadavg()[0]}
@@ -487,6 +509,199 @@ def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, An
         no.close()
     row["load_after"] = os.getloadavg()[0]
     return row
+
+
+def latency(args: argparse.Namespace) -> None:
+    """``--latency``: decisions while the library changes against quiet windows of the
+    same run, over HTTP and in process (see the module docstring)."""
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        print(f"{size:,} offers", flush=True)
+        db_url, lib = library(size, args.dir)
+        env = {"NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{size}")}
+        no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
+        worker = Worker(db_url, env)
+        try:
+            lib["principal"] = bench_principal(no, lib)
+            worker.first_decision(lib)
+            worker.wait_idle()
+            in_process(no, lib, 1.0)  # its snapshot built, and a first round of decisions
+            rounds = []
+            for round_ in range(args.rounds):
+                row: dict[str, Any] = {"size": size, "load": os.getloadavg()[0]}
+                for kind in ("quiet", "busy"):
+                    with churning(args, size, on=kind == "busy"):
+                        version = no.path.library_version(lib["container"])
+                        cpu = worker.cpu_s()
+                        result = http_window(lib, worker, args.seconds)
+                        row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
+                        local = in_process(no, lib, args.seconds)
+                        changes = no.path.library_version(lib["container"]) - version
+                    row[f"{kind}_p50_ms"] = result.p50_ms
+                    row[f"{kind}_p99_ms"] = result.p99_ms
+                    row[f"{kind}_p999_ms"] = result.p999_ms
+                    row[f"{kind}_requests"] = result.requests
+                    row[f"{kind}_changes"] = changes
+                    for name, figure in local.items():
+                        row[f"{kind}_local_{name}"] = figure
+                row["visible_s"] = visibility(no, lib, [worker], round_ + size)
+                print(json.dumps(row), flush=True)
+                rounds.append(row)
+            rows.append(rounds)
+        finally:
+            worker.stop()
+            no.close()
+    print()
+    print(
+        f"{machine()}; median of {args.rounds} interleaved rounds of two {args.seconds} s "
+        f"windows (HTTP, then in process), an offer changed every {args.period} s"
+    )
+    print()
+    print(
+        "| offers | where | p50 quiet / busy ms | p99 quiet / busy ms | **p99 ratio** "
+        "| p99.9 quiet / busy ms | decisions per window | changes per window | load |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---|")
+    for rounds in rows:
+
+        def med(key: str, rounds: list[dict[str, Any]] = rounds) -> float:
+            return statistics.median(r[key] for r in rounds)
+
+        loads = [r["load"] for r in rounds]
+        for where, prefix in (("HTTP (wrk, 1 connection)", ""), ("in process", "local_")):
+            ratio = statistics.median(
+                r[f"busy_{prefix}p99_ms"] / r[f"quiet_{prefix}p99_ms"] for r in rounds
+            )
+            count = "requests" if not prefix else "local_decisions"
+            print(
+                f"| {rounds[0]['size']:,} | {where} "
+                f"| {med(f'quiet_{prefix}p50_ms'):.2f} / {med(f'busy_{prefix}p50_ms'):.2f} "
+                f"| {med(f'quiet_{prefix}p99_ms'):.2f} / {med(f'busy_{prefix}p99_ms'):.2f} "
+                f"| {ratio:.2f}× "
+                f"| {med(f'quiet_{prefix}p999_ms'):.2f} / {med(f'busy_{prefix}p999_ms'):.2f} "
+                f"| {med(f'quiet_{count}'):,.0f} / {med(f'busy_{count}'):,.0f} "
+                f"| {med('busy_changes') / 2:.0f} | {min(loads):.1f}-{max(loads):.1f} |"
+            )
+        print(
+            f"in process, the slowest decision of a window, quiet / busy: "
+            f"{med('quiet_local_max_ms'):.1f} / {med('busy_local_max_ms'):.1f} ms; "
+            f"decisions over 10 ms per window: {med('quiet_local_over_10ms'):.0f} / "
+            f"{med('busy_local_over_10ms'):.0f}"
+        )
+        print(
+            f"worker CPU per HTTP window, quiet / busy: {med('quiet_cpu_s'):.2f} / "
+            f"{med('busy_cpu_s'):.2f} s; a change visible to the worker after "
+            f"{med('visible_s'):.2f} s (median)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot_latency({"this run": rows[0]}, args.plot)
+
+
+def plot_latency(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """p50/p99/p99.9, quiet against busy, over HTTP and in process, of each of ``runs``
+    (label -> the rounds of one size, as ``--json`` writes them)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
+    for axis, (where, prefix) in zip(axes, (("HTTP", ""), ("in process", "local_")), strict=True):
+        labels, quiet, busy = [], [], []
+        for run, rounds in runs.items():
+            for q in ("p50", "p99", "p999"):
+                labels.append(f"{run}: {q.replace('p999', 'p99.9')}")
+                quiet.append(statistics.median(r[f"quiet_{prefix}{q}_ms"] for r in rounds))
+                busy.append(statistics.median(r[f"busy_{prefix}{q}_ms"] for r in rounds))
+        xs = range(len(labels))
+        axis.bar([x - 0.2 for x in xs], quiet, 0.4, label="quiet")
+        axis.bar([x + 0.2 for x in xs], busy, 0.4, label="an offer changing every 0.25 s")
+        axis.set_xticks(list(xs), labels, fontsize=7, rotation=60, ha="right")
+        axis.set_yscale("log")
+        axis.set_ylabel("ms (median over rounds)")
+        axis.set_title(f"decisions at 10,000 offers, {where}")
+        axis.legend(fontsize=7)
+    fig.suptitle("bench/library_scale.py --latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+@contextlib.contextmanager
+def churning(args: argparse.Namespace, size: int, *, on: bool) -> Iterator[None]:
+    """With ``on``: a child process (another node, as far as the worker and this process's
+    root know) changes an offer every ``args.period`` seconds until the block ends."""
+    if not on:
+        yield
+        return
+    command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
+    child = subprocess.Popen([*command, "--period", str(args.period)])
+    try:
+        yield
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def churn(args: argparse.Namespace) -> None:
+    """``--churn SIZE``: change an offer of that library every ``--period`` s until killed."""
+    db_url, lib = library(args.churn, args.dir)
+    env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{args.churn}")}
+    no = NextOffer.open(Settings.from_env(env))
+    lib["principal"] = bench_principal(no, lib)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    made = 0
+    while True:
+        time.sleep(args.period)
+        raise_offer(no, lib, (made * 31 + 5) % len(lib["offers"]))
+        made += 1
+
+
+def http_window(lib: dict[str, Any], worker: Worker, seconds: int) -> Any:
+    """wrk for ``seconds``: dry-run decisions on one connection."""
+    result = wrk(
+        "decisions",
+        f"{worker.base}/data/core/ode/{lib['container']}/decisions",
+        method="POST",
+        headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+        body=request_body(lib).decode(),
+        seconds=seconds,
+        connections=1,
+    )
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed decisions under wrk")
+    return result
+
+
+def in_process(no: NextOffer, lib: dict[str, Any], seconds: float) -> dict[str, float]:
+    """Dry-run decisions one after another on this process's root for ``seconds`` (its
+    snapshot refreshes on its builder thread, as a worker's does), without HTTP or the
+    scheduler of a second process in the figure: p50, p99, p99.9 and the slowest (ms), how
+    many, and how many took over 10 ms (a decision that waited for a refresh does)."""
+    call = DecisionCall(
+        propositions=(PropositionRequest(lib["decision"], lib["placement"]),),
+        identities=[("Email", "scale@example.com")],
+        dry_run=True,
+    )
+    times = []
+    end = time.perf_counter() + seconds
+    while (began := time.perf_counter()) < end:
+        no.decide(lib["principal"], lib["container"], call)
+        times.append(time.perf_counter() - began)
+    times.sort()
+
+    def at(q: float) -> float:
+        return times[min(len(times) - 1, int(q * len(times)))] * 1000
+
+    return {
+        "p50_ms": at(0.5),
+        "p99_ms": at(0.99),
+        "p999_ms": at(0.999),
+        "max_ms": times[-1] * 1000,
+        "decisions": len(times),
+        "over_10ms": sum(1 for t in times if t > 0.010),
+    }
 
 
 def bench_principal(no: NextOffer, lib: dict[str, Any]) -> Any:
@@ -626,10 +841,24 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, help="a baseline's src/: interleaved runs before and after"
     )
+    parser.add_argument(
+        "--latency", action="store_true", help="only decision latency while offers change"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="--latency: window pairs")
+    parser.add_argument(
+        "--period", type=float, default=0.25, help="--latency: seconds between changes"
+    )
+    parser.add_argument("--churn", type=int, help=argparse.SUPPRESS)  # latency's child
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.src is not None:
         use_source(args.src)
+    if args.churn is not None:
+        churn(args)
+        return
+    if args.latency:
+        latency(args)
+        return
     if args.compare is not None:
         compare(args)
         return

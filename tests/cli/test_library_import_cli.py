@@ -160,3 +160,74 @@ def test_an_unreadable_line_is_reported_and_nothing_is_stored(exported, tmp_path
     assert f"line {len(lines) + 1}: schema: unknown schema 'nope'" in result.output
     assert f"line {len(lines) + 2}:" in result.output
     assert instances(target) == {}
+
+
+def test_checked_in_worker_processes_the_import_stores_the_same_library(
+    exported, tmp_path, monkeypatch
+):
+    from nextoffer.cli import library_import
+    from nextoffer.service.compiled_rules import CompiledRules
+
+    monkeypatch.setattr(library_import, "PARALLEL_FROM", 1)  # the demo library is small
+    checked: list[int] = []
+
+    class Spied(library_import.ParallelChecks):
+        def __call__(self, bodies, progress):
+            checked.append(len(bodies))
+            return super().__call__(bodies, progress)
+
+    monkeypatch.setattr(library_import, "ParallelChecks", Spied)
+    path, ids, lines = exported
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    target = bootstrapped(tmp_path)
+    result = run(target, path, "--jobs", "2")
+    assert result.exit_code == 0, result.output
+    assert checked == [len(lines)]  # every body went through the worker processes
+    assert instances(target) == instances(source)
+    assert decide_gold(target, ids, tmp_path) == ids["gold_offer"]
+    # The workers' compiled rules were adopted and saved for the servers.
+    rules = [
+        line["_instance"]["xdm:condition"]["xdm:value"]
+        for line in lines
+        if "eligibility-rule" in line["schemas"][0]
+    ]
+    assert rules
+    cache = CompiledRules(tmp_path / "compiled-rules")
+    assert all(cache.known(rule) for rule in rules)
+
+    # Imported again (as a copy), every rule is known: nothing is sent to a worker.
+    def no_workers(*args, **kwargs):
+        raise AssertionError("a worker pool was started for rules already compiled")
+
+    monkeypatch.setattr("nextoffer.service.body_checks.ProcessPoolExecutor", no_workers)
+    again = run(target, path, "--jobs", "2", "--new-ids")
+    assert again.exit_code == 0, again.output
+    assert len(instances(target)) == 2 * len(lines)
+
+
+def test_problems_found_by_worker_processes_name_their_lines_and_nothing_is_stored(
+    exported, tmp_path, monkeypatch
+):
+    from nextoffer.cli import library_import
+
+    monkeypatch.setattr(library_import, "PARALLEL_FROM", 1)
+    monkeypatch.setattr("nextoffer.service.body_checks.SLICE", 2)  # several slices
+    _, _, lines = exported
+    broken = [json.loads(json.dumps(line)) for line in lines]
+    rule_lines = [n for n, line in enumerate(broken) if "eligibility-rule" in line["schemas"][0]]
+    last = rule_lines[-1]
+    broken[last]["_instance"]["xdm:condition"]["xdm:value"] = "age >"  # not PQL
+    # and a line without a rule before it (checked by the importing process itself)
+    first = next(n for n in range(last) if n not in rule_lines)
+    broken[first]["_instance"]["xdm:name"] = 5
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in broken))
+    target = bootstrapped(tmp_path)
+    result = run(target, path, "--jobs", "2")
+    assert result.exit_code == 2, result.output
+    assert "nothing was imported" in result.output
+    assert f"line {last + 1}: /xdm:condition/xdm:value" in result.output
+    assert f"line {first + 1}: /xdm:name" in result.output
+    # in the file's order, wherever each was found
+    assert result.output.index(f"line {first + 1}:") < result.output.index(f"line {last + 1}:")
+    assert instances(target) == {}

@@ -1,5 +1,10 @@
 """Validation of instance bodies against the JSON Schemas nextoffer ships (``schemas/``).
 
+Two validators of the same schemas: ``jsonschema-rs`` (compiled, ~60 times faster) says
+whether a body is valid; only for one it rejects does ``jsonschema`` list the violations,
+with the messages and pointers clients see — and a body ``jsonschema`` finds nothing wrong
+with is accepted, so the fast one can only make validation cheaper, never stricter.
+
 Pure: no IO beyond reading the packaged schema files once.
 """
 
@@ -12,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 
 from nextoffer.errors import PayloadTooLarge, Unprocessable
@@ -31,16 +37,39 @@ def _is_datetime(value: object) -> bool:
     return True
 
 
+def _is_rfc3339(value: str) -> bool:
+    try:
+        return _is_datetime(value)
+    except ValueError:
+        return False
+
+
 @cache
-def validator(object_type: ObjectType) -> Draft202012Validator:
+def _schema(object_type: ObjectType) -> dict[str, Any]:
     text = (
         resources.files("nextoffer.repository")
         .joinpath(f"schemas/{object_type.name}.schema.json")
         .read_text("utf-8")
     )
-    schema = json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@cache
+def validator(object_type: ObjectType) -> Draft202012Validator:
+    """The validator whose errors are reported."""
+    schema = _schema(object_type)
     Draft202012Validator.check_schema(schema)
     return Draft202012Validator(schema, format_checker=_formats)
+
+
+@cache
+def fast_validator(object_type: ObjectType) -> Any:
+    """The validator that says whether a body is valid (``jsonschema-rs``), with the same
+    ``date-time`` check."""
+    return jsonschema_rs.validator_for(
+        _schema(object_type), formats={"date-time": _is_rfc3339}, validate_formats=True
+    )
 
 
 def pointer(parts: Iterator[Any] | list[Any], prefix: str = "") -> str:
@@ -68,6 +97,8 @@ def validate(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = 
                 f"this one is {size} bytes",
                 pointer=prefix or "/",
             )
+    if fast_validator(object_type).is_valid(body):
+        return
     errors = sorted(validator(object_type).iter_errors(body), key=lambda e: list(e.path))
     if not errors:
         return

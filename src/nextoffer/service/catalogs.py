@@ -13,9 +13,10 @@ import contextlib
 import gc
 import logging
 import math
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -161,6 +162,32 @@ FULL_COLLECT_EVERY = 256
 EAGER_RULES = 100
 
 
+#: The interpreter's switch interval while a build runs (s): a decision that needs the
+#: interpreter while the builder holds it gets it after this long, not after the default
+#: 5 ms (a refresh holds it for milliseconds of Python at 10,000 offers).
+BUILD_SWITCH_INTERVAL = 0.0005
+_yielding_lock = threading.Lock()
+_yielding_depth = [0, 0.005]
+
+
+@contextlib.contextmanager
+def yielding() -> Iterator[None]:
+    """Run the block with the interpreter's switch interval at ``BUILD_SWITCH_INTERVAL``
+    (restored afterwards; nested or concurrent blocks share one change)."""
+    with _yielding_lock:
+        if _yielding_depth[0] == 0:
+            _yielding_depth[1] = sys.getswitchinterval()
+            sys.setswitchinterval(min(BUILD_SWITCH_INTERVAL, _yielding_depth[1]))
+        _yielding_depth[0] += 1
+    try:
+        yield
+    finally:
+        with _yielding_lock:
+            _yielding_depth[0] -= 1
+            if _yielding_depth[0] == 0:
+                sys.setswitchinterval(_yielding_depth[1])
+
+
 class CatalogCache:
     """Snapshots by container, built and refreshed by one builder thread.
 
@@ -169,9 +196,11 @@ class CatalogCache:
       ``Retry-After``) rather than a wrong answer.
     * A change made through this process (:meth:`invalidate`) is waited for (up to
       ``wait``), so a client reads its own writes from this worker.
-    * A change made elsewhere (another worker or node) is found by the version check; a
-      decision waits up to ``refresh_wait`` (2 s) for the builder to refresh the
-      snapshot, then is answered from the current one while the refresh goes on.
+    * A change made elsewhere (another worker or node) is found by the version check; the
+      refresh starts on the builder thread and decisions go on being answered from the
+      current snapshot meanwhile (never waiting for it): the new snapshot replaces the
+      old one in one assignment when it is built. A decision naming an object the current
+      snapshot lacks waits for the newer one (:meth:`newer`).
     * A refresh reads only the instances whose (instance id, etag) changed and rebuilds
       from the previous catalog (``build_catalog(previous=…)``): its cost follows the
       change, not the library.
@@ -189,7 +218,6 @@ class CatalogCache:
         freeze_heap: bool = False,
         rules: CompiledRules | None = None,
         wait: float = 10.0,
-        refresh_wait: float = 2.0,
     ) -> None:
         self._store = store
         #: Version checks read through the decision path (a driver read on SQLite).
@@ -200,9 +228,9 @@ class CatalogCache:
         self._interval = check_interval
         self._monotonic = monotonic
         self._wait = wait
-        #: How long a decision waits for a refresh after a change made elsewhere before it
-        #: is answered from the current snapshot (refreshes take milliseconds).
-        self._refresh_wait = refresh_wait
+        #: The newest library version seen per container (by a version check or a build):
+        #: a build that read an older one is followed by another (``_built``).
+        self._wanted: dict[str, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         #: Containers this process wrote to since their snapshot was built.
         self._written: set[str] = set()
@@ -254,8 +282,10 @@ class CatalogCache:
 
     def ready(self, container_id: str) -> Snapshot | None:
         """The current snapshot when that needs no waiting: checked within the interval,
-        or its version checked now by an ``inline`` read (SQLite) and found current.
-        ``None`` when :meth:`get` must wait (a refresh is started then)."""
+        or its version checked now by an ``inline`` read (SQLite) — when that finds the
+        library changed elsewhere, a refresh is started and the current snapshot is still
+        the answer. ``None`` when :meth:`get` must be asked (no snapshot yet, this process
+        wrote, or the version is not readable inline)."""
         snapshot = self._snapshots.get(container_id)
         if snapshot is None:
             return None
@@ -268,15 +298,16 @@ class CatalogCache:
             version = self._path.library_version(container_id)
         except Unavailable:
             return None
-        if version != snapshot.version:
-            self._build(container_id, version)
-            return None
         snapshot.checked_at = now
+        if version > snapshot.version:  # changed elsewhere: refreshed in the background
+            self._refresh(container_id, version)
         return snapshot
 
     def get(self, container_id: str, *, wait: float | None = None) -> Snapshot:
-        """The container's current snapshot (the caller has checked tenancy); ``wait``
-        bounds the wait for a build (default: the cache's ``wait``)."""
+        """The container's current snapshot (the caller has checked tenancy). Waits for a
+        build only for a first snapshot or after a write through this process (``wait``
+        bounds it; default: the cache's ``wait``); a change made elsewhere starts a
+        refresh and is answered from the current snapshot meanwhile."""
         snapshot = self._snapshots.get(container_id)
         now = self._monotonic()
         written = container_id in self._written
@@ -290,12 +321,13 @@ class CatalogCache:
             # The database is gone for now: keep deciding from the last snapshot.
             snapshot.checked_at = now
             return snapshot
-        if snapshot is not None and snapshot.version >= version:
+        if snapshot is not None and (snapshot.version >= version or not written):
+            # Current, or changed elsewhere: refreshed in the background meanwhile.
             snapshot.checked_at = now
+            if snapshot.version < version:
+                self._refresh(container_id, version)
             return snapshot
         build = self._build(container_id, version)
-        if snapshot is not None and not written:
-            wait = self._refresh_wait  # changed elsewhere: a short wait, then the old one
         deadline = self._monotonic() + (self._wait if wait is None else wait)
         try:
             while True:
@@ -313,9 +345,18 @@ class CatalogCache:
                 retry_after=max(1, math.ceil(self._wait)),
             ) from None
 
+    def _refresh(self, container_id: str, version: int) -> None:
+        """Start a refresh towards ``version`` without waiting for it (nothing when the
+        process is stopping)."""
+        with contextlib.suppress(Unavailable):
+            self._build(container_id, version)
+
     def _build(self, container_id: str, version: int) -> Future[Snapshot]:
-        """The running build of the container, or a new one on the builder thread."""
+        """The running build of the container, or a new one on the builder thread; a
+        running one that read an older version is followed by another (``_built``)."""
         with self._guard:
+            if version > self._wanted.get(container_id, 0):
+                self._wanted[container_id] = version
             running = self._builds.get(container_id)
             if running is not None and not running.done():
                 return running
@@ -324,7 +365,17 @@ class CatalogCache:
             except RuntimeError:  # closed: the process is stopping
                 raise Unavailable("the server is shutting down", retry_after=1) from None
             self._builds[container_id] = build
-            return build
+        build.add_done_callback(lambda done: self._built(container_id, done))
+        return build
+
+    def _built(self, container_id: str, build: Future[Snapshot]) -> None:
+        """After a build: another when a newer version was seen meanwhile (a change made
+        elsewhere while it ran must not wait for the next version check)."""
+        if build.cancelled() or build.exception() is not None or self._closing.is_set():
+            return
+        wanted = self._wanted.get(container_id, 0)
+        if wanted > build.result().version:
+            self._refresh(container_id, wanted)
 
     def _later(self, task: Callable[..., Any], *args: Any) -> None:
         """Queue ``task`` on the builder thread (nothing once closing)."""
@@ -398,6 +449,10 @@ class CatalogCache:
     def _rebuild(self, container_id: str, version: int, *, complete: bool = False) -> Snapshot:
         """Build the container's snapshot (on the builder thread). ``complete``: from
         scratch, every rule compiled (the build after a first one that deferred some)."""
+        with yielding():
+            return self._rebuild_now(container_id, version, complete=complete)
+
+    def _rebuild_now(self, container_id: str, version: int, *, complete: bool) -> Snapshot:
         current = self._snapshots.get(container_id)
         with self._guard:
             self._written.discard(container_id)

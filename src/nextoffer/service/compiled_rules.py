@@ -68,7 +68,10 @@ class CompiledRules:
         directory: str | Path | None = None,
         *,
         compile_rule: Callable[..., pql.CompiledRule] = pql.compile,
+        record: bool = False,
     ) -> None:
+        """``record``: keep what is compiled for :meth:`take_new` even without a
+        ``directory`` (a worker process that compiles for another one)."""
         self._compile = compile_rule
         self._memory: dict[Key, pql.CompiledRule] = {}
         #: Stored rules read from the file and not yet asked for (loaded on first use).
@@ -77,6 +80,7 @@ class CompiledRules:
         self._new: list[tuple[Key, bytes]] = []
         self._lock = threading.Lock()
         self.path: Path | None = None
+        self._record = record or directory is not None
         if directory is not None:
             self.path = Path(directory) / f"rules-{fingerprint()}.bin"
             self._read()
@@ -99,7 +103,7 @@ class CompiledRules:
                 log.warning("a stored compiled rule could not be loaded: %s", exc)
         if compiled is None:
             compiled = self._compile(source, format=format, kind=kind)
-            if self.path is not None:
+            if self._record:
                 self._new.append((key, stored.dump(compiled)))
         if len(self._memory) >= MEMORY_LIMIT:
             self._memory.clear()
@@ -119,11 +123,27 @@ class CompiledRules:
 
     # -- the file ---------------------------------------------------------------------
 
+    def take_new(self) -> list[tuple[Key, bytes]]:
+        """The rules compiled here since the last call (or :meth:`save`), as stored bytes:
+        what a worker process hands to :meth:`adopt` in another."""
+        with self._lock:
+            new, self._new = self._new, []
+        return new
+
+    def adopt(self, entries: list[tuple[Key, bytes]]) -> None:
+        """Rules another process compiled (:meth:`take_new` there): loaded on first use,
+        and appended to the file by the next :meth:`save`."""
+        with self._lock:
+            for key, data in entries:
+                if key not in self._memory:
+                    self._stored[key] = data
+            if self._record:
+                self._new.extend(entries)
+
     def save(self) -> int:
         """Append the rules compiled since the last save to the file (one ``write``); how
         many. Errors are logged, never raised: the file only saves time."""
-        with self._lock:
-            new, self._new = self._new, []
+        new = self.take_new()
         if not new or self.path is None:
             return 0
         chunks = []

@@ -13,10 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from nextoffer import pql
-from nextoffer.engine.frequency import cap_rules
-from nextoffer.errors import Conflict, NextOfferError, NotFound, PayloadTooLarge, Unprocessable
+from nextoffer.errors import Conflict, NotFound, PayloadTooLarge, Unprocessable
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, parse_datetime
-from nextoffer.repository import hal, patch, references, revisions, rules, strategies, validation
+from nextoffer.repository import hal, patch, references, revisions, rules
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -34,6 +33,7 @@ from nextoffer.repository.objects import (
 )
 from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
 from nextoffer.service.auth import Principal
+from nextoffer.service.body_checks import BodyChecks, check_body, problems_of
 from nextoffer.service.offload import in_pool
 from nextoffer.storage.decision_path import DecisionPath
 from nextoffer.storage.session import Session
@@ -349,6 +349,7 @@ class Repository:
         keep_ids: bool,
         chunk_size: int = 1_000,
         progress: Callable[[str, int], None] | None = None,
+        checks: BodyChecks | None = None,
     ) -> dict[str, str]:
         """Create many instances, checked together before any is written (a library
         imported from elsewhere); the new ``@id`` of each given one.
@@ -362,7 +363,9 @@ class Repository:
         raised at once (``Unprocessable`` with ``errors``, each pointer prefixed by the
         item's ``/<index>``) before anything is stored. Then the instances are written in
         transactions of ``chunk_size``. ``progress`` is told ``("checked", n)`` as bodies
-        are checked and ``("written", n)`` after each transaction.
+        are checked and ``("written", n)`` after each transaction. ``checks`` runs the body
+        checks (:func:`check_body`) of all items at once, e.g. in worker processes
+        (``service/body_checks.py``); without it they run here, one by one.
         """
         with self._store.session() as session:
             self.container(session, principal, container_id)
@@ -400,13 +403,17 @@ class Repository:
                 if keep_ids
                 else mapping.get(str(old_id)) or self._ids.at_id(object_type.name, now)
             )
-            try:
-                self._check_body(object_type, content, f"/{index}")
-            except (Unprocessable, PayloadTooLarge) as exc:
-                problems.extend(_problems(exc))
+            if checks is None:
+                try:
+                    self._check_body(object_type, content, f"/{index}")
+                except (Unprocessable, PayloadTooLarge) as exc:
+                    problems.extend(problems_of(exc))
+                if progress is not None and (index + 1) % 100 == 0:
+                    progress("checked", 100)
             prepared.append((object_type, content, at_id))
-            if progress is not None and (index + 1) % 100 == 0:
-                progress("checked", 100)
+        if checks is not None:
+            checked = (lambda n: progress("checked", n)) if progress is not None else None
+            problems.extend(checks([(t, c) for t, c, _ in prepared], checked))
         with self._store.session() as session:
             if keep_ids:
                 taken = session.instances_by_at_id(container_id, list(given))
@@ -441,7 +448,7 @@ class Repository:
             try:
                 references.check_integrity(object_type, content, resolved, prefix=f"/{index}")
             except Unprocessable as exc:
-                problems.extend(_problems(exc))
+                problems.extend(problems_of(exc))
         if problems:
             raise Unprocessable(
                 f"{len(problems)} problem(s) found; nothing was imported: "
@@ -514,22 +521,7 @@ class Repository:
             )
 
     def _check_body(self, object_type: ObjectType, body: dict[str, Any], prefix: str) -> None:
-        validation.validate(object_type, body, prefix=prefix)
-        rules.check(object_type, body, prefix=prefix, compile_rule=self._compile_rule)
-        if object_type is RANKING_STRATEGY:
-            strategies.check(body, prefix=prefix)
-        elif object_type is DECISION:
-            strategies.check_decision(body, prefix=prefix)
-        if object_type is PERSONALIZED_OFFER:
-            cap_rules(body, prefix=prefix)  # raises for a bad capping rule, naming it
-            specs = body.get("xdm:frequencyCappingConstraints") or []
-            for index, spec in enumerate(specs):
-                query = spec.get("xdm:customQuery")
-                if isinstance(query, str):
-                    where = f"{prefix}/xdm:frequencyCappingConstraints/{index}/xdm:customQuery"
-                    rules.check_source(
-                        query, kind="rule", pointer=where, compile_rule=self._compile_rule
-                    )
+        check_body(object_type, body, prefix, self._compile_rule)
 
     def _check_references(
         self,
@@ -603,17 +595,6 @@ def _date(body: dict[str, Any], key: str) -> datetime | None:
         return parse_datetime(value) if isinstance(value, str) else None
     except ValueError:
         return None
-
-
-def _problems(exc: NextOfferError) -> list[dict[str, str]]:
-    """The ``errors`` list of a validation error (or the one problem it names)."""
-    listed = exc.extra.get("errors")
-    if isinstance(listed, list) and listed:
-        return [
-            {"pointer": str(e.get("pointer", "")), "message": str(e.get("message", ""))}
-            for e in listed
-        ]
-    return [{"pointer": exc.pointer or "", "message": exc.detail}]
 
 
 def _object_type(schema_id: str) -> ObjectType:

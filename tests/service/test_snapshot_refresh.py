@@ -1,0 +1,190 @@
+"""A change made elsewhere is refreshed in the background: decisions never wait for it.
+
+The cache under test is a second :class:`CatalogCache` on the root's database, so the
+root's repository writes are, for it, writes made by another worker; its rule compiler
+blocks while ``gate`` is closed (a refresh that takes long).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nextoffer import pql
+from nextoffer.ids import utcnow
+from nextoffer.repository.objects import RULE, SchemaRef
+from nextoffer.root import NextOffer
+from nextoffer.service.catalogs import CatalogCache, Snapshot
+from nextoffer.service.compiled_rules import CompiledRules
+from nextoffer.settings import Settings
+
+
+class Clock:
+    """A monotonic clock the test moves: past the check interval when it wants a check."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def check_now(self) -> None:
+        self.now += 60.0
+
+
+class World:
+    def __init__(self, no: NextOffer) -> None:
+        self.no = no
+        creds = no.bootstrap(org="REFRESH@AdobeOrg", sandbox="prod")
+        self.principal, self.container = creds.principal, creds.container_id
+        self.gate = threading.Event()
+        self.gate.set()
+        self.compiling = threading.Event()
+        self.clock = Clock()
+
+        def compile_rule(source: Any, **kwargs: Any) -> pql.CompiledRule:
+            self.compiling.set()
+            assert self.gate.wait(20), "the test never opened the gate"
+            return pql.compile(source, **kwargs)
+
+        self.cache = CatalogCache(
+            no.store,
+            path=no.path,
+            clock=utcnow,
+            rules=CompiledRules(None, compile_rule=compile_rule),
+            check_interval=30.0,
+            monotonic=self.clock,
+            wait=10.0,
+        )
+
+    def add_rule(self, n: int) -> str:
+        """A rule with a new text (so a refresh must compile it), written by the root:
+        for ``cache``, a write made elsewhere."""
+        condition = {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": f"age > {n}"}
+        body = {"xdm:name": f"r{n}", "xdm:condition": condition}
+        schema = SchemaRef(RULE, None, "")
+        return self.no.repository.create(self.principal, self.container, schema, body).at_id
+
+    def slow_refreshes(self) -> None:
+        self.compiling.clear()
+        self.gate.clear()
+
+    def stored_version(self) -> int:
+        return self.no.path.library_version(self.container)
+
+    def refreshed(self, version: int, timeout: float = 10) -> Snapshot:
+        """The cache's snapshot once it holds ``version`` (asked without a version check)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            snapshot = self.cache.get(self.container)
+            if snapshot.version >= version or time.monotonic() > deadline:
+                return snapshot
+            time.sleep(0.01)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'r.db'}", freeze_heap=False, rule_cache="")
+    with NextOffer.open(settings) as no:
+        world = World(no)
+        try:
+            yield world
+        finally:
+            world.gate.set()
+            world.cache.close()
+
+
+def test_a_decision_during_a_slow_refresh_is_answered_from_the_old_snapshot(
+    world: World,
+) -> None:
+    world.add_rule(1)
+    old = world.cache.get(world.container)
+    assert len(old.instances) == 1
+    world.slow_refreshes()
+    new_rule = world.add_rule(2)
+    world.clock.check_now()
+    began = time.monotonic()
+    during = world.cache.get(world.container)  # finds the change, starts the refresh
+    assert during is old
+    assert world.compiling.wait(5)  # the refresh is running, blocked on the new rule
+    world.clock.check_now()
+    assert world.cache.get(world.container) is old
+    assert world.cache.ready(world.container) is old  # the loop's no-IO path too
+    assert time.monotonic() - began < 1.0  # nobody waited for the refresh
+    world.gate.set()
+    fresh = world.refreshed(world.stored_version())
+    assert fresh.version == world.stored_version()
+    assert new_rule in fresh.instances
+
+
+def test_a_write_through_this_process_is_waited_for(world: World) -> None:
+    world.add_rule(1)
+    world.cache.get(world.container)
+    world.slow_refreshes()
+    new_rule = world.add_rule(2)
+    world.cache.invalidate(world.container)  # what this process's repository does
+    threading.Timer(0.3, world.gate.set).start()
+    began = time.monotonic()
+    snapshot = world.cache.get(world.container)
+    assert time.monotonic() - began >= 0.25  # it waited for the refresh
+    assert new_rule in snapshot.instances
+    assert snapshot.version == world.stored_version()
+
+
+def test_a_change_seen_during_a_refresh_is_refreshed_right_after_it(world: World) -> None:
+    world.add_rule(1)
+    old = world.cache.get(world.container)
+    world.slow_refreshes()
+    world.add_rule(2)
+    world.clock.check_now()
+    assert world.cache.get(world.container) is old  # refresh 1 starts, and blocks
+    assert world.compiling.wait(5)
+    third = world.add_rule(3)  # written while refresh 1 runs on what it read before
+    world.clock.check_now()
+    assert world.cache.get(world.container) is old  # seen: a newer version is wanted
+    world.gate.set()
+    # No further version check (the clock stays within the interval): the cache itself
+    # follows refresh 1 with another.
+    fresh = world.refreshed(world.stored_version())
+    assert fresh.version == world.stored_version()
+    assert third in fresh.instances
+
+
+def test_a_decision_naming_an_object_the_snapshot_lacks_waits_for_the_newer_one(
+    world: World,
+) -> None:
+    world.add_rule(1)
+    old = world.cache.get(world.container)
+    world.slow_refreshes()
+    new_rule = world.add_rule(2)
+    threading.Timer(0.3, world.gate.set).start()
+    fresh = world.cache.newer(world.container, old)
+    assert fresh is not None
+    assert new_rule in fresh.instances
+
+
+def test_a_build_shortens_the_switch_interval_and_restores_it(world: World) -> None:
+    import sys
+
+    from nextoffer.service import catalogs
+
+    before = sys.getswitchinterval()
+    world.add_rule(1)
+    world.cache.get(world.container)
+    world.slow_refreshes()
+    world.add_rule(2)
+    world.clock.check_now()
+    world.cache.get(world.container)
+    assert world.compiling.wait(5)  # a refresh is running on the builder thread
+    assert sys.getswitchinterval() == pytest.approx(catalogs.BUILD_SWITCH_INTERVAL)
+    world.gate.set()
+    world.refreshed(world.stored_version())
+    deadline = time.monotonic() + 5
+    while sys.getswitchinterval() != before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sys.getswitchinterval() == before
