@@ -397,18 +397,7 @@ def p99_during_rebuilds(
     no: NextOffer, lib: dict[str, Any], worker: Worker, seconds: int
 ) -> tuple[float, float]:
     def drive() -> float:
-        result = wrk(
-            "decisions",
-            f"{worker.base}/data/core/ode/{lib['container']}/decisions",
-            method="POST",
-            headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
-            body=request_body(lib).decode(),
-            seconds=seconds,
-            connections=1,
-        )
-        if result.errors:
-            raise RuntimeError(f"{result.errors} failed decisions under wrk")
-        return result.p99_ms
+        return float(http_window(lib, worker, seconds).p99_ms)
 
     quiet = drive()
     stop = threading.Event()

@@ -16,7 +16,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from support.servers import free_port
+from support.servers import free_port, until_ready
 
 #: Keys the server accepts (it checks none); given so the client never looks elsewhere.
 ACCESS_KEY = "nextoffer-test"
@@ -55,24 +54,13 @@ def s3_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     endpoint = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(f"{endpoint}/", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"moto_server did not start on {endpoint}") from None
-                time.sleep(0.1)
+
+    def ready() -> bool:
+        httpx.get(f"{endpoint}/", timeout=1)
+        return True
+
+    with until_ready(process, ready, lambda: f"moto_server did not start on {endpoint}"):
         yield endpoint
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def client(endpoint: str) -> object:

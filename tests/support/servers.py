@@ -7,9 +7,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -33,27 +34,49 @@ def serve(db_url: str, *, workdir: Path, extra: tuple[str, ...] = ()) -> Iterato
         env={**os.environ},
     )
     base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+
+    def failed() -> str:
+        return "nextoffer serve did not start: " + (process.stderr.read() if process.stderr else "")
+
     try:
-        deadline = time.monotonic() + 30
+        with until_ready(process, healthy, failed, stop_seconds=20):
+            yield base
+    finally:
+        if process.stderr:
+            process.stderr.close()
+
+
+@contextmanager
+def until_ready(
+    process: subprocess.Popen[Any],
+    ready: Callable[[], bool],
+    failed: Callable[[], str],
+    *,
+    start_seconds: float = 30,
+    stop_seconds: float = 10,
+) -> Iterator[None]:
+    """Wait until ``ready()`` says the started ``process`` answers (a transport error is
+    "not yet"), or fail with ``failed()`` when it exits or ``start_seconds`` pass; stop
+    it (terminate, then kill) when the block ends."""
+    try:
+        deadline = time.monotonic() + start_seconds
         while True:
             try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                if ready():
                     break
             except httpx.TransportError:
                 pass
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    "nextoffer serve did not start: "
-                    + (process.stderr.read() if process.stderr else "")
-                )
+                raise RuntimeError(failed())
             time.sleep(0.1)
-        yield base
+        yield
     finally:
         process.terminate()
         try:
-            process.wait(timeout=20)
+            process.wait(timeout=stop_seconds)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stderr:
-            process.stderr.close()

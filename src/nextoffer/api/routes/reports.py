@@ -23,15 +23,20 @@ def _day(request: Request, name: str, default: date) -> date:
         raise BadRequest(f"{name} must be a date, YYYY-MM-DD", pointer=name) from exc
 
 
-async def offers_report(request: Request) -> Response:
-    principal = authenticate(request)
-    no = nextoffer(request)
+def _window(request: Request) -> tuple[str, date, date]:
+    """The report's ``containerId`` (required) and its days, ``from``–``to`` (default: the
+    30 days up to today)."""
     container_id = request.query_params.get("containerId")
     if not container_id:
         raise BadRequest("containerId is required", pointer="containerId")
-    today = datetime.now(UTC).date()
-    last = _day(request, "to", today)
-    first = _day(request, "from", last - timedelta(days=29))
+    last = _day(request, "to", datetime.now(UTC).date())
+    return container_id, _day(request, "from", last - timedelta(days=29)), last
+
+
+async def offers_report(request: Request) -> Response:
+    principal = authenticate(request)
+    no = nextoffer(request)
+    container_id, first, last = _window(request)
     rows = await no.run(
         no.reports.offers,
         principal,
@@ -56,12 +61,7 @@ async def ranking_strategy_report(request: Request) -> Response:
     serving at random (``id`` is the strategy's instance id or ``@id``)."""
     principal = authenticate(request)
     no = nextoffer(request)
-    container_id = request.query_params.get("containerId")
-    if not container_id:
-        raise BadRequest("containerId is required", pointer="containerId")
-    today = datetime.now(UTC).date()
-    last = _day(request, "to", today)
-    first = _day(request, "from", last - timedelta(days=29))
+    container_id, first, last = _window(request)
     report = await no.run(
         no.reports.ranking_strategy,
         principal,
