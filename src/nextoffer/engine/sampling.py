@@ -251,7 +251,7 @@ def _uniform_walk(
                 yield position
             return
         if not picks:
-            picks = generator.integers(0, size, 32).tolist()
+            picks = (generator.random(32) * size).astype(np.intp).tolist()
         if not powers:
             powers = generator.random(32).tolist()
         position = picks.pop()
@@ -478,7 +478,7 @@ class BandedBlock:
         late = np.flatnonzero(bounds[hit + 1] <= within)
         if late.size:
             hit[late] = np.searchsorted(band.cells, within[late], side="right") - 1
-        np.clip(hit, 0, max(count - 1, 0), out=hit)  # rounding at the very end
+        np.minimum(hit, max(count - 1, 0), out=hit)  # rounding at the very end
         flat = proposed_rows * len(envelope) + hit
         if len(flat):  # one proposal per cell however many points it holds
             fresh = np.concatenate(([True], flat[1:] != flat[:-1]))
@@ -522,8 +522,11 @@ class BandedBlock:
         self._explore: dict[int, tuple[list[int], list[float]]] = {}
         count = int(explored.sum())
         if count:
-            picks = generator.integers(0, len(posterior), (count, 32)).tolist()
-            powers = generator.random((count, 32)).tolist()
+            # Uniform positions as ⌊U·n⌋ (numpy's bounded integers cost several times more;
+            # the bias is below n / 2⁵³, as in ``ranking.draw``).
+            uniforms = generator.random((2, count, 32))
+            picks = (uniforms[0] * len(posterior)).astype(np.intp).tolist()
+            powers = uniforms[1].tolist()
             self._explore = dict(
                 zip(np.flatnonzero(explored).tolist(), zip(picks, powers, strict=True), strict=True)
             )
