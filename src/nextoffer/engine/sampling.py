@@ -33,7 +33,6 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator, Sequence
-from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -305,7 +304,7 @@ class FullBlock:
         #: Whole rows, best first (lists of up to ``_SORTED``); ``None`` for longer ones.
         self.ranked: np.ndarray | None = None
         if draws.shape[1] <= _SORTED:
-            # Positions below 256 fit a byte: a quarter of the block's memory for them.
+            # Positions below 256 fit a byte (an eighth of numpy's int64 indices' memory).
             self.ranked = np.argsort(negated, axis=1).astype(np.uint8)
             heads = self.ranked[:, :_HEAD]
         else:
@@ -327,7 +326,7 @@ class FullBlock:
         draws = self.draws[row]
         head = self.heads[row]
         if len(head) < len(draws):
-            order: Iterator[int] = chain(head, self._tail(row, head, draws))
+            order: Iterator[int] = itertools.chain(head, self._tail(row, head, draws))
         else:
             order = iter(head)
         return Scores(order, draws, self.estimates, self.explored[row])
@@ -553,7 +552,7 @@ class BandedBlock:
         start, stop = self.starts[row], self.starts[row + 1]
         members: list[int] = self.members[start:stop].tolist()
         draws = _BandDraws(members, self.values, start)
-        order = chain(members, self._past(row, members, draws.past, generator))
+        order = itertools.chain(members, self._past(row, members, draws.past, generator))
         return Scores(order, draws, self.estimates, False)
 
     def _past(
