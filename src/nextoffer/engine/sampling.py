@@ -39,6 +39,9 @@ import numpy as np
 
 #: Positions per row sorted when a full block is drawn; a walk past them sorts the rest.
 _HEAD = 16
+#: Candidate lists up to this long have whole rows sorted when a full block is drawn
+#: (numpy sorts rows this short as fast as it partitions them).
+_SORTED = 256
 #: Candidates whose envelope mass ``M`` is at least this are drawn in full in every row.
 _ENVELOPE_MAX = 0.75
 #: A banded block whose walks ran past the band more often than this share of its rows
@@ -54,7 +57,7 @@ class Scores(NamedTuple):
     #: The draw each position is ranked by (for the positions the walk has reached).
     draws: Any
     #: The posterior mean reward per candidate (auto: the Beta mean; personalized: ``x·μ``).
-    estimates: np.ndarray
+    estimates: Sequence[float]
     #: True when this decision served at random (personalized exploration).
     explored: bool
 
@@ -63,7 +66,7 @@ class Posterior:
     """The candidates' posteriors: Beta(``a``, ``b``) when ``beta``, else N(``a``, ``b²``).
     Both are log-concave (Beta with ``a, b ≥ 1``), which the banded draws rely on."""
 
-    __slots__ = ("a", "b", "beta", "log_norm")
+    __slots__ = ("_means", "a", "b", "beta", "log_norm")
 
     def __init__(self, beta: bool, a: np.ndarray, b: np.ndarray) -> None:
         self.beta = beta
@@ -77,14 +80,18 @@ class Posterior:
             )
         else:
             self.log_norm = -np.log(b) - 0.5 * math.log(2.0 * math.pi)
+        self._means: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.a)
 
     @property
-    def estimates(self) -> np.ndarray:
-        """The posterior means."""
-        return self.a / (self.a + self.b) if self.beta else self.a
+    def estimates(self) -> list[float]:
+        """The posterior means (a list: decisions read a few of them, one at a time)."""
+        if self._means is None:
+            means = self.a / (self.a + self.b) if self.beta else self.a
+            self._means = means.tolist()
+        return self._means
 
     def sample(
         self, generator: np.random.Generator, rows: int, where: np.ndarray | None = None
@@ -205,7 +212,7 @@ def _chunks(values: np.ndarray) -> Iterator[list[int]]:
 def _uniform(
     generator: np.random.Generator,
     size: int,
-    estimates: np.ndarray,
+    estimates: Sequence[float],
     picks: list[int],
     powers: list[float],
 ) -> Scores:
@@ -243,7 +250,7 @@ def _uniform_walk(
                 yield position
             return
         if not picks:
-            picks = generator.integers(0, size, 32).tolist()
+            picks = (generator.random(32) * size).astype(np.intp).tolist()
         if not powers:
             powers = generator.random(32).tolist()
         position = picks.pop()
@@ -256,9 +263,10 @@ def _uniform_walk(
 
 
 class FullBlock:
-    """Every candidate drawn in every row. The best :data:`_HEAD` positions of every row
-    are found and sorted once per block (one vectorised partition, not one sort per
-    decision); a decision that walks further sorts the rest of its row."""
+    """Every candidate drawn in every row. Rows are sorted once per block (one vectorised
+    sort, not one per decision): whole rows for lists of up to :data:`_SORTED`
+    candidates (as cheap as finding a head), else the best :data:`_HEAD` positions of
+    every row, and a decision that walks further sorts the rest of its row."""
 
     __slots__ = (
         "_rows",
@@ -269,6 +277,7 @@ class FullBlock:
         "explored",
         "heads",
         "posterior",
+        "ranked",
     )
 
     def __init__(
@@ -292,12 +301,16 @@ class FullBlock:
         self.draws = draws
         self.explored: list[bool] = explored.tolist()
         negated = -draws
-        if draws.shape[1] > _HEAD:
+        #: Whole rows, best first (lists of up to ``_SORTED``); ``None`` for longer ones.
+        self.ranked: np.ndarray | None = None
+        if draws.shape[1] <= _SORTED:
+            # Positions below 256 fit a byte (an eighth of numpy's int64 indices' memory).
+            self.ranked = np.argsort(negated, axis=1).astype(np.uint8)
+            heads = self.ranked[:, :_HEAD]
+        else:
             part = np.argpartition(negated, _HEAD - 1, axis=1)[:, :_HEAD]
             best = np.take_along_axis(negated, part, axis=1)
             heads = np.take_along_axis(part, np.argsort(best, axis=1), axis=1)
-        else:
-            heads = np.argsort(negated, axis=1)
         self.heads: list[list[int]] = heads.tolist()
         #: Rows handed out; ``next`` on a count is atomic, so threads never share a row.
         self._rows = itertools.count()
@@ -311,12 +324,18 @@ class FullBlock:
         if row >= self.size:
             return None
         draws = self.draws[row]
-        return Scores(self._walk(row, draws), draws, self.estimates, self.explored[row])
-
-    def _walk(self, row: int, draws: np.ndarray) -> Iterator[int]:
         head = self.heads[row]
-        yield from head
-        if len(head) >= len(draws):
+        if len(head) < len(draws):
+            order: Iterator[int] = itertools.chain(head, self._tail(row, head, draws))
+        else:
+            order = iter(head)
+        return Scores(order, draws, self.estimates, self.explored[row])
+
+    def _tail(self, row: int, head: list[int], draws: np.ndarray) -> Iterator[int]:
+        """The positions past the head, best first (a generator: made when a walk gets
+        there)."""
+        if self.ranked is not None:
+            yield from self.ranked[row, len(head) :].tolist()
             return
         rest = np.ones(len(draws), dtype=bool)
         rest[head] = False
@@ -385,6 +404,25 @@ class Band:
         )
 
 
+class _BandDraws:
+    """A banded row's draws by position: the band's members (values read from the block's
+    array when asked for), then the positions a walk past the band drew (``past``)."""
+
+    __slots__ = ("members", "past", "start", "values")
+
+    def __init__(self, members: list[int], values: np.ndarray, start: int) -> None:
+        self.members = members
+        self.values = values
+        self.start = start
+        self.past: dict[int, float] = {}
+
+    def __getitem__(self, position: int) -> float:
+        found = self.past.get(position)
+        if found is not None:
+            return found
+        return float(self.values[self.start + self.members.index(position)])
+
+
 class BandedBlock:
     """Per row, only the band (draws above ``t``) is drawn and sorted; see the module."""
 
@@ -440,7 +478,7 @@ class BandedBlock:
         late = np.flatnonzero(bounds[hit + 1] <= within)
         if late.size:
             hit[late] = np.searchsorted(band.cells, within[late], side="right") - 1
-        np.clip(hit, 0, max(count - 1, 0), out=hit)  # rounding at the very end
+        np.minimum(hit, max(count - 1, 0), out=hit)  # rounding at the very end
         flat = proposed_rows * len(envelope) + hit
         if len(flat):  # one proposal per cell however many points it holds
             fresh = np.concatenate(([True], flat[1:] != flat[:-1]))
@@ -474,16 +512,21 @@ class BandedBlock:
         # member's value is above t; the fraction falls as the value grows).
         order = np.argsort(member_rows + 1.0 / (1.0 + (values - t)))
         self.starts: list[int] = np.searchsorted(member_rows[order], np.arange(rows + 1)).tolist()
-        self.members: list[int] = members[order].tolist()
-        self.values: list[float] = values[order].tolist()
+        # Kept as arrays: a decision turns its own row into Python objects, and reads the
+        # values of the few positions it ranks (most walks stop well inside the band).
+        self.members: np.ndarray = members[order]
+        self.values: np.ndarray = values[order]
         explored = generator.random(rows) < exploration
         self.explored: list[bool] = explored.tolist()
         #: Per exploring row, the first random numbers of its walk, drawn in one go.
         self._explore: dict[int, tuple[list[int], list[float]]] = {}
         count = int(explored.sum())
         if count:
-            picks = generator.integers(0, len(posterior), (count, 32)).tolist()
-            powers = generator.random((count, 32)).tolist()
+            # Uniform positions as ⌊U·n⌋ (numpy's bounded integers cost several times more;
+            # the bias is below n / 2⁵³, as in ``ranking.draw``).
+            uniforms = generator.random((2, count, 32))
+            picks = (uniforms[0] * len(posterior)).astype(np.intp).tolist()
+            powers = uniforms[1].tolist()
             self._explore = dict(
                 zip(np.flatnonzero(explored).tolist(), zip(picks, powers, strict=True), strict=True)
             )
@@ -506,18 +549,17 @@ class BandedBlock:
         if self.explored[row]:
             picks, powers = self._explore.get(row, ([], []))
             return _uniform(generator, len(self.posterior), self.estimates, picks, powers)
-        draws: dict[int, float] = {}
-        return Scores(self._walk(row, draws, generator), draws, self.estimates, False)
-
-    def _walk(
-        self, row: int, draws: dict[int, float], generator: np.random.Generator
-    ) -> Iterator[int]:
         start, stop = self.starts[row], self.starts[row + 1]
-        members = self.members[start:stop]
-        for position, value in zip(members, self.values[start:stop], strict=True):
-            draws[position] = value
-            yield position
-        # Past the band: the other candidates, each drawn conditioned on being ≤ t.
+        members: list[int] = self.members[start:stop].tolist()
+        draws = _BandDraws(members, self.values, start)
+        order = itertools.chain(members, self._past(row, members, draws.past, generator))
+        return Scores(order, draws, self.estimates, False)
+
+    def _past(
+        self, row: int, members: list[int], draws: dict[int, float], generator: np.random.Generator
+    ) -> Iterator[int]:
+        """Past the band (a generator: runs only when a walk gets there): the other
+        candidates, each drawn conditioned on being ≤ t."""
         self._walked_past += 1
         t = self.band.t
         rest = np.ones(len(self.posterior), dtype=bool)

@@ -79,7 +79,8 @@ def slots(
     features = strategy.features
     if not features:
         return (0,)
-    values = [feature.read(profile, context) for feature in features]
+    root = profile if profile.__class__ is dict else dict(profile)
+    values = [feature.reader(root, context) for feature in features]
     # Memoised by the values read (and their types: True and 1 are different categories);
     # values that cannot be hashed (lists) are worked out each time.
     try:

@@ -15,8 +15,8 @@ request, with the same path semantics as PQL itself (``values.path``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from nextoffer.errors import PQLError
@@ -25,7 +25,10 @@ from . import ast as A
 from .functions import in_segment
 from .limits import check_size
 from .parser import parse
-from .values import path
+from .values import path, project
+
+#: Reads one feature from a profile (a ``dict``) and the request's context data.
+Reader = Callable[[dict[str, Any], Mapping[str, Any]], Any]
 
 #: Names that are PQL inputs other than the profile: not a feature's root.
 _NOT_PROFILE = frozenset({"xEvent", "offer", "this"})
@@ -47,17 +50,37 @@ class FeaturePath:
     name: str | None
     #: Field names below the root.
     names: tuple[str, ...]
+    #: The read specialised to this feature's shape (``read`` without its dispatch; a
+    #: strategy reads every feature on every decision).
+    reader: Reader = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reader", _reader(self.root, self.name, self.names))
 
     def read(self, profile: Mapping[str, Any], context: Mapping[str, Any]) -> Any:
         """The feature's value for one request (``None`` when absent)."""
-        if self.root == "segment":
-            root = profile if isinstance(profile, dict) else dict(profile)
-            return in_segment(root, self.name)
-        if self.root == "context":
-            base: Any = context.get(self.name or "")
-        else:
-            base = profile if isinstance(profile, dict) else dict(profile)
-        return path(base, self.names)
+        return self.reader(profile if profile.__class__ is dict else dict(profile), context)
+
+
+def _reader(root: str, name: str | None, names: tuple[str, ...]) -> Reader:
+    """A reader with ``values.path`` semantics, specialised to one feature's shape."""
+    if root == "segment":
+        return lambda profile, context: in_segment(profile, name)
+    if len(names) == 1:
+        (only,) = names
+
+        def one(base: Any) -> Any:
+            cls = base.__class__
+            if cls is dict:
+                return base.get(only)
+            return project(base, only) if cls is list else None
+
+        if root == "context":
+            return lambda profile, context: one(context.get(name or ""))
+        return lambda profile, context: profile.get(only)
+    if root == "context":
+        return lambda profile, context: path(context.get(name or ""), names)
+    return lambda profile, context: path(profile, names)
 
 
 def feature(source: str) -> FeaturePath:

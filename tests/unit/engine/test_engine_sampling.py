@@ -131,6 +131,24 @@ def test_a_walk_past_the_band_draws_every_candidate_from_its_posterior(make: Mak
     assert (np.abs(ratio - 1.0) < 5.0 * math.sqrt(2.0 / rows) + 0.02).all(), ratio
 
 
+@pytest.mark.parametrize("n", [40, 300])
+def test_a_full_block_walks_every_candidate_best_first(n: int) -> None:
+    """Whole rows sorted up front (short lists) or a sorted head and the rest sorted on
+    the way (long ones): either way a walk to the end meets every candidate once, in
+    falling draw order, and stopping early leaves the rest undrawn-for."""
+    posterior = gaussian_posteriors(4, n)
+    generator = np.random.default_rng(3)
+    block = FullBlock(range(n), posterior, generator, 8, 0.0, None)
+    while (scores := block.take(generator)) is not None:
+        order = list(scores.order)
+        assert sorted(order) == list(range(n))
+        values = [float(scores.draws[p]) for p in order]
+        assert values == sorted(values, reverse=True)
+    partial = FullBlock(range(n), posterior, generator, 1, 0.0, None).take(generator)
+    assert partial is not None
+    assert len(list(itertools.islice(partial.order, 3))) == 3
+
+
 def test_the_same_seed_draws_the_same_ranking() -> None:
     posterior = beta_posteriors(9, 100)
     band = Band(posterior, 8.0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -162,6 +163,33 @@ def test_features_read_profile_context_and_segments() -> None:
     assert slots(strategy, {"loyalty": {"tier": "silver"}}, {"ctx": {"device": "phone"}}) != a
     # Absent values are a category of their own, not an error.
     assert slots(strategy, {}, {})[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("source", "profile", "context", "expected"),
+    [
+        ("tier", {"tier": "gold"}, {}, "gold"),
+        ("profile.tier", {"tier": "gold"}, {}, "gold"),
+        ("tier", {}, {}, None),
+        ("loyalty.tier", {"loyalty": {"tier": "gold"}}, {}, "gold"),
+        ("loyalty.tier", {"loyalty": "gold"}, {}, None),
+        # a field of an array projects over its items (values.path)
+        ("cards.kind", {"cards": [{"kind": "a"}, {"kind": None}, {"kind": "b"}]}, {}, ["a", "b"]),
+        ("@{ctx}.device", {}, {"ctx": {"device": "phone"}}, "phone"),
+        ("@{ctx}.device", {}, {"ctx": [{"device": "phone"}]}, ["phone"]),
+        ("@{ctx}.device", {}, {"ctx": "phone"}, None),
+        ("@{ctx}.a.b", {}, {"ctx": {"a": {"b": 2}}}, 2),
+        ("@{ctx}.device", {}, {}, None),
+        ('inSegment("g")', {"segmentMembership": {"ups": {"g": {"status": "realized"}}}}, {}, True),
+        ('inSegment("g")', {"segmentMembership": {"ups": {"g": {"status": "exited"}}}}, {}, False),
+    ],
+)
+def test_a_feature_reads_its_value_with_pql_path_semantics(
+    source: str, profile: dict[str, Any], context: dict[str, Any], expected: Any
+) -> None:
+    feature = pql.feature(source)
+    assert feature.read(profile, context) == expected
+    assert feature.read(MappingProxyType(profile), context) == expected  # any Mapping
 
 
 @pytest.mark.parametrize("source", ["person.age > 3", "xEvent.x", "1", "inSegment(x)", "@{ctx}"])
