@@ -182,11 +182,18 @@ def import_once(
     ``folder`` (its own compiled-rule cache: cold); ``src``: run the checkout whose
     ``src`` folder that is (an older one, without ``--jobs``: ``jobs`` None)."""
     folder.mkdir(parents=True)
-    db_url, no = fresh(folder, "bulk.db")
-    no.close()
+    db_url = f"sqlite:///{folder / 'bulk.db'}"
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    # The database is made by the code that imports into it (its own migrations).
+    bootstrap = [str(NEXTOFFER), "admin", "bootstrap", "--db", db_url]
+    subprocess.run(
+        [*bootstrap, "--org", ORG, "--sandbox", SANDBOX],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
     command = [str(NEXTOFFER), "import", "library", str(path), "--db", db_url]
     command += ["--org", ORG, "--sandbox", SANDBOX]
     if jobs is not None:
