@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from nextoffer.ids import IdFactory, utcnow
+from nextoffer.repository import references
 from nextoffer.repository.objects import (
     PERSONALIZED_OFFER,
     PLACEMENT,
@@ -24,7 +25,6 @@ from nextoffer.repository.objects import (
     ObjectType,
     SchemaRef,
 )
-from nextoffer.repository import references
 from nextoffer.repository.query import parse_query
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
@@ -56,7 +56,9 @@ def library() -> list[tuple[ObjectType, dict[str, Any]]]:
         items.append((kind, {**body, "@id": at_id}))
         return at_id
 
-    placement = add(PLACEMENT, {"xdm:name": "Banner", "xdm:channel": WEB, "xdm:componentType": HTML})
+    placement = add(
+        PLACEMENT, {"xdm:name": "Banner", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
     tags = [add(TAG, {"xdm:name": name}) for name in ("gold tier", "travel perks")]
     for n in range(40):
         source = f'age >= {n} and tier = "{WORDS[n % len(WORDS)]}"'
@@ -102,7 +104,10 @@ QUERIES = [
     [("q", "rate"), ("field", "_instance.xdm:representations")],
     [("q", "travel"), ("field", "_instance.xdm:name")],
     [("property", "_instance.xdm:rank.xdm:priority>=3")],
-    [("property", "_instance.xdm:rank.xdm:priority==2"), ("property", "_instance.xdm:status==approved")],
+    [
+        ("property", "_instance.xdm:rank.xdm:priority==2"),
+        ("property", "_instance.xdm:status==approved"),
+    ],
     [("property", "_instance.xdm:startDate>2026-05-01T00:00:00Z")],
     [("property", "_instance.xdm:characteristics.segment~gold|travel")],
     [("property", "_instance.xdm:tags")],
@@ -183,4 +188,3 @@ def test_searches_after_a_bulk_import_equal_those_after_one_by_one_creates(db_ur
 def _instances(no: NextOffer, container: str) -> list[Any]:
     with no.store.session() as session:
         return list(session.all_instances(container))
-

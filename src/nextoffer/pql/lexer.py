@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from . import messages as msg
 from .ast import Span
@@ -21,8 +20,9 @@ _OPS1 = "=<>+-*/%!()[]{},.:^"
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
+    """One token (a named tuple: immutable, and cheap to build)."""
+
     kind: str
     value: Any
     span: Span

@@ -372,17 +372,25 @@ def _index(conn: Connection, docs: list[dict[str, Any]], bodies: list[dict[str, 
     if not values:
         return
     if postgres:
-        columns = ("id", "scope", "instance_id", "path", "vtype", "vtext", "vnum")
-        params = [dict(zip(columns, row, strict=True)) for row in values]
-        for param in params:
-            vtext = param["vtext"] if param["vtype"] in ("s", "d") else None
-            param["vwords"] = words(vtext) if vtext is not None else None
+        params = [
+            {
+                "id": row_id,
+                "scope": scope,
+                "instance_id": instance_id,
+                "path": path,
+                "vtype": vtype,
+                "vtext": vtext,
+                "vnum": vnum,
+                "vwords": words(vtext) if vtext is not None and vtype in ("s", "d") else None,
+            }
+            for row_id, scope, instance_id, path, vtype, vtext, vnum in values
+        ]
         conn.execute(_INSERT_VALUES, params)
         return
-    conn.exec_driver_sql(_SQLITE_VALUES, values)  # type: ignore[arg-type]
+    conn.exec_driver_sql(_SQLITE_VALUES, values)
     strings = [(row[0], row[5]) for row in values if row[4] in ("s", "d")]
     if strings:
-        conn.exec_driver_sql(_SQLITE_FTS, strings)  # type: ignore[arg-type]
+        conn.exec_driver_sql(_SQLITE_FTS, strings)
 
 
 def remove_instance(conn: Connection, instance_id: str) -> None:
