@@ -1,7 +1,7 @@
 """``nextoffer import library`` throughput on SQLite, against one-by-one creates.
 
     .venv/bin/python bench/library_import.py [--offers 9000] [--single 300] [--repeats 3] \
-        [--jobs N] [--compare OLD_CHECKOUT/src]
+        [--jobs N] [--compare OLD_CHECKOUT/src] [--writes]
 
 The file: JSON lines as ``GET`` answers them — one placement, one collection qualifier
 (tag), N decision rules (a distinct 5-condition rule each), N personalized offers (each
@@ -16,6 +16,10 @@ loaded machine disturbs less. The reference, in the same repeat, creates ``--sin
 offers with their rules one at a time through the same repository (``Repository.create``,
 one transaction each).
 The figures are instances per second, and the ratio to the reference.
+
+``--writes`` times the write stage alone instead: the file's instances stored by
+``Session.insert_instances`` in transactions of 1,000 (rows, references, revisions,
+search index), in a child process per checkout, as ms of wall and CPU per instance.
 """
 
 from __future__ import annotations
@@ -182,11 +186,18 @@ def import_once(
     ``folder`` (its own compiled-rule cache: cold); ``src``: run the checkout whose
     ``src`` folder that is (an older one, without ``--jobs``: ``jobs`` None)."""
     folder.mkdir(parents=True)
-    db_url, no = fresh(folder, "bulk.db")
-    no.close()
+    db_url = f"sqlite:///{folder / 'bulk.db'}"
     env = dict(os.environ)
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    # The database is made by the code that imports into it (its own migrations).
+    bootstrap = [str(NEXTOFFER), "admin", "bootstrap", "--db", db_url]
+    subprocess.run(
+        [*bootstrap, "--org", ORG, "--sandbox", SANDBOX],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=env,
+    )
     command = [str(NEXTOFFER), "import", "library", str(path), "--db", db_url]
     command += ["--org", ORG, "--sandbox", SANDBOX]
     if jobs is not None:
@@ -197,7 +208,66 @@ def import_once(
     return total / (time.perf_counter() - began), total / (_children_cpu() - cpu)
 
 
+def write_stage(path: Path, folder: Path) -> None:
+    """The writes alone (child process of :func:`writes_once`): the file's instances
+    stored by ``Session.insert_instances`` in transactions of 1,000, as the import does
+    once everything is checked; prints the CPU and wall seconds as JSON."""
+    from nextoffer.cli.library_import import read_lines
+    from nextoffer.ids import epoch_micros, format_datetime
+    from nextoffer.repository import references
+    from nextoffer.repository.records import Audit, InstanceRecord
+
+    _, no = fresh(folder, "writes.db")
+    with no:
+        container = no.bootstrap(org=ORG, sandbox=SANDBOX).container_id
+        items, _ = read_lines(path)
+        now = utcnow()
+        stamp, micros = format_datetime(now), epoch_micros(now)
+        audit = Audit(stamp, stamp, "bench", "bench", "bench", "bench")
+        ids = IdFactory(worker=6)
+        records = [
+            (
+                InstanceRecord(
+                    instance_id=ids.instance_id(now),
+                    container_id=container,
+                    schema_id=kind.schema_id,
+                    at_id=body["@id"],
+                    etag=1,
+                    audit=audit,
+                    body=body,
+                    created_us=micros,
+                    modified_us=micros,
+                ),
+                [r.at_id for r in references.references(body)],
+            )
+            for kind, body in items
+        ]
+        cpu, began = time.process_time(), time.perf_counter()
+        for start in range(0, len(records), 1000):
+            with no.store.session(write=True) as session:
+                session.insert_instances(records[start : start + 1000])
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - began
+    print(orjson.dumps({"cpu": cpu, "wall": wall}).decode())
+
+
+def writes_once(folder: Path, path: Path, src: Path | None) -> tuple[float, float]:
+    """(wall, CPU) ms per instance of :func:`write_stage` in a child process, on this
+    checkout or on ``src``."""
+    folder.mkdir(parents=True)
+    env = dict(os.environ)
+    if src is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(src), env.get("PYTHONPATH")]))
+    command = [sys.executable, __file__, "--write-stage", str(path), str(folder)]
+    out = subprocess.run(command, check=True, capture_output=True, env=env).stdout
+    figures = orjson.loads(out.splitlines()[-1])
+    count = sum(1 for line in path.read_bytes().splitlines() if line.strip())
+    return figures["wall"] / count * 1e3, figures["cpu"] / count * 1e3
+
+
 def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--write-stage":
+        write_stage(Path(sys.argv[2]), Path(sys.argv[3]))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--offers", type=int, default=9000)
     parser.add_argument("--single", type=int, default=300)
@@ -206,10 +276,37 @@ def main() -> None:
     parser.add_argument(
         "--compare", type=Path, help="an older checkout's src/: its import in every repeat too"
     )
+    parser.add_argument(
+        "--writes",
+        action="store_true",
+        help="only the write stage (Session.insert_instances), here and in --compare",
+    )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="nextoffer-import-"))
     path = folder / "library.jsonl"
     total = export(path, args.offers)
+    if args.writes:
+        stages: dict[str, list[tuple[float, float]]] = {"before": [], "after": []}
+        load = [os.getloadavg()[0]]
+        for repeat in range(args.repeats):
+            if args.compare is not None:
+                stages["before"].append(writes_once(folder / f"wb-{repeat}", path, args.compare))
+            stages["after"].append(writes_once(folder / f"wa-{repeat}", path, None))
+            load.append(os.getloadavg()[0])
+        print(
+            f"{machine()}; writes of {total:,} instances; median of {args.repeats}; "
+            f"1-minute load average {min(load):.1f}-{max(load):.1f}"
+        )
+        print()
+        print("| code | wall ms per instance | CPU ms per instance |")
+        print("|---|---:|---:|")
+        for name, runs_of in stages.items():
+            if runs_of:
+                wall = statistics.median(w for w, _ in runs_of)
+                cpu = statistics.median(c for _, c in runs_of)
+                label = f"before ({args.compare})" if name == "before" else "this checkout"
+                print(f"| {label} | {wall:.3f} | {cpu:.3f} |")
+        return
     runs: dict[str, list[tuple[float, float]]] = {"before": [], "serial": [], "parallel": []}
     single = []
     load = [os.getloadavg()[0]]

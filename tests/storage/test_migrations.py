@@ -25,6 +25,8 @@ from support.backends import fresh_database, tables_metadata
 from support.store_contract import TAG, container, instance
 
 PREVIOUS, HEAD = migrations.revisions()[-2:]
+#: The revision that reshaped the search index, and the one before it.
+SEARCH_RESHAPED, BEFORE_SEARCH_RESHAPED = "0007", "0006"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -219,7 +221,7 @@ def _search(engine: Engine, cid: str, q: str) -> list[str]:
 
 def _tag_stored_at_previous(engine: Engine) -> None:
     """A database at the revision before 0007 holding one tag."""
-    migrations.upgrade(engine, PREVIOUS)
+    migrations.upgrade(engine, BEFORE_SEARCH_RESHAPED)
     store = Store(engine)
     container(store)
     record = instance("c-1", 7, body={"xdm:name": "Golden tag", "@id": "xcore:tag:7"})
@@ -249,7 +251,7 @@ def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engi
     # 0007_search renumbers the index's rows: upgrading a database with instances empties
     # the index and the first search rebuilds it; downgrading does the same the other way.
     _tag_stored_at_previous(engine)
-    migrations.upgrade(engine)
+    migrations.upgrade(engine, SEARCH_RESHAPED)
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM search_state")).scalar() == 0
         assert conn.execute(text("SELECT count(*) FROM search_values")).scalar() == 0
@@ -273,3 +275,53 @@ def test_db_upgrade_reindexes_the_library_before_it_returns(empty_url: str, engi
         assert conn.execute(text("SELECT version FROM search_state")).scalar() == 2
         assert conn.execute(text("SELECT count(*) FROM search_docs")).scalar() == 1
         assert conn.execute(text("SELECT count(*) FROM search_values")).scalar() > 0
+
+
+def _triggers(engine: Engine) -> set[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
+        return {row.name for row in rows}
+
+
+def test_fts_writes_revision_drops_the_triggers_and_keeps_the_fts_rows(tmp_path: Path) -> None:
+    # 0022_fts_writes: search_index.py writes the FTS5 rows itself (one statement per
+    # batch); the triggers that wrote them one row at a time go, the rows they wrote stay
+    # and are forgotten correctly when their instance changes.
+    engine = open_engine(f"sqlite:///{tmp_path / 'fts.db'}")
+    try:
+        _tag_stored_at_previous(engine)
+        migrations.upgrade(engine, SEARCH_RESHAPED)
+        assert _triggers(engine) == {"search_values_fts_insert", "search_values_fts_delete"}
+        with engine.begin() as conn:  # indexed as the code of 0007 did: FTS5 by trigger
+            conn.execute(text("INSERT INTO search_scopes VALUES (1, 'c-1', :s)"), {"s": TAG})
+            conn.execute(text("INSERT INTO search_docs VALUES (1, 1, 'i-7', NULL)"))
+            conn.execute(
+                text(
+                    "INSERT INTO search_values (id, scope, instance_id, path, vtype, vtext) "
+                    "VALUES (:id, 1, 'i-7', 'xdm:name', 's', 'Golden tag'), "
+                    "(:id + 1, 1, 'i-7', '@id', 's', 'xcore:tag:7')"
+                ),
+                {"id": 1 << search_index.ROW_BITS},
+            )
+            conn.execute(text("UPDATE search_state SET version = :v"), {"v": 2})
+        assert _search(engine, "c-1", "golden") == ["i-7"]
+        migrations.upgrade(engine, "0022_fts_writes")
+        assert _triggers(engine) == set()
+        assert _search(engine, "c-1", "golden") == ["i-7"]
+        store = Store(engine)
+        renamed = instance("c-1", 7, body={"xdm:name": "Silver tag", "@id": "xcore:tag:7"}, etag=2)
+        with store.session(write=True) as session:
+            current = session.get_instance("c-1", "i-7")
+            assert current is not None
+            assert session.update_instance(renamed, [], expected_etag=current.etag)
+        assert _search(engine, "c-1", "golden") == []
+        assert _search(engine, "c-1", "silver") == ["i-7"]
+        with engine.connect() as conn:  # one FTS5 row per string row: the old ones forgotten
+            fts = conn.execute(text("SELECT count(*) FROM search_fts_docsize")).scalar()
+            strings = "SELECT count(*) FROM search_values WHERE vtype IN ('s', 'd')"
+            assert fts == conn.execute(text(strings)).scalar() == 2
+        migrations.downgrade(engine, SEARCH_RESHAPED)
+        assert _triggers(engine) == {"search_values_fts_insert", "search_values_fts_delete"}
+        assert _search(engine, "c-1", "silver") == ["i-7"]
+    finally:
+        engine.dispose()

@@ -21,7 +21,7 @@ from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.repository.objects import ObjectType, parse_schema_ref
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.body_checks import ParallelChecks
+from nextoffer.service.body_checks import ParallelChecks, bulk_heap
 from nextoffer.settings import Settings
 
 
@@ -154,19 +154,20 @@ def library(
                 "written": bar.add_task("written", total=len(items)),
             }
             try:
-                mapping = no.repository.create_many(
-                    principal,
-                    container_id,
-                    items,
-                    keep_ids=keep_ids,
-                    chunk_size=chunk,
-                    progress=lambda stage, n: bar.advance(tasks[stage], n),
-                    checks=(
-                        ParallelChecks(no.catalogs.rules, jobs)
-                        if jobs > 1 and len(items) >= PARALLEL_FROM
-                        else None
-                    ),
-                )
+                with bulk_heap():
+                    mapping = no.repository.create_many(
+                        principal,
+                        container_id,
+                        items,
+                        keep_ids=keep_ids,
+                        chunk_size=chunk,
+                        progress=lambda stage, n: bar.advance(tasks[stage], n),
+                        checks=(
+                            ParallelChecks(no.catalogs.rules, jobs)
+                            if jobs > 1 and len(items) >= PARALLEL_FROM
+                            else None
+                        ),
+                    )
                 bar.update(tasks["checked"], completed=len(items))
             except Unprocessable as exc:
                 raise Unprocessable(

@@ -42,10 +42,16 @@ _COMPARISONS = frozenset({"=", "!=", "<", "<=", ">", ">=", "in", "notIn", "like"
 _AND, _OR, _NOT, _IS, _IN, _EQ = py.And(), py.Or(), py.Not(), py.Is(), py.In(), py.Eq()
 
 
+# Name nodes are shared, within a tree and across rules (a rule reads ``p``, ``_int``,
+# ``_list`` … dozens of times): ``compile()`` only reads the tree, and nothing here changes
+# a node once built. The names are the compiler's own (helpers, numbered temporaries),
+# never user text, so the caches stay small.
+@functools.lru_cache(maxsize=4096)
 def _n(name: str) -> py.Name:
     return py.Name(id=name, ctx=_LOAD, **_AT)
 
 
+@functools.lru_cache(maxsize=4096)
 def _store(name: str) -> py.Name:
     return py.Name(id=name, ctx=_STORE, **_AT)
 

@@ -95,20 +95,20 @@ class _Parser:
         self.tokens = tokens
         self.pos = 0
         self.depth = 0
+        #: The current token, ``tokens[pos]`` (kept by :meth:`advance`, the one place
+        #: ``pos`` moves).
+        self.tok = tokens[0]
 
     # ---- token helpers ------------------------------------------------------------------
-
-    @property
-    def tok(self) -> Token:
-        return self.tokens[self.pos]
 
     def peek(self, k: int = 1) -> Token:
         return self.tokens[min(self.pos + k, len(self.tokens) - 1)]
 
     def advance(self) -> Token:
-        t = self.tokens[self.pos]
+        t = self.tok
         if t.kind != "eof":
             self.pos += 1
+            self.tok = self.tokens[self.pos]
         return t
 
     def is_op(self, value: str, t: Token | None = None) -> bool:

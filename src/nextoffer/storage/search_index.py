@@ -24,9 +24,12 @@ range never crosses tenants. Each indexed instance has a *document number*
 are unique per instance (an array holding a value twice gives one row), so an equality
 range counts instances without a ``DISTINCT`` (``storage/search.py``).
 
-On SQLite the string rows also feed an FTS5 table (``search_fts``, contentless,
-maintained by triggers on ``search_values``) for ``q``: its rowid is the row's id, so
-``rowid >> 20`` is the document. PostgreSQL puts a ``tsvector`` on the same rows instead.
+On SQLite the string rows also feed an FTS5 table (``search_fts``, contentless) for
+``q``: its rowid is the row's id, so ``rowid >> 20`` is the document. PostgreSQL puts a
+``tsvector`` on the same rows instead. The FTS5 rows are written here, one statement per
+batch of instances, not by triggers on ``search_values``: FTS5 writes its pending terms
+out at every nested statement, so a trigger firing once per string row made a segment per
+row — three quarters of an import's index writes (``docs/benchmarks.md``).
 
 The write path keeps the index in step, in the same transaction as the instance write:
 
@@ -41,7 +44,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -162,22 +165,23 @@ Index(
 )
 
 #: The scope lives in ``search_docs`` (found from ``rowid >> 20``), not in the FTS table.
+#: Its rows are written by :func:`_index` and :func:`remove_instance` (no triggers).
 _FTS_DDL = (
     "CREATE VIRTUAL TABLE IF NOT EXISTS search_fts USING fts5("
     "vtext, content='', tokenize='unicode61 remove_diacritics 2')",
-    "CREATE TRIGGER IF NOT EXISTS search_values_fts_insert AFTER INSERT ON search_values "
-    "WHEN new.vtype IN ('s', 'd') BEGIN "
-    "INSERT INTO search_fts(rowid, vtext) VALUES (new.id, new.vtext); "
-    "END",
-    "CREATE TRIGGER IF NOT EXISTS search_values_fts_delete AFTER DELETE ON search_values "
-    "WHEN old.vtype IN ('s', 'd') BEGIN "
-    "INSERT INTO search_fts(search_fts, rowid, vtext) VALUES ('delete', old.id, old.vtext); "
-    "END",
 )
 _FTS_DROP = (
+    # Databases before migration 0022 kept the FTS rows by triggers.
     "DROP TRIGGER IF EXISTS search_values_fts_insert",
     "DROP TRIGGER IF EXISTS search_values_fts_delete",
     "DROP TABLE IF EXISTS search_fts",
+)
+#: The string rows (``vtype`` s and d) go to FTS5 as they are written and leave it before
+#: they are deleted (a contentless table is told the text it forgets).
+_FTS_FORGET = text(
+    "INSERT INTO search_fts(search_fts, rowid, vtext) "
+    "SELECT 'delete', id, vtext FROM search_values "
+    "WHERE instance_id = :instance_id AND vtype IN ('s', 'd')"
 )
 
 for _statement in _FTS_DDL:
@@ -198,21 +202,25 @@ def _mark_state(_target: Any, connection: Connection, **_kw: Any) -> None:
 # -- flattening ----------------------------------------------------------------------
 
 
-def _row(path: str, value: Any) -> dict[str, Any]:
+#: A row of the index before it is numbered: (path, vtype, vtext, vnum).
+Row = tuple[str, str, str | None, float | None]
+
+
+def _row(path: str, value: Any) -> Row:
     if isinstance(value, bool):
-        return {"path": path, "vtype": "b", "vtext": "true" if value else "false", "vnum": None}
+        return (path, "b", "true" if value else "false", None)
     if isinstance(value, int | float):
-        return {"path": path, "vtype": "n", "vtext": None, "vnum": float(value)}
+        return (path, "n", None, float(value))
     if isinstance(value, str):
         instant = _instant(value)
         if instant is not None:
-            return {"path": path, "vtype": "d", "vtext": value, "vnum": float(instant)}
-        return {"path": path, "vtype": "s", "vtext": value, "vnum": None}
+            return (path, "d", value, float(instant))
+        return (path, "s", value, None)
     if isinstance(value, dict):
-        return {"path": path, "vtype": "o", "vtext": None, "vnum": None}
+        return (path, "o", None, None)
     if isinstance(value, list):
-        return {"path": path, "vtype": "a", "vtext": None, "vnum": None}
-    return {"path": path, "vtype": "z", "vtext": None, "vnum": None}
+        return (path, "a", None, None)
+    return (path, "z", None, None)
 
 
 def _instant(value: str) -> int | None:
@@ -224,38 +232,30 @@ def _instant(value: str) -> int | None:
         return None
 
 
-def flatten(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """One row per distinct node below the root: ``{"path", "vtype", "vtext", "vnum"}``
-    (an array holding the same value twice gives one row)."""
-    seen: set[tuple[str, str, str | None, float | None]] = set()
-    for row in _nodes(body):
-        key = (row["path"], row["vtype"], row["vtext"], row["vnum"])
-        if key not in seen:
-            seen.add(key)
-            yield row
+def flatten(body: dict[str, Any]) -> list[Row]:
+    """One row per distinct node below the root, in document order: (path, vtype, vtext,
+    vnum) (an array holding the same value twice gives one row)."""
+    rows: list[Row] = []
 
-
-def _nodes(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-
-    def walk(node: Any, path: str) -> Iterator[dict[str, Any]]:
-        yield _row(path, node)
+    def walk(node: Any, path: str) -> None:
+        rows.append(_row(path, node))
         if isinstance(node, dict):
             for key, value in node.items():
-                yield from walk(value, f"{path}.{key}")
+                walk(value, f"{path}.{key}")
         elif isinstance(node, list):
-            for item in node:
-                yield from elements(item, path)
+            elements(node, path)
 
-    def elements(item: Any, path: str) -> Iterator[dict[str, Any]]:
+    def elements(items: list[Any], path: str) -> None:
         # Array elements sit at the array's own path; nested arrays flatten too.
-        if isinstance(item, list):
-            for inner in item:
-                yield from elements(inner, path)
-        else:
-            yield from walk(item, path)
+        for item in items:
+            if isinstance(item, list):
+                elements(item, path)
+            else:
+                walk(item, path)
 
     for key, value in body.items():
-        yield from walk(value, key)
+        walk(value, key)
+    return list(dict.fromkeys(rows))
 
 
 # -- keeping it in step --------------------------------------------------------------
@@ -304,22 +304,13 @@ def words(value: str) -> str | None:
     return " ".join(found) if found else None
 
 
-def _with_words(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    if conn.dialect.name != "postgresql":
-        return rows
-    for row in rows:
-        text_value = row["vtext"] if row["vtype"] in ("s", "d") else None
-        row["vwords"] = words(text_value) if text_value is not None else None
-    return rows
-
-
-def doc_words(body: dict[str, Any]) -> str | None:
-    """Every word of ``body``'s strings, once, as a ``tsvector`` literal without positions
-    (PostgreSQL's ``search_docs.words``)."""
+def doc_words(rows: Iterable[Row]) -> str | None:
+    """Every word of the string ``rows`` of an instance (:func:`flatten`), once, as a
+    ``tsvector`` literal without positions (PostgreSQL's ``search_docs.words``)."""
     found: set[str] = set()
-    for row in flatten(body):
-        if row["vtype"] in ("s", "d"):
-            found.update(tokens(row["vtext"]))
+    for _, vtype, vtext, _ in rows:
+        if vtype in ("s", "d") and vtext is not None:
+            found.update(tokens(vtext))
     kept = sorted(f"'{w}'" for w in found if len(w.encode()) <= _MAX_WORD_BYTES)
     return " ".join(kept) if kept else None
 
@@ -344,32 +335,68 @@ def index_instances(conn: Connection, records: Iterable[InstanceRecord]) -> None
     _index(conn, docs, bodies)
 
 
+#: SQLite: the rows go to the driver as tuples in one ``executemany`` each (per row,
+#: SQLAlchemy's parameter processing cost more than SQLite's insert).
+_SQLITE_VALUES = (
+    "INSERT INTO search_values (id, scope, instance_id, path, vtype, vtext, vnum) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_FTS = "INSERT INTO search_fts (rowid, vtext) VALUES (?, ?)"
+
+
 def _index(conn: Connection, docs: list[dict[str, Any]], bodies: list[dict[str, Any]]) -> None:
-    """Number ``docs`` (``{"scope", "instance_id"}``) and store the rows of ``bodies``."""
+    """Number ``docs`` (``{"scope", "instance_id"}``) and store the rows of ``bodies``:
+    one statement for the documents, one for their rows, one for their FTS5 rows."""
     if not docs:
         return
-    if conn.dialect.name == "postgresql":
-        for item, body in zip(docs, bodies, strict=True):
-            item["words"] = doc_words(body)
+    flat = [flatten(body) for body in bodies]
+    for item, rows in zip(docs, flat, strict=True):
+        if len(rows) > MAX_ROWS:
+            raise PayloadTooLarge(
+                f"instance {item['instance_id']} has more distinct properties and array "
+                f"elements than the search index holds: at most {MAX_ROWS:,} per instance"
+            )
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        for item, rows in zip(docs, flat, strict=True):
+            item["words"] = doc_words(rows)
     numbers = conn.execute(_INSERT_DOCS, docs).all()
-    rows: list[dict[str, Any]] = []
-    for (doc, instance_id), item, body in zip(numbers, docs, bodies, strict=True):
+    values: list[tuple[int, int, str, str, str, str | None, float | None]] = []
+    for (doc, instance_id), item, rows in zip(numbers, docs, flat, strict=True):
         assert instance_id == item["instance_id"]
         base, scope = int(doc) << ROW_BITS, item["scope"]
-        for n, row in enumerate(flatten(body)):
-            if n == MAX_ROWS:
-                raise PayloadTooLarge(
-                    f"instance {instance_id} has more distinct properties and array elements "
-                    f"than the search index holds: at most {MAX_ROWS:,} per instance"
-                )
-            row.update(id=base | n, scope=scope, instance_id=instance_id)
-            rows.append(row)
-    if rows:
-        conn.execute(_INSERT_VALUES, _with_words(conn, rows))
+        values.extend(
+            (base | n, scope, instance_id, path, vtype, vtext, vnum)
+            for n, (path, vtype, vtext, vnum) in enumerate(rows)
+        )
+    if not values:
+        return
+    if postgres:
+        params = [
+            {
+                "id": row_id,
+                "scope": scope,
+                "instance_id": instance_id,
+                "path": path,
+                "vtype": vtype,
+                "vtext": vtext,
+                "vnum": vnum,
+                "vwords": words(vtext) if vtext is not None and vtype in ("s", "d") else None,
+            }
+            for row_id, scope, instance_id, path, vtype, vtext, vnum in values
+        ]
+        conn.execute(_INSERT_VALUES, params)
+        return
+    conn.exec_driver_sql(_SQLITE_VALUES, values)
+    strings = [(row[0], row[5]) for row in values if row[4] in ("s", "d")]
+    if strings:
+        conn.exec_driver_sql(_SQLITE_FTS, strings)
 
 
 def remove_instance(conn: Connection, instance_id: str) -> None:
     """Drop a deleted instance from the index."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(_FTS_FORGET, {"instance_id": instance_id})
     conn.execute(_DELETE_VALUES, {"instance_id": instance_id})
     conn.execute(_DELETE_DOC, {"instance_id": instance_id})
 
