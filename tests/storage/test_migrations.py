@@ -284,7 +284,7 @@ def _triggers(engine: Engine) -> set[str]:
 
 
 def test_fts_writes_revision_drops_the_triggers_and_keeps_the_fts_rows(tmp_path: Path) -> None:
-    # 0022_fts_writes: search_index.py writes the FTS5 rows itself (one statement per
+    # 0008_fts_writes: search_index.py writes the FTS5 rows itself (one statement per
     # batch); the triggers that wrote them one row at a time go, the rows they wrote stay
     # and are forgotten correctly when their instance changes.
     engine = open_engine(f"sqlite:///{tmp_path / 'fts.db'}")
@@ -305,7 +305,7 @@ def test_fts_writes_revision_drops_the_triggers_and_keeps_the_fts_rows(tmp_path:
             )
             conn.execute(text("UPDATE search_state SET version = :v"), {"v": 2})
         assert _search(engine, "c-1", "golden") == ["i-7"]
-        migrations.upgrade(engine, "0022_fts_writes")
+        migrations.upgrade(engine, "0008_fts_writes")
         assert _triggers(engine) == set()
         assert _search(engine, "c-1", "golden") == ["i-7"]
         store = Store(engine)

@@ -171,7 +171,7 @@ _FTS_DDL = (
     "vtext, content='', tokenize='unicode61 remove_diacritics 2')",
 )
 _FTS_DROP = (
-    # Databases before migration 0022 kept the FTS rows by triggers.
+    # Databases before migration 0008_fts_writes kept the FTS rows by triggers.
     "DROP TRIGGER IF EXISTS search_values_fts_insert",
     "DROP TRIGGER IF EXISTS search_values_fts_delete",
     "DROP TABLE IF EXISTS search_fts",

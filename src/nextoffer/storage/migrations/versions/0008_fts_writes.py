@@ -1,6 +1,6 @@
 """SQLite: the FTS5 rows of the search index are written by nextoffer, not by triggers.
 
-Revision ID: 0022_fts_writes
+Revision ID: 0008_fts_writes
 Revises: 0007
 Create Date: 2026-12-05
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0022_fts_writes"
+revision = "0008_fts_writes"
 down_revision = "0007"
 branch_labels = None
 depends_on = None
