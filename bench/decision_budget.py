@@ -1,6 +1,7 @@
 """Where one recorded decision's time goes over HTTP: CPU µs per decision, stage by stage.
 
     .venv/bin/python bench/decision_budget.py [--seconds 10] [--connections 10] [--rate 2000]
+                                              [--postgres [--redis]] [--env KEY=VALUE ...]
 
 One uvicorn worker (its app runs in the server process), the library and request of
 ``http_decisions.py``. wrk drives ``POST …/decisions`` while py-spy samples every thread
@@ -9,6 +10,10 @@ innermost frame that names one (:data:`STAGES`, leaf first), else to "other". Sa
 rate is CPU time; divided by the decisions wrk completed meanwhile, µs per decision. The
 same run samples ``GET /bare`` (a constant body from a route of the same app), whose µs
 per request is the reference: the server stack's own cost of one request.
+
+``--postgres`` runs the server on its own PostgreSQL (``scripts/services start``; with
+``--redis``, counters in its Redis), ``--env`` adds settings (e.g.
+``NEXTOFFER_ACCESS_LOG=0``).
 
 Seconds of CPU are not seconds of latency: time a request spends waiting (for the group
 commit's batch, for the loop) is not sampled. The table says what a decision costs the
@@ -31,11 +36,17 @@ from pathlib import Path
 from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
 
+from nodes import SERVICES, start_services
+
 #: (stage, pattern on one frame "function (path:line)"), tried leaf first per sample.
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
-        ("record: reserve + write + commit", r"sqlite_path\.py|session_path\.py|decision_path\.py"),
+        ("cap counters in Redis", r"storage/redis_counters\.py"),
+        (
+            "record: reserve + write + commit",
+            r"sqlite_path\.py|session_path\.py|decision_path\.py|pg_path\.py|group_commit\.py",
+        ),
         ("WAL checkpoint thread", r"storage/checkpoints\.py"),
         ("engine (selection, PQL)", r"nextoffer/engine/|nextoffer/pql/"),
         ("attempt + cap plan", r"service/attempt\.py|service/cap_plan\.py"),
@@ -104,11 +115,24 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=2000, help="py-spy samples per second")
     parser.add_argument("--keep-stacks", type=Path, help="write the decisions' raw stacks here")
     parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of the budget here")
+    parser.add_argument("--postgres", action="store_true", help="on a PostgreSQL of its own")
+    parser.add_argument("--redis", action="store_true", help="with --postgres: counters in Redis")
+    parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-budget-"))
-    db_url = f"sqlite:///{workdir / 'bench.db'}"
+    env = dict(item.split("=", 1) for item in args.env)
+    services: dict[str, str] = {}
+    if args.postgres:
+        services = start_services()
+        admin = services["NEXTOFFER_TEST_POSTGRES_URL"]
+        subprocess.run(["psql", admin, "-qc", "CREATE DATABASE bench"], check=True)
+        db_url = admin.rsplit("/", 1)[0] + "/bench"
+        if args.redis:
+            env["NEXTOFFER_REDIS"] = services["NEXTOFFER_TEST_REDIS_URL"]
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="nextoffer-budget-"))
+        db_url = f"sqlite:///{workdir / 'bench.db'}"
     lib = build(db_url)
-    server = Server(db_url, workers=1)
+    server = Server(db_url, workers=1, env=env)
     decisions = f"{server.base}/data/core/ode/{lib['container']}/decisions"
 
     def drive_decisions() -> Result:
@@ -138,6 +162,8 @@ def main() -> None:
         after = os.getloadavg()
     finally:
         server.stop()
+        if services:
+            subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
     per_bare = sum(bare.values()) / args.rate / bare_result.requests * 1e6
     per_decision = sum(spent.values()) / args.rate / result.requests * 1e6
     print(f"{machine()}; load average {before} → {after}")

@@ -1,12 +1,14 @@
 """Decision throughput with one node and two nodes on a shared PostgreSQL + Redis.
 
     .venv/bin/python bench/nodes.py [--seconds 8] [--repeats 3] [--connections 20]
+                                    [--compare-src OTHER/src]
 
 Starts its own PostgreSQL and Redis (``scripts/services start``, loopback, temporary
 folders), builds the library of ``bench/http_decisions.py`` (100 rule-bearing offers, a
 third capped, 10,000 profiles) in a SQLite file and in a PostgreSQL database, and drives
 ``POST …/decisions`` (recorded decisions: profile read, counter reads, reservation,
-decision event) with wrk on loopback. Rows, in every repeat, one after another:
+decision event) with wrk on loopback. Rows, in every repeat, one after another (each
+repeat starting one row further on):
 
 * ``sqlite, 1 node`` — the embedded default, counters in the same SQLite file: the
   reference of the run.
@@ -15,9 +17,15 @@ decision event) with wrk on loopback. Rows, in every repeat, one after another:
 * ``postgres+redis, 2 nodes`` — two server processes on the same database and Redis,
   one wrk per node at the same time; throughput is the sum, latency the worse node's.
 
+``--compare-src`` adds the two one-node PostgreSQL rows again, served by another
+checkout's ``src`` (e.g. an export of ``main``) on the same database and Redis,
+interleaved with the others: a before/after in one run, under the same load.
+
 Each node is one uvicorn worker. On a small machine the nodes, PostgreSQL, Redis and wrk
 share the cores: the two-node row then measures sharing, not scale. The machine's core
-count and load average are printed with the table; compare ratios, not absolutes.
+count and load average are printed with the table; compare ratios, not absolutes. The
+node's CPU time per decision (user + system, from ``/proc/<pid>/stat``, summed over the
+nodes of the row) is what load on the machine changes least.
 """
 
 from __future__ import annotations
@@ -68,6 +76,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--connections", type=int, default=20, help="per node")
+    parser.add_argument(
+        "--compare-src", type=Path, help="another checkout's src: its one-node rows too"
+    )
     args = parser.parse_args()
 
     services = start_services()
@@ -94,35 +105,54 @@ def main() -> None:
         pg_node = server(pg_url)
         redis_a = server(pg_url, NEXTOFFER_REDIS=redis_url)
         redis_b = server(pg_url, NEXTOFFER_REDIS=redis_url)
-        for node, lib in (
-            (sqlite_node, sqlite_lib),
-            (pg_node, pg_lib),
-            (redis_a, pg_lib),
-            (redis_b, pg_lib),
-        ):
+        one_node = [
+            ("sqlite, 1 node (reference)", sqlite_node, sqlite_lib),
+            ("postgres, 1 node", pg_node, pg_lib),
+            ("postgres+redis, 1 node", redis_a, pg_lib),
+        ]
+        if args.compare_src is not None:
+            other = str(args.compare_src.resolve())
+            label = args.compare_src.parent.name or str(args.compare_src)
+            one_node += [
+                (f"postgres, 1 node ({label})", server(pg_url, PYTHONPATH=other), pg_lib),
+                (
+                    f"postgres+redis, 1 node ({label})",
+                    server(pg_url, PYTHONPATH=other, NEXTOFFER_REDIS=redis_url),
+                    pg_lib,
+                ),
+            ]
+        for _, node, lib in one_node:
             warm(node, lib)
+        warm(redis_b, pg_lib)
 
-        rows: dict[str, list[tuple[float, float, float, int]]] = {}
+        rows: dict[str, list[tuple[float, float, float, int, float]]] = {}
         kw = {"seconds": args.seconds, "connections": args.connections}
         load_before = os.getloadavg()
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}/{args.repeats}", flush=True)
-            for name, node, lib in (
-                ("sqlite, 1 node (reference)", sqlite_node, sqlite_lib),
-                ("postgres, 1 node", pg_node, pg_lib),
-                ("postgres+redis, 1 node", redis_a, pg_lib),
-            ):
+            # Each repeat starts one row further on: no row always runs first or last (the
+            # capped offers fill up as the run goes on, and the load drifts).
+            shift = repeat % len(one_node)
+            for name, node, lib in one_node[shift:] + one_node[:shift]:
+                cpu = node.cpu_seconds()
                 r = decisions(node, lib, **kw)
-                rows.setdefault(name, []).append((r.requests_per_s, r.p50_ms, r.p99_ms, r.errors))
+                cpu = node.cpu_seconds() - cpu
+                rows.setdefault(name, []).append(
+                    (r.requests_per_s, r.p50_ms, r.p99_ms, r.errors, _per_decision(cpu, r))
+                )
                 time.sleep(1)
+            cpu = redis_a.cpu_seconds() + redis_b.cpu_seconds()
             with ThreadPoolExecutor(max_workers=2) as pool:
                 both = list(pool.map(lambda n: decisions(n, pg_lib, **kw), (redis_a, redis_b)))
+            cpu = redis_a.cpu_seconds() + redis_b.cpu_seconds() - cpu
+            total = sum(r.requests_per_s for r in both)
             rows.setdefault("postgres+redis, 2 nodes", []).append(
                 (
-                    sum(r.requests_per_s for r in both),
+                    total,
                     max(r.p50_ms for r in both),
                     max(r.p99_ms for r in both),
                     sum(r.errors for r in both),
+                    _per_decision(cpu, *both),
                 )
             )
             time.sleep(1)
@@ -135,19 +165,28 @@ def main() -> None:
             f"median of {args.repeats}; load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
         )
         print()
-        print("| setup | decisions/s | vs reference | p50 ms | p99 ms | errors |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("| setup | decisions/s | vs reference | p50 ms | p99 ms | errors | node CPU µs |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
         for name, values in rows.items():
             rps = statistics.median(v[0] for v in values)
             p50 = statistics.median(v[1] for v in values)
             p99 = statistics.median(v[2] for v in values)
             errors = sum(v[3] for v in values)
+            cpu_us = statistics.median(v[4] for v in values)
             ratio = rps / reference
-            print(f"| {name} | {rps:,.0f} | {ratio:.2f}× | {p50:.1f} | {p99:.1f} | {errors} |")
+            print(
+                f"| {name} | {rps:,.0f} | {ratio:.2f}× | {p50:.1f} | {p99:.1f} | {errors} "
+                f"| {cpu_us:,.0f} |"
+            )
     finally:
         for started in servers:
             started.stop()
         subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
+
+
+def _per_decision(cpu: float, *results: Result) -> float:
+    """The nodes' CPU µs per decision over the measured window (wrk's request count)."""
+    return cpu * 1e6 / max(1, sum(r.requests for r in results))
 
 
 if __name__ == "__main__":
