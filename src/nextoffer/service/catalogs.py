@@ -16,7 +16,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -24,15 +24,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from immutables import Map
 
 from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
-from nextoffer.repository.objects import OBJECT_TYPES
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.storage.decision_path import DecisionPath
-from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,14 +53,14 @@ class Snapshot:
     #: Per (activities, placements) of a request: the capping rules it may touch, built once
     #: per snapshot by the decision service (``service/decisions.py``).
     cap_plans: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-    #: The instances of the newest build by @id (diagnostics link to them).
-    instances: dict[str, CatalogInstance] = field(default_factory=dict)
-    #: (instance id, etag) of each of ``instances``: what the next refresh compares.
-    stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
-    #: The newest ``modified_us`` among ``instances`` (where the next refresh reads from).
-    latest_modified_us: int = 0
+    #: The instances of the newest build by @id (diagnostics link to them): a persistent
+    #: map, so a refresh makes the next one by replacing only the changed entries.
+    instances: Mapping[str, CatalogInstance] = field(default_factory=Map)
+    #: The library version ``instances`` were read at: the next refresh reads the writes
+    #: after it (``Session.changes_since``).
+    read_version: int = 0
     #: The newest build when it was not installed (its rules failed): the next refresh
-    #: builds on it, since ``instances`` and ``stamps`` are its.
+    #: builds on it, since ``instances`` are its.
     newest: Catalog | None = None
     #: Whether any rule or formula of the catalog mentions ``xEvent``: when none does, a
     #: decision need not read the profile's experience events.
@@ -124,7 +123,8 @@ def build_snapshot(
         errors=catalog.errors,
         checked_at=checked_at,
         cap_epochs=image.cap_epochs,
-        instances={i.at_id: i for i in image.instances},
+        instances=Map({i.at_id: i for i in image.instances}),
+        read_version=image.version,
         reads_events=mentions_events,
     )
 
@@ -144,13 +144,6 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-#: A refresh re-reads the stamps of instances modified this long before the newest it
-#: saw (µs): a writer on another node whose clock lags less than this is never missed.
-RECENT_MARGIN_US = 300 * 1_000_000
-#: Every schema an instance may have (a refresh reads recent stamps per schema).
-SCHEMA_IDS = tuple(sorted(OBJECT_TYPES))
-#: Changed instances a refresh fetches by ``@id``; more are read with the whole library.
-MAX_FETCHED = 2_000
 #: Deferred rules compiled per builder task after a first build (~0.3 ms each).
 COMPILE_BATCH = 200
 #: Every how many incremental rebuilds the whole heap is collected (``settle_heap``): a
@@ -402,33 +395,6 @@ class CatalogCache:
     def _complete(self, container_id: str, version: int) -> None:
         self._rebuild(container_id, version, complete=True)
 
-    @staticmethod
-    def _changes(
-        session: Session, container_id: str, current: Snapshot
-    ) -> tuple[dict[str, tuple[str, int]], list[str], set[str], int]:
-        """(stamps now, @ids added or changed, @ids removed, newest ``modified_us`` seen)
-        since ``current`` was read.
-
-        Reads the stamps of the instances modified since the newest one ``current`` saw
-        (less ``RECENT_MARGIN_US``, for writers whose clocks lag) and the container's
-        count, in one statement: when the count is the old one plus the new instances,
-        nothing was deleted and that is every change — a read that follows the change,
-        not the library. Otherwise (a delete) every stamp is read and compared.
-        """
-        since = current.latest_modified_us - RECENT_MARGIN_US
-        total, recent = session.recent_stamps(container_id, since, SCHEMA_IDS)
-        old = current.stamps
-        latest = max([current.latest_modified_us, *(u for _, _, u in recent.values())])
-        if total == len(old) + len(recent.keys() - old.keys()):
-            changed = [a for a, (i, e, _) in recent.items() if old.get(a) != (i, e)]
-            stamps = dict(old)
-            stamps.update((a, recent[a][:2]) for a in changed)
-            return stamps, changed, set(), latest
-        stamps = session.instance_stamps(container_id)
-        # Set operations on dict views: the comparison runs in C, not per row here.
-        changed = [at_id for at_id, _ in stamps.items() - old.items()]
-        return stamps, changed, set(old.keys() - stamps.keys()), latest
-
     def image(self, container_id: str) -> LibraryImage:
         """The container's library as stored now, read in one transaction."""
         with self._store.session() as session:
@@ -470,29 +436,30 @@ class CatalogCache:
                 if container is not None
                 else {}
             )
-            known = current.instances if current is not None else {}
+            known = current.instances if current is not None else Map()
             if known:
                 assert current is not None
-                stamps, changed, removed, latest = self._changes(session, container_id, current)
-                if len(changed) <= MAX_FETCHED:
-                    records = session.instances_by_at_id(container_id, changed).values()
-                    rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
-                else:  # an import: read them all (an IN list that long has no gain)
-                    wanted = set(changed)
-                    rows = [row for row in session.library_rows(container_id) if row[1] in wanted]
+                # What was written since the version ``known`` was read at, and only that.
+                version, written = session.changes_since(container_id, current.read_version)
+                fetched = {
+                    a: CatalogInstance(s, a, i, e, b)
+                    for a, s, i, e, b in written
+                    if s is not None and i is not None and e is not None
+                }
+                removed = [a for a, s, _, _, _ in written if s is None and a in known]
             else:
-                stamps = None
-                latest = session.latest_modified_us(container_id)
-                rows = session.library_rows(container_id)
-        fetched = {row[1]: CatalogInstance(*row) for row in rows}
-        if stamps is not None:  # the unchanged ones, as the previous build had them
-            instances = dict(known)
+                rows = session.library_rows(container_id)  # read at ``version`` or later
+                fetched = {row[1]: CatalogInstance(*row) for row in rows}
+                removed = []
+        if known:  # the unchanged ones shared with the previous build
+            mutation = Map(known).mutate() if not isinstance(known, Map) else known.mutate()
             for at_id in removed:
-                del instances[at_id]
-            instances.update(fetched)
+                del mutation[at_id]
+            for at_id, instance in fetched.items():
+                mutation[at_id] = instance
+            instances: Mapping[str, CatalogInstance] = mutation.finish()
         else:
-            instances = fetched
-            stamps = {i.at_id: (i.instance_id, i.etag) for i in instances.values()}
+            instances = Map(fetched)
         mentions_events = current is not None and current.reads_events
         #: A first build compiles up to EAGER_RULES rules itself; the rest wait.
         eager = EAGER_RULES if current is None and not complete else None
@@ -524,6 +491,7 @@ class CatalogCache:
                 compile_rule=compile_rule,
                 previous=previous,
                 changed=list(fetched),
+                removed=removed,
                 segments=segments,
             )
         else:
@@ -541,8 +509,7 @@ class CatalogCache:
             current.errors = catalog.errors
             current.cap_epochs = epochs
             current.instances = instances
-            current.stamps = stamps
-            current.latest_modified_us = latest
+            current.read_version = version
             current.newest = catalog
             current.built = built
             current.version = version
@@ -556,8 +523,7 @@ class CatalogCache:
             checked_at=self._monotonic(),
             cap_epochs=epochs,
             instances=instances,
-            stamps=stamps,
-            latest_modified_us=latest,
+            read_version=version,
             reads_events=mentions_events,
         )
         self._snapshots[container_id] = snapshot
