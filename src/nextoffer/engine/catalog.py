@@ -244,14 +244,18 @@ class _Tally:
     """The rule parts of a placement's candidates, counted (see ``_Builder._required``)."""
 
     #: Part → how many counted candidates' rules have it (parts not reading ``offer``).
-    counts: dict[str, int]
+    counts: dict[str, int] | Map[str, int]
     #: Candidates counted: approved, usable, their rule split into parts.
     counted: int = 0
     #: Candidates that leave nothing shared (no rule, or a rule that cannot be split).
     blockers: int = 0
 
     def copy(self) -> _Tally:
-        return _Tally(dict(self.counts), self.counted, self.blockers)
+        """A tally to change while this one stays as it is: the counts become a persistent
+        map (shared, not copied: a pool of 10,000 offers with their own rules counts
+        tens of thousands of parts)."""
+        counts = self.counts if isinstance(self.counts, Map) else Map(self.counts)
+        return _Tally(counts, self.counted, self.blockers)
 
 
 @dataclass(slots=True)
@@ -828,6 +832,7 @@ class _Builder:
                 tally = tallies[placement] = _Tally({})
                 for offer in offers:
                     self._count(tally, offer, 1)
+                tally.counts = Map(tally.counts)  # kept: later builds change copies of it
         required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
         pool = Pool(
             ordered,
@@ -929,6 +934,16 @@ class _Builder:
             return
         tally.counted += sign
         counts = tally.counts
+        if isinstance(counts, Map):
+            changed = counts.mutate()
+            for part in mine:
+                left = changed.get(part, 0) + sign
+                if left:
+                    changed[part] = left
+                else:
+                    del changed[part]
+            tally.counts = changed.finish()
+            return
         for part in mine:
             left = counts.get(part, 0) + sign
             if left:
