@@ -146,10 +146,12 @@ def settle_heap() -> None:
 
 #: Deferred rules compiled per builder task after a first build (~0.3 ms each).
 COMPILE_BATCH = 200
-#: Every how many incremental rebuilds the whole heap is collected (``settle_heap``): a
-#: full collection holds the interpreter ~0.1 s at 10,000 offers, and patched rebuilds
-#: leave almost nothing for it (frozen objects grew by ~4 per rebuild over 60 of them).
-FULL_COLLECT_EVERY = 256
+#: After an incremental rebuild, the whole heap is collected (``settle_heap``) only once
+#: the frozen objects have grown by this factor since the last full collection: such a
+#: collection holds the interpreter for as long as it takes to scan the whole library,
+#: and a refresh that shares the previous snapshot leaves almost nothing frozen behind
+#: it (figures in docs/benchmarks.md), so it is what bounds memory, not a schedule.
+FROZEN_GROWTH = 1.25
 #: Rules a container's first build compiles before it defers the rest to their first
 #: evaluation (``CompiledRules.deferred``) and to a complete build right after.
 EAGER_RULES = 100
@@ -234,7 +236,8 @@ class CatalogCache:
         self._guard = threading.Lock()
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="nextoffer-catalog")
         self._closing = threading.Event()
-        self._incremental = 0
+        #: ``gc.get_freeze_count()`` after the last full collection (``FROZEN_GROWTH``).
+        self._frozen_after_full = 0
 
     def close(self) -> None:
         """Start no other build; a running one compiles nothing more (its remaining
@@ -536,11 +539,13 @@ class CatalogCache:
             )
             self._later(self._compile_deferred, container_id, version, deferred)
         if self._freeze_heap:
-            self._incremental = self._incremental + 1 if previous is not None else 0
             if deferred:
                 settle_young(0)  # answer first; the complete build right after settles all
-            elif previous is None or self._incremental % FULL_COLLECT_EVERY == 0:
+            elif previous is None or gc.get_freeze_count() > (
+                self._frozen_after_full * FROZEN_GROWTH
+            ):
                 settle_heap()
+                self._frozen_after_full = gc.get_freeze_count()
             else:
                 settle_young()
         return snapshot
