@@ -196,9 +196,10 @@ class CatalogCache:
       current snapshot meanwhile (never waiting for it): the new snapshot replaces the
       old one in one assignment when it is built. A decision naming an object the current
       snapshot lacks waits for the newer one (:meth:`newer`).
-    * A refresh reads only the instances whose (instance id, etag) changed and rebuilds
-      from the previous catalog (``build_catalog(previous=…)``): its cost follows the
-      change, not the library.
+    * A refresh reads only the instances written after the library version its snapshot
+      was read at (``Session.changes_since``) and rebuilds from the previous catalog
+      (``build_catalog(previous=…, changed=…, removed=…)``), sharing its persistent
+      maps: its cost follows the change, not the library.
     """
 
     def __init__(
