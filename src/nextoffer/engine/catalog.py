@@ -538,7 +538,8 @@ class _Builder:
                     index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
                 for offer in gone:
                     for tag in offer.tags:
-                        index[tag].remove(offer)
+                        listed = index[tag]
+                        del listed[_position(listed, offer)]
                 for offer in came:
                     for tag in offer.tags:
                         insort(index[tag], offer, key=_sort_key)

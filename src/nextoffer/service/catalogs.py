@@ -67,16 +67,19 @@ class Snapshot:
     reads_events: bool = True
 
 
-def settle_young(generation: int = 2) -> None:
+def settle_young(generation: int = 2) -> int:
     """Collect what is not frozen (up to ``generation``), then freeze what survived: the
-    cheap :func:`settle_heap`.
+    cheap :func:`settle_heap`. How many objects it froze.
 
     After an incremental rebuild most of the snapshot is the previous one's objects,
     already frozen; only what the rebuild made is scanned. Garbage cycles among frozen
-    objects (a replaced snapshot's) wait for the next :func:`settle_heap`.
+    objects (a replaced snapshot's) wait for the next :func:`settle_heap`. (The count is
+    of the unfrozen objects only: ``gc.get_freeze_count`` walks every frozen one.)
     """
     gc.collect(generation)
+    frozen = sum(len(gc.get_objects(g)) for g in range(3))
     gc.freeze()
+    return frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,8 +240,10 @@ class CatalogCache:
         self._guard = threading.Lock()
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="nextoffer-catalog")
         self._closing = threading.Event()
-        #: ``gc.get_freeze_count()`` after the last full collection (``FROZEN_GROWTH``).
-        self._frozen_after_full = 0
+        #: Objects frozen by the last full collection, and by young settles since
+        #: (``FROZEN_GROWTH``).
+        self._frozen_full = 0
+        self._frozen_since = 0
 
     def close(self) -> None:
         """Start no other build; a running one compiles nothing more (its remaining
@@ -542,11 +547,9 @@ class CatalogCache:
         if self._freeze_heap:
             if deferred:
                 settle_young(0)  # answer first; the complete build right after settles all
-            elif previous is None or gc.get_freeze_count() > (
-                self._frozen_after_full * FROZEN_GROWTH
-            ):
+            elif previous is None or self._frozen_since > self._frozen_full * (FROZEN_GROWTH - 1):
                 settle_heap()
-                self._frozen_after_full = gc.get_freeze_count()
+                self._frozen_full, self._frozen_since = gc.get_freeze_count(), 0
             else:
-                settle_young()
+                self._frozen_since += settle_young()
         return snapshot
