@@ -471,6 +471,29 @@ def refresh(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(rows, indent=1))
 
 
+def plot_refresh(runs: list[str], path: Path) -> None:
+    """Refresh CPU against library size, one line per ``LABEL=FILE`` (``--refresh
+    --json`` output)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        label, _, file = run.partition("=")
+        rows = json.loads(Path(file).read_text())
+        sizes = [r["size"] for r in rows]
+        axis.plot(sizes, [r["refresh_cpu_ms"] for r in rows], marker="o", label=label)
+    axis.set_xlabel("offers in the library (each with its own rule)")
+    axis.set_ylabel("builder thread CPU per refresh, ms (median)")
+    axis.set_yscale("log")
+    axis.legend(fontsize=8)
+    axis.set_title("bench/library_scale.py --refresh: one offer updated")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def thread_cpu(cache: Any, container: str, version: int) -> float:
     """The CPU time of one refresh towards ``version``, on the thread that runs it."""
     began = time.thread_time()
@@ -939,9 +962,18 @@ def main() -> None:
     parser.add_argument(
         "--fresh", action="store_true", help="--refresh: every instance modified just now"
     )
+    parser.add_argument(
+        "--plot-refresh",
+        nargs="+",
+        metavar="LABEL=FILE",
+        help="plot --refresh --json files against size into --plot, and stop",
+    )
     parser.add_argument("--churn", type=int, help=argparse.SUPPRESS)  # latency's child
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.plot_refresh:
+        plot_refresh(args.plot_refresh, args.plot or Path("library-refresh.png"))
+        return
     if args.src is not None:
         use_source(args.src)
     if args.churn is not None:
