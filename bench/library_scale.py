@@ -5,6 +5,8 @@
     .venv/bin/python bench/library_scale.py --compare /tmp/base/src ...   # before/after
     .venv/bin/python bench/library_scale.py --latency --sizes 10000 [--rounds 5] \
         [--seconds 10] [--period 0.25]                # decisions while the library changes
+    .venv/bin/python bench/library_scale.py --refresh [--changes 20] [--fresh] \
+        [--sizes 1000,10000,20000]                    # one refresh's CPU, by library size
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -36,6 +38,16 @@ Per size, with the database file kept in ``--dir`` for the next run:
 * **decision p99 during rebuilds**: wrk (1 connection, dry-run decisions) against one
   worker for ``--seconds`` while nothing changes, then while an offer changes every
   0.25 s; ratio of the two p99s.
+
+``--refresh`` measures only the rebuild CPU per change, more carefully: in this process,
+with its builder thread idle (deferred rules compiled), ``--changes`` times an offer is
+updated through the repository and the refresh that follows is run on the builder thread;
+the figure is that thread's CPU time (``time.thread_time``), so neither the write nor
+anything else the process does is counted. Then, with the refreshed snapshot frozen out
+of the collector's sight (``gc.freeze``, as workers do), the time of one full collection,
+and of one with the heap thawed (what an automatic full collection would cost a decision
+without the freeze). ``--fresh`` first stamps every instance as modified now (a library
+just imported: code that reads recent writes by the clock reads them all).
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -391,6 +403,112 @@ def rebuild_cpu(no: NextOffer, lib: dict[str, Any], repeats: int) -> tuple[float
         catalogs.get(lib["container"])
         changes.append(time.process_time() - cpu)
     return full, statistics.median(changes)
+
+
+def refresh(args: argparse.Namespace) -> None:
+    """``--refresh``: the builder thread's CPU per refresh after one offer update, and a
+    full collection frozen / thawed, per size (see the module docstring)."""
+    import gc
+
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        db_url, lib = library(size, args.dir)
+        env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{size}")}
+        no = NextOffer.open(Settings.from_env({**env, "NEXTOFFER_SNAPSHOT_WAIT_SECONDS": "600"}))
+        try:
+            if args.fresh:
+                with no.store.session(write=True) as session:
+                    session.conn.exec_driver_sql(
+                        "UPDATE instances SET modified_us = ?", (epoch_micros(utcnow()),)
+                    )
+            lib["principal"] = bench_principal(no, lib)
+            cache, container = no.catalogs, lib["container"]
+            cache.get(container)
+            idle_builder(cache)
+            cpu = []
+            for r in range(args.changes):
+                raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
+                version = no.path.library_version(container)
+
+                cpu.append(cache._builder.submit(thread_cpu, cache, container, version).result())
+            began = time.perf_counter()
+            gc.collect()
+            frozen = time.perf_counter() - began
+            gc.unfreeze()
+            began = time.perf_counter()
+            gc.collect()
+            thawed = time.perf_counter() - began
+            gc.freeze()
+            row = {
+                "size": size,
+                "load": os.getloadavg()[0],
+                "refresh_cpu_ms": statistics.median(cpu) * 1000,
+                "refresh_cpu_min_ms": min(cpu) * 1000,
+                "refresh_cpu_max_ms": max(cpu) * 1000,
+                "collect_frozen_ms": frozen * 1000,
+                "collect_thawed_ms": thawed * 1000,
+                "objects": len(gc.get_objects()) + gc.get_freeze_count(),
+            }
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        finally:
+            no.close()
+    print()
+    print(f"{machine()}; {args.changes} changes per size{' (library fresh)' if args.fresh else ''}")
+    print()
+    print(
+        "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
+        "ms | load |"
+    )
+    print("|---:|---:|---:|---|")
+    for r in rows:
+        print(
+            f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
+            f"{r['refresh_cpu_max_ms']:.2f}) | {r['collect_frozen_ms']:.1f} / "
+            f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} |"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def plot_refresh(runs: list[str], path: Path) -> None:
+    """Refresh CPU against library size, one line per ``LABEL=FILE`` (``--refresh
+    --json`` output)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axis = plt.subplots(figsize=(7, 4.5))
+    for run in runs:
+        label, _, file = run.partition("=")
+        rows = json.loads(Path(file).read_text())
+        sizes = [r["size"] for r in rows]
+        axis.plot(sizes, [r["refresh_cpu_ms"] for r in rows], marker="o", label=label)
+    axis.set_xlabel("offers in the library (each with its own rule)")
+    axis.set_ylabel("builder thread CPU per refresh, ms (median)")
+    axis.set_yscale("log")
+    axis.legend(fontsize=8)
+    axis.set_title("bench/library_scale.py --refresh: one offer updated")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def thread_cpu(cache: Any, container: str, version: int) -> float:
+    """The CPU time of one refresh towards ``version``, on the thread that runs it."""
+    began = time.thread_time()
+    cache._rebuild(container, version)
+    return time.thread_time() - began
+
+
+def idle_builder(cache: Any, timeout: float = 600) -> None:
+    """Wait until the cache's builder thread has had nothing queued for a second (a first
+    build's deferred rules compiled, the complete build done)."""
+    idle, deadline = 0, time.monotonic() + timeout
+    while idle < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        idle = idle + 1 if cache._builder._work_queue.qsize() == 0 else 0
+    cache._builder.submit(lambda: None).result()
 
 
 def p99_during_rebuilds(
@@ -837,9 +955,25 @@ def main() -> None:
     parser.add_argument(
         "--period", type=float, default=0.25, help="--latency: seconds between changes"
     )
+    parser.add_argument(
+        "--refresh", action="store_true", help="only the CPU of one refresh, by size"
+    )
+    parser.add_argument("--changes", type=int, default=20, help="--refresh: changes per size")
+    parser.add_argument(
+        "--fresh", action="store_true", help="--refresh: every instance modified just now"
+    )
+    parser.add_argument(
+        "--plot-refresh",
+        nargs="+",
+        metavar="LABEL=FILE",
+        help="plot --refresh --json files against size into --plot, and stop",
+    )
     parser.add_argument("--churn", type=int, help=argparse.SUPPRESS)  # latency's child
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
+    if args.plot_refresh:
+        plot_refresh(args.plot_refresh, args.plot or Path("library-refresh.png"))
+        return
     if args.src is not None:
         use_source(args.src)
     if args.churn is not None:
@@ -847,6 +981,9 @@ def main() -> None:
         return
     if args.latency:
         latency(args)
+        return
+    if args.refresh:
+        refresh(args)
         return
     if args.compare is not None:
         compare(args)

@@ -11,6 +11,7 @@ import pytest
 
 from nextoffer.repository.objects import PLACEMENT, SchemaRef
 from nextoffer.root import NextOffer
+from nextoffer.service import catalogs
 from nextoffer.service.catalogs import settle_heap
 from nextoffer.settings import Settings
 
@@ -75,5 +76,50 @@ def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
         snapshot_size = frozen[0] - before  # about what one snapshot adds
         assert snapshot_size > 1000
         assert frozen[-1] - frozen[0] < snapshot_size / 2, (snapshot_size, frozen)
+    finally:
+        no.close()
+
+
+def test_a_refresh_collects_the_whole_heap_only_once_the_frozen_objects_grew(
+    tmp_path: Path, thawed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full: list[int] = []
+
+    def counted() -> None:
+        full.append(1)
+        settle_heap()
+
+    monkeypatch.setattr(catalogs, "settle_heap", counted)
+    no = NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'g.db'}", freeze_heap=True))
+    try:
+        creds = no.bootstrap(org="GROW@AdobeOrg", sandbox="prod")
+        body = {
+            "xdm:name": "Banner",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
+        }
+        schema = SchemaRef(PLACEMENT, None, "")
+        placement = no.repository.create(creds.principal, creds.container_id, schema, body)
+        no.catalogs.get(creds.container_id)
+        assert full == [1]  # the first build settles the whole heap
+
+        def change(n: int) -> None:
+            body["xdm:name"] = f"Banner {n}"
+            no.repository.replace(
+                creds.principal,
+                creds.container_id,
+                placement.instance_id,
+                None,
+                body,
+                if_match=None,
+            )
+            no.catalogs.get(creds.container_id)
+
+        for n in range(5):  # a refresh freezes a few objects: far from a quarter more
+            change(n)
+        assert full == [1]
+        monkeypatch.setattr(catalogs, "FROZEN_GROWTH", 1.0)  # any growth is enough now
+        change(5)
+        assert full == [1, 1]
     finally:
         no.close()

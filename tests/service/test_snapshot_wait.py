@@ -19,6 +19,7 @@ from nextoffer.service import catalogs
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.settings import Settings
+from nextoffer.storage.session import Session
 
 
 def add_rules(no: NextOffer, org: str, count: int) -> str:
@@ -112,24 +113,36 @@ def test_closing_does_not_wait_for_a_library_to_compile(tmp_path: Path) -> None:
             cache.get(other)  # no snapshot, and no build starts any more
 
 
-def test_a_refresh_after_many_changes_reads_them_with_the_library(
+def test_a_refresh_reads_only_the_writes_after_its_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(catalogs, "MAX_FETCHED", 1)
     db_url = f"sqlite:///{tmp_path / 'm.db'}"
     with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, rule_cache="")) as no:
-        container = add_rules(no, "MANY@AdobeOrg", 3)
+        container = add_rules(no, "MANY@AdobeOrg", 4)
         principal = no.bootstrap(org="MANY@AdobeOrg", sandbox="prod").principal
         before = no.catalogs.get(container)
-        for record in list(before.instances.values())[:2]:
+        assert before.read_version == no.path.library_version(container)
+        whole_reads: list[str] = []
+        library_rows = Session.library_rows
+
+        def counted(session: Session, container_id: str) -> Any:
+            whole_reads.append(container_id)
+            return library_rows(session, container_id)
+
+        monkeypatch.setattr(Session, "library_rows", counted)
+        records = sorted(before.instances.values(), key=lambda i: i.body["xdm:name"])
+        for record in records[:2]:
             body = dict(record.body, **{"xdm:name": "renamed"})
             no.repository.replace(
                 principal, container, record.instance_id, None, body, if_match=None
             )
+        no.repository.delete(principal, container, records[2].instance_id, if_match=None)
         after = no.catalogs.get(container)  # this process wrote: it waits for the refresh
         assert sorted(i.body["xdm:name"] for i in after.instances.values()) == [
-            "r2",
+            "r3",
             "renamed",
             "renamed",
         ]
-        assert after.stamps == {a: (i.instance_id, i.etag) for a, i in after.instances.items()}
+        assert records[2].at_id not in after.instances
+        assert after.read_version == no.path.library_version(container) > before.read_version
+        assert whole_reads == []  # the refresh read the three writes, not the library

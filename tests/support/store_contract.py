@@ -132,6 +132,77 @@ class StoreContract:
         with store.session() as session:
             assert session.library_version("c-1") == start + 2
 
+    def test_changes_since_reads_the_writes_after_a_version_and_no_others(
+        self, store: Store
+    ) -> None:
+        container(store)
+        container(store, org="P@AdobeOrg", cid="c-2")
+        with store.session(write=True) as session:
+            session.insert_instance(instance("c-1", 1), [])
+            session.insert_instance(instance("c-1", 2), [])
+            session.insert_instance(instance("c-2", 3), [])  # another container's
+        with store.session() as session:
+            seen = session.library_version("c-1")
+            assert session.changes_since("c-1", seen) == (seen, [])
+        with store.session(write=True) as session:
+            body = {"xdm:name": "renamed", "@id": "xcore:tag:1"}
+            assert session.update_instance(instance("c-1", 1, body, etag=2), [], expected_etag=1)
+            record = session.get_instance("c-1", "i-2")
+            assert record is not None
+            assert session.delete_instance(record)
+            session.insert_instance(instance("c-1", 4), [])
+            session.insert_instance(instance("c-2", 5), [])
+        with store.session() as session:
+            version, written = session.changes_since("c-1", seen)
+            assert version == seen + 3 == session.library_version("c-1")
+            assert sorted(written, key=lambda row: row[0]) == [
+                ("xcore:tag:1", TAG, "i-1", 2, body),
+                ("xcore:tag:2", None, None, None, None),  # deleted
+                ("xcore:tag:4", TAG, "i-4", 1, instance("c-1", 4).body),
+            ]
+            # From the version between the update and the delete: the delete and the insert.
+            assert sorted(row[0] for row in session.changes_since("c-1", seen + 1)[1]) == [
+                "xcore:tag:2",
+                "xcore:tag:4",
+            ]
+            assert session.changes_since("c-1", version) == (version, [])
+            assert session.changes_since("no-such-container", 0) == (0, [])
+
+    def test_changes_read_while_writers_race_miss_nothing(self, store: Store) -> None:
+        """Reading what changed after the last version read, while four writers commit
+        (on PostgreSQL, concurrently): every write is read, each once it has committed."""
+        container(store)
+        errors: list[BaseException] = []
+
+        def write(n: int) -> None:
+            try:
+                for k in range(15):
+                    with store.session(write=True) as session:
+                        session.insert_instance(instance("c-1", n * 100 + k), [])
+            except BaseException as exc:  # collected and asserted below
+                errors.append(exc)
+
+        seen: set[str] = set()
+        version = 0
+        threads = [threading.Thread(target=write, args=(n,)) for n in range(1, 5)]
+        for thread in threads:
+            thread.start()
+        while True:
+            finished = not any(thread.is_alive() for thread in threads)
+            with store.session() as session:
+                version, written = session.changes_since("c-1", version)
+            seen.update(row[0] for row in written)
+            if finished:
+                break
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        with store.session() as session:
+            version, written = session.changes_since("c-1", version)
+            stored = {r.at_id for r in session.all_instances("c-1")}
+        assert written == []  # the last read (after every writer ended) had them all
+        assert seen == stored and len(stored) == 60
+
     def test_instances_by_at_id_stays_in_its_container(self, store: Store) -> None:
         container(store)
         container(store, org="P@AdobeOrg", cid="c-2")
@@ -207,8 +278,10 @@ class StoreContract:
                 "i-3",
                 "i-4",
             ]
-            assert session.instance_stamps("c-1") == {
-                f"xcore:tag:{n:x}": (f"i-{n}", 1) for n in range(1, 5)
-            }
+            version, written = session.changes_since("c-1", start)
+            assert version == start + 1
+            assert sorted(written) == [
+                (f"xcore:tag:{n:x}", TAG, f"i-{n}", 1, instance("c-1", n).body) for n in range(1, 5)
+            ]
             rows = {row[1]: row for row in session.library_rows("c-1")}
             assert rows["xcore:tag:3"] == (TAG, "xcore:tag:3", "i-3", 1, instance("c-1", 3).body)

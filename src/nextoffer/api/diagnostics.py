@@ -7,13 +7,14 @@ listed on their own.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from nextoffer.engine import CatalogError, CatalogInstance
 from nextoffer.service.catalogs import Snapshot
 
 
-def _details(at_id: str, instances: dict[str, CatalogInstance], base: str) -> dict[str, Any]:
+def _details(at_id: str, instances: Mapping[str, CatalogInstance], base: str) -> dict[str, Any]:
     instance = instances.get(at_id)
     if instance is None:
         return {"@id": at_id}
@@ -25,7 +26,9 @@ def _details(at_id: str, instances: dict[str, CatalogInstance], base: str) -> di
     }
 
 
-def _cause(error: CatalogError, instances: dict[str, CatalogInstance], base: str) -> dict[str, Any]:
+def _cause(
+    error: CatalogError, instances: Mapping[str, CatalogInstance], base: str
+) -> dict[str, Any]:
     message = error.message
     if error.line is not None:
         message = f"{message} (line {error.line}, column {error.column})"

@@ -11,11 +11,13 @@ they have a representation for, and sorting each (collection, placement) list by
 from __future__ import annotations
 
 import re
-from bisect import insort
+from bisect import bisect_left, insort
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
+
+from immutables import Map, MapMutation
 
 from nextoffer.engine.diagnostics import CatalogError, CatalogErrorKind
 from nextoffer.engine.fields import non_negative_int, obj, parse_time, prop, strings
@@ -53,6 +55,13 @@ _ORDER_ALIASES = {"ranking-strategy": "rankingStrategy"}
 
 _OFFER_WORD = re.compile(r"\boffer\b")
 _EMPTY_POOL = Pool((), MappingProxyType({}))
+_EMPTY: Map[str, Any] = Map()
+
+
+def _frozen(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``mapping`` as a catalog keeps it: a persistent :class:`Map` as it is (nothing can
+    change it, and the next build shares it), anything else copied behind a read-only view."""
+    return mapping if isinstance(mapping, Map) else MappingProxyType(dict(mapping))
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +106,12 @@ class Catalog:
         strategies: Mapping[str, Strategy] | None = None,
         memo: _Memo | None = None,
         segment_rules: Mapping[str, Any] | None = None,
+        capped: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
-        self.placements: Mapping[str, Placement] = MappingProxyType(dict(placements))
-        self.offers: Mapping[str, Offer] = MappingProxyType(dict(offers))
-        self.fallbacks: Mapping[str, Fallback] = MappingProxyType(dict(fallbacks))
-        self.decisions: Mapping[str, Decision] = MappingProxyType(dict(decisions))
+        self.placements: Mapping[str, Placement] = _frozen(placements)
+        self.offers: Mapping[str, Offer] = _frozen(offers)
+        self.fallbacks: Mapping[str, Fallback] = _frozen(fallbacks)
+        self.decisions: Mapping[str, Decision] = _frozen(decisions)
         #: Ranking strategies by ``@id`` (those a criterion names, and the others).
         self.strategies: Mapping[str, Strategy] = MappingProxyType(dict(strategies or {}))
         #: Every problem found while building; empty for a healthy library.
@@ -111,8 +121,12 @@ class Catalog:
         #: Segment definitions (audiences) by id, compiled: a segment constraint naming one
         #: is met when its rule is true of the profile (as well as by ``segmentMembership``).
         self.segment_rules: Mapping[str, Any] = MappingProxyType(dict(segment_rules or {}))
+        #: Per decision, the capped offers it may propose (``capped``: as the builder
+        #: kept them per pool; else found here).
         self._capped: Mapping[str, frozenset[str]] = MappingProxyType(
-            {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
+            dict(capped)
+            if capped is not None
+            else {at_id: _capped_ids(decision) for at_id, decision in decisions.items()}
         )
         #: What the next build may reuse (see ``build_catalog(previous=…)``).
         self._memo = memo
@@ -164,6 +178,7 @@ def build_catalog(
     compile_rule: CompileRule | None = None,
     previous: Catalog | None = None,
     changed: Collection[str] | None = None,
+    removed: Collection[str] | None = None,
     segments: Mapping[str, str] | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
@@ -179,7 +194,10 @@ def build_catalog(
     With ``previous``, ``instances`` as a mapping by ``@id`` and ``changed`` naming every
     ``@id`` added or changed since (removed ones are those missing from ``instances``),
     the build touches only those and what uses them: its cost follows the change, not the
-    library (the previous build's own indexes are copied, not walked).
+    library. ``removed`` names the removed ones when the caller knows them (else they are
+    found by comparing every ``@id``). The previous build's indexes are persistent maps
+    (:class:`immutables.Map`): the new build shares all of them but the entries it
+    replaces, so nothing the size of the library is copied or walked.
 
     ``segments`` are the tenant's segment definitions (id -> PQL text); one that does not
     compile is left out (it was checked when saved).
@@ -189,7 +207,7 @@ def build_catalog(
     builder = _Builder(compile_rule, memo)
     if isinstance(instances, Mapping):
         if memo is not None and changed is not None:
-            catalog = builder.patch(instances, changed)
+            catalog = builder.patch(instances, changed, removed)
         else:
             catalog = builder.build(instances.values())
     else:
@@ -215,10 +233,10 @@ class _PoolMemo:
 
     stamp: tuple[str, int]
     pool: Pool
-    #: ``id()`` of each member (the pool holds them, so the ids stay theirs).
-    member_ids: set[int]
     #: Per placement, what ``Pool.required`` is computed from (kept, not recounted).
     tallies: dict[str, _Tally]
+    #: ``@id``s of the capped offers of ``pool.by_placement`` (``Catalog.capped_offer_ids``).
+    capped: frozenset[str]
 
 
 @dataclass(slots=True)
@@ -226,40 +244,55 @@ class _Tally:
     """The rule parts of a placement's candidates, counted (see ``_Builder._required``)."""
 
     #: Part → how many counted candidates' rules have it (parts not reading ``offer``).
-    counts: dict[str, int]
+    counts: dict[str, int] | Map[str, int]
     #: Candidates counted: approved, usable, their rule split into parts.
     counted: int = 0
     #: Candidates that leave nothing shared (no rule, or a rule that cannot be split).
     blockers: int = 0
 
     def copy(self) -> _Tally:
-        return _Tally(dict(self.counts), self.counted, self.blockers)
+        """A tally to change while this one stays as it is: the counts become a persistent
+        map (shared, not copied: a pool of 10,000 offers with their own rules counts
+        tens of thousands of parts)."""
+        counts = self.counts if isinstance(self.counts, Map) else Map(self.counts)
+        return _Tally(counts, self.counted, self.blockers)
 
 
 @dataclass(slots=True)
 class _Memo:
     """One build's products, by ``@id``, for the next build to reuse."""
 
-    stamps: dict[str, tuple[str, int]]
+    stamps: Map[str, tuple[str, int]]
     #: Versionless schema → ``@id`` → instance.
-    by_schema: dict[str, dict[str, CatalogInstance]]
-    rules: dict[str, Rule]
-    formulas: dict[str, Rule]
-    offers: dict[str, Offer]
+    by_schema: Map[str, Map[str, CatalogInstance]]
+    rules: Map[str, Rule]
+    formulas: Map[str, Rule]
+    offers: Map[str, Offer]
     #: Errors (unfinished) that an instance's own content caused, by its ``@id``.
     errors: dict[str, list[CatalogError]]
     #: collection ``@id`` → (its stamp, the pool built from it).
     pools: dict[str, _PoolMemo]
     #: A compiled rule → its parts that do not read ``offer`` (``_required``).
-    own_parts: dict[str, _Parts]
+    own_parts: Map[str, _Parts]
     #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
-    tag_index: dict[str, list[Offer]]
+    tag_index: Map[str, list[Offer]]
+    #: A rule's ``@id`` → the offers whose rule or constraint names it (a changed rule's
+    #: offers are built again without walking every offer).
+    rule_users: Map[str, frozenset[str]]
 
 
 def _feature_parser() -> Any:
     from nextoffer import pql  # deferred, as _default_compile
 
     return pql.feature
+
+
+def _rules_of(offer: Offer) -> list[Rule]:
+    """The rules an offer resolved: its eligibility rule and its constraint's."""
+    used = [offer.rule] if offer.rule is not None else []
+    if offer.constraint is not None:
+        used.extend(offer.constraint.rules)
+    return used
 
 
 def _schema_key(schema: str) -> str:
@@ -270,52 +303,71 @@ def _sort_key(offer: Offer) -> tuple[int, str]:
     return (-offer.priority, offer.at_id)
 
 
+def _position(ordered: list[Offer], offer: Offer) -> int:
+    """Where ``offer`` is in ``ordered`` (sorted by :func:`_sort_key`, ``@id``s unique)."""
+    at = bisect_left(ordered, _sort_key(offer), key=_sort_key)
+    if at == len(ordered) or ordered[at] is not offer:
+        raise ValueError(f"{offer.at_id} is not where its order puts it")
+    return at
+
+
 class _Builder:
     """One build: collects errors and the "who uses what" graph while compiling."""
 
     def __init__(self, compile_rule: CompileRule, memo: _Memo | None = None) -> None:
         self.compile_rule = compile_rule
         self.old = memo
-        self.own_parts: dict[str, _Parts] = {}
+        #: Rule parts found this build (a dict), or the previous build's being patched.
+        self.own_parts: dict[str, _Parts] | MapMutation[str, _Parts] = {}
         self.pool_memo: dict[str, _PoolMemo] = {}
         #: Offers of the previous build replaced or removed, and those new or rebuilt.
         self.moved: tuple[list[Offer], list[Offer]] = ([], [])
         self.errors: list[CatalogError] = []
-        self.by_schema: dict[str, dict[str, CatalogInstance]] = {}
+        self.by_schema: Map[str, Map[str, CatalogInstance]] = Map()
+        #: ``@id``s new or changed since the previous build (all of them without one).
+        self.changed: Collection[str] = ()
         self.uses: dict[str, set[str]] = {}  # referenced @id -> @ids referencing it
-        self.rules: dict[str, Rule] = {}
-        self.formulas: dict[str, Rule] = {}
+        self.rules: Map[str, Rule] = Map()
+        self.formulas: Map[str, Rule] = Map()
         self.pools: dict[str, Pool] = {}
+        #: ``id()`` of a pool of this build → its capped offers' ``@id``s (``_pool_capped``).
+        self.capped: dict[int, frozenset[str]] = {}
         self.conjuncts: dict[str, Rule | None] = {}  # shared rule parts, by their text
         self.strategies: dict[str, Strategy] = {}
 
     # ---- entry point -----------------------------------------------------------------
     def build(self, instances: Iterable[CatalogInstance]) -> Catalog:
         stamps: dict[str, tuple[str, int]] = {}
+        by_schema: dict[str, dict[str, CatalogInstance]] = {}
         for instance in instances:
-            self.by_schema.setdefault(_schema_key(instance.schema), {})[instance.at_id] = instance
+            by_schema.setdefault(_schema_key(instance.schema), {})[instance.at_id] = instance
             stamps[instance.at_id] = (instance.instance_id, instance.etag)
+        self.by_schema = Map({schema: Map(by_id) for schema, by_id in by_schema.items()})
         old = self.old
-        #: ``@id``s new or changed since the previous build (all of them without one).
         self.changed = (
             stamps.keys()
             if old is None
-            else {at_id for at_id, _ in stamps.items() - old.stamps.items()}  # compared in C
+            else {at_id for at_id, stamp in stamps.items() if old.stamps.get(at_id) != stamp}
         )
-        self.rules = {
-            i.at_id: self._reused(i, "rules")
-            or self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule")
+        self.rules = Map(
+            (
+                i.at_id,
+                self._reused(i, "rules")
+                or self._rule(i, ("condition",), CatalogErrorKind.INVALID_RULE, "rule"),
+            )
             for i in self._all(ELIGIBILITY_RULE)
-        }
-        self.formulas = {
-            i.at_id: self._reused(i, "formulas")
-            or self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula")
+        )
+        self.formulas = Map(
+            (
+                i.at_id,
+                self._reused(i, "formulas")
+                or self._rule(i, ("expression",), CatalogErrorKind.INVALID_FORMULA, "formula"),
+            )
             for i in self._all(RANKING_FORMULA)
-        }
+        )
         offers = {
             i.at_id: self._reused_offer(i) or self._offer(i) for i in self._all(PERSONALIZED_OFFER)
         }
-        old = self.old
         self.moved = (
             ([o for at_id, o in old.offers.items() if offers.get(at_id) is not o])
             if old is not None
@@ -324,79 +376,116 @@ class _Builder:
             if old is not None
             else [],
         )
-        return self._finish(stamps, offers)
+        users: dict[str, set[str]] = {}
+        for offer in offers.values():
+            for rule in _rules_of(offer):
+                users.setdefault(rule.at_id, set()).add(offer.at_id)
+        rule_users = Map({at_id: frozenset(found) for at_id, found in users.items()})
+        return self._finish(Map(stamps), Map(offers), rule_users)
 
-    def patch(self, instances: Mapping[str, CatalogInstance], changed: Collection[str]) -> Catalog:
+    def patch(
+        self,
+        instances: Mapping[str, CatalogInstance],
+        changed: Collection[str],
+        removed: Collection[str] | None = None,
+    ) -> Catalog:
         """The previous build, with ``changed`` (and what uses them) built again and what
-        left ``instances`` taken out; see :func:`build_catalog`."""
+        left ``instances`` taken out; see :func:`build_catalog`. Every index is the
+        previous one with only those entries replaced (persistent maps)."""
         old = self.old
         assert old is not None
-        removed = old.stamps.keys() - instances.keys()
-        touched = set(changed) | removed
-        self.by_schema = {schema: dict(by_id) for schema, by_id in old.by_schema.items()}
-        stamps = dict(old.stamps)
+        if removed is None:  # not told: every @id compared
+            removed = [at_id for at_id in old.stamps if at_id not in instances]
+        touched = {*changed, *removed}
+        stamps = old.stamps.mutate()
+        schemas: dict[str, MapMutation[str, CatalogInstance]] = {}
+
+        def of_schema(schema: str) -> MapMutation[str, CatalogInstance]:
+            if schema not in schemas:
+                schemas[schema] = old.by_schema.get(schema, _EMPTY).mutate()
+            return schemas[schema]
+
         for at_id in touched:
-            stamps.pop(at_id, None)
-            for by_id in self.by_schema.values():
-                by_id.pop(at_id, None)
+            if stamps.pop(at_id, None) is not None:
+                for schema, by_id in old.by_schema.items():  # a handful of schemas
+                    if at_id in by_id:
+                        del of_schema(schema)[at_id]
         for at_id in changed:
             instance = instances.get(at_id)
             if instance is not None:
-                schema = _schema_key(instance.schema)
-                self.by_schema.setdefault(schema, {})[at_id] = instance
+                of_schema(_schema_key(instance.schema))[at_id] = instance
                 stamps[at_id] = (instance.instance_id, instance.etag)
-        self.changed = {at_id for at_id in changed if at_id in stamps}
+        every_schema = old.by_schema.mutate()
+        for schema, mutation in schemas.items():
+            every_schema[schema] = mutation.finish()
+        self.by_schema = every_schema.finish()
+        new_stamps = stamps.finish()
+        self.changed = {at_id for at_id in changed if at_id in new_stamps}
         rebuilt: set[str] = set()
-        for table, schema, names, kind, what in (
-            (self.rules, ELIGIBILITY_RULE, ("condition",), CatalogErrorKind.INVALID_RULE, "rule"),
+        for schema, names, kind, what in (
+            (ELIGIBILITY_RULE, ("condition",), CatalogErrorKind.INVALID_RULE, "rule"),
             (
-                self.formulas,
                 RANKING_FORMULA,
                 ("expression",),
                 CatalogErrorKind.INVALID_FORMULA,
                 "formula",
             ),
         ):
-            table.update(old.rules if what == "rule" else old.formulas)
+            table = (old.rules if what == "rule" else old.formulas).mutate()
             for at_id in touched:
                 table.pop(at_id, None)
-                instance = self.by_schema.get(schema, {}).get(at_id)
+                instance = self.by_schema.get(schema, _EMPTY).get(at_id)
                 if instance is not None:
                     table[at_id] = self._rule(instance, names, kind, what)
                     rebuilt.add(at_id)
-        self.own_parts = dict(old.own_parts)
+            if what == "rule":
+                self.rules = table.finish()
+            else:
+                self.formulas = table.finish()
+        own_parts = old.own_parts.mutate()
         for at_id in removed:
-            self.own_parts.pop(at_id, None)
-        offers = dict(old.offers)
-        affected = {
-            a for a in touched if a in old.offers or a in self.by_schema.get(PERSONALIZED_OFFER, {})
-        }
-        rules_touched = touched & (old.rules.keys() | self.rules.keys())
-        if rules_touched:  # the offers using a changed or removed rule
-            for offer in old.offers.values():
-                used = [offer.rule] if offer.rule is not None else []
-                if offer.constraint is not None:
-                    used.extend(offer.constraint.rules)
-                if any(rule.at_id in rules_touched for rule in used):
-                    affected.add(offer.at_id)
+            own_parts.pop(at_id, None)
+        self.own_parts = own_parts
+        offers = old.offers.mutate()
+        new_offers = self.by_schema.get(PERSONALIZED_OFFER, _EMPTY)
+        affected = {a for a in touched if a in old.offers or a in new_offers}
+        for at_id in touched:  # the offers using a changed or removed rule
+            if at_id in old.rules or at_id in self.rules:
+                affected |= old.rule_users.get(at_id, frozenset())
         for at_id in affected:
             offers.pop(at_id, None)
-            instance = self.by_schema.get(PERSONALIZED_OFFER, {}).get(at_id)
+            instance = new_offers.get(at_id)
             if instance is not None:
                 offers[at_id] = self._offer(instance)
                 rebuilt.add(at_id)
+        patched = offers.finish()
         for at_id, errors in old.errors.items():  # the unchanged ones' own problems
             if at_id not in rebuilt and (
-                at_id in self.rules or at_id in self.formulas or at_id in offers
+                at_id in self.rules or at_id in self.formulas or at_id in patched
             ):
                 self.errors.extend(errors)
         self.moved = (
             [old.offers[a] for a in affected if a in old.offers],
-            [offers[a] for a in affected if a in offers],
+            [patched[a] for a in affected if a in patched],
         )
-        return self._finish(stamps, offers)
+        users = old.rule_users.mutate()
+        for sign, moved in ((-1, self.moved[0]), (1, self.moved[1])):
+            for offer in moved:
+                for rule in _rules_of(offer):
+                    found = users.get(rule.at_id, frozenset())
+                    found = found | {offer.at_id} if sign > 0 else found - {offer.at_id}
+                    if found:
+                        users[rule.at_id] = found
+                    else:
+                        users.pop(rule.at_id, None)
+        return self._finish(new_stamps, patched, users.finish())
 
-    def _finish(self, stamps: dict[str, tuple[str, int]], offers: dict[str, Offer]) -> Catalog:
+    def _finish(
+        self,
+        stamps: Map[str, tuple[str, int]],
+        offers: Map[str, Offer],
+        rule_users: Map[str, frozenset[str]],
+    ) -> Catalog:
         """Everything after the offers: placements, fallbacks, tags, pools, decisions."""
         placements = {
             i.at_id: Placement(i.at_id, i.instance_id, i.etag, i.body) for i in self._all(PLACEMENT)
@@ -406,6 +495,11 @@ class _Builder:
         self.offers = offers
         self.strategies = {i.at_id: self._strategy(i) for i in self._all(RANKING_STRATEGY)}
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
+        capped = {
+            at_id: frozenset().union(*(self._pool_capped(c.pool) for c in decision.criteria))
+            for at_id, decision in decisions.items()
+        }
+        own_parts = self.own_parts
         memo = _Memo(
             stamps=stamps,
             by_schema=self.by_schema,
@@ -414,8 +508,9 @@ class _Builder:
             offers=offers,
             errors={},
             pools=self.pool_memo,
-            own_parts=self.own_parts,
+            own_parts=Map(own_parts) if isinstance(own_parts, dict) else own_parts.finish(),
             tag_index=self.tag_index,
+            rule_users=rule_users,
         )
         for error in self.errors:
             memo.errors.setdefault(error.at_id, []).append(error)
@@ -428,30 +523,35 @@ class _Builder:
             compile_rule=self.compile_rule,
             strategies=self.strategies,
             memo=memo,
+            capped=capped,
         )
 
-    def _tag_index(self, offers: dict[str, Offer]) -> dict[str, list[Offer]]:
+    def _tag_index(self, offers: Map[str, Offer]) -> Map[str, list[Offer]]:
         """Tag → the offers carrying it, by (-priority, @id): the previous build's lists
         with the offers that changed taken out and put back in order, when few did."""
         old = self.old
         if old is not None:
             gone, came = self.moved
             if len(gone) + len(came) <= max(16, len(offers) // 8):
-                index = dict(old.tag_index)
+                index = old.tag_index.mutate()
                 for tag in {tag for offer in (*gone, *came) for tag in offer.tags}:
                     index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
                 for offer in gone:
                     for tag in offer.tags:
-                        index[tag].remove(offer)
+                        listed = index[tag]
+                        del listed[_position(listed, offer)]
                 for offer in came:
                     for tag in offer.tags:
-                        insort(index.setdefault(tag, []), offer, key=_sort_key)
-                return {tag: listed for tag, listed in index.items() if listed}
+                        insort(index[tag], offer, key=_sort_key)
+                for tag in {tag for offer in gone for tag in offer.tags}:
+                    if not index[tag]:
+                        del index[tag]
+                return index.finish()
         fresh: dict[str, list[Offer]] = {}
         for offer in sorted(offers.values(), key=_sort_key):
             for tag in offer.tags:
                 fresh.setdefault(tag, []).append(offer)
-        return fresh
+        return Map(fresh)
 
     # ---- reuse of the previous build ---------------------------------------------------
     def _carry_errors(self, at_id: str) -> None:
@@ -535,7 +635,7 @@ class _Builder:
             return Rule(instance.at_id, source, None, uses_offer, problem)
         return Rule(instance.at_id, source, compiled, uses_offer)
 
-    def _rule_ref(self, rule_id: str, instance: CatalogInstance, table: dict[str, Rule]) -> Rule:
+    def _rule_ref(self, rule_id: str, instance: CatalogInstance, table: Mapping[str, Rule]) -> Rule:
         self._use(rule_id, instance.at_id)
         rule = table.get(rule_id)
         if rule is None:
@@ -733,21 +833,37 @@ class _Builder:
                 tally = tallies[placement] = _Tally({})
                 for offer in offers:
                     self._count(tally, offer, 1)
+                tally.counts = Map(tally.counts)  # kept: later builds change copies of it
         required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
         pool = Pool(
             ordered,
             MappingProxyType({p: tuple(o) for p, o in by_placement.items() if o}),
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
+        self.capped[id(pool)] = self._pool_capped(pool)
         return pool, tallies
+
+    def _pool_capped(self, pool: Pool) -> frozenset[str]:
+        """``@id``s of the capped offers of ``pool.by_placement`` (kept per pool of this
+        build; found for a pool made elsewhere, such as a criterion's own option list)."""
+        found = self.capped.get(id(pool))
+        if found is None:
+            found = frozenset(
+                offer.at_id
+                for offers in pool.by_placement.values()
+                for offer in offers
+                if offer.capped
+            )
+        return found
 
     def _patched_pool(self, old: _PoolMemo, belongs: Callable[[Offer], bool]) -> _PoolMemo | None:
         """``old``'s pool with the offers that left or changed taken out and the new or
         rebuilt ones that belong put in, in order (the pool :meth:`_pool_of` would build);
         ``old`` itself when none moved, ``None`` when so many did that building it again
-        is as cheap."""
+        is as cheap. (The collection is the same: an offer of the previous build was a
+        member exactly when it ``belongs``.)"""
         gone, came = self.moved
-        removed = [offer for offer in gone if id(offer) in old.member_ids]
+        removed = [offer for offer in gone if belongs(offer)]
         added = [offer for offer in came if belongs(offer)]
         if not removed and not added:
             return old
@@ -755,34 +871,54 @@ class _Builder:
         if len(added) + len(removed) > max(16, len(pool.members) // 8):
             return None
         ordered = [*pool.members]
-        by_placement = {p: [*offers] for p, offers in pool.by_placement.items()}
-        member_ids = set(old.member_ids)
+        by_placement = dict(pool.by_placement)
         tallies = dict(old.tallies)
-        moved: set[str] = set()
+        capped = set(old.capped)
+        moved: dict[str, list[Offer]] = {}
+
+        def placed(placement: str) -> list[Offer]:
+            # A placement's list and tally are copied the first time they change.
+            if placement not in moved:
+                moved[placement] = [*by_placement.get(placement, ())]
+                found = tallies.get(placement)
+                tallies[placement] = found.copy() if found else _Tally({})
+            return moved[placement]
+
         for offer in removed:
-            ordered.remove(offer)
-            member_ids.discard(id(offer))
+            del ordered[_position(ordered, offer)]
             if offer.status == "approved":
+                capped.discard(offer.at_id)
                 for placement in offer.representations:
-                    by_placement[placement].remove(offer)
-                    if placement not in moved:
-                        moved.add(placement)
-                        tallies[placement] = tallies[placement].copy()
+                    listed = placed(placement)
+                    del listed[_position(listed, offer)]
                     self._count(tallies[placement], offer, -1)
         for offer in added:
             insort(ordered, offer, key=_sort_key)
-            member_ids.add(id(offer))
             if offer.status == "approved":
+                if offer.capped and offer.representations:
+                    capped.add(offer.at_id)
                 for placement in offer.representations:
-                    insort(by_placement.setdefault(placement, []), offer, key=_sort_key)
-                    if placement not in moved:
-                        moved.add(placement)
-                        found = tallies.get(placement)
-                        tallies[placement] = found.copy() if found else _Tally({})
+                    insort(placed(placement), offer, key=_sort_key)
                     self._count(tallies[placement], offer, 1)
-        tallies = {p: t for p, t in tallies.items() if by_placement.get(p)}
-        new, tallies = self._pool_from(tuple(ordered), by_placement, tallies)
-        return _PoolMemo(old.stamp, new, member_ids, tallies)
+        for placement, listed in moved.items():
+            if listed:
+                by_placement[placement] = tuple(listed)
+            else:
+                del by_placement[placement]
+                del tallies[placement]
+        required = dict(pool.required)
+        for placement in moved:
+            found = (
+                self._required(list(by_placement[placement]), tallies[placement])
+                if placement in by_placement
+                else ()
+            )
+            if found:
+                required[placement] = found
+            else:
+                required.pop(placement, None)
+        new = Pool(tuple(ordered), MappingProxyType(by_placement), MappingProxyType(required))
+        return _PoolMemo(old.stamp, new, tallies, frozenset(capped))
 
     def _count(self, tally: _Tally, offer: Offer, sign: int) -> None:
         """Add (``sign`` 1) or take out (-1) one candidate's rule parts from ``tally``.
@@ -799,6 +935,16 @@ class _Builder:
             return
         tally.counted += sign
         counts = tally.counts
+        if isinstance(counts, Map):
+            changed = counts.mutate()
+            for part in mine:
+                left = changed.get(part, 0) + sign
+                if left:
+                    changed[part] = left
+                else:
+                    del changed[part]
+            tally.counts = changed.finish()
+            return
         for part in mine:
             left = counts.get(part, 0) + sign
             if left:
@@ -860,7 +1006,7 @@ class _Builder:
         self._use(collection_id, user.at_id)
         if collection_id in self.pools:
             return self.pools[collection_id]
-        instance = self.by_schema.get(COLLECTION, {}).get(collection_id)
+        instance = self.by_schema.get(COLLECTION, _EMPTY).get(collection_id)
         if instance is None:
             self._error(
                 CatalogErrorKind.MISSING_REFERENCE,
@@ -897,7 +1043,8 @@ class _Builder:
             elif filter_type == "allTags" and ids:
                 members = [o for o in self.tag_index.get(ids[0], ()) if wanted <= o.tags]
             pool, tallies = self._new_pool(members)
-            memo = _PoolMemo(stamp, pool, {id(offer) for offer in pool.members}, tallies)
+            memo = _PoolMemo(stamp, pool, tallies, self._pool_capped(pool))
+        self.capped[id(memo.pool)] = memo.capped
         self.pools[collection_id] = memo.pool
         self.pool_memo[collection_id] = memo
         return memo.pool

@@ -16,7 +16,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -24,15 +24,14 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from immutables import Map
 
 from nextoffer import pql
 from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogInstance, build_catalog
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
-from nextoffer.repository.objects import OBJECT_TYPES
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.storage.decision_path import DecisionPath
-from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -54,30 +53,33 @@ class Snapshot:
     #: Per (activities, placements) of a request: the capping rules it may touch, built once
     #: per snapshot by the decision service (``service/decisions.py``).
     cap_plans: dict[tuple[Any, ...], Any] = field(default_factory=dict)
-    #: The instances of the newest build by @id (diagnostics link to them).
-    instances: dict[str, CatalogInstance] = field(default_factory=dict)
-    #: (instance id, etag) of each of ``instances``: what the next refresh compares.
-    stamps: dict[str, tuple[str, int]] = field(default_factory=dict)
-    #: The newest ``modified_us`` among ``instances`` (where the next refresh reads from).
-    latest_modified_us: int = 0
+    #: The instances of the newest build by @id (diagnostics link to them): a persistent
+    #: map, so a refresh makes the next one by replacing only the changed entries.
+    instances: Mapping[str, CatalogInstance] = field(default_factory=Map)
+    #: The library version ``instances`` were read at: the next refresh reads the writes
+    #: after it (``Session.changes_since``).
+    read_version: int = 0
     #: The newest build when it was not installed (its rules failed): the next refresh
-    #: builds on it, since ``instances`` and ``stamps`` are its.
+    #: builds on it, since ``instances`` are its.
     newest: Catalog | None = None
     #: Whether any rule or formula of the catalog mentions ``xEvent``: when none does, a
     #: decision need not read the profile's experience events.
     reads_events: bool = True
 
 
-def settle_young(generation: int = 2) -> None:
+def settle_young(generation: int = 2) -> int:
     """Collect what is not frozen (up to ``generation``), then freeze what survived: the
-    cheap :func:`settle_heap`.
+    cheap :func:`settle_heap`. How many objects it froze.
 
     After an incremental rebuild most of the snapshot is the previous one's objects,
     already frozen; only what the rebuild made is scanned. Garbage cycles among frozen
-    objects (a replaced snapshot's) wait for the next :func:`settle_heap`.
+    objects (a replaced snapshot's) wait for the next :func:`settle_heap`. (The count is
+    of the unfrozen objects only: ``gc.get_freeze_count`` walks every frozen one.)
     """
     gc.collect(generation)
+    frozen = sum(len(gc.get_objects(g)) for g in range(3))
     gc.freeze()
+    return frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +126,8 @@ def build_snapshot(
         errors=catalog.errors,
         checked_at=checked_at,
         cap_epochs=image.cap_epochs,
-        instances={i.at_id: i for i in image.instances},
+        instances=Map({i.at_id: i for i in image.instances}),
+        read_version=image.version,
         reads_events=mentions_events,
     )
 
@@ -144,19 +147,14 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-#: A refresh re-reads the stamps of instances modified this long before the newest it
-#: saw (µs): a writer on another node whose clock lags less than this is never missed.
-RECENT_MARGIN_US = 300 * 1_000_000
-#: Every schema an instance may have (a refresh reads recent stamps per schema).
-SCHEMA_IDS = tuple(sorted(OBJECT_TYPES))
-#: Changed instances a refresh fetches by ``@id``; more are read with the whole library.
-MAX_FETCHED = 2_000
 #: Deferred rules compiled per builder task after a first build (~0.3 ms each).
 COMPILE_BATCH = 200
-#: Every how many incremental rebuilds the whole heap is collected (``settle_heap``): a
-#: full collection holds the interpreter ~0.1 s at 10,000 offers, and patched rebuilds
-#: leave almost nothing for it (frozen objects grew by ~4 per rebuild over 60 of them).
-FULL_COLLECT_EVERY = 256
+#: After an incremental rebuild, the whole heap is collected (``settle_heap``) only once
+#: the frozen objects have grown by this factor since the last full collection: such a
+#: collection holds the interpreter for as long as it takes to scan the whole library,
+#: and a refresh that shares the previous snapshot leaves almost nothing frozen behind
+#: it (figures in docs/benchmarks.md), so it is what bounds memory, not a schedule.
+FROZEN_GROWTH = 1.25
 #: Rules a container's first build compiles before it defers the rest to their first
 #: evaluation (``CompiledRules.deferred``) and to a complete build right after.
 EAGER_RULES = 100
@@ -201,9 +199,10 @@ class CatalogCache:
       current snapshot meanwhile (never waiting for it): the new snapshot replaces the
       old one in one assignment when it is built. A decision naming an object the current
       snapshot lacks waits for the newer one (:meth:`newer`).
-    * A refresh reads only the instances whose (instance id, etag) changed and rebuilds
-      from the previous catalog (``build_catalog(previous=…)``): its cost follows the
-      change, not the library.
+    * A refresh reads only the instances written after the library version its snapshot
+      was read at (``Session.changes_since``) and rebuilds from the previous catalog
+      (``build_catalog(previous=…, changed=…, removed=…)``), sharing its persistent
+      maps: its cost follows the change, not the library.
     """
 
     def __init__(
@@ -241,7 +240,10 @@ class CatalogCache:
         self._guard = threading.Lock()
         self._builder = ThreadPoolExecutor(1, thread_name_prefix="nextoffer-catalog")
         self._closing = threading.Event()
-        self._incremental = 0
+        #: Objects frozen by the last full collection, and by young settles since
+        #: (``FROZEN_GROWTH``).
+        self._frozen_full = 0
+        self._frozen_since = 0
 
     def close(self) -> None:
         """Start no other build; a running one compiles nothing more (its remaining
@@ -402,33 +404,6 @@ class CatalogCache:
     def _complete(self, container_id: str, version: int) -> None:
         self._rebuild(container_id, version, complete=True)
 
-    @staticmethod
-    def _changes(
-        session: Session, container_id: str, current: Snapshot
-    ) -> tuple[dict[str, tuple[str, int]], list[str], set[str], int]:
-        """(stamps now, @ids added or changed, @ids removed, newest ``modified_us`` seen)
-        since ``current`` was read.
-
-        Reads the stamps of the instances modified since the newest one ``current`` saw
-        (less ``RECENT_MARGIN_US``, for writers whose clocks lag) and the container's
-        count, in one statement: when the count is the old one plus the new instances,
-        nothing was deleted and that is every change — a read that follows the change,
-        not the library. Otherwise (a delete) every stamp is read and compared.
-        """
-        since = current.latest_modified_us - RECENT_MARGIN_US
-        total, recent = session.recent_stamps(container_id, since, SCHEMA_IDS)
-        old = current.stamps
-        latest = max([current.latest_modified_us, *(u for _, _, u in recent.values())])
-        if total == len(old) + len(recent.keys() - old.keys()):
-            changed = [a for a, (i, e, _) in recent.items() if old.get(a) != (i, e)]
-            stamps = dict(old)
-            stamps.update((a, recent[a][:2]) for a in changed)
-            return stamps, changed, set(), latest
-        stamps = session.instance_stamps(container_id)
-        # Set operations on dict views: the comparison runs in C, not per row here.
-        changed = [at_id for at_id, _ in stamps.items() - old.items()]
-        return stamps, changed, set(old.keys() - stamps.keys()), latest
-
     def image(self, container_id: str) -> LibraryImage:
         """The container's library as stored now, read in one transaction."""
         with self._store.session() as session:
@@ -470,29 +445,30 @@ class CatalogCache:
                 if container is not None
                 else {}
             )
-            known = current.instances if current is not None else {}
+            known = current.instances if current is not None else Map()
             if known:
                 assert current is not None
-                stamps, changed, removed, latest = self._changes(session, container_id, current)
-                if len(changed) <= MAX_FETCHED:
-                    records = session.instances_by_at_id(container_id, changed).values()
-                    rows = [(r.schema_id, r.at_id, r.instance_id, r.etag, r.body) for r in records]
-                else:  # an import: read them all (an IN list that long has no gain)
-                    wanted = set(changed)
-                    rows = [row for row in session.library_rows(container_id) if row[1] in wanted]
+                # What was written since the version ``known`` was read at, and only that.
+                version, written = session.changes_since(container_id, current.read_version)
+                fetched = {
+                    a: CatalogInstance(s, a, i, e, b)
+                    for a, s, i, e, b in written
+                    if s is not None and i is not None and e is not None
+                }
+                removed = [a for a, s, _, _, _ in written if s is None and a in known]
             else:
-                stamps = None
-                latest = session.latest_modified_us(container_id)
-                rows = session.library_rows(container_id)
-        fetched = {row[1]: CatalogInstance(*row) for row in rows}
-        if stamps is not None:  # the unchanged ones, as the previous build had them
-            instances = dict(known)
+                rows = session.library_rows(container_id)  # read at ``version`` or later
+                fetched = {row[1]: CatalogInstance(*row) for row in rows}
+                removed = []
+        if known:  # the unchanged ones shared with the previous build
+            mutation = Map(known).mutate() if not isinstance(known, Map) else known.mutate()
             for at_id in removed:
-                del instances[at_id]
-            instances.update(fetched)
+                del mutation[at_id]
+            for at_id, instance in fetched.items():
+                mutation[at_id] = instance
+            instances: Mapping[str, CatalogInstance] = mutation.finish()
         else:
-            instances = fetched
-            stamps = {i.at_id: (i.instance_id, i.etag) for i in instances.values()}
+            instances = Map(fetched)
         mentions_events = current is not None and current.reads_events
         #: A first build compiles up to EAGER_RULES rules itself; the rest wait.
         eager = EAGER_RULES if current is None and not complete else None
@@ -524,6 +500,7 @@ class CatalogCache:
                 compile_rule=compile_rule,
                 previous=previous,
                 changed=list(fetched),
+                removed=removed,
                 segments=segments,
             )
         else:
@@ -541,8 +518,7 @@ class CatalogCache:
             current.errors = catalog.errors
             current.cap_epochs = epochs
             current.instances = instances
-            current.stamps = stamps
-            current.latest_modified_us = latest
+            current.read_version = version
             current.newest = catalog
             current.built = built
             current.version = version
@@ -556,8 +532,7 @@ class CatalogCache:
             checked_at=self._monotonic(),
             cap_epochs=epochs,
             instances=instances,
-            stamps=stamps,
-            latest_modified_us=latest,
+            read_version=version,
             reads_events=mentions_events,
         )
         self._snapshots[container_id] = snapshot
@@ -570,11 +545,11 @@ class CatalogCache:
             )
             self._later(self._compile_deferred, container_id, version, deferred)
         if self._freeze_heap:
-            self._incremental = self._incremental + 1 if previous is not None else 0
             if deferred:
                 settle_young(0)  # answer first; the complete build right after settles all
-            elif previous is None or self._incremental % FULL_COLLECT_EVERY == 0:
+            elif previous is None or self._frozen_since > self._frozen_full * (FROZEN_GROWTH - 1):
                 settle_heap()
+                self._frozen_full, self._frozen_since = gc.get_freeze_count(), 0
             else:
-                settle_young()
+                self._frozen_since += settle_young()
         return snapshot

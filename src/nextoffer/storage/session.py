@@ -92,6 +92,7 @@ _BUMP_LIBRARY_VERSION = (
     update(t.containers)
     .where(t.containers.c.container_id == bindparam("cid"))
     .values(library_version=t.containers.c.library_version + 1)
+    .returning(t.containers.c.library_version)
 )
 
 
@@ -215,8 +216,15 @@ class Session:
         value = self.conn.execute(_LIBRARY_VERSION, {"container_id": container_id}).scalar()
         return int(value or 0)
 
-    def bump_library_version(self, container_id: str) -> None:
-        self.conn.execute(_BUMP_LIBRARY_VERSION, {"cid": container_id})
+    def bump_library_version(self, container_id: str) -> int:
+        """Move the container's library version on; the new one (0: no such container).
+
+        Also the *change sequence* of an instance write (its revision row's
+        ``change_seq``): the row lock this takes on PostgreSQL is held to the commit, so
+        writes to one container commit in the order of their versions (docs/design.md,
+        "Compiled snapshots")."""
+        value = self.conn.execute(_BUMP_LIBRARY_VERSION, {"cid": container_id}).scalar()
+        return int(value or 0)
 
     def ensure_client(self, client_id: str, org_id: str, *, now: str) -> bool:
         """Create the API client if missing; False when it exists for another org."""
@@ -286,8 +294,17 @@ class Session:
         refs = [row for record, targets in items for row in _ref_rows(record, targets)]
         if refs:
             self.conn.execute(_INSERT_REFS, refs)
+        # One library version bump per container: the change sequence of its revisions.
+        seqs = {
+            container_id: self.bump_library_version(container_id)
+            for container_id in dict.fromkeys(record.container_id for record, _ in items)
+        }
         self.conn.execute(
-            _INSERT_REVISION, [_revision_row(record, "create") for record, _ in items]
+            _INSERT_REVISION,
+            [
+                _revision_row(record, "create", change_seq=seqs[record.container_id])
+                for record, _ in items
+            ],
         )
         search_index.index_instances(self.conn, [record for record, _ in items])
         counts: dict[tuple[str, str], int] = {}
@@ -296,8 +313,6 @@ class Session:
             counts[key] = counts.get(key, 0) + 1
         for (container_id, schema_id), delta in counts.items():
             self._add_count(container_id, schema_id, delta)
-        for container_id in dict.fromkeys(container for container, _ in counts):
-            self.bump_library_version(container_id)
 
     def _add_count(self, container_id: str, schema_id: str, delta: int) -> None:
         params = {"cid": container_id, "sid": schema_id, "delta": delta}
@@ -345,9 +360,9 @@ class Session:
             delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
         )
         self._write_refs(record, refs)
-        self._keep_revision(record, "update")
+        seq = self.bump_library_version(record.container_id)
+        self._keep_revision(record, "update", change_seq=seq)
         search_index.reindex_instance(self.conn, record)
-        self.bump_library_version(record.container_id)
         return True
 
     def delete_instance(
@@ -365,6 +380,7 @@ class Session:
             delete(t.instance_refs).where(t.instance_refs.c.from_instance_id == record.instance_id)
         )
         deleted = result.rowcount == 1
+        seq = self.bump_library_version(record.container_id)
         if deleted:
             self._keep_revision(
                 record,
@@ -372,10 +388,10 @@ class Session:
                 revision=record.etag + 1,
                 audit=audit or record.audit,
                 at_us=record.modified_us if at_us is None else at_us,
+                change_seq=seq,
             )
             search_index.remove_instance(self.conn, record.instance_id)
             self._add_count(record.container_id, record.schema_id, -1)
-        self.bump_library_version(record.container_id)
         return deleted
 
     def _keep_revision(
@@ -386,9 +402,12 @@ class Session:
         revision: int | None = None,
         audit: Audit | None = None,
         at_us: int | None = None,
+        change_seq: int,
     ) -> None:
         """Every write keeps its revision, in its own transaction: no path writes without."""
-        row = _revision_row(record, action, revision=revision, audit=audit, at_us=at_us)
+        row = _revision_row(
+            record, action, revision=revision, audit=audit, at_us=at_us, change_seq=change_seq
+        )
         self.conn.execute(_INSERT_REVISION, row)
 
     def revisions(self, container_id: str, instance_id: str) -> list[RevisionRecord]:
@@ -467,47 +486,37 @@ class Session:
         loads = orjson.loads
         return [(s, a, i, e, loads(b)) for s, a, i, e, b in cursor.fetchall()]
 
-    def instance_stamps(self, container_id: str) -> dict[str, tuple[str, int]]:
-        """``@id`` → (instance id, etag) of every instance of the container, without bodies:
-        what a snapshot rebuild compares to find the instances that changed (a driver
-        read: tens of thousands of rows, no row objects)."""
-        marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
-        rows = self.conn.exec_driver_sql(
-            f"SELECT at_id, instance_id, etag FROM instances WHERE container_id = {marker}",
-            (container_id,),
-        ).cursor
-        assert rows is not None
-        return {at_id: (instance_id, etag) for at_id, instance_id, etag in rows.fetchall()}
+    def changes_since(
+        self, container_id: str, seq: int
+    ) -> tuple[int, list[tuple[str, str | None, str | None, int | None, Any]]]:
+        """The container's library version, and every instance written after library
+        version ``seq`` as (``@id``, schema id, instance id, etag, body) — the last four
+        ``None`` when it is deleted now: in one statement, so both come from one
+        consistent read (a snapshot refresh reads what changed since its version, not the
+        library; ``ix_revisions_change_seq`` finds the writes).
 
-    def recent_stamps(
-        self, container_id: str, since_us: int, schema_ids: Sequence[str]
-    ) -> tuple[int, dict[str, tuple[str, int, int]]]:
-        """How many instances the container holds, and ``@id`` → (instance id, etag,
-        modified µs) of those of ``schema_ids`` modified at or after ``since_us``: in one
-        statement, so both come from one consistent read (the index on ``modified_us``
-        per schema serves it)."""
+        Every write with a ``change_seq`` up to the version read is in the same read (the
+        writes to a container commit in version order: ``bump_library_version``); later
+        ones are read next time."""
         m = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
-        schemas = ", ".join([m] * len(schema_ids))
         cursor = self.conn.exec_driver_sql(
-            "SELECT '', '', 0, 0, (SELECT COALESCE(SUM(count), 0) FROM instance_counts "
-            f"WHERE container_id = {m}) UNION ALL "
-            "SELECT at_id, instance_id, etag, modified_us, 0 FROM instances "
-            f"WHERE container_id = {m} AND schema_id IN ({schemas}) AND modified_us >= {m}",
-            (container_id, container_id, *schema_ids, since_us),
+            "SELECT c.library_version, w.at_id, i.schema_id, i.instance_id, i.etag, i.body "
+            "FROM containers c LEFT JOIN (SELECT DISTINCT at_id FROM instance_revisions "
+            f"WHERE container_id = {m} AND change_seq > {m}) w ON 1 = 1 "
+            "LEFT JOIN instances i ON i.container_id = c.container_id AND i.at_id = w.at_id "
+            f"WHERE c.container_id = {m}",
+            (container_id, seq, container_id),
         ).cursor
         assert cursor is not None
         rows = cursor.fetchall()
-        total = next(int(row[4]) for row in rows if row[0] == "")
-        return total, {a: (i, int(e), int(u)) for a, i, e, u, _ in rows if a}
-
-    def latest_modified_us(self, container_id: str) -> int:
-        """The newest ``modified_us`` of the container's instances (0 when it has none)."""
-        value = self.conn.execute(
-            select(func.max(t.instances.c.modified_us)).where(
-                t.instances.c.container_id == container_id
-            )
-        ).scalar()
-        return int(value or 0)
+        if not rows:
+            return 0, []
+        loads = orjson.loads
+        return int(rows[0][0]), [
+            (a, s, i, int(e), loads(b)) if s is not None else (a, None, None, None, None)
+            for _, a, s, i, e, b in rows
+            if a is not None
+        ]
 
     def cap_epochs(self, container_id: str) -> dict[str, int]:
         rows = self.conn.execute(
@@ -564,8 +573,10 @@ def _revision_row(
     revision: int | None = None,
     audit: Audit | None = None,
     at_us: int | None = None,
+    change_seq: int,
 ) -> dict[str, Any]:
-    """The ``instance_revisions`` row of one write of ``record``."""
+    """The ``instance_revisions`` row of one write of ``record`` (``change_seq``: the
+    library version the write made, ``Session.bump_library_version``)."""
     audit = audit or record.audit
     return {
         "container_id": record.container_id,
@@ -579,4 +590,5 @@ def _revision_row(
         "modified_by": audit.modified_by,
         "modified_client": audit.modified_client,
         "body": _dumps(record.body),
+        "change_seq": change_seq,
     }

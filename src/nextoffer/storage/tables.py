@@ -137,7 +137,11 @@ instance_revisions = Table(
     Column("modified_by", String(255), nullable=False),
     Column("modified_client", String(255), nullable=False),
     Column("body", Text, nullable=False),  # the _instance object as written, JSON
+    #: The container's ``library_version`` after this write (issue 22, migration
+    #: ``0009_change_seq``): what a snapshot refresh reads its changes by.
+    Column("change_seq", BigInteger, nullable=False, server_default="0"),
     PrimaryKeyConstraint("container_id", "instance_id", "revision"),
+    Index("ix_revisions_change_seq", "container_id", "change_seq"),
 )
 
 #: One row per reference from an instance to another ``@id`` in the same container.

@@ -187,7 +187,7 @@ class Library:
 def test_an_incremental_build_equals_a_build_from_scratch(seed: int) -> None:
     library = Library(random.Random(seed))
     previous = build_catalog(library.items.values(), compile_rule=compile_rule)
-    patched = previous
+    patched = told = previous
     for _ in range(25):
         before = {at_id: (i.instance_id, i.etag) for at_id, i in library.items.items()}
         for _ in range(library.rng.randrange(1, 4)):
@@ -206,6 +206,16 @@ def test_an_incremental_build_equals_a_build_from_scratch(seed: int) -> None:
             dict(library.items), compile_rule=compile_rule, previous=patched, changed=changed
         )
         assert describe(patched) == describe(fresh)
+        # The caller names the removed @ids too (as a refresh does): nothing is compared.
+        removed = [at_id for at_id in before if at_id not in library.items]
+        told = build_catalog(
+            dict(library.items),
+            compile_rule=compile_rule,
+            previous=told,
+            changed=changed,
+            removed=removed,
+        )
+        assert describe(told) == describe(fresh)
         previous = incremental
 
 
