@@ -3,9 +3,10 @@
 Each candidate's score is an independent draw from a one-dimensional posterior
 (:class:`Posterior`): Beta(α, β) for auto-optimization, N(μ, σ²) for personalized
 optimization. A decision walks its candidates best draw first until enough are eligible.
-numpy's samplers cost ~6 µs per call but well under 0.1 µs per draw in bulk, so draws are
-made for a *block* of decisions at once and each decision takes the next row. Rows are
-independent, so each decision is an exact Thompson sample.
+A call of numpy's samplers costs far more than one draw made in bulk (docs/benchmarks.md,
+"Cost of a decision"), so draws are made for a *block* of decisions at once and each
+decision takes the next row. Rows are independent, so each decision is an exact Thompson
+sample.
 
 Two kinds of block:
 

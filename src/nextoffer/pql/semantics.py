@@ -25,8 +25,7 @@ MAX_REGEX_REPEATS = 4
 MAX_REGEX_OPTIONALS = 10
 #: Worst-case backtracking steps one match may take: a pattern with ``r`` repeated parts
 #: and ``o`` optional ones is run only on text of at most ``(budget / 2**o) ** (1 / (r + 1))``
-#: characters (``r`` when it is anchored with ``^``); longer text does not match. That is
-#: at most about 10 ms of CPython's ``re``.
+#: characters (``r`` when it is anchored with ``^``); longer text does not match.
 REGEX_STEP_BUDGET = 10_000_000
 
 # ---- §13 contradictions and [P] choices --------------------------------------------------

@@ -147,7 +147,7 @@ def settle_heap() -> None:
     gc.freeze()
 
 
-#: Deferred rules compiled per builder task after a first build (~0.3 ms each).
+#: Deferred rules compiled per builder task after a first build.
 COMPILE_BATCH = 200
 #: After an incremental rebuild, the whole heap is collected (``settle_heap``) only once
 #: the frozen objects have grown by this factor since the last full collection: such a
@@ -162,7 +162,7 @@ EAGER_RULES = 100
 
 #: The interpreter's switch interval while a build runs (s): a decision that needs the
 #: interpreter while the builder holds it gets it after this long, not after the default
-#: 5 ms (a refresh holds it for milliseconds of Python at 10,000 offers).
+#: 5 ms (a refresh at Adobe's guardrail holds it for milliseconds of Python).
 BUILD_SWITCH_INTERVAL = 0.0005
 _yielding_lock = threading.Lock()
 _yielding_depth = [0, 0.005]
@@ -234,7 +234,7 @@ class CatalogCache:
         #: Containers this process wrote to since their snapshot was built.
         self._written: set[str] = set()
         #: Compiled rules by (source, format, kind), shared by every rebuild: a change to one
-        #: offer must not recompile ten thousand rules (compiling costs ~0.3 ms each).
+        #: offer must not recompile ten thousand rules.
         self.rules = rules or CompiledRules()
         self._builds: dict[str, Future[Snapshot]] = {}
         self._guard = threading.Lock()

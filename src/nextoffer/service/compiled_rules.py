@@ -1,12 +1,13 @@
 """Compiled rules and formulas by source: in memory, and in a file workers share.
 
-Compiling a rule costs ~0.3 ms (parse, check, code generation, ``compile()``); a library at
-Adobe's guardrail holds 10,000 of them. Every snapshot rebuild asks :meth:`CompiledRules.get`
+Compiling a rule (parse, check, code generation, ``compile()``) is the dearest step of a
+snapshot build (docs/benchmarks.md, "PQL compile"); a library at Adobe's guardrail holds
+10,000 rules. Every snapshot rebuild asks :meth:`CompiledRules.get`
 for each rule and formula, so a change to one offer compiles one rule, not ten thousand.
 
 With a ``directory``, compiled rules also outlive the process: each one compiled here is
 appended to ``rules-<fingerprint>.bin`` there (``pql.stored``: the code object and what it
-reads, ~14 µs to load against ~330 µs to compile), and a process starting reads that file
+reads, a small fraction of compiling it to load), and a process starting reads that file
 once, so a worker that starts — or restarts, or is one of several started together after
 one of them has built the library — finds its rules already compiled. Entries are keyed
 by the rule's text, format and kind, and the file by a fingerprint of the compiler (the

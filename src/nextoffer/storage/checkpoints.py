@@ -15,8 +15,8 @@ over from its beginning after a checkpoint that copied everything: under sustain
 it would grow without end. So when it passes ``RESTART_FRAMES``, the thread takes the
 store's write lock (every nextoffer writer waits on it) and restarts the log: the frames
 left to copy are the few appended since the passive pass, but the database file is synced
-again, so the lock is held ~30 ms (more on a busy disk) — rarely, as the threshold is
-high. The file is then cut back to ``journal_size_limit``.
+again, so the lock is held for the length of a sync (docs/benchmarks.md, "Third round") —
+rarely, as the threshold is high. The file is then cut back to ``journal_size_limit``.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ log = logging.getLogger("nextoffer.storage")
 #: Seconds between checkpoints.
 INTERVAL = 0.5
 #: WAL frames (pages) past which the log is restarted under the write lock: 128 MiB of
-#: 4 KiB pages. The restart's sync holds every writer for ~30 ms (seen up to ~0.5 s on a
-#: busy disk), so it should be rare: every ~18 s at the benchmark's 7 MB/s of WAL.
+#: 4 KiB pages. The restart's sync holds every writer for as long as the disk takes, so
+#: it should be rare: at the HTTP benchmark's rate of WAL, every several seconds at most.
 RESTART_FRAMES = 32768
 #: Longest a restart waits for readers, holding the write lock (milliseconds).
 RESTART_WAIT_MS = 10
