@@ -219,7 +219,7 @@ def _search(engine: Engine, cid: str, q: str) -> list[str]:
 
 def _tag_stored_at_previous(engine: Engine) -> None:
     """A database at the revision before 0007 holding one tag."""
-    migrations.upgrade(engine, PREVIOUS)
+    migrations.upgrade(engine, "0006")
     store = Store(engine)
     container(store)
     record = instance("c-1", 7, body={"xdm:name": "Golden tag", "@id": "xcore:tag:7"})
@@ -257,7 +257,7 @@ def test_the_search_revision_reindexes_what_the_previous_one_stored(engine: Engi
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM search_state")).scalar() == 2
         assert conn.execute(text("SELECT count(*) FROM search_docs")).scalar() == 1
-    migrations.downgrade(engine, "-1")
+    migrations.downgrade(engine, "0006")
     assert "search_docs" not in inspect(engine).get_table_names()
     with engine.connect() as conn:
         assert conn.execute(text("SELECT version FROM search_state")).scalar() == 0
