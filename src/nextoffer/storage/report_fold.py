@@ -68,9 +68,7 @@ _MOVE = "UPDATE report_folds SET position = ? WHERE name = 'offers'"
 
 _PG_HIGH = "SELECT COALESCE(MAX(seq), 0) FROM decision_events"
 _PG_MOVE = "UPDATE report_folds SET position = %s WHERE name = 'offers'"
-_PG_ROW = (
-    "INSERT INTO report_folds (name, position) VALUES ('offers', 0) ON CONFLICT DO NOTHING"
-)
+_PG_ROW = "INSERT INTO report_folds (name, position) VALUES ('offers', 0) ON CONFLICT DO NOTHING"
 _PG_WHERE = "SELECT position FROM report_folds WHERE name = 'offers' FOR UPDATE"
 _PG_FOLD = (
     "INSERT INTO offer_daily (container_id, day, offer_id, propositions, impressions, clicks)"
