@@ -40,7 +40,10 @@ log = logging.getLogger("nextoffer.storage")
 Pending: TypeAlias = "Future[list[CounterKey]] | asyncio.Future[list[CounterKey]]"
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen, as every object made once per decision on the decision route: ``frozen=True``
+#: makes ``__init__`` call ``object.__setattr__`` per field, which showed in the route's
+#: CPU (docs/benchmarks.md, "The lean record"). Nothing changes a record once made.
+@dataclass(slots=True)
 class DecisionRecord:
     """What one recorded decision writes."""
 
