@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from nextoffer.errors import NextOfferError
+from nextoffer.errors import NextOfferError, Unavailable
 from nextoffer.storage import group_commit, report_fold, sqlite_path
 from nextoffer.storage.counters import CounterKey
 from nextoffer.storage.decision_path import DecisionPath
@@ -272,3 +272,33 @@ def test_close_folds_what_is_left(opened: Opened, no_turns: None) -> None:
         path.close()
         other.close()
     assert report(store, folded=False) == {"o-1": 3}
+
+
+def test_a_failed_fold_on_the_loop_is_tried_again_a_turn_later(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
+    path = SqlitePath(store)
+    calls: list[float] = []
+    fold = path._fold
+
+    def failing_once(conn: object, limit: int | None) -> bool:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise Unavailable("the database is locked")
+        return fold(conn, limit)  # type: ignore[arg-type]
+
+    path._fold = failing_once  # type: ignore[method-assign]
+
+    async def decide() -> dict[str, int]:
+        written = [path.record(record(offers=["o-1"])) for _ in range(3)]
+        assert [await w for w in written] == [[]] * 3  # type: ignore[misc]
+        # Due at 1×, failed; again at 2× (not at once, over and over); done by 2.5×.
+        await asyncio.sleep(report_fold.FOLD_SECONDS * 2.5)
+        return report(store, folded=False)
+
+    try:
+        assert asyncio.run(decide()) == {"o-1": 3}
+        assert len(calls) == 2
+        assert calls[1] - calls[0] >= report_fold.FOLD_SECONDS * 0.9
+    finally:
+        path.close()
+        store.close()

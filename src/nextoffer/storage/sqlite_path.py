@@ -209,7 +209,8 @@ class SqlitePath:
             more = self._fold(self._thread_conn(), FOLD_EVENTS)
         except Exception as exc:
             log.error("offers report not folded (the events wait for the next fold): %s", exc)
-            more = True
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
+            return
         if more:
             self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop)
 
