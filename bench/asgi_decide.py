@@ -16,8 +16,10 @@ top 3, every decision recorded); the access log and metrics are on, as they are 
 The figure is CPU time of the whole process (``time.process_time``: the loop's thread,
 the WAL checkpoint thread and any other) ÷ requests: unlike requests per second it barely
 moves when other work shares the machine. With ``--baseline``, each repeat runs one child
-process on this tree and one on ``OTHER/src`` (``PYTHONPATH``), alternately, on the same
-database: the ratio of their medians is the change's effect.
+process on this tree and one on ``OTHER/src`` (``PYTHONPATH``), alternately, each on a
+database of its own built the same way by its own tree's code (the trees' schemas may
+differ: a tree refuses a newer schema than its own): the ratio of their medians is the
+change's effect.
 """
 
 from __future__ import annotations
@@ -159,12 +161,18 @@ def child(args: argparse.Namespace) -> None:
     sys.stderr.write(json.dumps(result) + "\n")
 
 
-def run_child(src: str | None, db: str, lib: Path, args: argparse.Namespace) -> dict[str, Any]:
+def _env(src: str | None) -> dict[str, str]:
+    """The environment of a child on ``src`` (this tree's when None)."""
     env = dict(os.environ)
     path = [str(HERE)]
     if src:
         path.insert(0, src)
     env["PYTHONPATH"] = os.pathsep.join(path)
+    return env
+
+
+def run_child(src: str | None, db: str, lib: Path, args: argparse.Namespace) -> dict[str, Any]:
+    env = _env(src)
     out = subprocess.run(
         [
             *(sys.executable, str(Path(__file__).resolve()), "--child", "--db", db),
@@ -193,27 +201,40 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--lib", help=argparse.SUPPRESS)
+    parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args)
         return
     sys.path.insert(0, str(HERE))
-    from http_decisions import build
+    if args.build:
+        from http_decisions import build
+
+        Path(args.lib).write_text(json.dumps(build(args.db)))
+        return
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-asgi-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    db = f"sqlite:///{workdir / 'bench.db'}"
-    lib_file = workdir / "lib.json"
-    if not lib_file.exists():
-        print("building the library and 10,000 profiles …", flush=True)
-        lib_file.write_text(json.dumps(build(db)))
     trees: dict[str, str | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = args.baseline
+    places: dict[str, tuple[str, Path]] = {}
+    for name, src in trees.items():
+        stem = "bench" if src is None else "baseline"
+        db, lib_file = f"sqlite:///{workdir / (stem + '.db')}", workdir / f"{stem}-lib.json"
+        if not lib_file.exists():
+            print(f"building the library and 10,000 profiles ({name}) …", flush=True)
+            subprocess.run(
+                [sys.executable, __file__, "--build", "--db", db, "--lib", str(lib_file)],
+                env=_env(src),
+                check=True,
+            )
+        places[name] = (db, lib_file)
     rows: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     load = [os.getloadavg()[0]]
     for _ in range(args.repeats):
         for name, src in trees.items():
+            db, lib_file = places[name]
             for key, values in run_child(src, db, lib_file, args).items():
                 rows[name].setdefault(key, []).extend(values)
         load.append(os.getloadavg()[0])

@@ -7,8 +7,10 @@ embedded default's storage, through the same code:
 * authenticate the caller and find the container's snapshot (cached after the first call);
 * parse the JSON body and read the profile of its identity (one driver read);
 * write a decision record of the same shape: the event (a body like the real one, three
-  offers), the offers report's increments, and the reservations of the capped offers'
-  counters, group-committed by ``SqlitePath`` and awaited like a decision's record.
+  offers proposed) and the reservations of the capped offers' counters, group-committed
+  by ``SqlitePath`` and awaited like a decision's record; the offers report is folded
+  from the events behind the answer, by the same path, as a decision's is (the lean
+  record, ``storage/report_fold.py``).
 
 What it leaves out is the decision itself: rules, ranking, the response (a constant small
 body). Its three offers are drawn from the library's ten highest-priority ones — real

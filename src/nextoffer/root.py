@@ -203,6 +203,7 @@ class NextOffer:
             decisions=self.decisions,
             counters=self.counters,
             clock=clock,
+            fold=self.path.fold,
         )
         self._clock = self.clock = clock
         self.datastreams = Datastreams(store, repository=self.repository, clock=clock)

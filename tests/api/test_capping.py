@@ -335,3 +335,37 @@ def test_offers_report_counts_propositions_impressions_clicks(tenant):
         feedback_day["clickThroughRate"],
     ) == (2, 1, 0.5)
     assert sum(r["propositions"] for r in report["rows"] if r["offerId"] == shop.a["@id"]) == 1
+
+
+def test_the_offers_report_equals_the_one_computed_from_the_events(tenant):
+    """The report is folded from the decision events behind the answers: read through the
+    API right after the decisions, it counts exactly what the recorded events proposed
+    (A until each profile's cap, then B); dry runs record nothing."""
+    shop = Shop(tenant, [{"xdm:limit": 2, "xdm:scope": "profile"}])
+    for n in range(12):
+        shop.decide(who=f"p{n % 3}", placement=shop.p1 if n % 2 else shop.p2)
+    shop.decide(who="p0", dry=True)
+    events = tenant.client.get(
+        f"/data/core/ode/{tenant.container}/decision-events",
+        params={"limit": "1000"},
+        headers=tenant.headers,
+    ).json()["events"]
+    assert len(events) == 12
+    expected: dict[tuple[str, str], int] = {}
+    for event in events:
+        for proposition in event["propositions"]:
+            offers = [option["id"] for option in proposition["options"]]
+            if not offers and proposition["fallback"] is not None:
+                offers = [proposition["fallback"]]
+            for offer in offers:
+                key = (event["timestamp"][:10], offer)
+                expected[key] = expected.get(key, 0) + 1
+    report = tenant.client.get(
+        "/data/core/nextoffer/reports/offers",
+        params={"containerId": tenant.container, "from": "2025-12-31"},
+        headers=tenant.headers,
+    ).json()
+    folded = {(r["day"], r["offerId"]): r["propositions"] for r in report["rows"]}
+    assert folded == expected
+    assert sum(expected.values()) == 12
+    assert {offer for _, offer in expected} == {shop.a["@id"], shop.b["@id"]}

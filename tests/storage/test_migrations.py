@@ -12,7 +12,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Connection, Engine, inspect, text
 
 from nextoffer.cli import main
 from nextoffer.errors import Unavailable
@@ -361,3 +361,50 @@ def test_db_upgrade_backfills_the_change_sequence(empty_url: str, engine: Engine
             6,
             [("xcore:tag:7", TAG, "i-7", 2, record.body)],
         )
+
+
+def _event(conn: Connection, proposition_id: str, created: str) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO decision_events"
+            " (proposition_id, container_id, created, created_us, profile_key, body)"
+            " VALUES (:p, 'c-1', :c, 1, 'k', '{}')"
+        ),
+        {"p": proposition_id, "c": created},
+    )
+
+
+def _report(engine: Engine) -> dict[tuple[str, str], int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT day, offer_id, propositions FROM offer_daily")).all()
+    return {(day, offer): n for day, offer, n in rows}
+
+
+def test_the_report_fold_revision_starts_past_the_events_already_counted(engine: Engine) -> None:
+    # 0010_report_fold: events stored before it were counted in the report as they were
+    # written, so its watermark starts at the last of them; a downgrade counts the events
+    # folded by nobody yet (the older code would never count them).
+    migrations.upgrade(engine, "0007")
+    with engine.begin() as conn:
+        _event(conn, "old-1", "2026-03-04T10:00:00Z")
+        _event(conn, "old-2", "2026-03-04T11:00:00Z")
+        conn.execute(text("INSERT INTO offer_daily VALUES ('c-1', '2026-03-04', 'o-1', 2, 0, 0)"))
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        places = conn.execute(text("SELECT seq FROM decision_events ORDER BY seq")).scalars()
+        assert list(places) == [1, 2]
+        position = conn.execute(text("SELECT position FROM report_folds")).scalar()
+        assert position == 2
+    with engine.begin() as conn:  # recorded by the new code, not folded yet
+        conn.execute(
+            text(
+                "INSERT INTO decision_events (proposition_id, container_id, created,"
+                " created_us, profile_key, body, offers, seq)"
+                " VALUES ('new-1', 'c-1', '2026-03-04T12:00:00Z', 1, 'k', '{}',"
+                ' \'["o-1", "o-2"]\', 3)'
+            )
+        )
+    migrations.downgrade(engine, "0007")
+    assert _report(engine) == {("2026-03-04", "o-1"): 3, ("2026-03-04", "o-2"): 1}
+    assert "report_folds" not in inspect(engine).get_table_names()
+    assert "seq" not in {c["name"] for c in inspect(engine).get_columns("decision_events")}

@@ -13,6 +13,7 @@ import pytest
 from nextoffer.errors import Conflict
 from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
+from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 from support.store_contract import container, instance
 
@@ -67,8 +68,28 @@ def events_of(store: Store, container_id: str = CONTAINER) -> list[dict[str, Any
         return session.runtime.decision_events(container_id, since_us=0, limit=10_000)
 
 
-def report(store: Store, container_id: str = CONTAINER) -> dict[str, int]:
-    """Propositions per offer on :data:`DAY` (impressions and clicks must be 0)."""
+def fold(store: Store) -> None:
+    """Fold the offers report from the decision events as another process reading it does:
+    with a decision path of its own (``DecisionPath.fold``)."""
+    folder: DecisionPath
+    if store.sqlite_path:
+        folder = SqlitePath(store)
+    else:
+        from nextoffer.storage.pg_path import PgPath
+
+        folder = PgPath(store)
+    try:
+        folder.fold()
+    finally:
+        folder.close()
+
+
+def report(store: Store, container_id: str = CONTAINER, *, folded: bool = True) -> dict[str, int]:
+    """Propositions per offer on :data:`DAY` (impressions and clicks must be 0): folded
+    first, as a report read through the service is, unless ``folded`` is false (then the
+    report as it stands)."""
+    if folded:
+        fold(store)
     with store.session() as session:
         rows = session.runtime.offer_report(container_id, first_day=DAY, last_day=DAY)
     assert all(row["impressions"] == 0 and row["clicks"] == 0 for row in rows)

@@ -22,7 +22,9 @@ MAX_ITEM_COUNT = 30
 _REQUESTS = "/xdm:propositionRequests"
 
 
-@dataclass(frozen=True, slots=True)
+# Made once (or a few times) per decision: not frozen, whose ``__init__`` calls
+# ``object.__setattr__`` per field (docs/benchmarks.md); nothing changes one once made.
+@dataclass(slots=True)
 class PropositionRequest:
     """One decision scope: an activity (decision) and a placement, and how many options."""
 
@@ -31,7 +33,7 @@ class PropositionRequest:
     item_count: int = 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecisionRequest:
     """A whole decision request for one profile."""
 

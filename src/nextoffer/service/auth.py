@@ -30,7 +30,9 @@ TOKEN_CACHE_SIZE = 4096
 DEFAULT_SANDBOX = "prod"
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen: made once per request (``frozen=True`` costs a call per field at
+#: construction, docs/benchmarks.md); nothing changes one once made.
+@dataclass(slots=True)
 class Principal:
     """An authenticated caller, scoped to one org and one sandbox."""
 

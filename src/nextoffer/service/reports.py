@@ -1,5 +1,9 @@
 """The reports: per offer and UTC day, propositions, impressions, clicks and CTR; per
-ranking strategy and day, what each offer got and the lift against serving at random."""
+ranking strategy and day, what each offer got and the lift against serving at random.
+
+The offers report's propositions are folded from the decision events behind the answers
+(``storage/report_fold.py``); a read of it folds first, so it counts every decision
+recorded before the read, in any process."""
 
 from __future__ import annotations
 
@@ -30,12 +34,14 @@ class Reports:
         decisions: Decisions,
         counters: CapCounterStore,
         clock: Callable[[], datetime],
+        fold: Callable[[], None],
     ) -> None:
         self._store = store
         self._repository = repository
         self._decisions = decisions
         self._counters = counters
         self._clock = clock
+        self._fold = fold
 
     def caps(self, principal: Principal, container_id: str) -> list[dict[str, Any]]:
         """Each offer's caps that count for everyone (not per profile or placement) with
@@ -118,6 +124,8 @@ class Reports:
         _check_range(first, last)
         with self._store.session() as session:
             self._repository.container(session, principal, container_id)
+        self._fold()  # read your writes: every decision recorded before this read
+        with self._store.session() as session:
             rows = session.runtime.offer_report(
                 container_id, first_day=first.isoformat(), last_day=last.isoformat()
             )

@@ -2,11 +2,12 @@
 (and the repository's read of one instance, the other request that reads by key).
 
 Decisions are the hot path: every request reads a profile (and maybe its events) and the
-counters of its capped candidates, and every recorded decision writes a decision event,
-the offers report's increments and, when it proposes capped offers, reserves their
-counters. :class:`DecisionPath` names those operations; the composition root
-(``nextoffer.root``) picks one strategy per process and the service uses only this
-protocol:
+counters of its capped candidates, and every recorded decision writes — before it is
+answered — only what a crash must not lose: one decision event and, when it proposes capped
+offers, the reservations of their counters. The offers report is derived from the events
+behind the answer (``report_fold.py``). :class:`DecisionPath` names those operations; the
+composition root (``nextoffer.root``) picks one strategy per process and the service uses
+only this protocol:
 
 * ``SqlitePath`` (``sqlite_path.py``; the embedded default) and ``PgPath``
   (``pg_path.py``; PostgreSQL): driver reads, records group-committed
@@ -39,7 +40,10 @@ log = logging.getLogger("nextoffer.storage")
 Pending: TypeAlias = "Future[list[CounterKey]] | asyncio.Future[list[CounterKey]]"
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen, as every object made once per decision on the decision route: ``frozen=True``
+#: makes ``__init__`` call ``object.__setattr__`` per field, which showed in the route's
+#: CPU (docs/benchmarks.md, "The lean record"). Nothing changes a record once made.
+@dataclass(slots=True)
 class DecisionRecord:
     """What one recorded decision writes."""
 
@@ -51,7 +55,8 @@ class DecisionRecord:
     #: The decision event's body; ``None`` writes no decision event (a batch decision:
     #: its event is its row in the job's dataset) but still reserves and reports.
     body: Mapping[str, Any] | None
-    #: Offers proposed (one proposition each in the offers report), with their UTC day.
+    #: Offers proposed (one proposition each in the offers report, folded from the event;
+    #: written with the record when there is no event), with their UTC day.
     day: str
     proposed_offers: Sequence[str]
     #: Counters to reserve first, with their limits: all are taken, or nothing is written.
@@ -103,7 +108,15 @@ class DecisionPath(Protocol):
         batch job's chunk instead of one per record."""
         ...
 
-    def close(self) -> None: ...
+    def fold(self) -> None:
+        """Fold every decision event recorded so far into the offers report
+        (``report_fold.py``): afterwards the report counts every decision recorded before
+        the call. The writer folds on its own turns too; a report read calls this first."""
+        ...
+
+    def close(self) -> None:
+        """Write what is queued, fold what is left, close the connections."""
+        ...
 
 
 class CountersElsewhere:
@@ -170,6 +183,9 @@ class CountersElsewhere:
         # Each reserves in the counter store first, one round trip each (as record does).
         for record, future in items:
             self.record(record).add_done_callback(partial(_copy, future))
+
+    def fold(self) -> None:
+        self._path.fold()
 
     def close(self) -> None:
         """The wrapped path's (the counter store is closed by its owner)."""

@@ -4,7 +4,10 @@ A batch of decision records is written in one transaction. What the batch writes
 decided here, in Python, by :func:`plan_batch`: duplicates become conflicts, each
 record's reservation is decided in order against the counts left by the records before
 it (all of its counters or none), and the rows of each table are gathered for one
-``executemany`` each (report increments summed per offer and day). The caller reads the
+``executemany`` each. A decision event names the offers it proposed, and the offers
+report is folded from the events after the commit (``report_fold.py``); a record without
+an event (a batch job's) adds to the report in the batch (increments summed per offer and
+day). The caller reads the
 stored ids and the counts inside its transaction with the counters held still — SQLite
 by its single write lock, PostgreSQL by row locks taken in key order — and writes what the
 plan says before committing.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -30,6 +34,7 @@ from nextoffer.errors import Conflict, Unavailable
 from nextoffer.storage.counters import CounterKey, counter_needs
 from nextoffer.storage.decision_path import DecisionRecord, Pending
 from nextoffer.storage.errors import translated
+from nextoffer.storage.report_fold import FOLD_EVENTS, FOLD_SECONDS
 
 log = logging.getLogger("nextoffer.storage")
 
@@ -52,9 +57,10 @@ class BatchPlan:
     #: (counter key, container, new count), in key order.
     counters: list[tuple[str, str, int]] = field(default_factory=list)
     #: decision_events rows: proposition id, container, created, created_us, profile key,
-    #: body (JSON text).
+    #: body and offers proposed (JSON text), to be folded into the report.
     events: list[tuple[Any, ...]] = field(default_factory=list)
-    #: offer_daily increments: (container, day, offer, propositions), in key order.
+    #: offer_daily increments of the records without an event: (container, day, offer,
+    #: propositions), in key order.
     daily: list[tuple[str, str, str, int]] = field(default_factory=list)
 
 
@@ -110,12 +116,14 @@ def plan_batch(
                     record.created_us,
                     record.profile_key,
                     dumps(record.body).decode(),
+                    dumps(record.proposed_offers).decode(),
                 )
             )
-        day = record.day
-        for offer_id in record.proposed_offers:
-            day_key = (container_id, day, offer_id)
-            daily[day_key] = daily.get(day_key, 0) + 1
+        else:
+            day = record.day
+            for offer_id in record.proposed_offers:
+                day_key = (container_id, day, offer_id)
+                daily[day_key] = daily.get(day_key, 0) + 1
         outcomes.append([])
     plan.counters = [(code, owners[code], counts[code]) for code in owners if code in changed]
     plan.daily = [(*key, n) for key, n in sorted(daily.items())]
@@ -172,6 +180,11 @@ class BatchWriter(Generic[C]):
     in one transaction; after a failed batch the connection is closed (``disconnect``) and
     the next batch opens another. :meth:`close` writes what was queued before it, then
     stops the thread and closes the connection.
+
+    ``fold`` folds the offers report from the decision events (``report_fold.py``) on the
+    writer's own turn: after a batch when :data:`FOLD_SECONDS` have passed since the last
+    fold, and — on the thread — when no record came for that long while events were left
+    unfolded. At most :data:`FOLD_EVENTS` per turn; :meth:`close` folds all of them.
     """
 
     def __init__(
@@ -179,10 +192,14 @@ class BatchWriter(Generic[C]):
         connect: Callable[[], C],
         write: Callable[[C, list[DecisionRecord]], list[Outcome]],
         disconnect: Callable[[C], None],
+        fold: Callable[[C, int | None], bool] | None = None,
     ) -> None:
         self._connect = connect
         self._write = write
         self._disconnect = disconnect
+        self._fold = fold
+        self._unfolded = False  # events may wait for a fold (the writer's, under _writing)
+        self._folded_at = time.monotonic()
         self._queue: queue.SimpleQueue[Item | list[Item] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._conn: C | None = None  # the writer's, whichever thread holds ``_writing``
@@ -206,6 +223,7 @@ class BatchWriter(Generic[C]):
         if inline:
             try:
                 self._commit([(record, future)])
+                self._fold_if_due()
             finally:
                 self._writing.release()
         return future
@@ -239,7 +257,12 @@ class BatchWriter(Generic[C]):
     def _run(self) -> None:
         stop = False
         while not stop:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=self._fold_wait())
+            except queue.Empty:  # no record for a while: fold what is left
+                with self._writing:
+                    self._fold_turn(FOLD_EVENTS)
+                continue
             if item is None:
                 break
             batch = list(item) if isinstance(item, list) else [item]
@@ -257,12 +280,43 @@ class BatchWriter(Generic[C]):
                     batch.append(more)
             with self._writing:
                 self._commit(batch)
+                self._fold_if_due()
 
     def _commit(self, batch: list[Item]) -> None:
         """Write one batch (the caller holds ``_writing``)."""
-        if not commit_batch(batch, self._write_batch) and self._conn is not None:
+        if commit_batch(batch, self._write_batch):
+            self._unfolded = True
+        elif self._conn is not None:
             self._close_quietly(self._conn)
             self._conn = None
+
+    def _fold_wait(self) -> float | None:
+        """How long the thread may wait for a record before it folds (None: no fold owed)."""
+        if self._fold is None or not self._unfolded:
+            return None
+        return max(0.0, self._folded_at + FOLD_SECONDS - time.monotonic())
+
+    def _fold_if_due(self) -> None:
+        """Fold one turn when the last fold is :data:`FOLD_SECONDS` old (the caller holds
+        ``_writing``)."""
+        if self._fold is not None and time.monotonic() - self._folded_at >= FOLD_SECONDS:
+            self._fold_turn(FOLD_EVENTS)
+
+    def _fold_turn(self, limit: int | None) -> None:
+        """One fold on the writer's connection (the caller holds ``_writing``). A failure
+        loses nothing: the events stay past the watermark for the next fold."""
+        if self._fold is None:
+            return
+        self._folded_at = time.monotonic()
+        try:
+            if self._conn is None:
+                self._conn = self._connect()
+            self._unfolded = self._fold(self._conn, limit)
+        except Exception as exc:
+            log.error("offers report not folded (the events wait for the next fold): %s", exc)
+            if self._conn is not None:
+                self._close_quietly(self._conn)
+                self._conn = None
 
     def _write_batch(self, records: list[DecisionRecord]) -> list[Outcome]:
         if self._conn is None:
@@ -284,6 +338,7 @@ class BatchWriter(Generic[C]):
         if thread is not None:
             thread.join(timeout=30)
         with self._writing:
+            self._fold_turn(None)
             if self._conn is not None:
                 self._close_quietly(self._conn)
                 self._conn = None

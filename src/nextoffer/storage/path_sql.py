@@ -36,15 +36,24 @@ EVENTS = (
     "SELECT body FROM experience_events WHERE profile_id = ?"
     " ORDER BY timestamp_us DESC, seq DESC LIMIT ?"
 )
-#: A batch's rows, one ``executemany`` per table (``group_commit.BatchPlan``).
+#: A batch's rows, one ``executemany`` per table (``group_commit.BatchPlan``); the report
+#: rows only for records without an event (the others are folded, ``report_fold.py``).
 SET_COUNTS = (
     "INSERT INTO cap_counters (counter_key, container_id, count) VALUES (?, ?, ?)"
     " ON CONFLICT (counter_key) DO UPDATE SET count = excluded.count"
 )
+#: An event's place in commit order (``seq``) is PostgreSQL's identity; SQLite's writer
+#: gives it the next one itself (:data:`EVENTS_IN_SQLITE`).
 EVENTS_IN = (
     "INSERT INTO decision_events"
-    " (proposition_id, container_id, created, created_us, profile_key, body)"
-    " VALUES (?, ?, ?, ?, ?, ?)"
+    " (proposition_id, container_id, created, created_us, profile_key, body, offers)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+#: The largest place + 1, read under the one write lock, row by row of the batch.
+EVENTS_IN_SQLITE = (
+    "INSERT INTO decision_events"
+    " (proposition_id, container_id, created, created_us, profile_key, body, offers, seq)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decision_events))"
 )
 DAILY_IN = (
     "INSERT INTO offer_daily (container_id, day, offer_id, propositions, impressions, clicks)"

@@ -16,6 +16,10 @@ RETURNING`` creates the missing ones and locks them all in key order, so writers
 processes (other nodes) that need the same counters queue behind this transaction
 instead of deadlocking with it, and every count read stays as read until the commit.
 That keeps caps exact across nodes.
+
+A batch writes reservations and decision events; the offers report is folded from the
+events by the writer between its batches (``report_fold.py``), the batch holding the
+fold's advisory lock shared so that a fold never passes over an event not yet committed.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from nextoffer.storage.path_sql import (
     InstanceRow,
     on_postgres,
 )
+from nextoffer.storage.report_fold import PG_LOCK, fold_postgres
 from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.store import Store
 
@@ -61,7 +66,12 @@ _EVENTS = on_postgres(EVENTS)
 _SET_COUNTS = on_postgres(SET_COUNTS)
 _EVENTS_IN = on_postgres(EVENTS_IN)
 _DAILY_IN = on_postgres(DAILY_IN)
-_DUPLICATES = "SELECT proposition_id FROM decision_events WHERE proposition_id = ANY(%s)"
+#: The batch's ids already stored, under the fold's advisory lock (shared; held to the
+#: commit, so every event this batch inserts is committed before a fold can see past it).
+_DUPLICATES = (
+    f"SELECT pg_advisory_xact_lock_shared({PG_LOCK}),"
+    " array(SELECT proposition_id FROM decision_events WHERE proposition_id = ANY(%s))"
+)
 #: Creates the batch's missing counters at 0 and locks every one of them, in key order
 #: (byte order: ``COLLATE "C"``, as Python sorts them), and returns their counts.
 _LOCK_COUNTERS = (
@@ -91,7 +101,10 @@ class PgPath:
         self._readers: list[psycopg.Connection[Any]] = []
         self._readers_lock = threading.Lock()
         self._writer = BatchWriter(
-            self._connect_writer, self._write_batch, psycopg.Connection.close
+            self._connect_writer,
+            self._write_batch,
+            psycopg.Connection.close,
+            lambda conn, limit: fold_postgres(conn, limit=limit),
         )
         self._closed = False
 
@@ -179,7 +192,8 @@ class PgPath:
         (psycopg pipelines them), then the commit. Any error rolls all of it back."""
         try:
             ids = [r.proposition_id for r in records]
-            stored = {row[0] for row in conn.execute(_DUPLICATES, (ids,))}
+            found = conn.execute(_DUPLICATES, (ids,)).fetchone()
+            stored = set(found[1]) if found is not None else set()
             owners = counter_owners(records)
             counts: dict[str, int] = {}
             if owners:
@@ -199,6 +213,11 @@ class PgPath:
                 conn.rollback()
             raise
         return plan.outcomes
+
+    def fold(self) -> None:
+        """Fold every event recorded so far into the offers report (``report_fold.py``),
+        on the caller's thread's connection (a report read does first)."""
+        self._read(lambda c: fold_postgres(c, limit=None))
 
     def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
         """Queue records with the caller's futures for the writer thread, in one hand-off."""

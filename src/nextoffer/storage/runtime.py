@@ -52,7 +52,6 @@ _EVENTS = (
     .order_by(t.experience_events.c.timestamp_us.desc(), t.experience_events.c.seq.desc())
     .limit(bindparam("limit"))
 )
-_INSERT_DECISION = insert(t.decision_events)
 _INSERT_PROFILE = insert(t.profiles)
 _UPDATE_PROFILE = (
     update(t.profiles)
@@ -265,30 +264,6 @@ class Runtime:
         return [orjson.loads(body) for body in reversed(rows)]
 
     # -- decisions and counters ------------------------------------------------------
-
-    def insert_decision_event(
-        self,
-        proposition_id: str,
-        container_id: str,
-        *,
-        created: str,
-        created_us: int,
-        profile_key: str | None,
-        body: Mapping[str, Any],
-    ) -> None:
-        # A prebuilt statement: ``.values()`` per call built a new construct and its cache
-        # key on every decision.
-        self.conn.execute(
-            _INSERT_DECISION,
-            {
-                "proposition_id": proposition_id,
-                "container_id": container_id,
-                "created": created,
-                "created_us": created_us,
-                "profile_key": profile_key,
-                "body": orjson.dumps(body).decode(),
-            },
-        )
 
     def decision_events(
         self, container_id: str, *, since_us: int, limit: int

@@ -9,6 +9,12 @@ one pass of the loop; from other threads, by one writer thread per process. A ca
 future resolves only after its batch committed: nothing is acknowledged before it is
 durable, and a record's reservation is still all-or-nothing within the batch.
 
+A record writes its reservations and its decision event; the offers report is folded from
+the events (``report_fold.py``) on the writer's own turn, never in a thread of its own: on
+the loop, a fold :data:`~nextoffer.storage.report_fold.FOLD_SECONDS` after a batch left
+events unfolded, between batches, on the loop's connection; on the writer thread, between
+its batches (``group_commit.BatchWriter``).
+
 This strategy owns the only use of ``asyncio`` in storage: it asks whether it is called on
 a running loop, to batch there (:meth:`SqlitePath.record`).
 """
@@ -16,6 +22,7 @@ a running loop, to batch there (:meth:`SqlitePath.record`).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -41,7 +48,7 @@ from nextoffer.storage.group_commit import (
 from nextoffer.storage.path_sql import (
     DAILY_IN,
     EVENTS,
-    EVENTS_IN,
+    EVENTS_IN_SQLITE,
     INSTANCE,
     INSTANCE_BY_AT_ID,
     PROFILE,
@@ -49,8 +56,11 @@ from nextoffer.storage.path_sql import (
     VERSION,
     InstanceRow,
 )
+from nextoffer.storage.report_fold import FOLD_EVENTS, FOLD_SECONDS, fold_sqlite, unfolded_sqlite
 from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.store import Store
+
+log = logging.getLogger("nextoffer.storage")
 
 # A batch reads its keys with one statement whatever their number (a JSON array) and
 # writes its rows with ``executemany``: one prepared statement stepped per row in the
@@ -82,8 +92,12 @@ class SqlitePath:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._loop_batches: dict[asyncio.AbstractEventLoop, list[Item]] = {}
+        self._loop_folds: dict[asyncio.AbstractEventLoop, asyncio.Handle] = {}
         self._writer = BatchWriter(
-            lambda: self._connect(writer=True), self._commit, sqlite3.Connection.close
+            lambda: self._connect(writer=True),
+            self._commit,
+            sqlite3.Connection.close,
+            self._fold,
         )
         self._closed = False
 
@@ -180,7 +194,48 @@ class SqlitePath:
 
     def _write_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._loop_batches.pop(loop, [])
-        commit_batch(batch, lambda records: self._commit(self._thread_conn(), records))
+        committed = commit_batch(batch, lambda records: self._commit(self._thread_conn(), records))
+        if committed and loop not in self._loop_folds:
+            # The answers go out first (their tasks were woken before this is due).
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
+
+    def _loop_fold(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One fold on the loop's turn, on its connection; a backlog goes on at the next
+        turn (a fold holds the write lock the other worker's batches wait for)."""
+        del self._loop_folds[loop]
+        if self._closed:
+            return
+        try:
+            more = self._fold(self._thread_conn(), FOLD_EVENTS)
+        except Exception as exc:
+            log.error("offers report not folded (the events wait for the next fold): %s", exc)
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
+            return
+        if more:
+            self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop)
+
+    def _fold(self, conn: sqlite3.Connection, limit: int | None) -> bool:
+        """Fold the report on ``conn`` (``report_fold.fold_sqlite``) if some event waits,
+        in a write transaction; returns whether events remain."""
+        try:
+            if not unfolded_sqlite(conn):  # no write lock for nothing
+                return False
+            with self._store.write_lock():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    more = fold_sqlite(conn, limit=limit)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+        except sqlite3.Error as exc:
+            raise translated(exc) or exc from exc
+        return more
+
+    def fold(self) -> None:
+        """Fold every event recorded so far into the offers report, on the caller's
+        thread (a report read does, so it counts every decision recorded before it)."""
+        self._fold(self._thread_conn(), None)
 
     def _commit(self, conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
         with self._store.write_lock():
@@ -206,7 +261,7 @@ class SqlitePath:
         if plan.counters:
             conn.executemany(SET_COUNTS, plan.counters)
         if plan.events:
-            conn.executemany(EVENTS_IN, plan.events)
+            conn.executemany(EVENTS_IN_SQLITE, plan.events)
         if plan.daily:
             conn.executemany(DAILY_IN, plan.daily)
         return plan.outcomes

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Column,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -217,7 +218,22 @@ decision_events = Table(
     Column("created_us", BigInteger, nullable=False),
     Column("profile_key", String(1100)),
     Column("body", Text, nullable=False),  # JSON: identity, request id, propositions
+    #: The event's place in commit order, which the offers report is folded in
+    #: (``report_fold.py``): PostgreSQL's identity; on SQLite the writer's max + 1.
+    Column("seq", BigInteger, Identity()),
+    #: The offers it proposed (a JSON array): what the fold adds to the offers report.
+    Column("offers", Text, nullable=False, server_default="[]"),
     Index("ix_decision_events_container", "container_id", "created_us"),
+    Index("ix_decision_events_seq", "seq", unique=True),
+)
+
+#: How far each derived table is folded from ``decision_events``: every event with
+#: ``seq <= position`` is counted in it, none above (``report_fold.py``).
+report_folds = Table(
+    "report_folds",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("position", BigInteger, nullable=False),
 )
 
 #: Cap counters: one row per counter key (offer, rule, placement, scope, period), see

@@ -252,6 +252,9 @@ class HeldRecords:
     ) -> tuple[bool, InstanceRecord | None]:
         return self._path.instance(org, sandbox, container_id, instance_id, by_at_id=by_at_id)
 
+    def fold(self) -> None:
+        self._path.fold()
+
     def close(self) -> None:
         """The wrapped path belongs to its opener."""
 
