@@ -58,7 +58,11 @@ which refreshes its own snapshot on its builder thread the same way: its figures
 out HTTP and the scheduling of a second process, which on a shared machine dominate a
 p99 over HTTP. Per window p50, p99 and p99.9; the worker's CPU; after each round the time
 from one more change to the worker proposing it. The summary is the median over rounds
-of each figure and of each round's busy/quiet p99 ratio.
+of each figure and of each round's busy/quiet p99 ratio. ``--control`` adds a third pair
+of windows per round: the child spends, every period, the CPU a change costs it (measured
+on three changes made before the window) without writing anything — the same competition
+for the machine's cores with no refresh in the worker, so busy against control separates
+what the worker's refresh costs a decision from what another busy process costs it.
 """
 
 from __future__ import annotations
@@ -636,8 +640,8 @@ def latency(args: argparse.Namespace) -> None:
             rounds = []
             for round_ in range(args.rounds):
                 row: dict[str, Any] = {"size": size, "load": os.getloadavg()[0]}
-                for kind in ("quiet", "busy"):
-                    with churning(args, size, on=kind == "busy"):
+                for kind in ("quiet", "busy", "control") if args.control else ("quiet", "busy"):
+                    with churning(args, size, on=kind != "quiet", spin=kind == "control"):
                         version = no.path.library_version(lib["container"])
                         cpu = worker.cpu_s()
                         result = http_window(lib, worker, args.seconds)
@@ -676,6 +680,17 @@ def latency(args: argparse.Namespace) -> None:
 
         loads = [r["load"] for r in rounds]
         for where, prefix in (("HTTP (wrk, 1 connection)", ""), ("in process", "local_")):
+            if "control_p99_ms" in rounds[0]:
+                control = statistics.median(
+                    r[f"busy_{prefix}p99_ms"] / r[f"control_{prefix}p99_ms"] for r in rounds
+                )
+                print(
+                    f"| {rounds[0]['size']:,} | {where}, control (CPU, no change) "
+                    f"| {med(f'control_{prefix}p50_ms'):.2f} "
+                    f"| {med(f'control_{prefix}p99_ms'):.2f} "
+                    f"| busy ÷ control {control:.2f}× | {med(f'control_{prefix}p999_ms'):.2f} "
+                    f"| | {med('control_changes'):.0f} | |"
+                )
             ratio = statistics.median(
                 r[f"busy_{prefix}p99_ms"] / r[f"quiet_{prefix}p99_ms"] for r in rounds
             )
@@ -736,15 +751,23 @@ def plot_latency(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 
 @contextlib.contextmanager
-def churning(args: argparse.Namespace, size: int, *, on: bool) -> Iterator[None]:
+def churning(
+    args: argparse.Namespace, size: int, *, on: bool, spin: bool = False
+) -> Iterator[None]:
     """With ``on``: a child process (another node, as far as the worker and this process's
-    root know) changes an offer every ``args.period`` seconds until the block ends."""
+    root know) changes an offer every ``args.period`` seconds until the block ends. The
+    block starts once the child has started (imports, its root opened) and says so on its
+    stdout: the window measures the changes, not a process starting."""
     if not on:
         yield
         return
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
-    child = subprocess.Popen([*command, "--period", str(args.period)])
+    command += ["--period", str(args.period), *(["--spin"] if spin else [])]
+    child = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
+        assert child.stdout is not None
+        if child.stdout.readline().strip() != b"ready":
+            raise RuntimeError("the --churn child did not start")
         yield
     finally:
         child.terminate()
@@ -759,6 +782,21 @@ def churn(args: argparse.Namespace) -> None:
     lib["principal"] = bench_principal(no, lib)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     made = 0
+    if args.spin:  # the control: a change's CPU, spent without a change
+        costs = []
+        for made in range(3):
+            started = time.process_time()
+            raise_offer(no, lib, (made * 31 + 5) % len(lib["offers"]))
+            costs.append(time.process_time() - started)
+        cost = statistics.median(costs)
+        time.sleep(1.0)  # the worker's refreshes of those three, before the window
+        print("ready", flush=True)
+        while True:
+            time.sleep(args.period)
+            until = time.process_time() + cost
+            while time.process_time() < until:
+                pass
+    print("ready", flush=True)
     while True:
         time.sleep(args.period)
         raise_offer(no, lib, (made * 31 + 5) % len(lib["offers"]))
@@ -968,7 +1006,11 @@ def main() -> None:
         metavar="LABEL=FILE",
         help="plot --refresh --json files against size into --plot, and stop",
     )
+    parser.add_argument(
+        "--control", action="store_true", help="--latency: a CPU-only window pair too"
+    )
     parser.add_argument("--churn", type=int, help=argparse.SUPPRESS)  # latency's child
+    parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.plot_refresh:
