@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
+from nextoffer.cli.demo import DEMO_DECISION_NAME
 from nextoffer.repository.objects import OM
 from support import CREATE_TYPE, schema
 from support.console import chromium_path
@@ -439,12 +440,13 @@ def test_a_ranking_strategy_made_in_the_forms_ranks_a_decision_and_draws_its_cur
     expect(page.get_by_role("status").first).to_contain_text("Saved Learns the page")
     strategy = live.one("ranking-strategy", "Learns the page")["_instance"]["@id"]
     # The demo decision's first criterion now ranks by it, chosen in the decision's form.
-    decision = live.instances("offer-activity")[0]
+    decision = live.one("offer-activity", DEMO_DECISION_NAME)
     page.goto(f"{live.base}/console/decisions/{decision['instanceId']}")
     _select(page, "Ranking", "ranking strategy: Learns the page")
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_role("status").first).to_contain_text("Saved")
-    order = live.instances("offer-activity")[0]["_instance"]["xdm:criteria"][0]["xdm:ranking"]
+    saved = live.one("offer-activity", DEMO_DECISION_NAME)["_instance"]
+    order = saved["xdm:criteria"][0]["xdm:ranking"]
     assert order["xdm:order"]["xdm:rankingStrategy"] == strategy
     # Traffic: decisions through the API, each displayed, every other one clicked.
     events = []
