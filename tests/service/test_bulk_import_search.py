@@ -18,6 +18,7 @@ import pytest
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository import references
 from nextoffer.repository.objects import (
+    OM,
     PERSONALIZED_OFFER,
     PLACEMENT,
     RULE,
@@ -31,7 +32,6 @@ from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
 from support.backends import emptied_database
 
-OM = "https://ns.adobe.com/experience/offer-management/"
 HTML = OM + "content-component-html"
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
 WORDS = ("gold", "platinum", "mortgage", "Café", "savings", "travel")

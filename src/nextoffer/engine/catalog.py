@@ -239,6 +239,18 @@ class _PoolMemo:
     capped: frozenset[str]
 
 
+def _add_parts(
+    counts: dict[str, int] | MapMutation[str, int], parts: frozenset[str], sign: int
+) -> None:
+    """Add ``sign`` to the count of each of ``parts``; a count that reaches 0 goes."""
+    for part in parts:
+        left = counts.get(part, 0) + sign
+        if left:
+            counts[part] = left
+        else:
+            del counts[part]
+
+
 @dataclass(slots=True)
 class _Tally:
     """The rule parts of a placement's candidates, counted (see ``_Builder._required``)."""
@@ -935,22 +947,12 @@ class _Builder:
             return
         tally.counted += sign
         counts = tally.counts
-        if isinstance(counts, Map):
-            changed = counts.mutate()
-            for part in mine:
-                left = changed.get(part, 0) + sign
-                if left:
-                    changed[part] = left
-                else:
-                    del changed[part]
-            tally.counts = changed.finish()
-            return
-        for part in mine:
-            left = counts.get(part, 0) + sign
-            if left:
-                counts[part] = left
-            else:
-                del counts[part]
+        if isinstance(counts, Map):  # a persistent map: changed through a mutation, replaced
+            mutation = counts.mutate()
+            _add_parts(mutation, mine, sign)
+            tally.counts = mutation.finish()
+        else:
+            _add_parts(counts, mine, sign)
 
     def _required(self, offers: list[Offer], tally: _Tally) -> tuple[Rule, ...]:
         """The rule parts every one of ``offers`` needs (see ``Pool.required``): those the
