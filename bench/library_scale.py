@@ -101,12 +101,26 @@ from nextoffer.repository.objects import (
 )
 from nextoffer.repository.records import Audit, InstanceRecord
 from nextoffer.root import NextOffer
+from nextoffer.service import catalogs
 from nextoffer.settings import Settings
 
 OM = "https://ns.adobe.com/experience/offer-management/"
 HTML = OM + "content-component-html"
 DECIDE_TYPE = f'application/vnd.adobe.xdm+json; schema="{OM}decision-request;version=1.0"'
 ORG, SANDBOX = "SCALE@AdobeOrg", "prod"
+#: The build constants a ``--latency`` run may set in the worker and in this process (the
+#: designs compared in docs/benchmarks.md): option name -> ``service/catalogs.py`` name.
+BUILD_KNOBS = {"build_step": "BUILD_STEP", "switch_interval": "BUILD_SWITCH_INTERVAL"}
+#: The worker's server: httpbench's, with those constants taken from its environment.
+WORKER_SERVER = (
+    SERVER
+    + """
+import nextoffer.service.catalogs as _catalogs
+for _name in ("BUILD_STEP", "BUILD_SWITCH_INTERVAL"):
+    if os.environ.get("LIBSCALE_" + _name):
+        setattr(_catalogs, _name, float(os.environ["LIBSCALE_" + _name]))
+"""
+)
 
 
 def _record(ids: IdFactory, container: str, kind: Any, body: dict[str, Any]) -> InstanceRecord:
@@ -277,7 +291,7 @@ class Worker:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         appdir = Path(tempfile.mkdtemp(prefix="nextoffer-libscale-"))
-        (appdir / "benchserver.py").write_text(SERVER)
+        (appdir / "benchserver.py").write_text(WORKER_SERVER)
         self.spawned = time.perf_counter()
         self.process = subprocess.Popen(
             [
@@ -630,8 +644,14 @@ def latency(args: argparse.Namespace) -> None:
         print(f"{size:,} offers", flush=True)
         db_url, lib = library(size, args.dir)
         env = {"NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{size}")}
+        for option, name in BUILD_KNOBS.items():
+            if getattr(args, option) is not None:
+                env[f"LIBSCALE_{name}"] = str(getattr(args, option))
+                setattr(catalogs, name, getattr(args, option))  # this process's root too
         no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
         worker = Worker(db_url, env)
+        if args.pin:
+            os.sched_setaffinity(worker.process.pid, {0})
         try:
             lib["principal"] = bench_principal(no, lib)
             worker.first_decision(lib)
@@ -644,7 +664,8 @@ def latency(args: argparse.Namespace) -> None:
                     with churning(args, size, on=kind != "quiet", spin=kind == "control"):
                         version = no.path.library_version(lib["container"])
                         cpu = worker.cpu_s()
-                        result = http_window(lib, worker, args.seconds)
+                        with pinned({1} if args.pin else None):  # wrk on the other core
+                            result = http_window(lib, worker, args.seconds)
                         row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
                         local = in_process(no, lib, args.seconds)
                         changes = no.path.library_version(lib["container"]) - version
@@ -663,9 +684,12 @@ def latency(args: argparse.Namespace) -> None:
             worker.stop()
             no.close()
     print()
+    knobs = [f"{o}={getattr(args, o)}" for o in BUILD_KNOBS if getattr(args, o) is not None]
     print(
         f"{machine()}; median of {args.rounds} interleaved rounds of two {args.seconds} s "
         f"windows (HTTP, then in process), an offer changed every {args.period} s"
+        + ("; worker on core 0, wrk and the writer on core 1" if args.pin else "")
+        + (f"; {', '.join(knobs)}" if knobs else "")
     )
     print()
     print(
@@ -764,6 +788,8 @@ def churning(
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
     command += ["--period", str(args.period), *(["--spin"] if spin else [])]
     child = subprocess.Popen(command, stdout=subprocess.PIPE)
+    if args.pin:
+        os.sched_setaffinity(child.pid, {1})
     try:
         assert child.stdout is not None
         if child.stdout.readline().strip() != b"ready":
@@ -772,6 +798,21 @@ def churning(
     finally:
         child.terminate()
         child.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """This process (and what it starts meanwhile) on ``cpus`` for the block; nothing
+    when ``None``."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def churn(args: argparse.Namespace) -> None:
@@ -1008,6 +1049,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--control", action="store_true", help="--latency: a CPU-only window pair too"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="--latency: the worker on core 0, wrk and the writing child on core 1",
+    )
+    parser.add_argument(
+        "--build-step", type=float, help="--latency: catalogs.BUILD_STEP (s) in both roots"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="--latency: catalogs.BUILD_SWITCH_INTERVAL (s) in both roots",
     )
     parser.add_argument("--churn", type=int, help=argparse.SUPPRESS)  # latency's child
     parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
