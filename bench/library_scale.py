@@ -648,6 +648,7 @@ def latency(args: argparse.Namespace) -> None:
             if getattr(args, option) is not None:
                 env[f"LIBSCALE_{name}"] = str(getattr(args, option))
                 setattr(catalogs, name, getattr(args, option))  # this process's root too
+        paced_step = catalogs.BUILD_STEP
         no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
         worker = Worker(db_url, env)
         if args.pin:
@@ -668,6 +669,13 @@ def latency(args: argparse.Namespace) -> None:
                             result = http_window(lib, worker, args.seconds)
                         row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
                         local = in_process(no, lib, args.seconds)
+                        if args.gap:  # this process's builder unpaced, then paced
+                            for variant, step in (("unpaced", 1e9), ("paced", paced_step)):
+                                catalogs.BUILD_STEP = step
+                                gapped = in_process(no, lib, args.seconds, gap=True)
+                                for name, figure in gapped.items():
+                                    row[f"{kind}_{variant}_{name}"] = figure
+                            catalogs.BUILD_STEP = paced_step
                         changes = no.path.library_version(lib["container"]) - version
                     row[f"{kind}_p50_ms"] = result.p50_ms
                     row[f"{kind}_p99_ms"] = result.p99_ms
@@ -703,6 +711,7 @@ def latency(args: argparse.Namespace) -> None:
             return statistics.median(r[key] for r in rounds)
 
         loads = [r["load"] for r in rounds]
+        windows = 4 if "busy_paced_p99_ms" in rounds[0] else 2  # per kind, changes counted over all
         for where, prefix in (("HTTP (wrk, 1 connection)", ""), ("in process", "local_")):
             if "control_p99_ms" in rounds[0]:
                 control = statistics.median(
@@ -726,8 +735,25 @@ def latency(args: argparse.Namespace) -> None:
                 f"| {ratio:.2f}× "
                 f"| {med(f'quiet_{prefix}p999_ms'):.2f} / {med(f'busy_{prefix}p999_ms'):.2f} "
                 f"| {med(f'quiet_{count}'):,.0f} / {med(f'busy_{count}'):,.0f} "
-                f"| {med('busy_changes') / 2:.0f} | {min(loads):.1f}-{max(loads):.1f} |"
+                f"| {med('busy_changes') / windows:.0f} | {min(loads):.1f}-{max(loads):.1f} |"
             )
+        if "busy_paced_p99_ms" in rounds[0]:
+            for variant in ("unpaced", "paced"):
+                gap_ratio = statistics.median(
+                    r[f"busy_{variant}_p99_ms"] / r[f"quiet_{variant}_p99_ms"] for r in rounds
+                )
+                print(
+                    f"| {rounds[0]['size']:,} | in process, a gap between decisions, "
+                    f"builder {variant} "
+                    f"| {med(f'quiet_{variant}_p50_ms'):.3f} / {med(f'busy_{variant}_p50_ms'):.3f} "
+                    f"| {med(f'quiet_{variant}_p99_ms'):.3f} / {med(f'busy_{variant}_p99_ms'):.3f} "
+                    f"| {gap_ratio:.2f}× "
+                    f"| {med(f'quiet_{variant}_p999_ms'):.2f} / "
+                    f"{med(f'busy_{variant}_p999_ms'):.2f} "
+                    f"| {med(f'quiet_{variant}_decisions'):,.0f} / "
+                    f"{med(f'busy_{variant}_decisions'):,.0f} "
+                    f"| {med('busy_changes') / windows:.0f} | |"
+                )
         print(
             f"in process, the slowest decision of a window, quiet / busy: "
             f"{med('quiet_local_max_ms'):.1f} / {med('busy_local_max_ms'):.1f} ms; "
@@ -860,11 +886,19 @@ def http_window(lib: dict[str, Any], worker: Worker, seconds: int) -> Any:
     return result
 
 
-def in_process(no: NextOffer, lib: dict[str, Any], seconds: float) -> dict[str, float]:
+def in_process(
+    no: NextOffer, lib: dict[str, Any], seconds: float, *, gap: bool = False
+) -> dict[str, float]:
     """Dry-run decisions one after another on this process's root for ``seconds`` (its
     snapshot refreshes on its builder thread, as a worker's does), without HTTP or the
     scheduler of a second process in the figure: p50, p99, p99.9 and the slowest (ms), how
-    many, and how many took over 10 ms (a decision that waited for a refresh does)."""
+    many, and how many took over 10 ms (a decision that waited for a refresh does).
+
+    ``gap``: each decision follows a ``time.sleep(0)`` and is timed from before it — the
+    interpreter released between decisions, as a worker's event loop releases it while
+    it waits for the next request, so the builder runs in those gaps and a decision may
+    find it holding the interpreter (what a decision over HTTP meets), without wrk,
+    sockets or another process in the figure."""
     call = DecisionCall(
         propositions=(PropositionRequest(lib["decision"], lib["placement"]),),
         identities=[("Email", "scale@example.com")],
@@ -873,6 +907,8 @@ def in_process(no: NextOffer, lib: dict[str, Any], seconds: float) -> dict[str, 
     times = []
     end = time.perf_counter() + seconds
     while (began := time.perf_counter()) < end:
+        if gap:
+            time.sleep(0)
         no.decide(lib["principal"], lib["container"], call)
         times.append(time.perf_counter() - began)
     times.sort()
@@ -1054,6 +1090,12 @@ def main() -> None:
         "--pin",
         action="store_true",
         help="--latency: the worker on core 0, wrk and the writing child on core 1",
+    )
+    parser.add_argument(
+        "--gap",
+        action="store_true",
+        help="--latency: two more in-process windows, a gap between decisions, this "
+        "process's builder unpaced then paced",
     )
     parser.add_argument(
         "--build-step", type=float, help="--latency: catalogs.BUILD_STEP (s) in both roots"

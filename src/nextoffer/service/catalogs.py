@@ -289,6 +289,8 @@ class CatalogCache:
         #: (``FROZEN_GROWTH``).
         self._frozen_full = 0
         self._frozen_since = 0
+        #: (org, sandbox) by container, for the segment definitions a build reads.
+        self._tenants: dict[str, tuple[str, str]] = {}
         #: The pause points of the last build that ran beside decisions (``Pace``).
         self.last_pace: Pace | None = None
 
@@ -493,13 +495,13 @@ class CatalogCache:
             pace()
             epochs = session.cap_epochs(container_id)
             pace()
-            container = session.get_container_by_id(container_id)
-            pace()
-            segments = (
-                session.batch.segment_expressions(container.org_id, container.sandbox)
-                if container is not None
-                else {}
-            )
+            tenant = self._tenants.get(container_id)
+            if tenant is None:  # a container's tenant never changes: read once
+                container = session.get_container_by_id(container_id)
+                if container is not None:
+                    tenant = self._tenants[container_id] = (container.org_id, container.sandbox)
+                pace()
+            segments = session.batch.segment_expressions(*tenant) if tenant is not None else {}
             pace()
             known = current.instances if current is not None else Map()
             if known:
