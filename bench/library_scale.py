@@ -644,11 +644,11 @@ def latency(args: argparse.Namespace) -> None:
         print(f"{size:,} offers", flush=True)
         db_url, lib = library(size, args.dir)
         env = {"NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{size}")}
+        paced_step = catalogs.BUILD_STEP  # the default, for --gap's paced variant
         for option, name in BUILD_KNOBS.items():
             if getattr(args, option) is not None:
                 env[f"LIBSCALE_{name}"] = str(getattr(args, option))
                 setattr(catalogs, name, getattr(args, option))  # this process's root too
-        paced_step = catalogs.BUILD_STEP
         no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
         worker = Worker(db_url, env)
         if args.pin:
@@ -670,12 +670,13 @@ def latency(args: argparse.Namespace) -> None:
                         row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
                         local = in_process(no, lib, args.seconds)
                         if args.gap:  # this process's builder unpaced, then paced
+                            step_before = catalogs.BUILD_STEP
                             for variant, step in (("unpaced", 1e9), ("paced", paced_step)):
                                 catalogs.BUILD_STEP = step
                                 gapped = in_process(no, lib, args.seconds, gap=True)
                                 for name, figure in gapped.items():
                                     row[f"{kind}_{variant}_{name}"] = figure
-                            catalogs.BUILD_STEP = paced_step
+                            catalogs.BUILD_STEP = step_before
                         changes = no.path.library_version(lib["container"]) - version
                     row[f"{kind}_p50_ms"] = result.p50_ms
                     row[f"{kind}_p99_ms"] = result.p99_ms
