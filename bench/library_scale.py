@@ -649,7 +649,8 @@ def latency(args: argparse.Namespace) -> None:
             if getattr(args, option) is not None:
                 env[f"LIBSCALE_{name}"] = str(getattr(args, option))
                 setattr(catalogs, name, getattr(args, option))  # this process's root too
-        no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
+        settings = {"NEXTOFFER_DB": db_url, "NEXTOFFER_SNAPSHOT_WAIT_SECONDS": "600", **env}
+        no = NextOffer.open(Settings.from_env(settings))  # its first build waited for
         worker = Worker(db_url, env)
         if args.pin:
             os.sched_setaffinity(worker.process.pid, {0})
