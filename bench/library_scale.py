@@ -47,7 +47,10 @@ anything else the process does is counted. Then, with the refreshed snapshot fro
 of the collector's sight (``gc.freeze``, as workers do), the time of one full collection,
 and of one with the heap thawed (what an automatic full collection would cost a decision
 without the freeze). ``--fresh`` first stamps every instance as modified now (a library
-just imported: code that reads recent writes by the clock reads them all).
+just imported: code that reads recent writes by the clock reads them all). The changes
+alternate with as many refreshed by an unpaced builder (``catalogs.BUILD_STEP`` out of
+reach): the paced ones' wall time, pauses and longest step between two pause points
+(``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time.
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -63,6 +66,14 @@ of windows per round: the child spends, every period, the CPU a change costs it 
 on three changes made before the window) without writing anything — the same competition
 for the machine's cores with no refresh in the worker, so busy against control separates
 what the worker's refresh costs a decision from what another busy process costs it.
+``--pin`` puts the worker on core 0 and wrk and the writing child on core 1 (a
+deployment's writer is another machine); ``--build-step`` and ``--switch-interval`` set
+``catalogs.BUILD_STEP`` and ``BUILD_SWITCH_INTERVAL`` in the worker and this process (the
+designs compared). ``--gap`` adds two in-process windows per pair in which each decision
+follows a ``time.sleep(0)`` (the interpreter released between decisions, as an event
+loop waiting for the next request releases it), this process's builder unpaced and then
+paced: the decisions that overlapped one of its refreshes are counted apart from the
+others of the same window.
 """
 
 from __future__ import annotations
@@ -443,12 +454,24 @@ def refresh(args: argparse.Namespace) -> None:
             cache, container = no.catalogs, lib["container"]
             cache.get(container)
             idle_builder(cache)
-            cpu = []
-            for r in range(args.changes):
+            cpu, paced = [], []
+            unpaced: list[tuple[float, float]] = []
+            step = catalogs.BUILD_STEP
+            for r in range(args.changes * 2):  # paced (as workers run) and not, in turn
                 raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
                 version = no.path.library_version(container)
-
-                cpu.append(cache._builder.submit(thread_cpu, cache, container, version).result())
+                catalogs.BUILD_STEP = step if r % 2 == 0 else 1e9
+                began = time.perf_counter()
+                used = cache._builder.submit(thread_cpu, cache, container, version).result()
+                wall = time.perf_counter() - began
+                if r % 2 == 0:
+                    cpu.append(used)
+                    pace = cache.last_pace
+                    assert pace is not None
+                    paced.append((wall, pace.pauses, pace.longest))
+                else:
+                    unpaced.append((used, wall))
+            catalogs.BUILD_STEP = step
             began = time.perf_counter()
             gc.collect()
             frozen = time.perf_counter() - began
@@ -463,6 +486,11 @@ def refresh(args: argparse.Namespace) -> None:
                 "refresh_cpu_ms": statistics.median(cpu) * 1000,
                 "refresh_cpu_min_ms": min(cpu) * 1000,
                 "refresh_cpu_max_ms": max(cpu) * 1000,
+                "refresh_wall_ms": statistics.median(w for w, _, _ in paced) * 1000,
+                "pauses": statistics.median(p for _, p, _ in paced),
+                "longest_step_ms": statistics.median(longest for _, _, longest in paced) * 1000,
+                "unpaced_cpu_ms": statistics.median(c for c, _ in unpaced) * 1000,
+                "unpaced_wall_ms": statistics.median(w for _, w in unpaced) * 1000,
                 "collect_frozen_ms": frozen * 1000,
                 "collect_thawed_ms": thawed * 1000,
                 "objects": len(gc.get_objects()) + gc.get_freeze_count(),
@@ -476,14 +504,16 @@ def refresh(args: argparse.Namespace) -> None:
     print()
     print(
         "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
-        "ms | load |"
+        "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms |"
     )
-    print("|---:|---:|---:|---|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
             f"{r['refresh_cpu_max_ms']:.2f}) | {r['collect_frozen_ms']:.1f} / "
-            f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} |"
+            f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} | {r['refresh_wall_ms']:.2f} "
+            f"| {r['pauses']:.0f} | {r['longest_step_ms']:.3f} "
+            f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
@@ -900,32 +930,52 @@ def in_process(
     interpreter released between decisions, as a worker's event loop releases it while
     it waits for the next request, so the builder runs in those gaps and a decision may
     find it holding the interpreter (what a decision over HTTP meets), without wrk,
-    sockets or another process in the figure."""
+    sockets or another process in the figure. The decisions during which this process's
+    builder was running a refresh are also counted apart (``during_*``), beside the
+    others of the same window (``outside_*``): the same scheduler and load for both."""
+    builds = no.catalogs._builds  # the bench looks at whether a build is running
+    container = lib["container"]
+
+    def building() -> bool:
+        running = builds.get(container)
+        return running is not None and not running.done()
+
     call = DecisionCall(
         propositions=(PropositionRequest(lib["decision"], lib["placement"]),),
         identities=[("Email", "scale@example.com")],
         dry_run=True,
     )
-    times = []
+    times, during, outside = [], [], []
     end = time.perf_counter() + seconds
     while (began := time.perf_counter()) < end:
+        refreshing = gap and building()
         if gap:
             time.sleep(0)
         no.decide(lib["principal"], lib["container"], call)
-        times.append(time.perf_counter() - began)
-    times.sort()
+        took = time.perf_counter() - began
+        times.append(took)
+        if gap:
+            (during if refreshing or building() else outside).append(took)
 
-    def at(q: float) -> float:
-        return times[min(len(times) - 1, int(q * len(times)))] * 1000
+    def at(found: list[float], q: float) -> float:
+        found.sort()
+        return found[min(len(found) - 1, int(q * len(found)))] * 1000 if found else 0.0
 
-    return {
-        "p50_ms": at(0.5),
-        "p99_ms": at(0.99),
-        "p999_ms": at(0.999),
+    figures = {
+        "p50_ms": at(times, 0.5),
+        "p99_ms": at(times, 0.99),
+        "p999_ms": at(times, 0.999),
         "max_ms": times[-1] * 1000,
         "decisions": len(times),
         "over_10ms": sum(1 for t in times if t > 0.010),
     }
+    if gap:
+        for name, found in (("during", during), ("outside", outside)):
+            figures[f"{name}_n"] = len(found)
+            figures[f"{name}_p50_ms"] = at(found, 0.5)
+            figures[f"{name}_p90_ms"] = at(found, 0.9)
+            figures[f"{name}_p99_ms"] = at(found, 0.99)
+    return figures
 
 
 def bench_principal(no: NextOffer, lib: dict[str, Any]) -> Any:
