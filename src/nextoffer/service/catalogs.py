@@ -190,7 +190,7 @@ class Pace:
     stretch seen between two calls (s): what a decision may have waited.
     """
 
-    __slots__ = ("step", "pauses", "longest", "_since", "_last")
+    __slots__ = ("_last", "_since", "longest", "pauses", "step")
 
     def __init__(self, step: float = BUILD_STEP) -> None:
         self.step = step
