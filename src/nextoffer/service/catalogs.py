@@ -171,8 +171,8 @@ _yielding_depth = [0, 0.005]
 #: A build that runs while decisions are answered (a refresh, the complete build after a
 #: first one, deferred rules compiling) gives the interpreter away after at most this much
 #: of its work (s, wall clock): a decision that arrives meanwhile waits for the end of one
-#: such step rather than for a switch interval, and the builder never takes the
-#: interpreter from a decision (see :class:`Pace`).
+#: such step rather than for a switch interval, and the builder takes the interpreter
+#: from a decision only after a whole one (see :class:`Pace`).
 BUILD_STEP = 0.0001
 
 
