@@ -182,8 +182,8 @@ class Pace:
     interpreter once ``step`` seconds have passed since it last did.
 
     The release is ``time.sleep(0)``: a system call that gives a thread waiting for the
-    interpreter (the event loop with a decision to answer) the time to take it, and
-    costs the builder no CPU. With the interpreter given away at least every ``step``, a
+    interpreter (the event loop with a decision to answer) the time to take it (the
+    sleep uses no CPU; the caches refilled after it do, docs/benchmarks.md). With the interpreter given away at least every ``step``, a
     decision waits at most one step for it; and since the builder asks for it back only
     when the sleep ends, its wait for the interpreter (at most a switch interval) is what
     it pays, not the decision. ``pauses`` counts the releases, ``longest`` is the longest
