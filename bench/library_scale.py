@@ -542,6 +542,49 @@ def plot_refresh(runs: list[str], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def plot_gap(runs: list[str], path: Path) -> None:
+    """The busy windows of ``--latency --gap`` runs: p90 and p99 of the in-process
+    decisions that met a refresh, builder unpaced against paced, and the p90 of the
+    others of the same windows; one group per ``LABEL=FILE[,FILE…]`` (medians of the
+    rounds that count them apart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = {
+        "unpaced: during a refresh, p90": ("unpaced", "during_p90_ms"),
+        "paced: during a refresh, p90": ("paced", "during_p90_ms"),
+        "unpaced: during a refresh, p99": ("unpaced", "during_p99_ms"),
+        "paced: during a refresh, p99": ("paced", "during_p99_ms"),
+        "the others, p90 (paced windows)": ("paced", "outside_p90_ms"),
+    }
+    fig, axis = plt.subplots(figsize=(10, 5))
+    labels = []
+    for n, run in enumerate(runs):
+        label, files = run.split("=", 1)
+        labels.append(label)
+        rounds = [
+            r
+            for name in files.split(",")
+            for r in json.loads(Path(name).read_text())[0]
+            if "busy_paced_during_n" in r
+        ]
+        for b, (variant, key) in enumerate(bars.values()):
+            value = statistics.median(r[f"busy_{variant}_{key}"] for r in rounds)
+            axis.bar(n + (b - 2) * 0.16, value, 0.16, color=f"C{b}")
+    for b, name in enumerate(bars):
+        axis.bar(0, 0, 0, color=f"C{b}", label=name)
+    axis.set_xticks(range(len(labels)), labels, fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("ms, in process (median of rounds)")
+    axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+    fig.suptitle("bench/library_scale.py --latency --gap")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def thread_cpu(cache: Any, container: str, version: int) -> float:
     """The CPU time of one refresh towards ``version``, on the thread that runs it."""
     began = time.thread_time()
@@ -1136,6 +1179,12 @@ def main() -> None:
         help="plot --refresh --json files against size into --plot, and stop",
     )
     parser.add_argument(
+        "--plot-gap",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="plot --latency --gap --json files (decisions during a refresh) into --plot",
+    )
+    parser.add_argument(
         "--control", action="store_true", help="--latency: a CPU-only window pair too"
     )
     parser.add_argument(
@@ -1163,6 +1212,9 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.plot_refresh:
         plot_refresh(args.plot_refresh, args.plot or Path("library-refresh.png"))
+        return
+    if args.plot_gap:
+        plot_gap(args.plot_gap, args.plot or Path("library-gap.png"))
         return
     if args.src is not None:
         use_source(args.src)
