@@ -7,6 +7,9 @@
         [--seconds 10] [--period 0.25]                # decisions while the library changes
     .venv/bin/python bench/library_scale.py --refresh [--changes 20] [--fresh] \
         [--sizes 1000,10000,20000]                    # one refresh's CPU, by library size
+    .venv/bin/python bench/library_scale.py --latency --control --gap [--pin] \
+        [--build-step S] [--switch-interval S]        # the designs compared (issue 22)
+    .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
