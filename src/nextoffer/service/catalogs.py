@@ -183,11 +183,12 @@ class Pace:
 
     The release is ``time.sleep(0)``: a system call that gives a thread waiting for the
     interpreter (the event loop with a decision to answer) the time to take it (the
-    sleep uses no CPU; the caches refilled after it do, docs/benchmarks.md). With the interpreter given away at least every ``step``, a
-    decision waits at most one step for it; and since the builder asks for it back only
-    when the sleep ends, its wait for the interpreter (at most a switch interval) is what
-    it pays, not the decision. ``pauses`` counts the releases, ``longest`` is the longest
-    stretch seen between two calls (s): what a decision may have waited.
+    sleep uses no CPU; the caches refilled after it do, docs/benchmarks.md). With the
+    interpreter given away at least every ``step``, a decision waits at most one step
+    for it; and since the builder asks for it back only when the sleep ends, its wait
+    for the interpreter (at most a switch interval) is what it pays, not the decision.
+    ``pauses`` counts the releases, ``longest`` is the longest stretch seen between two
+    calls (s): what a decision may have waited.
     """
 
     __slots__ = ("_last", "_since", "longest", "pauses", "step")
