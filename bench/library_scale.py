@@ -7,6 +7,9 @@
         [--seconds 10] [--period 0.25]                # decisions while the library changes
     .venv/bin/python bench/library_scale.py --refresh [--changes 20] [--fresh] \
         [--sizes 1000,10000,20000]                    # one refresh's CPU, by library size
+    .venv/bin/python bench/library_scale.py --latency --control --gap [--pin] \
+        [--build-step S] [--switch-interval S]        # the designs compared (issue 22)
+    .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -47,7 +50,10 @@ anything else the process does is counted. Then, with the refreshed snapshot fro
 of the collector's sight (``gc.freeze``, as workers do), the time of one full collection,
 and of one with the heap thawed (what an automatic full collection would cost a decision
 without the freeze). ``--fresh`` first stamps every instance as modified now (a library
-just imported: code that reads recent writes by the clock reads them all).
+just imported: code that reads recent writes by the clock reads them all). The changes
+alternate with as many refreshed by an unpaced builder (``catalogs.BUILD_STEP`` out of
+reach): the paced ones' wall time, pauses and longest step between two pause points
+(``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time.
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -63,6 +69,14 @@ of windows per round: the child spends, every period, the CPU a change costs it 
 on three changes made before the window) without writing anything — the same competition
 for the machine's cores with no refresh in the worker, so busy against control separates
 what the worker's refresh costs a decision from what another busy process costs it.
+``--pin`` puts the worker on core 0 and wrk and the writing child on core 1 (a
+deployment's writer is another machine); ``--build-step`` and ``--switch-interval`` set
+``catalogs.BUILD_STEP`` and ``BUILD_SWITCH_INTERVAL`` in the worker and this process (the
+designs compared). ``--gap`` adds two in-process windows per pair in which each decision
+follows a ``time.sleep(0)`` (the interpreter released between decisions, as an event
+loop waiting for the next request releases it), this process's builder unpaced and then
+paced: the decisions that overlapped one of its refreshes are counted apart from the
+others of the same window.
 """
 
 from __future__ import annotations
@@ -101,12 +115,26 @@ from nextoffer.repository.objects import (
 )
 from nextoffer.repository.records import Audit, InstanceRecord
 from nextoffer.root import NextOffer
+from nextoffer.service import catalogs
 from nextoffer.settings import Settings
 
 OM = "https://ns.adobe.com/experience/offer-management/"
 HTML = OM + "content-component-html"
 DECIDE_TYPE = f'application/vnd.adobe.xdm+json; schema="{OM}decision-request;version=1.0"'
 ORG, SANDBOX = "SCALE@AdobeOrg", "prod"
+#: The build constants a ``--latency`` run may set in the worker and in this process (the
+#: designs compared in docs/benchmarks.md): option name -> ``service/catalogs.py`` name.
+BUILD_KNOBS = {"build_step": "BUILD_STEP", "switch_interval": "BUILD_SWITCH_INTERVAL"}
+#: The worker's server: httpbench's, with those constants taken from its environment.
+WORKER_SERVER = (
+    SERVER
+    + """
+import nextoffer.service.catalogs as _catalogs
+for _name in ("BUILD_STEP", "BUILD_SWITCH_INTERVAL"):
+    if os.environ.get("LIBSCALE_" + _name):
+        setattr(_catalogs, _name, float(os.environ["LIBSCALE_" + _name]))
+"""
+)
 
 
 def _record(ids: IdFactory, container: str, kind: Any, body: dict[str, Any]) -> InstanceRecord:
@@ -277,7 +305,7 @@ class Worker:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         appdir = Path(tempfile.mkdtemp(prefix="nextoffer-libscale-"))
-        (appdir / "benchserver.py").write_text(SERVER)
+        (appdir / "benchserver.py").write_text(WORKER_SERVER)
         self.spawned = time.perf_counter()
         self.process = subprocess.Popen(
             [
@@ -429,12 +457,24 @@ def refresh(args: argparse.Namespace) -> None:
             cache, container = no.catalogs, lib["container"]
             cache.get(container)
             idle_builder(cache)
-            cpu = []
-            for r in range(args.changes):
+            cpu, paced = [], []
+            unpaced: list[tuple[float, float]] = []
+            step = catalogs.BUILD_STEP
+            for r in range(args.changes * 2):  # paced (as workers run) and not, in turn
                 raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
                 version = no.path.library_version(container)
-
-                cpu.append(cache._builder.submit(thread_cpu, cache, container, version).result())
+                catalogs.BUILD_STEP = step if r % 2 == 0 else 1e9
+                began = time.perf_counter()
+                used = cache._builder.submit(thread_cpu, cache, container, version).result()
+                wall = time.perf_counter() - began
+                if r % 2 == 0:
+                    cpu.append(used)
+                    pace = cache.last_pace
+                    assert pace is not None
+                    paced.append((wall, pace.pauses, pace.longest))
+                else:
+                    unpaced.append((used, wall))
+            catalogs.BUILD_STEP = step
             began = time.perf_counter()
             gc.collect()
             frozen = time.perf_counter() - began
@@ -449,6 +489,11 @@ def refresh(args: argparse.Namespace) -> None:
                 "refresh_cpu_ms": statistics.median(cpu) * 1000,
                 "refresh_cpu_min_ms": min(cpu) * 1000,
                 "refresh_cpu_max_ms": max(cpu) * 1000,
+                "refresh_wall_ms": statistics.median(w for w, _, _ in paced) * 1000,
+                "pauses": statistics.median(p for _, p, _ in paced),
+                "longest_step_ms": statistics.median(longest for _, _, longest in paced) * 1000,
+                "unpaced_cpu_ms": statistics.median(c for c, _ in unpaced) * 1000,
+                "unpaced_wall_ms": statistics.median(w for _, w in unpaced) * 1000,
                 "collect_frozen_ms": frozen * 1000,
                 "collect_thawed_ms": thawed * 1000,
                 "objects": len(gc.get_objects()) + gc.get_freeze_count(),
@@ -462,14 +507,16 @@ def refresh(args: argparse.Namespace) -> None:
     print()
     print(
         "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
-        "ms | load |"
+        "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms |"
     )
-    print("|---:|---:|---:|---|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
             f"{r['refresh_cpu_max_ms']:.2f}) | {r['collect_frozen_ms']:.1f} / "
-            f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} |"
+            f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} | {r['refresh_wall_ms']:.2f} "
+            f"| {r['pauses']:.0f} | {r['longest_step_ms']:.3f} "
+            f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
@@ -494,6 +541,49 @@ def plot_refresh(runs: list[str], path: Path) -> None:
     axis.set_yscale("log")
     axis.legend(fontsize=8)
     axis.set_title("bench/library_scale.py --refresh: one offer updated")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_gap(runs: list[str], path: Path) -> None:
+    """The busy windows of ``--latency --gap`` runs: p90 and p99 of the in-process
+    decisions that met a refresh, builder unpaced against paced, and the p90 of the
+    others of the same windows; one group per ``LABEL=FILE[,FILE…]`` (medians of the
+    rounds that count them apart)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bars = {
+        "unpaced: during a refresh, p90": ("unpaced", "during_p90_ms"),
+        "paced: during a refresh, p90": ("paced", "during_p90_ms"),
+        "unpaced: during a refresh, p99": ("unpaced", "during_p99_ms"),
+        "paced: during a refresh, p99": ("paced", "during_p99_ms"),
+        "the others, p90 (paced windows)": ("paced", "outside_p90_ms"),
+    }
+    fig, axis = plt.subplots(figsize=(10, 5))
+    labels = []
+    for n, run in enumerate(runs):
+        label, files = run.split("=", 1)
+        labels.append(label)
+        rounds = [
+            r
+            for name in files.split(",")
+            for r in json.loads(Path(name).read_text())[0]
+            if "busy_paced_during_n" in r
+        ]
+        for b, (variant, key) in enumerate(bars.values()):
+            value = statistics.median(r[f"busy_{variant}_{key}"] for r in rounds)
+            axis.bar(n + (b - 2) * 0.16, value, 0.16, color=f"C{b}")
+    for b, name in enumerate(bars):
+        axis.bar(0, 0, 0, color=f"C{b}", label=name)
+    axis.set_xticks(range(len(labels)), labels, fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("ms, in process (median of rounds)")
+    axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
+    fig.suptitle("bench/library_scale.py --latency --gap")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -630,8 +720,16 @@ def latency(args: argparse.Namespace) -> None:
         print(f"{size:,} offers", flush=True)
         db_url, lib = library(size, args.dir)
         env = {"NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{size}")}
-        no = NextOffer.open(Settings.from_env({"NEXTOFFER_DB": db_url, **env}))
+        paced_step = catalogs.BUILD_STEP  # the default, for --gap's paced variant
+        for option, name in BUILD_KNOBS.items():
+            if getattr(args, option) is not None:
+                env[f"LIBSCALE_{name}"] = str(getattr(args, option))
+                setattr(catalogs, name, getattr(args, option))  # this process's root too
+        settings = {"NEXTOFFER_DB": db_url, "NEXTOFFER_SNAPSHOT_WAIT_SECONDS": "600", **env}
+        no = NextOffer.open(Settings.from_env(settings))  # its first build waited for
         worker = Worker(db_url, env)
+        if args.pin:
+            os.sched_setaffinity(worker.process.pid, {0})
         try:
             lib["principal"] = bench_principal(no, lib)
             worker.first_decision(lib)
@@ -644,9 +742,18 @@ def latency(args: argparse.Namespace) -> None:
                     with churning(args, size, on=kind != "quiet", spin=kind == "control"):
                         version = no.path.library_version(lib["container"])
                         cpu = worker.cpu_s()
-                        result = http_window(lib, worker, args.seconds)
+                        with pinned({1} if args.pin else None):  # wrk on the other core
+                            result = http_window(lib, worker, args.seconds)
                         row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
                         local = in_process(no, lib, args.seconds)
+                        if args.gap:  # this process's builder unpaced, then paced
+                            step_before = catalogs.BUILD_STEP
+                            for variant, step in (("unpaced", 1e9), ("paced", paced_step)):
+                                catalogs.BUILD_STEP = step
+                                gapped = in_process(no, lib, args.seconds, gap=True)
+                                for name, figure in gapped.items():
+                                    row[f"{kind}_{variant}_{name}"] = figure
+                            catalogs.BUILD_STEP = step_before
                         changes = no.path.library_version(lib["container"]) - version
                     row[f"{kind}_p50_ms"] = result.p50_ms
                     row[f"{kind}_p99_ms"] = result.p99_ms
@@ -663,9 +770,12 @@ def latency(args: argparse.Namespace) -> None:
             worker.stop()
             no.close()
     print()
+    knobs = [f"{o}={getattr(args, o)}" for o in BUILD_KNOBS if getattr(args, o) is not None]
     print(
         f"{machine()}; median of {args.rounds} interleaved rounds of two {args.seconds} s "
         f"windows (HTTP, then in process), an offer changed every {args.period} s"
+        + ("; worker on core 0, wrk and the writer on core 1" if args.pin else "")
+        + (f"; {', '.join(knobs)}" if knobs else "")
     )
     print()
     print(
@@ -679,6 +789,7 @@ def latency(args: argparse.Namespace) -> None:
             return statistics.median(r[key] for r in rounds)
 
         loads = [r["load"] for r in rounds]
+        windows = 4 if "busy_paced_p99_ms" in rounds[0] else 2  # per kind, changes counted over all
         for where, prefix in (("HTTP (wrk, 1 connection)", ""), ("in process", "local_")):
             if "control_p99_ms" in rounds[0]:
                 control = statistics.median(
@@ -702,8 +813,25 @@ def latency(args: argparse.Namespace) -> None:
                 f"| {ratio:.2f}× "
                 f"| {med(f'quiet_{prefix}p999_ms'):.2f} / {med(f'busy_{prefix}p999_ms'):.2f} "
                 f"| {med(f'quiet_{count}'):,.0f} / {med(f'busy_{count}'):,.0f} "
-                f"| {med('busy_changes') / 2:.0f} | {min(loads):.1f}-{max(loads):.1f} |"
+                f"| {med('busy_changes') / windows:.0f} | {min(loads):.1f}-{max(loads):.1f} |"
             )
+        if "busy_paced_p99_ms" in rounds[0]:
+            for variant in ("unpaced", "paced"):
+                gap_ratio = statistics.median(
+                    r[f"busy_{variant}_p99_ms"] / r[f"quiet_{variant}_p99_ms"] for r in rounds
+                )
+                print(
+                    f"| {rounds[0]['size']:,} | in process, a gap between decisions, "
+                    f"builder {variant} "
+                    f"| {med(f'quiet_{variant}_p50_ms'):.3f} / {med(f'busy_{variant}_p50_ms'):.3f} "
+                    f"| {med(f'quiet_{variant}_p99_ms'):.3f} / {med(f'busy_{variant}_p99_ms'):.3f} "
+                    f"| {gap_ratio:.2f}× "
+                    f"| {med(f'quiet_{variant}_p999_ms'):.2f} / "
+                    f"{med(f'busy_{variant}_p999_ms'):.2f} "
+                    f"| {med(f'quiet_{variant}_decisions'):,.0f} / "
+                    f"{med(f'busy_{variant}_decisions'):,.0f} "
+                    f"| {med('busy_changes') / windows:.0f} | |"
+                )
         print(
             f"in process, the slowest decision of a window, quiet / busy: "
             f"{med('quiet_local_max_ms'):.1f} / {med('busy_local_max_ms'):.1f} ms; "
@@ -764,6 +892,8 @@ def churning(
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
     command += ["--period", str(args.period), *(["--spin"] if spin else [])]
     child = subprocess.Popen(command, stdout=subprocess.PIPE)
+    if args.pin:
+        os.sched_setaffinity(child.pid, {1})
     try:
         assert child.stdout is not None
         if child.stdout.readline().strip() != b"ready":
@@ -772,6 +902,21 @@ def churning(
     finally:
         child.terminate()
         child.wait(timeout=30)
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int] | None) -> Iterator[None]:
+    """This process (and what it starts meanwhile) on ``cpus`` for the block; nothing
+    when ``None``."""
+    if cpus is None:
+        yield
+        return
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def churn(args: argparse.Namespace) -> None:
@@ -819,34 +964,64 @@ def http_window(lib: dict[str, Any], worker: Worker, seconds: int) -> Any:
     return result
 
 
-def in_process(no: NextOffer, lib: dict[str, Any], seconds: float) -> dict[str, float]:
+def in_process(
+    no: NextOffer, lib: dict[str, Any], seconds: float, *, gap: bool = False
+) -> dict[str, float]:
     """Dry-run decisions one after another on this process's root for ``seconds`` (its
     snapshot refreshes on its builder thread, as a worker's does), without HTTP or the
     scheduler of a second process in the figure: p50, p99, p99.9 and the slowest (ms), how
-    many, and how many took over 10 ms (a decision that waited for a refresh does)."""
+    many, and how many took over 10 ms (a decision that waited for a refresh does).
+
+    ``gap``: each decision follows a ``time.sleep(0)`` and is timed from before it — the
+    interpreter released between decisions, as a worker's event loop releases it while
+    it waits for the next request, so the builder runs in those gaps and a decision may
+    find it holding the interpreter (what a decision over HTTP meets), without wrk,
+    sockets or another process in the figure. The decisions during which this process's
+    builder was running a refresh are also counted apart (``during_*``), beside the
+    others of the same window (``outside_*``): the same scheduler and load for both."""
+    builds = no.catalogs._builds  # the bench looks at whether a build is running
+    container = lib["container"]
+
+    def building() -> bool:
+        running = builds.get(container)
+        return running is not None and not running.done()
+
     call = DecisionCall(
         propositions=(PropositionRequest(lib["decision"], lib["placement"]),),
         identities=[("Email", "scale@example.com")],
         dry_run=True,
     )
-    times = []
+    times, during, outside = [], [], []
     end = time.perf_counter() + seconds
     while (began := time.perf_counter()) < end:
+        refreshing = gap and building()
+        if gap:
+            time.sleep(0)
         no.decide(lib["principal"], lib["container"], call)
-        times.append(time.perf_counter() - began)
-    times.sort()
+        took = time.perf_counter() - began
+        times.append(took)
+        if gap:
+            (during if refreshing or building() else outside).append(took)
 
-    def at(q: float) -> float:
-        return times[min(len(times) - 1, int(q * len(times)))] * 1000
+    def at(found: list[float], q: float) -> float:
+        found.sort()
+        return found[min(len(found) - 1, int(q * len(found)))] * 1000 if found else 0.0
 
-    return {
-        "p50_ms": at(0.5),
-        "p99_ms": at(0.99),
-        "p999_ms": at(0.999),
+    figures = {
+        "p50_ms": at(times, 0.5),
+        "p99_ms": at(times, 0.99),
+        "p999_ms": at(times, 0.999),
         "max_ms": times[-1] * 1000,
         "decisions": len(times),
         "over_10ms": sum(1 for t in times if t > 0.010),
     }
+    if gap:
+        for name, found in (("during", during), ("outside", outside)):
+            figures[f"{name}_n"] = len(found)
+            figures[f"{name}_p50_ms"] = at(found, 0.5)
+            figures[f"{name}_p90_ms"] = at(found, 0.9)
+            figures[f"{name}_p99_ms"] = at(found, 0.99)
+    return figures
 
 
 def bench_principal(no: NextOffer, lib: dict[str, Any]) -> Any:
@@ -1007,7 +1182,32 @@ def main() -> None:
         help="plot --refresh --json files against size into --plot, and stop",
     )
     parser.add_argument(
+        "--plot-gap",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="plot --latency --gap --json files (decisions during a refresh) into --plot",
+    )
+    parser.add_argument(
         "--control", action="store_true", help="--latency: a CPU-only window pair too"
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="--latency: the worker on core 0, wrk and the writing child on core 1",
+    )
+    parser.add_argument(
+        "--gap",
+        action="store_true",
+        help="--latency: two more in-process windows, a gap between decisions, this "
+        "process's builder unpaced then paced",
+    )
+    parser.add_argument(
+        "--build-step", type=float, help="--latency: catalogs.BUILD_STEP (s) in both roots"
+    )
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="--latency: catalogs.BUILD_SWITCH_INTERVAL (s) in both roots",
     )
     parser.add_argument("--churn", type=int, help=argparse.SUPPRESS)  # latency's child
     parser.add_argument("--spin", action="store_true", help=argparse.SUPPRESS)
@@ -1015,6 +1215,9 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.plot_refresh:
         plot_refresh(args.plot_refresh, args.plot or Path("library-refresh.png"))
+        return
+    if args.plot_gap:
+        plot_gap(args.plot_gap, args.plot or Path("library-gap.png"))
         return
     if args.src is not None:
         use_source(args.src)

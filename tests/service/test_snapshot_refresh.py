@@ -188,3 +188,71 @@ def test_a_build_shortens_the_switch_interval_and_restores_it(world: World) -> N
     while sys.getswitchinterval() != before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sys.getswitchinterval() == before
+
+
+def test_a_pace_gives_the_interpreter_to_a_waiting_thread_and_a_busy_loop_does_not() -> None:
+    """The mechanism a refresh relies on: with the switch interval far longer than the
+    work, a thread that wants the interpreter gets it during the work only when the work
+    calls a :class:`Pace` (the same loop without one is the control)."""
+    import sys
+
+    from nextoffer.service.catalogs import Pace
+
+    def other_thread_ran_during(work: Any) -> bool:
+        woke: list[float] = []
+        ready = threading.Event()
+
+        def other() -> None:
+            ready.set()
+            time.sleep(0.02)  # wants the interpreter back while ``work`` runs
+            woke.append(time.perf_counter())
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert ready.wait(5)
+        end = time.perf_counter() + 0.3
+        work(end)
+        finished = time.perf_counter()
+        thread.join(5)
+        return bool(woke) and woke[0] < finished
+
+    def busy(end: float) -> None:
+        while time.perf_counter() < end:
+            pass
+
+    def paced(end: float) -> None:
+        pace = Pace(0.001)
+        while time.perf_counter() < end:
+            pace()
+        assert pace.pauses > 10
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(5.0)
+    try:
+        assert not other_thread_ran_during(busy)
+        assert other_thread_ran_during(paced)
+    finally:
+        sys.setswitchinterval(before)
+
+
+def test_a_refresh_beside_decisions_pauses_and_a_first_build_does_not(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextoffer.service import catalogs
+
+    monkeypatch.setattr(catalogs, "BUILD_STEP", 0.0)  # a pause at every pause point
+    world.add_rule(1)
+    first = world.cache.get(world.container)
+    assert world.cache.last_pace is None  # nobody was answered from a snapshot meanwhile
+    new_rule = world.add_rule(2)
+    world.clock.check_now()
+    world.cache.get(world.container)
+    fresh = world.refreshed(world.stored_version())
+    assert fresh is not first and new_rule in fresh.instances
+    pace = world.cache.last_pace
+    assert pace is not None and pace.pauses >= 10
+    # The refreshed snapshot is the one a build from scratch gives.
+    scratch = catalogs.build_snapshot(world.cache.image(world.container), built=fresh.built)
+    assert sorted(scratch.catalog.offers) == sorted(fresh.catalog.offers)
+    assert dict(scratch.instances) == dict(fresh.instances)
+    assert scratch.version == fresh.version

@@ -180,6 +180,7 @@ def build_catalog(
     changed: Collection[str] | None = None,
     removed: Collection[str] | None = None,
     segments: Mapping[str, str] | None = None,
+    pause: Callable[[], None] | None = None,
 ) -> Catalog:
     """Compile a library into a :class:`Catalog`. Never raises for bad content.
 
@@ -201,10 +202,14 @@ def build_catalog(
 
     ``segments`` are the tenant's segment definitions (id -> PQL text); one that does not
     compile is left out (it was checked when saved).
+
+    ``pause`` is called between small pieces of the work (each instance built, each phase
+    of a patch, each copy of an index): the caller's chance to let other threads run (a
+    server answering decisions while it refreshes; ``service/catalogs.py``).
     """
     compile_rule = compile_rule or _default_compile()
     memo = previous._memo if previous is not None else None
-    builder = _Builder(compile_rule, memo)
+    builder = _Builder(compile_rule, memo, pause)
     if isinstance(instances, Mapping):
         if memo is not None and changed is not None:
             catalog = builder.patch(instances, changed, removed)
@@ -215,6 +220,7 @@ def build_catalog(
     if segments:
         rules = {}
         for segment_id, source in segments.items():
+            builder.pause()
             try:
                 rules[segment_id] = compile_rule(source, format="pql/text", kind="rule")
             except PQLError:
@@ -315,6 +321,10 @@ def _sort_key(offer: Offer) -> tuple[int, str]:
     return (-offer.priority, offer.at_id)
 
 
+def _no_pause() -> None:
+    return None
+
+
 def _position(ordered: list[Offer], offer: Offer) -> int:
     """Where ``offer`` is in ``ordered`` (sorted by :func:`_sort_key`, ``@id``s unique)."""
     at = bisect_left(ordered, _sort_key(offer), key=_sort_key)
@@ -326,9 +336,16 @@ def _position(ordered: list[Offer], offer: Offer) -> int:
 class _Builder:
     """One build: collects errors and the "who uses what" graph while compiling."""
 
-    def __init__(self, compile_rule: CompileRule, memo: _Memo | None = None) -> None:
+    def __init__(
+        self,
+        compile_rule: CompileRule,
+        memo: _Memo | None = None,
+        pause: Callable[[], None] | None = None,
+    ) -> None:
         self.compile_rule = compile_rule
         self.old = memo
+        #: Called between small pieces of the work (``build_catalog(pause=…)``).
+        self.pause = pause or _no_pause
         #: Rule parts found this build (a dict), or the previous build's being patched.
         self.own_parts: dict[str, _Parts] | MapMutation[str, _Parts] = {}
         self.pool_memo: dict[str, _PoolMemo] = {}
@@ -351,10 +368,13 @@ class _Builder:
     def build(self, instances: Iterable[CatalogInstance]) -> Catalog:
         stamps: dict[str, tuple[str, int]] = {}
         by_schema: dict[str, dict[str, CatalogInstance]] = {}
+        pause = self.pause
         for instance in instances:
+            pause()
             by_schema.setdefault(_schema_key(instance.schema), {})[instance.at_id] = instance
             stamps[instance.at_id] = (instance.instance_id, instance.etag)
         self.by_schema = Map({schema: Map(by_id) for schema, by_id in by_schema.items()})
+        pause()
         old = self.old
         self.changed = (
             stamps.keys()
@@ -434,6 +454,7 @@ class _Builder:
         new_stamps = stamps.finish()
         self.changed = {at_id for at_id in changed if at_id in new_stamps}
         rebuilt: set[str] = set()
+        self.pause()
         for schema, names, kind, what in (
             (ELIGIBILITY_RULE, ("condition",), CatalogErrorKind.INVALID_RULE, "rule"),
             (
@@ -454,6 +475,7 @@ class _Builder:
                 self.rules = table.finish()
             else:
                 self.formulas = table.finish()
+            self.pause()
         own_parts = old.own_parts.mutate()
         for at_id in removed:
             own_parts.pop(at_id, None)
@@ -471,6 +493,7 @@ class _Builder:
                 offers[at_id] = self._offer(instance)
                 rebuilt.add(at_id)
         patched = offers.finish()
+        self.pause()
         for at_id, errors in old.errors.items():  # the unchanged ones' own problems
             if at_id not in rebuilt and (
                 at_id in self.rules or at_id in self.formulas or at_id in patched
@@ -490,6 +513,7 @@ class _Builder:
                         users[rule.at_id] = found
                     else:
                         users.pop(rule.at_id, None)
+        self.pause()
         return self._finish(new_stamps, patched, users.finish())
 
     def _finish(
@@ -499,18 +523,24 @@ class _Builder:
         rule_users: Map[str, frozenset[str]],
     ) -> Catalog:
         """Everything after the offers: placements, fallbacks, tags, pools, decisions."""
+        pause = self.pause
         placements = {
             i.at_id: Placement(i.at_id, i.instance_id, i.etag, i.body) for i in self._all(PLACEMENT)
         }
+        pause()
         fallbacks = {i.at_id: self._fallback(i) for i in self._all(FALLBACK_OFFER)}
+        pause()
         self.tag_index = self._tag_index(offers)
         self.offers = offers
+        pause()
         self.strategies = {i.at_id: self._strategy(i) for i in self._all(RANKING_STRATEGY)}
+        pause()
         decisions = {i.at_id: self._decision(i, fallbacks, placements) for i in self._all(DECISION)}
         capped = {
             at_id: frozenset().union(*(self._pool_capped(c.pool) for c in decision.criteria))
             for at_id, decision in decisions.items()
         }
+        pause()
         own_parts = self.own_parts
         memo = _Memo(
             stamps=stamps,
@@ -547,6 +577,7 @@ class _Builder:
             if len(gone) + len(came) <= max(16, len(offers) // 8):
                 index = old.tag_index.mutate()
                 for tag in {tag for offer in (*gone, *came) for tag in offer.tags}:
+                    self.pause()
                     index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
                 for offer in gone:
                     for tag in offer.tags:
@@ -628,6 +659,7 @@ class _Builder:
     def _rule(
         self, instance: CatalogInstance, names: tuple[str, ...], kind: CatalogErrorKind, what: str
     ) -> Rule:
+        self.pause()
         expression = next((obj(instance.body, n) for n in names if obj(instance.body, n)), {})
         source = prop(expression, "value")
         fmt = prop(expression, "format", "pql/text")
@@ -746,6 +778,7 @@ class _Builder:
         return MappingProxyType(found)
 
     def _offer(self, instance: CatalogInstance) -> Offer:
+        self.pause()
         body = instance.body
         problems: list[str] = []
         selection = obj(body, "selectionConstraint")
@@ -812,6 +845,7 @@ class _Builder:
         )
 
     def _fallback(self, instance: CatalogInstance) -> Fallback:
+        self.pause()
         return Fallback(
             instance.at_id,
             instance.instance_id,
@@ -827,7 +861,9 @@ class _Builder:
     def _new_pool(self, members: Iterable[Offer]) -> tuple[Pool, dict[str, _Tally]]:
         ordered = tuple(sorted(set(members), key=_sort_key))
         by_placement: dict[str, list[Offer]] = {}
+        pause = self.pause
         for offer in ordered:
+            pause()
             if offer.status == "approved":
                 for placement in offer.representations:
                     by_placement.setdefault(placement, []).append(offer)
@@ -844,6 +880,7 @@ class _Builder:
             for placement, offers in by_placement.items():
                 tally = tallies[placement] = _Tally({})
                 for offer in offers:
+                    self.pause()
                     self._count(tally, offer, 1)
                 tally.counts = Map(tally.counts)  # kept: later builds change copies of it
         required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
@@ -882,15 +919,19 @@ class _Builder:
         pool = old.pool
         if len(added) + len(removed) > max(16, len(pool.members) // 8):
             return None
+        pause = self.pause
+        pause()
         ordered = [*pool.members]
         by_placement = dict(pool.by_placement)
         tallies = dict(old.tallies)
+        pause()
         capped = set(old.capped)
         moved: dict[str, list[Offer]] = {}
 
         def placed(placement: str) -> list[Offer]:
             # A placement's list and tally are copied the first time they change.
             if placement not in moved:
+                pause()
                 moved[placement] = [*by_placement.get(placement, ())]
                 found = tallies.get(placement)
                 tallies[placement] = found.copy() if found else _Tally({})
@@ -912,7 +953,9 @@ class _Builder:
                 for placement in offer.representations:
                     insort(placed(placement), offer, key=_sort_key)
                     self._count(tallies[placement], offer, 1)
+        pause()
         for placement, listed in moved.items():
+            pause()
             if listed:
                 by_placement[placement] = tuple(listed)
             else:
@@ -920,6 +963,7 @@ class _Builder:
                 del tallies[placement]
         required = dict(pool.required)
         for placement in moved:
+            pause()
             found = (
                 self._required(list(by_placement[placement]), tallies[placement])
                 if placement in by_placement
@@ -929,7 +973,9 @@ class _Builder:
                 required[placement] = found
             else:
                 required.pop(placement, None)
+        pause()
         new = Pool(tuple(ordered), MappingProxyType(by_placement), MappingProxyType(required))
+        pause()
         return _PoolMemo(old.stamp, new, tallies, frozenset(capped))
 
     def _count(self, tally: _Tally, offer: Offer, sign: int) -> None:
@@ -1135,6 +1181,7 @@ class _Builder:
         fallbacks: Mapping[str, Fallback],
         placements: Mapping[str, Placement],
     ) -> Decision:
+        self.pause()
         body = instance.body
         start = end = None
         try:
@@ -1190,6 +1237,7 @@ class _Builder:
         if not self.errors:
             return ()
         for offer in self.offers.values():  # its rules' uses (a reused offer was not visited)
+            self.pause()
             used = [offer.rule] if offer.rule is not None else []
             if offer.constraint is not None:
                 used.extend(offer.constraint.rules)

@@ -168,6 +168,52 @@ _yielding_lock = threading.Lock()
 _yielding_depth = [0, 0.005]
 
 
+#: A build that runs while decisions are answered (a refresh, the complete build after a
+#: first one, deferred rules compiling) gives the interpreter away after at most this much
+#: of its work (s, wall clock): a decision that arrives meanwhile waits for the end of one
+#: such step rather than for a switch interval, and the builder takes the interpreter
+#: from a decision only after a whole one (see :class:`Pace`).
+BUILD_STEP = 0.0001
+
+
+class Pace:
+    """The pause points of a build: called between small pieces of its work (the
+    engine's ``build_catalog(pause=…)``, between this module's reads), it releases the
+    interpreter once ``step`` seconds have passed since it last did.
+
+    The release is ``time.sleep(0)``: a system call that gives a thread waiting for the
+    interpreter (the event loop with a decision to answer) the time to take it (the
+    sleep uses no CPU; the caches refilled after it do, docs/benchmarks.md). With the
+    interpreter given away at least every ``step``, a decision waits at most one step
+    for it; and since the builder asks for it back only when the sleep ends, its wait
+    for the interpreter (at most a switch interval) is what it pays, not the decision.
+    ``pauses`` counts the releases, ``longest`` is the longest stretch seen between two
+    calls (s): what a decision may have waited.
+    """
+
+    __slots__ = ("_last", "_since", "longest", "pauses", "step")
+
+    def __init__(self, step: float = BUILD_STEP) -> None:
+        self.step = step
+        self.pauses = 0
+        self.longest = 0.0
+        self._since = self._last = time.perf_counter()
+
+    def __call__(self) -> None:
+        now = time.perf_counter()
+        if now - self._last > self.longest:
+            self.longest = now - self._last
+        if now - self._since >= self.step:
+            time.sleep(0)
+            self.pauses += 1
+            now = self._since = time.perf_counter()
+        self._last = now
+
+
+def _no_pause() -> None:
+    return None
+
+
 @contextlib.contextmanager
 def yielding() -> Iterator[None]:
     """Run the block with the interpreter's switch interval at ``BUILD_SWITCH_INTERVAL``
@@ -244,6 +290,10 @@ class CatalogCache:
         #: (``FROZEN_GROWTH``).
         self._frozen_full = 0
         self._frozen_since = 0
+        #: (org, sandbox) by container, for the segment definitions a build reads.
+        self._tenants: dict[str, tuple[str, str]] = {}
+        #: The pause points of the last build that ran beside decisions (``Pace``).
+        self.last_pace: Pace | None = None
 
     def close(self) -> None:
         """Start no other build; a running one compiles nothing more (its remaining
@@ -391,7 +441,9 @@ class CatalogCache:
         refresh queued meanwhile runs between two batches; then the complete build (every
         rule compiled, any that no longer compiles reported)."""
         batch, rest = sources[:COMPILE_BATCH], sources[COMPILE_BATCH:]
+        pace = Pace(BUILD_STEP)  # decisions are answered meanwhile
         for source, fmt, kind in batch:
+            pace()
             if self._closing.is_set():
                 return
             with contextlib.suppress(Exception):  # a broken one is reported by the build
@@ -434,22 +486,30 @@ class CatalogCache:
         if current is not None and current.version >= version and not complete:
             current.checked_at = self._monotonic()
             return current
+        # Decisions are answered from the current snapshot meanwhile: give them the
+        # interpreter between small steps (a first build has nobody to give way to).
+        pace = Pace(BUILD_STEP) if current is not None else _no_pause
         if complete:
             current = None
         with self._store.session() as session:
             version = session.library_version(container_id)
+            pace()
             epochs = session.cap_epochs(container_id)
-            container = session.get_container_by_id(container_id)
-            segments = (
-                session.batch.segment_expressions(container.org_id, container.sandbox)
-                if container is not None
-                else {}
-            )
+            pace()
+            tenant = self._tenants.get(container_id)
+            if tenant is None:  # a container's tenant never changes: read once
+                container = session.get_container_by_id(container_id)
+                if container is not None:
+                    tenant = self._tenants[container_id] = (container.org_id, container.sandbox)
+                pace()
+            segments = session.batch.segment_expressions(*tenant) if tenant is not None else {}
+            pace()
             known = current.instances if current is not None else Map()
             if known:
                 assert current is not None
                 # What was written since the version ``known`` was read at, and only that.
                 version, written = session.changes_since(container_id, current.read_version)
+                pace()
                 fetched = {
                     a: CatalogInstance(s, a, i, e, b)
                     for a, s, i, e, b in written
@@ -469,6 +529,7 @@ class CatalogCache:
             instances: Mapping[str, CatalogInstance] = mutation.finish()
         else:
             instances = Map(fetched)
+        pace()
         mentions_events = current is not None and current.reads_events
         #: A first build compiles up to EAGER_RULES rules itself; the rest wait.
         eager = EAGER_RULES if current is None and not complete else None
@@ -502,12 +563,14 @@ class CatalogCache:
                 changed=list(fetched),
                 removed=removed,
                 segments=segments,
+                pause=pace,
             )
         else:
             catalog = build_catalog(
-                instances.values(), compile_rule=compile_rule, segments=segments
+                instances.values(), compile_rule=compile_rule, segments=segments, pause=pace
             )
         eager = None  # later calls (explain's sub-rules) compile at once
+        pace()
         self.rules.save()
         if self._on_rebuild is not None:
             self._on_rebuild()
@@ -544,6 +607,9 @@ class CatalogCache:
                 len(deferred),
             )
             self._later(self._compile_deferred, container_id, version, deferred)
+        if isinstance(pace, Pace):
+            pace()
+            self.last_pace = pace
         if self._freeze_heap:
             if deferred:
                 settle_young(0)  # answer first; the complete build right after settles all

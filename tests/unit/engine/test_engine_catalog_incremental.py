@@ -259,3 +259,43 @@ def test_a_changed_rule_rebuilds_the_offers_that_use_it_and_only_them() -> None:
     assert second.offers["B"] is first.offers["B"]
     assert second.offers["A"] is not first.offers["A"]
     assert second.offers["A"].rule is not None and second.offers["A"].rule.source == "age > 1"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_build_with_pauses_calls_them_between_its_steps_and_equals_one_without(
+    seed: int,
+) -> None:
+    library = Library(random.Random(seed))
+    pauses: list[str] = []
+    first = build_catalog(
+        library.items.values(), compile_rule=compile_rule, pause=lambda: pauses.append("full")
+    )
+    # At least one pause per instance built (the full build's loop over them).
+    assert len(pauses) >= len(library.items)
+    assert describe(first) == describe(
+        build_catalog(library.items.values(), compile_rule=compile_rule)
+    )
+    patched = plain = first
+    for _ in range(10):
+        before = {at_id: (i.instance_id, i.etag) for at_id, i in library.items.items()}
+        library.edit()
+        changed = [
+            at_id
+            for at_id, i in library.items.items()
+            if before.get(at_id) != (i.instance_id, i.etag)
+        ]
+        pauses.clear()
+        patched = build_catalog(
+            dict(library.items),
+            compile_rule=compile_rule,
+            previous=patched,
+            changed=changed,
+            pause=lambda: pauses.append("patch"),
+        )
+        plain = build_catalog(
+            dict(library.items), compile_rule=compile_rule, previous=plain, changed=changed
+        )
+        # A patch pauses between its phases (indexes, rules, offers, users, what follows).
+        assert len(pauses) >= 6
+        fresh = build_catalog(library.items.values(), compile_rule=compile_rule)
+        assert describe(patched) == describe(plain) == describe(fresh)
