@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/asgi_decide.py [--requests 4000] [--repeats 5] [--tasks 50]
         [--baseline OTHER/src] [--workdir DIR] [--plot PNG]
+    .venv/bin/python bench/asgi_decide.py --stages [--repeats 5]   # what each stage costs
 
 What a server worker runs for ``POST …/decisions`` minus the HTTP parser: the app of
 ``create_app`` (observability middleware, the shortcut, the route, body parsing, the
@@ -20,6 +21,11 @@ process on this tree and one on ``OTHER/src`` (``PYTHONPATH``), alternately, eac
 database of its own built the same way by its own tree's code (the trees' schemas may
 differ: a tree refuses a newer schema than its own): the ratio of their medians is the
 change's effect.
+
+With ``--stages``, each repeat runs the full path and then, one child each, the path with
+one stage replayed (``stage_replay.py``: during the warm-up the stage runs and its answers
+are kept; measured requests get those answers back instead of the work): the difference of
+the medians is what the stage costs in place, on the loop among the other tasks.
 """
 
 from __future__ import annotations
@@ -50,6 +56,11 @@ def child(args: argparse.Namespace) -> None:
     from nextoffer.api.app import create_app
     from nextoffer.settings import Settings
 
+    start_replay = None
+    if args.replay:
+        from stage_replay import install
+
+        start_replay = install(args.replay)
     lib = json.loads(Path(args.lib).read_text())
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the access log's sink, for the run
 
@@ -146,6 +157,8 @@ def child(args: argparse.Namespace) -> None:
         if started["type"] != "lifespan.startup.complete":
             raise RuntimeError(f"lifespan: {started}")
         await drive(decide_one, args.requests)  # warm: snapshot, connections, caches
+        if start_replay is not None:
+            start_replay()
         out: dict[str, list[float]] = {"bare": [], "decision": [], "decision_wall": []}
         for _ in range(args.repeats):
             out["bare"].append((await drive(bare_one, args.requests))[0])
@@ -171,13 +184,16 @@ def _env(src: str | None) -> dict[str, str]:
     return env
 
 
-def run_child(src: str | None, db: str, lib: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(
+    src: str | None, db: str, lib: Path, args: argparse.Namespace, replay: str | None = None
+) -> dict[str, Any]:
     env = _env(src)
     out = subprocess.run(
         [
             *(sys.executable, str(Path(__file__).resolve()), "--child", "--db", db),
             *("--lib", str(lib), "--requests", str(args.requests), "--repeats", "1"),
             *("--tasks", str(args.tasks)),
+            *(("--replay", replay) if replay else ()),
         ],
         env=env,
         capture_output=True,
@@ -198,7 +214,11 @@ def main() -> None:
     parser.add_argument("--baseline", help="another tree's src/ to compare with (PYTHONPATH)")
     parser.add_argument("--workdir", help="keep the database here and reuse it")
     parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of every child here")
+    parser.add_argument(
+        "--stages", action="store_true", help="what each stage costs (stage_replay.py)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--replay", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--lib", help=argparse.SUPPRESS)
     parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
@@ -230,6 +250,9 @@ def main() -> None:
                 check=True,
             )
         places[name] = (db, lib_file)
+    if args.stages:
+        stages(places["this tree"], args)
+        return
     rows: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     load = [os.getloadavg()[0]]
     for _ in range(args.repeats):
@@ -254,6 +277,35 @@ def main() -> None:
         print(f"decision CPU, this tree ÷ baseline: {ratio:.3f}")
     if args.plot:
         plot(rows, args, args.plot)
+
+
+def stages(place: tuple[str, Path], args: argparse.Namespace) -> None:
+    """The full path and, per stage, the path with that stage replayed, interleaved."""
+    from stage_replay import STAGES
+
+    db, lib_file = place
+    variants: list[str | None] = [None, *STAGES]
+    runs: dict[str | None, list[float]] = {v: [] for v in variants}
+    bare: list[float] = []
+    load = [os.getloadavg()[0]]
+    for _ in range(args.repeats):
+        for variant in variants:
+            result = run_child(None, db, lib_file, args, replay=variant)
+            runs[variant].extend(result["decision"])
+            bare.extend(result["bare"])
+        load.append(os.getloadavg()[0])
+    full = statistics.median(runs[None])
+    print(f"load average (1 min) over the run: {min(load):.2f}–{max(load):.2f}")
+    print(
+        f"CPU µs per request, medians of {args.repeats} child processes per row, "
+        f"{args.tasks} tasks; bare request {statistics.median(bare):.1f} µs"
+    )
+    print("| stage replayed | what it replaces | decision CPU µs | the stage's cost, µs |")
+    print("|---|---|---:|---:|")
+    print(f"| none (the full path) | | {full:.1f} | |")
+    for stage, what in STAGES.items():
+        without = statistics.median(runs[stage])
+        print(f"| {stage} | {what} | {without:.1f} | {full - without:.1f} |")
 
 
 def plot(rows: dict[str, dict[str, list[float]]], args: argparse.Namespace, path: Path) -> None:
