@@ -22,10 +22,11 @@ database of its own built the same way by its own tree's code (the trees' schema
 differ: a tree refuses a newer schema than its own): the ratio of their medians is the
 change's effect.
 
-With ``--stages``, each repeat runs the full path and then, one child each, the path with
-one stage replayed (``stage_replay.py``: during the warm-up the stage runs and its answers
-are kept; measured requests get those answers back instead of the work): the difference of
-the medians is what the stage costs in place, on the loop among the other tasks.
+With ``--stages``, each repeat runs, per stage, a pair of children: the full path and the
+path with that stage replayed (``stage_replay.py``: during the warm-up the stage runs and
+its answers are kept; measured requests get those answers back instead of the work), in
+alternating order. The median of the pairs' differences is what the stage costs in place,
+on the loop among the other tasks.
 """
 
 from __future__ import annotations
@@ -274,38 +275,58 @@ def main() -> None:
         print(f"| {name} | {bare:.1f} | {dec:.1f} | {wall:.1f} | {bare / dec:.3f} |")
     if args.baseline:
         ratio = medians["this tree"] / medians["baseline"]
-        print(f"decision CPU, this tree ÷ baseline: {ratio:.3f}")
+        pairs = statistics.median(
+            a / b
+            for a, b in zip(
+                rows["this tree"]["decision"], rows["baseline"]["decision"], strict=True
+            )
+        )
+        print(
+            f"decision CPU, this tree ÷ baseline: {ratio:.3f} (ratio of medians), "
+            f"{pairs:.3f} (median of the {args.repeats} per-repeat ratios)"
+        )
     if args.plot:
         plot(rows, args, args.plot)
 
 
 def stages(place: tuple[str, Path], args: argparse.Namespace) -> None:
-    """The full path and, per stage, the path with that stage replayed, interleaved."""
+    """Per stage and repeat, a pair of children — the full path and the path with that
+    stage replayed, in alternating order — and the median of the pairs' differences."""
     from stage_replay import STAGES
 
     db, lib_file = place
-    variants: list[str | None] = [None, *STAGES]
-    runs: dict[str | None, list[float]] = {v: [] for v in variants}
+    names = list(STAGES)
+    full: list[float] = []
     bare: list[float] = []
+    costs: dict[str, list[float]] = {name: [] for name in names}
+    without: dict[str, list[float]] = {name: [] for name in names}
     load = [os.getloadavg()[0]]
-    for _ in range(args.repeats):
-        for variant in variants:
-            result = run_child(None, db, lib_file, args, replay=variant)
-            runs[variant].extend(result["decision"])
-            bare.extend(result["bare"])
+    for repeat in range(args.repeats):
+        for n, stage in enumerate(names[repeat % len(names) :] + names[: repeat % len(names)]):
+            order: list[str | None] = [None, stage] if (repeat + n) % 2 == 0 else [stage, None]
+            pair = {}
+            for variant in order:
+                result = run_child(None, db, lib_file, args, replay=variant)
+                pair[variant] = result["decision"][0]
+                bare.extend(result["bare"])
+            full.append(pair[None])
+            without[stage].append(pair[stage])
+            costs[stage].append(pair[None] - pair[stage])
         load.append(os.getloadavg()[0])
-    full = statistics.median(runs[None])
     print(f"load average (1 min) over the run: {min(load):.2f}–{max(load):.2f}")
     print(
-        f"CPU µs per request, medians of {args.repeats} child processes per row, "
-        f"{args.tasks} tasks; bare request {statistics.median(bare):.1f} µs"
+        f"CPU µs per request, {args.repeats} pairs of child processes per stage, "
+        f"{args.tasks} tasks; bare request {statistics.median(bare):.1f} µs, "
+        f"full path {statistics.median(full):.1f} µs (medians)"
     )
-    print("| stage replayed | what it replaces | decision CPU µs | the stage's cost, µs |")
+    print("| stage replayed | what it replaces | decision CPU µs without it | its cost, µs |")
     print("|---|---|---:|---:|")
-    print(f"| none (the full path) | | {full:.1f} | |")
     for stage, what in STAGES.items():
-        without = statistics.median(runs[stage])
-        print(f"| {stage} | {what} | {without:.1f} | {full - without:.1f} |")
+        print(
+            f"| {stage} | {what} | {statistics.median(without[stage]):.1f} "
+            f"| {statistics.median(costs[stage]):.1f} |"
+        )
+    print("(its cost: the median over pairs of the full path's CPU minus the replayed one's)")
 
 
 def plot(rows: dict[str, dict[str, list[float]]], args: argparse.Namespace, path: Path) -> None:

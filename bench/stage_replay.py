@@ -25,6 +25,7 @@ STAGES = {
     "engine": "engine.decide, as attempt.py calls it",
     "profile read": "SqlitePath.profile (one indexed SQLite read)",
     "record": "SqlitePath.record (reserve + event, group-committed, and the fold after)",
+    "record's write": "the same, but the answer still awaits the next loop pass",
     "body parse": "decision_request.parse (the checks after orjson.loads)",
     "response": "decision_response.response (the response body's dicts)",
 }
@@ -74,16 +75,23 @@ def install(stage: str) -> Callable[[], None]:
         from nextoffer.storage.sqlite_path import SqlitePath
 
         SqlitePath.profile = recorded(SqlitePath.profile)  # type: ignore[method-assign]
-    elif stage == "record":
+    elif stage in ("record", "record's write"):
         from nextoffer.storage.sqlite_path import SqlitePath
 
         real_record = SqlitePath.record
+        suspend = stage == "record's write"
 
         def record(self: SqlitePath, item: Any) -> Any:
             if not replaying:
                 return real_record(self, item)
-            future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-            future.set_result([])  # reserved and written, as every benchmark record is
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[list[Any]] = loop.create_future()
+            # Reserved and written, as every benchmark record is: at once, or (the
+            # write alone replayed) on the loop's next pass, as a batch answers.
+            if suspend:
+                loop.call_soon(future.set_result, [])
+            else:
+                future.set_result([])
             return future
 
         SqlitePath.record = record  # type: ignore[method-assign,assignment]
