@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/asgi_decide.py [--requests 4000] [--repeats 5] [--tasks 50]
         [--baseline OTHER/src] [--workdir DIR] [--plot PNG]
+    .venv/bin/python bench/asgi_decide.py --stages [--repeats 5]   # what each stage costs
 
 What a server worker runs for ``POST …/decisions`` minus the HTTP parser: the app of
 ``create_app`` (observability middleware, the shortcut, the route, body parsing, the
@@ -20,6 +21,12 @@ process on this tree and one on ``OTHER/src`` (``PYTHONPATH``), alternately, eac
 database of its own built the same way by its own tree's code (the trees' schemas may
 differ: a tree refuses a newer schema than its own): the ratio of their medians is the
 change's effect.
+
+With ``--stages``, each repeat runs, per stage, a pair of children: the full path and the
+path with that stage replayed (``stage_replay.py``: during the warm-up the stage runs and
+its answers are kept; measured requests get those answers back instead of the work), in
+alternating order. The median of the pairs' differences is what the stage costs in place,
+on the loop among the other tasks.
 """
 
 from __future__ import annotations
@@ -50,6 +57,11 @@ def child(args: argparse.Namespace) -> None:
     from nextoffer.api.app import create_app
     from nextoffer.settings import Settings
 
+    start_replay = None
+    if args.replay:
+        from stage_replay import install
+
+        start_replay = install(args.replay)
     lib = json.loads(Path(args.lib).read_text())
     sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the access log's sink, for the run
 
@@ -146,6 +158,8 @@ def child(args: argparse.Namespace) -> None:
         if started["type"] != "lifespan.startup.complete":
             raise RuntimeError(f"lifespan: {started}")
         await drive(decide_one, args.requests)  # warm: snapshot, connections, caches
+        if start_replay is not None:
+            start_replay()
         out: dict[str, list[float]] = {"bare": [], "decision": [], "decision_wall": []}
         for _ in range(args.repeats):
             out["bare"].append((await drive(bare_one, args.requests))[0])
@@ -171,13 +185,16 @@ def _env(src: str | None) -> dict[str, str]:
     return env
 
 
-def run_child(src: str | None, db: str, lib: Path, args: argparse.Namespace) -> dict[str, Any]:
+def run_child(
+    src: str | None, db: str, lib: Path, args: argparse.Namespace, replay: str | None = None
+) -> dict[str, Any]:
     env = _env(src)
     out = subprocess.run(
         [
             *(sys.executable, str(Path(__file__).resolve()), "--child", "--db", db),
             *("--lib", str(lib), "--requests", str(args.requests), "--repeats", "1"),
             *("--tasks", str(args.tasks)),
+            *(("--replay", replay) if replay else ()),
         ],
         env=env,
         capture_output=True,
@@ -198,7 +215,11 @@ def main() -> None:
     parser.add_argument("--baseline", help="another tree's src/ to compare with (PYTHONPATH)")
     parser.add_argument("--workdir", help="keep the database here and reuse it")
     parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of every child here")
+    parser.add_argument(
+        "--stages", action="store_true", help="what each stage costs (stage_replay.py)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--replay", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--lib", help=argparse.SUPPRESS)
     parser.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
@@ -230,6 +251,9 @@ def main() -> None:
                 check=True,
             )
         places[name] = (db, lib_file)
+    if args.stages:
+        stages(places["this tree"], args)
+        return
     rows: dict[str, dict[str, list[float]]] = {name: {} for name in trees}
     load = [os.getloadavg()[0]]
     for _ in range(args.repeats):
@@ -251,9 +275,58 @@ def main() -> None:
         print(f"| {name} | {bare:.1f} | {dec:.1f} | {wall:.1f} | {bare / dec:.3f} |")
     if args.baseline:
         ratio = medians["this tree"] / medians["baseline"]
-        print(f"decision CPU, this tree ÷ baseline: {ratio:.3f}")
+        pairs = statistics.median(
+            a / b
+            for a, b in zip(
+                rows["this tree"]["decision"], rows["baseline"]["decision"], strict=True
+            )
+        )
+        print(
+            f"decision CPU, this tree ÷ baseline: {ratio:.3f} (ratio of medians), "
+            f"{pairs:.3f} (median of the {args.repeats} per-repeat ratios)"
+        )
     if args.plot:
         plot(rows, args, args.plot)
+
+
+def stages(place: tuple[str, Path], args: argparse.Namespace) -> None:
+    """Per stage and repeat, a pair of children — the full path and the path with that
+    stage replayed, in alternating order — and the median of the pairs' differences."""
+    from stage_replay import STAGES
+
+    db, lib_file = place
+    names = list(STAGES)
+    full: list[float] = []
+    bare: list[float] = []
+    costs: dict[str, list[float]] = {name: [] for name in names}
+    without: dict[str, list[float]] = {name: [] for name in names}
+    load = [os.getloadavg()[0]]
+    for repeat in range(args.repeats):
+        for n, stage in enumerate(names[repeat % len(names) :] + names[: repeat % len(names)]):
+            order: list[str | None] = [None, stage] if (repeat + n) % 2 == 0 else [stage, None]
+            pair = {}
+            for variant in order:
+                result = run_child(None, db, lib_file, args, replay=variant)
+                pair[variant] = result["decision"][0]
+                bare.extend(result["bare"])
+            full.append(pair[None])
+            without[stage].append(pair[stage])
+            costs[stage].append(pair[None] - pair[stage])
+        load.append(os.getloadavg()[0])
+    print(f"load average (1 min) over the run: {min(load):.2f}–{max(load):.2f}")
+    print(
+        f"CPU µs per request, {args.repeats} pairs of child processes per stage, "
+        f"{args.tasks} tasks; bare request {statistics.median(bare):.1f} µs, "
+        f"full path {statistics.median(full):.1f} µs (medians)"
+    )
+    print("| stage replayed | what it replaces | decision CPU µs without it | its cost, µs |")
+    print("|---|---|---:|---:|")
+    for stage, what in STAGES.items():
+        print(
+            f"| {stage} | {what} | {statistics.median(without[stage]):.1f} "
+            f"| {statistics.median(costs[stage]):.1f} |"
+        )
+    print("(its cost: the median over pairs of the full path's CPU minus the replayed one's)")
 
 
 def plot(rows: dict[str, dict[str, list[float]]], args: argparse.Namespace, path: Path) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 
 from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.engine import FallbackOption, ObjectRef, Option, Proposition, PropositionTrace
-from nextoffer.ids import epoch_micros
 from nextoffer.service.decisions import DecisionOutcome
 
 
@@ -34,9 +33,11 @@ def _ref(ref: ObjectRef, names: frozenset[str], extra: Mapping[str, str]) -> dic
 _NONE: frozenset[str] = frozenset()
 
 
-def _option(option: Option | FallbackOption, fmt: ResponseFormat) -> dict[str, Any]:
+def _option(
+    option: Option | FallbackOption, fmt: ResponseFormat, names: frozenset[str]
+) -> dict[str, Any]:
+    """``names``: the option metadata ``fmt`` asks for."""
     out: dict[str, Any] = {"xdm:id": option.offer_id, "repo:etag": option.etag}
-    names = fmt.metadata.get("xdm:option", _NONE)
     if names:
         if "name" in names and option.name is not None:
             out["xdm:name"] = option.name
@@ -86,16 +87,18 @@ def trace_json(trace: PropositionTrace) -> dict[str, Any]:
 
 
 def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any]:
+    metadata = fmt.metadata
     out: dict[str, Any] = {
-        "xdm:activity": _ref(proposition.activity, fmt.metadata.get("xdm:activity", _NONE), {}),
+        "xdm:activity": _ref(proposition.activity, metadata.get("xdm:activity", _NONE), {}),
         "xdm:placement": _ref(
-            proposition.placement, fmt.metadata.get("xdm:placement", _NONE), _PLACEMENT_EXTRA
+            proposition.placement, metadata.get("xdm:placement", _NONE), _PLACEMENT_EXTRA
         ),
     }
+    names = metadata.get("xdm:option", _NONE)
     if proposition.options:
-        out["xdm:options"] = [_option(o, fmt) for o in proposition.options]
+        out["xdm:options"] = [_option(o, fmt, names) for o in proposition.options]
     elif proposition.fallback is not None:
-        out["xdm:fallback"] = _option(proposition.fallback, fmt)
+        out["xdm:fallback"] = _option(proposition.fallback, fmt, names)
     if proposition.trace is not None:
         out["nextoffer:explain"] = trace_json(proposition.trace)
     return out
@@ -107,7 +110,7 @@ def response(
     body: dict[str, Any] = {
         "xdm:propositionId": outcome.proposition_id,
         "xdm:propositions": [_proposition(p, fmt) for p in outcome.result.propositions],
-        "ode:createDate": epoch_micros(outcome.created) // 1000,
+        "ode:createDate": outcome.created_us // 1000,
     }
     if decision_request_id is not None:
         body["xdm:decisionRequestId"] = decision_request_id

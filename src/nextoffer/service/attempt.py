@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from nextoffer.engine import CapCounters, DecisionRequest, DecisionResult, PropositionRequest
+from nextoffer.engine import (
+    CapCounters,
+    DecisionRequest,
+    DecisionResult,
+    Proposition,
+    PropositionRequest,
+)
 from nextoffer.engine import decide as engine_decide
 from nextoffer.engine.strategy import Learned
 from nextoffer.errors import NextOfferError, Unavailable
@@ -35,7 +41,10 @@ log = logging.getLogger("nextoffer.decisions")
 RESERVE_ATTEMPTS = 8
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen, as the other objects made once per decision (``frozen=True``'s
+#: ``__init__`` calls ``object.__setattr__`` per field, docs/benchmarks.md): nothing
+#: changes one after it is made.
+@dataclass(slots=True)
 class DecisionCall:
     """A decision request as the service needs it (the API parses Adobe's JSON into it)."""
 
@@ -52,11 +61,14 @@ class DecisionCall:
     log: bool = True
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DecisionOutcome:
     proposition_id: str
     created: datetime
     result: DecisionResult
+    #: ``created`` in microseconds since the Unix epoch (the record and the response
+    #: both need it: converted once).
+    created_us: int
 
 
 class Attempt:
@@ -89,6 +101,7 @@ class Attempt:
         self._profile_id = profile_id
         self._key = profile_key
         self._now = now
+        self._now_us = epoch_micros(now)
         self._rng = rng
         self._on_refused = on_refused
         self._learned = learned
@@ -169,7 +182,7 @@ class Attempt:
                 learned=self._learned,
                 generator=self._generator() if self._generator is not None else None,
             )
-            outcome = DecisionOutcome(uuid7(self._now), self._now, result)
+            outcome = DecisionOutcome(uuid7(self._now), self._now, result, self._now_us)
             if self._call.dry_run:
                 full = [] if self._exact else self._without_room(plan.consumed(result))
                 if full is None:
@@ -257,29 +270,37 @@ def decision_record(
             "profileId": profile_id,
             "profileKey": profile_key,
             "decisionRequestId": call.decision_request_id,
-            "propositions": [
-                {
-                    "activity": p.activity.at_id,
-                    "placement": p.placement.at_id,
-                    "options": [
-                        {"id": o.offer_id, **({"score": o.score} if o.score is not None else {})}
-                        for o in p.options
-                    ],
-                    "fallback": p.fallback.offer_id if p.fallback is not None else None,
-                    **({"ranking": ranking_note(*p.ranking)} if p.ranking is not None else {}),
-                }
-                for p in result.propositions
-            ],
+            "propositions": [_logged(p) for p in result.propositions],
         }
     )
     return DecisionRecord(
         proposition_id=outcome.proposition_id,
         container_id=container_id,
         created=created,
-        created_us=epoch_micros(outcome.created),
+        created_us=outcome.created_us,
         profile_key=profile_key,
         body=body,
         day=created[:10],
         proposed_offers=[p.offer_id for p in result.proposed],
         reserve=reserve,
     )
+
+
+def _logged(proposition: Proposition) -> dict[str, Any]:
+    """One proposition as the decision event stores it."""
+    options = []
+    for option in proposition.options:
+        entry: dict[str, Any] = {"id": option.offer_id}
+        if option.score is not None:
+            entry["score"] = option.score
+        options.append(entry)
+    fallback = proposition.fallback
+    logged: dict[str, Any] = {
+        "activity": proposition.activity.at_id,
+        "placement": proposition.placement.at_id,
+        "options": options,
+        "fallback": fallback.offer_id if fallback is not None else None,
+    }
+    if proposition.ranking is not None:
+        logged["ranking"] = ranking_note(*proposition.ranking)
+    return logged

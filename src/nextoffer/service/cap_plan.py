@@ -20,6 +20,10 @@ from nextoffer.storage.counters import CounterKey
 #: The engine's name for a counter: (offer id, rule id, placement id or "").
 EngineKey = tuple[str, str, str]
 _Rules = tuple[dict[EngineKey, CapRule], list[tuple[EngineKey, CapRule]]]
+#: The key of a snapshot's counters that are the same for every request (``CapPlan``).
+_FIXED = ("fixed keys",)
+#: The key of a snapshot's rules that count propositions, per offer (``CapPlan``).
+_COUNTING = ("counting rules",)
 
 
 def _rules(catalog: Catalog, activities: tuple[str, ...], placements: tuple[str, ...]) -> _Rules:
@@ -52,16 +56,27 @@ class CapPlan:
         self._now = now
         #: Counters of rules that count for everyone and never reset are the same for every
         #: request on this snapshot: built once.
-        self._fixed: dict[tuple[str, str, str, int], CounterKey] = snapshot.cap_plans.setdefault(
-            ("fixed keys",), {}
-        )
-        activities = tuple(sorted({p.activity_id for p in propositions}))
-        placements = tuple(sorted({p.placement_id for p in propositions}))
-        rules = snapshot.cap_plans.get((activities, placements))
+        plans = snapshot.cap_plans
+        fixed = plans.get(_FIXED)
+        if fixed is None:
+            fixed = plans[_FIXED] = {}
+        self._fixed: dict[tuple[str, str, str, int], CounterKey] = fixed
+        #: Per offer, its rules that count propositions (what a proposal consumes): the
+        #: same for every request on this snapshot, found once per offer.
+        counting = plans.get(_COUNTING)
+        if counting is None:
+            counting = plans[_COUNTING] = {}
+        self._counting: dict[str, tuple[CapRule, ...]] = counting
+        activities: tuple[str, ...]
+        placements: tuple[str, ...]
+        if len(propositions) == 1:  # the usual request: one activity, one placement
+            activities, placements = (propositions[0].activity_id,), (propositions[0].placement_id,)
+        else:
+            activities = tuple(sorted({p.activity_id for p in propositions}))
+            placements = tuple(sorted({p.placement_id for p in propositions}))
+        rules = plans.get((activities, placements))
         if rules is None:
-            rules = snapshot.cap_plans[(activities, placements)] = _rules(
-                self._catalog, activities, placements
-            )
+            rules = plans[(activities, placements)] = _rules(self._catalog, activities, placements)
         #: engine key -> its rule, for every capped candidate of the request; and the
         #: entries whose rules a reservation does not check
         self._rules: dict[EngineKey, CapRule] = rules[0]
@@ -128,13 +143,20 @@ class CapPlan:
     def consumed(self, result: DecisionResult) -> list[tuple[CounterKey, int]]:
         """The counters the proposed offers consume: rules that count propositions."""
         wanted: list[tuple[CounterKey, int]] = []
+        counting = self._counting
         for proposed in result.proposed:
-            offer = None if proposed.fallback else self._catalog.offers.get(proposed.offer_id)
-            if offer is None:
+            if proposed.fallback:
                 continue
-            for rule in offer.caps:
-                if rule.counts_propositions:
-                    placement = proposed.placement_id if rule.per_placement else ""
-                    engine_key = (proposed.offer_id, rule.rule_id, placement)
-                    wanted.append((self._key(engine_key, rule), rule.limit))
+            offer_id = proposed.offer_id
+            rules = counting.get(offer_id)
+            if rules is None:
+                offer = self._catalog.offers.get(offer_id)
+                rules = counting[offer_id] = (
+                    tuple(rule for rule in offer.caps if rule.counts_propositions)
+                    if offer is not None
+                    else ()
+                )
+            for rule in rules:
+                placement = proposed.placement_id if rule.per_placement else ""
+                wanted.append((self._key((offer_id, rule.rule_id, placement), rule), rule.limit))
         return wanted
