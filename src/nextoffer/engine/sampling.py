@@ -438,6 +438,7 @@ class BandedBlock:
         "full_draws",
         "members",
         "posterior",
+        "ranked",
         "starts",
         "values",
     )
@@ -456,6 +457,13 @@ class BandedBlock:
         self.estimates = posterior.estimates
         self.band = band
         t, envelope = band.t, band.envelope
+        explored = generator.random(rows) < exploration
+        self.explored: list[bool] = explored.tolist()
+        #: Per row, its index among the ranked (not exploring) rows: only those are drawn
+        #: in bands (an exploring row ranks at random and would not read its band).
+        self.ranked: list[int] = (np.cumsum(~explored) - 1).tolist()
+        explorers = int(explored.sum())
+        rows = rows - explorers
         # Proposals: the points of a unit-rate Poisson process over the rows' cells laid
         # end to end (a candidate is proposed in a row when its cell holds a point), in
         # order, as the running sum of exponential gaps.
@@ -469,7 +477,7 @@ class BandedBlock:
         count = len(envelope)
         if not count or band.total <= 0.0:
             points = points[:0]
-        proposed_rows = np.minimum((points * (1.0 / band.total)).astype(np.intp), rows - 1)
+        proposed_rows = np.minimum((points * (1.0 / band.total)).astype(np.intp), max(rows - 1, 0))
         within = np.maximum(points - proposed_rows * band.total, 0.0)
         buckets = len(band.table)
         hit = band.table[np.minimum((within * (buckets / band.total)).astype(np.intp), buckets - 1)]
@@ -517,11 +525,9 @@ class BandedBlock:
         # values of the few positions it ranks (most walks stop well inside the band).
         self.members: np.ndarray = members[order]
         self.values: np.ndarray = values[order]
-        explored = generator.random(rows) < exploration
-        self.explored: list[bool] = explored.tolist()
         #: Per exploring row, the first random numbers of its walk, drawn in one go.
         self._explore: dict[int, tuple[list[int], list[float]]] = {}
-        count = int(explored.sum())
+        count = explorers
         if count:
             # Uniform positions as ⌊U·n⌋ (numpy's bounded integers cost several times more;
             # the bias is below n / 2⁵³, as in ``ranking.draw``).
@@ -541,7 +547,8 @@ class BandedBlock:
     @property
     def exhausted(self) -> bool:
         """Whether walks ran past the band too often (the next band should be wider)."""
-        return self._walked_past > _EXHAUSTED * self.size
+        ranked_rows = self.ranked[-1] + 1 if self.ranked else 0
+        return self._walked_past > _EXHAUSTED * ranked_rows
 
     def take(self, generator: np.random.Generator) -> Scores | None:
         row = next(self._rows)
@@ -550,22 +557,27 @@ class BandedBlock:
         if self.explored[row]:
             picks, powers = self._explore.get(row, ([], []))
             return _uniform(generator, len(self.posterior), self.estimates, picks, powers)
-        start, stop = self.starts[row], self.starts[row + 1]
+        ranked = self.ranked[row]
+        start, stop = self.starts[ranked], self.starts[ranked + 1]
         members: list[int] = self.members[start:stop].tolist()
         draws = _BandDraws(members, self.values, start)
-        order = itertools.chain(members, self._past(row, members, draws.past, generator))
+        order = itertools.chain(members, self._past(ranked, members, draws.past, generator))
         return Scores(order, draws, self.estimates, False)
 
     def _past(
-        self, row: int, members: list[int], draws: dict[int, float], generator: np.random.Generator
+        self,
+        ranked: int,
+        members: list[int],
+        draws: dict[int, float],
+        generator: np.random.Generator,
     ) -> Iterator[int]:
-        """Past the band (a generator: runs only when a walk gets there): the other
-        candidates, each drawn conditioned on being ≤ t."""
+        """Past the band of ranked row ``ranked`` (a generator: runs only when a walk gets
+        there): the other candidates, each drawn conditioned on being ≤ t."""
         self._walked_past += 1
         t = self.band.t
         rest = np.ones(len(self.posterior), dtype=bool)
         rest[members] = False
-        full_values = self.full_draws[row]
+        full_values = self.full_draws[ranked]
         below = full_values <= t
         rest[self.band.full] = False
         envelope = np.flatnonzero(rest)
