@@ -61,9 +61,12 @@ def test_the_variables_variant_is_compiled_on_first_use_and_kept():
     low = {"offer": {"rank": {"priority": 0}}}
     assert rule.evaluate(profile=profile) is True
     assert rule.evaluate(profile=profile, variables=low) is False
-    variant = rule.evaluate.__globals__["_with_variables"]
+    code = rule.evaluate.__code__
+    cells = dict(zip(code.co_freevars, rule.evaluate.__closure__, strict=True))
+    holder = cells["_k0"].cell_contents  # the variables variant's holder
+    variant = holder[0]
     assert rule.evaluate(profile=profile, variables={"age": 3}) is False
-    assert rule.evaluate.__globals__["_with_variables"] is variant
+    assert holder[0] is variant
     assert rule.evaluate(profile=profile, variables={}) is True  # empty: the plain function
 
 
