@@ -91,12 +91,12 @@ class Evaluation:
 
     # ---- rules -----------------------------------------------------------------------
     def _run(self, rule: Rule, offer: Offer | None) -> Any:
-        compiled = rule.compiled
-        if compiled is None:
+        evaluate = rule.evaluate
+        if evaluate is None:
             return _Raised(rule.problem or "the rule is unusable")
         variables = {"offer": offer.variable} if offer is not None and rule.uses_offer else None
         try:
-            return compiled.evaluate(
+            return evaluate(
                 profile=self.profile,
                 events=self.events,
                 now=self.now,
@@ -241,10 +241,10 @@ class Evaluation:
         rule = offer.rule
         if rule is not None:
             # The hot path of every decision, inlined: one call into the compiled rule.
-            compiled = rule.compiled
-            if compiled is not None and not rule.uses_offer and rule not in self._invariant:
+            evaluate = rule.evaluate
+            if evaluate is not None and not rule.uses_offer and rule not in self._invariant:
                 try:
-                    result = compiled.evaluate(
+                    result = evaluate(
                         profile=self.profile,
                         events=self.events,
                         now=now,

@@ -421,7 +421,9 @@ class _BandDraws:
         found = self.past.get(position)
         if found is not None:
             return found
-        return float(self.values[self.start + self.members.index(position)])
+        # ``item``: a Python float straight from the array (no numpy scalar in between).
+        value: float = self.values.item(self.start + self.members.index(position))
+        return value
 
 
 class BandedBlock:

@@ -379,7 +379,7 @@ class _Proposer:
             strategy.at_id,
             active,
             scores.explored,
-            tuple(entry.offer.at_id for entry in chosen[before:]),
+            tuple([entry.offer.at_id for entry in chosen[before:]]),
         )
 
     def _take(
