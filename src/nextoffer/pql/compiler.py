@@ -1,15 +1,19 @@
 """Checked AST → a Python function, built as Python ``ast`` nodes and compiled.
 
-Why this is safe: no text is ever generated or executed. PQL literals become
-``ast.Constant`` nodes, field names and schema names are constants passed as data to
-``_path``/``.get``, and every PQL variable gets a compiler-chosen local name (``_b0``,
-``_i1`` …); user text never becomes a Python identifier. The generated function sees one
-namespace of fixed helpers (``runtime.namespace``) and no builtins.
+Why this is safe: no text is ever generated or executed. PQL strings and numbers become
+values in the function's closure (free variables ``_k1``, ``_k2`` … named by the
+compiler), ``true``/``false``/``null``, field names and schema names are ``ast.Constant``
+nodes passed as data to ``_path``/``.get``, and every PQL variable gets a
+compiler-chosen local name (``_b0``, ``_i1`` …); user text never becomes a Python
+identifier. The generated function sees one namespace of fixed helpers
+(``runtime.namespace``, shared by every rule) and no builtins.
 
 Why it is fast: simple comparisons against literals are inlined (``p.get("age")`` plus a
 type test and a native comparison), ``and``/``or`` of boolean-typed operands compile to
 Python's own short-circuit operators, and the compiled function *is* ``evaluate`` (the
-public keyword-only signature), so a call costs one Python frame.
+public keyword-only signature), so a call costs one Python frame. Rules that differ only
+in their values share one code object (:func:`_function`): a decision that evaluates
+hundreds of rules of a few shapes keeps their bytecode in the CPU's caches.
 """
 
 from __future__ import annotations
