@@ -616,7 +616,7 @@ class _Rule:
         shared = self.shared
         prelude: list[py.stmt] = []
         if self.lazy and not variables:
-            passed = [_n(name) for name in _PARAMETERS]
+            passed: list[py.expr] = [_n(name) for name in _PARAMETERS]
             holder = py.Subscript(value=_n("_k0"), slice=_c(0), ctx=_LOAD, **_AT)
             call = py.Call(func=holder, args=passed, keywords=[], **_AT)
             prelude.append(py.If(test=_n("variables"), body=[_return(call)], orelse=[], **_AT))
@@ -676,11 +676,11 @@ def _return(value: py.expr) -> py.Return:
     return py.Return(value=value, **_AT)
 
 
-#: Code objects by the generated function's tree: rules of one shape (the same tests of
-#: the same paths, other values) share one code object, so a decision that evaluates
-#: many of them runs bytecode that is already in the CPU's caches. Bounded; cleared when
-#: full.
-_CODES: dict[str, types.CodeType] = {}
+#: Code objects by themselves (code objects compare by their bytecode, constants and
+#: names): rules of one shape (the same tests of the same paths, other values) share one,
+#: so a decision that evaluates many of them runs bytecode that is already in the CPU's
+#: caches. Bounded; cleared when full.
+_CODES: dict[types.CodeType, types.CodeType] = {}
 _CODES_MAX = 4096
 
 
@@ -689,27 +689,27 @@ def _function(
 ) -> Callable[..., Any]:
     """The function ``definition`` describes, the rule's values (``shared.consts``) in
     its closure."""
-    names = [f"_k{i}" for i in range(len(shared.consts))]
-    key = f"{len(names)}:{py.dump(definition)}"
-    code = _CODES.get(key)
-    if code is None:
-        factory = py.FunctionDef(
-            name="_factory",
-            args=_params(names, []),
-            body=[definition, _return(_n("evaluate"))],
-            decorator_list=[],
-            returns=None,
-            **_AT,
-        )
-        module = compile(py.Module(body=[factory], type_ignores=[]), "<pql>", "exec")
-        outer = next(c for c in module.co_consts if isinstance(c, types.CodeType))
-        code = next(c for c in outer.co_consts if isinstance(c, types.CodeType))
+    consts = shared.consts
+    factory = py.FunctionDef(
+        name="_factory",
+        args=_params([f"_k{i}" for i in range(len(consts))], []),
+        body=[definition, _return(_n("evaluate"))],
+        decorator_list=[],
+        returns=None,
+        **_AT,
+    )
+    module = compile(py.Module(body=[factory], type_ignores=[]), "<pql>", "exec")
+    outer = next(c for c in module.co_consts if isinstance(c, types.CodeType))
+    code = next(c for c in outer.co_consts if isinstance(c, types.CodeType))
+    shared_code = _CODES.get(code)
+    if shared_code is None:
         if len(_CODES) >= _CODES_MAX:
             _CODES.clear()
-        _CODES[key] = code
-    consts = shared.consts
-    closure = tuple(types.CellType(consts[int(name[2:])]) for name in code.co_freevars)
-    return types.FunctionType(code, ns, "evaluate", (None, None, None, None), closure or None)
+        shared_code = _CODES[code] = code
+    closure = tuple(types.CellType(consts[int(name[2:])]) for name in shared_code.co_freevars)
+    return types.FunctionType(
+        shared_code, ns, "evaluate", (None, None, None, None), closure or None
+    )
 
 
 def compile_tree(
