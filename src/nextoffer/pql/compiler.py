@@ -582,7 +582,7 @@ class _Rule:
         self.shared = _Shared(source)
         self.body = tree
         self.lazy = False
-        #: ``_k[0]``: the callable that calls with variables go to (this stand-in, then
+        #: ``_k0``: the callable that calls with variables go to (this stand-in, then
         #: the variant it compiled).
         self.variant: list[Callable[..., Any]] = [self._variables_variant]
 
