@@ -83,17 +83,20 @@ class Evaluation:
         self.now = now
         self.explain = explain
         self.compile_rule = compile_rule
-        self._invariant: dict[str, Any] = {}  # rule @id -> result or _Raised
+        #: Rule -> result or _Raised (keyed by the object: hashing it reads no more memory,
+        #: where its ``@id`` string may not be in the CPU's caches); "segment:<id>" ->
+        #: membership by a segment definition.
+        self._invariant: dict[Rule | str, Any] = {}
         self._membership: dict[str | None, frozenset[str]] | None = None
 
     # ---- rules -----------------------------------------------------------------------
     def _run(self, rule: Rule, offer: Offer | None) -> Any:
-        compiled = rule.compiled
-        if compiled is None:
+        evaluate = rule.evaluate
+        if evaluate is None:
             return _Raised(rule.problem or "the rule is unusable")
         variables = {"offer": offer.variable} if offer is not None and rule.uses_offer else None
         try:
-            return compiled.evaluate(
+            return evaluate(
                 profile=self.profile,
                 events=self.events,
                 now=self.now,
@@ -109,9 +112,9 @@ class Evaluation:
         if rule.uses_offer:
             return self._run(rule, offer)
         cache = self._invariant
-        if rule.at_id in cache:
-            return cache[rule.at_id]
-        result = cache[rule.at_id] = self._run(rule, None)
+        if rule in cache:
+            return cache[rule]
+        result = cache[rule] = self._run(rule, None)
         return result
 
     def holds(self, rule: Rule) -> bool:
@@ -238,10 +241,10 @@ class Evaluation:
         rule = offer.rule
         if rule is not None:
             # The hot path of every decision, inlined: one call into the compiled rule.
-            compiled = rule.compiled
-            if compiled is not None and not rule.uses_offer and rule.at_id not in self._invariant:
+            evaluate = rule.evaluate
+            if evaluate is not None and not rule.uses_offer and rule not in self._invariant:
                 try:
-                    result = compiled.evaluate(
+                    result = evaluate(
                         profile=self.profile,
                         events=self.events,
                         now=now,
@@ -250,7 +253,7 @@ class Evaluation:
                     )
                 except Exception as error:  # any run-time failure disqualifies the offer
                     result = _Raised(f"{type(error).__name__}: {error}")
-                self._invariant[rule.at_id] = result
+                self._invariant[rule] = result
                 if result is True:
                     pass
                 elif result is False and not self.explain:

@@ -9,6 +9,7 @@ both forms decide the same way.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -47,6 +48,13 @@ def parse_time(value: Any) -> datetime | None:
         return None
     if not isinstance(value, str):
         raise ValueError(f"expected an RFC 3339 timestamp, got {type(value).__name__}")
+    return _parsed(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(value: str) -> datetime:
+    """Memoised (datetimes are immutable): offers with the same dates share one object,
+    so a decision checking many of them reads dates that are already in the CPU's caches."""
     text = value.strip()
     if text.endswith(("Z", "z")):
         text = text[:-1] + "+00:00"

@@ -49,6 +49,13 @@ class Rule:
     #: PQL variable ``offer`` bound; otherwise once per request (the value cannot depend on it).
     uses_offer: bool
     problem: str | None = None
+    #: ``compiled.evaluate`` (``None`` without ``compiled``), read once at build time: a
+    #: decision calls it without loading the compiled rule object first.
+    evaluate: Callable[..., Any] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        compiled = self.compiled
+        object.__setattr__(self, "evaluate", None if compiled is None else compiled.evaluate)
 
 
 class ConstraintType(Enum):

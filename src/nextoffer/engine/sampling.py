@@ -31,6 +31,7 @@ Pure: a numpy ``Generator`` is a parameter.
 
 from __future__ import annotations
 
+import array
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -411,7 +412,7 @@ class _BandDraws:
 
     __slots__ = ("members", "past", "start", "values")
 
-    def __init__(self, members: list[int], values: np.ndarray, start: int) -> None:
+    def __init__(self, members: array.array[int], values: np.ndarray, start: int) -> None:
         self.members = members
         self.values = values
         self.start = start
@@ -421,7 +422,9 @@ class _BandDraws:
         found = self.past.get(position)
         if found is not None:
             return found
-        return float(self.values[self.start + self.members.index(position)])
+        # ``item``: a Python float straight from the array (no numpy scalar in between).
+        value: float = self.values.item(self.start + self.members.index(position))
+        return value
 
 
 class BandedBlock:
@@ -438,6 +441,7 @@ class BandedBlock:
         "full_draws",
         "members",
         "posterior",
+        "ranked",
         "starts",
         "values",
     )
@@ -456,6 +460,13 @@ class BandedBlock:
         self.estimates = posterior.estimates
         self.band = band
         t, envelope = band.t, band.envelope
+        explored = generator.random(rows) < exploration
+        self.explored: list[bool] = explored.tolist()
+        #: Per row, its index among the ranked (not exploring) rows: only those are drawn
+        #: in bands (an exploring row ranks at random and would not read its band).
+        self.ranked: list[int] = (np.cumsum(~explored) - 1).tolist()
+        explorers = int(explored.sum())
+        rows = rows - explorers
         # Proposals: the points of a unit-rate Poisson process over the rows' cells laid
         # end to end (a candidate is proposed in a row when its cell holds a point), in
         # order, as the running sum of exponential gaps.
@@ -469,7 +480,7 @@ class BandedBlock:
         count = len(envelope)
         if not count or band.total <= 0.0:
             points = points[:0]
-        proposed_rows = np.minimum((points * (1.0 / band.total)).astype(np.intp), rows - 1)
+        proposed_rows = np.minimum((points * (1.0 / band.total)).astype(np.intp), max(rows - 1, 0))
         within = np.maximum(points - proposed_rows * band.total, 0.0)
         buckets = len(band.table)
         hit = band.table[np.minimum((within * (buckets / band.total)).astype(np.intp), buckets - 1)]
@@ -513,15 +524,15 @@ class BandedBlock:
         # member's value is above t; the fraction falls as the value grows).
         order = np.argsort(member_rows + 1.0 / (1.0 + (values - t)))
         self.starts: list[int] = np.searchsorted(member_rows[order], np.arange(rows + 1)).tolist()
-        # Kept as arrays: a decision turns its own row into Python objects, and reads the
-        # values of the few positions it ranks (most walks stop well inside the band).
-        self.members: np.ndarray = members[order]
+        # Kept compact: the members as a C array of positions (a decision slices its row
+        # out in one copy and iterates it, ~10× cheaper than a numpy slice's ``tolist``
+        # where the block's memory is cold), the values as numpy's (a decision reads
+        # those of the few positions it ranks; most walks stop well inside the band).
+        self.members = array.array("I", members[order].astype(np.uintc).tobytes())
         self.values: np.ndarray = values[order]
-        explored = generator.random(rows) < exploration
-        self.explored: list[bool] = explored.tolist()
         #: Per exploring row, the first random numbers of its walk, drawn in one go.
         self._explore: dict[int, tuple[list[int], list[float]]] = {}
-        count = int(explored.sum())
+        count = explorers
         if count:
             # Uniform positions as ⌊U·n⌋ (numpy's bounded integers cost several times more;
             # the bias is below n / 2⁵³, as in ``ranking.draw``).
@@ -541,7 +552,8 @@ class BandedBlock:
     @property
     def exhausted(self) -> bool:
         """Whether walks ran past the band too often (the next band should be wider)."""
-        return self._walked_past > _EXHAUSTED * self.size
+        ranked_rows = self.ranked[-1] + 1 if self.ranked else 0
+        return self._walked_past > _EXHAUSTED * ranked_rows
 
     def take(self, generator: np.random.Generator) -> Scores | None:
         row = next(self._rows)
@@ -550,22 +562,27 @@ class BandedBlock:
         if self.explored[row]:
             picks, powers = self._explore.get(row, ([], []))
             return _uniform(generator, len(self.posterior), self.estimates, picks, powers)
-        start, stop = self.starts[row], self.starts[row + 1]
-        members: list[int] = self.members[start:stop].tolist()
+        ranked = self.ranked[row]
+        start, stop = self.starts[ranked], self.starts[ranked + 1]
+        members = self.members[start:stop]
         draws = _BandDraws(members, self.values, start)
-        order = itertools.chain(members, self._past(row, members, draws.past, generator))
+        order = itertools.chain(members, self._past(ranked, members, draws.past, generator))
         return Scores(order, draws, self.estimates, False)
 
     def _past(
-        self, row: int, members: list[int], draws: dict[int, float], generator: np.random.Generator
+        self,
+        ranked: int,
+        members: array.array[int],
+        draws: dict[int, float],
+        generator: np.random.Generator,
     ) -> Iterator[int]:
-        """Past the band (a generator: runs only when a walk gets there): the other
-        candidates, each drawn conditioned on being ≤ t."""
+        """Past the band of ranked row ``ranked`` (a generator: runs only when a walk gets
+        there): the other candidates, each drawn conditioned on being ≤ t."""
         self._walked_past += 1
         t = self.band.t
         rest = np.ones(len(self.posterior), dtype=bool)
         rest[members] = False
-        full_values = self.full_draws[row]
+        full_values = self.full_draws[ranked]
         below = full_values <= t
         rest[self.band.full] = False
         envelope = np.flatnonzero(rest)

@@ -352,14 +352,19 @@ class _Proposer:
         draws, estimates = scores.draws, scores.estimates
         tracing = self.tracer is not None
         before = len(chosen)
+        # Offers chosen by an earlier group are skipped before their check (as priority
+        # tiers do); with none, only the admitted are looked up (a walk meets each position
+        # once, so only a list holding an offer twice could repeat one), which spares
+        # reading the @id of every offer checked.
+        earlier = tracing or bool(chosen_ids)
         for position in scores.order:
             if need <= 0 and not tracing:
                 break
             offer = candidates[position]
-            if offer.at_id in chosen_ids:
+            if earlier and offer.at_id in chosen_ids:
                 continue
             admitted = self._eligible(offer, criteria if owners is None else owners[offer.at_id])
-            if admitted is None:
+            if admitted is None or (not earlier and offer.at_id in chosen_ids):
                 continue
             entry = Ranked(
                 offer, admitted, float(draws[position]), None, float(estimates[position])
@@ -374,7 +379,7 @@ class _Proposer:
             strategy.at_id,
             active,
             scores.explored,
-            tuple(entry.offer.at_id for entry in chosen[before:]),
+            tuple([entry.offer.at_id for entry in chosen[before:]]),
         )
 
     def _take(
@@ -431,7 +436,7 @@ class _Proposer:
                 self._trace(offer, criteria[-1], failure)
             return None
         failure = self.ledger.check(offer, self.placement_id) if offer.capped else None
-        if failure is None and offer.at_id in self.taken:
+        if failure is None and self.taken and offer.at_id in self.taken:
             failure = self._duplicate(offer)
         if failure is not None:
             self._trace(offer, admitted, failure)

@@ -1,15 +1,19 @@
 """Checked AST → a Python function, built as Python ``ast`` nodes and compiled.
 
-Why this is safe: no text is ever generated or executed. PQL literals become
-``ast.Constant`` nodes, field names and schema names are constants passed as data to
-``_path``/``.get``, and every PQL variable gets a compiler-chosen local name (``_b0``,
-``_i1`` …); user text never becomes a Python identifier. The generated function sees one
-namespace of fixed helpers (``runtime.namespace``) and no builtins.
+Why this is safe: no text is ever generated or executed. PQL strings and numbers become
+values in the function's closure (free variables ``_k1``, ``_k2`` … named by the
+compiler), ``true``/``false``/``null``, field names and schema names are ``ast.Constant``
+nodes passed as data to ``_path``/``.get``, and every PQL variable gets a
+compiler-chosen local name (``_b0``, ``_i1`` …); user text never becomes a Python
+identifier. The generated function sees one namespace of fixed helpers
+(``runtime.namespace``, shared by every rule) and no builtins.
 
 Why it is fast: simple comparisons against literals are inlined (``p.get("age")`` plus a
 type test and a native comparison), ``and``/``or`` of boolean-typed operands compile to
 Python's own short-circuit operators, and the compiled function *is* ``evaluate`` (the
-public keyword-only signature), so a call costs one Python frame.
+public keyword-only signature), so a call costs one Python frame. Rules that differ only
+in their values share one code object (:func:`_function`): a decision that evaluates
+hundreds of rules of a few shapes keeps their bytecode in the CPU's caches.
 """
 
 from __future__ import annotations
@@ -181,7 +185,7 @@ class _Gen:
     # ---- leaves -------------------------------------------------------------------------
 
     def _Literal(self, node: A.Literal, sc: _Scope) -> py.expr:
-        return _c(node.value)
+        return self.s.value(node.value)
 
     def _ListLit(self, node: A.ListLit, sc: _Scope) -> py.expr:
         return _list([self.expr(x, sc) for x in node.items])
@@ -358,11 +362,12 @@ class _Gen:
             and all(isinstance(x, A.Literal) and x.value.__class__ is str for x in right.items)
         ):
             strings = frozenset(x.value for x in right.items if isinstance(x, A.Literal))
+            known = self.s.const(strings)
             temp = self.s.fresh("_t")
             return _if(
                 _is(_class_of(self._walrus(temp, node.left, sc)), _n("_str")),
-                _compare(_n(temp), _IN, self.s.const(strings)),
-                _call("_instr", _n(temp), self.s.const(strings)),
+                _compare(_n(temp), _IN, known),
+                _call("_instr", _n(temp), known),
             )
         if not isinstance(right, A.Literal) or right.value is None:
             return None
@@ -370,12 +375,14 @@ class _Gen:
         temp = self.s.fresh("_t")
         cls = self.s.fresh("_c")
 
+        literal = self.s.value(value)
+
         def slow_list(first: py.expr) -> py.expr:
-            args = [_n(temp), _c(value)] if op == "=" else [_c(op), _n(temp), _c(value)]
+            args = [_n(temp), literal] if op == "=" else [_c(op), _n(temp), literal]
             return _and(_is(first, _n("_list")), _call("_eq" if op == "=" else "_cmp", *args))
 
         if op == "=" and value.__class__ is str:
-            first = _compare(self._walrus(temp, node.left, sc), _EQ, _c(value))
+            first = _compare(self._walrus(temp, node.left, sc), _EQ, literal)
             return _or(first, slow_list(_class_of(_n(temp))))
         if op == "=" and value.__class__ is bool:
             return _or(
@@ -389,7 +396,7 @@ class _Gen:
             )
             typed = _or(_is(cls_of, _n("_int")), _is(_n(cls), _n("_float")))
             return _or(
-                _and(typed, _compare(_n(temp), cmp_op, _c(value))),
+                _and(typed, _compare(_n(temp), cmp_op, literal)),
                 slow_list(_n(cls)),
             )
         return None
@@ -503,9 +510,12 @@ class _Gen:
 class _Shared:
     """State common to both passes: constants, fresh names, inputs used, paths read."""
 
-    def __init__(self, source: str | None, ns: dict[str, Any]) -> None:
+    def __init__(self, source: str | None) -> None:
         self.source = source
-        self.ns = ns
+        #: The rule's own values, read by its code as the free variables ``_k0``, ``_k1``
+        #: … (see :func:`_function`); ``_k0`` holds the ``variables`` variant (``None``
+        #: when there is none).
+        self.consts: list[Any] = [None]
         self.counter = 0
         self.uses: set[str] = set()
         self.root_names = False
@@ -525,9 +535,17 @@ class _Shared:
         return _n(self.hoisted[key][0])
 
     def const(self, value: Any) -> py.Name:
-        name = self.fresh("_k")
-        self.ns[name] = value
-        return _n(name)
+        """A value of this rule, read from its closure: rules that differ only in such
+        values generate the same code."""
+        self.consts.append(value)
+        return _n(f"_k{len(self.consts) - 1}")
+
+    def value(self, value: Any) -> py.expr:
+        """A literal of the rule: a string or a number from the closure (``const``);
+        ``true``, ``false`` and ``null`` inline (the code tests them with ``is``)."""
+        if value is None or value is True or value is False:
+            return _c(value)
+        return self.const(value)
 
 
 @dataclass(frozen=True)
@@ -539,13 +557,14 @@ class Compiled:
 
 @functools.cache
 def _base_namespace(now_resolver: Callable[[Any], Any]) -> dict[str, Any]:
-    """The fixed helpers, built once per resolver; every rule gets its own copy."""
+    """The fixed helpers, built once per resolver and shared by every rule (never written
+    to: a rule's own values are in its closure)."""
     ns = namespace(now_resolver)
     ns.update(_str=str, _list=list, _int=int, _float=float, _dict=dict, _Exception=Exception)
     return ns
 
 
-_LAZY = threading.Lock()  # one variables variant generated at a time (fresh names, ``ns``)
+_LAZY = threading.Lock()  # one variables variant generated at a time (fresh names, consts)
 
 
 class _Rule:
@@ -559,27 +578,30 @@ class _Rule:
     ) -> None:
         self.tree = tree
         self.shape = shape
-        self.ns = dict(_base_namespace(now_resolver))
-        self.shared = _Shared(source, self.ns)
+        self.ns = _base_namespace(now_resolver)
+        self.shared = _Shared(source)
         self.body = tree
         self.lazy = False
+        #: ``_k0``: the callable that calls with variables go to (this stand-in, then
+        #: the variant it compiled).
+        self.variant: list[Callable[..., Any]] = [self._variables_variant]
 
     def plain(self) -> py.FunctionDef:
         """The function for calls without variables (raises the tree's PQLError)."""
         self.body, code = _Gen(self.shared, vars_mode=False).top(self.tree)
         self.lazy = self.shared.root_names
         if self.lazy:
-            self.ns["_with_variables"] = self._variables_variant
+            self.shared.consts[0] = self.variant
         return self._function_def(code, variables=False)
 
     def _variables_variant(self, *args: Any) -> Any:
-        """Stands in for ``_with_variables`` until the first call that passes variables."""
+        """Stands in for the variables variant until the first call that passes variables."""
         with _LAZY:
-            if self.ns["_with_variables"] == self._variables_variant:
+            if self.variant[0] == self._variables_variant:
                 with_vars = _Gen(self.shared, vars_mode=True).top(self.tree)[1]
                 definition = self._function_def(with_vars, variables=True)
-                self.ns["_with_variables"] = _function(definition, self.ns)
-        return self.ns["_with_variables"](*args)
+                self.variant[0] = _function(definition, self.shared, self.ns)
+        return self.variant[0](*args)
 
     def _shaped(self, code: py.expr) -> py.expr:
         shape = self.shape
@@ -594,8 +616,9 @@ class _Rule:
         shared = self.shared
         prelude: list[py.stmt] = []
         if self.lazy and not variables:
-            passed = [_n(name) for name in _PARAMETERS]
-            call = _call("_with_variables", *passed)
+            passed: list[py.expr] = [_n(name) for name in _PARAMETERS]
+            holder = py.Subscript(value=_n("_k0"), slice=_c(0), ctx=_LOAD, **_AT)
+            call = py.Call(func=holder, args=passed, keywords=[], **_AT)
             prelude.append(py.If(test=_n("variables"), body=[_return(call)], orelse=[], **_AT))
         profile = _n("profile")
         prelude.append(
@@ -653,10 +676,40 @@ def _return(value: py.expr) -> py.Return:
     return py.Return(value=value, **_AT)
 
 
-def _function(definition: py.FunctionDef, ns: dict[str, Any]) -> Callable[..., Any]:
-    code = compile(py.Module(body=[definition], type_ignores=[]), "<pql>", "exec")
-    fn_code = next(c for c in code.co_consts if isinstance(c, types.CodeType))
-    return types.FunctionType(fn_code, ns, "evaluate", (None, None, None, None))
+#: Code objects by themselves (code objects compare by their bytecode, constants and
+#: names): rules of one shape (the same tests of the same paths, other values) share one,
+#: so a decision that evaluates many of them runs bytecode that is already in the CPU's
+#: caches. Bounded; cleared when full.
+_CODES: dict[types.CodeType, types.CodeType] = {}
+_CODES_MAX = 4096
+
+
+def _function(
+    definition: py.FunctionDef, shared: _Shared, ns: dict[str, Any]
+) -> Callable[..., Any]:
+    """The function ``definition`` describes, the rule's values (``shared.consts``) in
+    its closure."""
+    consts = shared.consts
+    factory = py.FunctionDef(
+        name="_factory",
+        args=_params([f"_k{i}" for i in range(len(consts))], []),
+        body=[definition, _return(_n("evaluate"))],
+        decorator_list=[],
+        returns=None,
+        **_AT,
+    )
+    module = compile(py.Module(body=[factory], type_ignores=[]), "<pql>", "exec")
+    outer = next(c for c in module.co_consts if isinstance(c, types.CodeType))
+    code = next(c for c in outer.co_consts if isinstance(c, types.CodeType))
+    shared_code = _CODES.get(code)
+    if shared_code is None:
+        if len(_CODES) >= _CODES_MAX:
+            _CODES.clear()
+        shared_code = _CODES[code] = code
+    closure = tuple(types.CellType(consts[int(name[2:])]) for name in shared_code.co_freevars)
+    return types.FunctionType(
+        shared_code, ns, "evaluate", (None, None, None, None), closure or None
+    )
 
 
 def compile_tree(
@@ -667,6 +720,6 @@ def compile_tree(
     ``shape`` is ``"rule"`` (a bool), ``"formula"`` (a number or None) or ``"value"``.
     """
     rule = _Rule(tree, shape, source, now_resolver)
-    function = _function(rule.plain(), rule.ns)
+    function = _function(rule.plain(), rule.shared, rule.ns)
     shared = rule.shared
     return Compiled(function, tuple(shared.profile_paths), tuple(shared.context_paths))

@@ -2,12 +2,13 @@
 
 :func:`dump` keeps what :class:`~nextoffer.pql.CompiledRule` needs to evaluate — the
 generated function's code object (``marshal``, the format CPython's own ``.pyc`` files
-use), the constants the code reads from its namespace (sets of strings, ``occurs``
+use), the constants the code reads from its closure (literals, sets of strings, ``occurs``
 tests), the paths it reads and the rule's conjuncts — and :func:`load` rebuilds the rule
 from them in microseconds instead of compiling it again (parse, check, code generation,
 ``compile()``). A rule whose ``variables`` variant is generated on first use gets it the
 same way after loading: the first call that passes variables compiles the rule from its
-source once.
+source once. Rules of one shape share one code object after loading, as after compiling
+(``compiler._function``).
 
 The bytes are only valid for the exact compiler and Python that wrote them (code objects
 are specific to the bytecode version, and the code calls the runtime helpers by name):
@@ -29,29 +30,31 @@ if TYPE_CHECKING:
     from . import CompiledRule
 
 #: Bumped whenever the tuple below changes shape.
-FORMAT = 1
-_HELPERS = ("_with_variables",)
+FORMAT = 2
+#: Loaded code objects by their bytes (shared by the rules of one shape). Bounded.
+_CODES: dict[bytes, types.CodeType] = {}
+_CODES_MAX = 4096
 
 
 def dump(rule: CompiledRule) -> bytes:
     """``rule`` as bytes for :func:`load` (the same compiler and Python only)."""
-    from . import _resolve_now
-
     function = rule.evaluate
-    base = _base_namespace(_resolve_now)
-    namespace = function.__globals__
-    constants = {k: v for k, v in namespace.items() if k not in base and k not in _HELPERS}
+    code = function.__code__
+    # The closure: the rule's values by name, but ``_k0`` (the variables variant's holder).
+    values = dict(zip(code.co_freevars, function.__closure__ or (), strict=True))
+    lazy = "_k0" in values
+    constants = {name: cell.cell_contents for name, cell in values.items() if name != "_k0"}
     return pickle.dumps(
         (
             FORMAT,
             rule.source,
             rule.format,
             rule.kind,
-            marshal.dumps(function.__code__),
+            marshal.dumps(code),
             constants,
             rule.profile_paths,
             rule.context_paths,
-            "_with_variables" in namespace,
+            lazy,
             rule.conjuncts,
         ),
         protocol=pickle.HIGHEST_PROTOCOL,
@@ -66,12 +69,16 @@ def load(data: bytes) -> CompiledRule:
     if not isinstance(fields, tuple) or not fields or fields[0] != FORMAT:
         raise ValueError("not a stored rule of this format")
     _, source, fmt, kind, code, constants, profile_paths, context_paths, lazy, conjuncts = fields
-    namespace = dict(_base_namespace(_resolve_now))
-    namespace.update(constants)
+    found = _CODES.get(code)
+    if found is None:
+        if len(_CODES) >= _CODES_MAX:
+            _CODES.clear()
+        found = _CODES[code] = marshal.loads(code)
     if lazy:
-        namespace["_with_variables"] = _VariablesVariant(source, fmt, kind)
+        constants["_k0"] = [_VariablesVariant(source, fmt, kind)]
+    closure = tuple(types.CellType(constants[name]) for name in found.co_freevars)
     function = types.FunctionType(
-        marshal.loads(code), namespace, "evaluate", (None, None, None, None)
+        found, _base_namespace(_resolve_now), "evaluate", (None, None, None, None), closure or None
     )
     rule: CompiledRule = object.__new__(CompiledRule)
     rule.source = source
@@ -85,7 +92,7 @@ def load(data: bytes) -> CompiledRule:
 
 
 class _VariablesVariant:
-    """``_with_variables`` of a loaded rule: compiles the rule from its source on the first
+    """The variables variant of a loaded rule: compiles the rule from its source on the first
     call that passes variables (as the compiler generates that variant on first use)."""
 
     __slots__ = ("_compiled", "_format", "_kind", "_lock", "_source")

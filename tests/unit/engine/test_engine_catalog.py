@@ -206,3 +206,21 @@ def test_nothing_is_required_when_a_candidate_has_no_rule() -> None:
         )
     )
     assert catalog.decisions["D1"].criteria[0].pool.required == {}
+
+
+def test_offers_with_the_same_dates_share_one_datetime_object() -> None:
+    # A decision checking many offers reads their dates from memory already in the CPU's
+    # caches; values are unchanged.
+    start, end = "2024-01-01T00:00:00Z", "2024-12-31T00:00:00Z"
+    catalog = build(
+        [
+            placement(),
+            offer("O1", start=start, end=end),
+            offer("O2", start=start, end=end),
+            offer("O3", start="2024-02-01T00:00:00Z", end=end),
+        ]
+    )
+    first, second, third = (catalog.offers[i] for i in ("O1", "O2", "O3"))
+    assert first.start is second.start and first.end is second.end is third.end
+    assert first.start is not None and first.start.isoformat() == "2024-01-01T00:00:00+00:00"
+    assert third.start is not None and third.start.month == 2

@@ -61,9 +61,12 @@ def test_the_variables_variant_is_compiled_on_first_use_and_kept():
     low = {"offer": {"rank": {"priority": 0}}}
     assert rule.evaluate(profile=profile) is True
     assert rule.evaluate(profile=profile, variables=low) is False
-    variant = rule.evaluate.__globals__["_with_variables"]
+    code = rule.evaluate.__code__
+    cells = dict(zip(code.co_freevars, rule.evaluate.__closure__, strict=True))
+    holder = cells["_k0"].cell_contents  # the variables variant's holder
+    variant = holder[0]
     assert rule.evaluate(profile=profile, variables={"age": 3}) is False
-    assert rule.evaluate.__globals__["_with_variables"] is variant
+    assert holder[0] is variant
     assert rule.evaluate(profile=profile, variables={}) is True  # empty: the plain function
 
 
@@ -163,3 +166,18 @@ def test_conjuncts_are_the_top_level_and_operands_as_canonical_text():
     rule = pql.compile('age >= 18  and (tier = "gold" or vip) and not optOut')
     assert rule.conjuncts == ("age >= 18", 'tier = "gold" or vip', "not optOut")
     assert pql.compile('tier = "gold" or vip').conjuncts == ('tier = "gold" or vip',)
+
+
+def test_rules_that_differ_only_in_their_values_share_code_and_keep_their_own_values():
+    # One code object per shape (the values are in each rule's closure): a decision that
+    # evaluates many such rules runs bytecode that is already in the CPU's caches.
+    shape = 'age >= {} and country in ["{}", "CA"] and tier = "{}" and points > {} and optIn = true'
+    low = pql.compile(shape.format(18, "US", "gold", 100))
+    high = pql.compile(shape.format(40, "FR", "silver", 2.5))
+    assert low.evaluate.__code__ is high.evaluate.__code__
+    profile = {"age": 30, "country": "US", "tier": "gold", "points": 101, "optIn": True}
+    assert low.evaluate(profile=profile) is True
+    assert high.evaluate(profile=profile) is False
+    assert high.evaluate(profile={**profile, "age": 41, "country": "FR", "tier": "silver"}) is True
+    # ``true`` stays a constant of the code (it is tested with ``is``): 1 is not true.
+    assert low.evaluate(profile={**profile, "optIn": 1}) is False

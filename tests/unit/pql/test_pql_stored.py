@@ -48,3 +48,12 @@ def test_bytes_of_another_format_are_refused() -> None:
     with pytest.raises(ValueError, match="format"):
         stored.load(b"\x80\x05K\x00.")  # a pickled 0, not a stored rule
     assert stored.load(bytes(data)).evaluate(profile={"age": 2}) is True
+
+
+def test_loaded_rules_of_one_shape_share_code_and_keep_their_own_values() -> None:
+    first = stored.load(stored.dump(pql.compile('age >= 18 and tier = "gold"')))
+    second = stored.load(stored.dump(pql.compile('age >= 40 and tier = "silver"')))
+    assert first.evaluate.__code__ is second.evaluate.__code__
+    assert run(first) is True
+    assert run(second) is False
+    assert second.evaluate(profile={"age": 41, "tier": "silver"}) is True
