@@ -278,7 +278,15 @@ class NextOffer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Waiting for the pool and the writer blocks: not on the loop.
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from an event loop: what the decision path opened on this loop
+        (asynchronous connections) is closed here, the rest in a thread (waiting for the
+        pool and the writer blocks)."""
+        path: DecisionPath | None = getattr(self, "path", None)
+        if path is not None and path.on_loop is not None:
+            await path.on_loop.aclose()
         await in_pool(None, self.close)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
