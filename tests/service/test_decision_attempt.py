@@ -311,12 +311,6 @@ def test_decisions_do_not_run_inline_on_postgres() -> None:
         assert no.path.on_loop is not None  # but awaited on the loop
 
 
-def test_decisions_on_postgres_read_in_the_pool_unless_set_on_the_loop() -> None:
-    with NextOffer.open(Settings(db_url=emptied_database())) as no:
-        assert not no.path.inline
-        assert no.path.on_loop is None  # the default: reads in the thread pool
-
-
 def test_decisions_on_a_loop_await_postgres_and_redis_there() -> None:
     with NextOffer.open(settings(emptied_database(), redis=redis_url())) as no:
         assert not no.path.inline

@@ -154,8 +154,9 @@ class Decisions:
     ) -> DecisionOutcome:
         """Decide from a running event loop, and await the record there: its batch is
         committed by the decision path's writer, and no worker thread waits for it. How
-        the reads run is the path's declaration: with ``on_loop`` (PostgreSQL) every read is awaited on the loop; with an ``inline`` path
-        (SQLite) the decision runs on the loop too; otherwise its reads run in the pool."""
+        the reads run is the path's declaration: with ``on_loop`` (PostgreSQL) every read
+        is awaited on the loop; with an ``inline`` path (SQLite) the decision runs on the
+        loop too; otherwise its reads run in the pool."""
         snapshot = await self.snapshot_async(principal, container_id)
         try:
             return await self._decide_async(principal, container_id, call, snapshot)

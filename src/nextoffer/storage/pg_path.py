@@ -539,7 +539,7 @@ def _terminate(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> Non
     if loop.is_closed():
         # Nothing runs the transport's callbacks any more: end the session by closing its
         # socket (asyncpg keeps the transport private; asyncio's gives the socket).
-        transport = conn._transport
+        transport: Any = getattr(conn, "_transport", None)  # not in its public interface
         sock = transport.get_extra_info("socket") if transport is not None else None
         if sock is not None:
             with suppress(OSError):
