@@ -134,7 +134,8 @@ class NextOffer:
             self.counters = RedisCounters.from_url(settings.redis_url)
             self._closers.append(self.counters.close)
         # The strategy for the decision path, chosen here once: driver reads and group
-        # commits on either database; SQLite's are inline (an event loop runs them itself).
+        # commits on either database; SQLite's are inline (an event loop runs them itself),
+        # PostgreSQL's have a loop form (asyncpg: a loop awaits them without a thread).
         path: DecisionPath
         if store.sqlite_path:
             path = SqlitePath(store)

@@ -18,6 +18,7 @@ from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.decision_path import CountersElsewhere, OnLoop
 from nextoffer.storage.pg_path import PgPath
 from nextoffer.storage.redis_counters import RedisCounters
+from nextoffer.storage.report_fold import FOLD_SECONDS
 from nextoffer.storage.store import Store
 from support.backends import emptied_database, redis_url
 from support.decision_path_contract import (
@@ -94,6 +95,24 @@ def test_records_awaited_on_the_loop_reserve_caps_exactly(opened: tuple[Store, P
     assert path.counts([A]) == {A: limit}
     assert len(events_of(store)) == limit
     assert report(store) == {"o-1": limit}
+
+
+def test_the_loop_writer_folds_the_report_without_a_report_read(
+    opened: tuple[Store, PgPath],
+) -> None:
+    store, path = opened
+    on = loop_of(path)
+
+    async def main() -> None:
+        try:
+            await asyncio.gather(*(on.record(record(offers=["o-1", "o-2"])) for _ in range(7)))
+            # No further record comes: the writer comes back for the events on its own.
+            await asyncio.sleep(FOLD_SECONDS * 4)
+            assert report(store, folded=False) == {"o-1": 7, "o-2": 7}
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
 
 
 def test_two_nodes_writers_on_loops_reserve_the_same_counters_exactly(

@@ -72,7 +72,13 @@ from nextoffer.storage.path_sql import (
     InstanceRow,
     on_postgres,
 )
-from nextoffer.storage.report_fold import FOLD_SECONDS, PG_LOCK, fold_postgres
+from nextoffer.storage.report_fold import (
+    FOLD_EVENTS,
+    FOLD_SECONDS,
+    PG_LOCK,
+    fold_postgres,
+    fold_postgres_on_loop,
+)
 from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.store import Store
 
@@ -296,11 +302,6 @@ class PgPath:
         on the caller's thread's connection (a report read does first)."""
         self._read(lambda c: fold_postgres(c, limit=None))
 
-    def fold_turn(self) -> bool:
-        """One fold of at most ``FOLD_EVENTS`` events, on the caller's thread's connection
-        (the loop writer's, in a thread); whether events are left."""
-        return self._read(lambda c: fold_postgres(c))
-
     @staticmethod
     async def _write_batch_on_loop(
         conn: asyncpg.Connection, records: list[DecisionRecord]
@@ -358,9 +359,11 @@ class _LoopConnections:
         self.queued: list[tuple[DecisionRecord, asyncio.Future[list[CounterKey]]]] = []
         self.writing: asyncio.Task[None] | None = None
         self.writer: asyncpg.Connection | None = None
-        #: The next fold of the offers report (a timer of the loop), or the one running.
+        #: Whether events may wait for a fold, when the writer last folded, and the timer
+        #: that starts the writer to fold when no record came for ``FOLD_SECONDS``.
+        self.unfolded = False
+        self.folded_at = loop.time()
         self.fold_due: asyncio.TimerHandle | None = None
-        self.folding: asyncio.Future[bool] | None = None
 
     def connections(self) -> list[asyncpg.Connection]:
         return [*self.opened, *([self.writer] if self.writer is not None else [])]
@@ -369,7 +372,7 @@ class _LoopConnections:
 class PgOnLoop:
     """:class:`PgPath` as coroutines of the running loop (``DecisionPath.on_loop``): reads
     on asyncpg connections, records group-committed by a task of the loop on a connection
-    of its own, the offers report folded behind them (in a thread: ``PgPath.fold_turn``)."""
+    of its own, the offers report folded by that task between its batches."""
 
     def __init__(self, path: PgPath, conninfo: str) -> None:
         self._path = path
@@ -407,15 +410,42 @@ class PgOnLoop:
 
     async def _write(self, here: _LoopConnections) -> None:
         """Commit batches while records are queued: each takes every record queued while
-        the last one committed (up to ``MAX_BATCH``)."""
+        the last one committed (up to ``MAX_BATCH``). Between batches, fold the offers
+        report when the last fold is ``FOLD_SECONDS`` old (``report_fold.py``); when the
+        queue runs dry with events unfolded, come back for them that much later."""
         try:
-            while here.queued:
+            while True:
+                if here.unfolded and here.loop.time() - here.folded_at >= FOLD_SECONDS:
+                    await self._fold(here)
+                if not here.queued:
+                    break
                 batch, here.queued = here.queued[:MAX_BATCH], here.queued[MAX_BATCH:]
                 batch = [item for item in batch if not item[1].done()]  # not given up
                 if batch:
                     await self._commit(here, batch)
         finally:
             here.writing = None
+            if here.unfolded and here.fold_due is None and not self._path.closed:
+                wait = max(0.0, here.folded_at + FOLD_SECONDS - here.loop.time())
+                here.fold_due = here.loop.call_later(wait, self._wake, here)
+
+    def _wake(self, here: _LoopConnections) -> None:
+        here.fold_due = None
+        if here.writing is None and not self._path.closed:
+            here.writing = here.loop.create_task(self._write(here))
+
+    async def _fold(self, here: _LoopConnections) -> None:
+        """One fold on the writer's connection. A failure loses nothing: the events stay
+        past the watermark for the next fold."""
+        here.folded_at = here.loop.time()
+        try:
+            if here.writer is None or here.writer.is_closed():
+                here.writer = await self._open()
+            here.unfolded = await fold_postgres_on_loop(here.writer, limit=FOLD_EVENTS)
+        except Exception as exc:
+            log.error("offers report not folded (the events wait for the next fold): %s", exc)
+            if here.writer is not None and here.writer.is_closed():
+                here.writer = None
 
     async def _commit(
         self,
@@ -442,27 +472,7 @@ class PgOnLoop:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
-        self._fold_soon(here)
-
-    def _fold_soon(self, here: _LoopConnections) -> None:
-        """Fold the offers report ``FOLD_SECONDS`` from now, unless a fold is due or running
-        (in a thread of the loop's executor, on ``PgPath``'s connection of that thread)."""
-        if here.fold_due is None and here.folding is None and not self._path.closed:
-            here.fold_due = here.loop.call_later(FOLD_SECONDS, self._fold, here)
-
-    def _fold(self, here: _LoopConnections) -> None:
-        here.fold_due = None
-        here.folding = folding = here.loop.run_in_executor(None, self._path.fold_turn)
-
-        def done(_: asyncio.Future[bool]) -> None:
-            here.folding = None
-            error = folding.exception() if not folding.cancelled() else None
-            if error is not None:  # nothing lost: the events wait for the next fold
-                log.error("offers report not folded (the events wait for the next fold): %s", error)
-            elif not folding.cancelled() and folding.result():
-                self._fold_soon(here)  # more than one turn's worth was waiting
-
-        folding.add_done_callback(done)
+        here.unfolded = True
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
         here = self._here()
@@ -511,8 +521,6 @@ class PgOnLoop:
         if here.fold_due is not None:
             here.fold_due.cancel()
             here.fold_due = None
-        if here.folding is not None:
-            await asyncio.wait([here.folding])
         for conn in here.connections():
             await conn.close()
 
