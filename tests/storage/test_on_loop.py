@@ -115,6 +115,27 @@ def test_the_loop_writer_folds_the_report_without_a_report_read(
     asyncio.run(main())
 
 
+def test_close_on_the_loop_ends_its_writer_s_open_transaction(
+    opened: tuple[Store, PgPath],
+) -> None:
+    # The app's lifespan closes the root on the loop's thread: a transaction the loop's
+    # writer has open (a batch, a fold) must not hold the lock the last fold waits for.
+    store, path = opened
+    on = loop_of(path)
+    path.fold()  # the watermark's row exists
+
+    async def main() -> None:
+        await on.record(record(offers=["o-1"]))
+        writer = on._loops[asyncio.get_running_loop()].writer  # type: ignore[attr-defined]
+        assert writer is not None
+        await writer.execute("BEGIN")
+        await writer.execute("SELECT position FROM report_folds WHERE name = 'offers' FOR UPDATE")
+        path.close()  # folds on the writer thread's connection: needs that row
+
+    asyncio.run(main())
+    assert report(store, folded=False) == {"o-1": 1}
+
+
 def test_two_nodes_writers_on_loops_reserve_the_same_counters_exactly(
     opened: tuple[Store, PgPath],
 ) -> None:

@@ -338,12 +338,14 @@ class PgPath:
 
     def close(self) -> None:
         self._closed = True
+        # The loops' connections first: a transaction of a loop's writer (a batch, a fold)
+        # ends with them, instead of holding locks the writer thread's last fold needs.
+        self._on_loop.close()
         self._writer.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-        self._on_loop.close()
 
 
 class _LoopConnections:
@@ -543,30 +545,32 @@ class PgOnLoop:
 
 
 def _terminate(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
-    """Close ``conn`` without waiting, from any thread."""
-    if loop.is_closed():
-        # Nothing runs the transport's callbacks any more: end the session by closing its
-        # socket (asyncpg keeps the transport private; asyncio's gives the socket).
-        transport: Any = getattr(conn, "_transport", None)  # not in its public interface
-        sock = transport.get_extra_info("socket") if transport is not None else None
-        if sock is not None:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        raw = getattr(transport, "_sock", None)  # asyncio's (uvloop's closes with its loop)
-        if raw is not None:
-            raw.close()
-            transport._sock = None
-        with suppress(RuntimeError):  # marks it aborted, then fails to schedule on the loop
-            conn.terminate()
-        return
+    """Close ``conn`` without waiting, from any thread.
+
+    From another thread, the loop closes it. On the loop's own thread (the app's lifespan
+    closing the root) or after the loop ended, nothing will run the transport's callbacks
+    before the caller goes on — and the caller may next wait, in this thread, for a lock
+    that conn's open transaction holds (the writer thread's final fold) — so the socket is
+    shut down at once: the server ends the session and rolls its transaction back."""
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
         running = None
-    if running is loop:
-        conn.terminate()
-    else:
+    if running is not loop and not loop.is_closed():
         loop.call_soon_threadsafe(conn.terminate)
+        return
+    transport: Any = getattr(conn, "_transport", None)  # not in its public interface
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    if loop.is_closed():
+        raw = getattr(transport, "_sock", None)  # asyncio's (uvloop's closes with its loop)
+        if raw is not None:
+            raw.close()
+            transport._sock = None
+    with suppress(RuntimeError):  # on a closed loop: marked aborted, then fails to schedule
+        conn.terminate()
 
 
 def _translated(exc: BaseException, what: str) -> NextOfferError:
