@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import replace
+from typing import Any
 
 import psycopg
 import pytest
+import uvloop
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.storage.counters import CounterKey, SqlCounters
@@ -115,8 +117,9 @@ def test_the_loop_writer_folds_the_report_without_a_report_read(
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
 def test_close_on_the_loop_ends_its_writer_s_open_transaction(
-    opened: tuple[Store, PgPath],
+    opened: tuple[Store, PgPath], run: Callable[[Coroutine[Any, Any, None]], None]
 ) -> None:
     # The app's lifespan closes the root on the loop's thread: a transaction the loop's
     # writer has open (a batch, a fold) must not hold the lock the last fold waits for.
@@ -132,7 +135,7 @@ def test_close_on_the_loop_ends_its_writer_s_open_transaction(
         await writer.execute("SELECT position FROM report_folds WHERE name = 'offers' FOR UPDATE")
         path.close()  # folds on the writer thread's connection: needs that row
 
-    asyncio.run(main())
+    run(main())
     assert report(store, folded=False) == {"o-1": 1}
 
 

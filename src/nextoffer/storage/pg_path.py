@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
@@ -561,9 +562,9 @@ def _terminate(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> Non
         return
     transport: Any = getattr(conn, "_transport", None)  # not in its public interface
     sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:
-        with suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
+    if sock is not None:  # through a duplicate: uvloop's transport socket refuses shutdown()
+        with socket.socket(fileno=os.dup(sock.fileno())) as dup, suppress(OSError):
+            dup.shutdown(socket.SHUT_RDWR)
     if loop.is_closed():
         raw = getattr(transport, "_sock", None)  # asyncio's (uvloop's closes with its loop)
         if raw is not None:
