@@ -42,7 +42,8 @@ from nodes import SERVICES, start_services
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
-        ("cap counters in Redis", r"storage/redis_counters\.py"),
+        ("cap counters in Redis", r"storage/redis_counters\.py|site-packages/redis/"),
+        ("PostgreSQL driver on the loop (asyncpg)", r"site-packages/asyncpg/"),
         (
             "record: reserve + write + commit",
             r"sqlite_path\.py|session_path\.py|decision_path\.py|pg_path\.py|group_commit\.py",
@@ -64,7 +65,7 @@ STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
 
 #: The profile read runs in the decision path's module too (``SqlitePath.profile``): a
 #: sample under it is charged to it before the leaf-first stages, not to the record.
-PROFILE_READ = ("profile read (driver)", re.compile(r"Path\.(profile|events) \("))
+PROFILE_READ = ("profile read (driver)", re.compile(r"(Path|OnLoop)\.(profile|events) \("))
 
 
 def stage_of(stack: str) -> str:

@@ -134,7 +134,8 @@ class NextOffer:
             self.counters = RedisCounters.from_url(settings.redis_url)
             self._closers.append(self.counters.close)
         # The strategy for the decision path, chosen here once: driver reads and group
-        # commits on either database; SQLite's are inline (an event loop runs them itself).
+        # commits on either database; SQLite's are inline (an event loop runs them itself),
+        # PostgreSQL's have a loop form (asyncpg: a loop awaits them without a thread).
         path: DecisionPath
         if store.sqlite_path:
             path = SqlitePath(store)
@@ -278,7 +279,15 @@ class NextOffer:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Waiting for the pool and the writer blocks: not on the loop.
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """:meth:`close` from an event loop: what the decision path opened on this loop
+        (asynchronous connections) is closed here, the rest in a thread (waiting for the
+        pool and the writer blocks)."""
+        path: DecisionPath | None = getattr(self, "path", None)
+        if path is not None and path.on_loop is not None:
+            await path.on_loop.aclose()
         await in_pool(None, self.close)
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -3,10 +3,12 @@ a refused reservation makes the service decide again (real stores: SQLite, Postg
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -53,27 +55,48 @@ class World:
     repo: Repository
     decisions: Decisions
     refusals: list[None]
+    #: The event loop of decisions decided on one (``decide_async``).
+    runner: asyncio.Runner
 
 
-def settings(url: str, *, redis: str | None = None) -> Settings:
-    return Settings(db_url=url, redis_url=redis, catalog_check_seconds=0, freeze_heap=False)
-
-
-def open_world(url: str) -> World:
-    refusals: list[None] = []
-    no = NextOffer.open(settings(url), clock=Clock(), on_refused=lambda: refusals.append(None))
-    creds = no.bootstrap(org="O@AdobeOrg", sandbox="prod")
-    return World(
-        no, no.store, creds.principal, creds.container_id, no.repository, no.decisions, refusals
+def settings(url: str, *, redis: str | None = None, check_seconds: float = 0) -> Settings:
+    # Decisions on a loop await PostgreSQL there (the ``on_loop`` path under test).
+    return Settings(
+        db_url=url,
+        redis_url=redis,
+        catalog_check_seconds=check_seconds,
+        freeze_heap=False,
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+def open_world(url: str, *, redis: str | None = None, check_seconds: float = 0) -> World:
+    refusals: list[None] = []
+    no = NextOffer.open(
+        settings(url, redis=redis, check_seconds=check_seconds),
+        clock=Clock(),
+        on_refused=lambda: refusals.append(None),
+    )
+    creds = no.bootstrap(org="O@AdobeOrg", sandbox="prod")
+    return World(
+        no,
+        no.store,
+        creds.principal,
+        creds.container_id,
+        no.repository,
+        no.decisions,
+        refusals,
+        asyncio.Runner(),
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql+redis"])
 def world(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[World]:
     url = f"sqlite:///{tmp_path / 'n.db'}" if request.param == "sqlite" else emptied_database()
-    opened = open_world(url)
+    opened = open_world(url, redis=redis_url() if request.param.endswith("redis") else None)
     yield opened
-    opened.no.close()
+    # What the decisions opened on the loop closes on it (as the HTTP app's lifespan).
+    opened.runner.run(opened.no.aclose())
+    opened.runner.close()
 
 
 @dataclass(frozen=True)
@@ -127,15 +150,31 @@ def library(world: World, *, low_capped: bool = False) -> Library:
     return Library(placement, capped, following, decision)
 
 
+@pytest.fixture(params=["thread", "loop"])
+def on_loop(request: pytest.FixtureRequest) -> bool:
+    """Decide in this thread (``decide``) or on an event loop (``decide_async``: on
+    PostgreSQL, the path's ``on_loop`` coroutines)."""
+    return bool(request.param == "loop")
+
+
 def chosen(
-    world: World, lib: Library, *, identity: str = "a@x", dry_run: bool = False
+    world: World,
+    lib: Library,
+    *,
+    identity: str = "a@x",
+    dry_run: bool = False,
+    on_loop: bool = False,
 ) -> str | None:
     call = DecisionCall(
         propositions=(PropositionRequest(lib.decision, lib.placement),),
         identities=[("Email", identity)],
         dry_run=dry_run,
     )
-    outcome = world.decisions.decide(world.principal, world.container, call)
+    outcome = (
+        world.runner.run(world.decisions.decide_async(world.principal, world.container, call))
+        if on_loop
+        else world.decisions.decide(world.principal, world.container, call)
+    )
     proposition = outcome.result.propositions[0]
     return proposition.options[0].offer_id if proposition.options else None
 
@@ -148,53 +187,108 @@ def recorded(world: World) -> list[list[str]]:
 
 
 def test_a_full_profile_cap_refuses_the_record_and_the_next_offer_is_proposed(
-    world: World,
+    world: World, on_loop: bool
 ) -> None:
     lib = library(world)
-    assert chosen(world, lib) == lib.capped
+    assert chosen(world, lib, on_loop=on_loop) == lib.capped
     assert world.refusals == []
     # The capped offer's counter is not read up front (the reservation checks it): the
     # service proposes it again, the record's reservation is refused, it decides again.
-    assert chosen(world, lib) == lib.next
+    assert chosen(world, lib, on_loop=on_loop) == lib.next
     assert len(world.refusals) == 1
     assert recorded(world) == [[lib.capped], [lib.next]]
     # The cap is per profile: another profile still gets the capped offer.
-    assert chosen(world, lib, identity="b@x") == lib.capped
+    assert chosen(world, lib, identity="b@x", on_loop=on_loop) == lib.capped
     assert len(world.refusals) == 1
 
 
-def test_a_dry_run_proposes_no_full_offer_and_is_never_refused(world: World) -> None:
+def test_a_dry_run_proposes_no_full_offer_and_is_never_refused(world: World, on_loop: bool) -> None:
     lib = library(world)
-    assert chosen(world, lib) == lib.capped  # the profile's cap is now full
+    assert chosen(world, lib, on_loop=on_loop) == lib.capped  # the profile's cap is now full
     # The dry run first picks the capped offer, finds its counter full, decides again.
-    assert chosen(world, lib, dry_run=True) == lib.next
+    assert chosen(world, lib, dry_run=True, on_loop=on_loop) == lib.next
     assert world.refusals == []  # a dry run's check is not a refused reservation
     assert recorded(world) == [[lib.capped]]
 
 
 def test_a_dry_run_reads_only_the_counters_of_what_it_would_propose(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: World, on_loop: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lib = library(world, low_capped=True)
     read: list[str] = []
-    counts = world.no.path.counts
+    loop_path = world.no.path.on_loop
+    if on_loop and loop_path is not None:  # awaited on the loop: spy on the coroutine
+        awaited = loop_path.counts
 
-    def spying(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
-        read.extend(key.offer_id for key in keys)
-        return counts(keys)
+        async def spying_on_loop(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+            read.extend(key.offer_id for key in keys)
+            return await awaited(keys)
 
-    monkeypatch.setattr(world.no.path, "counts", spying)
-    assert chosen(world, lib, dry_run=True) == lib.capped
+        monkeypatch.setattr(loop_path, "counts", spying_on_loop)
+    else:
+        counts = world.no.path.counts
+
+        def spying(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+            read.extend(key.offer_id for key in keys)
+            return counts(keys)
+
+        monkeypatch.setattr(world.no.path, "counts", spying)
+    assert chosen(world, lib, dry_run=True, on_loop=on_loop) == lib.capped
     assert read == [lib.capped]  # not the low offer's counter: top 1 never reaches it
 
 
-def test_a_dry_run_reserves_nothing(world: World) -> None:
+def test_a_dry_run_reserves_nothing(world: World, on_loop: bool) -> None:
     lib = library(world)
-    assert chosen(world, lib, dry_run=True) == lib.capped
-    assert chosen(world, lib, dry_run=True) == lib.capped
+    assert chosen(world, lib, dry_run=True, on_loop=on_loop) == lib.capped
+    assert chosen(world, lib, dry_run=True, on_loop=on_loop) == lib.capped
     assert recorded(world) == []
-    assert chosen(world, lib) == lib.capped  # the cap's one unit is still free
+    assert chosen(world, lib, on_loop=on_loop) == lib.capped  # the cap's one unit is still free
     assert world.refusals == []
+
+
+@pytest.fixture(params=["postgresql", "postgresql+redis"])
+def checked_world(request: pytest.FixtureRequest) -> Iterator[World]:
+    """A PostgreSQL world whose snapshots are checked once a minute (no version read
+    between the decisions of a test)."""
+    redis = redis_url() if request.param.endswith("redis") else None
+    opened = open_world(emptied_database(), redis=redis, check_seconds=60)
+    yield opened
+    opened.runner.run(opened.no.aclose())
+    opened.runner.close()
+
+
+def test_a_decision_on_a_loop_reads_and_records_on_the_loop_on_postgres(
+    checked_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL (with or without Redis) the path declares ``on_loop``: a decision on
+    an event loop awaits its reads and its record there — no thread runs any of it."""
+    world = checked_world
+    assert world.no.path.on_loop is not None
+    lib = library(world)
+    chosen(world, lib, identity="warm@x")  # snapshot and tenancy known: no read left
+
+    def in_a_thread(*args: object, **kwargs: object) -> object:
+        raise AssertionError("a decision on the loop ran a blocking read")
+
+    # Blocking reads: the path's (PostgreSQL) and the counter store's (Redis). A record
+    # is still handed to the writer thread's queue (no wait), and awaited on the loop.
+    for name in ("profile", "events", "counts"):
+        monkeypatch.setattr(world.no.path, name, in_a_thread)
+    for name in ("read", "reserve", "release"):
+        monkeypatch.setattr(world.no.counters, name, in_a_thread)
+    handed: list[object] = []
+    submit = world.no.executor.submit
+
+    def counted(fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+        handed.append(fn)
+        return submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(world.no.executor, "submit", counted)
+    assert chosen(world, lib, on_loop=True) == lib.capped
+    assert chosen(world, lib, on_loop=True) == lib.next  # refused on the loop, decided again
+    assert handed == []
+    assert len(world.refusals) == 1
+    assert recorded(world)[-2:] == [[lib.capped], [lib.next]]
 
 
 # -- whether decisions can run on an event loop ------------------------------------------
@@ -214,3 +308,16 @@ def test_decisions_do_not_run_inline_with_counters_in_redis(tmp_path: Path) -> N
 def test_decisions_do_not_run_inline_on_postgres() -> None:
     with NextOffer.open(settings(emptied_database())) as no:
         assert not no.path.inline
+        assert no.path.on_loop is not None  # but awaited on the loop
+
+
+def test_decisions_on_a_loop_await_postgres_and_redis_there() -> None:
+    with NextOffer.open(settings(emptied_database(), redis=redis_url())) as no:
+        assert not no.path.inline
+        assert no.path.on_loop is not None
+
+
+def test_sqlite_with_redis_counters_has_no_loop_form(tmp_path: Path) -> None:
+    # SQLite's reads are inline, not awaitable: with Redis its decisions use the pool.
+    with NextOffer.open(settings(f"sqlite:///{tmp_path / 'n.db'}", redis=redis_url())) as no:
+        assert no.path.on_loop is None

@@ -1,20 +1,26 @@
 """One decision on its way to its answer: decide, record (reserving caps), decide again.
 
-:class:`Attempt` decides at once; a recorded decision then waits for its record
-(:attr:`Attempt.waiting`, a future the decision path resolves). :meth:`Attempt.settle`
-takes the record's outcome: done, or — when a counter was full or could not be reached —
-decide again (at most ``RESERVE_ATTEMPTS`` times) and wait again. ``Decisions`` drives
-it, waiting in a thread (``decide``) or on the event loop (``decide_async``).
+:class:`Attempt` decides, then a recorded decision waits for its record; its outcome is
+done, or — when a counter was full or could not be reached — decide again (at most
+``RESERVE_ATTEMPTS`` times) and wait again. The decision is written once, as a generator
+of the IO it needs (counts to read, a record to write), and driven two ways:
+
+* in a thread: :meth:`Attempt.start` reads with the path's methods and hands the record
+  over (:attr:`Attempt.waiting`, a future the decision path resolves);
+  :meth:`Attempt.settle` takes its outcome (``Decisions.decide``, batch chunks, and
+  ``decide_async`` on an ``inline`` path);
+* on the running event loop: ``await`` :meth:`Attempt.run` awaits the path's ``on_loop``
+  coroutines (``decide_async`` on PostgreSQL and Redis: no thread hop).
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
@@ -33,7 +39,7 @@ from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import Snapshot
 from nextoffer.service.learning import ranking_note
 from nextoffer.storage.counters import CounterKey, counter_needs
-from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, Pending
+from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, OnLoop, Pending
 
 log = logging.getLogger("nextoffer.decisions")
 
@@ -71,8 +77,15 @@ class DecisionOutcome:
     created_us: int
 
 
+#: What a decision waits for next: the counts of these counters, or this record's outcome.
+Step: TypeAlias = "list[CounterKey] | DecisionRecord"
+
+
 class Attempt:
-    """One decision: decided in the constructor, finished by :meth:`settle` rounds."""
+    """One decision, written once as a generator of the IO it needs (:meth:`_run`: count
+    reads and its record) and driven either in a thread (:meth:`start`, then
+    :meth:`settle` rounds as records finish) or on the running event loop (:meth:`run`,
+    awaiting the path's ``on_loop`` coroutines)."""
 
     def __init__(
         self,
@@ -112,8 +125,7 @@ class Attempt:
         self._shared = shared
         self._round = 0
         self._outcome: DecisionOutcome | None = None
-        self._pending: DecisionOutcome | None = None
-        #: The record being written, when this decision waits for it.
+        #: The record being written, when this decision waits for it (:meth:`start`).
         self.waiting: Pending | None = None
         # What the engine knows of the counters, by engine key. Counters of rules that count
         # propositions are checked by the reservation itself (all-or-nothing, under their
@@ -122,15 +134,20 @@ class Attempt:
         # the counts of what it would propose instead, and decides again on every count
         # if one is full. An explained decision reports every count: it reads them all.
         self._exact = call.explain
-        self._known = self._read(plan.all_keys if self._exact else plan.unreserved_keys)
-        if shared:
-            self._known.update(shared)
-        self._decide()
+        self._known: dict[EngineKey, int] = {}
+        self._steps = self._run()
 
     def outcome(self) -> DecisionOutcome:
         if self._outcome is None:
             raise RuntimeError("the decision still waits for its record")
         return self._outcome
+
+    # -- driven in a thread ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Decide, reading counts in this thread, and hand the record to the path: then
+        :attr:`waiting` holds it (or the decision is done: a dry run)."""
+        self._go(None)
 
     @property
     def recorded(self) -> bool:
@@ -151,21 +168,57 @@ class Attempt:
         if future is None or not future.done():
             raise RuntimeError("settle() needs a finished record")
         error = future.exception()
-        if error is not None:
-            if not isinstance(error, NextOfferError):
-                raise error
-            self._unreachable(error)  # neither reserved nor recorded
-            self._decide()
-            return
-        refused = future.result()
-        if refused:
-            self._full(refused)
-            self._decide()
-            return
-        self._outcome = self._pending
+        if error is not None and not isinstance(error, NextOfferError):
+            raise error
+        self._go(error if error is not None else future.result())
 
-    def _decide(self) -> None:
-        plan, known = self._plan, self._known
+    def _go(self, answer: Any) -> None:
+        while True:
+            try:
+                step = self._steps.send(answer)
+            except StopIteration as done:
+                self._outcome = done.value
+                return
+            if isinstance(step, DecisionRecord):
+                self.waiting = self._path.record(step)
+                return
+            try:
+                answer = self._path.counts(step)
+            except NextOfferError as exc:
+                answer = exc
+
+    # -- driven on the event loop ------------------------------------------------------
+
+    async def run(self, on_loop: OnLoop) -> DecisionOutcome:
+        """Decide, awaiting every read and the record on the running loop."""
+        answer: Any = None
+        while True:
+            try:
+                step = self._steps.send(answer)
+            except StopIteration as done:
+                self._outcome = done.value
+                return self.outcome()
+            try:
+                if isinstance(step, DecisionRecord):
+                    answer = await on_loop.record(step)
+                else:
+                    answer = await on_loop.counts(step)
+            except NextOfferError as exc:
+                answer = exc
+
+    # -- the decision ------------------------------------------------------------------
+
+    def _run(self) -> Generator[Step, Any, DecisionOutcome]:
+        """Yields the counters it needs read (and receives their counts, or the
+        NextOfferError that kept them from being read) or its record (and receives the
+        counters that refused it, ``[]`` once written, or the NextOfferError that kept
+        it from being written); returns the outcome."""
+        plan = self._plan
+        self._known = known = yield from self._read(
+            plan.all_keys if self._exact else plan.unreserved_keys
+        )
+        if self._shared:
+            known.update(self._shared)
         while True:
             if self._round >= RESERVE_ATTEMPTS:  # pragma: no cover - the last round is capless
                 raise Unavailable("cap counters changed too fast to decide; retry")
@@ -184,37 +237,40 @@ class Attempt:
             )
             outcome = DecisionOutcome(uuid7(self._now), self._now, result, self._now_us)
             if self._call.dry_run:
-                full = [] if self._exact else self._without_room(plan.consumed(result))
+                full = [] if self._exact else (yield from self._without_room(plan.consumed(result)))
                 if full is None:
                     continue  # the counters could not be read: decided again without caps
                 if full:
-                    self._full(full, counted=False)
+                    yield from self._full(full, counted=False)
                     continue
-                self._outcome = outcome
-                return
+                return outcome
             # The record reserves the counters of what it proposes (all or none).
-            self._pending = outcome
-            self.waiting = self._path.record(
-                decision_record(
-                    self._container_id,
-                    self._call,
-                    outcome,
-                    self._key,
-                    self._profile_id,
-                    plan.consumed(result),
-                )
+            answer = yield decision_record(
+                self._container_id,
+                self._call,
+                outcome,
+                self._key,
+                self._profile_id,
+                plan.consumed(result),
             )
-            return
+            if isinstance(answer, NextOfferError):
+                self._unreachable(answer)  # neither reserved nor recorded
+                continue
+            if answer:
+                yield from self._full(answer)
+                continue
+            return outcome
 
-    def _read(self, keys: Sequence[tuple[EngineKey, CounterKey]]) -> dict[EngineKey, int]:
+    def _read(
+        self, keys: Sequence[tuple[EngineKey, CounterKey]]
+    ) -> Generator[Step, Any, dict[EngineKey, int]]:
         """Current counts by engine key; counters that cannot be read count as full."""
         if not keys:
             return {}
         counter_keys = [k for _, k in keys]
-        try:
-            counts = self._path.counts(counter_keys)
-        except NextOfferError as exc:
-            log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+        counts = yield counter_keys
+        if isinstance(counts, NextOfferError):
+            log.error("cap counters unavailable; capped offers count as capped: %s", counts)
             return self._plan.full(counter_keys)
         return {engine_key: counts[k] for engine_key, k in keys if k in counts}
 
@@ -222,26 +278,29 @@ class Attempt:
         log.error("cap counters unavailable; capped offers count as capped: %s", exc)
         self._known.update(self._plan.all_full())
 
-    def _without_room(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey] | None:
+    def _without_room(
+        self, wanted: Sequence[tuple[CounterKey, int]]
+    ) -> Generator[Step, Any, list[CounterKey] | None]:
         """The counters among ``wanted`` with no room left now (a dry run's check in place
         of a reservation); ``None`` when they cannot be read (then all count as full)."""
         if not wanted:
             return []
         needs = counter_needs(wanted)
-        try:
-            counts = self._path.counts(list(needs))
-        except NextOfferError as exc:
-            self._unreachable(exc)
+        counts = yield list(needs)
+        if isinstance(counts, NextOfferError):
+            self._unreachable(counts)
             return None
         return [key for key, (n, limit) in needs.items() if counts.get(key, 0) + n > limit]
 
-    def _full(self, refused: Sequence[CounterKey], *, counted: bool = True) -> None:
+    def _full(
+        self, refused: Sequence[CounterKey], *, counted: bool = True
+    ) -> Generator[Step, Any, None]:
         if counted and self._on_refused is not None:  # a refused reservation, not a dry run's
             self._on_refused()
         if not self._exact:
             # From now on decide on every current count, not on hope.
             self._exact = True
-            self._known.update(self._read(self._plan.all_keys))
+            self._known.update((yield from self._read(self._plan.all_keys)))
         full = self._plan.full(refused)
         self._known.update(full)
         if self._shared is not None:

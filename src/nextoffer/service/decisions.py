@@ -11,9 +11,12 @@
    names the full counters: the service then reads every count and decides again. Caps are
    therefore exact under any concurrency (``attempt.py``).
 
-The decision path (``storage/decision_path.py``) is the strategy the root chose; when it
-is ``inline`` (SQLite), :meth:`Decisions.decide_async` decides on the event loop;
-otherwise (PostgreSQL, Redis) it reads and decides in the root's thread pool. Either way
+The decision path (``storage/decision_path.py``) is the strategy the root chose, and it
+declares how an event loop drives it: with ``on_loop`` (PostgreSQL, with or without
+Redis) :meth:`Decisions.decide_async` awaits every
+read and the record on the loop (the attempt's ``run``); when it is ``inline`` (SQLite)
+it decides on the loop with the path's own methods; otherwise it reads and decides in
+the root's thread pool. Either way
 the record is awaited on the loop: no thread waits for a commit.
 
 A profile store that cannot be read decides for an empty profile; counters that cannot be
@@ -33,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from nextoffer.engine import DecisionRequest
+from nextoffer.engine.strategy import Learned
 from nextoffer.errors import NextOfferError, NotFound, Unavailable
 from nextoffer.ids import epoch_micros
 from nextoffer.service.attempt import Attempt, DecisionCall, DecisionOutcome
@@ -43,7 +47,7 @@ from nextoffer.service.learning import Learning
 from nextoffer.service.offload import finished, in_pool, in_thread
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
-from nextoffer.storage.decision_path import DecisionPath
+from nextoffer.storage.decision_path import DecisionPath, OnLoop
 from nextoffer.storage.store import Store
 
 __all__ = ["EVENT_LIMIT", "DecisionCall", "DecisionOutcome", "Decisions", "profile_key"]
@@ -149,20 +153,45 @@ class Decisions:
         self, principal: Principal, container_id: str, call: DecisionCall
     ) -> DecisionOutcome:
         """Decide from a running event loop, and await the record there: its batch is
-        committed by the decision path's writer, and no worker thread waits for it. With an
-        ``inline`` decision path (SQLite) the decision runs on the loop too (no worker
-        thread per request); otherwise its reads, which are round trips to the database,
-        run in the pool."""
-        inline = self._path.inline
+        committed by the decision path's writer, and no worker thread waits for it. How
+        the reads run is the path's declaration: with ``on_loop`` (PostgreSQL) every read
+        is awaited on the loop; with an ``inline`` path (SQLite) the decision runs on the
+        loop too; otherwise its reads run in the pool."""
         snapshot = await self.snapshot_async(principal, container_id)
         try:
-            attempt = await self._begin_async(principal, container_id, call, snapshot)
+            return await self._decide_async(principal, container_id, call, snapshot)
         except NotFound:
             # An object the snapshot lacks may be new: decide again on a newer one, if any.
             fresh = await in_pool(self._executor, self._catalogs.newer, container_id, snapshot)
             if fresh is None:
                 raise
-            attempt = await self._begin_async(principal, container_id, call, fresh)
+            return await self._decide_async(principal, container_id, call, fresh)
+
+    async def _decide_async(
+        self, principal: Principal, container_id: str, call: DecisionCall, snapshot: Snapshot
+    ) -> DecisionOutcome:
+        on_loop = self._path.on_loop
+        if on_loop is not None:
+            events = None if snapshot.reads_events else ()
+            profile_id, attributes, read = await self._profile_on_loop(
+                on_loop, principal, call, events
+            )
+            learned = self._learning.ready(container_id, snapshot.catalog)
+            if learned is None:  # due for a check: a database read, in the pool
+                learned = await in_pool(
+                    self._executor, self._learning.learned, container_id, snapshot.catalog
+                )
+            attempt = self._attempt(
+                container_id, call, snapshot, profile_id, attributes, read, learned
+            )
+            return await attempt.run(on_loop)
+        inline = self._path.inline
+        if inline:
+            attempt = self._begin(principal, container_id, call, snapshot)
+        else:
+            attempt = await in_pool(
+                self._executor, self._begin, principal, container_id, call, snapshot
+            )
         while attempt.waiting is not None:
             await finished(attempt.waiting)  # settle() reads the outcome, errors included
             if inline or attempt.recorded:
@@ -170,14 +199,6 @@ class Decisions:
             else:  # refused or failed: settle() reads counts and decides again
                 await in_pool(self._executor, attempt.settle)
         return attempt.outcome()
-
-    async def _begin_async(
-        self, principal: Principal, container_id: str, call: DecisionCall, snapshot: Snapshot
-    ) -> Attempt:
-        """:meth:`_begin` on the loop (``inline`` paths) or in the pool."""
-        if self._path.inline:
-            return self._begin(principal, container_id, call, snapshot)
-        return await in_pool(self._executor, self._begin, principal, container_id, call, snapshot)
 
     def _begin(
         self,
@@ -193,6 +214,29 @@ class Decisions:
         if events is None and not snapshot.reads_events:
             events = ()  # no rule looks at them: skip reading up to EVENT_LIMIT events
         profile_id, attributes, events = self._profile(principal, call, profile, events)
+        attempt = self._attempt(
+            container_id,
+            call,
+            snapshot,
+            profile_id,
+            attributes,
+            events,
+            self._learning.learned(container_id, snapshot.catalog),
+        )
+        attempt.start()
+        return attempt
+
+    def _attempt(
+        self,
+        container_id: str,
+        call: DecisionCall,
+        snapshot: Snapshot,
+        profile_id: str | None,
+        attributes: Mapping[str, Any] | None,
+        events: Sequence[Mapping[str, Any]],
+        learned: Mapping[str, Learned],
+    ) -> Attempt:
+        """The decision of ``call`` for this profile, not started."""
         key = profile_key(profile_id, call.identities)
         request = DecisionRequest(
             propositions=call.propositions,
@@ -217,7 +261,7 @@ class Decisions:
             now=now,
             rng=self._rng_factory,
             on_refused=self._on_refused,
-            learned=self._learning.learned(container_id, snapshot.catalog),
+            learned=learned,
             generator=self._generator_factory,
         )
 
@@ -255,6 +299,30 @@ class Decisions:
             log.error("profile store unavailable; deciding for an empty profile: %s", exc)
             return None, None, []
         return profile_id, given, events
+
+    async def _profile_on_loop(
+        self,
+        on_loop: OnLoop,
+        principal: Principal,
+        call: DecisionCall,
+        events: Sequence[Mapping[str, Any]] | None,
+    ) -> tuple[str | None, Mapping[str, Any] | None, Sequence[Mapping[str, Any]]]:
+        """:meth:`_profile` of a stored profile, awaited on the loop for the usual request
+        (one identity); several identities are resolved through a session, in the pool."""
+        if not call.identities:
+            return None, None, events or []
+        if len(call.identities) != 1:
+            return await in_pool(self._executor, self._profile, principal, call, None, events)
+        namespace, identity = call.identities[0]
+        try:
+            found = await on_loop.profile(principal.org, principal.sandbox, namespace, identity)
+            profile_id, attributes = found if found is not None else (None, None)
+            if events is None:
+                events = await on_loop.events(profile_id, limit=EVENT_LIMIT) if profile_id else []
+        except Unavailable as exc:
+            log.error("profile store unavailable; deciding for an empty profile: %s", exc)
+            return None, None, []
+        return profile_id, attributes, events
 
     # -- snapshots and the decision log ----------------------------------------------
 

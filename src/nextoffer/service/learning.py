@@ -89,8 +89,10 @@ class Learning:
 
     # -- reading ---------------------------------------------------------------------
 
-    def learned(self, container_id: str, catalog: Catalog) -> Mapping[str, Learned]:
-        """What each strategy of ``catalog`` has learned (none when it has no strategy)."""
+    def ready(self, container_id: str, catalog: Catalog) -> Mapping[str, Learned] | None:
+        """:meth:`learned` when that needs no read (checked less than the interval ago,
+        or no strategy), else ``None``: an event loop then calls :meth:`learned` in a
+        thread."""
         if not catalog.strategies:
             return {}
         known = self._known.get(container_id)
@@ -100,6 +102,13 @@ class Learning:
             and self._monotonic() - known.checked_at < self._interval
         ):
             return known.learned
+        return None
+
+    def learned(self, container_id: str, catalog: Catalog) -> Mapping[str, Learned]:
+        """What each strategy of ``catalog`` has learned (none when it has no strategy)."""
+        ready = self.ready(container_id, catalog)
+        if ready is not None:
+            return ready
         with self._guard:
             lock = self._locks.setdefault(container_id, threading.Lock())
         with lock:

@@ -60,8 +60,28 @@ class CounterKey:
         return self.code
 
 
+class LoopCounters(Protocol):
+    """A counter store's round trips as coroutines of the running event loop: awaiting
+    one never blocks the loop (``CapCounterStore.on_loop``). Same contract as the
+    synchronous methods of the same names."""
+
+    async def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]: ...
+
+    async def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]: ...
+
+    async def release(self, keys: Sequence[CounterKey]) -> None: ...
+
+    async def aclose(self) -> None:
+        """Close what the running loop holds."""
+        ...
+
+
 class CapCounterStore(Protocol):
     """Where cap counters live. Every method is atomic on its own."""
+
+    #: The store's coroutine form, when it has one (Redis): a caller on an event loop
+    #: then awaits its round trips instead of blocking the loop or a thread for them.
+    on_loop: LoopCounters | None
 
     def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
         """Current counts (missing counters are 0)."""
@@ -112,8 +132,19 @@ def read_counts(
     or a SQLAlchemy one (``Connection.exec_driver_sql``)."""
     if not codes:
         return {}
+    return counts_from(execute(*counts_statement(dialect, codes)))
+
+
+def counts_statement(dialect: str, codes: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
+    """The statement :func:`read_counts` runs, and its parameters (for a driver that
+    awaits it: ``pg_path``'s asynchronous connections)."""
     keys: Any = orjson.dumps(list(codes)).decode() if dialect == "sqlite" else list(codes)
-    return {code: int(count) for code, count in execute(COUNTS_SQL[dialect], (keys,))}
+    return COUNTS_SQL[dialect], (keys,)
+
+
+def counts_from(rows: Iterable[Any]) -> dict[str, int]:
+    """Counts by encoded key from the rows of :func:`counts_statement`."""
+    return {code: int(count) for code, count in rows}
 
 
 _BUMP_UNDER = (
@@ -128,6 +159,9 @@ _BUMP_UNDER = (
 
 class SqlCounters:
     """Counters in the ``cap_counters`` table of the main database."""
+
+    #: Reads and reservations go through the store's sessions, in a thread.
+    on_loop: LoopCounters | None = None
 
     def __init__(self, store: Store) -> None:
         self._store = store

@@ -14,6 +14,12 @@ only this protocol:
   (``group_commit.py``: what a batch writes is decided once for both).
 * :class:`CountersElsewhere` wraps either when cap counters live outside the database
   (Redis): it reserves there first, then records, and releases if the record fails.
+
+A strategy declares what it can do: ``inline`` (an event loop may call its methods
+itself: SQLite), and ``on_loop``, its round trips as coroutines of the running loop
+(:class:`OnLoop`: PostgreSQL's reads on asynchronous connections, Redis through its
+asyncio client), so a decision on a loop awaits them there without a thread hop. A path
+with neither is driven from the root's thread pool.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from nextoffer.errors import NextOfferError
 from nextoffer.repository.records import InstanceRecord
-from nextoffer.storage.counters import CapCounterStore, CounterKey
+from nextoffer.storage.counters import CapCounterStore, CounterKey, LoopCounters
 
 if TYPE_CHECKING:
     import asyncio
@@ -63,12 +69,35 @@ class DecisionRecord:
     reserve: Sequence[tuple[CounterKey, int]] = ()
 
 
+class OnLoop(Protocol):
+    """A decision path's round trips as coroutines of the running event loop: awaiting
+    one never blocks the loop, and no thread runs it (``DecisionPath.on_loop``). Each
+    has the contract of the :class:`DecisionPath` method of the same name; ``record``
+    returns the refused counters (``[]`` once committed) or raises a NextOfferError."""
+
+    async def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None: ...
+
+    async def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]: ...
+
+    async def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]: ...
+
+    async def record(self, record: DecisionRecord) -> list[CounterKey]: ...
+
+    async def aclose(self) -> None:
+        """Close what the running loop holds (the root's asynchronous close)."""
+        ...
+
+
 class DecisionPath(Protocol):
-    #: The one capability a strategy declares: True when no method waits on another
-    #: process (local reads that never wait for a writer, records queued rather than
-    #: written). An event loop may then call them itself; otherwise they belong in a
-    #: worker thread.
+    #: True when no method waits on another process (local reads that never wait for a
+    #: writer, records queued rather than written). An event loop may then call them
+    #: itself; otherwise they belong in a worker thread, or in :attr:`on_loop`.
     inline: bool
+    #: The path's round trips as coroutines of the running loop, when it has them: a
+    #: decision on a loop then awaits every read and its record there (no thread hop).
+    on_loop: OnLoop | None
 
     def profile(
         self, org: str, sandbox: str, namespace: str, identity: str
@@ -134,6 +163,12 @@ class CountersElsewhere:
     def __init__(self, path: DecisionPath, counters: CapCounterStore) -> None:
         self._path = path
         self._counters = counters
+        #: On a loop when both the path and the counter store can be awaited there.
+        self.on_loop: OnLoop | None = (
+            _ElsewhereOnLoop(path.on_loop, counters.on_loop)
+            if path.on_loop is not None and counters.on_loop is not None
+            else None
+        )
 
     def profile(
         self, org: str, sandbox: str, namespace: str, identity: str
@@ -190,6 +225,46 @@ class CountersElsewhere:
     def close(self) -> None:
         """The wrapped path's (the counter store is closed by its owner)."""
         self._path.close()
+
+
+class _ElsewhereOnLoop:
+    """:class:`CountersElsewhere` on the running loop: the counter store's asynchronous
+    client for counts and reservations, the wrapped path's coroutines for the rest."""
+
+    def __init__(self, path: OnLoop, counters: LoopCounters) -> None:
+        self._path = path
+        self._counters = counters
+
+    async def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        return await self._path.profile(org, sandbox, namespace, identity)
+
+    async def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        return await self._path.events(profile_id, limit=limit)
+
+    async def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        return await self._counters.read(keys)
+
+    async def record(self, record: DecisionRecord) -> list[CounterKey]:
+        """As :meth:`CountersElsewhere.record`: reserve, then write without the
+        counters; a failed write releases the reservation and the decision stands."""
+        refused = await self._counters.reserve(record.reserve)
+        if refused:
+            return refused
+        try:
+            await self._path.record(replace(record, reserve=()))
+        except Exception as error:
+            log.error("decision %s not recorded: %s", record.proposition_id, error)
+            try:
+                await self._counters.release([key for key, _ in record.reserve])
+            except NextOfferError as exc:
+                log.error("reservation of %s not released: %s", record.proposition_id, exc)
+        return []
+
+    async def aclose(self) -> None:
+        await self._counters.aclose()
+        await self._path.aclose()
 
 
 def _copy(target: Future[list[CounterKey]], source: Pending) -> None:

@@ -20,25 +20,47 @@ That keeps caps exact across nodes.
 A batch writes reservations and decision events; the offers report is folded from the
 events by the writer between its batches (``report_fold.py``), the batch holding the
 fold's advisory lock shared so that a fold never passes over an event not yet committed.
+
+On an event loop (``PgPath.on_loop``, :class:`PgOnLoop`) the same is done without a
+thread, on asyncpg (its protocol runs in compiled code on the loop: a read costs about a
+third of the CPU of psycopg's asynchronous one, docs/benchmarks.md): reads are coroutines
+on a few connections per loop, opened as needed (asyncpg prepares and caches every
+statement), and records are group-committed by a task of that loop on a connection of its
+own — every record queued while the last batch committed, written by
+``_write_batch_on_loop`` (``_write_batch``'s statements, each table's rows in one
+statement). A writer thread waiting for the interpreter lock behind a busy loop would
+wait a switch interval per round trip. psycopg stays the driver of every caller off a
+loop (the CLI, batch jobs, ``NextOffer.decide``) and of the repository.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
 from typing import Any, TypeVar
 
+import asyncpg
 import orjson
 import psycopg
 
-from nextoffer.errors import Unavailable
+from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.repository.records import InstanceRecord
-from nextoffer.storage.counters import CounterKey, read_counts
-from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.counters import CounterKey, counts_from, counts_statement, read_counts
+from nextoffer.storage.decision_path import DecisionRecord, OnLoop
 from nextoffer.storage.errors import translated
-from nextoffer.storage.group_commit import BatchWriter, Outcome, counter_owners, plan_batch
+from nextoffer.storage.group_commit import (
+    MAX_BATCH,
+    BatchWriter,
+    Outcome,
+    counter_owners,
+    plan_batch,
+)
 from nextoffer.storage.path_sql import (
     DAILY_IN,
     EVENTS,
@@ -51,12 +73,23 @@ from nextoffer.storage.path_sql import (
     InstanceRow,
     on_postgres,
 )
-from nextoffer.storage.report_fold import PG_LOCK, fold_postgres
+from nextoffer.storage.report_fold import (
+    FOLD_EVENTS,
+    FOLD_SECONDS,
+    PG_LOCK,
+    fold_postgres,
+    fold_postgres_on_loop,
+)
 from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.store import Store
 
+log = logging.getLogger("nextoffer.storage")
+
 #: Seconds to wait for a connection to the server (the store's engine waits as long).
 CONNECT_TIMEOUT = 5
+#: Asynchronous connections per event loop for the reads of decisions on that loop: one
+#: read at a time each, so this many round trips are in flight at once.
+LOOP_CONNECTIONS = 4
 
 _PROFILE = on_postgres(PROFILE)
 _VERSION = on_postgres(VERSION)
@@ -81,14 +114,62 @@ _LOCK_COUNTERS = (
     " RETURNING counter_key, count"
 )
 
+
+def _unnested(sql: str, types: str) -> str:
+    """``sql``'s one-row ``VALUES (…)`` as a ``SELECT`` from ``unnest`` of one array per
+    placeholder (``types``: their element types, in order): all of a batch's rows of one
+    table in one statement, where ``executemany`` sends a statement per row."""
+    head, rest = sql.split(" VALUES (", 1)
+    values, tail = rest.split(")", 1)
+    kinds = iter(types.split())
+    columns, arrays, names = [], [], []
+    for i, value in enumerate(v.strip() for v in values.split(",")):
+        if value == "?":
+            columns.append(f"v{i}")
+            names.append(f"v{i}")
+            arrays.append(f"%s::{next(kinds)}[]")
+        else:
+            columns.append(value)
+    return (
+        f"{head} SELECT {', '.join(columns)}"
+        f" FROM unnest({', '.join(arrays)}) AS r({', '.join(names)}){tail}"
+    )
+
+
+_SET_COUNTS_ALL = _unnested(SET_COUNTS, "text text int8")
+_EVENTS_ALL = _unnested(EVENTS_IN, "text text text int8 text text text")
+_DAILY_ALL = _unnested(DAILY_IN, "text text text int8")
+
+
+def _numbered(sql: str) -> str:
+    """psycopg's ``%s`` placeholders as asyncpg's ``$1, $2, …``."""
+    parts = sql.split("%s")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+#: The statements of :class:`PgOnLoop` (asyncpg's placeholders).
+_A_PROFILE = _numbered(_PROFILE)
+_A_EVENTS = _numbered(_EVENTS)
+_A_DUPLICATES = _numbered(_DUPLICATES)
+_A_LOCK_COUNTERS = _numbered(_LOCK_COUNTERS)
+_A_SET_COUNTS_ALL = _numbered(_SET_COUNTS_ALL)
+_A_EVENTS_ALL = _numbered(_EVENTS_ALL)
+_A_DAILY_ALL = _numbered(_DAILY_ALL)
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column (the arrays of an ``_unnested`` statement)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 T = TypeVar("T")
 
 
 class PgPath:
     """Driver connections for reads (one per thread); records group-committed by a writer
-    thread."""
+    thread. A caller on an event loop uses :attr:`on_loop` instead (:class:`PgOnLoop`)."""
 
-    #: Every read is a round trip to the server: calls belong in a worker thread.
+    #: Every read is a round trip to the server: calls off a loop belong in a worker thread.
     inline = False
 
     def __init__(self, store: Store) -> None:
@@ -107,6 +188,9 @@ class PgPath:
             lambda conn, limit: fold_postgres(conn, limit=limit),
         )
         self._closed = False
+        self._on_loop = PgOnLoop(self, self._conninfo)
+        #: Reads and records on the caller's event loop, without a thread.
+        self.on_loop: OnLoop | None = self._on_loop
 
     # -- reads -----------------------------------------------------------------------
 
@@ -219,14 +303,280 @@ class PgPath:
         on the caller's thread's connection (a report read does first)."""
         self._read(lambda c: fold_postgres(c, limit=None))
 
+    @staticmethod
+    async def _write_batch_on_loop(
+        conn: asyncpg.Connection, records: list[DecisionRecord]
+    ) -> list[Outcome]:
+        """:meth:`_write_batch` on an asyncpg connection: the same statements in the same
+        order (keep them in step), each table's rows written by one statement
+        (``_unnested``). Any error rolls all of it back."""
+        ids = [r.proposition_id for r in records]
+        owners = counter_owners(records)
+        async with conn.transaction():
+            found = await conn.fetchrow(_A_DUPLICATES, ids)
+            stored = set(found[1]) if found is not None else set()
+            counts: dict[str, int] = {}
+            if owners:
+                locked = await conn.fetch(_A_LOCK_COUNTERS, list(owners), list(owners.values()))
+                counts = {code: int(count) for code, count in locked}
+            plan = plan_batch(records, stored, counts, owners)
+            for sql, rows in (
+                (_A_SET_COUNTS_ALL, plan.counters),
+                (_A_EVENTS_ALL, plan.events),
+                (_A_DAILY_ALL, plan.daily),
+            ):
+                if rows:
+                    await conn.execute(sql, *_columns(rows))
+        return plan.outcomes
+
     def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
         """Queue records with the caller's futures for the writer thread, in one hand-off."""
         self._writer.put_many(items)
 
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def close(self) -> None:
         self._closed = True
+        # The loops' connections first: a transaction of a loop's writer (a batch, a fold)
+        # ends with them, instead of holding locks the writer thread's last fold needs.
+        self._on_loop.close()
         self._writer.close()
         with self._readers_lock:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+class _LoopConnections:
+    """One event loop's asyncpg connections: at most ``LOOP_CONNECTIONS`` for reads,
+    opened when a read finds none idle, and the loop's writer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.idle: list[asyncpg.Connection] = []
+        self.opened: list[asyncpg.Connection] = []
+        self.slots = asyncio.Semaphore(LOOP_CONNECTIONS)
+        #: Records waiting for the loop's next batch, and the task writing batches.
+        self.queued: list[tuple[DecisionRecord, asyncio.Future[list[CounterKey]]]] = []
+        self.writing: asyncio.Task[None] | None = None
+        self.writer: asyncpg.Connection | None = None
+        #: Whether events may wait for a fold, when the writer last folded, and the timer
+        #: that starts the writer to fold when no record came for ``FOLD_SECONDS``.
+        self.unfolded = False
+        self.folded_at = loop.time()
+        self.fold_due: asyncio.TimerHandle | None = None
+
+    def connections(self) -> list[asyncpg.Connection]:
+        return [*self.opened, *([self.writer] if self.writer is not None else [])]
+
+
+class PgOnLoop:
+    """:class:`PgPath` as coroutines of the running loop (``DecisionPath.on_loop``): reads
+    on asyncpg connections, records group-committed by a task of the loop on a connection
+    of its own, the offers report folded by that task between its batches."""
+
+    def __init__(self, path: PgPath, conninfo: str) -> None:
+        self._path = path
+        self._conninfo = conninfo
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopConnections] = {}
+
+    async def profile(
+        self, org: str, sandbox: str, namespace: str, identity: str
+    ) -> tuple[str, dict[str, Any]] | None:
+        rows = await self._read(_A_PROFILE, (org, sandbox, namespace, identity))
+        return (rows[0][0], orjson.loads(rows[0][1])) if rows else None
+
+    async def events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
+        rows = await self._read(_A_EVENTS, (profile_id, limit))
+        return [orjson.loads(row[0]) for row in reversed(rows)]
+
+    async def counts(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        by_code = {key.encode(): key for key in keys}
+        if not by_code:
+            return {}
+        sql, params = counts_statement("postgresql", list(by_code))
+        found = counts_from(await self._read(_numbered(sql), params))
+        return {by_code[code]: count for code, count in found.items()}
+
+    async def record(self, record: DecisionRecord) -> list[CounterKey]:
+        """Queue the record for this loop's next batch and await its commit (a cancelled
+        wait drops the record if its batch has not taken it yet)."""
+        here = self._here()
+        future: asyncio.Future[list[CounterKey]] = here.loop.create_future()
+        here.queued.append((record, future))
+        if here.writing is None:
+            # Started for the next pass of the loop: records queued in this one join it.
+            here.writing = here.loop.create_task(self._write(here))
+        return await future
+
+    async def _write(self, here: _LoopConnections) -> None:
+        """Commit batches while records are queued: each takes every record queued while
+        the last one committed (up to ``MAX_BATCH``). Between batches, fold the offers
+        report when the last fold is ``FOLD_SECONDS`` old (``report_fold.py``); when the
+        queue runs dry with events unfolded, come back for them that much later."""
+        try:
+            while True:
+                if here.unfolded and here.loop.time() - here.folded_at >= FOLD_SECONDS:
+                    await self._fold(here)
+                if not here.queued:
+                    break
+                batch, here.queued = here.queued[:MAX_BATCH], here.queued[MAX_BATCH:]
+                batch = [item for item in batch if not item[1].done()]  # not given up
+                if batch:
+                    await self._commit(here, batch)
+        finally:
+            here.writing = None
+            if here.unfolded and here.fold_due is None and not self._path.closed:
+                wait = max(0.0, here.folded_at + FOLD_SECONDS - here.loop.time())
+                here.fold_due = here.loop.call_later(wait, self._wake, here)
+
+    def _wake(self, here: _LoopConnections) -> None:
+        here.fold_due = None
+        if here.writing is None and not self._path.closed:
+            here.writing = here.loop.create_task(self._write(here))
+
+    async def _fold(self, here: _LoopConnections) -> None:
+        """One fold on the writer's connection. A failure loses nothing: the events stay
+        past the watermark for the next fold."""
+        here.folded_at = here.loop.time()
+        try:
+            if here.writer is None or here.writer.is_closed():
+                here.writer = await self._open()
+            here.unfolded = await fold_postgres_on_loop(here.writer, limit=FOLD_EVENTS)
+        except Exception as exc:
+            log.error("offers report not folded (the events wait for the next fold): %s", exc)
+            if here.writer is not None and here.writer.is_closed():
+                here.writer = None
+
+    async def _commit(
+        self,
+        here: _LoopConnections,
+        batch: list[tuple[DecisionRecord, asyncio.Future[list[CounterKey]]]],
+    ) -> None:
+        try:
+            if here.writer is None or here.writer.is_closed():
+                here.writer = await self._open()
+            outcomes = await self._path._write_batch_on_loop(here.writer, [r for r, _ in batch])
+        except Exception as exc:  # every waiting caller hears of it; nothing was written
+            error = _translated(exc, "decision records not written")
+            log.error("decision records not written (%d): %s", len(batch), error)
+            if here.writer is not None and here.writer.is_closed():
+                here.writer = None  # the next batch opens another
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # given up while its batch was written: it is written
+                continue
+            if isinstance(outcome, Conflict):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        here.unfolded = True
+
+    async def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        here = self._here()
+        async with here.slots:
+            conn = here.idle.pop() if here.idle else await self._connect(here)
+            try:
+                rows: list[Any] = await conn.fetch(sql, *params)
+            except Exception as exc:
+                if conn.is_closed():  # the server went away: reconnect next time
+                    here.opened.remove(conn)
+                else:
+                    here.idle.append(conn)
+                raise _translated(exc, "PostgreSQL read failed") from exc
+            here.idle.append(conn)
+            return rows
+
+    def _here(self) -> _LoopConnections:
+        loop = asyncio.get_running_loop()
+        found = self._loops.get(loop)
+        if found is None:
+            if self._path.closed:
+                raise Unavailable("the store is closed")
+            for gone in [other for other in self._loops if other.is_closed()]:
+                self._close(self._loops.pop(gone))
+            found = self._loops[loop] = _LoopConnections(loop)
+        return found
+
+    async def _connect(self, here: _LoopConnections) -> asyncpg.Connection:
+        conn = await self._open()
+        here.opened.append(conn)
+        return conn
+
+    async def _open(self) -> asyncpg.Connection:
+        try:
+            return await asyncpg.connect(self._conninfo, timeout=CONNECT_TIMEOUT)
+        except Exception as exc:
+            raise _translated(exc, "PostgreSQL unavailable") from exc
+
+    async def aclose(self) -> None:
+        """Write what this loop queued, fold, then close its connections."""
+        here = self._loops.pop(asyncio.get_running_loop(), None)
+        if here is None:
+            return
+        if here.writing is not None:
+            await here.writing
+        if here.fold_due is not None:
+            here.fold_due.cancel()
+            here.fold_due = None
+        for conn in here.connections():
+            await conn.close()
+
+    def close(self) -> None:
+        """Close every loop's connections, from any thread: on a running loop by that loop
+        (at once on its own thread), on a closed one by shutting its sockets down."""
+        loops, self._loops = self._loops, {}
+        for here in loops.values():
+            self._close(here)
+
+    @staticmethod
+    def _close(here: _LoopConnections) -> None:
+        if here.fold_due is not None and not here.loop.is_closed():
+            here.fold_due.cancel()
+        for conn in here.connections():
+            _terminate(here.loop, conn)
+        here.opened.clear()
+        here.idle.clear()
+        here.writer = None
+
+
+def _terminate(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> None:
+    """Close ``conn`` without waiting, from any thread.
+
+    From another thread, the loop closes it. On the loop's own thread (the app's lifespan
+    closing the root) or after the loop ended, nothing will run the transport's callbacks
+    before the caller goes on — and the caller may next wait, in this thread, for a lock
+    that conn's open transaction holds (the writer thread's final fold) — so the socket is
+    shut down at once: the server ends the session and rolls its transaction back."""
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is not loop and not loop.is_closed():
+        loop.call_soon_threadsafe(conn.terminate)
+        return
+    transport: Any = getattr(conn, "_transport", None)  # not in its public interface
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:  # through a duplicate: uvloop's transport socket refuses shutdown()
+        with socket.socket(fileno=os.dup(sock.fileno())) as dup, suppress(OSError):
+            dup.shutdown(socket.SHUT_RDWR)
+    if loop.is_closed():
+        raw = getattr(transport, "_sock", None)  # asyncio's (uvloop's closes with its loop)
+        if raw is not None:
+            raw.close()
+            transport._sock = None
+    with suppress(RuntimeError):  # on a closed loop: marked aborted, then fails to schedule
+        conn.terminate()
+
+
+def _translated(exc: BaseException, what: str) -> NextOfferError:
+    """An asyncpg or connection error as the project's: a lost or refused connection is
+    :class:`Unavailable`, as psycopg's are (``storage/errors.py``)."""
+    if isinstance(exc, NextOfferError):
+        return exc
+    return Unavailable(f"{what}: {exc}")

@@ -13,21 +13,27 @@ Each operation is one round trip and atomic on the server:
 * ``add``      ``INCRBY`` per key in a ``MULTI`` transaction
 
 That is the same contract as :class:`~nextoffer.storage.counters.SqlCounters`: caps stay
-exact across processes and nodes. A Redis that cannot be reached raises
+exact across processes and nodes. ``on_loop`` offers ``read``, ``reserve`` and ``release``
+as coroutines through redis-py's asyncio client (one client per event loop: its
+connections belong to the loop that opened them), the same commands and scripts, so a
+decision on a loop awaits Redis there instead of in a thread. A Redis that cannot be reached raises
 :class:`~nextoffer.errors.Unavailable`; the decision service then counts capped offers as
 capped (caps fail closed) rather than failing the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio
+from collections.abc import Awaitable, Iterable, Sequence
 from typing import Any
 
 import redis
+import redis.asyncio
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from nextoffer.errors import BadRequest, Unavailable
-from nextoffer.storage.counters import CounterKey, counter_needs
+from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
 
 PREFIX = "nextoffer:cap:"
 
@@ -63,29 +69,54 @@ def redis_key(key: CounterKey) -> str:
     return f"{PREFIX}{{{key.container_id}}}:{key.encode()}"
 
 
+def _reserve_args(wanted: Sequence[tuple[CounterKey, int]]) -> tuple[list[CounterKey], list[int]]:
+    """The reservation script's counters and, per counter, how many it needs and its limit."""
+    needs = counter_needs(wanted)
+    keys = list(needs)
+    args: list[int] = []
+    for key in keys:
+        n, limit = needs[key]
+        args += [n, limit]
+    return keys, args
+
+
+def _release_args(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+    counts: dict[CounterKey, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _unavailable(exc: RedisError) -> Unavailable:
+    return Unavailable(f"the cap counter store (Redis) is unavailable: {exc}", retry_after=1)
+
+
 class RedisCounters:
     """Counters in Redis; thread-safe (redis-py pools its connections)."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: redis.Redis, *, url: str | None = None, **options: Any) -> None:
+        """``url`` and ``options`` open the asynchronous clients of :attr:`on_loop` (none
+        without a URL: then a caller on a loop reaches Redis from a thread)."""
         self._client = client
         self._reserve = client.register_script(_RESERVE)
         self._release = client.register_script(_RELEASE)
+        self.on_loop: LoopCounters | None = LoopRedis(url, options) if url is not None else None
 
     @classmethod
     def from_url(
         cls, url: str, *, max_connections: int = 50, timeout: float = 2.0
     ) -> RedisCounters:
+        options: dict[str, Any] = {
+            "max_connections": max_connections,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 30,
+        }
         try:
-            client = redis.Redis.from_url(
-                url,
-                max_connections=max_connections,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                health_check_interval=30,
-            )
+            client = redis.Redis.from_url(url, **options)
         except ValueError as exc:
             raise BadRequest(f"not a Redis URL: {url!r} ({exc})") from exc
-        return cls(client)
+        return cls(client, url=url, **options)
 
     def ping(self) -> None:
         """Raise :class:`Unavailable` unless the server answers."""
@@ -101,21 +132,14 @@ class RedisCounters:
         }
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
-        needs = counter_needs(wanted)
-        if not needs:
+        keys, args = _reserve_args(wanted)
+        if not keys:
             return []
-        keys = list(needs)
-        args: list[int] = []
-        for key in keys:
-            n, limit = needs[key]
-            args += [n, limit]
         refused = self._call(self._reserve, keys=[redis_key(k) for k in keys], args=args)
         return [keys[int(i) - 1] for i in refused]
 
     def release(self, keys: Sequence[CounterKey]) -> None:
-        counts: dict[CounterKey, int] = {}
-        for key in keys:
-            counts[key] = counts.get(key, 0) + 1
+        counts = _release_args(keys)
         if counts:
             self._call(
                 self._release, keys=[redis_key(k) for k in counts], args=list(counts.values())
@@ -140,6 +164,72 @@ class RedisCounters:
         try:
             return fn(*args, **kwargs)
         except RedisError as exc:
-            raise Unavailable(
-                f"the cap counter store (Redis) is unavailable: {exc}", retry_after=1
-            ) from exc
+            raise _unavailable(exc) from exc
+
+
+class _LoopClient:
+    """One event loop's asynchronous client and its scripts."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        # A decision waits for a free connection (at most the socket timeout) rather than
+        # failing when more are in flight than the pool holds.
+        options = dict(options)
+        timeout = options.get("socket_timeout")
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=timeout, **options)
+        self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)  # closes it
+        self.reserve: AsyncScript = self.client.register_script(_RESERVE)
+        self.release: AsyncScript = self.client.register_script(_RELEASE)
+
+
+class LoopRedis:
+    """:class:`RedisCounters`' ``read``, ``reserve`` and ``release`` as coroutines of the
+    running loop (``CapCounterStore.on_loop``), through one asyncio client per loop."""
+
+    def __init__(self, url: str, options: dict[str, Any]) -> None:
+        self._url = url
+        self._options = options
+        self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
+
+    def _here(self) -> _LoopClient:
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(loop)
+        if found is None:
+            for gone in [other for other in self._clients if other.is_closed()]:
+                del self._clients[gone]
+            found = self._clients[loop] = _LoopClient(self._url, self._options)
+        return found
+
+    async def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+        if not keys:
+            return {}
+        unique = list(dict.fromkeys(keys))
+        values = await _awaited(self._here().client.mget([redis_key(k) for k in unique]))
+        return {
+            key: int(value) for key, value in zip(unique, values, strict=True) if value is not None
+        }
+
+    async def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
+        keys, args = _reserve_args(wanted)
+        if not keys:
+            return []
+        script = self._here().reserve
+        refused = await _awaited(script(keys=[redis_key(k) for k in keys], args=args))
+        return [keys[int(i) - 1] for i in refused]
+
+    async def release(self, keys: Sequence[CounterKey]) -> None:
+        counts = _release_args(keys)
+        if counts:
+            script = self._here().release
+            await _awaited(script(keys=[redis_key(k) for k in counts], args=list(counts.values())))
+
+    async def aclose(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.client.aclose()
+
+
+async def _awaited(call: Awaitable[Any]) -> Any:
+    try:
+        return await call
+    except RedisError as exc:
+        raise _unavailable(exc) from exc

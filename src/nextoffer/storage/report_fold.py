@@ -37,6 +37,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import asyncpg
     import psycopg
 
 #: Seconds a writer lets pass between two folds while records come: the offers report
@@ -143,4 +144,35 @@ def fold_postgres(conn: psycopg.Connection[Any], *, limit: int | None = FOLD_EVE
         upper = _next(position, high, limit)
         conn.execute(_PG_FOLD, (position, upper))
         conn.execute(_PG_MOVE, (upper,))
+    return upper < high
+
+
+def _numbered(sql: str) -> str:
+    parts = sql.split("%s")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+_PG_MOVE_ASYNCPG = _numbered(_PG_MOVE)
+_PG_FOLD_ASYNCPG = _numbered(_PG_FOLD)
+
+
+async def fold_postgres_on_loop(
+    conn: asyncpg.Connection, *, limit: int | None = FOLD_EVENTS
+) -> bool:
+    """:func:`fold_postgres` on an asyncpg connection (outside a transaction: each of the
+    first three statements commits on its own), for the loop's writer (``pg_path.py``)."""
+    await conn.execute("SELECT pg_advisory_lock($1)", PG_LOCK)
+    try:
+        high = int(await conn.fetchval(_PG_HIGH) or 0)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", PG_LOCK)
+    async with conn.transaction():
+        await conn.execute(_PG_ROW)
+        found = await conn.fetchval(_PG_WHERE)
+        position = int(found) if found is not None else 0
+        if high <= position:
+            return False
+        upper = _next(position, high, limit)
+        await conn.execute(_PG_FOLD_ASYNCPG, position, upper)
+        await conn.execute(_PG_MOVE_ASYNCPG, upper)
     return upper < high

@@ -35,7 +35,7 @@ from nextoffer.errors import Unavailable
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage.counters import CounterKey, read_counts
 from nextoffer.storage.database import SQLITE_SYNCHRONOUS, WAL_SIZE_LIMIT
-from nextoffer.storage.decision_path import DecisionRecord, Pending
+from nextoffer.storage.decision_path import DecisionRecord, OnLoop, Pending
 from nextoffer.storage.errors import translated
 from nextoffer.storage.group_commit import (
     BatchWriter,
@@ -81,6 +81,8 @@ class SqlitePath:
     #: WAL readers see the last commit without waiting for the writer, and records are
     #: queued, not written: an event loop may call every method itself.
     inline = True
+    #: Nothing to await: an event loop calls the methods above itself.
+    on_loop: OnLoop | None = None
 
     def __init__(self, store: Store) -> None:
         path = store.sqlite_path

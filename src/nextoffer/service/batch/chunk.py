@@ -44,7 +44,7 @@ from nextoffer.service.decisions import EVENT_LIMIT
 from nextoffer.service.offload import in_thread
 from nextoffer.storage.batch import ProfileRow
 from nextoffer.storage.counters import CounterKey
-from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
+from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, OnLoop
 
 #: Decisions handed to the decision path's writer at once.
 GROUP = 512
@@ -163,6 +163,7 @@ class ChunkDecider:
                 on_refused=self._refused,
                 shared=self._shared,
             )
+            attempt.start()
             decided.append((attempt, namespace, identity))
             group.append(attempt)
             stats.seconds["decide"] += clock() - t2
@@ -218,6 +219,7 @@ class HeldRecords:
     def __init__(self, path: DecisionPath) -> None:
         self._path = path
         self.inline = path.inline
+        self.on_loop: OnLoop | None = None  # a chunk's decisions run in a thread
         self._held: list[tuple[DecisionRecord, Future[list[CounterKey]]]] = []
 
     def record(self, record: DecisionRecord) -> Future[list[CounterKey]]:

@@ -1,0 +1,333 @@
+"""The decision path's coroutines on an event loop (``DecisionPath.on_loop``): PostgreSQL's
+reads on asynchronous connections and its records awaited there, and Redis reservations
+through the asyncio client (``CountersElsewhere``). Real servers; caps stay exact when
+many decisions of one loop reserve at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg
+import pytest
+import uvloop
+
+from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.storage.counters import CounterKey, SqlCounters
+from nextoffer.storage.decision_path import CountersElsewhere, OnLoop
+from nextoffer.storage.pg_path import PgPath
+from nextoffer.storage.redis_counters import RedisCounters
+from nextoffer.storage.report_fold import FOLD_SECONDS
+from nextoffer.storage.store import Store
+from support.backends import emptied_database, redis_url
+from support.decision_path_contract import (
+    CONTAINER,
+    A,
+    B,
+    add_events,
+    add_profile,
+    events_of,
+    record,
+    report,
+    stored,
+)
+
+
+@pytest.fixture
+def opened() -> Iterator[tuple[Store, PgPath]]:
+    store = Store.open(emptied_database(), pool_size=10)
+    path = PgPath(store)
+    yield store, path
+    path.close()
+    store.close()
+
+
+def loop_of(path: PgPath | CountersElsewhere) -> OnLoop:
+    assert path.on_loop is not None
+    return path.on_loop
+
+
+def test_reads_on_the_loop_answer_as_the_path_s_reads(opened: tuple[Store, PgPath]) -> None:
+    store, path = opened
+    add_profile(store, "p-1", [("Email", "a@x"), ("ECID", "1")], {"tier": "gold"})
+    add_events(store, "p-1", [(1, 10), (2, 30), (3, 20)])
+    SqlCounters(store).add([A], 3)
+    on = loop_of(path)
+
+    async def main() -> None:
+        try:
+            assert await on.profile("O@AdobeOrg", "prod", "ECID", "1") == ("p-1", {"tier": "gold"})
+            assert await on.profile("O@AdobeOrg", "prod", "Email", "b@x") is None
+            assert await on.profile("Other@AdobeOrg", "prod", "Email", "a@x") is None
+            events = await on.events("p-1", limit=2)
+            assert events == path.events("p-1", limit=2)
+            assert [e["n"] for e in events] == [3, 2]  # the newest two, oldest first
+            assert await on.counts([A, B]) == {A: 3} == path.counts([A, B])
+            assert await on.counts([]) == {}
+            # Many reads at once share the loop's few connections.
+            found = await asyncio.gather(
+                *(on.profile("O@AdobeOrg", "prod", "Email", "a@x") for _ in range(40))
+            )
+            assert set(map(repr, found)) == {repr(("p-1", {"tier": "gold"}))}
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
+
+
+def test_records_awaited_on_the_loop_reserve_caps_exactly(opened: tuple[Store, PgPath]) -> None:
+    store, path = opened
+    on = loop_of(path)
+    limit, decisions = 25, 60
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            return await asyncio.gather(
+                *(on.record(record(offers=["o-1"], reserve=[(A, limit)])) for _ in range(decisions))
+            )
+        finally:
+            await on.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes.count([]) == limit
+    assert outcomes.count([A]) == decisions - limit
+    assert path.counts([A]) == {A: limit}
+    assert len(events_of(store)) == limit
+    assert report(store) == {"o-1": limit}
+
+
+def test_the_loop_writer_folds_the_report_without_a_report_read(
+    opened: tuple[Store, PgPath],
+) -> None:
+    store, path = opened
+    on = loop_of(path)
+
+    async def main() -> None:
+        try:
+            await asyncio.gather(*(on.record(record(offers=["o-1", "o-2"])) for _ in range(7)))
+            # No further record comes: the writer comes back for the events on its own.
+            await asyncio.sleep(FOLD_SECONDS * 4)
+            assert report(store, folded=False) == {"o-1": 7, "o-2": 7}
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
+def test_close_on_the_loop_ends_its_writer_s_open_transaction(
+    opened: tuple[Store, PgPath], run: Callable[[Coroutine[Any, Any, None]], None]
+) -> None:
+    # The app's lifespan closes the root on the loop's thread: a transaction the loop's
+    # writer has open (a batch, a fold) must not hold the lock the last fold waits for.
+    store, path = opened
+    on = loop_of(path)
+    path.fold()  # the watermark's row exists
+
+    async def main() -> None:
+        await on.record(record(offers=["o-1"]))
+        writer = on._loops[asyncio.get_running_loop()].writer  # type: ignore[attr-defined]
+        assert writer is not None
+        await writer.execute("BEGIN")
+        await writer.execute("SELECT position FROM report_folds WHERE name = 'offers' FOR UPDATE")
+        path.close()  # folds on the writer thread's connection: needs that row
+
+    run(main())
+    assert report(store, folded=False) == {"o-1": 1}
+
+
+def test_two_nodes_writers_on_loops_reserve_the_same_counters_exactly(
+    opened: tuple[Store, PgPath],
+) -> None:
+    store, path = opened
+    other = PgPath(store)  # another node: its own connections and batches
+    ours, theirs = loop_of(path), loop_of(other)
+    limit, decisions = 25, 80
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            return await asyncio.gather(
+                *(
+                    # Both counters, listed in either order: the batches lock them in key
+                    # order, so the two writers queue instead of deadlocking.
+                    (ours if n % 2 else theirs).record(
+                        record(
+                            reserve=[(A, limit), (B, limit)] if n % 3 else [(B, limit), (A, limit)]
+                        )
+                    )
+                    for n in range(decisions)
+                )
+            )
+        finally:
+            await ours.aclose()
+            await theirs.aclose()
+
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        other.close()
+    assert outcomes.count([]) == limit
+    assert path.counts([A, B]) == {A: limit, B: limit}
+    assert len(events_of(store)) == limit
+
+
+def test_a_conflict_on_the_loop_fails_only_its_record(opened: tuple[Store, PgPath]) -> None:
+    store, path = opened
+    on = loop_of(path)
+    first = record(reserve=[(A, 5)])
+
+    async def main() -> None:
+        try:
+            assert await on.record(first) == []
+            with pytest.raises(Conflict):
+                await on.record(replace(first, proposition_id=first.proposition_id))
+            assert await on.record(record(reserve=[(A, 5)])) == []
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
+    assert path.counts([A]) == {A: 2}
+    assert stored(store, first.proposition_id) == dict(first.body or {})
+
+
+def test_a_failed_batch_on_the_loop_fails_its_records_and_the_writer_goes_on(
+    opened: tuple[Store, PgPath],
+) -> None:
+    store, path = opened
+    on = loop_of(path)
+    fine = record(offers=["o-1"], reserve=[(A, 5)])
+    # Longer than the column: the events' insert fails after the counters were set.
+    broken = record("x" * 40, offers=["o-2"], reserve=[(B, 5)])
+
+    async def main() -> None:
+        try:
+            # Queued in one pass of the loop: one batch, written or failed as a whole.
+            failed = await asyncio.gather(
+                on.record(fine), on.record(broken), return_exceptions=True
+            )
+            assert all(isinstance(error, NextOfferError) for error in failed)
+            assert await on.record(record(offers=["o-3"], reserve=[(A, 5)])) == []
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
+    assert path.counts([A, B]) == {A: 1}
+    assert stored(store, fine.proposition_id) is None
+    assert report(store) == {"o-3": 1}
+
+
+def test_reads_on_the_loop_after_close_are_unavailable(opened: tuple[Store, PgPath]) -> None:
+    _, path = opened
+    on = loop_of(path)
+    path.close()
+    with pytest.raises(Unavailable):
+        asyncio.run(on.profile("O@AdobeOrg", "prod", "Email", "a@x"))
+
+
+def test_close_closes_connections_of_loops_that_did_not(opened: tuple[Store, PgPath]) -> None:
+    store, path = opened
+    on = loop_of(path)
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    asyncio.run(on.counts([A]))  # a loop that ends without aclose()
+
+    def sessions() -> int:
+        with psycopg.connect(url, autocommit=True) as watcher:
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND backend_type = 'client backend'"
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    before = sessions()
+    path.close()
+    for _ in range(200):  # the server ends the session once the client said goodbye
+        if sessions() < before:
+            break
+        asyncio.run(asyncio.sleep(0.01))
+    assert sessions() == before - 1
+
+
+# -- Redis: reservations through the asyncio client ----------------------------------------
+
+
+@pytest.fixture
+def elsewhere(opened: tuple[Store, PgPath]) -> Iterator[tuple[Store, CountersElsewhere, str]]:
+    """PostgreSQL's path with counters in Redis, in a container of its own (a fresh key
+    space: the Redis server is shared by the run)."""
+    store, path = opened
+    counters = RedisCounters.from_url(redis_url())
+    counters.ping()
+    yield store, CountersElsewhere(path, counters), f"{CONTAINER}-{uuid.uuid4().hex}"
+    counters.close()
+
+
+def test_reservations_in_redis_on_the_loop_meet_the_limit_exactly(
+    elsewhere: tuple[Store, CountersElsewhere, str],
+) -> None:
+    store, path, container = elsewhere
+    key = replace(A, container_id=container)
+    on = loop_of(path)
+    limit, decisions = 25, 60
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            return await asyncio.gather(
+                *(
+                    on.record(record(container_id=container, reserve=[(key, limit)]))
+                    for _ in range(decisions)
+                )
+            )
+        finally:
+            await on.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes.count([]) == limit
+    assert outcomes.count([key]) == decisions - limit
+    assert path.counts([key]) == {key: limit}  # read from Redis
+    assert len(events_of(store, container)) == limit
+
+
+def test_a_record_that_fails_after_its_redis_reservation_releases_it(
+    elsewhere: tuple[Store, CountersElsewhere, str],
+) -> None:
+    store, path, container = elsewhere
+    key = replace(A, container_id=container)
+    on = loop_of(path)
+    # Longer than the column: the decision event's insert fails after the reservation.
+    broken = record("x" * 40, container_id=container, reserve=[(key, 5)])
+
+    async def main() -> None:
+        try:
+            assert await on.counts([key]) == {}
+            assert await on.record(broken) == []  # the decision stands, unrecorded
+            assert await on.counts([key]) == {key: 0}  # released
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
+    assert events_of(store, container) == []
+
+
+def test_an_unreachable_redis_on_the_loop_is_unavailable(opened: tuple[Store, PgPath]) -> None:
+    _, path = opened
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+    on = loop_of(CountersElsewhere(path, counters))
+
+    async def main() -> None:
+        try:
+            with pytest.raises(Unavailable):
+                await on.counts([A])
+            with pytest.raises(Unavailable):
+                await on.record(record(reserve=[(A, 1)]))
+        finally:
+            await on.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        counters.close()
