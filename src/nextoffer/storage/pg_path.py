@@ -51,7 +51,13 @@ import psycopg
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.repository.records import InstanceRecord
-from nextoffer.storage.counters import CounterKey, counts_from, counts_statement, read_counts
+from nextoffer.storage.counters import (
+    COUNTS_SQL,
+    CounterKey,
+    counts_from,
+    counts_statement,
+    read_counts,
+)
 from nextoffer.storage.decision_path import DecisionRecord, OnLoop
 from nextoffer.storage.errors import translated
 from nextoffer.storage.group_commit import (
@@ -155,6 +161,7 @@ _A_LOCK_COUNTERS = _numbered(_LOCK_COUNTERS)
 _A_SET_COUNTS_ALL = _numbered(_SET_COUNTS_ALL)
 _A_EVENTS_ALL = _numbered(_EVENTS_ALL)
 _A_DAILY_ALL = _numbered(_DAILY_ALL)
+_A_COUNTS = _numbered(COUNTS_SQL["postgresql"])
 
 
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -396,8 +403,8 @@ class PgOnLoop:
         by_code = {key.encode(): key for key in keys}
         if not by_code:
             return {}
-        sql, params = counts_statement("postgresql", list(by_code))
-        found = counts_from(await self._read(_numbered(sql), params))
+        _, params = counts_statement("postgresql", list(by_code))
+        found = counts_from(await self._read(_A_COUNTS, params))
         return {by_code[code]: count for code, count in found.items()}
 
     async def record(self, record: DecisionRecord) -> list[CounterKey]:
