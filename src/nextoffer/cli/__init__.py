@@ -3,25 +3,45 @@ own exit code and a one-line message; nothing prints a traceback at the user."""
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import Any
 
 import click
 
-from nextoffer.cli.admin import admin
-from nextoffer.cli.batch import batch
-from nextoffer.cli.db import db
-from nextoffer.cli.decide import decide
-from nextoffer.cli.importer import import_
-from nextoffer.cli.library_import import library
-from nextoffer.cli.pql import pql
-from nextoffer.cli.serve import serve
 from nextoffer.errors import NextOfferError
 
-import_.add_command(library)
+#: Each command's module and object, imported only when that command is asked for (or
+#: ``--help`` lists them): ``nextoffer serve`` starts uvicorn without importing the
+#: service layer, whose imports its workers make anyway, and ``nextoffer pql`` needs the
+#: PQL package alone.
+COMMANDS = {
+    "serve": "nextoffer.cli.serve:serve",
+    "admin": "nextoffer.cli.admin:admin",
+    "db": "nextoffer.cli.db:db",
+    "decide": "nextoffer.cli.decide:decide",
+    "import": "nextoffer.cli.importer:import_",
+    "pql": "nextoffer.cli.pql:pql",
+    "batch": "nextoffer.cli.batch:batch",
+}
 
 
 class Group(click.Group):
+    """The top-level group: commands loaded by name (:data:`COMMANDS`); an error from
+    ``nextoffer.errors`` ends the command with its exit code and a one-line message."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, name = target.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command)
+        return command
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -31,7 +51,7 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
 
-@click.group(cls=Group, commands=[serve, admin, db, decide, import_, pql, batch])
+@click.group(cls=Group)
 @click.version_option(package_name="nextoffer")
 def main() -> None:
     """nextoffer: self-hosted offer decisioning."""

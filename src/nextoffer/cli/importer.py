@@ -10,6 +10,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nextoffer.cli.library_import import library
 from nextoffer.errors import NotFound
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
@@ -22,6 +23,9 @@ BATCH = 2_000
 @click.group(name="import")
 def import_() -> None:
     """Load data in bulk."""
+
+
+import_.add_command(library)
 
 
 @import_.command()
