@@ -44,7 +44,7 @@ from nextoffer.service.events import Events
 from nextoffer.service.learning import Learning
 from nextoffer.service.locations import S3Settings
 from nextoffer.service.offload import in_pool
-from nextoffer.service.profile_cache import ProfileCache
+from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB, ProfileCache
 from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
@@ -182,10 +182,13 @@ class NextOffer:
         # Profiles kept in memory for decisions, following the profiles' change sequence
         # (issue 16): on PostgreSQL a profile read is an awaited round trip per decision.
         self.profile_cache: ProfileCache | None = None
-        if settings.profile_cache_mb > 0 and not store.sqlite_path:
+        cache_mb = settings.profile_cache_mb
+        if cache_mb is None:
+            cache_mb = 0.0 if store.sqlite_path else DEFAULT_PROFILE_CACHE_MB
+        if cache_mb > 0:
             self.profile_cache = ProfileCache(
                 store,
-                max_bytes=int(settings.profile_cache_mb * 1e6),
+                max_bytes=int(cache_mb * 1e6),
                 bound=settings.profile_cache_seconds,
             )
             self._closers.append(self.profile_cache.close)

@@ -51,9 +51,10 @@ class Settings:
     #: started) before it is answered 503 with ``Retry-After``.
     snapshot_wait_seconds: float = 5.0
     # -- the profile cache (issue 16; ``service/profile_cache.py``) --
-    #: Megabytes of memory a process may keep profiles in for decisions on PostgreSQL
-    #: (~60,000 profiles of a few flat attributes: ~1.1 KB each); 0 switches the cache off.
-    profile_cache_mb: float = 64.0
+    #: Megabytes of memory a process may keep profiles in for its decisions (~1.1 KB per
+    #: profile of a few flat attributes); 0 switches the cache off. ``None``: 64 on
+    #: PostgreSQL, off on SQLite (which reads a profile in place: docs/design.md).
+    profile_cache_mb: float | None = None
     #: The longest a process serves a profile another process or node has since changed
     #: (docs/api.md, "Profiles"): the change log is read every half of it.
     profile_cache_seconds: float = 1.0

@@ -54,6 +54,8 @@ Found = tuple[str, dict[str, Any]]
 #: as 1.2 KB).
 PARSED_PER_JSON_BYTE = 8
 ENTRY_OVERHEAD = 500
+#: The cache's size on PostgreSQL unless set (``Settings.profile_cache_mb``), in MB.
+DEFAULT_PROFILE_CACHE_MB = 64.0
 #: How long the change log keeps its rows; a process that fell further behind (stopped,
 #: cut off) finds a gap in the numbers and empties its cache instead.
 KEEP_CHANGES_SECONDS = 600.0
