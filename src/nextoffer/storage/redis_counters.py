@@ -30,7 +30,7 @@ from typing import Any
 import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from nextoffer.errors import BadRequest, Unavailable
 from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
@@ -167,8 +167,14 @@ class RedisCounters:
             raise _unavailable(exc) from exc
 
 
+#: A reservation waiting for its loop's next pipeline: the script's keys and arguments,
+#: and the future its caller awaits (the refused positions).
+_Queued = tuple[list[str], list[int], "asyncio.Future[list[Any]]"]
+
+
 class _LoopClient:
-    """One event loop's asynchronous client and its scripts."""
+    """One event loop's asynchronous client and its scripts, and the reservations queued
+    for its next pipeline."""
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         # A decision waits for a free connection (at most the socket timeout) rather than
@@ -179,6 +185,8 @@ class _LoopClient:
         self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)  # closes it
         self.reserve: AsyncScript = self.client.register_script(_RESERVE)
         self.release: AsyncScript = self.client.register_script(_RELEASE)
+        self.queued: list[_Queued] = []
+        self.sending: asyncio.Task[None] | None = None
 
 
 class LoopRedis:
@@ -209,12 +217,64 @@ class LoopRedis:
         }
 
     async def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
+        """Queue the reservation for this loop's next pipeline and await its answer: the
+        reservations of every decision that reached this point in one pass of the loop go
+        to Redis in one round trip, each its own script run (all-or-nothing on its own,
+        as alone)."""
         keys, args = _reserve_args(wanted)
         if not keys:
             return []
-        script = self._here().reserve
-        refused = await _awaited(script(keys=[redis_key(k) for k in keys], args=args))
+        here = self._here()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        here.queued.append(([redis_key(k) for k in keys], args, future))
+        if here.sending is None:
+            # Started for the next pass of the loop: reservations queued in this one join.
+            here.sending = loop.create_task(self._send(here))
+        refused = await future
         return [keys[int(i) - 1] for i in refused]
+
+    async def _send(self, here: _LoopClient) -> None:
+        """Send queued reservations, one pipeline at a time (``EVALSHA`` each; the script
+        is loaded again if the server lost it), until none is queued."""
+        try:
+            while here.queued:
+                batch, here.queued = here.queued, []
+                batch = [item for item in batch if not item[2].done()]  # not given up
+                if not batch:
+                    continue
+                try:
+                    answers = await self._pipeline(here, batch)
+                except RedisError as exc:
+                    error = _unavailable(exc)
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, _, future), answer in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(
+                            _unavailable(answer) if isinstance(answer, RedisError) else answer
+                        )
+                    else:
+                        future.set_result(answer)
+        finally:
+            here.sending = None
+
+    @staticmethod
+    async def _pipeline(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+        answers = await _evalsha_all(here, batch)
+        lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if lost:
+            # The server lost its scripts (a restart, SCRIPT FLUSH): a refused EVALSHA ran
+            # nothing, so load the script and send those again.
+            await here.client.script_load(_RESERVE)
+            again = await _evalsha_all(here, [batch[i] for i in lost])
+            for i, answer in zip(lost, again, strict=True):
+                answers[i] = answer
+        return answers
 
     async def release(self, keys: Sequence[CounterKey]) -> None:
         counts = _release_args(keys)
@@ -226,6 +286,17 @@ class LoopRedis:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.client.aclose()
+
+
+async def _evalsha_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+    """The reservation script for each of ``batch``, in one pipeline (not a transaction:
+    each script is atomic on its own); an answer per item, errors included."""
+    pipe = here.client.pipeline(transaction=False)
+    sha = here.reserve.sha
+    for keys, args, _ in batch:
+        pipe.evalsha(sha, len(keys), *keys, *args)
+    answers: list[Any] = await pipe.execute(raise_on_error=False)
+    return answers
 
 
 async def _awaited(call: Awaitable[Any]) -> Any:
