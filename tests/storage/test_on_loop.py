@@ -386,3 +386,32 @@ def test_reservations_sent_after_redis_lost_its_scripts_still_meet_the_limit(
     assert outcomes.count([]) == limit
     assert outcomes.count([key]) == 12 - limit
     assert path.counts([key]) == {key: limit}
+
+
+def test_reservations_of_one_pass_are_each_all_or_nothing_across_containers(
+    elsewhere: tuple[Store, CountersElsewhere, str],
+) -> None:
+    # One pass of the loop: one run of the script per container, in one round trip.
+    _, path, container = elsewhere
+    other = f"{CONTAINER}-{uuid.uuid4().hex}"  # a container of its own (36 characters)
+    a, b = replace(A, container_id=container), replace(B, container_id=container)
+    c = replace(A, container_id=other)
+    on = loop_of(path)
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            return await asyncio.gather(
+                on.record(record(container_id=container, reserve=[(a, 2), (b, 1)])),
+                on.record(record(container_id=container, reserve=[(a, 2), (b, 1)])),  # b full
+                on.record(record(container_id=container, reserve=[(a, 2)])),
+                on.record(record(container_id=container, reserve=[(a, 2)])),  # a full
+                on.record(record(container_id=other, reserve=[(c, 1)])),
+                on.record(record(container_id=other, reserve=[(c, 1)])),  # c full
+            )
+        finally:
+            await on.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes == [[], [b], [], [a], [], [c]]
+    # The refused second record took nothing of a: the third could take a's last unit.
+    assert path.counts([a, b, c]) == {a: 2, b: 1, c: 1}

@@ -56,6 +56,37 @@ end
 return refused
 """
 
+#: Many reservations in one run, each all-or-nothing on its own, in order (a later one
+#: sees the increments of an earlier one). ARGV: how many reservations; then for each,
+#: its number of keys and, per key, how many it needs and its limit. KEYS: every
+#: reservation's keys, one after another. Returns, per reservation, the 1-based
+#: positions of its keys without room ({} when it was taken).
+_RESERVE_MANY = """
+local out = {}
+local a = 2
+local k = 0
+for j = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local refused = {}
+  for i = 1, n do
+    local count = tonumber(redis.call('GET', KEYS[k + i]) or '0')
+    if count + tonumber(ARGV[a + 2 * i - 2]) > tonumber(ARGV[a + 2 * i - 1]) then
+      refused[#refused + 1] = i
+    end
+  end
+  if #refused == 0 then
+    for i = 1, n do
+      redis.call('INCRBY', KEYS[k + i], ARGV[a + 2 * i - 2])
+    end
+  end
+  out[j] = refused
+  k = k + n
+  a = a + 2 * n
+end
+return out
+"""
+
 #: KEYS: the counters; ARGV: how much to take from each.
 _RELEASE = """
 for i, key in ipairs(KEYS) do
@@ -167,9 +198,10 @@ class RedisCounters:
             raise _unavailable(exc) from exc
 
 
-#: A reservation waiting for its loop's next pipeline: the script's keys and arguments,
-#: and the future its caller awaits (the refused positions).
-_Queued = tuple[list[str], list[int], "asyncio.Future[list[Any]]"]
+#: A reservation waiting for its loop's next run of ``_RESERVE_MANY``: its container (a
+#: run's keys must share a hash tag), the script's keys and arguments, and the future its
+#: caller awaits (the refused positions).
+_Queued = tuple[str, list[str], list[int], "asyncio.Future[list[Any]]"]
 
 
 class _LoopClient:
@@ -183,7 +215,7 @@ class _LoopClient:
         timeout = options.get("socket_timeout")
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=timeout, **options)
         self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)  # closes it
-        self.reserve: AsyncScript = self.client.register_script(_RESERVE)
+        self.reserve_many: AsyncScript = self.client.register_script(_RESERVE_MANY)
         self.release: AsyncScript = self.client.register_script(_RELEASE)
         self.queued: list[_Queued] = []
         self.sending: asyncio.Task[None] | None = None
@@ -217,17 +249,17 @@ class LoopRedis:
         }
 
     async def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
-        """Queue the reservation for this loop's next pipeline and await its answer: the
+        """Queue the reservation for this loop's next run and await its answer: the
         reservations of every decision that reached this point in one pass of the loop go
-        to Redis in one round trip, each its own script run (all-or-nothing on its own,
-        as alone)."""
+        to Redis in one round trip and one script run per container, each all-or-nothing
+        on its own (as alone)."""
         keys, args = _reserve_args(wanted)
         if not keys:
             return []
         here = self._here()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
-        here.queued.append(([redis_key(k) for k in keys], args, future))
+        here.queued.append((keys[0].container_id, [redis_key(k) for k in keys], args, future))
         if here.sending is None:
             # Started for the next pass of the loop: reservations queued in this one join.
             here.sending = loop.create_task(self._send(here))
@@ -235,23 +267,23 @@ class LoopRedis:
         return [keys[int(i) - 1] for i in refused]
 
     async def _send(self, here: _LoopClient) -> None:
-        """Send queued reservations, one pipeline at a time (``EVALSHA`` each; the script
-        is loaded again if the server lost it), until none is queued."""
+        """Send queued reservations, one round trip at a time (the script is loaded again
+        if the server lost it), until none is queued."""
         try:
             while here.queued:
                 batch, here.queued = here.queued, []
-                batch = [item for item in batch if not item[2].done()]  # not given up
+                batch = [item for item in batch if not item[3].done()]  # not given up
                 if not batch:
                     continue
                 try:
                     answers = await self._pipeline(here, batch)
                 except RedisError as exc:
                     error = _unavailable(exc)
-                    for _, _, future in batch:
+                    for *_, future in batch:
                         if not future.done():
                             future.set_exception(error)
                     continue
-                for (_, _, future), answer in zip(batch, answers, strict=True):
+                for (*_, future), answer in zip(batch, answers, strict=True):
                     if future.done():
                         continue
                     if isinstance(answer, Exception):
@@ -265,13 +297,14 @@ class LoopRedis:
 
     @staticmethod
     async def _pipeline(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
-        answers = await _evalsha_all(here, batch)
+        """Per reservation of ``batch``, its refused positions (or the error of its run)."""
+        answers = await _reserve_all(here, batch)
         lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
         if lost:
             # The server lost its scripts (a restart, SCRIPT FLUSH): a refused EVALSHA ran
             # nothing, so load the script and send those again.
-            await here.client.script_load(_RESERVE)
-            again = await _evalsha_all(here, [batch[i] for i in lost])
+            await here.client.script_load(_RESERVE_MANY)
+            again = await _reserve_all(here, [batch[i] for i in lost])
             for i, answer in zip(lost, again, strict=True):
                 answers[i] = answer
         return answers
@@ -288,14 +321,30 @@ class LoopRedis:
             await client.client.aclose()
 
 
-async def _evalsha_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
-    """The reservation script for each of ``batch``, in one pipeline (not a transaction:
-    each script is atomic on its own); an answer per item, errors included."""
+async def _reserve_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+    """``batch``'s reservations in one round trip: one run of ``_RESERVE_MANY`` per
+    container (its keys share one hash tag), in one pipeline (not a transaction: each
+    run, and each reservation in it, is all-or-nothing on its own). An answer per item:
+    its refused positions, or its run's error."""
+    groups: dict[str, list[int]] = {}
+    for i, (container, *_) in enumerate(batch):
+        groups.setdefault(container, []).append(i)
     pipe = here.client.pipeline(transaction=False)
-    sha = here.reserve.sha
-    for keys, args, _ in batch:
+    sha = here.reserve_many.sha
+    for members in groups.values():
+        keys: list[str] = []
+        args: list[int] = [len(members)]
+        for i in members:
+            _, item_keys, item_args, _ = batch[i]
+            keys += item_keys
+            args.append(len(item_keys))
+            args += item_args
         pipe.evalsha(sha, len(keys), *keys, *args)
-    answers: list[Any] = await pipe.execute(raise_on_error=False)
+    runs: list[Any] = await pipe.execute(raise_on_error=False)
+    answers: list[Any] = [None] * len(batch)
+    for members, run in zip(groups.values(), runs, strict=True):
+        for n, i in enumerate(members):
+            answers[i] = run if isinstance(run, Exception) else run[n]
     return answers
 
 
