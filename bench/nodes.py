@@ -140,7 +140,12 @@ def main() -> None:
         action="store_true",
         help="a SQLite row with the profile cache on too (NEXTOFFER_PROFILE_CACHE_MB=64)",
     )
+    parser.add_argument("--plot-from", type=Path, help="a saved table to draw (no run)")
+    parser.add_argument("--plot", type=Path, help="with --plot-from: the PNG to write")
     args = parser.parse_args()
+    if args.plot_from is not None:
+        plot_table(args.plot_from, args.plot or args.plot_from.with_suffix(".png"))
+        return
 
     services = start_services()
     folder = Path(tempfile.mkdtemp(prefix="nextoffer-bench-nodes-"))
@@ -256,6 +261,32 @@ def main() -> None:
         for started in servers:
             started.stop()
         subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
+
+
+def plot_table(table: Path, out: Path) -> None:
+    """Draw a printed table (this script's output, saved) as two bar charts: decisions/s
+    against the reference, and the node's CPU µs per decision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for line in table.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[2].endswith("×"):
+            rows.append((cells[0], float(cells[2][:-1]), float(cells[6].replace(",", ""))))
+    names = [r[0] for r in rows][::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 1.5), sharey=True)
+    left.barh(names, [r[1] for r in rows][::-1], color="#4878a8")
+    left.axvline(0.8, color="#c44", linestyle="--", linewidth=1)
+    left.set_xlabel("decisions/s ÷ the SQLite node's (goal: 0.8)")
+    right.barh(names, [r[2] for r in rows][::-1], color="#6a9f58")
+    right.set_xlabel("node CPU µs per decision")
+    fig.suptitle(table.stem)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot: {out}")
 
 
 def _per_decision(cpu: float, *results: Result) -> float:

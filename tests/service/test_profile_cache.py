@@ -30,7 +30,6 @@ from nextoffer.repository.objects import (
     RULE,
 )
 from nextoffer.service.profile_cache import ProfileCache
-from nextoffer.service.tenants import bootstrap
 from nextoffer.storage.store import Store
 from support.backends import emptied_database
 

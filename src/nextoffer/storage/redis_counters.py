@@ -16,9 +16,11 @@ That is the same contract as :class:`~nextoffer.storage.counters.SqlCounters`: c
 exact across processes and nodes. ``on_loop`` offers ``read``, ``reserve`` and ``release``
 as coroutines through redis-py's asyncio client (one client per event loop: its
 connections belong to the loop that opened them), the same commands and scripts, so a
-decision on a loop awaits Redis there instead of in a thread. A Redis that cannot be reached raises
-:class:`~nextoffer.errors.Unavailable`; the decision service then counts capped offers as
-capped (caps fail closed) rather than failing the request.
+decision on a loop awaits Redis there instead of in a thread; there, the reservations
+queued in one pass of the loop go in one round trip, one run of ``_RESERVE_MANY`` per
+container (each reservation all-or-nothing on its own, in order). A Redis that cannot
+be reached raises :class:`~nextoffer.errors.Unavailable`; the decision service then
+counts capped offers as capped (caps fail closed) rather than failing the request.
 """
 
 from __future__ import annotations
