@@ -136,6 +136,21 @@ def test_a_read_begun_before_a_drop_is_not_kept(db_url: str) -> None:
         store.close()
 
 
+def test_a_read_begun_before_the_first_read_of_the_log_is_not_kept(tmp_path: Path) -> None:
+    # A write committed between that read and the log's first read has a number the
+    # process will never read past: the read it made must not be kept.
+    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        cache = ProfileCache(store, max_bytes=10**6, bound=60, start=False)
+        key = (ORG, SANDBOX, "Email", "a@example.com")
+        ticket = cache.ticket()
+        cache.follow_once()
+        cache.put(key, ticket, ("p", {"tier": "gold"}))
+        assert cache.get(key) is None
+    finally:
+        store.close()
+
+
 def test_nothing_is_served_unless_the_log_was_read_within_the_bound(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
     now = [100.0]

@@ -190,17 +190,23 @@ class ProfileCache:
         """Read the change log past the known number and drop what it names; then the
         kept answers may be served for ``bound`` seconds from this read's start."""
         started = self._clock()
-        with self._store.session() as session:
-            current, changes = session.runtime.profile_changes(self._known or 0)
         known = self._known
-        if known is not None and current > known:
+        # The first read takes only the current number (nothing is kept yet to drop).
+        since = known if known is not None else 2**62
+        with self._store.session() as session:
+            current, changes = session.runtime.profile_changes(since)
+        if known is None:
+            # A read begun before this one may have seen a profile a write has changed
+            # since, under a number this process will never read: keep none of those.
+            self.clear()
+        elif current > known:
             if not changes or changes[0][0] != known + 1:
                 # Trimmed past what this process knew: it cannot tell what changed.
                 log.warning("profile change log trimmed past %d; profile cache emptied", known)
                 self.clear()
             else:
                 self.invalidate({profile_id for _, profile_id in changes})
-        elif known is not None and current < known:  # the database was replaced
+        elif current < known:  # the database was replaced
             self.clear()
         self._known = current
         self._fresh_until = started + self.bound
