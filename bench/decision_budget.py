@@ -36,7 +36,7 @@ from pathlib import Path
 from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
 
-from nodes import SERVICES, start_services
+from nodes import SERVICES, start_services, warm
 
 #: (stage, pattern on one frame "function (path:line)"), tried leaf first per sample.
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -119,6 +119,11 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true", help="on a PostgreSQL of its own")
     parser.add_argument("--redis", action="store_true", help="with --postgres: counters in Redis")
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
+    parser.add_argument(
+        "--warm-identities",
+        action="store_true",
+        help="warm on every identity in turn (as bench/nodes.py): a full profile cache",
+    )
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     services: dict[str, str] = {}
@@ -155,6 +160,8 @@ def main() -> None:
 
     try:
         drive_decisions()  # warm: snapshot, caches, connections
+        if args.warm_identities:
+            warm(server, lib, seconds=args.seconds)
         before = os.getloadavg()
         bare, bare_result = sample(server.process.pid, args.seconds, args.rate, drive_bare)
         spent, result = sample(

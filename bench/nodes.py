@@ -17,13 +17,18 @@ repeat starting one row further on):
 * ``postgres+redis, 2 nodes`` — two server processes on the same database and Redis,
   one wrk per node at the same time; throughput is the sum, latency the worse node's.
 
-``--compare-src`` adds the two one-node PostgreSQL rows again, served by another
-checkout's ``src`` (e.g. an export of ``main``) on the same database and Redis,
-interleaved with the others: a before/after in one run, under the same load.
+``--sqlite-profile-cache`` adds a SQLite row with the profile cache switched on (it is
+off on SQLite by default). ``--compare-src`` adds the two one-node PostgreSQL rows again,
+served by another checkout's ``src`` (e.g. an export of ``main``) on a database of the
+same server that checkout built and migrated (the same library, the same seed) and the
+same Redis, interleaved with the others: a before/after in one run, under the same load.
 
-Each node is one uvicorn worker. On a small machine the nodes, PostgreSQL, Redis and wrk
-share the cores: the two-node row then measures sharing, not scale. The machine's core
-count and load average are printed with the table; compare ratios, not absolutes. The
+Before measuring, every node decides for each identity in turn for ``--warm`` seconds
+(default 8: all 10,000 profiles at least once, so caches are measured full; the working
+set fits the profile cache). Each node is one uvicorn worker. On a small machine the
+nodes, PostgreSQL, Redis and wrk share the cores: the two-node row then measures
+sharing, not scale. The machine's core count and load average are printed with the
+table; compare ratios, not absolutes. The
 node's CPU time per decision (user + system, from ``/proc/<pid>/stat``, summed over the
 nodes of the row) is what load on the machine changes least.
 """
@@ -31,16 +36,18 @@ nodes of the row) is what load on the machine changes least.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
+from http_decisions import DECIDE_TYPE, PROFILES, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
 
 SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
@@ -66,9 +73,52 @@ def decisions(server: Server, lib: dict[str, Any], *, seconds: int, connections:
     )
 
 
-def warm(server: Server, lib: dict[str, Any]) -> None:
-    # Compile the catalog and fill the caches before wrk measures anything.
-    decisions(server, lib, seconds=1, connections=2)
+def build_with(src: str, db_url: str) -> dict[str, Any]:
+    """``build(db_url)`` run by another checkout's ``src``."""
+    bench = str(Path(__file__).resolve().parent)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import json, sys; from http_decisions import build;"
+            " print(json.dumps(build(sys.argv[1])))",
+            db_url,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{bench}"},
+    ).stdout
+    found: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    return found
+
+
+#: Every identity in turn (one wrk thread: one Lua state for all its connections).
+EVERY_IDENTITY = f"""
+local template = wrk.body
+local n = -1
+request = function()
+  n = (n + 1) % {PROFILES}
+  local body = template:gsub("__N__", tostring(n))
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+
+
+def warm(server: Server, lib: dict[str, Any], *, seconds: int) -> None:
+    """Compile the catalog and fill the caches before wrk measures anything: decisions for
+    every identity in turn, for ``seconds`` (enough to visit all 10,000 once: then a node
+    that keeps profiles in memory is measured in its steady state; ``--warm 1``: cold)."""
+    wrk(
+        "warm",
+        f"{server.base}/data/core/ode/{lib['container']}/decisions",
+        method="POST",
+        headers={**lib["headers"], "Content-Type": DECIDE_TYPE},
+        body=lib["request"],
+        lua=EVERY_IDENTITY,
+        seconds=seconds,
+        connections=20,
+    )
 
 
 def main() -> None:
@@ -79,7 +129,23 @@ def main() -> None:
     parser.add_argument(
         "--compare-src", type=Path, help="another checkout's src: its one-node rows too"
     )
+    parser.add_argument(
+        "--warm",
+        type=int,
+        default=8,
+        help="seconds of decisions for every identity in turn before measuring (1: cold caches)",
+    )
+    parser.add_argument(
+        "--sqlite-profile-cache",
+        action="store_true",
+        help="a SQLite row with the profile cache on too (NEXTOFFER_PROFILE_CACHE_MB=64)",
+    )
+    parser.add_argument("--plot-from", type=Path, help="a saved table to draw (no run)")
+    parser.add_argument("--plot", type=Path, help="with --plot-from: the PNG to write")
     args = parser.parse_args()
+    if args.plot_from is not None:
+        plot_table(args.plot_from, args.plot or args.plot_from.with_suffix(".png"))
+        return
 
     services = start_services()
     folder = Path(tempfile.mkdtemp(prefix="nextoffer-bench-nodes-"))
@@ -110,20 +176,33 @@ def main() -> None:
             ("postgres, 1 node", pg_node, pg_lib),
             ("postgres+redis, 1 node", redis_a, pg_lib),
         ]
+        if args.sqlite_profile_cache:
+            one_node.append(
+                (
+                    "sqlite, 1 node, profile cache",
+                    server(sqlite_url, NEXTOFFER_PROFILE_CACHE_MB="64"),
+                    sqlite_lib,
+                )
+            )
         if args.compare_src is not None:
             other = str(args.compare_src.resolve())
             label = args.compare_src.parent.name or str(args.compare_src)
+            # A database of its own, built and migrated by the other checkout (a database
+            # migrated further than a checkout knows is refused by it).
+            subprocess.run(["psql", pg_admin, "-qc", "CREATE DATABASE bench_other"], check=True)
+            other_url = pg_admin.rsplit("/", 1)[0] + "/bench_other"
+            other_lib = build_with(other, other_url)
             one_node += [
-                (f"postgres, 1 node ({label})", server(pg_url, PYTHONPATH=other), pg_lib),
+                (f"postgres, 1 node ({label})", server(other_url, PYTHONPATH=other), other_lib),
                 (
                     f"postgres+redis, 1 node ({label})",
-                    server(pg_url, PYTHONPATH=other, NEXTOFFER_REDIS=redis_url),
-                    pg_lib,
+                    server(other_url, PYTHONPATH=other, NEXTOFFER_REDIS=redis_url),
+                    other_lib,
                 ),
             ]
         for _, node, lib in one_node:
-            warm(node, lib)
-        warm(redis_b, pg_lib)
+            warm(node, lib, seconds=args.warm)
+        warm(redis_b, pg_lib, seconds=args.warm)
 
         rows: dict[str, list[tuple[float, float, float, int, float]]] = {}
         kw = {"seconds": args.seconds, "connections": args.connections}
@@ -182,6 +261,32 @@ def main() -> None:
         for started in servers:
             started.stop()
         subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
+
+
+def plot_table(table: Path, out: Path) -> None:
+    """Draw a printed table (this script's output, saved) as two bar charts: decisions/s
+    against the reference, and the node's CPU µs per decision."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for line in table.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[2].endswith("×"):
+            rows.append((cells[0], float(cells[2][:-1]), float(cells[6].replace(",", ""))))
+    names = [r[0] for r in rows][::-1]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 1.5), sharey=True)
+    left.barh(names, [r[1] for r in rows][::-1], color="#4878a8")
+    left.axvline(0.8, color="#c44", linestyle="--", linewidth=1)
+    left.set_xlabel("decisions/s ÷ the SQLite node's (goal: 0.8)")
+    right.barh(names, [r[2] for r in rows][::-1], color="#6a9f58")
+    right.set_xlabel("node CPU µs per decision")
+    fig.suptitle(table.stem)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot: {out}")
 
 
 def _per_decision(cpu: float, *results: Result) -> float:

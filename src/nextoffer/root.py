@@ -44,6 +44,7 @@ from nextoffer.service.events import Events
 from nextoffer.service.learning import Learning
 from nextoffer.service.locations import S3Settings
 from nextoffer.service.offload import in_pool
+from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB, ProfileCache
 from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
@@ -178,7 +179,24 @@ class NextOffer:
         )
         self.search = Search(store, self.repository)
         self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)
-        self.profiles = Profiles(store, clock=clock)
+        # Profiles kept in memory for decisions, following the profiles' change sequence
+        # (issue 16): on PostgreSQL a profile read is an awaited round trip per decision.
+        self.profile_cache: ProfileCache | None = None
+        cache_mb = settings.profile_cache_mb
+        if cache_mb is None:
+            cache_mb = 0.0 if store.sqlite_path else DEFAULT_PROFILE_CACHE_MB
+        if cache_mb > 0:
+            self.profile_cache = ProfileCache(
+                store,
+                max_bytes=int(cache_mb * 1e6),
+                bound=settings.profile_cache_seconds,
+            )
+            self._closers.append(self.profile_cache.close)
+        self.profiles = Profiles(
+            store,
+            clock=clock,
+            on_change=self.profile_cache.invalidate if self.profile_cache is not None else None,
+        )
         # What ranking strategies learned: feedback adds to it, decisions read it.
         self.learning = Learning(store)
         self.events = Events(
@@ -197,6 +215,7 @@ class NextOffer:
             executor=self.executor,
             on_refused=on_refused,
             learning=self.learning,
+            profile_cache=self.profile_cache,
         )
         self.reports = Reports(
             store,

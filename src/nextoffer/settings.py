@@ -50,6 +50,14 @@ class Settings:
     #: How long a decision waits for its container's first snapshot (a worker that just
     #: started) before it is answered 503 with ``Retry-After``.
     snapshot_wait_seconds: float = 5.0
+    # -- the profile cache (issue 16; ``service/profile_cache.py``) --
+    #: Megabytes of memory a process may keep profiles in for its decisions (~1.1 KB per
+    #: profile of a few flat attributes); 0 switches the cache off. ``None``: 64 on
+    #: PostgreSQL, off on SQLite (which reads a profile in place: docs/design.md).
+    profile_cache_mb: float | None = None
+    #: The longest a process serves a profile another process or node has since changed
+    #: (docs/api.md, "Profiles"): the change log is read every half of it.
+    profile_cache_seconds: float = 1.0
     # -- batch decisioning (issue 18) --
     #: Where datasets without a location of their own keep their files (default:
     #: ``.nextoffer/datasets`` in the working directory).
@@ -97,6 +105,8 @@ class Settings:
             ("batch_chunk", "NEXTOFFER_BATCH_CHUNK", int),
             ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
             ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float),
+            ("profile_cache_mb", "NEXTOFFER_PROFILE_CACHE_MB", float),
+            ("profile_cache_seconds", "NEXTOFFER_PROFILE_CACHE_SECONDS", float),
         ):
             if env.get(key):
                 values[name] = kind(env[key])

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 import uvloop
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
@@ -331,3 +332,86 @@ def test_an_unreachable_redis_on_the_loop_is_unavailable(opened: tuple[Store, Pg
         asyncio.run(main())
     finally:
         counters.close()
+
+
+def test_a_record_that_reserves_nothing_makes_no_call_to_redis(
+    opened: tuple[Store, PgPath],
+) -> None:
+    store, path = opened
+    container = f"{CONTAINER}-{uuid.uuid4().hex}"
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)  # unreachable
+    on = loop_of(CountersElsewhere(path, counters))
+
+    async def main() -> None:
+        try:
+            assert await on.record(record(container_id=container, offers=["o-1"])) == []
+        finally:
+            await on.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        counters.close()
+    assert len(events_of(store, container)) == 1  # recorded, Redis never asked
+
+
+def test_reservations_sent_after_redis_lost_its_scripts_still_meet_the_limit(
+    elsewhere: tuple[Store, CountersElsewhere, str],
+) -> None:
+    _, path, container = elsewhere
+    key = replace(A, container_id=container)
+    on = loop_of(path)
+    limit = 7
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            first = await asyncio.gather(
+                *(
+                    on.record(record(container_id=container, reserve=[(key, limit)]))
+                    for _ in range(3)
+                )
+            )
+            redis.Redis.from_url(redis_url()).script_flush()  # a restart, SCRIPT FLUSH
+            rest = await asyncio.gather(
+                *(
+                    on.record(record(container_id=container, reserve=[(key, limit)]))
+                    for _ in range(9)
+                )
+            )
+            return [*first, *rest]
+        finally:
+            await on.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes.count([]) == limit
+    assert outcomes.count([key]) == 12 - limit
+    assert path.counts([key]) == {key: limit}
+
+
+def test_reservations_of_one_pass_are_each_all_or_nothing_across_containers(
+    elsewhere: tuple[Store, CountersElsewhere, str],
+) -> None:
+    # One pass of the loop: one run of the script per container, in one round trip.
+    _, path, container = elsewhere
+    other = f"{CONTAINER}-{uuid.uuid4().hex}"  # a container of its own (36 characters)
+    a, b = replace(A, container_id=container), replace(B, container_id=container)
+    c = replace(A, container_id=other)
+    on = loop_of(path)
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            return await asyncio.gather(
+                on.record(record(container_id=container, reserve=[(a, 2), (b, 1)])),
+                on.record(record(container_id=container, reserve=[(a, 2), (b, 1)])),  # b full
+                on.record(record(container_id=container, reserve=[(a, 2)])),
+                on.record(record(container_id=container, reserve=[(a, 2)])),  # a full
+                on.record(record(container_id=other, reserve=[(c, 1)])),
+                on.record(record(container_id=other, reserve=[(c, 1)])),  # c full
+            )
+        finally:
+            await on.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes == [[], [b], [], [a], [], [c]]
+    # The refused second record took nothing of a: the third could take a's last unit.
+    assert path.counts([a, b, c]) == {a: 2, b: 1, c: 1}

@@ -45,6 +45,7 @@ from nextoffer.service.cap_plan import CapPlan
 from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.learning import Learning
 from nextoffer.service.offload import finished, in_pool, in_thread
+from nextoffer.service.profile_cache import ProfileCache
 from nextoffer.service.profiles import resolve_profile_id
 from nextoffer.service.repository import Repository
 from nextoffer.storage.decision_path import DecisionPath, OnLoop
@@ -102,8 +103,11 @@ class Decisions:
         on_refused: Callable[[], None] | None = None,
         learning: Learning | None = None,
         generator_factory: Callable[[], np.random.Generator] | None = None,
+        profile_cache: ProfileCache | None = None,
     ) -> None:
         self._store = store
+        #: Profiles kept in memory, following the change sequence (``profile_cache.py``).
+        self._profile_cache = profile_cache
         #: The decision path's reads and record writes (group commits on SQLite).
         self._path = path
         self._executor = executor
@@ -278,7 +282,14 @@ class Decisions:
             if len(call.identities) == 1 and profile is None:
                 # The usual request: identity and attributes in one indexed read.
                 namespace, identity = call.identities[0]
-                found = self._path.profile(principal.org, principal.sandbox, namespace, identity)
+                key = (principal.org, principal.sandbox, namespace, identity)
+                cache = self._profile_cache
+                found = cache.get(key) if cache is not None else None
+                if found is None:
+                    ticket = cache.ticket() if cache is not None else 0
+                    found = self._path.profile(*key)
+                    if found is not None and cache is not None:
+                        cache.put(key, ticket, found)
                 profile_id, attributes = found if found is not None else (None, None)
                 if events is None:
                     events = self._path.events(profile_id, limit=EVENT_LIMIT) if profile_id else []
@@ -314,8 +325,15 @@ class Decisions:
         if len(call.identities) != 1:
             return await in_pool(self._executor, self._profile, principal, call, None, events)
         namespace, identity = call.identities[0]
+        key = (principal.org, principal.sandbox, namespace, identity)
+        cache = self._profile_cache
         try:
-            found = await on_loop.profile(principal.org, principal.sandbox, namespace, identity)
+            found = cache.get(key) if cache is not None else None
+            if found is None:
+                ticket = cache.ticket() if cache is not None else 0
+                found = await on_loop.profile(*key)
+                if found is not None and cache is not None:
+                    cache.put(key, ticket, found)
             profile_id, attributes = found if found is not None else (None, None)
             if events is None:
                 events = await on_loop.events(profile_id, limit=EVENT_LIMIT) if profile_id else []

@@ -8,7 +8,7 @@ included). Experience events live in ``events.py``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
@@ -106,9 +106,18 @@ def _parse(body: Any) -> _Parsed:
 
 
 class Profiles:
-    def __init__(self, store: Store, *, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], datetime],
+        on_change: Callable[[Iterable[str]], None] | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
+        #: Told the profiles each write changed, after its commit (the profile cache
+        #: drops them: read-your-writes in this process).
+        self._on_change = on_change
 
     def upsert(self, principal: Principal, body: Any) -> tuple[ProfileRecord, bool]:
         """Create or update the profile any of the identities names; True when created.
@@ -124,6 +133,7 @@ class Profiles:
             profile_id, created = outcome
             record = session.runtime.get_profile(profile_id)
         assert record is not None  # written in the same transaction
+        self._changed([profile_id])
         return record, created
 
     def upsert_many(self, principal: Principal, bodies: list[Any]) -> list[NextOfferError | None]:
@@ -133,6 +143,7 @@ class Profiles:
         parsed = [_parse(body) for body in bodies]
         with self._store.session(write=True) as session:
             outcomes = _write_many(session.runtime, principal, parsed, stamp)
+        self._changed(o[0] for o in outcomes if not isinstance(o, NextOfferError))
         return [o if isinstance(o, NextOfferError) else None for o in outcomes]
 
     def get(self, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
@@ -144,7 +155,12 @@ class Profiles:
         with self._store.session(write=True) as session:
             record = self._find(session.runtime, principal, namespace, identity)
             session.runtime.delete_profile(record.profile_id)
+        self._changed([record.profile_id])
         return record
+
+    def _changed(self, profile_ids: Iterable[str]) -> None:
+        if self._on_change is not None:
+            self._on_change(profile_ids)
 
     @staticmethod
     def _find(

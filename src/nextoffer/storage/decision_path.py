@@ -248,18 +248,24 @@ class _ElsewhereOnLoop:
 
     async def record(self, record: DecisionRecord) -> list[CounterKey]:
         """As :meth:`CountersElsewhere.record`: reserve, then write without the
-        counters; a failed write releases the reservation and the decision stands."""
-        refused = await self._counters.reserve(record.reserve)
-        if refused:
-            return refused
+        counters; a failed write releases the reservation and the decision stands. A
+        record that reserves nothing (no capped offer proposed) goes straight to the
+        path: no round trip to the counter store."""
+        reserved = record.reserve
+        if reserved:
+            refused = await self._counters.reserve(reserved)
+            if refused:
+                return refused
+            record = replace(record, reserve=())
         try:
-            await self._path.record(replace(record, reserve=()))
+            await self._path.record(record)
         except Exception as error:
             log.error("decision %s not recorded: %s", record.proposition_id, error)
-            try:
-                await self._counters.release([key for key, _ in record.reserve])
-            except NextOfferError as exc:
-                log.error("reservation of %s not released: %s", record.proposition_id, exc)
+            if reserved:
+                try:
+                    await self._counters.release([key for key, _ in reserved])
+                except NextOfferError as exc:
+                    log.error("reservation of %s not released: %s", record.proposition_id, exc)
         return []
 
     async def aclose(self) -> None:

@@ -16,9 +16,11 @@ That is the same contract as :class:`~nextoffer.storage.counters.SqlCounters`: c
 exact across processes and nodes. ``on_loop`` offers ``read``, ``reserve`` and ``release``
 as coroutines through redis-py's asyncio client (one client per event loop: its
 connections belong to the loop that opened them), the same commands and scripts, so a
-decision on a loop awaits Redis there instead of in a thread. A Redis that cannot be reached raises
-:class:`~nextoffer.errors.Unavailable`; the decision service then counts capped offers as
-capped (caps fail closed) rather than failing the request.
+decision on a loop awaits Redis there instead of in a thread; there, the reservations
+queued in one pass of the loop go in one round trip, one run of ``_RESERVE_MANY`` per
+container (each reservation all-or-nothing on its own, in order). A Redis that cannot
+be reached raises :class:`~nextoffer.errors.Unavailable`; the decision service then
+counts capped offers as capped (caps fail closed) rather than failing the request.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 import redis
 import redis.asyncio
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from nextoffer.errors import BadRequest, Unavailable
 from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
@@ -54,6 +56,37 @@ for i, key in ipairs(KEYS) do
   redis.call('INCRBY', key, ARGV[2 * i - 1])
 end
 return refused
+"""
+
+#: Many reservations in one run, each all-or-nothing on its own, in order (a later one
+#: sees the increments of an earlier one). ARGV: how many reservations; then for each,
+#: its number of keys and, per key, how many it needs and its limit. KEYS: every
+#: reservation's keys, one after another. Returns, per reservation, the 1-based
+#: positions of its keys without room ({} when it was taken).
+_RESERVE_MANY = """
+local out = {}
+local a = 2
+local k = 0
+for j = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  local refused = {}
+  for i = 1, n do
+    local count = tonumber(redis.call('GET', KEYS[k + i]) or '0')
+    if count + tonumber(ARGV[a + 2 * i - 2]) > tonumber(ARGV[a + 2 * i - 1]) then
+      refused[#refused + 1] = i
+    end
+  end
+  if #refused == 0 then
+    for i = 1, n do
+      redis.call('INCRBY', KEYS[k + i], ARGV[a + 2 * i - 2])
+    end
+  end
+  out[j] = refused
+  k = k + n
+  a = a + 2 * n
+end
+return out
 """
 
 #: KEYS: the counters; ARGV: how much to take from each.
@@ -167,8 +200,15 @@ class RedisCounters:
             raise _unavailable(exc) from exc
 
 
+#: A reservation waiting for its loop's next run of ``_RESERVE_MANY``: its container (a
+#: run's keys must share a hash tag), the script's keys and arguments, and the future its
+#: caller awaits (the refused positions).
+_Queued = tuple[str, list[str], list[int], "asyncio.Future[list[Any]]"]
+
+
 class _LoopClient:
-    """One event loop's asynchronous client and its scripts."""
+    """One event loop's asynchronous client and its scripts, and the reservations queued
+    for its next pipeline."""
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         # A decision waits for a free connection (at most the socket timeout) rather than
@@ -177,8 +217,10 @@ class _LoopClient:
         timeout = options.get("socket_timeout")
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=timeout, **options)
         self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)  # closes it
-        self.reserve: AsyncScript = self.client.register_script(_RESERVE)
+        self.reserve_many: AsyncScript = self.client.register_script(_RESERVE_MANY)
         self.release: AsyncScript = self.client.register_script(_RELEASE)
+        self.queued: list[_Queued] = []
+        self.sending: asyncio.Task[None] | None = None
 
 
 class LoopRedis:
@@ -209,12 +251,65 @@ class LoopRedis:
         }
 
     async def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
+        """Queue the reservation for this loop's next run and await its answer: the
+        reservations of every decision that reached this point in one pass of the loop go
+        to Redis in one round trip and one script run per container, each all-or-nothing
+        on its own (as alone)."""
         keys, args = _reserve_args(wanted)
         if not keys:
             return []
-        script = self._here().reserve
-        refused = await _awaited(script(keys=[redis_key(k) for k in keys], args=args))
+        here = self._here()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        here.queued.append((keys[0].container_id, [redis_key(k) for k in keys], args, future))
+        if here.sending is None:
+            # Started for the next pass of the loop: reservations queued in this one join.
+            here.sending = loop.create_task(self._send(here))
+        refused = await future
         return [keys[int(i) - 1] for i in refused]
+
+    async def _send(self, here: _LoopClient) -> None:
+        """Send queued reservations, one round trip at a time (the script is loaded again
+        if the server lost it), until none is queued."""
+        try:
+            while here.queued:
+                batch, here.queued = here.queued, []
+                batch = [item for item in batch if not item[3].done()]  # not given up
+                if not batch:
+                    continue
+                try:
+                    answers = await self._pipeline(here, batch)
+                except RedisError as exc:
+                    error = _unavailable(exc)
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (*_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(
+                            _unavailable(answer) if isinstance(answer, RedisError) else answer
+                        )
+                    else:
+                        future.set_result(answer)
+        finally:
+            here.sending = None
+
+    @staticmethod
+    async def _pipeline(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+        """Per reservation of ``batch``, its refused positions (or the error of its run)."""
+        answers = await _reserve_all(here, batch)
+        lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
+        if lost:
+            # The server lost its scripts (a restart, SCRIPT FLUSH): a refused EVALSHA ran
+            # nothing, so load the script and send those again.
+            await here.client.script_load(_RESERVE_MANY)
+            again = await _reserve_all(here, [batch[i] for i in lost])
+            for i, answer in zip(lost, again, strict=True):
+                answers[i] = answer
+        return answers
 
     async def release(self, keys: Sequence[CounterKey]) -> None:
         counts = _release_args(keys)
@@ -226,6 +321,33 @@ class LoopRedis:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.client.aclose()
+
+
+async def _reserve_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+    """``batch``'s reservations in one round trip: one run of ``_RESERVE_MANY`` per
+    container (its keys share one hash tag), in one pipeline (not a transaction: each
+    run, and each reservation in it, is all-or-nothing on its own). An answer per item:
+    its refused positions, or its run's error."""
+    groups: dict[str, list[int]] = {}
+    for i, (container, *_) in enumerate(batch):
+        groups.setdefault(container, []).append(i)
+    pipe = here.client.pipeline(transaction=False)
+    sha = here.reserve_many.sha
+    for members in groups.values():
+        keys: list[str] = []
+        args: list[int] = [len(members)]
+        for i in members:
+            _, item_keys, item_args, _ = batch[i]
+            keys += item_keys
+            args.append(len(item_keys))
+            args += item_args
+        pipe.evalsha(sha, len(keys), *keys, *args)
+    runs: list[Any] = await pipe.execute(raise_on_error=False)
+    answers: list[Any] = [None] * len(batch)
+    for members, run in zip(groups.values(), runs, strict=True):
+        for n, i in enumerate(members):
+            answers[i] = run if isinstance(run, Exception) else run[n]
+    return answers
 
 
 async def _awaited(call: Awaitable[Any]) -> Any:

@@ -4,6 +4,7 @@ and the offers report's daily counts (cap counters are ``counters.py``'s). Used 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,9 @@ class ProfileRecord:
     created: str
     modified: str
 
+
+#: The one row of ``profile_seq``.
+PROFILE_SEQ = "profiles"
 
 _IDENTITY = select(t.profile_identities.c.profile_id).where(
     t.profile_identities.c.org_id == bindparam("org"),
@@ -90,6 +94,9 @@ class Runtime:
         self.conn = conn
         #: Offers-report increments of this transaction, written by :meth:`flush`.
         self._daily: dict[tuple[str, str, str], list[int]] = {}
+        #: Profiles this transaction changed or deleted: :meth:`flush` numbers them in the
+        #: profiles' change sequence (``0011_profile_seq``).
+        self._changed_profiles: set[str] = set()
 
     # -- profiles --------------------------------------------------------------------
 
@@ -165,6 +172,7 @@ class Runtime:
     ) -> None:
         """Replace the attributes of (profile id, attributes) rows: one ``executemany``."""
         if profiles:
+            self._changed_profiles.update(profile_id for profile_id, _ in profiles)
             self.conn.execute(
                 _UPDATE_PROFILE,
                 [
@@ -219,6 +227,7 @@ class Runtime:
         return found
 
     def delete_profile(self, profile_id: str) -> None:
+        self._changed_profiles.add(profile_id)
         for table in (t.profile_identities, t.experience_events):
             self.conn.execute(delete(table).where(table.c.profile_id == profile_id))
         self.conn.execute(delete(t.profiles).where(t.profiles.c.profile_id == profile_id))
@@ -303,6 +312,55 @@ class Runtime:
         pending, self._daily = self._daily, {}
         for (container_id, day, offer_id), (p, i, c) in sorted(pending.items()):
             self._write_daily(container_id, day, offer_id, p, i, c)
+        changed, self._changed_profiles = self._changed_profiles, set()
+        if changed:
+            self._number_profile_changes(sorted(changed))
+
+    def _number_profile_changes(self, profile_ids: list[str]) -> None:
+        """Take the profiles' next change number and log ``profile_ids`` under it — the
+        transaction's last statements: the sequence's row lock, held to the commit, makes
+        such transactions commit in the order of their numbers, so a reader that sees
+        number N committed sees every change up to N. Inserts are not logged: a new
+        profile's identities named no profile, and a cache keeps only profiles found;
+        an identity added to a profile keeps its other identities' answer right."""
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        bump = (
+            dialect.insert(t.profile_seq)
+            .values(name=PROFILE_SEQ, seq=1)
+            .on_conflict_do_update(
+                index_elements=[t.profile_seq.c.name], set_={"seq": t.profile_seq.c.seq + 1}
+            )
+            .returning(t.profile_seq.c.seq)
+        )
+        seq = int(self.conn.execute(bump).scalar_one())
+        now_us = time.time_ns() // 1000
+        self.conn.execute(
+            insert(t.profile_changes),
+            [{"seq": seq, "profile_id": pid, "changed_us": now_us} for pid in profile_ids],
+        )
+
+    def profile_changes(self, since: int) -> tuple[int, list[tuple[int, str]]]:
+        """The profiles' current change number, and the (number, profile id) logged after
+        ``since`` up to it, in order. Read the number first: every change up to it is
+        committed (:meth:`_number_profile_changes`)."""
+        current = self.conn.execute(
+            select(t.profile_seq.c.seq).where(t.profile_seq.c.name == PROFILE_SEQ)
+        ).scalar()
+        seq = int(current or 0)
+        if seq <= since:
+            return seq, []
+        c = t.profile_changes.c
+        rows = self.conn.execute(
+            select(c.seq, c.profile_id).where(c.seq > since, c.seq <= seq).order_by(c.seq)
+        )
+        return seq, [(int(n), str(pid)) for n, pid in rows]
+
+    def trim_profile_changes(self, before_us: int) -> int:
+        """Forget the change log's rows written before ``before_us``; how many."""
+        c = t.profile_changes.c
+        return int(
+            self.conn.execute(delete(t.profile_changes).where(c.changed_us < before_us)).rowcount
+        )
 
     def _write_daily(
         self,

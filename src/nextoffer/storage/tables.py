@@ -236,6 +236,27 @@ report_folds = Table(
     Column("position", BigInteger, nullable=False),
 )
 
+#: The profiles' change sequence (``0011_profile_seq``): one row, bumped by every
+#: transaction that changes or deletes profiles (its last statement: the row lock queues
+#: such transactions, so they commit in the order of their numbers), and the profiles each
+#: number changed. Nodes follow it to drop what their profile cache holds of those
+#: profiles (``service/profile_cache.py``); rows older than a few minutes are trimmed.
+profile_seq = Table(
+    "profile_seq",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("seq", BigInteger, nullable=False),
+)
+profile_changes = Table(
+    "profile_changes",
+    metadata,
+    Column("seq", BigInteger, nullable=False),
+    Column("profile_id", String(36), nullable=False),
+    Column("changed_us", BigInteger, nullable=False),
+    Index("ix_profile_changes_seq", "seq"),
+    Index("ix_profile_changes_changed", "changed_us"),
+)
+
 #: Cap counters: one row per counter key (offer, rule, placement, scope, period), see
 #: ``nextoffer.storage.counters``.
 cap_counters = Table(
