@@ -113,10 +113,10 @@ def count_commits(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     original = store.write_lock
     taken = [0]
 
-    def counting() -> AbstractContextManager[None]:
+    def counting(*, wait: bool = True) -> AbstractContextManager[bool]:
         if threading.current_thread().name == "nextoffer-decision-writer":
             taken[0] += 1
-        return original()
+        return original(wait=wait)
 
     monkeypatch.setattr(store, "write_lock", counting)
     return taken
@@ -129,9 +129,9 @@ def test_records_from_one_loop_iteration_commit_together_on_the_loop_thread(
     original = store.write_lock
     takers: list[str] = []
 
-    def counting() -> AbstractContextManager[None]:
+    def counting(*, wait: bool = True) -> AbstractContextManager[bool]:
         takers.append(threading.current_thread().name)
-        return original()
+        return original(wait=wait)
 
     monkeypatch.setattr(store, "write_lock", counting)
 

@@ -46,7 +46,7 @@ class Checkpointer:
         self,
         path: str,
         *,
-        write_lock: Callable[[], AbstractContextManager[None]],
+        write_lock: Callable[[], AbstractContextManager[object]],
         interval: float = INTERVAL,
         restart_frames: int = RESTART_FRAMES,
     ) -> None:

@@ -62,6 +62,12 @@ from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.storage")
 
+#: Seconds between two tries of the write lock by a loop's batch (or fold) that found it
+#: held by another writer: about the event loop's timer resolution (a millisecond).
+RETRY_SECONDS = 0.001
+#: Seconds a loop's batch (or fold) tries without waiting before it waits for the lock.
+WAIT_SECONDS = 0.02
+
 # A batch reads its keys with one statement whatever their number (a JSON array) and
 # writes its rows with ``executemany``: one prepared statement stepped per row in the
 # driver's C loop. That is cheaper than unpacking rows from a JSON array, where every
@@ -190,39 +196,69 @@ class SqlitePath:
         batch = self._loop_batches.get(loop)
         if batch is None:
             batch = self._loop_batches[loop] = []
-            loop.call_soon(self._write_loop_batch, loop)
+            loop.call_soon(self._write_loop_batch, loop, loop.time())
         batch.append((record, waiting))
         return waiting
 
-    def _write_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch = self._loop_batches.pop(loop, [])
-        committed = commit_batch(batch, lambda records: self._commit(self._thread_conn(), records))
+    def _write_loop_batch(self, loop: asyncio.AbstractEventLoop, since: float) -> None:
+        """Commit the loop's batch if the write lock is free; if another writer (the other
+        worker, a fold, a checkpoint) has it, leave the batch open to the records still
+        coming and try again :data:`RETRY_SECONDS` later — the loop serves requests
+        meanwhile instead of waiting in ``flock``. A batch that has waited
+        :data:`WAIT_SECONDS` waits for the lock as any writer does, so a writer that
+        keeps the lock busy (a batch job's writer thread) cannot starve the loop's."""
+        wait = loop.time() - since >= WAIT_SECONDS
+        try:
+            conn = self._thread_conn()
+            with self._store.write_lock(wait=wait) as held:
+                if not held:
+                    loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since)
+                    return
+                batch = self._loop_batches.pop(loop, [])
+                committed = commit_batch(batch, lambda records: self._write_held(conn, records))
+        except Exception as exc:  # no connection, or the lock file failed: nothing written
+            _refuse(self._loop_batches.pop(loop, []), exc)
+            return
         if committed and loop not in self._loop_folds:
             # The answers go out first (their tasks were woken before this is due).
-            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
 
-    def _loop_fold(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _loop_fold(self, loop: asyncio.AbstractEventLoop, since: float | None) -> None:
         """One fold on the loop's turn, on its connection; a backlog goes on at the next
-        turn (a fold holds the write lock the other worker's batches wait for)."""
+        turn (a fold holds the write lock the other worker's batches wait for). Like a
+        batch, a fold does not wait on the loop for a lock another writer holds, unless
+        it has been trying for :data:`WAIT_SECONDS`."""
         del self._loop_folds[loop]
         if self._closed:
             return
+        now = loop.time()
+        since = now if since is None else since
         try:
-            more = self._fold(self._thread_conn(), FOLD_EVENTS)
+            conn = self._thread_conn()
+            more = self._fold_now(conn, FOLD_EVENTS, wait=now - since >= WAIT_SECONDS)
         except Exception as exc:
             log.error("offers report not folded (the events wait for the next fold): %s", exc)
-            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
             return
-        if more:
-            self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop)
+        if more is None:  # the lock is busy
+            self._loop_folds[loop] = loop.call_later(RETRY_SECONDS, self._loop_fold, loop, since)
+        elif more:
+            self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop, None)
 
     def _fold(self, conn: sqlite3.Connection, limit: int | None) -> bool:
         """Fold the report on ``conn`` (``report_fold.fold_sqlite``) if some event waits,
         in a write transaction; returns whether events remain."""
+        return self._fold_now(conn, limit, wait=True) is True
+
+    def _fold_now(self, conn: sqlite3.Connection, limit: int | None, *, wait: bool) -> bool | None:
+        """:meth:`_fold`, or ``None`` when ``wait`` is false and another writer holds the
+        lock (nothing was folded)."""
         try:
             if not unfolded_sqlite(conn):  # no write lock for nothing
                 return False
-            with self._store.write_lock():
+            with self._store.write_lock(wait=wait) as held:
+                if not held:
+                    return None
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     more = fold_sqlite(conn, limit=limit)
@@ -241,13 +277,17 @@ class SqlitePath:
 
     def _commit(self, conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
         with self._store.write_lock():
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                outcomes = self._write_batch(conn, records)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            return self._write_held(conn, records)
+
+    def _write_held(self, conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
+        """The batch in one write transaction (the caller holds the write lock)."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = self._write_batch(conn, records)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return outcomes
 
     @staticmethod
@@ -279,6 +319,15 @@ class SqlitePath:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+def _refuse(batch: list[Item], error: Exception) -> None:
+    """Fail a batch that could not be written (``commit_batch`` tells its callers)."""
+
+    def fail(records: list[DecisionRecord]) -> list[Outcome]:
+        raise error
+
+    commit_batch(batch, fail)
 
 
 def _json(value: Any) -> str:

@@ -78,21 +78,33 @@ class Store:
         return self.engine.url.database if self.dialect == "sqlite" else None
 
     @contextmanager
-    def write_lock(self) -> Iterator[None]:
-        """Hold the right to write (SQLite: one writer across threads and processes).
+    def write_lock(self, *, wait: bool = True) -> Iterator[bool]:
+        """Hold the right to write (SQLite: one writer across threads and processes),
+        yielding ``True``; with ``wait=False``, yield ``False`` at once, holding nothing,
+        when another writer has it (an event loop's writer does not block its loop).
 
         A no-op on PostgreSQL, whose writers meet at row locks.
         """
         if self._write_lock is None:
-            yield
+            yield True
             return
-        with self._write_lock:
+        if not self._write_lock.acquire(blocking=wait):
+            yield False
+            return
+        try:
             fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                yield
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+            except BlockingIOError:  # only without waiting: another process writes
+                held = False
+            try:
+                yield held
             finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                if held:
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            self._write_lock.release()
 
     def _lock_file(self) -> int:
         # Per process: an flock held through a descriptor inherited across fork would be
