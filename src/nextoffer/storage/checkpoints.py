@@ -46,7 +46,7 @@ class Checkpointer:
         self,
         path: str,
         *,
-        write_lock: Callable[[], AbstractContextManager[object]],
+        write_lock: Callable[[], AbstractContextManager[None]],
         interval: float = INTERVAL,
         restart_frames: int = RESTART_FRAMES,
     ) -> None:

@@ -25,8 +25,9 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -201,71 +202,130 @@ class SqlitePath:
         return waiting
 
     def _write_loop_batch(self, loop: asyncio.AbstractEventLoop, since: float) -> None:
-        """Commit the loop's batch if the write lock is free; if another writer (the other
-        worker, a fold, a checkpoint) has it, leave the batch open to the records still
-        coming and try again :data:`RETRY_SECONDS` later — the loop serves requests
-        meanwhile instead of waiting in ``flock``. A batch that has waited
-        :data:`WAIT_SECONDS` waits for the lock as any writer does, so a writer that
-        keeps the lock busy (a batch job's writer thread) cannot starve the loop's."""
-        wait = loop.time() - since >= WAIT_SECONDS
-        try:
-            conn = self._thread_conn()
-            with self._store.write_lock(wait=wait) as held:
-                if not held:
-                    loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since)
-                    return
-                batch = self._loop_batches.pop(loop, [])
-                committed = commit_batch(batch, lambda records: self._write_held(conn, records))
-        except Exception as exc:  # no connection, or the lock file failed: nothing written
-            _refuse(self._loop_batches.pop(loop, []), exc)
+        """Commit the loop's batch if the write lock is free. If another writer has it
+        (the other worker's batch or fold, a checkpoint, a CLI command), the batch stays
+        open to the records still coming and the loop tries again :data:`RETRY_SECONDS`
+        later, serving requests meanwhile instead of waiting in ``flock``; after
+        :data:`WAIT_SECONDS` of tries a thread waits for the lock in the loop's place
+        (a writer that keeps the lock busy cannot starve the loop's batches)."""
+        if loop.time() - since >= WAIT_SECONDS:
+            self._wait_in_thread(loop, self._commit_loop_batch, self._refuse_loop_batch)
             return
+        try:
+            held = self._store.acquire_write(wait=False)
+        except Exception as exc:  # the lock file failed: nothing written
+            self._refuse_loop_batch(loop, exc)
+            return
+        if not held:
+            loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since)
+            return
+        self._commit_loop_batch(loop)
+
+    def _commit_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Write the loop's batch, holding the write lock, and let the lock go."""
+        try:
+            batch = self._loop_batches.pop(loop, [])
+            committed = commit_batch(
+                batch, lambda records: self._write_held(self._thread_conn(), records)
+            )
+        finally:
+            self._store.release_write()
         if committed and loop not in self._loop_folds:
             # The answers go out first (their tasks were woken before this is due).
             self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
 
+    def _refuse_loop_batch(self, loop: asyncio.AbstractEventLoop, error: Exception) -> None:
+        _refuse(self._loop_batches.pop(loop, []), error)
+
+    def _wait_in_thread(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        then: Callable[[asyncio.AbstractEventLoop], None],
+        failed: Callable[[asyncio.AbstractEventLoop, Exception], None],
+    ) -> None:
+        """Take the write lock on a thread that may wait for it, then run ``then`` on the
+        loop, holding it (``then`` lets it go); ``failed`` when it cannot be taken. Rare:
+        only a batch or fold that found the lock held for :data:`WAIT_SECONDS`."""
+
+        def wait() -> None:
+            try:
+                self._store.acquire_write()
+            except Exception as exc:
+                with suppress(RuntimeError):  # a closed loop: nobody is waiting
+                    loop.call_soon_threadsafe(failed, loop, exc)
+                return
+            try:
+                loop.call_soon_threadsafe(then, loop)
+            except RuntimeError:
+                self._store.release_write()
+
+        threading.Thread(target=wait, name="nextoffer-lock-waiter", daemon=True).start()
+
     def _loop_fold(self, loop: asyncio.AbstractEventLoop, since: float | None) -> None:
         """One fold on the loop's turn, on its connection; a backlog goes on at the next
         turn (a fold holds the write lock the other worker's batches wait for). Like a
-        batch, a fold does not wait on the loop for a lock another writer holds, unless
-        it has been trying for :data:`WAIT_SECONDS`."""
+        batch, a fold does not wait on the loop for a lock another writer holds."""
         del self._loop_folds[loop]
         if self._closed:
             return
-        now = loop.time()
-        since = now if since is None else since
+        since = loop.time() if since is None else since
         try:
-            conn = self._thread_conn()
-            more = self._fold_now(conn, FOLD_EVENTS, wait=now - since >= WAIT_SECONDS)
+            if not unfolded_sqlite(self._thread_conn()):  # no write lock for nothing
+                return
+            if loop.time() - since >= WAIT_SECONDS:
+                self._wait_in_thread(loop, self._fold_on_loop, self._fold_failed)
+                return
+            held = self._store.acquire_write(wait=False)
         except Exception as exc:
-            log.error("offers report not folded (the events wait for the next fold): %s", exc)
-            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
+            self._fold_failed(loop, exc)
             return
-        if more is None:  # the lock is busy
+        if not held:
             self._loop_folds[loop] = loop.call_later(RETRY_SECONDS, self._loop_fold, loop, since)
-        elif more:
+            return
+        self._fold_on_loop(loop)
+
+    def _fold_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One fold turn holding the write lock, which it lets go."""
+        if self._closed:
+            self._store.release_write()
+            return
+        try:
+            more = self._fold_held(self._thread_conn(), FOLD_EVENTS)
+        except Exception as exc:
+            self._fold_failed(loop, exc)
+            return
+        finally:
+            self._store.release_write()
+        if more and loop not in self._loop_folds:
             self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop, None)
+
+    def _fold_failed(self, loop: asyncio.AbstractEventLoop, exc: Exception) -> None:
+        log.error("offers report not folded (the events wait for the next fold): %s", exc)
+        if loop not in self._loop_folds:
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
 
     def _fold(self, conn: sqlite3.Connection, limit: int | None) -> bool:
         """Fold the report on ``conn`` (``report_fold.fold_sqlite``) if some event waits,
         in a write transaction; returns whether events remain."""
-        return self._fold_now(conn, limit, wait=True) is True
-
-    def _fold_now(self, conn: sqlite3.Connection, limit: int | None, *, wait: bool) -> bool | None:
-        """:meth:`_fold`, or ``None`` when ``wait`` is false and another writer holds the
-        lock (nothing was folded)."""
         try:
             if not unfolded_sqlite(conn):  # no write lock for nothing
                 return False
-            with self._store.write_lock(wait=wait) as held:
-                if not held:
-                    return None
-                conn.execute("BEGIN IMMEDIATE")
-                try:
-                    more = fold_sqlite(conn, limit=limit)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    conn.execute("ROLLBACK")
-                    raise
+        except sqlite3.Error as exc:
+            raise translated(exc) or exc from exc
+        with self._store.write_lock():
+            return self._fold_held(conn, limit)
+
+    @staticmethod
+    def _fold_held(conn: sqlite3.Connection, limit: int | None) -> bool:
+        """One fold in its own write transaction (the caller holds the write lock)."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                more = fold_sqlite(conn, limit=limit)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
             raise translated(exc) or exc from exc
         return more

@@ -78,31 +78,43 @@ class Store:
         return self.engine.url.database if self.dialect == "sqlite" else None
 
     @contextmanager
-    def write_lock(self, *, wait: bool = True) -> Iterator[bool]:
-        """Hold the right to write (SQLite: one writer across threads and processes),
-        yielding ``True``; with ``wait=False``, yield ``False`` at once, holding nothing,
-        when another writer has it (an event loop's writer does not block its loop).
+    def write_lock(self) -> Iterator[None]:
+        """Hold the right to write (SQLite: one writer across threads and processes).
 
         A no-op on PostgreSQL, whose writers meet at row locks.
         """
+        self.acquire_write()
+        try:
+            yield
+        finally:
+            self.release_write()
+
+    def acquire_write(self, *, wait: bool = True) -> bool:
+        """Take the right to write (:meth:`write_lock`) until :meth:`release_write`; with
+        ``wait=False``, return ``False`` at once, holding nothing, when another writer has
+        it (an event loop's writer does not block its loop). The holder is the process:
+        one thread may take it and another release it."""
         if self._write_lock is None:
-            yield True
-            return
+            return True
         if not self._write_lock.acquire(blocking=wait):
-            yield False
-            return
+            return False
         try:
             fd = self._lock_file()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-                held = True
-            except BlockingIOError:  # only without waiting: another process writes
-                held = False
-            try:
-                yield held
-            finally:
-                if held:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # only without waiting: another process writes
+            self._write_lock.release()
+            return False
+        except BaseException:
+            self._write_lock.release()
+            raise
+        return True
+
+    def release_write(self) -> None:
+        if self._write_lock is None:
+            return
+        try:
+            assert self._lock_fd is not None
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
         finally:
             self._write_lock.release()
 
