@@ -10,11 +10,12 @@ interleaved. Every server process loads a ``sitecustomize`` (from a directory pu
 on ``PYTHONPATH``) that times, per process and thread, without changing what runs:
 
 * ``fcntl.flock`` on the writer lock file: time spent in a blocking ``LOCK_EX`` (the
-  thread waits: on the event loop's thread, no request is served meanwhile), the number
-  of non-blocking tries that found the lock held, and the time the lock was held;
+  thread waits: on the event loop's thread, no request is served meanwhile; on a
+  ``nextoffer-lock-waiter`` thread, the loop serves on), the number of non-blocking tries
+  that found the lock held, and the time the lock was held;
 * every loop batch (``group_commit.commit_batch`` as ``sqlite_path`` calls it): its
   records and its wall time;
-* every fold (``SqlitePath._fold_now``, or ``_fold`` in older trees): its wall time.
+* every fold (``SqlitePath._fold_held``, or ``_fold`` in older trees): its wall time.
 
 Figures are per second of the row, summed over the server's workers, medians over
 repeats; per worker the shares of one second: waiting on the loop thread, holding.
@@ -108,19 +109,24 @@ if _DIR:
                 entry["sizes"][size] = entry["sizes"].get(size, 0) + 1
 
         sqlite_path.commit_batch = timed_batch
-        name = "_fold_now" if hasattr(sqlite_path.SqlitePath, "_fold_now") else "_fold"
-        fold = getattr(sqlite_path.SqlitePath, name)
+        cls = sqlite_path.SqlitePath
+        held = "_fold_held" in cls.__dict__  # the fold's transaction, under the lock
+        fold = cls.__dict__["_fold_held" if held else "_fold"]
+        fold = fold.__func__ if isinstance(fold, staticmethod) else fold
 
-        def timed_fold(self, conn, limit, **kw):
+        def timed_fold(*args):
             entry = _entry(threading.current_thread().name)
             started = time.perf_counter()
-            more = fold(self, conn, limit, **kw)
-            if more is not None:  # a fold, not a try that found the lock held
+            try:
+                return fold(*args)
+            finally:
                 entry["fold_s"] += time.perf_counter() - started
                 entry["folds"] += 1
-            return more
 
-        setattr(sqlite_path.SqlitePath, name, timed_fold)
+        if held:
+            cls._fold_held = staticmethod(timed_fold)
+        else:
+            cls._fold = timed_fold
 
     _patch()
 """
@@ -166,6 +172,12 @@ def summarize(row: dict[str, dict[str, dict[str, Any]]], seconds: float) -> dict
     others = [
         entry for threads in row.values() for t, entry in threads.items() if t != "MainThread"
     ]
+    waiters = [
+        entry
+        for threads in row.values()
+        for t, entry in threads.items()
+        if t == "nextoffer-lock-waiter"
+    ]
     workers = max(len(loop), 1)
     sizes: list[int] = []
     for entry in loop:
@@ -177,6 +189,10 @@ def summarize(row: dict[str, dict[str, dict[str, Any]]], seconds: float) -> dict
         "loop_wait_share": sum(e["wait_s"] for e in loop) / seconds / workers,
         "waits_per_s": sum(e["waits"] for e in loop) / seconds,
         "busy_tries_per_s": sum(e["busy_tries"] for e in loop) / seconds,
+        "thread_waits_per_s": sum(e["waits"] for e in waiters) / seconds,
+        "thread_wait_ms": sum(e["wait_s"] for e in waiters)
+        / max(sum(e["waits"] for e in waiters), 1)
+        * 1e3,
         "loop_hold_share": sum(e["hold_s"] for e in loop) / seconds,
         "other_hold_share": sum(e["hold_s"] for e in others) / seconds,
         "batches_per_s": batches / seconds,
@@ -197,6 +213,8 @@ COLUMNS = (
     ("loop thread blocked in flock (share of each worker's second)", "loop_wait_share", "{:.1%}"),
     ("blocking waits/s", "waits_per_s", "{:,.0f}"),
     ("tries finding it held/s", "busy_tries_per_s", "{:,.0f}"),
+    ("waits handed to a thread/s", "thread_waits_per_s", "{:.1f}"),
+    ("ms per wait in a thread", "thread_wait_ms", "{:.1f}"),
     ("lock held by the loops (share of a second)", "loop_hold_share", "{:.1%}"),
     ("held by other threads", "other_hold_share", "{:.1%}"),
     ("batches/s", "batches_per_s", "{:,.0f}"),

@@ -5,7 +5,9 @@ SQLite has one writer at a time, so a transaction per decision makes every reque
 for the lock and pay a commit. Here reads use plain driver connections (one per thread,
 no ORM layer, statements prepared once by the driver), and records are written in
 batches, one transaction each: on the event loop's own thread, every record queued during
-one pass of the loop; from other threads, by one writer thread per process. A caller's
+one pass of the loop (or more, while another writer holds the lock: the loop never waits
+for it, :meth:`SqlitePath._write_loop_batch`); from other threads, by one writer thread
+per process. A caller's
 future resolves only after its batch committed: nothing is acknowledged before it is
 durable, and a record's reservation is still all-or-nothing within the batch.
 
