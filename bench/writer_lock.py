@@ -15,6 +15,8 @@ on ``PYTHONPATH``) that times, per process and thread, without changing what run
   that found the lock held, and the time the lock was held;
 * every loop batch (``group_commit.commit_batch`` as ``sqlite_path`` calls it): its
   records and its wall time;
+* in a tree whose loop does not wait in ``flock``, how long each loop batch waited for
+  the lock, from its first try to its commit (whole milliseconds);
 * every fold (``SqlitePath._fold_held``, or ``_fold`` in older trees): its wall time.
 
 Figures are per second of the row, summed over the server's workers, medians over
@@ -128,6 +130,28 @@ if _DIR:
         else:
             cls._fold = timed_fold
 
+        if hasattr(cls, "_commit_loop_batch"):  # a loop that does not wait in flock
+            first = {}
+            write_loop_batch = cls._write_loop_batch
+            commit_loop_batch = cls._commit_loop_batch
+
+            def timed_write(self, loop, since):
+                first.setdefault(loop, since)
+                return write_loop_batch(self, loop, since)
+
+            def timed_commit(self, loop):
+                since = first.pop(loop, None)
+                if since is not None:
+                    waited = loop.time() - since
+                    entry = _entry(threading.current_thread().name)
+                    waits = entry.setdefault("batch_waits", {})
+                    key = str(min(int(waited * 1000), 100))  # whole ms, 100 = 100 or more
+                    waits[key] = waits.get(key, 0) + 1
+                return commit_loop_batch(self, loop)
+
+            cls._write_loop_batch = timed_write
+            cls._commit_loop_batch = timed_commit
+
     _patch()
 """
 
@@ -153,14 +177,21 @@ def delta(
         for thread, entry in threads.items():
             old = before.get(pid, {}).get(thread, {})
             diff: dict[str, Any] = {
-                key: value - old.get(key, 0) for key, value in entry.items() if key != "sizes"
+                key: value - old.get(key, 0)
+                for key, value in entry.items()
+                if key not in ("sizes", "batch_waits")
             }
             sizes = {
                 int(size): n - old.get("sizes", {}).get(size, 0)
                 for size, n in entry["sizes"].items()
             }
             diff["sizes"] = {size: n for size, n in sizes.items() if n}
-            if any(v for k, v in diff.items() if k != "sizes"):
+            waits = {
+                int(ms): n - old.get("batch_waits", {}).get(ms, 0)
+                for ms, n in entry.get("batch_waits", {}).items()
+            }
+            diff["batch_waits"] = {ms: n for ms, n in waits.items() if n}
+            if any(v for k, v in diff.items() if k not in ("sizes", "batch_waits")):
                 out.setdefault(pid, {})[thread] = diff
     return out
 
@@ -184,6 +215,11 @@ def summarize(row: dict[str, dict[str, dict[str, Any]]], seconds: float) -> dict
         for size, n in entry["sizes"].items():
             sizes.extend([size] * n)
     batches = sum(e["batches"] for e in loop)
+    waited: list[int] = []
+    for entry in loop:
+        for ms, n in entry.get("batch_waits", {}).items():
+            waited.extend([ms] * n)
+    waited.sort()
     return {
         "workers": len(loop),
         "loop_wait_share": sum(e["wait_s"] for e in loop) / seconds / workers,
@@ -199,6 +235,8 @@ def summarize(row: dict[str, dict[str, dict[str, Any]]], seconds: float) -> dict
         "records_per_batch": sum(e["records"] for e in loop) / max(batches, 1),
         "median_batch": statistics.median(sizes) if sizes else 0,
         "p90_batch": sorted(sizes)[int(0.9 * (len(sizes) - 1))] if sizes else 0,
+        "wait_p99_ms": waited[int(0.99 * (len(waited) - 1))] if waited else float("nan"),
+        "wait_max_ms": waited[-1] if waited else float("nan"),
         "batch_ms": sum(e["batch_s"] for e in loop) / max(batches, 1) * 1e3,
         "folds_per_s": sum(e["folds"] for e in loop) / seconds,
         "fold_ms": sum(e["fold_s"] for e in loop) / max(sum(e["folds"] for e in loop), 1) * 1e3,
@@ -222,6 +260,8 @@ COLUMNS = (
     ("median batch", "median_batch", "{:.0f}"),
     ("p90 batch", "p90_batch", "{:.0f}"),
     ("ms per batch", "batch_ms", "{:.2f}"),
+    ("ms a batch waited for the lock, p99 (whole ms)", "wait_p99_ms", "{:.0f}"),
+    ("… the longest", "wait_max_ms", "{:.0f}"),
     ("folds/s", "folds_per_s", "{:.1f}"),
     ("ms per fold", "fold_ms", "{:.2f}"),
 )

@@ -203,25 +203,30 @@ class SqlitePath:
         batch.append((record, waiting))
         return waiting
 
-    def _write_loop_batch(self, loop: asyncio.AbstractEventLoop, since: float) -> None:
+    def _write_loop_batch(
+        self, loop: asyncio.AbstractEventLoop, since: float, tried: int = -1
+    ) -> None:
         """Commit the loop's batch if the write lock is free. If another writer has it
         (the other worker's batch or fold, a checkpoint, a CLI command), the batch stays
         open to the records still coming and the loop tries again :data:`RETRY_SECONDS`
-        later, serving requests meanwhile instead of waiting in ``flock``; after
-        :data:`WAIT_SECONDS` of tries a thread waits for the lock in the loop's place
-        (a writer that keeps the lock busy cannot starve the loop's batches)."""
-        if loop.time() - since >= WAIT_SECONDS:
-            self._wait_in_thread(loop, self._commit_loop_batch, self._refuse_loop_batch)
-            return
+        later, serving requests meanwhile instead of waiting in ``flock``. A thread waits
+        for the lock in the loop's place (woken by the kernel as soon as it is free) when
+        the loop has nothing else to do — no record joined the batch since the last try
+        (``tried`` records) — or after :data:`WAIT_SECONDS` of tries, so a writer that
+        keeps the lock busy cannot starve the loop's batches."""
         try:
             held = self._store.acquire_write(wait=False)
         except Exception as exc:  # the lock file failed: nothing written
             self._refuse_loop_batch(loop, exc)
             return
-        if not held:
-            loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since)
+        if held:
+            self._commit_loop_batch(loop)
             return
-        self._commit_loop_batch(loop)
+        size = len(self._loop_batches.get(loop, ()))
+        if size == tried or loop.time() - since >= WAIT_SECONDS:
+            self._wait_in_thread(loop, self._commit_loop_batch, self._refuse_loop_batch)
+        else:
+            loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since, size)
 
     def _commit_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the loop's batch, holding the write lock, and let the lock go."""
@@ -274,17 +279,16 @@ class SqlitePath:
         try:
             if not unfolded_sqlite(self._thread_conn()):  # no write lock for nothing
                 return
-            if loop.time() - since >= WAIT_SECONDS:
-                self._wait_in_thread(loop, self._fold_on_loop, self._fold_failed)
-                return
             held = self._store.acquire_write(wait=False)
         except Exception as exc:
             self._fold_failed(loop, exc)
             return
-        if not held:
+        if held:
+            self._fold_on_loop(loop)
+        elif loop.time() - since >= WAIT_SECONDS:
+            self._wait_in_thread(loop, self._fold_on_loop, self._fold_failed)
+        else:
             self._loop_folds[loop] = loop.call_later(RETRY_SECONDS, self._loop_fold, loop, since)
-            return
-        self._fold_on_loop(loop)
 
     def _fold_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """One fold turn holding the write lock, which it lets go."""
