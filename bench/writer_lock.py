@@ -135,9 +135,9 @@ if _DIR:
             write_loop_batch = cls._write_loop_batch
             commit_loop_batch = cls._commit_loop_batch
 
-            def timed_write(self, loop, since):
+            def timed_write(self, loop, since, *rest):
                 first.setdefault(loop, since)
-                return write_loop_batch(self, loop, since)
+                return write_loop_batch(self, loop, since, *rest)
 
             def timed_commit(self, loop):
                 since = first.pop(loop, None)

@@ -561,8 +561,7 @@ def test_a_loop_batch_grows_while_the_lock_is_held_and_commits_once(
         monkeypatch.undo()
         path.close()
     assert outcomes == [[], [], [], [A], [A]]  # one batch, in order: the cap stays exact
-    # Taken once, at the end, after tries that found it held.
-    assert tries[-1] and tries.count(True) == 1 and tries.count(False) >= 1
+    assert tries.count(True) == 1 and tries.count(False) >= 3  # retried, committed once
     assert path_of(store).counts([A]) == {A: 3}
 
 

@@ -203,17 +203,13 @@ class SqlitePath:
         batch.append((record, waiting))
         return waiting
 
-    def _write_loop_batch(
-        self, loop: asyncio.AbstractEventLoop, since: float, tried: int = -1
-    ) -> None:
+    def _write_loop_batch(self, loop: asyncio.AbstractEventLoop, since: float) -> None:
         """Commit the loop's batch if the write lock is free. If another writer has it
         (the other worker's batch or fold, a checkpoint, a CLI command), the batch stays
         open to the records still coming and the loop tries again :data:`RETRY_SECONDS`
-        later, serving requests meanwhile instead of waiting in ``flock``. A thread waits
-        for the lock in the loop's place (woken by the kernel as soon as it is free) when
-        the loop has nothing else to do — no record joined the batch since the last try
-        (``tried`` records) — or after :data:`WAIT_SECONDS` of tries, so a writer that
-        keeps the lock busy cannot starve the loop's batches."""
+        later, serving requests meanwhile instead of waiting in ``flock``; after
+        :data:`WAIT_SECONDS` of tries a thread waits for the lock in the loop's place
+        (a writer that keeps the lock busy cannot starve the loop's batches)."""
         try:
             held = self._store.acquire_write(wait=False)
         except Exception as exc:  # the lock file failed: nothing written
@@ -221,12 +217,10 @@ class SqlitePath:
             return
         if held:
             self._commit_loop_batch(loop)
-            return
-        size = len(self._loop_batches.get(loop, ()))
-        if size == tried or loop.time() - since >= WAIT_SECONDS:
+        elif loop.time() - since >= WAIT_SECONDS:
             self._wait_in_thread(loop, self._commit_loop_batch, self._refuse_loop_batch)
         else:
-            loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since, size)
+            loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since)
 
     def _commit_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Write the loop's batch, holding the write lock, and let the lock go."""
