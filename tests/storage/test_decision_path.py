@@ -22,7 +22,9 @@ from nextoffer.errors import Conflict, Unavailable
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.database import open_engine
 from nextoffer.storage.pg_path import PgPath
+from nextoffer.storage.report_fold import FOLD_SECONDS
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 from support.backends import emptied_database
@@ -633,3 +635,44 @@ def test_two_processes_loops_record_with_caps_exact(tmp_path: Path) -> None:
             if child.poll() is None:
                 child.kill()
         close(store)
+
+
+def test_a_fold_due_while_another_writer_holds_the_lock_waits_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'd.db'}"
+    store = Store.open(url)
+    path = SqlitePath(store)
+    # Another writer: its own descriptor on the lock file, so its flock excludes this
+    # store's as another process's would.
+    other = Store(open_engine(url))
+
+    async def main() -> tuple[float, dict[str, int], dict[str, int]]:
+        loop = asyncio.get_running_loop()
+        assert await path.record(record(offers=["o-1"])) == []  # a fold is due after it
+        assert other.acquire_write(wait=False)
+        # The other writer lets go from a thread of its own, well after the fold is due
+        # (a loop blocked in flock would still get the lock, and show the gap).
+        releasing = threading.Timer(FOLD_SECONDS + 0.35, other.release_write)
+        releasing.start()
+        gap, last, until_ = 0.0, loop.time(), loop.time() + FOLD_SECONDS + 0.3
+        while loop.time() < until_:  # the fold comes due and finds the lock held
+            await asyncio.sleep(0.01)
+            gap, last = max(gap, loop.time() - last), loop.time()
+        held = report(store, folded=False)
+        await asyncio.to_thread(releasing.join)
+        for _ in range(200):  # folded soon after the lock is free, with no report read
+            await asyncio.sleep(0.01)
+            if report(store, folded=False):
+                break
+        return gap, held, report(store, folded=False)
+
+    try:
+        gap, while_held, after = asyncio.run(main())
+        assert gap < 0.15  # the loop went on while the fold waited
+        assert while_held == {}
+        assert after == {"o-1": 1}
+    finally:
+        path.close()
+        other.close()
+        store.close()
