@@ -32,6 +32,7 @@ from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.storage.decision_path import DecisionPath
+from nextoffer.storage.library_read import LibraryReader
 from nextoffer.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -290,8 +291,8 @@ class CatalogCache:
         #: (``FROZEN_GROWTH``).
         self._frozen_full = 0
         self._frozen_since = 0
-        #: (org, sandbox) by container, for the segment definitions a build reads.
-        self._tenants: dict[str, tuple[str, str]] = {}
+        #: A build's reads: one driver statement on a connection of the builder's.
+        self._reader = LibraryReader(store)
         #: The pause points of the last build that ran beside decisions (``Pace``).
         self.last_pace: Pace | None = None
 
@@ -300,6 +301,7 @@ class CatalogCache:
         rules are deferred), so closing never waits for a library to compile."""
         self._closing.set()
         self._builder.shutdown(wait=True, cancel_futures=True)
+        self._reader.close()
 
     def start(self, container_id: str) -> None:
         """Start building the container's snapshot if it has none or an old one (a worker
@@ -491,35 +493,24 @@ class CatalogCache:
         pace = Pace(BUILD_STEP) if current is not None else _no_pause
         if complete:
             current = None
-        with self._store.session() as session:
-            version = session.library_version(container_id)
-            pace()
-            epochs = session.cap_epochs(container_id)
-            pace()
-            tenant = self._tenants.get(container_id)
-            if tenant is None:  # a container's tenant never changes: read once
-                container = session.get_container_by_id(container_id)
-                if container is not None:
-                    tenant = self._tenants[container_id] = (container.org_id, container.sandbox)
-                pace()
-            segments = session.batch.segment_expressions(*tenant) if tenant is not None else {}
-            pace()
-            known = current.instances if current is not None else Map()
-            if known:
-                assert current is not None
-                # What was written since the version ``known`` was read at, and only that.
-                version, written = session.changes_since(container_id, current.read_version)
-                pace()
-                fetched = {
-                    a: CatalogInstance(s, a, i, e, b)
-                    for a, s, i, e, b in written
-                    if s is not None and i is not None and e is not None
-                }
-                removed = [a for a, s, _, _, _ in written if s is None and a in known]
-            else:
-                rows = session.library_rows(container_id)  # read at ``version`` or later
-                fetched = {row[1]: CatalogInstance(*row) for row in rows}
-                removed = []
+        known = current.instances if current is not None else Map()
+        if known:
+            assert current is not None
+            # One statement: the version now, the cap epochs, the segment definitions and
+            # what was written since the version ``known`` was read at, and only that.
+            state = self._reader.changes(container_id, current.read_version)
+            fetched = {
+                a: CatalogInstance(s, a, i, e, b)
+                for a, s, i, e, b in state.written
+                if s is not None and i is not None and e is not None
+            }
+            removed = [a for a, s, _, _, _ in state.written if s is None and a in known]
+        else:
+            state = self._reader.everything(container_id)
+            fetched = {a: CatalogInstance(s, a, i, e, b) for a, s, i, e, b in state.written}  # type: ignore[arg-type]
+            removed = []
+        version, epochs, segments = state.version, state.cap_epochs, state.segments
+        pace()
         if known:  # the unchanged ones shared with the previous build
             mutation = Map(known).mutate() if not isinstance(known, Map) else known.mutate()
             for at_id in removed:
