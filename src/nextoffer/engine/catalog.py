@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, insort
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +37,7 @@ from nextoffer.engine.model import (
     Rule,
     SegmentRef,
 )
+from nextoffer.engine.sorted_chunks import SortedChunks
 from nextoffer.engine.strategy import Strategy, StrategyType
 from nextoffer.errors import PQLError, Unprocessable
 
@@ -54,7 +55,6 @@ RANKING_STRATEGY = "https://ns.nextoffer.dev/offer-management/ranking-strategy"
 _ORDER_ALIASES = {"ranking-strategy": "rankingStrategy"}
 
 _OFFER_WORD = re.compile(r"\boffer\b")
-_EMPTY_POOL = Pool((), MappingProxyType({}))
 _EMPTY: Map[str, Any] = Map()
 
 
@@ -292,8 +292,9 @@ class _Memo:
     pools: dict[str, _PoolMemo]
     #: A compiled rule → its parts that do not read ``offer`` (``_required``).
     own_parts: Map[str, _Parts]
-    #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
-    tag_index: Map[str, list[Offer]]
+    #: Tag → offers carrying it, in (-priority, @id) order (persistent: a build makes new
+    #: sequences sharing the unchanged chunks).
+    tag_index: Map[str, SortedChunks[Offer]]
     #: A rule's ``@id`` → the offers whose rule or constraint names it (a changed rule's
     #: offers are built again without walking every offer).
     rule_users: Map[str, frozenset[str]]
@@ -323,6 +324,11 @@ def _sort_key(offer: Offer) -> tuple[int, str]:
 
 def _no_pause() -> None:
     return None
+
+
+#: Offers in (-priority, @id) order, shared chunk by chunk between builds.
+_NO_OFFERS: SortedChunks[Offer] = SortedChunks(_sort_key)
+_EMPTY_POOL = Pool(_NO_OFFERS, MappingProxyType({}))
 
 
 def _position(ordered: list[Offer], offer: Offer) -> int:
@@ -568,33 +574,31 @@ class _Builder:
             capped=capped,
         )
 
-    def _tag_index(self, offers: Map[str, Offer]) -> Map[str, list[Offer]]:
-        """Tag → the offers carrying it, by (-priority, @id): the previous build's lists
-        with the offers that changed taken out and put back in order, when few did."""
+    def _tag_index(self, offers: Map[str, Offer]) -> Map[str, SortedChunks[Offer]]:
+        """Tag → the offers carrying it, by (-priority, @id): the previous build's
+        sequences with the offers that changed taken out and put back in order (sharing
+        every chunk they do not touch), when few did."""
         old = self.old
         if old is not None:
             gone, came = self.moved
             if len(gone) + len(came) <= max(16, len(offers) // 8):
                 index = old.tag_index.mutate()
-                for tag in {tag for offer in (*gone, *came) for tag in offer.tags}:
-                    self.pause()
-                    index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
                 for offer in gone:
                     for tag in offer.tags:
-                        listed = index[tag]
-                        del listed[_position(listed, offer)]
+                        index[tag] = index[tag].remove(offer)
                 for offer in came:
                     for tag in offer.tags:
-                        insort(index[tag], offer, key=_sort_key)
+                        index[tag] = index.get(tag, _NO_OFFERS).insert(offer)
                 for tag in {tag for offer in gone for tag in offer.tags}:
                     if not index[tag]:
                         del index[tag]
+                self.pause()
                 return index.finish()
         fresh: dict[str, list[Offer]] = {}
         for offer in sorted(offers.values(), key=_sort_key):
             for tag in offer.tags:
                 fresh.setdefault(tag, []).append(offer)
-        return Map(fresh)
+        return Map({tag: SortedChunks.of(_sort_key, listed) for tag, listed in fresh.items()})
 
     # ---- reuse of the previous build ---------------------------------------------------
     def _carry_errors(self, at_id: str) -> None:
@@ -885,7 +889,7 @@ class _Builder:
                 tally.counts = Map(tally.counts)  # kept: later builds change copies of it
         required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
         pool = Pool(
-            ordered,
+            SortedChunks.of(_sort_key, ordered),
             MappingProxyType({p: tuple(o) for p, o in by_placement.items() if o}),
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
@@ -921,7 +925,7 @@ class _Builder:
             return None
         pause = self.pause
         pause()
-        ordered = [*pool.members]
+        ordered = pool.members  # persistent: changed chunk by chunk
         by_placement = dict(pool.by_placement)
         tallies = dict(old.tallies)
         pause()
@@ -938,7 +942,7 @@ class _Builder:
             return moved[placement]
 
         for offer in removed:
-            del ordered[_position(ordered, offer)]
+            ordered = ordered.remove(offer)
             if offer.status == "approved":
                 capped.discard(offer.at_id)
                 for placement in offer.representations:
@@ -946,7 +950,7 @@ class _Builder:
                     del listed[_position(listed, offer)]
                     self._count(tallies[placement], offer, -1)
         for offer in added:
-            insort(ordered, offer, key=_sort_key)
+            ordered = ordered.insert(offer)
             if offer.status == "approved":
                 if offer.capped and offer.representations:
                     capped.add(offer.at_id)
@@ -965,7 +969,7 @@ class _Builder:
         for placement in moved:
             pause()
             found = (
-                self._required(list(by_placement[placement]), tallies[placement])
+                self._required(by_placement[placement], tallies[placement])
                 if placement in by_placement
                 else ()
             )
@@ -974,7 +978,7 @@ class _Builder:
             else:
                 required.pop(placement, None)
         pause()
-        new = Pool(tuple(ordered), MappingProxyType(by_placement), MappingProxyType(required))
+        new = Pool(ordered, MappingProxyType(by_placement), MappingProxyType(required))
         pause()
         return _PoolMemo(old.stamp, new, tallies, frozenset(capped))
 
@@ -1000,7 +1004,7 @@ class _Builder:
         else:
             _add_parts(counts, mine, sign)
 
-    def _required(self, offers: list[Offer], tally: _Tally) -> tuple[Rule, ...]:
+    def _required(self, offers: Sequence[Offer], tally: _Tally) -> tuple[Rule, ...]:
         """The rule parts every one of ``offers`` needs (see ``Pool.required``): those the
         tally counts in every counted candidate, in the order of the first one's rule."""
         if tally.blockers or not tally.counted:
