@@ -8,7 +8,7 @@
     .venv/bin/python bench/library_scale.py --refresh [--changes 20] [--fresh] \
         [--sizes 1000,10000,20000]                    # one refresh's CPU, by library size
     .venv/bin/python bench/library_scale.py --latency --control --gap [--pin] \
-        [--build-step S] [--switch-interval S]        # the designs compared (issue 22)
+        [--build-step S] [--switch-interval S] [--writer-idle]  # designs compared (issue 22)
     .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
@@ -70,7 +70,11 @@ on three changes made before the window) without writing anything — the same c
 for the machine's cores with no refresh in the worker, so busy against control separates
 what the worker's refresh costs a decision from what another busy process costs it.
 ``--pin`` puts the worker on core 0 and wrk and the writing child on core 1 (a
-deployment's writer is another machine); ``--build-step`` and ``--switch-interval`` set
+deployment's writer is another machine); ``--writer-idle`` runs the writing child (both
+the changing and the control one) at the lowest CPU priority the kernel has
+(``SCHED_IDLE``, nice 19): it runs only when neither the worker nor wrk wants a core, the
+closest this one machine comes to a writer on another machine (its writes still go
+through the same disk and page cache); ``--build-step`` and ``--switch-interval`` set
 ``catalogs.BUILD_STEP`` and ``BUILD_SWITCH_INTERVAL`` in the worker and this process (the
 designs compared). ``--gap`` adds two in-process windows per pair in which each decision
 follows a ``time.sleep(0)`` (the interpreter released between decisions, as an event
@@ -775,6 +779,7 @@ def latency(args: argparse.Namespace) -> None:
         f"{machine()}; median of {args.rounds} interleaved rounds of two {args.seconds} s "
         f"windows (HTTP, then in process), an offer changed every {args.period} s"
         + ("; worker on core 0, wrk and the writer on core 1" if args.pin else "")
+        + ("; the writing child at SCHED_IDLE, nice 19" if args.writer_idle else "")
         + (f"; {', '.join(knobs)}" if knobs else "")
     )
     print()
@@ -891,6 +896,7 @@ def churning(
         return
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
     command += ["--period", str(args.period), *(["--spin"] if spin else [])]
+    command += ["--writer-idle"] if args.writer_idle else []
     child = subprocess.Popen(command, stdout=subprocess.PIPE)
     if args.pin:
         os.sched_setaffinity(child.pid, {1})
@@ -920,7 +926,11 @@ def pinned(cpus: set[int] | None) -> Iterator[None]:
 
 
 def churn(args: argparse.Namespace) -> None:
-    """``--churn SIZE``: change an offer of that library every ``--period`` s until killed."""
+    """``--churn SIZE``: change an offer of that library every ``--period`` s until killed
+    (``--writer-idle``: at the lowest CPU priority, from the start)."""
+    if args.writer_idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.nice(19)
     db_url, lib = library(args.churn, args.dir)
     env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{args.churn}")}
     no = NextOffer.open(Settings.from_env(env))
@@ -1194,6 +1204,12 @@ def main() -> None:
         "--pin",
         action="store_true",
         help="--latency: the worker on core 0, wrk and the writing child on core 1",
+    )
+    parser.add_argument(
+        "--writer-idle",
+        action="store_true",
+        help="--latency: the writing child at the lowest CPU priority (SCHED_IDLE, nice 19): "
+        "as close to a writer on another machine as one machine allows",
     )
     parser.add_argument(
         "--gap",

@@ -68,16 +68,24 @@ class Snapshot:
     reads_events: bool = True
 
 
-def settle_young(generation: int = 2) -> int:
-    """Collect what is not frozen (up to ``generation``), then freeze what survived: the
-    cheap :func:`settle_heap`. How many objects it froze.
+def settle_young(generation: int | None = None) -> int:
+    """Freeze what is not frozen yet (after collecting up to ``generation`` when one is
+    given): the cheap :func:`settle_heap`. How many objects it froze.
 
     After an incremental rebuild most of the snapshot is the previous one's objects,
-    already frozen; only what the rebuild made is scanned. Garbage cycles among frozen
-    objects (a replaced snapshot's) wait for the next :func:`settle_heap`. (The count is
-    of the unfrozen objects only: ``gc.get_freeze_count`` walks every frozen one.)
+    already frozen; only what the rebuild made is new. A refresh freezes it without a
+    collection (``generation`` ``None``): a collection would traverse the new objects
+    once (a pool's 10,000-entry candidate tuple among them), ~0.1 ms per refresh at
+    Adobe's guardrail, to find the few garbage cycles the decisions answered since the
+    last refresh left (tens of objects); frozen, those wait for the next
+    :func:`settle_heap`, which the growth rule (``FROZEN_GROWTH``) brings since they are
+    counted here too — the memory they hold meanwhile is bounded by it (figures in
+    docs/benchmarks.md, "A cheaper refresh"). Garbage cycles among frozen objects (a
+    replaced snapshot's) also wait for it. (The count is of the unfrozen objects only:
+    ``gc.get_freeze_count`` walks every frozen one.)
     """
-    gc.collect(generation)
+    if generation is not None:
+        gc.collect(generation)
     frozen = sum(len(gc.get_objects(g)) for g in range(3))
     gc.freeze()
     return frozen
