@@ -567,7 +567,7 @@ class _Builder:
             offers=offers,
             fallbacks=fallbacks,
             decisions=decisions,
-            errors=self._finish_errors(decisions),
+            errors=self._finish_errors(decisions, rule_users),
             compile_rule=self.compile_rule,
             strategies=self.strategies,
             memo=memo,
@@ -1237,31 +1237,47 @@ class _Builder:
         )
 
     # ---- dependents ------------------------------------------------------------------
-    def _finish_errors(self, decisions: Mapping[str, Decision]) -> tuple[CatalogError, ...]:
+    def _finish_errors(
+        self, decisions: Mapping[str, Decision], rule_users: Mapping[str, frozenset[str]]
+    ) -> tuple[CatalogError, ...]:
+        """The errors with what depends on them and the decisions they reach. Work per
+        error, not per offer: a rule's offers come from ``rule_users`` (a reused offer
+        was not visited this build) and an offer's decisions from a look-up in each
+        pool (its members are sorted), so a library with one broken rule does not make
+        every refresh walk every offer."""
         if not self.errors:
             return ()
-        for offer in self.offers.values():  # its rules' uses (a reused offer was not visited)
-            self.pause()
-            used = [offer.rule] if offer.rule is not None else []
-            if offer.constraint is not None:
-                used.extend(offer.constraint.rules)
-            for rule in used:
-                self._use(rule.at_id, offer.at_id)
-        offer_activities: dict[str, set[str]] = {}
-        for decision in decisions.values():
-            for criterion in decision.criteria:
-                for offer in criterion.pool.members:
-                    offer_activities.setdefault(offer.at_id, set()).add(decision.at_id)
+        reached: dict[str, set[str]] = {}
+
+        def activities_of(at_id: str) -> set[str]:
+            # The decisions whose pools hold this offer (none when it is not an offer).
+            if at_id not in reached:
+                offer = self.offers.get(at_id)
+                reached[at_id] = (
+                    {
+                        decision.at_id
+                        for decision in decisions.values()
+                        for criterion in decision.criteria
+                        if offer in criterion.pool.members
+                    }
+                    if offer is not None
+                    else set()
+                )
+            return reached[at_id]
+
         finished = []
         for error in self.errors:
-            dependents = sorted(self.uses.get(error.at_id, ()))
+            self.pause()
+            dependents = sorted(
+                self.uses.get(error.at_id, set()) | rule_users.get(error.at_id, frozenset())
+            )
             if error.kind is CatalogErrorKind.MISSING_REFERENCE:
                 dependents = []
             activities: set[str] = set()
             for at_id in [error.at_id, *dependents]:
                 if at_id in decisions:
                     activities.add(at_id)
-                activities |= offer_activities.get(at_id, set())
+                activities |= activities_of(at_id)
             finished.append(
                 replace(error, dependents=tuple(dependents), activities=tuple(sorted(activities)))
             )
