@@ -326,6 +326,13 @@ def _no_pause() -> None:
     return None
 
 
+def _chunked(members: Collection[Offer]) -> SortedChunks[Offer]:
+    """A pool's members as the sorted chunks this module builds them as."""
+    if isinstance(members, SortedChunks):
+        return members
+    return SortedChunks.of(_sort_key, sorted(members, key=_sort_key))
+
+
 #: Offers in (-priority, @id) order, shared chunk by chunk between builds.
 _NO_OFFERS: SortedChunks[Offer] = SortedChunks(_sort_key)
 _EMPTY_POOL = Pool(_NO_OFFERS, MappingProxyType({}))
@@ -925,7 +932,7 @@ class _Builder:
             return None
         pause = self.pause
         pause()
-        ordered = pool.members  # persistent: changed chunk by chunk
+        ordered = _chunked(pool.members)  # persistent: changed chunk by chunk
         by_placement = dict(pool.by_placement)
         tallies = dict(old.tallies)
         pause()

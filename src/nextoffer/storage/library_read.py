@@ -106,7 +106,9 @@ class LibraryReader:
                     conn = self._conn = self._store.engine.raw_connection()
                     if self._store.dialect == "postgresql":
                         # One statement is its own snapshot: no transaction to end.
-                        conn.driver_connection.autocommit = True
+                        driver = conn.driver_connection
+                        assert driver is not None
+                        driver.autocommit = True
                 cursor = conn.cursor()
                 try:
                     cursor.execute(sql, params)

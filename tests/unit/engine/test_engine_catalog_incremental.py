@@ -15,9 +15,8 @@ from typing import Any
 import pytest
 
 from nextoffer import pql
-from nextoffer.engine import Catalog, CatalogInstance, build_catalog
+from nextoffer.engine import Catalog, CatalogInstance, build_catalog, sorted_chunks
 from nextoffer.engine import catalog as schemas
-from nextoffer.engine import sorted_chunks
 from unit.engine.engine_library import (
     collection,
     criterion,
