@@ -53,7 +53,9 @@ without the freeze). ``--fresh`` first stamps every instance as modified now (a 
 just imported: code that reads recent writes by the clock reads them all). The changes
 alternate with as many refreshed by an unpaced builder (``catalogs.BUILD_STEP`` out of
 reach): the paced ones' wall time, pauses and longest step between two pause points
-(``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time.
+(``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time. The write
+itself (``raise_offer``: what the ``--latency`` writing child does per change) is timed
+apart: this process's CPU time for it, median.
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -461,11 +463,13 @@ def refresh(args: argparse.Namespace) -> None:
             cache, container = no.catalogs, lib["container"]
             cache.get(container)
             idle_builder(cache)
-            cpu, paced = [], []
+            cpu, paced, writes = [], [], []
             unpaced: list[tuple[float, float]] = []
             step = catalogs.BUILD_STEP
             for r in range(args.changes * 2):  # paced (as workers run) and not, in turn
+                began_cpu = time.process_time()  # the write's CPU (the churn child's work)
                 raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
+                writes.append(time.process_time() - began_cpu)
                 version = no.path.library_version(container)
                 catalogs.BUILD_STEP = step if r % 2 == 0 else 1e9
                 began = time.perf_counter()
@@ -498,6 +502,7 @@ def refresh(args: argparse.Namespace) -> None:
                 "longest_step_ms": statistics.median(longest for _, _, longest in paced) * 1000,
                 "unpaced_cpu_ms": statistics.median(c for c, _ in unpaced) * 1000,
                 "unpaced_wall_ms": statistics.median(w for _, w in unpaced) * 1000,
+                "write_cpu_ms": statistics.median(writes) * 1000,
                 "collect_frozen_ms": frozen * 1000,
                 "collect_thawed_ms": thawed * 1000,
                 "objects": len(gc.get_objects()) + gc.get_freeze_count(),
@@ -511,16 +516,18 @@ def refresh(args: argparse.Namespace) -> None:
     print()
     print(
         "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
-        "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms |"
+        "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms "
+        "| the write's CPU ms |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
             f"{r['refresh_cpu_max_ms']:.2f}) | {r['collect_frozen_ms']:.1f} / "
             f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} | {r['refresh_wall_ms']:.2f} "
             f"| {r['pauses']:.0f} | {r['longest_step_ms']:.3f} "
-            f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} |"
+            f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} "
+            f"| {r['write_cpu_ms']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
