@@ -10,6 +10,7 @@
     .venv/bin/python bench/library_scale.py --latency --control --gap [--pin] \
         [--build-step S] [--switch-interval S] [--writer-idle]  # designs compared (issue 22)
     .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
+    .venv/bin/python bench/library_scale.py --plot out.png --plot-ratios LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -595,6 +596,45 @@ def plot_gap(runs: list[str], path: Path) -> None:
     axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     fig.suptitle("bench/library_scale.py --latency --gap")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_ratios(runs: list[str], path: Path) -> None:
+    """The p99 ratios of ``--latency --control`` runs, busy ÷ quiet and busy ÷ control,
+    over HTTP and in process: one group per ``LABEL=FILE[,FILE…]``, a bar for the median
+    of the rounds and a dot per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = {
+        "HTTP: busy ÷ quiet": ("busy_p99_ms", "quiet_p99_ms"),
+        "HTTP: busy ÷ control": ("busy_p99_ms", "control_p99_ms"),
+        "in process: busy ÷ quiet": ("busy_local_p99_ms", "quiet_local_p99_ms"),
+        "in process: busy ÷ control": ("busy_local_p99_ms", "control_local_p99_ms"),
+    }
+    fig, axis = plt.subplots(figsize=(11, 5))
+    labels = []
+    for n, run in enumerate(runs):
+        label, files = run.split("=", 1)
+        labels.append(label)
+        rounds = [r for name in files.split(",") for r in json.loads(Path(name).read_text())[0]]
+        for b, (top, bottom) in enumerate(ratios.values()):
+            values = [r[top] / r[bottom] for r in rounds]
+            x = n + (b - 1.5) * 0.2
+            axis.bar(x, statistics.median(values), 0.2, color=f"C{b}")
+            axis.plot([x] * len(values), values, ".", color="black", markersize=3)
+    for b, name in enumerate(ratios):
+        axis.bar(0, 0, 0, color=f"C{b}", label=name)
+    axis.axhline(1.2, color="grey", linestyle="--", linewidth=1, label="the goal: 1.2×")
+    axis.set_xticks(range(len(labels)), labels, fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("p99 ratio (bar: median of rounds; dots: rounds)")
+    axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5)
+    fig.suptitle("bench/library_scale.py --latency --control [--writer-idle]")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -1205,6 +1245,12 @@ def main() -> None:
         help="plot --latency --gap --json files (decisions during a refresh) into --plot",
     )
     parser.add_argument(
+        "--plot-ratios",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="plot the p99 ratios of --latency --control --json files into --plot",
+    )
+    parser.add_argument(
         "--control", action="store_true", help="--latency: a CPU-only window pair too"
     )
     parser.add_argument(
@@ -1241,6 +1287,9 @@ def main() -> None:
         return
     if args.plot_gap:
         plot_gap(args.plot_gap, args.plot or Path("library-gap.png"))
+        return
+    if args.plot_ratios:
+        plot_ratios(args.plot_ratios, args.plot or Path("library-ratios.png"))
         return
     if args.src is not None:
         use_source(args.src)
