@@ -58,7 +58,7 @@ class Snapshot:
     #: map, so a refresh makes the next one by replacing only the changed entries.
     instances: Mapping[str, CatalogInstance] = field(default_factory=Map)
     #: The library version ``instances`` were read at: the next refresh reads the writes
-    #: after it (``Session.changes_since``).
+    #: after it (``LibraryReader.changes``).
     read_version: int = 0
     #: The newest build when it was not installed (its rules failed): the next refresh
     #: builds on it, since ``instances`` are its.
@@ -255,7 +255,7 @@ class CatalogCache:
       old one in one assignment when it is built. A decision naming an object the current
       snapshot lacks waits for the newer one (:meth:`newer`).
     * A refresh reads only the instances written after the library version its snapshot
-      was read at (``Session.changes_since``) and rebuilds from the previous catalog
+      was read at (``LibraryReader.changes``) and rebuilds from the previous catalog
       (``build_catalog(previous=…, changed=…, removed=…)``), sharing its persistent
       maps: its cost follows the change, not the library.
     """
