@@ -81,6 +81,7 @@ class LibraryReader:
         self._changes = _CHANGES.format(m=marker)
         self._everything = _EVERYTHING.format(m=marker)
         self._conn: Any = None
+        self._reused = False
         self._lock = threading.Lock()
 
     def changes(self, container_id: str, since: int) -> LibraryState:
@@ -92,6 +93,31 @@ class LibraryReader:
         """The version now and every instance of the container."""
         return self._read(self._everything, (container_id,) * 4)
 
+    def _fetch(self, sql: str, params: Sequence[Any]) -> list[Any]:
+        """The statement's rows on the kept connection (a new one when there is none); a
+        connection that fails is dropped (``_reused`` says whether it was an old one)."""
+        conn = self._conn
+        self._reused = conn is not None
+        try:
+            if conn is None:
+                conn = self._conn = self._store.engine.raw_connection()
+                if self._store.dialect == "postgresql":
+                    # One statement is its own snapshot: no transaction to end.
+                    driver = conn.driver_connection
+                    assert driver is not None
+                    driver.autocommit = True
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+        except Exception:
+            broken, self._conn = self._conn, None
+            if broken is not None:
+                broken.invalidate()
+            raise
+
     def close(self) -> None:
         with self._lock:
             conn, self._conn = self._conn, None
@@ -101,25 +127,17 @@ class LibraryReader:
     def _read(self, sql: str, params: Sequence[Any]) -> LibraryState:
         with self._lock:
             try:
-                conn = self._conn
-                if conn is None:
-                    conn = self._conn = self._store.engine.raw_connection()
-                    if self._store.dialect == "postgresql":
-                        # One statement is its own snapshot: no transaction to end.
-                        driver = conn.driver_connection
-                        assert driver is not None
-                        driver.autocommit = True
-                cursor = conn.cursor()
+                rows = self._fetch(sql, params)
+            except Exception as first:
+                if not self._reused:
+                    raise (translated(first) or first) from first
+                # The kept connection may have died with the server (a restart, a
+                # failover): the pool would have found out at checkout (pre-ping). A
+                # read changes nothing, so it is tried once more on a new connection.
                 try:
-                    cursor.execute(sql, params)
-                    rows = cursor.fetchall()
-                finally:
-                    cursor.close()
-            except Exception as exc:
-                broken, self._conn = self._conn, None
-                if broken is not None:
-                    broken.invalidate()
-                raise (translated(exc) or exc) from exc
+                    rows = self._fetch(sql, params)
+                except Exception as exc:
+                    raise (translated(exc) or exc) from exc
         version = 0
         epochs: dict[str, int] = {}
         segments: dict[str, str] = {}
