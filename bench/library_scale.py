@@ -8,8 +8,9 @@
     .venv/bin/python bench/library_scale.py --refresh [--changes 20] [--fresh] \
         [--sizes 1000,10000,20000]                    # one refresh's CPU, by library size
     .venv/bin/python bench/library_scale.py --latency --control --gap [--pin] \
-        [--build-step S] [--switch-interval S]        # the designs compared (issue 22)
+        [--build-step S] [--switch-interval S] [--writer-idle]  # designs compared (issue 22)
     .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
+    .venv/bin/python bench/library_scale.py --plot out.png --plot-ratios LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -53,7 +54,9 @@ without the freeze). ``--fresh`` first stamps every instance as modified now (a 
 just imported: code that reads recent writes by the clock reads them all). The changes
 alternate with as many refreshed by an unpaced builder (``catalogs.BUILD_STEP`` out of
 reach): the paced ones' wall time, pauses and longest step between two pause points
-(``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time.
+(``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time. The write
+itself (``raise_offer``: what the ``--latency`` writing child does per change) is timed
+apart: this process's CPU time for it, median.
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -70,7 +73,11 @@ on three changes made before the window) without writing anything — the same c
 for the machine's cores with no refresh in the worker, so busy against control separates
 what the worker's refresh costs a decision from what another busy process costs it.
 ``--pin`` puts the worker on core 0 and wrk and the writing child on core 1 (a
-deployment's writer is another machine); ``--build-step`` and ``--switch-interval`` set
+deployment's writer is another machine); ``--writer-idle`` runs the writing child (both
+the changing and the control one) at the lowest CPU priority the kernel has
+(``SCHED_IDLE``, nice 19): it runs only when neither the worker nor wrk wants a core, the
+closest this one machine comes to a writer on another machine (its writes still go
+through the same disk and page cache); ``--build-step`` and ``--switch-interval`` set
 ``catalogs.BUILD_STEP`` and ``BUILD_SWITCH_INTERVAL`` in the worker and this process (the
 designs compared). ``--gap`` adds two in-process windows per pair in which each decision
 follows a ``time.sleep(0)`` (the interpreter released between decisions, as an event
@@ -457,11 +464,13 @@ def refresh(args: argparse.Namespace) -> None:
             cache, container = no.catalogs, lib["container"]
             cache.get(container)
             idle_builder(cache)
-            cpu, paced = [], []
+            cpu, paced, writes = [], [], []
             unpaced: list[tuple[float, float]] = []
             step = catalogs.BUILD_STEP
             for r in range(args.changes * 2):  # paced (as workers run) and not, in turn
+                began_cpu = time.process_time()  # the write's CPU (the churn child's work)
                 raise_offer(no, lib, (r * 104729 + 11) % len(lib["offers"]))
+                writes.append(time.process_time() - began_cpu)
                 version = no.path.library_version(container)
                 catalogs.BUILD_STEP = step if r % 2 == 0 else 1e9
                 began = time.perf_counter()
@@ -494,6 +503,7 @@ def refresh(args: argparse.Namespace) -> None:
                 "longest_step_ms": statistics.median(longest for _, _, longest in paced) * 1000,
                 "unpaced_cpu_ms": statistics.median(c for c, _ in unpaced) * 1000,
                 "unpaced_wall_ms": statistics.median(w for _, w in unpaced) * 1000,
+                "write_cpu_ms": statistics.median(writes) * 1000,
                 "collect_frozen_ms": frozen * 1000,
                 "collect_thawed_ms": thawed * 1000,
                 "objects": len(gc.get_objects()) + gc.get_freeze_count(),
@@ -507,16 +517,18 @@ def refresh(args: argparse.Namespace) -> None:
     print()
     print(
         "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
-        "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms |"
+        "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms "
+        "| the write's CPU ms |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
             f"{r['refresh_cpu_max_ms']:.2f}) | {r['collect_frozen_ms']:.1f} / "
             f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} | {r['refresh_wall_ms']:.2f} "
             f"| {r['pauses']:.0f} | {r['longest_step_ms']:.3f} "
-            f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} |"
+            f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} "
+            f"| {r['write_cpu_ms']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
@@ -584,6 +596,45 @@ def plot_gap(runs: list[str], path: Path) -> None:
     axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=3)
     fig.suptitle("bench/library_scale.py --latency --gap")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_ratios(runs: list[str], path: Path) -> None:
+    """The p99 ratios of ``--latency --control`` runs, busy ÷ quiet and busy ÷ control,
+    over HTTP and in process: one group per ``LABEL=FILE[,FILE…]``, a bar for the median
+    of the rounds and a dot per round."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ratios = {
+        "HTTP: busy ÷ quiet": ("busy_p99_ms", "quiet_p99_ms"),
+        "HTTP: busy ÷ control": ("busy_p99_ms", "control_p99_ms"),
+        "in process: busy ÷ quiet": ("busy_local_p99_ms", "quiet_local_p99_ms"),
+        "in process: busy ÷ control": ("busy_local_p99_ms", "control_local_p99_ms"),
+    }
+    fig, axis = plt.subplots(figsize=(11, 5))
+    labels = []
+    for n, run in enumerate(runs):
+        label, files = run.split("=", 1)
+        labels.append(label)
+        rounds = [r for name in files.split(",") for r in json.loads(Path(name).read_text())[0]]
+        for b, (top, bottom) in enumerate(ratios.values()):
+            values = [r[top] / r[bottom] for r in rounds]
+            x = n + (b - 1.5) * 0.2
+            axis.bar(x, statistics.median(values), 0.2, color=f"C{b}")
+            axis.plot([x] * len(values), values, ".", color="black", markersize=3)
+    for b, name in enumerate(ratios):
+        axis.bar(0, 0, 0, color=f"C{b}", label=name)
+    axis.axhline(1.2, color="grey", linestyle="--", linewidth=1, label="the goal: 1.2×")
+    axis.set_xticks(range(len(labels)), labels, fontsize=8)
+    axis.set_yscale("log")
+    axis.set_ylabel("p99 ratio (bar: median of rounds; dots: rounds)")
+    axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
+    axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5)
+    fig.suptitle("bench/library_scale.py --latency --control [--writer-idle]")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -775,6 +826,7 @@ def latency(args: argparse.Namespace) -> None:
         f"{machine()}; median of {args.rounds} interleaved rounds of two {args.seconds} s "
         f"windows (HTTP, then in process), an offer changed every {args.period} s"
         + ("; worker on core 0, wrk and the writer on core 1" if args.pin else "")
+        + ("; the writing child at SCHED_IDLE, nice 19" if args.writer_idle else "")
         + (f"; {', '.join(knobs)}" if knobs else "")
     )
     print()
@@ -891,6 +943,7 @@ def churning(
         return
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
     command += ["--period", str(args.period), *(["--spin"] if spin else [])]
+    command += ["--writer-idle"] if args.writer_idle else []
     child = subprocess.Popen(command, stdout=subprocess.PIPE)
     if args.pin:
         os.sched_setaffinity(child.pid, {1})
@@ -920,7 +973,11 @@ def pinned(cpus: set[int] | None) -> Iterator[None]:
 
 
 def churn(args: argparse.Namespace) -> None:
-    """``--churn SIZE``: change an offer of that library every ``--period`` s until killed."""
+    """``--churn SIZE``: change an offer of that library every ``--period`` s until killed
+    (``--writer-idle``: at the lowest CPU priority, from the start)."""
+    if args.writer_idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.nice(19)
     db_url, lib = library(args.churn, args.dir)
     env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_RULE_CACHE": str(args.dir / f"rules{args.churn}")}
     no = NextOffer.open(Settings.from_env(env))
@@ -1188,12 +1245,24 @@ def main() -> None:
         help="plot --latency --gap --json files (decisions during a refresh) into --plot",
     )
     parser.add_argument(
+        "--plot-ratios",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="plot the p99 ratios of --latency --control --json files into --plot",
+    )
+    parser.add_argument(
         "--control", action="store_true", help="--latency: a CPU-only window pair too"
     )
     parser.add_argument(
         "--pin",
         action="store_true",
         help="--latency: the worker on core 0, wrk and the writing child on core 1",
+    )
+    parser.add_argument(
+        "--writer-idle",
+        action="store_true",
+        help="--latency: the writing child at the lowest CPU priority (SCHED_IDLE, nice 19): "
+        "as close to a writer on another machine as one machine allows",
     )
     parser.add_argument(
         "--gap",
@@ -1218,6 +1287,9 @@ def main() -> None:
         return
     if args.plot_gap:
         plot_gap(args.plot_gap, args.plot or Path("library-gap.png"))
+        return
+    if args.plot_ratios:
+        plot_ratios(args.plot_ratios, args.plot or Path("library-ratios.png"))
         return
     if args.src is not None:
         use_source(args.src)

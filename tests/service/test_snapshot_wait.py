@@ -19,7 +19,7 @@ from nextoffer.service import catalogs
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.settings import Settings
-from nextoffer.storage.session import Session
+from nextoffer.storage.library_read import LibraryReader
 
 
 def add_rules(no: NextOffer, org: str, count: int) -> str:
@@ -123,13 +123,20 @@ def test_a_refresh_reads_only_the_writes_after_its_version(
         before = no.catalogs.get(container)
         assert before.read_version == no.path.library_version(container)
         whole_reads: list[str] = []
-        library_rows = Session.library_rows
+        change_reads: list[list[str]] = []
+        everything, changes = LibraryReader.everything, LibraryReader.changes
 
-        def counted(session: Session, container_id: str) -> Any:
+        def counted_everything(reader: LibraryReader, container_id: str) -> Any:
             whole_reads.append(container_id)
-            return library_rows(session, container_id)
+            return everything(reader, container_id)
 
-        monkeypatch.setattr(Session, "library_rows", counted)
+        def counted_changes(reader: LibraryReader, container_id: str, since: int) -> Any:
+            state = changes(reader, container_id, since)
+            change_reads.append(sorted(at_id for at_id, *_ in state.written))
+            return state
+
+        monkeypatch.setattr(LibraryReader, "everything", counted_everything)
+        monkeypatch.setattr(LibraryReader, "changes", counted_changes)
         records = sorted(before.instances.values(), key=lambda i: i.body["xdm:name"])
         for record in records[:2]:
             body = dict(record.body, **{"xdm:name": "renamed"})
@@ -146,3 +153,4 @@ def test_a_refresh_reads_only_the_writes_after_its_version(
         assert records[2].at_id not in after.instances
         assert after.read_version == no.path.library_version(container) > before.read_version
         assert whole_reads == []  # the refresh read the three writes, not the library
+        assert change_reads and change_reads[-1] == sorted(r.at_id for r in records[:3])

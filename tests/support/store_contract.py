@@ -8,6 +8,7 @@ import pytest
 
 from nextoffer.errors import Conflict
 from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord
+from nextoffer.storage.library_read import LibraryReader
 from nextoffer.storage.store import Store
 
 STAMP = "2026-01-01T00:00:00.000000Z"
@@ -283,5 +284,9 @@ class StoreContract:
             assert sorted(written) == [
                 (f"xcore:tag:{n:x}", TAG, f"i-{n}", 1, instance("c-1", n).body) for n in range(1, 5)
             ]
-            rows = {row[1]: row for row in session.library_rows("c-1")}
-            assert rows["xcore:tag:3"] == (TAG, "xcore:tag:3", "i-3", 1, instance("c-1", 3).body)
+        reader = LibraryReader(store)  # what a snapshot's first build reads
+        try:
+            rows = {row[0]: row for row in reader.everything("c-1").written}
+        finally:
+            reader.close()
+        assert rows["xcore:tag:3"] == ("xcore:tag:3", TAG, "i-3", 1, instance("c-1", 3).body)

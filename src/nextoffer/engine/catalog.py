@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, insort
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -37,6 +37,7 @@ from nextoffer.engine.model import (
     Rule,
     SegmentRef,
 )
+from nextoffer.engine.sorted_chunks import SortedChunks
 from nextoffer.engine.strategy import Strategy, StrategyType
 from nextoffer.errors import PQLError, Unprocessable
 
@@ -54,7 +55,6 @@ RANKING_STRATEGY = "https://ns.nextoffer.dev/offer-management/ranking-strategy"
 _ORDER_ALIASES = {"ranking-strategy": "rankingStrategy"}
 
 _OFFER_WORD = re.compile(r"\boffer\b")
-_EMPTY_POOL = Pool((), MappingProxyType({}))
 _EMPTY: Map[str, Any] = Map()
 
 
@@ -292,8 +292,9 @@ class _Memo:
     pools: dict[str, _PoolMemo]
     #: A compiled rule → its parts that do not read ``offer`` (``_required``).
     own_parts: Map[str, _Parts]
-    #: Tag → offers carrying it, in (-priority, @id) order (never changed once built).
-    tag_index: Map[str, list[Offer]]
+    #: Tag → offers carrying it, in (-priority, @id) order (persistent: a build makes new
+    #: sequences sharing the unchanged chunks).
+    tag_index: Map[str, SortedChunks[Offer]]
     #: A rule's ``@id`` → the offers whose rule or constraint names it (a changed rule's
     #: offers are built again without walking every offer).
     rule_users: Map[str, frozenset[str]]
@@ -323,6 +324,18 @@ def _sort_key(offer: Offer) -> tuple[int, str]:
 
 def _no_pause() -> None:
     return None
+
+
+def _chunked(members: Collection[Offer]) -> SortedChunks[Offer]:
+    """A pool's members as the sorted chunks this module builds them as."""
+    if isinstance(members, SortedChunks):
+        return members
+    return SortedChunks.of(_sort_key, sorted(members, key=_sort_key))
+
+
+#: Offers in (-priority, @id) order, shared chunk by chunk between builds.
+_NO_OFFERS: SortedChunks[Offer] = SortedChunks(_sort_key)
+_EMPTY_POOL = Pool(_NO_OFFERS, MappingProxyType({}))
 
 
 def _position(ordered: list[Offer], offer: Offer) -> int:
@@ -561,40 +574,38 @@ class _Builder:
             offers=offers,
             fallbacks=fallbacks,
             decisions=decisions,
-            errors=self._finish_errors(decisions),
+            errors=self._finish_errors(decisions, rule_users),
             compile_rule=self.compile_rule,
             strategies=self.strategies,
             memo=memo,
             capped=capped,
         )
 
-    def _tag_index(self, offers: Map[str, Offer]) -> Map[str, list[Offer]]:
-        """Tag → the offers carrying it, by (-priority, @id): the previous build's lists
-        with the offers that changed taken out and put back in order, when few did."""
+    def _tag_index(self, offers: Map[str, Offer]) -> Map[str, SortedChunks[Offer]]:
+        """Tag → the offers carrying it, by (-priority, @id): the previous build's
+        sequences with the offers that changed taken out and put back in order (sharing
+        every chunk they do not touch), when few did."""
         old = self.old
         if old is not None:
             gone, came = self.moved
             if len(gone) + len(came) <= max(16, len(offers) // 8):
                 index = old.tag_index.mutate()
-                for tag in {tag for offer in (*gone, *came) for tag in offer.tags}:
-                    self.pause()
-                    index[tag] = [*index.get(tag, ())]  # a copy: the old lists stay as built
                 for offer in gone:
                     for tag in offer.tags:
-                        listed = index[tag]
-                        del listed[_position(listed, offer)]
+                        index[tag] = index[tag].remove(offer)
                 for offer in came:
                     for tag in offer.tags:
-                        insort(index[tag], offer, key=_sort_key)
+                        index[tag] = index.get(tag, _NO_OFFERS).insert(offer)
                 for tag in {tag for offer in gone for tag in offer.tags}:
                     if not index[tag]:
                         del index[tag]
+                self.pause()
                 return index.finish()
         fresh: dict[str, list[Offer]] = {}
         for offer in sorted(offers.values(), key=_sort_key):
             for tag in offer.tags:
                 fresh.setdefault(tag, []).append(offer)
-        return Map(fresh)
+        return Map({tag: SortedChunks.of(_sort_key, listed) for tag, listed in fresh.items()})
 
     # ---- reuse of the previous build ---------------------------------------------------
     def _carry_errors(self, at_id: str) -> None:
@@ -885,7 +896,7 @@ class _Builder:
                 tally.counts = Map(tally.counts)  # kept: later builds change copies of it
         required = {p: self._required(by_placement[p], t) for p, t in tallies.items()}
         pool = Pool(
-            ordered,
+            SortedChunks.of(_sort_key, ordered),
             MappingProxyType({p: tuple(o) for p, o in by_placement.items() if o}),
             MappingProxyType({p: r for p, r in required.items() if r}),
         )
@@ -921,7 +932,7 @@ class _Builder:
             return None
         pause = self.pause
         pause()
-        ordered = [*pool.members]
+        ordered = _chunked(pool.members)  # persistent: changed chunk by chunk
         by_placement = dict(pool.by_placement)
         tallies = dict(old.tallies)
         pause()
@@ -938,7 +949,7 @@ class _Builder:
             return moved[placement]
 
         for offer in removed:
-            del ordered[_position(ordered, offer)]
+            ordered = ordered.remove(offer)
             if offer.status == "approved":
                 capped.discard(offer.at_id)
                 for placement in offer.representations:
@@ -946,7 +957,7 @@ class _Builder:
                     del listed[_position(listed, offer)]
                     self._count(tallies[placement], offer, -1)
         for offer in added:
-            insort(ordered, offer, key=_sort_key)
+            ordered = ordered.insert(offer)
             if offer.status == "approved":
                 if offer.capped and offer.representations:
                     capped.add(offer.at_id)
@@ -965,7 +976,7 @@ class _Builder:
         for placement in moved:
             pause()
             found = (
-                self._required(list(by_placement[placement]), tallies[placement])
+                self._required(by_placement[placement], tallies[placement])
                 if placement in by_placement
                 else ()
             )
@@ -974,7 +985,7 @@ class _Builder:
             else:
                 required.pop(placement, None)
         pause()
-        new = Pool(tuple(ordered), MappingProxyType(by_placement), MappingProxyType(required))
+        new = Pool(ordered, MappingProxyType(by_placement), MappingProxyType(required))
         pause()
         return _PoolMemo(old.stamp, new, tallies, frozenset(capped))
 
@@ -1000,7 +1011,7 @@ class _Builder:
         else:
             _add_parts(counts, mine, sign)
 
-    def _required(self, offers: list[Offer], tally: _Tally) -> tuple[Rule, ...]:
+    def _required(self, offers: Sequence[Offer], tally: _Tally) -> tuple[Rule, ...]:
         """The rule parts every one of ``offers`` needs (see ``Pool.required``): those the
         tally counts in every counted candidate, in the order of the first one's rule."""
         if tally.blockers or not tally.counted:
@@ -1233,31 +1244,47 @@ class _Builder:
         )
 
     # ---- dependents ------------------------------------------------------------------
-    def _finish_errors(self, decisions: Mapping[str, Decision]) -> tuple[CatalogError, ...]:
+    def _finish_errors(
+        self, decisions: Mapping[str, Decision], rule_users: Mapping[str, frozenset[str]]
+    ) -> tuple[CatalogError, ...]:
+        """The errors with what depends on them and the decisions they reach. Work per
+        error, not per offer: a rule's offers come from ``rule_users`` (a reused offer
+        was not visited this build) and an offer's decisions from a look-up in each
+        pool (its members are sorted), so a library with one broken rule does not make
+        every refresh walk every offer."""
         if not self.errors:
             return ()
-        for offer in self.offers.values():  # its rules' uses (a reused offer was not visited)
-            self.pause()
-            used = [offer.rule] if offer.rule is not None else []
-            if offer.constraint is not None:
-                used.extend(offer.constraint.rules)
-            for rule in used:
-                self._use(rule.at_id, offer.at_id)
-        offer_activities: dict[str, set[str]] = {}
-        for decision in decisions.values():
-            for criterion in decision.criteria:
-                for offer in criterion.pool.members:
-                    offer_activities.setdefault(offer.at_id, set()).add(decision.at_id)
+        reached: dict[str, set[str]] = {}
+
+        def activities_of(at_id: str) -> set[str]:
+            # The decisions whose pools hold this offer (none when it is not an offer).
+            if at_id not in reached:
+                offer = self.offers.get(at_id)
+                reached[at_id] = (
+                    {
+                        decision.at_id
+                        for decision in decisions.values()
+                        for criterion in decision.criteria
+                        if offer in criterion.pool.members
+                    }
+                    if offer is not None
+                    else set()
+                )
+            return reached[at_id]
+
         finished = []
         for error in self.errors:
-            dependents = sorted(self.uses.get(error.at_id, ()))
+            self.pause()
+            dependents = sorted(
+                self.uses.get(error.at_id, set()) | rule_users.get(error.at_id, frozenset())
+            )
             if error.kind is CatalogErrorKind.MISSING_REFERENCE:
                 dependents = []
             activities: set[str] = set()
             for at_id in [error.at_id, *dependents]:
                 if at_id in decisions:
                     activities.add(at_id)
-                activities |= offer_activities.get(at_id, set())
+                activities |= activities_of(at_id)
             finished.append(
                 replace(error, dependents=tuple(dependents), activities=tuple(sorted(activities)))
             )

@@ -9,7 +9,7 @@ are the same catalog entry.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -152,8 +152,9 @@ class Fallback:
 class Pool:
     """The offers of one collection (or direct option list), indexed for decisioning."""
 
-    #: Every personalized offer the collection matches, any status, by (-priority, @id).
-    members: tuple[Offer, ...]
+    #: Every personalized offer the collection matches, any status, by (-priority, @id)
+    #: when iterated (``engine.sorted_chunks``: a build shares its unchanged chunks).
+    members: Collection[Offer]
     #: placement ``@id`` → approved members with a representation for it, by (-priority, @id).
     by_placement: Mapping[str, tuple[Offer, ...]]
     #: placement ``@id`` → conditions every candidate's rule needs (top-level ``and``

@@ -32,6 +32,7 @@ from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
 from nextoffer.service.compiled_rules import CompiledRules
 from nextoffer.storage.decision_path import DecisionPath
+from nextoffer.storage.library_read import LibraryReader
 from nextoffer.storage.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Snapshot:
     #: map, so a refresh makes the next one by replacing only the changed entries.
     instances: Mapping[str, CatalogInstance] = field(default_factory=Map)
     #: The library version ``instances`` were read at: the next refresh reads the writes
-    #: after it (``Session.changes_since``).
+    #: after it (``LibraryReader.changes``).
     read_version: int = 0
     #: The newest build when it was not installed (its rules failed): the next refresh
     #: builds on it, since ``instances`` are its.
@@ -67,16 +68,24 @@ class Snapshot:
     reads_events: bool = True
 
 
-def settle_young(generation: int = 2) -> int:
-    """Collect what is not frozen (up to ``generation``), then freeze what survived: the
-    cheap :func:`settle_heap`. How many objects it froze.
+def settle_young(generation: int | None = None) -> int:
+    """Freeze what is not frozen yet (after collecting up to ``generation`` when one is
+    given): the cheap :func:`settle_heap`. How many objects it froze.
 
     After an incremental rebuild most of the snapshot is the previous one's objects,
-    already frozen; only what the rebuild made is scanned. Garbage cycles among frozen
-    objects (a replaced snapshot's) wait for the next :func:`settle_heap`. (The count is
-    of the unfrozen objects only: ``gc.get_freeze_count`` walks every frozen one.)
+    already frozen; only what the rebuild made is new. A refresh freezes it without a
+    collection (``generation`` ``None``): a collection would traverse the new objects
+    once (a pool's 10,000-entry candidate tuple among them), ~0.1 ms per refresh at
+    Adobe's guardrail, to find the few garbage cycles the decisions answered since the
+    last refresh left (tens of objects); frozen, those wait for the next
+    :func:`settle_heap`, which the growth rule (``FROZEN_GROWTH``) brings since they are
+    counted here too — the memory they hold meanwhile is bounded by it (figures in
+    docs/benchmarks.md, "A cheaper refresh"). Garbage cycles among frozen objects (a
+    replaced snapshot's) also wait for it. (The count is of the unfrozen objects only:
+    ``gc.get_freeze_count`` walks every frozen one.)
     """
-    gc.collect(generation)
+    if generation is not None:
+        gc.collect(generation)
     frozen = sum(len(gc.get_objects(g)) for g in range(3))
     gc.freeze()
     return frozen
@@ -246,7 +255,7 @@ class CatalogCache:
       old one in one assignment when it is built. A decision naming an object the current
       snapshot lacks waits for the newer one (:meth:`newer`).
     * A refresh reads only the instances written after the library version its snapshot
-      was read at (``Session.changes_since``) and rebuilds from the previous catalog
+      was read at (``LibraryReader.changes``) and rebuilds from the previous catalog
       (``build_catalog(previous=…, changed=…, removed=…)``), sharing its persistent
       maps: its cost follows the change, not the library.
     """
@@ -290,8 +299,8 @@ class CatalogCache:
         #: (``FROZEN_GROWTH``).
         self._frozen_full = 0
         self._frozen_since = 0
-        #: (org, sandbox) by container, for the segment definitions a build reads.
-        self._tenants: dict[str, tuple[str, str]] = {}
+        #: A build's reads: one driver statement on a connection of the builder's.
+        self._reader = LibraryReader(store)
         #: The pause points of the last build that ran beside decisions (``Pace``).
         self.last_pace: Pace | None = None
 
@@ -300,6 +309,7 @@ class CatalogCache:
         rules are deferred), so closing never waits for a library to compile."""
         self._closing.set()
         self._builder.shutdown(wait=True, cancel_futures=True)
+        self._reader.close()
 
     def start(self, container_id: str) -> None:
         """Start building the container's snapshot if it has none or an old one (a worker
@@ -491,35 +501,24 @@ class CatalogCache:
         pace = Pace(BUILD_STEP) if current is not None else _no_pause
         if complete:
             current = None
-        with self._store.session() as session:
-            version = session.library_version(container_id)
-            pace()
-            epochs = session.cap_epochs(container_id)
-            pace()
-            tenant = self._tenants.get(container_id)
-            if tenant is None:  # a container's tenant never changes: read once
-                container = session.get_container_by_id(container_id)
-                if container is not None:
-                    tenant = self._tenants[container_id] = (container.org_id, container.sandbox)
-                pace()
-            segments = session.batch.segment_expressions(*tenant) if tenant is not None else {}
-            pace()
-            known = current.instances if current is not None else Map()
-            if known:
-                assert current is not None
-                # What was written since the version ``known`` was read at, and only that.
-                version, written = session.changes_since(container_id, current.read_version)
-                pace()
-                fetched = {
-                    a: CatalogInstance(s, a, i, e, b)
-                    for a, s, i, e, b in written
-                    if s is not None and i is not None and e is not None
-                }
-                removed = [a for a, s, _, _, _ in written if s is None and a in known]
-            else:
-                rows = session.library_rows(container_id)  # read at ``version`` or later
-                fetched = {row[1]: CatalogInstance(*row) for row in rows}
-                removed = []
+        known = current.instances if current is not None else Map()
+        if known:
+            assert current is not None
+            # One statement: the version now, the cap epochs, the segment definitions and
+            # what was written since the version ``known`` was read at, and only that.
+            state = self._reader.changes(container_id, current.read_version)
+            fetched = {
+                a: CatalogInstance(s, a, i, e, b)
+                for a, s, i, e, b in state.written
+                if s is not None and i is not None and e is not None
+            }
+            removed = [a for a, s, _, _, _ in state.written if s is None and a in known]
+        else:
+            state = self._reader.everything(container_id)
+            fetched = {a: CatalogInstance(s, a, i, e, b) for a, s, i, e, b in state.written}  # type: ignore[arg-type]
+            removed = []
+        version, epochs, segments = state.version, state.cap_epochs, state.segments
+        pace()
         if known:  # the unchanged ones shared with the previous build
             mutation = Map(known).mutate() if not isinstance(known, Map) else known.mutate()
             for at_id in removed:

@@ -473,19 +473,6 @@ class Session:
         )
         return [(row.at_id, row.name or row.at_id) for row in rows]
 
-    def library_rows(self, container_id: str) -> list[tuple[str, str, str, int, Any]]:
-        """(schema id, @id, instance id, etag, body) of every instance of the container:
-        what a snapshot is built from, read by the driver (no audit, no row objects)."""
-        marker = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
-        cursor = self.conn.exec_driver_sql(
-            "SELECT schema_id, at_id, instance_id, etag, body FROM instances "
-            f"WHERE container_id = {marker}",
-            (container_id,),
-        ).cursor
-        assert cursor is not None
-        loads = orjson.loads
-        return [(s, a, i, e, loads(b)) for s, a, i, e, b in cursor.fetchall()]
-
     def changes_since(
         self, container_id: str, seq: int
     ) -> tuple[int, list[tuple[str, str | None, str | None, int | None, Any]]]:

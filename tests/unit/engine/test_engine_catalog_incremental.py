@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from nextoffer import pql
-from nextoffer.engine import Catalog, CatalogInstance, build_catalog
+from nextoffer.engine import Catalog, CatalogInstance, build_catalog, sorted_chunks
 from nextoffer.engine import catalog as schemas
 from unit.engine.engine_library import (
     collection,
@@ -183,8 +183,14 @@ class Library:
             self.put(self.bump(self.items["C2"], collection("C2", chosen).body))
 
 
+@pytest.mark.parametrize("chunk", [128, 2])
 @pytest.mark.parametrize("seed", range(12))
-def test_an_incremental_build_equals_a_build_from_scratch(seed: int) -> None:
+def test_an_incremental_build_equals_a_build_from_scratch(
+    seed: int, chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Chunks of 2 (split at 4): the pools' members and the tag index span many chunks,
+    # which a patch splits, empties and drops.
+    monkeypatch.setattr(sorted_chunks, "CHUNK", chunk)
     library = Library(random.Random(seed))
     previous = build_catalog(library.items.values(), compile_rule=compile_rule)
     patched = told = previous
