@@ -31,6 +31,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -225,16 +226,20 @@ class _LoopClient:
         #: and kept: one batch at a time uses it (``sending``), so a batch needs no pool
         #: checkout, pipeline or script object (redis-py's ``Pipeline`` does the same
         #: inside, around them).
-        self.connection: redis.asyncio.Connection | None = None
+        self.connection: AbstractConnection | None = None
 
     async def round_trip(self, commands: list[list[Any]]) -> list[Any]:
         """``commands`` written at once and their replies read in order, an error reply
-        (such as ``NOSCRIPT``) in its place; retried on a lost connection as redis-py's
+        (such as ``NOSCRIPT``) in its place; on a lost connection, retried as redis-py's
         pipeline is (its retry policy), raising :class:`RedisError` when that fails."""
+        pool = self.client.connection_pool
         conn = self.connection
         if conn is None:
-            conn = self.connection = await self.client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
-        assert isinstance(conn, redis.asyncio.Connection)
+            conn = self.connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        else:
+            # The pool's own check at a checkout: one the server closed meanwhile (a
+            # restart, a timeout) is opened again before anything is sent on it.
+            await pool.ensure_connection(conn)
         packed = conn.pack_commands(commands)
 
         async def once() -> list[Any]:
@@ -320,7 +325,7 @@ class LoopRedis:
                 if not batch:
                     continue
                 try:
-                    answers = await self._pipeline(here, batch)
+                    answers = await self._send_batch(here, batch)
                 except RedisError as exc:
                     error = _unavailable(exc)
                     for *_, future in batch:
@@ -340,7 +345,7 @@ class LoopRedis:
             here.sending = None
 
     @staticmethod
-    async def _pipeline(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+    async def _send_batch(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
         """Per reservation of ``batch``, its refused positions (or the error of its run)."""
         answers = await _reserve_all(here, batch)
         lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
