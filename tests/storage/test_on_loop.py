@@ -388,6 +388,44 @@ def test_reservations_sent_after_redis_lost_its_scripts_still_meet_the_limit(
     assert path.counts([key]) == {key: limit}
 
 
+def test_reservations_after_redis_dropped_the_loops_connection_still_meet_the_limit(
+    elsewhere: tuple[Store, CountersElsewhere, str],
+) -> None:
+    # The loop keeps one connection for its reservations: one the server closed (a
+    # restart, a timeout) is opened again for the next batch.
+    _, path, container = elsewhere
+    key = replace(A, container_id=container)
+    on = loop_of(path)
+    limit = 7
+
+    async def main() -> list[list[CounterKey]]:
+        try:
+            first = await asyncio.gather(
+                *(
+                    on.record(record(container_id=container, reserve=[(key, limit)]))
+                    for _ in range(3)
+                )
+            )
+            killed = redis.Redis.from_url(redis_url()).client_kill_filter(
+                _type="normal", skipme=True
+            )
+            assert killed >= 1
+            rest = await asyncio.gather(
+                *(
+                    on.record(record(container_id=container, reserve=[(key, limit)]))
+                    for _ in range(9)
+                )
+            )
+            return [*first, *rest]
+        finally:
+            await on.aclose()
+
+    outcomes = asyncio.run(main())
+    assert outcomes.count([]) == limit
+    assert outcomes.count([key]) == 12 - limit
+    assert path.counts([key]) == {key: limit}
+
+
 def test_reservations_of_one_pass_are_each_all_or_nothing_across_containers(
     elsewhere: tuple[Store, CountersElsewhere, str],
 ) -> None:

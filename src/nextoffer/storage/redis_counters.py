@@ -31,8 +31,9 @@ from typing import Any
 
 import redis
 import redis.asyncio
+from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from nextoffer.errors import BadRequest, Unavailable
 from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
@@ -208,7 +209,7 @@ _Queued = tuple[str, list[str], list[int], "asyncio.Future[list[Any]]"]
 
 class _LoopClient:
     """One event loop's asynchronous client and its scripts, and the reservations queued
-    for its next pipeline."""
+    for its next round trip."""
 
     def __init__(self, url: str, options: dict[str, Any]) -> None:
         # A decision waits for a free connection (at most the socket timeout) rather than
@@ -221,6 +222,52 @@ class _LoopClient:
         self.release: AsyncScript = self.client.register_script(_RELEASE)
         self.queued: list[_Queued] = []
         self.sending: asyncio.Task[None] | None = None
+        #: The connection the reservations go through, taken from the pool at the first
+        #: and kept: one batch at a time uses it (``sending``), so a batch needs no pool
+        #: checkout, pipeline or script object (redis-py's ``Pipeline`` does the same
+        #: inside, around them).
+        self.connection: AbstractConnection | None = None
+
+    async def round_trip(self, commands: list[list[Any]]) -> list[Any]:
+        """``commands`` written at once and their replies read in order, an error reply
+        (such as ``NOSCRIPT``) in its place; on a lost connection, retried as redis-py's
+        pipeline is (its retry policy), raising :class:`RedisError` when that fails."""
+        pool = self.client.connection_pool
+        conn = self.connection
+        if conn is None:
+            conn = self.connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        else:
+            # The pool's own check at a checkout: one the server closed meanwhile (a
+            # restart, a timeout) is opened again before anything is sent on it.
+            await pool.ensure_connection(conn)
+        packed = conn.pack_commands(commands)
+
+        async def once() -> list[Any]:
+            await conn.send_packed_command(packed)
+            replies: list[Any] = []
+            try:
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response())
+                    except ResponseError as exc:
+                        replies.append(exc)
+            except BaseException:
+                # Replies still on the socket must not reach the next batch.
+                await conn.disconnect(nowait=True)
+                raise
+            return replies
+
+        async def lost(error: Exception) -> None:
+            await conn.disconnect()
+
+        replies: list[Any] = await conn.retry.call_with_retry(once, lost)
+        return replies
+
+    async def aclose(self) -> None:
+        if self.connection is not None:
+            await self.client.connection_pool.release(self.connection)
+            self.connection = None
+        await self.client.aclose()
 
 
 class LoopRedis:
@@ -278,7 +325,7 @@ class LoopRedis:
                 if not batch:
                     continue
                 try:
-                    answers = await self._pipeline(here, batch)
+                    answers = await self._send_batch(here, batch)
                 except RedisError as exc:
                     error = _unavailable(exc)
                     for *_, future in batch:
@@ -298,7 +345,7 @@ class LoopRedis:
             here.sending = None
 
     @staticmethod
-    async def _pipeline(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+    async def _send_batch(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
         """Per reservation of ``batch``, its refused positions (or the error of its run)."""
         answers = await _reserve_all(here, batch)
         lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
@@ -320,19 +367,20 @@ class LoopRedis:
     async def aclose(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
-            await client.client.aclose()
+            await client.aclose()
 
 
 async def _reserve_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
     """``batch``'s reservations in one round trip: one run of ``_RESERVE_MANY`` per
-    container (its keys share one hash tag), in one pipeline (not a transaction: each
-    run, and each reservation in it, is all-or-nothing on its own). An answer per item:
-    its refused positions, or its run's error."""
+    container (its keys share one hash tag), written together on the loop's reservation
+    connection (not a transaction: each run, and each reservation in it, is
+    all-or-nothing on its own). An answer per item: its refused positions, or its run's
+    error."""
     groups: dict[str, list[int]] = {}
     for i, (container, *_) in enumerate(batch):
         groups.setdefault(container, []).append(i)
-    pipe = here.client.pipeline(transaction=False)
     sha = here.reserve_many.sha
+    commands: list[list[Any]] = []
     for members in groups.values():
         keys: list[str] = []
         args: list[int] = [len(members)]
@@ -341,8 +389,8 @@ async def _reserve_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
             keys += item_keys
             args.append(len(item_keys))
             args += item_args
-        pipe.evalsha(sha, len(keys), *keys, *args)
-    runs: list[Any] = await pipe.execute(raise_on_error=False)
+        commands.append(["EVALSHA", sha, len(keys), *keys, *args])
+    runs = await here.round_trip(commands)
     answers: list[Any] = [None] * len(batch)
     for members, run in zip(groups.values(), runs, strict=True):
         for n, i in enumerate(members):
