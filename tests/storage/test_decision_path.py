@@ -22,9 +22,7 @@ from nextoffer.errors import Conflict, Unavailable
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
-from nextoffer.storage.database import open_engine
 from nextoffer.storage.pg_path import PgPath
-from nextoffer.storage.report_fold import FOLD_SECONDS
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 from support.backends import emptied_database
@@ -128,14 +126,14 @@ def test_records_from_one_loop_iteration_commit_together_on_the_loop_thread(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = path_of(store)
-    original = store.acquire_write
+    original = store.write_lock
     takers: list[str] = []
 
-    def counting(*, wait: bool = True) -> bool:
+    def counting() -> AbstractContextManager[None]:
         takers.append(threading.current_thread().name)
-        return original(wait=wait)
+        return original()
 
-    monkeypatch.setattr(store, "acquire_write", counting)
+    monkeypatch.setattr(store, "write_lock", counting)
 
     async def decide_many() -> list[list[CounterKey]]:
         # Twenty requests reach their record in one pass of the loop: one batch.
@@ -500,71 +498,7 @@ def test_a_decision_record_waits_for_another_process_writer(tmp_path: Path) -> N
         close(store)
 
 
-# -- SQLite only: an event loop's writer never waits in the lock on its loop ------------
-
-
-def test_a_loop_serves_on_while_another_process_writes_and_commits_once_the_lock_is_free(
-    tmp_path: Path,
-) -> None:
-    url = f"sqlite:///{tmp_path / 'd.db'}"
-    store = Store.open(url)
-    path = SqlitePath(store)  # no writer thread: the loop writes its own batches
-
-    async def main() -> tuple[int, float, list[CounterKey]]:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        future = path.record(record(reserve=[(A, 1)]))
-        ticks = 0  # other work of the loop, done while the record waits for the lock
-        while not future.done():
-            await asyncio.sleep(0.01)
-            ticks += 1
-        return ticks, loop.time() - started, await future
-
-    try:
-        with held_elsewhere(url):
-            ticks, elapsed, outcome = asyncio.run(main())
-        assert outcome == []
-        assert elapsed >= HOLD - 0.2  # not acknowledged before the other writer let go
-        # A loop blocked in flock would have ticked once or twice in the whole hold.
-        assert ticks >= (HOLD - 0.2) / 0.01 / 4
-        assert path.counts([A]) == {A: 1}
-        assert len(events_of(store)) == 1
-    finally:
-        path.close()
-        store.close()
-
-
-def test_a_loop_batch_grows_while_the_lock_is_held_and_commits_once(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    path = SqlitePath(store)
-    tries: list[bool] = []
-    original = store.acquire_write
-
-    def counting(*, wait: bool = True) -> bool:
-        held = original(wait=wait)
-        tries.append(held)
-        return held
-
-    async def main() -> list[list[CounterKey]]:
-        futures = [path.record(record(reserve=[(A, 3)]))]
-        for _ in range(4):  # records of later loop passes join the waiting batch
-            await asyncio.sleep(0.002)
-            futures.append(path.record(record(reserve=[(A, 3)])))
-        await asyncio.sleep(0.002)
-        store.release_write()  # as another writer would, at some point
-        return [await future for future in futures]
-
-    try:
-        assert store.acquire_write(wait=False)  # the test is the other writer
-        monkeypatch.setattr(store, "acquire_write", counting)
-        outcomes = asyncio.run(main())
-    finally:
-        monkeypatch.undo()
-        path.close()
-    assert outcomes == [[], [], [], [A], [A]]  # one batch, in order: the cap stays exact
-    assert tries.count(True) == 1 and tries.count(False) >= 3  # retried, committed once
-    assert path_of(store).counts([A]) == {A: 3}
+# -- SQLite: two processes, each writing its batches on its own event loop ---------------
 
 
 TWO_WRITERS = """
@@ -636,43 +570,3 @@ def test_two_processes_loops_record_with_caps_exact(tmp_path: Path) -> None:
                 child.kill()
         close(store)
 
-
-def test_a_fold_due_while_another_writer_holds_the_lock_waits_without_blocking_the_loop(
-    tmp_path: Path,
-) -> None:
-    url = f"sqlite:///{tmp_path / 'd.db'}"
-    store = Store.open(url)
-    path = SqlitePath(store)
-    # Another writer: its own descriptor on the lock file, so its flock excludes this
-    # store's as another process's would.
-    other = Store(open_engine(url))
-
-    async def main() -> tuple[float, dict[str, int], dict[str, int]]:
-        loop = asyncio.get_running_loop()
-        assert await path.record(record(offers=["o-1"])) == []  # a fold is due after it
-        assert other.acquire_write(wait=False)
-        # The other writer lets go from a thread of its own, well after the fold is due
-        # (a loop blocked in flock would still get the lock, and show the gap).
-        releasing = threading.Timer(FOLD_SECONDS + 0.35, other.release_write)
-        releasing.start()
-        gap, last, until_ = 0.0, loop.time(), loop.time() + FOLD_SECONDS + 0.3
-        while loop.time() < until_:  # the fold comes due and finds the lock held
-            await asyncio.sleep(0.01)
-            gap, last = max(gap, loop.time() - last), loop.time()
-        held = report(store, folded=False)
-        await asyncio.to_thread(releasing.join)
-        for _ in range(200):  # folded soon after the lock is free, with no report read
-            await asyncio.sleep(0.01)
-            if report(store, folded=False):
-                break
-        return gap, held, report(store, folded=False)
-
-    try:
-        gap, while_held, after = asyncio.run(main())
-        assert gap < 0.15  # the loop went on while the fold waited
-        assert while_held == {}
-        assert after == {"o-1": 1}
-    finally:
-        path.close()
-        other.close()
-        store.close()

@@ -226,13 +226,13 @@ def test_sqlite_folds_on_the_event_loops_turn(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
     path = SqlitePath(store)
     folds: list[str] = []
-    fold = path._fold_held  # the fold's transaction, the loop holding the write lock
+    fold = path._fold
 
     def counted(conn: object, limit: int | None) -> bool:
         folds.append(threading.current_thread().name)
         return fold(conn, limit)  # type: ignore[arg-type]
 
-    path._fold_held = counted  # type: ignore[method-assign]
+    path._fold = counted  # type: ignore[method-assign]
 
     async def decide() -> dict[str, int]:
         written = [path.record(record(offers=["o-1"])) for _ in range(5)]
@@ -278,7 +278,7 @@ def test_a_failed_fold_on_the_loop_is_tried_again_a_turn_later(tmp_path: Path) -
     store = Store.open(f"sqlite:///{tmp_path / 'l.db'}")
     path = SqlitePath(store)
     calls: list[float] = []
-    fold = path._fold_held  # the fold's transaction, the loop holding the write lock
+    fold = path._fold
 
     def failing_once(conn: object, limit: int | None) -> bool:
         calls.append(time.monotonic())
@@ -286,7 +286,7 @@ def test_a_failed_fold_on_the_loop_is_tried_again_a_turn_later(tmp_path: Path) -
             raise Unavailable("the database is locked")
         return fold(conn, limit)  # type: ignore[arg-type]
 
-    path._fold_held = failing_once  # type: ignore[method-assign]
+    path._fold = failing_once  # type: ignore[method-assign]
 
     async def decide() -> dict[str, int]:
         written = [path.record(record(offers=["o-1"])) for _ in range(3)]

@@ -5,9 +5,7 @@ SQLite has one writer at a time, so a transaction per decision makes every reque
 for the lock and pay a commit. Here reads use plain driver connections (one per thread,
 no ORM layer, statements prepared once by the driver), and records are written in
 batches, one transaction each: on the event loop's own thread, every record queued during
-one pass of the loop (or more, while another writer holds the lock: the loop never waits
-for it, :meth:`SqlitePath._write_loop_batch`); from other threads, by one writer thread
-per process. A caller's
+one pass of the loop; from other threads, by one writer thread per process. A caller's
 future resolves only after its batch committed: nothing is acknowledged before it is
 durable, and a record's reservation is still all-or-nothing within the batch.
 
@@ -27,9 +25,8 @@ import asyncio
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
-from contextlib import suppress
 from typing import Any
 
 import orjson
@@ -64,12 +61,6 @@ from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.storage")
-
-#: Seconds between two tries of the write lock by a loop's batch (or fold) that found it
-#: held by another writer: about the event loop's timer resolution (a millisecond).
-RETRY_SECONDS = 0.001
-#: Seconds a loop's batch (or fold) tries without waiting before it waits for the lock.
-WAIT_SECONDS = 0.02
 
 # A batch reads its keys with one statement whatever their number (a JSON array) and
 # writes its rows with ``executemany``: one prepared statement stepped per row in the
@@ -199,110 +190,31 @@ class SqlitePath:
         batch = self._loop_batches.get(loop)
         if batch is None:
             batch = self._loop_batches[loop] = []
-            loop.call_soon(self._write_loop_batch, loop, loop.time())
+            loop.call_soon(self._write_loop_batch, loop)
         batch.append((record, waiting))
         return waiting
 
-    def _write_loop_batch(self, loop: asyncio.AbstractEventLoop, since: float) -> None:
-        """Commit the loop's batch if the write lock is free. If another writer has it
-        (the other worker's batch or fold, a checkpoint, a CLI command), the batch stays
-        open to the records still coming and the loop tries again :data:`RETRY_SECONDS`
-        later, serving requests meanwhile instead of waiting in ``flock``; after
-        :data:`WAIT_SECONDS` of tries a thread waits for the lock in the loop's place
-        (a writer that keeps the lock busy cannot starve the loop's batches)."""
-        try:
-            held = self._store.acquire_write(wait=False)
-        except Exception as exc:  # the lock file failed: nothing written
-            self._refuse_loop_batch(loop, exc)
-            return
-        if held:
-            self._commit_loop_batch(loop)
-        elif loop.time() - since >= WAIT_SECONDS:
-            self._wait_in_thread(loop, self._commit_loop_batch, self._refuse_loop_batch)
-        else:
-            loop.call_later(RETRY_SECONDS, self._write_loop_batch, loop, since)
-
-    def _commit_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Write the loop's batch, holding the write lock, and let the lock go."""
-        try:
-            batch = self._loop_batches.pop(loop, [])
-            committed = commit_batch(
-                batch, lambda records: self._write_held(self._thread_conn(), records)
-            )
-        finally:
-            self._store.release_write()
+    def _write_loop_batch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch = self._loop_batches.pop(loop, [])
+        committed = commit_batch(batch, lambda records: self._commit(self._thread_conn(), records))
         if committed and loop not in self._loop_folds:
             # The answers go out first (their tasks were woken before this is due).
-            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
 
-    def _refuse_loop_batch(self, loop: asyncio.AbstractEventLoop, error: Exception) -> None:
-        _refuse(self._loop_batches.pop(loop, []), error)
-
-    def _wait_in_thread(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        then: Callable[[asyncio.AbstractEventLoop], None],
-        failed: Callable[[asyncio.AbstractEventLoop, Exception], None],
-    ) -> None:
-        """Take the write lock on a thread that may wait for it, then run ``then`` on the
-        loop, holding it (``then`` lets it go); ``failed`` when it cannot be taken. Rare:
-        only a batch or fold that found the lock held for :data:`WAIT_SECONDS`."""
-
-        def wait() -> None:
-            try:
-                self._store.acquire_write()
-            except Exception as exc:
-                with suppress(RuntimeError):  # a closed loop: nobody is waiting
-                    loop.call_soon_threadsafe(failed, loop, exc)
-                return
-            try:
-                loop.call_soon_threadsafe(then, loop)
-            except RuntimeError:
-                self._store.release_write()
-
-        threading.Thread(target=wait, name="nextoffer-lock-waiter", daemon=True).start()
-
-    def _loop_fold(self, loop: asyncio.AbstractEventLoop, since: float | None) -> None:
+    def _loop_fold(self, loop: asyncio.AbstractEventLoop) -> None:
         """One fold on the loop's turn, on its connection; a backlog goes on at the next
-        turn (a fold holds the write lock the other worker's batches wait for). Like a
-        batch, a fold does not wait on the loop for a lock another writer holds."""
+        turn (a fold holds the write lock the other worker's batches wait for)."""
         del self._loop_folds[loop]
         if self._closed:
             return
-        since = loop.time() if since is None else since
         try:
-            if not unfolded_sqlite(self._thread_conn()):  # no write lock for nothing
-                return
-            held = self._store.acquire_write(wait=False)
+            more = self._fold(self._thread_conn(), FOLD_EVENTS)
         except Exception as exc:
-            self._fold_failed(loop, exc)
+            log.error("offers report not folded (the events wait for the next fold): %s", exc)
+            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop)
             return
-        if held:
-            self._fold_on_loop(loop)
-        elif loop.time() - since >= WAIT_SECONDS:
-            self._wait_in_thread(loop, self._fold_on_loop, self._fold_failed)
-        else:
-            self._loop_folds[loop] = loop.call_later(RETRY_SECONDS, self._loop_fold, loop, since)
-
-    def _fold_on_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One fold turn holding the write lock, which it lets go."""
-        if self._closed:
-            self._store.release_write()
-            return
-        try:
-            more = self._fold_held(self._thread_conn(), FOLD_EVENTS)
-        except Exception as exc:
-            self._fold_failed(loop, exc)
-            return
-        finally:
-            self._store.release_write()
-        if more and loop not in self._loop_folds:
-            self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop, None)
-
-    def _fold_failed(self, loop: asyncio.AbstractEventLoop, exc: Exception) -> None:
-        log.error("offers report not folded (the events wait for the next fold): %s", exc)
-        if loop not in self._loop_folds:
-            self._loop_folds[loop] = loop.call_later(FOLD_SECONDS, self._loop_fold, loop, None)
+        if more:
+            self._loop_folds[loop] = loop.call_soon(self._loop_fold, loop)
 
     def _fold(self, conn: sqlite3.Connection, limit: int | None) -> bool:
         """Fold the report on ``conn`` (``report_fold.fold_sqlite``) if some event waits,
@@ -310,22 +222,14 @@ class SqlitePath:
         try:
             if not unfolded_sqlite(conn):  # no write lock for nothing
                 return False
-        except sqlite3.Error as exc:
-            raise translated(exc) or exc from exc
-        with self._store.write_lock():
-            return self._fold_held(conn, limit)
-
-    @staticmethod
-    def _fold_held(conn: sqlite3.Connection, limit: int | None) -> bool:
-        """One fold in its own write transaction (the caller holds the write lock)."""
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                more = fold_sqlite(conn, limit=limit)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+            with self._store.write_lock():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    more = fold_sqlite(conn, limit=limit)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
         except sqlite3.Error as exc:
             raise translated(exc) or exc from exc
         return more
@@ -337,17 +241,13 @@ class SqlitePath:
 
     def _commit(self, conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
         with self._store.write_lock():
-            return self._write_held(conn, records)
-
-    def _write_held(self, conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
-        """The batch in one write transaction (the caller holds the write lock)."""
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            outcomes = self._write_batch(conn, records)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = self._write_batch(conn, records)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         return outcomes
 
     @staticmethod
@@ -379,15 +279,6 @@ class SqlitePath:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
-
-
-def _refuse(batch: list[Item], error: Exception) -> None:
-    """Fail a batch that could not be written (``commit_batch`` tells its callers)."""
-
-    def fail(records: list[DecisionRecord]) -> list[Outcome]:
-        raise error
-
-    commit_batch(batch, fail)
 
 
 def _json(value: Any) -> str:

@@ -83,40 +83,16 @@ class Store:
 
         A no-op on PostgreSQL, whose writers meet at row locks.
         """
-        self.acquire_write()
-        try:
+        if self._write_lock is None:
             yield
-        finally:
-            self.release_write()
-
-    def acquire_write(self, *, wait: bool = True) -> bool:
-        """Take the right to write (:meth:`write_lock`) until :meth:`release_write`; with
-        ``wait=False``, return ``False`` at once, holding nothing, when another writer has
-        it (an event loop's writer does not block its loop). The holder is the process:
-        one thread may take it and another release it."""
-        if self._write_lock is None:
-            return True
-        if not self._write_lock.acquire(blocking=wait):
-            return False
-        try:
-            fd = self._lock_file()
-            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:  # only without waiting: another process writes
-            self._write_lock.release()
-            return False
-        except BaseException:
-            self._write_lock.release()
-            raise
-        return True
-
-    def release_write(self) -> None:
-        if self._write_lock is None:
             return
-        try:
-            assert self._lock_fd is not None
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-        finally:
-            self._write_lock.release()
+        with self._write_lock:
+            fd = self._lock_file()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _lock_file(self) -> int:
         # Per process: an flock held through a descriptor inherited across fork would be
