@@ -569,4 +569,3 @@ def test_two_processes_loops_record_with_caps_exact(tmp_path: Path) -> None:
             if child.poll() is None:
                 child.kill()
         close(store)
-
