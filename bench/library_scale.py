@@ -557,6 +557,12 @@ def plot_refresh(runs: list[str], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def labelled_rounds(run: str) -> tuple[str, list[dict[str, Any]]]:
+    """``LABEL=FILE[,FILE…]`` (``--latency --json`` files) → the label and every round."""
+    label, files = run.split("=", 1)
+    return label, [r for name in files.split(",") for r in json.loads(Path(name).read_text())[0]]
+
+
 def plot_gap(runs: list[str], path: Path) -> None:
     """The busy windows of ``--latency --gap`` runs: p90 and p99 of the in-process
     decisions that met a refresh, builder unpaced against paced, and the p90 of the
@@ -577,14 +583,9 @@ def plot_gap(runs: list[str], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(10, 5))
     labels = []
     for n, run in enumerate(runs):
-        label, files = run.split("=", 1)
+        label, rounds = labelled_rounds(run)
         labels.append(label)
-        rounds = [
-            r
-            for name in files.split(",")
-            for r in json.loads(Path(name).read_text())[0]
-            if "busy_paced_during_n" in r
-        ]
+        rounds = [r for r in rounds if "busy_paced_during_n" in r]
         for b, (variant, key) in enumerate(bars.values()):
             value = statistics.median(r[f"busy_{variant}_{key}"] for r in rounds)
             axis.bar(n + (b - 2) * 0.16, value, 0.16, color=f"C{b}")
@@ -618,9 +619,8 @@ def plot_ratios(runs: list[str], path: Path) -> None:
     fig, axis = plt.subplots(figsize=(11, 5))
     labels = []
     for n, run in enumerate(runs):
-        label, files = run.split("=", 1)
+        label, rounds = labelled_rounds(run)
         labels.append(label)
-        rounds = [r for name in files.split(",") for r in json.loads(Path(name).read_text())[0]]
         for b, (top, bottom) in enumerate(ratios.values()):
             values = [r[top] / r[bottom] for r in rounds]
             x = n + (b - 1.5) * 0.2

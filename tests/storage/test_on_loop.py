@@ -355,8 +355,23 @@ def test_a_record_that_reserves_nothing_makes_no_call_to_redis(
     assert len(events_of(store, container)) == 1  # recorded, Redis never asked
 
 
-def test_reservations_sent_after_redis_lost_its_scripts_still_meet_the_limit(
-    elsewhere: tuple[Store, CountersElsewhere, str],
+def _lose_scripts() -> None:
+    """Redis loses its scripts (a restart, ``SCRIPT FLUSH``): they are loaded again."""
+    redis.Redis.from_url(redis_url()).script_flush()
+
+
+def _drop_connections() -> None:
+    """Redis closes the loop's kept connection (a restart, a timeout): it is opened again
+    for the next batch."""
+    killed = redis.Redis.from_url(redis_url()).client_kill_filter(_type="normal", skipme=True)
+    assert killed >= 1
+
+
+@pytest.mark.parametrize(
+    "disrupt", [_lose_scripts, _drop_connections], ids=["scripts lost", "connection dropped"]
+)
+def test_reservations_after_redis_was_disrupted_still_meet_the_limit(
+    elsewhere: tuple[Store, CountersElsewhere, str], disrupt: Callable[[], None]
 ) -> None:
     _, path, container = elsewhere
     key = replace(A, container_id=container)
@@ -371,45 +386,7 @@ def test_reservations_sent_after_redis_lost_its_scripts_still_meet_the_limit(
                     for _ in range(3)
                 )
             )
-            redis.Redis.from_url(redis_url()).script_flush()  # a restart, SCRIPT FLUSH
-            rest = await asyncio.gather(
-                *(
-                    on.record(record(container_id=container, reserve=[(key, limit)]))
-                    for _ in range(9)
-                )
-            )
-            return [*first, *rest]
-        finally:
-            await on.aclose()
-
-    outcomes = asyncio.run(main())
-    assert outcomes.count([]) == limit
-    assert outcomes.count([key]) == 12 - limit
-    assert path.counts([key]) == {key: limit}
-
-
-def test_reservations_after_redis_dropped_the_loops_connection_still_meet_the_limit(
-    elsewhere: tuple[Store, CountersElsewhere, str],
-) -> None:
-    # The loop keeps one connection for its reservations: one the server closed (a
-    # restart, a timeout) is opened again for the next batch.
-    _, path, container = elsewhere
-    key = replace(A, container_id=container)
-    on = loop_of(path)
-    limit = 7
-
-    async def main() -> list[list[CounterKey]]:
-        try:
-            first = await asyncio.gather(
-                *(
-                    on.record(record(container_id=container, reserve=[(key, limit)]))
-                    for _ in range(3)
-                )
-            )
-            killed = redis.Redis.from_url(redis_url()).client_kill_filter(
-                _type="normal", skipme=True
-            )
-            assert killed >= 1
+            disrupt()
             rest = await asyncio.gather(
                 *(
                     on.record(record(container_id=container, reserve=[(key, limit)]))
