@@ -69,9 +69,14 @@ p99 over HTTP. Per window p50, p99 and p99.9; the worker's CPU; after each round
 from one more change to the worker proposing it. The summary is the median over rounds
 of each figure and of each round's busy/quiet p99 ratio. ``--control`` adds a third pair
 of windows per round: the child spends, every period, the CPU a change costs it (measured
-on three changes made before the window) without writing anything — the same competition
-for the machine's cores with no refresh in the worker, so busy against control separates
-what the worker's refresh costs a decision from what another busy process costs it.
+on five changes made before the window, each after a sleep of ``--period`` as in the busy
+window: a change right after another costs a third of one whose caches went cold) without
+writing anything — the same competition for the machine's cores with no refresh in the
+worker, so busy against control separates what the worker's refresh costs a decision from
+what another busy process costs it. The writing child's CPU in each HTTP window is
+reported, so the control's can be checked against the changing one's. The windows of a
+round take turns at going first (round 1 quiet, busy, control; round 2 busy, control,
+quiet; …), so no kind always follows the same one.
 ``--pin`` puts the worker on core 0 and wrk and the writing child on core 1 (a
 deployment's writer is another machine); ``--writer-idle`` runs the writing child (both
 the changing and the control one) at the lowest CPU priority the kernel has
@@ -304,6 +309,15 @@ def request_body(lib: dict[str, Any], *, dry_run: bool = True) -> bytes:
     ).encode()
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
     """One uvicorn worker of nextoffer's app, spawned now (not waited for); it inherits
     this process's environment (``--src`` puts a checkout first on ``PYTHONPATH``)."""
@@ -334,8 +348,7 @@ class Worker:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the worker process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.process.pid)
 
     def decide(self, lib: dict[str, Any]) -> str | None:
         """The @id of the first proposed item, or None when not answered (yet)."""
@@ -789,13 +802,22 @@ def latency(args: argparse.Namespace) -> None:
             rounds = []
             for round_ in range(args.rounds):
                 row: dict[str, Any] = {"size": size, "load": os.getloadavg()[0]}
-                for kind in ("quiet", "busy", "control") if args.control else ("quiet", "busy"):
-                    with churning(args, size, on=kind != "quiet", spin=kind == "control"):
+                kinds = ["quiet", "busy", "control"] if args.control else ["quiet", "busy"]
+                shift = round_ % len(kinds)  # each kind first, second, … in turn
+                for kind in kinds[shift:] + kinds[:shift]:
+                    on, spin = kind != "quiet", kind == "control"
+                    with churning(args, size, on=on, spin=spin) as writer:
                         version = no.path.library_version(lib["container"])
                         cpu = worker.cpu_s()
+                        writer_cpu = process_cpu_s(writer) if writer else 0.0
                         with pinned({1} if args.pin else None):  # wrk on the other core
                             result = http_window(lib, worker, args.seconds)
                         row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
+                        # The writing child's CPU in the HTTP window (the control's spin
+                        # should match the changing one's).
+                        row[f"{kind}_writer_cpu_s"] = (
+                            process_cpu_s(writer) - writer_cpu if writer else 0.0
+                        )
                         local = in_process(no, lib, args.seconds)
                         if args.gap:  # this process's builder unpaced, then paced
                             step_before = catalogs.BUILD_STEP
@@ -895,6 +917,9 @@ def latency(args: argparse.Namespace) -> None:
             f"{med('busy_cpu_s'):.2f} s; a change visible to the worker after "
             f"{med('visible_s'):.2f} s (median)"
         )
+        spent = [f"busy {med('busy_writer_cpu_s'):.3f}"]
+        spent += [f"control {med('control_writer_cpu_s'):.3f}"] if args.control else []
+        print(f"the writing child's CPU per HTTP window: {' / '.join(spent)} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.plot:
@@ -933,13 +958,14 @@ def plot_latency(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
 @contextlib.contextmanager
 def churning(
     args: argparse.Namespace, size: int, *, on: bool, spin: bool = False
-) -> Iterator[None]:
+) -> Iterator[int | None]:
     """With ``on``: a child process (another node, as far as the worker and this process's
     root know) changes an offer every ``args.period`` seconds until the block ends. The
     block starts once the child has started (imports, its root opened) and says so on its
-    stdout: the window measures the changes, not a process starting."""
+    stdout: the window measures the changes, not a process starting. Yields the child's
+    pid (``None`` without one), so its CPU in a window can be read."""
     if not on:
-        yield
+        yield None
         return
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
     command += ["--period", str(args.period), *(["--spin"] if spin else [])]
@@ -951,7 +977,7 @@ def churning(
         assert child.stdout is not None
         if child.stdout.readline().strip() != b"ready":
             raise RuntimeError("the --churn child did not start")
-        yield
+        yield child.pid
     finally:
         child.terminate()
         child.wait(timeout=30)
@@ -986,12 +1012,13 @@ def churn(args: argparse.Namespace) -> None:
     made = 0
     if args.spin:  # the control: a change's CPU, spent without a change
         costs = []
-        for made in range(3):
+        for made in range(5):  # at the window's pace: a change after a sleep costs more
+            time.sleep(args.period)  # than one right after another (caches gone cold)
             started = time.process_time()
             raise_offer(no, lib, (made * 31 + 5) % len(lib["offers"]))
             costs.append(time.process_time() - started)
         cost = statistics.median(costs)
-        time.sleep(1.0)  # the worker's refreshes of those three, before the window
+        time.sleep(1.0)  # the worker's refreshes of those, before the window
         print("ready", flush=True)
         while True:
             time.sleep(args.period)
