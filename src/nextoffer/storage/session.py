@@ -379,7 +379,7 @@ class Session:
         per table for all of them, one library version bump per container."""
         if not items:
             return
-        self.conn.execute(
+        self._write(
             _INSERT_INSTANCE,
             [
                 {
@@ -399,13 +399,13 @@ class Session:
         )
         refs = [row for record, targets in items for row in _ref_rows(record, targets)]
         if refs:
-            self.conn.execute(_INSERT_REFS, refs)
+            self._write(_INSERT_REFS, refs)
         # One library version bump per container: the change sequence of its revisions.
         seqs = {
             container_id: self.bump_library_version(container_id)
             for container_id in dict.fromkeys(record.container_id for record, _ in items)
         }
-        self.conn.execute(
+        self._write(
             _INSERT_REVISION,
             [
                 _revision_row(record, "create", change_seq=seqs[record.container_id])
@@ -422,7 +422,7 @@ class Session:
 
     def _add_count(self, container_id: str, schema_id: str, delta: int) -> None:
         params = {"cid": container_id, "sid": schema_id, "delta": delta}
-        if self.conn.execute(_ADD_COUNT, params).rowcount == 0:
+        if self._write(_ADD_COUNT, params).rowcount == 0:
             # The first of its schema. SQLite serialises writers (BEGIN IMMEDIATE), but two
             # PostgreSQL writers may both get here: the second adds to the first's row.
             counts = t.instance_counts
@@ -488,7 +488,7 @@ class Session:
                 t.instances.c.container_id == record.container_id,
             )
         )
-        self.conn.execute(_DELETE_REFS, {"iid": record.instance_id})
+        self._write(_DELETE_REFS, {"iid": record.instance_id})
         deleted = result.rowcount == 1
         seq = self.bump_library_version(record.container_id)
         if deleted:
@@ -518,7 +518,7 @@ class Session:
         row = _revision_row(
             record, action, revision=revision, audit=audit, at_us=at_us, change_seq=change_seq
         )
-        self.conn.execute(_INSERT_REVISION, row)
+        self._write(_INSERT_REVISION, row)
 
     def revisions(self, container_id: str, instance_id: str) -> list[RevisionRecord]:
         """An instance's kept writes, newest first."""
@@ -638,9 +638,8 @@ class Session:
     def count_instances(self, container_id: str, schema_id: str | None = None) -> int:
         """Instances in the container (of one schema): read from the kept counts."""
         if schema_id is not None:
-            return int(
-                self.conn.execute(_COUNT, {"cid": container_id, "sid": schema_id}).scalar() or 0
-            )
+            rows = self._rows(_COUNT, {"cid": container_id, "sid": schema_id})
+            return int(rows[0][0] or 0) if rows else 0
         query = select(func.sum(t.instance_counts.c.count)).where(
             t.instance_counts.c.container_id == container_id
         )
