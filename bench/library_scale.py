@@ -11,6 +11,7 @@
         [--build-step S] [--switch-interval S] [--writer-idle]  # designs compared (issue 22)
     .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
     .venv/bin/python bench/library_scale.py --plot out.png --plot-ratios LABEL=FILE[,FILE] ...
+    .venv/bin/python bench/library_scale.py --plot out.png --plot-write LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -56,7 +57,9 @@ alternate with as many refreshed by an unpaced builder (``catalogs.BUILD_STEP`` 
 reach): the paced ones' wall time, pauses and longest step between two pause points
 (``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time. The write
 itself (``raise_offer``: what the ``--latency`` writing child does per change) is timed
-apart: this process's CPU time for it, median.
+apart: this process's CPU time for it, median; then ``--changes`` more writes, each after
+a sleep of ``--period`` as the ``--latency`` child makes them (its caches gone cold), their
+thread's CPU time, median.
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -497,6 +500,13 @@ def refresh(args: argparse.Namespace) -> None:
                 else:
                     unpaced.append((used, wall))
             catalogs.BUILD_STEP = step
+            paced_writes = []  # the write as the --latency child makes it: after a sleep
+            for r in range(args.changes):
+                time.sleep(args.period)
+                began_cpu = time.thread_time()
+                raise_offer(no, lib, (r * 7919 + 3) % len(lib["offers"]))
+                paced_writes.append(time.thread_time() - began_cpu)
+            idle_builder(cache)
             began = time.perf_counter()
             gc.collect()
             frozen = time.perf_counter() - began
@@ -517,6 +527,7 @@ def refresh(args: argparse.Namespace) -> None:
                 "unpaced_cpu_ms": statistics.median(c for c, _ in unpaced) * 1000,
                 "unpaced_wall_ms": statistics.median(w for _, w in unpaced) * 1000,
                 "write_cpu_ms": statistics.median(writes) * 1000,
+                "write_paced_cpu_ms": statistics.median(paced_writes) * 1000,
                 "collect_frozen_ms": frozen * 1000,
                 "collect_thawed_ms": thawed * 1000,
                 "objects": len(gc.get_objects()) + gc.get_freeze_count(),
@@ -531,9 +542,9 @@ def refresh(args: argparse.Namespace) -> None:
     print(
         "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
         "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms "
-        "| the write's CPU ms |"
+        "| the write's CPU ms | the same, one every --period s |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
@@ -541,7 +552,7 @@ def refresh(args: argparse.Namespace) -> None:
             f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} | {r['refresh_wall_ms']:.2f} "
             f"| {r['pauses']:.0f} | {r['longest_step_ms']:.3f} "
             f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} "
-            f"| {r['write_cpu_ms']:.2f} |"
+            f"| {r['write_cpu_ms']:.2f} | {r['write_paced_cpu_ms']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
@@ -566,6 +577,38 @@ def plot_refresh(runs: list[str], path: Path) -> None:
     axis.set_yscale("log")
     axis.legend(fontsize=8)
     axis.set_title("bench/library_scale.py --refresh: one offer updated")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_write(runs: list[str], path: Path) -> None:
+    """The write's CPU (back to back, and one every ``--period`` s) and the refresh's, by
+    ``LABEL=FILE[,FILE…]`` (``--refresh --json`` files of one size): a bar at the median
+    of the files, a dot per file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = {
+        "the write, back to back": "write_cpu_ms",
+        "the write, one every 0.25 s": "write_paced_cpu_ms",
+        "the worker's refresh (paced)": "refresh_cpu_ms",
+    }
+    fig, axis = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(runs)
+    for n, run in enumerate(runs):
+        label, files = run.split("=", 1)
+        rows = [json.loads(Path(f).read_text())[0] for f in files.split(",")]
+        xs = [m + n * width for m in range(len(measures))]
+        medians = [statistics.median(r[key] for r in rows) for key in measures.values()]
+        axis.bar(xs, medians, width, label=label)
+        for x, key in zip(xs, measures.values(), strict=True):
+            axis.plot([x] * len(rows), [r[key] for r in rows], "k.", markersize=4)
+    axis.set_xticks([m + 0.4 - width / 2 for m in range(len(measures))], list(measures))
+    axis.set_ylabel("CPU ms per change at 10,000 offers (median)")
+    axis.legend(fontsize=8)
+    axis.set_title("bench/library_scale.py --refresh --sizes 10000: one offer's priority")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -1266,6 +1309,12 @@ def main() -> None:
         help="plot --refresh --json files against size into --plot, and stop",
     )
     parser.add_argument(
+        "--plot-write",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="plot the write's and the refresh's CPU of --refresh --json files into --plot",
+    )
+    parser.add_argument(
         "--plot-gap",
         nargs="+",
         metavar="LABEL=FILE[,FILE]",
@@ -1311,6 +1360,9 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.plot_refresh:
         plot_refresh(args.plot_refresh, args.plot or Path("library-refresh.png"))
+        return
+    if args.plot_write:
+        plot_write(args.plot_write, args.plot or Path("library-write.png"))
         return
     if args.plot_gap:
         plot_gap(args.plot_gap, args.plot or Path("library-gap.png"))
