@@ -115,6 +115,15 @@ _BUMP_LIBRARY_VERSION = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class _SqliteText:
+    text: str
+    #: The values of the statement's own bound literals (the ``+ 1`` of a version bump).
+    own: dict[str, Any]
+    #: A SELECT's rows, read by column name as attributes (``rows.py``'s mappers).
+    row: Any
+
+
 #: SQLite's text of the prebuilt statements above, by (statement, parameter names, sizes
 #: of list parameters): they run on the driver's connection (:meth:`Session._write`,
 #: :meth:`Session._rows`), without SQLAlchemy's work per execution (~30-70 µs each, most
@@ -123,13 +132,8 @@ _SQLITE_NAMED = sqlite.dialect(paramstyle="named")
 _SQLITE_TEXT: dict[tuple[int, tuple[str, ...], tuple[int, ...]], _SqliteText] = {}
 
 
-@dataclass(frozen=True, slots=True)
-class _SqliteText:
-    text: str
-    #: The values of the statement's own bound literals (the ``+ 1`` of a version bump).
-    own: dict[str, Any]
-    #: A SELECT's rows, read by column name as attributes (``rows.py``'s mappers).
-    row: Any
+#: The list parameters (expanding ``IN``) of the prebuilt statements.
+_EXPANDING = frozenset({"at_ids"})
 
 
 def _sqlite_text(statement: Any, keys: tuple[str, ...], sizes: tuple[int, ...]) -> _SqliteText:
@@ -156,10 +160,6 @@ def _sqlite_text(statement: Any, keys: tuple[str, ...], sizes: tuple[int, ...]) 
         found = _SqliteText(str(compiled), own, row)
         _SQLITE_TEXT[(id(statement), keys, sizes)] = found
     return found
-
-
-#: The list parameters (expanding ``IN``) of the prebuilt statements.
-_EXPANDING = frozenset({"at_ids"})
 
 
 class Session:
