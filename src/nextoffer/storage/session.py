@@ -2,7 +2,8 @@
 
 Tenants, clients and signing keys, containers and instances (with their references,
 counts and search index); the runtime tables through :attr:`Session.runtime`. Statements
-on the request path are built once.
+on the request path are built once; on SQLite, an instance's writes and the reads of a
+write (:meth:`Session._write`, :meth:`Session._rows`) run on the driver connection.
 """
 
 from __future__ import annotations
