@@ -11,6 +11,7 @@
         [--build-step S] [--switch-interval S] [--writer-idle]  # designs compared (issue 22)
     .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
     .venv/bin/python bench/library_scale.py --plot out.png --plot-ratios LABEL=FILE[,FILE] ...
+    .venv/bin/python bench/library_scale.py --plot out.png --plot-write LABEL=FILE[,FILE] ...
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -56,7 +57,9 @@ alternate with as many refreshed by an unpaced builder (``catalogs.BUILD_STEP`` 
 reach): the paced ones' wall time, pauses and longest step between two pause points
 (``catalogs.Pace``) are reported beside the unpaced ones' CPU and wall time. The write
 itself (``raise_offer``: what the ``--latency`` writing child does per change) is timed
-apart: this process's CPU time for it, median.
+apart: this process's CPU time for it, median; then ``--changes`` more writes, each after
+a sleep of ``--period`` as the ``--latency`` child makes them (its caches gone cold), their
+thread's CPU time, median.
 
 ``--latency`` measures only the last one, more carefully (the library and one worker as
 above): ``--rounds`` rounds, each a quiet pair of windows of ``--seconds`` and a busy pair
@@ -69,9 +72,14 @@ p99 over HTTP. Per window p50, p99 and p99.9; the worker's CPU; after each round
 from one more change to the worker proposing it. The summary is the median over rounds
 of each figure and of each round's busy/quiet p99 ratio. ``--control`` adds a third pair
 of windows per round: the child spends, every period, the CPU a change costs it (measured
-on three changes made before the window) without writing anything — the same competition
-for the machine's cores with no refresh in the worker, so busy against control separates
-what the worker's refresh costs a decision from what another busy process costs it.
+on five changes made before the window, each after a sleep of ``--period`` as in the busy
+window: a change right after another costs a third of one whose caches went cold) without
+writing anything — the same competition for the machine's cores with no refresh in the
+worker, so busy against control separates what the worker's refresh costs a decision from
+what another busy process costs it. The writing child's CPU in each HTTP window is
+reported, so the control's can be checked against the changing one's. The windows of a
+round take turns at going first (round 1 quiet, busy, control; round 2 busy, control,
+quiet; …), so no kind always follows the same one.
 ``--pin`` puts the worker on core 0 and wrk and the writing child on core 1 (a
 deployment's writer is another machine); ``--writer-idle`` runs the writing child (both
 the changing and the control one) at the lowest CPU priority the kernel has
@@ -304,6 +312,15 @@ def request_body(lib: dict[str, Any], *, dry_run: bool = True) -> bytes:
     ).encode()
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Worker:
     """One uvicorn worker of nextoffer's app, spawned now (not waited for); it inherits
     this process's environment (``--src`` puts a checkout first on ``PYTHONPATH``)."""
@@ -334,8 +351,7 @@ class Worker:
 
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the worker process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(self.process.pid)
 
     def decide(self, lib: dict[str, Any]) -> str | None:
         """The @id of the first proposed item, or None when not answered (yet)."""
@@ -484,6 +500,13 @@ def refresh(args: argparse.Namespace) -> None:
                 else:
                     unpaced.append((used, wall))
             catalogs.BUILD_STEP = step
+            paced_writes = []  # the write as the --latency child makes it: after a sleep
+            for r in range(args.changes):
+                time.sleep(args.period)
+                began_cpu = time.thread_time()
+                raise_offer(no, lib, (r * 7919 + 3) % len(lib["offers"]))
+                paced_writes.append(time.thread_time() - began_cpu)
+            idle_builder(cache)
             began = time.perf_counter()
             gc.collect()
             frozen = time.perf_counter() - began
@@ -504,6 +527,7 @@ def refresh(args: argparse.Namespace) -> None:
                 "unpaced_cpu_ms": statistics.median(c for c, _ in unpaced) * 1000,
                 "unpaced_wall_ms": statistics.median(w for _, w in unpaced) * 1000,
                 "write_cpu_ms": statistics.median(writes) * 1000,
+                "write_paced_cpu_ms": statistics.median(paced_writes) * 1000,
                 "collect_frozen_ms": frozen * 1000,
                 "collect_thawed_ms": thawed * 1000,
                 "objects": len(gc.get_objects()) + gc.get_freeze_count(),
@@ -518,9 +542,9 @@ def refresh(args: argparse.Namespace) -> None:
     print(
         "| offers | refresh thread CPU, median (min-max) ms | full collection, frozen / thawed "
         "ms | load | wall ms | pauses | longest step ms | unpaced: CPU / wall ms "
-        "| the write's CPU ms |"
+        "| the write's CPU ms | the same, one every --period s |"
     )
-    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
             f"| {r['size']:,} | {r['refresh_cpu_ms']:.2f} ({r['refresh_cpu_min_ms']:.2f}-"
@@ -528,7 +552,7 @@ def refresh(args: argparse.Namespace) -> None:
             f"{r['collect_thawed_ms']:.1f} | {r['load']:.1f} | {r['refresh_wall_ms']:.2f} "
             f"| {r['pauses']:.0f} | {r['longest_step_ms']:.3f} "
             f"| {r['unpaced_cpu_ms']:.2f} / {r['unpaced_wall_ms']:.2f} "
-            f"| {r['write_cpu_ms']:.2f} |"
+            f"| {r['write_cpu_ms']:.2f} | {r['write_paced_cpu_ms']:.2f} |"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
@@ -553,6 +577,38 @@ def plot_refresh(runs: list[str], path: Path) -> None:
     axis.set_yscale("log")
     axis.legend(fontsize=8)
     axis.set_title("bench/library_scale.py --refresh: one offer updated")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def plot_write(runs: list[str], path: Path) -> None:
+    """The write's CPU (back to back, and one every ``--period`` s) and the refresh's, by
+    ``LABEL=FILE[,FILE…]`` (``--refresh --json`` files of one size): a bar at the median
+    of the files, a dot per file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measures = {
+        "the write, back to back": "write_cpu_ms",
+        "the write, one every 0.25 s": "write_paced_cpu_ms",
+        "the worker's refresh (paced)": "refresh_cpu_ms",
+    }
+    fig, axis = plt.subplots(figsize=(8, 4.5))
+    width = 0.8 / len(runs)
+    for n, run in enumerate(runs):
+        label, files = run.split("=", 1)
+        rows = [json.loads(Path(f).read_text())[0] for f in files.split(",")]
+        xs = [m + n * width for m in range(len(measures))]
+        medians = [statistics.median(r[key] for r in rows) for key in measures.values()]
+        axis.bar(xs, medians, width, label=label)
+        for x, key in zip(xs, measures.values(), strict=True):
+            axis.plot([x] * len(rows), [r[key] for r in rows], "k.", markersize=4)
+    axis.set_xticks([m + 0.4 - width / 2 for m in range(len(measures))], list(measures))
+    axis.set_ylabel("CPU ms per change at 10,000 offers (median)")
+    axis.legend(fontsize=8)
+    axis.set_title("bench/library_scale.py --refresh --sizes 10000: one offer's priority")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -789,13 +845,22 @@ def latency(args: argparse.Namespace) -> None:
             rounds = []
             for round_ in range(args.rounds):
                 row: dict[str, Any] = {"size": size, "load": os.getloadavg()[0]}
-                for kind in ("quiet", "busy", "control") if args.control else ("quiet", "busy"):
-                    with churning(args, size, on=kind != "quiet", spin=kind == "control"):
+                kinds = ["quiet", "busy", "control"] if args.control else ["quiet", "busy"]
+                shift = round_ % len(kinds)  # each kind first, second, … in turn
+                for kind in kinds[shift:] + kinds[:shift]:
+                    on, spin = kind != "quiet", kind == "control"
+                    with churning(args, size, on=on, spin=spin) as writer:
                         version = no.path.library_version(lib["container"])
                         cpu = worker.cpu_s()
+                        writer_cpu = process_cpu_s(writer) if writer else 0.0
                         with pinned({1} if args.pin else None):  # wrk on the other core
                             result = http_window(lib, worker, args.seconds)
                         row[f"{kind}_cpu_s"] = worker.cpu_s() - cpu
+                        # The writing child's CPU in the HTTP window (the control's spin
+                        # should match the changing one's).
+                        row[f"{kind}_writer_cpu_s"] = (
+                            process_cpu_s(writer) - writer_cpu if writer else 0.0
+                        )
                         local = in_process(no, lib, args.seconds)
                         if args.gap:  # this process's builder unpaced, then paced
                             step_before = catalogs.BUILD_STEP
@@ -895,6 +960,9 @@ def latency(args: argparse.Namespace) -> None:
             f"{med('busy_cpu_s'):.2f} s; a change visible to the worker after "
             f"{med('visible_s'):.2f} s (median)"
         )
+        spent = [f"busy {med('busy_writer_cpu_s'):.3f}"]
+        spent += [f"control {med('control_writer_cpu_s'):.3f}"] if args.control else []
+        print(f"the writing child's CPU per HTTP window: {' / '.join(spent)} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.plot:
@@ -933,13 +1001,14 @@ def plot_latency(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
 @contextlib.contextmanager
 def churning(
     args: argparse.Namespace, size: int, *, on: bool, spin: bool = False
-) -> Iterator[None]:
+) -> Iterator[int | None]:
     """With ``on``: a child process (another node, as far as the worker and this process's
     root know) changes an offer every ``args.period`` seconds until the block ends. The
     block starts once the child has started (imports, its root opened) and says so on its
-    stdout: the window measures the changes, not a process starting."""
+    stdout: the window measures the changes, not a process starting. Yields the child's
+    pid (``None`` without one), so its CPU in a window can be read."""
     if not on:
-        yield
+        yield None
         return
     command = [sys.executable, __file__, "--churn", str(size), "--dir", str(args.dir)]
     command += ["--period", str(args.period), *(["--spin"] if spin else [])]
@@ -951,7 +1020,7 @@ def churning(
         assert child.stdout is not None
         if child.stdout.readline().strip() != b"ready":
             raise RuntimeError("the --churn child did not start")
-        yield
+        yield child.pid
     finally:
         child.terminate()
         child.wait(timeout=30)
@@ -986,12 +1055,13 @@ def churn(args: argparse.Namespace) -> None:
     made = 0
     if args.spin:  # the control: a change's CPU, spent without a change
         costs = []
-        for made in range(3):
+        for made in range(5):  # at the window's pace: a change after a sleep costs more
+            time.sleep(args.period)  # than one right after another (caches gone cold)
             started = time.process_time()
             raise_offer(no, lib, (made * 31 + 5) % len(lib["offers"]))
             costs.append(time.process_time() - started)
         cost = statistics.median(costs)
-        time.sleep(1.0)  # the worker's refreshes of those three, before the window
+        time.sleep(1.0)  # the worker's refreshes of those, before the window
         print("ready", flush=True)
         while True:
             time.sleep(args.period)
@@ -1239,6 +1309,12 @@ def main() -> None:
         help="plot --refresh --json files against size into --plot, and stop",
     )
     parser.add_argument(
+        "--plot-write",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="plot the write's and the refresh's CPU of --refresh --json files into --plot",
+    )
+    parser.add_argument(
         "--plot-gap",
         nargs="+",
         metavar="LABEL=FILE[,FILE]",
@@ -1284,6 +1360,9 @@ def main() -> None:
     args.dir.mkdir(parents=True, exist_ok=True)
     if args.plot_refresh:
         plot_refresh(args.plot_refresh, args.plot or Path("library-refresh.png"))
+        return
+    if args.plot_write:
+        plot_write(args.plot_write, args.plot or Path("library-write.png"))
         return
     if args.plot_gap:
         plot_gap(args.plot_gap, args.plot or Path("library-gap.png"))

@@ -54,7 +54,7 @@ def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
             "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
         }
         placement = repo.create(principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), body)
-        for n in range(200):  # a snapshot big enough that one left behind would show
+        for n in range(400):  # a snapshot big enough that one left behind would show
             extra = dict(body, **{"xdm:name": f"Placement {n}"})
             repo.create(principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), extra)
         settle_heap()

@@ -101,6 +101,33 @@ class StoreContract:
         with store.session() as session:
             assert session.referrers("c-1", "xcore:tag:1") == []
 
+    def test_an_update_keeps_unchanged_references_and_replaces_changed_ones(
+        self, store: Store
+    ) -> None:
+        container(store)
+        with store.session(write=True) as session:
+            session.insert_instance(instance("c-1", 1), [])
+            session.insert_instance(instance("c-1", 2), ["xcore:tag:1"])
+        with store.session(write=True) as session:
+            assert session.update_instance(
+                instance("c-1", 2, etag=2),
+                ["xcore:tag:1"],
+                expected_etag=1,
+                previous_refs=["xcore:tag:1"],
+            )
+        with store.session() as session:
+            assert [r.instance_id for r in session.referrers("c-1", "xcore:tag:1")] == ["i-2"]
+        with store.session(write=True) as session:
+            assert session.update_instance(
+                instance("c-1", 2, etag=3),
+                ["xcore:tag:3", "xcore:tag:3"],
+                expected_etag=2,
+                previous_refs=["xcore:tag:1"],
+            )
+        with store.session() as session:
+            assert session.referrers("c-1", "xcore:tag:1") == []
+            assert [r.instance_id for r in session.referrers("c-1", "xcore:tag:3")] == ["i-2"]
+
     def test_delete_removes_the_instance_and_its_references(self, store: Store) -> None:
         container(store)
         with store.session(write=True) as session:

@@ -10,7 +10,7 @@ the references resolve to.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,13 +116,15 @@ def check_integrity(
     resolved: Mapping[str, Mapping[str, Any]],
     *,
     prefix: str = "",
+    refs: Sequence[Reference] | None = None,
 ) -> None:
     """Raise :class:`Unprocessable` when a reference does not resolve or a rule is broken.
 
-    ``resolved`` maps each referenced ``@id`` that exists in the container to its body.
+    ``resolved`` maps each referenced ``@id`` that exists in the container to its body;
+    ``refs``: :func:`references` of ``body`` when the caller has them already.
     """
     problems: list[dict[str, str]] = []
-    for ref in references(body):
+    for ref in references(body) if refs is None else refs:
         if ref.at_id not in resolved:
             problems.append(
                 {

@@ -536,7 +536,7 @@ class Repository:
         resolved = {
             at_id: rec.body for at_id, rec in found.items() if rec.schema_id == _type_of(at_id)
         }
-        references.check_integrity(object_type, body, resolved, prefix=prefix)
+        references.check_integrity(object_type, body, resolved, prefix=prefix, refs=refs)
         return [r.at_id for r in refs]
 
     def _update(
@@ -573,7 +573,10 @@ class Repository:
             created_us=current.created_us,
             modified_us=epoch_micros(now),
         )
-        if not session.update_instance(record, refs, expected_etag=current.etag):
+        previous = [r.at_id for r in references.references(current.body)]
+        if not session.update_instance(
+            record, refs, expected_etag=current.etag, previous_refs=previous
+        ):
             raise Conflict("the instance was changed by someone else; read it again and retry")
         if object_type is PERSONALIZED_OFFER and _restarts_counting(current.body, body):
             session.bump_cap_epoch(current.container_id, current.at_id)

@@ -81,5 +81,7 @@ def _setup_sqlite(engine: Engine) -> None:
     def _begin(connection: Any) -> None:
         # A writer that starts deferred can fail to upgrade its lock under contention
         # (SQLITE_BUSY without waiting); BEGIN IMMEDIATE waits for the lock instead.
+        # Straight on the driver's connection: SQLAlchemy's work for a statement (an
+        # execution context, events) is most of what a BEGIN costs, for nothing here.
         mode = connection.get_execution_options().get("nextoffer_write")
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if mode else "BEGIN")
+        connection.connection.driver_connection.execute("BEGIN IMMEDIATE" if mode else "BEGIN")

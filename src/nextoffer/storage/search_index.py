@@ -424,9 +424,11 @@ def _reindex_changed(conn: Connection, record: InstanceRecord) -> bool:
     An update that changes a priority then writes one row and one FTS5 term instead of
     deleting and inserting the whole document (seven statements; ``bench/library_scale.py``
     measures the write's CPU)."""
-    cursor = conn.exec_driver_sql(_SQLITE_ROWS, (record.instance_id,)).cursor
-    assert cursor is not None
-    stored = cursor.fetchall()
+    # Straight on the driver's connection (this transaction's): no SQLAlchemy work per
+    # statement, as ``Session._write``.
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    stored = driver.execute(_SQLITE_ROWS, (record.instance_id,)).fetchall()
     if not stored:
         return False
     wanted = flatten(record.body)
@@ -446,19 +448,19 @@ def _reindex_changed(conn: Connection, record: InstanceRecord) -> bool:
         return False
     strings = [(row_id, c[2]) for row_id, c in gone if c[1] in ("s", "d")]
     if strings:
-        conn.exec_driver_sql(_SQLITE_FTS_DELETE, strings)
+        driver.executemany(_SQLITE_FTS_DELETE, strings)
     if gone:
-        conn.exec_driver_sql(_SQLITE_DELETE_ROW, [(row_id,) for row_id, _ in gone])
+        driver.executemany(_SQLITE_DELETE_ROW, [(row_id,) for row_id, _ in gone])
     if came:
         scope = stored[0][1]
         values = [
             (base | (free + n), scope, record.instance_id, path, vtype, vtext, vnum)
             for n, (path, vtype, vtext, vnum) in enumerate(came)
         ]
-        conn.exec_driver_sql(_SQLITE_VALUES, values)
+        driver.executemany(_SQLITE_VALUES, values)
         fts = [(row[0], row[5]) for row in values if row[4] in ("s", "d")]
         if fts:
-            conn.exec_driver_sql(_SQLITE_FTS, fts)
+            driver.executemany(_SQLITE_FTS, fts)
     return True
 
 
