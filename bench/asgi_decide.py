@@ -3,6 +3,8 @@
     .venv/bin/python bench/asgi_decide.py [--requests 4000] [--repeats 5] [--tasks 50]
         [--baseline OTHER/src] [--workdir DIR] [--plot PNG]
     .venv/bin/python bench/asgi_decide.py --stages [--repeats 5]   # what each stage costs
+    .venv/bin/python bench/asgi_decide.py --without "decide use case" --baseline OTHER/src
+        # the route and middleware alone: both trees with the use case replayed
 
 What a server worker runs for ``POST …/decisions`` minus the HTTP parser: the app of
 ``create_app`` (observability middleware, the shortcut, the route, body parsing, the
@@ -27,6 +29,11 @@ path with that stage replayed (``stage_replay.py``: during the warm-up the stage
 its answers are kept; measured requests get those answers back instead of the work), in
 alternating order. The median of the pairs' differences is what the stage costs in place,
 on the loop among the other tasks.
+
+With ``--without STAGE``, every child (both trees' with ``--baseline``) runs with that stage
+replayed: ``--without "decide use case"`` leaves the route, its middleware, the body,
+authentication and the response — what the HTTP layer adds to a decision — so a change
+there is compared without the use case's much larger spread.
 """
 
 from __future__ import annotations
@@ -219,6 +226,9 @@ def main() -> None:
         "--stages", action="store_true", help="what each stage costs (stage_replay.py)"
     )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--without", metavar="STAGE", help="replay this stage in every child (stage_replay.py)"
+    )
     parser.add_argument("--replay", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("--lib", help=argparse.SUPPRESS)
@@ -259,7 +269,7 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, src in trees.items():
             db, lib_file = places[name]
-            for key, values in run_child(src, db, lib_file, args).items():
+            for key, values in run_child(src, db, lib_file, args, args.without).items():
                 rows[name].setdefault(key, []).extend(values)
         load.append(os.getloadavg()[0])
     print(f"load average (1 min) over the run: {min(load):.2f}–{max(load):.2f}")

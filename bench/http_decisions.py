@@ -6,6 +6,7 @@
     .venv/bin/python bench/http_decisions.py --observability   # cost of /metrics + JSON access logs
     .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
     .venv/bin/python bench/http_decisions.py --stacks          # uvicorn vs granian (vs h11)
+    .venv/bin/python bench/http_decisions.py --stacks --stack-names uvicorn,granian-st
     .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
     .venv/bin/python bench/http_decisions.py --dry-run  # any mode above with dry runs
 
@@ -458,8 +459,10 @@ def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
     is each stack's requests/s over uvicorn's in the same repeat, then the median."""
     servers: dict[str, Server] = {}
     raw: dict[tuple[int, str, str], list[Result]] = {}
+    #: The server's CPU µs per request of each row (all its processes; wrk excluded).
+    cpu: dict[tuple[int, str, str], list[float]] = {}
     try:
-        for name in STACKS:
+        for name in args.stack_names.split(","):
             servers[name] = Server(db_url, workers=2, stack=name)
         SERVERS[:] = servers.values()
         for server in servers.values():
@@ -469,7 +472,12 @@ def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
             for connections in (10, 50):
                 for endpoint in (CEILING, "POST decisions"):
                     for name, server in order:
+                        before = server.cpu_seconds()
                         result = run_row(server, lib, endpoint, connections, args.seconds)
+                        spent = server.cpu_seconds() - before
+                        cpu.setdefault((connections, endpoint, name), []).append(
+                            spent / max(result.requests, 1) * 1e6
+                        )
                         raw.setdefault((connections, endpoint, name), []).append(result)
             print(
                 f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
@@ -480,9 +488,9 @@ def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
             server.stop()
     print(
         "\n| connections | endpoint | stack | requests/s | p50 ms | p99 ms | errors | spread "
-        "| ratio to uvicorn |"
+        "| ratio to uvicorn | server CPU µs per request | CPU ÷ uvicorn's |"
     )
-    print("|---:|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for connections, endpoint, name in raw:
         row = median_result(raw[(connections, endpoint, name)])
         base = raw[(connections, endpoint, "uvicorn")]
@@ -490,9 +498,19 @@ def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
             a.requests_per_s / b.requests_per_s
             for a, b in zip(raw[(connections, endpoint, name)], base, strict=True)
         )
+        cpu_to_base = statistics.median(
+            a / b
+            for a, b in zip(
+                cpu[(connections, endpoint, name)],
+                cpu[(connections, endpoint, "uvicorn")],
+                strict=True,
+            )
+        )
         print(
             f"| {connections} | {endpoint} | {name} | {row['rps']:,.0f} | {row['p50']:.2f} | "
-            f"{row['p99']:.2f} | {row['errors']} | {row['spread']:.0%} | {ratio:.3f} |"
+            f"{row['p99']:.2f} | {row['errors']} | {row['spread']:.0%} | {ratio:.3f} "
+            f"| {statistics.median(cpu[(connections, endpoint, name)]):.1f} "
+            f"| {cpu_to_base:.3f} |"
         )
 
 
@@ -527,6 +545,11 @@ def main() -> None:
     )
     parser.add_argument(
         "--stacks", action="store_true", help="compare the server stacks (2 workers each)"
+    )
+    parser.add_argument(
+        "--stack-names",
+        default=",".join(STACKS),
+        help="with --stacks: which of httpbench.STACKS, comma-separated (uvicorn first)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="decision requests are dry runs (not recorded)"

@@ -58,6 +58,23 @@ STACKS = {
     "uvicorn": ["uvicorn", *_QUIET],
     "uvicorn-h11": ["uvicorn", *_QUIET, "--http", "h11", "--loop", "asyncio"],
     "granian": ["granian", *_QUIET, "--interface", "asgi"],
+    # granian pared to what nextoffer uses: HTTP/1 only, no websockets, a single-threaded
+    # runtime per worker, on uvloop.
+    "granian-st": [
+        "granian",
+        *_QUIET,
+        *("--interface", "asgi", "--http", "1", "--no-ws"),
+        *("--runtime-mode", "st", "--loop", "uvloop"),
+    ],
+    # … and granian's own (Rust) task for each request instead of an asyncio task.
+    "granian-st-rust-tasks": [
+        "granian",
+        *_QUIET,
+        *("--interface", "asgi", "--http", "1", "--no-ws"),
+        *("--runtime-mode", "st", "--loop", "uvloop", "--task-impl", "rust"),
+    ],
+    # uvicorn without its proxy-headers middleware (on by default for 127.0.0.1 peers).
+    "uvicorn-no-proxy": ["uvicorn", *_QUIET, "--no-proxy-headers"],
 }
 
 

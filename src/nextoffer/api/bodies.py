@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Message
 
 from nextoffer.errors import BadRequest, PayloadTooLarge
 
@@ -23,8 +24,15 @@ async def read_json(
     declared = (headers if headers is not None else request.headers).get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {max_bytes}")
-    raw = await _read_body(request, max_bytes)
-    if not raw.strip():
+    # A body arrives in one message but for large ones: that one is taken as it is.
+    message = await request.receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        raw: bytes = message.get("body", b"")
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(f"the request body exceeds the limit of {max_bytes} bytes")
+    else:
+        raw = await _read_body(request, max_bytes, message)
+    if not raw or raw.isspace():  # ``raw.strip()`` empty, without the copy
         raise BadRequest("the request body is empty; a JSON document is required")
     try:
         value = orjson.loads(raw)
@@ -37,29 +45,28 @@ async def read_json(
     return value
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
+async def _read_body(request: Request, max_bytes: int, message: Message) -> bytes:
     """The body, read from the ASGI messages as ``request.stream()`` reads them (a
     disconnect is :class:`ClientDisconnect`), without its async generator per request;
-    past ``max_bytes``, a 413. A body arrives in one message but for large ones."""
+    past ``max_bytes``, a 413. ``message`` is the first one, already received."""
     receive = request.receive
     chunks: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
         if message["type"] == "http.disconnect":
             raise ClientDisconnect()
-        if message["type"] != "http.request":
-            continue
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the request body exceeds the limit of {max_bytes} bytes")
-        if not message.get("more_body", False):
-            if not chunks:
-                return chunk
+        if message["type"] == "http.request":
+            chunk: bytes = message.get("body", b"")
+            size += len(chunk)
+            if size > max_bytes:
+                raise PayloadTooLarge(f"the request body exceeds the limit of {max_bytes} bytes")
+            if not message.get("more_body", False):
+                if not chunks:
+                    return chunk
+                chunks.append(chunk)
+                return b"".join(chunks)
             chunks.append(chunk)
-            return b"".join(chunks)
-        chunks.append(chunk)
+        message = await receive()
 
 
 def check_depth(value: Any, limit: int) -> None:

@@ -18,14 +18,25 @@ def nextoffer(request: Request) -> NextOffer:
     return value
 
 
+#: Header names as text, by their bytes: clients send the same few names again and again.
+_NAMES: dict[bytes, str] = {}
+_NAMES_KEPT = 256
+
+
 def header_map(request: Request) -> dict[str, str]:
     """The request's headers in a plain dict, the first of a repeated name winning (as
     ``request.headers.get`` answers): one pass over them, then each look-up is a dict's,
     where ``request.headers.get`` walks the list again per name."""
-    return {
-        name.decode("latin-1"): value.decode("latin-1")
-        for name, value in reversed(request.scope["headers"])
-    }
+    found: dict[str, str] = {}
+    names = _NAMES
+    for name, value in reversed(request.scope["headers"]):
+        text = names.get(name)
+        if text is None:
+            text = name.decode("latin-1")
+            if len(names) < _NAMES_KEPT:
+                names[name] = text
+        found[text] = value.decode("latin-1")
+    return found
 
 
 def authenticate(

@@ -117,10 +117,14 @@ def _response_format(value: Any) -> ResponseFormat:
             )
         metadata[key] = frozenset(names)
     return ResponseFormat(
-        include_content=_bool(value.get("xdm:includeContent"), f"{pointer}/xdm:includeContent"),
+        include_content=_bool(value.get("xdm:includeContent"), _INCLUDE_CONTENT),
         metadata=metadata,
-        explain=_bool(value.get("nextoffer:explain"), f"{pointer}/nextoffer:explain"),
+        explain=_bool(value.get("nextoffer:explain"), _EXPLAIN),
     )
+
+
+_INCLUDE_CONTENT = "/xdm:responseFormat/xdm:includeContent"
+_EXPLAIN = "/xdm:responseFormat/nextoffer:explain"
 
 
 def _names_in(names: Any, allowed: frozenset[str]) -> bool:
@@ -167,7 +171,9 @@ def parse(body: Any) -> tuple[DecisionCall, ResponseFormat]:
 
 def _duplicates(body: dict[str, Any]) -> tuple[bool, bool]:
     """``xdm:allowDuplicatePropositions``: across activities, across placements."""
-    duplicates = body.get("xdm:allowDuplicatePropositions") or {}
+    duplicates = body.get("xdm:allowDuplicatePropositions")
+    if not duplicates:  # absent (or another empty value): neither allowed
+        return False, False
     if not isinstance(duplicates, dict):
         raise Unprocessable("must be an object", pointer="/xdm:allowDuplicatePropositions")
     return (

@@ -39,8 +39,10 @@ def _option(
     """``names``: the option metadata ``fmt`` asks for."""
     out: dict[str, Any] = {"xdm:id": option.offer_id, "repo:etag": option.etag}
     if names:
-        if "name" in names and option.name is not None:
-            out["xdm:name"] = option.name
+        if "name" in names:
+            name = option.name
+            if name is not None:
+                out["xdm:name"] = name
         if "characteristics" in names:
             out["xdm:characteristics"] = dict(option.characteristics)
         if "priority" in names and isinstance(option, Option):

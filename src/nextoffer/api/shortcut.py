@@ -13,15 +13,24 @@ an error no handler takes propagates to the server-error middleware as it would 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence, Set
+from re import Pattern
+from typing import Any, NamedTuple
 
+from starlette.convertors import Convertor, StringConvertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class _Served(NamedTuple):
+    route: Route
+    methods: Set[str]
+    regex: Pattern[str]
+    convertors: Mapping[str, Convertor[Any]] | None
 
 
 class Shortcut:
@@ -32,31 +41,38 @@ class Shortcut:
             if not inspect.iscoroutinefunction(route.endpoint):
                 raise TypeError(f"{route.path}: a shortcut route needs an async endpoint")
         self.app = app
-        self._routes = tuple(routes)
+        # Per route: its methods, its pattern, and its parameters' convertors unless every
+        # one is a plain string's (whose ``convert`` hands the matched text back).
+        self._routes: tuple[_Served, ...] = tuple(
+            _Served(
+                route,
+                route.methods or frozenset(),
+                route.path_regex,
+                None
+                if all(isinstance(c, StringConvertor) for c in route.param_convertors.values())
+                else route.param_convertors,
+            )
+            for route in routes
+        )
         # As Starlette splits them: a handler for 500/Exception belongs to the outer
         # server-error middleware, the rest to the exception middleware this stands for.
         self._handlers = {k: v for k, v in handlers.items() if k not in (500, Exception)}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = _route_path(scope)
-            method = scope["method"]
-            for route in self._routes:
-                if route.methods is not None and method in route.methods:
-                    match = route.path_regex.match(path)
-                    if match is not None:
-                        await self._serve(route, match.groupdict(), scope, receive, send)
-                        return
-        await self.app(scope, receive, send)
-
-    async def _serve(
-        self, route: Route, params: dict[str, str], scope: Scope, receive: Receive, send: Send
-    ) -> None:
+        found = self._match(scope) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        # Served here: what Starlette's router and request/response wrapper would do.
+        served, params = found
+        route = served.route
         scope["route"] = route
         scope["endpoint"] = route.endpoint
-        scope["path_params"] = {
-            name: route.param_convertors[name].convert(value) for name, value in params.items()
-        }
+        scope["path_params"] = (
+            params
+            if served.convertors is None
+            else {name: served.convertors[name].convert(value) for name, value in params.items()}
+        )
         request = Request(scope, receive, send)
         try:
             response: Response = await route.endpoint(request)
@@ -66,6 +82,16 @@ class Shortcut:
                 raise
             response = await handler(request, exc)
         await response(scope, receive, send)
+
+    def _match(self, scope: Scope) -> tuple[_Served, dict[str, str]] | None:
+        path = _route_path(scope)
+        method = scope["method"]
+        for served in self._routes:
+            if method in served.methods:
+                match = served.regex.match(path)
+                if match is not None:
+                    return served, match.groupdict()
+        return None
 
     def _handler(self, exc: Exception) -> Handler | None:
         for cls in type(exc).__mro__:

@@ -29,8 +29,10 @@ MAX_ACTIVITY_IDS = 30
 async def decisions(request: Request) -> Response:
     no = nextoffer(request)
     headers = header_map(request)
-    principal = authenticate(request, no=no, headers=headers)
-    return await _decide(request, no, headers, principal, request.path_params["container_id"])
+    principal = no.auth.authenticate(headers)
+    return await _decide(
+        request, no, headers, principal, request.scope["path_params"]["container_id"]
+    )
 
 
 async def ods_decisions(request: Request) -> Response:

@@ -1,0 +1,114 @@
+"""Accepted callers are remembered by their headers (``Authenticator._accepted``), and a
+remembered one is answered exactly as the full check would answer from its caches: an
+expired token is refused, a client's grants are read again after ``CLIENT_CACHE_SECONDS``
+and a fresher read of them is followed at once. On a real SQLite database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete
+
+from nextoffer import NextOffer, Settings
+from nextoffer.errors import AuthError
+from nextoffer.service import tokens
+from nextoffer.service.auth import CLIENT_CACHE_SECONDS, Authenticator
+from nextoffer.storage import tables
+
+ORG = "AUTH@AdobeOrg"
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def no(tmp_path: Path) -> Iterator[NextOffer]:
+    with NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'auth.db'}")) as opened:
+        yield opened
+
+
+def headers(token: str, api_key: str, sandbox: str | None = "prod") -> dict[str, str]:
+    found = {"authorization": f"Bearer {token}", "x-api-key": api_key, "x-gw-ims-org-id": ORG}
+    if sandbox is not None:
+        found["x-sandbox-name"] = sandbox
+    return found
+
+
+def revoke(no: NextOffer, client_id: str, sandbox: str) -> None:
+    with no.store.session() as session:
+        session.conn.execute(
+            delete(tables.client_sandboxes).where(
+                tables.client_sandboxes.c.client_id == client_id,
+                tables.client_sandboxes.c.sandbox == sandbox,
+            )
+        )
+
+
+def token_until(no: NextOffer, client_id: str, expires_at: int) -> str:
+    with no.store.session() as session:
+        kid, secret = next(iter(session.signing_keys().items()))
+    return tokens.mint(tokens.Claims("u", client_id, ORG, 0, expires_at), kid=kid, secret=secret)
+
+
+def test_a_remembered_caller_is_the_same_caller(no: NextOffer) -> None:
+    creds = no.bootstrap(org=ORG, sandbox="prod")
+    auth = Authenticator(no.store, clock=Clock(1_000.0))
+    first = auth.authenticate(headers(creds.access_token, creds.api_key))
+    again = auth.authenticate(headers(creds.access_token, creds.api_key))
+    assert again is first
+    assert (first.org, first.sandbox, first.client_id) == (ORG, "prod", creds.api_key)
+    # Without x-sandbox-name: its own entry, the default sandbox.
+    assert auth.authenticate(headers(creds.access_token, creds.api_key, None)).sandbox == "prod"
+
+
+def test_a_remembered_token_is_refused_once_it_expires(no: NextOffer) -> None:
+    creds = no.bootstrap(org=ORG, sandbox="prod")
+    clock = Clock(1_000.0)
+    auth = Authenticator(no.store, clock=clock)
+    token = token_until(no, creds.api_key, 1_002)
+    auth.authenticate(headers(token, creds.api_key))
+    clock.now = 1_001.9
+    auth.authenticate(headers(token, creds.api_key))
+    clock.now = 1_002.0
+    with pytest.raises(AuthError) as refused:
+        auth.authenticate(headers(token, creds.api_key))
+    assert refused.value.error_code == "401013"
+
+
+def test_a_revoked_grant_is_refused_once_the_client_read_is_stale(no: NextOffer) -> None:
+    creds = no.bootstrap(org=ORG, sandbox="prod")
+    clock = Clock(1_000.0)
+    auth = Authenticator(no.store, clock=clock)
+    auth.authenticate(headers(creds.access_token, creds.api_key))
+    revoke(no, creds.api_key, "prod")
+    # Within the bound the client's grants are not read again (as without the memory).
+    clock.now = 1_000.0 + CLIENT_CACHE_SECONDS - 0.1
+    auth.authenticate(headers(creds.access_token, creds.api_key))
+    clock.now = 1_000.0 + CLIENT_CACHE_SECONDS
+    with pytest.raises(AuthError) as refused:
+        auth.authenticate(headers(creds.access_token, creds.api_key))
+    assert refused.value.error_code == "403025"
+
+
+def test_a_fresher_read_of_the_client_is_followed_at_once(no: NextOffer) -> None:
+    creds = no.bootstrap(org=ORG, sandbox="prod")
+    with no.store.session() as session:
+        session.grant_sandbox(creds.api_key, "dev")
+    clock = Clock(1_000.0)
+    auth = Authenticator(no.store, clock=clock)
+    auth.authenticate(headers(creds.access_token, creds.api_key, "dev"))
+    revoke(no, creds.api_key, "dev")
+    # A sandbox the cached read lacks makes the full check read the client again ...
+    with pytest.raises(AuthError):
+        auth.authenticate(headers(creds.access_token, creds.api_key, "staging"))
+    # ... and the remembered "dev" caller is judged by that fresher read, not its own.
+    with pytest.raises(AuthError) as refused:
+        auth.authenticate(headers(creds.access_token, creds.api_key, "dev"))
+    assert refused.value.error_code == "403025"
