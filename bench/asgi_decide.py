@@ -195,23 +195,28 @@ def _env(src: str | None) -> dict[str, str]:
 def run_child(
     src: str | None, db: str, lib: Path, args: argparse.Namespace, replay: str | None = None
 ) -> dict[str, Any]:
+    """One child (or ``--processes`` children at once, on the same database, like the
+    workers of one server: their figures are averaged)."""
     env = _env(src)
-    out = subprocess.run(
-        [
-            *(sys.executable, str(Path(__file__).resolve()), "--child", "--db", db),
-            *("--lib", str(lib), "--requests", str(args.requests), "--repeats", "1"),
-            *("--tasks", str(args.tasks)),
-            *(("--replay", replay) if replay else ()),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr[-3000:])
-    result: dict[str, Any] = json.loads(out.stderr.strip().splitlines()[-1])
-    return result
+    command = [
+        *(sys.executable, str(Path(__file__).resolve()), "--child", "--db", db),
+        *("--lib", str(lib), "--requests", str(args.requests), "--repeats", "1"),
+        *("--tasks", str(args.tasks)),
+        *(("--replay", replay) if replay else ()),
+    ]
+    children = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(getattr(args, "processes", 1))
+    ]
+    results = []
+    for child in children:
+        _, err = child.communicate()
+        if child.returncode != 0:
+            raise RuntimeError(err[-3000:])
+        results.append(json.loads(err.strip().splitlines()[-1]))
+    return {key: [statistics.fmean(r[key][0] for r in results)] for key in results[0]}
 
 
 def main() -> None:
@@ -219,6 +224,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=50)
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="children at once per tree and repeat, on one database (2: two workers' commits)",
+    )
     parser.add_argument("--baseline", help="another tree's src/ to compare with (PYTHONPATH)")
     parser.add_argument("--workdir", help="keep the database here and reuse it")
     parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of every child here")
