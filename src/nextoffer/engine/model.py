@@ -134,9 +134,21 @@ class Offer:
     problem: str | None = None
     #: True when the offer has a capping rule (read for every candidate).
     capped: bool = field(init=False)
+    #: True when the only stages before capping are the calendar and an offer rule that
+    #: does not read ``offer`` (or none): no problem, no offer-level constraint. The
+    #: selection checks such a candidate inline (``selection._Proposer._by_priority``).
+    plain: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "capped", bool(self.caps))
+        rule = self.rule
+        object.__setattr__(
+            self,
+            "plain",
+            self.problem is None
+            and self.constraint is None
+            and (rule is None or (rule.evaluate is not None and not rule.uses_offer)),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -210,13 +222,24 @@ class Decision:
     criteria: tuple[Criterion, ...]
     fallback_id: str | None
     fallback: Fallback | None
+    #: ``groups_for`` by placement, found on first use (the decision never changes; a
+    #: rebuild that changes it makes a new one).
+    _groups: dict[str, tuple[tuple[Criterion, ...], ...]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def covers(self, placement_id: str) -> bool:
         """True when at least one criterion applies to the placement."""
-        return any(criterion.applies_to(placement_id) for criterion in self.criteria)
+        return bool(self.groups_for(placement_id))
 
     def groups_for(self, placement_id: str) -> tuple[tuple[Criterion, ...], ...]:
         """Applicable criteria grouped by ``group_priority`` (higher first), in list order."""
+        found = self._groups.get(placement_id)
+        if found is None:
+            found = self._groups[placement_id] = self._group(placement_id)
+        return found
+
+    def _group(self, placement_id: str) -> tuple[tuple[Criterion, ...], ...]:
         applicable = [c for c in self.criteria if c.applies_to(placement_id)]
         if len(applicable) == 1:
             return ((applicable[0],),)

@@ -24,6 +24,7 @@ import numpy as np
 
 from nextoffer.engine.capping import CapCounters, CapLedger
 from nextoffer.engine.catalog import Catalog
+from nextoffer.engine.eligibility import MISSING as _MISSING
 from nextoffer.engine.eligibility import Evaluation, Failure
 from nextoffer.engine.explain import CandidateTrace, Reason, Tracer
 from nextoffer.engine.fields import as_utc
@@ -234,9 +235,10 @@ class _Proposer:
         candidates' own rules would all fail; with a trace they are walked to say so)."""
         required = criterion.pool.required.get(self.placement_id)
         if required:
-            holds = self.evaluation.holds
+            evaluation = self.evaluation
+            cache = evaluation.cached
             for rule in required:
-                if not holds(rule):
+                if cache.get(rule) is not True and not evaluation.holds(rule):
                     return False
         return True
 
@@ -259,6 +261,13 @@ class _Proposer:
             offers = sorted(merged.values(), key=lambda o: (-o.priority, o.at_id))
         tracing = self.tracer is not None
         eligible, take = self._eligible, self._take  # hot loop: bind once
+        # One criterion whose constraint was checked already, no trace: a plain candidate
+        # (``Offer.plain``) is checked here, inline, as ``_eligible`` would check it.
+        only = criteria[0] if owners is None and not tracing else None
+        if only is not None and only.constraint.per_offer:
+            only = None
+        cache, invariant = self.evaluation.cached, self.evaluation.invariant
+        ledger, taken, now = self.ledger, self.taken, self.now
         start, end = 0, len(offers)
         while start < end and (need > 0 or tracing):
             priority = offers[start].priority
@@ -268,9 +277,34 @@ class _Proposer:
             tier: list[Ranked] = []
             for position in range(start, stop):
                 offer = offers[position]
-                if offer.at_id in chosen_ids:
+                at_id = offer.at_id
+                if at_id in chosen_ids:
                     continue
-                admitted = eligible(offer, criteria if owners is None else owners[offer.at_id])
+                if only is not None and offer.plain:
+                    if (offer.start is not None and now < offer.start) or (
+                        offer.end is not None and now > offer.end
+                    ):
+                        continue
+                    rule = offer.rule
+                    if rule is not None:
+                        result = cache.get(rule, _MISSING)
+                        if result is _MISSING:
+                            result = invariant(rule)
+                        if result is not True:
+                            if result is False:
+                                continue
+                            # A truthy value or a failure: the full check decides.
+                            admitted = eligible(offer, criteria)
+                            if admitted is not None:
+                                tier.append(Ranked(offer, admitted, float(priority)))
+                            continue
+                    if offer.capped and ledger.check(offer, placement_id) is not None:
+                        continue
+                    if taken and at_id in taken and self._duplicate(offer) is not None:
+                        continue
+                    tier.append(Ranked(offer, only, float(priority)))
+                    continue
+                admitted = eligible(offer, criteria if owners is None else owners[at_id])
                 if admitted is not None:
                     tier.append(Ranked(offer, admitted, float(priority)))
             start = stop
