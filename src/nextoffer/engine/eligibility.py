@@ -117,25 +117,27 @@ class Evaluation:
         cannot depend on the candidate. A failure is returned as a :class:`_Raised`."""
         if rule.uses_offer:
             return self._run(rule, offer)
-        cache = self._invariant
-        if rule in cache:
-            return cache[rule]
-        result = cache[rule] = self._run(rule, None)
-        return result
+        result = self._invariant.get(rule, _MISSING)
+        return result if result is not _MISSING else self.invariant(rule)
 
     def holds(self, rule: Rule) -> bool:
         """Does an offer-independent ``rule`` hold for this request? A failure does not."""
         result = self._invariant.get(rule, _MISSING)
         if result is _MISSING:
-            result = self.value(rule, None)
+            result = self.invariant(rule) if not rule.uses_offer else self.value(rule, None)
         return result is True or (type(result) is not _Raised and _truthy(result))
 
     def invariant(self, rule: Rule) -> Any:
-        """The value of a rule that does not read ``offer`` (``rule.evaluate`` set), run
-        once per request (a failure as a :class:`_Raised`): the inline check of plain
-        candidates (``Offer.plain``) calls it when the cache misses."""
+        """The value of a rule that does not read ``offer``, not yet in the cache: run,
+        cached for the rest of the request, returned (a failure as a :class:`_Raised`).
+        What :meth:`value` does in one frame: the inline check of plain candidates
+        (``Offer.plain``) and :meth:`holds` call it when the cache misses."""
+        evaluate = rule.evaluate
+        if evaluate is None:
+            result = self._invariant[rule] = _Raised(rule.problem or "the rule is unusable")
+            return result
         try:
-            result = rule.evaluate(  # type: ignore[misc]
+            result = evaluate(
                 profile=self.profile,
                 events=self.events,
                 now=self.now,

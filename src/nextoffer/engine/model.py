@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from nextoffer.engine.frequency import CapRule
+from nextoffer.engine.result import ObjectRef, Option
 from nextoffer.engine.strategy import Strategy
 
 
@@ -105,6 +106,11 @@ class Placement:
     instance_id: str
     etag: int
     body: Mapping[str, Any]
+    #: As a proposition echoes it (made once, not per decision).
+    ref: ObjectRef = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", ObjectRef(self.at_id, self.etag, self.body))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -138,6 +144,32 @@ class Offer:
     #: does not read ``offer`` (or none): no problem, no offer-level constraint. The
     #: selection checks such a candidate inline (``selection._Proposer._by_priority``).
     plain: bool = field(init=False)
+
+    #: The option this offer is in a placement when no formula scored it, by placement
+    #: ``@id`` (made on first use: the same for every decision of the snapshot).
+    _options: dict[str, Option] = field(default_factory=dict, init=False, repr=False)
+
+    def option(self, placement_id: str, score: float | None) -> Option:
+        """The offer as an option of ``placement_id``, with its formula ``score`` if any."""
+        if score is not None:
+            return Option(
+                self.at_id,
+                self.etag,
+                self.body,
+                self.representations.get(placement_id),
+                self.priority,
+                score,
+            )
+        found = self._options.get(placement_id)
+        if found is None:
+            found = self._options[placement_id] = Option(
+                self.at_id,
+                self.etag,
+                self.body,
+                self.representations.get(placement_id),
+                self.priority,
+            )
+        return found
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "capped", bool(self.caps))
@@ -227,6 +259,11 @@ class Decision:
     _groups: dict[str, tuple[tuple[Criterion, ...], ...]] = field(
         default_factory=dict, init=False, repr=False
     )
+    #: As a proposition echoes it (made once, not per decision).
+    ref: ObjectRef = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", ObjectRef(self.at_id, self.etag, self.body))
 
     def covers(self, placement_id: str) -> bool:
         """True when at least one criterion applies to the placement."""

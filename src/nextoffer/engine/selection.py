@@ -34,8 +34,6 @@ from nextoffer.engine.request import DecisionRequest, PropositionRequest, resolv
 from nextoffer.engine.result import (
     DecisionResult,
     FallbackOption,
-    ObjectRef,
-    Option,
     Proposed,
     Proposition,
     Ranking,
@@ -139,7 +137,7 @@ class _Proposer:
                 if need <= 0 and tracer is None:
                     break
                 self._select(group, need, chosen, chosen_ids)
-        options = tuple(self._option(entry) for entry in chosen)
+        options = tuple([entry.offer.option(placement_id, entry.score) for entry in chosen])
         for entry in chosen:
             if entry.offer.capped:
                 self.ledger.record(entry.offer, placement_id)
@@ -178,23 +176,12 @@ class _Proposer:
                 explored=ranking.explored if ranking is not None else None,
             )
         return Proposition(
-            ObjectRef(decision.at_id, decision.etag, decision.body),
-            ObjectRef(placement.at_id, placement.etag, placement.body),
+            decision.ref,
+            placement.ref,
             options,
             fallback,
             trace,
             self.ranking,
-        )
-
-    def _option(self, entry: Ranked) -> Option:
-        offer = entry.offer
-        return Option(
-            offer.at_id,
-            offer.etag,
-            offer.body,
-            offer.representations.get(self.placement_id),
-            offer.priority,
-            entry.score,
         )
 
     # ---- one criteria group ----------------------------------------------------------
@@ -235,10 +222,9 @@ class _Proposer:
         candidates' own rules would all fail; with a trace they are walked to say so)."""
         required = criterion.pool.required.get(self.placement_id)
         if required:
-            evaluation = self.evaluation
-            cache = evaluation.cached
+            holds = self.evaluation.holds
             for rule in required:
-                if cache.get(rule) is not True and not evaluation.holds(rule):
+                if not holds(rule):
                     return False
         return True
 
