@@ -174,9 +174,7 @@ def test_following_inline_reads_the_log_from_get_every_half_bound(db_url: str) -
     store, other = Store.open(db_url), Store.open(db_url)
     now = [100.0]
     try:
-        cache = ProfileCache(
-            store, max_bytes=10**6, bound=1.0, clock=lambda: now[0], inline=True
-        )
+        cache = ProfileCache(store, max_bytes=10**6, bound=1.0, clock=lambda: now[0], inline=True)
         assert cache._thread is None
         a = _profile(other, "a@example.com", {"tier": "gold"})
         assert _read(cache, store, "a@example.com") == (a, {"tier": "gold"})  # log read first
@@ -201,9 +199,7 @@ def test_following_inline_serves_nothing_while_the_log_cannot_be_read(
     store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
     now = [100.0]
     try:
-        cache = ProfileCache(
-            store, max_bytes=10**6, bound=1.0, clock=lambda: now[0], inline=True
-        )
+        cache = ProfileCache(store, max_bytes=10**6, bound=1.0, clock=lambda: now[0], inline=True)
         key = (ORG, SANDBOX, "Email", "a@example.com")
         assert cache.get(key) is None  # reads the log
         cache.put(key, cache.ticket(), ("p", {}))

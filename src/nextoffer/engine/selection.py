@@ -249,9 +249,9 @@ class _Proposer:
         eligible, take = self._eligible, self._take  # hot loop: bind once
         # One criterion whose constraint was checked already, no trace: a plain candidate
         # (``Offer.plain``) is checked here, inline, as ``_eligible`` would check it.
-        only = criteria[0] if owners is None and not tracing else None
-        if only is not None and only.constraint.per_offer:
-            only = None
+        inline = criteria[0] if owners is None and not tracing else None
+        if inline is not None and inline.constraint.per_offer:
+            inline = None
         cache, invariant = self.evaluation.cached, self.evaluation.invariant
         ledger, taken, now = self.ledger, self.taken, self.now
         start, end = 0, len(offers)
@@ -266,7 +266,7 @@ class _Proposer:
                 at_id = offer.at_id
                 if at_id in chosen_ids:
                     continue
-                if only is not None and offer.plain:
+                if inline is not None and offer.plain:
                     if (offer.start is not None and now < offer.start) or (
                         offer.end is not None and now > offer.end
                     ):
@@ -288,7 +288,7 @@ class _Proposer:
                         continue
                     if taken and at_id in taken and self._duplicate(offer) is not None:
                         continue
-                    tier.append(Ranked(offer, only, float(priority)))
+                    tier.append(Ranked(offer, inline, float(priority)))
                     continue
                 admitted = eligible(offer, criteria if owners is None else owners[at_id])
                 if admitted is not None:
