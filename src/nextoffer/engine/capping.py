@@ -24,7 +24,9 @@ from nextoffer.engine.frequency import CapRule
 from nextoffer.engine.model import Offer
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen (made once per decision: a frozen ``__init__`` sets each field through
+#: ``object.__setattr__``); nothing changes one after it is made.
+@dataclass(slots=True)
 class CapCounters:
     """Stored counts of the capping rules a request may touch (missing means 0).
 

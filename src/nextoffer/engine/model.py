@@ -16,7 +16,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from nextoffer.engine.frequency import CapRule
-from nextoffer.engine.result import ObjectRef, Option
+from nextoffer.engine.result import FallbackOption, ObjectRef, Option
 from nextoffer.engine.strategy import Strategy
 
 
@@ -190,6 +190,17 @@ class Fallback:
     etag: int
     body: Mapping[str, Any]
     representations: Mapping[str, Mapping[str, Any]]
+    #: The fallback as proposed in a placement, by placement ``@id`` (made on first use).
+    _options: dict[str, FallbackOption] = field(default_factory=dict, init=False, repr=False)
+
+    def option(self, placement_id: str) -> FallbackOption:
+        """The fallback as proposed in ``placement_id``."""
+        found = self._options.get(placement_id)
+        if found is None:
+            found = self._options[placement_id] = FallbackOption(
+                self.at_id, self.etag, self.body, self.representations.get(placement_id)
+            )
+        return found
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -33,7 +33,6 @@ from nextoffer.engine.ranking import Ranked, draw, score, sort_ranked
 from nextoffer.engine.request import DecisionRequest, PropositionRequest, resolve
 from nextoffer.engine.result import (
     DecisionResult,
-    FallbackOption,
     Proposed,
     Proposition,
     Ranking,
@@ -149,11 +148,10 @@ class _Proposer:
             if decision.fallback is None:
                 reason = Reason.FALLBACK_MISSING
             else:
-                fb = decision.fallback
-                fallback = FallbackOption(
-                    fb.at_id, fb.etag, fb.body, fb.representations.get(placement_id)
+                fallback = decision.fallback.option(placement_id)
+                self.proposed.append(
+                    Proposed(fallback.offer_id, decision.at_id, placement_id, True)
                 )
-                self.proposed.append(Proposed(fb.at_id, decision.at_id, placement_id, True))
         trace = None
         if tracer is not None:
             for rank, entry in enumerate(chosen, 1):
