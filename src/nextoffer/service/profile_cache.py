@@ -11,7 +11,8 @@ map, and the database stays the durable record:
   itself in the profiles' change sequence and logs the profiles it changed
   (``Runtime.flush``, migration ``0011_profile_seq``). One thread per process (the
   default on PostgreSQL) reads the log past the number it knows every ``bound / 2``
-  seconds and drops those profiles. A write committed elsewhere is therefore served stale for at most ``bound`` seconds.
+  seconds and drops those profiles. A write committed elsewhere is therefore served
+  stale for at most ``bound`` seconds.
   Or, without a thread (``inline``: the default on SQLite, whose decisions run on the
   worker's event loop and read the log in place), the first :meth:`get` after
   ``bound / 2`` reads it before answering — one caller at a time, the others answering
