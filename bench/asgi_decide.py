@@ -75,7 +75,7 @@ def child(args: argparse.Namespace) -> None:
     async def bare(request: Any) -> Response:
         return Response(b'{"status":"ok"}', media_type="application/json")
 
-    app = create_app(Settings(db_url=args.db))
+    app = create_app(Settings.from_env(db_url=args.db))  # NEXTOFFER_* settings apply
     app.router.routes.insert(0, Route("/bare", bare, methods=["GET"]))
     headers = [(k.lower().encode(), v.encode()) for k, v in lib["headers"].items()]
     decide_path = f"/data/core/ode/{lib['container']}/decisions"

@@ -4,6 +4,7 @@
 * a profile written by another ``NextOffer`` on the same database is seen within the bound;
 * the change log drops exactly the profiles written, deleted or trimmed past;
 * a read begun before a drop is not kept;
+* without a thread (SQLite's default), decisions read the log every half bound;
 * the memory the cache holds stays within its bound (tracemalloc).
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 
 from nextoffer import DecisionCall, NextOffer, PropositionRequest, Settings
+from nextoffer.errors import Unavailable
 from nextoffer.ids import utcnow
 from nextoffer.repository.objects import (
     COLLECTION,
@@ -164,6 +166,55 @@ def test_nothing_is_served_unless_the_log_was_read_within_the_bound(tmp_path: Pa
         now[0] += 1.01  # no read of the log since: the kept answer may be stale
         assert cache.get(key) is None
     finally:
+        store.close()
+
+
+def test_following_inline_reads_the_log_from_get_every_half_bound(db_url: str) -> None:
+    # No thread: the first get() after bound / 2 reads the log, then answers.
+    store, other = Store.open(db_url), Store.open(db_url)
+    now = [100.0]
+    try:
+        cache = ProfileCache(store, max_bytes=10**6, bound=1.0, clock=lambda: now[0], inline=True)
+        assert cache._thread is None
+        a = _profile(other, "a@example.com", {"tier": "gold"})
+        assert _read(cache, store, "a@example.com") == (a, {"tier": "gold"})  # log read first
+        assert cache.size[0] == 1
+        _profile(other, "a@example.com", {"tier": "silver"})
+        now[0] += 0.4  # not due yet: the kept answer (what the bound allows)
+        assert _read(cache, store, "a@example.com") == (a, {"tier": "gold"})
+        now[0] += 0.2  # due: this get() reads the log, which drops the written profile
+        assert _read(cache, store, "a@example.com") == (a, {"tier": "silver"})
+        with other.session(write=True) as session:
+            session.runtime.delete_profile(a)
+        now[0] += 0.6
+        assert _read(cache, store, "a@example.com") is None
+    finally:
+        store.close()
+        other.close()
+
+
+def test_following_inline_serves_nothing_while_the_log_cannot_be_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'p.db'}")
+    now = [100.0]
+    try:
+        cache = ProfileCache(store, max_bytes=10**6, bound=1.0, clock=lambda: now[0], inline=True)
+        key = (ORG, SANDBOX, "Email", "a@example.com")
+        assert cache.get(key) is None  # reads the log
+        cache.put(key, cache.ticket(), ("p", {}))
+        assert cache.get(key) == ("p", {})
+
+        def unreachable(**_: Any) -> Any:
+            raise Unavailable("the database is unreachable")
+
+        monkeypatch.setattr(store, "session", unreachable)  # the log cannot be read now
+        now[0] += 0.6
+        assert cache.get(key) == ("p", {})  # the failed read is logged; still fresh
+        now[0] += 0.5  # past the bound since the last read that succeeded
+        assert cache.get(key) is None
+    finally:
+        monkeypatch.undo()
         store.close()
 
 

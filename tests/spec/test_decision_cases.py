@@ -2,7 +2,8 @@
 
 A file holds a ``library`` (stored instances, by short schema name) and ``cases``; each case
 has a ``request`` (proposition requests, duplicate flags), optionally a ``profile``,
-``counters``, ``now`` and ``seed``, and one expectation:
+``counters``, ``now`` and ``seed``, and one expectation (each case runs explained and
+not: the options must agree; traces are checked on the explained run):
 
 * ``expect``: one entry per proposition, ``{"options": [ids in rank order]}``,
   ``{"optionTiers": [[ids], ...]}`` (tier by tier, any order within a tier: ties) or
@@ -76,7 +77,7 @@ def _library(spec: dict[str, Any]) -> list[CatalogInstance]:
     ]
 
 
-def _request(case: dict[str, Any]) -> DecisionRequest:
+def _request(case: dict[str, Any], *, explain: bool) -> DecisionRequest:
     wanted = case["request"]
     duplicates = wanted.get("allowDuplicatePropositions", {})
     return DecisionRequest(
@@ -88,7 +89,7 @@ def _request(case: dict[str, Any]) -> DecisionRequest:
         allow_duplicates_across_placements=duplicates.get("acrossPlacements", False),
         profile=case.get("profile", {}),
         context=case.get("context", {}),
-        explain=True,
+        explain=explain,
     )
 
 
@@ -97,12 +98,16 @@ def _counters(case: dict[str, Any]) -> CapCounters:
     return CapCounters(counters.get("global", {}), counters.get("profile", {}))
 
 
+@pytest.mark.parametrize("explain", [True, False], ids=["explained", "quiet"])
 @pytest.mark.parametrize(("spec", "case"), _load())
-def test_decision_case(spec: dict[str, Any], case: dict[str, Any]) -> None:
+def test_decision_case(spec: dict[str, Any], case: dict[str, Any], explain: bool) -> None:
+    """Each case decides alike with and without ``explain`` (a trace walks every candidate;
+    without one the selection stops early and checks plain candidates inline); the trace
+    expectations are checked on the explained run."""
     catalog = build_catalog(_library(spec), compile_rule=pql.compile)
     assert catalog.errors == (), catalog.errors
     now = datetime.fromisoformat(case.get("now", DEFAULT_NOW).replace("Z", "+00:00"))
-    request = _request(case)
+    request = _request(case, explain=explain)
     counters = _counters(case)
 
     def run(seed: int) -> Any:
@@ -152,6 +157,9 @@ def test_decision_case(spec: dict[str, Any], case: dict[str, Any]) -> None:
         for offer_id, score in expected.get("scores", {}).items():
             option = next(o for o in proposition.options if o.offer_id == offer_id)
             assert option.score == pytest.approx(score)
+        if not explain:
+            assert proposition.trace is None
+            continue
         assert proposition.trace is not None
         traced = {t.offer_id: t.reason.value for t in proposition.trace.candidates}
         for offer_id, reason in expected.get("trace", {}).items():

@@ -24,7 +24,9 @@ from nextoffer.engine.frequency import CapRule
 from nextoffer.engine.model import Offer
 
 
-@dataclass(frozen=True, slots=True)
+#: Not frozen (made once per decision: a frozen ``__init__`` sets each field through
+#: ``object.__setattr__``); nothing changes one after it is made.
+@dataclass(slots=True)
 class CapCounters:
     """Stored counts of the capping rules a request may touch (missing means 0).
 
@@ -45,8 +47,10 @@ class CapCounters:
         value = self.counts.get(
             (offer_id, rule.rule_id, placement_id if rule.per_placement else "")
         )
-        if value is not None:
-            return value
+        return value if value is not None else self.short(offer_id, rule)
+
+    def short(self, offer_id: str, rule: CapRule) -> int:
+        """The count of ``globalCap``/``profileCap`` from the short form (0 otherwise)."""
         if rule.rule_id == "globalCap":
             return self.global_counts.get(offer_id, 0)
         if rule.rule_id == "profileCap":
@@ -65,11 +69,15 @@ class CapLedger:
 
     def check(self, offer: Offer, placement_id: str) -> Failure | None:
         """``None`` while the offer is under every capping rule; the first one reached otherwise."""
+        counters, local = self._counters, self._local
+        stored = counters.counts
         for rule in offer.caps:
-            placement = placement_id if rule.per_placement else ""
-            count = self._counters.count(offer.at_id, rule, placement)
-            if rule.counts_propositions:
-                count += self._local.get((offer.at_id, rule.rule_id, placement), 0)
+            key = (offer.at_id, rule.rule_id, placement_id if rule.per_placement else "")
+            count = stored.get(key)
+            if count is None:
+                count = counters.short(offer.at_id, rule)
+            if local and rule.counts_propositions:
+                count += local.get(key, 0)
             if count >= rule.limit:
                 reason = (
                     Reason.PROFILE_CAP_REACHED if rule.per_profile else Reason.GLOBAL_CAP_REACHED

@@ -44,6 +44,9 @@ class Failure:
     limit: int | None = None
 
 
+#: Not in a cache (``None`` is a value a rule may return).
+MISSING: Any = object()
+_MISSING = MISSING
 _NOT_STARTED = Failure(Reason.NOT_STARTED)
 _EXPIRED = Failure(Reason.EXPIRED)
 _QUIET_RULE_FALSE = Failure(Reason.RULE_FALSE)
@@ -55,6 +58,7 @@ class Evaluation:
     __slots__ = (
         "_invariant",
         "_membership",
+        "cached",
         "compile_rule",
         "context",
         "events",
@@ -87,6 +91,8 @@ class Evaluation:
         #: where its ``@id`` string may not be in the CPU's caches); "segment:<id>" ->
         #: membership by a segment definition.
         self._invariant: dict[Rule | str, Any] = {}
+        #: The same cache, read by the selection's inline check (read only there).
+        self.cached: Mapping[Rule | str, Any] = self._invariant
         self._membership: dict[str | None, frozenset[str]] | None = None
 
     # ---- rules -----------------------------------------------------------------------
@@ -111,16 +117,37 @@ class Evaluation:
         cannot depend on the candidate. A failure is returned as a :class:`_Raised`."""
         if rule.uses_offer:
             return self._run(rule, offer)
-        cache = self._invariant
-        if rule in cache:
-            return cache[rule]
-        result = cache[rule] = self._run(rule, None)
-        return result
+        result = self._invariant.get(rule, _MISSING)
+        return result if result is not _MISSING else self.invariant(rule)
 
     def holds(self, rule: Rule) -> bool:
         """Does an offer-independent ``rule`` hold for this request? A failure does not."""
-        result = self.value(rule, None)
+        result = self._invariant.get(rule, _MISSING)
+        if result is _MISSING:
+            result = self.invariant(rule) if not rule.uses_offer else self.value(rule, None)
         return result is True or (type(result) is not _Raised and _truthy(result))
+
+    def invariant(self, rule: Rule) -> Any:
+        """The value of a rule that does not read ``offer``, not yet in the cache: run,
+        cached for the rest of the request, returned (a failure as a :class:`_Raised`).
+        What :meth:`value` does in one frame: the inline check of plain candidates
+        (``Offer.plain``) and :meth:`holds` call it when the cache misses."""
+        evaluate = rule.evaluate
+        if evaluate is None:
+            result = self._invariant[rule] = _Raised(rule.problem or "the rule is unusable")
+            return result
+        try:
+            result = evaluate(
+                profile=self.profile,
+                events=self.events,
+                now=self.now,
+                context=self.context,
+                variables=None,
+            )
+        except Exception as error:  # any run-time failure disqualifies, never propagates
+            result = _Raised(f"{type(error).__name__}: {error}")
+        self._invariant[rule] = result
+        return result
 
     def rule(
         self, rule: Rule, offer: Offer | None, *, false: Reason, error: Reason

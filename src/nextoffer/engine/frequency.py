@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any
@@ -58,10 +58,12 @@ class CapRule:
     #: (unit, count) of the reset period, or None for a rule that never resets.
     repeat: tuple[str, int] | None = None
     custom_query: str | None = None
+    #: True when the rule counts propositions (``CapEvent.DECISIONING`` in ``events``):
+    #: read for every capped candidate, so found once here.
+    counts_propositions: bool = field(init=False, repr=False, compare=False)
 
-    @property
-    def counts_propositions(self) -> bool:
-        return CapEvent.DECISIONING in self.events
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "counts_propositions", CapEvent.DECISIONING in self.events)
 
 
 def _period_index(unit: str, count: int, moment: datetime) -> int:

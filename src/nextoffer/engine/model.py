@@ -16,6 +16,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from nextoffer.engine.frequency import CapRule
+from nextoffer.engine.result import FallbackOption, ObjectRef, Option
 from nextoffer.engine.strategy import Strategy
 
 
@@ -105,6 +106,11 @@ class Placement:
     instance_id: str
     etag: int
     body: Mapping[str, Any]
+    #: As a proposition echoes it (made once, not per decision).
+    ref: ObjectRef = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", ObjectRef(self.at_id, self.etag, self.body))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -134,9 +140,47 @@ class Offer:
     problem: str | None = None
     #: True when the offer has a capping rule (read for every candidate).
     capped: bool = field(init=False)
+    #: True when the only stages before capping are the calendar and an offer rule that
+    #: does not read ``offer`` (or none): no problem, no offer-level constraint. The
+    #: selection checks such a candidate inline (``selection._Proposer._by_priority``).
+    plain: bool = field(init=False)
+
+    #: The option this offer is in a placement when no formula scored it, by placement
+    #: ``@id`` (made on first use: the same for every decision of the snapshot).
+    _options: dict[str, Option] = field(default_factory=dict, init=False, repr=False)
+
+    def option(self, placement_id: str, score: float | None) -> Option:
+        """The offer as an option of ``placement_id``, with its formula ``score`` if any."""
+        if score is not None:
+            return Option(
+                self.at_id,
+                self.etag,
+                self.body,
+                self.representations.get(placement_id),
+                self.priority,
+                score,
+            )
+        found = self._options.get(placement_id)
+        if found is None:
+            found = self._options[placement_id] = Option(
+                self.at_id,
+                self.etag,
+                self.body,
+                self.representations.get(placement_id),
+                self.priority,
+            )
+        return found
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "capped", bool(self.caps))
+        rule = self.rule
+        object.__setattr__(
+            self,
+            "plain",
+            self.problem is None
+            and self.constraint is None
+            and (rule is None or (rule.evaluate is not None and not rule.uses_offer)),
+        )
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -146,6 +190,17 @@ class Fallback:
     etag: int
     body: Mapping[str, Any]
     representations: Mapping[str, Mapping[str, Any]]
+    #: The fallback as proposed in a placement, by placement ``@id`` (made on first use).
+    _options: dict[str, FallbackOption] = field(default_factory=dict, init=False, repr=False)
+
+    def option(self, placement_id: str) -> FallbackOption:
+        """The fallback as proposed in ``placement_id``."""
+        found = self._options.get(placement_id)
+        if found is None:
+            found = self._options[placement_id] = FallbackOption(
+                self.at_id, self.etag, self.body, self.representations.get(placement_id)
+            )
+        return found
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -210,13 +265,29 @@ class Decision:
     criteria: tuple[Criterion, ...]
     fallback_id: str | None
     fallback: Fallback | None
+    #: ``groups_for`` by placement, found on first use (the decision never changes; a
+    #: rebuild that changes it makes a new one).
+    _groups: dict[str, tuple[tuple[Criterion, ...], ...]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    #: As a proposition echoes it (made once, not per decision).
+    ref: ObjectRef = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ref", ObjectRef(self.at_id, self.etag, self.body))
 
     def covers(self, placement_id: str) -> bool:
         """True when at least one criterion applies to the placement."""
-        return any(criterion.applies_to(placement_id) for criterion in self.criteria)
+        return bool(self.groups_for(placement_id))
 
     def groups_for(self, placement_id: str) -> tuple[tuple[Criterion, ...], ...]:
         """Applicable criteria grouped by ``group_priority`` (higher first), in list order."""
+        found = self._groups.get(placement_id)
+        if found is None:
+            found = self._groups[placement_id] = self._group(placement_id)
+        return found
+
+    def _group(self, placement_id: str) -> tuple[tuple[Criterion, ...], ...]:
         applicable = [c for c in self.criteria if c.applies_to(placement_id)]
         if len(applicable) == 1:
             return ((applicable[0],),)

@@ -24,6 +24,7 @@ import numpy as np
 
 from nextoffer.engine.capping import CapCounters, CapLedger
 from nextoffer.engine.catalog import Catalog
+from nextoffer.engine.eligibility import MISSING as _MISSING
 from nextoffer.engine.eligibility import Evaluation, Failure
 from nextoffer.engine.explain import CandidateTrace, Reason, Tracer
 from nextoffer.engine.fields import as_utc
@@ -32,9 +33,6 @@ from nextoffer.engine.ranking import Ranked, draw, score, sort_ranked
 from nextoffer.engine.request import DecisionRequest, PropositionRequest, resolve
 from nextoffer.engine.result import (
     DecisionResult,
-    FallbackOption,
-    ObjectRef,
-    Option,
     Proposed,
     Proposition,
     Ranking,
@@ -138,7 +136,7 @@ class _Proposer:
                 if need <= 0 and tracer is None:
                     break
                 self._select(group, need, chosen, chosen_ids)
-        options = tuple(self._option(entry) for entry in chosen)
+        options = tuple([entry.offer.option(placement_id, entry.score) for entry in chosen])
         for entry in chosen:
             if entry.offer.capped:
                 self.ledger.record(entry.offer, placement_id)
@@ -150,11 +148,10 @@ class _Proposer:
             if decision.fallback is None:
                 reason = Reason.FALLBACK_MISSING
             else:
-                fb = decision.fallback
-                fallback = FallbackOption(
-                    fb.at_id, fb.etag, fb.body, fb.representations.get(placement_id)
+                fallback = decision.fallback.option(placement_id)
+                self.proposed.append(
+                    Proposed(fallback.offer_id, decision.at_id, placement_id, True)
                 )
-                self.proposed.append(Proposed(fb.at_id, decision.at_id, placement_id, True))
         trace = None
         if tracer is not None:
             for rank, entry in enumerate(chosen, 1):
@@ -177,23 +174,12 @@ class _Proposer:
                 explored=ranking.explored if ranking is not None else None,
             )
         return Proposition(
-            ObjectRef(decision.at_id, decision.etag, decision.body),
-            ObjectRef(placement.at_id, placement.etag, placement.body),
+            decision.ref,
+            placement.ref,
             options,
             fallback,
             trace,
             self.ranking,
-        )
-
-    def _option(self, entry: Ranked) -> Option:
-        offer = entry.offer
-        return Option(
-            offer.at_id,
-            offer.etag,
-            offer.body,
-            offer.representations.get(self.placement_id),
-            offer.priority,
-            entry.score,
         )
 
     # ---- one criteria group ----------------------------------------------------------
@@ -259,6 +245,13 @@ class _Proposer:
             offers = sorted(merged.values(), key=lambda o: (-o.priority, o.at_id))
         tracing = self.tracer is not None
         eligible, take = self._eligible, self._take  # hot loop: bind once
+        # One criterion whose constraint was checked already, no trace: a plain candidate
+        # (``Offer.plain``) is checked here, inline, as ``_eligible`` would check it.
+        inline = criteria[0] if owners is None and not tracing else None
+        if inline is not None and inline.constraint.per_offer:
+            inline = None
+        cache, invariant = self.evaluation.cached, self.evaluation.invariant
+        ledger, taken, now = self.ledger, self.taken, self.now
         start, end = 0, len(offers)
         while start < end and (need > 0 or tracing):
             priority = offers[start].priority
@@ -268,9 +261,34 @@ class _Proposer:
             tier: list[Ranked] = []
             for position in range(start, stop):
                 offer = offers[position]
-                if offer.at_id in chosen_ids:
+                at_id = offer.at_id
+                if at_id in chosen_ids:
                     continue
-                admitted = eligible(offer, criteria if owners is None else owners[offer.at_id])
+                if inline is not None and offer.plain:
+                    if (offer.start is not None and now < offer.start) or (
+                        offer.end is not None and now > offer.end
+                    ):
+                        continue
+                    rule = offer.rule
+                    if rule is not None:
+                        result = cache.get(rule, _MISSING)
+                        if result is _MISSING:
+                            result = invariant(rule)
+                        if result is not True:
+                            if result is False:
+                                continue
+                            # A truthy value or a failure: the full check decides.
+                            admitted = eligible(offer, criteria)
+                            if admitted is not None:
+                                tier.append(Ranked(offer, admitted, float(priority)))
+                            continue
+                    if offer.capped and ledger.check(offer, placement_id) is not None:
+                        continue
+                    if taken and at_id in taken and self._duplicate(offer) is not None:
+                        continue
+                    tier.append(Ranked(offer, inline, float(priority)))
+                    continue
+                admitted = eligible(offer, criteria if owners is None else owners[at_id])
                 if admitted is not None:
                     tier.append(Ranked(offer, admitted, float(priority)))
             start = stop

@@ -9,9 +9,15 @@ map, and the database stays the durable record:
   (``Profiles`` calls :meth:`ProfileCache.invalidate`): read-your-writes in one process.
 * Every transaction that changes or deletes profiles, in any process or node, numbers
   itself in the profiles' change sequence and logs the profiles it changed
-  (``Runtime.flush``, migration ``0011_profile_seq``). One thread per process reads the
-  log past the number it knows every ``bound / 2`` seconds and drops those profiles. A
-  write committed elsewhere is therefore served stale for at most ``bound`` seconds.
+  (``Runtime.flush``, migration ``0011_profile_seq``). One thread per process (the
+  default on PostgreSQL) reads the log past the number it knows every ``bound / 2``
+  seconds and drops those profiles. A write committed elsewhere is therefore served
+  stale for at most ``bound`` seconds.
+  Or, without a thread (``inline``: the default on SQLite, whose decisions run on the
+  worker's event loop and read the log in place), the first :meth:`get` after
+  ``bound / 2`` reads it before answering — one caller at a time, the others answering
+  from what is kept meanwhile — and the log's trim goes to the root's pool: the same
+  bound, no thread kept per worker.
 * Nothing is served from memory unless a read of the log succeeded within the last
   ``bound`` seconds (a database that cannot be read makes every decision read it too).
 * A read that was in flight while profiles were dropped is not kept (the drop counter:
@@ -31,6 +37,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Executor, Future
 from typing import Any
 
 import orjson
@@ -61,6 +68,13 @@ DEFAULT_PROFILE_CACHE_MB = 64.0
 KEEP_CHANGES_SECONDS = 600.0
 #: How often a process trims the log (any process may: deleting is idempotent).
 TRIM_SECONDS = 60.0
+
+
+def _trim_failed(done: Future[None]) -> None:
+    """Log a trim that failed in the pool (the next one deletes the rows)."""
+    error = done.exception()
+    if error is not None:
+        log.warning("profile change log not trimmed: %s", error)
 
 
 class _Entry:
@@ -100,6 +114,8 @@ class ProfileCache:
         bound: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         start: bool = True,
+        inline: bool = False,
+        executor: Executor | None = None,
     ) -> None:
         if max_bytes <= 0 or bound <= 0:
             raise ValueError("a profile cache needs max_bytes > 0 and bound > 0")
@@ -123,7 +139,14 @@ class ProfileCache:
         self._trimmed_at = float("-inf")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if start:
+        #: Following inline: :meth:`get` reads the log from this moment on.
+        self._inline = inline
+        self._due = float("-inf") if inline else float("inf")
+        #: Held by the one caller reading the log inline.
+        self._following = threading.Lock()
+        #: Where an inline follower trims the log (``None``: in the caller).
+        self._executor = executor
+        if start and not inline:
             self._thread = threading.Thread(
                 target=self._follow, name="nextoffer-profiles", daemon=True
             )
@@ -132,8 +155,13 @@ class ProfileCache:
     # -- the decision path -------------------------------------------------------------
 
     def get(self, key: ProfileKey) -> Found | None:
-        """The kept answer for ``key``; ``None`` when not kept or not fresh."""
-        if self._clock() > self._fresh_until:
+        """The kept answer for ``key``; ``None`` when not kept or not fresh. Following
+        inline, reads the change log first when it is due."""
+        now = self._clock()
+        if now > self._due:
+            self._follow_inline()
+            now = self._clock()
+        if now > self._fresh_until:
             return None
         with self._lock:
             entry = self._map.get(key)
@@ -210,11 +238,35 @@ class ProfileCache:
             self.clear()
         self._known = current
         self._fresh_until = started + self.bound
+        if self._inline:
+            self._due = started + self.bound / 2
         if started - self._trimmed_at >= TRIM_SECONDS:
             self._trimmed_at = started
-            before_us = (time.time() - KEEP_CHANGES_SECONDS) * 1e6
-            with self._store.session(write=True) as session:
-                session.runtime.trim_profile_changes(int(before_us))
+            if self._inline and self._executor is not None:
+                self._executor.submit(self._trim).add_done_callback(_trim_failed)
+            else:
+                self._trim()
+
+    def _trim(self) -> None:
+        """Delete the log's rows older than ``KEEP_CHANGES_SECONDS`` (a write)."""
+        before_us = (time.time() - KEEP_CHANGES_SECONDS) * 1e6
+        with self._store.session(write=True) as session:
+            session.runtime.trim_profile_changes(int(before_us))
+
+    def _follow_inline(self) -> None:
+        """Read the log in this caller, unless another one is reading it (then answer
+        from what is kept, while it is fresh)."""
+        if not self._following.acquire(blocking=False):
+            return
+        try:
+            if self._clock() > self._due:  # not read meanwhile by the last holder
+                self.follow_once()
+        except Exception as exc:  # a decision never fails for it: it reads its profile
+            log.error("profile change log not read (decisions read profiles): %s", exc)
+            # Not again before bound / 2: decisions read their profiles meanwhile.
+            self._due = self._clock() + self.bound / 2
+        finally:
+            self._following.release()
 
     def _follow(self) -> None:
         while not self._stop.is_set():
