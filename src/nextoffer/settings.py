@@ -52,8 +52,8 @@ class Settings:
     snapshot_wait_seconds: float = 5.0
     # -- the profile cache (issue 16; ``service/profile_cache.py``) --
     #: Megabytes of memory a process may keep profiles in for its decisions (~1.1 KB per
-    #: profile of a few flat attributes); 0 switches the cache off. ``None``: 64 (on
-    #: SQLite it reads the change log from the decisions, without a thread).
+    #: profile of a few flat attributes); 0 switches the cache off. ``None``: 64 on
+    #: PostgreSQL, off on SQLite (docs/design.md, "Profiles from memory").
     profile_cache_mb: float | None = None
     #: The longest a process serves a profile another process or node has since changed
     #: (docs/api.md, "Profiles"): the change log is read every half of it.

@@ -48,11 +48,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield emptied_database()
 
 
-@pytest.fixture
-def pg_url() -> str:
-    return emptied_database()
-
-
 def _profile(store: Store, identity: str, attributes: dict[str, Any]) -> str:
     """Create or replace a profile through another store (another process or node)."""
     with store.session(write=True) as session:
@@ -322,8 +317,14 @@ def _upsert(no: NextOffer, tenant: Any, tier: str) -> None:
     no.profiles.upsert(tenant.principal, body)
 
 
-def test_decisions_see_a_profile_written_through_the_same_nextoffer_at_once(pg_url: str) -> None:
-    with NextOffer.open(Settings(db_url=pg_url, freeze_heap=False)) as no:
+def test_the_cache_is_on_by_default_on_postgresql_and_off_on_sqlite(db_url: str) -> None:
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False)) as no:
+        assert (no.profile_cache is None) == db_url.startswith("sqlite")
+
+
+def test_decisions_see_a_profile_written_through_the_same_nextoffer_at_once(db_url: str) -> None:
+    # Switched on explicitly: the default on SQLite is off (on SQLite it follows inline).
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, profile_cache_mb=64)) as no:
         assert no.profile_cache is not None
         tenant, container, placement, activity, _ = _library(no)
         _upsert(no, tenant, "gold")
@@ -336,9 +337,11 @@ def test_decisions_see_a_profile_written_through_the_same_nextoffer_at_once(pg_u
             assert _gold(no, tenant, container, placement, activity) == (tier == "gold")
 
 
-def test_a_profile_written_by_another_nextoffer_is_seen_within_the_bound(pg_url: str) -> None:
+def test_a_profile_written_by_another_nextoffer_is_seen_within_the_bound(db_url: str) -> None:
     bound = 1.0
-    settings = Settings(db_url=pg_url, freeze_heap=False, profile_cache_seconds=bound)
+    settings = Settings(
+        db_url=db_url, freeze_heap=False, profile_cache_seconds=bound, profile_cache_mb=64
+    )
     with NextOffer.open(settings) as a, NextOffer.open(settings) as b:
         tenant, container, placement, activity, _ = _library(a)
         _upsert(a, tenant, "gold")
