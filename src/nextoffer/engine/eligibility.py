@@ -130,23 +130,9 @@ class Evaluation:
     def invariant(self, rule: Rule) -> Any:
         """The value of a rule that does not read ``offer``, not yet in the cache: run,
         cached for the rest of the request, returned (a failure as a :class:`_Raised`).
-        What :meth:`value` does in one frame: the inline check of plain candidates
-        (``Offer.plain``) and :meth:`holds` call it when the cache misses."""
-        evaluate = rule.evaluate
-        if evaluate is None:
-            result = self._invariant[rule] = _Raised(rule.problem or "the rule is unusable")
-            return result
-        try:
-            result = evaluate(
-                profile=self.profile,
-                events=self.events,
-                now=self.now,
-                context=self.context,
-                variables=None,
-            )
-        except Exception as error:  # any run-time failure disqualifies, never propagates
-            result = _Raised(f"{type(error).__name__}: {error}")
-        self._invariant[rule] = result
+        The inline check of plain candidates (``Offer.plain``), :meth:`value` and
+        :meth:`holds` call it when the cache misses."""
+        result = self._invariant[rule] = self._run(rule, None)
         return result
 
     def rule(
