@@ -9,11 +9,7 @@ instance at a time; both must leave the same index behind.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository import references
@@ -30,19 +26,10 @@ from nextoffer.repository.query import parse_query
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
-from support.backends import emptied_database
 
 HTML = OM + "content-component-html"
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
 WORDS = ("gold", "platinum", "mortgage", "Café", "savings", "travel")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'n.db'}"
-        return
-    yield emptied_database()
 
 
 def library() -> list[tuple[ObjectType, dict[str, Any]]]:

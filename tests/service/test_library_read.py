@@ -5,11 +5,7 @@ restarted, a segment definition added) equals one built from scratch."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from nextoffer.ids import utcnow
 from nextoffer.repository.objects import OM, PERSONALIZED_OFFER, PLACEMENT, RULE, SchemaRef
@@ -18,18 +14,9 @@ from nextoffer.service import catalogs
 from nextoffer.service.catalogs import CatalogCache
 from nextoffer.settings import Settings
 from nextoffer.storage.library_read import LibraryReader
-from support.backends import emptied_database
 
 HTML = OM + "content-component-html"
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'l.db'}"
-        return
-    yield emptied_database()
 
 
 def offer(placement: str, rule: str, priority: int, start: str, end: str) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import asyncio
 import gc
 import time
 import tracemalloc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +32,10 @@ from nextoffer.repository.objects import (
 )
 from nextoffer.service.profile_cache import ProfileCache
 from nextoffer.storage.store import Store
-from support.backends import emptied_database
 
 HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
 ORG, SANDBOX = "P@AdobeOrg", "prod"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'p.db'}"
-        return
-    yield emptied_database()
 
 
 def _profile(store: Store, identity: str, attributes: dict[str, Any]) -> str:

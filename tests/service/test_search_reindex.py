@@ -5,29 +5,16 @@ the new body, never the old one's."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from nextoffer.repository.objects import OM, PERSONALIZED_OFFER, PLACEMENT, TAG, SchemaRef
 from nextoffer.repository.query import parse_query
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 from nextoffer.storage.search_index import ROW_BITS, flatten
-from support.backends import emptied_database
 
 HTML = OM + "content-component-html"
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'r.db'}"
-        return
-    yield emptied_database()
 
 
 def offer(placement: str, name: str, priority: int, tags: list[str], **more: Any) -> dict[str, Any]:
