@@ -70,7 +70,11 @@ which refreshes its own snapshot on its builder thread the same way: its figures
 out HTTP and the scheduling of a second process, which on a shared machine dominate a
 p99 over HTTP. Per window p50, p99 and p99.9; the worker's CPU; after each round the time
 from one more change to the worker proposing it. The summary is the median over rounds
-of each figure and of each round's busy/quiet p99 ratio. ``--control`` adds a third pair
+of each figure and of each round's busy/quiet p99 ratio, then each kind's p99 over all its
+windows' requests pooled (``httpbench.pooled_percentile``, from the latency each window
+keeps at fine percentiles: eight windows' p99 rests on ~2,000 slow requests where one's
+rests on ~250), with the quiet windows of the even rounds against the odd ones' as the
+ratio two quiet samples of that size give (its noise). ``--control`` adds a third pair
 of windows per round: the child spends, every period, the CPU a change costs it (measured
 on five changes made before the window, each after a sleep of ``--period`` as in the busy
 window: a change right after another costs a third of one whose caches went cold) without
@@ -114,7 +118,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from httpbench import SERVER, free_port, machine, wrk
+from httpbench import SERVER, free_port, machine, pooled_percentile, tail_of, wrk
 
 from nextoffer import DecisionCall, PropositionRequest
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, utcnow
@@ -875,11 +879,12 @@ def latency(args: argparse.Namespace) -> None:
                     row[f"{kind}_p99_ms"] = result.p99_ms
                     row[f"{kind}_p999_ms"] = result.p999_ms
                     row[f"{kind}_requests"] = result.requests
+                    row[f"{kind}_tail_ms"] = list(result.tail_ms)
                     row[f"{kind}_changes"] = changes
                     for name, figure in local.items():
                         row[f"{kind}_local_{name}"] = figure
                 row["visible_s"] = visibility(no, lib, [worker], round_ + size)
-                print(json.dumps(row), flush=True)
+                print(json.dumps({k: v for k, v in row.items() if "tail" not in k}), flush=True)
                 rounds.append(row)
             rows.append(rounds)
         finally:
@@ -906,6 +911,7 @@ def latency(args: argparse.Namespace) -> None:
             return statistics.median(r[key] for r in rounds)
 
         loads = [r["load"] for r in rounds]
+        pooled: list[tuple[str, dict[str, float]]] = []
         windows = 4 if "busy_paced_p99_ms" in rounds[0] else 2  # per kind, changes counted over all
         for where, prefix in (("HTTP (wrk, 1 connection)", ""), ("in process", "local_")):
             if "control_p99_ms" in rounds[0]:
@@ -922,6 +928,7 @@ def latency(args: argparse.Namespace) -> None:
             ratio = statistics.median(
                 r[f"busy_{prefix}p99_ms"] / r[f"quiet_{prefix}p99_ms"] for r in rounds
             )
+            pooled.append((where, pooled_p99(rounds, prefix)))
             count = "requests" if not prefix else "local_decisions"
             print(
                 f"| {rounds[0]['size']:,} | {where} "
@@ -960,6 +967,7 @@ def latency(args: argparse.Namespace) -> None:
             f"{med('busy_cpu_s'):.2f} s; a change visible to the worker after "
             f"{med('visible_s'):.2f} s (median)"
         )
+        print_pooled(rounds[0]["size"], pooled)
         spent = [f"busy {med('busy_writer_cpu_s'):.3f}"]
         spent += [f"control {med('control_writer_cpu_s'):.3f}"] if args.control else []
         print(f"the writing child's CPU per HTTP window: {' / '.join(spent)} s")
@@ -967,6 +975,40 @@ def latency(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.plot:
         plot_latency({"this run": rows[0]}, args.plot)
+
+
+def pooled_p99(rounds: list[dict[str, Any]], prefix: str) -> dict[str, float]:
+    """Each kind's p99 over the requests of all its windows taken together
+    (``httpbench.pooled_percentile``), and the quiet windows' of the even rounds against
+    the odd ones': what two quiet samples of the same size differ by, the ratio's noise."""
+    count = "requests" if not prefix else "local_decisions"
+
+    def p99(kind: str, rows: list[dict[str, Any]]) -> float:
+        found = [(r[f"{kind}_{count}"], r.get(f"{kind}_{prefix}tail_ms", [])) for r in rows]
+        return pooled_percentile(found, 99)
+
+    kinds = [k for k in ("quiet", "busy", "control") if f"{k}_{prefix}p99_ms" in rounds[0]]
+    figures = {kind: p99(kind, rounds) for kind in kinds}
+    figures["quiet_even"] = p99("quiet", rounds[0::2])
+    figures["quiet_odd"] = p99("quiet", rounds[1::2])
+    return figures
+
+
+def print_pooled(size: int, pooled: list[tuple[str, dict[str, float]]]) -> None:
+    print()
+    print(
+        "| offers | where, all rounds' requests pooled | p99 quiet / busy / control ms "
+        "| **busy ÷ quiet** | busy ÷ control | quiet ÷ quiet (even ÷ odd rounds) |"
+    )
+    print("|---:|---|---:|---:|---:|---:|")
+    for where, f in pooled:
+        control = f.get("control", float("nan"))
+        print(
+            f"| {size:,} | {where} | {f['quiet']:.3f} / {f['busy']:.3f} / {control:.3f} "
+            f"| **{f['busy'] / f['quiet']:.2f}×** | {f['busy'] / control:.2f}× "
+            f"| {f['quiet_even'] / f['quiet_odd']:.2f}× |"
+        )
+    print()
 
 
 def plot_latency(runs: dict[str, list[dict[str, Any]]], path: Path) -> None:
@@ -1093,7 +1135,7 @@ def http_window(lib: dict[str, Any], worker: Worker, seconds: int) -> Any:
 
 def in_process(
     no: NextOffer, lib: dict[str, Any], seconds: float, *, gap: bool = False
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Dry-run decisions one after another on this process's root for ``seconds`` (its
     snapshot refreshes on its builder thread, as a worker's does), without HTTP or the
     scheduler of a second process in the figure: p50, p99, p99.9 and the slowest (ms), how
@@ -1134,13 +1176,14 @@ def in_process(
         found.sort()
         return found[min(len(found) - 1, int(q * len(found)))] * 1000 if found else 0.0
 
-    figures = {
+    figures: dict[str, Any] = {
         "p50_ms": at(times, 0.5),
         "p99_ms": at(times, 0.99),
         "p999_ms": at(times, 0.999),
         "max_ms": times[-1] * 1000,
         "decisions": len(times),
         "over_10ms": sum(1 for t in times if t > 0.010),
+        "tail_ms": list(tail_of([t * 1000 for t in times])),  # sorted by ``at`` above
     }
     if gap:
         for name, found in (("during", during), ("outside", outside)):
