@@ -411,8 +411,8 @@ def test_the_report_fold_revision_starts_past_the_events_already_counted(engine:
     assert "seq" not in {c["name"] for c in inspect(engine).get_columns("decision_events")}
 
 
-#: The tables 0016_clustered_keys keeps in their key's b-tree on SQLite.
-CLUSTERED = ("profiles", "profile_identities", "cap_counters")
+#: The tables 0016_clustered_profiles keeps in their key's b-tree on SQLite.
+CLUSTERED = ("profiles", "profile_identities")
 
 
 def _without_rowid(engine: Engine) -> set[str]:
@@ -431,12 +431,11 @@ def _clustered_rows(engine: Engine) -> list[Any]:
         return [
             *conn.execute(text("SELECT * FROM profiles ORDER BY profile_id")).all(),
             *conn.execute(text("SELECT * FROM profile_identities ORDER BY identity")).all(),
-            *conn.execute(text("SELECT * FROM cap_counters ORDER BY counter_key")).all(),
         ]
 
 
-def test_the_clustered_keys_revision_rebuilds_the_tables_with_their_rows(engine: Engine) -> None:
-    # 0016_clustered_keys: on SQLite the three tables become WITHOUT ROWID tables with the
+def test_the_clustered_profiles_revision_rebuilds_the_tables_with_their_rows(engine: Engine) -> None:
+    # 0016_clustered_profiles: on SQLite the two tables become WITHOUT ROWID tables with the
     # same rows and indexes; a downgrade makes them rowid tables again, rows kept.
     migrations.upgrade(engine, "0011_profile_seq")
     with engine.begin() as conn:
@@ -453,10 +452,9 @@ def test_the_clustered_keys_revision_rebuilds_the_tables_with_their_rows(engine:
                     f" ('O@AdobeOrg', 'prod', 'Email', 'u{n}@example.com', 'p-{n}')"
                 )
             )
-            conn.execute(text(f"INSERT INTO cap_counters VALUES ('k-{n}', 'c-1', {n * 10})"))
     before = _clustered_rows(engine)
-    assert len(before) == 6
-    migrations.upgrade(engine, "0016_clustered_keys")
+    assert len(before) == 4
+    migrations.upgrade(engine, "0016_clustered_profiles")
     assert _clustered_rows(engine) == before
     sqlite = engine.dialect.name == "sqlite"
     assert _without_rowid(engine) == (set(CLUSTERED) if sqlite else set())

@@ -168,9 +168,9 @@ instance_counts = Table(
 
 # -- the runtime: profiles, their events, decisions and cap counters ------------------
 
-# ``profiles``, ``profile_identities`` and ``cap_counters`` are read by key on every
-# decision: on SQLite they keep their rows in the key's b-tree (``WITHOUT ROWID``), so a
-# lookup reads one b-tree, not the key's index and then the rows (``0016_clustered_keys``).
+# ``profiles`` and ``profile_identities`` are read by key on every decision: on SQLite
+# they keep their rows in the key's b-tree (``WITHOUT ROWID``), so a lookup reads one
+# b-tree, not the key's index and then the rows (``0016_clustered_profiles``).
 
 profiles = Table(
     "profiles",
@@ -271,7 +271,6 @@ cap_counters = Table(
     Column("counter_key", String(1400), primary_key=True),
     Column("container_id", String(36), nullable=False),
     Column("count", BigInteger, nullable=False),
-    sqlite_with_rowid=False,
 )
 
 #: Per offer and UTC day: propositions, impressions, clicks (the offers report).

@@ -1,35 +1,40 @@
-"""SQLite: the tables a decision reads by key keep their rows in their key's b-tree.
+"""SQLite: the profile tables keep their rows in their key's b-tree (``WITHOUT ROWID``).
 
-Revision ID: 0016_clustered_keys
+Revision ID: 0016_clustered_profiles
 Revises: 0011_profile_seq
 Create Date: 2026-12-06
 
-``profiles``, ``profile_identities`` and ``cap_counters`` have text primary keys. As rowid
-tables, SQLite kept each of them as two b-trees, the key's index and the rows, so a
-lookup by key read a leaf of each: the decision's profile read four leaves (the
-identity's index and row, the profile's index and row), the record's counters two per
-counter. ``WITHOUT ROWID`` tables keep the row in the key's b-tree: two leaves for the
-profile read, one per counter. With two workers, every commit of one empties the other's
-page cache, so those leaves are mostly read from the file again (docs/benchmarks.md,
-"The kernel and SQLite work of a decision"). Each table is rebuilt with its rows and
+``profiles`` and ``profile_identities`` have text primary keys. As rowid tables, SQLite
+kept each of them as two b-trees, the key's index and the rows, so the decision's profile
+read (an identity, then its profile) read four leaves: the identity's index entry and
+row, the profile's index entry and row. ``WITHOUT ROWID`` tables keep the row in the
+key's b-tree: two leaves. With two workers every commit of one empties the other's page
+cache, so those leaves are mostly read from the file again (docs/benchmarks.md, "The
+kernel and SQLite work of a recorded decision"). Each table is rebuilt with its rows and
 indexes as they were; the columns do not change. Nothing changes on PostgreSQL.
 Downgrading rebuilds them as rowid tables.
+
+``cap_counters`` stays a rowid table: its rows are in the order they were made, so the
+counters for everyone (made first, updated by almost every batch) share a few pages;
+ordered by key they would sit each beside its offer's per-profile counters, and a batch
+would write a page per offer it reserved (measured: more pages per batch than the reads
+it saved).
 """
 
 from __future__ import annotations
 
 from alembic import op
-from sqlalchemy import BigInteger, Column, Index, MetaData, String, Table, Text
+from sqlalchemy import Column, Index, MetaData, String, Table, Text
 from sqlalchemy.schema import CreateIndex, CreateTable
 
-revision = "0016_clustered_keys"
+revision = "0016_clustered_profiles"
 down_revision = "0011_profile_seq"
 branch_labels = None
 depends_on = None
 
 
 def _tables(*, with_rowid: bool, suffix: str = "") -> list[Table]:
-    """The three tables as they are at this revision (a frozen copy of ``tables.py``),
+    """The two tables as they are at this revision (a frozen copy of ``tables.py``),
     their names ending in ``suffix``; their indexes only without one."""
     m = MetaData()
     indexed = not suffix
@@ -59,14 +64,6 @@ def _tables(*, with_rowid: bool, suffix: str = "") -> list[Table]:
             Column("identity", String(1024), primary_key=True),
             Column("profile_id", String(36), nullable=False),
             *indexes(Index("ix_profile_identities_profile", "profile_id")),
-            sqlite_with_rowid=with_rowid,
-        ),
-        Table(
-            "cap_counters" + suffix,
-            m,
-            Column("counter_key", String(1400), primary_key=True),
-            Column("container_id", String(36), nullable=False),
-            Column("count", BigInteger, nullable=False),
             sqlite_with_rowid=with_rowid,
         ),
     ]
