@@ -1,7 +1,7 @@
 """The kernel's share of a recorded decision: syscalls per decision, by kind and by cause.
 
     .venv/bin/python bench/syscalls.py [--seconds 4] [--repeats 3] [--baseline OTHER/src]
-    .venv/bin/python bench/syscalls.py --attribute [--seconds 1.5]
+    .venv/bin/python bench/syscalls.py --attribute [--seconds 1.5] [--baseline OTHER/src]
 
 Two children run the whole ASGI app in process on one SQLite database, as two workers of
 a server do (``asgi_decide.py``'s app, library, profiles and request: 100 offers, a third
@@ -229,9 +229,10 @@ def attribute(trace: Path, db: Path) -> None:
     batches: list[list[int]] = []
     frames: list[int] | None = None
     with sqlite3.connect(db) as conn:
-        owner = {page: f"{name} ({kind})" for page, name, kind in conn.execute(
-            "SELECT pageno, name, pagetype FROM dbstat"
-        )}
+        owner = {
+            page: f"{name} ({kind})"
+            for page, name, kind in conn.execute("SELECT pageno, name, pagetype FROM dbstat")
+        }
     for line in lines:
         tid, _, rest = line.partition(" ")
         rest = rest.lstrip()
@@ -265,8 +266,10 @@ def attribute(trace: Path, db: Path) -> None:
             print(f"| {thread} | `{sql}` | {what} | {n / decisions:.2f} |")
     if batches:
         pages = collections.Counter(owner.get(page, "?") for batch in batches for page in batch)
-        print(f"\n{len(batches)} commits of the loop, {decisions / len(batches):.1f} decisions "
-              f"and {sum(map(len, batches)) / len(batches):.1f} WAL frames each; per commit:")
+        print(
+            f"\n{len(batches)} commits of the loop, {decisions / len(batches):.1f} decisions "
+            f"and {sum(map(len, batches)) / len(batches):.1f} WAL frames each; per commit:"
+        )
         print("| b-tree (page kind) | frames per commit |\n|---|---:|")
         for name, n in pages.most_common():
             print(f"| {name} | {n / len(batches):.2f} |")
@@ -299,7 +302,7 @@ def main() -> None:
         return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-syscalls-"))
     trees: dict[str, str | None] = {"this tree": None}
-    if args.baseline and not args.attribute:
+    if args.baseline:
         trees["baseline"] = args.baseline
     places = {}
     for n, (name, src) in enumerate(trees.items()):
@@ -311,9 +314,11 @@ def main() -> None:
             subprocess.run(command, env=_env(src), check=True)
         places[name] = place
     if args.attribute:
-        place = places["this tree"]
-        pair(place, None, args, place / "strace.txt")
-        attribute(place / "strace.txt", place / "run.db")
+        for name, src in trees.items():
+            print(f"\n#### {name}\n")
+            place = places[name]
+            pair(place, src, args, place / "strace.txt")
+            attribute(place / "strace.txt", place / "run.db")
         return
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
     load = [os.getloadavg()[0]]

@@ -420,10 +420,10 @@ def _without_rowid(engine: Engine) -> set[str]:
     if engine.dialect.name != "sqlite":
         return set()
     with engine.connect() as conn:
-        made = conn.execute(
-            text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")
-        ).all()
-    return {name for name, sql in made if name in CLUSTERED and sql.rstrip().endswith("WITHOUT ROWID")}
+        made = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all()
+    return {
+        name for name, sql in made if name in CLUSTERED and sql.rstrip().endswith("WITHOUT ROWID")
+    }
 
 
 def _clustered_rows(engine: Engine) -> list[Any]:
@@ -434,7 +434,7 @@ def _clustered_rows(engine: Engine) -> list[Any]:
         ]
 
 
-def test_the_clustered_profiles_revision_rebuilds_the_tables_with_their_rows(engine: Engine) -> None:
+def test_the_clustered_profiles_revision_rebuilds_the_tables_rows_kept(engine: Engine) -> None:
     # 0016_clustered_profiles: on SQLite the two tables become WITHOUT ROWID tables with the
     # same rows and indexes; a downgrade makes them rowid tables again, rows kept.
     migrations.upgrade(engine, "0011_profile_seq")
