@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/syscalls.py [--seconds 4] [--repeats 3] [--baseline OTHER/src]
     .venv/bin/python bench/syscalls.py --attribute [--seconds 1.5] [--baseline OTHER/src]
+    .venv/bin/python bench/syscalls.py --http [--seconds 6] [--repeats 3] [--baseline OTHER/src]
 
 Two children run the whole ASGI app in process on one SQLite database, as two workers of
 a server do (``asgi_decide.py``'s app, library, profiles and request: 100 offers, a third
@@ -20,6 +21,11 @@ in the trace): each syscall is charged to the statement the thread last started,
 WAL frames each commit wrote (a frame header names its page) to the b-tree that owns the
 page (SQLite's ``dbstat`` table, read afterwards). ``strace`` slows the traced child about
 tenfold, so its batches are larger than under load: read per-batch figures per batch.
+
+``--http`` runs each tree's database under a 2-worker server (``httpbench.Server``) and
+wrk at 50 connections instead (``http_decisions.py``'s decisions), ``perf stat`` on both
+workers, per decision answered; ``read``, ``write`` and most ``epoll_pwait`` are uvicorn's,
+as for a bare request. The server's CPU per decision is then paid for the tracepoints too.
 
 Needs Linux with ``perf`` and ``strace`` and the right to trace (root, or
 ``kernel.perf_event_paranoid`` <= 1 and ``ptrace_scope`` 0).
@@ -42,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +82,7 @@ def child(args: argparse.Namespace) -> None:
         async def receive() -> dict[str, Any]:
             return {"type": "http.request", "body": body, "more_body": False}
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
@@ -105,10 +112,10 @@ def child(args: argparse.Namespace) -> None:
 
     async def main() -> None:
         startup: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        done: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        done: asyncio.Queue[MutableMapping[str, Any]] = asyncio.Queue()
         await startup.put({"type": "lifespan.startup"})
 
-        async def send_life(message: dict[str, Any]) -> None:
+        async def send_life(message: MutableMapping[str, Any]) -> None:
             await done.put(message)
 
         life_scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
@@ -141,7 +148,7 @@ def _mark_statements() -> None:
     connect = sqlite3.connect
 
     def marked(*args: Any, **kwargs: Any) -> sqlite3.Connection:
-        conn = connect(*args, **kwargs)
+        conn: sqlite3.Connection = connect(*args, **kwargs)
         conn.set_trace_callback(lambda sql: os.write(sink, b"SQL " + sql[:70].encode()))
         return conn
 
@@ -155,11 +162,7 @@ def _env(src: str | None) -> dict[str, str]:
 
 def pair(place: Path, src: str | None, args: argparse.Namespace, out: Path) -> dict[str, float]:
     """Two children on a fresh copy of ``place``'s database; one of them traced."""
-    db = place / "run.db"
-    for suffix in ("", "-wal", "-shm", "-writer.lock"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    with sqlite3.connect(place / "bench.db") as source, sqlite3.connect(db) as copy:
-        source.backup(copy)
+    db = _fresh_copy(place)
     ready = [place / f"ready-{n}" for n in range(2)]
     for flag in ready:
         flag.unlink(missing_ok=True)
@@ -199,12 +202,7 @@ def pair(place: Path, src: str | None, args: argparse.Namespace, out: Path) -> d
                 raise RuntimeError(err.decode()[-2000:])
     if args.attribute:
         return {}
-    counts: dict[str, float] = {}
-    for line in out.read_text().splitlines():
-        fields = line.split(",")
-        if len(fields) > 2 and fields[0].isdigit() and "sys_enter" in fields[2]:
-            kind = fields[2].split("sys_enter_")[1] if "sys_enter_" in fields[2] else "all"
-            counts[kind] = int(fields[0])
+    counts = _counts(out)
     decisions = counts.pop("getppid", 0)
     if not decisions:
         raise RuntimeError("no decision in the window")
@@ -212,6 +210,67 @@ def pair(place: Path, src: str | None, args: argparse.Namespace, out: Path) -> d
     per["all syscalls"] = counts.get("all", 0) / decisions - 1  # the getppid
     per["CPU µs"] = cpu / decisions * 1e6
     return per
+
+
+def _fresh_copy(place: Path) -> Path:
+    """A copy of ``place``'s built database, as built."""
+    db = place / "run.db"
+    for suffix in ("", "-wal", "-shm", "-writer.lock"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(place / "bench.db") as source, sqlite3.connect(db) as copy:
+        source.backup(copy)
+    return db
+
+
+def over_http(place: Path, src: str | None, args: argparse.Namespace) -> dict[str, float]:
+    """A 2-worker server on a fresh copy of ``place``'s database; wrk at 50 connections for
+    ``--seconds`` while ``perf stat`` counts both workers; per decision answered."""
+    from http_decisions import run_row
+    from httpbench import Server
+
+    lib = json.loads((place / "lib.json").read_text())
+    server = Server(f"sqlite:///{_fresh_copy(place)}", workers=2, env=_env(src))
+    try:
+        run_row(server, lib, "POST decisions", 50, 3)  # warm: snapshots, caches, the WAL
+        found = subprocess.run(
+            ["pgrep", "-P", str(server.process.pid)], capture_output=True, text=True, check=True
+        )
+        workers = [
+            pid
+            for pid in found.stdout.split()
+            if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+        ]
+        out = place / "perf-http.txt"
+        events = ",".join(f"syscalls:sys_enter_{k}" for k in (*KINDS, "read", "write"))
+        events += ",raw_syscalls:sys_enter"
+        perf = ["perf", "stat", "-x", ",", "-e", events, "-p", ",".join(workers), "-o", str(out)]
+        trace = subprocess.Popen(perf, stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+        cpu = server.cpu_seconds()
+        result = run_row(server, lib, "POST decisions", 50, int(args.seconds))
+        cpu = server.cpu_seconds() - cpu
+        trace.send_signal(signal.SIGINT)
+        trace.wait()
+    finally:
+        server.stop()
+    counts = _counts(out)
+    per = {kind: n / result.requests for kind, n in counts.items() if kind != "all"}
+    per["all syscalls"] = counts.get("all", 0) / result.requests
+    per["CPU µs"] = cpu / result.requests * 1e6
+    per["decisions/s"] = result.requests_per_s
+    per["p99 ms"] = result.p99_ms
+    return per
+
+
+def _counts(out: Path) -> dict[str, int]:
+    """``perf stat -x ,``'s counts by syscall (``all`` for every syscall)."""
+    counts: dict[str, int] = {}
+    for line in out.read_text().splitlines():
+        fields = line.split(",")
+        if len(fields) > 2 and fields[0].isdigit() and "sys_enter" in fields[2]:
+            kind = fields[2].split("sys_enter_")[1] if "sys_enter_" in fields[2] else "all"
+            counts[kind] = int(fields[0])
+    return counts
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -282,6 +341,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", help="another tree's src/ to compare with (PYTHONPATH)")
     parser.add_argument("--attribute", action="store_true", help="strace: by statement")
+    parser.add_argument("--http", action="store_true", help="a 2-worker server under wrk")
     parser.add_argument("--workdir", help="keep the databases here and reuse them")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mark", action="store_true", help=argparse.SUPPRESS)
@@ -324,11 +384,18 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     for _ in range(args.repeats):
         for name, src in trees.items():
-            rows[name].append(pair(places[name], src, args, places[name] / "perf.txt"))
+            if args.http:
+                rows[name].append(over_http(places[name], src, args))
+            else:
+                rows[name].append(pair(places[name], src, args, places[name] / "perf.txt"))
         load.append(os.getloadavg()[0])
     print(f"load average (1 min) over the run: {min(load):.2f}–{max(load):.2f}")
-    print(f"per decision, medians of {args.repeats} windows of {args.seconds} s (one child)")
-    columns = ["CPU µs", "all syscalls", *KINDS]
+    if args.http:
+        print(f"per decision, medians of {args.repeats} wrk rows of {int(args.seconds)} s")
+        columns = ["decisions/s", "p99 ms", "CPU µs", "all syscalls", *KINDS, "read", "write"]
+    else:
+        print(f"per decision, medians of {args.repeats} windows of {args.seconds} s (one child)")
+        columns = ["CPU µs", "all syscalls", *KINDS]
     print("| tree | " + " | ".join(columns) + " |\n|---|" + "---:|" * len(columns))
     for name, per in rows.items():
         medians = [statistics.median(r.get(c, 0.0) for r in per) for c in columns]
