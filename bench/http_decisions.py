@@ -5,6 +5,8 @@
     .venv/bin/python bench/http_decisions.py --plot-from rows.json --plot out.png  # redraw
     .venv/bin/python bench/http_decisions.py --observability   # cost of /metrics + JSON access logs
     .venv/bin/python bench/http_decisions.py --compare 'a:NEXTOFFER_X=1;b:NEXTOFFER_X=0'
+    .venv/bin/python bench/http_decisions.py --compare \
+        'this:;main:PYTHONPATH=MAIN/src,BENCH_SCHEMA=0011_profile_seq'  # an older schema
     .venv/bin/python bench/http_decisions.py --stacks          # uvicorn vs granian (vs h11)
     .venv/bin/python bench/http_decisions.py --stacks --stack-names uvicorn,granian-st
     .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
@@ -39,6 +41,7 @@ import argparse
 import json
 import os
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -364,6 +367,34 @@ OBSERVABILITY = {
 }
 
 
+#: A ``--compare`` variant's setting: its server runs on a copy of the database downgraded
+#: to this revision (a tree whose schema is older than this one's refuses the newer).
+SCHEMA = "BENCH_SCHEMA"
+
+
+def on_schema(env: dict[str, str], db_url: str, copy: Path) -> dict[str, str]:
+    """The variant's environment; with :data:`SCHEMA`, ``NEXTOFFER_DB`` names a copy of
+    the database (the same library, profiles and credentials) at that revision."""
+    if SCHEMA not in env:
+        return env
+    from sqlalchemy.engine import make_url
+
+    from nextoffer.storage import migrations
+    from nextoffer.storage.database import open_engine
+
+    env = dict(env)
+    revision = env.pop(SCHEMA)
+    with sqlite3.connect(make_url(db_url).database or "") as source, sqlite3.connect(copy) as to:
+        source.backup(to)
+    url = f"sqlite:///{copy}"
+    engine = open_engine(url)
+    try:
+        migrations.downgrade(engine, revision)
+    finally:
+        engine.dispose()
+    return {**env, "NEXTOFFER_DB": url}
+
+
 def compare(
     args: argparse.Namespace,
     db_url: str,
@@ -382,6 +413,7 @@ def compare(
     endpoints = (CEILING, "POST decisions")
     try:
         for n, (name, env) in enumerate(variants.items()):
+            env = on_schema(env, db_url, workdir / f"bench-{n}.db")
             servers[name] = Server(
                 db_url, workers=2, env=env, log=workdir / f"server-{n}.log", stack=args.server
             )

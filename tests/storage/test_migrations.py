@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -408,3 +409,59 @@ def test_the_report_fold_revision_starts_past_the_events_already_counted(engine:
     assert _report(engine) == {("2026-03-04", "o-1"): 3, ("2026-03-04", "o-2"): 1}
     assert "report_folds" not in inspect(engine).get_table_names()
     assert "seq" not in {c["name"] for c in inspect(engine).get_columns("decision_events")}
+
+
+#: The tables 0016_clustered_profiles keeps in their key's b-tree on SQLite.
+CLUSTERED = ("profiles", "profile_identities")
+
+
+def _without_rowid(engine: Engine) -> set[str]:
+    """The tables of :data:`CLUSTERED` SQLite stores ``WITHOUT ROWID`` (none elsewhere)."""
+    if engine.dialect.name != "sqlite":
+        return set()
+    with engine.connect() as conn:
+        made = conn.execute(text("SELECT name, sql FROM sqlite_master WHERE type = 'table'")).all()
+    return {
+        name for name, sql in made if name in CLUSTERED and sql.rstrip().endswith("WITHOUT ROWID")
+    }
+
+
+def _clustered_rows(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return [
+            *conn.execute(text("SELECT * FROM profiles ORDER BY profile_id")).all(),
+            *conn.execute(text("SELECT * FROM profile_identities ORDER BY identity")).all(),
+        ]
+
+
+def test_the_clustered_profiles_revision_rebuilds_the_tables_rows_kept(engine: Engine) -> None:
+    # 0016_clustered_profiles: on SQLite the two tables become WITHOUT ROWID tables with the
+    # same rows and indexes; a downgrade makes them rowid tables again, rows kept.
+    migrations.upgrade(engine, "0011_profile_seq")
+    with engine.begin() as conn:
+        for n in (1, 2):
+            conn.execute(
+                text(
+                    "INSERT INTO profiles VALUES"
+                    f" ('p-{n}', 'O@AdobeOrg', 'prod', '{{\"n\": {n}}}', 't', 't')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO profile_identities VALUES"
+                    f" ('O@AdobeOrg', 'prod', 'Email', 'u{n}@example.com', 'p-{n}')"
+                )
+            )
+    before = _clustered_rows(engine)
+    assert len(before) == 4
+    migrations.upgrade(engine, "0016_clustered_profiles")
+    assert _clustered_rows(engine) == before
+    sqlite = engine.dialect.name == "sqlite"
+    assert _without_rowid(engine) == (set(CLUSTERED) if sqlite else set())
+    assert {"ix_profiles_tenant", "ix_profile_identities_profile"} <= _index_names(engine)
+    migrations.downgrade(engine, "0011_profile_seq")
+    assert _clustered_rows(engine) == before
+    assert _without_rowid(engine) == set()
+    assert {"ix_profiles_tenant", "ix_profile_identities_profile"} <= _index_names(engine)
+    migrations.upgrade(engine)
+    assert _clustered_rows(engine) == before

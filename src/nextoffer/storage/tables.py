@@ -168,6 +168,10 @@ instance_counts = Table(
 
 # -- the runtime: profiles, their events, decisions and cap counters ------------------
 
+# ``profiles`` and ``profile_identities`` are read by key on every decision: on SQLite
+# they keep their rows in the key's b-tree (``WITHOUT ROWID``), so a lookup reads one
+# b-tree, not the key's index and then the rows (``0016_clustered_profiles``).
+
 profiles = Table(
     "profiles",
     metadata,
@@ -177,6 +181,7 @@ profiles = Table(
     Column("attributes", Text, nullable=False),  # JSON object
     Column("created", String(32), nullable=False),
     Column("modified", String(32), nullable=False),
+    sqlite_with_rowid=False,
 )
 
 #: Each (namespace, id) names at most one profile of a tenant.
@@ -190,6 +195,7 @@ profile_identities = Table(
     Column("profile_id", String(36), nullable=False),
     PrimaryKeyConstraint("org_id", "sandbox", "namespace", "identity"),
     Index("ix_profile_identities_profile", "profile_id"),
+    sqlite_with_rowid=False,
 )
 
 experience_events = Table(
