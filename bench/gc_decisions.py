@@ -8,11 +8,13 @@ capped, 10,000 profiles, every decision recorded), one 2-worker uvicorn server p
 (its ``NEXTOFFER_*`` environment; ``PYTHONPATH=OTHER/src`` runs another tree), driven by
 wrk in turn, the variants' order reversed every other repeat. Every process of the servers
 loads a ``sitecustomize`` written here that times each collection from ``gc.callbacks``
-(``perf_counter_ns`` at its start and stop) and writes its counts to a file; the driver
-reads them before and after each row. Per variant, medians over repeats of: collections
-per 1,000 decisions by generation, the collector's µs per decision (all generations and
-the full ones), the longest pause by generation, decisions/s, p99 and the server's CPU
-per decision. After the last repeat, each worker counts the objects the collector tracks
+(``perf_counter_ns``, and the collecting thread's CPU time, ``thread_time_ns``, at its
+start and stop) and writes its counts to a file; the driver reads them before and after
+each row. Per variant, medians over repeats of: collections per 1,000 decisions by
+generation, the collector's wall µs per decision (all generations and the full ones) and
+its CPU µs by generation, the longest pause by generation, the pauses of 1 ms or more,
+the objects the collections freed per decision (garbage cycles), decisions/s, p99 and
+the server's CPU per decision. After the last repeat, each worker counts the objects the collector tracks
 by generation and those frozen (``gc.get_objects``, ``gc.get_freeze_count``).
 A variant's ``GC_THRESHOLD=700/10/10`` sets the collector's thresholds in its processes.
 
@@ -48,6 +50,7 @@ if _DIR:
     _counts = [0, 0, 0]
     _ns = [0, 0, 0]
     _cpu_ns = [0, 0, 0]
+    _collected = [0, 0, 0]
     _longest = [0, 0, 0]
     _pauses = []  # (time.time(), generation, ns, collected) of every pause >= 1 ms
     _started = [0, 0]
@@ -63,6 +66,7 @@ if _DIR:
         _counts[generation] += 1
         _ns[generation] += spent
         _cpu_ns[generation] += used
+        _collected[generation] += info["collected"]
         if spent > _longest[generation]:
             _longest[generation] = spent
         if spent >= 1_000_000:
@@ -92,6 +96,7 @@ if _DIR:
                 "counts": _counts,
                 "ns": _ns,
                 "cpu_ns": _cpu_ns,
+                "collected": _collected,
                 "longest": _longest,
                 "pauses": _pauses[-2000:],
                 "sizes": sizes,
@@ -118,7 +123,8 @@ def read(probe: Path) -> dict[int, dict[str, Any]]:
 
 def delta(before: dict[int, dict[str, Any]], after: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """Collections and their ns by generation, summed over the processes, between two reads."""
-    moved: dict[str, list[int]] = {key: [0, 0, 0] for key in ("counts", "ns", "cpu_ns")}
+    keys = ("counts", "ns", "cpu_ns", "collected")
+    moved: dict[str, list[int]] = {key: [0, 0, 0] for key in keys}
     for pid, state in after.items():
         old = before.get(pid)
         for key, sums in moved.items():
@@ -191,6 +197,7 @@ def main() -> None:
                         "per_k": [c / decisions * 1e3 for c in moved["counts"]],
                         "us": [ns / decisions / 1e3 for ns in moved["ns"]],
                         "cpu_us": [ns / decisions / 1e3 for ns in moved["cpu_ns"]],
+                        "garbage": sum(moved["collected"]) / decisions,
                         "longest": [
                             max((p[2] for p in long if p[1] == g), default=0) / 1e6
                             for g in range(3)
@@ -219,9 +226,10 @@ def main() -> None:
         "| variant | decisions/s | p99 ms | errors | CPU µs per decision "
         "| collections per 1,000 decisions (gen 0 / 1 / 2) | GC µs per decision "
         "| of which full (gen 2) | GC CPU µs per decision (gen 0 / 1 / 2) "
-        "| longest pause ms (gen 0 / 1 / 2) | pauses ≥ 1 ms per row |"
+        "| longest pause ms (gen 0 / 1 / 2) | pauses ≥ 1 ms per row "
+        "| objects collected per decision |"
     )
-    print("|---|---:|---:|---:|---:|---|---:|---:|---|---|---:|")
+    print("|---|---:|---:|---:|---:|---|---:|---:|---|---|---:|---:|")
     for name, runs in rows.items():
 
         def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
@@ -238,7 +246,7 @@ def main() -> None:
             f"| {name} | {med('rps'):,.0f} | {med('p99'):.2f} | {sum(r['errors'] for r in runs)} "
             f"| {med('cpu'):.1f} | {per_k} | {total:.2f} | {med_g('us', 2):.2f} "
             f"| {used} | {longest} "
-            f"| {med('over_1ms'):.0f} |"
+            f"| {med('over_1ms'):.0f} | {med('garbage'):.2f} |"
         )
     print("\nObjects the collector tracks in each worker after the last repeat:\n")
     print("| variant | process | gen 0 | gen 1 | gen 2 | frozen |")

@@ -17,6 +17,7 @@ From an event loop, ``async with`` and ``await no.decide_async(...)``.
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -155,6 +156,8 @@ class NextOffer:
             min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="nextoffer"
         )
         self._closers.append(self.executor.shutdown)
+        if settings.gc_young_threshold is not None:  # the process's (docs/design.md)
+            gc.set_threshold(settings.gc_young_threshold, *gc.get_threshold()[1:])
         self.catalogs = CatalogCache(
             store,
             path=path,
