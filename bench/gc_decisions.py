@@ -14,8 +14,9 @@ each row. Per variant, medians over repeats of: collections per 1,000 decisions 
 generation, the collector's wall µs per decision (all generations and the full ones) and
 its CPU µs by generation, the longest pause by generation, the pauses of 1 ms or more,
 the objects the collections freed per decision (garbage cycles), decisions/s, p99 and
-the server's CPU per decision. After the last repeat, each worker counts the objects the collector tracks
-by generation and those frozen (``gc.get_objects``, ``gc.get_freeze_count``).
+the server's CPU per decision. After the last repeat, each worker counts the objects the
+collector tracks by generation and those frozen (``gc.get_objects``,
+``gc.get_freeze_count``).
 A variant's ``GC_THRESHOLD=700/10/10`` sets the collector's thresholds in its processes.
 
 Every server first answers ``--warm`` seconds of decisions at 50 connections, so that a
