@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -219,6 +220,7 @@ def main() -> None:
     finally:
         for server, _ in servers.values():
             server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the database grows by ~0.5 GB a run
     print(
         f"\n{args.connections} connections, 2 workers; medians of {args.repeats} repeats "
         f"(longest pauses: the longest of any repeat)\n"
@@ -234,10 +236,10 @@ def main() -> None:
     for name, runs in rows.items():
 
         def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
-            return statistics.median(r[key] for r in runs)
+            return float(statistics.median(r[key] for r in runs))
 
         def med_g(key: str, g: int, runs: list[dict[str, Any]] = runs) -> float:
-            return statistics.median(r[key][g] for r in runs)
+            return float(statistics.median(r[key][g] for r in runs))
 
         per_k = " / ".join(f"{med_g('per_k', g):.2f}" for g in range(3))
         longest = " / ".join(f"{max(r['longest'][g] for r in runs):.2f}" for g in range(3))
