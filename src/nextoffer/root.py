@@ -17,7 +17,6 @@ From an event loop, ``async with`` and ``await no.decide_async(...)``.
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -156,8 +155,6 @@ class NextOffer:
             min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="nextoffer"
         )
         self._closers.append(self.executor.shutdown)
-        if settings.gc_young_threshold is not None:  # the process's (docs/design.md)
-            gc.set_threshold(settings.gc_young_threshold, *gc.get_threshold()[1:])
         self.catalogs = CatalogCache(
             store,
             path=path,
@@ -185,7 +182,7 @@ class NextOffer:
         # Profiles kept in memory for decisions, following the profiles' change sequence
         # (issue 16): on PostgreSQL a profile read is an awaited round trip per decision.
         # Off by default on SQLite (a profile read is an in-place read there; the cache's
-        # tail latency waits for a quiet measurement, docs/design.md); when turned on, it
+        # tail latency under load is not settled, docs/design.md); when turned on, it
         # follows the change log from the decisions (``inline``: no thread per worker;
         # its trims go to the pool).
         self.profile_cache: ProfileCache | None = None

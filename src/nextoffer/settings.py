@@ -40,11 +40,6 @@ class Settings:
     #: then alive out of the collector's sight (``gc.freeze``): full collections then
     #: scan only what requests allocate, not the compiled library (``service/catalogs.py``).
     freeze_heap: bool = True
-    #: The cyclic collector's young-generation threshold in this process
-    #: (``gc.set_threshold``'s first value; ``None`` leaves the interpreter's, 700):
-    #: net allocations of tracked objects between two young collections (docs/design.md,
-    #: "A frozen heap").
-    gc_young_threshold: int | None = None
     #: Build every container's snapshot when a worker starts (in the background), so its
     #: first decisions do not wait ~0.5 s for the build.
     warm_catalogs: bool = True
@@ -112,7 +107,6 @@ class Settings:
             ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float),
             ("profile_cache_mb", "NEXTOFFER_PROFILE_CACHE_MB", float),
             ("profile_cache_seconds", "NEXTOFFER_PROFILE_CACHE_SECONDS", float),
-            ("gc_young_threshold", "NEXTOFFER_GC_YOUNG_THRESHOLD", int),
         ):
             if env.get(key):
                 values[name] = kind(env[key])

@@ -123,23 +123,3 @@ def test_a_refresh_collects_the_whole_heap_only_once_the_frozen_objects_grew(
         assert full == [1, 1]
     finally:
         no.close()
-
-
-def test_the_young_generation_threshold_is_the_settings(tmp_path: Path) -> None:
-    before = gc.get_threshold()
-    try:
-        env = {
-            "NEXTOFFER_DB": f"sqlite:///{tmp_path / 'a.db'}",
-            "NEXTOFFER_GC_YOUNG_THRESHOLD": "7000",
-        }
-        settings = Settings.from_env(env, freeze_heap=False)
-        assert settings.gc_young_threshold == 7000
-        gc.set_threshold(700, 11, 12)
-        with NextOffer.open(settings):
-            assert gc.get_threshold() == (7000, 11, 12)  # the older generations' are kept
-        gc.set_threshold(700, 11, 12)
-        unset = Settings(db_url=f"sqlite:///{tmp_path / 'b.db'}", freeze_heap=False)
-        with NextOffer.open(unset):
-            assert gc.get_threshold() == (700, 11, 12)  # None leaves the interpreter's
-    finally:
-        gc.set_threshold(*before)
