@@ -181,10 +181,10 @@ class NextOffer:
         self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)
         # Profiles kept in memory for decisions, following the profiles' change sequence
         # (issue 16): on PostgreSQL a profile read is an awaited round trip per decision.
-        # Off by default on SQLite (a profile read is an in-place read there; the cache
-        # measured +4 % decisions but +3 ms p99 at 50 connections, docs/design.md); when
-        # turned on, it follows the change log from the decisions (``inline``: no thread
-        # per worker; its trims go to the pool).
+        # Off by default on SQLite (a profile read is an in-place read there; the cache's
+        # tail latency under load is not settled, docs/design.md); when turned on, it
+        # follows the change log from the decisions (``inline``: no thread per worker;
+        # its trims go to the pool).
         self.profile_cache: ProfileCache | None = None
         cache_mb = settings.profile_cache_mb
         if cache_mb is None:

@@ -51,8 +51,8 @@ class Settings:
     #: started) before it is answered 503 with ``Retry-After``.
     snapshot_wait_seconds: float = 5.0
     # -- the profile cache (issue 16; ``service/profile_cache.py``) --
-    #: Megabytes of memory a process may keep profiles in for its decisions (~1.1 KB per
-    #: profile of a few flat attributes); 0 switches the cache off. ``None``: 64 on
+    #: Megabytes of memory a process may keep profiles in for its decisions (its JSON
+    #: plus ~600 bytes per profile); 0 switches the cache off. ``None``: 64 on
     #: PostgreSQL, off on SQLite (docs/design.md, "Profiles from memory").
     profile_cache_mb: float | None = None
     #: The longest a process serves a profile another process or node has since changed

@@ -5,7 +5,9 @@
 * the change log drops exactly the profiles written, deleted or trimmed past;
 * a read begun before a drop is not kept;
 * without a thread (SQLite's default), decisions read the log every half bound;
-* the memory the cache holds stays within its bound (tracemalloc).
+* the memory the cache holds stays within its bound (tracemalloc);
+* what it keeps is out of the cyclic garbage collector's sight, and a hit answers a dict
+  of its own.
 """
 
 from __future__ import annotations
@@ -232,6 +234,58 @@ def test_the_memory_held_stays_within_the_bound() -> None:
     assert cache.get((ORG, SANDBOX, "Email", "u0@example.com")) is None
     assert len(cache._keys) == entries  # the index by profile follows evictions
     assert held <= 1.1 * bound, f"{held} bytes held for a bound of {bound}"
+
+
+def test_kept_profiles_are_out_of_the_collectors_sight() -> None:
+    # Nested attributes (dicts, lists) parsed are containers the cyclic collector tracks;
+    # what the cache keeps of them must not be: a full collection would walk it all.
+    cache = ProfileCache(None, max_bytes=64_000_000, start=False)  # type: ignore[arg-type]
+    cache._fresh_until = float("inf")
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(2_000):
+        attributes = {
+            "person": {"name": {"firstName": f"A{n}"}, "age": n % 90},
+            "segments": [{"id": f"seg-{i}", "status": "realized"} for i in range(n % 4)],
+        }
+        cache.put((ORG, SANDBOX, "Email", f"u{n}@example.com"), 0, (f"p{n}", attributes))
+        if n % 2:  # a second identity of the same profile
+            cache.put((ORG, SANDBOX, "Phone", f"+1{n}"), 0, (f"p{n}", attributes))
+    del attributes
+    gc.collect()
+    assert cache.size[0] == 3_000
+    assert len(gc.get_objects()) - before < 100  # not one (or more) per profile kept
+
+
+def test_a_hit_answers_the_attributes_kept_in_a_dict_of_its_own() -> None:
+    cache = ProfileCache(None, max_bytes=1_000_000, start=False)  # type: ignore[arg-type]
+    cache._fresh_until = float("inf")
+    key = (ORG, SANDBOX, "Email", "a@example.com")
+    attributes = {"tier": "gold", "person": {"age": 41}, "segments": [{"id": "s"}]}
+    cache.put(key, cache.ticket(), ("p1", attributes))
+    kept = ("p1", {"tier": "gold", "person": {"age": 41}, "segments": [{"id": "s"}]})
+    found = cache.get(key)
+    assert found == kept
+    assert found is not None
+    found[1]["tier"] = "silver"  # a caller's change stays its own
+    found[1]["person"]["age"] = 7
+    assert cache.get(key) == kept
+
+
+def test_a_profile_dropped_by_id_drops_every_identity_that_named_it() -> None:
+    cache = ProfileCache(None, max_bytes=1_000_000, start=False)  # type: ignore[arg-type]
+    cache._fresh_until = float("inf")
+    email, phone = (ORG, SANDBOX, "Email", "a@example.com"), (ORG, SANDBOX, "Phone", "+1")
+    other = (ORG, SANDBOX, "Email", "b@example.com")
+    cache.put(email, cache.ticket(), ("p1", {"tier": "gold"}))
+    cache.put(phone, cache.ticket(), ("p1", {"tier": "gold"}))
+    cache.put(email, cache.ticket(), ("p1", {"tier": "gold"}))  # kept again: still one key
+    cache.put(other, cache.ticket(), ("p2", {"tier": "silver"}))
+    assert sorted(cache._keys["p1"]) == sorted([email, phone])
+    cache.invalidate(["p1"])
+    assert cache.get(email) is None and cache.get(phone) is None
+    assert cache.get(other) == ("p2", {"tier": "silver"})
+    assert "p1" not in cache._keys
 
 
 # -- through NextOffer (PostgreSQL: where the root keeps profiles in memory) -------------

@@ -25,10 +25,17 @@ map, and the database stays the durable record:
 * An identity that names no profile is not kept: a profile created for it later would
   need the log to name identities too. Inserts are not logged for the same reason.
 
-Bounded in bytes (``max_bytes``): each entry is counted as its attributes' JSON size
-times the parsed form's measured factor plus a fixed cost (:data:`PARSED_PER_JSON_BYTE`,
-:data:`ENTRY_OVERHEAD`), in cachetools' ``LRUCache`` with a ``getsizeof``: least recently
-used first out. One entry may take at most a hundredth of the bound.
+Kept out of the cyclic garbage collector's sight: an entry is the profile id and the
+attributes' JSON (``bytes``) in a tuple, decoded by ``orjson`` on every hit, and the index
+by profile holds tuples of keys — objects the collector untracks at its first pass, since
+they hold nothing it could find in a cycle. Parsed attributes (dicts, lists) and a set
+per profile stayed tracked, so every full collection of a worker walked the whole cache
+(docs/benchmarks.md, "The collector and the profile cache"); each hit now gets its own
+dict, which nothing shares.
+
+Bounded in bytes (``max_bytes``): each entry is counted as its attributes' JSON size plus
+a fixed cost (:data:`ENTRY_OVERHEAD`), in cachetools' ``LRUCache`` with a ``getsizeof``:
+least recently used first out. One entry may take at most a hundredth of the bound.
 """
 
 from __future__ import annotations
@@ -53,14 +60,11 @@ ProfileKey = tuple[str, str, str, str]
 #: What the decision path's profile read answers: (profile id, attributes).
 Found = tuple[str, dict[str, Any]]
 
-#: What an entry is counted as, to approximate the memory it holds (measured with
-#: tracemalloc; ``tests/service/test_profile_cache.py`` holds it to its bound): parsed
-#: attributes take up to ~8.5 bytes per byte of their JSON (many small nested objects;
-#: 5 for a 1 KB profile of larger ones), the key, entry, map slot and index by profile
-#: ~500 with the maps' spare slots (a flat 5-attribute profile holds 1.06 KB in all, counted
-#: as 1.2 KB).
-PARSED_PER_JSON_BYTE = 8
-ENTRY_OVERHEAD = 500
+#: What an entry is counted as beyond its attributes' JSON, to approximate the memory it
+#: holds (measured with tracemalloc; ``tests/service/test_profile_cache.py`` holds it to
+#: its bound): the key and its identity, the profile id, the entry's tuple and ``bytes``
+#: header, the map's, LRU order's and index's slots with their spare room.
+ENTRY_OVERHEAD = 600
 #: The cache's size on PostgreSQL unless set (``Settings.profile_cache_mb``), in MB.
 DEFAULT_PROFILE_CACHE_MB = 64.0
 #: How long the change log keeps its rows; a process that fell further behind (stopped,
@@ -77,12 +81,9 @@ def _trim_failed(done: Future[None]) -> None:
         log.warning("profile change log not trimmed: %s", error)
 
 
-class _Entry:
-    __slots__ = ("found", "size")
-
-    def __init__(self, found: Found, size: int) -> None:
-        self.found = found
-        self.size = size
+#: What the map keeps: (profile id, the attributes' JSON). Holding no container, such a
+#: tuple is untracked by the collector's first pass over it.
+_Entry = tuple[str, bytes]
 
 
 class _Lru(LRUCache[ProfileKey, _Entry]):
@@ -100,7 +101,7 @@ class _Lru(LRUCache[ProfileKey, _Entry]):
 
 
 def _size(entry: _Entry) -> int:
-    return entry.size
+    return len(entry[1]) + ENTRY_OVERHEAD
 
 
 class ProfileCache:
@@ -128,8 +129,9 @@ class ProfileCache:
         self._clock = clock
         self._lock = threading.Lock()
         self._map = _Lru(max_bytes, self._evicted)
-        #: profile id → the keys that name it in the map (to drop them by profile).
-        self._keys: dict[str, set[ProfileKey]] = {}
+        #: profile id → the keys that name it in the map (to drop them by profile): a
+        #: tuple, not a set (a set stays tracked by the collector; most profiles have one).
+        self._keys: dict[str, tuple[ProfileKey, ...]] = {}
         #: Bumped by every drop: a read begun before a drop is not kept.
         self._drops = 0
         #: The change number this process has applied (``None`` before the first read).
@@ -165,7 +167,7 @@ class ProfileCache:
             return None
         with self._lock:
             entry = self._map.get(key)
-        return entry.found if entry is not None else None
+        return (entry[0], orjson.loads(entry[1])) if entry is not None else None
 
     def ticket(self) -> int:
         """Take before reading the database: :meth:`put` keeps the read only if nothing
@@ -176,14 +178,18 @@ class ProfileCache:
         """Keep what a read begun at ``ticket`` found (not if a drop came in between)."""
         if self._clock() > self._fresh_until:
             return
-        size = PARSED_PER_JSON_BYTE * len(orjson.dumps(found[1])) + ENTRY_OVERHEAD
-        if size > self._max_entry:
+        # A copy: ``orjson.dumps`` answers in a buffer of at least 4 KB, which a kept
+        # short profile would hold on to (tracemalloc).
+        profile_id, text = found[0], bytes(memoryview(orjson.dumps(found[1])))
+        if len(text) + ENTRY_OVERHEAD > self._max_entry:
             return
         with self._lock:
             if ticket != self._drops:
                 return
-            self._map[key] = _Entry(found, size)
-            self._keys.setdefault(found[0], set()).add(key)
+            self._map[key] = (profile_id, text)
+            keys = self._keys.get(profile_id, ())
+            if key not in keys:
+                self._keys[profile_id] = (*keys, key)
 
     def invalidate(self, profile_ids: Iterable[str]) -> None:
         """Drop what is kept of these profiles (a write through this process committed)."""
@@ -206,11 +212,11 @@ class ProfileCache:
             return len(self._map), int(self._map.currsize)
 
     def _evicted(self, key: ProfileKey, entry: _Entry) -> None:  # under self._lock
-        keys = self._keys.get(entry.found[0])
-        if keys is not None:
-            keys.discard(key)
-            if not keys:
-                del self._keys[entry.found[0]]
+        keys = tuple(k for k in self._keys.get(entry[0], ()) if k != key)
+        if keys:
+            self._keys[entry[0]] = keys
+        else:
+            self._keys.pop(entry[0], None)
 
     # -- following the change sequence ------------------------------------------------
 
