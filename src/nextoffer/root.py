@@ -181,14 +181,12 @@ class NextOffer:
         self.dps = DpsLibrary(self.repository, self.search, executor=self.executor)
         # Profiles kept in memory for decisions, following the profiles' change sequence
         # (issue 16): on PostgreSQL a profile read is an awaited round trip per decision.
-        # Off by default on SQLite (a profile read is an in-place read there; the cache's
-        # tail latency under load is not settled, docs/design.md); when turned on, it
-        # follows the change log from the decisions (``inline``: no thread per worker;
-        # its trims go to the pool).
+        # On SQLite too (the same default size): there it follows the change log from the
+        # decisions (``inline``: no thread per worker; its trims go to the pool).
         self.profile_cache: ProfileCache | None = None
         cache_mb = settings.profile_cache_mb
         if cache_mb is None:
-            cache_mb = 0.0 if store.sqlite_path else DEFAULT_PROFILE_CACHE_MB
+            cache_mb = DEFAULT_PROFILE_CACHE_MB
         if cache_mb > 0:
             self.profile_cache = ProfileCache(
                 store,

@@ -52,8 +52,8 @@ class Settings:
     snapshot_wait_seconds: float = 5.0
     # -- the profile cache (issue 16; ``service/profile_cache.py``) --
     #: Megabytes of memory a process may keep profiles in for its decisions (its JSON
-    #: plus ~600 bytes per profile); 0 switches the cache off. ``None``: 64 on
-    #: PostgreSQL, off on SQLite (docs/design.md, "Profiles from memory").
+    #: plus ~600 bytes per profile); 0 switches the cache off. ``None``: 64
+    #: (docs/design.md, "Profiles from memory").
     profile_cache_mb: float | None = None
     #: The longest a process serves a profile another process or node has since changed
     #: (docs/api.md, "Profiles"): the change log is read every half of it.
