@@ -664,7 +664,8 @@ def plot_gap(runs: list[str], path: Path) -> None:
 def plot_ratios(runs: list[str], path: Path) -> None:
     """The p99 ratios of ``--latency --control`` runs, busy ÷ quiet and busy ÷ control,
     over HTTP and in process: one group per ``LABEL=FILE[,FILE…]``, a bar for the median
-    of the rounds and a dot per round."""
+    of the rounds, a dot per round and, where the windows kept their tails, a diamond for
+    the ratio of the pooled p99s (:func:`pooled_p99`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -686,12 +687,17 @@ def plot_ratios(runs: list[str], path: Path) -> None:
             x = n + (b - 1.5) * 0.2
             axis.bar(x, statistics.median(values), 0.2, color=f"C{b}")
             axis.plot([x] * len(values), values, ".", color="black", markersize=3)
+            if "quiet_tail_ms" in rounds[0]:
+                pooled = pooled_p99(rounds, "local_" if "local" in top else "")
+                kind = top.split("_")[0], bottom.split("_")[0]
+                axis.plot(x, pooled[kind[0]] / pooled[kind[1]], "D", color="red", markersize=5)
     for b, name in enumerate(ratios):
         axis.bar(0, 0, 0, color=f"C{b}", label=name)
+    axis.plot([], [], "D", color="red", markersize=5, label="pooled p99s' ratio")
     axis.axhline(1.2, color="grey", linestyle="--", linewidth=1, label="the goal: 1.2×")
     axis.set_xticks(range(len(labels)), labels, fontsize=8)
     axis.set_yscale("log")
-    axis.set_ylabel("p99 ratio (bar: median of rounds; dots: rounds)")
+    axis.set_ylabel("p99 ratio (bar: median of rounds; dots: rounds; ◆ pooled)")
     axis.set_title("decisions at 10,000 offers while an offer changes every 0.25 s")
     axis.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08), ncol=5)
     fig.suptitle("bench/library_scale.py --latency --control [--writer-idle]")
