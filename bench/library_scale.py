@@ -682,15 +682,20 @@ def plot_ratios(runs: list[str], path: Path) -> None:
     for n, run in enumerate(runs):
         label, rounds = labelled_rounds(run)
         labels.append(label)
+        pooled = (
+            {prefix: pooled_p99(rounds, prefix) for prefix in ("", "local_")}
+            if "quiet_tail_ms" in rounds[0]
+            else {}
+        )
         for b, (top, bottom) in enumerate(ratios.values()):
             values = [r[top] / r[bottom] for r in rounds]
             x = n + (b - 1.5) * 0.2
             axis.bar(x, statistics.median(values), 0.2, color=f"C{b}")
             axis.plot([x] * len(values), values, ".", color="black", markersize=3)
-            if "quiet_tail_ms" in rounds[0]:
-                pooled = pooled_p99(rounds, "local_" if "local" in top else "")
-                kind = top.split("_")[0], bottom.split("_")[0]
-                axis.plot(x, pooled[kind[0]] / pooled[kind[1]], "D", color="red", markersize=5)
+            if pooled:
+                p99s = pooled["local_" if "local" in top else ""]
+                ratio = p99s[top.split("_")[0]] / p99s[bottom.split("_")[0]]
+                axis.plot(x, ratio, "D", color="red", markersize=5)
     for b, name in enumerate(ratios):
         axis.bar(0, 0, 0, color=f"C{b}", label=name)
     axis.plot([], [], "D", color="red", markersize=5, label="pooled p99s' ratio")

@@ -288,7 +288,7 @@ def test_a_profile_dropped_by_id_drops_every_identity_that_named_it() -> None:
     assert "p1" not in cache._keys
 
 
-# -- through NextOffer (PostgreSQL: where the root keeps profiles in memory) -------------
+# -- through NextOffer (both databases: the root keeps profiles in memory) -------------
 
 
 def _library(no: NextOffer) -> tuple[Any, str, str, str, str]:

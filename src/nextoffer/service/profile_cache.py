@@ -1,7 +1,8 @@
 """Profiles served from the process's memory, following the profiles' change sequence.
 
 A decision reads the profile its identity names: on PostgreSQL a round trip per decision
-(an awaited read on the event loop, with its future, task wake-up and reader). This cache
+(an awaited read on the event loop, with its future, task wake-up and reader), on SQLite
+an index read whose pages the other workers' commits keep evicting. This cache
 keeps the answers of those reads — identity to (profile id, attributes) — in a bounded LRU
 map, and the database stays the durable record:
 
@@ -65,7 +66,7 @@ Found = tuple[str, dict[str, Any]]
 #: its bound): the key and its identity, the profile id, the entry's tuple and ``bytes``
 #: header, the map's, LRU order's and index's slots with their spare room.
 ENTRY_OVERHEAD = 600
-#: The cache's size on PostgreSQL unless set (``Settings.profile_cache_mb``), in MB.
+#: The cache's size unless set (``Settings.profile_cache_mb``), in MB.
 DEFAULT_PROFILE_CACHE_MB = 64.0
 #: How long the change log keeps its rows; a process that fell further behind (stopped,
 #: cut off) finds a gap in the numbers and empties its cache instead.
