@@ -12,6 +12,7 @@
     .venv/bin/python bench/library_scale.py --plot out.png --plot-gap LABEL=FILE[,FILE] ...
     .venv/bin/python bench/library_scale.py --plot out.png --plot-ratios LABEL=FILE[,FILE] ...
     .venv/bin/python bench/library_scale.py --plot out.png --plot-write LABEL=FILE[,FILE] ...
+    .venv/bin/python bench/library_scale.py --pooled LABEL=FILE[,FILE] ...  # runs pooled
 
 ``--compare OLD_SRC`` runs every size once on the checkout at ``OLD_SRC`` and once on this
 one, alternately, ``--repeats`` times (each a child process), and prints both with ratios:
@@ -1381,6 +1382,13 @@ def main() -> None:
         help="plot the p99 ratios of --latency --control --json files into --plot",
     )
     parser.add_argument(
+        "--pooled",
+        nargs="+",
+        metavar="LABEL=FILE[,FILE]",
+        help="print the pooled p99 table of --latency --control --json files, each "
+        "LABEL's files' rounds taken together (several runs as one)",
+    )
+    parser.add_argument(
         "--control", action="store_true", help="--latency: a CPU-only window pair too"
     )
     parser.add_argument(
@@ -1423,6 +1431,15 @@ def main() -> None:
         return
     if args.plot_ratios:
         plot_ratios(args.plot_ratios, args.plot or Path("library-ratios.png"))
+        return
+    if args.pooled:
+        for run in args.pooled:
+            label, rounds = labelled_rounds(run)
+            print(f"{label}: {len(rounds)} rounds")
+            where = {"": "HTTP (wrk, 1 connection)", "local_": "in process"}
+            print_pooled(
+                rounds[0]["size"], [(w, pooled_p99(rounds, prefix)) for prefix, w in where.items()]
+            )
         return
     if args.src is not None:
         use_source(args.src)

@@ -400,6 +400,11 @@ def test_a_profile_written_by_another_nextoffer_is_seen_within_the_bound(db_url:
         for tier in ("silver", "gold"):
             _upsert(a, tenant, tier)
             written = time.monotonic()
-            while _gold(b, tenant, container, placement, activity) != (tier == "gold"):
-                assert time.monotonic() - written < bound + 0.25, "B still serves the old profile"
+            while True:
+                # The bound holds for a decision that starts after it: under load the
+                # decision itself may take long, so its start is what is checked.
+                asked = time.monotonic()
+                if _gold(b, tenant, container, placement, activity) == (tier == "gold"):
+                    break
+                assert asked - written < bound + 0.1, "B still serves the old profile"
                 time.sleep(0.01)

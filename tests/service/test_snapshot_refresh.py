@@ -128,10 +128,12 @@ def test_a_write_through_this_process_is_waited_for(world: World) -> None:
     world.slow_refreshes()
     new_rule = world.add_rule(2)
     world.cache.invalidate(world.container)  # what this process's repository does
-    threading.Timer(0.3, world.gate.set).start()
     began = time.monotonic()
+    threading.Timer(0.3, world.gate.set).start()
     snapshot = world.cache.get(world.container)
-    assert time.monotonic() - began >= 0.25  # it waited for the refresh
+    # It waited for the refresh (the gate opens 0.3 s after ``began``, at the earliest).
+    assert world.gate.is_set()
+    assert time.monotonic() - began >= 0.3
     assert new_rule in snapshot.instances
     assert snapshot.version == world.stored_version()
 

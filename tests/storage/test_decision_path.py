@@ -22,6 +22,8 @@ from nextoffer.errors import Conflict, Unavailable
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.group_commit import Outcome
 from nextoffer.storage.pg_path import PgPath
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
@@ -108,17 +110,18 @@ def until(condition: Callable[[], bool], *, timeout: float = 10) -> None:
         time.sleep(0.001)
 
 
-def count_commits(store: Store, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Counts the writer's transactions (each takes the store's write lock once)."""
-    original = store.write_lock
+def count_commits(path: SqlitePath, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the writer's batch transactions. Not its write-lock turns: a fold of the
+    offers report takes the lock too, once :data:`FOLD_SECONDS` have passed, which a slow
+    run reaches between two batches."""
+    original = path._writer._write
     taken = [0]
 
-    def counting() -> AbstractContextManager[None]:
-        if threading.current_thread().name == "nextoffer-decision-writer":
-            taken[0] += 1
-        return original()
+    def counting(conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
+        taken[0] += 1
+        return original(conn, records)
 
-    monkeypatch.setattr(store, "write_lock", counting)
+    monkeypatch.setattr(path._writer, "_write", counting)
     return taken
 
 
@@ -245,7 +248,7 @@ def test_records_submitted_at_once_commit_together(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = path_of(store)
-    commits = count_commits(store, monkeypatch)
+    commits = count_commits(path, monkeypatch)
     with store.write_lock():  # the writer waits: everything submitted meanwhile queues
         futures = from_threads(
             lambda n: path.record(record(offers=["o-1"], created_us=n)), threads=8, each=25
