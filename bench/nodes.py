@@ -17,11 +17,12 @@ repeat starting one row further on):
 * ``postgres+redis, 2 nodes`` — two server processes on the same database and Redis,
   one wrk per node at the same time; throughput is the sum, latency the worse node's.
 
-``--sqlite-profile-cache`` adds a SQLite row with the profile cache switched on (it is
-off on SQLite by default). ``--compare-src`` adds the two one-node PostgreSQL rows again,
-served by another checkout's ``src`` (e.g. an export of ``main``) on a database of the
-same server that checkout built and migrated (the same library, the same seed) and the
-same Redis, interleaved with the others: a before/after in one run, under the same load.
+``--sqlite-profile-cache-off`` adds a SQLite row with the profile cache switched off
+(``NEXTOFFER_PROFILE_CACHE_MB=0``; every node has it on by default). ``--compare-src``
+adds the two one-node PostgreSQL rows again, served by another checkout's ``src`` (e.g.
+an export of ``main``) on a database of the same server that checkout built and migrated
+(the same library, the same seed) and the same Redis, interleaved with the others: a
+before/after in one run, under the same load.
 
 Before measuring, every node decides for each identity in turn for ``--warm`` seconds
 (default 8: all 10,000 profiles at least once, so caches are measured full; the working
@@ -136,9 +137,9 @@ def main() -> None:
         help="seconds of decisions for every identity in turn before measuring (1: cold caches)",
     )
     parser.add_argument(
-        "--sqlite-profile-cache",
+        "--sqlite-profile-cache-off",
         action="store_true",
-        help="a SQLite row with the profile cache on too (NEXTOFFER_PROFILE_CACHE_MB=64)",
+        help="a SQLite row with the profile cache off (NEXTOFFER_PROFILE_CACHE_MB=0)",
     )
     parser.add_argument("--plot-from", type=Path, help="a saved table to draw (no run)")
     parser.add_argument("--plot", type=Path, help="with --plot-from: the PNG to write")
@@ -176,11 +177,11 @@ def main() -> None:
             ("postgres, 1 node", pg_node, pg_lib),
             ("postgres+redis, 1 node", redis_a, pg_lib),
         ]
-        if args.sqlite_profile_cache:
+        if args.sqlite_profile_cache_off:
             one_node.append(
                 (
-                    "sqlite, 1 node, profile cache",
-                    server(sqlite_url, NEXTOFFER_PROFILE_CACHE_MB="64"),
+                    "sqlite, 1 node, profile cache off",
+                    server(sqlite_url, NEXTOFFER_PROFILE_CACHE_MB="0"),
                     sqlite_lib,
                 )
             )

@@ -21,7 +21,7 @@ from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.decision_path import CountersElsewhere, OnLoop
 from nextoffer.storage.pg_path import PgPath
 from nextoffer.storage.redis_counters import RedisCounters
-from nextoffer.storage.report_fold import FOLD_SECONDS
+from nextoffer.storage.report_fold import FOLD_SECONDS, PG_LOCK
 from nextoffer.storage.store import Store
 from support.backends import emptied_database, redis_url
 from support.decision_path_contract import (
@@ -192,6 +192,71 @@ def test_a_conflict_on_the_loop_fails_only_its_record(opened: tuple[Store, PgPat
     asyncio.run(main())
     assert path.counts([A]) == {A: 2}
     assert stored(store, first.proposition_id) == dict(first.body or {})
+
+
+def test_a_batch_of_events_alone_fails_only_its_stored_and_repeated_ids(
+    opened: tuple[Store, PgPath],
+) -> None:
+    # No counter reserved: the batch is one statement (``_A_EVENTS_ONLY``), its stored ids
+    # found by the insert itself.
+    store, path = opened
+    on = loop_of(path)
+    first = record(offers=["o-1"], note="first")
+    twin = record(offers=["o-2"], note="twin")
+
+    async def main() -> list[Any]:
+        try:
+            assert await on.record(first) == []
+            # Queued in one pass of the loop: one batch.
+            return await asyncio.gather(
+                on.record(replace(first, proposition_id=first.proposition_id, body={"x": 1})),
+                on.record(record(offers=["o-3"])),
+                on.record(twin),
+                on.record(replace(twin, body={"x": 2})),
+                return_exceptions=True,
+            )
+        finally:
+            await on.aclose()
+
+    again, fresh, twin_first, twin_again = asyncio.run(main())
+    assert isinstance(again, Conflict)
+    assert fresh == [] and twin_first == []
+    assert isinstance(twin_again, Conflict)
+    assert stored(store, first.proposition_id) == dict(first.body or {})
+    assert stored(store, twin.proposition_id) == dict(twin.body or {})
+    assert len(events_of(store)) == 3
+    assert report(store) == {"o-1": 1, "o-2": 1, "o-3": 1}
+
+
+def test_a_batch_of_events_alone_is_numbered_only_once_a_fold_lets_go(
+    opened: tuple[Store, PgPath],
+) -> None:
+    # A fold holds the advisory lock exclusively while it reads the highest place: a batch
+    # must not take places before it holds the lock shared, or the fold could pass over
+    # places of a transaction still open (``report_fold.py``).
+    store, path = opened
+    on = loop_of(path)
+    url = store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    place = "SELECT pg_sequence_last_value(pg_get_serial_sequence('decision_events', 'seq'))"
+    waiting = record(offers=["o-1"])
+
+    async def main() -> None:
+        try:
+            await on.record(record(offers=["o-1"]))  # the loop's writer is connected
+            with psycopg.connect(url, autocommit=True) as fold:
+                before = fold.execute(place).fetchone()
+                fold.execute("SELECT pg_advisory_lock(%s)", (PG_LOCK,))
+                written = asyncio.ensure_future(on.record(waiting))
+                await asyncio.sleep(0.3)
+                assert not written.done()
+                assert fold.execute(place).fetchone() == before  # no place taken yet
+                fold.execute("SELECT pg_advisory_unlock(%s)", (PG_LOCK,))
+            assert await written == []
+        finally:
+            await on.aclose()
+
+    asyncio.run(main())
+    assert stored(store, waiting.proposition_id) == dict(waiting.body or {})
 
 
 def test_a_failed_batch_on_the_loop_fails_its_records_and_the_writer_goes_on(

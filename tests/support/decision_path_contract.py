@@ -255,6 +255,16 @@ class DecisionPathContract:
         assert outcome(p, record(reserve=[(A, 2), (A, 2)])) == []
         assert p.counts([A]) == {A: 2}
 
+    def test_a_duplicate_proposition_id_reserving_nothing_is_a_conflict(self, path: Opened) -> None:
+        store, p = path
+        first = record(note="first")
+        assert outcome(p, first) == []
+        with pytest.raises(Conflict):
+            outcome(p, record(first.proposition_id, offers=["o-2"]))
+        assert outcome(p, record(offers=["o-3"])) == []
+        assert stored(store, first.proposition_id) == dict(first.body or {})
+        assert report(store) == {"o-1": 1, "o-3": 1}
+
     def test_a_duplicate_proposition_id_is_a_conflict(self, path: Opened) -> None:
         store, p = path
         first = record(reserve=[(A, 5)], note="first")

@@ -94,7 +94,7 @@ def plan_batch(
     for record in records:
         proposition_id = record.proposition_id
         if proposition_id in stored:
-            outcomes.append(Conflict(f"decision {proposition_id} is already recorded"))
+            outcomes.append(already_recorded(proposition_id))
             continue
         if record.reserve:
             need = counter_needs(record.reserve)
@@ -128,6 +128,11 @@ def plan_batch(
     plan.counters = [(code, owners[code], counts[code]) for code in owners if code in changed]
     plan.daily = [(*key, n) for key, n in sorted(daily.items())]
     return plan
+
+
+def already_recorded(proposition_id: str) -> Conflict:
+    """A record's outcome when its proposition id is stored already."""
+    return Conflict(f"decision {proposition_id} is already recorded")
 
 
 def commit_batch(batch: list[Item], write: Write) -> bool:

@@ -62,8 +62,10 @@ from nextoffer.storage.decision_path import DecisionRecord, OnLoop
 from nextoffer.storage.errors import translated
 from nextoffer.storage.group_commit import (
     MAX_BATCH,
+    BatchPlan,
     BatchWriter,
     Outcome,
+    already_recorded,
     counter_owners,
     plan_batch,
 )
@@ -145,6 +147,18 @@ def _unnested(sql: str, types: str) -> str:
 _SET_COUNTS_ALL = _unnested(SET_COUNTS, "text text int8")
 _EVENTS_ALL = _unnested(EVENTS_IN, "text text text int8 text text text")
 _DAILY_ALL = _unnested(DAILY_IN, "text text text int8")
+#: A batch of events alone (no counter of PostgreSQL's reserved, no report row: always so
+#: with Redis counters) as one statement, where the full form takes three (the stored ids,
+#: the insert, then the commit's round trip; on asyncpg ``BEGIN`` as well). The batches'
+#: shared advisory lock comes first — the insert's rows are joined to its one row, so none
+#: is made, nor numbered, before it is held (``report_fold.py``) — a proposition id stored
+#: already is skipped, and the ids inserted come back (:func:`_events_only_outcomes`).
+_EVENTS_ONLY = (
+    f"WITH held AS (SELECT pg_advisory_xact_lock_shared({PG_LOCK})),"
+    f" added AS ({_EVENTS_ALL}, held"
+    " ON CONFLICT (proposition_id) DO NOTHING RETURNING proposition_id)"
+    " SELECT array(SELECT proposition_id FROM added)"
+)
 
 
 def _numbered(sql: str) -> str:
@@ -161,12 +175,33 @@ _A_LOCK_COUNTERS = _numbered(_LOCK_COUNTERS)
 _A_SET_COUNTS_ALL = _numbered(_SET_COUNTS_ALL)
 _A_EVENTS_ALL = _numbered(_EVENTS_ALL)
 _A_DAILY_ALL = _numbered(_DAILY_ALL)
+_A_EVENTS_ONLY = _numbered(_EVENTS_ONLY)
 _A_COUNTS = _numbered(COUNTS_SQL["postgresql"])
 
 
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Rows as one list per column (the arrays of an ``_unnested`` statement)."""
     return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _events_only(records: Sequence[DecisionRecord], owners: dict[str, str]) -> bool:
+    """Whether a batch is written by :data:`_EVENTS_ONLY`: nothing to reserve here, and
+    every record has an event (no report row to add)."""
+    return not owners and all(r.body is not None for r in records)
+
+
+def _events_only_outcomes(
+    records: Sequence[DecisionRecord], plan: BatchPlan, added: set[str]
+) -> list[Outcome]:
+    """The outcomes of a batch :data:`_EVENTS_ONLY` wrote, planned as if nothing were
+    stored (a duplicate within the batch is found by the plan): a record whose id the
+    insert skipped was stored already."""
+    return [
+        already_recorded(r.proposition_id)
+        if outcome == [] and r.proposition_id not in added
+        else outcome
+        for r, outcome in zip(records, plan.outcomes, strict=True)
+    ]
 
 
 T = TypeVar("T")
@@ -280,12 +315,18 @@ class PgPath:
     def _write_batch(conn: psycopg.Connection[Any], records: list[DecisionRecord]) -> list[Outcome]:
         """The batch in one transaction (``group_commit.plan_batch``): its counters locked
         in key order while the reservations are decided, one ``executemany`` per table
-        (psycopg pipelines them), then the commit. Any error rolls all of it back."""
+        (psycopg pipelines them), then the commit; a batch of events alone in one
+        statement (:data:`_EVENTS_ONLY`). Any error rolls all of it back."""
         try:
+            owners = counter_owners(records)
+            if _events_only(records, owners):
+                plan = plan_batch(records, set(), {}, owners)
+                found = conn.execute(_EVENTS_ONLY, _columns(plan.events)).fetchone()
+                conn.commit()
+                return _events_only_outcomes(records, plan, set(found[0] if found else ()))
             ids = [r.proposition_id for r in records]
             found = conn.execute(_DUPLICATES, (ids,)).fetchone()
             stored = set(found[1]) if found is not None else set()
-            owners = counter_owners(records)
             counts: dict[str, int] = {}
             if owners:
                 locked = conn.execute(_LOCK_COUNTERS, (list(owners), list(owners.values())))
@@ -319,6 +360,10 @@ class PgPath:
         (``_unnested``). Any error rolls all of it back."""
         ids = [r.proposition_id for r in records]
         owners = counter_owners(records)
+        if _events_only(records, owners):
+            plan = plan_batch(records, set(), {}, owners)
+            added = await conn.fetchval(_A_EVENTS_ONLY, *_columns(plan.events))
+            return _events_only_outcomes(records, plan, set(added))
         async with conn.transaction():
             found = await conn.fetchrow(_A_DUPLICATES, ids)
             stored = set(found[1]) if found is not None else set()
