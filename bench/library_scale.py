@@ -35,7 +35,10 @@ Per size, with the database file kept in ``--dir`` for the next run:
   compiled-rule cache directory (``NEXTOFFER_RULE_CACHE``) is emptied first; *warm*: it
   holds what the previous start wrote (that worker is left running until it is idle, so
   its background compiling is done). Reported with the process's peak RSS (``VmHWM``)
-  and its RSS then.
+  and its RSS then. Before the starts, the checkout's modules are compiled to bytecode
+  (``compileall``), as ``pip install`` leaves an installed package: a worker of an
+  editable install run with ``PYTHONDONTWRITEBYTECODE`` (as this machine's environment
+  sets it) would otherwise compile every nextoffer module at each start.
 * **write → visible in every worker**: two such workers on the same database (two
   processes, as ``--workers 2`` forks); the bench raises one offer's priority above all
   others through the repository and polls both workers until each proposes it.
@@ -102,6 +105,7 @@ others of the same window.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import json
 import os
@@ -121,6 +125,7 @@ from typing import Any
 import httpx
 from httpbench import SERVER, free_port, machine, pooled_percentile, tail_of, wrk
 
+import nextoffer
 from nextoffer import DecisionCall, PropositionRequest
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime, utcnow
 from nextoffer.repository.objects import (
@@ -772,6 +777,8 @@ def library(size: int, folder: Path) -> tuple[str, dict[str, Any]]:
 
 def measure(size: int, folder: Path, repeats: int, seconds: int) -> dict[str, Any]:
     db_url, lib = library(size, folder)
+    # The workers' modules as an installed package has them (see the module docstring).
+    compileall.compile_dir(Path(nextoffer.__file__).parent, quiet=1)
     cache = folder / f"rules{size}"
     env = {"NEXTOFFER_RULE_CACHE": str(cache)}
     row: dict[str, Any] = {"size": size, "load_before": os.getloadavg()[0]}

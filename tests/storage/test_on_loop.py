@@ -209,7 +209,7 @@ def test_a_batch_of_events_alone_fails_only_its_stored_and_repeated_ids(
             assert await on.record(first) == []
             # Queued in one pass of the loop: one batch.
             return await asyncio.gather(
-                on.record(replace(first, proposition_id=first.proposition_id, body={"x": 1})),
+                on.record(replace(first, body={"x": 1})),
                 on.record(record(offers=["o-3"])),
                 on.record(twin),
                 on.record(replace(twin, body={"x": 2})),
