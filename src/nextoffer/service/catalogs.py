@@ -432,7 +432,12 @@ class CatalogCache:
 
     def _built(self, container_id: str, build: Future[Snapshot]) -> None:
         """After a build: another when a newer version was seen meanwhile (a change made
-        elsewhere while it ran must not wait for the next version check)."""
+        elsewhere while it ran must not wait for the next version check). A finished
+        build is not kept: its snapshot would stay alive with it after a later one (the
+        complete build after a first one) replaced it."""
+        with self._guard:
+            if self._builds.get(container_id) is build:
+                del self._builds[container_id]
         if build.cancelled() or build.exception() is not None or self._closing.is_set():
             return
         wanted = self._wanted.get(container_id, 0)
