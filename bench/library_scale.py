@@ -932,7 +932,7 @@ def latency(args: argparse.Namespace) -> None:
         loads = [r["load"] for r in rounds]
         pooled: list[tuple[str, dict[str, float]]] = []
         windows = 4 if "busy_paced_p99_ms" in rounds[0] else 2  # per kind, changes counted over all
-        for where, prefix in (("HTTP (wrk, 1 connection)", ""), ("in process", "local_")):
+        for where, prefix in WHERE:
             if "control_p99_ms" in rounds[0]:
                 control = statistics.median(
                     r[f"busy_{prefix}p99_ms"] / r[f"control_{prefix}p99_ms"] for r in rounds
@@ -994,6 +994,10 @@ def latency(args: argparse.Namespace) -> None:
         args.json.write_text(json.dumps(rows, indent=1))
     if args.plot:
         plot_latency({"this run": rows[0]}, args.plot)
+
+
+#: The two places a --latency window measures decisions, and their keys' prefix.
+WHERE = (("HTTP (wrk, 1 connection)", ""), ("in process", "local_"))
 
 
 def pooled_p99(rounds: list[dict[str, Any]], prefix: str) -> dict[str, float]:
@@ -1443,10 +1447,7 @@ def main() -> None:
         for run in args.pooled:
             label, rounds = labelled_rounds(run)
             print(f"{label}: {len(rounds)} rounds")
-            where = {"": "HTTP (wrk, 1 connection)", "local_": "in process"}
-            print_pooled(
-                rounds[0]["size"], [(w, pooled_p99(rounds, prefix)) for prefix, w in where.items()]
-            )
+            print_pooled(rounds[0]["size"], [(w, pooled_p99(rounds, p)) for w, p in WHERE])
         return
     if args.src is not None:
         use_source(args.src)
