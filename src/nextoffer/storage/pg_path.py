@@ -358,12 +358,12 @@ class PgPath:
         """:meth:`_write_batch` on an asyncpg connection: the same statements in the same
         order (keep them in step), each table's rows written by one statement
         (``_unnested``). Any error rolls all of it back."""
-        ids = [r.proposition_id for r in records]
         owners = counter_owners(records)
         if _events_only(records, owners):
             plan = plan_batch(records, set(), {}, owners)
             added = await conn.fetchval(_A_EVENTS_ONLY, *_columns(plan.events))
             return _events_only_outcomes(records, plan, set(added))
+        ids = [r.proposition_id for r in records]
         async with conn.transaction():
             found = await conn.fetchrow(_A_DUPLICATES, ids)
             stored = set(found[1]) if found is not None else set()
