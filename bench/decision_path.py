@@ -42,7 +42,8 @@ from http_decisions import PROFILES, build
 from nextoffer import pql
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
 from nextoffer.ids import utcnow
-from nextoffer.service.catalogs import CatalogCache, settle_heap
+from nextoffer.service.catalogs import CatalogCache
+from nextoffer.service.heap import settle_heap
 from nextoffer.service.offload import finished
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store

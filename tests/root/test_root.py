@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -140,3 +143,32 @@ def test_a_decision_new_to_another_worker_is_decided_there_at_once(tmp_path: Pat
 
         assert decide(b, decision("first")) == fallback  # B's snapshot: checked just now
         assert decide(b, decision("second")) == fallback  # new to B, decided at once
+
+
+def test_a_sqlite_process_loads_no_postgresql_driver_alembic_or_jsonschema(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'lean.db'}"
+    NextOffer.open(Settings(db_url=url)).close()  # migrated here, with Alembic
+    # What a worker does at start, and a valid write and a build, in a fresh interpreter.
+    worker = """
+import sys
+import nextoffer.api.app
+from nextoffer import NextOffer, Settings
+from nextoffer.repository.objects import PLACEMENT, SchemaRef
+with NextOffer.open(Settings(db_url=sys.argv[1])) as no:
+    creds = no.bootstrap(org="LEAN@AdobeOrg", sandbox="prod")
+    body = {
+        "xdm:name": "Banner",
+        "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+        "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
+    }
+    no.repository.create(creds.principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), body)
+    no.catalogs.get(creds.container_id)
+print(sorted({m.split(".")[0] for m in sys.modules}))
+"""
+    done = subprocess.run([sys.executable, "-c", worker, url], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    loaded = set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
+    assert "sqlalchemy" in loaded and "nextoffer" in loaded  # it did run
+    assert loaded.isdisjoint({"psycopg", "asyncpg", "alembic", "jsonschema", "redis"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from nextoffer.repository.objects import PLACEMENT, SchemaRef
 from nextoffer.root import NextOffer
 from nextoffer.service import catalogs
-from nextoffer.service.catalogs import settle_heap
+from nextoffer.service.heap import BULK_GC_THRESHOLD, bulk_heap, settle_heap
 from nextoffer.settings import Settings
 
 
@@ -101,7 +102,7 @@ def test_a_refresh_collects_the_whole_heap_only_once_the_frozen_objects_grew(
         schema = SchemaRef(PLACEMENT, None, "")
         placement = no.repository.create(creds.principal, creds.container_id, schema, body)
         no.catalogs.get(creds.container_id)
-        assert full == [1]  # the first build settles the whole heap
+        assert full == []  # a first build freezes what it made without a full collection
 
         def change(n: int) -> None:
             body["xdm:name"] = f"Banner {n}"
@@ -117,9 +118,67 @@ def test_a_refresh_collects_the_whole_heap_only_once_the_frozen_objects_grew(
 
         for n in range(5):  # a refresh freezes a few objects: far from a quarter more
             change(n)
-        assert full == [1]
+        assert full == []
         monkeypatch.setattr(catalogs, "FROZEN_GROWTH", 1.0)  # any growth is enough now
         change(5)
-        assert full == [1, 1]
+        assert full == [1]
     finally:
         no.close()
+
+
+def test_a_first_build_runs_with_rare_young_collections_and_a_refresh_does_not(
+    tmp_path: Path, thawed: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[int] = []
+    build = catalogs.build_catalog
+
+    def watched(*args: object, **kwargs: object) -> object:
+        seen.append(gc.get_threshold()[0])
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(catalogs, "build_catalog", watched)
+    default = gc.get_threshold()
+    no = NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'b.db'}", freeze_heap=True))
+    try:
+        creds = no.bootstrap(org="BULK@AdobeOrg", sandbox="prod")
+        body = {
+            "xdm:name": "Banner",
+            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+            "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
+        }
+        schema = SchemaRef(PLACEMENT, None, "")
+        placement = no.repository.create(creds.principal, creds.container_id, schema, body)
+        first = no.catalogs.get(creds.container_id)
+        assert gc.get_threshold() == default  # restored once it was built
+        assert not any(o is first.catalog for o in gc.get_objects())  # and frozen
+        body["xdm:name"] = "Banner 2"
+        no.repository.replace(
+            creds.principal, creds.container_id, placement.instance_id, None, body, if_match=None
+        )
+        no.catalogs.get(creds.container_id)
+    finally:
+        no.close()
+    assert seen == [BULK_GC_THRESHOLD, default[0]]  # the first build, then the refresh
+
+
+def test_bulk_blocks_on_two_threads_restore_the_thresholds_once_both_end(thawed: None) -> None:
+    default = gc.get_threshold()
+    inner_entered, outer_may_end = threading.Event(), threading.Event()
+    during: list[int] = []
+
+    def other() -> None:
+        with bulk_heap():
+            inner_entered.set()
+            outer_may_end.wait(5)
+            during.append(gc.get_threshold()[0])
+
+    with bulk_heap():
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert inner_entered.wait(5)
+    # This block ended first: the other thread's still holds the bulk thresholds.
+    assert gc.get_threshold()[0] == BULK_GC_THRESHOLD
+    outer_may_end.set()
+    thread.join(5)
+    assert during == [BULK_GC_THRESHOLD]
+    assert gc.get_threshold() == default

@@ -3,6 +3,8 @@ and what ``Store.open`` does with a database that is newer, older or made before
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -146,6 +148,35 @@ def test_downgrade_to_base_leaves_no_table_of_ours(engine: Engine) -> None:
     migrations.upgrade(engine)
     migrations.downgrade(engine, "base")
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
+
+
+def test_the_head_a_start_compares_with_is_alembics_head() -> None:
+    # A new revision must bump migrations.HEAD, or every start would load Alembic.
+    assert migrations.HEAD == migrations.head() == HEAD
+
+
+def test_a_start_at_head_loads_no_alembic_and_an_older_one_is_still_upgraded(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    engine = open_engine(url)
+    try:
+        migrations.upgrade(engine, PREVIOUS)
+    finally:
+        engine.dispose()
+    # Each in a fresh interpreter: whether Alembic was imported is a process's state.
+    opened = """
+import sys
+from nextoffer.storage.store import Store
+Store.open(sys.argv[1]).close()
+print(sorted(m for m in sys.modules if m.split(".")[0] == "alembic")[:1])
+"""
+    first = subprocess.run([sys.executable, "-c", opened, url], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "['alembic']"  # older: upgraded, with Alembic
+    again = subprocess.run([sys.executable, "-c", opened, url], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "[]"  # at head: one query, no Alembic
 
 
 def test_a_schema_newer_than_the_code_is_refused(empty_url: str, engine: Engine) -> None:

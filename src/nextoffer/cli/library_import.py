@@ -21,7 +21,8 @@ from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.repository.objects import ObjectType, parse_schema_ref
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
-from nextoffer.service.body_checks import ParallelChecks, bulk_heap
+from nextoffer.service.body_checks import ParallelChecks
+from nextoffer.service.heap import bulk_heap
 from nextoffer.settings import Settings
 
 

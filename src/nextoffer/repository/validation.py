@@ -14,23 +14,21 @@ import json
 from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jsonschema
 import jsonschema_rs
-from jsonschema import Draft202012Validator, FormatChecker
 
 from nextoffer.errors import PayloadTooLarge, Unprocessable
 from nextoffer.ids import parse_datetime
 from nextoffer.repository.objects import FALLBACK_OFFER, PERSONALIZED_OFFER, ObjectType
 
+if TYPE_CHECKING:
+    import jsonschema
+
 #: "The size of an offer including all its representations cannot exceed 300KB" (spec §10).
 MAX_OFFER_BYTES = 300 * 1024
 
-_formats = FormatChecker(formats=())
 
-
-@_formats.checks("date-time", raises=ValueError)
 def _is_datetime(value: object) -> bool:
     if isinstance(value, str):
         parse_datetime(value)
@@ -56,11 +54,16 @@ def _schema(object_type: ObjectType) -> dict[str, Any]:
 
 
 @cache
-def validator(object_type: ObjectType) -> Draft202012Validator:
-    """The validator whose errors are reported."""
+def validator(object_type: ObjectType) -> jsonschema.Draft202012Validator:
+    """The validator whose errors are reported (``jsonschema`` is loaded by the first body
+    the fast one rejects: a process that only decides never needs it)."""
+    from jsonschema import Draft202012Validator, FormatChecker
+
     schema = _schema(object_type)
     Draft202012Validator.check_schema(schema)
-    return Draft202012Validator(schema, format_checker=_formats)
+    formats = FormatChecker(formats=())
+    formats.checks("date-time", raises=ValueError)(_is_datetime)
+    return Draft202012Validator(schema, format_checker=formats)
 
 
 @cache

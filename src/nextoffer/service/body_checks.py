@@ -15,9 +15,8 @@ meanwhile.
 from __future__ import annotations
 
 import contextlib
-import gc
 import multiprocessing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -26,6 +25,7 @@ from nextoffer.errors import NextOfferError, PayloadTooLarge, Unprocessable
 from nextoffer.repository import rules, strategies, validation
 from nextoffer.repository.objects import DECISION, PERSONALIZED_OFFER, RANKING_STRATEGY, ObjectType
 from nextoffer.service.compiled_rules import CompiledRules, Key
+from nextoffer.service.heap import bulk_heap
 
 #: Bodies per task sent to a worker (a few hundred milliseconds of work each).
 SLICE = 500
@@ -36,29 +36,6 @@ BodyChecks = Callable[
     [Sequence[tuple[ObjectType, dict[str, Any]]], Callable[[int], None] | None],
     list[dict[str, str]],
 ]
-
-
-#: Allocations between two young-generation collections while :func:`bulk_heap` holds.
-BULK_GC_THRESHOLD = 50_000
-
-
-@contextlib.contextmanager
-def bulk_heap() -> Iterator[None]:
-    """Garbage collection for bulk work in this process (an import, a worker's slice):
-    what exists now is frozen out of the collector's scans (the bodies read, for an
-    import), and the young generation is collected every 50,000 allocations instead of
-    700. Compiling thousands of rules allocates millions of objects that mostly live on;
-    each collection re-scanned the ones already made, ~12 % of an import's CPU
-    (``docs/benchmarks.md``). Cycles are still collected, only less often."""
-    thresholds = gc.get_threshold()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(BULK_GC_THRESHOLD, *thresholds[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*thresholds)
-        gc.unfreeze()
 
 
 def check_body(

@@ -31,6 +31,7 @@ from nextoffer.engine import Catalog, CatalogError, CatalogErrorKind, CatalogIns
 from nextoffer.errors import Unavailable
 from nextoffer.ids import format_datetime
 from nextoffer.service.compiled_rules import CompiledRules
+from nextoffer.service.heap import bulk_heap, settle_heap, settle_young
 from nextoffer.storage.decision_path import DecisionPath
 from nextoffer.storage.library_read import LibraryReader
 from nextoffer.storage.store import Store
@@ -66,29 +67,6 @@ class Snapshot:
     #: Whether any rule or formula of the catalog mentions ``xEvent``: when none does, a
     #: decision need not read the profile's experience events.
     reads_events: bool = True
-
-
-def settle_young(generation: int | None = None) -> int:
-    """Freeze what is not frozen yet (after collecting up to ``generation`` when one is
-    given): the cheap :func:`settle_heap`. How many objects it froze.
-
-    After an incremental rebuild most of the snapshot is the previous one's objects,
-    already frozen; only what the rebuild made is new. A refresh freezes it without a
-    collection (``generation`` ``None``): a collection would traverse the new objects
-    once (a pool's 10,000-entry candidate tuple among them), ~0.1 ms per refresh at
-    Adobe's guardrail, to find the few garbage cycles the decisions answered since the
-    last refresh left (tens of objects); frozen, those wait for the next
-    :func:`settle_heap`, which the growth rule (``FROZEN_GROWTH``) brings since they are
-    counted here too — the memory they hold meanwhile is bounded by it (figures in
-    docs/benchmarks.md, "A cheaper refresh"). Garbage cycles among frozen objects (a
-    replaced snapshot's) also wait for it. (The count is of the unfrozen objects only:
-    ``gc.get_freeze_count`` walks every frozen one.)
-    """
-    if generation is not None:
-        gc.collect(generation)
-    frozen = sum(len(gc.get_objects(g)) for g in range(3))
-    gc.freeze()
-    return frozen
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +117,6 @@ def build_snapshot(
         read_version=image.version,
         reads_events=mentions_events,
     )
-
-
-def settle_heap() -> None:
-    """Collect garbage once, then hide every live object from the cyclic collector.
-
-    A compiled library is tens of thousands of long-lived objects (rules, code, indexes)
-    that every full collection would scan again; frozen, a collection no longer sees
-    them (figures in docs/benchmarks.md, ``bench/decision_path.py``). Frozen objects are
-    still freed by reference counting; the collect first (after thawing what an earlier
-    call froze) frees the cycles of replaced snapshots, so nothing accumulates. Costs one
-    full collection per rebuild, on the thread that rebuilt.
-    """
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
 
 
 #: Deferred rules compiled per builder task after a first build.
@@ -490,12 +453,26 @@ class CatalogCache:
 
     def _rebuild(self, container_id: str, version: int, *, complete: bool = False) -> Snapshot:
         """Build the container's snapshot (on the builder thread). ``complete``: from
-        scratch, every rule compiled (the build after a first one that deferred some)."""
+        scratch, every rule compiled (the build after a first one that deferred some).
+
+        A container's first build has no decisions to give way to: it runs under
+        :func:`~nextoffer.service.heap.bulk_heap` (young collections every 50,000
+        allocations, nothing before it rescanned), and what it made is then frozen without
+        a full collection — the first decision is answered before one; the growth rule
+        (``FROZEN_GROWTH``), or the complete build after a first one that deferred rules,
+        brings it later."""
+        first = self._freeze_heap and not complete and container_id not in self._snapshots
         with yielding():
-            return self._rebuild_now(container_id, version, complete=complete)
+            if not first:
+                return self._rebuild_now(container_id, version, complete=complete)
+            with bulk_heap():
+                snapshot = self._rebuild_now(container_id, version, complete=False)
+            self._frozen_full, self._frozen_since = settle_young(0), 0
+            return snapshot
 
     def _rebuild_now(self, container_id: str, version: int, *, complete: bool) -> Snapshot:
         current = self._snapshots.get(container_id)
+        first = current is None and not complete  # settled by _rebuild
         with self._guard:
             self._written.discard(container_id)
         if current is not None and current.version >= version and not complete:
@@ -614,10 +591,8 @@ class CatalogCache:
         if isinstance(pace, Pace):
             pace()
             self.last_pace = pace
-        if self._freeze_heap:
-            if deferred:
-                settle_young(0)  # answer first; the complete build right after settles all
-            elif previous is None or self._frozen_since > self._frozen_full * (FROZEN_GROWTH - 1):
+        if self._freeze_heap and not first:
+            if previous is None or self._frozen_since > self._frozen_full * (FROZEN_GROWTH - 1):
                 settle_heap()
                 self._frozen_full, self._frozen_since = gc.get_freeze_count(), 0
             else:

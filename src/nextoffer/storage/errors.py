@@ -10,6 +10,7 @@ to a block.
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -19,17 +20,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 
-try:  # PostgreSQL is an optional backend
-    import psycopg
 
-    _DRIVER_INTEGRITY: tuple[type[Exception], ...] = (
-        sqlite3.IntegrityError,
-        psycopg.IntegrityError,
-    )
-    _DRIVER_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
-except ImportError:  # pragma: no cover - installed without the postgres extra
-    _DRIVER_INTEGRITY = (sqlite3.IntegrityError,)
-    _DRIVER_ERRORS = (sqlite3.Error,)
+def _driver_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
+    """(integrity errors, every error) of the drivers this process has loaded: psycopg's
+    only once a PostgreSQL store imported it (a SQLite server never loads the driver, and
+    nothing raises its errors before it is loaded)."""
+    psycopg = sys.modules.get("psycopg")
+    if psycopg is None:
+        return (sqlite3.IntegrityError,), (sqlite3.Error,)
+    return (sqlite3.IntegrityError, psycopg.IntegrityError), (sqlite3.Error, psycopg.Error)
 
 
 def translated(exc: BaseException) -> NextOfferError | None:
@@ -37,9 +36,10 @@ def translated(exc: BaseException) -> NextOfferError | None:
     if isinstance(exc, NextOfferError):
         return exc
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
-    if isinstance(exc, (SqlIntegrityError, *_DRIVER_INTEGRITY)):
+    integrity, errors = _driver_errors()
+    if isinstance(exc, (SqlIntegrityError, *integrity)):
         return Conflict(f"the write conflicts with stored data: {cause}")
-    if isinstance(exc, (DBAPIError, *_DRIVER_ERRORS)):
+    if isinstance(exc, (DBAPIError, *errors)):
         return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
     if isinstance(exc, PoolTimeout):
         return Unavailable(f"no database connection free: {exc}", retry_after=1)

@@ -22,17 +22,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from sqlalchemy import Connection, Engine, inspect, text
 
 from nextoffer.errors import Unavailable
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
 SCRIPT_LOCATION = Path(__file__).parent
+#: The newest revision in ``versions/``: a database already at it is used without
+#: loading Alembic (a worker's start at head pays only one query). Bumped with every new
+#: revision; ``tests/storage/test_migrations.py`` checks it is Alembic's head.
+HEAD = "0016_clustered_profiles"
 #: Any constant will do: it names the lock every migrating process takes on PostgreSQL.
 _ADVISORY_LOCK = 7_240_611
 
@@ -58,6 +62,8 @@ class SchemaState:
 
 
 def _config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(SCRIPT_LOCATION))
     config.attributes["connection"] = connection
@@ -65,6 +71,8 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(_config())
 
 
@@ -80,6 +88,9 @@ def revisions() -> list[str]:
 
 
 def state(conn: Connection) -> SchemaState:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.util.exc import CommandError
+
     current = MigrationContext.configure(conn).get_current_revision()
     inspector = inspect(conn)
     legacy = current is None and (
@@ -99,6 +110,16 @@ def read_state(engine: Engine) -> SchemaState:
         return state(conn)
 
 
+def _current(engine: Engine) -> str | None:
+    """The database's revision by one query (None without one), as Alembic keeps it: one
+    row in ``alembic_version`` for a history without branches."""
+    with engine.connect() as conn, conn.begin():
+        if not inspect(conn).has_table("alembic_version"):
+            return None
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    return rows[0] if len(rows) == 1 else None
+
+
 def _locked(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ADVISORY_LOCK})
@@ -107,6 +128,8 @@ def _locked(conn: Connection) -> None:
 def upgrade(engine: Engine, target: str = "head") -> None:
     """Upgrade to ``target`` in one transaction (PostgreSQL and SQLite both have
     transactional DDL, so a failed revision leaves the database as it was)."""
+    from alembic import command
+
     with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
         _locked(conn)
         command.upgrade(_config(conn), target)
@@ -114,6 +137,8 @@ def upgrade(engine: Engine, target: str = "head") -> None:
 
 def downgrade(engine: Engine, target: str) -> None:
     """Downgrade to ``target`` (a revision, ``-1`` for one step, or ``base``)."""
+    from alembic import command
+
     with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
         _locked(conn)
         command.downgrade(_config(conn), target)
@@ -121,6 +146,8 @@ def downgrade(engine: Engine, target: str) -> None:
 
 def prepare(engine: Engine, *, upgrade_older: bool) -> SchemaState:
     """Make the database usable by this code, or refuse it (see the module docstring)."""
+    if _current(engine) == HEAD:
+        return SchemaState(current=HEAD, head=HEAD, legacy=False, unknown=False)
     found = read_state(engine)
     if found.at_head:
         return found
