@@ -7,6 +7,7 @@ import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,34 @@ from nextoffer.settings import Settings
 def thawed() -> Iterator[None]:
     yield
     gc.unfreeze()  # leave the test process as it found it
+
+
+#: A placement's body: the smallest instance a snapshot is built from.
+BANNER = {
+    "xdm:name": "Banner",
+    "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
+    "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
+}
+
+
+def with_a_placement(no: NextOffer, org: str) -> tuple[Any, Any]:
+    """(credentials, placement) of a new tenant whose library is one placement."""
+    creds = no.bootstrap(org=org, sandbox="prod")
+    schema = SchemaRef(PLACEMENT, None, "")
+    return creds, no.repository.create(creds.principal, creds.container_id, schema, BANNER)
+
+
+def rename(no: NextOffer, creds: Any, placement: Any, name: str) -> None:
+    """Change the placement's name, then get the container's snapshot (a refresh)."""
+    no.repository.replace(
+        creds.principal,
+        creds.container_id,
+        placement.instance_id,
+        None,
+        {**BANNER, "xdm:name": name},
+        if_match=None,
+    )
+    no.catalogs.get(creds.container_id)
 
 
 class Cycle:
@@ -46,18 +75,11 @@ def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
 ) -> None:
     no = NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'h.db'}", freeze_heap=True))
     try:
-        creds = no.bootstrap(org="HEAP@AdobeOrg", sandbox="prod")
-        principal = creds.principal
-        cache, repo = no.catalogs, no.repository
-        body = {
-            "xdm:name": "Banner",
-            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
-            "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
-        }
-        placement = repo.create(principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), body)
+        creds, placement = with_a_placement(no, "HEAP@AdobeOrg")
+        cache, schema = no.catalogs, SchemaRef(PLACEMENT, None, "")
         for n in range(400):  # a snapshot big enough that one left behind would show
-            extra = dict(body, **{"xdm:name": f"Placement {n}"})
-            repo.create(principal, creds.container_id, SchemaRef(PLACEMENT, None, ""), extra)
+            extra = {**BANNER, "xdm:name": f"Placement {n}"}
+            no.repository.create(creds.principal, creds.container_id, schema, extra)
         settle_heap()
         before = gc.get_freeze_count()
         first = cache.get(creds.container_id)
@@ -66,10 +88,7 @@ def test_rebuilds_freeze_the_snapshot_and_leave_no_old_one_behind(
         del first
         counts = []
         for n in range(6):  # the same library, rebuilt: what stays frozen must not grow
-            body["xdm:name"] = f"Banner {n % 2}"
-            repo.replace(
-                principal, creds.container_id, placement.instance_id, None, body, if_match=None
-            )
+            rename(no, creds, placement, f"Banner {n % 2}")
             counts.append((cache.get(creds.container_id).version, gc.get_freeze_count()))
         versions = [v for v, _ in counts]
         assert versions == sorted(set(versions))  # six rebuilds happened
@@ -93,28 +112,12 @@ def test_a_refresh_collects_the_whole_heap_only_once_the_frozen_objects_grew(
     monkeypatch.setattr(catalogs, "settle_heap", counted)
     no = NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'g.db'}", freeze_heap=True))
     try:
-        creds = no.bootstrap(org="GROW@AdobeOrg", sandbox="prod")
-        body = {
-            "xdm:name": "Banner",
-            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
-            "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
-        }
-        schema = SchemaRef(PLACEMENT, None, "")
-        placement = no.repository.create(creds.principal, creds.container_id, schema, body)
+        creds, placement = with_a_placement(no, "GROW@AdobeOrg")
         no.catalogs.get(creds.container_id)
         assert full == []  # a first build freezes what it made without a full collection
 
         def change(n: int) -> None:
-            body["xdm:name"] = f"Banner {n}"
-            no.repository.replace(
-                creds.principal,
-                creds.container_id,
-                placement.instance_id,
-                None,
-                body,
-                if_match=None,
-            )
-            no.catalogs.get(creds.container_id)
+            rename(no, creds, placement, f"Banner {n}")
 
         for n in range(5):  # a refresh freezes a few objects: far from a quarter more
             change(n)
@@ -140,22 +143,11 @@ def test_a_first_build_runs_with_rare_young_collections_and_a_refresh_does_not(
     default = gc.get_threshold()
     no = NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'b.db'}", freeze_heap=True))
     try:
-        creds = no.bootstrap(org="BULK@AdobeOrg", sandbox="prod")
-        body = {
-            "xdm:name": "Banner",
-            "xdm:channel": "https://ns.adobe.com/xdm/channel-types/web",
-            "xdm:componentType": "https://ns.adobe.com/experience/offer-management/content-component-html",
-        }
-        schema = SchemaRef(PLACEMENT, None, "")
-        placement = no.repository.create(creds.principal, creds.container_id, schema, body)
+        creds, placement = with_a_placement(no, "BULK@AdobeOrg")
         first = no.catalogs.get(creds.container_id)
         assert gc.get_threshold() == default  # restored once it was built
         assert not any(o is first.catalog for o in gc.get_objects())  # and frozen
-        body["xdm:name"] = "Banner 2"
-        no.repository.replace(
-            creds.principal, creds.container_id, placement.instance_id, None, body, if_match=None
-        )
-        no.catalogs.get(creds.container_id)
+        rename(no, creds, placement, "Banner 2")
     finally:
         no.close()
     assert seen == [BULK_GC_THRESHOLD, default[0]]  # the first build, then the refresh
