@@ -466,13 +466,16 @@ class CatalogCache:
             if not first:
                 return self._rebuild_now(container_id, version, complete=complete)
             with bulk_heap():
-                snapshot = self._rebuild_now(container_id, version, complete=False)
+                snapshot = self._rebuild_now(container_id, version, complete=False, settle=False)
             self._frozen_full, self._frozen_since = settle_young(0), 0
             return snapshot
 
-    def _rebuild_now(self, container_id: str, version: int, *, complete: bool) -> Snapshot:
+    def _rebuild_now(
+        self, container_id: str, version: int, *, complete: bool, settle: bool = True
+    ) -> Snapshot:
+        """:meth:`_rebuild`'s work; ``settle``: the heap after it too (not for a first
+        build, which :meth:`_rebuild` settles)."""
         current = self._snapshots.get(container_id)
-        first = current is None and not complete  # settled by _rebuild
         with self._guard:
             self._written.discard(container_id)
         if current is not None and current.version >= version and not complete:
@@ -591,7 +594,7 @@ class CatalogCache:
         if isinstance(pace, Pace):
             pace()
             self.last_pace = pace
-        if self._freeze_heap and not first:
+        if self._freeze_heap and settle:
             if previous is None or self._frozen_since > self._frozen_full * (FROZEN_GROWTH - 1):
                 settle_heap()
                 self._frozen_full, self._frozen_since = gc.get_freeze_count(), 0
