@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from nextoffer.api.access_log import FLUSH_CHARS, AccessLog
 from nextoffer.api.app import create_app
 from nextoffer.api.metrics import Metrics
 from nextoffer.engine import PropositionRequest
@@ -347,3 +349,43 @@ def test_a_starting_worker_builds_every_snapshot_before_the_first_decision(tmp_p
         library(tenant)
     assert rebuilds_after_start(tmp_path, warm=True) == 1
     assert rebuilds_after_start(tmp_path, warm=False) == 0
+
+
+class CountingStdout(io.StringIO):
+    """An unbuffered stdout (as ``PYTHONUNBUFFERED=1`` makes it): each ``write`` a syscall."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def test_access_lines_wait_in_the_log_and_go_out_in_one_write(monkeypatch):
+    stdout = CountingStdout()
+    monkeypatch.setattr("sys.stdout", stdout)
+    log = AccessLog()
+    for n in range(100):
+        log.write("GET", "/healthz", "/healthz", 200, 0.001, f"req-{n}")
+    assert stdout.writes == 0  # an unbuffered stream would have taken 100
+    log.flush()
+    assert stdout.writes == 1
+    lines = [orjson.loads(line) for line in stdout.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [f"req-{n}" for n in range(100)]
+    log.flush()
+    assert stdout.writes == 1  # nothing waits: nothing written
+
+
+def test_access_lines_go_out_when_the_buffer_is_full(monkeypatch):
+    stdout = CountingStdout()
+    monkeypatch.setattr("sys.stdout", stdout)
+    log = AccessLog()
+    long_path = "/p" * 2000  # each line over 4,000 characters
+    n = 0
+    while stdout.writes == 0:
+        log.write("GET", "<unmatched>", long_path, 404, 0.001, f"req-{n}")
+        n += 1
+    assert len(stdout.getvalue()) >= FLUSH_CHARS
+    assert n == len(stdout.getvalue().splitlines())  # every line so far, none held back

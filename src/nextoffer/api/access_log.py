@@ -11,11 +11,12 @@ The request id is the caller's ``x-request-id`` when it sends one (so a gateway'
 follows the request), otherwise a fresh one (a random prefix per process and a counter);
 either way it is returned in the ``x-request-id`` response header.
 
-Lines go to ``sys.stdout`` without the logging module and without a flush per line: the
-stream's buffer is flushed at most every second, and by the app's flusher task when the
-server goes quiet. A killed process can lose its last second of lines; a line per request
-through ``logging`` with a flush each cost several times more on the decision path
-(docs/benchmarks.md).
+Lines wait in the log's own buffer and go to ``sys.stdout`` in one write at most every
+second (or every 64 KiB), and from the app's flusher task when the server goes quiet: not
+through the logging module, and not through the stream's buffer, which
+``PYTHONUNBUFFERED=1`` (set in most container images) turns into a ``write`` per line. A
+killed process can lose its last second of lines; a line per request through ``logging``
+with a flush each cost several times more on the decision path (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from nextoffer.api.metrics import Metrics
 
 UNMATCHED = "<unmatched>"
-#: Longest time an access line waits in the stdout buffer while requests keep coming.
+#: Longest time an access line waits in the buffer while requests keep coming.
 FLUSH_SECONDS = 1.0
+#: Most characters the buffer holds before it is written out.
+FLUSH_CHARS = 64 * 1024
 
 
 class AccessLog:
-    """Buffered JSON lines on ``sys.stdout`` (looked up per line: test runners swap it)."""
+    """Buffered JSON lines for ``sys.stdout`` (looked up per flush: test runners swap it)."""
 
     def __init__(self) -> None:
         self._second = -1
         self._prefix = ""
         self._flushed = time.monotonic()
+        self._lines: list[str] = []
+        self._chars = 0
 
     def write(
         self, method: str, route: str, path: str, status: int, seconds: float, request_id: str
@@ -62,12 +67,20 @@ class AccessLog:
             "duration_ms": round(seconds * 1000, 3),
             "request_id": request_id,
         }
-        sys.stdout.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE).decode())
-        if time.monotonic() - self._flushed >= FLUSH_SECONDS:
+        text = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE).decode()
+        self._lines.append(text)
+        self._chars += len(text)
+        if self._chars >= FLUSH_CHARS or time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
+        """Write the waiting lines at once."""
         self._flushed = time.monotonic()
+        if self._lines:
+            text = "".join(self._lines)
+            self._lines.clear()
+            self._chars = 0
+            sys.stdout.write(text)
         sys.stdout.flush()
 
 
