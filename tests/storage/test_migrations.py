@@ -16,6 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.exc import IntegrityError
 
 from nextoffer.cli import main
 from nextoffer.errors import Unavailable
@@ -496,3 +497,48 @@ def test_the_clustered_profiles_revision_rebuilds_the_tables_rows_kept(engine: E
     assert {"ix_profiles_tenant", "ix_profile_identities_profile"} <= _index_names(engine)
     migrations.upgrade(engine)
     assert _clustered_rows(engine) == before
+
+
+def _events(engine: Engine) -> list[Any]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text("SELECT seq, proposition_id, offers FROM decision_events ORDER BY seq")
+            )
+        )
+
+
+def test_the_event_seq_key_revision_keeps_each_event_in_its_place(engine: Engine) -> None:
+    # 0017_event_seq_key: seq becomes the key (on SQLite the rowid itself: the next event
+    # is placed after the last one, and seq has no index beside it); the proposition id
+    # stays unique. Places and rows survive the upgrade and the downgrade.
+    migrations.upgrade(engine, "0016_clustered_profiles")
+    with engine.begin() as conn:
+        _event(conn, "e-1", "2026-03-04T10:00:00Z")
+        _event(conn, "e-2", "2026-03-04T11:00:00Z")
+        if engine.dialect.name == "sqlite":  # the writer numbered them itself then
+            conn.execute(text("UPDATE decision_events SET seq = 7 WHERE proposition_id = 'e-1'"))
+            conn.execute(text("UPDATE decision_events SET seq = 9 WHERE proposition_id = 'e-2'"))
+    before = _events(engine)
+    migrations.upgrade(engine, "0017_event_seq_key")
+    assert _events(engine) == before
+    assert "ix_decision_events_seq" not in _index_names(engine)
+    with engine.begin() as conn:
+        _event(conn, "e-3", "2026-03-04T12:00:00Z")  # no seq given: the next place
+    after = _events(engine)
+    assert [row[1] for row in after] == ["e-1", "e-2", "e-3"]
+    assert after[2][0] > after[1][0]
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _event(conn, "e-3", "2026-03-04T13:00:00Z")
+    if engine.dialect.name == "sqlite":
+        with engine.connect() as conn:
+            assert conn.execute(
+                text("SELECT rowid FROM decision_events ORDER BY seq")
+            ).scalars().all() == [row[0] for row in after]
+    migrations.downgrade(engine, "0016_clustered_profiles")
+    assert _events(engine) == after
+    assert "ix_decision_events_seq" in _index_names(engine)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        _event(conn, "e-3", "2026-03-04T13:00:00Z")
+    migrations.upgrade(engine)
+    assert _events(engine) == after

@@ -42,18 +42,11 @@ SET_COUNTS = (
     "INSERT INTO cap_counters (counter_key, container_id, count) VALUES (?, ?, ?)"
     " ON CONFLICT (counter_key) DO UPDATE SET count = excluded.count"
 )
-#: An event's place in commit order (``seq``) is PostgreSQL's identity; SQLite's writer
-#: gives it the next one itself (:data:`EVENTS_IN_SQLITE`).
+#: An event's place in commit order (``seq``) is PostgreSQL's identity, SQLite's rowid.
 EVENTS_IN = (
     "INSERT INTO decision_events"
     " (proposition_id, container_id, created, created_us, profile_key, body, offers)"
     " VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-#: The largest place + 1, read under the one write lock, row by row of the batch.
-EVENTS_IN_SQLITE = (
-    "INSERT INTO decision_events"
-    " (proposition_id, container_id, created, created_us, profile_key, body, offers, seq)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, (SELECT COALESCE(MAX(seq), 0) + 1 FROM decision_events))"
 )
 DAILY_IN = (
     "INSERT INTO offer_daily (container_id, day, offer_id, propositions, impressions, clicks)"

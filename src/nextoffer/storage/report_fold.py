@@ -59,9 +59,9 @@ _SQLITE_HIGH = "SELECT COALESCE(MAX(seq), 0) FROM decision_events"
 _SQLITE_FOLD = (
     "INSERT INTO offer_daily (container_id, day, offer_id, propositions, impressions, clicks)"
     " SELECT e.container_id, substr(e.created, 1, 10), o.value, count(*), 0, 0"
-    # The range of places, by its index: grouping by container, the planner would rather
+    # The range of places, by the rowid: grouping by container, the planner would rather
     # walk every event in the container index's order.
-    " FROM decision_events AS e INDEXED BY ix_decision_events_seq, json_each(e.offers) AS o"
+    " FROM decision_events AS e NOT INDEXED, json_each(e.offers) AS o"
     " WHERE e.seq > ? AND e.seq <= ?"
     " GROUP BY e.container_id, substr(e.created, 1, 10), o.value"
     " ON CONFLICT (container_id, day, offer_id)"

@@ -48,7 +48,7 @@ from nextoffer.storage.group_commit import (
 from nextoffer.storage.path_sql import (
     DAILY_IN,
     EVENTS,
-    EVENTS_IN_SQLITE,
+    EVENTS_IN,
     INSTANCE,
     INSTANCE_BY_AT_ID,
     PROFILE,
@@ -263,7 +263,7 @@ class SqlitePath:
         if plan.counters:
             conn.executemany(SET_COUNTS, plan.counters)
         if plan.events:
-            conn.executemany(EVENTS_IN_SQLITE, plan.events)
+            conn.executemany(EVENTS_IN, plan.events)
         if plan.daily:
             conn.executemany(DAILY_IN, plan.daily)
         return plan.outcomes

@@ -218,19 +218,21 @@ experience_events = Table(
 decision_events = Table(
     "decision_events",
     metadata,
-    Column("proposition_id", String(36), primary_key=True),
+    Column("proposition_id", String(36), nullable=False),
     Column("container_id", String(36), nullable=False),
     Column("created", String(32), nullable=False),
     Column("created_us", BigInteger, nullable=False),
     Column("profile_key", String(1100)),
     Column("body", Text, nullable=False),  # JSON: identity, request id, propositions
     #: The event's place in commit order, which the offers report is folded in
-    #: (``report_fold.py``): PostgreSQL's identity; on SQLite the writer's max + 1.
-    Column("seq", BigInteger, Identity()),
+    #: (``report_fold.py``), and its key (``0017_event_seq_key``): PostgreSQL's identity;
+    #: on SQLite ``INTEGER``, so the rowid itself (the table's largest + 1 on insert) and
+    #: the rows' own b-tree is in commit order, with no index of its own.
+    Column("seq", BigInteger().with_variant(Integer(), "sqlite"), Identity(), primary_key=True),
     #: The offers it proposed (a JSON array): what the fold adds to the offers report.
     Column("offers", Text, nullable=False, server_default="[]"),
+    UniqueConstraint("proposition_id", name="uq_decision_events_proposition"),
     Index("ix_decision_events_container", "container_id", "created_us"),
-    Index("ix_decision_events_seq", "seq", unique=True),
 )
 
 #: How far each derived table is folded from ``decision_events``: every event with
