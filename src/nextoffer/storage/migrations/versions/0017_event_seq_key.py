@@ -45,17 +45,12 @@ def _table(*, seq_key: bool, name: str = "decision_events") -> Table:
     """The SQLite table at this revision (``seq_key``) or the one before, as ``name``."""
     m = MetaData()
     if seq_key:
-        keys = [
-            Column("proposition_id", String(36), nullable=False),
-            Column("seq", Integer, primary_key=True),
-            UniqueConstraint("proposition_id", name="uq_decision_events_proposition"),
-        ]
+        proposition = Column("proposition_id", String(36), nullable=False)
+        seq = Column("seq", Integer, primary_key=True)
     else:
-        keys = [
-            Column("proposition_id", String(36), primary_key=True),
-            Column("seq", BigInteger),
-        ]
-    proposition, seq, *constraints = keys
+        proposition = Column("proposition_id", String(36), primary_key=True)
+        seq = Column("seq", BigInteger)
+    unique = [UniqueConstraint("proposition_id", name="uq_decision_events_proposition")]
     return Table(
         name,
         m,
@@ -67,7 +62,7 @@ def _table(*, seq_key: bool, name: str = "decision_events") -> Table:
         Column("body", Text, nullable=False),
         seq,
         Column("offers", Text, nullable=False, server_default="[]"),
-        *constraints,
+        *(unique if seq_key else []),
     )
 
 
