@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -170,6 +171,8 @@ def main() -> None:
         after = os.getloadavg()
     finally:
         server.stop()
+        if not args.postgres:
+            shutil.rmtree(workdir, ignore_errors=True)
         if services:
             subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
     per_bare = sum(bare.values()) / args.rate / bare_result.requests * 1e6

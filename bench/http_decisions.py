@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import random
+import shutil
 import sqlite3
 import statistics
 import tempfile
@@ -605,13 +606,16 @@ def main() -> None:
         f"{time.monotonic() - started:.1f} s; {args.seconds} s per row, {args.repeats} repeats",
         flush=True,
     )
-    if args.stacks:
-        stacks(args, db_url, lib)
-    elif args.observability or args.compare:
-        variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
-        compare(args, db_url, lib, workdir, variants)
-    else:
-        main_table(args, db_url, lib)
+    try:
+        if args.stacks:
+            stacks(args, db_url, lib)
+        elif args.observability or args.compare:
+            variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
+            compare(args, db_url, lib, workdir, variants)
+        else:
+            main_table(args, db_url, lib)
+    finally:  # the databases and the servers' logs: hundreds of MB after a long run
+        shutil.rmtree(workdir, ignore_errors=True)
     print(f"load average at the end {os.getloadavg()}")
 
 

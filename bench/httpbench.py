@@ -103,7 +103,7 @@ class Server:
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        appdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-app-"))
+        appdir = self._appdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-app-"))
         (appdir / "benchserver.py").write_text(SERVER)
         (appdir / "io_floor.py").write_text((Path(__file__).parent / "io_floor.py").read_text())
         env = {**os.environ, "NEXTOFFER_DB": db_url, **(env or {})}
@@ -155,6 +155,7 @@ class Server:
         self.process.wait(timeout=30)
         if hasattr(self._log, "close"):
             self._log.close()
+        shutil.rmtree(self._appdir, ignore_errors=True)  # its module, its metrics' files
 
 
 @dataclass
