@@ -40,9 +40,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -257,6 +259,8 @@ def main() -> None:
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-asgi-"))
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.workdir is None:
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
     trees: dict[str, str | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = args.baseline

@@ -23,6 +23,7 @@ worker, which bounds its rate.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import re
 import shutil
@@ -137,6 +138,7 @@ def main() -> None:
             env["NEXTOFFER_REDIS"] = services["NEXTOFFER_TEST_REDIS_URL"]
     else:
         workdir = Path(tempfile.mkdtemp(prefix="nextoffer-budget-"))
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
         db_url = f"sqlite:///{workdir / 'bench.db'}"
     lib = build(db_url)
     server = Server(db_url, workers=1, env=env)
@@ -171,8 +173,6 @@ def main() -> None:
         after = os.getloadavg()
     finally:
         server.stop()
-        if not args.postgres:
-            shutil.rmtree(workdir, ignore_errors=True)
         if services:
             subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
     per_bare = sum(bare.values()) / args.rate / bare_result.requests * 1e6

@@ -38,6 +38,7 @@ each, and compares the ceiling and decisions at 10 and 50 connections, interleav
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import random
@@ -596,6 +597,7 @@ def main() -> None:
         plot(rows, Path(args.plot))
         return
     workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
+    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
     lib = build(db_url)
@@ -606,16 +608,13 @@ def main() -> None:
         f"{time.monotonic() - started:.1f} s; {args.seconds} s per row, {args.repeats} repeats",
         flush=True,
     )
-    try:
-        if args.stacks:
-            stacks(args, db_url, lib)
-        elif args.observability or args.compare:
-            variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
-            compare(args, db_url, lib, workdir, variants)
-        else:
-            main_table(args, db_url, lib)
-    finally:  # the databases and the servers' logs: hundreds of MB after a long run
-        shutil.rmtree(workdir, ignore_errors=True)
+    if args.stacks:
+        stacks(args, db_url, lib)
+    elif args.observability or args.compare:
+        variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
+        compare(args, db_url, lib, workdir, variants)
+    else:
+        main_table(args, db_url, lib)
     print(f"load average at the end {os.getloadavg()}")
 
 

@@ -36,11 +36,13 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
+import atexit
 import collections
 import json
 import os
 import random
 import re
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -361,6 +363,8 @@ def main() -> None:
         (Path(args.build) / "lib.json").write_text(json.dumps(lib))
         return
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-syscalls-"))
+    if args.workdir is None:
+        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
     trees: dict[str, str | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = args.baseline
