@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from nextoffer.api import access_log
 from nextoffer.api.access_log import FLUSH_CHARS, AccessLog
 from nextoffer.api.app import create_app
 from nextoffer.api.metrics import Metrics
@@ -366,6 +367,7 @@ class CountingStdout(io.StringIO):
 def test_access_lines_wait_in_the_log_and_go_out_in_one_write(monkeypatch):
     stdout = CountingStdout()
     monkeypatch.setattr("sys.stdout", stdout)
+    monkeypatch.setattr(access_log, "FLUSH_SECONDS", 3600.0)  # a slow machine's second
     log = AccessLog()
     for n in range(100):
         log.write("GET", "/healthz", "/healthz", 200, 0.001, f"req-{n}")
@@ -381,11 +383,14 @@ def test_access_lines_wait_in_the_log_and_go_out_in_one_write(monkeypatch):
 def test_access_lines_go_out_when_the_buffer_is_full(monkeypatch):
     stdout = CountingStdout()
     monkeypatch.setattr("sys.stdout", stdout)
+    monkeypatch.setattr(access_log, "FLUSH_SECONDS", 3600.0)  # only the size can flush
     log = AccessLog()
     long_path = "/p" * 2000  # each line over 4,000 characters
     n = 0
-    while stdout.writes == 0:
+    while stdout.writes == 0 and n < 1000:
         log.write("GET", "<unmatched>", long_path, 404, 0.001, f"req-{n}")
         n += 1
-    assert len(stdout.getvalue()) >= FLUSH_CHARS
-    assert n == len(stdout.getvalue().splitlines())  # every line so far, none held back
+    lines = stdout.getvalue().splitlines(keepends=True)
+    assert stdout.writes == 1 and len(lines) == n  # every line so far, none held back
+    # Written by the line that filled the buffer, not later.
+    assert len("".join(lines[:-1])) < FLUSH_CHARS <= len("".join(lines))
