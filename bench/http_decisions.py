@@ -21,14 +21,15 @@ counters of the capped candidates, reserves the ones it proposes and writes the 
 event — the production path.
 
 Per server (1 worker, 2 workers; both run at once, idle when not driven) and per
-connection count, wrk drives for ``--seconds``: ``GET /bare`` (a constant body from a
-route of the same app — the ceiling), the IO floor (``io_floor.py``: the same request
-body, only the profile read and a record of the same shape, group-committed — what any
-recorded decision costs before it decides anything), ``POST …/decisions`` (a Lua
-``request`` function picks one of the 10,000 identities at random per request), ``GET`` of
-one offer and a search. Every repeat runs every row once, so the machine's other load
-hits all rows alike; the tables report medians over repeats. Other load on the machine is
-printed (load average before and after).
+connection count, wrk drives for ``--seconds``: ``GET /asgi`` (a plain ASGI callable ahead
+of the app: a bare uvicorn ASGI app), ``GET /bare`` (a constant body from a route of the
+same app, through its middleware and router — the ceiling), the IO floor
+(``io_floor.py``: the same request body, only the profile read and a record of the same
+shape, group-committed — what any recorded decision costs before it decides anything),
+``POST …/decisions`` (a Lua ``request`` function picks one of the 10,000 identities at
+random per request), ``GET`` of one offer and a search. Every repeat runs every row
+once, so the machine's other load hits all rows alike; the tables report medians over
+repeats. Other load on the machine is printed (load average before and after).
 
 ``--stacks`` runs the same app under each server stack of ``httpbench.STACKS`` (uvicorn
 with httptools + uvloop, uvicorn with h11 + asyncio, granian's ASGI interface), 2 workers
@@ -73,8 +74,10 @@ DECIDE_TYPE = f'application/vnd.adobe.xdm+json; schema="{OM}decision-request;ver
 PROFILES = 10_000
 CONNECTIONS = (1, 10, 50)
 CEILING = "bare endpoint (ceiling)"
+#: ``GET /asgi``: a plain ASGI callable ahead of the app (``httpbench.SERVER``).
+BARE_ASGI = "bare ASGI app"
 FLOOR = "IO floor (profile read + record)"
-ENDPOINTS = (CEILING, FLOOR, "POST decisions", "GET offer", "search")
+ENDPOINTS = (BARE_ASGI, CEILING, FLOOR, "POST decisions", "GET offer", "search")
 
 
 def build(db_url: str) -> dict[str, Any]:
@@ -242,6 +245,8 @@ def run_row(
     headers = lib["headers"]
     if endpoint == CEILING:
         return wrk(endpoint, server.base + "/bare", **kw)
+    if endpoint == BARE_ASGI:
+        return wrk(endpoint, server.base + "/asgi", **kw)
     if endpoint in ("POST decisions", FLOOR):
         decisions = f"{base}/ode/{lib['container']}/decisions"
         return wrk(
@@ -302,15 +307,16 @@ def main_table(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> No
     rows = {key: median_result(values) for key, values in raw.items()}
     print(
         "\n| workers | connections | endpoint | requests/s | p50 ms | p99 ms | p99.9 ms | errors "
-        "| ratio to ceiling | spread |"
+        "| ratio to ceiling | ratio to bare ASGI | spread |"
     )
-    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for (workers, connections, endpoint), row in rows.items():
         ceiling = rows[(workers, connections, CEILING)]["rps"]
+        asgi = rows[(workers, connections, BARE_ASGI)]["rps"]
         print(
             f"| {workers} | {connections} | {endpoint} | {row['rps']:,.0f} | {row['p50']:.2f} "
             f"| {row['p99']:.2f} | {row['p999']:.2f} | {row['errors']} "
-            f"| {row['rps'] / ceiling:.2f} | {row['spread']:.0%} |"
+            f"| {row['rps'] / ceiling:.2f} | {row['rps'] / asgi:.2f} | {row['spread']:.0%} |"
         )
     if args.json:
         Path(args.json).write_text(
@@ -334,7 +340,9 @@ def plot(rows: dict[tuple[int, int, str], dict[str, float]], path: Path) -> None
 
     fig, (top, bottom) = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
     for column, workers in enumerate((1, 2)):
-        for endpoint, style in zip(ENDPOINTS, ("k--", "k:", "C0-o", "C1-s", "C2-^"), strict=True):
+        for endpoint, style in zip(
+            ENDPOINTS, ("k-.", "k--", "k:", "C0-o", "C1-s", "C2-^"), strict=True
+        ):
             xs = list(CONNECTIONS)
             top[column].plot(
                 xs, [rows[(workers, c, endpoint)]["rps"] for c in xs], style, label=endpoint
@@ -404,15 +412,15 @@ def compare(
     workdir: Path,
     variants: dict[str, dict[str, str]],
 ) -> None:
-    """Decisions and the bare ceiling on one 2-worker server per variant (its
-    environment), interleaved; per variant the median over repeats of decisions/s ÷ the
-    same server's bare requests/s in that repeat, and the first variant's decisions/s
-    over the others', per repeat, then the median."""
+    """Decisions, the bare route and the bare ASGI app on one 2-worker server per variant
+    (its environment), interleaved; per variant the median over repeats of decisions/s ÷
+    the same server's bare (and bare ASGI) requests/s in that repeat, and the first
+    variant's decisions/s over the others', per repeat, then the median."""
     servers: dict[str, Server] = {}
     raw: dict[tuple[str, str, int], list[Result]] = {}
     #: The server's CPU µs per request of each row (all its processes; wrk excluded).
     cpu: dict[tuple[str, str, int], list[float]] = {}
-    endpoints = (CEILING, "POST decisions")
+    endpoints = (BARE_ASGI, CEILING, "POST decisions")
     try:
         for n, (name, env) in enumerate(variants.items()):
             env = on_schema(env, db_url, workdir / f"bench-{n}.db")
@@ -443,27 +451,33 @@ def compare(
             server.stop()
     first = next(iter(variants))
     print(
-        "\n| connections | variant | bare/s | decisions/s | decisions ÷ bare | p50 ms | p99 ms "
-        "| errors | decisions ÷ the first's | CPU µs per bare | CPU µs per decision "
-        "| bare ÷ decision CPU |"
+        "\n| connections | variant | bare ASGI/s | bare/s | decisions/s | decisions ÷ bare ASGI "
+        "| decisions ÷ bare | p50 ms | p99 ms | errors | decisions ÷ the first's "
+        "| CPU µs per bare ASGI | CPU µs per bare | CPU µs per decision | bare ÷ decision CPU |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for connections in (10, 50):
         for name in variants:
             decided = raw[(name, "POST decisions", connections)]
             bare = raw[(name, CEILING, connections)]
+            asgi = raw[(name, BARE_ASGI, connections)]
             row = median_result(decided)
             to_bare = statistics.median(
                 a.requests_per_s / b.requests_per_s for a, b in zip(decided, bare, strict=True)
+            )
+            to_asgi = statistics.median(
+                a.requests_per_s / b.requests_per_s for a, b in zip(decided, asgi, strict=True)
             )
             ratio = statistics.median(
                 a.requests_per_s / b.requests_per_s
                 for a, b in zip(decided, raw[(first, "POST decisions", connections)], strict=True)
             )
             print(
-                f"| {connections} | {name} | {median_result(bare)['rps']:,.0f} "
-                f"| {row['rps']:,.0f} | {to_bare:.3f} | {row['p50']:.2f} | {row['p99']:.2f} "
+                f"| {connections} | {name} | {median_result(asgi)['rps']:,.0f} "
+                f"| {median_result(bare)['rps']:,.0f} | {row['rps']:,.0f} | {to_asgi:.3f} "
+                f"| {to_bare:.3f} | {row['p50']:.2f} | {row['p99']:.2f} "
                 f"| {row['errors']} | {ratio:.3f} "
+                f"| {statistics.median(cpu[(name, BARE_ASGI, connections)]):.1f} "
                 f"| {statistics.median(cpu[(name, CEILING, connections)]):.1f} "
                 f"| {statistics.median(cpu[(name, 'POST decisions', connections)]):.1f} "
                 f"| {cpu_ratio(cpu, name, connections):.3f} |"

@@ -4,6 +4,11 @@ The server is nextoffer's own app plus two extra routes: ``GET /bare``, answerin
 JSON body with no framework work beyond routing — the ceiling of this server stack,
 measured in the same run as the endpoints it is compared with — and ``POST
 /floor/{container_id}`` (``io_floor.py``), only the IO a recorded decision must do.
+
+``GET /bare`` still passes nextoffer's middleware (metrics, access log, the decision
+shortcut) and Starlette's router. ``GET /asgi`` is answered ahead of all of it by a plain
+ASGI callable in the same worker: the rate of a bare uvicorn ASGI app, issue 16's reference
+read literally.
 """
 
 from __future__ import annotations
@@ -34,6 +39,14 @@ from nextoffer.settings import Settings
 async def bare(request):
     return Response(b'{"status":"ok"}', media_type="application/json")
 
+ASGI_BODY = b'{"status":"ok"}'
+ASGI_START = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
+}
+ASGI_DONE = {"type": "http.response.body", "body": ASGI_BODY}
+
 def factory():
     app = create_app(Settings.from_env())
     app.router.routes.insert(0, Route("/bare", bare, methods=["GET"]))
@@ -43,7 +56,16 @@ def factory():
         pass
     else:
         app.router.routes.insert(0, ROUTE)
-    return app
+
+    async def outer(scope, receive, send):
+        # A bare ASGI app: no middleware, no router, no request object.
+        if scope["type"] == "http" and scope["path"] == "/asgi":
+            await send(ASGI_START)
+            await send(ASGI_DONE)
+            return
+        await app(scope, receive, send)
+
+    return outer
 """
 
 
@@ -81,7 +103,8 @@ STACKS = {
 
 
 class Server:
-    """nextoffer's app plus ``GET /bare`` under one of :data:`STACKS`, ``workers`` processes.
+    """nextoffer's app plus ``GET /bare`` and ``GET /asgi`` under one of :data:`STACKS`,
+    ``workers`` processes.
 
     ``uvicorn`` runs httptools + uvloop, ``uvicorn-h11`` h11 + asyncio, ``granian`` its
     ASGI interface (on uvloop). With more than one worker, uvicorn on the asyncio loop
