@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+import orjson
 
 from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.engine import FallbackOption, ObjectRef, Option, Proposition, PropositionTrace
@@ -56,6 +58,34 @@ def _option(
     return out
 
 
+#: Options already serialised, by the option's identity and the format's choices. An
+#: option without a score is the same object for every decision of its snapshot
+#: (``engine.model.Offer.option``); the entry holds it, so no other object can be given
+#: its id while the entry lives. Cleared when full: a new snapshot's options take the
+#: place of the old ones.
+_SERIALISED: dict[
+    tuple[int, frozenset[str], bool], tuple[Option | FallbackOption, orjson.Fragment]
+] = {}
+_SERIALISED_KEPT = 4096
+
+
+def _option_fragment(
+    option: Option | FallbackOption, fmt: ResponseFormat, names: frozenset[str]
+) -> dict[str, Any] | orjson.Fragment:
+    """:func:`_option`, serialised once per option and format (a scored option each time)."""
+    if isinstance(option, Option) and option.score is not None:
+        return _option(option, fmt, names)
+    key = (id(option), names, fmt.include_content)
+    found = _SERIALISED.get(key)
+    if found is not None:
+        return found[1]
+    fragment = orjson.Fragment(orjson.dumps(_option(option, fmt, names)))
+    if len(_SERIALISED) >= _SERIALISED_KEPT:
+        _SERIALISED.clear()
+    _SERIALISED[key] = (option, fragment)
+    return fragment
+
+
 def trace_json(trace: PropositionTrace) -> dict[str, Any]:
     return {
         "candidates": [
@@ -88,7 +118,14 @@ def trace_json(trace: PropositionTrace) -> dict[str, Any]:
     }
 
 
-def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any]:
+OptionWriter = Callable[
+    [Option | FallbackOption, ResponseFormat, frozenset[str]], dict[str, Any] | orjson.Fragment
+]
+
+
+def _proposition(
+    proposition: Proposition, fmt: ResponseFormat, option: OptionWriter
+) -> dict[str, Any]:
     metadata = fmt.metadata
     out: dict[str, Any] = {
         "xdm:activity": _ref(proposition.activity, metadata.get("xdm:activity", _NONE), {}),
@@ -98,20 +135,28 @@ def _proposition(proposition: Proposition, fmt: ResponseFormat) -> dict[str, Any
     }
     names = metadata.get("xdm:option", _NONE)
     if proposition.options:
-        out["xdm:options"] = [_option(o, fmt, names) for o in proposition.options]
+        out["xdm:options"] = [option(o, fmt, names) for o in proposition.options]
     elif proposition.fallback is not None:
-        out["xdm:fallback"] = _option(proposition.fallback, fmt, names)
+        out["xdm:fallback"] = option(proposition.fallback, fmt, names)
     if proposition.trace is not None:
         out["nextoffer:explain"] = trace_json(proposition.trace)
     return out
 
 
 def response(
-    outcome: DecisionOutcome, fmt: ResponseFormat, *, decision_request_id: str | None
+    outcome: DecisionOutcome,
+    fmt: ResponseFormat,
+    *,
+    decision_request_id: str | None,
+    compact: bool = True,
 ) -> dict[str, Any]:
+    """The response body for orjson. ``compact``: options may be ``orjson.Fragment``
+    values, serialised once per snapshot (they keep their own layout: pass ``False`` for
+    plain dicts to indent or read)."""
+    option = _option_fragment if compact else _option
     body: dict[str, Any] = {
         "xdm:propositionId": outcome.proposition_id,
-        "xdm:propositions": [_proposition(p, fmt) for p in outcome.result.propositions],
+        "xdm:propositions": [_proposition(p, fmt, option) for p in outcome.result.propositions],
         "ode:createDate": outcome.created_us // 1000,
     }
     if decision_request_id is not None:

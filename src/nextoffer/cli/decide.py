@@ -146,6 +146,7 @@ def decide(
     )
     click.echo(
         orjson.dumps(
-            response(outcome, fmt, decision_request_id=None), option=orjson.OPT_INDENT_2
+            response(outcome, fmt, decision_request_id=None, compact=False),
+            option=orjson.OPT_INDENT_2,
         ).decode()
     )
