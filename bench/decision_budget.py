@@ -9,7 +9,9 @@ of the server (active samples only, no idle); each sample is charged to the stag
 innermost frame that names one (:data:`STAGES`, leaf first), else to "other". Samples ÷
 rate is CPU time; divided by the decisions wrk completed meanwhile, µs per decision. The
 same run samples ``GET /bare`` (a constant body from a route of the same app), whose µs
-per request is the reference: the server stack's own cost of one request.
+per request is the reference: the server stack's own cost of one request; and ``GET
+/asgi``, a plain ASGI callable ahead of the app (``httpbench.SERVER``): a bare uvicorn ASGI
+app's.
 
 ``--postgres`` runs the server on its own PostgreSQL (``scripts/services start``; with
 ``--redis``, counters in its Redis), ``--env`` adds settings (e.g.
@@ -161,12 +163,18 @@ def main() -> None:
             "bare", server.base + "/bare", seconds=args.seconds, connections=args.connections
         )
 
+    def drive_asgi() -> Result:
+        return wrk(
+            "bare ASGI", server.base + "/asgi", seconds=args.seconds, connections=args.connections
+        )
+
     try:
         drive_decisions()  # warm: snapshot, caches, connections
         if args.warm_identities:
             warm(server, lib, seconds=args.seconds)
         before = os.getloadavg()
         bare, bare_result = sample(server.process.pid, args.seconds, args.rate, drive_bare)
+        asgi, asgi_result = sample(server.process.pid, args.seconds, args.rate, drive_asgi)
         spent, result = sample(
             server.process.pid, args.seconds, args.rate, drive_decisions, args.keep_stacks
         )
@@ -176,19 +184,29 @@ def main() -> None:
         if services:
             subprocess.run([str(SERVICES), "stop", services["NEXTOFFER_SERVICES_DIR"]], check=False)
     per_bare = sum(bare.values()) / args.rate / bare_result.requests * 1e6
+    per_asgi = sum(asgi.values()) / args.rate / asgi_result.requests * 1e6
     per_decision = sum(spent.values()) / args.rate / result.requests * 1e6
     print(f"{machine()}; load average {before} → {after}")
     print(
         f"decisions: {result.requests_per_s:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
         f"p99 {result.p99_ms:.2f} ms, {result.errors} errors; "
-        f"bare: {bare_result.requests_per_s:,.0f}/s"
+        f"bare: {bare_result.requests_per_s:,.0f}/s; bare ASGI: {asgi_result.requests_per_s:,.0f}/s"
     )
-    print(f"\n| stage | CPU µs per decision | share | ÷ bare request ({per_bare:.0f} µs) |")
-    print("|---|---:|---:|---:|")
+    print(
+        f"\n| stage | CPU µs per decision | share | ÷ bare request ({per_bare:.0f} µs) "
+        f"| ÷ bare ASGI request ({per_asgi:.0f} µs) |"
+    )
+    print("|---|---:|---:|---:|---:|")
     for name, n in spent.most_common():
         us = n / args.rate / result.requests * 1e6
-        print(f"| {name} | {us:.0f} | {n / sum(spent.values()):.0%} | {us / per_bare:.2f} |")
-    print(f"| **all** | **{per_decision:.0f}** | 100% | {per_decision / per_bare:.2f} |")
+        print(
+            f"| {name} | {us:.0f} | {n / sum(spent.values()):.0%} | {us / per_bare:.2f} "
+            f"| {us / per_asgi:.2f} |"
+        )
+    print(
+        f"| **all** | **{per_decision:.0f}** | 100% | {per_decision / per_bare:.2f} "
+        f"| {per_decision / per_asgi:.2f} |"
+    )
     if args.plot:
         us = {name: n / args.rate / result.requests * 1e6 for name, n in spent.items()}
         plot(us, per_bare, args, args.plot)
