@@ -104,7 +104,8 @@ class Posterior:
         b = self.b if where is None else self.b[where]
         if self.beta:
             # Beta(α, β) as X / (X + Y), X ~ Gamma(α), Y ~ Gamma(β): exact, and numpy's
-            # float32 gamma sampler is ~3× faster than its beta.
+            # float32 gamma sampler is cheaper than its beta (docs/benchmarks.md,
+            # "Choosing the personalized model").
             x = generator.standard_gamma(a.astype(np.float32), (rows, len(a)), np.float32)
             y = generator.standard_gamma(b.astype(np.float32), (rows, len(a)), np.float32)
             beta: np.ndarray = x / (x + y)
@@ -525,9 +526,10 @@ class BandedBlock:
         order = np.argsort(member_rows + 1.0 / (1.0 + (values - t)))
         self.starts: list[int] = np.searchsorted(member_rows[order], np.arange(rows + 1)).tolist()
         # Kept compact: the members as a C array of positions (a decision slices its row
-        # out in one copy and iterates it, ~10× cheaper than a numpy slice's ``tolist``
-        # where the block's memory is cold), the values as numpy's (a decision reads
-        # those of the few positions it ranks; most walks stop well inside the band).
+        # out in one copy and iterates it, much cheaper than a numpy slice's ``tolist``
+        # where the block's memory is cold: docs/benchmarks.md), the values as numpy's (a
+        # decision reads those of the few positions it ranks; most walks stop well inside
+        # the band).
         self.members = array.array("I", members[order].astype(np.uintc).tobytes())
         self.values: np.ndarray = values[order]
         #: Per exploring row, the first random numbers of its walk, drawn in one go.

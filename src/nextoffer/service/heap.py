@@ -78,8 +78,8 @@ def settle_young(generation: int | None = None) -> int:
     After an incremental rebuild most of the snapshot is the previous one's objects,
     already frozen; only what the rebuild made is new. A refresh freezes it without a
     collection (``generation`` ``None``): a collection would traverse the new objects
-    once (a pool's 10,000-entry candidate tuple among them), ~0.1 ms per refresh at
-    Adobe's guardrail, to find the few garbage cycles the decisions answered since the
+    once (a pool's 10,000-entry candidate tuple among them), a measurable share of a
+    refresh at Adobe's guardrail, to find the few garbage cycles the decisions answered since the
     last refresh left (tens of objects); frozen, those wait for the next
     :func:`settle_heap`, which the caller's growth rule (``catalogs.FROZEN_GROWTH``)
     brings since they are counted here too — the memory they hold meanwhile is bounded by

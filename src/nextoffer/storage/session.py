@@ -127,8 +127,8 @@ class _SqliteText:
 
 #: SQLite's text of the prebuilt statements above, by (statement, parameter names, sizes
 #: of list parameters): they run on the driver's connection (:meth:`Session._write`,
-#: :meth:`Session._rows`), without SQLAlchemy's work per execution (~30-70 µs each, most
-#: of an update's CPU once SQLite's own is taken off).
+#: :meth:`Session._rows`), without SQLAlchemy's work per execution (most of an update's
+#: CPU once SQLite's own is taken off; docs/benchmarks.md, issue 22's refresh passes).
 _SQLITE_NAMED = sqlite.dialect(paramstyle="named")
 _SQLITE_TEXT: dict[tuple[int, tuple[str, ...], tuple[int, ...]], _SqliteText] = {}
 
