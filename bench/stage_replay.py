@@ -26,7 +26,7 @@ STAGES = {
     "profile read": "SqlitePath.profile (one indexed SQLite read)",
     "record": "SqlitePath.record (reserve + event, group-committed, and the fold after)",
     "record's write": "the same, but the answer still awaits the next loop pass",
-    "body parse": "decision_request.parse (the checks after orjson.loads)",
+    "body parse": "decision_request.parse (the checks after orjson.loads; the identity still read)",
     "response": "decision_response.response (the response body's dicts)",
 }
 
@@ -96,9 +96,24 @@ def install(stage: str) -> Callable[[], None]:
 
         SqlitePath.record = record  # type: ignore[method-assign,assignment]
     elif stage == "body parse":
-        from nextoffer.api import decision_request
+        import dataclasses
 
-        decision_request.parse = recorded(decision_request.parse)
+        from nextoffer.api import decision_request
+        from nextoffer.service.identities import parse_identity_map
+
+        kept_parse = recorded(decision_request.parse)
+
+        def parse(body: Any) -> Any:
+            call, fmt = kept_parse(body)
+            if not replaying:
+                return call, fmt
+            # The request's own identity, not the warm-up's: a kept identity would be read
+            # from the profile cache, and the stages after the parse would cost less.
+            mapping = body["xdm:profiles"][0]["xdm:identityMap"]
+            identities = parse_identity_map(mapping, pointer="")
+            return dataclasses.replace(call, identities=identities), fmt
+
+        decision_request.parse = parse
     elif stage == "response":
         from nextoffer.api import decision_response
 
