@@ -209,10 +209,12 @@ def main() -> None:
     )
     if args.plot:
         us = {name: n / args.rate / result.requests * 1e6 for name, n in spent.items()}
-        plot(us, per_bare, args, args.plot)
+        plot(us, per_bare, per_asgi, args, args.plot)
 
 
-def plot(us: dict[str, float], per_bare: float, args: argparse.Namespace, path: Path) -> None:
+def plot(
+    us: dict[str, float], per_bare: float, per_asgi: float, args: argparse.Namespace, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -222,6 +224,12 @@ def plot(us: dict[str, float], per_bare: float, args: argparse.Namespace, path: 
     fig, ax = plt.subplots(figsize=(9, 5))
     ax.barh(names, [us[n] for n in names], color="C0")
     ax.axvline(per_bare, color="grey", linestyle=":", label=f"one bare request ({per_bare:.0f} µs)")
+    ax.axvline(
+        per_asgi,
+        color="black",
+        linestyle="--",
+        label=f"one request to a bare ASGI app ({per_asgi:.0f} µs)",
+    )
     ax.set_xlabel("worker CPU µs per recorded decision")
     ax.set_title(
         f"One decision's budget: 1 worker, {args.connections} connections, "
