@@ -104,3 +104,28 @@ def test_the_fallback_is_served_from_the_same_cache_as_options():
         "xdm:name": "Default",
         "xdm:content": "<p>default</p>",
     }
+
+
+def test_the_kept_json_is_bounded_in_bytes_and_entries():
+    kept = decision_response._Serialised(max_entries=3, max_bytes=1000)
+    names = frozenset({"name"})
+    small = [option(f"<p>{n}</p>") for n in range(3)]
+    for each in small:
+        kept.option(each, WITH_CONTENT, names)
+    assert len(kept) == 3
+    # A fourth entry passes the count: the three go, the fourth stays.
+    fourth = option("<p>3</p>")
+    kept.option(fourth, WITH_CONTENT, names)
+    assert len(kept) == 1 and (id(fourth), names, True) in kept
+    # Larger than the whole bound: served, never kept.
+    large = option("x" * 1100)
+    served = orjson.loads(orjson.dumps(kept.option(large, WITH_CONTENT, names)))
+    assert served["xdm:content"] == "x" * 1100
+    assert (id(large), names, True) not in kept and len(kept) == 1
+    # Within the bound alone, past it with what is kept: the kept ones go.
+    medium = option("y" * 450)
+    kept.option(medium, WITH_CONTENT, names)
+    assert len(kept) == 2
+    other = option("z" * 450)
+    kept.option(other, WITH_CONTENT, names)
+    assert len(kept) == 1 and (id(other), names, True) in kept

@@ -58,32 +58,55 @@ def _option(
     return out
 
 
-#: Options already serialised, by the option's identity and the format's choices. An
-#: option without a score is the same object for every decision of its snapshot
-#: (``engine.model.Offer.option``); the entry holds it, so no other object can be given
-#: its id while the entry lives. Cleared when full: a new snapshot's options take the
-#: place of the old ones.
-_SERIALISED: dict[
-    tuple[int, frozenset[str], bool], tuple[Option | FallbackOption, orjson.Fragment]
-] = {}
-_SERIALISED_KEPT = 4096
+class _Serialised:
+    """Options already serialised, by the option's identity and the format's choices.
+
+    An option without a score is the same object for every decision of its snapshot
+    (``engine.model.Offer.option``); an entry holds its option, so no other object can be
+    given that id while the entry lives. Bounded in entries and in the bytes kept (an
+    offer's content may be large): when either bound would be passed, everything goes and
+    the current snapshot's options are serialised again as they come.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._entries: dict[
+            tuple[int, frozenset[str], bool], tuple[Option | FallbackOption, orjson.Fragment]
+        ] = {}
+        self._bytes = 0
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def option(
+        self, option: Option | FallbackOption, fmt: ResponseFormat, names: frozenset[str]
+    ) -> dict[str, Any] | orjson.Fragment:
+        """:func:`_option`, serialised once per option and format (a scored option, or
+        one larger than the whole bound, each time)."""
+        if isinstance(option, Option) and option.score is not None:
+            return _option(option, fmt, names)
+        key = (id(option), names, fmt.include_content)
+        found = self._entries.get(key)
+        if found is not None:
+            return found[1]
+        text = orjson.dumps(_option(option, fmt, names))
+        fragment = orjson.Fragment(text)
+        if len(text) > self.max_bytes:
+            return fragment
+        if len(self._entries) >= self.max_entries or self._bytes + len(text) > self.max_bytes:
+            self._entries.clear()
+            self._bytes = 0
+        self._entries[key] = (option, fragment)
+        self._bytes += len(text)
+        return fragment
 
 
-def _option_fragment(
-    option: Option | FallbackOption, fmt: ResponseFormat, names: frozenset[str]
-) -> dict[str, Any] | orjson.Fragment:
-    """:func:`_option`, serialised once per option and format (a scored option each time)."""
-    if isinstance(option, Option) and option.score is not None:
-        return _option(option, fmt, names)
-    key = (id(option), names, fmt.include_content)
-    found = _SERIALISED.get(key)
-    if found is not None:
-        return found[1]
-    fragment = orjson.Fragment(orjson.dumps(_option(option, fmt, names)))
-    if len(_SERIALISED) >= _SERIALISED_KEPT:
-        _SERIALISED.clear()
-    _SERIALISED[key] = (option, fragment)
-    return fragment
+#: The process's serialised options: 4,096 of them, 16 MiB of JSON at most.
+SERIALISED = _Serialised(max_entries=4096, max_bytes=16 * 1024 * 1024)
 
 
 def trace_json(trace: PropositionTrace) -> dict[str, Any]:
@@ -153,7 +176,7 @@ def response(
     """The response body for orjson. ``compact``: options may be ``orjson.Fragment``
     values, serialised once per snapshot (they keep their own layout: pass ``False`` for
     plain dicts to indent or read)."""
-    option = _option_fragment if compact else _option
+    option = SERIALISED.option if compact else _option
     body: dict[str, Any] = {
         "xdm:propositionId": outcome.proposition_id,
         "xdm:propositions": [_proposition(p, fmt, option) for p in outcome.result.propositions],
