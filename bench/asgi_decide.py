@@ -40,18 +40,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from scratch import scratch_dir
 
 HERE = Path(__file__).resolve().parent
 
@@ -257,10 +256,7 @@ def main() -> None:
         Path(args.lib).write_text(json.dumps(build(args.db)))
         return
 
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-asgi-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    if args.workdir is None:
-        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
+    workdir = scratch_dir("nextoffer-asgi-", keep=args.workdir)
     trees: dict[str, str | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = args.baseline

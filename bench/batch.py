@@ -30,7 +30,6 @@ import resource
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from typing import Any
 
 import orjson
 import psutil
+from scratch import scratch_dir
 
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, decide
 from nextoffer.repository.objects import (
@@ -290,8 +290,7 @@ def main() -> int:
         " the figures into --json.",
     )
     args = parser.parse_args()
-    folder = args.dir or Path(tempfile.mkdtemp(prefix="nextoffer-batch-"))
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = scratch_dir("nextoffer-batch-", keep=args.dir)
     db = folder / "bench.db"
     settings = Settings(
         db_url=f"sqlite:///{db}",

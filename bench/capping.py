@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 import random
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
+
+from scratch import scratch_dir
 
 from nextoffer.engine import PropositionRequest
 from nextoffer.repository.objects import (
@@ -41,7 +41,9 @@ PROFILE = {"age": 35, "country": "US", "tier": "gold", "loyaltyPoints": 5000, "o
 
 
 def setup(capped: bool) -> tuple[Decisions, Principal, str, DecisionCall, NextOffer]:
-    no = NextOffer.open(Settings(db_url=f"sqlite:///{Path(tempfile.mkdtemp()) / 'bench.db'}"))
+    no = NextOffer.open(
+        Settings(db_url=f"sqlite:///{scratch_dir('nextoffer-capping-') / 'bench.db'}")
+    )
     creds = no.bootstrap(org="B@AdobeOrg", sandbox="prod")
     principal = creds.principal
     repo = no.repository

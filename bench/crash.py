@@ -12,10 +12,11 @@ import argparse
 import dataclasses
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scratch import scratch_dir
+
 from support import crashburst
 
 
@@ -27,7 +28,7 @@ def main() -> None:
         "--kill-after", type=float, default=3.0, help="seconds, jittered by ±50%% per round"
     )
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-crash-"))
+    workdir = scratch_dir("nextoffer-crash-")
     totals = {"acked_creates": 0, "acked_patches": 0, "acked_events": 0, "attempts": 0}
     failed = 0
     integrity = set()

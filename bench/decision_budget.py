@@ -25,10 +25,8 @@ worker, which bounds its rate.
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -39,6 +37,7 @@ from pathlib import Path
 
 from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
+from scratch import scratch_dir
 
 from nodes import SERVICES, start_services, warm
 
@@ -139,8 +138,7 @@ def main() -> None:
         if args.redis:
             env["NEXTOFFER_REDIS"] = services["NEXTOFFER_TEST_REDIS_URL"]
     else:
-        workdir = Path(tempfile.mkdtemp(prefix="nextoffer-budget-"))
-        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
+        workdir = scratch_dir("nextoffer-budget-")
         db_url = f"sqlite:///{workdir / 'bench.db'}"
     lib = build(db_url)
     server = Server(db_url, workers=1, env=env)

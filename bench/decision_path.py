@@ -29,15 +29,14 @@ import asyncio
 import gc
 import random
 import statistics
-import tempfile
 import time
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
 import orjson
 import uvloop
 from http_decisions import PROFILES, build
+from scratch import scratch_dir
 
 from nextoffer import pql
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
@@ -126,7 +125,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
+    workdir = scratch_dir("nextoffer-bench-")
     lib = build(f"sqlite:///{workdir / 'bench.db'}")
     store = Store.open(f"sqlite:///{workdir / 'bench.db'}")
     path = SqlitePath(store)

@@ -28,7 +28,6 @@ import base64
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from typing import Any
 import psutil
 from http_decisions import DECIDE_TYPE, PROFILES, SERVERS, build, drain, median_result
 from httpbench import Result, Server, machine, wrk
+from scratch import scratch_dir
 
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
@@ -177,7 +177,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--plot", help="write the matplotlib PNG here")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
+    workdir = scratch_dir("nextoffer-bench-")
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
     lib = build(db_url)

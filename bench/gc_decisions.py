@@ -31,13 +31,13 @@ import json
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from http_decisions import SERVERS, build, parse_variants, run_row
 from httpbench import Server, machine
+from scratch import scratch_dir
 
 #: Loaded by every process of a server (``PYTHONPATH``): counts and times each collection.
 PROBE = r"""
@@ -152,7 +152,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     variants = parse_variants(args.compare)
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-gc-"))
+    workdir = scratch_dir("nextoffer-gc-")
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     lib = build(db_url)
     code = workdir / "probe"

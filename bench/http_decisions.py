@@ -39,14 +39,11 @@ each, and compares the ceiling and decisions at 10 and 50 connections, interleav
 from __future__ import annotations
 
 import argparse
-import atexit
 import json
 import os
 import random
-import shutil
 import sqlite3
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -54,6 +51,7 @@ from urllib.parse import quote
 
 import httpx
 from httpbench import STACKS, Result, Server, machine, wrk
+from scratch import scratch_dir
 
 from nextoffer.ids import utcnow
 from nextoffer.repository.objects import (
@@ -610,8 +608,7 @@ def main() -> None:
         rows = {(r["workers"], r["connections"], r["endpoint"]): r for r in saved}
         plot(rows, Path(args.plot))
         return
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
-    atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
+    workdir = scratch_dir("nextoffer-bench-")
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
     lib = build(db_url)

@@ -30,13 +30,13 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 from httpbench import machine
+from scratch import scratch_dir
 
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import (
@@ -282,7 +282,7 @@ def main() -> None:
         help="only the write stage (Session.insert_instances), here and in --compare",
     )
     args = parser.parse_args()
-    folder = Path(tempfile.mkdtemp(prefix="nextoffer-import-"))
+    folder = scratch_dir("nextoffer-import-")
     path = folder / "library.jsonl"
     total = export(path, args.offers)
     if args.writes:

@@ -338,7 +338,7 @@ class Worker:
     def __init__(self, db_url: str, env: dict[str, str]) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        appdir = Path(tempfile.mkdtemp(prefix="nextoffer-libscale-"))
+        appdir = self._appdir = Path(tempfile.mkdtemp(prefix="nextoffer-libscale-"))
         (appdir / "benchserver.py").write_text(WORKER_SERVER)
         self.spawned = time.perf_counter()
         self.process = subprocess.Popen(
@@ -417,6 +417,7 @@ class Worker:
         self.client.close()
         self.process.terminate()
         self.process.wait(timeout=30)
+        shutil.rmtree(self._appdir, ignore_errors=True)
 
 
 _RAISED = [0]

@@ -42,7 +42,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -50,6 +49,7 @@ from typing import Any
 
 from http_decisions import DECIDE_TYPE, PROFILES, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
+from scratch import scratch_dir
 
 SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
 
@@ -149,7 +149,7 @@ def main() -> None:
         return
 
     services = start_services()
-    folder = Path(tempfile.mkdtemp(prefix="nextoffer-bench-nodes-"))
+    folder = scratch_dir("nextoffer-bench-nodes-")
     servers: list[Server] = []
     try:
         pg_admin = services["NEXTOFFER_TEST_POSTGRES_URL"]

@@ -24,12 +24,11 @@ import os
 import random
 import sqlite3
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from http_decisions import PROFILES, build
+from scratch import scratch_dir
 
 from nextoffer.storage.database import SQLITE_SYNCHRONOUS
 from nextoffer.storage.path_sql import PROFILE
@@ -40,7 +39,7 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-pagecache-"))
+    workdir = scratch_dir("nextoffer-pagecache-")
     db = workdir / "bench.db"
     build(f"sqlite:///{db}")
     reader = sqlite3.connect(db, isolation_level=None)

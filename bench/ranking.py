@@ -47,7 +47,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 import zipfile
@@ -60,6 +59,7 @@ from typing import Any
 import httpx
 import numpy as np
 from httpbench import Server
+from scratch import scratch_dir
 
 from nextoffer.engine.strategy import (
     Strategy,
@@ -323,7 +323,7 @@ def scenario(
         visitors = [(v, profile_segment[v]) for v, _ in visitors]
         runs: dict[str, Run] = {}
         for label, body in strategies.items():
-            folder = Path(tempfile.mkdtemp(prefix="nextoffer-ranking-"))
+            folder = scratch_dir("nextoffer-ranking-")
             db_url = f"sqlite:///{folder / 'bench.db'}"
             store = Store.open(db_url)  # an empty database is migrated on open
             try:

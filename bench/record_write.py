@@ -20,12 +20,12 @@ import argparse
 import random
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+from scratch import scratch_dir
 
 from nextoffer.ids import utcnow, uuid7
 from nextoffer.storage import sqlite_path as sp
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--batches", type=int, default=120)
     args = parser.parse_args()
-    copy = Path(tempfile.mkdtemp(prefix="nextoffer-record-")) / "copy.db"
+    copy = scratch_dir("nextoffer-record-") / "copy.db"
     shutil.copy(args.db, copy)
     store = Store.open(f"sqlite:///{copy}")
     path = SqlitePath(store)

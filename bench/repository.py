@@ -15,12 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 from httpbench import Result, Server, machine, wrk
+from scratch import scratch_dir
 
 from nextoffer.service.tenants import Credentials, bootstrap
 from nextoffer.storage.store import Store
@@ -146,7 +146,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of the dps ratios")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-bench-"))
+    workdir = scratch_dir("nextoffer-bench-")
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     store = Store.open(db_url)
     tenants = [

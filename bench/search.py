@@ -26,7 +26,6 @@ import os
 import random
 import statistics
 import subprocess
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,6 +36,7 @@ import httpx
 import psutil
 from httpbench import Server, machine
 from rich.progress import Progress
+from scratch import scratch_dir
 from sqlalchemy.engine import make_url
 
 from nextoffer.ids import IdFactory, epoch_micros, format_datetime
@@ -333,11 +333,7 @@ def main() -> None:
     services_dir = None
     meta_path = Path(args.meta) if args.meta else None
     if args.backend == "sqlite":
-        db_path = (
-            Path(args.db)
-            if args.db
-            else Path(tempfile.mkdtemp(prefix="nextoffer-search-")) / "bench.db"
-        )
+        db_path = Path(args.db) if args.db else scratch_dir("nextoffer-search-") / "bench.db"
         db_url = f"sqlite:///{db_path}"
         meta_path = meta_path or db_path.with_suffix(".json")
     elif args.postgres:

@@ -24,7 +24,6 @@ import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,6 +32,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scratch import scratch_dir
+
 from nextoffer.ids import format_datetime, utcnow
 from support.live import (
     DECIDE_TYPE,
@@ -231,7 +232,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the summary here")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-soak-"))
+    workdir = scratch_dir("nextoffer-soak-")
     db_url = f"sqlite:///{workdir / 'soak.db'}"
     creds, ids = make_tenant(db_url, "SOAK@AdobeOrg", "prod", seed=True)
     server = LiveServer(db_url, workdir=workdir, workers=args.workers).start()

@@ -36,23 +36,22 @@ from __future__ import annotations
 import argparse
 import ast
 import asyncio
-import atexit
 import collections
 import json
 import os
 import random
 import re
-import shutil
 import signal
 import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
+
+from scratch import scratch_dir
 
 HERE = Path(__file__).resolve().parent
 #: What the table shows (the kernel's names); ``getppid`` is the decision counter.
@@ -362,9 +361,7 @@ def main() -> None:
         lib = build(f"sqlite:///{Path(args.build) / 'bench.db'}")
         (Path(args.build) / "lib.json").write_text(json.dumps(lib))
         return
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="nextoffer-syscalls-"))
-    if args.workdir is None:
-        atexit.register(shutil.rmtree, workdir, ignore_errors=True)  # databases, logs: GBs in time
+    workdir = scratch_dir("nextoffer-syscalls-", keep=args.workdir)
     trees: dict[str, str | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = args.baseline

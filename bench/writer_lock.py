@@ -29,13 +29,13 @@ import argparse
 import json
 import os
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from http_decisions import SERVERS, build, parse_variants, run_row
 from httpbench import Server, machine
+from scratch import scratch_dir
 
 #: Loaded by every process of a measured server (``PYTHONPATH`` puts its directory first).
 SITECUSTOMIZE = r"""
@@ -276,7 +276,7 @@ def main() -> None:
         "--compare", metavar="NAME:K=V,…;NAME:…", help="one 2-worker server per environment"
     )
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="nextoffer-lockbench-"))
+    workdir = scratch_dir("nextoffer-lockbench-")
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
     lib = build(db_url)
