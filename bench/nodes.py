@@ -238,15 +238,19 @@ def main() -> None:
             time.sleep(1)
         load_after = os.getloadavg()
 
-        reference = statistics.median(v[0] for v in rows["sqlite, 1 node (reference)"])
+        reference_rows = rows["sqlite, 1 node (reference)"]
+        reference = statistics.median(v[0] for v in reference_rows)
         print()
         print(
             f"{machine()}; {args.connections} connections per node, {args.seconds} s per row, "
             f"median of {args.repeats}; load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
         )
         print()
-        print("| setup | decisions/s | vs reference | p50 ms | p99 ms | errors | node CPU µs |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            "| setup | decisions/s | vs reference | vs reference, per repeat | p50 ms | p99 ms "
+            "| errors | node CPU µs |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for name, values in rows.items():
             rps = statistics.median(v[0] for v in values)
             p50 = statistics.median(v[1] for v in values)
@@ -254,9 +258,13 @@ def main() -> None:
             errors = sum(v[3] for v in values)
             cpu_us = statistics.median(v[4] for v in values)
             ratio = rps / reference
+            # The same repeat's reference: the machine's drift over the run cancels out.
+            paired = statistics.median(
+                v[0] / ref[0] for v, ref in zip(values, reference_rows, strict=True)
+            )
             print(
-                f"| {name} | {rps:,.0f} | {ratio:.2f}× | {p50:.1f} | {p99:.1f} | {errors} "
-                f"| {cpu_us:,.0f} |"
+                f"| {name} | {rps:,.0f} | {ratio:.2f}× | {paired:.2f}× | {p50:.1f} | {p99:.1f} "
+                f"| {errors} | {cpu_us:,.0f} |"
             )
     finally:
         for started in servers:
@@ -275,8 +283,9 @@ def plot_table(table: Path, out: Path) -> None:
     rows = []
     for line in table.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 7 and cells[2].endswith("×"):
-            rows.append((cells[0], float(cells[2][:-1]), float(cells[6].replace(",", ""))))
+        # 8 cells, or 7 in a table printed before the per-repeat ratio was added
+        if len(cells) in (7, 8) and cells[2].endswith("×"):
+            rows.append((cells[0], float(cells[2][:-1]), float(cells[-1].replace(",", ""))))
     names = [r[0] for r in rows][::-1]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.5 * len(rows) + 1.5), sharey=True)
     left.barh(names, [r[1] for r in rows][::-1], color="#4878a8")
