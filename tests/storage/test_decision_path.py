@@ -181,6 +181,45 @@ def test_a_conflict_in_a_loop_batch_fails_only_its_record(store: Store) -> None:
     assert isinstance(asyncio.run(main()), Conflict)
 
 
+def test_a_stored_id_in_a_batch_fails_only_its_record_and_reserves_nothing(store: Store) -> None:
+    """A batch is first written without looking its ids up: the events' unique key finds
+    the stored one, and the batch is written again with them looked up."""
+    path = path_of(store)
+    first = record(reserve=[(A, 5)], note="first")
+    assert path.record(first).result(timeout=30) == []
+
+    async def main() -> list[BaseException | list[CounterKey]]:
+        futures = [
+            path.record(record(offers=["o-2"], reserve=[(A, 5)], note="before")),
+            path.record(record(first.proposition_id, offers=["o-3"], reserve=[(A, 5), (B, 5)])),
+            path.record(record(offers=["o-2"], reserve=[(B, 5)], note="after")),
+        ]
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    before, again, after = asyncio.run(main())
+    assert before == [] and after == []
+    assert isinstance(again, Conflict)
+    assert path.counts([A, B]) == {A: 2, B: 1}
+    assert stored(store, first.proposition_id) == dict(first.body or {})
+    assert report(store) == {"o-1": 1, "o-2": 2}
+
+
+def test_a_batch_of_new_ids_is_written_without_looking_them_up(store: Store) -> None:
+    path = path_of(store)
+    statements: list[str] = []
+    conn = path._thread_conn()
+    conn.set_trace_callback(statements.append)
+
+    async def main() -> list[list[CounterKey]]:
+        return await asyncio.gather(*(path.record(record(reserve=[(A, 5)])) for _ in range(3)))
+
+    assert asyncio.run(main()) == [[], [], []]
+    conn.set_trace_callback(None)
+    assert any(s.startswith("INSERT INTO decision_events") for s in statements)
+    assert not [s for s in statements if "SELECT proposition_id" in s]
+    assert path.counts([A]) == {A: 3}
+
+
 def from_threads(
     submit: Callable[[int], Future[list[CounterKey]]], *, threads: int, each: int
 ) -> list[Future[list[CounterKey]]]:

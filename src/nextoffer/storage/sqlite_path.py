@@ -241,29 +241,53 @@ class SqlitePath:
 
     def _commit(self, conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
         with self._store.write_lock():
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                outcomes = self._write_batch(conn, records)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                return self._transaction(conn, records, look_up_ids=False)
+            except _StoredAlready:  # a proposition id of the batch is stored: look them up
+                return self._transaction(conn, records, look_up_ids=True)
+
+    def _transaction(
+        self, conn: sqlite3.Connection, records: list[DecisionRecord], *, look_up_ids: bool
+    ) -> list[Outcome]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = self._write_batch(conn, records, look_up_ids=look_up_ids)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return outcomes
 
     @staticmethod
-    def _write_batch(conn: sqlite3.Connection, records: list[DecisionRecord]) -> list[Outcome]:
+    def _write_batch(
+        conn: sqlite3.Connection, records: list[DecisionRecord], *, look_up_ids: bool
+    ) -> list[Outcome]:
         """The batch inside its write transaction (``group_commit.plan_batch``). The
         transaction holds SQLite's single write lock, so the counters read here stay as
-        read until the commit."""
-        ids = [r.proposition_id for r in records]
-        stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
+        read until the commit.
+
+        A proposition id is new but for a retry of a record already written: unless
+        ``look_up_ids`` (or a record writes no event, which no key would catch), the
+        batch is planned as if none were stored, and the events' unique key finds one
+        that is (:class:`_StoredAlready`: the caller rolls back and writes the batch again,
+        looking its ids up first). That saves the look-up's statement on every batch."""
+        stored: set[str] = set()
+        if look_up_ids or any(r.body is None for r in records):
+            ids = [r.proposition_id for r in records]
+            stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
+            look_up_ids = True
         owners = counter_owners(records)
         counts = read_counts(conn.execute, "sqlite", list(owners))
         plan = plan_batch(records, stored, counts, owners)
         if plan.counters:
             conn.executemany(SET_COUNTS, plan.counters)
         if plan.events:
-            conn.executemany(EVENTS_IN, plan.events)
+            try:
+                conn.executemany(EVENTS_IN, plan.events)
+            except sqlite3.IntegrityError as exc:
+                if look_up_ids:
+                    raise
+                raise _StoredAlready from exc
         if plan.daily:
             conn.executemany(DAILY_IN, plan.daily)
         return plan.outcomes
@@ -279,6 +303,10 @@ class SqlitePath:
             for conn in self._readers:
                 conn.close()
             self._readers.clear()
+
+
+class _StoredAlready(Exception):
+    """A batch written without looking its proposition ids up holds one already stored."""
 
 
 def _json(value: Any) -> str:
