@@ -83,10 +83,25 @@ def stage_of(stack: str) -> str:
     return "other"
 
 
+def sched_seconds(pid: int) -> tuple[float, float]:
+    """Seconds the threads of ``pid`` have spent on a CPU, and runnable waiting for one
+    (``/proc/PID/task/*/schedstat``, Linux)."""
+    on_cpu = waiting = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            ran, waited, _ = (task / "schedstat").read_text().split()
+        except (OSError, ValueError):  # the thread ended meanwhile
+            continue
+        on_cpu += int(ran)
+        waiting += int(waited)
+    return on_cpu / 1e9, waiting / 1e9
+
+
 def sample(
     pid: int, seconds: int, rate: int, drive: Callable[[], Result], keep: Path | None = None
-) -> tuple[Counter[str], Result]:
-    """py-spy on ``pid`` while ``drive()`` runs; samples per stage and wrk's result."""
+) -> tuple[Counter[str], Result, tuple[float, float]]:
+    """py-spy on ``pid`` while ``drive()`` runs; samples per stage, wrk's result, and the
+    seconds the process spent meanwhile on a CPU and waiting for one."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "stacks.txt"
         spy = subprocess.Popen(
@@ -100,8 +115,10 @@ def sample(
         )
         result: list[Result] = []
         worker = threading.Thread(target=lambda: result.append(drive()))
+        ran, waited = sched_seconds(pid)
         worker.start()
         worker.join()
+        ran_after, waited_after = sched_seconds(pid)
         spy.wait(timeout=seconds + 30)
         if keep is not None:
             keep.write_text(out.read_text())
@@ -109,7 +126,7 @@ def sample(
         for line in out.read_text().splitlines():
             stack, _, n = line.rpartition(" ")
             counts[stage_of(stack)] += int(n)
-    return counts, result[0]
+    return counts, result[0], (ran_after - ran, waited_after - waited)
 
 
 def main() -> None:
@@ -171,9 +188,9 @@ def main() -> None:
         if args.warm_identities:
             warm(server, lib, seconds=args.seconds)
         before = os.getloadavg()
-        bare, bare_result = sample(server.process.pid, args.seconds, args.rate, drive_bare)
-        asgi, asgi_result = sample(server.process.pid, args.seconds, args.rate, drive_asgi)
-        spent, result = sample(
+        bare, bare_result, _ = sample(server.process.pid, args.seconds, args.rate, drive_bare)
+        asgi, asgi_result, _ = sample(server.process.pid, args.seconds, args.rate, drive_asgi)
+        spent, result, (ran, waited) = sample(
             server.process.pid, args.seconds, args.rate, drive_decisions, args.keep_stacks
         )
         after = os.getloadavg()
@@ -189,6 +206,11 @@ def main() -> None:
         f"decisions: {result.requests_per_s:,.0f}/s, p50 {result.p50_ms:.2f} ms, "
         f"p99 {result.p99_ms:.2f} ms, {result.errors} errors; "
         f"bare: {bare_result.requests_per_s:,.0f}/s; bare ASGI: {asgi_result.requests_per_s:,.0f}/s"
+    )
+    print(
+        f"the worker, per decision: {ran / result.requests * 1e6:.0f} µs on a CPU, "
+        f"{waited / result.requests * 1e6:.0f} µs runnable and waiting for one; py-spy "
+        f"saw it active {per_decision:.0f} µs (a preempted thread counts as active)"
     )
     print(
         f"\n| stage | CPU µs per decision | share | ÷ bare request ({per_bare:.0f} µs) "
