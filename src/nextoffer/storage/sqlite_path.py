@@ -269,8 +269,9 @@ class SqlitePath:
         A proposition id is new but for a retry of a record already written: unless
         ``look_up_ids`` (or a record writes no event, which no key would catch), the
         batch is planned as if none were stored, and the events' unique key finds one
-        that is (:class:`_StoredAlready`: the caller rolls back and writes the batch again,
-        looking its ids up first). That saves the look-up's statement on every batch."""
+        that is (:class:`_StoredAlready`: :meth:`_commit` rolls the transaction back and
+        writes the batch again, its ids looked up). That saves the look-up's statement on
+        every batch."""
         stored: set[str] = set()
         if look_up_ids or any(r.body is None for r in records):
             ids = [r.proposition_id for r in records]
