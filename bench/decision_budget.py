@@ -209,8 +209,8 @@ def main() -> None:
     )
     print(
         f"the worker, per decision: {ran / result.requests * 1e6:.0f} µs on a CPU, "
-        f"{waited / result.requests * 1e6:.0f} µs runnable and waiting for one; py-spy "
-        f"saw it active {per_decision:.0f} µs (a preempted thread counts as active)"
+        f"{waited / result.requests * 1e6:.0f} µs runnable and waiting for one; py-spy's "
+        f"samples of it: {per_decision:.0f} µs (the table below)"
     )
     print(
         f"\n| stage | CPU µs per decision | share | ÷ bare request ({per_bare:.0f} µs) "
