@@ -272,11 +272,11 @@ class SqlitePath:
         that is (:class:`_StoredAlready`: :meth:`_commit` rolls the transaction back and
         writes the batch again, its ids looked up). That saves the look-up's statement on
         every batch."""
+        looked_up = look_up_ids or any(r.body is None for r in records)
         stored: set[str] = set()
-        if look_up_ids or any(r.body is None for r in records):
+        if looked_up:
             ids = [r.proposition_id for r in records]
             stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
-            look_up_ids = True
         owners = counter_owners(records)
         counts = read_counts(conn.execute, "sqlite", list(owners))
         plan = plan_batch(records, stored, counts, owners)
@@ -286,7 +286,7 @@ class SqlitePath:
             try:
                 conn.executemany(EVENTS_IN, plan.events)
             except sqlite3.IntegrityError as exc:
-                if look_up_ids:
+                if looked_up:
                     raise
                 raise _StoredAlready from exc
         if plan.daily:
