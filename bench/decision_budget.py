@@ -1,7 +1,8 @@
 """Where one recorded decision's time goes over HTTP: CPU µs per decision, stage by stage.
 
     .venv/bin/python bench/decision_budget.py [--seconds 10] [--connections 10] [--rate 2000]
-                                              [--postgres [--redis]] [--env KEY=VALUE ...]
+                                              [--postgres [--redis] [--sockets]]
+                                              [--env KEY=VALUE ...]
 
 One uvicorn worker (its app runs in the server process), the library and request of
 ``http_decisions.py``. wrk drives ``POST …/decisions`` while py-spy samples every thread
@@ -14,7 +15,8 @@ per request is the reference: the server stack's own cost of one request; and ``
 app's.
 
 ``--postgres`` runs the server on its own PostgreSQL (``scripts/services start``; with
-``--redis``, counters in its Redis), ``--env`` adds settings (e.g.
+``--redis``, counters in its Redis; with ``--sockets``, both reached through their Unix
+sockets instead of loopback TCP), ``--env`` adds settings (e.g.
 ``NEXTOFFER_ACCESS_LOG=0``).
 
 Seconds of CPU are not seconds of latency: time a request spends waiting (for the group
@@ -39,14 +41,15 @@ from http_decisions import DECIDE_TYPE, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
 from scratch import scratch_dir
 
-from nodes import SERVICES, start_services, warm
+from nodes import SERVICES, database, start_services, warm
 
 #: (stage, pattern on one frame "function (path:line)"), tried leaf first per sample.
 STAGES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern))
     for name, pattern in (
-        ("cap counters in Redis", r"storage/redis_counters\.py|site-packages/redis/"),
-        ("PostgreSQL driver on the loop (asyncpg)", r"site-packages/asyncpg/"),
+        # py-spy names an installed module's file from its package down: "(redis/….py:N)".
+        ("cap counters in Redis", r"storage/redis_counters\.py|\(redis/"),
+        ("PostgreSQL driver on the loop (asyncpg)", r"\(asyncpg/"),
         (
             "record: reserve + write + commit",
             r"sqlite_path\.py|session_path\.py|decision_path\.py|pg_path\.py|group_commit\.py",
@@ -138,6 +141,9 @@ def main() -> None:
     parser.add_argument("--plot", type=Path, help="write a matplotlib PNG of the budget here")
     parser.add_argument("--postgres", action="store_true", help="on a PostgreSQL of its own")
     parser.add_argument("--redis", action="store_true", help="with --postgres: counters in Redis")
+    parser.add_argument(
+        "--sockets", action="store_true", help="with --postgres: both servers' Unix sockets"
+    )
     parser.add_argument("--env", action="append", default=[], help="KEY=VALUE for the server")
     parser.add_argument(
         "--warm-identities",
@@ -149,11 +155,12 @@ def main() -> None:
     services: dict[str, str] = {}
     if args.postgres:
         services = start_services()
-        admin = services["NEXTOFFER_TEST_POSTGRES_URL"]
+        over = "_SOCKET_URL" if args.sockets else "_URL"
+        admin = services[f"NEXTOFFER_TEST_POSTGRES{over}"]
         subprocess.run(["psql", admin, "-qc", "CREATE DATABASE bench"], check=True)
-        db_url = admin.rsplit("/", 1)[0] + "/bench"
+        db_url = database(admin, "bench")
         if args.redis:
-            env["NEXTOFFER_REDIS"] = services["NEXTOFFER_TEST_REDIS_URL"]
+            env["NEXTOFFER_REDIS"] = services[f"NEXTOFFER_TEST_REDIS{over}"]
     else:
         workdir = scratch_dir("nextoffer-budget-")
         db_url = f"sqlite:///{workdir / 'bench.db'}"

@@ -1,7 +1,7 @@
 """Decision throughput with one node and two nodes on a shared PostgreSQL + Redis.
 
     .venv/bin/python bench/nodes.py [--seconds 8] [--repeats 3] [--connections 20]
-                                    [--compare-src OTHER/src]
+                                    [--compare-src OTHER/src] [--sockets]
 
 Starts its own PostgreSQL and Redis (``scripts/services start``, loopback, temporary
 folders), builds the library of ``bench/http_decisions.py`` (100 rule-bearing offers, a
@@ -17,7 +17,10 @@ repeat starting one row further on):
 * ``postgres+redis, 2 nodes`` — two server processes on the same database and Redis,
   one wrk per node at the same time; throughput is the sum, latency the worse node's.
 
-``--sqlite-profile-cache-off`` adds a SQLite row with the profile cache switched off
+``--sockets`` adds ``postgres+redis, 1 node, Unix sockets``: the same node reaching both
+servers through their Unix sockets instead of loopback TCP (what a node beside its
+servers would use: docs/deploy.md; ``bench/transport.py`` times one round trip each
+way). ``--sqlite-profile-cache-off`` adds a SQLite row with the profile cache switched off
 (``NEXTOFFER_PROFILE_CACHE_MB=0``; every node has it on by default). ``--compare-src``
 adds the two one-node PostgreSQL rows again, served by another checkout's ``src`` (e.g.
 an export of ``main``) on a database of the same server that checkout built and migrated
@@ -50,6 +53,7 @@ from typing import Any
 from http_decisions import DECIDE_TYPE, PROFILES, VARY_IDENTITY, build
 from httpbench import Result, Server, machine, wrk
 from scratch import scratch_dir
+from sqlalchemy.engine import make_url
 
 SERVICES = Path(__file__).resolve().parents[1] / "scripts" / "services"
 
@@ -59,6 +63,11 @@ def start_services() -> dict[str, str]:
         [str(SERVICES), "start"], check=True, capture_output=True, text=True
     ).stdout
     return dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+
+
+def database(url: str, name: str) -> str:
+    """``url`` (a server's, over TCP or its socket) naming database ``name`` instead."""
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
 
 
 def decisions(server: Server, lib: dict[str, Any], *, seconds: int, connections: int) -> Result:
@@ -141,6 +150,11 @@ def main() -> None:
         action="store_true",
         help="a SQLite row with the profile cache off (NEXTOFFER_PROFILE_CACHE_MB=0)",
     )
+    parser.add_argument(
+        "--sockets",
+        action="store_true",
+        help="a PostgreSQL + Redis row reaching both through their Unix sockets",
+    )
     parser.add_argument("--plot-from", type=Path, help="a saved table to draw (no run)")
     parser.add_argument("--plot", type=Path, help="with --plot-from: the PNG to write")
     args = parser.parse_args()
@@ -154,8 +168,10 @@ def main() -> None:
     try:
         pg_admin = services["NEXTOFFER_TEST_POSTGRES_URL"]
         subprocess.run(["psql", pg_admin, "-qc", "CREATE DATABASE bench"], check=True)
-        pg_url = pg_admin.rsplit("/", 1)[0] + "/bench"
+        pg_url = database(pg_admin, "bench")
         redis_url = services["NEXTOFFER_TEST_REDIS_URL"]
+        pg_socket_url = database(services["NEXTOFFER_TEST_POSTGRES_SOCKET_URL"], "bench")
+        redis_socket_url = services["NEXTOFFER_TEST_REDIS_SOCKET_URL"]
         sqlite_url = f"sqlite:///{folder / 'bench.db'}"
         print("building the libraries ...", flush=True)
         sqlite_lib = build(sqlite_url)
@@ -177,6 +193,14 @@ def main() -> None:
             ("postgres, 1 node", pg_node, pg_lib),
             ("postgres+redis, 1 node", redis_a, pg_lib),
         ]
+        if args.sockets:
+            one_node.append(
+                (
+                    "postgres+redis, 1 node, Unix sockets",
+                    server(pg_socket_url, NEXTOFFER_REDIS=redis_socket_url),
+                    pg_lib,
+                )
+            )
         if args.sqlite_profile_cache_off:
             one_node.append(
                 (
@@ -191,7 +215,7 @@ def main() -> None:
             # A database of its own, built and migrated by the other checkout (a database
             # migrated further than a checkout knows is refused by it).
             subprocess.run(["psql", pg_admin, "-qc", "CREATE DATABASE bench_other"], check=True)
-            other_url = pg_admin.rsplit("/", 1)[0] + "/bench_other"
+            other_url = database(pg_admin, "bench_other")
             other_lib = build_with(other, other_url)
             one_node += [
                 (f"postgres, 1 node ({label})", server(other_url, PYTHONPATH=other), other_lib),

@@ -133,3 +133,18 @@ class TestPostgresStore(StoreContract):
 def test_an_unreachable_server_is_unavailable() -> None:
     with pytest.raises(Unavailable):
         Store.open("postgresql://nobody@127.0.0.1:1/none")
+
+
+def test_a_postgres_scheme_url_opens_the_same_server() -> None:
+    # libpq's "postgres://", which psql and hosting platforms hand out, as "postgresql://".
+    with fresh_database(migrated=False) as url:
+        assert url.startswith("postgresql://")
+        store = Store.open("postgres://" + url.removeprefix("postgresql://"))
+        try:
+            assert store.dialect == "postgresql"
+            with store.session(write=True) as session:  # migrated on open: the schema is there
+                session.runtime.insert_profile(
+                    "O", "prod", "p-1", {"tier": "gold"}, now="2026-03-04T10:00:00.000Z"
+                )
+        finally:
+            store.close()

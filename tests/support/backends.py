@@ -1,9 +1,11 @@
 """The PostgreSQL and Redis servers of a test run (``scripts/services`` starts them).
 
 ``scripts/test`` hands their URLs over in ``NEXTOFFER_TEST_POSTGRES_URL`` and
-``NEXTOFFER_TEST_REDIS_URL``. Without them (``pytest`` run directly) the tests that need a
-server are skipped, saying why; under CI (``CI=true``) a missing server fails them, so a
-broken service script cannot turn into a green run of skips.
+``NEXTOFFER_TEST_REDIS_URL`` (loopback TCP), and the same servers' Unix sockets in
+``NEXTOFFER_TEST_POSTGRES_SOCKET_URL`` and ``NEXTOFFER_TEST_REDIS_SOCKET_URL``. Without
+them (``pytest`` run directly) the tests that need a server are skipped, saying why; under
+CI (``CI=true``) a missing server fails them, so a broken service script cannot turn into
+a green run of skips.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from nextoffer.storage.store import Store
 
 POSTGRES_VAR = "NEXTOFFER_TEST_POSTGRES_URL"
 REDIS_VAR = "NEXTOFFER_TEST_REDIS_URL"
+POSTGRES_SOCKET_VAR = "NEXTOFFER_TEST_POSTGRES_SOCKET_URL"
+REDIS_SOCKET_VAR = "NEXTOFFER_TEST_REDIS_SOCKET_URL"
 
 
 #: The servers asked for since the last clear (``tests/conftest.py`` counts tests per
@@ -49,6 +53,17 @@ def postgres_url() -> str:
 
 def redis_url() -> str:
     return _required(REDIS_VAR, "Redis")
+
+
+def postgres_socket_url() -> str:
+    """:func:`postgres_url` through the server's Unix socket (libpq's form: the socket's
+    folder as the ``host`` parameter, the port in the authority)."""
+    return _required(POSTGRES_SOCKET_VAR, "PostgreSQL")
+
+
+def redis_socket_url() -> str:
+    """:func:`redis_url` through the server's Unix socket (``unix://PATH``)."""
+    return _required(REDIS_SOCKET_VAR, "Redis")
 
 
 def database_url(name: str) -> str:

@@ -24,12 +24,15 @@ WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 
 def open_engine(url: str, *, pool_size: int = 5) -> Engine:
-    """An engine for ``sqlite:///path`` or ``postgresql://…``; folders are created."""
+    """An engine for ``sqlite:///path`` or ``postgresql://…`` (or ``postgres://…``);
+    folders are created."""
     try:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise BadRequest(f"not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
+    if backend == "postgres":  # libpq's other scheme (psql, Heroku and others give it)
+        parsed, backend = parsed.set(drivername="postgresql"), "postgresql"
     if backend == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:"):

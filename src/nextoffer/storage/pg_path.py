@@ -48,6 +48,7 @@ from typing import Any, TypeVar
 import asyncpg
 import orjson
 import psycopg
+from sqlalchemy.engine import URL
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
 from nextoffer.repository.records import InstanceRecord
@@ -161,6 +162,21 @@ _EVENTS_ONLY = (
 )
 
 
+def conninfo(url: URL) -> str:
+    """The store's URL as a libpq connection URL both drivers read alike.
+
+    A server's Unix socket is named libpq's way, its folder as the ``host`` parameter
+    (``postgresql://user@:5432/db?host=/run/postgresql``: docs/deploy.md). psycopg reads
+    the port from either place; asyncpg ignores that ``host`` when the authority names a
+    port and looks the empty host name up instead, so the port goes beside it."""
+    if "host" in url.query and url.port is not None:
+        query = {**url.query, "port": str(url.port)}
+        url = URL.create(
+            url.drivername, url.username, url.password, url.host, None, url.database, query
+        )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _numbered(sql: str) -> str:
     """psycopg's ``%s`` placeholders as asyncpg's ``$1, $2, …``."""
     parts = sql.split("%s")
@@ -217,9 +233,7 @@ class PgPath:
     def __init__(self, store: Store) -> None:
         if store.dialect != "postgresql":
             raise ValueError("PgPath needs a PostgreSQL store")
-        self._conninfo = store.engine.url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
+        self._conninfo = conninfo(store.engine.url)
         self._local = threading.local()
         self._readers: list[psycopg.Connection[Any]] = []
         self._readers_lock = threading.Lock()
