@@ -67,7 +67,7 @@ def test_both_postgresql_drivers_read_and_record_through_the_socket(
     store, path, name = through_socket
     add_profile(store, "p-1", [("Email", "a@x")], {"tier": "gold"})
     found = ("p-1", {"tier": "gold"})
-    # psycopg, off a loop: a read on the thread's connection, a record by the writer.
+    # psycopg, off a loop: a read on the thread's connection, a record on the writer's.
     assert path.profile("O@AdobeOrg", "prod", "Email", "a@x") == found
     assert outcome(path, record(reserve=[(A, 2)])) == []
     on = path.on_loop
@@ -83,8 +83,8 @@ def test_both_postgresql_drivers_read_and_record_through_the_socket(
             clients = _backends(name)
         finally:
             await on.aclose()
-        # The store's pool, the thread's reader, the writer thread, the loop's reader and
-        # writer: all through the socket.
+        # The store's pool, the thread's reader, the writer's connection (a lone caller
+        # writes on its own thread), the loop's reader and writer: all through the socket.
         assert len(clients) >= 4, clients
         assert {addr for addr, _ in clients} == {None}, clients
         return outcomes
