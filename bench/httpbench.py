@@ -158,20 +158,17 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server's processes have used so far: the master
         and its workers, read from ``/proc`` (Linux)."""
-        tick = os.sysconf("SC_CLK_TCK")
-        total = 0
+        total = 0.0
         pending = [self.process.pid]
         while pending:
             pid = pending.pop()
             try:
-                stat = Path(f"/proc/{pid}/stat").read_text()
+                total += process_cpu_seconds(pid)
                 children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
             except OSError:  # gone meanwhile
                 continue
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
             pending.extend(int(child) for child in children)
-        return total / tick
+        return total
 
     def stop(self) -> None:
         self.process.terminate()
@@ -253,6 +250,13 @@ def pooled_percentile(windows: Sequence[tuple[int, Sequence[float]]], q: float) 
         else:
             lo = mid + 1
     return candidates[lo]
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, from ``/proc`` (Linux)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # fields 14, 15
 
 
 def wrk(

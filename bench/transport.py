@@ -16,7 +16,6 @@ round trip, as for a worker with nothing else to do; a busy worker pays less of 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import time
@@ -26,6 +25,7 @@ from pathlib import Path
 import asyncpg
 import redis.asyncio as aioredis
 import uvloop
+from httpbench import process_cpu_seconds
 from sqlalchemy.engine import make_url
 
 from nextoffer.storage.pg_path import conninfo
@@ -34,24 +34,18 @@ from nodes import SERVICES, start_services
 WARM = 200
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of process ``pid``."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def timed(
     server_pid: int, once: Callable[[], Awaitable[object]], n: int
 ) -> tuple[float, float]:
     """(client µs, server µs) per call of ``once``, after a warm-up."""
     for _ in range(WARM):
         await once()
-    server, client = cpu_seconds(server_pid), time.process_time()
+    server, client = process_cpu_seconds(server_pid), time.process_time()
     for _ in range(n):
         await once()
     return (
         (time.process_time() - client) / n * 1e6,
-        (cpu_seconds(server_pid) - server) / n * 1e6,
+        (process_cpu_seconds(server_pid) - server) / n * 1e6,
     )
 
 
