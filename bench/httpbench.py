@@ -55,7 +55,14 @@ def factory():
     except ImportError:  # a checkout older than what it uses (--compare)
         pass
     else:
-        app.router.routes.insert(0, ROUTE)
+        # Served by the decision route's shortcut, as decisions are (the app builds its
+        # middleware at the first request, from these entries).
+        for entry in app.user_middleware:
+            if entry.cls.__name__ == "Shortcut":
+                entry.kwargs["routes"] = [*entry.kwargs["routes"], ROUTE]
+                break
+        else:  # a checkout without the shortcut
+            app.router.routes.insert(0, ROUTE)
 
     async def outer(scope, receive, send):
         # A bare ASGI app: no middleware, no router, no request object.

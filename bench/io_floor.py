@@ -5,15 +5,17 @@ body as ``POST …/decisions`` and does only what every recorded decision must d
 embedded default's storage, through the same code:
 
 * authenticate the caller and find the container's snapshot (cached after the first call);
-* parse the JSON body and read the profile of its identity (one driver read);
+* parse the JSON body and find the profile of its identity as a decision does
+  (``Decisions.stored_profile``: the profile cache, else one driver read);
 * write a decision record of the same shape: the event (a body like the real one, three
   offers proposed) and the reservations of the capped offers' counters, group-committed
   by ``SqlitePath`` and awaited like a decision's record; the offers report is folded
   from the events behind the answer, by the same path, as a decision's is (the lean
   record, ``storage/report_fold.py``).
 
-What it leaves out is the decision itself: rules, ranking, the response (a constant small
-body). Its three offers are drawn from the library's ten highest-priority ones — real
+It is served ahead of the router, by the same ``Shortcut`` as the decision route
+(``httpbench.py`` adds it there), so it passes the same layers as a decision. What it
+leaves out is the decision itself: rules, ranking, the response (a constant small body). Its three offers are drawn from the library's ten highest-priority ones — real
 decisions' picks concentrate there too — so its rows touch no more pages than theirs.
 Its throughput bounds what any decision route could reach on this stack while recording
 every decision: a row in ``http_decisions.py``'s table.
@@ -57,7 +59,7 @@ async def floor(request: Request) -> Response:
     identity = entries[0]["xdm:id"]
     placement = body["xdm:propositionRequests"][0]["xdm:placementId"]
     path = no.path
-    profile = path.profile(principal.org, principal.sandbox, namespace, identity)
+    profile = no.decisions.stored_profile(principal, namespace, identity)
     key = profile[0] if profile is not None else f"identity:{namespace}:{identity}"
     now = utcnow()
     proposition_id = uuid7(now)

@@ -269,6 +269,21 @@ class Decisions:
             generator=self._generator_factory,
         )
 
+    def stored_profile(
+        self, principal: Principal, namespace: str, identity: str
+    ) -> tuple[str, Mapping[str, Any]] | None:
+        """The stored profile of one identity, (profile id, attributes), from the profile
+        cache or one read of the decision path (then kept); ``None`` when none is stored."""
+        key = (principal.org, principal.sandbox, namespace, identity)
+        cache = self._profile_cache
+        found = cache.get(key) if cache is not None else None
+        if found is None:
+            ticket = cache.ticket() if cache is not None else 0
+            found = self._path.profile(*key)
+            if found is not None and cache is not None:
+                cache.put(key, ticket, found)
+        return found
+
     def _profile(
         self,
         principal: Principal,
@@ -281,15 +296,7 @@ class Decisions:
         try:
             if len(call.identities) == 1 and profile is None:
                 # The usual request: identity and attributes in one indexed read.
-                namespace, identity = call.identities[0]
-                key = (principal.org, principal.sandbox, namespace, identity)
-                cache = self._profile_cache
-                found = cache.get(key) if cache is not None else None
-                if found is None:
-                    ticket = cache.ticket() if cache is not None else 0
-                    found = self._path.profile(*key)
-                    if found is not None and cache is not None:
-                        cache.put(key, ticket, found)
+                found = self.stored_profile(principal, *call.identities[0])
                 profile_id, attributes = found if found is not None else (None, None)
                 if events is None:
                     events = self._path.events(profile_id, limit=EVENT_LIMIT) if profile_id else []
