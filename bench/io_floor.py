@@ -15,7 +15,8 @@ embedded default's storage, through the same code:
 
 It is served ahead of the router, by the same ``Shortcut`` as the decision route
 (``httpbench.py`` adds it there), so it passes the same layers as a decision. What it
-leaves out is the decision itself: rules, ranking, the response (a constant small body). Its three offers are drawn from the library's ten highest-priority ones — real
+leaves out is the decision itself: rules, ranking, the response (a constant small
+body). Its three offers are drawn from the library's ten highest-priority ones — real
 decisions' picks concentrate there too — so its rows touch no more pages than theirs.
 Its throughput bounds what any decision route could reach on this stack while recording
 every decision: a row in ``http_decisions.py``'s table.
