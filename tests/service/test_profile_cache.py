@@ -368,6 +368,25 @@ def test_the_cache_is_on_by_default_and_off_at_zero(db_url: str) -> None:
         assert no.profile_cache is None
 
 
+def test_stored_profile_answers_one_identity_and_keeps_what_it_read(db_url: str) -> None:
+    """``Decisions.stored_profile``: what a decision's profile lookup (and the benchmark's
+    IO floor) calls — the cache, else one read of the path, then kept."""
+    with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, profile_cache_mb=64)) as no:
+        assert no.profile_cache is not None
+        tenant = _library(no)[0]
+        _upsert(no, tenant, "gold")
+        who = tenant.principal
+        assert no.decisions.stored_profile(who, "Email", "nobody@example.com") is None
+        key = (ORG, SANDBOX, "Email", "a@example.com")
+        deadline = time.monotonic() + 5
+        while no.profile_cache.get(key) is None:
+            read = no.decisions.stored_profile(who, "Email", "a@example.com")
+            assert read is not None and read[1]["tier"] == "gold"
+            assert time.monotonic() < deadline, "the read was never kept"
+        kept = no.decisions.stored_profile(who, "Email", "a@example.com")
+        assert kept is not None and kept[0] == read[0] and kept[1]["tier"] == "gold"
+
+
 def test_decisions_see_a_profile_written_through_the_same_nextoffer_at_once(db_url: str) -> None:
     # Switched on explicitly (it is the default), so the test does not rest on it.
     with NextOffer.open(Settings(db_url=db_url, freeze_heap=False, profile_cache_mb=64)) as no:
