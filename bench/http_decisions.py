@@ -11,6 +11,7 @@
     .venv/bin/python bench/http_decisions.py --stacks --stack-names uvicorn,granian-st
     .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
     .venv/bin/python bench/http_decisions.py --dry-run  # any mode above with dry runs
+    .venv/bin/python bench/http_decisions.py --exchange  # a decision's exchange, bare
 
 The library: one live decision with one placement over a 100-offer collection; each offer
 has its own 5-condition PQL rule and a priority in 0-100; a third carry caps
@@ -31,6 +32,11 @@ random per request), ``GET`` of one offer and a search. Every repeat runs every 
 once, so the machine's other load hits all rows alike; the tables report medians over
 repeats. Other load on the machine is printed (load average before and after).
 
+``--exchange`` measures a decision's exchange with nothing behind it: the plain ASGI
+callable reads a decision's request and answers as many bytes as a decision does, under a
+decision's headers (``POST /asgi/exchange``), beside ``GET /asgi``, the IO floor and
+decisions on one 2-worker server, with the server's and wrk's CPU per request.
+
 ``--stacks`` runs the same app under each server stack of ``httpbench.STACKS`` (uvicorn
 with httptools + uvloop, uvicorn with h11 + asyncio, granian's ASGI interface), 2 workers
 each, and compares the ceiling and decisions at 10 and 50 connections, interleaved.
@@ -42,6 +48,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import sqlite3
 import statistics
 import time
@@ -75,6 +82,8 @@ CEILING = "bare endpoint (ceiling)"
 #: ``GET /asgi``: a plain ASGI callable ahead of the app (``httpbench.SERVER``).
 BARE_ASGI = "bare ASGI app"
 FLOOR = "IO floor (profile read + record)"
+#: ``POST /asgi/exchange``: the plain ASGI callable, for a decision's request and answer.
+EXCHANGE = "bare ASGI app, a decision's exchange"
 ENDPOINTS = (BARE_ASGI, CEILING, FLOOR, "POST decisions", "GET offer", "search")
 
 
@@ -245,11 +254,15 @@ def run_row(
         return wrk(endpoint, server.base + "/bare", **kw)
     if endpoint == BARE_ASGI:
         return wrk(endpoint, server.base + "/asgi", **kw)
-    if endpoint in ("POST decisions", FLOOR):
-        decisions = f"{base}/ode/{lib['container']}/decisions"
+    if endpoint in ("POST decisions", FLOOR, EXCHANGE):
+        url = {
+            "POST decisions": f"{base}/ode/{lib['container']}/decisions",
+            FLOOR: f"{server.base}/floor/{lib['container']}",
+            EXCHANGE: f"{server.base}/asgi/exchange?bytes={lib.get('answer_bytes', 0)}",
+        }[endpoint]
         return wrk(
             endpoint,
-            decisions if endpoint != FLOOR else f"{server.base}/floor/{lib['container']}",
+            url,
             method="POST",
             headers={**headers, "Content-Type": DECIDE_TYPE},
             body=lib["request"],
@@ -560,6 +573,89 @@ def stacks(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
         )
 
 
+def children_cpu_seconds() -> float:
+    """CPU time (user + system) of this process's finished children: the wrk runs so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def answer_bytes(server: Server, lib: dict[str, Any]) -> int:
+    """The length of one decision's answer on ``server`` (every profile's is about the same:
+    three options with their content)."""
+    body = lib["request"].replace("__N__", "0")
+    headers = {**lib["headers"], "Content-Type": DECIDE_TYPE}
+    url = f"{server.base}/data/core/ode/{lib['container']}/decisions"
+    response = httpx.post(url, content=body, headers=headers, timeout=30)
+    response.raise_for_status()
+    return len(response.content)
+
+
+def exchange(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
+    """What a decision's exchange costs the server before any of nextoffer runs.
+
+    One 2-worker server; rows interleaved at 10 and 50 connections: the bare ASGI app, the
+    same callable for a decision's exchange (the decision's request and headers, read to the
+    end; an answer as long as a decision's, with its headers), the IO floor and decisions.
+    Each row's requests/s ÷ the bare ASGI app's in the same repeat, then the median; the
+    server's CPU per request likewise."""
+    server = Server(db_url, workers=2, stack=args.server)
+    SERVERS[:] = [server]
+    endpoints = (BARE_ASGI, EXCHANGE, FLOOR, "POST decisions")
+    raw: dict[tuple[str, int], list[Result]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
+    #: wrk's CPU per request: the run's finished children are its wrk processes.
+    load: dict[tuple[str, int], list[float]] = {}
+    try:
+        run_row(server, lib, "POST decisions", 10, 2)
+        lib = {**lib, "answer_bytes": answer_bytes(server, lib)}
+        print(f"a decision's answer: {lib['answer_bytes']:,} bytes", flush=True)
+        for repeat in range(args.repeats):
+            for connections in (10, 50):
+                for endpoint in endpoints:
+                    before, wrk_before = server.cpu_seconds(), children_cpu_seconds()
+                    result = run_row(server, lib, endpoint, connections, args.seconds)
+                    spent = server.cpu_seconds() - before
+                    requests = max(result.requests, 1)
+                    cpu.setdefault((endpoint, connections), []).append(spent / requests * 1e6)
+                    load.setdefault((endpoint, connections), []).append(
+                        (children_cpu_seconds() - wrk_before) / requests * 1e6
+                    )
+                    raw.setdefault((endpoint, connections), []).append(result)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
+                flush=True,
+            )
+    finally:
+        server.stop()
+    print(
+        "\n| connections | endpoint | requests/s | ÷ bare ASGI app | p50 ms | p99 ms | errors "
+        "| server CPU µs per request | ÷ bare ASGI app's CPU | wrk CPU µs per request |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for connections in (10, 50):
+        asgi = raw[(BARE_ASGI, connections)]
+        asgi_cpu = cpu[(BARE_ASGI, connections)]
+        for endpoint in endpoints:
+            results = raw[(endpoint, connections)]
+            row = median_result(results)
+            to_asgi = statistics.median(
+                a.requests_per_s / b.requests_per_s for a, b in zip(results, asgi, strict=True)
+            )
+            cpu_ratio = statistics.median(
+                a / b for a, b in zip(cpu[(endpoint, connections)], asgi_cpu, strict=True)
+            )
+            print(
+                f"| {connections} | {endpoint} | {row['rps']:,.0f} | {to_asgi:.3f} "
+                f"| {row['p50']:.2f} | {row['p99']:.2f} | {row['errors']} "
+                f"| {statistics.median(cpu[(endpoint, connections)]):.1f} | {cpu_ratio:.2f} "
+                f"| {statistics.median(load[(endpoint, connections)]):.1f} |"
+            )
+    print(
+        "Medians of repeats; the ratios are medians of per-repeat ratios. CPU: the server's"
+        " processes (user + system) during the row ÷ requests (wrk excluded)."
+    )
+
+
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
     """``name:KEY=V,KEY=V;name:…`` → {name: environment}."""
     variants = {}
@@ -600,6 +696,11 @@ def main() -> None:
     parser.add_argument(
         "--dry-run", action="store_true", help="decision requests are dry runs (not recorded)"
     )
+    parser.add_argument(
+        "--exchange",
+        action="store_true",
+        help="the bare ASGI app for a decision's exchange beside the floor and decisions",
+    )
     args = parser.parse_args()
     if args.plot_from:
         if not args.plot:
@@ -621,6 +722,8 @@ def main() -> None:
     )
     if args.stacks:
         stacks(args, db_url, lib)
+    elif args.exchange:
+        exchange(args, db_url, lib)
     elif args.observability or args.compare:
         variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
         compare(args, db_url, lib, workdir, variants)

@@ -8,7 +8,8 @@ measured in the same run as the endpoints it is compared with — and ``POST
 ``GET /bare`` still passes nextoffer's middleware (metrics, access log, the decision
 shortcut) and Starlette's router. ``GET /asgi`` is answered ahead of all of it by a plain
 ASGI callable in the same worker: the rate of a bare uvicorn ASGI app, issue 16's reference
-read literally.
+read literally. ``POST /asgi/exchange?bytes=N`` is that callable for a decision's exchange:
+it reads the request's body and answers ``N`` bytes under a decision's response headers.
 """
 
 from __future__ import annotations
@@ -46,6 +47,30 @@ ASGI_START = {
     "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
 }
 ASGI_DONE = {"type": "http.response.body", "body": ASGI_BODY}
+DECISION_TYPE = (
+    b'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/'
+    b'offer-management/decision-response;version=1.0"'
+)
+#: ``POST /asgi/exchange?bytes=N``'s two messages, by N.
+EXCHANGES = {}
+
+
+def exchange_messages(size):
+    # A decision response's headers (as the app sends them) and a body of ``size`` bytes.
+    messages = EXCHANGES.get(size)
+    if messages is None:
+        start = {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [
+                (b"content-length", str(size).encode()),
+                (b"content-type", DECISION_TYPE),
+                (b"x-request-id", b"0123456789ab00000001"),
+            ],
+        }
+        body = {"type": "http.response.body", "body": b" " * size}
+        messages = EXCHANGES[size] = (start, body)
+    return messages
 
 def factory():
     app = create_app(Settings.from_env())
@@ -69,6 +94,15 @@ def factory():
         if scope["type"] == "http" and scope["path"] == "/asgi":
             await send(ASGI_START)
             await send(ASGI_DONE)
+            return
+        if scope["type"] == "http" and scope["path"] == "/asgi/exchange":
+            # The same, for a decision's exchange: its request read to the end, an answer
+            # as long as a decision's (``?bytes=N``) with a decision's headers.
+            while (await receive()).get("more_body"):
+                pass
+            start, body = exchange_messages(int(scope["query_string"].partition(b"=")[2]))
+            await send(start)
+            await send(body)
             return
         await app(scope, receive, send)
 
