@@ -11,7 +11,7 @@
     .venv/bin/python bench/http_decisions.py --stacks --stack-names uvicorn,granian-st
     .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
     .venv/bin/python bench/http_decisions.py --dry-run  # any mode above with dry runs
-    .venv/bin/python bench/http_decisions.py --exchange  # a decision's exchange, bare
+    .venv/bin/python bench/http_decisions.py --exchange [--plot PNG]  # a decision's exchange
 
 The library: one live decision with one placement over a 100-offer collection; each offer
 has its own 5-condition PQL rule and a priority in 0-100; a third carry caps
@@ -654,6 +654,68 @@ def exchange(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None
         "Medians of repeats; the ratios are medians of per-repeat ratios. CPU: the server's"
         " processes (user + system) during the row ÷ requests (wrk excluded)."
     )
+    if args.plot:
+        plot_exchange(endpoints, raw, cpu, load, Path(args.plot))
+
+
+def plot_exchange(
+    endpoints: tuple[str, ...],
+    raw: dict[tuple[str, int], list[Result]],
+    cpu: dict[tuple[str, int], list[float]],
+    load: dict[tuple[str, int], list[float]],
+    path: Path,
+) -> None:
+    """``--exchange --plot``: each endpoint's rate ÷ the bare ASGI app's, and the CPU of
+    one request on the server and in wrk, at 10 and 50 connections."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rates, costs) = plt.subplots(1, 2, figsize=(12, 4.8))
+    width = 0.38
+    xs = range(len(endpoints))
+    for n, connections in enumerate((10, 50)):
+        asgi = raw[(BARE_ASGI, connections)]
+        shift = [x + (n - 0.5) * width for x in xs]
+        rates.bar(
+            shift,
+            [
+                statistics.median(
+                    a.requests_per_s / b.requests_per_s
+                    for a, b in zip(raw[(e, connections)], asgi, strict=True)
+                )
+                for e in endpoints
+            ],
+            width,
+            color=f"C{n}",
+            label=f"{connections} connections",
+        )
+        server = [statistics.median(cpu[(e, connections)]) for e in endpoints]
+        costs.bar(shift, server, width, color=f"C{n}", label=f"server, {connections} connections")
+        costs.bar(
+            shift,
+            [statistics.median(load[(e, connections)]) for e in endpoints],
+            width,
+            bottom=server,
+            color=f"C{n}",
+            alpha=0.35,
+            hatch="//",
+            label=f"wrk, {connections} connections",
+        )
+    rates.axhline(0.30, color="grey", linewidth=0.8, linestyle=":")
+    rates.set_ylabel("requests/s ÷ the bare ASGI app's (same repeat)")
+    costs.set_ylabel("CPU µs per request")
+    labels = [e.replace(", ", ",\n").replace(" (", "\n(") for e in endpoints]
+    for ax in (rates, costs):
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("A decision's exchange, bare: 2 workers, wrk on the same 2-core box")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
 
 
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
