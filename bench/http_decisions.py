@@ -597,7 +597,7 @@ def exchange(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None
     same callable for a decision's exchange (the decision's request and headers, read to the
     end; an answer as long as a decision's, with its headers), the IO floor and decisions.
     Each row's requests/s ÷ the bare ASGI app's in the same repeat, then the median; the
-    server's CPU per request likewise."""
+    server's CPU per request likewise, and wrk's (it shares the machine's cores)."""
     server = Server(db_url, workers=2, stack=args.server)
     SERVERS[:] = [server]
     endpoints = (BARE_ASGI, EXCHANGE, FLOOR, "POST decisions")
@@ -651,8 +651,9 @@ def exchange(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None
                 f"| {statistics.median(load[(endpoint, connections)]):.1f} |"
             )
     print(
-        "Medians of repeats; the ratios are medians of per-repeat ratios. CPU: the server's"
-        " processes (user + system) during the row ÷ requests (wrk excluded)."
+        "Medians of repeats; the ratios are medians of per-repeat ratios. Server CPU: its"
+        " processes (user + system) during the row ÷ requests; wrk CPU: the row's wrk"
+        " process (getrusage of finished children) ÷ requests."
     )
     if args.plot:
         plot_exchange(endpoints, raw, cpu, load, Path(args.plot))
