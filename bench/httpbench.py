@@ -35,6 +35,7 @@ import os
 from starlette.responses import Response
 from starlette.routing import Route
 from nextoffer.api.app import create_app
+from nextoffer.api.media import DECISION_RESPONSE
 from nextoffer.settings import Settings
 
 async def bare(request):
@@ -47,10 +48,7 @@ ASGI_START = {
     "headers": [(b"content-type", b"application/json"), (b"content-length", b"15")],
 }
 ASGI_DONE = {"type": "http.response.body", "body": ASGI_BODY}
-DECISION_TYPE = (
-    b'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/'
-    b'offer-management/decision-response;version=1.0"'
-)
+DECISION_TYPE = DECISION_RESPONSE.encode()
 #: ``POST /asgi/exchange?bytes=N``'s two messages, by N.
 EXCHANGES = {}
 
