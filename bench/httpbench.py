@@ -250,6 +250,39 @@ end
 """
 
 
+def probed_servers(
+    db_url: str,
+    setups: dict[str, tuple[int, dict[str, str]]],
+    *,
+    probe: str,
+    out_var: str,
+    workdir: Path,
+) -> dict[str, tuple[Server, Path]]:
+    """One :class:`Server` per setup (name → workers and environment), each of whose
+    processes loads ``probe`` as its ``sitecustomize`` first (a benchmark's timers inside
+    the workers) and finds in the variable ``out_var`` a folder of its server's own to write
+    what it measured to. A setup's own ``PYTHONPATH`` (another tree's ``src``) comes after
+    the probe. Returns name → (server, that folder); each server's stdout goes to a log in
+    ``workdir``. A server that fails to start stops the ones started before it."""
+    site = workdir / "probe"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(probe)
+    servers: dict[str, tuple[Server, Path]] = {}
+    try:
+        for n, (name, (workers, env)) in enumerate(setups.items()):
+            out = workdir / f"probe-{n}"
+            out.mkdir()
+            path = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH")) if p)
+            server_env = {**env, "PYTHONPATH": path, out_var: str(out)}
+            log = workdir / f"server-{n}.log"
+            servers[name] = (Server(db_url, workers=workers, env=server_env, log=log), out)
+    except BaseException:
+        for server, _ in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
 def tail_of(sorted_ms: Sequence[float]) -> tuple[float, ...]:
     """:data:`TAIL_PERCENTILES` of latencies measured here (sorted, ms), as wrk keeps them."""
     n = len(sorted_ms)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from http_decisions import SERVERS, build, parse_variants, run_row
-from httpbench import Server, machine
+from httpbench import machine, probed_servers
 from scratch import scratch_dir
 
 #: Loaded by every process of a server (``PYTHONPATH``); each worker writes what it timed
@@ -142,25 +142,17 @@ def main() -> None:
     workdir = scratch_dir("nextoffer-stalls-")
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     lib = build(db_url)
-    code = workdir / "probe"
-    code.mkdir()
-    (code / "sitecustomize.py").write_text(PROBE)
     print(f"machine: {machine()}; load average {os.getloadavg()}", flush=True)
     workers = 2
-    servers: dict[str, tuple[Server, Path]] = {}
     rows: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    servers = probed_servers(
+        db_url,
+        {name: (workers, env) for name, env in variants.items()},
+        probe=PROBE,
+        out_var="STALL_PROBE_DIR",
+        workdir=workdir,
+    )
     try:
-        for n, (name, env) in enumerate(variants.items()):
-            probe = workdir / f"probe-{n}"
-            probe.mkdir()
-            path = os.pathsep.join(p for p in (str(code), env.get("PYTHONPATH")) if p)
-            server = Server(
-                db_url,
-                workers=workers,
-                env={**env, "PYTHONPATH": path, "STALL_PROBE_DIR": str(probe)},
-                log=workdir / f"server-{n}.log",
-            )
-            servers[name] = (server, probe)
         SERVERS[:] = [server for server, _ in servers.values()]
         for server, _ in servers.values():
             run_row(server, lib, "POST decisions", args.connections, 3)

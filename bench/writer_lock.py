@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from http_decisions import SERVERS, build, parse_variants, run_row
-from httpbench import Server, machine
+from httpbench import machine, probed_servers
 from scratch import scratch_dir
 
 #: Loaded by every process of a measured server (``PYTHONPATH`` puts its directory first).
@@ -280,9 +280,6 @@ def main() -> None:
     db_url = f"sqlite:///{workdir / 'bench.db'}"
     started = time.monotonic()
     lib = build(db_url)
-    sitedir = workdir / "site"
-    sitedir.mkdir()
-    (sitedir / "sitecustomize.py").write_text(SITECUSTOMIZE)
     print(
         f"machine: {machine()}; load average {os.getloadavg()}; library built in "
         f"{time.monotonic() - started:.1f} s",
@@ -292,15 +289,11 @@ def main() -> None:
         setups = {name: (2, env) for name, env in parse_variants(args.compare).items()}
     else:
         setups = {"1 worker": (1, {}), "2 workers": (2, {})}
-    servers: dict[str, tuple[Server, Path]] = {}
     rows: dict[str, list[dict[str, float]]] = {}
+    servers = probed_servers(
+        db_url, setups, probe=SITECUSTOMIZE, out_var="NEXTOFFER_LOCKSTATS", workdir=workdir
+    )
     try:
-        for n, (name, (workers, env)) in enumerate(setups.items()):
-            stats = workdir / f"stats-{n}"
-            stats.mkdir()
-            path = [str(sitedir), *filter(None, [env.get("PYTHONPATH")])]
-            server_env = {**env, "PYTHONPATH": ":".join(path), "NEXTOFFER_LOCKSTATS": str(stats)}
-            servers[name] = (Server(db_url, workers=workers, env=server_env), stats)
         SERVERS[:] = [server for server, _ in servers.values()]
         for server, _ in servers.values():
             run_row(server, lib, DECISIONS, 10, 2)
