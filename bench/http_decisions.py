@@ -590,6 +590,14 @@ def answer_bytes(server: Server, lib: dict[str, Any]) -> int:
     return len(response.content)
 
 
+def to_bare_asgi(
+    raw: dict[tuple[str, int], list[Result]], endpoint: str, connections: int
+) -> float:
+    """The endpoint's requests/s ÷ the bare ASGI app's, per repeat, then the median."""
+    pairs = zip(raw[(endpoint, connections)], raw[(BARE_ASGI, connections)], strict=True)
+    return float(statistics.median(a.requests_per_s / b.requests_per_s for a, b in pairs))
+
+
 def exchange(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
     """What a decision's exchange costs the server before any of nextoffer runs.
 
@@ -633,14 +641,10 @@ def exchange(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None
     )
     print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for connections in (10, 50):
-        asgi = raw[(BARE_ASGI, connections)]
         asgi_cpu = cpu[(BARE_ASGI, connections)]
         for endpoint in endpoints:
-            results = raw[(endpoint, connections)]
-            row = median_result(results)
-            to_asgi = statistics.median(
-                a.requests_per_s / b.requests_per_s for a, b in zip(results, asgi, strict=True)
-            )
+            row = median_result(raw[(endpoint, connections)])
+            to_asgi = to_bare_asgi(raw, endpoint, connections)
             cpu_ratio = statistics.median(
                 a / b for a, b in zip(cpu[(endpoint, connections)], asgi_cpu, strict=True)
             )
@@ -677,17 +681,10 @@ def plot_exchange(
     width = 0.38
     xs = range(len(endpoints))
     for n, connections in enumerate((10, 50)):
-        asgi = raw[(BARE_ASGI, connections)]
         shift = [x + (n - 0.5) * width for x in xs]
         rates.bar(
             shift,
-            [
-                statistics.median(
-                    a.requests_per_s / b.requests_per_s
-                    for a, b in zip(raw[(e, connections)], asgi, strict=True)
-                )
-                for e in endpoints
-            ],
+            [to_bare_asgi(raw, e, connections) for e in endpoints],
             width,
             color=f"C{n}",
             label=f"{connections} connections",

@@ -163,8 +163,8 @@ def main() -> None:
                 collect(probe, workers)  # what came before the row
                 start = time.monotonic()
                 result = run_row(server, lib, "POST decisions", args.connections, args.seconds)
-                timed = collect(probe, workers)
-                row = summary(timed, time.monotonic() - start, workers)
+                elapsed = time.monotonic() - start  # the row, not the wait for the probes
+                row = summary(collect(probe, workers), elapsed, workers)
                 row.update(rps=result.requests_per_s, p99=result.p99_ms, errors=result.errors)
                 rows[name].append(row)
             print(
