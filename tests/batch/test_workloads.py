@@ -227,6 +227,26 @@ def test_segment_definitions_crud_and_rule_errors(tenant: Tenant) -> None:
     assert tenant.client.get(f"{SEGMENTS}/{segment_id}", headers=tenant.headers).status_code == 404
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["start=-1", "start=x", "start=9223372036854775808", "start=207660334999757848576", "limit=0"],
+)
+def test_a_page_out_of_range_is_400_naming_the_parameter(tenant: Tenant, query: str) -> None:
+    # Past a 64-bit integer the databases refuse the offset (SQLite's driver raises,
+    # PostgreSQL answers "bigint out of range"): the request must be refused first.
+    response = tenant.client.get(f"{SEGMENTS}?{query}", headers=tenant.headers)
+    assert response.status_code == 400, response.text
+    name = query.split("=")[0]
+    assert response.json()["pointer"] == name
+
+
+def test_the_largest_start_is_an_empty_page(tenant: Tenant) -> None:
+    segment(tenant, "age >= 18")
+    response = tenant.client.get(f"{SEGMENTS}?start=9223372036854775807", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    assert response.json()["segments"] == []
+
+
 def test_another_tenant_sees_nothing(client: TestClient, tenant: Tenant, db_url: str) -> None:
     from support.api import make_tenant
 

@@ -31,6 +31,10 @@ DWM_WORKLOADS = "/data/core/dwm/workloads/decisions"
 # -- segment definitions ----------------------------------------------------------------
 
 
+#: The largest integer a query parameter may hold: the databases' (a signed 64-bit one).
+MAX_PARAM = 2**63 - 1
+
+
 def _int_param(request: Request, name: str, default: int, *, minimum: int) -> int:
     value = request.query_params.get(name)
     if value is None:
@@ -39,8 +43,8 @@ def _int_param(request: Request, name: str, default: int, *, minimum: int) -> in
         number = int(value)
     except ValueError:
         raise BadRequest(f"{name} must be an integer", pointer=name) from None
-    if number < minimum:
-        raise BadRequest(f"{name} must be at least {minimum}", pointer=name)
+    if not minimum <= number <= MAX_PARAM:
+        raise BadRequest(f"{name} must be an integer from {minimum} to {MAX_PARAM}", pointer=name)
     return number
 
 
