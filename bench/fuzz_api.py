@@ -2,6 +2,7 @@
 figures as JSON and exits non-zero on any 5xx, any failed check or too few requests.
 
     python bench/fuzz_api.py --max-examples 80 --min-requests 2000     (scripts/fuzz-api)
+    python bench/fuzz_api.py --db-url postgresql://…/an_empty_database
 
 The setup, the pinned parameters and the checks are described in tests/support/apifuzz.py.
 """
@@ -27,13 +28,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument(
+        "--db-url",
+        help="the server's database, an empty one (default: a SQLite file in the workdir)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="a directory to keep the server log and report in"
     )
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="nextoffer-fuzz-api-"))
     workdir.mkdir(parents=True, exist_ok=True)
     result = apifuzz.run(
-        workdir, max_examples=args.max_examples, seed=args.seed, workers=args.workers
+        workdir,
+        max_examples=args.max_examples,
+        seed=args.seed,
+        workers=args.workers,
+        db_url=args.db_url,
     )
     (workdir / "schemathesis-output.txt").write_text(result.output)
     summary = result.summary()

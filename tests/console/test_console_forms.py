@@ -158,6 +158,22 @@ def test_the_apis_validation_message_is_shown_beside_its_field(
     assert _instances(signed_in, "eligibility-rule") == []
 
 
+def test_a_nul_typed_into_a_field_is_refused_beside_it_on_either_backend(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # PostgreSQL cannot store one and SQLite would: the library's own check refuses it.
+    page = client.get("/console/placements/new")
+    response = client.post(
+        "/console/placements/new",
+        data={"csrf_token": csrf_of(page.text), "name": "a\x00b", **PLACEMENT_FORM},
+    )
+    assert response.status_code == 200  # the form again, with the message in it
+    errors = re.search(r'<ul class="errors" id="name-error">(.*?)</ul>', response.text, re.S)
+    assert errors is not None, response.text
+    assert "NUL character" in errors.group(1)
+    assert _instances(signed_in, "offer-placement") == []
+
+
 def test_a_stale_save_is_a_conflict_that_keeps_the_typing_and_offers_a_reload(
     client: TestClient, signed_in: Tenant
 ) -> None:

@@ -121,11 +121,14 @@ def run(
     workers: int = 1,
     phases: str = "examples,coverage,fuzzing,stateful",
     max_time: float | None = None,
+    db_url: str | None = None,
 ) -> FuzzResult:
-    """Start a server in ``workdir``, fuzz it, stop it; the figures and schemathesis's output."""
+    """Start a server in ``workdir``, fuzz it, stop it; the figures and schemathesis's output.
+    The server's database is a SQLite file in ``workdir`` unless ``db_url`` names another
+    (an empty one: it is migrated and a tenant seeded in it)."""
     import time
 
-    db_url = f"sqlite:///{workdir / 'fuzz.db'}"
+    db_url = db_url or f"sqlite:///{workdir / 'fuzz.db'}"
     creds, ids = make_tenant(db_url, "FUZZ@AdobeOrg", "prod", seed=True)
     # The access log counts requests; uvicorn writes it to the server's log file.
     server = LiveServer(db_url, workdir=workdir, access_log=True).start()

@@ -26,6 +26,7 @@ from nextoffer.api.routes import (
     xcore,
 )
 from nextoffer.api.shortcut import Shortcut
+from nextoffer.api.url_guard import UrlGuard
 from nextoffer.console import routes as console_routes
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
@@ -105,6 +106,7 @@ def create_app(
         exception_handlers=exception_handlers,
         middleware=[
             Middleware(Observe, metrics=metrics, access_log=access_log),
+            Middleware(UrlGuard),
             Middleware(
                 Shortcut, routes=[ode.DECISIONS, *edge.INTERACT], handlers=exception_handlers
             ),

@@ -1,4 +1,4 @@
-"""Reading request bodies: a size limit, JSON syntax, and a nesting limit."""
+"""Reading request bodies: a size limit, JSON syntax, a nesting limit, and no NUL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
 from nextoffer.errors import BadRequest, PayloadTooLarge
+from nextoffer.repository.validation import NUL_REFUSED, nul_at
 
 
 async def read_json(
@@ -42,6 +43,10 @@ async def read_json(
     # (every ordinary request) cannot be too deep, and is not walked.
     if raw.count(b"{") + raw.count(b"[") > max_depth:
         check_depth(value, max_depth)
+    # JSON writes a NUL only as this escape (a body without it holds none, and is not
+    # walked); with it, the escape may still be a backslash's text, so the value is read.
+    if b"\\u0000" in raw and (where := nul_at(value)) is not None:
+        raise BadRequest(f"the request body holds a NUL character: {NUL_REFUSED}", pointer=where)
     return value
 
 

@@ -80,6 +80,30 @@ def pointer(parts: Iterator[Any] | list[Any], prefix: str = "") -> str:
     return prefix + "".join("/" + p for p in escaped)
 
 
+#: What refuses a body :func:`nul_at` finds a NUL in.
+NUL_REFUSED = "a NUL character (U+0000) cannot be stored"
+
+
+def nul_at(value: Any, *, prefix: str = "") -> str | None:
+    """The pointer of a string holding a NUL character (U+0000), or of the object whose
+    member name holds one; ``None`` when there is none. PostgreSQL's text cannot hold a
+    NUL, so neither backend stores one (docs/api.md, Errors)."""
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            if "\x00" in node:
+                return pointer(path, prefix)
+        elif isinstance(node, dict):
+            for name, child in node.items():
+                if "\x00" in name:
+                    return pointer(path, prefix)
+                stack.append((child, [*path, name]))
+        elif isinstance(node, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(node))
+    return None
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return str(error.message).replace("is a required property", "is required")
@@ -91,7 +115,11 @@ def _describe(error: jsonschema.ValidationError) -> str:
 
 
 def validate(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "") -> None:
-    """Raise :class:`Unprocessable` listing every schema violation, each with its pointer."""
+    """Raise :class:`Unprocessable` listing every schema violation, each with its pointer
+    (a NUL character anywhere first: :func:`nul_at`)."""
+    where = nul_at(body, prefix=prefix)
+    if where is not None:
+        raise Unprocessable(f"{where or '/'}: {NUL_REFUSED}", pointer=where or "/")
     if object_type in (PERSONALIZED_OFFER, FALLBACK_OFFER):
         size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
         if size > MAX_OFFER_BYTES:

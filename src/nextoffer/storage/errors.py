@@ -1,6 +1,8 @@
 """Driver errors become ours, here and nowhere else.
 
-A constraint the write broke → :class:`~nextoffer.errors.Conflict`; the database gone,
+A constraint the write broke → :class:`~nextoffer.errors.Conflict`; a value the database
+cannot hold (a data exception: a number out of its range, a NUL in text) →
+:class:`~nextoffer.errors.BadRequest`, since the request carried it; the database gone,
 locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`. Both
 SQLAlchemy's errors (sessions) and the drivers' own — ``sqlite3``'s and psycopg's, on the
 decision paths' connections — are mapped by :func:`translated`; :func:`guarded` applies it
@@ -14,21 +16,28 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from sqlalchemy.exc import DataError as SqlDataError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.errors import BadRequest, Conflict, NextOfferError, Unavailable
+
+_Errors = tuple[type[Exception], ...]
 
 
-def _driver_errors() -> tuple[tuple[type[Exception], ...], tuple[type[Exception], ...]]:
-    """(integrity errors, every error) of the drivers this process has loaded: psycopg's
-    only once a PostgreSQL store imported it (a SQLite server never loads the driver, and
-    nothing raises its errors before it is loaded)."""
+def _driver_errors() -> tuple[_Errors, _Errors, _Errors]:
+    """(integrity errors, data errors, every error) of the drivers this process has
+    loaded: psycopg's only once a PostgreSQL store imported it (a SQLite server never
+    loads the driver, and nothing raises its errors before it is loaded)."""
     psycopg = sys.modules.get("psycopg")
     if psycopg is None:
-        return (sqlite3.IntegrityError,), (sqlite3.Error,)
-    return (sqlite3.IntegrityError, psycopg.IntegrityError), (sqlite3.Error, psycopg.Error)
+        return (sqlite3.IntegrityError,), (sqlite3.DataError,), (sqlite3.Error,)
+    return (
+        (sqlite3.IntegrityError, psycopg.IntegrityError),
+        (sqlite3.DataError, psycopg.DataError),
+        (sqlite3.Error, psycopg.Error),
+    )
 
 
 def translated(exc: BaseException) -> NextOfferError | None:
@@ -36,9 +45,11 @@ def translated(exc: BaseException) -> NextOfferError | None:
     if isinstance(exc, NextOfferError):
         return exc
     cause = exc.orig if isinstance(exc, DBAPIError) else exc
-    integrity, errors = _driver_errors()
+    integrity, data, errors = _driver_errors()
     if isinstance(exc, (SqlIntegrityError, *integrity)):
         return Conflict(f"the write conflicts with stored data: {cause}")
+    if isinstance(exc, (SqlDataError, *data)):
+        return BadRequest(f"a value the database cannot hold: {cause}")
     if isinstance(exc, (DBAPIError, *errors)):
         return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
     if isinstance(exc, PoolTimeout):

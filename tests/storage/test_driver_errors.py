@@ -1,0 +1,62 @@
+"""``storage/errors.py``: real driver errors, raised by real servers, become ours."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+import pytest
+from sqlalchemy import create_engine, text
+
+from nextoffer.errors import BadRequest, Conflict, Unavailable
+from nextoffer.storage.errors import guarded, translated
+from support.backends import postgres_url
+
+
+def raised(run) -> BaseException:
+    try:
+        run()
+    except Exception as exc:
+        return exc
+    raise AssertionError("nothing was raised")
+
+
+def test_a_constraint_broken_on_sqlite_is_a_conflict() -> None:
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (k TEXT PRIMARY KEY)")
+    conn.execute("INSERT INTO t VALUES ('a')")
+    exc = raised(lambda: conn.execute("INSERT INTO t VALUES ('a')"))
+    assert isinstance(translated(exc), Conflict)
+
+
+@pytest.mark.parametrize(
+    ("sql", "value"),
+    [("SELECT %s::int8", 2**63), ("SELECT %s::text", "a\x00b")],
+    ids=["bigint-out-of-range", "nul-in-text"],
+)
+def test_a_value_postgresql_cannot_hold_is_a_bad_request(sql: str, value: object) -> None:
+    with psycopg.connect(postgres_url()) as conn:
+        exc = raised(lambda: conn.execute(sql, (value,)))
+    assert isinstance(exc, psycopg.DataError)
+    assert isinstance(translated(exc), BadRequest)
+
+
+def test_the_same_through_sqlalchemy_is_a_bad_request() -> None:
+    url = postgres_url().replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = create_engine(url)
+    try:
+        with (
+            engine.connect() as conn,
+            pytest.raises(BadRequest, match="bigint out of range"),
+            guarded(),
+        ):
+            conn.execute(text("SELECT CAST(:v AS bigint)"), {"v": 2**63})
+    finally:
+        engine.dispose()
+
+
+def test_a_server_that_refuses_the_connection_is_unavailable() -> None:
+    closed = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
+    exc = raised(lambda: psycopg.connect(closed))
+    assert isinstance(exc, psycopg.OperationalError)
+    assert isinstance(translated(exc), Unavailable)
