@@ -37,13 +37,16 @@ def _instances_of(tenant: Tenant, schema: str) -> list[dict[str, Any]]:
     return list(response.json()["_embedded"]["results"])
 
 
-def _create_placement(client: TestClient, name: str) -> str:
-    page = client.get("/console/placements/new")
-    response = client.post(
-        "/console/placements/new",
-        data={"csrf_token": csrf_of(page.text), "name": name, **PLACEMENT_FORM},
-        follow_redirects=False,
+def _submit(client: TestClient, url: str, **fields: str) -> Any:
+    """The form at ``url`` sent with ``fields`` and the CSRF token of its page."""
+    page = client.get(url)
+    return client.post(
+        url, data={"csrf_token": csrf_of(page.text), **fields}, follow_redirects=False
     )
+
+
+def _create_placement(client: TestClient, name: str) -> str:
+    response = _submit(client, "/console/placements/new", name=name, **PLACEMENT_FORM)
     assert response.status_code == 303, response.text
     return response.headers["location"].split("?")[0].rsplit("/", 1)[1]
 
@@ -144,11 +147,7 @@ def test_user_text_is_escaped_everywhere_it_is_shown(client: TestClient, signed_
 def test_the_apis_validation_message_is_shown_beside_its_field(
     client: TestClient, signed_in: Tenant
 ) -> None:
-    page = client.get("/console/rules/new")
-    response = client.post(
-        "/console/rules/new",
-        data={"csrf_token": csrf_of(page.text), "name": "Adults", "condition": "age >= "},
-    )
+    response = _submit(client, "/console/rules/new", name="Adults", condition="age >= ")
     assert response.status_code == 200  # the form again, with the messages in it
     errors = re.search(r'<ul class="errors" id="condition-error">(.*?)</ul>', response.text, re.S)
     assert errors is not None, response.text
@@ -162,11 +161,7 @@ def test_a_nul_typed_into_a_field_is_refused_beside_it_on_either_backend(
     client: TestClient, signed_in: Tenant
 ) -> None:
     # PostgreSQL cannot store one and SQLite would: the library's own check refuses it.
-    page = client.get("/console/placements/new")
-    response = client.post(
-        "/console/placements/new",
-        data={"csrf_token": csrf_of(page.text), "name": "a\x00b", **PLACEMENT_FORM},
-    )
+    response = _submit(client, "/console/placements/new", name="a\x00b", **PLACEMENT_FORM)
     assert response.status_code == 200  # the form again, with the message in it
     errors = re.search(r'<ul class="errors" id="name-error">(.*?)</ul>', response.text, re.S)
     assert errors is not None, response.text
@@ -357,13 +352,6 @@ def test_status_changes_and_a_delete_that_others_reference_is_refused(
 # -- ranking strategies -----------------------------------------------------------------
 
 
-def _strategy_form(client: TestClient, url: str, **fields: str) -> Any:
-    page = client.get(url)
-    return client.post(
-        url, data={"csrf_token": csrf_of(page.text), **fields}, follow_redirects=False
-    )
-
-
 def test_a_ranking_strategy_is_made_edited_and_refused_with_the_apis_messages(
     client: TestClient, signed_in: Tenant
 ) -> None:
@@ -373,21 +361,21 @@ def test_a_ranking_strategy_is_made_edited_and_refused_with_the_apis_messages(
         "strategyType": "personalized-optimization",
         "optimizationGoal": "clicks",
     }
-    bad_rate = _strategy_form(client, url, **fields, features="loyalty.tier", explorationRate="1.5")
+    bad_rate = _submit(client, url, **fields, features="loyalty.tier", explorationRate="1.5")
     assert bad_rate.status_code == 200  # the form again
     rate = re.search(
         r'<ul class="errors" id="explorationRate-error">(.*?)</ul>', bad_rate.text, re.S
     )
     assert rate is not None, bad_rate.text
     assert "1.5 is greater than the maximum of 1" in rate.group(1)
-    bad_feature = _strategy_form(client, url, **fields, features="loyalty.tier\nperson.age > 3")
+    bad_feature = _submit(client, url, **fields, features="loyalty.tier\nperson.age > 3")
     features = re.search(
         r'<ul class="errors" id="features-error">(.*?)</ul>', bad_feature.text, re.S
     )
     assert features is not None, bad_feature.text
     assert "line 1, column" in features.group(1)  # the feature's PQL position
     assert _instances_of(signed_in, STRATEGY) == []
-    made = _strategy_form(
+    made = _submit(
         client,
         url,
         **fields,
@@ -401,7 +389,7 @@ def test_a_ranking_strategy_is_made_edited_and_refused_with_the_apis_messages(
     assert body["xdm:explorationRate"] == 0.25
     # Edited back to auto-optimization: the features are gone, the API accepts it.
     instance = made.headers["location"].split("?")[0].rsplit("/", 1)[1]
-    edited = _strategy_form(
+    edited = _submit(
         client,
         f"/console/ranking-strategies/{instance}",
         name="Everyone",
