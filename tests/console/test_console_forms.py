@@ -439,6 +439,15 @@ def test_a_decision_criterion_ranks_by_a_strategy_chosen_in_the_form(
     }
 
 
+def test_the_reports_page_takes_the_calendars_first_days_and_empty_fields(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The default first day is 29 days before the last: never before 0001-01-01.
+    assert client.get("/console/reports?to=0001-01-03").status_code == 200
+    # A date field left empty is absent, not a bad date.
+    assert client.get("/console/reports?from=&to=").status_code == 200
+
+
 def test_reports_draw_each_strategys_learning_curves_and_lift(
     client: TestClient, signed_in: Tenant
 ) -> None:

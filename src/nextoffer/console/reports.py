@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from markupsafe import Markup
@@ -19,8 +19,9 @@ from starlette.routing import Route
 
 from nextoffer.console import charts, web
 from nextoffer.console.session import Visitor, nextoffer
-from nextoffer.errors import BadRequest
+from nextoffer.ids import utcnow
 from nextoffer.repository.objects import PERSONALIZED_OFFER, RANKING_STRATEGY
+from nextoffer.service.reports import report_days
 
 #: Caps listed (the fullest first).
 CAPS_SHOWN = 50
@@ -30,20 +31,10 @@ CHART_OFFERS = 15
 STRATEGIES_SHOWN = 10
 
 
-def _day(request: Request, name: str, default: date) -> date:
-    text = request.query_params.get(name)
-    if not text:
-        return default
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise BadRequest(f"{name} must be a date, YYYY-MM-DD", pointer=name) from exc
-
-
 def _range(request: Request) -> tuple[date, date]:
-    last = _day(request, "to", datetime.now(UTC).date())
-    first = _day(request, "from", last - timedelta(days=29))
-    return first, last
+    """The form's days; a field left empty is absent (``service.reports.report_days``)."""
+    params = request.query_params
+    return report_days(params.get("from") or None, params.get("to") or None, today=utcnow().date())
 
 
 async def _rows(request: Request, visitor: Visitor) -> tuple[date, date, list[dict[str, Any]]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from nextoffer.errors import BadRequest, NotFound
@@ -23,6 +23,25 @@ from nextoffer.storage.store import Store
 
 #: The longest report one request may ask for.
 MAX_DAYS = 366
+#: The days a report covers when it names no first day: this many, ending with its last.
+DEFAULT_DAYS = 30
+
+
+def report_days(from_text: str | None, to_text: str | None, *, today: date) -> tuple[date, date]:
+    """A report's first and last day from its ``from`` and ``to`` (``YYYY-MM-DD``; without
+    ``to``, ``today``; without ``from``, :data:`DEFAULT_DAYS` ending with ``to``, or as many
+    as the calendar has before it). The range itself is checked by the report."""
+    last = _day(to_text, "to") if to_text is not None else today
+    if from_text is not None:
+        return _day(from_text, "from"), last
+    return last - timedelta(days=min(DEFAULT_DAYS - 1, (last - date.min).days)), last
+
+
+def _day(text: str, name: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be a date, YYYY-MM-DD", pointer=name) from exc
 
 
 class Reports:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,26 +11,18 @@ from starlette.routing import Route
 from nextoffer.api.context import authenticate, nextoffer
 from nextoffer.api.responses import json_response
 from nextoffer.errors import BadRequest
-
-
-def _day(request: Request, name: str, default: date) -> date:
-    text = request.query_params.get(name)
-    if text is None:
-        return default
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise BadRequest(f"{name} must be a date, YYYY-MM-DD", pointer=name) from exc
+from nextoffer.ids import utcnow
+from nextoffer.service.reports import report_days
 
 
 def _window(request: Request) -> tuple[str, date, date]:
-    """The report's ``containerId`` (required) and its days, ``from``–``to`` (default: the
-    30 days up to today)."""
-    container_id = request.query_params.get("containerId")
+    """The report's ``containerId`` (required) and its days (``service.reports.report_days``)."""
+    params = request.query_params
+    container_id = params.get("containerId")
     if not container_id:
         raise BadRequest("containerId is required", pointer="containerId")
-    last = _day(request, "to", datetime.now(UTC).date())
-    return container_id, _day(request, "from", last - timedelta(days=29)), last
+    first, last = report_days(params.get("from"), params.get("to"), today=utcnow().date())
+    return container_id, first, last
 
 
 async def offers_report(request: Request) -> Response:
