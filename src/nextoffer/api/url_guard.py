@@ -1,7 +1,7 @@
 """Requests refused before any route reads them: a NUL character (``%00``) in the URL.
 
 No identifier, name or filter of the APIs can hold a NUL: PostgreSQL's text cannot store
-one, and request bodies holding one are refused as well (``bodies.check_no_nul``). Left
+one, and request bodies holding one are refused as well (``bodies.read_json``). Left
 to the routes, such a URL found nothing on SQLite (a 404, an empty page) and failed the
 query on PostgreSQL; refused here, it is a 400 on either, naming the part of the URL.
 """
