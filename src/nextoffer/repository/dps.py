@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import jsonpointer
+
 from nextoffer.errors import BadRequest, Unprocessable
 from nextoffer.ids import parse_datetime
 from nextoffer.repository import patch
@@ -212,14 +214,6 @@ def patch_view(resource: Resource) -> patch.View:
     )
 
 
-def _unescape(token: str) -> str:
-    return token.replace("~1", "/").replace("~0", "~")
-
-
-def _escape(token: str) -> str:
-    return token.replace("~", "~0").replace("/", "~1")
-
-
 def dps_pointer(resource: Resource, pointer: str) -> str:
     """The pointer into a dps body of a pointer into the stored (xcore) body."""
     if not pointer.startswith("/"):
@@ -228,7 +222,7 @@ def dps_pointer(resource: Resource, pointer: str) -> str:
     fields: tuple[Field, ...] = resource.fields
     entries: tuple[Field, ...] | None = None
     for raw in pointer[1:].split("/"):
-        token = _unescape(raw)
+        token = jsonpointer.unescape(raw)
         if entries is not None:  # a free key of a map (a rule's definedOn variable)
             out.append(raw)
             fields, entries = entries, None
@@ -245,6 +239,6 @@ def dps_pointer(resource: Resource, pointer: str) -> str:
             out.append(raw)
             fields = ()
             continue
-        out.append(_escape(field.dps))
+        out.append(jsonpointer.escape(field.dps))
         fields, entries = field.inner, (field.entries or None)
     return "/" + "/".join(out)

@@ -18,7 +18,7 @@ def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[
     top-level member ``added`` when there is no ``before`` (a create)."""
     if before is None:
         return [
-            {"op": "add", "path": "/" + _escape(key), "value": value}
+            {"op": "add", "path": "/" + jsonpointer.escape(key), "value": value}
             for key, value in after.items()
             if key != "@id"
         ]
@@ -39,7 +39,3 @@ def changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[
             change["value"] = operation["value"]
         out.append(change)
     return out
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")

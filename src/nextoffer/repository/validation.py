@@ -16,6 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
+import jsonpointer
 import jsonschema_rs
 
 from nextoffer.errors import PayloadTooLarge, Unprocessable
@@ -76,8 +77,8 @@ def fast_validator(object_type: ObjectType) -> Any:
 
 
 def pointer(parts: Iterator[Any] | list[Any], prefix: str = "") -> str:
-    escaped = (str(p).replace("~", "~0").replace("/", "~1") for p in parts)
-    return prefix + "".join("/" + p for p in escaped)
+    """The JSON pointer (RFC 6901) of the member or item at ``parts``, after ``prefix``."""
+    return prefix + "".join("/" + jsonpointer.escape(str(p)) for p in parts)
 
 
 #: What refuses a body :func:`nul_at` finds a NUL in.

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import jsonpointer
+
 from nextoffer.errors import Unprocessable
 
 MAX_IDENTITIES = 50
@@ -43,4 +45,4 @@ def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
 
 def _member(pointer: str, name: str) -> str:
     """The JSON pointer of member ``name`` under ``pointer`` (RFC 6901 escapes)."""
-    return f"{pointer}/{name.replace('~', '~0').replace('/', '~1')}"
+    return f"{pointer}/{jsonpointer.escape(name)}"
