@@ -6,8 +6,9 @@ randomness (``rng``) and the cap counters are parameters. See ``README.md`` and
 ``docs/decisioning.md``.
 """
 
+from nextoffer.engine.build import build_catalog
 from nextoffer.engine.capping import CapCounters
-from nextoffer.engine.catalog import Catalog, CatalogInstance, build_catalog
+from nextoffer.engine.catalog import Catalog, CatalogInstance
 from nextoffer.engine.diagnostics import CatalogError, CatalogErrorKind
 from nextoffer.engine.explain import CandidateTrace, PropositionTrace, Reason
 from nextoffer.engine.request import DecisionRequest, PropositionRequest

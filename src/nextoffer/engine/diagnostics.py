@@ -1,6 +1,6 @@
 """Problems found while building a catalog snapshot.
 
-:func:`~nextoffer.engine.catalog.build_catalog` never raises for a bad library: every
+:func:`~nextoffer.engine.build.build_catalog` never raises for a bad library: every
 problem becomes a :class:`CatalogError` in ``catalog.errors`` and the objects that depend
 on it are made unusable (never proposed). The service turns these into the diagnostics
 body of decisioning-api.md §1.1 and may keep serving its last good snapshot.

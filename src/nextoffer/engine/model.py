@@ -1,6 +1,6 @@
 """The compiled library objects a :class:`~nextoffer.engine.catalog.Catalog` holds.
 
-Each is a frozen dataclass built once by :func:`~nextoffer.engine.catalog.build_catalog`
+Each is a frozen dataclass built once by :func:`~nextoffer.engine.build.build_catalog`
 from a stored xcore instance; ``body`` keeps the instance's ``_instance`` object so the
 API layer can serialise any metadata it wants without the engine knowing the wire form.
 Objects compare by identity (``eq=False``): two offers are the same offer only if they
