@@ -29,6 +29,29 @@ def test_a_constraint_broken_on_sqlite_is_a_conflict() -> None:
     assert isinstance(translated(exc), Conflict)
 
 
+def test_an_integer_past_64_bits_on_sqlite_is_a_bad_request() -> None:
+    conn = sqlite3.connect(":memory:")
+    exc = raised(lambda: conn.execute("SELECT ?", (2**63,)))
+    assert isinstance(exc, OverflowError)
+    assert isinstance(translated(exc), BadRequest)
+    engine = create_engine("sqlite://")
+    try:
+        with (
+            engine.connect() as conn2,
+            pytest.raises(BadRequest, match="SQLite INTEGER"),
+            guarded(),
+        ):
+            conn2.execute(text("SELECT :v"), {"v": -(2**64)})
+    finally:
+        engine.dispose()
+
+
+def test_an_overflow_elsewhere_is_left_to_propagate() -> None:
+    exc = raised(lambda: float(10**400))
+    assert isinstance(exc, OverflowError)
+    assert translated(exc) is None
+
+
 @pytest.mark.parametrize(
     ("sql", "value"),
     [("SELECT %s::int8", 2**63), ("SELECT %s::text", "a\x00b")],

@@ -1,7 +1,8 @@
 """Driver errors become ours, here and nowhere else.
 
 A constraint the write broke → :class:`~nextoffer.errors.Conflict`; a value the database
-cannot hold (a data exception: a number out of its range, a NUL in text) →
+cannot hold (a data exception: a number out of its range, a NUL in text; on SQLite an
+integer past 64 bits, which the driver refuses before the database sees it) →
 :class:`~nextoffer.errors.BadRequest`, since the request carried it; the database gone,
 locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`. Both
 SQLAlchemy's errors (sessions) and the drivers' own — ``sqlite3``'s and psycopg's, on the
@@ -40,6 +41,13 @@ def _driver_errors() -> tuple[_Errors, _Errors, _Errors]:
     )
 
 
+def _too_large_for_sqlite(exc: BaseException) -> bool:
+    """Whether ``exc`` is sqlite3's refusal to bind an integer past 64 bits: an
+    ``OverflowError``, not a ``sqlite3.Error`` (nor wrapped by SQLAlchemy), known by the
+    message the module gives it."""
+    return isinstance(exc, OverflowError) and "to SQLite INTEGER" in str(exc)
+
+
 def translated(exc: BaseException) -> NextOfferError | None:
     """Our error for a driver error; ``None`` for anything else (left to propagate)."""
     if isinstance(exc, NextOfferError):
@@ -48,7 +56,7 @@ def translated(exc: BaseException) -> NextOfferError | None:
     integrity, data, errors = _driver_errors()
     if isinstance(exc, (SqlIntegrityError, *integrity)):
         return Conflict(f"the write conflicts with stored data: {cause}")
-    if isinstance(exc, (SqlDataError, *data)):
+    if isinstance(exc, (SqlDataError, *data)) or _too_large_for_sqlite(exc):
         return BadRequest(f"a value the database cannot hold: {cause}")
     if isinstance(exc, (DBAPIError, *errors)):
         return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
