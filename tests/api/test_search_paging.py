@@ -9,9 +9,14 @@ import pytest
 
 from nextoffer.ids import epoch_micros, parse_datetime
 from support import schema
+from support.dps import Dps
 
 BASE = "/data/core/xcore"
 TAG = schema("tag")
+OFFER = schema("personalized-offer")
+#: Priorities whose number PostgreSQL's jsonb writes back without an exponent, an integer
+#: past 64 bits to whoever reads it (1e20 as 100000000000000000000), beside ordinary ones.
+HUGE = [10**30, 10**20, 7, 2**63, 10**25, 3]
 
 
 @pytest.fixture
@@ -143,3 +148,49 @@ def walk_all(tenant, url: str) -> list[str]:
         out.extend(r["instanceId"] for r in body["_embedded"]["results"])
         url = BASE + body["_links"]["next"]["href"] if "next" in body["_links"] else ""
     return out
+
+
+@pytest.fixture
+def huge_offers(tenant) -> dict[str, str]:
+    """instanceId → @id of offers ranked by :data:`HUGE`."""
+    made = {}
+    for n, priority in enumerate(HUGE):
+        receipt = tenant.create(
+            "personalized-offer",
+            {
+                "xdm:name": f"huge {n}",
+                "xdm:status": "draft",
+                "xdm:rank": {"xdm:priority": priority},
+            },
+        )
+        made[receipt["instanceId"]] = receipt["@id"]
+    return made
+
+
+@pytest.mark.parametrize(
+    "order", ["-_instance.xdm:rank.xdm:priority", "_instance.xdm:rank.xdm:priority"]
+)
+def test_paging_by_a_priority_past_64_bits_gets_each_offer_once(tenant, huge_offers, order):
+    url = f"{BASE}/{tenant.container}/instances?schema={OFFER}&limit=2&orderby={quote(order)}"
+    seen = walk(tenant, url)
+    ids = [item["instanceId"] for item in seen]
+    assert len(ids) == len(set(ids)) and set(ids) == set(huge_offers)
+    priorities = [item["_instance"]["xdm:rank"]["xdm:priority"] for item in seen]
+    assert priorities == sorted(priorities, reverse=order.startswith("-"))
+
+
+@pytest.mark.parametrize("order", ["-rank.priority", "rank.priority"])
+def test_dps_paging_by_a_priority_past_64_bits_gets_each_offer_once(tenant, huge_offers, order):
+    dps = Dps(tenant)
+    page = dps.list(f"/offers?offer-type=personalized&limit=2&orderby={quote(order)}")
+    seen: list[dict] = []
+    while True:
+        seen += page["results"]
+        following = page["_links"].get("next")
+        if following is None:
+            break
+        page = dps.list(following["href"])
+    ids = [item["id"] for item in seen]
+    assert len(ids) == len(set(ids)) and set(ids) == set(huge_offers.values())
+    priorities = [item["rank"]["priority"] for item in seen]
+    assert priorities == sorted(priorities, reverse=order.startswith("-"))

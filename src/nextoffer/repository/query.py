@@ -363,8 +363,17 @@ def format_cursor(order: Sequence[SortKey], values: Sequence[Any]) -> str:
         elif kind is Kind.TEXT:
             parts.append(_escape_part(str(value)))
         else:
-            parts.append(_escape_part(orjson.dumps(value).decode()))
+            parts.append(_escape_part(_json_text(value)))
     return ",".join(parts)
+
+
+def _json_text(value: Any) -> str:
+    """A sort value's JSON text. PostgreSQL's jsonb writes a stored number without an
+    exponent (``1e30`` comes back as 1 followed by 30 zeros), which Python reads as an
+    integer past the 64 bits orjson writes: that one is written as Python does."""
+    if type(value) is int and not -(2**63) <= value < 2**64:
+        return str(value)
+    return orjson.dumps(value).decode()
 
 
 def parse_cursor(text: str, order: Sequence[SortKey], *, where: str = "start") -> tuple[Any, ...]:
