@@ -194,3 +194,46 @@ def test_dps_paging_by_a_priority_past_64_bits_gets_each_offer_once(tenant, huge
     assert len(ids) == len(set(ids)) and set(ids) == set(huge_offers.values())
     priorities = [item["rank"]["priority"] for item in seen]
     assert priorities == sorted(priorities, reverse=order.startswith("-"))
+
+
+#: A free property of placements holding every kind of JSON value, in the order it sorts
+#: ascending (docs/api.md, "orderby"): missing and null first (between them by
+#: instanceId), then numbers with booleans as 0 and 1, then strings by code point, an
+#: object or array among them as its JSON text ("[1]" after "A", "{…}" after "b").
+MIXED = [-1, True, 3, "A", [1], "b", {"k": 1}]
+PLACEMENT = schema("offer-placement")
+
+
+@pytest.fixture
+def mixed_placements(tenant) -> dict[str, object]:
+    """instanceId → the value of ``offerui:v`` (``...`` when missing)."""
+    made: dict[str, object] = {}
+    for n, value in enumerate([..., None, *reversed(MIXED)]):
+        body = {"xdm:name": f"mixed {n}", "xdm:channel": "web", "xdm:componentType": "html"}
+        if value is not ...:
+            body["offerui:v"] = value
+        made[tenant.create("offer-placement", body)["instanceId"]] = value
+    return made
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_every_kind_of_value_sorts_alike_on_both_backends(tenant, mixed_placements, descending):
+    order = ("-" if descending else "") + "_instance.offerui:v"
+    url = f"{BASE}/{tenant.container}/instances?schema={PLACEMENT}&limit=2&orderby={quote(order)}"
+    seen = [item["instanceId"] for item in walk(tenant, url)]
+    assert len(seen) == len(set(seen)) == len(mixed_placements)
+    values = [mixed_placements[i] for i in seen]
+    lowest = sorted(i for i, v in mixed_placements.items() if v in (None, ...))
+    expected = [mixed_placements[i] for i in lowest] + MIXED
+    if descending:  # the values reversed, missing and null still ordered by instanceId
+        expected = MIXED[::-1] + [mixed_placements[i] for i in lowest]
+    assert values == expected
+
+
+@pytest.mark.parametrize(
+    "order", ["_instance.xdm:rank", "-_instance.xdm:rank", "_instance.xdm:representations"]
+)
+def test_paging_by_an_object_or_array_gets_each_offer_once(tenant, huge_offers, order):
+    url = f"{BASE}/{tenant.container}/instances?schema={OFFER}&limit=2&orderby={quote(order)}"
+    ids = [item["instanceId"] for item in walk(tenant, url)]
+    assert len(ids) == len(set(ids)) and set(ids) == set(huge_offers)

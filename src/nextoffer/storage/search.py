@@ -134,9 +134,19 @@ class Dialect:
     name = "sqlite"
 
     def json_value(self, parts: tuple[str, ...]) -> ColumnElement[Any]:
-        """The value at ``parts`` of the instance body, typed (for sorting)."""
+        """The value at ``parts`` of the instance body, as it sorts: missing and ``null``
+        lowest, then numbers (booleans as 0 and 1), then strings in code-point order, an
+        object or array among them as its JSON text (docs/api.md, "orderby")."""
         path = "$" + "".join(f'."{p}"' for p in parts)
         return func.json_extract(_i.c.body, path)
+
+    def sort_value(self, stored: Any) -> Any:
+        """A cursor's value for what :meth:`json_value` read."""
+        return stored
+
+    def sort_bound(self, value: Any) -> Any:
+        """What a cursor's value is compared to :meth:`json_value` as."""
+        return value
 
     def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
         return func.nextoffer_regexp(pattern, value) == 1
@@ -496,11 +506,12 @@ class _Builder:
             return expr.is_not(None) if value is None else expr > value
         return false() if value is None else or_(expr < value, expr.is_(None))
 
-    @staticmethod
-    def _bind(key: SortKey, value: Any) -> Any:
+    def _bind(self, key: SortKey, value: Any) -> Any:
         if isinstance(value, bool):
-            return 1 if value else 0  # json_extract reads JSON booleans as 1 and 0
-        return value
+            value = 1 if value else 0  # json_extract reads JSON booleans as 1 and 0
+        if key.path.kind in (Kind.DATE, Kind.INT, Kind.TEXT):
+            return value
+        return self.dialect.sort_bound(value)
 
 
 def _ordering(keys: list[tuple[ColumnElement[Any], SortKey]]) -> list[ColumnElement[Any]]:
@@ -516,8 +527,11 @@ def _ordering(keys: list[tuple[ColumnElement[Any], SortKey]]) -> list[ColumnElem
     return out
 
 
-def _cursor_value(key: SortKey, value: Any) -> Any:
-    return int(value) if key.path.kind in (Kind.DATE, Kind.INT) else value
+def _cursor_value(dialect: Dialect, key: SortKey, value: Any) -> Any:
+    kind = key.path.kind
+    if kind in (Kind.DATE, Kind.INT):
+        return int(value)
+    return value if kind is Kind.TEXT else dialect.sort_value(value)
 
 
 _INDEXED_SORTS = frozenset({"instanceId", "repo:createdDate", "repo:lastModifiedDate"})
@@ -616,7 +630,10 @@ def find(
         _deadline.at = None
     records = [instance_from_row(row) for row in rows]
     sort_values = [
-        tuple(_cursor_value(key, getattr(row, f"k{n}")) for n, (_, key) in enumerate(keys))
+        tuple(
+            _cursor_value(builder.dialect, key, getattr(row, f"k{n}"))
+            for n, (_, key) in enumerate(keys)
+        )
         for row in rows
     ]
     return Page(records, total, sort_values)

@@ -74,14 +74,27 @@ class PostgresDialect(Dialect):
     name = "postgresql"
 
     def json_value(self, parts: tuple[str, ...]) -> ColumnElement[Any]:
+        """As SQLite's, in jsonb, whose own order puts strings below numbers and objects
+        and arrays above both: a string sorts as a one-string array (above every
+        number; arrays compare item by item), an object or array as one holding its
+        text, a boolean as 0 or 1. :meth:`sort_value` and :meth:`sort_bound` take the
+        arrays off a cursor's values and put them back."""
         value = cast(_i.c.body, JSONB).op("#>")(cast(list(parts), ARRAY(TEXT)))
         kind = func.jsonb_typeof(value)
         typed = case(
+            (kind == "number", value),
+            (kind == "string", func.jsonb_build_array(value)),
             (kind == "boolean", func.to_jsonb(cast(cast(value, Boolean), Integer))),
-            (kind == "null", null()),
-            else_=value,
+            (kind.in_(["object", "array"]), func.jsonb_build_array(cast(value, TEXT))),
+            else_=null(),  # missing, or JSON null
         )
         return type_coerce(typed, _SortKey())
+
+    def sort_value(self, stored: Any) -> Any:
+        return stored[0] if isinstance(stored, list) else stored
+
+    def sort_bound(self, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 
     def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
         return value.op("~*")(literal(f"^(?:{pattern})$"))
