@@ -5,8 +5,9 @@ with SQLite's ``json_extract``, a Python ``REGEXP`` function, ``GLOB`` and FTS5.
 piece           SQLite                                       PostgreSQL (here)
 =============== ============================================ ===============================
 sort by a JSON  ``json_extract(body, '$."a"."b"')``          ``body::jsonb #> '{a,b}'``
-property                                                     (booleans as 1/0, JSON null as
-                                                             SQL NULL, as json_extract does)
+property                                                     in SQLite's order (booleans as
+                                                             1/0, null as SQL NULL, strings
+                                                             above numbers: json_value)
 ``~`` pattern   Python ``re`` fullmatch, ignoring case,      ``~*`` anchored as
                 2 s budget per request                       ``^(?:pattern)$``
 name wildcards  ``GLOB``                                     ``LIKE`` with ``\\`` escapes
@@ -18,12 +19,11 @@ Both sides find words the same way: ``vwords`` holds the tokens of
 :func:`nextoffer.repository.query.tokens` (``search_index.words``), the ones a ``q`` term
 is split into, so accents, URLs and e-mail addresses split alike on both databases.
 
-Known differences, documented in ``docs/deploy.md``: values of *different JSON types* at
-one sort path order differently (jsonb puts strings before numbers, SQLite numbers first);
-text *sorts* by the database's collation (create it with ``C.UTF-8`` for SQLite's byte
-order) while filters *compare* in code point order whatever it is (``vtext`` is
-``COLLATE "C"``); the regular-expression budget is PostgreSQL's ``statement_timeout`` (its engine
-does not backtrack exponentially as Python's does).
+Known differences, documented in ``docs/deploy.md``: text *sorts* by the database's
+collation (create it with ``C.UTF-8`` for SQLite's byte order) while filters *compare* in
+code point order whatever it is (``vtext`` is ``COLLATE "C"``); an object sorts as
+jsonb's text of it; the regular-expression budget is PostgreSQL's ``statement_timeout``
+(its engine does not backtrack exponentially as Python's does).
 """
 
 from __future__ import annotations
