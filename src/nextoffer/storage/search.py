@@ -148,6 +148,10 @@ class Dialect:
         """What a cursor's value is compared to :meth:`json_value` as."""
         return value
 
+    def text_test(self, op: Op, value: ColumnElement[Any], text: str) -> ColumnElement[bool]:
+        """A string row's ``vtext`` compared to ``text`` by ``op`` (``==`` … ``>=``)."""
+        return _compare(op, value, text)
+
     def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
         return func.nextoffer_regexp(pattern, value) == 1
 
@@ -372,7 +376,7 @@ class _Builder:
         # every row with a vtext (s, b, d) compares as text. Each test names its vtypes,
         # which lead the (scope, path, vtype, value) indexes: one range per vtype.
         text_types = ["s", "b"] if literal_.instant_us is not None else ["s", "b", "d"]
-        tests = [and_(v.vtype.in_(text_types), _compare(op, v.vtext, literal_.text))]
+        tests = [and_(v.vtype.in_(text_types), self.dialect.text_test(op, v.vtext, literal_.text))]
         if literal_.instant_us is not None:
             tests.append(and_(v.vtype == "d", _compare(op, v.vnum, float(literal_.instant_us))))
         if literal_.number is not None:
@@ -457,7 +461,7 @@ class _Builder:
             name_test = (
                 self.dialect.wildcard(v.vtext, query.name)
                 if query.name_wildcard
-                else v.vtext == query.name
+                else self.dialect.text_test(Op.EQ, v.vtext, query.name)
             )
             where.append(
                 self._values(

@@ -64,6 +64,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
+    func,
     insert,
     select,
     text,
@@ -130,13 +131,26 @@ search_values = Table(
     Column("vwords", Text().with_variant(TSVECTOR(), "postgresql")),
     # vtype before the value: a typed test (``vtype = 'n' AND vnum >= 90``) is one range,
     # never a row lookup per candidate.
-    Index("ix_search_values_text", "scope", "path", "vtype", "vtext", "instance_id"),
     Index("ix_search_values_num", "scope", "path", "vtype", "vnum", "instance_id"),
     Index("ix_search_values_instance", "instance_id"),
 )
-Index("ix_search_values_words", search_values.c.vwords, postgresql_using="gin").ddl_if(
-    dialect="postgresql"
+#: Characters of a string PostgreSQL's index holds (at most 800 bytes, under its b-tree
+#: entry's 2,704): the first ones, tested through the index, the whole string on the row
+#: (migration ``0018_search_text_prefix``). SQLite indexes the whole string.
+TEXT_PREFIX = 200
+_v = search_values.c
+Index("ix_search_values_text", _v.scope, _v.path, _v.vtype, _v.vtext, _v.instance_id).ddl_if(
+    dialect="sqlite"
 )
+Index(
+    "ix_search_values_text_prefix",
+    _v.scope,
+    _v.path,
+    _v.vtype,
+    func.left(_v.vtext, TEXT_PREFIX),
+    _v.instance_id,
+).ddl_if(dialect="postgresql")
+Index("ix_search_values_words", _v.vwords, postgresql_using="gin").ddl_if(dialect="postgresql")
 
 search_state = Table(
     "search_state",

@@ -37,6 +37,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     Select,
+    and_,
     case,
     cast,
     func,
@@ -50,10 +51,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TEXT
 from sqlalchemy.types import TypeDecorator
 
-from nextoffer.repository.query import Path, Term, TermKind, TextQuery
+from nextoffer.repository.query import Op, Path, Term, TermKind, TextQuery
 from nextoffer.storage import tables as t
 from nextoffer.storage.search import SQLITE, Dialect, IdSet, combine
-from nextoffer.storage.search_index import search_docs, search_values
+from nextoffer.storage.search_index import TEXT_PREFIX, search_docs, search_values
 
 _i = t.instances
 _SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
@@ -68,6 +69,12 @@ class _SortKey(TypeDecorator[Any]):
 
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return self
+
+
+def _prefix(value: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``left(vtext, 200)``, as ``ix_search_values_text_prefix`` holds it (the length
+    written out, not bound: an index on an expression serves only that expression)."""
+    return func.left(value, literal_column(str(TEXT_PREFIX)))
 
 
 class PostgresDialect(Dialect):
@@ -96,25 +103,40 @@ class PostgresDialect(Dialect):
     def sort_bound(self, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    def text_test(self, op: Op, value: ColumnElement[Any], text: str) -> ColumnElement[bool]:
+        """As SQLite's, with the index's part first: the strings' first
+        :data:`~nextoffer.storage.search_index.TEXT_PREFIX` characters, which order as
+        the strings do (a string below another has a prefix no greater than its)."""
+        head = text[:TEXT_PREFIX]
+        prefix = _prefix(value)
+        if op is Op.EQ:
+            bound = prefix == head
+        else:
+            bound = prefix <= head if op in (Op.LT, Op.LE) else prefix >= head
+        return and_(bound, super().text_test(op, value, text))
+
     def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
         return value.op("~*")(literal(f"^(?:{pattern})$"))
 
     def wildcard(self, value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
-        out: list[str] = []
+        """``LIKE``, after a ``LIKE`` of the pattern's literal start on the indexed prefix
+        (one index range: the prefix is in the "C" collation)."""
+        out: list[str] = []  # one LIKE token per character of the pattern
+        literal_start = -1  # how many tokens precede the first wildcard (-1: none yet)
         chars = iter(pattern)
         for char in chars:
+            if char in "*?":
+                literal_start = len(out) if literal_start < 0 else literal_start
+                out.append("%" if char == "*" else "_")
+                continue
             if char == "\\":
                 char = next(chars, "\\")
-                out.append("\\" + char if char in "%_\\" else char)
-            elif char == "*":
-                out.append("%")
-            elif char == "?":
-                out.append("_")
-            elif char in "%_":
-                out.append("\\" + char)
-            else:
-                out.append(char)
-        return value.like("".join(out), escape="\\")
+            out.append("\\" + char if char in "%_\\" else char)
+        whole = value.like("".join(out), escape="\\")
+        start = out[: literal_start if literal_start >= 0 else len(out)][:TEXT_PREFIX]
+        if not start:
+            return whole
+        return and_(_prefix(value).like("".join(start) + "%", escape="\\"), whole)
 
     def text_ids(self, scope: int, text: TextQuery) -> IdSet:
         """As SQLite's, on ``search_docs.words`` when no ``field`` is named and every term
