@@ -106,3 +106,20 @@ def test_a_long_string_is_read_back_whole_and_deleted(tenant, long_placements):
     deleted = tenant.client.delete(url, headers=tenant.headers)
     assert deleted.status_code == 202, deleted.text
     assert found(tenant, property=f"_instance.xdm:description=={LOW}") == set()
+
+
+def test_a_name_of_1024_characters_outside_latin_1_is_stored_and_listed(tenant):
+    # Random CJK characters, 3 bytes each: 3 KB that do not compress.
+    rng = random.Random(6)
+    name = "".join(chr(0x4E00 + rng.randrange(20000)) for _ in range(1024))
+    created = tenant.create(
+        "offer-placement", {"xdm:name": name, "xdm:channel": "web", "xdm:componentType": "html"}
+    )
+    assert found(tenant, name=name) == {created["instanceId"]}
+    page = tenant.client.get(
+        f"{BASE}/{tenant.container}/instances?"
+        + urlencode({"schema": PLACEMENT, "orderby": "_instance.xdm:name"}),
+        headers=tenant.headers,
+    )
+    assert page.status_code == 200
+    assert page.json()["_embedded"]["results"][0]["_instance"]["xdm:name"] == name

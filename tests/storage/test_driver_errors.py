@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import sqlite3
 
 import psycopg
@@ -61,6 +62,18 @@ def test_a_value_postgresql_cannot_hold_is_a_bad_request(sql: str, value: object
     with psycopg.connect(postgres_url()) as conn:
         exc = raised(lambda: conn.execute(sql, (value,)))
     assert isinstance(exc, psycopg.DataError)
+    assert isinstance(translated(exc), BadRequest)
+
+
+def test_a_value_past_an_index_entry_on_postgresql_is_a_bad_request() -> None:
+    # 3,000 random CJK characters (9 KB that do not compress) in a b-tree of 2,704 bytes.
+    rng = random.Random(7)
+    value = "".join(chr(0x4E00 + rng.randrange(20000)) for _ in range(3000))
+    with psycopg.connect(postgres_url()) as conn:
+        conn.execute("CREATE TEMPORARY TABLE t (v text)")
+        conn.execute("CREATE INDEX ON t (v)")
+        exc = raised(lambda: conn.execute("INSERT INTO t VALUES (%s)", (value,)))
+    assert getattr(exc, "sqlstate", "") == "54000", exc
     assert isinstance(translated(exc), BadRequest)
 
 

@@ -56,11 +56,13 @@ EXPRESSION_INDEXES = frozenset({"ix_instances_created_ms", "ix_instances_modifie
 
 
 #: PostgreSQL's only (an expression: checked by name there, as the ones above).
-POSTGRES_EXPRESSION_INDEXES = frozenset({"ix_search_values_text_prefix"})
+POSTGRES_EXPRESSION_INDEXES = frozenset(
+    {"ix_search_values_text_prefix", "ix_instances_name_prefix"}
+)
 
 #: Indexes one dialect has (``ddl_if``): the metadata lists them for every dialect.
 POSTGRES_ONLY_INDEXES = frozenset({"ix_search_values_words", "ix_search_docs_words"})
-SQLITE_ONLY_INDEXES = frozenset({"ix_search_values_text"})
+SQLITE_ONLY_INDEXES = frozenset({"ix_search_values_text", "ix_instances_name"})
 
 
 def _filter(dialect: str) -> Callable[..., bool]:

@@ -2,7 +2,8 @@
 
 A constraint the write broke → :class:`~nextoffer.errors.Conflict`; a value the database
 cannot hold (a data exception: a number out of its range, a NUL in text; on SQLite an
-integer past 64 bits, which the driver refuses before the database sees it) →
+integer past 64 bits, which the driver refuses before the database sees it; on PostgreSQL
+a value past one of its limits, such as an index entry's size) →
 :class:`~nextoffer.errors.BadRequest`, since the request carried it; the database gone,
 locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`. Both
 SQLAlchemy's errors (sessions) and the drivers' own — ``sqlite3``'s and psycopg's, on the
@@ -41,6 +42,13 @@ def _driver_errors() -> tuple[_Errors, _Errors, _Errors]:
     )
 
 
+def _past_a_limit(cause: BaseException | None) -> bool:
+    """Whether PostgreSQL refused a value as past one of its limits (SQLSTATE class 54:
+    an index entry over 2,704 bytes, a key too long). The request carried it: sending it
+    again cannot succeed, so it is no outage."""
+    return str(getattr(cause, "sqlstate", "") or "").startswith("54")
+
+
 def _too_large_for_sqlite(exc: BaseException) -> bool:
     """Whether ``exc`` is sqlite3's refusal to bind an integer past 64 bits: an
     ``OverflowError``, not a ``sqlite3.Error`` (nor wrapped by SQLAlchemy), known by the
@@ -58,6 +66,8 @@ def translated(exc: BaseException) -> NextOfferError | None:
         return Conflict(f"the write conflicts with stored data: {cause}")
     if isinstance(exc, (SqlDataError, *data)) or _too_large_for_sqlite(exc):
         return BadRequest(f"a value the database cannot hold: {cause}")
+    if _past_a_limit(cause):
+        return BadRequest(f"a value too large for the database to index: {cause}")
     if isinstance(exc, (DBAPIError, *errors)):
         return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
     if isinstance(exc, PoolTimeout):

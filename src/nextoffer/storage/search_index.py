@@ -64,7 +64,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
-    func,
     insert,
     select,
     text,
@@ -134,10 +133,6 @@ search_values = Table(
     Index("ix_search_values_num", "scope", "path", "vtype", "vnum", "instance_id"),
     Index("ix_search_values_instance", "instance_id"),
 )
-#: Characters of a string PostgreSQL's index holds (at most 800 bytes, under its b-tree
-#: entry's 2,704): the first ones, tested through the index, the whole string on the row
-#: (migration ``0018_search_text_prefix``). SQLite indexes the whole string.
-TEXT_PREFIX = 200
 _v = search_values.c
 Index("ix_search_values_text", _v.scope, _v.path, _v.vtype, _v.vtext, _v.instance_id).ddl_if(
     dialect="sqlite"
@@ -147,7 +142,7 @@ Index(
     _v.scope,
     _v.path,
     _v.vtype,
-    func.left(_v.vtext, TEXT_PREFIX),
+    t.indexed_prefix(_v.vtext),
     _v.instance_id,
 ).ddl_if(dialect="postgresql")
 Index("ix_search_values_words", _v.vwords, postgresql_using="gin").ddl_if(dialect="postgresql")

@@ -54,7 +54,7 @@ from sqlalchemy.types import TypeDecorator
 from nextoffer.repository.query import Op, Path, Term, TermKind, TextQuery
 from nextoffer.storage import tables as t
 from nextoffer.storage.search import SQLITE, Dialect, IdSet, combine
-from nextoffer.storage.search_index import TEXT_PREFIX, search_docs, search_values
+from nextoffer.storage.search_index import search_docs, search_values
 
 _i = t.instances
 _SIMPLE: ColumnClause[Any] = literal_column("'simple'::regconfig")
@@ -69,12 +69,6 @@ class _SortKey(TypeDecorator[Any]):
 
     def coerce_compared_value(self, op: Any, value: Any) -> Any:
         return self
-
-
-def _prefix(value: ColumnElement[Any]) -> ColumnElement[Any]:
-    """``left(vtext, 200)``, as ``ix_search_values_text_prefix`` holds it (the length
-    written out, not bound: an index on an expression serves only that expression)."""
-    return func.left(value, literal_column(str(TEXT_PREFIX)))
 
 
 class PostgresDialect(Dialect):
@@ -105,10 +99,10 @@ class PostgresDialect(Dialect):
 
     def text_test(self, op: Op, value: ColumnElement[Any], text: str) -> ColumnElement[bool]:
         """As SQLite's, with the index's part first: the strings' first
-        :data:`~nextoffer.storage.search_index.TEXT_PREFIX` characters, which order as
+        :data:`~nextoffer.storage.tables.TEXT_PREFIX` characters, which order as
         the strings do (a string below another has a prefix no greater than its)."""
-        head = text[:TEXT_PREFIX]
-        prefix = _prefix(value)
+        head = text[: t.TEXT_PREFIX]
+        prefix = t.indexed_prefix(value)
         if op is Op.EQ:
             bound = prefix == head
         else:
@@ -133,10 +127,10 @@ class PostgresDialect(Dialect):
                 char = next(chars, "\\")
             out.append("\\" + char if char in "%_\\" else char)
         whole = value.like("".join(out), escape="\\")
-        start = out[: literal_start if literal_start >= 0 else len(out)][:TEXT_PREFIX]
+        start = out[: literal_start if literal_start >= 0 else len(out)][: t.TEXT_PREFIX]
         if not start:
             return whole
-        return and_(_prefix(value).like("".join(start) + "%", escape="\\"), whole)
+        return and_(t.indexed_prefix(value).like("".join(start) + "%", escape="\\"), whole)
 
     def text_ids(self, scope: int, text: TextQuery) -> IdSet:
         """As SQLite's, on ``search_docs.words`` when no ``field`` is named and every term

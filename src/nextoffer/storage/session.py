@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord, RevisionRecord
@@ -576,10 +586,13 @@ class Session:
         """``(@id, name)`` of a schema's instances by name (the kept ``name`` column; no
         body is read): what a select of references lists."""
         instances = t.instances
+        order: list[ColumnElement[Any]] = [instances.c.name, instances.c.at_id]
+        if self.conn.dialect.name == "postgresql":  # its index holds the names' first part
+            order.insert(0, t.indexed_prefix(instances.c.name))
         rows = self.conn.execute(
             select(instances.c.at_id, instances.c.name)
             .where(instances.c.container_id == container_id, instances.c.schema_id == schema_id)
-            .order_by(instances.c.name, instances.c.at_id)
+            .order_by(*order)
             .limit(limit)
         )
         return [(row.at_id, row.name or row.at_id) for row in rows]

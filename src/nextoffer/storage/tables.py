@@ -6,6 +6,8 @@ API returns and as integer epoch microseconds for ordering and range queries.
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -20,7 +22,10 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
+    literal_column,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 metadata = MetaData()
 
@@ -117,9 +122,25 @@ instances = Table(
     Column("body", Text, nullable=False),  # the _instance object, JSON
     UniqueConstraint("container_id", "at_id", name="uq_instances_at_id"),
     Index("ix_instances_schema", "container_id", "schema_id", "instance_id"),
-    Index("ix_instances_name", "container_id", "schema_id", "name"),
     Index("ix_instances_created", "container_id", "schema_id", "created_us"),
     Index("ix_instances_modified", "container_id", "schema_id", "modified_us"),
+)
+#: Characters of a string PostgreSQL's indexes hold: a b-tree entry holds at most 2,704
+#: bytes, and these first characters at most 800 (migration ``0018_search_text_prefix``).
+#: The rest is compared on the row; SQLite indexes whole strings.
+TEXT_PREFIX = 200
+
+
+def indexed_prefix(column: ColumnElement[Any]) -> ColumnElement[Any]:
+    """``left(column, 200)``, as PostgreSQL's indexes hold it (the length written out, not
+    bound: an index on an expression serves only that expression)."""
+    return func.left(column, literal_column(str(TEXT_PREFIX)))
+
+
+_n = instances.c
+Index("ix_instances_name", _n.container_id, _n.schema_id, _n.name).ddl_if(dialect="sqlite")
+Index("ix_instances_name_prefix", _n.container_id, _n.schema_id, indexed_prefix(_n.name)).ddl_if(
+    dialect="postgresql"
 )
 
 #: Every write of an instance (issue 19): the body written, by whom, when. ``revision`` is
