@@ -79,6 +79,11 @@ def found(tenant, **params: str) -> set[str]:
         (">=", HIGH, {"high"}),
         (">=", SHARED, {"low", "high"}),
         ("<", SHARED, {"wide"}),
+        # A literal shorter than the indexed prefix, against the long strings.
+        ("==", SHARED[:50], set()),
+        (">=", SHARED[:50], {"low", "high"}),
+        ("<", SHARED[:50], {"wide"}),
+        (">", "!", {"low", "high", "wide"}),
     ],
 )
 def test_long_strings_compare_whole(tenant, long_placements, op, value, expected):

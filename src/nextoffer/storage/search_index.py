@@ -125,6 +125,11 @@ search_values = Table(
     #: whatever the database's; it also lets ``LIKE 'abc%'`` use the index).
     Column("vtext", Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")),
     Column("vnum", Float),
+    #: PostgreSQL: ``vtext``'s first :data:`~nextoffer.storage.tables.TEXT_PREFIX`
+    #: characters, what its index holds (a b-tree entry holds at most 2,704 bytes); a
+    #: column, not an expression, so that an index-only scan can answer a comparison.
+    #: NULL on SQLite, whose index holds ``vtext`` whole.
+    Column("vkey", Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")),
     #: PostgreSQL: the words of a string row (``tokens()``), which answer ``q``; NULL on
     #: SQLite, where FTS5 does (``storage/search_postgres.py``).
     Column("vwords", Text().with_variant(TSVECTOR(), "postgresql")),
@@ -137,14 +142,9 @@ _v = search_values.c
 Index("ix_search_values_text", _v.scope, _v.path, _v.vtype, _v.vtext, _v.instance_id).ddl_if(
     dialect="sqlite"
 )
-Index(
-    "ix_search_values_text_prefix",
-    _v.scope,
-    _v.path,
-    _v.vtype,
-    t.indexed_prefix(_v.vtext),
-    _v.instance_id,
-).ddl_if(dialect="postgresql")
+Index("ix_search_values_text_prefix", _v.scope, _v.path, _v.vtype, _v.vkey, _v.instance_id).ddl_if(
+    dialect="postgresql"
+)
 Index("ix_search_values_words", _v.vwords, postgresql_using="gin").ddl_if(dialect="postgresql")
 
 search_state = Table(
@@ -389,6 +389,7 @@ def _index(conn: Connection, docs: list[dict[str, Any]], bodies: list[dict[str, 
                 "path": path,
                 "vtype": vtype,
                 "vtext": vtext,
+                "vkey": vtext[: t.TEXT_PREFIX] if vtext is not None else None,
                 "vnum": vnum,
                 "vwords": words(vtext) if vtext is not None and vtype in ("s", "d") else None,
             }

@@ -98,11 +98,15 @@ class PostgresDialect(Dialect):
         return [value] if isinstance(value, str) else value
 
     def text_test(self, op: Op, value: ColumnElement[Any], text: str) -> ColumnElement[bool]:
-        """As SQLite's, with the index's part first: the strings' first
-        :data:`~nextoffer.storage.tables.TEXT_PREFIX` characters, which order as
-        the strings do (a string below another has a prefix no greater than its)."""
+        """As SQLite's, on what the index holds: ``vkey``, the strings' first
+        :data:`~nextoffer.storage.tables.TEXT_PREFIX` characters. A literal shorter than
+        that compares with a string's prefix exactly as with the string (the prefix of a
+        string past the literal's length is past it too), so the index alone answers; a
+        longer one bounds the prefix there and is compared whole on the row."""
+        prefix = search_values.c.vkey
+        if len(text) < t.TEXT_PREFIX:
+            return super().text_test(op, prefix, text)
         head = text[: t.TEXT_PREFIX]
-        prefix = t.indexed_prefix(value)
         if op is Op.EQ:
             bound = prefix == head
         else:
@@ -130,7 +134,7 @@ class PostgresDialect(Dialect):
         start = out[: literal_start if literal_start >= 0 else len(out)][: t.TEXT_PREFIX]
         if not start:
             return whole
-        return and_(t.indexed_prefix(value).like("".join(start) + "%", escape="\\"), whole)
+        return and_(search_values.c.vkey.like("".join(start) + "%", escape="\\"), whole)
 
     def text_ids(self, scope: int, text: TextQuery) -> IdSet:
         """As SQLite's, on ``search_docs.words`` when no ``field`` is named and every term
