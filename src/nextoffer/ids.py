@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import secrets
 import threading
 import uuid
@@ -43,14 +44,27 @@ def format_datetime(moment: datetime) -> str:
     return f"{last[1]}.{fraction:06d}Z"
 
 
+#: RFC 3339's ``date-time`` (section 5.6): ``T`` and ``Z`` in either case, any number of
+#: fractional digits after a dot, an offset of hours and minutes. ``datetime.fromisoformat``
+#: alone takes more of ISO 8601 (a comma, an empty fraction, ``+0100``, ``+01``, a space
+#: before the offset, offsets with seconds), which Adobe's schemas refuse.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
 def parse_datetime(text: str) -> datetime:
-    """Parse an RFC 3339 date-time (``Z`` or an offset). Raises ``ValueError``."""
-    if not isinstance(text, str) or len(text) < 20 or text[10] not in "Tt":
+    """Parse an RFC 3339 date-time (``Z`` or an offset) whose moment falls in years 1 to
+    9999 in UTC. Raises ``ValueError``."""
+    if not isinstance(text, str) or _RFC3339.fullmatch(text) is None:
         raise ValueError(f"not an RFC 3339 date-time: {text!r}")
     value = text[:-1] + "+00:00" if text[-1] in "Zz" else text
-    moment = datetime.fromisoformat(value)
-    if moment.tzinfo is None:
-        raise ValueError(f"an RFC 3339 date-time needs Z or an offset: {text!r}")
+    moment = datetime.fromisoformat(value)  # past six fractional digits, truncated
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"a moment outside years 1 to 9999 in UTC: {text!r}") from None
     return moment
 
 

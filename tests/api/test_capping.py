@@ -73,12 +73,12 @@ class Shop:
             },
         )["@id"]
 
-    def decide(self, who="alice", placement=None, dry=False):
+    def decide(self, who="alice", placement=None, dry=False, namespace="Email"):
         body = {
             "xdm:propositionRequests": [
                 {"xdm:placementId": placement or self.p1, "xdm:activityId": self.decision}
             ],
-            "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": who}]}}],
+            "xdm:profiles": [{"xdm:identityMap": {namespace: [{"xdm:id": who}]}}],
             "xdm:dryRun": dry,
         }
         response = self.tenant.client.post(
@@ -163,6 +163,20 @@ def test_decision_rule_per_profile(tenant):
     shop = Shop(tenant, [{"xdm:limit": 2, "xdm:scope": "profile"}])
     assert [shop.decide()[1] for _ in range(3)] == [shop.a["@id"], shop.a["@id"], shop.b["@id"]]
     assert shop.decide("bob")[1] == shop.a["@id"]
+
+
+def test_the_longest_identity_without_a_profile_is_capped_like_any_other(tenant):
+    # A namespace of 255 characters and an id of 1,024 (the longest each may be), in
+    # characters of two bytes: its counters are named by a digest, on PostgreSQL too,
+    # where the text form passed the columns' bounds (a 503 after every retry).
+    namespace, who = "é" * 255, "ü" * 1024
+    shop = Shop(tenant, [{"xdm:limit": 1, "xdm:scope": "profile", "xdm:events": ["impression"]}])
+    first, chosen = shop.decide(who, namespace=namespace)
+    assert chosen == shop.a["@id"]
+    assert shop.decide(who, namespace=namespace)[1] == shop.a["@id"]  # nothing seen yet
+    assert shop.feedback(first, chosen, event_id="imp-1")["stored"] == 1
+    assert shop.decide(who, namespace=namespace)[1] == shop.b["@id"]
+    assert shop.decide(who[:-1], namespace=namespace)[1] == shop.a["@id"]  # another identity
 
 
 def test_decision_rule_per_placement(tenant):

@@ -364,6 +364,35 @@ def test_invalid_fields_are_422_with_every_pointer(tenant, placement):
     }
 
 
+@pytest.mark.parametrize(
+    ("date", "valid"),
+    [
+        ("2026-12-07T10:00:00Z", True),
+        ("2026-12-07t10:00:00.123456789z", True),  # any digits; T and Z in either case
+        ("2026-12-07T10:00:00.5-05:30", True),
+        ("0001-01-01T00:00:00Z", True),
+        ("2026-12-07T10:00:00,5Z", False),  # ISO 8601's comma
+        ("2026-12-07T10:00:00.Z", False),  # an empty fraction
+        ("2026-12-07T10:00:00+0100", False),  # an offset without its colon
+        ("2026-12-07T10:00:00+01", False),
+        ("2026-12-07T10:00:00 +01:00", False),
+        ("2026-12-07T10:00:00Z\n", False),
+        ("0001-01-01T00:00:00+14:00", False),  # before year 1 in UTC
+        ("2026-02-29T00:00:00Z", False),
+    ],
+)
+def test_offer_dates_are_rfc_3339_date_times(tenant, placement, date, valid):
+    body = offer_body(placement, **{"xdm:selectionConstraint": {"xdm:startDate": date}})
+    response = post_raw(
+        tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))
+    )
+    if valid:
+        assert response.status_code == 201, response.text
+        return
+    problem = assert_problem(response, 422)
+    assert [e["pointer"] for e in problem["errors"]] == ["/xdm:selectionConstraint/xdm:startDate"]
+
+
 def test_oversize_offer_and_too_many_qualifiers_are_refused(tenant, placement):
     big = offer_body(placement, **{"xdm:description": "x" * (310 * 1024)})
     assert_problem(

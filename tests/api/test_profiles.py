@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from support.api import make_tenant
 
 
@@ -129,3 +131,55 @@ def test_profiles_are_invisible_to_other_tenants(tenant, client, db_url):
     created = upsert(other, {"Email": [{"id": "private"}]}, {"mine": True}, 201)
     mine = client.get("/data/core/nextoffer/profiles", params=params, headers=tenant.headers).json()
     assert mine["profile"] == {"secret": True} and mine["profileId"] != created["profileId"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "detail"),
+    [
+        ("_id", "i" * 256, "_id must be a string of 1 to 255 characters"),
+        ("eventType", "t" * 256, "eventType must be a string of up to 255 characters"),
+        ("timestamp", "2026-01-01T00:00:00,5Z", "timestamp must be an RFC 3339 date-time"),
+    ],
+)
+def test_an_event_past_a_bound_is_rejected_alone_on_every_backend(tenant, field, value, detail):
+    # On PostgreSQL a column's bound refused the whole batch (400) where SQLite stored it.
+    good = {"identityMap": {"Email": [{"id": "e@x.com"}]}, "timestamp": "2026-01-01T00:00:00Z"}
+    events = [{**good, "_id": "kept"}, {**good, field: value}]
+    response = tenant.client.post(
+        "/data/core/nextoffer/events", json={"events": events}, headers=tenant.headers
+    )
+    assert response.status_code == 207, response.text
+    body = response.json()
+    assert [r["status"] for r in body["results"]] == ["stored", "rejected"]
+    assert body["results"][1]["detail"] == detail
+
+
+def test_an_event_timestamp_keeps_any_number_of_fractional_digits(tenant):
+    stamp = "2026-01-01T00:00:00." + "1" * 60 + "+05:30"  # longer than the stored column
+    event = {"identityMap": {"Email": [{"id": "e@x.com"}]}, "timestamp": stamp, "_id": "e1"}
+    response = tenant.client.post(
+        "/data/core/nextoffer/events", json={"events": [event]}, headers=tenant.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == 1
+
+
+@pytest.mark.parametrize("length", [255, 256])
+def test_a_namespace_is_at_most_255_characters_on_every_backend(tenant, length):
+    namespace = "n" * length
+    upsert_response = tenant.client.post(
+        "/data/core/nextoffer/profiles",
+        json={"identityMap": {namespace: [{"id": "a@x.com"}]}, "profile": {}},
+        headers=tenant.headers,
+    )
+    event = {"identityMap": {namespace: [{"id": "a@x.com"}]}, "timestamp": "2026-01-01T00:00:00Z"}
+    events = tenant.client.post(
+        "/data/core/nextoffer/events", json={"events": [event]}, headers=tenant.headers
+    ).json()
+    if length == 255:
+        assert upsert_response.status_code == 201, upsert_response.text
+        assert events["stored"] == 1
+        return
+    assert upsert_response.status_code == 422, upsert_response.text
+    assert upsert_response.json()["pointer"] == f"/identityMap/{namespace}"
+    assert events["results"][0]["detail"] == "a namespace is at most 255 characters"

@@ -25,6 +25,7 @@ read count every capped offer as capped (caps fail closed). Neither fails the re
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 import threading
@@ -79,14 +80,30 @@ def _thread_rng() -> random.Random:
     return rng
 
 
+#: The longest identity counter scope kept as text; a longer one is named by its digest.
+MAX_SCOPE_TEXT = 256
+
+
 def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -> str:
-    """The counter scope of one profile: its id, or its first identity when unknown."""
+    """The counter scope of one profile: its id, or its first identity when unknown.
+
+    An identity's scope is ``identity:<namespace>:<id>``; past :data:`MAX_SCOPE_TEXT`
+    characters (a namespace may take 255 and an id 1,024) it is ``identity#`` and the
+    SHA-256 of the two instead, so counter keys and decision events hold it within their
+    columns' bounds and PostgreSQL's index entry size on every backend alike. ``#`` never
+    follows ``identity`` in the text form, so the two forms cannot meet."""
     if profile_id is not None:
         return profile_id
     if not identities:
         return "anonymous"
     namespace, identity = identities[0]
-    return f"identity:{namespace}:{identity}"
+    key = f"identity:{namespace}:{identity}"
+    if len(key) <= MAX_SCOPE_TEXT:
+        return key
+    digest = hashlib.sha256(
+        f"{namespace}\x00{identity}".encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return f"identity#{digest}"
 
 
 class Decisions:

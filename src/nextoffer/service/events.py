@@ -162,6 +162,9 @@ def _decided_for(runtime: Runtime, event: Mapping[str, Any], tenant: set[str]) -
     return None
 
 
+#: The longest ``_id`` and ``eventType`` an event may carry (XDM's string fields have no
+#: bound; the events table's columns have this one, on every backend alike).
+MAX_EVENT_TEXT = 255
 #: Names the stored events of an identity that has no profile (uuid5 of its counter key).
 _IDENTITY_EVENTS = uuid.UUID("6f1b1c2e-2f5e-4d0a-9a57-2b8f3c0e5d11")
 
@@ -254,11 +257,18 @@ class Events:
         event_id = event.get("_id", event.get("@id"))
         if event_id is None:
             event_id = str(uuid.uuid4())
-        elif not isinstance(event_id, str) or not event_id:
-            raise Unprocessable("_id must be a non-empty string", pointer=f"{where}/_id")
+        elif not isinstance(event_id, str) or not 0 < len(event_id) <= MAX_EVENT_TEXT:
+            raise Unprocessable(
+                f"_id must be a string of 1 to {MAX_EVENT_TEXT} characters", pointer=f"{where}/_id"
+            )
         event_type = event.get("eventType", event.get("xdm:eventType"))
-        if event_type is not None and not isinstance(event_type, str):
-            raise Unprocessable("eventType must be a string", pointer=f"{where}/eventType")
+        if event_type is not None and (
+            not isinstance(event_type, str) or len(event_type) > MAX_EVENT_TEXT
+        ):
+            raise Unprocessable(
+                f"eventType must be a string of up to {MAX_EVENT_TEXT} characters",
+                pointer=f"{where}/eventType",
+            )
         profile_id = self._profile_of(runtime, principal, event, where, stamp, tenant)
         # A profile id, or an identity's counter key (``identity:ns:id``), stored under a
         # stable id of that identity: the events table holds profile ids.
@@ -273,7 +283,7 @@ class Events:
             stored_under,
             event_id=event_id,
             event_type=event_type,
-            timestamp=str(raw_time),
+            timestamp=format_datetime(moment),
             timestamp_us=epoch_micros(moment),
             body=event,
         )

@@ -13,6 +13,10 @@ import jsonpointer
 from nextoffer.errors import Unprocessable
 
 MAX_IDENTITIES = 50
+#: The longest namespace code and identity (characters): what profiles store, on every
+#: backend alike.
+MAX_NAMESPACE = 255
+MAX_IDENTITY = 1024
 
 
 def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
@@ -24,6 +28,11 @@ def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     # The member's pointer is made only for an error: this runs on every decision.
     for namespace, entries in value.items():
+        if len(namespace) > MAX_NAMESPACE:
+            raise Unprocessable(
+                f"a namespace is at most {MAX_NAMESPACE} characters",
+                pointer=_member(pointer, namespace),
+            )
         if not namespace or not isinstance(entries, list) or not entries:
             raise Unprocessable(
                 f"namespace {namespace!r} needs a non-empty list of identities",
@@ -31,9 +40,9 @@ def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
             )
         for index, entry in enumerate(entries):
             identity = entry.get("xdm:id", entry.get("id")) if isinstance(entry, dict) else None
-            if not isinstance(identity, str) or not identity or len(identity) > 1024:
+            if not isinstance(identity, str) or not identity or len(identity) > MAX_IDENTITY:
                 raise Unprocessable(
-                    "each identity needs an id (a string of 1 to 1024 characters)",
+                    f"each identity needs an id (a string of 1 to {MAX_IDENTITY} characters)",
                     pointer=f"{_member(pointer, namespace)}/{index}",
                 )
             if (namespace, identity) not in found:
