@@ -1,4 +1,5 @@
-"""For every test group: a closing line saying which database backends the run exercised.
+"""For every test group: the ``db_url`` fixture (a test that takes it runs on SQLite and on
+PostgreSQL), and a closing line saying which database backends the run exercised.
 
 At the end of a run pytest prints, per backend, how many tests ran on it and how they
 ended, for instance::
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -83,3 +85,14 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterat
     colour = "red" if every["failed"] else "yellow" if every["skipped"] else "green"
     line = "backends: " + ", ".join(_describe(b, _counts[b]) for b in ran)
     terminalreporter.write_line(line, **{colour: True})
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A test that takes it runs on both backends: a migrated SQLite file of its own, an
+    emptied PostgreSQL database (skipped, saying why, when no server was started: see
+    support/backends.py)."""
+    if request.param == "sqlite":
+        yield backends.migrated_sqlite(tmp_path)
+        return
+    yield backends.emptied_database()

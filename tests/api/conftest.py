@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -9,17 +8,6 @@ from starlette.testclient import TestClient
 from nextoffer.api.app import create_app
 from nextoffer.settings import Settings
 from support.api import HTML, WEB, Tenant, make_tenant
-from support.backends import emptied_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Every API test runs on both backends: a fresh SQLite file, an emptied PostgreSQL
-    database (skipped, saying why, when no server was started: see support/backends.py)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nextoffer.db'}"
-        return
-    yield emptied_database()
 
 
 @pytest.fixture

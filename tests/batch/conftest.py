@@ -12,15 +12,6 @@ from starlette.testclient import TestClient
 from nextoffer.api.app import create_app
 from nextoffer.settings import Settings
 from support.api import Tenant, make_tenant
-from support.backends import emptied_database
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nextoffer.db'}"
-        return
-    yield emptied_database()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ driving Debian's chromium against a live ``nextoffer serve``)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
@@ -12,16 +11,7 @@ from starlette.testclient import TestClient
 from nextoffer.api.app import create_app
 from nextoffer.settings import Settings
 from support.api import Tenant, make_tenant
-from support.backends import emptied_database
 from support.console import sign_in
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'nextoffer.db'}"
-        return
-    yield emptied_database()
 
 
 @pytest.fixture
