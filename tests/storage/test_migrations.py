@@ -266,6 +266,45 @@ def _search(engine: Engine, cid: str, q: str) -> list[str]:
     return [record.instance_id for record in page.records]
 
 
+def _filtered(engine: Engine, cid: str, prop: str) -> list[str]:
+    search_index.ensure_current(engine)
+    with engine.connect() as conn:
+        query = parse_query([("schema", TAG), ("property", prop)])
+        page = search.find(conn, cid, query, dialect=dialect_for(conn))
+    return [record.instance_id for record in page.records]
+
+
+def test_the_text_prefix_revision_fills_the_prefix_of_strings_indexed_before_it(
+    engine: Engine,
+) -> None:
+    # 0018: PostgreSQL compares strings through vkey. A database upgraded with strings
+    # already indexed must find them as a new one does, without a reindex (SQLite leaves
+    # vkey empty and compares the strings whole).
+    migrations.upgrade(engine)
+    store = Store(engine)
+    container(store)
+    short, long = "Golden tag", "G" * 250 + " and more"
+    with store.session(write=True) as session:
+        for n, name in ((1, short), (2, long)):
+            body = {"xdm:name": name, "@id": f"xcore:tag:{n}"}
+            session.insert_instance(instance("c-1", n, body=body), [])
+    assert _filtered(engine, "c-1", f"_instance.xdm:name=={long}") == ["i-2"]  # indexed
+    migrations.downgrade(engine, PREVIOUS)
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        version = conn.execute(text("SELECT version FROM search_state")).scalar()
+        unfilled = conn.execute(
+            text("SELECT count(*) FROM search_values WHERE vtext IS NOT NULL AND vkey IS NULL")
+        ).scalar()
+    if engine.dialect.name == "postgresql":
+        assert unfilled == 0
+    assert _filtered(engine, "c-1", f"_instance.xdm:name=={short}") == ["i-1"]
+    assert _filtered(engine, "c-1", f"_instance.xdm:name=={long}") == ["i-2"]
+    assert _filtered(engine, "c-1", f"_instance.xdm:name>{long}") == ["i-1"]  # "Go" > "GG"
+    with engine.connect() as conn:  # found from the rows the revision filled, not a reindex
+        assert conn.execute(text("SELECT version FROM search_state")).scalar() == version
+
+
 def _tag_stored_at_previous(engine: Engine) -> None:
     """A database at the revision before 0007 holding one tag."""
     migrations.upgrade(engine, BEFORE_SEARCH_RESHAPED)
