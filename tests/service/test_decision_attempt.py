@@ -4,6 +4,7 @@ a refused reservation makes the service decide again (real stores: SQLite, Postg
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ import pytest
 
 from nextoffer.cli.demo import HTML, WEB
 from nextoffer.engine import PropositionRequest
+from nextoffer.errors import BadRequest
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -29,6 +31,8 @@ from nextoffer.service.decisions import DecisionCall, Decisions
 from nextoffer.service.repository import Repository
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.decision_path import DecisionRecord
+from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 from support.backends import emptied_database, redis_url
 
@@ -289,6 +293,46 @@ def test_a_decision_on_a_loop_reads_and_records_on_the_loop_on_postgres(
     assert handed == []
     assert len(world.refusals) == 1
     assert recorded(world)[-2:] == [[lib.capped], [lib.next]]
+
+
+def test_a_record_the_database_refuses_is_a_bad_request_decided_once(
+    tmp_path: Path, on_loop: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A refused reservation or an unreachable store makes the service decide again; a
+    # value the database refuses would be refused again: its 400 goes out at once,
+    # instead of a 503 after every round. SQLite refuses the record of request "refuse".
+    world = open_world(f"sqlite:///{tmp_path / 'n.db'}")
+    lib = library(world)
+    tries: list[str] = []
+    write = SqlitePath._write_batch
+
+    def refusing(conn: sqlite3.Connection, records: list[DecisionRecord], **kw: Any) -> Any:
+        ids = [(r.body or {}).get("decisionRequestId") for r in records]
+        tries.extend(i for i in ids if i is not None)
+        if "refuse" in ids:
+            raise sqlite3.DataError("a value SQLite refuses")
+        return write(conn, records, **kw)
+
+    monkeypatch.setattr(SqlitePath, "_write_batch", staticmethod(refusing))
+    call = DecisionCall(
+        propositions=(PropositionRequest(lib.decision, lib.placement),),
+        identities=[("Email", "a@x")],
+        decision_request_id="refuse",
+    )
+    try:
+        with pytest.raises(BadRequest):
+            if on_loop:
+                world.runner.run(
+                    world.decisions.decide_async(world.principal, world.container, call)
+                )
+            else:
+                world.decisions.decide(world.principal, world.container, call)
+        assert tries == ["refuse"]
+        assert recorded(world) == []
+        assert chosen(world, lib, on_loop=on_loop) == lib.capped  # the cap was not taken
+    finally:
+        world.runner.run(world.no.aclose())
+        world.runner.close()
 
 
 # -- whether decisions can run on an event loop ------------------------------------------

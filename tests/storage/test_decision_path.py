@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from nextoffer.errors import Conflict, Unavailable
+from nextoffer.errors import BadRequest, Conflict, Unavailable
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CounterKey
@@ -179,6 +179,51 @@ def test_a_conflict_in_a_loop_batch_fails_only_its_record(store: Store) -> None:
         return again.exception()
 
     assert isinstance(asyncio.run(main()), Conflict)
+
+
+#: A value SQLite cannot hold (an integer past 64 bits): the database refuses the record.
+REFUSED_US = 2**70
+
+
+def test_a_record_the_database_refuses_fails_alone_in_a_loop_batch(store: Store) -> None:
+    # Its batch is rolled back whole and written again record by record: the others of
+    # the batch are written as if it were not there, and only its caller hears of it.
+    path = path_of(store)
+    fine, refused, after = (
+        record(offers=["o-1"], reserve=[(A, 5)]),
+        record(offers=["o-2"], reserve=[(B, 5)], created_us=REFUSED_US),
+        record(offers=["o-3"], reserve=[(A, 5)]),
+    )
+
+    async def main() -> list[object]:
+        futures = [path.record(r) for r in (fine, refused, after)]  # one batch
+        return await asyncio.gather(*futures, return_exceptions=True)
+
+    answers = asyncio.run(main())
+    assert answers[0] == [] and answers[2] == []
+    assert isinstance(answers[1], BadRequest), answers[1]
+    assert stored(store, fine.proposition_id) == dict(fine.body or {})
+    assert stored(store, refused.proposition_id) is None
+    assert path.counts([A, B]) == {A: 2}
+
+
+def test_a_record_the_database_refuses_fails_alone_in_the_writer_thread_s_batch(
+    store: Store,
+) -> None:
+    path = path_of(store)
+    with store.write_lock():
+        first = path.record(record(offers=()))
+        until(first.running)  # the writer holds its first batch and waits for the lock
+        fine = record(offers=["o-1"], reserve=[(A, 5)])
+        refused = record(offers=["o-2"], reserve=[(B, 5)], created_us=REFUSED_US)
+        futures = [path.record(r) for r in (fine, refused)]
+    assert first.result(timeout=30) == []
+    assert futures[0].result(timeout=30) == []
+    with pytest.raises(BadRequest):
+        futures[1].result(timeout=30)
+    assert stored(store, fine.proposition_id) == dict(fine.body or {})
+    assert path.counts([A, B]) == {A: 1}
+    assert outcome(path, record(offers=["o-3"])) == []  # the writer goes on
 
 
 def test_a_stored_id_in_a_batch_fails_only_its_record_and_reserves_nothing(store: Store) -> None:

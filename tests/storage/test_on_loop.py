@@ -16,7 +16,7 @@ import pytest
 import redis
 import uvloop
 
-from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.errors import BadRequest, Conflict, Unavailable
 from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.decision_path import CountersElsewhere, OnLoop
 from nextoffer.storage.pg_path import PgPath
@@ -259,30 +259,33 @@ def test_a_batch_of_events_alone_is_numbered_only_once_a_fold_lets_go(
     assert stored(store, waiting.proposition_id) == dict(waiting.body or {})
 
 
-def test_a_failed_batch_on_the_loop_fails_its_records_and_the_writer_goes_on(
+def test_a_record_the_database_refuses_on_the_loop_fails_alone_and_the_writer_goes_on(
     opened: tuple[Store, PgPath],
 ) -> None:
     store, path = opened
     on = loop_of(path)
     fine = record(offers=["o-1"], reserve=[(A, 5)])
-    # Longer than the column: the events' insert fails after the counters were set.
+    # Longer than the column: the events' insert fails after the counters were set, and
+    # the batch is rolled back whole; it is written again record by record.
     broken = record("x" * 40, offers=["o-2"], reserve=[(B, 5)])
 
     async def main() -> None:
         try:
-            # Queued in one pass of the loop: one batch, written or failed as a whole.
-            failed = await asyncio.gather(
+            # Queued in one pass of the loop: one batch.
+            answers = await asyncio.gather(
                 on.record(fine), on.record(broken), return_exceptions=True
             )
-            assert all(isinstance(error, NextOfferError) for error in failed)
+            assert answers[0] == []
+            assert isinstance(answers[1], BadRequest), answers[1]
             assert await on.record(record(offers=["o-3"], reserve=[(A, 5)])) == []
         finally:
             await on.aclose()
 
     asyncio.run(main())
-    assert path.counts([A, B]) == {A: 1}
-    assert stored(store, fine.proposition_id) is None
-    assert report(store) == {"o-3": 1}
+    assert path.counts([A, B]) == {A: 2}
+    assert stored(store, fine.proposition_id) == dict(fine.body or {})
+    assert stored(store, broken.proposition_id) is None
+    assert report(store) == {"o-1": 1, "o-3": 1}
 
 
 def test_reads_on_the_loop_after_close_are_unavailable(opened: tuple[Store, PgPath]) -> None:

@@ -1,6 +1,6 @@
 """What only PostgreSQL's group-committing writer does (``storage/pg_path.py``): records of
-one batch succeed or fail alone, a failed batch fails all of its records and writes
-nothing, and writers of two processes reserve the same counters exactly, without
+one batch succeed or fail alone (a value the database refuses fails only the record
+that carries it), and writers of two processes reserve the same counters exactly, without
 deadlocking (the contract every path passes: ``test_decision_path.py``)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from nextoffer.errors import Conflict, NextOfferError
+from nextoffer.errors import BadRequest, Conflict
 from nextoffer.storage import pg_path
 from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.decision_path import DecisionRecord
@@ -115,28 +115,30 @@ def test_a_refused_record_is_not_written_and_the_others_of_its_batch_commit(
     assert report(store) == {"o-1": 2}
 
 
-def test_a_failed_batch_fails_every_record_and_writes_nothing(
+def test_a_record_the_database_refuses_fails_alone_and_the_writer_goes_on(
     opened: tuple[Store, PgPath], batches: list[int]
 ) -> None:
     store, path = opened
     with writer_held(store, path):
         fine = record(offers=["o-1"], reserve=[(A, 5)])
-        # Longer than the column: the events' insert fails after the counters were set.
+        # Longer than the column: the events' insert fails after the counters were set,
+        # and the batch is rolled back whole; it is written again record by record.
         broken = record("x" * 40, offers=["o-2"], reserve=[(B, 5)])
         futures = [path.record(r) for r in (fine, broken)]
-    for future in futures:
-        with pytest.raises(NextOfferError):
-            future.result(timeout=30)
-    assert batches == [1, 2]
-    assert path.counts([A, B]) == {}
-    assert stored(store, fine.proposition_id) is None
-    assert len(events_of(store)) == 1  # the first batch's
-    assert report(store) == {}
+    assert futures[0].result(timeout=30) == []
+    with pytest.raises(BadRequest):
+        futures[1].result(timeout=30)
+    assert batches == [1, 2, 1, 1]
+    assert path.counts([A, B]) == {A: 1}
+    assert stored(store, fine.proposition_id) == dict(fine.body or {})
+    assert stored(store, broken.proposition_id) is None
+    assert len(events_of(store)) == 2  # the first batch's and the fine record's
+    assert report(store) == {"o-1": 1}
     # The writer goes on with the next batch.
     after = record(offers=["o-3"], reserve=[(A, 5)])
     assert outcome(path, after) == []
-    assert path.counts([A]) == {A: 1}
-    assert report(store) == {"o-3": 1}
+    assert path.counts([A]) == {A: 2}
+    assert report(store) == {"o-1": 1, "o-3": 1}
 
 
 def test_two_processes_reserve_the_same_counters_exactly(opened: tuple[Store, PgPath]) -> None:

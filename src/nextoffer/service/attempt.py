@@ -33,7 +33,7 @@ from nextoffer.engine import (
 )
 from nextoffer.engine import decide as engine_decide
 from nextoffer.engine.strategy import Learned
-from nextoffer.errors import NextOfferError, Unavailable
+from nextoffer.errors import BadRequest, NextOfferError, Unavailable
 from nextoffer.ids import epoch_micros, format_datetime, uuid7
 from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import Snapshot
@@ -212,7 +212,8 @@ class Attempt:
         """Yields the counters it needs read (and receives their counts, or the
         NextOfferError that kept them from being read) or its record (and receives the
         counters that refused it, ``[]`` once written, or the NextOfferError that kept
-        it from being written); returns the outcome."""
+        it from being written: a :class:`BadRequest`, a value the database refuses, is
+        raised, since deciding again would write it again); returns the outcome."""
         plan = self._plan
         self._known = known = yield from self._read(
             plan.all_keys if self._exact else plan.unreserved_keys
@@ -253,6 +254,8 @@ class Attempt:
                 self._profile_id,
                 plan.consumed(result),
             )
+            if isinstance(answer, BadRequest):
+                raise answer  # the database refuses a value it carries: again would too
             if isinstance(answer, NextOfferError):
                 self._unreachable(answer)  # neither reserved nor recorded
                 continue

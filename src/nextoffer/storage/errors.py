@@ -5,10 +5,10 @@ cannot hold (a data exception: a number out of its range, a NUL in text; on SQLi
 integer past 64 bits, which the driver refuses before the database sees it; on PostgreSQL
 a value past one of its limits, such as an index entry's size) →
 :class:`~nextoffer.errors.BadRequest`, since the request carried it; the database gone,
-locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`. Both
-SQLAlchemy's errors (sessions) and the drivers' own — ``sqlite3``'s and psycopg's, on the
-decision paths' connections — are mapped by :func:`translated`; :func:`guarded` applies it
-to a block.
+locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`.
+SQLAlchemy's errors (sessions), the drivers' own on the decision paths' connections
+(``sqlite3``'s and psycopg's) and asyncpg's (the loop's PostgreSQL path) are all mapped
+by :func:`translated`; :func:`guarded` applies it to a block.
 """
 
 from __future__ import annotations
@@ -30,16 +30,21 @@ _Errors = tuple[type[Exception], ...]
 
 def _driver_errors() -> tuple[_Errors, _Errors, _Errors]:
     """(integrity errors, data errors, every error) of the drivers this process has
-    loaded: psycopg's only once a PostgreSQL store imported it (a SQLite server never
-    loads the driver, and nothing raises its errors before it is loaded)."""
+    loaded: psycopg's and asyncpg's only once a PostgreSQL store imported them (a SQLite
+    server never loads them, and nothing raises their errors before they are loaded)."""
+    integrity: _Errors = (sqlite3.IntegrityError,)
+    data: _Errors = (sqlite3.DataError,)
+    errors: _Errors = (sqlite3.Error,)
     psycopg = sys.modules.get("psycopg")
-    if psycopg is None:
-        return (sqlite3.IntegrityError,), (sqlite3.DataError,), (sqlite3.Error,)
-    return (
-        (sqlite3.IntegrityError, psycopg.IntegrityError),
-        (sqlite3.DataError, psycopg.DataError),
-        (sqlite3.Error, psycopg.Error),
-    )
+    if psycopg is not None:
+        integrity, data = (*integrity, psycopg.IntegrityError), (*data, psycopg.DataError)
+        errors = (*errors, psycopg.Error)
+    asyncpg = sys.modules.get("asyncpg.exceptions")
+    if asyncpg is not None:  # its errors carry the server's SQLSTATE (class 23, class 22)
+        integrity = (*integrity, asyncpg.IntegrityConstraintViolationError)
+        data = (*data, asyncpg.DataError)
+        errors = (*errors, asyncpg.PostgresError)
+    return integrity, data, errors
 
 
 def _past_a_limit(cause: BaseException | None) -> bool:

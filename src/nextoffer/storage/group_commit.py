@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from nextoffer.errors import Conflict, Unavailable
+from nextoffer.errors import BadRequest, Conflict, NextOfferError, Unavailable
 from nextoffer.storage.counters import CounterKey, counter_needs
 from nextoffer.storage.decision_path import DecisionRecord, Pending
 from nextoffer.storage.errors import translated
@@ -139,14 +139,21 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
     """Write the batch and resolve its futures: each with its record's outcome once the
     batch committed, or all with the error when it failed (then nothing was written).
     A record whose caller gave up before its turn (a cancelled future) is not written.
-    Returns whether the batch committed."""
+    Returns whether the batch committed (some of it, when it was written record by record:
+    :func:`refused_alone`)."""
     batch = [item for item in batch if _claim(item[1])]
     if not batch:
         return True
+    return _commit_claimed(batch, write)
+
+
+def _commit_claimed(batch: list[Item], write: Write) -> bool:
     try:
         outcomes = write([record for record, _ in batch])
     except Exception as exc:  # every waiting caller hears of it
         error = translated(exc) or Unavailable(f"decision records not written: {exc}")
+        if refused_alone(error, len(batch)):
+            return any([_commit_claimed([item], write) for item in batch])
         log.error("decision records not written (%d): %s", len(batch), error)
         for _, future in batch:
             future.set_exception(error)
@@ -157,6 +164,17 @@ def commit_batch(batch: list[Item], write: Write) -> bool:
         else:
             future.set_result(outcome)
     return True
+
+
+def refused_alone(error: NextOfferError, size: int) -> bool:
+    """Whether a failed batch of ``size`` records is written again record by record: the
+    database refused a value one of them carries (:class:`BadRequest`; the batch was
+    rolled back whole), and the others should not pay for it. Each is then written
+    alone, in order, and only the record that carries the value hears of it."""
+    if isinstance(error, BadRequest) and size > 1:
+        log.warning("a batch of %d records refused (%s): writing each alone", size, error)
+        return True
+    return False
 
 
 def _claim(future: Pending) -> bool:

@@ -69,6 +69,7 @@ from nextoffer.storage.group_commit import (
     already_recorded,
     counter_owners,
     plan_batch,
+    refused_alone,
 )
 from nextoffer.storage.path_sql import (
     DAILY_IN,
@@ -527,6 +528,11 @@ class PgOnLoop:
             outcomes = await self._path._write_batch_on_loop(here.writer, [r for r, _ in batch])
         except Exception as exc:  # every waiting caller hears of it; nothing was written
             error = _translated(exc, "decision records not written")
+            if refused_alone(error, len(batch)):
+                for item in batch:
+                    if not item[1].done():
+                        await self._commit(here, [item])
+                return
             log.error("decision records not written (%d): %s", len(batch), error)
             if here.writer is not None and here.writer.is_closed():
                 here.writer = None  # the next batch opens another
@@ -641,8 +647,7 @@ def _terminate(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> Non
 
 
 def _translated(exc: BaseException, what: str) -> NextOfferError:
-    """An asyncpg or connection error as the project's: a lost or refused connection is
-    :class:`Unavailable`, as psycopg's are (``storage/errors.py``)."""
-    if isinstance(exc, NextOfferError):
-        return exc
-    return Unavailable(f"{what}: {exc}")
+    """An asyncpg or connection error as the project's (``storage/errors.py``): a value
+    the database refuses is :class:`BadRequest`, a lost or refused connection
+    :class:`Unavailable`, as psycopg's are."""
+    return translated(exc) or Unavailable(f"{what}: {exc}")
