@@ -1,11 +1,16 @@
-"""Identifier formats: the version-7 UUIDs used as proposition ids and batch job ids."""
+"""Identifier formats: the version-7 UUIDs used as proposition ids and batch job ids, and
+the RFC 3339 date-times every date and timestamp is read as."""
 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
-from nextoffer.ids import IdFactory, epoch_micros, uuid7
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from nextoffer.ids import IdFactory, epoch_micros, parse_datetime, uuid7
 
 MOMENT = datetime(2026, 11, 29, 9, 30, 1, 234567, tzinfo=UTC)
 
@@ -34,3 +39,62 @@ def test_ordered_uuid7_keeps_the_order_ids_were_made_in_even_within_a_millisecon
     assert uuid.UUID(made[0]).int >> 80 == epoch_micros(MOMENT) // 1000
     # A clock that steps back does not break the order.
     assert ids.ordered_uuid7(MOMENT - timedelta(seconds=1)) > made[-1]
+
+
+@st.composite
+def rfc3339(draw: st.DrawFn) -> tuple[str, datetime]:
+    """A date-time written as RFC 3339 allows, and the moment it names (to the µs)."""
+    minutes = draw(st.integers(-(23 * 60 + 59), 23 * 60 + 59))
+    zone = timezone(timedelta(minutes=minutes))
+    local = draw(
+        st.datetimes(min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31))
+    ).replace(tzinfo=zone)
+    digits = draw(st.integers(0, 12))
+    fraction = f"{local.microsecond:06d}{draw(st.text('0123456789', min_size=6, max_size=6))}"
+    text = (
+        f"{local.year:04d}-{local.month:02d}-{local.day:02d}{draw(st.sampled_from('Tt'))}"
+        f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
+    )
+    if digits:
+        text += "." + fraction[:digits]
+    if minutes == 0 and draw(st.booleans()):
+        text += draw(st.sampled_from("Zz"))
+    else:
+        sign, value = ("-" if minutes < 0 else "+"), abs(minutes)
+        text += f"{sign}{value // 60:02d}:{value % 60:02d}"
+    kept = int(fraction[: min(digits, 6)].ljust(6, "0"))
+    return text, local.replace(microsecond=kept)
+
+
+@given(rfc3339())
+def test_every_rfc_3339_date_time_is_read_as_its_moment(case: tuple[str, datetime]) -> None:
+    text, moment = case
+    parsed = parse_datetime(text)
+    assert parsed == moment and parsed.utcoffset() == moment.utcoffset()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-12-07T10:00:00,5Z",  # ISO 8601's comma
+        "2026-12-07T10:00:00.Z",  # an empty fraction
+        "2026-12-07T10:00:00+0100",
+        "2026-12-07T10:00:00+01",
+        "2026-12-07T10:00:00+01:00:30",  # an offset with seconds
+        "2026-12-07T10:00:00 +01:00",
+        "2026-12-07 10:00:00Z",
+        "2026-12-07T10:00Z",
+        "2026-12-07T10:00:00",  # no offset
+        "2026-12-07",
+        "2026-12-07T10:00:00Z\n",
+        "\uff12026-12-07T10:00:00Z",  # a digit outside ASCII
+        "2026-12-07T10:00:60Z",  # a leap second: Python's datetime has none
+        "2026-02-29T10:00:00Z",
+        "0000-12-31T10:00:00Z",
+        "0001-01-01T00:00:00+00:01",  # before year 1 in UTC
+        "9999-12-31T23:59:59-00:01",  # after year 9999 in UTC
+    ],
+)
+def test_what_is_not_an_rfc_3339_date_time_in_years_1_to_9999_is_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_datetime(text)
