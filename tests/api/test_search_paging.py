@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from itertools import pairwise
 from urllib.parse import quote
 
@@ -228,6 +229,21 @@ def test_every_kind_of_value_sorts_alike_on_both_backends(tenant, mixed_placemen
     if descending:  # the values reversed, missing and null still ordered by instanceId
         expected = MIXED[::-1] + [mixed_placements[i] for i in lowest]
     assert values == expected
+
+
+def test_objects_sort_as_their_compact_text_in_the_order_sent_on_both_backends(tenant):
+    # jsonb writes the first {"a": 2, "bb": 1} (its keys reordered, with spaces), which
+    # sorts before {"a": 3}; as sent, compact, it is {"bb":1,"a":2}, after {"a":3}.
+    values = [{"bb": 1, "a": 2}, {"a": 3}, [1, {"z": 0, "y": 1}], [1, {"y": 2}]]
+    made = {}
+    for n, value in enumerate(values):
+        body = {"xdm:name": f"o{n}", "xdm:channel": "web", "xdm:componentType": "html"}
+        made[tenant.create("offer-placement", {**body, "offerui:v": value})["instanceId"]] = n
+    url = f"{BASE}/{tenant.container}/instances?schema={PLACEMENT}&limit=1"
+    url += "&orderby=_instance.offerui:v"
+    order = [made[item["instanceId"]] for item in walk(tenant, url)]
+    expected = sorted(made.values(), key=lambda n: json.dumps(values[n], separators=(",", ":")))
+    assert order == expected == [3, 2, 1, 0]
 
 
 @pytest.mark.parametrize(

@@ -48,7 +48,7 @@ from sqlalchemy import (
     select,
     type_coerce,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TEXT
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB, TEXT
 from sqlalchemy.types import TypeDecorator
 
 from nextoffer.repository.query import Op, Path, Term, TermKind, TextQuery
@@ -80,13 +80,17 @@ class PostgresDialect(Dialect):
         number; arrays compare item by item), an object or array as one holding its
         text, a boolean as 0 or 1. :meth:`sort_value` and :meth:`sort_bound` take the
         arrays off a cursor's values and put them back."""
-        value = cast(_i.c.body, JSONB).op("#>")(cast(list(parts), ARRAY(TEXT)))
+        path = cast(list(parts), ARRAY(TEXT))
+        value = cast(_i.c.body, JSONB).op("#>")(path)
         kind = func.jsonb_typeof(value)
+        # An object's or array's text as stored (``json`` keeps it: compact, its keys in
+        # the order sent), as SQLite's json_extract gives it; jsonb's would reorder keys.
+        as_stored = cast(cast(_i.c.body, JSON).op("#>")(path), TEXT)
         typed = case(
             (kind == "number", value),
             (kind == "string", func.jsonb_build_array(value)),
             (kind == "boolean", func.to_jsonb(cast(cast(value, Boolean), Integer))),
-            (kind.in_(["object", "array"]), func.jsonb_build_array(cast(value, TEXT))),
+            (kind.in_(["object", "array"]), func.jsonb_build_array(as_stored)),
             else_=null(),  # missing, or JSON null
         )
         return type_coerce(typed, _SortKey())
