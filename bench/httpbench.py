@@ -151,7 +151,8 @@ class Server:
     (~44 ms), which is most of what ``uvicorn-h11`` measures then.
 
     ``env`` adds ``NEXTOFFER_*`` settings (e.g. ``NEXTOFFER_METRICS=0``); the server's
-    stdout (the JSON access log when on) goes to ``log`` or is discarded.
+    stdout (the JSON access log when on) goes to ``log`` or is discarded. ``cpus`` pins
+    the server, and every process and thread it starts, to those cores.
     """
 
     def __init__(
@@ -162,6 +163,7 @@ class Server:
         env: dict[str, str] | None = None,
         log: Path | None = None,
         stack: str = "uvicorn",
+        cpus: set[int] | None = None,
     ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
@@ -183,6 +185,8 @@ class Server:
             ],
             env=env,
             stdout=self._log,
+            # On these cores from its first instruction: every thread it starts inherits.
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -17,6 +17,11 @@ repeat starting one row further on):
 * ``postgres+redis, 2 nodes`` — two server processes on the same database and Redis,
   one wrk per node at the same time; throughput is the sum, latency the worse node's.
 
+``--pin`` gives the node a core of its own: every node on core 0, and this script, with
+PostgreSQL, Redis and wrk that it starts, on the others (the node's database and load
+generator elsewhere, as in production). The two-node row is left out then (two nodes
+would share the one core).
+
 ``--sockets`` adds ``postgres+redis, 1 node, Unix sockets``: the same node reaching both
 servers through their Unix sockets instead of loopback TCP (what a node beside its
 servers would use: docs/deploy.md; ``bench/transport.py`` times one round trip each
@@ -155,6 +160,11 @@ def main() -> None:
         action="store_true",
         help="a PostgreSQL + Redis row reaching both through their Unix sockets",
     )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="each node on core 0; PostgreSQL, Redis and wrk on the other cores",
+    )
     parser.add_argument("--plot-from", type=Path, help="a saved table to draw (no run)")
     parser.add_argument("--plot", type=Path, help="with --plot-from: the PNG to write")
     args = parser.parse_args()
@@ -162,6 +172,14 @@ def main() -> None:
         plot_table(args.plot_from, args.plot or args.plot_from.with_suffix(".png"))
         return
 
+    node_cpus: set[int] | None = None
+    if args.pin:
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            parser.error("--pin needs two cores or more")
+        node_cpus = {cores[0]}
+        # Inherited by everything started from here on but the nodes: the servers, wrk.
+        os.sched_setaffinity(0, set(cores[1:]))
     services = start_services()
     folder = scratch_dir("nextoffer-bench-nodes-")
     servers: list[Server] = []
@@ -179,7 +197,9 @@ def main() -> None:
 
         def server(url: str, **env: str) -> Server:
             started = Server(
-                url, env={"NEXTOFFER_METRICS": "0", "NEXTOFFER_ACCESS_LOG": "0", **env}
+                url,
+                env={"NEXTOFFER_METRICS": "0", "NEXTOFFER_ACCESS_LOG": "0", **env},
+                cpus=node_cpus,
             )
             servers.append(started)
             return started
@@ -187,7 +207,7 @@ def main() -> None:
         sqlite_node = server(sqlite_url)
         pg_node = server(pg_url)
         redis_a = server(pg_url, NEXTOFFER_REDIS=redis_url)
-        redis_b = server(pg_url, NEXTOFFER_REDIS=redis_url)
+        redis_b = None if args.pin else server(pg_url, NEXTOFFER_REDIS=redis_url)
         one_node = [
             ("sqlite, 1 node (reference)", sqlite_node, sqlite_lib),
             ("postgres, 1 node", pg_node, pg_lib),
@@ -227,7 +247,8 @@ def main() -> None:
             ]
         for _, node, lib in one_node:
             warm(node, lib, seconds=args.warm)
-        warm(redis_b, pg_lib, seconds=args.warm)
+        if redis_b is not None:
+            warm(redis_b, pg_lib, seconds=args.warm)
 
         rows: dict[str, list[tuple[float, float, float, int, float]]] = {}
         kw = {"seconds": args.seconds, "connections": args.connections}
@@ -245,6 +266,8 @@ def main() -> None:
                     (r.requests_per_s, r.p50_ms, r.p99_ms, r.errors, _per_decision(cpu, r))
                 )
                 time.sleep(1)
+            if redis_b is None:
+                continue
             cpu = redis_a.cpu_seconds() + redis_b.cpu_seconds()
             with ThreadPoolExecutor(max_workers=2) as pool:
                 both = list(pool.map(lambda n: decisions(n, pg_lib, **kw), (redis_a, redis_b)))
@@ -268,6 +291,7 @@ def main() -> None:
         print(
             f"{machine()}; {args.connections} connections per node, {args.seconds} s per row, "
             f"median of {args.repeats}; load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
+            + (f"; nodes on core {min(node_cpus)}, the rest on the others" if node_cpus else "")
         )
         print()
         print(
