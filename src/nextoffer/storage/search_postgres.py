@@ -21,9 +21,9 @@ is split into, so accents, URLs and e-mail addresses split alike on both databas
 
 Known differences, documented in ``docs/deploy.md``: text *sorts* by the database's
 collation (create it with ``C.UTF-8`` for SQLite's byte order) while filters *compare* in
-code point order whatever it is (``vtext`` is ``COLLATE "C"``); an object sorts as
-jsonb's text of it; the regular-expression budget is PostgreSQL's ``statement_timeout``
-(its engine does not backtrack exponentially as Python's does).
+code point order whatever it is (``vtext`` is ``COLLATE "C"``); the regular-expression
+budget is PostgreSQL's ``statement_timeout`` (its engine does not backtrack exponentially
+as Python's does).
 """
 
 from __future__ import annotations
