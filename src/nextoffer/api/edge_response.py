@@ -14,9 +14,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
+from starlette.responses import Response
+
 from nextoffer.api.decision_response import first_component
+from nextoffer.api.responses import json_response
 from nextoffer.engine import FallbackOption, ObjectRef, Option, Proposition
-from nextoffer.errors import NextOfferError
+from nextoffer.errors import AuthError, NextOfferError, TooManyRequests
 from nextoffer.service.ecid import cookie_name, encode_identity
 from nextoffer.service.edge import ECID, EdgeOutcome, EdgeWarning, EventAnswer
 
@@ -183,3 +186,19 @@ def problem(exc: NextOfferError, *, request_id: str) -> Mapping[str, Any]:
     if exc.pointer is not None:
         body["report"]["pointer"] = exc.pointer
     return body
+
+
+def failure(exc: NextOfferError, request_id: str, cors: Mapping[str, str]) -> Response:
+    """The answer to a request that failed: :func:`problem`, with ``cors``' headers."""
+    headers = dict(cors)
+    if isinstance(exc, TooManyRequests):
+        headers["Retry-After"] = str(exc.retry_after)
+    status = exc.http_status if isinstance(exc, AuthError) else exc.status
+    body = dict(problem(exc, request_id=request_id))
+    body["status"] = status
+    if isinstance(exc, AuthError):  # the only one here: an origin the datastream refuses
+        body["title"] = "Forbidden"
+        body["type"] = PROBLEMS + exc.error_code
+    return json_response(
+        body, status=status, media_type="application/problem+json", headers=headers
+    )

@@ -11,7 +11,6 @@ answers 204. Errors are the Edge Network's problem details (``api/edge_response.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
 from urllib.parse import unquote_plus
 
 from starlette.requests import Request
@@ -21,7 +20,7 @@ from starlette.routing import Route
 from nextoffer.api import edge_request, edge_response
 from nextoffer.api.context import body_json, nextoffer
 from nextoffer.api.responses import json_response
-from nextoffer.errors import AuthError, BadRequest, NextOfferError, NotFound, TooManyRequests
+from nextoffer.errors import AuthError, BadRequest, NextOfferError, NotFound
 from nextoffer.root import NextOffer
 from nextoffer.service.datastreams import DatastreamRecord
 
@@ -95,21 +94,6 @@ async def _datastream(config_id: str | None, no: NextOffer) -> DatastreamRecord:
     return found
 
 
-def _failure(exc: NextOfferError, request_id: str, cors: Mapping[str, str]) -> Response:
-    headers = dict(cors)
-    if isinstance(exc, TooManyRequests):
-        headers["Retry-After"] = str(exc.retry_after)
-    status = exc.http_status if isinstance(exc, AuthError) else exc.status
-    body = dict(edge_response.problem(exc, request_id=request_id))
-    body["status"] = status
-    if isinstance(exc, AuthError):  # the only one here: an origin the datastream refuses
-        body["title"] = "Forbidden"
-        body["type"] = edge_response.PROBLEMS + exc.error_code
-    return json_response(
-        body, status=status, media_type="application/problem+json", headers=headers
-    )
-
-
 async def edge(request: Request) -> Response:
     config_id, request_id = _query(request)
     request_id = request_id or str(uuid.uuid4())
@@ -127,7 +111,7 @@ async def edge(request: Request) -> Response:
         parsed = edge_request.parse(body, cookies=cookies, collect=collect)
         outcome = await no.edge.interact(datastream, parsed)
     except NextOfferError as exc:
-        return _failure(exc, request_id, cors)
+        return edge_response.failure(exc, request_id, cors)
     if collect:
         return Response(status_code=204, headers=cors or None)
     answer = edge_response.response(
@@ -149,7 +133,7 @@ async def preflight(request: Request) -> Response:
         datastream = await _datastream(config_id, nextoffer(request))
         cors = _cors(_browser(request)[0], datastream)
     except NextOfferError as exc:
-        return _failure(exc, request_id, {})
+        return edge_response.failure(exc, request_id, {})
     if cors:
         cors["Access-Control-Allow-Methods"] = "POST, OPTIONS"
         cors["Access-Control-Allow-Headers"] = request.headers.get(
