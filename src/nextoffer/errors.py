@@ -19,6 +19,7 @@ place (``nextoffer.cli``). No route and no command writes its own error response
     │   └── PQLError               422  exit 2   a rule that does not parse or check; line+column
     ├── TooManyRequests            429  exit 6   a public endpoint's rate; ``retry_after`` seconds
     └── Unavailable                503  exit 6   a store is down; ``retry_after`` seconds
+        └── IdentityClaimed        503  exit 6   a new identity claimed by a concurrent write
 
 ``NotModified`` (304) is not an error and lives with the routes.
 """
@@ -168,3 +169,9 @@ class Unavailable(NextOfferError):
     def __init__(self, detail: str, *, retry_after: int = 1) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+class IdentityClaimed(Unavailable):
+    """Another transaction claimed an identity this one read as free (PostgreSQL: two
+    writes creating a profile for one new identity at once). The write is redone
+    (``Store.write``); a client hears of it only when every attempt lost a claim."""

@@ -200,12 +200,13 @@ class Events:
             raise PayloadTooLarge(
                 f"at most {MAX_EVENTS_PER_REQUEST} events per request", pointer="/events"
             )
-        outcomes: list[EventOutcome] = []
-        stored: list[_Stored] = []
         now = self._clock()
         stamp = format_datetime(now)
-        gathered = Gathered()
-        with self._store.session(write=True) as session:
+
+        def write(session: Session) -> tuple[list[EventOutcome], list[CounterKey], Gathered]:
+            outcomes: list[EventOutcome] = []
+            stored: list[_Stored] = []
+            gathered = Gathered()
             runtime = session.runtime
             tenant = {
                 c.container_id
@@ -223,7 +224,9 @@ class Events:
                     stored.append(kept)
             # Counted in the transaction that stored them: an event is stored and counted
             # once, or neither.
-            keys = self._count(session, principal, stored, gathered)
+            return outcomes, self._count(session, principal, stored, gathered), gathered
+
+        outcomes, keys, gathered = self._store.write(write)
         self._learning.written(gathered)
         if keys:
             try:

@@ -17,6 +17,7 @@ from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.identities import parse_identity_map
 from nextoffer.storage.runtime import ProfileRecord, Runtime
+from nextoffer.storage.session import Session
 
 #: ``ProfileRecord`` is what these use cases answer with (routes take it from here).
 __all__ = ["ProfileRecord", "Profiles", "resolve_profile_id"]
@@ -126,14 +127,18 @@ class Profiles:
         """
         parsed = _parsed(body)
         stamp = format_datetime(self._clock())
-        with self._store.session(write=True) as session:
+
+        def write(session: Session) -> tuple[ProfileRecord, bool]:
             (outcome,) = _write_many(session.runtime, principal, [parsed], stamp)
             if isinstance(outcome, NextOfferError):
                 raise outcome
             profile_id, created = outcome
             record = session.runtime.get_profile(profile_id)
-        assert record is not None  # written in the same transaction
-        self._changed([profile_id])
+            assert record is not None  # written in the same transaction
+            return record, created
+
+        record, created = self._store.write(write)
+        self._changed([record.profile_id])
         return record, created
 
     def upsert_many(self, principal: Principal, bodies: list[Any]) -> list[NextOfferError | None]:
@@ -141,8 +146,9 @@ class Profiles:
         ``None`` when written, or the error that refused it (nothing of it written)."""
         stamp = format_datetime(self._clock())
         parsed = [_parse(body) for body in bodies]
-        with self._store.session(write=True) as session:
-            outcomes = _write_many(session.runtime, principal, parsed, stamp)
+        outcomes = self._store.write(
+            lambda session: _write_many(session.runtime, principal, parsed, stamp)
+        )
         self._changed(o[0] for o in outcomes if not isinstance(o, NextOfferError))
         return [o if isinstance(o, NextOfferError) else None for o in outcomes]
 

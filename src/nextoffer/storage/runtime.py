@@ -13,6 +13,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from nextoffer.errors import IdentityClaimed
 from nextoffer.storage import tables as t
 
 
@@ -62,9 +63,13 @@ _UPDATE_PROFILE = (
     .where(t.profiles.c.profile_id == bindparam("pid"))
     .values(attributes=bindparam("attributes"), modified=bindparam("now"))
 )
+#: Answers the rows it inserted: an identity it skipped was claimed by another
+#: transaction since this one read it (:class:`~nextoffer.errors.IdentityClaimed`).
 _ADD_IDENTITY = {
-    "sqlite": sqlite.insert(t.profile_identities).on_conflict_do_nothing(),
-    "postgresql": postgresql.insert(t.profile_identities).on_conflict_do_nothing(),
+    name: dialect.insert(t.profile_identities)
+    .on_conflict_do_nothing()
+    .returning(t.profile_identities.c.namespace)
+    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
 }
 _IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.profile_id).where(
     t.profile_identities.c.org_id == bindparam("org"),
@@ -189,13 +194,19 @@ class Runtime:
     def add_identity_rows(
         self, org: str, sandbox: str, rows: Sequence[tuple[str, str, str]]
     ) -> None:
-        """Add (namespace, identity, profile id) rows: one ``executemany``. An identity
-        already naming a profile keeps it (also when another node claimed it a moment ago:
-        no read-then-insert race on PostgreSQL)."""
+        """Add (namespace, identity, profile id) rows, none of them stored when the caller
+        read them: one ``executemany``.
+
+        On PostgreSQL another transaction may claim one of them in between (two requests
+        creating a profile for one new identity). Its row then stands: the insert waits
+        for that transaction and skips the row once it commits, and this raises
+        :class:`~nextoffer.errors.IdentityClaimed` so that the caller's transaction is
+        rolled back and redone (``Store.write``), reading the claim. On SQLite a writer
+        reads under the write lock, so nothing is claimed in between."""
         if not rows:
             return
         dialect = "postgresql" if self.conn.dialect.name == "postgresql" else "sqlite"
-        self.conn.execute(
+        added = self.conn.execute(
             _ADD_IDENTITY[dialect],
             [
                 {
@@ -207,7 +218,11 @@ class Runtime:
                 }
                 for namespace, identity, profile_id in rows
             ],
-        )
+        ).all()
+        if len(added) < len(rows):
+            raise IdentityClaimed(
+                "an identity was claimed by a concurrent write; retry", retry_after=1
+            )
 
     def find_profile_ids(
         self, org: str, sandbox: str, identities: Sequence[tuple[str, str]]

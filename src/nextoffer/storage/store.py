@@ -13,16 +13,23 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
+from typing import TypeVar
 
 from sqlalchemy import Engine
 
+from nextoffer.errors import IdentityClaimed
 from nextoffer.storage import migrations
 from nextoffer.storage.checkpoints import Checkpointer
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.errors import guarded
 from nextoffer.storage.session import Session
+
+T = TypeVar("T")
+
+#: How often a write that lost the claim of a new identity is made (:meth:`Store.write`).
+WRITE_ATTEMPTS = 3
 
 
 class Store:
@@ -104,6 +111,21 @@ class Store:
             self._lock_pid = os.getpid()
             self._checkpointer = Checkpointer(self.sqlite_path, write_lock=self.write_lock)
         return self._lock_fd
+
+    def write(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one write transaction, made again in a new one when it
+        lost the claim of a new identity to a concurrent write
+        (:class:`~nextoffer.errors.IdentityClaimed`, ``Runtime.add_identity_rows``): the
+        next attempt reads that claim. ``work`` must not keep anything of a failed one."""
+        attempt = 1
+        while True:
+            try:
+                with self.session(write=True) as session:
+                    return work(session)
+            except IdentityClaimed:
+                if attempt == WRITE_ATTEMPTS:
+                    raise
+                attempt += 1
 
     @contextmanager
     def session(self, *, write: bool = False) -> Iterator[Session]:

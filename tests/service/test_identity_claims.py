@@ -1,0 +1,133 @@
+"""Two writes creating a profile for one new identity at once, on both backends.
+
+On PostgreSQL both read the identity as free; the first to commit claims it. The other
+used to skip its identity row and commit anyway: it answered "created" with a profile no
+identity names, and its attributes (a profile upsert) or its event (an event batch) went
+to that profile, where no read finds them. Now it loses the claim
+(``IdentityClaimed``), its transaction is made again (``Store.write``) and it writes to
+the profile that won. On SQLite a writer reads under the write lock, so the second write
+waits and reads the claim; the outcome is the same.
+
+Each test holds the winner's transaction open until the other write is blocked by it
+(PostgreSQL: until the server shows that backend waiting on a lock), so the race is
+taken, not hoped for.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import func, select, text
+
+from nextoffer import NextOffer, Settings
+from nextoffer.errors import IdentityClaimed
+from nextoffer.service.auth import Principal
+from nextoffer.storage import tables as t
+from nextoffer.storage.store import WRITE_ATTEMPTS
+
+T = TypeVar("T")
+ORG, SANDBOX = "CLAIM@AdobeOrg", "prod"
+IDENTITY = ("Email", "new@example.com")
+
+
+@pytest.fixture
+def no(db_url: str) -> Iterator[NextOffer]:
+    with NextOffer.open(Settings(db_url=db_url, warm_catalogs=False)) as opened:
+        yield opened
+
+
+@pytest.fixture
+def principal(no: NextOffer) -> Principal:
+    return no.bootstrap(org=ORG, sandbox=SANDBOX).principal
+
+
+def behind_a_claim(no: NextOffer, write: Callable[[], T]) -> tuple[str, T]:
+    """Run ``write`` in a thread while another transaction holds a new profile for
+    :data:`IDENTITY`, uncommitted; commit that one once ``write`` waits for it. Returns the
+    winner's profile id and what ``write`` answered."""
+    winner = "winner-profile"
+    done: Future[T] = Future()
+    with no.store.session(write=True) as session:
+        session.runtime.insert_profile(ORG, SANDBOX, winner, {"won": True}, now="2026-01-01")
+        session.runtime.add_identities(ORG, SANDBOX, winner, [IDENTITY])
+        thread = threading.Thread(target=lambda: done.set_result(write()), daemon=True)
+        thread.start()
+        _wait_until_blocked(no, session.conn)
+        assert not done.done()
+    thread.join(timeout=30)
+    return winner, done.result(timeout=0)
+
+
+def _wait_until_blocked(no: NextOffer, conn: Any) -> None:
+    """Until another backend waits on a lock this transaction holds (PostgreSQL); on
+    SQLite the writer waits for the write lock this session holds from its start, and a
+    moment lets it reach that wait."""
+    if no.store.dialect != "postgresql":
+        time.sleep(0.3)
+        return
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    )
+    deadline = time.monotonic() + 20
+    with no.store.engine.connect() as watcher:
+        while watcher.execute(waiting).scalar() == 0:
+            assert time.monotonic() < deadline, "the other write never waited for the claim"
+            time.sleep(0.02)
+
+
+def _profiles(no: NextOffer) -> int:
+    with no.store.engine.connect() as conn:
+        return int(conn.execute(select(func.count()).select_from(t.profiles)).scalar() or 0)
+
+
+def test_an_upsert_that_loses_a_new_identity_updates_the_profile_that_claimed_it(
+    no: NextOffer, principal: Principal
+) -> None:
+    body = {"identityMap": {IDENTITY[0]: [{"id": IDENTITY[1]}]}, "profile": {"late": 1}}
+    winner, (record, created) = behind_a_claim(no, lambda: no.profiles.upsert(principal, body))
+    assert (record.profile_id, created) == (winner, False)
+    assert no.profiles.get(principal, *IDENTITY).attributes == {"late": 1}
+    assert _profiles(no) == 1
+
+
+def test_an_event_that_loses_a_new_identity_is_stored_under_the_profile_that_claimed_it(
+    no: NextOffer, principal: Principal
+) -> None:
+    event = {
+        "_id": "late-event",
+        "eventType": "web.webpagedetails.pageViews",
+        "timestamp": "2026-01-01T00:00:00Z",
+        "identityMap": {IDENTITY[0]: [{"id": IDENTITY[1]}]},
+    }
+    winner, outcomes = behind_a_claim(no, lambda: no.events.append(principal, {"events": [event]}))
+    assert [o.status for o in outcomes] == ["stored"]
+    with no.store.session() as session:
+        assert [e["_id"] for e in session.runtime.recent_events(winner, limit=10)] == ["late-event"]
+    assert _profiles(no) == 1
+
+
+def test_a_write_that_keeps_losing_claims_is_made_three_times_then_answers_503(
+    no: NextOffer,
+) -> None:
+    attempts: list[int] = []
+
+    def write(session: Any) -> str:
+        attempts.append(len(attempts))
+        session.runtime.insert_profile(ORG, SANDBOX, f"p{len(attempts)}", {}, now="2026-01-01")
+        if len(attempts) < WRITE_ATTEMPTS + 1:
+            raise IdentityClaimed("claimed meanwhile")
+        return "written"
+
+    with pytest.raises(IdentityClaimed) as refused:
+        no.store.write(write)
+    assert refused.value.status == 503 and refused.value.retry_after == 1
+    assert len(attempts) == WRITE_ATTEMPTS
+    assert _profiles(no) == 0  # every attempt rolled back
+    assert no.store.write(write) == "written"  # the fourth call's first attempt
+    assert _profiles(no) == 1
