@@ -278,9 +278,7 @@ class Events:
         stored_under = (
             profile_id if len(profile_id) <= 36 else str(uuid.uuid5(_IDENTITY_EVENTS, profile_id))
         )
-        if runtime.event_exists(principal.org, principal.sandbox, event_id):
-            return EventOutcome(index, "duplicate", None, event_id), None
-        runtime.insert_event(
+        stored = runtime.insert_event(
             principal.org,
             principal.sandbox,
             stored_under,
@@ -290,6 +288,8 @@ class Events:
             timestamp_us=epoch_micros(moment),
             body=event,
         )
+        if not stored:
+            return EventOutcome(index, "duplicate", None, event_id), None
         # Feedback from the future counts now; counting never runs ahead of the clock.
         counted_at = min(moment, now)
         return EventOutcome(index, "stored", None, event_id), _Stored(

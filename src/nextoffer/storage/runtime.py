@@ -66,10 +66,17 @@ _UPDATE_PROFILE = (
 #: Answers the rows it inserted: an identity it skipped was claimed by another
 #: transaction since this one read it (:class:`~nextoffer.errors.IdentityClaimed`).
 _ADD_IDENTITY = {
-    name: dialect.insert(t.profile_identities)
+    dialect: dialect.insert(t.profile_identities)
     .on_conflict_do_nothing()
     .returning(t.profile_identities.c.namespace)
-    for name, dialect in (("sqlite", sqlite), ("postgresql", postgresql))
+    for dialect in (sqlite, postgresql)
+}
+#: An event, unless one with its id is stored (then no row: a duplicate).
+_INSERT_EVENT = {
+    dialect: dialect.insert(t.experience_events)
+    .on_conflict_do_nothing(index_elements=["org_id", "sandbox", "event_id"])
+    .returning(t.experience_events.c.seq)
+    for dialect in (sqlite, postgresql)
 }
 _IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.profile_id).where(
     t.profile_identities.c.org_id == bindparam("org"),
@@ -97,6 +104,8 @@ class Runtime:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        #: SQLAlchemy's dialect module of the connection (for its ``insert … ON CONFLICT``).
+        self._dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         #: Offers-report increments of this transaction, written by :meth:`flush`.
         self._daily: dict[tuple[str, str, str], list[int]] = {}
         #: Profiles this transaction changed or deleted: :meth:`flush` numbers them in the
@@ -205,9 +214,8 @@ class Runtime:
         reads under the write lock, so nothing is claimed in between."""
         if not rows:
             return
-        dialect = "postgresql" if self.conn.dialect.name == "postgresql" else "sqlite"
         added = self.conn.execute(
-            _ADD_IDENTITY[dialect],
+            _ADD_IDENTITY[self._dialect],
             [
                 {
                     "org_id": org,
@@ -249,14 +257,6 @@ class Runtime:
 
     # -- experience events -----------------------------------------------------------
 
-    def event_exists(self, org: str, sandbox: str, event_id: str) -> bool:
-        query = select(t.experience_events.c.seq).where(
-            t.experience_events.c.org_id == org,
-            t.experience_events.c.sandbox == sandbox,
-            t.experience_events.c.event_id == event_id,
-        )
-        return self.conn.execute(query).first() is not None
-
     def insert_event(
         self,
         org: str,
@@ -268,19 +268,24 @@ class Runtime:
         timestamp: str,
         timestamp_us: int,
         body: Mapping[str, Any],
-    ) -> None:
-        self.conn.execute(
-            insert(t.experience_events).values(
-                org_id=org,
-                sandbox=sandbox,
-                profile_id=profile_id,
-                event_id=event_id,
-                event_type=event_type,
-                timestamp=timestamp,
-                timestamp_us=timestamp_us,
-                body=orjson.dumps(body).decode(),
-            )
-        )
+    ) -> bool:
+        """Store the event; ``False`` when one with its id is stored already (a duplicate).
+        A concurrent write storing the same id first (PostgreSQL) makes this one wait for
+        its commit and answer ``False``, as if it had come after."""
+        stored = self.conn.execute(
+            _INSERT_EVENT[self._dialect],
+            {
+                "org_id": org,
+                "sandbox": sandbox,
+                "profile_id": profile_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "timestamp": timestamp,
+                "timestamp_us": timestamp_us,
+                "body": orjson.dumps(body).decode(),
+            },
+        ).first()
+        return stored is not None
 
     def recent_events(self, profile_id: str, *, limit: int) -> list[dict[str, Any]]:
         """The profile's newest ``limit`` events, oldest first."""
@@ -338,9 +343,8 @@ class Runtime:
         number N committed sees every change up to N. Inserts are not logged: a new
         profile's identities named no profile, and a cache keeps only profiles found;
         an identity added to a profile keeps its other identities' answer right."""
-        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
         bump = (
-            dialect.insert(t.profile_seq)
+            self._dialect.insert(t.profile_seq)
             .values(name=PROFILE_SEQ, seq=1)
             .on_conflict_do_update(
                 index_elements=[t.profile_seq.c.name], set_={"seq": t.profile_seq.c.seq + 1}
@@ -395,9 +399,8 @@ class Runtime:
             "c": clicks,
         }
         if self.conn.execute(_ADD_DAILY, params).rowcount == 0:
-            dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
             self.conn.execute(
-                dialect.insert(t.offer_daily)
+                self._dialect.insert(t.offer_daily)
                 .values(
                     container_id=container_id,
                     day=day,

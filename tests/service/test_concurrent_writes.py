@@ -1,16 +1,20 @@
-"""Two writes creating a profile for one new identity at once, on both backends.
+"""Two writes racing on one key, on both backends.
 
-On PostgreSQL both read the identity as free; the first to commit claims it. The other
-used to skip its identity row and commit anyway: it answered "created" with a profile no
-identity names, and its attributes (a profile upsert) or its event (an event batch) went
-to that profile, where no read finds them. Now it loses the claim
-(``IdentityClaimed``), its transaction is made again (``Store.write``) and it writes to
-the profile that won. On SQLite a writer reads under the write lock, so the second write
-waits and reads the claim; the outcome is the same.
+**A new identity.** On PostgreSQL two writes both read the identity as free; the first to
+commit claims it. The other used to skip its identity row and commit anyway: it
+answered "created" with a profile no identity names, and its attributes (a profile
+upsert) or its event (an event batch) went to that profile, where no read finds them.
+Now it loses the claim (``IdentityClaimed``), its transaction is made again
+(``Store.write``) and it writes to the profile that won.
 
-Each test holds the winner's transaction open until the other write is blocked by it
-(PostgreSQL: until the server shows that backend waiting on a lock), so the race is
-taken, not hoped for.
+**An event id.** Two batches holding an event with one ``_id``: on PostgreSQL the second
+failed whole on the unique key (409, its other events not stored). Now its copy is a
+duplicate, as if it had come after, and the rest of its batch is stored.
+
+On SQLite a writer reads under the write lock, so the second write waits and reads what
+the first wrote; the outcome is the same. Each test holds the first write's transaction
+open until the other write is blocked by it (PostgreSQL: until the server shows that
+backend waiting on a lock), so the race is taken, not hoped for.
 """
 
 from __future__ import annotations
@@ -28,11 +32,13 @@ from nextoffer import NextOffer, Settings
 from nextoffer.errors import IdentityClaimed
 from nextoffer.service.auth import Principal
 from nextoffer.storage import tables as t
+from nextoffer.storage.session import Session
 from nextoffer.storage.store import WRITE_ATTEMPTS
 
 T = TypeVar("T")
 ORG, SANDBOX = "CLAIM@AdobeOrg", "prod"
 IDENTITY = ("Email", "new@example.com")
+WINNER = "winner-profile"
 
 
 @pytest.fixture
@@ -46,24 +52,28 @@ def principal(no: NextOffer) -> Principal:
     return no.bootstrap(org=ORG, sandbox=SANDBOX).principal
 
 
-def behind_a_claim(no: NextOffer, write: Callable[[], T]) -> tuple[str, T]:
-    """Run ``write`` in a thread while another transaction holds a new profile for
-    :data:`IDENTITY`, uncommitted; commit that one once ``write`` waits for it. Returns the
-    winner's profile id and what ``write`` answered."""
-    winner = "winner-profile"
+def behind(no: NextOffer, first: Callable[[Session], None], write: Callable[[], T]) -> T:
+    """Run ``write`` in a thread while another transaction holds what ``first`` wrote,
+    uncommitted; commit that one once ``write`` waits for it. Returns what ``write``
+    answered."""
     done: Future[T] = Future()
     with no.store.session(write=True) as session:
-        session.runtime.insert_profile(ORG, SANDBOX, winner, {"won": True}, now="2026-01-01")
-        session.runtime.add_identities(ORG, SANDBOX, winner, [IDENTITY])
+        first(session)
         thread = threading.Thread(target=lambda: done.set_result(write()), daemon=True)
         thread.start()
-        _wait_until_blocked(no, session.conn)
+        _wait_until_blocked(no)
         assert not done.done()
     thread.join(timeout=30)
-    return winner, done.result(timeout=0)
+    return done.result(timeout=0)
 
 
-def _wait_until_blocked(no: NextOffer, conn: Any) -> None:
+def claim(session: Session) -> None:
+    """The first write: profile :data:`WINNER` with :data:`IDENTITY`."""
+    session.runtime.insert_profile(ORG, SANDBOX, WINNER, {"won": True}, now="2026-01-01")
+    session.runtime.add_identities(ORG, SANDBOX, WINNER, [IDENTITY])
+
+
+def _wait_until_blocked(no: NextOffer) -> None:
     """Until another backend waits on a lock this transaction holds (PostgreSQL); on
     SQLite the writer waits for the write lock this session holds from its start, and a
     moment lets it reach that wait."""
@@ -90,8 +100,8 @@ def test_an_upsert_that_loses_a_new_identity_updates_the_profile_that_claimed_it
     no: NextOffer, principal: Principal
 ) -> None:
     body = {"identityMap": {IDENTITY[0]: [{"id": IDENTITY[1]}]}, "profile": {"late": 1}}
-    winner, (record, created) = behind_a_claim(no, lambda: no.profiles.upsert(principal, body))
-    assert (record.profile_id, created) == (winner, False)
+    record, created = behind(no, claim, lambda: no.profiles.upsert(principal, body))
+    assert (record.profile_id, created) == (WINNER, False)
     assert no.profiles.get(principal, *IDENTITY).attributes == {"late": 1}
     assert _profiles(no) == 1
 
@@ -105,10 +115,10 @@ def test_an_event_that_loses_a_new_identity_is_stored_under_the_profile_that_cla
         "timestamp": "2026-01-01T00:00:00Z",
         "identityMap": {IDENTITY[0]: [{"id": IDENTITY[1]}]},
     }
-    winner, outcomes = behind_a_claim(no, lambda: no.events.append(principal, {"events": [event]}))
+    outcomes = behind(no, claim, lambda: no.events.append(principal, {"events": [event]}))
     assert [o.status for o in outcomes] == ["stored"]
     with no.store.session() as session:
-        assert [e["_id"] for e in session.runtime.recent_events(winner, limit=10)] == ["late-event"]
+        assert [e["_id"] for e in session.runtime.recent_events(WINNER, limit=10)] == ["late-event"]
     assert _profiles(no) == 1
 
 
@@ -131,3 +141,37 @@ def test_a_write_that_keeps_losing_claims_is_made_three_times_then_answers_503(
     assert _profiles(no) == 0  # every attempt rolled back
     assert no.store.write(write) == "written"  # the fourth call's first attempt
     assert _profiles(no) == 1
+
+
+def test_an_event_id_stored_meanwhile_is_a_duplicate_and_the_rest_of_the_batch_is_stored(
+    no: NextOffer, principal: Principal
+) -> None:
+    no.profiles.upsert(principal, {"identityMap": {IDENTITY[0]: [{"id": IDENTITY[1]}]}})
+    profile_id = no.profiles.get(principal, *IDENTITY).profile_id
+
+    def event(event_id: str) -> dict[str, Any]:
+        return {
+            "_id": event_id,
+            "eventType": "web.webpagedetails.pageViews",
+            "timestamp": "2026-01-01T00:00:00Z",
+            "identityMap": {IDENTITY[0]: [{"id": IDENTITY[1]}]},
+        }
+
+    def first(session: Session) -> None:
+        session.runtime.insert_event(
+            ORG,
+            SANDBOX,
+            profile_id,
+            event_id="shared",
+            event_type="web.webpagedetails.pageViews",
+            timestamp="2026-01-01T00:00:00.000000Z",
+            timestamp_us=0,
+            body=event("shared"),
+        )
+
+    batch = {"events": [event("shared"), event("own")]}
+    outcomes = behind(no, first, lambda: no.events.append(principal, batch))
+    assert [o.status for o in outcomes] == ["duplicate", "stored"]
+    with no.store.session() as session:
+        stored = [e["_id"] for e in session.runtime.recent_events(profile_id, limit=10)]
+    assert sorted(stored) == ["own", "shared"]
