@@ -11,6 +11,13 @@ Now it loses the claim (``IdentityClaimed``), its transaction is made again
 failed whole on the unique key (409, its other events not stored). Now its copy is a
 duplicate, as if it had come after, and the rest of its batch is stored.
 
+**A reference and a delete.** An offer created with a reference to a placement while
+the placement is deleted: on PostgreSQL each checked before the other committed (the
+placement exists; nothing references it), and both succeeded, leaving the offer naming
+a placement that is gone. Now a library write holds its container's row from its start
+(``Repository.container(lock=True)``): the second waits, reads the first's outcome, and
+is refused (the delete 409, or the create 422).
+
 On SQLite a writer reads under the write lock, so the second write waits and reads what
 the first wrote; the outcome is the same. Each test holds the first write's transaction
 open until the other write is blocked by it (PostgreSQL: until the server shows that
@@ -29,7 +36,8 @@ import pytest
 from sqlalchemy import func, select, text
 
 from nextoffer import NextOffer, Settings
-from nextoffer.errors import IdentityClaimed
+from nextoffer.errors import IdentityClaimed, NextOfferError
+from nextoffer.repository.objects import PERSONALIZED_OFFER, PLACEMENT
 from nextoffer.service.auth import Principal
 from nextoffer.storage import tables as t
 from nextoffer.storage.session import Session
@@ -38,6 +46,8 @@ from nextoffer.storage.store import WRITE_ATTEMPTS
 T = TypeVar("T")
 ORG, SANDBOX = "CLAIM@AdobeOrg", "prod"
 IDENTITY = ("Email", "new@example.com")
+HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
+WEB = "https://ns.adobe.com/xdm/channel-types/web"
 WINNER = "winner-profile"
 
 
@@ -73,10 +83,10 @@ def claim(session: Session) -> None:
     session.runtime.add_identities(ORG, SANDBOX, WINNER, [IDENTITY])
 
 
-def _wait_until_blocked(no: NextOffer) -> None:
-    """Until another backend waits on a lock this transaction holds (PostgreSQL); on
-    SQLite the writer waits for the write lock this session holds from its start, and a
-    moment lets it reach that wait."""
+def _wait_until_blocked(no: NextOffer, *, unless: Future[Any] | None = None) -> None:
+    """Until another backend waits on a lock this transaction holds (PostgreSQL), or the
+    write of ``unless`` finished without waiting; on SQLite the writer waits for the
+    write lock held from a write's start, and a moment lets it reach that wait."""
     if no.store.dialect != "postgresql":
         time.sleep(0.3)
         return
@@ -86,7 +96,7 @@ def _wait_until_blocked(no: NextOffer) -> None:
     )
     deadline = time.monotonic() + 20
     with no.store.engine.connect() as watcher:
-        while watcher.execute(waiting).scalar() == 0:
+        while watcher.execute(waiting).scalar() == 0 and not (unless and unless.done()):
             assert time.monotonic() < deadline, "the other write never waited for the claim"
             time.sleep(0.02)
 
@@ -175,3 +185,66 @@ def test_an_event_id_stored_meanwhile_is_a_duplicate_and_the_rest_of_the_batch_i
     with no.store.session() as session:
         stored = [e["_id"] for e in session.runtime.recent_events(profile_id, limit=10)]
     assert sorted(stored) == ["own", "shared"]
+
+
+def test_a_placement_deleted_while_an_offer_naming_it_is_created_is_refused(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container = no.bootstrap(org=ORG, sandbox=SANDBOX).container_id
+    placement = no.create(
+        principal,
+        container,
+        PLACEMENT,
+        {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML},
+    )
+    offer = {
+        "xdm:name": "o",
+        "xdm:status": "draft",
+        "xdm:representations": [
+            {
+                "xdm:placement": placement.at_id,
+                "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+            }
+        ],
+    }
+    # The create stops after its checks, before it writes, until the delete has begun.
+    checked, go = threading.Event(), threading.Event()
+    insert = Session.insert_instance
+
+    def paused(self: Session, *args: Any, **kwargs: Any) -> Any:
+        checked.set()
+        assert go.wait(30)
+        return insert(self, *args, **kwargs)
+
+    monkeypatch.setattr(Session, "insert_instance", paused)
+    created: Future[Any] = Future()
+    deleted: Future[Any] = Future()
+
+    def run(future: Future[Any], work: Callable[[], Any]) -> None:
+        try:
+            future.set_result(work())
+        except NextOfferError as exc:
+            future.set_result(exc)
+
+    creating = threading.Thread(
+        target=run,
+        args=(created, lambda: no.create(principal, container, PERSONALIZED_OFFER, offer)),
+    )
+    creating.start()
+    assert checked.wait(30)
+    deleting = threading.Thread(
+        target=run,
+        args=(
+            deleted,
+            lambda: no.repository.delete(
+                principal, container, placement.instance_id, if_match=None
+            ),
+        ),
+    )
+    deleting.start()
+    _wait_until_blocked(no, unless=deleted)
+    go.set()
+    creating.join(30)
+    deleting.join(30)
+    outcomes = (type(created.result(0)).__name__, type(deleted.result(0)).__name__)
+    assert outcomes == ("InstanceRecord", "Conflict")  # the delete reads the new reference

@@ -95,10 +95,12 @@ class Repository:
             return session.list_containers(org_id=principal.org, sandbox=principal.sandbox)
 
     def container(
-        self, session: Session, principal: Principal, container_id: str
+        self, session: Session, principal: Principal, container_id: str, *, lock: bool = False
     ) -> ContainerRecord:
+        """The caller's container (404 for another tenant's). A write of the library takes
+        it with ``lock``, before it reads what it checks (``Session.get_container``)."""
         record = session.get_container(
-            container_id, org_id=principal.org, sandbox=principal.sandbox
+            container_id, org_id=principal.org, sandbox=principal.sandbox, lock=lock
         )
         if record is None:
             raise _no_container(container_id)
@@ -186,7 +188,7 @@ class Repository:
             )
             try:
                 with self._store.session(write=True) as session:
-                    self.container(session, principal, container_id)
+                    self.container(session, principal, container_id, lock=True)
                     self._check_total(session, container_id, object_type)
                     refs = self._check_references(session, object_type, container_id, body, prefix)
                     session.insert_instance(record, refs)
@@ -209,7 +211,7 @@ class Repository:
         prefix: str = "",
     ) -> InstanceRecord:
         with self._store.session(write=True) as session:
-            self.container(session, principal, container_id)
+            self.container(session, principal, container_id, lock=True)
             current = self._instance(session, container_id, instance_id)
             if schema is not None and schema.type.schema_id != current.schema_id:
                 raise Unprocessable(
@@ -240,7 +242,7 @@ class Repository:
         """Apply a JSON Patch to the instance as ``view`` shows it (xcore's HAL resource,
         or the dps document), then validate and check it like a PUT."""
         with self._store.session(write=True) as session:
-            self.container(session, principal, container_id)
+            self.container(session, principal, container_id, lock=True)
             current = self._instance(session, container_id, instance_id)
             if schema is not None and schema.type.schema_id != current.schema_id:
                 raise Unprocessable(
@@ -256,7 +258,7 @@ class Repository:
         self, principal: Principal, container_id: str, instance_id: str, *, if_match: int | None
     ) -> InstanceRecord:
         with self._store.session(write=True) as session:
-            self.container(session, principal, container_id)
+            self.container(session, principal, container_id, lock=True)
             current = self._instance(session, container_id, instance_id)
             self._check_etag(current, if_match)
             referrers = session.referrers(container_id, current.at_id)

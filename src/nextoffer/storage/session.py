@@ -74,6 +74,9 @@ _GET_CONTAINER = select(t.containers).where(
     t.containers.c.org_id == bindparam("org_id"),
     t.containers.c.sandbox == bindparam("sandbox"),
 )
+#: :data:`_GET_CONTAINER`, its row held to the commit (PostgreSQL; SQLite compiles no
+#: ``FOR UPDATE``: its write lock holds the whole database already).
+_LOCK_CONTAINER = _GET_CONTAINER.with_for_update()
 _GET_INSTANCE = select(t.instances).where(
     t.instances.c.container_id == bindparam("container_id"),
     t.instances.c.instance_id == bindparam("instance_id"),
@@ -303,11 +306,15 @@ class Session:
         )
 
     def get_container(
-        self, container_id: str, *, org_id: str, sandbox: str
+        self, container_id: str, *, org_id: str, sandbox: str, lock: bool = False
     ) -> ContainerRecord | None:
-        """The container, only if it belongs to this org and sandbox."""
+        """The container, only if it belongs to this org and sandbox. ``lock`` holds its
+        row until the commit, so that the library writes to one container take turns
+        (PostgreSQL; on SQLite every writer holds the write lock): what one write checks
+        before it writes (the references it makes or removes, the guardrail totals) then
+        stands until it commits."""
         params = {"container_id": container_id, "org_id": org_id, "sandbox": sandbox}
-        rows = self._rows(_GET_CONTAINER, params)
+        rows = self._rows(_LOCK_CONTAINER if lock else _GET_CONTAINER, params)
         return container_from_row(rows[0]) if rows else None
 
     def get_container_by_id(self, container_id: str) -> ContainerRecord | None:
