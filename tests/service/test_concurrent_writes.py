@@ -36,10 +36,11 @@ import pytest
 from sqlalchemy import func, select, text
 
 from nextoffer import NextOffer, Settings
-from nextoffer.errors import IdentityClaimed, NextOfferError
+from nextoffer.errors import Conflict, IdentityClaimed, NotFound
 from nextoffer.repository.objects import PERSONALIZED_OFFER, PLACEMENT
 from nextoffer.service.auth import Principal
 from nextoffer.storage import tables as t
+from nextoffer.storage.runtime import Runtime
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import WRITE_ATTEMPTS
 
@@ -208,43 +209,100 @@ def test_a_placement_deleted_while_an_offer_naming_it_is_created_is_refused(
         ],
     }
     # The create stops after its checks, before it writes, until the delete has begun.
-    checked, go = threading.Event(), threading.Event()
-    insert = Session.insert_instance
+    created, deleted = paused_race(
+        no,
+        monkeypatch,
+        (Session, "insert_instance"),
+        lambda: no.create(principal, container, PERSONALIZED_OFFER, offer),
+        lambda: no.repository.delete(principal, container, placement.instance_id, if_match=None),
+    )
+    assert type(created).__name__ == "InstanceRecord"
+    assert isinstance(deleted, Conflict)  # the delete reads the new reference
 
-    def paused(self: Session, *args: Any, **kwargs: Any) -> Any:
-        checked.set()
+
+def test_a_profile_deleted_while_an_upsert_adds_to_it_goes_with_what_the_upsert_added(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = {IDENTITY[0]: [{"id": IDENTITY[1]}]}
+    no.profiles.upsert(principal, {"identityMap": email, "profile": {"v": 0}})
+    body = {"identityMap": {**email, "Phone": [{"id": "555"}]}, "profile": {"v": 1}}
+    # The upsert stops after it found the profile, before it writes, until the delete
+    # has begun. It used to add its identity to a profile the delete removed: an
+    # identity naming no profile, which every later upsert of it failed on (a 500).
+    upserted, deleted = paused_race(
+        no,
+        monkeypatch,
+        (Runtime, "update_profiles"),
+        lambda: no.profiles.upsert(principal, body),
+        lambda: no.profiles.delete(principal, *IDENTITY),
+    )
+    assert not isinstance(upserted, Exception), upserted
+    assert upserted[1] is False and deleted.profile_id == upserted[0].profile_id
+    with pytest.raises(NotFound):
+        no.profiles.get(principal, "Phone", "555")
+    with no.store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.profile_identities)).scalar() == 0
+    again, created = no.profiles.upsert(principal, {"identityMap": {"Phone": [{"id": "555"}]}})
+    assert created and no.profiles.get(principal, "Phone", "555").profile_id == again.profile_id
+
+
+def test_a_profile_deleted_while_an_event_is_stored_for_it_takes_the_event_with_it(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    email = {IDENTITY[0]: [{"id": IDENTITY[1]}]}
+    no.profiles.upsert(principal, {"identityMap": email, "profile": {}})
+    event = {"_id": "e1", "timestamp": "2026-01-01T00:00:00Z", "identityMap": email}
+    # The event stops after it found its profile, before it is stored, until the delete
+    # has begun. It used to be stored under the profile the delete removed: an event of
+    # no profile, kept for ever and read by nothing.
+    appended, deleted = paused_race(
+        no,
+        monkeypatch,
+        (Runtime, "insert_event"),
+        lambda: no.events.append(principal, {"events": [event]}),
+        lambda: no.profiles.delete(principal, *IDENTITY),
+    )
+    assert not isinstance(appended, Exception), appended
+    assert [o.status for o in appended] == ["stored"] and not isinstance(deleted, Exception)
+    with no.store.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(t.experience_events)).scalar() == 0
+
+
+def paused_race(
+    no: NextOffer,
+    monkeypatch: pytest.MonkeyPatch,
+    pause_at: tuple[type, str],
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+) -> tuple[Any, Any]:
+    """Run ``first`` in a thread until it calls the method ``pause_at`` names (after its
+    checks, before its write), then ``second`` in another; let ``first`` go on once
+    ``second`` waits for it or finished without waiting. What each answered or raised."""
+    reached, go = threading.Event(), threading.Event()
+    owner, name = pause_at
+    method = getattr(owner, name)
+
+    def paused(self: Any, *args: Any, **kwargs: Any) -> Any:
+        reached.set()
         assert go.wait(30)
-        return insert(self, *args, **kwargs)
+        return method(self, *args, **kwargs)
 
-    monkeypatch.setattr(Session, "insert_instance", paused)
-    created: Future[Any] = Future()
-    deleted: Future[Any] = Future()
+    monkeypatch.setattr(owner, name, paused)
+    answers: tuple[Future[Any], Future[Any]] = (Future(), Future())
 
     def run(future: Future[Any], work: Callable[[], Any]) -> None:
         try:
             future.set_result(work())
-        except NextOfferError as exc:
+        except Exception as exc:
             future.set_result(exc)
 
-    creating = threading.Thread(
-        target=run,
-        args=(created, lambda: no.create(principal, container, PERSONALIZED_OFFER, offer)),
-    )
-    creating.start()
-    assert checked.wait(30)
-    deleting = threading.Thread(
-        target=run,
-        args=(
-            deleted,
-            lambda: no.repository.delete(
-                principal, container, placement.instance_id, if_match=None
-            ),
-        ),
-    )
-    deleting.start()
-    _wait_until_blocked(no, unless=deleted)
+    threads = [threading.Thread(target=run, args=(answers[0], first), daemon=True)]
+    threads[0].start()
+    assert reached.wait(30)
+    threads.append(threading.Thread(target=run, args=(answers[1], second), daemon=True))
+    threads[1].start()
+    _wait_until_blocked(no, unless=answers[1])
     go.set()
-    creating.join(30)
-    deleting.join(30)
-    outcomes = (type(created.result(0)).__name__, type(deleted.result(0)).__name__)
-    assert outcomes == ("InstanceRecord", "Conflict")  # the delete reads the new reference
+    for thread in threads:
+        thread.join(30)
+    return answers[0].result(0), answers[1].result(0)

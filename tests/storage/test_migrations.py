@@ -595,3 +595,20 @@ def test_the_event_seq_key_revision_keeps_each_event_in_its_place(engine: Engine
         _event(conn, "e-3", "2026-03-04T13:00:00Z")
     migrations.upgrade(engine)
     assert _events(engine) == after
+
+
+def test_the_dangling_identities_revision_removes_identities_of_deleted_profiles(
+    engine: Engine,
+) -> None:
+    # 0019: a race on PostgreSQL could leave an identity naming a deleted profile; every
+    # later upsert of it failed. The revision deletes those rows and keeps the others.
+    migrations.upgrade(engine, PREVIOUS)
+    store = Store(engine)
+    with store.session(write=True) as session:
+        session.runtime.insert_profile("O@AdobeOrg", "prod", "kept", {}, now="t")
+        session.runtime.add_identities("O@AdobeOrg", "prod", "kept", [("Email", "a@x")])
+        session.runtime.add_identities("O@AdobeOrg", "prod", "gone", [("Phone", "555")])
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT namespace, profile_id FROM profile_identities")).all()
+    assert [tuple(row) for row in rows] == [("Email", "kept")]

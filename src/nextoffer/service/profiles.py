@@ -16,7 +16,7 @@ from nextoffer.errors import BadRequest, Conflict, NextOfferError, NotFound, Unp
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.identities import parse_identity_map
-from nextoffer.storage.runtime import ProfileRecord, Runtime
+from nextoffer.storage.runtime import Lock, ProfileRecord, Runtime
 from nextoffer.storage.session import Session
 
 #: ``ProfileRecord`` is what these use cases answer with (routes take it from here).
@@ -25,14 +25,15 @@ from nextoffer.storage.store import Store
 
 
 def resolve_profile_id(
-    runtime: Runtime, principal: Principal, identities: list[tuple[str, str]]
+    runtime: Runtime, principal: Principal, identities: list[tuple[str, str]], *, lock: Lock = None
 ) -> str | None:
-    """The one profile the identities name; 409 when they name two different profiles."""
+    """The one profile the identities name; 409 when they name two different profiles.
+    A write that adds to it passes ``lock="share"`` (``Runtime.find_profile_id``)."""
+    org, sandbox = principal.org, principal.sandbox
     found = {
         pid
         for ns, identity in identities
-        if (pid := runtime.find_profile_id(principal.org, principal.sandbox, ns, identity))
-        is not None
+        if (pid := runtime.find_profile_id(org, sandbox, ns, identity, lock=lock)) is not None
     }
     if len(found) > 1:
         raise Conflict("the identities name more than one profile; send identities of one profile")
@@ -61,7 +62,7 @@ def _write_many(
     identities are read in one statement per namespace and the rows written with one
     ``executemany`` per table."""
     wanted = [i for p in parsed if not isinstance(p, NextOfferError) for i in p[0]]
-    known = runtime.find_profile_ids(principal.org, principal.sandbox, wanted)
+    known = runtime.find_profile_ids(principal.org, principal.sandbox, wanted, lock="update")
     new: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, Any]] = {}
     identity_rows: list[tuple[str, str, str]] = []
@@ -159,7 +160,7 @@ class Profiles:
 
     def delete(self, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
         with self._store.session(write=True) as session:
-            record = self._find(session.runtime, principal, namespace, identity)
+            record = self._find(session.runtime, principal, namespace, identity, lock="update")
             session.runtime.delete_profile(record.profile_id)
         self._changed([record.profile_id])
         return record
@@ -170,9 +171,11 @@ class Profiles:
 
     @staticmethod
     def _find(
-        runtime: Runtime, principal: Principal, namespace: str, identity: str
+        runtime: Runtime, principal: Principal, namespace: str, identity: str, *, lock: Lock = None
     ) -> ProfileRecord:
-        profile_id = runtime.find_profile_id(principal.org, principal.sandbox, namespace, identity)
+        profile_id = runtime.find_profile_id(
+            principal.org, principal.sandbox, namespace, identity, lock=lock
+        )
         record = runtime.get_profile(profile_id) if profile_id else None
         if record is None:
             raise NotFound(f"no profile with identity {namespace}:{identity}")

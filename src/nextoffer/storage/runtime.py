@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.errors import IdentityClaimed
@@ -29,12 +29,43 @@ class ProfileRecord:
 #: The one row of ``profile_seq``.
 PROFILE_SEQ = "profiles"
 
+#: How a write's identity lookup holds the profiles it finds until it commits
+#: (PostgreSQL; SQLite's write lock holds everything): ``"update"`` for a write that
+#: changes or deletes them, ``"share"`` for one that only adds to them (an event).
+#: A profile deleted meanwhile is then not found, and none is deleted before the write
+#: commits, so no identity or event is written to a profile that is gone.
+Lock = Literal["share", "update"] | None
+
 _IDENTITY = select(t.profile_identities.c.profile_id).where(
     t.profile_identities.c.org_id == bindparam("org"),
     t.profile_identities.c.sandbox == bindparam("sandbox"),
     t.profile_identities.c.namespace == bindparam("ns"),
     t.profile_identities.c.identity == bindparam("id"),
 )
+_IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.profile_id).where(
+    t.profile_identities.c.org_id == bindparam("org"),
+    t.profile_identities.c.sandbox == bindparam("sandbox"),
+    t.profile_identities.c.namespace == bindparam("ns"),
+    t.profile_identities.c.identity.in_(bindparam("ids", expanding=True)),
+)
+
+
+def _locking(query: Select[Any]) -> dict[Lock, Select[Any]]:
+    """``query`` as is, and joined to ``profiles`` with their rows locked in each mode."""
+    joined = query.join_from(
+        t.profile_identities,
+        t.profiles,
+        t.profiles.c.profile_id == t.profile_identities.c.profile_id,
+    )
+    return {
+        None: query,
+        "share": joined.with_for_update(read=True, of=t.profiles),
+        "update": joined.with_for_update(of=t.profiles),
+    }
+
+
+_OWNER = _locking(_IDENTITY)
+_OWNERS = _locking(_IDENTITIES_IN)
 _PROFILE = select(t.profiles).where(t.profiles.c.profile_id == bindparam("pid"))
 #: The decision path's profile read: identity to attributes in one indexed statement.
 _PROFILE_BY_IDENTITY = (
@@ -78,12 +109,6 @@ _INSERT_EVENT = {
     .returning(t.experience_events.c.seq)
     for dialect in (sqlite, postgresql)
 }
-_IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.profile_id).where(
-    t.profile_identities.c.org_id == bindparam("org"),
-    t.profile_identities.c.sandbox == bindparam("sandbox"),
-    t.profile_identities.c.namespace == bindparam("ns"),
-    t.profile_identities.c.identity.in_(bindparam("ids", expanding=True)),
-)
 _ADD_DAILY = (
     update(t.offer_daily)
     .where(
@@ -114,9 +139,12 @@ class Runtime:
 
     # -- profiles --------------------------------------------------------------------
 
-    def find_profile_id(self, org: str, sandbox: str, namespace: str, identity: str) -> str | None:
+    def find_profile_id(
+        self, org: str, sandbox: str, namespace: str, identity: str, *, lock: Lock = None
+    ) -> str | None:
+        """The profile the identity names; ``lock``: see :data:`Lock`."""
         params = {"org": org, "sandbox": sandbox, "ns": namespace, "id": identity}
-        value = self.conn.execute(_IDENTITY, params).scalar()
+        value = self.conn.execute(_OWNER[lock], params).scalar()
         return str(value) if value is not None else None
 
     def get_profile(self, profile_id: str) -> ProfileRecord | None:
@@ -233,17 +261,17 @@ class Runtime:
             )
 
     def find_profile_ids(
-        self, org: str, sandbox: str, identities: Sequence[tuple[str, str]]
+        self, org: str, sandbox: str, identities: Sequence[tuple[str, str]], *, lock: Lock = None
     ) -> dict[tuple[str, str], str]:
         """The profile each of ``identities`` names, for those that name one (one
-        statement per namespace)."""
+        statement per namespace); ``lock``: see :data:`Lock`."""
         found: dict[tuple[str, str], str] = {}
         by_namespace: dict[str, list[str]] = {}
         for namespace, identity in identities:
             by_namespace.setdefault(namespace, []).append(identity)
         for namespace, values in by_namespace.items():
             rows = self.conn.execute(
-                _IDENTITIES_IN, {"org": org, "sandbox": sandbox, "ns": namespace, "ids": values}
+                _OWNERS[lock], {"org": org, "sandbox": sandbox, "ns": namespace, "ids": values}
             )
             for identity, profile_id in rows:
                 found[(namespace, identity)] = str(profile_id)
