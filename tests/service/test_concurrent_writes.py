@@ -38,7 +38,9 @@ from sqlalchemy import func, select, text
 from nextoffer import NextOffer, Settings
 from nextoffer.errors import Conflict, IdentityClaimed, NotFound
 from nextoffer.repository.objects import PERSONALIZED_OFFER, PLACEMENT
+from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Principal
+from nextoffer.service.repository import Repository
 from nextoffer.storage import tables as t
 from nextoffer.storage.runtime import Runtime
 from nextoffer.storage.session import Session
@@ -191,23 +193,7 @@ def test_an_event_id_stored_meanwhile_is_a_duplicate_and_the_rest_of_the_batch_i
 def test_a_placement_deleted_while_an_offer_naming_it_is_created_is_refused(
     no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    container = no.bootstrap(org=ORG, sandbox=SANDBOX).container_id
-    placement = no.create(
-        principal,
-        container,
-        PLACEMENT,
-        {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML},
-    )
-    offer = {
-        "xdm:name": "o",
-        "xdm:status": "draft",
-        "xdm:representations": [
-            {
-                "xdm:placement": placement.at_id,
-                "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
-            }
-        ],
-    }
+    container, placement, offer = _placement_and_offer(no, principal)
     # The create stops after its checks, before it writes, until the delete has begun.
     created, deleted = paused_race(
         no,
@@ -218,6 +204,37 @@ def test_a_placement_deleted_while_an_offer_naming_it_is_created_is_refused(
     )
     assert type(created).__name__ == "InstanceRecord"
     assert isinstance(deleted, Conflict)  # the delete reads the new reference
+
+
+@pytest.mark.parametrize("delete_first", [False, True], ids=["import first", "delete first"])
+def test_a_placement_deleted_while_an_import_references_it_leaves_no_reference_to_it(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch, delete_first: bool
+) -> None:
+    # An import checks everything first, then writes in chunks: each chunk now holds the
+    # container and finds again what it references outside the import.
+    container, placement, offer = _placement_and_offer(no, principal)
+    outcome, deleted = paused_race(
+        no,
+        monkeypatch,
+        # Before the chunk's transaction (the delete goes first), or in it, after its
+        # checks (the delete waits for it).
+        (Repository, "_write_chunk") if delete_first else (Session, "insert_instances"),
+        lambda: no.repository.create_many(
+            principal, container, [(PERSONALIZED_OFFER, offer)], keep_ids=False
+        ),
+        lambda: no.repository.delete(principal, container, placement.instance_id, if_match=None),
+    )
+    if delete_first:
+        assert not isinstance(deleted, Exception), deleted
+        assert isinstance(outcome, Conflict), outcome
+        assert outcome.detail == (
+            f"{placement.at_id} referenced by the import was deleted while it ran; "
+            "0 of 1 instances were imported"
+        )
+        assert no.repository.names(principal, container, PERSONALIZED_OFFER, limit=5) == []
+    else:
+        assert not isinstance(outcome, Exception), outcome
+        assert isinstance(deleted, Conflict)
 
 
 def test_a_profile_deleted_while_an_upsert_adds_to_it_goes_with_what_the_upsert_added(
@@ -306,3 +323,27 @@ def paused_race(
     for thread in threads:
         thread.join(30)
     return answers[0].result(0), answers[1].result(0)
+
+
+def _placement_and_offer(
+    no: NextOffer, principal: Principal
+) -> tuple[str, InstanceRecord, dict[str, Any]]:
+    """The tenant's container, a placement in it, and an offer body naming it."""
+    container = no.bootstrap(org=ORG, sandbox=SANDBOX).container_id
+    placement = no.create(
+        principal,
+        container,
+        PLACEMENT,
+        {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML},
+    )
+    offer = {
+        "xdm:name": "o",
+        "xdm:status": "draft",
+        "xdm:representations": [
+            {
+                "xdm:placement": placement.at_id,
+                "xdm:components": [{"@type": HTML, "dc:format": "text/html"}],
+            }
+        ],
+    }
+    return container, placement, offer

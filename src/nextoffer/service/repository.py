@@ -463,38 +463,67 @@ class Repository:
             stamp, stamp, principal.user, principal.user, principal.client_id, principal.client_id
         )
         micros = epoch_micros(now)
-        for start in range(0, len(prepared), chunk_size):
-            chunk = [
-                (
-                    InstanceRecord(
-                        instance_id=self._ids.instance_id(now),
-                        container_id=container_id,
-                        schema_id=object_type.schema_id,
-                        at_id=at_id,
-                        etag=1,
-                        audit=audit,
-                        body={**content, "@id": at_id},
-                        created_us=micros,
-                        modified_us=micros,
-                    ),
-                    refs,
+        try:
+            for start in range(0, len(prepared), chunk_size):
+                chunk = [
+                    (
+                        InstanceRecord(
+                            instance_id=self._ids.instance_id(now),
+                            container_id=container_id,
+                            schema_id=object_type.schema_id,
+                            at_id=at_id,
+                            etag=1,
+                            audit=audit,
+                            body={**content, "@id": at_id},
+                            created_us=micros,
+                            modified_us=micros,
+                        ),
+                        refs,
+                    )
+                    for (object_type, content, at_id), refs in zip(
+                        prepared[start : start + chunk_size],
+                        refs_of[start : start + chunk_size],
+                        strict=True,
+                    )
+                ]
+                self._write_chunk(
+                    principal, container_id, chunk, outside, imported=start, total=len(prepared)
                 )
-                for (object_type, content, at_id), refs in zip(
-                    prepared[start : start + chunk_size],
-                    refs_of[start : start + chunk_size],
-                    strict=True,
-                )
-            ]
-            with self._store.session(write=True) as session:
-                session.insert_instances(chunk)
-            if progress is not None:
-                progress("written", len(chunk))
-        self._on_change(container_id)
+                if progress is not None:
+                    progress("written", len(chunk))
+        finally:
+            self._on_change(container_id)  # the chunks written, also when one failed
         return {
             str(body.get("@id")): at_id
             for (_, body), (_, _, at_id) in zip(items, prepared, strict=True)
             if body.get("@id") is not None
         }
+
+    def _write_chunk(
+        self,
+        principal: Principal,
+        container_id: str,
+        chunk: list[tuple[InstanceRecord, list[str]]],
+        outside: set[str],
+        *,
+        imported: int,
+        total: int,
+    ) -> None:
+        """Write one chunk of an import in one transaction, holding the container (as
+        every library write does) and finding again the instances outside the import
+        that it references: one deleted since the checks is a 409, which says how many
+        instances the chunks before it imported."""
+        needed = sorted({at_id for _, refs in chunk for at_id in refs if at_id in outside})
+        with self._store.session(write=True) as session:
+            self.container(session, principal, container_id, lock=True)
+            gone = set(needed) - set(session.instances_by_at_id(container_id, needed))
+            if gone:
+                raise Conflict(
+                    f"{', '.join(sorted(gone)[:10])} referenced by the import "
+                    f"{'was' if len(gone) == 1 else 'were'} deleted while it ran; "
+                    f"{imported} of {total} instances were imported"
+                )
+            session.insert_instances(chunk)
 
     # -- helpers ---------------------------------------------------------------------
 
