@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -37,11 +38,18 @@ from sqlalchemy import func, select, text
 
 from nextoffer import NextOffer, Settings
 from nextoffer.errors import Conflict, IdentityClaimed, NotFound
-from nextoffer.repository.objects import PERSONALIZED_OFFER, PLACEMENT
+from nextoffer.repository.objects import (
+    COLLECTION,
+    DECISION,
+    FALLBACK_OFFER,
+    PERSONALIZED_OFFER,
+    PLACEMENT,
+)
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Principal
 from nextoffer.service.repository import Repository
 from nextoffer.storage import tables as t
+from nextoffer.storage.batch import BatchTables
 from nextoffer.storage.runtime import Runtime
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import WRITE_ATTEMPTS
@@ -55,8 +63,9 @@ WINNER = "winner-profile"
 
 
 @pytest.fixture
-def no(db_url: str) -> Iterator[NextOffer]:
-    with NextOffer.open(Settings(db_url=db_url, warm_catalogs=False)) as opened:
+def no(db_url: str, tmp_path: Path) -> Iterator[NextOffer]:
+    settings = Settings(db_url=db_url, warm_catalogs=False, datasets_dir=str(tmp_path / "data"))
+    with NextOffer.open(settings) as opened:
         yield opened
 
 
@@ -285,6 +294,67 @@ def test_a_profile_deleted_while_an_event_is_stored_for_it_takes_the_event_with_
         assert conn.execute(select(func.count()).select_from(t.experience_events)).scalar() == 0
 
 
+def test_a_datastream_deleted_while_it_is_updated_stays_deleted(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An update wrote the whole row back: after a delete it brought the datastream back,
+    # a configId its owner had revoked answering again.
+    stream = no.datastreams.create(principal, {"name": "web"})
+    updated, deleted = paused_race(
+        no,
+        monkeypatch,
+        (Session, "put_datastream"),
+        lambda: no.datastreams.update(principal, stream.datastream_id, {"name": "renamed"}),
+        lambda: no.datastreams.delete(principal, stream.datastream_id),
+    )
+    assert not isinstance(updated, Exception) and deleted is None
+    with pytest.raises(NotFound):
+        no.datastreams.get(principal, stream.datastream_id)
+
+
+def test_two_updates_of_a_datastream_each_keep_the_other_s_field(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = no.datastreams.create(principal, {"name": "web"})
+    first, second = paused_race(
+        no,
+        monkeypatch,
+        (Session, "put_datastream"),
+        lambda: no.datastreams.update(principal, stream.datastream_id, {"name": "renamed"}),
+        lambda: no.datastreams.update(principal, stream.datastream_id, {"rateLimit": 7}),
+    )
+    assert not isinstance(first, Exception) and not isinstance(second, Exception)
+    now = no.datastreams.get(principal, stream.datastream_id)
+    assert (now.name, now.rate_limit) == ("renamed", 7)
+
+
+def test_a_segment_deleted_while_a_job_naming_it_is_submitted_is_refused(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    container, activity, placement = _decision(no, principal)
+    segment = no.segments.create(
+        principal,
+        {"name": "all", "expression": {"type": "PQL", "format": "pql/text", "value": "true"}},
+    )
+    dataset = no.datasets.create(principal, {"name": "out"})
+    job = {
+        "xdm:segmentIds": [segment.segment_id],
+        "xdm:dataSetId": dataset.dataset_id,
+        "xdm:propositionRequests": [
+            {"xdm:activityId": activity, "xdm:placementId": placement, "xdm:itemCount": 1}
+        ],
+    }
+    submitted, deleted = paused_race(
+        no,
+        monkeypatch,
+        (BatchTables, "insert_job"),
+        lambda: no.batch.submit(principal, job, container_id=container),
+        lambda: no.segments.delete(principal, segment.segment_id),
+    )
+    assert not isinstance(submitted, Exception), submitted
+    assert isinstance(deleted, Conflict)  # the delete sees the queued job
+
+
 def paused_race(
     no: NextOffer,
     monkeypatch: pytest.MonkeyPatch,
@@ -293,19 +363,22 @@ def paused_race(
     second: Callable[[], Any],
 ) -> tuple[Any, Any]:
     """Run ``first`` in a thread until it calls the method ``pause_at`` names (after its
-    checks, before its write), then ``second`` in another; let ``first`` go on once
-    ``second`` waits for it or finished without waiting. What each answered or raised."""
+    checks, before its write), then ``second`` in another (which the method does not
+    pause); let ``first`` go on once ``second`` waits for it or finished without
+    waiting. What each answered or raised."""
     reached, go = threading.Event(), threading.Event()
     owner, name = pause_at
     method = getattr(owner, name)
 
     def paused(self: Any, *args: Any, **kwargs: Any) -> Any:
-        reached.set()
-        assert go.wait(30)
+        if threading.current_thread() is threads[0]:
+            reached.set()
+            assert go.wait(30)
         return method(self, *args, **kwargs)
 
     monkeypatch.setattr(owner, name, paused)
     answers: tuple[Future[Any], Future[Any]] = (Future(), Future())
+    threads: list[threading.Thread] = []
 
     def run(future: Future[Any], work: Callable[[], Any]) -> None:
         try:
@@ -313,7 +386,7 @@ def paused_race(
         except Exception as exc:
             future.set_result(exc)
 
-    threads = [threading.Thread(target=run, args=(answers[0], first), daemon=True)]
+    threads.append(threading.Thread(target=run, args=(answers[0], first), daemon=True))
     threads[0].start()
     assert reached.wait(30)
     threads.append(threading.Thread(target=run, args=(answers[1], second), daemon=True))
@@ -347,3 +420,39 @@ def _placement_and_offer(
         ],
     }
     return container, placement, offer
+
+
+def _decision(no: NextOffer, principal: Principal) -> tuple[str, str, str]:
+    """A decision with one offer and a fallback: (container, its @id, its placement's)."""
+    container, placement, offer = _placement_and_offer(no, principal)
+    offer["xdm:status"] = "approved"
+    made = no.create(principal, container, PERSONALIZED_OFFER, offer)
+    fallback = no.create(
+        principal,
+        container,
+        FALLBACK_OFFER,
+        {**offer, "xdm:name": "f"},
+    )
+    collection = no.create(
+        principal,
+        container,
+        COLLECTION,
+        {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [made.at_id]},
+    )
+    decision = no.create(
+        principal,
+        container,
+        DECISION,
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback.at_id,
+            "xdm:criteria": [
+                {
+                    "xdm:placements": [placement.at_id],
+                    "xdm:optionSelection": {"xdm:filter": collection.at_id},
+                }
+            ],
+        },
+    )
+    return container, decision.at_id, placement.at_id

@@ -21,6 +21,7 @@ from nextoffer.errors import BadRequest, NotFound, TooManyRequests, Unprocessabl
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.repository import Repository
+from nextoffer.storage.locks import Lock
 from nextoffer.storage.session import DatastreamRecord, Session
 from nextoffer.storage.store import Store
 
@@ -165,7 +166,7 @@ class Datastreams:
         """Replace the fields the body names (a JSON merge patch of the four fields)."""
         fields = self._fields(body)
         with self._store.session(write=True) as session:
-            record = self._owned(session, principal, datastream_id)
+            record = self._owned(session, principal, datastream_id, lock="update")
             if "containerId" in fields:
                 self._repository.container(session, principal, fields["containerId"])
             record = DatastreamRecord(
@@ -185,13 +186,17 @@ class Datastreams:
 
     def delete(self, principal: Principal, datastream_id: str) -> None:
         with self._store.session(write=True) as session:
-            self._owned(session, principal, datastream_id)
+            self._owned(session, principal, datastream_id, lock="update")
             session.delete_datastream(datastream_id)
         self._forget(datastream_id)
 
     @staticmethod
-    def _owned(session: Session, principal: Principal, datastream_id: str) -> DatastreamRecord:
-        record = session.get_datastream(datastream_id)
+    def _owned(
+        session: Session, principal: Principal, datastream_id: str, *, lock: Lock = None
+    ) -> DatastreamRecord:
+        """The tenant's datastream (404 for another's). An update or a delete holds it
+        (``lock``) so that a concurrent one neither brings it back nor loses a field."""
+        record = session.get_datastream(datastream_id, lock=lock)
         if record is None or (record.org_id, record.sandbox) != (principal.org, principal.sandbox):
             raise NotFound(f"datastream {datastream_id} does not exist")
         return record

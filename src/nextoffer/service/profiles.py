@@ -16,7 +16,8 @@ from nextoffer.errors import BadRequest, Conflict, NextOfferError, NotFound, Unp
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.identities import parse_identity_map
-from nextoffer.storage.runtime import Lock, ProfileRecord, Runtime
+from nextoffer.storage.locks import Lock
+from nextoffer.storage.runtime import ProfileRecord, Runtime
 from nextoffer.storage.session import Session
 
 #: ``ProfileRecord`` is what these use cases answer with (routes take it from here).

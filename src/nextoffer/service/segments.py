@@ -126,7 +126,9 @@ class SegmentDefinitions:
         if not isinstance(patch, dict):
             raise Unprocessable("the body must be a JSON object", pointer="/")
         with self._store.session(write=True) as session:
-            current = session.batch.get_segment(principal.org, principal.sandbox, segment_id)
+            current = session.batch.get_segment(
+                principal.org, principal.sandbox, segment_id, lock="update"
+            )
             if current is None:
                 raise NotFound(f"no segment definition {segment_id}")
             merged = {
@@ -156,7 +158,9 @@ class SegmentDefinitions:
 
     def delete(self, principal: Principal, segment_id: str) -> None:
         with self._store.session(write=True) as session:
-            record = session.batch.get_segment(principal.org, principal.sandbox, segment_id)
+            record = session.batch.get_segment(
+                principal.org, principal.sandbox, segment_id, lock="update"
+            )
             if record is None:
                 raise NotFound(f"no segment definition {segment_id}")
             if session.batch.segment_in_use(segment_id, _HOLDING):

@@ -16,6 +16,7 @@ import orjson
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from nextoffer.storage import tables as t
+from nextoffer.storage.locks import Lock, locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,13 +134,16 @@ class BatchTables:
             )
         )
 
-    def get_segment(self, org: str, sandbox: str, segment_id: str) -> SegmentRecord | None:
+    def get_segment(
+        self, org: str, sandbox: str, segment_id: str, *, lock: Lock = None
+    ) -> SegmentRecord | None:
+        """The tenant's segment definition; ``lock`` holds its row to the commit
+        (``locks.py``)."""
         c = t.segment_definitions.c
-        row = self.conn.execute(
-            select(t.segment_definitions).where(
-                c.segment_id == segment_id, c.org_id == org, c.sandbox == sandbox
-            )
-        ).first()
+        query = select(t.segment_definitions).where(
+            c.segment_id == segment_id, c.org_id == org, c.sandbox == sandbox
+        )
+        row = self.conn.execute(locked(query, lock)).first()
         return _segment(row) if row is not None else None
 
     def list_segments(

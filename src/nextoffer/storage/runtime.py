@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
@@ -15,6 +15,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.errors import IdentityClaimed
 from nextoffer.storage import tables as t
+from nextoffer.storage.locks import Lock, locked
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +29,6 @@ class ProfileRecord:
 
 #: The one row of ``profile_seq``.
 PROFILE_SEQ = "profiles"
-
-#: How a write's identity lookup holds the profiles it finds until it commits
-#: (PostgreSQL; SQLite's write lock holds everything): ``"update"`` for a write that
-#: changes or deletes them, ``"share"`` for one that only adds to them (an event).
-#: A profile deleted meanwhile is then not found, and none is deleted before the write
-#: commits, so no identity or event is written to a profile that is gone.
-Lock = Literal["share", "update"] | None
 
 _IDENTITY = select(t.profile_identities.c.profile_id).where(
     t.profile_identities.c.org_id == bindparam("org"),
@@ -51,7 +45,11 @@ _IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.
 
 
 def _locking(query: Select[Any]) -> dict[Lock, Select[Any]]:
-    """``query`` as is, and joined to ``profiles`` with their rows locked in each mode."""
+    """``query`` as is, and joined to ``profiles`` with their rows locked in each mode: a
+    write's identity lookup holds the profiles it finds until it commits (``"update"``
+    for a write that changes or deletes them, ``"share"`` for one that only adds to them,
+    an event). A profile deleted meanwhile is then not found, and none is deleted before
+    the write commits, so no identity or event is written to a profile that is gone."""
     joined = query.join_from(
         t.profile_identities,
         t.profiles,
@@ -59,8 +57,8 @@ def _locking(query: Select[Any]) -> dict[Lock, Select[Any]]:
     )
     return {
         None: query,
-        "share": joined.with_for_update(read=True, of=t.profiles),
-        "update": joined.with_for_update(of=t.profiles),
+        "share": locked(joined, "share", of=t.profiles),
+        "update": locked(joined, "update", of=t.profiles),
     }
 
 
@@ -142,7 +140,7 @@ class Runtime:
     def find_profile_id(
         self, org: str, sandbox: str, namespace: str, identity: str, *, lock: Lock = None
     ) -> str | None:
-        """The profile the identity names; ``lock``: see :data:`Lock`."""
+        """The profile the identity names; ``lock``: see :func:`_locking`."""
         params = {"org": org, "sandbox": sandbox, "ns": namespace, "id": identity}
         value = self.conn.execute(_OWNER[lock], params).scalar()
         return str(value) if value is not None else None
@@ -264,7 +262,7 @@ class Runtime:
         self, org: str, sandbox: str, identities: Sequence[tuple[str, str]], *, lock: Lock = None
     ) -> dict[tuple[str, str], str]:
         """The profile each of ``identities`` names, for those that name one (one
-        statement per namespace); ``lock``: see :data:`Lock`."""
+        statement per namespace); ``lock``: see :func:`_locking`."""
         found: dict[tuple[str, str], str] = {}
         by_namespace: dict[str, list[str]] = {}
         for namespace, identity in identities:

@@ -31,6 +31,7 @@ from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord,
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.batch import BatchTables
+from nextoffer.storage.locks import Lock, locked
 from nextoffer.storage.ranking import Ranking
 from nextoffer.storage.rows import (
     DatastreamRecord,
@@ -251,10 +252,10 @@ class Session:
             )
         )
 
-    def get_datastream(self, datastream_id: str) -> DatastreamRecord | None:
-        row = self.conn.execute(
-            select(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
-        ).first()
+    def get_datastream(self, datastream_id: str, *, lock: Lock = None) -> DatastreamRecord | None:
+        """The datastream; ``lock`` holds its row to the commit (``locks.py``)."""
+        query = select(t.datastreams).where(t.datastreams.c.datastream_id == datastream_id)
+        row = self.conn.execute(locked(query, lock)).first()
         return datastream_from_row(row) if row is not None else None
 
     def list_datastreams(self, *, org_id: str, sandbox: str) -> list[DatastreamRecord]:

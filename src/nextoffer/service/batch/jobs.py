@@ -260,6 +260,14 @@ class BatchJobs:
             owner=None,
         )
         with self._store.session(write=True) as session:
+            # The segment stays until the job is stored: a delete then sees the job (409).
+            if (
+                session.batch.get_segment(
+                    principal.org, principal.sandbox, segments[0], lock="share"
+                )
+                is None
+            ):
+                raise NotFound(f"no segment definition {segments[0]}", pointer="/xdm:segmentIds/0")
             session.batch.insert_job(record)
         return record
 
