@@ -25,12 +25,9 @@ from support.edge import Library
 from support.live import headers_of
 from support.servers import serve
 from support.websdk import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     PAGE_ORIGIN,
     EdgeForwarder,
     fetch_alloy,
-    missing,
     page_html,
 )
 
@@ -41,20 +38,6 @@ IDENTITY_COOKIE = "kndctr_SHOP0123456789ABCDEF0123_AdobeOrg_identity"
 @pytest.fixture(scope="module")
 def alloy_js(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return fetch_alloy(tmp_path_factory.mktemp("alloy")).read_bytes()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing("playwright is not installed (pip install -e '.[test]')")
-    if not Path(CHROMIUM).exists():
-        missing(f"{CHROMIUM} is missing (Debian: apt-get install chromium)")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+import idna
+
 from nextoffer.errors import BadRequest, NotFound, TooManyRequests, Unprocessable
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
@@ -50,8 +52,15 @@ def datastream_json(record: DatastreamRecord) -> dict[str, Any]:
     }
 
 
+#: The port a browser leaves out of ``Origin`` for each scheme (RFC 6454, section 6.2).
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 def _origin(value: Any, pointer: str) -> str:
-    """``scheme://host[:port]``, lower-cased, as browsers send ``Origin``."""
+    """``scheme://host[:port]`` as a browser sends it in ``Origin`` (RFC 6454, section
+    6.2, with the URL standard's host serializer): scheme and host lower-cased, a host
+    name outside ASCII in its IDNA form (UTS #46), an IPv6 address in brackets, and no
+    port where it is the scheme's default. Compared as text with the header."""
     if not isinstance(value, str) or not value:
         raise Unprocessable(
             "an origin is a string such as https://www.example.com", pointer=pointer
@@ -62,7 +71,7 @@ def _origin(value: Any, pointer: str) -> str:
     except ValueError as exc:
         raise Unprocessable(f"{value!r} has an invalid port", pointer=pointer) from exc
     if (
-        parts.scheme not in ("http", "https")
+        parts.scheme not in _DEFAULT_PORTS
         or not parts.hostname
         or parts.path not in ("", "/")
         or parts.query
@@ -72,7 +81,17 @@ def _origin(value: Any, pointer: str) -> str:
         raise Unprocessable(
             f"{value!r} is not an origin (scheme://host[:port], no path)", pointer=pointer
         )
-    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port is not None else "")
+    host = parts.hostname
+    if ":" in host:
+        host = f"[{host}]"
+    elif not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except idna.IDNAError as exc:
+            raise Unprocessable(f"{value!r} has an invalid host name", pointer=pointer) from exc
+    if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
+        host = f"{host}:{port}"
+    return f"{parts.scheme}://{host}"
 
 
 def _origins(value: Any) -> tuple[str, ...]:
