@@ -294,6 +294,34 @@ def test_a_profile_deleted_while_an_event_is_stored_for_it_takes_the_event_with_
         assert conn.execute(select(func.count()).select_from(t.experience_events)).scalar() == 0
 
 
+def test_an_upsert_does_not_wait_for_an_event_stored_under_its_profile(
+    no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An event holds its profile only against a delete ("key share"); an upsert's lock
+    # ("no key update") passes it. When both held the profile whole, event batches and
+    # bulk upserts naming several profiles in different orders deadlocked (PostgreSQL
+    # aborted one of them: a 503).
+    email = {IDENTITY[0]: [{"id": IDENTITY[1]}]}
+    no.profiles.upsert(principal, {"identityMap": email, "profile": {}})
+    event = {"_id": "e1", "timestamp": "2026-01-01T00:00:00Z", "identityMap": email}
+    done: list[str] = []
+
+    def append() -> Any:
+        answer = no.events.append(principal, {"events": [event]})
+        done.append("event")
+        return answer
+
+    def upsert() -> Any:
+        answer = no.profiles.upsert(principal, {"identityMap": email, "profile": {"v": 1}})
+        done.append("upsert")
+        return answer
+
+    appended, upserted = paused_race(no, monkeypatch, (Runtime, "insert_event"), append, upsert)
+    assert not isinstance(appended, Exception) and not isinstance(upserted, Exception)
+    expected = ["upsert", "event"] if no.store.dialect == "postgresql" else ["event", "upsert"]
+    assert done == expected  # on SQLite every writer waits for the write lock
+
+
 def test_a_datastream_deleted_while_it_is_updated_stays_deleted(
     no: NextOffer, principal: Principal, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -185,7 +185,7 @@ class Datastreams:
         """Replace the fields the body names (a JSON merge patch of the four fields)."""
         fields = self._fields(body)
         with self._store.session(write=True) as session:
-            record = self._owned(session, principal, datastream_id, lock="update")
+            record = self._owned(session, principal, datastream_id, lock="no key update")
             if "containerId" in fields:
                 self._repository.container(session, principal, fields["containerId"])
             record = DatastreamRecord(

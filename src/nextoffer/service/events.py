@@ -314,7 +314,7 @@ class Events:
             if decided is not None:
                 return decided
         identities = parse_identity_map(event.get("identityMap"), pointer=f"{where}/identityMap")
-        profile_id = resolve_profile_id(runtime, principal, identities, lock="share")
+        profile_id = resolve_profile_id(runtime, principal, identities, lock="key share")
         if profile_id is None:
             decided = _decided_for(runtime, event, tenant)
             if decided is not None:

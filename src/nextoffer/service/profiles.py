@@ -29,7 +29,7 @@ def resolve_profile_id(
     runtime: Runtime, principal: Principal, identities: list[tuple[str, str]], *, lock: Lock = None
 ) -> str | None:
     """The one profile the identities name; 409 when they name two different profiles.
-    A write that adds to it passes ``lock="share"`` (``Runtime.find_profile_id``)."""
+    A write that adds to it passes ``lock="key share"`` (``Runtime.find_profile_id``)."""
     org, sandbox = principal.org, principal.sandbox
     found = {
         pid
@@ -63,7 +63,7 @@ def _write_many(
     identities are read in one statement per namespace and the rows written with one
     ``executemany`` per table."""
     wanted = [i for p in parsed if not isinstance(p, NextOfferError) for i in p[0]]
-    known = runtime.find_profile_ids(principal.org, principal.sandbox, wanted, lock="update")
+    known = runtime.find_profile_ids(principal.org, principal.sandbox, wanted, lock="no key update")
     new: dict[str, dict[str, Any]] = {}
     changed: dict[str, dict[str, Any]] = {}
     identity_rows: list[tuple[str, str, str]] = []

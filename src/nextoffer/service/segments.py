@@ -127,7 +127,7 @@ class SegmentDefinitions:
             raise Unprocessable("the body must be a JSON object", pointer="/")
         with self._store.session(write=True) as session:
             current = session.batch.get_segment(
-                principal.org, principal.sandbox, segment_id, lock="update"
+                principal.org, principal.sandbox, segment_id, lock="no key update"
             )
             if current is None:
                 raise NotFound(f"no segment definition {segment_id}")

@@ -47,19 +47,17 @@ _IDENTITIES_IN = select(t.profile_identities.c.identity, t.profile_identities.c.
 def _locking(query: Select[Any]) -> dict[Lock, Select[Any]]:
     """``query`` as is, and joined to ``profiles`` with their rows locked in each mode: a
     write's identity lookup holds the profiles it finds until it commits (``"update"``
-    for a write that changes or deletes them, ``"share"`` for one that only adds to them,
-    an event). A profile deleted meanwhile is then not found, and none is deleted before
-    the write commits, so no identity or event is written to a profile that is gone."""
+    for a delete, ``"no key update"`` for an upsert, ``"key share"`` for an event, which
+    only adds a row under it; ``locks.py``). A profile deleted meanwhile is then not
+    found, and none is deleted before the write commits, so no identity or event is
+    written to a profile that is gone."""
     joined = query.join_from(
         t.profile_identities,
         t.profiles,
         t.profiles.c.profile_id == t.profile_identities.c.profile_id,
     )
-    return {
-        None: query,
-        "share": locked(joined, "share", of=t.profiles),
-        "update": locked(joined, "update", of=t.profiles),
-    }
+    modes: tuple[Lock, ...] = ("key share", "no key update", "update")
+    return {None: query, **{mode: locked(joined, mode, of=t.profiles) for mode in modes}}
 
 
 _OWNER = _locking(_IDENTITY)

@@ -263,7 +263,7 @@ class BatchJobs:
             # The segment stays until the job is stored: a delete then sees the job (409).
             if (
                 session.batch.get_segment(
-                    principal.org, principal.sandbox, segments[0], lock="share"
+                    principal.org, principal.sandbox, segments[0], lock="key share"
                 )
                 is None
             ):
