@@ -54,6 +54,16 @@ def _past_a_limit(cause: BaseException | None) -> bool:
     return str(getattr(cause, "sqlstate", "") or "").startswith("54")
 
 
+def transient(exc: BaseException) -> bool:
+    """Whether PostgreSQL gave the transaction up for another's sake (a deadlock, SQLSTATE
+    40P01, or a serialization failure, 40001): made again, it may pass. ``exc`` is our
+    error raised from the driver's (:func:`guarded`) or the driver's own."""
+    cause = exc.__cause__ if isinstance(exc, NextOfferError) else exc
+    if isinstance(cause, DBAPIError):
+        cause = cause.orig
+    return str(getattr(cause, "sqlstate", "") or "") in ("40P01", "40001")
+
+
 def _too_large_for_sqlite(exc: BaseException) -> bool:
     """Whether ``exc`` is sqlite3's refusal to bind an integer past 64 bits: an
     ``OverflowError``, not a ``sqlite3.Error`` (nor wrapped by SQLAlchemy), known by the

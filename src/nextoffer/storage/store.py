@@ -19,16 +19,16 @@ from typing import TypeVar
 
 from sqlalchemy import Engine
 
-from nextoffer.errors import IdentityClaimed
+from nextoffer.errors import IdentityClaimed, Unavailable
 from nextoffer.storage import migrations
 from nextoffer.storage.checkpoints import Checkpointer
 from nextoffer.storage.database import open_engine
-from nextoffer.storage.errors import guarded
+from nextoffer.storage.errors import guarded, transient
 from nextoffer.storage.session import Session
 
 T = TypeVar("T")
 
-#: How often a write that lost the claim of a new identity is made (:meth:`Store.write`).
+#: How often a write that lost a claim or a deadlock is made (:meth:`Store.write`).
 WRITE_ATTEMPTS = 3
 
 
@@ -115,15 +115,18 @@ class Store:
     def write(self, work: Callable[[Session], T]) -> T:
         """``work(session)`` in one write transaction, made again in a new one when it
         lost the claim of a new identity to a concurrent write
-        (:class:`~nextoffer.errors.IdentityClaimed`, ``Runtime.add_identity_rows``): the
-        next attempt reads that claim. ``work`` must not keep anything of a failed one."""
+        (:class:`~nextoffer.errors.IdentityClaimed`, ``Runtime.add_identity_rows``: the
+        next attempt reads that claim) or PostgreSQL gave it up for another's sake (a
+        deadlock: ``errors.transient``). ``work`` must not keep anything of a failed one."""
         attempt = 1
         while True:
             try:
                 with self.session(write=True) as session:
                     return work(session)
-            except IdentityClaimed:
-                if attempt == WRITE_ATTEMPTS:
+            except Unavailable as exc:
+                if attempt == WRITE_ATTEMPTS or not (
+                    isinstance(exc, IdentityClaimed) or transient(exc)
+                ):
                     raise
                 attempt += 1
 
