@@ -75,9 +75,9 @@ _GET_CONTAINER = select(t.containers).where(
     t.containers.c.org_id == bindparam("org_id"),
     t.containers.c.sandbox == bindparam("sandbox"),
 )
-#: :data:`_GET_CONTAINER`, its row held to the commit (PostgreSQL; SQLite compiles no
-#: ``FOR UPDATE``: its write lock holds the whole database already).
-_LOCK_CONTAINER = _GET_CONTAINER.with_for_update()
+#: :data:`_GET_CONTAINER`, its row held to the commit (``locks.py``), built once: the
+#: SQLite driver path caches a statement's text by the statement.
+_LOCK_CONTAINER = locked(_GET_CONTAINER, "update")
 _GET_INSTANCE = select(t.instances).where(
     t.instances.c.container_id == bindparam("container_id"),
     t.instances.c.instance_id == bindparam("instance_id"),
