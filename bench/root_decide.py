@@ -14,7 +14,14 @@ as an application embedding nextoffer would. Per repeat, interleaved, each over
 * ``decide`` recorded, one caller: ``no.decide(…)`` in a loop; every decision reserves
   the capped offers it proposes and writes its event before it returns (one commit each);
 * ``decide_async`` recorded, ``--tasks`` callers on one event loop: the decisions of one
-  pass of the loop share a commit (the group commit a server worker uses).
+  pass of the loop share a commit (the group commit a server worker uses);
+* ``decide`` recorded, one caller, on a second ``NextOffer`` opened on the same file with
+  the profile cache off (``profile_cache_mb=0``): every decision reads its profile from
+  the database, as the first decision for each customer does.
+
+Before the repeats, one dry run per profile fills the profile cache (the steady state of
+an application that decides for the same customers again and again); without it the
+repeats would measure the cache filling up, a different share of hits in each.
 
 Figures are µs per decision (wall time ÷ decisions), medians over repeats, and each one's
 ratio to the engine alone.
@@ -43,6 +50,7 @@ ENGINE = "engine.decide (reference)"
 DRY = "NextOffer.decide, dry run"
 SYNC = "NextOffer.decide, recorded, 1 caller"
 ASYNC = "NextOffer.decide_async, recorded, {tasks} tasks"
+UNCACHED = "NextOffer.decide, recorded, 1 caller, no profile cache"
 
 
 def main() -> None:
@@ -69,7 +77,11 @@ def main() -> None:
 
 def measure(db_url: str, lib: dict[str, str], args: argparse.Namespace) -> dict[str, list[float]]:
     rng = random.Random(11)
-    with NextOffer.open(Settings(db_url=db_url, warm_catalogs=False)) as no:
+    uncached_settings = Settings(db_url=db_url, warm_catalogs=False, profile_cache_mb=0)
+    with (
+        NextOffer.open(Settings(db_url=db_url, warm_catalogs=False)) as no,
+        NextOffer.open(uncached_settings) as uncached,
+    ):
         creds = no.bootstrap(org="BENCH@AdobeOrg", sandbox="prod")
         who, container = creds.principal, lib["container"]
         asked = json.loads(lib["request"])["xdm:propositionRequests"][0]
@@ -107,6 +119,10 @@ def measure(db_url: str, lib: dict[str, str], args: argparse.Namespace) -> dict[
             for _ in range(count):
                 no.decide(who, container, call(rng.randrange(PROFILES)))
 
+        def recorded_uncached(count: int) -> None:
+            for _ in range(count):
+                uncached.decide(who, container, call(rng.randrange(PROFILES)))
+
         def recorded_async(count: int) -> None:
             async def one(n: int) -> None:
                 await no.decide_async(who, container, call(n))
@@ -125,9 +141,13 @@ def measure(db_url: str, lib: dict[str, str], args: argparse.Namespace) -> dict[
             DRY: dry_run,
             SYNC: recorded,
             ASYNC.format(tasks=args.tasks): recorded_async,
+            UNCACHED: recorded_uncached,
         }
         for run in runs.values():  # one short pass each: caches, pages, the loop's first start
             run(100)
+        print(f"one dry run per profile ({PROFILES:,}) to fill the profile cache …", flush=True)
+        for n in range(PROFILES):
+            no.decide(who, container, call(n, dry_run=True))
         rows: dict[str, list[float]] = {name: [] for name in runs}
         for repeat in range(args.repeats):
             for name, run in runs.items():

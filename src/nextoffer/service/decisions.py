@@ -166,7 +166,8 @@ class Decisions:
                 principal, container_id, call, fresh, profile=profile, events=events
             )
         while attempt.waiting is not None:
-            wait([in_thread(attempt.waiting)])
+            if not attempt.waiting.done():  # a lone caller wrote its own record already
+                wait([in_thread(attempt.waiting)])
             attempt.settle()
         return attempt.outcome()
 
