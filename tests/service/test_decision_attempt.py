@@ -335,6 +335,33 @@ def test_a_record_the_database_refuses_is_a_bad_request_decided_once(
         world.runner.close()
 
 
+def test_a_record_the_database_cannot_write_is_answered_unrecorded_with_caps_closed(
+    tmp_path: Path, on_loop: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database cannot take the record (gone, its disk failing): the decision is made
+    # again with every capped offer as capped, and that one, which reserves nothing, is
+    # answered without its record (docs/deploy.md), instead of a 503 after every round.
+    world = open_world(f"sqlite:///{tmp_path / 'n.db'}")
+    lib = library(world)
+    tries: list[list[str]] = []
+
+    def failing(conn: sqlite3.Connection, records: list[DecisionRecord], **kw: Any) -> Any:
+        tries.extend(r.proposed_offers for r in records)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(SqlitePath, "_write_batch", staticmethod(failing))
+    try:
+        assert chosen(world, lib, on_loop=on_loop) == lib.next
+        assert tries == [[lib.capped], [lib.next]]  # with the capped offer, then without
+        monkeypatch.undo()
+        assert recorded(world) == []
+        assert chosen(world, lib, on_loop=on_loop) == lib.capped  # its cap was not taken
+        assert recorded(world) == [[lib.capped]]
+    finally:
+        world.runner.run(world.no.aclose())
+        world.runner.close()
+
+
 # -- whether decisions can run on an event loop ------------------------------------------
 # The decision path strategy the root chose declares it (``DecisionPath.inline``).
 

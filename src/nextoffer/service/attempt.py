@@ -246,18 +246,20 @@ class Attempt:
                     continue
                 return outcome
             # The record reserves the counters of what it proposes (all or none).
+            reserve = plan.consumed(result)
             answer = yield decision_record(
-                self._container_id,
-                self._call,
-                outcome,
-                self._key,
-                self._profile_id,
-                plan.consumed(result),
+                self._container_id, self._call, outcome, self._key, self._profile_id, reserve
             )
             if isinstance(answer, BadRequest):
                 raise answer  # the database refuses a value it carries: again would too
-            if isinstance(answer, NextOfferError):
-                self._unreachable(answer)  # neither reserved nor recorded
+            if isinstance(answer, NextOfferError):  # neither reserved nor recorded
+                if not reserve:
+                    # Nothing of it needs a reservation: answered, unrecorded (the
+                    # database is away; docs/deploy.md), rather than decided again to no
+                    # end and refused.
+                    log.error("decision %s not recorded: %s", outcome.proposition_id, answer)
+                    return outcome
+                self._unreachable(answer)  # decided again, every capped offer as capped
                 continue
             if answer:
                 yield from self._full(answer)
