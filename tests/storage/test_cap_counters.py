@@ -14,7 +14,7 @@ from nextoffer.storage.counters import CapCounterStore, SqlCounters
 from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.store import Store
 from support.backends import fresh_database, redis_url
-from support.counter_contract import A, CounterContract
+from support.counter_contract import A, B, CounterContract
 
 
 class TestSqliteCounters(CounterContract):
@@ -50,6 +50,37 @@ class TestRedisCounters(CounterContract):
         assert redis_key(A).startswith("nextoffer:cap:{c-1}:")
 
 
+def test_counters_in_the_database_count_with_the_writer_s_transaction(db_url: str) -> None:
+    # Feedback adds to them in the transaction that stores its events (service/events.py):
+    # counted once with the events, or, when that transaction fails, not at all.
+    store = Store.open(db_url)
+    counters = SqlCounters(store)
+    try:
+        with pytest.raises(RuntimeError):
+            with store.session(write=True) as session:
+                assert counters.add_in(session, [A, A, B]) is True
+                raise RuntimeError("the write fails after counting")
+        assert counters.read([A, B]) == {}
+        with store.session(write=True) as session:
+            counters.add_in(session, [A, A, B])
+        assert counters.read([A, B]) == {A: 2, B: 1}
+    finally:
+        store.close()
+
+
+def test_counters_in_redis_are_left_to_add_after_the_writer_s_commit(tmp_path: Path) -> None:
+    store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
+    opened = RedisCounters.from_url(redis_url())
+    counters = _Isolated(opened, uuid.uuid4().hex)
+    try:
+        with store.session(write=True) as session:
+            assert counters.add_in(session, [A]) is False
+        assert counters.read([A]) == {}
+    finally:
+        opened.close()
+        store.close()
+
+
 class _Isolated:
     """The contract's keys moved into a container of their own (a fresh key space)."""
 
@@ -75,6 +106,9 @@ class _Isolated:
 
     def add(self, keys, amount=1):  # type: ignore[no-untyped-def]
         self._inner.add([self._key(k) for k in keys], amount)
+
+    def add_in(self, session, keys):  # type: ignore[no-untyped-def]
+        return self._inner.add_in(session, [self._key(k) for k in keys])
 
     def close(self) -> None:
         self._inner.close()

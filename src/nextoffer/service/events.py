@@ -223,8 +223,11 @@ class Events:
                 if kept is not None:
                     stored.append(kept)
             # Counted in the transaction that stored them: an event is stored and counted
-            # once, or neither.
-            return outcomes, self._count(session, principal, stored, gathered), gathered
+            # once, or neither (cap counters too, when they are rows of this database).
+            keys = self._count(session, principal, stored, gathered)
+            if keys and self._counters.add_in(session, keys):
+                keys = []
+            return outcomes, keys, gathered
 
         outcomes, keys, gathered = self._store.write(write)
         self._learning.written(gathered)
@@ -329,7 +332,7 @@ class Events:
         self, session: Session, principal: Principal, stored: list[_Stored], gathered: Gathered
     ) -> list[CounterKey]:
         """Count the stored events: report rows and ranking statistics in ``session``; the
-        cap counters to add once it commits are returned."""
+        cap counters they add to are returned."""
         keys: list[CounterKey] = []
         runtime = session.runtime
         containers = [

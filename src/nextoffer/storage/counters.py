@@ -23,6 +23,7 @@ from sqlalchemy import Connection, bindparam, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
+from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 #: The scope of counters that count propositions to everyone.
@@ -101,6 +102,13 @@ class CapCounterStore(Protocol):
 
     def add(self, keys: Iterable[CounterKey], amount: int = 1) -> None:
         """Count events that happened anyway (impressions, clicks): no limit applies."""
+        ...
+
+    def add_in(self, session: Session, keys: Sequence[CounterKey]) -> bool:
+        """:meth:`add` 1 to each key in ``session``'s write transaction, when the counters
+        are rows of that database: they are then counted once with what the transaction
+        stores, or not at all. ``False`` (nothing added) when they live elsewhere: the
+        caller adds them after its commit."""
         ...
 
     def close(self) -> None: ...
@@ -200,32 +208,18 @@ class SqlCounters:
     def add(self, keys: Iterable[CounterKey], amount: int = 1) -> None:
         self._bump(list(keys), amount)
 
+    def add_in(self, session: Session, keys: Sequence[CounterKey]) -> bool:
+        _bump_in(session.conn, keys, 1)
+        return True
+
     def close(self) -> None:
         """The counters share the store's connections; nothing of their own to close."""
 
     def _bump(self, keys: Sequence[CounterKey], amount: int) -> None:
-        """One upsert, rows in key order: the order every writer takes them in (a
-        PostgreSQL decision batch locks its counters in it too), so writers of the same
-        counters queue instead of deadlocking."""
         if not keys:
             return
-        counts: dict[CounterKey, int] = {}
-        for key in keys:
-            counts[key] = counts.get(key, 0) + amount
-        rows = [
-            {"counter_key": key.encode(), "container_id": key.container_id, "count": n}
-            for key, n in sorted(counts.items(), key=_code_of_item)
-        ]
         with self._store.session(write=True) as session:
-            dialect = postgresql if session.conn.dialect.name == "postgresql" else sqlite
-            upsert = dialect.insert(t.cap_counters)
-            session.conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=[t.cap_counters.c.counter_key],
-                    set_={"count": t.cap_counters.c.count + upsert.excluded["count"]},
-                ),
-                rows,
-            )
+            _bump_in(session.conn, keys, amount)
 
     @staticmethod
     def _ensure(conn: Connection, keys: Iterable[CounterKey]) -> None:
@@ -256,3 +250,28 @@ def _code_of_item(item: tuple[CounterKey, object]) -> str:
 
 class _Refused(Exception):
     """Raised inside the reserve transaction to roll it back."""
+
+
+def _bump_in(conn: Connection, keys: Sequence[CounterKey], amount: int) -> None:
+    """Add ``amount`` to each key (once per listing) in ``conn``'s write transaction: one
+    upsert, rows in key order, the order every writer takes them in (a PostgreSQL
+    decision batch locks its counters in it too), so writers of the same counters queue
+    instead of deadlocking."""
+    if not keys:
+        return
+    counts: dict[CounterKey, int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + amount
+    rows = [
+        {"counter_key": key.encode(), "container_id": key.container_id, "count": n}
+        for key, n in sorted(counts.items(), key=_code_of_item)
+    ]
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    upsert = dialect.insert(t.cap_counters)
+    conn.execute(
+        upsert.on_conflict_do_update(
+            index_elements=[t.cap_counters.c.counter_key],
+            set_={"count": t.cap_counters.c.count + upsert.excluded["count"]},
+        ),
+        rows,
+    )

@@ -37,6 +37,7 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from nextoffer.errors import BadRequest, Unavailable
 from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
+from nextoffer.storage.session import Session
 
 PREFIX = "nextoffer:cap:"
 
@@ -189,6 +190,9 @@ class RedisCounters:
         for key, n in counts.items():
             pipe.incrby(redis_key(key), n)
         self._call(pipe.execute)
+
+    def add_in(self, session: Session, keys: Sequence[CounterKey]) -> bool:
+        return False  # not rows of the store's database: added after its commit
 
     def close(self) -> None:
         self._client.close()
