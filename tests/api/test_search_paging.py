@@ -68,6 +68,7 @@ def sort_key(item: dict, order: str):
     "order",
     [
         None,
+        "",  # an empty orderby is no order (its next link named orderby twice: a 400)
         "instanceId",
         "-instanceId",
         "repo:createdDate",

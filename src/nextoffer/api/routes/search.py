@@ -44,6 +44,8 @@ def next_href(path: str, raw_query: str, query: ListQuery, cursor: str) -> str:
         if name == "start":
             continue
         if name == "orderby":
+            if not query.ordered_by_client:
+                continue  # an empty orderby is no order: the default is named above
             segment = f"{segment.partition('=')[0]}={quote(query.order_text(), safe='')}"
         parts.append(segment)
     return f"{path}?{'&'.join(parts)}"
