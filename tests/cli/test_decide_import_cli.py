@@ -184,13 +184,16 @@ def test_import_profiles_loads_good_lines_and_reports_bad_ones(demo, tmp_path):
         json.dumps({"identityMap": {}, "profile": {}}),
         "",
         json.dumps({"identityMap": {"Email": [{"id": "b@x"}]}, "profile": {}}),
+        # read as a float, its digits lost, if it were kept
+        json.dumps({"identityMap": {"Email": [{"id": "c@x"}]}, "profile": {"n": 2**70}}),
     ]
     path = tmp_path / "profiles.jsonl"
     path.write_text("\n".join(lines) + "\n")
     result = import_profiles(db_url, path)
     assert result.exit_code == 1
-    assert "2 profiles loaded, 2 lines rejected" in result.output
+    assert "2 profiles loaded, 3 lines rejected" in result.output
     assert "line 2:" in result.output and "line 3:" in result.output
+    assert "line 6: an integer past 64 bits" in result.output and "(at /profile/n)" in result.output
     store = Store.open(db_url)
     with store.session() as session:
         assert session.runtime.find_profile_id(DEMO_ORG, DEMO_SANDBOX, "Email", "a@x") is not None

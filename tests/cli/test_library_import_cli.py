@@ -153,12 +153,16 @@ def test_a_missing_reference_is_reported_with_its_line_and_nothing_is_stored(exp
 def test_an_unreadable_line_is_reported_and_nothing_is_stored(exported, tmp_path):
     path, _, lines = exported
     bad = tmp_path / "bad.jsonl"
-    bad.write_bytes(path.read_bytes() + b'{"schemas": ["nope"], "_instance": {}}\n{oops\n')
+    long_integer = b'{"schemas": ["x"], "_instance": {"n": 123456789012345678901234567890}}'
+    bad.write_bytes(
+        path.read_bytes() + b'{"schemas": ["nope"], "_instance": {}}\n{oops\n' + long_integer
+    )
     target = bootstrapped(tmp_path)
     result = run(target, bad)
     assert result.exit_code == 2, result.output
     assert f"line {len(lines) + 1}: schema: unknown schema 'nope'" in result.output
     assert f"line {len(lines) + 2}:" in result.output
+    assert f"line {len(lines) + 3}: an integer past 64 bits" in result.output
     assert instances(target) == {}
 
 

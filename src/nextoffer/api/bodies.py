@@ -1,4 +1,5 @@
-"""Reading request bodies: a size limit, JSON syntax, a nesting limit, and no NUL."""
+"""Reading request bodies: a size limit, JSON syntax, a nesting limit, no NUL, and no
+integer past 64 bits (which would be kept as a float, its digits lost)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
 from nextoffer.errors import BadRequest, PayloadTooLarge
-from nextoffer.repository.validation import NUL_REFUSED, nul_at
+from nextoffer.repository.validation import (
+    LONG_INTEGER_REFUSED,
+    NUL_REFUSED,
+    long_integer_at,
+    nul_at,
+)
 
 
 async def read_json(
@@ -39,6 +45,8 @@ async def read_json(
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
+    if (where := long_integer_at(raw)) is not None:
+        raise BadRequest(f"the request body holds {LONG_INTEGER_REFUSED}", pointer=where)
     # Nesting needs one bracket per level: a body with fewer brackets than the limit
     # (every ordinary request) cannot be too deep, and is not walked.
     if raw.count(b"{") + raw.count(b"[") > max_depth:

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nextoffer.cli.library_import import library
-from nextoffer.errors import NotFound
+from nextoffer.errors import BadRequest, NotFound
+from nextoffer.repository.validation import LONG_INTEGER_REFUSED, long_integer_at
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
@@ -83,10 +84,14 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
             for number, line in enumerate(lines, start=1):
                 if line.strip():
                     try:
-                        pending.append((number, orjson.loads(line)))
-                    except orjson.JSONDecodeError as exc:
+                        body = orjson.loads(line)
+                        if (where := long_integer_at(line)) is not None:
+                            raise BadRequest(f"{LONG_INTEGER_REFUSED} (at {where or '/'})")
+                        pending.append((number, body))
+                    except (orjson.JSONDecodeError, BadRequest) as exc:
                         bad += 1
-                        console.print(f"line {number}: {exc}", markup=False, highlight=False)
+                        detail = exc.detail if isinstance(exc, BadRequest) else str(exc)
+                        console.print(f"line {number}: {detail}", markup=False, highlight=False)
                 if len(pending) >= BATCH:
                     flush()
                     bar.update(task, completed=number)

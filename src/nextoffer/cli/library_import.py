@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.repository.objects import ObjectType, parse_schema_ref
+from nextoffer.repository.validation import LONG_INTEGER_REFUSED, long_integer_at
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.service.body_checks import ParallelChecks
@@ -38,6 +39,8 @@ def read_lines(path: Path) -> tuple[list[tuple[ObjectType, dict[str, Any]]], lis
                 continue
             try:
                 item = orjson.loads(line)
+                if (where := long_integer_at(line)) is not None:
+                    raise BadRequest(f"{LONG_INTEGER_REFUSED} (at {where or '/'})")
                 if not isinstance(item, dict):
                     raise BadRequest("not a JSON object")
                 schemas = item.get("schemas")

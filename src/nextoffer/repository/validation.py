@@ -11,6 +11,7 @@ Pure: no IO beyond reading the packaged schema files once.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib import resources
@@ -100,6 +101,37 @@ def nul_at(value: Any, *, prefix: str = "") -> str | None:
                 if "\x00" in name:
                     return pointer(path, prefix)
                 stack.append((child, [*path, name]))
+        elif isinstance(node, list):
+            stack.extend((child, [*path, i]) for i, child in enumerate(node))
+    return None
+
+
+#: What refuses a body :func:`long_integer_at` finds an integer in.
+LONG_INTEGER_REFUSED = (
+    "an integer past 64 bits (below -2**63 or above 2**64 - 1) cannot be kept exactly;"
+    " send it as a string"
+)
+#: A number with this many digits in a row may be past 64 bits: only then is a text
+#: read again, exactly (``orjson`` reads such an integer as a float, dropping digits).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def long_integer_at(raw: bytes, *, prefix: str = "") -> str | None:
+    """The pointer of an integer past 64 bits in the JSON text ``raw`` (valid JSON), or
+    ``None``; ``prefix`` when one is too long even to read (over 4,300 digits)."""
+    if _LONG_DIGITS.search(raw) is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:  # past the interpreter's limit on an integer's digits
+        return prefix
+    stack: list[tuple[Any, list[Any]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if type(node) is int and not -(2**63) <= node < 2**64:
+            return pointer(path, prefix)
+        if isinstance(node, dict):
+            stack.extend((child, [*path, name]) for name, child in node.items())
         elif isinstance(node, list):
             stack.extend((child, [*path, i]) for i, child in enumerate(node))
     return None
