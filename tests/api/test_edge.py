@@ -166,6 +166,27 @@ def test_first_visit_mints_an_ecid_kept_by_state_and_by_cookie(shop, client):
     assert handles(fresh, "identity:result")[0]["payload"][0]["id"] != ecid
 
 
+def test_an_ecid_too_long_for_an_identity_is_not_the_visitor_s(shop, client):
+    # An identity is at most 1,024 characters (docs/api.md): an identity map naming a
+    # longer ECID is malformed, and the visitor gets the ECID of its state or a new one,
+    # as the warning says; the long text is never a profile's identity.
+    body = event([shop.scope], identityMap={"ECID": [{"id": "7" * 1025}]})
+    answer = interact(client, shop.datastream, body).json()
+    [identity] = handles(answer, "identity:result")
+    assert re.fullmatch(r"[0-9]{38}", identity["payload"][0]["id"])
+    assert [(w["title"], w["report"]) for w in answer["warnings"]] == [
+        ("Invalid identity map", {"eventIndex": 0})
+    ]
+    assert handles(answer, "personalization:decisions")[0]["payload"]
+    # The new visitor's profile is under the minted ECID.
+    found = client.get(
+        "/data/core/nextoffer/profiles",
+        params={"namespace": "ECID", "id": identity["payload"][0]["id"]},
+        headers=shop.headers,
+    )
+    assert found.status_code == 200, found.text
+
+
 def test_adobes_identity_cookie_value_is_read():
     # The kndctr identity value of Adobe's documented Edge response (tests/data/adobe).
     sample = example("edge-decisions-context-data.response.json")

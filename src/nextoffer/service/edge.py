@@ -37,7 +37,7 @@ from nextoffer.service.catalogs import Snapshot
 from nextoffer.service.decisions import DecisionCall, DecisionOutcome, Decisions
 from nextoffer.service.ecid import cookie_name, decode_identity, mint_ecid
 from nextoffer.service.events import Events
-from nextoffer.service.identities import parse_identity_map
+from nextoffer.service.identities import MAX_IDENTITY, parse_identity_map
 from nextoffer.service.scopes import DecisionScope, ScopeError, decode_scope
 from nextoffer.storage.session import DatastreamRecord
 
@@ -143,7 +143,8 @@ class Edge:
             entries = identity_map.get(ECID) if isinstance(identity_map, Mapping) else None
             for entry in entries if isinstance(entries, list) else []:
                 value = entry.get("id") if isinstance(entry, Mapping) else None
-                if isinstance(value, str) and value:  # the caller's word, whatever its form
+                # The caller's word, whatever its form, if it can be an identity at all.
+                if isinstance(value, str) and 0 < len(value) <= MAX_IDENTITY:
                     return value, False
         state = request.state.get(cookie_name(datastream.org_id, "identity"))
         if state is not None:
