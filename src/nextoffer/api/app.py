@@ -113,5 +113,9 @@ def create_app(
         ],
         lifespan=lifespan,
     )
+    # A path with a slash too many is an unknown route: a 404, as docs/api.md says, not
+    # a 307 to the path without it (the console's own router, under its Mount, still
+    # redirects its pages').
+    app.router.redirect_slashes = False
     app.state.metrics = metrics
     return app
