@@ -73,6 +73,28 @@ def test_stale_if_match_is_409_and_changes_nothing(tenant, placement):
     assert read["_instance"]["xdm:name"] == "A" and read["repo:etag"] == 2
 
 
+@pytest.mark.parametrize("value", ['"abc"', 'W/"x1"', '""', "1.5"])
+def test_an_if_match_naming_no_etag_is_a_400_quoting_it_and_changes_nothing(
+    tenant, placement, value
+):
+    # It was a 409 "If-Match -1 does not match", a value the client never sent.
+    created = tenant.create("personalized-offer", offer_body(placement))
+    refused = patch(
+        tenant,
+        created["instanceId"],
+        [{"op": "replace", "path": "/_instance/xdm:name", "value": "A"}],
+        headers={"If-Match": value},
+    )
+    body = assert_problem(refused, 400)
+    assert body["pointer"] == "If-Match" and repr(value) in body["detail"]
+    deleted = tenant.client.delete(
+        tenant.url(f"/{created['instanceId']}"), headers={**tenant.headers, "If-Match": value}
+    )
+    assert_problem(deleted, 400)
+    read = tenant.client.get(tenant.url(f"/{created['instanceId']}"), headers=tenant.headers).json()
+    assert read["repo:etag"] == 1
+
+
 def test_if_none_match_with_current_etag_is_304(tenant, placement):
     created = tenant.create("personalized-offer", offer_body(placement))
     url = tenant.url(f"/{created['instanceId']}")
