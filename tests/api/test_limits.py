@@ -93,6 +93,40 @@ def test_very_deep_json_is_refused_without_a_crash(tenant):
     assert response.status_code == 400 and response.headers["content-type"] == PROBLEM
 
 
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"xdm:name": "café"}'.encode("utf-16"),  # with its byte-order mark
+        '{"xdm:name": "café"}'.encode("latin-1"),
+    ],
+)
+def test_a_body_that_is_not_utf8_is_a_400_saying_so(tenant, content):
+    # orjson's own words were "str is not valid UTF-8: surrogates not allowed".
+    assert_problem(create(tenant, "tag", content), 400, "bad-request", mentions="not UTF-8")
+
+
+def test_a_compressed_body_is_415_naming_its_content_encoding(tenant):
+    import gzip
+
+    content = gzip.compress(b'{"xdm:name": "t"}')
+    for target in (
+        lambda: create(tenant, "tag", content, **{"Content-Encoding": "gzip"}),
+        lambda: tenant.client.post(
+            "/data/core/nextoffer/events",
+            content=content,
+            headers={
+                **tenant.headers,
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+            },
+        ),
+    ):
+        assert_problem(target(), 415, "unsupported-media-type", mentions="'gzip'")
+    # identity is no encoding at all
+    created = create(tenant, "tag", b'{"xdm:name": "t"}', **{"Content-Encoding": "identity"})
+    assert created.status_code == 201, created.text
+
+
 def test_more_than_30_proposition_requests_is_422(tenant):
     request = {
         "xdm:propositionRequests": [

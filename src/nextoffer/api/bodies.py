@@ -10,7 +10,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import Message
 
-from nextoffer.errors import BadRequest, PayloadTooLarge
+from nextoffer.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from nextoffer.repository.validation import (
     LONG_INTEGER_REFUSED,
     NUL_REFUSED,
@@ -28,7 +28,13 @@ async def read_json(
 ) -> Any:
     """The parsed JSON body, or a 400/413 that says what is wrong with it. ``headers``, when
     given, are the request's (``context.header_map``)."""
-    declared = (headers if headers is not None else request.headers).get("content-length")
+    headers = headers if headers is not None else request.headers
+    encoding = headers.get("content-encoding")
+    if encoding is not None and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedMediaType(
+            f"Content-Encoding {encoding.strip()!r} is not supported: send the body uncompressed"
+        )
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(f"the request body is {declared} bytes; the limit is {max_bytes}")
     # A body arrives in one message but for large ones: that one is taken as it is.
@@ -44,6 +50,13 @@ async def read_json(
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode()
+        except UnicodeDecodeError as bad:  # orjson calls it "surrogates not allowed"
+            raise BadRequest(
+                f"the request body is not UTF-8 text (JSON is, RFC 8259): byte"
+                f" 0x{raw[bad.start]:02x} at offset {bad.start}"
+            ) from exc
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
     if (where := long_integer_at(raw)) is not None:
         raise BadRequest(f"the request body holds {LONG_INTEGER_REFUSED}", pointer=where)
