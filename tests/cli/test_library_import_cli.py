@@ -235,3 +235,15 @@ def test_problems_found_by_worker_processes_name_their_lines_and_nothing_is_stor
     # in the file's order, wherever each was found
     assert result.output.index(f"line {first + 1}:") < result.output.index(f"line {last + 1}:")
     assert instances(target) == {}
+
+
+@pytest.mark.parametrize("chunk", ["0", "-5"])
+def test_a_chunk_below_one_is_refused_before_anything_is_read(exported, tmp_path, chunk):
+    path, _, _ = exported
+    target = bootstrapped(tmp_path)
+    result = run(target, path, "--chunk", chunk)
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for '--chunk'" in result.output
+    assert f"{chunk} is not in the range x>=1" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert instances(target) == {}

@@ -109,7 +109,13 @@ def describe(exc: Unprocessable, numbers: list[int]) -> str:
     show_default=True,
     help="Keep each instance's @id, or give every one a new @id (references rewritten).",
 )
-@click.option("--chunk", default=1000, show_default=True, help="Instances per transaction.")
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Instances per transaction.",
+)
 @click.option(
     "--jobs",
     type=click.IntRange(min=1),
