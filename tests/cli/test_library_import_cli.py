@@ -247,3 +247,69 @@ def test_a_chunk_below_one_is_refused_before_anything_is_read(exported, tmp_path
     assert f"{chunk} is not in the range x>=1" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert instances(target) == {}
+
+
+def test_a_database_failing_after_a_chunk_says_how_many_were_imported_and_how_to_finish(
+    exported, tmp_path, monkeypatch
+):
+    import sqlite3
+
+    from nextoffer.service.repository import Repository
+
+    path, _, lines = exported
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    target = bootstrapped(tmp_path)
+    write_chunk = Repository._write_chunk
+    calls: list[int] = []
+
+    def locked_on_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # the first chunk is committed; the database is locked now
+            with self._store.session(write=True):
+                raise sqlite3.OperationalError("database is locked")
+        return write_chunk(self, *args, **kwargs)
+
+    monkeypatch.setattr(Repository, "_write_chunk", locked_on_the_second)
+    result = run(target, path, "--chunk", "3")
+    assert result.exit_code == 6, result.output  # Unavailable's exit code
+    message = result.stderr.strip()
+    assert message.startswith("error: the database is unavailable: database is locked; ")
+    assert f"3 of {len(lines)} instances were imported (the lines up to line 3 of {path})" in (
+        message
+    )
+    assert f"import the lines from line 4 on to finish (e.g. tail -n +4 {path}" in message
+    assert len(instances(target)) == 3
+    # Doing what it says finishes the import: the library is the original's.
+    monkeypatch.setattr(Repository, "_write_chunk", write_chunk)
+    rest = tmp_path / "rest.jsonl"
+    rest.write_bytes(b"".join(path.read_bytes().splitlines(keepends=True)[3:]))
+    finished = run(target, rest)
+    assert finished.exit_code == 0, finished.output
+    assert instances(target) == instances(source)
+
+
+def test_a_conflict_after_a_chunk_with_new_ids_says_a_rerun_imports_a_copy(
+    exported, tmp_path, monkeypatch
+):
+    from nextoffer.errors import Conflict
+    from nextoffer.service.repository import Repository
+
+    path, _, lines = exported
+    target = bootstrapped(tmp_path)
+    write_chunk = Repository._write_chunk
+    calls: list[int] = []
+
+    def gone_on_the_third(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise Conflict(f"x was deleted while it ran; 4 of {len(lines)} instances were imported")
+        return write_chunk(self, *args, **kwargs)
+
+    monkeypatch.setattr(Repository, "_write_chunk", gone_on_the_third)
+    result = run(target, path, "--chunk", "2", "--new-ids")
+    assert result.exit_code == 5, result.output
+    message = result.stderr.strip()
+    assert message.count("were imported") == 1  # the write's own count, not said twice
+    assert f"(the lines up to line 4 of {path}) with new @ids" in message
+    assert "would import every line again, as another copy" in message
+    assert len(instances(target)) == 4

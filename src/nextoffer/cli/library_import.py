@@ -17,7 +17,7 @@ import click
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from nextoffer.errors import BadRequest, NotFound, Unprocessable
+from nextoffer.errors import BadRequest, NextOfferError, NotFound, Unprocessable
 from nextoffer.repository.objects import ObjectType, parse_schema_ref
 from nextoffer.repository.validation import LONG_INTEGER_REFUSED, long_integer_at
 from nextoffer.root import NextOffer
@@ -88,6 +88,34 @@ def describe(exc: Unprocessable, numbers: list[int]) -> str:
     return "\n".join(out)
 
 
+def partly_imported(
+    exc: NextOfferError, path: Path, numbers: list[int], written: int, *, keep_ids: bool
+) -> NextOfferError:
+    """``exc``, raised once ``written`` instances were committed, saying so: how many, up
+    to which line, and how to import the rest (the chunks are written in the file's order).
+    """
+    total = len(numbers)
+    detail = exc.detail
+    if "were imported" not in detail:  # a write's own 409 already says how many
+        detail += f"; {written} of {total} instances were imported"
+    detail += f" (the lines up to line {numbers[written - 1]} of {path})"
+    if keep_ids:
+        detail += (
+            "; running the same file again would report them as existing: import the lines "
+            f"from line {numbers[written]} on to finish "
+            f"(e.g. tail -n +{numbers[written]} {path} > rest.jsonl)"
+        )
+    else:
+        detail += (
+            " with new @ids; running the same file again would import every line again, "
+            "as another copy"
+        )
+    try:
+        return type(exc)(detail)  # the same class: the same exit code
+    except TypeError:  # a class built otherwise (none is raised while writing)
+        return NextOfferError(detail)
+
+
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option(
@@ -138,8 +166,12 @@ def library(
     Everything is checked first — schemas, rules, references (to another line or to an
     instance already in the container), ids, the guardrail totals — and every problem is
     reported with its line; then nothing is stored. Otherwise all instances are written,
-    in transactions of --chunk. The checks (JSON Schema, compiling every rule) run in
-    --jobs worker processes.
+    in the file's order, in transactions of --chunk. The checks (JSON Schema, compiling
+    every rule) run in --jobs worker processes.
+
+    Should the database fail after a transaction was committed (locked, gone), the
+    instances written stay: the error says how many, up to which line, and how to import
+    the rest.
     """
     settings = Settings.from_env(db_url=db_url)
     principal = Principal(org, sandbox, "nextoffer-cli", "nextoffer-cli")
@@ -163,6 +195,14 @@ def library(
                 "checked": bar.add_task("checked", total=len(items)),
                 "written": bar.add_task("written", total=len(items)),
             }
+            written = 0
+
+            def advance(stage: str, n: int) -> None:
+                nonlocal written
+                if stage == "written":
+                    written += n
+                bar.advance(tasks[stage], n)
+
             try:
                 with bulk_heap():
                     mapping = no.repository.create_many(
@@ -171,7 +211,7 @@ def library(
                         items,
                         keep_ids=keep_ids,
                         chunk_size=chunk,
-                        progress=lambda stage, n: bar.advance(tasks[stage], n),
+                        progress=advance,
                         checks=(
                             ParallelChecks(no.catalogs.rules, jobs)
                             if jobs > 1 and len(items) >= PARALLEL_FROM
@@ -179,7 +219,11 @@ def library(
                         ),
                     )
                 bar.update(tasks["checked"], completed=len(items))
-            except Unprocessable as exc:
+            except NextOfferError as exc:
+                if written:
+                    raise partly_imported(exc, path, numbers, written, keep_ids=keep_ids) from exc
+                if not isinstance(exc, Unprocessable):
+                    raise
                 raise Unprocessable(
                     f"nothing was imported: {len(exc.extra.get('errors') or [1])} problem(s)\n"
                     + describe(exc, numbers)
