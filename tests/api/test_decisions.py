@@ -363,6 +363,12 @@ def test_bad_decision_requests_name_the_field(library, change, status, pointer):
     assert response.json()["pointer"] == pointer
 
 
+def test_a_refused_item_count_is_quoted_as_the_json_it_was_sent_in(library):
+    request = library.request("x")
+    request["xdm:propositionRequests"][0]["xdm:itemCount"] = True
+    assert library.post(request).json()["detail"].endswith(", got true")  # was "got True"
+
+
 DECIDE_2019_TYPE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=0.9"'
 
 

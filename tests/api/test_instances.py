@@ -95,6 +95,23 @@ def test_an_if_match_naming_no_etag_is_a_400_quoting_it_and_changes_nothing(
     assert read["repo:etag"] == 1
 
 
+@pytest.mark.parametrize(
+    ("member", "value", "quoted"),
+    [
+        ("xdm:selectionConstraint", {"xdm:startDate": None}, "null is not of type 'string'"),
+        ("xdm:frequencyCappingConstraints", {"xdm:limit": 1}, '{"xdm:limit": 1} is not of type'),
+    ],
+)
+def test_a_refused_value_is_quoted_as_the_json_it_was_sent_in(
+    tenant, placement, member, value, quoted
+):
+    # jsonschema quotes values in Python's notation: None, True, {'xdm:limit': 1}.
+    refused = tenant.create(
+        "personalized-offer", {**offer_body(placement), member: value}, expect=422
+    )
+    assert quoted in refused["detail"], refused
+
+
 def test_if_none_match_with_current_etag_is_304(tenant, placement):
     created = tenant.create("personalized-offer", offer_body(placement))
     url = tenant.url(f"/{created['instanceId']}")

@@ -56,10 +56,9 @@ def test_counters_in_the_database_count_with_the_writer_s_transaction(db_url: st
     store = Store.open(db_url)
     counters = SqlCounters(store)
     try:
-        with pytest.raises(RuntimeError):
-            with store.session(write=True) as session:
-                assert counters.add_in(session, [A, A, B]) is True
-                raise RuntimeError("the write fails after counting")
+        with pytest.raises(RuntimeError), store.session(write=True) as session:
+            assert counters.add_in(session, [A, A, B]) is True
+            raise RuntimeError("the write fails after counting")
         assert counters.read([A, B]) == {}
         with store.session(write=True) as session:
             counters.add_in(session, [A, A, B])

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nextoffer.engine import Catalog, PropositionRequest
+from nextoffer.engine.request import check_item_count
 from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.service.context_data import parse_context
 from nextoffer.service.decisions import DecisionCall
@@ -84,11 +85,7 @@ def _check_proposition(item: dict[str, Any], where: str) -> None:
         raise Unprocessable(
             "xdm:placementId is required (a placement @id)", pointer=f"{where}/xdm:placementId"
         )
-    count = item.get("xdm:itemCount", 1)
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise Unprocessable(
-            "xdm:itemCount must be an integer from 1 to 30", pointer=f"{where}/xdm:itemCount"
-        )
+    check_item_count(item.get("xdm:itemCount", 1), f"{where}/xdm:itemCount")
 
 
 def _response_format(value: Any) -> ResponseFormat:

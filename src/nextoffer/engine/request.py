@@ -7,6 +7,7 @@ guardrails, raising :mod:`nextoffer.errors` with the JSON pointer of the offendi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +55,18 @@ class DecisionRequest:
     explain: bool = False
 
 
+def check_item_count(value: Any, pointer: str) -> int:
+    """``xdm:itemCount`` as sent: an integer from 1 to :data:`MAX_ITEM_COUNT`, else a 422
+    at ``pointer`` quoting it as JSON."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ITEM_COUNT:
+        raise Unprocessable(
+            f"xdm:itemCount must be an integer from 1 to {MAX_ITEM_COUNT},"
+            f" got {json.dumps(value, default=str)}",
+            pointer=pointer,
+        )
+    return value
+
+
 def resolve(
     catalog: Catalog, request: DecisionRequest
 ) -> list[tuple[PropositionRequest, Decision, Placement]]:
@@ -74,16 +87,7 @@ def resolve(
     resolved = []
     for index, wanted in enumerate(request.propositions):
         base = f"{_REQUESTS}/{index}"
-        item_count = wanted.item_count
-        if (
-            isinstance(item_count, bool)
-            or not isinstance(item_count, int)
-            or not 1 <= item_count <= MAX_ITEM_COUNT
-        ):
-            raise Unprocessable(
-                f"xdm:itemCount must be an integer from 1 to {MAX_ITEM_COUNT}, got {item_count!r}",
-                pointer=f"{base}/xdm:itemCount",
-            )
+        check_item_count(wanted.item_count, f"{base}/xdm:itemCount")
         decision = catalog.decisions.get(wanted.activity_id)
         if decision is None:
             raise NotFound(f"no decision {wanted.activity_id!r}", pointer=f"{base}/xdm:activityId")

@@ -137,14 +137,31 @@ def long_integer_at(raw: bytes, *, prefix: str = "") -> str | None:
     return None
 
 
+#: How much of a value a validation message quotes.
+_QUOTED = 80
+
+
+def _quoted(value: Any) -> str:
+    """``value`` as the client wrote it, in JSON (``null``, ``true``, ``{"a": 1}``), cut
+    short past :data:`_QUOTED` characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= _QUOTED else text[: _QUOTED - 1] + "…"
+
+
 def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return str(error.message).replace("is a required property", "is required")
     if error.validator == "pattern" and isinstance(error.instance, str):
-        return f"{error.instance!r} is not a valid reference of the expected type"
+        return f"{_quoted(error.instance)} is not a valid reference of the expected type"
     if error.validator == "format":
-        return f"{error.instance!r} is not an RFC 3339 date-time"
-    return str(error.message)
+        return f"{_quoted(error.instance)} is not an RFC 3339 date-time"
+    message = str(error.message)
+    # jsonschema quotes the value in Python's notation (None, True, {'a': 1}); the
+    # client sent JSON, so it is quoted back in JSON.
+    shown = repr(error.instance)
+    if message.startswith(shown):
+        return _quoted(error.instance) + message[len(shown) :]
+    return message
 
 
 def validate(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = "") -> None:

@@ -36,7 +36,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
-from nextoffer.engine.request import MAX_ITEM_COUNT, MAX_PROPOSITION_REQUESTS, resolve
+from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS, check_item_count, resolve
 from nextoffer.errors import Conflict, NextOfferError, NotFound, Unprocessable
 from nextoffer.ids import IdFactory, format_datetime
 from nextoffer.service import locations
@@ -116,16 +116,7 @@ def parse_propositions(body: Mapping[str, Any]) -> tuple[PropositionRequest, ...
         placement = item.get("xdm:placementId")
         if not isinstance(placement, str) or not placement:
             raise Unprocessable("xdm:placementId is required", pointer=f"{base}/xdm:placementId")
-        count = item.get("xdm:itemCount", 1)
-        if (
-            isinstance(count, bool)
-            or not isinstance(count, int)
-            or not 1 <= count <= MAX_ITEM_COUNT
-        ):
-            raise Unprocessable(
-                f"xdm:itemCount must be an integer from 1 to {MAX_ITEM_COUNT}, got {count!r}",
-                pointer=f"{base}/xdm:itemCount",
-            )
+        count = check_item_count(item.get("xdm:itemCount", 1), f"{base}/xdm:itemCount")
         parsed.append(PropositionRequest(activity, placement, count))
     return tuple(parsed)
 
