@@ -382,6 +382,21 @@ BAD_INPUT: list[tuple[str, Call, int, str | None]] = [
 
 
 @pytest.mark.parametrize(
+    ("query", "told"),
+    [
+        ("/offers?offer-type=personalized&property=rank.priority=5", "'rank.priority=5'"),
+        ("/offers?offer-type=personalized&orderby=rank..priority", "'rank..priority'"),
+    ],
+)
+def test_a_bad_list_parameter_is_told_in_the_dps_names_sent(dps, query, told):
+    # It named the stored xcore path ('_instance.xdm:rank..priority'), never sent.
+    response = _get(query)(dps, None)
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert told in detail and "_instance" not in detail and "xdm:" not in detail, detail
+
+
+@pytest.mark.parametrize(
     ("what", "call", "status", "pointer"), BAD_INPUT, ids=[case[0] for case in BAD_INPUT]
 )
 def test_bad_input_is_a_clear_4xx_problem(dps, what, call, status, pointer):

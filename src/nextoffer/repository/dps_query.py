@@ -10,7 +10,8 @@ lists. No IO. Choices: ``docs/api.md`` ("The dps form").
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from nextoffer.errors import BadRequest
 from nextoffer.repository import query as q
@@ -55,7 +56,19 @@ def _field_path(resource: Resource, dotted: str, *, where: str) -> tuple[q.Path,
             continue
         parts.append(field.xcore)
         fields, entries, last = field.inner, (field.entries or None), field
-    return q.parse_path(".".join([q.INSTANCE_PREFIX, *parts]), where=where), last
+    stored = ".".join([q.INSTANCE_PREFIX, *parts])
+    with _in_dps_terms(stored, name):
+        return q.parse_path(stored, where=where), last
+
+
+@contextmanager
+def _in_dps_terms(stored: str, sent: str) -> Iterator[None]:
+    """A query error about the xcore path ``stored`` told in the dps text ``sent`` the
+    client wrote (its message named ``_instance.xdm:…`` paths the client never saw)."""
+    try:
+        yield
+    except BadRequest as exc:
+        raise BadRequest(exc.detail.replace(stored, sent), pointer=exc.pointer) from exc
 
 
 def parse_filter(resource: Resource, expression: str, *, where: str = "property") -> q.Filter:
@@ -65,13 +78,14 @@ def parse_filter(resource: Resource, expression: str, *, where: str = "property"
     match = _OPERATOR.search(text)
     field_text = text[: match.start()] if match else text
     path, field = _field_path(resource, field_text, where=where)
-    if match is None:
-        flt = q.parse_filter(path.text, where=where)
-    else:
-        value = text[match.end() :]
-        if field is not None and field.values and match.group() in ("==", "!="):
-            value = field.values.get(value, value)  # any-tags → anyTags
-        flt = q.parse_filter(f"{path.text}{match.group()}{value}", where=where)
+    with _in_dps_terms(path.text, field_text.strip()):
+        if match is None:
+            flt = q.parse_filter(path.text, where=where)
+        else:
+            value = text[match.end() :]
+            if field is not None and field.values and match.group() in ("==", "!="):
+                value = field.values.get(value, value)  # any-tags → anyTags
+            flt = q.parse_filter(f"{path.text}{match.group()}{value}", where=where)
     return q.Filter(flt.path, flt.op, flt.literal, negated=negated)
 
 
