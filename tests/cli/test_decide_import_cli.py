@@ -207,3 +207,103 @@ def test_import_into_a_missing_sandbox_is_refused(demo, tmp_path):
     path.write_text("{}\n")
     result = import_profiles(db_url, path, org="NOPE", sandbox="x")
     assert result.exit_code == 4
+
+
+def profile_line(identity: str) -> str:
+    return json.dumps({"identityMap": {"Email": [{"id": identity}]}, "profile": {"a": 1}})
+
+
+def found(db_url: str, identity: str) -> bool:
+    store = Store.open(db_url)
+    try:
+        with store.session() as session:
+            return (
+                session.runtime.find_profile_id(DEMO_ORG, DEMO_SANDBOX, "Email", identity)
+                is not None
+            )
+    finally:
+        store.close()
+
+
+def test_import_profiles_rejects_only_the_line_postgresql_cannot_hold(monkeypatch, tmp_path):
+    """PostgreSQL refuses a NUL in text: the batch holding it is written line by line."""
+    from nextoffer.cli import importer
+    from support.backends import fresh_database
+
+    monkeypatch.setattr(importer, "BATCH", 2)
+    with fresh_database() as db_url:
+        with NextOffer.open(Settings(db_url=db_url)) as no:
+            no.bootstrap(org=DEMO_ORG, sandbox=DEMO_SANDBOX, client_id=DEMO_CLIENT)
+        ids = ["a@x", "b\u0000@x", "c@x", "d@x", "e@x"]
+        path = tmp_path / "nul.jsonl"
+        path.write_text("".join(profile_line(i) + "\n" for i in ids))
+        result = import_profiles(db_url, path)
+        assert result.exit_code == 1, result.output
+        assert "line 2: a value the database cannot hold" in result.stderr
+        assert "line 1:" not in result.stderr
+        assert result.stdout.strip() == "4 profiles loaded, 1 lines rejected"
+        assert [found(db_url, i) for i in ids if "\u0000" not in i] == [True] * 4
+
+
+def test_import_profiles_rejects_only_the_line_the_database_refuses(demo, tmp_path, monkeypatch):
+    """The same on SQLite, whose refusal is made here: a value it cannot hold."""
+    import sqlite3
+
+    from nextoffer.cli import importer
+    from nextoffer.service.profiles import Profiles
+
+    db_url, _, _ = demo
+    monkeypatch.setattr(importer, "BATCH", 3)
+    upsert_many = Profiles.upsert_many
+
+    def refusing(self, principal, bodies):
+        if any(b["identityMap"]["Email"][0]["id"] == "poison@x" for b in bodies):
+            with self._store.session(write=True):
+                raise sqlite3.DataError("string or blob too big")
+        return upsert_many(self, principal, bodies)
+
+    monkeypatch.setattr(Profiles, "upsert_many", refusing)
+    ids = ["a@x", "b@x", "c@x", "d@x", "poison@x", "f@x", "g@x"]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(profile_line(i) + "\n" for i in ids))
+    result = import_profiles(db_url, path)
+    assert result.exit_code == 1, result.output
+    assert "line 5: a value the database cannot hold: string or blob too big" in result.stderr
+    assert result.stdout.strip() == "6 profiles loaded, 1 lines rejected"
+    assert [found(db_url, i) for i in ids] == [True, True, True, True, False, True, True]
+
+
+def test_import_profiles_stopped_by_an_outage_says_where_and_how_many_were_loaded(
+    demo, tmp_path, monkeypatch
+):
+    import sqlite3
+
+    from nextoffer.cli import importer
+    from nextoffer.service.profiles import Profiles
+
+    db_url, _, _ = demo
+    monkeypatch.setattr(importer, "BATCH", 2)
+    upsert_many = Profiles.upsert_many
+    calls: list[int] = []
+
+    def locked_on_the_third(self, principal, bodies):
+        calls.append(1)
+        if len(calls) == 3:
+            with self._store.session(write=True):
+                raise sqlite3.OperationalError("database is locked")
+        return upsert_many(self, principal, bodies)
+
+    monkeypatch.setattr(Profiles, "upsert_many", locked_on_the_third)
+    lines = [profile_line("a@x"), "{oops", profile_line("b@x"), profile_line("c@x")]
+    lines += [profile_line("d@x"), profile_line("e@x"), profile_line("f@x")]
+    path = tmp_path / "p.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    result = import_profiles(db_url, path)
+    assert result.exit_code == 6, result.output
+    assert result.stderr.strip().endswith(
+        "error: the database is unavailable: database is locked; stopped at line 6 of "
+        f"{path}: 4 profiles were loaded before it, 1 lines rejected. Profiles are upserted: "
+        "running the same file again is safe"
+    )
+    assert result.stdout == ""
+    assert [found(db_url, i) for i in ("a@x", "b@x", "c@x", "d@x", "e@x")] == [True] * 4 + [False]
