@@ -764,8 +764,8 @@ class _Builder:
                 self._error(
                     CatalogErrorKind.UNKNOWN_RANKING_STRATEGY,
                     instance,
-                    f"ranking strategy {strategy_id!r} is not in the library; the criterion "
-                    "ranks by priority",
+                    f"criterion {index}: ranking strategy {strategy_id!r} is not in the"
+                    " library; the criterion ranks by offer priority until it is",
                     reference=strategy_id if isinstance(strategy_id, str) else None,
                 )
         group = non_negative_int(prop(ranking, "priority", 0))

@@ -373,3 +373,41 @@ def test_feature_slots_tell_true_from_one() -> None:
     assert slots(strategy, {"tier": True}, {}) == (0, _slot("tier", "true"))
     assert slots(strategy, {"tier": 1}, {}) == (0, _slot("tier", "1"))
     assert slots(strategy, {"tier": [1, 2]}, {}) == (0, _slot("tier", "[1,2]"))  # unhashable
+
+
+def test_a_criterion_naming_a_strategy_not_in_the_library_ranks_by_priority_and_says_so():
+    # The dps form's documented decision names "123456789123", which no API creates.
+    o1 = offer("O1", priority=1)
+    o2 = offer("O2", priority=9)
+    criterion = {
+        "xdm:placements": ["P1"],
+        "xdm:optionSelection": {"xdm:filter": "C1"},
+        "xdm:ranking": {
+            "xdm:order": {
+                "xdm:orderEvaluationType": "rankingStrategy",
+                "xdm:rankingStrategy": "123456789123",
+            }
+        },
+    }
+    catalog = build_catalog(
+        [
+            placement("P1"),
+            fallback("F1"),
+            o1,
+            o2,
+            collection("C1", ["O1", "O2"]),
+            instance(
+                schemas.DECISION,
+                "D1",
+                {"xdm:status": "live", "xdm:criteria": [criterion], "xdm:fallback": "F1"},
+            ),
+        ],
+        compile_rule=pql.compile,
+    )
+    [error] = catalog.errors
+    assert error.kind.value == "unknownRankingStrategy"
+    assert error.message == (
+        "criterion 0: ranking strategy '123456789123' is not in the library; the criterion"
+        " ranks by offer priority until it is"
+    )
+    assert [option.offer_id for option in ask(catalog).options] == ["O2"]
