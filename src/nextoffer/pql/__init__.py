@@ -24,6 +24,7 @@ from .jsonform import parse_json
 from .lexer import tokenize
 from .limits import check_nesting, check_reads, check_size
 from .parser import parse, parse_tokens
+from .position import render_error
 from .printer import to_text
 from .time import parse_now
 
@@ -35,6 +36,7 @@ __all__ = [
     "evaluate",
     "feature",
     "parse_source",
+    "render_error",
     "to_text",
 ]
 

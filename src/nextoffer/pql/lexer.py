@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import math
 import re
+from bisect import bisect_right
 from typing import Any, NamedTuple
 
 from . import messages as msg
 from .ast import Span
+from .position import Lines
 
 _OPS2 = ("!=", "<=", ">=", "=>")
 _OPS1 = "=<>+-*/%!()[]{},.:^"
@@ -36,26 +38,15 @@ class Token(NamedTuple):
         return repr(self.text)
 
 
-class _Cursor:
-    """Tracks offset → line/column while scanning."""
+class _Cursor(Lines):
+    """Spans of tokens, at the line and column :class:`Lines` gives every error."""
 
-    def __init__(self, source: str) -> None:
-        self.source = source
-        # Lines as ``str.splitlines`` counts them, so PQLError.render() shows the same line.
-        self.line_starts = [0]
-        for line in source.splitlines(keepends=True):
-            if line.splitlines()[0] != line:  # it ends with a line break: a new line starts
-                self.line_starts.append(self.line_starts[-1] + len(line))
+    __slots__ = ()
 
     def span(self, start: int, end: int) -> Span:
-        lo, hi = 0, len(self.line_starts) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.line_starts[mid] <= start:
-                lo = mid
-            else:
-                hi = mid - 1
-        return Span(lo + 1, start - self.line_starts[lo] + 1, start, end)
+        # ``Lines.locate`` inlined: this runs once per token.
+        line = bisect_right(self.starts, start)
+        return Span(line, start - self.starts[line - 1] + 1, start, end)
 
 
 #: The common tokens, ASCII only, after any whitespace: a name, a plain number, a string
