@@ -4,7 +4,9 @@ local engine, the Parquet files and manifest, caps shared with online decisions.
 from __future__ import annotations
 
 import io
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
@@ -319,3 +321,27 @@ def test_adobes_documented_bodies(tenant: Tenant, form: str) -> None:
     read_back = example(f"batch-{form}-status.response.json")
     assert set(read_back) <= set(status)
     assert status["ode:status"] == "COMPLETED"
+
+
+def test_a_job_failing_on_its_dataset_folder_is_logged_without_a_traceback(
+    tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The dataset's folder is a file: the job ends in ERROR saying so, and the log line
+    # tells it whole (a traceback reached `nextoffer batch run`'s stderr).
+    library = Library(tenant, [])
+    add_profiles(tenant, 3)
+    created = tenant.client.post(
+        DATASETS, json={"name": "x", "location": "blocked/here"}, headers=tenant.headers
+    ).json()
+    folder = Path(created["location"])
+    shutil.rmtree(folder)
+    folder.write_text("a file where the dataset's folder should be")
+    body = workload(library, segment(tenant, "age >= 0"), created["id"])
+    with caplog.at_level("ERROR", logger="nextoffer"):
+        job_id = tenant.client.post(DWM, json=body, headers=tenant.headers).json()["@id"]
+        done = wait_done(tenant, f"{DWM}/{job_id}")
+    assert done["ode:status"] == "ERROR", done
+    message = done["ode:statusDetail"]["errors"][0]["message"]
+    assert "Error" in message, message  # the OSError's own words, e.g. NotADirectoryError
+    failed = [r for r in caplog.records if f"batch job {job_id} failed" in r.getMessage()]
+    assert failed and all(r.exc_info is None for r in failed), failed

@@ -430,10 +430,13 @@ class BatchJobs:
         except Stopped:
             self._clean(job)
         except Exception as exc:
-            log.exception("batch job %s failed", job.job_id)
             message = (
                 exc.detail if isinstance(exc, NextOfferError) else f"{type(exc).__name__}: {exc}"
             )
+            if isinstance(exc, (NextOfferError, OSError)):  # told whole by its message
+                log.error("batch job %s failed: %s", job.job_id, message)
+            else:  # a bug: its traceback is for whoever fixes it
+                log.exception("batch job %s failed", job.job_id)
             detail.update(
                 errors=[{"code": "failed", "message": message}],
                 finishedAt=format_datetime(self._clock()),
