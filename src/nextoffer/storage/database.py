@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from nextoffer.errors import BadRequest
@@ -23,13 +23,27 @@ SQLITE_SYNCHRONOUS = os.environ.get("NEXTOFFER_SQLITE_SYNCHRONOUS", "NORMAL").up
 WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 
+def parse_url(url: str) -> URL:
+    """``url`` parsed, or :class:`BadRequest` saying it is not a database URL."""
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError) as exc:  # ValueError: a bad host, e.g. ``[::1``
+        raise BadRequest(f"not a database URL: {url!r}") from exc
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a ``sqlite:///path`` URL names (``None`` for another database, or an
+    in-memory one); raises :class:`BadRequest` for what is no database URL."""
+    parsed = parse_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database).expanduser()
+
+
 def open_engine(url: str, *, pool_size: int = 5) -> Engine:
     """An engine for ``sqlite:///path`` or ``postgresql://…`` (or ``postgres://…``);
     folders are created."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError as exc:
-        raise BadRequest(f"not a database URL: {url!r}") from exc
+    parsed = parse_url(url)
     backend = parsed.get_backend_name()
     if backend == "postgres":  # libpq's other scheme (psql, Heroku and others give it)
         parsed, backend = parsed.set(drivername="postgresql"), "postgresql"
@@ -37,7 +51,18 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
         database = parsed.database or ""
         if database in ("", ":memory:"):
             raise BadRequest("an in-memory SQLite database cannot be shared; give a file path")
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(database).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file on the way (FileExistsError), /proc, no permission
+            raise BadRequest(
+                f"cannot create the folder {folder} of the SQLite database: {exc.strerror}"
+                + (
+                    f" ({exc.filename})"
+                    if exc.filename and str(exc.filename) != str(folder)
+                    else ""
+                )
+            ) from exc
         engine = create_engine(
             parsed.set(drivername="sqlite+pysqlite"),
             connect_args={"check_same_thread": False, "timeout": 30},
