@@ -562,3 +562,27 @@ def test_the_rule_editor_colours_the_text_in_place_and_marks_the_error_on_its_li
     assert abs(num["top"] - (y0 + 9 * height)) < height / 2
     assert abs(num["left"] - (x0 + 7 * char)) < 2
     assert geometry["error"] is None
+
+
+def test_the_rule_editor_marks_the_error_after_characters_outside_the_bmp(
+    page: Page, live: Live
+) -> None:
+    # The server counts characters (code points); a string of JavaScript counts an emoji
+    # as two units, and the mark and the colours slid one place right per emoji before.
+    page.goto(f"{live.base}/console/rules/new")
+    area = page.get_by_label("Condition (PQL)")
+    area.fill('name = "\U0001f600\U0001f600" and age > 18 and')
+    area.press("End")
+    area.press_sequentially(" ", delay=20)
+    status = page.locator(".pql-status")
+    expect(status).to_have_text(re.compile(r"^Line 1, column \d+: "))
+    expect(page.locator(".pql-highlight .tok-num")).to_have_count(1)
+    marks = page.evaluate(
+        """() => {
+      const pre = document.querySelector(".pql-editor .pql-highlight");
+      const texts = (sel) => [...pre.querySelectorAll(sel)].map((s) => s.textContent);
+      return {ident: texts(".tok-ident"), num: texts(".tok-num"), error: texts(".tok-error")};
+    }"""
+    )
+    assert marks["ident"] == ["name", "age"] and marks["num"] == ["18"], marks
+    assert marks["error"] == [" "], marks  # at the end of the text, where the rule stops

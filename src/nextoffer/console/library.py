@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from nextoffer import pql
 from nextoffer.console import forms, kinds, web
 from nextoffer.console.kinds import Kind
 from nextoffer.console.session import Visitor, nextoffer
@@ -161,7 +162,7 @@ def _place(form: Any, kind: Kind, exc: Unprocessable, rows: kinds.Rows) -> list[
     """Put each of the 422's messages beside its field; those of no field are returned."""
     listed = exc.extra.get("errors")
     if isinstance(exc, PQLError):
-        problems = [{"pointer": exc.pointer or "", "message": exc.render()}]
+        problems = [{"pointer": exc.pointer or "", "message": pql.render_error(exc)}]
     elif isinstance(listed, list) and listed:
         problems = listed
     else:

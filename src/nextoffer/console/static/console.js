@@ -43,10 +43,14 @@
   function render(pre, source, tokens, error) {
     pre.textContent = "";
     let at = 0;
-    const errorAt = error ? offsetOf(source, error.line, error.column) : -1;
+    const units = unitsAt(source);
+    const errorAt = error ? offsetOf(source, units, error.line, error.column) : -1;
     const pieces = [];
-    for (const [start, end, kind] of tokens) {
-      if (start < at || end > source.length) continue; // tokens of an older text
+    for (const [from, to, kind] of tokens) {
+      if (to >= units.length) continue; // tokens of an older text
+      const start = units[from];
+      const end = units[to];
+      if (start < at) continue;
       if (start > at) pieces.push([at, start, null]);
       pieces.push([start, end, kind]);
       at = end;
@@ -69,11 +73,27 @@
     pre.appendChild(document.createTextNode("\n"));
   }
 
-  function offsetOf(source, line, column) {
+  // The server counts characters (code points, as Python's strings do), JavaScript's
+  // strings UTF-16 units: units[n] is where the n-th character starts (an emoji is two).
+  function unitsAt(source) {
+    const units = [0];
+    let n = 0;
+    for (const char of source) {
+      n += char.length;
+      units.push(n);
+    }
+    return units;
+  }
+
+  // The UTF-16 offset of a line and column (a textarea's value ends its lines with "\n").
+  function offsetOf(source, units, line, column) {
     const lines = source.split("\n");
-    let offset = 0;
-    for (let i = 0; i < line - 1 && i < lines.length; i++) offset += lines[i].length + 1;
-    return offset + column - 1;
+    let characters = 0;
+    for (let i = 0; i < line - 1 && i < lines.length; i++) {
+      characters += Array.from(lines[i]).length + 1;
+    }
+    const index = characters + column - 1;
+    return index < units.length ? units[index] : source.length;
   }
 
   for (const box of document.querySelectorAll(".pql")) {
