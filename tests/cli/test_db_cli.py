@@ -50,3 +50,63 @@ def test_a_sqlite_folder_that_cannot_be_made_is_named(command, tmp_path: Path):
         "error: cannot create the folder /proc/no-such-folder of the SQLite database: "
         "No such file or directory"
     )
+
+
+def read_only_commands(tmp_path: Path) -> list[tuple[str, ...]]:
+    profile = tmp_path / "profile.json"
+    profile.write_text("{}")
+    lines = tmp_path / "lines.jsonl"
+    lines.write_text("{}\n")
+    tenant = ("--org", "A@AdobeOrg", "--sandbox", "prod")
+    ids = ("--activity", "xcore:offer-activity:1", "--placement", "xcore:offer-placement:1")
+    return [
+        ("db", "current"),
+        ("db", "downgrade"),
+        ("batch", "status", "some-job"),
+        ("batch", "run", "--container", "c", "--segment", "s", "--dataset", "d", *ids),
+        ("decide", "--container", "c", "--profile", str(profile), *ids),
+        ("import", "profiles", str(lines), *tenant),
+        ("import", "library", str(lines), *tenant),
+    ]
+
+
+def test_commands_that_only_use_a_database_refuse_a_sqlite_file_that_is_not_there(tmp_path):
+    typo = tmp_path / "typo" / "x.db"
+    for command in read_only_commands(tmp_path):
+        result = invoke(*command, "--db", f"sqlite:///{typo}")
+        line = one_line_error(result, 4)
+        assert line == (
+            f"error: no database at {typo}: run `nextoffer admin bootstrap` or "
+            "`nextoffer db upgrade` to create one, or check --db (NEXTOFFER_DB)"
+        ), command
+        assert not typo.parent.exists(), command  # neither the folder nor the file made
+
+
+def test_the_default_database_is_refused_too_when_it_is_not_there(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEXTOFFER_DB", raising=False)
+    result = invoke("db", "current")
+    assert "error: no database at " in one_line_error(result, 4)
+    assert not (tmp_path / ".nextoffer").exists()
+
+
+def test_db_upgrade_and_admin_bootstrap_create_a_sqlite_file_that_is_not_there(tmp_path):
+    upgraded = tmp_path / "new" / "u.db"
+    result = invoke("db", "upgrade", "--db", f"sqlite:///{upgraded}")
+    assert result.exit_code == 0, result.output
+    assert upgraded.is_file()
+    assert "status:  up to date" in invoke("db", "current", "--db", f"sqlite:///{upgraded}").stdout
+    made = tmp_path / "other" / "b.db"
+    assert invoke(*BOOTSTRAP, "--db", f"sqlite:///{made}").exit_code == 0
+    assert made.is_file()
+
+
+def test_the_db_help_says_which_commands_create_a_missing_sqlite_file():
+    def said(*command: str) -> str:
+        return " ".join(invoke(*command, "--help").stdout.split())
+
+    assert "a SQLite file that does not exist is created" in said("db", "upgrade")
+    assert "a SQLite file that does not exist is created" in said("admin", "bootstrap")
+    assert "a SQLite file that does not exist is created" in said("serve")
+    for command in (("db", "current"), ("decide",), ("batch", "status"), ("import", "library")):
+        assert "a SQLite file must exist" in said(*command), command

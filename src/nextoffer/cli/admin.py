@@ -7,6 +7,7 @@ from datetime import timedelta
 import click
 import orjson
 
+from nextoffer.cli.options import db_option
 from nextoffer.console import login_link
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
@@ -18,12 +19,7 @@ def admin() -> None:
 
 
 @admin.command()
-@click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
+@db_option(creates=True)
 @click.option("--org", required=True, help="IMS organisation id, e.g. ACME@AdobeOrg.")
 @click.option("--sandbox", required=True, help="Sandbox name, e.g. prod.")
 @click.option("--client-id", help="API key to create or reuse (default: derived from the org).")

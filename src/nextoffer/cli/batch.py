@@ -21,19 +21,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import NotFound
 from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
 from nextoffer.service.batch.jobs import JobRecord
 from nextoffer.settings import Settings
-
-_DB = click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
 
 
 @click.group()
@@ -53,7 +47,7 @@ def _status(job: JobRecord) -> dict[str, object]:
 
 
 @batch.command()
-@_DB
+@db_option(creates=False)
 @click.option("--container", "container_id", required=True, help="Decisioning container id.")
 @click.option("--segment", "segment_id", required=True, help="Segment definition id (audience).")
 @click.option("--activity", required=True, help="Decision @id (xcore:offer-activity:…).")
@@ -83,6 +77,7 @@ def run(
 ) -> None:
     """Submit a batch job and run it here, with a progress bar; exit 1 when it ends in ERROR."""
     settings = Settings.from_env(db_url=db_url, batch_workers=workers)
+    existing_database(settings.db_url)
     console = Console(stderr=True)
     with NextOffer.open(settings) as no:
         with no.store.session() as session:
@@ -147,11 +142,12 @@ def run(
 
 
 @batch.command()
-@_DB
+@db_option(creates=False)
 @click.argument("job_id")
 def status(db_url: str | None, job_id: str) -> None:
     """Print a batch job: its status and ``ode:statusDetail`` (progress, engine, errors)."""
     settings = Settings.from_env(db_url=db_url)
+    existing_database(settings.db_url)
     with NextOffer.open(settings) as no:
         job = no.batch.find(job_id)
     click.echo(orjson.dumps(_status(job), option=orjson.OPT_INDENT_2).decode())

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import click
 
+from nextoffer.cli.options import db_option, existing_database
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.errors import guarded
 from nextoffer.storage.search_index import ensure_current
-
-_DB = click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
 
 
 @click.group()
@@ -28,10 +22,10 @@ def db() -> None:
 
 
 @db.command()
-@_DB
+@db_option(creates=False)
 def current(db_url: str | None) -> None:
     """Print the database's revision and the newest this nextoffer knows."""
-    engine = open_engine(Settings.from_env(db_url=db_url).db_url)
+    engine = open_engine(existing_database(Settings.from_env(db_url=db_url).db_url))
     try:
         with guarded():
             found = migrations.read_state(engine)
@@ -53,7 +47,7 @@ def current(db_url: str | None) -> None:
 
 
 @db.command()
-@_DB
+@db_option(creates=True)
 @click.option("--to", "target", default="head", show_default=True, help="Revision to reach.")
 def upgrade(db_url: str | None, target: str) -> None:
     """Upgrade the schema (to the newest revision unless --to says otherwise)."""
@@ -76,11 +70,11 @@ def upgrade(db_url: str | None, target: str) -> None:
 
 
 @db.command()
-@_DB
+@db_option(creates=False)
 @click.option("--to", "target", default="-1", show_default=True, help="Revision (-1: one step).")
 def downgrade(db_url: str | None, target: str) -> None:
     """Downgrade the schema one revision (or to --to). Data in dropped columns is lost."""
-    engine = open_engine(Settings.from_env(db_url=db_url).db_url)
+    engine = open_engine(existing_database(Settings.from_env(db_url=db_url).db_url))
     try:
         with guarded():
             before = migrations.read_state(engine)

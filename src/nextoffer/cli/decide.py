@@ -10,6 +10,7 @@ import orjson
 
 from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.api.decision_response import response
+from nextoffer.cli.options import db_option, existing_database
 from nextoffer.engine import PropositionRequest
 from nextoffer.errors import BadRequest, NotFound, Unprocessable
 from nextoffer.root import NextOffer
@@ -61,12 +62,7 @@ def read_profile(value: Any) -> tuple[dict[str, Any], list[tuple[str, str]], str
 
 
 @click.command()
-@click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
+@db_option(creates=False)
 @click.option(
     "--redis",
     "redis_url",
@@ -113,14 +109,15 @@ def decide(
     explain: bool,
 ) -> None:
     """Decide for a profile given as a file, with the same engine as the API; records nothing."""
+    # The same root as the server: counters in Redis when NEXTOFFER_REDIS/--redis says so.
+    settings = Settings.from_env(db_url=db_url, redis_url=redis_url)
+    existing_database(settings.db_url)
     profile, identities, form = read_profile(_load(profile_file, "--profile"))
     click.echo(f"decide: read --profile as {form}", err=True)
     events = _load(events_file, "--events") if events_file else []
     context = _load(context_file, "--context") if context_file else {}
     if not isinstance(events, list) or not isinstance(context, dict):
         raise BadRequest("--context must hold a JSON object, --events a JSON array")
-    # The same root as the server: counters in Redis when NEXTOFFER_REDIS/--redis says so.
-    settings = Settings.from_env(db_url=db_url, redis_url=redis_url)
     with NextOffer.open(settings) as no:
         with no.store.session() as session:
             container = session.get_container_by_id(container_id)

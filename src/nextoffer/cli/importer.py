@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nextoffer.cli.library_import import library
+from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest, NextOfferError, NotFound
 from nextoffer.repository.validation import LONG_INTEGER_REFUSED, long_integer_at
 from nextoffer.root import NextOffer
@@ -44,12 +45,7 @@ def stopped(exc: NextOfferError, path: Path, line: int, loaded: int, bad: int) -
 
 @import_.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
+@db_option(creates=False)
 @click.option("--org", required=True, help="Organisation the profiles belong to.")
 @click.option("--sandbox", required=True, help="Sandbox the profiles belong to.")
 def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
@@ -62,6 +58,7 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
     at which line and how many profiles were loaded before it.
     """
     settings = Settings.from_env(db_url=db_url)
+    existing_database(settings.db_url)
     principal = Principal(org, sandbox, "nextoffer-cli", "nextoffer-cli")
     console = Console(stderr=True)
     loaded = bad = 0

@@ -17,6 +17,7 @@ import click
 import orjson
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest, NextOfferError, NotFound, Unprocessable
 from nextoffer.repository.objects import ObjectType, parse_schema_ref
 from nextoffer.repository.validation import LONG_INTEGER_REFUSED, long_integer_at
@@ -118,12 +119,7 @@ def partly_imported(
 
 @click.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
+@db_option(creates=False)
 @click.option("--org", required=True, help="Organisation of the container.")
 @click.option("--sandbox", required=True, help="Sandbox of the container.")
 @click.option(
@@ -174,6 +170,7 @@ def library(
     the rest.
     """
     settings = Settings.from_env(db_url=db_url)
+    existing_database(settings.db_url)
     principal = Principal(org, sandbox, "nextoffer-cli", "nextoffer-cli")
     items, numbers = read_lines(path)
     with NextOffer.open(settings) as no:

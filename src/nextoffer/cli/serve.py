@@ -12,18 +12,14 @@ from importlib.util import find_spec
 import click
 import uvicorn
 
+from nextoffer.cli.options import db_option
 from nextoffer.settings import Settings
 
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--db",
-    "db_url",
-    envvar="NEXTOFFER_DB",
-    help="Database URL (default: ./.nextoffer/nextoffer.db).",
-)
+@db_option(creates=True)
 @click.option(
     "--redis",
     "redis_url",
