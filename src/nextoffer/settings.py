@@ -2,15 +2,60 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nextoffer.errors import BadRequest
+
 
 def default_db_url() -> str:
     return "sqlite:///" + str(Path.cwd() / ".nextoffer" / "nextoffer.db")
+
+
+#: The numeric variables: (setting, variable, type, lowest value, what it is).
+NUMBERS: tuple[tuple[str, str, type[int] | type[float], float, str], ...] = (
+    ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int, 1, "a number of bytes"),
+    ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int, 1, "a nesting depth"),
+    ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int, 1, "a number of connections"),
+    ("batch_workers", "NEXTOFFER_BATCH_WORKERS", int, 0, "processes; 0: one per core"),
+    ("batch_chunk", "NEXTOFFER_BATCH_CHUNK", int, 1, "a number of profiles per chunk"),
+    ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float, 0, "a number of seconds"),
+    ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float, 0, "a number of seconds"),
+    ("profile_cache_mb", "NEXTOFFER_PROFILE_CACHE_MB", float, 0, "megabytes; 0: no cache"),
+    (
+        "profile_cache_seconds",
+        "NEXTOFFER_PROFILE_CACHE_SECONDS",
+        float,
+        0.001,
+        "a number of seconds",
+    ),
+)
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _number(key: str, raw: str, kind: type[int] | type[float], low: float, what: str) -> Any:
+    """``raw`` read as ``kind``, or :class:`BadRequest` naming ``key`` and what it must be."""
+    noun = "an integer" if kind is int else "a number"
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < low:
+        bound = f"{low:g}" if kind is float else str(int(low))
+        raise BadRequest(f"{key}={raw!r}: must be {noun} >= {bound} ({what})")
+    return value
+
+
+def _switch(key: str, raw: str) -> bool:
+    word = raw.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise BadRequest(f"{key}={raw!r}: must be one of {', '.join(_TRUE + _FALSE)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,19 +142,9 @@ class Settings:
         for name in ("s3_endpoint", "s3_region", "s3_access_key", "s3_secret_key"):
             if env.get(f"NEXTOFFER_{name.upper()}"):
                 values[name] = env[f"NEXTOFFER_{name.upper()}"]
-        for name, key, kind in (
-            ("max_body_bytes", "NEXTOFFER_MAX_BODY_BYTES", int),
-            ("max_json_depth", "NEXTOFFER_MAX_JSON_DEPTH", int),
-            ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int),
-            ("batch_workers", "NEXTOFFER_BATCH_WORKERS", int),
-            ("batch_chunk", "NEXTOFFER_BATCH_CHUNK", int),
-            ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float),
-            ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float),
-            ("profile_cache_mb", "NEXTOFFER_PROFILE_CACHE_MB", float),
-            ("profile_cache_seconds", "NEXTOFFER_PROFILE_CACHE_SECONDS", float),
-        ):
+        for name, key, kind, low, what in NUMBERS:
             if env.get(key):
-                values[name] = kind(env[key])
+                values[name] = _number(key, env[key], kind, low, what)
         for name, key in (
             ("access_log", "NEXTOFFER_ACCESS_LOG"),
             ("metrics", "NEXTOFFER_METRICS"),
@@ -118,7 +153,7 @@ class Settings:
             ("batch_runner", "NEXTOFFER_BATCH_RUNNER"),
         ):
             if env.get(key):
-                values[name] = env[key].lower() not in ("0", "false", "no", "off")
+                values[name] = _switch(key, env[key])
         settings = cls(**values)
         return replace(settings, **{k: v for k, v in overrides.items() if v is not None})
 
