@@ -307,3 +307,48 @@ def test_import_profiles_stopped_by_an_outage_says_where_and_how_many_were_loade
     )
     assert result.stdout == ""
     assert [found(db_url, i) for i in ("a@x", "b@x", "c@x", "d@x", "e@x")] == [True] * 4 + [False]
+
+
+def refused(result, exit_code: int = 2) -> str:
+    """The one ``error:`` line of a refused command (no traceback, nothing on stdout)."""
+    assert result.exit_code == exit_code, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    return errors[0]
+
+
+def test_decide_refuses_input_that_is_not_utf8_naming_the_option_file_and_byte(demo, tmp_path):
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"name": "Zoë"}'.encode("latin-1"))
+    as_profile = decide(demo, tmp_path, {}, "--profile", str(latin1))
+    assert refused(as_profile) == (
+        f"error: --profile {latin1} is not UTF-8 text (byte 0xeb at offset 12)"
+    )
+    events = tmp_path / "events.json"
+    events.write_bytes(b'[{"x": "\xff"}]')
+    as_events = decide(demo, tmp_path, {}, "--events", str(events))
+    assert refused(as_events) == (
+        f"error: --events {events} is not UTF-8 text (byte 0xff at offset 8)"
+    )
+
+
+def test_decide_refuses_a_profile_nested_too_deeply(demo, tmp_path):
+    deep = tmp_path / "deep.json"
+    deep.write_text('{"a": ' * 100_000 + "1" + "}" * 100_000)
+    result = decide(demo, tmp_path, {}, "--profile", str(deep))
+    assert refused(result) == f"error: --profile {deep} is nested too deeply to be read"
+
+
+def test_decide_names_the_option_and_file_of_the_wrong_shape(demo, tmp_path):
+    an_object = tmp_path / "object.json"
+    an_object.write_text('{"a": 1}')
+    an_array = tmp_path / "array.json"
+    an_array.write_text("[1]")
+    events = decide(demo, tmp_path, {}, "--events", str(an_object))
+    assert refused(events) == f"error: --events {an_object} must hold a JSON array"
+    context = decide(demo, tmp_path, {}, "--context", str(an_array))
+    assert refused(context) == f"error: --context {an_array} must hold a JSON object"
+    both_right = decide(demo, tmp_path, {}, "--events", str(an_array), "--context", str(an_object))
+    assert both_right.exit_code == 0, both_right.output

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import IO, Any
 
 import click
@@ -10,6 +9,7 @@ import orjson
 
 from nextoffer.api.decision_request import ResponseFormat
 from nextoffer.api.decision_response import response
+from nextoffer.cli import jsonfile
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.engine import PropositionRequest
 from nextoffer.errors import BadRequest, NotFound, Unprocessable
@@ -18,14 +18,6 @@ from nextoffer.service.auth import Principal
 from nextoffer.service.decisions import DecisionCall
 from nextoffer.service.identities import parse_identity_map
 from nextoffer.settings import Settings
-
-
-def _load(stream: IO[str], what: str) -> Any:
-    try:
-        return json.load(stream)
-    except json.JSONDecodeError as exc:
-        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
-
 
 #: The members of one profile as ``nextoffer import profiles`` reads it (a profile upsert).
 PROFILE_DOCUMENT_KEYS = frozenset({"identityMap", "profile"})
@@ -79,7 +71,7 @@ def read_profile(value: Any) -> tuple[dict[str, Any], list[tuple[str, str]], str
     "--profile",
     "profile_file",
     required=True,
-    type=click.File("r"),
+    type=click.File("rb"),
     help="The profile as JSON (a file, or - for stdin): either its bare attributes, or "
     'one {"identityMap": {...}, "profile": {...}} as import profiles reads it. An object '
     "whose only members are identityMap and/or profile, with profile an object, is read "
@@ -87,12 +79,12 @@ def read_profile(value: Any) -> tuple[dict[str, Any], list[tuple[str, str]], str
     "object as bare attributes. stderr says which.",
 )
 @click.option(
-    "--events", "events_file", type=click.File("r"), help="Experience events as a JSON array."
+    "--events", "events_file", type=click.File("rb"), help="Experience events as a JSON array."
 )
 @click.option(
     "--context",
     "context_file",
-    type=click.File("r"),
+    type=click.File("rb"),
     help='Context data as JSON: {"<schema>": {...}}.',
 )
 @click.option("--explain", is_flag=True, help="Add the per-candidate trace.")
@@ -103,21 +95,19 @@ def decide(
     activity: str,
     placement: str,
     items: int,
-    profile_file: IO[str],
-    events_file: IO[str] | None,
-    context_file: IO[str] | None,
+    profile_file: IO[bytes],
+    events_file: IO[bytes] | None,
+    context_file: IO[bytes] | None,
     explain: bool,
 ) -> None:
     """Decide for a profile given as a file, with the same engine as the API; records nothing."""
     # The same root as the server: counters in Redis when NEXTOFFER_REDIS/--redis says so.
     settings = Settings.from_env(db_url=db_url, redis_url=redis_url)
     existing_database(settings.db_url)
-    profile, identities, form = read_profile(_load(profile_file, "--profile"))
+    profile, identities, form = read_profile(jsonfile.load(profile_file, "--profile"))
+    events = jsonfile.load(events_file, "--events", list) if events_file else []
+    context = jsonfile.load(context_file, "--context", dict) if context_file else {}
     click.echo(f"decide: read --profile as {form}", err=True)
-    events = _load(events_file, "--events") if events_file else []
-    context = _load(context_file, "--context") if context_file else {}
-    if not isinstance(events, list) or not isinstance(context, dict):
-        raise BadRequest("--context must hold a JSON object, --events a JSON array")
     with NextOffer.open(settings) as no:
         with no.store.session() as session:
             container = session.get_container_by_id(container_id)

@@ -7,12 +7,15 @@ exits 2 (``PQLError.exit_code``).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import IO, Any
 
 import click
 
 from nextoffer import pql as pql_lang
-from nextoffer.errors import PQLError
+from nextoffer.cli import jsonfile
+from nextoffer.errors import BadRequest, PQLError
+from nextoffer.pql.time import parse_now
 
 _FORMAT = click.option(
     "--format",
@@ -32,14 +35,24 @@ def _fail(ctx: click.Context, exc: PQLError) -> None:
     ctx.exit(exc.exit_code)
 
 
-def _json_file(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
-    if value is None:
-        return None
-    try:
-        with open(value, encoding="utf-8") as handle:
-            return json.load(handle)
-    except ValueError as exc:
-        raise click.BadParameter(f"not valid JSON: {exc}", ctx=ctx, param=param) from None
+def _json_file(shape: type) -> Callable[[click.Context, click.Parameter, str | None], Any]:
+    """A callback reading the option's file as JSON of ``shape`` (``decide``'s wording)."""
+
+    def read(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        return jsonfile.load_path(value, param.opts[0], shape)
+
+    return read
+
+
+def _now(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--now`` checked whether or not the expression reads the time."""
+    if value is not None and parse_now(value) is None:
+        raise BadRequest(
+            f"--now {value!r} is not a date-time: give RFC 3339, e.g. 2024-06-15T10:00:00Z"
+        )
+    return value
 
 
 @click.group(name="pql")
@@ -48,7 +61,7 @@ def pql() -> None:
 
 
 @pql.command("check")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("rb"))
 @_FORMAT
 @click.option(
     "--kind",
@@ -58,9 +71,15 @@ def pql() -> None:
     help="Rule (≤ 15 KB) or ranking formula (≤ 8 KB).",
 )
 @click.pass_context
-def check(ctx: click.Context, file: IO[str], fmt: str, kind: str) -> None:
+def check(ctx: click.Context, file: IO[bytes], fmt: str, kind: str) -> None:
     """Validate the rule in FILE ('-' reads standard input): prints "ok" or the error."""
-    text = file.read()
+    name = getattr(file, "name", "-")
+    what = "standard input" if name in ("<stdin>", "-") else str(name)
+    data = file.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"{what} is not UTF-8 text ({jsonfile.not_utf8(exc)})") from None
     try:
         pql_lang.compile(text, format=fmt, kind=kind)
     except PQLError as exc:
@@ -75,25 +94,29 @@ def check(ctx: click.Context, file: IO[str], fmt: str, kind: str) -> None:
     "profile",
     type=_PATH,
     required=True,
-    callback=_json_file,
-    help="JSON file with the profile.",
+    callback=_json_file(dict),
+    help="JSON file with the profile (an object).",
 )
-@click.option("--events", type=_PATH, callback=_json_file, help="JSON file with the xEvent array.")
+@click.option(
+    "--events", type=_PATH, callback=_json_file(list), help="JSON file with the xEvent array."
+)
 @click.option(
     "--context",
     "context_data",
     type=_PATH,
-    callback=_json_file,
-    help="JSON file: context data keyed by schema ref.",
+    callback=_json_file(dict),
+    help="JSON file: context data keyed by schema ref (an object).",
 )
 @click.option(
     "--vars",
     "variables",
     type=_PATH,
-    callback=_json_file,
-    help="JSON file: named inputs such as offer.",
+    callback=_json_file(dict),
+    help="JSON file: named inputs such as offer (an object).",
 )
-@click.option("--now", help="Execution time, RFC 3339 (default: the current UTC time).")
+@click.option(
+    "--now", callback=_now, help="Execution time, RFC 3339 (default: the current UTC time)."
+)
 @_FORMAT
 @click.pass_context
 def eval_(
