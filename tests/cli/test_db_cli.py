@@ -110,3 +110,99 @@ def test_the_db_help_says_which_commands_create_a_missing_sqlite_file():
     assert "a SQLite file that does not exist is created" in said("serve")
     for command in (("db", "current"), ("decide",), ("batch", "status"), ("import", "library")):
         assert "a SQLite file must exist" in said(*command), command
+
+
+def migrated(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'm.db'}"
+    assert invoke("db", "upgrade", "--db", url).exit_code == 0
+    return url
+
+
+def revision_of(url: str) -> str:
+    return invoke("db", "current", "--db", url).stdout.splitlines()[0].split()[-1]
+
+
+@pytest.mark.parametrize(
+    ("action", "target", "alembic_says"),
+    [
+        ("upgrade", "nosuchrev", "Can't locate revision identified by 'nosuchrev'"),
+        ("downgrade", "nosuchrev", "Can't locate revision identified by 'nosuchrev'"),
+        ("downgrade", "+1", "Relative revision +1 didn't produce 1 migrations"),
+        ("upgrade", "-1", "Relative revision -1 didn't produce 1 migrations"),
+    ],
+)
+def test_a_revision_alembic_cannot_reach_is_refused_listing_the_revisions(
+    tmp_path, action, target, alembic_says
+):
+    from nextoffer.storage import migrations
+
+    url = migrated(tmp_path)
+    head = revision_of(url)
+    line = one_line_error(invoke("db", action, "--to", target, "--db", url), 2)
+    assert line.startswith(f"error: cannot {action} to {target!r}: {alembic_says}; ")
+    assert f"the database is at {head}; " in line
+    assert f"the revisions, oldest first: {', '.join(migrations.revisions())}, or " in line
+    assert revision_of(url) == head  # nothing moved
+
+
+def test_downgrading_an_empty_database_says_there_is_no_revision(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    line = one_line_error(invoke("db", "downgrade", "--db", f"sqlite:///{empty}"), 2)
+    assert line == "error: the database has no revision to downgrade from (empty)"
+
+
+def test_downgrade_to_base_without_a_terminal_is_refused_unless_yes(tmp_path):
+    url = migrated(tmp_path)
+    head = revision_of(url)
+    line = one_line_error(invoke("db", "downgrade", "--to", "base", "--db", url, input="y\n"), 2)
+    assert line == (
+        f"error: --to base drops every table of {url} with all its data; "
+        "give --yes to do it (there is no terminal to ask on)"
+    )
+    assert revision_of(url) == head
+    result = invoke("db", "downgrade", "--to", "base", "--yes", "--db", url)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"downgraded: {head} -> -\n"
+
+
+def test_downgrade_to_base_asks_on_a_terminal_and_a_no_keeps_everything(tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    url = migrated(tmp_path)
+    head = revision_of(url)
+    exe = Path(sys.executable).with_name("nextoffer")
+
+    def answered(answer: bytes) -> tuple[int, str]:
+        main_fd, terminal = pty.openpty()
+        process = subprocess.Popen(
+            [str(exe), "db", "downgrade", "--to", "base", "--db", url],
+            stdin=terminal,
+            stdout=terminal,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        os.write(main_fd, answer)
+        code = process.wait(timeout=60)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(main_fd, 4096)
+            except OSError:  # the terminal closed with the process
+                break
+            if not chunk:
+                break
+            seen += chunk
+        os.close(main_fd)
+        return code, seen.decode()
+
+    code, seen = answered(b"n\n")
+    assert f"--to base drops every table of {url} with all its data. Go on? [y/N]" in seen
+    assert code == 1 and "Aborted" in seen
+    assert revision_of(url) == head
+    code, seen = answered(b"y\n")
+    assert code == 0, seen
+    assert f"downgraded: {head} -> -" in seen

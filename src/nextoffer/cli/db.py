@@ -6,12 +6,17 @@ PostgreSQL database is upgraded here, once, before the nodes that need it start.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import click
 
 from nextoffer.cli.options import db_option, existing_database
+from nextoffer.errors import BadRequest
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
-from nextoffer.storage.database import open_engine
+from nextoffer.storage.database import open_engine, parse_url
 from nextoffer.storage.errors import guarded
 from nextoffer.storage.search_index import ensure_current
 
@@ -48,7 +53,13 @@ def current(db_url: str | None) -> None:
 
 @db.command()
 @db_option(creates=True)
-@click.option("--to", "target", default="head", show_default=True, help="Revision to reach.")
+@click.option(
+    "--to",
+    "target",
+    default="head",
+    show_default=True,
+    help="Revision to reach (`nextoffer db current` and an error list them), or +N steps.",
+)
 def upgrade(db_url: str | None, target: str) -> None:
     """Upgrade the schema (to the newest revision unless --to says otherwise)."""
     engine = open_engine(Settings.from_env(db_url=db_url).db_url)
@@ -57,7 +68,8 @@ def upgrade(db_url: str | None, target: str) -> None:
             before = migrations.read_state(engine)
             if before.unknown:
                 migrations.prepare(engine, upgrade_older=False)  # raises, naming the revision
-            migrations.upgrade(engine, target)
+            with revision_named("upgrade", target, before):
+                migrations.upgrade(engine, target)
             after = migrations.read_state(engine)
             if after.at_head:
                 # A revision that reshapes the search index empties it; index the library
@@ -71,15 +83,62 @@ def upgrade(db_url: str | None, target: str) -> None:
 
 @db.command()
 @db_option(creates=False)
-@click.option("--to", "target", default="-1", show_default=True, help="Revision (-1: one step).")
-def downgrade(db_url: str | None, target: str) -> None:
-    """Downgrade the schema one revision (or to --to). Data in dropped columns is lost."""
-    engine = open_engine(existing_database(Settings.from_env(db_url=db_url).db_url))
+@click.option(
+    "--to",
+    "target",
+    default="-1",
+    show_default=True,
+    help="Revision to reach, -N steps, or base (drops every table: asks first).",
+)
+@click.option("--yes", is_flag=True, help="Do not ask before --to base drops every table.")
+def downgrade(db_url: str | None, target: str, yes: bool) -> None:
+    """Downgrade the schema one revision (or to --to). Data in dropped columns is lost.
+
+    --to base drops every table, with all its data: it asks first, unless --yes (and
+    without a terminal to ask on, it is refused unless --yes).
+    """
+    url = existing_database(Settings.from_env(db_url=db_url).db_url)
+    engine = open_engine(url)
     try:
         with guarded():
             before = migrations.read_state(engine)
-            migrations.downgrade(engine, target)
+            if before.current is None:
+                raise BadRequest(
+                    "the database has no revision to downgrade from "
+                    f"({'empty' if before.empty else 'made before migrations'})"
+                )
+            if target == "base" and not yes:
+                confirm_dropping_everything(parse_url(url).render_as_string(hide_password=True))
+            with revision_named("downgrade", target, before):
+                migrations.downgrade(engine, target)
             after = migrations.read_state(engine)
     finally:
         engine.dispose()
     click.echo(f"downgraded: {before.current or '-'} -> {after.current or '-'}")
+
+
+def confirm_dropping_everything(where: str) -> None:
+    """Ask before ``--to base``; refuse when there is no terminal to ask on."""
+    if not sys.stdin.isatty():
+        raise BadRequest(
+            f"--to base drops every table of {where} with all its data; "
+            "give --yes to do it (there is no terminal to ask on)"
+        )
+    click.confirm(f"--to base drops every table of {where} with all its data. Go on?", abort=True)
+
+
+@contextmanager
+def revision_named(action: str, target: str, before: migrations.SchemaState) -> Iterator[None]:
+    """Alembic's refusal of ``target`` (unknown, no such step) as :class:`BadRequest`
+    listing the revisions there are."""
+    from alembic.util.exc import CommandError
+
+    try:
+        yield
+    except CommandError as exc:
+        raise BadRequest(
+            f"cannot {action} to {target!r}: {exc}; the database is at "
+            f"{before.current or 'no revision'}; the revisions, oldest first: "
+            f"{', '.join(migrations.revisions())}, "
+            + ("or head, or +N steps" if action == "upgrade" else "or base, or -N steps")
+        ) from None
