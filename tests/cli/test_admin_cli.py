@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
@@ -84,3 +86,55 @@ def test_bad_database_url_exits_with_a_message(tmp_path):
     )
     assert result.exit_code == 2
     assert "unsupported database" in result.output
+
+
+def refused(db: Path, *args: str):
+    result = CliRunner().invoke(main, ["admin", "bootstrap", "--db", f"sqlite:///{db}", *args])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert not db.exists()  # refused before a database was made
+    return result
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--org", "", "--sandbox", "prod"], "error: --org must not be empty"),
+        (["--org", "A@AdobeOrg", "--sandbox", ""], "error: --sandbox must not be empty"),
+        (
+            ["--org", "A" * 100_000, "--sandbox", "prod"],
+            "error: --org is 100,000 characters long; at most 255",
+        ),
+        (
+            ["--org", "A@AdobeOrg", "--sandbox", "s" * 256],
+            "error: --sandbox is 256 characters long; at most 255",
+        ),
+        (
+            ["--org", "A@AdobeOrg", "--sandbox", " prod"],
+            "error: --sandbox ' prod' must be printable ASCII without a space at either end "
+            "(as the API's headers carry it)",
+        ),
+        (
+            ["--org", "A@AdobeOrg", "--sandbox", "prod", "--client-id", ""],
+            "error: --client-id must not be empty",
+        ),
+    ],
+)
+def test_bootstrap_refuses_names_the_api_cannot_be_called_with(tmp_path, args, message):
+    result = refused(tmp_path / "n.db", *args)
+    assert result.stderr == message + "\n"
+
+
+def test_bootstrap_takes_the_longest_names_the_api_accepts(tmp_path):
+    creds = bootstrap(f"sqlite:///{tmp_path / 'n.db'}", "--client-id", "c" * 255)
+    assert creds["apiKey"] == "c" * 255
+
+
+def test_bootstrap_refuses_a_ttl_past_ten_years(tmp_path):
+    result = refused(
+        tmp_path / "n.db", "--org", "A@AdobeOrg", "--sandbox", "prod", "--ttl", "99999999999999"
+    )
+    assert "Invalid value for '--ttl': 99999999999999 is not in the range 60<=x<=315360000" in (
+        result.output
+    )
+    assert bootstrap(f"sqlite:///{tmp_path / 'n.db'}", "--ttl", "315360000")["accessToken"]

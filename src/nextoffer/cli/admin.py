@@ -9,6 +9,7 @@ import orjson
 
 from nextoffer.cli.options import db_option
 from nextoffer.console import login_link
+from nextoffer.errors import BadRequest
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -18,18 +19,56 @@ def admin() -> None:
     """Manage organisations, sandboxes and credentials."""
 
 
+#: The longest an org, sandbox or client id may be: the tables' columns (String(255)).
+NAME_MAX = 255
+#: The longest token lifetime: ten years (a longer one overflowed the date arithmetic).
+TTL_MAX = 10 * 365 * 86400
+
+
+def tenant_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An org, sandbox or client id as the API's headers can carry it: 1 to 255 printable
+    ASCII characters, no space at either end (a header's value loses those)."""
+    if value is None:
+        return None
+    option = param.opts[0]
+    if not value:
+        raise BadRequest(f"{option} must not be empty")
+    if len(value) > NAME_MAX:
+        raise BadRequest(f"{option} is {len(value):,} characters long; at most {NAME_MAX}")
+    if value != value.strip() or not all(" " <= c <= "~" for c in value):
+        raise BadRequest(
+            f"{option} {value!r} must be printable ASCII without a space at either end "
+            "(as the API's headers carry it)"
+        )
+    return value
+
+
 @admin.command()
 @db_option(creates=True)
-@click.option("--org", required=True, help="IMS organisation id, e.g. ACME@AdobeOrg.")
-@click.option("--sandbox", required=True, help="Sandbox name, e.g. prod.")
-@click.option("--client-id", help="API key to create or reuse (default: derived from the org).")
+@click.option(
+    "--org",
+    required=True,
+    callback=tenant_name,
+    help=f"IMS organisation id, e.g. ACME@AdobeOrg (1 to {NAME_MAX} printable ASCII characters).",
+)
+@click.option(
+    "--sandbox",
+    required=True,
+    callback=tenant_name,
+    help=f"Sandbox name, e.g. prod (1 to {NAME_MAX} printable ASCII characters).",
+)
+@click.option(
+    "--client-id",
+    callback=tenant_name,
+    help="API key to create or reuse (default: derived from the org).",
+)
 @click.option("--user", help="User the token acts as (repo:createdBy).")
 @click.option(
     "--ttl",
     default=86400,
     show_default=True,
-    type=click.IntRange(60),
-    help="Token lifetime, seconds.",
+    type=click.IntRange(60, TTL_MAX),
+    help="Token lifetime, seconds (at most ten years).",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (the only output format)."
