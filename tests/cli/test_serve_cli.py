@@ -142,3 +142,68 @@ def test_granian_missing_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> No
     result = CliRunner().invoke(serve, ["--server", "granian"])
     assert result.exit_code == 2
     assert "pip install 'nextoffer[granian]'" in result.output
+
+
+def served(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``nextoffer serve ARGS`` expected to stop before serving (a timeout: it served)."""
+    exe = Path(sys.executable).with_name("nextoffer")
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXTOFFER_DB", "NEXTOFFER_REDIS")}
+    return subprocess.run(
+        [str(exe), "serve", "--no-access-log", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+
+
+def one_error_line(process: subprocess.CompletedProcess[str], code: int) -> str:
+    assert process.returncode == code, process.stderr
+    assert "Traceback" not in process.stderr and "startup failed" not in process.stderr
+    assert process.stdout == ""
+    lines = process.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and len(lines) == 1, process.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_serve_refuses_a_bad_database_or_redis_in_one_line_before_starting(tmp_path, server):
+    not_a_database = tmp_path / "notes.txt"
+    not_a_database.write_text("hello\n")
+    port = str(free_port())
+    base = ("--server", server, "--port", port)
+    bad_url = served(tmp_path, *base, "--db", "notaurl")
+    assert one_error_line(bad_url, 2) == "error: not a database URL: 'notaurl'"
+    not_sqlite = served(tmp_path, *base, "--db", f"sqlite:///{not_a_database}")
+    assert one_error_line(not_sqlite, 6) == (
+        "error: the database is unavailable: file is not a database"
+    )
+    good_db = ("--db", f"sqlite:///{tmp_path / 'n.db'}")
+    bad_redis = served(tmp_path, *base, *good_db, "--redis", "notaurl")
+    assert one_error_line(bad_redis, 2).startswith("error: not a Redis URL: 'notaurl'")
+    no_redis = served(tmp_path, *base, *good_db, "--redis", f"redis://127.0.0.1:{free_port()}/0")
+    assert one_error_line(no_redis, 6).startswith(
+        "error: the cap counter store (Redis) is unavailable"
+    )
+
+
+def test_serve_refuses_an_unreachable_postgresql_before_starting(tmp_path):
+    process = served(tmp_path, "--port", str(free_port()), "--db", "postgresql://x@127.0.0.1:1/db")
+    assert process.returncode == 6, process.stderr
+    assert process.stderr.startswith("error: the database is unavailable: connection failed")
+    assert "Traceback" not in process.stderr and "startup failed" not in process.stderr
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_serve_says_a_port_in_use_is_in_use(tmp_path, server):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = served(
+            tmp_path, "--server", server, "--port", str(port), "--db", f"sqlite:///{tmp_path}/n.db"
+        )
+    assert one_error_line(process, 6) == f"error: port {port} is in use (on 127.0.0.1)"
+    assert not (tmp_path / "n.db").exists()  # checked before anything else

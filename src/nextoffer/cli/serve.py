@@ -13,6 +13,7 @@ import click
 import uvicorn
 
 from nextoffer.cli.options import db_option
+from nextoffer.errors import BadRequest, Unavailable
 from nextoffer.settings import Settings
 
 
@@ -85,10 +86,13 @@ def serve(
         metrics=metrics,
         redis_url=redis_url,
     )
+    check_port(settings.host, settings.port)
     if demo:
         from nextoffer.cli.demo import seed_demo
 
-        seed_demo(settings)
+        seed_demo(settings)  # opens the database and Redis: a bad one is one line
+    else:
+        check_stores(settings)
     # Worker processes build their app from the environment, so pass the settings there.
     os.environ["NEXTOFFER_DB"] = settings.db_url
     if settings.redis_url:
@@ -117,6 +121,46 @@ def serve(
         # SIGTERM: stop accepting, let in-flight requests finish (up to this long), exit.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, in one line, an address the server could not listen on (a port in use, a
+    host that is not this machine's) before the server starts and fails in a traceback."""
+    import errno
+    import socket
+
+    if port == 0:  # any free port
+        return
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BadRequest(f"--host {host!r}: {exc.strerror}") from None
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            # As the servers bind: a port whose old connections linger (TIME_WAIT) is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise Unavailable(f"port {port} is in use (on {host})") from None
+                raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def check_stores(settings: Settings) -> None:
+    """Open the database (upgrading an empty one, as a worker would) and reach Redis, so
+    that a bad ``--db`` or ``--redis`` is one line, not a failed start in every worker."""
+    from nextoffer.storage.store import Store
+
+    Store.open(settings.db_url, pool_size=1).close()
+    if settings.redis_url:
+        from nextoffer.storage.redis_counters import RedisCounters
+
+        counters = RedisCounters.from_url(settings.redis_url)
+        try:
+            counters.ping()
+        finally:
+            counters.close()
 
 
 def run_granian(settings: Settings, *, access_log: bool) -> None:
