@@ -272,7 +272,7 @@ def test_a_database_failing_after_a_chunk_says_how_many_were_imported_and_how_to
     monkeypatch.setattr(Repository, "_write_chunk", locked_on_the_second)
     result = run(target, path, "--chunk", "3")
     assert result.exit_code == 6, result.output  # Unavailable's exit code
-    message = result.stderr.strip()
+    message = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
     assert message.startswith("error: the database is unavailable: database is locked; ")
     assert f"3 of {len(lines)} instances were imported (the lines up to line 3 of {path})" in (
         message
@@ -308,8 +308,35 @@ def test_a_conflict_after_a_chunk_with_new_ids_says_a_rerun_imports_a_copy(
     monkeypatch.setattr(Repository, "_write_chunk", gone_on_the_third)
     result = run(target, path, "--chunk", "2", "--new-ids")
     assert result.exit_code == 5, result.output
-    message = result.stderr.strip()
+    message = next(line for line in result.stderr.splitlines() if line.startswith("error: "))
     assert message.count("were imported") == 1  # the write's own count, not said twice
     assert f"(the lines up to line 4 of {path}) with new @ids" in message
     assert "would import every line again, as another copy" in message
     assert len(instances(target)) == 4
+
+
+def test_progress_goes_to_stderr_and_stdout_holds_only_the_result(exported, tmp_path):
+    path, _, lines = exported
+    target = bootstrapped(tmp_path)
+    result = run(target, path)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"{len(lines)} instances imported into ")
+    assert result.stdout.count("\n") == 1
+    assert "written" in result.stderr and "checked" in result.stderr
+
+
+def test_problems_are_listed_in_the_order_of_their_lines(exported, tmp_path):
+    _, _, lines = exported
+    broken = [json.loads(json.dumps(line)) for line in lines]
+    # Found first: line 6's @id is line 1's (the ids are checked before the bodies) ...
+    broken[5]["_instance"]["@id"] = broken[0]["_instance"]["@id"]
+    broken[5]["schemas"] = broken[0]["schemas"]
+    # ... found next: line 2's name is no string.
+    broken[1]["_instance"]["xdm:name"] = 5
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in broken))
+    result = run(bootstrapped(tmp_path), path)
+    assert result.exit_code == 2, result.output
+    listed = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("line")]
+    assert listed[0] == "line 2" and "line 6" in listed, result.stderr
+    assert listed == sorted(listed, key=lambda where: int(where.split()[1]))

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 import orjson
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nextoffer.cli.options import db_option, existing_database
@@ -73,8 +74,16 @@ SHOWN, MESSAGE_CHARS = 100, 300
 
 
 def describe(exc: Unprocessable, numbers: list[int]) -> str:
-    """The problems of ``exc`` with the line each is on (pointers start ``/<index>``)."""
+    """The problems of ``exc`` with the line each is on (pointers start ``/<index>``), in
+    the file's order, the library's own (the guardrail totals) first."""
     problems = exc.extra.get("errors") or [{"pointer": exc.pointer, "message": exc.detail}]
+
+    def index(problem: dict[str, Any]) -> int:
+        """The problem's instance (its place in the file), -1 for the library's own."""
+        head = str(problem.get("pointer") or "").lstrip("/").partition("/")[0]
+        return int(head) if head.isdigit() else -1
+
+    problems = sorted(problems, key=index)  # by line (stable: a line's in found order)
     out = []
     for problem in problems[:SHOWN]:
         pointer = str(problem.get("pointer") or "")
@@ -186,6 +195,7 @@ def library(
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
+            console=Console(stderr=True),  # stdout holds the result alone
             transient=False,
         ) as bar:
             tasks = {
