@@ -352,3 +352,23 @@ def test_decide_names_the_option_and_file_of_the_wrong_shape(demo, tmp_path):
     assert refused(context) == f"error: --context {an_array} must hold a JSON object"
     both_right = decide(demo, tmp_path, {}, "--events", str(an_array), "--context", str(an_object))
     assert both_right.exit_code == 0, both_right.output
+
+
+def test_import_profiles_names_the_column_of_bad_json_and_text_that_is_not_utf8(demo, tmp_path):
+    db_url, _, _ = demo
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(
+        profile_line("a@x").encode()
+        + b'\n{"a": 1\n{"profile": {"name": "\xff"}}\n{"a" 1}\n'
+        + profile_line("b@x").encode()
+        + b"\n"
+    )
+    result = import_profiles(db_url, path)
+    assert result.exit_code == 1, result.output
+    problems = [line for line in result.stderr.splitlines() if line.startswith("line ")]
+    assert problems == [
+        "line 2, column 8: unexpected end of data",
+        "line 3: not UTF-8 text (byte 0xff at offset 22)",
+        "line 4, column 6: unexpected character, expected ':' after key",
+    ]
+    assert result.stdout.strip() == "2 profiles loaded, 3 lines rejected"

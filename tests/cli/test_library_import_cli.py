@@ -340,3 +340,13 @@ def test_problems_are_listed_in_the_order_of_their_lines(exported, tmp_path):
     listed = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith("line")]
     assert listed[0] == "line 2" and "line 6" in listed, result.stderr
     assert listed == sorted(listed, key=lambda where: int(where.split()[1]))
+
+
+def test_an_unreadable_line_names_its_column_or_that_it_is_not_utf8(exported, tmp_path):
+    path, _, lines = exported
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(path.read_bytes() + b'{"schemas": ["x"]\n{"schema": "\xe9"}\n')
+    result = run(bootstrapped(tmp_path), bad)
+    assert result.exit_code == 2, result.output
+    assert f"line {len(lines) + 1}, column 18: unexpected end of data" in result.stderr
+    assert f"line {len(lines) + 2}: not UTF-8 text (byte 0xe9 at offset 12)" in result.stderr

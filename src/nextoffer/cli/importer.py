@@ -10,6 +10,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nextoffer.cli import jsonfile
 from nextoffer.cli.library_import import library
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest, NextOfferError, NotFound
@@ -123,8 +124,12 @@ def profiles(path: Path, db_url: str | None, org: str, sandbox: str) -> None:
                             pending.append((number, body))
                         except (orjson.JSONDecodeError, BadRequest) as exc:
                             bad += 1
-                            detail = exc.detail if isinstance(exc, BadRequest) else str(exc)
-                            console.print(f"line {number}: {detail}", markup=False, highlight=False)
+                            problem = (
+                                f"line {number}: {exc.detail}"
+                                if isinstance(exc, BadRequest)
+                                else jsonfile.line_problem(number, line, exc)
+                            )
+                            console.print(problem, markup=False, highlight=False)
                     if len(pending) >= BATCH:
                         flush()
                         bar.update(task, completed=number)

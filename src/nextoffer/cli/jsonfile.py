@@ -51,3 +51,19 @@ def load_path(path: str, option: str, shape: type | None = None) -> Any:
     """:func:`load` for a path."""
     with open(path, "rb") as handle:
         return load(handle, option, shape)
+
+
+def line_problem(number: int, line: bytes, exc: ValueError) -> str:
+    """``line N, column C: what`` for a JSON line the parser refused (``exc``: orjson's
+    or json's ``JSONDecodeError``, whose own position counts the line's newline as a
+    line of its own), or ``line N: not UTF-8 text (…)``."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"line {number}: not UTF-8 text ({not_utf8(bad)})"
+    message = getattr(exc, "msg", str(exc))
+    position = getattr(exc, "pos", None)
+    if position is None:
+        return f"line {number}: {message}"
+    column = min(int(position), len(text.rstrip("\r\n"))) + 1
+    return f"line {number}, column {column}: {message}"

@@ -18,6 +18,7 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from nextoffer.cli import jsonfile
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest, NextOfferError, NotFound, Unprocessable
 from nextoffer.repository.objects import ObjectType, parse_schema_ref
@@ -55,8 +56,11 @@ def read_lines(path: Path) -> tuple[list[tuple[ObjectType, dict[str, Any]]], lis
                 items.append((parse_schema_ref(schema).type, body))
                 numbers.append(number)
             except (orjson.JSONDecodeError, BadRequest) as exc:
-                detail = exc.detail if isinstance(exc, BadRequest) else str(exc)
-                bad.append(f"line {number}: {detail}")
+                bad.append(
+                    f"line {number}: {exc.detail}"
+                    if isinstance(exc, BadRequest)
+                    else jsonfile.line_problem(number, line, exc)
+                )
     if bad:
         raise BadRequest(
             f"{len(bad)} unreadable line(s); nothing was imported:\n" + "\n".join(bad[:50])
