@@ -470,3 +470,62 @@ def test_reports_draw_each_strategys_learning_curves_and_lift(
     # The traffic share of the most shown offer, as the table writes it.
     top = max(report["total"]["offers"], key=lambda o: o["impressions"])
     assert f"{top['trafficShare'] * 100:.1f} %" in section
+
+
+def test_the_banner_shows_only_the_consoles_own_messages(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # Any link could put its words in the banner of any page (`?flash=`), the sign-in
+    # page too: a phishing line in the console's own voice. A redirect now signs it.
+    forged = client.get("/console/offers?flash=Your+token+expired:+see+evil.example")
+    assert forged.status_code == 200 and "evil.example" not in forged.text
+    saved = _submit(client, "/console/placements/new", name="Banner", **PLACEMENT_FORM)
+    assert saved.status_code == 303
+    assert "Saved Banner." in client.get(saved.headers["location"]).text
+    client.cookies.clear()
+    login = client.get("/console/login?flash=Your+token+expired:+see+evil.example")
+    assert "evil.example" not in login.text
+
+
+def test_a_sign_out_posted_without_the_session_signs_no_one_out(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # A form on another site posts without the SameSite cookie: it was answered with the
+    # cookie's deletion, which the browser applied to the signed-in session.
+    cookies = dict(client.cookies)
+    client.cookies.clear()
+    answered = client.post("/console/logout", follow_redirects=False)
+    assert answered.status_code == 303
+    assert "set-cookie" not in answered.headers
+    client.cookies.update(cookies)
+    token = csrf_of(client.get("/console/offers").text)
+    signed_out = client.post("/console/logout", data={"csrf_token": token}, follow_redirects=False)
+    assert "nextoffer_console=" in signed_out.headers["set-cookie"]
+
+
+def test_a_page_of_one_kind_deletes_or_reverts_no_instance_of_another(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    placement_id = _create_placement(client, "Banner")
+    token = csrf_of(client.get("/console/placements").text)
+    for action, data in (("delete", {"etag": "1"}), ("revert", {"revision": "1", "etag": "1"})):
+        response = client.post(
+            f"/console/tags/{placement_id}/{action}",
+            data={"csrf_token": token, **data},
+            follow_redirects=False,
+        )
+        assert response.status_code == 404, (action, response.text)
+    [stored] = _instances(signed_in, "offer-placement")
+    assert (stored["_instance"]["xdm:name"], stored["repo:etag"]) == ("Banner", 1)
+
+
+def test_csv_and_json_answers_are_kept_by_no_cache(client: TestClient, signed_in: Tenant) -> None:
+    csv = client.get("/console/reports.csv")
+    token = csrf_of(client.get("/console/rules/new").text)
+    checked = client.post(
+        "/console/pql/check", json={"source": "age > 1"}, headers={"X-CSRF-Token": token}
+    )
+    for response in (csv, checked):
+        assert response.status_code == 200, response.text
+        assert response.headers["cache-control"] == "no-store"
+        assert response.headers["x-content-type-options"] == "nosniff"

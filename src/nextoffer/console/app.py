@@ -95,7 +95,10 @@ async def logout(request: Request) -> Response:
     if visitor is not None and not web.csrf_ok(request, visitor, formdata):
         return web.refused(request, visitor)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
-    session.sign_out(response)
+    if visitor is not None:
+        # Only a signed-in visitor's own form clears the cookie: a post from another site
+        # carries no cookie (SameSite), and its answer must not sign anyone out.
+        session.sign_out(response)
     return response
 
 

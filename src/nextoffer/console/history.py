@@ -77,6 +77,7 @@ async def revert(request: Request, visitor: Visitor) -> Response:
         raise BadRequest("choose a revision to revert to", pointer="revision")
     no = nextoffer(request)
     instance_id = request.path_params["instance_id"]
+    kind.check(await no.repository.get_async(visitor.principal, visitor.container_id, instance_id))
     await no.run(
         no.repository.revert,
         visitor.principal,
@@ -86,7 +87,9 @@ async def revert(request: Request, visitor: Visitor) -> Response:
         if_match=int(current) if current.isdigit() else None,
     )
     return web.redirect(
-        f"/console/{kind.slug}/{instance_id}/history", flash=f"Reverted to revision {text}."
+        request,
+        f"/console/{kind.slug}/{instance_id}/history",
+        flash=f"Reverted to revision {text}.",
     )
 
 

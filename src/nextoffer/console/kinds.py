@@ -19,6 +19,7 @@ from wtforms import SelectMultipleField
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
 
 from nextoffer.console import bodies, decision_bodies, forms, offer_bodies
+from nextoffer.errors import NotFound
 from nextoffer.repository.objects import (
     COLLECTION,
     DECISION,
@@ -31,6 +32,7 @@ from nextoffer.repository.objects import (
     TAG,
     ObjectType,
 )
+from nextoffer.repository.records import InstanceRecord
 
 Options = bodies.Options
 Rows = bodies.Rows
@@ -52,6 +54,12 @@ class Kind:
     statuses: tuple[str, ...] = ()
     #: Extra list columns: (header, function of the body).
     columns: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = field(default=())
+
+    def check(self, record: InstanceRecord) -> None:
+        """A 404 unless ``record`` is of this kind: every page under ``/console/<slug>/<id>``
+        acts only on an instance of its own kind (a tag's delete button deletes no offer)."""
+        if record.schema_id != self.object_type.schema_id:
+            raise NotFound(f"{record.instance_id} is not a {self.noun}")
 
 
 # -- placements and tags -------------------------------------------------------------------

@@ -147,15 +147,10 @@ async def edit_page(request: Request, visitor: Visitor) -> Response:
     record = await no.repository.get_async(
         visitor.principal, visitor.container_id, request.path_params["instance_id"]
     )
-    _check_type(kind, record)
+    kind.check(record)
     form = _blank_form(request, visitor, kind, {**kind.to_data(record.body), "etag": record.etag})
     options = await _options(request, visitor, kind)
     return _editor(request, visitor, kind, form, options, record=record)
-
-
-def _check_type(kind: Kind, record: Any) -> None:
-    if record.schema_id != kind.object_type.schema_id:
-        raise NotFound(f"{record.instance_id} is not a {kind.noun}")
 
 
 def _place(form: Any, kind: Kind, exc: Unprocessable, rows: kinds.Rows) -> list[str]:
@@ -207,7 +202,7 @@ async def save(request: Request, visitor: Visitor) -> Response:
     record = None
     if instance_id is not None:
         record = await no.repository.get_async(visitor.principal, visitor.container_id, instance_id)
-        _check_type(kind, record)
+        kind.check(record)
     if form.errors:  # a number that is not one: the body cannot be made
         return _editor(request, visitor, kind, form, options, record=record)
     current = copy.deepcopy(record.body) if record is not None else {}
@@ -247,7 +242,9 @@ async def save(request: Request, visitor: Visitor) -> Response:
         unplaced = _place(form, kind, exc, rows)
         return _editor(request, visitor, kind, form, options, record=record, errors=unplaced)
     name = saved.body.get("xdm:name") or saved.at_id
-    return web.redirect(f"/console/{kind.slug}/{saved.instance_id}", flash=f"Saved {name}.")
+    return web.redirect(
+        request, f"/console/{kind.slug}/{saved.instance_id}", flash=f"Saved {name}."
+    )
 
 
 @web.page
@@ -271,7 +268,9 @@ async def set_status(request: Request, visitor: Visitor) -> Response:
         schema=SchemaRef(kind.object_type, None, kind.object_type.schema_id),
         if_match=int(etag) if etag.isdigit() else None,
     )
-    return web.redirect(f"/console/{kind.slug}/{instance_id}", flash=f"Status is now {status}.")
+    return web.redirect(
+        request, f"/console/{kind.slug}/{instance_id}", flash=f"Status is now {status}."
+    )
 
 
 @web.page
@@ -282,15 +281,17 @@ async def delete(request: Request, visitor: Visitor) -> Response:
     if not web.csrf_ok(request, visitor, formdata):
         return web.refused(request, visitor)
     etag = str(formdata.get("etag", ""))
+    instance_id = request.path_params["instance_id"]
+    kind.check(await no.repository.get_async(visitor.principal, visitor.container_id, instance_id))
     record = await no.run(
         no.repository.delete,
         visitor.principal,
         visitor.container_id,
-        request.path_params["instance_id"],
+        instance_id,
         if_match=int(etag) if etag.isdigit() else None,
     )
     name = record.body.get("xdm:name") or record.at_id
-    return web.redirect(f"/console/{kind.slug}", flash=f"Deleted {name}.")
+    return web.redirect(request, f"/console/{kind.slug}", flash=f"Deleted {name}.")
 
 
 @web.page
@@ -300,7 +301,7 @@ async def raw(request: Request, visitor: Visitor) -> Response:
     record = await no.repository.get_async(
         visitor.principal, visitor.container_id, request.path_params["instance_id"]
     )
-    _check_type(_kind(request), record)
+    _kind(request).check(record)
     return web.render(
         request,
         "raw.html",

@@ -28,6 +28,12 @@ from nextoffer.repository.rules import check_source
 KEYWORDS = frozenset(
     {"and", "or", "not", "true", "false", "null", "in", "exists", "if", "then", "else", "let"}
 )
+
+
+def _json(body: Any, status: int = 200) -> JSONResponse:
+    return JSONResponse(body, status, headers=web.PRIVATE)
+
+
 #: The longest text the endpoints look at (the repository's own limits apply below it).
 MAX_SOURCE = 100_000
 
@@ -56,19 +62,19 @@ def _tokens(source: str) -> list[list[Any]]:
 async def _read(request: Request, visitor: Visitor) -> dict[str, Any] | Response:
     token = request.headers.get("x-csrf-token", "")
     if not web.csrf_ok(request, visitor, ImmutableMultiDict({"csrf_token": token})):
-        return JSONResponse({"error": {"message": "CSRF token missing or wrong"}}, 403)
+        return _json({"error": {"message": "CSRF token missing or wrong"}}, 403)
     limit = nextoffer(request).settings.max_body_bytes
     length = request.headers.get("content-length", "")
     if not length.isdigit() or int(length) > limit:
-        return JSONResponse({"error": {"message": f"send at most {limit} bytes"}}, 413)
+        return _json({"error": {"message": f"send at most {limit} bytes"}}, 413)
     try:
         body = orjson.loads(await request.body())
     except orjson.JSONDecodeError:
-        return JSONResponse({"error": {"message": "the body must be JSON"}}, 400)
+        return _json({"error": {"message": "the body must be JSON"}}, 400)
     if not isinstance(body, dict) or not isinstance(body.get("source"), str):
-        return JSONResponse({"error": {"message": "source (a string) is required"}}, 400)
+        return _json({"error": {"message": "source (a string) is required"}}, 400)
     if len(body["source"]) > MAX_SOURCE:
-        return JSONResponse({"error": {"message": "the rule is too long"}}, 413)
+        return _json({"error": {"message": "the rule is too long"}}, 413)
     return body
 
 
@@ -87,7 +93,7 @@ async def check(request: Request, visitor: Visitor) -> Response:
         check_source(source, kind=_kind(body), pointer="/")
     except PQLError as exc:
         error = _error(exc)
-    return JSONResponse({"ok": error is None, "error": error, "tokens": _tokens(source)})
+    return _json({"ok": error is None, "error": error, "tokens": _tokens(source)})
 
 
 @web.page
@@ -98,14 +104,14 @@ async def test(request: Request, visitor: Visitor) -> Response:
     try:
         profile = orjson.loads(body.get("profile") or "{}")
     except orjson.JSONDecodeError as exc:
-        return JSONResponse({"ok": False, "error": {"message": f"profile: {exc}"}})
+        return _json({"ok": False, "error": {"message": f"profile: {exc}"}})
     if not isinstance(profile, dict):
-        return JSONResponse({"ok": False, "error": {"message": "profile: a JSON object"}})
+        return _json({"ok": False, "error": {"message": "profile: a JSON object"}})
     try:
         result = pql.compile(body["source"], kind=_kind(body)).evaluate(profile=profile)
     except PQLError as exc:
-        return JSONResponse({"ok": False, "error": _error(exc)})
-    return JSONResponse({"ok": True, "result": result})
+        return _json({"ok": False, "error": _error(exc)})
+    return _json({"ok": True, "result": result})
 
 
 routes = [

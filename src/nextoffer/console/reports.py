@@ -246,7 +246,7 @@ async def report_csv(request: Request, visitor: Visitor) -> Response:
     return Response(
         out.getvalue(),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        headers={"Content-Disposition": f'attachment; filename="{filename}"', **web.PRIVATE},
     )
 
 

@@ -122,6 +122,27 @@ def switch_container(request: Request, response: Response, visitor: Visitor, cid
     _write(request, response, COOKIE, "session", data, expires - int(time.time()))
 
 
+#: How long the message a redirect carries (``flash``) may be shown: the page after it.
+FLASH_SECONDS = 60
+
+
+def flash_token(request: Request, text: str) -> str:
+    """``text`` signed for the next page's banner: a link from elsewhere cannot put its
+    own words there (a plain ``?flash=`` could, on any page, the sign-in page too)."""
+    return _serializer(request, "flash").dumps(text)
+
+
+def flash_text(request: Request, token: str | None) -> str | None:
+    """The banner's text of a :func:`flash_token` at most :data:`FLASH_SECONDS` old."""
+    if not token:
+        return None
+    try:
+        text = _serializer(request, "flash").loads(token, max_age=FLASH_SECONDS)
+    except BadSignature:  # forged, or expired (SignatureExpired is one)
+        return None
+    return text if isinstance(text, str) else None
+
+
 def sign_out(response: Response) -> None:
     response.delete_cookie(COOKIE, path=PATH)
 

@@ -78,7 +78,7 @@ def render(
             "visitor": visitor,
             "nav": NAV,
             "csrf_form": csrf,
-            "flash": request.query_params.get("flash"),
+            "flash": session.flash_text(request, request.query_params.get("flash")),
             **context,
         }
     )
@@ -88,7 +88,9 @@ def render(
         headers={
             # Scripts and styles only from the console itself; no frames, no plugins.
             "Content-Security-Policy": "default-src 'self'; img-src 'self' data: https: http:; "
-            "style-src 'self'; script-src 'self'; frame-ancestors 'none'; object-src 'none'",
+            "style-src 'self'; script-src 'self'; frame-ancestors 'none'; object-src 'none'; "
+            "form-action 'self'; base-uri 'none'",
+            "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",
             "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
@@ -96,9 +98,15 @@ def render(
     )
 
 
-def redirect(url: str, *, flash: str | None = None) -> RedirectResponse:
+#: What every answer of the console that is not a page carries (CSV, JSON): a
+#: tenant's data is not kept by caches, nor read as another type.
+PRIVATE = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def redirect(request: Request, url: str, *, flash: str | None = None) -> RedirectResponse:
     if flash:
-        url += ("&" if "?" in url else "?") + "flash=" + quote(flash, safe="")
+        token = session.flash_token(request, flash)
+        url += ("&" if "?" in url else "?") + "flash=" + quote(token, safe="")
     return RedirectResponse(url, status_code=303)
 
 
