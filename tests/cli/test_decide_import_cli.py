@@ -192,7 +192,7 @@ def test_import_profiles_loads_good_lines_and_reports_bad_ones(demo, tmp_path):
     result = import_profiles(db_url, path)
     assert result.exit_code == 1
     assert "2 profiles loaded, 3 lines rejected" in result.output
-    assert "line 2:" in result.output and "line 3:" in result.output
+    assert "line 2, column 2: " in result.output and "line 3:" in result.output
     assert "line 6: an integer past 64 bits" in result.output and "(at /profile/n)" in result.output
     store = Store.open(db_url)
     with store.session() as session:

@@ -161,7 +161,7 @@ def test_an_unreadable_line_is_reported_and_nothing_is_stored(exported, tmp_path
     result = run(target, bad)
     assert result.exit_code == 2, result.output
     assert f"line {len(lines) + 1}: schema: unknown schema 'nope'" in result.output
-    assert f"line {len(lines) + 2}:" in result.output
+    assert f"line {len(lines) + 2}, column 2: " in result.output
     assert f"line {len(lines) + 3}: an integer past 64 bits" in result.output
     assert instances(target) == {}
 
