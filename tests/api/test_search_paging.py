@@ -17,7 +17,8 @@ TAG = schema("tag")
 OFFER = schema("personalized-offer")
 #: Priorities whose number PostgreSQL's jsonb writes back without an exponent, an integer
 #: past 64 bits to whoever reads it (1e20 as 100000000000000000000), beside ordinary ones.
-HUGE = [10**30, 10**20, 7, 2**63, 10**25, 3]
+#: Sent as JSON numbers with an exponent: an integer past 64 bits is refused (400).
+HUGE = [1e30, 1e20, 7, 2**63, 1e25, 3]
 
 
 @pytest.fixture
