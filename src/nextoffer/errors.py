@@ -137,15 +137,6 @@ class PQLError(Unprocessable):
         self.column = column
         self.source = source
 
-    def render(self) -> str:
-        """The message, the offending source line and a caret under the column."""
-        if self.source is None:
-            return f"line {self.line}, column {self.column}: {self.message}"
-        lines = self.source.splitlines() or [""]
-        text = lines[self.line - 1] if 0 < self.line <= len(lines) else ""
-        caret = " " * (max(self.column, 1) - 1) + "^"
-        return f"line {self.line}, column {self.column}: {self.message}\n  {text}\n  {caret}"
-
 
 class TooManyRequests(NextOfferError):
     """A public endpoint's rate limit was reached; retry after ``retry_after`` seconds."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from nextoffer.errors import NextOfferError
+from nextoffer.errors import NextOfferError, PQLError
 
 #: Each command's module and object, imported only when that command is asked for (or
 #: ``--help`` lists them): ``nextoffer serve`` starts uvicorn without importing the
@@ -46,8 +46,12 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except NextOfferError as exc:
-            render = getattr(exc, "render", None)
-            click.echo(f"error: {render() if callable(render) else exc.detail}", err=True)
+            detail = exc.detail
+            if isinstance(exc, PQLError):  # with its source line and a caret
+                from nextoffer.pql import render_error  # only then: a command may not load PQL
+
+                detail = render_error(exc)
+            click.echo(f"error: {detail}", err=True)
             sys.exit(exc.exit_code)
 
 

@@ -31,7 +31,7 @@ _PATH = click.Path(exists=True, dir_okay=False)
 
 
 def _fail(ctx: click.Context, exc: PQLError) -> None:
-    click.echo(exc.render(), err=True)
+    click.echo(pql_lang.render_error(exc), err=True)
     ctx.exit(exc.exit_code)
 
 

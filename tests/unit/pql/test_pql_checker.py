@@ -89,4 +89,4 @@ def test_error_renders_a_caret_under_the_column():
     with pytest.raises(PQLError) as err:
         pql.compile('a = 1 and\n  person.name.fake() = "x"')
     assert err.value.line == 2
-    assert err.value.render().splitlines()[-1] == "  " + " " * 14 + "^"
+    assert pql.render_error(err.value).splitlines()[-1] == "  " + " " * 14 + "^"
