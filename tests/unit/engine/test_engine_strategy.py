@@ -41,18 +41,23 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STRATEGY = "xcore:ranking-strategy:1"
 
 
-def library(body: dict[str, Any], *offers: Any, extra: tuple[Any, ...] = ()) -> Any:
-    ids = [o.at_id for o in offers]
-    criterion = {
+def ranked_by(strategy: str) -> dict[str, Any]:
+    """The criterion of decision D1: collection C1 in placement P1, ranked by ``strategy``."""
+    return {
         "xdm:placements": ["P1"],
         "xdm:optionSelection": {"xdm:filter": "C1"},
         "xdm:ranking": {
             "xdm:order": {
                 "xdm:orderEvaluationType": "rankingStrategy",
-                "xdm:rankingStrategy": STRATEGY,
+                "xdm:rankingStrategy": strategy,
             }
         },
     }
+
+
+def library(body: dict[str, Any], *offers: Any, extra: tuple[Any, ...] = ()) -> Any:
+    ids = [o.at_id for o in offers]
+    criterion = ranked_by(STRATEGY)
     instances = [
         placement("P1"),
         fallback("F1"),
@@ -379,16 +384,7 @@ def test_a_criterion_naming_a_strategy_not_in_the_library_ranks_by_priority_and_
     # The dps form's documented decision names "123456789123", which no API creates.
     o1 = offer("O1", priority=1)
     o2 = offer("O2", priority=9)
-    criterion = {
-        "xdm:placements": ["P1"],
-        "xdm:optionSelection": {"xdm:filter": "C1"},
-        "xdm:ranking": {
-            "xdm:order": {
-                "xdm:orderEvaluationType": "rankingStrategy",
-                "xdm:rankingStrategy": "123456789123",
-            }
-        },
-    }
+    criterion = ranked_by("123456789123")
     catalog = build_catalog(
         [
             placement("P1"),
