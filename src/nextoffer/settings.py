@@ -58,6 +58,24 @@ def _switch(key: str, raw: str) -> bool:
     raise BadRequest(f"{key}={raw!r}: must be one of {', '.join(_TRUE + _FALSE)}")
 
 
+#: SQLite's ``synchronous`` levels: NORMAL (WAL) survives a killed process, FULL and
+#: EXTRA a power cut too, OFF neither.
+SQLITE_SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def sqlite_synchronous(env: Mapping[str, str] | None = None) -> str:
+    """``NEXTOFFER_SQLITE_SYNCHRONOUS`` (default NORMAL), upper-cased; a value SQLite would
+    take silently as NORMAL (``FUL``) is refused, naming the variable."""
+    raw = (os.environ if env is None else env).get("NEXTOFFER_SQLITE_SYNCHRONOUS") or "NORMAL"
+    value = raw.strip().upper()
+    if value not in SQLITE_SYNCHRONOUS_LEVELS:
+        raise BadRequest(
+            f"NEXTOFFER_SQLITE_SYNCHRONOUS={raw!r}: must be one of"
+            f" {', '.join(SQLITE_SYNCHRONOUS_LEVELS)}"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     db_url: str = field(default_factory=default_db_url)
@@ -128,6 +146,7 @@ class Settings:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if env is None else env
+        sqlite_synchronous(env)  # read by the store itself; refused here with the others
         values: dict[str, Any] = {}
         if env.get("NEXTOFFER_DB"):
             values["db_url"] = env["NEXTOFFER_DB"]

@@ -23,6 +23,8 @@ from nextoffer.cli import main
         ("NEXTOFFER_PROFILE_CACHE_MB", "inf", "must be a number >= 0 (megabytes; 0: no cache)"),
         ("NEXTOFFER_PROFILE_CACHE_SECONDS", "0", "must be a number >= 0.001 (a number of seconds)"),
         ("NEXTOFFER_METRICS", "maybe", "must be one of 1, true, yes, on, 0, false, no, off"),
+        # SQLite took "FUL" silently as NORMAL: no power-cut safety, and nothing said.
+        ("NEXTOFFER_SQLITE_SYNCHRONOUS", "FUL", "must be one of OFF, NORMAL, FULL, EXTRA"),
     ],
 )
 def test_a_bad_settings_variable_is_named_with_what_it_must_be(variable, value, must, tmp_path):
@@ -51,3 +53,18 @@ def test_good_settings_variables_are_read(tmp_path):
     assert settings.batch_chunk == 5 and settings.batch_workers == 0
     assert settings.profile_cache_mb == 0
     assert settings.metrics is False and settings.access_log is True
+
+
+def test_the_sqlite_synchronous_level_asked_for_is_the_one_every_connection_uses(
+    tmp_path, monkeypatch
+):
+    from nextoffer.root import NextOffer
+    from nextoffer.settings import Settings
+
+    monkeypatch.setenv("NEXTOFFER_SQLITE_SYNCHRONOUS", "full")
+    with NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'n.db'}")) as no:
+        with no.store.session() as session:
+            assert session.conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        # the decision path's own connections too
+        reader = no.path._thread_conn()  # type: ignore[attr-defined]
+        assert reader.execute("PRAGMA synchronous").fetchone()[0] == 2

@@ -7,7 +7,6 @@ limits) and ``INSERT … ON CONFLICT`` (``session.upsert``), which hold under co
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from nextoffer.errors import BadRequest
+from nextoffer.settings import sqlite_synchronous
 
-#: "NORMAL" in WAL mode survives a killed process; "FULL" also survives power loss.
-SQLITE_SYNCHRONOUS = os.environ.get("NEXTOFFER_SQLITE_SYNCHRONOUS", "NORMAL").upper()
 #: Bytes the WAL file is cut back to when it restarts (a burst may grow it past this).
 WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
@@ -71,7 +69,7 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
             pool_size=pool_size * 3,
             max_overflow=0,
         )
-        _setup_sqlite(engine)
+        _setup_sqlite(engine, sqlite_synchronous())
         return engine
     if backend == "postgresql":
         # Every worker of every node has its own pool: size it with the server's
@@ -89,14 +87,14 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
     raise BadRequest(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
 
-def _setup_sqlite(engine: Engine) -> None:
+def _setup_sqlite(engine: Engine, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below) so that writers take the lock up front.
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=30000")
         # Checkpoints run on a thread of their own, not inside a commit (checkpoints.py).

@@ -33,8 +33,9 @@ import orjson
 
 from nextoffer.errors import Unavailable
 from nextoffer.repository.records import InstanceRecord
+from nextoffer.settings import sqlite_synchronous
 from nextoffer.storage.counters import CounterKey, read_counts
-from nextoffer.storage.database import SQLITE_SYNCHRONOUS, WAL_SIZE_LIMIT
+from nextoffer.storage.database import WAL_SIZE_LIMIT
 from nextoffer.storage.decision_path import DecisionRecord, OnLoop, Pending
 from nextoffer.storage.errors import translated
 from nextoffer.storage.group_commit import (
@@ -157,7 +158,7 @@ class SqlitePath:
         conn = sqlite3.connect(
             self._path, timeout=30, isolation_level=None, check_same_thread=False
         )
-        conn.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+        conn.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
         conn.execute("PRAGMA busy_timeout=30000")
         conn.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer runs them
         conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
