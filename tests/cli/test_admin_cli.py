@@ -56,6 +56,51 @@ def test_bootstrap_prints_the_keys_a_console_link_and_reuses_on_rerun(tmp_path):
     assert second["datastreamId"] == first["datastreamId"]
 
 
+def test_the_console_link_points_where_the_server_is_said_to_be(tmp_path):
+    # It pointed at 127.0.0.1:8080 whatever port or host the server was given.
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    result = CliRunner().invoke(
+        main,
+        [
+            "admin",
+            "bootstrap",
+            "--db",
+            db_url,
+            "--org",
+            "O@AdobeOrg",
+            "--sandbox",
+            "prod",
+            "--url",
+            "https://offers.example.com:8443/",
+            "--json",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    link = urlsplit(json.loads(result.stdout)["consoleUrl"])
+    assert (link.scheme, link.netloc, link.path) == (
+        "https",
+        "offers.example.com:8443",
+        "/console/login",
+    )
+    refused = CliRunner().invoke(
+        main,
+        [
+            "admin",
+            "bootstrap",
+            "--db",
+            db_url,
+            "--org",
+            "O@AdobeOrg",
+            "--sandbox",
+            "prod",
+            "--url",
+            "offers.example.com",
+            "--json",
+        ],
+    )
+    assert refused.exit_code == 2 and "--url 'offers.example.com' must be" in refused.stderr
+
+
 def test_token_minted_by_bootstrap_is_accepted_by_the_service(tmp_path):
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
     creds = bootstrap(db_url, "--client-id", "my-app", "--user", "alice@example.com")

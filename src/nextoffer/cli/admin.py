@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 import click
 import orjson
@@ -43,6 +44,19 @@ def tenant_name(ctx: click.Context, param: click.Parameter, value: str | None) -
     return value
 
 
+def _base_url(value: str | None) -> str | None:
+    """``--url`` as a link's start: ``http(s)://host[:port][/path]``, nothing after."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise BadRequest(
+            f"--url {value!r} must be http:// or https:// and a host, e.g. "
+            "https://offers.example.com"
+        )
+    return value
+
+
 @admin.command()
 @db_option(creates=True)
 @click.option(
@@ -71,6 +85,13 @@ def tenant_name(ctx: click.Context, param: click.Parameter, value: str | None) -
     help="Token lifetime, seconds (at most ten years).",
 )
 @click.option(
+    "--url",
+    "base_url",
+    callback=lambda _ctx, _param, value: _base_url(value),
+    help="The server's address, where consoleUrl points (default: http://127.0.0.1:8080,"
+    " where `nextoffer serve` listens unless told otherwise).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON object (the only output format)."
 )
 def bootstrap(
@@ -80,6 +101,7 @@ def bootstrap(
     client_id: str | None,
     user: str | None,
     ttl: int,
+    base_url: str | None,
     as_json: bool,
 ) -> None:
     """Create or reuse the org, sandbox, container, API client, and mint a token."""
@@ -88,7 +110,7 @@ def bootstrap(
         creds = no.bootstrap(
             org=org, sandbox=sandbox, client_id=client_id, user=user, ttl=timedelta(seconds=ttl)
         )
-    base = f"http://{settings.host}:{settings.port}"
+    base = base_url or f"http://{settings.host}:{settings.port}"
     console = login_link(
         base,
         org=creds.org,
