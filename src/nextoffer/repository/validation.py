@@ -111,9 +111,11 @@ LONG_INTEGER_REFUSED = (
     "an integer past 64 bits (below -2**63 or above 2**64 - 1) cannot be kept exactly;"
     " send it as a string"
 )
-#: A number with this many digits in a row may be past 64 bits: only then is a text
-#: read again, exactly (``orjson`` reads such an integer as a float, dropping digits).
-_LONG_DIGITS = re.compile(rb"\d{19}")
+#: A number of 19 digits or more where a value starts (after ``:``, ``,`` or ``[``) may
+#: be past 64 bits: only then is a text read again, exactly (``orjson`` reads such an
+#: integer as a float, dropping digits). Digits in a string (an ECID's 38) do not count;
+#: the rare string that looks like one only costs the second read.
+_LONG_DIGITS = re.compile(rb"(?:\A|[:,\[])\s*-?\d{19}")
 
 
 def long_integer_at(raw: bytes, *, prefix: str = "") -> str | None:
