@@ -59,24 +59,8 @@ def test_bootstrap_prints_the_keys_a_console_link_and_reuses_on_rerun(tmp_path):
 def test_the_console_link_points_where_the_server_is_said_to_be(tmp_path):
     # It pointed at 127.0.0.1:8080 whatever port or host the server was given.
     db_url = f"sqlite:///{tmp_path / 'n.db'}"
-    result = CliRunner().invoke(
-        main,
-        [
-            "admin",
-            "bootstrap",
-            "--db",
-            db_url,
-            "--org",
-            "O@AdobeOrg",
-            "--sandbox",
-            "prod",
-            "--url",
-            "https://offers.example.com:8443/",
-            "--json",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    link = urlsplit(json.loads(result.stdout)["consoleUrl"])
+    made = bootstrap(db_url, "--url", "https://offers.example.com:8443/")
+    link = urlsplit(made["consoleUrl"])
     assert (link.scheme, link.netloc, link.path) == (
         "https",
         "offers.example.com:8443",
@@ -85,17 +69,8 @@ def test_the_console_link_points_where_the_server_is_said_to_be(tmp_path):
     refused = CliRunner().invoke(
         main,
         [
-            "admin",
-            "bootstrap",
-            "--db",
-            db_url,
-            "--org",
-            "O@AdobeOrg",
-            "--sandbox",
-            "prod",
-            "--url",
-            "offers.example.com",
-            "--json",
+            *("admin", "bootstrap", "--db", db_url, "--org", "O@AdobeOrg", "--sandbox", "prod"),
+            *("--url", "offers.example.com", "--json"),
         ],
     )
     assert refused.exit_code == 2 and "--url 'offers.example.com' must be" in refused.stderr

@@ -30,8 +30,7 @@ async def history(request: Request, visitor: Visitor) -> Response:
     found = await no.run(
         no.repository.revisions, visitor.principal, visitor.container_id, instance_id
     )
-    if found[-1].record.schema_id != kind.object_type.schema_id:
-        raise NotFound(f"{instance_id} is not a {kind.noun}")
+    kind.check(found[-1].record)
     latest = found[0].record
     revisions = [
         {

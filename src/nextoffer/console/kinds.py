@@ -32,7 +32,7 @@ from nextoffer.repository.objects import (
     TAG,
     ObjectType,
 )
-from nextoffer.repository.records import InstanceRecord
+from nextoffer.repository.records import InstanceRecord, RevisionRecord
 
 Options = bodies.Options
 Rows = bodies.Rows
@@ -55,7 +55,7 @@ class Kind:
     #: Extra list columns: (header, function of the body).
     columns: tuple[tuple[str, Callable[[Mapping[str, Any]], str]], ...] = field(default=())
 
-    def check(self, record: InstanceRecord) -> None:
+    def check(self, record: InstanceRecord | RevisionRecord) -> None:
         """A 404 unless ``record`` is of this kind: every page under ``/console/<slug>/<id>``
         acts only on an instance of its own kind (a tag's delete button deletes no offer)."""
         if record.schema_id != self.object_type.schema_id:
