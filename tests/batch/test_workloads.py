@@ -345,3 +345,85 @@ def test_a_job_failing_on_its_dataset_folder_is_logged_without_a_traceback(
     assert "Error" in message, message  # the OSError's own words, e.g. NotADirectoryError
     failed = [r for r in caplog.records if f"batch job {job_id} failed" in r.getMessage()]
     assert failed and all(r.exc_info is None for r in failed), failed
+
+
+def test_another_tenant_cannot_name_a_datasets_location(
+    client: TestClient, tenant: Tenant, db_url: str
+) -> None:
+    """A dataset's folder is its own: another tenant naming it (as it is, relative, as a
+    file:// URI, a folder inside it or around it) is refused, so it never lists or
+    downloads the first tenant's decision events (their identities)."""
+    from support.api import make_tenant
+
+    library = Library(tenant, [])
+    add_profiles(tenant, 2)
+    dataset_id = dataset(tenant)
+    job = tenant.client.post(
+        DWM, json=workload(library, segment(tenant, "age >= 0"), dataset_id), headers=tenant.headers
+    ).json()
+    assert wait_done(tenant, f"{DWM}/{job['@id']}")["ode:status"] == "COMPLETED"
+    location = tenant.client.get(f"{DATASETS}/{dataset_id}", headers=tenant.headers).json()[
+        "location"
+    ]
+    root = str(Path(location).parent)
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    for taken in (
+        location,
+        dataset_id,
+        Path(location).as_uri(),
+        f"{location}/inside",
+        f"{location}/{job['@id']}",
+        root,
+        ".",
+        f"FILE://{location}",
+        f"file://localhost{location}",
+    ):
+        response = client.post(
+            DATASETS, json={"name": "theirs", "location": taken}, headers=other.headers
+        )
+        assert response.status_code == 422, (taken, response.text)
+        assert response.json()["pointer"] == "/location"
+    own = client.post(DATASETS, json={"name": "own", "location": "own"}, headers=other.headers)
+    assert own.status_code == 201, own.text
+    around = client.post(
+        DATASETS, json={"name": "x", "location": "own/deeper"}, headers=tenant.headers
+    )
+    assert around.status_code == 422, around.text
+
+
+def test_a_shared_folder_lists_only_the_datasets_own_jobs(
+    client: TestClient, tenant: Tenant, db_url: str
+) -> None:
+    """Two datasets recorded on one folder (before locations were checked) list and serve
+    only the jobs whose manifest names them."""
+    from nextoffer.storage.batch import DatasetRecord
+    from nextoffer.storage.store import Store
+    from support.api import make_tenant
+
+    library = Library(tenant, [])
+    add_profiles(tenant, 2)
+    dataset_id = dataset(tenant)
+    job = tenant.client.post(
+        DWM, json=workload(library, segment(tenant, "age >= 0"), dataset_id), headers=tenant.headers
+    ).json()
+    assert wait_done(tenant, f"{DWM}/{job['@id']}")["ode:status"] == "COMPLETED"
+    ours = tenant.client.get(f"{DATASETS}/{dataset_id}/files", headers=tenant.headers).json()
+    assert len(ours["files"]) == 2
+    location = tenant.client.get(f"{DATASETS}/{dataset_id}", headers=tenant.headers).json()[
+        "location"
+    ]
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    store = Store.open(db_url)
+    try:
+        with store.session(write=True) as session:
+            session.batch.insert_dataset(
+                DatasetRecord("shared", "OTHER@AdobeOrg", "prod", "shared", location, 0)
+            )
+    finally:
+        store.close()
+    listing = client.get(f"{DATASETS}/shared/files", headers=other.headers)
+    assert listing.status_code == 200 and listing.json()["files"] == []
+    for entry in ours["files"]:
+        name = entry["name"]
+        response = client.get(f"{DATASETS}/shared/files/{name}", headers=other.headers)
+        assert response.status_code == 404, name

@@ -13,6 +13,7 @@ commit; only committed jobs' files are listed and served.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -27,6 +28,9 @@ from nextoffer.storage.batch import DatasetRecord
 from nextoffer.storage.store import Store
 
 __all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
+
+#: A ``file://`` URI's prefix (any case; RFC 8089's ``localhost`` authority included).
+_FILE_URI = re.compile(r"^file://(localhost)?", re.IGNORECASE)
 
 
 class Datasets:
@@ -58,6 +62,7 @@ class Datasets:
         if locations.is_remote(location):
             try:
                 location = locations.check_remote(location)
+                self._refuse_shared(location)
                 locations.probe(Location(location, self._s3))
             except LocationError as exc:
                 raise Unprocessable(str(exc), pointer="/location") from exc
@@ -65,12 +70,13 @@ class Datasets:
             # A tenant writes only under the datasets root the operator chose: a relative
             # location is a folder there, an absolute one must lie inside it.
             root = self._root.resolve()
-            path = (root / location.removeprefix("file://")).resolve()
-            if path != root and root not in path.parents:
+            path = (root / _FILE_URI.sub("", location, count=1)).resolve()
+            if root not in path.parents:  # the root itself holds every default location
                 raise Unprocessable(
                     f"a local location must be a folder under {root}", pointer="/location"
                 )
             location = str(path)
+            self._refuse_shared(location)
             try:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -91,6 +97,19 @@ class Datasets:
             session.batch.insert_dataset(record)
         return record
 
+    def _refuse_shared(self, location: str) -> None:
+        """422 when ``location`` is, holds or lies in another dataset's (any tenant's)
+        location: a dataset's folder is its own, or another could list and serve its jobs."""
+        with self._store.session() as session:
+            taken = session.batch.dataset_locations()
+        for other in taken:
+            if locations.overlaps(location, other):
+                raise Unprocessable(
+                    f"location {location} overlaps the location of another dataset: give"
+                    " each dataset a folder of its own",
+                    pointer="/location",
+                )
+
     def get(self, principal: Principal, dataset_id: str) -> DatasetRecord:
         with self._store.session() as session:
             record = session.batch.get_dataset(principal.org, principal.sandbox, dataset_id)
@@ -110,7 +129,7 @@ class Datasets:
         """The dataset's published files: committed jobs' parts and manifests."""
         record = self.get(principal, dataset_id)
         try:
-            return locations.committed(self.location(record))
+            return locations.committed(self.location(record), dataset_id)
         except OSError as exc:
             raise Unavailable(f"dataset {dataset_id}: {record.location}: {exc}") from exc
 
@@ -121,7 +140,7 @@ class Datasets:
         anything else."""
         record = self.get(principal, dataset_id)
         try:
-            found = locations.open_committed(self.location(record), relative)
+            found = locations.open_committed(self.location(record), dataset_id, relative)
         except OSError as exc:
             raise Unavailable(f"dataset {dataset_id}: {record.location}: {exc}") from exc
         if found is None:

@@ -44,6 +44,7 @@ __all__ = [
     "is_remote",
     "make_folder",
     "open_committed",
+    "overlaps",
     "probe",
     "remove",
     "write_bytes",
@@ -108,6 +109,26 @@ def check_remote(location: str) -> str:
     if not parts.netloc:
         raise LocationError(f"a {scheme}:// location names a bucket or host: {scheme}://NAME/…")
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def _comparable(location: str) -> str:
+    """``location`` as :func:`overlaps` compares it: ``s3a://`` is ``s3://`` (the same
+    objects), a scheme in lower case, no trailing ``/``."""
+    if not is_remote(location):
+        return location.rstrip("/") or "/"
+    scheme, _, rest = location.partition("://")
+    scheme = scheme.lower()
+    return f"{'s3' if scheme == 's3a' else scheme}://{rest.rstrip('/')}"
+
+
+def overlaps(one: str, other: str) -> bool:
+    """Whether two recorded locations share files: the same folder, or one inside the
+    other. Each dataset's folder is its own: a job folder under a shared one would be
+    another dataset's to list and serve (and another tenant's)."""
+    a, b = _comparable(one), _comparable(other)
+    if a == b:
+        return True
+    return a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,29 +266,35 @@ def commit(job: Location, manifest: dict[str, Any]) -> None:
     write_bytes(job.join(MANIFEST), orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
 
 
-def _manifest(job: Location) -> dict[str, Any] | None:
+def _manifest(job: Location, dataset_id: str) -> dict[str, Any] | None:
+    """The job folder's manifest when it commits a job *of this dataset*: a folder another
+    dataset's job wrote (two datasets were once allowed to share a location, possibly of
+    two tenants) is not this dataset's to list or serve."""
     filesystem, path = job.join(MANIFEST).filesystem()
     try:
         with filesystem.open_input_stream(path) as stream:
             value = orjson.loads(stream.read())
     except (FileNotFoundError, orjson.JSONDecodeError):
         return None
-    return value if isinstance(value, dict) else None
+    if not isinstance(value, dict) or value.get("dataSetId") != dataset_id:
+        return None
+    return value
 
 
 def _modified_ms(info: Any) -> int:
     return int(info.mtime.timestamp() * 1000) if info.mtime is not None else 0
 
 
-def committed(location: Location) -> list[DatasetFile]:
+def committed(location: Location, dataset_id: str) -> list[DatasetFile]:
     """The files of every committed job of the dataset: the parts its manifest names,
-    and the manifest. Folders without a manifest (running, failed, crashed) are left out."""
+    and the manifest. Folders without a manifest of this dataset (running, failed,
+    crashed, or another dataset's) are left out."""
     found: list[DatasetFile] = []
     for folder in sorted(entries(location), key=lambda i: i.base_name):
         if folder.is_file or folder.base_name.startswith(("_", ".")):
             continue
         job = location.join(folder.base_name)
-        manifest = _manifest(job)
+        manifest = _manifest(job, dataset_id)
         if manifest is None:
             continue
         named = {str(n) for n in manifest.get("files", [])} | {MANIFEST}
@@ -281,14 +308,16 @@ def committed(location: Location) -> list[DatasetFile]:
     return found
 
 
-def open_committed(location: Location, relative: str) -> tuple[DatasetFile, Iterator[bytes]] | None:
+def open_committed(
+    location: Location, dataset_id: str, relative: str
+) -> tuple[DatasetFile, Iterator[bytes]] | None:
     """A committed job's file (``<job>/<name>``) and its bytes in blocks; ``None`` when no
-    committed job names it."""
+    committed job of the dataset names it."""
     parts = relative.split("/")
     if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(("_", ".")) for p in parts):
         return None
     job = location.join(parts[0])
-    manifest = _manifest(job)
+    manifest = _manifest(job, dataset_id)
     if manifest is None or (
         parts[1] != MANIFEST and parts[1] not in {str(n) for n in manifest.get("files", [])}
     ):

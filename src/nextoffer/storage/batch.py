@@ -206,6 +206,10 @@ class BatchTables:
         ).first()
         return _dataset(row) if row is not None else None
 
+    def dataset_locations(self) -> list[str]:
+        """Every dataset's location, of every tenant (a new one must not overlap them)."""
+        return [str(row[0]) for row in self.conn.execute(select(t.datasets.c.location))]
+
     def list_datasets(self, org: str, sandbox: str) -> list[DatasetRecord]:
         c = t.datasets.c
         rows = self.conn.execute(
