@@ -334,6 +334,14 @@ BAD_INPUT: list[tuple[str, Call, int, str | None]] = [
         None,
     ),
     ("an id on create", _post("/tags", {"id": "dps:tag:1", "name": "t"}), 422, "/id"),
+    # It pointed at /id, a member the client did not send.
+    ("an @id on create", _post("/tags", {"@id": "dps:tag:1", "name": "t"}), 422, "/@id"),
+    (
+        "offer-type given as two types",
+        _get("/offers?offer-type=personalized&offer-type=fallback"),
+        400,
+        "offer-type",
+    ),
     ("a missing name", _post("/tags", {"description": "d"}), 422, "'name' is required"),
     (
         "a negative priority",
@@ -412,6 +420,47 @@ def test_bad_input_is_a_clear_4xx_problem(dps, what, call, status, pointer):
         found = [problem["pointer"], *(e["pointer"] for e in problem.get("errors", []))]
         assert pointer in found, problem
     assert dps.get("offer-placement", at_id)["etag"] == 1  # nothing changed
+
+
+def test_offer_type_given_as_two_types_deletes_nothing(dps):
+    # The first one won: which offers a DELETE removed hung on the order of the parameters.
+    fallback = dps.create("fallback-offer", {"name": "f", "status": "draft"})["id"]
+    response = dps.client.delete(
+        f"{BASE}/offers/{fallback}?offer-type=fallback&OFFER-TYPE=Personalized",
+        headers={**dps.tenant.headers, **WRITE},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["pointer"] == "offer-type"
+    assert dps.get("fallback-offer", fallback)["etag"] == 1
+    # The same type twice (any case), or beside an empty one, is that type.
+    for query in ("offer-type=fallback&offer-type=FALLBACK", "offer-type=&offer-type=fallback"):
+        response = dps.client.get(
+            f"{BASE}/offers/{fallback}?{query}", headers={**dps.tenant.headers, **READ}
+        )
+        assert response.status_code == 200, (query, response.text)
+
+
+@pytest.mark.parametrize(
+    ("constraint", "pointer", "told"),
+    [
+        ({"limit": 1e308}, "/frequencyCappingConstraints/0/limit", "limit must be"),
+        ({"limit": 1, "repeat": {}}, "/frequencyCappingConstraints/0/repeat/unit", "repeat/unit"),
+    ],
+)
+def test_a_refused_member_is_named_in_dps_terms(dps, constraint, pointer, told):
+    # The messages named xdm:limit and xdm:repeat/xdm:unit, members the client never sent.
+    body = {
+        "name": "o",
+        "status": "draft",
+        "frequencyCappingConstraints": [
+            {"enabled": True, "scope": "global", "entity": "offer", **constraint}
+        ],
+    }
+    response = _post("/offers?offer-type=personalized", body)(dps, "")
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["pointer"] == pointer
+    assert told in problem["detail"] and "xdm:" not in json.dumps(problem), problem
 
 
 # -- list parameters on the database ------------------------------------------------------

@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from contextlib import contextmanager
 from dataclasses import replace
 from threading import Lock
 from typing import Any
 
-from nextoffer.errors import BadRequest, NextOfferError, NotFound
+import jsonpointer
+
+from nextoffer.errors import BadRequest, NextOfferError, NotFound, Unprocessable
 from nextoffer.repository import dps
 from nextoffer.repository.dps_fields import RESOURCES, Resource
 from nextoffer.repository.objects import SchemaRef
@@ -36,18 +38,27 @@ CONTAINER_CACHE_SECONDS = 5.0
 CONTAINER_CACHE_SIZE = 4096
 
 
-def resource_for(path: str, offer_type: str | None) -> Resource:
+def resource_for(path: str, offer_type: str | Sequence[str] | None) -> Resource:
     """The resource of ``/dps/<path>`` (``offer-type`` is case-insensitive, required on
-    ``/offers`` and ignored elsewhere); a 404 for an unknown path, a 400 for a bad type."""
+    ``/offers`` and ignored elsewhere); a 404 for an unknown path, a 400 for a bad type.
+
+    ``offer-type`` may be given as every value the request sent: empty ones are absent, and
+    two different ones on ``/offers`` are a 400 (which offers a DELETE removes must not
+    depend on the order of the parameters)."""
     candidates = [r for r in RESOURCES if r.path == path]
     if not candidates:
         raise NotFound(f"/data/core/dps/{path} is not a dps resource")
     if candidates[0].offer_type is None:
         return candidates[0]
-    wanted = (offer_type or "").strip().lower()
+    sent = [offer_type] if isinstance(offer_type, str) else list(offer_type or ())
+    wanted = list(dict.fromkeys(v.strip().lower() for v in sent if v.strip()))
+    if len(wanted) > 1:
+        raise BadRequest(
+            f"offer-type is given as {', '.join(wanted)}; give one", pointer="offer-type"
+        )
     known = [r.offer_type for r in candidates]
     for resource in candidates:
-        if resource.offer_type == wanted:
+        if resource.offer_type == (wanted[0] if wanted else ""):
             return resource
     raise BadRequest(
         f"offer-type is required here: one of {', '.join(str(k) for k in known)}",
@@ -68,6 +79,25 @@ def _required(resource: Resource, pointer: str, message: str) -> str:
     return _REQUIRED.sub(name, message)
 
 
+def _renamed(old: str, new: str, message: str) -> str:
+    """``message`` with the stored names of ``old``'s segments in the dps spelling of
+    ``new``'s (``xdm:limit must be …`` at ``/xdm:frequencyCappingConstraints/0/xdm:limit``
+    → ``limit must be …``): checks that name the member they refuse spoke xcore."""
+    pairs = {
+        jsonpointer.unescape(a): jsonpointer.unescape(b)
+        for a, b in zip(old.split("/"), new.split("/"), strict=False)
+        if a != b
+    }
+    for stored in sorted(pairs, key=len, reverse=True):
+        message = re.sub(rf"(?<![\w:@$]){re.escape(stored)}(?![\w:])", pairs[stored], message)
+    return message
+
+
+def _in_dps_names(resource: Resource, old: str, new: str, message: str) -> str:
+    """An error message about the stored pointer ``old`` told about ``new`` in dps names."""
+    return _renamed(old, new, _required(resource, old, message.replace(old, new)))
+
+
 @contextmanager
 def _pointing_into(resource: Resource) -> Iterator[None]:
     """Re-point errors about the stored body into the dps body."""
@@ -77,16 +107,20 @@ def _pointing_into(resource: Resource) -> Iterator[None]:
         if exc.pointer is not None:
             old, new = exc.pointer, dps.dps_pointer(resource, exc.pointer)
             exc.pointer = new
-            exc.detail = _required(resource, old, exc.detail.replace(old, new))
+            exc.detail = _in_dps_names(resource, old, new, exc.detail)
         errors = exc.extra.get("errors")
         if isinstance(errors, list):
             for error in errors:
                 if isinstance(error, dict) and isinstance(error.get("pointer"), str):
                     old = error["pointer"]
                     error["pointer"] = dps.dps_pointer(resource, old)
-                    exc.detail = exc.detail.replace(old, error["pointer"])
+                    exc.detail = _renamed(
+                        old, error["pointer"], exc.detail.replace(old, error["pointer"])
+                    )
                     if isinstance(error.get("message"), str):
-                        error["message"] = _required(resource, old, error["message"])
+                        error["message"] = _in_dps_names(
+                            resource, old, error["pointer"], error["message"]
+                        )
         exc.args = (exc.detail,)
         raise
 
@@ -152,6 +186,11 @@ class DpsLibrary:
         return _of_kind(resource, record)
 
     def create(self, principal: Principal, resource: Resource, body: Any) -> InstanceRecord:
+        if isinstance(body, dict) and "@id" in body:
+            # Pointed at what was sent: the stored form's /@id reads as /id in dps terms.
+            raise Unprocessable(
+                "@id is assigned by the repository and cannot be sent on create", pointer="/@id"
+            )
         container = self.container(principal)
         schema = SchemaRef(resource.type, None, resource.type.schema_id)
         with _pointing_into(resource):

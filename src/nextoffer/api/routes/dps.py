@@ -31,10 +31,8 @@ _PATCH_TYPES = (media.JSON, media.JSON_PATCH)
 
 
 def _resource(request: Request) -> Resource:
-    offer_type = next(
-        (v for k, v in request.query_params.multi_items() if k.lower() == "offer-type"), None
-    )
-    return resource_for(request.path_params["resource"], offer_type)
+    offer_types = [v for k, v in request.query_params.multi_items() if k.lower() == "offer-type"]
+    return resource_for(request.path_params["resource"], offer_types)
 
 
 def _receipt(record: InstanceRecord, *, status: int) -> Response:
