@@ -71,7 +71,7 @@ def test_spark_writes_s3_through_s3a_with_the_same_endpoint_and_keys(tmp_path: P
     # AWS itself, keys from the SDK's chain: nothing to tell Hadoop.
     assert Location("s3a://bucket/p").hadoop_options() == {}
     assert Location("hdfs://nn:8020/p", s3).hadoop_options() == {}
-    assert Location(str(tmp_path)).hadoop_uri() == tmp_path.resolve().as_uri()
+    assert Location(str(tmp_path)).hadoop_uri() == f"file://{tmp_path.resolve()}"
     assert Location("hdfs://nn:8020/p").hadoop_uri() == "hdfs://nn:8020/p"
 
 
@@ -90,3 +90,9 @@ def test_s3_settings_come_from_the_environment_and_the_secret_is_not_shown() -> 
     assert settings.s3_secret_key == "wJalrXUtnFEMI"
     assert "wJalrXUtnFEMI" not in repr(settings)
     assert "wJalrXUtnFEMI" not in repr(S3Settings(secret_key="wJalrXUtnFEMI"))
+
+
+def test_a_local_folder_reaches_hadoop_with_its_characters_as_they_are(tmp_path: Path) -> None:
+    # Hadoop does not decode a URI's %XX: ``a%20b`` would be another folder.
+    folder = tmp_path / "weekly [EU] é%41"
+    assert Location(str(folder)).hadoop_uri() == f"file://{folder.resolve()}"

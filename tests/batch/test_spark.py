@@ -134,3 +134,16 @@ def test_spark_reserves_caps_on_the_store(prepared: dict[str, Any]) -> None:
         untouched = DecisionCall(call.propositions, (("Email", "p0001@example.com"),))
         outcome = no.decide(principal, container, untouched)
         assert [o.offer_id for o in outcome.result.propositions[0].options] == [library.a]
+
+
+def test_spark_writes_to_a_folder_with_spaces_and_glob_characters(
+    prepared: dict[str, Any],
+) -> None:
+    """Hadoop takes a path's characters as they are and Spark globs what it reads: a
+    dataset under ``weekly [EU] é%41?`` is read and written there, not under a
+    percent-encoded twin (a job then COMPLETED with no parts) nor refused as missing."""
+    tmp = prepared["tmp"]
+    final, folder = run(prepared["second"], tmp / "weekly [EU] é%41?", prepared["body"], "spark")
+    assert final.status == "COMPLETED", final.detail
+    assert len(decisions(folder)) == 240
+    assert not list(tmp.glob("weekly%20*"))

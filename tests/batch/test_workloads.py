@@ -427,3 +427,20 @@ def test_a_shared_folder_lists_only_the_datasets_own_jobs(
         name = entry["name"]
         response = client.get(f"{DATASETS}/shared/files/{name}", headers=other.headers)
         assert response.status_code == 404, name
+
+
+def test_a_file_uri_location_is_percent_decoded(tenant: Tenant, settings: Any) -> None:
+    """``file://`` names a path percent-encoded (``Path.as_uri()``): the folder is the
+    decoded one; a plain path keeps its ``%`` as it is."""
+    root = Path(settings.datasets_dir).resolve()
+    uri = (root / "weekly [EU] é").as_uri()
+    created = tenant.client.post(
+        DATASETS, json={"name": "x", "location": uri}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["location"] == str(root / "weekly [EU] é")
+    plain = tenant.client.post(
+        DATASETS, json={"name": "x", "location": "pct%20kept"}, headers=tenant.headers
+    )
+    assert plain.status_code == 201, plain.text
+    assert plain.json()["location"] == str(root / "pct%20kept")

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 from nextoffer.errors import NotFound, Unavailable, Unprocessable
 from nextoffer.service import locations
@@ -70,7 +71,9 @@ class Datasets:
             # A tenant writes only under the datasets root the operator chose: a relative
             # location is a folder there, an absolute one must lie inside it.
             root = self._root.resolve()
-            path = (root / _FILE_URI.sub("", location, count=1)).resolve()
+            if _FILE_URI.match(location):  # a URI: its path is percent-encoded
+                location = unquote(_FILE_URI.sub("", location, count=1))
+            path = (root / location).resolve()
             if root not in path.parents:  # the root itself holds every default location
                 raise Unprocessable(
                     f"a local location must be a folder under {root}", pointer="/location"

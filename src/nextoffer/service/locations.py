@@ -160,7 +160,9 @@ class Location:
         """The folder as Hadoop's file systems (Spark's writer) name it: ``file:///…``,
         ``s3a://…`` for both S3 schemes, else the URI."""
         if not self.scheme:
-            return Path(self.uri.removeprefix("file://")).resolve().as_uri()
+            # Not ``Path.as_uri()``: Hadoop takes a path's characters as they are, and
+            # would write a folder named ``a%20b`` for ``a b``.
+            return f"file://{Path(self.uri.removeprefix('file://')).resolve()}"
         if self.scheme == "s3":
             return "s3a" + self.uri[2:]
         return self.uri

@@ -22,6 +22,7 @@ a SQLite file works only when the executors share this machine (``local[N]``).
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -107,6 +108,16 @@ def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Location) -> int
     return count
 
 
+#: Characters Hadoop's path globbing reads as a pattern (Spark globs the paths it reads).
+_GLOB = re.compile(r"([{}\[\]*?\\])")
+
+
+def _literal(uri: str) -> str:
+    """``uri`` as a path Spark reads as it is: its glob characters escaped (a dataset's
+    folder may be named ``weekly [EU]``)."""
+    return _GLOB.sub(r"\\\1", uri)
+
+
 #: The jars that give Hadoop (so Spark) a file system for each scheme it lacks by itself.
 _CONNECTORS = {
     "s3a": "hadoop-aws of Spark's Hadoop version (--packages org.apache.hadoop:hadoop-aws:V)",
@@ -190,7 +201,7 @@ class SparkEngine:
             decided_at = time.perf_counter()
             plan_value = context.broadcast(plan)
             open_worker = self._open_worker
-            decided = spark.read.parquet(export.hadoop_uri()).mapInArrow(
+            decided = spark.read.parquet(_literal(export.hadoop_uri())).mapInArrow(
                 lambda batches: decide_partition(plan_value, open_worker, counters, batches),
                 SPARK_SCHEMA,
             )
