@@ -237,6 +237,21 @@ def test_a_reference_across_forms_keeps_a_dps_object_from_being_deleted(tenant, 
     assert response.json()["referencedBy"][0]["@id"].startswith("xcore:personalized-offer:")
 
 
+def test_a_refused_delete_links_each_referrer_on_the_dps_api(dps):
+    # The href was the xcore path (/{container}/instances/{uuid}): appended to the dps API
+    # as the pages' links are, it named nothing.
+    placement = _dps_placement(dps)
+    representation = {"placement": placement, "components": []}
+    fallback = dps.create(
+        "fallback-offer", {"name": "f", "status": "draft", "representations": [representation]}
+    )["id"]
+    [referrer] = dps.delete("offer-placement", placement, expect=409).json()["referencedBy"]
+    assert referrer["id"] == referrer["@id"] == fallback
+    assert referrer["href"] == f"/offers/{fallback}?offer-type=fallback"
+    response = dps.client.get(BASE + referrer["href"], headers={**dps.tenant.headers, **READ})
+    assert response.status_code == 200 and response.json()["id"] == fallback
+
+
 # -- tenancy ------------------------------------------------------------------------------
 
 

@@ -17,10 +17,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from threading import Lock
 from typing import Any
+from urllib.parse import quote
 
 import jsonpointer
 
-from nextoffer.errors import BadRequest, NextOfferError, NotFound, Unprocessable
+from nextoffer.errors import BadRequest, Conflict, NextOfferError, NotFound, Unprocessable
 from nextoffer.repository import dps
 from nextoffer.repository.dps_fields import RESOURCES, Resource
 from nextoffer.repository.objects import SchemaRef
@@ -123,6 +124,30 @@ def _pointing_into(resource: Resource) -> Iterator[None]:
                         )
         exc.args = (exc.detail,)
         raise
+
+
+def dps_href(schema_id: str, at_id: str) -> str | None:
+    """The path of an object relative to ``/data/core/dps`` (as the pages' ``_links``)."""
+    for resource in RESOURCES:
+        if resource.type.schema_id == schema_id:
+            query = f"?offer-type={resource.offer_type}" if resource.offer_type else ""
+            return f"/{resource.path}/{quote(at_id, safe=':')}{query}"
+    return None
+
+
+def _referrers_in_dps_terms(exc: Conflict) -> None:
+    """A refused delete's ``referencedBy`` with each referrer's ``id`` and its ``href`` on
+    the dps API: the repository's ``href`` is an xcore path
+    (``/{container}/instances/{uuid}``) that means nothing appended to ``/data/core/dps``."""
+    referrers = exc.extra.get("referencedBy")
+    if not isinstance(referrers, list):
+        return
+    for index, referrer in enumerate(referrers):
+        if not isinstance(referrer, dict):
+            continue
+        href = dps_href(str(referrer.get("schema")), str(referrer.get("@id")))
+        if href is not None:
+            referrers[index] = {"id": referrer.get("@id"), **referrer, "href": href}
 
 
 def _of_kind(resource: Resource, record: InstanceRecord) -> InstanceRecord:
@@ -241,9 +266,13 @@ class DpsLibrary:
         self, principal: Principal, resource: Resource, at_id: str, *, if_match: int | None
     ) -> InstanceRecord:
         record = self._record(principal, resource, at_id)
-        return self._repository.delete(
-            principal, record.container_id, record.instance_id, if_match=if_match
-        )
+        try:
+            return self._repository.delete(
+                principal, record.container_id, record.instance_id, if_match=if_match
+            )
+        except Conflict as exc:
+            _referrers_in_dps_terms(exc)
+            raise
 
     def find(self, principal: Principal, query: ListQuery) -> tuple[Page, bool]:
         """One page, and whether items follow it (one more item is read to know)."""
