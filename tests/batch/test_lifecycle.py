@@ -4,6 +4,7 @@ with its reason, its files unpublished."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -167,3 +168,124 @@ def test_a_job_killed_mid_run_ends_in_error_with_its_reason(
     assert 0 < done < final.detail["profilesTotal"] == 3030
     assert f"({done} profiles done)" in error["message"]
     assert no.datasets.files(PRINCIPAL, body["xdm:dataSetId"]) == []
+
+
+@pytest.fixture
+def one_chunk(settings: Settings) -> Iterator[dict[str, Any]]:
+    """4,000 profiles decided as one chunk by one worker; A capped for everyone at a
+    million, so its count is the number of decisions made."""
+    quiet = Settings(
+        **{**_fields(settings), "batch_runner": False, "batch_workers": 1, "batch_chunk": 4000}
+    )
+    with TestClient(create_app(quiet)) as client:
+        tenant = make_tenant(client, quiet.db_url, "ACME@AdobeOrg", "prod")
+        library = Library(tenant, [{"xdm:limit": 1_000_000, "xdm:scope": "global"}])
+        body = workload(library, segment(tenant, "age >= 0"), dataset(tenant, "one"))
+    with NextOffer.open(quiet) as no:
+        people = [
+            {"identityMap": {"Email": [{"id": f"p{n}@example.com"}]}, "profile": {"age": 30}}
+            for n in range(4000)
+        ]
+        assert no.profiles.upsert_many(PRINCIPAL, people) == [None] * 4000
+        yield {"no": no, "body": body, "container": tenant.container, "a": library.a}
+
+
+def test_a_cancelled_job_stops_deciding_the_chunks_in_hand(one_chunk: dict[str, Any]) -> None:
+    """Cancelled before its one chunk is decided, the job stops within a group of it: it
+    does not decide (and count toward caps) the 4,000 profiles its worker holds."""
+    no, body = one_chunk["no"], one_chunk["body"]
+    job = no.batch.submit(PRINCIPAL, body, container_id=None)
+    claimed = no.batch.claim(job.job_id)
+    assert claimed is not None
+    no.batch.cancel(PRINCIPAL, job.job_id)
+    final = no.batch.execute(claimed)
+    assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "cancelled"
+    counted = [
+        row["count"]
+        for row in no.reports.caps(PRINCIPAL, one_chunk["container"])
+        if row["offerId"] == one_chunk["a"]
+    ]
+    assert counted and counted[0] < 4000, counted
+    assert no.datasets.files(PRINCIPAL, body["xdm:dataSetId"]) == []
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        text = (task / "children").read_text()
+        found.update(int(p) for p in text.split())
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return b""
+
+
+def _gone(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return True
+    return state == "Z"  # exited, waiting for whoever adopted it to reap it
+
+
+def test_workers_exit_when_their_runner_is_killed(
+    one_chunk: dict[str, Any], settings: Settings
+) -> None:
+    """The runner killed outright (not its process group: the OOM killer picks one
+    process) leaves no worker process waiting for chunks forever."""
+    body = one_chunk["body"]
+    request = body["xdm:propositionRequests"][0]
+    command = [
+        sys.executable,
+        "-c",
+        "from nextoffer.cli import main; main()",
+        "batch",
+        "run",
+        "--db",
+        settings.db_url,
+        "--container",
+        one_chunk["container"],
+        "--segment",
+        body["xdm:segmentIds"][0],
+        "--activity",
+        request["xdm:activityId"],
+        "--placement",
+        request["xdm:placementId"],
+        "--dataset",
+        body["xdm:dataSetId"],
+        "--workers",
+        "1",
+    ]
+    env = {
+        **os.environ,
+        "NEXTOFFER_DATASETS_DIR": settings.datasets_dir or "",
+        "NEXTOFFER_BATCH_CHUNK": "4000",  # one chunk: seconds of work in hand
+    }
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    children: set[int] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not children:
+            assert process.poll() is None, "the job ended before its runner could be killed"
+            children = {p for p in _children(process.pid) if b"spawn_main" in _cmdline(p)}
+            time.sleep(0.02)
+        assert children, "the runner has no worker processes"
+        os.kill(process.pid, signal.SIGKILL)  # the runner alone
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(_gone(pid) for pid in children):
+            time.sleep(0.1)
+        assert all(_gone(pid) for pid in children), [p for p in children if not _gone(p)]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)

@@ -107,9 +107,13 @@ class ChunkDecider:
     def _refused(self) -> None:
         self._refusals += 1
 
-    def decide(self, rows: Iterable[ProfileRow]) -> tuple[list[EventRow], ChunkStats]:
+    def decide(
+        self, rows: Iterable[ProfileRow], *, stopped: Callable[[], bool] | None = None
+    ) -> tuple[list[EventRow], ChunkStats]:
         """Decide for every profile of ``rows`` in the audience; their event rows, in
-        order, once every reservation is committed.
+        order, once every reservation is committed. When ``stopped`` answers true (asked
+        every :data:`GROUP` profiles: the job was cancelled), the rest of ``rows`` is
+        left undecided and what was decided settles.
 
         Profiles go in groups of :data:`GROUP`: a group is decided with its records held
         back, then handed to the decision path's writer at once; while the writer commits
@@ -127,6 +131,8 @@ class ChunkDecider:
         before = self._refusals
         group: list[Attempt] = []
         for profile_id, namespace, identity, text in rows:
+            if stopped is not None and stats.profiles % GROUP == 0 and stopped():
+                break
             stats.profiles += 1
             if namespace is None or identity is None:
                 continue  # a decision event names an identity: a profile without one is skipped

@@ -13,10 +13,12 @@ per worker are in flight, so memory stays flat whatever the audience's size.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from multiprocessing import get_context
+from multiprocessing import get_context, parent_process
+from multiprocessing.connection import wait as connection_wait
 from multiprocessing.util import Finalize
 from typing import Any
 
@@ -34,19 +36,39 @@ IN_FLIGHT = 2
 _worker: dict[str, Any] = {}
 
 
-def _start_worker(open_worker: OpenWorker, plan: JobPlan) -> None:
+def _exit_with_parent() -> None:
+    """End this worker when the runner that started it dies (killed outright, it shuts
+    down no pool): a worker left behind would wait for chunks forever, holding its
+    database connections and memory."""
+    parent = parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        connection_wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nextoffer-batch-parent", daemon=True).start()
+
+
+def _start_worker(open_worker: OpenWorker, plan: JobPlan, stop: Any) -> None:
+    _exit_with_parent()
     resources = open_worker()
     # Closed when the pool stops the worker (multiprocessing's own exit hooks run it).
     Finalize(resources, resources.close, exitpriority=10)
     _worker["resources"] = resources
     _worker["decider"] = ChunkDecider(plan, resources.path)
+    _worker["stop"] = stop
 
 
 def _decide_chunk(index: int, rows: list[ProfileRow], output: Location) -> tuple[int, ChunkStats]:
     import pyarrow.parquet as pq
 
     decider: ChunkDecider = _worker["decider"]
-    events, stats = decider.decide(rows)
+    stop = _worker["stop"]
+    events, stats = decider.decide(rows, stopped=stop.is_set)
+    if stop.is_set():  # cancelled or shutting down: the job publishes nothing
+        return 0, stats
     started, cpu, wall = time.thread_time(), time.process_time(), time.perf_counter()
     if events:
         # Written in place: a part is listed only once the job's manifest names it.
@@ -81,11 +103,15 @@ class LocalEngine:
         total.seconds["read"] = 0.0
         # spawn: the runner may be a server with threads; a forked child would inherit
         # their locks mid-use.
+        context = get_context("spawn")
+        # Set when the run stops early: the workers' chunks in hand (the pool has handed
+        # out more than it runs) stop at their next group instead of deciding on.
+        stop = context.Event()
         with ProcessPoolExecutor(
             self._workers,
-            mp_context=get_context("spawn"),
+            mp_context=context,
             initializer=_start_worker,
-            initargs=(self._open_worker, plan),
+            initargs=(self._open_worker, plan, stop),
         ) as pool:
             inflight: set[Future[tuple[int, ChunkStats]]] = set()
             source = chunks(self._chunk)
@@ -113,6 +139,7 @@ class LocalEngine:
                     if not progress(finished):
                         raise Stopped("the job was cancelled")
             except BaseException:
+                stop.set()
                 for future in inflight:
                     future.cancel()
                 raise
