@@ -179,6 +179,9 @@ def test_the_2022_form_names_its_container_and_include_content(tenant: Tenant) -
         ({"xdm:propositionRequests": []}, 422, "/xdm:propositionRequests"),
         ({"xdm:includeContent": "yes"}, 422, "/xdm:includeContent"),
         ({"nextoffer:engine": "hadoop"}, 422, "/nextoffer:engine"),
+        ({"xdm:containerId": "nope"}, 404, "/xdm:containerId"),
+        ({"xdm:containerId": ""}, 422, "/xdm:containerId"),
+        ({"xdm:containerId": 5}, 422, "/xdm:containerId"),
     ],
 )
 def test_bad_workloads_name_the_field(

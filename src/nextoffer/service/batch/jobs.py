@@ -207,12 +207,21 @@ class BatchJobs:
             )
         propositions = parse_propositions(body)
         form = "ode" if container_id is not None else "dwm"
+        named = None  # the body's container (the current form): refusals point at it
         if container_id is None:
-            container_id = body.get("xdm:containerId") or self._decisioning_container(principal)
-            if not isinstance(container_id, str):
-                raise Unprocessable("xdm:containerId must be a string", pointer="/xdm:containerId")
+            named = body.get("xdm:containerId")
+            if named is not None and (not isinstance(named, str) or not named):
+                raise Unprocessable(
+                    "xdm:containerId must be a non-empty string", pointer="/xdm:containerId"
+                )
+            container_id = named or self._decisioning_container(principal)
         with self._store.session() as session:
-            self._repository.container(session, principal, container_id)
+            try:
+                self._repository.container(session, principal, container_id)
+            except NotFound as exc:
+                if named is None:  # the path's container: the resource itself is missing
+                    raise
+                raise NotFound(exc.detail, pointer="/xdm:containerId") from exc
             if session.batch.get_segment(principal.org, principal.sandbox, segments[0]) is None:
                 raise NotFound(f"no segment definition {segments[0]}", pointer="/xdm:segmentIds/0")
             dataset = session.batch.get_dataset(principal.org, principal.sandbox, dataset_id)
