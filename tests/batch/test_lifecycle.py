@@ -289,3 +289,47 @@ def test_workers_exit_when_their_runner_is_killed(
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+class _QuietEngine:
+    """An engine that reports no progress for a while (Spark starting, the profiles
+    exported), while another runner looks for dead jobs."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self.batch: Any = None
+        self.recovered: list[str] | None = None
+
+    def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
+        from nextoffer.service.batch.chunk import ChunkStats
+
+        time.sleep(1.5)  # longer than STALE_SECONDS below, without a progress report
+        self.recovered = self.batch.recover()
+        return ChunkStats()
+
+
+def test_a_job_quiet_longer_than_the_stale_bound_is_not_taken_for_dead(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nextoffer.service.batch import jobs
+
+    monkeypatch.setattr(jobs, "STALE_SECONDS", 0.4)
+    no, body = setup["no"], setup["body"]
+    engine = _QuietEngine()
+    batch = jobs.BatchJobs(
+        no.store,
+        catalogs=no.catalogs,
+        repository=no.repository,
+        datasets=no.datasets,
+        clock=no.clock,
+        ids=no.ids,
+        engines={"local": engine},
+    )
+    engine.batch = batch
+    job = batch.submit(PRINCIPAL, body, container_id=None)
+    claimed = batch.claim(job.job_id)
+    assert claimed is not None
+    final = batch.execute(claimed)
+    assert engine.recovered == []
+    assert final.status == "COMPLETED", final.detail

@@ -401,6 +401,7 @@ class BatchJobs:
         hears the record after every progress write (the CLI's progress bar)."""
         started = time.perf_counter()
         detail: dict[str, Any] = dict(job.detail)
+        alive = self._keep_alive(job)
         try:
             plan, total = self._plan(job)
             detail.update(profilesTotal=total, profilesDone=0, decisions=0)
@@ -453,11 +454,40 @@ class BatchJobs:
             # Removed first: a client that reads ERROR finds nothing of the job left.
             self._clean(job)
             self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+        finally:
+            alive.set()
         with self._store.session() as session:
             final = session.batch.get_job(job.job_id) or job
         if on_progress is not None:
             on_progress(final)
         return final
+
+    def _keep_alive(self, job: JobRecord) -> threading.Event:
+        """Write the job's heartbeat every quarter of :data:`STALE_SECONDS` while this
+        process runs it, whatever its engine is doing: progress reports stop while Spark
+        starts or the profiles are exported, and a job silent for that long would be taken
+        for dead by any runner's :meth:`recover`. Set the event to stop."""
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(STALE_SECONDS / 4):
+                try:
+                    with self._store.session(write=True) as session:
+                        running = session.batch.move_job(
+                            job.job_id,
+                            expect=lc.RUNNING,
+                            values={"heartbeat_ms": _ms(self._clock())},
+                        )
+                except NextOfferError as exc:  # the database away a moment: beat again
+                    log.warning("batch job %s: heartbeat not written: %s", job.job_id, exc)
+                    continue
+                if not running:  # finished, cancelled or taken for dead meanwhile
+                    return
+
+        threading.Thread(
+            target=beat, name=f"nextoffer-batch-beat-{job.job_id[:8]}", daemon=True
+        ).start()
+        return done
 
     def _plan(self, job: JobRecord) -> tuple[JobPlan, int]:
         with self._store.session() as session:
