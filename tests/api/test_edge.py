@@ -3,13 +3,15 @@ documented request and response shapes, identity, scopes, feedback, CORS and lim
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
 
 import pytest
 
-from nextoffer.service.ecid import decode_identity
+from nextoffer.service.ecid import decode_identity, encode_identity
+from nextoffer.service.edge import Edge, EdgeEvent
 from support import example
 from support.api import make_tenant
 from support.edge import Library, scope
@@ -94,6 +96,15 @@ def test_bootstrap_makes_a_datastream_and_the_api_manages_them(tenant, client, d
         {"containerId": "no-such-container"},
         {"colour": "blue"},
         {"name": ""},
+        # An unclosed bracket was a 500; the others were kept to match no browser's Origin.
+        {"allowedOrigins": ["https://[::1"]},
+        {"allowedOrigins": ["https://a]b.test"]},
+        {"allowedOrigins": ["https://[v1.x]"]},
+        {"allowedOrigins": ["https://[fe80::1%eth0]"]},
+        {"allowedOrigins": ["https://*.shop.test"]},
+        {"allowedOrigins": ["https://sh%6Fp.test"]},
+        {"allowedOrigins": ["https://a\\b.test"]},
+        {"allowedOrigins": ["https://sh op.test"]},
     ],
 )
 def test_bad_datastream_bodies_are_4xx(tenant, client, body):
@@ -193,6 +204,51 @@ def test_adobes_identity_cookie_value_is_read():
     [store] = [h for h in sample["handle"] if h["type"] == "state:store"]
     value = store["payload"][0]["value"]
     assert decode_identity(value) == "40000822335137559702444726551020104471"
+
+
+def test_an_identity_state_holding_more_than_an_ecid_holds_none():
+    # Field 1 of 38 digits and a newline: a regex's "$" let the newline through, and the
+    # visitor's ECID became 39 characters.
+    message = b"\n'" + b"1" * 38 + b"\n"
+    value = base64.urlsafe_b64encode(message).decode().rstrip("=")
+    assert decode_identity(value) is None
+    assert decode_identity(encode_identity("1" * 38, created=1, is_new=True, written=1))
+
+
+def test_an_identity_map_ecid_outside_ascii_is_written_with_its_byte_length():
+    # An identity map's ECID is taken as sent: 38 characters that are not 38 bytes were
+    # written behind a 38-byte length, and the state could not be read back.
+    value = encode_identity("é" * 38, created=1, is_new=False, written=1)
+    message = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    assert message[:3] == b"\n\x4c" + "é".encode()[:1]  # field 1, 76 bytes
+    assert message[2:78].decode() == "é" * 38
+
+
+def test_the_primary_identity_is_read_as_the_identity_map_is():
+    # An entry with both spellings is the identity of its "xdm:id" (as parse_identity_map
+    # reads it); its "primary" flag was looked up under "id", missed, and the first
+    # namespace decided instead.
+    xdm = {
+        "identityMap": {
+            "Phone": [{"id": "555"}],
+            "Email": [{"id": "old@shop.test", "xdm:id": "a@shop.test", "primary": True}],
+        }
+    }
+    found = Edge._identities(EdgeEvent(xdm=xdm), "1" * 38, 0)
+    assert found is not None and found[0] == ("Email", "a@shop.test")
+
+
+def test_a_config_id_longer_than_any_datastream_id_is_not_remembered(shop, client):
+    # Misses are cached: a flood of distinct long ids held up to 10,000 URLs' worth of
+    # text in each process. An id no datastream can have is refused before the cache.
+    datastreams = client.app.state.nextoffer.datastreams
+    before = len(datastreams._cache)
+    for n in range(3):
+        missing = interact(client, f"{n}{'x' * 5000}", event([shop.scope]), expect=404)
+        assert len(missing.text) < 1000
+    assert len(datastreams._cache) == before
+    interact(client, "no-such-datastream", event([shop.scope]), expect=404)
+    assert len(datastreams._cache) == before + 1
 
 
 def test_location_hint_paths_and_v2(shop, client):

@@ -9,6 +9,9 @@ and scoped like every API call; the Edge endpoints look a datastream up by its i
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import struct
 import threading
 import time
 import uuid
@@ -33,6 +36,9 @@ __all__ = ["DEFAULT_RATE_LIMIT", "DatastreamRecord", "Datastreams", "datastream_
 DEFAULT_RATE_LIMIT = 2000
 MAX_RATE_LIMIT = 1_000_000
 MAX_ORIGINS = 100
+#: The longest datastream id (a UUID's 36 characters; the column's width): a longer
+#: ``configId`` names none, and is neither looked up nor remembered.
+MAX_ID = 36
 #: How long a resolved datastream is trusted before it is read again (other processes'
 #: changes; this process's own changes apply at once).
 CACHE_SECONDS = 5.0
@@ -56,20 +62,33 @@ def datastream_json(record: DatastreamRecord) -> dict[str, Any]:
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+#: Characters no host in an ``Origin`` header holds (the URL standard's forbidden domain
+#: code points); ``*`` too: a wildcard would match no origin, so it is refused, not kept.
+_FORBIDDEN_HOST = frozenset(" #%/:<>?@[\\]^|*\x7f") | frozenset(map(chr, range(0x20)))
+
+
+def _quoted(value: str) -> str:
+    """A refused value as the JSON it was sent in (as validation messages quote it)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
 def _origin(value: Any, pointer: str) -> str:
     """``scheme://host[:port]`` as a browser sends it in ``Origin`` (RFC 6454, section
     6.2, with the URL standard's host serializer): scheme and host lower-cased, a host
-    name outside ASCII in its IDNA form (UTS #46), an IPv6 address in brackets, and no
-    port where it is the scheme's default. Compared as text with the header."""
+    name outside ASCII in its IDNA form (UTS #46), an IPv6 address in brackets as the URL
+    standard writes it, and no port where it is the scheme's default. Compared as text
+    with the header, so a host no browser could send (a wildcard, a ``%`` escape) is
+    refused rather than stored to match nothing."""
     if not isinstance(value, str) or not value:
         raise Unprocessable(
             "an origin is a string such as https://www.example.com", pointer=pointer
         )
-    parts = urlsplit(value.strip())
     try:
+        parts = urlsplit(value.strip())
         port = parts.port
-    except ValueError as exc:
-        raise Unprocessable(f"{value!r} has an invalid port", pointer=pointer) from exc
+    except ValueError as exc:  # an unclosed ``[``, a port out of range
+        detail = f"{_quoted(value)} has an invalid host or port"
+        raise Unprocessable(detail, pointer=pointer) from exc
     if (
         parts.scheme not in _DEFAULT_PORTS
         or not parts.hostname
@@ -79,19 +98,56 @@ def _origin(value: Any, pointer: str) -> str:
         or parts.username is not None
     ):
         raise Unprocessable(
-            f"{value!r} is not an origin (scheme://host[:port], no path)", pointer=pointer
+            f"{_quoted(value)} is not an origin (scheme://host[:port], no path)", pointer=pointer
         )
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    elif not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii")
-        except idna.IDNAError as exc:
-            raise Unprocessable(f"{value!r} has an invalid host name", pointer=pointer) from exc
+    host = _host(parts.hostname, bracketed="[" in parts.netloc, value=value, pointer=pointer)
     if port is not None and port != _DEFAULT_PORTS[parts.scheme]:
         host = f"{host}:{port}"
     return f"{parts.scheme}://{host}"
+
+
+def _host(name: str, *, bracketed: bool, value: str, pointer: str) -> str:
+    """The host as ``Origin`` writes it (``name`` is lower-cased by ``urlsplit``)."""
+    if bracketed:
+        return _ipv6(name, value=value, pointer=pointer)
+    if "*" in name:
+        raise Unprocessable(
+            f"{_quoted(value)}: wildcards are not supported; list each origin", pointer=pointer
+        )
+    if any(c in _FORBIDDEN_HOST for c in name):
+        raise Unprocessable(f"{_quoted(value)} has an invalid host name", pointer=pointer)
+    if name.isascii():
+        return name
+    try:
+        return idna.encode(name, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise Unprocessable(f"{_quoted(value)} has an invalid host name", pointer=pointer) from exc
+
+
+def _ipv6(name: str, *, value: str, pointer: str) -> str:
+    """``[address]`` as the URL standard serializes it: lower-case hex without leading
+    zeros, the first longest run of two or more zero pieces as ``::`` (written by hand:
+    Python's own form of an IPv4-mapped address differs between versions)."""
+    try:
+        if "%" in name:  # a zone id: no browser sends one
+            raise ValueError(name)
+        pieces = struct.unpack("!8H", ipaddress.IPv6Address(name).packed)
+    except ValueError as exc:
+        detail = f"{_quoted(value)} has an invalid IPv6 address"
+        raise Unprocessable(detail, pointer=pointer) from exc
+    start, length = -1, 1
+    index = 0
+    while index < 8:
+        end = index
+        while end < 8 and pieces[end] == 0:
+            end += 1
+        if end - index > length:
+            start, length = index, end - index
+        index = max(end, index + 1)
+    hexes = [f"{piece:x}" for piece in pieces]
+    if start < 0:
+        return f"[{':'.join(hexes)}]"
+    return f"[{':'.join(hexes[:start])}::{':'.join(hexes[start + length :])}]"
 
 
 def _origins(value: Any) -> tuple[str, ...]:
@@ -256,7 +312,12 @@ class Datastreams:
     # -- the Edge endpoints (public) ----------------------------------------------------
 
     def resolve(self, datastream_id: str) -> DatastreamRecord:
-        """The datastream the id names, for anyone who knows the id; 404 otherwise."""
+        """The datastream the id names, for anyone who knows the id; 404 otherwise. Misses
+        are remembered too (a flood of unknown ids reads the database once a period each),
+        so an id longer than any datastream's is refused first: the public could otherwise
+        fill the cache with 10,000 ids as long as a URL holds."""
+        if len(datastream_id) > MAX_ID:
+            raise NotFound(f"datastream {datastream_id[:MAX_ID]}… does not exist")
         now = self._monotonic()
         cached = self._cache.get(datastream_id)
         if cached is not None and now - cached[0] < CACHE_SECONDS:

@@ -19,7 +19,8 @@ from functools import lru_cache
 
 __all__ = ["cookie_name", "decode_identity", "encode_identity", "is_ecid", "mint_ecid"]
 
-_ECID = re.compile(r"^[0-9]{38}$")
+#: Matched whole (``fullmatch``): a ``$`` would let a trailing newline through.
+_ECID = re.compile(r"[0-9]{38}")
 #: ``Identity.metadata.device_type``: 1 is a browser.
 _BROWSER = 1
 
@@ -30,7 +31,7 @@ def mint_ecid() -> str:
 
 
 def is_ecid(value: str) -> bool:
-    return bool(_ECID.match(value))
+    return _ECID.fullmatch(value) is not None
 
 
 @lru_cache(maxsize=1024)
@@ -60,8 +61,10 @@ def _length(number: int, data: bytes) -> bytes:
 
 
 def encode_identity(ecid: str, *, created: int, is_new: bool, written: int) -> str:
-    """The identity state value for ``ecid``; times are UNIX seconds."""
-    head = _ECID_HEAD + ecid.encode() if len(ecid) == 38 else _length(1, ecid.encode())
+    """The identity state value for ``ecid``; times are UNIX seconds. An identity map's
+    ECID is taken as sent, so it may be any text: its length prefix counts its bytes."""
+    data = ecid.encode()
+    head = _ECID_HEAD + data if len(data) == 38 else _length(1, data)
     message = head + _tail(created, is_new, written)
     return base64.urlsafe_b64encode(message).decode().rstrip("=")
 

@@ -166,7 +166,8 @@ class Edge:
         if len(found) > 1:
             primary = next(
                 (
-                    (namespace, entry.get("id", entry.get("xdm:id")))
+                    # As parse_identity_map reads it: ``xdm:id`` before ``id``.
+                    (namespace, entry.get("xdm:id", entry.get("id")))
                     for namespace, entries in identity_map.items()
                     for entry in entries
                     if isinstance(entry, Mapping) and entry.get("primary") is True
