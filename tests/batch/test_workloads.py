@@ -447,3 +447,33 @@ def test_a_file_uri_location_is_percent_decoded(tenant: Tenant, settings: Any) -
     )
     assert plain.status_code == 201, plain.text
     assert plain.json()["location"] == str(root / "pct%20kept")
+
+
+def test_a_dataset_recorded_on_the_root_blocks_no_new_dataset(
+    tenant: Tenant, settings: Any, db_url: str
+) -> None:
+    """The datasets root was once a location a tenant could name: such a dataset does not
+    make every new (default) location overlap it."""
+    from nextoffer.storage.batch import DatasetRecord
+    from nextoffer.storage.store import Store
+
+    store = Store.open(db_url)
+    try:
+        with store.session(write=True) as session:
+            session.batch.insert_dataset(
+                DatasetRecord(
+                    "legacy",
+                    "OTHER@AdobeOrg",
+                    "prod",
+                    "legacy",
+                    str(Path(settings.datasets_dir).resolve()),
+                    0,
+                )
+            )
+    finally:
+        store.close()
+    dataset(tenant)
+    named = tenant.client.post(
+        DATASETS, json={"name": "x", "location": "weekly"}, headers=tenant.headers
+    )
+    assert named.status_code == 201, named.text

@@ -105,7 +105,12 @@ class Datasets:
         location: a dataset's folder is its own, or another could list and serve its jobs."""
         with self._store.session() as session:
             taken = session.batch.dataset_locations()
+        root = self._root.resolve()
         for other in taken:
+            if not locations.is_remote(other) and root.is_relative_to(other):
+                # Recorded before the root itself was refused: it holds every default
+                # location, and lists only its own jobs (their manifests name it).
+                continue
             if locations.overlaps(location, other):
                 raise Unprocessable(
                     f"location {location} overlaps the location of another dataset: give"
