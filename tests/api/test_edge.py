@@ -259,6 +259,109 @@ def test_location_hint_paths_and_v2(shop, client):
     interact(client, shop.datastream, event([shop.scope]), path="/ee/a/b/v1/interact", expect=404)
 
 
+def test_get_identity_before_any_event_acquires_the_visitor_s_ecid(shop, client):
+    # The SDK's getIdentity, its first call on a page, posts to identity/acquire (with a
+    # location hint once it has one): it was a 404, and the command failed.
+    body = {"query": {"identity": {"fetch": ["ECID", "CORE"]}}, "meta": {"state": {}}}
+    first = interact(client, shop.datastream, body, path="/ee/v1/identity/acquire").json()
+    assert not handles(first, "personalization:decisions")
+    [identity] = handles(first, "identity:result")
+    ecid = identity["payload"][0]["id"]
+    assert re.fullmatch(r"[0-9]{38}", ecid)
+    [store] = handles(first, "state:store")
+    value = {e["key"]: e["value"] for e in store["payload"]}[IDENTITY_COOKIE]
+    assert decode_identity(value) == ecid
+    state = {"entries": [{"key": IDENTITY_COOKIE, "value": value}]}
+    again = interact(
+        client,
+        shop.datastream,
+        {**body, "meta": {"state": state}},
+        path="/ee/nx1/v2/identity/acquire",
+    ).json()
+    assert handles(again, "identity:result")[0]["payload"][0]["id"] == ecid
+    migrated = {**body, "xdm": {"identityMap": {"ECID": [{"id": "4" * 38}]}}}
+    taken = interact(client, shop.datastream, migrated, path="/ee/v1/identity/acquire").json()
+    assert handles(taken, "identity:result")[0]["payload"][0]["id"] == "4" * 38
+
+
+def consent(standard="Adobe", version="2.0", value=None):
+    value = {"collect": {"val": "y"}} if value is None else value
+    return {"consent": [{"standard": standard, "version": version, "value": value}]}
+
+
+def test_set_consent_answers_the_consent_state_the_sdk_waits_for(shop, client):
+    # With defaultConsent "pending" the SDK holds every event until setConsent's answer
+    # has stored kndctr_{org}_consent: it was a 404, and the page's events never left.
+    answer = interact(client, shop.datastream, consent(), path="/ee/v1/privacy/set-consent")
+    [store] = handles(answer.json(), "state:store")
+    entries = {e["key"]: e for e in store["payload"]}
+    assert entries["kndctr_ACME_AdobeOrg_consent"]["value"] == "general=in"
+    assert entries["kndctr_ACME_AdobeOrg_consent"]["maxAge"] == 15_552_000
+    assert handles(answer.json(), "identity:result")
+    # Hinted, as the SDK calls once it has the cluster state; Adobe's 1.0 form.
+    out = interact(
+        client,
+        shop.datastream,
+        consent(version="1.0", value={"general": "out"}),
+        path="/ee/nx1/v1/privacy/set-consent",
+    ).json()
+    # Refused collection: the consent entry alone, no identity made.
+    assert out["handle"] == [
+        {
+            "type": "state:store",
+            "payload": [
+                {
+                    "key": "kndctr_ACME_AdobeOrg_consent",
+                    "value": "general=out",
+                    "maxAge": 15_552_000,
+                }
+            ],
+        }
+    ]
+    tcf = {"standard": "IAB TCF", "version": "2.0", "value": {"consentString": "CO"}}
+    both = {"consent": [tcf, *consent(value={"collect": {"val": "n"}})["consent"]]}
+    read = interact(client, shop.datastream, both, path="/ee/v1/privacy/set-consent").json()
+    assert read["handle"][0]["payload"][0]["value"] == "general=out"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"consent": []},
+        {"consent": "in"},
+        {"consent": [{"standard": "IAB TCF", "version": "2.0", "value": {}}]},
+        consent(version="3.0"),
+        consent(value={"collect": {"val": "maybe"}}),
+        consent(version="1.0", value={"general": True}),
+        [],
+    ],
+)
+def test_a_consent_that_says_nothing_readable_is_a_400(shop, client, body):
+    refused = interact(
+        client, shop.datastream, body, path="/ee/v1/privacy/set-consent", expect=400
+    ).json()
+    assert refused["report"]["requestId"] == "r-1"
+
+
+def test_every_edge_path_of_the_sdk_answers_a_preflight(tenant, shop, client):
+    allow(tenant, client, allowedOrigins=[ORIGIN])
+    for path in (
+        "/ee/v1/interact",
+        "/ee/nx1/v1/interact",
+        "/ee/v1/identity/acquire",
+        "/ee/nx1/v1/privacy/set-consent",
+    ):
+        preflight = client.options(
+            path,
+            params={"configId": shop.datastream},
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.status_code == 204, (path, preflight.text)
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+    for path in ("/ee/v1/identity/other", "/ee/nx1/v1/privacy/acquire", "/ee/a/b/c/interact"):
+        interact(client, shop.datastream, event([shop.scope]), path=path, expect=404)
+
+
 def test_view_scope_is_ignored_and_a_malformed_scope_is_a_warning(shop, client):
     bad = scope(shop.decision, "")  # names no placement
     unknown = scope("xcore:offer-activity:000000000000dead", shop.placement)

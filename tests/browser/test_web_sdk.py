@@ -25,6 +25,7 @@ from support.edge import Library
 from support.live import headers_of
 from support.servers import serve
 from support.websdk import (
+    BASE_CODE,
     PAGE_ORIGIN,
     EdgeForwarder,
     fetch_alloy,
@@ -199,3 +200,78 @@ def test_a_page_on_an_origin_the_datastream_does_not_allow_gets_nothing(
     assert [h.get("origin") for _, h, _ in shop.forwarder.seen] == [PAGE_ORIGIN]
     assert any("Failed to fetch" in text or "CORS" in text for text in console), console
     assert shop.library.report().get(shop.library.a, {}).get("propositions", 0) == 0
+
+
+def sdk_page(creds: Credentials, scope: str, script: str, **config: Any) -> str:
+    """A page that configures the SDK (with ``config``) and runs ``script``, whose value
+    (or ``"timeout"`` after 10 s: a call the SDK holds forever) is ``window.done``."""
+    configured = {
+        "datastreamId": creds.datastream_id,
+        "orgId": creds.org,
+        "edgeDomain": "edge.shop.test",
+        **config,
+    }
+    return f"""<!doctype html><html><head><script>{BASE_CODE}</script>
+<script src="/alloy.js" async></script></head><body><script>
+const scope = {json.dumps(scope)};
+const run = async () => {{ await alloy("configure", {json.dumps(configured)}); {script} }};
+const late = new Promise((resolve) => setTimeout(() => resolve("timeout"), 10000));
+window.done = Promise.race([run(), late]);
+</script></body></html>"""
+
+
+def run_page(shop: Shop, html: str) -> Any:
+    # Registered last, so this page is served instead of the shop's (Playwright tries
+    # routes in the reverse order of their registration).
+    shop.context.route(
+        f"{PAGE_ORIGIN}/",
+        lambda route: route.fulfill(status=200, content_type="text/html", body=html),
+    )
+    page = shop.context.new_page()
+    page.goto(f"{PAGE_ORIGIN}/")
+    try:
+        return page.evaluate("window.done")
+    finally:
+        page.close()
+
+
+def test_get_identity_first_and_set_consent_under_pending_consent_work(
+    shop_factory: Any, server: tuple[str, Credentials]
+) -> None:
+    # getIdentity as a page's first call posts to identity/acquire; setConsent to
+    # privacy/set-consent, and with defaultConsent "pending" the SDK sends no event
+    # until that answer has stored the consent state. Both were 404s: getIdentity
+    # failed, and every sendEvent of such a page waited forever.
+    _, creds = server
+    shop = shop_factory("edge.shop.test")
+    first = run_page(
+        shop,
+        sdk_page(
+            creds,
+            shop.library.scope,
+            """const before = await alloy("getIdentity", { namespaces: ["ECID"] });
+            const sent = await alloy("sendEvent", { personalization: { decisionScopes: [scope] } });
+            const after = await alloy("getIdentity", { namespaces: ["ECID"] });
+            return [before.identity.ECID, after.identity.ECID, sent.propositions.length];""",
+        ),
+    )
+    assert first[0] == first[1] and len(first[0]) == 38 and first[2] == 1, first
+    paths = [path for path, _, _ in shop.forwarder.seen]
+    assert paths[0] == "/ee/v1/identity/acquire", paths
+    pending = shop_factory("edge.shop.test")
+    second = run_page(
+        pending,
+        sdk_page(
+            creds,
+            pending.library.scope,
+            """await alloy("setConsent", {
+              consent: [{ standard: "Adobe", version: "2.0", value: { collect: { val: "y" } } }],
+            });
+            const sent = await alloy("sendEvent", { personalization: { decisionScopes: [scope] } });
+            return sent.propositions[0].items[0].id;""",
+            defaultConsent="pending",
+        ),
+    )
+    assert second == pending.library.a
+    cookies = {c["name"]: c["value"] for c in pending.context.cookies(f"{PAGE_ORIGIN}/")}
+    assert cookies[f"kndctr_{creds.org.replace('@', '_')}_consent"] == "general=in"

@@ -6,6 +6,12 @@ A top-level ``query`` applies to every event (Journey Optimizer's examples put i
 the Web SDK puts it in each event). The SDK's state comes back in ``meta.state.entries``
 (third-party context) or as cookies (first-party): both are read, the entries last.
 Shape errors are :class:`~nextoffer.errors.BadRequest` naming the member.
+
+The SDK's two other calls carry no events: ``identity/acquire`` (its ``getIdentity``
+before any event: ``{"query": {"identity": {"fetch": […]}}, "xdm": {"identityMap"}?}``)
+and ``privacy/set-consent`` (its ``setConsent``: ``{"consent": [{"standard",
+"version", "value"}], "identityMap"?}``). Each is read as a request without events
+whose identity map, when sent, is the visitor's.
 """
 
 from __future__ import annotations
@@ -94,4 +100,75 @@ def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeReques
         parsed.append(EdgeEvent(xdm=xdm, scopes=tuple(scopes), data=data))
     return EdgeRequest(
         events=tuple(parsed), state=_state(body.get("meta"), cookies), collect=collect
+    )
+
+
+#: The consent standards read, and how each one's ``value`` says "collect" (Adobe's
+#: Web SDK documentation: ``{"general": "in"}`` in 1.0, ``{"collect": {"val": "y"}}``
+#: in 2.0; XDM's consent values ``y``/``dy`` allow, ``n``/``dn`` deny, others wait).
+_ADOBE_VERSIONS = frozenset({"1.0", "2.0"})
+_COLLECT = {"y": "in", "dy": "in", "n": "out", "dn": "out", "p": "pending", "u": "pending"}
+_GENERAL = frozenset({"in", "out", "pending"})
+
+
+def parse_identity(body: Any, *, cookies: Mapping[str, str]) -> EdgeRequest:
+    """``identity/acquire``: no events; ``xdm.identityMap`` when the SDK sends one."""
+    body = _object(body)
+    xdm = body.get("xdm")
+    identity_map = xdm.get("identityMap") if isinstance(xdm, dict) else None
+    return _identify(identity_map, body.get("meta"), cookies)
+
+
+def parse_consent(body: Any, *, cookies: Mapping[str, str]) -> tuple[EdgeRequest, str]:
+    """``privacy/set-consent``: the request, and the general consent it sets (``in``,
+    ``out`` or ``pending``), read from the last Adobe-standard entry (an IAB TCF entry
+    beside it is the CMP's record and is not read)."""
+    body = _object(body)
+    entries = body.get("consent")
+    if not isinstance(entries, list) or not entries:
+        raise BadRequest("consent must be a non-empty array of preferences", pointer="/consent")
+    general = None
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("standard") == "Adobe":
+            general = _adobe_consent(entry, f"/consent/{index}")
+    if general is None:
+        raise BadRequest(
+            'consent needs an entry of the "Adobe" standard (version 1.0 or 2.0): the'
+            " only one read here",
+            pointer="/consent",
+        )
+    return _identify(body.get("identityMap"), body.get("meta"), cookies), general
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", pointer="/")
+    return body
+
+
+def _identify(identity_map: Any, meta: Any, cookies: Mapping[str, str]) -> EdgeRequest:
+    """A request without events; an identity map sent with it is read as a bare event's
+    (the visitor's ECID; a new visitor's profile), and decides nothing."""
+    events = () if identity_map is None else (EdgeEvent(xdm={"identityMap": identity_map}),)
+    return EdgeRequest(events=events, state=_state(meta, cookies), collect=True)
+
+
+def _adobe_consent(entry: Mapping[str, Any], pointer: str) -> str:
+    version, value = entry.get("version"), entry.get("value")
+    if version not in _ADOBE_VERSIONS or not isinstance(value, dict):
+        raise BadRequest(
+            "an Adobe consent entry is version 1.0 or 2.0 with an object value",
+            pointer=pointer,
+        )
+    if version == "1.0":
+        general = value.get("general")
+        if general in _GENERAL:
+            return str(general)
+        raise BadRequest('general must be "in", "out" or "pending"', pointer=f"{pointer}/value")
+    collect = value.get("collect")
+    found = collect.get("val") if isinstance(collect, dict) else None
+    if isinstance(found, str) and found in _COLLECT:
+        return _COLLECT[found]
+    raise BadRequest(
+        f"collect.val must be one of {sorted(_COLLECT)}", pointer=f"{pointer}/value/collect/val"
     )

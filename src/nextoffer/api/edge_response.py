@@ -29,6 +29,9 @@ LOCATION_HINT = "nx1"
 HINT_SECONDS = 1800
 #: How long the SDK keeps the identity cookie (as the Edge Network's sample answer).
 IDENTITY_SECONDS = 34_128_000
+#: How long the SDK keeps the consent cookie (180 days, as Adobe's cookie table says of
+#: its consent-related cookies) [inferred].
+CONSENT_SECONDS = 15_552_000
 PROBLEMS = "https://nextoffer.dev/problems/edge/"
 
 
@@ -141,9 +144,11 @@ def response(
     org: str,
     now_seconds: int,
     decided: set[int],
+    consent: str | None = None,
 ) -> dict[str, Any]:
     """The body of an ``interact`` answer; ``decided``: indexes of events that asked for
-    decision scopes (each gets a ``personalization:decisions`` handle, empty or not)."""
+    decision scopes (each gets a ``personalization:decisions`` handle, empty or not);
+    ``consent``: the general consent a ``set-consent`` call set (its state entry)."""
     handle: list[dict[str, Any]] = [
         _decisions(answer) for answer in outcome.answers if answer.event_index in decided
     ]
@@ -164,6 +169,7 @@ def response(
                     "maxAge": IDENTITY_SECONDS,
                 },
                 _cluster(org),
+                *([] if consent is None else [_consent(org, consent)]),
             ],
         }
     )
@@ -171,6 +177,24 @@ def response(
     if outcome.warnings:
         body["warnings"] = [_warning(w) for w in outcome.warnings]
     return body
+
+
+def opted_out(*, request_id: str, org: str) -> dict[str, Any]:
+    """The answer to a ``set-consent`` that opts out: the consent entry alone. No identity
+    is made for a visitor who refused collection (a known one keeps its cookie)."""
+    return {
+        "requestId": request_id,
+        "handle": [{"type": "state:store", "payload": [_consent(org, "out")]}],
+    }
+
+
+def _consent(org: str, general: str) -> dict[str, Any]:
+    """The consent state entry, as the SDK parses it (``general=in``)."""
+    return {
+        "key": cookie_name(org, "consent"),
+        "value": f"general={general}",
+        "maxAge": CONSENT_SECONDS,
+    }
 
 
 def problem(exc: NextOfferError, *, request_id: str) -> Mapping[str, Any]:

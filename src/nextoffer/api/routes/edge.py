@@ -1,11 +1,13 @@
-"""The Edge Network endpoints: ``/ee/[{locationHint}/]{v1|v2}/{interact|collect}``.
+"""The Edge Network endpoints: ``/ee/[{locationHint}/]{v1|v2}/{action}``.
 
 Public: no API credentials; ``?configId=`` names the datastream, which names the org,
 sandbox and container, the browser origins that may call (CORS with credentials: the
 Web SDK sends its cookies) and the rate. A browser request from another origin is
 refused before anything is read or stored (403). ``interact`` answers with handles;
 ``collect`` (the SDK's ``sendBeacon``, a ``text/plain`` body) stores and counts, and
-answers 204. Errors are the Edge Network's problem details (``api/edge_response.py``).
+answers 204. The SDK's ``getIdentity`` and ``setConsent`` call ``identity/acquire`` and
+``privacy/set-consent``: the visitor's identity handles, and for consent its state entry.
+Errors are the Edge Network's problem details (``api/edge_response.py``).
 """
 
 from __future__ import annotations
@@ -24,18 +26,27 @@ from nextoffer.errors import AuthError, BadRequest, NextOfferError, NotFound
 from nextoffer.root import NextOffer
 from nextoffer.service.datastreams import DatastreamRecord
 
-_ACTIONS = frozenset({"interact", "collect"})
+IDENTITY = "identity/acquire"
+CONSENT = "privacy/set-consent"
+_ACTIONS = frozenset({"interact", "collect", IDENTITY, CONSENT})
 _VERSIONS = frozenset({"v1", "v2"})
 PREFLIGHT_SECONDS = 600
 
 
 def _action(request: Request) -> str:
-    """``interact`` or ``collect`` from ``[{hint}/]{v1|v2}/{action}``; 404 otherwise. The
-    location hint is not checked: one region here, served alike."""
-    params = request.path_params
-    if params["version"] not in _VERSIONS or params["action"] not in _ACTIONS:
-        raise NotFound("no such Edge Network endpoint; use /ee/v1/interact or /ee/v1/collect")
-    return str(params["action"])
+    """The action of ``[{hint}/]{v1|v2}/{action}``, where an action is ``interact``,
+    ``collect``, ``identity/acquire`` or ``privacy/set-consent``; 404 otherwise. The
+    location hint is not checked: one region here, served alike. (``/ee/v1/identity/
+    acquire`` has the shape of a hinted ``interact``: it is read without a hint first.)"""
+    segments = list(request.path_params.values())
+    for hinted in (0, 1):
+        version, *action = segments[hinted:]
+        if version in _VERSIONS and "/".join(action) in _ACTIONS:
+            return "/".join(action)
+    raise NotFound(
+        "no such Edge Network endpoint; use /ee/v1/interact, /ee/v1/collect,"
+        " /ee/v1/identity/acquire or /ee/v1/privacy/set-consent"
+    )
 
 
 def _browser(request: Request) -> tuple[str | None, bool]:
@@ -106,13 +117,21 @@ async def edge(request: Request) -> Response:
         cors = _cors(origin, datastream)
         no.datastreams.admit(datastream)
         body = await body_json(request)
-        collect = action == "collect"
         cookies = request.cookies if has_cookies else {}
-        parsed = edge_request.parse(body, cookies=cookies, collect=collect)
+        consent = None
+        if action == IDENTITY:
+            parsed = edge_request.parse_identity(body, cookies=cookies)
+        elif action == CONSENT:
+            parsed, consent = edge_request.parse_consent(body, cookies=cookies)
+            if consent == "out":
+                answer = edge_response.opted_out(request_id=request_id, org=datastream.org_id)
+                return json_response(answer, headers=cors or None)
+        else:
+            parsed = edge_request.parse(body, cookies=cookies, collect=action == "collect")
         outcome = await no.edge.interact(datastream, parsed)
     except NextOfferError as exc:
         return edge_response.failure(exc, request_id, cors)
-    if collect:
+    if action == "collect":
         return Response(status_code=204, headers=cors or None)
     answer = edge_response.response(
         outcome,
@@ -120,6 +139,7 @@ async def edge(request: Request) -> Response:
         org=datastream.org_id,
         now_seconds=int(no.clock().timestamp()),
         decided={i for i, event in enumerate(parsed.events) if event.scopes},
+        consent=consent,
     )
     return json_response(answer, headers=cors or None)
 
@@ -145,13 +165,13 @@ async def preflight(request: Request) -> Response:
 
 #: Also served ahead of the router (``api/shortcut.py``), as the Decisioning API's
 #: decisions are: the public requests that must be cheap.
-INTERACT = (
-    Route("/ee/{version}/{action}", edge, methods=["POST"]),
-    Route("/ee/{locationHint}/{version}/{action}", edge, methods=["POST"]),
+#: ``/ee/{version}/{group}/{action}`` (``/ee/v1/identity/acquire``) is the second route's
+#: shape; the third is that with a location hint, as the SDK calls once it has one.
+PATHS = (
+    "/ee/{version}/{action}",
+    "/ee/{locationHint}/{version}/{action}",
+    "/ee/{locationHint}/{version}/{group}/{action}",
 )
+INTERACT = tuple(Route(path, edge, methods=["POST"]) for path in PATHS)
 
-routes = [
-    *INTERACT,
-    Route("/ee/{version}/{action}", preflight, methods=["OPTIONS"]),
-    Route("/ee/{locationHint}/{version}/{action}", preflight, methods=["OPTIONS"]),
-]
+routes = [*INTERACT, *(Route(path, preflight, methods=["OPTIONS"]) for path in PATHS)]
