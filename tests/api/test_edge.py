@@ -362,6 +362,35 @@ def test_every_edge_path_of_the_sdk_answers_a_preflight(tenant, shop, client):
         interact(client, shop.datastream, event([shop.scope]), path=path, expect=404)
 
 
+def test_the_server_apis_documented_request_is_served(shop, client):
+    # Adobe's Edge Network Server API documents ?dataStreamId= (or datastreamId) and one
+    # "event" in the body: both were a 400 (configId required; events required).
+    body = {
+        "event": {
+            "xdm": {
+                "identityMap": {"Email_LC_SHA256": [{"id": "0c7e6a40", "primary": True}]},
+                "eventType": "web.webpagedetails.pageViews",
+                "web": {"webPageDetails": {"URL": "https://shop.test/", "name": "home"}},
+            },
+            "data": {"prop1": "custom value"},
+            "query": {"personalization": {"decisionScopes": [shop.scope]}},
+        }
+    }
+    for name in ("dataStreamId", "datastreamId"):
+        answer = client.post(
+            "/ee/v2/interact",
+            params={name: shop.datastream},
+            content=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        assert answer.status_code == 200, answer.text
+        [decisions] = handles(answer.json(), "personalization:decisions")
+        assert decisions["payload"][0]["items"][0]["id"] == shop.a
+    bad = {"event": {"xdm": [], "query": {}}}
+    refused = interact(client, shop.datastream, bad, expect=400).json()
+    assert refused["report"]["pointer"] == "/event/xdm"
+
+
 def test_view_scope_is_ignored_and_a_malformed_scope_is_a_warning(shop, client):
     bad = scope(shop.decision, "")  # names no placement
     unknown = scope("xcore:offer-activity:000000000000dead", shop.placement)

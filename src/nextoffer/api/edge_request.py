@@ -2,6 +2,7 @@
 
 ``{"events": [{"xdm": {…}, "query": {"personalization": {"decisionScopes": […]}}}],
 "query": {…}, "meta": {"state": {"entries": [{"key", "value"}]}, "konductorConfig": …}}``.
+The Server API's documented interact body holds one ``event`` instead of ``events``.
 A top-level ``query`` applies to every event (Journey Optimizer's examples put it there,
 the Web SDK puts it in each event). The SDK's state comes back in ``meta.state.entries``
 (third-party context) or as cookies (first-party): both are read, the entries last.
@@ -16,7 +17,7 @@ whose identity map, when sent, is the visitor's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS
@@ -69,18 +70,27 @@ def _state(meta: Any, cookies: Mapping[str, str]) -> dict[str, str]:
     return state
 
 
-def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeRequest:
-    if not isinstance(body, dict):
-        raise BadRequest("the request body must be a JSON object", pointer="/")
+def _events(body: Mapping[str, Any]) -> tuple[list[Any], Callable[[int], str]]:
+    """The events, and the pointer of each: ``events``, or the one ``event`` of the Edge
+    Network Server API's documented interact request (``{"event": {"xdm", "data"}}``)."""
+    if "events" not in body and isinstance(body.get("event"), dict):
+        return [body["event"]], lambda _: "/event"
     events = body.get("events")
     if not isinstance(events, list) or not events:
         raise BadRequest("events must be a non-empty array of events", pointer="/events")
     if len(events) > MAX_EVENTS:
         raise PayloadTooLarge(f"at most {MAX_EVENTS} events per request", pointer="/events")
+    return events, lambda index: f"/events/{index}"
+
+
+def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeRequest:
+    if not isinstance(body, dict):
+        raise BadRequest("the request body must be a JSON object", pointer="/")
+    events, pointers = _events(body)
     shared = _scopes(body.get("query"), "/query")
     parsed = []
     for index, event in enumerate(events):
-        where = f"/events/{index}"
+        where = pointers(index)
         if not isinstance(event, dict):
             raise BadRequest("an event must be an object", pointer=where)
         xdm = event.get("xdm", {})

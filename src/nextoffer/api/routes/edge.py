@@ -79,17 +79,22 @@ def _cors(origin: str | None, datastream: DatastreamRecord) -> dict[str, str]:
     }
 
 
+#: The datastream's query parameter: the SDK's ``configId``, and the Edge Network Server
+#: API's documented spellings (``dataStreamId``, ``datastreamId``).
+_CONFIG_IDS = frozenset({b"configId", b"dataStreamId", b"datastreamId"})
+
+
 def _query(request: Request) -> tuple[str | None, str | None]:
-    """``configId`` and ``requestId`` of the query string, read directly: the SDK sends
-    exactly these, and a full query parse is a measurable share of a cheap request."""
+    """The datastream id and ``requestId`` of the query string, read directly: the SDK
+    sends exactly these, and a full query parse is a measurable share of a cheap request."""
     config_id = request_id = None
     for pair in request.scope["query_string"].split(b"&"):
         name, _, raw = pair.partition(b"=")
-        if name in (b"configId", b"requestId"):
+        if name in _CONFIG_IDS or name == b"requestId":
             value = raw.decode("latin-1")
             if "%" in value or "+" in value:
                 value = unquote_plus(value)
-            if name == b"configId":
+            if name != b"requestId":
                 config_id = config_id or value
             else:
                 request_id = request_id or value
