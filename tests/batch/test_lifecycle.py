@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -333,3 +334,106 @@ def test_a_job_quiet_longer_than_the_stale_bound_is_not_taken_for_dead(
     final = batch.execute(claimed)
     assert engine.recovered == []
     assert final.status == "COMPLETED", final.detail
+
+
+def _cli_run(settings: Settings, setup: dict[str, Any]) -> list[str]:
+    body = setup["body"]
+    request = body["xdm:propositionRequests"][0]
+    return [
+        sys.executable,
+        "-c",
+        "from nextoffer.cli import main; main()",
+        "batch",
+        "run",
+        "--db",
+        settings.db_url,
+        "--container",
+        setup["container"],
+        "--segment",
+        body["xdm:segmentIds"][0],
+        "--activity",
+        request["xdm:activityId"],
+        "--placement",
+        request["xdm:placementId"],
+        "--dataset",
+        body["xdm:dataSetId"],
+        "--workers",
+        "1",
+    ]
+
+
+def _cli_env(settings: Settings, chunk: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "NEXTOFFER_DATASETS_DIR": settings.datasets_dir or "",
+        "NEXTOFFER_BATCH_CHUNK": chunk,
+    }
+
+
+def test_ctrl_c_on_batch_run_ends_its_job_in_error(
+    one_chunk: dict[str, Any], settings: Settings
+) -> None:
+    """Interrupted (Ctrl-C reaches the runner and its workers), ``batch run`` ends its job
+    in ERROR and removes its parts: it held one of the dataset's five running slots."""
+    no, body = one_chunk["no"], one_chunk["body"]
+    process = subprocess.Popen(
+        _cli_run(settings, one_chunk),
+        env=_cli_env(settings, "50"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        # Started in the background, Python would ignore SIGINT: a terminal's does not.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        job = None
+        while time.monotonic() < deadline and job is None:
+            assert process.poll() is None, "the job ended before it could be interrupted"
+            running = [
+                j
+                for j in no.batch.get_all(PRINCIPAL)
+                if j.status == "PROCESSING" and j.detail.get("profilesDone", 0) > 0
+            ]
+            job = running[0] if running else None
+            time.sleep(0.02)
+        assert job is not None, "the job never started"
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) != 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    final = no.batch.get(PRINCIPAL, job.job_id)
+    assert final.status == "ERROR", final.detail
+    assert final.detail["errors"][0]["code"] == "shutdown"
+    assert "interrupted while it was PROCESSING" in final.detail["errors"][0]["message"]
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    assert not (location / job.job_id).exists()
+
+
+def test_batch_run_ends_jobs_whose_runner_died_before_waiting_for_their_slots(
+    setup: dict[str, Any], settings: Settings
+) -> None:
+    """Five jobs left PROCESSING by runners that died (no server runs here to notice)
+    hold every slot of the dataset: ``batch run`` ends them, then runs, instead of
+    waiting for them forever."""
+    no, body = setup["no"], setup["body"]
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    for _ in range(5):
+        job = no.batch.submit(PRINCIPAL, body, container_id=None)
+        assert no.batch.claim(job.job_id) is not None
+        with no.store.session(write=True) as session:
+            session.batch.move_job(
+                job.job_id, expect=None, values={"owner": f"{socket.gethostname()}:{gone.pid}"}
+            )
+    finished = subprocess.run(
+        _cli_run(settings, setup),
+        env=_cli_env(settings, "10"),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    statuses = sorted(j.status for j in no.batch.get_all(PRINCIPAL))
+    assert statuses == ["COMPLETED"] + ["ERROR"] * 5

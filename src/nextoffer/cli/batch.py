@@ -126,6 +126,10 @@ def run(
 
             final = None
             while final is None:
+                # Jobs whose runner died (another `batch run` interrupted or killed) hold
+                # their dataset's running slots until a runner ends them: this one is a
+                # runner too, and no server may be running any.
+                no.batch.recover()
                 claimed = no.batch.claim(job.job_id)
                 if claimed is not None:
                     final = no.batch.execute(claimed, on_progress=show)

@@ -439,6 +439,23 @@ class BatchJobs:
                 raise Stopped("the job was cancelled")
         except Stopped:
             self._clean(job)
+        except KeyboardInterrupt:  # Ctrl-C on ``nextoffer batch run``: end it, then go
+            current = self._status(job)
+            detail.update(
+                errors=[
+                    {
+                        "code": "shutdown",
+                        "message": f"the process running the job ({_owner()}) was interrupted"
+                        f" while it was {current} ({detail.get('profilesDone', 0)} profiles"
+                        " done); decisions made before that count toward caps, no files were"
+                        " published; submit the job again",
+                    }
+                ],
+                finishedAt=format_datetime(self._clock()),
+            )
+            self._clean(job)
+            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+            raise
         except Exception as exc:
             message = (
                 exc.detail if isinstance(exc, NextOfferError) else f"{type(exc).__name__}: {exc}"
@@ -461,6 +478,11 @@ class BatchJobs:
         if on_progress is not None:
             on_progress(final)
         return final
+
+    def _status(self, job: JobRecord) -> str:
+        with self._store.session() as session:
+            current = session.batch.get_job(job.job_id)
+        return current.status if current is not None else job.status
 
     def _keep_alive(self, job: JobRecord) -> threading.Event:
         """Write the job's heartbeat every quarter of :data:`STALE_SECONDS` while this
