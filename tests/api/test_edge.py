@@ -198,6 +198,16 @@ def test_an_ecid_too_long_for_an_identity_is_not_the_visitor_s(shop, client):
     assert found.status_code == 200, found.text
 
 
+def test_an_identity_map_of_many_identities_is_refused_at_once(shop, client):
+    # 60,000 distinct identities fit in a 1 MiB public body: deduplicated through a list,
+    # reading them on the event loop held every request of the process for half a minute.
+    many = {"Email": [{"id": str(n)} for n in range(60_000)]}
+    started = time.monotonic()
+    answer = interact(client, shop.datastream, event([shop.scope], identityMap=many)).json()
+    assert time.monotonic() - started < 5
+    assert [w["title"] for w in answer["warnings"]] == ["Invalid identity map"]
+
+
 def test_adobes_identity_cookie_value_is_read():
     # The kndctr identity value of Adobe's documented Edge response (tests/data/adobe).
     sample = example("edge-decisions-context-data.response.json")

@@ -20,12 +20,16 @@ MAX_IDENTITY = 1024
 
 
 def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
-    """``[(namespace, id), …]`` in the order given; 422 naming the bad member otherwise."""
+    """``[(namespace, id), …]`` in the order given, each once; 422 naming the bad member
+    otherwise. Linear in the map's size, and refused as soon as it names more identities
+    than a profile takes: the Edge endpoints read a public body's map on the event loop,
+    where a 1 MiB map of 70,000 entries, deduplicated through a list, held every request
+    of the process for a minute."""
     if not isinstance(value, dict) or not value:
         raise Unprocessable(
             "an identity map must be a non-empty object of namespace → identities", pointer=pointer
         )
-    found: list[tuple[str, str]] = []
+    found: dict[tuple[str, str], None] = {}  # insertion-ordered set
     # The member's pointer is made only for an error: this runs on every decision.
     for namespace, entries in value.items():
         if len(namespace) > MAX_NAMESPACE:
@@ -45,11 +49,12 @@ def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
                     f"each identity needs an id (a string of 1 to {MAX_IDENTITY} characters)",
                     pointer=f"{_member(pointer, namespace)}/{index}",
                 )
-            if (namespace, identity) not in found:
-                found.append((namespace, identity))
-    if len(found) > MAX_IDENTITIES:
-        raise Unprocessable(f"at most {MAX_IDENTITIES} identities per profile", pointer=pointer)
-    return found
+            found[namespace, identity] = None
+            if len(found) > MAX_IDENTITIES:
+                raise Unprocessable(
+                    f"at most {MAX_IDENTITIES} identities per profile", pointer=pointer
+                )
+    return list(found)
 
 
 def _member(pointer: str, name: str) -> str:
