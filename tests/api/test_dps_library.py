@@ -358,6 +358,15 @@ BAD_INPUT: list[tuple[str, Call, int, str | None]] = [
         "offer-type",
     ),
     ("a missing name", _post("/tags", {"description": "d"}), 422, "'name' is required"),
+    # A member the schema takes in either spelling was told as "… is not valid under any of
+    # the given schemas", quoting the stored form.
+    ("a rule without a condition", _post("/offer-rules", {"name": "r"}), 422, "'condition' is"),
+    (
+        "a decision without criteria",
+        _post("/offer-decisions", {"name": "d", "status": "draft"}),
+        422,
+        "'criteria' is",
+    ),
     (
         "a negative priority",
         _post(
@@ -510,3 +519,19 @@ def test_xcore_members_spelt_like_the_dps_envelope_survive_a_dps_update(tenant, 
     dps.patch("tag", receipt["@id"], [{"op": "replace", "path": "/name", "value": "U"}])
     stored = _xcore_instance(tenant, "tag", receipt["@id"])["_instance"]
     assert stored == {**body, "xdm:name": "U", "@id": receipt["@id"]}
+
+
+def test_a_dps_update_keeps_what_an_xcore_client_stored_as_it_was_spelt(tenant, dps):
+    # A dps PATCH deleted the bare `name` stored beside `xdm:name` (the document shows only
+    # the prefixed one) and respelt Adobe's documented bare rule members (`condition` became
+    # `xdm:condition`), so an xcore client no longer found what it wrote.
+    tag = tenant.create("tag", {"xdm:name": "A", "name": "legacy", "description": "bare"})
+    dps.patch("tag", tag["@id"], [{"op": "add", "path": "/labels", "value": ["core/C1"]}])
+    stored = _xcore_instance(tenant, "tag", tag["@id"])["_instance"]
+    assert stored["name"] == "legacy" and stored["description"] == "bare"
+    assert "xdm:description" not in stored
+    pql = {"type": "PQL", "format": "pql/text", "value": "true"}
+    rule = tenant.create("eligibility-rule", {"xdm:name": "R", "condition": pql})
+    dps.patch("eligibility-rule", rule["@id"], [{"op": "replace", "path": "/name", "value": "S"}])
+    stored = _xcore_instance(tenant, "eligibility-rule", rule["@id"])["_instance"]
+    assert stored == {"xdm:name": "S", "condition": pql, "@id": rule["@id"]}

@@ -180,6 +180,14 @@ def test_property_operators(tenant, offers, expression, expected):
         (".*CARD", ["Gamma Card", "delta card"]),
         ("[a-z]+ card", ["Gamma Card", "delta card"]),
         ("epsilon\\?", ["Epsilon?"]),
+        # Read alike by Python's re (SQLite) and PostgreSQL's engine: flags in effect anyway,
+        # word boundaries (a backspace to PostgreSQL) and two-digit hex escapes.
+        ("(?i)alpha.*", ["Alpha Checking Offer"]),
+        ("(?is).*\\bcard", ["Gamma Card", "delta card"]),
+        ("alpha\\b.*", ["Alpha Checking Offer"]),
+        ("alpha\\B.*", []),
+        ("\\x42eta.*", ["Beta savings offer"]),
+        ("[\\x61-\\x64]elta card", ["delta card"]),
     ],
 )
 def test_regular_expressions_match_the_whole_value_ignoring_case(tenant, offers, pattern, expected):
@@ -342,6 +350,15 @@ def test_schema_versions_and_quoting(tenant, offers):
         ([("schema", OFFER), ("property", "_instance.xdm:name~(a+)+")], "property"),
         ([("schema", OFFER), ("property", "_instance.xdm:name~(a|aa)*b")], "property"),
         ([("schema", OFFER), ("property", "_instance.xdm:name~[unclosed")], "property"),
+        # What Python's re and PostgreSQL's engine read differently.
+        ([("schema", OFFER), ("property", "_instance.xdm:name~(?P<x>a).*")], "property"),
+        ([("schema", OFFER), ("property", "_instance.xdm:name~[[:alpha:]]+")], "property"),
+        ([("schema", OFFER), ("property", "_instance.xdm:name~(?i:a).*")], "property"),
+        ([("schema", OFFER), ("property", "_instance.xdm:name~(?#note)a.*")], "property"),
+        (
+            [("schema", OFFER), ("property", "_instance.xdm:name~\\N{LATIN SMALL LETTER A}.*")],
+            "property",
+        ),
         ([("schema", OFFER), ("property", "_instance.xdm:name~" + "a" * 300)], "property"),
         ([("schema", OFFER), ("id", "xcore:tag:1"), ("name", "x")], "name"),
         ([("schema", OFFER), ("limit", "0")], "limit"),

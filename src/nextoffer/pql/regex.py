@@ -30,10 +30,40 @@ def problem(pattern: str) -> str | None:
     repeated, optional = repeats(pattern)
     if repeated > MAX_REGEX_REPEATS or optional > MAX_REGEX_OPTIONALS:
         return "complex"
+    where = _set_operation(pattern)
+    if where is not None:
+        return f"invalid: a set in a set, or a set operation (--, &&, ~~, ||), at position {where}"
     try:
         re.compile(pattern)
     except (re.error, OverflowError, RecursionError) as exc:
         return f"invalid: {exc}"
+    return None
+
+
+def _set_operation(pattern: str) -> int | None:
+    """Where a character set holds what Java reads as a set operation and Python's ``re``
+    as literal characters (warning that this will change): a ``[`` opening the set's
+    contents (``[[a-z]]``), or a doubled ``-``, ``&``, ``~`` or ``|`` after its first member
+    (Java's ``[a-z&&[^aeiou]]``). Refused rather than read either way."""
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] != "[":
+            i += 1
+            continue
+        if pattern.startswith("[", i + 1):
+            return i + 1
+        start = j = i + 1 + pattern.startswith("^", i + 1)
+        while j < n and (pattern[j] != "]" or j == start):
+            if pattern[j] == "\\":
+                j += 2
+                continue
+            if j > start and pattern[j] in "-&~|" and pattern.startswith(pattern[j], j + 1):
+                return j
+            j += 1
+        i = j + 1
     return None
 
 

@@ -191,6 +191,30 @@ def receipt(record: InstanceRecord, *, sandbox_id: str) -> dict[str, Any]:
 # -- patches and pointers ------------------------------------------------------------------
 
 
+def _as_stored(fields: tuple[Field, ...], written: Any, stored: Any) -> Any:
+    """``written`` (members in their prefixed spelling) with each member spelt as ``stored``
+    spells it: a member an xcore client stored bare (``condition``, as in Adobe's rule
+    example) stays bare, so that client reads it where it wrote it."""
+    if not isinstance(written, dict) or not isinstance(stored, dict):
+        return written
+    _, by_xcore, _ = _index(fields)
+    out: dict[str, Any] = {}
+    for key, value in written.items():
+        field = by_xcore.get(key)
+        if field is None:
+            out[key] = value
+            continue
+        bare = _bare(key)
+        spelt = bare if bare != key and bare in stored and key not in stored else key
+        inner = stored.get(spelt)
+        if field.inner and isinstance(value, dict):
+            value = _as_stored(field.inner, value, inner)
+        elif field.entries and isinstance(value, dict) and isinstance(inner, dict):
+            value = {k: _as_stored(field.entries, v, inner.get(k)) for k, v in value.items()}
+        out[spelt] = value
+    return out
+
+
 def patch_view(resource: Resource) -> patch.View:
     """JSON Patch over the dps document: only the object's members change."""
 
@@ -202,9 +226,23 @@ def patch_view(resource: Resource) -> patch.View:
             if patched.get(key) != before.get(key):
                 raise Unprocessable(f"{key} is not editable", pointer=f"/{key}")
         members = {k: v for k, v in patched.items() if k not in envelope}
-        # Stored members the document cannot show (spelt like the envelope) are kept.
-        hidden = {k: v for k, v in record.body.items() if k in envelope}
-        return {**hidden, **to_xcore(resource, members), "@id": record.at_id}
+        written = _as_stored(resource.fields, to_xcore(resource, members), record.body)
+        # Stored members the document cannot show are kept: those spelt like the envelope,
+        # and a bare spelling beside its prefixed one (an xcore client's ``name`` beside
+        # ``xdm:name``, of which the document shows the prefixed one) while that one is.
+        _, by_xcore, by_bare = _index(resource.fields)
+        hidden = {
+            k: v
+            for k, v in record.body.items()
+            if k in envelope
+            or (
+                k in by_bare
+                and k not in by_xcore
+                and by_bare[k].xcore in record.body
+                and by_bare[k].xcore in written
+            )
+        }
+        return {**hidden, **written, "@id": record.at_id}
 
     return patch.View(
         render=lambda record: document(resource, record),

@@ -214,8 +214,7 @@ def _literal(path: Path, op: Op, text: str, *, where: str) -> Literal:
     if op is Op.MATCH:
         if kind in (Kind.INT, Kind.DATE):
             raise BadRequest(f"{where}: ~ applies to strings, not to {path.text}", pointer=where)
-        check_pattern(text, where=where)
-        return Literal(text)
+        return Literal(check_pattern(text, where=where))
     if kind is Kind.INT:
         if not re.fullmatch(r"-?\d{1,18}", text):
             raise BadRequest(
@@ -236,11 +235,30 @@ def _literal(path: Path, op: Op, text: str, *, where: str) -> Literal:
     return Literal(text, number=as_number(text), instant_us=as_instant(text))
 
 
-def check_pattern(pattern: str, *, where: str) -> None:
-    """Refuse patterns that are too long, invalid, or can backtrack without bound."""
+#: A leading group of inline flags already in effect for ``~`` (it ignores case, and ``.``
+#: matches newlines): dropped, as PostgreSQL takes flags only at a pattern's very start.
+_FLAGS_IN_EFFECT = re.compile(r"\(\?[is]+\)")
+#: What may follow ``(?`` on both databases: a non-capturing group and the lookarounds.
+_PORTABLE_GROUPS = (":", "=", "!", "<=", "<!")
+
+
+def check_pattern(pattern: str, *, where: str) -> str:
+    """Refuse patterns that are too long, invalid, can backtrack without bound, or would
+    mean one thing to Python's ``re`` (SQLite) and another to PostgreSQL's engine. Returns
+    the pattern to run: a leading ``(?i)``, ``(?s)`` or ``(?is)``, in effect anyway, dropped."""
+    flags = _FLAGS_IN_EFFECT.match(pattern)
+    if flags is not None:
+        pattern = pattern[flags.end() :]
     if len(pattern) > MAX_REGEX_LENGTH:
         raise BadRequest(
             f"{where}: the regular expression is longer than {MAX_REGEX_LENGTH} characters",
+            pointer=where,
+        )
+    unportable = _unportable(pattern)
+    if unportable is not None:
+        raise BadRequest(
+            f"{where}: the regular expression uses {unportable}, which this API does not "
+            "take (it means another thing on PostgreSQL)",
             pointer=where,
         )
     why = regex_problem(pattern)
@@ -252,6 +270,37 @@ def check_pattern(pattern: str, *, where: str) -> None:
         )
     if why is not None:
         raise BadRequest(f"{where}: not a valid regular expression ({why})", pointer=where)
+    return pattern
+
+
+def _unportable(pattern: str) -> str | None:
+    """The first construct of ``pattern`` that Python's ``re`` and PostgreSQL's regular
+    expressions read differently and the PostgreSQL side does not translate
+    (``search_postgres.to_postgres`` does ``\\b``, ``\\B`` and ``\\xHH``), or None."""
+    i, n = 0, len(pattern)
+    while i < n:
+        if pattern[i] == "\\":
+            if pattern.startswith("N{", i + 1):
+                return "a named character (\\N{…})"
+            i += 2
+            continue
+        if pattern[i] == "[":
+            j = i + 1
+            j += pattern.startswith("^", j)
+            j += pattern.startswith("]", j)
+            while j < n and pattern[j] != "]":
+                if pattern[j] == "\\":
+                    j += 2
+                    continue
+                if pattern.startswith(("[:", "[=", "[."), j):
+                    return f"a POSIX bracket expression ({pattern[j : j + 2]}…)"
+                j += 1
+            i = j + 1
+            continue
+        if pattern.startswith("(?", i) and not pattern.startswith(_PORTABLE_GROUPS, i + 2):
+            return f"the group {pattern[i : i + 3]}… (only (?:, (?=, (?!, (?<= and (?<! are taken)"
+        i += 1
+    return None
 
 
 _OPERATOR = re.compile(r"==|!=|<=|>=|<|>|~")

@@ -151,6 +151,11 @@ def _quoted(value: Any) -> str:
 
 
 def _describe(error: jsonschema.ValidationError) -> str:
+    # Alternatives that differ only in what must be present (a member in either spelling,
+    # ``xdm:condition`` or ``condition``): name what the first one lacks.
+    alternatives = error.context if error.validator in ("anyOf", "oneOf") else None
+    if alternatives and all(e.validator == "required" for e in alternatives):
+        return _describe(min(alternatives, key=lambda e: list(e.relative_schema_path)))
     if error.validator == "required":
         return str(error.message).replace("is a required property", "is required")
     if error.validator == "pattern" and isinstance(error.instance, str):

@@ -28,6 +28,7 @@ as Python's does).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import (
@@ -118,7 +119,7 @@ class PostgresDialect(Dialect):
         return and_(bound, super().text_test(op, value, text))
 
     def regexp(self, pattern: str, value: ColumnElement[Any]) -> ColumnElement[bool]:
-        return value.op("~*")(literal(f"^(?:{pattern})$"))
+        return value.op("~*")(literal(f"^(?:{to_postgres(pattern)})$"))
 
     def wildcard(self, value: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
         """``LIKE``, after a ``LIKE`` of the pattern's literal start on the indexed prefix
@@ -181,3 +182,34 @@ POSTGRES = PostgresDialect()
 def dialect_for(conn: Connection) -> Dialect:
     """The search dialect of the database ``conn`` is connected to."""
     return POSTGRES if conn.dialect.name == "postgresql" else SQLITE
+
+
+#: Python's escapes that PostgreSQL spells otherwise: word boundaries (``\b`` is a
+#: backspace there) and two hex digits (``\x`` takes as many as follow there). A bracket
+#: expression is taken whole: a ``\b`` in it is a backspace on both.
+_PYTHON_ESCAPE = re.compile(
+    r"""
+      \\[bB]                                # a word boundary, or not one
+    | \\x([0-9A-Fa-f]{2})                   # a character by two hex digits
+    | \\.                                   # any other escape, as it is
+    | \[\^?\]?(?:\\.|[^\]\\])*\]?           # a bracket expression
+    """,
+    re.DOTALL | re.VERBOSE,
+)
+
+
+def to_postgres(pattern: str) -> str:
+    """A pattern :func:`~nextoffer.repository.query.check_pattern` took, as PostgreSQL's
+    engine must read it to match what Python's ``re`` matches."""
+
+    def spell(escape: re.Match[str]) -> str:
+        text = escape.group()
+        if text in ("\\b", "\\B"):
+            return "\\y" if text == "\\b" else "\\Y"
+        if escape.group(1) is not None:
+            return "\\u00" + escape.group(1)
+        if text.startswith("["):  # a bracket expression: only its hex escapes change
+            return re.sub(r"\\x([0-9A-Fa-f]{2})", r"\\u00\1", text)
+        return text
+
+    return _PYTHON_ESCAPE.sub(spell, pattern)

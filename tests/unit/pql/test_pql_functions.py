@@ -135,6 +135,25 @@ def test_in_segment_statuses():
     assert pql.evaluate('inSegment("s3")', profile={}) is False
 
 
+@pytest.mark.parametrize(
+    ("pattern", "position"),
+    [("[[:alpha:]]+", 1), ("[a-z&&[^aeiou]]", 4), ("[a--]", 2), ("x[b~~c]", 3), ("[a||b]", 2)],
+)
+def test_a_set_java_reads_as_a_set_operation_is_refused(pattern, position):
+    # Java reads these as a nested set or a set operation, Python's re as literal
+    # characters (with a FutureWarning: the reading will change): refused, not guessed.
+    assert regex.problem(pattern) == (
+        f"invalid: a set in a set, or a set operation (--, &&, ~~, ||), at position {position}"
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern", ["[]]", "[^]]", "[a-]", "[-a]", "[--]", "[\\[a]", "[a[]", "a||b"]
+)
+def test_sets_read_alike_by_java_and_python_are_taken(pattern):
+    assert regex.problem(pattern) is None
+
+
 def test_regex_guard_refuses_catastrophic_shapes():
     for pattern in ("(a+)+", "(a*)*b", "(a|aa)+", "((ab)*c)+", "(.*a){10}"):
         assert regex.problem(pattern) == "nested", pattern
