@@ -9,7 +9,8 @@ property                                                     in SQLite's order (
                                                              1/0, null as SQL NULL, strings
                                                              above numbers: json_value)
 ``~`` pattern   Python ``re`` fullmatch, ignoring case,      ``~*`` anchored as
-                2 s budget per request                       ``^(?:pattern)$``
+                2 s budget per request                       ``^(?:pattern)$``, ``\\b``,
+                                                             ``\\B``, ``\\xHH`` respelt
 name wildcards  ``GLOB``                                     ``LIKE`` with ``\\`` escapes
 ``q`` terms     FTS5 phrase query on ``search_fts``          ``vwords @@ to_tsquery('simple',
                                                              'a' <-> 'b':*)``, GIN index
