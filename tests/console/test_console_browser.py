@@ -586,3 +586,39 @@ def test_the_rule_editor_marks_the_error_after_characters_outside_the_bmp(
     )
     assert marks["ident"] == ["name", "age"] and marks["num"] == ["18"], marks
     assert marks["error"] == [" "], marks  # at the end of the text, where the rule stops
+
+
+def test_a_second_click_while_the_answer_is_on_its_way_sends_the_form_once(
+    page: Page, live: Live
+) -> None:
+    # A slow answer and a second click (or Enter) sent the form twice: two objects.
+    held: list[Any] = []
+    page.route(
+        "**/console/tags/new",
+        lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
+    )
+    page.goto(f"{live.base}/console/tags/new")
+    page.get_by_label("Name").fill("Sent once")
+    page.evaluate(
+        """() => {
+          const button = document.querySelector("button.primary");
+          setTimeout(() => button.click(), 0);
+          setTimeout(() => button.click(), 300);
+        }"""
+    )
+    page.wait_for_timeout(1000)
+    assert len(held) == 1
+    held[0].continue_()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Sent once")
+    assert len([t for t in live.instances("tag") if t["_instance"]["xdm:name"] == "Sent once"]) == 1
+
+
+def test_a_long_name_without_spaces_wraps_instead_of_widening_the_page(
+    page: Page, live: Live
+) -> None:
+    tag = live.create("tag", {"xdm:name": "L" * 200})
+    for path in ("/console/tags", f"/console/tags/{tag['instanceId']}"):
+        page.goto(live.base + path)
+        expect(page.get_by_role("heading", level=1)).to_be_visible()
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1366, (path, width)

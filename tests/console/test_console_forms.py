@@ -284,7 +284,9 @@ def test_the_list_searches_filters_by_status_and_pages(
     signed_in.create("fallback-offer", {"xdm:name": "Gold approved", "xdm:status": "approved"})
 
     def names(html: str) -> list[str]:
-        return re.findall(r'<td><a href="/console/fallback-offers/[^"]+">([^<]+)</a></td>', html)
+        return re.findall(
+            r'<td><a href="/console/fallback-offers/[^"]+"><bdi>([^<]+)</bdi></a></td>', html
+        )
 
     first = client.get("/console/fallback-offers?order=name")
     assert len(names(first.text)) == 25 and "31 fallback offers" in first.text
@@ -337,9 +339,15 @@ def test_status_changes_and_a_delete_that_others_reference_is_refused(
     refused = client.post(
         f"/console/placements/{placement_id}/delete", data={"csrf_token": token, "etag": "1"}
     )
-    assert refused.status_code == 409
-    assert "cannot be deleted: it is referenced by" in refused.text
-    assert fallback["_instance"]["@id"] in refused.text
+    # The placement's page again (a browser logs a 4xx page as an error), saying why and
+    # naming what uses it, by name and with a link: a list of @ids helped no one.
+    assert refused.status_code == 200
+    assert "Not deleted." in refused.text
+    assert "This placement is used by 1 other object" in refused.text
+    assert f'Fallback offer: <a href="/console/fallback-offers/{fallback_id}">Welcome</a>' in (
+        refused.text
+    )
+    assert len(_instances(signed_in, "offer-placement")) == 1
     deleted = client.post(
         f"/console/fallback-offers/{fallback_id}/delete",
         data={"csrf_token": token, "etag": "2"},
@@ -529,3 +537,254 @@ def test_csv_and_json_answers_are_kept_by_no_cache(client: TestClient, signed_in
         assert response.status_code == 200, response.text
         assert response.headers["cache-control"] == "no-store"
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+# -- what a marketer met (functional audit) ----------------------------------------------
+
+
+def _offer_id(tenant: Tenant, name: str) -> str:
+    [found] = [
+        r for r in _instances(tenant, "personalized-offer") if r["_instance"]["xdm:name"] == name
+    ]
+    return str(found["instanceId"])
+
+
+def test_a_value_the_form_does_not_list_is_offered_and_kept_on_save(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # An offer the API made "pending" showed as a draft (the select's first option), and
+    # saving its description wrote "draft"; a channel the console does not list became Web.
+    signed_in.create("personalized-offer", {"xdm:name": "Waiting", "xdm:status": "pending"})
+    push = "https://ns.adobe.com/xdm/channel-types/push"
+    placement = signed_in.create(
+        "offer-placement", {"xdm:name": "Push", "xdm:channel": push, "xdm:componentType": HTML}
+    )
+    offer_id = _offer_id(signed_in, "Waiting")
+    page = client.get(f"/console/offers/{offer_id}").text
+    assert '<option selected value="pending">Pending</option>' in page
+    saved = client.post(
+        f"/console/offers/{offer_id}",
+        data={
+            "csrf_token": csrf_of(page),
+            "etag": "1",
+            "name": "Waiting",
+            "description": "reviewed",
+            "status": "pending",
+            "priority": "0",
+            "representations-0-kind": "html",
+        },
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    [offer] = _instances(signed_in, "personalized-offer")
+    assert (offer["_instance"]["xdm:status"], offer["_instance"]["xdm:description"]) == (
+        "pending",
+        "reviewed",
+    )
+    placement_page = client.get(f"/console/placements/{placement['instanceId']}").text
+    assert f'<option selected value="{push}">{push}</option>' in placement_page
+    # A decision may be complete, an offer rejected: the buttons offer every status.
+    assert 'value="rejected">Mark rejected</button>' in page
+
+
+def test_a_criterion_has_a_priority_so_a_strategy_and_a_formula_share_a_decision(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The API's group rule wants criteria ranked by a strategy in a group of their own;
+    # the form had no priority, so no decision could rank one criterion by a strategy
+    # and another by a formula.
+    shop = Shop(signed_in, AUTO)
+    formula = signed_in.create(
+        "ranking-function",
+        {
+            "xdm:name": "f",
+            "xdm:expression": {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": "1"},
+        },
+    )["@id"]
+    [decision] = _instances(signed_in, "offer-activity")
+    page = client.get(f"/console/decisions/{decision['instanceId']}").text
+    assert 'id="criteria-0-priority"' in page and 'value="0"' in page
+    form = {
+        "csrf_token": csrf_of(page),
+        "name": "d",
+        "status": "live",
+        "fallback": decision["_instance"]["xdm:fallback"],
+        "etag": "1",
+        "criteria-0-placements": shop.placement,
+        "criteria-0-collection": shop.collection,
+        "criteria-0-formula": shop.strategy,
+        "criteria-0-priority": "1",
+        "criteria-1-placements": shop.placement,
+        "criteria-1-collection": shop.collection,
+        "criteria-1-formula": formula,
+    }
+    saved = client.post(
+        f"/console/decisions/{decision['instanceId']}", data=form, follow_redirects=False
+    )
+    assert saved.status_code == 303, saved.text
+    [decision] = _instances(signed_in, "offer-activity")
+    rankings = [c["xdm:ranking"] for c in decision["_instance"]["xdm:criteria"]]
+    assert rankings[0]["xdm:priority"] == 1
+    assert "xdm:priority" not in rankings[1]  # left empty: not written (the API's 0)
+    refused = client.post(
+        f"/console/decisions/{decision['instanceId']}",
+        data={**form, "etag": "2", "criteria-0-priority": "0"},
+    )
+    # The group rule's message is beside the criterion, under the "Not saved" banner.
+    assert refused.status_code == 200
+    assert "Not saved:</strong> see the messages beside the fields." in refused.text
+    assert "same one" in refused.text
+
+
+def test_a_message_only_beside_a_representation_still_says_not_saved(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    response = _submit(
+        client,
+        "/console/offers/new",
+        name="No placement",
+        status="draft",
+        priority="0",
+        **{"representations-0-content": "Hello", "representations-0-kind": "text"},
+    )
+    assert response.status_code == 200
+    assert 'id="representations-0-placement-error"' in response.text
+    assert "Not saved:</strong> see the messages beside the fields." in response.text
+
+
+def test_a_button_on_a_page_read_before_someone_saved_shows_the_current_version(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # Status, delete and revert answered a bare "Conflict" page (409, an error in the
+    # browser's console) quoting "If-Match 1 does not match the current repo:etag 2".
+    instance_id = _create_placement(client, "Banner")
+    token = csrf_of(client.get(f"/console/placements/{instance_id}").text)
+    renamed = client.post(
+        f"/console/placements/{instance_id}",
+        data={"csrf_token": token, "etag": "1", "name": "Hero", **PLACEMENT_FORM},
+        follow_redirects=False,
+    )
+    assert renamed.status_code == 303
+    deleted = client.post(
+        f"/console/placements/{instance_id}/delete", data={"csrf_token": token, "etag": "1"}
+    )
+    assert deleted.status_code == 200
+    assert "Not deleted." in deleted.text
+    assert "Someone changed this placement since you opened the page" in deleted.text
+    assert 'value="Hero"' in deleted.text  # the current version, to check
+    reverted = client.post(
+        f"/console/placements/{instance_id}/revert",
+        data={"csrf_token": token, "revision": "1", "etag": "1"},
+    )
+    assert reverted.status_code == 200
+    assert "Not reverted: someone changed this placement" in reverted.text
+    assert "Revision 2: updated" in reverted.text
+    offer = signed_in.create("personalized-offer", {"xdm:name": "Gold", "xdm:status": "draft"})
+    signed_in.client.patch(
+        signed_in.url(f"/{offer['instanceId']}"),
+        json=[{"op": "replace", "path": "/_instance/xdm:name", "value": "Gold 2"}],
+        headers={**signed_in.headers, "If-Match": "1"},
+    ).raise_for_status()
+    status = client.post(
+        f"/console/offers/{offer['instanceId']}/status",
+        data={"csrf_token": token, "status": "approved", "etag": "1"},
+    )
+    assert status.status_code == 200
+    assert "Status not changed to approved." in status.text
+    assert [p["_instance"]["xdm:name"] for p in _instances(signed_in, "offer-placement")] == [
+        "Hero"
+    ]
+    [stored] = _instances(signed_in, "personalized-offer")
+    assert stored["_instance"]["xdm:status"] == "draft"
+
+
+def test_the_search_box_wants_every_word_and_refuses_beside_itself(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    for n in range(3):
+        signed_in.create(
+            "fallback-offer", {"xdm:name": f"Bulk offer {n:03d}", "xdm:status": "draft"}
+        )
+    # The API's default (any word) listed every offer for the name of one.
+    found = client.get("/console/fallback-offers?q=Bulk+offer+001").text
+    assert "1 fallback offer<" in found and "Bulk offer 001" in found
+    assert "Bulk offer 002" not in found
+    # A stray quote mark was an error page without the list or the search box.
+    quote = client.get('/console/fallback-offers?q="summer')
+    assert quote.status_code == 200
+    assert "Search not run: a quoted phrase is not closed." in quote.text
+    assert 'value="&#34;summer"' in quote.text and 'aria-invalid="true"' in quote.text
+
+
+def test_reports_refuse_dates_beside_the_form_and_keep_them(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    reversed_ = client.get("/console/reports?from=2026-12-10&to=2026-12-01")
+    assert reversed_.status_code == 200  # the form again, not an error page
+    assert "No report for these dates: to is before from." in reversed_.text
+    assert 'value="2026-12-10"' in reversed_.text and 'value="2026-12-01"' in reversed_.text
+    long = client.get("/console/reports?from=2020-01-01&to=2026-12-31")
+    assert "at most 366 days" in long.text and 'value="2020-01-01"' in long.text
+
+
+def test_a_name_of_spaces_is_refused_and_one_made_by_the_api_is_still_a_link(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    response = _submit(client, "/console/tags/new", name="   ")
+    assert response.status_code == 200
+    assert 'id="name-error"' in response.text
+    tag = signed_in.create("tag", {"xdm:name": "   "})
+    listed = client.get("/console/tags").text
+    assert f"<bdi>{tag['@id']}</bdi>" in listed
+
+
+def test_an_image_url_that_is_not_absolute_is_not_loaded_from_the_console(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    placement = signed_in.create(
+        "offer-placement",
+        {
+            "xdm:name": "Hero image",
+            "xdm:channel": WEB,
+            "xdm:componentType": HTML.replace("html", "imagelink"),
+        },
+    )
+    offer = signed_in.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Picture",
+            "xdm:status": "draft",
+            "xdm:representations": [
+                {
+                    "xdm:placement": placement["@id"],
+                    "xdm:components": [
+                        {"@type": HTML.replace("html", "imagelink"), "xdm:deliveryURL": "hero.png"}
+                    ],
+                }
+            ],
+        },
+    )
+    page = client.get(f"/console/offers/{offer['instanceId']}").text
+    # <img src="hero.png"> was fetched from /console/offers/hero.png: a 404 on every view.
+    assert 'src="hero.png"' not in page
+    assert "is not an absolute http(s) address" in page
+
+
+def test_a_simulation_error_names_the_decision_and_placement(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    shop = Shop(signed_in, AUTO)
+    other = signed_in.create(
+        "offer-placement", {"xdm:name": "Email slot", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
+    response = _submit(
+        client,
+        "/console/simulate",
+        decision=shop.decision,
+        placements=other["@id"],
+        items="1",
+        namespace="ECID",
+    )
+    assert response.status_code == 200
+    assert "has no criterion for placement \u201cEmail slot\u201d" in response.text
+    assert other["@id"] not in response.text.split("<form")[0]

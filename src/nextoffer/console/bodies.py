@@ -30,7 +30,9 @@ def named(body: Mapping[str, Any]) -> dict[str, Any]:
 
 def put_named(form: Any, body: dict[str, Any]) -> None:
     body.pop("name", None)  # the unprefixed form of an older client: one name only
-    body["xdm:name"] = form.name.data or ""
+    # Spaces around a name are typing, not naming: a name of spaces only is then empty,
+    # and refused as the API refuses an empty one.
+    body["xdm:name"] = (form.name.data or "").strip()
     description = (form.description.data or "").strip()
     body.pop("description", None)
     if description:

@@ -24,6 +24,7 @@ def _criterion_data(criterion: Mapping[str, Any]) -> dict[str, Any]:
         "collection": selection.get("xdm:filter", ""),
         "rule": constraints.get("xdm:eligibilityRule", ""),
         "formula": order.get("xdm:function") or order.get("xdm:rankingStrategy") or "",
+        "priority": (criterion.get("xdm:ranking") or {}).get("xdm:priority"),
     }
 
 
@@ -81,6 +82,9 @@ def decision_body(
             }
         else:
             ranking["xdm:order"] = {"xdm:orderEvaluationType": "static"}
+        # The group: without it a criterion ranked by a strategy and one by a formula
+        # could not be in one decision (the API's group rule), whatever the marketer chose.
+        bodies.put(ranking, "xdm:priority", sub.priority.data)
         criterion["xdm:ranking"] = ranking
         written.append(criterion)
         rows.append(index)
@@ -97,6 +101,7 @@ POINTERS = (
     (r"^/xdm:criteria/(\d+)/xdm:placements", "criteria-{0}-placements"),
     (r"^/xdm:criteria/(\d+)/xdm:optionSelection", "criteria-{0}-collection"),
     (r"^/xdm:criteria/(\d+)/xdm:profileConstraints", "criteria-{0}-rule"),
+    (r"^/xdm:criteria/(\d+)/xdm:ranking/xdm:priority", "criteria-{0}-priority"),
     (r"^/xdm:criteria/(\d+)/xdm:ranking", "criteria-{0}-formula"),
     (r"^/xdm:criteria$", "criteria-0-placements"),
 )

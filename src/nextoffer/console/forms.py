@@ -44,14 +44,19 @@ COMPONENT_TYPES = [
     SelectChoice(COMPONENT + "text", "Text"),
     SelectChoice(COMPONENT + "json", "JSON"),
 ]
+#: Every status the API's schemas allow: a form that lacked one showed an offer the API
+#: made ``pending`` as a draft, and saving it wrote ``draft``.
 OFFER_STATUSES = [
     SelectChoice("draft", "Draft"),
+    SelectChoice("pending", "Pending"),
     SelectChoice("approved", "Approved"),
+    SelectChoice("rejected", "Rejected"),
     SelectChoice("archived", "Archived"),
 ]
 DECISION_STATUSES = [
     SelectChoice("draft", "Draft"),
     SelectChoice("live", "Live"),
+    SelectChoice("complete", "Complete"),
     SelectChoice("archived", "Archived"),
 ]
 STRATEGY_TYPES = [
@@ -194,6 +199,12 @@ class CriterionForm(Form):
     collection = SelectField("Collection", choices=[], validate_choice=False)
     rule = SelectField("Eligibility rule", choices=[], validate_choice=False)
     formula = SelectField("Ranking", choices=[], validate_choice=False)
+    priority = IntegerField(
+        "Priority",
+        [Optional(), NumberRange(min=0)],
+        description="criteria of one priority are one group; the highest group is tried "
+        "first, lower ones fill what it leaves (0 if empty)",
+    )
 
 
 class DecisionForm(_Named):

@@ -10,9 +10,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.console import web
-from nextoffer.console.kinds import KINDS
+from nextoffer.console.kinds import KINDS, Kind
 from nextoffer.console.session import Visitor, nextoffer
-from nextoffer.errors import BadRequest, NotFound
+from nextoffer.errors import BadRequest, Conflict, NotFound, Unprocessable
 
 
 def _short(value: Any) -> str:
@@ -20,13 +20,17 @@ def _short(value: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "…"
 
 
-@web.page
-async def history(request: Request, visitor: Visitor) -> Response:
+def _kind(request: Request) -> Kind:
     kind = KINDS.get(request.path_params["kind"])
     if kind is None:
         raise NotFound(f"the console has no page {request.path_params['kind']!r}")
+    return kind
+
+
+async def _page(
+    request: Request, visitor: Visitor, kind: Kind, instance_id: str, errors: list[str]
+) -> Response:
     no = nextoffer(request)
-    instance_id = request.path_params["instance_id"]
     found = await no.run(
         no.repository.revisions, visitor.principal, visitor.container_id, instance_id
     )
@@ -57,16 +61,20 @@ async def history(request: Request, visitor: Visitor) -> Response:
             "instance_id": instance_id,
             "revisions": revisions,
             "current": latest.revision if latest.action != "delete" else None,
+            "errors": errors,
         },
         visitor=visitor,
     )
 
 
 @web.page
+async def history(request: Request, visitor: Visitor) -> Response:
+    return await _page(request, visitor, _kind(request), request.path_params["instance_id"], [])
+
+
+@web.page
 async def revert(request: Request, visitor: Visitor) -> Response:
-    kind = KINDS.get(request.path_params["kind"])
-    if kind is None:
-        raise NotFound(f"the console has no page {request.path_params['kind']!r}")
+    kind = _kind(request)
     formdata = await request.form()
     if not web.csrf_ok(request, visitor, formdata):
         return web.refused(request, visitor)
@@ -77,14 +85,26 @@ async def revert(request: Request, visitor: Visitor) -> Response:
     no = nextoffer(request)
     instance_id = request.path_params["instance_id"]
     kind.check(await no.repository.get_async(visitor.principal, visitor.container_id, instance_id))
-    await no.run(
-        no.repository.revert,
-        visitor.principal,
-        visitor.container_id,
-        instance_id,
-        int(text),
-        if_match=int(current) if current.isdigit() else None,
-    )
+    try:
+        await no.run(
+            no.repository.revert,
+            visitor.principal,
+            visitor.container_id,
+            instance_id,
+            int(text),
+            if_match=int(current) if current.isdigit() else None,
+        )
+    except Conflict:
+        # Someone saved since this page was read: the history as it is now, newest first.
+        message = (
+            f"Not reverted: someone changed this {kind.noun} since you opened its history. "
+            "The newest revisions are listed below; choose again."
+        )
+        return await _page(request, visitor, kind, instance_id, [message])
+    except Unprocessable as exc:
+        # The revision's body no longer validates (it names an object deleted since).
+        message = f"Not reverted to revision {text}: {exc.detail}"
+        return await _page(request, visitor, kind, instance_id, [message])
     return web.redirect(
         request,
         f"/console/{kind.slug}/{instance_id}/history",

@@ -243,7 +243,7 @@ KINDS: dict[str, Kind] = {
                 ("rule", RULE, True),
                 ("representations.placement", PLACEMENT, False),
             ),
-            statuses=("draft", "approved", "archived"),
+            statuses=tuple(c.value for c in forms.OFFER_STATUSES),
             columns=(("Status", _status),),
         ),
         Kind(
@@ -256,7 +256,7 @@ KINDS: dict[str, Kind] = {
             offer_bodies.fallback_body,
             offer_bodies.POINTERS,
             (("tags", TAG, True), ("representations.placement", PLACEMENT, False)),
-            statuses=("draft", "approved", "archived"),
+            statuses=tuple(c.value for c in forms.OFFER_STATUSES),
             columns=(("Status", _status),),
         ),
         Kind(
@@ -319,7 +319,7 @@ KINDS: dict[str, Kind] = {
                 # The same select: a criterion ranks by a formula or by a strategy.
                 ("criteria.formula", RANKING_STRATEGY, True),
             ),
-            statuses=("draft", "live", "archived"),
+            statuses=tuple(c.value for c in forms.DECISION_STATUSES),
             columns=(("Status", _status),),
         ),
         Kind(
@@ -364,6 +364,8 @@ KINDS: dict[str, Kind] = {
 }
 
 BY_TYPE: dict[ObjectType, Kind] = {k.object_type: k for k in KINDS.values()}
+#: By the schema an instance record names (a 409's ``referencedBy`` gives it).
+BY_SCHEMA: dict[str, Kind] = {k.object_type.schema_id: k for k in KINDS.values()}
 
 
 def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
@@ -375,7 +377,7 @@ def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
     for path, object_type, optional in kind.references:
         prefix = f"{object_type.label}: " if path in filled else ""
         found = [
-            SelectChoice(at_id, prefix + (name or at_id))
+            SelectChoice(at_id, prefix + (name if name and name.strip() else at_id))
             for at_id, name, _b in options.get(object_type, [])
         ]
         group, _, name = path.partition(".")
@@ -395,6 +397,37 @@ def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
                     *found,
                 ]
         filled.add(path)
+    keep_stored(form)
+
+
+def keep_stored(form: Any) -> None:
+    """Offer every value the object holds among its select's choices.
+
+    A browser sends a select's first option when the stored value is not among them: a
+    channel the console does not list, or a reference past the first
+    :data:`web.MAX_OPTIONS <nextoffer.console.web.MAX_OPTIONS>` by name, was replaced
+    on the next save without anyone choosing it. Such a value is offered as it is."""
+    for field_ in all_fields(form):
+        if field_.type not in ("SelectField", "SelectMultipleField"):
+            continue
+        choices = list(field_.choices or [])
+        offered = {c.value if isinstance(c, SelectChoice) else c[0] for c in choices}
+        data = field_.data
+        held = data if isinstance(data, list) else [data]
+        missing = [v for v in held if isinstance(v, str) and v and v not in offered]
+        if missing:
+            field_.choices = [*choices, *(SelectChoice(v, v) for v in missing)]
+
+
+def all_fields(form: Any) -> list[Any]:
+    """Every field of ``form``, each row's fields of a repeated group included."""
+    out: list[Any] = []
+    for field_ in form:
+        if field_.type == "FieldList":
+            out.extend(sub for entry in field_.entries for sub in entry.form)
+        else:
+            out.append(field_)
+    return out
 
 
 def field_for(kind: Kind, pointer: str, rows: bodies.Rows) -> str | None:

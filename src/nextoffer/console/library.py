@@ -18,7 +18,7 @@ from nextoffer import pql
 from nextoffer.console import forms, kinds, web
 from nextoffer.console.kinds import Kind
 from nextoffer.console.session import Visitor, nextoffer
-from nextoffer.errors import Conflict, NotFound, PQLError, Unprocessable
+from nextoffer.errors import BadRequest, Conflict, NotFound, PQLError, Unprocessable
 from nextoffer.repository import hal
 from nextoffer.repository.objects import PLACEMENT, SchemaRef
 from nextoffer.repository.query import format_cursor, parse_query
@@ -51,22 +51,34 @@ async def list_page(request: Request, visitor: Visitor) -> Response:
         ("orderby", ORDERS.get(order, ORDERS["-modified"])),
         ("limit", str(PAGE_SIZE)),
         ("q", q),
+        # A search box's words narrow the list: every word must match (the API's
+        # default, any word, lists every offer for "Bulk offer 007").
+        ("qop", "AND"),
         ("start", params.get("start", "")),
     ]
     if status in kind.statuses:
         pairs.append(("property", f"_instance.xdm:status=={status}"))
-    query = parse_query(pairs)
-    found = await no.run(no.search.find, visitor.principal, visitor.container_id, query)
-    next_start = None
-    if found.total > len(found.records) and found.records:
-        next_start = format_cursor(query.order, found.sort_values[-1])
+    search_error = None
+    try:
+        query = parse_query(pairs)
+    except BadRequest as exc:
+        if exc.pointer != "q":
+            raise
+        # What was typed in the search box is refused beside it; the list stays a list.
+        search_error = exc.detail.removeprefix("q: ")
+        records, total, next_start = [], 0, None
+    else:
+        found = await no.run(no.search.find, visitor.principal, visitor.container_id, query)
+        records, total, next_start = found.records, found.total, None
+        if found.total > len(found.records) and found.records:
+            next_start = format_cursor(query.order, found.sort_values[-1])
     rows = [
         {
             "record": r,
             "name": web.display_name(r),
             "columns": [fn(r.body) for _h, fn in kind.columns],
         }
-        for r in found.records
+        for r in records
     ]
     return web.render(
         request,
@@ -77,9 +89,10 @@ async def list_page(request: Request, visitor: Visitor) -> Response:
             "q": q,
             "status": status,
             "order": order,
-            "total": found.total,
+            "total": total,
             "next_start": next_start,
             "paged": bool(params.get("start")),
+            "search_error": search_error,
         },
         visitor=visitor,
     )
@@ -106,9 +119,13 @@ def _editor(
     record: Any = None,
     errors: list[str] | None = None,
     conflict: bool = False,
+    notice: str = "Not saved.",
+    referrers: list[dict[str, str]] | None = None,
 ) -> Response:
     """The form page. Shown again after a refused save it still answers 200: the page is
-    the answer (the messages are in it), and a browser logs every 4xx page as an error."""
+    the answer (the messages are in it), and a browser logs every 4xx page as an error.
+    ``notice`` heads ``errors`` (a refused delete or status change is no refused save);
+    ``referrers`` are the instances that keep a delete from happening, by name."""
     kinds.fill_choices(form, kind, options)
     previews = []
     if record is not None:
@@ -126,6 +143,11 @@ def _editor(
             "record": record,
             "errors": errors or [],
             "conflict": conflict,
+            "notice": notice,
+            "referrers": referrers or [],
+            # Messages beside any field, a representation's or a criterion's included
+            # (a FieldList's own ``errors`` are those of its last validation only).
+            "invalid": any(f.errors for f in kinds.all_fields(form)),
             "previews": previews,
             "json": kinds.summary(record.body) if record is not None else None,
         },
@@ -177,14 +199,9 @@ def _place(form: Any, kind: Kind, exc: Unprocessable, rows: kinds.Rows) -> list[
 
 def _field(form: Any, name: str) -> Any:
     """A field by its rendered name (``representations-0-placement`` included)."""
-    for field in form:
+    for field in kinds.all_fields(form):
         if field.name == name:
             return field
-        if field.type == "FieldList":
-            for entry in field.entries:
-                for sub in entry.form:
-                    if sub.name == name:
-                        return sub
     return None
 
 
@@ -247,6 +264,71 @@ async def save(request: Request, visitor: Visitor) -> Response:
     )
 
 
+#: Referring instances named on a refused delete (the count says how many more).
+REFERRERS_SHOWN = 20
+
+
+def _referrers(request: Request, visitor: Visitor, exc: Conflict) -> list[dict[str, str]]:
+    """The instances a delete's 409 names, with their names and console pages (blocking:
+    call through ``no.run``); one the visitor cannot open is shown by its ``@id``."""
+    no = nextoffer(request)
+    found = exc.extra.get("referencedBy")
+    out: list[dict[str, str]] = []
+    for item in found[:REFERRERS_SHOWN] if isinstance(found, list) else []:
+        at_id, instance_id = str(item.get("@id", "")), str(item.get("instanceId", ""))
+        other = kinds.BY_SCHEMA.get(str(item.get("schema", "")))
+        try:
+            record = no.repository.get(visitor.principal, visitor.container_id, instance_id)
+        except NotFound:
+            out.append({"name": at_id, "href": "", "noun": other.noun if other else ""})
+            continue
+        out.append(
+            {
+                "name": web.display_name(record),
+                "href": f"/console/{other.slug}/{instance_id}" if other else "",
+                "noun": other.noun if other else "",
+            }
+        )
+    return out
+
+
+async def _not_done(
+    request: Request,
+    visitor: Visitor,
+    kind: Kind,
+    instance_id: str,
+    notice: str,
+    errors: list[str],
+    referrers: list[dict[str, str]] | None = None,
+) -> Response:
+    """The object's page as it is now, headed by why a button did nothing: a delete or a
+    status change refused (someone saved since the page was read, or others refer to it)
+    shows the current version instead of a bare error page."""
+    no = nextoffer(request)
+    record = await no.repository.get_async(visitor.principal, visitor.container_id, instance_id)
+    kind.check(record)
+    form = _blank_form(request, visitor, kind, {**kind.to_data(record.body), "etag": record.etag})
+    options = await _options(request, visitor, kind)
+    return _editor(
+        request,
+        visitor,
+        kind,
+        form,
+        options,
+        record=record,
+        errors=errors,
+        notice=notice,
+        referrers=referrers,
+    )
+
+
+def _changed_since(kind: Kind) -> str:
+    return (
+        f"Someone changed this {kind.noun} since you opened the page: this is the current "
+        "version. Check it, then try again."
+    )
+
+
 @web.page
 async def set_status(request: Request, visitor: Visitor) -> Response:
     kind = _kind(request)
@@ -259,15 +341,19 @@ async def set_status(request: Request, visitor: Visitor) -> Response:
         raise Unprocessable(f"a {kind.noun} cannot be {status!r}", pointer="/xdm:status")
     instance_id = request.path_params["instance_id"]
     etag = str(formdata.get("etag", ""))
-    await no.run(
-        no.repository.patch,
-        visitor.principal,
-        visitor.container_id,
-        instance_id,
-        [{"op": "replace", "path": "/_instance/xdm:status", "value": status}],
-        schema=SchemaRef(kind.object_type, None, kind.object_type.schema_id),
-        if_match=int(etag) if etag.isdigit() else None,
-    )
+    try:
+        await no.run(
+            no.repository.patch,
+            visitor.principal,
+            visitor.container_id,
+            instance_id,
+            [{"op": "replace", "path": "/_instance/xdm:status", "value": status}],
+            schema=SchemaRef(kind.object_type, None, kind.object_type.schema_id),
+            if_match=int(etag) if etag.isdigit() else None,
+        )
+    except Conflict:
+        notice = f"Status not changed to {status}."
+        return await _not_done(request, visitor, kind, instance_id, notice, [_changed_since(kind)])
     return web.redirect(
         request, f"/console/{kind.slug}/{instance_id}", flash=f"Status is now {status}."
     )
@@ -283,13 +369,31 @@ async def delete(request: Request, visitor: Visitor) -> Response:
     etag = str(formdata.get("etag", ""))
     instance_id = request.path_params["instance_id"]
     kind.check(await no.repository.get_async(visitor.principal, visitor.container_id, instance_id))
-    record = await no.run(
-        no.repository.delete,
-        visitor.principal,
-        visitor.container_id,
-        instance_id,
-        if_match=int(etag) if etag.isdigit() else None,
-    )
+    try:
+        record = await no.run(
+            no.repository.delete,
+            visitor.principal,
+            visitor.container_id,
+            instance_id,
+            if_match=int(etag) if etag.isdigit() else None,
+        )
+    except Conflict as exc:
+        if "referencedBy" not in exc.extra:
+            return await _not_done(
+                request, visitor, kind, instance_id, "Not deleted.", [_changed_since(kind)]
+            )
+        referrers = await no.run(_referrers, request, visitor, exc)
+        count = len(exc.extra["referencedBy"])
+        more = count - len(referrers)
+        message = (
+            f"This {kind.noun} is used by {count} other "
+            f"{'object' if count == 1 else 'objects'}: remove it from "
+            f"{'it' if count == 1 else 'them'} (or delete {'it' if count == 1 else 'them'}) "
+            "first." + (f" The first {len(referrers)} are listed." if more else "")
+        )
+        return await _not_done(
+            request, visitor, kind, instance_id, "Not deleted.", [message], referrers
+        )
     name = record.body.get("xdm:name") or record.at_id
     return web.redirect(request, f"/console/{kind.slug}", flash=f"Deleted {name}.")
 

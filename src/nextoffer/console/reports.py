@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from nextoffer.console import charts, web
 from nextoffer.console.session import Visitor, nextoffer
+from nextoffer.errors import BadRequest
 from nextoffer.ids import utcnow
 from nextoffer.repository.objects import PERSONALIZED_OFFER, RANKING_STRATEGY
 from nextoffer.service.reports import report_days
@@ -68,7 +69,22 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
 
 @web.page
 async def reports_page(request: Request, visitor: Visitor) -> Response:
-    first, last, rows = await _rows(request, visitor)
+    try:
+        first, last, rows = await _rows(request, visitor)
+    except BadRequest as exc:
+        # Dates the form cannot report on (reversed, more than a year apart): the form
+        # again with what was typed and why, not an error page without the form.
+        params = request.query_params
+        return web.render(
+            request,
+            "reports.html",
+            {
+                "range_error": exc.detail,
+                "from_text": params.get("from", ""),
+                "to_text": params.get("to", ""),
+            },
+            visitor=visitor,
+        )
     no = nextoffer(request)
     names = await _names(request, visitor)
     caps = await no.run(no.reports.caps, visitor.principal, visitor.container_id)
@@ -99,6 +115,9 @@ async def reports_page(request: Request, visitor: Visitor) -> Response:
         request,
         "reports.html",
         {
+            "range_error": None,
+            "from_text": first.isoformat(),
+            "to_text": last.isoformat(),
             "first": first,
             "last": last,
             "totals": totals,

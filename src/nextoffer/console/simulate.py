@@ -55,6 +55,15 @@ def _json(text: str | None, what: str) -> Any:
         raise ValueError(f"{what} is not JSON: {exc}") from exc
 
 
+def _by_name(message: str, names: dict[str, str]) -> str:
+    """The engine's message with the decisions and placements it names by ``@id`` named as
+    the form names them ("decision “Homepage” has no criterion for placement “Email”")."""
+    for at_id, name in names.items():
+        if at_id in message:
+            message = message.replace(at_id, f"“{name}”")
+    return message
+
+
 async def _page(
     request: Request,
     visitor: Visitor,
@@ -69,6 +78,7 @@ async def _page(
     decisions = [SelectChoice(a, n) for a, n, _b in options[DECISION]]
     form.decision.choices = [SelectChoice("", "— choose —"), *decisions]
     form.placements.choices = [SelectChoice(a, n) for a, n, _b in options[PLACEMENT]]
+    known = {a: n for object_type in (DECISION, PLACEMENT) for a, n, _b in options[object_type]}
     return web.render(
         request,
         "simulate.html",
@@ -76,7 +86,7 @@ async def _page(
             "form": form,
             "result": result,
             "names": {**{a: n for a, n, _b in options[PLACEMENT]}, **(names or {})},
-            "errors": errors or [],
+            "errors": [_by_name(e, known) for e in errors or []],
             "explain": EXPLANATIONS,
         },
         visitor=visitor,

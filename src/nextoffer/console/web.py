@@ -39,6 +39,12 @@ ENV = jinja2.Environment(
     lstrip_blocks=True,
 )
 ENV.filters["quote"] = lambda value: quote(str(value), safe="")
+# An image the page may load: an absolute address. A relative one ("banner.png") would be
+# fetched from the console itself, a 404 in the browser's console on every preview.
+ENV.tests["image_url"] = lambda value: (
+    isinstance(value, str)
+    and value.strip().lower().startswith(("https://", "http://", "data:image/"))
+)
 
 Handler = Callable[[Request, Visitor], Awaitable[Response]]
 
@@ -185,5 +191,7 @@ def options(
 
 
 def display_name(record: InstanceRecord) -> str:
+    """The name to show and link: a name of spaces only is no name (it made an empty,
+    unclickable row in a list)."""
     name = record.body.get("xdm:name", record.body.get("name"))
-    return name if isinstance(name, str) and name else record.at_id
+    return name if isinstance(name, str) and name.strip() else record.at_id

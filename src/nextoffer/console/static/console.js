@@ -25,6 +25,26 @@
     if (button && !window.confirm(button.dataset.confirm)) event.preventDefault();
   });
 
+  // -- a form is sent once: a second click (or Enter) while the answer is on its way
+  // would send it again, and the server would create the object twice. The page that
+  // answers replaces this one; back to it from the history, the form is sendable again.
+  document.addEventListener("submit", function (event) {
+    const form = event.target;
+    if (event.defaultPrevented || form.method.toLowerCase() !== "post") return;
+    if (form.dataset.sending === "1") {
+      event.preventDefault();
+      return;
+    }
+    form.dataset.sending = "1";
+    form.setAttribute("aria-busy", "true");
+  });
+  window.addEventListener("pageshow", function () {
+    for (const form of document.querySelectorAll("form[data-sending]")) {
+      delete form.dataset.sending;
+      form.removeAttribute("aria-busy");
+    }
+  });
+
   async function post(url, body) {
     const response = await fetch(url, {
       method: "POST",
