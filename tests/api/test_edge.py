@@ -597,6 +597,33 @@ def test_server_form_feedback_for_a_visitor_without_profile_caps_the_next_decisi
     assert shop.report()[shop.a]["impressions"] == 1
 
 
+def test_feedback_naming_too_many_propositions_is_refused(shop, client):
+    # Each named proposition is looked up while the event's transaction is open: a public
+    # body naming 40,000 held every decision recorded meanwhile for seconds.
+    def display(n, event_id, *, xdm_form=False):
+        named = [{"id": f"proposition-{event_id}-{i}"} for i in range(n)]
+        xdm = {"_id": event_id, "eventType": "decisioning.propositionDisplay"}
+        if xdm_form:
+            xdm["https://ns.adobe.com/experience/decisioning/propositions"] = named
+        else:
+            xdm["_experience"] = {"decisioning": {"propositions": named}}
+        return {"xdm": xdm}
+
+    interact(client, shop.datastream, {"events": [display(100, "d-ok")]})
+    refused = interact(client, shop.datastream, {"events": [display(101, "d-1")]}, expect=413)
+    assert (
+        refused.json()["report"]["pointer"] == "/events/0/xdm/_experience/decisioning/propositions"
+    )
+    refused = interact(
+        client, shop.datastream, {"events": [display(101, "d-2", xdm_form=True)]}, expect=413
+    )
+    assert refused.json()["report"]["pointer"] == (
+        "/events/0/xdm/https:~1~1ns.adobe.com~1experience~1decisioning~1propositions"
+    )
+    many = {"events": [display(100, f"d-{n}") for n in range(11)]}
+    interact(client, shop.datastream, many, path="/ee/v1/collect", expect=413)
+
+
 def test_dry_run_flagged_feedback_counts_nothing(shop, client):
     first = interact(client, shop.datastream, event([shop.scope])).json()
     ecid = handles(first, "identity:result")[0]["payload"][0]["id"]

@@ -20,14 +20,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from jsonpointer import escape
+
 from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS
 from nextoffer.errors import BadRequest, PayloadTooLarge
 from nextoffer.service.edge import EdgeEvent, EdgeRequest
+from nextoffer.service.events import PROPOSITIONS_XDM
 
 #: Events in one call (the Web SDK sends one; batches of collected events more).
 MAX_EVENTS = 100
 #: State entries read from ``meta.state`` (the SDK sends a handful).
 MAX_STATE_ENTRIES = 50
+#: Propositions a display or click event may name, and a request in all (the SDK names
+#: those one page showed): each is looked up among the recorded decisions while the
+#: event's write transaction is open, so a public body of 40,000 stalled every decision
+#: recorded meanwhile for seconds.
+MAX_PROPOSITIONS = 100
+MAX_REQUEST_PROPOSITIONS = 1000
 
 
 def _scopes(query: Any, pointer: str) -> list[str]:
@@ -70,6 +79,23 @@ def _state(meta: Any, cookies: Mapping[str, str]) -> dict[str, str]:
     return state
 
 
+def _propositions(xdm: Mapping[str, Any], pointer: str) -> int:
+    """How many propositions the event names, where the events use case reads them
+    (``service.events.propositions``); 413 past :data:`MAX_PROPOSITIONS`."""
+    found, where = xdm.get(PROPOSITIONS_XDM), f"{pointer}/{escape(PROPOSITIONS_XDM)}"
+    if found is None:
+        web = xdm.get("_experience")
+        decisioning = web.get("decisioning") if isinstance(web, dict) else None
+        found = decisioning.get("propositions") if isinstance(decisioning, dict) else None
+        where = f"{pointer}/_experience/decisioning/propositions"
+    count = len(found) if isinstance(found, list) else 0
+    if count > MAX_PROPOSITIONS:
+        raise PayloadTooLarge(
+            f"at most {MAX_PROPOSITIONS} propositions named per event", pointer=where
+        )
+    return count
+
+
 def _events(body: Mapping[str, Any]) -> tuple[list[Any], Callable[[int], str]]:
     """The events, and the pointer of each: ``events``, or the one ``event`` of the Edge
     Network Server API's documented interact request (``{"event": {"xdm", "data"}}``)."""
@@ -89,6 +115,7 @@ def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeReques
     events, pointers = _events(body)
     shared = _scopes(body.get("query"), "/query")
     parsed = []
+    named = 0
     for index, event in enumerate(events):
         where = pointers(index)
         if not isinstance(event, dict):
@@ -96,6 +123,12 @@ def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeReques
         xdm = event.get("xdm", {})
         if not isinstance(xdm, dict):
             raise BadRequest("xdm must be an object", pointer=f"{where}/xdm")
+        named += _propositions(xdm, f"{where}/xdm")
+        if named > MAX_REQUEST_PROPOSITIONS:
+            raise PayloadTooLarge(
+                f"at most {MAX_REQUEST_PROPOSITIONS} propositions named per request",
+                pointer="/events",
+            )
         scopes = _scopes(event.get("query"), f"{where}/query")
         if shared or len(scopes) > 1:
             scopes = list(dict.fromkeys([*scopes, *shared]))
