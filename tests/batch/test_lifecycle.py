@@ -474,3 +474,39 @@ def test_batch_run_ends_jobs_whose_runner_died_before_waiting_for_their_slots(
     assert finished.returncode == 0, finished.stderr[-2000:]
     statuses = sorted(j.status for j in no.batch.get_all(PRINCIPAL))
     assert statuses == ["COMPLETED"] + ["ERROR"] * 5
+
+
+class _RecordingEngine:
+    name = "local"
+
+    def __init__(self) -> None:
+        self.ran = False
+
+    def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
+        self.ran = True
+        raise AssertionError("a cancelled job's engine started")
+
+
+def test_a_job_cancelled_before_it_starts_starts_no_engine(setup: dict[str, Any]) -> None:
+    """Cancelled between its claim and its run, the job starts no engine (no worker
+    processes, no Spark) and ends as cancelled."""
+    from nextoffer.service.batch import jobs
+
+    no, body = setup["no"], setup["body"]
+    engine = _RecordingEngine()
+    batch = jobs.BatchJobs(
+        no.store,
+        catalogs=no.catalogs,
+        repository=no.repository,
+        datasets=no.datasets,
+        clock=no.clock,
+        ids=no.ids,
+        engines={"local": engine},
+    )
+    job = batch.submit(PRINCIPAL, body, container_id=None)
+    claimed = batch.claim(job.job_id)
+    assert claimed is not None
+    batch.cancel(PRINCIPAL, job.job_id)
+    final = batch.execute(claimed)
+    assert not engine.ran
+    assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "cancelled"

@@ -405,7 +405,8 @@ class BatchJobs:
         try:
             plan, total = self._plan(job)
             detail.update(profilesTotal=total, profilesDone=0, decisions=0)
-            self._write(job, detail, expect=[lc.PROCESSING])
+            if not self._write(job, detail, expect=[lc.PROCESSING]):
+                raise Stopped("the job was cancelled")  # before its engine started
             output = self._output(job)
             engine = self._engines[job.engine]
             last = [float("-inf")]  # the first finished chunk is reported at once
