@@ -622,3 +622,77 @@ def test_a_long_name_without_spaces_wraps_instead_of_widening_the_page(
         expect(page.get_by_role("heading", level=1)).to_be_visible()
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 1366, (path, width)
+
+
+def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
+    page: Page, live: Live
+) -> None:
+    # The form rewrote what it shows and dropped what it does not: a language's second
+    # component, a component's repo:name and xdm:copyline, the seconds of a date, a
+    # characteristic whose key holds "=".
+    ids = live.ids
+    html = OM + "content-component-html"
+    offer = live.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Bilingual",
+            "xdm:status": "approved",
+            "xdm:representations": [
+                {
+                    "xdm:placement": ids["placement"],
+                    "xdm:channel": WEB,
+                    "xdm:components": [
+                        {
+                            "@type": html,
+                            "dc:format": "text/html",
+                            "xdm:content": "<p>Hello</p>",
+                            "dc:language": ["en"],
+                            "repo:name": "en.html",
+                            "xdm:copyline": "Hello",
+                        },
+                        {
+                            "@type": html,
+                            "dc:format": "text/html",
+                            "xdm:content": "<p>Bonjour</p>",
+                            "dc:language": ["fr"],
+                        },
+                    ],
+                }
+            ],
+            "xdm:selectionConstraint": {
+                "xdm:startDate": "2026-01-01T16:00:30Z",
+                "xdm:endDate": "2030-12-13T16:00:00.123Z",
+                "xdm:profileConstraintType": "eligibilityRule",
+                "xdm:eligibilityRule": ids["rule"],
+            },
+            "xdm:rank": {"xdm:priority": 1},
+            "xdm:characteristics": {"code": "A", "size=L": "yes"},
+        },
+    )
+    decision = live.create(
+        "offer-activity",
+        {
+            "xdm:name": "Timed",
+            "xdm:status": "draft",
+            "xdm:startDate": "2026-02-01T08:00:15Z",
+            "xdm:fallback": ids["fallback"],
+            "xdm:criteria": [
+                {
+                    "xdm:placements": [ids["placement"]],
+                    "xdm:optionSelection": {"xdm:filter": ids["collection"]},
+                    "xdm:ranking": {"xdm:priority": 3},
+                }
+            ],
+        },
+    )
+    for slug, created in (("offers", offer), ("decisions", decision)):
+        before = live.api.get(
+            f"/data/core/xcore/{live.creds.container_id}/instances/{created['instanceId']}"
+        ).json()["_instance"]
+        page.goto(f"{live.base}/console/{slug}/{created['instanceId']}")
+        page.get_by_role("button", name="Save").click()
+        expect(page.get_by_role("status").first).to_contain_text("Saved")
+        after = live.api.get(
+            f"/data/core/xcore/{live.creds.container_id}/instances/{created['instanceId']}"
+        ).json()["_instance"]
+        assert after == before, slug

@@ -56,8 +56,15 @@ def date_in(value: Any) -> datetime | None:
         return None
 
 
-def date_out(value: datetime | None) -> str | None:
-    return format_datetime(value.replace(tzinfo=UTC)) if value is not None else None
+def date_out(value: datetime | None, stored: Any = None) -> str | None:
+    """The form's minute as the API's date; ``stored`` as it is when the form shows its
+    minute unchanged (the form has no seconds: a save would cut them, and their digits)."""
+    if value is None:
+        return None
+    kept = date_in(stored)
+    if kept is not None and kept.replace(second=0, microsecond=0) == value:
+        return str(stored)
+    return format_datetime(value.replace(tzinfo=UTC))
 
 
 def put(body: dict[str, Any], key: str, value: Any) -> None:

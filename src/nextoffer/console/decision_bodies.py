@@ -40,13 +40,19 @@ def decision_data(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _order_type(ranking: Mapping[str, Any]) -> Any:
+    order = ranking.get("xdm:order")
+    return order.get("xdm:orderEvaluationType") if isinstance(order, Mapping) else None
+
+
 def decision_body(
     form: Any, body: dict[str, Any], _o: bodies.Options
 ) -> tuple[dict[str, Any], bodies.Rows]:
     bodies.put_named(form, body)
     body["xdm:status"] = form.status.data
-    bodies.put(body, "xdm:startDate", bodies.date_out(form.startDate.data))
-    bodies.put(body, "xdm:endDate", bodies.date_out(form.endDate.data))
+    for name in ("startDate", "endDate"):
+        key = f"xdm:{name}"
+        bodies.put(body, key, bodies.date_out(getattr(form, name).data, body.get(key)))
     bodies.put(body, "xdm:fallback", form.fallback.data or None)
     old = [c for c in body.get("xdm:criteria") or [] if isinstance(c, Mapping)]
     written: list[dict[str, Any]] = []
@@ -66,9 +72,11 @@ def decision_body(
             constraints["xdm:eligibilityRule"] = sub.rule.data
         else:
             constraints.pop("xdm:eligibilityRule", None)
-            if constraints.get("xdm:profileConstraintType", "eligibilityRule") == "eligibilityRule":
+            if constraints.get("xdm:profileConstraintType") == "eligibilityRule":
                 constraints["xdm:profileConstraintType"] = "none"
-        criterion["xdm:profileConstraints"] = constraints
+        # Nothing chosen and nothing stored: nothing written (a save of an unchanged form
+        # changes nothing the API wrote).
+        bodies.put(criterion, "xdm:profileConstraints", constraints or None)
         ranking = dict(criterion.get("xdm:ranking") or {})
         if sub.formula.data and _STRATEGY_ID in sub.formula.data:
             ranking["xdm:order"] = {
@@ -80,12 +88,12 @@ def decision_body(
                 "xdm:orderEvaluationType": "scoringFunction",
                 "xdm:function": sub.formula.data,
             }
-        else:
+        elif _order_type(ranking) not in (None, "static"):  # a formula or strategy removed
             ranking["xdm:order"] = {"xdm:orderEvaluationType": "static"}
         # The group: without it a criterion ranked by a strategy and one by a formula
         # could not be in one decision (the API's group rule), whatever the marketer chose.
         bodies.put(ranking, "xdm:priority", sub.priority.data)
-        criterion["xdm:ranking"] = ranking
+        bodies.put(criterion, "xdm:ranking", ranking or None)
         written.append(criterion)
         rows.append(index)
     body["xdm:criteria"] = written

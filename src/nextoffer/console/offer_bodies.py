@@ -65,6 +65,27 @@ def _parse_characteristics(text: str) -> dict[str, str]:
     return out
 
 
+def _component(sub: Any, stored: Mapping[str, Any], kind: str, content: str) -> dict[str, Any]:
+    """The first component as the row says, over the stored one when the row keeps its
+    kind: members the form does not show (``repo:name``, ``xdm:copyline``,
+    ``repo:resolveURL``, a second language) are kept, as they are everywhere else."""
+    same = bool(stored) and _representation_data({"xdm:components": [stored]})["kind"] == kind
+    component: dict[str, Any] = dict(stored) if same else {}
+    if kind == "image":
+        component["xdm:deliveryURL"] = content.strip()
+    else:
+        component["xdm:content"] = content
+        component["dc:format"] = _FORMATS.get(kind, "text/html")
+    bodies.put(component, "xdm:linkURL", (sub.link.data or "").strip() or None)
+    language = (sub.language.data or "").strip()
+    languages = [v for v in component.get("dc:language") or [] if isinstance(v, str)]
+    if not language:
+        component.pop("dc:language", None)
+    elif not languages or languages[0] != language:
+        component["dc:language"] = [language, *languages[1:]]
+    return component
+
+
 def _representations(form: Any, body: dict[str, Any], options: bodies.Options) -> bodies.Rows:
     placements = {at_id: b for at_id, _n, b in options.get(PLACEMENT, [])}
     old = {
@@ -81,23 +102,16 @@ def _representations(form: Any, body: dict[str, Any], options: bodies.Options) -
         if not placement and not content.strip():
             continue  # the blank row for a new representation
         target = placements.get(placement, {})
-        component_type = target.get("xdm:componentType", forms.COMPONENT + "html")
-        component: dict[str, Any] = {"@type": component_type}
-        kind = sub.kind.data
-        if kind == "image":
-            component["xdm:deliveryURL"] = content.strip()
-        else:
-            component["xdm:content"] = content
-            component["dc:format"] = _FORMATS.get(kind, "text/html")
-        if sub.link.data:
-            component["xdm:linkURL"] = sub.link.data.strip()
-        if sub.language.data:
-            component["dc:language"] = [sub.language.data.strip()]
         previous = old.get(placement) or {}
+        kept = [c for c in previous.get("xdm:components") or [] if isinstance(c, Mapping)]
+        kind = sub.kind.data
+        component = _component(sub, kept[0] if kept else {}, kind, content)
+        component["@type"] = target.get("xdm:componentType", forms.COMPONENT + "html")
         rep: dict[str, Any] = {
             **previous,
             "xdm:placement": placement,
-            "xdm:components": [component],
+            # The form edits the first component; the others (a language's variant) stay.
+            "xdm:components": [component, *kept[1:]],
         }
         channel = target.get("xdm:channel")
         if isinstance(channel, str):
@@ -112,8 +126,13 @@ def _offer_common(form: Any, body: dict[str, Any], options: bodies.Options) -> b
     bodies.put_named(form, body)
     body["xdm:status"] = form.status.data
     bodies.put(body, "xdm:tags", list(form.tags.data or []))
-    characteristics = _parse_characteristics(form.characteristics.data or "")
-    bodies.put(body, "xdm:characteristics", characteristics or None)
+    text = form.characteristics.data or ""
+    stored = body.get("xdm:characteristics")
+    # Unchanged text keeps what it shows: a key holding "=" or a value holding a line
+    # break reads back otherwise ("b=c": "x" would become "b": "c=x").
+    shown = _characteristics_text(stored).strip()
+    if stored is None or text.replace("\r\n", "\n").strip() != shown:
+        bodies.put(body, "xdm:characteristics", _parse_characteristics(text) or None)
     return _representations(form, body, options)
 
 
@@ -128,8 +147,9 @@ def offer_body(
 ) -> tuple[dict[str, Any], bodies.Rows]:
     rows = _offer_common(form, body, options)
     constraint = dict(body.get("xdm:selectionConstraint") or {})
-    bodies.put(constraint, "xdm:startDate", bodies.date_out(form.startDate.data))
-    bodies.put(constraint, "xdm:endDate", bodies.date_out(form.endDate.data))
+    for name in ("startDate", "endDate"):
+        key = f"xdm:{name}"
+        bodies.put(constraint, key, bodies.date_out(getattr(form, name).data, constraint.get(key)))
     if form.rule.data:
         constraint["xdm:profileConstraintType"] = "eligibilityRule"
         constraint["xdm:eligibilityRule"] = form.rule.data
