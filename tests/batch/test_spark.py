@@ -147,3 +147,68 @@ def test_spark_writes_to_a_folder_with_spaces_and_glob_characters(
     assert final.status == "COMPLETED", final.detail
     assert len(decisions(folder)) == 240
     assert not list(tmp.glob("weekly%20*"))
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.value = 0
+
+
+class _Context:
+    """A SparkContext as the progress watcher sees it: its job group holds a finished
+    job (the one that reads the export's schema) and the decisions' job, not started."""
+
+    def __init__(self) -> None:
+        self.cancelled: list[str] = []
+
+    def statusTracker(self) -> Any:
+        from types import SimpleNamespace
+
+        stages = {0: SimpleNamespace(numCompletedTasks=1, numTasks=1)}
+        jobs = {0: SimpleNamespace(stageIds=[0])}
+        return SimpleNamespace(
+            getJobIdsForGroup=lambda group: [0],
+            getJobInfo=jobs.get,
+            getStageInfo=stages.get,
+        )
+
+    def cancelJobGroup(self, group: str) -> None:
+        self.cancelled.append(group)
+
+
+def test_spark_progress_counts_the_profiles_decided() -> None:
+    """Progress is what finished tasks decided: nothing while the job that read the
+    export's schema is the only one done (it was reported as every profile)."""
+    import threading
+    import time
+
+    from nextoffer.service.batch.chunk import ChunkStats
+    from nextoffer.service.batch.spark import SparkEngine
+
+    counters = (_Counter(), _Counter(), _Counter(), _Counter())
+    heard: list[ChunkStats] = []
+
+    def progress(step: ChunkStats) -> bool:
+        heard.append(step)
+        return True
+
+    stop, cancelled = threading.Event(), threading.Event()
+    watcher = threading.Thread(
+        target=SparkEngine._watch,
+        args=(_Context(), "g", counters, progress, stop, cancelled),
+    )
+    watcher.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not heard and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert heard and sum(s.profiles for s in heard) == 0
+        counters[0].value, counters[1].value = 120, 30
+        seen = len(heard)
+        while len(heard) == seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sum(s.profiles for s in heard) == 120
+        assert sum(s.members for s in heard) == 30
+    finally:
+        stop.set()
+        watcher.join()

@@ -161,7 +161,7 @@ class SparkEngine:
         started = time.thread_time()
         # Not a name Spark hides (``_``/``.``): under the job's hidden export folder.
         export = output.join("_export", "profiles")
-        total_profiles = export_profiles(chunks(CHUNK), export)
+        export_profiles(chunks(CHUNK), export)
         stats = ChunkStats()
         stats.seconds["export"] = time.thread_time() - started
         builder = SparkSession.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
@@ -194,7 +194,7 @@ class SparkEngine:
         cancelled = threading.Event()
         watcher = threading.Thread(
             target=self._watch,
-            args=(context, group, total_profiles, progress, stop, cancelled),
+            args=(context, group, counters, progress, stop, cancelled),
             daemon=True,
         )
         try:
@@ -232,26 +232,23 @@ class SparkEngine:
     def _watch(
         context: Any,
         group: str,
-        total: int,
+        counters: tuple[Any, ...],
         progress: Callable[[ChunkStats], bool],
         stop: threading.Event,
         cancelled: threading.Event,
     ) -> None:
-        """Report progress from the tasks Spark finished; cancel the job group when told."""
-        reported = 0
+        """Report the profiles and decisions finished tasks counted (the accumulators: an
+        estimate from Spark's tasks counted the job that reads the export's schema, done
+        before anything is decided, as all of it); cancel the job group when told."""
+        profiles, members = counters[0], counters[1]
+        reported = ChunkStats()
         while not stop.wait(1.0):
-            tracker = context.statusTracker()
-            done = tasks = 0
-            for job_id in tracker.getJobIdsForGroup(group):
-                job = tracker.getJobInfo(job_id)
-                for stage_id in job.stageIds if job is not None else ():
-                    stage = tracker.getStageInfo(stage_id)
-                    if stage is not None:
-                        done += stage.numCompletedTasks
-                        tasks += stage.numTasks
-            estimate = total * done // tasks if tasks else 0
-            step = ChunkStats(profiles=max(0, estimate - reported))
-            reported += step.profiles
+            step = ChunkStats(
+                profiles=max(0, profiles.value - reported.profiles),
+                members=max(0, members.value - reported.members),
+            )
+            reported.profiles += step.profiles
+            reported.members += step.members
             if not progress(step):
                 cancelled.set()
                 context.cancelJobGroup(group)
