@@ -629,7 +629,7 @@ def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
 ) -> None:
     # The form rewrote what it shows and dropped what it does not: a language's second
     # component, a component's repo:name and xdm:copyline, the seconds of a date, a
-    # characteristic whose key holds "=".
+    # characteristic whose key holds "=", a rule's line breaks.
     ids = live.ids
     html = OM + "content-component-html"
     offer = live.create(
@@ -685,7 +685,19 @@ def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
             ],
         },
     )
-    for slug, created in (("offers", offer), ("decisions", decision)):
+    # A browser sends a textarea's line breaks as CRLF: the rule gained a "\r".
+    rule = live.create(
+        "eligibility-rule",
+        {
+            "xdm:name": "Two lines",
+            "xdm:condition": {
+                "xdm:type": "PQL",
+                "xdm:format": "pql/text",
+                "xdm:value": "profile.age > 18\nand profile.age < 65",
+            },
+        },
+    )
+    for slug, created in (("offers", offer), ("decisions", decision), ("rules", rule)):
         before = live.api.get(
             f"/data/core/xcore/{live.creds.container_id}/instances/{created['instanceId']}"
         ).json()["_instance"]

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import wtforms
 from wtforms import (
     DateTimeLocalField,
     FieldList,
@@ -24,7 +25,6 @@ from wtforms import (
     SelectField,
     SelectMultipleField,
     StringField,
-    TextAreaField,
 )
 from wtforms.csrf.session import SessionCSRF
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
@@ -70,6 +70,17 @@ FILTER_TYPES = [
 ]
 #: The ``datetime-local`` input's format (no zone: the console reads and writes UTC).
 DATETIME = "%Y-%m-%dT%H:%M"
+
+
+class TextAreaField(wtforms.TextAreaField):
+    """A textarea whose lines end as typed: a browser sends every line break of one as
+    CRLF (HTML's form encoding), so a rule written on two lines was stored with a ``\r``
+    the marketer never typed, and an unchanged one changed on every save."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata(valuelist)
+        if isinstance(self.data, str):
+            self.data = self.data.replace("\r\n", "\n")
 
 
 class ConsoleForm(Form):
