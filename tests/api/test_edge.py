@@ -113,6 +113,16 @@ def test_bad_datastream_bodies_are_4xx(tenant, client, body):
     assert response.headers["content-type"].startswith("application/problem+json")
 
 
+def test_an_unknown_datastream_member_is_named_by_its_pointer_and_json(tenant, client):
+    # The pointer was "/a/b" (a member "b" inside "a"), the message Python's 'a/b'.
+    response = client.post(
+        "/data/core/nextoffer/datastreams", json={"a/b": 1}, headers=tenant.headers
+    )
+    assert response.status_code == 422
+    assert response.json()["pointer"] == "/a~1b"
+    assert response.json()["detail"].startswith('unknown member "a/b"; a datastream has ["')
+
+
 # -- decisions in the Edge Network's shapes -------------------------------------------------
 
 

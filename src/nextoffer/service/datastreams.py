@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import idna
+from jsonpointer import escape
 
 from nextoffer.errors import BadRequest, NotFound, TooManyRequests, Unprocessable
 from nextoffer.ids import format_datetime
@@ -293,8 +294,9 @@ class Datastreams:
         unknown = sorted(set(body) - _FIELDS)
         if unknown:
             raise Unprocessable(
-                f"unknown member {unknown[0]!r}; a datastream has {sorted(_FIELDS)}",
-                pointer=f"/{unknown[0]}",
+                f"unknown member {_quoted(unknown[0])}; a datastream has"
+                f" {json.dumps(sorted(_FIELDS))}",
+                pointer=f"/{escape(unknown[0])}",
             )
         fields: dict[str, Any] = {}
         if "name" in body:
