@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from nextoffer.errors import Unprocessable
 from nextoffer.service.ecid import decode_identity, encode_identity
 from nextoffer.service.edge import Edge, EdgeEvent
+from nextoffer.service.identities import parse_identity_map
 from support import example
 from support.api import make_tenant
 from support.edge import Library, scope
@@ -258,6 +260,12 @@ def test_the_primary_identity_is_read_as_the_identity_map_is():
     assert found is not None and found[0] == ("Email", "a@shop.test")
 
 
+def test_a_refused_namespace_is_quoted_as_json():
+    with pytest.raises(Unprocessable) as refused:
+        parse_identity_map({"Émail": []}, pointer="/identityMap")
+    assert refused.value.detail == 'namespace "Émail" needs a non-empty list of identities'
+
+
 def test_a_config_id_longer_than_any_datastream_id_is_not_remembered(shop, client):
     # Misses are cached: a flood of distinct long ids held up to 10,000 URLs' worth of
     # text in each process. An id no datastream can have is refused before the cache.
@@ -421,6 +429,7 @@ def test_view_scope_is_ignored_and_a_malformed_scope_is_a_warning(shop, client):
     warned = [w["detail"] for w in answer["warnings"]]
     assert len(warned) == 2 and all(w["status"] == 200 for w in answer["warnings"])
     assert "placementId" in warned[0] and "no decision" in warned[1]
+    assert warned[0].startswith(f'decision scope "{bad[:100]}": ')  # quoted as JSON
     only_view = interact(client, shop.datastream, event(["__view__"])).json()
     assert handles(only_view, "personalization:decisions")[0]["payload"] == []
     assert "warnings" not in only_view

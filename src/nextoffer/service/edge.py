@@ -22,6 +22,7 @@ The answer (:class:`EdgeOutcome`) is shaped into the Edge Network's response by
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -276,7 +277,7 @@ def _scope_warning(scope: str, detail: str, index: int) -> EdgeWarning:
     return EdgeWarning(
         "invalid-decision-scope",
         "Invalid decision scope",
-        f"decision scope {scope[:100]!r}: {detail}",
+        f"decision scope {json.dumps(scope[:100], ensure_ascii=False)}: {detail}",
         index,
     )
 

@@ -6,6 +6,7 @@ both are read. ``primary`` and other members are ignored.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonpointer
@@ -39,7 +40,8 @@ def parse_identity_map(value: Any, *, pointer: str) -> list[tuple[str, str]]:
             )
         if not namespace or not isinstance(entries, list) or not entries:
             raise Unprocessable(
-                f"namespace {namespace!r} needs a non-empty list of identities",
+                f"namespace {json.dumps(namespace, ensure_ascii=False)} needs a non-empty list"
+                " of identities",
                 pointer=_member(pointer, namespace),
             )
         for index, entry in enumerate(entries):
