@@ -477,3 +477,18 @@ def test_a_dataset_recorded_on_the_root_blocks_no_new_dataset(
         DATASETS, json={"name": "x", "location": "weekly"}, headers=tenant.headers
     )
     assert named.status_code == 201, named.text
+
+
+def test_a_segment_description_is_bounded(tenant: Tenant) -> None:
+    """A page lists 100 definitions whole: a megabyte of description each made pages of
+    100 MB."""
+    body = {
+        "name": "x",
+        "expression": {"type": "PQL", "format": "pql/text", "value": "age >= 0"},
+        "description": "d" * 4097,
+    }
+    refused = tenant.client.post(SEGMENTS, json=body, headers=tenant.headers)
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["pointer"] == "/description"
+    body["description"] = "d" * 4096
+    assert tenant.client.post(SEGMENTS, json=body, headers=tenant.headers).status_code == 200

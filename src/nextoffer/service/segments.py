@@ -30,6 +30,8 @@ PROFILE_SCHEMA = "_xdm.context.profile"
 #: Jobs in these statuses hold their segment (``batch/lifecycle.py`` names them too).
 _HOLDING = ("QUEUED", "PROCESSING", "INGESTING")
 MAX_PAGE = 100
+#: A definition's description at most (characters): a page lists 100 definitions whole.
+MAX_DESCRIPTION = 4096
 
 
 def compile_expression(body: Mapping[str, Any]) -> pql.CompiledRule:
@@ -182,8 +184,11 @@ class SegmentDefinitions:
         if not isinstance(name, str) or not name.strip() or len(name) > 255:
             raise Unprocessable("name must be a non-empty string of up to 255", pointer="/name")
         description = body.get("description", "")
-        if not isinstance(description, str):
-            raise Unprocessable("description must be a string", pointer="/description")
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+            raise Unprocessable(
+                f"description must be a string of up to {MAX_DESCRIPTION} characters",
+                pointer="/description",
+            )
         schema = body.get("schema", {"name": PROFILE_SCHEMA})
         if not isinstance(schema, dict) or schema.get("name") != PROFILE_SCHEMA:
             raise Unprocessable(
