@@ -788,3 +788,42 @@ def test_a_simulation_error_names_the_decision_and_placement(
     assert response.status_code == 200
     assert "has no criterion for placement \u201cEmail slot\u201d" in response.text
     assert other["@id"] not in response.text.split("<form")[0]
+
+
+def test_duplicate_fills_a_new_form_and_copies_what_the_form_does_not_show(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The console had no way to copy an object: a marketer retyped it, and lost what the
+    # form does not show.
+    condition = {"xdm:type": "PQL", "xdm:format": "pql/text", "xdm:value": "age > 18"}
+    defined_on = {"profile": {"xdm:schema": {"$ref": "https://ns.adobe.com/xdm/context/profile"}}}
+    rule = signed_in.create(
+        "eligibility-rule",
+        {"xdm:name": "Adults", "xdm:condition": condition, "xdm:definedOn": defined_on},
+    )
+    edit = client.get(f"/console/rules/{rule['instanceId']}").text
+    assert f'href="/console/rules/new?copy={rule["instanceId"]}">Duplicate</a>' in edit
+    page = client.get(f"/console/rules/new?copy={rule['instanceId']}").text
+    assert 'value="Adults (copy)"' in page and "age &gt; 18</textarea>" in page
+    created = client.post(
+        "/console/rules/new",
+        data={
+            "csrf_token": csrf_of(page),
+            "name": "Adults (copy)",
+            "condition": "age > 21",
+            "copy_of": rule["instanceId"],
+        },
+        follow_redirects=False,
+    )
+    assert created.status_code == 303, created.text
+    rules = _instances(signed_in, "eligibility-rule")
+    by_name = {r["_instance"]["xdm:name"]: r["_instance"] for r in rules}
+    copied = by_name["Adults (copy)"]
+    assert copied["xdm:definedOn"] == defined_on
+    assert copied["xdm:condition"]["xdm:value"] == "age > 21"
+    assert copied["@id"] != rule["@id"]
+    assert by_name["Adults"]["xdm:condition"] == condition  # the original is untouched
+    # A duplicate of an offer starts as a draft.
+    offer = signed_in.create("personalized-offer", {"xdm:name": "Gold", "xdm:status": "approved"})
+    copy_page = client.get(f"/console/offers/new?copy={offer['instanceId']}").text
+    assert '<option selected value="draft">Draft</option>' in copy_page

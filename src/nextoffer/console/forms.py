@@ -122,6 +122,9 @@ class _Named(ConsoleForm):
     name = StringField("Name")
     description = TextAreaField("Description", [Optional()])
     etag = HiddenField()
+    #: A new object's original when it is a duplicate: its members the form does not
+    #: show (caps, a second component, xdm:definedOn) are copied too.
+    copy_of = HiddenField()
 
 
 class PlacementForm(_Named):

@@ -157,8 +157,20 @@ def _editor(
 
 @web.page
 async def new_page(request: Request, visitor: Visitor) -> Response:
+    """A new object's form: blank, or with ``?copy=<instance id>`` a duplicate's, filled
+    from the original (named "… (copy)", a draft where the type has a status)."""
     kind = _kind(request)
-    form = _blank_form(request, visitor, kind, kind.to_data({}))
+    data = kind.to_data({})
+    original = request.query_params.get("copy")
+    if original:
+        no = nextoffer(request)
+        record = await no.repository.get_async(visitor.principal, visitor.container_id, original)
+        kind.check(record)
+        data = {**kind.to_data(record.body), "copy_of": record.instance_id}
+        data["name"] = f"{data['name'] or web.display_name(record)} (copy)"
+        if kind.statuses:
+            data["status"] = kind.statuses[0]
+    form = _blank_form(request, visitor, kind, data)
     return _editor(request, visitor, kind, form, await _options(request, visitor, kind))
 
 
@@ -223,6 +235,12 @@ async def save(request: Request, visitor: Visitor) -> Response:
     if form.errors:  # a number that is not one: the body cannot be made
         return _editor(request, visitor, kind, form, options, record=record)
     current = copy.deepcopy(record.body) if record is not None else {}
+    if record is None and form.copy_of.data:
+        original = await no.repository.get_async(
+            visitor.principal, visitor.container_id, form.copy_of.data
+        )
+        kind.check(original)
+        current = copy.deepcopy(original.body)
     body, rows = kind.to_body(form, current, options)
     try:
         if record is None:
