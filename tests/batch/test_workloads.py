@@ -492,3 +492,19 @@ def test_a_segment_description_is_bounded(tenant: Tenant) -> None:
     assert refused.json()["pointer"] == "/description"
     body["description"] = "d" * 4096
     assert tenant.client.post(SEGMENTS, json=body, headers=tenant.headers).status_code == 200
+
+
+def test_each_form_answers_in_its_own_shape_whichever_submitted(tenant: Tenant) -> None:
+    """A job read through the 2022 form names its container (as that form's responses
+    do), read through the current form it does not (as its page prints), whichever form
+    submitted it."""
+    library = Library(tenant, [])
+    ode = f"/data/core/ode/{tenant.container}/workloads/decisions"
+    body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
+    by_dwm = tenant.client.post(DWM, json=body, headers=tenant.headers).json()["@id"]
+    by_ode = tenant.client.post(ode, json=body, headers=tenant.headers).json()["@id"]
+    for job_id in (by_dwm, by_ode):
+        read = tenant.client.get(f"{ode}/{job_id}", headers=tenant.headers).json()
+        assert read["xdm:containerId"] == tenant.container, read
+        read = tenant.client.get(f"{DWM}/{job_id}", headers=tenant.headers).json()
+        assert "xdm:containerId" not in read, read

@@ -188,14 +188,16 @@ async def download_file(request: Request) -> Response:
 # -- workloads --------------------------------------------------------------------------
 
 
-def job_json(record: JobRecord, *, detail: bool) -> dict[str, Any]:
+def job_json(record: JobRecord, *, detail: bool, request: Request) -> dict[str, Any]:
     """A job as the workloads API answers (decisioning-api.md §7): the documented members,
-    the request's, and ``ode:statusDetail`` when read back (choices: docs/api.md)."""
+    the request's, and ``ode:statusDetail`` when read back (choices: docs/api.md). The
+    2022 form (``/ode/{C}/…``) answers with ``xdm:containerId``, the current one without,
+    whichever form submitted the job."""
     body: dict[str, Any] = {
         "@id": record.job_id,
         "xdm:imsOrgId": record.org_id,
     }
-    if record.request.get("form") == "ode":
+    if "container_id" in request.path_params:
         body["xdm:containerId"] = record.container_id
     body["ode:createDate"] = record.created_ms
     body["ode:status"] = record.status
@@ -216,7 +218,7 @@ async def submit_job(request: Request) -> Response:
     body = await body_json(request)
     container_id = request.path_params.get("container_id")
     record = await no.run(no.batch.submit, principal, body, container_id=container_id)
-    return json_response(job_json(record, detail=False))
+    return json_response(job_json(record, detail=False, request=request))
 
 
 async def get_job(request: Request) -> Response:
@@ -228,7 +230,7 @@ async def get_job(request: Request) -> Response:
         request.path_params["job_id"],
         container_id=request.path_params.get("container_id"),
     )
-    return json_response(job_json(record, detail=True))
+    return json_response(job_json(record, detail=True, request=request))
 
 
 async def cancel_job(request: Request) -> Response:
@@ -240,7 +242,7 @@ async def cancel_job(request: Request) -> Response:
         request.path_params["job_id"],
         container_id=request.path_params.get("container_id"),
     )
-    return json_response(job_json(record, detail=True))
+    return json_response(job_json(record, detail=True, request=request))
 
 
 routes = [
