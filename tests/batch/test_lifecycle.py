@@ -510,3 +510,40 @@ def test_a_job_cancelled_before_it_starts_starts_no_engine(setup: dict[str, Any]
     final = batch.execute(claimed)
     assert not engine.ran
     assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "cancelled"
+
+
+def test_two_runners_claiming_at_once_keep_the_datasets_limit(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four jobs of a dataset running, two queued, two runners claiming at the same moment
+    (a server's and ``batch run``'s, each slow between counting and claiming): one starts
+    a fifth, the other none."""
+    import threading
+
+    from nextoffer.storage.batch import BatchTables
+
+    no, body = setup["no"], setup["body"]
+    jobs = [no.batch.submit(PRINCIPAL, body, container_id=None) for _ in range(6)]
+    for job in jobs[:4]:
+        assert no.batch.claim(job.job_id) is not None
+    count_jobs = BatchTables.count_jobs
+
+    def slow_count(self: BatchTables, **kwargs: Any) -> int:
+        counted = count_jobs(self, **kwargs)
+        time.sleep(0.5)  # both runners have counted before either claims
+        return counted
+
+    monkeypatch.setattr(BatchTables, "count_jobs", slow_count)
+    claimed: list[Any] = []
+    # A server's runner takes the oldest queued job while `batch run` takes its own.
+    runners = [
+        threading.Thread(target=lambda: claimed.append(no.batch.claim())),
+        threading.Thread(target=lambda: claimed.append(no.batch.claim(jobs[5].job_id))),
+    ]
+    for runner in runners:
+        runner.start()
+    for runner in runners:
+        runner.join()
+    assert sorted(c is None for c in claimed) == [False, True], claimed
+    statuses = sorted(no.batch.get(PRINCIPAL, j.job_id).status for j in jobs)
+    assert statuses == ["PROCESSING"] * 5 + ["QUEUED"]

@@ -206,6 +206,16 @@ class BatchTables:
         ).first()
         return _dataset(row) if row is not None else None
 
+    def lock_datasets(self, dataset_ids: Sequence[str]) -> None:
+        """Hold these datasets' rows to the commit, in id order: runners claiming jobs of
+        a dataset count its running jobs one after the other (``"no key update"``: the
+        datasets' other readers pass)."""
+        c = t.datasets.c
+        for dataset_id in sorted(set(dataset_ids)):
+            self.conn.execute(
+                locked(select(c.dataset_id).where(c.dataset_id == dataset_id), "no key update")
+            ).first()
+
     def dataset_locations(self) -> list[str]:
         """Every dataset's location, of every tenant (a new one must not overlap them)."""
         return [str(row[0]) for row in self.conn.execute(select(t.datasets.c.location))]

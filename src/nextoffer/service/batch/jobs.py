@@ -336,6 +336,9 @@ class BatchJobs:
                 candidates = [one] if one is not None and one.status == lc.QUEUED else []
             else:
                 candidates = batch.jobs_with_status([lc.QUEUED])
+            # Two runners claiming jobs of one dataset at once would each count four
+            # running and both start one (PostgreSQL; SQLite's writers take turns).
+            batch.lock_datasets([job.dataset_id for job in candidates])
             for job in candidates:
                 if batch.count_jobs(dataset_id=job.dataset_id, statuses=lc.RUNNING) >= (
                     lc.MAX_RUNNING
