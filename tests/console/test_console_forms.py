@@ -827,3 +827,20 @@ def test_duplicate_fills_a_new_form_and_copies_what_the_form_does_not_show(
     offer = signed_in.create("personalized-offer", {"xdm:name": "Gold", "xdm:status": "approved"})
     copy_page = client.get(f"/console/offers/new?copy={offer['instanceId']}").text
     assert '<option selected value="draft">Draft</option>' in copy_page
+
+
+def test_a_rules_error_beside_its_field_keeps_the_caret_under_the_fault(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The message's excerpt ran into its first line ("found '>' age >> 30 ^"), the caret
+    # pointing nowhere.
+    response = _submit(
+        client, "/console/rules/new", name="Adults", condition="a = 1 and\n  age >> 30"
+    )
+    errors = re.search(r'<ul class="errors" id="condition-error">(.*?)</ul>', response.text, re.S)
+    assert errors is not None, response.text
+    assert "<li>line 2, column 8: expected an expression, found &#39;&gt;&#39;<pre" in errors.group(
+        1
+    )
+    # The caret under the second ">" (column 9 of the indented excerpt).
+    assert '<pre class="excerpt">    age &gt;&gt; 30\n         ^</pre>' in errors.group(1)
