@@ -844,3 +844,20 @@ def test_a_rules_error_beside_its_field_keeps_the_caret_under_the_fault(
     )
     # The caret under the second ">" (column 9 of the indented excerpt).
     assert '<pre class="excerpt">    age &gt;&gt; 30\n         ^</pre>' in errors.group(1)
+
+
+def test_a_number_past_64_bits_is_refused_beside_its_field_not_a_500(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    response = _submit(
+        client,
+        "/console/offers/new",
+        name="Huge",
+        status="draft",
+        priority="99999999999999999999999",
+        **{"representations-0-kind": "html"},
+    )
+    assert response.status_code == 200, response.text
+    errors = re.search(r'<ul class="errors" id="priority-error">(.*?)</ul>', response.text, re.S)
+    assert errors is not None and "9223372036854775807" in errors.group(1)
+    assert _instances(signed_in, "personalized-offer") == []

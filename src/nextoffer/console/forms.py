@@ -68,6 +68,9 @@ FILTER_TYPES = [
     SelectChoice("allTags", "Offers with all of these tags"),
     SelectChoice("offers", "These offers"),
 ]
+#: The largest whole number a form takes (a database's signed 64 bits): a priority of 23
+#: nines reached the store, which could not write it (a 500).
+MAX_INT = 2**63 - 1
 #: The ``datetime-local`` input's format (no zone: the console reads and writes UTC).
 DATETIME = "%Y-%m-%dT%H:%M"
 
@@ -201,9 +204,9 @@ class OfferForm(_Offer):
     startDate = DateTimeLocalField("Starts (UTC)", [Optional()], format=DATETIME)
     endDate = DateTimeLocalField("Ends (UTC)", [Optional()], format=DATETIME)
     rule = SelectField("Eligibility rule", choices=[], validate_choice=False)
-    priority = IntegerField("Priority", [Optional(), NumberRange(min=0)], default=0)
-    globalCap = IntegerField("Total cap", [Optional(), NumberRange(min=1)])
-    profileCap = IntegerField("Cap per profile", [Optional(), NumberRange(min=1)])
+    priority = IntegerField("Priority", [Optional(), NumberRange(min=0, max=MAX_INT)], default=0)
+    globalCap = IntegerField("Total cap", [Optional(), NumberRange(min=1, max=MAX_INT)])
+    profileCap = IntegerField("Cap per profile", [Optional(), NumberRange(min=1, max=MAX_INT)])
 
 
 class CriterionForm(Form):
@@ -215,7 +218,7 @@ class CriterionForm(Form):
     formula = SelectField("Ranking", choices=[], validate_choice=False)
     priority = IntegerField(
         "Priority",
-        [Optional(), NumberRange(min=0)],
+        [Optional(), NumberRange(min=0, max=MAX_INT)],
         description="criteria of one priority are one group; the highest group is tried "
         "first, lower ones fill what it leaves (0 if empty)",
     )
