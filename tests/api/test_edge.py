@@ -493,6 +493,23 @@ def test_display_and_click_count_once_per_event_id_in_the_sdks_proposition_form(
     assert handles(again, "personalization:decisions")[0]["payload"][0]["items"][0]["id"] == shop.b
 
 
+def test_a_proposition_named_again_in_one_event_counts_once(shop, client):
+    # One public display event naming a real proposition 50 times added 50 impressions:
+    # enough to use up another visitor's global cap with one request.
+    first = interact(client, shop.datastream, event([shop.scope])).json()
+    ecid = handles(first, "identity:result")[0]["payload"][0]["id"]
+    [payload] = handles(first, "personalization:decisions")[0]["payload"]
+    named = [{"id": payload["id"], "scope": payload["scope"]}] * 50
+    xdm = {
+        "_id": "display-repeated",
+        "eventType": "decisioning.propositionDisplay",
+        "identityMap": {"ECID": [{"id": ecid}]},
+        "_experience": {"decisioning": {"propositions": named}},
+    }
+    interact(client, shop.datastream, {"events": [{"xdm": xdm}]})
+    assert shop.report()[shop.a]["impressions"] == 1
+
+
 def test_collect_takes_a_text_plain_beacon(shop, client):
     body = {"events": [{"xdm": {"eventType": "web.webpagedetails.pageViews", "web": {}}}]}
     response = client.post(

@@ -360,6 +360,7 @@ class Events:
         """Impressions and clicks of the propositions an event names (``kind``), and the
         feedback of any event type on what ranking strategies ranked."""
         keys: list[CounterKey] = []
+        seen: set[tuple[str, str]] = set()  # (proposition, offer): each counts once an event
         for named in propositions(item.event):
             found = runtime.decision_event_anywhere(named.proposition_id)
             if found is None:
@@ -370,6 +371,14 @@ class Events:
             offer_ids = named.offer_ids
             if offer_ids is None:
                 offer_ids = _held(decision, named.scope)
+            # A proposition named again in one event (a public body can repeat one id
+            # thousands of times) adds nothing more.
+            offer_ids = [
+                o for o in dict.fromkeys(offer_ids) if (named.proposition_id, o) not in seen
+            ]
+            seen.update((named.proposition_id, o) for o in offer_ids)
+            if not offer_ids:
+                continue
             snapshot = self._catalogs.get(container_id)
             day = format_datetime(item.moment)[:10]
             self._learning.gather(
@@ -382,7 +391,7 @@ class Events:
                 for p in decision.get("propositions", [])
                 for option in p.get("options", [])
             }
-            for offer_id in dict.fromkeys(offer_ids):
+            for offer_id in offer_ids:
                 if offer_id not in placements:
                     continue  # not an option of that decision
                 field = "impressions" if kind is CapEvent.IMPRESSION else "clicks"
