@@ -861,3 +861,20 @@ def test_a_number_past_64_bits_is_refused_beside_its_field_not_a_500(
     errors = re.search(r'<ul class="errors" id="priority-error">(.*?)</ul>', response.text, re.S)
     assert errors is not None and "9223372036854775807" in errors.group(1)
     assert _instances(signed_in, "personalized-offer") == []
+
+
+def test_a_date_before_the_year_1000_shows_in_its_field_and_survives_a_save(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    offer = signed_in.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Always",
+            "xdm:status": "draft",
+            "xdm:selectionConstraint": {"xdm:startDate": "0001-01-01T00:00:00Z"},
+        },
+    )
+    page = client.get(f"/console/offers/{offer['instanceId']}").text
+    # "1-01-01T00:00" is no datetime-local value: the browser showed nothing, and the
+    # next save dropped the date.
+    assert 'name="startDate" type="datetime-local" value="0001-01-01T00:00"' in page

@@ -15,7 +15,6 @@ from typing import Any
 
 import wtforms
 from wtforms import (
-    DateTimeLocalField,
     FieldList,
     Form,
     FormField,
@@ -84,6 +83,18 @@ class TextAreaField(wtforms.TextAreaField):
         super().process_formdata(valuelist)
         if isinstance(self.data, str):
             self.data = self.data.replace("\r\n", "\n")
+
+
+class UtcMinuteField(wtforms.DateTimeLocalField):
+    """A ``datetime-local`` input whose value has the four-digit year the input requires:
+    ``strftime`` writes year 1 as ``1-01-01``, which the browser shows as empty, and the
+    next save dropped the date."""
+
+    def _value(self) -> str:
+        if self.raw_data or self.data is None:
+            return str(super()._value())  # type: ignore[misc]  # _value: not in the stubs
+        d = self.data
+        return f"{d.year:04d}-{d.month:02d}-{d.day:02d}T{d.hour:02d}:{d.minute:02d}"
 
 
 class ConsoleForm(Form):
@@ -201,8 +212,8 @@ class FallbackOfferForm(_Offer):
 
 
 class OfferForm(_Offer):
-    startDate = DateTimeLocalField("Starts (UTC)", [Optional()], format=DATETIME)
-    endDate = DateTimeLocalField("Ends (UTC)", [Optional()], format=DATETIME)
+    startDate = UtcMinuteField("Starts (UTC)", [Optional()], format=DATETIME)
+    endDate = UtcMinuteField("Ends (UTC)", [Optional()], format=DATETIME)
     rule = SelectField("Eligibility rule", choices=[], validate_choice=False)
     priority = IntegerField("Priority", [Optional(), NumberRange(min=0, max=MAX_INT)], default=0)
     globalCap = IntegerField("Total cap", [Optional(), NumberRange(min=1, max=MAX_INT)])
@@ -226,8 +237,8 @@ class CriterionForm(Form):
 
 class DecisionForm(_Named):
     status = SelectField("Status", choices=DECISION_STATUSES)
-    startDate = DateTimeLocalField("Starts (UTC)", [Optional()], format=DATETIME)
-    endDate = DateTimeLocalField("Ends (UTC)", [Optional()], format=DATETIME)
+    startDate = UtcMinuteField("Starts (UTC)", [Optional()], format=DATETIME)
+    endDate = UtcMinuteField("Ends (UTC)", [Optional()], format=DATETIME)
     fallback = SelectField("Fallback offer", choices=[], validate_choice=False)
     criteria = FieldList(FormField(CriterionForm), min_entries=1)
 
