@@ -212,3 +212,47 @@ def test_spark_progress_counts_the_profiles_decided() -> None:
     finally:
         stop.set()
         watcher.join()
+
+
+def test_two_spark_jobs_at_once_in_one_process(prepared: dict[str, Any]) -> None:
+    """Two Spark jobs run by one process (a server's runner, jobs of two datasets): both
+    complete. Spark gives a process one session; the first job to finish stopped it
+    under the second, which ended in ERROR with its decisions counted."""
+    import threading
+
+    tmp = prepared["tmp"]
+    settings = Settings(
+        db_url=f"sqlite:///{prepared['second']}",
+        freeze_heap=False,
+        datasets_dir=str(tmp / "both"),
+        spark_master="local[2]",
+    )
+    principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+    with NextOffer.open(settings, clock=lambda: MOMENT) as no:
+        more = [
+            {"identityMap": {"Email": [{"id": f"more{n}@example.com"}]}, "profile": {"age": 50}}
+            for n in range(20_000)
+        ]
+        assert no.profiles.upsert_many(principal, more) == [None] * 20_000
+        # The first job decides nobody and is done first; the second decides 20,000.
+        nobody = no.segments.create(
+            principal, {"name": "nobody", "expression": {"value": "age >= 1000"}}
+        )
+        claimed = []
+        for name, segment_id in (("one", nobody.segment_id), ("two", None)):
+            record = no.datasets.create(principal, {"name": name, "location": name})
+            body = {**prepared["body"], "xdm:dataSetId": record.dataset_id}
+            if segment_id is not None:
+                body["xdm:segmentIds"] = [segment_id]
+            job = no.batch.submit(principal, body, container_id=None, engine="spark")
+            claimed.append(no.batch.claim(job.job_id))
+        finals: list[Any] = []
+        runners = [
+            threading.Thread(target=lambda job=job: finals.append(no.batch.execute(job)))
+            for job in claimed
+        ]
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join()
+    assert [f.status for f in finals] == ["COMPLETED", "COMPLETED"], [f.detail for f in finals]

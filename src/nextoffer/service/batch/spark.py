@@ -138,6 +138,18 @@ def _missing_filesystem(output: Location, exc: Exception) -> str | None:
     )
 
 
+#: One Spark job at a time per process: ``getOrCreate`` hands every job of the process the
+#: same session, and the first to finish would stop it under the others.
+_SESSION = threading.Lock()
+
+
+def _wait_turn(progress: Callable[[ChunkStats], bool]) -> None:
+    """Take this process's Spark session, still hearing a cancel while another job has it."""
+    while not _SESSION.acquire(timeout=1.0):
+        if not progress(ChunkStats()):
+            raise Stopped("the job was cancelled")
+
+
 class SparkEngine:
     name = "spark"
 
@@ -164,7 +176,23 @@ class SparkEngine:
         export_profiles(chunks(CHUNK), export)
         stats = ChunkStats()
         stats.seconds["export"] = time.thread_time() - started
-        builder = SparkSession.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
+        _wait_turn(progress)
+        try:
+            return self._decide(SparkSession, plan, export, output, progress, stats)
+        finally:
+            _SESSION.release()
+
+    def _decide(
+        self,
+        session: Any,
+        plan: JobPlan,
+        export: Location,
+        output: Location,
+        progress: Callable[[ChunkStats], bool],
+        stats: ChunkStats,
+    ) -> ChunkStats:
+        """Spark's part of the job: read the export, decide it, write the parts."""
+        builder = session.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
             "spark.sql.session.timeZone", "UTC"
         )
         for key, value in output.hadoop_options().items():
