@@ -878,3 +878,21 @@ def test_a_date_before_the_year_1000_shows_in_its_field_and_survives_a_save(
     # "1-01-01T00:00" is no datetime-local value: the browser showed nothing, and the
     # next save dropped the date.
     assert 'name="startDate" type="datetime-local" value="0001-01-01T00:00"' in page
+    saved = client.post(
+        f"/console/offers/{offer['instanceId']}",
+        data={
+            "csrf_token": csrf_of(page),
+            "etag": "1",
+            "name": "Always",
+            "status": "draft",
+            "priority": "0",
+            "startDate": "0001-01-01T00:00",
+            "representations-0-kind": "html",
+        },
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    [stored] = _instances(signed_in, "personalized-offer")
+    assert stored["_instance"]["xdm:selectionConstraint"]["xdm:startDate"] == (
+        "0001-01-01T00:00:00Z"
+    )
