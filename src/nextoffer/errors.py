@@ -98,6 +98,13 @@ class NotFound(NextOfferError):
     title = "Not Found"
 
 
+class MethodNotAllowed(NextOfferError):
+    """The path is served, but not with this method (the answer names those it is)."""
+
+    status = 405
+    title = "Method Not Allowed"
+
+
 class Conflict(NextOfferError):
     """The write conflicts with the stored state (stale etag, referenced by others)."""
 

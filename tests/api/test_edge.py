@@ -688,3 +688,29 @@ def test_several_scopes_of_one_event_share_one_proposition_id(shop, client):
     assert [p["scope"] for p in decisions["payload"]] == two
     assert len({p["id"] for p in decisions["payload"]}) == 1
     assert all(p["items"] for p in decisions["payload"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/ee/v2/interact", 405),
+        ("HEAD", "/ee/v1/interact", 405),
+        ("POST", "/ee/v1/interact/", 404),
+        ("POST", "/ee/v1/interact/extra/segments/here", 404),
+    ],
+)
+def test_a_path_or_method_the_edge_does_not_serve_answers_in_its_problem_shape(
+    shop, client, method, path, status
+):
+    # They came back in the authenticated APIs' shape, while docs/api.md says every Edge
+    # error has the Edge Network's (report.requestId).
+    response = client.request(
+        method, path, params={"configId": shop.datastream, "requestId": "r-9"}
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    if method != "HEAD":
+        body = response.json()
+        assert body["status"] == status and body["report"] == {"requestId": "r-9"}, body
+    if status == 405:
+        assert response.headers["allow"] == "OPTIONS, POST"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -19,9 +20,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Route
 
+from nextoffer.api import edge_response
 from nextoffer.api.media import JSON, PROBLEM
 from nextoffer.api.responses import json_response
-from nextoffer.errors import AuthError, NextOfferError, PQLError, TooManyRequests, Unavailable
+from nextoffer.errors import (
+    AuthError,
+    MethodNotAllowed,
+    NextOfferError,
+    NotFound,
+    PQLError,
+    TooManyRequests,
+    Unavailable,
+)
 
 log = logging.getLogger("nextoffer.api")
 
@@ -85,6 +95,15 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
+    if request.url.path.startswith("/ee/") and exc.status_code in (404, 405):
+        # The Edge Network's problem shape, as every other answer under /ee/.
+        refused: NextOfferError = (
+            NotFound("no such Edge Network endpoint")
+            if exc.status_code == 404
+            else MethodNotAllowed(f"{request.method} is not served here")
+        )
+        request_id = request.query_params.get("requestId") or str(uuid.uuid4())
+        return edge_response.failure(refused, request_id, headers)
     return json_response(
         problem(exc.status_code, title, detail, slug=_slug(title.replace(" ", ""))),
         status=exc.status_code,
