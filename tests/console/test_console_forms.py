@@ -896,3 +896,28 @@ def test_a_date_before_the_year_1000_shows_in_its_field_and_survives_a_save(
     assert stored["_instance"]["xdm:selectionConstraint"]["xdm:startDate"] == (
         "0001-01-01T00:00:00Z"
     )
+
+
+def test_a_form_sent_after_the_session_ended_says_nothing_was_saved_and_leads_back(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The sign-in page was reached with next=<the form's address>, which answers only
+    # POST: signing in ended on a 405, and nothing said the change was not made.
+    instance_id = _create_placement(client, "Banner")
+    page = f"http://testserver/console/placements/{instance_id}"
+    token = csrf_of(client.get(page).text)
+    client.cookies.clear()
+    sent = client.post(
+        f"/console/placements/{instance_id}/delete",
+        data={"csrf_token": token, "etag": "1"},
+        headers={"Referer": page + "?flash=old"},
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303
+    location = urlsplit(sent.headers["location"])
+    assert location.path == "/console/login"
+    assert parse_qs(location.query)["next"] == [f"/console/placements/{instance_id}"]
+    login = client.get(sent.headers["location"])
+    assert "Your session ended before this form was sent: nothing was saved." in login.text
+    assert f'name="next" value="/console/placements/{instance_id}"' in login.text
+    assert len(_instances(signed_in, "offer-placement")) == 1

@@ -12,7 +12,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import jinja2
 from starlette.requests import Request
@@ -123,6 +123,8 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         visitor = await nextoffer(request).run(session.current, request)
         if visitor is None:
+            if request.method != "GET":
+                return _session_ended(request)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/console/login?next={quote(target, safe='')}", 303)
         try:
@@ -131,6 +133,24 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             return error_page(request, visitor, exc)
 
     return endpoint
+
+
+def _session_ended(request: Request) -> RedirectResponse:
+    """A form sent after the session ended (the token expired, or a sign-out in another
+    tab): nothing was done. Signing in leads back to the page the form was on — not to
+    the form's own address, which answers only POST (a 405 after signing in) — and the
+    sign-in page says that nothing was saved."""
+    target = "/console/"
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith("/console/"):
+        kept = [(k, v) for k, v in parse_qsl(referer.query) if k != "flash"]
+        target = referer.path + (f"?{urlencode(kept)}" if kept else "")
+    return redirect(
+        request,
+        f"/console/login?next={quote(target, safe='')}",
+        flash="Your session ended before this form was sent: nothing was saved. "
+        "Sign in, then make the change again.",
+    )
 
 
 def error_page(request: Request, visitor: Visitor | None, exc: NextOfferError) -> HTMLResponse:
