@@ -697,7 +697,17 @@ def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
             },
         },
     )
-    for slug, created in (("offers", offer), ("decisions", decision), ("rules", rule)):
+    # A collection in the older spelling (ids), in an order of its own.
+    tags = [live.create("tag", {"xdm:name": name})["@id"] for name in ("Zebra", "Apple")]
+    collection = live.create(
+        "offer-filter", {"xdm:name": "Old ids", "xdm:filterType": "anyTags", "ids": tags}
+    )
+    for slug, created in (
+        ("offers", offer),
+        ("decisions", decision),
+        ("rules", rule),
+        ("collections", collection),
+    ):
         before = live.api.get(
             f"/data/core/xcore/{live.creds.container_id}/instances/{created['instanceId']}"
         ).json()["_instance"]

@@ -633,7 +633,8 @@ def test_a_criterion_has_a_priority_so_a_strategy_and_a_formula_share_a_decision
     # The group rule's message is beside the criterion, under the "Not saved" banner.
     assert refused.status_code == 200
     assert "Not saved:</strong> see the messages beside the fields." in refused.text
-    assert "same one" in refused.text
+    # The strategy by its name, not its @id.
+    assert "another uses “auto”" in refused.text.replace("&#34;", '"')
 
 
 def test_a_message_only_beside_a_representation_still_says_not_saved(

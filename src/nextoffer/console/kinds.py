@@ -200,8 +200,12 @@ def _collection_body(
 ) -> tuple[dict[str, Any], bodies.Rows]:
     bodies.put_named(form, body)
     body["xdm:filterType"] = form.filterType.data
-    body.pop("ids", None)
-    body["xdm:ids"] = list(form.offers.data if form.filterType.data == "offers" else form.tags.data)
+    chosen = list(form.offers.data if form.filterType.data == "offers" else form.tags.data)
+    # The stored member and order stay (a select sends its choices in its own order, by
+    # name); the ids chosen anew follow.
+    key = "ids" if "ids" in body and "xdm:ids" not in body else "xdm:ids"
+    stored = [i for i in body.get(key) or [] if i in chosen]
+    body[key] = [*stored, *(i for i in chosen if i not in stored)]
     return body, {}
 
 

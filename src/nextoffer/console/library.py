@@ -187,8 +187,12 @@ async def edit_page(request: Request, visitor: Visitor) -> Response:
     return _editor(request, visitor, kind, form, options, record=record)
 
 
-def _place(form: Any, kind: Kind, exc: Unprocessable, rows: kinds.Rows) -> list[str]:
-    """Put each of the 422's messages beside its field; those of no field are returned."""
+def _place(
+    form: Any, kind: Kind, exc: Unprocessable, rows: kinds.Rows, options: kinds.Options
+) -> list[str]:
+    """Put each of the 422's messages beside its field; those of no field are returned.
+    An ``@id`` the form offers by name is named ("another uses “Perso AI”")."""
+    names = {at_id: name for found in options.values() for at_id, name, _b in found if name}
     listed = exc.extra.get("errors")
     if isinstance(exc, PQLError):
         problems = [{"pointer": exc.pointer or "", "message": pql.render_error(exc)}]
@@ -199,7 +203,7 @@ def _place(form: Any, kind: Kind, exc: Unprocessable, rows: kinds.Rows) -> list[
     unplaced: list[str] = []
     for problem in problems:
         pointer = str(problem.get("pointer") or "")
-        message = str(problem.get("message") or "")
+        message = web.by_name(str(problem.get("message") or ""), names)
         name = kinds.field_for(kind, pointer, rows)
         target = _field(form, name) if name else None
         if target is None:
@@ -274,7 +278,7 @@ async def save(request: Request, visitor: Visitor) -> Response:
             conflict=True,
         )
     except Unprocessable as exc:
-        unplaced = _place(form, kind, exc, rows)
+        unplaced = _place(form, kind, exc, rows, options)
         return _editor(request, visitor, kind, form, options, record=record, errors=unplaced)
     name = saved.body.get("xdm:name") or saved.at_id
     return web.redirect(

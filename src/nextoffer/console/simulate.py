@@ -55,15 +55,6 @@ def _json(text: str | None, what: str) -> Any:
         raise ValueError(f"{what} is not JSON: {exc}") from exc
 
 
-def _by_name(message: str, names: dict[str, str]) -> str:
-    """The engine's message with the decisions and placements it names by ``@id`` named as
-    the form names them ("decision “Homepage” has no criterion for placement “Email”")."""
-    for at_id, name in names.items():
-        if at_id in message:
-            message = message.replace(at_id, f"“{name}”")
-    return message
-
-
 async def _page(
     request: Request,
     visitor: Visitor,
@@ -86,7 +77,7 @@ async def _page(
             "form": form,
             "result": result,
             "names": {**{a: n for a, n, _b in options[PLACEMENT]}, **(names or {})},
-            "errors": [_by_name(e, known) for e in errors or []],
+            "errors": [web.by_name(e, known) for e in errors or []],
             "explain": EXPLANATIONS,
         },
         visitor=visitor,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
@@ -215,3 +216,14 @@ def display_name(record: InstanceRecord) -> str:
     unclickable row in a list)."""
     name = record.body.get("xdm:name", record.body.get("name"))
     return name if isinstance(name, str) and name.strip() else record.at_id
+
+
+def by_name(message: str, names: dict[str, str]) -> str:
+    """``message`` with each ``@id`` of ``names`` it quotes replaced by its name, as the
+    forms name it ("decision “Homepage” has no criterion for placement “Email”")."""
+    for at_id, name in names.items():
+        if at_id in message:  # not inside a longer id (an id has 1 to 16 hex digits)
+            # A name's backslash is text, not a group reference: escaped for re.sub.
+            quoted = f"“{name}”".replace("\\", "\\\\")
+            message = re.sub(re.escape(at_id) + r"(?![0-9a-f])", quoted, message)
+    return message
