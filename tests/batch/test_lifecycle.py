@@ -415,7 +415,7 @@ def test_ctrl_c_on_batch_run_ends_its_job_in_error(
     no, body = one_chunk["no"], one_chunk["body"]
     process = subprocess.Popen(
         _cli_run(settings, one_chunk),
-        env=_cli_env(settings, "50"),
+        env=_cli_env(settings, "4000"),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -427,12 +427,9 @@ def test_ctrl_c_on_batch_run_ends_its_job_in_error(
         job = None
         while time.monotonic() < deadline and job is None:
             assert process.poll() is None, "the job ended before it could be interrupted"
-            running = [
-                j
-                for j in no.batch.get_all(PRINCIPAL)
-                if j.status == "PROCESSING" and j.detail.get("profilesDone", 0) > 0
-            ]
-            job = running[0] if running else None
+            running = [j for j in no.batch.get_all(PRINCIPAL) if j.status == "PROCESSING"]
+            workers = [p for p in _children(process.pid) if b"spawn_main" in _cmdline(p)]
+            job = running[0] if running and workers else None
             time.sleep(0.02)
         assert job is not None, "the job never started"
         os.killpg(process.pid, signal.SIGINT)
