@@ -544,3 +544,64 @@ def test_two_runners_claiming_at_once_keep_the_datasets_limit(
     assert sorted(c is None for c in claimed) == [False, True], claimed
     statuses = sorted(no.batch.get(PRINCIPAL, j.job_id).status for j in jobs)
     assert statuses == ["PROCESSING"] * 5 + ["QUEUED"]
+
+
+class _HeldEngine:
+    """An engine that runs until the test lets it finish."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release = threading.Event()
+
+    def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
+        from nextoffer.service.batch.chunk import ChunkStats
+
+        while not self.release.wait(0.05):
+            progress(ChunkStats())
+        return ChunkStats()
+
+
+def test_a_servers_runner_runs_a_bounded_number_of_jobs_at_once(
+    setup: dict[str, Any],
+) -> None:
+    """Jobs of many datasets (five may run on each) do not all start at once on one
+    runner: each local job has a process per core, and datasets cost nothing."""
+    from nextoffer.service.batch import jobs
+
+    no, body = setup["no"], setup["body"]
+    engine = _HeldEngine()
+    batch = jobs.BatchJobs(
+        no.store,
+        catalogs=no.catalogs,
+        repository=no.repository,
+        datasets=no.datasets,
+        clock=no.clock,
+        ids=no.ids,
+        engines={"local": engine},
+        poll_seconds=0.05,
+    )
+    submitted = []
+    for n in range(4):
+        dataset_id = no.datasets.create(PRINCIPAL, {"name": f"d{n}"}).dataset_id
+        submitted.append(
+            batch.submit(PRINCIPAL, {**body, "xdm:dataSetId": dataset_id}, container_id=None)
+        )
+    batch.start()
+    try:
+        time.sleep(1.0)
+        statuses = [batch.get(PRINCIPAL, j.job_id).status for j in submitted]
+        assert statuses == ["PROCESSING"] * 2 + ["QUEUED"] * 2  # two at once
+        engine.release.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            statuses = [batch.get(PRINCIPAL, j.job_id).status for j in submitted]
+            if statuses == ["COMPLETED"] * 4:
+                break
+            time.sleep(0.05)
+        assert statuses == ["COMPLETED"] * 4
+    finally:
+        engine.release.set()
+        batch.close()

@@ -59,6 +59,10 @@ log = logging.getLogger("nextoffer.batch")
 STALE_SECONDS = 120.0
 #: Heartbeats (and progress writes) at most this often.
 HEARTBEAT_SECONDS = 1.0
+#: Jobs a server's runner runs at once; others wait QUEUED. A local job already has a
+#: worker process per core, and datasets cost nothing: without a bound, a tenant's jobs
+#: on many datasets (five running each) started processes until memory ran out.
+MAX_JOBS = 2
 _BASE = "/xdm:propositionRequests"
 
 
@@ -133,6 +137,7 @@ class BatchJobs:
         ids: IdFactory,
         engines: Mapping[str, Engine],
         poll_seconds: float = 1.0,
+        max_jobs: int | None = None,
     ) -> None:
         self._store = store
         self._datasets = datasets
@@ -142,6 +147,7 @@ class BatchJobs:
         self._ids = ids
         self._engines = engines
         self._poll = poll_seconds
+        self._max_jobs = MAX_JOBS if max_jobs is None else max_jobs
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running: dict[str, threading.Thread] = {}
@@ -678,7 +684,7 @@ class BatchJobs:
         while not self._stop.is_set():
             try:
                 self.recover()
-                while (job := self.claim()) is not None:
+                while self._has_room() and (job := self.claim()) is not None:
                     worker = threading.Thread(
                         target=self._run_claimed,
                         args=(job,),
@@ -691,6 +697,11 @@ class BatchJobs:
             except NextOfferError as exc:
                 log.error("batch runner: %s", exc)
             self._stop.wait(self._poll)
+
+    def _has_room(self) -> bool:
+        """Whether this runner may start another job: at most :data:`MAX_JOBS` at once."""
+        with self._lock:
+            return len(self._running) < self._max_jobs
 
     def _run_claimed(self, job: JobRecord) -> None:
         try:
