@@ -718,3 +718,16 @@ def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
             f"/data/core/xcore/{live.creds.container_id}/instances/{created['instanceId']}"
         ).json()["_instance"]
         assert after == before, slug
+
+
+def test_back_after_create_then_create_again_opens_the_object_made(page: Page, live: Live) -> None:
+    page.goto(f"{live.base}/console/tags/new")
+    page.get_by_label("Name").fill("Made once")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Made once")
+    page.go_back()
+    expect(page.get_by_label("Name")).to_have_value("Made once")  # the browser refills it
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("This form was sent before")
+    made = [t for t in live.instances("tag") if t["_instance"]["xdm:name"] == "Made once"]
+    assert len(made) == 1

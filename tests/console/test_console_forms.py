@@ -922,3 +922,27 @@ def test_a_form_sent_after_the_session_ended_says_nothing_was_saved_and_leads_ba
     assert "Your session ended before this form was sent: nothing was saved." in login.text
     assert f'name="next" value="/console/placements/{instance_id}"' in login.text
     assert len(_instances(signed_in, "offer-placement")) == 1
+
+
+def test_a_new_object_form_sent_twice_creates_once(client: TestClient, signed_in: Tenant) -> None:
+    # The browser's Back after Create shows the filled form again; Create then made a
+    # second placement.
+    page = client.get("/console/placements/new").text
+    once = re.search(r'name="once" type="hidden" value="([^"]+)"', page)
+    assert once is not None, page
+    form = {"csrf_token": csrf_of(page), "once": once.group(1), "name": "Banner"}
+    first = client.post("/console/placements/new", data={**form, **PLACEMENT_FORM})
+    again = client.post(
+        "/console/placements/new", data={**form, **PLACEMENT_FORM}, follow_redirects=False
+    )
+    assert first.status_code == 200 and "Saved Banner." in first.text
+    [placement] = _instances(signed_in, "offer-placement")
+    assert again.status_code == 303
+    assert again.headers["location"].startswith(f"/console/placements/{placement['instanceId']}?")
+    assert (
+        "This form was sent before: it created Banner" in client.get(again.headers["location"]).text
+    )
+    # Another new form is another object.
+    other = _submit(client, "/console/placements/new", name="Banner", **PLACEMENT_FORM)
+    assert other.status_code == 303
+    assert len(_instances(signed_in, "offer-placement")) == 2

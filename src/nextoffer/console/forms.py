@@ -139,6 +139,8 @@ class _Named(ConsoleForm):
     #: A new object's original when it is a duplicate: its members the form does not
     #: show (caps, a second component, xdm:definedOn) are copied too.
     copy_of = HiddenField()
+    #: A new-object form's own random value: sent twice, it creates once.
+    once = HiddenField()
 
 
 class PlacementForm(_Named):

@@ -8,6 +8,7 @@ keeps what the visitor typed and offers to reload the current version.
 from __future__ import annotations
 
 import copy
+import secrets
 from typing import Any
 
 from starlette.requests import Request
@@ -15,7 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer import pql
-from nextoffer.console import forms, kinds, web
+from nextoffer.console import forms, kinds, session, web
 from nextoffer.console.kinds import Kind
 from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import BadRequest, Conflict, NotFound, PQLError, Unprocessable
@@ -160,13 +161,13 @@ async def new_page(request: Request, visitor: Visitor) -> Response:
     """A new object's form: blank, or with ``?copy=<instance id>`` a duplicate's, filled
     from the original (named "… (copy)", a draft where the type has a status)."""
     kind = _kind(request)
-    data = kind.to_data({})
+    data = {**kind.to_data({}), "once": secrets.token_urlsafe(12)}
     original = request.query_params.get("copy")
     if original:
         no = nextoffer(request)
         record = await no.repository.get_async(visitor.principal, visitor.container_id, original)
         kind.check(record)
-        data = {**kind.to_data(record.body), "copy_of": record.instance_id}
+        data = {**data, **kind.to_data(record.body), "copy_of": record.instance_id}
         data["name"] = f"{data['name'] or web.display_name(record)} (copy)"
         if kind.statuses:
             data["status"] = kind.statuses[0]
@@ -231,6 +232,20 @@ async def save(request: Request, visitor: Visitor) -> Response:
     form = forms.bind(kind.form, formdata, session=visitor.data, secret=web.secret(request))
     if not form.validate() and "csrf_token" in form.errors:
         return web.refused(request, visitor)
+    made = session.created_by(visitor, form.once.data) if instance_id is None else None
+    if made is not None:
+        try:
+            done = await no.repository.get_async(visitor.principal, visitor.container_id, made)
+        except NotFound:
+            pass  # deleted since: this form creates it again
+        else:
+            name = web.display_name(done)
+            return web.redirect(
+                request,
+                f"/console/{kind.slug}/{done.instance_id}",
+                flash=f"This form was sent before: it created {name}, shown here. Nothing "
+                "was created twice.",
+            )
     options = await _options(request, visitor, kind)
     record = None
     if instance_id is not None:
@@ -281,9 +296,12 @@ async def save(request: Request, visitor: Visitor) -> Response:
         unplaced = _place(form, kind, exc, rows, options)
         return _editor(request, visitor, kind, form, options, record=record, errors=unplaced)
     name = saved.body.get("xdm:name") or saved.at_id
-    return web.redirect(
+    response = web.redirect(
         request, f"/console/{kind.slug}/{saved.instance_id}", flash=f"Saved {name}."
     )
+    if record is None and form.once.data:
+        session.remember_created(request, response, visitor, form.once.data, saved.instance_id)
+    return response
 
 
 #: Referring instances named on a refused delete (the count says how many more).

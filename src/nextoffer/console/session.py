@@ -143,6 +143,35 @@ def flash_text(request: Request, token: str | None) -> str | None:
     return text if isinstance(text, str) else None
 
 
+#: New-object forms remembered per session with the object each created: the same form
+#: sent again (the browser's Back, then Create) opens that object instead of making a
+#: second one. The latest are kept; the cookie stays small.
+CREATED_KEPT = 20
+
+
+def created_by(visitor: Visitor, once: str | None) -> str | None:
+    """The instance id a new-object form (its ``once`` value) already created, if any."""
+    made = visitor.data.get("created")
+    found = made.get(once) if isinstance(made, dict) and once else None
+    return found if isinstance(found, str) else None
+
+
+def remember_created(
+    request: Request, response: Response, visitor: Visitor, once: str, instance_id: str
+) -> None:
+    """Keep ``once`` → ``instance_id`` in the session cookie (see :data:`CREATED_KEPT`);
+    a value no form of the console makes (longer than 64 characters) is not kept."""
+    if len(once) > 64:
+        return
+    made = dict(visitor.data.get("created") or {})
+    made[once] = instance_id
+    while len(made) > CREATED_KEPT:
+        made.pop(next(iter(made)))
+    expires = nextoffer(request).auth.expires_at(str(visitor.data.get("accessToken", "")))
+    data = {**visitor.data, "created": made}
+    _write(request, response, COOKIE, "session", data, expires - int(time.time()))
+
+
 def sign_out(response: Response) -> None:
     response.delete_cookie(COOKIE, path=PATH)
 

@@ -45,6 +45,20 @@
     }
   });
 
+  // -- a new-object form's "once" value: the server creates one object per value. Back
+  // to a form already sent, the browser refills what was typed but the page brings a new
+  // value; the one it was sent with is put back, so Create opens the object it made.
+  const arrival = performance.getEntriesByType("navigation")[0];
+  const back = arrival !== undefined && arrival.type === "back_forward";
+  for (const once of document.querySelectorAll("input[name=once]")) {
+    const key = "nextoffer-once:" + location.pathname + location.search;
+    const sent = sessionStorage.getItem(key);
+    if (back && sent) once.value = sent;
+    once.form.addEventListener("submit", function () {
+      sessionStorage.setItem(key, once.value);
+    });
+  }
+
   async function post(url, body) {
     const response = await fetch(url, {
       method: "POST",
