@@ -946,3 +946,29 @@ def test_a_new_object_form_sent_twice_creates_once(client: TestClient, signed_in
     other = _submit(client, "/console/placements/new", name="Banner", **PLACEMENT_FORM)
     assert other.status_code == 303
     assert len(_instances(signed_in, "offer-placement")) == 2
+
+
+def test_two_tags_of_one_name_are_two_choices_a_marketer_can_tell_apart(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    first = signed_in.create("tag", {"xdm:name": "Summer"})["@id"]
+    second = signed_in.create("tag", {"xdm:name": "Summer"})["@id"]
+    signed_in.create("tag", {"xdm:name": "Winter"})
+    page = client.get("/console/offers/new").text
+    assert f'<option value="{first}">Summer ({first})</option>' in page
+    assert f'<option value="{second}">Summer ({second})</option>' in page
+    assert ">Winter</option>" in page
+
+
+def test_a_stale_save_says_so_without_the_apis_if_match_words(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    instance_id = _create_placement(client, "Banner")
+    token = csrf_of(client.get(f"/console/placements/{instance_id}").text)
+    for name in ("Hero", "Sidebar"):
+        answer = client.post(
+            f"/console/placements/{instance_id}",
+            data={"csrf_token": token, "etag": "1", "name": name, **PLACEMENT_FORM},
+        )
+    assert "someone changed this placement since you opened it" in answer.text
+    assert "If-Match" not in answer.text and "repo:etag" not in answer.text

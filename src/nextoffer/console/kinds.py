@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -381,8 +382,8 @@ def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
     for path, object_type, optional in kind.references:
         prefix = f"{object_type.label}: " if path in filled else ""
         found = [
-            SelectChoice(at_id, prefix + (name if name and name.strip() else at_id))
-            for at_id, name, _b in options.get(object_type, [])
+            SelectChoice(at_id, prefix + label)
+            for at_id, label in _labels(options.get(object_type, []))
         ]
         group, _, name = path.partition(".")
         fields = (
@@ -402,6 +403,18 @@ def fill_choices(form: Any, kind: Kind, options: bodies.Options) -> None:
                 ]
         filled.add(path)
     keep_stored(form)
+
+
+def _labels(found: list[tuple[str, str, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """``(@id, label)``: the name, with the ``@id`` after it where two share one (the API
+    allows it: two tags named "Summer" were two identical choices), the ``@id`` alone for
+    a name of spaces only."""
+    names = [name if name and name.strip() else at_id for at_id, name, _b in found]
+    shared = {n for n, count in Counter(names).items() if count > 1}
+    return [
+        (at_id, f"{name} ({at_id})" if name in shared else name)
+        for (at_id, _n, _b), name in zip(found, names, strict=True)
+    ]
 
 
 def keep_stored(form: Any) -> None:
