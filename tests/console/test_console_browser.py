@@ -731,3 +731,37 @@ def test_back_after_create_then_create_again_opens_the_object_made(page: Page, l
     expect(page.get_by_role("status").first).to_contain_text("This form was sent before")
     made = [t for t in live.instances("tag") if t["_instance"]["xdm:name"] == "Made once"]
     assert len(made) == 1
+
+
+def test_add_another_representation_before_the_first_save(page: Page, live: Live) -> None:
+    # The form had one blank representation: a second placement needed a save first.
+    second = live.create(
+        "offer-placement",
+        {
+            "xdm:name": "Second slot",
+            "xdm:channel": WEB,
+            "xdm:componentType": OM + "content-component-html",
+        },
+    )
+    page.goto(f"{live.base}/console/offers/new")
+    page.get_by_label("Name").fill("Two slots")
+    _select(page, "Placement", "Second slot")
+    page.get_by_label("Content or URL").fill("<p>one</p>")
+    page.get_by_role("button", name="Add another representation").click()
+    expect(page.get_by_label("Placement")).to_have_count(2)
+    placement = live.instances("offer-placement")
+    first_name = next(
+        p["_instance"]["xdm:name"]
+        for p in placement
+        if p["_instance"]["@id"] == live.ids["placement"]
+    )
+    _select(page, "Placement", first_name, nth=1)
+    page.get_by_label("Content or URL").nth(1).fill("<p>two</p>")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Two slots")
+    offer = live.one("personalized-offer", "Two slots")["_instance"]
+    placed = {
+        r["xdm:placement"]: r["xdm:components"][0]["xdm:content"]
+        for r in offer["xdm:representations"]
+    }
+    assert placed == {second["@id"]: "<p>one</p>", live.ids["placement"]: "<p>two</p>"}

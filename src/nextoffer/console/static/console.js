@@ -59,6 +59,43 @@
     });
   }
 
+  // -- repeated rows (an offer's representations, a decision's criteria): the page has
+  // one blank row; "Add another" adds more before saving (without this script, a save
+  // brings a new blank row). The blank row as the page came is the pattern: its field
+  // names (representations-2-placement) take the next index.
+  for (const group of document.querySelectorAll("#editor fieldset.group")) {
+    const rows = group.querySelectorAll("fieldset.row");
+    const blank = rows[rows.length - 1];
+    const first = blank && blank.querySelector("[name]");
+    const found = first && /^([A-Za-z]+)-(\d+)-/.exec(first.name);
+    if (!found) continue;
+    const pattern = blank.cloneNode(true);
+    for (const mark of pattern.querySelectorAll(".errors")) mark.remove();
+    for (const mark of pattern.querySelectorAll(".invalid")) mark.classList.remove("invalid");
+    const legend = pattern.querySelector("legend");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = legend ? legend.textContent.replace(/^Add an? /, "Add another ") : "Add";
+    let next = Number(found[2]) + 1;
+    button.addEventListener("click", function () {
+      const row = pattern.cloneNode(true);
+      const from = found[1] + "-" + found[2] + "-";
+      const to = found[1] + "-" + next + "-";
+      next += 1;
+      for (const element of row.querySelectorAll("[name], [id], [for], [aria-describedby]")) {
+        for (const attribute of ["name", "id", "for", "aria-describedby"]) {
+          const value = element.getAttribute(attribute);
+          if (value) element.setAttribute(attribute, value.split(from).join(to));
+        }
+        element.removeAttribute("aria-invalid");
+      }
+      group.insertBefore(row, button);
+      const focus = row.querySelector("select, input, textarea");
+      if (focus) focus.focus();
+    });
+    group.appendChild(button);
+  }
+
   async function post(url, body) {
     const response = await fetch(url, {
       method: "POST",
