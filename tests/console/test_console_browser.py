@@ -577,6 +577,9 @@ def test_the_rule_editor_marks_the_error_after_characters_outside_the_bmp(
     status = page.locator(".pql-status")
     expect(status).to_have_text(re.compile(r"^Line 1, column \d+: "))
     expect(page.locator(".pql-highlight .tok-num")).to_have_count(1)
+    # The check of the text with its last space (the status may still be the previous
+    # check's, whose mark the typing cleared): its mark is back.
+    expect(page.locator(".pql-highlight .tok-error")).to_have_count(1)
     marks = page.evaluate(
         """() => {
       const pre = document.querySelector(".pql-editor .pql-highlight");

@@ -972,3 +972,51 @@ def test_a_stale_save_says_so_without_the_apis_if_match_words(
         )
     assert "someone changed this placement since you opened it" in answer.text
     assert "If-Match" not in answer.text and "repo:etag" not in answer.text
+
+
+def test_a_representation_is_removed_with_its_checkbox(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # Removing one meant choosing "— choose —" and emptying its content: no one guessed.
+    slots = [
+        signed_in.create(
+            "offer-placement", {"xdm:name": name, "xdm:channel": WEB, "xdm:componentType": HTML}
+        )["@id"]
+        for name in ("Top", "Side")
+    ]
+    component = {"@type": HTML, "dc:format": "text/html", "xdm:content": "<p>x</p>"}
+    offer = signed_in.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Two",
+            "xdm:status": "draft",
+            "xdm:representations": [
+                {"xdm:placement": slot, "xdm:components": [component]} for slot in slots
+            ],
+        },
+    )
+    page = client.get(f"/console/offers/{offer['instanceId']}").text
+    assert 'name="representations-0-remove"' in page
+    assert 'name="representations-2-remove"' not in page  # not on the blank row
+    rows = {
+        f"representations-{n}-{key}": value
+        for n, slot in enumerate(slots)
+        for key, value in (("placement", slot), ("kind", "html"), ("content", "<p>x</p>"))
+    }
+    saved = client.post(
+        f"/console/offers/{offer['instanceId']}",
+        data={
+            "csrf_token": csrf_of(page),
+            "etag": "1",
+            "name": "Two",
+            "status": "draft",
+            "priority": "0",
+            **rows,
+            "representations-0-remove": "y",
+            "representations-2-kind": "html",
+        },
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    [stored] = _instances(signed_in, "personalized-offer")
+    assert [r["xdm:placement"] for r in stored["_instance"]["xdm:representations"]] == [slots[1]]

@@ -59,8 +59,8 @@ def decision_body(
     rows: list[int] = []
     for index, entry in enumerate(form.criteria.entries):
         sub = entry.form
-        if not sub.placements.data and not sub.collection.data:
-            continue  # the blank row for a new criterion
+        if sub.remove.data or (not sub.placements.data and not sub.collection.data):
+            continue  # removed, or the blank row for a new criterion
         criterion: dict[str, Any] = dict(old[index]) if index < len(old) else {}
         criterion["xdm:placements"] = list(sub.placements.data or [])
         selection = dict(criterion.get("xdm:optionSelection") or {})

@@ -15,6 +15,7 @@ from typing import Any
 
 import wtforms
 from wtforms import (
+    BooleanField,
     FieldList,
     Form,
     FormField,
@@ -198,6 +199,7 @@ class RepresentationForm(Form):
     content = TextAreaField("Content or URL")
     link = StringField("Link URL", [Optional()])
     language = StringField("Language", [Optional()], default="en-us")
+    remove = BooleanField("Remove this representation when saving")
 
 
 class _Offer(_Named):
@@ -235,6 +237,7 @@ class CriterionForm(Form):
         description="criteria of one priority are one group; the highest group is tried "
         "first, lower ones fill what it leaves (0 if empty)",
     )
+    remove = BooleanField("Remove this criterion when saving")
 
 
 class DecisionForm(_Named):

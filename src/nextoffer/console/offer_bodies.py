@@ -99,8 +99,8 @@ def _representations(form: Any, body: dict[str, Any], options: bodies.Options) -
         sub = entry.form
         placement = sub.placement.data or ""
         content = sub.content.data or ""
-        if not placement and not content.strip():
-            continue  # the blank row for a new representation
+        if sub.remove.data or (not placement and not content.strip()):
+            continue  # removed, or the blank row for a new representation
         target = placements.get(placement, {})
         previous = old.get(placement) or {}
         kept = [c for c in previous.get("xdm:components") or [] if isinstance(c, Mapping)]
