@@ -278,7 +278,7 @@ def test_a_validation_error_is_shown_beside_its_field(page: Page, live: Live) ->
     page.goto(f"{live.base}/console/placements/new")
     page.get_by_role("button", name="Create").click()
     errors = page.locator("#name-error")
-    expect(errors).to_contain_text("should be non-empty")
+    expect(errors).to_contain_text("must not be empty")
     expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
 
 

@@ -172,3 +172,22 @@ print(sorted({m.split(".")[0] for m in sys.modules}))
     loaded = set(ast.literal_eval(done.stdout.strip().splitlines()[-1]))
     assert "sqlalchemy" in loaded and "nextoffer" in loaded  # it did run
     assert loaded.isdisjoint({"psycopg", "asyncpg", "alembic", "jsonschema", "redis"})
+
+
+def test_an_integer_past_64_bits_from_python_is_refused_where_it_is(tmp_path: Path) -> None:
+    # A body built in Python (the console's forms, an embedding application) reaches the
+    # repository without the HTTP body's check: a priority of 10**30 failed in the store.
+    from nextoffer.errors import Unprocessable
+    from nextoffer.repository.objects import PLACEMENT, TAG
+
+    with NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'i.db'}")) as no:
+        tenant = no.bootstrap(org="I@AdobeOrg", sandbox="prod")
+        who, container = tenant.principal, tenant.container_id
+        with pytest.raises(Unprocessable) as refused:
+            no.create(who, container, TAG, {"xdm:name": "t", "n": {"deep": [1, 10**30]}})
+        assert refused.value.pointer == "/n/deep/1"
+        with pytest.raises(Unprocessable) as refused:
+            no.create(who, container, PLACEMENT, {"xdm:name": "", "xdm:channel": "x" * 3000})
+        messages = {e["pointer"]: e["message"] for e in refused.value.extra["errors"]}
+        assert messages["/xdm:name"] == "must not be empty"
+        assert messages["/xdm:channel"].endswith("x… is longer than 2048 characters")

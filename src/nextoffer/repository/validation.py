@@ -127,6 +127,13 @@ def long_integer_at(raw: bytes, *, prefix: str = "") -> str | None:
         value = json.loads(raw)
     except ValueError:  # past the interpreter's limit on an integer's digits
         return prefix
+    return long_integer_in(value, prefix=prefix)
+
+
+def long_integer_in(value: Any, *, prefix: str = "") -> str | None:
+    """The pointer of an integer past 64 bits in ``value``, or ``None``: neither backend
+    stores one (a body read by :func:`long_integer_at`, or built in Python: the console's
+    forms, an embedding application)."""
     stack: list[tuple[Any, list[Any]]] = [(value, [])]
     while stack:
         node, path = stack.pop()
@@ -162,6 +169,10 @@ def _describe(error: jsonschema.ValidationError) -> str:
         return f"{_quoted(error.instance)} is not a valid reference of the expected type"
     if error.validator == "format":
         return f"{_quoted(error.instance)} is not an RFC 3339 date-time"
+    if error.validator == "minLength" and error.instance == "":
+        return "must not be empty"
+    if error.validator == "maxLength" and isinstance(error.instance, str):
+        return f"{_quoted(error.instance)} is longer than {error.validator_value} characters"
     message = str(error.message)
     # jsonschema quotes the value in Python's notation (None, True, {'a': 1}); the
     # client sent JSON, so it is quoted back in JSON.
@@ -177,6 +188,9 @@ def validate(object_type: ObjectType, body: Mapping[str, Any], *, prefix: str = 
     where = nul_at(body, prefix=prefix)
     if where is not None:
         raise Unprocessable(f"{where or '/'}: {NUL_REFUSED}", pointer=where or "/")
+    where = long_integer_in(body, prefix=prefix)
+    if where is not None:
+        raise Unprocessable(f"{where or '/'}: {LONG_INTEGER_REFUSED}", pointer=where or "/")
     if object_type in (PERSONALIZED_OFFER, FALLBACK_OFFER):
         size = len(json.dumps(body, ensure_ascii=False).encode("utf-8"))
         if size > MAX_OFFER_BYTES:
