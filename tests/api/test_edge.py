@@ -352,6 +352,25 @@ def test_set_consent_answers_the_consent_state_the_sdk_waits_for(shop, client):
     assert read["handle"][0]["payload"][0]["value"] == "general=out"
 
 
+def test_set_consent_keeps_a_visitor_s_identity_only_once_consent_is_given(shop, client):
+    # A setConsent carrying an identity map made the new visitor's profile while consent
+    # was still pending.
+    def profile(email):
+        return client.get(
+            "/data/core/nextoffer/profiles",
+            params={"namespace": "Email", "id": email},
+            headers=shop.headers,
+        ).status_code
+
+    for val, email, found in (("p", "wait@example.com", 404), ("y", "yes@example.com", 200)):
+        body = {
+            **consent(value={"collect": {"val": val}}),
+            "identityMap": {"Email": [{"id": email}]},
+        }
+        interact(client, shop.datastream, body, path="/ee/v1/privacy/set-consent")
+        assert profile(email) == found, (val, email)
+
+
 @pytest.mark.parametrize(
     "body",
     [

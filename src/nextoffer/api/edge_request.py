@@ -180,7 +180,10 @@ def parse_consent(body: Any, *, cookies: Mapping[str, str]) -> tuple[EdgeRequest
             " only one read here",
             pointer="/consent",
         )
-    return _identify(body.get("identityMap"), body.get("meta"), cookies), general
+    # Only consent given lets the identity map be read (a new visitor's profile made):
+    # while it is pending, nothing of the visitor is kept.
+    identity_map = body.get("identityMap") if general == "in" else None
+    return _identify(identity_map, body.get("meta"), cookies), general
 
 
 def _object(body: Any) -> dict[str, Any]:
