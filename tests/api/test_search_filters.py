@@ -355,6 +355,7 @@ def test_schema_versions_and_quoting(tenant, offers):
         ([("schema", OFFER), ("property", "_instance.xdm:name~[[:alpha:]]+")], "property"),
         ([("schema", OFFER), ("property", "_instance.xdm:name~(?i:a).*")], "property"),
         ([("schema", OFFER), ("property", "_instance.xdm:name~(?#note)a.*")], "property"),
+        ([("schema", OFFER), ("property", "_instance.xdm:name~[\\N{DIGIT ONE}]")], "property"),
         (
             [("schema", OFFER), ("property", "_instance.xdm:name~\\N{LATIN SMALL LETTER A}.*")],
             "property",

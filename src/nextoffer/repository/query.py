@@ -290,6 +290,8 @@ def _unportable(pattern: str) -> str | None:
             j += pattern.startswith("]", j)
             while j < n and pattern[j] != "]":
                 if pattern[j] == "\\":
+                    if pattern.startswith("N{", j + 1):
+                        return "a named character (\\N{…})"
                     j += 2
                     continue
                 if pattern.startswith(("[:", "[=", "[."), j):
