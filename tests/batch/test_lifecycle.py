@@ -105,35 +105,9 @@ def test_a_job_killed_mid_run_ends_in_error_with_its_reason(
         for n in range(3000)
     ]
     assert no.profiles.upsert_many(PRINCIPAL, more) == [None] * 3000
-    command = [
-        sys.executable,
-        "-c",
-        "from nextoffer.cli import main; main()",
-        "batch",
-        "run",
-        "--db",
-        settings.db_url,
-        "--container",
-        setup["container"],
-        "--segment",
-        body["xdm:segmentIds"][0],
-        "--activity",
-        body["xdm:propositionRequests"][0]["xdm:activityId"],
-        "--placement",
-        body["xdm:propositionRequests"][0]["xdm:placementId"],
-        "--dataset",
-        body["xdm:dataSetId"],
-        "--workers",
-        "1",
-    ]
-    env = {
-        **os.environ,
-        "NEXTOFFER_DATASETS_DIR": settings.datasets_dir or "",
-        "NEXTOFFER_BATCH_CHUNK": "2",  # many small chunks: progress to see before the end
-    }
     process = subprocess.Popen(
-        command,
-        env=env,
+        _cli_run(settings, setup),
+        env=_cli_env(settings, "2"),  # many small chunks: progress to see before the end
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -358,13 +358,7 @@ def test_another_tenant_cannot_name_a_datasets_location(
     downloads the first tenant's decision events (their identities)."""
     from support.api import make_tenant
 
-    library = Library(tenant, [])
-    add_profiles(tenant, 2)
-    dataset_id = dataset(tenant)
-    job = tenant.client.post(
-        DWM, json=workload(library, segment(tenant, "age >= 0"), dataset_id), headers=tenant.headers
-    ).json()
-    assert wait_done(tenant, f"{DWM}/{job['@id']}")["ode:status"] == "COMPLETED"
+    dataset_id, job = _a_completed_job(tenant)
     location = tenant.client.get(f"{DATASETS}/{dataset_id}", headers=tenant.headers).json()[
         "location"
     ]
@@ -394,6 +388,18 @@ def test_another_tenant_cannot_name_a_datasets_location(
     assert around.status_code == 422, around.text
 
 
+def _a_completed_job(tenant: Tenant) -> tuple[str, dict[str, Any]]:
+    """A dataset and a job that completed on it (two profiles, an empty library)."""
+    library = Library(tenant, [])
+    add_profiles(tenant, 2)
+    dataset_id = dataset(tenant)
+    job = tenant.client.post(
+        DWM, json=workload(library, segment(tenant, "age >= 0"), dataset_id), headers=tenant.headers
+    ).json()
+    assert wait_done(tenant, f"{DWM}/{job['@id']}")["ode:status"] == "COMPLETED"
+    return dataset_id, job
+
+
 def test_a_shared_folder_lists_only_the_datasets_own_jobs(
     client: TestClient, tenant: Tenant, db_url: str
 ) -> None:
@@ -403,13 +409,7 @@ def test_a_shared_folder_lists_only_the_datasets_own_jobs(
     from nextoffer.storage.store import Store
     from support.api import make_tenant
 
-    library = Library(tenant, [])
-    add_profiles(tenant, 2)
-    dataset_id = dataset(tenant)
-    job = tenant.client.post(
-        DWM, json=workload(library, segment(tenant, "age >= 0"), dataset_id), headers=tenant.headers
-    ).json()
-    assert wait_done(tenant, f"{DWM}/{job['@id']}")["ode:status"] == "COMPLETED"
+    dataset_id, _ = _a_completed_job(tenant)
     ours = tenant.client.get(f"{DATASETS}/{dataset_id}/files", headers=tenant.headers).json()
     assert len(ours["files"]) == 2
     location = tenant.client.get(f"{DATASETS}/{dataset_id}", headers=tenant.headers).json()[

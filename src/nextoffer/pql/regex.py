@@ -40,6 +40,18 @@ def problem(pattern: str) -> str | None:
     return None
 
 
+def set_span(pattern: str, i: int) -> tuple[int, int]:
+    """The character set opened by the ``[`` at ``i``: where its members start (after a
+    ``^``; a ``]`` first is a member) and where its closing ``]`` is (the pattern's
+    length when there is none)."""
+    n = len(pattern)
+    start = i + 1 + pattern.startswith("^", i + 1)
+    j = start + pattern.startswith("]", start)
+    while j < n and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return start, j
+
+
 def _set_operation(pattern: str) -> int | None:
     """Where a character set holds what Java reads as a set operation and Python's ``re``
     as literal characters (warning that this will change): a ``[`` opening the set's
@@ -55,15 +67,16 @@ def _set_operation(pattern: str) -> int | None:
             continue
         if pattern.startswith("[", i + 1):
             return i + 1
-        start = j = i + 1 + pattern.startswith("^", i + 1)
-        while j < n and (pattern[j] != "]" or j == start):
+        start, end = set_span(pattern, i)
+        j = start
+        while j < end:
             if pattern[j] == "\\":
                 j += 2
                 continue
             if j > start and pattern[j] in "-&~|" and pattern.startswith(pattern[j], j + 1):
                 return j
             j += 1
-        i = j + 1
+        i = end + 1
     return None
 
 
@@ -79,14 +92,7 @@ def _nested_quantifier(pattern: str) -> bool:
             risky_closed = False
             continue
         if ch == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            i = j + 1
+            i = set_span(pattern, i)[1] + 1
             risky_closed = False
             continue
         if ch == "(":
@@ -127,14 +133,7 @@ def repeats(pattern: str) -> tuple[int, int]:
             i += 1
             continue
         if ch == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            i = j + 1
+            i = set_span(pattern, i)[1] + 1
             continue
         if ch in "*+":
             repeated += 1

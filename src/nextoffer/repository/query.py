@@ -23,6 +23,7 @@ import orjson
 from nextoffer.errors import BadRequest
 from nextoffer.ids import epoch_micros, parse_datetime
 from nextoffer.pql.regex import problem as regex_problem
+from nextoffer.pql.regex import set_span
 from nextoffer.repository.objects import SchemaRef, parse_schema_ref
 
 DEFAULT_LIMIT = 20
@@ -285,10 +286,8 @@ def _unportable(pattern: str) -> str | None:
             i += 2
             continue
         if pattern[i] == "[":
-            j = i + 1
-            j += pattern.startswith("^", j)
-            j += pattern.startswith("]", j)
-            while j < n and pattern[j] != "]":
+            j, end = set_span(pattern, i)
+            while j < end:
                 if pattern[j] == "\\":
                     if pattern.startswith("N{", j + 1):
                         return "a named character (\\N{…})"
@@ -297,7 +296,7 @@ def _unportable(pattern: str) -> str | None:
                 if pattern.startswith(("[:", "[=", "[."), j):
                     return f"a POSIX bracket expression ({pattern[j : j + 2]}…)"
                 j += 1
-            i = j + 1
+            i = end + 1
             continue
         if pattern.startswith("(?", i) and not pattern.startswith(_PORTABLE_GROUPS, i + 2):
             return f"the group {pattern[i : i + 3]}… (only (?:, (?=, (?!, (?<= and (?<! are taken)"
