@@ -13,6 +13,7 @@ import pytest
 from nextoffer.errors import Unprocessable
 from nextoffer.service.ecid import decode_identity, encode_identity
 from nextoffer.service.edge import Edge, EdgeEvent
+from nextoffer.service.edge_tcf import decode_tc_string
 from nextoffer.service.identities import parse_identity_map
 from support import example
 from support.api import make_tenant
@@ -371,12 +372,118 @@ def test_set_consent_keeps_a_visitor_s_identity_only_once_consent_is_given(shop,
         assert profile(email) == found, (val, email)
 
 
+#: TC strings written by IAB Tech Lab's reference encoder (``@iabtcf/core`` 1.5.6,
+#: ``TCString.encode``): purposes consented, vendors consented. The encoder chooses a bit
+#: field or ranges for the vendors, whichever is shorter: both forms are here.
+TC_STRINGS = {
+    "CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAEawAQEagAAAA.YAAAAAAAAAAA": ({1, 10}, {565}),
+    "CQujIwAQujIwAAKABAENCWCgAOBAAAAAAAAAH0QBIAAgAEAjUBeYD6AAAAAA.YAAAAAAAAAAA": (
+        {1, 2, 3, 10},
+        {1, 2, 565, 755, 1000},
+    ),
+    "CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAF5wAQF5gAAAA.YAAAAAAAAAAA": ({1, 10}, {755}),
+    "CQujIwAQujIwAAKABAENCWCgAIAAAAAAAAAAEawAQEagAAAA.YAAAAAAAAAAA": ({1}, {565}),
+    "CQujIwAQujIwAAKABAENCWCgAABAAAAAAAAAEawAQEagAAAA.YAAAAAAAAAAA": ({10}, {565}),
+    "CQujIwAQujIwAAKABAENCWCgAAAAAAAAAAAAAAAAAAAA.YAAAAAAAAAAA": (set(), set()),
+    "CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAH0QAYAAgfQAAAAAA.YAAAAAAAAAAA": (
+        {1, 10},
+        set(range(1, 1001)),
+    ),
+    "CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAH0QAoAAgRpAjYD6AAAAAAAAA.YAAAAAAAAAAA": (
+        {1, 10},
+        set(range(1, 1001)) - {565},
+    ),
+    # Adobe's setConsent documentation's example (IAB TCF 2.0 tab).
+    "CO052l-O052l-DGAMBFRACBgAIBAAAAABIYgEawAQEagAAAA": ({1, 10}, {565}),
+}
+
+
+@pytest.mark.parametrize(("tc_string", "expected"), TC_STRINGS.items())
+def test_a_tc_string_is_read_as_the_reference_encoder_wrote_it(tc_string, expected):
+    purposes, vendors = expected
+    decoded = decode_tc_string(tc_string)
+    assert decoded.purposes == purposes
+    assert {v for v in range(1, 1002) if decoded.vendor(v)} == vendors
+    assert decoded.collect() == ({1, 10} <= purposes and 565 in vendors)
+
+
+def tcf(value, **entry):
+    return {"consent": [{"standard": "IAB TCF", "version": "2.0", "value": value, **entry}]}
+
+
+@pytest.mark.parametrize(("tc_string", "expected"), TC_STRINGS.items())
+def test_an_iab_tcf_consent_alone_sets_the_consent_state(shop, client, tc_string, expected):
+    # A site with a CMP sends only its TC string: that was a 400, and under
+    # defaultConsent "pending" the SDK never sent an event. Adobe's Edge Network gives
+    # consent for purposes 1 and 10 and vendor 565 (Adobe).
+    purposes, vendors = expected
+    general = "in" if {1, 10} <= purposes and 565 in vendors else "out"
+    body = {**tcf(tc_string, gdprApplies=True), "identityMap": {"Email": [{"id": "t@x.test"}]}}
+    answer = interact(client, shop.datastream, body, path="/ee/v1/privacy/set-consent").json()
+    [store] = handles(answer, "state:store")
+    entries = {e["key"]: e["value"] for e in store["payload"]}
+    assert entries["kndctr_ACME_AdobeOrg_consent"] == f"general={general}"
+    assert bool(handles(answer, "identity:result")) == (general == "in")
+
+
+def test_gdpr_not_applying_is_consent_and_an_adobe_entry_decides_beside_a_tc_string(shop, client):
+    refused = next(s for s, (p, _) in TC_STRINGS.items() if not p)
+    for body, general in (
+        (tcf(refused, gdprApplies=False), "in"),
+        (tcf("", gdprApplies=False), "in"),
+        (tcf(refused), "out"),  # gdprApplies is true unless sent false
+        (
+            {"consent": [*tcf(refused)["consent"], *consent()["consent"]]},
+            "in",
+        ),
+    ):
+        answer = interact(client, shop.datastream, body, path="/ee/v1/privacy/set-consent")
+        stored = [e for h in handles(answer.json(), "state:store") for e in h["payload"]]
+        assert {"key": "kndctr_ACME_AdobeOrg_consent", "value": f"general={general}"}.items() <= (
+            stored[-1].items()
+        ), body
+
+
+@pytest.mark.parametrize(
+    ("entry", "pointer", "detail"),
+    [
+        (tcf(""), "/consent/0/value", "empty"),
+        (tcf("not a TC string!"), "/consent/0/value", "base64"),
+        (tcf("BOEFEAyOEFEAyAHABDENAI4AAAB9vABAASA"), "/consent/0/value", "TCF version 1"),
+        (tcf("CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAEaw"), "/consent/0/value", "ends before"),
+        (
+            tcf("CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAEawAQEagAAAA", gdprApplies="yes"),
+            "/consent/0/gdprApplies",
+            "boolean",
+        ),
+        (tcf({"consentString": "CO"}), "/consent/0", "TC string value"),
+        (
+            {"consent": [{"standard": "IAB TCF", "version": "1.1", "value": "BO"}]},
+            "/consent/0",
+            "version 2.0",
+        ),
+    ],
+)
+def test_a_malformed_tc_string_is_an_edge_shaped_400(shop, client, entry, pointer, detail):
+    refused = interact(
+        client, shop.datastream, entry, path="/ee/v1/privacy/set-consent", expect=400
+    )
+    problem = refused.json()
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert problem["status"] == 400 and problem["report"] == {
+        "requestId": "r-1",
+        "pointer": pointer,
+    }
+    assert detail in problem["detail"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
         {"consent": []},
         {"consent": "in"},
         {"consent": [{"standard": "IAB TCF", "version": "2.0", "value": {}}]},
+        {"consent": [{"standard": "IAB", "version": "2.0", "value": "CO"}]},
         consent(version="3.0"),
         consent(value={"collect": {"val": "maybe"}}),
         consent(version="1.0", value={"general": True}),

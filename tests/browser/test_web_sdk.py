@@ -275,3 +275,48 @@ def test_get_identity_first_and_set_consent_under_pending_consent_work(
     assert second == pending.library.a
     cookies = {c["name"]: c["value"] for c in pending.context.cookies(f"{PAGE_ORIGIN}/")}
     assert cookies[f"kndctr_{creds.org.replace('@', '_')}_consent"] == "general=in"
+
+
+#: TC strings of IAB Tech Lab's reference encoder (``@iabtcf/core`` 1.5.6): purposes 1
+#: and 10 and vendor 565 (Adobe) consented; the same without vendor 565.
+TC_CONSENTED = "CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAEawAQEagAAAA.YAAAAAAAAAAA"
+TC_NOT_ADOBE = "CQujIwAQujIwAAKABAENCWCgAIBAAAAAAAAAF5wAQF5gAAAA.YAAAAAAAAAAA"
+
+
+def test_a_cmp_s_iab_tcf_consent_alone_lets_the_sdk_send_or_holds_it_back(
+    shop_factory: Any, server: tuple[str, Credentials]
+) -> None:
+    # A site with a CMP calls setConsent with the TC string only: that was a 400, so
+    # under defaultConsent "pending" the SDK never sent an event.
+    _, creds = server
+    consent_cookie = f"kndctr_{creds.org.replace('@', '_')}_consent"
+    for tc_string, general in ((TC_CONSENTED, "in"), (TC_NOT_ADOBE, "out")):
+        shop = shop_factory("edge.shop.test")
+        done = run_page(
+            shop,
+            sdk_page(
+                creds,
+                shop.library.scope,
+                f"""await alloy("setConsent", {{
+                  consent: [{{ standard: "IAB TCF", version: "2.0",
+                               value: {json.dumps(tc_string)}, gdprApplies: true }}],
+                }});
+                try {{
+                  const sent = await alloy("sendEvent",
+                    {{ personalization: {{ decisionScopes: [scope] }} }});
+                  return (sent.propositions || []).map((p) => p.items[0].id);
+                }} catch (error) {{
+                  return "refused: " + error.message;
+                }}""",
+                defaultConsent="pending",
+            ),
+        )
+        cookies = {c["name"]: c["value"] for c in shop.context.cookies(f"{PAGE_ORIGIN}/")}
+        assert cookies[consent_cookie] == f"general={general}", (general, done)
+        paths = [path for path, _, _ in shop.forwarder.seen]
+        assert paths[0] == "/ee/v1/privacy/set-consent", paths
+        if general == "in":
+            assert done == [shop.library.a], done
+        else:
+            # Consent refused: the SDK sends no event at all.
+            assert not any(p.endswith("/interact") for p in paths), (paths, done)

@@ -11,8 +11,9 @@ Shape errors are :class:`~nextoffer.errors.BadRequest` naming the member.
 The SDK's two other calls carry no events: ``identity/acquire`` (its ``getIdentity``
 before any event: ``{"query": {"identity": {"fetch": […]}}, "xdm": {"identityMap"}?}``)
 and ``privacy/set-consent`` (its ``setConsent``: ``{"consent": [{"standard",
-"version", "value"}], "identityMap"?}``). Each is read as a request without events
-whose identity map, when sent, is the visitor's.
+"version", "value", "gdprApplies"?}], "identityMap"?}``, of the Adobe or the IAB TCF
+standard). Each is read as a request without events whose identity map, when sent, is
+the visitor's.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from jsonpointer import escape
 from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS
 from nextoffer.errors import BadRequest, PayloadTooLarge
 from nextoffer.service.edge import EdgeEvent, EdgeRequest
+from nextoffer.service.edge_tcf import TCStringError, decode_tc_string
 from nextoffer.service.events import PROPOSITIONS_XDM
 
 #: Events in one call (the Web SDK sends one; batches of collected events more).
@@ -152,6 +154,10 @@ def parse(body: Any, *, cookies: Mapping[str, str], collect: bool) -> EdgeReques
 _ADOBE_VERSIONS = frozenset({"1.0", "2.0"})
 _COLLECT = {"y": "in", "dy": "in", "n": "out", "dn": "out", "p": "pending", "u": "pending"}
 _GENERAL = frozenset({"in", "out", "pending"})
+#: The IAB standard's name, and the versions read: TCF 2.x (2.1 and 2.2 strings are
+#: version 2 too; the SDK's documented entry says "2.0").
+_TCF = "IAB TCF"
+_TCF_VERSIONS = frozenset({"2.0", "2.1", "2.2"})
 
 
 def parse_identity(body: Any, *, cookies: Mapping[str, str]) -> EdgeRequest:
@@ -164,20 +170,28 @@ def parse_identity(body: Any, *, cookies: Mapping[str, str]) -> EdgeRequest:
 
 def parse_consent(body: Any, *, cookies: Mapping[str, str]) -> tuple[EdgeRequest, str]:
     """``privacy/set-consent``: the request, and the general consent it sets (``in``,
-    ``out`` or ``pending``), read from the last Adobe-standard entry (an IAB TCF entry
-    beside it is the CMP's record and is not read)."""
+    ``out`` or ``pending``), read from the last Adobe-standard entry; without one, from
+    the last IAB TCF entry (a site with a CMP sends only that). An IAB TCF entry beside
+    an Adobe one is the CMP's record and is not read."""
     body = _object(body)
     entries = body.get("consent")
     if not isinstance(entries, list) or not entries:
         raise BadRequest("consent must be a non-empty array of preferences", pointer="/consent")
-    general = None
+    adobe = tcf = None
     for index, entry in enumerate(entries):
-        if isinstance(entry, dict) and entry.get("standard") == "Adobe":
-            general = _adobe_consent(entry, f"/consent/{index}")
-    if general is None:
+        standard = entry.get("standard") if isinstance(entry, dict) else None
+        if standard == "Adobe":
+            adobe = (entry, index)
+        elif standard == _TCF:
+            tcf = (entry, index)
+    if adobe is not None:
+        general = _adobe_consent(adobe[0], f"/consent/{adobe[1]}")
+    elif tcf is not None:
+        general = _tcf_consent(tcf[0], f"/consent/{tcf[1]}")
+    else:
         raise BadRequest(
-            'consent needs an entry of the "Adobe" standard (version 1.0 or 2.0): the'
-            " only one read here",
+            'consent needs an entry of the "Adobe" standard (version 1.0 or 2.0) or of the'
+            ' "IAB TCF" standard (version 2.0)',
             pointer="/consent",
         )
     # Only consent given lets the identity map be read (a new visitor's profile made):
@@ -218,3 +232,24 @@ def _adobe_consent(entry: Mapping[str, Any], pointer: str) -> str:
     raise BadRequest(
         f"collect.val must be one of {sorted(_COLLECT)}", pointer=f"{pointer}/value/collect/val"
     )
+
+
+def _tcf_consent(entry: Mapping[str, Any], pointer: str) -> str:
+    """An IAB TCF 2 entry's general consent: ``in`` when its TC string consents to what
+    Adobe's Edge Network needs (``service/edge_tcf.py``), else ``out``. ``gdprApplies``
+    is true unless sent false (Adobe's default); false is ``in``: the TC string's
+    signals do not apply (Adobe's guide sets consent ``in`` where GDPR does not apply)."""
+    version, value, applies = entry.get("version"), entry.get("value"), entry.get("gdprApplies")
+    if version not in _TCF_VERSIONS or not isinstance(value, str):
+        raise BadRequest(
+            "an IAB TCF consent entry is version 2.0 with a TC string value", pointer=pointer
+        )
+    if applies is not None and not isinstance(applies, bool):
+        raise BadRequest("gdprApplies must be a boolean", pointer=f"{pointer}/gdprApplies")
+    if applies is False:
+        return "in"
+    try:
+        consent = decode_tc_string(value)
+    except TCStringError as exc:
+        raise BadRequest(f"malformed TC string: {exc}", pointer=f"{pointer}/value") from exc
+    return "in" if consent.collect() else "out"
