@@ -280,6 +280,29 @@ def test_a_config_id_longer_than_any_datastream_id_is_not_remembered(shop, clien
     assert len(datastreams._cache) == before + 1
 
 
+def test_a_config_id_is_matched_whatever_its_case(shop, client):
+    # A UUID is case-insensitive on input (RFC 9562): a datastream id configured
+    # upper-case (copied from a tool that writes UUIDs so) was a 404.
+    datastreams = client.app.state.nextoffer.datastreams
+    upper = shop.datastream.upper()
+    assert upper != shop.datastream
+    for config_id in (upper, shop.datastream, upper.title()):
+        answer = interact(client, config_id, event([shop.scope])).json()
+        assert handles(answer, "personalization:decisions")[0]["payload"]
+    # One spelling in the cache: the lookup is made with the lower-case id alone.
+    assert upper not in datastreams._cache and shop.datastream in datastreams._cache
+    # A preflight finds it too (answered as for the id as minted, not 404).
+    preflights = [
+        client.options(
+            "/ee/v1/interact",
+            params={"configId": config_id},
+            headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"},
+        ).status_code
+        for config_id in (upper, shop.datastream)
+    ]
+    assert preflights[0] == preflights[1] != 404, preflights
+
+
 def test_location_hint_paths_and_v2(shop, client):
     for path in ("/ee/nx1/v1/interact", "/ee/irl1/v1/interact", "/ee/v2/interact"):
         answer = interact(client, shop.datastream, event([shop.scope]), path=path).json()

@@ -102,8 +102,13 @@ def _query(request: Request) -> tuple[str | None, str | None]:
 
 
 async def _datastream(config_id: str | None, no: NextOffer) -> DatastreamRecord:
+    """The datastream ``configId`` names. A datastream id is a UUID, written lower-case
+    when minted; a UUID is case-insensitive on input (RFC 9562, section 4), and the SDK
+    sends ``datastreamId`` as configured: the id is lower-cased, so one lookup and one
+    cache entry serve every spelling."""
     if not config_id:
         raise BadRequest("configId is required (a datastream id)", pointer="configId")
+    config_id = config_id.lower()
     found = no.datastreams.cached(config_id)
     if found is None:
         found = await no.run(no.datastreams.resolve, config_id)
