@@ -3,7 +3,10 @@ engine on two copies of one database, the same decisions for the same seed."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -256,3 +259,159 @@ def test_two_spark_jobs_at_once_in_one_process(prepared: dict[str, Any]) -> None
         for runner in runners:
             runner.join()
     assert [f.status for f in finals] == ["COMPLETED", "COMPLETED"], [f.detail for f in finals]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process under ``pid`` (from /proc: Spark's JVM, its Python daemon, and the
+    Python workers the daemon forks)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _python_workers() -> list[int]:
+    """PySpark's Python workers under this process: forks of its daemon (the same command
+    line as their parent's)."""
+    found = []
+    for pid in _descendants(os.getpid()):
+        line = _cmdline(pid)
+        if "pyspark" not in line or "daemon" not in line:
+            continue
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        if _cmdline(int(stat.rsplit(")", 1)[1].split()[1])) == line:
+            found.append(pid)
+    return found
+
+
+def _counts(db: Path, offer: str) -> tuple[int, dict[str, int]]:
+    """Offer ``offer``'s cap counters: everyone's, and each profile's."""
+    everyone, profiles = 0, {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        for code, count in conn.execute("SELECT counter_key, count FROM cap_counters"):
+            _, offer_id, _, _, _, scope = code.split("|")
+            if offer_id != offer:
+                continue
+            if scope:
+                profiles[scope] = count
+            else:
+                everyone = count
+    return everyone, profiles
+
+
+def test_a_retried_spark_task_fails_the_job_and_counts_nothing_twice(tmp_path: Path) -> None:
+    """A Spark task killed after some of its groups committed is retried (``local[2,3]``
+    allows three attempts): the retry decides nothing and the job ends in ERROR saying
+    why. It decided the partition again from its first profile, and every reservation of
+    the first attempt counted twice (a profile's counter at 2, caps used up by decisions
+    nobody received)."""
+    db = tmp_path / "retry.db"
+    settings = Settings(db_url=f"sqlite:///{db}", freeze_heap=False)
+    principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+    with TestClient(create_app(settings)) as client:
+        tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+        # Caps that never run out here, counted for everyone and per profile (up to 5:
+        # a profile decided twice shows 2).
+        library = Library(
+            tenant,
+            [
+                {"xdm:limit": 1_000_000, "xdm:scope": "global"},
+                {"xdm:limit": 5, "xdm:scope": "profile"},
+            ],
+        )
+        body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
+    # One row group of the export, so one partition: one task, one Python worker.
+    profiles = [
+        {"identityMap": {"Email": [{"id": f"r{n:05d}@example.com"}]}, "profile": {"age": 30}}
+        for n in range(8_000)
+    ]
+    run_settings = Settings(
+        db_url=settings.db_url,
+        freeze_heap=False,
+        datasets_dir=str(tmp_path / "datasets"),
+        spark_master="local[2,3]",
+    )
+    killed: list[int] = []
+    done = threading.Event()
+
+    def kill_a_deciding_worker() -> None:
+        """SIGKILL the Python worker once its first groups are committed."""
+        while not done.wait(0.02):
+            if _counts(db, library.a)[0] == 0:
+                continue
+            workers = _python_workers()
+            if workers:
+                for pid in workers:
+                    os.kill(pid, signal.SIGKILL)
+                killed.extend(workers)
+                return
+
+    killer = threading.Thread(target=kill_a_deciding_worker, daemon=True)
+    with NextOffer.open(run_settings, clock=lambda: MOMENT) as no:
+        assert no.profiles.upsert_many(principal, profiles) == [None] * len(profiles)
+        job = no.batch.submit(principal, body, container_id=None, engine="spark")
+        claimed = no.batch.claim(job.job_id)
+        assert claimed is not None
+        killer.start()
+        try:
+            final = no.batch.execute(claimed)
+        finally:
+            done.set()
+            killer.join()
+        folder = Path(no.datasets.get(principal, body["xdm:dataSetId"]).location) / job.job_id
+    assert killed, "no Python worker was found deciding"
+    everyone, per_profile = _counts(db, library.a)
+    # What the first attempt committed counts once: no profile twice, and everyone's
+    # counter is the sum of the profiles' (the retry reserved nothing).
+    assert per_profile and max(per_profile.values()) == 1
+    assert everyone == sum(per_profile.values()) < len(profiles)
+    assert final.status == "ERROR", final.detail
+    [error] = final.detail["errors"]
+    assert "a Spark task failed and was retried" in error["message"]
+    assert "count the reservations of its first attempt twice" in error["message"]
+    assert "run the job again" in error["message"]
+    assert not folder.exists()
+
+
+def test_spark_sessions_allow_no_retry_and_no_speculation(
+    prepared: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session a job creates tells a cluster never to attempt a task again (a retry or
+    a speculative copy would decide its partition twice): read from the live context."""
+    from nextoffer.service.batch.spark import SparkEngine
+
+    seen: dict[str, str | None] = {}
+    watch = SparkEngine._watch
+
+    def reading(context: Any, *args: Any) -> None:
+        conf = context.getConf()
+        for key in ("spark.task.maxFailures", "spark.speculation"):
+            seen[key] = conf.get(key)
+        watch(context, *args)
+
+    monkeypatch.setattr(SparkEngine, "_watch", staticmethod(reading))
+    final, _ = run(prepared["second"], prepared["tmp"] / "d4", prepared["body"], "spark")
+    assert final.status == "COMPLETED", final.detail
+    assert seen == {"spark.task.maxFailures": "1", "spark.speculation": "false"}

@@ -17,6 +17,16 @@ from the same settings as pyarrow's (``Location.hadoop_options``).
 ``submit`` leaves it to ``spark-submit``'s ``--master`` (docs/batch.md). Executors need
 nextoffer installed and the database reachable (PostgreSQL, or Redis counters beside it);
 a SQLite file works only when the executors share this machine (``local[N]``).
+
+A task is never decided twice. Its reservations commit group by group as it decides, and
+nothing undoes them when it fails, so a retried task (Spark's ``spark.task.maxFailures``)
+or a speculative copy deciding its partition again from its first profile would count
+every reservation of the first attempt a second time: caps used up by decisions nobody
+received. The session this engine creates allows no retry and no speculation, and a task
+attempt that is not the first (a cluster configured otherwise, ``local[N,F]``) decides
+nothing and fails the job with that reason (:data:`RETRIED`); run it again. Exactly once
+across attempts would need a ledger of decided profiles in the decision path's own
+transaction (docs/batch.md).
 """
 
 from __future__ import annotations
@@ -40,6 +50,13 @@ SUBMITTED = "submit"
 #: Profiles per exported Parquet row group, and per decided batch within a partition.
 CHUNK = 10_000
 
+#: Spark settings that keep a failed or slow task from being decided again (a retry or a
+#: speculative copy would count its first attempt's reservations twice).
+ONE_ATTEMPT = {"spark.task.maxFailures": "1", "spark.speculation": "false"}
+
+#: What a task attempt after the first raises: the driver finds it in Spark's error.
+RETRIED = "nextoffer: a retried Spark task decides nothing"
+
 #: Per Python worker of an executor: the job it decides for and its decider.
 _deciders: dict[str, tuple[Any, ChunkDecider]] = {}
 
@@ -55,12 +72,26 @@ def _decider(plan: JobPlan, open_worker: OpenWorker) -> ChunkDecider:
     return found[1]
 
 
+def _first_attempt() -> None:
+    """Refuse to decide in a task attempt that is not the partition's first: a retry of
+    a failed task, or a speculative copy of a slow one. The first attempt's committed
+    groups have reserved their caps; deciding the partition again would reserve them twice."""
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    if task is not None and task.attemptNumber() > 0:
+        raise RuntimeError(
+            f"{RETRIED} (partition {task.partitionId()}, attempt {task.attemptNumber() + 1})"
+        )
+
+
 def decide_partition(
     plan_value: Any, open_worker: OpenWorker, counters: Any, batches: Iterable[Any]
 ) -> Iterator[Any]:
     """``mapInArrow``: decide each Arrow batch of the partition's profiles; the decision
     events as Arrow batches in :func:`output.arrow_schema` (no row crosses between the JVM
-    and Python one at a time)."""
+    and Python one at a time). Only in a task's first attempt (:func:`_first_attempt`)."""
+    _first_attempt()
     plan: JobPlan = plan_value.value
     decider = _decider(plan, open_worker)
     profiles, members, refused, cpu = counters
@@ -123,6 +154,20 @@ _CONNECTORS = {
     "s3a": "hadoop-aws of Spark's Hadoop version (--packages org.apache.hadoop:hadoop-aws:V)",
     "gs": "Google's GCS connector (gcs-connector-hadoop3)",
 }
+
+
+def _retried(exc: Exception) -> str | None:
+    """The reason in a sentence when Spark failed because a task was attempted again
+    (:data:`RETRIED` in its error), else ``None``."""
+    if RETRIED not in str(exc):
+        return None
+    return (
+        "a Spark task failed and was retried (or a speculative copy of it started): deciding"
+        " its partition again would count the reservations of its first attempt twice, so"
+        " the job stopped; the decisions that attempt committed count toward caps, no files"
+        " were published; run the job again (a cluster that retries tasks needs"
+        " spark.task.maxFailures=1 and spark.speculation=false: docs/batch.md)"
+    )
 
 
 def _missing_filesystem(output: Location, exc: Exception) -> str | None:
@@ -195,7 +240,7 @@ class SparkEngine:
         builder = session.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
             "spark.sql.session.timeZone", "UTC"
         )
-        for key, value in output.hadoop_options().items():
+        for key, value in {**ONE_ATTEMPT, **output.hadoop_options()}.items():
             builder = builder.config(key, value)
         if self._master != SUBMITTED:  # under spark-submit, its --master stands
             builder = builder.master(self._master).config("spark.ui.enabled", "false")
@@ -241,9 +286,9 @@ class SparkEngine:
         except Exception as exc:
             if cancelled.is_set():
                 raise Stopped("the job was cancelled") from None
-            missing = _missing_filesystem(output, exc)
-            if missing is not None:
-                raise RuntimeError(missing) from None
+            reason = _retried(exc) or _missing_filesystem(output, exc)
+            if reason is not None:
+                raise RuntimeError(reason) from None
             raise
         finally:
             stop.set()
