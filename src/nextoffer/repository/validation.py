@@ -116,12 +116,18 @@ LONG_INTEGER_REFUSED = (
 #: integer as a float, dropping digits). Digits in a string (an ECID's 38) do not count;
 #: the rare string that looks like one only costs the second read.
 _LONG_DIGITS = re.compile(rb"(?:\A|[:,\[])\s*-?\d{19}")
+#: Every digit as ``0``: a text without 19 zeros in a row after it has no run of 19
+#: digits, so :data:`_LONG_DIGITS` cannot match it. ``translate`` and ``in`` run in C,
+#: at a small fraction of the pattern's cost (which scans position by position, its
+#: first item an alternation): every JSON body a request sends is checked.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_DIGITS = b"0" * 19
 
 
 def long_integer_at(raw: bytes, *, prefix: str = "") -> str | None:
     """The pointer of an integer past 64 bits in the JSON text ``raw`` (valid JSON), or
     ``None``; ``prefix`` when one is too long even to read (over 4,300 digits)."""
-    if _LONG_DIGITS.search(raw) is None:
+    if _NINETEEN_DIGITS not in raw.translate(_DIGITS_AS_ZERO) or _LONG_DIGITS.search(raw) is None:
         return None
     try:
         value = json.loads(raw)
