@@ -508,3 +508,49 @@ def test_each_form_answers_in_its_own_shape_whichever_submitted(tenant: Tenant) 
         assert read["xdm:containerId"] == tenant.container, read
         read = tenant.client.get(f"{DWM}/{job_id}", headers=tenant.headers).json()
         assert "xdm:containerId" not in read, read
+
+
+def test_locations_read_to_record_a_dataset_wait_for_one_being_recorded(
+    settings: Any,
+) -> None:
+    """A write that reads the locations with ``lock`` (to check a new dataset's, then
+    insert it) waits while another such write has not committed, then sees its dataset:
+    a new row has nothing to lock, and PostgreSQL let both read at once."""
+    import threading
+    from concurrent.futures import Future
+
+    from sqlalchemy import text
+
+    from nextoffer.storage.batch import DatasetRecord
+    from nextoffer.storage.store import Store
+
+    first, second = Store.open(settings.db_url), Store.open(settings.db_url)
+    seen: Future[list[str]] = Future()
+
+    def check() -> None:
+        with second.session(write=True) as session:
+            seen.set_result(session.batch.dataset_locations(lock=True))
+
+    try:
+        with first.session(write=True) as session:
+            session.batch.dataset_locations(lock=True)
+            session.batch.insert_dataset(DatasetRecord("a", "ACME@AdobeOrg", "prod", "a", "/x", 0))
+            thread = threading.Thread(target=check, daemon=True)
+            thread.start()
+            if first.dialect == "postgresql":  # until the other waits on a lock
+                deadline = time.monotonic() + 20
+                waiting = text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                )
+                with first.engine.connect() as watcher:
+                    while watcher.execute(waiting).scalar() == 0:
+                        assert time.monotonic() < deadline, "the other write never waited"
+                        time.sleep(0.02)
+            else:  # it waits for the write lock held from a write's start
+                time.sleep(0.3)
+            assert not seen.done()
+        thread.join(timeout=30)
+        assert seen.result(timeout=0) == ["/x"]
+    finally:
+        first.close()
+        second.close()

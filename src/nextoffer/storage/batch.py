@@ -13,10 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from nextoffer.storage import tables as t
 from nextoffer.storage.locks import Lock, locked
+
+#: PostgreSQL's advisory lock (transaction-scoped) that dataset creations take to check
+#: and record a location as one step (:meth:`BatchTables.dataset_locations`).
+LOCATIONS_LOCK = 0x6E786473  # "nxds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,8 +220,17 @@ class BatchTables:
                 locked(select(c.dataset_id).where(c.dataset_id == dataset_id), "no key update")
             ).first()
 
-    def dataset_locations(self) -> list[str]:
-        """Every dataset's location, of every tenant (a new one must not overlap them)."""
+    def dataset_locations(self, *, lock: bool = False) -> list[str]:
+        """Every dataset's location, of every tenant (a new one must not overlap them).
+
+        ``lock`` (in a write session, before the new dataset is inserted) makes the check
+        and the insert one step: no other dataset is recorded between them, or two created
+        at once on one folder would both find it free. A new row has nothing to lock, so
+        on PostgreSQL every such reader takes one transaction-scoped advisory lock
+        (:data:`LOCATIONS_LOCK`) and the next waits for the commit; a SQLite write session
+        holds the database's write lock from its start (``Store.session``)."""
+        if lock and self.conn.dialect.name == "postgresql":
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCATIONS_LOCK})
         return [str(row[0]) for row in self.conn.execute(select(t.datasets.c.location))]
 
     def list_datasets(self, org: str, sandbox: str) -> list[DatasetRecord]:
