@@ -129,11 +129,14 @@ class NextOffer:
         self.store = store = Store.open(settings.db_url, pool_size=settings.db_pool_size)
         self._closers.append(store.close)
         self.counters = SqlCounters(store)
+        shared_rates = None
         if settings.redis_url:  # shared by every node; redis is an optional dependency
             from nextoffer.storage.redis_counters import RedisCounters
+            from nextoffer.storage.redis_rates import RedisRates
 
-            self.counters = RedisCounters.from_url(settings.redis_url)
-            self._closers.append(self.counters.close)
+            self.counters = redis_counters = RedisCounters.from_url(settings.redis_url)
+            self._closers.append(redis_counters.close)
+            shared_rates = RedisRates(redis_counters)  # the Edge endpoints' rates too
         # The strategy for the decision path, chosen here once: driver reads and group
         # commits on either database; SQLite's are inline (an event loop runs them itself),
         # PostgreSQL's have a loop form (asyncpg: a loop awaits them without a thread).
@@ -230,7 +233,9 @@ class NextOffer:
             fold=self.path.fold,
         )
         self._clock = self.clock = clock
-        self.datastreams = Datastreams(store, repository=self.repository, clock=clock)
+        self.datastreams = Datastreams(
+            store, repository=self.repository, clock=clock, shared=shared_rates
+        )
         self.edge = Edge(decisions=self.decisions, events=self.events, run=self.run, clock=clock)
         self._build_batch(clock)
 

@@ -4,26 +4,35 @@ A datastream names one org, sandbox and decisioning container, the browser origi
 may call the Edge endpoints with it (``allowedOrigins``, CORS with credentials) and the
 requests per second it takes (``rateLimit``). The management endpoints are authenticated
 and scoped like every API call; the Edge endpoints look a datastream up by its id alone
-(:meth:`Datastreams.resolve`, cached) and meter it (:meth:`Datastreams.admit`).
+(:meth:`Datastreams.resolve`, cached) and meter it (:meth:`Datastreams.admit`): in Redis
+when the deployment has one (``serve --redis``: one bucket per datastream for every
+process and node), else in each process.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import struct
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import idna
 from jsonpointer import escape
 
-from nextoffer.errors import BadRequest, NotFound, TooManyRequests, Unprocessable
+from nextoffer.errors import (
+    BadRequest,
+    NotFound,
+    TooManyRequests,
+    Unavailable,
+    Unprocessable,
+)
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.repository import Repository
@@ -44,6 +53,17 @@ MAX_ID = 36
 #: changes; this process's own changes apply at once).
 CACHE_SECONDS = 5.0
 _FIELDS = frozenset({"name", "containerId", "allowedOrigins", "rateLimit"})
+
+log = logging.getLogger("nextoffer.edge")
+
+
+class SharedRates(Protocol):
+    """Token buckets every process shares (``storage.redis_rates.RedisRates``)."""
+
+    async def take(self, name: str, rate: int) -> float:
+        """``0.0`` when one request of ``rate`` a second is taken from ``name``'s bucket,
+        else the seconds until one would be; :class:`Unavailable` when out of reach."""
+        ...
 
 
 def datastream_json(record: DatastreamRecord) -> dict[str, Any]:
@@ -195,7 +215,10 @@ class Datastreams:
         repository: Repository,
         clock: Callable[[], datetime],
         monotonic: Callable[[], float] = time.monotonic,
+        shared: SharedRates | None = None,
     ) -> None:
+        """``shared`` meters every process's requests together; without it (or while it
+        is out of reach) each process keeps its own buckets."""
         self._store = store
         self._repository = repository
         self._clock = clock
@@ -203,6 +226,8 @@ class Datastreams:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, DatastreamRecord | None]] = {}
         self._buckets: dict[str, _Bucket] = {}
+        self._shared = shared
+        self._shared_lost = False
 
     # -- management (authenticated) ----------------------------------------------------
 
@@ -342,24 +367,44 @@ class Datastreams:
             return None
         return cached[1]
 
-    def admit(self, record: DatastreamRecord) -> None:
-        """Take one request from the datastream's rate (per process); 429 when none is left."""
-        now = self._monotonic()
+    async def admit(self, record: DatastreamRecord) -> None:
+        """Take one request from the datastream's rate; 429 when none is left. The rate is
+        every process's together when they share a rate store; while it is out of reach,
+        each process meters its own requests (a limit still holds, times the processes)."""
         rate = record.rate_limit
+        shared = self._shared
+        if shared is None:
+            wait = self._take_here(record.datastream_id, rate)
+        else:
+            try:
+                wait = await shared.take(record.datastream_id, rate)
+                if self._shared_lost:
+                    self._shared_lost = False
+                    log.warning("the shared rate store is back: datastreams metered together")
+            except Unavailable as exc:
+                if not self._shared_lost:
+                    self._shared_lost = True
+                    log.error("%s; datastreams metered per process meanwhile", exc)
+                wait = self._take_here(record.datastream_id, rate)
+        if wait > 0:
+            raise TooManyRequests(
+                f"datastream {record.datastream_id} takes {rate} requests per second; retry later",
+                retry_after=max(1, int(wait + 0.999)),
+            )
+
+    def _take_here(self, datastream_id: str, rate: int) -> float:
+        """This process's bucket: ``0.0`` when a token was taken, else the seconds to wait."""
+        now = self._monotonic()
         with self._lock:
-            bucket = self._buckets.get(record.datastream_id)
+            bucket = self._buckets.get(datastream_id)
             if bucket is None:
-                bucket = self._buckets[record.datastream_id] = _Bucket(rate, now)
+                bucket = self._buckets[datastream_id] = _Bucket(rate, now)
             bucket.tokens = min(float(rate), bucket.tokens + (now - bucket.stamp) * rate)
             bucket.stamp = now
             if bucket.tokens >= 1.0:
                 bucket.tokens -= 1.0
-                return
-            wait = (1.0 - bucket.tokens) / rate
-        raise TooManyRequests(
-            f"datastream {record.datastream_id} takes {rate} requests per second; retry later",
-            retry_after=max(1, int(wait + 0.999)),
-        )
+                return 0.0
+            return (1.0 - bucket.tokens) / rate
 
     def _forget(self, datastream_id: str) -> None:
         with self._lock:

@@ -157,6 +157,13 @@ class RedisCounters:
         """Raise :class:`Unavailable` unless the server answers."""
         self._call(self._client.ping)
 
+    def loop_client(self) -> redis.asyncio.Redis:
+        """The running event loop's asynchronous client (opened at its first use), for
+        other state kept beside the counters (``redis_rates``)."""
+        if not isinstance(self.on_loop, LoopRedis):
+            raise RuntimeError("these counters were opened without a URL: no loop client")
+        return self.on_loop.here().client
+
     def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
         if not keys:
             return {}
@@ -283,7 +290,8 @@ class LoopRedis:
         self._options = options
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
-    def _here(self) -> _LoopClient:
+    def here(self) -> _LoopClient:
+        """The running loop's client, opened at its first use."""
         loop = asyncio.get_running_loop()
         found = self._clients.get(loop)
         if found is None:
@@ -296,7 +304,7 @@ class LoopRedis:
         if not keys:
             return {}
         unique = list(dict.fromkeys(keys))
-        values = await _awaited(self._here().client.mget([redis_key(k) for k in unique]))
+        values = await _awaited(self.here().client.mget([redis_key(k) for k in unique]))
         return {
             key: int(value) for key, value in zip(unique, values, strict=True) if value is not None
         }
@@ -309,7 +317,7 @@ class LoopRedis:
         keys, args = _reserve_args(wanted)
         if not keys:
             return []
-        here = self._here()
+        here = self.here()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Any]] = loop.create_future()
         here.queued.append((keys[0].container_id, [redis_key(k) for k in keys], args, future))
@@ -365,7 +373,7 @@ class LoopRedis:
     async def release(self, keys: Sequence[CounterKey]) -> None:
         counts = _release_args(keys)
         if counts:
-            script = self._here().release
+            script = self.here().release
             await _awaited(script(keys=[redis_key(k) for k in counts], args=list(counts.values())))
 
     async def aclose(self) -> None:

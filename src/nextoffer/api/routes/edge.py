@@ -125,7 +125,7 @@ async def edge(request: Request) -> Response:
         datastream = await _datastream(config_id, no)
         origin, has_cookies = _browser(request)
         cors = _cors(origin, datastream)
-        no.datastreams.admit(datastream)
+        await no.datastreams.admit(datastream)
         body = await body_json(request)
         cookies = request.cookies if has_cookies else {}
         consent = None
