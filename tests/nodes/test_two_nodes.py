@@ -2,12 +2,14 @@
 
 * a write through node A is decided on by node B within a second;
 * a global cap under concurrent load split over both nodes is met exactly;
+* a datastream's rate on the Edge endpoints is one bucket for both nodes;
 * with the database killed, writes answer 503 + Retry-After (never 500) and decisions go
   on from the last snapshot; when it is back, writes work again.
 """
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from collections.abc import Iterator
@@ -42,6 +44,7 @@ class Tenant:
         finally:
             store.close()
         self.container = creds.container_id
+        self.datastream = creds.datastream_id
         self.headers = {
             "Authorization": f"Bearer {creds.access_token}",
             "x-api-key": creds.api_key,
@@ -195,6 +198,43 @@ def test_a_global_cap_is_met_exactly_under_load_split_over_two_nodes(
     # The two warm-up decisions took from the cap too.
     assert chosen.count(capped) == limit - 2
     assert chosen.count(other) == requests - (limit - 2)
+
+
+def test_a_datastream_s_rate_is_metered_once_for_both_nodes(
+    shared_url: str, tmp_path: Path
+) -> None:
+    tenant = Tenant(shared_url)
+    redis = ("--redis", redis_url())
+    rate, requests = 4, 24
+    bare = {"events": [{"xdm": {"identityMap": {"ECID": [{"id": "12345678901234567890"}]}}}]}
+    with (
+        serve(shared_url, workdir=tmp_path, extra=redis) as a,
+        serve(shared_url, workdir=tmp_path, extra=redis) as b,
+    ):
+        patched = httpx.patch(
+            f"{a}/data/core/nextoffer/datastreams/{tenant.datastream}",
+            json={"rateLimit": rate},
+            headers=tenant.headers,
+        )
+        assert patched.status_code == 200, patched.text
+        with httpx.Client(timeout=30) as client:  # kept-alive: the requests come quickly
+            for base in (a, b):  # connections open before the clock starts
+                client.get(f"{base}/healthz")
+            time.sleep(1.1)  # the bucket is full again: it holds one second's worth
+            started = time.monotonic()
+            codes = [
+                client.post(
+                    f"{a if n % 2 else b}/ee/v1/collect",
+                    params={"configId": tenant.datastream},
+                    json=bare,
+                ).status_code
+                for n in range(requests)
+            ]
+            elapsed = time.monotonic() - started
+    assert set(codes) <= {204, 429}, codes
+    # One bucket for both: a full second's worth, and what refilled meanwhile. A bucket
+    # per node would let each node take its own second's worth.
+    assert 0 < codes.count(204) <= rate + math.ceil(elapsed * rate), (codes, elapsed)
 
 
 @pytest.fixture
