@@ -14,7 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
-from nextoffer.cli.demo import DEMO_DECISION_NAME
+from nextoffer.cli.demo import DEMO_DECISION_NAME, DEMO_PLACEMENT_NAME
 from nextoffer.repository.objects import OM
 from support import CREATE_TYPE, schema
 from support.console import chromium_path
@@ -175,7 +175,7 @@ def test_build_a_library_through_the_forms_and_read_it_through_the_api(
     base = live.base
     # A placement.
     page.goto(f"{base}/console/placements/new")
-    page.get_by_label("Name").fill("E2E banner")
+    page.get_by_label("Name", exact=True).fill("E2E banner")
     _select(page, "Channel", "Web")
     _select(page, "Content type", "HTML")
     page.get_by_role("button", name="Create").click()
@@ -185,7 +185,7 @@ def test_build_a_library_through_the_forms_and_read_it_through_the_api(
 
     # A rule, checked live as it is typed.
     page.goto(f"{base}/console/rules/new")
-    page.get_by_label("Name").fill("E2E adults")
+    page.get_by_label("Name", exact=True).fill("E2E adults")
     condition = page.get_by_label("Condition (PQL)")
     condition.fill("age >= ")
     expect(page.locator(".pql-status")).to_contain_text("Line 1, column 8")
@@ -202,7 +202,7 @@ def test_build_a_library_through_the_forms_and_read_it_through_the_api(
 
     # A fallback offer and an offer, each with a representation for the placement.
     page.goto(f"{base}/console/fallback-offers/new")
-    page.get_by_label("Name").fill("E2E fallback")
+    page.get_by_label("Name", exact=True).fill("E2E fallback")
     _select(page, "Status", "Approved")
     _select(page, "Placement", "E2E banner")
     page.get_by_label("Content or URL").fill("<p>Come back soon</p>")
@@ -210,7 +210,7 @@ def test_build_a_library_through_the_forms_and_read_it_through_the_api(
     expect(page.get_by_role("status").first).to_contain_text("Saved E2E fallback")
 
     page.goto(f"{base}/console/offers/new")
-    page.get_by_label("Name").fill("E2E offer")
+    page.get_by_label("Name", exact=True).fill("E2E offer")
     _select(page, "Status", "Approved")
     _select(page, "Eligibility rule", "E2E adults")
     page.get_by_label("Priority").fill("5")
@@ -229,7 +229,7 @@ def test_build_a_library_through_the_forms_and_read_it_through_the_api(
 
     # A collection of that offer, and a decision using it.
     page.goto(f"{base}/console/collections/new")
-    page.get_by_label("Name").fill("E2E collection")
+    page.get_by_label("Name", exact=True).fill("E2E collection")
     _select(page, "Offers in the collection", "These offers")
     page.get_by_label("Offers", exact=True).select_option(label="E2E offer")
     page.get_by_role("button", name="Create").click()
@@ -238,7 +238,7 @@ def test_build_a_library_through_the_forms_and_read_it_through_the_api(
     assert collection["xdm:ids"] == [offer["@id"]]
 
     page.goto(f"{base}/console/decisions/new")
-    page.get_by_label("Name").fill("E2E decision")
+    page.get_by_label("Name", exact=True).fill("E2E decision")
     _select(page, "Status", "Live")
     _select(page, "Fallback offer", "E2E fallback")
     page.get_by_label("Placements", exact=True).select_option(label="E2E banner")
@@ -279,7 +279,7 @@ def test_a_validation_error_is_shown_beside_its_field(page: Page, live: Live) ->
     page.get_by_role("button", name="Create").click()
     errors = page.locator("#name-error")
     expect(errors).to_contain_text("must not be empty")
-    expect(page.get_by_label("Name")).to_have_attribute("aria-invalid", "true")
+    expect(page.get_by_label("Name", exact=True)).to_have_attribute("aria-invalid", "true")
 
 
 def test_two_tabs_the_second_save_is_a_conflict_with_a_reload(
@@ -291,16 +291,16 @@ def test_two_tabs_the_second_save_is_a_conflict_with_a_reload(
     second = console.page()
     first.goto(url)
     second.goto(url)
-    first.get_by_label("Name").fill("Renamed in tab one")
+    first.get_by_label("Name", exact=True).fill("Renamed in tab one")
     first.get_by_role("button", name="Save").click()
     expect(first.get_by_role("status").first).to_contain_text("Saved Renamed in tab one")
-    second.get_by_label("Name").fill("Renamed in tab two")
+    second.get_by_label("Name", exact=True).fill("Renamed in tab two")
     second.get_by_role("button", name="Save").click()
     alert = second.get_by_role("alert")
     expect(alert).to_contain_text("someone changed this offer since you opened it")
-    expect(second.get_by_label("Name")).to_have_value("Renamed in tab two")
+    expect(second.get_by_label("Name", exact=True)).to_have_value("Renamed in tab two")
     second.get_by_role("link", name="Reload the current version").click()
-    expect(second.get_by_label("Name")).to_have_value("Renamed in tab one")
+    expect(second.get_by_label("Name", exact=True)).to_have_value("Renamed in tab one")
 
 
 def _decision_events(live: Live) -> int:
@@ -346,15 +346,15 @@ def test_history_shows_the_change_and_reverts(page: Page, live: Live) -> None:
     placement_id = live.ids["placement@instance"]
     url = f"{live.base}/console/placements/{placement_id}"
     page.goto(url)
-    old = page.get_by_label("Name").input_value()
-    page.get_by_label("Name").fill(old + " (new)")
+    old = page.get_by_label("Name", exact=True).input_value()
+    page.get_by_label("Name", exact=True).fill(old + " (new)")
     page.get_by_role("button", name="Save").click()
     page.get_by_role("link", name="History").click()
     expect(page.locator("table.changes").first).to_contain_text(old + " (new)")
     page.get_by_role("button", name=re.compile(r"Revert to revision")).first.click()
     expect(page.get_by_role("status").first).to_contain_text("Reverted to revision")
     page.goto(url)
-    expect(page.get_by_label("Name")).to_have_value(old)
+    expect(page.get_by_label("Name", exact=True)).to_have_value(old)
 
 
 def test_reports_draw_charts_and_download_csv(page: Page, live: Live, tmp_path: Path) -> None:
@@ -601,7 +601,7 @@ def test_a_second_click_while_the_answer_is_on_its_way_sends_the_form_once(
         lambda route: held.append(route) if route.request.method == "POST" else route.continue_(),
     )
     page.goto(f"{live.base}/console/tags/new")
-    page.get_by_label("Name").fill("Sent once")
+    page.get_by_label("Name", exact=True).fill("Sent once")
     page.evaluate(
         """() => {
           const button = document.querySelector("button.primary");
@@ -705,8 +705,37 @@ def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
     collection = live.create(
         "offer-filter", {"xdm:name": "Old ids", "xdm:filterType": "anyTags", "ids": tags}
     )
+    # Segments the form did not edit, in Adobe's spellings and the export's (xid).
+    segmented = live.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Segmented",
+            "xdm:status": "approved",
+            "xdm:representations": [
+                {
+                    "xdm:placement": ids["placement"],
+                    "xdm:channel": WEB,
+                    "xdm:components": [
+                        {"@type": html, "dc:format": "text/html", "xdm:content": "<p>VIP</p>"}
+                    ],
+                }
+            ],
+            "xdm:selectionConstraint": {
+                "xdm:profileConstraintType": "allSegments",
+                "xdm:segmentIdentities": [
+                    {
+                        "@id": "https://data.adobe.io/entities/segmentIdentity/id123",
+                        "xdm:namespace": {"xdm:code": "AA12345"},
+                    },
+                    {"_id": "s-vip", "namespace": {"code": "ups"}, "xid": "x-1"},
+                    {"xdm:id": "s-any"},
+                ],
+            },
+        },
+    )
     for slug, created in (
         ("offers", offer),
+        ("offers", segmented),
         ("decisions", decision),
         ("rules", rule),
         ("collections", collection),
@@ -725,11 +754,13 @@ def test_saving_a_form_without_changing_it_changes_nothing_the_api_wrote(
 
 def test_back_after_create_then_create_again_opens_the_object_made(page: Page, live: Live) -> None:
     page.goto(f"{live.base}/console/tags/new")
-    page.get_by_label("Name").fill("Made once")
+    page.get_by_label("Name", exact=True).fill("Made once")
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("status").first).to_contain_text("Saved Made once")
     page.go_back()
-    expect(page.get_by_label("Name")).to_have_value("Made once")  # the browser refills it
+    expect(page.get_by_label("Name", exact=True)).to_have_value(
+        "Made once"
+    )  # the browser refills it
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("status").first).to_contain_text("This form was sent before")
     made = [t for t in live.instances("tag") if t["_instance"]["xdm:name"] == "Made once"]
@@ -747,7 +778,7 @@ def test_add_another_representation_before_the_first_save(page: Page, live: Live
         },
     )
     page.goto(f"{live.base}/console/offers/new")
-    page.get_by_label("Name").fill("Two slots")
+    page.get_by_label("Name", exact=True).fill("Two slots")
     _select(page, "Placement", "Second slot")
     page.get_by_label("Content or URL").fill("<p>one</p>")
     page.get_by_role("button", name="Add another representation").click()
@@ -768,3 +799,80 @@ def test_add_another_representation_before_the_first_save(page: Page, live: Live
         for r in offer["xdm:representations"]
     }
     assert placed == {second["@id"]: "<p>one</p>", live.ids["placement"]: "<p>two</p>"}
+
+
+def test_typing_survives_the_session_ending_before_save(
+    console: Console, page: Page, live: Live
+) -> None:
+    # The session ended while a marketer typed: Save led to the sign-in page, and what
+    # was typed was gone.
+    page.goto(f"{live.base}/console/offers/new")
+    page.get_by_label("Name", exact=True).fill("Typed <b>before</b> the end")
+    page.get_by_label("Characteristics").fill("code=LATE")
+    page.get_by_label("Content or URL").fill("<p>Long typing</p>")
+    console.context.clear_cookies(name="nextoffer_console")  # the session ends
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
+    expect(page.get_by_role("status").first).to_contain_text("nothing was saved yet")
+    creds = live.creds
+    page.get_by_label("Organization").fill(creds.org)
+    page.get_by_label("Sandbox").fill(creds.sandbox)
+    page.get_by_label("API key").fill(creds.api_key)
+    page.get_by_label("Access token").fill(creds.access_token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("Not saved yet.")
+    assert page.url == f"{live.base}/console/offers/new"  # the form's address, not the sign-in's
+    expect(page.get_by_label("Name", exact=True)).to_have_value("Typed <b>before</b> the end")
+    expect(page.get_by_label("Characteristics")).to_have_value("code=LATE")
+    expect(page.get_by_label("Content or URL")).to_have_value("<p>Long typing</p>")
+    assert [
+        o
+        for o in live.instances("personalized-offer", limit="1000")
+        if o["_instance"]["xdm:name"] == "Typed <b>before</b> the end"
+    ] == []
+    _select(page, "Placement", DEMO_PLACEMENT_NAME)
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Typed <b>before</b> the end")
+    offer = live.one("personalized-offer", "Typed <b>before</b> the end")["_instance"]
+    assert offer["xdm:characteristics"] == {"code": "LATE"}
+    assert offer["xdm:representations"][0]["xdm:components"][0]["xdm:content"] == (
+        "<p>Long typing</p>"
+    )
+
+
+def test_an_offer_is_for_segments_chosen_in_the_form(page: Page, live: Live) -> None:
+    # The form had no way to give an offer segments: only a rule, or everyone.
+    page.goto(f"{live.base}/console/offers/new")
+    page.get_by_label("Name", exact=True).fill("Members only")
+    _select(page, "Placement", DEMO_PLACEMENT_NAME)
+    page.get_by_label("Content or URL").fill("<p>For members</p>")
+    expect(page.get_by_label("Segment id")).to_be_hidden()  # everyone, until segments
+    _select(page, "Eligible visitors", "Visitors in segments")
+    _select(page, "Visitors must be in", "All of them")
+    page.get_by_label("Segment id").fill("s-gold")
+    page.get_by_role("button", name="Add another segment").click()
+    page.get_by_label("Segment id").nth(1).fill("s-newsletter")
+    page.get_by_label("Segment namespace").nth(1).fill("")
+    page.get_by_role("button", name="Create").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Members only")
+    offer = live.one("personalized-offer", "Members only")["_instance"]
+    assert offer["xdm:selectionConstraint"] == {
+        "xdm:profileConstraintType": "allSegments",
+        "xdm:segmentIdentities": [
+            {"_id": "s-gold", "xdm:namespace": {"xdm:code": "ups"}},
+            {"_id": "s-newsletter"},
+        ],
+    }
+    # Shown again as saved; one removed with its checkbox.
+    expect(page.get_by_label("Segment id").first).to_have_value("s-gold")
+    page.get_by_label("Remove this segment when saving").first.check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved Members only")
+    offer = live.one("personalized-offer", "Members only")["_instance"]
+    assert offer["xdm:selectionConstraint"]["xdm:segmentIdentities"] == [{"_id": "s-newsletter"}]
+    # Segments chosen without one: refused beside the row, nothing changed.
+    page.get_by_label("Remove this segment when saving").first.check()
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("add a segment id (or choose another audience)")).to_be_visible()
+    offer = live.one("personalized-offer", "Members only")["_instance"]
+    assert offer["xdm:selectionConstraint"]["xdm:segmentIdentities"] == [{"_id": "s-newsletter"}]

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from nextoffer.console import login_link
 from support.api import HTML, WEB, Tenant, make_tenant
-from support.console import csrf_of
+from support.console import csrf_of, sign_in
 from support.ranking import AUTO, Shop, teach
 
 PLACEMENT_FORM = {"channel": WEB, "componentType": HTML}
@@ -1020,3 +1020,329 @@ def test_a_representation_is_removed_with_its_checkbox(
     assert saved.status_code == 303, saved.text
     [stored] = _instances(signed_in, "personalized-offer")
     assert [r["xdm:placement"] for r in stored["_instance"]["xdm:representations"]] == [slots[1]]
+
+
+def _login_data(tenant: Tenant, page: str, **extra: str) -> dict[str, str]:
+    return {
+        "csrf_token": csrf_of(page),
+        "org": tenant.creds.org,
+        "sandbox": tenant.creds.sandbox,
+        "apiKey": tenant.creds.api_key,
+        "accessToken": tenant.creds.access_token,
+        **extra,
+    }
+
+
+SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
+
+
+def test_typing_sent_after_the_session_ended_comes_back_after_signing_in(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The session ended while a marketer typed; Save led to the sign-in page and
+    # everything typed was gone.
+    tag = signed_in.create("tag", {"xdm:name": "Summer"})["@id"]
+    slot = signed_in.create(
+        "offer-placement", {"xdm:name": "Top", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["@id"]
+    page = client.get("/console/offers/new").text
+    name = '<script>alert("x")</script> Spring sale'
+    typed = {
+        "csrf_token": csrf_of(page),
+        "name": name,
+        "status": "draft",
+        "tags": tag,
+        "characteristics": "code=SPRING",
+        "representations-0-placement": slot,
+        "representations-0-kind": "html",
+        "representations-0-content": "<p>Spring</p>",
+    }
+    client.cookies.clear()
+    ended = client.post("/console/offers/new", data=typed, headers=SAME_ORIGIN)
+    # The sign-in page itself answers, carrying the values (signed) back: none is shown.
+    assert ended.status_code == 200
+    assert "Sign in to the console" in ended.text and "nothing was saved yet" in ended.text
+    draft = re.search(r'name="draft" value="([^"]+)"', ended.text)
+    assert draft is not None
+    assert "Spring" not in ended.text and "<script>alert" not in ended.text
+    assert _instances(signed_in, "personalized-offer") == []
+    # A mistyped token: refused, and the values still ride along.
+    wrong = client.post(
+        "/console/login",
+        data={**_login_data(signed_in, ended.text, draft=draft.group(1)), "accessToken": "x"},
+    )
+    assert "Sign-in refused" in wrong.text
+    assert f'name="draft" value="{draft.group(1)}"' in wrong.text
+    back = client.post(
+        "/console/login",
+        data=_login_data(signed_in, wrong.text, draft=draft.group(1)),
+        follow_redirects=False,
+    )
+    assert back.status_code == 200, back.headers
+    assert "nextoffer_console=" in back.headers.get("set-cookie", "")
+    assert "Not saved yet." in back.text
+    assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; Spring sale" in back.text
+    assert "<script>alert" not in back.text
+    assert f'<option selected value="{tag}">Summer</option>' in back.text
+    assert "&lt;p&gt;Spring&lt;/p&gt;</textarea>" in back.text
+    assert 'action="/console/offers/new"' in back.text
+    assert _instances(signed_in, "personalized-offer") == []  # shown, not saved
+    # Its Save, with the new session's token, saves them.
+    saved = client.post(
+        "/console/offers/new",
+        data={**typed, "csrf_token": csrf_of(back.text)},
+        follow_redirects=False,
+    )
+    assert saved.status_code == 303, saved.text
+    [offer] = _instances(signed_in, "personalized-offer")
+    assert offer["_instance"]["xdm:name"] == name
+    assert offer["_instance"]["xdm:tags"] == [tag]
+
+
+def test_a_kept_form_needs_this_consoles_page_and_this_servers_signature(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    instance_id = _create_placement(client, "Banner")
+    url = f"/console/placements/{instance_id}"
+    token = csrf_of(client.get(url).text)
+    client.cookies.clear()
+    form = {"csrf_token": token, "etag": "1", "name": "Forged", **PLACEMENT_FORM}
+    # Another site's form (or a client that says nothing of its origin) is not kept: the
+    # sign-in would otherwise show a form filled with its values.
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}, {}):
+        sent = client.post(url, data=form, headers=headers, follow_redirects=False)
+        assert sent.status_code == 303, headers
+        assert sent.headers["location"].startswith("/console/login?next=")
+    # A draft this server did not sign (or signed over an hour ago) restores nothing.
+    login = client.get("/console/login").text
+    signed = client.post(
+        "/console/login",
+        data=_login_data(signed_in, login, draft="eyJwYXRoIjoiL2NvbnNvbGUvIn0.x.y", next=url),
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303 and signed.headers["location"].startswith(url + "?flash=")
+    assert (
+        "kept for an hour, and that hour has passed" in client.get(signed.headers["location"]).text
+    )
+    [placement] = _instances(signed_in, "offer-placement")
+    assert placement["_instance"]["xdm:name"] == "Banner"
+
+
+def test_a_form_of_an_earlier_session_is_shown_again_with_what_was_typed(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # Signed in again (a new session, a new CSRF secret): every form still open in
+    # another tab was refused, and its typing lost.
+    instance_id = _create_placement(client, "Banner")
+    url = f"/console/placements/{instance_id}"
+    old = csrf_of(client.get(url).text)
+    client.cookies.clear()
+    sign_in(client, signed_in)
+    form = {"csrf_token": old, "etag": "1", "name": "Hero <b>", **PLACEMENT_FORM}
+    again = client.post(url, data=form, headers=SAME_ORIGIN)
+    assert again.status_code == 200
+    assert "Not saved yet." in again.text and "earlier session" in again.text
+    assert 'value="Hero &lt;b&gt;"' in again.text
+    assert csrf_of(again.text) != old
+    [placement] = _instances(signed_in, "offer-placement")
+    assert placement["_instance"]["xdm:name"] == "Banner"
+    # The same post from another site is refused, as before.
+    refused = client.post(url, data=form, headers={"Sec-Fetch-Site": "cross-site"})
+    assert refused.status_code == 403 and "Form refused" in refused.text
+    saved = client.post(
+        url, data={**form, "csrf_token": csrf_of(again.text)}, follow_redirects=False
+    )
+    assert saved.status_code == 303
+    [placement] = _instances(signed_in, "offer-placement")
+    assert placement["_instance"]["xdm:name"] == "Hero <b>"
+
+
+def _offer_form(slot: str, **fields: str) -> dict[str, str]:
+    return {
+        "name": "Gold",
+        "status": "draft",
+        "priority": "0",
+        "representations-0-placement": slot,
+        "representations-0-kind": "html",
+        "representations-0-content": "<p>Gold</p>",
+        **fields,
+    }
+
+
+def _constraint(tenant: Tenant) -> dict[str, Any]:
+    [offer] = _instances(tenant, "personalized-offer")
+    return dict(offer["_instance"]["xdm:selectionConstraint"])
+
+
+def test_an_offers_segments_are_chosen_edited_and_removed_in_the_form(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # The form could not give an offer segments, nor change those the API gave it.
+    slot = signed_in.create(
+        "offer-placement", {"xdm:name": "Top", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["@id"]
+    blank = client.get("/console/offers/new").text
+    assert '<option value="segments">Visitors in segments</option>' in blank
+    assert 'name="segments-0-segment"' in blank and 'name="segments-0-remove"' not in blank
+    made = _submit(
+        client,
+        "/console/offers/new",
+        **_offer_form(
+            slot,
+            audience="segments",
+            segmentsMatch="allSegments",
+            **{
+                "segments-0-segment": " s-vip ",
+                "segments-0-namespace": "ups",
+                "segments-1-segment": "s-gold",
+                "segments-1-namespace": "",
+                "segments-2-namespace": "ups",  # a blank row
+            },
+        ),
+    )
+    assert made.status_code == 303, made.text
+    assert _constraint(signed_in) == {
+        "xdm:profileConstraintType": "allSegments",
+        "xdm:segmentIdentities": [
+            {"_id": "s-vip", "xdm:namespace": {"xdm:code": "ups"}},
+            {"_id": "s-gold"},
+        ],
+    }
+    url = made.headers["location"].split("?")[0]
+    page = client.get(url).text
+    assert '<option selected value="segments">' in page
+    assert '<option selected value="allSegments">' in page
+    assert 'name="segments-0-segment" type="text" value="s-vip"' in page
+    assert 'name="segments-1-remove"' in page and 'name="segments-2-remove"' not in page
+    # The first removed with its checkbox, the second edited, any of them.
+    edited = client.post(
+        url,
+        data={
+            "csrf_token": csrf_of(page),
+            "etag": "1",
+            **_offer_form(
+                slot,
+                audience="segments",
+                segmentsMatch="anySegments",
+                **{
+                    "segments-0-segment": "s-vip",
+                    "segments-0-namespace": "ups",
+                    "segments-0-remove": "y",
+                    "segments-1-segment": "s-platinum",
+                    "segments-1-namespace": "ups",
+                },
+            ),
+        },
+        follow_redirects=False,
+    )
+    assert edited.status_code == 303, edited.text
+    assert _constraint(signed_in) == {
+        "xdm:profileConstraintType": "anySegments",
+        "xdm:segmentIdentities": [{"_id": "s-platinum", "xdm:namespace": {"xdm:code": "ups"}}],
+    }
+    # All visitors: the segments go with the audience.
+    everyone = client.post(
+        url,
+        data={
+            "csrf_token": csrf_of(page),
+            "etag": "2",
+            **_offer_form(slot, audience="none", **{"segments-0-segment": "s-platinum"}),
+        },
+        follow_redirects=False,
+    )
+    assert everyone.status_code == 303, everyone.text
+    assert _constraint(signed_in) == {"xdm:profileConstraintType": "none"}
+
+
+def test_an_offers_audience_is_refused_beside_its_field(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    slot = signed_in.create(
+        "offer-placement", {"xdm:name": "Top", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["@id"]
+
+    def errors_of(html: str, field: str) -> str:
+        found = re.search(rf'<ul class="errors" id="{field}-error">(.*?)</ul>', html, re.S)
+        assert found is not None, html
+        return found.group(1)
+
+    # Segments without one, a rule's audience without the rule: no body means that.
+    none = _submit(client, "/console/offers/new", **_offer_form(slot, audience="segments"))
+    assert none.status_code == 200
+    assert "add a segment id" in errors_of(none.text, "segments-0-segment")
+    ruleless = _submit(
+        client, "/console/offers/new", **_offer_form(slot, audience="eligibilityRule")
+    )
+    assert "choose the decision rule" in errors_of(ruleless.text, "rule")
+    # The API's own refusal of an identity lands beside its row (the row sent, not the
+    # body's index: the blank first row is not written).
+    nul = _submit(
+        client,
+        "/console/offers/new",
+        **_offer_form(
+            slot,
+            audience="segments",
+            **{"segments-0-segment": "", "segments-1-segment": "vip\x00"},
+        ),
+    )
+    assert nul.status_code == 200
+    assert "a NUL character (U+0000) cannot be stored" in errors_of(nul.text, "segments-1-segment")
+    assert 'value="vip' in nul.text
+    assert _instances(signed_in, "personalized-offer") == []
+
+
+def test_an_api_offers_segments_survive_an_unchanged_save_and_an_edit(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    slot = signed_in.create(
+        "offer-placement", {"xdm:name": "Top", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["@id"]
+    uri = "https://data.adobe.io/entities/segmentIdentity/id123"
+    constraint = {
+        "xdm:profileConstraintType": "anySegments",
+        "xdm:segmentIdentities": [
+            {"@id": uri, "namespace": {"code": "AA12345"}, "xid": "x-1"},
+            {"xdm:id": "s-2"},
+        ],
+    }
+    offer = signed_in.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Adobe's",
+            "xdm:status": "approved",
+            "xdm:representations": [
+                {
+                    "xdm:placement": slot,
+                    "xdm:components": [
+                        {"@type": HTML, "dc:format": "text/html", "xdm:content": "<p>x</p>"}
+                    ],
+                }
+            ],
+            "xdm:selectionConstraint": constraint,
+        },
+    )
+    url = f"/console/offers/{offer['instanceId']}"
+    page = client.get(url).text
+    assert f'value="{uri}"' in page and 'value="AA12345"' in page
+    form = {
+        "csrf_token": csrf_of(page),
+        "etag": "1",
+        **_offer_form(slot, name="Adobe's", status="approved", audience="segments"),
+        "representations-0-content": "<p>x</p>",
+        "segmentsMatch": "anySegments",
+        "segments-0-segment": uri,
+        "segments-0-namespace": "AA12345",
+        "segments-1-segment": "s-2",
+        "segments-1-namespace": "",
+        "segments-2-namespace": "ups",
+    }
+    assert client.post(url, data=form, follow_redirects=False).status_code == 303
+    assert _constraint(signed_in) == constraint
+    # An edit of a row keeps its spellings and its other members.
+    form = {**form, "etag": "2", "segments-0-segment": uri + "b", "segments-0-namespace": "ups"}
+    assert client.post(url, data=form, follow_redirects=False).status_code == 303
+    assert _constraint(signed_in)["xdm:segmentIdentities"][0] == {
+        "@id": uri + "b",
+        "namespace": {"code": "ups"},
+        "xid": "x-1",
+    }

@@ -41,13 +41,7 @@ def _next(target: str | None) -> str:
 
 
 async def login_page(request: Request) -> Response:
-    context, fresh = session.login_context(request)
-    form = forms.bind(forms.LoginForm, None, session=context, secret=web.secret(request))
-    target = _next(request.query_params.get("next"))
-    response = web.render(request, "login.html", {"form": form, "error": None, "next": target})
-    if fresh:
-        session.keep_login(request, response, context)
-    return response
+    return web.sign_in_page(request, target=_next(request.query_params.get("next")))
 
 
 async def login(request: Request) -> Response:
@@ -55,6 +49,9 @@ async def login(request: Request) -> Response:
     formdata = await request.form()
     form = forms.bind(forms.LoginForm, formdata, session=context, secret=web.secret(request))
     target = _next(str(formdata.get("next") or ""))
+    # A form's values kept when its session ended (web._session_ended): carried again by
+    # every sign-in page shown after a refusal, so a mistyped token loses none of them.
+    draft = str(formdata.get("draft") or "") or None
     error = None
     if not form.validate():
         if "csrf_token" in form.errors:
@@ -79,14 +76,38 @@ async def login(request: Request) -> Response:
             if not chosen:
                 error = "This org and sandbox have no container yet: run nextoffer admin bootstrap."
             else:
-                redirect = RedirectResponse(target, status_code=303)
-                session.sign_in(request, redirect, values, chosen[0].container_id)
-                return redirect
-    # Shown again with its message (200, as every form shown again: see library._editor).
-    response = web.render(request, "login.html", {"form": form, "error": error, "next": target})
-    if fresh:
-        session.keep_login(request, response, context)
-    return response
+                data = session.new_session(values, chosen[0].container_id)
+                visitor = Visitor(principal, chosen[0].container_id, data)
+                response = await _restored(request, visitor, draft)
+                if response is None:
+                    flash = DRAFT_EXPIRED if draft else None
+                    response = web.redirect(request, target, flash=flash)
+                session.sign_in(request, response, data)
+                return response
+    return web.sign_in_page(
+        request, target=target, form=form, login=(context, fresh), error=error, draft=draft
+    )
+
+
+#: Said when a form's values waited longer than :data:`session.DRAFT_SECONDS`.
+DRAFT_EXPIRED = (
+    "What you typed before your session ended was kept for an hour, and that hour has "
+    "passed: nothing was saved. Make the change again."
+)
+
+
+async def _restored(request: Request, visitor: Visitor, draft: str | None) -> Response | None:
+    """The form a kept draft came from, filled with its values and not saved (None: no
+    draft, or one this server did not sign in the last hour). Nothing is saved here: the
+    form's Save, with the new session's CSRF token, does that."""
+    kept = session.draft_of(request, draft)
+    if kept is None:
+        return None
+    path, values = kept
+    try:
+        return await library.restore(request, visitor, path, values)
+    except NextOfferError as exc:  # the object was deleted meanwhile, or is not visible
+        return web.error_page(request, visitor, exc)
 
 
 async def logout(request: Request) -> Response:

@@ -28,6 +28,7 @@ from wtforms import (
 )
 from wtforms.csrf.session import SessionCSRF
 from wtforms.fields.choices import SelectChoice  # type: ignore[attr-defined]  # new in 3.3; stubs lag
+from wtforms.utils import unset_value
 from wtforms.validators import DataRequired, NumberRange, Optional
 
 CHANNELS = [
@@ -68,6 +69,24 @@ FILTER_TYPES = [
     SelectChoice("allTags", "Offers with all of these tags"),
     SelectChoice("offers", "These offers"),
 ]
+#: Who an offer is for (``xdm:selectionConstraint``): the form's choices. Segments are
+#: ``anySegments`` or ``allSegments`` by :data:`SEGMENT_MATCHES`.
+AUDIENCES = [
+    SelectChoice("none", "All visitors"),
+    SelectChoice("eligibilityRule", "Visitors a decision rule admits"),
+    SelectChoice("segments", "Visitors in segments"),
+]
+#: nextoffer's own type of several rules (docs/decisioning.md), which only the API sets:
+#: offered on the form of an offer that has it, kept as it is.
+RULES_AUDIENCE = SelectChoice(
+    "rules", "Visitors several decision rules admit (set through the API)"
+)
+SEGMENT_MATCHES = [
+    SelectChoice("anySegments", "Any of them"),
+    SelectChoice("allSegments", "All of them"),
+]
+#: The identity namespace of Adobe Experience Platform's own segments.
+SEGMENT_NAMESPACE = "ups"
 #: The largest whole number a form takes (a database's signed 64 bits): a priority of 23
 #: nines reached the store, which could not write it (a 500).
 MAX_INT = 2**63 - 1
@@ -202,6 +221,32 @@ class RepresentationForm(Form):
     remove = BooleanField("Remove this representation when saving")
 
 
+class AudienceField(SelectField):
+    """:data:`AUDIENCES`, and :data:`RULES_AUDIENCE` for an offer that holds it. Any value
+    is taken (``offer_bodies`` judges it): a page of an older console sent none."""
+
+    def __init__(self, label: str, **kwargs: Any) -> None:
+        super().__init__(label, choices=list(AUDIENCES), validate_choice=False, **kwargs)
+
+    def process(self, formdata: Any, data: Any = unset_value, extra_filters: Any = None) -> None:
+        super().process(formdata, data, extra_filters)
+        if self.data == RULES_AUDIENCE.value:
+            self.choices = [*AUDIENCES, RULES_AUDIENCE]
+
+
+class SegmentForm(Form):
+    """One segment of an offer's audience: its id, and the namespace of its identity."""
+
+    segment = StringField("Segment id")
+    namespace = StringField(
+        "Segment namespace",
+        [Optional()],
+        default=SEGMENT_NAMESPACE,
+        description="ups for Experience Platform's segments; empty: any namespace",
+    )
+    remove = BooleanField("Remove this segment when saving")
+
+
 class _Offer(_Named):
     status = SelectField("Status", choices=OFFER_STATUSES)
     tags = SelectMultipleField("Tags", choices=[], validate_choice=False)
@@ -218,7 +263,12 @@ class FallbackOfferForm(_Offer):
 class OfferForm(_Offer):
     startDate = UtcMinuteField("Starts (UTC)", [Optional()], format=DATETIME)
     endDate = UtcMinuteField("Ends (UTC)", [Optional()], format=DATETIME)
+    audience = AudienceField("Eligible visitors")
     rule = SelectField("Eligibility rule", choices=[], validate_choice=False)
+    segmentsMatch = SelectField(
+        "Visitors must be in", choices=SEGMENT_MATCHES, validate_choice=False
+    )
+    segments = FieldList(FormField(SegmentForm), min_entries=1)
     priority = IntegerField("Priority", [Optional(), NumberRange(min=0, max=MAX_INT)], default=0)
     globalCap = IntegerField("Total cap", [Optional(), NumberRange(min=1, max=MAX_INT)])
     profileCap = IntegerField("Cap per profile", [Optional(), NumberRange(min=1, max=MAX_INT)])

@@ -8,9 +8,11 @@ keeps what the visitor typed and offers to reload the current version.
 from __future__ import annotations
 
 import copy
+import re
 import secrets
 from typing import Any
 
+from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -122,11 +124,13 @@ def _editor(
     conflict: bool = False,
     notice: str = "Not saved.",
     referrers: list[dict[str, str]] | None = None,
+    restored: str | None = None,
 ) -> Response:
     """The form page. Shown again after a refused save it still answers 200: the page is
     the answer (the messages are in it), and a browser logs every 4xx page as an error.
     ``notice`` heads ``errors`` (a refused delete or status change is no refused save);
-    ``referrers`` are the instances that keep a delete from happening, by name."""
+    ``referrers`` are the instances that keep a delete from happening, by name;
+    ``restored`` says why the form holds values sent before and not saved (:func:`restore`)."""
     kinds.fill_choices(form, kind, options)
     previews = []
     if record is not None:
@@ -146,6 +150,7 @@ def _editor(
             "conflict": conflict,
             "notice": notice,
             "referrers": referrers or [],
+            "restored": restored,
             # Messages beside any field, a representation's or a criterion's included
             # (a FieldList's own ``errors`` are those of its last validation only).
             "invalid": any(f.errors for f in kinds.all_fields(form)),
@@ -222,7 +227,42 @@ def _field(form: Any, name: str) -> Any:
     return None
 
 
-@web.page
+#: An editor's address: ``/console/<kind>/new`` or ``/console/<kind>/<instance id>``.
+_EDITOR = re.compile(r"^/console/([a-z-]+)/([^/]+)$")
+#: Why a form is shown with values it was sent with, not saved.
+AFTER_SIGN_IN = (
+    "Your session had ended when you sent this form. What you typed is back in it: "
+    "check it, then press Save."
+)
+OLD_FORM = (
+    "This form was opened in an earlier session (or over a day ago), so its security "
+    "token no longer holds. What you typed is back in it: check it, then press Save."
+)
+
+
+async def restore(
+    request: Request, visitor: Visitor, path: str, formdata: Any, *, notice: str = AFTER_SIGN_IN
+) -> Response | None:
+    """The editor at ``path`` filled with ``formdata`` (values sent before, see
+    ``web._session_ended``), and not saved: its Save sends them with this session's CSRF
+    token. None when ``path`` is no editor of the console."""
+    match = _EDITOR.match(path)
+    kind = kinds.KINDS.get(match.group(1)) if match else None
+    if match is None or kind is None:
+        return None
+    if not isinstance(formdata, ImmutableMultiDict):
+        formdata = ImmutableMultiDict(formdata)
+    form = forms.bind(kind.form, formdata, session=visitor.data, secret=web.secret(request))
+    record = None
+    if match.group(2) != "new":
+        no = nextoffer(request)
+        record = await no.repository.get_async(visitor.principal, visitor.container_id, match[2])
+        kind.check(record)
+    options = await _options(request, visitor, kind)
+    return _editor(request, visitor, kind, form, options, record=record, restored=notice)
+
+
+@web.form_page
 async def save(request: Request, visitor: Visitor) -> Response:
     """Create (no ``instance_id``) or replace; the form's etag is the If-Match."""
     kind = _kind(request)
@@ -231,6 +271,13 @@ async def save(request: Request, visitor: Visitor) -> Response:
     formdata = await request.form()
     form = forms.bind(kind.form, formdata, session=visitor.data, secret=web.secret(request))
     if not form.validate() and "csrf_token" in form.errors:
+        if form.csrf_token.data and web.same_origin(request):
+            # This console's own form with a token of an earlier session (signed in
+            # again since) or over a day old: shown again, with this session's token.
+            path = request.url.path
+            again = await restore(request, visitor, path, formdata, notice=OLD_FORM)
+            if again is not None:
+                return again
         return web.refused(request, visitor)
     made = session.created_by(visitor, form.once.data) if instance_id is None else None
     if made is not None:
@@ -260,8 +307,11 @@ async def save(request: Request, visitor: Visitor) -> Response:
         )
         kind.check(original)
         current = copy.deepcopy(original.body)
-    body, rows = kind.to_body(form, current, options)
+    rows: kinds.Rows = {}
     try:
+        # A form whose choices make no body (a decision rule chosen as the audience, and
+        # no rule) is refused as the repository refuses one: beside the field.
+        body, rows = kind.to_body(form, current, options)
         if record is None:
             body.pop("@id", None)
             ref = SchemaRef(

@@ -1,5 +1,6 @@
 """Offers and fallback offers as forms: representations with their content, tags,
-characteristics, dates, the eligibility rule, priority and caps."""
+characteristics, dates, who the offer is for (everyone, a decision rule's visitors, or
+segments'), priority and caps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nextoffer.console import bodies, forms
+from nextoffer.errors import Unprocessable
 from nextoffer.repository.objects import PLACEMENT
 
 _FORMATS = {"html": "text/html", "text": "text/plain", "json": "application/json"}
@@ -37,6 +39,48 @@ def _characteristics_text(value: Any) -> str:
     return "\n".join(f"{k}={v}" for k, v in value.items())
 
 
+TYPE = "xdm:profileConstraintType"
+SEGMENTS = "xdm:segmentIdentities"
+#: The members of each kind of audience: those of another are dropped when it changes.
+AUDIENCE_MEMBERS = ("xdm:eligibilityRule", SEGMENTS, "xdm:eligibilityRules")
+#: A segment identity's id, in the spellings the engine reads (the first is written).
+ID_KEYS = ("_id", "@id", "xdm:id", "id")
+
+
+def _audience(constraint: Mapping[str, Any]) -> str:
+    """The form's audience of a stored constraint: a type the form does not know is shown
+    (and kept) as it is. No type but a rule is the rule (docs/decisioning.md)."""
+    kind = constraint.get(TYPE)
+    if kind is None:
+        return (
+            "eligibilityRule" if isinstance(constraint.get("xdm:eligibilityRule"), str) else "none"
+        )
+    if kind in ("anySegments", "allSegments"):
+        return "segments"
+    return kind if isinstance(kind, str) else "none"
+
+
+def _namespace(identity: Mapping[str, Any]) -> tuple[str, str, str]:
+    """A segment identity's namespace member, its code member, and the code."""
+    name = "namespace" if "namespace" in identity and "xdm:namespace" not in identity else None
+    name = name or "xdm:namespace"
+    held = identity.get(name)
+    if not isinstance(held, Mapping):
+        return name, "xdm:code", ""
+    code = "code" if "code" in held and "xdm:code" not in held else "xdm:code"
+    return name, code, bodies.text(held.get(code))
+
+
+def _segment_data(identity: Mapping[str, Any]) -> dict[str, Any]:
+    found = next((identity[k] for k in ID_KEYS if isinstance(identity.get(k), str)), "")
+    return {"segment": found, "namespace": _namespace(identity)[2]}
+
+
+def _stored_segments(constraint: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    found = constraint.get(SEGMENTS)
+    return [i for i in found if isinstance(i, Mapping)] if isinstance(found, list) else []
+
+
 def offer_data(body: Mapping[str, Any]) -> dict[str, Any]:
     constraint = body.get("xdm:selectionConstraint") or {}
     caps = body.get("xdm:cappingConstraint") or {}
@@ -49,7 +93,11 @@ def offer_data(body: Mapping[str, Any]) -> dict[str, Any]:
         "representations": [_representation_data(r) for r in reps] + [{"language": "en-us"}],
         "startDate": bodies.date_in(constraint.get("xdm:startDate")),
         "endDate": bodies.date_in(constraint.get("xdm:endDate")),
+        "audience": _audience(constraint),
         "rule": constraint.get("xdm:eligibilityRule", ""),
+        "segmentsMatch": constraint.get(TYPE) if _audience(constraint) == "segments" else None,
+        "segments": [_segment_data(i) for i in _stored_segments(constraint)]
+        + [{"namespace": forms.SEGMENT_NAMESPACE}],
         "priority": (body.get("xdm:rank") or {}).get("xdm:priority", 0),
         "globalCap": caps.get("xdm:globalCap"),
         "profileCap": caps.get("xdm:profileCap"),
@@ -150,21 +198,94 @@ def offer_body(
     for name in ("startDate", "endDate"):
         key = f"xdm:{name}"
         bodies.put(constraint, key, bodies.date_out(getattr(form, name).data, constraint.get(key)))
-    if form.rule.data:
-        constraint["xdm:profileConstraintType"] = "eligibilityRule"
-        constraint["xdm:eligibilityRule"] = form.rule.data
-    else:
-        constraint.pop("xdm:eligibilityRule", None)
-        if constraint.get("xdm:profileConstraintType") == "eligibilityRule":
-            constraint["xdm:profileConstraintType"] = "none"
-        constraint.setdefault("xdm:profileConstraintType", "none")
+    segment_rows = _put_audience(form, constraint)
     body["xdm:selectionConstraint"] = constraint
-    body["xdm:rank"] = {**(body.get("xdm:rank") or {}), "xdm:priority": form.priority.data or 0}
+    # A new offer has a rank (XDM requires one); an API's offer without one gains none
+    # from the 0 the form shows for it.
+    if form.priority.data or "xdm:rank" in body or "@id" not in body:
+        body["xdm:rank"] = {**(body.get("xdm:rank") or {}), "xdm:priority": form.priority.data or 0}
     caps = dict(body.get("xdm:cappingConstraint") or {})
     bodies.put(caps, "xdm:globalCap", form.globalCap.data)
     bodies.put(caps, "xdm:profileCap", form.profileCap.data)
     bodies.put(body, "xdm:cappingConstraint", caps or None)
-    return body, rows
+    return body, {**rows, "segments": segment_rows}
+
+
+def _put_audience(form: Any, constraint: dict[str, Any]) -> list[int]:
+    """Who the offer is for, as the form says; the form rows of the segments written.
+
+    The members of the audience the form shows are written; when the audience changed,
+    those of the one before are dropped (a rule left behind by "segments" would only
+    mislead). Unchanged, a type the API left out stays out. A rule chosen with "all
+    visitors" is the rule: before the form had an audience, choosing a rule was how an
+    offer got one (a page of that console sends no audience at all)."""
+    stored = _audience(constraint)
+    rule = form.rule.data or ""
+    chosen = form.audience.data or ""
+    if not chosen:  # a page without the audience select: the rule says, segments stay
+        chosen = "eligibilityRule" if rule else stored if stored in ("segments", "rules") else ""
+        chosen = chosen or "none"
+    elif chosen == "none" and rule and rule != constraint.get("xdm:eligibilityRule"):
+        chosen = "eligibilityRule"  # (a rule an API's "none" holds as well stays as it is)
+    if chosen not in ("none", "eligibilityRule", "segments", stored):
+        raise Unprocessable(
+            f"{chosen!r} is not an audience of an offer", pointer=f"/xdm:selectionConstraint/{TYPE}"
+        )
+    kept = _stored_segments(constraint)
+    if chosen != stored:
+        for key in AUDIENCE_MEMBERS:
+            constraint.pop(key, None)
+    if chosen == "eligibilityRule":
+        if not rule:
+            raise Unprocessable(
+                "choose the decision rule (or All visitors)",
+                pointer="/xdm:selectionConstraint/xdm:eligibilityRule",
+            )
+        constraint["xdm:eligibilityRule"] = rule
+    if chosen == "segments":
+        match = form.segmentsMatch.data
+        constraint[TYPE] = match if match in ("anySegments", "allSegments") else "anySegments"
+        identities, rows = _identities(form, kept if chosen == stored else [])
+        if not identities:
+            raise Unprocessable(
+                "add a segment id (or choose another audience)",
+                pointer=f"/xdm:selectionConstraint/{SEGMENTS}",
+            )
+        constraint[SEGMENTS] = identities
+        return rows
+    if chosen != stored or constraint.get(TYPE) is not None or not constraint:
+        constraint[TYPE] = chosen
+    return []
+
+
+def _identities(
+    form: Any, stored: list[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """The segment rows as ``xdm:segmentIdentities`` (blank and removed rows left out),
+    and the form row of each. A row of a stored identity edits it: its other members
+    (Adobe's ``xid``) and its own spellings stay."""
+    written: list[dict[str, Any]] = []
+    rows: list[int] = []
+    for index, entry in enumerate(form.segments.entries):
+        sub = entry.form
+        segment_id = (sub.segment.data or "").strip()
+        if sub.remove.data or not segment_id:
+            continue
+        previous = stored[index] if index < len(stored) else {}
+        identity = dict(previous)
+        key = next((k for k in ID_KEYS if isinstance(previous.get(k), str)), ID_KEYS[0])
+        identity[key] = segment_id
+        name, code, held = _namespace(previous)
+        namespace = (sub.namespace.data or "").strip()
+        if namespace != held:
+            if namespace:
+                inner = previous.get(name)
+                identity[name] = {**(inner if isinstance(inner, Mapping) else {}), code: namespace}
+            else:
+                identity.pop(name, None)
+        written.append(identity)
+        rows.append(index)
+    return written, rows
 
 
 POINTERS = (
@@ -179,6 +300,13 @@ POINTERS = (
     (r"^/xdm:selectionConstraint/xdm:startDate", "startDate"),
     (r"^/xdm:selectionConstraint/xdm:endDate", "endDate"),
     (r"^/xdm:selectionConstraint/xdm:eligibilityRule", "rule"),
+    (r"^/xdm:selectionConstraint/xdm:profileConstraintType", "audience"),
+    (
+        r"^/xdm:selectionConstraint/xdm:segmentIdentities/(\d+)/(?:xdm:)?namespace",
+        "segments-{0}-namespace",
+    ),
+    (r"^/xdm:selectionConstraint/xdm:segmentIdentities/(\d+)", "segments-{0}-segment"),
+    (r"^/xdm:selectionConstraint/xdm:segmentIdentities", "segments-0-segment"),
     (r"^/xdm:rank", "priority"),
     (r"^/xdm:cappingConstraint/xdm:globalCap", "globalCap"),
     (r"^/xdm:cappingConstraint/xdm:profileCap", "profileCap"),

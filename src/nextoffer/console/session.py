@@ -12,6 +12,7 @@ Before signing in, a short-lived cookie holds only the CSRF value of the login f
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass
@@ -104,13 +105,15 @@ def current(request: Request) -> Visitor | None:
     return Visitor(principal, container_id, data)
 
 
-def sign_in(
-    request: Request, response: Response, values: dict[str, str], container_id: str
-) -> None:
-    """Set the session cookie for credentials :meth:`Authenticator.authenticate` accepted."""
-    no = nextoffer(request)
-    expires = no.auth.expires_at(values["accessToken"])
-    data = {**values, "containerId": container_id, "csrf": secrets.token_hex(20)}
+def new_session(values: dict[str, str], container_id: str) -> dict[str, Any]:
+    """A session's values for credentials :meth:`Authenticator.authenticate` accepted:
+    a new CSRF secret each time (forms of an earlier session are not this one's)."""
+    return {**values, "containerId": container_id, "csrf": secrets.token_hex(20)}
+
+
+def sign_in(request: Request, response: Response, data: dict[str, Any]) -> None:
+    """Set the session cookie holding ``data`` (:func:`new_session`)."""
+    expires = nextoffer(request).auth.expires_at(str(data["accessToken"]))
     _write(request, response, COOKIE, "session", data, expires - int(time.time()))
     response.delete_cookie(LOGIN_COOKIE, path=PATH)
 
@@ -170,6 +173,46 @@ def remember_created(
     expires = nextoffer(request).auth.expires_at(str(visitor.data.get("accessToken", "")))
     data = {**visitor.data, "created": made}
     _write(request, response, COOKIE, "session", data, expires - int(time.time()))
+
+
+#: How long what a form held when its session had ended waits for the sign-in that
+#: brings it back (as long as the sign-in form's own token lives).
+DRAFT_SECONDS = LOGIN_SECONDS
+#: The most such a form may hold, its values as JSON: an offer is at most 300 KB, and
+#: the sign-in page carries the values there and back. A larger one is not kept.
+DRAFT_BYTES = 512 * 1024
+
+#: A form's values in their order, each name as often as it was sent (a multiple select).
+Values = list[tuple[str, str]]
+
+
+def draft_token(request: Request, path: str, values: Values) -> str | None:
+    """``values`` posted to ``path``, signed for the sign-in page to carry back (None: too
+    large). Signed, so that the sign-in restores only what this server kept; the page
+    itself holds it, not a cookie (a form's text outgrows a cookie) nor this process (the
+    sign-in may reach another worker)."""
+    data = {"path": path, "values": [[name, value] for name, value in values]}
+    if len(json.dumps(data, ensure_ascii=False).encode("utf-8")) > DRAFT_BYTES:
+        return None
+    return str(_serializer(request, "draft").dumps(data))
+
+
+def draft_of(request: Request, token: str | None) -> tuple[str, Values] | None:
+    """The path and values of a :func:`draft_token` at most :data:`DRAFT_SECONDS` old."""
+    if not token or len(token) > 2 * DRAFT_BYTES:
+        return None
+    try:
+        data = _serializer(request, "draft").loads(token, max_age=DRAFT_SECONDS)
+    except BadSignature:  # forged, or expired (SignatureExpired is one)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+        return None
+    values = [
+        (pair[0], pair[1])
+        for pair in data.get("values") or []
+        if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
+    ]
+    return data["path"], values
 
 
 def sign_out(response: Response) -> None:

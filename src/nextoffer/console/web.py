@@ -119,13 +119,22 @@ def redirect(request: Request, url: str, *, flash: str | None = None) -> Redirec
 
 def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """A page for signed-in visitors; errors of the service become an error page."""
+    return _endpoint(handler, keeps_typing=False)
 
+
+def form_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A :func:`page` whose form, sent after the session ended, is not lost: the sign-in
+    page carries what it held back to the form (see :func:`_session_ended`)."""
+    return _endpoint(handler, keeps_typing=True)
+
+
+def _endpoint(handler: Handler, *, keeps_typing: bool) -> Callable[[Request], Awaitable[Response]]:
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         visitor = await nextoffer(request).run(session.current, request)
         if visitor is None:
             if request.method != "GET":
-                return _session_ended(request)
+                return await _session_ended(request, keeps_typing=keeps_typing)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/console/login?next={quote(target, safe='')}", 303)
         try:
@@ -136,11 +145,46 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return endpoint
 
 
-def _session_ended(request: Request) -> RedirectResponse:
+def same_origin(request: Request) -> bool:
+    """Was this request sent by a page of this console (not by another site's form)?
+    ``Sec-Fetch-Site`` says so where the browser sends it (all current ones do);
+    otherwise the ``Origin`` must be this host. Neither: no (a client that is no browser
+    has no typing to keep)."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return site == "same-origin"
+    origin = urlsplit(request.headers.get("origin", ""))
+    return bool(origin.netloc) and origin.netloc == request.headers.get("host")
+
+
+#: What the sign-in page says above a form's values it carries back.
+KEPT = (
+    "Your session ended before this form was sent: nothing was saved yet. Sign in and the "
+    "form comes back with what you typed, to check and save."
+)
+
+
+async def _session_ended(request: Request, *, keeps_typing: bool) -> Response:
     """A form sent after the session ended (the token expired, or a sign-out in another
-    tab): nothing was done. Signing in leads back to the page the form was on — not to
-    the form's own address, which answers only POST (a 405 after signing in) — and the
-    sign-in page says that nothing was saved."""
+    tab): nothing was done.
+
+    A library form of this console (:func:`same_origin`) is answered by the sign-in page
+    itself, carrying the form's values in a signed, short-lived token
+    (:func:`session.draft_token`); signing in shows the form again with them, unsaved
+    (``library.restore``). Another site's form gets nothing of the kind: it cannot make
+    the console show a form filled with its values. Any other form leads back to the page
+    it was on — not to the form's own address, which answers only POST (a 405 after
+    signing in) — and the sign-in page says that nothing was saved."""
+    if keeps_typing and same_origin(request):
+        formdata = await request.form()
+        values = [
+            (name, value)
+            for name, value in formdata.multi_items()
+            if name not in ("csrf_token", "draft") and isinstance(value, str)
+        ]
+        token = session.draft_token(request, request.url.path, values)
+        if token is not None:
+            return sign_in_page(request, target=request.url.path, draft=token, notice=KEPT)
     target = "/console/"
     referer = urlsplit(request.headers.get("referer", ""))
     if referer.netloc == request.url.netloc and referer.path.startswith("/console/"):
@@ -152,6 +196,32 @@ def _session_ended(request: Request) -> RedirectResponse:
         flash="Your session ended before this form was sent: nothing was saved. "
         "Sign in, then make the change again.",
     )
+
+
+def sign_in_page(
+    request: Request,
+    *,
+    target: str,
+    form: Any = None,
+    login: tuple[dict[str, Any], bool] | None = None,
+    error: str | None = None,
+    draft: str | None = None,
+    notice: str | None = None,
+) -> HTMLResponse:
+    """The sign-in form leading to ``target``: a blank one, or ``form`` shown again with
+    ``error`` (bound to ``login``, the :func:`session.login_context` it was read with);
+    ``draft`` is a form's values it carries back (:func:`_session_ended`)."""
+    context, fresh = login if login is not None else session.login_context(request)
+    if form is None:
+        form = forms.bind(forms.LoginForm, None, session=context, secret=secret(request))
+    values: dict[str, Any] = {"form": form, "error": error, "next": target, "draft": draft}
+    if notice is not None:
+        values["flash"] = notice
+    # Shown again with its message (200, as every form shown again: see library._editor).
+    response = render(request, "login.html", values)
+    if fresh:
+        session.keep_login(request, response, context)
+    return response
 
 
 def error_page(request: Request, visitor: Visitor | None, exc: NextOfferError) -> HTMLResponse:

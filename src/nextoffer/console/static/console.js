@@ -19,6 +19,13 @@
   fillFromLink();
   window.addEventListener("hashchange", fillFromLink);
 
+  // -- a form brought back by signing in (its session had ended) is answered at the
+  // sign-in's address: the address bar shows the form's own, which a reload then opens.
+  const editor = document.getElementById("editor");
+  if (editor && location.pathname === "/console/login") {
+    history.replaceState(null, "", new URL(editor.action).pathname);
+  }
+
   // -- confirmations before destructive buttons.
   document.addEventListener("click", function (event) {
     const button = event.target.closest("button[data-confirm]");
@@ -94,6 +101,32 @@
       if (focus) focus.focus();
     });
     group.appendChild(button);
+  }
+
+  // -- an offer's audience: the segment rows show when it is segments, the rule when it
+  // is not (without this script both always show, and count only then). Choosing a
+  // rule for "all visitors" makes the audience the rule, as the server reads it.
+  const audience = document.getElementById("audience");
+  const segments = document.getElementById("segments-group");
+  const match = document.getElementById("segmentsMatch");
+  const rule = document.getElementById("rule");
+  if (audience && segments && match) {
+    const showSegments = function () {
+      const shown = audience.value === "segments";
+      segments.hidden = !shown;
+      match.closest(".field").hidden = !shown;
+      if (rule) rule.closest(".field").hidden = shown;
+    };
+    audience.addEventListener("change", showSegments);
+    if (rule) {
+      rule.addEventListener("change", function () {
+        if (rule.value && audience.value === "none") {
+          audience.value = "eligibilityRule";
+          showSegments();
+        }
+      });
+    }
+    showSegments();
   }
 
   async function post(url, body) {
