@@ -1346,3 +1346,35 @@ def test_an_api_offers_segments_survive_an_unchanged_save_and_an_edit(
         "namespace": {"code": "ups"},
         "xid": "x-1",
     }
+
+
+def test_an_unchanged_save_adds_no_channel_rank_or_constraint_the_api_left_out(
+    client: TestClient, signed_in: Tenant
+) -> None:
+    # All optional in the API's body; the form wrote the placement's channel into each
+    # representation, a rank of 0 and an "all visitors" constraint on every save.
+    slot = signed_in.create(
+        "offer-placement", {"xdm:name": "Top", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["@id"]
+    component = {"@type": HTML, "dc:format": "text/html", "xdm:content": "<p>x</p>"}
+    offer = signed_in.create(
+        "personalized-offer",
+        {
+            "xdm:name": "Bare",
+            "xdm:status": "draft",
+            "xdm:representations": [{"xdm:placement": slot, "xdm:components": [component]}],
+        },
+    )
+    [before] = _instances(signed_in, "personalized-offer")
+    url = f"/console/offers/{offer['instanceId']}"
+    page = client.get(url).text
+    form = {
+        "csrf_token": csrf_of(page),
+        "etag": "1",
+        **_offer_form(slot, name="Bare", audience="none"),
+        "representations-0-content": "<p>x</p>",
+        "representations-0-language": "",
+    }
+    assert client.post(url, data=form, follow_redirects=False).status_code == 303
+    [after] = _instances(signed_in, "personalized-offer")
+    assert after["_instance"] == before["_instance"]

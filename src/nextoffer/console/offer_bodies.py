@@ -162,7 +162,9 @@ def _representations(form: Any, body: dict[str, Any], options: bodies.Options) -
             "xdm:components": [component, *kept[1:]],
         }
         channel = target.get("xdm:channel")
-        if isinstance(channel, str):
+        # The placement's channel, on a new representation or over the one stored; one
+        # the API left out (it is the placement's anyway) stays out.
+        if isinstance(channel, str) and (not previous or "xdm:channel" in previous):
             rep["xdm:channel"] = channel
         written.append(rep)
         rows.append(index)
@@ -198,11 +200,13 @@ def offer_body(
     for name in ("startDate", "endDate"):
         key = f"xdm:{name}"
         bodies.put(constraint, key, bodies.date_out(getattr(form, name).data, constraint.get(key)))
-    segment_rows = _put_audience(form, constraint)
-    body["xdm:selectionConstraint"] = constraint
-    # A new offer has a rank (XDM requires one); an API's offer without one gains none
-    # from the 0 the form shows for it.
-    if form.priority.data or "xdm:rank" in body or "@id" not in body:
+    # A new offer has a selection constraint and a rank (XDM requires both); an API's
+    # offer without them gains none from the "all visitors" and the 0 the form shows.
+    new = "@id" not in body
+    segment_rows = _put_audience(form, constraint, new=new)
+    if constraint or new or "xdm:selectionConstraint" in body:
+        body["xdm:selectionConstraint"] = constraint
+    if form.priority.data or "xdm:rank" in body or new:
         body["xdm:rank"] = {**(body.get("xdm:rank") or {}), "xdm:priority": form.priority.data or 0}
     caps = dict(body.get("xdm:cappingConstraint") or {})
     bodies.put(caps, "xdm:globalCap", form.globalCap.data)
@@ -211,14 +215,14 @@ def offer_body(
     return body, {**rows, "segments": segment_rows}
 
 
-def _put_audience(form: Any, constraint: dict[str, Any]) -> list[int]:
+def _put_audience(form: Any, constraint: dict[str, Any], *, new: bool) -> list[int]:
     """Who the offer is for, as the form says; the form rows of the segments written.
 
     The members of the audience the form shows are written; when the audience changed,
     those of the one before are dropped (a rule left behind by "segments" would only
-    mislead). Unchanged, a type the API left out stays out. A rule chosen with "all
-    visitors" is the rule: before the form had an audience, choosing a rule was how an
-    offer got one (a page of that console sends no audience at all)."""
+    mislead). Unchanged, a type the API left out stays out (a ``new`` offer has one). A
+    rule chosen with "all visitors" is the rule: before the form had an audience,
+    choosing a rule was how an offer got one (a page of that console sends none)."""
     stored = _audience(constraint)
     rule = form.rule.data or ""
     chosen = form.audience.data or ""
@@ -253,7 +257,7 @@ def _put_audience(form: Any, constraint: dict[str, Any]) -> list[int]:
             )
         constraint[SEGMENTS] = identities
         return rows
-    if chosen != stored or constraint.get(TYPE) is not None or not constraint:
+    if chosen != stored or constraint.get(TYPE) is not None or new:
         constraint[TYPE] = chosen
     return []
 
