@@ -271,6 +271,12 @@ class Stopped(Exception):
     """A running job was cancelled (its status moved on): the engine stops."""
 
 
+class EngineFailed(RuntimeError):
+    """An engine failed for a reason its message tells whole, one a user acts on (a Spark
+    task retried, a file system missing): the job's error is that message as it is, and
+    the log holds no traceback (not a bug)."""
+
+
 #: Opens what a worker decides with: an object with the decision path and ``close()``
 #: (the composition root, ``NextOffer.open`` with the job's settings).
 OpenWorker = Callable[[], Any]

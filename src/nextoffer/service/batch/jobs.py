@@ -42,7 +42,7 @@ from nextoffer.ids import IdFactory, format_datetime
 from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
-from nextoffer.service.batch.chunk import ChunkStats, Stopped
+from nextoffer.service.batch.chunk import ChunkStats, EngineFailed, Stopped
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.catalogs import CatalogCache, build_snapshot
 from nextoffer.service.datasets import Datasets
@@ -467,10 +467,13 @@ class BatchJobs:
             self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
             raise
         except Exception as exc:
-            message = (
-                exc.detail if isinstance(exc, NextOfferError) else f"{type(exc).__name__}: {exc}"
-            )
-            if isinstance(exc, (NextOfferError, OSError)):  # told whole by its message
+            if isinstance(exc, NextOfferError):
+                message = exc.detail
+            elif isinstance(exc, EngineFailed):
+                message = str(exc)
+            else:
+                message = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, (NextOfferError, OSError, EngineFailed)):  # told whole
                 log.error("batch job %s failed: %s", job.job_id, message)
             else:  # a bug: its traceback is for whoever fixes it
                 log.exception("batch job %s failed", job.job_id)

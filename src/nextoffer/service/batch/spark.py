@@ -39,7 +39,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats, OpenWorker, Stopped
+from nextoffer.service.batch.chunk import (
+    ChunkDecider,
+    ChunkStats,
+    EngineFailed,
+    OpenWorker,
+    Stopped,
+)
 from nextoffer.service.batch.output import SPARK_SCHEMA, arrow_table
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.locations import Location, entries
@@ -288,7 +294,7 @@ class SparkEngine:
                 raise Stopped("the job was cancelled") from None
             reason = _retried(exc) or _missing_filesystem(output, exc)
             if reason is not None:
-                raise RuntimeError(reason) from None
+                raise EngineFailed(reason) from None
             raise
         finally:
             stop.set()
