@@ -195,7 +195,8 @@ def test_created_through_dps_is_read_updated_listed_and_deleted_through_xcore(te
     )
     assert xreceipt["repo:etag"] == 2
     assert dps.get(kind, at_id)["name"] == "via xcore"
-    assert dps.patch(kind, at_id, [{"op": "test", "path": "/etag", "value": 2}])["etag"] == 3
+    # A passing test alone changes nothing: the etag stays (a PATCH that writes bumps it).
+    assert dps.patch(kind, at_id, [{"op": "test", "path": "/etag", "value": 2}])["etag"] == 2
     url = tenant.url(f"/{resource['instanceId']}")
     response = tenant.client.delete(url, headers=tenant.headers)
     assert response.status_code == 202, response.text
@@ -535,3 +536,61 @@ def test_a_dps_update_keeps_what_an_xcore_client_stored_as_it_was_spelt(tenant, 
     dps.patch("eligibility-rule", rule["@id"], [{"op": "replace", "path": "/name", "value": "S"}])
     stored = _xcore_instance(tenant, "eligibility-rule", rule["@id"])["_instance"]
     assert stored == {"xdm:name": "S", "condition": pql, "@id": rule["@id"]}
+
+
+#: Patches that write nothing: an empty one, and tests alone.
+_NO_WRITE = [
+    [],
+    [{"op": "test", "path": "/name", "value": "O"}],
+    [{"op": "test", "path": "/name", "value": "O"}, {"op": "test", "path": "/etag", "value": 1}],
+]
+
+
+def _xcore_ops(operations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The same operations on the xcore resource (``/name`` is ``xdm:name`` there)."""
+    paths = {"/name": "/_instance/xdm:name", "/etag": "/repo:etag"}
+    return [{**op, "path": paths[op["path"]]} for op in operations]
+
+
+@pytest.mark.parametrize("kind", ["personalized-offer", "tag", "offer-activity"])
+@pytest.mark.parametrize("made_by", ["dps", "xcore"])
+def test_a_patch_that_writes_nothing_keeps_the_etag_and_date_through_either_form(
+    tenant, dps, kind, made_by
+):
+    # An empty PATCH bumped the etag and the modification date of an unchanged object
+    # (and kept a revision that changed nothing), so caches and If-Match holders lost it.
+    xbody, body = _bodies(kind, _refs(tenant, dps))
+    made = {
+        "dps": lambda: dps.create(kind, {**body, "name": "O"})["id"],
+        "xcore": lambda: tenant.create(kind, {**xbody, "xdm:name": "O"})["@id"],
+    }
+    at_id = made[made_by]()
+    before = dps.get(kind, at_id)
+    instance_id = _xcore_instance(tenant, kind, at_id)["instanceId"]
+    for operations in _NO_WRITE:
+        receipt = dps.patch(kind, at_id, operations)
+        assert (receipt["etag"], receipt["lastModifiedDate"][:23]) == (
+            1,
+            before["modified"][:23],
+        ), operations
+        xreceipt = _xcore_patch(tenant, kind, instance_id, _xcore_ops(operations))
+        assert (xreceipt["repo:etag"], xreceipt["repo:lastModifiedDate"][:23]) == (
+            1,
+            before["modified"][:23],
+        ), operations
+    assert dps.get(kind, at_id) == before
+    revisions = tenant.client.get(
+        tenant.url(f"/{instance_id}/revisions"), headers=tenant.headers
+    ).json()["revisions"]
+    assert len(revisions) == 1
+    # A stale If-Match is still a conflict, though nothing would be written.
+    stale = tenant.client.patch(
+        item_url(kind, at_id), json=[], headers={**tenant.headers, **WRITE, "If-Match": '"6"'}
+    )
+    assert stale.status_code == 409, stale.text
+    # A patch that writes is a write, even of the value already there: Adobe's
+    # fallback-offer update receipt (a replace of status "approved" by "approved") has
+    # etag 2 and a new modification date.
+    same = [{"op": "replace", "path": "/name", "value": "O"}]
+    assert dps.patch(kind, at_id, same)["etag"] == 2
+    assert _xcore_patch(tenant, kind, instance_id, _xcore_ops(same))["repo:etag"] == 3

@@ -682,6 +682,22 @@ def allow(tenant, client, **fields):
     assert response.status_code == 200, response.text
 
 
+def test_the_management_api_reads_a_datastream_id_in_any_case(tenant, shop, client):
+    # The Edge endpoints match a configId whatever its case; the management API did not
+    # (404), and a change made through an upper-case id left the Edge endpoints' cached
+    # record (kept 5 s) as it was.
+    upper = f"/data/core/nextoffer/datastreams/{shop.datastream.upper()}"
+    interact(client, shop.datastream, event([shop.scope]), headers={"Origin": ORIGIN}, expect=403)
+    got = client.get(upper, headers=tenant.headers)
+    assert got.status_code == 200 and got.json()["datastreamId"] == shop.datastream
+    patched = client.patch(upper, json={"allowedOrigins": [ORIGIN]}, headers=tenant.headers)
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["datastreamId"] == shop.datastream
+    interact(client, shop.datastream, event([shop.scope]), headers={"Origin": ORIGIN})
+    assert client.delete(upper, headers=tenant.headers).status_code == 204
+    interact(client, shop.datastream, event([shop.scope]), expect=404)
+
+
 def test_cors_allows_the_datastreams_origins_with_credentials(tenant, shop, client):
     refused = interact(
         client, shop.datastream, event([shop.scope]), headers={"Origin": ORIGIN}, expect=403

@@ -404,6 +404,43 @@ def test_invalid_fields_are_422_with_every_pointer(tenant, placement):
 
 
 @pytest.mark.parametrize(
+    ("identities", "pointer"),
+    [
+        ("junk", "/xdm:selectionConstraint/xdm:segmentIdentities"),
+        ([5], "/xdm:selectionConstraint/xdm:segmentIdentities/0"),
+        ([{"x": 1}], "/xdm:selectionConstraint/xdm:segmentIdentities/0"),
+        ([{"_id": ""}], "/xdm:selectionConstraint/xdm:segmentIdentities/0/_id"),
+        ([{"@id": 7}], "/xdm:selectionConstraint/xdm:segmentIdentities/0/@id"),
+        ([{"_id": "s"}] * 101, "/xdm:selectionConstraint/xdm:segmentIdentities"),
+    ],
+)
+def test_segment_identities_that_name_no_segment_are_422(tenant, placement, identities, pointer):
+    # They were stored, and the offer was never eligible (a segment without an id is
+    # never met), nothing saying why.
+    constraint = {"xdm:profileConstraintType": "anySegments", "xdm:segmentIdentities": identities}
+    body = offer_body(placement, **{"xdm:selectionConstraint": constraint})
+    problem = assert_problem(
+        post_raw(tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))),
+        422,
+    )
+    assert pointer in {e["pointer"] for e in problem["errors"]}, problem
+
+
+def test_segment_identities_in_adobe_s_spellings_are_stored(tenant, placement):
+    identities = [
+        {"_id": "a", "namespace": {"code": "ups"}, "xid": "x"},  # Adobe's export
+        {"@id": "b"},
+        {"xdm:id": "c", "xdm:namespace": {"xdm:code": "ups"}},
+    ]
+    constraint = {"xdm:profileConstraintType": "allSegments", "xdm:segmentIdentities": identities}
+    body = offer_body(placement, **{"xdm:selectionConstraint": constraint})
+    response = post_raw(
+        tenant, json.dumps(body), CREATE_TYPE.format(schema=schema("personalized-offer"))
+    )
+    assert response.status_code == 201, response.text
+
+
+@pytest.mark.parametrize(
     ("date", "valid"),
     [
         ("2026-12-07T10:00:00Z", True),

@@ -282,22 +282,23 @@ class Datastreams:
                 modified=format_datetime(self._clock()),
             )
             session.put_datastream(record)
-        self._forget(datastream_id)
+        self._forget(record.datastream_id)
         return record
 
     def delete(self, principal: Principal, datastream_id: str) -> None:
         with self._store.session(write=True) as session:
-            self._owned(session, principal, datastream_id, lock="update")
-            session.delete_datastream(datastream_id)
-        self._forget(datastream_id)
+            record = self._owned(session, principal, datastream_id, lock="update")
+            session.delete_datastream(record.datastream_id)
+        self._forget(record.datastream_id)
 
     @staticmethod
     def _owned(
         session: Session, principal: Principal, datastream_id: str, *, lock: Lock = None
     ) -> DatastreamRecord:
-        """The tenant's datastream (404 for another's). An update or a delete holds it
+        """The tenant's datastream (404 for another's), its id in any case (a UUID, minted
+        lower-case, as the Edge endpoints match it). An update or a delete holds it
         (``lock``) so that a concurrent one neither brings it back nor loses a field."""
-        record = session.get_datastream(datastream_id, lock=lock)
+        record = session.get_datastream(datastream_id.lower(), lock=lock)
         if record is None or (record.org_id, record.sandbox) != (principal.org, principal.sandbox):
             raise NotFound(f"datastream {datastream_id} does not exist")
         return record

@@ -250,6 +250,12 @@ class Repository:
                     f"not a {schema.type.schema_id}"
                 )
             body = patch.apply(current, operations, view)
+            if all(op["op"] == "test" for op in operations):
+                # Nothing written (an empty patch, or tests alone): no revision, and the
+                # etag and modification date stay. A patch that writes is a write even of
+                # the same values, as Adobe's fallback-offer update receipt shows (etag 2).
+                self._check_etag(current, if_match)
+                return current
             record = self._update(session, principal, current, body, if_match, view.prefix)
         self._on_change(container_id)
         return record
