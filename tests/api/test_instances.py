@@ -426,6 +426,35 @@ def test_segment_identities_that_name_no_segment_are_422(tenant, placement, iden
     assert pointer in {e["pointer"] for e in problem["errors"]}, problem
 
 
+def test_a_criterion_s_segment_identities_that_name_no_segment_are_422(tenant, placement):
+    tag = tenant.create("tag", {"xdm:name": "t"})
+    collection = tenant.create(
+        "offer-filter", {"xdm:name": "c", "xdm:filterType": "anyTags", "xdm:ids": [tag["@id"]]}
+    )
+    fallback = tenant.create("fallback-offer", {**offer_body(placement), "xdm:status": "approved"})
+    constraints = {"xdm:profileConstraintType": "anySegments", "xdm:segmentIdentities": [{}]}
+    decision = {
+        "xdm:name": "d",
+        "xdm:status": "draft",
+        "xdm:fallback": fallback["@id"],
+        "xdm:criteria": [
+            {
+                "xdm:placements": [placement],
+                "xdm:optionSelection": {"xdm:filter": collection["@id"]},
+                "xdm:profileConstraints": constraints,
+            }
+        ],
+    }
+    problem = assert_problem(
+        post_raw(tenant, json.dumps(decision), CREATE_TYPE.format(schema=schema("offer-activity"))),
+        422,
+    )
+    pointer = "/xdm:criteria/0/xdm:profileConstraints/xdm:segmentIdentities/0"
+    assert pointer in {e["pointer"] for e in problem["errors"]}, problem
+    constraints["xdm:segmentIdentities"] = [{"_id": "s", "namespace": {"code": "ups"}}]
+    tenant.create("offer-activity", decision)
+
+
 def test_segment_identities_in_adobe_s_spellings_are_stored(tenant, placement):
     identities = [
         {"_id": "a", "namespace": {"code": "ups"}, "xid": "x"},  # Adobe's export
