@@ -554,3 +554,52 @@ def test_locations_read_to_record_a_dataset_wait_for_one_being_recorded(
     finally:
         first.close()
         second.close()
+
+
+def _create_at_once(nodes: list[Any], locations: list[str]) -> list[str]:
+    """Create a dataset on each location at the same instant, in a thread each (on the
+    nodes in turn): "created" or "refused" (an overlap's 422) each, sorted."""
+    import threading
+
+    from nextoffer.errors import Unprocessable
+    from nextoffer.service.auth import Principal
+
+    principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+    barrier = threading.Barrier(len(locations))
+    outcomes: list[str] = []
+
+    def create(index: int, location: str) -> None:
+        barrier.wait()
+        try:
+            nodes[index % len(nodes)].datasets.create(
+                principal, {"name": "x", "location": location}
+            )
+        except Unprocessable as exc:
+            assert "overlaps the location of another dataset" in exc.detail
+            outcomes.append("refused")
+        else:
+            outcomes.append("created")
+
+    threads = [threading.Thread(target=create, args=item) for item in enumerate(locations)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(outcomes)
+
+
+def test_datasets_created_at_once_on_one_folder_are_one_dataset(settings: Any) -> None:
+    """Datasets created at the same instant on one folder, or one inside another (two
+    nodes, two threads each, many rounds): one is recorded and the others are 422. The
+    check read the locations in a transaction of its own, before the insert, and each
+    creation could find the folder free."""
+    from nextoffer.root import NextOffer
+    from nextoffer.service.auth import Principal
+
+    rounds = 30
+    with NextOffer.open(settings) as one, NextOffer.open(settings) as two:
+        for n in range(rounds):
+            names = [f"r{n}", f"r{n}", f"r{n}/in", f"r{n}/in/deeper"]
+            assert _create_at_once([one, two], names) == ["created"] + ["refused"] * 3, n
+        principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+        assert len(one.datasets.get_all(principal)) == rounds

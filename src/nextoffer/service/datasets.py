@@ -26,6 +26,7 @@ from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.service.locations import DatasetFile, Location, LocationError, S3Settings
 from nextoffer.storage.batch import DatasetRecord
+from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 __all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
@@ -97,14 +98,23 @@ class Datasets:
             int(self._clock().timestamp() * 1000),
         )
         with self._store.session(write=True) as session:
+            # Checked again as one step with the insert: two datasets created at once on
+            # one folder both passed the check above.
+            self._refuse_shared(location, session)
             session.batch.insert_dataset(record)
         return record
 
-    def _refuse_shared(self, location: str) -> None:
+    def _refuse_shared(self, location: str, session: Session | None = None) -> None:
         """422 when ``location`` is, holds or lies in another dataset's (any tenant's)
-        location: a dataset's folder is its own, or another could list and serve its jobs."""
-        with self._store.session() as session:
-            taken = session.batch.dataset_locations()
+        location: a dataset's folder is its own, or another could list and serve its jobs.
+        Without ``session``, before anything is created or probed there; in ``session``
+        (the write that records the dataset), under the lock that keeps another from being
+        recorded until it commits (``BatchTables.dataset_locations``)."""
+        if session is None:
+            with self._store.session() as read:
+                taken = read.batch.dataset_locations()
+        else:
+            taken = session.batch.dataset_locations(lock=True)
         root = self._root.resolve()
         for other in taken:
             if not locations.is_remote(other) and root.is_relative_to(other):
