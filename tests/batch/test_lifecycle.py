@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -579,3 +580,189 @@ def test_a_servers_runner_runs_a_bounded_number_of_jobs_at_once(
     finally:
         engine.release.set()
         batch.close()
+
+
+def _hang_first_part(no: NextOffer, body: dict[str, Any], job_id: str) -> Path:
+    """Make the job's first part file a FIFO nobody reads: its worker, writing the part,
+    blocks in ``open()`` for ever, as on a file system that stopped answering (a hung NFS
+    or FUSE mount). Its process lives and beats; its engine never advances again."""
+    folder = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location) / job_id
+    folder.mkdir(parents=True)
+    fifo = folder / "part-00000.parquet"
+    os.mkfifo(fifo)
+    return fifo
+
+
+def _unblock(fifo: Path) -> None:
+    """Let a writer blocked on ``fifo`` go on (it then fails writing): the old runner
+    waited for it, and the test must not leave it hanging."""
+    with contextlib.suppress(FileNotFoundError):
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+
+
+def _workers() -> set[int]:
+    return {p for p in _children(os.getpid()) if b"spawn_main" in _cmdline(p)}
+
+
+def _blocked_on_fifo(pid: int) -> bool:
+    try:
+        wchan = Path(f"/proc/{pid}/wchan").read_text()
+    except FileNotFoundError:
+        return False
+    return any(word in wchan for word in ("partner", "fifo", "pipe"))
+
+
+def _stuck_runner(
+    setup: dict[str, Any], settings: Settings, *, stall: float
+) -> tuple[Any, Any, Any, Path]:
+    """A server's runner with one slot, running the real local engine (one worker); a job
+    whose worker will hang, and a second job queued behind it."""
+    from functools import partial
+
+    from nextoffer.root import open_batch_worker
+    from nextoffer.service.batch import jobs
+    from nextoffer.service.batch.local import LocalEngine
+
+    no, body = setup["no"], setup["body"]
+    worker_settings = Settings(**{**_fields(settings), "batch_runner": False})
+    batch = jobs.BatchJobs(
+        no.store,
+        catalogs=no.catalogs,
+        repository=no.repository,
+        datasets=no.datasets,
+        clock=no.clock,
+        ids=no.ids,
+        engines={"local": LocalEngine(partial(open_batch_worker, worker_settings), workers=1)},
+        poll_seconds=0.05,
+        max_jobs=1,
+        stall_seconds=stall,
+    )
+    hung = batch.submit(PRINCIPAL, body, container_id=None)
+    fifo = _hang_first_part(no, body, hung.job_id)
+    later = batch.submit(PRINCIPAL, body, container_id=None)
+    return batch, hung, later, fifo
+
+
+def _until_both_end(batch: Any, hung: Any, later: Any, seen: set[int]) -> tuple[Any, Any]:
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        seen |= _workers()
+        first, second = (batch.get(PRINCIPAL, j.job_id) for j in (hung, later))
+        if first.status == "ERROR" and second.status == "COMPLETED":
+            break
+        if first.status == "PROCESSING":  # one slot: the second waits
+            assert second.status == "QUEUED"
+        time.sleep(0.05)
+    return first, second
+
+
+def test_a_job_whose_worker_hangs_ends_stalled_and_frees_its_slot(
+    setup: dict[str, Any], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local worker stuck for ever (its runner alive and beating) made no progress for
+    the stall bound: the job ends runnerStalled, its worker is killed, its folder removed,
+    and its slot runs the next job to COMPLETED."""
+    from nextoffer.service.batch import local
+
+    monkeypatch.setattr(local, "GRACE_SECONDS", 1.0)
+    no, body = setup["no"], setup["body"]
+    # Above a healthy job's worker start and chunk on a busy machine: the second job's.
+    batch, hung, later, fifo = _stuck_runner(setup, settings, stall=4.0)
+    seen: set[int] = set()
+    batch.start()
+    try:
+        first, second = _until_both_end(batch, hung, later, seen)
+    finally:
+        _unblock(fifo)
+        batch.close()
+    assert first.status == "ERROR", first.detail
+    error = first.detail["errors"][0]
+    assert error["code"] == "runnerStalled"
+    assert "made no progress for 4 s while it was PROCESSING" in error["message"]
+    assert first.detail["progressAt"] <= first.detail["finishedAt"]
+    assert second.status == "COMPLETED", second.detail
+    assert seen and all(_gone(pid) for pid in seen), [p for p in seen if not _gone(p)]
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    assert not (location / hung.job_id).exists()
+    files = no.datasets.files(PRINCIPAL, body["xdm:dataSetId"])
+    assert files and all(hung.job_id not in str(f) for f in files)
+
+
+def test_cancelling_a_job_whose_worker_hangs_frees_its_slot(
+    setup: dict[str, Any], settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled while its worker is stuck, the job's runner does not wait for the worker
+    for ever: it kills it, removes the job's folder, and the slot runs the next job."""
+    from nextoffer.service.batch import local
+
+    monkeypatch.setattr(local, "GRACE_SECONDS", 1.0)
+    no, body = setup["no"], setup["body"]
+    batch, hung, later, fifo = _stuck_runner(setup, settings, stall=0)  # no stall bound
+    seen: set[int] = set()
+    batch.start()
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not any(_blocked_on_fifo(p) for p in seen):
+            seen |= _workers()
+            time.sleep(0.05)
+        assert any(_blocked_on_fifo(p) for p in seen), "the worker never blocked"
+        batch.cancel(PRINCIPAL, hung.job_id)
+        first, second = _until_both_end(batch, hung, later, seen)
+    finally:
+        _unblock(fifo)
+        batch.close()
+    assert first.status == "ERROR" and first.detail["errors"][0]["code"] == "cancelled"
+    assert second.status == "COMPLETED", second.detail
+    assert all(_gone(pid) for pid in seen), [p for p in seen if not _gone(p)]
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    assert not (location / hung.job_id).exists()
+
+
+def test_recover_ends_a_beating_job_whose_engine_made_no_progress(
+    setup: dict[str, Any],
+) -> None:
+    """Another runner's job beats (its process lives) but its progressAt is older than the
+    stall bound: any runner's recover ends it runnerStalled; a recent one, or no bound,
+    leaves it running."""
+    from nextoffer.ids import format_datetime
+    from nextoffer.service.batch import jobs
+
+    no, body = setup["no"], setup["body"]
+    job = no.batch.submit(PRINCIPAL, body, container_id=None)
+    assert no.batch.claim(job.job_id) is not None
+    now = no.clock()
+
+    def progressed(seconds_ago: float) -> None:
+        moment = datetime.fromtimestamp(now.timestamp() - seconds_ago, UTC)
+        with no.store.session(write=True) as session:
+            session.batch.move_job(
+                job.job_id,
+                expect=None,
+                values={
+                    "detail": {"progressAt": format_datetime(moment), "profilesDone": 7},
+                    "heartbeat_ms": int(now.timestamp() * 1000),
+                },
+            )
+
+    def runner(stall: float) -> jobs.BatchJobs:
+        return jobs.BatchJobs(
+            no.store,
+            catalogs=no.catalogs,
+            repository=no.repository,
+            datasets=no.datasets,
+            clock=no.clock,
+            ids=no.ids,
+            engines={},
+            stall_seconds=stall,
+        )
+
+    progressed(60)
+    assert runner(3600).recover() == []
+    progressed(2 * 3600)
+    assert runner(0).recover() == []  # 0: no bound
+    assert runner(3600).recover() == [job.job_id]
+    final = no.batch.get(PRINCIPAL, job.job_id)
+    assert final.status == "ERROR"
+    error = final.detail["errors"][0]
+    assert error["code"] == "runnerStalled"
+    assert "no progress for 3600 s while it was PROCESSING (7 profiles done)" in error["message"]

@@ -162,17 +162,21 @@ class _Context:
     job (the one that reads the export's schema) and the decisions' job, not started."""
 
     def __init__(self) -> None:
+        from types import SimpleNamespace
+
         self.cancelled: list[str] = []
+        self.stages = {
+            0: SimpleNamespace(numCompletedTasks=1, numTasks=1, numActiveTasks=0, numFailedTasks=0)
+        }
+        self.jobs = {0: SimpleNamespace(stageIds=[0])}
 
     def statusTracker(self) -> Any:
         from types import SimpleNamespace
 
-        stages = {0: SimpleNamespace(numCompletedTasks=1, numTasks=1)}
-        jobs = {0: SimpleNamespace(stageIds=[0])}
         return SimpleNamespace(
-            getJobIdsForGroup=lambda group: [0],
-            getJobInfo=jobs.get,
-            getStageInfo=stages.get,
+            getJobIdsForGroup=lambda group: list(self.jobs),
+            getJobInfo=self.jobs.get,
+            getStageInfo=self.stages.get,
         )
 
     def cancelJobGroup(self, group: str) -> None:
@@ -212,6 +216,52 @@ def test_spark_progress_counts_the_profiles_decided() -> None:
             time.sleep(0.05)
         assert sum(s.profiles for s in heard) == 120
         assert sum(s.members for s in heard) == 30
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def test_spark_progress_hears_tasks_start_and_end_as_advances() -> None:
+    """A Spark task that starts or ends is an advance (the job is not stalled) though no
+    profile is counted yet: accumulators move only when a task ends. Nothing changing is
+    no advance: executors that never come leave the job to its stall bound."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from nextoffer.service.batch.chunk import ChunkStats
+    from nextoffer.service.batch.spark import SparkEngine
+
+    context = _Context()
+    heard: list[ChunkStats] = []
+
+    def progress(step: ChunkStats) -> bool:
+        heard.append(step)
+        return True
+
+    def hear(count: int) -> list[ChunkStats]:
+        deadline = time.monotonic() + 10
+        while len(heard) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return heard[:count]
+
+    stop, cancelled = threading.Event(), threading.Event()
+    watcher = threading.Thread(
+        target=SparkEngine._watch,
+        args=(context, "g", (_Counter(), _Counter(), _Counter(), _Counter()), progress, stop),
+        kwargs={"cancelled": cancelled},
+    )
+    watcher.start()
+    try:
+        assert [s.advanced for s in hear(1)] == [False]  # the decisions' job waits
+        before = len(heard)
+        context.jobs[1] = SimpleNamespace(stageIds=[1])
+        context.stages[1] = SimpleNamespace(
+            numCompletedTasks=0, numTasks=2, numActiveTasks=2, numFailedTasks=0
+        )  # executors came: two tasks run
+        steps = hear(before + 2)
+        assert [s.advanced for s in steps[before:]] == [True, False]
+        assert all(s.profiles == 0 for s in steps)
     finally:
         stop.set()
         watcher.join()
@@ -415,3 +465,110 @@ def test_spark_sessions_allow_no_retry_and_no_speculation(
     final, _ = run(prepared["second"], prepared["tmp"] / "d4", prepared["body"], "spark")
     assert final.status == "COMPLETED", final.detail
     assert seen == {"spark.task.maxFailures": "1", "spark.speculation": "false"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def master_without_workers(tmp_path: Path) -> Iterator[str]:
+    """A Spark standalone master no worker ever joins: a job sent to it waits for
+    executors for ever (Spark logs "Initial job has not accepted any resources")."""
+    import socket
+    import subprocess
+    import time
+
+    import pyspark
+
+    port = _free_port()
+    log = (tmp_path / "master.log").open("wb")
+    master = subprocess.Popen(
+        [
+            str(Path(pyspark.__file__).parent / "bin" / "spark-class"),
+            "org.apache.spark.deploy.master.Master",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--webui-port",
+            str(_free_port()),
+        ],
+        env={**os.environ, "SPARK_MASTER_OPTS": "-Dspark.master.rest.enabled=false"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert master.poll() is None, (tmp_path / "master.log").read_text()[-2000:]
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        yield f"spark://127.0.0.1:{port}"
+    finally:
+        os.killpg(master.pid, signal.SIGTERM)
+        master.wait(timeout=30)
+        log.close()
+
+
+def test_a_spark_job_waiting_for_executors_that_never_come_ends_stalled(
+    prepared: dict[str, Any], master_without_workers: str
+) -> None:
+    """Sent to a cluster that gives it no executor, the job's Spark job waits for ever
+    while its runner beats: no task starts or ends, so after the stall bound the job
+    ends runnerStalled, its job group is cancelled and its runner is free again."""
+    import threading
+    from functools import partial
+
+    from nextoffer.root import open_batch_worker
+    from nextoffer.service.batch import jobs
+    from nextoffer.service.batch.spark import SparkEngine
+
+    tmp = prepared["tmp"]
+    settings = Settings(
+        db_url=f"sqlite:///{prepared['first']}",
+        freeze_heap=False,
+        datasets_dir=str(tmp / "stalled"),
+        batch_runner=False,
+    )
+    principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+    with NextOffer.open(settings, clock=lambda: MOMENT) as no:
+        engine = SparkEngine(partial(open_batch_worker, settings), master=master_without_workers)
+        batch = jobs.BatchJobs(
+            no.store,
+            catalogs=no.catalogs,
+            repository=no.repository,
+            datasets=no.datasets,
+            clock=no.clock,
+            ids=no.ids,
+            engines={"spark": engine},
+            stall_seconds=6.0,  # above the export and Spark's start here, far below forever
+        )
+        record = no.datasets.create(principal, {"name": "stalled"})
+        job = batch.submit(
+            principal,
+            {**prepared["body"], "xdm:dataSetId": record.dataset_id},
+            container_id=None,
+            engine="spark",
+        )
+        claimed = batch.claim(job.job_id)
+        assert claimed is not None
+        finals: list[Any] = []
+        runner = threading.Thread(target=lambda: finals.append(batch.execute(claimed)))
+        runner.daemon = True  # the old runner never returned
+        runner.start()
+        runner.join(timeout=120)
+        assert finals, "the runner still waits for executors"
+        final = finals[0]
+        assert final.status == "ERROR", final.detail
+        assert final.detail["errors"][0]["code"] == "runnerStalled"
+        assert final.detail["profilesDone"] == 0
+        assert no.datasets.files(principal, record.dataset_id) == []
+        assert not (Path(record.location) / job.job_id).exists()

@@ -60,7 +60,10 @@ class ChunkStats:
     """What deciding chunks cost and how many. ``seconds`` is CPU time by stage, of the
     thread that decides (``time.thread_time``: on a shared machine wall time says more
     about the neighbours than about us); ``cpu`` is the worker's whole CPU time (its
-    decision writer's thread included) and ``wall`` its elapsed time, both per chunk."""
+    decision writer's thread included) and ``wall`` its elapsed time, both per chunk.
+    ``advanced`` says, in a progress report, that the engine moved though it may have
+    decided no profile (a chunk exported, a Spark task started or ended, a turn waited):
+    a job whose engine stops advancing is ended as stalled (``jobs.STALL_SECONDS``)."""
 
     profiles: int = 0
     members: int = 0
@@ -70,8 +73,10 @@ class ChunkStats:
     )
     cpu: float = 0.0
     wall: float = 0.0
+    advanced: bool = False
 
     def add(self, other: ChunkStats) -> None:
+        self.advanced = self.advanced or other.advanced
         self.profiles += other.profiles
         self.members += other.members
         self.refused += other.refused

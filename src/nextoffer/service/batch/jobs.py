@@ -21,6 +21,14 @@ on this host gone) is marked ``ERROR`` with that reason by the next runner to lo
 (:meth:`recover`), never left ``PROCESSING``: the decisions it made before dying were
 reserved and counted, but it published no files (its folder is removed); run it again
 to decide again.
+
+A job whose runner lives but whose engine stopped advancing (a local worker stuck on a file
+system or a database that does not answer, a Spark job waiting for executors that never
+come) is ended too: every advance (a chunk decided or exported, a Spark task started or
+ended) is recorded as ``progressAt``, and a ``PROCESSING`` job with none for
+:data:`STALL_SECONDS` ends in ``ERROR`` (``runnerStalled``) — by its own runner's watchdog,
+or by any runner's :meth:`recover`. Its runner then stops the engine (the local engine
+kills a worker that does not stop) and frees its slot; it publishes nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from typing import Any, Protocol
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS, check_item_count, resolve
 from nextoffer.errors import Conflict, NextOfferError, NotFound, Unprocessable
-from nextoffer.ids import IdFactory, format_datetime
+from nextoffer.ids import IdFactory, format_datetime, parse_datetime
 from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
@@ -59,6 +67,10 @@ log = logging.getLogger("nextoffer.batch")
 STALE_SECONDS = 120.0
 #: Heartbeats (and progress writes) at most this often.
 HEARTBEAT_SECONDS = 1.0
+#: A processing job whose engine has not advanced for this long is ended as stalled
+#: (``runnerStalled``); 0 never. Spark counts a task's profiles only when the task ends, so
+#: this must exceed the longest task (docs/batch.md).
+STALL_SECONDS = 3600.0
 #: Jobs a server's runner runs at once; others wait QUEUED. A local job already has a
 #: worker process per core, and datasets cost nothing: without a bound, a tenant's jobs
 #: on many datasets (five running each) started processes until memory ran out.
@@ -138,6 +150,7 @@ class BatchJobs:
         engines: Mapping[str, Engine],
         poll_seconds: float = 1.0,
         max_jobs: int | None = None,
+        stall_seconds: float | None = None,
     ) -> None:
         self._store = store
         self._datasets = datasets
@@ -148,6 +161,7 @@ class BatchJobs:
         self._engines = engines
         self._poll = poll_seconds
         self._max_jobs = MAX_JOBS if max_jobs is None else max_jobs
+        self._stall = STALL_SECONDS if stall_seconds is None else stall_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running: dict[str, threading.Thread] = {}
@@ -377,18 +391,22 @@ class BatchJobs:
             owner_host, _, pid = (job.owner or "").rpartition(":")
             dead_here = owner_host == host and pid.isdigit() and not _alive(int(pid))
             stale = job.heartbeat_ms is None or now - job.heartbeat_ms > STALE_SECONDS * 1000
-            if not (dead_here or stale):
-                continue
-            why = "exited" if dead_here else f"sent no heartbeat for {STALE_SECONDS:.0f} s"
             done = job.detail.get("profilesDone", 0)
-            message = (
-                f"the process running the job ({job.owner}) {why} while it was {job.status}"
-                f" ({done} profiles done); decisions made before that count toward caps, no"
-                " files were published; submit the job again"
-            )
+            if dead_here or stale:
+                why = "exited" if dead_here else f"sent no heartbeat for {STALE_SECONDS:.0f} s"
+                code = "runnerLost"
+                message = (
+                    f"the process running the job ({job.owner}) {why} while it was"
+                    f" {job.status} ({done} profiles done); decisions made before that count"
+                    " toward caps, no files were published; submit the job again"
+                )
+            elif self._stalled(job, now):
+                code, message = "runnerStalled", self._stall_message(job.detail)
+            else:
+                continue
             detail = {
                 **job.detail,
-                "errors": [{"code": "runnerLost", "message": message}],
+                "errors": [{"code": code, "message": message}],
                 "finishedAt": format_datetime(self._clock()),
             }
             with self._store.session(write=True) as session:
@@ -403,6 +421,27 @@ class BatchJobs:
                 self._clean(job)
         return ended
 
+    def _stalled(self, job: JobRecord, now_ms: int) -> bool:
+        """Whether a job another runner may own has not advanced for :data:`STALL_SECONDS`
+        (its ``progressAt``; a job that has none yet is still being planned)."""
+        text = job.detail.get("progressAt")
+        if self._stall <= 0 or job.status != lc.PROCESSING or not isinstance(text, str):
+            return False
+        try:
+            moment = parse_datetime(text)
+        except ValueError:
+            return False
+        return now_ms - _ms(moment) > self._stall * 1000
+
+    def _stall_message(self, detail: Mapping[str, Any]) -> str:
+        return (
+            f"the job's engine made no progress for {self._stall:g} s while it was PROCESSING"
+            f" ({detail.get('profilesDone', 0)} profiles done): a worker or a Spark job is"
+            " stuck (a file system, a database or executors that do not answer); its engine"
+            " was stopped, decisions made before that count toward caps, no files were"
+            " published; submit the job again"
+        )
+
     def execute(
         self, job: JobRecord, *, on_progress: Callable[[JobRecord], None] | None = None
     ) -> JobRecord:
@@ -410,10 +449,16 @@ class BatchJobs:
         hears the record after every progress write (the CLI's progress bar)."""
         started = time.perf_counter()
         detail: dict[str, Any] = dict(job.detail)
-        alive = self._keep_alive(job)
+        advanced = [time.monotonic()]  # when the engine last advanced (the watchdog's)
+        alive = self._keep_alive(job, detail, advanced)
         try:
             plan, total = self._plan(job)
-            detail.update(profilesTotal=total, profilesDone=0, decisions=0)
+            detail.update(
+                profilesTotal=total,
+                profilesDone=0,
+                decisions=0,
+                progressAt=format_datetime(self._clock()),
+            )
             if not self._write(job, detail, expect=[lc.PROCESSING]):
                 raise Stopped("the job was cancelled")  # before its engine started
             output = self._output(job)
@@ -424,6 +469,9 @@ class BatchJobs:
                 detail["profilesDone"] = min(total, detail["profilesDone"] + step.profiles)
                 detail["decisions"] += step.members
                 now = time.monotonic()
+                if step.advanced or step.profiles > 0:
+                    advanced[0] = now
+                    detail["progressAt"] = format_datetime(self._clock())
                 if now - last[0] < HEARTBEAT_SECONDS:
                     return True
                 last[0] = now
@@ -497,16 +545,28 @@ class BatchJobs:
             current = session.batch.get_job(job.job_id)
         return current.status if current is not None else job.status
 
-    def _keep_alive(self, job: JobRecord) -> threading.Event:
+    def _keep_alive(
+        self, job: JobRecord, detail: Mapping[str, Any], advanced: list[float]
+    ) -> threading.Event:
         """Write the job's heartbeat every quarter of :data:`STALE_SECONDS` while this
         process runs it, whatever its engine is doing: progress reports stop while Spark
         starts or the profiles are exported, and a job silent for that long would be taken
-        for dead by any runner's :meth:`recover`. Set the event to stop."""
+        for dead by any runner's :meth:`recover`. The heartbeat says the process lives, not
+        that its engine does: the same thread is the job's watchdog, ending it as stalled
+        when its engine has not advanced (``advanced[0]``, monotonic) for
+        :data:`STALL_SECONDS`; the engine stops at its next progress report (the local
+        engine's come every second, Spark's watcher's too). Set the event to stop."""
         done = threading.Event()
+        period = STALE_SECONDS / 4
+        if self._stall > 0:
+            period = min(period, self._stall / 4)
 
         def beat() -> None:
-            while not done.wait(STALE_SECONDS / 4):
+            while not done.wait(period):
                 try:
+                    if self._stall > 0 and time.monotonic() - advanced[0] > self._stall:
+                        self._end_stalled(job, detail)
+                        return
                     with self._store.session(write=True) as session:
                         running = session.batch.move_job(
                             job.job_id,
@@ -523,6 +583,17 @@ class BatchJobs:
             target=beat, name=f"nextoffer-batch-beat-{job.job_id[:8]}", daemon=True
         ).start()
         return done
+
+    def _end_stalled(self, job: JobRecord, detail: Mapping[str, Any]) -> None:
+        """End this process's job as stalled (if it is still processing)."""
+        message = self._stall_message(detail)
+        ended = {
+            **detail,
+            "errors": [{"code": "runnerStalled", "message": message}],
+            "finishedAt": format_datetime(self._clock()),
+        }
+        if self._write(job, ended, expect=[lc.PROCESSING], status=lc.ERROR):
+            log.error("batch job %s: %s", job.job_id, message)
 
     def _plan(self, job: JobRecord) -> tuple[JobPlan, int]:
         with self._store.session() as session:

@@ -8,6 +8,11 @@ start; it decides the chunk (``chunk.ChunkDecider``) and writes it as one Parque
 (``part-NNNNN.parquet``) into the job's folder, through pyarrow's file system for the
 dataset's location (a local folder, S3, GCS, HDFS: ``locations.py``). At most two chunks
 per worker are in flight, so memory stays flat whatever the audience's size.
+
+A run that stops early (cancelled, stalled, shut down, a chunk failed) drops the chunks
+not started, lets each worker stop at its next group, and kills within
+:data:`GRACE_SECONDS` any worker still running: a worker stuck in a call that never
+returns would otherwise hold the runner and its slot for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ from nextoffer.storage.batch import ProfileRow
 CHUNK = 10_000
 #: Chunks in flight per worker: one deciding, one waiting (reads overlap decisions).
 IN_FLIGHT = 2
+#: Seconds a stopped run's workers get to finish the group in hand before they are
+#: killed (a group of 512 profiles takes well under a second).
+GRACE_SECONDS = 5.0
 
 _worker: dict[str, Any] = {}
 
@@ -107,40 +115,61 @@ class LocalEngine:
         # Set when the run stops early: the workers' chunks in hand (the pool has handed
         # out more than it runs) stop at their next group instead of deciding on.
         stop = context.Event()
-        with ProcessPoolExecutor(
+        pool = ProcessPoolExecutor(
             self._workers,
             mp_context=context,
             initializer=_start_worker,
             initargs=(self._open_worker, plan, stop),
-        ) as pool:
-            inflight: set[Future[tuple[int, ChunkStats]]] = set()
+        )
+        inflight: set[Future[tuple[int, ChunkStats]]] = set()
+        try:
             source = chunks(self._chunk)
             index = 0
             exhausted = False
-            try:
-                while True:
-                    while not exhausted and len(inflight) < self._workers * IN_FLIGHT:
-                        started = time.thread_time()
-                        rows = next(source, None)
-                        total.seconds["read"] += time.thread_time() - started
-                        if rows is None:
-                            exhausted = True
-                            break
-                        inflight.add(pool.submit(_decide_chunk, index, rows, output))
-                        index += 1
-                    if not inflight:
+            while True:
+                while not exhausted and len(inflight) < self._workers * IN_FLIGHT:
+                    started = time.thread_time()
+                    rows = next(source, None)
+                    total.seconds["read"] += time.thread_time() - started
+                    if rows is None:
+                        exhausted = True
                         break
-                    done, inflight = wait(inflight, timeout=1.0, return_when=FIRST_COMPLETED)
-                    finished = ChunkStats()
-                    for future in done:
-                        _, stats = future.result()
-                        finished.add(stats)
-                    total.add(finished)
-                    if not progress(finished):
-                        raise Stopped("the job was cancelled")
-            except BaseException:
-                stop.set()
-                for future in inflight:
-                    future.cancel()
-                raise
+                    inflight.add(pool.submit(_decide_chunk, index, rows, output))
+                    index += 1
+                if not inflight:
+                    break
+                done, inflight = wait(inflight, timeout=1.0, return_when=FIRST_COMPLETED)
+                finished = ChunkStats(advanced=bool(done))
+                for future in done:
+                    _, stats = future.result()
+                    finished.add(stats)
+                total.add(finished)
+                if not progress(finished):
+                    raise Stopped("the job was cancelled")
+        except BaseException:
+            stop.set()
+            _stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
         return total
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a run's workers without waiting on them for ever: queued chunks are dropped,
+    a worker deciding gets :data:`GRACE_SECONDS` to stop at its next group (committing
+    it), and one still running then — stuck on a file system or a database that does not
+    answer — is killed. Waiting for it (``shutdown(wait=True)``) held the runner, its job
+    and its slot for as long as the worker hung: a cancel or a stall freed nothing."""
+    # The pool's own processes (``_processes``, private: Python 3.14's ``kill_workers``
+    # is the public way), taken before shutdown forgets them.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    alive = {process.sentinel: process for process in processes}
+    deadline = time.monotonic() + GRACE_SECONDS
+    while alive and (left := deadline - time.monotonic()) > 0:
+        for sentinel in connection_wait(list(alive), timeout=left):
+            alive.pop(sentinel)
+    for process in alive.values():
+        process.kill()
+    if alive:  # reaped by the pool's own thread; gone before the job says it stopped
+        connection_wait(list(alive), timeout=GRACE_SECONDS)

@@ -121,8 +121,14 @@ def decide_partition(
             yield from arrow_table(events).to_batches()
 
 
-def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Location) -> int:
-    """Write the profiles to ``folder/profiles.parquet`` one row group per chunk; how many."""
+def export_profiles(
+    chunks: Iterator[list[ProfileRow]],
+    folder: Location,
+    progress: Callable[[ChunkStats], bool] | None = None,
+) -> int:
+    """Write the profiles to ``folder/profiles.parquet`` one row group per chunk; how many.
+    ``progress`` hears each chunk written (an advance: an export can take minutes) and
+    stops the export by answering False (the job was cancelled or stalled)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -142,6 +148,8 @@ def export_profiles(chunks: Iterator[list[ProfileRow]], folder: Location) -> int
             columns = [[row[i] for row in rows] for i in range(4)]
             writer.write_table(pa.Table.from_arrays([pa.array(c) for c in columns], schema=schema))
             count += len(rows)
+            if progress is not None and not progress(ChunkStats(advanced=True)):
+                raise Stopped("the job was cancelled")
     return count
 
 
@@ -195,10 +203,27 @@ _SESSION = threading.Lock()
 
 
 def _wait_turn(progress: Callable[[ChunkStats], bool]) -> None:
-    """Take this process's Spark session, still hearing a cancel while another job has it."""
+    """Take this process's Spark session, still hearing a cancel while another job has it.
+    Waiting is not stalling (``advanced``): the job ahead is bounded by its own stall."""
     while not _SESSION.acquire(timeout=1.0):
-        if not progress(ChunkStats()):
+        if not progress(ChunkStats(advanced=True)):
             raise Stopped("the job was cancelled")
+
+
+def _tasks(tracker: Any, group: str) -> tuple[tuple[int, int, int, int], ...]:
+    """The job group's stages and their running, finished and failed task counts: a
+    change is an advance. One long task changes nothing until it ends (nor do the
+    accumulators), so the stall bound must exceed the longest task (docs/batch.md)."""
+    stages = []
+    for job_id in tracker.getJobIdsForGroup(group):
+        job = tracker.getJobInfo(job_id)
+        for stage_id in job.stageIds if job is not None else ():
+            stage = tracker.getStageInfo(stage_id)
+            if stage is not None:
+                stages.append(
+                    (stage_id, stage.numActiveTasks, stage.numCompletedTasks, stage.numFailedTasks)
+                )
+    return tuple(sorted(stages))
 
 
 class SparkEngine:
@@ -224,7 +249,7 @@ class SparkEngine:
         started = time.thread_time()
         # Not a name Spark hides (``_``/``.``): under the job's hidden export folder.
         export = output.join("_export", "profiles")
-        export_profiles(chunks(CHUNK), export)
+        export_profiles(chunks(CHUNK), export, progress)
         stats = ChunkStats()
         stats.seconds["export"] = time.thread_time() - started
         _wait_turn(progress)
@@ -277,6 +302,9 @@ class SparkEngine:
             daemon=True,
         )
         try:
+            # Watching from before Spark reads the export: reading its schema is a Spark
+            # job already, one that waits for executors as long as none come.
+            watcher.start()
             decided_at = time.perf_counter()
             plan_value = context.broadcast(plan)
             open_worker = self._open_worker
@@ -284,7 +312,6 @@ class SparkEngine:
                 lambda batches: decide_partition(plan_value, open_worker, counters, batches),
                 SPARK_SCHEMA,
             )
-            watcher.start()
             # append: the job's folder exists (it holds the export); the job publishes
             # only the part files (``jobs.BatchJobs._publish``).
             decided.write.mode("append").parquet(output.hadoop_uri())
@@ -318,17 +345,27 @@ class SparkEngine:
     ) -> None:
         """Report the profiles and decisions finished tasks counted (the accumulators: an
         estimate from Spark's tasks counted the job that reads the export's schema, done
-        before anything is decided, as all of it); cancel the job group when told."""
+        before anything is decided, as all of it), and as an advance any change in the
+        group's stages and tasks (:func:`_tasks`); cancel the job group when told, and
+        again every second until the run ends: a Spark job the group starts after a cancel
+        (the write, once the read of the export's schema returned) is cancelled too."""
         profiles, members = counters[0], counters[1]
         reported = ChunkStats()
+        tracker = context.statusTracker()
+        seen = _tasks(tracker, group)
         while not stop.wait(1.0):
+            if cancelled.is_set():
+                context.cancelJobGroup(group)
+                continue
+            now = _tasks(tracker, group)
             step = ChunkStats(
                 profiles=max(0, profiles.value - reported.profiles),
                 members=max(0, members.value - reported.members),
+                advanced=now != seen,
             )
+            seen = now
             reported.profiles += step.profiles
             reported.members += step.members
             if not progress(step):
                 cancelled.set()
                 context.cancelJobGroup(group)
-                return
