@@ -666,8 +666,9 @@ def test_a_job_whose_worker_hangs_ends_stalled_and_frees_its_slot(
 
     monkeypatch.setattr(local, "GRACE_SECONDS", 1.0)
     no, body = setup["no"], setup["body"]
-    # Above a healthy job's worker start and chunk on a busy machine: the second job's.
-    batch, hung, later, fifo = _stuck_runner(setup, settings, stall=4.0)
+    # Well above a healthy job's worker start and first chunk (the second job's), which
+    # take a second or two, and three on a busy machine.
+    batch, hung, later, fifo = _stuck_runner(setup, settings, stall=8.0)
     seen: set[int] = set()
     batch.start()
     try:
@@ -678,7 +679,7 @@ def test_a_job_whose_worker_hangs_ends_stalled_and_frees_its_slot(
     assert first.status == "ERROR", first.detail
     error = first.detail["errors"][0]
     assert error["code"] == "runnerStalled"
-    assert "made no progress for 4 s while it was PROCESSING" in error["message"]
+    assert "made no progress for 8 s while it was PROCESSING" in error["message"]
     assert first.detail["progressAt"] <= first.detail["finishedAt"]
     assert second.status == "COMPLETED", second.detail
     assert seen and all(_gone(pid) for pid in seen), [p for p in seen if not _gone(p)]
