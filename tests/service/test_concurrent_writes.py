@@ -110,6 +110,10 @@ def _wait_until_blocked(no: NextOffer, *, unless: Future[Any] | None = None) -> 
     with no.store.engine.connect() as watcher:
         while watcher.execute(waiting).scalar() == 0 and not (unless and unless.done()):
             assert time.monotonic() < deadline, "the other write never waited for the claim"
+            # Each look in a transaction of its own: PostgreSQL shows a transaction the
+            # sessions' activity as it was at its first look, to the end (so a write that
+            # came to its wait after that first look, on a loaded host, was never seen).
+            watcher.rollback()
             time.sleep(0.02)
 
 
