@@ -268,6 +268,7 @@ class NextOffer:
             datasets=self.datasets,
             clock=clock,
             ids=self.ids,
+            stall_seconds=settings.batch_stall_seconds,
             engines={
                 "local": LocalEngine(
                     open_worker, workers=settings.batch_workers, chunk=settings.batch_chunk

@@ -23,6 +23,13 @@ NUMBERS: tuple[tuple[str, str, type[int] | type[float], float, str], ...] = (
     ("db_pool_size", "NEXTOFFER_DB_POOL_SIZE", int, 1, "a number of connections"),
     ("batch_workers", "NEXTOFFER_BATCH_WORKERS", int, 0, "processes; 0: one per core"),
     ("batch_chunk", "NEXTOFFER_BATCH_CHUNK", int, 1, "a number of profiles per chunk"),
+    (
+        "batch_stall_seconds",
+        "NEXTOFFER_BATCH_STALL_SECONDS",
+        float,
+        0,
+        "a number of seconds; 0: never",
+    ),
     ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float, 0, "a number of seconds"),
     ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float, 0, "a number of seconds"),
     ("profile_cache_mb", "NEXTOFFER_PROFILE_CACHE_MB", float, 0, "megabytes; 0: no cache"),
@@ -129,6 +136,9 @@ class Settings:
     batch_workers: int = 0
     #: Profiles per chunk of the local batch engine: one read, one task, one Parquet file.
     batch_chunk: int = 10_000
+    #: Seconds without progress after which a processing batch job ends as
+    #: ``runnerStalled`` (0: never); more than the longest Spark task (docs/batch.md).
+    batch_stall_seconds: float = 3600.0
     #: Spark master of the ``spark`` batch engine (``spark-submit`` passes its own).
     spark_master: str = "local[2]"
     #: Whether a server runs queued batch jobs (off: API-only nodes; jobs then run where

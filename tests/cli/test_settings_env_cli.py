@@ -16,6 +16,11 @@ from nextoffer.cli import main
         ("NEXTOFFER_DB_POOL_SIZE", "0", "must be an integer >= 1 (a number of connections)"),
         ("NEXTOFFER_BATCH_CHUNK", "0", "must be an integer >= 1 (a number of profiles per chunk)"),
         ("NEXTOFFER_BATCH_WORKERS", "-1", "must be an integer >= 0 (processes; 0: one per core)"),
+        (
+            "NEXTOFFER_BATCH_STALL_SECONDS",
+            "-1",
+            "must be a number >= 0 (a number of seconds; 0: never)",
+        ),
         ("NEXTOFFER_MAX_BODY_BYTES", "1.5", "must be an integer >= 1 (a number of bytes)"),
         ("NEXTOFFER_MAX_JSON_DEPTH", "0", "must be an integer >= 1 (a nesting depth)"),
         ("NEXTOFFER_SHUTDOWN_TIMEOUT", "nan", "must be a number >= 0 (a number of seconds)"),
@@ -48,9 +53,16 @@ def test_good_settings_variables_are_read(tmp_path):
             "NEXTOFFER_PROFILE_CACHE_MB": "0",
             "NEXTOFFER_METRICS": "Off",
             "NEXTOFFER_ACCESS_LOG": "yes",
+            "NEXTOFFER_BATCH_STALL_SECONDS": "90",
         }
     )
     assert settings.batch_chunk == 5 and settings.batch_workers == 0
+    assert settings.batch_stall_seconds == 90.0
+    from nextoffer.root import NextOffer
+
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    with NextOffer.open(Settings(db_url=db, batch_stall_seconds=90.0, warm_catalogs=False)) as no:
+        assert no.batch._stall == 90.0  # the root hands the runner its bound
     assert settings.profile_cache_mb == 0
     assert settings.metrics is False and settings.access_log is True
 
