@@ -225,7 +225,10 @@ def test_a_cancelled_job_stops_deciding_the_chunks_in_hand(
 def _children(pid: int) -> set[int]:
     found = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
-        text = (task / "children").read_text()
+        try:
+            text = (task / "children").read_text()
+        except FileNotFoundError:  # the thread ended since the folder was listed
+            continue
         found.update(int(p) for p in text.split())
     return found
 
