@@ -511,6 +511,11 @@ def test_a_malformed_tc_string_is_an_edge_shaped_400(shop, client, entry, pointe
         consent(value={"collect": {"val": "maybe"}}),
         consent(version="1.0", value={"general": True}),
         [],
+        # Unhashable where a name is read: each was a 500 (a set's ``in`` raised).
+        consent(version=["1.0"]),
+        consent(version={"v": "2.0"}),
+        consent(version="1.0", value={"general": ["in"]}),
+        {"consent": [{"standard": "IAB TCF", "version": ["2.0"], "value": "CO"}]},
     ],
 )
 def test_a_consent_that_says_nothing_readable_is_a_400(shop, client, body):

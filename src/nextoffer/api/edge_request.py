@@ -215,15 +215,20 @@ def _identify(identity_map: Any, meta: Any, cookies: Mapping[str, str]) -> EdgeR
 
 def _adobe_consent(entry: Mapping[str, Any], pointer: str) -> str:
     version, value = entry.get("version"), entry.get("value")
-    if version not in _ADOBE_VERSIONS or not isinstance(value, dict):
+    # ``isinstance`` first: a set's ``in`` raises on an unhashable value (a list, an object).
+    if (
+        not isinstance(version, str)
+        or version not in _ADOBE_VERSIONS
+        or not isinstance(value, dict)
+    ):
         raise BadRequest(
             "an Adobe consent entry is version 1.0 or 2.0 with an object value",
             pointer=pointer,
         )
     if version == "1.0":
         general = value.get("general")
-        if general in _GENERAL:
-            return str(general)
+        if isinstance(general, str) and general in _GENERAL:
+            return general
         raise BadRequest('general must be "in", "out" or "pending"', pointer=f"{pointer}/value")
     collect = value.get("collect")
     found = collect.get("val") if isinstance(collect, dict) else None
@@ -240,7 +245,7 @@ def _tcf_consent(entry: Mapping[str, Any], pointer: str) -> str:
     is true unless sent false (Adobe's default); false is ``in``: the TC string's
     signals do not apply (Adobe's guide sets consent ``in`` where GDPR does not apply)."""
     version, value, applies = entry.get("version"), entry.get("value"), entry.get("gdprApplies")
-    if version not in _TCF_VERSIONS or not isinstance(value, str):
+    if not isinstance(version, str) or version not in _TCF_VERSIONS or not isinstance(value, str):
         raise BadRequest(
             "an IAB TCF consent entry is version 2.0 with a TC string value", pointer=pointer
         )
