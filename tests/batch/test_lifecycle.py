@@ -24,7 +24,7 @@ from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
 from support.api import make_tenant
-from support.batch import Library, add_profiles, dataset, segment, workload
+from support.batch import Library, add_profiles, batch_runner, dataset, segment, workload
 
 PRINCIPAL = Principal("ACME@AdobeOrg", "prod", "test", "test")
 
@@ -192,21 +192,12 @@ def test_a_cancelled_job_stops_deciding_the_chunks_in_hand(
     from functools import partial
 
     from nextoffer.root import open_batch_worker
-    from nextoffer.service.batch import jobs
     from nextoffer.service.batch.local import LocalEngine
 
     no, body = one_chunk["no"], one_chunk["body"]
     worker_settings = Settings(**{**_fields(settings), "batch_runner": False})
     engine = LocalEngine(partial(open_batch_worker, worker_settings), workers=1, chunk=4000)
-    batch = jobs.BatchJobs(
-        no.store,
-        catalogs=no.catalogs,
-        repository=no.repository,
-        datasets=no.datasets,
-        clock=no.clock,
-        ids=no.ids,
-        engines={"local": _SmallChunkFirst(engine)},
-    )
+    batch = batch_runner(no, {"local": _SmallChunkFirst(engine)})
     job = batch.submit(PRINCIPAL, body, container_id=None)
     claimed = batch.claim(job.job_id)
     assert claimed is not None
@@ -333,15 +324,7 @@ def test_a_job_quiet_longer_than_the_stale_bound_is_not_taken_for_dead(
     monkeypatch.setattr(jobs, "STALE_SECONDS", 0.4)
     no, body = setup["no"], setup["body"]
     engine = _QuietEngine()
-    batch = jobs.BatchJobs(
-        no.store,
-        catalogs=no.catalogs,
-        repository=no.repository,
-        datasets=no.datasets,
-        clock=no.clock,
-        ids=no.ids,
-        engines={"local": engine},
-    )
+    batch = batch_runner(no, {"local": engine})
     engine.batch = batch
     job = batch.submit(PRINCIPAL, body, container_id=None)
     claimed = batch.claim(job.job_id)
@@ -465,19 +448,10 @@ class _RecordingEngine:
 def test_a_job_cancelled_before_it_starts_starts_no_engine(setup: dict[str, Any]) -> None:
     """Cancelled between its claim and its run, the job starts no engine (no worker
     processes, no Spark) and ends as cancelled."""
-    from nextoffer.service.batch import jobs
 
     no, body = setup["no"], setup["body"]
     engine = _RecordingEngine()
-    batch = jobs.BatchJobs(
-        no.store,
-        catalogs=no.catalogs,
-        repository=no.repository,
-        datasets=no.datasets,
-        clock=no.clock,
-        ids=no.ids,
-        engines={"local": engine},
-    )
+    batch = batch_runner(no, {"local": engine})
     job = batch.submit(PRINCIPAL, body, container_id=None)
     claimed = batch.claim(job.job_id)
     assert claimed is not None
@@ -547,18 +521,12 @@ def test_a_servers_runner_runs_a_bounded_number_of_jobs_at_once(
 ) -> None:
     """Jobs of many datasets (five may run on each) do not all start at once on one
     runner: each local job has a process per core, and datasets cost nothing."""
-    from nextoffer.service.batch import jobs
 
     no, body = setup["no"], setup["body"]
     engine = _HeldEngine()
-    batch = jobs.BatchJobs(
-        no.store,
-        catalogs=no.catalogs,
-        repository=no.repository,
-        datasets=no.datasets,
-        clock=no.clock,
-        ids=no.ids,
-        engines={"local": engine},
+    batch = batch_runner(
+        no,
+        {"local": engine},
         poll_seconds=0.05,
     )
     submitted = []
@@ -623,19 +591,13 @@ def _stuck_runner(
     from functools import partial
 
     from nextoffer.root import open_batch_worker
-    from nextoffer.service.batch import jobs
     from nextoffer.service.batch.local import LocalEngine
 
     no, body = setup["no"], setup["body"]
     worker_settings = Settings(**{**_fields(settings), "batch_runner": False})
-    batch = jobs.BatchJobs(
-        no.store,
-        catalogs=no.catalogs,
-        repository=no.repository,
-        datasets=no.datasets,
-        clock=no.clock,
-        ids=no.ids,
-        engines={"local": LocalEngine(partial(open_batch_worker, worker_settings), workers=1)},
+    batch = batch_runner(
+        no,
+        {"local": LocalEngine(partial(open_batch_worker, worker_settings), workers=1)},
         poll_seconds=0.05,
         max_jobs=1,
         stall_seconds=stall,
@@ -749,16 +711,7 @@ def test_recover_ends_a_beating_job_whose_engine_made_no_progress(
             )
 
     def runner(stall: float) -> jobs.BatchJobs:
-        return jobs.BatchJobs(
-            no.store,
-            catalogs=no.catalogs,
-            repository=no.repository,
-            datasets=no.datasets,
-            clock=no.clock,
-            ids=no.ids,
-            engines={},
-            stall_seconds=stall,
-        )
+        return batch_runner(no, {}, stall_seconds=stall)
 
     progressed(60)
     assert runner(3600).recover() == []

@@ -22,7 +22,7 @@ from nextoffer.root import NextOffer
 from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
 from support.api import make_tenant
-from support.batch import Library, add_profiles, dataset, segment, workload
+from support.batch import Library, add_profiles, batch_runner, dataset, segment, workload
 
 MOMENT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -528,7 +528,6 @@ def test_a_spark_job_waiting_for_executors_that_never_come_ends_stalled(
     from functools import partial
 
     from nextoffer.root import open_batch_worker
-    from nextoffer.service.batch import jobs
     from nextoffer.service.batch.spark import SparkEngine
 
     tmp = prepared["tmp"]
@@ -541,14 +540,9 @@ def test_a_spark_job_waiting_for_executors_that_never_come_ends_stalled(
     principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
     with NextOffer.open(settings, clock=lambda: MOMENT) as no:
         engine = SparkEngine(partial(open_batch_worker, settings), master=master_without_workers)
-        batch = jobs.BatchJobs(
-            no.store,
-            catalogs=no.catalogs,
-            repository=no.repository,
-            datasets=no.datasets,
-            clock=no.clock,
-            ids=no.ids,
-            engines={"spark": engine},
+        batch = batch_runner(
+            no,
+            {"spark": engine},
             stall_seconds=6.0,  # above the export and Spark's start here, far below forever
         )
         record = no.datasets.create(principal, {"name": "stalled"})

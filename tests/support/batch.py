@@ -3,8 +3,11 @@ profiles, fallback F), profiles, audiences, datasets and workload bodies."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from nextoffer.root import NextOffer
+from nextoffer.service.batch.jobs import BatchJobs, Engine
 from support.api import HTML, WEB, Tenant
 
 SEGMENTS = "/data/core/ups/segment/definitions"
@@ -133,3 +136,19 @@ def workload(library: Library, segment_id: str, dataset_id: str, **extra: Any) -
         "xdm:includeContent": False,
         **extra,
     }
+
+
+def batch_runner(no: NextOffer, engines: Mapping[str, Engine], **options: Any) -> BatchJobs:
+    """A batch runner of its own over ``no``'s store, catalogs, repository, datasets,
+    clock and ids, with the test's ``engines`` (and ``poll_seconds``, ``max_jobs``,
+    ``stall_seconds``…): what the root builds, with what the test needs in place."""
+    return BatchJobs(
+        no.store,
+        catalogs=no.catalogs,
+        repository=no.repository,
+        datasets=no.datasets,
+        clock=no.clock,
+        ids=no.ids,
+        engines=engines,
+        **options,
+    )
