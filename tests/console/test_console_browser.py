@@ -840,6 +840,42 @@ def test_typing_survives_the_session_ending_before_save(
     )
 
 
+def test_a_delete_pressed_after_the_session_ended_is_pressed_again_on_its_page(
+    console: Console, page: Page, live: Live
+) -> None:
+    # Delete pressed after the session ended led to the sign-in page, then to the
+    # placement's page with no word that it was still there: the marketer took it as done.
+    html = "https://ns.adobe.com/experience/offer-management/content-component-html"
+    made = live.create(
+        "offer-placement",
+        {"xdm:name": "Doomed slot", "xdm:channel": WEB, "xdm:componentType": html},
+    )
+    url = f"{live.base}/console/placements/{made['instanceId']}"
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete this placement?"
+    page.goto(url)
+    console.context.clear_cookies(name="nextoffer_console")  # the session ends
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
+    expect(page.get_by_role("status").first).to_contain_text("the placement was not deleted")
+    creds = live.creds
+    page.get_by_label("Organization").fill(creds.org)
+    page.get_by_label("Sandbox").fill(creds.sandbox)
+    page.get_by_label("API key").fill(creds.api_key)
+    page.get_by_label("Access token").fill(creds.access_token)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("status").first).to_contain_text(
+        "Not done: your session had ended when you sent this form, so the placement was "
+        "not deleted."
+    )
+    assert page.url.startswith(url + "?flash=")
+    assert live.one("offer-placement", "Doomed slot")["instanceId"] == made["instanceId"]
+    page.get_by_role("button", name="Delete").click()
+    expect(page.get_by_role("status").first).to_contain_text("Deleted Doomed slot.")
+    assert [
+        p for p in live.instances("offer-placement") if p["instanceId"] == made["instanceId"]
+    ] == []
+
+
 def test_an_offer_is_for_segments_chosen_in_the_form(page: Page, live: Live) -> None:
     # The form had no way to give an offer segments: only a rule, or everyone.
     page.goto(f"{live.base}/console/offers/new")

@@ -11,6 +11,9 @@ from urllib.parse import parse_qs, urlsplit
 from starlette.testclient import TestClient
 
 from nextoffer.console import login_link
+from nextoffer.ids import utcnow
+from nextoffer.service.tenants import bootstrap
+from nextoffer.storage.store import Store
 from support.api import HTML, WEB, Tenant, make_tenant
 from support.console import csrf_of, sign_in
 from support.ranking import AUTO, Shop, teach
@@ -1036,6 +1039,45 @@ def _login_data(tenant: Tenant, page: str, **extra: str) -> dict[str, str]:
 SAME_ORIGIN = {"Sec-Fetch-Site": "same-origin"}
 
 
+OWNER = re.compile(r'name="owner" value="([^"]+)"')
+
+
+def _page_fields(html: str) -> dict[str, str]:
+    """The CSRF token and the signed owner every console form of ``html`` carries."""
+    owner = OWNER.search(html)
+    assert owner is not None, "the page's forms carry no owner"
+    return {"csrf_token": csrf_of(html), "owner": owner.group(1)}
+
+
+def _draft_in(html: str) -> str:
+    draft = re.search(r'name="draft" value="([^"]+)"', html)
+    assert draft is not None, html
+    return draft.group(1)
+
+
+def _tenant_user(client: TestClient, db_url: str, tenant: Tenant, user: str) -> Tenant:
+    """Another user of ``tenant``'s org and sandbox (its own token)."""
+    store = Store.open(db_url)
+    try:
+        creds = bootstrap(
+            store, org=tenant.creds.org, sandbox=tenant.creds.sandbox, now=utcnow(), user=user
+        )
+    finally:
+        store.close()
+    return Tenant(client, creds)
+
+
+def _sign_in_with(client: TestClient, tenant: Tenant, draft: str, target: str) -> Any:
+    """A fresh sign-in page sent with ``tenant``'s credentials and a kept ``draft``."""
+    client.cookies.clear()
+    login = client.get("/console/login").text
+    return client.post(
+        "/console/login",
+        data=_login_data(tenant, login, draft=draft, next=target),
+        follow_redirects=False,
+    )
+
+
 def test_typing_sent_after_the_session_ended_comes_back_after_signing_in(
     client: TestClient, signed_in: Tenant
 ) -> None:
@@ -1048,7 +1090,7 @@ def test_typing_sent_after_the_session_ended_comes_back_after_signing_in(
     page = client.get("/console/offers/new").text
     name = '<script>alert("x")</script> Spring sale'
     typed = {
-        "csrf_token": csrf_of(page),
+        **_page_fields(page),
         "name": name,
         "status": "draft",
         "tags": tag,
@@ -1108,10 +1150,18 @@ def test_a_kept_form_needs_this_consoles_page_and_this_servers_signature(
     client.cookies.clear()
     form = {"csrf_token": token, "etag": "1", "name": "Forged", **PLACEMENT_FORM}
     # Another site's form (or a client that says nothing of its origin) is not kept: the
-    # sign-in would otherwise show a form filled with its values.
-    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://evil.example"}, {}):
-        sent = client.post(url, data=form, headers=headers, follow_redirects=False)
-        assert sent.status_code == 303, headers
+    # sign-in would otherwise show a form filled with its values. Nor is one that does
+    # not carry the owner this server signed into its page: whose it is, no one knows.
+    forged = "WyJBQ01FQEFkb2JlT3JnIiwicHJvZCIsImFkbWluQEFDTUVAQWRvYmVPcmciXQ.x.y"
+    for headers, owner in (
+        ({"Sec-Fetch-Site": "cross-site"}, {}),
+        ({"Origin": "https://evil.example"}, {}),
+        ({}, {}),
+        (SAME_ORIGIN, {}),
+        (SAME_ORIGIN, {"owner": forged}),
+    ):
+        sent = client.post(url, data={**form, **owner}, headers=headers, follow_redirects=False)
+        assert sent.status_code == 303, (headers, owner)
         assert sent.headers["location"].startswith("/console/login?next=")
     # A draft this server did not sign (or signed over an hour ago) restores nothing.
     login = client.get("/console/login").text
@@ -1135,10 +1185,11 @@ def test_a_form_of_an_earlier_session_is_shown_again_with_what_was_typed(
     # another tab was refused, and its typing lost.
     instance_id = _create_placement(client, "Banner")
     url = f"/console/placements/{instance_id}"
-    old = csrf_of(client.get(url).text)
+    fields = _page_fields(client.get(url).text)
+    old = fields["csrf_token"]
     client.cookies.clear()
     sign_in(client, signed_in)
-    form = {"csrf_token": old, "etag": "1", "name": "Hero <b>", **PLACEMENT_FORM}
+    form = {**fields, "etag": "1", "name": "Hero <b>", **PLACEMENT_FORM}
     again = client.post(url, data=form, headers=SAME_ORIGIN)
     assert again.status_code == 200
     assert "Not saved yet." in again.text and "earlier session" in again.text
@@ -1155,6 +1206,134 @@ def test_a_form_of_an_earlier_session_is_shown_again_with_what_was_typed(
     assert saved.status_code == 303
     [placement] = _instances(signed_in, "offer-placement")
     assert placement["_instance"]["xdm:name"] == "Hero <b>"
+
+
+def test_a_kept_form_comes_back_only_to_its_user_org_and_sandbox(
+    client: TestClient, db_url: str, signed_in: Tenant
+) -> None:
+    # The kept values named only the form's address: signing in to another org (or
+    # sandbox, or as another user) in the same browser showed ACME's typing in its form.
+    others = {
+        "another org": make_tenant(client, db_url, "OTHER@AdobeOrg", "prod"),
+        "another sandbox": make_tenant(client, db_url, signed_in.creds.org, "dev"),
+        "another user": _tenant_user(client, db_url, signed_in, "ann@ACME"),
+    }
+    placement = signed_in.create(
+        "offer-placement", {"xdm:name": "Banner", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )["instanceId"]
+    for url in ("/console/placements/new", f"/console/placements/{placement}"):
+        sign_in(client, signed_in)
+        page = client.get(url).text
+        client.cookies.clear()
+        typed = {**_page_fields(page), "etag": "1", "name": "Typed in ACME", **PLACEMENT_FORM}
+        ended = client.post(url, data=typed, headers=SAME_ORIGIN)
+        assert ended.status_code == 200 and "nothing was saved yet" in ended.text
+        draft = _draft_in(ended.text)
+        for who, other in others.items():
+            signed = _sign_in_with(client, other, draft, url)
+            assert signed.status_code == 303, (url, who, signed.text)
+            assert "Typed in ACME" not in signed.text
+            location = signed.headers["location"]
+            assert location.startswith("/console/offers?flash="), (url, who)
+            landing = client.get(location).text
+            assert "Typed in ACME" not in landing and placement not in landing
+            assert "so it was not brought back" in landing, (url, who)
+        back = _sign_in_with(client, signed_in, draft, url)
+        assert back.status_code == 200 and "Not saved yet." in back.text
+        assert 'value="Typed in ACME"' in back.text
+    [stored] = _instances(signed_in, "offer-placement")
+    assert stored["_instance"]["xdm:name"] == "Banner"
+    assert _instances(others["another org"], "offer-placement") == []
+    assert _instances(others["another sandbox"], "offer-placement") == []
+
+
+def test_a_form_of_another_users_page_is_not_shown_to_whoever_signed_in_since(
+    client: TestClient, db_url: str, signed_in: Tenant
+) -> None:
+    # A page of ACME left open; another org signed in in the same browser: ACME's form,
+    # sent with its old token, came back filled in the other org's console.
+    page = client.get("/console/placements/new").text
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    client.cookies.clear()
+    sign_in(client, other)
+    form = {**_page_fields(page), "name": "Typed in ACME", **PLACEMENT_FORM}
+    sent = client.post("/console/placements/new", data=form, headers=SAME_ORIGIN)
+    assert sent.status_code == 403 and "Form refused" in sent.text
+    assert "Typed in ACME" not in sent.text
+    assert _instances(other, "offer-placement") == []
+    assert _instances(signed_in, "offer-placement") == []
+
+
+def test_a_button_sent_after_the_session_ended_leads_back_to_press_it_again(
+    client: TestClient, db_url: str, signed_in: Tenant
+) -> None:
+    # Delete, a status or revert sent when the session had ended led to the sign-in
+    # page, whose 60-second banner went with the first mistyped token; signing in then
+    # showed the page (or the list, without a Referer) as if the button had worked.
+    placement = _create_placement(client, "Banner")
+    renamed = _submit(
+        client, f"/console/placements/{placement}", etag="1", name="Hero", **PLACEMENT_FORM
+    )
+    assert renamed.status_code == 303
+    fallback = signed_in.create("fallback-offer", {"xdm:name": "Plain", "xdm:status": "draft"})
+    other = make_tenant(client, db_url, "OTHER@AdobeOrg", "prod")
+    buttons = [
+        (
+            f"/console/fallback-offers/{fallback['instanceId']}",
+            "status",
+            {"status": "approved", "etag": "1"},
+            "the status of the fallback offer was not changed to approved",
+        ),
+        (
+            f"/console/placements/{placement}/history",
+            "revert",
+            {"revision": "1", "etag": "2"},
+            "the placement was not reverted to revision 1",
+        ),
+        (
+            f"/console/placements/{placement}",
+            "delete",
+            {"etag": "3"},  # the revert's revision
+            "the placement was not deleted",
+        ),
+    ]
+    for url, button, data, undone in buttons:
+        action = url.removesuffix("/history") + f"/{button}"
+        page = client.get(url).text
+        old = {**_page_fields(page), **data}
+        client.cookies.clear()
+        ended = client.post(action, data=old, headers=SAME_ORIGIN, follow_redirects=False)
+        assert ended.status_code == 200, (button, ended.headers)
+        assert "Sign in to the console" in ended.text
+        assert f"Your session ended before this form was sent: {undone}." in ended.text
+        assert f'name="next" value="{url}"' in ended.text
+        draft = _draft_in(ended.text)
+        # Said again after a mistyped token; another org's sign-in is not led there.
+        wrong = client.post(
+            "/console/login",
+            data={**_login_data(signed_in, ended.text, draft=draft, next=url), "accessToken": "x"},
+        )
+        assert "Sign-in refused" in wrong.text and undone in wrong.text
+        elsewhere = _sign_in_with(client, other, draft, url)
+        assert elsewhere.headers["location"].startswith("/console/offers?flash=")
+        assert undone not in client.get(elsewhere.headers["location"]).text
+        back = _sign_in_with(client, signed_in, draft, url)
+        assert back.status_code == 303 and back.headers["location"].startswith(f"{url}?flash=")
+        shown = client.get(back.headers["location"])
+        assert shown.status_code == 200
+        assert (
+            f"Not done: your session had ended when you sent this form, so {undone}. "
+            "Press its button again if you still want to." in shown.text
+        )
+        # Nothing was done from what was kept, and the old form's token still holds nothing.
+        assert client.post(action, data=old, follow_redirects=False).status_code == 403
+        again = client.post(
+            action, data={**old, "csrf_token": csrf_of(shown.text)}, follow_redirects=False
+        )
+        assert again.status_code == 303, (button, again.text)
+    assert _instances(signed_in, "offer-placement") == []
+    [offer] = _instances(signed_in, "fallback-offer")
+    assert offer["_instance"]["xdm:status"] == "approved"
 
 
 def _offer_form(slot: str, **fields: str) -> dict[str, str]:

@@ -94,18 +94,31 @@ DRAFT_EXPIRED = (
     "What you typed before your session ended was kept for an hour, and that hour has "
     "passed: nothing was saved. Make the change again."
 )
+#: Said when the sign-in is not by the user, or not to the org and sandbox, that a kept
+#: form came from: its values are that tenant's, never shown in another's console.
+NOT_YOURS = (
+    "A form sent after a session had ended was kept for the user who sent it, in that "
+    "org and sandbox. You signed in as another user or to another org or sandbox, so it "
+    "was not brought back."
+)
 
 
 async def _restored(request: Request, visitor: Visitor, draft: str | None) -> Response | None:
-    """The form a kept draft came from, filled with its values and not saved (None: no
-    draft, or one this server did not sign in the last hour). Nothing is saved here: the
-    form's Save, with the new session's CSRF token, does that."""
+    """The form a kept draft came from, filled with its values and not saved, or the page
+    of a button that was not done, saying so (None: no draft, or one this server did not
+    sign in the last hour). Nothing is saved or done here: the form's Save, or the button,
+    with the new session's CSRF token, does that. A draft of another user, or of another
+    org or sandbox, leads to the console's first page: even the address it was typed at
+    is theirs."""
     kept = session.draft_of(request, draft)
     if kept is None:
         return None
-    path, values = kept
+    if not kept.is_for(visitor):
+        return web.redirect(request, _next(None), flash=NOT_YOURS)
+    if kept.undone is not None:
+        return web.redirect(request, _next(kept.path), flash=web.undone_notice(kept))
     try:
-        return await library.restore(request, visitor, path, values)
+        return await library.restore(request, visitor, kept.path, kept.values)
     except NextOfferError as exc:  # the object was deleted meanwhile, or is not visible
         return web.error_page(request, visitor, exc)
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from nextoffer.console import web
+from nextoffer.console import library, web
 from nextoffer.console.kinds import KINDS, Kind
 from nextoffer.console.session import Visitor, nextoffer
 from nextoffer.errors import BadRequest, Conflict, NotFound, Unprocessable
@@ -72,7 +72,18 @@ async def history(request: Request, visitor: Visitor) -> Response:
     return await _page(request, visitor, _kind(request), request.path_params["instance_id"], [])
 
 
-@web.page
+def _revert_undone(request: Request, formdata: Any) -> tuple[str, str]:
+    """A revert sent after the session ended: the history it was on, and what was not done."""
+    kind, page = library.object_page(request)
+    page += "/history"
+    noun = kind.noun if kind is not None else "object"
+    revision = str(formdata.get("revision", ""))
+    if not (revision.isascii() and revision.isdigit()) or len(revision) > 12:
+        return page, f"the {noun} was not reverted"
+    return page, f"the {noun} was not reverted to revision {revision}"
+
+
+@web.button_page(_revert_undone)
 async def revert(request: Request, visitor: Visitor) -> Response:
     kind = _kind(request)
     formdata = await request.form()

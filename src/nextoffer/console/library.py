@@ -11,6 +11,7 @@ import copy
 import re
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 from starlette.datastructures import ImmutableMultiDict
 from starlette.requests import Request
@@ -271,9 +272,12 @@ async def save(request: Request, visitor: Visitor) -> Response:
     formdata = await request.form()
     form = forms.bind(kind.form, formdata, session=visitor.data, secret=web.secret(request))
     if not form.validate() and "csrf_token" in form.errors:
-        if form.csrf_token.data and web.same_origin(request):
+        theirs = session.owner_in(request, formdata.get("owner")) == session.owner_of(visitor)
+        if form.csrf_token.data and web.same_origin(request) and theirs:
             # This console's own form with a token of an earlier session (signed in
-            # again since) or over a day old: shown again, with this session's token.
+            # again since) or over a day old: shown again, with this session's token;
+            # only to the user, org and sandbox whose page it was (another may have
+            # signed in since, in this browser: what was typed is not theirs to see).
             path = request.url.path
             again = await restore(request, visitor, path, formdata, notice=OLD_FORM)
             if again is not None:
@@ -412,6 +416,28 @@ async def _not_done(
     )
 
 
+def object_page(request: Request) -> tuple[Kind | None, str]:
+    """The kind (None: no kind of the console) and address of the object a button's
+    address names (``/console/<kind>/<instance id>/<button>``)."""
+    slug, instance_id = request.path_params["kind"], request.path_params["instance_id"]
+    return kinds.KINDS.get(slug), f"/console/{quote(slug, safe='')}/{quote(instance_id, safe='')}"
+
+
+def _status_undone(request: Request, formdata: Any) -> tuple[str, str]:
+    """A status button sent after the session ended: its page, and the change not made."""
+    kind, page = object_page(request)
+    status = str(formdata.get("status", ""))
+    if kind is None or status not in kind.statuses:
+        return page, "the status was not changed"
+    return page, f"the status of the {kind.noun} was not changed to {status}"
+
+
+def _delete_undone(request: Request, formdata: Any) -> tuple[str, str]:
+    """A Delete sent after the session ended: its page, and what was not deleted."""
+    kind, page = object_page(request)
+    return page, f"the {kind.noun if kind else 'object'} was not deleted"
+
+
 def _changed_since(kind: Kind) -> str:
     return (
         f"Someone changed this {kind.noun} since you opened the page: this is the current "
@@ -419,7 +445,7 @@ def _changed_since(kind: Kind) -> str:
     )
 
 
-@web.page
+@web.button_page(_status_undone)
 async def set_status(request: Request, visitor: Visitor) -> Response:
     kind = _kind(request)
     no = nextoffer(request)
@@ -449,7 +475,7 @@ async def set_status(request: Request, visitor: Visitor) -> Response:
     )
 
 
-@web.page
+@web.button_page(_delete_undone)
 async def delete(request: Request, visitor: Visitor) -> Response:
     kind = _kind(request)
     no = nextoffer(request)

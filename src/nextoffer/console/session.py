@@ -184,21 +184,69 @@ DRAFT_BYTES = 512 * 1024
 
 #: A form's values in their order, each name as often as it was sent (a multiple select).
 Values = list[tuple[str, str]]
+#: Whom a page was shown to: its org, its sandbox and the user signed in.
+Owner = tuple[str, str, str]
 
 
-def draft_token(request: Request, path: str, values: Values) -> str | None:
-    """``values`` posted to ``path``, signed for the sign-in page to carry back (None: too
-    large). Signed, so that the sign-in restores only what this server kept; the page
-    itself holds it, not a cookie (a form's text outgrows a cookie) nor this process (the
-    sign-in may reach another worker)."""
-    data = {"path": path, "values": [[name, value] for name, value in values]}
+def owner_of(visitor: Visitor) -> Owner:
+    principal = visitor.principal
+    return (principal.org, principal.sandbox, principal.user)
+
+
+def owner_token(request: Request, visitor: Visitor) -> str:
+    """Whom this page is shown to, signed, for its forms to carry (``owner``): a form sent
+    after its session ended says whose it is, when no session does any more (the cookie
+    is gone with the token, or another user's has replaced it)."""
+    return str(_serializer(request, "owner").dumps(list(owner_of(visitor))))
+
+
+def owner_in(request: Request, token: Any) -> Owner | None:
+    """The :func:`owner_token` a form carried; None when it carried none this server signed."""
+    if not isinstance(token, str) or not token or len(token) > 4096:
+        return None
+    try:
+        data = _serializer(request, "owner").loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(data, list) or len(data) != 3 or not all(isinstance(v, str) for v in data):
+        return None
+    return (data[0], data[1], data[2])
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """What a form sent after its session ended left for the sign-in that follows."""
+
+    #: The form's editor (its values come back in it), or the page of a button.
+    path: str
+    values: Values
+    #: Who sent it (:func:`owner_in`): no one else's sign-in brings it back.
+    owner: Owner
+    #: A button's form (delete, a status, revert) was not done: what this says was not.
+    undone: str | None = None
+
+    def is_for(self, visitor: Visitor) -> bool:
+        return self.owner == owner_of(visitor)
+
+
+def draft_token(request: Request, draft: Draft) -> str | None:
+    """``draft`` signed for the sign-in page to carry back (None: too large). Signed, so
+    that the sign-in restores only what this server kept; the page itself holds it, not a
+    cookie (a form's text outgrows a cookie) nor this process (the sign-in may reach
+    another worker)."""
+    data = {
+        "path": draft.path,
+        "values": [[name, value] for name, value in draft.values],
+        "owner": list(draft.owner),
+        "undone": draft.undone,
+    }
     if len(json.dumps(data, ensure_ascii=False).encode("utf-8")) > DRAFT_BYTES:
         return None
     return str(_serializer(request, "draft").dumps(data))
 
 
-def draft_of(request: Request, token: str | None) -> tuple[str, Values] | None:
-    """The path and values of a :func:`draft_token` at most :data:`DRAFT_SECONDS` old."""
+def draft_of(request: Request, token: str | None) -> Draft | None:
+    """The :class:`Draft` of a :func:`draft_token` at most :data:`DRAFT_SECONDS` old."""
     if not token or len(token) > 2 * DRAFT_BYTES:
         return None
     try:
@@ -207,12 +255,21 @@ def draft_of(request: Request, token: str | None) -> tuple[str, Values] | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("path"), str):
         return None
+    owner = data.get("owner")
+    if not isinstance(owner, list) or len(owner) != 3 or not all(isinstance(v, str) for v in owner):
+        return None  # kept before drafts named their owner: whose it is, no one knows
     values = [
         (pair[0], pair[1])
         for pair in data.get("values") or []
         if isinstance(pair, list) and len(pair) == 2 and all(isinstance(v, str) for v in pair)
     ]
-    return data["path"], values
+    undone = data.get("undone")
+    return Draft(
+        data["path"],
+        values,
+        (owner[0], owner[1], owner[2]),
+        undone if isinstance(undone, str) else None,
+    )
 
 
 def sign_out(response: Response) -> None:

@@ -48,6 +48,9 @@ ENV.tests["image_url"] = lambda value: (
 )
 
 Handler = Callable[[Request, Visitor], Awaitable[Response]]
+#: A button's form (delete, a status, revert) read when its session had ended: the page
+#: the button is on, and what was therefore not done ("the offer was not deleted").
+Undone = Callable[[Request, Any], tuple[str, str]]
 
 NAV = (
     ("offers", "Offers"),
@@ -86,6 +89,8 @@ def render(
             "nav": NAV,
             "csrf_form": csrf,
             "flash": session.flash_text(request, request.query_params.get("flash")),
+            # Whom the page is for, carried by its forms (see _session_ended).
+            "owner": session.owner_token(request, visitor) if visitor is not None else None,
             **context,
         }
     )
@@ -128,13 +133,27 @@ def form_page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     return _endpoint(handler, keeps_typing=True)
 
 
-def _endpoint(handler: Handler, *, keeps_typing: bool) -> Callable[[Request], Awaitable[Response]]:
+def button_page(undone: Undone) -> Callable[[Handler], Callable[[Request], Awaitable[Response]]]:
+    """A :func:`page` answering a button (delete, a status, revert) that, sent after the
+    session ended, is not forgotten either: signing in leads back to the button's page,
+    saying what was not done (``undone``), to be done again there. Never done from what
+    was kept: a delete waits for its own button, with the new session's CSRF token."""
+
+    def wrap(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        return _endpoint(handler, keeps_typing=False, undone=undone)
+
+    return wrap
+
+
+def _endpoint(
+    handler: Handler, *, keeps_typing: bool, undone: Undone | None = None
+) -> Callable[[Request], Awaitable[Response]]:
     @functools.wraps(handler)
     async def endpoint(request: Request) -> Response:
         visitor = await nextoffer(request).run(session.current, request)
         if visitor is None:
             if request.method != "GET":
-                return await _session_ended(request, keeps_typing=keeps_typing)
+                return await _session_ended(request, keeps_typing=keeps_typing, undone=undone)
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/console/login?next={quote(target, safe='')}", 303)
         try:
@@ -164,30 +183,69 @@ KEPT = (
 )
 
 
-async def _session_ended(request: Request, *, keeps_typing: bool) -> Response:
+def kept_notice(draft: session.Draft) -> str:
+    """What the sign-in page carrying ``draft`` says of it."""
+    if draft.undone is None:
+        return KEPT
+    return (
+        f"Your session ended before this form was sent: {draft.undone}. Sign in to go back "
+        "to its page, and do it again there if you still want to."
+    )
+
+
+def undone_notice(draft: session.Draft) -> str:
+    """What a button's page says after the sign-in that a button's ``draft`` led to."""
+    return (
+        f"Not done: your session had ended when you sent this form, so {draft.undone}. "
+        "Press its button again if you still want to."
+    )
+
+
+#: Fields of the console's own: not a form's values to keep.
+_NOT_KEPT = ("csrf_token", "draft", "owner")
+
+
+async def _session_ended(
+    request: Request, *, keeps_typing: bool, undone: Undone | None = None
+) -> Response:
     """A form sent after the session ended (the token expired, or a sign-out in another
     tab): nothing was done.
 
-    A library form of this console (:func:`same_origin`) is answered by the sign-in page
-    itself, carrying the form's values in a signed, short-lived token
-    (:func:`session.draft_token`); signing in shows the form again with them, unsaved
-    (``library.restore``). Another site's form gets nothing of the kind: it cannot make
-    the console show a form filled with its values. Any other form leads back to the page
-    it was on — not to the form's own address, which answers only POST (a 405 after
-    signing in) — and the sign-in page says that nothing was saved."""
-    if keeps_typing and same_origin(request):
-        formdata = await request.form()
-        values = [
-            (name, value)
-            for name, value in formdata.multi_items()
-            if name not in ("csrf_token", "draft") and isinstance(value, str)
-        ]
-        token = session.draft_token(request, request.url.path, values)
+    A library form of this console (:func:`same_origin`, carrying the signed ``owner``
+    of the page it was on) is answered by the sign-in page itself, carrying the form's
+    values in a signed, short-lived token (:func:`session.draft_token`) that names that
+    owner; signing in as them, to that org and sandbox, shows the form again with the
+    values, unsaved (``library.restore``); anyone else's sign-in does not. A button's
+    form (:func:`button_page`) is kept the same way, as the page it was on and what was
+    not done, which that sign-in leads back to and says. Another site's form gets nothing
+    of the kind: it cannot make the console show a form filled with its values, nor ask
+    for a button to be pressed again. Any other form leads back to the page it was on —
+    not to the form's own address, which answers only POST (a 405 after signing in) —
+    and the sign-in page says that nothing was saved."""
+    formdata = await request.form() if keeps_typing or undone is not None else None
+    owner = None
+    if formdata is not None and same_origin(request):
+        owner = session.owner_in(request, formdata.get("owner"))
+    button = undone(request, formdata) if undone is not None else None
+    if owner is not None and formdata is not None:
+        if button is not None:
+            draft = session.Draft(button[0], [], owner, undone=button[1])
+        else:
+            values = [
+                (name, value)
+                for name, value in formdata.multi_items()
+                if name not in _NOT_KEPT and isinstance(value, str)
+            ]
+            draft = session.Draft(request.url.path, values, owner)
+        token = session.draft_token(request, draft)
         if token is not None:
-            return sign_in_page(request, target=request.url.path, draft=token, notice=KEPT)
+            notice = kept_notice(draft)
+            return sign_in_page(request, target=draft.path, draft=token, notice=notice)
     target = "/console/"
     referer = urlsplit(request.headers.get("referer", ""))
-    if referer.netloc == request.url.netloc and referer.path.startswith("/console/"):
+    if button is not None:
+        target = button[0]  # the button's own page, referer or not
+    elif referer.netloc == request.url.netloc and referer.path.startswith("/console/"):
         kept = [(k, v) for k, v in parse_qsl(referer.query) if k != "flash"]
         target = referer.path + (f"?{urlencode(kept)}" if kept else "")
     return redirect(
@@ -210,11 +268,15 @@ def sign_in_page(
 ) -> HTMLResponse:
     """The sign-in form leading to ``target``: a blank one, or ``form`` shown again with
     ``error`` (bound to ``login``, the :func:`session.login_context` it was read with);
-    ``draft`` is a form's values it carries back (:func:`_session_ended`)."""
+    ``draft`` is a form's values it carries back (:func:`_session_ended`), said again
+    above the form each time it is shown (a mistyped token too)."""
     context, fresh = login if login is not None else session.login_context(request)
     if form is None:
         form = forms.bind(forms.LoginForm, None, session=context, secret=secret(request))
     values: dict[str, Any] = {"form": form, "error": error, "next": target, "draft": draft}
+    kept = session.draft_of(request, draft) if notice is None else None
+    if kept is not None:
+        notice = kept_notice(kept)
     if notice is not None:
         values["flash"] = notice
     # Shown again with its message (200, as every form shown again: see library._editor).
