@@ -5,6 +5,8 @@
     .venv/bin/python bench/asgi_decide.py --stages [--repeats 5]   # what each stage costs
     .venv/bin/python bench/asgi_decide.py --without "decide use case" --baseline OTHER/src
         # the route and middleware alone: both trees with the use case replayed
+    .venv/bin/python bench/asgi_decide.py --layers [--repeats 5]
+        # beside the app: the use case called alone, and a route with no framework
 
 What a server worker runs for ``POST …/decisions`` minus the HTTP parser: the app of
 ``create_app`` (observability middleware, the shortcut, the route, body parsing, the
@@ -34,6 +36,15 @@ With ``--without STAGE``, every child (both trees' with ``--baseline``) runs wit
 replayed: ``--without "decide use case"`` leaves the route, its middleware, the body,
 authentication and the response — what the HTTP layer adds to a decision — so a change
 there is compared without the use case's much larger spread.
+
+With ``--layers``, every child also measures, in the same process and warm state, two
+rows beside the app's: ``NextOffer.decide_async`` called alone from the same number of
+tasks, on calls parsed from the same bodies before the clock starts (what the use case
+costs with nothing between its decisions), and a minimal ASGI callable written here for
+the same request (the headers in a dict, authentication, the body read and parsed by
+``decision_request.parse``, the use case, ``decision_response.response`` serialised by
+orjson, two ``send``s) with no Starlette, no middleware, no shortcut and no body checks:
+what the app's framework layers cost a decision, against what a request's own work does.
 """
 
 from __future__ import annotations
@@ -57,12 +68,15 @@ HERE = Path(__file__).resolve().parent
 
 def child(args: argparse.Namespace) -> None:
     """One process: open the app on ``args.db``, warm it, measure, print JSON."""
+    import orjson
     import uvloop
     from http_decisions import DECIDE_TYPE, PROFILES
     from starlette.responses import Response
     from starlette.routing import Route
 
+    from nextoffer.api import decision_request, decision_response
     from nextoffer.api.app import create_app
+    from nextoffer.api.media import DECISION_RESPONSE
     from nextoffer.settings import Settings
 
     start_replay = None
@@ -100,7 +114,9 @@ def child(args: argparse.Namespace) -> None:
             "state": {},
         }
 
-    async def call(method: str, path: str, body: bytes, extra: list[tuple[bytes, bytes]]) -> int:
+    async def call(
+        method: str, path: str, body: bytes, extra: list[tuple[bytes, bytes]], to: Any = None
+    ) -> int:
         status = 0
         sent = False
 
@@ -117,7 +133,7 @@ def child(args: argparse.Namespace) -> None:
             if message["type"] == "http.response.start":
                 status = message["status"]
 
-        await app(scope(method, path, [*extra]), receive, send)
+        await (to or app)(scope(method, path, [*extra]), receive, send)
         return status
 
     def decision_body() -> bytes:
@@ -132,6 +148,45 @@ def child(args: argparse.Namespace) -> None:
 
     async def bare_one() -> int:
         return await call("GET", "/bare", b"", headers)
+
+    # --layers: the use case alone, and the same request through a route with no framework.
+    opened: list[Any] = []  # the app's NextOffer and its caller, once the lifespan ran
+    content_type = [(b"content-type", DECISION_RESPONSE.encode())]
+
+    async def plain_route(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        no = opened[0]
+        found = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        who = no.auth.authenticate(found)
+        message = await receive()
+        decision_call, fmt = decision_request.parse(orjson.loads(message["body"]))
+        outcome = await no.decide_async(who, lib["container"], decision_call)
+        answer = orjson.dumps(
+            decision_response.response(
+                outcome, fmt, decision_request_id=decision_call.decision_request_id
+            )
+        )
+        length = [(b"content-length", str(len(answer)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": length + content_type})
+        await send({"type": "http.response.body", "body": answer})
+
+    async def plain_one() -> int:
+        body = decision_body()
+        extra = [*post_headers, (b"content-length", str(len(body)).encode())]
+        return await call("POST", decide_path, body, extra, plain_route)
+
+    async def alone(n: int) -> float:
+        """CPU µs per decision of ``decide_async`` alone, from ``args.tasks`` tasks."""
+        no, principal = opened
+        calls = [decision_request.parse(orjson.loads(decision_body()))[0] for _ in range(n)]
+        left = iter(calls)
+
+        async def worker() -> None:
+            for decision_call in left:
+                await no.decide_async(principal, lib["container"], decision_call)
+
+        cpu = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(args.tasks)))
+        return (time.process_time() - cpu) / n * 1e6
 
     async def drive(one: Any, n: int) -> tuple[float, float]:
         """``n`` requests from ``args.tasks`` tasks: (CPU µs, wall µs) per request."""
@@ -166,6 +221,10 @@ def child(args: argparse.Namespace) -> None:
         if started["type"] != "lifespan.startup.complete":
             raise RuntimeError(f"lifespan: {started}")
         await drive(decide_one, args.requests)  # warm: snapshot, connections, caches
+        if args.layers:
+            no = app.state.nextoffer
+            lower = {name.lower(): value for name, value in lib["headers"].items()}
+            opened[:] = [no, no.auth.authenticate(lower)]
         if start_replay is not None:
             start_replay()
         out: dict[str, list[float]] = {"bare": [], "decision": [], "decision_wall": []}
@@ -174,6 +233,9 @@ def child(args: argparse.Namespace) -> None:
             cpu, wall = await drive(decide_one, args.requests)
             out["decision"].append(cpu)
             out["decision_wall"].append(wall)
+            if args.layers:
+                out.setdefault("alone", []).append(await alone(args.requests))
+                out.setdefault("plain", []).append((await drive(plain_one, args.requests))[0])
         await startup.put({"type": "lifespan.shutdown"})
         await done.get()
         await life
@@ -204,6 +266,7 @@ def run_child(
         *("--lib", str(lib), "--requests", str(args.requests), "--repeats", "1"),
         *("--tasks", str(args.tasks)),
         *(("--replay", replay) if replay else ()),
+        *(("--layers",) if getattr(args, "layers", False) else ()),
     ]
     children = [
         subprocess.Popen(
@@ -240,6 +303,11 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--without", metavar="STAGE", help="replay this stage in every child (stage_replay.py)"
+    )
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="also the use case alone and a route with no framework, in each child",
     )
     parser.add_argument("--replay", help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -294,6 +362,17 @@ def main() -> None:
         wall = statistics.median(values["decision_wall"])
         medians[name] = dec
         print(f"| {name} | {bare:.1f} | {dec:.1f} | {wall:.1f} | {bare / dec:.3f} |")
+    if args.layers:
+        print("| tree | app µs | route with no framework µs | ÷ app | use case alone µs | ÷ app |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for name, values in rows.items():
+            dec = statistics.median(values["decision"])
+            plain = statistics.median(values["plain"])
+            alone = statistics.median(values["alone"])
+            print(
+                f"| {name} | {dec:.1f} | {plain:.1f} | {plain / dec:.3f} "
+                f"| {alone:.1f} | {alone / dec:.3f} |"
+            )
     if args.baseline:
         ratio = medians["this tree"] / medians["baseline"]
         pairs = statistics.median(
