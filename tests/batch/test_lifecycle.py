@@ -11,9 +11,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
 from nextoffer.root import NextOffer
+from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
 from support.api import make_tenant
@@ -434,6 +437,58 @@ def test_batch_run_ends_jobs_whose_runner_died_before_waiting_for_their_slots(
     assert statuses == ["COMPLETED"] + ["ERROR"] * 5
 
 
+def _started(pid: int) -> str:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat``)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc: the PID decides")
+def test_a_dead_runners_job_ends_though_another_process_has_its_pid(
+    setup: dict[str, Any],
+) -> None:
+    """A runner died and a live process now has its PID (a container restarted: PID 1
+    again): the job recorded when its runner started, the live process started at another
+    moment (or the machine booted since), so the job ends runnerLost at the first look,
+    not only once its heartbeat is stale (two minutes on). A job of the live process
+    itself, or recorded in the older ``host:pid`` form, stays running."""
+    no, body = setup["no"], setup["body"]
+    host = socket.gethostname()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    dead = subprocess.Popen(["sleep", "60"])
+    dead_start = _started(dead.pid)
+    dead.kill()
+    dead.wait()
+    time.sleep(0.05)  # a start is counted in clock ticks (10 ms): the next one starts later
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        assert _started(live.pid) != dead_start
+        owners = {
+            "reused": f"{host}:{live.pid}@{boot}/{dead_start}",
+            "rebooted": f"{host}:{live.pid}@{uuid.uuid4()}/{_started(live.pid)}",
+            "itself": f"{host}:{live.pid}@{boot}/{_started(live.pid)}",
+            "older": f"{host}:{live.pid}",
+        }
+        jobs = {}
+        for name, owner in owners.items():
+            job = no.batch.submit(PRINCIPAL, body, container_id=None)
+            assert no.batch.claim(job.job_id) is not None
+            with no.store.session(write=True) as session:
+                session.batch.move_job(job.job_id, expect=None, values={"owner": owner})
+            jobs[name] = job.job_id
+        ended = no.batch.recover()
+    finally:
+        live.kill()
+        live.wait()
+    assert sorted(ended) == sorted([jobs["reused"], jobs["rebooted"]])
+    for name in ("reused", "rebooted"):
+        error = no.batch.get(PRINCIPAL, jobs[name]).detail["errors"][0]
+        assert error["code"] == "runnerLost"
+        message = error["message"]
+        assert f"the process running the job ({host}:{live.pid}) exited while" in message
+    for name in ("itself", "older"):
+        assert no.batch.get(PRINCIPAL, jobs[name]).status == "PROCESSING"
+
+
 class _RecordingEngine:
     name = "local"
 
@@ -553,15 +608,51 @@ def test_a_servers_runner_runs_a_bounded_number_of_jobs_at_once(
         batch.close()
 
 
-def _hang_first_part(no: NextOffer, body: dict[str, Any], job_id: str) -> Path:
+def _hang_first_part(folder: Path) -> Path:
     """Make the job's first part file a FIFO nobody reads: its worker, writing the part,
     blocks in ``open()`` for ever, as on a file system that stopped answering (a hung NFS
     or FUSE mount). Its process lives and beats; its engine never advances again."""
-    folder = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location) / job_id
     folder.mkdir(parents=True)
     fifo = folder / "part-00000.parquet"
     os.mkfifo(fifo)
     return fifo
+
+
+def _hanging_manifest(monkeypatch: pytest.MonkeyPatch, keep: Path) -> Callable[[Path], Path]:
+    """Make the job's manifest write block in ``open()`` for ever, as on a file system that
+    stopped answering once the job's parts were written: the manifest's temporary file is
+    a FIFO nobody reads. Its name is random, and the job's publish first removes whatever
+    in its folder is not a part: so the temporary's name is made known (a fixed UUID), and
+    the FIFO linked there when the name is drawn, between the two. The FIFO itself is
+    ``keep`` (returned): a writer blocked on it can be let go after its folder is gone."""
+    fixed = uuid.UUID(int=0)
+
+    def hang(folder: Path) -> Path:
+        temporary = folder / f".{locations.MANIFEST}.{fixed.hex}.tmp"
+
+        def uuid4() -> uuid.UUID:
+            if folder.is_dir() and not keep.exists():
+                os.mkfifo(keep)
+                os.link(keep, temporary)
+            return fixed
+
+        monkeypatch.setattr(locations, "uuid", SimpleNamespace(uuid4=uuid4))
+        return keep
+
+    return hang
+
+
+def _fifo_writers() -> list[str]:
+    """This process's threads blocked opening a FIFO for writing (waiting for a reader)."""
+    tasks = Path("/proc/self/task").iterdir()
+    return [t.name for t in tasks if "partner" in _wchan(t)]
+
+
+def _wchan(task: Path) -> str:
+    try:
+        return (task / "wchan").read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _unblock(fifo: Path) -> None:
@@ -584,10 +675,15 @@ def _blocked_on_fifo(pid: int) -> bool:
 
 
 def _stuck_runner(
-    setup: dict[str, Any], settings: Settings, *, stall: float
+    setup: dict[str, Any],
+    settings: Settings,
+    *,
+    stall: float,
+    hang: Callable[[Path], Path] = _hang_first_part,
 ) -> tuple[Any, Any, Any, Path]:
     """A server's runner with one slot, running the real local engine (one worker); a job
-    whose worker will hang, and a second job queued behind it."""
+    that will hang (``hang`` plants its FIFO, given the job's folder), and a second job
+    queued behind it."""
     from functools import partial
 
     from nextoffer.root import open_batch_worker
@@ -603,7 +699,7 @@ def _stuck_runner(
         stall_seconds=stall,
     )
     hung = batch.submit(PRINCIPAL, body, container_id=None)
-    fifo = _hang_first_part(no, body, hung.job_id)
+    fifo = hang(Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location) / hung.job_id)
     later = batch.submit(PRINCIPAL, body, container_id=None)
     return batch, hung, later, fifo
 
@@ -615,7 +711,7 @@ def _until_both_end(batch: Any, hung: Any, later: Any, seen: set[int]) -> tuple[
         first, second = (batch.get(PRINCIPAL, j.job_id) for j in (hung, later))
         if first.status == "ERROR" and second.status == "COMPLETED":
             break
-        if first.status == "PROCESSING":  # one slot: the second waits
+        if first.status in ("PROCESSING", "INGESTING"):  # one slot: the second waits
             assert second.status == "QUEUED"
         time.sleep(0.05)
     return first, second
@@ -684,12 +780,95 @@ def test_cancelling_a_job_whose_worker_hangs_frees_its_slot(
     assert not (location / hung.job_id).exists()
 
 
-def test_recover_ends_a_beating_job_whose_engine_made_no_progress(
+def test_a_job_whose_publish_hangs_ends_stalled_and_frees_its_slot(
     setup: dict[str, Any],
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Its parts written, the job's runner hangs writing its manifest (INGESTING; its
+    process lives and beats): after the stall bound the job ends runnerStalled, publishes
+    nothing, and its slot runs the next job to COMPLETED. The call left hanging, once it
+    returns, removes the job's folder."""
+    no, body = setup["no"], setup["body"]
+    hang = _hanging_manifest(monkeypatch, tmp_path / "manifest.fifo")
+    batch, hung, later, fifo = _stuck_runner(setup, settings, stall=8.0, hang=hang)
+    batch.start()
+    try:
+        first, second = _until_both_end(batch, hung, later, set())
+        assert _fifo_writers(), "the manifest's write is not hanging"
+    finally:
+        _unblock(fifo)
+        batch.close()
+    assert first.status == "ERROR", first.detail
+    error = first.detail["errors"][0]
+    assert error["code"] == "runnerStalled"
+    assert (
+        "made no progress for 8 s while it was INGESTING (30 profiles done)" in (error["message"])
+    )
+    assert second.status == "COMPLETED", second.detail
+    files = no.datasets.files(PRINCIPAL, body["xdm:dataSetId"])
+    assert files and all(hung.job_id not in str(f) for f in files)
+    folder = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location) / hung.job_id
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and (folder.exists() or _fifo_writers()):
+        time.sleep(0.05)
+    assert not folder.exists() and not _fifo_writers()
+
+
+class _LeftoversEngine:
+    """An engine that leaves files that are not parts (as Spark leaves its profile export,
+    markers and checksums), for the job's publish to remove one by one."""
+
+    name = "local"
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
+        from nextoffer.service.batch.chunk import ChunkStats
+
+        for n in range(self.count):
+            (Path(output.uri) / f"_leftover-{n}").write_bytes(b"left")
+        return ChunkStats()
+
+
+def test_a_long_publish_that_advances_is_not_ended(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish longer than the stall bound whose every step (an entry removed) comes
+    well within it advances the job: neither its runner's watchdog nor another runner's
+    recover ends it, and it completes."""
+    no, body = setup["no"], setup["body"]
+    batch = batch_runner(no, {"local": _LeftoversEngine(10)}, stall_seconds=3.0)
+    other = batch_runner(no, {}, stall_seconds=3.0)
+    recovered: list[list[str]] = []
+    delete = locations.delete
+
+    def slow_delete(location: Any, info: Any) -> None:
+        time.sleep(0.5)  # ten of them: 5 s, longer than the bound
+        if len(recovered) < 8:
+            recovered.append(other.recover())
+        delete(location, info)
+
+    monkeypatch.setattr(locations, "delete", slow_delete)
+    job = batch.submit(PRINCIPAL, body, container_id=None)
+    claimed = batch.claim(job.job_id)
+    assert claimed is not None
+    final = batch.execute(claimed)
+    assert final.status == "COMPLETED", final.detail
+    assert recovered == [[]] * 8
+    files = no.datasets.files(PRINCIPAL, body["xdm:dataSetId"])
+    assert [f.path for f in files] == [f"{job.job_id}/{locations.MANIFEST}"]
+
+
+@pytest.mark.parametrize("status", ["PROCESSING", "INGESTING"])
+def test_recover_ends_a_beating_job_whose_engine_made_no_progress(
+    setup: dict[str, Any], status: str
 ) -> None:
     """Another runner's job beats (its process lives) but its progressAt is older than the
-    stall bound: any runner's recover ends it runnerStalled; a recent one, or no bound,
-    leaves it running."""
+    stall bound: any runner's recover ends it runnerStalled, processing or ingesting (its
+    publish stuck); a recent one, or no bound, leaves it running."""
     from nextoffer.ids import format_datetime
     from nextoffer.service.batch import jobs
 
@@ -705,6 +884,7 @@ def test_recover_ends_a_beating_job_whose_engine_made_no_progress(
                 job.job_id,
                 expect=None,
                 values={
+                    "status": status,
                     "detail": {"progressAt": format_datetime(moment), "profilesDone": 7},
                     "heartbeat_ms": int(now.timestamp() * 1000),
                 },
@@ -722,4 +902,4 @@ def test_recover_ends_a_beating_job_whose_engine_made_no_progress(
     assert final.status == "ERROR"
     error = final.detail["errors"][0]
     assert error["code"] == "runnerStalled"
-    assert "no progress for 3600 s while it was PROCESSING (7 profiles done)" in error["message"]
+    assert f"no progress for 3600 s while it was {status} (7 profiles done)" in error["message"]

@@ -13,11 +13,13 @@ jobs per dataset) and runs it (:meth:`execute`) on its engine:
    the job was cancelled meanwhile.
 2. ``INGESTING``: what is not a part file (an engine's leftovers) is removed, and
    ``manifest.json`` is written last: the job's commit (readers list committed jobs only).
+   Each entry removed, and the commit, is progress.
 3. ``COMPLETED``, or ``ERROR`` with the reason in ``ode:statusDetail`` (the job's folder
    removed).
 
 A job whose runner died (its heartbeat older than :data:`STALE_SECONDS`, or its process
-on this host gone) is marked ``ERROR`` with that reason by the next runner to look
+on this host gone: no process with its PID, or one that started at another moment, since
+PIDs are reused) is marked ``ERROR`` with that reason by the next runner to look
 (:meth:`recover`), never left ``PROCESSING``: the decisions it made before dying were
 reserved and counted, but it published no files (its folder is removed); run it again
 to decide again.
@@ -25,10 +27,12 @@ to decide again.
 A job whose runner lives but whose engine stopped advancing (a local worker stuck on a file
 system or a database that does not answer, a Spark job waiting for executors that never
 come) is ended too: every advance (a chunk decided or exported, a Spark task started or
-ended) is recorded as ``progressAt``, and a ``PROCESSING`` job with none for
-:data:`STALL_SECONDS` ends in ``ERROR`` (``runnerStalled``) — by its own runner's watchdog,
-or by any runner's :meth:`recover`. Its runner then stops the engine (the local engine
-kills a worker that does not stop) and frees its slot; it publishes nothing.
+ended, an entry of its folder removed while ingesting) is recorded as ``progressAt``, and
+a running job with none for :data:`STALL_SECONDS` ends in ``ERROR`` (``runnerStalled``) —
+by its own runner's watchdog, or by any runner's :meth:`recover`. Its runner then stops
+the engine (the local engine kills a worker that does not stop), or leaves a stuck
+publish behind (removing the job's files if it ever returns), and frees its slot; it
+publishes nothing.
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS, check_item_count, resolve
@@ -62,6 +67,7 @@ from nextoffer.storage.store import Store
 __all__ = ["BatchJobs", "JobRecord"]
 
 log = logging.getLogger("nextoffer.batch")
+T = TypeVar("T")
 
 #: A running job whose heartbeat is older than this is taken for dead.
 STALE_SECONDS = 120.0
@@ -96,18 +102,110 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _owner() -> str:
+def _runner() -> str:
+    """This process, as messages name it: ``host:pid``."""
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
+def _owner() -> str:
+    """This process as a job's ``owner``: ``host:pid``, and where ``/proc`` tells it, when
+    the process started (``host:pid@<boot id>/<start>``, :func:`_started`). A PID alone is
+    reused: a container restarted gives its new runner the dead one's PID (1, or 7, again),
+    and a job whose runner died would be taken for alive, and never ended."""
+    started = _started(os.getpid())
+    return _runner() if started is None else f"{_runner()}@{started}"
+
+
+def _started(pid: int) -> str | None:
+    """When process ``pid`` started: the kernel's boot id and the clock tick since boot
+    (``/proc/<pid>/stat``'s 22nd field), which a later process given the same PID does
+    not share. ``None`` where ``/proc`` does not tell (macOS, or another user's process
+    hidden by ``hidepid``)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command, in parentheses, may hold spaces
+    if len(fields) < 20 or not boot:
+        return None
+    return f"{boot}/{fields[19]}"
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """Whether the process recorded as ``pid`` that ``started`` then still runs. Without a
+    recorded start (a record written before it was kept, a host without ``/proc``), or
+    when ``/proc`` does not tell, the PID alone decides."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass
+    if started is None:
         return True
-    return True
+    now = _started(pid)
+    return now is None or now == started
+
+
+def _dead_here(owner: str | None, host: str) -> bool:
+    """Whether a job's ``owner`` (:func:`_owner`; ``host:pid`` in older records) is a
+    process of this host that is gone."""
+    runner, _, started = (owner or "").partition("@")
+    owner_host, _, pid = runner.rpartition(":")
+    return owner_host == host and pid.isdigit() and not _alive(int(pid), started or None)
+
+
+class _LeftBehind(Exception):
+    """A job ended while its publish was stuck: the publish's thread is left behind."""
+
+
+class _Detached(Generic[T]):
+    """A call run in a thread of its own, which its caller may stop waiting for
+    (:meth:`leave`): the thread then runs ``after`` once the call returns, if it ever does
+    (a call blocked on a file system that stopped answering may not)."""
+
+    def __init__(self, call: Callable[[], T], *, after: Callable[[], None], name: str) -> None:
+        self._call = call
+        self._after = after
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._left = False
+        self._result: list[T] = []  # the call's return, once it has
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name=name, daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._result.append(self._call())
+        except BaseException as exc:  # the caller's to raise, or nobody's once left
+            self._error = exc
+        with self._lock:
+            self._done.set()
+            left = self._left
+        if left:
+            try:
+                self._after()
+            except Exception:
+                log.exception("batch: cleaning up after a call left behind failed")
+
+    def wait(self, timeout: float) -> bool:
+        """Whether the call returned within ``timeout`` seconds."""
+        return self._done.wait(timeout)
+
+    def leave(self) -> bool:
+        """Stop waiting for the call; False when it has returned (its result is yours)."""
+        with self._lock:
+            if self._done.is_set():
+                return False
+            self._left = True
+            return True
+
+    def result(self) -> T:
+        """What the call returned, or its exception raised."""
+        if self._error is not None:
+            raise self._error
+        return self._result[0]
 
 
 def parse_propositions(body: Mapping[str, Any]) -> tuple[PropositionRequest, ...]:
@@ -381,27 +479,30 @@ class BatchJobs:
         return None
 
     def recover(self) -> list[str]:
-        """Mark ``ERROR`` every running job whose runner is gone; their ids."""
+        """Mark ``ERROR`` every running job whose runner is gone, or whose engine or publish
+        stalled; their ids. A lost runner's files are removed here; a stalled job's runner
+        lives and removes its own: stalled most likely on a file system that stopped
+        answering, removing them here would hang this runner's loop there too."""
         now = _ms(self._clock())
         host = socket.gethostname()
         ended = []
         with self._store.session() as session:
             running = session.batch.jobs_with_status(lc.RUNNING)
         for job in running:
-            owner_host, _, pid = (job.owner or "").rpartition(":")
-            dead_here = owner_host == host and pid.isdigit() and not _alive(int(pid))
+            dead_here = _dead_here(job.owner, host)
             stale = job.heartbeat_ms is None or now - job.heartbeat_ms > STALE_SECONDS * 1000
             done = job.detail.get("profilesDone", 0)
             if dead_here or stale:
                 why = "exited" if dead_here else f"sent no heartbeat for {STALE_SECONDS:.0f} s"
                 code = "runnerLost"
                 message = (
-                    f"the process running the job ({job.owner}) {why} while it was"
+                    f"the process running the job ({(job.owner or '').partition('@')[0]})"
+                    f" {why} while it was"
                     f" {job.status} ({done} profiles done); decisions made before that count"
                     " toward caps, no files were published; submit the job again"
                 )
             elif self._stalled(job, now):
-                code, message = "runnerStalled", self._stall_message(job.detail)
+                code, message = "runnerStalled", self._stall_message(job.detail, job.status)
             else:
                 continue
             detail = {
@@ -418,14 +519,16 @@ class BatchJobs:
             if moved:
                 ended.append(job.job_id)
                 log.error("batch job %s: %s", job.job_id, message)
-                self._clean(job)
+                if code == "runnerLost":
+                    self._clean(job)
         return ended
 
     def _stalled(self, job: JobRecord, now_ms: int) -> bool:
         """Whether a job another runner may own has not advanced for :data:`STALL_SECONDS`
-        (its ``progressAt``; a job that has none yet is still being planned)."""
+        (its ``progressAt``, processing or ingesting; a job that has none yet is still
+        being planned)."""
         text = job.detail.get("progressAt")
-        if self._stall <= 0 or job.status != lc.PROCESSING or not isinstance(text, str):
+        if self._stall <= 0 or job.status not in lc.RUNNING or not isinstance(text, str):
             return False
         try:
             moment = parse_datetime(text)
@@ -433,10 +536,18 @@ class BatchJobs:
             return False
         return now_ms - _ms(moment) > self._stall * 1000
 
-    def _stall_message(self, detail: Mapping[str, Any]) -> str:
+    def _stall_message(self, detail: Mapping[str, Any], status: str) -> str:
+        done = detail.get("profilesDone", 0)
+        if status == lc.INGESTING:
+            return (
+                f"the job made no progress for {self._stall:g} s while it was INGESTING"
+                f" ({done} profiles done): publishing its files is stuck (a file system or"
+                " an object store that does not answer); decisions made before that count"
+                " toward caps, no files were published; submit the job again"
+            )
         return (
             f"the job's engine made no progress for {self._stall:g} s while it was PROCESSING"
-            f" ({detail.get('profilesDone', 0)} profiles done): a worker or a Spark job is"
+            f" ({done} profiles done): a worker or a Spark job is"
             " stuck (a file system, a database or executors that do not answer); its engine"
             " was stopped, decisions made before that count toward caps, no files were"
             " published; submit the job again"
@@ -485,9 +596,11 @@ class BatchJobs:
                 cpuSeconds={k: round(v, 3) for k, v in stats.seconds.items()},
                 workerCpuSeconds=round(stats.cpu, 3),
             )
+            advanced[0] = time.monotonic()  # the engine's end: ingesting starts afresh
+            detail["progressAt"] = format_datetime(self._clock())
             if not self._write(job, detail, expect=[lc.PROCESSING], status=lc.INGESTING):
                 raise Stopped("the job was cancelled")
-            files = self._publish(job, plan, output, detail)
+            files = self._ingest(job, plan, output, detail, advanced)
             detail.update(
                 files=files,
                 finishedAt=format_datetime(self._clock()),
@@ -495,6 +608,8 @@ class BatchJobs:
             )
             if not self._write(job, detail, expect=[lc.INGESTING], status=lc.COMPLETED):
                 raise Stopped("the job was cancelled")
+        except _LeftBehind:
+            pass  # its publish, stuck, removes the job's files if it ever returns
         except Stopped:
             self._clean(job)
         except KeyboardInterrupt:  # Ctrl-C on ``nextoffer batch run``: end it, then go
@@ -503,7 +618,7 @@ class BatchJobs:
                 errors=[
                     {
                         "code": "shutdown",
-                        "message": f"the process running the job ({_owner()}) was interrupted"
+                        "message": f"the process running the job ({_runner()}) was interrupted"
                         f" while it was {current} ({detail.get('profilesDone', 0)} profiles"
                         " done); decisions made before that count toward caps, no files were"
                         " published; submit the job again",
@@ -553,9 +668,10 @@ class BatchJobs:
         starts or the profiles are exported, and a job silent for that long would be taken
         for dead by any runner's :meth:`recover`. The heartbeat says the process lives, not
         that its engine does: the same thread is the job's watchdog, ending it as stalled
-        when its engine has not advanced (``advanced[0]``, monotonic) for
+        when its engine, or its publish, has not advanced (``advanced[0]``, monotonic) for
         :data:`STALL_SECONDS`; the engine stops at its next progress report (the local
-        engine's come every second, Spark's watcher's too). Set the event to stop."""
+        engine's come every second, Spark's watcher's too), :meth:`_ingest` leaves a stuck
+        publish behind. Set the event to stop."""
         done = threading.Event()
         period = STALE_SECONDS / 4
         if self._stall > 0:
@@ -585,15 +701,19 @@ class BatchJobs:
         return done
 
     def _end_stalled(self, job: JobRecord, detail: Mapping[str, Any]) -> None:
-        """End this process's job as stalled (if it is still processing)."""
-        message = self._stall_message(detail)
-        ended = {
-            **detail,
-            "errors": [{"code": "runnerStalled", "message": message}],
-            "finishedAt": format_datetime(self._clock()),
-        }
-        if self._write(job, ended, expect=[lc.PROCESSING], status=lc.ERROR):
-            log.error("batch job %s: %s", job.job_id, message)
+        """End this process's job as stalled, if it is still running: processing, else
+        ingesting (in the order a job moves, so a job that starts ingesting meanwhile is
+        still found), its message saying which."""
+        for status in lc.RUNNING:
+            message = self._stall_message(detail, status)
+            ended = {
+                **detail,
+                "errors": [{"code": "runnerStalled", "message": message}],
+                "finishedAt": format_datetime(self._clock()),
+            }
+            if self._write(job, ended, expect=[status], status=lc.ERROR):
+                log.error("batch job %s: %s", job.job_id, message)
+                return
 
     def _plan(self, job: JobRecord) -> tuple[JobPlan, int]:
         with self._store.session() as session:
@@ -649,11 +769,60 @@ class BatchJobs:
         locations.make_folder(output)
         return output
 
+    def _ingest(
+        self,
+        job: JobRecord,
+        plan: JobPlan,
+        output: Location,
+        detail: dict[str, Any],
+        advanced: list[float],
+    ) -> list[str]:
+        """Publish the job (:meth:`_publish`) in a thread of its own, and wait for it here,
+        writing its progress every second. Each step (an entry removed, the manifest
+        written) is an advance, so a long publish that advances is not ended; one stuck
+        on a file system that does not answer is ended as stalled by the watchdog (or any
+        runner's :meth:`recover`) — and left behind: waited for, it held this runner's slot
+        for ever, as a call blocked in the kernel cannot be stopped. If that call ever
+        returns, its thread finds the job ended and removes its files."""
+
+        def step() -> None:
+            advanced[0] = time.monotonic()
+            detail["progressAt"] = format_datetime(self._clock())
+
+        task = _Detached(
+            lambda: self._publish(job, plan, output, detail, step),
+            after=lambda: self._clean(job),
+            name=f"nextoffer-batch-publish-{job.job_id[:8]}",
+        )
+        try:
+            while not task.wait(HEARTBEAT_SECONDS):
+                if not self._ingesting(job, detail) and task.leave():
+                    raise _LeftBehind(job.job_id)
+        except BaseException:  # ended, or Ctrl-C: a call still running is not waited for
+            task.leave()
+            raise
+        return task.result()
+
+    def _ingesting(self, job: JobRecord, detail: Mapping[str, Any]) -> bool:
+        """Write an ingesting job's progress; False once it is ended (cancelled, stalled,
+        taken for dead). The database away a moment is not an end."""
+        try:
+            return self._write(job, detail, expect=[lc.INGESTING])
+        except NextOfferError as exc:
+            log.warning("batch job %s: progress not written: %s", job.job_id, exc)
+            return True
+
     def _publish(
-        self, job: JobRecord, plan: JobPlan, output: Location, detail: Mapping[str, Any]
+        self,
+        job: JobRecord,
+        plan: JobPlan,
+        output: Location,
+        detail: Mapping[str, Any],
+        step: Callable[[], None],
     ) -> list[str]:
         """Remove what is not a part file (an engine's export, markers, checksums), then
-        commit: the manifest, written last."""
+        commit: the manifest, written last. ``step`` hears each entry removed and the
+        commit (the job's progress)."""
         parts = []
         for info in locations.entries(output):
             name = info.base_name
@@ -661,6 +830,7 @@ class BatchJobs:
                 parts.append(name)
             else:
                 locations.delete(output, info)
+                step()
         parts.sort()
         manifest = {
             "jobId": job.job_id,
@@ -681,6 +851,7 @@ class BatchJobs:
             "files": parts,
         }
         locations.commit(output, manifest)
+        step()
         return [f"{job.job_id}/{name}" for name in [*parts, locations.MANIFEST]]
 
     def _clean(self, job: JobRecord) -> None:
@@ -724,7 +895,7 @@ class BatchJobs:
                 "errors": [
                     {
                         "code": "shutdown",
-                        "message": f"the process running the job ({_owner()}) shut down while"
+                        "message": f"the process running the job ({_runner()}) shut down while"
                         f" it was PROCESSING ({detail.get('profilesDone', 0)} profiles done);"
                         " decisions made before that count toward caps, no files were"
                         " published; submit the job again",
