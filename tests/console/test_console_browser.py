@@ -119,14 +119,18 @@ class Console:
         return page
 
     def sign_in(self, page: Page) -> None:
-        creds = self.live.creds
         page.goto(f"{self.live.base}/console/login")
+        self.submit_sign_in(page)
+        expect(page.get_by_role("heading", name="Offers")).to_be_visible()
+
+    def submit_sign_in(self, page: Page) -> None:
+        """Fill and send the sign-in form the page shows."""
+        creds = self.live.creds
         page.get_by_label("Organization").fill(creds.org)
         page.get_by_label("Sandbox").fill(creds.sandbox)
         page.get_by_label("API key").fill(creds.api_key)
         page.get_by_label("Access token").fill(creds.access_token)
         page.get_by_role("button", name="Sign in").click()
-        expect(page.get_by_role("heading", name="Offers")).to_be_visible()
 
 
 @pytest.fixture
@@ -814,12 +818,7 @@ def test_typing_survives_the_session_ending_before_save(
     page.get_by_role("button", name="Create").click()
     expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
     expect(page.get_by_role("status").first).to_contain_text("nothing was saved yet")
-    creds = live.creds
-    page.get_by_label("Organization").fill(creds.org)
-    page.get_by_label("Sandbox").fill(creds.sandbox)
-    page.get_by_label("API key").fill(creds.api_key)
-    page.get_by_label("Access token").fill(creds.access_token)
-    page.get_by_role("button", name="Sign in").click()
+    console.submit_sign_in(page)
     expect(page.get_by_role("alert")).to_contain_text("Not saved yet.")
     assert page.url == f"{live.base}/console/offers/new"  # the form's address, not the sign-in's
     expect(page.get_by_label("Name", exact=True)).to_have_value("Typed <b>before</b> the end")
@@ -857,12 +856,7 @@ def test_a_delete_pressed_after_the_session_ended_is_pressed_again_on_its_page(
     page.get_by_role("button", name="Delete").click()
     expect(page.get_by_role("heading", name="Sign in to the console")).to_be_visible()
     expect(page.get_by_role("status").first).to_contain_text("the placement was not deleted")
-    creds = live.creds
-    page.get_by_label("Organization").fill(creds.org)
-    page.get_by_label("Sandbox").fill(creds.sandbox)
-    page.get_by_label("API key").fill(creds.api_key)
-    page.get_by_label("Access token").fill(creds.access_token)
-    page.get_by_role("button", name="Sign in").click()
+    console.submit_sign_in(page)
     expect(page.get_by_role("status").first).to_contain_text(
         "Not done: your session had ended when you sent this form, so the placement was "
         "not deleted."
