@@ -208,6 +208,11 @@ def owner_in(request: Request, token: Any) -> Owner | None:
         data = _serializer(request, "owner").loads(token)
     except BadSignature:
         return None
+    return _owner(data)
+
+
+def _owner(data: Any) -> Owner | None:
+    """An :data:`Owner` read back from signed JSON (None: not one)."""
     if not isinstance(data, list) or len(data) != 3 or not all(isinstance(v, str) for v in data):
         return None
     return (data[0], data[1], data[2])
@@ -255,8 +260,8 @@ def draft_of(request: Request, token: str | None) -> Draft | None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("path"), str):
         return None
-    owner = data.get("owner")
-    if not isinstance(owner, list) or len(owner) != 3 or not all(isinstance(v, str) for v in owner):
+    owner = _owner(data.get("owner"))
+    if owner is None:
         return None  # kept before drafts named their owner: whose it is, no one knows
     values = [
         (pair[0], pair[1])
@@ -267,7 +272,7 @@ def draft_of(request: Request, token: str | None) -> Draft | None:
     return Draft(
         data["path"],
         values,
-        (owner[0], owner[1], owner[2]),
+        owner,
         undone if isinstance(undone, str) else None,
     )
 
