@@ -3,4 +3,5 @@ run: docs/batch.md)."""
 
 from nextoffer.cli import main
 
-main()
+if __name__ == "__main__":  # importing it (to find its file, say) runs nothing
+    main()

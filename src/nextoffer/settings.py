@@ -129,8 +129,9 @@ class Settings:
     #: (docs/api.md, "Profiles"): the change log is read every half of it.
     profile_cache_seconds: float = 1.0
     # -- batch decisioning (issue 18) --
-    #: Where datasets without a location of their own keep their files (default:
-    #: ``.nextoffer/datasets`` in the working directory).
+    #: Where datasets without a location of their own keep their files (default: a
+    #: ``datasets`` folder beside a SQLite database file; ``.nextoffer/datasets`` in the
+    #: working directory for PostgreSQL or an in-memory database).
     datasets_dir: str | None = None
     #: Worker processes of the local batch engine (0: one per core).
     batch_workers: int = 0
