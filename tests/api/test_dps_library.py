@@ -410,6 +410,8 @@ BAD_INPUT: list[tuple[str, Call, int, str | None]] = [
     ("limit 0", _get("/placements?limit=0"), 400, "limit"),
     ("a bad cursor", _get("/placements?start=x"), 400, "start"),
     ("orderby twice", _get("/placements?orderby=name&orderby=id"), 400, "orderby"),
+    ("orderby a field no placement has", _get("/placements?orderby=-title"), 400, "orderby"),
+    ("orderby a field no tag has", _get("/tags?orderby=name,-bogus.x"), 400, "orderby"),
     ("an unknown id", _get("/placements/dps:offer-placement:1"), 404, None),
 ]
 

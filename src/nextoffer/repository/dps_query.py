@@ -96,8 +96,23 @@ def _order(resource: Resource, text: str) -> str:
         sign = "-" if stripped.startswith("-") else ""
         name = stripped[1:] if stripped[:1] in ("+", "-") else stripped
         path, _ = _field_path(resource, name, where="orderby")
+        _require_field(resource, name)
         keys.append(sign + path.text)
     return ",".join(keys)
+
+
+def _require_field(resource: Resource, dotted: str) -> None:
+    """Refuse an order by a name no item of ``resource`` has: it would order by nothing,
+    silently (as xcore lists refuse ``orderby=-title``). Below a field, any member goes
+    (``characteristics.<key>``)."""
+    first = dotted.strip().split(".", 1)[0]
+    if first in ENVELOPE or any(f.dps == first for f in resource.fields):
+        return
+    known = ", ".join(sorted({*ENVELOPE, *(f.dps for f in resource.fields)}))
+    raise BadRequest(
+        f"orderby: {resource.path} have no field {first!r}; order by one of: {known}",
+        pointer="orderby",
+    )
 
 
 def parse_list(resource: Resource, pairs: Iterable[tuple[str, str]]) -> q.ListQuery:
