@@ -54,6 +54,7 @@ from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
 from nextoffer.service.tenants import bootstrap as bootstrap_tenant
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CapCounterStore, SqlCounters
+from nextoffer.storage.database import REDIS, require_client
 from nextoffer.storage.decision_path import CountersElsewhere, DecisionPath
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
@@ -131,6 +132,7 @@ class NextOffer:
         self.counters = SqlCounters(store)
         shared_rates = None
         if settings.redis_url:  # shared by every node; redis is an optional dependency
+            require_client(*REDIS)
             from nextoffer.storage.redis_counters import RedisCounters
             from nextoffer.storage.redis_rates import RedisRates
 

@@ -3,10 +3,12 @@ what it needs (``nextoffer.cli.COMMANDS``)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 import click
+import pytest
 from click.testing import CliRunner
 
 from nextoffer.cli import COMMANDS, main
@@ -51,3 +53,57 @@ def test_pql_and_serve_start_without_the_service_layer():
     )
     assert probe.returncode == 0, probe.stderr
     assert probe.stdout.strip() == "[]"
+
+
+# A plain ``pip install .`` has no PostgreSQL or Redis client: the interpreter below
+# cannot import the one named (``None`` in ``sys.modules`` makes its import fail).
+_WITHOUT = """
+import sys
+sys.modules[{module!r}] = None
+from nextoffer.cli import main
+sys.argv = ["nextoffer", *{argv!r}]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "argv", "told"),
+    [
+        ("psycopg", ["db", "upgrade", "--db", "postgresql://127.0.0.1:1/x"], "nextoffer[postgres]"),
+        ("asyncpg", ["db", "upgrade", "--db", "postgresql://127.0.0.1:1/x"], "nextoffer[postgres]"),
+        ("redis", ["serve", "--port", "1"], "nextoffer[redis]"),
+        (
+            "redis",
+            ["decide", "--container", "c", "--activity", "a", "--placement", "p", "--profile", "-"],
+            "nextoffer[redis]",
+        ),
+    ],
+)
+def test_a_database_whose_client_is_not_installed_is_refused_saying_what_to_install(
+    tmp_path, module, argv, told
+):
+    env = {**os.environ, "NEXTOFFER_DB": f"sqlite:///{tmp_path}/n.db"}
+    if module == "redis":  # a database to decide on, then Redis for its counters
+        made = subprocess.run(
+            [sys.executable, "-m", "nextoffer", "db", "upgrade"],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+            env=env,
+        )
+        assert made.returncode == 0, made.stderr
+        env["NEXTOFFER_REDIS"] = "redis://127.0.0.1:1/0"
+    run = subprocess.run(
+        [sys.executable, "-c", _WITHOUT.format(module=module, argv=argv)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+        input="{}",
+    )
+    assert run.returncode != 0
+    assert "Traceback" not in run.stderr, run.stderr
+    assert f"pip install '{told}'" in run.stderr, run.stderr

@@ -150,10 +150,12 @@ def check_port(host: str, port: int) -> None:
 def check_stores(settings: Settings) -> None:
     """Open the database (upgrading an empty one, as a worker would) and reach Redis, so
     that a bad ``--db`` or ``--redis`` is one line, not a failed start in every worker."""
+    from nextoffer.storage.database import REDIS, require_client
     from nextoffer.storage.store import Store
 
     Store.open(settings.db_url, pool_size=1).close()
     if settings.redis_url:
+        require_client(*REDIS)
         from nextoffer.storage.redis_counters import RedisCounters
 
         counters = RedisCounters.from_url(settings.redis_url)

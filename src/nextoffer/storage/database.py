@@ -7,6 +7,7 @@ limits) and ``INSERT … ON CONFLICT`` (``session.upsert``), which hold under co
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,23 @@ from nextoffer.settings import sqlite_synchronous
 
 #: Bytes the WAL file is cut back to when it restarts (a burst may grow it past this).
 WAL_SIZE_LIMIT = 128 * 1024 * 1024
+
+
+#: What a Redis URL needs when the redis client is not installed (:func:`require_client`).
+REDIS = ("redis", "redis", "a Redis URL (--redis, NEXTOFFER_REDIS)")
+
+
+def require_client(module: str, extra: str, needed_for: str) -> None:
+    """Refuse, saying what to install, when an optional dependency is missing (a plain
+    ``pip install .`` has no PostgreSQL or Redis client): not an ``ImportError``'s
+    traceback at the first connection."""
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise BadRequest(
+            f"{needed_for} needs the {module} package, not installed here: "
+            f"pip install 'nextoffer[{extra}]'"
+        ) from exc
 
 
 def parse_url(url: str) -> URL:
@@ -72,6 +90,8 @@ def open_engine(url: str, *, pool_size: int = 5) -> Engine:
         _setup_sqlite(engine, sqlite_synchronous())
         return engine
     if backend == "postgresql":
+        for client in ("psycopg", "asyncpg"):
+            require_client(client, "postgres", "a PostgreSQL database")
         # Every worker of every node has its own pool: size it with the server's
         # max_connections in mind (docs/deploy.md). Pre-ping finds connections a database
         # restart broke, so the first request after an outage does not fail on one; the
