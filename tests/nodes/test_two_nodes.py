@@ -4,7 +4,8 @@
 * a global cap under concurrent load split over both nodes is met exactly;
 * a datastream's rate on the Edge endpoints is one bucket for both nodes;
 * with the database killed, writes answer 503 + Retry-After (never 500) and decisions go
-  on from the last snapshot; when it is back, writes work again.
+  on from the last snapshot, on the Decisioning API and on the Edge Network (the Web
+  SDK's events: decided, told as not stored); when it is back, writes work again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nextoffer.storage.store import Store
 from support import CREATE_TYPE, schema
 from support.api import HTML, WEB
 from support.backends import fresh_database, postgres_url, redis_url
+from support.edge import scope
 from support.servers import serve
 
 DECIDE = (
@@ -76,6 +78,26 @@ class Tenant:
             headers={**self.headers, "Content-Type": DECIDE},
             timeout=30,
         )
+
+    def interact(self, base: str, placement: str, activity: str, ecid: str | None) -> dict:
+        """The Web SDK's ``sendEvent`` with a decision scope: a page view (an event the
+        Edge Network stores), from a known visitor (``ecid``) or a new one (``None``)."""
+        xdm: dict = {"eventType": "web.webpagedetails.pageViews"}
+        if ecid is not None:
+            xdm["identityMap"] = {"ECID": [{"id": ecid, "primary": True}]}
+        body = {
+            "events": [
+                {
+                    "xdm": xdm,
+                    "query": {"personalization": {"decisionScopes": [scope(activity, placement)]}},
+                }
+            ]
+        }
+        response = httpx.post(
+            f"{base}/ee/v2/interact", params={"configId": self.datastream}, json=body, timeout=30
+        )
+        assert response.status_code == 200, response.text
+        return dict(response.json())
 
     def chosen(
         self, base: str, placement: str, activity: str, identity: str = "a@example.com"
@@ -145,6 +167,13 @@ class Library:
 
     def chosen(self, base: str, identity: str = "a@example.com") -> str:
         return self.tenant.chosen(base, self.placement, self.activity, identity)
+
+    def edge_chosen(self, base: str, ecid: str | None) -> tuple[str, list[str]]:
+        """The item an Edge decision chose, and the warnings' titles beside it."""
+        answer = self.tenant.interact(base, self.placement, self.activity, ecid)
+        [decisions] = [h for h in answer["handle"] if h["type"] == "personalization:decisions"]
+        [item] = decisions["payload"][0]["items"]
+        return str(item["id"]), [w["title"] for w in answer.get("warnings", [])]
 
 
 @pytest.fixture
@@ -265,6 +294,9 @@ def test_with_the_database_down_writes_fail_cleanly_and_decisions_continue(
         library = Library(tenant, a)
         offer = library.offer(a, "offer", 50)
         assert library.chosen(a) == offer and library.chosen(b) == offer
+        visitor = "12345678901234567890123456789012345678"
+        for node in (a, b):  # each node has read the datastream once
+            assert library.edge_chosen(node, visitor) == (offer, [])
 
         subprocess.run([str(SERVICES), "pg-kill", folder], check=True)
         try:
@@ -280,6 +312,15 @@ def test_with_the_database_down_writes_fail_cleanly_and_decisions_continue(
                 assert library.chosen(a, "x@example.com") == offer
                 assert library.chosen(b, "y@example.com") == offer
                 time.sleep(0.1)
+            # The Web SDK's events, past the datastream cache's 5 s: a known visitor and a
+            # new one are decided; their page views are not stored, and the answer says so.
+            while time.monotonic() - outage < 6.0:
+                time.sleep(0.2)
+            for node in (a, b):
+                for ecid in (visitor, None):
+                    chosen, warnings = library.edge_chosen(node, ecid)
+                    assert chosen == offer
+                    assert warnings == ["Event not stored"], warnings
         finally:
             subprocess.run([str(SERVICES), "pg-start", folder], check=True)
 

@@ -343,7 +343,9 @@ class Datastreams:
         """The datastream the id names, for anyone who knows the id; 404 otherwise. Misses
         are remembered too (a flood of unknown ids reads the database once a period each),
         so an id longer than any datastream's is refused first: the public could otherwise
-        fill the cache with 10,000 ids as long as a URL holds."""
+        fill the cache with 10,000 ids as long as a URL holds. While the database is out
+        of reach, the last answer read stands (decisions go on, as the Decisioning API's
+        do: docs/deploy.md)."""
         if len(datastream_id) > MAX_ID:
             raise NotFound(f"datastream {datastream_id[:MAX_ID]}… does not exist")
         now = self._monotonic()
@@ -351,12 +353,18 @@ class Datastreams:
         if cached is not None and now - cached[0] < CACHE_SECONDS:
             record = cached[1]
         else:
-            with self._store.session() as session:
-                record = session.get_datastream(datastream_id)
-            with self._lock:
-                if len(self._cache) > 10_000:
-                    self._cache.clear()
-                self._cache[datastream_id] = (now, record)
+            try:
+                with self._store.session() as session:
+                    record = session.get_datastream(datastream_id)
+            except Unavailable:
+                if cached is None:
+                    raise
+                record = cached[1]  # the database is gone for now: the last answer stands
+            else:
+                with self._lock:
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[datastream_id] = (now, record)
         if record is None:
             raise NotFound(f"datastream {datastream_id} does not exist")
         return record

@@ -31,7 +31,7 @@ from typing import Any
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import resolve
-from nextoffer.errors import NextOfferError, NotFound, Unprocessable
+from nextoffer.errors import NextOfferError, NotFound, Unavailable, Unprocessable
 from nextoffer.ids import format_datetime
 from nextoffer.service.auth import Principal
 from nextoffer.service.catalogs import Snapshot
@@ -198,7 +198,11 @@ class Edge:
         stored["identityMap"] = identity_map
         if not isinstance(stored.get("timestamp"), str):
             stored["timestamp"] = format_datetime(self._clock())
-        outcomes = await self._run(self._events.append, principal, {"events": [stored]})
+        try:
+            outcomes = await self._run(self._events.append, principal, {"events": [stored]})
+        except Unavailable as exc:  # decided all the same, from the last snapshot
+            detail = f"{exc.detail}: the event was not stored; decisions went on without it"
+            return [EdgeWarning("event-not-stored", "Event not stored", detail, index)]
         return [
             EdgeWarning("event-rejected", "Event not stored", o.detail or "rejected", index)
             for o in outcomes
