@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -33,6 +34,14 @@ __all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
 
 #: A ``file://`` URI's prefix (any case; RFC 8089's ``localhost`` authority included).
 _FILE_URI = re.compile(r"^file://(localhost)?", re.IGNORECASE)
+#: How long the request waits for a remote location's write check. A store that does not
+#: answer (GCS without credentials retries for a quarter of an hour) must not hold the
+#: request, nor one of the few threads every API call shares.
+PROBE_SECONDS = 20.0
+#: Write checks of one org running at once, counting those past their deadline and still
+#: waiting for their store: more are told to come back, so one org's silent stores take
+#: at most this many of the server's threads, and none of another org's checks.
+PROBES_PER_ORG = 2
 
 
 class Datasets:
@@ -48,6 +57,8 @@ class Datasets:
         self._clock = clock
         self._root = default_root
         self._s3 = s3 or S3Settings()
+        self._probing: dict[str, int] = {}
+        self._probing_lock = threading.Lock()
 
     def create(self, principal: Principal, body: Any) -> DatasetRecord:
         if not isinstance(body, dict):
@@ -65,7 +76,7 @@ class Datasets:
             try:
                 location = locations.check_remote(location)
                 self._refuse_shared(location)
-                locations.probe(Location(location, self._s3))
+                self._probe(principal.org, Location(location, self._s3))
             except LocationError as exc:
                 raise Unprocessable(str(exc), pointer="/location") from exc
         else:
@@ -103,6 +114,42 @@ class Datasets:
             self._refuse_shared(location, session)
             session.batch.insert_dataset(record)
         return record
+
+    def _probe(self, org: str, location: Location) -> None:
+        """:func:`locations.probe` in a thread of its own, waited for at most
+        :data:`PROBE_SECONDS`: :class:`LocationError` when it fails or does not end by then,
+        503 when :data:`PROBES_PER_ORG` of the org's checks are still running."""
+        with self._probing_lock:
+            if self._probing.get(org, 0) >= PROBES_PER_ORG:
+                raise Unavailable(
+                    f"{PROBES_PER_ORG} location checks of this organisation are still waiting"
+                    " for their stores: try again later",
+                    retry_after=int(PROBE_SECONDS),
+                )
+            self._probing[org] = self._probing.get(org, 0) + 1
+        failure: list[BaseException] = []
+
+        def check() -> None:
+            try:
+                locations.probe(location)
+            except BaseException as exc:  # handed to the request, which raises it
+                failure.append(exc)
+            finally:
+                with self._probing_lock:
+                    self._probing[org] -= 1
+                    if not self._probing[org]:
+                        del self._probing[org]
+
+        thread = threading.Thread(target=check, name="nextoffer-location-check", daemon=True)
+        thread.start()
+        thread.join(PROBE_SECONDS)
+        if thread.is_alive():
+            raise LocationError(
+                f"cannot write to {location.uri}: the store did not answer within"
+                f" {PROBE_SECONDS:g} s"
+            )
+        if failure:
+            raise failure[0]
 
     def _refuse_shared(self, location: str, session: Session | None = None) -> None:
         """422 when ``location`` is, holds or lies in another dataset's (any tenant's)

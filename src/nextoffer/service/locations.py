@@ -22,6 +22,7 @@ import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ REMOTE_SCHEMES = ("s3", "s3a", "gs", "hdfs")
 MANIFEST = "manifest.json"
 #: Downloads are read in blocks of this size.
 BLOCK = 1 << 20
+#: How long the write check's client retries a store (GCS's default is 15 minutes; S3's
+#: client waits 3 s per silent attempt): the check gives up soon, its thread with it.
+CHECK_SECONDS = 10
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -147,14 +151,15 @@ class Location:
     def join(self, *names: str) -> Location:
         return Location("/".join([self.uri.rstrip("/"), *names]), self.s3)
 
-    def filesystem(self) -> tuple[Any, str]:
-        """pyarrow's file system for the location, and the folder's path in it."""
+    def filesystem(self, *, check: bool = False) -> tuple[Any, str]:
+        """pyarrow's file system for the location, and the folder's path in it; with
+        ``check``, one that gives up within about :data:`CHECK_SECONDS` (:func:`probe`)."""
         if not self.scheme:
             return _filesystem("", "", self.s3), str(Path(self.uri.removeprefix("file://")))
         parts = urlsplit(self.uri)
         if self.scheme == "hdfs":
             return _filesystem("hdfs", parts.netloc, self.s3), parts.path or "/"
-        return _filesystem(self.scheme, "", self.s3), f"{parts.netloc}{parts.path}"
+        return _filesystem(self.scheme, "", self.s3, check), f"{parts.netloc}{parts.path}"
 
     def hadoop_uri(self) -> str:
         """The folder as Hadoop's file systems (Spark's writer) name it: ``file:///…``,
@@ -189,13 +194,18 @@ class Location:
 
 
 @lru_cache(maxsize=16)
-def _filesystem(scheme: str, authority: str, s3: S3Settings) -> Any:
+def _filesystem(scheme: str, authority: str, s3: S3Settings, check: bool = False) -> Any:
     from pyarrow import fs
 
     if not scheme:
         return fs.LocalFileSystem()
     if scheme in ("s3", "s3a"):
         options: dict[str, Any] = {}
+        if check:
+            options.update(
+                request_timeout=CHECK_SECONDS / 2,
+                retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=2),
+            )
         if s3.endpoint:
             options["endpoint_override"] = s3.endpoint  # http:// or https:// as given
         if s3.region:
@@ -204,6 +214,8 @@ def _filesystem(scheme: str, authority: str, s3: S3Settings) -> Any:
             options.update(access_key=s3.access_key, secret_key=s3.secret_key)
         return fs.S3FileSystem(connect_timeout=10, **options)
     if scheme == "gs":
+        if check:
+            return fs.GcsFileSystem(retry_time_limit=timedelta(seconds=CHECK_SECONDS))
         return fs.GcsFileSystem()
     return fs.FileSystem.from_uri(f"hdfs://{authority}")[0]
 
@@ -255,7 +267,7 @@ def probe(location: Location) -> None:
     :class:`LocationError` with the store's answer when it is not."""
     check = location.join(f"_nextoffer-write-check-{uuid.uuid4().hex}")
     try:
-        filesystem, path = check.filesystem()
+        filesystem, path = check.filesystem(check=True)
         with filesystem.open_output_stream(path) as out:
             out.write(b"nextoffer")
         filesystem.delete_file(path)

@@ -1,0 +1,85 @@
+"""Security: what one tenant's dataset request can do to the server and to other tenants.
+
+Creating a dataset on a remote location writes a small file there first (the write
+check). A store that never answers (Google Cloud Storage without credentials retries its
+metadata server for a quarter of an hour; a host that accepts and stays silent) must not
+hold the request, nor the few threads every API call shares: found by running six such
+``POST …/datasets`` at once against a live server, after which every authenticated call
+waited 16 minutes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from starlette.testclient import TestClient
+
+from nextoffer.service import datasets, locations
+from support.api import Tenant, make_tenant
+
+DATASETS = "/data/core/nextoffer/datasets"
+
+
+@pytest.fixture
+def silent_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[threading.Event]:
+    """Every remote write check waits, as on a store that does not answer, until the
+    test ends (or 10 s pass); the check's deadline is cut to 1 s."""
+    answer = threading.Event()
+
+    def probe(location: locations.Location) -> None:
+        answer.wait(10)
+        raise locations.LocationError(f"cannot write to {location.uri}: timed out")
+
+    monkeypatch.setattr(locations, "probe", probe)
+    monkeypatch.setattr(datasets, "PROBE_SECONDS", 1.0, raising=False)
+    yield answer
+    answer.set()
+
+
+def create(tenant: Tenant, location: str) -> tuple[int, dict[str, object], float]:
+    started = time.monotonic()
+    response = tenant.client.post(
+        DATASETS, json={"name": "lake", "location": location}, headers=tenant.headers
+    )
+    return response.status_code, response.json(), time.monotonic() - started
+
+
+def test_a_remote_location_whose_store_does_not_answer_is_refused_in_bounded_time(
+    tenant: Tenant, silent_store: threading.Event
+) -> None:
+    status, body, took = create(tenant, "gs://lake/offers")
+    assert took < 5, f"the request waited {took:.1f} s for the store"
+    assert status == 422, body
+    assert body["pointer"] == "/location"
+    assert "did not answer within 1 s" in str(body["detail"])
+    listed = tenant.client.get(DATASETS, headers=tenant.headers).json()["datasets"]
+    assert listed == []  # nothing recorded for a location never checked
+
+
+def test_location_checks_waiting_on_stores_leave_the_api_answering(
+    client: TestClient, db_url: str, tenant: Tenant, silent_store: threading.Event
+) -> None:
+    other = make_tenant(client, db_url, "GLOBEX@AdobeOrg", "prod")
+    # More checks at once than the server has threads (6 on 2 cores).
+    with ThreadPoolExecutor(8) as pool:
+        pending = [pool.submit(create, tenant, f"s3://lake/{n}") for n in range(8)]
+        time.sleep(0.3)
+        started = time.monotonic()
+        listing = other.client.get(DATASETS, headers=other.headers)
+        took = time.monotonic() - started
+        answers = [p.result() for p in pending]
+    assert listing.status_code == 200, listing.text
+    assert took < 0.9, f"another tenant's call waited {took:.1f} s behind the checks"
+    statuses = sorted(status for status, _, _ in answers)
+    # At most two checks of one org wait on stores; the others are told to come back.
+    assert statuses.count(422) <= datasets.PROBES_PER_ORG, answers
+    assert all(status in (422, 503) for status in statuses), answers
+    busy = next(body for status, body, _ in answers if status == 503)
+    assert "try again" in str(busy["detail"])
+    # Another org's check is not refused for the first org's waiting ones.
+    status, body, _ = create(other, "s3://lake/globex")
+    assert status == 422 and "did not answer" in str(body["detail"]), body
