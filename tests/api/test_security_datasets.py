@@ -83,3 +83,17 @@ def test_location_checks_waiting_on_stores_leave_the_api_answering(
     # Another org's check is not refused for the first org's waiting ones.
     status, body, _ = create(other, "s3://lake/globex")
     assert status == 422 and "did not answer" in str(body["detail"]), body
+
+
+@pytest.mark.parametrize("job", ["j" * 300, "manifest.json"])
+def test_a_file_name_no_job_could_have_is_404_without_the_servers_paths(
+    tenant: Tenant, job: str
+) -> None:
+    made = tenant.client.post(DATASETS, json={"name": "offers"}, headers=tenant.headers)
+    assert made.status_code == 201, made.text
+    dataset = made.json()["id"]
+    response = tenant.client.get(
+        f"{DATASETS}/{dataset}/files/{job}/manifest.json", headers=tenant.headers
+    )
+    assert response.status_code == 404, response.text
+    assert "/" not in response.json()["detail"].replace(f"{job}/manifest.json", "")

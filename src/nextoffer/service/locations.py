@@ -60,6 +60,9 @@ BLOCK = 1 << 20
 #: How long the write check's client retries a store (GCS's default is 15 minutes; S3's
 #: client waits 3 s per silent attempt): the check gives up soon, its thread with it.
 CHECK_SECONDS = 10
+#: The longest name of a job folder or file (a job id is a UUID; POSIX file systems refuse
+#: longer names with an error that is no "not found").
+NAME_MAX = 255
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
@@ -328,8 +331,10 @@ def open_committed(
     """A committed job's file (``<job>/<name>``) and its bytes in blocks; ``None`` when no
     committed job of the dataset names it."""
     parts = relative.split("/")
-    if len(parts) != 2 or any(p in ("", ".", "..") or p.startswith(("_", ".")) for p in parts):
-        return None
+    if len(parts) != 2 or any(
+        p in ("", ".", "..") or p.startswith(("_", ".")) or len(p) > NAME_MAX for p in parts
+    ):
+        return None  # no job or file is named so (a name too long: ENAMETOOLONG, not a 404)
     job = location.join(parts[0])
     manifest = _manifest(job, dataset_id)
     if manifest is None or (
