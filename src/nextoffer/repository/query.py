@@ -11,6 +11,7 @@ Choices where the spec is silent are documented in ``docs/api.md`` ("Search and 
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -23,6 +24,7 @@ import orjson
 from nextoffer.errors import BadRequest
 from nextoffer.ids import epoch_micros, parse_datetime
 from nextoffer.pql.regex import problem as regex_problem
+from nextoffer.pql.regex import repeats as regex_repeats
 from nextoffer.pql.regex import set_span
 from nextoffer.repository.objects import SchemaRef, parse_schema_ref
 
@@ -759,14 +761,65 @@ def _matches(flt: Filter, document: Mapping[str, Any]) -> bool:
     return any(value_matches(flt.op, literal, c) for c in scalars)
 
 
-_PATTERNS: dict[str, re.Pattern[str]] = {}
+#: Backtracking steps one value's match may take at worst: well under a second of
+#: Python's ``re``, which holds the interpreter (every request of the process waits) while
+#: it runs, and cannot be stopped. ``REGEX_BUDGET_SECONDS`` (``storage/search.py``) bounds
+#: the whole request, but only between values.
+REGEX_VALUE_STEPS = 20_000_000
+#: A pattern's last element that never gives back what it took: ``.*`` or ``.+`` (every
+#: character matches them, ``re.DOTALL``) at the end of a whole-value match.
+_GREEDY_TAIL = re.compile(r"(?<!\\)\.[*+]\Z")
 
 
-def compiled_pattern(pattern: str) -> re.Pattern[str]:
+class BoundedPattern:
+    """A compiled pattern that runs only on values short enough for its worst case.
+
+    Repeats in sequence backtrack polynomially: a whole-value match of a pattern with
+    ``r`` repeats (``a*a*c``) can try every way to split the value in ``r`` parts, about
+    ``n**r / r!`` steps, times two for each optional part. A value longer than
+    :attr:`max_text` is a 400 (through SQLite: its function's error, the request's
+    "make it more specific"), never a silent mismatch; a pattern of one repeat, or whose
+    only other repeat is a final ``.*``, runs on any value (linear)."""
+
+    __slots__ = ("max_text", "pattern")
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.max_text = _max_text(pattern.pattern)
+
+    def fullmatch(self, value: str) -> re.Match[str] | None:
+        if len(value) > self.max_text:
+            raise BadRequest(
+                f"property: the regular expression {self.pattern.pattern!r} could take"
+                f" too long on a value of {len(value):,} characters (at most"
+                f" {self.max_text:,} for its repeats); make it more specific",
+                pointer="property",
+            )
+        return self.pattern.fullmatch(value)
+
+
+def _max_text(pattern: str) -> int:
+    """The longest value ``pattern`` may be matched against (:class:`BoundedPattern`)."""
+    repeated, optional = regex_repeats(pattern)
+    if _GREEDY_TAIL.search(pattern):
+        repeated -= 1
+    if repeated <= 1 and not optional:
+        return 2**63
+    exponent = max(repeated, 1)
+    budget = REGEX_VALUE_STEPS * math.factorial(exponent) / 2**optional
+    return max(int(budget ** (1 / exponent)), 1)
+
+
+_PATTERNS: dict[str, BoundedPattern] = {}
+
+
+def compiled_pattern(pattern: str) -> BoundedPattern:
     """The case-insensitive compiled form of a pattern that passed :func:`check_pattern`."""
     compiled = _PATTERNS.get(pattern)
     if compiled is None:
         if len(_PATTERNS) > 512:
             _PATTERNS.clear()
-        compiled = _PATTERNS[pattern] = re.compile(pattern, re.IGNORECASE | re.DOTALL)
+        compiled = _PATTERNS[pattern] = BoundedPattern(
+            re.compile(pattern, re.IGNORECASE | re.DOTALL)
+        )
     return compiled
