@@ -261,7 +261,13 @@ class NextOffer:
             access_key=settings.s3_access_key,
             secret_key=settings.s3_secret_key,
         )
-        self.datasets = Datasets(self.store, clock=clock, default_root=root, s3=s3)
+        self.datasets = Datasets(
+            self.store,
+            clock=clock,
+            default_root=root,
+            s3=s3,
+            remote_prefixes=settings.dataset_remote_prefixes,
+        )
         open_worker = partial(open_batch_worker, settings)
         self.batch = BatchJobs(
             self.store,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -63,6 +64,23 @@ def _switch(key: str, raw: str) -> bool:
     if word in _TRUE or word in _FALSE:
         return word in _TRUE
     raise BadRequest(f"{key}={raw!r}: must be one of {', '.join(_TRUE + _FALSE)}")
+
+
+#: A remote folder as a dataset location takes it: a scheme of ``service/locations.py``,
+#: a bucket or host, a path; no credentials, query or fragment.
+_REMOTE_PREFIX = re.compile(r"(?i)(s3|s3a|gs|hdfs)://[^/@?#\s]+(/[^@?#\s]*)?")
+
+
+def _prefixes(key: str, raw: str) -> tuple[str, ...]:
+    """Comma-separated remote folders, each checked for the form a location takes."""
+    found = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for prefix in found:
+        if not _REMOTE_PREFIX.fullmatch(prefix):
+            raise BadRequest(
+                f"{key}={raw!r}: must be remote folders, comma-separated (s3://, s3a://,"
+                f" gs:// or hdfs://, a bucket or host, no credentials); {prefix!r} is not one"
+            )
+    return found
 
 
 #: SQLite's ``synchronous`` levels: NORMAL (WAL) survives a killed process, FULL and
@@ -153,6 +171,11 @@ class Settings:
     s3_region: str | None = None
     s3_access_key: str | None = None
     s3_secret_key: str | None = field(default=None, repr=False)
+    #: Remote folders tenants may create datasets under (``s3://lake/offers``,
+    #: ``gs://bucket``): the server's own credentials write there for every tenant, so a
+    #: remote location outside all of them is refused; none (the default) turns remote
+    #: locations off (docs/batch.md, "Remote locations").
+    dataset_remote_prefixes: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -169,6 +192,10 @@ class Settings:
             values["datasets_dir"] = env["NEXTOFFER_DATASETS_DIR"]
         if env.get("NEXTOFFER_SPARK_MASTER"):
             values["spark_master"] = env["NEXTOFFER_SPARK_MASTER"]
+        if env.get("NEXTOFFER_DATASET_REMOTE_PREFIXES"):
+            values["dataset_remote_prefixes"] = _prefixes(
+                "NEXTOFFER_DATASET_REMOTE_PREFIXES", env["NEXTOFFER_DATASET_REMOTE_PREFIXES"]
+            )
         for name in ("s3_endpoint", "s3_region", "s3_access_key", "s3_secret_key"):
             if env.get(f"NEXTOFFER_{name.upper()}"):
                 values[name] = env[f"NEXTOFFER_{name.upper()}"]

@@ -18,10 +18,22 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from starlette.testclient import TestClient
 
+from nextoffer.api.app import create_app
 from nextoffer.service import datasets, locations
+from nextoffer.settings import Settings
 from support.api import Tenant, make_tenant
 
 DATASETS = "/data/core/nextoffer/datasets"
+#: The remote folders this module's server lets tenants create datasets under.
+PREFIXES = ("s3://lake", "gs://lake")
+
+
+@pytest.fixture
+def client(db_url: str) -> Iterator[TestClient]:
+    """The API with remote dataset locations on, under :data:`PREFIXES`."""
+    settings = Settings(db_url=db_url, freeze_heap=False, dataset_remote_prefixes=PREFIXES)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
 
 
 @pytest.fixture
@@ -97,3 +109,40 @@ def test_a_file_name_no_job_could_have_is_404_without_the_servers_paths(
     )
     assert response.status_code == 404, response.text
     assert "/" not in response.json()["detail"].replace(f"{job}/manifest.json", "")
+
+
+@pytest.mark.parametrize(
+    ("location", "told"),
+    [
+        ("s3://other-bucket/x", "under none of this server's remote dataset folders"),
+        ("s3://lakehouse/x", "under none of this server's remote dataset folders"),
+        ("hdfs://10.0.0.1:8020/x", "under none of this server's remote dataset folders"),
+    ],
+)
+def test_a_remote_location_outside_the_servers_folders_is_refused_unwritten(
+    tenant: Tenant, location: str, told: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Any bucket the server's credentials reach, or any host and port (hdfs://), was
+    # written to (the write check) and recorded for whichever tenant asked.
+    probed: list[str] = []
+    monkeypatch.setattr(locations, "probe", lambda where: probed.append(where.uri))
+    status, body, _ = create(tenant, location)
+    assert status == 422, body
+    assert body["pointer"] == "/location" and told in str(body["detail"]), body
+    assert probed == []
+    inside, _, _ = create(tenant, "s3a://lake/offers")  # s3a:// is s3:// (the same objects)
+    assert inside == 201 and probed == ["s3a://lake/offers"]
+
+
+def test_remote_locations_are_off_without_folders_named_by_the_operator(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    probed: list[str] = []
+    monkeypatch.setattr(locations, "probe", lambda where: probed.append(where.uri))
+    settings = Settings(db_url=db_url, freeze_heap=False)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        tenant = make_tenant(test_client, db_url, "ACME@AdobeOrg", "prod")
+        status, body, _ = create(tenant, "s3://lake/offers")
+    assert status == 422, body
+    assert "NEXTOFFER_DATASET_REMOTE_PREFIXES" in str(body["detail"]), body
+    assert probed == []

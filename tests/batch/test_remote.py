@@ -55,6 +55,8 @@ def tenant(endpoint: str, tmp_path: Path) -> Iterator[Tenant]:
         s3_region=REGION,
         s3_access_key=ACCESS_KEY,
         s3_secret_key=SECRET_KEY,
+        # The bucket, and one the store does not have (its write check must fail).
+        dataset_remote_prefixes=(f"s3://{BUCKET}", "s3://no-such-bucket"),
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
         yield make_tenant(test_client, settings.db_url, "ACME@AdobeOrg", "prod")

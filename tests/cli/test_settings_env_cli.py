@@ -30,6 +30,12 @@ from nextoffer.cli import main
         ("NEXTOFFER_METRICS", "maybe", "must be one of 1, true, yes, on, 0, false, no, off"),
         # SQLite took "FUL" silently as NORMAL: no power-cut safety, and nothing said.
         ("NEXTOFFER_SQLITE_SYNCHRONOUS", "FUL", "must be one of OFF, NORMAL, FULL, EXTRA"),
+        (
+            "NEXTOFFER_DATASET_REMOTE_PREFIXES",
+            "s3://lake, /data/lake",
+            "must be remote folders, comma-separated (s3://, s3a://, gs:// or hdfs://, a bucket"
+            " or host, no credentials); '/data/lake' is not one",
+        ),
     ],
 )
 def test_a_bad_settings_variable_is_named_with_what_it_must_be(variable, value, must, tmp_path):
@@ -54,8 +60,10 @@ def test_good_settings_variables_are_read(tmp_path):
             "NEXTOFFER_METRICS": "Off",
             "NEXTOFFER_ACCESS_LOG": "yes",
             "NEXTOFFER_BATCH_STALL_SECONDS": "90",
+            "NEXTOFFER_DATASET_REMOTE_PREFIXES": " s3://lake/offers , gs://bucket ",
         }
     )
+    assert settings.dataset_remote_prefixes == ("s3://lake/offers", "gs://bucket")
     assert settings.batch_chunk == 5 and settings.batch_workers == 0
     assert settings.batch_stall_seconds == 90.0
     from nextoffer.root import NextOffer

@@ -16,7 +16,7 @@ import os
 import re
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -52,11 +52,14 @@ class Datasets:
         clock: Callable[[], datetime],
         default_root: Path,
         s3: S3Settings | None = None,
+        remote_prefixes: Sequence[str] = (),
     ) -> None:
         self._store = store
         self._clock = clock
         self._root = default_root
         self._s3 = s3 or S3Settings()
+        #: Where remote datasets may be (``Settings.dataset_remote_prefixes``).
+        self._remote_prefixes = tuple(remote_prefixes)
         self._probing: dict[str, int] = {}
         self._probing_lock = threading.Lock()
 
@@ -75,6 +78,7 @@ class Datasets:
         if locations.is_remote(location):
             try:
                 location = locations.check_remote(location)
+                self._refuse_outside(location)
                 self._refuse_shared(location)
                 self._probe(principal.org, Location(location, self._s3))
             except LocationError as exc:
@@ -150,6 +154,21 @@ class Datasets:
             )
         if failure:
             raise failure[0]
+
+    def _refuse_outside(self, location: str) -> None:
+        """Refuse a remote location under none of the server's remote prefixes: the
+        server's credentials write there for any tenant, so the operator says where."""
+        prefixes = self._remote_prefixes
+        if not prefixes:
+            raise LocationError(
+                "remote dataset locations are off on this server: its operator allows"
+                " them under NEXTOFFER_DATASET_REMOTE_PREFIXES (docs/batch.md)"
+            )
+        if not locations.under_any(location, prefixes):
+            raise LocationError(
+                f"{location} is under none of this server's remote dataset folders:"
+                f" {', '.join(prefixes)}"
+            )
 
     def _refuse_shared(self, location: str, session: Session | None = None) -> None:
         """422 when ``location`` is, holds or lies in another dataset's (any tenant's)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -126,6 +126,16 @@ def _comparable(location: str) -> str:
     scheme, _, rest = location.partition("://")
     scheme = scheme.lower()
     return f"{'s3' if scheme == 's3a' else scheme}://{rest.rstrip('/')}"
+
+
+def under_any(location: str, prefixes: Sequence[str]) -> bool:
+    """Whether a recorded remote ``location`` is one of ``prefixes`` or inside one."""
+    here = _comparable(location)
+    for prefix in prefixes:
+        folder = _comparable(prefix)
+        if here == folder or here.startswith(folder + "/"):
+            return True
+    return False
 
 
 def overlaps(one: str, other: str) -> bool:
