@@ -107,3 +107,25 @@ def test_a_database_whose_client_is_not_installed_is_refused_saying_what_to_inst
     assert run.returncode != 0
     assert "Traceback" not in run.stderr, run.stderr
     assert f"pip install '{told}'" in run.stderr, run.stderr
+
+
+def test_importing_the_main_module_runs_nothing_and_running_it_runs_the_command():
+    # batch.md's spark-submit line finds the file through the module: importing it ran
+    # the CLI (a usage error, exit 2, and nothing printed to find the file by).
+    imported = subprocess.run(
+        [sys.executable, "-c", "import nextoffer.__main__ as m; print(m.__file__)"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert imported.returncode == 0, imported.stderr
+    assert imported.stdout.strip().endswith("__main__.py")
+    ran = subprocess.run(
+        [sys.executable, imported.stdout.strip(), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert ran.returncode == 0 and "version" in ran.stdout, ran.stderr
