@@ -737,12 +737,8 @@ def test_a_job_whose_worker_hangs_ends_stalled_and_frees_its_slot(
     finally:
         _unblock(fifo)
         batch.close()
-    assert first.status == "ERROR", first.detail
-    error = first.detail["errors"][0]
-    assert error["code"] == "runnerStalled"
-    assert "made no progress for 8 s while it was PROCESSING" in error["message"]
+    _assert_stalled_then_next(first, second, "made no progress for 8 s while it was PROCESSING")
     assert first.detail["progressAt"] <= first.detail["finishedAt"]
-    assert second.status == "COMPLETED", second.detail
     assert seen and all(_gone(pid) for pid in seen), [p for p in seen if not _gone(p)]
     location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
     assert not (location / hung.job_id).exists()
@@ -780,6 +776,14 @@ def test_cancelling_a_job_whose_worker_hangs_frees_its_slot(
     assert not (location / hung.job_id).exists()
 
 
+def _assert_stalled_then_next(first: Any, second: Any, said: str) -> None:
+    """The stuck job ended ``runnerStalled`` saying ``said``; the one behind it completed."""
+    assert first.status == "ERROR", first.detail
+    error = first.detail["errors"][0]
+    assert error["code"] == "runnerStalled" and said in error["message"], error
+    assert second.status == "COMPLETED", second.detail
+
+
 def test_a_job_whose_publish_hangs_ends_stalled_and_frees_its_slot(
     setup: dict[str, Any],
     settings: Settings,
@@ -800,13 +804,9 @@ def test_a_job_whose_publish_hangs_ends_stalled_and_frees_its_slot(
     finally:
         _unblock(fifo)
         batch.close()
-    assert first.status == "ERROR", first.detail
-    error = first.detail["errors"][0]
-    assert error["code"] == "runnerStalled"
-    assert (
-        "made no progress for 8 s while it was INGESTING (30 profiles done)" in (error["message"])
+    _assert_stalled_then_next(
+        first, second, "made no progress for 8 s while it was INGESTING (30 profiles done)"
     )
-    assert second.status == "COMPLETED", second.detail
     files = no.datasets.files(PRINCIPAL, body["xdm:dataSetId"])
     assert files and all(hung.job_id not in str(f) for f in files)
     folder = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location) / hung.job_id

@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from nextoffer.cli import COMMANDS, main
+from support.servers import free_port
 
 
 def test_every_command_is_found_by_its_name():
@@ -71,7 +72,7 @@ main()
     [
         ("psycopg", ["db", "upgrade", "--db", "postgresql://127.0.0.1:1/x"], "nextoffer[postgres]"),
         ("asyncpg", ["db", "upgrade", "--db", "postgresql://127.0.0.1:1/x"], "nextoffer[postgres]"),
-        ("redis", ["serve", "--port", "1"], "nextoffer[redis]"),
+        ("redis", ["serve", "--port", str(free_port())], "nextoffer[redis]"),
         (
             "redis",
             ["decide", "--container", "c", "--activity", "a", "--placement", "p", "--profile", "-"],
