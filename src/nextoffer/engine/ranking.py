@@ -39,13 +39,38 @@ def score(evaluation: Evaluation, formula: Rule, offer: Offer) -> float | Failur
     value: Any = evaluation.value(formula, offer)
     if is_failure(value):
         return Failure(Reason.FORMULA_ERROR, failure_message(value), formula.at_id)
-    if isinstance(value, bool | int | float) and not (
-        isinstance(value, float) and math.isnan(value)
-    ):
-        return float(value)
+    if isinstance(value, bool | int | float):
+        # PQL's integers are unbounded: a product of large ones does not fit a float
+        # (``float`` raises). An infinite score would also win every decision, and JSON
+        # has no infinity: neither ranks.
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+        detail = (
+            "the formula returned NaN, not a number"
+            if math.isnan(number)
+            else "the formula's value is too large to rank by (beyond ±1.8e308)"
+        )
+        return Failure(Reason.FORMULA_ERROR, detail, formula.at_id)
     return Failure(
-        Reason.FORMULA_ERROR, f"the formula returned {value!r}, not a number", formula.at_id
+        Reason.FORMULA_ERROR, f"the formula returned {_kind(value)}, not a number", formula.at_id
     )
+
+
+def _kind(value: Any) -> str:
+    """What a formula returned, in the words of JSON (a marketer reads it in the trace)."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return "a " + type(value).__name__
 
 
 def draw(tier: Sequence[Ranked], need: int, rng: random.Random) -> list[Ranked]:
