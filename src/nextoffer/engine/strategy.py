@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from functools import lru_cache
@@ -192,9 +192,20 @@ class Learned:
 
 
 def learn(
-    strategy_type: StrategyType, cells: Mapping[str, Mapping[tuple[int, int], float]]
+    strategy_type: StrategyType,
+    cells: Mapping[str, Mapping[tuple[int, int], float]],
+    *,
+    previous: Learned | None = None,
+    changed: Collection[str] | None = None,
 ) -> Learned:
-    """The posterior of every offer from its statistics (offer → (row, col) → sum)."""
+    """The posterior of every offer from its statistics (offer → (row, col) → sum).
+
+    With ``previous`` (what was learned before) and ``changed`` (the offers whose cells
+    moved since), a personalized posterior is recomputed only for the changed offers and
+    copied for the others: a posterior is a function of its offer's cells alone, and
+    feedback names a few offers at a time, where a strategy may rank thousands (each an
+    inverse of a D × D matrix, and its cells walked in Python).
+    """
     ids = sorted(cells)
     index = {offer_id: row for row, offer_id in enumerate(ids)}
     impressions = np.array([cells[i].get((0, 0), 0.0) for i in ids], dtype=float)
@@ -204,20 +215,46 @@ def learn(
     if strategy_type is StrategyType.AUTO:
         return Learned(index, impressions, clicks, noise=noise)
     means = np.zeros((len(ids), DIMENSION))
-    covariances = np.zeros((len(ids), DIMENSION, DIMENSION))
-    for k, offer_id in enumerate(ids):
-        precision = np.eye(DIMENSION) * PRIOR_PRECISION
-        rewards = np.zeros(DIMENSION)
-        for (row, col), value in cells[offer_id].items():
-            if col == REWARD:
-                rewards[row] = value
-            else:
-                precision[row, col] += value
-                if row != col:
-                    precision[col, row] += value
-        covariances[k] = np.linalg.inv(precision)
-        means[k] = covariances[k] @ rewards
+    covariances = np.empty((len(ids), DIMENSION, DIMENSION))
+    # Rows of ``previous`` that still hold (its offers whose cells did not change) are
+    # copied in bulk; the other offers' posteriors are computed.
+    fresh: list[int] = list(range(len(ids)))
+    if previous is not None and changed is not None:
+        old_means, old_covariances = previous.means, previous.covariances
+        if old_means is not None and old_covariances is not None:
+            found = previous.rows(ids)
+            keep = found >= 0
+            keep[[k for k, offer_id in enumerate(ids) if offer_id in changed]] = False
+            means[keep] = old_means[found[keep]]
+            covariances[keep] = old_covariances[found[keep]]
+            fresh = np.flatnonzero(~keep).tolist()
+    if fresh:
+        precisions = np.zeros((len(fresh), DIMENSION, DIMENSION))
+        rewards = np.zeros((len(fresh), DIMENSION))
+        for f, k in enumerate(fresh):
+            _statistics(cells[ids[k]], precisions[f], rewards[f])
+        precisions += np.eye(DIMENSION) * PRIOR_PRECISION
+        inverses = np.linalg.inv(precisions)
+        covariances[fresh] = inverses
+        means[fresh] = np.einsum("kij,kj->ki", inverses, rewards)
     return Learned(index, impressions, clicks, means=means, covariances=covariances, noise=noise)
+
+
+def _statistics(
+    cells: Mapping[tuple[int, int], float], precision: np.ndarray, rewards: np.ndarray
+) -> None:
+    """Add one offer's cells into ``A`` (both triangles) and ``b``, in bulk."""
+    if not cells:
+        return
+    keys = np.array(list(cells), dtype=np.intp).reshape(-1, 2)
+    values = np.fromiter(cells.values(), dtype=float, count=len(cells))
+    rows, cols = keys[:, 0], keys[:, 1]
+    reward = cols == REWARD
+    np.add.at(rewards, rows[reward], values[reward])
+    rows, cols, values = rows[~reward], cols[~reward], values[~reward]
+    np.add.at(precision, (rows, cols), values)
+    lower = rows != cols
+    np.add.at(precision, (cols[lower], rows[lower]), values[lower])
 
 
 #: Draws per candidate kept in one block at most (fewer for long candidate lists: ≤ 64 K

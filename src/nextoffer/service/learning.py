@@ -123,18 +123,24 @@ class Learning:
                 # The database is gone for now: rank with what was learned so far.
                 log.error("ranking statistics unavailable; using the last read: %s", exc)
                 version, cells = known.version, []
-            touched: set[str] = set()
+            touched: dict[str, set[str]] = {}  # strategy @id -> offers whose cells moved
             for cell in cells:
                 offers = known.cells.setdefault(cell.strategy_id, {})
                 offers.setdefault(cell.offer_id, {})[(cell.row, cell.col)] = cell.value
-                touched.add(cell.strategy_id)
-            if known.catalog is not catalog:
-                touched = set(catalog.strategies)
+                touched.setdefault(cell.strategy_id, set()).add(cell.offer_id)
+            rebuilt = set(touched) if known.catalog is catalog else set(catalog.strategies)
             learned = {k: v for k, v in known.learned.items() if k in catalog.strategies}
-            for strategy_id in touched:
+            for strategy_id in rebuilt:
                 strategy = catalog.strategies.get(strategy_id)
                 if strategy is not None:
-                    learned[strategy_id] = learn(strategy.type, known.cells.get(strategy_id, {}))
+                    # Only the offers feedback named get a new posterior (a personalized
+                    # one is a matrix inverse per offer, and a strategy may rank thousands).
+                    learned[strategy_id] = learn(
+                        strategy.type,
+                        known.cells.get(strategy_id, {}),
+                        previous=known.learned.get(strategy_id),
+                        changed=touched.get(strategy_id, set()),
+                    )
             known.learned = learned
             known.version = version
             known.catalog = catalog

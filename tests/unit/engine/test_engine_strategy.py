@@ -407,3 +407,22 @@ def test_a_criterion_naming_a_strategy_not_in_the_library_ranks_by_priority_and_
         " ranks by offer priority until it is"
     )
     assert [option.offer_id for option in ask(catalog).options] == ["O2"]
+
+
+def test_learning_again_recomputes_only_the_offers_that_changed_and_agrees() -> None:
+    events = [(o, (0, 3, 9), True, o == "B") for o in "ABC" for _ in range(5)]
+    before = learn(StrategyType.PERSONALIZED, cells_of(events))
+    events += [("B", (0, 3), True, True), ("D", (0, 9), True, False)]  # D: a new offer
+    after = cells_of(events)
+    again = learn(StrategyType.PERSONALIZED, after, previous=before, changed={"B", "D"})
+    whole = learn(StrategyType.PERSONALIZED, after)
+    assert again.index == whole.index == {"A": 0, "B": 1, "C": 2, "D": 3}
+    assert again.means is not None and whole.means is not None
+    assert again.covariances is not None and whole.covariances is not None
+    np.testing.assert_allclose(again.means, whole.means, atol=1e-12)
+    np.testing.assert_allclose(again.covariances, whole.covariances, atol=1e-12)
+    # An auto posterior first learned is no personalized one: everything is computed.
+    auto = learn(StrategyType.AUTO, after)
+    fresh = learn(StrategyType.PERSONALIZED, after, previous=auto, changed=set())
+    assert fresh.means is not None
+    np.testing.assert_allclose(fresh.means, whole.means, atol=1e-12)

@@ -1,0 +1,106 @@
+"""What a process learns from the store (``service/learning.py``; audit of ranking,
+helper-59): new feedback recomputes only the posteriors of the offers it names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from nextoffer import pql
+from nextoffer.engine import build_catalog
+from nextoffer.engine import catalog as schemas
+from nextoffer.engine.strategy import increments, learn
+from nextoffer.service.learning import Learning
+from nextoffer.storage.store import Store
+from support.backends import migrated_sqlite
+from unit.engine.engine_library import collection, fallback, instance, offer, placement
+
+STRATEGY = "xcore:ranking-strategy:1"
+OFFERS = [f"o{n:02d}" for n in range(20)]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    opened = Store.open(migrated_sqlite(tmp_path))
+    yield opened
+    opened.close()
+
+
+def _catalog() -> Any:
+    criterion = {
+        "xdm:placements": ["P1"],
+        "xdm:optionSelection": {"xdm:filter": "C1"},
+        "xdm:ranking": {
+            "xdm:order": {
+                "xdm:orderEvaluationType": "rankingStrategy",
+                "xdm:rankingStrategy": STRATEGY,
+            }
+        },
+    }
+    body = {
+        "xdm:name": "s",
+        "xdm:strategyType": "personalized-optimization",
+        "xdm:features": ["tier"],
+    }
+    catalog = build_catalog(
+        [
+            placement("P1"),
+            fallback("F1"),
+            *(offer(o) for o in OFFERS),
+            collection("C1", OFFERS),
+            instance(schemas.RANKING_STRATEGY, STRATEGY, body),
+            instance(
+                schemas.DECISION,
+                "D1",
+                {"xdm:status": "live", "xdm:criteria": [criterion], "xdm:fallback": "F1"},
+            ),
+        ],
+        compile_rule=pql.compile,
+    )
+    assert catalog.errors == ()
+    return catalog
+
+
+def _add(store: Store, cells: dict[tuple[str, str, int, int], float]) -> None:
+    with store.session(write=True) as session:
+        session.ranking.add("c1", cells, {})
+
+
+def test_a_click_recomputes_only_the_posterior_of_the_offer_it_names(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    catalog = _catalog()
+    learning = Learning(store)
+    shown = increments((0, 5), impression=True, reward=False)
+    _add(store, {(STRATEGY, o, row, col): 3.0 for o in OFFERS for row, col in shown})
+    first = learning.learned("c1", catalog)[STRATEGY]
+    inverted: list[int] = []
+    inverse = np.linalg.inv
+
+    def counting(matrices: np.ndarray) -> Any:
+        inverted.append(1 if matrices.ndim == 2 else matrices.shape[0])
+        return inverse(matrices)
+
+    monkeypatch.setattr(np.linalg, "inv", counting)
+    clicked = increments((0, 5), impression=True, reward=True)
+    _add(store, {(STRATEGY, "o07", row, col): value for (row, col), value in clicked.items()})
+    learning.invalidate("c1")
+    second = learning.learned("c1", catalog)[STRATEGY]
+    assert sum(inverted) == 1  # was 20: every offer of the strategy, on every new click
+    assert second is not first
+    monkeypatch.setattr(np.linalg, "inv", inverse)
+    with store.session() as session:
+        _, cells = session.ranking.changes("c1", 0)
+    totals: dict[str, dict[tuple[int, int], float]] = {}
+    for cell in cells:
+        totals.setdefault(cell.offer_id, {})[(cell.row, cell.col)] = cell.value
+    whole = learn(catalog.strategies[STRATEGY].type, totals)
+    assert second.means is not None and whole.means is not None
+    assert second.covariances is not None and whole.covariances is not None
+    np.testing.assert_allclose(second.means, whole.means, atol=1e-12)
+    np.testing.assert_allclose(second.covariances, whole.covariances, atol=1e-12)
+    assert second.means[second.index["o07"]][0] > first.means[first.index["o07"]][0]
