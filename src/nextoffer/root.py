@@ -48,6 +48,7 @@ from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB, ProfileCac
 from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
+from nextoffer.service.retention import Retention
 from nextoffer.service.search import Search
 from nextoffer.service.segments import SegmentDefinitions
 from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
@@ -239,6 +240,14 @@ class NextOffer:
             store, repository=self.repository, clock=clock, shared=shared_rates
         )
         self.edge = Edge(decisions=self.decisions, events=self.events, run=self.run, clock=clock)
+        # Events past the operator's retention, deleted in the background by a server.
+        self.retention = Retention(
+            store,
+            decision_events_days=settings.retain_decision_events_days,
+            experience_events_days=settings.retain_experience_events_days,
+            clock=clock,
+        )
+        self._closers.append(self.retention.close)
         self._build_batch(clock)
 
     def _build_batch(self, clock: Callable[[], datetime]) -> None:

@@ -32,6 +32,20 @@ NUMBERS: tuple[tuple[str, str, type[int] | type[float], float, str], ...] = (
         "a number of seconds; 0: never",
     ),
     ("shutdown_timeout", "NEXTOFFER_SHUTDOWN_TIMEOUT", float, 0, "a number of seconds"),
+    (
+        "retain_decision_events_days",
+        "NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS",
+        float,
+        0,
+        "a number of days; 0: for ever",
+    ),
+    (
+        "retain_experience_events_days",
+        "NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS",
+        float,
+        0,
+        "a number of days; 0: for ever",
+    ),
     ("snapshot_wait_seconds", "NEXTOFFER_SNAPSHOT_WAIT_SECONDS", float, 0, "a number of seconds"),
     ("profile_cache_mb", "NEXTOFFER_PROFILE_CACHE_MB", float, 0, "megabytes; 0: no cache"),
     (
@@ -146,6 +160,13 @@ class Settings:
     #: The longest a process serves a profile another process or node has since changed
     #: (docs/api.md, "Profiles"): the change log is read every half of it.
     profile_cache_seconds: float = 1.0
+    # -- retention (``service/retention.py``, docs/deploy.md "Retention") --
+    #: Days a decision event is kept (0: for ever). Feedback naming a proposition whose
+    #: event is gone counts for nothing; the offers report keeps its counts.
+    retain_decision_events_days: float = 0.0
+    #: Days an experience event is kept, by its own timestamp (0: for ever). Rules that
+    #: look back at events see only those kept; an event id is remembered as long.
+    retain_experience_events_days: float = 0.0
     # -- batch decisioning (issue 18) --
     #: Where datasets without a location of their own keep their files (default: a
     #: ``datasets`` folder beside a SQLite database file; ``.nextoffer/datasets`` in the

@@ -291,7 +291,7 @@ def test_the_text_prefix_revision_fills_the_prefix_of_strings_indexed_before_it(
             body = {"xdm:name": name, "@id": f"xcore:tag:{n}"}
             session.insert_instance(instance("c-1", n, body=body), [])
     assert _filtered(engine, "c-1", f"_instance.xdm:name=={long}") == ["i-2"]  # indexed
-    migrations.downgrade(engine, PREVIOUS)
+    migrations.downgrade(engine, "0017_event_seq_key")
     migrations.upgrade(engine)
     with engine.connect() as conn:
         version = conn.execute(text("SELECT version FROM search_state")).scalar()
@@ -604,7 +604,7 @@ def test_the_dangling_identities_revision_removes_identities_of_deleted_profiles
 ) -> None:
     # 0019: a race on PostgreSQL could leave an identity naming a deleted profile; every
     # later upsert of it failed. The revision deletes those rows and keeps the others.
-    migrations.upgrade(engine, PREVIOUS)
+    migrations.upgrade(engine, "0018_search_text_prefix")
     store = Store(engine)
     with store.session(write=True) as session:
         session.runtime.insert_profile("O@AdobeOrg", "prod", "kept", {}, now="t")
@@ -614,3 +614,19 @@ def test_the_dangling_identities_revision_removes_identities_of_deleted_profiles
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT namespace, profile_id FROM profile_identities")).all()
     assert [tuple(row) for row in rows] == [("Email", "kept")]
+
+
+def test_the_experience_event_time_revision_indexes_events_by_their_timestamp(
+    engine: Engine,
+) -> None:
+    # 0020: retention deletes the oldest experience events first, through this index.
+    migrations.upgrade(engine, "0019_dangling_identities")
+    assert "ix_experience_events_time" not in _indexes(engine, "experience_events")
+    migrations.upgrade(engine)
+    assert "ix_experience_events_time" in _indexes(engine, "experience_events")
+    migrations.downgrade(engine, "0019_dangling_identities")
+    assert "ix_experience_events_time" not in _indexes(engine, "experience_events")
+
+
+def _indexes(engine: Engine, table: str) -> set[str]:
+    return {index["name"] for index in inspect(engine).get_indexes(table)}

@@ -72,6 +72,8 @@ def create_app(
         )
         if owned and settings.batch_runner:  # queued batch jobs, and dead ones (issue 18)
             no.batch.start()
+        if owned:  # events past their retention, when the operator set one
+            no.retention.start()
         try:
             yield
         finally:

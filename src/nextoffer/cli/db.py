@@ -1,4 +1,5 @@
-"""``nextoffer db``: the schema's revision, and moving it (Alembic, ``storage/migrations``).
+"""``nextoffer db``: the schema's revision, and moving it (Alembic, ``storage/migrations``);
+deleting the events past their retention (``prune``).
 
 ``serve`` upgrades an empty database by itself, and an older SQLite file too; a shared
 PostgreSQL database is upgraded here, once, before the nodes that need it start.
@@ -11,9 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest
+from nextoffer.root import NextOffer
+from nextoffer.service.retention import Pruned
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
 from nextoffer.storage.database import open_engine, parse_url
@@ -115,6 +119,62 @@ def downgrade(db_url: str | None, target: str, yes: bool) -> None:
     finally:
         engine.dispose()
     click.echo(f"downgraded: {before.current or '-'} -> {after.current or '-'}")
+
+
+@db.command()
+@db_option(creates=False)
+@click.option(
+    "--decision-events-days",
+    type=click.FloatRange(min=0),
+    help="Keep decision events this many days (default: NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS).",
+)
+@click.option(
+    "--experience-events-days",
+    type=click.FloatRange(min=0),
+    help="Keep experience events this many days, by their timestamp "
+    "(default: NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS).",
+)
+def prune(
+    db_url: str | None, decision_events_days: float | None, experience_events_days: float | None
+) -> None:
+    """Delete the events older than their retention, now.
+
+    A server does this every five minutes when a retention is set (docs/deploy.md,
+    "Retention"). The offers report counts the decision events first; only counted ones go.
+    """
+    settings = Settings.from_env(
+        db_url=existing_database(Settings.from_env(db_url=db_url).db_url),
+        retain_decision_events_days=decision_events_days,
+        retain_experience_events_days=experience_events_days,
+    )
+    if settings.retain_decision_events_days <= 0 and settings.retain_experience_events_days <= 0:
+        raise BadRequest(
+            "no retention to apply: give --decision-events-days or --experience-events-days "
+            "(or set NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS / "
+            "NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS)"
+        )
+    with (
+        NextOffer.open(settings) as no,
+        Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
+        ) as bar,
+    ):
+        task = bar.add_task("counting the decision events into the offers report")
+        no.path.fold()
+
+        def show(pruned: Pruned) -> None:
+            bar.update(
+                task,
+                description=f"deleted {pruned.decision_events:,} decision events, "
+                f"{pruned.experience_events:,} experience events",
+            )
+
+        show(Pruned())
+        pruned = no.retention.prune(on_progress=show)
+    click.echo(
+        f"deleted: {pruned.decision_events} decision events, "
+        f"{pruned.experience_events} experience events"
+    )
 
 
 def confirm_dropping_everything(where: str) -> None:

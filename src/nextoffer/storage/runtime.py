@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Select, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.errors import IdentityClaimed
@@ -331,6 +331,58 @@ class Runtime:
             .limit(limit)
         ).scalars()
         return [orjson.loads(body) for body in rows]
+
+    # -- retention (``service/retention.py``) -----------------------------------------
+
+    def prune_decision_events(self, *, before_us: int, limit: int) -> int:
+        """Delete the oldest decision events (by place) made before ``before_us``, at most
+        ``limit``, among those the offers report has counted; how many.
+
+        Only events at or below the fold's watermark go, and never the newest event: on
+        SQLite an event's place is the largest + 1 (``report_fold.py``), so an emptied
+        table would hand out places the watermark has passed, and the fold would skip
+        them. The walk is by place and stops at the first event made at or after
+        ``before_us``, so a pass reads about as many rows as it deletes; an event made
+        earlier than one before it (two nodes' clocks) waits for that one.
+        """
+        e = t.decision_events.c
+        watermark = (
+            select(func.coalesce(func.max(t.report_folds.c.position), 0))
+            .where(t.report_folds.c.name == "offers")
+            .scalar_subquery()
+        )
+        newest = select(func.max(e.seq)).scalar_subquery()
+        rows = self.conn.execute(
+            select(e.seq, e.created_us)
+            .where(e.seq <= watermark, e.seq < newest)
+            .order_by(e.seq)
+            .limit(limit)
+        ).all()
+        last = None
+        for seq, created_us in rows:
+            if created_us >= before_us:
+                break
+            last = seq
+        if last is None:
+            return 0
+        first = rows[0][0]
+        return int(
+            self.conn.execute(
+                delete(t.decision_events).where(
+                    e.seq >= first, e.seq <= last, e.created_us < before_us
+                )
+            ).rowcount
+        )
+
+    def prune_experience_events(self, *, before_us: int, limit: int) -> int:
+        """Delete experience events whose own timestamp is before ``before_us``, the oldest
+        first, at most ``limit`` (``ix_experience_events_time``); how many. Their ids go
+        with them: an event sent again after that is stored again."""
+        c = t.experience_events.c
+        oldest = (
+            select(c.seq).where(c.timestamp_us < before_us).order_by(c.timestamp_us).limit(limit)
+        )
+        return int(self.conn.execute(delete(t.experience_events).where(c.seq.in_(oldest))).rowcount)
 
     def add_daily(
         self,

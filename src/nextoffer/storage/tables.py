@@ -234,6 +234,8 @@ experience_events = Table(
     Column("body", Text, nullable=False),
     UniqueConstraint("org_id", "sandbox", "event_id", name="uq_experience_events_id"),
     Index("ix_experience_events_profile", "profile_id", "timestamp_us"),
+    #: The oldest first, for retention (``Runtime.prune_experience_events``).
+    Index("ix_experience_events_time", "timestamp_us"),
 )
 
 decision_events = Table(

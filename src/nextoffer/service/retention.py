@@ -1,0 +1,144 @@
+"""Retention: decision and experience events older than the operator keeps are deleted.
+
+Both tables grow with traffic — a decision event for every recorded decision, the
+experience events applications send — and nothing else removes their rows. With
+``NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS`` or ``NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS``
+set, a server deletes what is older every :data:`PASS_SECONDS`, a few rows per
+transaction so that records and folds never wait long for it (SQLite has one writer);
+``nextoffer db prune`` does one pass from a shell.
+
+What goes, and what stays (docs/deploy.md, "Retention"):
+
+* a decision event, once the offers report has counted it
+  (``Runtime.prune_decision_events``). The report, the cap counters and what ranking
+  strategies learned stay: each was counted when the event was written or its feedback
+  came. Feedback naming a proposition whose event is gone counts for nothing.
+* an experience event, by its own timestamp. Rules that look back at events see only
+  those kept, and an event's id is remembered only as long as the event.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import partial
+
+from nextoffer.errors import NextOfferError
+from nextoffer.storage.runtime import Runtime
+from nextoffer.storage.session import Session
+from nextoffer.storage.store import Store
+
+log = logging.getLogger("nextoffer.retention")
+
+#: Rows deleted per transaction: on SQLite the other writers wait for it meanwhile.
+PRUNE_ROWS = 1000
+#: Seconds between two transactions of a pass: the other writers go first.
+PAUSE_SECONDS = 0.02
+#: Seconds between two passes of a server (the first comes this long after it starts).
+PASS_SECONDS = 300.0
+
+_DAY_US = 86_400 * 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """Rows deleted so far by a pass."""
+
+    decision_events: int = 0
+    experience_events: int = 0
+
+
+class Retention:
+    """Deletes the events past their retention, on demand (:meth:`prune`) or in the
+    background (:meth:`start`, a server)."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        decision_events_days: float,
+        experience_events_days: float,
+        clock: Callable[[], datetime],
+        rows: int = PRUNE_ROWS,
+        pause: float = PAUSE_SECONDS,
+        every: float = PASS_SECONDS,
+    ) -> None:
+        self._store = store
+        self.decision_events_days = decision_events_days
+        self.experience_events_days = experience_events_days
+        self._clock = clock
+        self._rows = rows
+        self._pause = pause
+        self._every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any kind of event has a limit."""
+        return self.decision_events_days > 0 or self.experience_events_days > 0
+
+    def prune(self, *, on_progress: Callable[[Pruned], None] | None = None) -> Pruned:
+        """Delete every event past its limit as of now, :data:`PRUNE_ROWS` per transaction;
+        ``on_progress`` hears the totals after each one. Stops early when closed."""
+        now_us = int(self._clock().timestamp() * 1_000_000)
+        pruned = Pruned()
+        kinds: list[tuple[str, Callable[..., int], float]] = [
+            ("decision_events", Runtime.prune_decision_events, self.decision_events_days),
+            ("experience_events", Runtime.prune_experience_events, self.experience_events_days),
+        ]
+        for name, step, days in kinds:
+            if days <= 0:
+                continue
+            chunk = partial(_chunk, step, now_us - int(days * _DAY_US), self._rows)
+            while not self._stop.is_set():
+                deleted = self._store.write(chunk)
+                if deleted:
+                    pruned = replace(pruned, **{name: getattr(pruned, name) + deleted})
+                    if on_progress is not None:
+                        on_progress(pruned)
+                if deleted < self._rows:
+                    break
+                self._stop.wait(self._pause)
+        return pruned
+
+    # -- in a server -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Prune every :data:`PASS_SECONDS` in a thread of its own, until :meth:`close`."""
+        with self._lock:
+            if self._thread is None and self.enabled:
+                self._thread = threading.Thread(
+                    target=self._loop, name="nextoffer-retention", daemon=True
+                )
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._every):
+            try:
+                pruned = self.prune()
+            except NextOfferError as exc:  # the database away: the next pass tries again
+                log.warning("retention: %s", exc)
+                continue
+            if pruned.decision_events or pruned.experience_events:
+                log.info(
+                    "retention: deleted %d decision events and %d experience events",
+                    pruned.decision_events,
+                    pruned.experience_events,
+                )
+
+    def close(self) -> None:
+        """Stop the background passes (a pass under way stops after its transaction)."""
+        self._stop.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout=5)
+
+
+def _chunk(step: Callable[..., int], before_us: int, rows: int, session: Session) -> int:
+    """One transaction of a pass: ``step`` (a ``Runtime.prune_…``) on its session."""
+    return step(session.runtime, before_us=before_us, limit=rows)
