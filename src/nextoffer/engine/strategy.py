@@ -82,12 +82,15 @@ def slots(
     root = profile if profile.__class__ is dict else dict(profile)
     values = [feature.reader(root, context) for feature in features]
     # Memoised by the values read (and their types: True and 1 are different categories);
-    # values that cannot be hashed (lists) are worked out each time.
-    try:
-        key = (strategy, *values, *map(type, values))
-        found = _ACTIVE.get(key)
-    except TypeError:
-        key, found = None, None
+    # values that cannot be hashed (lists), and long texts, are worked out each time.
+    key: tuple[Any, ...] | None = None
+    found = None
+    if sum(len(value) for value in values if value.__class__ is str) <= MEMO_TEXTS:
+        try:
+            key = (strategy, *values, *map(type, values))
+            found = _ACTIVE.get(key)
+        except TypeError:
+            key = None
     if found is None:
         found = tuple(
             sorted(
@@ -107,11 +110,24 @@ def slots(
 
 #: Feature slots by (strategy, values read, their types): a pure function, memoised.
 _ACTIVE: dict[tuple[Any, ...], tuple[int, ...]] = {}
+#: Values are memoised only while short: a request's context data is the caller's, and
+#: 65,536 entries of a 1 MB value each would hold 64 GB. A category longer than
+#: ``MEMO_TEXT`` is not kept by :func:`_slot`, values whose texts pass ``MEMO_TEXTS`` in
+#: all are not kept in ``_ACTIVE`` (at most 16 MB and 64 MB of text); they cost their
+#: CRC-32 (about 1 µs per KB) each time.
+MEMO_TEXT = 256
+MEMO_TEXTS = 1024
+
+
+def _slot(source: str, category: str) -> int:
+    """The hashed slot of one (feature, value) pair (a pure function, memoised)."""
+    if len(category) > MEMO_TEXT:
+        return 1 + zlib.crc32(f"{source}={category}".encode()) % SLOTS
+    return _short_slot(source, category)
 
 
 @lru_cache(maxsize=65_536)
-def _slot(source: str, category: str) -> int:
-    """The hashed slot of one (feature, value) pair (a pure function, memoised)."""
+def _short_slot(source: str, category: str) -> int:
     return 1 + zlib.crc32(f"{source}={category}".encode()) % SLOTS
 
 

@@ -4,6 +4,7 @@ and the selection stage (draw order, lazy eligibility, explain, determinism)."""
 from __future__ import annotations
 
 import random
+import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -15,11 +16,13 @@ import pytest
 from nextoffer import pql
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, build_catalog, decide
 from nextoffer.engine import catalog as schemas
+from nextoffer.engine import strategy as strategy_module
 from nextoffer.engine.sampling import BandedBlock
 from nextoffer.engine.strategy import (
     DIMENSION,
     PRIOR_PRECISION,
     REWARD,
+    SLOTS,
     Strategy,
     StrategyType,
     _slot,
@@ -378,6 +381,29 @@ def test_feature_slots_tell_true_from_one() -> None:
     assert slots(strategy, {"tier": True}, {}) == (0, _slot("tier", "true"))
     assert slots(strategy, {"tier": 1}, {}) == (0, _slot("tier", "1"))
     assert slots(strategy, {"tier": [1, 2]}, {}) == (0, _slot("tier", "[1,2]"))  # unhashable
+
+
+def test_long_feature_values_are_hashed_but_not_kept() -> None:
+    # A request's context data is the caller's: memoising its values would let requests
+    # with distinct 1 MB values hold 64 GB in the slot caches (65,536 entries each).
+    body = {
+        "xdm:name": "p",
+        "xdm:strategyType": "personalized-optimization",
+        "xdm:features": ["@{ctx}.device"],
+    }
+    strategy = library(body, offer("A")).strategies[STRATEGY]
+    caches = [strategy_module._slot, getattr(strategy_module, "_short_slot", None)]
+    memos = [c for c in caches if hasattr(c, "cache_info")]
+    kept = [memo.cache_info().currsize for memo in memos]
+    for n in range(20):
+        device = f"{n:02d}" + "x" * 5000
+        expected = 1 + zlib.crc32(f"@{{ctx}}.device={device}".encode()) % SLOTS
+        assert slots(strategy, {}, {"ctx": {"device": device}}) == (0, expected)
+        assert not any(device in key for key in strategy_module._ACTIVE)
+    assert [memo.cache_info().currsize for memo in memos] == kept
+    # Short values are still memoised.
+    assert slots(strategy, {}, {"ctx": {"device": "phone"}}) == (0, _slot("@{ctx}.device", "phone"))
+    assert any("phone" in key for key in strategy_module._ACTIVE)
 
 
 def test_a_criterion_naming_a_strategy_not_in_the_library_ranks_by_priority_and_says_so():
