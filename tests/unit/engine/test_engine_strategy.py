@@ -4,6 +4,7 @@ and the selection stage (draw order, lazy eligibility, explain, determinism)."""
 from __future__ import annotations
 
 import random
+import tracemalloc
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
@@ -452,3 +453,17 @@ def test_learning_again_recomputes_only_the_offers_that_changed_and_agrees() -> 
     fresh = learn(StrategyType.PERSONALIZED, after, previous=auto, changed=set())
     assert fresh.means is not None
     np.testing.assert_allclose(fresh.means, whole.means, atol=1e-12)
+
+
+def test_learning_a_large_strategy_needs_little_more_memory_than_its_posteriors() -> None:
+    events = [(f"o{k:03d}", (0, 1 + k % SLOTS), True, k % 3 == 0) for k in range(1000)]
+    cells = cells_of(events)
+    tracemalloc.start()
+    try:
+        learned = learn(StrategyType.PERSONALIZED, cells)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert learned.covariances is not None
+    kept = learned.covariances.nbytes + (learned.means.nbytes if learned.means is not None else 0)
+    assert peak < 1.5 * kept, (peak, kept)  # computed in chunks, not all at once
