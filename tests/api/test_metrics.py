@@ -10,11 +10,12 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from nextoffer.api import access_log
-from nextoffer.api.access_log import FLUSH_CHARS, AccessLog
+from nextoffer.api.access_log import FLUSH_CHARS, PATH_CHARS, WRITE_BYTES, AccessLog
 from nextoffer.api.app import create_app
 from nextoffer.api.metrics import Metrics
 from nextoffer.engine import PropositionRequest
@@ -357,27 +358,29 @@ class CountingStdout(io.StringIO):
 
     def __init__(self) -> None:
         super().__init__()
-        self.writes = 0
+        self.writes: list[str] = []
 
     def write(self, text: str) -> int:
-        self.writes += 1
+        self.writes.append(text)
         return super().write(text)
 
 
-def test_access_lines_wait_in_the_log_and_go_out_in_one_write(monkeypatch):
+def test_access_lines_wait_in_the_log_and_go_out_in_few_writes(monkeypatch):
     stdout = CountingStdout()
     monkeypatch.setattr("sys.stdout", stdout)
     monkeypatch.setattr(access_log, "FLUSH_SECONDS", 3600.0)  # a slow machine's second
     log = AccessLog()
     for n in range(100):
         log.write("GET", "/healthz", "/healthz", 200, 0.001, f"req-{n}")
-    assert stdout.writes == 0  # an unbuffered stream would have taken 100
+    assert stdout.writes == []  # an unbuffered stream would have taken 100
     log.flush()
-    assert stdout.writes == 1
+    size = len(stdout.getvalue().encode())
+    assert len(stdout.writes) == -(-size // WRITE_BYTES)  # as few as whole lines allow
     lines = [orjson.loads(line) for line in stdout.getvalue().splitlines()]
     assert [line["request_id"] for line in lines] == [f"req-{n}" for n in range(100)]
+    written = len(stdout.writes)
     log.flush()
-    assert stdout.writes == 1  # nothing waits: nothing written
+    assert len(stdout.writes) == written  # nothing waits: nothing written
 
 
 def test_access_lines_go_out_when_the_buffer_is_full(monkeypatch):
@@ -385,12 +388,84 @@ def test_access_lines_go_out_when_the_buffer_is_full(monkeypatch):
     monkeypatch.setattr("sys.stdout", stdout)
     monkeypatch.setattr(access_log, "FLUSH_SECONDS", 3600.0)  # only the size can flush
     log = AccessLog()
-    long_path = "/p" * 2000  # each line over 4,000 characters
+    long_path = "/p" * 500  # each line over 1,000 bytes
     n = 0
-    while stdout.writes == 0 and n < 1000:
+    while not stdout.writes and n < 1000:
         log.write("GET", "<unmatched>", long_path, 404, 0.001, f"req-{n}")
         n += 1
-    lines = stdout.getvalue().splitlines(keepends=True)
-    assert stdout.writes == 1 and len(lines) == n  # every line so far, none held back
+    lines = stdout.getvalue().encode().splitlines(keepends=True)
+    assert len(lines) == n  # every line so far, none held back
     # Written by the line that filled the buffer, not later.
-    assert len("".join(lines[:-1])) < FLUSH_CHARS <= len("".join(lines))
+    assert len(b"".join(lines[:-1])) < FLUSH_CHARS <= len(b"".join(lines))
+
+
+def test_access_lines_are_written_whole_in_writes_a_pipe_keeps_whole(monkeypatch):
+    """Workers share stdout: a pipe write over PIPE_BUF can be split and interleaved with
+    another worker's (seen: 248 of 6,001 lines cut in two, 2 workers, a slow reader)."""
+    stdout = CountingStdout()
+    monkeypatch.setattr("sys.stdout", stdout)
+    monkeypatch.setattr(access_log, "FLUSH_SECONDS", 3600.0)
+    log = AccessLog()
+    paths = ["/short", "/p" * 100_000, "/\x01" * 5_000, "/é€𝄞" * 3_000, "/short"]
+    for n, path in enumerate(paths * 20):
+        log.write("GET", "<unmatched>", path, 404, 0.001, f"req-{n}")
+    log.flush()
+    assert len(stdout.writes) > 1
+    for chunk in stdout.writes:
+        assert len(chunk.encode()) <= WRITE_BYTES and chunk.endswith("\n")
+    lines = [orjson.loads(line) for line in stdout.getvalue().splitlines()]
+    assert [line["request_id"] for line in lines] == [f"req-{n}" for n in range(100)]
+    assert lines[0]["path"] == "/short"
+    cut = lines[1]["path"]
+    assert cut.endswith("…") and len(cut) == PATH_CHARS + 1 and cut.startswith("/p/p")
+    assert lines[2]["path"].endswith("…") and lines[3]["path"].endswith("…")
+
+
+def test_a_method_no_route_knows_is_counted_as_other_not_by_its_name(observed):
+    client, _ = observed
+    for invented in ("FOO1", "FOO2", "BREW"):  # granian hands the app any method
+        assert client.request(invented, "/healthz").status_code == 405
+    found = samples(client)
+    assert (
+        value(
+            found, "nextoffer_http_requests_total", method="<other>", route="/healthz", status="405"
+        )
+        == 3
+    )
+    assert not any(dict(labels).get("method", "").startswith("FOO") for _, labels in found)
+
+
+def test_mounted_routes_are_counted_with_their_mount_prefix(observed):
+    client, _ = observed
+    assert client.get("/console/login").status_code == 200
+    client.get("/console/static/no-such-file.css")
+    found = samples(client)
+    assert (
+        value(
+            found,
+            "nextoffer_http_requests_total",
+            method="GET",
+            route="/console/login",
+            status="200",
+        )
+        == 1
+    )
+    routes = {dict(labels).get("route") for _, labels in found}
+    assert "/console/static" in routes
+    assert "/login" not in routes and "/static" not in routes
+
+
+def test_counts_still_waiting_are_written_when_the_app_stops(tmp_path):
+    """A worker stopped by SIGTERM (uvicorn restarts it; SIGHUP restarts all) kept up to a
+    second of counts in its buffer: with workers, the others went on reporting without."""
+    client, _ = app_client(tmp_path)
+    with client:
+        for _ in range(5):
+            assert client.get("/healthz").status_code == 200
+    metrics = client.app.state.metrics
+    written = {  # what prometheus-client holds, without the flush a scrape makes
+        (s.name, s.labels.get("route")): s.value
+        for f in text_string_to_metric_families(generate_latest(metrics.registry).decode())
+        for s in f.samples
+    }
+    assert written[("nextoffer_http_requests_total", "/healthz")] == 5

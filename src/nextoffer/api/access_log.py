@@ -11,31 +11,58 @@ The request id is the caller's ``x-request-id`` when it sends one (so a gateway'
 follows the request), otherwise a fresh one (a random prefix per process and a counter);
 either way it is returned in the ``x-request-id`` response header.
 
-Lines wait in the log's own buffer and go to ``sys.stdout`` in one write at most every
-second (or every 64 KiB), and from the app's flusher task when the server goes quiet: not
-through the logging module, and not through the stream's buffer, which
+Lines wait in the log's own buffer and go to ``sys.stdout`` at most every second (or every
+64 KiB), from the app's flusher task when the server goes quiet, and when the app stops:
+not through the logging module, and not through the stream's buffer, which
 ``PYTHONUNBUFFERED=1`` (set in most container images) turns into a ``write`` per line. A
 killed process can lose its last second of lines; a line per request through ``logging``
 with a flush each cost several times more on the decision path (docs/benchmarks.md).
+
+Every worker of ``serve --workers N`` writes to the same stdout, usually a pipe to a log
+collector. The kernel keeps a pipe write whole only up to ``PIPE_BUF`` (4 KiB on Linux): a
+longer one, while the reader is slow, can be split and interleaved with another worker's,
+which cuts lines in two. So the buffer goes out in writes of whole lines of at most
+``PIPE_BUF`` bytes, and a line is kept under it by cutting a long ``path`` (ending it with
+``…``).
+
+Metric labels are bounded whatever the client sends: the route template (with the prefix
+of any ``Mount`` around it: ``/console/login``, not ``/login``), ``<unmatched>`` for paths
+no route serves, and the method when it is one of HTTP's own, else ``<other>`` (granian
+hands the app any method a client invents).
 """
 
 from __future__ import annotations
 
 import itertools
 import os
+import select
 import sys
 import time
+from collections.abc import Iterable, Iterator
 
 import orjson
+from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nextoffer.api.metrics import Metrics
 
 UNMATCHED = "<unmatched>"
+#: The ``method`` label of a method HTTP does not define.
+OTHER_METHOD = "<other>"
+#: Methods counted under their own name (RFC 9110 and PATCH): a closed set.
+METHODS = frozenset(
+    ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+)
 #: Longest time an access line waits in the buffer while requests keep coming.
 FLUSH_SECONDS = 1.0
-#: Most characters the buffer holds before it is written out.
+#: Most bytes the buffer holds before it is written out.
 FLUSH_CHARS = 64 * 1024
+#: Most bytes in one write to stdout: what a pipe keeps whole among several writers.
+WRITE_BYTES = getattr(select, "PIPE_BUF", 512)
+#: Most characters of a path (or method) written in a line; a longer one is cut.
+PATH_CHARS = 1024
+#: What a cut path ends with.
+CUT = "…"
 
 
 class AccessLog:
@@ -45,7 +72,7 @@ class AccessLog:
         self._second = -1
         self._prefix = ""
         self._flushed = time.monotonic()
-        self._lines: list[str] = []
+        self._lines: list[bytes] = []
         self._chars = 0
 
     def write(
@@ -60,28 +87,59 @@ class AccessLog:
             )
         line = {
             "time": f"{self._prefix}.{int((now - second) * 1000):03d}Z",
-            "method": method,
+            "method": method if len(method) <= PATH_CHARS else method[:PATH_CHARS] + CUT,
             "route": route,
-            "path": path,
+            "path": path if len(path) <= PATH_CHARS else path[:PATH_CHARS] + CUT,
             "status": status,
             "duration_ms": round(seconds * 1000, 3),
             "request_id": request_id,
         }
-        text = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE).decode()
-        self._lines.append(text)
-        self._chars += len(text)
+        data = orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+        if len(data) > WRITE_BYTES:  # characters escaped or encoded to several bytes
+            data = _shortened(line)
+        self._lines.append(data)
+        self._chars += len(data)
         if self._chars >= FLUSH_CHARS or time.monotonic() - self._flushed >= FLUSH_SECONDS:
             self.flush()
 
     def flush(self) -> None:
-        """Write the waiting lines at once."""
+        """Write the waiting lines, in as few writes as keep every line whole."""
         self._flushed = time.monotonic()
         if self._lines:
-            text = "".join(self._lines)
-            self._lines.clear()
+            lines = self._lines
+            self._lines = []
             self._chars = 0
-            sys.stdout.write(text)
-        sys.stdout.flush()
+            stdout = sys.stdout
+            for chunk in _chunks(lines, WRITE_BYTES):
+                stdout.write(chunk.decode())
+                stdout.flush()  # one write(2) per chunk, whatever the stream buffers
+        else:
+            sys.stdout.flush()
+
+
+def _shortened(line: dict[str, object]) -> bytes:
+    """``line`` encoded in at most ``WRITE_BYTES``: its client-sent texts cut further (each
+    character can take up to six bytes, as a JSON escape)."""
+    room = (WRITE_BYTES - 256) // 18  # method, path and request id, at six bytes a character
+    for key in ("method", "path", "request_id"):
+        text = str(line[key])
+        if len(text) > room:
+            line[key] = text[:room] + CUT
+    return orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _chunks(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """Whole lines joined into pieces of at most ``limit`` bytes (a longer line alone)."""
+    piece: list[bytes] = []
+    size = 0
+    for line in lines:
+        if piece and size + len(line) > limit:
+            yield b"".join(piece)
+            piece, size = [], 0
+        piece.append(line)
+        size += len(line)
+    if piece:
+        yield b"".join(piece)
 
 
 class Observe:
@@ -95,11 +153,18 @@ class Observe:
         self.access_log = access_log
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
+        #: Full template of every route, by ``id``: mounted routes with their mount's prefix.
+        self._templates: dict[int, str] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._flushing_at_shutdown(send))
+            return
         if scope["type"] != "http" or (self.metrics is None and self.access_log is None):
             await self.app(scope, receive, send)
             return
+        if self._templates is None:  # the first request: the app (not a mounted one) is known
+            self._templates = dict(_templates(getattr(scope.get("app"), "routes", ()), ""))
         start = time.perf_counter()
         request_id = None
         for name, value in scope["headers"]:
@@ -121,10 +186,11 @@ class Observe:
             await self.app(scope, receive, send_observed)
         finally:
             seconds = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", None) or UNMATCHED
+            template = self._template(scope)
             if self.metrics is not None:
-                self.metrics.observe_request(scope["method"], template, status, seconds)
+                method = scope["method"]
+                label = method if method in METHODS else OTHER_METHOD
+                self.metrics.observe_request(label, template, status, seconds)
             if self.access_log is not None:
                 self.access_log.write(
                     scope["method"],
@@ -134,3 +200,38 @@ class Observe:
                     seconds,
                     request_id.decode("latin-1"),
                 )
+
+    def _flushing_at_shutdown(self, send: Send) -> Send:
+        """``send`` for the lifespan: the last counts and lines go out when the app has
+        stopped (after the requests it finished), not with the process. A worker stopped
+        by SIGTERM or SIGHUP otherwise took up to a second of counts with it, which in
+        multiprocess mode the other workers go on reporting without."""
+
+        async def send_flushed(message: Message) -> None:
+            if message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                if self.metrics is not None:
+                    self.metrics.flush()
+                if self.access_log is not None:
+                    self.access_log.flush()
+            await send(message)
+
+        return send_flushed
+
+    def _template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return UNMATCHED
+        found = self._templates.get(id(route)) if self._templates is not None else None
+        return found or getattr(route, "path", None) or UNMATCHED
+
+
+def _templates(routes: Iterable[BaseRoute], prefix: str) -> Iterator[tuple[int, str]]:
+    """(``id``, template) of every route under ``routes``, inside mounts too: the router
+    of a ``Mount`` names only the inner route, whose ``path`` leaves out the mount's."""
+    for route in routes:
+        path = getattr(route, "path", None)
+        if path is None:
+            continue
+        yield id(route), prefix + path
+        if isinstance(route, Mount):
+            yield from _templates(route.routes, prefix + path)
