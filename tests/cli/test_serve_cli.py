@@ -144,17 +144,20 @@ def test_granian_missing_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) -> No
     assert "pip install 'nextoffer[granian]'" in result.output
 
 
-def served(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def served(
+    tmp_path: Path, *args: str, timeout: float = 60, **variables: str
+) -> subprocess.CompletedProcess[str]:
     """``nextoffer serve ARGS`` expected to stop before serving (a timeout: it served)."""
     exe = Path(sys.executable).with_name("nextoffer")
     env = {k: v for k, v in os.environ.items() if k not in ("NEXTOFFER_DB", "NEXTOFFER_REDIS")}
+    env.update(variables)
     return subprocess.run(
         [str(exe), "serve", "--no-access-log", *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=tmp_path,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -207,3 +210,22 @@ def test_serve_says_a_port_in_use_is_in_use(tmp_path, server):
         )
     assert one_error_line(process, 6) == f"error: port {port} is in use (on 127.0.0.1)"
     assert not (tmp_path / "n.db").exists()  # checked before anything else
+
+
+def test_serve_refuses_a_metrics_folder_its_workers_cannot_write_in_one_line(tmp_path):
+    """prometheus-client creates no folder: every worker failed as it started, and was
+    started again, in a loop of tracebacks, serving nothing."""
+    db = ("--db", f"sqlite:///{tmp_path / 'n.db'}", "--port", str(free_port()))
+    missing = tmp_path / "no-such-folder"
+    for workers in ("1", "2"):
+        process = served(
+            tmp_path, *db, "--workers", workers, timeout=20, PROMETHEUS_MULTIPROC_DIR=str(missing)
+        )
+        assert one_error_line(process, 2) == (
+            f"error: PROMETHEUS_MULTIPROC_DIR={str(missing)!r} is not a folder"
+        )
+    assert not (tmp_path / "n.db").exists()  # checked before anything else
+    a_file = tmp_path / "metrics.txt"
+    a_file.write_text("")
+    process = served(tmp_path, *db, timeout=20, PROMETHEUS_MULTIPROC_DIR=str(a_file))
+    assert one_error_line(process, 2).endswith("is not a folder")

@@ -87,6 +87,8 @@ def serve(
         redis_url=redis_url,
     )
     check_port(settings.host, settings.port)
+    if settings.metrics and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        check_metrics_folder(os.environ["PROMETHEUS_MULTIPROC_DIR"])
     if demo:
         from nextoffer.cli.demo import seed_demo
 
@@ -145,6 +147,16 @@ def check_port(host: str, port: int) -> None:
                 if exc.errno == errno.EADDRINUSE:
                     raise Unavailable(f"port {port} is in use (on {host})") from None
                 raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def check_metrics_folder(folder: str) -> None:
+    """Refuse, in one line, a ``PROMETHEUS_MULTIPROC_DIR`` the workers could not write
+    their samples to: prometheus-client creates no folder, so every worker failed as it
+    started and was started again, in a loop of tracebacks, and nothing was served."""
+    if not os.path.isdir(folder):
+        raise BadRequest(f"PROMETHEUS_MULTIPROC_DIR={folder!r} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise BadRequest(f"PROMETHEUS_MULTIPROC_DIR={folder!r} is not writable")
 
 
 def check_stores(settings: Settings) -> None:
