@@ -3,7 +3,9 @@ helper-59): new feedback recomputes only the posteriors of the offers it names."
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -104,3 +106,45 @@ def test_a_click_recomputes_only_the_posterior_of_the_offer_it_names(
     np.testing.assert_allclose(second.means, whole.means, atol=1e-12)
     np.testing.assert_allclose(second.covariances, whole.covariances, atol=1e-12)
     assert second.means[second.index["o07"]][0] > first.means[first.index["o07"]][0]
+
+
+class _Held:
+    """A store whose reads wait, once armed, until released (a slow database)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.armed = False
+        self.reading = threading.Event()
+        self.release = threading.Event()
+
+    @contextmanager
+    def session(self, **kwargs: Any) -> Iterator[Any]:
+        if self.armed:
+            self.reading.set()
+            assert self.release.wait(10)
+        with self.store.session(**kwargs) as session:
+            yield session
+
+
+def test_a_slow_read_does_not_hold_the_other_decisions_of_its_container(store: Store) -> None:
+    catalog = _catalog()
+    held = _Held(store)
+    learning = Learning(held)  # type: ignore[arg-type]
+    _add(store, {(STRATEGY, "o01", 0, 0): 1.0})
+    first = learning.learned("c1", catalog)
+    held.armed = True
+    learning.invalidate("c1")
+    reader = threading.Thread(target=learning.learned, args=("c1", catalog))
+    reader.start()
+    try:
+        assert held.reading.wait(10)
+        # A second decision of the container, while the first one's read is held: it
+        # ranks with the last read at once (it waited for the read before).
+        answered: list[Any] = []
+        other = threading.Thread(target=lambda: answered.append(learning.learned("c1", catalog)))
+        other.start()
+        other.join(2)
+        assert answered == [first]
+    finally:
+        held.release.set()
+        reader.join(10)

@@ -111,41 +111,56 @@ class Learning:
             return ready
         with self._guard:
             lock = self._locks.setdefault(container_id, threading.Lock())
-        with lock:
-            known = self._known.setdefault(container_id, _Known())
-            now = self._monotonic()
-            if known.catalog is catalog and now - known.checked_at < self._interval:
+        if not lock.acquire(blocking=False):
+            known = self._known.get(container_id)
+            if known is not None and known.catalog is not None:
+                # Another thread is reading (a slow database, a large strategy's first
+                # build): rank with the last read rather than hold a thread of the pool
+                # that every tenant's calls share until that read ends.
                 return known.learned
-            try:
-                with self._store.session() as session:
-                    version, cells = session.ranking.changes(container_id, known.version)
-            except Unavailable as exc:
-                # The database is gone for now: rank with what was learned so far.
-                log.error("ranking statistics unavailable; using the last read: %s", exc)
-                version, cells = known.version, []
-            touched: dict[str, set[str]] = {}  # strategy @id -> offers whose cells moved
-            for cell in cells:
-                offers = known.cells.setdefault(cell.strategy_id, {})
-                offers.setdefault(cell.offer_id, {})[(cell.row, cell.col)] = cell.value
-                touched.setdefault(cell.strategy_id, set()).add(cell.offer_id)
-            rebuilt = set(touched) if known.catalog is catalog else set(catalog.strategies)
-            learned = {k: v for k, v in known.learned.items() if k in catalog.strategies}
-            for strategy_id in rebuilt:
-                strategy = catalog.strategies.get(strategy_id)
-                if strategy is not None:
-                    # Only the offers feedback named get a new posterior (a personalized
-                    # one is a matrix inverse per offer, and a strategy may rank thousands).
-                    learned[strategy_id] = learn(
-                        strategy.type,
-                        known.cells.get(strategy_id, {}),
-                        previous=known.learned.get(strategy_id),
-                        changed=touched.get(strategy_id, set()),
-                    )
-            known.learned = learned
-            known.version = version
-            known.catalog = catalog
-            known.checked_at = now
-            return learned
+            lock.acquire()
+        try:
+            return self._refresh(container_id, catalog)
+        finally:
+            lock.release()
+
+    def _refresh(self, container_id: str, catalog: Catalog) -> Mapping[str, Learned]:
+        """Read what changed and rebuild the posteriors it moved (the container's lock is
+        held)."""
+        known = self._known.setdefault(container_id, _Known())
+        now = self._monotonic()
+        if known.catalog is catalog and now - known.checked_at < self._interval:
+            return known.learned
+        try:
+            with self._store.session() as session:
+                version, cells = session.ranking.changes(container_id, known.version)
+        except Unavailable as exc:
+            # The database is gone for now: rank with what was learned so far.
+            log.error("ranking statistics unavailable; using the last read: %s", exc)
+            version, cells = known.version, []
+        touched: dict[str, set[str]] = {}  # strategy @id -> offers whose cells moved
+        for cell in cells:
+            offers = known.cells.setdefault(cell.strategy_id, {})
+            offers.setdefault(cell.offer_id, {})[(cell.row, cell.col)] = cell.value
+            touched.setdefault(cell.strategy_id, set()).add(cell.offer_id)
+        rebuilt = set(touched) if known.catalog is catalog else set(catalog.strategies)
+        learned = {k: v for k, v in known.learned.items() if k in catalog.strategies}
+        for strategy_id in rebuilt:
+            strategy = catalog.strategies.get(strategy_id)
+            if strategy is not None:
+                # Only the offers feedback named get a new posterior (a personalized
+                # one is a matrix inverse per offer, and a strategy may rank thousands).
+                learned[strategy_id] = learn(
+                    strategy.type,
+                    known.cells.get(strategy_id, {}),
+                    previous=known.learned.get(strategy_id),
+                    changed=touched.get(strategy_id, set()),
+                )
+        known.learned = learned
+        known.version = version
+        known.catalog = catalog
+        known.checked_at = now
+        return learned
 
     def invalidate(self, container_id: str) -> None:
         """Read the statistics on the next decision (this process just added to them)."""
