@@ -4,9 +4,10 @@
 posterior built from them (``engine.strategy.learn``). A decision uses them as they are
 when they were checked less than ``check_interval`` seconds ago (0.5 s); otherwise it
 reads the container's ranking version (one indexed read) and, when it moved, only the
-cells written since, and rebuilds the posteriors of the strategies they belong to. So
+cells written since, and rebuilds the posteriors of the offers they belong to. So
 feedback reaches decisions of every worker and node within the interval plus a read,
-and a restart reads everything once.
+and a restart reads everything once. While one thread reads, the container's other
+decisions rank with the last read rather than wait for it.
 
 **Adding.** Feedback on a proposition that a strategy ranked (the decision's record names
 the strategy, the request's feature slots, whether it explored and the options it
