@@ -229,3 +229,80 @@ def test_serve_refuses_a_metrics_folder_its_workers_cannot_write_in_one_line(tmp
     a_file.write_text("")
     process = served(tmp_path, *db, timeout=20, PROMETHEUS_MULTIPROC_DIR=str(a_file))
     assert one_error_line(process, 2).endswith("is not a folder")
+
+
+ONE_RECORD = """
+import logging, logging.config, sys, uvicorn.config
+from nextoffer.cli.serve import with_own_log
+logging.config.dictConfig(with_own_log(uvicorn.config.LOGGING_CONFIG))
+logging.getLogger("nextoffer.storage").error(
+    "decision %s not recorded: connection failed: server closed the connection\\n"
+    "\\tThis probably means the server terminated abnormally", "d-1"
+)
+logging.getLogger("nextoffer.service").info("retention: deleted 3 decision events")
+logging.getLogger("uvicorn.error").info("Application startup complete.")
+"""
+
+
+def test_serve_logs_nextoffer_records_one_line_each_with_time_level_and_source(monkeypatch):
+    """nextoffer's own records had no handler: Python's last resort wrote the bare message
+    (no time, level or logger), a driver's three-line message as three records, and no
+    INFO record (retention's deletions) at all."""
+    process = subprocess.run(
+        [sys.executable, "-c", ONE_RECORD], capture_output=True, text=True, check=True
+    )
+    lines = process.stderr.splitlines()
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    assert re.fullmatch(
+        stamp + r" ERROR nextoffer\.storage: decision d-1 not recorded: connection failed: "
+        r"server closed the connection This probably means the server terminated abnormally",
+        lines[0],
+    ), process.stderr
+    assert re.fullmatch(
+        stamp + r" INFO nextoffer\.service: retention: deleted 3 decision events", lines[1]
+    )
+    assert lines[2].endswith("Application startup complete.")  # the server's own, as before
+    assert len(lines) == 3 and process.stdout == ""  # stdout is the access log's
+    # And serve hands that configuration to the server.
+    for key in ("NEXTOFFER_DB", "NEXTOFFER_ACCESS_LOG", "NEXTOFFER_METRICS"):
+        monkeypatch.setenv(key, "")  # serve sets them for its workers: put back after
+    calls: list[dict[str, object]] = []
+    monkeypatch.setattr("uvicorn.run", lambda *args, **kwargs: calls.append(kwargs))
+    monkeypatch.setattr(import_module("nextoffer.cli.serve"), "check_stores", lambda s: None)
+    result = CliRunner().invoke(serve, ["--port", str(free_port()), "--db", "sqlite://"])
+    assert result.exit_code == 0, result.output
+    config = calls[0]["log_config"]
+    assert isinstance(config, dict) and config["loggers"]["nextoffer"]["level"] == "INFO"
+
+
+def test_granian_keeps_stdout_for_the_json_access_log(tmp_path: Path) -> None:
+    """granian wrote its own lines ("[INFO] Starting granian") to stdout, among the JSON
+    access lines a log collector parses one object a line."""
+    port = free_port()
+    exe = Path(sys.executable).with_name("nextoffer")
+    env = {**os.environ, "NEXTOFFER_DB": f"sqlite:///{tmp_path / 'g.db'}"}
+    process = subprocess.Popen(
+        [str(exe), "serve", "--server", "granian", "--workers", "2", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("granian did not come up")
+    finally:
+        process.terminate()
+        out, err = process.communicate(timeout=40)
+    assert health.status_code == 200
+    lines = out.splitlines()
+    assert lines and all(line.startswith('{"time":') for line in lines), out
+    assert "Starting granian" in err

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import copy
+import logging
 import math
 import os
+import re
 import shutil
 import tempfile
+import time
 from importlib.util import find_spec
+from typing import Any
 
 import click
 import uvicorn
@@ -120,9 +125,60 @@ def serve(
         workers=settings.workers,
         access_log=text_log,
         log_level="info",
+        log_config=with_own_log(uvicorn.config.LOGGING_CONFIG),
         # SIGTERM: stop accepting, let in-flight requests finish (up to this long), exit.
         timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout),
     )
+
+
+class OneLineFormatter(logging.Formatter):
+    """``2026-12-07T17:01:02.123Z ERROR nextoffer.service: message``, on one line: nextoffer's
+    own records had no handler, so Python's last resort wrote the bare message (no time,
+    level or source), and a driver's message over three lines (psycopg's "connection
+    failed", then "This probably means…" on a line of its own) read as three records to a
+    log collector. A traceback still follows its record's line, as the server's own do."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        return f"{stamp}.{int(record.msecs):03d}Z"
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _BREAKS.sub(" ", record.message)
+        return super().formatMessage(record)
+
+
+_BREAKS = re.compile(r"\s*[\r\n]\s*")
+
+
+def with_own_log(config: dict[str, Any]) -> dict[str, Any]:
+    """The server's logging ``config`` plus nextoffer's loggers: at INFO, one line a record,
+    on stderr (stdout carries the JSON access log)."""
+    config = copy.deepcopy(config)
+    config.setdefault("formatters", {})["nextoffer"] = {"()": OneLineFormatter}
+    config.setdefault("handlers", {})["nextoffer"] = {
+        "formatter": "nextoffer",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+    }
+    config.setdefault("loggers", {})["nextoffer"] = {
+        "handlers": ["nextoffer"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
+
+
+def granian_log(config: dict[str, Any]) -> dict[str, Any]:
+    """granian's logging ``config`` with its own lines on stderr, as uvicorn's: granian
+    writes them to stdout, where they broke the JSON access log's one object a line."""
+    config = with_own_log(config)
+    for handler in config["handlers"].values():
+        if handler.get("stream") == "ext://sys.stdout" and handler.get("formatter") != "access":
+            handler["stream"] = "ext://sys.stderr"
+    return config
 
 
 def check_port(host: str, port: int) -> None:
@@ -181,6 +237,7 @@ def run_granian(settings: Settings, *, access_log: bool) -> None:
     """The app under granian's ASGI interface (its workers are processes, as uvicorn's)."""
     from granian import Granian
     from granian.constants import Interfaces
+    from granian.log import LOGGING_CONFIG
 
     Granian(
         "nextoffer.api.app:create_app",
@@ -190,6 +247,7 @@ def run_granian(settings: Settings, *, access_log: bool) -> None:
         port=settings.port,
         workers=settings.workers,
         log_access=access_log,
+        log_dictconfig=granian_log(LOGGING_CONFIG),
         # SIGTERM stops the workers; one still running after this long is killed.
         workers_kill_timeout=max(1, math.ceil(settings.shutdown_timeout)),
     ).serve()
