@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -33,9 +34,11 @@ from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.retention")
 
-#: Rows deleted per transaction: on SQLite the other writers wait for it meanwhile.
-PRUNE_ROWS = 1000
-#: Seconds between two transactions of a pass: the other writers go first.
+#: Rows deleted per transaction: on SQLite the other writers wait for it meanwhile (a
+#: few milliseconds; docs/benchmarks.md, "Retention").
+PRUNE_ROWS = 200
+#: The least a pass waits between two transactions; it waits at least twice as long as
+#: the last one took, so it holds SQLite's write lock a third of the time at most.
 PAUSE_SECONDS = 0.02
 #: Seconds between two passes of a server (the first comes this long after it starts).
 PASS_SECONDS = 300.0
@@ -83,8 +86,9 @@ class Retention:
         return self.decision_events_days > 0 or self.experience_events_days > 0
 
     def prune(self, *, on_progress: Callable[[Pruned], None] | None = None) -> Pruned:
-        """Delete every event past its limit as of now, :data:`PRUNE_ROWS` per transaction;
-        ``on_progress`` hears the totals after each one. Stops early when closed."""
+        """Delete every event past its limit as of now, :data:`PRUNE_ROWS` per transaction
+        (waiting between two, unless ``pause`` is 0); ``on_progress`` hears the totals
+        after each one. Stops early when closed."""
         now_us = int(self._clock().timestamp() * 1_000_000)
         pruned = Pruned()
         kinds: list[tuple[str, Callable[..., int], float]] = [
@@ -96,14 +100,16 @@ class Retention:
                 continue
             chunk = partial(_chunk, step, now_us - int(days * _DAY_US), self._rows)
             while not self._stop.is_set():
+                started = time.monotonic()
                 deleted = self._store.write(chunk)
+                took = time.monotonic() - started
                 if deleted:
                     pruned = replace(pruned, **{name: getattr(pruned, name) + deleted})
                     if on_progress is not None:
                         on_progress(pruned)
                 if deleted < self._rows:
                     break
-                self._stop.wait(self._pause)
+                self._stop.wait(max(self._pause, 2 * took) if self._pause else 0)
         return pruned
 
     # -- in a server -------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""What retention's deletes cost against the writes they undo (``service/retention.py``).
+
+    .venv/bin/python bench/retention.py [--events 100000] [--repeats 3] [--db URL] [--plot PNG]
+
+Per repeat, on a new SQLite database (or a new database on the PostgreSQL server of
+``--db postgresql://…``, which must let the user create databases): records ``--events``
+decision events through the decision path (group-committed batches of 50, as the server
+writes them; bodies of a stored decision's size, three offers each), made over 20 days,
+folds them, then deletes the older half with ``Retention.prune`` (200 rows per
+transaction, no pause). Then the same for experience events, stored 200 per transaction
+and deleted by their timestamp. Prints, per kind, the process CPU (every thread) and wall
+time per event written and per event deleted, and their ratio: the reference is the
+write, measured in the same run. Medians over repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+from scratch import scratch_dir
+from sqlalchemy.engine import make_url
+
+from nextoffer.service.retention import Retention
+from nextoffer.storage.decision_path import DecisionPath, DecisionRecord
+from nextoffer.storage.sqlite_path import SqlitePath
+from nextoffer.storage.store import Store
+
+DAYS = 20
+BATCH = 50
+EVENTS_PER_WRITE = 200
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+NOW = T0 + timedelta(days=DAYS)
+#: What a stored decision event's body holds (docs/api.md): ~500 bytes as JSON.
+OPTION = {"id": "xcore:personalized-offer:{n:016x}", "etag": 1, "score": 0.5}
+
+
+def at_us(fraction: float) -> int:
+    return int((T0 + timedelta(days=DAYS * fraction)).timestamp() * 1_000_000)
+
+
+def body(proposition_id: str, n: int) -> dict[str, object]:
+    return {
+        "propositionId": proposition_id,
+        "xdm:propositionRequestId": str(uuid.uuid4()),
+        "profileKey": f"Email:user-{n % 10_000}@example.com",
+        "propositions": [
+            {
+                "activity": "xcore:offer-activity:1a2b3c4d5e6f7081",
+                "placement": "xcore:offer-placement:1a2b3c4d5e6f7082",
+                "options": [
+                    {**OPTION, "id": f"xcore:personalized-offer:{(n + k) % 100:016x}"}
+                    for k in range(3)
+                ],
+            }
+        ],
+    }
+
+
+def timed(work: Callable[[], object]) -> tuple[float, float]:
+    cpu, wall = time.process_time(), time.perf_counter()
+    work()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def decision_events(store: Store, path: DecisionPath, n: int) -> tuple[float, ...]:
+    def write() -> None:
+        for start in range(0, n, BATCH):
+            futures = []
+            for i in range(start, min(n, start + BATCH)):
+                pid = str(uuid.uuid4())
+                futures.append(
+                    path.record(
+                        DecisionRecord(
+                            proposition_id=pid,
+                            container_id="c-1",
+                            created=(T0 + timedelta(days=DAYS * i / n)).isoformat(),
+                            created_us=at_us(i / n),
+                            profile_key=f"Email:user-{i % 10_000}@example.com",
+                            body=body(pid, i),
+                            day=(T0 + timedelta(days=DAYS * i / n)).date().isoformat(),
+                            proposed_offers=[f"o-{(i + k) % 100}" for k in range(3)],
+                            reserve=[],
+                        )
+                    )
+                )
+            for future in futures:
+                future.result(timeout=60)
+
+    write_cpu, write_wall = timed(write)
+    path.fold()
+    retention = Retention(
+        store, decision_events_days=DAYS / 2, experience_events_days=0, clock=lambda: NOW, pause=0
+    )
+    deleted: list[int] = []
+    prune_cpu, prune_wall = timed(lambda: deleted.append(retention.prune().decision_events))
+    return write_cpu / n, write_wall / n, prune_cpu / deleted[0], prune_wall / deleted[0]
+
+
+def experience_events(store: Store, n: int) -> tuple[float, ...]:
+    def write() -> None:
+        for start in range(0, n, EVENTS_PER_WRITE):
+
+            def chunk(session, start=start):  # type: ignore[no-untyped-def]
+                for i in range(start, min(n, start + EVENTS_PER_WRITE)):
+                    # Sent out of order, as applications do: a timestamp from anywhere.
+                    when = (i * 7919) % n / n
+                    session.runtime.insert_event(
+                        "O@AdobeOrg",
+                        "prod",
+                        f"p-{i % 10_000}",
+                        event_id=str(uuid.uuid4()),
+                        event_type="decisioning.propositionDisplay",
+                        timestamp=(T0 + timedelta(days=DAYS * when)).isoformat(),
+                        timestamp_us=at_us(when),
+                        body=body(str(uuid.uuid4()), i),
+                    )
+
+            store.write(chunk)
+
+    write_cpu, write_wall = timed(write)
+    retention = Retention(
+        store, decision_events_days=0, experience_events_days=DAYS / 2, clock=lambda: NOW, pause=0
+    )
+    deleted: list[int] = []
+    prune_cpu, prune_wall = timed(lambda: deleted.append(retention.prune().experience_events))
+    return write_cpu / n, write_wall / n, prune_cpu / deleted[0], prune_wall / deleted[0]
+
+
+def new_database(server: str | None, repeat: int) -> str:
+    if server is None:
+        return f"sqlite:///{scratch_dir('nextoffer-retention-') / 'r.db'}"
+    url = make_url(server)
+    name = f"nextoffer_retention_{repeat}_{uuid.uuid4().hex[:8]}"
+    admin = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE 'C.UTF-8'")
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--db", help="a PostgreSQL server (postgresql://…); SQLite without")
+    parser.add_argument("--plot", type=Path, help="draw the medians' wall times into this PNG")
+    args = parser.parse_args()
+    rows: dict[str, list[tuple[float, ...]]] = {"decision events": [], "experience events": []}
+    for repeat in range(args.repeats):
+        store = Store.open(new_database(args.db, repeat), pool_size=10)
+        if store.sqlite_path:
+            path: DecisionPath = SqlitePath(store)
+        else:
+            from nextoffer.storage.pg_path import PgPath
+
+            path = PgPath(store)
+        rows["decision events"].append(decision_events(store, path, args.events))
+        path.close()
+        rows["experience events"].append(experience_events(store, args.events))
+        store.close()
+        print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
+    backend = "PostgreSQL" if args.db else "SQLite"
+    print(f"\n{backend}, {args.events:,} events per kind, the older half deleted; medians of")
+    print(f"{args.repeats} repeats (µs per event)\n")
+    print("| kind | write CPU | write wall | delete CPU | delete wall | delete ÷ write (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for kind, runs in rows.items():
+        w_cpu, w_wall, d_cpu, d_wall = (statistics.median(r[i] for r in runs) for i in range(4))
+        print(
+            f"| {kind} | {w_cpu * 1e6:.1f} | {w_wall * 1e6:.1f} | {d_cpu * 1e6:.1f}"
+            f" | {d_wall * 1e6:.1f} | {d_cpu / w_cpu:.2f} |"
+        )
+    if args.plot:
+        plot(rows, f"{backend}, {args.events:,} events per kind", args.plot)
+
+
+def plot(rows: dict[str, list[tuple[float, ...]]], title: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    kinds = list(rows)
+    written = [statistics.median(r[1] for r in rows[k]) * 1e6 for k in kinds]
+    deleted = [statistics.median(r[3] for r in rows[k]) * 1e6 for k in kinds]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    xs = range(len(kinds))
+    ax.bar([x - 0.2 for x in xs], written, 0.4, label="written (the reference)", color="0.6")
+    ax.bar([x + 0.2 for x in xs], deleted, 0.4, label="deleted by retention", color="C0")
+    ax.set_xticks(list(xs), kinds)
+    ax.set_ylabel("wall µs per event")
+    ax.set_title(f"Retention's deletes against the writes they undo\n{title}", fontsize=10)
+    ax.legend()
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
