@@ -26,6 +26,10 @@ from support.ranking import AUTO, CLICK, DISPLAY, Shop, chosen, teach
         ({**AUTO, "xdm:features": ["person.gender"]}, "/xdm:features"),
         ({**AUTO, "xdm:explorationRate": 0.2}, "/xdm:explorationRate"),
         (
+            {**AUTO, "xdm:optimizationGoal": "decisioning.propositionDisplay"},
+            "/xdm:optimizationGoal",
+        ),
+        (
             {
                 "xdm:name": "x",
                 "xdm:strategyType": "personalized-optimization",
@@ -265,6 +269,18 @@ def test_personalized_optimization_learns_the_best_offer_per_context(tenant: Ten
     for device, offer in best.items():
         picks = Counter(chosen(shop.decide("q", context=context(device))) for _ in range(30))
         assert picks[offer] >= 25, (device, picks)
+
+
+def test_the_report_holds_when_clicks_outnumber_impressions(tenant: Tenant) -> None:
+    # A proposition clicked three times after one display (or clicks whose displays were
+    # never sent): the report counts one click an impression, and is no 500.
+    shop = Shop(tenant, AUTO)
+    answer = shop.decide()
+    offer, pid = chosen(answer), answer["xdm:propositionId"]
+    shop.feedback([(pid, offer, DISPLAY)] + [(pid, offer, CLICK)] * 3)
+    total = shop.report()["total"]
+    assert (total["impressions"], total["clicks"]) == (1, 3)
+    assert total["lift"] is not None
 
 
 def test_the_report_has_per_day_traffic_and_a_lift_with_an_interval(tenant: Tenant) -> None:

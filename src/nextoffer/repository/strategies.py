@@ -36,6 +36,13 @@ def check(body: Mapping[str, Any], *, prefix: str = "") -> None:
                     "auto-optimization strategy ranks every profile alike",
                     pointer=f"{prefix}/{member}",
                 )
+    if body.get("xdm:optimizationGoal") == "decisioning.propositionDisplay":
+        raise Unprocessable(
+            "xdm:optimizationGoal cannot be decisioning.propositionDisplay: that event is "
+            "the impression, so every impression would be a success and the strategy would "
+            "learn nothing",
+            pointer=f"{prefix}/xdm:optimizationGoal",
+        )
     for index, source in enumerate(body.get("xdm:features") or []):
         where = f"{prefix}/xdm:features/{index}"
         try:

@@ -221,7 +221,12 @@ def _lift(
     mean of the offers' CTRs, what uniform serving of the same offers would earn if their
     rates did not depend on who saw them. Rates are smoothed by half a click per
     impression (Agresti-Caffo) so that a period with no click still has an interval.
+    Clicks can outnumber impressions (a proposition clicked twice, a click whose display
+    was never sent): at most one click an impression is counted.
     """
+    served = [served[0], min(served[1], served[0])]
+    explored = [explored[0], min(explored[1], explored[0])]
+    offers = {k: [n, min(c, n)] for k, (n, c) in offers.items()}
     n_s, c_s = served if served[0] else explored
     if n_s == 0:
         return None
