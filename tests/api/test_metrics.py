@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
 from nextoffer.api import access_log
-from nextoffer.api.access_log import FLUSH_CHARS, PATH_CHARS, WRITE_BYTES, AccessLog
+from nextoffer.api.access_log import FLUSH_CHARS, PATH_CHARS, WRITE_BYTES, AccessLog, Observe
 from nextoffer.api.app import create_app
 from nextoffer.api.metrics import Metrics
 from nextoffer.engine import PropositionRequest
@@ -469,3 +470,55 @@ def test_counts_still_waiting_are_written_when_the_app_stops(tmp_path):
         for s in f.samples
     }
     assert written[("nextoffer_http_requests_total", "/healthz")] == 5
+
+
+def run_cancelled(path: str, *, start_first: bool = False) -> tuple[list[dict], bool]:
+    """A request to ``Observe`` whose app waits forever, cancelled as uvicorn cancels the
+    requests still running when its graceful shutdown times out: the messages sent, and
+    whether the cancellation came out of the app."""
+    sent: list[dict] = []
+
+    async def waits_forever(scope, receive, send):
+        if start_first:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.Event().wait()
+
+    async def receive():
+        await asyncio.Event().wait()
+
+    async def send(message):
+        sent.append(message)
+
+    observe = Observe(waits_forever, metrics=Metrics(), access_log=None)
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "query_string": b""}
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(observe(scope, receive, send))
+        await asyncio.sleep(0.01)
+        task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        try:
+            await task
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    return sent, asyncio.run(main())
+
+
+def test_a_request_cancelled_at_shutdown_is_answered_503_not_a_traceback_and_500():
+    """uvicorn cancels what still runs NEXTOFFER_SHUTDOWN_TIMEOUT after SIGTERM; the
+    cancellation reached it: "Exception in ASGI application", a traceback, a bare 500."""
+    sent, raised = run_cancelled("/data/core/ode/c/decisions")
+    assert not raised
+    start, body = sent
+    headers = dict(start["headers"])
+    assert start["status"] == 503 and headers[b"retry-after"] == b"1"
+    assert headers[b"content-type"] == b"application/problem+json"
+    assert headers[b"connection"] == b"close" and b"x-request-id" in headers
+    assert orjson.loads(body["body"])["detail"] == "the server is stopping; retry the request"
+    edge, raised = run_cancelled("/ee/v2/interact")  # the Edge Network's error shape
+    assert not raised and edge[0]["status"] == 503
+    assert orjson.loads(edge[1]["body"])["type"].endswith("/problems/edge/unavailable")
+    # A response already started cannot be replaced: the cancellation goes on.
+    started, raised = run_cancelled("/data/core/ode/c/decisions", start_first=True)
+    assert raised and [m["status"] for m in started] == [200]

@@ -33,18 +33,23 @@ hands the app any method a client invents).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import select
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 
 import orjson
 from starlette.routing import BaseRoute, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nextoffer.api.edge_response import failure
+from nextoffer.api.errors import to_response
 from nextoffer.api.metrics import Metrics
+from nextoffer.errors import Unavailable
 
 UNMATCHED = "<unmatched>"
 #: The ``method`` label of a method HTTP does not define.
@@ -143,7 +148,13 @@ def _chunks(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
 
 
 class Observe:
-    """Metrics for every request, and a JSON access line when ``access_log`` is given."""
+    """Metrics for every request, and a JSON access line when ``access_log`` is given.
+
+    Outermost of the app's middleware, it also answers a request the server cancels when
+    it stops (still running ``NEXTOFFER_SHUTDOWN_TIMEOUT`` after SIGTERM: a slow upload, a
+    long call) with a ``503`` and ``Retry-After``, in the API's error shape, rather than
+    letting the cancellation reach the server: uvicorn logged it as a traceback ("Exception
+    in ASGI application") and answered a bare ``500 Internal Server Error``."""
 
     def __init__(
         self, app: ASGIApp, *, metrics: Metrics | None, access_log: AccessLog | None
@@ -160,8 +171,11 @@ class Observe:
         if scope["type"] == "lifespan":
             await self.app(scope, receive, self._flushing_at_shutdown(send))
             return
-        if scope["type"] != "http" or (self.metrics is None and self.access_log is None):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if self.metrics is None and self.access_log is None:
+            await _refusing_when_cancelled(self.app, scope, receive, send)
             return
         if self._templates is None:  # the first request: the app (not a mounted one) is known
             self._templates = dict(_templates(getattr(scope.get("app"), "routes", ()), ""))
@@ -183,7 +197,7 @@ class Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_observed)
+            await _refusing_when_cancelled(self.app, scope, receive, send_observed)
         finally:
             seconds = time.perf_counter() - start
             template = self._template(scope)
@@ -223,6 +237,36 @@ class Observe:
             return UNMATCHED
         found = self._templates.get(id(route)) if self._templates is not None else None
         return found or getattr(route, "path", None) or UNMATCHED
+
+
+async def _refusing_when_cancelled(
+    app: ASGIApp, scope: Scope, receive: Receive, send: Send
+) -> None:
+    """``app``, except that when the server cancels it before its response started, the
+    client gets a ``503`` (the server is stopping: retry, on another node) and the
+    cancellation ends here. One after the response started propagates (nothing can be
+    said any more)."""
+    started = False
+
+    async def send_started(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    try:
+        await app(scope, receive, send_started)
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if started or task is None:
+            raise
+        task.uncancel()  # this task goes on, only to answer
+        stopping = Unavailable("the server is stopping; retry the request")
+        if scope["path"].startswith("/ee/"):
+            response = failure(stopping, str(uuid.uuid4()), {})
+        else:
+            response = to_response(stopping)
+        response.headers["connection"] = "close"
+        await response(scope, receive, send_started)
 
 
 def _templates(routes: Iterable[BaseRoute], prefix: str) -> Iterator[tuple[int, str]]:
