@@ -53,10 +53,13 @@ from nextoffer.service.search import Search
 from nextoffer.service.segments import SegmentDefinitions
 from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
 from nextoffer.service.tenants import bootstrap as bootstrap_tenant
+from nextoffer.service.tenants import clients as tenant_clients
+from nextoffer.service.tenants import revoke as revoke_client
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CapCounterStore, SqlCounters
 from nextoffer.storage.database import REDIS, require_client
 from nextoffer.storage.decision_path import CountersElsewhere, DecisionPath
+from nextoffer.storage.session import ClientRecord
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 
@@ -362,6 +365,15 @@ class NextOffer:
             user=user,
             ttl=ttl,
         )
+
+    def clients(self, *, org: str | None = None) -> list[ClientRecord]:
+        """The API clients (of ``org``, or every one), with their sandboxes."""
+        return tenant_clients(self.store, org=org)
+
+    def revoke(self, client_id: str, *, sandbox: str | None = None) -> None:
+        """Take ``sandbox`` from an API client, or delete the client: every node refuses
+        its tokens within seconds (docs/deploy.md, "Credentials")."""
+        revoke_client(self.store, client_id, sandbox=sandbox)
 
     def create(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -12,6 +13,7 @@ from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
 from nextoffer.cli import main
+from nextoffer.service import auth
 from nextoffer.settings import Settings
 
 
@@ -158,3 +160,78 @@ def test_bootstrap_refuses_a_ttl_past_ten_years(tmp_path):
         result.output
     )
     assert bootstrap(f"sqlite:///{tmp_path / 'n.db'}", "--ttl", "315360000")["accessToken"]
+
+
+def admin(*args: str) -> str:
+    result = CliRunner().invoke(main, ["admin", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def headers_of(creds: dict[str, str], sandbox: str | None = None) -> dict[str, str]:
+    return {
+        "Authorization": f"Bearer {creds['accessToken']}",
+        "x-api-key": creds["apiKey"],
+        "x-gw-ims-org-id": creds["org"],
+        "x-sandbox-name": sandbox or creds["sandbox"],
+    }
+
+
+def test_clients_lists_each_api_client_with_its_sandboxes(tmp_path):
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    bootstrap(db_url, "--client-id", "shop")
+    bootstrap(db_url, "--client-id", "shop", "--sandbox", "dev")  # a second sandbox
+    bootstrap(db_url, "--client-id", "other", "--org", "OTHER@AdobeOrg")
+    listed = [json.loads(line) for line in admin("clients", "--db", db_url).splitlines()]
+    assert [(c["clientId"], c["org"], c["sandboxes"]) for c in listed] == [
+        ("other", "OTHER@AdobeOrg", ["prod"]),
+        ("shop", "ACME@AdobeOrg", ["dev", "prod"]),
+    ]
+    assert all(c["created"].endswith("Z") for c in listed)
+    only = admin("clients", "--db", db_url, "--org", "OTHER@AdobeOrg").splitlines()
+    assert [json.loads(line)["clientId"] for line in only] == ["other"]
+
+
+def test_a_revoked_sandbox_or_client_is_refused_by_a_running_server(tmp_path, monkeypatch):
+    monkeypatch.setattr(auth, "CLIENT_CACHE_SECONDS", 0.2)  # a server re-reads grants
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    creds = bootstrap(db_url, "--client-id", "shop")
+    bootstrap(db_url, "--client-id", "shop", "--sandbox", "dev")
+    with TestClient(create_app(Settings(db_url=db_url))) as client:
+
+        def status(sandbox: str, used: dict[str, str] = creds) -> int:
+            return client.get("/data/core/xcore/", headers=headers_of(used, sandbox)).status_code
+
+        assert (status("prod"), status("dev")) == (200, 200)
+        assert admin("revoke", "--db", db_url, "--client-id", "shop", "--sandbox", "dev") == (
+            "revoked: sandbox dev of API client shop\n"
+        )
+        time.sleep(0.3)
+        assert (status("prod"), status("dev")) == (200, 403)
+        admin("revoke", "--db", db_url, "--client-id", "shop")
+        time.sleep(0.3)
+        refused = client.get("/data/core/xcore/", headers=headers_of(creds))
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error_code"] == "401013"
+        # Made again under the same id: new tokens work, the ones minted before do not.
+        time.sleep(1.1)  # tokens carry their minute and second of issue
+        again = bootstrap(db_url, "--client-id", "shop")
+        assert (status("prod", again), status("prod")) == (200, 401)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--client-id", "nobody"), "error: no API client 'nobody'"),
+        (
+            ("--client-id", "shop", "--sandbox", "staging"),
+            "error: API client 'shop' has no grant of sandbox 'staging'",
+        ),
+    ],
+)
+def test_revoking_what_is_not_there_is_a_one_line_error(tmp_path, args, message):
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    bootstrap(db_url, "--client-id", "shop")
+    result = CliRunner().invoke(main, ["admin", "revoke", "--db", db_url, *args])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.stderr.strip() == message

@@ -5,17 +5,16 @@ and a fresher read of them is followed at once. On a real SQLite database."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
 
 from nextoffer import NextOffer, Settings
 from nextoffer.errors import AuthError
 from nextoffer.service import tokens
 from nextoffer.service.auth import CLIENT_CACHE_SECONDS, Authenticator
-from nextoffer.storage import tables
 
 ORG = "AUTH@AdobeOrg"
 
@@ -42,19 +41,14 @@ def headers(token: str, api_key: str, sandbox: str | None = "prod") -> dict[str,
 
 
 def revoke(no: NextOffer, client_id: str, sandbox: str) -> None:
-    with no.store.session() as session:
-        session.conn.execute(
-            delete(tables.client_sandboxes).where(
-                tables.client_sandboxes.c.client_id == client_id,
-                tables.client_sandboxes.c.sandbox == sandbox,
-            )
-        )
+    no.revoke(client_id, sandbox=sandbox)
 
 
-def token_until(no: NextOffer, client_id: str, expires_at: int) -> str:
+def token_until(no: NextOffer, client_id: str, issued_at: int, expires_at: int) -> str:
     with no.store.session() as session:
         kid, secret = next(iter(session.signing_keys().items()))
-    return tokens.mint(tokens.Claims("u", client_id, ORG, 0, expires_at), kid=kid, secret=secret)
+    claims = tokens.Claims("u", client_id, ORG, issued_at, expires_at)
+    return tokens.mint(claims, kid=kid, secret=secret)
 
 
 def test_a_remembered_caller_is_the_same_caller(no: NextOffer) -> None:
@@ -70,13 +64,14 @@ def test_a_remembered_caller_is_the_same_caller(no: NextOffer) -> None:
 
 def test_a_remembered_token_is_refused_once_it_expires(no: NextOffer) -> None:
     creds = no.bootstrap(org=ORG, sandbox="prod")
-    clock = Clock(1_000.0)
+    now = int(time.time())  # a token is minted after its client was made
+    clock = Clock(now)
     auth = Authenticator(no.store, clock=clock)
-    token = token_until(no, creds.api_key, 1_002)
+    token = token_until(no, creds.api_key, now, now + 2)
     auth.authenticate(headers(token, creds.api_key))
-    clock.now = 1_001.9
+    clock.now = now + 1.9
     auth.authenticate(headers(token, creds.api_key))
-    clock.now = 1_002.0
+    clock.now = now + 2.0
     with pytest.raises(AuthError) as refused:
         auth.authenticate(headers(token, creds.api_key))
     assert refused.value.error_code == "401013"

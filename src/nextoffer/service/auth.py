@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from threading import Lock
 
 from nextoffer.errors import AuthError, Unavailable
+from nextoffer.ids import parse_datetime
 from nextoffer.service import tokens
 from nextoffer.storage.session import ClientRecord
 from nextoffer.storage.store import Store
@@ -48,6 +49,14 @@ def _missing_token() -> AuthError:
 
 def _invalid_token() -> AuthError:
     return AuthError(401, "401013", "Oauth token is not valid")
+
+
+def _made_at(client: ClientRecord) -> int:
+    """When the client was made, in epoch seconds (0 when unknown)."""
+    try:
+        return int(parse_datetime(client.created).timestamp())
+    except ValueError:
+        return 0
 
 
 class Authenticator:
@@ -116,7 +125,9 @@ class Authenticator:
         if client is None or sandbox not in client.sandboxes:
             # A refusal is never served from the cache: a grant made a moment ago counts.
             client = self._client(claims.client_id, fresh=True)
-        if client is None or client.org_id != org:
+        if client is None or client.org_id != org or claims.issued_at < _made_at(client):
+            # No such client (revoked), another org's, or a token minted before the client
+            # was made again (``nextoffer admin revoke``, then ``bootstrap``): not its own.
             raise _invalid_token()
         if sandbox not in client.sandboxes:
             raise AuthError(403, "403025", "Profile is not valid for this sandbox")

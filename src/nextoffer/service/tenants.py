@@ -7,13 +7,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from nextoffer.errors import Conflict
+from nextoffer.errors import Conflict, NotFound
 from nextoffer.ids import format_datetime, new_secret
 from nextoffer.repository.records import Audit, ContainerRecord
 from nextoffer.service import tokens
 from nextoffer.service.auth import Principal
 from nextoffer.service.datastreams import DEFAULT_RATE_LIMIT
-from nextoffer.storage.session import DatastreamRecord, Session
+from nextoffer.storage.session import ClientRecord, DatastreamRecord, Session
 from nextoffer.storage.store import Store
 
 DEFAULT_TOKEN_TTL = timedelta(hours=24)
@@ -124,3 +124,23 @@ def _datastream(session: Session, container_id: str, org: str, sandbox: str, sta
     )
     session.put_datastream(record)
     return record.datastream_id
+
+
+def clients(store: Store, *, org: str | None = None) -> list[ClientRecord]:
+    """The API clients (of ``org``, or every one), by id, with their sandboxes."""
+    with store.session() as session:
+        return session.list_clients(org_id=org)
+
+
+def revoke(store: Store, client_id: str, *, sandbox: str | None = None) -> None:
+    """Take ``sandbox`` from the client, or delete the client with every grant. Each node
+    refuses its tokens within ``auth.CLIENT_CACHE_SECONDS``; a client made again under
+    the same id does not accept the tokens minted before (``Authenticator``)."""
+    with store.session(write=True) as session:
+        if sandbox is None:
+            if not session.delete_client(client_id):
+                raise NotFound(f"no API client {client_id!r}")
+        elif not session.revoke_sandbox(client_id, sandbox):
+            if session.get_client(client_id) is None:
+                raise NotFound(f"no API client {client_id!r}")
+            raise NotFound(f"API client {client_id!r} has no grant of sandbox {sandbox!r}")

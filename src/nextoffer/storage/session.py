@@ -48,11 +48,13 @@ __all__ = ["ClientRecord", "DatastreamRecord", "Session", "upsert"]
 
 @dataclass(frozen=True, slots=True)
 class ClientRecord:
-    """An API client: its organisation and the sandboxes it may use."""
+    """An API client: its organisation, the sandboxes it may use, and when it was made
+    (tokens minted before are not its: a client revoked and made again)."""
 
     client_id: str
     org_id: str
     sandboxes: frozenset[str]
+    created: str = ""
 
 
 def upsert(conn: Connection, table: Any) -> Any:
@@ -371,15 +373,50 @@ class Session:
         )
 
     def get_client(self, client_id: str) -> ClientRecord | None:
-        row = self.conn.execute(
-            select(t.api_clients.c.org_id).where(t.api_clients.c.client_id == client_id)
-        ).first()
-        if row is None:
-            return None
-        sandboxes = self.conn.execute(
-            select(t.client_sandboxes.c.sandbox).where(t.client_sandboxes.c.client_id == client_id)
-        ).scalars()
-        return ClientRecord(client_id, row.org_id, frozenset(sandboxes))
+        found = self.list_clients(client_id=client_id)
+        return found[0] if found else None
+
+    def list_clients(
+        self, *, org_id: str | None = None, client_id: str | None = None
+    ) -> list[ClientRecord]:
+        """The API clients (of one org, or the one ``client_id``), by id."""
+        c = t.api_clients.c
+        query = select(c.client_id, c.org_id, c.created).order_by(c.client_id)
+        if org_id is not None:
+            query = query.where(c.org_id == org_id)
+        if client_id is not None:
+            query = query.where(c.client_id == client_id)
+        rows = self.conn.execute(query).all()
+        if not rows:
+            return []
+        grants: dict[str, set[str]] = {}
+        g = t.client_sandboxes.c
+        for owner, sandbox in self.conn.execute(
+            select(g.client_id, g.sandbox).where(g.client_id.in_([r.client_id for r in rows]))
+        ):
+            grants.setdefault(owner, set()).add(sandbox)
+        return [
+            ClientRecord(r.client_id, r.org_id, frozenset(grants.get(r.client_id, ())), r.created)
+            for r in rows
+        ]
+
+    def revoke_sandbox(self, client_id: str, sandbox: str) -> bool:
+        """Take a sandbox from a client; False when it did not have it."""
+        g = t.client_sandboxes.c
+        deleted = self.conn.execute(
+            delete(t.client_sandboxes).where(g.client_id == client_id, g.sandbox == sandbox)
+        )
+        return bool(deleted.rowcount)
+
+    def delete_client(self, client_id: str) -> bool:
+        """Delete a client and its grants; False when there was none."""
+        self.conn.execute(
+            delete(t.client_sandboxes).where(t.client_sandboxes.c.client_id == client_id)
+        )
+        deleted = self.conn.execute(
+            delete(t.api_clients).where(t.api_clients.c.client_id == client_id)
+        )
+        return bool(deleted.rowcount)
 
     def signing_keys(self) -> dict[str, str]:
         rows = self.conn.execute(select(t.signing_keys.c.kid, t.signing_keys.c.secret))
