@@ -1,6 +1,7 @@
 """What retention's deletes cost against the writes they undo (``service/retention.py``).
 
     .venv/bin/python bench/retention.py [--events 100000] [--repeats 3] [--db URL] [--plot PNG]
+    .venv/bin/python bench/retention.py --beside-decisions [--backlog 200000] [--windows 4]
 
 Per repeat, on a new SQLite database (or a new database on the PostgreSQL server of
 ``--db postgresql://…``, which must let the user create databases): records ``--events``
@@ -11,6 +12,15 @@ transaction, no pause). Then the same for experience events, stored 200 per tran
 and deleted by their timestamp. Prints, per kind, the process CPU (every thread) and wall
 time per event written and per event deleted, and their ratio: the reference is the
 write, measured in the same run. Medians over repeats.
+
+``--beside-decisions``: what a pass does to decisions made meanwhile. The library and
+profiles of ``http_decisions.py`` on SQLite; ``--backlog`` recorded decisions made 30 days
+ago (a retention switched on over a full table: the longest a pass runs); then, in one
+process as in a server worker, 50 tasks on an event loop decide and record without a
+pause while windows of ``--seconds`` alternate: no pass, then a pass deleting that backlog
+(7 days kept) in the process's thread, as ``Retention.start`` runs it. Prints per kind of
+window the decisions per second and their latency (p50, p99), medians over windows, and
+the rows a pass deleted per second.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import psycopg
 from scratch import scratch_dir
 from sqlalchemy.engine import make_url
@@ -144,13 +155,110 @@ def new_database(server: str | None, repeat: int) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
+def beside_decisions(args: argparse.Namespace) -> None:
+    import asyncio
+    import random
+    import threading
+
+    from http_decisions import PROFILES, build
+
+    from nextoffer import DecisionCall, NextOffer, PropositionRequest, Settings
+
+    db_url = f"sqlite:///{scratch_dir('nextoffer-retention-') / 'bench.db'}"
+    print("building the library and 10,000 profiles …", flush=True)
+    lib = build(db_url)
+    asked = orjson.loads(lib["request"])["xdm:propositionRequests"][0]
+    proposition = PropositionRequest(asked["xdm:activityId"], asked["xdm:placementId"], 3)
+    rng = random.Random(5)
+
+    def call(n: int) -> DecisionCall:
+        return DecisionCall(
+            propositions=(proposition,), identities=[("Email", f"user{n}@example.com")]
+        )
+
+    def month_ago() -> datetime:
+        return datetime.now(UTC) - timedelta(days=30)
+
+    settings = Settings(db_url=db_url, warm_catalogs=False)
+    print(f"recording {args.backlog:,} decisions made 30 days ago …", flush=True)
+    with NextOffer.open(settings, clock=month_ago) as old:
+        who = old.bootstrap(org="BENCH@AdobeOrg", sandbox="prod").principal
+
+        async def backlog() -> None:
+            for start in range(0, args.backlog, 50):
+                count = min(50, args.backlog - start)
+                await asyncio.gather(
+                    *(
+                        old.decide_async(who, lib["container"], call(rng.randrange(PROFILES)))
+                        for _ in range(count)
+                    )
+                )
+
+        asyncio.run(backlog())
+    windows: dict[str, list[tuple[float, float, float, float]]] = {"no pass": [], "a pass": []}
+    with NextOffer.open(settings) as no:
+        no.decide(who, lib["container"], call(0))  # the snapshot, compiled
+
+        async def window(seconds: float) -> tuple[int, list[float]]:
+            latencies: list[float] = []
+            deadline = time.perf_counter() + seconds
+
+            async def one() -> None:
+                while time.perf_counter() < deadline:
+                    start = time.perf_counter()
+                    await no.decide_async(who, lib["container"], call(rng.randrange(PROFILES)))
+                    latencies.append(time.perf_counter() - start)
+
+            await asyncio.gather(*(one() for _ in range(50)))
+            return len(latencies), latencies
+
+        for n in range(args.windows * 2):
+            kind = "a pass" if n % 2 else "no pass"
+            retention = Retention(
+                no.store, decision_events_days=7, experience_events_days=0, clock=no.clock
+            )
+            pruned: list[int] = []
+            thread = threading.Thread(
+                target=lambda r=retention, out=pruned: out.append(r.prune().decision_events)
+            )
+            if kind == "a pass":
+                thread.start()
+            count, latencies = asyncio.run(window(args.seconds))
+            if kind == "a pass":
+                retention.close()  # the pass stops after its transaction
+                thread.join()
+            latencies.sort()
+            windows[kind].append(
+                (
+                    count / args.seconds,
+                    latencies[len(latencies) // 2] * 1e3,
+                    latencies[int(len(latencies) * 0.99)] * 1e3,
+                    (pruned[0] if pruned else 0) / args.seconds,
+                )
+            )
+            print(f"window {n + 1}/{args.windows * 2} ({kind}): {windows[kind][-1]}", flush=True)
+    print(f"\nSQLite, one process, 50 tasks; {args.windows} windows of {args.seconds:g} s each")
+    print("| windows | decisions/s | p50 ms | p99 ms | rows deleted/s |")
+    print("|---|---:|---:|---:|---:|")
+    for kind, rows in windows.items():
+        rate, p50, p99, deleted = (statistics.median(r[i] for r in rows) for i in range(4))
+        print(f"| {kind} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {deleted:,.0f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--db", help="a PostgreSQL server (postgresql://…); SQLite without")
     parser.add_argument("--plot", type=Path, help="draw the medians' wall times into this PNG")
+    parser.add_argument("--beside-decisions", action="store_true")
+    parser.add_argument("--backlog", type=int, default=200_000)
+    parser.add_argument("--windows", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=5.0)
     args = parser.parse_args()
+    if args.beside_decisions:
+        beside_decisions(args)
+        return
     rows: dict[str, list[tuple[float, ...]]] = {"decision events": [], "experience events": []}
     for repeat in range(args.repeats):
         store = Store.open(new_database(args.db, repeat), pool_size=10)
