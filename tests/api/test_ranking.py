@@ -4,6 +4,7 @@ id), explain, and the report."""
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from typing import Any
@@ -13,8 +14,8 @@ from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
 from nextoffer.settings import Settings
-from support.api import Tenant
-from support.ranking import AUTO, CLICK, DISPLAY, Shop, chosen, teach
+from support.api import HTML, WEB, Tenant
+from support.ranking import AUTO, CLICK, DECIDE, DISPLAY, Shop, chosen, teach
 
 # -- the kind ---------------------------------------------------------------------------
 
@@ -271,16 +272,153 @@ def test_personalized_optimization_learns_the_best_offer_per_context(tenant: Ten
         assert picks[offer] >= 25, (device, picks)
 
 
-def test_the_report_holds_when_clicks_outnumber_impressions(tenant: Tenant) -> None:
-    # A proposition clicked three times after one display (or clicks whose displays were
-    # never sent): the report counts one click an impression, and is no 500.
+def test_repeated_displays_and_clicks_of_one_proposition_count_once(tenant: Tenant) -> None:
+    # The audit's case: one visitor's 30 clicks on one display (each event a new `_id`,
+    # as the Web SDK sends them) gave offer A an estimated click rate of 0.969, above B's
+    # 0.955 though B was clicked on each of its 20 displays. One trial per display now.
+    shop = Shop(tenant, AUTO)
+    a, b = shop.offers[0], shop.offers[1]
+    shown: dict[str, list[str]] = {a: [], b: []}
+    for n in range(200):
+        answer = shop.decide(f"r{n}")
+        offer = chosen(answer)
+        if offer in shown and len(shown[offer]) < (1 if offer == a else 20):
+            shown[offer].append(answer["xdm:propositionId"])
+        if len(shown[a]) == 1 and len(shown[b]) == 20:
+            break
+    assert len(shown[a]) == 1 and len(shown[b]) == 20, shown
+    once = shown[a][0]
+    shop.feedback([(once, a, DISPLAY)] * 3 + [(once, a, CLICK)] * 15)
+    shop.feedback([(once, a, CLICK)] * 15 + [(once, a, DISPLAY)])  # another transaction
+    shop.feedback([(pid, b, kind) for pid in shown[b] for kind in (DISPLAY, CLICK)])
+    rows = {o["offerId"]: o for o in shop.report()["total"]["offers"]}
+    assert (rows[a]["impressions"], rows[a]["clicks"]) == (1, 1)
+    assert (rows[b]["impressions"], rows[b]["clicks"]) == (20, 20)
+    time.sleep(0.6)  # past the check interval: the next decision reads the statistics
+    trace = shop.decide("s", explain=True)["xdm:propositions"][0]["nextoffer:explain"]
+    estimates = {c["offerId"]: c["estimate"] for c in trace["candidates"]}
+    assert estimates[a] == pytest.approx(2 / 3)  # Beta(1 + 1, 1 + 0)
+    assert estimates[b] == pytest.approx(21 / 22)  # Beta(1 + 20, 1 + 0)
+
+
+def test_a_click_without_a_display_counts_as_one(tenant: Tenant) -> None:
+    # A click is on something shown: a click whose display never came counts that
+    # display too, and the display arriving later adds nothing.
     shop = Shop(tenant, AUTO)
     answer = shop.decide()
     offer, pid = chosen(answer), answer["xdm:propositionId"]
-    shop.feedback([(pid, offer, DISPLAY)] + [(pid, offer, CLICK)] * 3)
+    shop.feedback([(pid, offer, CLICK)])
     total = shop.report()["total"]
-    assert (total["impressions"], total["clicks"]) == (1, 3)
+    assert (total["impressions"], total["clicks"]) == (1, 1)
     assert total["lift"] is not None
+    shop.feedback([(pid, offer, DISPLAY), (pid, offer, CLICK)])
+    total = shop.report()["total"]
+    assert (total["impressions"], total["clicks"]) == (1, 1)
+
+
+def test_feedback_on_one_placement_trains_only_that_placements_strategy(tenant: Tenant) -> None:
+    # One offer in two placements' criteria, each ranked by its own strategy, proposed in
+    # both by one decision: a display and click on placement 1's proposition (its scope)
+    # trained placement 2's strategy too.
+    create = tenant.create
+    placements = [
+        create("offer-placement", {"xdm:name": n, "xdm:channel": WEB, "xdm:componentType": HTML})[
+            "@id"
+        ]
+        for n in ("p1", "p2")
+    ]
+    reps = [
+        {"xdm:placement": p, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+        for p in placements
+    ]
+    offer = {"xdm:status": "approved", "xdm:rank": {"xdm:priority": 1}, "xdm:representations": reps}
+    shared = create("personalized-offer", {**offer, "xdm:name": "X"})["@id"]
+    fallback = create(
+        "fallback-offer", {"xdm:name": "F", "xdm:status": "approved", "xdm:representations": reps}
+    )["@id"]
+    collection = create(
+        "offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [shared]}
+    )["@id"]
+    strategies = [create("ranking-strategy", {**AUTO, "xdm:name": n})["@id"] for n in "12"]
+    activities = [
+        create(
+            "offer-activity",
+            {
+                "xdm:name": f"d{n}",
+                "xdm:status": "live",
+                "xdm:fallback": fallback,
+                "xdm:criteria": [
+                    {
+                        "xdm:placements": [placement],
+                        "xdm:optionSelection": {"xdm:filter": collection},
+                        "xdm:ranking": {
+                            "xdm:order": {
+                                "xdm:orderEvaluationType": "rankingStrategy",
+                                "xdm:rankingStrategy": strategy,
+                            }
+                        },
+                    }
+                ],
+            },
+        )["@id"]
+        for n, (placement, strategy) in enumerate(zip(placements, strategies, strict=True))
+    ]
+    response = tenant.client.post(
+        f"/data/core/ode/{tenant.container}/decisions",
+        json={
+            "xdm:propositionRequests": [
+                {"xdm:activityId": a, "xdm:placementId": p}
+                for a, p in zip(activities, placements, strict=True)
+            ],
+            "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "alice"}]}}],
+            "xdm:allowDuplicatePropositions": {
+                "xdm:acrossActivities": True,
+                "xdm:acrossPlacements": True,
+            },
+        },
+        headers={**tenant.headers, "Content-Type": DECIDE},
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert [p["xdm:options"][0]["xdm:id"] for p in answer["xdm:propositions"]] == [shared] * 2
+    scope = base64.b64encode(
+        f'{{"activityId":"{activities[0]}","placementId":"{placements[0]}"}}'.encode()
+    ).decode()
+    events = [
+        {
+            "timestamp": "2026-01-01T00:00:00Z",
+            "eventType": kind,
+            "_experience": {
+                "decisioning": {
+                    "propositions": [
+                        {
+                            "id": answer["xdm:propositionId"],
+                            "scope": scope,
+                            "items": [{"id": shared}],
+                        }
+                    ]
+                }
+            },
+        }
+        for kind in (DISPLAY, CLICK)
+    ]
+    sent = tenant.client.post(
+        "/data/core/nextoffer/events", json={"events": events}, headers=tenant.headers
+    )
+    assert sent.status_code == 200, sent.text
+
+    def totals(strategy: str) -> tuple[int, int]:
+        report = tenant.client.get(
+            f"/data/core/nextoffer/reports/ranking-strategies/{strategy}",
+            params={"containerId": tenant.container, "from": "2026-01-01", "to": "2026-01-31"},
+            headers=tenant.headers,
+        )
+        assert report.status_code == 200, report.text
+        total = report.json()["total"]
+        return total["impressions"], total["clicks"]
+
+    assert totals(strategies[0]) == (1, 1)
+    assert totals(strategies[1]) == (0, 0)
 
 
 def test_the_report_has_per_day_traffic_and_a_lift_with_an_interval(tenant: Tenant) -> None:

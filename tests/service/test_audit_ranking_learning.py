@@ -16,7 +16,7 @@ from nextoffer import pql
 from nextoffer.engine import build_catalog
 from nextoffer.engine import catalog as schemas
 from nextoffer.engine.strategy import increments, learn
-from nextoffer.service.learning import Learning
+from nextoffer.service.learning import Gathered, Learning
 from nextoffer.storage.store import Store
 from support.backends import migrated_sqlite
 from unit.engine.engine_library import collection, fallback, instance, offer, placement
@@ -148,3 +148,81 @@ def test_a_slow_read_does_not_hold_the_other_decisions_of_its_container(store: S
     finally:
         held.release.set()
         reader.join(10)
+
+
+def _decision(offers: list[str]) -> dict[str, Any]:
+    """A recorded decision whose one proposition ``STRATEGY`` ranked."""
+    note = {"strategy": STRATEGY, "slots": [0, 5], "explored": False, "offers": offers}
+    return {
+        "timestamp": "2026-01-01T00:00:00.000Z",
+        "propositions": [
+            {
+                "activity": "D1",
+                "placement": "P1",
+                "options": [{"id": o} for o in offers],
+                "ranking": note,
+            }
+        ],
+    }
+
+
+def _reward_of(store: Store, offer: str) -> tuple[float, float]:
+    """(impressions, rewards) ``STRATEGY`` learned of ``offer``: cells (0, 0), (0, -1)."""
+    with store.session() as session:
+        _, cells = session.ranking.changes("c1", 0)
+    found = {(c.row, c.col): c.value for c in cells if c.offer_id == offer}
+    return found.get((0, 0), 0.0), found.get((0, -1), 0.0)
+
+
+def test_concurrent_feedback_on_one_display_from_two_workers_counts_once(db_url: str) -> None:
+    # Two workers store a click on one display at once (two event ids): the first holds
+    # its transaction open; the second waits for it (PostgreSQL: on the trial's unique
+    # key; SQLite: the write lock), then finds the trial counted and adds nothing.
+    catalog = _catalog()
+    stores = [Store.open(db_url), Store.open(db_url)]
+    try:
+        gathered = []
+        for store in stores:
+            batch = Gathered()
+            Learning(store).gather(
+                batch,
+                "c1",
+                catalog,
+                "p-1",
+                _decision(["o01"]),
+                ["o01"],
+                "decisioning.propositionInteract",
+                "2026-01-01",
+            )
+            gathered.append(batch)
+        second_done = threading.Event()
+
+        def second() -> None:
+            stores[1].write(lambda s: Learning(stores[1]).write(s, gathered[1]))
+            second_done.set()
+
+        with stores[0].session(write=True) as session:
+            Learning(stores[0]).write(session, gathered[0])
+            worker = threading.Thread(target=second)
+            worker.start()
+            assert not second_done.wait(0.5)  # it waits for the first to commit
+        worker.join(10)
+        assert second_done.is_set()
+        assert _reward_of(stores[0], "o01") == (1.0, 1.0)  # a click counts its display
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_display_and_a_click_named_again_by_later_events_count_once(store: Store) -> None:
+    catalog = _catalog()
+    learning = Learning(store)
+    for event_type in ["decisioning.propositionDisplay"] * 2 + [
+        "decisioning.propositionInteract"
+    ] * 3:
+        batch = Gathered()
+        learning.gather(
+            batch, "c1", catalog, "p-1", _decision(["o02"]), ["o02"], event_type, "2026-01-01"
+        )
+        store.write(lambda s, batch=batch: learning.write(s, batch))  # type: ignore[misc]
+    assert _reward_of(store, "o02") == (1.0, 1.0)

@@ -628,5 +628,25 @@ def test_the_experience_event_time_revision_indexes_events_by_their_timestamp(
     assert "ix_experience_events_time" not in _indexes(engine, "experience_events")
 
 
+def test_the_ranking_trials_revision_adds_the_table_of_counted_trials(engine: Engine) -> None:
+    # 0021: a strategy counts one display and one success per proposition and offer; the
+    # table remembers those counted, keyed uniquely, and is pruned by the decision's time.
+    migrations.upgrade(engine, "0020_experience_event_time")
+    assert "ranking_trials" not in inspect(engine).get_table_names()
+    migrations.upgrade(engine)
+    assert "ix_ranking_trials_decided" in _indexes(engine, "ranking_trials")
+    row = {"c": "c1", "p": "p1", "o": "o1"}
+    insert = text(
+        "INSERT INTO ranking_trials (container_id, proposition_id, position, offer_id, kind,"
+        " decided_us) VALUES (:c, :p, 0, :o, 0, 1)"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, row)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, row)
+    migrations.downgrade(engine, "0020_experience_event_time")
+    assert "ranking_trials" not in inspect(engine).get_table_names()
+
+
 def _indexes(engine: Engine, table: str) -> set[str]:
     return {index["name"] for index in inspect(engine).get_indexes(table)}

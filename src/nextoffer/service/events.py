@@ -130,17 +130,22 @@ def propositions(event: Mapping[str, Any]) -> Iterator[Named]:
             yield Named(proposition_id, ids, scope if isinstance(scope, str) else None)
 
 
+def _scope_of(scope: str | None) -> tuple[str, str] | None:
+    """The (activity, placement) a feedback event's decision scope names, if it names
+    one (the Web SDK's ``__view__`` and other scopes do not)."""
+    if scope is None:
+        return None
+    try:
+        decoded = decode_scope(scope)
+    except ScopeError:
+        return None
+    return None if decoded is None else (decoded.activity_id, decoded.placement_id)
+
+
 def _held(decision: Mapping[str, Any], scope: str | None) -> list[str]:
     """The offers a recorded decision proposed for ``scope`` (every scope when it names
     no activity and placement)."""
-    wanted: tuple[str, str] | None = None
-    if scope is not None:
-        try:
-            decoded = decode_scope(scope)
-        except ScopeError:
-            decoded = None
-        if decoded is not None:
-            wanted = (decoded.activity_id, decoded.placement_id)
+    wanted = _scope_of(scope)
     return [
         option["id"]
         for p in decision.get("propositions", [])
@@ -381,8 +386,17 @@ class Events:
                 continue
             snapshot = self._catalogs.get(container_id)
             day = format_datetime(item.moment)[:10]
+            # Only the strategy that ranked the proposition of the event's scope learns.
             self._learning.gather(
-                gathered, container_id, snapshot.catalog, decision, offer_ids, item.event_type, day
+                gathered,
+                container_id,
+                snapshot.catalog,
+                named.proposition_id,
+                decision,
+                offer_ids,
+                item.event_type,
+                day,
+                scope=_scope_of(named.scope),
             )
             if kind is None:
                 continue

@@ -14,8 +14,17 @@ the strategy, the request's feature slots, whether it explored and the options i
 ranked) adds to that strategy's cells in the transaction that stores the event: an
 impression (``decisioning.propositionDisplay``) adds ``x xᵀ``, the strategy's goal (a
 click, ``decisioning.propositionInteract``, or its custom event type) adds ``x`` to the
-rewards. An event id seen before is stored once and counted once (``service/events.py``),
-so the statistics are exact sums of distinct events, whatever the order or the node.
+rewards. Only the strategy of the proposition the event names learns: an event naming a
+scope counts for that scope's proposition only, so an offer proposed in two placements
+trains the strategy of the placement it was shown in.
+
+**Once per display.** Each proposition, offer and kind (display, success) is one trial,
+counted the first time any event names it (``Ranking.claim``): a display repeated, or a
+click repeated under new event ids (the Web SDK gives every event one), adds nothing, so
+a strategy learns a Bernoulli trial per display. A success with no display counted
+before counts as a display too (a click is on something shown), so no offer's successes
+outnumber its displays. The statistics are exact sums of distinct trials, whatever the
+order or the node.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ from typing import Any
 from nextoffer.engine import Catalog
 from nextoffer.engine.strategy import Learned, Strategy, increments, learn
 from nextoffer.errors import Unavailable
-from nextoffer.storage.ranking import CellKey, DailyKey
+from nextoffer.ids import epoch_micros, parse_datetime
+from nextoffer.storage.ranking import CellKey, DailyKey, TrialKey
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
@@ -53,12 +63,30 @@ class _Known:
     catalog: Catalog | None = None
 
 
+#: A trial's kind: a display, or a success (the strategy's goal).
+DISPLAYED, SUCCEEDED = 0, 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Trial:
+    """One display or success of an offer a strategy ranked, before it is claimed."""
+
+    strategy_id: str
+    offer_id: str
+    slots: tuple[int, ...]
+    explored: bool
+    #: The event's UTC day (the report's).
+    day: str
+    #: The decision's time, epoch µs (retention deletes trials by it).
+    decided_us: int
+
+
 @dataclass(slots=True)
 class Gathered:
-    """Feedback of one request, per container, before it is written."""
+    """Feedback of one request, per container, before it is written: the trials its
+    events name (the first event naming one is the one counted)."""
 
-    cells: dict[str, dict[CellKey, float]] = field(default_factory=dict)
-    daily: dict[str, dict[DailyKey, list[int]]] = field(default_factory=dict)
+    trials: dict[str, dict[TrialKey, _Trial]] = field(default_factory=dict)
 
 
 def ranking_note(
@@ -176,52 +204,89 @@ class Learning:
         gathered: Gathered,
         container_id: str,
         catalog: Catalog,
+        proposition_id: str,
         decision: Mapping[str, Any],
         offer_ids: list[str],
         event_type: str | None,
         day: str,
+        scope: tuple[str, str] | None = None,
     ) -> None:
-        """Add one event's feedback on one decision to ``gathered``."""
+        """Add one event's feedback on one decision to ``gathered``: for each offer of
+        ``offer_ids`` a strategy ranked in the decision's proposition for ``scope``
+        (activity, placement; any of them when ``None``), a display or a success (with
+        its display: a click is on something shown). An offer counts once an event."""
+        decided_us = _decided_us(decision)
+        trials = gathered.trials.setdefault(container_id, {})
         seen: set[tuple[str, str]] = set()
-        for proposition in decision.get("propositions", []):
-            note = proposition.get("ranking") if isinstance(proposition, Mapping) else None
+        for position, proposition in enumerate(decision.get("propositions", [])):
+            if not isinstance(proposition, Mapping):
+                continue
+            note = proposition.get("ranking")
             if not isinstance(note, Mapping):
                 continue
+            if (
+                scope is not None
+                and (
+                    proposition.get("activity"),
+                    proposition.get("placement"),
+                )
+                != scope
+            ):
+                continue  # another placement's proposition: its strategy did not rank this
             strategy = catalog.strategies.get(str(note.get("strategy")))
             if strategy is None:
                 continue  # deleted since: its feedback has nothing left to train
-            impression, reward = event_type == DISPLAY, event_type == _goal_event(strategy)
-            if not (impression or reward):
+            success = event_type == _goal_event(strategy)
+            if not (event_type == DISPLAY or success):
                 continue
-            slots = [int(s) for s in note.get("slots", [0])]
+            slots = tuple(int(s) for s in note.get("slots", [0]))
             ranked = set(note.get("offers", []))
             explored = bool(note.get("explored"))
             for offer_id in offer_ids:
                 if offer_id not in ranked or (strategy.at_id, offer_id) in seen:
                     continue
                 seen.add((strategy.at_id, offer_id))
-                cells = gathered.cells.setdefault(container_id, {})
-                for (row, col), value in increments(
-                    slots, impression=impression, reward=reward
-                ).items():
-                    key = (strategy.at_id, offer_id, row, col)
-                    cells[key] = cells.get(key, 0.0) + value
-                counts = gathered.daily.setdefault(container_id, {}).setdefault(
-                    (strategy.at_id, day, offer_id, explored), [0, 0]
-                )
-                counts[0] += int(impression)
-                counts[1] += int(reward)
+                trial = _Trial(strategy.at_id, offer_id, slots, explored, day, decided_us)
+                kinds = (DISPLAYED, SUCCEEDED) if success else (DISPLAYED,)
+                for kind in kinds:
+                    trials.setdefault((proposition_id, position, offer_id, kind), trial)
 
     def write(self, session: Session, gathered: Gathered) -> None:
-        """Add what was gathered, in the caller's transaction."""
-        for container_id in sorted(set(gathered.cells) | set(gathered.daily)):
-            daily = {k: (v[0], v[1]) for k, v in gathered.daily.get(container_id, {}).items()}
-            session.ranking.add(container_id, gathered.cells.get(container_id, {}), daily)
+        """Add the trials gathered that were not counted before, in the caller's
+        transaction."""
+        for container_id in sorted(gathered.trials):
+            trials = gathered.trials[container_id]
+            claimed = session.ranking.claim(
+                container_id, {key: trial.decided_us for key, trial in trials.items()}
+            )
+            cells: dict[CellKey, float] = {}
+            daily: dict[DailyKey, tuple[int, int]] = {}
+            for key in claimed:
+                trial, success = trials[key], key[3] == SUCCEEDED
+                for (row, col), value in increments(
+                    trial.slots, impression=not success, reward=success
+                ).items():
+                    cell = (trial.strategy_id, trial.offer_id, row, col)
+                    cells[cell] = cells.get(cell, 0.0) + value
+                day_key = (trial.strategy_id, trial.day, trial.offer_id, trial.explored)
+                shown, won = daily.get(day_key, (0, 0))
+                daily[day_key] = (shown + int(not success), won + int(success))
+            session.ranking.add(container_id, cells, daily)
 
     def written(self, gathered: Gathered) -> None:
         """After commit: this process's next decisions read what it just added."""
-        for container_id in set(gathered.cells) | set(gathered.daily):
-            self.invalidate(container_id)
+        for container_id, trials in gathered.trials.items():
+            if trials:
+                self.invalidate(container_id)
+
+
+def _decided_us(decision: Mapping[str, Any]) -> int:
+    """A recorded decision's time in epoch µs (0, the oldest, when it has none)."""
+    stamp = decision.get("timestamp")
+    try:
+        return epoch_micros(parse_datetime(stamp)) if isinstance(stamp, str) else 0
+    except ValueError:
+        return 0
 
 
 def _goal_event(strategy: Strategy) -> str:

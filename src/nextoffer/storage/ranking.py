@@ -6,6 +6,12 @@ version is moved by the adding transaction itself, first, with an upsert that lo
 container's ``ranking_state`` row until commit: two transactions adding to one container
 take their versions in commit order, so a reader that has seen version ``v`` has seen
 every cell written at ``v`` or before.
+
+A strategy counts one display and one success per proposition and offer (a Bernoulli
+trial per display): ``Ranking.claim`` inserts the trials' keys into ``ranking_trials``,
+skipping those already there, and only the keys it inserted are added. On PostgreSQL a
+second transaction inserting a key waits on the unique index for the first one's commit
+and then skips it; SQLite has one writer. So a trial counts once, from any worker.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
@@ -23,6 +29,8 @@ from nextoffer.storage import tables as t
 CellKey = tuple[str, str, int, int]
 #: A daily key: (strategy @id, UTC day, offer @id, explored).
 DailyKey = tuple[str, str, str, bool]
+#: A trial's key: (proposition id, its position in the decision, offer @id, kind).
+TrialKey = tuple[str, int, str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +167,48 @@ class Ranking:
                     )
                 ],
             )
+
+    def claim(self, container_id: str, trials: Mapping[TrialKey, int]) -> set[TrialKey]:
+        """Insert the keys of ``trials`` (each with its decision's time, epoch µs) that
+        are not stored yet; the keys inserted. A key already there was counted before."""
+        if not trials:
+            return set()
+        c = t.ranking_trials.c
+        insert = _dialect(self.conn).insert(t.ranking_trials).on_conflict_do_nothing()
+        rows = self.conn.execute(
+            insert.returning(c.proposition_id, c.position, c.offer_id, c.kind),
+            [
+                {
+                    "container_id": container_id,
+                    "proposition_id": proposition_id,
+                    "position": position,
+                    "offer_id": offer_id,
+                    "kind": kind,
+                    "decided_us": decided_us,
+                }
+                for (proposition_id, position, offer_id, kind), decided_us in sorted(trials.items())
+            ],
+        )
+        return {(r.proposition_id, r.position, r.offer_id, r.kind) for r in rows}
+
+    def prune_trials(self, *, before_us: int, limit: int) -> int:
+        """Delete the trials of propositions decided before ``before_us``, the oldest
+        first: the propositions of the first ``limit`` such rows (by the decision-time
+        index), every row of each; how many rows went. Meant for retention, with the
+        decision events' limit: feedback on a proposition whose decision event is gone
+        counts for nothing, so its trials are no longer needed."""
+        c = t.ranking_trials.c
+        oldest = (
+            select(c.proposition_id)
+            .where(c.decided_us < before_us)
+            .order_by(c.decided_us)
+            .limit(limit)
+        )
+        found = sorted({row.proposition_id for row in self.conn.execute(oldest)})
+        if not found:
+            return 0
+        gone = delete(t.ranking_trials).where(c.decided_us < before_us, c.proposition_id.in_(found))
+        return int(self.conn.execute(gone).rowcount)
 
     def daily(
         self, container_id: str, strategy_id: str, *, first_day: str, last_day: str

@@ -365,6 +365,25 @@ ranking_daily = Table(
     PrimaryKeyConstraint("container_id", "strategy_id", "day", "offer_id", "explored"),
 )
 
+#: Each display and success a strategy has counted, one row per (proposition, the
+#: proposition's position in its decision, offer, kind: 0 a display, 1 a success): a
+#: Bernoulli trial per display, however often one is displayed or clicked. Inserted with
+#: ON CONFLICT DO NOTHING in the transaction that stores the event; only a new row adds
+#: to ``ranking_stats``. ``decided_us`` is the decision's time: ``Ranking.prune_trials``
+#: deletes the rows of decisions past the decision events' retention by it.
+ranking_trials = Table(
+    "ranking_trials",
+    metadata,
+    Column("container_id", String(36), nullable=False),
+    Column("proposition_id", String(36), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("offer_id", String(64), nullable=False),
+    Column("kind", Integer, nullable=False),
+    Column("decided_us", BigInteger, nullable=False),
+    PrimaryKeyConstraint("container_id", "proposition_id", "position", "offer_id", "kind"),
+    Index("ix_ranking_trials_decided", "decided_us"),
+)
+
 #: Datastreams (Adobe's ``configId``): the public key of the Edge endpoints, naming one
 #: org, sandbox and decisioning container, the browser origins it serves and its rate.
 datastreams = Table(

@@ -15,6 +15,11 @@ any other.
 A counter shared by every profile (a cap for everyone) that a reservation found full stays
 full for the rest of the chunk's decider (``Attempt``'s ``shared`` counts): later profiles
 are decided without that offer instead of proposing it and being refused.
+
+Ranking strategies rank with what they learned online (``service/learning.py``), read once
+per chunk from the store the worker opened (a Spark executor's root opens the same one),
+as an online decision reads it: without it every batch decision would rank from the
+untrained prior, uniformly at random.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import build_snapshot
 from nextoffer.service.decisions import EVENT_LIMIT
+from nextoffer.service.learning import Learning
 from nextoffer.service.offload import in_thread
 from nextoffer.storage.batch import ProfileRow
 from nextoffer.storage.counters import CounterKey
@@ -99,8 +105,12 @@ class ChunkStats:
 class ChunkDecider:
     """Decides chunks of one job's audience over one decision path."""
 
-    def __init__(self, plan: JobPlan, path: DecisionPath) -> None:
+    def __init__(
+        self, plan: JobPlan, path: DecisionPath, *, learning: Learning | None = None
+    ) -> None:
         self._plan = plan
+        #: What ranking strategies learned, read once per chunk (``None``: the prior).
+        self._learning = learning
         self._held = HeldRecords(path)
         self._snapshot = build_snapshot(plan.image, built=format_datetime(plan.decided_at))
         self._segment = pql.compile(plan.segment, kind="rule")
@@ -135,6 +145,11 @@ class ChunkDecider:
         waiting: list[Attempt] = []
         before = self._refusals
         group: list[Attempt] = []
+        learned = (
+            self._learning.learned(plan.container_id, snapshot.catalog)
+            if self._learning is not None
+            else None
+        )
         for profile_id, namespace, identity, text in rows:
             if stopped is not None and stats.profiles % GROUP == 0 and stopped():
                 break
@@ -172,6 +187,7 @@ class ChunkDecider:
                 now=now,
                 rng=partial(profile_rng, plan.seed, profile_id),
                 on_refused=self._refused,
+                learned=learned,
                 shared=self._shared,
             )
             attempt.start()
