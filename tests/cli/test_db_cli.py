@@ -206,3 +206,60 @@ def test_downgrade_to_base_asks_on_a_terminal_and_a_no_keeps_everything(tmp_path
     code, seen = answered(b"y\n")
     assert code == 0, seen
     assert f"downgraded: {head} -> -" in seen
+
+
+def test_db_backup_copies_a_database_while_it_is_written_and_checks_the_copy(tmp_path):
+    import sqlite3
+    import threading
+
+    from nextoffer.storage.sqlite_path import SqlitePath
+    from nextoffer.storage.store import Store
+    from support.decision_path_contract import outcome, record
+
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    store = Store.open(url)
+    path = SqlitePath(store)
+    for _ in range(200):
+        outcome(path, record())
+    stop = threading.Event()
+    written_meanwhile = []
+
+    def keep_writing() -> None:  # a server's records, going on through the backup
+        while not stop.is_set():
+            outcome(path, record())
+            written_meanwhile.append(1)
+
+    writer = threading.Thread(target=keep_writing)
+    writer.start()
+    try:
+        result = invoke("db", "backup", "--db", url, str(tmp_path / "copy.db"))
+    finally:
+        stop.set()
+        writer.join()
+        path.close()
+        store.close()
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"backed up: {tmp_path / 'live.db'} -> {tmp_path / 'copy.db'}")
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    assert copy.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    copied = copy.execute("SELECT count(*) FROM decision_events").fetchone()[0]
+    copy.close()
+    assert 200 <= copied <= 200 + len(written_meanwhile)
+    assert sorted(p.name for p in tmp_path.iterdir() if "copy" in p.name) == ["copy.db"]
+
+
+def test_db_backup_never_overwrites_a_file_and_sends_postgresql_to_pg_dump(tmp_path):
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    assert invoke(*BOOTSTRAP, "--db", url).exit_code == 0
+    taken = tmp_path / "taken.db"
+    taken.write_text("keep me")
+    line = one_line_error(invoke("db", "backup", "--db", url, str(taken)), 2)
+    assert line == f"error: {taken} exists: give a new file (a backup never overwrites one)"
+    assert taken.read_text() == "keep me"
+    line = one_line_error(
+        invoke("db", "backup", "--db", "postgresql://u@127.0.0.1:1/x", str(tmp_path / "b")), 2
+    )
+    assert line == (
+        "error: db backup copies a SQLite database; back PostgreSQL up with pg_dump "
+        '(docs/deploy.md, "Backups")'
+    )

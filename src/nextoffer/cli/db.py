@@ -1,5 +1,6 @@
 """``nextoffer db``: the schema's revision, and moving it (Alembic, ``storage/migrations``);
-deleting the events past their retention (``prune``).
+deleting the events past their retention (``prune``); a live SQLite database's copy
+(``backup``).
 
 ``serve`` upgrades an empty database by itself, and an older SQLite file too; a shared
 PostgreSQL database is upgraded here, once, before the nodes that need it start.
@@ -10,9 +11,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest
@@ -20,7 +30,8 @@ from nextoffer.root import NextOffer
 from nextoffer.service.retention import Pruned
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
-from nextoffer.storage.database import open_engine, parse_url
+from nextoffer.storage.backup import backup_sqlite
+from nextoffer.storage.database import open_engine, parse_url, sqlite_file
 from nextoffer.storage.errors import guarded
 from nextoffer.storage.search_index import ensure_current
 
@@ -156,7 +167,11 @@ def prune(
     with (
         NextOffer.open(settings) as no,
         Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            transient=True,
+            console=Console(stderr=True),
         ) as bar,
     ):
         task = bar.add_task("counting the decision events into the offers report")
@@ -175,6 +190,38 @@ def prune(
         f"deleted: {pruned.decision_events} decision events, "
         f"{pruned.experience_events} experience events"
     )
+
+
+@db.command()
+@db_option(creates=False)
+@click.argument("dest", type=click.Path(dir_okay=False, path_type=Path))
+def backup(db_url: str | None, dest: Path) -> None:
+    """Copy a SQLite database to DEST while servers use it (a consistent copy, checked).
+
+    PostgreSQL: use pg_dump (docs/deploy.md, "Backups").
+    """
+    url = existing_database(Settings.from_env(db_url=db_url).db_url)
+    source = sqlite_file(url)
+    if source is None:
+        raise BadRequest(
+            "db backup copies a SQLite database; back PostgreSQL up with pg_dump "
+            '(docs/deploy.md, "Backups")'
+        )
+    with Progress(
+        TextColumn("copying {task.fields[source]}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("backup", total=None, source=source.name)
+        written = backup_sqlite(
+            source,
+            dest,
+            on_progress=lambda done, total: bar.update(task, completed=done, total=total),
+        )
+    click.echo(f"backed up: {source} -> {dest} ({written:,} bytes, checked)")
 
 
 def confirm_dropping_everything(where: str) -> None:
