@@ -199,15 +199,21 @@ class Ranking:
         counts for nothing, so its trials are no longer needed."""
         c = t.ranking_trials.c
         oldest = (
-            select(c.proposition_id)
+            select(c.proposition_id, c.decided_us)
             .where(c.decided_us < before_us)
             .order_by(c.decided_us)
             .limit(limit)
         )
-        found = sorted({row.proposition_id for row in self.conn.execute(oldest)})
-        if not found:
+        rows = self.conn.execute(oldest).all()
+        if not rows:
             return 0
-        gone = delete(t.ranking_trials).where(c.decided_us < before_us, c.proposition_id.in_(found))
+        # The rows of one proposition share its decision's time: the delete reads only
+        # the index's range of the rows found, not every row older than ``before_us``.
+        gone = delete(t.ranking_trials).where(
+            c.decided_us >= rows[0].decided_us,
+            c.decided_us <= rows[-1].decided_us,
+            c.proposition_id.in_(sorted({row.proposition_id for row in rows})),
+        )
         return int(self.conn.execute(gone).rowcount)
 
     def daily(
