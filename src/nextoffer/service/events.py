@@ -9,7 +9,8 @@ report. A proposition named without ``items`` (as the Web SDK sends its display 
 click events: ``id``, ``scope``, ``scopeDetails``) counts for the offers that proposition
 held — those of its scope, or of the whole decision when the scope names no activity
 and placement. Feedback on a proposition that a ranking strategy ranked trains that
-strategy (``service/learning.py``), in the transaction that stores the event. Events
+strategy (``service/learning.py``), in the transaction that stores the event: only the
+strategy of the scope the event names, and once per display and success. Events
 matching an offer's custom capping query count for that rule. An event
 with the ``__adobe.ajo.dryRun`` flag is stored but counts for nothing; an event for an
 unknown proposition is stored and counts for nothing; an event whose ``_id`` was seen
