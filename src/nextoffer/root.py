@@ -54,7 +54,9 @@ from nextoffer.service.segments import SegmentDefinitions
 from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
 from nextoffer.service.tenants import bootstrap as bootstrap_tenant
 from nextoffer.service.tenants import clients as tenant_clients
+from nextoffer.service.tenants import drop_old_signing_keys as drop_old_keys
 from nextoffer.service.tenants import revoke as revoke_client
+from nextoffer.service.tenants import rotate_signing_key as rotate_key
 from nextoffer.settings import Settings
 from nextoffer.storage.counters import CapCounterStore, SqlCounters
 from nextoffer.storage.database import REDIS, require_client
@@ -374,6 +376,15 @@ class NextOffer:
         """Take ``sandbox`` from an API client, or delete the client: every node refuses
         its tokens within seconds (docs/deploy.md, "Credentials")."""
         revoke_client(self.store, client_id, sandbox=sandbox)
+
+    def rotate_signing_key(self) -> str:
+        """Sign tokens minted from now on with a new key (docs/deploy.md, "Credentials")."""
+        return rotate_key(self.store, now=self._clock())
+
+    def drop_old_signing_keys(self) -> int:
+        """Delete every signing key but the newest: their tokens are refused within
+        seconds everywhere."""
+        return drop_old_keys(self.store)
 
     def create(
         self,

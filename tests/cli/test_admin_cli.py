@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
 from nextoffer.cli import main
-from nextoffer.service import auth
+from nextoffer.service import auth, tokens
 from nextoffer.settings import Settings
 
 
@@ -235,3 +235,27 @@ def test_revoking_what_is_not_there_is_a_one_line_error(tmp_path, args, message)
     result = CliRunner().invoke(main, ["admin", "revoke", "--db", db_url, *args])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert result.stderr.strip() == message
+
+
+def test_a_new_signing_key_signs_new_tokens_and_dropping_the_old_refuses_theirs(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(auth, "KEY_CACHE_SECONDS", 0.2)  # a server re-reads the keys
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    old = bootstrap(db_url, "--client-id", "shop")
+    with TestClient(create_app(Settings(db_url=db_url))) as client:
+
+        def status(creds: dict[str, str]) -> int:
+            return client.get("/data/core/xcore/", headers=headers_of(creds)).status_code
+
+        assert status(old) == 200
+        printed = admin("rotate-key", "--db", db_url)
+        kid = printed.split()[3].rstrip(";")
+        new = bootstrap(db_url, "--client-id", "shop")
+        assert tokens.kid_of(new["accessToken"]) == kid != tokens.kid_of(old["accessToken"])
+        time.sleep(0.3)
+        assert (status(old), status(new)) == (200, 200)  # both keys stand until dropped
+        assert admin("drop-old-keys", "--db", db_url) == "dropped: 1 signing key\n"
+        time.sleep(0.3)
+        assert (status(old), status(new)) == (401, 200)
+        assert admin("drop-old-keys", "--db", db_url) == "dropped: 0 signing keys\n"

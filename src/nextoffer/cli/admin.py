@@ -161,3 +161,25 @@ def revoke(db_url: str | None, client_id: str, sandbox: str | None) -> None:
         click.echo(f"revoked: API client {client_id} and every sandbox it had")
     else:
         click.echo(f"revoked: sandbox {sandbox} of API client {client_id}")
+
+
+@admin.command("rotate-key")
+@db_option(creates=False)
+def rotate_key(db_url: str | None) -> None:
+    """Add a token signing key: tokens minted from now on (admin bootstrap) are signed
+    with it, and the tokens of older keys stay valid until admin drop-old-keys."""
+    settings = Settings.from_env(db_url=existing_database(Settings.from_env(db_url=db_url).db_url))
+    with NextOffer.open(settings) as no:
+        kid = no.rotate_signing_key()
+    click.echo(f"new signing key: {kid}; mint tokens with admin bootstrap, then drop-old-keys")
+
+
+@admin.command("drop-old-keys")
+@db_option(creates=False)
+def drop_old_keys(db_url: str | None) -> None:
+    """Delete every token signing key but the newest: every server refuses the tokens
+    they signed within five seconds, and console sessions end."""
+    settings = Settings.from_env(db_url=existing_database(Settings.from_env(db_url=db_url).db_url))
+    with NextOffer.open(settings) as no:
+        dropped = no.drop_old_signing_keys()
+    click.echo(f"dropped: {dropped} signing key{'s' if dropped != 1 else ''}")

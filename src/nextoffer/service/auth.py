@@ -24,6 +24,9 @@ from nextoffer.storage.store import Store
 
 #: How long a client's sandbox grants are trusted before they are read again.
 CLIENT_CACHE_SECONDS = 5.0
+#: How long the token signing keys are trusted before they are read again: a key dropped
+#: (``nextoffer admin drop-old-keys``) is refused by every process within this.
+KEY_CACHE_SECONDS = 5.0
 #: Verified tokens kept in memory (a verified signature is the costly part).
 TOKEN_CACHE_SIZE = 4096
 #: The sandbox of a request without ``x-sandbox-name`` (Platform: "If the x-sandbox-name
@@ -63,19 +66,26 @@ class Authenticator:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._keys: dict[str, str] = {}
+        #: The signing keys as last read (when, kid -> secret, oldest first).
+        self._keyring: tuple[float, dict[str, str]] | None = None
         self._clients: dict[str, tuple[float, ClientRecord | None]] = {}
-        self._tokens: dict[str, tokens.Claims] = {}
+        #: Verified tokens: their claims and the key that signed them.
+        self._tokens: dict[str, tuple[tokens.Claims, str]] = {}
         self._lock = Lock()
         self._fallback = secrets.token_hex(32)
         self._secrets: dict[str, bytes] = {}
         #: Callers accepted lately, by their four headers: the principal, its token's
-        #: expiry and the client read (``_clients``' entry) it was judged by. A hit stands
-        #: only while the full path would answer the same from its caches: the token
-        #: unexpired, that very read still the client's cached one, and still fresh.
+        #: expiry, the client read (``_clients``' entry) and the keys read it was judged
+        #: by. A hit stands only while the full path would answer the same from its
+        #: caches: the token unexpired, those very reads still the cached ones, and fresh.
         self._accepted: dict[
             tuple[str | None, str | None, str | None, str | None],
-            tuple[Principal, int, tuple[float, ClientRecord | None] | None],
+            tuple[
+                Principal,
+                int,
+                tuple[float, ClientRecord | None] | None,
+                tuple[float, dict[str, str]] | None,
+            ],
         ] = {}
 
     def authenticate(self, headers: Mapping[str, str]) -> Principal:
@@ -88,16 +98,30 @@ class Authenticator:
         )
         accepted = self._accepted.get(key)
         if accepted is not None:
-            principal, expires_at, read = accepted
-            if read is not None and self._clients.get(principal.client_id) is read:
+            principal, expires_at, read, ring = accepted
+            if (
+                read is not None
+                and self._clients.get(principal.client_id) is read
+                and ring is not None
+                and self._keyring is ring
+            ):
                 now = self._clock()
-                if expires_at > int(now) and now - read[0] < CLIENT_CACHE_SECONDS:
+                if (
+                    expires_at > int(now)
+                    and now - read[0] < CLIENT_CACHE_SECONDS
+                    and now - ring[0] < KEY_CACHE_SECONDS
+                ):
                     return principal
         principal, expires_at = self._check(headers)
         with self._lock:
             if len(self._accepted) >= TOKEN_CACHE_SIZE:
                 self._accepted.clear()
-            self._accepted[key] = (principal, expires_at, self._clients.get(principal.client_id))
+            self._accepted[key] = (
+                principal,
+                expires_at,
+                self._clients.get(principal.client_id),
+                self._keyring,
+            )
         return principal
 
     def _check(self, headers: Mapping[str, str]) -> tuple[Principal, int]:
@@ -143,17 +167,17 @@ class Authenticator:
 
     def session_secret(self, purpose: str) -> bytes:
         """A secret for signing what this server hands out (the console's session cookie
-        and CSRF tokens), derived from the token signing keys in the database: the same
-        on every worker and node, and changed when the keys are."""
+        and CSRF tokens), derived from the oldest token signing key in the database: the
+        same on every worker and node, kept through a new key (``admin rotate-key``) and
+        changed when the keys it came from are dropped."""
+        keys = self._keys_now()
         cached = self._secrets.get(purpose)
         if cached is not None:
             return cached
-        with self._store.session() as session:
-            keys = session.signing_keys()
-        material = "".join(f"{kid}:{secret};" for kid, secret in sorted(keys.items()))
-        if not material:  # nothing bootstrapped yet: no token can sign in anyway
+        if not keys:  # nothing bootstrapped yet: no token can sign in anyway
             return hashlib.sha256(f"nextoffer/{purpose}/{self._fallback}".encode()).digest()
-        secret = hashlib.sha256(f"nextoffer/{purpose}/{material}".encode()).digest()
+        kid, key = next(iter(keys.items()))
+        secret = hashlib.sha256(f"nextoffer/{purpose}/{kid}:{key};".encode()).digest()
         with self._lock:
             self._secrets[purpose] = secret
         return secret
@@ -162,8 +186,9 @@ class Authenticator:
         now = int(self._clock())
         cached = self._tokens.get(token)
         if cached is not None:
-            if cached.expires_at > now:
-                return cached
+            claims, kid = cached
+            if claims.expires_at > now and kid in self._keys_now():
+                return claims
             self._tokens.pop(token, None)
             raise _invalid_token()
         try:
@@ -177,18 +202,37 @@ class Authenticator:
         with self._lock:
             if len(self._tokens) >= TOKEN_CACHE_SIZE:
                 self._tokens.clear()
-            self._tokens[token] = claims
+            self._tokens[token] = (claims, kid)
         return claims
 
     def _key(self, kid: str) -> str | None:
-        secret = self._keys.get(kid)
+        """The secret of key ``kid``; a key this process has not seen is read again at
+        once (one minted a moment ago, elsewhere)."""
+        secret = self._keys_now().get(kid)
         if secret is None:
+            secret = self._keys_now(fresh=True).get(kid)
+        return secret
+
+    def _keys_now(self, *, fresh: bool = False) -> dict[str, str]:
+        """The signing keys, read again when the last read is :data:`KEY_CACHE_SECONDS`
+        old (or ``fresh``); the last read stands while the database is away. The session
+        secrets derived from them are made again when they change."""
+        ring = self._keyring
+        now = self._clock()
+        if not fresh and ring is not None and now - ring[0] < KEY_CACHE_SECONDS:
+            return ring[1]
+        try:
             with self._store.session() as session:
                 keys = session.signing_keys()
-            with self._lock:
-                self._keys = keys
-            secret = keys.get(kid)
-        return secret
+        except Unavailable:
+            if ring is None:
+                raise
+            return ring[1]
+        with self._lock:
+            if ring is None or ring[1] != keys:
+                self._secrets.clear()
+            self._keyring = (now, keys)
+        return keys
 
     def _client(self, client_id: str, *, fresh: bool = False) -> ClientRecord | None:
         now = self._clock()

@@ -96,7 +96,7 @@ def bootstrap(
             secret = new_secret()
             session.add_signing_key(kid, secret, now=stamp)
         else:
-            kid, secret = sorted(keys.items())[0]
+            kid, secret = list(keys.items())[-1]  # the newest (``rotate_signing_key``)
     issued = int(now.timestamp())
     token = tokens.mint(
         tokens.Claims(user, client_id, org, issued, issued + int(ttl.total_seconds())),
@@ -144,3 +144,22 @@ def revoke(store: Store, client_id: str, *, sandbox: str | None = None) -> None:
             if session.get_client(client_id) is None:
                 raise NotFound(f"no API client {client_id!r}")
             raise NotFound(f"API client {client_id!r} has no grant of sandbox {sandbox!r}")
+
+
+def rotate_signing_key(store: Store, *, now: datetime) -> str:
+    """Add a token signing key, which tokens minted from now on are signed with; tokens
+    of the older keys stay valid until :func:`drop_old_signing_keys`. Returns its kid."""
+    kid = uuid.uuid4().hex[:16]
+    with store.session(write=True) as session:
+        session.add_signing_key(kid, new_secret(), now=format_datetime(now))
+    return kid
+
+
+def drop_old_signing_keys(store: Store) -> int:
+    """Delete every signing key but the newest: every process refuses the tokens they
+    signed within ``auth.KEY_CACHE_SECONDS``. Returns how many went."""
+    with store.session(write=True) as session:
+        keys = session.signing_keys()
+        if not keys:
+            raise NotFound("no signing key: nothing was bootstrapped")
+        return session.delete_signing_keys(keep=list(keys)[-1])

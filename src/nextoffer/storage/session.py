@@ -419,8 +419,15 @@ class Session:
         return bool(deleted.rowcount)
 
     def signing_keys(self) -> dict[str, str]:
-        rows = self.conn.execute(select(t.signing_keys.c.kid, t.signing_keys.c.secret))
+        """The token signing keys, kid -> secret, the oldest first."""
+        k = t.signing_keys.c
+        rows = self.conn.execute(select(k.kid, k.secret).order_by(k.created, k.kid))
         return {row.kid: row.secret for row in rows}
+
+    def delete_signing_keys(self, *, keep: str) -> int:
+        """Delete every signing key but ``keep``; how many."""
+        k = t.signing_keys.c
+        return int(self.conn.execute(delete(t.signing_keys).where(k.kid != keep)).rowcount)
 
     def add_signing_key(self, kid: str, secret: str, *, now: str) -> None:
         self.conn.execute(insert(t.signing_keys).values(kid=kid, secret=secret, created=now))
