@@ -306,3 +306,16 @@ def test_granian_keeps_stdout_for_the_json_access_log(tmp_path: Path) -> None:
     lines = out.splitlines()
     assert lines and all(line.startswith('{"time":') for line in lines), out
     assert "Starting granian" in err
+
+
+def test_serve_warns_at_start_when_a_redis_restart_would_lose_cap_counters(tmp_path, capsys):
+    from nextoffer.cli.serve import check_stores
+    from nextoffer.settings import Settings
+    from support.backends import redis_url
+
+    # The suite's Redis keeps no append-only file (scripts/services: --appendonly no).
+    check_stores(Settings(db_url=f"sqlite:///{tmp_path / 'w.db'}", redis_url=redis_url()))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "warning: Redis keeps no append-only file (appendonly no): a restart of it loses"
+    ), err

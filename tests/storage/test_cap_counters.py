@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.store import Store
 from support.backends import fresh_database, redis_url
 from support.counter_contract import A, B, CounterContract
+from support.servers import free_port, until_ready
 
 
 class TestSqliteCounters(CounterContract):
@@ -128,3 +130,49 @@ def test_a_bad_redis_url_is_a_bad_request() -> None:
     with pytest.raises(Exception) as caught:
         RedisCounters.from_url("http://nowhere")
     assert not isinstance(caught.value, redis.RedisError)
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        (("--appendonly", "no"), "Redis keeps no append-only file (appendonly no)"),
+        (("--appendonly", "yes", "--appendfsync", "everysec"), "'everysec', not 'always'"),
+        (("--appendonly", "yes", "--appendfsync", "always"), None),
+    ],
+    ids=["no persistence", "everysec", "always"],
+)
+def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
+    tmp_path: Path, options: tuple[str, ...], warned: str | None
+) -> None:
+    redis_url()  # the suite's Redis server: redis-server is installed (or, off CI, skip)
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    process = subprocess.Popen(
+        [*command, "--dir", str(tmp_path), *options], stdout=subprocess.DEVNULL
+    )
+    counters = RedisCounters.from_url(f"redis://127.0.0.1:{port}/0")
+
+    def ready() -> bool:
+        try:
+            counters.ping()
+        except Unavailable:
+            return False
+        return True
+
+    try:
+        with until_ready(process, ready, lambda: "redis-server did not start"):
+            warning = counters.persistence_warning()
+            # A user the server refuses CONFIG to (as managed services do): nothing said.
+            counters.read([A])  # connected
+            redis.Redis(port=port).execute_command(
+                "ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "-config"
+            )
+            limited = RedisCounters.from_url(f"redis://app:pw@127.0.0.1:{port}/0")
+            assert limited.persistence_warning() is None
+            limited.close()
+    finally:
+        counters.close()
+    if warned is None:
+        assert warning is None
+    else:
+        assert warning is not None and warned in warning, warning

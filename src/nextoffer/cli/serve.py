@@ -217,7 +217,8 @@ def check_metrics_folder(folder: str) -> None:
 
 def check_stores(settings: Settings) -> None:
     """Open the database (upgrading an empty one, as a worker would) and reach Redis, so
-    that a bad ``--db`` or ``--redis`` is one line, not a failed start in every worker."""
+    that a bad ``--db`` or ``--redis`` is one line, not a failed start in every worker;
+    say what a restart of Redis would lose of the cap counters."""
     from nextoffer.storage.database import REDIS, require_client
     from nextoffer.storage.store import Store
 
@@ -229,8 +230,11 @@ def check_stores(settings: Settings) -> None:
         counters = RedisCounters.from_url(settings.redis_url)
         try:
             counters.ping()
+            lost = counters.persistence_warning()
         finally:
             counters.close()
+        if lost is not None:  # served anyway: the operator's choice, said once at start
+            click.echo(f"warning: {lost}", err=True)
 
 
 def run_granian(settings: Settings, *, access_log: bool) -> None:

@@ -122,6 +122,10 @@ def _release_args(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
     return counts
 
 
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def _unavailable(exc: RedisError) -> Unavailable:
     return Unavailable(f"the cap counter store (Redis) is unavailable: {exc}", retry_after=1)
 
@@ -156,6 +160,29 @@ class RedisCounters:
     def ping(self) -> None:
         """Raise :class:`Unavailable` unless the server answers."""
         self._call(self._client.ping)
+
+    def persistence_warning(self) -> str | None:
+        """What a restart of this Redis would lose of the counters, read from its
+        configuration (docs/deploy.md); ``None`` when it keeps them all, or when the
+        server does not say (managed services often refuse ``CONFIG``)."""
+        try:
+            config = self._client.config_get("append*")
+        except RedisError:
+            return None
+        read = {_text(k): _text(v) for k, v in config.items()}
+        if read.get("appendonly") != "yes":
+            return (
+                "Redis keeps no append-only file (appendonly no): a restart of it loses the "
+                "cap counters written since its last snapshot, and offers are then served "
+                "past their caps; set appendonly yes and appendfsync always (docs/deploy.md)"
+            )
+        if read.get("appendfsync") != "always":
+            return (
+                f"Redis syncs its append-only file {read.get('appendfsync')!r}, not 'always': "
+                "a crash of its host can lose the last second of cap reservations, and "
+                "offers are then served past their caps (docs/deploy.md)"
+            )
+        return None
 
     def loop_client(self) -> redis.asyncio.Redis:
         """The running event loop's asynchronous client (opened at its first use), for
