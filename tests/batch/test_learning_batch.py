@@ -11,12 +11,14 @@ from datetime import UTC, datetime
 
 import orjson
 
+from batch.test_workloads import rows, wait_done
 from nextoffer.engine import PropositionRequest
 from nextoffer.root import NextOffer
 from nextoffer.service.batch.chunk import ChunkDecider
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.settings import Settings
 from support.api import Tenant
+from support.batch import DWM, add_profiles, dataset, segment, workload
 from support.ranking import AUTO, Shop, teach
 
 
@@ -46,4 +48,27 @@ def test_a_chunk_ranks_with_what_the_strategy_learned_online(
         ]
         events, _ = decider.decide(rows)
     picks = Counter(event.propositions[0][2][0][0] for event in events)
+    assert picks[best] >= 36, picks  # from the prior it would be about 13 of 40
+
+
+def test_a_local_job_picks_the_offer_the_strategy_learned_online(tenant: Tenant) -> None:
+    # End to end, through the workloads API and the local engine's worker processes
+    # (each opens its own root on the same store and reads what was learned).
+    shop = Shop(tenant, AUTO)
+    best = shop.offers[1]
+    teach(shop, best, 60)
+    add_profiles(tenant, 40)
+    started = tenant.client.post(
+        DWM,
+        json=workload(shop, segment(tenant, "age >= 0"), dataset(tenant)),
+        headers=tenant.headers,
+    )
+    assert started.status_code == 200, started.text
+    done = wait_done(tenant, f"{DWM}/{started.json()['@id']}")
+    assert done["ode:status"] == "COMPLETED", done
+    decided = rows(tenant, done["xdm:dataSetId"])
+    picks = Counter(
+        r["_experience"]["decisioning"]["propositions"][0]["items"][0]["id"] for r in decided
+    )
+    assert len(decided) == 40
     assert picks[best] >= 36, picks  # from the prior it would be about 13 of 40

@@ -153,7 +153,10 @@ def test_db_prune_deletes_what_its_flags_say_and_prints_how_many(url: str) -> No
         ],
     )
     assert result.exit_code == 0, result.output
-    assert result.stdout.splitlines()[-1] == "deleted: 6 decision events, 3 experience events"
+    assert (
+        result.stdout.splitlines()[-1]
+        == "deleted: 6 decision events, 3 experience events, 0 ranking trials"
+    )
     store = Store.open(url)
     assert [e["note"] for e in events_of(store)] == ["day 6"]
     assert report(store) == {"o-1": 7}
@@ -173,4 +176,21 @@ def test_db_prune_without_a_retention_is_refused_and_deletes_nothing(
     )
     store = Store.open(url)
     assert len(events_of(store)) == 7
+    store.close()
+
+
+def test_a_pass_deletes_the_ranking_trials_of_decisions_past_the_limit(url: str) -> None:
+    # A strategy's counted displays and successes (ranking_trials) are kept as long as
+    # the decisions they are of: feedback on an older proposition counts for nothing.
+    store = Store.open(url)
+    with store.session(write=True) as session:
+        session.ranking.claim("c1", {("old", 0, "o-1", 0): at(1), ("old", 0, "o-1", 1): at(1)})
+        session.ranking.claim("c1", {("new", 0, "o-1", 0): at(6)})
+    retention = Retention(
+        store, decision_events_days=5.5, experience_events_days=0, clock=lambda: NOW, pause=0
+    )
+    assert retention.prune() == Pruned(5, 0, 2)
+    with store.session(write=True) as session:  # what is left is still counted once
+        assert session.ranking.claim("c1", {("new", 0, "o-1", 0): at(6)}) == set()
+        assert session.ranking.claim("c1", {("old", 0, "o-1", 0): at(1)}) == {("old", 0, "o-1", 0)}
     store.close()

@@ -188,7 +188,8 @@ def prune(
         pruned = no.retention.prune(on_progress=show)
     click.echo(
         f"deleted: {pruned.decision_events} decision events, "
-        f"{pruned.experience_events} experience events"
+        f"{pruned.experience_events} experience events, "
+        f"{pruned.ranking_trials} ranking trials"
     )
 
 

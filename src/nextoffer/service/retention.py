@@ -12,7 +12,9 @@ What goes, and what stays (docs/deploy.md, "Retention"):
 * a decision event, once the offers report has counted it
   (``Runtime.prune_decision_events``). The report, the cap counters and what ranking
   strategies learned stay: each was counted when the event was written or its feedback
-  came. Feedback naming a proposition whose event is gone counts for nothing.
+  came. Feedback naming a proposition whose event is gone counts for nothing, so the
+  displays and successes ranking strategies counted of decisions that old go too
+  (``Ranking.prune_trials``, by the decision's time).
 * an experience event, by its own timestamp. Rules that look back at events see only
   those kept, and an event's id is remembered only as long as the event.
 """
@@ -28,7 +30,6 @@ from datetime import datetime
 from functools import partial
 
 from nextoffer.errors import NextOfferError
-from nextoffer.storage.runtime import Runtime
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
@@ -52,6 +53,7 @@ class Pruned:
 
     decision_events: int = 0
     experience_events: int = 0
+    ranking_trials: int = 0
 
 
 class Retention:
@@ -92,8 +94,9 @@ class Retention:
         now_us = int(self._clock().timestamp() * 1_000_000)
         pruned = Pruned()
         kinds: list[tuple[str, Callable[..., int], float]] = [
-            ("decision_events", Runtime.prune_decision_events, self.decision_events_days),
-            ("experience_events", Runtime.prune_experience_events, self.experience_events_days),
+            ("decision_events", _decision_events, self.decision_events_days),
+            ("ranking_trials", _ranking_trials, self.decision_events_days),
+            ("experience_events", _experience_events, self.experience_events_days),
         ]
         for name, step, days in kinds:
             if days <= 0:
@@ -146,5 +149,17 @@ class Retention:
 
 
 def _chunk(step: Callable[..., int], before_us: int, rows: int, session: Session) -> int:
-    """One transaction of a pass: ``step`` (a ``Runtime.prune_…``) on its session."""
-    return step(session.runtime, before_us=before_us, limit=rows)
+    """One transaction of a pass: ``step`` on its session."""
+    return step(session, before_us=before_us, limit=rows)
+
+
+def _decision_events(session: Session, *, before_us: int, limit: int) -> int:
+    return session.runtime.prune_decision_events(before_us=before_us, limit=limit)
+
+
+def _ranking_trials(session: Session, *, before_us: int, limit: int) -> int:
+    return session.ranking.prune_trials(before_us=before_us, limit=limit)
+
+
+def _experience_events(session: Session, *, before_us: int, limit: int) -> int:
+    return session.runtime.prune_experience_events(before_us=before_us, limit=limit)

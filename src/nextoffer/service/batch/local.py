@@ -65,7 +65,7 @@ def _start_worker(open_worker: OpenWorker, plan: JobPlan, stop: Any) -> None:
     # Closed when the pool stops the worker (multiprocessing's own exit hooks run it).
     Finalize(resources, resources.close, exitpriority=10)
     _worker["resources"] = resources
-    _worker["decider"] = ChunkDecider(plan, resources.path)
+    _worker["decider"] = ChunkDecider(plan, resources.path, learning=resources.learning)
     _worker["stop"] = stop
 
 

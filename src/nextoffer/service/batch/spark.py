@@ -74,7 +74,10 @@ def _decider(plan: JobPlan, open_worker: OpenWorker) -> ChunkDecider:
             resources.close()
         _deciders.clear()
         resources = open_worker()
-        found = _deciders[plan.job_id] = (resources, ChunkDecider(plan, resources.path))
+        found = _deciders[plan.job_id] = (
+            resources,
+            ChunkDecider(plan, resources.path, learning=resources.learning),
+        )
     return found[1]
 
 
