@@ -174,3 +174,32 @@ def test_two_processes_reserve_the_same_counters_exactly(opened: tuple[Store, Pg
     assert one.counts([A, B]) == {A: limit, B: limit}
     assert len(events_of(store)) == limit
     assert report(store) == {"o-1": limit}
+
+
+def test_closing_a_connection_whose_socket_is_already_gone_raises_nothing() -> None:
+    # After the server broke the connection its socket may have no descriptor left: the
+    # close must go on (it ran before the root's other closers), not raise EBADF.
+    import asyncio
+    import socket
+
+    from nextoffer.storage import pg_path
+
+    gone = socket.socket()
+    gone.close()
+
+    class Transport:
+        def get_extra_info(self, name: str) -> socket.socket:
+            return gone
+
+    class Connection:
+        _transport = Transport()
+        terminated = False
+
+        def terminate(self) -> None:
+            self.terminated = True
+
+    loop = asyncio.new_event_loop()
+    loop.close()
+    conn = Connection()
+    pg_path._terminate(loop, conn)  # type: ignore[arg-type]
+    assert conn.terminated

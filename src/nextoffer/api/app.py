@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -28,8 +30,32 @@ from nextoffer.api.routes import (
 from nextoffer.api.shortcut import Shortcut
 from nextoffer.api.url_guard import UrlGuard
 from nextoffer.console import routes as console_routes
+from nextoffer.errors import Unavailable
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
+
+log = logging.getLogger("nextoffer.api")
+
+#: Seconds between two tries to open a worker's root while the database is away.
+OPEN_RETRY_SECONDS = 1.0
+
+
+async def _open(settings: Settings, **hooks: Any) -> NextOffer:
+    """``NextOffer.open``, tried again every :data:`OPEN_RETRY_SECONDS` while the database
+    (or Redis) cannot be reached: a worker restarted during an outage waits for it instead
+    of failing its start, which makes uvicorn stop every worker of the node, those still
+    serving decisions from their snapshots included. ``serve`` checks the stores before
+    any worker starts, so a wrong address is refused there, at once."""
+    warned = False
+    while True:
+        try:
+            # On the loop's thread, as before the retries: what it opens is the loop's.
+            return NextOffer.open(settings, **hooks)
+        except Unavailable as exc:
+            if not warned:
+                log.warning("the worker's start waits for the database: %s", exc)
+                warned = True
+            await asyncio.sleep(OPEN_RETRY_SECONDS)
 
 
 def create_app(
@@ -54,7 +80,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = nextoffer is None
-        no = nextoffer or NextOffer.open(
+        no = nextoffer or await _open(
             settings,
             on_rebuild=metrics.catalog_rebuilt if metrics else None,
             on_refused=metrics.cap_refused if metrics else None,

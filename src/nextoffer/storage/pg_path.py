@@ -635,7 +635,8 @@ def _terminate(loop: asyncio.AbstractEventLoop, conn: asyncpg.Connection) -> Non
     transport: Any = getattr(conn, "_transport", None)  # not in its public interface
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:  # through a duplicate: uvloop's transport socket refuses shutdown()
-        with socket.socket(fileno=os.dup(sock.fileno())) as dup, suppress(OSError):
+        # A connection the server broke may have no descriptor left to duplicate.
+        with suppress(OSError), socket.socket(fileno=os.dup(sock.fileno())) as dup:
             dup.shutdown(socket.SHUT_RDWR)
     if loop.is_closed():
         raw = getattr(transport, "_sock", None)  # asyncio's (uvloop's closes with its loop)
