@@ -31,6 +31,7 @@ from nextoffer.api.shortcut import Shortcut
 from nextoffer.api.url_guard import UrlGuard
 from nextoffer.console import routes as console_routes
 from nextoffer.errors import Unavailable
+from nextoffer.logs import Throttled
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -46,15 +47,13 @@ async def _open(settings: Settings, **hooks: Any) -> NextOffer:
     of failing its start, which makes uvicorn stop every worker of the node, those still
     serving decisions from their snapshots included. ``serve`` checks the stores before
     any worker starts, so a wrong address is refused there, at once."""
-    warned = False
+    waiting = Throttled(log)  # a line every ten seconds while it waits
     while True:
         try:
             # On the loop's thread, as before the retries: what it opens is the loop's.
             return NextOffer.open(settings, **hooks)
         except Unavailable as exc:
-            if not warned:
-                log.warning("the worker's start waits for the database: %s", exc)
-                warned = True
+            waiting.error("the worker's start waits for the database: %s", exc)
             await asyncio.sleep(OPEN_RETRY_SECONDS)
 
 

@@ -35,6 +35,7 @@ from nextoffer.engine import decide as engine_decide
 from nextoffer.engine.strategy import Learned
 from nextoffer.errors import BadRequest, NextOfferError, Unavailable
 from nextoffer.ids import epoch_micros, format_datetime, uuid7
+from nextoffer.logs import Throttled
 from nextoffer.service.cap_plan import CapPlan, EngineKey
 from nextoffer.service.catalogs import Snapshot
 from nextoffer.service.learning import ranking_note
@@ -42,6 +43,8 @@ from nextoffer.storage.counters import CounterKey, counter_needs
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, OnLoop, Pending
 
 log = logging.getLogger("nextoffer.decisions")
+#: One line every ten seconds while the database is away, not one per decision.
+_NOT_RECORDED = Throttled(log)
 
 #: Decide again at most this often when concurrent requests took the last cap units.
 RESERVE_ATTEMPTS = 8
@@ -257,7 +260,9 @@ class Attempt:
                     # Nothing of it needs a reservation: answered, unrecorded (the
                     # database is away; docs/deploy.md), rather than decided again to no
                     # end and refused.
-                    log.error("decision %s not recorded: %s", outcome.proposition_id, answer)
+                    _NOT_RECORDED.error(
+                        "decision %s not recorded: %s", outcome.proposition_id, answer
+                    )
                     return outcome
                 self._unreachable(answer)  # decided again, every capped offer as capped
                 continue

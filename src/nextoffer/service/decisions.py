@@ -40,6 +40,7 @@ from nextoffer.engine import DecisionRequest
 from nextoffer.engine.strategy import Learned
 from nextoffer.errors import NextOfferError, NotFound, Unavailable
 from nextoffer.ids import epoch_micros
+from nextoffer.logs import Throttled
 from nextoffer.service.attempt import Attempt, DecisionCall, DecisionOutcome
 from nextoffer.service.auth import Principal
 from nextoffer.service.cap_plan import CapPlan
@@ -55,6 +56,8 @@ from nextoffer.storage.store import Store
 __all__ = ["EVENT_LIMIT", "DecisionCall", "DecisionOutcome", "Decisions", "profile_key"]
 
 log = logging.getLogger("nextoffer.decisions")
+#: One line every ten seconds while the database is away, not one per decision.
+_PROFILE_AWAY = Throttled(log)
 
 #: Most recent experience events of a profile that rules see through ``xEvent``.
 EVENT_LIMIT = 1000
@@ -332,7 +335,7 @@ class Decisions:
                         runtime.recent_events(profile_id, limit=EVENT_LIMIT) if profile_id else []
                     )
         except Unavailable as exc:
-            log.error("profile store unavailable; deciding for an empty profile: %s", exc)
+            _PROFILE_AWAY.error("profile store unavailable; deciding for an empty profile: %s", exc)
             return None, None, []
         return profile_id, given, events
 
@@ -363,7 +366,7 @@ class Decisions:
             if events is None:
                 events = await on_loop.events(profile_id, limit=EVENT_LIMIT) if profile_id else []
         except Unavailable as exc:
-            log.error("profile store unavailable; deciding for an empty profile: %s", exc)
+            _PROFILE_AWAY.error("profile store unavailable; deciding for an empty profile: %s", exc)
             return None, None, []
         return profile_id, attributes, events
 

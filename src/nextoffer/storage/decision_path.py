@@ -32,6 +32,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from nextoffer.errors import NextOfferError
+from nextoffer.logs import Throttled
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage.counters import CapCounterStore, CounterKey, LoopCounters
 
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     import asyncio
 
 log = logging.getLogger("nextoffer.storage")
+#: One line every ten seconds while records fail, not one per decision.
+_NOT_RECORDED = Throttled(log)
 
 #: A record's outcome to come: a thread-safe future, or — for a record queued on the
 #: running event loop, which writes it on that loop's own thread — the loop's own future
@@ -204,7 +207,7 @@ class CountersElsewhere:
         def done(written: Pending) -> None:
             error = written.exception() if not written.cancelled() else None
             if written.cancelled() or error is not None:
-                log.error("decision %s not recorded: %s", record.proposition_id, error)
+                _NOT_RECORDED.error("decision %s not recorded: %s", record.proposition_id, error)
                 try:
                     self._counters.release([key for key, _ in record.reserve])
                 except NextOfferError as exc:
@@ -260,7 +263,7 @@ class _ElsewhereOnLoop:
         try:
             await self._path.record(record)
         except Exception as error:
-            log.error("decision %s not recorded: %s", record.proposition_id, error)
+            _NOT_RECORDED.error("decision %s not recorded: %s", record.proposition_id, error)
             if reserved:
                 try:
                     await self._counters.release([key for key, _ in reserved])

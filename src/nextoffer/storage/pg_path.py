@@ -51,6 +51,7 @@ import psycopg
 from sqlalchemy.engine import URL
 
 from nextoffer.errors import Conflict, NextOfferError, Unavailable
+from nextoffer.logs import Throttled
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.storage.counters import (
     COUNTS_SQL,
@@ -94,6 +95,8 @@ from nextoffer.storage.rows import instance_from_row
 from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.storage")
+#: One line every ten seconds while batches fail, not one per batch.
+_NOT_WRITTEN = Throttled(log)
 
 #: Seconds to wait for a connection to the server (the store's engine waits as long).
 CONNECT_TIMEOUT = 5
@@ -533,7 +536,7 @@ class PgOnLoop:
                     if not item[1].done():
                         await self._commit(here, [item])
                 return
-            log.error("decision records not written (%d): %s", len(batch), error)
+            _NOT_WRITTEN.error("decision records not written (%d): %s", len(batch), error)
             if here.writer is not None and here.writer.is_closed():
                 here.writer = None  # the next batch opens another
             for _, future in batch:
