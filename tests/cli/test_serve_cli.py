@@ -11,6 +11,7 @@ import sys
 import time
 from importlib import import_module
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,28 +106,32 @@ def test_demo_serves_and_its_printed_curl_creates_a_fallback(tmp_path: Path) -> 
     assert proposition["nextoffer:explain"]["candidates"]
 
 
-def test_granian_serves_with_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
-    port = free_port()
+def granian(tmp_path: Path, port: int, *extra: str, **popen: Any) -> subprocess.Popen[Any]:
+    """``nextoffer serve --server granian --workers 2`` on ``port``, on a new database."""
     exe = Path(sys.executable).with_name("nextoffer")
     env = {**os.environ, "NEXTOFFER_DB": f"sqlite:///{tmp_path / 'g.db'}"}
     args = ["serve", "--server", "granian", "--workers", "2", "--port", str(port)]
-    process = subprocess.Popen(
-        [str(exe), *args, "--no-access-log"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        cwd=tmp_path,
+    return subprocess.Popen([str(exe), *args, *extra], env=env, cwd=tmp_path, **popen)
+
+
+def healthy(port: int) -> httpx.Response:
+    """``GET /healthz`` once the server on ``port`` answers (within 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        except httpx.TransportError:
+            time.sleep(0.2)
+    raise AssertionError("the server did not come up")
+
+
+def test_granian_serves_with_workers_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    process = granian(
+        tmp_path, port, "--no-access-log", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("granian did not come up")
+        health = healthy(port)
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     finally:
         process.terminate()
@@ -279,26 +284,9 @@ def test_granian_keeps_stdout_for_the_json_access_log(tmp_path: Path) -> None:
     """granian wrote its own lines ("[INFO] Starting granian") to stdout, among the JSON
     access lines a log collector parses one object a line."""
     port = free_port()
-    exe = Path(sys.executable).with_name("nextoffer")
-    env = {**os.environ, "NEXTOFFER_DB": f"sqlite:///{tmp_path / 'g.db'}"}
-    process = subprocess.Popen(
-        [str(exe), "serve", "--server", "granian", "--workers", "2", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env,
-        cwd=tmp_path,
-        text=True,
-    )
+    process = granian(tmp_path, port, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("granian did not come up")
+        health = healthy(port)
     finally:
         process.terminate()
         out, err = process.communicate(timeout=40)
