@@ -133,11 +133,13 @@ class Retention:
             except NextOfferError as exc:  # the database away: the next pass tries again
                 log.warning("retention: %s", exc)
                 continue
-            if pruned.decision_events or pruned.experience_events:
+            if pruned != Pruned():
                 log.info(
-                    "retention: deleted %d decision events and %d experience events",
+                    "retention: deleted %d decision events, %d experience events and %d"
+                    " ranking trials",
                     pruned.decision_events,
                     pruned.experience_events,
+                    pruned.ranking_trials,
                 )
 
     def close(self) -> None:
