@@ -224,14 +224,8 @@ class Learning:
             note = proposition.get("ranking")
             if not isinstance(note, Mapping):
                 continue
-            if (
-                scope is not None
-                and (
-                    proposition.get("activity"),
-                    proposition.get("placement"),
-                )
-                != scope
-            ):
+            here = (proposition.get("activity"), proposition.get("placement"))
+            if scope is not None and here != scope:
                 continue  # another placement's proposition: its strategy did not rank this
             strategy = catalog.strategies.get(str(note.get("strategy")))
             if strategy is None:
