@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -26,11 +26,18 @@ from support.servers import free_port
 def late_forwarder(target: tuple[str, int], port: int, after: float) -> Iterator[None]:
     """Nothing listens on ``port`` for ``after`` seconds; then it forwards to ``target``."""
     stop = threading.Event()
+    opened: list[socket.socket] = []
 
     def pump(src: socket.socket, dst: socket.socket) -> None:
-        with src, dst:
+        # Each direction ends on its own: on end of file it passes the end on and leaves both
+        # sockets open for the other direction; they are closed once the forwarder stops.
+        # A peer that resets, or a socket closed at the end, ends the direction too.
+        try:
             while data := src.recv(65536):
                 dst.sendall(data)
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
 
     def serve() -> None:
         time.sleep(after)
@@ -42,6 +49,7 @@ def late_forwarder(target: tuple[str, int], port: int, after: float) -> Iterator
                 except TimeoutError:
                     continue
                 upstream = socket.create_connection(target)
+                opened.extend((client, upstream))
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
@@ -52,6 +60,10 @@ def late_forwarder(target: tuple[str, int], port: int, after: float) -> Iterator
     finally:
         stop.set()
         thread.join()
+        for sock in opened:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
 
 
 def test_a_worker_started_while_the_database_is_away_waits_for_it(
