@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -34,7 +36,15 @@ def child(url: str, tasks: int, batches: int) -> None:
     from nextoffer.storage.counters import CounterKey
     from nextoffer.storage.redis_counters import RedisCounters
 
-    counters = RedisCounters.from_url(url)
+    # The database that lists the containers whose counters Redis holds: a file of the
+    # child's own (a source from before those markers takes no store).
+    options = {}
+    if "store" in inspect.signature(RedisCounters.from_url).parameters:
+        from nextoffer.storage.store import Store
+
+        db = Path(tempfile.mkdtemp(prefix="redis-reserve-")) / "markers.db"
+        options["store"] = Store.open(f"sqlite:///{db}")
+    counters = RedisCounters.from_url(url, **options)
     loop_counters = counters.on_loop
     assert loop_counters is not None
     container = f"bench-{uuid.uuid4()}"

@@ -19,13 +19,15 @@ place (``nextoffer.cli``). No route and no command writes its own error response
     │   └── PQLError               422  exit 2   a rule that does not parse or check; line+column
     ├── TooManyRequests            429  exit 6   a public endpoint's rate; ``retry_after`` seconds
     └── Unavailable                503  exit 6   a store is down; ``retry_after`` seconds
-        └── IdentityClaimed        503  exit 6   a new identity claimed by a concurrent write
+        ├── IdentityClaimed        503  exit 6   a new identity claimed by a concurrent write
+        └── CountersLost           503  exit 6   Redis no longer holds a container's cap counters
 
 ``NotModified`` (304) is not an error and lives with the routes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 
@@ -173,3 +175,20 @@ class IdentityClaimed(Unavailable):
     """Another transaction claimed an identity this one read as free (PostgreSQL: two
     writes creating a profile for one new identity at once). The write is redone
     (``Store.write``); a client hears of it only when every attempt lost a claim."""
+
+
+class CountersLost(Unavailable):
+    """Redis no longer holds the cap counters of these containers: their marker is gone
+    (``storage/redis_markers.py``). Capped offers count as capped until an operator
+    restores Redis or accepts the loss."""
+
+    def __init__(self, containers: Sequence[str]) -> None:
+        named = ", ".join(sorted(containers))
+        super().__init__(
+            f"Redis lost the cap counters of container {named} (its marker is gone: a "
+            "restart without its data, or another Redis); capped offers count as capped "
+            "until Redis is restored from its backup or the loss accepted with "
+            "'nextoffer admin counters --accept-loss' (docs/deploy.md)",
+            retry_after=60,
+        )
+        self.containers = tuple(sorted(containers))

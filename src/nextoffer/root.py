@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from nextoffer.errors import BadRequest
 from nextoffer.ids import IdFactory, utcnow
 from nextoffer.repository.objects import ObjectType, SchemaRef
 from nextoffer.repository.records import InstanceRecord
@@ -64,6 +65,9 @@ from nextoffer.storage.decision_path import CountersElsewhere, DecisionPath
 from nextoffer.storage.session import ClientRecord
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
+
+if TYPE_CHECKING:  # redis is an optional dependency
+    from nextoffer.storage.redis_markers import CounterMarkers
 
 T = TypeVar("T")
 
@@ -137,13 +141,16 @@ class NextOffer:
         self._closers.append(store.close)
         self.counters = SqlCounters(store)
         shared_rates = None
+        #: Which containers' counters Redis must still hold (with ``--redis`` only).
+        self.counter_markers: CounterMarkers | None = None
         if settings.redis_url:  # shared by every node; redis is an optional dependency
             require_client(*REDIS)
             from nextoffer.storage.redis_counters import RedisCounters
             from nextoffer.storage.redis_rates import RedisRates
 
-            self.counters = redis_counters = RedisCounters.from_url(settings.redis_url)
+            self.counters = redis_counters = RedisCounters.from_url(settings.redis_url, store=store)
             self._closers.append(redis_counters.close)
+            self.counter_markers = redis_counters.markers
             shared_rates = RedisRates(redis_counters)  # the Edge endpoints' rates too
         # The strategy for the decision path, chosen here once: driver reads and group
         # commits on either database; SQLite's are inline (an event loop runs them itself),
@@ -385,6 +392,18 @@ class NextOffer:
         """Delete every signing key but the newest: their tokens are refused within
         seconds everywhere."""
         return drop_old_keys(self.store)
+
+    def lost_counters(self) -> list[str]:
+        """The containers whose cap counters Redis has lost (docs/deploy.md, "Redis");
+        none when the counters are the database's."""
+        return self.counter_markers.lost() if self.counter_markers is not None else []
+
+    def accept_counter_loss(self, containers: Sequence[str] | None = None) -> list[str]:
+        """Let the caps of containers whose counters Redis lost (all, or those of
+        ``containers``) count again, from what Redis holds now; the containers it did."""
+        if self.counter_markers is None:
+            raise BadRequest("the cap counters are the database's (no Redis): none was lost")
+        return self.counter_markers.accept_loss(containers)
 
     def create(
         self,

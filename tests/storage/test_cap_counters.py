@@ -19,6 +19,14 @@ from support.counter_contract import A, B, CounterContract
 from support.servers import free_port, until_ready
 
 
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    """The database beside Redis: it lists the containers whose counters Redis holds."""
+    store = Store.open(f"sqlite:///{tmp_path / 'markers.db'}")
+    yield store
+    store.close()
+
+
 class TestSqliteCounters(CounterContract):
     @pytest.fixture
     def counters(self, tmp_path: Path) -> Iterator[CapCounterStore]:
@@ -38,10 +46,10 @@ class TestPostgresCounters(CounterContract):
 
 class TestRedisCounters(CounterContract):
     @pytest.fixture
-    def counters(self) -> Iterator[CapCounterStore]:
+    def counters(self, db: Store) -> Iterator[CapCounterStore]:
         # A database number of its own per test would run out (16); a flush would touch
         # other tests' keys. Keys carry the container id, so a fresh one isolates.
-        opened = RedisCounters.from_url(redis_url())
+        opened = RedisCounters.from_url(redis_url(), store=db)
         opened.ping()
         yield _Isolated(opened, uuid.uuid4().hex)
         opened.close()
@@ -71,7 +79,7 @@ def test_counters_in_the_database_count_with_the_writer_s_transaction(db_url: st
 
 def test_counters_in_redis_are_left_to_add_after_the_writer_s_commit(tmp_path: Path) -> None:
     store = Store.open(f"sqlite:///{tmp_path / 'c.db'}")
-    opened = RedisCounters.from_url(redis_url())
+    opened = RedisCounters.from_url(redis_url(), store=store)
     counters = _Isolated(opened, uuid.uuid4().hex)
     try:
         with store.session(write=True) as session:
@@ -115,8 +123,8 @@ class _Isolated:
         self._inner.close()
 
 
-def test_an_unreachable_redis_is_unavailable() -> None:
-    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+def test_an_unreachable_redis_is_unavailable(db: Store) -> None:
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", store=db, timeout=0.5)
     try:
         with pytest.raises(Unavailable):
             counters.read([A])
@@ -126,9 +134,9 @@ def test_an_unreachable_redis_is_unavailable() -> None:
         counters.close()
 
 
-def test_a_bad_redis_url_is_a_bad_request() -> None:
+def test_a_bad_redis_url_is_a_bad_request(db: Store) -> None:
     with pytest.raises(Exception) as caught:
-        RedisCounters.from_url("http://nowhere")
+        RedisCounters.from_url("http://nowhere", store=db)
     assert not isinstance(caught.value, redis.RedisError)
 
 
@@ -142,7 +150,7 @@ def test_a_bad_redis_url_is_a_bad_request() -> None:
     ids=["no persistence", "everysec", "always"],
 )
 def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
-    tmp_path: Path, options: tuple[str, ...], warned: str | None
+    tmp_path: Path, db: Store, options: tuple[str, ...], warned: str | None
 ) -> None:
     redis_url()  # the suite's Redis server: redis-server is installed (or, off CI, skip)
     port = free_port()
@@ -150,7 +158,7 @@ def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
     process = subprocess.Popen(
         [*command, "--dir", str(tmp_path), *options], stdout=subprocess.DEVNULL
     )
-    counters = RedisCounters.from_url(f"redis://127.0.0.1:{port}/0")
+    counters = RedisCounters.from_url(f"redis://127.0.0.1:{port}/0", store=db)
 
     def ready() -> bool:
         try:
@@ -167,7 +175,7 @@ def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
             redis.Redis(port=port).execute_command(
                 "ACL", "SETUSER", "app", "on", ">pw", "~*", "+@all", "-config"
             )
-            limited = RedisCounters.from_url(f"redis://app:pw@127.0.0.1:{port}/0")
+            limited = RedisCounters.from_url(f"redis://app:pw@127.0.0.1:{port}/0", store=db)
             assert limited.persistence_warning() is None
             limited.close()
     finally:

@@ -648,5 +648,20 @@ def test_the_ranking_trials_revision_adds_the_table_of_counted_trials(engine: En
     assert "ranking_trials" not in inspect(engine).get_table_names()
 
 
+def test_the_redis_counter_markers_revision_lists_containers_once(engine: Engine) -> None:
+    # 0022: the containers whose cap counters Redis holds, one row each (a marker placed
+    # twice by two processes is one row).
+    migrations.upgrade(engine, "0021_ranking_trials")
+    assert "redis_counter_markers" not in inspect(engine).get_table_names()
+    migrations.upgrade(engine)
+    insert = text("INSERT INTO redis_counter_markers (container_id, placed) VALUES ('c1', 't')")
+    with engine.begin() as conn:
+        conn.execute(insert)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert)
+    migrations.downgrade(engine, "0021_ranking_trials")
+    assert "redis_counter_markers" not in inspect(engine).get_table_names()
+
+
 def _indexes(engine: Engine, table: str) -> set[str]:
     return {index["name"] for index in inspect(engine).get_indexes(table)}

@@ -329,7 +329,7 @@ def elsewhere(opened: tuple[Store, PgPath]) -> Iterator[tuple[Store, CountersEls
     """PostgreSQL's path with counters in Redis, in a container of its own (a fresh key
     space: the Redis server is shared by the run)."""
     store, path = opened
-    counters = RedisCounters.from_url(redis_url())
+    counters = RedisCounters.from_url(redis_url(), store=store)
     counters.ping()
     yield store, CountersElsewhere(path, counters), f"{CONTAINER}-{uuid.uuid4().hex}"
     counters.close()
@@ -383,8 +383,8 @@ def test_a_record_that_fails_after_its_redis_reservation_releases_it(
 
 
 def test_an_unreachable_redis_on_the_loop_is_unavailable(opened: tuple[Store, PgPath]) -> None:
-    _, path = opened
-    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+    store, path = opened
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", store=store, timeout=0.5)
     on = loop_of(CountersElsewhere(path, counters))
 
     async def main() -> None:
@@ -407,7 +407,9 @@ def test_a_record_that_reserves_nothing_makes_no_call_to_redis(
 ) -> None:
     store, path = opened
     container = f"{CONTAINER}-{uuid.uuid4().hex}"
-    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)  # unreachable
+    counters = RedisCounters.from_url(
+        "redis://127.0.0.1:1/0", store=store, timeout=0.5
+    )  # unreachable
     on = loop_of(CountersElsewhere(path, counters))
 
     async def main() -> None:

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import redis
@@ -18,15 +19,24 @@ from nextoffer.service.datastreams import Datastreams
 from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.redis_rates import RedisRates
 from nextoffer.storage.session import DatastreamRecord
+from nextoffer.storage.store import Store
 from support.backends import redis_url
 
 Two = tuple[RedisRates, RedisRates]
 
 
 @pytest.fixture
-def two() -> Iterator[Two]:
+def db(tmp_path: Path) -> Iterator[Store]:
+    """The database beside Redis (the counters' markers; rates never read it)."""
+    store = Store.open(f"sqlite:///{tmp_path / 'markers.db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def two(db: Store) -> Iterator[Two]:
     """Two clients of one server, as two processes (or nodes) hold."""
-    opened = [RedisCounters.from_url(redis_url()) for _ in range(2)]
+    opened = [RedisCounters.from_url(redis_url(), store=db) for _ in range(2)]
     yield RedisRates(opened[0]), RedisRates(opened[1])
     for counters in opened:
         counters.close()
@@ -85,8 +95,8 @@ def test_a_server_that_lost_its_scripts_loads_it_again(two: Two) -> None:
     assert _taken(two[:1], uuid.uuid4().hex, 2, 3) == [0.0, 0.0, pytest.approx(0.5, abs=0.05)]
 
 
-def test_an_unreachable_redis_is_unavailable() -> None:
-    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+def test_an_unreachable_redis_is_unavailable(db: Store) -> None:
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", store=db, timeout=0.5)
     try:
         with pytest.raises(Unavailable):
             _taken((RedisRates(counters),), "x", 5, 1)
@@ -109,8 +119,8 @@ def _datastream(rate: int) -> DatastreamRecord:
     )
 
 
-def test_without_redis_each_process_meters_its_own_requests() -> None:
-    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", timeout=0.5)
+def test_without_redis_each_process_meters_its_own_requests(db: Store) -> None:
+    counters = RedisCounters.from_url("redis://127.0.0.1:1/0", store=db, timeout=0.5)
     now = time.monotonic()
     datastreams = Datastreams(
         None,  # type: ignore[arg-type]  # admit reads no store

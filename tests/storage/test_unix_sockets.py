@@ -99,7 +99,7 @@ def test_redis_counters_reserve_exactly_through_the_socket(
     through_socket: tuple[Store, PgPath, str],
 ) -> None:
     store, path, _ = through_socket
-    counters = RedisCounters.from_url(redis_socket_url())
+    counters = RedisCounters.from_url(redis_socket_url(), store=store)
     elsewhere = CountersElsewhere(path, counters)
     over_tcp = redis.Redis.from_url(redis_url())
     container = f"{CONTAINER}-{uuid.uuid4().hex}"

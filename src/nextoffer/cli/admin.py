@@ -163,6 +163,55 @@ def revoke(db_url: str | None, client_id: str, sandbox: str | None) -> None:
         click.echo(f"revoked: sandbox {sandbox} of API client {client_id}")
 
 
+@admin.command()
+@db_option(creates=False)
+@click.option(
+    "--redis",
+    "redis_url",
+    help="redis://host:port/N: the servers' Redis (default: NEXTOFFER_REDIS).",
+)
+@click.option(
+    "--accept-loss",
+    is_flag=True,
+    help="Let the caps of the containers listed count again, from what Redis holds now.",
+)
+@click.option(
+    "--container",
+    "containers",
+    multiple=True,
+    help="With --accept-loss: only this container (repeat for more).",
+)
+def counters(
+    db_url: str | None, redis_url: str | None, accept_loss: bool, containers: tuple[str, ...]
+) -> None:
+    """List the containers whose cap counters Redis has lost (a restart without its data,
+    another Redis): their capped offers count as capped until Redis is restored from its
+    backup, or the loss is accepted here."""
+    if containers and not accept_loss:
+        raise click.UsageError("--container goes with --accept-loss")
+    base = Settings.from_env(db_url=db_url, redis_url=redis_url)
+    if not base.redis_url:
+        raise click.UsageError(
+            "the cap counters are in Redis only with --redis (or NEXTOFFER_REDIS)"
+        )
+    settings = Settings.from_env(db_url=existing_database(base.db_url), redis_url=base.redis_url)
+    with NextOffer.open(settings) as no:
+        if accept_loss:
+            done = no.accept_counter_loss(containers or None)
+            for container in done:
+                click.echo(
+                    f"accepted: container {container} counts its caps from Redis's counters now"
+                )
+            if not done:
+                click.echo("nothing to accept: Redis holds every container's counters")
+            return
+        lost = no.lost_counters()
+    for container in lost:
+        click.echo(container)
+    if not lost:
+        click.echo("Redis holds every container's cap counters", err=True)
+
+
 @admin.command("rotate-key")
 @db_option(creates=False)
 def rotate_key(db_url: str | None) -> None:

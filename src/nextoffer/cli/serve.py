@@ -18,7 +18,7 @@ import click
 import uvicorn
 
 from nextoffer.cli.options import db_option
-from nextoffer.errors import BadRequest, Unavailable
+from nextoffer.errors import BadRequest, CountersLost, Unavailable
 from nextoffer.settings import Settings
 
 
@@ -218,23 +218,30 @@ def check_metrics_folder(folder: str) -> None:
 def check_stores(settings: Settings) -> None:
     """Open the database (upgrading an empty one, as a worker would) and reach Redis, so
     that a bad ``--db`` or ``--redis`` is one line, not a failed start in every worker;
-    say what a restart of Redis would lose of the cap counters."""
+    say what a restart of Redis would lose of the cap counters, and which containers'
+    counters it has lost already."""
     from nextoffer.storage.database import REDIS, require_client
     from nextoffer.storage.store import Store
 
-    Store.open(settings.db_url, pool_size=1).close()
-    if settings.redis_url:
-        require_client(*REDIS)
-        from nextoffer.storage.redis_counters import RedisCounters
+    store = Store.open(settings.db_url, pool_size=1)
+    try:
+        if settings.redis_url:
+            require_client(*REDIS)
+            from nextoffer.storage.redis_counters import RedisCounters
 
-        counters = RedisCounters.from_url(settings.redis_url)
-        try:
-            counters.ping()
-            lost = counters.persistence_warning()
-        finally:
-            counters.close()
-        if lost is not None:  # served anyway: the operator's choice, said once at start
-            click.echo(f"warning: {lost}", err=True)
+            counters = RedisCounters.from_url(settings.redis_url, store=store)
+            try:
+                counters.ping()
+                warning = counters.persistence_warning()
+                lost = counters.markers.lost()
+            finally:
+                counters.close()
+            if warning is not None:  # served anyway: the operator's choice, said at start
+                click.echo(f"warning: {warning}", err=True)
+            if lost:  # served, capped offers as capped, until the operator acts
+                click.echo(f"error: {CountersLost(lost).detail}", err=True)
+    finally:
+        store.close()
 
 
 def run_granian(settings: Settings, *, access_log: bool) -> None:

@@ -45,6 +45,8 @@ from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, OnLoop
 log = logging.getLogger("nextoffer.decisions")
 #: One line every ten seconds while the database is away, not one per decision.
 _NOT_RECORDED = Throttled(log)
+#: Every decision of an outage of the counters (or of a Redis that lost them) says so.
+_UNREACHABLE = Throttled(log)
 
 #: Decide again at most this often when concurrent requests took the last cap units.
 RESERVE_ATTEMPTS = 8
@@ -280,12 +282,14 @@ class Attempt:
         counter_keys = [k for _, k in keys]
         counts = yield counter_keys
         if isinstance(counts, NextOfferError):
-            log.error("cap counters unavailable; capped offers count as capped: %s", counts)
+            _UNREACHABLE.error(
+                "cap counters unavailable; capped offers count as capped: %s", counts
+            )
             return self._plan.full(counter_keys)
         return {engine_key: counts[k] for engine_key, k in keys if k in counts}
 
     def _unreachable(self, exc: Exception) -> None:
-        log.error("cap counters unavailable; capped offers count as capped: %s", exc)
+        _UNREACHABLE.error("cap counters unavailable; capped offers count as capped: %s", exc)
         self._known.update(self._plan.all_full())
 
     def _without_room(

@@ -10,7 +10,11 @@ Each operation is one round trip and atomic on the server:
 * ``reserve``  a Lua script: checks every key against its limit, then increments all of
                them or none (Redis runs a script alone, so no other client sees a half)
 * ``release``  a Lua script decrementing each key once per listing
-* ``add``      ``INCRBY`` per key in a ``MULTI`` transaction
+* ``add``      the same script, incrementing
+
+Each reads, in the same round trip, the markers that say Redis still holds its
+containers' counters (``redis_markers.py``): a Redis that lost them raises
+:class:`~nextoffer.errors.CountersLost` instead of answering zeros.
 
 That is the same contract as :class:`~nextoffer.storage.counters.SqlCounters`: caps stay
 exact across processes and nodes. ``on_loop`` offers ``read``, ``reserve`` and ``release``
@@ -35,40 +39,53 @@ from redis.asyncio.connection import AbstractConnection
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from nextoffer.errors import BadRequest, Unavailable
+from nextoffer.errors import BadRequest, NextOfferError, Unavailable
 from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
+from nextoffer.storage.redis_markers import PREFIX, CounterMarkers, marker_key
 from nextoffer.storage.session import Session
+from nextoffer.storage.store import Store
 
-PREFIX = "nextoffer:cap:"
-
-#: KEYS: the counters; ARGV: for each key, how many it needs and its limit.
-#: Returns the 1-based positions of the keys without room (nothing changed), or {}.
+#: KEYS: the markers of the counters' containers (``redis_markers.py``), then the counters;
+#: ARGV: how many markers, then for each counter how many it needs and its limit. Returns
+#: -1 when a marker is gone (nothing changed), else the 1-based positions of the counters
+#: without room (nothing changed), or {}.
 _RESERVE = """
+local m = tonumber(ARGV[1])
+for i = 1, m do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    return -1
+  end
+end
 local refused = {}
-for i, key in ipairs(KEYS) do
-  local count = tonumber(redis.call('GET', key) or '0')
-  if count + tonumber(ARGV[2 * i - 1]) > tonumber(ARGV[2 * i]) then
-    refused[#refused + 1] = i
+for i = m + 1, #KEYS do
+  local j = i - m
+  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if count + tonumber(ARGV[2 * j]) > tonumber(ARGV[2 * j + 1]) then
+    refused[#refused + 1] = j
   end
 end
 if #refused > 0 then
   return refused
 end
-for i, key in ipairs(KEYS) do
-  redis.call('INCRBY', key, ARGV[2 * i - 1])
+for i = m + 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[2 * (i - m)])
 end
 return refused
 """
 
-#: Many reservations in one run, each all-or-nothing on its own, in order (a later one
-#: sees the increments of an earlier one). ARGV: how many reservations; then for each,
-#: its number of keys and, per key, how many it needs and its limit. KEYS: every
-#: reservation's keys, one after another. Returns, per reservation, the 1-based
-#: positions of its keys without room ({} when it was taken).
+#: Many reservations of one container in one run, each all-or-nothing on its own, in
+#: order (a later one sees the increments of an earlier one). KEYS: the container's marker,
+#: then every reservation's counters, one after another. ARGV: how many reservations; then
+#: for each, its number of counters and, per counter, how many it needs and its limit.
+#: Returns -1 when the marker is gone (nothing changed), else per reservation the 1-based
+#: positions of its counters without room ({} when it was taken).
 _RESERVE_MANY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
 local out = {}
 local a = 2
-local k = 0
+local k = 1
 for j = 1, tonumber(ARGV[1]) do
   local n = tonumber(ARGV[a])
   a = a + 1
@@ -91,13 +108,26 @@ end
 return out
 """
 
-#: KEYS: the counters; ARGV: how much to take from each.
-_RELEASE = """
-for i, key in ipairs(KEYS) do
-  redis.call('DECRBY', key, ARGV[i])
+#: KEYS: the markers of the counters' containers, then the counters; ARGV: how many
+#: markers, then how much to add to each counter (negative to take). Returns -1 when a
+#: marker is gone (nothing changed), else 0.
+_ADD = """
+local m = tonumber(ARGV[1])
+for i = 1, m do
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    return -1
+  end
+end
+for i = m + 1, #KEYS do
+  redis.call('INCRBY', KEYS[i], ARGV[i - m + 1])
 end
 return 0
 """
+
+#: What the scripts answer when a marker is gone.
+MISSING = -1
+#: A queued reservation's answer when its container's marker was gone.
+_GONE = object()
 
 
 def redis_key(key: CounterKey) -> str:
@@ -116,10 +146,26 @@ def _reserve_args(wanted: Sequence[tuple[CounterKey, int]]) -> tuple[list[Counte
 
 
 def _release_args(keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
+    """What a release adds to each counter: minus one per listing."""
     counts: dict[CounterKey, int] = {}
     for key in keys:
-        counts[key] = counts.get(key, 0) + 1
+        counts[key] = counts.get(key, 0) - 1
     return counts
+
+
+def _containers(keys: Iterable[CounterKey]) -> list[str]:
+    return sorted({key.container_id for key in keys})
+
+
+def _script_keys(containers: Sequence[str], keys: Iterable[CounterKey]) -> list[str]:
+    """A script's KEYS: the containers' markers, then the counters."""
+    return [marker_key(c) for c in containers] + [redis_key(k) for k in keys]
+
+
+def _counts(values: Sequence[Any], unique: Sequence[CounterKey]) -> dict[CounterKey, int]:
+    return {
+        key: int(value) for key, value in zip(unique, values, strict=False) if value is not None
+    }
 
 
 def _text(value: object) -> str:
@@ -131,20 +177,34 @@ def _unavailable(exc: RedisError) -> Unavailable:
 
 
 class RedisCounters:
-    """Counters in Redis; thread-safe (redis-py pools its connections)."""
+    """Counters in Redis; thread-safe (redis-py pools its connections). Every operation
+    checks, in its round trip, that Redis still holds its containers' counters
+    (``redis_markers.py``)."""
 
-    def __init__(self, client: redis.Redis, *, url: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        markers: CounterMarkers,
+        url: str | None = None,
+        **options: Any,
+    ) -> None:
         """``url`` and ``options`` open the asynchronous clients of :attr:`on_loop` (none
         without a URL: then a caller on a loop reaches Redis from a thread)."""
         self._client = client
+        self.markers = markers
         self._reserve = client.register_script(_RESERVE)
-        self._release = client.register_script(_RELEASE)
-        self.on_loop: LoopCounters | None = LoopRedis(url, options) if url is not None else None
+        self._add = client.register_script(_ADD)
+        self.on_loop: LoopCounters | None = (
+            LoopRedis(url, options, markers) if url is not None else None
+        )
 
     @classmethod
     def from_url(
-        cls, url: str, *, max_connections: int = 50, timeout: float = 2.0
+        cls, url: str, *, store: Store, max_connections: int = 50, timeout: float = 2.0
     ) -> RedisCounters:
+        """Counters in the Redis at ``url``; ``store`` is the database that lists the
+        containers whose counters Redis holds."""
         options: dict[str, Any] = {
             "max_connections": max_connections,
             "socket_timeout": timeout,
@@ -155,7 +215,7 @@ class RedisCounters:
             client = redis.Redis.from_url(url, **options)
         except ValueError as exc:
             raise BadRequest(f"not a Redis URL: {url!r} ({exc})") from exc
-        return cls(client, url=url, **options)
+        return cls(client, markers=CounterMarkers(store, client), url=url, **options)
 
     def ping(self) -> None:
         """Raise :class:`Unavailable` unless the server answers."""
@@ -195,35 +255,55 @@ class RedisCounters:
         if not keys:
             return {}
         unique = list(dict.fromkeys(keys))
-        values = self._call(self._client.mget, [redis_key(k) for k in unique])
-        return {
-            key: int(value) for key, value in zip(unique, values, strict=True) if value is not None
-        }
+        containers = _containers(unique)
+        names = [redis_key(k) for k in unique] + [marker_key(c) for c in containers]
+        while True:  # the markers in the same MGET; at most twice (redis_markers.py)
+            values = self._call(self._client.mget, names)
+            marks = values[len(unique) :]
+            absent = [c for c, v in zip(containers, marks, strict=True) if v is None]
+            if not absent:
+                return _counts(values, unique)
+            self.markers.missing(absent)
 
     def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
         keys, args = _reserve_args(wanted)
         if not keys:
             return []
-        refused = self._call(self._reserve, keys=[redis_key(k) for k in keys], args=args)
+        containers = _containers(keys)
+        refused = self._checked(
+            containers, self._reserve, _script_keys(containers, keys), [len(containers), *args]
+        )
         return [keys[int(i) - 1] for i in refused]
 
     def release(self, keys: Sequence[CounterKey]) -> None:
-        counts = _release_args(keys)
-        if counts:
-            self._call(
-                self._release, keys=[redis_key(k) for k in counts], args=list(counts.values())
-            )
+        self._add_counts(_release_args(keys))
 
     def add(self, keys: Iterable[CounterKey], amount: int = 1) -> None:
         counts: dict[CounterKey, int] = {}
         for key in keys:
             counts[key] = counts.get(key, 0) + amount
-        if not counts:
-            return
-        pipe = self._client.pipeline(transaction=True)
-        for key, n in counts.items():
-            pipe.incrby(redis_key(key), n)
-        self._call(pipe.execute)
+        self._add_counts(counts)
+
+    def _add_counts(self, counts: dict[CounterKey, int]) -> None:
+        if counts:
+            containers = _containers(counts)
+            self._checked(
+                containers,
+                self._add,
+                _script_keys(containers, counts),
+                [len(containers), *counts.values()],
+            )
+
+    def _checked(
+        self, containers: Sequence[str], script: Any, keys: list[str], args: list[int]
+    ) -> Any:
+        """``script``'s answer. A marker gone: :class:`CountersLost`, or (a container's
+        first count) its marker placed and the script run again."""
+        while True:
+            answer = self._call(script, keys=keys, args=args)
+            if answer != MISSING:
+                return answer
+            self.markers.missing(containers)
 
     def add_in(self, session: Session, keys: Sequence[CounterKey]) -> bool:
         return False  # not rows of the store's database: added after its commit
@@ -257,7 +337,7 @@ class _LoopClient:
         pool = redis.asyncio.BlockingConnectionPool.from_url(url, timeout=timeout, **options)
         self.client: redis.asyncio.Redis = redis.asyncio.Redis.from_pool(pool)  # closes it
         self.reserve_many: AsyncScript = self.client.register_script(_RESERVE_MANY)
-        self.release: AsyncScript = self.client.register_script(_RELEASE)
+        self.add: AsyncScript = self.client.register_script(_ADD)
         self.queued: list[_Queued] = []
         self.sending: asyncio.Task[None] | None = None
         #: The connection the reservations go through, taken from the pool at the first
@@ -312,9 +392,10 @@ class LoopRedis:
     """:class:`RedisCounters`' ``read``, ``reserve`` and ``release`` as coroutines of the
     running loop (``CapCounterStore.on_loop``), through one asyncio client per loop."""
 
-    def __init__(self, url: str, options: dict[str, Any]) -> None:
+    def __init__(self, url: str, options: dict[str, Any], markers: CounterMarkers) -> None:
         self._url = url
         self._options = options
+        self._markers = markers
         self._clients: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
 
     def here(self) -> _LoopClient:
@@ -331,10 +412,15 @@ class LoopRedis:
         if not keys:
             return {}
         unique = list(dict.fromkeys(keys))
-        values = await _awaited(self.here().client.mget([redis_key(k) for k in unique]))
-        return {
-            key: int(value) for key, value in zip(unique, values, strict=True) if value is not None
-        }
+        containers = _containers(unique)
+        names = [redis_key(k) for k in unique] + [marker_key(c) for c in containers]
+        while True:  # as RedisCounters.read
+            values = await _awaited(self.here().client.mget(names))
+            marks = values[len(unique) :]
+            absent = [c for c, v in zip(containers, marks, strict=True) if v is None]
+            if not absent:
+                return _counts(values, unique)
+            await asyncio.to_thread(self._markers.missing, absent)
 
     async def reserve(self, wanted: Sequence[tuple[CounterKey, int]]) -> list[CounterKey]:
         """Queue the reservation for this loop's next run and await its answer: the
@@ -383,25 +469,45 @@ class LoopRedis:
         finally:
             here.sending = None
 
-    @staticmethod
-    async def _send_batch(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
+    async def _send_batch(self, here: _LoopClient, batch: list[_Queued]) -> list[Any]:
         """Per reservation of ``batch``, its refused positions (or the error of its run)."""
         answers = await _reserve_all(here, batch)
-        lost = [i for i, answer in enumerate(answers) if isinstance(answer, NoScriptError)]
-        if lost:
-            # The server lost its scripts (a restart, SCRIPT FLUSH): a refused EVALSHA ran
-            # nothing, so load the script and send those again.
-            await here.client.script_load(_RESERVE_MANY)
-            again = await _reserve_all(here, [batch[i] for i in lost])
-            for i, answer in zip(lost, again, strict=True):
-                answers[i] = answer
-        return answers
+        for _ in range(3):
+            again = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError) or a is _GONE]
+            if not again:
+                break
+            if any(isinstance(answers[i], NoScriptError) for i in again):
+                # The server lost its scripts (a restart, SCRIPT FLUSH): a refused EVALSHA
+                # ran nothing, so load the script and send those again.
+                await here.client.script_load(_RESERVE_MANY)
+            for container in {batch[i][0] for i in again if answers[i] is _GONE}:
+                try:  # a first count: marked, then sent again; else Redis lost them
+                    await asyncio.to_thread(self._markers.missing, [container])
+                except NextOfferError as exc:
+                    for i in again:
+                        if batch[i][0] == container:
+                            answers[i] = exc
+            again = [i for i in again if not isinstance(answers[i], NextOfferError)]
+            if again:
+                sent = await _reserve_all(here, [batch[i] for i in again])
+                for i, answer in zip(again, sent, strict=True):
+                    answers[i] = answer
+        return [
+            Unavailable("the cap counters' markers keep disappearing") if a is _GONE else a
+            for a in answers
+        ]
 
     async def release(self, keys: Sequence[CounterKey]) -> None:
         counts = _release_args(keys)
-        if counts:
-            script = self.here().release
-            await _awaited(script(keys=[redis_key(k) for k in counts], args=list(counts.values())))
+        if not counts:
+            return
+        containers = _containers(counts)
+        names = _script_keys(containers, counts)
+        args = [len(containers), *counts.values()]
+        while True:  # as RedisCounters._checked
+            if await _awaited(self.here().add(keys=names, args=args)) != MISSING:
+                return
+            await asyncio.to_thread(self._markers.missing, containers)
 
     async def aclose(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)
@@ -420,8 +526,8 @@ async def _reserve_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
         groups.setdefault(container, []).append(i)
     sha = here.reserve_many.sha
     commands: list[list[Any]] = []
-    for members in groups.values():
-        keys: list[str] = []
+    for container, members in groups.items():
+        keys: list[str] = [marker_key(container)]
         args: list[int] = [len(members)]
         for i in members:
             _, item_keys, item_args, _ = batch[i]
@@ -433,7 +539,12 @@ async def _reserve_all(here: _LoopClient, batch: list[_Queued]) -> list[Any]:
     answers: list[Any] = [None] * len(batch)
     for members, run in zip(groups.values(), runs, strict=True):
         for n, i in enumerate(members):
-            answers[i] = run if isinstance(run, Exception) else run[n]
+            if isinstance(run, Exception):
+                answers[i] = run
+            elif run == MISSING:
+                answers[i] = _GONE
+            else:
+                answers[i] = run[n]
     return answers
 
 

@@ -298,6 +298,16 @@ cap_counters = Table(
     Column("count", BigInteger, nullable=False),
 )
 
+#: Containers whose cap counters Redis holds (``serve --redis``), since their first count
+#: there. Redis keeps a marker key beside each one's counters; a marker missing for a
+#: container listed here means Redis lost them (``storage/redis_markers.py``).
+redis_counter_markers = Table(
+    "redis_counter_markers",
+    metadata,
+    Column("container_id", String(36), primary_key=True),
+    Column("placed", String(32), nullable=False),
+)
+
 #: Per offer and UTC day: propositions, impressions, clicks (the offers report).
 offer_daily = Table(
     "offer_daily",

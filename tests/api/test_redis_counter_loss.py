@@ -1,0 +1,135 @@
+"""Caps through a Redis that lost its counters: the capped offer is not proposed again
+from zero; the operator hears of it (``serve``, ``admin counters``) and decides."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from click.testing import CliRunner
+from starlette.testclient import TestClient
+
+from nextoffer.api.app import create_app
+from nextoffer.cli import main
+from nextoffer.cli.serve import check_stores
+from nextoffer.settings import Settings
+from support.api import HTML, WEB, Tenant, make_tenant
+from support.backends import redis_url
+
+DECIDE = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
+    'decision-request;version=1.0"'
+)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(
+        db_url=f"sqlite:///{tmp_path / 'n.db'}", redis_url=redis_url(), freeze_heap=False
+    )
+
+
+@pytest.fixture
+def tenant(settings: Settings) -> Iterator[Tenant]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        yield make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+
+
+def library(tenant: Tenant) -> dict[str, str]:
+    def create(type_name: str, body: dict) -> str:
+        return str(tenant.create(type_name, body)["@id"])
+
+    placement = create(
+        "offer-placement", {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
+
+    def offer(name: str, priority: int, **more: object) -> str:
+        body = {"xdm:name": name, "xdm:status": "approved", "xdm:rank": {"xdm:priority": priority}}
+        return create("personalized-offer", {**body, "xdm:representations": reps, **more})
+
+    capped = offer("capped", 9, **{"xdm:cappingConstraint": {"xdm:globalCap": 2}})
+    other = offer("other", 1)
+    fallback = create(
+        "fallback-offer", {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
+    collection = create(
+        "offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, other]}
+    )
+    decision = create(
+        "offer-activity",
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
+    return {"placement": placement, "capped": capped, "other": other, "decision": decision}
+
+
+def decide(tenant: Tenant, ids: dict[str, str], n: int) -> str:
+    body = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"u{n}@example.com"}]}}],
+    }
+    response = tenant.client.post(
+        f"/data/core/ode/{tenant.container}/decisions",
+        json=body,
+        headers={**tenant.headers, "Content-Type": DECIDE},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["xdm:propositions"][0]["xdm:options"][0]["xdm:id"])
+
+
+def test_a_cap_stays_reached_when_redis_loses_its_counters(
+    tenant: Tenant, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = library(tenant)
+    chosen = [decide(tenant, ids, n) for n in range(3)]
+    assert chosen == [ids["capped"], ids["capped"], ids["other"]]
+
+    # Redis restarted without its data: this container's keys are gone.
+    raw = redis.Redis.from_url(redis_url())
+    try:
+        names = list(raw.scan_iter(match=f"nextoffer:cap:{{{tenant.container}}}:*"))
+        assert names
+        raw.delete(*names)
+    finally:
+        raw.close()
+
+    # Served on, the capped offer as capped: not proposed again from a count of zero.
+    assert [decide(tenant, ids, n) for n in range(3, 6)] == [ids["other"]] * 3
+
+    # The operator hears of it at a server's start, and from admin counters.
+    check_stores(settings)
+    said = capsys.readouterr().err
+    assert f"Redis lost the cap counters of container {tenant.container}" in said
+    env = {"NEXTOFFER_DB": settings.db_url, "NEXTOFFER_REDIS": settings.redis_url}
+    listed = CliRunner().invoke(main, ["admin", "counters"], env=env)
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.split() == [tenant.container]
+
+    # Accepted: the caps count again, from what Redis holds now (nothing).
+    accepted = CliRunner().invoke(main, ["admin", "counters", "--accept-loss"], env=env)
+    assert accepted.exit_code == 0, accepted.output
+    assert tenant.container in accepted.stdout
+    assert CliRunner().invoke(main, ["admin", "counters"], env=env).stdout == ""
+    assert [decide(tenant, ids, n) for n in range(6, 9)] == [
+        ids["capped"],
+        ids["capped"],
+        ids["other"],
+    ]
+
+
+def test_admin_counters_without_redis_says_what_it_needs(tmp_path: Path) -> None:
+    env = {"NEXTOFFER_DB": f"sqlite:///{tmp_path / 'n.db'}", "NEXTOFFER_REDIS": ""}
+    result = CliRunner().invoke(main, ["admin", "counters"], env=env)
+    assert result.exit_code == 2
+    assert "--redis" in result.output

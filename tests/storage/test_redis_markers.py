@@ -1,0 +1,221 @@
+"""A Redis that lost the cap counters says so, instead of answering zeros (a real Redis
+server; ``storage/redis_markers.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from nextoffer.errors import CountersLost, Unavailable
+from nextoffer.storage import tables as t
+from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.redis_counters import RedisCounters, redis_key
+from nextoffer.storage.redis_markers import marker_key
+from nextoffer.storage.store import Store
+from support.backends import redis_url
+from support.counter_contract import A
+from support.servers import free_port, until_ready
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Store]:
+    store = Store.open(f"sqlite:///{tmp_path / 'markers.db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def key() -> CounterKey:
+    """A counter in a container of its own (the Redis server is shared by the run)."""
+    return replace(A, container_id=f"c-{uuid.uuid4().hex}")
+
+
+@pytest.fixture
+def raw() -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url())
+    yield client
+    client.close()
+
+
+def lose(raw: redis.Redis, container: str) -> int:
+    """What a Redis restarted without its data holds of a container: nothing."""
+    names = list(raw.scan_iter(match=f"nextoffer:cap:{{{container}}}:*"))
+    return int(raw.delete(*names)) if names else 0
+
+
+def listed(store: Store) -> list[str]:
+    with store.session() as session:
+        return [r[0] for r in session.conn.execute(select(t.redis_counter_markers.c.container_id))]
+
+
+def test_a_container_s_first_count_places_its_marker_and_lists_it(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        assert counters.read([key]) == {}
+        assert raw.exists(marker_key(key.container_id))
+        assert listed(db) == [key.container_id]
+        assert counters.reserve([(key, 2)]) == []
+        assert counters.read([key]) == {key: 1}
+    finally:
+        counters.close()
+
+
+def test_every_operation_refuses_counters_redis_has_lost(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        assert counters.reserve([(key, 1)]) == []
+        assert counters.reserve([(key, 1)]) == [key]  # the cap is reached
+        assert lose(raw, key.container_id) == 2  # the counter and the marker
+        for operation in (
+            lambda: counters.read([key]),
+            lambda: counters.reserve([(key, 1)]),
+            lambda: counters.add([key]),
+            lambda: counters.release([key]),
+        ):
+            with pytest.raises(CountersLost) as caught:
+                operation()
+            assert caught.value.containers == (key.container_id,)
+            assert "nextoffer admin counters --accept-loss" in caught.value.detail
+        # Nothing was counted again from zero by any of them.
+        assert not raw.exists(redis_key(key))
+        assert not raw.exists(marker_key(key.container_id))
+    finally:
+        counters.close()
+
+
+def test_the_loop_s_operations_refuse_them_too(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    on_loop = counters.on_loop
+    assert on_loop is not None
+
+    async def main() -> None:
+        try:
+            assert await on_loop.reserve([(key, 1)]) == []
+            lose(raw, key.container_id)
+            with pytest.raises(CountersLost):
+                await on_loop.read([key])
+            # Reservations of one pass of the loop go in one round trip: each refused.
+            outcomes = await asyncio.gather(
+                on_loop.reserve([(key, 1)]), on_loop.reserve([(key, 5)]), return_exceptions=True
+            )
+            assert all(isinstance(o, CountersLost) for o in outcomes), outcomes
+            with pytest.raises(CountersLost):
+                await on_loop.release([key])
+        finally:
+            await on_loop.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        counters.close()
+    assert not raw.exists(redis_key(key))
+
+
+def test_a_process_started_after_the_loss_refuses_them(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    # What the database lists, not what one process remembers, tells a loss.
+    first = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        first.add([key])
+    finally:
+        first.close()
+    lose(raw, key.container_id)
+    later = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        assert later.markers.lost() == [key.container_id]
+        with pytest.raises(CountersLost):
+            later.reserve([(key, 5)])
+    finally:
+        later.close()
+
+
+def test_counters_from_before_the_markers_are_adopted(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    # A deployment upgraded with counters already in Redis: its first count after the
+    # upgrade marks the container, and the counts Redis holds stand.
+    raw.set(redis_key(key), 3)
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        assert counters.reserve([(key, 3)]) == [key]
+        assert counters.read([key]) == {key: 3}
+        assert listed(db) == [key.container_id]
+    finally:
+        counters.close()
+
+
+def test_accepting_the_loss_counts_the_caps_again_from_what_redis_holds(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    other = replace(key, container_id=f"c-{uuid.uuid4().hex}")
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        counters.add([key, other])
+        lose(raw, key.container_id)
+        lose(raw, other.container_id)
+        assert sorted(counters.markers.lost()) == sorted([key.container_id, other.container_id])
+        assert counters.markers.accept_loss([key.container_id]) == [key.container_id]
+        assert counters.markers.lost() == [other.container_id]
+        assert counters.reserve([(key, 1)]) == []
+        assert counters.read([key]) == {key: 1}
+        with pytest.raises(CountersLost):
+            counters.read([other])
+        assert counters.markers.accept_loss() == [other.container_id]
+        assert counters.markers.lost() == []
+    finally:
+        counters.close()
+
+
+def test_a_redis_restarted_without_its_data_is_told_on_the_loop(
+    tmp_path: Path, db: Store, key: CounterKey
+) -> None:
+    # A real restart: the server forgets its scripts (NOSCRIPT, loaded again) and every key.
+    redis_url()  # the suite's Redis server: redis-server is installed (or, off CI, skip)
+    port = free_port()
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(tmp_path)]
+    counters = RedisCounters.from_url(f"redis://127.0.0.1:{port}/0", store=db)
+    on_loop = counters.on_loop
+    assert on_loop is not None
+
+    def ready() -> bool:
+        try:
+            counters.ping()
+        except Unavailable:
+            return False
+        return True
+
+    def failed() -> str:
+        return "redis-server did not start"
+
+    async def reserve(n: int) -> list[CounterKey]:
+        return await on_loop.reserve([(key, n)])
+
+    loop = asyncio.new_event_loop()
+    try:
+        with until_ready(subprocess.Popen(command, stdout=subprocess.DEVNULL), ready, failed):
+            assert loop.run_until_complete(reserve(1)) == []
+            assert loop.run_until_complete(reserve(1)) == [key]
+        with until_ready(subprocess.Popen(command, stdout=subprocess.DEVNULL), ready, failed):
+            with pytest.raises(CountersLost):
+                loop.run_until_complete(reserve(1))
+            assert counters.markers.lost() == [key.container_id]
+    finally:
+        loop.run_until_complete(on_loop.aclose())
+        loop.close()
+        counters.close()
