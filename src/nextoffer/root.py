@@ -17,6 +17,7 @@ From an event loop, ``async with`` and ``await no.decide_async(...)``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +27,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
-from nextoffer.errors import BadRequest
+from nextoffer.errors import BadRequest, Unavailable
 from nextoffer.ids import IdFactory, utcnow
+from nextoffer.logs import Throttled
 from nextoffer.repository.objects import ObjectType, SchemaRef
 from nextoffer.repository.records import InstanceRecord
 from nextoffer.service.auth import Authenticator, Principal
@@ -70,6 +72,10 @@ if TYPE_CHECKING:  # redis is an optional dependency
     from nextoffer.storage.redis_markers import CounterMarkers
 
 T = TypeVar("T")
+
+log = logging.getLogger("nextoffer.root")
+#: Probes ask every second or so; while a store is away, one line every ten seconds.
+_NOT_READY = Throttled(log)
 
 
 class NextOffer:
@@ -140,6 +146,8 @@ class NextOffer:
         self.store = store = Store.open(settings.db_url, pool_size=settings.db_pool_size)
         self._closers.append(store.close)
         self.counters = SqlCounters(store)
+        #: What :meth:`readiness` reaches: the stores a decision needs.
+        self._pings: dict[str, Callable[[], None]] = {"database": store.ping}
         shared_rates = None
         #: Which containers' counters Redis must still hold (with ``--redis`` only).
         self.counter_markers: CounterMarkers | None = None
@@ -151,6 +159,7 @@ class NextOffer:
             self.counters = redis_counters = RedisCounters.from_url(settings.redis_url, store=store)
             self._closers.append(redis_counters.close)
             self.counter_markers = redis_counters.markers
+            self._pings["counters"] = redis_counters.ping
             shared_rates = RedisRates(redis_counters)  # the Edge endpoints' rates too
         # The strategy for the decision path, chosen here once: driver reads and group
         # commits on either database; SQLite's are inline (an event loop runs them itself),
@@ -351,6 +360,20 @@ class NextOffer:
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run blocking work (it opens a database transaction) in the pool."""
         return await in_pool(self.executor, fn, *args, **kwargs)
+
+    def readiness(self) -> dict[str, str]:
+        """Whether this process can decide and record now: ``database`` (and ``counters``
+        when they are Redis's), each ``"ok"`` or ``"unavailable"``; why, to the log."""
+        answers: dict[str, str] = {}
+        for name, ping in self._pings.items():
+            try:
+                ping()
+            except Unavailable as exc:
+                _NOT_READY.error("not ready: %s: %s", name, exc)
+                answers[name] = "unavailable"
+            else:
+                answers[name] = "ok"
+        return answers
 
     # -- use cases -------------------------------------------------------------------
 

@@ -5,11 +5,7 @@ fails to start, those still serving decisions from their snapshots included."""
 from __future__ import annotations
 
 import logging
-import socket
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 
 import pytest
 from sqlalchemy.engine import make_url
@@ -19,51 +15,7 @@ from nextoffer.api import app as app_module
 from nextoffer.api.app import create_app
 from nextoffer.settings import Settings
 from support.backends import fresh_database
-from support.servers import free_port
-
-
-@contextmanager
-def late_forwarder(target: tuple[str, int], port: int, after: float) -> Iterator[None]:
-    """Nothing listens on ``port`` for ``after`` seconds; then it forwards to ``target``."""
-    stop = threading.Event()
-    opened: list[socket.socket] = []
-
-    def pump(src: socket.socket, dst: socket.socket) -> None:
-        # Each direction ends on its own: on end of file it passes the end on and leaves both
-        # sockets open for the other direction; they are closed once the forwarder stops.
-        # A peer that resets, or a socket closed at the end, ends the direction too.
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            return
-
-    def serve() -> None:
-        time.sleep(after)
-        with socket.create_server(("127.0.0.1", port)) as listener:
-            listener.settimeout(0.2)
-            while not stop.is_set():
-                try:
-                    client, _ = listener.accept()
-                except TimeoutError:
-                    continue
-                upstream = socket.create_connection(target)
-                opened.extend((client, upstream))
-                for a, b in ((client, upstream), (upstream, client)):
-                    threading.Thread(target=pump, args=(a, b), daemon=True).start()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        for sock in opened:
-            with suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-            sock.close()
+from support.servers import Forwarder, free_port
 
 
 def test_a_worker_started_while_the_database_is_away_waits_for_it(
@@ -75,7 +27,7 @@ def test_a_worker_started_while_the_database_is_away_waits_for_it(
         port = free_port()
         away = real.set(port=port).render_as_string(hide_password=False)
         with (
-            late_forwarder((real.host or "127.0.0.1", real.port or 5432), port, after=1.5),
+            Forwarder((real.host or "127.0.0.1", real.port or 5432), port, after=1.5),
             caplog.at_level(logging.ERROR, logger="nextoffer.api"),
         ):
             started = time.monotonic()

@@ -6,9 +6,10 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -80,3 +81,67 @@ def until_ready(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+class Forwarder:
+    """A TCP forwarder on ``port`` to ``target``, listening from ``after`` seconds on
+    (a database that comes up late) until :meth:`stop` (a database that goes away: its
+    connections are cut too)."""
+
+    def __init__(self, target: tuple[str, int], port: int, *, after: float = 0.0) -> None:
+        self._target = target
+        self._port = port
+        self._after = after
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._opened: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._listening = threading.Event()
+
+    def __enter__(self) -> Forwarder:
+        self._thread.start()
+        if self._after == 0:
+            self._listening.wait(5)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for sock in opened:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _serve(self) -> None:
+        if self._stop.wait(self._after):
+            return
+        with socket.create_server(("127.0.0.1", self._port)) as listener:
+            listener.settimeout(0.1)
+            self._listening.set()
+            while not self._stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                upstream = socket.create_connection(self._target)
+                with self._lock:
+                    self._opened += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    # Each direction ends on its own: at end of file it passes the end on and leaves both
+    # sockets open for the other direction (closed by ``stop``). A peer that resets, or a
+    # socket closed by ``stop``, ends it too.
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        return

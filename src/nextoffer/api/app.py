@@ -145,4 +145,5 @@ def create_app(
     # redirects its pages').
     app.router.redirect_slashes = False
     app.state.metrics = metrics
+    app.state.readiness = system.Readiness()
     return app

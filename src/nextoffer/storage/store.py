@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from nextoffer.errors import IdentityClaimed, Unavailable
 from nextoffer.storage import migrations
@@ -26,6 +26,7 @@ from nextoffer.storage.database import open_engine
 from nextoffer.storage.errors import guarded, transient
 from nextoffer.storage.session import Session
 
+_PING = text("SELECT 1")
 T = TypeVar("T")
 
 #: How often a write that lost a claim or a deadlock is made (:meth:`Store.write`).
@@ -78,6 +79,11 @@ class Store:
         if self._lock_fd is not None and self._lock_pid == os.getpid():
             os.close(self._lock_fd)
         self._lock_fd = None
+
+    def ping(self) -> None:
+        """One round trip to the database; :class:`Unavailable` when it does not answer."""
+        with self.session() as session:
+            session.conn.execute(_PING)
 
     @property
     def sqlite_path(self) -> str | None:

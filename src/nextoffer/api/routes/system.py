@@ -1,20 +1,72 @@
-"""Endpoints without credentials: liveness, the OpenAPI document and Prometheus metrics."""
+"""Endpoints without credentials: liveness, readiness, the OpenAPI document and Prometheus
+metrics."""
 
 from __future__ import annotations
 
+import asyncio
+import math
+import time
 from functools import cache
 from importlib import resources
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from nextoffer.api.metrics import CONTENT_TYPE
 from nextoffer.errors import NotFound
+from nextoffer.root import NextOffer
 
 
 async def healthz(_request: Request) -> Response:
+    """Liveness: the process answers (nothing else is reached)."""
     return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+#: Seconds a readiness answer is reused, and the longest a check may take. Balancers
+#: probe every few seconds each, and the endpoint needs no credentials: the database sees
+#: at most one probe query a second per process, whoever asks.
+READY_REUSE_SECONDS = 1.0
+READY_TIMEOUT_SECONDS = 2.0
+
+
+class Readiness:
+    """One process's answer to ``GET /readyz``, checked at most every
+    :data:`READY_REUSE_SECONDS`; probes arriving during a check share it."""
+
+    def __init__(self) -> None:
+        self._checked = -math.inf
+        self._answer: dict[str, str] = {}
+        self._checking: asyncio.Future[dict[str, str]] | None = None
+
+    async def answer(self, no: NextOffer) -> dict[str, str]:
+        if time.monotonic() - self._checked < READY_REUSE_SECONDS:
+            return self._answer
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check(no))
+        return await asyncio.shield(self._checking)
+
+    async def _check(self, no: NextOffer) -> dict[str, str]:
+        try:
+            answer = await asyncio.wait_for(no.run(no.readiness), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            answer = {"database": "timeout"}
+        finally:
+            self._checking = None
+        self._answer, self._checked = answer, time.monotonic()
+        return answer
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: ``200`` when the stores a decision needs answer, else ``503``; each
+    check by name (``database``, ``counters`` with Redis), no detail of the stores."""
+    checks = await request.app.state.readiness.answer(request.app.state.nextoffer)
+    ready = all(value == "ok" for value in checks.values())
+    body = {"status": "ready" if ready else "unavailable", "checks": checks}
+    return Response(
+        orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+    )
 
 
 @cache
@@ -36,6 +88,7 @@ async def metrics(request: Request) -> Response:
 
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
 ]
