@@ -33,6 +33,7 @@ from nextoffer.service.decisions import DecisionCall
 from nextoffer.settings import Settings
 from nextoffer.storage.store import Store
 from support.api import HTML, WEB, Tenant, make_tenant
+from support.edge import Library
 from support.servers import serve
 
 DECIDE_TYPE = (
@@ -70,7 +71,7 @@ def samples(client: TestClient) -> dict[tuple[str, frozenset[tuple[str, str]]], 
 
 def value(
     found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
+) -> float:  # a sample's value, 0 when there is none
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
@@ -174,6 +175,27 @@ def test_requests_are_counted_and_timed_per_route_template_not_raw_path(observed
     assert not any("missing-1" in dict(labels).get("route", "") for _, labels in found)
 
 
+def test_edge_decisions_are_counted_apart_from_the_decisioning_api_s(observed):
+    client, tenant = observed
+    shop = Library(client, tenant.headers, tenant.container, [])
+    body = {"events": [{"xdm": {}, "query": {"personalization": {"decisionScopes": [shop.scope]}}}]}
+    for _ in range(2):
+        response = client.post(
+            "/ee/v1/interact",
+            params={"configId": tenant.creds.datastream_id},
+            content=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        assert response.status_code == 200, response.text
+    found = samples(client)
+    edge = {"name": "nextoffer_decision_propositions_total", "api": "edge"}
+    assert value(found, **edge, outcome="options") == 2
+    assert (
+        value(found, "nextoffer_decision_propositions_total", api="decisioning", outcome="options")
+        == 0
+    )
+
+
 def test_decisions_are_counted_by_outcome_and_rebuilds_are_counted(observed):
     client, tenant = observed
     ids = library(tenant)
@@ -186,8 +208,9 @@ def test_decisions_are_counted_by_outcome_and_rebuilds_are_counted(observed):
     decide(client, tenant, ids, "gold@x")
     decide(client, tenant, ids, "silver@x")
     found = samples(client)
-    assert value(found, "nextoffer_decision_propositions_total", outcome="options") == 2
-    assert value(found, "nextoffer_decision_propositions_total", outcome="fallback") == 1
+    counted = {"name": "nextoffer_decision_propositions_total", "api": "decisioning"}
+    assert value(found, **counted, outcome="options") == 2
+    assert value(found, **counted, outcome="fallback") == 1
     assert (
         value(
             found,

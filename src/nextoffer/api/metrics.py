@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import time
 from bisect import bisect_left
-from typing import Any
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -28,6 +29,9 @@ from prometheus_client import (
 )
 from prometheus_client import values as prometheus_values
 from prometheus_client.multiprocess import MultiProcessCollector
+
+if TYPE_CHECKING:
+    from nextoffer.engine.result import Proposition
 
 #: Latency buckets (seconds): sub-millisecond to seconds, dense where decisions land.
 BUCKETS = (
@@ -74,8 +78,9 @@ class Metrics:
         )
         self.propositions = Counter(
             "nextoffer_decision_propositions",
-            "Propositions answered, by outcome: options, fallback, or empty.",
-            ["outcome"],
+            "Propositions answered, by API (decisioning, edge) and outcome: options, "
+            "fallback, or empty.",
+            ["api", "outcome"],
             registry=self.registry,
         )
         self.cap_refusals = Counter(
@@ -95,8 +100,11 @@ class Metrics:
         #: ``FLUSH_SECONDS`` and before a scrape: per request this costs a dict lookup and
         #: two additions instead of three locked (and, with workers, memory-mapped) writes.
         self._pending: dict[tuple[str, str, int], list[Any]] = {}
-        #: Propositions by outcome since the last flush, folded in the same way.
-        self._outcomes = {"options": 0, "fallback": 0, "empty": 0}
+        #: Propositions by (API, outcome) since the last flush, folded in the same way.
+        self._outcomes = dict.fromkeys(
+            [(api, o) for api in ("decisioning", "edge") for o in ("options", "fallback", "empty")],
+            0,
+        )
         self._flushed = time.monotonic()
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -116,9 +124,9 @@ class Metrics:
         self._flushed = time.monotonic() if now is None else now
         pending, self._pending = self._pending, {}
         outcomes, self._outcomes = self._outcomes, dict.fromkeys(self._outcomes, 0)
-        for outcome, count in outcomes.items():
+        for (api, outcome), count in outcomes.items():
             if count:
-                self.propositions.labels(outcome).inc(count)
+                self.propositions.labels(api, outcome).inc(count)
         for (method, route, status), (count, total, buckets) in pending.items():
             self.requests.labels(method, route, str(status)).inc(count)
             histogram = self.latency.labels(method, route)
@@ -129,11 +137,17 @@ class Metrics:
                 if bucket_count:
                     histogram._buckets[index].inc(bucket_count)
 
-    def observe_outcomes(self, options: int, fallbacks: int, empty: int) -> None:
+    def observe_propositions(self, api: str, propositions: Iterable[Proposition]) -> None:
+        """Count ``propositions`` answered by ``api`` (``decisioning`` or ``edge``): with
+        options, with the fallback alone, or empty."""
         outcomes = self._outcomes
-        outcomes["options"] += options
-        outcomes["fallback"] += fallbacks
-        outcomes["empty"] += empty
+        for proposition in propositions:
+            if proposition.options:
+                outcomes[api, "options"] += 1
+            elif proposition.fallback is not None:
+                outcomes[api, "fallback"] += 1
+            else:
+                outcomes[api, "empty"] += 1
 
     def cap_refused(self) -> None:
         self.cap_refusals.inc()

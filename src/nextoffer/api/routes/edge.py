@@ -141,6 +141,11 @@ async def edge(request: Request) -> Response:
         outcome = await no.edge.interact(datastream, parsed)
     except NextOfferError as exc:
         return edge_response.failure(exc, request_id, cors)
+    metrics = request.app.state.metrics
+    if metrics is not None:
+        for event in outcome.answers:
+            if event.outcome is not None:
+                metrics.observe_propositions("edge", event.outcome.result.propositions)
     if action == "collect":
         return Response(status_code=204, headers=cors or None)
     answer = edge_response.response(

@@ -64,14 +64,7 @@ async def _decide(
     outcome = await no.decide_async(principal, container_id, call)
     metrics = request.app.state.metrics
     if metrics is not None:
-        propositions = outcome.result.propositions
-        options = fallbacks = 0
-        for p in propositions:
-            if p.options:
-                options += 1
-            elif p.fallback is not None:
-                fallbacks += 1
-        metrics.observe_outcomes(options, fallbacks, len(propositions) - options - fallbacks)
+        metrics.observe_propositions("decisioning", outcome.result.propositions)
     body = decision_response.response(outcome, fmt, decision_request_id=call.decision_request_id)
     return json_response(body, media_type=media.DECISION_RESPONSE)
 
