@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/retention.py [--events 100000] [--repeats 3] [--db URL] [--plot PNG]
     .venv/bin/python bench/retention.py --beside-decisions [--backlog 200000] [--windows 4]
+    .venv/bin/python bench/retention.py --erasures [--events 100000] [--repeats 3] [--db URL]
 
 Per repeat, on a new SQLite database (or a new database on the PostgreSQL server of
 ``--db postgresql://…``, which must let the user create databases): records ``--events``
@@ -21,6 +22,14 @@ pause while windows of ``--seconds`` alternate: no pass, then a pass deleting th
 (7 days kept) in the process's thread, as ``Retention.start`` runs it. Prints per kind of
 window the decisions per second and their latency (p50, p99), medians over windows, and
 the rows a pass deleted per second.
+
+``--erasures``: what walking a deleted profile's decision events costs
+(``Runtime.erase_decision_events``). Per repeat, ``--events`` decision events recorded and
+folded as above (10,000 profile keys), then 100 profiles' erasures queued together and
+walked, ``retention.ERASE_PLACES`` places per transaction, each transaction timed. Prints
+the wall time of one transaction (median, p99, max: how long SQLite's other writers wait
+for it) against one group commit of 50 records in the same run (the reference), and the
+places walked per second. Medians over repeats.
 """
 
 from __future__ import annotations
@@ -144,6 +153,109 @@ def experience_events(store: Store, n: int) -> tuple[float, ...]:
     return write_cpu / n, write_wall / n, prune_cpu / deleted[0], prune_wall / deleted[0]
 
 
+def record_events(path: DecisionPath, n: int) -> float:
+    """``n`` decision events through ``path`` in group commits of :data:`BATCH`; the wall
+    seconds of one commit (the median)."""
+    commits = []
+    for start in range(0, n, BATCH):
+        began = time.perf_counter()
+        futures = []
+        for i in range(start, min(n, start + BATCH)):
+            pid = str(uuid.uuid4())
+            futures.append(
+                path.record(
+                    DecisionRecord(
+                        proposition_id=pid,
+                        container_id="c-1",
+                        created=(T0 + timedelta(days=DAYS * i / n)).isoformat(),
+                        created_us=at_us(i / n),
+                        profile_key=f"Email:user-{i % 10_000}@example.com",
+                        body=body(pid, i),
+                        day=(T0 + timedelta(days=DAYS * i / n)).date().isoformat(),
+                        proposed_offers=[f"o-{(i + k) % 100}" for k in range(3)],
+                        reserve=[],
+                    )
+                )
+            )
+        for future in futures:
+            future.result(timeout=60)
+        commits.append(time.perf_counter() - began)
+    return statistics.median(commits)
+
+
+def erasures(store: Store, path: DecisionPath, n: int) -> tuple[float, ...]:
+    from sqlalchemy import insert
+
+    from nextoffer.service.retention import ERASE_PLACES
+    from nextoffer.storage import tables as t
+
+    commit = record_events(path, n)
+    path.fold()
+    store.write(
+        lambda s: s.conn.execute(
+            insert(t.containers).values(
+                container_id="c-1",
+                org_id="BENCH@AdobeOrg",
+                sandbox="prod",
+                container_type="decisioning",
+                name="bench",
+                product_contexts="[]",
+                etag=1,
+                created="t",
+                modified="t",
+                created_by="bench",
+                modified_by="bench",
+                created_client="bench",
+                modified_client="bench",
+            )
+        )
+    )
+    keys = [f"Email:user-{k * 97}@example.com" for k in range(100)]
+    store.write(lambda s: s.runtime.request_erasure("BENCH@AdobeOrg", "prod", keys, now="t"))
+    steps: list[float] = []
+    deleted = 0
+    began = time.perf_counter()
+    while True:
+        started = time.perf_counter()
+        got = store.write(lambda s: s.runtime.erase_decision_events(places=ERASE_PLACES))
+        if got is None:
+            break
+        steps.append(time.perf_counter() - started)
+        deleted += got
+    total = time.perf_counter() - began
+    steps.sort()
+    p99 = steps[min(len(steps) - 1, int(len(steps) * 0.99))]
+    return commit, statistics.median(steps), p99, steps[-1], n / total, deleted
+
+
+def erasures_main(args: argparse.Namespace) -> None:
+    runs = []
+    for repeat in range(args.repeats):
+        store = Store.open(new_database(args.db, repeat), pool_size=10)
+        if store.sqlite_path:
+            path: DecisionPath = SqlitePath(store)
+        else:
+            from nextoffer.storage.pg_path import PgPath
+
+            path = PgPath(store)
+        runs.append(erasures(store, path, args.events))
+        path.close()
+        store.close()
+        print(f"repeat {repeat + 1}/{args.repeats}: {runs[-1]}", flush=True)
+    commit, median, p99, worst, rate, deleted = (
+        statistics.median(r[i] for r in runs) for i in range(6)
+    )
+    backend = "PostgreSQL" if args.db else "SQLite"
+    print(f"\n{backend}, {args.events:,} decision events, 100 profiles erased together")
+    print(f"({deleted:,.0f} events deleted); medians of {args.repeats} repeats\n")
+    print("| row | wall ms | ÷ a group commit of 50 records |")
+    print("|---|---:|---:|")
+    print(f"| a group commit of 50 records (the reference) | {commit * 1e3:.2f} | 1.00 |")
+    for name, value in (("median", median), ("p99", p99), ("max", worst)):
+        print(f"| an erasure's transaction, {name} | {value * 1e3:.2f} | {value / commit:.2f} |")
+    print(f"\nplaces walked per second: {rate:,.0f}")
+
+
 def new_database(server: str | None, repeat: int) -> str:
     if server is None:
         return f"sqlite:///{scratch_dir('nextoffer-retention-') / 'r.db'}"
@@ -255,7 +367,11 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=200_000)
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--erasures", action="store_true")
     args = parser.parse_args()
+    if args.erasures:
+        erasures_main(args)
+        return
     if args.beside_decisions:
         beside_decisions(args)
         return

@@ -6,21 +6,26 @@ from the environment; ``nextoffer db prune`` runs one pass from a shell."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import func, insert, select
 
 from nextoffer.cli import main
 from nextoffer.errors import BadRequest
 from nextoffer.root import NextOffer
 from nextoffer.service.retention import Pruned, Retention
 from nextoffer.settings import Settings
+from nextoffer.storage import tables as t
+from nextoffer.storage.session import Session
 from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
-from support.decision_path_contract import events_of, outcome, record, report
+from support.decision_path_contract import CONTAINER, events_of, fold, outcome, record, report
 
 T0 = datetime(2026, 3, 4, 10, tzinfo=UTC)
 NOW = T0 + timedelta(days=10)
@@ -108,14 +113,19 @@ def test_a_servers_passes_run_by_themselves_until_closed(url: str) -> None:
     store.close()
 
 
-def test_without_a_limit_no_pass_runs(url: str) -> None:
+def test_without_a_limit_a_server_s_passes_delete_no_event_of_a_live_profile(
+    url: str,
+) -> None:
+    # They run all the same: a deleted profile's decision events go without a retention.
     store = Store.open(url)
     retention = Retention(
-        store, decision_events_days=0, experience_events_days=0, clock=lambda: NOW
+        store, decision_events_days=0, experience_events_days=0, clock=lambda: NOW, every=0.01
     )
-    assert not retention.enabled
     retention.start()
-    assert retention._thread is None
+    time.sleep(0.2)
+    retention.close()
+    assert retention._thread is not None and not retention._thread.is_alive()
+    assert len(events_of(store)) == 7 and len(experience_events(store)) == 3
     store.close()
 
 
@@ -155,7 +165,8 @@ def test_db_prune_deletes_what_its_flags_say_and_prints_how_many(url: str) -> No
     assert result.exit_code == 0, result.output
     assert (
         result.stdout.splitlines()[-1]
-        == "deleted: 6 decision events, 3 experience events, 0 ranking trials"
+        == "deleted: 6 decision events, 3 experience events, 0 ranking trials, "
+        "0 decision events of deleted profiles"
     )
     store = Store.open(url)
     assert [e["note"] for e in events_of(store)] == ["day 6"]
@@ -163,16 +174,16 @@ def test_db_prune_deletes_what_its_flags_say_and_prints_how_many(url: str) -> No
     store.close()
 
 
-def test_db_prune_without_a_retention_is_refused_and_deletes_nothing(
+def test_db_prune_without_a_retention_deletes_no_event_of_a_live_profile(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS", raising=False)
     monkeypatch.delenv("NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS", raising=False)
     result = CliRunner().invoke(main, ["db", "prune", "--db", url])
-    assert result.exit_code == 2, result.output
-    assert result.stderr.strip() == (
-        "error: no retention to apply: give --decision-events-days or --experience-events-days"
-        " (or set NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS / NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS)"
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == (
+        "deleted: 0 decision events, 0 experience events, 0 ranking trials, "
+        "0 decision events of deleted profiles"
     )
     store = Store.open(url)
     assert len(events_of(store)) == 7
@@ -193,4 +204,73 @@ def test_a_pass_deletes_the_ranking_trials_of_decisions_past_the_limit(url: str)
     with store.session(write=True) as session:  # what is left is still counted once
         assert session.ranking.claim("c1", {("new", 0, "o-1", 0): at(6)}) == set()
         assert session.ranking.claim("c1", {("old", 0, "o-1", 0): at(1)}) == {("old", 0, "o-1", 0)}
+    store.close()
+
+
+def _event(session: Session, note: str, day: float) -> None:
+    """A decision event of ``p-1`` written as a record writes it, with no decision path
+    open: nothing folds it into the offers report."""
+    session.conn.execute(
+        insert(t.decision_events).values(
+            proposition_id=str(uuid.uuid4()),
+            container_id=CONTAINER,
+            created="2026-03-14T10:00:00.000000Z",
+            created_us=at(day),
+            profile_key="p-1",
+            body=orjson.dumps({"note": note}).decode(),
+            offers='["o-1"]',
+        )
+    )
+
+
+def test_an_erasure_walks_a_few_places_at_a_time_and_waits_for_the_report(url: str) -> None:
+    store = Store.open(url)
+    with store.session(write=True) as session:
+        session.conn.execute(
+            insert(t.containers).values(
+                container_id=CONTAINER,
+                org_id="O@AdobeOrg",
+                sandbox="prod",
+                container_type="decisioning",
+                name="c",
+                product_contexts="[]",
+                etag=1,
+                created="t",
+                modified="t",
+                created_by="u",
+                modified_by="u",
+                created_client="k",
+                modified_client="k",
+            )
+        )
+        _event(session, "unfolded", 7)
+        _event(session, "newest", 8)
+    # p-1's profile deleted; another org's key of the same name is not ours to erase.
+    store.write(lambda s: s.runtime.request_erasure("O@AdobeOrg", "prod", ["p-1"], now="t"))
+    store.write(lambda s: s.runtime.request_erasure("X@AdobeOrg", "prod", ["p-1"], now="t"))
+    retention = Retention(
+        store,
+        decision_events_days=0,
+        experience_events_days=0,
+        clock=lambda: NOW,
+        places=3,
+        pause=0,
+    )
+    heard: list[Pruned] = []
+    assert retention.prune(on_progress=heard.append) == Pruned(erased=7)
+    assert [p.erased for p in heard] == [3, 6, 7]  # three places per transaction
+    assert [e["note"] for e in events_of(store)] == ["unfolded", "newest"]
+    fold(store)
+    assert retention.prune() == Pruned(erased=1)  # counted now; the newest stays
+    assert [e["note"] for e in events_of(store)] == ["newest"]
+    with store.session(write=True) as session:
+        _event(session, "after the deletion", 9)
+    fold(store)
+    assert retention.prune() == Pruned(erased=1)
+    assert [e["note"] for e in events_of(store)] == ["after the deletion"]
+    with store.session() as session:  # both done: the other org's found nothing of its own
+        assert (
+            session.conn.execute(select(func.count()).select_from(t.profile_erasures)).scalar_one()
+            == 0
+        )
     store.close()

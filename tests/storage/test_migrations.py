@@ -663,5 +663,25 @@ def test_the_redis_counter_markers_revision_lists_containers_once(engine: Engine
     assert "redis_counter_markers" not in inspect(engine).get_table_names()
 
 
+def test_the_profile_erasures_revision_queues_a_key_once_per_tenant(engine: Engine) -> None:
+    # 0023: a deleted profile's decision events to delete, by key, org and sandbox, walked
+    # from the least cursor.
+    migrations.upgrade(engine, "0022_redis_counter_markers")
+    assert "profile_erasures" not in inspect(engine).get_table_names()
+    migrations.upgrade(engine)
+    assert "ix_profile_erasures_cursor" in _indexes(engine, "profile_erasures")
+    insert = text(
+        "INSERT INTO profile_erasures (profile_key, org_id, sandbox, until_seq, cursor_seq,"
+        " requested) VALUES ('p-1', :org, 'prod', 9, 0, 't')"
+    )
+    with engine.begin() as conn:
+        conn.execute(insert, {"org": "A@AdobeOrg"})
+        conn.execute(insert, {"org": "B@AdobeOrg"})
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert, {"org": "A@AdobeOrg"})
+    migrations.downgrade(engine, "0022_redis_counter_markers")
+    assert "profile_erasures" not in inspect(engine).get_table_names()
+
+
 def _indexes(engine: Engine, table: str) -> set[str]:
     return {index["name"] for index in inspect(engine).get_indexes(table)}

@@ -148,22 +148,18 @@ def downgrade(db_url: str | None, target: str, yes: bool) -> None:
 def prune(
     db_url: str | None, decision_events_days: float | None, experience_events_days: float | None
 ) -> None:
-    """Delete the events older than their retention, now.
+    """Delete the events older than their retention, and the decision events of deleted
+    profiles, now.
 
-    A server does this every five minutes when a retention is set (docs/deploy.md,
-    "Retention"). The offers report counts the decision events first; only counted ones go.
+    A server does this every five minutes (docs/deploy.md, "Retention"). The offers report
+    counts the decision events first; only counted ones go. With no retention given or
+    set, only deleted profiles' decision events go.
     """
     settings = Settings.from_env(
         db_url=existing_database(Settings.from_env(db_url=db_url).db_url),
         retain_decision_events_days=decision_events_days,
         retain_experience_events_days=experience_events_days,
     )
-    if settings.retain_decision_events_days <= 0 and settings.retain_experience_events_days <= 0:
-        raise BadRequest(
-            "no retention to apply: give --decision-events-days or --experience-events-days "
-            "(or set NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS / "
-            "NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS)"
-        )
     with (
         NextOffer.open(settings) as no,
         Progress(
@@ -181,7 +177,8 @@ def prune(
             bar.update(
                 task,
                 description=f"deleted {pruned.decision_events:,} decision events, "
-                f"{pruned.experience_events:,} experience events",
+                f"{pruned.experience_events:,} experience events, "
+                f"{pruned.erased:,} of deleted profiles",
             )
 
         show(Pruned())
@@ -189,7 +186,8 @@ def prune(
     click.echo(
         f"deleted: {pruned.decision_events} decision events, "
         f"{pruned.experience_events} experience events, "
-        f"{pruned.ranking_trials} ranking trials"
+        f"{pruned.ranking_trials} ranking trials, "
+        f"{pruned.erased} decision events of deleted profiles"
     )
 
 

@@ -25,7 +25,6 @@ read count every capped offer as capped (caps fail closed). Neither fails the re
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -48,7 +47,7 @@ from nextoffer.service.catalogs import CatalogCache, Snapshot
 from nextoffer.service.learning import Learning
 from nextoffer.service.offload import finished, in_pool, in_thread
 from nextoffer.service.profile_cache import ProfileCache
-from nextoffer.service.profiles import resolve_profile_id
+from nextoffer.service.profiles import profile_key, resolve_profile_id
 from nextoffer.service.repository import Repository
 from nextoffer.storage.decision_path import DecisionPath, OnLoop
 from nextoffer.storage.store import Store
@@ -81,32 +80,6 @@ def _thread_rng() -> random.Random:
     if rng is None:
         rng = _rngs.rng = random.Random()
     return rng
-
-
-#: The longest identity counter scope kept as text; a longer one is named by its digest.
-MAX_SCOPE_TEXT = 256
-
-
-def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -> str:
-    """The counter scope of one profile: its id, or its first identity when unknown.
-
-    An identity's scope is ``identity:<namespace>:<id>``; past :data:`MAX_SCOPE_TEXT`
-    characters (a namespace may take 255 and an id 1,024) it is ``identity#`` and the
-    SHA-256 of the two instead, so counter keys and decision events hold it within their
-    columns' bounds and PostgreSQL's index entry size on every backend alike. ``#`` never
-    follows ``identity`` in the text form, so the two forms cannot meet."""
-    if profile_id is not None:
-        return profile_id
-    if not identities:
-        return "anonymous"
-    namespace, identity = identities[0]
-    key = f"identity:{namespace}:{identity}"
-    if len(key) <= MAX_SCOPE_TEXT:
-        return key
-    digest = hashlib.sha256(
-        f"{namespace}\x00{identity}".encode("utf-8", "surrogatepass")
-    ).hexdigest()
-    return f"identity#{digest}"
 
 
 class Decisions:

@@ -7,8 +7,9 @@ included). Experience events live in ``events.py``.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +22,7 @@ from nextoffer.storage.runtime import ProfileRecord, Runtime
 from nextoffer.storage.session import Session
 
 #: ``ProfileRecord`` is what these use cases answer with (routes take it from here).
-__all__ = ["ProfileRecord", "Profiles", "resolve_profile_id"]
+__all__ = ["ProfileRecord", "Profiles", "profile_key", "resolve_profile_id"]
 from nextoffer.storage.store import Store
 
 
@@ -108,6 +109,32 @@ def _parse(body: Any) -> _Parsed:
         return exc
 
 
+#: The longest identity counter scope kept as text; a longer one is named by its digest.
+MAX_SCOPE_TEXT = 256
+
+
+def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -> str:
+    """The counter scope of one profile: its id, or its first identity when unknown.
+
+    An identity's scope is ``identity:<namespace>:<id>``; past :data:`MAX_SCOPE_TEXT`
+    characters (a namespace may take 255 and an id 1,024) it is ``identity#`` and the
+    SHA-256 of the two instead, so counter keys and decision events hold it within their
+    columns' bounds and PostgreSQL's index entry size on every backend alike. ``#`` never
+    follows ``identity`` in the text form, so the two forms cannot meet."""
+    if profile_id is not None:
+        return profile_id
+    if not identities:
+        return "anonymous"
+    namespace, identity = identities[0]
+    key = f"identity:{namespace}:{identity}"
+    if len(key) <= MAX_SCOPE_TEXT:
+        return key
+    digest = hashlib.sha256(
+        f"{namespace}\x00{identity}".encode("utf-8", "surrogatepass")
+    ).hexdigest()
+    return f"identity#{digest}"
+
+
 class Profiles:
     def __init__(
         self,
@@ -160,9 +187,19 @@ class Profiles:
         return record
 
     def delete(self, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
+        """Delete a profile: its attributes, identities and experience events now, and the
+        decision events recorded for it — under its id, or under one of its identities
+        before it had a profile — by the servers' next passes (``service/retention.py``)."""
         with self._store.session(write=True) as session:
             record = self._find(session.runtime, principal, namespace, identity, lock="update")
             session.runtime.delete_profile(record.profile_id)
+            keys = [profile_key(None, [named]) for named in record.identities]
+            session.runtime.request_erasure(
+                principal.org,
+                principal.sandbox,
+                [record.profile_id, *keys],
+                now=format_datetime(self._clock()),
+            )
         self._changed([record.profile_id])
         return record
 

@@ -17,6 +17,11 @@ What goes, and what stays (docs/deploy.md, "Retention"):
   (``Ranking.prune_trials``, by the decision's time).
 * an experience event, by its own timestamp. Rules that look back at events see only
   those kept, and an event's id is remembered only as long as the event.
+
+Every pass, with a retention or without, first deletes the decision events of deleted
+profiles (``Profiles.delete`` queues them: ``Runtime.erase_decision_events``), walking the
+events :data:`ERASE_PLACES` places per transaction. The same rule holds: only events the
+offers report has counted, and never the newest.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ PRUNE_ROWS = 200
 PAUSE_SECONDS = 0.02
 #: Seconds between two passes of a server (the first comes this long after it starts).
 PASS_SECONDS = 300.0
+#: Places of decision events an erasure's transaction walks (docs/benchmarks.md,
+#: "Retention").
+ERASE_PLACES = 2_000
 
 _DAY_US = 86_400 * 1_000_000
 
@@ -54,6 +62,8 @@ class Pruned:
     decision_events: int = 0
     experience_events: int = 0
     ranking_trials: int = 0
+    #: Decision events of deleted profiles.
+    erased: int = 0
 
 
 class Retention:
@@ -68,6 +78,7 @@ class Retention:
         experience_events_days: float,
         clock: Callable[[], datetime],
         rows: int = PRUNE_ROWS,
+        places: int = ERASE_PLACES,
         pause: float = PAUSE_SECONDS,
         every: float = PASS_SECONDS,
     ) -> None:
@@ -76,23 +87,19 @@ class Retention:
         self.experience_events_days = experience_events_days
         self._clock = clock
         self._rows = rows
+        self._places = places
         self._pause = pause
         self._every = every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    @property
-    def enabled(self) -> bool:
-        """Whether any kind of event has a limit."""
-        return self.decision_events_days > 0 or self.experience_events_days > 0
-
     def prune(self, *, on_progress: Callable[[Pruned], None] | None = None) -> Pruned:
         """Delete every event past its limit as of now, :data:`PRUNE_ROWS` per transaction
         (waiting between two, unless ``pause`` is 0); ``on_progress`` hears the totals
         after each one. Stops early when closed."""
         now_us = int(self._clock().timestamp() * 1_000_000)
-        pruned = Pruned()
+        pruned = self._erase(on_progress)
         kinds: list[tuple[str, Callable[..., int], float]] = [
             ("decision_events", _decision_events, self.decision_events_days),
             ("ranking_trials", _ranking_trials, self.decision_events_days),
@@ -115,12 +122,30 @@ class Retention:
                 self._stop.wait(max(self._pause, 2 * took) if self._pause else 0)
         return pruned
 
+    def _erase(self, on_progress: Callable[[Pruned], None] | None) -> Pruned:
+        """The queued erasures' steps, until none can be made now."""
+        pruned = Pruned()
+        step = partial(_erasure_step, self._places)
+        while not self._stop.is_set():
+            started = time.monotonic()
+            deleted = self._store.write(step)
+            took = time.monotonic() - started
+            if deleted is None:
+                break
+            if deleted:
+                pruned = replace(pruned, erased=pruned.erased + deleted)
+                if on_progress is not None:
+                    on_progress(pruned)
+            self._stop.wait(max(self._pause, 2 * took) if self._pause else 0)
+        return pruned
+
     # -- in a server -------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prune every :data:`PASS_SECONDS` in a thread of its own, until :meth:`close`."""
+        """Prune every :data:`PASS_SECONDS` in a thread of its own, until :meth:`close`
+        (with no retention set, a pass only erases deleted profiles' decision events)."""
         with self._lock:
-            if self._thread is None and self.enabled:
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="nextoffer-retention", daemon=True
                 )
@@ -136,10 +161,11 @@ class Retention:
             if pruned != Pruned():
                 log.info(
                     "retention: deleted %d decision events, %d experience events and %d"
-                    " ranking trials",
+                    " ranking trials; %d decision events of deleted profiles",
                     pruned.decision_events,
                     pruned.experience_events,
                     pruned.ranking_trials,
+                    pruned.erased,
                 )
 
     def close(self) -> None:
@@ -153,6 +179,10 @@ class Retention:
 def _chunk(step: Callable[..., int], before_us: int, rows: int, session: Session) -> int:
     """One transaction of a pass: ``step`` on its session."""
     return step(session, before_us=before_us, limit=rows)
+
+
+def _erasure_step(places: int, session: Session) -> int | None:
+    return session.runtime.erase_decision_events(places=places)
 
 
 def _decision_events(session: Session, *, before_us: int, limit: int) -> int:

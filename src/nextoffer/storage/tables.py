@@ -258,6 +258,23 @@ decision_events = Table(
     Index("ix_decision_events_container", "container_id", "created_us"),
 )
 
+#: Decision events to delete for a deleted profile: those recorded in its org and
+#: sandbox's containers under ``profile_key`` (its id, or one of its identities' scope) up
+#: to ``until_seq``, the last event when it was deleted. A pass walks the events by place
+#: from ``cursor_seq`` (``Runtime.erase_decision_events``); the row goes at ``until_seq``.
+profile_erasures = Table(
+    "profile_erasures",
+    metadata,
+    Column("profile_key", String(1100), nullable=False),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("until_seq", BigInteger, nullable=False),
+    Column("cursor_seq", BigInteger, nullable=False),
+    Column("requested", String(32), nullable=False),
+    PrimaryKeyConstraint("profile_key", "org_id", "sandbox"),
+    Index("ix_profile_erasures_cursor", "cursor_seq"),
+)
+
 #: How far each derived table is folded from ``decision_events``: every event with
 #: ``seq <= position`` is counted in it, none above (``report_fold.py``).
 report_folds = Table(
