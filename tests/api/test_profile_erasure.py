@@ -90,17 +90,3 @@ def test_a_deleted_profile_s_decision_events_go_with_it(
     assert logged(no, other.container) == ["alice@x"]
     assert propositions(no, tenant.container) == before + 1  # the report keeps counting them
     assert no.retention.prune().erased == 0  # the queue is empty
-
-
-def test_events_not_yet_counted_by_the_report_wait_for_it(
-    client: TestClient, tenant: Tenant
-) -> None:
-    library = Library(client, tenant.headers, tenant.container, [])
-    add_profile(tenant, "alice@x")
-    decide(tenant, library, "alice@x")
-    decide(tenant, library, "bob@x")
-    no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
-    no.path.fold()
-    delete_profile(tenant, "alice@x")
-    assert no.retention.prune().erased == 1
-    assert logged(no, tenant.container) == ["bob@x"]
