@@ -91,27 +91,7 @@ def timed(work: Callable[[], object]) -> tuple[float, float]:
 
 def decision_events(store: Store, path: DecisionPath, n: int) -> tuple[float, ...]:
     def write() -> None:
-        for start in range(0, n, BATCH):
-            futures = []
-            for i in range(start, min(n, start + BATCH)):
-                pid = str(uuid.uuid4())
-                futures.append(
-                    path.record(
-                        DecisionRecord(
-                            proposition_id=pid,
-                            container_id="c-1",
-                            created=(T0 + timedelta(days=DAYS * i / n)).isoformat(),
-                            created_us=at_us(i / n),
-                            profile_key=f"Email:user-{i % 10_000}@example.com",
-                            body=body(pid, i),
-                            day=(T0 + timedelta(days=DAYS * i / n)).date().isoformat(),
-                            proposed_offers=[f"o-{(i + k) % 100}" for k in range(3)],
-                            reserve=[],
-                        )
-                    )
-                )
-            for future in futures:
-                future.result(timeout=60)
+        record_events(path, n)
 
     write_cpu, write_wall = timed(write)
     path.fold()

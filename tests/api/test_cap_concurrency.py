@@ -12,7 +12,7 @@ from nextoffer.ids import utcnow
 from nextoffer.service.tenants import bootstrap
 from nextoffer.storage.store import Store
 from support import CREATE_TYPE, schema
-from support.api import HTML, WEB
+from support.api import capped_library
 from support.servers import serve
 
 DECIDE = 'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/decision-request;version=1.0"'
@@ -29,47 +29,7 @@ def build_library(base: str, headers: dict[str, str], container: str, caps: dict
         assert response.status_code == 201, response.text
         return str(response.json()["@id"])
 
-    placement = create(
-        "offer-placement", {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML}
-    )
-    reps = [
-        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
-    ]
-    capped = create(
-        "personalized-offer",
-        {
-            "xdm:name": "capped",
-            "xdm:status": "approved",
-            "xdm:rank": {"xdm:priority": 9},
-            "xdm:representations": reps,
-            "xdm:cappingConstraint": caps,
-        },
-    )
-    other = create(
-        "personalized-offer",
-        {
-            "xdm:name": "other",
-            "xdm:status": "approved",
-            "xdm:rank": {"xdm:priority": 1},
-            "xdm:representations": reps,
-        },
-    )
-    fallback = create(
-        "fallback-offer", {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
-    )
-    collection = create(
-        "offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, other]}
-    )
-    decision = create(
-        "offer-activity",
-        {
-            "xdm:name": "d",
-            "xdm:status": "live",
-            "xdm:fallback": fallback,
-            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
-        },
-    )
-    return {"placement": placement, "capped": capped, "other": other, "decision": decision}
+    return capped_library(create, caps)
 
 
 def wait_for_decision(base: str, headers: dict[str, str], container: str, ids: dict) -> None:

@@ -15,7 +15,7 @@ from nextoffer.api.app import create_app
 from nextoffer.cli import main
 from nextoffer.cli.serve import check_stores
 from nextoffer.settings import Settings
-from support.api import HTML, WEB, Tenant, make_tenant
+from support.api import Tenant, capped_library, make_tenant
 from support.backends import redis_url
 
 DECIDE = (
@@ -38,38 +38,10 @@ def tenant(settings: Settings) -> Iterator[Tenant]:
 
 
 def library(tenant: Tenant) -> dict[str, str]:
-    def create(type_name: str, body: dict) -> str:
-        return str(tenant.create(type_name, body)["@id"])
-
-    placement = create(
-        "offer-placement", {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML}
+    return capped_library(
+        lambda type_name, body: str(tenant.create(type_name, body)["@id"]),
+        {"xdm:globalCap": 2},
     )
-    reps = [
-        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
-    ]
-
-    def offer(name: str, priority: int, **more: object) -> str:
-        body = {"xdm:name": name, "xdm:status": "approved", "xdm:rank": {"xdm:priority": priority}}
-        return create("personalized-offer", {**body, "xdm:representations": reps, **more})
-
-    capped = offer("capped", 9, **{"xdm:cappingConstraint": {"xdm:globalCap": 2}})
-    other = offer("other", 1)
-    fallback = create(
-        "fallback-offer", {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
-    )
-    collection = create(
-        "offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, other]}
-    )
-    decision = create(
-        "offer-activity",
-        {
-            "xdm:name": "d",
-            "xdm:status": "live",
-            "xdm:fallback": fallback,
-            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
-        },
-    )
-    return {"placement": placement, "capped": capped, "other": other, "decision": decision}
 
 
 def decide(tenant: Tenant, ids: dict[str, str], n: int) -> str:

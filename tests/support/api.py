@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -54,3 +55,40 @@ def make_tenant(client: TestClient, db_url: str, org: str, sandbox: str) -> Tena
     finally:
         store.close()
     return Tenant(client, creds)
+
+
+def capped_library(
+    create: Callable[[str, dict[str, Any]], str], caps: dict[str, Any]
+) -> dict[str, str]:
+    """One placement; offer "capped" (priority 9, ``caps``) and "other" (priority 1) in one
+    live decision with a fallback. ``create(type_name, body)`` makes an instance and
+    answers its ``@id``. The ids by role: placement, capped, other, decision."""
+    placement = create(
+        "offer-placement", {"xdm:name": "p", "xdm:channel": WEB, "xdm:componentType": HTML}
+    )
+    reps = [
+        {"xdm:placement": placement, "xdm:components": [{"@type": HTML, "dc:format": "text/html"}]}
+    ]
+
+    def offer(name: str, priority: int, **more: Any) -> str:
+        body = {"xdm:name": name, "xdm:status": "approved", "xdm:rank": {"xdm:priority": priority}}
+        return create("personalized-offer", {**body, "xdm:representations": reps, **more})
+
+    capped = offer("capped", 9, **{"xdm:cappingConstraint": caps})
+    other = offer("other", 1)
+    fallback = create(
+        "fallback-offer", {"xdm:name": "f", "xdm:status": "approved", "xdm:representations": reps}
+    )
+    collection = create(
+        "offer-filter", {"xdm:name": "c", "xdm:filterType": "offers", "xdm:ids": [capped, other]}
+    )
+    decision = create(
+        "offer-activity",
+        {
+            "xdm:name": "d",
+            "xdm:status": "live",
+            "xdm:fallback": fallback,
+            "xdm:criteria": [{"xdm:optionSelection": {"xdm:filter": collection}}],
+        },
+    )
+    return {"placement": placement, "capped": capped, "other": other, "decision": decision}
