@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -75,4 +77,31 @@ def test_a_database_gone_away_makes_it_not_ready_until_it_is_back(
     assert away.status_code == 503
     assert away.json() == {"status": "unavailable", "checks": {"database": "unavailable"}}
     assert str(port) not in away.text  # nothing of the stores for whoever asks
+    assert back.status_code == 200
+
+
+def test_a_hung_check_is_not_started_again_while_it_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A blackholed store holds a pool thread per check past the probe's timeout: probes
+    # wait on the one check in flight instead of parking another thread on it each time.
+    monkeypatch.setattr(system, "READY_REUSE_SECONDS", 0.0)
+    monkeypatch.setattr(system, "READY_TIMEOUT_SECONDS", 0.2)
+    hung = threading.Event()
+    pinged: list[int] = []
+
+    def ping(_store: Store) -> None:
+        pinged.append(1)
+        hung.wait(10)
+
+    monkeypatch.setattr(Store, "ping", ping)
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'n.db'}", freeze_heap=False)
+    with TestClient(create_app(settings)) as client:
+        answers = [client.get("/readyz") for _ in range(5)]
+        hung.set()
+        time.sleep(0.1)
+        back = client.get("/readyz")
+    assert [a.status_code for a in answers] == [503] * 5
+    assert answers[0].json() == {"status": "unavailable", "checks": {"database": "timeout"}}
+    assert len(pinged) == 2  # the hung one, then one after it returned
     assert back.status_code == 200

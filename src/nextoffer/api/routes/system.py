@@ -33,7 +33,12 @@ READY_TIMEOUT_SECONDS = 2.0
 
 class Readiness:
     """One process's answer to ``GET /readyz``, checked at most every
-    :data:`READY_REUSE_SECONDS`; probes arriving during a check share it."""
+    :data:`READY_REUSE_SECONDS`; probes arriving during a check share it.
+
+    A check that outlasts :data:`READY_TIMEOUT_SECONDS` is answered ``"timeout"`` but left
+    to finish: its pool thread cannot be interrupted (a blackholed store holds it until
+    the driver gives up), so probes meanwhile wait on that one check rather than start
+    another, and a hung store takes one thread of the pool, not one per probe."""
 
     def __init__(self) -> None:
         self._checked = -math.inf
@@ -45,13 +50,14 @@ class Readiness:
             return self._answer
         if self._checking is None:
             self._checking = asyncio.ensure_future(self._check(no))
-        return await asyncio.shield(self._checking)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._checking), READY_TIMEOUT_SECONDS)
+        except TimeoutError:
+            return {"database": "timeout"}
 
     async def _check(self, no: NextOffer) -> dict[str, str]:
         try:
-            answer = await asyncio.wait_for(no.run(no.readiness), READY_TIMEOUT_SECONDS)
-        except TimeoutError:
-            answer = {"database": "timeout"}
+            answer = await no.run(no.readiness)
         finally:
             self._checking = None
         self._answer, self._checked = answer, time.monotonic()
