@@ -219,3 +219,29 @@ def test_a_redis_restarted_without_its_data_is_told_on_the_loop(
         loop.run_until_complete(on_loop.aclose())
         loop.close()
         counters.close()
+
+
+def test_a_first_count_the_database_could_not_list_is_counted_again_later(
+    db: Store, key: CounterKey, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database away at a container's first count (a node decides from its snapshots
+    # meanwhile): its marker must not stay in Redis unlisted, or a later loss of Redis
+    # would pass for a first count and the caps start again from zero, silently.
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        real = Store.write
+
+        def away(store: Store, *args: object, **kwargs: object) -> object:
+            raise Unavailable("the database is away")
+
+        monkeypatch.setattr(Store, "write", away)
+        with pytest.raises(Unavailable):
+            counters.reserve([(key, 1)])
+        monkeypatch.setattr(Store, "write", real)
+        assert counters.reserve([(key, 1)]) == []  # the database back: listed now
+        assert listed(db) == [key.container_id]
+        lose(raw, key.container_id)
+        with pytest.raises(CountersLost):
+            counters.reserve([(key, 1)])
+    finally:
+        counters.close()

@@ -26,6 +26,7 @@ configuration at start.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -135,6 +136,20 @@ class CounterMarkers:
                 [{"container_id": c, "placed": placed} for c in containers],
             )
 
-        self._store.write(write)
+        try:
+            self._store.write(write)
+        except BaseException:
+            self._unplace(containers)
+            raise
         with self._lock:
             self._listed.update(containers)
+
+    def _unplace(self, containers: Sequence[str]) -> None:
+        """Take back markers the database could not list (it is away): left in Redis, a
+        marker would pass the operations with no row behind it, and a later loss of Redis
+        be taken for a first count (the caps starting again from zero, silently). Taken
+        back, the next operation is a first count again (the counters kept). Should another
+        process have listed one of them meanwhile, it is seen lost: caps fail closed, and
+        ``admin counters`` says so."""
+        with contextlib.suppress(RedisError):  # Redis away too: the marker stays
+            self._client.delete(*(marker_key(c) for c in containers))
