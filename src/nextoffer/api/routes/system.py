@@ -53,7 +53,9 @@ class Readiness:
         try:
             return await asyncio.wait_for(asyncio.shield(self._checking), READY_TIMEOUT_SECONDS)
         except TimeoutError:
-            return {"database": "timeout"}
+            # Reused as any answer: probes meanwhile are told at once, the check left on.
+            self._answer, self._checked = {"database": "timeout"}, time.monotonic()
+            return self._answer
 
     async def _check(self, no: NextOffer) -> dict[str, str]:
         try:
