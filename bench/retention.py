@@ -191,13 +191,16 @@ def erasures(store: Store, path: DecisionPath, n: int) -> tuple[float, ...]:
         )
     )
     keys = [f"Email:user-{k * 97}@example.com" for k in range(100)]
-    store.write(lambda s: s.runtime.request_erasure("BENCH@AdobeOrg", "prod", keys, now="t"))
+    requested, settled = "2026-11-01T00:00:00.000000Z", "2026-11-02T00:00:00.000000Z"
+    store.write(lambda s: s.runtime.request_erasure("BENCH@AdobeOrg", "prod", keys, now=requested))
     steps: list[float] = []
     deleted = 0
     began = time.perf_counter()
     while True:
         started = time.perf_counter()
-        got = store.write(lambda s: s.runtime.erase_decision_events(places=ERASE_PLACES))
+        got = store.write(
+            lambda s: s.runtime.erase_decision_events(places=ERASE_PLACES, settled=settled)
+        )
         if got is None:
             break
         steps.append(time.perf_counter() - started)

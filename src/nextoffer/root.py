@@ -51,7 +51,7 @@ from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB, ProfileCac
 from nextoffer.service.profiles import Profiles
 from nextoffer.service.reports import Reports
 from nextoffer.service.repository import Repository
-from nextoffer.service.retention import Retention
+from nextoffer.service.retention import SETTLE_SECONDS, Retention
 from nextoffer.service.search import Search
 from nextoffer.service.segments import SegmentDefinitions
 from nextoffer.service.tenants import DEFAULT_TOKEN_TTL, Credentials
@@ -267,6 +267,7 @@ class NextOffer:
             decision_events_days=settings.retain_decision_events_days,
             experience_events_days=settings.retain_experience_events_days,
             clock=clock,
+            settle=SETTLE_SECONDS + settings.profile_cache_seconds,
         )
         self._closers.append(self.retention.close)
         self._build_batch(clock)
@@ -361,11 +362,14 @@ class NextOffer:
         """Run blocking work (it opens a database transaction) in the pool."""
         return await in_pool(self.executor, fn, *args, **kwargs)
 
-    def readiness(self) -> dict[str, str]:
+    def readiness(self, progress: dict[str, str] | None = None) -> dict[str, str]:
         """Whether this process can decide and record now: ``database`` (and ``counters``
-        when they are Redis's), each ``"ok"`` or ``"unavailable"``; why, to the log."""
-        answers: dict[str, str] = {}
+        when they are Redis's), each ``"ok"`` or ``"unavailable"``; why, to the log.
+        ``progress`` is filled as the checks go, a check under way as ``"checking"``: a
+        caller that stops waiting can tell which store hangs."""
+        answers = progress if progress is not None else {}
         for name, ping in self._pings.items():
+            answers[name] = "checking"
             try:
                 ping()
             except Unavailable as exc:
@@ -373,7 +377,7 @@ class NextOffer:
                 answers[name] = "unavailable"
             else:
                 answers[name] = "ok"
-        return answers
+        return dict(answers)
 
     # -- use cases -------------------------------------------------------------------
 

@@ -89,4 +89,4 @@ def test_a_deleted_profile_s_decision_events_go_with_it(
     assert logged(no, tenant.container) == ["bob@x", "bob@x"]
     assert logged(no, other.container) == ["alice@x"]
     assert propositions(no, tenant.container) == before + 1  # the report keeps counting them
-    assert no.retention.prune().erased == 0  # the queue is empty
+    assert no.retention.prune().erased == 0  # nothing more of theirs

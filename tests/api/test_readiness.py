@@ -14,8 +14,9 @@ from starlette.testclient import TestClient
 from nextoffer.api.app import create_app
 from nextoffer.api.routes import system
 from nextoffer.settings import Settings
+from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.store import Store
-from support.backends import fresh_database
+from support.backends import fresh_database, redis_url
 from support.servers import Forwarder, free_port
 
 
@@ -105,3 +106,26 @@ def test_a_hung_check_is_not_started_again_while_it_hangs(
     assert answers[0].json() == {"status": "unavailable", "checks": {"database": "timeout"}}
     assert len(pinged) == 2  # the hung one, then one after it returned
     assert back.status_code == 200
+
+
+def test_a_hung_redis_is_the_check_named_in_the_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The database answered; the counters' store is the one the check still waits for.
+    monkeypatch.setattr(system, "READY_TIMEOUT_SECONDS", 0.2)
+    hung = threading.Event()
+    monkeypatch.setattr(RedisCounters, "ping", lambda _self: hung.wait(10))
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'n.db'}",
+        redis_url=redis_url(),
+        freeze_heap=False,
+        warm_catalogs=False,
+    )
+    with TestClient(create_app(settings)) as client:
+        response = client.get("/readyz")
+        hung.set()
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": "ok", "counters": "timeout"},
+    }

@@ -88,6 +88,10 @@ def test_a_cap_stays_reached_when_redis_loses_its_counters(
     assert listed.exit_code == 0, listed.output
     assert listed.stdout.split() == [tenant.container]
 
+    # Naming another container accepts nothing, and says so.
+    other = ["admin", "counters", "--accept-loss", "--container", "not-lost"]
+    refused = CliRunner().invoke(main, other, env=env)
+    assert refused.stdout.strip() == "none of the containers named has lost its counters"
     # Accepted: the caps count again, from what Redis holds now (nothing).
     accepted = CliRunner().invoke(main, ["admin", "counters", "--accept-loss"], env=env)
     assert accepted.exit_code == 0, accepted.output

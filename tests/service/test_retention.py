@@ -207,8 +207,26 @@ def test_a_pass_deletes_the_ranking_trials_of_decisions_past_the_limit(url: str)
     store.close()
 
 
-def _event(session: Session, note: str, day: float) -> None:
-    """A decision event of ``p-1`` written as a record writes it, with no decision path
+#: The container of the events, owned by ``O@AdobeOrg``'s sandbox ``prod``.
+_CONTAINER = {
+    "container_id": CONTAINER,
+    "org_id": "O@AdobeOrg",
+    "sandbox": "prod",
+    "container_type": "decisioning",
+    "name": "c",
+    "product_contexts": "[]",
+    "etag": 1,
+    "created": "t",
+    "modified": "t",
+    "created_by": "u",
+    "modified_by": "u",
+    "created_client": "k",
+    "modified_client": "k",
+}
+
+
+def _event(session: Session, note: str, day: float, *, key: str = "p-1") -> None:
+    """A decision event of ``key`` written as a record writes it, with no decision path
     open: nothing folds it into the offers report."""
     session.conn.execute(
         insert(t.decision_events).values(
@@ -216,7 +234,7 @@ def _event(session: Session, note: str, day: float) -> None:
             container_id=CONTAINER,
             created="2026-03-14T10:00:00.000000Z",
             created_us=at(day),
-            profile_key="p-1",
+            profile_key=key,
             body=orjson.dumps({"note": note}).decode(),
             offers='["o-1"]',
         )
@@ -226,28 +244,13 @@ def _event(session: Session, note: str, day: float) -> None:
 def test_an_erasure_walks_a_few_places_at_a_time_and_waits_for_the_report(url: str) -> None:
     store = Store.open(url)
     with store.session(write=True) as session:
-        session.conn.execute(
-            insert(t.containers).values(
-                container_id=CONTAINER,
-                org_id="O@AdobeOrg",
-                sandbox="prod",
-                container_type="decisioning",
-                name="c",
-                product_contexts="[]",
-                etag=1,
-                created="t",
-                modified="t",
-                created_by="u",
-                modified_by="u",
-                created_client="k",
-                modified_client="k",
-            )
-        )
+        session.conn.execute(insert(t.containers).values(**_CONTAINER))
         _event(session, "unfolded", 7)
         _event(session, "newest", 8)
-    # p-1's profile deleted; another org's key of the same name is not ours to erase.
-    store.write(lambda s: s.runtime.request_erasure("O@AdobeOrg", "prod", ["p-1"], now="t"))
-    store.write(lambda s: s.runtime.request_erasure("X@AdobeOrg", "prod", ["p-1"], now="t"))
+    # p-1's profile deleted a day ago; another org's key of the same name is not ours.
+    day_ago = "2026-03-13T10:00:00.000000Z"
+    for org in ("O@AdobeOrg", "X@AdobeOrg"):
+        store.write(lambda s, org=org: s.runtime.request_erasure(org, "prod", ["p-1"], now=day_ago))
     retention = Retention(
         store,
         decision_events_days=0,
@@ -273,4 +276,42 @@ def test_an_erasure_walks_a_few_places_at_a_time_and_waits_for_the_report(url: s
             session.conn.execute(select(func.count()).select_from(t.profile_erasures)).scalar_one()
             == 0
         )
+    store.close()
+
+
+def test_a_profile_s_events_written_just_after_its_deletion_go_too(url: str) -> None:
+    # Another process decided from its profile cache, or a record was in flight: for a
+    # while after the deletion the erasure follows the newest event (its profile id only).
+    store = Store.open(url)
+    with store.session(write=True) as session:
+        session.conn.execute(insert(t.containers).values(**_CONTAINER))
+    now = "2026-03-14T10:00:00.000000Z"
+    keys = ["p-1", "identity:Email:a@x"]
+    store.write(lambda s: s.runtime.request_erasure("O@AdobeOrg", "prod", keys, now=now))
+    clock = [NOW]
+    retention = Retention(
+        store,
+        decision_events_days=0,
+        experience_events_days=0,
+        clock=lambda: clock[0],
+        settle=60,
+        pause=0,
+    )
+    assert retention.prune() == Pruned(erased=6)  # all but the newest
+    with store.session(write=True) as session:
+        _event(session, "from a cache after the deletion", 7)
+        _event(session, "another profile's", 8, key="p-2")
+    fold(store)
+    assert retention.prune() == Pruned(erased=2)  # day 6, and the cache's
+    assert [e["note"] for e in events_of(store)] == ["another profile's"]
+    clock[0] = NOW + timedelta(minutes=2)  # settled: it ends at the newest event now
+    with store.session(write=True) as session:
+        _event(session, "p-1 again, much later (cannot be: an id is never reused)", 9)
+        _event(session, "the newest", 10, key="p-2")
+    fold(store)
+    assert retention.prune() == Pruned()
+    with store.session() as session:
+        queued = session.conn.execute(select(func.count()).select_from(t.profile_erasures))
+        assert queued.scalar_one() == 0
+    assert len(events_of(store)) == 3
     store.close()

@@ -146,8 +146,12 @@ def test_a_bad_redis_url_is_a_bad_request(db: Store) -> None:
         (("--appendonly", "no"), "Redis keeps no append-only file (appendonly no)"),
         (("--appendonly", "yes", "--appendfsync", "everysec"), "'everysec', not 'always'"),
         (("--appendonly", "yes", "--appendfsync", "always"), None),
+        (
+            ("--appendonly", "yes", "--appendfsync", "always", "--maxmemory-policy", "allkeys-lru"),
+            "evicts any key when it is full (maxmemory-policy allkeys-lru)",
+        ),
     ],
-    ids=["no persistence", "everysec", "always"],
+    ids=["no persistence", "everysec", "always", "evicting"],
 )
 def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
     tmp_path: Path, db: Store, options: tuple[str, ...], warned: str | None

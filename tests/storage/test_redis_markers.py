@@ -95,6 +95,26 @@ def test_every_operation_refuses_counters_redis_has_lost(
         counters.close()
 
 
+def test_a_lost_container_keeps_no_other_container_s_counts_out(
+    db: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    # An event counts in every container of its tenant: one add over two containers.
+    other = replace(key, container_id=f"c-{uuid.uuid4().hex}")
+    counters = RedisCounters.from_url(redis_url(), store=db)
+    try:
+        counters.add([key, other])
+        lose(raw, other.container_id)
+        with pytest.raises(CountersLost) as caught:
+            counters.add([key, other])
+        assert caught.value.containers == (other.container_id,)
+        assert counters.read([key]) == {key: 2}
+        with pytest.raises(CountersLost):
+            counters.release([key, other])
+        assert counters.read([key]) == {key: 1}
+    finally:
+        counters.close()
+
+
 def test_the_loop_s_operations_refuse_them_too(
     db: Store, key: CounterKey, raw: redis.Redis
 ) -> None:

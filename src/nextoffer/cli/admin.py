@@ -202,7 +202,9 @@ def counters(
                 click.echo(
                     f"accepted: container {container} counts its caps from Redis's counters now"
                 )
-            if not done:
+            if not done and containers:
+                click.echo("none of the containers named has lost its counters")
+            elif not done:
                 click.echo("nothing to accept: Redis holds every container's counters")
             return
         lost = no.lost_counters()

@@ -31,10 +31,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import partial
 
 from nextoffer.errors import NextOfferError
+from nextoffer.ids import format_datetime
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
@@ -51,6 +52,10 @@ PASS_SECONDS = 300.0
 #: Places of decision events an erasure's transaction walks (docs/benchmarks.md,
 #: "Retention").
 ERASE_PLACES = 2_000
+#: Seconds after a profile's deletion during which its erasure follows the newest event:
+#: decisions other processes make from their profile caches, and records in flight, are
+#: written after the deletion. The root adds the profile cache's own bound.
+SETTLE_SECONDS = 60.0
 
 _DAY_US = 86_400 * 1_000_000
 
@@ -79,6 +84,7 @@ class Retention:
         clock: Callable[[], datetime],
         rows: int = PRUNE_ROWS,
         places: int = ERASE_PLACES,
+        settle: float = SETTLE_SECONDS,
         pause: float = PAUSE_SECONDS,
         every: float = PASS_SECONDS,
     ) -> None:
@@ -88,6 +94,7 @@ class Retention:
         self._clock = clock
         self._rows = rows
         self._places = places
+        self._settle = settle
         self._pause = pause
         self._every = every
         self._stop = threading.Event()
@@ -125,7 +132,8 @@ class Retention:
     def _erase(self, on_progress: Callable[[Pruned], None] | None) -> Pruned:
         """The queued erasures' steps, until none can be made now."""
         pruned = Pruned()
-        step = partial(_erasure_step, self._places)
+        settled = format_datetime(self._clock() - timedelta(seconds=self._settle))
+        step = partial(_erasure_step, self._places, settled)
         while not self._stop.is_set():
             started = time.monotonic()
             deleted = self._store.write(step)
@@ -181,8 +189,8 @@ def _chunk(step: Callable[..., int], before_us: int, rows: int, session: Session
     return step(session, before_us=before_us, limit=rows)
 
 
-def _erasure_step(places: int, session: Session) -> int | None:
-    return session.runtime.erase_decision_events(places=places)
+def _erasure_step(places: int, settled: str, session: Session) -> int | None:
+    return session.runtime.erase_decision_events(places=places, settled=settled)
 
 
 def _decision_events(session: Session, *, before_us: int, limit: int) -> int:

@@ -157,6 +157,13 @@ def _containers(keys: Iterable[CounterKey]) -> list[str]:
     return sorted({key.container_id for key in keys})
 
 
+def _by_container(counts: dict[CounterKey, int]) -> dict[str, dict[CounterKey, int]]:
+    parts: dict[str, dict[CounterKey, int]] = {}
+    for key, n in counts.items():
+        parts.setdefault(key.container_id, {})[key] = n
+    return parts
+
+
 def _script_keys(containers: Sequence[str], keys: Iterable[CounterKey]) -> list[str]:
     """A script's KEYS: the containers' markers, then the counters."""
     return [marker_key(c) for c in containers] + [redis_key(k) for k in keys]
@@ -230,6 +237,16 @@ class RedisCounters:
         except RedisError:
             return None
         read = {_text(k): _text(v) for k, v in config.items()}
+        try:
+            policy = self._client.config_get("maxmemory-policy").get("maxmemory-policy")
+        except RedisError:
+            policy = None
+        if policy is not None and _text(policy).startswith("allkeys-"):
+            return (
+                f"Redis evicts any key when it is full (maxmemory-policy {_text(policy)}): cap "
+                "counters can vanish (offers served past their caps) or a container's marker "
+                "(its caps closed as lost); set maxmemory-policy noeviction (docs/deploy.md)"
+            )
         if read.get("appendonly") != "yes":
             return (
                 "Redis keeps no append-only file (appendonly no): a restart of it loses the "
@@ -285,14 +302,19 @@ class RedisCounters:
         self._add_counts(counts)
 
     def _add_counts(self, counts: dict[CounterKey, int]) -> None:
-        if counts:
-            containers = _containers(counts)
-            self._checked(
-                containers,
-                self._add,
-                _script_keys(containers, counts),
-                [len(containers), *counts.values()],
-            )
+        """One container at a time: one whose counters Redis lost keeps no other's counts
+        out (an event counts in every container of its tenant); the first error is
+        raised once every container was tried."""
+        failed: NextOfferError | None = None
+        for container, part in _by_container(counts).items():
+            try:
+                self._checked(
+                    [container], self._add, _script_keys([container], part), [1, *part.values()]
+                )
+            except NextOfferError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     def _checked(
         self, containers: Sequence[str], script: Any, keys: list[str], args: list[int]
@@ -498,16 +520,20 @@ class LoopRedis:
         ]
 
     async def release(self, keys: Sequence[CounterKey]) -> None:
-        counts = _release_args(keys)
-        if not counts:
-            return
-        containers = _containers(counts)
-        names = _script_keys(containers, counts)
-        args = [len(containers), *counts.values()]
-        while True:  # as RedisCounters._checked
-            if await _awaited(self.here().add(keys=names, args=args)) != MISSING:
-                return
-            await asyncio.to_thread(self._markers.missing, containers)
+        """As ``RedisCounters.release``: one container at a time."""
+        failed: NextOfferError | None = None
+        for container, part in _by_container(_release_args(keys)).items():
+            names = _script_keys([container], part)
+            try:
+                while True:  # as RedisCounters._checked
+                    answer = await _awaited(self.here().add(keys=names, args=[1, *part.values()]))
+                    if answer != MISSING:
+                        break
+                    await asyncio.to_thread(self._markers.missing, [container])
+            except NextOfferError as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
 
     async def aclose(self) -> None:
         client = self._clients.pop(asyncio.get_running_loop(), None)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -132,6 +132,20 @@ _ADD_DAILY = (
 
 #: Keys a step of the erasures walks with at most.
 _ERASED_KEYS = 500
+
+
+class _Erasure(NamedTuple):
+    """A queued erasure of a step: its (key, org, sandbox), its end, and whether it still
+    follows the newest event."""
+
+    key: tuple[str, str, str]
+    until: int
+    settling: bool
+
+
+def _queued(keys: list[tuple[str, str, str]]) -> Any:
+    q = t.profile_erasures.c
+    return tuple_(q.profile_key, q.org_id, q.sandbox).in_(keys)
 
 
 def _folded() -> Any:
@@ -436,7 +450,7 @@ class Runtime:
                 rows,
             )
 
-    def erase_decision_events(self, *, places: int) -> int | None:
+    def erase_decision_events(self, *, places: int, settled: str) -> int | None:
         """One step of the queued erasures: of the decision events after the least cursor
         of the queue, at most ``places`` places on, delete those of the erasures at that
         cursor; how many. ``None`` when no step can be made now: the queue is empty, or
@@ -445,67 +459,94 @@ class Runtime:
 
         Erasures at one cursor walk together (one queued later catches up, then joins
         them), so the events are read once for all of them: a range of the events' own
-        key, with no index on ``profile_key`` (a b-tree more on the hottest insert)."""
+        key, with no index on ``profile_key`` (a b-tree more on the hottest insert).
+
+        A profile id's events can still arrive for a while after its deletion: a decision
+        another process made from its profile cache, a group commit under way. Until its
+        erasure was requested before ``settled``, its end follows the newest event and it
+        stays queued. An identity's key does not: an event under it after the deletion is
+        a visitor's without a profile."""
         q, e = t.profile_erasures.c, t.decision_events.c
         least = self.conn.execute(select(func.min(q.cursor_seq))).scalar_one()
         if least is None:
             return None
-        group = self.conn.execute(
-            select(q.profile_key, q.org_id, q.sandbox, q.until_seq)
-            .where(q.cursor_seq == least)
-            .limit(_ERASED_KEYS)
-        ).all()
+        folded, newest = self.conn.execute(select(_folded(), _newest())).one()
+        group = self._erasures_at(least, settled, newest)
         first = self.conn.execute(select(func.min(e.seq)).where(e.seq > least)).scalar_one()
         # Erasures with no event left before their end are done (past any gap in places).
-        done = [tuple(row[:3]) for row in group if first is None or row.until_seq < first]
-        walking = [row for row in group if not (first is None or row.until_seq < first)]
+        walking = [row for row in group if first is not None and row.until >= first]
+        done = [row.key for row in group if row not in walking and not row.settling]
         if done:
-            self.conn.execute(
-                delete(t.profile_erasures).where(
-                    tuple_(q.profile_key, q.org_id, q.sandbox).in_(done)
-                )
-            )
+            self.conn.execute(delete(t.profile_erasures).where(_queued(done)))
         if not walking:
-            return 0
-        folded, newest = self.conn.execute(select(_folded(), _newest())).one()
-        end = min(first - 1 + places, *(row.until_seq for row in walking), folded, newest - 1)
+            return 0 if done else None
+        end = min(first - 1 + places, *(row.until for row in walking), folded, newest - 1)
         if end < first:  # what is left waits for the fold (or for a newer event)
             return 0 if done else None
-        # Each key is erased only in its own org and sandbox's containers. The range is
-        # read by the events' own key, the keys' events matched to their containers here:
-        # a plan both databases keep (an EXISTS per event took PostgreSQL ~100 ms for
-        # 2,000 places; an OR of INs per container led SQLite to walk the container's
-        # index instead of the range).
-        c = t.containers.c
-        tenants = {(row.org_id, row.sandbox) for row in walking}
+        deleted = self._erase_range(walking, least, end)
+        named = [row.key for row in walking]
+        self.conn.execute(
+            update(t.profile_erasures)
+            .where(q.cursor_seq == least, _queued(named))
+            .values(cursor_seq=end)
+        )
+        finished = [row.key for row in walking if not row.settling and row.until <= end]
+        if finished:
+            self.conn.execute(delete(t.profile_erasures).where(_queued(finished)))
+        return deleted
+
+    def _erasures_at(self, cursor: int, settled: str, newest: int | None) -> list[_Erasure]:
+        """The queued erasures at ``cursor`` (at most :data:`_ERASED_KEYS`); those still
+        settling have their end moved to the newest event."""
+        q = t.profile_erasures.c
+        rows = self.conn.execute(
+            select(q.profile_key, q.org_id, q.sandbox, q.until_seq, q.requested)
+            .where(q.cursor_seq == cursor)
+            .limit(_ERASED_KEYS)
+        ).all()
+        group = []
+        for key, org, sandbox, until, requested in rows:
+            settling = requested > settled and not key.startswith("identity")
+            if settling and newest is not None:
+                until = newest
+            group.append(_Erasure((key, org, sandbox), until, settling))
+        moved = [row.key for row in group if row.settling]
+        if moved and newest is not None:
+            self.conn.execute(
+                update(t.profile_erasures).where(_queued(moved)).values(until_seq=newest)
+            )
+        return group
+
+    def _erase_range(self, walking: list[_Erasure], after: int, end: int) -> int:
+        """Delete the events in places ``after`` < seq <= ``end`` of ``walking``'s keys, each
+        in its own org and sandbox's containers; how many this transaction deleted.
+
+        The range is read by the events' own key and the keys' events matched to their
+        containers here: a plan both databases keep (an EXISTS per event took PostgreSQL
+        ~100 ms for 2,000 places; an OR of INs per container led SQLite to walk the
+        container's index instead of the range)."""
+        c, e = t.containers.c, t.decision_events.c
+        tenants = sorted({(row.key[1], row.key[2]) for row in walking})
         owned = self.conn.execute(
             select(c.container_id, c.org_id, c.sandbox).where(
-                tuple_(c.org_id, c.sandbox).in_(sorted(tenants))
+                tuple_(c.org_id, c.sandbox).in_(tenants)
             )
         ).all()
         wanted = {
-            (container, row.profile_key)
+            (container, row.key[0])
             for container, org, sandbox in owned
             for row in walking
-            if (row.org_id, row.sandbox) == (org, sandbox)
+            if (row.key[1], row.key[2]) == (org, sandbox)
         }
         ranged = self.conn.execute(
             select(e.seq, e.container_id, e.profile_key).where(
-                e.seq > least, e.seq <= end, e.profile_key.in_({key for _, key in wanted})
+                e.seq > after, e.seq <= end, e.profile_key.in_({key for _, key in wanted})
             )
         )
         doomed = [seq for seq, container, key in ranged if (container, key) in wanted]
-        if doomed:
-            self.conn.execute(delete(t.decision_events).where(e.seq.in_(doomed)))
-        named = [tuple(row[:3]) for row in walking]
-        walked = tuple_(q.profile_key, q.org_id, q.sandbox).in_(named)
-        self.conn.execute(
-            update(t.profile_erasures).where(q.cursor_seq == least, walked).values(cursor_seq=end)
-        )
-        self.conn.execute(
-            delete(t.profile_erasures).where(q.cursor_seq == end, q.until_seq <= end, walked)
-        )
-        return len(doomed)
+        if not doomed:
+            return 0
+        return int(self.conn.execute(delete(t.decision_events).where(e.seq.in_(doomed))).rowcount)
 
     def add_daily(
         self,

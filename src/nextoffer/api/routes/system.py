@@ -44,6 +44,8 @@ class Readiness:
         self._checked = -math.inf
         self._answer: dict[str, str] = {}
         self._checking: asyncio.Future[dict[str, str]] | None = None
+        #: What the check under way has found so far (``NextOffer.readiness``).
+        self._progress: dict[str, str] = {}
 
     async def answer(self, no: NextOffer) -> dict[str, str]:
         if time.monotonic() - self._checked < READY_REUSE_SECONDS:
@@ -54,12 +56,17 @@ class Readiness:
             return await asyncio.wait_for(asyncio.shield(self._checking), READY_TIMEOUT_SECONDS)
         except TimeoutError:
             # Reused as any answer: probes meanwhile are told at once, the check left on.
-            self._answer, self._checked = {"database": "timeout"}, time.monotonic()
+            # The store it waits for is the one that hangs; those it passed answered.
+            found = list(self._progress.items())
+            answer = {name: "timeout" if v == "checking" else v for name, v in found}
+            self._answer, self._checked = answer or {"database": "timeout"}, time.monotonic()
             return self._answer
 
     async def _check(self, no: NextOffer) -> dict[str, str]:
+        progress: dict[str, str] = {}
+        self._progress = progress
         try:
-            answer = await no.run(no.readiness)
+            answer = await no.run(no.readiness, progress)
         finally:
             self._checking = None
         self._answer, self._checked = answer, time.monotonic()
