@@ -265,3 +265,30 @@ def test_a_first_count_the_database_could_not_list_is_counted_again_later(
             counters.reserve([(key, 1)])
     finally:
         counters.close()
+
+
+def test_a_first_count_racing_another_process_s_is_not_taken_for_a_loss(
+    db: Store, key: CounterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # B finds no marker; before B reads the database, A's first count of the same
+    # container places the marker and lists it. B must ask Redis again, not cry loss.
+    a = RedisCounters.from_url(redis_url(), store=db)
+    b = RedisCounters.from_url(redis_url(), store=db)
+    real = b.markers._absent
+    asked: list[list[str]] = []
+
+    def absent(containers: list[str]) -> list[str]:
+        asked.append(list(containers))
+        if len(asked) == 1:
+            a.markers.missing(containers)  # A's first count lands now
+            return list(containers)
+        return real(containers)
+
+    monkeypatch.setattr(b.markers, "_absent", absent)
+    try:
+        b.markers.missing([key.container_id])
+        assert asked == [[key.container_id], [key.container_id]]
+        assert b.reserve([(key, 1)]) == []
+    finally:
+        a.close()
+        b.close()

@@ -74,11 +74,7 @@ class CounterMarkers:
         """Called when Redis lacks a marker of ``containers``: raises :class:`CountersLost`
         for those the database lists whose marker is gone; marks the others (their first
         count), so the operation can be made again."""
-        wanted = set(containers)
-        try:
-            absent = [c for c in sorted(wanted) if not self._client.exists(marker_key(c))]
-        except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+        absent = self._absent(sorted(set(containers)))
         if not absent:
             return  # placed meanwhile by another process
         with self._lock:
@@ -89,10 +85,23 @@ class CounterMarkers:
             with self._lock:
                 self._listed |= found
         with self._lock:
-            lost = [c for c in absent if c in self._listed]
+            listed = [c for c in absent if c in self._listed]
+        # A first count places the marker before it lists the container: a listed one
+        # whose marker is still gone when asked again, after reading the list, is lost.
+        # (One placed between the two reads, by another thread or process, is not.)
+        lost = self._absent(listed)
         if lost:
             raise CountersLost(lost)
-        self._place(absent)
+        self._place([c for c in absent if c not in listed])
+
+    def _absent(self, containers: Sequence[str]) -> list[str]:
+        """Those of ``containers`` whose marker Redis does not hold."""
+        try:
+            return [
+                c for c, there in zip(containers, self._exist(containers), strict=True) if not there
+            ]
+        except RedisError as exc:
+            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
 
     def lost(self) -> list[str]:
         """Every listed container whose marker Redis no longer holds."""
