@@ -170,8 +170,10 @@ def _script_keys(containers: Sequence[str], keys: Iterable[CounterKey]) -> list[
 
 
 def _counts(values: Sequence[Any], unique: Sequence[CounterKey]) -> dict[CounterKey, int]:
+    """The counts of an ``MGET`` of ``unique``'s counters (its markers after them)."""
+    counted = values[: len(unique)]
     return {
-        key: int(value) for key, value in zip(unique, values, strict=False) if value is not None
+        key: int(value) for key, value in zip(unique, counted, strict=True) if value is not None
     }
 
 

@@ -107,11 +107,7 @@ class CounterMarkers:
         """Every listed container whose marker Redis no longer holds."""
         with self._store.session() as session:
             listed = [row[0] for row in session.conn.execute(_ALL)]
-        try:
-            held = self._exist(listed)
-        except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
-        return [c for c, there in zip(listed, held, strict=True) if not there]
+        return self._absent(listed)
 
     def accept_loss(self, containers: Sequence[str] | None = None) -> list[str]:
         """Place again the markers of lost containers (all, or those of ``containers``
