@@ -263,3 +263,55 @@ def test_db_backup_never_overwrites_a_file_and_sends_postgresql_to_pg_dump(tmp_p
         "error: db backup copies a SQLite database; back PostgreSQL up with pg_dump "
         '(docs/deploy.md, "Backups")'
     )
+
+
+def _small_database(tmp_path: Path) -> Path:
+    url = f"sqlite:///{tmp_path / 'live.db'}"
+    assert invoke(*BOOTSTRAP, "--db", url).exit_code == 0
+    return tmp_path / "live.db"
+
+
+def test_db_backup_never_overwrites_a_file_made_while_it_copies(tmp_path):
+    """Two backups to one name at once (a cron job and a hand's): the one that ends second
+    is refused, not renamed over the first's copy (it was checked only before the copy)."""
+    from nextoffer.errors import BadRequest
+    from nextoffer.storage.backup import backup_sqlite
+
+    source, dest = _small_database(tmp_path), tmp_path / "copy.db"
+
+    def another_backup_ends(done: int, total: int) -> None:
+        if not dest.exists():
+            dest.write_text("the other backup's copy")
+
+    with pytest.raises(BadRequest, match="exists: give a new file"):
+        backup_sqlite(source, dest, on_progress=another_backup_ends)
+    assert dest.read_text() == "the other backup's copy"
+    assert sorted(p.name for p in tmp_path.iterdir() if "copy" in p.name) == ["copy.db"]
+
+
+def test_db_backups_to_one_file_at_once_leave_one_whole_copy(tmp_path):
+    """Each backup writes a partial file of its own: with one shared name, the first to end
+    renamed it, the second checked an empty database in its place (quick_check: ok) and
+    renamed that over the copy, a 0-byte backup reported as checked."""
+    import sqlite3
+
+    from nextoffer.storage.backup import backup_sqlite
+
+    source, dest = _small_database(tmp_path), tmp_path / "copy.db"
+    other = tmp_path / "copy.db.partial"  # another backup's copy, under way
+    other.write_bytes(b"another backup writes here")
+    assert backup_sqlite(source, dest) == source.stat().st_size
+    assert other.read_bytes() == b"another backup writes here"
+    copy = sqlite3.connect(dest)
+    assert copy.execute("SELECT count(*) FROM signing_keys").fetchone()[0] == 1
+    copy.close()
+
+
+def test_db_backup_into_a_folder_it_cannot_write_names_the_folder(tmp_path):
+    """/proc refuses new files even to root: the error named the source database
+    ("the backup of live.db failed: unable to open database file")."""
+    source = _small_database(tmp_path)
+    url = f"sqlite:///{source}"
+    line = one_line_error(invoke("db", "backup", "--db", url, "/proc/nextoffer-copy.db"), 2)
+    assert line.startswith("error: cannot write the backup in /proc: "), line
+    assert str(source) not in line

@@ -7,15 +7,19 @@ the server's writers go on meanwhile (the copy is the database as it was when th
 began) and the log cannot be checkpointed past that reader until it ends, so it grows for
 the copy's duration. In small steps, every write of another connection would start the
 copy again, and under a server's steady records it might never end. The copy is written
-beside its destination, checked (``PRAGMA quick_check``), then renamed into place.
+beside its destination in a partial file of its own (two backups to one name at once must
+not write one file), checked (``PRAGMA quick_check``), then linked to its name, which
+fails when a file took the name meanwhile: a backup never replaces one.
 
 PostgreSQL has its own tools for this (``pg_dump``, docs/deploy.md).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -32,10 +36,10 @@ def backup_sqlite(
     """Copy the database ``source`` to ``dest``, which must not exist; ``on_progress``
     hears (bytes written, bytes to write). Returns the copy's size in bytes."""
     if dest.exists():
-        raise BadRequest(f"{dest} exists: give a new file (a backup never overwrites one)")
+        raise _exists(dest)
     if not dest.parent.is_dir():
         raise BadRequest(f"no folder {dest.parent} to write the backup in")
-    partial = dest.with_name(dest.name + ".partial")
+    partial = _partial(dest)
     failed: list[BaseException] = []
 
     def copy() -> None:
@@ -64,12 +68,12 @@ def backup_sqlite(
                 on_progress(min(partial.stat().st_size, total), total)
         if failed:
             raise Unavailable(f"the backup of {source} failed: {failed[0]}") from failed[0]
-        with sqlite3.connect(partial) as check:
+        with sqlite3.connect(f"{partial.absolute().as_uri()}?mode=rw", uri=True) as check:
             verdict = check.execute("PRAGMA quick_check").fetchone()[0]
         check.close()
         if verdict != "ok":
             raise Unavailable(f"the backup of {source} does not check out: {verdict}")
-        os.replace(partial, dest)
+        _name(partial, dest)
     finally:
         for leftover in (partial, *(partial.with_name(partial.name + s) for s in ("-wal", "-shm"))):
             leftover.unlink(missing_ok=True)
@@ -77,3 +81,35 @@ def backup_sqlite(
     if on_progress is not None:
         on_progress(written, written)
     return written
+
+
+def _partial(dest: Path) -> Path:
+    """A new, empty file beside ``dest`` for this backup's copy alone."""
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+    except OSError as exc:
+        raise BadRequest(
+            f"cannot write the backup in {dest.parent}: {exc.strerror or exc}"
+        ) from None
+    os.close(handle)
+    return Path(name)
+
+
+def _name(partial: Path, dest: Path) -> None:
+    """Give the checked copy its name, unless a file took it meanwhile (another backup to
+    the same name): a hard link never replaces one. On a file system without hard links,
+    a rename after one more look."""
+    try:
+        os.link(partial, dest)
+    except FileExistsError:
+        raise _exists(dest) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+            raise Unavailable(f"cannot name the backup {dest}: {exc.strerror or exc}") from None
+        if dest.exists():
+            raise _exists(dest) from None
+        os.replace(partial, dest)
+
+
+def _exists(dest: Path) -> BadRequest:
+    return BadRequest(f"{dest} exists: give a new file (a backup never overwrites one)")
