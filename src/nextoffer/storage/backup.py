@@ -84,9 +84,10 @@ def backup_sqlite(
 
 
 def _partial(dest: Path) -> Path:
-    """A new, empty file beside ``dest`` for this backup's copy alone."""
+    """A new, empty file beside ``dest`` for this backup's copy alone (``DEST.<random>.partial``,
+    in sight: one a killed backup left behind is found by its name)."""
     try:
-        handle, name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent)
+        handle, name = tempfile.mkstemp(prefix=f"{dest.name}.", suffix=".partial", dir=dest.parent)
     except OSError as exc:
         raise BadRequest(
             f"cannot write the backup in {dest.parent}: {exc.strerror or exc}"
