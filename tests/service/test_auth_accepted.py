@@ -107,3 +107,23 @@ def test_a_fresher_read_of_the_client_is_followed_at_once(no: NextOffer) -> None
     with pytest.raises(AuthError) as refused:
         auth.authenticate(headers(creds.access_token, creds.api_key, "dev"))
     assert refused.value.error_code == "403025"
+
+
+def test_a_key_rotated_on_a_host_whose_clock_is_behind_is_still_the_newest(
+    tmp_path: Path,
+) -> None:
+    # Keys are ordered by when they were added, by each host's clock: rotate-key on a
+    # host an hour behind must still make the key new tokens use and drop-old-keys keeps.
+    from datetime import timedelta
+
+    from nextoffer.ids import utcnow
+    from nextoffer.service.tenants import drop_old_signing_keys, rotate_signing_key
+
+    with NextOffer.open(Settings(db_url=f"sqlite:///{tmp_path / 'k.db'}")) as no:
+        first = no.bootstrap(org="ACME@AdobeOrg", sandbox="prod")
+        kid = rotate_signing_key(no.store, now=utcnow() - timedelta(hours=1))
+        again = no.bootstrap(org="ACME@AdobeOrg", sandbox="prod")
+        assert tokens.kid_of(again.access_token) == kid != tokens.kid_of(first.access_token)
+        assert drop_old_signing_keys(no.store) == 1
+        with no.store.session() as session:
+            assert list(session.signing_keys()) == [kid]

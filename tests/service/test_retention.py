@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from nextoffer.cli import main
 from nextoffer.errors import BadRequest
@@ -314,4 +314,41 @@ def test_a_profile_s_events_written_just_after_its_deletion_go_too(url: str) -> 
         queued = session.conn.execute(select(func.count()).select_from(t.profile_erasures))
         assert queued.scalar_one() == 0
     assert len(events_of(store)) == 3
+    store.close()
+
+
+def test_an_event_dated_far_ahead_stops_no_pass(url: str) -> None:
+    # A node whose clock ran years ahead recorded the first event: the walk steps over it
+    # (kept) and deletes the older events behind it.
+    store = Store.open(url)
+    with store.session(write=True) as session:
+        first = select(func.min(t.decision_events.c.seq)).scalar_subquery()
+        session.conn.execute(
+            update(t.decision_events)
+            .where(t.decision_events.c.seq == first)
+            .values(created_us=at(3650))
+        )
+    retention = Retention(
+        store, decision_events_days=5.5, experience_events_days=0, clock=lambda: NOW, pause=0
+    )
+    assert retention.prune() == Pruned(4)  # days 1-4; day 0's event now dates from 2036
+    assert [e["note"] for e in events_of(store)] == ["day 5", "day 6", "day 0"]
+    store.close()
+
+
+@pytest.mark.parametrize("days", ["inf", "nan", "-1"])
+def test_db_prune_refuses_a_number_of_days_that_is_none(url: str, days: str) -> None:
+    result = CliRunner().invoke(main, ["db", "prune", "--db", url, "--decision-events-days", days])
+    assert result.exit_code == 2, result.output
+    assert "--decision-events-days" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_retention_longer_than_any_date_keeps_every_event(url: str) -> None:
+    store = Store.open(url)
+    retention = Retention(
+        store, decision_events_days=1e12, experience_events_days=1e12, clock=lambda: NOW
+    )
+    assert retention.prune() == Pruned()
+    assert len(events_of(store)) == 7
     store.close()

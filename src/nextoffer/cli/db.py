@@ -8,6 +8,7 @@ PostgreSQL database is upgraded here, once, before the nodes that need it start.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -132,16 +133,25 @@ def downgrade(db_url: str | None, target: str, yes: bool) -> None:
     click.echo(f"downgraded: {before.current or '-'} -> {after.current or '-'}")
 
 
+def _finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -> float | None:
+    """``FloatRange`` lets ``inf`` and ``nan`` through: a number of days is finite."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a number of days")
+    return value
+
+
 @db.command()
 @db_option(creates=False)
 @click.option(
     "--decision-events-days",
     type=click.FloatRange(min=0),
+    callback=_finite,
     help="Keep decision events this many days (default: NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS).",
 )
 @click.option(
     "--experience-events-days",
     type=click.FloatRange(min=0),
+    callback=_finite,
     help="Keep experience events this many days, by their timestamp "
     "(default: NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS).",
 )

@@ -47,8 +47,14 @@ PRUNE_ROWS = 200
 #: The least a pass waits between two transactions; it waits at least twice as long as
 #: the last one took, so it holds SQLite's write lock a third of the time at most.
 PAUSE_SECONDS = 0.02
-#: Seconds between two passes of a server (the first comes this long after it starts).
+#: Seconds between two passes of a server.
 PASS_SECONDS = 300.0
+#: Seconds from a server's start to its first pass (at most): a worker restarted more
+#: often than every :data:`PASS_SECONDS` still makes passes.
+FIRST_PASS_SECONDS = 60.0
+#: The longest retention in days: a longer one keeps every event as well (its cutoff would
+#: lie before any date a database holds, or overflow).
+MAX_DAYS = 1_000_000.0
 #: Places of decision events an erasure's transaction walks (docs/benchmarks.md,
 #: "Retention").
 ERASE_PLACES = 2_000
@@ -115,7 +121,9 @@ class Retention:
         for name, step, days in kinds:
             if days <= 0:
                 continue
-            chunk = partial(_chunk, step, now_us - int(days * _DAY_US), self._rows)
+            # A limit past any date a database holds keeps every event (not an overflow).
+            before_us = now_us - int(min(days, MAX_DAYS) * _DAY_US)
+            chunk = partial(_chunk, step, before_us, now_us, self._rows)
             while not self._stop.is_set():
                 started = time.monotonic()
                 deleted = self._store.write(chunk)
@@ -160,7 +168,9 @@ class Retention:
                 self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._every):
+        wait = min(self._every, FIRST_PASS_SECONDS)
+        while not self._stop.wait(wait):
+            wait = self._every
             try:
                 pruned = self.prune()
             except NextOfferError as exc:  # the database away: the next pass tries again
@@ -184,22 +194,28 @@ class Retention:
             thread.join(timeout=5)
 
 
-def _chunk(step: Callable[..., int], before_us: int, rows: int, session: Session) -> int:
+def _chunk(
+    step: Callable[..., int], before_us: int, now_us: int, rows: int, session: Session
+) -> int:
     """One transaction of a pass: ``step`` on its session."""
-    return step(session, before_us=before_us, limit=rows)
+    return step(session, before_us=before_us, now_us=now_us, limit=rows)
 
 
 def _erasure_step(places: int, settled: str, session: Session) -> int | None:
     return session.runtime.erase_decision_events(places=places, settled=settled)
 
 
-def _decision_events(session: Session, *, before_us: int, limit: int) -> int:
-    return session.runtime.prune_decision_events(before_us=before_us, limit=limit)
+def _decision_events(session: Session, *, before_us: int, now_us: int, limit: int) -> int:
+    # An event dated more than a day ahead (a node's wrong clock) is stepped over, not
+    # waited for: the walk stops at the first event still within the limit.
+    return session.runtime.prune_decision_events(
+        before_us=before_us, limit=limit, future_us=now_us + _DAY_US
+    )
 
 
-def _ranking_trials(session: Session, *, before_us: int, limit: int) -> int:
+def _ranking_trials(session: Session, *, before_us: int, now_us: int, limit: int) -> int:
     return session.ranking.prune_trials(before_us=before_us, limit=limit)
 
 
-def _experience_events(session: Session, *, before_us: int, limit: int) -> int:
+def _experience_events(session: Session, *, before_us: int, now_us: int, limit: int) -> int:
     return session.runtime.prune_experience_events(before_us=before_us, limit=limit)

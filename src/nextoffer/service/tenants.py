@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from nextoffer.errors import Conflict, NotFound
-from nextoffer.ids import format_datetime, new_secret
+from nextoffer.ids import format_datetime, new_secret, parse_datetime
 from nextoffer.repository.records import Audit, ContainerRecord
 from nextoffer.service import tokens
 from nextoffer.service.auth import Principal
@@ -151,6 +151,11 @@ def rotate_signing_key(store: Store, *, now: datetime) -> str:
     of the older keys stay valid until :func:`drop_old_signing_keys`. Returns its kid."""
     kid = uuid.uuid4().hex[:16]
     with store.session(write=True) as session:
+        # Keys are ordered by when they were added, by each host's clock: a host whose
+        # clock is behind the one that added the newest key still adds the newest.
+        newest = session.newest_signing_key_time()
+        if newest is not None:
+            now = max(now, parse_datetime(newest) + timedelta(microseconds=1))
         session.add_signing_key(kid, new_secret(), now=format_datetime(now))
     return kid
 

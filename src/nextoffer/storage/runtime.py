@@ -375,7 +375,9 @@ class Runtime:
 
     # -- retention (``service/retention.py``) -----------------------------------------
 
-    def prune_decision_events(self, *, before_us: int, limit: int) -> int:
+    def prune_decision_events(
+        self, *, before_us: int, limit: int, future_us: int | None = None
+    ) -> int:
         """Delete the oldest decision events (by place) made before ``before_us``, at most
         ``limit``, among those the offers report has counted; how many.
 
@@ -384,15 +386,14 @@ class Runtime:
         table would hand out places the watermark has passed, and the fold would skip
         them. The walk is by place and stops at the first event made at or after
         ``before_us``, so a pass reads about as many rows as it deletes; an event made
-        earlier than one before it (two nodes' clocks) waits for that one.
+        earlier than one before it (two nodes' clocks) waits for that one. Events made
+        after ``future_us`` (a clock far ahead) are stepped over, kept, and stop nothing.
         """
         e = t.decision_events.c
-        rows = self.conn.execute(
-            select(e.seq, e.created_us)
-            .where(e.seq <= _folded(), e.seq < _newest())
-            .order_by(e.seq)
-            .limit(limit)
-        ).all()
+        walked = select(e.seq, e.created_us).where(e.seq <= _folded(), e.seq < _newest())
+        if future_us is not None:
+            walked = walked.where(e.created_us <= future_us)
+        rows = self.conn.execute(walked.order_by(e.seq).limit(limit)).all()
         last = None
         for seq, created_us in rows:
             if created_us >= before_us:

@@ -429,6 +429,13 @@ class Session:
         k = t.signing_keys.c
         return int(self.conn.execute(delete(t.signing_keys).where(k.kid != keep)).rowcount)
 
+    def newest_signing_key_time(self) -> str | None:
+        """When the newest signing key was added (``None``: there is none)."""
+        newest: str | None = self.conn.execute(
+            select(func.max(t.signing_keys.c.created))
+        ).scalar_one()
+        return newest
+
     def add_signing_key(self, kid: str, secret: str, *, now: str) -> None:
         self.conn.execute(insert(t.signing_keys).values(kid=kid, secret=secret, created=now))
 
