@@ -215,12 +215,7 @@ def erasures_main(args: argparse.Namespace) -> None:
     runs = []
     for repeat in range(args.repeats):
         store = Store.open(new_database(args.db, repeat), pool_size=10)
-        if store.sqlite_path:
-            path: DecisionPath = SqlitePath(store)
-        else:
-            from nextoffer.storage.pg_path import PgPath
-
-            path = PgPath(store)
+        path = decision_path(store)
         runs.append(erasures(store, path, args.events))
         path.close()
         store.close()
@@ -237,6 +232,15 @@ def erasures_main(args: argparse.Namespace) -> None:
     for name, value in (("median", median), ("p99", p99), ("max", worst)):
         print(f"| an erasure's transaction, {name} | {value * 1e3:.2f} | {value / commit:.2f} |")
     print(f"\nplaces walked per second: {rate:,.0f}")
+
+
+def decision_path(store: Store) -> DecisionPath:
+    """The store's decision path, as the root chooses it."""
+    if store.sqlite_path:
+        return SqlitePath(store)
+    from nextoffer.storage.pg_path import PgPath
+
+    return PgPath(store)
 
 
 def new_database(server: str | None, repeat: int) -> str:
@@ -361,12 +365,7 @@ def main() -> None:
     rows: dict[str, list[tuple[float, ...]]] = {"decision events": [], "experience events": []}
     for repeat in range(args.repeats):
         store = Store.open(new_database(args.db, repeat), pool_size=10)
-        if store.sqlite_path:
-            path: DecisionPath = SqlitePath(store)
-        else:
-            from nextoffer.storage.pg_path import PgPath
-
-            path = PgPath(store)
+        path = decision_path(store)
         rows["decision events"].append(decision_events(store, path, args.events))
         path.close()
         rows["experience events"].append(experience_events(store, args.events))
