@@ -39,6 +39,14 @@ def key() -> CounterKey:
 
 
 @pytest.fixture
+def counters(db: Store) -> Iterator[RedisCounters]:
+    """Counters in the run's Redis, listed in ``db``."""
+    opened = RedisCounters.from_url(redis_url(), store=db)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
 def raw() -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url())
     yield client
@@ -57,62 +65,50 @@ def listed(store: Store) -> list[str]:
 
 
 def test_a_container_s_first_count_places_its_marker_and_lists_it(
-    db: Store, key: CounterKey, raw: redis.Redis
+    db: Store, counters: RedisCounters, key: CounterKey, raw: redis.Redis
 ) -> None:
-    counters = RedisCounters.from_url(redis_url(), store=db)
-    try:
-        assert counters.read([key]) == {}
-        assert raw.exists(marker_key(key.container_id))
-        assert listed(db) == [key.container_id]
-        assert counters.reserve([(key, 2)]) == []
-        assert counters.read([key]) == {key: 1}
-    finally:
-        counters.close()
+    assert counters.read([key]) == {}
+    assert raw.exists(marker_key(key.container_id))
+    assert listed(db) == [key.container_id]
+    assert counters.reserve([(key, 2)]) == []
+    assert counters.read([key]) == {key: 1}
 
 
 def test_every_operation_refuses_counters_redis_has_lost(
-    db: Store, key: CounterKey, raw: redis.Redis
+    counters: RedisCounters, key: CounterKey, raw: redis.Redis
 ) -> None:
-    counters = RedisCounters.from_url(redis_url(), store=db)
-    try:
-        assert counters.reserve([(key, 1)]) == []
-        assert counters.reserve([(key, 1)]) == [key]  # the cap is reached
-        assert lose(raw, key.container_id) == 2  # the counter and the marker
-        for operation in (
-            lambda: counters.read([key]),
-            lambda: counters.reserve([(key, 1)]),
-            lambda: counters.add([key]),
-            lambda: counters.release([key]),
-        ):
-            with pytest.raises(CountersLost) as caught:
-                operation()
-            assert caught.value.containers == (key.container_id,)
-            assert "nextoffer admin counters --accept-loss" in caught.value.detail
-        # Nothing was counted again from zero by any of them.
-        assert not raw.exists(redis_key(key))
-        assert not raw.exists(marker_key(key.container_id))
-    finally:
-        counters.close()
+    assert counters.reserve([(key, 1)]) == []
+    assert counters.reserve([(key, 1)]) == [key]  # the cap is reached
+    assert lose(raw, key.container_id) == 2  # the counter and the marker
+    for operation in (
+        lambda: counters.read([key]),
+        lambda: counters.reserve([(key, 1)]),
+        lambda: counters.add([key]),
+        lambda: counters.release([key]),
+    ):
+        with pytest.raises(CountersLost) as caught:
+            operation()
+        assert caught.value.containers == (key.container_id,)
+        assert "nextoffer admin counters --accept-loss" in caught.value.detail
+    # Nothing was counted again from zero by any of them.
+    assert not raw.exists(redis_key(key))
+    assert not raw.exists(marker_key(key.container_id))
 
 
 def test_a_lost_container_keeps_no_other_container_s_counts_out(
-    db: Store, key: CounterKey, raw: redis.Redis
+    counters: RedisCounters, key: CounterKey, raw: redis.Redis
 ) -> None:
     # An event counts in every container of its tenant: one add over two containers.
     other = replace(key, container_id=f"c-{uuid.uuid4().hex}")
-    counters = RedisCounters.from_url(redis_url(), store=db)
-    try:
+    counters.add([key, other])
+    lose(raw, other.container_id)
+    with pytest.raises(CountersLost) as caught:
         counters.add([key, other])
-        lose(raw, other.container_id)
-        with pytest.raises(CountersLost) as caught:
-            counters.add([key, other])
-        assert caught.value.containers == (other.container_id,)
-        assert counters.read([key]) == {key: 2}
-        with pytest.raises(CountersLost):
-            counters.release([key, other])
-        assert counters.read([key]) == {key: 1}
-    finally:
-        counters.close()
+    assert caught.value.containers == (other.container_id,)
+    assert counters.read([key]) == {key: 2}
+    with pytest.raises(CountersLost):
+        counters.release([key, other])
+    assert counters.read([key]) == {key: 1}
 
 
 def test_the_loop_s_operations_refuse_them_too(
@@ -165,40 +161,32 @@ def test_a_process_started_after_the_loss_refuses_them(
 
 
 def test_counters_from_before_the_markers_are_adopted(
-    db: Store, key: CounterKey, raw: redis.Redis
+    db: Store, counters: RedisCounters, key: CounterKey, raw: redis.Redis
 ) -> None:
     # A deployment upgraded with counters already in Redis: its first count after the
     # upgrade marks the container, and the counts Redis holds stand.
     raw.set(redis_key(key), 3)
-    counters = RedisCounters.from_url(redis_url(), store=db)
-    try:
-        assert counters.reserve([(key, 3)]) == [key]
-        assert counters.read([key]) == {key: 3}
-        assert listed(db) == [key.container_id]
-    finally:
-        counters.close()
+    assert counters.reserve([(key, 3)]) == [key]
+    assert counters.read([key]) == {key: 3}
+    assert listed(db) == [key.container_id]
 
 
 def test_accepting_the_loss_counts_the_caps_again_from_what_redis_holds(
-    db: Store, key: CounterKey, raw: redis.Redis
+    counters: RedisCounters, key: CounterKey, raw: redis.Redis
 ) -> None:
     other = replace(key, container_id=f"c-{uuid.uuid4().hex}")
-    counters = RedisCounters.from_url(redis_url(), store=db)
-    try:
-        counters.add([key, other])
-        lose(raw, key.container_id)
-        lose(raw, other.container_id)
-        assert sorted(counters.markers.lost()) == sorted([key.container_id, other.container_id])
-        assert counters.markers.accept_loss([key.container_id]) == [key.container_id]
-        assert counters.markers.lost() == [other.container_id]
-        assert counters.reserve([(key, 1)]) == []
-        assert counters.read([key]) == {key: 1}
-        with pytest.raises(CountersLost):
-            counters.read([other])
-        assert counters.markers.accept_loss() == [other.container_id]
-        assert counters.markers.lost() == []
-    finally:
-        counters.close()
+    counters.add([key, other])
+    lose(raw, key.container_id)
+    lose(raw, other.container_id)
+    assert sorted(counters.markers.lost()) == sorted([key.container_id, other.container_id])
+    assert counters.markers.accept_loss([key.container_id]) == [key.container_id]
+    assert counters.markers.lost() == [other.container_id]
+    assert counters.reserve([(key, 1)]) == []
+    assert counters.read([key]) == {key: 1}
+    with pytest.raises(CountersLost):
+        counters.read([other])
+    assert counters.markers.accept_loss() == [other.container_id]
+    assert counters.markers.lost() == []
 
 
 def test_a_redis_restarted_without_its_data_is_told_on_the_loop(
@@ -242,29 +230,29 @@ def test_a_redis_restarted_without_its_data_is_told_on_the_loop(
 
 
 def test_a_first_count_the_database_could_not_list_is_counted_again_later(
-    db: Store, key: CounterKey, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+    db: Store,
+    counters: RedisCounters,
+    key: CounterKey,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # The database away at a container's first count (a node decides from its snapshots
     # meanwhile): its marker must not stay in Redis unlisted, or a later loss of Redis
     # would pass for a first count and the caps start again from zero, silently.
-    counters = RedisCounters.from_url(redis_url(), store=db)
-    try:
-        real = Store.write
+    real = Store.write
 
-        def away(store: Store, *args: object, **kwargs: object) -> object:
-            raise Unavailable("the database is away")
+    def away(store: Store, *args: object, **kwargs: object) -> object:
+        raise Unavailable("the database is away")
 
-        monkeypatch.setattr(Store, "write", away)
-        with pytest.raises(Unavailable):
-            counters.reserve([(key, 1)])
-        monkeypatch.setattr(Store, "write", real)
-        assert counters.reserve([(key, 1)]) == []  # the database back: listed now
-        assert listed(db) == [key.container_id]
-        lose(raw, key.container_id)
-        with pytest.raises(CountersLost):
-            counters.reserve([(key, 1)])
-    finally:
-        counters.close()
+    monkeypatch.setattr(Store, "write", away)
+    with pytest.raises(Unavailable):
+        counters.reserve([(key, 1)])
+    monkeypatch.setattr(Store, "write", real)
+    assert counters.reserve([(key, 1)]) == []  # the database back: listed now
+    assert listed(db) == [key.container_id]
+    lose(raw, key.container_id)
+    with pytest.raises(CountersLost):
+        counters.reserve([(key, 1)])
 
 
 def test_a_first_count_racing_another_process_s_is_not_taken_for_a_loss(

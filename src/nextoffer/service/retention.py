@@ -112,7 +112,10 @@ class Retention:
         (waiting between two, unless ``pause`` is 0); ``on_progress`` hears the totals
         after each one. Stops early when closed."""
         now_us = int(self._clock().timestamp() * 1_000_000)
-        pruned = self._erase(on_progress)
+        settled = format_datetime(self._clock() - timedelta(seconds=self._settle))
+        erase = partial(_erasure_step, self._places, settled)
+        # Erasures go first, with a retention or without: until no step can be made now.
+        pruned = self._walk("erased", erase, Pruned(), on_progress, last=lambda n: n is None)
         kinds: list[tuple[str, Callable[..., int], float]] = [
             ("decision_events", _decision_events, self.decision_events_days),
             ("ranking_trials", _ranking_trials, self.decision_events_days),
@@ -124,34 +127,34 @@ class Retention:
             # A limit past any date a database holds keeps every event (not an overflow).
             before_us = now_us - int(min(days, MAX_DAYS) * _DAY_US)
             chunk = partial(_chunk, step, before_us, now_us, self._rows)
-            while not self._stop.is_set():
-                started = time.monotonic()
-                deleted = self._store.write(chunk)
-                took = time.monotonic() - started
-                if deleted:
-                    pruned = replace(pruned, **{name: getattr(pruned, name) + deleted})
-                    if on_progress is not None:
-                        on_progress(pruned)
-                if deleted < self._rows:
-                    break
-                self._stop.wait(max(self._pause, 2 * took) if self._pause else 0)
+            # A transaction that deleted fewer rows than it may reached the limit.
+            pruned = self._walk(
+                name, chunk, pruned, on_progress, last=lambda n: (n or 0) < self._rows
+            )
         return pruned
 
-    def _erase(self, on_progress: Callable[[Pruned], None] | None) -> Pruned:
-        """The queued erasures' steps, until none can be made now."""
-        pruned = Pruned()
-        settled = format_datetime(self._clock() - timedelta(seconds=self._settle))
-        step = partial(_erasure_step, self._places, settled)
+    def _walk(
+        self,
+        name: str,
+        step: Callable[[Session], int | None],
+        pruned: Pruned,
+        on_progress: Callable[[Pruned], None] | None,
+        *,
+        last: Callable[[int | None], bool],
+    ) -> Pruned:
+        """``step`` in one write transaction after another, its deletions added to
+        ``pruned``'s ``name``, until ``last`` says its answer was the last one (or this is
+        closed); between two, a pause twice as long as the transaction took."""
         while not self._stop.is_set():
             started = time.monotonic()
             deleted = self._store.write(step)
             took = time.monotonic() - started
-            if deleted is None:
-                break
             if deleted:
-                pruned = replace(pruned, erased=pruned.erased + deleted)
+                pruned = replace(pruned, **{name: getattr(pruned, name) + deleted})
                 if on_progress is not None:
                     on_progress(pruned)
+            if last(deleted):
+                break
             self._stop.wait(max(self._pause, 2 * took) if self._pause else 0)
         return pruned
 

@@ -45,17 +45,23 @@ from nextoffer.storage.redis_markers import PREFIX, CounterMarkers, marker_key
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
-#: KEYS: the markers of the counters' containers (``redis_markers.py``), then the counters;
-#: ARGV: how many markers, then for each counter how many it needs and its limit. Returns
-#: -1 when a marker is gone (nothing changed), else the 1-based positions of the counters
-#: without room (nothing changed), or {}.
-_RESERVE = """
+#: The scripts' first lines: ARGV[1] markers lead KEYS; -1 (nothing done) if one is gone.
+_MARKERS = """
 local m = tonumber(ARGV[1])
 for i = 1, m do
   if redis.call('EXISTS', KEYS[i]) == 0 then
     return -1
   end
 end
+"""
+
+#: KEYS: the markers of the counters' containers (``redis_markers.py``), then the counters;
+#: ARGV: how many markers, then for each counter how many it needs and its limit. Returns
+#: -1 when a marker is gone (nothing changed), else the 1-based positions of the counters
+#: without room (nothing changed), or {}.
+_RESERVE = (
+    _MARKERS
+    + """
 local refused = {}
 for i = m + 1, #KEYS do
   local j = i - m
@@ -72,6 +78,7 @@ for i = m + 1, #KEYS do
 end
 return refused
 """
+)
 
 #: Many reservations of one container in one run, each all-or-nothing on its own, in
 #: order (a later one sees the increments of an earlier one). KEYS: the container's marker,
@@ -111,18 +118,15 @@ return out
 #: KEYS: the markers of the counters' containers, then the counters; ARGV: how many
 #: markers, then how much to add to each counter (negative to take). Returns -1 when a
 #: marker is gone (nothing changed), else 0.
-_ADD = """
-local m = tonumber(ARGV[1])
-for i = 1, m do
-  if redis.call('EXISTS', KEYS[i]) == 0 then
-    return -1
-  end
-end
+_ADD = (
+    _MARKERS
+    + """
 for i = m + 1, #KEYS do
   redis.call('INCRBY', KEYS[i], ARGV[i - m + 1])
 end
 return 0
 """
+)
 
 #: What the scripts answer when a marker is gone.
 MISSING = -1

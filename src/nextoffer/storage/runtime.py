@@ -505,14 +505,14 @@ class Runtime:
             .where(q.cursor_seq == cursor)
             .limit(_ERASED_KEYS)
         ).all()
-        group = []
+        group, moved = [], []
         for key, org, sandbox, until, requested in rows:
             settling = requested > settled and not key.startswith("identity")
-            if settling and newest is not None:
+            if settling and newest is not None and until < newest:
                 until = newest
+                moved.append((key, org, sandbox))
             group.append(_Erasure((key, org, sandbox), until, settling))
-        moved = [row.key for row in group if row.settling]
-        if moved and newest is not None:
+        if moved:
             self.conn.execute(
                 update(t.profile_erasures).where(_queued(moved)).values(until_seq=newest)
             )
