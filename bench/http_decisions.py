@@ -12,6 +12,8 @@
     .venv/bin/python bench/http_decisions.py --server granian  # any mode above under granian
     .venv/bin/python bench/http_decisions.py --dry-run  # any mode above with dry runs
     .venv/bin/python bench/http_decisions.py --exchange [--plot PNG]  # a decision's exchange
+    .venv/bin/python bench/http_decisions.py --rsgi [--plot PNG] [--json ROWS]
+        # decisions with no framework over granian's RSGI (bench/rsgi_decide.py)
 
 The library: one live decision with one placement over a 100-offer collection; each offer
 has its own 5-condition PQL rule and a priority in 0-100; a third carry caps
@@ -36,6 +38,13 @@ repeats. Other load on the machine is printed (load average before and after).
 callable reads a decision's request and answers as many bytes as a decision does, under a
 decision's headers (``POST /asgi/exchange``), beside ``GET /asgi``, the IO floor and
 decisions on one 2-worker server, with the server's and wrk's CPU per request.
+
+``--rsgi`` runs two 2-worker servers at once, the usual one and ``rsgi_decide.py`` under
+granian's RSGI interface (a bare RSGI app, and decisions with no framework: a bound, what a
+Python-hosted decision costs with nothing but the use case between a Rust HTTP server and
+the answer), and drives, interleaved at 10 and 50 connections: the bare ASGI app, the bare
+route, the bare RSGI app, the app's decisions and the RSGI decisions; each row's ratio to
+the bare ASGI app and to the bare route, and its server's CPU per request.
 
 ``--stacks`` runs the same app under each server stack of ``httpbench.STACKS`` (uvicorn
 with httptools + uvloop, uvicorn with h11 + asyncio, granian's ASGI interface), 2 workers
@@ -84,6 +93,9 @@ BARE_ASGI = "bare ASGI app"
 FLOOR = "IO floor (profile read + record)"
 #: ``POST /asgi/exchange``: the plain ASGI callable, for a decision's request and answer.
 EXCHANGE = "bare ASGI app, a decision's exchange"
+#: ``--rsgi``: ``GET /rsgi`` and decisions of ``rsgi_decide.py`` under granian's RSGI.
+BARE_RSGI = "bare RSGI app (granian)"
+RSGI_DECISIONS = "decisions, RSGI with no framework (granian)"
 ENDPOINTS = (BARE_ASGI, CEILING, FLOOR, "POST decisions", "GET offer", "search")
 
 
@@ -237,7 +249,7 @@ def drain() -> None:
         for server in SERVERS:
             while time.monotonic() < deadline:
                 start = time.perf_counter()
-                client.get(server.base + "/bare")
+                client.get(server.base + server.bare_path)
                 if time.perf_counter() - start < 0.01:
                     break
                 time.sleep(0.2)
@@ -254,9 +266,13 @@ def run_row(
         return wrk(endpoint, server.base + "/bare", **kw)
     if endpoint == BARE_ASGI:
         return wrk(endpoint, server.base + "/asgi", **kw)
-    if endpoint in ("POST decisions", FLOOR, EXCHANGE):
+    if endpoint == BARE_RSGI:
+        return wrk(endpoint, server.base + "/rsgi", **kw)
+    if endpoint in ("POST decisions", RSGI_DECISIONS, FLOOR, EXCHANGE):
+        decisions = f"{base}/ode/{lib['container']}/decisions"
         url = {
-            "POST decisions": f"{base}/ode/{lib['container']}/decisions",
+            "POST decisions": decisions,
+            RSGI_DECISIONS: decisions,
             FLOOR: f"{server.base}/floor/{lib['container']}",
             EXCHANGE: f"{server.base}/asgi/exchange?bytes={lib.get('answer_bytes', 0)}",
         }[endpoint]
@@ -591,10 +607,14 @@ def answer_bytes(server: Server, lib: dict[str, Any]) -> int:
 
 
 def to_bare_asgi(
-    raw: dict[tuple[str, int], list[Result]], endpoint: str, connections: int
+    raw: dict[tuple[str, int], list[Result]],
+    endpoint: str,
+    connections: int,
+    reference: str = BARE_ASGI,
 ) -> float:
-    """The endpoint's requests/s ÷ the bare ASGI app's, per repeat, then the median."""
-    pairs = zip(raw[(endpoint, connections)], raw[(BARE_ASGI, connections)], strict=True)
+    """The endpoint's requests/s ÷ the bare ASGI app's (or ``reference``'s), per repeat,
+    then the median."""
+    pairs = zip(raw[(endpoint, connections)], raw[(reference, connections)], strict=True)
     return float(statistics.median(a.requests_per_s / b.requests_per_s for a, b in pairs))
 
 
@@ -716,6 +736,136 @@ def plot_exchange(
     print(f"plot: {path}")
 
 
+#: ``--rsgi``'s rows, in the order each repeat runs them, and which server answers each.
+RSGI_ROWS = (
+    (BARE_ASGI, "app"),
+    (CEILING, "app"),
+    (BARE_RSGI, "rsgi"),
+    ("POST decisions", "app"),
+    (RSGI_DECISIONS, "rsgi"),
+)
+
+
+def rsgi(args: argparse.Namespace, db_url: str, lib: dict[str, Any]) -> None:
+    """The app's decisions beside decisions with no framework over granian's RSGI.
+
+    Two 2-worker servers at once: httpbench's (the bare ASGI app, the bare route and the
+    app's decisions, under ``--server``: uvicorn unless told) and ``rsgi_decide.py`` under
+    granian's RSGI interface (its bare app and its decisions: the fastest a Python-hosted
+    decision gets, see that module). Rows interleaved at 10 and 50 connections; each row's
+    requests/s ÷ the bare ASGI app's and ÷ the bare route's in the same repeat, then the
+    median; the CPU per request of the row's server likewise (the other one idles)."""
+    servers: dict[str, Server] = {}
+    raw: dict[tuple[str, int], list[Result]] = {}
+    cpu: dict[tuple[str, int], list[float]] = {}
+    try:
+        servers["app"] = Server(db_url, workers=2, stack=args.server)
+        servers["rsgi"] = Server(db_url, workers=2, stack="granian-rsgi")
+        SERVERS[:] = servers.values()
+        sizes = {name: answer_bytes(server, lib) for name, server in servers.items()}
+        print(
+            f"a decision's answer: {sizes['app']:,} bytes from the app, "
+            f"{sizes['rsgi']:,} from the RSGI route",
+            flush=True,
+        )
+        run_row(servers["app"], lib, "POST decisions", 10, 2)  # warm every worker
+        run_row(servers["rsgi"], lib, RSGI_DECISIONS, 10, 2)
+        for repeat in range(args.repeats):
+            for connections in (10, 50):
+                for endpoint, name in RSGI_ROWS:
+                    server = servers[name]
+                    before = server.cpu_seconds()
+                    result = run_row(server, lib, endpoint, connections, args.seconds)
+                    spent = server.cpu_seconds() - before
+                    cpu.setdefault((endpoint, connections), []).append(
+                        spent / max(result.requests, 1) * 1e6
+                    )
+                    raw.setdefault((endpoint, connections), []).append(result)
+            print(
+                f"repeat {repeat + 1}/{args.repeats} done; load average {os.getloadavg()}",
+                flush=True,
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    stack_of = {"app": args.server, "rsgi": "granian-rsgi"}
+    rows = []
+    for connections in (10, 50):
+        asgi_cpu = cpu[(BARE_ASGI, connections)]
+        for endpoint, name in RSGI_ROWS:
+            rows.append(
+                {
+                    "connections": connections,
+                    "endpoint": endpoint,
+                    "stack": stack_of[name],
+                    **median_result(raw[(endpoint, connections)]),
+                    "to_bare_asgi": to_bare_asgi(raw, endpoint, connections),
+                    "to_bare": to_bare_asgi(raw, endpoint, connections, CEILING),
+                    "cpu_us": statistics.median(cpu[(endpoint, connections)]),
+                    "cpu_to_bare_asgi": statistics.median(
+                        a / b for a, b in zip(cpu[(endpoint, connections)], asgi_cpu, strict=True)
+                    ),
+                }
+            )
+    print(
+        "\n| connections | endpoint | stack | requests/s | ÷ bare ASGI app | ÷ bare route "
+        "| p50 ms | p99 ms | errors | server CPU µs per request | ÷ bare ASGI app's CPU |"
+    )
+    print("|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['connections']} | {row['endpoint']} | {row['stack']} | {row['rps']:,.0f} "
+            f"| {row['to_bare_asgi']:.3f} | {row['to_bare']:.3f} | {row['p50']:.2f} "
+            f"| {row['p99']:.2f} | {row['errors']} | {row['cpu_us']:.1f} "
+            f"| {row['cpu_to_bare_asgi']:.2f} |"
+        )
+    print(
+        "Medians of repeats; the ratios are medians of per-repeat ratios. Server CPU: the"
+        " row's server's processes (user + system) during the row ÷ requests. Errors:"
+        " non-2xx answers and socket errors, summed over repeats."
+    )
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    if args.plot:
+        plot_rsgi(rows, Path(args.plot))
+
+
+def plot_rsgi(rows: list[dict[str, Any]], path: Path) -> None:
+    """``--rsgi --plot``: each row's requests/s ÷ the bare ASGI app's, at 10 and 50
+    connections, with issue 16's 0.30."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    endpoints = [endpoint for endpoint, _ in RSGI_ROWS]
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    width = 0.38
+    xs = range(len(endpoints))
+    for n, connections in enumerate((10, 50)):
+        ratio = {r["endpoint"]: r["to_bare_asgi"] for r in rows if r["connections"] == connections}
+        ax.bar(
+            [x + (n - 0.5) * width for x in xs],
+            [ratio[e] for e in endpoints],
+            width,
+            color=f"C{n}",
+            label=f"{connections} connections",
+        )
+    ax.axhline(0.30, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_ylabel("requests/s ÷ the bare ASGI app's (same repeat)")
+    stack = {r["endpoint"]: r["stack"] for r in rows}
+    labels = [e if "(" in e else f"{e} ({stack[e]})" for e in endpoints]
+    ax.set_xticks(list(xs), [e.replace(" (", "\n(").replace(", ", ",\n") for e in labels])
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title("Decisions with no framework over RSGI: 2 workers each, wrk on the same box")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
 def parse_variants(text: str) -> dict[str, dict[str, str]]:
     """``name:KEY=V,KEY=V;name:…`` → {name: environment}."""
     variants = {}
@@ -761,6 +911,11 @@ def main() -> None:
         action="store_true",
         help="the bare ASGI app for a decision's exchange beside the floor and decisions",
     )
+    parser.add_argument(
+        "--rsgi",
+        action="store_true",
+        help="decisions with no framework over granian's RSGI beside the app's",
+    )
     args = parser.parse_args()
     if args.plot_from:
         if not args.plot:
@@ -784,6 +939,8 @@ def main() -> None:
         stacks(args, db_url, lib)
     elif args.exchange:
         exchange(args, db_url, lib)
+    elif args.rsgi:
+        rsgi(args, db_url, lib)
     elif args.observability or args.compare:
         variants = OBSERVABILITY if args.observability else parse_variants(args.compare)
         compare(args, db_url, lib, workdir, variants)

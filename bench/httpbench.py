@@ -27,6 +27,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 
@@ -114,7 +115,8 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-_QUIET = ["--factory", "--no-access-log", "--log-level", "warning"]
+_LOGS = ["--no-access-log", "--log-level", "warning"]
+_QUIET = ["--factory", *_LOGS]
 
 #: ``Server(stack=…)``: each stack's command (app dir, host, port and workers are appended).
 STACKS = {
@@ -141,9 +143,38 @@ STACKS = {
 }
 
 
+class AppStack(NamedTuple):
+    """A stack serving an app of bench/ instead of nextoffer's (``Server(stack=…)``)."""
+
+    #: The stack's command, as in :data:`STACKS` (app dir, host, port and workers appended).
+    command: list[str]
+    #: ``module:attribute``; the module, a file of bench/, is copied beside the server's.
+    target: str
+    #: A path the app answers at once with no work: what a drain between rows times.
+    bare_path: str
+
+
+#: ``Server(stack=…)`` too, apart from :data:`STACKS`: these serve another app than
+#: nextoffer's, so a comparison of stacks for nextoffer's app leaves them out.
+APP_STACKS = {
+    # rsgi_decide.py: decisions with no framework over granian's RSGI interface, pared as
+    # granian-st is; ``GET /rsgi`` is its bare app.
+    "granian-rsgi": AppStack(
+        [
+            "granian",
+            *_LOGS,
+            *("--interface", "rsgi", "--http", "1", "--no-ws"),
+            *("--runtime-mode", "st", "--loop", "uvloop"),
+        ],
+        "rsgi_decide:app",
+        "/rsgi",
+    ),
+}
+
+
 class Server:
     """nextoffer's app plus ``GET /bare`` and ``GET /asgi`` under one of :data:`STACKS`,
-    ``workers`` processes.
+    ``workers`` processes; or, under one of :data:`APP_STACKS`, that stack's own app.
 
     ``uvicorn`` runs httptools + uvloop, ``uvicorn-h11`` h11 + asyncio, ``granian`` its
     ASGI interface (on uvloop). With more than one worker, uvicorn on the asyncio loop
@@ -152,7 +183,8 @@ class Server:
 
     ``env`` adds ``NEXTOFFER_*`` settings (e.g. ``NEXTOFFER_METRICS=0``); the server's
     stdout (the JSON access log when on) goes to ``log`` or is discarded. ``cpus`` pins
-    the server, and every process and thread it starts, to those cores.
+    the server, and every process and thread it starts, to those cores. ``bare_path`` is
+    a path it answers at once with no work (what a drain between rows times).
     """
 
     def __init__(
@@ -174,12 +206,18 @@ class Server:
         if workers > 1:
             # prometheus-client's multiprocess mode, as ``nextoffer serve`` sets it up.
             env.setdefault("PROMETHEUS_MULTIPROC_DIR", str(appdir))
-        module, *options = STACKS[stack]
+        if stack in APP_STACKS:
+            (module, *options), target, self.bare_path = APP_STACKS[stack]
+            source = Path(__file__).parent / f"{target.partition(':')[0]}.py"
+            shutil.copy(source, appdir)
+        else:
+            (module, *options), target = STACKS[stack], "benchserver:factory"
+            self.bare_path = "/bare"
         app_dir = "--working-dir" if module == "granian" else "--app-dir"
         self._log = log.open("ab") if log is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [
-                *(sys.executable, "-m", module, "benchserver:factory", *options),
+                *(sys.executable, "-m", module, target, *options),
                 *(app_dir, str(appdir), "--host", "127.0.0.1", "--port", str(self.port)),
                 *("--workers", str(workers)),
             ],
