@@ -264,6 +264,7 @@ class NextOffer:
         # Events past the operator's retention, deleted in the background by a server.
         self.retention = Retention(
             store,
+            counters=self.counters,
             decision_events_days=settings.retain_decision_events_days,
             experience_events_days=settings.retain_experience_events_days,
             clock=clock,

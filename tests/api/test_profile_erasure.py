@@ -1,21 +1,31 @@
 """Deleting a profile deletes the decision events recorded for it, in the background
 (``service/retention.py``): those under its id and those made for one of its identities
-before it had a profile, in its own org and sandbox only; the offers report keeps them."""
+before it had a profile, in its own org and sandbox only; the offers report keeps them.
+Its cap counters go the same way."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+from sqlalchemy import func, insert, select
 from starlette.testclient import TestClient
 
 from nextoffer.root import NextOffer
+from nextoffer.service.retention import Retention
+from nextoffer.storage import tables as t
 from support.api import Tenant, make_tenant
 from support.edge import DECIDE_TYPE, Library
 
 PROFILES = "/data/core/nextoffer/profiles"
 
 
-def decide(tenant: Tenant, library: Library, email: str) -> None:
+PROFILE_CAP = [{"xdm:limit": 1, "xdm:scope": "profile"}]  # one decision per profile
+
+
+def proposed(tenant: Tenant, library: Library, email: str) -> str:
+    """The offer decided for ``email`` (recorded)."""
     body = {
         "xdm:propositionRequests": [
             {"xdm:placementId": library.placement, "xdm:activityId": library.decision}
@@ -28,6 +38,9 @@ def decide(tenant: Tenant, library: Library, email: str) -> None:
         headers={**tenant.headers, "Content-Type": DECIDE_TYPE},
     )
     assert response.status_code == 200, response.text
+    [proposition] = response.json()["xdm:propositions"]
+    [option] = proposition.get("xdm:options") or [proposition["xdm:fallback"]]
+    return str(option["xdm:id"])
 
 
 def add_profile(tenant: Tenant, email: str) -> None:
@@ -70,18 +83,18 @@ def test_a_deleted_profile_s_decision_events_go_with_it(
     theirs = Library(client, other.headers, other.container, [])
     add_profile(tenant, "alice@x")
     add_profile(tenant, "bob@x")
-    decide(tenant, ours, "carol@x")  # before carol had a profile: under her identity
+    proposed(tenant, ours, "carol@x")  # before carol had a profile: under her identity
     add_profile(tenant, "carol@x")
     for email in ("alice@x", "alice@x", "bob@x", "carol@x"):
-        decide(tenant, ours, email)
-    decide(other, theirs, "alice@x")  # another org's visitor of the same address
+        proposed(tenant, ours, email)
+    proposed(other, theirs, "alice@x")  # another org's visitor of the same address
     no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
     before = propositions(no, tenant.container)
     assert before == 5
 
     delete_profile(tenant, "alice@x")
     delete_profile(tenant, "carol@x")
-    decide(tenant, ours, "bob@x")  # the newest event is never deleted: not theirs
+    proposed(tenant, ours, "bob@x")  # the newest event is never deleted: not theirs
     no.path.fold()
     pruned = no.retention.prune()
 
@@ -90,3 +103,80 @@ def test_a_deleted_profile_s_decision_events_go_with_it(
     assert logged(no, other.container) == ["alice@x"]
     assert propositions(no, tenant.container) == before + 1  # the report keeps counting them
     assert no.retention.prune().erased == 0  # nothing more of theirs
+
+
+def counted(no: NextOffer, container: str) -> set[str]:
+    """The scopes the container's cap counters count under."""
+    c = t.cap_counters.c
+    with no.store.session() as session:
+        codes = session.conn.execute(
+            select(c.counter_key).where(c.container_id == container)
+        ).scalars()
+        return {code.rpartition("|")[2] for code in codes} - {""}  # "": everyone's
+
+
+def later(no: NextOffer, minutes: float) -> Retention:
+    """The root's retention, as a pass ``minutes`` from now would run it."""
+    when = datetime.now(UTC) + timedelta(minutes=minutes)
+    return Retention(
+        no.store,
+        counters=no.counters,
+        decision_events_days=0,
+        experience_events_days=0,
+        clock=lambda: when,
+    )
+
+
+def test_a_deleted_profile_s_cap_counters_go_with_it(
+    client: TestClient, tenant: Tenant, db_url: str
+) -> None:
+    other = make_tenant(client, db_url, "Other@AdobeOrg", "prod")
+    ours = Library(client, tenant.headers, tenant.container, PROFILE_CAP)
+    theirs = Library(client, other.headers, other.container, PROFILE_CAP)
+    no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
+    assert proposed(tenant, ours, "carol@x") == ours.a  # counted under her identity's text
+    assert proposed(tenant, ours, "carol@x") == ours.b  # A's cap is reached
+    assert proposed(other, theirs, "carol@x") == theirs.a  # another org's visitor
+    add_profile(tenant, "carol@x")
+    add_profile(tenant, "dave@x")
+    assert proposed(tenant, ours, "carol@x") == ours.a  # counted under her profile's id
+    assert proposed(tenant, ours, "dave@x") == ours.a
+    scopes = counted(no, tenant.container)
+    assert "identity:Email:carol@x" in scopes and len(scopes) == 3
+
+    delete_profile(tenant, "carol@x")
+    pruned = no.retention.prune()
+
+    # Her identity's counters go at once; her profile id's wait for decisions other
+    # processes make from their profile caches to settle.
+    assert pruned.counters == 1
+    assert "identity:Email:carol@x" not in counted(no, tenant.container)
+    assert len(counted(no, tenant.container)) == 2
+    assert counted(no, other.container) == {"identity:Email:carol@x"}
+    assert later(no, 2).prune().counters == 1
+    assert len(counted(no, tenant.container)) == 1  # dave's
+    assert later(no, 2).prune().counters == 0  # nothing queued is left
+    # Back as a visitor without a profile, she is counted from zero.
+    assert proposed(tenant, ours, "carol@x") == ours.a
+
+
+def test_erasures_of_counters_redis_holds_wait_for_a_server_with_redis(
+    client: TestClient, tenant: Tenant, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A shell's `db prune` without NEXTOFFER_REDIS walks the database's counters only:
+    # it must not unqueue an erasure whose counters are in Redis.
+    ours = Library(client, tenant.headers, tenant.container, PROFILE_CAP)
+    no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
+    assert proposed(tenant, ours, "erin@x") == ours.a
+    add_profile(tenant, "erin@x")
+    delete_profile(tenant, "erin@x")
+    with no.store.session(write=True) as session:
+        session.conn.execute(
+            insert(t.redis_counter_markers).values(container_id=tenant.container, placed="x")
+        )
+
+    assert later(no, 2).prune().counters == 0
+    assert "identity:Email:erin@x" in counted(no, tenant.container)
+    with no.store.session() as session:
+        assert session.conn.execute(select(func.count()).select_from(t.counter_erasures)).scalar()
+    assert "erases them" in caplog.text

@@ -166,7 +166,7 @@ def test_db_prune_deletes_what_its_flags_say_and_prints_how_many(url: str) -> No
     assert (
         result.stdout.splitlines()[-1]
         == "deleted: 6 decision events, 3 experience events, 0 ranking trials, "
-        "0 decision events of deleted profiles"
+        "0 decision events and 0 cap counters of deleted profiles"
     )
     store = Store.open(url)
     assert [e["note"] for e in events_of(store)] == ["day 6"]
@@ -183,7 +183,7 @@ def test_db_prune_without_a_retention_deletes_no_event_of_a_live_profile(
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == (
         "deleted: 0 decision events, 0 experience events, 0 ranking trials, "
-        "0 decision events of deleted profiles"
+        "0 decision events and 0 cap counters of deleted profiles"
     )
     store = Store.open(url)
     assert len(events_of(store)) == 7

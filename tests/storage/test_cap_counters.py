@@ -119,6 +119,10 @@ class _Isolated:
     def add_in(self, session, keys):  # type: ignore[no-untyped-def]
         return self._inner.add_in(session, [self._key(k) for k in keys])
 
+    def erase(self, scopes, **options):  # type: ignore[no-untyped-def]
+        moved = {f"{c}-{self._tag}": named for c, named in scopes.items()}
+        return self._inner.erase(moved, **options)
+
     def close(self) -> None:
         self._inner.close()
 

@@ -685,3 +685,22 @@ def test_the_profile_erasures_revision_queues_a_key_once_per_tenant(engine: Engi
 
 def _indexes(engine: Engine, table: str) -> set[str]:
     return {index["name"] for index in inspect(engine).get_indexes(table)}
+
+
+def test_the_counter_erasures_revision_queues_the_erasures_still_queued(engine: Engine) -> None:
+    # 0024: a deleted profile's cap counters are erased too; the profiles whose decision
+    # events are still queued for erasure get their counters queued as well.
+    migrations.upgrade(engine, "0023_profile_erasures")
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO profile_erasures (profile_key, org_id, sandbox, until_seq,"
+                " cursor_seq, requested) VALUES ('identity:Email:a@x', 'O', 'prod', 5, 0, 't')"
+            )
+        )
+    migrations.upgrade(engine)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM counter_erasures")).all()
+    assert [tuple(row) for row in rows] == [("identity:Email:a@x", "O", "prod", "t")]
+    migrations.downgrade(engine, "0023_profile_erasures")
+    assert "counter_erasures" not in inspect(engine).get_table_names()

@@ -72,3 +72,41 @@ class CounterContract:
             worker.join()
         assert sum(granted) == limit
         assert counters.read([A, B]) == {A: limit, B: limit}
+
+    def test_erase_deletes_the_scopes_counters_of_each_container_only(
+        self, counters: CapCounterStore
+    ) -> None:
+        def scoped(container: str, scope: str, **more: object) -> CounterKey:
+            return CounterKey(container, "xcore:offer:1", "profileCap", scope=scope, **more)  # type: ignore[arg-type]
+
+        doomed = [
+            P,  # "p|1%": a scope holding the code's separator and its escape
+            scoped("c-1", "identity:Email:Ann@x", period=3),
+            scoped("c-1", "identity:Email:Ann@x", placement="xcore:placement:2"),
+            scoped("c-2", "p-9"),
+        ]
+        kept = [
+            A,  # everyone's
+            scoped("c-1", "identity:Email:ann@x"),  # another identity by one letter's case
+            scoped("c-1", "p|1"),  # a scope the erased one ends with
+            scoped("c-2", "identity:Email:Ann@x"),  # erased in c-1, not in c-2
+            scoped("c-3", "p-9"),
+        ]
+        counters.add([*doomed, *kept])
+        steps = list(counters.erase({"c-1": {"p|1%", "identity:Email:Ann@x"}, "c-2": {"p-9"}}))
+        assert sum(steps) == len(doomed)
+        assert counters.read([*doomed, *kept]) == dict.fromkeys(kept, 1)
+        assert list(counters.erase({})) == []  # nothing to erase: no walk
+
+    def test_erase_walks_in_bounded_steps(self, counters: CapCounterStore) -> None:
+        keys = [
+            CounterKey("c-1", f"xcore:offer:{n}", "profileCap", scope=f"p-{n % 2}")
+            for n in range(12)
+        ]
+        counters.add(keys)
+        steps = list(counters.erase({"c-1": {"p-0"}}, scan=5))
+        # A step reads five keys (Redis's SCAN five slots of its table, which holds at
+        # least as many as it has keys).
+        assert len(steps) >= 3
+        assert sum(steps) == 6
+        assert counters.read(keys) == {key: 1 for key in keys if key.scope == "p-1"}

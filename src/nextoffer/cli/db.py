@@ -158,8 +158,8 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -
 def prune(
     db_url: str | None, decision_events_days: float | None, experience_events_days: float | None
 ) -> None:
-    """Delete the events older than their retention, and the decision events of deleted
-    profiles, now.
+    """Delete the events older than their retention, and the decision events and cap
+    counters of deleted profiles, now.
 
     A server does this every five minutes (docs/deploy.md, "Retention"). The offers report
     counts the decision events first; only counted ones go. With no retention given or
@@ -188,7 +188,8 @@ def prune(
                 task,
                 description=f"deleted {pruned.decision_events:,} decision events, "
                 f"{pruned.experience_events:,} experience events, "
-                f"{pruned.erased:,} of deleted profiles",
+                f"{pruned.erased:,} of deleted profiles and {pruned.counters:,} of their cap "
+                "counters",
             )
 
         show(Pruned())
@@ -197,7 +198,8 @@ def prune(
         f"deleted: {pruned.decision_events} decision events, "
         f"{pruned.experience_events} experience events, "
         f"{pruned.ranking_trials} ranking trials, "
-        f"{pruned.erased} decision events of deleted profiles"
+        f"{pruned.erased} decision events and {pruned.counters} cap counters of deleted"
+        " profiles"
     )
 
 

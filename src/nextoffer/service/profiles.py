@@ -188,8 +188,9 @@ class Profiles:
 
     def delete(self, principal: Principal, namespace: str, identity: str) -> ProfileRecord:
         """Delete a profile: its attributes, identities and experience events now, and the
-        decision events recorded for it — under its id, or under one of its identities
-        before it had a profile — by the servers' next passes (``service/retention.py``)."""
+        decision events and cap counters recorded for it — under its id, or under one of
+        its identities before it had a profile — by the servers' next passes
+        (``service/retention.py``)."""
         with self._store.session(write=True) as session:
             record = self._find(session.runtime, principal, namespace, identity, lock="update")
             session.runtime.delete_profile(record.profile_id)

@@ -21,7 +21,9 @@ What goes, and what stays (docs/deploy.md, "Retention"):
 Every pass, with a retention or without, first deletes the decision events of deleted
 profiles (``Profiles.delete`` queues them: ``Runtime.erase_decision_events``), walking the
 events :data:`ERASE_PLACES` places per transaction. The same rule holds: only events the
-offers report has counted, and never the newest.
+offers report has counted, and never the newest. Then their cap counters: a visitor
+counted before having a profile is counted under its identity's own text
+(``CapCounterStore.erase``, one walk of the counters for every erasure due).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from functools import partial
 
 from nextoffer.errors import NextOfferError
 from nextoffer.ids import format_datetime
+from nextoffer.storage.counters import CapCounterStore
+from nextoffer.storage.runtime import ERASED_BATCH
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
@@ -75,6 +79,8 @@ class Pruned:
     ranking_trials: int = 0
     #: Decision events of deleted profiles.
     erased: int = 0
+    #: Cap counters of deleted profiles.
+    counters: int = 0
 
 
 class Retention:
@@ -85,6 +91,7 @@ class Retention:
         self,
         store: Store,
         *,
+        counters: CapCounterStore | None = None,
         decision_events_days: float,
         experience_events_days: float,
         clock: Callable[[], datetime],
@@ -95,6 +102,7 @@ class Retention:
         every: float = PASS_SECONDS,
     ) -> None:
         self._store = store
+        self._counters = counters
         self.decision_events_days = decision_events_days
         self.experience_events_days = experience_events_days
         self._clock = clock
@@ -113,9 +121,10 @@ class Retention:
         after each one. Stops early when closed."""
         now_us = int(self._clock().timestamp() * 1_000_000)
         settled = format_datetime(self._clock() - timedelta(seconds=self._settle))
-        erase = partial(_erasure_step, self._places, settled)
+        erase = partial(self._store.write, partial(_erasure_step, self._places, settled))
         # Erasures go first, with a retention or without: until no step can be made now.
-        pruned = self._walk("erased", erase, Pruned(), on_progress, last=lambda n: n is None)
+        pruned = self._walk("erased", erase, Pruned(), on_progress, last=_is_none)
+        pruned = self._erase_counters(settled, pruned, on_progress)
         kinds: list[tuple[str, Callable[..., int], float]] = [
             ("decision_events", _decision_events, self.decision_events_days),
             ("ranking_trials", _ranking_trials, self.decision_events_days),
@@ -126,28 +135,56 @@ class Retention:
                 continue
             # A limit past any date a database holds keeps every event (not an overflow).
             before_us = now_us - int(min(days, MAX_DAYS) * _DAY_US)
-            chunk = partial(_chunk, step, before_us, now_us, self._rows)
+            chunk = partial(self._store.write, partial(_chunk, step, before_us, now_us, self._rows))
             # A transaction that deleted fewer rows than it may reached the limit.
             pruned = self._walk(
                 name, chunk, pruned, on_progress, last=lambda n: (n or 0) < self._rows
             )
         return pruned
 
+    def _erase_counters(
+        self, settled: str, pruned: Pruned, on_progress: Callable[[Pruned], None] | None
+    ) -> Pruned:
+        """The cap counters of the erasures due, one walk of the counters per batch of
+        them; a batch is unqueued once its walk is whole (a pass stopped half-way leaves it
+        for the next)."""
+        if self._counters is None:
+            return pruned
+        while not self._stop.is_set():
+            due, owned = self._store.write(
+                partial(_due_counter_erasures, settled, not self._counters.outside_database)
+            )
+            if not due:
+                break
+            scopes: dict[str, set[str]] = {}
+            for container, org, sandbox in owned:
+                scopes[container] = {scope for scope, o, s, _ in due if (o, s) == (org, sandbox)}
+            steps = self._counters.erase(scopes)
+            pruned = self._walk(
+                "counters", partial(next, steps, None), pruned, on_progress, last=_is_none
+            )
+            if self._stop.is_set():
+                break
+            self._store.write(partial(_forget_counter_erasures, due))
+            if len(due) < ERASED_BATCH:
+                break
+        return pruned
+
     def _walk(
         self,
         name: str,
-        step: Callable[[Session], int | None],
+        step: Callable[[], int | None],
         pruned: Pruned,
         on_progress: Callable[[Pruned], None] | None,
         *,
         last: Callable[[int | None], bool],
     ) -> Pruned:
-        """``step`` in one write transaction after another, its deletions added to
-        ``pruned``'s ``name``, until ``last`` says its answer was the last one (or this is
-        closed); between two, a pause twice as long as the transaction took."""
+        """``step`` (a transaction, or a bounded step of the counters) after another, its
+        deletions added to ``pruned``'s ``name``, until ``last`` says its answer was the
+        last one (or this is closed); between two, a pause twice as long as it took."""
         while not self._stop.is_set():
             started = time.monotonic()
-            deleted = self._store.write(step)
+            deleted = step()
             took = time.monotonic() - started
             if deleted:
                 pruned = replace(pruned, **{name: getattr(pruned, name) + deleted})
@@ -182,11 +219,13 @@ class Retention:
             if pruned != Pruned():
                 log.info(
                     "retention: deleted %d decision events, %d experience events and %d"
-                    " ranking trials; %d decision events of deleted profiles",
+                    " ranking trials; %d decision events and %d cap counters of deleted"
+                    " profiles",
                     pruned.decision_events,
                     pruned.experience_events,
                     pruned.ranking_trials,
                     pruned.erased,
+                    pruned.counters,
                 )
 
     def close(self) -> None:
@@ -206,6 +245,38 @@ def _chunk(
 
 def _erasure_step(places: int, settled: str, session: Session) -> int | None:
     return session.runtime.erase_decision_events(places=places, settled=settled)
+
+
+def _due_counter_erasures(
+    settled: str, database_only: bool, session: Session
+) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str, str]]]:
+    """The erasures of counters due, and their tenants' containers. With
+    ``database_only`` (this process has no Redis), a tenant with a container Redis counts
+    for is left to a process that has it: walking the database's counters only would
+    unqueue the erasure with its Redis counters kept."""
+    runtime = session.runtime
+    due = runtime.due_counter_erasures(settled=settled)
+    owned = runtime.tenant_containers((org, sandbox) for _, org, sandbox, _ in due)
+    if database_only and due:
+        elsewhere = runtime.redis_counted(container for container, _, _ in owned)
+        if elsewhere:
+            waiting = {(org, sandbox) for c, org, sandbox in owned if c in elsewhere}
+            log.warning(
+                "retention: the cap counters of %d deleted profiles are in Redis: a server"
+                " with NEXTOFFER_REDIS set erases them",
+                sum((org, sandbox) in waiting for _, org, sandbox, _ in due),
+            )
+            due = [row for row in due if (row[1], row[2]) not in waiting]
+            owned = [row for row in owned if (row[1], row[2]) not in waiting]
+    return due, owned
+
+
+def _forget_counter_erasures(done: list[tuple[str, str, str, str]], session: Session) -> None:
+    session.runtime.forget_counter_erasures(done)
+
+
+def _is_none(deleted: int | None) -> bool:
+    return deleted is None
 
 
 def _decision_events(session: Session, *, before_us: int, now_us: int, limit: int) -> int:

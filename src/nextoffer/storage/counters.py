@@ -14,12 +14,12 @@ Implementations: :class:`SqlCounters` here (SQLite, PostgreSQL), ``RedisCounters
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
-from sqlalchemy import Connection, bindparam, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
@@ -43,12 +43,11 @@ class CounterKey:
     code: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        scope = self.scope.replace("%", "%25").replace("|", "%7C")
         object.__setattr__(
             self,
             "code",
             f"{self.container_id}|{self.offer_id}|{self.rule}|{self.placement}|{self.period}"
-            f"|{scope}",
+            f"|{scope_code(self.scope)}",
         )
 
     def __hash__(self) -> int:
@@ -59,6 +58,31 @@ class CounterKey:
     def encode(self) -> str:
         """One string per counter; ``|`` cannot occur in ids, rule names or periods."""
         return self.code
+
+
+#: Counter keys an erasure's step reads (``SqlCounters.erase``) or asks Redis to scan.
+ERASE_SCAN = 5_000
+
+
+def scope_code(scope: str) -> str:
+    """A scope as it ends a counter's code: after the code's last ``|``, which it never
+    holds."""
+    return scope.replace("%", "%25").replace("|", "%7C")
+
+
+#: Container and :func:`scope_code` pairs: the counters an erasure deletes.
+Erased = Set[tuple[str, str]]
+
+
+def erased(scopes: Mapping[str, Iterable[str]]) -> Erased:
+    """The pairs :meth:`CapCounterStore.erase` matches codes against: ``scopes``' by
+    container, coded."""
+    return {(container, scope_code(s)) for container, named in scopes.items() for s in named}
+
+
+def is_erased(code: str, wanted: Erased) -> bool:
+    """Whether the counter of ``code`` (a :meth:`CounterKey.encode`) is one of ``wanted``."""
+    return (code.partition("|")[0], code.rpartition("|")[2]) in wanted
 
 
 class LoopCounters(Protocol):
@@ -83,6 +107,10 @@ class CapCounterStore(Protocol):
     #: The store's coroutine form, when it has one (Redis): a caller on an event loop
     #: then awaits its round trips instead of blocking the loop or a thread for them.
     on_loop: LoopCounters | None
+    #: Whether the counters live outside the store's database (Redis). A process with the
+    #: database's counters leaves the erasures of a container Redis counts for to a
+    #: process with Redis (``service/retention.py``).
+    outside_database: bool
 
     def read(self, keys: Sequence[CounterKey]) -> dict[CounterKey, int]:
         """Current counts (missing counters are 0)."""
@@ -109,6 +137,15 @@ class CapCounterStore(Protocol):
         are rows of that database: they are then counted once with what the transaction
         stores, or not at all. ``False`` (nothing added) when they live elsewhere: the
         caller adds them after its commit."""
+        ...
+
+    def erase(
+        self, scopes: Mapping[str, Iterable[str]], *, scan: int = ERASE_SCAN
+    ) -> Iterator[int]:
+        """Delete every counter of ``scopes`` (by container: each container's scopes),
+        whatever its offer, rule, placement and period: a deleted profile's. A step at a
+        time, each bounded and in transactions of its own, yielding how many it deleted;
+        the caller paces them and may stop between two (then a later call starts over)."""
         ...
 
     def close(self) -> None: ...
@@ -170,6 +207,7 @@ class SqlCounters:
 
     #: Reads and reservations go through the store's sessions, in a thread.
     on_loop: LoopCounters | None = None
+    outside_database = False
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -211,6 +249,36 @@ class SqlCounters:
     def add_in(self, session: Session, keys: Sequence[CounterKey]) -> bool:
         _bump_in(session.conn, keys, 1)
         return True
+
+    def erase(
+        self, scopes: Mapping[str, Iterable[str]], *, scan: int = ERASE_SCAN
+    ) -> Iterator[int]:
+        """The table in key order, ``scan`` keys a step read in a read
+        transaction (a scan of the scope, the key's last part, has no index: one on the
+        hottest insert would cost every reservation), and those erased deleted by key."""
+        wanted = erased(scopes)
+        k = t.cap_counters.c
+        after = ""
+        while wanted:
+            with self._store.session() as session:
+                codes = (
+                    session.conn.execute(
+                        select(k.counter_key)
+                        .where(k.counter_key > after)
+                        .order_by(k.counter_key)
+                        .limit(scan)
+                    )
+                    .scalars()
+                    .all()
+                )
+            doomed = [code for code in codes if is_erased(code, wanted)]
+            if doomed:
+                with self._store.session(write=True) as session:
+                    session.conn.execute(delete(t.cap_counters).where(k.counter_key.in_(doomed)))
+            yield len(doomed)
+            if len(codes) < scan:
+                return
+            after = codes[-1]
 
     def close(self) -> None:
         """The counters share the store's connections; nothing of their own to close."""

@@ -30,7 +30,7 @@ counts capped offers as capped (caps fail closed) rather than failing the reques
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -40,7 +40,14 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from nextoffer.errors import BadRequest, NextOfferError, Unavailable
-from nextoffer.storage.counters import CounterKey, LoopCounters, counter_needs
+from nextoffer.storage.counters import (
+    ERASE_SCAN,
+    CounterKey,
+    LoopCounters,
+    counter_needs,
+    erased,
+    is_erased,
+)
 from nextoffer.storage.redis_markers import PREFIX, CounterMarkers, marker_key
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
@@ -138,6 +145,12 @@ def redis_key(key: CounterKey) -> str:
     return f"{PREFIX}{{{key.container_id}}}:{key.encode()}"
 
 
+def _code_of(name: bytes) -> str:
+    """The counter code a :func:`redis_key` names (a marker's name gives no code of a
+    counter: ``marker``)."""
+    return name.decode("utf-8", "surrogateescape").partition("}:")[2]
+
+
 def _reserve_args(wanted: Sequence[tuple[CounterKey, int]]) -> tuple[list[CounterKey], list[int]]:
     """The reservation script's counters and, per counter, how many it needs and its limit."""
     needs = counter_needs(wanted)
@@ -193,6 +206,8 @@ class RedisCounters:
     """Counters in Redis; thread-safe (redis-py pools its connections). Every operation
     checks, in its round trip, that Redis still holds its containers' counters
     (``redis_markers.py``)."""
+
+    outside_database = True
 
     def __init__(
         self,
@@ -335,6 +350,23 @@ class RedisCounters:
 
     def add_in(self, session: Session, keys: Sequence[CounterKey]) -> bool:
         return False  # not rows of the store's database: added after its commit
+
+    def erase(
+        self, scopes: Mapping[str, Iterable[str]], *, scan: int = ERASE_SCAN
+    ) -> Iterator[int]:
+        """One ``SCAN`` of the counters' names a step, ``scan`` its count (it never blocks
+        the server as ``KEYS`` would), those erased unlinked. Markers stay: the
+        containers' other counters are still held."""
+        wanted = erased(scopes)
+        cursor = 0
+        while wanted:
+            cursor, names = self._call(self._client.scan, cursor, match=f"{PREFIX}*", count=scan)
+            doomed = [name for name in names if is_erased(_code_of(name), wanted)]
+            if doomed:
+                self._call(self._client.unlink, *doomed)
+            yield len(doomed)
+            if cursor == 0:
+                return
 
     def close(self) -> None:
         self._client.close()

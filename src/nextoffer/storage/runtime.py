@@ -17,6 +17,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -130,8 +131,9 @@ _ADD_DAILY = (
 )
 
 
-#: Keys a step of the erasures walks with at most.
-_ERASED_KEYS = 500
+#: Keys a step of the erasures walks with at most (of the events; of the counters, keys a
+#: walk of them takes at most).
+ERASED_BATCH = 500
 
 
 class _Erasure(NamedTuple):
@@ -424,9 +426,10 @@ class Runtime:
         self, org: str, sandbox: str, profile_keys: Iterable[str], *, now: str
     ) -> None:
         """Queue the deletion of every decision event recorded so far in the containers
-        of ``org`` and ``sandbox`` under ``profile_keys`` (a deleted profile's);
-        :meth:`erase_decision_events` does it. A key queued again is erased up to the
-        newest event now, from where it had got."""
+        of ``org`` and ``sandbox`` under ``profile_keys`` (a deleted profile's), and of
+        the cap counters counting under them; :meth:`erase_decision_events` does the
+        first, ``CapCounterStore.erase`` the second. A key queued again is erased up to
+        the newest event now, from where it had got."""
         until = self.conn.execute(
             select(func.coalesce(func.max(t.decision_events.c.seq), 0))
         ).scalar_one()
@@ -450,6 +453,71 @@ class Runtime:
                 ),
                 rows,
             )
+            counters = self._dialect.insert(t.counter_erasures)
+            self.conn.execute(
+                counters.on_conflict_do_update(
+                    index_elements=["scope", "org_id", "sandbox"],
+                    set_={"requested": counters.excluded.requested},
+                ),
+                [
+                    {
+                        "scope": row["profile_key"],
+                        "org_id": org,
+                        "sandbox": sandbox,
+                        "requested": now,
+                    }
+                    for row in rows
+                ],
+            )
+
+    def due_counter_erasures(self, *, settled: str) -> list[tuple[str, str, str, str]]:
+        """The queued erasures of cap counters (:meth:`request_erasure`) a walk may do now,
+        at most :data:`ERASED_BATCH`, as (scope, org, sandbox, requested): an identity's
+        at once, a profile id's once requested before ``settled`` (as the events' erasure
+        settles: decisions from other processes' caches still count under it until then)."""
+        q = t.counter_erasures.c
+        rows = self.conn.execute(
+            select(q.scope, q.org_id, q.sandbox, q.requested)
+            .where(or_(q.requested <= settled, q.scope.startswith("identity")))
+            .order_by(q.requested)
+            .limit(ERASED_BATCH)
+        ).all()
+        return [(scope, org, sandbox, requested) for scope, org, sandbox, requested in rows]
+
+    def forget_counter_erasures(self, done: Sequence[tuple[str, str, str, str]]) -> None:
+        """Unqueue the erasures a walk did: those not queued again since it read them
+        (their ``requested`` unchanged)."""
+        if done:
+            q = t.counter_erasures.c
+            self.conn.execute(
+                delete(t.counter_erasures).where(
+                    tuple_(q.scope, q.org_id, q.sandbox, q.requested).in_(list(done))
+                )
+            )
+
+    def redis_counted(self, containers: Iterable[str]) -> set[str]:
+        """Of ``containers``, those whose cap counters Redis holds (``redis_markers.py``)."""
+        m = t.redis_counter_markers.c
+        return set(
+            self.conn.execute(select(m.container_id).where(m.container_id.in_(set(containers))))
+            .scalars()
+            .all()
+        )
+
+    def tenant_containers(self, tenants: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """(container, org, sandbox) of every container of the (org, sandbox) ``tenants``."""
+        c = t.containers.c
+        wanted = sorted(set(tenants))
+        if not wanted:
+            return []
+        return [
+            (container, org, sandbox)
+            for container, org, sandbox in self.conn.execute(
+                select(c.container_id, c.org_id, c.sandbox).where(
+                    tuple_(c.org_id, c.sandbox).in_(wanted)
+                )
+            )
+        ]
 
     def erase_decision_events(self, *, places: int, settled: str) -> int | None:
         """One step of the queued erasures: of the decision events after the least cursor
@@ -497,13 +565,13 @@ class Runtime:
         return deleted
 
     def _erasures_at(self, cursor: int, settled: str, newest: int | None) -> list[_Erasure]:
-        """The queued erasures at ``cursor`` (at most :data:`_ERASED_KEYS`); those still
+        """The queued erasures at ``cursor`` (at most :data:`ERASED_BATCH`); those still
         settling have their end moved to the newest event."""
         q = t.profile_erasures.c
         rows = self.conn.execute(
             select(q.profile_key, q.org_id, q.sandbox, q.until_seq, q.requested)
             .where(q.cursor_seq == cursor)
-            .limit(_ERASED_KEYS)
+            .limit(ERASED_BATCH)
         ).all()
         group, moved = [], []
         for key, org, sandbox, until, requested in rows:
@@ -526,13 +594,8 @@ class Runtime:
         containers here: a plan both databases keep (an EXISTS per event took PostgreSQL
         ~100 ms for 2,000 places; an OR of INs per container led SQLite to walk the
         container's index instead of the range)."""
-        c, e = t.containers.c, t.decision_events.c
-        tenants = sorted({(row.key[1], row.key[2]) for row in walking})
-        owned = self.conn.execute(
-            select(c.container_id, c.org_id, c.sandbox).where(
-                tuple_(c.org_id, c.sandbox).in_(tenants)
-            )
-        ).all()
+        e = t.decision_events.c
+        owned = self.tenant_containers((row.key[1], row.key[2]) for row in walking)
         wanted = {
             (container, row.key[0])
             for container, org, sandbox in owned

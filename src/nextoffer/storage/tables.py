@@ -275,6 +275,20 @@ profile_erasures = Table(
     Index("ix_profile_erasures_cursor", "cursor_seq"),
 )
 
+#: Cap counters to delete for a deleted profile: those of its org and sandbox's containers
+#: counting under ``scope`` (its id, or one of its identities' scope: the identity's own
+#: text). A pass walks the counters once for all that are due (``service/retention.py``);
+#: a profile id's is due once decisions from other processes' caches have settled.
+counter_erasures = Table(
+    "counter_erasures",
+    metadata,
+    Column("scope", String(1100), nullable=False),
+    Column("org_id", String(255), nullable=False),
+    Column("sandbox", String(255), nullable=False),
+    Column("requested", String(32), nullable=False),
+    PrimaryKeyConstraint("scope", "org_id", "sandbox"),
+)
+
 #: How far each derived table is folded from ``decision_events``: every event with
 #: ``seq <= position`` is counted in it, none above (``report_fold.py``).
 report_folds = Table(
