@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from nextoffer import NextOffer, Settings
 from nextoffer.errors import AuthError
 from nextoffer.service import tokens
 from nextoffer.service.auth import CLIENT_CACHE_SECONDS, Authenticator
+from nextoffer.service.tenants import bootstrap
 
 ORG = "AUTH@AdobeOrg"
 
@@ -127,3 +129,35 @@ def test_a_key_rotated_on_a_host_whose_clock_is_behind_is_still_the_newest(
         assert drop_old_signing_keys(no.store) == 1
         with no.store.session() as session:
             assert list(session.signing_keys()) == [kid]
+
+
+def test_a_client_made_again_within_the_second_refuses_the_tokens_of_the_one_before(
+    no: NextOffer,
+) -> None:
+    made = datetime(2026, 12, 7, 21, 0, 0, 100_000, tzinfo=UTC)
+    first = bootstrap(no.store, org=ORG, sandbox="prod", now=made, client_id="shop")
+    no.revoke("shop")
+    again = bootstrap(
+        no.store, org=ORG, sandbox="prod", now=made + timedelta(milliseconds=300), client_id="shop"
+    )
+    auth = Authenticator(no.store, clock=Clock(made.timestamp() + 1))
+    assert auth.authenticate(headers(again.access_token, "shop")).client_id == "shop"
+    with pytest.raises(AuthError) as refused:
+        auth.authenticate(headers(first.access_token, "shop"))
+    assert refused.value.http_status == 401
+
+
+def test_a_token_without_its_client_s_time_is_judged_by_the_second_it_was_issued(
+    no: NextOffer,
+) -> None:
+    # Tokens minted before they named their client's time: issued before the client was
+    # made, refused; in its second or after, accepted.
+    made = datetime(2026, 12, 7, 21, 0, 0, 100_000, tzinfo=UTC)
+    bootstrap(no.store, org=ORG, sandbox="prod", now=made, client_id="shop")
+    second = int(made.timestamp())
+    auth = Authenticator(no.store, clock=Clock(second + 1))
+    before = token_until(no, "shop", second - 1, second + 60)
+    within = token_until(no, "shop", second, second + 60)
+    assert auth.authenticate(headers(within, "shop")).client_id == "shop"
+    with pytest.raises(AuthError):
+        auth.authenticate(headers(before, "shop"))

@@ -62,6 +62,16 @@ def _made_at(client: ClientRecord) -> int:
         return 0
 
 
+def _minted_for(claims: tokens.Claims, client: ClientRecord) -> bool:
+    """Whether the token was minted for this very client, not one of the same id revoked
+    before it was made: by the time the client was made, which the token names to the
+    microsecond; a token minted without that claim (by an older nextoffer), by the whole
+    second it was issued in."""
+    if claims.client_made is not None:
+        return claims.client_made == client.created
+    return claims.issued_at >= _made_at(client)
+
+
 class Authenticator:
     def __init__(self, store: Store, *, clock: Callable[[], float] = time.time) -> None:
         self._store = store
@@ -149,7 +159,7 @@ class Authenticator:
         if client is None or sandbox not in client.sandboxes:
             # A refusal is never served from the cache: a grant made a moment ago counts.
             client = self._client(claims.client_id, fresh=True)
-        if client is None or client.org_id != org or claims.issued_at < _made_at(client):
+        if client is None or client.org_id != org or not _minted_for(claims, client):
             # No such client (revoked), another org's, or a token minted before the client
             # was made again (``nextoffer admin revoke``, then ``bootstrap``): not its own.
             raise _invalid_token()

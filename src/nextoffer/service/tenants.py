@@ -90,6 +90,8 @@ def bootstrap(
         if not session.ensure_client(client_id, org, now=stamp):
             raise Conflict(f"API client {client_id!r} belongs to another organisation")
         session.grant_sandbox(client_id, sandbox)
+        client = session.get_client(client_id)
+        made = client.created if client is not None else None
         keys = session.signing_keys()
         if not keys:
             kid = uuid.uuid4().hex[:16]
@@ -99,7 +101,9 @@ def bootstrap(
             kid, secret = list(keys.items())[-1]  # the newest (``rotate_signing_key``)
     issued = int(now.timestamp())
     token = tokens.mint(
-        tokens.Claims(user, client_id, org, issued, issued + int(ttl.total_seconds())),
+        tokens.Claims(
+            user, client_id, org, issued, issued + int(ttl.total_seconds()), client_made=made
+        ),
         kid=kid,
         secret=secret,
     )
