@@ -3,6 +3,8 @@
     .venv/bin/python bench/retention.py [--events 100000] [--repeats 3] [--db URL] [--plot PNG]
     .venv/bin/python bench/retention.py --beside-decisions [--backlog 200000] [--windows 4]
     .venv/bin/python bench/retention.py --erasures [--events 100000] [--repeats 3] [--db URL]
+    .venv/bin/python bench/retention.py --counters [--events 1000000] [--db URL | --redis URL] \
+        [--scan N]
 
 Per repeat, on a new SQLite database (or a new database on the PostgreSQL server of
 ``--db postgresql://…``, which must let the user create databases): records ``--events``
@@ -30,6 +32,17 @@ walked, ``retention.ERASE_PLACES`` places per transaction, each transaction time
 the wall time of one transaction (median, p99, max: how long SQLite's other writers wait
 for it) against one group commit of 50 records in the same run (the reference), and the
 places walked per second. Medians over repeats.
+
+``--counters``: what erasing deleted profiles' cap counters costs (``CapCounterStore.erase``).
+Per repeat, ``--events`` cap counters (10 offers' profile caps, each of ``--events / 10``
+visitors counted under their identity, ``identity:Email:…``), then 100 of those
+identities' erasures walked together, each step timed. On SQLite or PostgreSQL (``--db``)
+a step reads 5,000 keys of the counters' table outside any write transaction and deletes
+the matches in one (timed too: the write lock's hold); with ``--redis URL`` (a database
+the bench flushes), a step is one ``SCAN`` of 1,000 and an ``UNLINK``, and the server's own
+time per ``SCAN`` is read from ``INFO commandstats`` (reset first). The reference in the
+same run: a group commit of 50 records (SQL), or a reservation of 20 counters (Redis).
+Prints the times against it, and the counters walked per second; medians over repeats.
 """
 
 from __future__ import annotations
@@ -38,9 +51,11 @@ import argparse
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
@@ -234,6 +249,129 @@ def erasures_main(args: argparse.Namespace) -> None:
     print(f"\nplaces walked per second: {rate:,.0f}")
 
 
+def fill_counters(store: Store, counters: Any, n: int) -> list[str]:
+    """``n`` counters: 10 offers' profile caps for ``n / 10`` identities (container
+    ``c-1``), counted once each; the identities' scopes."""
+    from nextoffer.storage.counters import CounterKey
+
+    scopes = [f"identity:Email:user-{k}@example.com" for k in range(max(1, n // 10))]
+    keys = [CounterKey("c-1", f"o-{o}", "profileCap", scope=s) for s in scopes for o in range(10)]
+    for start in range(0, len(keys), 20_000):
+        counters.add(keys[start : start + 20_000])
+    return scopes
+
+
+def counter_erasures(
+    store: Store, counters: Any, n: int, redis_url: str | None, scan: int | None
+) -> tuple[float, ...]:
+    from nextoffer.storage.counters import CounterKey
+
+    scopes = fill_counters(store, counters, n)
+    if redis_url is None:  # the reference: a group commit of 50 records
+        path = decision_path(store)
+        reference = record_events(path, 5_000)
+        path.close()
+    else:  # a reservation of 20 counters, one round trip
+        wanted = [(CounterKey("c-1", f"r-{k}", "globalCap"), 10**9) for k in range(20)]
+        times = []
+        for _ in range(200):
+            began = time.perf_counter()
+            counters.reserve(wanted)
+            times.append(time.perf_counter() - began)
+        reference = statistics.median(times)
+    erased = {"c-1": set(scopes[:: max(1, len(scopes) // 100)][:100])}
+    holds: list[float] = []  # SQL: each write transaction of the walk, lock held
+    if redis_url is None:
+        store.write_lock = held(store.write_lock, holds)  # type: ignore[method-assign]
+    if redis_url is not None:
+        import redis
+
+        redis.Redis.from_url(redis_url).config_resetstat()  # SCAN's time on the server
+    steps: list[float] = []
+    deleted = 0
+    walk = counters.erase(erased, **({"scan": scan} if scan else {}))
+    began = time.perf_counter()
+    while True:
+        started = time.perf_counter()
+        got = next(walk, None)
+        if got is None:
+            break
+        steps.append(time.perf_counter() - started)
+        deleted += got
+    total = time.perf_counter() - began
+    server = 0.0
+    if redis_url is not None:
+        import redis
+
+        stats = redis.Redis.from_url(redis_url).info("commandstats")
+        server = float(stats["cmdstat_scan"]["usec_per_call"]) / 1e6
+    steps.sort()
+    p99 = steps[min(len(steps) - 1, int(len(steps) * 0.99))]
+    write = (statistics.median(holds), max(holds)) if holds else (0.0, 0.0)
+    return reference, statistics.median(steps), p99, steps[-1], n / total, deleted, server, *write
+
+
+def held(lock: Callable[[], Any], holds: list[float]) -> Callable[[], Any]:
+    """``lock`` (``Store.write_lock``), each hold's seconds appended to ``holds``: on
+    SQLite what the other writers wait for; on PostgreSQL the write transaction."""
+
+    @contextmanager
+    def timed() -> Iterator[None]:
+        with lock():
+            began = time.perf_counter()
+            try:
+                yield
+            finally:
+                holds.append(time.perf_counter() - began)
+
+    return timed
+
+
+def counters_main(args: argparse.Namespace) -> None:
+    from nextoffer.storage.counters import SqlCounters
+
+    runs = []
+    for repeat in range(args.repeats):
+        store = Store.open(new_database(args.db, repeat), pool_size=10)
+        if args.redis:
+            import redis
+
+            from nextoffer.storage.redis_counters import RedisCounters
+
+            redis.Redis.from_url(args.redis).flushdb()  # a database of the bench's own
+            counters: Any = RedisCounters.from_url(args.redis, store=store)
+        else:
+            counters = SqlCounters(store)
+        runs.append(counter_erasures(store, counters, args.events, args.redis, args.scan))
+        counters.close()
+        store.close()
+        print(f"repeat {repeat + 1}/{args.repeats}: {runs[-1]}", flush=True)
+    reference, median, p99, worst, rate, deleted, server, write, write_max = (
+        statistics.median(r[i] for r in runs) for i in range(9)
+    )
+    backend = "Redis" if args.redis else "PostgreSQL" if args.db else "SQLite"
+    ref = "a reservation of 20 counters" if args.redis else "a group commit of 50 records"
+    print(f"\n{backend}, {args.events:,} cap counters, 100 identities' counters erased together")
+    print(f"({deleted:,.0f} counters deleted); medians of {args.repeats} repeats\n")
+    print(f"| row | wall ms | ÷ {ref} |")
+    print("|---|---:|---:|")
+    print(f"| {ref} (the reference) | {reference * 1e3:.3f} | 1.00 |")
+    for name, value in (("median", median), ("p99", p99), ("max", worst)):
+        print(f"| a step of the walk, {name} | {value * 1e3:.3f} | {value / reference:.2f} |")
+    if not args.redis:
+        for name, value in (("median", write), ("max", write_max)):
+            print(
+                f"| a step's write transaction (the write lock held), {name} "
+                f"| {value * 1e3:.3f} | {value / reference:.2f} |"
+            )
+    if args.redis:
+        print(
+            f"| a step's SCAN on the server (Redis serves nothing else meanwhile) "
+            f"| {server * 1e3:.3f} | {server / reference:.2f} |"
+        )
+    print(f"\ncounters walked per second: {rate:,.0f}")
+
+
 def decision_path(store: Store) -> DecisionPath:
     """The store's decision path, as the root chooses it."""
     if store.sqlite_path:
@@ -355,7 +493,13 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--erasures", action="store_true")
+    parser.add_argument("--counters", action="store_true")
+    parser.add_argument("--redis", help="with --counters: a Redis database the bench may flush")
+    parser.add_argument("--scan", type=int, help="with --counters: keys a step asks for")
     args = parser.parse_args()
+    if args.counters:
+        counters_main(args)
+        return
     if args.erasures:
         erasures_main(args)
         return

@@ -41,7 +41,6 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from nextoffer.errors import BadRequest, NextOfferError, Unavailable
 from nextoffer.storage.counters import (
-    ERASE_SCAN,
     CounterKey,
     LoopCounters,
     counter_needs,
@@ -139,6 +138,12 @@ return 0
 MISSING = -1
 #: A queued reservation's answer when its container's marker was gone.
 _GONE = object()
+
+
+#: Names one ``SCAN`` of an erasure asks for: Redis serves nothing else meanwhile, and a
+#: thousand keep that near a millisecond among a million counters (docs/benchmarks.md,
+#: "Erasures: a deleted profile's cap counters").
+REDIS_ERASE_SCAN = 1_000
 
 
 def redis_key(key: CounterKey) -> str:
@@ -352,7 +357,7 @@ class RedisCounters:
         return False  # not rows of the store's database: added after its commit
 
     def erase(
-        self, scopes: Mapping[str, Iterable[str]], *, scan: int = ERASE_SCAN
+        self, scopes: Mapping[str, Iterable[str]], *, scan: int = REDIS_ERASE_SCAN
     ) -> Iterator[int]:
         """One ``SCAN`` of the counters' names a step, ``scan`` its count (it never blocks
         the server as ``KEYS`` would), those erased unlinked. Markers stay: the
