@@ -6,16 +6,21 @@ Its cap counters go the same way."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import func, insert, select
 from starlette.testclient import TestClient
 
+from nextoffer.api.app import create_app
 from nextoffer.root import NextOffer
 from nextoffer.service.retention import Retention
+from nextoffer.settings import Settings
 from nextoffer.storage import tables as t
 from support.api import Tenant, make_tenant
+from support.backends import redis_url
 from support.edge import DECIDE_TYPE, Library
 
 PROFILES = "/data/core/nextoffer/profiles"
@@ -180,3 +185,26 @@ def test_erasures_of_counters_redis_holds_wait_for_a_server_with_redis(
     with no.store.session() as session:
         assert session.conn.execute(select(func.count()).select_from(t.counter_erasures)).scalar()
     assert "erases them" in caplog.text
+
+
+def test_a_deleted_profile_s_cap_counters_in_redis_go_with_it(tmp_path: Path) -> None:
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'n.db'}", redis_url=redis_url(), freeze_heap=False
+    )
+    with TestClient(create_app(settings)) as client:
+        tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+        ours = Library(client, tenant.headers, tenant.container, PROFILE_CAP)
+        no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
+        assert proposed(tenant, ours, "carol@x") == ours.a  # under her identity, in Redis
+        assert proposed(tenant, ours, "carol@x") == ours.b
+        add_profile(tenant, "carol@x")
+        delete_profile(tenant, "carol@x")
+
+        assert no.retention.prune().counters == 1
+        raw = redis.Redis.from_url(redis_url())
+        try:
+            names = raw.keys(f"nextoffer:cap:{{{tenant.container}}}:*")
+        finally:
+            raw.close()
+        assert names and not [n for n in names if n.endswith(b"|identity:Email:carol@x")]
+        assert proposed(tenant, ours, "carol@x") == ours.a  # counted from zero again
