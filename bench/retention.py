@@ -26,7 +26,7 @@ window the decisions per second and their latency (p50, p99), medians over windo
 the rows a pass deleted per second.
 
 ``--erasures``: what walking a deleted profile's decision events costs
-(``Runtime.erase_decision_events``). Per repeat, ``--events`` decision events recorded and
+(``Erasures.erase_decision_events``). Per repeat, ``--events`` decision events recorded and
 folded as above (10,000 profile keys), then 100 profiles' erasures queued together and
 walked, ``retention.ERASE_PLACES`` places per transaction, each transaction timed. Prints
 the wall time of one transaction (median, p99, max: how long SQLite's other writers wait
@@ -207,14 +207,14 @@ def erasures(store: Store, path: DecisionPath, n: int) -> tuple[float, ...]:
     )
     keys = [f"Email:user-{k * 97}@example.com" for k in range(100)]
     requested, settled = "2026-11-01T00:00:00.000000Z", "2026-11-02T00:00:00.000000Z"
-    store.write(lambda s: s.runtime.request_erasure("BENCH@AdobeOrg", "prod", keys, now=requested))
+    store.write(lambda s: s.erasures.request("BENCH@AdobeOrg", "prod", keys, now=requested))
     steps: list[float] = []
     deleted = 0
     began = time.perf_counter()
     while True:
         started = time.perf_counter()
         got = store.write(
-            lambda s: s.runtime.erase_decision_events(places=ERASE_PLACES, settled=settled)
+            lambda s: s.erasures.erase_decision_events(places=ERASE_PLACES, settled=settled)
         )
         if got is None:
             break

@@ -250,7 +250,7 @@ def test_an_erasure_walks_a_few_places_at_a_time_and_waits_for_the_report(url: s
     # p-1's profile deleted a day ago; another org's key of the same name is not ours.
     day_ago = "2026-03-13T10:00:00.000000Z"
     for org in ("O@AdobeOrg", "X@AdobeOrg"):
-        store.write(lambda s, org=org: s.runtime.request_erasure(org, "prod", ["p-1"], now=day_ago))
+        store.write(lambda s, org=org: s.erasures.request(org, "prod", ["p-1"], now=day_ago))
     retention = Retention(
         store,
         decision_events_days=0,
@@ -287,7 +287,7 @@ def test_a_profile_s_events_written_just_after_its_deletion_go_too(url: str) -> 
         session.conn.execute(insert(t.containers).values(**_CONTAINER))
     now = "2026-03-14T10:00:00.000000Z"
     keys = ["p-1", "identity:Email:a@x"]
-    store.write(lambda s: s.runtime.request_erasure("O@AdobeOrg", "prod", keys, now=now))
+    store.write(lambda s: s.erasures.request("O@AdobeOrg", "prod", keys, now=now))
     clock = [NOW]
     retention = Retention(
         store,

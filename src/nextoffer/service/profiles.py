@@ -195,7 +195,7 @@ class Profiles:
             record = self._find(session.runtime, principal, namespace, identity, lock="update")
             session.runtime.delete_profile(record.profile_id)
             keys = [profile_key(None, [named]) for named in record.identities]
-            session.runtime.request_erasure(
+            session.erasures.request(
                 principal.org,
                 principal.sandbox,
                 [record.profile_id, *keys],

@@ -19,7 +19,7 @@ What goes, and what stays (docs/deploy.md, "Retention"):
   those kept, and an event's id is remembered only as long as the event.
 
 Every pass, with a retention or without, first deletes the decision events of deleted
-profiles (``Profiles.delete`` queues them: ``Runtime.erase_decision_events``), walking the
+profiles (``Profiles.delete`` queues them: ``Erasures.erase_decision_events``), walking the
 events :data:`ERASE_PLACES` places per transaction. The same rule holds: only events the
 offers report has counted, and never the newest. Then their cap counters: a visitor
 counted before having a profile is counted under its identity's own text
@@ -39,7 +39,7 @@ from functools import partial
 from nextoffer.errors import NextOfferError
 from nextoffer.ids import format_datetime
 from nextoffer.storage.counters import CapCounterStore
-from nextoffer.storage.runtime import ERASED_BATCH
+from nextoffer.storage.erasures import ERASED_BATCH
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
@@ -244,7 +244,7 @@ def _chunk(
 
 
 def _erasure_step(places: int, settled: str, session: Session) -> int | None:
-    return session.runtime.erase_decision_events(places=places, settled=settled)
+    return session.erasures.erase_decision_events(places=places, settled=settled)
 
 
 def _due_counter_erasures(
@@ -254,11 +254,11 @@ def _due_counter_erasures(
     ``database_only`` (this process has no Redis), a tenant with a container Redis counts
     for is left to a process that has it: walking the database's counters only would
     unqueue the erasure with its Redis counters kept."""
-    runtime = session.runtime
-    due = runtime.due_counter_erasures(settled=settled)
-    owned = runtime.tenant_containers((org, sandbox) for _, org, sandbox, _ in due)
+    erasures = session.erasures
+    due = erasures.due_counters(settled=settled)
+    owned = erasures.tenant_containers((org, sandbox) for _, org, sandbox, _ in due)
     if database_only and due:
-        elsewhere = runtime.redis_counted(container for container, _, _ in owned)
+        elsewhere = erasures.redis_counted(container for container, _, _ in owned)
         if elsewhere:
             waiting = {(org, sandbox) for c, org, sandbox in owned if c in elsewhere}
             log.warning(
@@ -272,7 +272,7 @@ def _due_counter_erasures(
 
 
 def _forget_counter_erasures(done: list[tuple[str, str, str, str]], session: Session) -> None:
-    session.runtime.forget_counter_erasures(done)
+    session.erasures.forget_counters(done)
 
 
 def _is_none(deleted: int | None) -> bool:

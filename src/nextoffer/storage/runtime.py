@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 from sqlalchemy import (
@@ -17,9 +17,7 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    or_,
     select,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -131,26 +129,7 @@ _ADD_DAILY = (
 )
 
 
-#: Keys a step of the erasures walks with at most (of the events; of the counters, keys a
-#: walk of them takes at most).
-ERASED_BATCH = 500
-
-
-class _Erasure(NamedTuple):
-    """A queued erasure of a step: its (key, org, sandbox), its end, and whether it still
-    follows the newest event."""
-
-    key: tuple[str, str, str]
-    until: int
-    settling: bool
-
-
-def _queued(keys: list[tuple[str, str, str]]) -> Any:
-    q = t.profile_erasures.c
-    return tuple_(q.profile_key, q.org_id, q.sandbox).in_(keys)
-
-
-def _folded() -> Any:
+def folded_seq() -> Any:
     """The offers report's watermark: every decision event at or below it is counted."""
     return (
         select(func.coalesce(func.max(t.report_folds.c.position), 0))
@@ -159,7 +138,8 @@ def _folded() -> Any:
     )
 
 
-def _newest() -> Any:
+def newest_seq() -> Any:
+    """The newest decision event's place."""
     return select(func.max(t.decision_events.c.seq)).scalar_subquery()
 
 
@@ -392,7 +372,7 @@ class Runtime:
         after ``future_us`` (a clock far ahead) are stepped over, kept, and stop nothing.
         """
         e = t.decision_events.c
-        walked = select(e.seq, e.created_us).where(e.seq <= _folded(), e.seq < _newest())
+        walked = select(e.seq, e.created_us).where(e.seq <= folded_seq(), e.seq < newest_seq())
         if future_us is not None:
             walked = walked.where(e.created_us <= future_us)
         rows = self.conn.execute(walked.order_by(e.seq).limit(limit)).all()
@@ -421,196 +401,6 @@ class Runtime:
             select(c.seq).where(c.timestamp_us < before_us).order_by(c.timestamp_us).limit(limit)
         )
         return int(self.conn.execute(delete(t.experience_events).where(c.seq.in_(oldest))).rowcount)
-
-    def request_erasure(
-        self, org: str, sandbox: str, profile_keys: Iterable[str], *, now: str
-    ) -> None:
-        """Queue the deletion of every decision event recorded so far in the containers
-        of ``org`` and ``sandbox`` under ``profile_keys`` (a deleted profile's), and of
-        the cap counters counting under them; :meth:`erase_decision_events` does the
-        first, ``CapCounterStore.erase`` the second. A key queued again is erased up to
-        the newest event now, from where it had got."""
-        until = self.conn.execute(
-            select(func.coalesce(func.max(t.decision_events.c.seq), 0))
-        ).scalar_one()
-        rows = [
-            {
-                "profile_key": key,
-                "org_id": org,
-                "sandbox": sandbox,
-                "until_seq": until,
-                "cursor_seq": 0,
-                "requested": now,
-            }
-            for key in dict.fromkeys(profile_keys)
-        ]
-        if rows:
-            queue = self._dialect.insert(t.profile_erasures)
-            self.conn.execute(
-                queue.on_conflict_do_update(
-                    index_elements=["profile_key", "org_id", "sandbox"],
-                    set_={"until_seq": queue.excluded.until_seq},
-                ),
-                rows,
-            )
-            counters = self._dialect.insert(t.counter_erasures)
-            self.conn.execute(
-                counters.on_conflict_do_update(
-                    index_elements=["scope", "org_id", "sandbox"],
-                    set_={"requested": counters.excluded.requested},
-                ),
-                [
-                    {
-                        "scope": row["profile_key"],
-                        "org_id": org,
-                        "sandbox": sandbox,
-                        "requested": now,
-                    }
-                    for row in rows
-                ],
-            )
-
-    def due_counter_erasures(self, *, settled: str) -> list[tuple[str, str, str, str]]:
-        """The queued erasures of cap counters (:meth:`request_erasure`) a walk may do now,
-        at most :data:`ERASED_BATCH`, as (scope, org, sandbox, requested): an identity's
-        at once, a profile id's once requested before ``settled`` (as the events' erasure
-        settles: decisions from other processes' caches still count under it until then)."""
-        q = t.counter_erasures.c
-        rows = self.conn.execute(
-            select(q.scope, q.org_id, q.sandbox, q.requested)
-            .where(or_(q.requested <= settled, q.scope.startswith("identity")))
-            .order_by(q.requested)
-            .limit(ERASED_BATCH)
-        ).all()
-        return [(scope, org, sandbox, requested) for scope, org, sandbox, requested in rows]
-
-    def forget_counter_erasures(self, done: Sequence[tuple[str, str, str, str]]) -> None:
-        """Unqueue the erasures a walk did: those not queued again since it read them
-        (their ``requested`` unchanged)."""
-        if done:
-            q = t.counter_erasures.c
-            self.conn.execute(
-                delete(t.counter_erasures).where(
-                    tuple_(q.scope, q.org_id, q.sandbox, q.requested).in_(list(done))
-                )
-            )
-
-    def redis_counted(self, containers: Iterable[str]) -> set[str]:
-        """Of ``containers``, those whose cap counters Redis holds (``redis_markers.py``)."""
-        m = t.redis_counter_markers.c
-        return set(
-            self.conn.execute(select(m.container_id).where(m.container_id.in_(set(containers))))
-            .scalars()
-            .all()
-        )
-
-    def tenant_containers(self, tenants: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
-        """(container, org, sandbox) of every container of the (org, sandbox) ``tenants``."""
-        c = t.containers.c
-        wanted = sorted(set(tenants))
-        if not wanted:
-            return []
-        return [
-            (container, org, sandbox)
-            for container, org, sandbox in self.conn.execute(
-                select(c.container_id, c.org_id, c.sandbox).where(
-                    tuple_(c.org_id, c.sandbox).in_(wanted)
-                )
-            )
-        ]
-
-    def erase_decision_events(self, *, places: int, settled: str) -> int | None:
-        """One step of the queued erasures: of the decision events after the least cursor
-        of the queue, at most ``places`` places on, delete those of the erasures at that
-        cursor; how many. ``None`` when no step can be made now: the queue is empty, or
-        the events left are not counted by the offers report yet (nor is the newest event
-        deleted: both as :meth:`prune_decision_events`).
-
-        Erasures at one cursor walk together (one queued later catches up, then joins
-        them), so the events are read once for all of them: a range of the events' own
-        key, with no index on ``profile_key`` (a b-tree more on the hottest insert).
-
-        A profile id's events can still arrive for a while after its deletion: a decision
-        another process made from its profile cache, a group commit under way. Until its
-        erasure was requested before ``settled``, its end follows the newest event and it
-        stays queued. An identity's key does not: an event under it after the deletion is
-        a visitor's without a profile."""
-        q, e = t.profile_erasures.c, t.decision_events.c
-        least = self.conn.execute(select(func.min(q.cursor_seq))).scalar_one()
-        if least is None:
-            return None
-        folded, newest = self.conn.execute(select(_folded(), _newest())).one()
-        group = self._erasures_at(least, settled, newest)
-        first = self.conn.execute(select(func.min(e.seq)).where(e.seq > least)).scalar_one()
-        # Erasures with no event left before their end are done (past any gap in places).
-        walking = [row for row in group if first is not None and row.until >= first]
-        done = [row.key for row in group if row not in walking and not row.settling]
-        if done:
-            self.conn.execute(delete(t.profile_erasures).where(_queued(done)))
-        if not walking:
-            return 0 if done else None
-        end = min(first - 1 + places, *(row.until for row in walking), folded, newest - 1)
-        if end < first:  # what is left waits for the fold (or for a newer event)
-            return 0 if done else None
-        deleted = self._erase_range(walking, least, end)
-        named = [row.key for row in walking]
-        self.conn.execute(
-            update(t.profile_erasures)
-            .where(q.cursor_seq == least, _queued(named))
-            .values(cursor_seq=end)
-        )
-        finished = [row.key for row in walking if not row.settling and row.until <= end]
-        if finished:
-            self.conn.execute(delete(t.profile_erasures).where(_queued(finished)))
-        return deleted
-
-    def _erasures_at(self, cursor: int, settled: str, newest: int | None) -> list[_Erasure]:
-        """The queued erasures at ``cursor`` (at most :data:`ERASED_BATCH`); those still
-        settling have their end moved to the newest event."""
-        q = t.profile_erasures.c
-        rows = self.conn.execute(
-            select(q.profile_key, q.org_id, q.sandbox, q.until_seq, q.requested)
-            .where(q.cursor_seq == cursor)
-            .limit(ERASED_BATCH)
-        ).all()
-        group, moved = [], []
-        for key, org, sandbox, until, requested in rows:
-            settling = requested > settled and not key.startswith("identity")
-            if settling and newest is not None and until < newest:
-                until = newest
-                moved.append((key, org, sandbox))
-            group.append(_Erasure((key, org, sandbox), until, settling))
-        if moved:
-            self.conn.execute(
-                update(t.profile_erasures).where(_queued(moved)).values(until_seq=newest)
-            )
-        return group
-
-    def _erase_range(self, walking: list[_Erasure], after: int, end: int) -> int:
-        """Delete the events in places ``after`` < seq <= ``end`` of ``walking``'s keys, each
-        in its own org and sandbox's containers; how many this transaction deleted.
-
-        The range is read by the events' own key and the keys' events matched to their
-        containers here: a plan both databases keep (an EXISTS per event took PostgreSQL
-        ~100 ms for 2,000 places; an OR of INs per container led SQLite to walk the
-        container's index instead of the range)."""
-        e = t.decision_events.c
-        owned = self.tenant_containers((row.key[1], row.key[2]) for row in walking)
-        wanted = {
-            (container, row.key[0])
-            for container, org, sandbox in owned
-            for row in walking
-            if (row.key[1], row.key[2]) == (org, sandbox)
-        }
-        ranged = self.conn.execute(
-            select(e.seq, e.container_id, e.profile_key).where(
-                e.seq > after, e.seq <= end, e.profile_key.in_({key for _, key in wanted})
-            )
-        )
-        doomed = [seq for seq, container, key in ranged if (container, key) in wanted]
-        if not doomed:
-            return 0
-        return int(self.conn.execute(delete(t.decision_events).where(e.seq.in_(doomed))).rowcount)
 
     def add_daily(
         self,

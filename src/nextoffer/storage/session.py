@@ -31,6 +31,7 @@ from nextoffer.repository.records import Audit, ContainerRecord, InstanceRecord,
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.batch import BatchTables
+from nextoffer.storage.erasures import Erasures
 from nextoffer.storage.locks import Lock, locked
 from nextoffer.storage.ranking import Ranking
 from nextoffer.storage.rows import (
@@ -192,6 +193,8 @@ class Session:
         self.runtime = Runtime(conn)
         #: What ranking strategies learned (``storage/ranking.py``), in this transaction.
         self.ranking = Ranking(conn)
+        #: Deleted profiles' erasures, queued and walked (``storage/erasures.py``).
+        self.erasures = Erasures(conn)
         #: Segment definitions, datasets, batch jobs and the batch's profile scan.
         self.batch = BatchTables(conn)
 

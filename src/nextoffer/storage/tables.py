@@ -261,7 +261,7 @@ decision_events = Table(
 #: Decision events to delete for a deleted profile: those recorded in its org and
 #: sandbox's containers under ``profile_key`` (its id, or one of its identities' scope) up
 #: to ``until_seq``, the last event when it was deleted. A pass walks the events by place
-#: from ``cursor_seq`` (``Runtime.erase_decision_events``); the row goes at ``until_seq``.
+#: from ``cursor_seq`` (``Erasures.erase_decision_events``); the row goes at ``until_seq``.
 profile_erasures = Table(
     "profile_erasures",
     metadata,
