@@ -145,7 +145,10 @@ class NextOffer:
         settings = self.settings
         self.store = store = Store.open(settings.db_url, pool_size=settings.db_pool_size)
         self._closers.append(store.close)
-        self.counters = SqlCounters(store)
+        self.counters = sql_counters = SqlCounters(store)
+        #: Every store counters may be in: the database's, and Redis's when there is one
+        #: (a deployment that added Redis keeps the counters it made before in the database).
+        counter_stores: list[CapCounterStore] = [sql_counters]
         #: What :meth:`readiness` reaches: the stores a decision needs.
         self._pings: dict[str, Callable[[], None]] = {"database": store.ping}
         shared_rates = None
@@ -157,6 +160,7 @@ class NextOffer:
             from nextoffer.storage.redis_rates import RedisRates
 
             self.counters = redis_counters = RedisCounters.from_url(settings.redis_url, store=store)
+            counter_stores.append(redis_counters)
             self._closers.append(redis_counters.close)
             self.counter_markers = redis_counters.markers
             self._pings["counters"] = redis_counters.ping
@@ -264,7 +268,7 @@ class NextOffer:
         # Events past the operator's retention, deleted in the background by a server.
         self.retention = Retention(
             store,
-            counters=self.counters,
+            counters=counter_stores,
             decision_events_days=settings.retain_decision_events_days,
             experience_events_days=settings.retain_experience_events_days,
             clock=clock,

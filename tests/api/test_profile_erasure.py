@@ -125,7 +125,7 @@ def later(no: NextOffer, minutes: float) -> Retention:
     when = datetime.now(UTC) + timedelta(minutes=minutes)
     return Retention(
         no.store,
-        counters=no.counters,
+        counters=[no.counters],
         decision_events_days=0,
         experience_events_days=0,
         clock=lambda: when,
@@ -208,3 +208,25 @@ def test_a_deleted_profile_s_cap_counters_in_redis_go_with_it(tmp_path: Path) ->
             raw.close()
         assert names and not [n for n in names if n.endswith(b"|identity:Email:carol@x")]
         assert proposed(tenant, ours, "carol@x") == ours.a  # counted from zero again
+
+
+def test_counters_the_database_kept_from_before_redis_go_with_the_profile(
+    tmp_path: Path,
+) -> None:
+    # helper-64: a deployment that added Redis keeps the counters it made before in the
+    # database; a server with Redis erased only Redis's, and unqueued the erasure.
+    db = f"sqlite:///{tmp_path / 'n.db'}"
+    with TestClient(create_app(Settings(db_url=db, freeze_heap=False))) as client:
+        tenant = make_tenant(client, db, "ACME@AdobeOrg", "prod")
+        ours = Library(client, tenant.headers, tenant.container, PROFILE_CAP)
+        assert proposed(tenant, ours, "carol@x") == ours.a  # counted in the database
+    settings = Settings(db_url=db, redis_url=redis_url(), freeze_heap=False)
+    with TestClient(create_app(settings)) as client:  # the deployment now has Redis
+        tenant = make_tenant(client, db, "ACME@AdobeOrg", "prod")
+        ours.client, ours.headers = client, tenant.headers
+        assert proposed(tenant, ours, "carol@x") == ours.a  # in Redis, from zero
+        add_profile(tenant, "carol@x")
+        delete_profile(tenant, "carol@x")
+        no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
+        assert no.retention.prune().counters == 2  # the database's, and Redis's
+        assert "identity:Email:carol@x" not in counted(no, tenant.container)

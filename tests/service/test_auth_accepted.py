@@ -161,3 +161,20 @@ def test_a_token_without_its_client_s_time_is_judged_by_the_second_it_was_issued
     assert auth.authenticate(headers(within, "shop")).client_id == "shop"
     with pytest.raises(AuthError):
         auth.authenticate(headers(before, "shop"))
+
+
+def test_a_client_made_again_is_accepted_at_once_by_a_node_caching_the_one_before(
+    no: NextOffer,
+) -> None:
+    # helper-64: the cached client's time did not match the new token's, and nothing read
+    # the client again until the cache expired: a fresh token refused for up to 5 s.
+    made = datetime(2026, 12, 7, 21, 0, 0, 100_000, tzinfo=UTC)
+    first = bootstrap(no.store, org=ORG, sandbox="prod", now=made, client_id="shop")
+    auth = Authenticator(no.store, clock=Clock(made.timestamp() + 1))
+    assert auth.authenticate(headers(first.access_token, "shop")).client_id == "shop"
+    no.revoke("shop")
+    again = bootstrap(
+        no.store, org=ORG, sandbox="prod", now=made + timedelta(seconds=2), client_id="shop"
+    )
+    # Within the client cache's seconds of the first read.
+    assert auth.authenticate(headers(again.access_token, "shop")).client_id == "shop"

@@ -156,8 +156,9 @@ class Authenticator:
             raise AuthError(403, "403025", "Profile is not valid")
         sandbox = headers.get("x-sandbox-name") or DEFAULT_SANDBOX
         client = self._client(claims.client_id)
-        if client is None or sandbox not in client.sandboxes:
-            # A refusal is never served from the cache: a grant made a moment ago counts.
+        if client is None or sandbox not in client.sandboxes or not _minted_for(claims, client):
+            # A refusal is never served from the cache: a grant made a moment ago counts,
+            # and so does a client made again since (the token may be the new one's).
             client = self._client(claims.client_id, fresh=True)
         if client is None or client.org_id != org or not _minted_for(claims, client):
             # No such client (revoked), another org's, or a token minted before the client

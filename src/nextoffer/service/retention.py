@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
@@ -91,7 +91,7 @@ class Retention:
         self,
         store: Store,
         *,
-        counters: CapCounterStore | None = None,
+        counters: Sequence[CapCounterStore] = (),
         decision_events_days: float,
         experience_events_days: float,
         clock: Callable[[], datetime],
@@ -148,21 +148,21 @@ class Retention:
         """The cap counters of the erasures due, one walk of the counters per batch of
         them; a batch is unqueued once its walk is whole (a pass stopped half-way leaves it
         for the next)."""
-        if self._counters is None:
+        if not self._counters:
             return pruned
+        database_only = not any(counters.outside_database for counters in self._counters)
         while not self._stop.is_set():
-            due, owned = self._store.write(
-                partial(_due_counter_erasures, settled, not self._counters.outside_database)
-            )
+            due, owned = self._store.write(partial(_due_counter_erasures, settled, database_only))
             if not due:
                 break
             scopes: dict[str, set[str]] = {}
             for container, org, sandbox in owned:
                 scopes[container] = {scope for scope, o, s, _ in due if (o, s) == (org, sandbox)}
-            steps = self._counters.erase(scopes)
-            pruned = self._walk(
-                "counters", partial(next, steps, None), pruned, on_progress, last=_is_none
-            )
+            for counters in self._counters:
+                steps = counters.erase(scopes)
+                pruned = self._walk(
+                    "counters", partial(next, steps, None), pruned, on_progress, last=_is_none
+                )
             if self._stop.is_set():
                 break
             self._store.write(partial(_forget_counter_erasures, due))
@@ -262,8 +262,8 @@ def _due_counter_erasures(
         if elsewhere:
             waiting = {(org, sandbox) for c, org, sandbox in owned if c in elsewhere}
             log.warning(
-                "retention: the cap counters of %d deleted profiles are in Redis: a server"
-                " with NEXTOFFER_REDIS set erases them",
+                "retention: the cap counters of %d deleted profile ids and identities are in"
+                " Redis: a server with NEXTOFFER_REDIS set erases them",
                 sum((org, sandbox) in waiting for _, org, sandbox, _ in due),
             )
             due = [row for row in due if (row[1], row[2]) not in waiting]

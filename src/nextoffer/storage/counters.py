@@ -272,10 +272,13 @@ class SqlCounters:
                     .all()
                 )
             doomed = [code for code in codes if is_erased(code, wanted)]
-            if doomed:
+            deleted = 0
+            if doomed:  # counted as deleted, not as found: another walk may take some first
                 with self._store.session(write=True) as session:
-                    session.conn.execute(delete(t.cap_counters).where(k.counter_key.in_(doomed)))
-            yield len(doomed)
+                    deleted = session.conn.execute(
+                        delete(t.cap_counters).where(k.counter_key.in_(doomed))
+                    ).rowcount
+            yield deleted
             if len(codes) < scan:
                 return
             after = codes[-1]
