@@ -11,13 +11,15 @@ from typing import Any
 
 import pytest
 import redis
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
 from nextoffer.root import NextOffer
+from nextoffer.service import retention
 from nextoffer.service.retention import Retention
 from nextoffer.settings import Settings
+from nextoffer.storage import erasures
 from nextoffer.storage import tables as t
 from support.api import Tenant, make_tenant
 from support.backends import redis_url
@@ -166,24 +168,38 @@ def test_a_deleted_profile_s_cap_counters_go_with_it(
 
 
 def test_erasures_of_counters_redis_holds_wait_for_a_server_with_redis(
-    client: TestClient, tenant: Tenant, caplog: pytest.LogCaptureFixture
+    client: TestClient,
+    tenant: Tenant,
+    db_url: str,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # A shell's `db prune` without NEXTOFFER_REDIS walks the database's counters only:
-    # it must not unqueue an erasure whose counters are in Redis.
+    # it must not unqueue an erasure whose counters are in Redis, nor let such erasures
+    # (however many, and older) keep another tenant's from being done.
+    monkeypatch.setattr(erasures, "ERASED_BATCH", 1)
+    monkeypatch.setattr(retention, "ERASED_BATCH", 1)
+    other = make_tenant(client, db_url, "Other@AdobeOrg", "prod")
     ours = Library(client, tenant.headers, tenant.container, PROFILE_CAP)
+    theirs = Library(client, other.headers, other.container, PROFILE_CAP)
     no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
     assert proposed(tenant, ours, "erin@x") == ours.a
+    assert proposed(other, theirs, "fay@x") == theirs.a
     add_profile(tenant, "erin@x")
-    delete_profile(tenant, "erin@x")
+    delete_profile(tenant, "erin@x")  # queued first: the oldest erasure due
+    add_profile(other, "fay@x")
+    delete_profile(other, "fay@x")
     with no.store.session(write=True) as session:
         session.conn.execute(
             insert(t.redis_counter_markers).values(container_id=tenant.container, placed="x")
         )
 
-    assert later(no, 2).prune().counters == 0
+    assert later(no, 2).prune().counters == 1  # fay's, under her identity
     assert "identity:Email:erin@x" in counted(no, tenant.container)
+    assert counted(no, other.container) == set()
     with no.store.session() as session:
-        assert session.conn.execute(select(func.count()).select_from(t.counter_erasures)).scalar()
+        queued = session.conn.execute(select(t.counter_erasures.c.org_id)).scalars().all()
+    assert set(queued) == {tenant.creds.org}
     assert "erases them" in caplog.text
 
 

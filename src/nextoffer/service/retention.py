@@ -255,20 +255,16 @@ def _due_counter_erasures(
     for is left to a process that has it: walking the database's counters only would
     unqueue the erasure with its Redis counters kept."""
     erasures = session.erasures
-    due = erasures.due_counters(settled=settled)
-    owned = erasures.tenant_containers((org, sandbox) for _, org, sandbox, _ in due)
-    if database_only and due:
-        elsewhere = erasures.redis_counted(container for container, _, _ in owned)
-        if elsewhere:
-            waiting = {(org, sandbox) for c, org, sandbox in owned if c in elsewhere}
+    due = erasures.due_counters(settled=settled, redis_held=not database_only)
+    if database_only:
+        waiting = erasures.waiting_for_redis(settled=settled)
+        if waiting:
             log.warning(
                 "retention: the cap counters of %d deleted profile ids and identities are in"
                 " Redis: a server with NEXTOFFER_REDIS set erases them",
-                sum((org, sandbox) in waiting for _, org, sandbox, _ in due),
+                waiting,
             )
-            due = [row for row in due if (row[1], row[2]) not in waiting]
-            owned = [row for row in owned if (row[1], row[2]) not in waiting]
-    return due, owned
+    return due, erasures.tenant_containers((org, sandbox) for _, org, sandbox, _ in due)
 
 
 def _forget_counter_erasures(done: list[tuple[str, str, str, str]], session: Session) -> None:

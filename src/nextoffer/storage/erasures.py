@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, delete, func, or_, select, tuple_, update
+from sqlalchemy import Connection, delete, exists, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.storage import tables as t
@@ -25,6 +25,22 @@ class _Erasure(NamedTuple):
     key: tuple[str, str, str]
     until: int
     settling: bool
+
+
+def _due(settled: str) -> Any:
+    """An erasure of counters a walk may do now (:meth:`Erasures.due_counters`)."""
+    q = t.counter_erasures.c
+    return or_(q.requested <= settled, q.scope.startswith("identity"))
+
+
+def _redis_held() -> Any:
+    """The erasure's tenant has a container whose counters Redis holds."""
+    q, c, m = t.counter_erasures.c, t.containers.c, t.redis_counter_markers.c
+    return exists(
+        select(m.container_id)
+        .join(t.containers, c.container_id == m.container_id)
+        .where(c.org_id == q.org_id, c.sandbox == q.sandbox)
+    )
 
 
 def _queued(keys: list[tuple[str, str, str]]) -> Any:
@@ -85,19 +101,32 @@ class Erasures:
                 ],
             )
 
-    def due_counters(self, *, settled: str) -> list[tuple[str, str, str, str]]:
+    def due_counters(
+        self, *, settled: str, redis_held: bool = True
+    ) -> list[tuple[str, str, str, str]]:
         """The queued erasures of cap counters (:meth:`request`) a walk may do now,
         at most :data:`ERASED_BATCH`, as (scope, org, sandbox, requested): an identity's
         at once, a profile id's once requested before ``settled`` (as the events' erasure
-        settles: decisions from other processes' caches still count under it until then)."""
+        settles: decisions from other processes' caches still count under it until then).
+        Without ``redis_held``, none of a tenant that has a container whose counters Redis
+        holds (:meth:`waiting_for_redis`)."""
         q = t.counter_erasures.c
-        rows = self.conn.execute(
-            select(q.scope, q.org_id, q.sandbox, q.requested)
-            .where(or_(q.requested <= settled, q.scope.startswith("identity")))
-            .order_by(q.requested)
-            .limit(ERASED_BATCH)
-        ).all()
+        query = select(q.scope, q.org_id, q.sandbox, q.requested).where(_due(settled))
+        if not redis_held:
+            query = query.where(~_redis_held())
+        rows = self.conn.execute(query.order_by(q.requested).limit(ERASED_BATCH)).all()
         return [(scope, org, sandbox, requested) for scope, org, sandbox, requested in rows]
+
+    def waiting_for_redis(self, *, settled: str) -> int:
+        """How many erasures of counters are due in tenants with a container whose counters
+        Redis holds: a process without Redis leaves them to one with it."""
+        return int(
+            self.conn.execute(
+                select(func.count())
+                .select_from(t.counter_erasures)
+                .where(_due(settled), _redis_held())
+            ).scalar_one()
+        )
 
     def forget_counters(self, done: Sequence[tuple[str, str, str, str]]) -> None:
         """Unqueue the erasures a walk did: those not queued again since it read them
@@ -109,15 +138,6 @@ class Erasures:
                     tuple_(q.scope, q.org_id, q.sandbox, q.requested).in_(list(done))
                 )
             )
-
-    def redis_counted(self, containers: Iterable[str]) -> set[str]:
-        """Of ``containers``, those whose cap counters Redis holds (``redis_markers.py``)."""
-        m = t.redis_counter_markers.c
-        return set(
-            self.conn.execute(select(m.container_id).where(m.container_id.in_(set(containers))))
-            .scalars()
-            .all()
-        )
 
     def tenant_containers(self, tenants: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
         """(container, org, sandbox) of every container of the (org, sandbox) ``tenants``."""
