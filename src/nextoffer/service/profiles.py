@@ -120,14 +120,16 @@ def profile_key(profile_id: str | None, identities: Sequence[tuple[str, str]]) -
     characters (a namespace may take 255 and an id 1,024) it is ``identity#`` and the
     SHA-256 of the two instead, so counter keys and decision events hold it within their
     columns' bounds and PostgreSQL's index entry size on every backend alike. ``#`` never
-    follows ``identity`` in the text form, so the two forms cannot meet."""
+    follows ``identity`` in the text form, so the two forms cannot meet. A namespace with
+    a ``:`` of its own is named by the digest too: in the text form, namespace ``a:b`` with
+    id ``c`` would read as namespace ``a`` with id ``b:c``, another visitor."""
     if profile_id is not None:
         return profile_id
     if not identities:
         return "anonymous"
     namespace, identity = identities[0]
     key = f"identity:{namespace}:{identity}"
-    if len(key) <= MAX_SCOPE_TEXT:
+    if len(key) <= MAX_SCOPE_TEXT and ":" not in namespace:
         return key
     digest = hashlib.sha256(
         f"{namespace}\x00{identity}".encode("utf-8", "surrogatepass")
