@@ -146,8 +146,8 @@ class NextOffer:
         self.store = store = Store.open(settings.db_url, pool_size=settings.db_pool_size)
         self._closers.append(store.close)
         self.counters = sql_counters = SqlCounters(store)
-        #: Every store counters may be in: the database's, and Redis's when there is one
-        #: (a deployment that added Redis keeps the counters it made before in the database).
+        # Every store counters may be in, for erasures: the database's, and Redis's when
+        # there is one (a deployment that added Redis keeps what it counted before).
         counter_stores: list[CapCounterStore] = [sql_counters]
         #: What :meth:`readiness` reaches: the stores a decision needs.
         self._pings: dict[str, Callable[[], None]] = {"database": store.ping}

@@ -253,9 +253,9 @@ class SqlCounters:
     def erase(
         self, scopes: Mapping[str, Iterable[str]], *, scan: int = ERASE_SCAN
     ) -> Iterator[int]:
-        """The table in key order, ``scan`` keys a step read in a read
-        transaction (a scan of the scope, the key's last part, has no index: one on the
-        hottest insert would cost every reservation), and those erased deleted by key."""
+        """The table in key order, ``scan`` keys a step, read in a read transaction (the
+        scope, the key's last part, has no index: one on the hottest insert would cost
+        every reservation), and those erased deleted by key in a write transaction."""
         wanted = erased(scopes)
         k = t.cap_counters.c
         after = ""
