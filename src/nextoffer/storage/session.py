@@ -1,7 +1,9 @@
 """One transaction's reads and writes: :class:`Session`, yielded by ``Store.session``.
 
 Tenants, clients and signing keys, containers and instances (with their references,
-counts and search index); the runtime tables through :attr:`Session.runtime`. Statements
+counts and search index); the runtime tables through :attr:`Session.runtime`, deleted
+profiles' erasures through :attr:`Session.erasures`, what ranking strategies learned
+through :attr:`Session.ranking` and the batch's tables through :attr:`Session.batch`. Statements
 on the request path are built once; on SQLite, an instance's writes and the reads of a
 write (:meth:`Session._write`, :meth:`Session._rows`) run on the driver connection.
 """
