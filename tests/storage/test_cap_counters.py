@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,15 +15,7 @@ from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.store import Store
 from support.backends import fresh_database, redis_url
 from support.counter_contract import A, B, CounterContract
-from support.servers import free_port, until_ready
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    """The database beside Redis: it lists the containers whose counters Redis holds."""
-    store = Store.open(f"sqlite:///{tmp_path / 'markers.db'}")
-    yield store
-    store.close()
+from support.servers import free_port, redis_server
 
 
 class TestSqliteCounters(CounterContract):
@@ -162,21 +153,9 @@ def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
 ) -> None:
     redis_url()  # the suite's Redis server: redis-server is installed (or, off CI, skip)
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    process = subprocess.Popen(
-        [*command, "--dir", str(tmp_path), *options], stdout=subprocess.DEVNULL
-    )
-    counters = RedisCounters.from_url(f"redis://127.0.0.1:{port}/0", store=db)
-
-    def ready() -> bool:
+    with redis_server(port, tmp_path, *options) as url:
+        counters = RedisCounters.from_url(url, store=db)
         try:
-            counters.ping()
-        except Unavailable:
-            return False
-        return True
-
-    try:
-        with until_ready(process, ready, lambda: "redis-server did not start"):
             warning = counters.persistence_warning()
             # A user the server refuses CONFIG to (as managed services do): nothing said.
             counters.read([A])  # connected
@@ -186,8 +165,8 @@ def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
             limited = RedisCounters.from_url(f"redis://app:pw@127.0.0.1:{port}/0", store=db)
             assert limited.persistence_warning() is None
             limited.close()
-    finally:
-        counters.close()
+        finally:
+            counters.close()
     if warned is None:
         assert warning is None
     else:

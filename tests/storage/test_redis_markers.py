@@ -4,7 +4,6 @@ server; ``storage/redis_markers.py``)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -22,14 +21,7 @@ from nextoffer.storage.redis_markers import marker_key
 from nextoffer.storage.store import Store
 from support.backends import redis_url
 from support.counter_contract import A
-from support.servers import free_port, until_ready
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    store = Store.open(f"sqlite:///{tmp_path / 'markers.db'}")
-    yield store
-    store.close()
+from support.servers import free_port, redis_server
 
 
 @pytest.fixture
@@ -195,31 +187,19 @@ def test_a_redis_restarted_without_its_data_is_told_on_the_loop(
     # A real restart: the server forgets its scripts (NOSCRIPT, loaded again) and every key.
     redis_url()  # the suite's Redis server: redis-server is installed (or, off CI, skip)
     port = free_port()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(tmp_path)]
     counters = RedisCounters.from_url(f"redis://127.0.0.1:{port}/0", store=db)
     on_loop = counters.on_loop
     assert on_loop is not None
-
-    def ready() -> bool:
-        try:
-            counters.ping()
-        except Unavailable:
-            return False
-        return True
-
-    def failed() -> str:
-        return "redis-server did not start"
 
     async def reserve(n: int) -> list[CounterKey]:
         return await on_loop.reserve([(key, n)])
 
     loop = asyncio.new_event_loop()
     try:
-        with until_ready(subprocess.Popen(command, stdout=subprocess.DEVNULL), ready, failed):
+        with redis_server(port, tmp_path, "--appendonly", "no"):
             assert loop.run_until_complete(reserve(1)) == []
             assert loop.run_until_complete(reserve(1)) == [key]
-        with until_ready(subprocess.Popen(command, stdout=subprocess.DEVNULL), ready, failed):
+        with redis_server(port, tmp_path, "--appendonly", "no"):
             with pytest.raises(CountersLost):
                 loop.run_until_complete(reserve(1))
             assert counters.markers.lost() == [key.container_id]

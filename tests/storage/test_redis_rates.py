@@ -9,7 +9,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import redis
@@ -23,14 +22,6 @@ from nextoffer.storage.store import Store
 from support.backends import redis_url
 
 Two = tuple[RedisRates, RedisRates]
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Store]:
-    """The database beside Redis (the counters' markers; rates never read it)."""
-    store = Store.open(f"sqlite:///{tmp_path / 'markers.db'}")
-    yield store
-    store.close()
 
 
 @pytest.fixture

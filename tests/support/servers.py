@@ -51,6 +51,32 @@ def serve(db_url: str, *, workdir: Path, extra: tuple[str, ...] = ()) -> Iterato
 
 
 @contextmanager
+def redis_server(port: int, folder: Path, *options: str) -> Iterator[str]:
+    """A ``redis-server`` of the test's own on ``port`` (no snapshots; ``options`` added),
+    its files in ``folder``; yields its URL once it answers, stops it when the block
+    ends. Started again on the same port and folder, it is the same server restarted."""
+    import redis
+
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    process = subprocess.Popen(
+        [*command, "--dir", str(folder), *options], stdout=subprocess.DEVNULL
+    )
+    client = redis.Redis(port=port, socket_connect_timeout=1)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        with until_ready(process, answers, lambda: "redis-server did not start"):
+            yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        client.close()
+
+
+@contextmanager
 def until_ready(
     process: subprocess.Popen[Any],
     ready: Callable[[], bool],

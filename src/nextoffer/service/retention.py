@@ -152,7 +152,8 @@ class Retention:
             return pruned
         database_only = not any(counters.outside_database for counters in self._counters)
         while not self._stop.is_set():
-            due, owned = self._store.write(partial(_due_counter_erasures, settled, database_only))
+            with self._store.session() as session:  # a read: no write lock for it
+                due, owned = _due_counter_erasures(settled, database_only, session)
             if not due:
                 break
             scopes: dict[str, set[str]] = {}
