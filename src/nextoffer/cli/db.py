@@ -1,6 +1,7 @@
 """``nextoffer db``: the schema's revision, and moving it (Alembic, ``storage/migrations``);
 deleting the events past their retention (``prune``); a live SQLite database's copy
-(``backup``).
+(``backup``); every row copied into another database, SQLite's into PostgreSQL to scale
+out (``copy``).
 
 ``serve`` upgrades an empty database by itself, and an older SQLite file too; a shared
 PostgreSQL database is upgraded here, once, before the nodes that need it start.
@@ -19,11 +20,13 @@ from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
+    MofNCompleteColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
+from sqlalchemy import Engine
 
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest
@@ -32,6 +35,7 @@ from nextoffer.service.retention import Pruned
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
 from nextoffer.storage.backup import backup_sqlite
+from nextoffer.storage.copy import Copied, changed_since, copy_database, refuse_same
 from nextoffer.storage.database import open_engine, parse_url, sqlite_file
 from nextoffer.storage.errors import guarded
 from nextoffer.storage.search_index import ensure_current
@@ -233,6 +237,104 @@ def backup(db_url: str | None, dest: Path) -> None:
             on_progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
     click.echo(f"backed up: {source} -> {dest} ({written:,} bytes, checked)")
+
+
+@db.command("copy")
+@db_option(creates=False)
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    metavar="URL",
+    help="The database to copy into: a new SQLite file, or an empty PostgreSQL database "
+    "(its tables are made by the migrations first).",
+)
+def copy_command(db_url: str | None, target_url: str) -> None:
+    """Copy every row of the database (--db) into an empty one (--to): a SQLite
+    deployment's into PostgreSQL to scale out, or back.
+
+    Stop the servers that write to the source first: the copy is the source as it was when
+    the copy began, and what they write after that is not in it. The target is written in
+    one transaction (a failed copy leaves it empty) and its search index is built from
+    the instances copied. Cap counters in Redis stay there (docs/deploy.md, "Moving to
+    PostgreSQL").
+    """
+    source_url = existing_database(Settings.from_env(db_url=db_url).db_url)
+    refuse_same(source_url, target_url)
+    source = open_engine(source_url)
+    try:
+        target = open_engine(target_url)
+        try:
+            with guarded():
+                _ready(source, target)
+                copied = _copy_shown(source, target)
+                changed = changed_since(source, copied)
+        finally:
+            target.dispose()
+    finally:
+        source.dispose()
+    click.echo(
+        f"copied: {_shown(source_url)} -> {_shown(target_url)} ({copied.total:,} rows in "
+        f"{len(copied.rows)} tables; search index built)"
+    )
+    for name, rows in copied.rows.items():
+        if rows:
+            click.echo(f"  {name:<24}{rows:>12,}")
+    if changed:
+        click.echo(
+            "warning: the source changed while it was copied ("
+            + ", ".join(f"{name} {was:,} -> {now:,} rows" for name, (was, now) in changed.items())
+            + "): those writes are not in the copy. Stop the servers that write to it, empty"
+            " the target (`nextoffer db downgrade --to base`) and copy again.",
+            err=True,
+        )
+
+
+def _ready(source: Engine, target: Engine) -> None:
+    """The source at the newest revision, and the target made by the migrations if it
+    has no tables yet; refuse otherwise."""
+    found = migrations.read_state(source)
+    if not found.at_head:
+        raise BadRequest(
+            f"the source database is at revision {found.current or '-'}, not the newest "
+            f"({found.head}): run `nextoffer db upgrade` on it first"
+        )
+    into = migrations.read_state(target)
+    if into.at_head:
+        return
+    if not into.empty:
+        where = "made before migrations" if into.legacy else f"at revision {into.current}"
+        raise BadRequest(
+            f"the target database is {where}: copy into a new database, or an empty one at"
+            f" the newest revision ({into.head})"
+        )
+    migrations.upgrade(target, "head")
+
+
+def _copy_shown(source: Engine, target: Engine) -> Copied:
+    """:func:`copy_database` under a progress bar of the rows written."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        transient=True,
+        console=Console(stderr=True),
+    ) as bar:
+        task = bar.add_task("counting the rows", total=None)
+        return copy_database(
+            source,
+            target,
+            on_start=lambda counts: bar.update(
+                task, total=sum(counts.values()), description="copying"
+            ),
+            on_table=lambda name: bar.update(task, description=f"copying {name}"),
+            on_rows=lambda n: bar.advance(task, n),
+        )
+
+
+def _shown(url: str) -> str:
+    return parse_url(url).render_as_string(hide_password=True)
 
 
 def confirm_dropping_everything(where: str) -> None:

@@ -1,0 +1,210 @@
+"""One database copied into another (``nextoffer db copy``): the way from a SQLite
+deployment to PostgreSQL (and back, or between two servers of either).
+
+Both databases are at the newest revision: the source is read as it is, the target is
+made by the migrations (so its tables, indexes and sequences are PostgreSQL's own when it
+is PostgreSQL) and must hold nothing yet. Every table of ``tables.py`` is copied but two
+kinds: ``schema_info``, which the migrations write, and the search index, which is built
+again on the target from the instances copied (its rows are the dialect's own: an FTS5
+table on SQLite, ``tsvector`` columns on PostgreSQL). Rows keep their values — ids,
+sequence numbers, the report's fold watermark, signing keys and clients — so tokens go on
+working, and the offers report goes on folding from where it stood.
+
+The source is read in one read transaction (SQLite's snapshot, PostgreSQL's repeatable
+read): the copy is the database as it was when the copy began, whatever servers write
+meanwhile. The target is written in one transaction: a copy that fails leaves it as empty
+as it was. Each table's rows are counted on both sides before the commit; a difference
+fails the copy. On PostgreSQL the sequences behind identity columns are moved past the
+copied values (new events are numbered after them), and the tables are analysed after the
+commit, so the planner has statistics before the first node starts.
+
+Cap counters in Redis are not in either database and are not touched: the target lists the
+same containers as Redis-held (``redis_counter_markers``), and nodes on the target use the
+same Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, Engine, Integer, Table, delete, func, insert, select, text
+
+from nextoffer.errors import BadRequest, Conflict
+from nextoffer.storage import search_index
+from nextoffer.storage import tables as t
+from nextoffer.storage.database import parse_url, sqlite_file
+from nextoffer.storage.errors import translated
+
+#: Rows read and inserted at a time.
+BATCH = 2000
+
+#: Tables the migrations give one row each (an empty database has them): replaced by the
+#: source's rows.
+SEEDED = frozenset({"report_folds", "profile_seq"})
+
+#: Not copied: written by the migrations (``schema_info``), or built again on the target
+#: from the instances (the search index).
+NOT_COPIED = frozenset({"schema_info"}) | frozenset(
+    table.name
+    for table in (
+        search_index.search_scopes,
+        search_index.search_docs,
+        search_index.search_values,
+        search_index.search_state,
+    )
+)
+
+
+def copied_tables() -> list[Table]:
+    """The tables a copy writes, in the order it writes them."""
+    return [table for table in t.metadata.sorted_tables if table.name not in NOT_COPIED]
+
+
+@dataclass(frozen=True, slots=True)
+class Copied:
+    """What a copy wrote: rows per table (every table copied, in order)."""
+
+    rows: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.rows.values())
+
+
+def copy_database(
+    source: Engine,
+    target: Engine,
+    *,
+    on_start: Callable[[dict[str, int]], None] | None = None,
+    on_table: Callable[[str], None] | None = None,
+    on_rows: Callable[[int], None] | None = None,
+) -> Copied:
+    """Copy every row of ``source`` into ``target`` (both at the newest revision, the
+    target holding nothing yet). ``on_start`` hears the rows of each table to copy,
+    ``on_table`` each table's name as its copy starts, ``on_rows`` each batch's size as
+    it is written."""
+    tables = copied_tables()
+    with _read(source) as src:
+        counts = {table.name: _count(src, table) for table in tables}
+        if on_start is not None:
+            on_start(counts)
+        with target.connect().execution_options(nextoffer_write=True) as dst, dst.begin():
+            _require_empty(dst, tables)
+            for table in tables:
+                if on_table is not None:
+                    on_table(table.name)
+                _copy_table(src, dst, table, on_rows)
+            written = {table.name: _count(dst, table) for table in tables}
+            differ = [name for name in counts if written[name] != counts[name]]
+            if differ:  # nothing should change the target meanwhile: it is empty and ours
+                raise Conflict(
+                    "the copy's rows differ from the source's in "
+                    + ", ".join(f"{n} ({written[n]} of {counts[n]})" for n in differ)
+                )
+            if dst.dialect.name == "postgresql":
+                _advance_sequences(dst, tables)
+            search_index.rebuild(dst)
+    if target.dialect.name == "postgresql":
+        with target.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+    return Copied(counts)
+
+
+def changed_since(source: Engine, copied: Copied) -> dict[str, tuple[int, int]]:
+    """The tables whose row count in ``source`` now differs from the copy's: (copied, now).
+    Rows written after a copy began are not in it."""
+    with _read(source) as src:
+        now = {table.name: _count(src, table) for table in copied_tables()}
+    return {name: (n, now[name]) for name, n in copied.rows.items() if now.get(name) != n}
+
+
+def _read(engine: Engine) -> Connection:
+    """A connection whose reads all see one snapshot: SQLite's read transaction (the
+    engine's ``BEGIN``, deferred: a snapshot from the first read on), PostgreSQL's
+    repeatable read, read only."""
+    conn = engine.connect()
+    if engine.dialect.name == "postgresql":
+        conn = conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+    conn.begin()
+    return conn
+
+
+def _count(conn: Connection, table: Table) -> int:
+    return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+def _require_empty(dst: Connection, tables: Sequence[Table]) -> None:
+    """Refuse a target that holds anything but the rows its migrations wrote."""
+    held = [table.name for table in tables if table.name not in SEEDED and _count(dst, table) > 0]
+    if held:
+        raise Conflict(
+            "the target database is not empty (rows in " + ", ".join(held) + "): copy into a"
+            " new database, or empty this one first (`nextoffer db downgrade --to base`)"
+        )
+
+
+def _copy_table(
+    src: Connection, dst: Connection, table: Table, on_rows: Callable[[int], None] | None
+) -> None:
+    if table.name in SEEDED:
+        dst.execute(delete(table))
+    columns = [column.name for column in table.columns]
+    result = src.execution_options(yield_per=BATCH).execute(select(table))
+    for part in result.partitions():
+        with _naming(table):
+            dst.execute(insert(table), [dict(zip(columns, row, strict=True)) for row in part])
+        if on_rows is not None:
+            on_rows(len(part))
+
+
+@contextmanager
+def _naming(table: Table) -> Iterator[None]:
+    """A refused write names the table it copied into: a value one database held and the
+    other cannot (PostgreSQL refuses a NUL in text, which SQLite keeps)."""
+    try:
+        yield
+    except Exception as exc:
+        ours = translated(exc)
+        if ours is None:
+            raise
+        raise type(ours)(f"copying {table.name}: {ours.detail}") from exc
+
+
+def _advance_sequences(dst: Connection, tables: Sequence[Table]) -> None:
+    """Move each sequence behind an integer key past the largest value copied into it (a
+    sequence is not moved by rows inserted with their values)."""
+    for table in tables:
+        for column in table.primary_key.columns:
+            if not isinstance(column.type, Integer):
+                continue
+            sequence = dst.execute(
+                text("SELECT pg_get_serial_sequence(:table, :column)"),
+                {"table": table.name, "column": column.name},
+            ).scalar()
+            if sequence is None:
+                continue
+            dst.execute(
+                text(
+                    f"SELECT setval(:sequence, COALESCE(MAX({column.name}), 1),"
+                    f" MAX({column.name}) IS NOT NULL) FROM {table.name}"
+                ),
+                {"sequence": sequence},
+            )
+
+
+def refuse_same(source: str, target: str) -> None:
+    """Refuse a copy of a database onto itself (the check would find it not empty, after
+    the migrations had run on it: say so first)."""
+    if _identity(source) == _identity(target):
+        raise BadRequest("the source and the target are one database: copy into another")
+
+
+def _identity(url: str) -> tuple[str, ...]:
+    path = sqlite_file(url)
+    if path is not None:
+        return ("sqlite", str(path.expanduser().resolve()))
+    parsed = parse_url(url)
+    backend = {"postgres": "postgresql"}.get(parsed.get_backend_name(), parsed.get_backend_name())
+    return (backend, parsed.host or "", str(parsed.port or ""), parsed.database or "")

@@ -1,0 +1,208 @@
+"""``nextoffer db copy``: a SQLite deployment moved to PostgreSQL (and back) keeps every
+row, and the service goes on where it stood: tokens accepted, caps at their counts, the
+search index built, new events numbered after the copied ones."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import Engine, insert, select, update
+from starlette.testclient import TestClient
+
+from nextoffer.api.app import create_app
+from nextoffer.cli import main
+from nextoffer.settings import Settings
+from nextoffer.storage import copy as copying
+from nextoffer.storage import tables as t
+from nextoffer.storage.database import open_engine
+from support import schema
+from support.api import Tenant, capped_library, make_tenant
+from support.backends import fresh_database
+
+OFFER = schema("personalized-offer")
+DECIDE = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
+    'decision-request;version=1.0"'
+)
+
+
+def decide(tenant: Tenant, ids: dict[str, str], n: int) -> str:
+    body = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"u{n}@example.com"}]}}],
+    }
+    response = tenant.client.post(
+        f"/data/core/ode/{tenant.container}/decisions",
+        json=body,
+        headers={**tenant.headers, "Content-Type": DECIDE},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["xdm:propositions"][0]["xdm:options"][0]["xdm:id"])
+
+
+def found_by_name(tenant: Tenant, words: str) -> list[str]:
+    """The names of the offers a full-text search (``q``) finds: answered from the search
+    index."""
+    response = tenant.client.get(
+        f"/data/core/xcore/{tenant.container}/queries/core/search",
+        params={"schema": OFFER, "q": words},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    return sorted(r["_instance"]["xdm:name"] for r in response.json()["_embedded"]["results"])
+
+
+def every_row(url: str) -> dict[str, list[tuple[Any, ...]]]:
+    """Each copied table's rows, in one order whatever the database."""
+    engine = open_engine(url)
+    try:
+        with engine.connect() as conn:
+            return {
+                table.name: sorted((tuple(row) for row in conn.execute(select(table))), key=repr)
+                for table in copying.copied_tables()
+            }
+    finally:
+        engine.dispose()
+
+
+def copy(source: str, target: str) -> Any:
+    return CliRunner().invoke(main, ["db", "copy", "--db", source, "--to", target])
+
+
+@pytest.fixture
+def postgres() -> Iterator[str]:
+    with fresh_database(migrated=False) as url:
+        yield url
+
+
+def test_a_sqlite_deployment_moves_to_postgresql_and_back(tmp_path: Path, postgres: str) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
+        tenant = make_tenant(client, source, "ACME@AdobeOrg", "prod")
+        ids = capped_library(
+            lambda type_name, body: str(tenant.create(type_name, body)["@id"]),
+            {"xdm:globalCap": 2},
+        )
+        assert [decide(tenant, ids, n) for n in range(3)] == [
+            ids["capped"],
+            ids["capped"],
+            ids["other"],
+        ]
+        assert found_by_name(tenant, "capped") == ["capped"]
+    before = every_row(source)
+    assert len(before["decision_events"]) == 3 and before["cap_counters"]
+
+    moved = copy(source, postgres)
+    assert moved.exit_code == 0, moved.output
+    assert f"{sum(map(len, before.values())):,} rows" in moved.stdout
+    assert every_row(postgres) == before  # every row, every value
+
+    # The service on PostgreSQL: the same credentials, the cap still reached (not counted
+    # from zero), the search index built, and a new decision event numbered after the
+    # copied ones (the identity's sequence moved past them).
+    with TestClient(create_app(Settings(db_url=postgres, freeze_heap=False))) as client:
+        tenant.client = client
+        assert found_by_name(tenant, "capped") == ["capped"]
+        assert [decide(tenant, ids, n) for n in range(3, 5)] == [ids["other"]] * 2
+    after = every_row(postgres)
+    assert len(after["decision_events"]) == 5
+
+    # And back into a new SQLite file: the same rows again.
+    back = f"sqlite:///{tmp_path / 'back.db'}"
+    returned = copy(postgres, back)
+    assert returned.exit_code == 0, returned.output
+    assert every_row(back) == after
+
+
+def test_a_failed_copy_leaves_the_target_empty_and_names_the_table(
+    tmp_path: Path, postgres: str
+) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
+        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    # A value SQLite keeps and PostgreSQL refuses (a NUL in text), in a table copied after
+    # others were written.
+    engine = open_engine(source)
+    try:
+        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+            kept = conn.execute(select(t.sandboxes.c.created)).scalar_one()
+            conn.execute(update(t.sandboxes).values(created=kept + "\x00"))
+        result = copy(source, postgres)
+        assert result.exit_code == 2, result.output
+        assert "copying sandboxes: a value the database cannot hold" in result.output
+        rows = every_row(postgres)
+        assert not any(rows[name] for name in rows if name not in copying.SEEDED)
+
+        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+            conn.execute(update(t.sandboxes).values(created=kept))
+    finally:
+        engine.dispose()
+    again = copy(source, postgres)  # still empty: the copy can be made again
+    assert again.exit_code == 0, again.output
+    assert every_row(postgres) == every_row(source)
+
+
+def test_what_the_source_writes_during_a_copy_is_not_in_it_and_is_named(tmp_path: Path) -> None:
+    source_url = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source_url, freeze_heap=False))) as client:
+        make_tenant(client, source_url, "ACME@AdobeOrg", "prod")
+    source = open_engine(source_url)
+    target = open_engine(f"sqlite:///{tmp_path / 'target.db'}")
+    try:
+        from nextoffer.storage import migrations
+
+        migrations.upgrade(target)
+
+        def server_writes(name: str) -> None:
+            if name == "batch_jobs":  # the copy has begun: its snapshot is taken
+                write(source, "BETA@AdobeOrg")
+
+        copied = copying.copy_database(source, target, on_table=server_writes)
+        assert copied.rows["orgs"] == 1
+        with target.connect() as conn:
+            assert conn.execute(select(t.orgs.c.org_id)).scalars().all() == ["ACME@AdobeOrg"]
+        assert copying.changed_since(source, copied) == {"orgs": (1, 2)}
+    finally:
+        source.dispose()
+        target.dispose()
+
+
+def write(engine: Engine, org: str) -> None:
+    with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+        conn.execute(insert(t.orgs).values(org_id=org, created="2026-12-07T00:00:00.000Z"))
+
+
+def test_refusals(tmp_path: Path) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    held = f"sqlite:///{tmp_path / 'held.db'}"
+    for url in (source, held):
+        with TestClient(create_app(Settings(db_url=url, freeze_heap=False))) as client:
+            make_tenant(client, url, "ACME@AdobeOrg", "prod")
+    kept = every_row(held)
+
+    not_empty = copy(source, held)
+    assert not_empty.exit_code != 0
+    assert "the target database is not empty (rows in " in not_empty.output
+    assert every_row(held) == kept
+
+    onto_itself = copy(source, source.replace("source.db", "./source.db"))
+    assert onto_itself.exit_code != 0
+    assert "the source and the target are one database" in onto_itself.output
+
+    missing = copy(f"sqlite:///{tmp_path / 'nothing.db'}", held)
+    assert missing.exit_code != 0 and "no database at" in missing.output
+
+    older = f"sqlite:///{tmp_path / 'older.db'}"
+    assert CliRunner().invoke(main, ["db", "upgrade", "--db", older, "--to", "+1"]).exit_code == 0
+    behind = copy(older, f"sqlite:///{tmp_path / 'new.db'}")
+    assert behind.exit_code != 0
+    assert "run `nextoffer db upgrade` on it first" in behind.output
+    into_older = copy(source, older)
+    assert into_older.exit_code != 0
+    assert "the target database is at revision" in into_older.output
