@@ -17,6 +17,7 @@ from nextoffer.api.app import create_app
 from nextoffer.cli import main
 from nextoffer.settings import Settings
 from nextoffer.storage import copy as copying
+from nextoffer.storage import migrations
 from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
 from support import schema
@@ -148,15 +149,14 @@ def test_a_failed_copy_leaves_the_target_empty_and_names_the_table(
     assert every_row(postgres) == every_row(source)
 
 
-def test_what_the_source_writes_during_a_copy_is_not_in_it_and_is_named(tmp_path: Path) -> None:
-    source_url = f"sqlite:///{tmp_path / 'source.db'}"
-    with TestClient(create_app(Settings(db_url=source_url, freeze_heap=False))) as client:
-        make_tenant(client, source_url, "ACME@AdobeOrg", "prod")
-    source = open_engine(source_url)
+def test_what_the_source_writes_during_a_copy_is_not_in_it_and_is_named(
+    tmp_path: Path, db_url: str
+) -> None:
+    with TestClient(create_app(Settings(db_url=db_url, freeze_heap=False))) as client:
+        make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+    source = open_engine(db_url)
     target = open_engine(f"sqlite:///{tmp_path / 'target.db'}")
     try:
-        from nextoffer.storage import migrations
-
         migrations.upgrade(target)
 
         def server_writes(name: str) -> None:
@@ -206,3 +206,28 @@ def test_refusals(tmp_path: Path) -> None:
     into_older = copy(source, older)
     assert into_older.exit_code != 0
     assert "the target database is at revision" in into_older.output
+
+
+def test_the_command_names_what_the_source_wrote_during_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
+        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    real = copying.copy_database
+
+    def beside_a_server(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
+        shown = hooks.pop("on_table")
+
+        def on_table(name: str) -> None:
+            shown(name)
+            if name == "batch_jobs":  # a server writes once the copy has begun
+                write(src, "BETA@AdobeOrg")
+
+        return real(src, dst, on_table=on_table, **hooks)
+
+    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_server)
+    result = copy(source, f"sqlite:///{tmp_path / 'target.db'}")
+    assert result.exit_code == 0, result.output
+    assert "warning: the source changed while it was copied (orgs 1 -> 2 rows)" in result.stderr
+    assert "warning" not in result.stdout
