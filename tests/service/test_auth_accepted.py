@@ -178,3 +178,33 @@ def test_a_client_made_again_is_accepted_at_once_by_a_node_caching_the_one_befor
     )
     # Within the client cache's seconds of the first read.
     assert auth.authenticate(headers(again.access_token, "shop")).client_id == "shop"
+
+
+def test_a_revoked_client_s_token_is_refused_without_reading_the_database_again(
+    no: NextOffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = datetime(2026, 12, 7, 21, 0, 0, 100_000, tzinfo=UTC)
+    first = bootstrap(no.store, org=ORG, sandbox="prod", now=made, client_id="shop")
+    no.revoke("shop")
+    auth = Authenticator(no.store, clock=Clock(made.timestamp() + 1))
+    reads: list[str] = []
+    real = Authenticator._client
+
+    def counted(self: Authenticator, client_id: str, *, fresh: bool = False) -> object:
+        reads.append(client_id)
+        return real(self, client_id, fresh=fresh)
+
+    monkeypatch.setattr(Authenticator, "_client", counted)
+    for _ in range(3):
+        with pytest.raises(AuthError) as refused:
+            auth.authenticate(headers(first.access_token, "shop"))
+        assert refused.value.error_code == "401013"
+    assert len(reads) == 2  # the first refusal read the cache, then the database
+
+    # The same id made again: its own tokens are accepted, the old one still refused.
+    again = bootstrap(
+        no.store, org=ORG, sandbox="prod", now=made + timedelta(seconds=2), client_id="shop"
+    )
+    assert auth.authenticate(headers(again.access_token, "shop")).client_id == "shop"
+    with pytest.raises(AuthError):
+        auth.authenticate(headers(first.access_token, "shop"))

@@ -81,6 +81,10 @@ class Authenticator:
         self._clients: dict[str, tuple[float, ClientRecord | None]] = {}
         #: Verified tokens: their claims and the key that signed them.
         self._tokens: dict[str, tuple[tokens.Claims, str]] = {}
+        #: Verified tokens refused for good: their client revoked, or made again since
+        #: they were minted (a client made again has a new time, which no token minted
+        #: before names). A revoked integration that keeps calling costs no database read.
+        self._refused: set[str] = set()
         self._lock = Lock()
         self._fallback = secrets.token_hex(32)
         self._secrets: dict[str, bytes] = {}
@@ -144,6 +148,8 @@ class Authenticator:
         if scheme.lower() != "bearer" or not token:
             raise _invalid_token()
         claims = self._claims(token)
+        if token in self._refused:
+            raise _invalid_token()
         api_key = headers.get("x-api-key")
         if not api_key:
             raise AuthError(403, "403000", "Api Key is required")
@@ -162,7 +168,12 @@ class Authenticator:
             client = self._client(claims.client_id, fresh=True)
         if client is None or client.org_id != org or not _minted_for(claims, client):
             # No such client (revoked), another org's, or a token minted before the client
-            # was made again (``nextoffer admin revoke``, then ``bootstrap``): not its own.
+            # was made again (``nextoffer admin revoke``, then ``bootstrap``): not its own,
+            # and never will be.
+            with self._lock:
+                if len(self._refused) >= TOKEN_CACHE_SIZE:
+                    self._refused.clear()
+                self._refused.add(token)
             raise _invalid_token()
         if sandbox not in client.sandboxes:
             raise AuthError(403, "403025", "Profile is not valid for this sandbox")
