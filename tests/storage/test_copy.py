@@ -22,29 +22,10 @@ from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
 from support import schema
 from support.api import Tenant, capped_library, make_tenant
+from support.api import first_option as decide
 from support.backends import fresh_database
 
 OFFER = schema("personalized-offer")
-DECIDE = (
-    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
-    'decision-request;version=1.0"'
-)
-
-
-def decide(tenant: Tenant, ids: dict[str, str], n: int) -> str:
-    body = {
-        "xdm:propositionRequests": [
-            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
-        ],
-        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"u{n}@example.com"}]}}],
-    }
-    response = tenant.client.post(
-        f"/data/core/ode/{tenant.container}/decisions",
-        json=body,
-        headers={**tenant.headers, "Content-Type": DECIDE},
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["xdm:propositions"][0]["xdm:options"][0]["xdm:id"])
 
 
 def found_by_name(tenant: Tenant, words: str) -> list[str]:

@@ -13,6 +13,10 @@ from nextoffer.storage.store import Store
 from support import CREATE_TYPE, RECEIPT_ACCEPT, schema
 
 HTML = "https://ns.adobe.com/experience/offer-management/content-component-html"
+DECIDE = (
+    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
+    'decision-request;version=1.0"'
+)
 WEB = "https://ns.adobe.com/xdm/channel-types/web"
 
 
@@ -92,3 +96,21 @@ def capped_library(
         },
     )
     return {"placement": placement, "capped": capped, "other": other, "decision": decision}
+
+
+def first_option(tenant: Tenant, ids: dict[str, str], n: int) -> str:
+    """Decide for visitor ``u<n>@example.com`` in :func:`capped_library`'s decision and
+    placement: the id of the first option proposed."""
+    body = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"u{n}@example.com"}]}}],
+    }
+    response = tenant.client.post(
+        f"/data/core/ode/{tenant.container}/decisions",
+        json=body,
+        headers={**tenant.headers, "Content-Type": DECIDE},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["xdm:propositions"][0]["xdm:options"][0]["xdm:id"])
