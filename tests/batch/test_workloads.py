@@ -374,6 +374,7 @@ def test_another_tenant_cannot_name_a_datasets_location(
         ".",
         f"FILE://{location}",
         f"file://localhost{location}",
+        f"file:{location}",  # RFC 8089's short form
     ):
         response = client.post(
             DATASETS, json={"name": "theirs", "location": taken}, headers=other.headers
@@ -382,6 +383,11 @@ def test_another_tenant_cannot_name_a_datasets_location(
         assert response.json()["pointer"] == "/location"
     own = client.post(DATASETS, json={"name": "own", "location": "own"}, headers=other.headers)
     assert own.status_code == 201, own.text
+    short = client.post(
+        DATASETS, json={"name": "short", "location": f"file:{root}/short"}, headers=other.headers
+    )
+    assert short.status_code == 201, short.text
+    assert short.json()["location"] == f"{root}/short"
     around = client.post(
         DATASETS, json={"name": "x", "location": "own/deeper"}, headers=tenant.headers
     )

@@ -32,8 +32,9 @@ from nextoffer.storage.store import Store
 
 __all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
 
-#: A ``file://`` URI's prefix (any case; RFC 8089's ``localhost`` authority included).
-_FILE_URI = re.compile(r"^file://(localhost)?", re.IGNORECASE)
+#: A file URI's scheme (any case) and empty or local host, before its absolute path: ``file:///p``,
+#: ``file://localhost/p`` and RFC 8089's short form ``file:/p``.
+_FILE_URI = re.compile(r"^file:(?://(?:localhost)?)?(?=/)", re.IGNORECASE)
 #: How long the request waits for a remote location's write check. A store that does not
 #: answer (GCS without credentials retries for a quarter of an hour) must not hold the
 #: request, nor one of the few threads every API call shares.
