@@ -21,6 +21,7 @@ place (``nextoffer.cli``). No route and no command writes its own error response
     └── Unavailable                503  exit 6   a store is down; ``retry_after`` seconds
         ├── IdentityClaimed        503  exit 6   a new identity claimed by a concurrent write
         └── CountersLost           503  exit 6   Redis no longer holds a container's cap counters
+            └── CountersNotMoved   503  exit 6   the database still holds them (Redis added)
 
 ``NotModified`` (304) is not an error and lives with the routes.
 """
@@ -189,6 +190,23 @@ class CountersLost(Unavailable):
             "restart without its data, or another Redis); capped offers count as capped "
             "until Redis is restored from its backup or the loss accepted with "
             "'nextoffer admin counters --accept-loss' (docs/deploy.md)",
+            retry_after=60,
+        )
+        self.containers = tuple(sorted(containers))
+
+
+class CountersNotMoved(CountersLost):
+    """The database still holds cap counters of these containers, counted before the
+    deployment added Redis (``storage/redis_markers.py``): Redis holds none of them.
+    Capped offers count as capped, as for a loss, until they are moved into Redis."""
+
+    def __init__(self, containers: Sequence[str]) -> None:
+        named = ", ".join(sorted(containers))
+        Unavailable.__init__(
+            self,
+            f"the cap counters of container {named} are still in the database (counted "
+            "before Redis was added), not in Redis; capped offers count as capped until "
+            "they are moved with 'nextoffer admin counters --into-redis' (docs/deploy.md)",
             retry_after=60,
         )
         self.containers = tuple(sorted(containers))

@@ -69,7 +69,7 @@ from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 
 if TYPE_CHECKING:  # redis is an optional dependency
-    from nextoffer.storage.redis_markers import CounterMarkers
+    from nextoffer.storage.redis_markers import CounterMarkers, Moved
 
 T = TypeVar("T")
 
@@ -436,6 +436,21 @@ class NextOffer:
         if self.counter_markers is None:
             raise BadRequest("the cap counters are the database's (no Redis): none was lost")
         return self.counter_markers.accept_loss(containers)
+
+    def move_counters_into_redis(
+        self,
+        containers: Sequence[str] | None = None,
+        *,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Moved:
+        """Move the cap counters the database holds (all, or those of ``containers``),
+        counted before the deployment added Redis, into Redis: until then their capped
+        offers count as capped. Safe to stop and run again (docs/deploy.md, "Redis")."""
+        if self.counter_markers is None:
+            raise BadRequest(
+                "the cap counters move into Redis only with --redis (or NEXTOFFER_REDIS)"
+            )
+        return self.counter_markers.move_in(containers, on_progress=on_progress)
 
     def create(
         self,

@@ -109,3 +109,46 @@ def test_admin_counters_without_redis_says_what_it_needs(tmp_path: Path) -> None
     result = CliRunner().invoke(main, ["admin", "counters"], env=env)
     assert result.exit_code == 2
     assert "--redis" in result.output
+
+
+def test_caps_counted_in_the_database_hold_when_redis_is_added(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A deployment that counted its caps in the database adds Redis: until the counts
+    # are moved there, capped offers count as capped (not from zero); after, exactly.
+    # (Both databases: tests/storage/test_redis_markers.py.)
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    alone = Settings(db_url=db_url, freeze_heap=False)
+    with TestClient(create_app(alone), raise_server_exceptions=False) as client:
+        tenant = make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+        ids = capped_library(
+            lambda type_name, body: str(tenant.create(type_name, body)["@id"]),
+            {"xdm:globalCap": 3},
+        )
+        assert [decide(tenant, ids, n) for n in range(2)] == [ids["capped"]] * 2
+
+    shared = Settings(db_url=db_url, redis_url=redis_url(), freeze_heap=False)
+    with TestClient(create_app(shared), raise_server_exceptions=False) as client:
+        tenant.client = client
+        assert [decide(tenant, ids, n) for n in range(2, 4)] == [ids["other"]] * 2
+        # The operator hears of it at a server's start, and from admin counters.
+        check_stores(shared)
+        said = capsys.readouterr().err
+        assert f"the cap counters of container {tenant.container} are still in the" in said
+        assert "nextoffer admin counters --into-redis" in said
+        env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_REDIS": shared.redis_url}
+        listed = CliRunner().invoke(main, ["admin", "counters"], env=env)
+        assert listed.exit_code == 0, listed.output
+        assert listed.stdout == ""  # nothing lost
+        assert f"container {tenant.container}: 1 cap counter still in the database" in (
+            listed.stderr
+        )
+        moved = CliRunner().invoke(main, ["admin", "counters", "--into-redis"], env=env)
+        assert moved.exit_code == 0, moved.output
+        assert moved.stdout == f"container {tenant.container}: 1 counter moved into Redis\n"
+        assert [decide(tenant, ids, n) for n in range(4, 6)] == [ids["capped"], ids["other"]]
+        again = CliRunner().invoke(main, ["admin", "counters", "--into-redis"], env=env)
+        assert again.exit_code == 0, again.output
+        assert again.stdout == "nothing to move: the database holds no cap counters\n"
+    check_stores(shared)
+    assert "still in the database" not in capsys.readouterr().err

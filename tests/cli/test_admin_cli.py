@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import redis
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
@@ -15,6 +17,11 @@ from nextoffer.api.app import create_app
 from nextoffer.cli import main
 from nextoffer.service import auth, tokens
 from nextoffer.settings import Settings
+from nextoffer.storage.counters import CounterKey, SqlCounters
+from nextoffer.storage.redis_counters import RedisCounters
+from nextoffer.storage.redis_markers import marker_key
+from nextoffer.storage.store import Store
+from support.backends import redis_url
 
 
 def bootstrap(db_url: str, *extra: str) -> dict[str, str]:
@@ -259,3 +266,85 @@ def test_a_new_signing_key_signs_new_tokens_and_dropping_the_old_refuses_theirs(
         time.sleep(0.3)
         assert (status(old), status(new)) == (401, 200)
         assert admin("drop-old-keys", "--db", db_url) == "dropped: 0 signing keys\n"
+
+
+# admin counters --into-redis: the counters of a deployment that added Redis.
+
+
+def counters_cli(db_url: str, *args: str, redis: str | None = None):
+    env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_REDIS": redis_url() if redis is None else redis}
+    return CliRunner().invoke(main, ["admin", "counters", *args], env=env)
+
+
+def test_into_redis_moves_the_database_s_counters_and_says_what_it_moved(db_url):
+    store = Store.open(db_url)
+    try:
+        one, two, done = (f"c-{uuid.uuid4().hex}" for _ in range(3))
+        sql = SqlCounters(store)
+        sql.add([CounterKey(one, "xcore:offer:1", "globalCap")], 3)
+        sql.add([CounterKey(one, "xcore:offer:2", "globalCap")], 1)
+        sql.add([CounterKey(two, "xcore:offer:1", "globalCap")], 5)
+        in_redis = CounterKey(done, "xcore:offer:1", "globalCap")
+        redis_counters = RedisCounters.from_url(redis_url(), store=store)
+        try:
+            redis_counters.add([in_redis], 4)  # all its counters in Redis already
+
+            moved = counters_cli(db_url, "--into-redis", "--container", one, "--container", done)
+            assert moved.exit_code == 0, moved.output
+            assert moved.stdout == f"container {one}: 2 counters moved into Redis\n"
+            assert redis_counters.markers.unmoved() == {two: 1}
+            rest = counters_cli(db_url, "--into-redis")
+            assert rest.exit_code == 0, rest.output
+            assert rest.stdout == f"container {two}: 1 counter moved into Redis\n"
+            again = counters_cli(db_url, "--into-redis")
+            assert again.exit_code == 0, again.output
+            assert again.stdout == "nothing to move: the database holds no cap counters\n"
+            named = counters_cli(db_url, "--into-redis", "--container", "c-none")
+            assert named.stdout == (
+                "nothing to move: the database holds no cap counters of the containers named\n"
+            )
+            assert redis_counters.read([in_redis]) == {in_redis: 4}
+            assert redis_counters.read([CounterKey(two, "xcore:offer:1", "globalCap")]) != {}
+        finally:
+            redis_counters.close()
+    finally:
+        store.close()
+
+
+def test_into_redis_leaves_a_container_whose_redis_counters_were_lost(db_url):
+    store = Store.open(db_url)
+    key = CounterKey(f"c-{uuid.uuid4().hex}", "xcore:offer:1", "globalCap")
+    redis_counters = RedisCounters.from_url(redis_url(), store=store)
+    try:
+        redis_counters.add([key])
+        raw = redis.Redis.from_url(redis_url())
+        try:
+            raw.delete(marker_key(key.container_id))  # Redis lost it
+        finally:
+            raw.close()
+        SqlCounters(store).add([key], 2)
+        result = counters_cli(db_url, "--into-redis")
+        assert result.exit_code == 6, result.output
+        assert result.stdout == ""
+        assert f"container {key.container_id}: not moved: Redis lost its other counters" in (
+            result.stderr
+        )
+        assert "--accept-loss" in result.stderr
+        assert redis_counters.markers.unmoved() == {key.container_id: 1}
+    finally:
+        redis_counters.close()
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "redis_at", "message"),
+    [
+        (["--into-redis"], "", "the cap counters are in Redis only with --redis"),
+        (["--into-redis", "--accept-loss"], None, "--accept-loss and --into-redis are two runs"),
+        (["--container", "c-1"], None, "--container goes with --accept-loss or --into-redis"),
+    ],
+)
+def test_into_redis_refuses_what_it_cannot_do(tmp_path, args, redis_at, message):
+    result = counters_cli(f"sqlite:///{tmp_path / 'n.db'}", *args, redis=redis_at)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr

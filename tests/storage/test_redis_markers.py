@@ -8,16 +8,18 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from sqlalchemy import select
 
-from nextoffer.errors import CountersLost, Unavailable
+from nextoffer.errors import CountersLost, CountersNotMoved, Unavailable
+from nextoffer.storage import redis_markers
 from nextoffer.storage import tables as t
-from nextoffer.storage.counters import CounterKey
+from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.redis_counters import RedisCounters, redis_key
-from nextoffer.storage.redis_markers import marker_key
+from nextoffer.storage.redis_markers import Moved, marker_key, moving_key
 from nextoffer.storage.store import Store
 from support.backends import redis_url
 from support.counter_contract import A
@@ -260,3 +262,190 @@ def test_a_first_count_racing_another_process_s_is_not_taken_for_a_loss(
     finally:
         a.close()
         b.close()
+
+
+# A deployment that counted its caps in the database, then added Redis (both databases).
+
+
+@pytest.fixture
+def both(db_url: str) -> Iterator[Store]:
+    """A database of either kind beside Redis."""
+    store = Store.open(db_url)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def added(both: Store) -> Iterator[RedisCounters]:
+    """Redis's counters of a deployment that had none, listed in ``both``."""
+    opened = RedisCounters.from_url(redis_url(), store=both)
+    yield opened
+    opened.close()
+
+
+def counted(store: Store, key: CounterKey, n: int, *more: CounterKey) -> None:
+    """``n`` counted in the database (no Redis) for ``key`` and each of ``more``."""
+    SqlCounters(store).add([key, *more], n)
+
+
+def rows(store: Store) -> int:
+    with store.session() as session:
+        return len(session.conn.execute(select(t.cap_counters.c.counter_key)).all())
+
+
+def test_a_first_count_of_counters_the_database_holds_fails_closed_until_moved(
+    both: Store, added: RedisCounters, key: CounterKey, raw: redis.Redis
+) -> None:
+    counted(both, key, 2)
+    for operation in (
+        lambda: added.read([key]),
+        lambda: added.reserve([(key, 5)]),
+        lambda: added.add([key]),
+    ):
+        with pytest.raises(CountersNotMoved) as caught:
+            operation()
+        assert isinstance(caught.value, CountersLost)  # caps fail closed, as for a loss
+        assert caught.value.containers == (key.container_id,)
+        assert "nextoffer admin counters --into-redis" in caught.value.detail
+    # Nothing taken for a first count: not marked, not listed, nothing counted.
+    assert not raw.exists(marker_key(key.container_id))
+    assert listed(both) == []
+    assert not raw.exists(redis_key(key))
+
+    assert added.markers.move_in() == Moved(moved={key.container_id: 1})
+    assert rows(both) == 0
+    assert listed(both) == [key.container_id]
+    assert not raw.exists(moving_key(key.container_id))
+    assert added.read([key]) == {key: 2}
+    assert added.reserve([(key, 3)]) == []
+    assert added.reserve([(key, 3)]) == [key]
+
+
+def test_the_loop_s_first_count_fails_closed_too(
+    both: Store, key: CounterKey, raw: redis.Redis
+) -> None:
+    counted(both, key, 1)
+    counters = RedisCounters.from_url(redis_url(), store=both)
+    on_loop = counters.on_loop
+    assert on_loop is not None
+
+    async def main() -> None:
+        try:
+            with pytest.raises(CountersNotMoved):
+                await on_loop.reserve([(key, 5)])
+            with pytest.raises(CountersNotMoved):
+                await on_loop.read([key])
+        finally:
+            await on_loop.aclose()
+
+    try:
+        asyncio.run(main())
+    finally:
+        counters.close()
+    assert not raw.exists(redis_key(key))
+
+
+def test_a_move_keeps_the_counts_made_in_redis_meanwhile(
+    both: Store, added: RedisCounters, key: CounterKey
+) -> None:
+    # Counted in Redis first (a deployment that added Redis before caps failed closed),
+    # then the database's counts moved: the two added.
+    assert added.reserve([(key, 9)]) == []
+    counted(both, key, 4)
+    assert added.markers.unmoved() == {key.container_id: 1}
+    assert added.markers.move_in().moved == {key.container_id: 1}
+    assert added.read([key]) == {key: 5}
+
+
+def test_a_move_stopped_anywhere_and_run_again_adds_no_count_twice(
+    both: Store,
+    added: RedisCounters,
+    key: CounterKey,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = [replace(key, offer_id=f"xcore:offer:{i}") for i in range(5)]
+    counted(both, keys[0], 3, *keys[1:])
+    real_delete, real_finish = redis_markers._delete_moved, redis_markers.CounterMarkers._finish
+    deleted: list[int] = []
+
+    def interrupted_delete(session: object, **kw: object) -> int:
+        if deleted:  # the second batch: added in Redis, Ctrl-C before its rows go
+            raise KeyboardInterrupt
+        deleted.append(1)
+        return real_delete(session, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(redis_markers, "_delete_moved", interrupted_delete)
+    with pytest.raises(KeyboardInterrupt):
+        added.markers.move_in(batch=2)
+    assert rows(both) == 3  # the first batch's gone, the second's still there
+    monkeypatch.setattr(redis_markers, "_delete_moved", real_delete)
+
+    def interrupted_finish(self: object, container: str) -> None:
+        raise KeyboardInterrupt  # every row gone, the container not yet marked
+
+    monkeypatch.setattr(redis_markers.CounterMarkers, "_finish", interrupted_finish)
+    with pytest.raises(KeyboardInterrupt):
+        added.markers.move_in(batch=2)
+    assert rows(both) == 0
+    assert not raw.exists(marker_key(key.container_id))
+    monkeypatch.setattr(redis_markers.CounterMarkers, "_finish", real_finish)
+
+    # Run again: finishes (marks and lists it).
+    assert added.markers.move_in([key.container_id], batch=2) == Moved()
+    assert listed(both) == [key.container_id]
+    assert not raw.exists(moving_key(key.container_id))
+    assert added.read(keys) == {k: 3 for k in keys}
+
+
+def test_a_row_changed_between_its_move_and_its_delete_moves_its_difference(
+    both: Store, added: RedisCounters, key: CounterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server without Redis still counting during the move (it should be stopped): the
+    # row it changed is not deleted, and the next walk adds only what it grew by.
+    counted(both, key, 2)
+    real = added.markers._redis
+    calls: list[int] = []
+
+    def meanwhile(fn: Any, *args: Any, **kw: Any) -> object:
+        done = real(fn, *args, **kw)
+        if "keys" in kw:  # the move's script ran; its rows not yet deleted
+            calls.append(1)
+            if len(calls) == 1:
+                counted(both, key, 1)
+        return done
+
+    monkeypatch.setattr(added.markers, "_redis", meanwhile)
+    added.markers.move_in()
+    assert len(calls) == 2
+    assert rows(both) == 0
+    assert added.read([key]) == {key: 3}
+
+
+def test_a_move_of_named_containers_leaves_the_others(
+    both: Store, added: RedisCounters, key: CounterKey, raw: redis.Redis
+) -> None:
+    other = replace(key, container_id=f"c-{uuid.uuid4().hex}")
+    in_redis = replace(key, container_id=f"c-{uuid.uuid4().hex}")
+    assert added.reserve([(in_redis, 5)]) == []  # all its counters in Redis already
+    counted(both, key, 2)
+    counted(both, other, 7)
+    moved = added.markers.move_in([key.container_id, in_redis.container_id])
+    assert moved == Moved(moved={key.container_id: 1})
+    assert added.markers.unmoved() == {other.container_id: 1}
+    assert not raw.exists(marker_key(other.container_id))
+    with pytest.raises(CountersNotMoved):
+        added.read([other])
+    assert added.read([key, in_redis]) == {key: 2, in_redis: 1}
+
+
+def test_a_container_whose_redis_counters_were_lost_is_not_moved(
+    both: Store, added: RedisCounters, key: CounterKey, raw: redis.Redis
+) -> None:
+    # Moved now, its counts would be overwritten by a restore of Redis's backup.
+    added.add([key])
+    lose(raw, key.container_id)
+    counted(both, key, 2)
+    assert added.markers.move_in() == Moved(lost=[key.container_id])
+    assert rows(both) == 1
+    assert added.markers.lost() == [key.container_id]

@@ -1,4 +1,4 @@
-"""``nextoffer admin``: tenants and credentials."""
+"""``nextoffer admin``: tenants, credentials, and the cap counters in Redis."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from urllib.parse import urlsplit
 
 import click
 import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.console import login_link
-from nextoffer.errors import BadRequest
+from nextoffer.errors import BadRequest, CountersLost
 from nextoffer.root import NextOffer
 from nextoffer.settings import Settings
 
@@ -176,25 +178,43 @@ def revoke(db_url: str | None, client_id: str, sandbox: str | None) -> None:
     help="Let the caps of the containers listed count again, from what Redis holds now.",
 )
 @click.option(
+    "--into-redis",
+    is_flag=True,
+    help="Move the cap counters the database holds (counted before the deployment added "
+    "Redis; until moved, their capped offers count as capped) into Redis, each added to "
+    "what Redis holds. Stop the servers that run without Redis first: their counts in the "
+    "database would not move. Safe to stop and run again: no count is added twice.",
+)
+@click.option(
     "--container",
     "containers",
     multiple=True,
-    help="With --accept-loss: only this container (repeat for more).",
+    help="With --accept-loss or --into-redis: only this container (repeat for more).",
 )
 def counters(
-    db_url: str | None, redis_url: str | None, accept_loss: bool, containers: tuple[str, ...]
+    db_url: str | None,
+    redis_url: str | None,
+    accept_loss: bool,
+    into_redis: bool,
+    containers: tuple[str, ...],
 ) -> None:
     """List the containers whose cap counters Redis has lost (a restart without its data,
     another Redis): their capped offers count as capped until Redis is restored from its
-    backup, or the loss is accepted here."""
-    if containers and not accept_loss:
-        raise click.UsageError("--container goes with --accept-loss")
+    backup, or the loss is accepted here. With --into-redis, move the counters of a
+    deployment that added Redis from the database into it."""
+    if accept_loss and into_redis:
+        raise click.UsageError("--accept-loss and --into-redis are two runs")
+    if containers and not (accept_loss or into_redis):
+        raise click.UsageError("--container goes with --accept-loss or --into-redis")
     base = Settings.from_env(db_url=db_url, redis_url=redis_url)
     if not base.redis_url:
         raise click.UsageError(
             "the cap counters are in Redis only with --redis (or NEXTOFFER_REDIS)"
         )
     settings = Settings.from_env(db_url=existing_database(base.db_url), redis_url=base.redis_url)
+    if into_redis:
+        move_into_redis(settings, containers)
+        return
     with NextOffer.open(settings) as no:
         if accept_loss:
             done = no.accept_counter_loss(containers or None)
@@ -208,10 +228,50 @@ def counters(
                 click.echo("nothing to accept: Redis holds every container's counters")
             return
         lost = no.lost_counters()
+        unmoved = no.counter_markers.unmoved() if no.counter_markers is not None else {}
     for container in lost:
         click.echo(container)
-    if not lost:
+    for container, n in unmoved.items():
+        click.echo(
+            f"container {container}: {n} cap counter{'s' if n != 1 else ''} still in the "
+            "database (counted before Redis was added): move them with --into-redis",
+            err=True,
+        )
+    if not lost and not unmoved:
         click.echo("Redis holds every container's cap counters", err=True)
+
+
+def move_into_redis(settings: Settings, containers: tuple[str, ...]) -> None:
+    """``admin counters --into-redis``, under a progress bar of the counters moved."""
+    with (
+        NextOffer.open(settings) as no,
+        Progress(
+            TextColumn("moving cap counters into Redis"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            transient=True,
+            console=Console(stderr=True),
+        ) as bar,
+    ):
+        task = bar.add_task("move", total=None)
+        done = no.move_counters_into_redis(
+            containers or None,
+            on_progress=lambda n, total: bar.update(task, completed=n, total=total),
+        )
+    for container, n in done.moved.items():
+        click.echo(f"container {container}: {n} counter{'s' if n != 1 else ''} moved into Redis")
+    if done.lost:
+        for container in done.lost:
+            click.echo(
+                f"container {container}: not moved: Redis lost its other counters; restore "
+                "Redis from its backup or accept the loss (--accept-loss), then move them",
+                err=True,
+            )
+        raise CountersLost(done.lost)
+    if not done.moved:
+        named = " of the containers named" if containers else ""
+        click.echo(f"nothing to move: the database holds no cap counters{named}")
 
 
 @admin.command("rotate-key")

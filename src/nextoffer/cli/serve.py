@@ -18,7 +18,7 @@ import click
 import uvicorn
 
 from nextoffer.cli.options import db_option
-from nextoffer.errors import BadRequest, CountersLost, Unavailable
+from nextoffer.errors import BadRequest, CountersLost, CountersNotMoved, Unavailable
 from nextoffer.settings import Settings
 
 
@@ -218,8 +218,9 @@ def check_metrics_folder(folder: str) -> None:
 def check_stores(settings: Settings) -> None:
     """Open the database (upgrading an empty one, as a worker would) and reach Redis, so
     that a bad ``--db`` or ``--redis`` is one line, not a failed start in every worker;
-    say what a restart of Redis would lose of the cap counters, and which containers'
-    counters it has lost already."""
+    say what a restart of Redis would lose of the cap counters, which containers'
+    counters it has lost already, and which containers' counters the database still holds
+    (counted before Redis was added: ``admin counters --into-redis`` moves them)."""
     from nextoffer.storage.database import REDIS, require_client
     from nextoffer.storage.store import Store
 
@@ -234,12 +235,15 @@ def check_stores(settings: Settings) -> None:
                 counters.ping()
                 warning = counters.persistence_warning()
                 lost = counters.markers.lost()
+                unmoved = counters.markers.unmoved()
             finally:
                 counters.close()
             if warning is not None:  # served anyway: the operator's choice, said at start
                 click.echo(f"warning: {warning}", err=True)
             if lost:  # served, capped offers as capped, until the operator acts
                 click.echo(f"error: {CountersLost(lost).detail}", err=True)
+            if unmoved:  # counted before Redis was added: as capped until moved
+                click.echo(f"error: {CountersNotMoved(list(unmoved)).detail}", err=True)
     finally:
         store.close()
 

@@ -18,6 +18,14 @@ its containers in the same round trip:
   (``nextoffer admin counters --accept-loss``: the markers placed again, caps counting from
   what Redis holds now).
 
+A deployment that counted its caps in the database (no Redis) and then added Redis still
+holds them in ``cap_counters``. A container's first count in Redis would take Redis's
+zeros for the truth and serve its capped offers past their caps; so a first count asks
+the database first (one read, a first count's only: the steady path never reaches it) and,
+when it holds the container's counters, raises :class:`~nextoffer.errors.CountersNotMoved`
+(caps fail closed, as for a loss) until ``nextoffer admin counters --into-redis``
+(:meth:`CounterMarkers.move_in`) has moved them into Redis.
+
 Placing the marker before the row keeps a concurrent operation of another process from
 reading the row and not yet the marker. A loss of part of Redis's data (the last second of
 an ``appendfsync everysec`` file) keeps the marker and is not seen: ``serve`` warns of that
@@ -28,14 +36,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 
 import redis
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, func, select, tuple_
 
-from nextoffer.errors import CountersLost, Unavailable
+from nextoffer.errors import CountersLost, CountersNotMoved, Unavailable
 from nextoffer.ids import format_datetime, utcnow
 from nextoffer.storage import tables as t
 from nextoffer.storage.session import Session, upsert
@@ -49,12 +60,73 @@ _LISTED = select(t.redis_counter_markers.c.container_id).where(
 _ALL = select(t.redis_counter_markers.c.container_id).order_by(
     t.redis_counter_markers.c.container_id
 )
+_K = t.cap_counters.c
+#: Whether the database holds a counter of a container (the first it meets: a first
+#: count's one extra read).
+_HELD = select(_K.counter_key).where(_K.container_id == bindparam("c")).limit(1)
+#: A batch of a container's counters to move, in key order after the last one moved.
+_BATCH = (
+    select(_K.counter_key, _K.count)
+    .where(_K.container_id == bindparam("c"), _K.counter_key > bindparam("after"))
+    .order_by(_K.counter_key)
+    .limit(bindparam("n"))
+)
+
+#: Counters one move script takes: Redis runs nothing else meanwhile (about a millisecond).
+MOVE_BATCH = 1_000
+#: How long a process takes a container whose counters the database held for one that
+#: still does, without asking again: while they are not moved, every decision of the
+#: container is a first count, and would read the database.
+UNMOVED_RECHECK = 5.0
+#: Walks of a container's counters a move makes while servers without Redis still change
+#: them, before it gives up.
+MOVE_PASSES = 3
+
+#: KEYS[1]: the container's moving hash (:func:`moving_key`), then the counters; ARGV:
+#: each counter's count in the database. Adds to each counter what its count grew by
+#: since the hash last took it (the whole count the first time), and records the count:
+#: run twice with the same counts, the second adds nothing. Returns how many it changed.
+_MOVE = """
+local changed = 0
+for i = 2, #KEYS do
+  local count = tonumber(ARGV[i - 1])
+  local before = tonumber(redis.call('HGET', KEYS[1], KEYS[i]) or '0')
+  if count ~= before then
+    redis.call('INCRBY', KEYS[i], count - before)
+    redis.call('HSET', KEYS[1], KEYS[i], count)
+    changed = changed + 1
+  end
+end
+return changed
+"""
 
 
 def marker_key(container_id: str) -> str:
     """A container's marker: in its counters' hash slot; without a ``|``, which every
     counter's name has (``CounterKey.encode``), so it is no counter's."""
     return f"{PREFIX}{{{container_id}}}:marker"
+
+
+def moving_key(container_id: str) -> str:
+    """What a move of a container's counters into Redis has added so far, by counter (a
+    hash, deleted when the move is done): in its counters' slot, with no ``|`` (no
+    counter's name) and not the marker's."""
+    return f"{PREFIX}{{{container_id}}}:moving"
+
+
+def counter_name(container_id: str, code: str) -> str:
+    """The Redis name of the counter of ``code`` (``CounterKey.encode``): what
+    ``redis_counters.redis_key`` names it."""
+    return f"{PREFIX}{{{container_id}}}:{code}"
+
+
+@dataclass
+class Moved:
+    """What :meth:`CounterMarkers.move_in` did: counters moved by container, and the
+    containers it left (Redis lost their other counters: restore or accept that first)."""
+
+    moved: dict[str, int] = field(default_factory=dict)
+    lost: list[str] = field(default_factory=list)
 
 
 class CounterMarkers:
@@ -69,10 +141,14 @@ class CounterMarkers:
         self._lock = threading.Lock()
         #: Containers the database lists: listed once, listed for ever.
         self._listed: set[str] = set()
+        #: Containers whose counters the database held, until when not to ask again.
+        self._unmoved: dict[str, float] = {}
+        self._move = client.register_script(_MOVE)
 
     def missing(self, containers: Iterable[str]) -> None:
         """Called when Redis lacks a marker of ``containers``: raises :class:`CountersLost`
-        for those the database lists whose marker is gone; marks the others (their first
+        for those the database lists whose marker is gone, and :class:`CountersNotMoved`
+        for those whose counters the database still holds; marks the others (their first
         count), so the operation can be made again."""
         absent = self._absent(sorted(set(containers)))
         if not absent:
@@ -92,7 +168,28 @@ class CounterMarkers:
         lost = self._absent(listed)
         if lost:
             raise CountersLost(lost)
-        self._place([c for c in absent if c not in listed])
+        first = [c for c in absent if c not in listed]
+        unmoved = self._unmoved_among(first)
+        self._place([c for c in first if c not in unmoved])
+        if unmoved:
+            raise CountersNotMoved(unmoved)
+
+    def _unmoved_among(self, containers: Sequence[str]) -> list[str]:
+        """Those of ``containers`` whose counters the database holds (counted before the
+        deployment added Redis); one read of the database per container, remembered for
+        :data:`UNMOVED_RECHECK` seconds."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [c for c in containers if self._unmoved.get(c, 0.0) > now]
+        ask = [c for c in containers if c not in recent]
+        if not ask:
+            return recent
+        with self._store.session() as session:
+            held = [c for c in ask if session.conn.execute(_HELD, {"c": c}).first() is not None]
+        with self._lock:
+            for container in held:
+                self._unmoved[container] = now + UNMOVED_RECHECK
+        return sorted(recent + held)
 
     def _absent(self, containers: Sequence[str]) -> list[str]:
         """Those of ``containers`` whose marker Redis does not hold."""
@@ -116,6 +213,132 @@ class CounterMarkers:
         chosen = lost if containers is None else [c for c in lost if c in set(containers)]
         self._place(chosen)
         return chosen
+
+    def unmoved(self, containers: Sequence[str] | None = None) -> dict[str, int]:
+        """How many cap counters the database still holds, by container (all, or those of
+        ``containers``): counted before the deployment added Redis, and not moved."""
+        query = select(_K.container_id, func.count()).group_by(_K.container_id)
+        if containers is not None:
+            query = query.where(_K.container_id.in_(sorted(set(containers))))
+        with self._store.session() as session:
+            return {c: int(n) for c, n in session.conn.execute(query)}
+
+    def move_in(
+        self,
+        containers: Sequence[str] | None = None,
+        *,
+        batch: int = MOVE_BATCH,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Moved:
+        """Move the database's cap counters (of every container, or of ``containers``)
+        into Redis: each count added to what Redis holds (counts made there meanwhile
+        stay), the container marked and listed, its rows deleted. Safe to stop at any
+        point and run again: a count is never added twice (:data:`_MOVE`). A container
+        whose counters Redis lost is left (:attr:`Moved.lost`): moved now, its counts
+        would be overwritten by a restore of Redis's backup. ``on_progress(done, total)``
+        is told of every batch."""
+        planned = self.unmoved(containers)
+        every_lost = set(self.lost())
+        lost = every_lost & set(planned)
+        total = sum(n for c, n in planned.items() if c not in lost)
+        done = 0
+
+        def step(n: int) -> None:
+            nonlocal done
+            done += n
+            if on_progress is not None:
+                on_progress(done, total)
+
+        step(0)
+        result = Moved(lost=sorted(lost))
+        for container in sorted(set(planned) - lost):
+            result.moved[container] = self._move_container(container, batch, step)
+        # A move stopped after a container's last rows were deleted, before it was marked.
+        for container in self._moves_left(containers):
+            if container not in planned and container not in every_lost:
+                self._finish(container)
+        return result
+
+    def _move_container(self, container: str, batch: int, step: Callable[[int], None]) -> int:
+        """One container's counters into Redis, ``batch`` a script, in key order (read
+        outside write transactions); how many rows it deleted. A row is deleted only
+        while it holds the count moved: one a server without Redis changed meanwhile is
+        moved again, its difference added, on the next walk."""
+        moving = moving_key(container)
+        moved = 0
+        for _ in range(MOVE_PASSES):
+            after = ""
+            while True:
+                with self._store.session() as session:
+                    rows = session.conn.execute(
+                        _BATCH, {"c": container, "after": after, "n": batch}
+                    ).all()
+                if not rows:
+                    break
+                names = [counter_name(container, code) for code, _ in rows]
+                self._redis(self._move, keys=[moving, *names], args=[n for _, n in rows])
+                moved += self._store.write(partial(_delete_moved, rows=rows))
+                step(len(rows))
+                if len(rows) < batch:
+                    break
+                after = rows[-1][0]
+            if not self._holds(container):
+                break
+        else:
+            raise Unavailable(
+                f"the cap counters of container {container} keep changing in the database: "
+                "stop the servers that run without Redis, then move them again",
+                retry_after=60,
+            )
+        self._finish(container)
+        return moved
+
+    def _finish(self, container: str) -> None:
+        """A container whose counters are all in Redis: marked, listed, its move's hash
+        deleted (the last: run again, a move finds it and finishes)."""
+        self._place([container])
+        self._redis(self._client.delete, moving_key(container))
+        with self._lock:
+            self._unmoved.pop(container, None)
+
+    def _moves_left(self, containers: Sequence[str] | None) -> list[str]:
+        """The containers (of this database, or of ``containers``) whose move's hash
+        Redis holds: one ``SCAN`` of every name when all (a move is rare; another
+        deployment sharing the Redis keeps its own), one look each when named."""
+        try:
+            if containers is not None:
+                chosen = sorted(set(containers))
+                pipe = self._client.pipeline(transaction=False)
+                for container in chosen:
+                    pipe.exists(moving_key(container))
+                return [c for c, n in zip(chosen, pipe.execute(), strict=True) if n]
+            found: set[str] = set()
+            for raw in self._client.scan_iter(match=f"{PREFIX}*:moving", count=1_000):
+                name = raw.decode("utf-8", "surrogateescape")
+                container = name[len(PREFIX) + 1 :].partition("}:")[0]
+                if name == moving_key(container):  # not a counter whose scope ends so
+                    found.add(container)
+        except RedisError as exc:
+            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+        if not found:
+            return []
+        ours = select(t.containers.c.container_id).where(
+            t.containers.c.container_id.in_(sorted(found))
+        )
+        with self._store.session() as session:
+            return sorted(session.conn.execute(ours).scalars())
+
+    def _holds(self, container: str) -> bool:
+        """Whether the database still holds a counter of ``container``."""
+        with self._store.session() as session:
+            return session.conn.execute(_HELD, {"c": container}).first() is not None
+
+    @staticmethod
+    def _redis(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except RedisError as exc:
+            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
 
     def _exist(self, containers: Sequence[str]) -> list[bool]:
         pipe = self._client.pipeline(transaction=False)
@@ -158,3 +381,13 @@ class CounterMarkers:
         ``admin counters`` says so."""
         with contextlib.suppress(RedisError):  # Redis away too: the marker stays
             self._client.delete(*(marker_key(c) for c in containers))
+
+
+def _delete_moved(session: Session, rows: Sequence[tuple[str, int]]) -> int:
+    """Delete the counters moved, each only while it holds the count moved."""
+    pairs = [(code, n) for code, n in rows]
+    return int(
+        session.conn.execute(
+            delete(t.cap_counters).where(tuple_(_K.counter_key, _K.count).in_(pairs))
+        ).rowcount
+    )
