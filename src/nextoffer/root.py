@@ -437,20 +437,22 @@ class NextOffer:
             raise BadRequest("the cap counters are the database's (no Redis): none was lost")
         return self.counter_markers.accept_loss(containers)
 
-    def move_counters_into_redis(
+    def move_counters(
         self,
         containers: Sequence[str] | None = None,
         *,
+        into_redis: bool,
         on_progress: Callable[[int, int], None] | None = None,
     ) -> Moved:
-        """Move the cap counters the database holds (all, or those of ``containers``),
-        counted before the deployment added Redis, into Redis: until then their capped
-        offers count as capped. Safe to stop and run again (docs/deploy.md, "Redis")."""
+        """Move the cap counters (of every container, or of ``containers``) from the
+        database into Redis (``into_redis``: a deployment that added Redis; until then
+        their capped offers count as capped), or from Redis into the database (one that
+        stops using it). Safe to stop and run again (docs/deploy.md, "Redis")."""
         if self.counter_markers is None:
-            raise BadRequest(
-                "the cap counters move into Redis only with --redis (or NEXTOFFER_REDIS)"
-            )
-        return self.counter_markers.move_in(containers, on_progress=on_progress)
+            raise BadRequest("the cap counters move only with --redis (or NEXTOFFER_REDIS)")
+        if into_redis:
+            return self.counter_markers.move_in(containers, on_progress=on_progress)
+        return self.counter_markers.move_out(containers, on_progress=on_progress)
 
     def create(
         self,

@@ -152,3 +152,23 @@ def test_caps_counted_in_the_database_hold_when_redis_is_added(
         assert again.stdout == "nothing to move: the database holds no cap counters\n"
     check_stores(shared)
     assert "still in the database" not in capsys.readouterr().err
+
+
+def test_caps_counted_in_redis_hold_when_the_deployment_stops_using_it(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'n.db'}"
+    shared = Settings(db_url=db_url, redis_url=redis_url(), freeze_heap=False)
+    with TestClient(create_app(shared), raise_server_exceptions=False) as client:
+        tenant = make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+        ids = capped_library(
+            lambda type_name, body: str(tenant.create(type_name, body)["@id"]),
+            {"xdm:globalCap": 3},
+        )
+        assert [decide(tenant, ids, n) for n in range(2)] == [ids["capped"]] * 2
+    env = {"NEXTOFFER_DB": db_url, "NEXTOFFER_REDIS": shared.redis_url}
+    moved = CliRunner().invoke(main, ["admin", "counters", "--out-of-redis"], env=env)
+    assert moved.exit_code == 0, moved.output
+    assert f"container {tenant.container}: 1 counter moved out of Redis" in moved.stdout
+    alone = Settings(db_url=db_url, freeze_heap=False)
+    with TestClient(create_app(alone), raise_server_exceptions=False) as client:
+        tenant.client = client
+        assert [decide(tenant, ids, n) for n in range(2, 4)] == [ids["capped"], ids["other"]]

@@ -326,7 +326,7 @@ def test_into_redis_leaves_a_container_whose_redis_counters_were_lost(db_url):
         result = counters_cli(db_url, "--into-redis")
         assert result.exit_code == 6, result.output
         assert result.stdout == ""
-        assert f"container {key.container_id}: not moved: Redis lost its other counters" in (
+        assert f"container {key.container_id}: not moved: Redis lost its counters" in (
             result.stderr
         )
         assert "--accept-loss" in result.stderr
@@ -340,11 +340,41 @@ def test_into_redis_leaves_a_container_whose_redis_counters_were_lost(db_url):
     ("args", "redis_at", "message"),
     [
         (["--into-redis"], "", "the cap counters are in Redis only with --redis"),
-        (["--into-redis", "--accept-loss"], None, "--accept-loss and --into-redis are two runs"),
-        (["--container", "c-1"], None, "--container goes with --accept-loss or --into-redis"),
+        (
+            ["--into-redis", "--accept-loss"],
+            None,
+            "--accept-loss, --into-redis and --out-of-redis are one a run",
+        ),
+        (
+            ["--container", "c-1"],
+            None,
+            "--container goes with --accept-loss, --into-redis or --out-of-redis",
+        ),
     ],
 )
 def test_into_redis_refuses_what_it_cannot_do(tmp_path, args, redis_at, message):
     result = counters_cli(f"sqlite:///{tmp_path / 'n.db'}", *args, redis=redis_at)
     assert result.exit_code == 2, result.output
     assert message in result.stderr
+
+
+def test_out_of_redis_moves_redis_s_counters_into_the_database_and_says_so(db_url):
+    store = Store.open(db_url)
+    one, two = (f"c-{uuid.uuid4().hex}" for _ in range(2))
+    keys = [CounterKey(one, "xcore:offer:1", "globalCap"), CounterKey(two, "xcore:offer:1", "x")]
+    redis_counters = RedisCounters.from_url(redis_url(), store=store)
+    try:
+        redis_counters.add(keys, 2)
+        moved = counters_cli(db_url, "--out-of-redis", "--container", one)
+        assert moved.exit_code == 0, moved.output
+        assert moved.stdout == f"container {one}: 1 counter moved out of Redis into the database\n"
+        assert SqlCounters(store).read(keys) == {keys[0]: 2}
+        rest = counters_cli(db_url, "--out-of-redis")
+        assert rest.stdout == f"container {two}: 1 counter moved out of Redis into the database\n"
+        again = counters_cli(db_url, "--out-of-redis")
+        assert again.exit_code == 0, again.output
+        assert again.stdout == "nothing to move: Redis holds no cap counters\n"
+        assert SqlCounters(store).read(keys) == {keys[0]: 2, keys[1]: 2}
+    finally:
+        redis_counters.close()
+        store.close()

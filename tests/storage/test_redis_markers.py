@@ -449,3 +449,86 @@ def test_a_container_whose_redis_counters_were_lost_is_not_moved(
     assert added.markers.move_in() == Moved(lost=[key.container_id])
     assert rows(both) == 1
     assert added.markers.lost() == [key.container_id]
+
+
+# A deployment that stops using Redis: its counters moved into the database (both).
+
+
+def in_database(store: Store, keys: list[CounterKey]) -> dict[CounterKey, int]:
+    return SqlCounters(store).read(keys)
+
+
+def test_a_move_out_of_redis_adds_redis_s_counts_to_the_database_s(
+    both: Store, added: RedisCounters, key: CounterKey, raw: redis.Redis
+) -> None:
+    other = replace(key, offer_id="xcore:offer:9")
+    elsewhere = replace(key, container_id=f"c-{uuid.uuid4().hex}")
+    added.add([key, other], 3)
+    added.add([elsewhere], 1)
+    counted(both, key, 2)  # counted in the database before (never moved in)
+    moved = added.markers.move_out([key.container_id])
+    assert moved == Moved(moved={key.container_id: 2})
+    assert in_database(both, [key, other, elsewhere]) == {key: 5, other: 3}
+    for name in (redis_key(key), redis_key(other), marker_key(key.container_id)):
+        assert not raw.exists(name)
+    assert not raw.exists(redis_markers.leaving_key(key.container_id))
+    assert listed(both) == [elsewhere.container_id]  # the other container untouched
+    assert added.read([elsewhere]) == {elsewhere: 1}
+    # A server still on Redis: caps closed (the counts are the database's now).
+    with pytest.raises(CountersNotMoved):
+        added.reserve([(key, 9)])
+
+
+def test_a_move_out_stopped_anywhere_and_run_again_adds_no_count_twice(
+    both: Store,
+    added: RedisCounters,
+    key: CounterKey,
+    raw: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keys = [replace(key, offer_id=f"xcore:offer:{i}") for i in range(5)]
+    added.add(keys, 2)
+    counted(both, keys[0], 1)
+    real_add = redis_markers._add_taken
+    applied: list[int] = []
+
+    def stopped_before_the_database(session: Any, **kw: Any) -> list[str]:
+        if applied:  # the second batch: taken out of Redis, Ctrl-C before it is added
+            raise KeyboardInterrupt
+        applied.append(1)
+        return real_add(session, **kw)
+
+    monkeypatch.setattr(redis_markers, "_add_taken", stopped_before_the_database)
+    with pytest.raises(KeyboardInterrupt):
+        added.markers.move_out(batch=2)
+    monkeypatch.setattr(redis_markers, "_add_taken", real_add)
+    # Stopped half-way: a server still on Redis finds the marker gone, caps closed.
+    with pytest.raises(CountersLost):
+        added.reserve([(keys[4], 9)])
+
+    real_redis = added.markers._redis
+
+    def stopped_after_the_database(fn: Any, *args: Any, **kw: Any) -> Any:
+        if getattr(fn, "__name__", "") == "hdel":  # added and committed, Ctrl-C now
+            raise KeyboardInterrupt
+        return real_redis(fn, *args, **kw)
+
+    monkeypatch.setattr(added.markers, "_redis", stopped_after_the_database)
+    with pytest.raises(KeyboardInterrupt):
+        added.markers.move_out(batch=2)
+    monkeypatch.setattr(added.markers, "_redis", real_redis)
+
+    added.markers.move_out(batch=2)
+    assert in_database(both, keys) == {keys[0]: 3, **{k: 2 for k in keys[1:]}}
+    assert listed(both) == []
+    assert not list(raw.scan_iter(match=f"nextoffer:cap:{{{key.container_id}}}:*"))
+
+
+def test_a_move_out_leaves_a_container_whose_redis_counters_were_lost(
+    both: Store, added: RedisCounters, key: CounterKey, raw: redis.Redis
+) -> None:
+    added.add([key])
+    lose(raw, key.container_id)
+    assert added.markers.move_out() == Moved(lost=[key.container_id])
+    assert listed(both) == [key.container_id]
+    assert in_database(both, [key]) == {}

@@ -186,34 +186,46 @@ def revoke(db_url: str | None, client_id: str, sandbox: str | None) -> None:
     "database would not move. Safe to stop and run again: no count is added twice.",
 )
 @click.option(
+    "--out-of-redis",
+    is_flag=True,
+    help="Move the cap counters Redis holds into the database, each added to the "
+    "database's, for a deployment that stops using Redis. Stop every server first, then "
+    "start them without Redis. Safe to stop and run again: no count is added twice.",
+)
+@click.option(
     "--container",
     "containers",
     multiple=True,
-    help="With --accept-loss or --into-redis: only this container (repeat for more).",
+    help="With --accept-loss, --into-redis or --out-of-redis: only this container (repeat "
+    "for more).",
 )
 def counters(
     db_url: str | None,
     redis_url: str | None,
     accept_loss: bool,
     into_redis: bool,
+    out_of_redis: bool,
     containers: tuple[str, ...],
 ) -> None:
     """List the containers whose cap counters Redis has lost (a restart without its data,
     another Redis): their capped offers count as capped until Redis is restored from its
     backup, or the loss is accepted here. With --into-redis, move the counters of a
-    deployment that added Redis from the database into it."""
-    if accept_loss and into_redis:
-        raise click.UsageError("--accept-loss and --into-redis are two runs")
-    if containers and not (accept_loss or into_redis):
-        raise click.UsageError("--container goes with --accept-loss or --into-redis")
+    deployment that added Redis from the database into it; with --out-of-redis, those of
+    one that stops using it from Redis into the database."""
+    if accept_loss + into_redis + out_of_redis > 1:
+        raise click.UsageError("--accept-loss, --into-redis and --out-of-redis are one a run")
+    if containers and not (accept_loss or into_redis or out_of_redis):
+        raise click.UsageError(
+            "--container goes with --accept-loss, --into-redis or --out-of-redis"
+        )
     base = Settings.from_env(db_url=db_url, redis_url=redis_url)
     if not base.redis_url:
         raise click.UsageError(
             "the cap counters are in Redis only with --redis (or NEXTOFFER_REDIS)"
         )
     settings = Settings.from_env(db_url=existing_database(base.db_url), redis_url=base.redis_url)
-    if into_redis:
-        move_into_redis(settings, containers)
+    if into_redis or out_of_redis:
+        move_counters(settings, containers, into=into_redis)
         return
     with NextOffer.open(settings) as no:
         if accept_loss:
@@ -241,12 +253,14 @@ def counters(
         click.echo("Redis holds every container's cap counters", err=True)
 
 
-def move_into_redis(settings: Settings, containers: tuple[str, ...]) -> None:
-    """``admin counters --into-redis``, under a progress bar of the counters moved."""
+def move_counters(settings: Settings, containers: tuple[str, ...], *, into: bool) -> None:
+    """``admin counters --into-redis`` (``into``) or ``--out-of-redis``, under a progress
+    bar of the counters moved."""
+    where = "into Redis" if into else "out of Redis into the database"
     with (
         NextOffer.open(settings) as no,
         Progress(
-            TextColumn("moving cap counters into Redis"),
+            TextColumn(f"moving cap counters {where}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeRemainingColumn(),
@@ -255,23 +269,25 @@ def move_into_redis(settings: Settings, containers: tuple[str, ...]) -> None:
         ) as bar,
     ):
         task = bar.add_task("move", total=None)
-        done = no.move_counters_into_redis(
-            containers or None,
-            on_progress=lambda n, total: bar.update(task, completed=n, total=total),
-        )
+
+        def show(n: int, total: int) -> None:
+            bar.update(task, completed=n, total=total or None)
+
+        done = no.move_counters(containers or None, into_redis=into, on_progress=show)
     for container, n in done.moved.items():
-        click.echo(f"container {container}: {n} counter{'s' if n != 1 else ''} moved into Redis")
+        click.echo(f"container {container}: {n} counter{'s' if n != 1 else ''} moved {where}")
     if done.lost:
         for container in done.lost:
             click.echo(
-                f"container {container}: not moved: Redis lost its other counters; restore "
-                "Redis from its backup or accept the loss (--accept-loss), then move them",
+                f"container {container}: not moved: Redis lost its counters; restore Redis "
+                "from its backup or accept the loss (--accept-loss), then move them",
                 err=True,
             )
         raise CountersLost(done.lost)
     if not done.moved:
         named = " of the containers named" if containers else ""
-        click.echo(f"nothing to move: the database holds no cap counters{named}")
+        held = "the database holds no cap counters" if into else "Redis holds no cap counters"
+        click.echo(f"nothing to move: {held}{named}")
 
 
 @admin.command("rotate-key")

@@ -24,7 +24,9 @@ zeros for the truth and serve its capped offers past their caps; so a first coun
 the database first (one read, a first count's only: the steady path never reaches it) and,
 when it holds the container's counters, raises :class:`~nextoffer.errors.CountersNotMoved`
 (caps fail closed, as for a loss) until ``nextoffer admin counters --into-redis``
-(:meth:`CounterMarkers.move_in`) has moved them into Redis.
+(:meth:`CounterMarkers.move_in`) has moved them into Redis. A deployment that stops
+using Redis moves them back (``--out-of-redis``, :meth:`CounterMarkers.move_out`). Both
+moves can be stopped at any point and run again without a count added twice.
 
 Placing the marker before the row keeps a concurrent operation of another process from
 reading the row and not yet the marker. A loss of part of Redis's data (the last second of
@@ -41,6 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
+from typing import Any
 
 import redis
 from redis.exceptions import RedisError
@@ -101,6 +104,31 @@ return changed
 """
 
 
+#: KEYS[1]: the container's leaving hash (:func:`leaving_key`), KEYS[2]: its marker.
+#: Starts a move out of Redis: the hash made (its ``""`` field says a move is under way),
+#: then the marker deleted, so servers still counting in Redis fail closed (a loss).
+_LEAVE = """
+redis.call('HSET', KEYS[1], '', '1')
+redis.call('DEL', KEYS[2])
+return 0
+"""
+
+#: KEYS[1]: the leaving hash, then the counters; ARGV: each counter's code, then each
+#: one's count in the database (its base). Takes each counter out of Redis into the hash
+#: (``<count>:<base>``, by code), unless the hash holds its code already. Returns 0.
+_TAKE = """
+local n = #KEYS - 1
+for i = 2, #KEYS do
+  local v = redis.call('GET', KEYS[i])
+  if v and redis.call('HEXISTS', KEYS[1], ARGV[i - 1]) == 0 then
+    redis.call('HSET', KEYS[1], ARGV[i - 1], v .. ':' .. ARGV[n + i - 1])
+    redis.call('DEL', KEYS[i])
+  end
+end
+return 0
+"""
+
+
 def marker_key(container_id: str) -> str:
     """A container's marker: in its counters' hash slot; without a ``|``, which every
     counter's name has (``CounterKey.encode``), so it is no counter's."""
@@ -112,6 +140,12 @@ def moving_key(container_id: str) -> str:
     hash, deleted when the move is done): in its counters' slot, with no ``|`` (no
     counter's name) and not the marker's."""
     return f"{PREFIX}{{{container_id}}}:moving"
+
+
+def leaving_key(container_id: str) -> str:
+    """What a move of a container's counters out of Redis has taken from Redis and not
+    yet seen added to the database, by counter code (a hash, deleted when it is done)."""
+    return f"{PREFIX}{{{container_id}}}:leaving"
 
 
 def counter_name(container_id: str, code: str) -> str:
@@ -144,6 +178,8 @@ class CounterMarkers:
         #: Containers whose counters the database held, until when not to ask again.
         self._unmoved: dict[str, float] = {}
         self._move = client.register_script(_MOVE)
+        self._leave = client.register_script(_LEAVE)
+        self._take = client.register_script(_TAKE)
 
     def missing(self, containers: Iterable[str]) -> None:
         """Called when Redis lacks a marker of ``containers``: raises :class:`CountersLost`
@@ -334,9 +370,129 @@ class CounterMarkers:
             return session.conn.execute(_HELD, {"c": container}).first() is not None
 
     @staticmethod
-    def _redis(fn: Callable[..., object], *args: object, **kwargs: object) -> object:
+    def _redis(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except RedisError as exc:
+            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+
+    def move_out(
+        self,
+        containers: Sequence[str] | None = None,
+        *,
+        batch: int = MOVE_BATCH,
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> Moved:
+        """Move the cap counters Redis holds (of every container the database lists, or
+        of ``containers``) into the database, for a deployment that stops using Redis:
+        each count added to the database's, the container's marker deleted first (a
+        server still counting in Redis then fails closed) and its listing last. Safe to
+        stop at any point and run again: a count is never added twice (each taken from
+        Redis into the container's leaving hash with the database's count beside it, and
+        added only while the database still holds that count). A container whose
+        counters Redis lost is left (:attr:`Moved.lost`). ``on_progress(done, 0)`` is
+        told of every batch."""
+        with self._store.session() as session:
+            listed = [row[0] for row in session.conn.execute(_ALL)]
+        chosen = listed if containers is None else sorted(set(containers) & set(listed))
+        leaving = self._exist_all(leaving_key, chosen)
+        marked = self._exist_all(marker_key, chosen)
+        result = Moved()
+        going: list[str] = []
+        for container, left, there in zip(chosen, leaving, marked, strict=True):
+            (going if left or there else result.lost).append(container)
+        for container in going:
+            self._redis(self._leave, keys=[leaving_key(container), marker_key(container)])
+            result.moved[container] = 0
+        done = 0
+
+        def step(container: str, n: int) -> None:
+            nonlocal done
+            result.moved[container] += n
+            done += n
+            if on_progress is not None:
+                on_progress(done, 0)
+
+        for container in going:  # what a run stopped half-way took and did not add
+            self._drain(container, batch, step)
+        if going:
+            wanted = set(going)
+            names: dict[str, list[str]] = {}
+            for raw in self._scan(f"{PREFIX}*"):
+                name = raw.decode("utf-8", "surrogateescape")
+                container, _, code = name[len(PREFIX) + 1 :].partition("}:")
+                if container in wanted and "|" in code and name == counter_name(container, code):
+                    names.setdefault(container, []).append(code)
+                    if len(names[container]) >= batch:
+                        self._take_out(container, names.pop(container), step)
+            for container, codes in names.items():
+                self._take_out(container, codes, step)
+        for container in going:
+            self._drain(container, batch, step)
+            self._store.write(partial(_unlist, container=container))
+            with self._lock:
+                self._listed.discard(container)
+            self._redis(self._client.delete, leaving_key(container))
+        return result
+
+    def _take_out(self, container: str, codes: list[str], step: Callable[[str, int], None]) -> None:
+        """Some of a container's counters out of Redis, into the database."""
+        with self._store.session() as session:
+            bases = _read_counts(session, codes)
+        names = [counter_name(container, code) for code in codes]
+        args = [*codes, *(bases.get(code, 0) for code in codes)]
+        self._redis(self._take, keys=[leaving_key(container), *names], args=args)
+        self._apply(container, codes, step)
+
+    def _drain(self, container: str, batch: int, step: Callable[[str, int], None]) -> None:
+        """Add to the database what the leaving hash holds (``batch`` at a time)."""
+        cursor = 0
+        while True:
+            cursor, found = self._redis(
+                self._client.hscan, leaving_key(container), cursor, count=batch
+            )
+            codes = [_text(code) for code in found if code]  # not the "" field
+            if codes:
+                self._apply(container, codes, step)
+            if cursor == 0:
+                return
+
+    def _apply(self, container: str, codes: list[str], step: Callable[[str, int], None]) -> None:
+        """The leaving hash's ``codes`` added to the database, each only while its row
+        still holds the base the hash records, then taken out of the hash."""
+        held = self._redis(self._client.hmget, leaving_key(container), codes)
+        entries = {
+            code: tuple(int(part) for part in _text(value).split(":"))
+            for code, value in zip(codes, held, strict=True)
+            if value is not None
+        }
+        if not entries:
+            return
+        changed = self._store.write(partial(_add_taken, container=container, entries=entries))
+        if changed:
+            raise Unavailable(
+                f"the cap counters of container {container} changed in the database while "
+                f"they moved out of Redis ({len(changed)} of them, e.g. {changed[0]}): stop "
+                "every server, then move them again",
+                retry_after=60,
+            )
+        self._redis(self._client.hdel, leaving_key(container), *entries)
+        step(container, len(entries))
+
+    def _exist_all(self, name: Callable[[str], str], containers: Sequence[str]) -> list[bool]:
+        if not containers:
+            return []
+        try:
+            pipe = self._client.pipeline(transaction=False)
+            for container in containers:
+                pipe.exists(name(container))
+            return [bool(n) for n in pipe.execute()]
+        except RedisError as exc:
+            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+
+    def _scan(self, match: str) -> Iterable[bytes]:
+        try:
+            yield from self._client.scan_iter(match=match, count=1_000)
         except RedisError as exc:
             raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
 
@@ -391,3 +547,47 @@ def _delete_moved(session: Session, rows: Sequence[tuple[str, int]]) -> int:
             delete(t.cap_counters).where(tuple_(_K.counter_key, _K.count).in_(pairs))
         ).rowcount
     )
+
+
+def _read_counts(session: Session, codes: Sequence[str]) -> dict[str, int]:
+    query = select(_K.counter_key, _K.count).where(_K.counter_key.in_(codes))
+    return {code: int(n) for code, n in session.conn.execute(query)}
+
+
+def _add_taken(
+    session: Session, *, container: str, entries: dict[str, tuple[int, ...]]
+) -> list[str]:
+    """Each entry's count (taken from Redis) added to its row, when the row holds the base
+    recorded beside it (none: 0); a row at base plus count has it already (a run stopped
+    after this commit). The codes of rows at neither: changed by someone else meanwhile."""
+    current = _read_counts(session, list(entries))
+    changed: list[str] = []
+    for code, (count, base) in entries.items():
+        now = current.get(code)
+        if count == 0 or now == base + count:
+            continue
+        if (now or 0) != base:
+            changed.append(code)
+            continue
+        if now is None:
+            session.conn.execute(
+                upsert(session.conn, t.cap_counters).on_conflict_do_nothing(),
+                {"counter_key": code, "container_id": container, "count": base + count},
+            )
+        else:
+            session.conn.execute(
+                t.cap_counters.update()
+                .where(_K.counter_key == code, _K.count == base)
+                .values(count=base + count)
+            )
+    return changed
+
+
+def _unlist(session: Session, *, container: str) -> None:
+    session.conn.execute(
+        delete(t.redis_counter_markers).where(t.redis_counter_markers.c.container_id == container)
+    )
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
