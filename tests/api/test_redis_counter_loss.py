@@ -3,6 +3,7 @@ from zero; the operator hears of it (``serve``, ``admin counters``) and decides.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from nextoffer.api.app import create_app
 from nextoffer.cli import main
 from nextoffer.cli.serve import check_stores
 from nextoffer.settings import Settings
+from nextoffer.storage.counters import CounterKey, SqlCounters
+from nextoffer.storage.redis_counters import RedisCounters
+from nextoffer.storage.store import Store
 from support.api import Tenant, capped_library, make_tenant
 from support.backends import redis_url
 
@@ -172,3 +176,28 @@ def test_caps_counted_in_redis_hold_when_the_deployment_stops_using_it(tmp_path:
     with TestClient(create_app(alone), raise_server_exceptions=False) as client:
         tenant.client = client
         assert [decide(tenant, ids, n) for n in range(2, 4)] == [ids["capped"], ids["other"]]
+
+
+def test_serve_names_a_container_redis_counts_whose_old_counters_the_database_holds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Redis took the container's first count before caps failed closed (an upgrade from
+    # a release without the check): its caps count from Redis's alone until moved.
+    settings = Settings(db_url=f"sqlite:///{tmp_path / 'n.db'}", redis_url=redis_url())
+    store = Store.open(settings.db_url)
+    counters = RedisCounters.from_url(redis_url(), store=store)
+    try:
+        key = CounterKey(f"c-{uuid.uuid4().hex}", "xcore:offer:1", "globalCap")
+        counters.add([key])
+        SqlCounters(store).add([key], 2)
+        check_stores(settings)
+        said = capsys.readouterr().err
+        assert f"the cap counters of container {key.container_id} counted before Redis" in said
+        assert "its caps count from Redis's alone" in said
+        assert counters.markers.move_in().moved == {key.container_id: 1}
+        check_stores(settings)
+        assert "still in the database" not in capsys.readouterr().err
+        assert counters.read([key]) == {key: 3}
+    finally:
+        counters.close()
+        store.close()

@@ -259,6 +259,11 @@ class CounterMarkers:
         with self._store.session() as session:
             return {c: int(n) for c, n in session.conn.execute(query)}
 
+    def marked(self, containers: Sequence[str]) -> list[str]:
+        """Those of ``containers`` whose marker Redis holds."""
+        absent = set(self._absent(containers))
+        return [c for c in containers if c not in absent]
+
     def move_in(
         self,
         containers: Sequence[str] | None = None,
