@@ -532,3 +532,22 @@ def test_a_move_out_leaves_a_container_whose_redis_counters_were_lost(
     assert added.markers.move_out() == Moved(lost=[key.container_id])
     assert listed(both) == [key.container_id]
     assert in_database(both, [key]) == {}
+
+
+def test_a_move_out_keeps_a_database_count_made_while_it_ran(
+    both: Store, added: RedisCounters, key: CounterKey, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A server without Redis started too early: its count, made between the take out of
+    # Redis and the add to the database, stays beside the count moved.
+    added.add([key], 3)
+    real = added.markers._redis
+
+    def meanwhile(fn: Any, *args: Any, **kw: Any) -> Any:
+        done = real(fn, *args, **kw)
+        if "args" in kw:  # the take script ran
+            counted(both, key, 1)
+        return done
+
+    monkeypatch.setattr(added.markers, "_redis", meanwhile)
+    assert added.markers.move_out().moved == {key.container_id: 1}
+    assert in_database(both, [key]) == {key: 4}

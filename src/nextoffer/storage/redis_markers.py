@@ -447,7 +447,7 @@ class CounterMarkers:
         names = [counter_name(container, code) for code in codes]
         args = [*codes, *(bases.get(code, 0) for code in codes)]
         self._redis(self._take, keys=[leaving_key(container), *names], args=args)
-        self._apply(container, codes, step)
+        self._apply(container, codes, step, fresh=True)
 
     def _drain(self, container: str, batch: int, step: Callable[[str, int], None]) -> None:
         """Add to the database what the leaving hash holds (``batch`` at a time)."""
@@ -458,13 +458,17 @@ class CounterMarkers:
             )
             codes = [_text(code) for code in found if code]  # not the "" field
             if codes:
-                self._apply(container, codes, step)
+                self._apply(container, codes, step, fresh=False)
             if cursor == 0:
                 return
 
-    def _apply(self, container: str, codes: list[str], step: Callable[[str, int], None]) -> None:
-        """The leaving hash's ``codes`` added to the database, each only while its row
-        still holds the base the hash records, then taken out of the hash."""
+    def _apply(
+        self, container: str, codes: list[str], step: Callable[[str, int], None], *, fresh: bool
+    ) -> None:
+        """The leaving hash's ``codes`` added to the database, then taken out of the hash.
+        ``fresh``: just taken from Redis, so not added yet: added whatever the rows hold.
+        Else (left by a run stopped half-way, maybe added): each added only while its row
+        still holds the base the hash records."""
         held = self._redis(self._client.hmget, leaving_key(container), codes)
         entries = {
             code: tuple(int(part) for part in _text(value).split(":"))
@@ -473,7 +477,9 @@ class CounterMarkers:
         }
         if not entries:
             return
-        changed = self._store.write(partial(_add_taken, container=container, entries=entries))
+        changed = self._store.write(
+            partial(_add_taken, container=container, entries=entries, fresh=fresh)
+        )
         if changed:
             raise Unavailable(
                 f"the cap counters of container {container} changed in the database while "
@@ -560,18 +566,35 @@ def _read_counts(session: Session, codes: Sequence[str]) -> dict[str, int]:
 
 
 def _add_taken(
-    session: Session, *, container: str, entries: dict[str, tuple[int, ...]]
+    session: Session, *, container: str, entries: dict[str, tuple[int, ...]], fresh: bool
 ) -> list[str]:
-    """Each entry's count (taken from Redis) added to its row, when the row holds the base
-    recorded beside it (none: 0); a row at base plus count has it already (a run stopped
-    after this commit). The codes of rows at neither: changed by someone else meanwhile."""
+    """Each entry's count (taken from Redis) added to its row: ``fresh``, whatever the row
+    holds; else when the row holds the base recorded beside it (none: 0), and a row at
+    base plus count has it already (a run stopped after this commit). The codes of rows
+    at neither: changed by someone else meanwhile, added or not, nobody can tell."""
+    if fresh:  # one atomic add a row: a writer meanwhile (there should be none) is kept
+        rows = [
+            {"counter_key": code, "container_id": container, "count": count}
+            for code, (count, _) in sorted(entries.items())
+            if count != 0
+        ]
+        if rows:
+            insert = upsert(session.conn, t.cap_counters)
+            session.conn.execute(
+                insert.on_conflict_do_update(
+                    index_elements=[_K.counter_key],
+                    set_={"count": _K.count + insert.excluded["count"]},
+                ),
+                rows,
+            )
+        return []
     current = _read_counts(session, list(entries))
     changed: list[str] = []
     for code, (count, base) in entries.items():
         now = current.get(code)
         if count == 0 or now == base + count:
             continue
-        if (now or 0) != base:
+        elif (now or 0) != base:
             changed.append(code)
             continue
         if now is None:
