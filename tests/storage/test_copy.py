@@ -4,13 +4,15 @@ search index built, new events numbered after the copied ones."""
 
 from __future__ import annotations
 
+import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import Engine, insert, inspect, make_url, select, text, update
 from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
@@ -212,3 +214,99 @@ def test_the_command_names_what_the_source_wrote_during_the_copy(
     assert result.exit_code == 0, result.output
     assert "warning: the source changed while it was copied (orgs 1 -> 2 rows)" in result.stderr
     assert "warning" not in result.stdout
+
+
+def test_the_remedies_name_the_target_not_the_default_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Run without --db, `downgrade --to base` drops the default database: the copy's
+    # source, when the source is the default. Followed as written, the refusal's remedy
+    # empties the target and keeps the source.
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    held = f"sqlite:///{tmp_path / 'held.db'}"
+    for url in (source, held):
+        with TestClient(create_app(Settings(db_url=url, freeze_heap=False))) as client:
+            make_tenant(client, url, "ACME@AdobeOrg", "prod")
+    kept = every_row(source)
+    refused = copy(source, held)
+    assert refused.exit_code == 5, refused.output
+    remedy = re.search(r"`nextoffer (db downgrade [^`]*)`", refused.stderr)
+    assert remedy is not None and remedy.group(1) == f"db downgrade --to base --db '{held}'"
+    emptied = CliRunner().invoke(main, [*shlex.split(remedy.group(1)), "--yes"])
+    assert emptied.exit_code == 0, emptied.output
+    assert every_row(source) == kept
+    again = copy(source, held)
+    assert again.exit_code == 0, again.output
+    assert every_row(held) == kept
+
+    # The warning after a copy the source changed during names the target too, and a
+    # password only as stars.
+    real = copying.copy_database
+
+    def beside_a_server(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
+        shown = hooks.pop("on_table")
+
+        def on_table(name: str) -> None:
+            shown(name)
+            if name == "batch_jobs":  # a server writes once the copy has begun
+                write(src, "BETA@AdobeOrg")
+
+        return real(src, dst, on_table=on_table, **hooks)
+
+    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_server)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    warned = copy(source, target)
+    assert f"empty the target (`nextoffer db downgrade --to base --db '{target}'`)" in (
+        warned.stderr
+    )
+    assert copying.emptying("postgresql://ops:secret@db.internal/nextoffer") == (
+        "`nextoffer db downgrade --to base --db 'postgresql://ops:***@db.internal/nextoffer'`"
+        " (its password in place of ***)"
+    )
+
+
+def test_a_target_holding_another_applications_tables_is_refused(
+    tmp_path: Path, postgres: str
+) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
+        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    engine = open_engine(postgres)
+    try:
+        with engine.connect() as conn, conn.begin():
+            conn.execute(text("CREATE TABLE invoices (id integer PRIMARY KEY)"))
+        result = copy(source, postgres)
+        assert result.exit_code == 2, result.output
+        assert result.stderr.strip() == (
+            "error: the target database holds tables that are not nextoffer's (invoices): copy"
+            ' into a new database (docs/deploy.md, "Running it", creates one)'
+        )
+        with engine.connect() as conn:
+            assert inspect(conn).get_table_names() == ["invoices"]  # none of ours added
+    finally:
+        engine.dispose()
+
+
+def test_a_database_that_cannot_be_opened_is_named_by_its_option(
+    tmp_path: Path, postgres: str
+) -> None:
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
+        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database, " * 100)
+    into_notes = copy(source, f"sqlite:///{notes}")
+    assert into_notes.exit_code == 6, into_notes.output
+    assert into_notes.stderr.strip() == (
+        f"error: --to sqlite:///{notes}: the database is unavailable: file is not a database"
+    )
+    from_notes = copy(f"sqlite:///{notes}", f"sqlite:///{tmp_path / 'new.db'}")
+    assert from_notes.stderr.strip() == (
+        f"error: --db sqlite:///{notes}: the database is unavailable: file is not a database"
+    )
+    missing = make_url(postgres).set(database="no_such_database")
+    nowhere = copy(source, missing.render_as_string(hide_password=False))
+    assert nowhere.exit_code == 6, nowhere.output
+    line = nowhere.stderr.strip()
+    assert line.startswith(f"error: --to {missing.render_as_string(hide_password=True)}: ")
+    assert 'database "no_such_database" does not exist' in line

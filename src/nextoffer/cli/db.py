@@ -26,7 +26,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
-from sqlalchemy import Engine
+from sqlalchemy import Engine, inspect
 
 from nextoffer.cli.options import db_option, existing_database
 from nextoffer.errors import BadRequest
@@ -35,9 +35,9 @@ from nextoffer.service.retention import Pruned
 from nextoffer.settings import Settings
 from nextoffer.storage import migrations
 from nextoffer.storage.backup import backup_sqlite
-from nextoffer.storage.copy import Copied, changed_since, copy_database, refuse_same
+from nextoffer.storage.copy import Copied, changed_since, copy_database, emptying, refuse_same
 from nextoffer.storage.database import open_engine, parse_url, sqlite_file
-from nextoffer.storage.errors import guarded
+from nextoffer.storage.errors import guarded, translated
 from nextoffer.storage.search_index import ensure_current
 
 
@@ -266,7 +266,7 @@ def copy_command(db_url: str | None, target_url: str) -> None:
         target = open_engine(target_url)
         try:
             with guarded():
-                _ready(source, target)
+                _ready(source, target, source_url, target_url)
                 copied = _copy_shown(source, target)
                 changed = changed_since(source, copied)
         finally:
@@ -285,30 +285,60 @@ def copy_command(db_url: str | None, target_url: str) -> None:
             "warning: the source changed while it was copied ("
             + ", ".join(f"{name} {was:,} -> {now:,} rows" for name, (was, now) in changed.items())
             + "): those writes are not in the copy. Stop the servers that write to it, empty"
-            " the target (`nextoffer db downgrade --to base`) and copy again.",
+            f" the target ({emptying(target_url)}) and copy again.",
             err=True,
         )
 
 
-def _ready(source: Engine, target: Engine) -> None:
+def _ready(source: Engine, target: Engine, source_url: str, target_url: str) -> None:
     """The source at the newest revision, and the target made by the migrations if it
     has no tables yet; refuse otherwise."""
-    found = migrations.read_state(source)
+    with _named("--db", source_url):
+        found = migrations.read_state(source)
     if not found.at_head:
         raise BadRequest(
             f"the source database is at revision {found.current or '-'}, not the newest "
             f"({found.head}): run `nextoffer db upgrade` on it first"
         )
-    into = migrations.read_state(target)
-    if into.at_head:
-        return
-    if not into.empty:
-        where = "made before migrations" if into.legacy else f"at revision {into.current}"
+    with _named("--to", target_url):
+        into = migrations.read_state(target)
+        if into.at_head:
+            return
+        if not into.empty:
+            where = "made before migrations" if into.legacy else f"at revision {into.current}"
+            raise BadRequest(
+                f"the target database is {where}: copy into a new database, or an empty one"
+                f" at the newest revision ({into.head})"
+            )
+        _refuse_other_tables(target)
+        migrations.upgrade(target, "head")
+
+
+def _refuse_other_tables(target: Engine) -> None:
+    """Refuse a target without a revision that holds tables all the same: another
+    application's database (a URL naming the wrong one), which the migrations would fill
+    with nextoffer's tables beside its own."""
+    with target.connect() as conn:  # Alembic's own table outlives a downgrade to base
+        names = sorted(set(inspect(conn).get_table_names()) - {"alembic_version"})
+    if names:
+        listed = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
         raise BadRequest(
-            f"the target database is {where}: copy into a new database, or an empty one at"
-            f" the newest revision ({into.head})"
+            f"the target database holds tables that are not nextoffer's ({listed}): copy into"
+            ' a new database (docs/deploy.md, "Running it", creates one)'
         )
-    migrations.upgrade(target, "head")
+
+
+@contextmanager
+def _named(flag: str, url: str) -> Iterator[None]:
+    """A database's error as ours, naming which of the two it came from (a wrong password,
+    a database that does not exist, a file that is not a database)."""
+    try:
+        yield
+    except Exception as exc:
+        ours = translated(exc)
+        if ours is None or ours is exc:  # not the driver's: ours already says which
+            raise
+        raise type(ours)(f"{flag} {_shown(url)}: {ours.detail}") from exc
 
 
 def _copy_shown(source: Engine, target: Engine) -> Copied:

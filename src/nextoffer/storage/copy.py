@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Integer, Table, delete, func, select, text
+from sqlalchemy import URL, Connection, Engine, Integer, Table, delete, func, select, text
 
 from nextoffer.errors import BadRequest, Conflict
 from nextoffer.storage import search_index
@@ -142,8 +142,19 @@ def _require_empty(dst: Connection, tables: Sequence[Table]) -> None:
     if held:
         raise Conflict(
             "the target database is not empty (rows in " + ", ".join(held) + "): copy into a"
-            " new database, or empty this one first (`nextoffer db downgrade --to base`)"
+            f" new database, or empty this one first ({emptying(dst.engine.url)})"
         )
+
+
+def emptying(url: str | URL) -> str:
+    """The command that empties the target for another copy. It names the target: without
+    ``--db``, ``downgrade --to base`` drops every table of the default database, which is
+    the copy's source when the source is the default (``./.nextoffer/nextoffer.db``)."""
+    parsed = parse_url(url) if isinstance(url, str) else url
+    parsed = parsed.set(drivername=parsed.get_backend_name())  # as given: no driver named
+    shown = parsed.render_as_string(hide_password=True)
+    secret = " (its password in place of ***)" if parsed.password else ""
+    return f"`nextoffer db downgrade --to base --db '{shown}'`{secret}"
 
 
 def _copy_table(
