@@ -229,18 +229,23 @@ def test_a_deleted_profile_s_cap_counters_in_redis_go_with_it(tmp_path: Path) ->
 def test_counters_the_database_kept_from_before_redis_go_with_the_profile(
     tmp_path: Path,
 ) -> None:
-    # helper-64: a deployment that added Redis keeps the counters it made before in the
-    # database; a server with Redis erased only Redis's, and unqueued the erasure.
+    # helper-64: the database keeps the counters a deployment made without Redis (until
+    # `admin counters --into-redis` moves them; a container Redis counted first, here
+    # before the deployment left Redis and came back); a server with Redis erased only
+    # Redis's, and unqueued the erasure.
     db = f"sqlite:///{tmp_path / 'n.db'}"
-    with TestClient(create_app(Settings(db_url=db, freeze_heap=False))) as client:
+    settings = Settings(db_url=db, redis_url=redis_url(), freeze_heap=False)
+    with TestClient(create_app(settings)) as client:  # counted in Redis: marked
         tenant = make_tenant(client, db, "ACME@AdobeOrg", "prod")
         ours = Library(client, tenant.headers, tenant.container, PROFILE_CAP)
-        assert proposed(tenant, ours, "carol@x") == ours.a  # counted in the database
-    settings = Settings(db_url=db, redis_url=redis_url(), freeze_heap=False)
-    with TestClient(create_app(settings)) as client:  # the deployment now has Redis
+        assert proposed(tenant, ours, "carol@x") == ours.a
+    with TestClient(create_app(Settings(db_url=db, freeze_heap=False))) as client:
         tenant = make_tenant(client, db, "ACME@AdobeOrg", "prod")
         ours.client, ours.headers = client, tenant.headers
-        assert proposed(tenant, ours, "carol@x") == ours.a  # in Redis, from zero
+        assert proposed(tenant, ours, "carol@x") == ours.a  # in the database, from zero
+    with TestClient(create_app(settings)) as client:  # the deployment has Redis again
+        tenant = make_tenant(client, db, "ACME@AdobeOrg", "prod")
+        ours.client, ours.headers = client, tenant.headers
         add_profile(tenant, "carol@x")
         delete_profile(tenant, "carol@x")
         no: NextOffer = client.app.state.nextoffer  # type: ignore[attr-defined]
