@@ -315,3 +315,22 @@ def test_db_backup_into_a_folder_it_cannot_write_names_the_folder(tmp_path):
     line = one_line_error(invoke("db", "backup", "--db", url, "/proc/nextoffer-copy.db"), 2)
     assert line.startswith("error: cannot write the backup in /proc: "), line
     assert str(source) not in line
+
+
+def test_db_prune_says_which_events_it_keeps_for_ever(tmp_path, monkeypatch):
+    # 0 days reads as "keep none" and means for ever: the command says so, and its help.
+    monkeypatch.delenv("NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS", raising=False)
+    monkeypatch.setenv("NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS", "30")
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    assert invoke("db", "upgrade", "--db", url).exit_code == 0
+    result = invoke("db", "prune", "--db", url, "--decision-events-days", "0")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("deleted: 0 decision events")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "note: decision events are kept for ever (no retention given or set; 0 days is for ever)"
+    )
+    monkeypatch.setenv("NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS", "90")
+    both = invoke("db", "prune", "--db", url, "--experience-events-days", "0")
+    assert "note: experience events are kept for ever" in both.stderr
+    assert "decision events are kept" not in both.stderr
+    assert "days, 0: for ever" in " ".join(invoke("db", "prune", "--help").stdout.split())

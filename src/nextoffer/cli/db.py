@@ -150,13 +150,14 @@ def _finite(_ctx: click.Context, _param: click.Parameter, value: float | None) -
     "--decision-events-days",
     type=click.FloatRange(min=0),
     callback=_finite,
-    help="Keep decision events this many days (default: NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS).",
+    help="Keep decision events this many days, 0: for ever "
+    "(default: NEXTOFFER_RETAIN_DECISION_EVENTS_DAYS).",
 )
 @click.option(
     "--experience-events-days",
     type=click.FloatRange(min=0),
     callback=_finite,
-    help="Keep experience events this many days, by their timestamp "
+    help="Keep experience events this many days, by their timestamp, 0: for ever "
     "(default: NEXTOFFER_RETAIN_EXPERIENCE_EVENTS_DAYS).",
 )
 def prune(
@@ -205,6 +206,20 @@ def prune(
         f"{pruned.erased} decision events and {pruned.counters} cap counters of deleted"
         " profiles"
     )
+    kept = [
+        kind
+        for kind, days in (
+            ("decision events", settings.retain_decision_events_days),
+            ("experience events", settings.retain_experience_events_days),
+        )
+        if not days
+    ]
+    if kept:  # `--decision-events-days 0` reads as "keep none": say what it means
+        click.echo(
+            f"note: {' and '.join(kept)} are kept for ever (no retention given or set;"
+            " 0 days is for ever)",
+            err=True,
+        )
 
 
 @db.command()
