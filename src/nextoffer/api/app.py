@@ -112,7 +112,7 @@ def create_app(
             if access_log is not None:
                 access_log.flush()
             if owned:
-                no.close()
+                await no.aclose()
 
     app = Starlette(
         # ``POST …/decisions`` and ``POST /ee/…`` never reach the router: ``Shortcut``
