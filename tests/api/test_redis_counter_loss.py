@@ -20,12 +20,8 @@ from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.store import Store
 from support.api import Tenant, capped_library, make_tenant
+from support.api import first_option as decide
 from support.backends import redis_url
-
-DECIDE = (
-    'application/vnd.adobe.xdm+json; schema="https://ns.adobe.com/experience/offer-management/'
-    'decision-request;version=1.0"'
-)
 
 
 @pytest.fixture
@@ -46,22 +42,6 @@ def library(tenant: Tenant) -> dict[str, str]:
         lambda type_name, body: str(tenant.create(type_name, body)["@id"]),
         {"xdm:globalCap": 2},
     )
-
-
-def decide(tenant: Tenant, ids: dict[str, str], n: int) -> str:
-    body = {
-        "xdm:propositionRequests": [
-            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
-        ],
-        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": f"u{n}@example.com"}]}}],
-    }
-    response = tenant.client.post(
-        f"/data/core/ode/{tenant.container}/decisions",
-        json=body,
-        headers={**tenant.headers, "Content-Type": DECIDE},
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["xdm:propositions"][0]["xdm:options"][0]["xdm:id"])
 
 
 def test_a_cap_stays_reached_when_redis_loses_its_counters(
