@@ -310,3 +310,66 @@ def test_a_database_that_cannot_be_opened_is_named_by_its_option(
     line = nowhere.stderr.strip()
     assert line.startswith(f"error: --to {missing.render_as_string(hide_password=True)}: ")
     assert 'database "no_such_database" does not exist' in line
+
+
+def bump_counters(engine: Engine) -> None:
+    """What a batch job writes while it runs: counts of counters that exist (no new row)."""
+    with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+        conn.execute(update(t.cap_counters).values(count=t.cap_counters.c.count + 5))
+
+
+def test_a_write_that_keeps_every_row_count_is_named_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A batch job running during the copy counts its propositions in counters that exist:
+    # no table's row count moves, and the copy lacks its counts (caps then exceeded on
+    # the target). SQLite's data_version sees any commit of another connection.
+    source = f"sqlite:///{tmp_path / 'source.db'}"
+    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
+        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    engine = open_engine(source)
+    try:
+        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+            container = conn.execute(select(t.containers.c.container_id)).scalars().first()
+            conn.execute(
+                insert(t.cap_counters).values(
+                    counter_key=f"{container}|o|globalCap||0|", container_id=container, count=3
+                )
+            )
+        quiet = open_engine(f"sqlite:///{tmp_path / 'quiet.db'}")
+        migrations.upgrade(quiet)
+        assert copying.copy_database(engine, quiet).written is False  # its own reads: none
+        quiet.dispose()
+
+        def batch_job(name: str) -> None:
+            if name == "batch_jobs":  # the copy has begun: its snapshot is taken
+                bump_counters(engine)
+
+        target = open_engine(f"sqlite:///{tmp_path / 'target.db'}")
+        migrations.upgrade(target)
+        copied = copying.copy_database(engine, target, on_table=batch_job)
+        target.dispose()
+        assert copied.written is True
+        assert copying.changed_since(engine, copied) == {}  # the row counts alone: unseen
+    finally:
+        engine.dispose()
+
+    real = copying.copy_database
+
+    def beside_a_batch_job(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
+        shown = hooks.pop("on_table")
+
+        def on_table(name: str) -> None:
+            shown(name)
+            if name == "batch_jobs":
+                bump_counters(src)
+
+        return real(src, dst, on_table=on_table, **hooks)
+
+    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_batch_job)
+    result = copy(source, f"sqlite:///{tmp_path / 'by-the-command.db'}")
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning: the source changed while it was copied (rows changed in place, e.g. cap"
+        " counters a batch job counted): those writes are not in the copy." in result.stderr
+    )

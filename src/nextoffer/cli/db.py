@@ -295,12 +295,13 @@ def copy_command(db_url: str | None, target_url: str) -> None:
     for name, rows in copied.rows.items():
         if rows:
             click.echo(f"  {name:<24}{rows:>12,}")
-    if changed:
+    if changed or copied.written:
+        what = ", ".join(f"{name} {was:,} -> {now:,} rows" for name, (was, now) in changed.items())
         click.echo(
             "warning: the source changed while it was copied ("
-            + ", ".join(f"{name} {was:,} -> {now:,} rows" for name, (was, now) in changed.items())
-            + "): those writes are not in the copy. Stop the servers that write to it, empty"
-            f" the target ({emptying(target_url)}) and copy again.",
+            + (what or "rows changed in place, e.g. cap counters a batch job counted")
+            + "): those writes are not in the copy. Stop the servers and batch runs that"
+            f" write to it, empty the target ({emptying(target_url)}) and copy again.",
             err=True,
         )
 

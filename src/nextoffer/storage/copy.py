@@ -65,9 +65,12 @@ def copied_tables() -> list[Table]:
 
 @dataclass(frozen=True, slots=True)
 class Copied:
-    """What a copy wrote: rows per table (every table copied, in order)."""
+    """What a copy wrote: rows per table (every table copied, in order), and whether
+    another connection wrote to a SQLite source meanwhile (``written``: any commit, rows
+    changed in place too, which row counts do not show)."""
 
     rows: dict[str, int]
+    written: bool = False
 
     @property
     def total(self) -> int:
@@ -89,6 +92,7 @@ def copy_database(
     tables = copied_tables()
     with _read(source) as src:
         counts = {table.name: _count(src, table) for table in tables}
+        version = _data_version(src)  # the snapshot's: taken by the first read above
         if on_start is not None:
             on_start(counts)
         with target.connect().execution_options(nextoffer_write=True) as dst, dst.begin():
@@ -107,10 +111,21 @@ def copy_database(
             if dst.dialect.name == "postgresql":
                 _advance_sequences(dst, tables)
             search_index.rebuild(dst)
+        src.rollback()  # the snapshot ends: the next read sees the source as it is now
+        written = version is not None and _data_version(src) != version
     if target.dialect.name == "postgresql":
         with target.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))
-    return Copied(counts)
+    return Copied(counts, written)
+
+
+def _data_version(src: Connection) -> int | None:
+    """SQLite's ``data_version``: on one connection, a number that moves when another
+    connection commits a write (an update in place as well as an insert or a delete).
+    ``None`` on PostgreSQL, where only row counts are compared (:func:`changed_since`)."""
+    if src.dialect.name != "sqlite":
+        return None
+    return int(src.exec_driver_sql("PRAGMA data_version").scalar_one())
 
 
 def changed_since(source: Engine, copied: Copied) -> dict[str, tuple[int, int]]:
