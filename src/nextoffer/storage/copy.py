@@ -112,11 +112,11 @@ def copy_database(
                 _advance_sequences(dst, tables)
             search_index.rebuild(dst)
         src.rollback()  # the snapshot ends: the next read sees the source as it is now
-        written = version is not None and _data_version(src) != version
+        meanwhile = version is not None and _data_version(src) != version
     if target.dialect.name == "postgresql":
         with target.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))
-    return Copied(counts, written)
+    return Copied(counts, meanwhile)
 
 
 def _data_version(src: Connection) -> int | None:
