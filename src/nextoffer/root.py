@@ -69,7 +69,8 @@ from nextoffer.storage.sqlite_path import SqlitePath
 from nextoffer.storage.store import Store
 
 if TYPE_CHECKING:  # redis is an optional dependency
-    from nextoffer.storage.redis_markers import CounterMarkers, Moved
+    from nextoffer.storage.counter_moves import CounterMoves, Moved
+    from nextoffer.storage.redis_markers import CounterMarkers
 
 T = TypeVar("T")
 
@@ -154,6 +155,7 @@ class NextOffer:
         shared_rates = None
         #: Which containers' counters Redis must still hold (with ``--redis`` only).
         self.counter_markers: CounterMarkers | None = None
+        self.counter_moves: CounterMoves | None = None
         if settings.redis_url:  # shared by every node; redis is an optional dependency
             require_client(*REDIS)
             from nextoffer.storage.redis_counters import RedisCounters
@@ -163,6 +165,7 @@ class NextOffer:
             counter_stores.append(redis_counters)
             self._closers.append(redis_counters.close)
             self.counter_markers = redis_counters.markers
+            self.counter_moves = redis_counters.moves
             self._pings["counters"] = redis_counters.ping
             shared_rates = RedisRates(redis_counters)  # the Edge endpoints' rates too
         # The strategy for the decision path, chosen here once: driver reads and group
@@ -448,11 +451,11 @@ class NextOffer:
         database into Redis (``into_redis``: a deployment that added Redis; until then
         their capped offers count as capped), or from Redis into the database (one that
         stops using it). Safe to stop and run again (docs/deploy.md, "Redis")."""
-        if self.counter_markers is None:
+        if self.counter_moves is None:
             raise BadRequest("the cap counters move only with --redis (or NEXTOFFER_REDIS)")
         if into_redis:
-            return self.counter_markers.move_in(containers, on_progress=on_progress)
-        return self.counter_markers.move_out(containers, on_progress=on_progress)
+            return self.counter_moves.move_in(containers, on_progress=on_progress)
+        return self.counter_moves.move_out(containers, on_progress=on_progress)
 
     def create(
         self,

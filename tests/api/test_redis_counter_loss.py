@@ -174,7 +174,7 @@ def test_serve_names_a_container_redis_counts_whose_old_counters_the_database_ho
         said = capsys.readouterr().err
         assert f"the cap counters of container {key.container_id} counted before Redis" in said
         assert "its caps count from Redis's alone" in said
-        assert counters.markers.move_in().moved == {key.container_id: 1}
+        assert counters.moves.move_in().moved == {key.container_id: 1}
         check_stores(settings)
         assert "still in the database" not in capsys.readouterr().err
         assert counters.read([key]) == {key: 3}

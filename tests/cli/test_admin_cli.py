@@ -292,7 +292,7 @@ def test_into_redis_moves_the_database_s_counters_and_says_what_it_moved(db_url)
             moved = counters_cli(db_url, "--into-redis", "--container", one, "--container", done)
             assert moved.exit_code == 0, moved.output
             assert moved.stdout == f"container {one}: 2 counters moved into Redis\n"
-            assert redis_counters.markers.unmoved() == {two: 1}
+            assert redis_counters.moves.unmoved() == {two: 1}
             rest = counters_cli(db_url, "--into-redis")
             assert rest.exit_code == 0, rest.output
             assert rest.stdout == f"container {two}: 1 counter moved into Redis\n"
@@ -330,7 +330,7 @@ def test_into_redis_leaves_a_container_whose_redis_counters_were_lost(db_url):
             result.stderr
         )
         assert "--accept-loss" in result.stderr
-        assert redis_counters.markers.unmoved() == {key.container_id: 1}
+        assert redis_counters.moves.unmoved() == {key.container_id: 1}
     finally:
         redis_counters.close()
         store.close()

@@ -15,11 +15,12 @@ import redis
 from sqlalchemy import select
 
 from nextoffer.errors import CountersLost, CountersNotMoved, Unavailable
-from nextoffer.storage import redis_markers
+from nextoffer.storage import counter_moves
 from nextoffer.storage import tables as t
+from nextoffer.storage.counter_moves import Moved, moving_key
 from nextoffer.storage.counters import CounterKey, SqlCounters
 from nextoffer.storage.redis_counters import RedisCounters, redis_key
-from nextoffer.storage.redis_markers import Moved, marker_key, moving_key
+from nextoffer.storage.redis_markers import marker_key
 from nextoffer.storage.store import Store
 from support.backends import redis_url
 from support.counter_contract import A
@@ -312,7 +313,7 @@ def test_a_first_count_of_counters_the_database_holds_fails_closed_until_moved(
     assert listed(both) == []
     assert not raw.exists(redis_key(key))
 
-    assert added.markers.move_in() == Moved(moved={key.container_id: 1})
+    assert added.moves.move_in() == Moved(moved={key.container_id: 1})
     assert rows(both) == 0
     assert listed(both) == [key.container_id]
     assert not raw.exists(moving_key(key.container_id))
@@ -352,8 +353,8 @@ def test_a_move_keeps_the_counts_made_in_redis_meanwhile(
     # then the database's counts moved: the two added.
     assert added.reserve([(key, 9)]) == []
     counted(both, key, 4)
-    assert added.markers.unmoved() == {key.container_id: 1}
-    assert added.markers.move_in().moved == {key.container_id: 1}
+    assert added.moves.unmoved() == {key.container_id: 1}
+    assert added.moves.move_in().moved == {key.container_id: 1}
     assert added.read([key]) == {key: 5}
 
 
@@ -366,7 +367,7 @@ def test_a_move_stopped_anywhere_and_run_again_adds_no_count_twice(
 ) -> None:
     keys = [replace(key, offer_id=f"xcore:offer:{i}") for i in range(5)]
     counted(both, keys[0], 3, *keys[1:])
-    real_delete, real_finish = redis_markers._delete_moved, redis_markers.CounterMarkers._finish
+    real_delete, real_finish = counter_moves._delete_moved, counter_moves.CounterMoves._finish
     deleted: list[int] = []
 
     def interrupted_delete(session: object, **kw: object) -> int:
@@ -375,24 +376,24 @@ def test_a_move_stopped_anywhere_and_run_again_adds_no_count_twice(
         deleted.append(1)
         return real_delete(session, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(redis_markers, "_delete_moved", interrupted_delete)
+    monkeypatch.setattr(counter_moves, "_delete_moved", interrupted_delete)
     with pytest.raises(KeyboardInterrupt):
-        added.markers.move_in(batch=2)
+        added.moves.move_in(batch=2)
     assert rows(both) == 3  # the first batch's gone, the second's still there
-    monkeypatch.setattr(redis_markers, "_delete_moved", real_delete)
+    monkeypatch.setattr(counter_moves, "_delete_moved", real_delete)
 
     def interrupted_finish(self: object, container: str) -> None:
         raise KeyboardInterrupt  # every row gone, the container not yet marked
 
-    monkeypatch.setattr(redis_markers.CounterMarkers, "_finish", interrupted_finish)
+    monkeypatch.setattr(counter_moves.CounterMoves, "_finish", interrupted_finish)
     with pytest.raises(KeyboardInterrupt):
-        added.markers.move_in(batch=2)
+        added.moves.move_in(batch=2)
     assert rows(both) == 0
     assert not raw.exists(marker_key(key.container_id))
-    monkeypatch.setattr(redis_markers.CounterMarkers, "_finish", real_finish)
+    monkeypatch.setattr(counter_moves.CounterMoves, "_finish", real_finish)
 
     # Run again: finishes (marks and lists it).
-    assert added.markers.move_in([key.container_id], batch=2) == Moved()
+    assert added.moves.move_in([key.container_id], batch=2) == Moved()
     assert listed(both) == [key.container_id]
     assert not raw.exists(moving_key(key.container_id))
     assert added.read(keys) == {k: 3 for k in keys}
@@ -404,7 +405,7 @@ def test_a_row_changed_between_its_move_and_its_delete_moves_its_difference(
     # A server without Redis still counting during the move (it should be stopped): the
     # row it changed is not deleted, and the next walk adds only what it grew by.
     counted(both, key, 2)
-    real = added.markers._redis
+    real = added.moves._redis
     calls: list[int] = []
 
     def meanwhile(fn: Any, *args: Any, **kw: Any) -> object:
@@ -415,8 +416,8 @@ def test_a_row_changed_between_its_move_and_its_delete_moves_its_difference(
                 counted(both, key, 1)
         return done
 
-    monkeypatch.setattr(added.markers, "_redis", meanwhile)
-    added.markers.move_in()
+    monkeypatch.setattr(added.moves, "_redis", meanwhile)
+    added.moves.move_in()
     assert len(calls) == 2
     assert rows(both) == 0
     assert added.read([key]) == {key: 3}
@@ -430,9 +431,9 @@ def test_a_move_of_named_containers_leaves_the_others(
     assert added.reserve([(in_redis, 5)]) == []  # all its counters in Redis already
     counted(both, key, 2)
     counted(both, other, 7)
-    moved = added.markers.move_in([key.container_id, in_redis.container_id])
+    moved = added.moves.move_in([key.container_id, in_redis.container_id])
     assert moved == Moved(moved={key.container_id: 1})
-    assert added.markers.unmoved() == {other.container_id: 1}
+    assert added.moves.unmoved() == {other.container_id: 1}
     assert not raw.exists(marker_key(other.container_id))
     with pytest.raises(CountersNotMoved):
         added.read([other])
@@ -446,7 +447,7 @@ def test_a_container_whose_redis_counters_were_lost_is_not_moved(
     added.add([key])
     lose(raw, key.container_id)
     counted(both, key, 2)
-    assert added.markers.move_in() == Moved(lost=[key.container_id])
+    assert added.moves.move_in() == Moved(lost=[key.container_id])
     assert rows(both) == 1
     assert added.markers.lost() == [key.container_id]
 
@@ -466,12 +467,12 @@ def test_a_move_out_of_redis_adds_redis_s_counts_to_the_database_s(
     added.add([key, other], 3)
     added.add([elsewhere], 1)
     counted(both, key, 2)  # counted in the database before (never moved in)
-    moved = added.markers.move_out([key.container_id])
+    moved = added.moves.move_out([key.container_id])
     assert moved == Moved(moved={key.container_id: 2})
     assert in_database(both, [key, other, elsewhere]) == {key: 5, other: 3}
     for name in (redis_key(key), redis_key(other), marker_key(key.container_id)):
         assert not raw.exists(name)
-    assert not raw.exists(redis_markers.leaving_key(key.container_id))
+    assert not raw.exists(counter_moves.leaving_key(key.container_id))
     assert listed(both) == [elsewhere.container_id]  # the other container untouched
     assert added.read([elsewhere]) == {elsewhere: 1}
     # A server still on Redis: caps closed (the counts are the database's now).
@@ -489,7 +490,7 @@ def test_a_move_out_stopped_anywhere_and_run_again_adds_no_count_twice(
     keys = [replace(key, offer_id=f"xcore:offer:{i}") for i in range(5)]
     added.add(keys, 2)
     counted(both, keys[0], 1)
-    real_add = redis_markers._add_taken
+    real_add = counter_moves._add_taken
     applied: list[int] = []
 
     def stopped_before_the_database(session: Any, **kw: Any) -> list[str]:
@@ -498,27 +499,27 @@ def test_a_move_out_stopped_anywhere_and_run_again_adds_no_count_twice(
         applied.append(1)
         return real_add(session, **kw)
 
-    monkeypatch.setattr(redis_markers, "_add_taken", stopped_before_the_database)
+    monkeypatch.setattr(counter_moves, "_add_taken", stopped_before_the_database)
     with pytest.raises(KeyboardInterrupt):
-        added.markers.move_out(batch=2)
-    monkeypatch.setattr(redis_markers, "_add_taken", real_add)
+        added.moves.move_out(batch=2)
+    monkeypatch.setattr(counter_moves, "_add_taken", real_add)
     # Stopped half-way: a server still on Redis finds the marker gone, caps closed.
     with pytest.raises(CountersLost):
         added.reserve([(keys[4], 9)])
 
-    real_redis = added.markers._redis
+    real_redis = added.moves._redis
 
     def stopped_after_the_database(fn: Any, *args: Any, **kw: Any) -> Any:
         if getattr(fn, "__name__", "") == "hdel":  # added and committed, Ctrl-C now
             raise KeyboardInterrupt
         return real_redis(fn, *args, **kw)
 
-    monkeypatch.setattr(added.markers, "_redis", stopped_after_the_database)
+    monkeypatch.setattr(added.moves, "_redis", stopped_after_the_database)
     with pytest.raises(KeyboardInterrupt):
-        added.markers.move_out(batch=2)
-    monkeypatch.setattr(added.markers, "_redis", real_redis)
+        added.moves.move_out(batch=2)
+    monkeypatch.setattr(added.moves, "_redis", real_redis)
 
-    added.markers.move_out(batch=2)
+    added.moves.move_out(batch=2)
     assert in_database(both, keys) == {keys[0]: 3, **{k: 2 for k in keys[1:]}}
     assert listed(both) == []
     assert not list(raw.scan_iter(match=f"nextoffer:cap:{{{key.container_id}}}:*"))
@@ -529,7 +530,7 @@ def test_a_move_out_leaves_a_container_whose_redis_counters_were_lost(
 ) -> None:
     added.add([key])
     lose(raw, key.container_id)
-    assert added.markers.move_out() == Moved(lost=[key.container_id])
+    assert added.moves.move_out() == Moved(lost=[key.container_id])
     assert listed(both) == [key.container_id]
     assert in_database(both, [key]) == {}
 
@@ -540,7 +541,7 @@ def test_a_move_out_keeps_a_database_count_made_while_it_ran(
     # A server without Redis started too early: its count, made between the take out of
     # Redis and the add to the database, stays beside the count moved.
     added.add([key], 3)
-    real = added.markers._redis
+    real = added.moves._redis
 
     def meanwhile(fn: Any, *args: Any, **kw: Any) -> Any:
         done = real(fn, *args, **kw)
@@ -548,6 +549,6 @@ def test_a_move_out_keeps_a_database_count_made_while_it_ran(
             counted(both, key, 1)
         return done
 
-    monkeypatch.setattr(added.markers, "_redis", meanwhile)
-    assert added.markers.move_out().moved == {key.container_id: 1}
+    monkeypatch.setattr(added.moves, "_redis", meanwhile)
+    assert added.moves.move_out().moved == {key.container_id: 1}
     assert in_database(both, [key]) == {key: 4}

@@ -240,7 +240,7 @@ def counters(
                 click.echo("nothing to accept: Redis holds every container's counters")
             return
         lost = no.lost_counters()
-        unmoved = no.counter_markers.unmoved() if no.counter_markers is not None else {}
+        unmoved = no.counter_moves.unmoved() if no.counter_moves is not None else {}
     for container in lost:
         click.echo(container)
     for container, n in unmoved.items():

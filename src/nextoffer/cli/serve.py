@@ -235,7 +235,7 @@ def check_stores(settings: Settings) -> None:
                 counters.ping()
                 warning = counters.persistence_warning()
                 lost = counters.markers.lost()
-                unmoved = sorted(counters.markers.unmoved())
+                unmoved = sorted(counters.moves.unmoved())
                 # Counted in Redis already (first counted before caps failed closed).
                 adopted = counters.markers.marked(unmoved)
             finally:

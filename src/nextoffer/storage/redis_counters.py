@@ -40,6 +40,7 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from nextoffer.errors import BadRequest, NextOfferError, Unavailable
+from nextoffer.storage.counter_moves import CounterMoves
 from nextoffer.storage.counters import (
     CounterKey,
     LoopCounters,
@@ -226,6 +227,8 @@ class RedisCounters:
         without a URL: then a caller on a loop reaches Redis from a thread)."""
         self._client = client
         self.markers = markers
+        #: Moves of the counters between the database and Redis (``admin counters``).
+        self.moves = CounterMoves(markers)
         self._reserve = client.register_script(_RESERVE)
         self._add = client.register_script(_ADD)
         self.on_loop: LoopCounters | None = (
