@@ -211,7 +211,8 @@ def test_the_command_names_what_the_source_wrote_during_the_copy(
 
     monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_server)
     result = copy(source, f"sqlite:///{tmp_path / 'target.db'}")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 5, result.output  # `db copy && start the nodes` stops
+    assert "copied: " in result.stdout
     assert "warning: the source changed while it was copied (orgs 1 -> 2 rows)" in result.stderr
     assert "warning" not in result.stdout
 
@@ -368,7 +369,7 @@ def test_a_write_that_keeps_every_row_count_is_named_too(
 
     monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_batch_job)
     result = copy(source, f"sqlite:///{tmp_path / 'by-the-command.db'}")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 5, result.output
     assert (
         "warning: the source changed while it was copied (rows changed in place, e.g. cap"
         " counters a batch job counted): those writes are not in the copy." in result.stderr

@@ -149,7 +149,7 @@ def run(
 @db_option(creates=False)
 @click.argument("job_id")
 def status(db_url: str | None, job_id: str) -> None:
-    """Print a batch job: its status and ``ode:statusDetail`` (progress, engine, errors)."""
+    """Print a batch job: its status and ode:statusDetail (progress, engine, errors)."""
     settings = Settings.from_env(db_url=db_url)
     existing_database(settings.db_url)
     with NextOffer.open(settings) as no:

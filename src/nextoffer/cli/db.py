@@ -29,7 +29,7 @@ from rich.progress import (
 from sqlalchemy import Engine, inspect
 
 from nextoffer.cli.options import db_option, existing_database
-from nextoffer.errors import BadRequest
+from nextoffer.errors import BadRequest, Conflict
 from nextoffer.root import NextOffer
 from nextoffer.service.retention import Pruned
 from nextoffer.settings import Settings
@@ -268,11 +268,11 @@ def copy_command(db_url: str | None, target_url: str) -> None:
     """Copy every row of the database (--db) into an empty one (--to): a SQLite
     deployment's into PostgreSQL to scale out, or back.
 
-    Stop the servers that write to the source first: the copy is the source as it was when
-    the copy began, and what they write after that is not in it. The target is written in
-    one transaction (a failed copy leaves it empty) and its search index is built from
-    the instances copied. Cap counters in Redis stay there (docs/deploy.md, "Moving to
-    PostgreSQL").
+    Stop the servers and batch runs that write to the source first: the copy is the source
+    as it was when the copy began, and what they write after that is not in it (said after
+    the copy, which then exits 5). The target is written in one transaction (a failed copy
+    leaves it empty) and its search index is built from the instances copied. Cap counters
+    in Redis stay there (docs/deploy.md, "Moving to PostgreSQL").
     """
     source_url = existing_database(Settings.from_env(db_url=db_url).db_url)
     refuse_same(source_url, target_url)
@@ -304,6 +304,9 @@ def copy_command(db_url: str | None, target_url: str) -> None:
             f" write to it, empty the target ({emptying(target_url)}) and copy again.",
             err=True,
         )
+        # The copy is whole, but not the source as it is now: a script that goes on to
+        # start the nodes on it (`db copy && …`) must not.
+        sys.exit(Conflict.exit_code)
 
 
 def _ready(source: Engine, target: Engine, source_url: str, target_url: str) -> None:

@@ -17,7 +17,7 @@ from nextoffer.errors import NotFound
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_DEFAULT = "Database URL (default: ./.nextoffer/nextoffer.db)"
+_DEFAULT = "Database URL (default: $NEXTOFFER_DB, else ./.nextoffer/nextoffer.db)"
 
 
 def db_option(*, creates: bool) -> Callable[[F], F]:

@@ -35,7 +35,7 @@ def require_client(module: str, extra: str, needed_for: str) -> None:
     except ImportError as exc:
         raise BadRequest(
             f"{needed_for} needs the {module} package, not installed here: "
-            f"pip install 'nextoffer[{extra}]'"
+            f"pip install 'nextoffer[{extra}]' (in a clone: pip install '.[{extra}]')"
         ) from exc
 
 
