@@ -455,6 +455,23 @@ def test_a_container_whose_redis_counters_were_lost_is_not_moved(
 # A deployment that stops using Redis: its counters moved into the database (both).
 
 
+def test_a_move_deletes_its_rows_by_key(tmp_path: Path) -> None:
+    # A move deleted each batch's rows by (key, count) pairs, which SQLite matches by
+    # reading the whole table: a million counters took minutes, quadratic in them.
+    store = Store.open(f"sqlite:///{tmp_path / 'plan.db'}")
+    try:
+        statement = counter_moves.moved_rows([("c|o|k", 1), ("c|o|j", 2)])
+        compiled = statement.compile(store.engine, compile_kwargs={"literal_binds": True})
+        with store.session() as session:
+            plan = " ".join(
+                str(row[-1])
+                for row in session.conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}")
+            )
+    finally:
+        store.close()
+    assert "USING INDEX" in plan and "SCAN cap_counters" not in plan, plan
+
+
 def in_database(store: Store, keys: list[CounterKey]) -> dict[CounterKey, int]:
     return SqlCounters(store).read(keys)
 

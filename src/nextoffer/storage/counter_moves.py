@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import bindparam, delete, func, select, tuple_
+from sqlalchemy import Delete, bindparam, delete, func, select, tuple_
 
 from nextoffer.errors import Unavailable
 from nextoffer.storage import tables as t
@@ -41,8 +41,10 @@ _BATCH = (
     .limit(bindparam("n"))
 )
 
-#: Counters one move script takes: Redis runs nothing else meanwhile (about a millisecond).
-MOVE_BATCH = 1_000
+#: Counters one move script takes: Redis serves nothing else while it runs, so a script
+#: holds it about as long as a step of the erasures' walk does (docs/benchmarks.md,
+#: "Moving cap counters").
+MOVE_BATCH = 200
 #: Walks of a container's counters a move makes while servers without Redis still change
 #: them, before it gives up.
 MOVE_PASSES = 3
@@ -384,11 +386,17 @@ class CounterMoves:
 
 def _delete_moved(session: Session, rows: Sequence[tuple[str, int]]) -> int:
     """Delete the counters moved, each only while it holds the count moved."""
+    return int(session.conn.execute(moved_rows(rows)).rowcount)
+
+
+def moved_rows(rows: Sequence[tuple[str, int]]) -> Delete:
+    """The statement deleting ``rows`` (key, count) still at those counts. The keys are
+    listed alone as well: SQLite finds rows by a list of (key, count) pairs only by reading
+    the whole table, which made a move quadratic in the counters."""
     pairs = [(code, n) for code, n in rows]
-    return int(
-        session.conn.execute(
-            delete(t.cap_counters).where(tuple_(_K.counter_key, _K.count).in_(pairs))
-        ).rowcount
+    return delete(t.cap_counters).where(
+        _K.counter_key.in_([code for code, _ in pairs]),
+        tuple_(_K.counter_key, _K.count).in_(pairs),
     )
 
 
