@@ -43,7 +43,7 @@ _BATCH = (
 
 #: Counters one move script takes: Redis serves nothing else while it runs, so a script
 #: holds it about as long as a step of the erasures' walk does (docs/benchmarks.md,
-#: "Moving cap counters").
+#: "Moving cap counters between the database and Redis").
 MOVE_BATCH = 200
 #: Walks of a container's counters a move makes while servers without Redis still change
 #: them, before it gives up.
