@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,32 @@ def every_row(url: str) -> dict[str, list[tuple[Any, ...]]]:
             }
     finally:
         engine.dispose()
+
+
+def with_a_tenant(url: str) -> None:
+    """The database at ``url`` made by the app, with one tenant bootstrapped."""
+    with TestClient(create_app(Settings(db_url=url, freeze_heap=False))) as client:
+        make_tenant(client, url, "ACME@AdobeOrg", "prod")
+
+
+def writing_during_copies(
+    monkeypatch: pytest.MonkeyPatch, writes: Callable[[Engine], None]
+) -> None:
+    """``db copy`` from now on, with ``writes`` made to its source once the copy has
+    begun (its snapshot taken), as a server or a batch job would."""
+    real = copying.copy_database
+
+    def beside(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
+        shown = hooks.pop("on_table")
+
+        def on_table(name: str) -> None:
+            shown(name)
+            if name == "batch_jobs":
+                writes(src)
+
+        return real(src, dst, on_table=on_table, **hooks)
+
+    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside)
 
 
 def copy(source: str, target: str) -> Any:
@@ -108,8 +134,7 @@ def test_a_failed_copy_leaves_the_target_empty_and_names_the_table(
     tmp_path: Path, postgres: str
 ) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
-        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    with_a_tenant(source)
     # A value SQLite keeps and PostgreSQL refuses (a NUL in text), in a table copied after
     # others were written.
     engine = open_engine(source)
@@ -135,8 +160,7 @@ def test_a_failed_copy_leaves_the_target_empty_and_names_the_table(
 def test_what_the_source_writes_during_a_copy_is_not_in_it_and_is_named(
     tmp_path: Path, db_url: str
 ) -> None:
-    with TestClient(create_app(Settings(db_url=db_url, freeze_heap=False))) as client:
-        make_tenant(client, db_url, "ACME@AdobeOrg", "prod")
+    with_a_tenant(db_url)
     source = open_engine(db_url)
     target = open_engine(f"sqlite:///{tmp_path / 'target.db'}")
     try:
@@ -165,8 +189,7 @@ def test_refusals(tmp_path: Path) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
     held = f"sqlite:///{tmp_path / 'held.db'}"
     for url in (source, held):
-        with TestClient(create_app(Settings(db_url=url, freeze_heap=False))) as client:
-            make_tenant(client, url, "ACME@AdobeOrg", "prod")
+        with_a_tenant(url)
     kept = every_row(held)
 
     not_empty = copy(source, held)
@@ -195,21 +218,8 @@ def test_the_command_names_what_the_source_wrote_during_the_copy(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
-        make_tenant(client, source, "ACME@AdobeOrg", "prod")
-    real = copying.copy_database
-
-    def beside_a_server(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
-        shown = hooks.pop("on_table")
-
-        def on_table(name: str) -> None:
-            shown(name)
-            if name == "batch_jobs":  # a server writes once the copy has begun
-                write(src, "BETA@AdobeOrg")
-
-        return real(src, dst, on_table=on_table, **hooks)
-
-    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_server)
+    with_a_tenant(source)
+    writing_during_copies(monkeypatch, lambda source: write(source, "BETA@AdobeOrg"))
     result = copy(source, f"sqlite:///{tmp_path / 'target.db'}")
     assert result.exit_code == 5, result.output  # `db copy && start the nodes` stops
     assert "copied: " in result.stdout
@@ -226,8 +236,7 @@ def test_the_remedies_name_the_target_not_the_default_database(
     source = f"sqlite:///{tmp_path / 'source.db'}"
     held = f"sqlite:///{tmp_path / 'held.db'}"
     for url in (source, held):
-        with TestClient(create_app(Settings(db_url=url, freeze_heap=False))) as client:
-            make_tenant(client, url, "ACME@AdobeOrg", "prod")
+        with_a_tenant(url)
     kept = every_row(source)
     refused = copy(source, held)
     assert refused.exit_code == 5, refused.output
@@ -242,19 +251,7 @@ def test_the_remedies_name_the_target_not_the_default_database(
 
     # The warning after a copy the source changed during names the target too, and a
     # password only as stars.
-    real = copying.copy_database
-
-    def beside_a_server(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
-        shown = hooks.pop("on_table")
-
-        def on_table(name: str) -> None:
-            shown(name)
-            if name == "batch_jobs":  # a server writes once the copy has begun
-                write(src, "BETA@AdobeOrg")
-
-        return real(src, dst, on_table=on_table, **hooks)
-
-    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_server)
+    writing_during_copies(monkeypatch, lambda source: write(source, "BETA@AdobeOrg"))
     target = f"sqlite:///{tmp_path / 'target.db'}"
     warned = copy(source, target)
     assert f"empty the target (`nextoffer db downgrade --to base --db '{target}'`)" in (
@@ -270,8 +267,7 @@ def test_a_target_holding_another_applications_tables_is_refused(
     tmp_path: Path, postgres: str
 ) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
-        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    with_a_tenant(source)
     engine = open_engine(postgres)
     try:
         with engine.connect() as conn, conn.begin():
@@ -292,8 +288,7 @@ def test_a_database_that_cannot_be_opened_is_named_by_its_option(
     tmp_path: Path, postgres: str
 ) -> None:
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
-        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    with_a_tenant(source)
     notes = tmp_path / "notes.txt"
     notes.write_text("not a database, " * 100)
     into_notes = copy(source, f"sqlite:///{notes}")
@@ -326,8 +321,7 @@ def test_a_write_that_keeps_every_row_count_is_named_too(
     # no table's row count moves, and the copy lacks its counts (caps then exceeded on
     # the target). SQLite's data_version sees any commit of another connection.
     source = f"sqlite:///{tmp_path / 'source.db'}"
-    with TestClient(create_app(Settings(db_url=source, freeze_heap=False))) as client:
-        make_tenant(client, source, "ACME@AdobeOrg", "prod")
+    with_a_tenant(source)
     engine = open_engine(source)
     try:
         with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
@@ -355,19 +349,7 @@ def test_a_write_that_keeps_every_row_count_is_named_too(
     finally:
         engine.dispose()
 
-    real = copying.copy_database
-
-    def beside_a_batch_job(src: Engine, dst: Engine, **hooks: Any) -> copying.Copied:
-        shown = hooks.pop("on_table")
-
-        def on_table(name: str) -> None:
-            shown(name)
-            if name == "batch_jobs":
-                bump_counters(src)
-
-        return real(src, dst, on_table=on_table, **hooks)
-
-    monkeypatch.setattr("nextoffer.cli.db.copy_database", beside_a_batch_job)
+    writing_during_copies(monkeypatch, bump_counters)
     result = copy(source, f"sqlite:///{tmp_path / 'by-the-command.db'}")
     assert result.exit_code == 5, result.output
     assert (
