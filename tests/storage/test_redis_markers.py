@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from nextoffer.errors import CountersLost, CountersNotMoved, Unavailable
 from nextoffer.storage import counter_moves
 from nextoffer.storage import tables as t
 from nextoffer.storage.counter_moves import Moved, moving_key
-from nextoffer.storage.counters import CounterKey, SqlCounters
+from nextoffer.storage.counters import CounterKey, LoopCounters, SqlCounters
 from nextoffer.storage.redis_counters import RedisCounters, redis_key
 from nextoffer.storage.redis_markers import marker_key
 from nextoffer.storage.store import Store
@@ -109,31 +109,40 @@ def test_a_lost_container_keeps_no_other_container_s_counts_out(
 def test_the_loop_s_operations_refuse_them_too(
     db: Store, key: CounterKey, raw: redis.Redis
 ) -> None:
-    counters = RedisCounters.from_url(redis_url(), store=db)
+    async def main(on_loop: LoopCounters) -> None:
+        assert await on_loop.reserve([(key, 1)]) == []
+        lose(raw, key.container_id)
+        with pytest.raises(CountersLost):
+            await on_loop.read([key])
+        # Reservations of one pass of the loop go in one round trip: each refused.
+        outcomes = await asyncio.gather(
+            on_loop.reserve([(key, 1)]), on_loop.reserve([(key, 5)]), return_exceptions=True
+        )
+        assert all(isinstance(o, CountersLost) for o in outcomes), outcomes
+        with pytest.raises(CountersLost):
+            await on_loop.release([key])
+
+    on_a_loop(db, main)
+    assert not raw.exists(redis_key(key))
+
+
+def on_a_loop(store: Store, main: Callable[[LoopCounters], Awaitable[None]]) -> None:
+    """``main`` given new counters' loop form on an event loop of its own; both closed
+    after."""
+    counters = RedisCounters.from_url(redis_url(), store=store)
     on_loop = counters.on_loop
     assert on_loop is not None
 
-    async def main() -> None:
+    async def run() -> None:
         try:
-            assert await on_loop.reserve([(key, 1)]) == []
-            lose(raw, key.container_id)
-            with pytest.raises(CountersLost):
-                await on_loop.read([key])
-            # Reservations of one pass of the loop go in one round trip: each refused.
-            outcomes = await asyncio.gather(
-                on_loop.reserve([(key, 1)]), on_loop.reserve([(key, 5)]), return_exceptions=True
-            )
-            assert all(isinstance(o, CountersLost) for o in outcomes), outcomes
-            with pytest.raises(CountersLost):
-                await on_loop.release([key])
+            await main(on_loop)
         finally:
             await on_loop.aclose()
 
     try:
-        asyncio.run(main())
+        asyncio.run(run())
     finally:
         counters.close()
-    assert not raw.exists(redis_key(key))
 
 
 def test_a_process_started_after_the_loss_refuses_them(
@@ -326,23 +335,14 @@ def test_the_loop_s_first_count_fails_closed_too(
     both: Store, key: CounterKey, raw: redis.Redis
 ) -> None:
     counted(both, key, 1)
-    counters = RedisCounters.from_url(redis_url(), store=both)
-    on_loop = counters.on_loop
-    assert on_loop is not None
 
-    async def main() -> None:
-        try:
-            with pytest.raises(CountersNotMoved):
-                await on_loop.reserve([(key, 5)])
-            with pytest.raises(CountersNotMoved):
-                await on_loop.read([key])
-        finally:
-            await on_loop.aclose()
+    async def main(on_loop: LoopCounters) -> None:
+        with pytest.raises(CountersNotMoved):
+            await on_loop.reserve([(key, 5)])
+        with pytest.raises(CountersNotMoved):
+            await on_loop.read([key])
 
-    try:
-        asyncio.run(main())
-    finally:
-        counters.close()
+    on_a_loop(both, main)
     assert not raw.exists(redis_key(key))
 
 

@@ -37,7 +37,7 @@ from nextoffer.storage import migrations
 from nextoffer.storage.backup import backup_sqlite
 from nextoffer.storage.copy import Copied, changed_since, copy_database, emptying, refuse_same
 from nextoffer.storage.database import open_engine, parse_url, sqlite_file
-from nextoffer.storage.errors import guarded, translated
+from nextoffer.storage.errors import guarded
 from nextoffer.storage.search_index import ensure_current
 
 
@@ -312,14 +312,14 @@ def copy_command(db_url: str | None, target_url: str) -> None:
 def _ready(source: Engine, target: Engine, source_url: str, target_url: str) -> None:
     """The source at the newest revision, and the target made by the migrations if it
     has no tables yet; refuse otherwise."""
-    with _named("--db", source_url):
+    with guarded(f"--db {_shown(source_url)}"):
         found = migrations.read_state(source)
     if not found.at_head:
         raise BadRequest(
             f"the source database is at revision {found.current or '-'}, not the newest "
             f"({found.head}): run `nextoffer db upgrade` on it first"
         )
-    with _named("--to", target_url):
+    with guarded(f"--to {_shown(target_url)}"):
         into = migrations.read_state(target)
         if into.at_head:
             return
@@ -345,19 +345,6 @@ def _refuse_other_tables(target: Engine) -> None:
             f"the target database holds tables that are not nextoffer's ({listed}): copy into"
             ' a new database (docs/deploy.md, "Running it", creates one)'
         )
-
-
-@contextmanager
-def _named(flag: str, url: str) -> Iterator[None]:
-    """A database's error as ours, naming which of the two it came from (a wrong password,
-    a database that does not exist, a file that is not a database)."""
-    try:
-        yield
-    except Exception as exc:
-        ours = translated(exc)
-        if ours is None or ours is exc:  # not the driver's: ours already says which
-            raise
-        raise type(ours)(f"{flag} {_shown(url)}: {ours.detail}") from exc
 
 
 def _copy_shown(source: Engine, target: Engine) -> Copied:

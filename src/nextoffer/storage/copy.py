@@ -36,7 +36,7 @@ from nextoffer.errors import BadRequest, Conflict
 from nextoffer.storage import search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.database import parse_url, sqlite_file
-from nextoffer.storage.errors import translated
+from nextoffer.storage.errors import guarded
 
 #: Rows read and inserted at a time.
 BATCH = 2000
@@ -178,7 +178,9 @@ def _copy_table(
     if table.name in SEEDED:
         dst.execute(delete(table))
     result = src.execution_options(yield_per=BATCH).execute(select(table))
-    with _naming(table), _writer(dst, table) as write:
+    # A refused write names its table: a value one database held and the other cannot
+    # (PostgreSQL refuses a NUL in text, which SQLite keeps).
+    with guarded(f"copying {table.name}"), _writer(dst, table) as write:
         for part in result.partitions():
             write(part)
             if on_rows is not None:
@@ -212,19 +214,6 @@ def _writer(dst: Connection, table: Table) -> Iterator[Callable[[Sequence[Any]],
         driver.executemany(statement, [tuple(row) for row in rows])
 
     yield insert_many
-
-
-@contextmanager
-def _naming(table: Table) -> Iterator[None]:
-    """A refused write names the table it copied into: a value one database held and the
-    other cannot (PostgreSQL refuses a NUL in text, which SQLite keeps)."""
-    try:
-        yield
-    except Exception as exc:
-        ours = translated(exc)
-        if ours is None:
-            raise
-        raise type(ours)(f"copying {table.name}: {ours.detail}") from exc
 
 
 def _advance_sequences(dst: Connection, tables: Sequence[Table]) -> None:

@@ -91,12 +91,16 @@ def translated(exc: BaseException) -> NextOfferError | None:
 
 
 @contextmanager
-def guarded() -> Iterator[None]:
-    """Raise driver errors of the block as ours (:func:`translated`)."""
+def guarded(about: str | None = None) -> Iterator[None]:
+    """Raise driver errors of the block as ours (:func:`translated`); ``about`` leads
+    their detail when the block reaches more than one database or table (which one
+    refused). Our own errors pass unchanged: they say what they are about."""
     try:
         yield
     except Exception as exc:
         ours = translated(exc)
         if ours is None or ours is exc:
             raise
+        if about is not None:
+            ours = type(ours)(f"{about}: {ours.detail}")
         raise ours from exc
