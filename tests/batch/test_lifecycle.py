@@ -489,6 +489,55 @@ def test_a_dead_runners_job_ends_though_another_process_has_its_pid(
         assert no.batch.get(PRINCIPAL, jobs[name]).status == "PROCESSING"
 
 
+def _state(pid: int) -> str:
+    """Process ``pid``'s state letter (``/proc/<pid>/stat``): ``Z`` for a zombie."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="no /proc: the PID decides")
+def test_a_runner_that_exited_unreaped_is_taken_for_dead(setup: dict[str, Any]) -> None:
+    """A runner died and its parent has not reaped it (a supervisor that does not wait for
+    its children, a container's PID 1 that is no init): a zombie, which signal 0 still
+    reaches. Its jobs, recorded with its start or in the older ``host:pid`` form, end
+    runnerLost at the first look, not once their heartbeat is stale (two minutes on); a
+    live process's job stays running."""
+    no, body = setup["no"], setup["body"]
+    host = socket.gethostname()
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    zombie = subprocess.Popen(["sleep", "60"])
+    live = subprocess.Popen(["sleep", "60"])
+    try:
+        started = _started(zombie.pid)
+        zombie.kill()  # not waited for: a zombie until the finally below reaps it
+        deadline = time.monotonic() + 10
+        while _state(zombie.pid) != "Z" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _state(zombie.pid) == "Z"
+        owners = {
+            "zombie": f"{host}:{zombie.pid}@{boot}/{started}",
+            "older": f"{host}:{zombie.pid}",
+            "live": f"{host}:{live.pid}@{boot}/{_started(live.pid)}",
+        }
+        jobs = {}
+        for name, owner in owners.items():
+            job = no.batch.submit(PRINCIPAL, body, container_id=None)
+            assert no.batch.claim(job.job_id) is not None
+            with no.store.session(write=True) as session:
+                session.batch.move_job(job.job_id, expect=None, values={"owner": owner})
+            jobs[name] = job.job_id
+        ended = no.batch.recover()
+    finally:
+        for process in (zombie, live):
+            process.kill()
+            process.wait()
+    assert sorted(ended) == sorted([jobs["zombie"], jobs["older"]])
+    for name in ("zombie", "older"):
+        error = no.batch.get(PRINCIPAL, jobs[name]).detail["errors"][0]
+        assert error["code"] == "runnerLost"
+        assert f"({host}:{zombie.pid}) exited while it was PROCESSING" in error["message"]
+    assert no.batch.get(PRINCIPAL, jobs["live"]).status == "PROCESSING"
+
+
 class _RecordingEngine:
     name = "local"
 

@@ -18,11 +18,11 @@ jobs per dataset) and runs it (:meth:`execute`) on its engine:
    removed).
 
 A job whose runner died (its heartbeat older than :data:`STALE_SECONDS`, or its process
-on this host gone: no process with its PID, or one that started at another moment, since
-PIDs are reused) is marked ``ERROR`` with that reason by the next runner to look
-(:meth:`recover`), never left ``PROCESSING``: the decisions it made before dying were
-reserved and counted, but it published no files (its folder is removed); run it again
-to decide again.
+on this host gone: no process with its PID, a zombie its parent has not reaped, or one
+that started at another moment, since PIDs are reused) is marked ``ERROR`` with that
+reason by the next runner to look (:meth:`recover`), never left ``PROCESSING``: the
+decisions it made before dying were reserved and counted, but it published no files (its
+folder is removed); run it again to decide again.
 
 A job whose runner lives but whose engine stopped advancing (a local worker stuck on a file
 system or a database that does not answer, a Spark job waiting for executors that never
@@ -82,6 +82,8 @@ STALL_SECONDS = 3600.0
 #: on many datasets (five running each) started processes until memory ran out.
 MAX_JOBS = 2
 _BASE = "/xdm:propositionRequests"
+#: ``/proc/<pid>/stat`` states of a process that exited: a zombie, dead (``X``, ``x``).
+_EXITED = frozenset("ZXx")
 
 
 class Engine(Protocol):
@@ -123,18 +125,31 @@ def _started(pid: int) -> str | None:
     hidden by ``hidepid``)."""
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rpartition(")")[2].split()  # the command, in parentheses, may hold spaces
-    if len(fields) < 20 or not boot:
+    fields = _stat(pid)
+    if fields is None or not boot:
         return None
     return f"{boot}/{fields[19]}"
 
 
+def _stat(pid: int) -> list[str] | None:
+    """``/proc/<pid>/stat``'s fields after the command (the state first, the start 20th);
+    ``None`` where ``/proc`` does not tell."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()  # the command, in parentheses, may hold spaces
+    return fields if len(fields) >= 20 else None
+
+
 def _alive(pid: int, started: str | None) -> bool:
-    """Whether the process recorded as ``pid`` that ``started`` then still runs. Without a
-    recorded start (a record written before it was kept, a host without ``/proc``), or
+    """Whether the process recorded as ``pid`` that ``started`` then still runs. A zombie
+    does not: it exited, and only its parent has not reaped it yet (a supervisor that
+    does not wait for its children, or a container's PID 1 that is no init) — signal 0
+    still reaches it, and its job stayed running until its heartbeat went stale. Without
+    a recorded start (a record written before it was kept, a host without ``/proc``), or
     when ``/proc`` does not tell, the PID alone decides."""
     try:
         os.kill(pid, 0)
@@ -142,6 +157,9 @@ def _alive(pid: int, started: str | None) -> bool:
         return False
     except PermissionError:
         pass
+    fields = _stat(pid)
+    if fields is not None and fields[0] in _EXITED:
+        return False
     if started is None:
         return True
     now = _started(pid)
