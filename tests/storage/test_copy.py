@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import Engine, insert, inspect, make_url, select, text, update
+from sqlalchemy import Engine, delete, insert, inspect, make_url, select, text, update
 from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
@@ -314,6 +314,35 @@ def bump_counters(engine: Engine) -> None:
         conn.execute(update(t.cap_counters).values(count=t.cap_counters.c.count + 5))
 
 
+def add_counter(engine: Engine, offer: str = "o", count: int = 3) -> None:
+    """A cap counter of the tenant's container, as a decision that counts writes it."""
+    with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+        container = conn.execute(select(t.containers.c.container_id)).scalars().first()
+        conn.execute(
+            insert(t.cap_counters).values(
+                counter_key=f"{container}|{offer}|globalCap||0|",
+                container_id=container,
+                count=count,
+            )
+        )
+
+
+def counts_of_counters(url: str) -> dict[str, int]:
+    return {row[0].split("|")[1]: row[2] for row in every_row(url)["cap_counters"]}
+
+
+@pytest.fixture
+def source_with_a_counter(postgres: str) -> str:
+    """A PostgreSQL deployment's database: a tenant, and one cap counter at 3."""
+    with_a_tenant(postgres)
+    engine = open_engine(postgres)
+    try:
+        add_counter(engine)
+    finally:
+        engine.dispose()
+    return postgres
+
+
 def test_a_write_that_keeps_every_row_count_is_named_too(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -324,13 +353,7 @@ def test_a_write_that_keeps_every_row_count_is_named_too(
     with_a_tenant(source)
     engine = open_engine(source)
     try:
-        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
-            container = conn.execute(select(t.containers.c.container_id)).scalars().first()
-            conn.execute(
-                insert(t.cap_counters).values(
-                    counter_key=f"{container}|o|globalCap||0|", container_id=container, count=3
-                )
-            )
+        add_counter(engine)
         quiet = open_engine(f"sqlite:///{tmp_path / 'quiet.db'}")
         migrations.upgrade(quiet)
         assert copying.copy_database(engine, quiet).written is False  # its own reads: none
@@ -356,3 +379,109 @@ def test_a_write_that_keeps_every_row_count_is_named_too(
         "warning: the source changed while it was copied (rows changed in place, e.g. cap"
         " counters a batch job counted): those writes are not in the copy." in result.stderr
     )
+
+
+def test_a_counter_counted_during_a_copy_from_postgresql_is_named(
+    tmp_path: Path, source_with_a_counter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The batch job of the SQLite test above, on a PostgreSQL source: no row count moves,
+    # and the table it wrote is named.
+    writing_during_copies(monkeypatch, bump_counters)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    result = copy(source_with_a_counter, target)
+    assert result.exit_code == 5, result.output
+    assert (
+        "warning: the source changed while it was copied (cap_counters changed in place):"
+        " those writes are not in the copy." in result.stderr
+    )
+    assert counts_of_counters(target) == {"o": 3}  # the count as the copy began
+    assert counts_of_counters(source_with_a_counter) == {"o": 8}
+
+
+def test_only_what_a_postgresql_source_commits_during_a_copy_is_named(
+    tmp_path: Path, source_with_a_counter: str
+) -> None:
+    # What writes no row version leaves the source unchanged: a write rolled back, a row
+    # locked (its xmax set), every row frozen by VACUUM (flags set, xmin kept). A
+    # committed update is named even when it writes the values the row had.
+    engine = open_engine(source_with_a_counter)
+
+    def copied_while(during: Callable[[], None]) -> copying.Copied:
+        target = open_engine(f"sqlite:///{tmp_path / f'{len(list(tmp_path.iterdir()))}.db'}")
+        try:
+            migrations.upgrade(target)
+            return copying.copy_database(
+                engine, target, on_table=lambda name: during() if name == "batch_jobs" else None
+            )
+        finally:
+            target.dispose()
+
+    def no_commit() -> None:
+        with engine.connect().execution_options(nextoffer_write=True) as conn:
+            with conn.begin() as rolled_back:
+                conn.execute(update(t.cap_counters).values(count=t.cap_counters.c.count + 5))
+                rolled_back.rollback()
+            with conn.begin():
+                conn.execute(select(t.cap_counters).with_for_update()).all()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM (FREEZE)"))
+
+    def same_values() -> None:
+        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+            conn.execute(update(t.cap_counters).values(count=t.cap_counters.c.count))
+
+    try:
+        assert copying.changed_since(engine, copied_while(no_commit)) == {}
+        assert copying.changed_since(engine, copied_while(same_values)) == {"cap_counters": (1, 1)}
+    finally:
+        engine.dispose()
+    passes = copy(source_with_a_counter, f"sqlite:///{tmp_path / 'by-the-command.db'}")
+    assert passes.exit_code == 0, passes.output
+    assert "warning" not in passes.stderr
+
+
+def test_a_counter_replaced_during_a_copy_from_postgresql_is_named(
+    tmp_path: Path, source_with_a_counter: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One counter deleted and another inserted: every row count as it was.
+    def replace(engine: Engine) -> None:
+        with engine.connect().execution_options(nextoffer_write=True) as conn, conn.begin():
+            conn.execute(delete(t.cap_counters))
+        add_counter(engine, offer="p", count=1)
+
+    writing_during_copies(monkeypatch, replace)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    result = copy(source_with_a_counter, target)
+    assert result.exit_code == 5, result.output
+    assert "(cap_counters changed in place)" in result.stderr
+    assert counts_of_counters(target) == {"o": 3}
+    assert counts_of_counters(source_with_a_counter) == {"p": 1}
+
+
+def test_a_write_begun_before_a_copy_from_postgresql_and_committed_during_it_is_named(
+    tmp_path: Path, source_with_a_counter: str
+) -> None:
+    # A transaction open when the copy's snapshot is taken, its update made under a
+    # savepoint (a subtransaction, which a snapshot does not list; a later transaction
+    # committed before the snapshot, so its xid is below the snapshot's xmax), committed
+    # meanwhile.
+    engine = open_engine(source_with_a_counter)
+    target = open_engine(f"sqlite:///{tmp_path / 'target.db'}")
+    try:
+        migrations.upgrade(target)
+        with engine.connect().execution_options(nextoffer_write=True) as open_before:
+            open_before.begin()
+            with open_before.begin_nested():
+                open_before.execute(update(t.cap_counters).values(count=t.cap_counters.c.count + 5))
+            write(engine, "BETA@AdobeOrg")
+
+            def commits(name: str) -> None:
+                if name == "batch_jobs":
+                    open_before.commit()
+
+            copied = copying.copy_database(engine, target, on_table=commits)
+        assert copied.rows["cap_counters"] == 1
+        assert copying.changed_since(engine, copied) == {"cap_counters": (1, 1)}
+    finally:
+        engine.dispose()
+        target.dispose()

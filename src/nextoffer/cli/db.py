@@ -296,7 +296,7 @@ def copy_command(db_url: str | None, target_url: str) -> None:
         if rows:
             click.echo(f"  {name:<24}{rows:>12,}")
     if changed or copied.written:
-        what = ", ".join(f"{name} {was:,} -> {now:,} rows" for name, (was, now) in changed.items())
+        what = ", ".join(_change(name, was, now) for name, (was, now) in changed.items())
         click.echo(
             "warning: the source changed while it was copied ("
             + (what or "rows changed in place, e.g. cap counters a batch job counted")
@@ -307,6 +307,14 @@ def copy_command(db_url: str | None, target_url: str) -> None:
         # The copy is whole, but not the source as it is now: a script that goes on to
         # start the nodes on it (`db copy && …`) must not.
         sys.exit(Conflict.exit_code)
+
+
+def _change(table: str, was: int, now: int) -> str:
+    """A table the source changed during the copy, as the warning names it: by its rows,
+    or (as many rows as copied, PostgreSQL's source only) as changed in place."""
+    if was == now:
+        return f"{table} changed in place"
+    return f"{table} {was:,} -> {now:,} rows"
 
 
 def _ready(source: Engine, target: Engine, source_url: str, target_url: str) -> None:

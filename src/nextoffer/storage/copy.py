@@ -12,8 +12,13 @@ working, and the offers report goes on folding from where it stood.
 
 The source is read in one read transaction (SQLite's snapshot, PostgreSQL's repeatable
 read): the copy is the database as it was when the copy began, whatever servers write
-meanwhile. The target is written in one transaction: a copy that fails leaves it as empty
-as it was. Each table's rows are counted on both sides before the commit; a difference
+meanwhile. What they committed meanwhile is found after the copy, so the operator is told
+the copy is not the source as it is now: rows added or deleted by each table's row count;
+rows changed in place (a cap counter counted, an offer edited, a row deleted and another
+inserted) on SQLite by ``PRAGMA data_version`` (any other connection's commit, tables not
+named), on PostgreSQL by each table's rows' ``xmin`` (:func:`_tally`: the tables named).
+The target is written in one transaction: a copy that fails leaves it as empty as it
+was. Each table's rows are counted on both sides before the commit; a difference
 fails the copy. On PostgreSQL the sequences behind identity columns are moved past the
 copied values (new events are numbered after them), and the tables are analysed after the
 commit, so the planner has statistics before the first node starts.
@@ -27,10 +32,22 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import URL, Connection, Engine, Integer, Table, delete, func, select, text
+from sqlalchemy import (
+    URL,
+    BigInteger,
+    Connection,
+    Engine,
+    Integer,
+    Table,
+    delete,
+    func,
+    literal_column,
+    select,
+    text,
+)
 
 from nextoffer.errors import BadRequest, Conflict
 from nextoffer.storage import search_index
@@ -67,10 +84,13 @@ def copied_tables() -> list[Table]:
 class Copied:
     """What a copy wrote: rows per table (every table copied, in order), and whether
     another connection wrote to a SQLite source meanwhile (``written``: any commit, rows
-    changed in place too, which row counts do not show)."""
+    changed in place too, which row counts do not show). From a PostgreSQL source,
+    ``marks`` holds each table's mark of its rows' versions as copied (:func:`_tally`),
+    which :func:`changed_since` compares with the source's after the copy."""
 
     rows: dict[str, int]
     written: bool = False
+    marks: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -91,7 +111,9 @@ def copy_database(
     it is written."""
     tables = copied_tables()
     with _read(source) as src:
-        counts = {table.name: _count(src, table) for table in tables}
+        tallies = {table.name: _tally(src, table) for table in tables}
+        counts = {name: rows for name, (rows, _) in tallies.items()}
+        marks = {name: mark for name, (_, mark) in tallies.items() if mark is not None}
         version = _data_version(src)  # the snapshot's: taken by the first read above
         if on_start is not None:
             on_start(counts)
@@ -116,24 +138,31 @@ def copy_database(
     if target.dialect.name == "postgresql":
         with target.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))
-    return Copied(counts, meanwhile)
+    return Copied(counts, meanwhile, marks)
 
 
 def _data_version(src: Connection) -> int | None:
     """SQLite's ``data_version``: on one connection, a number that moves when another
     connection commits a write (an update in place as well as an insert or a delete).
-    ``None`` on PostgreSQL, where only row counts are compared (:func:`changed_since`)."""
+    ``None`` on PostgreSQL, whose tables are compared one by one (:func:`_tally`)."""
     if src.dialect.name != "sqlite":
         return None
     return int(src.exec_driver_sql("PRAGMA data_version").scalar_one())
 
 
 def changed_since(source: Engine, copied: Copied) -> dict[str, tuple[int, int]]:
-    """The tables whose row count in ``source`` now differs from the copy's: (copied, now).
-    Rows written after a copy began are not in it."""
+    """The tables ``source`` now holds other rows in than the copy: (rows copied, rows
+    now). Rows written after a copy began are not in it. A table whose row count differs;
+    from a PostgreSQL source also one whose count is the same but whose rows are not (its
+    mark differs: a row updated, or one deleted and another inserted), with equal counts.
+    One pass over each table, as when the copy began."""
     with _read(source) as src:
-        now = {table.name: _count(src, table) for table in copied_tables()}
-    return {name: (n, now[name]) for name, n in copied.rows.items() if now.get(name) != n}
+        now = {table.name: _tally(src, table) for table in copied_tables()}
+    return {
+        name: (rows, now[name][0])
+        for name, rows in copied.rows.items()
+        if now[name][0] != rows or (name in copied.marks and now[name][1] != copied.marks[name])
+    }
 
 
 def _read(engine: Engine) -> Connection:
@@ -149,6 +178,45 @@ def _read(engine: Engine) -> Connection:
 
 def _count(conn: Connection, table: Table) -> int:
     return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+
+
+#: A row version's mark on PostgreSQL: a 64-bit hash of the transaction that wrote it
+#: (``xmin``; a 32-bit ``xid``, which has no cast to a number but through text).
+_VERSION = literal_column("hashint8extended(xmin::text::int8, 0)", BigInteger)
+
+
+def _tally(conn: Connection, table: Table) -> tuple[int, int | None]:
+    """A table's rows, and on PostgreSQL the mark of their versions (``None`` on SQLite):
+    the sum of a hash of each visible row's ``xmin``, in one pass with the count.
+
+    PostgreSQL never changes a row in place: an update, as an insert, writes a new row
+    version whose ``xmin`` is its transaction's id, and a delete hides the old one. So
+    when no write was committed since a snapshot, the rows visible now are the rows it
+    saw, with the same ``xmin`` each, and the mark is the same; any committed write adds
+    a version labelled by a transaction the snapshot did not see, or hides one, and the
+    mark moves. It stays put only by chance: the hashes of what was added and of what
+    was hidden summing alike (about one chance in 2**64), or a row deleted whose frozen
+    ``xmin`` (below) is, 2**32 transactions on, the id of the very transaction that
+    inserted a row in its place.
+
+    Marks are compared rather than each ``xmin`` judged against the snapshot
+    (``pg_current_snapshot()``'s ``xmax`` and ``xip``, ``pg_visible_in_snapshot``),
+    which is wrong twice. The snapshot lists top-level transactions only: a write made
+    under a savepoint by a transaction open when the copy began, and committed during
+    it, passes as seen once a later transaction committed before the copy began (the
+    savepoint's id is then below ``xmax``, and not in ``xip``). And a 32-bit ``xmin``
+    made into an ``xid8`` (by the epoch, or by ``age()``'s distance) is ambiguous for
+    frozen rows, which keep the ``xmin`` they were written with (since PostgreSQL 9.4)
+    however many epochs ago: one written 2**32 transactions before the copy looks
+    written during it. A mark uses ``xmin`` only as a label, equal or not, so neither
+    wraparound nor freezing (which sets flags and keeps ``xmin``), a row lock (``xmax``),
+    a rolled-back write or a VACUUM moves it."""
+    if conn.dialect.name != "postgresql":
+        return _count(conn, table), None
+    rows, mark = conn.execute(
+        select(func.count(), func.coalesce(func.sum(_VERSION), 0)).select_from(table)
+    ).one()
+    return int(rows), int(mark)
 
 
 def _require_empty(dst: Connection, tables: Sequence[Table]) -> None:
