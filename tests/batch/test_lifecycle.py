@@ -657,6 +657,140 @@ def test_a_servers_runner_runs_a_bounded_number_of_jobs_at_once(
         batch.close()
 
 
+class _StopOnlyEngine:
+    """An engine that runs the jobs in ``held`` until they are stopped (cancelled, shut
+    down: ``progress`` answers False), or raises ``interrupt`` in them; others at once."""
+
+    name = "local"
+
+    def __init__(self, interrupt: BaseException | None = None) -> None:
+        self.held: set[str] = set()
+        self.interrupt = interrupt
+
+    def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
+        from nextoffer.service.batch.chunk import ChunkStats, Stopped
+
+        (Path(output.uri) / "part-00000.parquet").write_bytes(b"")  # a part, unpublished
+        if plan.job_id in self.held:
+            if self.interrupt is not None:
+                raise self.interrupt
+            while progress(ChunkStats(advanced=True)):
+                time.sleep(0.05)
+            raise Stopped("the job was cancelled")
+        return ChunkStats()
+
+
+def _hanging_removal(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Make removing a job's folder block until the event returned is set, as on a mount
+    whose server is gone (an NFS or FUSE mount that stopped answering): then it removes."""
+    import threading
+
+    from nextoffer.service.batch import jobs
+
+    answers = threading.Event()
+    remove = locations.remove
+
+    def hanging(location: Any) -> None:
+        answers.wait()
+        remove(location)
+
+    monkeypatch.setattr(locations, "remove", hanging)
+    monkeypatch.setattr(jobs, "CLEAN_SECONDS", 0.5, raising=False)
+    return answers
+
+
+def _left_behind(job: Any, location: Path) -> None:
+    """The ended job says its folder was left behind, and why."""
+    left = job.detail["leftBehind"]
+    assert left["location"] == str(location / job.job_id)
+    assert "did not end within 0.5 s" in left["reason"], left
+
+
+def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job cancelled, then one running at shutdown, on a mount that stopped answering:
+    removing their folders hangs. The runner waits for it a bounded time only — the
+    cancelled job's slot runs the next job, shutdown ends within seconds, not a minute a
+    job — each job's ``leftBehind`` names the folder left; the removal, left running,
+    removes it once the mount answers."""
+    no, body = setup["no"], setup["body"]
+    answers = _hanging_removal(monkeypatch)
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    engine = _StopOnlyEngine()
+    batch = batch_runner(no, {"local": engine}, poll_seconds=0.05, max_jobs=1)
+    cancelled, after, closed = (batch.submit(PRINCIPAL, body, container_id=None) for _ in "abc")
+    engine.held |= {cancelled.job_id, closed.job_id}
+
+    def until(job: Any, status: str) -> Any:
+        deadline = time.monotonic() + 20
+        while (current := batch.get(PRINCIPAL, job.job_id)).status != status:
+            assert time.monotonic() < deadline, (status, current.status, current.detail)
+            time.sleep(0.05)
+        return current
+
+    batch.start()
+    try:
+        until(cancelled, "PROCESSING")
+        batch.cancel(PRINCIPAL, cancelled.job_id)
+        assert until(after, "COMPLETED").detail.get("leftBehind") is None
+        until(closed, "PROCESSING")
+        started = time.monotonic()
+        batch.close()
+        assert time.monotonic() - started < 10
+        for job, code in ((cancelled, "cancelled"), (closed, "shutdown")):
+            final = batch.get(PRINCIPAL, job.job_id)
+            assert final.status == "ERROR" and final.detail["errors"][0]["code"] == code
+            _left_behind(final, location)
+            assert (location / job.job_id).exists()
+    finally:
+        answers.set()
+        batch.close()
+    deadline = time.monotonic() + 10
+    while any((location / j.job_id).exists() for j in (cancelled, closed)):
+        assert time.monotonic() < deadline, "the removals left running never ended"
+        time.sleep(0.05)
+
+
+def test_an_interrupted_run_ends_its_job_though_removing_its_folder_hangs(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C on ``nextoffer batch run`` while its job's mount stopped answering: the run
+    ends (it hung in the removal for ever, its job left PROCESSING), its job in ERROR
+    (``shutdown``) saying what was left behind."""
+    import threading
+
+    no, body = setup["no"], setup["body"]
+    answers = _hanging_removal(monkeypatch)
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    engine = _StopOnlyEngine(interrupt=KeyboardInterrupt())
+    batch = batch_runner(no, {"local": engine})
+    job = batch.submit(PRINCIPAL, body, container_id=None)
+    engine.held.add(job.job_id)
+    claimed = batch.claim(job.job_id)
+    assert claimed is not None
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            batch.execute(claimed)
+        except BaseException as exc:
+            raised.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    try:
+        runner.join(10)
+        assert not runner.is_alive(), "the interrupted run hangs removing its folder"
+        assert [type(e) for e in raised] == [KeyboardInterrupt]
+        final = batch.get(PRINCIPAL, job.job_id)
+        assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "shutdown"
+        _left_behind(final, location)
+    finally:
+        answers.set()
+        runner.join(10)
+
+
 def _hang_first_part(folder: Path) -> Path:
     """Make the job's first part file a FIFO nobody reads: its worker, writing the part,
     blocks in ``open()`` for ever, as on a file system that stopped answering (a hung NFS

@@ -81,6 +81,10 @@ STALL_SECONDS = 3600.0
 #: worker process per core, and datasets cost nothing: without a bound, a tenant's jobs
 #: on many datasets (five running each) started processes until memory ran out.
 MAX_JOBS = 2
+#: How long a runner waits for an ended job's folder to be removed. On a mount that stopped
+#: answering (an NFS server gone) the removal blocks in the kernel: it is then left running
+#: in a thread of its own, and the job's ``leftBehind`` says what was not removed.
+CLEAN_SECONDS = 10.0
 _BASE = "/xdm:propositionRequests"
 #: ``/proc/<pid>/stat`` states of a process that exited: a zombie, dead (``X``, ``x``).
 _EXITED = frozenset("ZXx")
@@ -498,9 +502,10 @@ class BatchJobs:
 
     def recover(self) -> list[str]:
         """Mark ``ERROR`` every running job whose runner is gone, or whose engine or publish
-        stalled; their ids. A lost runner's files are removed here; a stalled job's runner
-        lives and removes its own: stalled most likely on a file system that stopped
-        answering, removing them here would hang this runner's loop there too."""
+        stalled; their ids. A lost runner's files are removed here (waited for at most
+        :data:`CLEAN_SECONDS`: :meth:`_clean`); a stalled job's runner lives and removes
+        its own: stalled most likely on a file system that stopped answering, removing
+        them here too would hold this runner's loop that long for each."""
         now = _ms(self._clock())
         host = socket.gethostname()
         ended = []
@@ -538,7 +543,7 @@ class BatchJobs:
                 ended.append(job.job_id)
                 log.error("batch job %s: %s", job.job_id, message)
                 if code == "runnerLost":
-                    self._clean(job)
+                    self._note_left(job, self._clean(job))
         return ended
 
     def _stalled(self, job: JobRecord, now_ms: int) -> bool:
@@ -629,7 +634,7 @@ class BatchJobs:
         except _LeftBehind:
             pass  # its publish, stuck, removes the job's files if it ever returns
         except Stopped:
-            self._clean(job)
+            self._note_left(job, self._clean(job))
         except KeyboardInterrupt:  # Ctrl-C on ``nextoffer batch run``: end it, then go
             current = self._status(job)
             detail.update(
@@ -644,7 +649,7 @@ class BatchJobs:
                 ],
                 finishedAt=format_datetime(self._clock()),
             )
-            self._clean(job)
+            self._left(detail, self._clean(job))
             self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
             raise
         except Exception as exc:
@@ -662,8 +667,9 @@ class BatchJobs:
                 errors=[{"code": "failed", "message": message}],
                 finishedAt=format_datetime(self._clock()),
             )
-            # Removed first: a client that reads ERROR finds nothing of the job left.
-            self._clean(job)
+            # Removed first: a client that reads ERROR finds nothing of the job left (or
+            # what was left, in ``leftBehind``).
+            self._left(detail, self._clean(job))
             self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
         finally:
             alive.set()
@@ -809,7 +815,7 @@ class BatchJobs:
 
         task = _Detached(
             lambda: self._publish(job, plan, output, detail, step),
-            after=lambda: self._clean(job),
+            after=lambda: self._note_left(job, self._clean(job)),
             name=f"nextoffer-batch-publish-{job.job_id[:8]}",
         )
         try:
@@ -872,17 +878,95 @@ class BatchJobs:
         step()
         return [f"{job.job_id}/{name}" for name in [*parts, locations.MANIFEST]]
 
-    def _clean(self, job: JobRecord) -> None:
-        """Remove what the job wrote (it published nothing, or was cancelled meanwhile).
-        A folder left behind (the store unreachable) is never listed: it has no manifest."""
+    def _clean(self, job: JobRecord) -> dict[str, str] | None:
+        """Remove what the job wrote (it published nothing, or was cancelled meanwhile),
+        waiting at most :data:`CLEAN_SECONDS`; what was left behind (``leftBehind``: where,
+        and why), or ``None``. The removal runs in a thread of its own: on a mount that
+        stopped answering it blocks in the kernel, and waited for it held the runner as
+        long — a cancelled job's slot never freed, a shutdown waiting a minute a job, an
+        interrupted ``batch run`` never ending, a server's loop stuck on a dead runner's
+        job. Left running, it logs its end if the mount ever answers. A folder left behind
+        is never listed: it has no manifest."""
         with self._store.session() as session:
             dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
         if dataset is None:
+            return None
+        folder = self._datasets.location(dataset).join(job.job_id)
+        task: _Detached[None] = _Detached(
+            lambda: locations.remove(folder),
+            after=lambda: self._removed_late(job, folder, task),
+            name=f"nextoffer-batch-clean-{job.job_id[:8]}",
+        )
+        if task.wait(CLEAN_SECONDS) or not task.leave():
+            try:
+                task.result()
+            except Exception as exc:  # the store's own words are for the operator's log
+                log.warning(
+                    "batch job %s: its files at %s could not be removed: %s",
+                    job.job_id,
+                    folder.uri,
+                    exc,
+                )
+                why = getattr(exc, "strerror", None) or "the store refused"
+                return {
+                    "location": folder.uri,
+                    "reason": f"the job's folder could not be removed ({why}; the server's"
+                    " log has the store's answer); it is never listed, having no manifest:"
+                    " remove it by hand",
+                }
+            return None
+        log.warning(
+            "batch job %s: removing its files at %s did not end within %g s (a file system"
+            " or object store that does not answer): left running",
+            job.job_id,
+            folder.uri,
+            CLEAN_SECONDS,
+        )
+        return {
+            "location": folder.uri,
+            "reason": f"removing the job's folder did not end within {CLEAN_SECONDS:g} s: its"
+            " file system or object store does not answer. It is never listed, having no"
+            " manifest; the removal goes on, and the server's log says if it ends: else"
+            " remove the folder by hand once the store answers",
+        }
+
+    def _removed_late(self, job: JobRecord, folder: Location, task: _Detached[None]) -> None:
+        """A removal :meth:`_clean` stopped waiting for returned after all: say how."""
+        try:
+            task.result()
+        except Exception as exc:
+            log.warning(
+                "batch job %s: its files at %s could not be removed after all: %s",
+                job.job_id,
+                folder.uri,
+                exc,
+            )
+            return
+        log.warning("batch job %s: its files at %s were removed after all", job.job_id, folder.uri)
+
+    @staticmethod
+    def _left(detail: dict[str, Any], left: dict[str, str] | None) -> None:
+        """Record in ``detail`` what :meth:`_clean` left behind, if anything."""
+        if left is not None:
+            detail["leftBehind"] = left
+
+    def _note_left(self, job: JobRecord, left: dict[str, str] | None) -> None:
+        """Record on an ended job (cancelled, shut down, stalled, its runner lost) what
+        :meth:`_clean` left behind, if anything; the database away is logged, not raised."""
+        if left is None:
             return
         try:
-            locations.remove(self._datasets.location(dataset).join(job.job_id))
-        except OSError as exc:
-            log.warning("batch job %s: its files could not be removed: %s", job.job_id, exc)
+            with self._store.session(write=True) as session:
+                current = session.batch.get_job(job.job_id)
+                if current is None:
+                    return
+                session.batch.move_job(
+                    job.job_id,
+                    expect=[lc.ERROR],
+                    values={"detail": {**current.detail, "leftBehind": left}},
+                )
+        except NextOfferError as exc:
+            log.warning("batch job %s: what was left behind not recorded: %s", job.job_id, exc)
 
     def _write(
         self,
@@ -976,7 +1060,8 @@ class BatchJobs:
     def close(self) -> None:
         """Stop claiming, and stop the jobs this process runs in the background: each
         ends in ``ERROR`` (reason: shutdown) at its next progress report, its files
-        removed. (A process killed outright leaves that to the next :meth:`recover`.)"""
+        removed (or what was not, within :data:`CLEAN_SECONDS`, in its ``leftBehind``). (A
+        process killed outright leaves that to the next :meth:`recover`.)"""
         self._stop.set()
         thread = self._thread
         if thread is not None:
