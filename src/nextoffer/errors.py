@@ -19,9 +19,15 @@ place (``nextoffer.cli``). No route and no command writes its own error response
     │   └── PQLError               422  exit 2   a rule that does not parse or check; line+column
     ├── TooManyRequests            429  exit 6   a public endpoint's rate; ``retry_after`` seconds
     └── Unavailable                503  exit 6   a store is down; ``retry_after`` seconds
+        ├── DatabaseRefused        503  exit 3   the database refused our user, password or name
         ├── IdentityClaimed        503  exit 6   a new identity claimed by a concurrent write
         └── CountersLost           503  exit 6   Redis no longer holds a container's cap counters
             └── CountersNotMoved   503  exit 6   the database still holds them (Redis added)
+
+An error may carry ``internal`` text besides its ``detail``: what only an operator should
+read, such as a driver's message naming a host, a port, a role or a file. The CLI prints
+it after the detail (:meth:`NextOfferError.for_operator`); the API logs it and never
+answers it.
 
 ``NotModified`` (304) is not an error and lives with the routes.
 """
@@ -29,7 +35,7 @@ place (``nextoffer.cli``). No route and no command writes its own error response
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 
 class NextOfferError(Exception):
@@ -39,17 +45,40 @@ class NextOfferError(Exception):
     exit_code: ClassVar[int] = 1
     title: ClassVar[str] = "Internal Server Error"
 
-    def __init__(self, detail: str, *, pointer: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        detail: str,
+        *,
+        pointer: str | None = None,
+        internal: str | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         #: JSON pointer (RFC 6901) to the offending field of the request, when there is one.
         self.pointer = pointer
+        #: What the operator alone reads (logged, printed by the CLI; never answered).
+        self.internal = internal
         #: More members for the problem+json body (e.g. ``referencedBy``, ``errors``).
         self.extra = extra
 
     @property
     def type_slug(self) -> str:
         return type(self).__name__
+
+    def reworded(self, detail: str) -> Self:
+        """This error (its class, status, exit code and members) saying ``detail``."""
+        self.detail = detail
+        self.args = (detail,)
+        return self
+
+    def for_operator(self) -> str:
+        """The detail, followed by the internal text when there is one."""
+        return f"{self.detail}: {self.internal}" if self.internal else self.detail
+
+    def __str__(self) -> str:
+        """What logs and tracebacks show: :meth:`for_operator`. (Answers use ``detail``.)"""
+        return self.for_operator()
 
 
 class AuthError(NextOfferError):
@@ -167,9 +196,26 @@ class Unavailable(NextOfferError):
     exit_code = 6
     title = "Service Unavailable"
 
-    def __init__(self, detail: str, *, retry_after: int = 1) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str, *, retry_after: int = 1, internal: str | None = None) -> None:
+        super().__init__(detail, internal=internal)
         self.retry_after = retry_after
+
+
+class DatabaseRefused(Unavailable):
+    """The database server answered and refused us: a wrong user or password, a database
+    that does not exist, an address its access rules do not admit. Trying again will not
+    help; its own exit code tells a script so. Over HTTP it is a 503 like any outage: the
+    fault is the server's configuration, not the request."""
+
+    exit_code = 3
+
+    def __init__(self, internal: str) -> None:
+        super().__init__(
+            "the database refused the connection (a wrong user, password or database "
+            "name, or its access rules)",
+            retry_after=60,
+            internal=f"{internal}; check the database URL",
+        )
 
 
 class IdentityClaimed(Unavailable):

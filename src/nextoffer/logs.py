@@ -3,7 +3,8 @@
 While the database is away every decision logs that its record was not written: at a
 thousand decisions a second that is a thousand lines a second, enough to fill a disk
 before the outage ends and to bury every other line. :class:`Throttled` writes the first
-at once, then at most one every ``seconds``, each saying how many like it it stood for.
+at once, then at most one every ``seconds``, each saying how many like it it stood for;
+:func:`withheld` is the line for what an error answered to a client leaves out.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any
+
+from nextoffer.errors import NextOfferError
 
 
 class Throttled:
@@ -48,3 +51,14 @@ class Throttled:
             )
         else:
             self._logger.error(message, *args)
+
+
+_WITHHELD = Throttled(logging.getLogger("nextoffer.api"))
+
+
+def withheld(exc: NextOfferError) -> None:
+    """Log what an answer to a client leaves out: ``exc``'s internal text (a driver's
+    words, naming hosts, ports, roles or files), which only the operator reads. An
+    outage would repeat it for every request, so it is throttled."""
+    if exc.internal:
+        _WITHHELD.error("%s: %s", exc.detail, exc.internal)

@@ -302,9 +302,12 @@ def test_a_database_that_cannot_be_opened_is_named_by_its_option(
     )
     missing = make_url(postgres).set(database="no_such_database")
     nowhere = copy(source, missing.render_as_string(hide_password=False))
-    assert nowhere.exit_code == 6, nowhere.output
+    assert nowhere.exit_code == 3, nowhere.output  # refused: trying again will not help
     line = nowhere.stderr.strip()
-    assert line.startswith(f"error: --to {missing.render_as_string(hide_password=True)}: ")
+    assert line.startswith(
+        f"error: --to {missing.render_as_string(hide_password=True)}: "
+        "the database refused the connection ("
+    )
     assert 'database "no_such_database" does not exist' in line
 
 

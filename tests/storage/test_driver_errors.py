@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
+import uuid
 
+import asyncpg
 import psycopg
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from nextoffer.errors import BadRequest, Conflict, Unavailable
+from nextoffer.errors import BadRequest, Conflict, DatabaseRefused, Unavailable
 from nextoffer.storage.errors import guarded, translated
 from support.backends import postgres_url
 
@@ -95,4 +99,42 @@ def test_a_server_that_refuses_the_connection_is_unavailable() -> None:
     closed = "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"
     exc = raised(lambda: psycopg.connect(closed))
     assert isinstance(exc, psycopg.OperationalError)
-    assert isinstance(translated(exc), Unavailable)
+    ours = translated(exc)
+    assert type(ours) is Unavailable and ours.exit_code == 6
+    # The driver's words (host, port) are the operator's: not in what a client reads.
+    assert ours.detail == "the database is unavailable"
+    assert ours.internal is not None and "127.0.0.1" in ours.internal
+    assert str(ours) == f"the database is unavailable: {ours.internal}"
+
+
+def _refusing_urls() -> dict[str, str]:
+    """URLs the test server answers with a refusal: no such database, no such role, a
+    role that may not log in (made here)."""
+    url = make_url(postgres_url())
+    nologin = f"nologin_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_url(), autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {nologin} NOLOGIN")
+    return {
+        "database": url.set(database=f"none_{uuid.uuid4().hex[:8]}").render_as_string(False),
+        "role": url.set(username=f"none_{uuid.uuid4().hex[:8]}").render_as_string(False),
+        "nologin": url.set(username=nologin).render_as_string(False),
+    }
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_a_server_that_refuses_us_is_database_refused(driver: str) -> None:
+    # psycopg gives a refusal at connection no SQLSTATE (libpq's words are read);
+    # asyncpg gives 3D000 and class 28.
+    async def connect(url: str) -> None:
+        await (await asyncpg.connect(url)).close()
+
+    for why, url in _refusing_urls().items():
+        if driver == "psycopg":
+            exc = raised(lambda url=url: psycopg.connect(url).close())
+        else:
+            exc = raised(lambda url=url: asyncio.run(connect(url)))
+        ours = translated(exc)
+        assert isinstance(ours, DatabaseRefused), (why, exc)
+        assert ours.exit_code == 3 and ours.status == 503, why
+        assert "refused the connection" in ours.detail and "127.0.0.1" not in ours.detail
+        assert ours.internal is not None and "check the database URL" in ours.internal, why

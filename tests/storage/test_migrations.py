@@ -16,17 +16,18 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
 from sqlalchemy import Connection, Engine, inspect, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from nextoffer.cli import main
-from nextoffer.errors import Unavailable
+from nextoffer.errors import DatabaseRefused, Unavailable
 from nextoffer.repository.query import parse_query
 from nextoffer.storage import migrations, search, search_index
 from nextoffer.storage import tables as t
 from nextoffer.storage.database import open_engine
 from nextoffer.storage.search_postgres import dialect_for
 from nextoffer.storage.store import Store
-from support.backends import fresh_database, tables_metadata
+from support.backends import fresh_database, postgres_url, tables_metadata
 from support.store_contract import TAG, container, instance
 
 PREVIOUS, HEAD = migrations.revisions()[-2:]
@@ -236,6 +237,16 @@ def test_db_commands_on_an_unreachable_database_exit_with_unavailable() -> None:
     )
     assert result.exit_code == Unavailable.exit_code
     assert "unavailable" in result.output
+
+
+def test_db_commands_on_a_database_that_does_not_exist_exit_refused() -> None:
+    missing = make_url(postgres_url()).set(database="no_such_database")
+    url = missing.render_as_string(hide_password=False)
+    result = CliRunner().invoke(main, ["db", "current", "--db", url])
+    assert result.exit_code == DatabaseRefused.exit_code == 3, result.output
+    assert result.output.startswith("error: the database refused the connection (")
+    assert 'database "no_such_database" does not exist' in result.output
+    assert "Traceback" not in result.output
 
 
 def test_a_sqlite_file_made_before_migrations_is_adopted(tmp_path: Path) -> None:

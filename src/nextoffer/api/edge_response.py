@@ -20,6 +20,7 @@ from nextoffer.api.decision_response import first_component
 from nextoffer.api.responses import json_response
 from nextoffer.engine import FallbackOption, ObjectRef, Option, Proposition
 from nextoffer.errors import AuthError, NextOfferError, TooManyRequests
+from nextoffer.logs import withheld
 from nextoffer.service.ecid import cookie_name, encode_identity
 from nextoffer.service.edge import ECID, EdgeOutcome, EdgeWarning, EventAnswer
 
@@ -214,6 +215,7 @@ def problem(exc: NextOfferError, *, request_id: str) -> Mapping[str, Any]:
 
 def failure(exc: NextOfferError, request_id: str, cors: Mapping[str, str]) -> Response:
     """The answer to a request that failed: :func:`problem`, with ``cors``' headers."""
+    withheld(exc)
     headers = dict(cors)
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)

@@ -6,6 +6,7 @@
   add ``line`` and ``column``.
 * Starlette's own 404/405 → problem+json as well.
 * anything else → a 500 problem without internals; the traceback goes to the log only.
+  An error's ``internal`` text (a driver's words) is logged, never answered.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from nextoffer.errors import (
     TooManyRequests,
     Unavailable,
 )
+from nextoffer.logs import withheld
 
 log = logging.getLogger("nextoffer.api")
 
@@ -52,6 +54,7 @@ def problem(status: int, title: str, detail: str, *, slug: str, **members: Any) 
 
 
 def to_response(exc: NextOfferError) -> Response:
+    withheld(exc)
     if isinstance(exc, AuthError):
         return json_response(
             {"error_code": exc.error_code, "message": exc.message},

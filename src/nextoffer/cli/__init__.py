@@ -46,7 +46,7 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except NextOfferError as exc:
-            detail = exc.detail
+            detail = exc.for_operator()
             if isinstance(exc, PQLError):  # with its source line and a caret
                 from nextoffer.pql import render_error  # only then: a command may not load PQL
 

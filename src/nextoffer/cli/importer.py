@@ -34,14 +34,12 @@ import_.add_command(library)
 def stopped(exc: NextOfferError, path: Path, line: int, loaded: int, bad: int) -> NextOfferError:
     """``exc``, which stopped the import at ``line``, saying what was done before it."""
     detail = (
-        f"{exc.detail}; stopped at line {line} of {path}: {loaded} profiles were loaded "
-        f"before it, {bad} lines rejected. Profiles are upserted: running the same file "
-        "again is safe"
+        f"{exc.for_operator()}; stopped at line {line} of {path}: {loaded} profiles were "
+        f"loaded before it, {bad} lines rejected. Profiles are upserted: running the same "
+        "file again is safe"
     )
-    try:
-        return type(exc)(detail)  # the same class: the same exit code
-    except TypeError:  # a class built otherwise (none is raised while writing)
-        return NextOfferError(detail)
+    exc.internal = None  # said in the detail, which only the operator reads here
+    return exc.reworded(detail)
 
 
 @import_.command()

@@ -109,7 +109,7 @@ def partly_imported(
     to which line, and how to import the rest (the chunks are written in the file's order).
     """
     total = len(numbers)
-    detail = exc.detail
+    detail = exc.for_operator()
     if "were imported" not in detail:  # a write's own 409 already says how many
         detail += f"; {written} of {total} instances were imported"
     detail += f" (the lines up to line {numbers[written - 1]} of {path})"
@@ -124,10 +124,8 @@ def partly_imported(
             " with new @ids; running the same file again would import every line again, "
             "as another copy"
         )
-    try:
-        return type(exc)(detail)  # the same class: the same exit code
-    except TypeError:  # a class built otherwise (none is raised while writing)
-        return NextOfferError(detail)
+    exc.internal = None  # said in the detail, which only the operator reads here
+    return exc.reworded(detail)
 
 
 @click.command()

@@ -289,7 +289,7 @@ def sign_in_page(
 def error_page(request: Request, visitor: Visitor | None, exc: NextOfferError) -> HTMLResponse:
     status = getattr(exc, "http_status", exc.status)
     if status >= 500:
-        log.error("console: %s on %s", exc, request.url.path)
+        log.error("console: %s on %s", exc.for_operator(), request.url.path)
     return render(
         request, "error.html", {"title": exc.title, "error": exc}, visitor=visitor, status=status
     )

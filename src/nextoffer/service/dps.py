@@ -122,7 +122,7 @@ def _pointing_into(resource: Resource) -> Iterator[None]:
                         error["message"] = _in_dps_names(
                             resource, old, error["pointer"], error["message"]
                         )
-        exc.args = (exc.detail,)
+        exc.reworded(exc.detail)  # its args too
         raise
 
 

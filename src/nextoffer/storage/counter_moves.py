@@ -25,6 +25,7 @@ from sqlalchemy import Delete, bindparam, delete, func, select, tuple_
 
 from nextoffer.errors import Unavailable
 from nextoffer.storage import tables as t
+from nextoffer.storage.errors import redis_unavailable
 from nextoffer.storage.redis_markers import PREFIX, CounterMarkers, marker_key
 from nextoffer.storage.session import Session, upsert
 
@@ -237,7 +238,7 @@ class CounterMoves:
                 if name == moving_key(container):  # not a counter whose scope ends so
                     found.add(container)
         except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc) from exc
         if not found:
             return []
         ours = select(t.containers.c.container_id).where(
@@ -256,7 +257,7 @@ class CounterMoves:
         try:
             return fn(*args, **kwargs)
         except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc) from exc
 
     def move_out(
         self,
@@ -375,13 +376,13 @@ class CounterMoves:
                 pipe.exists(name(container))
             return [bool(n) for n in pipe.execute()]
         except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc) from exc
 
     def _scan(self, match: str) -> Iterable[bytes]:
         try:
             yield from self._client.scan_iter(match=match, count=1_000)
         except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc) from exc
 
 
 def _delete_moved(session: Session, rows: Sequence[tuple[str, int]]) -> int:

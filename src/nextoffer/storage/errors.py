@@ -5,7 +5,11 @@ cannot hold (a data exception: a number out of its range, a NUL in text; on SQLi
 integer past 64 bits, which the driver refuses before the database sees it; on PostgreSQL
 a value past one of its limits, such as an index entry's size) →
 :class:`~nextoffer.errors.BadRequest`, since the request carried it; the database gone,
-locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`.
+locked too long or out of connections → :class:`~nextoffer.errors.Unavailable`, and a
+server that answered and refused us (user, password, database name, access rules) →
+:class:`~nextoffer.errors.DatabaseRefused`. The driver's own words, which may name a
+host, a port, a role or a file, go in the error's ``internal`` text for the operator,
+not in the detail a client reads.
 SQLAlchemy's errors (sessions), the drivers' own on the decision paths' connections
 (``sqlite3``'s and psycopg's) and asyncpg's (the loop's PostgreSQL path) are all mapped
 by :func:`translated`; :func:`guarded` applies it to a block.
@@ -13,6 +17,7 @@ by :func:`translated`; :func:`guarded` applies it to a block.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -23,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SqlIntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from nextoffer.errors import BadRequest, Conflict, NextOfferError, Unavailable
+from nextoffer.errors import BadRequest, Conflict, DatabaseRefused, NextOfferError, Unavailable
 
 _Errors = tuple[type[Exception], ...]
 
@@ -52,6 +57,25 @@ def _past_a_limit(cause: BaseException | None) -> bool:
     an index entry over 2,704 bytes, a key too long). The request carried it: sending it
     again cannot succeed, so it is no outage."""
     return str(getattr(cause, "sqlstate", "") or "").startswith("54")
+
+
+#: How libpq words a server's refusal of a connection, which psycopg raises with no
+#: SQLSTATE: a failed authentication (password, SCRAM, peer, ident), a role or database
+#: that does not exist, no ``pg_hba.conf`` rule for us, a role that may not log in, a
+#: password the server asked for and the URL lacks. (asyncpg gives the SQLSTATE.)
+_REFUSALS = re.compile(
+    r"authentication failed|(?:role|database) \".*\" does not exist|no pg_hba\.conf entry"
+    r"|not permitted to log in|no password supplied"
+)
+
+
+def _refused(cause: BaseException | None) -> bool:
+    """Whether the database server refused our connection: SQLSTATE class 28 (invalid
+    authorization) or 3D000 (no such database), or libpq's words for them."""
+    state = str(getattr(cause, "sqlstate", "") or "")
+    if state:
+        return state.startswith("28") or state == "3D000"
+    return _REFUSALS.search(str(cause)) is not None
 
 
 def transient(exc: BaseException) -> bool:
@@ -84,10 +108,18 @@ def translated(exc: BaseException) -> NextOfferError | None:
     if _past_a_limit(cause):
         return BadRequest(f"a value too large for the database to index: {cause}")
     if isinstance(exc, (DBAPIError, *errors)):
-        return Unavailable(f"the database is unavailable: {cause}", retry_after=1)
+        if _refused(cause):
+            return DatabaseRefused(str(cause))
+        return Unavailable("the database is unavailable", internal=str(cause))
     if isinstance(exc, PoolTimeout):
-        return Unavailable(f"no database connection free: {exc}", retry_after=1)
+        return Unavailable("no database connection free", internal=str(exc))
     return None
+
+
+def redis_unavailable(exc: Exception, store: str = "the cap counter store") -> Unavailable:
+    """Our error for a Redis error: ``store`` (Redis) is unavailable, redis-py's words
+    (which name its host and port) kept for the operator."""
+    return Unavailable(f"{store} (Redis) is unavailable", internal=str(exc))
 
 
 @contextmanager
@@ -101,6 +133,6 @@ def guarded(about: str | None = None) -> Iterator[None]:
         ours = translated(exc)
         if ours is None or ours is exc:
             raise
-        if about is not None:
-            ours = type(ours)(f"{about}: {ours.detail}")
+        if about is not None:  # ``ours`` is new (not ``exc``): ours to reword
+            ours.reworded(f"{about}: {ours.detail}")
         raise ours from exc

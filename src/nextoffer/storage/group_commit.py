@@ -151,7 +151,7 @@ def _commit_claimed(batch: list[Item], write: Write) -> bool:
     try:
         outcomes = write([record for record, _ in batch])
     except Exception as exc:  # every waiting caller hears of it
-        error = translated(exc) or Unavailable(f"decision records not written: {exc}")
+        error = translated(exc) or Unavailable("decision records not written", internal=str(exc))
         if refused_alone(error, len(batch)):
             return any([_commit_claimed([item], write) for item in batch])
         log.error("decision records not written (%d): %s", len(batch), error)

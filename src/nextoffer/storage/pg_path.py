@@ -654,4 +654,4 @@ def _translated(exc: BaseException, what: str) -> NextOfferError:
     """An asyncpg or connection error as the project's (``storage/errors.py``): a value
     the database refuses is :class:`BadRequest`, a lost or refused connection
     :class:`Unavailable`, as psycopg's are."""
-    return translated(exc) or Unavailable(f"{what}: {exc}")
+    return translated(exc) or Unavailable(what, internal=str(exc))

@@ -48,6 +48,7 @@ from nextoffer.storage.counters import (
     erased,
     is_erased,
 )
+from nextoffer.storage.errors import redis_unavailable
 from nextoffer.storage.redis_markers import PREFIX, CounterMarkers, marker_key
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
@@ -202,10 +203,6 @@ def _counts(values: Sequence[Any], unique: Sequence[CounterKey]) -> dict[Counter
 
 def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _unavailable(exc: RedisError) -> Unavailable:
-    return Unavailable(f"the cap counter store (Redis) is unavailable: {exc}", retry_after=1)
 
 
 class RedisCounters:
@@ -383,7 +380,7 @@ class RedisCounters:
         try:
             return fn(*args, **kwargs)
         except RedisError as exc:
-            raise _unavailable(exc) from exc
+            raise redis_unavailable(exc) from exc
 
 
 #: A reservation waiting for its loop's next run of ``_RESERVE_MANY``: its container (a
@@ -519,7 +516,7 @@ class LoopRedis:
                 try:
                     answers = await self._send_batch(here, batch)
                 except RedisError as exc:
-                    error = _unavailable(exc)
+                    error = redis_unavailable(exc)
                     for *_, future in batch:
                         if not future.done():
                             future.set_exception(error)
@@ -529,7 +526,7 @@ class LoopRedis:
                         continue
                     if isinstance(answer, Exception):
                         future.set_exception(
-                            _unavailable(answer) if isinstance(answer, RedisError) else answer
+                            redis_unavailable(answer) if isinstance(answer, RedisError) else answer
                         )
                     else:
                         future.set_result(answer)
@@ -623,4 +620,4 @@ async def _awaited(call: Awaitable[Any]) -> Any:
     try:
         return await call
     except RedisError as exc:
-        raise _unavailable(exc) from exc
+        raise redis_unavailable(exc) from exc

@@ -45,9 +45,10 @@ import redis
 from redis.exceptions import RedisError
 from sqlalchemy import bindparam, select
 
-from nextoffer.errors import CountersLost, CountersNotMoved, Unavailable
+from nextoffer.errors import CountersLost, CountersNotMoved
 from nextoffer.ids import format_datetime, utcnow
 from nextoffer.storage import tables as t
+from nextoffer.storage.errors import redis_unavailable
 from nextoffer.storage.session import Session, upsert
 from nextoffer.storage.store import Store
 
@@ -143,7 +144,7 @@ class CounterMarkers:
                 c for c, there in zip(containers, self._exist(containers), strict=True) if not there
             ]
         except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc) from exc
 
     def lost(self) -> list[str]:
         """Every listed container whose marker Redis no longer holds."""
@@ -187,7 +188,7 @@ class CounterMarkers:
                 pipe.set(marker_key(container), "1")
             pipe.execute()
         except RedisError as exc:
-            raise Unavailable(f"the cap counter store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc) from exc
         placed = format_datetime(self._clock())
 
         def write(session: Session) -> None:

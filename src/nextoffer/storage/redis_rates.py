@@ -20,7 +20,7 @@ import hashlib
 
 from redis.exceptions import NoScriptError, RedisError
 
-from nextoffer.errors import Unavailable
+from nextoffer.storage.errors import redis_unavailable
 from nextoffer.storage.redis_counters import RedisCounters
 
 PREFIX = "nextoffer:rate:"
@@ -73,5 +73,5 @@ class RedisRates:
             except NoScriptError:  # a restarted server, or the first call: load it
                 reply = await client.eval(_TAKE, 1, key, rate)
         except RedisError as exc:
-            raise Unavailable(f"the rate store (Redis) is unavailable: {exc}") from exc
+            raise redis_unavailable(exc, "the rate store") from exc
         return float(reply)
