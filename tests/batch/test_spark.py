@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import pyarrow.parquet as pq
@@ -371,19 +371,25 @@ def _counts(db: Path, offer: str) -> tuple[int, dict[str, int]]:
     return everyone, profiles
 
 
-def test_a_retried_spark_task_fails_the_job_and_counts_nothing_twice(tmp_path: Path) -> None:
-    """A Spark task killed after some of its groups committed is retried (``local[2,3]``
-    allows three attempts): the retry decides nothing and the job ends in ERROR saying
-    why. It decided the partition again from its first profile, and every reservation of
-    the first attempt counted twice (a profile's counter at 2, caps used up by decisions
-    nobody received)."""
+class _Killed(NamedTuple):
+    db: Path
+    library: Library
+    profiles: int
+    final: Any
+    folder: Path
+
+
+def _kill_a_task_once(tmp_path: Path, *, redis_url: str | None = None) -> _Killed:
+    """One job of 8,000 profiles in one partition (one task, one Python worker) on
+    ``local[2,3]`` (three attempts), its Python worker SIGKILLed once its first groups
+    are committed (the offers report has rows: with Redis counters the database holds
+    no counter). Caps that never run out, counted for everyone and per profile (up to 5:
+    a profile whose reservations counted twice shows 2)."""
     db = tmp_path / "retry.db"
     settings = Settings(db_url=f"sqlite:///{db}", freeze_heap=False)
     principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
     with TestClient(create_app(settings)) as client:
         tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
-        # Caps that never run out here, counted for everyone and per profile (up to 5:
-        # a profile decided twice shows 2).
         library = Library(
             tenant,
             [
@@ -392,7 +398,6 @@ def test_a_retried_spark_task_fails_the_job_and_counts_nothing_twice(tmp_path: P
             ],
         )
         body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
-    # One row group of the export, so one partition: one task, one Python worker.
     profiles = [
         {"identityMap": {"Email": [{"id": f"r{n:05d}@example.com"}]}, "profile": {"age": 30}}
         for n in range(8_000)
@@ -402,14 +407,19 @@ def test_a_retried_spark_task_fails_the_job_and_counts_nothing_twice(tmp_path: P
         freeze_heap=False,
         datasets_dir=str(tmp_path / "datasets"),
         spark_master="local[2,3]",
+        redis_url=redis_url,
     )
     killed: list[int] = []
     done = threading.Event()
 
+    def committed() -> bool:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+            return conn.execute("SELECT 1 FROM offer_daily LIMIT 1").fetchone() is not None
+
     def kill_a_deciding_worker() -> None:
         """SIGKILL the Python worker once its first groups are committed."""
         while not done.wait(0.02):
-            if _counts(db, library.a)[0] == 0:
+            if not committed():
                 continue
             workers = _python_workers()
             if workers:
@@ -432,24 +442,161 @@ def test_a_retried_spark_task_fails_the_job_and_counts_nothing_twice(tmp_path: P
             killer.join()
         folder = Path(no.datasets.get(principal, body["xdm:dataSetId"]).location) / job.job_id
     assert killed, "no Python worker was found deciding"
+    return _Killed(db, library, len(profiles), final, folder)
+
+
+def test_a_retried_spark_task_decides_again_and_counts_each_profile_once(tmp_path: Path) -> None:
+    """A Spark task killed after some of its groups committed is retried: the retry
+    decides the partition again from its first profile and the job completes, each
+    profile's reservations and report counted once — the retry's records released what
+    the killed attempt's had reserved (before the ledger, the retry failed the job;
+    before that, it counted them twice). The job's ledger rows are gone once it ran."""
+    db, library, profiles, final, folder = _kill_a_task_once(tmp_path)
+    assert final.status == "COMPLETED", final.detail
+    # Every profile got A once: its own counter at 1, everyone's at the audience.
     everyone, per_profile = _counts(db, library.a)
-    # What the first attempt committed counts once: no profile twice, and everyone's
-    # counter is the sum of the profiles' (the retry reserved nothing).
-    assert per_profile and max(per_profile.values()) == 1
-    assert everyone == sum(per_profile.values()) < len(profiles)
+    assert len(per_profile) == profiles and set(per_profile.values()) == {1}
+    assert everyone == profiles
+    got = decisions(folder)
+    assert len(got) == profiles
+    assert all(items[0] == (library.a, False) for items in got.values())
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        [(proposed,)] = conn.execute(
+            "SELECT sum(propositions) FROM offer_daily WHERE offer_id = ?", (library.a,)
+        )
+        [(ledger,)] = conn.execute("SELECT count(*) FROM batch_decisions")
+    assert proposed == profiles  # the offers report counts each decision once
+    assert ledger == 0
+
+
+def test_with_redis_counters_a_retried_spark_task_fails_the_job(tmp_path: Path) -> None:
+    """With Redis counters a reservation commits in Redis before its record's
+    transaction, out of the ledger's reach: the session allows no retry, and an attempt
+    after the first (``local[2,3]`` allows them) decides nothing and ends the job in
+    ERROR saying why and what to do. What the killed attempt committed counts once."""
+    from support.backends import redis_url
+
+    db, library, profiles, final, folder = _kill_a_task_once(tmp_path, redis_url=redis_url())
     assert final.status == "ERROR", final.detail
     [error] = final.detail["errors"]
     assert error["message"].startswith("a Spark task failed and was retried"), error
+    assert "with Redis counters" in error["message"]
     assert "count the reservations of its first attempt twice" in error["message"]
     assert "run the job again" in error["message"]
     assert not folder.exists()
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        [(proposed,)] = conn.execute(
+            "SELECT sum(propositions) FROM offer_daily WHERE offer_id = ?", (library.a,)
+        )
+    assert 0 < proposed < profiles  # the killed attempt's, once; the retry decided none
 
 
-def test_spark_sessions_allow_no_retry_and_no_speculation(
+class _ThreeAttempts:
+    """An engine deciding the audience as three Spark task attempts would, in order,
+    through the job's ledger (no Spark: what the ledger does, row by row): attempt 1 the
+    first 30 profiles (then it died), attempt 2 all of them, then attempt 0 — a zombie
+    older than both — the first profile again."""
+
+    name = "spark"
+
+    def __init__(self, no: NextOffer) -> None:
+        self.no = no
+        self.job_id = ""
+        self.first = ""
+
+    def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
+        from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats
+        from nextoffer.storage.batch import DecisionLedger
+
+        [rows] = list(chunks(1000))
+        self.job_id, self.first = plan.job_id, rows[0][0]
+        ledger = DecisionLedger(self.no.store, plan.job_id, plan.container_id)
+        decider = ChunkDecider(plan, self.no.path, ledger=ledger)
+        try:
+            for attempt, some in (("1", rows[:30]), ("2", rows), ("0", rows[:1])):
+                ledger.attempt = attempt
+                decider.decide(some)
+        finally:
+            ledger.close()
+        return ChunkStats()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_ledger_counts_each_profile_once_across_attempts(tmp_path: Path, database: str) -> None:
+    """A cap for everyone of 40 and one per profile, 50 profiles: attempt 2's records
+    release what attempt 1's reserved and reported, so the 30 profiles attempt 1 decided
+    get A again (their own counters were at their limit) and the counters and the report
+    hold attempt 2's decisions alone; a zombie attempt older than the ledger's row is
+    refused and changes nothing. On both databases (PostgreSQL: the ledger's rows and
+    the counters locked in the transaction)."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'ledger.db'}"
+    else:
+        from support.backends import create_database, database_url
+
+        url = database_url(create_database())
+    settings = Settings(db_url=url, freeze_heap=False)
+    principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+    with TestClient(create_app(settings)) as client:
+        tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+        library = Library(
+            tenant,
+            [{"xdm:limit": 40, "xdm:scope": "global"}, {"xdm:limit": 1, "xdm:scope": "profile"}],
+        )
+        add_profiles(tenant, 50)
+        body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
+    run_settings = Settings(
+        db_url=settings.db_url, freeze_heap=False, datasets_dir=str(tmp_path / "datasets")
+    )
+    with NextOffer.open(run_settings, clock=lambda: MOMENT) as no:
+        engine = _ThreeAttempts(no)
+        jobs = batch_runner(no, {"spark": engine})
+        job = jobs.submit(principal, body, container_id=None, engine="spark")
+        claimed = jobs.claim(job.job_id)
+        assert claimed is not None
+        jobs.execute(claimed)
+        jobs.close()
+    import sqlalchemy
+
+    reader = sqlalchemy.create_engine(url)
+    with reader.connect() as conn:
+        counters = [
+            (code.split("|"), count)
+            for code, count in conn.exec_driver_sql("SELECT counter_key, count FROM cap_counters")
+        ]
+        daily = {
+            offer: int(n)
+            for offer, n in conn.exec_driver_sql(
+                "SELECT offer_id, sum(propositions) FROM offer_daily GROUP BY 1"
+            )
+        }
+        ledger = {
+            profile: attempt
+            for profile, attempt in conn.execute(
+                sqlalchemy.text(
+                    "SELECT profile_id, attempt FROM batch_decisions WHERE job_id = :j"
+                ),
+                {"j": engine.job_id},
+            )
+        }
+    reader.dispose()
+    a = [(key[5], count) for key, count in counters if key[1] == library.a]
+    assert [count for scope, count in a if not scope] == [40]  # everyone's
+    # (PostgreSQL's reservations create a counter at 0 before they find it full.)
+    assert sorted(count for scope, count in a if scope and count) == [1] * 40
+    assert daily[library.a] == 40
+    assert sum(daily.values()) == 50  # one proposition per profile, attempt 1's released
+    assert len(ledger) == 50 and set(ledger.values()) == {"2"}
+    assert ledger[engine.first] == "2"
+
+
+def test_spark_sessions_leave_retries_to_the_cluster_and_allow_no_speculation(
     prepared: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The session a job creates tells a cluster never to attempt a task again (a retry or
-    a speculative copy would decide its partition twice): read from the live context."""
+    """The session a job creates with counters in the database leaves
+    ``spark.task.maxFailures`` to the cluster (the ledger counts a retried task's profiles
+    once) and allows no speculative copy (two live attempts of one partition): read from
+    the live context."""
     from nextoffer.service.batch.spark import SparkEngine
 
     seen: dict[str, str | None] = {}
@@ -464,7 +611,7 @@ def test_spark_sessions_allow_no_retry_and_no_speculation(
     monkeypatch.setattr(SparkEngine, "_watch", staticmethod(reading))
     final, _ = run(prepared["second"], prepared["tmp"] / "d4", prepared["body"], "spark")
     assert final.status == "COMPLETED", final.detail
-    assert seen == {"spark.task.maxFailures": "1", "spark.speculation": "false"}
+    assert seen == {"spark.task.maxFailures": None, "spark.speculation": "false"}
 
 
 def _free_port() -> int:

@@ -495,5 +495,20 @@ batch_jobs = Table(
     Index("ix_batch_jobs_tenant", "org_id", "sandbox", "created_ms"),
 )
 
+#: A Spark batch job's committed decisions, per profile: what each reserved (JSON
+#: ``[[counter key, n], ...]``) and reported (its UTC day, the offers it proposed, JSON),
+#: and which task attempt decided it (``storage/batch.py``, ``DecisionLedger``). Written
+#: in the reservation's own transaction; a job's rows go when its Spark run ends.
+batch_decisions = Table(
+    "batch_decisions",
+    metadata,
+    Column("job_id", String(36), primary_key=True),
+    Column("profile_id", String(36), primary_key=True),
+    Column("attempt", String(32), nullable=False),
+    Column("day", String(10), nullable=False),
+    Column("offers", Text, nullable=False),
+    Column("reserved", Text, nullable=False),
+)
+
 #: Batch jobs scan a tenant's profiles in key order.
 Index("ix_profiles_tenant", profiles.c.org_id, profiles.c.sandbox, profiles.c.profile_id)

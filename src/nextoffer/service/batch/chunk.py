@@ -7,10 +7,11 @@ Then decide exactly as an online decision does, through the one decision path
 (``attempt.Attempt``): the engine decides from the snapshot, and the record *reserves* the
 counters of what it proposes — all or none — before anything counts; a refused record is
 decided again on the current counts. Records are queued as they are made and written by the
-decision path's group commit; the chunk then waits for all of them, so nothing of a chunk
-is answered before its reservations are committed. A batch decision writes no decision-log
-event (its event is its dataset row), but counts toward caps and the offers report like
-any other.
+decision path's group commit (a Spark task's by its job's ledger, which writes a row per
+profile with the reservations: ``storage.batch.DecisionLedger``); the chunk then waits for
+all of them, so nothing of a chunk is answered before its reservations are committed. A
+batch decision writes no decision-log event (its event is its dataset row), but counts
+toward caps and the offers report like any other.
 
 A counter shared by every profile (a cap for everyone) that a reservation found full stays
 full for the rest of the chunk's decider (``Attempt``'s ``shared`` counts): later profiles
@@ -48,7 +49,7 @@ from nextoffer.service.catalogs import build_snapshot
 from nextoffer.service.decisions import EVENT_LIMIT
 from nextoffer.service.learning import Learning
 from nextoffer.service.offload import in_thread
-from nextoffer.storage.batch import ProfileRow
+from nextoffer.storage.batch import DecisionLedger, ProfileRow
 from nextoffer.storage.counters import CounterKey
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, OnLoop
 
@@ -106,12 +107,20 @@ class ChunkDecider:
     """Decides chunks of one job's audience over one decision path."""
 
     def __init__(
-        self, plan: JobPlan, path: DecisionPath, *, learning: Learning | None = None
+        self,
+        plan: JobPlan,
+        path: DecisionPath,
+        *,
+        learning: Learning | None = None,
+        ledger: DecisionLedger | None = None,
     ) -> None:
         self._plan = plan
         #: What ranking strategies learned, read once per chunk (``None``: the prior).
         self._learning = learning
-        self._held = HeldRecords(path)
+        #: Where records go when given (a Spark task's: each profile's reservations count
+        #: once across its attempts), else the decision path's writer.
+        self.ledger = ledger
+        self._held = HeldRecords(path, ledger)
         self._snapshot = build_snapshot(plan.image, built=format_datetime(plan.decided_at))
         self._segment = pql.compile(plan.segment, kind="rule")
         self._segment_events = "xEvent" in plan.segment
@@ -121,6 +130,12 @@ class ChunkDecider:
 
     def _refused(self) -> None:
         self._refusals += 1
+
+    def restart(self) -> None:
+        """Drop the records an earlier :meth:`decide` held back when it failed (a Spark
+        task that failed in this Python worker, which Spark reuses): sent with the next
+        call's, they would be written for a decision nobody receives."""
+        self._held.drop()
 
     def decide(
         self, rows: Iterable[ProfileRow], *, stopped: Callable[[], bool] | None = None
@@ -240,11 +255,13 @@ class ChunkDecider:
 
 
 class HeldRecords:
-    """The decision path with records held back until :meth:`send`, which hands them to
-    the path together (``record_many``); every other call goes straight through."""
+    """The decision path with records held back until :meth:`send`, which hands them
+    together (``record_many``) to the path, or to the job's ledger when given; every
+    other call goes straight to the path."""
 
-    def __init__(self, path: DecisionPath) -> None:
+    def __init__(self, path: DecisionPath, ledger: DecisionLedger | None = None) -> None:
         self._path = path
+        self._writer: DecisionPath | DecisionLedger = ledger if ledger is not None else path
         self.inline = path.inline
         self.on_loop: OnLoop | None = None  # a chunk's decisions run in a thread
         self._held: list[tuple[DecisionRecord, Future[list[CounterKey]]]] = []
@@ -257,7 +274,10 @@ class HeldRecords:
     def send(self) -> None:
         if self._held:
             held, self._held = self._held, []
-            self._path.record_many(held)
+            self._writer.record_many(held)
+
+    def drop(self) -> None:
+        self._held = []
 
     def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
         self._held.extend(items)

@@ -18,19 +18,25 @@ from the same settings as pyarrow's (``Location.hadoop_options``).
 nextoffer installed and the database reachable (PostgreSQL, or Redis counters beside it);
 a SQLite file works only when the executors share this machine (``local[N]``).
 
-A task is never decided twice. Its reservations commit group by group as it decides, and
-nothing undoes them when it fails, so a retried task (Spark's ``spark.task.maxFailures``)
-or a speculative copy deciding its partition again from its first profile would count
-every reservation of the first attempt a second time: caps used up by decisions nobody
-received. The session this engine creates allows no retry and no speculation, and a task
-attempt that is not the first (a cluster configured otherwise, ``local[N,F]``) decides
-nothing and fails the job with that reason (:data:`RETRIED`); run it again. Exactly once
-across attempts would need a ledger of decided profiles in the decision path's own
-transaction (docs/batch.md).
+A failed task is retried (Spark's ``spark.task.maxFailures``: a lost executor, a killed
+Python worker), and each profile's reservations count once however many attempts decided
+it. A task's reservations commit group by group as it decides, and a retry decides its
+partition again from its first profile; so its records go through the job's ledger
+(``storage.batch.DecisionLedger``), which writes a row per decided profile in the
+reservation's own transaction, and a later attempt's record of a profile releases what
+the earlier one reserved as it takes its own. A failed attempt's output is never
+published: the counters hold what the published rows received. Attempts are ordered by
+the run's start and Spark's task attempt id (:func:`_attempt`). Speculative copies stay
+off (two live attempts: the counters would follow the later one's decisions, Spark may
+publish the other's rows). With Redis counters a reservation commits in Redis before the
+record's transaction, so there a task is still never attempted twice: the session allows
+no retry, and an attempt that is not the first decides nothing and fails the job
+(:data:`RETRIED`; docs/batch.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -46,45 +52,79 @@ from nextoffer.service.batch.chunk import (
     OpenWorker,
     Stopped,
 )
+from nextoffer.service.batch.lifecycle import COMPLETED, ERROR
 from nextoffer.service.batch.output import SPARK_SCHEMA, arrow_table
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.locations import Location, entries
-from nextoffer.storage.batch import ProfileRow
+from nextoffer.storage.batch import DecisionLedger, ProfileRow
+
+log = logging.getLogger("nextoffer.batch")
 
 #: ``Settings.spark_master`` when ``spark-submit`` started this process: its ``--master``.
 SUBMITTED = "submit"
 #: Profiles per exported Parquet row group, and per decided batch within a partition.
 CHUNK = 10_000
 
-#: Spark settings that keep a failed or slow task from being decided again (a retry or a
-#: speculative copy would count its first attempt's reservations twice).
-ONE_ATTEMPT = {"spark.task.maxFailures": "1", "spark.speculation": "false"}
+#: Spark settings of every job: no speculative copy of a slow task (see the module).
+NO_SPECULATION = {"spark.speculation": "false"}
+#: With Redis counters, no task attempted twice either: the ledger cannot release what
+#: an earlier attempt reserved there exactly once.
+ONE_ATTEMPT = {"spark.task.maxFailures": "1", **NO_SPECULATION}
 
-#: What a task attempt after the first raises: the driver finds it in Spark's error.
+#: What a task attempt after the first raises with Redis counters: the driver finds it
+#: in Spark's error.
 RETRIED = "nextoffer: a retried Spark task decides nothing"
 
-#: Per Python worker of an executor: the job it decides for and its decider.
-_deciders: dict[str, tuple[Any, ChunkDecider]] = {}
 
+class _Worker:
+    """What a Python worker decides a job with: its root, its decider, and the job's
+    ledger (``None`` with Redis counters)."""
 
-def _decider(plan: JobPlan, open_worker: OpenWorker) -> ChunkDecider:
-    found = _deciders.get(plan.job_id)
-    if found is None:
-        for resources, _ in _deciders.values():  # an earlier job's: this worker moved on
-            resources.close()
-        _deciders.clear()
-        resources = open_worker()
-        found = _deciders[plan.job_id] = (
-            resources,
-            ChunkDecider(plan, resources.path, learning=resources.learning),
+    def __init__(self, plan: JobPlan, open_worker: OpenWorker) -> None:
+        self.resources = resources = open_worker()
+        self.ledger = (
+            None
+            if resources.settings.redis_url
+            else DecisionLedger(resources.store, plan.job_id, plan.container_id)
         )
-    return found[1]
+        self.decider = ChunkDecider(
+            plan, resources.path, learning=resources.learning, ledger=self.ledger
+        )
+
+    def close(self) -> None:
+        if self.ledger is not None:  # its queued records first, while the store is open
+            self.ledger.close()
+        self.resources.close()
+
+
+#: Per Python worker of an executor: the job it decides for, and what it decides with.
+_workers: dict[str, _Worker] = {}
+
+
+def _worker(plan: JobPlan, open_worker: OpenWorker) -> _Worker:
+    found = _workers.get(plan.job_id)
+    if found is None:
+        for worker in _workers.values():  # an earlier job's: this worker moved on
+            worker.close()
+        _workers.clear()
+        found = _workers[plan.job_id] = _Worker(plan, open_worker)
+    return found
+
+
+def _attempt(run: int) -> str:
+    """This task attempt's place among the job's attempts, as a string that sorts later
+    for a later one: the run's start (epoch ms) and Spark's task attempt id, unique in
+    its context and given in launch order (a retry is launched after the failure)."""
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    return f"{run:013d}.{task.taskAttemptId() if task is not None else 0:015d}"
 
 
 def _first_attempt() -> None:
-    """Refuse to decide in a task attempt that is not the partition's first: a retry of
-    a failed task, or a speculative copy of a slow one. The first attempt's committed
-    groups have reserved their caps; deciding the partition again would reserve them twice."""
+    """Refuse to decide in a task attempt that is not the partition's first (with Redis
+    counters, where the ledger cannot help): the first attempt's committed groups have
+    reserved their caps; deciding the partition again would reserve them twice."""
     from pyspark import TaskContext
 
     task = TaskContext.get()
@@ -95,14 +135,21 @@ def _first_attempt() -> None:
 
 
 def decide_partition(
-    plan_value: Any, open_worker: OpenWorker, counters: Any, batches: Iterable[Any]
+    plan_value: Any, open_worker: OpenWorker, counters: Any, batches: Iterable[Any], run: int = 0
 ) -> Iterator[Any]:
     """``mapInArrow``: decide each Arrow batch of the partition's profiles; the decision
     events as Arrow batches in :func:`output.arrow_schema` (no row crosses between the JVM
-    and Python one at a time). Only in a task's first attempt (:func:`_first_attempt`)."""
-    _first_attempt()
+    and Python one at a time). Records go through the job's ledger as this attempt's
+    (:func:`_attempt`; ``run`` is the run's start); with Redis counters, only in a task's
+    first attempt (:func:`_first_attempt`)."""
     plan: JobPlan = plan_value.value
-    decider = _decider(plan, open_worker)
+    worker = _worker(plan, open_worker)
+    if worker.ledger is None:
+        _first_attempt()
+    else:
+        worker.ledger.attempt = _attempt(run)
+    decider = worker.decider
+    decider.restart()
     profiles, members, refused, cpu = counters
     for batch in batches:
         columns = batch.to_pydict()
@@ -179,11 +226,12 @@ def _retried(exc: Exception) -> str | None:
     if RETRIED not in str(exc):
         return None
     return (
-        "a Spark task failed and was retried (or a speculative copy of it started): deciding"
-        " its partition again would count the reservations of its first attempt twice, so"
-        " the job stopped; the decisions that attempt committed count toward caps, no files"
-        " were published; run the job again (a cluster that retries tasks needs"
-        " spark.task.maxFailures=1 and spark.speculation=false: docs/batch.md)"
+        "a Spark task failed and was retried (or a speculative copy of it started): with"
+        " Redis counters, deciding its partition again would count the reservations of its"
+        " first attempt twice, so the job stopped; the decisions that attempt committed"
+        " count toward caps, no files were published; run the job again (with Redis"
+        " counters a cluster needs spark.task.maxFailures=1 and spark.speculation=false:"
+        " docs/batch.md)"
     )
 
 
@@ -229,6 +277,20 @@ def _tasks(tracker: Any, group: str) -> tuple[tuple[int, int, int, int], ...]:
     return tuple(sorted(stages))
 
 
+def _forget(driver: Any, job_id: str) -> None:
+    """Delete the job's ledger rows (and those of finished jobs whose runner died before
+    it could), then close the driver's root. The ledger matters only while Spark may
+    attempt a task again; a failure to delete is logged, not the job's error."""
+    try:
+        driver.store.write(
+            lambda session: session.batch.forget_decisions(job_id, finished=(COMPLETED, ERROR))
+        )
+    except Exception as exc:
+        log.warning("batch job %s: its decision ledger's rows not deleted: %s", job_id, exc)
+    finally:
+        driver.close()
+
+
 class SparkEngine:
     name = "spark"
 
@@ -257,7 +319,14 @@ class SparkEngine:
         stats.seconds["export"] = time.thread_time() - started
         _wait_turn(progress)
         try:
-            return self._decide(SparkSession, plan, export, output, progress, stats)
+            # The driver's own root: whether counters live in Redis (no retry then), and
+            # where the job's ledger rows are forgotten once Spark is done with them.
+            driver = self._open_worker()
+            try:
+                retries = not driver.settings.redis_url
+                return self._decide(SparkSession, plan, export, output, progress, stats, retries)
+            finally:
+                _forget(driver, plan.job_id)
         finally:
             _SESSION.release()
 
@@ -269,12 +338,16 @@ class SparkEngine:
         output: Location,
         progress: Callable[[ChunkStats], bool],
         stats: ChunkStats,
+        retries: bool,
     ) -> ChunkStats:
-        """Spark's part of the job: read the export, decide it, write the parts."""
+        """Spark's part of the job: read the export, decide it, write the parts. A
+        failed task is attempted again as the cluster allows when ``retries``, never
+        otherwise (see the module)."""
         builder = session.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
             "spark.sql.session.timeZone", "UTC"
         )
-        for key, value in {**ONE_ATTEMPT, **output.hadoop_options()}.items():
+        attempts = NO_SPECULATION if retries else ONE_ATTEMPT
+        for key, value in {**attempts, **output.hadoop_options()}.items():
             builder = builder.config(key, value)
         if self._master != SUBMITTED:  # under spark-submit, its --master stands
             builder = builder.master(self._master).config("spark.ui.enabled", "false")
@@ -311,8 +384,9 @@ class SparkEngine:
             decided_at = time.perf_counter()
             plan_value = context.broadcast(plan)
             open_worker = self._open_worker
+            run = time.time_ns() // 1_000_000  # orders this run's attempts after earlier runs'
             decided = spark.read.parquet(_literal(export.hadoop_uri())).mapInArrow(
-                lambda batches: decide_partition(plan_value, open_worker, counters, batches),
+                lambda batches: decide_partition(plan_value, open_worker, counters, batches, run),
                 SPARK_SCHEMA,
             )
             # append: the job's folder exists (it holds the export); the job publishes

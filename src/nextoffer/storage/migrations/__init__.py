@@ -36,7 +36,7 @@ SCRIPT_LOCATION = Path(__file__).parent
 #: The newest revision in ``versions/``: a database already at it is used without
 #: loading Alembic (a worker's start at head pays only one query). Bumped with every new
 #: revision; ``tests/storage/test_migrations.py`` checks it is Alembic's head.
-HEAD = "0024_counter_erasures"
+HEAD = "0025_batch_decisions"
 #: Any constant will do: it names the lock every migrating process takes on PostgreSQL.
 _ADVISORY_LOCK = 7_240_611
 
