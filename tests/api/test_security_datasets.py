@@ -146,3 +146,48 @@ def test_remote_locations_are_off_without_folders_named_by_the_operator(
     assert status == 422, body
     assert "NEXTOFFER_DATASET_REMOTE_PREFIXES" in str(body["detail"]), body
     assert probed == []
+
+
+def test_a_location_the_server_cannot_reach_is_refused_without_the_stores_words(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ``hdfs://`` location on a server without libhdfs or a Java runtime (pyarrow's
+    real HDFS client, which lists each of the ~90 paths it tried for ``libjvm.so``): the
+    422 says which location, what is missing and what to do; the server's log alone has
+    the store's words."""
+    settings = Settings(
+        db_url=db_url, freeze_heap=False, dataset_remote_prefixes=("hdfs://127.0.0.1:9",)
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        tenant = make_tenant(test_client, db_url, "ACME@AdobeOrg", "prod")
+        status, body, _ = create(tenant, "hdfs://127.0.0.1:9/offers")
+    assert status == 422, body
+    detail = str(body["detail"])
+    assert detail.startswith("cannot write to hdfs://127.0.0.1:9/offers: this server cannot")
+    assert "HDFS" in detail and "operator" in detail, detail
+    assert "dlopen" not in detail and "/usr/" not in detail and "\n" not in detail, detail
+    assert "the store said: " in caplog.text
+
+
+def test_a_datasets_store_that_fails_is_a_503_saying_what_not_its_words(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A dataset's store that fails when its files are listed or read (here a file system
+    this server's pyarrow was built without, an ImportError: once a 500): 503 saying which
+    dataset and location and what that means, the store's words logged only."""
+    monkeypatch.setattr(locations, "probe", lambda where: None)
+    status, made, _ = create(tenant, "gs://lake/offers")
+    assert status == 201, made
+
+    def failing(*args: object) -> object:
+        raise ImportError("The pyarrow installation is not built with support for 'GcsFs'")
+
+    monkeypatch.setattr(locations, "_filesystem", failing)
+    for path in ("files", "files/job/manifest.json"):
+        response = tenant.client.get(f"{DATASETS}/{made['id']}/{path}", headers=tenant.headers)
+        assert response.status_code == 503, response.text
+        detail = response.json()["detail"]
+        assert detail.startswith(f"dataset {made['id']}: cannot read gs://lake/offers: ")
+        assert "built without support for gs:// stores" in detail, detail
+        assert "GcsFs" not in detail
+    assert "GcsFs" in caplog.text

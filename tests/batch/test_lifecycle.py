@@ -657,6 +657,36 @@ def test_a_servers_runner_runs_a_bounded_number_of_jobs_at_once(
         batch.close()
 
 
+def test_a_job_whose_store_fails_says_what_not_the_stores_words(
+    setup: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job whose dataset's store fails (an ``hdfs://`` location recorded while the
+    server still had libhdfs and Java; pyarrow's real HDFS client): its error, which
+    ``GET …/workloads`` and ``nextoffer batch run``/``status`` show, says which location
+    failed, what that means and what to do; the store's words go to the log only."""
+    from nextoffer.storage.batch import DatasetRecord
+
+    no, body = setup["no"], setup["body"]
+    with no.store.session(write=True) as session:
+        session.batch.insert_dataset(
+            DatasetRecord(
+                "hdfs-set", PRINCIPAL.org, PRINCIPAL.sandbox, "h", "hdfs://127.0.0.1:9/o", 0
+            )
+        )
+    job = no.batch.submit(PRINCIPAL, {**body, "xdm:dataSetId": "hdfs-set"}, container_id=None)
+    claimed = no.batch.claim(job.job_id)
+    assert claimed is not None
+    final = no.batch.execute(claimed)
+    assert final.status == "ERROR"
+    message = final.detail["errors"][0]["message"]
+    assert message.startswith("the dataset's location hdfs://127.0.0.1:9/o failed: this server")
+    assert "HDFS" in message and "dlopen" not in message and "/usr/" not in message, message
+    left = final.detail["leftBehind"]  # the store unreachable, its folder (if any) too
+    assert left["location"] == f"hdfs://127.0.0.1:9/o/{job.job_id}"
+    assert "dlopen" not in left["reason"] and "HDFS" in left["reason"], left
+    assert "the store said: " in caplog.text
+
+
 class _StopOnlyEngine:
     """An engine that runs the jobs in ``held`` until they are stopped (cancelled, shut
     down: ``progress`` answers False), or raises ``interrupt`` in them; others at once."""
@@ -729,12 +759,19 @@ def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
             time.sleep(0.05)
         return current
 
+    def writing(job: Any) -> None:
+        """Until the job's engine has written into its folder."""
+        deadline = time.monotonic() + 20
+        while not (location / job.job_id / "part-00000.parquet").exists():
+            assert time.monotonic() < deadline, batch.get(PRINCIPAL, job.job_id)
+            time.sleep(0.05)
+
     batch.start()
     try:
-        until(cancelled, "PROCESSING")
+        writing(cancelled)
         batch.cancel(PRINCIPAL, cancelled.job_id)
         assert until(after, "COMPLETED").detail.get("leftBehind") is None
-        until(closed, "PROCESSING")
+        writing(closed)
         started = time.monotonic()
         batch.close()
         assert time.monotonic() - started < 10

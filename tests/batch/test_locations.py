@@ -96,3 +96,68 @@ def test_a_local_folder_reaches_hadoop_with_its_characters_as_they_are(tmp_path:
     # Hadoop does not decode a URI's %XX: ``a%20b`` would be another folder.
     folder = tmp_path / "weekly [EU] é%41"
     assert Location(str(folder)).hadoop_uri() == f"file://{folder.resolve()}"
+
+
+_LIBJVM = (
+    "Unable to load libjvm\ndlopen(/usr/lib/jvm/default-java/libjvm.so) failed:"
+    " /usr/lib/jvm/default-java/libjvm.so: cannot open shared object file: No such file"
+)
+_GCS = (
+    "google::cloud::Status(UNAVAILABLE: Retry policy exhausted, with a last message of Could"
+    " not create a OAuth2 access token to authenticate the request. The underlying error"
+    " message was: PerformWork() - CURL error [6]=Could not resolve hostname)"
+)
+_S3_HOST = (
+    "When initiating multiple part upload for key 'one/_check' in bucket 'lake': AWS Error"
+    " NETWORK_CONNECTION during CreateMultipartUpload operation: curlCode: 6, Could not"
+    " resolve hostname; Details: Could not resolve host: lake.s3.us-east-1.amazonaws.com"
+)
+
+
+@pytest.mark.parametrize(
+    ("uri", "raised", "told"),
+    [
+        ("hdfs://nn:8020/data", OSError(_LIBJVM), "this server cannot reach HDFS: it lacks"),
+        ("hdfs://nn:8020/data", OSError("Prior attempt to load libhdfs failed"), "HDFS"),
+        (
+            "gs://lake/x",
+            ImportError("The pyarrow installation is not built with support for 'GcsFileSystem'"),
+            "built without support for gs:// stores",
+        ),
+        ("gs://lake/x", OSError(_GCS), "refused this server's credentials, or the server has"),
+        ("s3://lake/x", OSError(_S3_HOST), "the store could not be reached from this server"),
+        (
+            "s3://lake/x",
+            OSError("AWS Error ACCESS_DENIED during PutObject operation: Access Denied"),
+            "refused this server's credentials",
+        ),
+        (
+            "s3://lake/x",
+            OSError("AWS Error NO_SUCH_BUCKET during PutObject operation: no bucket"),
+            "its bucket does not exist",
+        ),
+        ("s3://lake/x", OSError("something the store said"), "the server's log has its answer"),
+    ],
+)
+def test_a_store_that_fails_the_write_check_is_explained_and_its_words_logged(
+    uri: str,
+    raised: Exception,
+    told: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The client is told which location failed, what that means and what to do; the
+    store's own words (a library's search path, a host, a bucket) go to the log only."""
+    from nextoffer.service import locations
+
+    def failing(*args: object) -> object:
+        raise raised
+
+    monkeypatch.setattr(locations, "_filesystem", failing)
+    with pytest.raises(LocationError) as refused:
+        locations.probe(Location(uri))
+    message = str(refused.value)
+    assert message.startswith(f"cannot write to {uri}: ") and told in message, message
+    said = str(raised).splitlines()[0]
+    assert said not in message and "dlopen" not in message and "AWS Error" not in message
+    assert said in caplog.text

@@ -198,7 +198,10 @@ def test_parts_without_a_manifest_are_never_listed(tenant: Tenant, store: Any) -
         (f"s3://{ACCESS_KEY}:{SECRET_KEY}@{BUCKET}/x", "no credentials"),
         (f"s3://{BUCKET}/x?endpoint_override=127.0.0.1:1", "no query"),
         ("s3:///x", "bucket"),
-        ("s3://no-such-bucket/x", "cannot write"),
+        (
+            "s3://no-such-bucket/x",
+            "cannot write to s3://no-such-bucket/x: its bucket does not exist",
+        ),
     ],
 )
 def test_dataset_locations_are_checked(tenant: Tenant, location: str, says: str) -> None:

@@ -12,6 +12,7 @@ commit; only committed jobs' files are listed and served.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -31,6 +32,8 @@ from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
 __all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
+
+log = logging.getLogger("nextoffer.datasets")
 
 #: A file URI's scheme (any case) and empty or local host, before its absolute path: ``file:///p``,
 #: ``file://localhost/p`` and RFC 8089's short form ``file:/p``.
@@ -215,8 +218,8 @@ class Datasets:
         record = self.get(principal, dataset_id)
         try:
             return locations.committed(self.location(record), dataset_id)
-        except OSError as exc:
-            raise Unavailable(f"dataset {dataset_id}: {record.location}: {exc}") from exc
+        except locations.STORE_ERRORS as exc:
+            raise self._unreadable(record, exc) from exc
 
     def open(
         self, principal: Principal, dataset_id: str, relative: str
@@ -226,8 +229,18 @@ class Datasets:
         record = self.get(principal, dataset_id)
         try:
             found = locations.open_committed(self.location(record), dataset_id, relative)
-        except OSError as exc:
-            raise Unavailable(f"dataset {dataset_id}: {record.location}: {exc}") from exc
+        except locations.STORE_ERRORS as exc:
+            raise self._unreadable(record, exc) from exc
         if found is None:
             raise NotFound(f"no file {relative!r} in dataset {dataset_id}")
         return found
+
+    def _unreadable(self, record: DatasetRecord, exc: BaseException) -> Unavailable:
+        """503 saying what failed reading the dataset's location and what to do
+        (:func:`locations.explain`); the store's own answer goes to the log only."""
+        message = (
+            f"dataset {record.dataset_id}: cannot read {record.location}:"
+            f" {locations.explain(self.location(record), exc)}"
+        )
+        log.warning("%s (the store said: %s)", message, locations.store_said(exc))
+        return Unavailable(message)

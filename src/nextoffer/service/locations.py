@@ -18,6 +18,7 @@ crash left behind is never listed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import uuid
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ import orjson
 __all__ = [
     "MANIFEST",
     "REMOTE_SCHEMES",
+    "STORE_ERRORS",
     "DatasetFile",
     "Location",
     "LocationError",
@@ -42,12 +44,14 @@ __all__ = [
     "committed",
     "delete",
     "entries",
+    "explain",
     "is_remote",
     "make_folder",
     "open_committed",
     "overlaps",
     "probe",
     "remove",
+    "store_said",
     "write_bytes",
 ]
 
@@ -64,10 +68,96 @@ CHECK_SECONDS = 10
 #: longer names with an error that is no "not found").
 NAME_MAX = 255
 _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+#: What a store's failure can raise: pyarrow's I/O errors (``OSError``), a path or an
+#: option it refuses (``ValueError``), a file system its build lacks (``ImportError``,
+#: ``NotImplementedError``).
+STORE_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    ValueError,
+    ImportError,
+    NotImplementedError,
+)
+#: A store's failure, as a client is told it: the words of its raw error that tell each
+#: cause (in this order: a message may hold several), and what the cause means.
+_CAUSES = (
+    (
+        ("libjvm", "libhdfs", "dlopen", "java_home", "classpath", "jni"),
+        "this server cannot reach HDFS: it lacks Hadoop's client library (libhdfs) or a"
+        " Java runtime. Ask the server's operator to install them (docs/batch.md), or use"
+        " another location",
+    ),
+    (
+        ("not built with support", "not built with"),
+        "this server's Arrow library was built without support for {scheme}:// stores. Ask"
+        " the server's operator, or use another location",
+    ),
+    (
+        (
+            "access_denied",
+            "accessdenied",
+            "access denied",
+            "forbidden",
+            "permission_denied",
+            "invalidaccesskeyid",
+            "signaturedoesnotmatch",
+            "unauthenticated",
+            "oauth2",
+            "credentials",
+            "http status 401",
+            "http status 403",
+        ),
+        "the store refused this server's credentials, or the server has none for it. Ask the"
+        " server's operator to give it access to this location",
+    ),
+    (
+        ("no_such_bucket", "nosuchbucket", "bucket does not exist", "http status 404"),
+        "its bucket does not exist. Create it, or name an existing one",
+    ),
+    (
+        (
+            "resolve host",
+            "network_connection",
+            "connection refused",
+            "couldn't connect",
+            "could not connect",
+            "hdfs connection failed",
+            "timed out",
+            "timeout",
+            "unavailable",
+        ),
+        "the store could not be reached from this server (its host unknown, or not"
+        " answering). Check the location's name, or ask the server's operator",
+    ),
+)
+log = logging.getLogger("nextoffer.datasets")
 
 
 class LocationError(ValueError):
     """A location that cannot be used (its scheme, its form, or the store's answer)."""
+
+
+def explain(location: Location, exc: BaseException) -> str:
+    """What a store's failure at ``location`` means for a client, and what to do about it:
+    never the store's own words, which are the operator's (a library's search path, a
+    host, an account, a dozen lines of ``dlopen``), and which the caller logs. A local
+    folder's error is its system error's name ("No space left on device")."""
+    if not location.scheme:
+        if isinstance(exc, OSError) and exc.strerror:
+            return f"its file system answered: {exc.strerror}"
+        return "its file system refused; the server's log has its answer"
+    said = str(exc).lower()
+    for words, meaning in _CAUSES:
+        if any(word in said for word in words):
+            return meaning.format(scheme=location.scheme)
+    return "the store refused; the server's log has its answer. Ask the server's operator"
+
+
+def store_said(exc: BaseException, *, lines: int = 3) -> str:
+    """A store's raw error as the log keeps it: its first ``lines`` lines (libhdfs lists
+    each of the ~90 paths it tried for ``libjvm.so``: a hundred lines a request)."""
+    said = str(exc).splitlines() or [type(exc).__name__]
+    more = len(said) - lines
+    return " / ".join(said[:lines]) + (f" (and {more} more lines)" if more > 0 else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,15 +367,18 @@ def delete(location: Location, info: Any) -> None:
 
 def probe(location: Location) -> None:
     """Check the folder is writable: write a small file there and remove it;
-    :class:`LocationError` with the store's answer when it is not."""
+    :class:`LocationError` saying what failed (:func:`explain`) when it is not, the store's
+    own answer logged."""
     check = location.join(f"_nextoffer-write-check-{uuid.uuid4().hex}")
     try:
         filesystem, path = check.filesystem(check=True)
         with filesystem.open_output_stream(path) as out:
             out.write(b"nextoffer")
         filesystem.delete_file(path)
-    except (OSError, ValueError) as exc:
-        raise LocationError(f"cannot write to {location.uri}: {exc}") from exc
+    except STORE_ERRORS as exc:
+        message = f"cannot write to {location.uri}: {explain(location, exc)}"
+        log.warning("dataset location refused: %s (the store said: %s)", message, store_said(exc))
+        raise LocationError(message) from exc
 
 
 def commit(job: Location, manifest: dict[str, Any]) -> None:

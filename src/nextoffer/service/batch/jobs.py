@@ -653,13 +653,21 @@ class BatchJobs:
             self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
             raise
         except Exception as exc:
+            store = self._remote_store(job, exc)
             if isinstance(exc, NextOfferError):
                 message = exc.detail
             elif isinstance(exc, EngineFailed):
                 message = str(exc)
+            elif store is not None:
+                message = (
+                    f"the dataset's location {store.uri} failed: {locations.explain(store, exc)}"
+                )
             else:
                 message = f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, (NextOfferError, OSError, EngineFailed)):  # told whole
+            if store is not None:  # the store's own words are the operator's
+                said = locations.store_said(exc)
+                log.error("batch job %s failed: %s (the store said: %s)", job.job_id, message, said)
+            elif isinstance(exc, (NextOfferError, OSError, EngineFailed)):  # told whole
                 log.error("batch job %s failed: %s", job.job_id, message)
             else:  # a bug: its traceback is for whoever fixes it
                 log.exception("batch job %s failed", job.job_id)
@@ -678,6 +686,25 @@ class BatchJobs:
         if on_progress is not None:
             on_progress(final)
         return final
+
+    def _remote_store(self, job: JobRecord, exc: BaseException) -> Location | None:
+        """The job's dataset location when ``exc`` is its remote store's failure (an I/O
+        error, a file system pyarrow lacks): its client is told what it means
+        (:func:`locations.explain`), not the store's words (a library's search path, a
+        host). A local folder's errors are told whole; anything else is no store's."""
+        if not isinstance(exc, (OSError, ImportError)) or isinstance(exc, NextOfferError):
+            return None
+        try:
+            location = self._location(job)
+        except NextOfferError:  # the database away: the error is told whole
+            return None
+        return location if location is not None and location.scheme else None
+
+    def _location(self, job: JobRecord) -> Location | None:
+        """The job's dataset location; ``None`` once its dataset is gone."""
+        with self._store.session() as session:
+            dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
+        return None if dataset is None else self._datasets.location(dataset)
 
     def _status(self, job: JobRecord) -> str:
         with self._store.session() as session:
@@ -887,11 +914,10 @@ class BatchJobs:
         interrupted ``batch run`` never ending, a server's loop stuck on a dead runner's
         job. Left running, it logs its end if the mount ever answers. A folder left behind
         is never listed: it has no manifest."""
-        with self._store.session() as session:
-            dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
-        if dataset is None:
+        location = self._location(job)
+        if location is None:
             return None
-        folder = self._datasets.location(dataset).join(job.job_id)
+        folder = location.join(job.job_id)
         task: _Detached[None] = _Detached(
             lambda: locations.remove(folder),
             after=lambda: self._removed_late(job, folder, task),
@@ -905,14 +931,13 @@ class BatchJobs:
                     "batch job %s: its files at %s could not be removed: %s",
                     job.job_id,
                     folder.uri,
-                    exc,
+                    locations.store_said(exc),
                 )
-                why = getattr(exc, "strerror", None) or "the store refused"
                 return {
                     "location": folder.uri,
-                    "reason": f"the job's folder could not be removed ({why}; the server's"
-                    " log has the store's answer); it is never listed, having no manifest:"
-                    " remove it by hand",
+                    "reason": "the job's folder, if it was written, could not be removed:"
+                    f" {locations.explain(folder, exc)}. It is never listed, having no"
+                    " manifest: remove it by hand",
                 }
             return None
         log.warning(
@@ -939,7 +964,7 @@ class BatchJobs:
                 "batch job %s: its files at %s could not be removed after all: %s",
                 job.job_id,
                 folder.uri,
-                exc,
+                locations.store_said(exc),
             )
             return
         log.warning("batch job %s: its files at %s were removed after all", job.job_id, folder.uri)
