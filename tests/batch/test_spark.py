@@ -590,6 +590,48 @@ def test_the_ledger_counts_each_profile_once_across_attempts(tmp_path: Path, dat
     assert ledger[engine.first] == "2"
 
 
+def test_a_finished_jobs_ledger_rows_go_at_the_next_spark_runs_end_in_bounded_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A runner that died leaves its job's ledger rows; the end of any later Spark run
+    deletes those of every finished job, a bounded number per transaction (a million at
+    once held SQLite's write lock for seconds)."""
+    from nextoffer.service.batch import spark
+    from nextoffer.storage.batch import BatchTables
+
+    db = tmp_path / "forget.db"
+    settings = Settings(db_url=f"sqlite:///{db}", freeze_heap=False)
+    principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
+    with TestClient(create_app(settings)) as client:
+        tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+        library = Library(tenant, [{"xdm:limit": 1, "xdm:scope": "profile"}])
+        add_profiles(tenant, 20)
+        body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
+    steps: list[int] = []
+    forget = BatchTables.forget_decisions
+
+    def counted(self: BatchTables, job_id: str, *, limit: int) -> int:
+        steps.append(forget(self, job_id, limit=limit))
+        return steps[-1]
+
+    monkeypatch.setattr(BatchTables, "forget_decisions", counted)
+    monkeypatch.setattr(spark, "FORGET", 7)
+    run_settings = Settings(db_url=settings.db_url, freeze_heap=False)
+    with NextOffer.open(run_settings, clock=lambda: MOMENT) as no:
+        engine = _ThreeAttempts(no)
+        jobs = batch_runner(no, {"spark": engine})
+        job = jobs.submit(principal, body, container_id=None, engine="spark")
+        claimed = jobs.claim(job.job_id)
+        assert claimed is not None
+        assert jobs.execute(claimed).status == "COMPLETED"  # its rows left behind
+        jobs.close()
+        spark._forget(NextOffer.open(run_settings), "a-later-job")
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        [(left,)] = conn.execute("SELECT count(*) FROM batch_decisions")
+    assert left == 0
+    assert steps == [0, 7, 7, 6, 0]  # the later job's (none), then the finished one's 20
+
+
 def test_spark_sessions_leave_retries_to_the_cluster_and_allow_no_speculation(
     prepared: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -277,14 +277,25 @@ def _tasks(tracker: Any, group: str) -> tuple[tuple[int, int, int, int], ...]:
     return tuple(sorted(stages))
 
 
+#: Ledger rows deleted per transaction once a run ends.
+FORGET = 10_000
+
+
 def _forget(driver: Any, job_id: str) -> None:
     """Delete the job's ledger rows (and those of finished jobs whose runner died before
-    it could), then close the driver's root. The ledger matters only while Spark may
-    attempt a task again; a failure to delete is logged, not the job's error."""
+    it could), :data:`FORGET` per transaction, then close the driver's root. The ledger
+    matters only while Spark may attempt a task again; a failure to delete is logged,
+    not the job's error (the next Spark run deletes what is left)."""
+    store = driver.store
     try:
-        driver.store.write(
-            lambda session: session.batch.forget_decisions(job_id, finished=(COMPLETED, ERROR))
+        jobs = store.write(
+            lambda session: session.batch.ledger_jobs(job_id, finished=(COMPLETED, ERROR))
         )
+        for job in jobs:
+            while store.write(
+                lambda session, job=job: session.batch.forget_decisions(job, limit=FORGET)
+            ):
+                pass
     except Exception as exc:
         log.warning("batch job %s: its decision ledger's rows not deleted: %s", job_id, exc)
     finally:
