@@ -15,6 +15,10 @@ offers report of 100 offers over 30 days. Then, per repeat, interleaved:
 * into a new SQLite file: ``copy_database``, and the reference: SQLite's online backup of
   the source (``nextoffer db backup``), a copy of its pages.
 
+Then, from the PostgreSQL database just filled, ``copy_database`` into another one, and
+the check after it that names what the source wrote meanwhile (``changed_since``: each
+table's row count and the mark of its rows' ``xmin``), its time ÷ that copy's.
+
 Prints the wall time and the rows a second of each, and ours ÷ the reference, medians over
 repeats; ``--plot`` draws them (each repeat a dot).
 """
@@ -199,6 +203,22 @@ def ours(source: str, target: str) -> float:
         dst.dispose()
 
 
+def pg_source_check(source: str, target: str) -> tuple[float, float]:
+    """Seconds of ``copy_database`` from a PostgreSQL ``source``, and of its check after."""
+    src, dst = open_engine(source), open_engine(target)
+    try:
+        started = time.perf_counter()
+        copied = copying.copy_database(src, dst)
+        copied_at = time.perf_counter()
+        changed = copying.changed_since(src, copied)
+        checked_at = time.perf_counter()
+        assert not changed, changed  # nothing writes to it
+        return copied_at - started, checked_at - copied_at
+    finally:
+        src.dispose()
+        dst.dispose()
+
+
 def pg_copy_reference(source: Path, target: str) -> float:
     """Every copied table's rows read from the file and loaded by ``COPY FROM STDIN``."""
     import sqlite3
@@ -241,11 +261,18 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s"
     )
     times: dict[str, list[float]] = {k: [] for k in ("pg", "pg_ref", "sqlite", "sqlite_ref")}
+    from_pg: dict[str, list[float]] = {"copy": [], "check": []}
     for repeat in range(args.repeats):
         name = f"nextoffer_copy_bench_{repeat}"
         target = new_pg_database(args.db, name)
         migrated(target)
         times["pg"].append(ours(f"sqlite:///{source}", target))
+        onward = new_pg_database(args.db, f"{name}_onward")
+        migrated(onward)
+        copy_s, check_s = pg_source_check(target, onward)
+        from_pg["copy"].append(copy_s)
+        from_pg["check"].append(check_s)
+        drop_pg_database(args.db, f"{name}_onward")
         drop_pg_database(args.db, name)
         target = new_pg_database(args.db, name)
         migrated(target)
@@ -272,6 +299,13 @@ def main() -> None:
     print(
         f"| SQLite | {med['sqlite']:.1f} | {rows / med['sqlite']:,.0f} | online backup | "
         f"{med['sqlite_ref']:.1f} | {med['sqlite'] / med['sqlite_ref']:.2f} |"
+    )
+    copy_s, check_s = (statistics.median(from_pg[k]) for k in ("copy", "check"))
+    ratios = [check / copy for copy, check in zip(from_pg["copy"], from_pg["check"], strict=True)]
+    print()
+    print(
+        f"from PostgreSQL: copy {copy_s:.1f} s, the check after it {check_s:.2f} s "
+        f"(÷ the copy: median {statistics.median(ratios):.3f})"
     )
     if args.plot:
         plot(times, rows, args.plot)
