@@ -508,6 +508,7 @@ batch_decisions = Table(
     Column("day", String(10), nullable=False),
     Column("offers", Text, nullable=False),
     Column("reserved", Text, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 #: Batch jobs scan a tenant's profiles in key order.

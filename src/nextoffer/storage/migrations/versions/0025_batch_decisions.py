@@ -10,7 +10,9 @@ first attempt's reservations twice; nextoffer allowed no retry. ``batch_decision
 per job and profile, what the profile's committed decision reserved and reported, written
 in the same transaction as the reservation: a later attempt's decision of the profile
 releases it and takes its own (``storage/batch.py``, ``DecisionLedger``). The rows of a
-job are deleted when its Spark run ends. The table starts empty.
+job are deleted when its Spark run ends. The table starts empty; on SQLite
+``WITHOUT ROWID`` (one b-tree, not a table and its key's index: a million rows took
+355 MB and 3.6 s to insert instead of 417 MB and 4.2 s).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ def upgrade() -> None:
         sa.Column("offers", sa.Text(), nullable=False),
         sa.Column("reserved", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("job_id", "profile_id"),
+        sqlite_with_rowid=False,  # the rows in their key's b-tree, as the profiles'
     )
 
 
