@@ -363,7 +363,7 @@ class BatchTables:
 
     def forget_decisions(self, job_id: str, *, limit: int) -> int:
         """Delete up to ``limit`` of the job's ledger rows; how many. A bounded step: a
-        million rows deleted at once held SQLite's write lock for 2.8 s, every online
+        million rows deleted at once held SQLite's write lock for 2 s, every online
         decision waiting."""
         c = t.batch_decisions.c
         some = select(c.profile_id).where(c.job_id == job_id).limit(limit)
