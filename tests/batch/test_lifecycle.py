@@ -789,6 +789,64 @@ def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
         time.sleep(0.05)
 
 
+def test_cancel_and_shutdown_end_a_job_whose_folder_cannot_be_created(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job starts on a mount that stopped answering: creating its folder hangs. Its
+    runner does not wait for ever — cancelled, its slot runs the next job; shut down,
+    it ends within seconds, its job in ERROR (shutdown) — each says what was left, and
+    the call left running removes the folder once the mount answers."""
+    import threading
+
+    no, body = setup["no"], setup["body"]
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    answers = threading.Event()
+    make_folder = locations.make_folder
+    stuck: set[str] = set()
+
+    def hanging(folder: Any) -> None:
+        if folder.uri.rsplit("/", 1)[-1] in stuck:
+            answers.wait()
+        make_folder(folder)
+
+    monkeypatch.setattr(locations, "make_folder", hanging)
+    batch = batch_runner(no, {"local": _StopOnlyEngine()}, poll_seconds=0.05, max_jobs=1)
+    cancelled, after, closed = (batch.submit(PRINCIPAL, body, container_id=None) for _ in "abc")
+    stuck |= {cancelled.job_id, closed.job_id}
+
+    def until(job: Any, status: str) -> Any:
+        deadline = time.monotonic() + 20
+        while (current := batch.get(PRINCIPAL, job.job_id)).status != status:
+            assert time.monotonic() < deadline, (status, current.status, current.detail)
+            time.sleep(0.05)
+        return current
+
+    batch.start()
+    try:
+        until(cancelled, "PROCESSING")
+        time.sleep(0.5)  # in the folder's creation
+        batch.cancel(PRINCIPAL, cancelled.job_id)
+        assert until(after, "COMPLETED").detail.get("leftBehind") is None
+        until(closed, "PROCESSING")
+        time.sleep(0.5)
+        started = time.monotonic()
+        batch.close()
+        assert time.monotonic() - started < 10
+        for job, code in ((cancelled, "cancelled"), (closed, "shutdown")):
+            final = batch.get(PRINCIPAL, job.job_id)
+            assert final.status == "ERROR" and final.detail["errors"][0]["code"] == code
+            left = final.detail["leftBehind"]
+            assert left["location"] == str(location / job.job_id)
+            assert "creating the job's folder did not end" in left["reason"], left
+    finally:
+        answers.set()
+        batch.close()
+    deadline = time.monotonic() + 10
+    while any((location / j.job_id).exists() for j in (cancelled, closed)):
+        assert time.monotonic() < deadline, "the calls left running left their folders"
+        time.sleep(0.05)
+
+
 def test_an_interrupted_run_ends_its_job_though_removing_its_folder_hangs(
     setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -179,7 +179,12 @@ def _dead_here(owner: str | None, host: str) -> bool:
 
 
 class _LeftBehind(Exception):
-    """A job ended while its publish was stuck: the publish's thread is left behind."""
+    """A job ended while a call on its folder was stuck (creating it, publishing): the
+    call's thread is left behind; ``left`` says so, for the job's ``leftBehind``."""
+
+    def __init__(self, left: dict[str, str]) -> None:
+        super().__init__(left["location"])
+        self.left = left
 
 
 class _Detached(Generic[T]):
@@ -228,6 +233,17 @@ class _Detached(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._result[0]
+
+
+def _stuck(folder: Location, doing: str) -> dict[str, str]:
+    """A job's ``leftBehind`` when it ended while ``doing`` on ``folder`` did not return."""
+    return {
+        "location": folder.uri,
+        "reason": f"{doing} did not end when the job did: its file system or object store"
+        " does not answer. It is never listed, having no manifest; the call goes on, and"
+        " removes the folder if it returns (the server's log says): else remove it by hand"
+        " once the store answers",
+    }
 
 
 def parse_propositions(body: Mapping[str, Any]) -> tuple[PropositionRequest, ...]:
@@ -595,7 +611,7 @@ class BatchJobs:
             )
             if not self._write(job, detail, expect=[lc.PROCESSING]):
                 raise Stopped("the job was cancelled")  # before its engine started
-            output = self._output(job)
+            output = self._output(job, lambda: self._beat(job, detail, on_progress))
             engine = self._engines[job.engine]
             last = [float("-inf")]  # the first finished chunk is reported at once
 
@@ -631,8 +647,8 @@ class BatchJobs:
             )
             if not self._write(job, detail, expect=[lc.INGESTING], status=lc.COMPLETED):
                 raise Stopped("the job was cancelled")
-        except _LeftBehind:
-            pass  # its publish, stuck, removes the job's files if it ever returns
+        except _LeftBehind as exc:  # the call stuck removes the job's files if it returns
+            self._note_left(job, exc.left)
         except Stopped:
             self._note_left(job, self._clean(job))
         except KeyboardInterrupt:  # Ctrl-C on ``nextoffer batch run``: end it, then go
@@ -810,14 +826,24 @@ class BatchJobs:
 
         return chunks
 
-    def _output(self, job: JobRecord) -> Location:
-        """The job's folder in its dataset's location, created."""
-        with self._store.session() as session:
-            dataset = session.batch.get_dataset(job.org_id, job.sandbox, job.dataset_id)
-        if dataset is None:
+    def _output(self, job: JobRecord, going: Callable[[], bool]) -> Location:
+        """The job's folder in its dataset's location, created in a thread of its own and
+        waited for while the job goes on (``going``, each second: its progress and
+        heartbeat written; False once it is cancelled, stalled or shut down). On a mount
+        that stopped answering the call blocks in the kernel: waited for, it held the
+        runner and its slot for ever, a cancel or a shutdown too. Then left behind, it
+        removes the folder if it ever returns."""
+        location = self._location(job)
+        if location is None:
             raise NotFound(f"dataset {job.dataset_id} no longer exists")
-        output = self._datasets.location(dataset).join(job.job_id)
-        locations.make_folder(output)
+        output = location.join(job.job_id)
+        task: _Detached[None] = _Detached(
+            lambda: locations.make_folder(output),
+            after=lambda: self._note_left(job, self._clean(job)),
+            name=f"nextoffer-batch-folder-{job.job_id[:8]}",
+        )
+        self._wait_for(task, going, _stuck(output, "creating the job's folder"))
+        task.result()
         return output
 
     def _ingest(
@@ -845,14 +871,24 @@ class BatchJobs:
             after=lambda: self._note_left(job, self._clean(job)),
             name=f"nextoffer-batch-publish-{job.job_id[:8]}",
         )
+
+        def going() -> bool:
+            return self._ingesting(job, detail)
+
+        self._wait_for(task, going, _stuck(output, "publishing the job's files"))
+        return task.result()
+
+    @staticmethod
+    def _wait_for(task: _Detached[Any], going: Callable[[], bool], left: dict[str, str]) -> None:
+        """Wait for ``task`` while ``going()`` (asked each second) says the job goes on;
+        :class:`_LeftBehind` (saying ``left``) once it does not, the call still running."""
         try:
             while not task.wait(HEARTBEAT_SECONDS):
-                if not self._ingesting(job, detail) and task.leave():
-                    raise _LeftBehind(job.job_id)
+                if not going() and task.leave():
+                    raise _LeftBehind(left)
         except BaseException:  # ended, or Ctrl-C: a call still running is not waited for
             task.leave()
             raise
-        return task.result()
 
     def _ingesting(self, job: JobRecord, detail: Mapping[str, Any]) -> bool:
         """Write an ingesting job's progress; False once it is ended (cancelled, stalled,
