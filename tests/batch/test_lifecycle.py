@@ -687,6 +687,27 @@ def test_a_job_whose_store_fails_says_what_not_the_stores_words(
     assert "the store said: " in caplog.text
 
 
+def test_a_job_failed_by_an_outage_shows_the_store_and_logs_the_drivers_words(
+    setup: dict[str, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job ended by a store's outage: its error (which ``GET …/workloads`` shows the
+    client) names the store; the driver's words (a host, a port) are in the log."""
+    from nextoffer.errors import Unavailable
+
+    no, body = setup["no"], setup["body"]
+    outage = Unavailable("the database is unavailable", internal="10.9.9.9:5432 refused")
+    engine = _StopOnlyEngine(interrupt=outage)
+    batch = batch_runner(no, {"local": engine})
+    job = batch.submit(PRINCIPAL, body, container_id=None)
+    engine.held.add(job.job_id)
+    claimed = batch.claim(job.job_id)
+    assert claimed is not None
+    final = batch.execute(claimed)
+    assert final.status == "ERROR"
+    assert final.detail["errors"][0]["message"] == "the database is unavailable"
+    assert "the database is unavailable: 10.9.9.9:5432 refused" in caplog.text
+
+
 class _StopOnlyEngine:
     """An engine that runs the jobs in ``held`` until they are stopped (cancelled, shut
     down: ``progress`` answers False), or raises ``interrupt`` in them; others at once."""

@@ -684,7 +684,8 @@ class BatchJobs:
                 said = locations.store_said(exc)
                 log.error("batch job %s failed: %s (the store said: %s)", job.job_id, message, said)
             elif isinstance(exc, (NextOfferError, OSError, EngineFailed)):  # told whole
-                log.error("batch job %s failed: %s", job.job_id, message)
+                told = exc if isinstance(exc, NextOfferError) else message  # its internal too
+                log.error("batch job %s failed: %s", job.job_id, told)
             else:  # a bug: its traceback is for whoever fixes it
                 log.exception("batch job %s failed", job.job_id)
             detail.update(
