@@ -506,7 +506,7 @@ class _ThreeAttempts:
 
     def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
         from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats
-        from nextoffer.storage.batch import DecisionLedger
+        from nextoffer.storage.ledger import DecisionLedger
 
         [rows] = list(chunks(1000))
         self.job_id, self.first = plan.job_id, rows[0][0]

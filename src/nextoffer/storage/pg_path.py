@@ -120,7 +120,7 @@ _DUPLICATES = (
 )
 #: Creates the batch's missing counters at 0 and locks every one of them, in key order
 #: (byte order: ``COLLATE "C"``, as Python sorts them), and returns their counts.
-_LOCK_COUNTERS = (
+LOCK_COUNTERS = (
     "INSERT INTO cap_counters (counter_key, container_id, count)"
     ' SELECT k, c, 0 FROM unnest(%s::text[], %s::text[]) AS v(k, c) ORDER BY k COLLATE "C"'
     " ON CONFLICT (counter_key) DO UPDATE SET count = cap_counters.count"
@@ -181,6 +181,15 @@ def conninfo(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+def connect(info: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    """A psycopg connection as the decision path's are (``storage/batch.py``'s ledger
+    writes through one too); a refusal or an outage raised as ours."""
+    try:
+        return psycopg.connect(info, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT)
+    except psycopg.Error as exc:
+        raise translated(exc) or exc from exc
+
+
 def _numbered(sql: str) -> str:
     """psycopg's ``%s`` placeholders as asyncpg's ``$1, $2, …``."""
     parts = sql.split("%s")
@@ -191,7 +200,7 @@ def _numbered(sql: str) -> str:
 _A_PROFILE = _numbered(_PROFILE)
 _A_EVENTS = _numbered(_EVENTS)
 _A_DUPLICATES = _numbered(_DUPLICATES)
-_A_LOCK_COUNTERS = _numbered(_LOCK_COUNTERS)
+_A_LOCK_COUNTERS = _numbered(LOCK_COUNTERS)
 _A_SET_COUNTS_ALL = _numbered(_SET_COUNTS_ALL)
 _A_EVENTS_ALL = _numbered(_EVENTS_ALL)
 _A_DAILY_ALL = _numbered(_DAILY_ALL)
@@ -313,12 +322,7 @@ class PgPath:
         conn.close()
 
     def _connect(self, *, autocommit: bool) -> psycopg.Connection[Any]:
-        try:
-            return psycopg.connect(
-                self._conninfo, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT
-            )
-        except psycopg.Error as exc:
-            raise translated(exc) or exc from exc
+        return connect(self._conninfo, autocommit=autocommit)
 
     # -- writes ----------------------------------------------------------------------
 
@@ -347,7 +351,7 @@ class PgPath:
             stored = set(found[1]) if found is not None else set()
             counts: dict[str, int] = {}
             if owners:
-                locked = conn.execute(_LOCK_COUNTERS, (list(owners), list(owners.values())))
+                locked = conn.execute(LOCK_COUNTERS, (list(owners), list(owners.values())))
                 counts = {code: int(count) for code, count in locked}
             plan = plan_batch(records, stored, counts, owners)
             with conn.cursor() as cursor:

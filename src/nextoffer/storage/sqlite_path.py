@@ -75,6 +75,19 @@ _DUPLICATES = (
 )
 
 
+def connect(path: str) -> sqlite3.Connection:
+    """A driver connection to the SQLite file at ``path`` as the decision path's are
+    (``storage/batch.py``'s ledger writes through one too). Autocommit (isolation_level
+    None): a read is its own snapshot, a write batch begins explicitly. check_same_thread
+    is off only so a closing path can close them all."""
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer runs them
+    conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+    return conn
+
+
 class SqlitePath:
     """Driver connections for reads (one per thread); records group-committed on the event
     loop's thread, or by a writer thread for callers off the loop (:meth:`record`)."""
@@ -153,16 +166,7 @@ class SqlitePath:
         # queued before the stop mark.
         if self._closed and not writer:
             raise Unavailable("the store is closed")
-        # Autocommit (isolation_level None): a read is its own snapshot, a write batch
-        # begins explicitly. check_same_thread is off only so close() can close them all.
-        conn = sqlite3.connect(
-            self._path, timeout=30, isolation_level=None, check_same_thread=False
-        )
-        conn.execute(f"PRAGMA synchronous={sqlite_synchronous()}")
-        conn.execute("PRAGMA busy_timeout=30000")
-        conn.execute("PRAGMA wal_autocheckpoint=0")  # the store's checkpointer runs them
-        conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
-        return conn
+        return connect(self._path)
 
     # -- writes ----------------------------------------------------------------------
 

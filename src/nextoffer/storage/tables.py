@@ -497,7 +497,7 @@ batch_jobs = Table(
 
 #: A Spark batch job's committed decisions, per profile: what each reserved (JSON
 #: ``[[counter key, n], ...]``) and reported (its UTC day, the offers it proposed, JSON),
-#: and which task attempt decided it (``storage/batch.py``, ``DecisionLedger``). Written
+#: and which task attempt decided it (``storage/ledger.py``, ``DecisionLedger``). Written
 #: in the reservation's own transaction; a job's rows go when its Spark run ends.
 batch_decisions = Table(
     "batch_decisions",

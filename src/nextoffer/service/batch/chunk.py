@@ -8,7 +8,7 @@ Then decide exactly as an online decision does, through the one decision path
 counters of what it proposes — all or none — before anything counts; a refused record is
 decided again on the current counts. Records are queued as they are made and written by the
 decision path's group commit (a Spark task's by its job's ledger, which writes a row per
-profile with the reservations: ``storage.batch.DecisionLedger``); the chunk then waits for
+profile with the reservations: ``storage.ledger.DecisionLedger``); the chunk then waits for
 all of them, so nothing of a chunk is answered before its reservations are committed. A
 batch decision writes no decision-log event (its event is its dataset row), but counts
 toward caps and the offers report like any other.
@@ -49,9 +49,10 @@ from nextoffer.service.catalogs import build_snapshot
 from nextoffer.service.decisions import EVENT_LIMIT
 from nextoffer.service.learning import Learning
 from nextoffer.service.offload import in_thread
-from nextoffer.storage.batch import DecisionLedger, ProfileRow
+from nextoffer.storage.batch import ProfileRow
 from nextoffer.storage.counters import CounterKey
 from nextoffer.storage.decision_path import DecisionPath, DecisionRecord, OnLoop
+from nextoffer.storage.ledger import DecisionLedger
 
 #: Decisions handed to the decision path's writer at once.
 GROUP = 512

@@ -22,7 +22,7 @@ A failed task is retried (Spark's ``spark.task.maxFailures``: a lost executor, a
 Python worker), and each profile's reservations count once however many attempts decided
 it. A task's reservations commit group by group as it decides, and a retry decides its
 partition again from its first profile; so its records go through the job's ledger
-(``storage.batch.DecisionLedger``), which writes a row per decided profile in the
+(``storage.ledger.DecisionLedger``), which writes a row per decided profile in the
 reservation's own transaction, and a later attempt's record of a profile releases what
 the earlier one reserved as it takes its own. A failed attempt's output is never
 published: the counters hold what the published rows received. Attempts are ordered by
@@ -56,7 +56,8 @@ from nextoffer.service.batch.lifecycle import COMPLETED, ERROR
 from nextoffer.service.batch.output import SPARK_SCHEMA, arrow_table
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.locations import Location, entries
-from nextoffer.storage.batch import DecisionLedger, ProfileRow
+from nextoffer.storage.batch import ProfileRow
+from nextoffer.storage.ledger import DecisionLedger
 
 log = logging.getLogger("nextoffer.batch")
 
