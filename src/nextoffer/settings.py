@@ -80,9 +80,12 @@ def _switch(key: str, raw: str) -> bool:
     raise BadRequest(f"{key}={raw!r}: must be one of {', '.join(_TRUE + _FALSE)}")
 
 
-#: A remote folder as a dataset location takes it: a scheme of ``service/locations.py``,
-#: a bucket or host, a path; no credentials, query or fragment.
-_REMOTE_PREFIX = re.compile(r"(?i)(s3|s3a|gs|hdfs)://[^/@?#\s]+(/[^@?#\s]*)?")
+#: URI schemes a dataset may name besides a local folder (``service/locations.py``).
+REMOTE_SCHEMES = ("s3", "s3a", "gs", "hdfs")
+#: A remote folder as a dataset location takes it: one of :data:`REMOTE_SCHEMES`, a
+#: bucket or host, a path; no credentials, query or fragment.
+_REMOTE_PREFIX = re.compile(rf"(?i)({'|'.join(REMOTE_SCHEMES)})://[^/@?#\s]+(/[^@?#\s]*)?")
+_SCHEMES = ", ".join(f"{s}://" for s in REMOTE_SCHEMES[:-1]) + f" or {REMOTE_SCHEMES[-1]}://"
 
 
 def _prefixes(key: str, raw: str) -> tuple[str, ...]:
@@ -91,8 +94,8 @@ def _prefixes(key: str, raw: str) -> tuple[str, ...]:
     for prefix in found:
         if not _REMOTE_PREFIX.fullmatch(prefix):
             raise BadRequest(
-                f"{key}={raw!r}: must be remote folders, comma-separated (s3://, s3a://,"
-                f" gs:// or hdfs://, a bucket or host, no credentials); {prefix!r} is not one"
+                f"{key}={raw!r}: must be remote folders, comma-separated ({_SCHEMES}, a"
+                f" bucket or host, no credentials); {prefix!r} is not one"
             )
     return found
 

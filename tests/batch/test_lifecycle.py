@@ -468,13 +468,7 @@ def test_a_dead_runners_job_ends_though_another_process_has_its_pid(
             "itself": f"{host}:{live.pid}@{boot}/{_started(live.pid)}",
             "older": f"{host}:{live.pid}",
         }
-        jobs = {}
-        for name, owner in owners.items():
-            job = no.batch.submit(PRINCIPAL, body, container_id=None)
-            assert no.batch.claim(job.job_id) is not None
-            with no.store.session(write=True) as session:
-                session.batch.move_job(job.job_id, expect=None, values={"owner": owner})
-            jobs[name] = job.job_id
+        jobs = _claimed_by(no, body, owners)
         ended = no.batch.recover()
     finally:
         live.kill()
@@ -487,6 +481,19 @@ def test_a_dead_runners_job_ends_though_another_process_has_its_pid(
         assert f"the process running the job ({host}:{live.pid}) exited while" in message
     for name in ("itself", "older"):
         assert no.batch.get(PRINCIPAL, jobs[name]).status == "PROCESSING"
+
+
+def _claimed_by(no: NextOffer, body: dict[str, Any], owners: dict[str, str]) -> dict[str, str]:
+    """A running job for each of ``owners``, recorded as claimed by that owner (a runner's
+    ``host:pid@boot/start``); their ids by the owners' names."""
+    jobs = {}
+    for name, owner in owners.items():
+        job = no.batch.submit(PRINCIPAL, body, container_id=None)
+        assert no.batch.claim(job.job_id) is not None
+        with no.store.session(write=True) as session:
+            session.batch.move_job(job.job_id, expect=None, values={"owner": owner})
+        jobs[name] = job.job_id
+    return jobs
 
 
 def _state(pid: int) -> str:
@@ -518,13 +525,7 @@ def test_a_runner_that_exited_unreaped_is_taken_for_dead(setup: dict[str, Any]) 
             "older": f"{host}:{zombie.pid}",
             "live": f"{host}:{live.pid}@{boot}/{_started(live.pid)}",
         }
-        jobs = {}
-        for name, owner in owners.items():
-            job = no.batch.submit(PRINCIPAL, body, container_id=None)
-            assert no.batch.claim(job.job_id) is not None
-            with no.store.session(write=True) as session:
-                session.batch.move_job(job.job_id, expect=None, values={"owner": owner})
-            jobs[name] = job.job_id
+        jobs = _claimed_by(no, body, owners)
         ended = no.batch.recover()
     finally:
         for process in (zombie, live):

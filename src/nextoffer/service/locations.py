@@ -31,6 +31,8 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from nextoffer.settings import REMOTE_SCHEMES
+
 __all__ = [
     "MANIFEST",
     "REMOTE_SCHEMES",
@@ -55,8 +57,6 @@ __all__ = [
     "write_bytes",
 ]
 
-#: URI schemes a dataset may name besides a local folder.
-REMOTE_SCHEMES = ("s3", "s3a", "gs", "hdfs")
 #: A job's commit marker: written last, it names the job's files.
 MANIFEST = "manifest.json"
 #: Downloads are read in blocks of this size.
