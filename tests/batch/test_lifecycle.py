@@ -751,6 +751,23 @@ def _hanging_removal(monkeypatch: pytest.MonkeyPatch) -> Any:
     return answers
 
 
+def _until(batch: Any, job: Any, status: str) -> Any:
+    """The job once it reads ``status`` (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while (current := batch.get(PRINCIPAL, job.job_id)).status != status:
+        assert time.monotonic() < deadline, (status, current.status, current.detail)
+        time.sleep(0.05)
+    return current
+
+
+def _gone_in_time(location: Path, jobs: Any, why: str) -> None:
+    """The jobs' folders removed within 10 s (by the calls left running)."""
+    deadline = time.monotonic() + 10
+    while any((location / j.job_id).exists() for j in jobs):
+        assert time.monotonic() < deadline, why
+        time.sleep(0.05)
+
+
 def _left_behind(job: Any, location: Path) -> None:
     """The ended job says its folder was left behind, and why."""
     left = job.detail["leftBehind"]
@@ -774,13 +791,6 @@ def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
     cancelled, after, closed = (batch.submit(PRINCIPAL, body, container_id=None) for _ in "abc")
     engine.held |= {cancelled.job_id, closed.job_id}
 
-    def until(job: Any, status: str) -> Any:
-        deadline = time.monotonic() + 20
-        while (current := batch.get(PRINCIPAL, job.job_id)).status != status:
-            assert time.monotonic() < deadline, (status, current.status, current.detail)
-            time.sleep(0.05)
-        return current
-
     def writing(job: Any) -> None:
         """Until the job's engine has written into its folder."""
         deadline = time.monotonic() + 20
@@ -792,7 +802,7 @@ def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
     try:
         writing(cancelled)
         batch.cancel(PRINCIPAL, cancelled.job_id)
-        assert until(after, "COMPLETED").detail.get("leftBehind") is None
+        assert _until(batch, after, "COMPLETED").detail.get("leftBehind") is None
         writing(closed)
         started = time.monotonic()
         batch.close()
@@ -805,10 +815,7 @@ def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
     finally:
         answers.set()
         batch.close()
-    deadline = time.monotonic() + 10
-    while any((location / j.job_id).exists() for j in (cancelled, closed)):
-        assert time.monotonic() < deadline, "the removals left running never ended"
-        time.sleep(0.05)
+    _gone_in_time(location, (cancelled, closed), "the removals left running never ended")
 
 
 def test_cancel_and_shutdown_end_a_job_whose_folder_cannot_be_created(
@@ -836,20 +843,13 @@ def test_cancel_and_shutdown_end_a_job_whose_folder_cannot_be_created(
     cancelled, after, closed = (batch.submit(PRINCIPAL, body, container_id=None) for _ in "abc")
     stuck |= {cancelled.job_id, closed.job_id}
 
-    def until(job: Any, status: str) -> Any:
-        deadline = time.monotonic() + 20
-        while (current := batch.get(PRINCIPAL, job.job_id)).status != status:
-            assert time.monotonic() < deadline, (status, current.status, current.detail)
-            time.sleep(0.05)
-        return current
-
     batch.start()
     try:
-        until(cancelled, "PROCESSING")
+        _until(batch, cancelled, "PROCESSING")
         time.sleep(0.5)  # in the folder's creation
         batch.cancel(PRINCIPAL, cancelled.job_id)
-        assert until(after, "COMPLETED").detail.get("leftBehind") is None
-        until(closed, "PROCESSING")
+        assert _until(batch, after, "COMPLETED").detail.get("leftBehind") is None
+        _until(batch, closed, "PROCESSING")
         time.sleep(0.5)
         started = time.monotonic()
         batch.close()
@@ -863,10 +863,7 @@ def test_cancel_and_shutdown_end_a_job_whose_folder_cannot_be_created(
     finally:
         answers.set()
         batch.close()
-    deadline = time.monotonic() + 10
-    while any((location / j.job_id).exists() for j in (cancelled, closed)):
-        assert time.monotonic() < deadline, "the calls left running left their folders"
-        time.sleep(0.05)
+    _gone_in_time(location, (cancelled, closed), "the calls left running left their folders")
 
 
 def test_an_interrupted_run_ends_its_job_though_removing_its_folder_hangs(
