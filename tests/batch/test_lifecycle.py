@@ -768,11 +768,23 @@ def _gone_in_time(location: Path, jobs: Any, why: str) -> None:
         time.sleep(0.05)
 
 
-def _left_behind(job: Any, location: Path) -> None:
-    """The ended job says its folder was left behind, and why."""
+def _left_behind(job: Any, location: Path, says: str = "did not end within 0.5 s") -> None:
+    """The ended job says its folder was left behind, and why (``says``)."""
     left = job.detail["leftBehind"]
     assert left["location"] == str(location / job.job_id)
-    assert "did not end within 0.5 s" in left["reason"], left
+    assert says in left["reason"], left
+
+
+def _closed_ending(batch: Any, location: Path, cancelled: Any, closed: Any, says: str) -> None:
+    """The runner shuts down within 10 s: ``cancelled`` ended cancelled and ``closed``
+    shut down, each saying what it left behind."""
+    started = time.monotonic()
+    batch.close()
+    assert time.monotonic() - started < 10
+    for job, code in ((cancelled, "cancelled"), (closed, "shutdown")):
+        final = batch.get(PRINCIPAL, job.job_id)
+        assert final.status == "ERROR" and final.detail["errors"][0]["code"] == code
+        _left_behind(final, location, says)
 
 
 def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
@@ -804,14 +816,8 @@ def test_cancel_and_shutdown_end_though_removing_the_jobs_folder_hangs(
         batch.cancel(PRINCIPAL, cancelled.job_id)
         assert _until(batch, after, "COMPLETED").detail.get("leftBehind") is None
         writing(closed)
-        started = time.monotonic()
-        batch.close()
-        assert time.monotonic() - started < 10
-        for job, code in ((cancelled, "cancelled"), (closed, "shutdown")):
-            final = batch.get(PRINCIPAL, job.job_id)
-            assert final.status == "ERROR" and final.detail["errors"][0]["code"] == code
-            _left_behind(final, location)
-            assert (location / job.job_id).exists()
+        _closed_ending(batch, location, cancelled, closed, "did not end within 0.5 s")
+        assert all((location / job.job_id).exists() for job in (cancelled, closed))
     finally:
         answers.set()
         batch.close()
@@ -851,15 +857,7 @@ def test_cancel_and_shutdown_end_a_job_whose_folder_cannot_be_created(
         assert _until(batch, after, "COMPLETED").detail.get("leftBehind") is None
         _until(batch, closed, "PROCESSING")
         time.sleep(0.5)
-        started = time.monotonic()
-        batch.close()
-        assert time.monotonic() - started < 10
-        for job, code in ((cancelled, "cancelled"), (closed, "shutdown")):
-            final = batch.get(PRINCIPAL, job.job_id)
-            assert final.status == "ERROR" and final.detail["errors"][0]["code"] == code
-            left = final.detail["leftBehind"]
-            assert left["location"] == str(location / job.job_id)
-            assert "creating the job's folder did not end" in left["reason"], left
+        _closed_ending(batch, location, cancelled, closed, "creating the job's folder did not end")
     finally:
         answers.set()
         batch.close()

@@ -157,9 +157,8 @@ class DecisionLedger:
         release what the superseded ones reserved, plan the records, write."""
         sql = on_postgres if postgres else _same
         profiles = [r.profile_key for r in records]
-        found = execute(
-            _LEDGER_READ[self._dialect], (self._job_id, profiles if postgres else _json(profiles))
-        )
+        keys = profiles if postgres else sqlite_path.json_text(profiles)
+        found = execute(_LEDGER_READ[self._dialect], (self._job_id, keys))
         prior = {row[0]: _prior(row) for row in found}
         fresh: list[DecisionRecord] = []
         fresh_attempts: list[str] = []
@@ -204,8 +203,8 @@ class DecisionLedger:
                 row = (
                     attempt,
                     record.day,
-                    _json(list(record.proposed_offers)),
-                    _json(reserved),
+                    sqlite_path.json_text(list(record.proposed_offers)),
+                    sqlite_path.json_text(reserved),
                     self._job_id,
                     record.profile_key,
                 )
@@ -258,7 +257,3 @@ def _same(sql: str) -> str:
 
 def _close(conn: Any) -> None:
     conn.close()
-
-
-def _json(value: Any) -> str:
-    return orjson.dumps(value).decode()

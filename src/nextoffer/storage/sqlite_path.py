@@ -281,7 +281,7 @@ class SqlitePath:
         stored: set[str] = set()
         if looked_up:
             ids = [r.proposition_id for r in records]
-            stored = {row[0] for row in conn.execute(_DUPLICATES, (_json(ids),))}
+            stored = {row[0] for row in conn.execute(_DUPLICATES, (json_text(ids),))}
         owners = counter_owners(records)
         counts = read_counts(conn.execute, "sqlite", list(owners))
         plan = plan_batch(records, stored, counts, owners)
@@ -315,5 +315,6 @@ class _StoredAlready(Exception):
     """A batch written without looking its proposition ids up holds one already stored."""
 
 
-def _json(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """``value`` as JSON text, as the paths bind a list of keys (the ledger too)."""
     return orjson.dumps(value).decode()
