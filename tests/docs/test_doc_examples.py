@@ -1,0 +1,291 @@
+"""The user docs (README.md and docs/*.md) stay true to the code: every ``nextoffer``
+command and flag they name exists, every ``NEXTOFFER_*`` variable they name is a setting
+(and deploy.md's table gives its real default), every message the PQL compiler can raise
+is listed in docs/pql.md, and the JSON excerpts of docs/api.md are what the API answers.
+
+docs/benchmarks.md is left out: it records past runs, with the flags and variables of
+their day. CHANGES.md is history too."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+from starlette.testclient import TestClient
+
+from nextoffer.api.app import create_app
+from nextoffer.cli import main
+from nextoffer.cli.demo import seed_demo
+from nextoffer.errors import BadRequest
+from nextoffer.pql import messages
+from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB
+from nextoffer.settings import Settings
+from support.api import make_tenant
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = [
+    ROOT / "README.md",
+    *sorted(path for path in (ROOT / "docs").glob("*.md") if path.name != "benchmarks.md"),
+]
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
+
+
+def shell(text: str) -> list[str]:
+    """The command lines a Markdown text may show: each line of its shell (or unlabelled)
+    blocks, and each inline span (one that wraps across lines read as one line) that is not
+    a Python import."""
+    found = [
+        line
+        for block in _FENCE.finditer(text)
+        if block.group(1) in ("", "sh")
+        for line in block.group(2).splitlines()
+    ]
+    prose = _FENCE.sub("", text)
+    spans = [span.replace("\n", " ") for span in re.findall(r"`([^`]+)`", prose)]
+    return found + [span for span in spans if not span.startswith(("from ", "import "))]
+
+
+def fenced(path: Path, language: str) -> list[str]:
+    return [m.group(2) for m in _FENCE.finditer(path.read_text()) if m.group(1) == language]
+
+
+# -- commands and flags ----------------------------------------------------------------
+
+#: ``nextoffer`` and what follows it, or a command line written without it
+#: (`admin bootstrap --json`), up to the next ``nextoffer``.
+_NAMES = "|".join(main.list_commands(click.Context(main)))
+_COMMAND = re.compile(rf"nextoffer ((?:(?!nextoffer ).)*)|^((?:{_NAMES}) .*)")
+
+
+def commands_named(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """(the command line as written, its words) for each command line the doc shows."""
+    for snippet in shell(path.read_text()):
+        for match in _COMMAND.finditer(snippet.strip()):
+            written = match.group(1) or match.group(2)
+            yield written, written.split()
+
+
+def check_command(words: list[str]) -> list[str]:
+    """What is wrong with ``nextoffer <words>``: an unknown command or flag."""
+    ctx = click.Context(main)
+    command: click.Command = main
+    rest = list(words)
+    while isinstance(command, click.Group) and rest:
+        sub = command.get_command(ctx, rest[0])
+        if sub is None:
+            break
+        command, rest = sub, rest[1:]
+    if command is main:
+        return []  # "nextoffer" followed by prose, not a command
+    problems = []
+    if isinstance(command, click.Group) and rest and re.fullmatch(r"[a-z][a-z-]+", rest[0]):
+        problems.append(f"no command {rest[0]!r} in `{command.name}`")
+    flags = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for flag in re.findall(r"(?<![\w-])--[a-z][a-z-]*", " ".join(rest)):
+        if flag not in flags | {"--help"}:
+            problems.append(f"no flag {flag} on `{command.name}`")
+    return problems
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_command_and_flag_the_docs_name_exists(doc: Path) -> None:
+    wrong = {
+        written: problems
+        for written, words in commands_named(doc)
+        if (problems := check_command(words))
+    }
+    assert not wrong, wrong
+
+
+def test_the_command_check_finds_a_wrong_flag_and_a_wrong_command() -> None:
+    assert check_command(["serve", "--demo", "--port", "8081"]) == []
+    assert check_command(["db", "downgrade", "--to", "base", "--yes"]) == []
+    assert check_command(["serve", "--nonsense"]) == ["no flag --nonsense on `serve`"]
+    assert check_command(["admin", "bootstap"]) == ["no command 'bootstap' in `admin`"]
+
+
+# -- environment variables ---------------------------------------------------------------
+
+#: Values to try on a variable: one of them changes the settings it is read into, or is
+#: refused naming it.
+_TRIES = ("1", "0", "off", "7", "FULL", "s3://bucket/folder", "nonsense")
+
+
+def is_a_setting(variable: str) -> bool:
+    """Whether ``Settings.from_env`` reads ``variable``."""
+    plain = Settings.from_env({})
+    for value in _TRIES:
+        try:
+            if Settings.from_env({variable: value}) != plain:
+                return True
+        except BadRequest as refused:
+            if variable in str(refused):
+                return True
+    return False
+
+
+def variables_named(path: Path) -> set[str]:
+    # a name ending in "_" is a family (`NEXTOFFER_S3_*`), named for its members
+    return {
+        name
+        for name in re.findall(r"NEXTOFFER_[A-Z0-9_]+", path.read_text())
+        if not name.endswith("_")
+    }
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_variable_the_docs_name_is_a_setting(doc: Path) -> None:
+    assert not {name for name in variables_named(doc) if not is_a_setting(name)}
+
+
+def test_the_variable_check_tells_a_setting_from_a_made_up_name() -> None:
+    assert is_a_setting("NEXTOFFER_SQLITE_SYNCHRONOUS")  # read beside Settings, refused there
+    assert is_a_setting("NEXTOFFER_S3_REGION")
+    assert not is_a_setting("NEXTOFFER_PORT")
+
+
+def settings_table() -> list[dict[str, str]]:
+    text = (ROOT / "docs" / "deploy.md").read_text().split("## Settings", 1)[1]
+    rows = [line for line in text.strip().split("\n\n", 1)[0].splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in rows[0].strip("|").split("|")]
+    return [
+        dict(
+            zip(
+                header,
+                (cell.strip() for cell in re.split(r"(?<!\\)\|", row.strip("|"))),
+                strict=True,
+            )
+        )
+        for row in rows[2:]
+    ]
+
+
+def documented_default(cell: str) -> Any:
+    """The default as deploy.md writes it: on/off, or its leading number (``0 (for ever)``);
+    anything else is not compared here."""
+    if cell in ("on", "off") or cell.startswith("on,"):
+        return cell.startswith("on")
+    number = re.match(r"[\d.]+(?=\s|$)", cell)
+    return float(number.group()) if number else None
+
+
+def test_deploy_md_settings_table_gives_each_variable_its_real_default_and_flags() -> None:
+    plain = Settings()
+    serve = main.get_command(click.Context(main), "serve")
+    assert serve is not None
+    serve_flags = {o for param in serve.params for o in (*param.opts, *param.secondary_opts)}
+    compared = 0
+    for row in settings_table():
+        for flag in re.findall(r"--[a-z][a-z-]*", row["flag"]):
+            assert flag in serve_flags, row
+        variable = row["variable"].strip("`")
+        expected = documented_default(row["default"])
+        if not variable or expected is None:
+            continue
+        assert is_a_setting(variable), row
+        changed = {name for value in _TRIES for name in _changed_fields(variable, value, plain)}
+        for name in changed:
+            actual = getattr(plain, name)
+            if name == "profile_cache_mb" and actual is None:
+                actual = DEFAULT_PROFILE_CACHE_MB
+            assert actual == expected, (row, name, actual)
+            compared += 1
+    assert compared >= 12
+
+
+def _changed_fields(variable: str, value: str, plain: Settings) -> list[str]:
+    try:
+        read = Settings.from_env({variable: value})
+    except BadRequest:
+        return []
+    return [
+        name
+        for name in Settings.__dataclass_fields__
+        if getattr(read, name) != getattr(plain, name)
+    ]
+
+
+# -- PQL ---------------------------------------------------------------------------------
+
+
+def listed_pql_messages() -> set[str]:
+    section = (ROOT / "docs" / "pql.md").read_text().split("## Error messages", 1)[1]
+    return set(re.findall(r"`([^`]+)`", section.split("\n## ", 1)[0]))
+
+
+def test_docs_pql_md_lists_every_message_the_compiler_raises() -> None:
+    templates = {
+        name: value.replace("{{", "{").replace("}}", "}")
+        for name, value in vars(messages).items()
+        if name.isupper() and isinstance(value, str)
+    }
+    listed = listed_pql_messages()
+    assert {name for name, text in templates.items() if text not in listed} == set()
+
+
+# -- docs/api.md's JSON excerpts -----------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(db_url=f"sqlite:///{tmp_path / 'docs.db'}", freeze_heap=False)
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def api_json(starting: str) -> Any:
+    """The JSON block of docs/api.md that starts with ``starting``."""
+    blocks = [
+        block for block in fenced(ROOT / "docs" / "api.md", "json") if block.startswith(starting)
+    ]
+    assert len(blocks) == 1, starting
+    return json.loads(blocks[0])
+
+
+def test_the_error_example_is_what_the_api_answers(client: TestClient, settings: Settings) -> None:
+    shown = api_json('{"type": "https://nextoffer.dev/problems/unprocessable"')
+    tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+    offer = {"xdm:name": "Gold", "xdm:status": "draft", "xdm:rank": {"xdm:priority": -1}}
+    answer = tenant.create("personalized-offer", offer, expect=422)
+    assert answer == shown
+
+
+def test_the_explain_example_has_the_members_of_a_real_trace(
+    client: TestClient, settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shown = api_json('{"candidates"')
+    creds = seed_demo(settings)  # a gold-tier offer behind its rule, and a holiday offer
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Seeded library: "))
+    ids = dict(pair.split("=", 1) for pair in line.removeprefix("Seeded library: ").split(", "))
+    body = {
+        "xdm:propositionRequests": [
+            {"xdm:placementId": ids["placement"], "xdm:activityId": ids["decision"]}
+        ],
+        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "someone@example.com"}]}}],
+        "xdm:responseFormat": {"nextoffer:explain": True},
+    }
+    headers = {
+        "Authorization": f"Bearer {creds.access_token}",
+        "x-api-key": creds.api_key,
+        "x-gw-ims-org-id": creds.org,
+        "x-sandbox-name": creds.sandbox,
+    }
+    answer = client.post(
+        f"/data/core/ode/{creds.container_id}/decisions", json=body, headers=headers
+    )
+    assert answer.status_code == 200, answer.text
+    traced = answer.json()["xdm:propositions"][0]["nextoffer:explain"]
+    assert set(traced) == set(shown)
+    real = {candidate["reason"]: set(candidate) for candidate in traced["candidates"]}
+    assert set(real) == {candidate["reason"] for candidate in shown["candidates"]}
+    for candidate in shown["candidates"]:
+        assert set(candidate) == real[candidate["reason"]], candidate
