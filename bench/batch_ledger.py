@@ -1,6 +1,7 @@
 """What the Spark ledger (``storage.ledger.DecisionLedger``) costs a batch decision.
 
     .venv/bin/python bench/batch_ledger.py [--profiles 20000] [--rounds 3] [--workdir DIR]
+        [--redis redis://HOST:PORT/N]
 
 On ``bench/batch.py``'s library and profiles (SQLite), one Spark-engine job whose engine
 is this script: it decides the job's profiles with one ``ChunkDecider``, in chunks of
@@ -13,6 +14,15 @@ spent per decision on its own thread (the path's ``SqlitePath._commit``, the led
 ``DecisionLedger._write``: timed with ``time.thread_time`` around them), and the ledger's
 rows' size on disk while they are held (``dbstat``), then the time to delete them all in
 one transaction against ``forget_decisions``' bounded steps.
+
+With ``--redis`` the counters are Redis's (``NEXTOFFER_REDIS_URL``), and the two writers
+are today's Redis path (``CountersElsewhere``: a reservation in Redis, then the record's
+own transaction, record by record) and the ledger with its part in Redis
+(``storage.redis_ledger.RedisLedger``: one script run per writer batch, then one
+transaction); the Redis counters and the job's hash are emptied before every round too.
+Each round also reports its elapsed time per decision, and the CPU Redis's server spent
+per decision (``INFO cpu``); the writer's thread CPU of the ledger then includes its
+script's round trip (``DecisionLedger._write``), the path's only its transactions.
 """
 
 from __future__ import annotations
@@ -24,8 +34,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import redis
 from scratch import scratch_dir
 
 from batch import MOMENT, prepare
@@ -36,6 +47,8 @@ from nextoffer.settings import Settings
 from nextoffer.storage import ledger as storage_ledger
 from nextoffer.storage import sqlite_path
 from nextoffer.storage.ledger import DecisionLedger
+from nextoffer.storage.redis_counters import RedisCounters
+from nextoffer.storage.redis_ledger import RedisLedger
 
 CHUNK = 10_000
 #: Thread CPU seconds spent inside the timed writer functions, by name.
@@ -53,10 +66,33 @@ def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def emptied(db: Path) -> None:
+def emptied(db: Path, redis: Any = None) -> None:
     with sqlite3.connect(db) as conn:
         for table in ("cap_counters", "offer_daily", "batch_decisions"):
             conn.execute(f"DELETE FROM {table}")
+    if redis is not None:  # the counters and ledgers, not the markers (a loss, else)
+        names = [n for n in redis.scan_iter(match="nextoffer:cap:*", count=1000)]
+        doomed = [n for n in names if b"|" in n or b":ledger:" in n]
+        if doomed:
+            redis.delete(*doomed)
+
+
+def scripts(redis: Any) -> tuple[int, int]:
+    """Redis's script runs so far (``EVALSHA`` and ``EVAL``) and the µs it spent in them:
+    a script holds the server, which serves nothing else meanwhile."""
+    if redis is None:
+        return 0, 0
+    stats = redis.info("commandstats")
+    found = [stats.get(f"cmdstat_{name}", {}) for name in ("evalsha", "eval")]
+    return sum(int(f.get("calls", 0)) for f in found), sum(int(f.get("usec", 0)) for f in found)
+
+
+def redis_cpu(redis: Any) -> float:
+    """Redis's server CPU seconds so far (0 without Redis)."""
+    if redis is None:
+        return 0.0
+    info = redis.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
 class Alternating:
@@ -65,9 +101,15 @@ class Alternating:
 
     name = "spark"
 
-    def __init__(self, no: NextOffer, db: Path, rounds: int) -> None:
-        self.no, self.db, self.rounds = no, db, rounds
-        self.rounds_of: dict[str, list[tuple[float, float, int]]] = {"path": [], "ledger": []}
+    def __init__(self, no: NextOffer, db: Path, rounds: int, redis: Any = None) -> None:
+        self.no, self.db, self.rounds, self.redis = no, db, rounds, redis
+        #: Per kind, per round: script runs and the µs Redis spent in them.
+        self.scripts_of: dict[str, list[tuple[int, int]]] = {"path": [], "ledger": []}
+        #: Per round: process CPU, writer thread CPU, elapsed, Redis server CPU, decisions.
+        self.rounds_of: dict[str, list[tuple[float, float, float, float, int]]] = {
+            "path": [],
+            "ledger": [],
+        }
         self.ledger_rows: tuple[int, int] = (0, 0)
         #: A held row's offers and reservations, the shape the deletion test writes.
         self.sample: tuple[str, str] = ("[]", "[]")
@@ -76,14 +118,22 @@ class Alternating:
         rows = [row for chunk in chunks(CHUNK) for row in chunk]
         for _ in range(self.rounds):
             for kind in ("path", "ledger"):
-                emptied(self.db)
+                emptied(self.db, self.redis)
                 ledger = None
                 if kind == "ledger":
-                    ledger = DecisionLedger(self.no.store, plan.job_id, plan.container_id)
+                    in_redis = None
+                    if self.redis is not None:
+                        in_redis = RedisLedger(
+                            cast(RedisCounters, self.no.counters), plan.container_id, plan.job_id
+                        )
+                        in_redis.open("1")
+                    ledger = DecisionLedger(self.no.store, plan.job_id, plan.container_id, in_redis)
                     ledger.attempt = "1"
                 decider = ChunkDecider(plan, self.no.path, ledger=ledger)
                 SPENT.clear()
-                cpu = time.process_time()
+                server = redis_cpu(self.redis)
+                runs, spent = scripts(self.redis)
+                cpu, wall = time.process_time(), time.perf_counter()
                 decided = 0
                 for start in range(0, len(rows), CHUNK):
                     _, stats = decider.decide(rows[start : start + CHUNK])
@@ -92,7 +142,17 @@ class Alternating:
                     ledger.close()
                     self.ledger_rows, self.sample = held_rows(self.db)
                 writer = SPENT["path" if kind == "path" else "ledger"]
-                self.rounds_of[kind].append((time.process_time() - cpu, writer, decided))
+                now_runs, now_spent = scripts(self.redis)
+                self.scripts_of[kind].append((now_runs - runs, now_spent - spent))
+                self.rounds_of[kind].append(
+                    (
+                        time.process_time() - cpu,
+                        writer,
+                        time.perf_counter() - wall,
+                        redis_cpu(self.redis) - server,
+                        decided,
+                    )
+                )
         return ChunkStats()
 
 
@@ -145,19 +205,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--deleted", type=int, default=1_000_000, help="rows deleted at once")
     parser.add_argument("--workdir")
+    parser.add_argument("--redis", help="counters in this Redis (a database of its own)")
     args = parser.parse_args()
     folder = scratch_dir("nextoffer-ledger-", args.workdir)
     db = folder / "bench.db"
     settings = Settings(
-        db_url=f"sqlite:///{db}", datasets_dir=str(folder / "datasets"), freeze_heap=False
+        db_url=f"sqlite:///{db}",
+        datasets_dir=str(folder / "datasets"),
+        freeze_heap=False,
+        redis_url=args.redis,
     )
+    server = redis.Redis.from_url(args.redis) if args.redis else None
     principal, ids, segment_id, container_id, _ = prepare(
         settings, folder, "BENCH@AdobeOrg", "ledger", args.profiles
     )
     sqlite_path.SqlitePath._commit = timed("path", sqlite_path.SqlitePath._commit)  # type: ignore[method-assign]
     storage_ledger.DecisionLedger._write = timed("ledger", storage_ledger.DecisionLedger._write)  # type: ignore[method-assign]
     with NextOffer.open(settings, clock=lambda: MOMENT) as no:
-        engine = Alternating(no, db, args.rounds)
+        engine = Alternating(no, db, args.rounds, server)
         jobs = BatchJobs(
             no.store,
             catalogs=no.catalogs,
@@ -186,24 +251,34 @@ def main() -> None:
         jobs.execute(claimed)
         jobs.close()
         at_once, bounded = deletes(no, db, job.job_id, args.deleted, engine.sample)
-    print("| writer | decisions | process CPU µs a decision | writer thread CPU µs a decision |")
-    print("|---|---:|---:|---:|")
+    counters = f"Redis counters ({args.redis})" if args.redis else "database counters"
+    print(f"{counters}; µs a decision, median (each round)")
+    print("| writer | decisions | process CPU | writer thread CPU | elapsed | Redis server CPU |")
+    print("|---|---:|---:|---:|---:|---:|")
     medians = {}
     for kind, rounds in engine.rounds_of.items():
-        decided = rounds[0][2]
-        cpu = [c / decided * 1e6 for c, _, _ in rounds]
-        writer = [w / decided * 1e6 for _, w, _ in rounds]
-        medians[kind] = (statistics.median(cpu), statistics.median(writer))
-        each_cpu = ", ".join(f"{c:.1f}" for c in cpu)
-        each_writer = ", ".join(f"{w:.1f}" for w in writer)
-        print(
-            f"| {kind} | {decided:,} | {medians[kind][0]:.1f} ({each_cpu})"
-            f" | {medians[kind][1]:.1f} ({each_writer}) |"
+        decided = rounds[0][4]
+        columns = [[r[i] / decided * 1e6 for r in rounds] for i in range(4)]
+        medians[kind] = [statistics.median(c) for c in columns]
+        cells = " | ".join(
+            f"{m:.1f} ({', '.join(f'{v:.1f}' for v in c)})"
+            for m, c in zip(medians[kind], columns, strict=True)
         )
-    print(
-        f"ledger ÷ path: process {medians['ledger'][0] / medians['path'][0]:.2f}, writer"
-        f" {medians['ledger'][1] / medians['path'][1]:.2f}"
+        print(f"| {kind} | {decided:,} | {cells} |")
+    ratios = ", ".join(
+        f"{name} {medians['ledger'][i] / medians['path'][i]:.2f}"
+        for i, name in enumerate(["process", "writer", "elapsed", "Redis"])
+        if medians["path"][i] > 0
     )
+    print(f"ledger ÷ path: {ratios}")
+    if args.redis:
+        for kind, rounds in engine.scripts_of.items():
+            runs = statistics.median(r for r, _ in rounds)
+            each = [u / max(r, 1) for r, u in rounds]
+            print(
+                f"{kind}: {runs:,.0f} script runs a round; Redis held by one run"
+                f" {statistics.median(each):.1f} µs ({', '.join(f'{v:.1f}' for v in each)})"
+            )
     rows, size = engine.ledger_rows
     print(f"ledger rows held: {rows:,}, {size:,} bytes ({size / max(rows, 1):.0f} a row)")
     print(

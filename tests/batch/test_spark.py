@@ -66,13 +66,16 @@ def prepared(tmp_path: Path) -> Iterator[dict[str, Any]]:
     yield {"first": first, "second": second, "body": body, "library": library, "tmp": tmp_path}
 
 
-def run(db: Path, datasets: Path, body: dict[str, Any], engine: str) -> tuple[Any, Path]:
+def run(
+    db: Path, datasets: Path, body: dict[str, Any], engine: str, redis_url: str | None = None
+) -> tuple[Any, Path]:
     settings = Settings(
         db_url=f"sqlite:///{db}",
         freeze_heap=False,
         datasets_dir=str(datasets),
         batch_workers=2,
         spark_master="local[2]",
+        redis_url=redis_url,
     )
     principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
     with NextOffer.open(settings, clock=lambda: MOMENT) as no:
@@ -377,16 +380,22 @@ class _Killed(NamedTuple):
     profiles: int
     final: Any
     folder: Path
+    container: str
+    url: str
 
 
-def _kill_a_task_once(tmp_path: Path, *, redis_url: str | None = None) -> _Killed:
+def _kill_a_task_once(
+    tmp_path: Path, *, redis_url: str | None = None, db_url: str | None = None
+) -> _Killed:
     """One job of 8,000 profiles in one partition (one task, one Python worker) on
     ``local[2,3]`` (three attempts), its Python worker SIGKILLed once its first groups
     are committed (the offers report has rows: with Redis counters the database holds
     no counter). Caps that never run out, counted for everyone and per profile (up to 5:
-    a profile whose reservations counted twice shows 2)."""
+    a profile whose reservations counted twice shows 2). On SQLite unless ``db_url``."""
+    import sqlalchemy
+
     db = tmp_path / "retry.db"
-    settings = Settings(db_url=f"sqlite:///{db}", freeze_heap=False)
+    settings = Settings(db_url=db_url or f"sqlite:///{db}", freeze_heap=False)
     principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
     with TestClient(create_app(settings)) as client:
         tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
@@ -411,10 +420,11 @@ def _kill_a_task_once(tmp_path: Path, *, redis_url: str | None = None) -> _Kille
     )
     killed: list[int] = []
     done = threading.Event()
+    reader = sqlalchemy.create_engine(settings.db_url, poolclass=sqlalchemy.NullPool)
 
     def committed() -> bool:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-            return conn.execute("SELECT 1 FROM offer_daily LIMIT 1").fetchone() is not None
+        with reader.connect() as conn:
+            return conn.exec_driver_sql("SELECT 1 FROM offer_daily LIMIT 1").first() is not None
 
     def kill_a_deciding_worker() -> None:
         """SIGKILL the Python worker once its first groups are committed."""
@@ -429,20 +439,40 @@ def _kill_a_task_once(tmp_path: Path, *, redis_url: str | None = None) -> _Kille
                 return
 
     killer = threading.Thread(target=kill_a_deciding_worker, daemon=True)
-    with NextOffer.open(run_settings, clock=lambda: MOMENT) as no:
-        assert no.profiles.upsert_many(principal, profiles) == [None] * len(profiles)
-        job = no.batch.submit(principal, body, container_id=None, engine="spark")
-        claimed = no.batch.claim(job.job_id)
-        assert claimed is not None
-        killer.start()
-        try:
-            final = no.batch.execute(claimed)
-        finally:
-            done.set()
-            killer.join()
-        folder = Path(no.datasets.get(principal, body["xdm:dataSetId"]).location) / job.job_id
+    try:
+        with NextOffer.open(run_settings, clock=lambda: MOMENT) as no:
+            assert no.profiles.upsert_many(principal, profiles) == [None] * len(profiles)
+            job = no.batch.submit(principal, body, container_id=None, engine="spark")
+            claimed = no.batch.claim(job.job_id)
+            assert claimed is not None
+            killer.start()
+            try:
+                final = no.batch.execute(claimed)
+            finally:
+                done.set()
+                killer.join()
+            folder = Path(no.datasets.get(principal, body["xdm:dataSetId"]).location) / job.job_id
+            container = claimed.container_id
+    finally:
+        reader.dispose()
     assert killed, "no Python worker was found deciding"
-    return _Killed(db, library, len(profiles), final, folder)
+    return _Killed(db, library, len(profiles), final, folder, container, settings.db_url)
+
+
+def _reported(url: str, offer: str) -> tuple[int, int]:
+    """The offers report's propositions of ``offer``, and the ledger's rows left."""
+    import sqlalchemy
+
+    reader = sqlalchemy.create_engine(url, poolclass=sqlalchemy.NullPool)
+    try:
+        with reader.connect() as conn:
+            [(proposed,)] = conn.exec_driver_sql(
+                "SELECT sum(propositions) FROM offer_daily WHERE offer_id = '" + offer + "'"
+            )
+            [(ledger,)] = conn.exec_driver_sql("SELECT count(*) FROM batch_decisions")
+    finally:
+        reader.dispose()
+    return int(proposed or 0), int(ledger)
 
 
 def test_a_retried_spark_task_decides_again_and_counts_each_profile_once(tmp_path: Path) -> None:
@@ -451,7 +481,7 @@ def test_a_retried_spark_task_decides_again_and_counts_each_profile_once(tmp_pat
     profile's reservations and report counted once — the retry's records released what
     the killed attempt's had reserved (before the ledger, the retry failed the job;
     before that, it counted them twice). The job's ledger rows are gone once it ran."""
-    db, library, profiles, final, folder = _kill_a_task_once(tmp_path)
+    db, library, profiles, final, folder, _, url = _kill_a_task_once(tmp_path)
     assert final.status == "COMPLETED", final.detail
     # Every profile got A once: its own counter at 1, everyone's at the audience.
     everyone, per_profile = _counts(db, library.a)
@@ -460,35 +490,54 @@ def test_a_retried_spark_task_decides_again_and_counts_each_profile_once(tmp_pat
     got = decisions(folder)
     assert len(got) == profiles
     assert all(items[0] == (library.a, False) for items in got.values())
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        [(proposed,)] = conn.execute(
-            "SELECT sum(propositions) FROM offer_daily WHERE offer_id = ?", (library.a,)
-        )
-        [(ledger,)] = conn.execute("SELECT count(*) FROM batch_decisions")
-    assert proposed == profiles  # the offers report counts each decision once
-    assert ledger == 0
+    # The offers report counts each decision once; the ledger's rows are gone.
+    assert _reported(url, library.a) == (profiles, 0)
 
 
-def test_with_redis_counters_a_retried_spark_task_fails_the_job(tmp_path: Path) -> None:
-    """With Redis counters a reservation commits in Redis before its record's
-    transaction, out of the ledger's reach: the session allows no retry, and an attempt
-    after the first (``local[2,3]`` allows them) decides nothing and ends the job in
-    ERROR saying why and what to do. What the killed attempt committed counts once."""
-    from support.backends import redis_url
+def test_with_redis_counters_a_retried_spark_task_counts_each_profile_once(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL and Redis counters, the same kill: a reservation commits in Redis before
+    its record's transaction, so the records go through the job's ledger in Redis, which
+    releases what the killed attempt reserved as the retry takes its own. The job
+    completes; in Redis every profile's own counter is 1 and everyone's the audience; the
+    report counts once; the job's ledger is gone from Redis and from the database. (Before
+    it, the session allowed no retry and the job ended in ERROR; without the ledger's
+    release, profiles the killed attempt decided counted 2.)"""
+    import redis as redis_client
 
-    db, library, profiles, final, folder = _kill_a_task_once(tmp_path, redis_url=redis_url())
-    assert final.status == "ERROR", final.detail
-    [error] = final.detail["errors"]
-    assert error["message"].startswith("a Spark task failed and was retried"), error
-    assert "with Redis counters" in error["message"]
-    assert "count the reservations of its first attempt twice" in error["message"]
-    assert "run the job again" in error["message"]
-    assert not folder.exists()
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        [(proposed,)] = conn.execute(
-            "SELECT sum(propositions) FROM offer_daily WHERE offer_id = ?", (library.a,)
-        )
-    assert 0 < proposed < profiles  # the killed attempt's, once; the retry decided none
+    from nextoffer.storage.redis_ledger import ledger_key
+    from support.backends import create_database, database_url, redis_url
+
+    url = database_url(create_database())
+    _, library, profiles, final, folder, container, _ = _kill_a_task_once(
+        tmp_path, redis_url=redis_url(), db_url=url
+    )
+    assert final.status == "COMPLETED", final.detail
+    raw = redis_client.Redis.from_url(redis_url())
+    try:
+        everyone, per_profile = 0, {}
+        for name in raw.scan_iter(match=f"nextoffer:cap:{{{container}}}:*", count=1000):
+            code = name.decode().partition("}:")[2]
+            if "|" not in code:
+                continue  # the marker
+            _, offer_id, _, _, _, scope = code.split("|")
+            if offer_id != library.a:
+                continue
+            count = int(raw.get(name) or 0)
+            if scope:
+                per_profile[scope] = count
+            else:
+                everyone = count
+        assert not raw.exists(ledger_key(container, final.job_id))
+    finally:
+        raw.close()
+    assert len(per_profile) == profiles and set(per_profile.values()) == {1}
+    assert everyone == profiles
+    got = decisions(folder)
+    assert len(got) == profiles
+    assert all(items[0] == (library.a, False) for items in got.values())
+    assert _reported(url, library.a) == (profiles, 0)
 
 
 class _ThreeAttempts:
@@ -503,14 +552,20 @@ class _ThreeAttempts:
         self.no = no
         self.job_id = ""
         self.first = ""
+        self.container = ""
 
     def run(self, plan: Any, chunks: Any, output: Any, progress: Any) -> Any:
         from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats
+        from nextoffer.service.batch.spark import _redis_ledger
         from nextoffer.storage.ledger import DecisionLedger
 
         [rows] = list(chunks(1000))
         self.job_id, self.first = plan.job_id, rows[0][0]
-        ledger = DecisionLedger(self.no.store, plan.job_id, plan.container_id)
+        self.container = plan.container_id
+        redis = _redis_ledger(self.no, plan)  # with Redis counters, as a Spark run's
+        if redis is not None:
+            redis.open("run")
+        ledger = DecisionLedger(self.no.store, plan.job_id, plan.container_id, redis)
         decider = ChunkDecider(plan, self.no.path, ledger=ledger)
         try:
             for attempt, some in (("1", rows[:30]), ("2", rows), ("0", rows[:1])):
@@ -521,20 +576,27 @@ class _ThreeAttempts:
         return ChunkStats()
 
 
-@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+@pytest.mark.parametrize("database", ["sqlite", "postgresql", "postgresql+redis"])
 def test_the_ledger_counts_each_profile_once_across_attempts(tmp_path: Path, database: str) -> None:
     """A cap for everyone of 40 and one per profile, 50 profiles: attempt 2's records
     release what attempt 1's reserved and reported, so the 30 profiles attempt 1 decided
     get A again (their own counters were at their limit) and the counters and the report
     hold attempt 2's decisions alone; a zombie attempt older than the ledger's row is
     refused and changes nothing. On both databases (PostgreSQL: the ledger's rows and
-    the counters locked in the transaction)."""
+    the counters locked in the transaction), and with Redis counters (the reservations
+    through the job's ledger in Redis: attempt 2's first records of A are refused there,
+    everyone's cap full of attempt 1's, and release them)."""
+    redis_url = None
     if database == "sqlite":
         url = f"sqlite:///{tmp_path / 'ledger.db'}"
     else:
         from support.backends import create_database, database_url
 
         url = database_url(create_database())
+        if database == "postgresql+redis":
+            from support.backends import redis_url as test_redis_url
+
+            redis_url = test_redis_url()
     settings = Settings(db_url=url, freeze_heap=False)
     principal = Principal("ACME@AdobeOrg", "prod", "test", "test")
     with TestClient(create_app(settings)) as client:
@@ -546,7 +608,10 @@ def test_the_ledger_counts_each_profile_once_across_attempts(tmp_path: Path, dat
         add_profiles(tenant, 50)
         body = workload(library, segment(tenant, "age >= 0"), dataset(tenant))
     run_settings = Settings(
-        db_url=settings.db_url, freeze_heap=False, datasets_dir=str(tmp_path / "datasets")
+        db_url=settings.db_url,
+        freeze_heap=False,
+        datasets_dir=str(tmp_path / "datasets"),
+        redis_url=redis_url,
     )
     with NextOffer.open(run_settings, clock=lambda: MOMENT) as no:
         engine = _ThreeAttempts(no)
@@ -564,6 +629,10 @@ def test_the_ledger_counts_each_profile_once_across_attempts(tmp_path: Path, dat
             (code.split("|"), count)
             for code, count in conn.exec_driver_sql("SELECT counter_key, count FROM cap_counters")
         ]
+        if redis_url is not None:
+            assert counters == []
+            counters, fields = _in_redis(redis_url, engine.container, engine.job_id)
+            assert len(fields) == 50 and {attempt for attempt, *_ in fields.values()} == {"2"}
         daily = {
             offer: int(n)
             for offer, n in conn.exec_driver_sql(
@@ -588,6 +657,32 @@ def test_the_ledger_counts_each_profile_once_across_attempts(tmp_path: Path, dat
     assert sum(daily.values()) == 50  # one proposition per profile, attempt 1's released
     assert len(ledger) == 50 and set(ledger.values()) == {"2"}
     assert ledger[engine.first] == "2"
+
+
+def _in_redis(
+    url: str, container: str, job_id: str
+) -> tuple[list[tuple[list[str], int]], dict[str, list[Any]]]:
+    """The container's counters in Redis (code split, count), and the job's ledger's
+    fields by profile (``redis_ledger.py``)."""
+    import redis as redis_client
+
+    from nextoffer.storage.redis_ledger import ledger_key
+
+    raw = redis_client.Redis.from_url(url)
+    try:
+        counters = []
+        for name in raw.scan_iter(match=f"nextoffer:cap:{{{container}}}:*", count=1000):
+            code = name.decode().partition("}:")[2]
+            if "|" in code:
+                counters.append((code.split("|"), int(raw.get(name) or 0)))
+        fields = {
+            key.decode(): orjson.loads(value)
+            for key, value in raw.hgetall(ledger_key(container, job_id)).items()
+            if key
+        }
+    finally:
+        raw.close()
+    return counters, fields
 
 
 def test_a_finished_jobs_ledger_rows_go_at_the_next_spark_runs_end_in_bounded_steps(
@@ -632,15 +727,21 @@ def test_a_finished_jobs_ledger_rows_go_at_the_next_spark_runs_end_in_bounded_st
     assert steps == [0, 7, 7, 6, 0]  # the later job's (none), then the finished one's 20
 
 
+@pytest.mark.parametrize("counters", ["database", "redis"])
 def test_spark_sessions_leave_retries_to_the_cluster_and_allow_no_speculation(
-    prepared: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    prepared: dict[str, Any], monkeypatch: pytest.MonkeyPatch, counters: str
 ) -> None:
-    """The session a job creates with counters in the database leaves
-    ``spark.task.maxFailures`` to the cluster (the ledger counts a retried task's profiles
-    once) and allows no speculative copy (two live attempts of one partition): read from
-    the live context."""
+    """The session a job creates leaves ``spark.task.maxFailures`` to the cluster (the
+    ledger counts a retried task's profiles once: in the database, or in Redis with Redis
+    counters) and allows no speculative copy (two live attempts of one partition): read
+    from the live context."""
     from nextoffer.service.batch.spark import SparkEngine
 
+    redis_url = None
+    if counters == "redis":
+        from support.backends import redis_url as test_redis_url
+
+        redis_url = test_redis_url()
     seen: dict[str, str | None] = {}
     watch = SparkEngine._watch
 
@@ -651,9 +752,43 @@ def test_spark_sessions_leave_retries_to_the_cluster_and_allow_no_speculation(
         watch(context, *args)
 
     monkeypatch.setattr(SparkEngine, "_watch", staticmethod(reading))
-    final, _ = run(prepared["second"], prepared["tmp"] / "d4", prepared["body"], "spark")
+    final, _ = run(prepared["second"], prepared["tmp"] / "d4", prepared["body"], "spark", redis_url)
     assert final.status == "COMPLETED", final.detail
     assert seen == {"spark.task.maxFailures": None, "spark.speculation": "false"}
+
+
+def test_with_redis_counters_a_job_whose_ledger_is_gone_fails_saying_why(
+    prepared: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The job's ledger in Redis missing while its tasks decide (here never made; in
+    life evicted or deleted): each record reserves nothing, and the task fails rather
+    than publish decisions its caps did not count; the job ends in ERROR saying what
+    happened and what to do, no file published, nothing counted."""
+    import redis as redis_client
+
+    from nextoffer.storage.redis_ledger import RedisLedger
+    from support.backends import redis_url
+
+    monkeypatch.setattr(RedisLedger, "open", lambda self, run: None)
+    final, folder = run(
+        prepared["second"], prepared["tmp"] / "d5", prepared["body"], "spark", redis_url()
+    )
+    assert final.status == "ERROR", final.detail
+    [error] = final.detail["errors"]
+    assert error["message"].startswith("the job's ledger of reservations in Redis disappeared")
+    assert "maxmemory-policy noeviction" in error["message"]
+    assert "run the job again" in error["message"]
+    assert not folder.exists()
+    raw = redis_client.Redis.from_url(redis_url())
+    try:
+        counted = [
+            int(raw.get(name) or 0)
+            for name in raw.scan_iter(match=f"nextoffer:cap:{{{final.container_id}}}:*")
+            if b"|" in name
+        ]
+    finally:
+        raw.close()
+    assert sum(counted) == 0
 
 
 def _free_port() -> int:

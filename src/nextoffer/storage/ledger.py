@@ -5,7 +5,9 @@ many attempts of its task decided it (:class:`DecisionLedger`; docs/batch.md).
 Its own transaction around the decision path's pieces (``group_commit.plan_batch`` and
 ``BatchWriter``, the paths' connections and counter statements): a batch decision writes
 no event, and the ledger's reads and releases belong to batch jobs alone. The rows are
-deleted by ``BatchTables.forget_decisions`` when the run ends.
+deleted by ``BatchTables.forget_decisions`` when the run ends. With Redis counters the
+reservations are Redis's, in a ledger of their own there (``redis_ledger.py``), and this
+one writes the rest (:class:`DecisionLedger`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import suppress
-from typing import Any, NamedTuple
+from dataclasses import replace
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -56,6 +59,17 @@ class _Prior(NamedTuple):
     reserved: list[tuple[str, int]]
 
 
+class CountersLedger(Protocol):
+    """Where a job's counters are reserved when they are not the database's: reserves
+    records as their attempts', releasing what an earlier attempt of each profile
+    reserved (``redis_ledger.RedisLedger``)."""
+
+    def reserve(self, records: Sequence[DecisionRecord], attempts: Sequence[str]) -> list[Outcome]:
+        """Each record's outcome: ``[]`` reserved, the counters without room, or
+        :class:`Conflict` when a later attempt holds the profile."""
+        ...
+
+
 class DecisionLedger:
     """One Spark job's decisions, recorded with a ledger row per profile in the same
     transaction as their reservations, so that every profile's reservations count once
@@ -75,16 +89,43 @@ class DecisionLedger:
 
     Attempts are ordered by :attr:`attempt`, a string that sorts later for a later one
     (the run's start, then Spark's task attempt id: ``spark.py``); each record takes the
-    value current when it is handed over. Counters in the database only: with Redis
-    counters a reservation commits in Redis before the record's transaction, and nothing
-    here could release it exactly once (docs/batch.md).
+    value current when it is handed over.
+
+    **Counters elsewhere** (``counters``: Redis). A reservation there commits before the
+    record's transaction, and only a step in Redis can release it exactly once; so Redis
+    keeps the job's ledger of reservations (``redis_ledger.py``: the same rule, a later
+    attempt releases the field's reservation as it takes its own, an older one is
+    refused) and this writer, per batch, first reserves there, then writes the rest in
+    one transaction, counters left out: the offers report and the rows, which supersede
+    as above (the report's increments of an earlier attempt taken back). A record Redis
+    refused for want of room takes back the earlier attempt's report and leaves a row that
+    names its attempt with nothing, as Redis's field does. Each window ends with the
+    counters and the report equal to the published rows:
+
+    * a worker killed between Redis's step and the commit leaves Redis counting its
+      record, the database not: its task failed, and the retry's record of the profile
+      releases it in Redis and supersedes the older row (or none) here;
+    * the commit failing (the database away), or Redis's answer lost on the way, fails
+      the records; each is decided again in the same attempt, and that record supersedes
+      the failed one in Redis as a later attempt's would (an attempt may supersede
+      itself);
+    * a zombie older attempt whose Redis step came first: the retry's released it there;
+      its commit, landing before the retry's, is superseded by it; landing after, it
+      finds the retry's row and is refused (Redis's order and the database's agree: an
+      attempt's Redis step precedes its commit, so a later row here means its Redis step
+      superseded the zombie's);
+    * a zombie whose Redis step comes after the retry's is refused there and never
+      reaches the database.
 
     Records are written by a writer thread of its own (``group_commit.BatchWriter``), on
     a driver connection like the decision path's: a batch decision writes no decision
-    event, only counters, the report's increments and this row."""
+    event, only counters (or none, with Redis), the report's increments and this row."""
 
-    def __init__(self, store: Any, job_id: str, container_id: str) -> None:
+    def __init__(
+        self, store: Any, job_id: str, container_id: str, counters: CountersLedger | None = None
+    ) -> None:
         self._store = store
+        self._counters = counters
         self._job_id = job_id
         self._container_id = container_id
         self._dialect = "sqlite" if store.sqlite_path else "postgresql"
@@ -122,11 +163,16 @@ class DecisionLedger:
         PostgreSQL's ledger rows and counters locked (in that order) before they are read."""
         with self._lock:
             attempts = [self._attempts.pop(r.proposition_id, self.attempt) for r in records]
+        # Reserved in Redis first (its answer decides what the transaction writes), and
+        # outside SQLite's write lock: no online writer waits for a Redis round trip.
+        held = self._counters.reserve(records, attempts) if self._counters is not None else None
         if self._dialect == "sqlite":
             with self._store.write_lock():
                 conn.execute("BEGIN IMMEDIATE")
                 try:
-                    outcomes = self._transaction(conn.execute, conn.executemany, records, attempts)
+                    outcomes = self._transaction(
+                        conn.execute, conn.executemany, records, attempts, held
+                    )
                     conn.execute("COMMIT")
                 except BaseException:
                     conn.execute("ROLLBACK")
@@ -135,7 +181,7 @@ class DecisionLedger:
         try:
             with conn.cursor() as cursor:
                 outcomes = self._transaction(
-                    conn.execute, cursor.executemany, records, attempts, postgres=True
+                    conn.execute, cursor.executemany, records, attempts, held, postgres=True
                 )
             conn.commit()
         except BaseException:
@@ -150,11 +196,13 @@ class DecisionLedger:
         executemany: Callable[..., Any],
         records: list[DecisionRecord],
         attempts: list[str],
+        held: list[Outcome] | None = None,
         *,
         postgres: bool = False,
     ) -> list[Outcome]:
         """The batch's statements (see the class): read the ledger rows of its profiles,
-        release what the superseded ones reserved, plan the records, write."""
+        release what the superseded ones reserved, plan the records, write. ``held``: the
+        records' reservations in Redis, made already (their counters are left out here)."""
         sql = on_postgres if postgres else _same
         profiles = [r.profile_key for r in records]
         keys = profiles if postgres else sqlite_path.json_text(profiles)
@@ -162,20 +210,23 @@ class DecisionLedger:
         prior = {row[0]: _prior(row) for row in found}
         fresh: list[DecisionRecord] = []
         fresh_attempts: list[str] = []
-        stale: dict[int, Outcome] = {}
+        settled: dict[int, Outcome] = {}
         released: dict[str, int] = {}
         daily: dict[tuple[str, str, str], int] = {}
         superseded: set[str] = set()
+        added: list[tuple[str, ...]] = []
+        replaced: list[tuple[str, ...]] = []
         for i, (record, attempt) in enumerate(zip(records, attempts, strict=True)):
             old = prior.get(record.profile_key)
+            if held is not None and isinstance(held[i], Conflict):
+                settled[i] = held[i]  # a later attempt holds it in Redis: nothing changed
+                continue
             if old is not None and old.attempt > attempt:
-                stale[i] = Conflict(
+                settled[i] = Conflict(
                     f"profile {record.profile_key} of batch job {self._job_id} was decided"
                     " by a later attempt of its Spark task"
                 )
                 continue
-            fresh.append(record)
-            fresh_attempts.append(attempt)
             if old is not None and record.profile_key not in superseded:
                 superseded.add(record.profile_key)
                 for code, n in old.reserved:
@@ -183,6 +234,18 @@ class DecisionLedger:
                 for offer_id in old.offers:
                     key = (self._container_id, old.day, offer_id)
                     daily[key] = daily.get(key, 0) - 1
+            if held is not None:
+                if held[i]:
+                    # Refused in Redis, where the earlier reservation was released: its
+                    # report goes too, and the row names this attempt with nothing (as
+                    # the field does), so an older one cannot write the profile after.
+                    settled[i] = held[i]
+                    row = (attempt, record.day, "[]", "[]", self._job_id, record.profile_key)
+                    (replaced if record.profile_key in prior else added).append(row)
+                    continue
+                record = replace(record, reserve=())
+            fresh.append(record)
+            fresh_attempts.append(attempt)
         owners = counter_owners(fresh)
         codes = sorted({*owners, *released})
         counts = self._counts(execute, codes, owners, postgres=postgres)
@@ -194,8 +257,6 @@ class DecisionLedger:
             rows.setdefault(code, (self._container_id, counts[code]))
         for container, day, offer_id, n in plan.daily:
             daily[(container, day, offer_id)] = daily.get((container, day, offer_id), 0) + n
-        added: list[tuple[str, ...]] = []
-        replaced: list[tuple[str, ...]] = []
         dropped = []
         for record, attempt, outcome in zip(fresh, fresh_attempts, plan.outcomes, strict=True):
             if outcome == []:
@@ -223,7 +284,7 @@ class DecisionLedger:
         if dropped:
             executemany(sql(_LEDGER_OUT), dropped)
         outcomes = iter(plan.outcomes)
-        return [stale[i] if i in stale else next(outcomes) for i in range(len(records))]
+        return [settled[i] if i in settled else next(outcomes) for i in range(len(records))]
 
     def _counts(
         self,

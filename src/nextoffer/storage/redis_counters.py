@@ -222,7 +222,7 @@ class RedisCounters:
     ) -> None:
         """``url`` and ``options`` open the asynchronous clients of :attr:`on_loop` (none
         without a URL: then a caller on a loop reaches Redis from a thread)."""
-        self._client = client
+        self._client = self.client = client
         self.markers = markers
         #: Moves of the counters between the database and Redis (``admin counters``).
         self.moves = CounterMoves(markers)
@@ -252,7 +252,7 @@ class RedisCounters:
 
     def ping(self) -> None:
         """Raise :class:`Unavailable` unless the server answers."""
-        self._call(self._client.ping)
+        self.call(self._client.ping)
 
     def persistence_warning(self) -> str | None:
         """What a restart of this Redis would lose of the counters, read from its
@@ -301,7 +301,7 @@ class RedisCounters:
         containers = _containers(unique)
         names = [redis_key(k) for k in unique] + [marker_key(c) for c in containers]
         while True:  # the markers in the same MGET; at most twice (redis_markers.py)
-            values = self._call(self._client.mget, names)
+            values = self.call(self._client.mget, names)
             marks = values[len(unique) :]
             absent = [c for c, v in zip(containers, marks, strict=True) if v is None]
             if not absent:
@@ -313,7 +313,7 @@ class RedisCounters:
         if not keys:
             return []
         containers = _containers(keys)
-        refused = self._checked(
+        refused = self.checked(
             containers, self._reserve, _script_keys(containers, keys), [len(containers), *args]
         )
         return [keys[int(i) - 1] for i in refused]
@@ -334,7 +334,7 @@ class RedisCounters:
         failed: NextOfferError | None = None
         for container, part in _by_container(counts).items():
             try:
-                self._checked(
+                self.checked(
                     [container], self._add, _script_keys([container], part), [1, *part.values()]
                 )
             except NextOfferError as exc:
@@ -342,13 +342,15 @@ class RedisCounters:
         if failed is not None:
             raise failed
 
-    def _checked(
-        self, containers: Sequence[str], script: Any, keys: list[str], args: list[int]
+    def checked(
+        self, containers: Sequence[str], script: Any, keys: list[str], args: Sequence[Any]
     ) -> Any:
-        """``script``'s answer. A marker gone: :class:`CountersLost`, or (a container's
-        first count) its marker placed and the script run again."""
+        """``script``'s answer (a script of this client that leads its KEYS with the
+        containers' markers and answers :data:`MISSING` when one is gone, as this module's
+        and ``redis_ledger.py``'s do). A marker gone: :class:`CountersLost`, or (a
+        container's first count) its marker placed and the script run again."""
         while True:
-            answer = self._call(script, keys=keys, args=args)
+            answer = self.call(script, keys=keys, args=args)
             if answer != MISSING:
                 return answer
             self.markers.missing(containers)
@@ -365,10 +367,10 @@ class RedisCounters:
         wanted = erased(scopes)
         cursor = 0
         while wanted:
-            cursor, names = self._call(self._client.scan, cursor, match=f"{PREFIX}*", count=scan)
+            cursor, names = self.call(self._client.scan, cursor, match=f"{PREFIX}*", count=scan)
             doomed = [name for name in names if is_erased(_code_of(name), wanted)]
             # Counted as unlinked: a SCAN may name a key twice, another walk take it first.
-            yield int(self._call(self._client.unlink, *doomed)) if doomed else 0
+            yield int(self.call(self._client.unlink, *doomed)) if doomed else 0
             if cursor == 0:
                 return
 
@@ -376,7 +378,8 @@ class RedisCounters:
         self._client.close()
 
     @staticmethod
-    def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def call(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, a Redis error raised as :class:`Unavailable`."""
         try:
             return fn(*args, **kwargs)
         except RedisError as exc:
@@ -567,7 +570,7 @@ class LoopRedis:
         for container, part in _by_container(_release_args(keys)).items():
             names = _script_keys([container], part)
             try:
-                while True:  # as RedisCounters._checked
+                while True:  # as RedisCounters.checked
                     answer = await _awaited(self.here().add(keys=names, args=[1, *part.values()]))
                     if answer != MISSING:
                         break

@@ -8,7 +8,8 @@ Then decide exactly as an online decision does, through the one decision path
 counters of what it proposes — all or none — before anything counts; a refused record is
 decided again on the current counts. Records are queued as they are made and written by the
 decision path's group commit (a Spark task's by its job's ledger, which writes a row per
-profile with the reservations: ``storage.ledger.DecisionLedger``); the chunk then waits for
+profile with the reservations, or beside their ledger in Redis when the counters are
+there: ``storage.ledger.DecisionLedger``); the chunk then waits for
 all of them, so nothing of a chunk is answered before its reservations are committed. A
 batch decision writes no decision-log event (its event is its dataset row), but counts
 toward caps and the offers report like any other.

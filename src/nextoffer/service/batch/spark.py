@@ -29,9 +29,10 @@ published: the counters hold what the published rows received. Attempts are orde
 the run's start and Spark's task attempt id (:func:`_attempt`). Speculative copies stay
 off (two live attempts: the counters would follow the later one's decisions, Spark may
 publish the other's rows). With Redis counters a reservation commits in Redis before the
-record's transaction, so there a task is still never attempted twice: the session allows
-no retry, and an attempt that is not the first decides nothing and fails the job
-(:data:`RETRIED`; docs/batch.md).
+record's transaction, so the reservations go through the job's ledger in Redis
+(``storage.redis_ledger.RedisLedger``: the same rule, in the reservation's own step),
+which the runner makes before Spark decides and deletes when the run ends; the database
+ledger then writes the rest (docs/batch.md).
 """
 
 from __future__ import annotations
@@ -68,33 +69,43 @@ CHUNK = 10_000
 
 #: Spark settings of every job: no speculative copy of a slow task (see the module).
 NO_SPECULATION = {"spark.speculation": "false"}
-#: With Redis counters, no task attempted twice either: the ledger cannot release what
-#: an earlier attempt reserved there exactly once.
-ONE_ATTEMPT = {"spark.task.maxFailures": "1", **NO_SPECULATION}
 
-#: What a task attempt after the first raises with Redis counters: the driver finds it
-#: in Spark's error.
-RETRIED = "nextoffer: a retried Spark task decides nothing"
+#: What a task raises when the job's ledger in Redis is gone: the driver finds it in
+#: Spark's error.
+LEDGER_GONE = "nextoffer: the batch job's ledger in Redis is gone"
+
+
+def _redis_ledger(resources: Any, plan: JobPlan) -> Any:
+    """The job's ledger in Redis when the counters are there (``resources`` is a root),
+    else ``None``."""
+    if not resources.settings.redis_url:
+        return None
+    from nextoffer.storage.redis_ledger import RedisLedger  # redis: an optional dependency
+
+    return RedisLedger(resources.counters, plan.container_id, plan.job_id)
 
 
 class _Worker:
     """What a Python worker decides a job with: its root, its decider, and the job's
-    ledger (``None`` with Redis counters)."""
+    ledger (with its part in Redis when the counters are there)."""
 
     def __init__(self, plan: JobPlan, open_worker: OpenWorker) -> None:
         self.resources = resources = open_worker()
-        self.ledger = (
-            None
-            if resources.settings.redis_url
-            else DecisionLedger(resources.store, plan.job_id, plan.container_id)
-        )
+        self.redis = _redis_ledger(resources, plan)
+        self.ledger = DecisionLedger(resources.store, plan.job_id, plan.container_id, self.redis)
         self.decider = ChunkDecider(
             plan, resources.path, learning=resources.learning, ledger=self.ledger
         )
 
+    def check(self) -> None:
+        """Fail the task when the job's ledger in Redis was found gone: its records
+        reserved nothing (decided as if every capped offer were full, and not counted),
+        and the job must not publish them."""
+        if self.redis is not None and self.redis.gone is not None:
+            raise RuntimeError(f"{LEDGER_GONE}: {self.redis.gone}")
+
     def close(self) -> None:
-        if self.ledger is not None:  # its queued records first, while the store is open
-            self.ledger.close()
+        self.ledger.close()  # its queued records first, while the store is open
         self.resources.close()
 
 
@@ -122,33 +133,16 @@ def _attempt(run: int) -> str:
     return f"{run:013d}.{task.taskAttemptId() if task is not None else 0:015d}"
 
 
-def _first_attempt() -> None:
-    """Refuse to decide in a task attempt that is not the partition's first (with Redis
-    counters, where the ledger cannot help): the first attempt's committed groups have
-    reserved their caps; deciding the partition again would reserve them twice."""
-    from pyspark import TaskContext
-
-    task = TaskContext.get()
-    if task is not None and task.attemptNumber() > 0:
-        raise RuntimeError(
-            f"{RETRIED} (partition {task.partitionId()}, attempt {task.attemptNumber() + 1})"
-        )
-
-
 def decide_partition(
     plan_value: Any, open_worker: OpenWorker, counters: Any, batches: Iterable[Any], run: int = 0
 ) -> Iterator[Any]:
     """``mapInArrow``: decide each Arrow batch of the partition's profiles; the decision
     events as Arrow batches in :func:`output.arrow_schema` (no row crosses between the JVM
     and Python one at a time). Records go through the job's ledger as this attempt's
-    (:func:`_attempt`; ``run`` is the run's start); with Redis counters, only in a task's
-    first attempt (:func:`_first_attempt`)."""
+    (:func:`_attempt`; ``run`` is the run's start)."""
     plan: JobPlan = plan_value.value
     worker = _worker(plan, open_worker)
-    if worker.ledger is None:
-        _first_attempt()
-    else:
-        worker.ledger.attempt = _attempt(run)
+    worker.ledger.attempt = _attempt(run)
     decider = worker.decider
     decider.restart()
     profiles, members, refused, cpu = counters
@@ -164,6 +158,7 @@ def decide_partition(
             )
         )
         events, stats = decider.decide(rows)
+        worker.check()
         profiles.add(stats.profiles)
         members.add(stats.members)
         refused.add(stats.refused)
@@ -221,18 +216,16 @@ _CONNECTORS = {
 }
 
 
-def _retried(exc: Exception) -> str | None:
-    """The reason in a sentence when Spark failed because a task was attempted again
-    (:data:`RETRIED` in its error), else ``None``."""
-    if RETRIED not in str(exc):
+def _ledger_gone(exc: Exception) -> str | None:
+    """The reason in a sentence when Spark failed because the job's ledger in Redis was
+    gone (:data:`LEDGER_GONE` in its error), else ``None``."""
+    if LEDGER_GONE not in str(exc):
         return None
     return (
-        "a Spark task failed and was retried (or a speculative copy of it started): with"
-        " Redis counters, deciding its partition again would count the reservations of its"
-        " first attempt twice, so the job stopped; the decisions that attempt committed"
-        " count toward caps, no files were published; run the job again (with Redis"
-        " counters a cluster needs spark.task.maxFailures=1 and spark.speculation=false:"
-        " docs/batch.md)"
+        "the job's ledger of reservations in Redis disappeared while it ran (Redis evicted"
+        " or deleted it: set maxmemory-policy noeviction, docs/deploy.md), so its tasks"
+        " stopped rather than count a profile twice; the decisions they committed count"
+        " toward caps, no files were published; run the job again"
     )
 
 
@@ -276,6 +269,15 @@ def _tasks(tracker: Any, group: str) -> tuple[tuple[int, int, int, int], ...]:
                     (stage_id, stage.numActiveTasks, stage.numCompletedTasks, stage.numFailedTasks)
                 )
     return tuple(sorted(stages))
+
+
+def _drop(redis: Any, job_id: str) -> None:
+    """Delete the job's ledger in Redis (a record written later, by a zombie executor,
+    reserves nothing). A failure is logged, not the job's error: the hash expires."""
+    try:
+        redis.drop()
+    except Exception as exc:
+        log.warning("batch job %s: its ledger in Redis not deleted (it expires): %s", job_id, exc)
 
 
 #: Ledger rows deleted per transaction once a run ends.
@@ -331,13 +333,18 @@ class SparkEngine:
         stats.seconds["export"] = time.thread_time() - started
         _wait_turn(progress)
         try:
-            # The driver's own root: whether counters live in Redis (no retry then), and
-            # where the job's ledger rows are forgotten once Spark is done with them.
+            # The driver's own root: where the job's ledger rows are forgotten once Spark
+            # is done with them, and its ledger in Redis made before (with Redis counters).
             driver = self._open_worker()
+            redis = None
             try:
-                retries = not driver.settings.redis_url
-                return self._decide(SparkSession, plan, export, output, progress, stats, retries)
+                redis = _redis_ledger(driver, plan)
+                if redis is not None:
+                    redis.open(str(time.time_ns()))
+                return self._decide(SparkSession, plan, export, output, progress, stats)
             finally:
+                if redis is not None:
+                    _drop(redis, plan.job_id)
                 _forget(driver, plan.job_id)
         finally:
             _SESSION.release()
@@ -350,16 +357,13 @@ class SparkEngine:
         output: Location,
         progress: Callable[[ChunkStats], bool],
         stats: ChunkStats,
-        retries: bool,
     ) -> ChunkStats:
         """Spark's part of the job: read the export, decide it, write the parts. A
-        failed task is attempted again as the cluster allows when ``retries``, never
-        otherwise (see the module)."""
+        failed task is attempted again as the cluster allows (see the module)."""
         builder = session.builder.appName(f"nextoffer-batch-{plan.job_id}").config(
             "spark.sql.session.timeZone", "UTC"
         )
-        attempts = NO_SPECULATION if retries else ONE_ATTEMPT
-        for key, value in {**attempts, **output.hadoop_options()}.items():
+        for key, value in {**NO_SPECULATION, **output.hadoop_options()}.items():
             builder = builder.config(key, value)
         if self._master != SUBMITTED:  # under spark-submit, its --master stands
             builder = builder.master(self._master).config("spark.ui.enabled", "false")
@@ -408,7 +412,7 @@ class SparkEngine:
         except Exception as exc:
             if cancelled.is_set():
                 raise Stopped("the job was cancelled") from None
-            reason = _retried(exc) or _missing_filesystem(output, exc)
+            reason = _ledger_gone(exc) or _missing_filesystem(output, exc)
             if reason is not None:
                 raise EngineFailed(reason) from None
             raise
