@@ -1,7 +1,8 @@
 """The user docs (README.md and docs/*.md) stay true to the code: every ``nextoffer``
 command and flag they name exists, every ``NEXTOFFER_*`` variable they name is a setting
 (and deploy.md's table gives its real default), every message the PQL compiler can raise
-is listed in docs/pql.md, and the JSON excerpts of docs/api.md are what the API answers.
+is listed in docs/pql.md, the PQL they show compiles or fails as they say, and the JSON
+excerpts of docs/api.md are what the API answers or accepts.
 
 docs/benchmarks.md is left out: it records past runs, with the flags and variables of
 their day. CHANGES.md is history too."""
@@ -18,10 +19,11 @@ import click
 import pytest
 from starlette.testclient import TestClient
 
+from nextoffer import pql
 from nextoffer.api.app import create_app
 from nextoffer.cli import main
 from nextoffer.cli.demo import seed_demo
-from nextoffer.errors import BadRequest
+from nextoffer.errors import BadRequest, PQLError
 from nextoffer.pql import messages
 from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB
 from nextoffer.settings import Settings
@@ -52,6 +54,13 @@ def shell(text: str) -> list[str]:
 
 def fenced(path: Path, language: str) -> list[str]:
     return [m.group(2) for m in _FENCE.finditer(path.read_text()) if m.group(1) == language]
+
+
+def fenced_starting(doc: str, starting: str) -> str:
+    """The one JSON block of docs/<doc> that starts with ``starting``."""
+    blocks = [b for b in fenced(ROOT / "docs" / doc, "json") if b.startswith(starting)]
+    assert len(blocks) == 1, starting
+    return blocks[0]
 
 
 # -- commands and flags ----------------------------------------------------------------
@@ -228,6 +237,63 @@ def test_docs_pql_md_lists_every_message_the_compiler_raises() -> None:
     assert {name for name, text in templates.items() if text not in listed} == set()
 
 
+#: PQL the docs show: (doc, what it writes in backticks, the rule it stands for, its kind,
+#: ``None`` when it compiles, else the start of the error the doc says it raises). A doc
+#: that stops showing one fails the test: update the list with it.
+PQL_EXAMPLES = [
+    ("pql.md", "42 = 11", "42 = 11", "formula", None),
+    ("pql.md", "homeAddress.countryISO", "homeAddress.countryISO", "rule", None),
+    ("pql.md", "orders.sum(order.price)", "orders.sum(order.price)", "formula", None),
+    ("pql.md", "a != 1", "a != 1", "rule", None),
+    ("pql.md", "not (a = 1)", "not (a = 1)", "rule", None),
+    ("pql.md", "1000 = 1000.0", "1000 = 1000.0", "rule", None),
+    ("pql.md", "luma.annualIncome", "luma.annualIncome", "rule", None),
+    ("pql.md", "person.name occurs before today", "person.name occurs before today", "rule", None),
+    ("pql.md", '"x" occurs today', '"x" occurs today', "rule", "the subject of 'occurs' must"),
+    ("pql.md", "5 occurs today", "5 occurs today", "rule", "the subject of 'occurs' must"),
+    ("pql.md", '“CA"', 'x = “CA"', "rule", "unexpected character '“'"),
+    ("pql.md", ".matches(STRING_2})", "x.matches(STRING_2})", "rule", "expected ')', found '}'"),
+    ("pql.md", "dayOf", "dayOf(now)", "rule", "unsupported function 'dayOf'"),
+    ("pql.md", "inPeriod", "inPeriod(now)", "rule", "unsupported function 'inPeriod'"),
+    ("pql.md", "(a+)+", 'x matches "(a+)+"', "rule", "regular expression with nested"),
+    ("pql.md", "(a|aa)*", 'x matches "(a|aa)*"', "rule", "regular expression with nested"),
+    ("pql.md", "(.*a){9}", 'x matches "(.*a){9}"', "rule", "regular expression with nested"),
+    ("pql.md", "(?i)gold", 'x matches "(?i)gold"', "rule", None),
+    ("pql.md", ".*!", 'x matches ".*!"', "rule", None),
+    (
+        "reliability.md",
+        'name matches ".*.*.*.*.*.*.*.*.*.*!"',
+        'name matches ".*.*.*.*.*.*.*.*.*.*!"',
+        "rule",
+        "regular expression with more than 4 repeated parts",
+    ),
+    (
+        "reliability.md",
+        SLOWEST := "select X from xEvent where X.timestampmestamp occurs before today, I"
+        ' from X.productListItems where I.SKU = "PS"',
+        SLOWEST,
+        "rule",
+        None,
+    ),
+    ("api.md", 'eventType = "commerce.checkout"', 'eventType = "commerce.checkout"', "rule", None),
+    ("api.md", 'loyalty.tier = \\"gold\\"', 'loyalty.tier = "gold"', "rule", None),
+]
+
+
+@pytest.mark.parametrize(("doc", "shown", "source", "kind", "error"), PQL_EXAMPLES)
+def test_the_pql_the_docs_show_compiles_or_fails_as_they_say(
+    doc: str, shown: str, source: str, kind: str, error: str | None
+) -> None:
+    text = " ".join((ROOT / "docs" / doc).read_text().split())  # a span may wrap
+    assert shown in text, f"docs/{doc} no longer shows {shown!r}: update PQL_EXAMPLES"
+    if error is None:
+        pql.compile(source, kind=kind)
+        return
+    with pytest.raises(PQLError) as caught:
+        pql.compile(source, kind=kind)
+    assert caught.value.message.startswith(error), caught.value.message
+
+
 # -- docs/api.md's JSON excerpts -----------------------------------------------------------
 
 
@@ -244,11 +310,7 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 def api_json(starting: str) -> Any:
     """The JSON block of docs/api.md that starts with ``starting``."""
-    blocks = [
-        block for block in fenced(ROOT / "docs" / "api.md", "json") if block.startswith(starting)
-    ]
-    assert len(blocks) == 1, starting
-    return json.loads(blocks[0])
+    return json.loads(fenced_starting("api.md", starting))
 
 
 def test_the_error_example_is_what_the_api_answers(client: TestClient, settings: Settings) -> None:
@@ -289,3 +351,23 @@ def test_the_explain_example_has_the_members_of_a_real_trace(
     assert set(real) == {candidate["reason"] for candidate in shown["candidates"]}
     for candidate in shown["candidates"]:
         assert set(candidate) == real[candidate["reason"]], candidate
+
+
+def test_api_md_ranking_strategy_and_frequency_caps_are_accepted(
+    client: TestClient, settings: Settings
+) -> None:
+    tenant = make_tenant(client, settings.db_url, "ACME@AdobeOrg", "prod")
+    strategy = api_json('{"xdm:name": "Home page by tier"')
+    created = client.post(
+        tenant.url(),
+        content=json.dumps(strategy),
+        headers={
+            **tenant.headers,
+            "Content-Type": "application/schema-instance+json;"
+            ' schema="https://ns.nextoffer.dev/offer-management/ranking-strategy"',
+        },
+    )
+    assert created.status_code == 201, created.text
+    caps = json.loads("{" + fenced_starting("api.md", '"xdm:frequencyCappingConstraints"') + "}")
+    offer = {"xdm:name": "Capped", "xdm:status": "draft", **caps}
+    tenant.create("personalized-offer", offer)
