@@ -23,6 +23,8 @@ from nextoffer import pql
 from nextoffer.api.app import create_app
 from nextoffer.cli import main
 from nextoffer.cli.demo import seed_demo
+from nextoffer.engine.diagnostics import CatalogErrorKind
+from nextoffer.engine.explain import Reason
 from nextoffer.errors import BadRequest, PQLError
 from nextoffer.pql import messages
 from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB
@@ -292,6 +294,16 @@ def test_the_pql_the_docs_show_compiles_or_fails_as_they_say(
     with pytest.raises(PQLError) as caught:
         pql.compile(source, kind=kind)
     assert caught.value.message.startswith(error), caught.value.message
+
+
+# -- the engine's words ------------------------------------------------------------------
+
+
+def test_every_explain_reason_and_catalog_error_kind_is_documented() -> None:
+    api = (ROOT / "docs" / "api.md").read_text()
+    decisioning = (ROOT / "docs" / "decisioning.md").read_text()
+    assert [r.value for r in Reason if f"`{r.value}`" not in api] == []
+    assert [k.value for k in CatalogErrorKind if f"`{k.value}`" not in decisioning] == []
 
 
 # -- docs/api.md's JSON excerpts -----------------------------------------------------------
