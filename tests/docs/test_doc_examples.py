@@ -120,6 +120,45 @@ def test_the_command_check_finds_a_wrong_flag_and_a_wrong_command() -> None:
     assert check_command(["admin", "bootstap"]) == ["no command 'bootstap' in `admin`"]
 
 
+# -- endpoints ---------------------------------------------------------------------------
+
+_OPENAPI = json.loads((ROOT / "src/nextoffer/api/openapi.json").read_text())
+_ROUTES = [
+    (re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", path) + "$"), {m.upper() for m in methods})
+    for path, methods in _OPENAPI["paths"].items()
+]
+_VERBS = "GET|POST|PUT|PATCH|DELETE|OPTIONS"
+
+
+def endpoints_named(path: Path) -> Iterator[tuple[list[str], str]]:
+    """(methods, path) for each `METHOD /path` the doc writes (`GET`, `PATCH`, `DELETE
+    /p/{id}` too); a path's query and optional parts (`[/{id}]`) are read both ways."""
+    for match in re.finditer(rf"`((?:(?:{_VERBS})`?,? `?)+)(/[^`\s]*)`", path.read_text()):
+        methods = re.findall(_VERBS, match.group(1))
+        written = re.split(r"\[?\?", match.group(2))[0]
+        for variant in {re.sub(r"\[[^\]]*\]", "", written), re.sub(r"[\[\]]", "", written)}:
+            yield methods, variant
+
+
+def served(methods: list[str], path: str) -> bool:
+    concrete = re.sub(r"\{[^}]*\}", "x1", path)
+    offered = {m for pattern, verbs in _ROUTES if pattern.match(concrete) for m in verbs}
+    return set(methods) <= offered
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_endpoint_the_docs_name_is_served_with_that_method(doc: Path) -> None:
+    named = list(endpoints_named(doc))
+    assert [(m, p) for m, p in named if not served(m, p)] == []
+
+
+def test_the_endpoint_check_knows_a_route_from_a_made_up_one() -> None:
+    assert served(["GET", "DELETE"], "/data/core/xcore/{C}/instances/{I}")
+    assert not served(["PUT"], "/data/core/ods/decisions")
+    assert not served(["GET"], "/data/core/xcore/{C}/nonsense")
+    assert len(list(endpoints_named(ROOT / "docs" / "api.md"))) > 40
+
+
 # -- environment variables ---------------------------------------------------------------
 
 #: Values to try on a variable: one of them changes the settings it is read into, or is
