@@ -65,6 +65,58 @@ def fenced_starting(doc: str, starting: str) -> str:
     return blocks[0]
 
 
+# -- references to a doc's sections ---------------------------------------------------------
+
+#: `docs/deploy.md, "Retention"`, `(docs/api.md, "Guardrails")`, `design.md "…"`.
+_SECTION_REFERENCE = re.compile(r'(?<![\w/.-])(docs/)?([A-Za-z]+)\.md\)?,? (?:section )?"([^"]+)"')
+
+
+def _plain(title: str) -> str:
+    return re.sub(r"\W+", " ", title).strip().lower()
+
+
+def sections(doc: Path) -> set[str]:
+    """A doc's headings and the bold or italic words that open its paragraphs."""
+    text = doc.read_text()
+    found = re.findall(r"^#+ (.+)$", text, re.M)
+    found += re.findall(r"\*\*([^*]+)\*\*", text)
+    found += re.findall(r"(?<![*\w])\*([^*\s][^*]*?)\*(?![*\w])", text)
+    return {_plain(title) for title in found}
+
+
+def section_references(path: Path) -> Iterator[tuple[Path, str]]:
+    """(the doc, the section) of each reference in ``path`` to a section of a doc of ours."""
+    for match in _SECTION_REFERENCE.finditer(" ".join(path.read_text().split())):
+        prefix, name, section = match.groups()
+        doc = ROOT / ("docs" if prefix or name.islower() else "") / f"{name}.md"
+        if doc.exists():
+            yield doc, section
+
+
+def names_a_section(doc: Path, section: str) -> bool:
+    """Whether ``section`` is a heading or lead-in of ``doc``, whole or shortened."""
+    wanted = _plain(section)
+    return any(
+        title and (title.startswith(wanted) or wanted.startswith(title)) for title in sections(doc)
+    )
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_section_a_doc_refers_to_is_there(doc: Path) -> None:
+    wrong = [(d.name, s) for d, s in section_references(doc) if not names_a_section(d, s)]
+    assert wrong == []
+
+
+def test_every_section_the_code_refers_to_is_there() -> None:
+    named = [
+        (path.relative_to(ROOT), doc, section)
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for doc, section in section_references(path)
+    ]
+    assert len(named) > 10
+    assert [(p, d.name, s) for p, d, s in named if not names_a_section(d, s)] == []
+
+
 # -- commands and flags ----------------------------------------------------------------
 
 #: ``nextoffer`` and what follows it, or a command line written without it
