@@ -25,7 +25,7 @@ from nextoffer.cli import main
 from nextoffer.cli.demo import seed_demo
 from nextoffer.engine.diagnostics import CatalogErrorKind
 from nextoffer.engine.explain import Reason
-from nextoffer.errors import BadRequest, PQLError
+from nextoffer.errors import BadRequest, NextOfferError, PQLError
 from nextoffer.pql import messages
 from nextoffer.service.profile_cache import DEFAULT_PROFILE_CACHE_MB
 from nextoffer.settings import Settings
@@ -209,6 +209,19 @@ def test_the_endpoint_check_knows_a_route_from_a_made_up_one() -> None:
     assert not served(["PUT"], "/data/core/ods/decisions")
     assert not served(["GET"], "/data/core/xcore/{C}/nonsense")
     assert len(list(endpoints_named(ROOT / "docs" / "api.md"))) > 40
+
+
+def error_classes(base: type[NextOfferError] = NextOfferError) -> Iterator[type[NextOfferError]]:
+    yield base
+    for sub in base.__subclasses__():
+        yield from error_classes(sub)
+
+
+def test_deploy_md_gives_every_exit_code_a_command_can_end_with() -> None:
+    text = " ".join((ROOT / "docs" / "deploy.md").read_text().split())
+    paragraph = text.split("**When a command fails**", 1)[1].split("**", 1)[0]
+    documented = {int(n) for n in re.findall(r"(?<![\w.])(\d) (?:for|when)", paragraph)}
+    assert documented == {cls.exit_code for cls in error_classes()} | {2}  # 2: click's usage
 
 
 # -- environment variables ---------------------------------------------------------------
