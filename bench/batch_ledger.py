@@ -253,12 +253,14 @@ def main() -> None:
         at_once, bounded = deletes(no, db, job.job_id, args.deleted, engine.sample)
     counters = f"Redis counters ({args.redis})" if args.redis else "database counters"
     print(f"{counters}; µs a decision, median (each round)")
-    print("| writer | decisions | process CPU | writer thread CPU | elapsed | Redis server CPU |")
-    print("|---|---:|---:|---:|---:|---:|")
+    shown = 4 if args.redis else 3  # Redis's server CPU with Redis only
+    heads = ["process CPU", "writer thread CPU", "elapsed", "Redis server CPU"][:shown]
+    print(f"| writer | decisions | {' | '.join(heads)} |")
+    print("|---|---:|" + "---:|" * shown)
     medians = {}
     for kind, rounds in engine.rounds_of.items():
         decided = rounds[0][4]
-        columns = [[r[i] / decided * 1e6 for r in rounds] for i in range(4)]
+        columns = [[r[i] / decided * 1e6 for r in rounds] for i in range(shown)]
         medians[kind] = [statistics.median(c) for c in columns]
         cells = " | ".join(
             f"{m:.1f} ({', '.join(f'{v:.1f}' for v in c)})"
@@ -267,8 +269,7 @@ def main() -> None:
         print(f"| {kind} | {decided:,} | {cells} |")
     ratios = ", ".join(
         f"{name} {medians['ledger'][i] / medians['path'][i]:.2f}"
-        for i, name in enumerate(["process", "writer", "elapsed", "Redis"])
-        if medians["path"][i] > 0
+        for i, name in enumerate(["process", "writer", "elapsed", "Redis"][:shown])
     )
     print(f"ledger ÷ path: {ratios}")
     if args.redis:

@@ -96,13 +96,30 @@ local function before(a, b)
   return #a < #b
 end
 local prefix = ARGV[1]
-local out = {}
+local records = tonumber(ARGV[3])
+-- The records' fields in one read, and written back in one write: a field read again in
+-- the run (a profile twice) is the value the run gave it.
+local profiles = {}
 local a = 4
+for j = 1, records do
+  profiles[j] = ARGV[a]
+  a = a + 3 + 2 * tonumber(ARGV[a + 2])
+end
+local stored = redis.call('HMGET', KEYS[2], unpack(profiles))
+local fields = {}
+for j = 1, records do
+  if stored[j] and fields[profiles[j]] == nil then
+    fields[profiles[j]] = stored[j]
+  end
+end
+local written, seen = {}, {}
+local out = {}
+a = 4
 local k = 2
-for j = 1, tonumber(ARGV[3]) do
+for j = 1, records do
   local profile, attempt, n = ARGV[a], ARGV[a + 1], tonumber(ARGV[a + 2])
   a = a + 3
-  local held = redis.call('HGET', KEYS[2], profile)
+  local held = fields[profile]
   local prior = held and cjson.decode(held)
   if prior and before(attempt, prior[1]) then
     out[j] = 0
@@ -132,11 +149,23 @@ for j = 1, tonumber(ARGV[3]) do
         field[#field + 1] = need
       end
     end
-    redis.call('HSET', KEYS[2], profile, cjson.encode(field))
+    if not seen[profile] then
+      seen[profile] = true
+      written[#written + 1] = profile
+    end
+    fields[profile] = cjson.encode(field)
     out[j] = refused
   end
   k = k + n
   a = a + 2 * n
+end
+if #written > 0 then
+  local pairs_ = {}
+  for _, profile in ipairs(written) do
+    pairs_[#pairs_ + 1] = profile
+    pairs_[#pairs_ + 1] = fields[profile]
+  end
+  redis.call('HSET', KEYS[2], unpack(pairs_))
 end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return out
