@@ -28,6 +28,7 @@ from nextoffer.service.auth import Principal
 from nextoffer.settings import Settings
 from support.api import make_tenant
 from support.batch import Library, add_profiles, batch_runner, dataset, segment, workload
+from support.hung_mount import HungMount
 
 PRINCIPAL = Principal("ACME@AdobeOrg", "prod", "test", "test")
 
@@ -903,6 +904,132 @@ def test_an_interrupted_run_ends_its_job_though_removing_its_folder_hangs(
         runner.join(10)
 
 
+def _written(folder: Path) -> None:
+    """Until a job's engine has written its part into ``folder`` (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while not (folder / "part-00000.parquet").exists():
+        assert time.monotonic() < deadline, f"no part in {folder}"
+        time.sleep(0.05)
+
+
+def _until_detail(batch: Any, job: Any, holds: Callable[[dict[str, Any]], bool]) -> Any:
+    """The job once its ``ode:statusDetail`` ``holds`` (within 20 s)."""
+    deadline = time.monotonic() + 20
+    while not holds((current := batch.get(PRINCIPAL, job.job_id)).detail):
+        assert time.monotonic() < deadline, (current.status, current.detail)
+        time.sleep(0.05)
+    return current
+
+
+def _settled(detail: dict[str, Any]) -> bool:
+    """Whether a job's ``leftBehind`` is settled: gone, or saying the removal left running
+    failed after all."""
+    return "leftBehind" not in detail or "after all" in detail["leftBehind"]["reason"]
+
+
+def _in_kernel() -> set[str]:
+    """This process's threads blocked in the kernel (state ``D``: on a FUSE mount that
+    does not answer, or on a folder's lock a thread blocked there holds)."""
+    blocked = set()
+    for task in Path("/proc/self/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            if (task / "stat").read_text().rpartition(")")[2].split()[0] == "D":
+                blocked.add(task.name)
+    return blocked
+
+
+@pytest.mark.parametrize("ending", ["answers", "fails"])
+def test_a_removal_left_running_brings_the_jobs_left_behind_up_to_date(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, ending: str
+) -> None:
+    """A job cancelled once its folder's file system stopped answering (a real FUSE mount
+    over the folder, whose server reads nothing): removing the folder blocks in the
+    kernel, is left running after ``CLEAN_SECONDS``, and the job's ``leftBehind`` names
+    the folder. When the mount answers after all, the removal removes the folder and the
+    entry goes: the job's status no longer tells the operator to remove by hand a folder
+    that is gone. When the mount fails instead, the entry says the removal failed, and
+    why."""
+    from nextoffer.service.batch import jobs
+
+    monkeypatch.setattr(jobs, "CLEAN_SECONDS", 0.5)
+    no, body = setup["no"], setup["body"]
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    engine = _StopOnlyEngine()
+    batch = batch_runner(no, {"local": engine}, poll_seconds=0.05, max_jobs=1)
+    job = batch.submit(PRINCIPAL, body, container_id=None)
+    engine.held.add(job.job_id)
+    folder = location / job.job_id
+    batch.start()
+    try:
+        _written(folder)
+        with HungMount(folder) as mount:
+            batch.cancel(PRINCIPAL, job.job_id)
+            left = _until_detail(batch, job, lambda detail: "leftBehind" in detail)
+            assert left.status == "ERROR" and left.detail["errors"][0]["code"] == "cancelled"
+            _left_behind(left, location)
+            if ending == "answers":
+                mount.answer()
+                final = _until_detail(batch, job, lambda detail: "leftBehind" not in detail)
+                assert not folder.exists()
+            else:
+                mount.fail()
+                final = _until_detail(
+                    batch, job, lambda detail: "after all" in detail["leftBehind"]["reason"]
+                )
+                reason = final.detail["leftBehind"]["reason"]
+                assert reason.startswith("the job's folder, if it was written, could not be")
+                assert "Transport endpoint is not connected" in reason, reason
+                assert "remove it by hand" in reason
+                assert (folder / "part-00000.parquet").exists()  # beneath the mount, kept
+        assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "cancelled"
+    finally:
+        batch.close()
+
+
+def test_jobs_on_a_dead_mount_hold_a_bounded_number_of_threads(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five jobs run one after another on a dataset whose mount stopped answering (a real
+    FUSE mount over the dataset's folder, whose server reads nothing): each one's folder
+    cannot be created, and cancelled, it ends with that call left behind. The calls left
+    behind hold at most :data:`lanes.WIDTH` threads, all five jobs together (a thread each,
+    blocked in the kernel for as long as the mount stays dead, piled up one more per
+    job): the calls after the stuck ones wait their turn. Once the mount fails, the calls
+    stuck end and those waiting run: every job's ``leftBehind`` goes (nothing of it is
+    left), or, for a removal that was stuck, says it failed after all."""
+    import threading
+
+    from nextoffer.service.batch import jobs, lanes
+
+    monkeypatch.setattr(jobs, "CLEAN_SECONDS", 0.5)
+    no, body = setup["no"], setup["body"]
+    location = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location)
+    batch = batch_runner(no, {"local": _StopOnlyEngine()}, poll_seconds=0.05, max_jobs=1)
+    submitted = [batch.submit(PRINCIPAL, body, container_id=None) for _ in range(5)]
+    with HungMount(location) as mount:
+        threads, blocked = threading.active_count(), _in_kernel()
+        batch.start()  # its loop: one more thread
+        try:
+            for job in submitted:
+                _until(batch, job, "PROCESSING")
+                batch.cancel(PRINCIPAL, job.job_id)
+                _until_detail(batch, job, lambda detail: "leftBehind" in detail)
+            deadline = time.monotonic() + 10  # the runner's thread for the last job ends
+            while threading.active_count() - threads > 1 + lanes.WIDTH:
+                assert time.monotonic() < deadline, threading.enumerate()[threads:]
+                time.sleep(0.05)
+            assert len(_in_kernel() - blocked) <= lanes.WIDTH
+            mount.fail()
+            gone = 0
+            for job in submitted:
+                final = _until_detail(batch, job, _settled)
+                assert final.status == "ERROR" and final.detail["errors"][0]["code"] == "cancelled"
+                gone += "leftBehind" not in final.detail
+            assert gone >= len(submitted) - lanes.WIDTH
+        finally:
+            batch.close()
+
+
 def _hang_first_part(folder: Path) -> Path:
     """Make the job's first part file a FIFO nobody reads: its worker, writing the part,
     blocks in ``open()`` for ever, as on a file system that stopped answering (a hung NFS
@@ -1102,13 +1229,15 @@ def test_a_job_whose_publish_hangs_ends_stalled_and_frees_its_slot(
     _assert_stalled_then_next(
         first, second, "made no progress for 8 s while it was INGESTING (30 profiles done)"
     )
-    files = no.datasets.files(PRINCIPAL, body["xdm:dataSetId"])
-    assert files and all(hung.job_id not in str(f) for f in files)
     folder = Path(no.datasets.get(PRINCIPAL, body["xdm:dataSetId"]).location) / hung.job_id
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and (folder.exists() or _fifo_writers()):
         time.sleep(0.05)
     assert not folder.exists() and not _fifo_writers()
+    # Listed only now: the manifest's write, let go, may have moved the FIFO into place
+    # as the manifest before its folder was removed, and reading it would block.
+    files = no.datasets.files(PRINCIPAL, body["xdm:dataSetId"])
+    assert files and all(hung.job_id not in str(f) for f in files)
 
 
 class _LeftoversEngine:

@@ -15,7 +15,8 @@ jobs per dataset) and runs it (:meth:`execute`) on its engine:
    ``manifest.json`` is written last: the job's commit (readers list committed jobs only).
    Each entry removed, and the commit, is progress.
 3. ``COMPLETED``, or ``ERROR`` with the reason in ``ode:statusDetail`` (the job's folder
-   removed).
+   removed, or what was not in ``leftBehind``: a removal on a store that stopped answering
+   goes on, on the store's one lane (``lanes.py``), and updates ``leftBehind`` if it ends).
 
 A job whose runner died (its heartbeat older than :data:`STALE_SECONDS`, or its process
 on this host gone: no process with its PID, a zombie its parent has not reaped, or one
@@ -46,7 +47,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol
 
 from nextoffer.engine import DecisionRequest, PropositionRequest
 from nextoffer.engine.request import MAX_PROPOSITION_REQUESTS, check_item_count, resolve
@@ -56,6 +57,7 @@ from nextoffer.service import locations
 from nextoffer.service.auth import Principal
 from nextoffer.service.batch import lifecycle as lc
 from nextoffer.service.batch.chunk import ChunkStats, EngineFailed, Stopped
+from nextoffer.service.batch.lanes import Call, Lanes, lane_of
 from nextoffer.service.batch.plan import JobPlan
 from nextoffer.service.catalogs import CatalogCache, build_snapshot
 from nextoffer.service.datasets import Datasets
@@ -67,7 +69,6 @@ from nextoffer.storage.store import Store
 __all__ = ["BatchJobs", "JobRecord"]
 
 log = logging.getLogger("nextoffer.batch")
-T = TypeVar("T")
 
 #: A running job whose heartbeat is older than this is taken for dead.
 STALE_SECONDS = 120.0
@@ -178,61 +179,51 @@ def _dead_here(owner: str | None, host: str) -> bool:
     return owner_host == host and pid.isdigit() and not _alive(int(pid), started or None)
 
 
+class _Left:
+    """What an ended job left behind (``entry``: its ``leftBehind``), and the end of the
+    call still at it. Once the job has recorded the entry (:meth:`recorded`) and the call
+    has ended (:meth:`settled`), ``update`` hears how it ended (``None``: the folder was
+    removed; else what failed), to bring the job's record up to date: whichever of the
+    two comes second calls it (before the entry is recorded there is nothing to update;
+    after it, nothing else would). Without ``update`` nothing goes on: the entry stays."""
+
+    def __init__(
+        self,
+        entry: dict[str, str],
+        update: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        self.entry = entry
+        self._update = update
+        self._lock = threading.Lock()
+        self._recorded = False
+        self._ended: list[BaseException | None] = []  # how the call ended, once it has
+
+    def recorded(self) -> None:
+        with self._lock:
+            if self._recorded:
+                return
+            self._recorded = True
+            ended = list(self._ended)
+        if ended and self._update is not None:
+            self._update(ended[0])
+
+    def settled(self, error: BaseException | None) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._ended.append(error)
+            recorded = self._recorded
+        if recorded and self._update is not None:
+            self._update(error)
+
+
 class _LeftBehind(Exception):
     """A job ended while a call on its folder was stuck (creating it, publishing): the
-    call's thread is left behind; ``left`` says so, for the job's ``leftBehind``."""
+    call is left behind; ``left`` says so, for the job's ``leftBehind``."""
 
-    def __init__(self, left: dict[str, str]) -> None:
-        super().__init__(left["location"])
+    def __init__(self, left: _Left) -> None:
+        super().__init__(left.entry["location"])
         self.left = left
-
-
-class _Detached(Generic[T]):
-    """A call run in a thread of its own, which its caller may stop waiting for
-    (:meth:`leave`): the thread then runs ``after`` once the call returns, if it ever does
-    (a call blocked on a file system that stopped answering may not)."""
-
-    def __init__(self, call: Callable[[], T], *, after: Callable[[], None], name: str) -> None:
-        self._call = call
-        self._after = after
-        self._done = threading.Event()
-        self._lock = threading.Lock()
-        self._left = False
-        self._result: list[T] = []  # the call's return, once it has
-        self._error: BaseException | None = None
-        threading.Thread(target=self._run, name=name, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            self._result.append(self._call())
-        except BaseException as exc:  # the caller's to raise, or nobody's once left
-            self._error = exc
-        with self._lock:
-            self._done.set()
-            left = self._left
-        if left:
-            try:
-                self._after()
-            except Exception:
-                log.exception("batch: cleaning up after a call left behind failed")
-
-    def wait(self, timeout: float) -> bool:
-        """Whether the call returned within ``timeout`` seconds."""
-        return self._done.wait(timeout)
-
-    def leave(self) -> bool:
-        """Stop waiting for the call; False when it has returned (its result is yours)."""
-        with self._lock:
-            if self._done.is_set():
-                return False
-            self._left = True
-            return True
-
-    def result(self) -> T:
-        """What the call returned, or its exception raised."""
-        if self._error is not None:
-            raise self._error
-        return self._result[0]
 
 
 def _stuck(folder: Location, doing: str) -> dict[str, str]:
@@ -240,9 +231,20 @@ def _stuck(folder: Location, doing: str) -> dict[str, str]:
     return {
         "location": folder.uri,
         "reason": f"{doing} did not end when the job did: its file system or object store"
-        " does not answer. It is never listed, having no manifest; the call goes on, and"
-        " removes the folder if it returns (the server's log says): else remove it by hand"
-        " once the store answers",
+        " does not answer. It is never listed, having no manifest; the call goes on and"
+        " removes the folder if it returns, and this entry goes then (or says why the"
+        " removal failed): else remove the folder by hand once the store answers",
+    }
+
+
+def _unremoved(folder: Location, exc: BaseException, when: str) -> dict[str, str]:
+    """A job's ``leftBehind`` when removing its ``folder`` failed (``when``: ``" after
+    all"`` for a removal that went on after the job ended)."""
+    return {
+        "location": folder.uri,
+        "reason": f"the job's folder, if it was written, could not be removed{when}:"
+        f" {locations.explain(folder, exc)}. It is never listed, having no manifest:"
+        " remove it by hand",
     }
 
 
@@ -302,6 +304,8 @@ class BatchJobs:
         self._thread: threading.Thread | None = None
         self._running: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
+        #: Calls on datasets' stores, a thread per store at most (``lanes.py``).
+        self._lanes = Lanes()
 
     # -- the API -----------------------------------------------------------------------
 
@@ -665,8 +669,7 @@ class BatchJobs:
                 ],
                 finishedAt=format_datetime(self._clock()),
             )
-            self._left(detail, self._clean(job))
-            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+            self._end_running(job, detail)
             raise
         except Exception as exc:
             store = self._remote_store(job, exc)
@@ -692,10 +695,7 @@ class BatchJobs:
                 errors=[{"code": "failed", "message": message}],
                 finishedAt=format_datetime(self._clock()),
             )
-            # Removed first: a client that reads ERROR finds nothing of the job left (or
-            # what was left, in ``leftBehind``).
-            self._left(detail, self._clean(job))
-            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+            self._end_running(job, detail)
         finally:
             alive.set()
         with self._store.session() as session:
@@ -828,22 +828,25 @@ class BatchJobs:
         return chunks
 
     def _output(self, job: JobRecord, going: Callable[[], bool]) -> Location:
-        """The job's folder in its dataset's location, created in a thread of its own and
-        waited for while the job goes on (``going``, each second: its progress and
-        heartbeat written; False once it is cancelled, stalled or shut down). On a mount
-        that stopped answering the call blocks in the kernel: waited for, it held the
-        runner and its slot for ever, a cancel or a shutdown too. Then left behind, it
-        removes the folder if it ever returns."""
+        """The job's folder in its dataset's location, created on its store's lane
+        (``lanes.py``) and waited for while the job goes on (``going``, each second: its
+        progress and heartbeat written; False once it is cancelled, stalled or shut down).
+        On a mount that stopped answering the call blocks in the kernel: waited for, it
+        held the runner and its slot for ever, a cancel or a shutdown too. Then left
+        behind, it removes the folder if it ever returns (and is not run at all if it had
+        not started)."""
         location = self._location(job)
         if location is None:
             raise NotFound(f"dataset {job.dataset_id} no longer exists")
         output = location.join(job.job_id)
-        task: _Detached[None] = _Detached(
+        left = self._pending(job, output, _stuck(output, "creating the job's folder"))
+        task = self._lanes.run(
+            lane_of(output),
             lambda: locations.make_folder(output),
-            after=lambda: self._note_left(job, self._clean(job)),
-            name=f"nextoffer-batch-folder-{job.job_id[:8]}",
+            after=lambda: self._remove_late(output, left),
+            droppable=True,
         )
-        self._wait_for(task, going, _stuck(output, "creating the job's folder"))
+        self._wait_for(task, going, left)
         task.result()
         return output
 
@@ -855,34 +858,38 @@ class BatchJobs:
         detail: dict[str, Any],
         advanced: list[float],
     ) -> list[str]:
-        """Publish the job (:meth:`_publish`) in a thread of its own, and wait for it here,
+        """Publish the job (:meth:`_publish`) on its store's lane, and wait for it here,
         writing its progress every second. Each step (an entry removed, the manifest
         written) is an advance, so a long publish that advances is not ended; one stuck
         on a file system that does not answer is ended as stalled by the watchdog (or any
         runner's :meth:`recover`) — and left behind: waited for, it held this runner's slot
         for ever, as a call blocked in the kernel cannot be stopped. If that call ever
-        returns, its thread finds the job ended and removes its files."""
+        returns, the job's files are removed (and it is not run at all if it had not
+        started: it was waiting for another call on its store)."""
 
         def step() -> None:
             advanced[0] = time.monotonic()
             detail["progressAt"] = format_datetime(self._clock())
 
-        task = _Detached(
+        left = self._pending(job, output, _stuck(output, "publishing the job's files"))
+        task = self._lanes.run(
+            lane_of(output),
             lambda: self._publish(job, plan, output, detail, step),
-            after=lambda: self._note_left(job, self._clean(job)),
-            name=f"nextoffer-batch-publish-{job.job_id[:8]}",
+            after=lambda: self._remove_late(output, left),
+            droppable=True,
         )
 
         def going() -> bool:
             return self._ingesting(job, detail)
 
-        self._wait_for(task, going, _stuck(output, "publishing the job's files"))
+        self._wait_for(task, going, left)
         return task.result()
 
     @staticmethod
-    def _wait_for(task: _Detached[Any], going: Callable[[], bool], left: dict[str, str]) -> None:
+    def _wait_for(task: Call[Any], going: Callable[[], bool], left: _Left) -> None:
         """Wait for ``task`` while ``going()`` (asked each second) says the job goes on;
-        :class:`_LeftBehind` (saying ``left``) once it does not, the call still running."""
+        :class:`_LeftBehind` (saying ``left``) once it does not, the call still running or
+        waiting its turn."""
         try:
             while not task.wait(HEARTBEAT_SECONDS):
                 if not going() and task.leave():
@@ -942,23 +949,36 @@ class BatchJobs:
         step()
         return [f"{job.job_id}/{name}" for name in [*parts, locations.MANIFEST]]
 
-    def _clean(self, job: JobRecord) -> dict[str, str] | None:
+    def _clean(self, job: JobRecord) -> _Left | None:
         """Remove what the job wrote (it published nothing, or was cancelled meanwhile),
         waiting at most :data:`CLEAN_SECONDS`; what was left behind (``leftBehind``: where,
-        and why), or ``None``. The removal runs in a thread of its own: on a mount that
-        stopped answering it blocks in the kernel, and waited for it held the runner as
-        long — a cancelled job's slot never freed, a shutdown waiting a minute a job, an
-        interrupted ``batch run`` never ending, a server's loop stuck on a dead runner's
-        job. Left running, it logs its end if the mount ever answers. A folder left behind
-        is never listed: it has no manifest."""
+        and why), or ``None``. The removal runs on its store's lane (``lanes.py``): on a
+        mount that stopped answering it blocks in the kernel, and waited for it held the
+        runner as long — a cancelled job's slot never freed, a shutdown waiting a minute a
+        job, an interrupted ``batch run`` never ending, a server's loop stuck on a dead
+        runner's job. Left running, it brings the job's ``leftBehind`` up to date if it
+        ever ends (:meth:`_settle`). A folder left behind is never listed: it has no
+        manifest."""
         location = self._location(job)
         if location is None:
             return None
         folder = location.join(job.job_id)
-        task: _Detached[None] = _Detached(
+        left = self._pending(
+            job,
+            folder,
+            {
+                "location": folder.uri,
+                "reason": f"removing the job's folder did not end within {CLEAN_SECONDS:g} s:"
+                " its file system or object store does not answer. It is never listed,"
+                " having no manifest; the removal goes on, and this entry goes once it ends"
+                " (or says why it failed): else remove the folder by hand once the store"
+                " answers",
+            },
+        )
+        task: Call[None] = self._lanes.run(
+            lane_of(folder),
             lambda: locations.remove(folder),
-            after=lambda: self._removed_late(job, folder, task),
-            name=f"nextoffer-batch-clean-{job.job_id[:8]}",
+            after=lambda: left.settled(task.error),
         )
         if task.wait(CLEAN_SECONDS) or not task.leave():
             try:
@@ -970,12 +990,7 @@ class BatchJobs:
                     folder.uri,
                     locations.store_said(exc),
                 )
-                return {
-                    "location": folder.uri,
-                    "reason": "the job's folder, if it was written, could not be removed:"
-                    f" {locations.explain(folder, exc)}. It is never listed, having no"
-                    " manifest: remove it by hand",
-                }
+                return _Left(_unremoved(folder, exc, ""))
             return None
         log.warning(
             "batch job %s: removing its files at %s did not end within %g s (a file system"
@@ -984,35 +999,78 @@ class BatchJobs:
             folder.uri,
             CLEAN_SECONDS,
         )
-        return {
-            "location": folder.uri,
-            "reason": f"removing the job's folder did not end within {CLEAN_SECONDS:g} s: its"
-            " file system or object store does not answer. It is never listed, having no"
-            " manifest; the removal goes on, and the server's log says if it ends: else"
-            " remove the folder by hand once the store answers",
-        }
+        return left
 
-    def _removed_late(self, job: JobRecord, folder: Location, task: _Detached[None]) -> None:
-        """A removal :meth:`_clean` stopped waiting for returned after all: say how."""
-        try:
-            task.result()
-        except Exception as exc:
+    def _remove_late(self, folder: Location, left: _Left) -> None:
+        """Remove the folder of a job whose call on it (creating it, publishing) was left
+        behind, once that call has ended; ``left`` hears how the removal ends. Not waited
+        for: this runs on the folder's lane, after the call, and the removal runs next
+        there (a publish that went on may have written the ended job's manifest: listed
+        until its folder is removed)."""
+        task: Call[None] = self._lanes.run(
+            lane_of(folder),
+            lambda: locations.remove(folder),
+            after=lambda: left.settled(task.error),
+            first=True,
+        )
+        if not task.leave():  # ended already
+            left.settled(task.error)
+
+    def _pending(self, job: JobRecord, folder: Location, entry: dict[str, str]) -> _Left:
+        """``entry``, to be the job's ``leftBehind`` if the job ends while a call on its
+        ``folder`` goes on; :meth:`_settle` brings it up to date once the call ends."""
+        return _Left(entry, lambda error: self._settle(job, folder, error))
+
+    def _settle(self, job: JobRecord, folder: Location, error: BaseException | None) -> None:
+        """A removal of an ended job's folder, left running, ended after all: its
+        ``leftBehind`` goes (the folder is removed), or says why the removal failed. The
+        job's status told the operator to remove by hand a folder that was gone, or that
+        the removal went on when it had failed; only the log said otherwise. The database
+        away is logged, not raised."""
+        if error is None:
+            log.warning(
+                "batch job %s: its files at %s were removed after all", job.job_id, folder.uri
+            )
+        else:
             log.warning(
                 "batch job %s: its files at %s could not be removed after all: %s",
                 job.job_id,
                 folder.uri,
-                locations.store_said(exc),
+                locations.store_said(error),
             )
-            return
-        log.warning("batch job %s: its files at %s were removed after all", job.job_id, folder.uri)
+        try:
+            with self._store.session(write=True) as session:
+                current = session.batch.get_job(job.job_id)
+                entry = None if current is None else current.detail.get("leftBehind")
+                if current is None or not isinstance(entry, dict):
+                    return
+                if entry.get("location") != folder.uri:
+                    return
+                detail = dict(current.detail)
+                if error is None:
+                    del detail["leftBehind"]
+                else:
+                    detail["leftBehind"] = _unremoved(folder, error, " after all")
+                session.batch.move_job(job.job_id, expect=[lc.ERROR], values={"detail": detail})
+        except NextOfferError as exc:
+            log.warning(
+                "batch job %s: the end of its folder's removal not recorded: %s", job.job_id, exc
+            )
 
-    @staticmethod
-    def _left(detail: dict[str, Any], left: dict[str, str] | None) -> None:
-        """Record in ``detail`` what :meth:`_clean` left behind, if anything."""
+    def _end_running(self, job: JobRecord, detail: dict[str, Any]) -> None:
+        """End this runner's job in ``ERROR`` with ``detail``, its folder removed first: a
+        client that reads ``ERROR`` finds nothing of the job left, or what was, in its
+        ``leftBehind``."""
+        left = self._clean(job)
         if left is not None:
-            detail["leftBehind"] = left
+            detail["leftBehind"] = left.entry
+        try:
+            self._write(job, detail, expect=lc.RUNNING, status=lc.ERROR)
+        finally:
+            if left is not None:
+                left.recorded()
 
-    def _note_left(self, job: JobRecord, left: dict[str, str] | None) -> None:
+    def _note_left(self, job: JobRecord, left: _Left | None) -> None:
         """Record on an ended job (cancelled, shut down, stalled, its runner lost) what
         :meth:`_clean` left behind, if anything; the database away is logged, not raised."""
         if left is None:
@@ -1025,10 +1083,12 @@ class BatchJobs:
                 session.batch.move_job(
                     job.job_id,
                     expect=[lc.ERROR],
-                    values={"detail": {**current.detail, "leftBehind": left}},
+                    values={"detail": {**current.detail, "leftBehind": left.entry}},
                 )
         except NextOfferError as exc:
             log.warning("batch job %s: what was left behind not recorded: %s", job.job_id, exc)
+        finally:
+            left.recorded()
 
     def _write(
         self,
