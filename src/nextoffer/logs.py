@@ -38,6 +38,14 @@ class Throttled:
     def error(self, message: str, *args: Any) -> None:
         """``logger.error(message, *args)``, unless one was written less than ``seconds``
         ago: then it is only counted, and the next line written says how many were."""
+        self._log(logging.ERROR, message, args)
+
+    def warning(self, message: str, *args: Any) -> None:
+        """As :meth:`error`, at ``WARNING``: a store's failure that a client is told of
+        (``service/locations.py``)."""
+        self._log(logging.WARNING, message, args)
+
+    def _log(self, level: int, message: str, args: tuple[Any, ...]) -> None:
         with self._lock:
             now = self._clock()
             if self._next is not None and now < self._next:
@@ -46,11 +54,13 @@ class Throttled:
             held, self._held = self._held, 0
             self._next = now + self._seconds
         if held:
-            self._logger.error(
-                f"{message} (and {held} more like it in the {self._seconds:g} s before)", *args
+            self._logger.log(
+                level,
+                f"{message} (and {held} more like it in the {self._seconds:g} s before)",
+                *args,
             )
         else:
-            self._logger.error(message, *args)
+            self._logger.log(level, message, *args)
 
 
 _WITHHELD = Throttled(logging.getLogger("nextoffer.api"))

@@ -4,10 +4,13 @@ from the environment without showing the secret."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
+from nextoffer.logs import Throttled
+from nextoffer.service import locations
 from nextoffer.service.locations import (
     Location,
     LocationError,
@@ -16,6 +19,29 @@ from nextoffer.service.locations import (
     is_remote,
 )
 from nextoffer.settings import Settings
+from support.servers import free_port
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> tuple[pytest.LogCaptureFixture, Clock]:
+    """The lines :func:`locations.log_failure` writes in the test, and the clock of their
+    throttle (one of the test's own: another test's line in the last ten seconds does not
+    hold this one back)."""
+    clock = Clock()
+    throttled = Throttled(logging.getLogger("nextoffer.datasets"), clock=clock)
+    monkeypatch.setattr(locations, "_STORE_FAILED", throttled, raising=False)
+    caplog.set_level(logging.WARNING, logger="nextoffer.datasets")
+    return caplog, clock
 
 
 @pytest.mark.parametrize(
@@ -144,11 +170,11 @@ def test_a_store_that_fails_the_write_check_is_explained_and_its_words_logged(
     raised: Exception,
     told: str,
     monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    store_lines: tuple[pytest.LogCaptureFixture, Clock],
 ) -> None:
     """The client is told which location failed, what that means and what to do; the
     store's own words (a library's search path, a host, a bucket) go to the log only."""
-    from nextoffer.service import locations
+    caplog, _ = store_lines
 
     def failing(*args: object) -> object:
         raise raised
@@ -161,3 +187,58 @@ def test_a_store_that_fails_the_write_check_is_explained_and_its_words_logged(
     said = str(raised).splitlines()[0]
     assert said not in message and "dlopen" not in message and "AWS Error" not in message
     assert said in caplog.text
+
+
+def test_a_dead_stores_failures_are_logged_once_every_ten_seconds_with_a_count(
+    store_lines: tuple[pytest.LogCaptureFixture, Clock], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that stopped answering fails every write check (and listing, download) that
+    reaches it, at the rate they come: its words are logged once, then once every ten
+    seconds saying how many failures that line stood for — not a line (three of its own)
+    for each. Here pyarrow's real S3 client against an endpoint where nothing listens."""
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    caplog, clock = store_lines
+    dead = S3Settings(
+        endpoint=f"http://127.0.0.1:{free_port()}",
+        region="us-east-1",
+        access_key="k",
+        secret_key="s",
+    )
+    where = Location("s3://lake/offers", dead)
+    for n in range(6):  # within the first second
+        clock.now = n / 10
+        with pytest.raises(LocationError):
+            locations.probe(where)
+    clock.now = 10.0
+    with pytest.raises(LocationError) as refused:
+        locations.probe(where)
+    lines = [r.getMessage() for r in caplog.records if r.name == "nextoffer.datasets"]
+    assert len(lines) == 2, lines
+    told = f"dataset location refused: {refused.value} (the store said: "
+    assert all(line.startswith(told) for line in lines), lines
+    assert all("Could not connect to server" in line for line in lines), lines
+    assert lines[1].endswith("(and 5 more like it in the 10 s before)"), lines[1]
+    assert all(r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_a_folders_lane_is_its_mount_or_its_store(tmp_path: Path) -> None:
+    """Calls on one store share a lane (``batch/lanes.py``): a local folder's is the mount
+    point holding it, read from the mount table (its escapes decoded) without touching the
+    folder; a remote one's its bucket or host, ``s3a`` as ``s3``."""
+    from nextoffer.service.batch.lanes import lane_of
+
+    mounts = tmp_path / "mountinfo"
+    mounts.write_text(
+        "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "40 22 0:40 / /srv rw - ext4 /dev/sdb1 rw\n"
+        "41 40 0:41 / /srv/data\\040sets rw - nfs4 filer:/export rw\n"
+    )
+    assert lane_of(Location("/srv/data sets/one/job"), mounts) == "/srv/data sets"
+    assert lane_of(Location("file:///srv/data sets"), mounts) == "/srv/data sets"
+    assert lane_of(Location("/srv/data/job"), mounts) == "/srv"
+    assert lane_of(Location("/var/lib/nextoffer/job"), mounts) == "/"
+    assert lane_of(Location("/srv/data sets/job"), tmp_path / "none") == "/"
+    assert lane_of(Location("s3a://lake/offers/job")) == "s3://lake"
+    assert lane_of(Location("s3://lake/other/job")) == "s3://lake"
+    assert lane_of(Location("hdfs://namenode:8020/data/job")) == "hdfs://namenode:8020"
+    assert lane_of(Location("gs://bucket/job")) == "gs://bucket"

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from nextoffer.logs import Throttled
 from nextoffer.settings import REMOTE_SCHEMES
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "entries",
     "explain",
     "is_remote",
+    "log_failure",
     "make_folder",
     "open_committed",
     "overlaps",
@@ -130,6 +132,9 @@ _CAUSES = (
     ),
 )
 log = logging.getLogger("nextoffer.datasets")
+#: Lines giving a store's own words (:func:`log_failure`): a store that stopped answering
+#: fails every request that reaches it, and each line is up to three of its lines.
+_STORE_FAILED = Throttled(log)
 
 
 class LocationError(ValueError):
@@ -150,6 +155,15 @@ def explain(location: Location, exc: BaseException) -> str:
         if any(word in said for word in words):
             return meaning.format(scheme=location.scheme)
     return "the store refused; the server's log has its answer. Ask the server's operator"
+
+
+def log_failure(message: str, exc: BaseException) -> None:
+    """Log for the operator what a store's failure was told as (``message``) and the
+    store's own words (:func:`store_said`), at ``WARNING``. A dead store fails every
+    listing, download and write check that reaches it, at the rate they come: so the
+    first line is written at once, then at most one every ten seconds, saying how many
+    it stood for (:class:`nextoffer.logs.Throttled`, as the database's outage lines)."""
+    _STORE_FAILED.warning("%s (the store said: %s)", message, store_said(exc))
 
 
 def store_said(exc: BaseException, *, lines: int = 3) -> str:
@@ -377,7 +391,7 @@ def probe(location: Location) -> None:
         filesystem.delete_file(path)
     except STORE_ERRORS as exc:
         message = f"cannot write to {location.uri}: {explain(location, exc)}"
-        log.warning("dataset location refused: %s (the store said: %s)", message, store_said(exc))
+        log_failure(f"dataset location refused: {message}", exc)
         raise LocationError(message) from exc
 
 
