@@ -59,7 +59,7 @@ async def read_json(
             ) from exc
         raise BadRequest(f"the request body is not valid JSON: {exc}") from exc
     if (where := long_integer_at(raw)) is not None:
-        raise BadRequest(f"the request body holds {LONG_INTEGER_REFUSED}", pointer=where)
+        raise BadRequest(f"the request body: {LONG_INTEGER_REFUSED}", pointer=where)
     # Nesting needs one bracket per level: a body with fewer brackets than the limit
     # (every ordinary request) cannot be too deep, and is not walked.
     if raw.count(b"{") + raw.count(b"[") > max_depth:
