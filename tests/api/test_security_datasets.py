@@ -10,6 +10,7 @@ waited 16 minutes.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from nextoffer.api.app import create_app
+from nextoffer.logs import Throttled
 from nextoffer.service import datasets, locations
 from nextoffer.settings import Settings
 from support.api import Tenant, make_tenant
@@ -26,6 +28,14 @@ from support.api import Tenant, make_tenant
 DATASETS = "/data/core/nextoffer/datasets"
 #: The remote folders this module's server lets tenants create datasets under.
 PREFIXES = ("s3://lake", "gs://lake")
+
+
+@pytest.fixture(autouse=True)
+def store_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A throttle of each test's own for the stores' lines (``locations.log_failure``): a
+    line a test looks for is not held back by another test's, seconds before."""
+    throttled = Throttled(logging.getLogger("nextoffer.datasets"))
+    monkeypatch.setattr(locations, "_STORE_FAILED", throttled)
 
 
 @pytest.fixture

@@ -406,6 +406,38 @@ def _a_completed_job(tenant: Tenant) -> tuple[str, dict[str, Any]]:
     return dataset_id, job
 
 
+def test_a_manifest_of_a_job_that_did_not_complete_is_not_served(
+    tenant: Tenant, db_url: str
+) -> None:
+    """A publish stuck on its store can go on after its job was failed, cancelled or shut
+    down, and write the manifest before the folder's removal: the folder is then not
+    listed nor served, its job being in ERROR."""
+    from nextoffer.service import datasets
+    from nextoffer.service.batch import lifecycle
+    from nextoffer.storage.store import Store
+
+    assert datasets.PUBLISHED == lifecycle.COMPLETED  # a copy: datasets cannot import it
+    dataset_id, job = _a_completed_job(tenant)
+    listed = tenant.client.get(f"{DATASETS}/{dataset_id}/files", headers=tenant.headers).json()
+    names = [entry["name"] for entry in listed["files"]]
+    assert len(names) == 2 and all(name.startswith(job["@id"] + "/") for name in names)
+    store = Store.open(db_url)
+    try:
+        with store.session(write=True) as session:
+            assert session.batch.move_job(
+                job["@id"], expect=None, values={"status": lifecycle.ERROR}
+            )
+    finally:
+        store.close()
+    listing = tenant.client.get(f"{DATASETS}/{dataset_id}/files", headers=tenant.headers)
+    assert listing.status_code == 200 and listing.json()["files"] == []
+    for name in names:
+        response = tenant.client.get(
+            f"{DATASETS}/{dataset_id}/files/{name}", headers=tenant.headers
+        )
+        assert response.status_code == 404, name
+
+
 def test_a_shared_folder_lists_only_the_datasets_own_jobs(
     client: TestClient, tenant: Tenant, db_url: str
 ) -> None:

@@ -12,7 +12,6 @@ commit; only committed jobs' files are listed and served.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -33,7 +32,6 @@ from nextoffer.storage.store import Store
 
 __all__ = ["DatasetFile", "DatasetRecord", "Datasets"]
 
-log = logging.getLogger("nextoffer.datasets")
 
 #: A file URI's scheme (any case) and empty or local host, before its absolute path: ``file:///p``,
 #: ``file://localhost/p`` and RFC 8089's short form ``file:/p``.
@@ -46,6 +44,12 @@ PROBE_SECONDS = 20.0
 #: waiting for their store: more are told to come back, so one org's silent stores take
 #: at most this many of the server's threads, and none of another org's checks.
 PROBES_PER_ORG = 2
+#: The status of a job whose files are published: ``batch.lifecycle.COMPLETED``, which
+#: this module cannot import (the batch package imports it). A folder whose manifest is
+#: written belongs to a job that ended otherwise when a publish stuck on its store went
+#: on after the job was failed, cancelled or shut down: it is not served while it waits
+#: for its removal.
+PUBLISHED = "COMPLETED"
 
 
 class Datasets:
@@ -217,9 +221,11 @@ class Datasets:
         """The dataset's published files: committed jobs' parts and manifests."""
         record = self.get(principal, dataset_id)
         try:
-            return locations.committed(self.location(record), dataset_id)
+            found = locations.committed(self.location(record), dataset_id)
         except locations.STORE_ERRORS as exc:
             raise self._unreadable(record, exc) from exc
+        ended = self._unpublished({f.path.partition("/")[0] for f in found})
+        return [f for f in found if f.path.partition("/")[0] not in ended]
 
     def open(
         self, principal: Principal, dataset_id: str, relative: str
@@ -227,6 +233,8 @@ class Datasets:
         """The committed file ``relative`` (``<job>/<name>``) names, and its bytes; 404 for
         anything else."""
         record = self.get(principal, dataset_id)
+        if self._unpublished({relative.partition("/")[0]}):
+            raise NotFound(f"no file {relative!r} in dataset {dataset_id}")
         try:
             found = locations.open_committed(self.location(record), dataset_id, relative)
         except locations.STORE_ERRORS as exc:
@@ -235,6 +243,15 @@ class Datasets:
             raise NotFound(f"no file {relative!r} in dataset {dataset_id}")
         return found
 
+    def _unpublished(self, job_ids: set[str]) -> set[str]:
+        """Those of ``job_ids`` whose job has a row and did not complete (see
+        :data:`PUBLISHED`); a folder no job's row names is left to its manifest."""
+        if not job_ids:
+            return set()
+        with self._store.session() as session:
+            statuses = session.batch.job_statuses(sorted(job_ids))
+        return {job for job, status in statuses.items() if status != PUBLISHED}
+
     def _unreadable(self, record: DatasetRecord, exc: BaseException) -> Unavailable:
         """503 saying what failed reading the dataset's location and what to do
         (:func:`locations.explain`); the store's own answer goes to the log only."""
@@ -242,5 +259,5 @@ class Datasets:
             f"dataset {record.dataset_id}: cannot read {record.location}:"
             f" {locations.explain(self.location(record), exc)}"
         )
-        log.warning("%s (the store said: %s)", message, locations.store_said(exc))
+        locations.log_failure(message, exc)
         return Unavailable(message)

@@ -305,6 +305,12 @@ class BatchTables:
             ).scalar_one()
         )
 
+    def job_statuses(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """The status of each of ``job_ids`` that has a row."""
+        c = t.batch_jobs.c
+        rows = self.conn.execute(select(c.job_id, c.status).where(c.job_id.in_(list(job_ids))))
+        return {row[0]: row[1] for row in rows}
+
     def segment_in_use(self, segment_id: str, statuses: Sequence[str]) -> bool:
         c = t.batch_jobs.c
         row = self.conn.execute(
