@@ -171,3 +171,48 @@ def test_a_redis_that_would_lose_counters_in_a_restart_says_so(
         assert warning is None
     else:
         assert warning is not None and warned in warning, warning
+
+
+def test_an_eviction_policy_is_warned_of_with_what_it_can_evict(tmp_path: Path, db: Store) -> None:
+    """Each ``maxmemory-policy`` set on a running Redis (``CONFIG SET``): ``allkeys-*``
+    can evict counters and markers, ``volatile-*`` what carries an expiry (a Spark job's
+    ledger of reservations, rate buckets), ``noeviction`` nothing. A Redis persisting
+    nothing is told of that too, in the same text."""
+    redis_url()  # the suite's Redis server: redis-server is installed (or, off CI, skip)
+    port = free_port()
+    with redis_server(port, tmp_path, "--appendonly", "yes", "--appendfsync", "always") as url:
+        raw = redis.Redis(port=port)
+        counters = RedisCounters.from_url(url, store=db)
+        try:
+            said: dict[str, str | None] = {}
+            for policy in (
+                "noeviction",
+                "volatile-lru",
+                "volatile-lfu",
+                "volatile-random",
+                "volatile-ttl",
+                "allkeys-lru",
+                "allkeys-random",
+            ):
+                raw.config_set("maxmemory-policy", policy)
+                said[policy] = counters.persistence_warning()
+            raw.config_set("appendonly", "no")
+            both = counters.persistence_warning()
+        finally:
+            counters.close()
+            raw.close()
+    assert said["noeviction"] is None
+    for policy in ("volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"):
+        warning = said[policy]
+        assert warning is not None, policy
+        assert f"evicts keys that carry an expiry when it is full (maxmemory-policy {policy})" in (
+            warning
+        )
+        assert "a Spark job's ledger of reservations can vanish" in warning
+        assert "noeviction" in warning
+    for policy in ("allkeys-lru", "allkeys-random"):
+        warning = said[policy]
+        assert warning is not None, policy
+        assert f"evicts any key when it is full (maxmemory-policy {policy})" in warning
+    assert both is not None
+    assert "maxmemory-policy allkeys-random" in both and "appendonly no" in both

@@ -203,24 +203,58 @@ class CountersElsewhere:
             future.set_result(refused)
             return future
         written = self._path.record(replace(record, reserve=()))
+        written.add_done_callback(partial(self._written, record, future))
+        return future
 
-        def done(written: Pending) -> None:
-            error = written.exception() if not written.cancelled() else None
-            if written.cancelled() or error is not None:
-                _NOT_RECORDED.error("decision %s not recorded: %s", record.proposition_id, error)
+    def _written(
+        self, record: DecisionRecord, future: Future[list[CounterKey]], written: Pending
+    ) -> None:
+        """A reserved record's write ended: the decision stands (``[]``) whether it was
+        written or not; if not, its reservation is released."""
+        error = written.exception() if not written.cancelled() else None
+        if written.cancelled() or error is not None:
+            _NOT_RECORDED.error("decision %s not recorded: %s", record.proposition_id, error)
+            if record.reserve:
                 try:
                     self._counters.release([key for key, _ in record.reserve])
                 except NextOfferError as exc:
                     log.error("reservation of %s not released: %s", record.proposition_id, exc)
-            future.set_result([])
-
-        written.add_done_callback(done)
-        return future
+        future.set_result([])
 
     def record_many(self, items: Sequence[tuple[DecisionRecord, Future[list[CounterKey]]]]) -> None:
-        # Each reserves in the counter store first, one round trip each (as record does).
-        for record, future in items:
-            self.record(record).add_done_callback(partial(_copy, future))
+        """:meth:`record` for a batch job's records, group-committed: their reservations
+        taken together (the counter store's ``reserve_many``: one round trip, each
+        record's counters all or none, in order), then the records it took handed to the
+        path together (its ``record_many``: the writer's batch transactions), each
+        released if its write fails. A refusal, or the store's error, is a record's
+        outcome as with :meth:`record`. A counter store without ``reserve_many`` reserves
+        record by record."""
+        reserve_many = getattr(self._counters, "reserve_many", None)
+        if reserve_many is None:
+            for record, future in items:
+                self.record(record).add_done_callback(partial(_copy, future))
+            return
+        capped = [(record, future) for record, future in items if record.reserve]
+        answers: list[list[CounterKey] | NextOfferError]
+        try:
+            answers = reserve_many([record.reserve for record, _ in capped]) if capped else []
+        except NextOfferError as exc:  # unreachable: every capped record hears of it
+            answers = [exc] * len(capped)
+        taken = [(record, future) for record, future in items if not record.reserve]
+        for (record, future), answer in zip(capped, answers, strict=True):
+            if isinstance(answer, NextOfferError):
+                future.set_exception(answer)
+            elif answer:
+                future.set_result(answer)
+            else:
+                taken.append((record, future))
+        writes: list[tuple[DecisionRecord, Future[list[CounterKey]]]] = []
+        for record, future in taken:
+            written: Future[list[CounterKey]] = Future()
+            written.add_done_callback(partial(self._written, record, future))
+            writes.append((replace(record, reserve=()), written))
+        if writes:
+            self._path.record_many(writes)
 
     def fold(self) -> None:
         self._path.fold()

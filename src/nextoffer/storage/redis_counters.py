@@ -63,47 +63,13 @@ for i = 1, m do
 end
 """
 
-#: KEYS: the markers of the counters' containers (``redis_markers.py``), then the counters;
-#: ARGV: how many markers, then for each counter how many it needs and its limit. Returns
-#: -1 when a marker is gone (nothing changed), else the 1-based positions of the counters
-#: without room (nothing changed), or {}.
-_RESERVE = (
-    _MARKERS
-    + """
-local refused = {}
-for i = m + 1, #KEYS do
-  local j = i - m
-  local count = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if count + tonumber(ARGV[2 * j]) > tonumber(ARGV[2 * j + 1]) then
-    refused[#refused + 1] = j
-  end
-end
-if #refused > 0 then
-  return refused
-end
-for i = m + 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[2 * (i - m)])
-end
-return refused
-"""
-)
-
-#: Many reservations of one container in one run, each all-or-nothing on its own, in
-#: order (a later one sees the increments of an earlier one). KEYS: the container's marker,
-#: then every reservation's counters, one after another. ARGV: how many reservations; then
-#: for each, its number of counters and, per counter, how many it needs and its limit.
-#: Returns -1 when the marker is gone (nothing changed), else per reservation the 1-based
-#: positions of its counters without room ({} when it was taken).
-_RESERVE_MANY = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  return -1
-end
-local out = {}
-local a = 2
-local k = 1
-for j = 1, tonumber(ARGV[1]) do
-  local n = tonumber(ARGV[a])
-  a = a + 1
+#: A Lua function every reservation script shares: ``take(k, a, n)`` checks the ``n``
+#: counters ``KEYS[k + 1 .. k + n]``, counter ``i`` needing ``ARGV[a + 2i - 2]`` within
+#: the limit ``ARGV[a + 2i - 1]``, and increments all of them or none; it returns the
+#: 1-based positions of those without room ({} when it took them). Here and in the job
+#: ledger's script (``redis_ledger.py``).
+TAKE = """
+local function take(k, a, n)
   local refused = {}
   for i = 1, n do
     local count = tonumber(redis.call('GET', KEYS[k + i]) or '0')
@@ -116,12 +82,43 @@ for j = 1, tonumber(ARGV[1]) do
       redis.call('INCRBY', KEYS[k + i], ARGV[a + 2 * i - 2])
     end
   end
-  out[j] = refused
+  return refused
+end
+"""
+
+#: KEYS: the markers of the counters' containers (``redis_markers.py``), then the counters;
+#: ARGV: how many markers, then for each counter how many it needs and its limit. Returns
+#: -1 when a marker is gone (nothing changed), else the 1-based positions of the counters
+#: without room (nothing changed), or {}.
+_RESERVE = _MARKERS + TAKE + "return take(m, 2, #KEYS - m)\n"
+
+#: Many reservations of one container in one run, each all-or-nothing on its own, in
+#: order (a later one sees the increments of an earlier one). KEYS: the container's marker,
+#: then every reservation's counters, one after another. ARGV: how many reservations; then
+#: for each, its number of counters and, per counter, how many it needs and its limit.
+#: Returns -1 when the marker is gone (nothing changed), else per reservation the 1-based
+#: positions of its counters without room ({} when it was taken).
+_RESERVE_MANY = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+"""
+    + TAKE
+    + """
+local out = {}
+local a = 2
+local k = 1
+for j = 1, tonumber(ARGV[1]) do
+  local n = tonumber(ARGV[a])
+  a = a + 1
+  out[j] = take(k, a, n)
   k = k + n
   a = a + 2 * n
 end
 return out
 """
+)
 
 #: KEYS: the markers of the counters' containers, then the counters; ARGV: how many
 #: markers, then how much to add to each counter (negative to take). Returns -1 when a
@@ -140,6 +137,10 @@ return 0
 MISSING = -1
 #: A queued reservation's answer when its container's marker was gone.
 _GONE = object()
+#: Reservations per run of a script that takes many (:meth:`RedisCounters.reserve_many`,
+#: a Spark job's ledger): a run holds Redis, which serves nothing else meanwhile (online
+#: reservations wait), for a time that grows with its reservations.
+RUN = 64
 
 
 #: Names one ``SCAN`` of an erasure asks for: Redis serves nothing else meanwhile, and a
@@ -227,6 +228,7 @@ class RedisCounters:
         #: Moves of the counters between the database and Redis (``admin counters``).
         self.moves = CounterMoves(markers)
         self._reserve = client.register_script(_RESERVE)
+        self._reserve_many = client.register_script(_RESERVE_MANY)
         self._add = client.register_script(_ADD)
         self.on_loop: LoopCounters | None = (
             LoopRedis(url, options, markers) if url is not None else None
@@ -255,37 +257,48 @@ class RedisCounters:
         self.call(self._client.ping)
 
     def persistence_warning(self) -> str | None:
-        """What a restart of this Redis would lose of the counters, read from its
-        configuration (docs/deploy.md); ``None`` when it keeps them all, or when the
-        server does not say (managed services often refuse ``CONFIG``)."""
+        """What a restart or a full memory of this Redis would lose of what nextoffer
+        keeps there, read from its configuration (docs/deploy.md); ``None`` when it keeps
+        it all, or when the server does not say (managed services often refuse
+        ``CONFIG``). Every risk found, in one text."""
         try:
             config = self._client.config_get("append*")
         except RedisError:
             return None
         read = {_text(k): _text(v) for k, v in config.items()}
         try:
-            policy = self._client.config_get("maxmemory-policy").get("maxmemory-policy")
+            found = self._client.config_get("maxmemory-policy").get("maxmemory-policy")
         except RedisError:
-            policy = None
-        if policy is not None and _text(policy).startswith("allkeys-"):
-            return (
-                f"Redis evicts any key when it is full (maxmemory-policy {_text(policy)}): cap "
+            found = None
+        policy = _text(found) if found is not None else ""
+        warnings: list[str] = []
+        if policy.startswith("allkeys-"):
+            warnings.append(
+                f"Redis evicts any key when it is full (maxmemory-policy {policy}): cap "
                 "counters can vanish (offers served past their caps) or a container's marker "
                 "(its caps closed as lost); set maxmemory-policy noeviction (docs/deploy.md)"
             )
+        elif policy.startswith("volatile-"):
+            warnings.append(
+                f"Redis evicts keys that carry an expiry when it is full (maxmemory-policy "
+                f"{policy}): a Spark job's ledger of reservations can vanish while the job "
+                "runs (its tasks then fail and the job ends in error) and a rate limit's "
+                "bucket can refill early; cap counters and markers, which never expire, "
+                "stay; set maxmemory-policy noeviction (docs/deploy.md)"
+            )
         if read.get("appendonly") != "yes":
-            return (
+            warnings.append(
                 "Redis keeps no append-only file (appendonly no): a restart of it loses the "
                 "cap counters written since its last snapshot, and offers are then served "
                 "past their caps; set appendonly yes and appendfsync always (docs/deploy.md)"
             )
-        if read.get("appendfsync") != "always":
-            return (
+        elif read.get("appendfsync") != "always":
+            warnings.append(
                 f"Redis syncs its append-only file {read.get('appendfsync')!r}, not 'always': "
                 "a crash of its host can lose the last second of cap reservations, and "
                 "offers are then served past their caps (docs/deploy.md)"
             )
-        return None
+        return "; ".join(warnings) or None
 
     def loop_client(self) -> redis.asyncio.Redis:
         """The running event loop's asynchronous client (opened at its first use), for
@@ -317,6 +330,61 @@ class RedisCounters:
             containers, self._reserve, _script_keys(containers, keys), [len(containers), *args]
         )
         return [keys[int(i) - 1] for i in refused]
+
+    def reserve_many(
+        self, wanted: Sequence[Sequence[tuple[CounterKey, int]]]
+    ) -> list[list[CounterKey] | NextOfferError]:
+        """Many reservations in one round trip (a batch job's records, handed over
+        together): each all-or-nothing on its own, in order, as :meth:`reserve` would
+        take them one after another. Per reservation, the counters without room (``[]``
+        when taken), or the error of its container (:class:`CountersLost`).
+
+        A run of ``_RESERVE_MANY`` per :data:`RUN` reservations of one container (their
+        keys share its hash tag), every run written in one pipeline (not a transaction:
+        each run stands alone). Raises :class:`Unavailable` when Redis cannot be
+        reached; then some runs may have been taken, as a lost answer to :meth:`reserve`
+        may have been."""
+        out: list[list[CounterKey] | NextOfferError] = [[] for _ in wanted]
+        runs: list[tuple[str, list[int], list[list[CounterKey]], list[str], list[int]]] = []
+        open_runs: dict[str, int] = {}
+        for i, one in enumerate(wanted):
+            keys, args = _reserve_args(one)
+            if not keys:
+                continue
+            container = keys[0].container_id
+            if any(key.container_id != container for key in keys):
+                raise ValueError("a reservation's counters belong to one container")
+            at = open_runs.get(container)
+            if at is None or len(runs[at][1]) >= RUN:
+                at = open_runs[container] = len(runs)
+                runs.append((container, [], [], [marker_key(container)], [0]))
+            _, members, spans, names, run_args = runs[at]
+            members.append(i)
+            spans.append(keys)
+            names += [redis_key(k) for k in keys]
+            run_args[0] += 1
+            run_args += [len(keys), *args]
+        todo = list(range(len(runs)))
+        while todo:  # as ``checked``: a run that found its marker gone is sent again
+            pipe = self._client.pipeline(transaction=False)
+            for r in todo:
+                self._reserve_many(keys=runs[r][3], args=runs[r][4], client=pipe)
+            answers = self.call(pipe.execute)
+            again = []
+            for r, answer in zip(todo, answers, strict=True):
+                container, members, spans, _, _ = runs[r]
+                if answer != MISSING:
+                    for i, keys, refused in zip(members, spans, answer, strict=True):
+                        out[i] = [keys[int(n) - 1] for n in refused]
+                    continue
+                try:
+                    self.markers.missing([container])
+                    again.append(r)
+                except NextOfferError as exc:
+                    for i in members:
+                        out[i] = exc
+            todo = again
+        return out
 
     def release(self, keys: Sequence[CounterKey]) -> None:
         self._add_counts(_release_args(keys))

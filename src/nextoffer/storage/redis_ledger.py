@@ -43,7 +43,7 @@ from nextoffer.errors import Conflict, Unavailable
 from nextoffer.storage.counters import CounterKey, counter_needs
 from nextoffer.storage.decision_path import DecisionRecord
 from nextoffer.storage.group_commit import Outcome
-from nextoffer.storage.redis_counters import MISSING, RedisCounters, redis_key
+from nextoffer.storage.redis_counters import MISSING, RUN, TAKE, RedisCounters, redis_key
 from nextoffer.storage.redis_markers import PREFIX, marker_key
 
 #: Seconds a job's hash outlives its last record (renewed by every run): long past any
@@ -52,9 +52,6 @@ EXPIRY = 7 * 24 * 3600
 
 #: What the scripts answer when the job's hash is gone (its marker is there).
 GONE = -2
-#: Records per run of the reservation script: a run holds Redis, which serves nothing
-#: else meanwhile (online reservations wait), for a time that grows with its records.
-RUN = 64
 
 #: KEYS: the container's marker, the job's hash. ARGV: the hash's expiry, the run (its
 #: ``""`` field). Returns -1 when the marker is gone (nothing changed), else 0.
@@ -73,17 +70,22 @@ return 0
 #: of counters and, per counter, how many it needs and its limit. Returns -1 when the
 #: marker is gone, -2 when the hash is (nothing changed either way), else per record: 0
 #: when an attempt later than its own holds the profile (nothing changed), or the 1-based
-#: positions of its counters without room ({} when it reserved them all).
+#: positions of its counters without room ({} when it reserved them all): ``take``
+#: (``redis_counters.TAKE``), the plain reservation's own check and increments.
 #: A field is JSON, ``[attempt, code, n, code, n, ...]``: a release names its counters
 #: from their codes, under the prefix — in the declared keys' slot (the hash tag), where
 #: Redis lets a script reach keys it did not declare.
-_RESERVE = """
+_RESERVE = (
+    """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
 if redis.call('EXISTS', KEYS[2]) == 0 then
   return -2
 end
+"""
+    + TAKE
+    + """
 -- Whether attempt a sorts before b, byte by byte (Lua's own < follows the server's
 -- locale; Python's, which orders the database ledger, follows the bytes).
 local function before(a, b)
@@ -133,20 +135,12 @@ for j = 1, records do
         end
       end
     end
-    local refused = {}
-    for i = 1, n do
-      local count = tonumber(redis.call('GET', KEYS[k + i]) or '0')
-      if count + tonumber(ARGV[a + 2 * i - 2]) > tonumber(ARGV[a + 2 * i - 1]) then
-        refused[#refused + 1] = i
-      end
-    end
+    local refused = take(k, a, n)
     local field = {attempt}
     if #refused == 0 then
       for i = 1, n do
-        local need = tonumber(ARGV[a + 2 * i - 2])
-        redis.call('INCRBY', KEYS[k + i], need)
         field[#field + 1] = string.sub(KEYS[k + i], #prefix + 1)
-        field[#field + 1] = need
+        field[#field + 1] = tonumber(ARGV[a + 2 * i - 2])
       end
     end
     if not seen[profile] then
@@ -170,6 +164,7 @@ end
 redis.call('EXPIRE', KEYS[2], ARGV[2])
 return out
 """
+)
 
 
 def ledger_key(container_id: str, job_id: str) -> str:
