@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/batch.py [--sizes 100000 1000000] [--engines local spark]
         [--workers 0] [--plot docs/img/batch.png] [--json batch.json]
+        [--db-url postgresql://…] [--redis redis://…] [--compare-src OTHER/src] [--repeat 1]
 
 Per size, in one SQLite database (a sandbox per size): N profiles written as JSON lines
 and loaded with ``nextoffer import profiles`` (timed too); one audience, ``age >= 49``
@@ -17,6 +18,15 @@ RSS of the whole process tree (runner, worker processes, Spark's JVM) sampled ev
 The reference, measured in the same run: the engine alone (``engine.decide`` in a loop,
 one process, no IO, on the same library and the audience's profiles) in µs per decision;
 the batch's CPU per decision ÷ that is how close the whole job comes to the engine floor.
+
+``--db-url`` puts the profiles, library and records in that database instead (PostgreSQL:
+an empty database the bench migrates), ``--redis`` the cap counters in that Redis (their
+keys of the tenant's container emptied before each run, its marker kept). With
+``--compare-src``, every job runs in a process of its own, once with this checkout's
+``src`` and once with the other's (``base``: e.g. ``git worktree add /tmp/base HEAD`` and
+``/tmp/base/src``), alternating, ``--repeat`` times each: a before/after in one run, on the
+same data and the same servers; the medians of wall time and profiles per second are
+printed per variant at the end.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ import json
 import os
 import random
 import resource
-import sqlite3
+import statistics
 import subprocess
 import sys
 import threading
@@ -38,6 +48,7 @@ from typing import Any
 
 import orjson
 import psutil
+import sqlalchemy
 from scratch import scratch_dir
 
 from nextoffer.engine import CapCounters, DecisionRequest, PropositionRequest, decide
@@ -162,17 +173,22 @@ class PeakRss:
 
 
 def engine_reference(
-    no: NextOffer, container: str, ids: dict[str, str], db: Path, org: str, sandbox: str
+    no: NextOffer, container: str, ids: dict[str, str], db_url: str, org: str, sandbox: str
 ) -> float:
     """CPU µs per decision of the engine alone, on 20,000 profiles of the audience."""
     snapshot = build_snapshot(no.catalogs.image(container), built="bench")
     proposition = (PropositionRequest(ids["decision"], ids["placement"], 1),)
-    with sqlite3.connect(db) as conn:
+    engine = sqlalchemy.create_engine(db_url)
+    with engine.connect() as conn:
         rows = conn.execute(
-            "SELECT attributes FROM profiles WHERE org_id = ? AND sandbox = ? LIMIT 40000",
-            (org, sandbox),
+            sqlalchemy.text(
+                "SELECT attributes FROM profiles WHERE org_id = :o AND sandbox = :s LIMIT 40000"
+            ),
+            {"o": org, "s": sandbox},
         ).fetchall()
-    profiles = [p for p in (orjson.loads(r[0]) for r in rows) if p["age"] >= 49][:20_000]
+    engine.dispose()
+    loaded = (r[0] if isinstance(r[0], dict) else orjson.loads(r[0]) for r in rows)
+    profiles = [p for p in loaded if p["age"] >= 49][:20_000]
     rng = random.Random(1)
     counters = CapCounters(counts={})
     started = time.thread_time()  # CPU, as the job's stages are measured
@@ -187,10 +203,65 @@ def engine_reference(
     return (time.thread_time() - started) / len(profiles) * 1e6
 
 
-def reset_counters(db: Path) -> None:
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM cap_counters")
-        conn.execute("DELETE FROM offer_daily")
+def reset_counters(db_url: str, redis_url: str | None, container: str) -> None:
+    """Counters and the offers report emptied (in Redis: the container's counters, its
+    marker kept, as ``admin`` would find them after a first count)."""
+    engine = sqlalchemy.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("DELETE FROM cap_counters"))
+        conn.execute(sqlalchemy.text("DELETE FROM offer_daily"))
+    engine.dispose()
+    if redis_url is not None:
+        import redis
+
+        client = redis.Redis.from_url(redis_url)
+        names = [n for n in client.scan_iter(f"nextoffer:cap:{{{container}}}:*") if b"|" in n]
+        for first in range(0, len(names), 1000):
+            client.delete(*names[first : first + 1000])
+        client.close()
+
+
+def run_elsewhere(
+    src: Path, settings: Settings, principal: Principal, body: dict[str, Any], engine: str
+) -> dict[str, Any]:
+    """:func:`run_job` in a process of its own whose ``nextoffer`` is ``src``'s (its
+    worker processes too: they inherit ``PYTHONPATH``)."""
+    job = {
+        "settings": {
+            "db_url": settings.db_url,
+            "redis_url": settings.redis_url,
+            "datasets_dir": settings.datasets_dir,
+            "batch_workers": settings.batch_workers,
+        },
+        "principal": [principal.org, principal.sandbox, "bench", "bench"],
+        "body": body,
+        "engine": engine,
+    }
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(src.resolve()), str(Path(__file__).parent)]),
+    }
+    done = subprocess.run(
+        [sys.executable, __file__, "--one", json.dumps(job)],
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    row: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
+def one(job_text: str) -> int:
+    """``--one``: a job of :func:`run_elsewhere`, its row printed as the last line."""
+    import nextoffer
+
+    job = json.loads(job_text)
+    settings = Settings(**job["settings"], freeze_heap=False)
+    row = run_job(settings, Principal(*job["principal"]), job["body"], job["engine"])
+    row["src"] = str(Path(nextoffer.__file__).parent.parent)
+    print(json.dumps(row), flush=True)
+    return 0
 
 
 def run_job(
@@ -235,6 +306,40 @@ def run_job(
         "load_before": [round(x, 2) for x in load],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def add_figures(row: dict[str, Any], imported: float, reference_us: float, cores: int) -> None:
+    """The figures derived from a run's own."""
+    row["import_s"] = round(imported, 1)
+    row["reference_engine_us"] = round(reference_us, 1)
+    stages = row["stages_cpu_s"]
+    row["cpu_us_per_profile_by_stage"] = {
+        k: round(v / row["profiles"] * 1e6, 1) for k, v in stages.items()
+    }
+    if row["decisions"] and "decide" in stages:
+        per = stages["decide"] / row["decisions"] * 1e6
+        row["decide_cpu_us_per_decision"] = round(per, 1)
+        row["decide_ratio_to_engine"] = round(per / reference_us, 2)
+    row["profiles_per_s_per_core"] = round(row["profiles_per_s"] / cores)
+    # What an otherwise idle machine of this many cores would take, from CPU spent.
+    row["idle_machine_estimate_s"] = round(row["cpu_s"] / cores, 1)
+
+
+def print_medians(rows: list[dict[str, Any]]) -> None:
+    """Per size, engine and variant: the median wall seconds, profiles per second and CPU
+    seconds of its runs."""
+    groups: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["profiles"], row["engine"], row["variant"]), []).append(row)
+    print("profiles  engine  variant  runs  median wall s  median profiles/s  median cpu s")
+    for (size, engine, variant), runs in sorted(groups.items()):
+        print(
+            f"{size:>8,}  {engine:<6}  {variant:<7}  {len(runs):>4}"
+            f"  {statistics.median(r['wall_s'] for r in runs):>13.2f}"
+            f"  {statistics.median(r['profiles_per_s'] for r in runs):>17,.0f}"
+            f"  {statistics.median(r['cpu_s'] for r in runs):>12.2f}",
+            flush=True,
+        )
 
 
 def _children_cpu() -> float:
@@ -289,15 +394,37 @@ def main() -> int:
         help="Reuse the profiles and library a previous run left in --dir (no import); merge"
         " the figures into --json.",
     )
+    parser.add_argument("--db-url", default=None, help="a database (default: SQLite in --dir)")
+    parser.add_argument("--redis", default=None, help="cap counters in this Redis")
+    parser.add_argument(
+        "--compare-src", type=Path, default=None, help="another checkout's src: its jobs too"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each job (medians)")
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one is not None:
+        return one(args.one)
     folder = scratch_dir("nextoffer-batch-", keep=args.dir)
-    db = folder / "bench.db"
+    db_url = args.db_url or f"sqlite:///{folder / 'bench.db'}"
+    if args.db_url and not args.reuse:
+        from nextoffer.storage.store import Store
+
+        store = Store.open(db_url)
+        store.migrate()
+        store.close()
     settings = Settings(
-        db_url=f"sqlite:///{db}",
+        db_url=db_url,
+        redis_url=args.redis,
         datasets_dir=str(folder / "datasets"),
         batch_workers=args.workers,
         freeze_heap=False,
     )
+    variants: list[tuple[str, Path | None]] = [("this", None)]
+    if args.compare_src is not None:
+        variants = [
+            ("this", Path(__file__).resolve().parent.parent / "src"),
+            ("base", args.compare_src),
+        ]
     cores = args.workers or os.cpu_count() or 1
     rows: list[dict[str, Any]] = []
     print(f"cores {os.cpu_count()}, workers {cores}, load {os.getloadavg()}", flush=True)
@@ -326,7 +453,7 @@ def main() -> int:
                 )
             )
         with NextOffer.open(settings) as no:
-            reference_us = engine_reference(no, container_id, ids, db, org, sandbox)
+            reference_us = engine_reference(no, container_id, ids, db_url, org, sandbox)
         print(f"reference: engine alone {reference_us:.1f} µs per decision", flush=True)
         body = {
             "xdm:segmentIds": [segment_id],
@@ -340,23 +467,22 @@ def main() -> int:
             "nextoffer:seed": 42,
         }
         for engine in args.engines:
-            reset_counters(db)
-            row = run_job(settings, principal, body, engine)
-            row["import_s"] = round(imported, 1)
-            row["reference_engine_us"] = round(reference_us, 1)
-            stages = row["stages_cpu_s"]
-            row["cpu_us_per_profile_by_stage"] = {
-                k: round(v / row["profiles"] * 1e6, 1) for k, v in stages.items()
-            }
-            if row["decisions"] and "decide" in stages:
-                per = stages["decide"] / row["decisions"] * 1e6
-                row["decide_cpu_us_per_decision"] = round(per, 1)
-                row["decide_ratio_to_engine"] = round(per / reference_us, 2)
-            row["profiles_per_s_per_core"] = round(row["profiles_per_s"] / cores)
-            # What an otherwise idle machine of this many cores would take, from CPU spent.
-            row["idle_machine_estimate_s"] = round(row["cpu_s"] / cores, 1)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+            for turn in range(args.repeat):
+                # Each repeat starts one variant further on: neither always runs first.
+                for name, src in (
+                    variants[turn % len(variants) :] + variants[: turn % len(variants)]
+                ):
+                    reset_counters(db_url, args.redis, container_id)
+                    if src is None:
+                        row = run_job(settings, principal, body, engine)
+                    else:
+                        row = run_elsewhere(src, settings, principal, body, engine)
+                    row["variant"] = name
+                    add_figures(row, imported, reference_us, cores)
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+    if len(variants) > 1 or args.repeat > 1:
+        print_medians(rows)
     if args.json:
         previous = json.loads(args.json.read_text()) if args.reuse and args.json.exists() else []
         keep = [
