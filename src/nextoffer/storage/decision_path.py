@@ -13,7 +13,8 @@ only this protocol:
   (``pg_path.py``; PostgreSQL): driver reads, records group-committed
   (``group_commit.py``: what a batch writes is decided once for both).
 * :class:`CountersElsewhere` wraps either when cap counters live outside the database
-  (Redis): it reserves there first, then records, and releases if the record fails.
+  (Redis): it reserves there first, then records, and releases if the record fails; a
+  batch job's records reserve many to a round trip and are group-committed together.
 
 A strategy declares what it can do: ``inline`` (an event loop may call its methods
 itself: SQLite), and ``on_loop``, its round trips as coroutines of the running loop

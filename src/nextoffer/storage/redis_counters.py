@@ -9,6 +9,9 @@ Each operation is one round trip and atomic on the server:
 * ``read``     ``MGET``
 * ``reserve``  a Lua script: checks every key against its limit, then increments all of
                them or none (Redis runs a script alone, so no other client sees a half)
+* ``reserve_many``  a batch job's records: one run of ``_RESERVE_MANY`` per :data:`RUN`
+               reservations of a container (each all-or-nothing on its own, in order),
+               every run in one pipeline
 * ``release``  a Lua script decrementing each key once per listing
 * ``add``      the same script, incrementing
 
