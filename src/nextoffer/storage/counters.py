@@ -22,6 +22,7 @@ import orjson
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from nextoffer.errors import NextOfferError
 from nextoffer.storage import tables as t
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
@@ -122,6 +123,15 @@ class CapCounterStore(Protocol):
         Returns ``[]`` when all were incremented, else the keys already at their limit
         (and nothing changed). A key listed twice needs room for two.
         """
+        ...
+
+    def reserve_many(
+        self, wanted: Sequence[Sequence[tuple[CounterKey, int]]]
+    ) -> list[list[CounterKey] | NextOfferError]:
+        """Many reservations (a batch job's records, handed over together), each
+        all-or-nothing on its own, in order, as :meth:`reserve` would take them one after
+        another: per reservation, the keys without room (``[]`` when taken), or the error
+        of its counters alone. Raises when the store cannot be reached at all."""
         ...
 
     def release(self, keys: Sequence[CounterKey]) -> None:
@@ -239,6 +249,13 @@ class SqlCounters:
         except _Refused:
             return failed
         return []
+
+    def reserve_many(
+        self, wanted: Sequence[Sequence[tuple[CounterKey, int]]]
+    ) -> list[list[CounterKey] | NextOfferError]:
+        """One :meth:`reserve` after another (the database's counters are written in the
+        decision path's own transactions; nothing wraps them in another store)."""
+        return [self.reserve(one) for one in wanted]
 
     def release(self, keys: Sequence[CounterKey]) -> None:
         self._bump(keys, -1)

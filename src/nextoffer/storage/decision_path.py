@@ -228,17 +228,12 @@ class CountersElsewhere:
         record's counters all or none, in order), then the records it took handed to the
         path together (its ``record_many``: the writer's batch transactions), each
         released if its write fails. A refusal, or the store's error, is a record's
-        outcome as with :meth:`record`. A counter store without ``reserve_many`` reserves
-        record by record."""
-        reserve_many = getattr(self._counters, "reserve_many", None)
-        if reserve_many is None:
-            for record, future in items:
-                self.record(record).add_done_callback(partial(_copy, future))
-            return
+        outcome as with :meth:`record`."""
         capped = [(record, future) for record, future in items if record.reserve]
         answers: list[list[CounterKey] | NextOfferError]
         try:
-            answers = reserve_many([record.reserve for record, _ in capped]) if capped else []
+            wanted = [record.reserve for record, _ in capped]
+            answers = self._counters.reserve_many(wanted) if capped else []
         except NextOfferError as exc:  # unreachable: every capped record hears of it
             answers = [exc] * len(capped)
         taken = [(record, future) for record, future in items if not record.reserve]
@@ -309,11 +304,3 @@ class _ElsewhereOnLoop:
     async def aclose(self) -> None:
         await self._counters.aclose()
         await self._path.aclose()
-
-
-def _copy(target: Future[list[CounterKey]], source: Pending) -> None:
-    error = source.exception()
-    if error is not None:
-        target.set_exception(error)
-    else:
-        target.set_result(source.result())
