@@ -618,3 +618,43 @@ def test_every_size_the_doc_gives_a_file_is_near_its_own(doc: Path) -> None:
         name: len(next(SRC.rglob(Path(name).name)).read_text().splitlines()) for name, _ in sized
     }
     assert [(n, said, actual[n]) for n, said in sized if abs(actual[n] - said) > said * 0.15] == []
+
+
+# -- migrations ----------------------------------------------------------------------------
+
+
+def migrations_named(path: Path) -> set[str]:
+    """The migrations the doc names: `0008_fts_writes`, migration `0020`."""
+    return {span for span in spans(path) if re.fullmatch(r"\d{4}(?:_\w+)?", span)}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_migration_the_doc_names_exists(doc: Path) -> None:
+    versions = SRC / "storage" / "migrations" / "versions"
+    named = migrations_named(doc)
+    assert sorted(m for m in named if not list(versions.glob(f"{m}*.py"))) == []
+
+
+# -- figures -------------------------------------------------------------------------------
+
+#: a measured figure: a time (µs, ms), a ratio (0.3×, 10x) or a share (11 %)
+_FIGURE = re.compile(r"\d[\d.,]*\s?(?:µs|ms)\b|\d[\d.]*×|\b\d+(?:\.\d+)?x\b|\d+(?:\.\d+)?\s?%")
+#: where a figure's measurement is: the benchmarks' record, a bench/ script, a command
+_MEASURED = re.compile(r"benchmarks\.md|`bench/|`(?:\.venv/bin/)?python ")
+
+
+def unsourced_figures(path: Path) -> list[str]:
+    """The paragraphs (and list items) of a doc that give a figure without saying where it
+    was measured."""
+    text = _FENCE.sub("", path.read_text())
+    paragraphs = re.split(r"\n\s*\n|\n(?=[-*] )", text)
+    return [
+        " ".join(p.split())[:80]
+        for p in paragraphs
+        if _FIGURE.search(p) and not _MEASURED.search(p)
+    ]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
+def test_every_figure_says_where_it_was_measured(doc: Path) -> None:
+    assert unsourced_figures(doc) == []
