@@ -6,7 +6,7 @@ one leaves the earlier reservation released, and no counter goes below zero."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import orjson
 import pytest
@@ -21,28 +21,12 @@ from nextoffer.storage.group_commit import Outcome
 from nextoffer.storage.redis_counters import RedisCounters, redis_key
 from nextoffer.storage.redis_ledger import EXPIRY, LedgerGone, RedisLedger, ledger_key
 from nextoffer.storage.redis_markers import marker_key
-from nextoffer.storage.store import Store
-from support.backends import redis_url
 
 
 @pytest.fixture
 def container() -> str:
     """A container of its own (the Redis server is shared by the run)."""
     return f"c-{uuid.uuid4().hex}"
-
-
-@pytest.fixture
-def counters(db: Store) -> Iterator[RedisCounters]:
-    opened = RedisCounters.from_url(redis_url(), store=db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def raw() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url())
-    yield client
-    client.close()
 
 
 @pytest.fixture

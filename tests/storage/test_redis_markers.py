@@ -33,21 +33,6 @@ def key() -> CounterKey:
     return replace(A, container_id=f"c-{uuid.uuid4().hex}")
 
 
-@pytest.fixture
-def counters(db: Store) -> Iterator[RedisCounters]:
-    """Counters in the run's Redis, listed in ``db``."""
-    opened = RedisCounters.from_url(redis_url(), store=db)
-    yield opened
-    opened.close()
-
-
-@pytest.fixture
-def raw() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url())
-    yield client
-    client.close()
-
-
 def lose(raw: redis.Redis, container: str) -> int:
     """What a Redis restarted without its data holds of a container: nothing."""
     names = list(raw.scan_iter(match=f"nextoffer:cap:{{{container}}}:*"))
