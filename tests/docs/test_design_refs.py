@@ -658,3 +658,26 @@ def unsourced_figures(path: Path) -> list[str]:
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)
 def test_every_figure_says_where_it_was_measured(doc: Path) -> None:
     assert unsourced_figures(doc) == []
+
+
+# -- threads -------------------------------------------------------------------------------
+
+
+def thread_names_in_code() -> set[str]:
+    """The name each thread of nextoffer is given, its variable part as ``<…>``: a thread's
+    ``name=`` and a pool's ``thread_name_prefix``."""
+    text = source_text()
+    named = set(re.findall(r'(?<!\w)name=f?"(nextoffer[-\w]*(?: ?\{[^}]*\}|-\{[^}]*\})?)"', text))
+    prefixes = set(re.findall(r'thread_name_prefix="([^"]+)"', text))
+    return {re.sub(r"\{[^}]*\}", "<>", n) for n in named} | {f"{p}_<>" for p in prefixes}
+
+
+def thread_names_in_design_md() -> set[str]:
+    text = (ROOT / "docs" / "design.md").read_text()
+    section = text.split("**Threads, by name**", 1)[1].split("\n\n", 2)[1]
+    spans = re.findall(r"`(nextoffer[-_][^`]*)`", section)
+    return {re.sub(r"<[^>]*>|(?<=_)[N0]$", "<>", span) for span in spans}
+
+
+def test_design_md_lists_every_thread_by_its_name() -> None:
+    assert thread_names_in_code() == thread_names_in_design_md()
