@@ -681,3 +681,24 @@ def thread_names_in_design_md() -> set[str]:
 
 def test_design_md_lists_every_thread_by_its_name() -> None:
     assert thread_names_in_code() == thread_names_in_design_md()
+
+
+def test_design_md_names_every_method_of_the_counter_interface() -> None:
+    from nextoffer.storage.counters import CapCounterStore
+
+    text = (ROOT / "docs" / "design.md").read_text()
+    paragraph = text.split("**Counters behind one interface**", 1)[1].split("\n\n", 1)[0]
+    named = set(re.findall(r"`(\w+)`", paragraph))
+    members = {n for n in dir(CapCounterStore) if not n.startswith("_")}
+    members |= {n for n in CapCounterStore.__annotations__ if not n.startswith("_")}
+    assert sorted(members - named) == []
+
+
+def test_design_md_names_every_coroutine_of_a_path_on_a_loop() -> None:
+    from nextoffer.storage.decision_path import OnLoop
+
+    text = " ".join((ROOT / "docs" / "design.md").read_text().split())
+    listed = re.search(r"\(`OnLoop`: ([^)]*)\)", text)
+    assert listed is not None
+    named = set(re.findall(r"`(\w+)`", listed.group(1)))
+    assert named == {n for n in dir(OnLoop) if not n.startswith("_")}
