@@ -17,6 +17,7 @@ from sqlalchemy import Connection, delete, func, insert, select, text, update
 
 from nextoffer.storage import tables as t
 from nextoffer.storage.locks import Lock, locked
+from nextoffer.storage.rows import json_text
 
 #: PostgreSQL's advisory lock (transaction-scoped) that dataset creations take to check
 #: and record a location as one step (:meth:`BatchTables.dataset_locations`).
@@ -65,10 +66,6 @@ class JobRecord:
 #: One profile as a batch reads it: id, first identity (namespace, id; ``None`` when it
 #: has none), attributes (JSON text).
 ProfileRow = tuple[str, str | None, str | None, str]
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def _segment(row: Any) -> SegmentRecord:
@@ -132,7 +129,7 @@ class BatchTables:
                 org_id=record.org_id,
                 sandbox=record.sandbox,
                 name=record.name,
-                body=_dumps(record.body),
+                body=json_text(record.body),
                 created_ms=record.created_ms,
                 modified_ms=record.modified_ms,
             )
@@ -179,7 +176,7 @@ class BatchTables:
         self.conn.execute(
             update(t.segment_definitions)
             .where(t.segment_definitions.c.segment_id == record.segment_id)
-            .values(name=record.name, body=_dumps(record.body), modified_ms=record.modified_ms)
+            .values(name=record.name, body=json_text(record.body), modified_ms=record.modified_ms)
         )
 
     def delete_segment(self, segment_id: str) -> None:
@@ -255,8 +252,8 @@ class BatchTables:
                 segment_id=record.segment_id,
                 engine=record.engine,
                 status=record.status,
-                request=_dumps(record.request),
-                detail=_dumps(record.detail),
+                request=json_text(record.request),
+                detail=json_text(record.detail),
                 created_ms=record.created_ms,
                 updated_ms=record.updated_ms,
                 heartbeat_ms=record.heartbeat_ms,
@@ -329,7 +326,7 @@ class BatchTables:
         query = update(t.batch_jobs).where(c.job_id == job_id)
         if expect is not None:
             query = query.where(c.status.in_(list(expect)))
-        encoded = {k: _dumps(v) if k in ("detail", "request") else v for k, v in values.items()}
+        encoded = {k: json_text(v) if k in ("detail", "request") else v for k, v in values.items()}
         return bool(self.conn.execute(query.values(**encoded)).rowcount)
 
     # -- the profiles a batch reads ----------------------------------------------------

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
 from sqlalchemy import Connection, bindparam, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from nextoffer.errors import NextOfferError
 from nextoffer.storage import tables as t
+from nextoffer.storage.rows import json_text
 from nextoffer.storage.session import Session
 from nextoffer.storage.store import Store
 
@@ -193,7 +193,7 @@ def read_counts(
 def counts_statement(dialect: str, codes: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
     """The statement :func:`read_counts` runs, and its parameters (for a driver that
     awaits it: ``pg_path``'s asynchronous connections)."""
-    keys: Any = orjson.dumps(list(codes)).decode() if dialect == "sqlite" else list(codes)
+    keys: Any = json_text(list(codes)) if dialect == "sqlite" else list(codes)
     return COUNTS_SQL[dialect], (keys,)
 
 

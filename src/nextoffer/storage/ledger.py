@@ -27,6 +27,7 @@ from nextoffer.storage.counters import CounterKey, counter_needs, read_counts
 from nextoffer.storage.decision_path import DecisionRecord
 from nextoffer.storage.group_commit import BatchWriter, Outcome, counter_owners, plan_batch
 from nextoffer.storage.path_sql import DAILY_IN, SET_COUNTS, on_postgres
+from nextoffer.storage.rows import json_text
 
 #: The ledger rows of a batch's profiles, locked on PostgreSQL (a later attempt's
 #: transaction waits for an earlier one still writing the same profile).
@@ -205,7 +206,7 @@ class DecisionLedger:
         records' reservations in Redis, made already (their counters are left out here)."""
         sql = on_postgres if postgres else _same
         profiles = [r.profile_key for r in records]
-        keys = profiles if postgres else sqlite_path.json_text(profiles)
+        keys = profiles if postgres else json_text(profiles)
         found = execute(_LEDGER_READ[self._dialect], (self._job_id, keys))
         prior = {row[0]: _prior(row) for row in found}
         fresh: list[DecisionRecord] = []
@@ -264,8 +265,8 @@ class DecisionLedger:
                 row = (
                     attempt,
                     record.day,
-                    sqlite_path.json_text(list(record.proposed_offers)),
-                    sqlite_path.json_text(reserved),
+                    json_text(list(record.proposed_offers)),
+                    json_text(reserved),
                     self._job_id,
                     record.profile_key,
                 )

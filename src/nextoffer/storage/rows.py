@@ -20,6 +20,12 @@ AUDIT_COLUMNS = (
 )
 
 
+def json_text(value: Any) -> str:
+    """``value`` as JSON text: how a JSON column is written, and a list of keys is bound
+    where SQLite reads it with ``json_each``."""
+    return orjson.dumps(value).decode()
+
+
 def audit_from_row(row: Any) -> Audit:
     return Audit(
         created=row.created,

@@ -25,6 +25,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from nextoffer.errors import IdentityClaimed
 from nextoffer.storage import tables as t
 from nextoffer.storage.locks import Lock, locked
+from nextoffer.storage.rows import json_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,7 +218,7 @@ class Runtime:
                         "profile_id": profile_id,
                         "org_id": org,
                         "sandbox": sandbox,
-                        "attributes": orjson.dumps(attributes).decode(),
+                        "attributes": json_text(attributes),
                         "created": now,
                         "modified": now,
                     }
@@ -237,7 +238,7 @@ class Runtime:
             self.conn.execute(
                 _UPDATE_PROFILE,
                 [
-                    {"pid": profile_id, "attributes": orjson.dumps(attributes).decode(), "now": now}
+                    {"pid": profile_id, "attributes": json_text(attributes), "now": now}
                     for profile_id, attributes in profiles
                 ],
             )
@@ -329,7 +330,7 @@ class Runtime:
                 "event_type": event_type,
                 "timestamp": timestamp,
                 "timestamp_us": timestamp_us,
-                "body": orjson.dumps(body).decode(),
+                "body": json_text(body),
             },
         ).first()
         return stored is not None

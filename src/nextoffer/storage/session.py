@@ -42,6 +42,7 @@ from nextoffer.storage.rows import (
     container_from_row,
     datastream_from_row,
     instance_from_row,
+    json_text,
     revision_from_row,
 )
 from nextoffer.storage.runtime import Runtime
@@ -67,10 +68,6 @@ def upsert(conn: Connection, table: Any) -> Any:
     with another node, so inserts that may meet an existing row say what to do instead.
     """
     return (postgresql if conn.dialect.name == "postgresql" else sqlite).insert(table)
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 # Statements on the request path are built once: SQLAlchemy then reuses their compiled
@@ -246,7 +243,7 @@ class Session:
             "sandbox": record.sandbox,
             "container_id": record.container_id,
             "name": record.name,
-            "allowed_origins": _dumps(list(record.allowed_origins)),
+            "allowed_origins": json_text(list(record.allowed_origins)),
             "rate_limit": record.rate_limit,
             "created": record.created,
             "modified": record.modified,
@@ -306,7 +303,7 @@ class Session:
                 sandbox=record.sandbox,
                 container_type=record.container_type,
                 name=record.name,
-                product_contexts=_dumps(record.product_contexts),
+                product_contexts=json_text(record.product_contexts),
                 etag=record.etag,
                 library_version=record.library_version,
                 **audit_values(record.audit),
@@ -466,7 +463,7 @@ class Session:
                     "etag": record.etag,
                     "created_us": record.created_us,
                     "modified_us": record.modified_us,
-                    "body": _dumps(record.body),
+                    "body": json_text(record.body),
                     **audit_values(record.audit),
                 }
                 for record, _ in items
@@ -525,7 +522,7 @@ class Session:
         """Store a new revision; False (and nothing written) when the etag moved on.
         ``previous_refs``: the references the stored revision holds (its ``instance_refs``
         rows); when they are ``refs`` again, those rows are left as they are."""
-        body = _dumps(record.body)
+        body = json_text(record.body)
         result = self._write(
             _UPDATE_INSTANCE,
             {
@@ -765,6 +762,6 @@ def _revision_row(
         "modified_us": record.modified_us if at_us is None else at_us,
         "modified_by": audit.modified_by,
         "modified_client": audit.modified_client,
-        "body": _dumps(record.body) if body is None else body,
+        "body": json_text(record.body) if body is None else body,
         "change_seq": change_seq,
     }

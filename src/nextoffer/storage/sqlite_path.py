@@ -58,7 +58,7 @@ from nextoffer.storage.path_sql import (
     InstanceRow,
 )
 from nextoffer.storage.report_fold import FOLD_EVENTS, FOLD_SECONDS, fold_sqlite, unfolded_sqlite
-from nextoffer.storage.rows import instance_from_row
+from nextoffer.storage.rows import instance_from_row, json_text
 from nextoffer.storage.store import Store
 
 log = logging.getLogger("nextoffer.storage")
@@ -313,8 +313,3 @@ class SqlitePath:
 
 class _StoredAlready(Exception):
     """A batch written without looking its proposition ids up holds one already stored."""
-
-
-def json_text(value: Any) -> str:
-    """``value`` as JSON text, as the paths bind a list of keys (the ledger too)."""
-    return orjson.dumps(value).decode()
