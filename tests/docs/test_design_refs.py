@@ -189,7 +189,9 @@ def candidates(dotted: str) -> list[Any]:
 #: `Store.session(write=…)`, `DecisionCall.log=False`, `storage/errors.transient`,
 #: `Map.mutate()`; not `spark.task.maxFailures` (Spark's) or `~0` (a pointer)
 _DOTTED = re.compile(r"^(?P<name>[A-Za-z_]\w*(?:[./][A-Za-z_]\w*)*)(?:\((?P<args>[^)]*)\)|=\S+)?$")
-#: dotted spans that are not Python names of ours or of a dependency
+#: dotted spans that are not Python names of ours or of a dependency: Spark's and Hadoop's
+#: settings, Parquet columns (`scopeDetails.activity.id`), msgspec (considered, not
+#: installed), file names
 _NOT_NAMES = re.compile(
     r"^(?:spark\.|fs\.|request\.|hadoop|scopeDetails\.|msgspec\.|\.|[\w-]+\.(?:json|toml|parquet|db)$)"
 )
