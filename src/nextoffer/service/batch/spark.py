@@ -391,6 +391,7 @@ class SparkEngine:
         watcher = threading.Thread(
             target=self._watch,
             args=(context, group, counters, progress, stop, cancelled),
+            name=f"nextoffer-spark-watch-{plan.job_id}",
             daemon=True,
         )
         try:
