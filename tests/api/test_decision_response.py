@@ -107,7 +107,8 @@ def test_the_fallback_is_served_from_the_same_cache_as_options():
 
 
 def test_the_kept_json_is_bounded_in_bytes_and_entries():
-    kept = decision_response._Serialised(max_entries=3, max_bytes=1000)
+    # Bytes kept: the JSON and the option it pins (tests/api/test_serialised_pins.py).
+    kept = decision_response._Serialised(max_entries=3, max_bytes=2500)
     names = frozenset({"name"})
     small = [option(f"<p>{n}</p>") for n in range(3)]
     for each in small:
@@ -118,14 +119,14 @@ def test_the_kept_json_is_bounded_in_bytes_and_entries():
     kept.option(fourth, WITH_CONTENT, names)
     assert len(kept) == 1 and (id(fourth), names, True) in kept
     # Larger than the whole bound: served, never kept.
-    large = option("x" * 1100)
+    large = option("x" * 2600)
     served = orjson.loads(orjson.dumps(kept.option(large, WITH_CONTENT, names)))
-    assert served["xdm:content"] == "x" * 1100
+    assert served["xdm:content"] == "x" * 2600
     assert (id(large), names, True) not in kept and len(kept) == 1
     # Within the bound alone, past it with what is kept: the kept ones go.
-    medium = option("y" * 450)
+    medium = option("y" * 600)
     kept.option(medium, WITH_CONTENT, names)
     assert len(kept) == 2
-    other = option("z" * 450)
+    other = option("z" * 600)
     kept.option(other, WITH_CONTENT, names)
     assert len(kept) == 1 and (id(other), names, True) in kept

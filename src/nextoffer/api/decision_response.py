@@ -65,7 +65,10 @@ class _Serialised:
     (``engine.model.Offer.option``); an entry holds its option, so no other object can be
     given that id while the entry lives. Bounded in entries and in the bytes kept (an
     offer's content may be large): when either bound would be passed, everything goes and
-    the current snapshot's options are serialised again as they come.
+    the current snapshot's options are serialised again as they come. The bytes kept are
+    the JSON and what the held option pins (its body and representation, as JSON): an
+    entry of a replaced snapshot keeps that offer's old body alive on its own, and without
+    content the JSON is a few dozen bytes whatever the body's size.
     """
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
@@ -95,14 +98,22 @@ class _Serialised:
             return found[1]
         text = orjson.dumps(_option(option, fmt, names))
         fragment = orjson.Fragment(text)
-        if len(text) > self.max_bytes:
+        size = len(text) + _pinned(option)
+        if size > self.max_bytes:
             return fragment
-        if len(self._entries) >= self.max_entries or self._bytes + len(text) > self.max_bytes:
+        if len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes:
             self._entries.clear()
             self._bytes = 0
         self._entries[key] = (option, fragment)
-        self._bytes += len(text)
+        self._bytes += size
         return fragment
+
+
+def _pinned(option: Option | FallbackOption) -> int:
+    """The JSON size of what a kept ``option`` holds alive: its body and representation."""
+    return len(orjson.dumps(option.body, default=dict)) + len(
+        orjson.dumps(option.representation, default=dict)
+    )
 
 
 #: The process's serialised options: 4,096 of them, 16 MiB of JSON at most.
