@@ -1,4 +1,5 @@
-"""Soak: mixed load at half the measured maximum for a long time; errors, latency and RSS.
+"""Soak: mixed load at half the measured maximum for a long time; errors, latency, RSS, open
+files, threads and database size.
 
 1. Seed a tenant with the demo library and start ``nextoffer serve`` on loopback.
 2. Measure the maximum: a closed loop of ``--concurrency`` clients sending the mix for
@@ -6,7 +7,9 @@
 3. Soak: an open loop at half that rate for ``--duration`` seconds. Each request is
    timed from the moment it was *scheduled*, so a stalled server shows up as latency
    (no coordinated omission). Every ``--interval`` seconds a row reports the count,
-   errors, p50/p95/p99/max and the server's RSS.
+   errors, p50/p95/p99/max and the server's RSS, open file descriptors and threads (summed
+   over its processes) and the SQLite database's size on disk (with its WAL), so a leak
+   shows as a column that grows.
 
 The mix: 80 % decisions (1,000 profiles), 15 % events (a new ``_id`` each), 5 % library
 edits (a JSON Patch of an offer, which makes every process rebuild its compiled catalog).
@@ -51,6 +54,9 @@ class Window:
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
     rss: list[int] = field(default_factory=list)
+    fds: list[int] = field(default_factory=list)
+    threads: list[int] = field(default_factory=list)
+    db_bytes: list[int] = field(default_factory=list)
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -142,6 +148,30 @@ async def measure(base: str, mix: Mix, *, seconds: float, concurrency: int) -> f
     return done / elapsed
 
 
+def resources(server: LiveServer) -> tuple[int, int]:
+    """Open file descriptors and threads, summed over the server's processes."""
+    import contextlib
+
+    import psutil
+
+    fds = threads = 0
+    for pid in server.pids():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(pid)
+            fds += process.num_fds()
+            threads += process.num_threads()
+    return fds, threads
+
+
+def db_size(path: Path) -> int:
+    """The SQLite database's bytes on disk, its WAL and shared-memory files included."""
+    return sum(
+        p.stat().st_size
+        for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+        if p.exists()
+    )
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -157,6 +187,7 @@ async def soak(
     duration: float,
     interval: float,
     max_outstanding: int,
+    db_path: Path,
 ) -> list[dict[str, float]]:
     rng = random.Random(2)
     windows: list[Window] = [Window()]
@@ -182,6 +213,9 @@ async def soak(
             "rss_mib": round(statistics.fmean(window.rss) / 2**20, 1)
             if window.rss
             else float("nan"),
+            "fds": max(window.fds, default=-1),
+            "threads": max(window.threads, default=-1),
+            "db_mib": round(max(window.db_bytes, default=0) / 2**20, 1),
         }
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -200,6 +234,10 @@ async def soak(
             now = time.monotonic()
             if now >= next_rss:
                 windows[-1].rss.append(server.rss_bytes())
+                fds, threads = resources(server)
+                windows[-1].fds.append(fds)
+                windows[-1].threads.append(threads)
+                windows[-1].db_bytes.append(db_size(db_path))
                 next_rss += 5
             if now >= next_window:
                 close_window(now)
@@ -256,6 +294,7 @@ def main() -> None:
                 duration=args.duration,
                 interval=args.interval,
                 max_outstanding=64,
+                db_path=workdir / "soak.db",
             )
         )
     finally:
@@ -263,6 +302,7 @@ def main() -> None:
     errors = sum(r["errors"] for r in rows)
     total = sum(r["requests"] for r in rows)
     rss = [r["rss_mib"] for r in rows if r["rss_mib"] == r["rss_mib"]]
+    sampled = [r for r in rows if r["fds"] >= 0]
     summary = {
         "maximum_rps": round(maximum),
         "rate_rps": round(rate),
@@ -272,6 +312,9 @@ def main() -> None:
         "rows": rows,
         "rss_first_mib": rss[0] if rss else None,
         "rss_last_mib": rss[-1] if rss else None,
+        "fds_first_last": [sampled[0]["fds"], sampled[-1]["fds"]] if sampled else None,
+        "threads_first_last": [sampled[0]["threads"], sampled[-1]["threads"]] if sampled else None,
+        "db_mib_first_last": [sampled[0]["db_mib"], sampled[-1]["db_mib"]] if sampled else None,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "rows"}))
     if args.json:
