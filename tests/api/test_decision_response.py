@@ -107,26 +107,32 @@ def test_the_fallback_is_served_from_the_same_cache_as_options():
 
 
 def test_the_kept_json_is_bounded_in_bytes_and_entries():
-    # Bytes kept: the JSON and the option it pins (tests/api/test_serialised_pins.py).
+    # Bytes kept: the JSON and the option it pins; each a different offer, since an offer's
+    # next option replaces its entry (tests/api/test_serialised_pins.py).
+    serial = iter(range(100))
+
+    def distinct(content: str) -> Option:
+        return option(content)._replace(offer_id=f"xcore:personalized-offer:{next(serial)}")
+
     kept = decision_response._Serialised(max_entries=3, max_bytes=2500)
     names = frozenset({"name"})
-    small = [option(f"<p>{n}</p>") for n in range(3)]
+    small = [distinct(f"<p>{n}</p>") for n in range(3)]
     for each in small:
         kept.option(each, WITH_CONTENT, names)
     assert len(kept) == 3
     # A fourth entry passes the count: the three go, the fourth stays.
-    fourth = option("<p>3</p>")
+    fourth = distinct("<p>3</p>")
     kept.option(fourth, WITH_CONTENT, names)
     assert len(kept) == 1 and (id(fourth), names, True) in kept
     # Larger than the whole bound: served, never kept.
-    large = option("x" * 2600)
+    large = distinct("x" * 2600)
     served = orjson.loads(orjson.dumps(kept.option(large, WITH_CONTENT, names)))
     assert served["xdm:content"] == "x" * 2600
     assert (id(large), names, True) not in kept and len(kept) == 1
     # Within the bound alone, past it with what is kept: the kept ones go.
-    medium = option("y" * 600)
+    medium = distinct("y" * 600)
     kept.option(medium, WITH_CONTENT, names)
     assert len(kept) == 2
-    other = option("z" * 600)
+    other = distinct("z" * 600)
     kept.option(other, WITH_CONTENT, names)
     assert len(kept) == 1 and (id(other), names, True) in kept

@@ -68,14 +68,22 @@ class _Serialised:
     the current snapshot's options are serialised again as they come. The bytes kept are
     the JSON and what the held option pins (its body and representation, as JSON): an
     entry of a replaced snapshot keeps that offer's old body alive on its own, and without
-    content the JSON is a few dozen bytes whatever the body's size.
+    content the JSON is a few dozen bytes whatever the body's size. Nor are such entries
+    left to wait for a bound: a new option of the same offer, placement and format (the
+    offer's next snapshot) replaces the entry of the one before, which no decision asks
+    for again.
     """
 
     def __init__(self, max_entries: int, max_bytes: int) -> None:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._entries: dict[
-            tuple[int, frozenset[str], bool], tuple[Option | FallbackOption, orjson.Fragment]
+            tuple[int, frozenset[str], bool],
+            tuple[Option | FallbackOption, orjson.Fragment, int],
+        ] = {}
+        #: The entry of each offer, placement and format's latest option.
+        self._latest: dict[
+            tuple[str, object, frozenset[str], bool], tuple[int, frozenset[str], bool]
         ] = {}
         self._bytes = 0
 
@@ -101,10 +109,18 @@ class _Serialised:
         size = len(text) + _pinned(option)
         if size > self.max_bytes:
             return fragment
+        representation = option.representation
+        placement = representation.get("xdm:placement") if representation is not None else None
+        slot = (option.offer_id, placement, names, fmt.include_content)
+        before = self._entries.pop(self._latest.get(slot, key), None)
+        if before is not None:
+            self._bytes -= before[2]
         if len(self._entries) >= self.max_entries or self._bytes + size > self.max_bytes:
             self._entries.clear()
+            self._latest.clear()
             self._bytes = 0
-        self._entries[key] = (option, fragment)
+        self._entries[key] = (option, fragment, size)
+        self._latest[slot] = key
         self._bytes += size
         return fragment
 
