@@ -12,7 +12,7 @@ import pytest
 import redis
 from starlette.testclient import TestClient
 
-from batch.test_workloads import DECIDE, rows, wait_done
+from batch.test_workloads import DECIDE, batch_and_online_share_caps, rows, wait_done
 from nextoffer.api.app import create_app
 from nextoffer.settings import Settings
 from support.api import Tenant, make_tenant
@@ -41,28 +41,7 @@ def chosen_a(tenant: Tenant, library: Library, dataset_id: str) -> int:
 
 def test_batch_and_online_decisions_share_caps_in_redis(tenant: Tenant) -> None:
     """The Redis form of ``test_workloads.test_batch_and_online_decisions_share_caps``."""
-    library = Library(tenant, [{"xdm:limit": 3, "xdm:scope": "global"}])
-    add_profiles(tenant, 12)
-    decide = {
-        "xdm:propositionRequests": [
-            {"xdm:placementId": library.placement, "xdm:activityId": library.decision}
-        ],
-        "xdm:profiles": [{"xdm:identityMap": {"Email": [{"xdm:id": "p0000@example.com"}]}}],
-    }
-    url = f"/data/core/ode/{tenant.container}/decisions"
-    headers = {**tenant.headers, "Content-Type": DECIDE}
-    first = tenant.client.post(url, json=decide, headers=headers).json()
-    assert first["xdm:propositions"][0]["xdm:options"][0]["xdm:id"] == library.a
-    job = tenant.client.post(
-        DWM,
-        json=workload(library, segment(tenant, "age >= 0"), dataset(tenant)),
-        headers=tenant.headers,
-    ).json()
-    done = wait_done(tenant, f"{DWM}/{job['@id']}")
-    assert done["ode:status"] == "COMPLETED", done
-    assert chosen_a(tenant, library, done["xdm:dataSetId"]) == 2  # one went online first
-    after = tenant.client.post(url, json=decide, headers=headers).json()
-    assert after["xdm:propositions"][0]["xdm:options"][0]["xdm:id"] != library.a
+    batch_and_online_share_caps(tenant)
 
 
 def test_a_cap_is_met_exactly_by_a_local_job_and_online_decisions_at_once(

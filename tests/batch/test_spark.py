@@ -483,15 +483,26 @@ def test_a_retried_spark_task_decides_again_and_counts_each_profile_once(tmp_pat
     before that, it counted them twice). The job's ledger rows are gone once it ran."""
     db, library, profiles, final, folder, _, url = _kill_a_task_once(tmp_path)
     assert final.status == "COMPLETED", final.detail
-    # Every profile got A once: its own counter at 1, everyone's at the audience.
     everyone, per_profile = _counts(db, library.a)
+    _counted_once(profiles, everyone, per_profile, folder, library.a, url)
+
+
+def _counted_once(
+    profiles: int,
+    everyone: int,
+    per_profile: dict[str, int],
+    folder: Path,
+    offer: str,
+    url: str,
+) -> None:
+    """Every profile got ``offer`` once: its own counter at 1, everyone's at the audience,
+    a published row each, the report counting each once and no ledger row left."""
     assert len(per_profile) == profiles and set(per_profile.values()) == {1}
     assert everyone == profiles
     got = decisions(folder)
     assert len(got) == profiles
-    assert all(items[0] == (library.a, False) for items in got.values())
-    # The offers report counts each decision once; the ledger's rows are gone.
-    assert _reported(url, library.a) == (profiles, 0)
+    assert all(items[0] == (offer, False) for items in got.values())
+    assert _reported(url, offer) == (profiles, 0)
 
 
 def test_with_redis_counters_a_retried_spark_task_counts_each_profile_once(
@@ -532,12 +543,7 @@ def test_with_redis_counters_a_retried_spark_task_counts_each_profile_once(
         assert not raw.exists(ledger_key(container, final.job_id))
     finally:
         raw.close()
-    assert len(per_profile) == profiles and set(per_profile.values()) == {1}
-    assert everyone == profiles
-    got = decisions(folder)
-    assert len(got) == profiles
-    assert all(items[0] == (library.a, False) for items in got.values())
-    assert _reported(url, library.a) == (profiles, 0)
+    _counted_once(profiles, everyone, per_profile, folder, library.a, url)
 
 
 class _ThreeAttempts:

@@ -86,6 +86,13 @@ def test_a_job_decides_the_audience_into_parquet(tenant: Tenant) -> None:
 
 
 def test_batch_and_online_decisions_share_caps(tenant: Tenant) -> None:
+    batch_and_online_share_caps(tenant)
+
+
+def batch_and_online_share_caps(tenant: Tenant) -> None:
+    """A global cap of 3: one unit taken online before a job of 12 profiles, two by the
+    job, none left for the next online decision (``test_redis_batch`` runs it with the
+    counters in Redis)."""
     library = Library(tenant, [{"xdm:limit": 3, "xdm:scope": "global"}])
     add_profiles(tenant, 12)
     decide = {
