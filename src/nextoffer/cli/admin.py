@@ -228,13 +228,6 @@ def counters(
         move_counters(settings, containers, into=into_redis)
         return
     with NextOffer.open(settings) as no:
-        from nextoffer.storage.redis_counters import RedisCounters  # NextOffer.open loaded it
-
-        redis_counters = no.counters
-        assert isinstance(redis_counters, RedisCounters)  # settings name Redis (above)
-        # With no container listed, nothing below asks Redis anything: reached first, so an
-        # unreachable one (a mistyped URL) is said so rather than found holding everything.
-        redis_counters.ping()
         if accept_loss:
             done = no.accept_counter_loss(containers or None)
             for container in done:

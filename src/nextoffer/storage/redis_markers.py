@@ -147,9 +147,16 @@ class CounterMarkers:
             raise redis_unavailable(exc) from exc
 
     def lost(self) -> list[str]:
-        """Every listed container whose marker Redis no longer holds."""
+        """Every listed container whose marker Redis no longer holds. Redis is asked even
+        when none is listed: an unreachable one (a mistyped URL) raises, instead of being
+        taken for one that holds every container's counters."""
         with self._store.session() as session:
             listed = [row[0] for row in session.conn.execute(_ALL)]
+        if not listed:
+            try:
+                self._client.ping()
+            except RedisError as exc:
+                raise redis_unavailable(exc) from exc
         return self._absent(listed)
 
     def accept_loss(self, containers: Sequence[str] | None = None) -> list[str]:
