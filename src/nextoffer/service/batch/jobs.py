@@ -231,7 +231,7 @@ def _stuck(folder: Location, doing: str) -> dict[str, str]:
     return {
         "location": folder.uri,
         "reason": f"{doing} did not end when the job did: its file system or object store"
-        " does not answer. It is never listed, having no manifest; the call goes on and"
+        " does not answer. It is never listed, its job not having completed; the call goes on and"
         " removes the folder if it returns, and this entry goes then (or says why the"
         " removal failed): else remove the folder by hand once the store answers",
     }
@@ -243,7 +243,7 @@ def _unremoved(folder: Location, exc: BaseException, when: str) -> dict[str, str
     return {
         "location": folder.uri,
         "reason": f"the job's folder, if it was written, could not be removed{when}:"
-        f" {locations.explain(folder, exc)}. It is never listed, having no manifest:"
+        f" {locations.explain(folder, exc)}. It is never listed, its job not having completed:"
         " remove it by hand",
     }
 
@@ -969,8 +969,8 @@ class BatchJobs:
             {
                 "location": folder.uri,
                 "reason": f"removing the job's folder did not end within {CLEAN_SECONDS:g} s:"
-                " its file system or object store does not answer. It is never listed,"
-                " having no manifest; the removal goes on, and this entry goes once it ends"
+                " its file system or object store does not answer. It is never listed, its"
+                " job not having completed; the removal goes on, and this entry goes once it ends"
                 " (or says why it failed): else remove the folder by hand once the store"
                 " answers",
             },
