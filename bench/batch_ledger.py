@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -39,16 +40,19 @@ from typing import Any, cast
 import redis
 from scratch import scratch_dir
 
+# The tests' batch runner (``support.batch``); appended, so that ``batch`` is this folder's.
+sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))
+
 from batch import MOMENT, prepare
 from nextoffer.root import NextOffer
 from nextoffer.service.batch.chunk import ChunkDecider, ChunkStats
-from nextoffer.service.batch.jobs import BatchJobs
 from nextoffer.settings import Settings
 from nextoffer.storage import ledger as storage_ledger
 from nextoffer.storage import sqlite_path
 from nextoffer.storage.ledger import DecisionLedger
 from nextoffer.storage.redis_counters import RedisCounters
 from nextoffer.storage.redis_ledger import RedisLedger
+from support.batch import batch_runner
 
 CHUNK = 10_000
 #: Thread CPU seconds spent inside the timed writer functions, by name.
@@ -223,15 +227,7 @@ def main() -> None:
     storage_ledger.DecisionLedger._write = timed("ledger", storage_ledger.DecisionLedger._write)  # type: ignore[method-assign]
     with NextOffer.open(settings, clock=lambda: MOMENT) as no:
         engine = Alternating(no, db, args.rounds, server)
-        jobs = BatchJobs(
-            no.store,
-            catalogs=no.catalogs,
-            repository=no.repository,
-            datasets=no.datasets,
-            clock=no.clock,
-            ids=no.ids,
-            engines={"spark": engine},
-        )
+        jobs = batch_runner(no, {"spark": engine})
         dataset = no.datasets.create(principal, {"name": "ledger"})
         body = {
             "xdm:segmentIds": [segment_id],
